@@ -1,0 +1,1 @@
+"""Vector indexes, partitioning, tenancy and filters (``shardwalk.index``)."""

@@ -1,0 +1,1 @@
+"""gRPC query service (``shardwalk.server``)."""

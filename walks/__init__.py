@@ -1,0 +1,1 @@
+"""Graphs, walk kernels, fingerprints, personalized PageRank and FastRP (``shardwalk.walks``)."""

@@ -1,1 +1,52 @@
-"""Vector indexes, partitioning, tenancy and filters (``shardwalk.index``)."""
+"""Vector indexes, partitioning, tenancy and filters (``shardwalk.index``).
+
+Every index implements :class:`VectorIndex` over caller-chosen integer labels; a collection
+passes its row numbers. ``make_index`` builds one by kind name, ``load_index`` reads one back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardwalk.index.base import IndexMetric, SearchResult, VectorIndex, read_meta
+from shardwalk.index.flat import FlatIndex, exact_search
+from shardwalk.index.hnsw import HNSWIndex
+from shardwalk.index.kmeans import balanced_kmeans
+from shardwalk.index.partitioned import PartitionedIndex
+
+__all__ = [
+    "INDEX_KINDS",
+    "FlatIndex",
+    "HNSWIndex",
+    "IndexMetric",
+    "PartitionedIndex",
+    "SearchResult",
+    "VectorIndex",
+    "balanced_kmeans",
+    "exact_search",
+    "load_index",
+    "make_index",
+]
+
+INDEX_KINDS: dict[str, type] = {
+    "flat": FlatIndex,
+    "hnsw": HNSWIndex,
+    "partitioned": PartitionedIndex,
+}
+
+
+def make_index(kind: str, *, dim: int, metric: IndexMetric, **params: Any) -> VectorIndex:
+    """A new empty index of ``kind`` (parameters already validated by the caller)."""
+    return INDEX_KINDS[kind](dim=dim, metric=metric, **params)
+
+
+def load_index(directory: str) -> VectorIndex:
+    """Read back an index written by ``save(directory)``."""
+    import json
+    import os
+
+    with open(os.path.join(directory, "index.json"), "rb") as f:
+        kind = json.loads(f.read()).get("kind")
+    if kind not in INDEX_KINDS:
+        read_meta(directory, "?")  # raises CorruptionError naming what was found
+    return INDEX_KINDS[kind].load(directory)

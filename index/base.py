@@ -1,0 +1,133 @@
+"""The index protocol every vector index implements, and its result type.
+
+Indexes work on *labels*: non-negative int64 numbers chosen by the caller (a collection passes
+its row numbers). Inputs are trusted here: the collection validates once at its boundary
+(dimension, dtype, contiguity, finite values), so the hot path does no checks twice.
+
+Distances, smaller is closer, padded with +inf:
+- ``l2``: squared Euclidean distance.
+- ``ip``: ``1 - <q, x>`` (hnswlib's convention). Cosine is ``ip`` over unit vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from shardwalk._atomic import atomic_write_bytes
+from shardwalk.errors import CorruptionError
+
+__all__ = ["IndexMetric", "SearchResult", "VectorIndex"]
+
+INDEX_FORMAT = 1  # version of the files an index writes into its directory
+
+IndexMetric = Literal["l2", "ip"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Top-k neighbours of a batch of queries.
+
+    Attributes
+    ----------
+    ids : ndarray of int64, shape (n, k)
+        Neighbour ids, closest first, padded with -1 when fewer than k exist.
+    distances : ndarray of float32, shape (n, k)
+        Distances (smaller is closer), padded with +inf.
+    """
+
+    ids: np.ndarray
+    distances: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __iter__(self):  # unpacking: ids, distances = result
+        yield self.ids
+        yield self.distances
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """What a collection needs from an index."""
+
+    kind: str
+    dim: int
+    metric: IndexMetric
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert vectors (float32, C-contiguous, (n, dim)) under new labels."""
+
+    def delete(self, labels: np.ndarray) -> None:
+        """Stop returning these labels. Unknown labels are ignored."""
+
+    def search(self, queries: np.ndarray, k: int, **params: Any) -> SearchResult:
+        """Top-k live labels per query; ``ids`` holds labels."""
+
+    def get(self, labels: np.ndarray) -> np.ndarray:
+        """The stored vectors of existing labels, (n, dim) float32."""
+
+    def save(self, directory: str) -> None:
+        """Write the index into an existing, empty directory."""
+
+    def __len__(self) -> int:
+        """Number of live labels."""
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and parameters, JSON-serialisable."""
+
+
+def empty_result(n: int, k: int) -> SearchResult:
+    return SearchResult(
+        ids=np.full((n, k), -1, dtype=np.int64),
+        distances=np.full((n, k), np.inf, dtype=np.float32),
+    )
+
+
+def merge_topk(ids: np.ndarray, distances: np.ndarray, k: int) -> SearchResult:
+    """Exact top-k merge of candidate lists laid side by side: (n, m) -> (n, k).
+
+    Padding (-1, +inf) sorts last; ties keep the earlier column.
+    """
+    n, m = ids.shape
+    if m > k:
+        part = np.argpartition(distances, k - 1, axis=1)[:, :k]
+        ids = np.take_along_axis(ids, part, axis=1)
+        distances = np.take_along_axis(distances, part, axis=1)
+    order = np.argsort(distances, axis=1, kind="stable")
+    ids = np.take_along_axis(ids, order, axis=1)
+    distances = np.take_along_axis(distances, order, axis=1)
+    if ids.shape[1] < k:
+        pad = k - ids.shape[1]
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
+    return SearchResult(
+        ids=np.ascontiguousarray(ids, dtype=np.int64),
+        distances=np.ascontiguousarray(distances, dtype=np.float32),
+    )
+
+
+def write_meta(directory: str, meta: dict[str, Any]) -> None:
+    """Write an index's ``index.json`` (its kind, format version and parameters)."""
+    meta = {"format": INDEX_FORMAT, **meta}
+    atomic_write_bytes(os.path.join(directory, "index.json"), json.dumps(meta).encode())
+
+
+def read_meta(directory: str, kind: str) -> dict[str, Any]:
+    """Read and check an index's ``index.json``."""
+    path = os.path.join(directory, "index.json")
+    try:
+        with open(path, "rb") as f:
+            meta = json.loads(f.read())
+    except (OSError, ValueError) as exc:
+        raise CorruptionError(f"cannot read index metadata {path!r}: {exc}") from exc
+    if meta.get("kind") != kind or meta.get("format") != INDEX_FORMAT:
+        raise CorruptionError(
+            f"{path!r} holds a {meta.get('kind')!r} index of format {meta.get('format')}; "
+            f"expected {kind!r} format {INDEX_FORMAT}"
+        )
+    return meta

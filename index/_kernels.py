@@ -7,7 +7,9 @@ from numba import njit
 
 
 @njit(cache=True)
-def capacity_assign(order: np.ndarray, nearest: np.ndarray, n_parts: int, capacity: int) -> np.ndarray:
+def capacity_assign(
+    order: np.ndarray, nearest: np.ndarray, n_parts: int, capacity: int
+) -> np.ndarray:
     """Greedy capacity-constrained assignment.
 
     ``nearest`` is (n, P): each point's partitions, closest first; ``order`` lists the (point,

@@ -93,7 +93,7 @@ def merge_topk(ids: np.ndarray, distances: np.ndarray, k: int) -> SearchResult:
 
     Padding (-1, +inf) sorts last; ties keep the earlier column.
     """
-    n, m = ids.shape
+    m = ids.shape[1]
     if m > k:
         part = np.argpartition(distances, k - 1, axis=1)[:, :k]
         ids = np.take_along_axis(ids, part, axis=1)

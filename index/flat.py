@@ -13,10 +13,10 @@ from typing import Any
 
 import faiss
 import numpy as np
+from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
 
 from shardwalk._atomic import atomic_write
 from shardwalk.errors import CorruptionError
-from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
 
 __all__ = ["FlatIndex", "exact_search"]
 
@@ -51,7 +51,7 @@ def exact_search(
 
     Returns positions into ``vectors`` as ids. Used as ground truth and by the flat index.
     """
-    n, dim = vectors.shape
+    dim = vectors.shape[1]
     index = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
     index.add(vectors)
     return _search_faiss(index, metric, queries, k, mask)
@@ -176,4 +176,3 @@ class FlatIndex:
         index._alive = alive.astype(bool)
         index._live = int(np.count_nonzero(alive))
         return index
-

@@ -12,10 +12,10 @@ from typing import Any
 
 import hnswlib
 import numpy as np
-
-from shardwalk._atomic import atomic_write, atomic_write_with
 from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
 from shardwalk.index.flat import exact_search
+
+from shardwalk._atomic import atomic_write, atomic_write_with
 
 __all__ = ["HNSWIndex"]
 
@@ -195,4 +195,3 @@ class HNSWIndex:
         index._alive = np.load(os.path.join(directory, "alive.npy"))
         index._live = int(np.count_nonzero(index._alive))
         return index
-

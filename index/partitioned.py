@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-
-from shardwalk._atomic import atomic_write
 from shardwalk.index.base import (
     IndexMetric,
     SearchResult,
@@ -30,6 +28,8 @@ from shardwalk.index.base import (
 from shardwalk.index.flat import FlatIndex
 from shardwalk.index.hnsw import HNSWIndex, default_threads
 from shardwalk.index.kmeans import balanced_kmeans, nearest_centroid
+
+from shardwalk._atomic import atomic_write
 
 __all__ = ["PartitionedIndex"]
 
@@ -132,7 +132,9 @@ class PartitionedIndex:
         self._staging = None
         self._add_to_parts(labels, vectors, assignment)
 
-    def _add_to_parts(self, labels: np.ndarray, vectors: np.ndarray, assignment: np.ndarray) -> None:
+    def _add_to_parts(
+        self, labels: np.ndarray, vectors: np.ndarray, assignment: np.ndarray
+    ) -> None:
         end = int(labels.max()) + 1
         if end > self._part_of.shape[0]:
             grown = np.full(max(end, 2 * self._part_of.shape[0]), -1, dtype=np.int32)
@@ -204,7 +206,12 @@ class PartitionedIndex:
 
     def stats(self) -> dict[str, Any]:
         if self._staging is not None:
-            return {"kind": self.kind, "trained": False, **self.params(), "staging": self._staging.stats()}
+            return {
+                "kind": self.kind,
+                "trained": False,
+                **self.params(),
+                "staging": self._staging.stats(),
+            }
         parts = [part.stats() for part in self._parts]
         return {
             "kind": self.kind,
@@ -217,8 +224,15 @@ class PartitionedIndex:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str) -> None:
-        meta = {"kind": self.kind, "dim": self.dim, "metric": self.metric, "seed": self.seed,
-                "train_size": self.train_size, "trained": self.trained, **self.params()}
+        meta = {
+            "kind": self.kind,
+            "dim": self.dim,
+            "metric": self.metric,
+            "seed": self.seed,
+            "train_size": self.train_size,
+            "trained": self.trained,
+            **self.params(),
+        }
         if self._staging is not None:
             staging_dir = os.path.join(directory, "staging")
             os.makedirs(staging_dir, exist_ok=True)

@@ -14,3 +14,24 @@ from shardwalk.errors import (
 )
 
 __version__ = "0.1.0"
+
+from shardwalk.collection import Collection, Records
+from shardwalk.engine import Engine
+from shardwalk.index.base import SearchResult
+
+__all__ = [
+    "AlreadyExistsError",
+    "Collection",
+    "CorruptionError",
+    "DeadlineExceededError",
+    "Engine",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Records",
+    "ResourceExhaustedError",
+    "SearchResult",
+    "ShardwalkError",
+    "UnauthenticatedError",
+]

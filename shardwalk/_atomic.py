@@ -29,7 +29,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    f = open(tmp, "wb")  # noqa: SIM115 - closed below on every path
+    f = open(tmp, "wb")
     try:
         yield f
         f.flush()

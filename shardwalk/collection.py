@@ -1,0 +1,385 @@
+"""A collection: vectors keyed by int64 ids, with owner tenants and typed attributes, an index,
+and (on disk) a snapshot plus a write-ahead log."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from shardwalk._atomic import atomic_write_with
+from shardwalk.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from shardwalk.index import SearchResult, load_index, make_index
+from shardwalk.rows import TENANT, RowTable, attribute_table, tenant_array
+from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
+from shardwalk.validation import check_ids, check_k, check_search_params, check_vectors
+from shardwalk.wal import WriteAheadLog
+
+__all__ = ["Collection", "Records"]
+
+_ID, _VECTOR = "_id", "_vector"
+
+
+@dataclass(frozen=True)
+class Records:
+    """Stored records, in the order their ids were asked for.
+
+    Attributes
+    ----------
+    ids : (n,) int64
+    vectors : (n, dim) float32 (unit-normalised in cosine collections)
+    tenants : list of owner tenant per record (None: no owner)
+    attributes : dict of attribute name -> list of n values (None where unset)
+    """
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    tenants: list[str | None]
+    attributes: dict[str, list[Any]]
+
+
+class Collection:
+    """Vectors keyed by int64 ids, searchable by k nearest neighbours.
+
+    Obtain one from :meth:`shardwalk.Engine.create_collection` or
+    :meth:`shardwalk.Engine.collection`. Methods are thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        dim: int,
+        metric: str,
+        index: str,
+        params: dict[str, Any],
+        datadir: DataDir | None = None,
+    ) -> None:
+        self.name = name
+        self.dim = dim
+        self.metric = metric
+        self.index_kind = index
+        self.params = dict(params)
+        self._index = make_index(index, dim=dim, metric=self._index_metric, **params)
+        self._rows = RowTable()
+        self._lock = threading.RLock()
+        self._datadir = datadir
+        self._wal: WriteAheadLog | None = None
+        self._snapshot: str | None = None
+        self._closed_because: str | None = None
+
+    @property
+    def _index_metric(self) -> str:
+        return "ip" if self.metric == "cosine" else self.metric
+
+    def __repr__(self) -> str:
+        return (
+            f"Collection({self.name!r}, dim={self.dim}, metric={self.metric!r}, "
+            f"index={self.index_kind!r}, count={len(self)})"
+        )
+
+    # -- opening ----------------------------------------------------------------------------
+    def _attach(self, datadir: DataDir, snapshot: str | None, wal: str) -> None:
+        """Load the snapshot (if any) and replay the log (called by the engine)."""
+        directory = datadir.collection_dir(self.name)
+        self._datadir = datadir
+        if snapshot is not None:
+            snap = directory / snapshot
+            verify_snapshot(snap)
+            self._rows = RowTable.read_parquet(str(snap / "rows.parquet"))
+            self._index = load_index(str(snap / "index"))
+        self._snapshot = snapshot
+        wal_path = str(directory / wal)
+        for record in WriteAheadLog.replay(wal_path):
+            if record.op == "upsert":
+                self._apply_upsert(*self._from_batch(record.batch))
+            elif record.op == "delete":
+                self._apply_delete(record.batch.column(_ID).to_numpy())
+        self._wal = WriteAheadLog(wal_path)
+
+    def _check_open(self) -> None:
+        if self._closed_because is not None:
+            raise FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
+
+    def _close(self, because: str) -> None:
+        with self._lock:
+            if self._wal is not None:
+                self._wal.close()
+                self._wal = None
+            self._closed_because = because
+
+    # -- writes -----------------------------------------------------------------------------
+    def _prepare_vectors(self, vectors: Any, *, what: str, rows: int | None = None) -> np.ndarray:
+        arr = check_vectors(
+            vectors, dim=self.dim, what=what, owner=f"collection {self.name!r}", rows=rows
+        )
+        if self.metric == "cosine":
+            norms = np.linalg.norm(arr, axis=1, keepdims=True)
+            zero = np.flatnonzero(norms[:, 0] == 0)
+            if zero.size:
+                raise InvalidArgumentError(
+                    f"{what} rows {zero[:5].tolist()} are all zeros; cosine distance needs "
+                    f"non-zero vectors (collection {self.name!r} uses metric 'cosine')"
+                )
+            arr = arr / norms
+        return arr
+
+    def upsert(
+        self,
+        ids: Any,
+        vectors: Any,
+        tenants: Any = None,
+        attributes: Any = None,
+    ) -> int:
+        """Insert vectors, or replace the vectors of ids that exist.
+
+        Durable on return when the engine has a data directory (written to the log and fsynced).
+
+        Parameters
+        ----------
+        ids : sequence of int
+            Distinct int64 ids, one per vector.
+        vectors : array-like, shape (n, dim)
+            Finite numbers; stored as float32 (unit-normalised for cosine).
+        tenants : str or sequence of str, optional
+            Owner tenant of each vector (one name for all, or one per id).
+        attributes : dict of columns, list of dicts, or pyarrow.Table, optional
+            Typed attributes (int, float, bool, string, list of strings) per vector.
+
+        Returns
+        -------
+        int
+            The number of vectors written.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Wrong dimension or dtype, NaN/inf, empty input, duplicate ids, mismatched lengths,
+            unsupported attribute types.
+        """
+        ids = check_ids(ids)
+        arr = self._prepare_vectors(vectors, what="vectors", rows=ids.size)
+        owners = tenant_array(tenants, ids.size)
+        attrs = attribute_table(attributes, ids.size)
+        with self._lock:
+            self._check_open()
+            self._rows.check_schema(attrs)
+            if self._wal is not None:
+                self._wal.append("upsert", self._to_batch(ids, arr, owners, attrs))
+            self._apply_upsert(ids, arr, owners, attrs)
+        return int(ids.size)
+
+    def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
+        """Delete vectors by id; returns how many were deleted.
+
+        Raises
+        ------
+        NotFoundError
+            Some ids do not exist (unless ``missing_ok``, which makes retries idempotent).
+        """
+        ids = check_ids(ids)
+        with self._lock:
+            self._check_open()
+            missing = self._rows.missing(ids)
+            if missing.size and not missing_ok:
+                shown = ", ".join(str(v) for v in missing[:5].tolist())
+                more = f" and {missing.size - 5} more" if missing.size > 5 else ""
+                raise NotFoundError(
+                    f"collection {self.name!r} has no ids {shown}{more}; nothing was deleted "
+                    "(pass missing_ok=True to delete the others)"
+                )
+            present = np.setdiff1d(ids, missing, assume_unique=True) if missing.size else ids
+            if present.size == 0:
+                return 0
+            if self._wal is not None:
+                batch = pa.record_batch({_ID: pa.array(present, pa.int64())})
+                self._wal.append("delete", batch)
+            self._apply_delete(present)
+        return int(present.size)
+
+    def _apply_upsert(
+        self, ids: np.ndarray, vectors: np.ndarray, tenants: pa.Array, attrs: pa.Table
+    ) -> None:
+        replaced = self._rows.replaced_rows(ids)
+        rows = self._rows.append(ids, tenants, attrs)
+        if replaced.size:
+            self._index.delete(replaced)
+        self._index.add(rows, vectors)
+
+    def _apply_delete(self, ids: np.ndarray) -> None:
+        self._index.delete(self._rows.kill(ids))
+
+    def _to_batch(
+        self, ids: np.ndarray, vectors: np.ndarray, tenants: pa.Array, attrs: pa.Table
+    ) -> pa.RecordBatch:
+        columns = {
+            _ID: pa.array(ids, pa.int64()),
+            _VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
+            TENANT: tenants,
+        }
+        for name in attrs.column_names:
+            columns[name] = attrs.column(name).combine_chunks()
+        return pa.record_batch(columns)
+
+    def _from_batch(
+        self, batch: pa.RecordBatch
+    ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Table]:
+        ids = batch.column(_ID).to_numpy()
+        flat = batch.column(_VECTOR).values.to_numpy(zero_copy_only=False)
+        vectors = np.ascontiguousarray(flat.reshape(-1, self.dim), dtype=np.float32)
+        tenants = batch.column(TENANT)
+        names = [n for n in batch.schema.names if n not in (_ID, _VECTOR, TENANT)]
+        attrs = pa.table({n: batch.column(n) for n in names}) if names else pa.table({})
+        return ids, vectors, tenants, attrs
+
+    # -- reads ------------------------------------------------------------------------------
+    def search(self, queries: Any, k: int = 10, **search_params: Any) -> SearchResult:
+        """The k nearest stored vectors of each query.
+
+        Parameters
+        ----------
+        queries : array-like, shape (n, dim) or (dim,)
+            One query per row (a 1-D array is one query).
+        k : int, default 10
+            Neighbours per query; when fewer vectors exist, rows are padded with -1 / +inf.
+        **search_params
+            Index-specific: ``ef`` (HNSW and partitioned; >= k, higher is more accurate).
+
+        Returns
+        -------
+        SearchResult
+            ``ids`` (n, k) int64 and ``distances`` (n, k) float32, closest first. Distances:
+            squared L2 for ``l2``, ``1 - <q, x>`` for ``ip``, ``1 - cos`` for ``cosine``.
+        """
+        k = check_k(k)
+        params = check_search_params(self.index_kind, search_params)
+        arr = self._prepare_vectors(queries, what="queries")
+        with self._lock:
+            self._check_open()
+            found = self._index.search(arr, k, **params)
+            ids = np.where(found.ids >= 0, self._rows.ids[np.maximum(found.ids, 0)], -1)
+        return SearchResult(ids=ids, distances=found.distances)
+
+    def get(self, ids: Any) -> Records:
+        """Stored vectors, tenants and attributes of these ids.
+
+        Raises
+        ------
+        NotFoundError
+            Naming the first few ids that do not exist.
+        """
+        ids = check_ids(ids)
+        with self._lock:
+            self._check_open()
+            rows = self._rows.rows_of(ids, owner=f"collection {self.name!r}")
+            vectors = self._index.get(rows)
+            columns = self._rows.columns(rows)
+        tenants = columns.column(TENANT).to_pylist()
+        attributes = {n: columns.column(n).to_pylist() for n in columns.column_names if n != TENANT}
+        return Records(ids=ids, vectors=vectors, tenants=tenants, attributes=attributes)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, id_: object) -> bool:
+        return isinstance(id_, (int, np.integer)) and int(id_) in self._rows._row_of
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, parameters, sizes (JSON-serialisable)."""
+        with self._lock:
+            return {
+                "name": self.name,
+                "dim": self.dim,
+                "metric": self.metric,
+                "index": self.index_kind,
+                "params": dict(self.params),
+                "count": len(self._rows),
+                "rows": self._rows.rows,
+                "dead_rows": self._rows.rows - len(self._rows),
+                "attributes": {n: str(t) for n, t in self._rows.schema.items()},
+                "snapshot": self._snapshot,
+                "wal_bytes": self._wal.size if self._wal is not None else 0,
+                "index_stats": self._index.stats(),
+            }
+
+    # -- maintenance ------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Checkpoint: write a new immutable snapshot, start an empty log, switch the manifest.
+
+        A no-op in memory, and when nothing changed since the last snapshot.
+        """
+        with self._lock:
+            self._check_open()
+            if self._datadir is None or self._wal is None:
+                return
+            if self._wal.size == 0 and self._snapshot is not None:
+                return
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        datadir, old_wal = self._datadir, self._wal
+        assert datadir is not None and old_wal is not None
+        generation = datadir.next_generation()
+        directory = datadir.collection_dir(self.name)
+        snapshot = f"snap-{generation:06d}"
+        snap = directory / snapshot
+        (snap / "index").mkdir(parents=True)
+        atomic_write_with(snap / "rows.parquet", self._rows.write_parquet)
+        self._write_vectors(snap / "vectors.arrow")
+        self._index.save(str(snap / "index"))
+        seal_snapshot(snap, {"collection": self.name, "rows": self._rows.rows, "count": len(self)})
+        wal = f"wal-{generation:06d}.log"
+        WriteAheadLog.create(str(directory / wal))
+
+        def switch(manifest: dict[str, Any]) -> None:
+            manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)
+
+        datadir.commit(switch)
+        old_wal.close()
+        self._wal = WriteAheadLog(str(directory / wal))
+        self._snapshot = snapshot
+        datadir.remove_unreferenced(self.name, keep={snapshot, wal})
+
+    def _write_vectors(self, path: Path) -> None:
+        """The live vectors as an Arrow IPC file (row, id, vector): the portable copy of the data
+        that any index can be rebuilt from."""
+        live = np.flatnonzero(self._rows.alive)
+        table = pa.table(
+            {
+                "row": pa.array(live, pa.int64()),
+                "id": pa.array(self._rows.ids[live], pa.int64()),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(self._index.get(live).reshape(-1)), self.dim
+                ),
+            }
+        )
+
+        def write(name: str) -> None:
+            with pa.OSFile(name, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+
+        atomic_write_with(path, write)
+
+    def compact(self) -> None:
+        """Rebuild the index from the live vectors only, dropping every deleted or replaced
+        row (HNSW tombstones still cost search time), then checkpoint."""
+        with self._lock:
+            self._check_open()
+            live = np.flatnonzero(self._rows.alive)
+            vectors = self._index.get(live)
+            columns = self._rows.columns(live)
+            tenants = columns.column(TENANT).combine_chunks()
+            attrs = columns.drop_columns([TENANT])
+            rows = RowTable()
+            index = make_index(
+                self.index_kind, dim=self.dim, metric=self._index_metric, **self.params
+            )
+            if live.size:
+                index.add(rows.append(self._rows.ids[live], tenants, attrs), vectors)
+            self._rows, self._index = rows, index
+            if self._datadir is not None and self._wal is not None:
+                self._checkpoint()

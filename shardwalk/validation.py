@@ -1,0 +1,194 @@
+"""All input checks of the public API, in one place, run once at the boundary.
+
+Kernels and indexes trust their inputs (numba does not bounds-check); everything a user passes
+comes through here first and leaves as C-contiguous arrays of the right dtype, or raises an
+error that says what was expected, what came, and a hint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from shardwalk.errors import InvalidArgumentError, ResourceExhaustedError
+
+__all__ = [
+    "MAX_K",
+    "METRICS",
+    "check_choice",
+    "check_ids",
+    "check_index_params",
+    "check_k",
+    "check_name",
+    "check_vectors",
+]
+
+METRICS = ("l2", "ip", "cosine")
+MAX_K = 100_000  # results are (n, k) arrays: a larger k is almost surely a mistake
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_choice(what: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidArgumentError(
+            f"{what} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}"
+        )
+    return value
+
+
+def check_name(what: str, name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidArgumentError(
+            f"{what} name must be 1-128 characters of letters, digits, '_', '.', '-', starting "
+            f"with a letter or digit; got {name!r}"
+        )
+    return name
+
+
+def _preview(values: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(v) for v in values[:limit].tolist())
+    return shown + (f", ... ({values.size} in all)" if values.size > limit else "")
+
+
+def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.ndarray:
+    """A 1-D int64 array of distinct ids (a scalar becomes one id)."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise InvalidArgumentError(
+            f"{what} must be a 1-D sequence of integers; got shape {arr.shape}"
+        )
+    if arr.size == 0:
+        if allow_empty:
+            return np.zeros(0, dtype=np.int64)
+        raise InvalidArgumentError(f"{what} is empty; pass at least one id")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise InvalidArgumentError(
+                f"{what} must be integers (int64); got dtype {arr.dtype} "
+                f"(first values: {_preview(arr)})"
+            )
+    if arr.dtype == np.uint64 and np.any(arr > np.iinfo(np.int64).max):
+        raise InvalidArgumentError(f"{what} must fit in int64; got values above 2**63-1")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size > 1:
+        sorted_ids = np.sort(arr)
+        dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
+        if dup.size:
+            raise InvalidArgumentError(
+                f"{what} contain duplicates: {_preview(np.unique(dup))}; each id may appear "
+                "once per call (the last write of an id is ambiguous)"
+            )
+    return arr
+
+
+def check_vectors(
+    vectors: Any, *, dim: int, what: str = "vectors", owner: str = "", rows: int | None = None
+) -> np.ndarray:
+    """A C-contiguous float32 (n, dim) array of finite values; a 1-D vector becomes one row."""
+    try:
+        arr = np.asarray(vectors)
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgumentError(f"{what} must be a 2-D array of numbers: {exc}") from exc
+    if arr.ndim == 1 and arr.size:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise InvalidArgumentError(f"{what} must be a 2-D array (n, {dim}); got shape {arr.shape}")
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise InvalidArgumentError(
+            f"{what} must be numeric (float32 preferred); got dtype {arr.dtype}"
+        )
+    if arr.shape[0] == 0:
+        raise InvalidArgumentError(f"{what} is empty; pass at least one vector")
+    if arr.shape[1] != dim:
+        target = f" {owner}" if owner else ""
+        raise InvalidArgumentError(f"{what} have dimension {arr.shape[1]};{target} expects {dim}")
+    if rows is not None and arr.shape[0] != rows:
+        raise InvalidArgumentError(f"{what} has {arr.shape[0]} rows; expected {rows} (one per id)")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1))
+        raise InvalidArgumentError(
+            f"{what} contain NaN or infinite values (or values beyond float32 range) in rows "
+            f"{_preview(bad)}; clean or drop them before this call"
+        )
+    return arr
+
+
+def check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise InvalidArgumentError(f"k must be a positive integer; got {k!r}")
+    if k <= 0:
+        raise InvalidArgumentError(f"k must be a positive integer; got {k}")
+    if k > MAX_K:
+        raise ResourceExhaustedError(
+            f"k={k} is above the limit of {MAX_K}; results are dense (n, k) arrays, so ask for "
+            "fewer neighbours or page through an exact scan"
+        )
+    return int(k)
+
+
+# name -> (type, lowest, highest) of every index parameter, per index kind
+_HNSW_PARAMS: dict[str, tuple[type, float, float]] = {
+    "m": (int, 2, 256),
+    "ef_construction": (int, 1, 100_000),
+    "ef": (int, 1, 100_000),
+    "threads": (int, 1, 1024),
+    "seed": (int, 0, 2**63 - 1),
+}
+INDEX_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
+    "flat": {},
+    "hnsw": _HNSW_PARAMS,
+    "partitioned": {
+        **_HNSW_PARAMS,
+        "partitions": (int, 1, 4096),
+        "train_size": (int, 1, 2**40),
+    },
+}
+SEARCH_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
+    "flat": {},
+    "hnsw": {"ef": (int, 1, 100_000)},
+    "partitioned": {"ef": (int, 1, 100_000)},
+}
+
+
+def _check_params(
+    context: str, table: dict[str, tuple[type, float, float]], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if name not in table:
+            known = ", ".join(sorted(table)) or "none"
+            raise InvalidArgumentError(
+                f"unknown parameter {name!r} for {context}; known parameters: {known}"
+            )
+        kind, low, high = table[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidArgumentError(
+                f"{context} parameter {name} must be an integer; got {value!r}"
+            )
+        if not low <= value <= high:
+            raise InvalidArgumentError(
+                f"{context} parameter {name} must be in [{low}, {high}]; got {value}"
+            )
+        out[name] = kind(value)
+    return out
+
+
+def check_index_params(kind: Any, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Validate an index kind and its build parameters."""
+    kind = check_choice("index", kind, tuple(INDEX_PARAMS))
+    return kind, _check_params(f"index {kind!r}", INDEX_PARAMS[kind], params)
+
+
+def check_search_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    return _check_params(f"search on a {kind!r} index", SEARCH_PARAMS[kind], params)

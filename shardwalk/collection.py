@@ -261,7 +261,10 @@ class Collection:
         with self._lock:
             self._check_open()
             found = self._index.search(arr, k, **params)
-            ids = np.where(found.ids >= 0, self._rows.ids[np.maximum(found.ids, 0)], -1)
+            row_ids = self._rows.ids
+            ids = np.full(found.ids.shape, -1, dtype=np.int64)
+            hit = found.ids >= 0
+            ids[hit] = row_ids[found.ids[hit]]
         return SearchResult(ids=ids, distances=found.distances)
 
     def get(self, ids: Any) -> Records:

@@ -52,7 +52,13 @@ def balanced_kmeans(
             (np.arange(n) % max(parts, 1)).astype(np.int32),
         )
     km = faiss.Kmeans(
-        dim, parts, niter=iterations, seed=seed, spherical=(metric == "ip"), verbose=False
+        dim,
+        parts,
+        niter=iterations,
+        seed=seed,
+        spherical=(metric == "ip"),
+        verbose=False,
+        min_points_per_centroid=1,
     )
     km.train(vectors)
     centroids = km.centroids.copy()

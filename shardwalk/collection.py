@@ -100,6 +100,8 @@ class Collection:
             elif record.op == "delete":
                 self._apply_delete(record.batch.column(_ID).to_numpy())
         self._wal = WriteAheadLog(wal_path)
+        # files of an interrupted checkpoint (written, never committed to the manifest)
+        datadir.remove_unreferenced(self.name, keep={wal} | ({snapshot} if snapshot else set()))
 
     def _check_open(self) -> None:
         if self._closed_because is not None:

@@ -54,7 +54,7 @@ def _preview(values: np.ndarray, limit: int = 5) -> str:
 
 
 def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.ndarray:
-    """A 1-D int64 array of distinct ids (a scalar becomes one id)."""
+    """A 1-D int64 array of distinct non-negative ids (a scalar becomes one id)."""
     arr = np.asarray(ids)
     if arr.ndim == 0:
         arr = arr.reshape(1)
@@ -77,6 +77,12 @@ def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.n
     if arr.dtype == np.uint64 and np.any(arr > np.iinfo(np.int64).max):
         raise InvalidArgumentError(f"{what} must fit in int64; got values above 2**63-1")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
+    negative = arr[arr < 0]
+    if negative.size:
+        raise InvalidArgumentError(
+            f"{what} must be non-negative int64 (-1 marks padding in results); got "
+            f"{_preview(negative)}"
+        )
     if arr.size > 1:
         sorted_ids = np.sort(arr)
         dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]

@@ -175,6 +175,13 @@ def test_errors_and_messages(engine, kind, data):
     raises(InvalidArgumentError, r"duplicates: 3", col.upsert, [3, 3], np.ones((2, 8)))
     raises(InvalidArgumentError, r"has 1 rows; expected 2", col.upsert, [3, 4], np.ones((1, 8)))
     raises(InvalidArgumentError, r"must be integers", col.upsert, ["a"], np.ones((1, 8)))
+    raises(
+        InvalidArgumentError,
+        r"must be non-negative int64 \(-1 marks padding",
+        col.upsert,
+        [-1],
+        np.ones((1, 8)),
+    )
     raises(InvalidArgumentError, r"k must be a positive integer; got 0", col.search, good, k=0)
     raises(InvalidArgumentError, r"k must be a positive integer; got -1", col.search, good, k=-1)
     raises(InvalidArgumentError, r"k must be a positive integer; got 2.5", col.search, good, k=2.5)

@@ -1,0 +1,254 @@
+"""PPR: every method and every dangling rule against its own dense exact solution."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pytest
+import shardwalk.walks.ppr as ppr_module
+from shardwalk.walks.fingerprints import build_fingerprints
+from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.ppr import PPRIndex, personalized_pagerank
+
+from shardwalk.errors import InvalidArgumentError, NotFoundError
+
+from .conftest import as_dense, dense_ppr, random_graph
+
+RULES = ["self_loop", "drop", "restart"]
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return {
+        False: random_graph(60, 240, seed=1, dangling=6),
+        True: random_graph(60, 240, seed=2, dangling=6, weighted=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def stores(graphs):
+    """R = 2000 fingerprints per (weighted, store rule)."""
+    return {
+        (w, rule): build_fingerprints(g, walks_per_node=2000, alpha=0.15, seed=7, dangling=rule)
+        for w, g in graphs.items()
+        for rule in ("self_loop", "drop")
+    }
+
+
+def seeds_of(g):
+    ids = g.node_ids
+    return [
+        int(ids[0]),
+        [int(ids[3]), int(ids[10])],
+        {int(ids[5]): 2.0, int(ids[20]): 1.0, int(ids[59]): 0.5},
+    ]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("rule", RULES)
+def test_exact_matches_dense_solve(graphs, weighted, rule):
+    g = graphs[weighted]
+    idx = PPRIndex(g, alpha=0.15, dangling=rule)
+    for seeds in seeds_of(g):
+        spec = seeds if isinstance(seeds, dict) else {s: 1.0 for s in np.atleast_1d(seeds)}
+        ref = dense_ppr(g, spec, 0.15, rule)
+        r = idx.query(seeds, k=g.num_nodes, method="exact")
+        assert r.error_is_bound and r.error[0] <= 1e-10
+        np.testing.assert_allclose(as_dense(g, r.ids[0], r.scores[0]), ref, atol=1e-6)
+        ids, vals, _ = idx.vector(seeds, method="exact")
+        dense = np.zeros(g.num_nodes)
+        dense[g.to_internal(ids)] = vals
+        assert np.abs(dense - ref).sum() <= 1e-9
+        assert np.isclose(r.mass[0], ref.sum(), atol=1e-9)
+    if rule != "drop":
+        assert np.isclose(ref.sum(), 1.0)
+    else:
+        assert ref.sum() < 1.0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("rule", RULES)
+def test_push_error_is_within_its_bound(graphs, weighted, rule):
+    g = graphs[weighted]
+    idx = PPRIndex(g, alpha=0.15, dangling=rule)
+    for seeds in seeds_of(g):
+        spec = seeds if isinstance(seeds, dict) else {s: 1.0 for s in np.atleast_1d(seeds)}
+        ref = dense_ppr(g, spec, 0.15, rule)
+        for r_max in (1e-3, 1e-7):
+            r = idx.query(seeds, k=g.num_nodes, method="push", r_max=r_max)
+            l1 = np.abs(as_dense(g, r.ids[0], r.scores[0]) - ref).sum()
+            assert r.error_is_bound
+            assert l1 <= r.error[0] + 1e-6, (l1, r.error[0])
+        assert r.error[0] < 1e-4  # the small r_max drives the residual down
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("rule", RULES)
+def test_fingerprint_composition_matches_its_rule(graphs, stores, weighted, rule):
+    """With R = 2000 and T = 3 the leftover Monte Carlo noise is ~ (1 - alpha)^3 sqrt(1/R)
+    per unit of mass; the l1 error must stay below 0.05 (observed ~0.01) and below the
+    reported estimate times 3 (the estimate is an expectation, not a bound)."""
+    g = graphs[weighted]
+    store = stores[(weighted, "drop" if rule == "restart" else rule)]
+    idx = PPRIndex(g, store, dangling=rule)
+    for seeds in seeds_of(g):
+        spec = seeds if isinstance(seeds, dict) else {s: 1.0 for s in np.atleast_1d(seeds)}
+        ref = dense_ppr(g, spec, 0.15, rule)
+        r = idx.query(seeds, k=g.num_nodes, method="fingerprint", rounds=3, threshold=0.0)
+        l1 = np.abs(as_dense(g, r.ids[0], r.scores[0]) - ref).sum()
+        assert not r.error_is_bound
+        assert l1 < 0.05, l1
+        assert l1 < 3 * r.error[0], (l1, r.error[0])
+
+
+def test_composition_converges_as_R_and_T_grow(graphs):
+    """Mean l1 over 10 sources must shrink with R (noise ~ 1/sqrt(R)) and with T (the Monte Carlo
+    part is scaled by (1 - alpha)^T)."""
+    g = graphs[False]
+    sources = [int(x) for x in g.node_ids[:10]]
+    refs = [dense_ppr(g, {s: 1.0}, 0.15, "self_loop") for s in sources]
+
+    def mean_l1(R, T):
+        store = build_fingerprints(g, walks_per_node=R, seed=1)
+        res = PPRIndex(g, store).query_batch(sources, k=g.num_nodes, rounds=T, threshold=0.0)
+        return np.mean(
+            [np.abs(as_dense(g, res.ids[i], res.scores[i]) - refs[i]).sum() for i in range(10)]
+        )
+
+    e_small = mean_l1(10, 0)
+    e_r = mean_l1(1000, 0)
+    e_rt = mean_l1(1000, 8)
+    assert e_r < e_small / 5, (e_small, e_r)  # sqrt(100) = 10x expected
+    assert e_rt < e_r / 2, (e_r, e_rt)  # 0.85^8 = 0.27
+    assert e_rt < 0.02
+
+
+@pytest.mark.parametrize("method", ["exact", "push", "fingerprint"])
+def test_multi_seed_linearity(graphs, stores, method):
+    """pi_{(2 e_a + e_b)/3} = (2 pi_a + pi_b)/3: exact to 1e-9 for the linear solvers; the
+    fingerprint path is linear too up to its pruning, off here (threshold 0)."""
+    g = graphs[True]
+    idx = PPRIndex(g, stores[(True, "self_loop")])
+    a, b = int(g.node_ids[4]), int(g.node_ids[17])
+    params = {"fingerprint": {"threshold": 0.0, "rounds": 2}, "push": {"r_max": 1e-9}, "exact": {}}[
+        method
+    ]
+    va, vb, vab = (
+        idx.query(s, k=g.num_nodes, method=method, **params) for s in (a, b, {a: 2.0, b: 1.0})
+    )
+    combo = (2 * as_dense(g, va.ids[0], va.scores[0]) + as_dense(g, vb.ids[0], vb.scores[0])) / 3
+    np.testing.assert_allclose(as_dense(g, vab.ids[0], vab.scores[0]), combo, atol=2e-6)
+
+
+def test_restart_equals_normalised_drop(graphs):
+    g = graphs[False]
+    s = int(g.node_ids[2])
+    drop = dense_ppr(g, {s: 1.0}, 0.15, "drop")
+    restart = dense_ppr(g, {s: 1.0}, 0.15, "restart")
+    np.testing.assert_allclose(restart, drop / drop.sum(), atol=1e-12)
+
+
+def test_batch_equals_singles_and_pads(graphs, stores):
+    g = graphs[False]
+    idx = PPRIndex(g, stores[(False, "self_loop")])
+    qs = [int(x) for x in g.node_ids[:7]] + [{int(g.node_ids[1]): 1.0, int(g.node_ids[2]): 3.0}]
+    for method in ("fingerprint", "push", "exact"):
+        batch = idx.query_batch(qs, k=5, method=method)
+        assert batch.ids.shape == (8, 5) and batch.scores.dtype == np.float32
+        for i, q in enumerate(qs):
+            one = idx.query(q, k=5, method=method)
+            np.testing.assert_array_equal(one.ids[0], batch.ids[i])
+            np.testing.assert_allclose(one.scores[0], batch.scores[i], rtol=1e-6)
+    # k larger than the reachable set: padded with -1 / 0
+    tiny = CSRGraph.from_edges([1, 2], [2, 1], node_ids=[1, 2, 3])
+    r = personalized_pagerank(tiny, 1, k=4)
+    assert r.ids[0].tolist()[2:] == [-1, -1] and r.scores[0].tolist()[2:] == [0.0, 0.0]
+    assert set(r.ids[0][:2].tolist()) == {1, 2}
+
+
+def test_top_ids_are_external_and_sorted(graphs):
+    g = graphs[True]
+    r = personalized_pagerank(g, int(g.node_ids[0]), k=10)
+    assert np.all(np.isin(r.ids[0], g.node_ids))
+    assert np.all(np.diff(r.scores[0]) <= 0)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda i, g: i.query(123456789, k=5), NotFoundError, r"unknown seed id\(s\) 123456789"),
+        (lambda i, g: i.query([], k=5), InvalidArgumentError, "seeds is empty"),
+        (lambda i, g: i.query({}, k=5), InvalidArgumentError, "seeds is empty"),
+        (
+            lambda i, g: i.query({int(g.node_ids[0]): -1.0}),
+            InvalidArgumentError,
+            "seed weights must be finite and >= 0",
+        ),
+        (lambda i, g: i.query({int(g.node_ids[0]): 0.0}), InvalidArgumentError, "all 0"),
+        (lambda i, g: i.query("abc"), InvalidArgumentError, "seeds must be a node id"),
+        (
+            lambda i, g: i.query(int(g.node_ids[0]), k=0),
+            InvalidArgumentError,
+            "k must be an integer >= 1",
+        ),
+        (
+            lambda i, g: i.query(int(g.node_ids[0]), method="pagerank"),
+            InvalidArgumentError,
+            "method must be one of 'fingerprint', 'push', 'exact'",
+        ),
+        (
+            lambda i, g: i.query(int(g.node_ids[0]), method="push", rounds=3),
+            InvalidArgumentError,
+            "unexpected rounds",
+        ),
+        (
+            lambda i, g: i.query(int(g.node_ids[0]), method="push", r_max=-1),
+            InvalidArgumentError,
+            "r_max must be finite and > 0",
+        ),
+        (lambda i, g: i.query_batch([], k=3), InvalidArgumentError, "queries is empty"),
+        (
+            lambda i, g: PPRIndex(g, alpha=1.5),
+            InvalidArgumentError,
+            r"must be in \(0, 1\); got 1.5",
+        ),
+        (lambda i, g: PPRIndex(g, alpha=0), InvalidArgumentError, r"must be in \(0, 1\)"),
+        (
+            lambda i, g: PPRIndex(g, dangling="absorb"),
+            InvalidArgumentError,
+            "dangling must be one of",
+        ),
+    ],
+)
+def test_bad_input_raises_clear_errors(graphs, call, exc, match):
+    g = graphs[False]
+    with pytest.raises(exc, match=match):
+        call(PPRIndex(g), g)
+
+
+def test_fingerprint_method_needs_a_matching_store(graphs, stores):
+    g = graphs[False]
+    with pytest.raises(InvalidArgumentError, match="needs fingerprints"):
+        PPRIndex(g).query(int(g.node_ids[0]), method="fingerprint")
+    with pytest.raises(InvalidArgumentError, match=r"built with alpha=0\.15"):
+        PPRIndex(g, stores[(False, "self_loop")], alpha=0.2)
+    with pytest.raises(InvalidArgumentError, match="needs fingerprints built with dangling='drop'"):
+        PPRIndex(g, stores[(False, "self_loop")], dangling="restart")
+    with pytest.raises(InvalidArgumentError, match="built on graph"):
+        PPRIndex(graphs[True], stores[(False, "self_loop")])
+
+
+def test_threshold_pruning_is_counted_in_the_error(graphs, stores):
+    g = graphs[False]
+    idx = PPRIndex(g, stores[(False, "self_loop")])
+    s = int(g.node_ids[0])
+    loose = idx.query(s, k=60, rounds=4, threshold=1e-2)
+    tight = idx.query(s, k=60, rounds=4, threshold=0.0)
+    assert loose.mass[0] < tight.mass[0]
+    assert loose.error[0] >= 1.0 - loose.mass[0] - 1e-6  # the pruned mass is in the estimate
+
+
+def test_docstring_examples():
+    res = doctest.testmod(ppr_module, verbose=False)
+    assert res.attempted > 0 and res.failed == 0

@@ -1,0 +1,756 @@
+"""Numba kernels of shardwalk.walks: module-level functions on arrays and scalars.
+
+No classes, no validation, no I/O: every caller checks its inputs once (``_check.py``) before
+calling here, because numba does not bounds-check. Seeds are passed in.
+
+Conventions shared by every kernel
+----------------------------------
+* A graph is CSR: ``indptr`` (n+1,) int64, ``indices`` (nnz,) int32 (int64 for huge graphs).
+* ``weighted`` selects the weighted path. Weighted walks use per-row alias tables
+  (``alias_prob`` float32, ``alias_idx`` int32 offsets inside the row); pushes use ``probs``
+  (float64 transition probabilities w_uv / sum_v w_uv). Unweighted kernels receive empty arrays
+  for these, so each kernel compiles once for both cases.
+* ``mode`` is the dangling rule: 0 = self_loop (a node without out-edges keeps its mass or walk),
+  1 = drop (the walk ends there and the (1 - alpha) share of its mass leaves the system),
+  2 = restart (the walk jumps back to where it started; only the walk kernels and the exact
+  solver use it, the other solvers compute restart as drop followed by renormalisation).
+* Random numbers come from a counter-based generator: draw ``i`` of walk ``w`` from source ``s``
+  is ``mix64(key(seed, s, w) + i * GAMMA)`` (SplitMix64's output function over a counter), so a
+  walk depends only on (seed, source, walk index), never on the thread that ran it.
+* alpha is the stop (teleport) probability; a walk's number of visits L is drawn up front from
+  the geometric law P(L = l) = (1 - alpha)^(l-1) alpha, which is equivalent to stopping with
+  probability alpha after each visit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_GAMMA2 = np.uint64(0xD1B54A32D192ED03)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+_S11 = np.uint64(11)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_INV53 = 1.0 / 9007199254740992.0
+_INV32 = 1.0 / 4294967296.0
+
+MODE_SELF_LOOP = 0
+MODE_DROP = 1
+MODE_RESTART = 2
+
+
+# --------------------------------------------------------------------------------------------
+# counter-based random numbers
+
+
+@njit(cache=True, inline="always")
+def mix64(z):
+    """SplitMix64 output function (a bijection on uint64 with full avalanche)."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@njit(cache=True, inline="always")
+def walk_key(seed, source, walk):
+    """The counter base of walk ``walk`` from ``source`` (all three are ints >= 0)."""
+    k = mix64(np.uint64(seed) * _GAMMA2 + np.uint64(source))
+    return mix64(k + np.uint64(walk) * _GAMMA2)
+
+
+@njit(cache=True, inline="always")
+def draw(key, i):
+    """Draw ``i`` (uint64) of the stream ``key``."""
+    return mix64(key + np.uint64(i) * _GAMMA)
+
+
+@njit(cache=True, inline="always")
+def to_unit(x):
+    """uint64 -> float64 uniform in [0, 1)."""
+    return float(x >> _S11) * _INV53
+
+
+@njit(cache=True, inline="always")
+def geometric_visits(key, alpha):
+    """Number of visits L >= 1 of an alpha-terminated walk, from draw 0 of ``key``."""
+    u = 1.0 - to_unit(draw(key, 0))  # in (0, 1]
+    return 1 + np.int64(np.floor(np.log(u) / np.log1p(-alpha)))
+
+
+@njit(cache=True)
+def uniform_draws(seed, source, walk, count):
+    """``count`` uniforms in [0, 1) of one walk's stream (used by tests of the generator)."""
+    out = np.empty(count, np.float64)
+    key = walk_key(seed, source, walk)
+    for i in range(count):
+        out[i] = to_unit(draw(key, i))
+    return out
+
+
+@njit(cache=True, inline="always")
+def next_node(x, start, deg, indices, alias_prob, alias_idx, weighted):
+    """One transition out of a row with ``deg`` > 0 out-edges, from one 64-bit draw ``x``:
+    the high 32 bits pick a slot (multiply-shift), the low 32 bits are the alias coin."""
+    j = np.int64(((x >> _S32) * np.uint64(deg)) >> _S32)
+    if weighted:
+        coin = float(x & _LOW32) * _INV32
+        if coin >= alias_prob[start + j]:
+            j = alias_idx[start + j]
+    return indices[start + j]
+
+
+# --------------------------------------------------------------------------------------------
+# transition structures
+
+
+@njit(cache=True, parallel=True)
+def row_probabilities(indptr, weights):
+    """Transition probabilities w_uv / sum_v w_uv per row, float64 (so the exact solver's
+    l1 <= 1e-10 is not spoiled by float32 rounding of P)."""
+    n = indptr.size - 1
+    out = np.empty(weights.size, np.float64)
+    for u in prange(n):
+        s = 0.0
+        for e in range(indptr[u], indptr[u + 1]):
+            s += weights[e]
+        for e in range(indptr[u], indptr[u + 1]):
+            out[e] = weights[e] / s
+    return out
+
+
+@njit(cache=True, parallel=True)
+def alias_tables(indptr, weights, n_chunks):
+    """Walker/Vose alias tables per row: slot j keeps itself with probability ``prob[j]``,
+    else it goes to slot ``alias[j]`` (an offset inside the row)."""
+    n = indptr.size - 1
+    prob = np.ones(weights.size, np.float32)
+    alias = np.zeros(weights.size, np.int32)
+    max_deg = 0
+    for u in range(n):
+        max_deg = max(max_deg, indptr[u + 1] - indptr[u])
+    for c in prange(n_chunks):
+        scaled = np.empty(max_deg, np.float64)
+        small = np.empty(max_deg, np.int64)
+        large = np.empty(max_deg, np.int64)
+        for u in range(c, n, n_chunks):
+            start = indptr[u]
+            deg = indptr[u + 1] - start
+            if deg == 0:
+                continue
+            s = 0.0
+            for j in range(deg):
+                s += weights[start + j]
+            ns = 0
+            nl = 0
+            for j in range(deg):
+                scaled[j] = weights[start + j] * deg / s
+                alias[start + j] = j
+                if scaled[j] < 1.0:
+                    small[ns] = j
+                    ns += 1
+                else:
+                    large[nl] = j
+                    nl += 1
+            while ns > 0 and nl > 0:
+                ns -= 1
+                sj = small[ns]
+                lj = large[nl - 1]
+                prob[start + sj] = scaled[sj]
+                alias[start + sj] = lj
+                scaled[lj] = (scaled[lj] + scaled[sj]) - 1.0
+                if scaled[lj] < 1.0:
+                    nl -= 1
+                    small[ns] = lj
+                    ns += 1
+            # leftovers are 1 up to rounding
+            for t in range(nl):
+                prob[start + large[t]] = 1.0
+            for t in range(ns):
+                prob[start + small[t]] = 1.0
+    return prob, alias
+
+
+# --------------------------------------------------------------------------------------------
+# walks
+
+
+@njit(cache=True, parallel=True)
+def walk_visit_bounds(sources, walks_per_node, alpha, seed):
+    """Per source, the total number of visits of its walks before any dangling rule cuts them
+    (an upper bound on the visits, exact unless the drop rule ends walks early)."""
+    out = np.empty(sources.size, np.int64)
+    for b in prange(sources.size):
+        src = sources[b]
+        t = 0
+        for w in range(walks_per_node):
+            t += geometric_visits(walk_key(seed, src, w), alpha)
+        out[b] = t
+    return out
+
+
+@njit(cache=True, parallel=True)
+def sample_walk_paths(
+    indptr, indices, alias_prob, alias_idx, weighted, sources, walks_per_node, alpha, seed, mode,
+    offsets, out_path, out_len,
+):  # fmt: skip
+    """The node sequences of ``walks_per_node`` walks per source. Walk ``b * R + w`` is written
+    at ``out_path[offsets[b*R+w]:]`` with its length in ``out_len``; offsets come from the
+    geometric lengths of ``walk_visit_bounds``-style draws."""
+    n_walks = sources.size * walks_per_node
+    for q in prange(n_walks):
+        b = q // walks_per_node
+        w = q % walks_per_node
+        src = sources[b]
+        key = walk_key(seed, src, w)
+        length = geometric_visits(key, alpha)
+        base = offsets[q]
+        cur = src
+        m = 0
+        for step in range(length):
+            if step > 0:
+                start = indptr[cur]
+                deg = indptr[cur + 1] - start
+                if deg == 0:
+                    if mode == MODE_DROP:
+                        break
+                    if mode == MODE_RESTART:
+                        cur = src
+                else:
+                    cur = next_node(
+                        draw(key, step), start, deg, indices, alias_prob, alias_idx, weighted
+                    )
+            out_path[base + m] = cur
+            m += 1
+        out_len[q] = m
+
+
+@njit(cache=True, parallel=True)
+def fingerprint_block(
+    indptr, indices, alias_prob, alias_idx, weighted, sources, walks_per_node, alpha, seed, mode,
+    offsets, out_nodes, out_counts, out_nnz, out_visits, n_chunks,
+):  # fmt: skip
+    """Full-path visit counts (PowerWalk MCFP) of ``walks_per_node`` walks from each source.
+
+    Source ``b`` writes its distinct visited nodes and their visit counts at
+    ``out_nodes/out_counts[offsets[b]:offsets[b] + out_nnz[b]]`` in first-visit order, and its
+    total number of visits in ``out_visits[b]``. ``offsets`` must leave room for the visit bound
+    of ``walk_visit_bounds``. Sources are dealt round-robin to ``n_chunks`` chunks; each chunk
+    owns one dense count array of n entries, reset sparsely after every source.
+    """
+    n = indptr.size - 1
+    for c in prange(n_chunks):
+        cnt = np.zeros(n, np.uint32)
+        for b in range(c, sources.size, n_chunks):
+            src = sources[b]
+            base = offsets[b]
+            m = 0
+            visits = 0
+            for w in range(walks_per_node):
+                key = walk_key(seed, src, w)
+                length = geometric_visits(key, alpha)
+                cur = src
+                for step in range(length):
+                    if step > 0:
+                        start = indptr[cur]
+                        deg = indptr[cur + 1] - start
+                        if deg == 0:
+                            if mode == MODE_DROP:
+                                break
+                            if mode == MODE_RESTART:
+                                cur = src
+                        else:
+                            cur = next_node(
+                                draw(key, step),
+                                start,
+                                deg,
+                                indices,
+                                alias_prob,
+                                alias_idx,
+                                weighted,
+                            )
+                    if cnt[cur] == 0:
+                        out_nodes[base + m] = cur
+                        m += 1
+                    cnt[cur] += 1
+                    visits += 1
+            for t in range(m):
+                v = out_nodes[base + t]
+                out_counts[base + t] = cnt[v]
+                cnt[v] = 0
+            out_nnz[b] = m
+            out_visits[b] = visits
+
+
+@njit(cache=True, parallel=True)
+def compact_fingerprints(
+    offsets, nodes, counts, nnz, top_k, out_indptr, out_nodes, out_counts, out_cut
+):
+    """Copy each source's block into a contiguous CSR, keeping its ``top_k`` largest counts
+    when ``top_k`` > 0 (ties: the first-visited wins); ``out_cut[b]`` gets the dropped count sum.
+    ``out_indptr`` (B+1,) must already hold the kept sizes' prefix sums."""
+    for b in prange(nnz.size):
+        src_base = offsets[b]
+        m = nnz[b]
+        dst = out_indptr[b]
+        if top_k <= 0 or m <= top_k:
+            for t in range(m):
+                out_nodes[dst + t] = nodes[src_base + t]
+                out_counts[dst + t] = counts[src_base + t]
+            out_cut[b] = 0
+        else:
+            seg = counts[src_base : src_base + m].astype(np.int64)
+            order = np.argsort(-seg, kind="mergesort")
+            cut = 0
+            for t in range(m):
+                if t < top_k:
+                    out_nodes[dst + t] = nodes[src_base + order[t]]
+                    out_counts[dst + t] = counts[src_base + order[t]]
+                else:
+                    cut += seg[order[t]]
+            out_cut[b] = cut
+
+
+# --------------------------------------------------------------------------------------------
+# queries: shared helpers
+
+
+@njit(cache=True, inline="always")
+def _add(arr, touched, nt, v, x):
+    """arr[v] += x for x > 0, appending v to ``touched`` on its first non-zero value; returns
+    nt. (Values are never negative, so a zero entry means untouched.)"""
+    if x <= 0.0:
+        return nt
+    if arr[v] == 0.0:
+        touched[nt] = v
+        nt += 1
+    arr[v] += x
+    return nt
+
+
+@njit(cache=True)
+def top_k_of(touched, nt, values, k, out_ids, out_scores):
+    """Write the ``k`` largest ``values[touched[:nt]]`` (descending; ties by lower node) into
+    ``out_ids``/``out_scores``; pads with -1 / 0. Never scans all n nodes."""
+    cand = touched[:nt].copy()
+    vals = np.empty(nt, np.float64)
+    for i in range(nt):
+        vals[i] = values[cand[i]]
+    if nt > k:
+        kth = np.partition(vals, nt - k)[nt - k]
+        keep = 0
+        for i in range(nt):
+            if values[cand[i]] >= kth:
+                cand[keep] = cand[i]
+                keep += 1
+        cand = cand[:keep]
+        vals = np.empty(keep, np.float64)
+        for i in range(keep):
+            vals[i] = values[cand[i]]
+    # sort by (-value, node)
+    order = np.argsort(cand, kind="mergesort")
+    cand = cand[order]
+    vals2 = np.empty(cand.size, np.float64)
+    for i in range(cand.size):
+        vals2[i] = -values[cand[i]]
+    order = np.argsort(vals2, kind="mergesort")
+    m = min(k, cand.size)
+    for i in range(m):
+        out_ids[i] = cand[order[i]]
+        out_scores[i] = values[cand[order[i]]]
+    for i in range(m, k):
+        out_ids[i] = -1
+        out_scores[i] = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# fingerprint composition (PowerWalk VERD)
+
+
+@njit(cache=True)
+def compose_one(
+    indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    seed_nodes, seed_weights, alpha, rounds, threshold, mode,
+    flow, flow_next, score, var, frontier, frontier_next, touched,
+):  # fmt: skip
+    """One query: push the seed mass for ``rounds`` (T) synchronous rounds (keep alpha * f at a
+    node, spread (1 - alpha) * f over its out-edges), then add the remaining flow times the
+    stored fingerprints. Flow below ``threshold`` is dropped when it would be processed.
+
+    Returns (nt, dropped, lost): ``touched[:nt]`` are the nodes with a score (their scores in
+    ``score``, an MC variance proxy in ``var``), ``dropped`` the pruned flow plus the
+    fingerprint mass lost to top-K truncation (an l1 loss), ``lost`` the mass that left at
+    dangling nodes under the drop rule (part of the answer, not an error).
+    All scratch arrays are left zeroed except ``score``/``var`` at ``touched[:nt]``.
+    """
+    nf = 0
+    for i in range(seed_nodes.size):
+        nf = _add(flow, frontier, nf, seed_nodes[i], seed_weights[i])
+    nt = 0
+    dropped = 0.0
+    lost = 0.0
+    keep = 1.0 - alpha
+    for _ in range(rounds):
+        nn = 0
+        for i in range(nf):
+            u = frontier[i]
+            f = flow[u]
+            flow[u] = 0.0
+            if f == 0.0:
+                continue
+            if f < threshold:
+                dropped += f
+                continue
+            start = indptr[u]
+            deg = indptr[u + 1] - start
+            if deg == 0:
+                if mode == MODE_SELF_LOOP:
+                    nt = _add(score, touched, nt, u, f)  # the walk never leaves: all of f ends here
+                else:
+                    nt = _add(score, touched, nt, u, alpha * f)
+                    lost += keep * f
+                continue
+            nt = _add(score, touched, nt, u, alpha * f)
+            rest = keep * f
+            if weighted:
+                for e in range(start, start + deg):
+                    x = rest * probs[e]
+                    if x > 0.0:
+                        nn = _add(flow_next, frontier_next, nn, indices[e], x)
+            else:
+                x = rest / deg
+                for e in range(start, start + deg):
+                    nn = _add(flow_next, frontier_next, nn, indices[e], x)
+        flow, flow_next = flow_next, flow
+        frontier, frontier_next = frontier_next, frontier
+        nf = nn
+    use_cut = fp_cut.size > 0
+    for i in range(nf):
+        u = frontier[i]
+        f = flow[u]
+        flow[u] = 0.0
+        if f == 0.0:
+            continue
+        if f < threshold:
+            dropped += f
+            continue
+        if use_cut:
+            dropped += f * fp_cut[u]
+        a = f * fp_scale
+        a2 = a * a
+        for e in range(fp_indptr[u], fp_indptr[u + 1]):
+            x = fp_nodes[e]
+            c = np.float64(fp_counts[e])
+            nt = _add(score, touched, nt, x, a * c)
+            var[x] += a2 * c
+    return nt, dropped, lost
+
+
+@njit(cache=True, parallel=True)
+def compose_batch(
+    indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    q_indptr, q_nodes, q_weights, alpha, rounds, threshold, mode, k,
+    flow, flow_next, score, var, frontier, frontier_next, touched,
+    out_ids, out_scores, out_stats,
+):  # fmt: skip
+    """``compose_one`` for every query ``q`` (seeds ``q_nodes[q_indptr[q]:q_indptr[q+1]]``),
+    one kernel call: the scratch rows (C, n) are dealt to C chunks, queries round-robin.
+    ``out_stats[q]`` = (mass, dropped, lost, noise) where noise = sqrt(2/pi) sum sqrt(var)."""
+    n_chunks = flow.shape[0]
+    n_q = q_indptr.size - 1
+    for c in prange(n_chunks):
+        for q in range(c, n_q, n_chunks):
+            a, b = q_indptr[q], q_indptr[q + 1]
+            nt, dropped, lost = compose_one(
+                indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+                q_nodes[a:b], q_weights[a:b], alpha, rounds, threshold, mode,
+                flow[c], flow_next[c], score[c], var[c], frontier[c], frontier_next[c], touched[c],
+            )  # fmt: skip
+            sc = score[c]
+            vr = var[c]
+            tc = touched[c]
+            mass = 0.0
+            noise = 0.0
+            for i in range(nt):
+                mass += sc[tc[i]]
+                noise += np.sqrt(vr[tc[i]])
+            top_k_of(tc, nt, sc, k, out_ids[q], out_scores[q])
+            for i in range(nt):
+                sc[tc[i]] = 0.0
+                vr[tc[i]] = 0.0
+            out_stats[q, 0] = mass
+            out_stats[q, 1] = dropped
+            out_stats[q, 2] = lost
+            out_stats[q, 3] = noise * 0.7978845608028654
+
+
+# --------------------------------------------------------------------------------------------
+# forward push (Andersen, Chung, Lang 2006)
+
+
+@njit(cache=True)
+def push_one(
+    indptr, indices, probs, weighted, seed_nodes, seed_weights, alpha, r_max, mode,
+    p, r, queue, flags, touched,
+):  # fmt: skip
+    """FIFO forward push until every residual r(u) < r_max * max(outdeg(u), 1).
+
+    Returns (nt, residual, lost): ``touched[:nt]`` are all nodes that got mass (estimates in
+    ``p``), ``residual`` = sum of the residuals left (the certified l1 error for self_loop and
+    drop), ``lost`` the mass that left at dangling nodes (drop rule). ``r`` and ``flags``
+    (bit 1: queued, bit 2: touched) are left zeroed; ``p`` is left set at ``touched[:nt]``
+    (the caller reads and resets it).
+    """
+    n = indptr.size - 1
+    nt = 0
+    head = 0
+    size = 0
+    for i in range(seed_nodes.size):
+        v = seed_nodes[i]
+        if flags[v] & 2 == 0:
+            flags[v] |= 2
+            touched[nt] = v
+            nt += 1
+        r[v] += seed_weights[i]
+        if flags[v] & 1 == 0:
+            flags[v] |= 1
+            queue[(head + size) % n] = v
+            size += 1
+    lost = 0.0
+    keep = 1.0 - alpha
+    while size > 0:
+        u = queue[head]
+        head = (head + 1) % n
+        size -= 1
+        flags[u] &= 2
+        ru = r[u]
+        start = indptr[u]
+        deg = indptr[u + 1] - start
+        if ru <= 0.0 or ru < r_max * max(deg, 1):
+            continue
+        r[u] = 0.0
+        if deg == 0:
+            if mode == MODE_SELF_LOOP:
+                p[u] += ru
+            else:
+                p[u] += alpha * ru
+                lost += keep * ru
+            continue
+        p[u] += alpha * ru
+        rest = keep * ru
+        inv = rest / deg
+        for e in range(start, start + deg):
+            v = indices[e]
+            x = rest * probs[e] if weighted else inv
+            if flags[v] & 2 == 0:
+                flags[v] |= 2
+                touched[nt] = v
+                nt += 1
+            r[v] += x
+            if flags[v] & 1 == 0 and r[v] >= r_max * max(indptr[v + 1] - indptr[v], 1):
+                flags[v] |= 1
+                queue[(head + size) % n] = v
+                size += 1
+    residual = 0.0
+    for i in range(nt):
+        v = touched[i]
+        residual += r[v]
+        r[v] = 0.0
+        flags[v] = 0
+    return nt, residual, lost
+
+
+@njit(cache=True, parallel=True)
+def push_batch(
+    indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
+    p, r, queue, flags, touched, out_ids, out_scores, out_stats,
+):  # fmt: skip
+    """``push_one`` for every query, C chunks of scratch rows. ``out_stats[q]`` =
+    (mass, residual, lost)."""
+    n_chunks = p.shape[0]
+    n_q = q_indptr.size - 1
+    for c in prange(n_chunks):
+        for q in range(c, n_q, n_chunks):
+            a, b = q_indptr[q], q_indptr[q + 1]
+            nt, residual, lost = push_one(
+                indptr, indices, probs, weighted, q_nodes[a:b], q_weights[a:b], alpha, r_max,
+                mode, p[c], r[c], queue[c], flags[c], touched[c],
+            )  # fmt: skip
+            pc = p[c]
+            tc = touched[c]
+            mass = 0.0
+            for i in range(nt):
+                mass += pc[tc[i]]
+            top_k_of(tc, nt, pc, k, out_ids[q], out_scores[q])
+            for i in range(nt):
+                pc[tc[i]] = 0.0
+            out_stats[q, 0] = mass
+            out_stats[q, 1] = residual
+            out_stats[q, 2] = lost
+
+
+# --------------------------------------------------------------------------------------------
+# exact: power iteration in Neumann-series form
+
+
+@njit(cache=True)
+def exact_one(
+    indptr, indices, probs, weighted, seed_nodes, seed_weights, alpha, tol, max_iter, mode
+):
+    """pi = sum_j alpha (1 - alpha)^j (P^T)^j s, summed until the mass still in flight (the
+    l1 norm of the remaining series terms' source, an upper bound of the l1 error) is <= tol.
+
+    P honours ``mode`` (0 self_loop: a dangling row is e_u; 1 drop: a zero row; 2 restart: a
+    dangling row is the seed distribution s). Returns (x, tail, iterations).
+    """
+    n = indptr.size - 1
+    x = np.zeros(n, np.float64)
+    v = np.zeros(n, np.float64)
+    nv = np.zeros(n, np.float64)
+    for i in range(seed_nodes.size):
+        v[seed_nodes[i]] += seed_weights[i]
+    keep = 1.0 - alpha
+    it = 0
+    tail = 0.0
+    for i in range(n):
+        tail += v[i]
+    while tail > tol and it < max_iter:
+        dangling = 0.0
+        for u in range(n):
+            vu = v[u]
+            if vu == 0.0:
+                continue
+            x[u] += alpha * vu
+            start = indptr[u]
+            deg = indptr[u + 1] - start
+            if deg == 0:
+                if mode == MODE_SELF_LOOP:
+                    nv[u] += keep * vu
+                elif mode == MODE_RESTART:
+                    dangling += keep * vu
+                continue
+            rest = keep * vu
+            if weighted:
+                for e in range(start, start + deg):
+                    nv[indices[e]] += rest * probs[e]
+            else:
+                inv = rest / deg
+                for e in range(start, start + deg):
+                    nv[indices[e]] += inv
+        if dangling > 0.0:
+            for i in range(seed_nodes.size):
+                nv[seed_nodes[i]] += dangling * seed_weights[i]
+        v, nv = nv, v
+        nv[:] = 0.0
+        tail = 0.0
+        for i in range(n):
+            tail += v[i]
+        it += 1
+    return x, tail, it
+
+
+@njit(cache=True, parallel=True)
+def exact_batch(
+    indptr,
+    indices,
+    probs,
+    weighted,
+    q_indptr,
+    q_nodes,
+    q_weights,
+    alpha,
+    tol,
+    max_iter,
+    mode,
+    k,
+    out_ids,
+    out_scores,
+    out_stats,
+):
+    """``exact_one`` per query in parallel, top-k of each; ``out_stats[q]`` = (mass, tail, iters)."""
+    n_q = q_indptr.size - 1
+    n = indptr.size - 1
+    for q in prange(n_q):
+        a, b = q_indptr[q], q_indptr[q + 1]
+        x, tail, it = exact_one(
+            indptr,
+            indices,
+            probs,
+            weighted,
+            q_nodes[a:b],
+            q_weights[a:b],
+            alpha,
+            tol,
+            max_iter,
+            mode,
+        )
+        nz = np.flatnonzero(x)
+        top_k_of(nz, nz.size, x, k, out_ids[q], out_scores[q])
+        mass = 0.0
+        for i in range(n):
+            mass += x[i]
+        out_stats[q, 0] = mass
+        out_stats[q, 1] = tail
+        out_stats[q, 2] = it
+
+
+# --------------------------------------------------------------------------------------------
+# FastRP
+
+
+@njit(cache=True, parallel=True)
+def sparse_projection_rows(n, dim, density, seed, scale_by_row):
+    """Very sparse random projection (Achlioptas; Li, Hastie, Church): entry (j, c) is
+    +-sqrt(1/density) with probability density/2 each, else 0, times ``scale_by_row[j]``
+    (empty = 1). Returned dense (n, dim) float32, drawn from a counter per (seed, j, c)."""
+    out = np.zeros((n, dim), np.float32)
+    mag = np.sqrt(1.0 / density)
+    use_scale = scale_by_row.size > 0
+    for j in prange(n):
+        key = walk_key(seed, j, 0)
+        s = scale_by_row[j] if use_scale else 1.0
+        for c in range(dim):
+            u = to_unit(draw(key, c))
+            if u < density * 0.5:
+                out[j, c] = mag * s
+            elif u < density:
+                out[j, c] = -mag * s
+    return out
+
+
+@njit(cache=True, parallel=True)
+def propagate(indptr, indices, probs, weighted, x, out):
+    """out = P x for the row-stochastic transition matrix P (rows without out-edges give 0)."""
+    n = indptr.size - 1
+    dim = x.shape[1]
+    for u in prange(n):
+        start = indptr[u]
+        deg = indptr[u + 1] - start
+        for c in range(dim):
+            out[u, c] = 0.0
+        if deg == 0:
+            continue
+        for e in range(start, start + deg):
+            v = indices[e]
+            w = probs[e] if weighted else 1.0 / deg
+            for c in range(dim):
+                out[u, c] += w * x[v, c]
+
+
+@njit(cache=True, parallel=True)
+def add_normalized_rows(acc, x, weight):
+    """acc += weight * x / ||x||_2 row by row (zero rows add nothing)."""
+    n, dim = x.shape
+    for u in prange(n):
+        s = 0.0
+        for c in range(dim):
+            s += np.float64(x[u, c]) * x[u, c]
+        if s > 0.0:
+            f = weight / np.sqrt(s)
+            for c in range(dim):
+                acc[u, c] += f * x[u, c]

@@ -1,0 +1,434 @@
+"""Personalized PageRank queries: fingerprint composition, forward push, exact.
+
+Definitions
+-----------
+alpha is the stop (teleport) probability. For a personalization vector s (a distribution over
+seed nodes) the PPR vector is ``pi_s = sum_j alpha (1 - alpha)^j s^T P^j``: the distribution of
+where an alpha-terminated walk started from s stops. P is the row-stochastic transition matrix:
+``P[u, v] = w_uv / sum_v' w_uv'`` (1 / outdeg(u) unweighted). PPR is linear in its seeds,
+``pi_{sum_i w_i e_i} = sum_i w_i pi_{e_i}`` (weights normalised to sum 1).
+
+Dangling nodes (no out-edges): one rule per index, honoured by every method
+------------------------------------------------------------------------------
+``"self_loop"`` (default)
+    A dangling node links to itself: a walk that reaches it stays until it stops, so all mass
+    reaching it ends there. Mass is conserved (scores sum to 1). Independent of the source, so
+    fingerprint composition is exact in expectation.
+``"drop"``
+    A dangling row of P is zero: a walk reaching the node stops there, and the (1 - alpha)
+    share of the mass that would have moved on leaves the system, so scores sum to < 1 (the
+    PowerWalk online code's behaviour). Also source-independent and composition-exact.
+``"restart"``
+    A dangling node links back to the personalization s (networkx's and BiPPR's default; the
+    PowerWalk paper's artificial edge back to the source). This depends on the source, but the
+    segments of such a walk between restarts are independent drop-rule walks from s, so
+    ``pi_restart = pi_drop / ||pi_drop||_1`` exactly. Every method therefore computes the
+    drop-rule answer and rescales it; the exact solver iterates the restart chain itself
+    (an independent check of the identity). Effect on accuracy: no composition bias, but the
+    drop-rule error is amplified by 1 / ||pi_drop||_1 (large when walks often reach dangling
+    nodes), and the ratio estimate is slightly biased for the fingerprint method.
+
+Methods
+-------
+``"fingerprint"`` (PowerWalk VERD composition)
+    Push the query mass for T = ``rounds`` synchronous rounds (keep alpha * f at each node,
+    spread (1 - alpha) * f over its out-edges), then add ``f(v) * p_hat_v`` for the flow f left
+    at each node v, using the stored fingerprints. Flow below ``threshold`` is dropped when it
+    would be processed. Error: an *estimate*, the dropped mass (flow and top-K truncation,
+    a certain l1 loss) plus sqrt(2/pi) * sum_x sd(x), the expected l1 deviation under a Poisson
+    model of the visit counts. The Monte Carlo part is scaled by (1 - alpha)^T.
+``"push"`` (Forward Push, Andersen-Chung-Lang)
+    Push until every residual r(u) < r_max * max(outdeg(u), 1). Error: a *bound*, the l1 norm
+    of the residual left (times 2 / ||p||_1 under restart).
+``"exact"`` (power iteration, Neumann-series form)
+    ``x += alpha * v; v <- (1 - alpha) P^T v`` until ``||v||_1 <= tol`` (default 1e-10): a
+    *bound* on the l1 error, since the remaining terms sum to at most ||v||_1.
+
+Batches: ``query_batch`` answers many queries in one parallel kernel call that reuses one set of
+dense scratch arrays per thread (reset sparsely), so no query pays O(n) set-up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numba
+import numpy as np
+from shardwalk.walks import _check, _kernels
+from shardwalk.walks.fingerprints import FingerprintStore
+from shardwalk.walks.graph import CSRGraph
+
+from shardwalk.errors import InvalidArgumentError
+
+__all__ = ["METHODS", "PPRIndex", "PPRResult", "personalized_pagerank"]
+
+METHODS = ("fingerprint", "push", "exact")
+Method = Literal["fingerprint", "push", "exact"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PPRResult:
+    """Top-k answers of a batch of PPR queries (one row per query).
+
+    Attributes
+    ----------
+    ids : ndarray int64 (q, k)
+        External node ids by decreasing score, padded with -1 when fewer than k nodes score.
+    scores : ndarray float32 (q, k)
+        PPR estimates, padded with 0.
+    error : ndarray float64 (q,)
+        l1 error of the whole vector: a bound for "push"/"exact", an estimate for "fingerprint"
+        (``error_is_bound`` says which).
+    mass : ndarray float64 (q,)
+        Sum of the whole estimated vector (1 under self_loop/restart up to the error; < 1 under
+        drop).
+    error_is_bound : bool
+    method : str
+    seconds : float
+        Wall time of the call.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    error: np.ndarray
+    mass: np.ndarray
+    error_is_bound: bool
+    method: str
+    seconds: float
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+class _Scratch:
+    """Dense per-thread arrays for the query kernels, reused between calls (kept zeroed)."""
+
+    def __init__(self, n: int, chunks: int) -> None:
+        self.chunks = chunks
+        shape = (chunks, n)
+        self.a = np.zeros(shape, np.float64)  # flow / p
+        self.b = np.zeros(shape, np.float64)  # flow_next / r
+        self.c = np.zeros(shape, np.float64)  # score
+        self.d = np.zeros(shape, np.float64)  # var
+        idx = np.int32 if n <= np.iinfo(np.int32).max else np.int64
+        self.i1 = np.zeros(shape, idx)  # frontier / queue
+        self.i2 = np.zeros(shape, idx)  # frontier_next
+        self.i3 = np.zeros(shape, idx)  # touched
+        self.flag = np.zeros(shape, np.int8)  # in-queue flags (push)
+
+
+class PPRIndex:
+    """PPR queries over one graph, with one alpha and one dangling rule for every method.
+
+    Parameters
+    ----------
+    graph : CSRGraph
+    fingerprints : FingerprintStore, optional
+        Needed for ``method="fingerprint"``; must be built on ``graph``. Its alpha and rule
+        become the index's defaults.
+    alpha : float, optional
+        Stop (teleport) probability in (0, 1); default the store's, else 0.15.
+    dangling : {"self_loop", "drop", "restart"}, optional
+        Default the store's rule, else "self_loop". A "drop" store serves "drop" and "restart";
+        a "self_loop" store serves "self_loop".
+
+    Thread safety: calls may come from several threads; each call takes a scratch set from a
+    pool (a new one is allocated when all are busy), so calls never share scratch.
+
+    Examples
+    --------
+    >>> from shardwalk.walks.graph import CSRGraph
+    >>> g = CSRGraph.from_edges([1, 2, 3], [2, 3, 1])   # a directed 3-cycle
+    >>> idx = PPRIndex(g, alpha=0.5)
+    >>> r = idx.query(1, k=3, method="exact")
+    >>> r.ids[0].tolist(), [round(float(x), 4) for x in r.scores[0]]
+    ([1, 2, 3], [0.5714, 0.2857, 0.1429])
+    """
+
+    def __init__(
+        self,
+        graph: CSRGraph,
+        fingerprints: FingerprintStore | None = None,
+        *,
+        alpha: float | None = None,
+        dangling: str | None = None,
+    ) -> None:
+        if not isinstance(graph, CSRGraph):
+            raise InvalidArgumentError(f"graph must be a CSRGraph; got {type(graph).__name__}")
+        if fingerprints is not None and not isinstance(fingerprints, FingerprintStore):
+            raise InvalidArgumentError(
+                f"fingerprints must be a FingerprintStore; got {type(fingerprints).__name__}"
+            )
+        if fingerprints is not None:
+            fingerprints.check_graph(graph)
+        default_alpha = fingerprints.alpha if fingerprints is not None else 0.15
+        self.alpha = _check.check_alpha(default_alpha if alpha is None else alpha)
+        default_rule = fingerprints.dangling if fingerprints is not None else "self_loop"
+        self.dangling = _check.check_dangling(default_rule if dangling is None else dangling)
+        if fingerprints is not None:
+            if abs(fingerprints.alpha - self.alpha) > 1e-12:
+                raise InvalidArgumentError(
+                    f"alpha={self.alpha} but the fingerprints were built with alpha="
+                    f"{fingerprints.alpha}; rebuild them or omit alpha"
+                )
+            need = "drop" if self.dangling == "restart" else self.dangling
+            if fingerprints.dangling != need:
+                raise InvalidArgumentError(
+                    f"dangling={self.dangling!r} needs fingerprints built with dangling="
+                    f"{need!r}; these use {fingerprints.dangling!r}"
+                )
+        self.graph = graph
+        self.fingerprints = fingerprints
+        self._indptr = np.ascontiguousarray(graph.indptr)
+        self._indices = np.ascontiguousarray(graph.indices)
+        self._probs = graph.transition_probs()
+        self._mode = _check.DANGLING_MODES["drop" if self.dangling == "restart" else self.dangling]
+        if fingerprints is not None:
+            self._fp = (
+                np.ascontiguousarray(fingerprints.indptr),
+                np.ascontiguousarray(fingerprints.nodes),
+                np.ascontiguousarray(fingerprints.counts),
+                fingerprints.scale,
+                np.zeros(0, np.float32)
+                if fingerprints.truncated is None
+                else np.ascontiguousarray(fingerprints.truncated),
+            )
+        self._pool: list[_Scratch] = []
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- seeds
+
+    def _seed_arrays(self, queries: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ptr = [0]
+        nodes, weights = [], []
+        for q in queries:
+            ids, w = _check.seed_spec_to_arrays(q)
+            nonzero = w > 0  # zero-weight seeds must be known nodes but carry no mass
+            self.graph.to_internal(ids, what="seed")
+            ids, w = ids[nonzero], w[nonzero]
+            nodes.append(self.graph.to_internal(ids, what="seed"))
+            weights.append(w)
+            ptr.append(ptr[-1] + ids.size)
+        return (
+            np.asarray(ptr, np.int64),
+            np.concatenate(nodes) if nodes else np.zeros(0, np.int64),
+            np.concatenate(weights) if weights else np.zeros(0, np.float64),
+        )
+
+    # ----------------------------------------------------------------------------- scratch
+
+    def _take(self, chunks: int) -> _Scratch:
+        with self._lock:
+            for i, s in enumerate(self._pool):
+                if s.chunks == chunks:
+                    return self._pool.pop(i)
+        return _Scratch(self.graph.num_nodes, chunks)
+
+    def _give(self, s: _Scratch) -> None:
+        with self._lock:
+            self._pool.append(s)
+
+    # ----------------------------------------------------------------------------- queries
+
+    def query(
+        self, seeds: Any, *, k: int = 100, method: Method = "fingerprint", **params: Any
+    ) -> PPRResult:
+        """One PPR query; the result has one row.
+
+        Parameters
+        ----------
+        seeds : int, sequence of int, or mapping {int: float}
+            One node, several nodes (equal weights), or a personalization {node: weight}
+            (weights >= 0, normalised to sum 1). External ids.
+        k : int
+            Number of top nodes to return (padded with -1 / 0 if fewer score).
+        method : {"fingerprint", "push", "exact"}
+        **params
+            ``rounds`` (T, default 5) and ``threshold`` (default 1e-4) for "fingerprint";
+            ``r_max`` (default 1e-6) for "push"; ``tol`` (default 1e-10) and ``max_iter``
+            (default 10000) for "exact".
+
+        Raises
+        ------
+        InvalidArgumentError
+            Empty seeds, negative weights, bad k or parameters, "fingerprint" without a store.
+        NotFoundError
+            A seed is not a node of the graph.
+        """
+        return self.query_batch([seeds], k=k, method=method, **params)
+
+    def query_batch(
+        self,
+        queries: Sequence[Any] | np.ndarray,
+        *,
+        k: int = 100,
+        method: Method = "fingerprint",
+        **params: Any,
+    ) -> PPRResult:
+        """Many queries in one parallel kernel call; row i answers ``queries[i]``.
+
+        ``queries`` is a sequence of seed specifications (see :meth:`query`), or a 1-D integer
+        array of single-node queries. Other arguments as in :meth:`query`.
+        """
+        t0 = time.perf_counter()
+        method = _check.check_choice("method", method, METHODS)
+        k = _check.check_int("k", k, minimum=1)
+        if isinstance(queries, (str, bytes, Mapping)) or not isinstance(
+            queries, (Sequence, np.ndarray)
+        ):
+            raise InvalidArgumentError(
+                "queries must be a sequence of seed specifications (ids, lists or mappings); "
+                f"got {type(queries).__name__} (use query() for a single query)"
+            )
+        if isinstance(queries, np.ndarray):
+            queries = [int(x) for x in _check.as_id_array("queries", queries)]
+        if len(queries) == 0:
+            raise InvalidArgumentError("queries is empty; give at least one query")
+        q_ptr, q_nodes, q_w = self._seed_arrays(queries)
+        nq = len(queries)
+        ids = np.empty((nq, k), np.int64)
+        scores = np.empty((nq, k), np.float32)
+        if method == "fingerprint":
+            stats, bound = self._run_fingerprint(q_ptr, q_nodes, q_w, k, ids, scores, params)
+        elif method == "push":
+            stats, bound = self._run_push(q_ptr, q_nodes, q_w, k, ids, scores, params)
+        else:
+            stats, bound = self._run_exact(q_ptr, q_nodes, q_w, k, ids, scores, params)
+        mass, error = stats
+        ids = self.graph.to_external(ids)
+        return PPRResult(
+            ids=ids,
+            scores=scores,
+            error=error,
+            mass=mass,
+            error_is_bound=bound,
+            method=method,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def vector(
+        self, seeds: Any, *, method: Method = "fingerprint", **params: Any
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """The whole estimated PPR vector of one query, sparse: (external ids, scores float64,
+        error). Used by the accuracy harness; costs O(n) per call."""
+        n = self.graph.num_nodes
+        r = self.query(seeds, k=n, method=method, **params)
+        keep = r.ids[0] >= 0
+        if method == "exact":
+            # recompute in float64 (the top-k path rounds scores to float32)
+            _, q_nodes, q_w = self._seed_arrays([seeds])
+            tol, max_iter = self._exact_params(params)
+            x, tail, _ = _kernels.exact_one(
+                self._indptr, self._indices, self._probs, self.graph.weighted, q_nodes, q_w,
+                self.alpha, tol, max_iter, _check.DANGLING_MODES[self.dangling],
+            )  # fmt: skip
+            nz = np.flatnonzero(x)
+            return self.graph.to_external(nz), x[nz], float(tail)
+        return r.ids[0][keep], r.scores[0][keep].astype(np.float64), float(r.error[0])
+
+    # ----------------------------------------------------------------------------- methods
+
+    @staticmethod
+    def _no_extra(method: str, params: dict[str, Any], allowed: tuple[str, ...]) -> None:
+        extra = sorted(set(params) - set(allowed))
+        if extra:
+            raise InvalidArgumentError(
+                f"method {method!r} takes parameters {', '.join(allowed)}; got unexpected {', '.join(extra)}"
+            )
+
+    def _chunks(self, nq: int) -> int:
+        return max(1, min(numba.get_num_threads(), nq))
+
+    def _finish_restart(self, ids_scores: np.ndarray, mass: np.ndarray) -> np.ndarray:
+        safe = np.where(mass > 0, mass, 1.0)
+        return (ids_scores / safe[:, None]).astype(np.float32)
+
+    def _run_fingerprint(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
+        if self.fingerprints is None:
+            raise InvalidArgumentError(
+                "method='fingerprint' needs fingerprints: PPRIndex(graph, build_fingerprints(graph)) "
+                "(or use method='push' / 'exact')"
+            )
+        self._no_extra("fingerprint", params, ("rounds", "threshold"))
+        rounds = _check.check_int("rounds", params.get("rounds", 5), minimum=0, maximum=10_000)
+        thr = _check.check_float("threshold", params.get("threshold", 1e-4), minimum=0.0)
+        nq = q_ptr.size - 1
+        s = self._take(self._chunks(nq))
+        out = np.empty((nq, 4), np.float64)
+        try:
+            fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut = self._fp
+            _kernels.compose_batch(
+                self._indptr, self._indices, self._probs, self.graph.weighted,
+                fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut,
+                q_ptr, q_nodes, q_w, self.alpha, rounds, thr, self._mode, k,
+                s.a, s.b, s.c, s.d, s.i1, s.i2, s.i3, ids, scores, out,
+            )  # fmt: skip
+        finally:
+            self._give(s)
+        mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
+        err = dropped + noise
+        if self.dangling == "restart":
+            scores[:] = self._finish_restart(scores, mass)
+            err = 2.0 * err / np.where(mass > 0, mass, 1.0)
+            mass = np.where(mass > 0, 1.0, 0.0)
+        return (mass, err), False
+
+    def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
+        self._no_extra("push", params, ("r_max",))
+        r_max = _check.check_float("r_max", params.get("r_max", 1e-6), minimum=0.0, inclusive=False)
+        nq = q_ptr.size - 1
+        s = self._take(self._chunks(nq))
+        out = np.empty((nq, 3), np.float64)
+        try:
+            _kernels.push_batch(
+                self._indptr, self._indices, self._probs, self.graph.weighted,
+                q_ptr, q_nodes, q_w, self.alpha, r_max, self._mode, k,
+                s.a, s.b, s.i1, s.flag, s.i3, ids, scores, out,
+            )  # fmt: skip
+        finally:
+            self._give(s)
+        mass, err = out[:, 0], out[:, 1]
+        if self.dangling == "restart":
+            scores[:] = self._finish_restart(scores, mass)
+            err = 2.0 * err / np.where(mass > 0, mass, 1.0)
+            mass = np.where(mass > 0, 1.0, 0.0)
+        return (mass, err), True
+
+    def _exact_params(self, params):
+        self._no_extra("exact", params, ("tol", "max_iter"))
+        tol = _check.check_float("tol", params.get("tol", 1e-10), minimum=0.0, inclusive=False)
+        max_iter = _check.check_int("max_iter", params.get("max_iter", 10_000), minimum=1)
+        return tol, max_iter
+
+    def _run_exact(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
+        tol, max_iter = self._exact_params(params)
+        nq = q_ptr.size - 1
+        out = np.empty((nq, 3), np.float64)
+        _kernels.exact_batch(
+            self._indptr, self._indices, self._probs, self.graph.weighted,
+            q_ptr, q_nodes, q_w, self.alpha, tol, max_iter,
+            _check.DANGLING_MODES[self.dangling], k, ids, scores, out,
+        )  # fmt: skip
+        return (out[:, 0], out[:, 1]), True
+
+
+def personalized_pagerank(
+    graph: CSRGraph,
+    seeds: Any,
+    *,
+    k: int = 100,
+    method: Method = "exact",
+    fingerprints: FingerprintStore | None = None,
+    alpha: float | None = None,
+    dangling: str | None = None,
+    **params: Any,
+) -> PPRResult:
+    """One-off PPR query (see :class:`PPRIndex`; keep an index for repeated queries, it reuses
+    its scratch arrays). Parameters as in :meth:`PPRIndex.query`."""
+    return PPRIndex(graph, fingerprints, alpha=alpha, dangling=dangling).query(
+        seeds, k=k, method=method, **params
+    )

@@ -8,19 +8,7 @@ import numpy as np
 from shardwalk.index._kernels import capacity_assign
 from shardwalk.index.base import IndexMetric
 
-__all__ = ["balanced_kmeans", "nearest_centroid"]
-
-
-def nearest_centroid(centroids: np.ndarray, vectors: np.ndarray, metric: IndexMetric) -> np.ndarray:
-    """Index of the closest centroid for each vector."""
-    index = (
-        faiss.IndexFlatL2(centroids.shape[1])
-        if metric == "l2"
-        else faiss.IndexFlatIP(centroids.shape[1])
-    )
-    index.add(centroids)
-    _, nearest = index.search(vectors, 1)
-    return nearest[:, 0].astype(np.int32)
+__all__ = ["balanced_kmeans"]
 
 
 def balanced_kmeans(

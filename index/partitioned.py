@@ -16,6 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import faiss
 import numpy as np
 from shardwalk.index.base import (
     IndexMetric,
@@ -27,7 +28,7 @@ from shardwalk.index.base import (
 )
 from shardwalk.index.flat import FlatIndex
 from shardwalk.index.hnsw import HNSWIndex, default_threads
-from shardwalk.index.kmeans import balanced_kmeans, nearest_centroid
+from shardwalk.index.kmeans import balanced_kmeans
 
 from shardwalk._atomic import atomic_write
 
@@ -80,7 +81,7 @@ class PartitionedIndex:
         self.seed = seed
         self._staging: FlatIndex | None = FlatIndex(dim=dim, metric=metric)
         self._parts: list[HNSWIndex] = []
-        self._centroids = np.zeros((0, dim), dtype=np.float32)
+        self._set_centroids(np.zeros((0, dim), dtype=np.float32))
         self._part_of = np.zeros(0, dtype=np.int32)  # by label; -1: not here
 
     def params(self) -> dict[str, Any]:
@@ -101,20 +102,34 @@ class PartitionedIndex:
         if labels.size == 0:
             return
         if self._staging is not None:
-            self._staging.add(labels, vectors)
-            if len(self._staging) >= self.train_size:
-                self._train()
+            if len(self._staging) + labels.size < self.train_size:
+                self._staging.add(labels, vectors)
+                return
+            staged = np.flatnonzero(self._staging._alive)
+            if staged.size:  # train on everything so far; a large first batch is not copied
+                labels = np.concatenate([staged, labels])
+                vectors = np.concatenate([self._staging.get(staged), vectors])
+            self._train(labels, vectors)
             return
-        self._add_to_parts(labels, vectors, nearest_centroid(self._centroids, vectors, self.metric))
+        self._add_to_parts(labels, vectors, self._nearest(vectors, 1)[:, 0])
 
-    def _train(self) -> None:
-        staging = self._staging
-        assert staging is not None
-        labels = np.flatnonzero(staging._alive)
-        vectors = staging.get(labels)
-        self._centroids, assignment = balanced_kmeans(
+    def _nearest(self, vectors: np.ndarray, count: int) -> np.ndarray:
+        """The ``count`` closest partitions of each vector, closest first."""
+        _, nearest = self._centroid_index.search(vectors, count)
+        return nearest
+
+    def _set_centroids(self, centroids: np.ndarray) -> None:
+        self._centroids = centroids
+        self._centroid_index = (
+            faiss.IndexFlatL2(self.dim) if self.metric == "l2" else faiss.IndexFlatIP(self.dim)
+        )
+        self._centroid_index.add(centroids)
+
+    def _train(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        centroids, assignment = balanced_kmeans(
             vectors, self.partitions, metric=self.metric, seed=self.seed
         )
+        self._set_centroids(centroids)
         sizes = np.bincount(assignment, minlength=self.partitions)
         self._parts = [
             HNSWIndex(
@@ -174,19 +189,44 @@ class PartitionedIndex:
 
     # -- reads ------------------------------------------------------------------------------
     def search(
-        self, queries: np.ndarray, k: int, *, ef: int | None = None, **_: Any
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        nprobe: int | None = None,
+        **_: Any,
     ) -> SearchResult:
-        """Top-k over all partitions, merged exactly. ``ef`` applies in every partition."""
+        """Top-k over the partitions, merged exactly.
+
+        ``ef`` applies in every partition. ``nprobe`` visits only the partitions with the
+        closest centroids (default: all, the most accurate; fewer is faster).
+        """
         if self._staging is not None:
             return self._staging.search(queries, k)
-        if queries.shape[0] == 0 or len(self) == 0:
-            return empty_result(queries.shape[0], k)
-        found = [part.search(queries, k, ef=ef, threads=self.threads) for part in self._parts]
-        return merge_topk(
-            np.concatenate([r.ids for r in found], axis=1),
-            np.concatenate([r.distances for r in found], axis=1),
-            k,
-        )
+        n = queries.shape[0]
+        if n == 0 or len(self) == 0:
+            return empty_result(n, k)
+        if nprobe is None or nprobe >= self.partitions:
+            found = [part.search(queries, k, ef=ef, threads=self.threads) for part in self._parts]
+            return merge_topk(
+                np.concatenate([r.ids for r in found], axis=1),
+                np.concatenate([r.distances for r in found], axis=1),
+                k,
+            )
+        probe = self._nearest(queries, nprobe)
+        ids = np.full((n, nprobe * k), -1, dtype=np.int64)
+        distances = np.full((n, nprobe * k), np.inf, dtype=np.float32)
+        columns = np.arange(k)
+        for p in range(self.partitions):
+            rows, slot = np.nonzero(probe == p)
+            if rows.size == 0:
+                continue
+            found = self._parts[p].search(queries[rows], k, ef=ef, threads=self.threads)
+            cols = slot[:, None] * k + columns
+            ids[rows[:, None], cols] = found.ids
+            distances[rows[:, None], cols] = found.distances
+        return merge_topk(ids, distances, k)
 
     def get(self, labels: np.ndarray) -> np.ndarray:
         labels = np.asarray(labels, dtype=np.int64)
@@ -270,6 +310,6 @@ class PartitionedIndex:
             HNSWIndex.load(os.path.join(directory, f"part-{p:04d}"), threads=1)
             for p in range(index.partitions)
         ]
-        index._centroids = np.load(os.path.join(directory, "centroids.npy"))
+        index._set_centroids(np.load(os.path.join(directory, "centroids.npy")))
         index._part_of = np.load(os.path.join(directory, "part_of.npy"))
         return index

@@ -161,7 +161,7 @@ INDEX_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
 SEARCH_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
     "flat": {},
     "hnsw": {"ef": (int, 1, 100_000)},
-    "partitioned": {"ef": (int, 1, 100_000)},
+    "partitioned": {"ef": (int, 1, 100_000), "nprobe": (int, 1, 4096)},
 }
 
 

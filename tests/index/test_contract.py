@@ -208,13 +208,21 @@ def test_errors_and_messages(engine, kind, data):
         good[:1],
         attributes={"year": ["x"]},
     )
-    if kind != "flat":
+    if kind == "hnsw":
         raises(
             InvalidArgumentError,
             r"unknown parameter 'nprobe' .* known parameters: ef",
             col.search,
             good,
             nprobe=3,
+        )
+    elif kind == "partitioned":
+        raises(
+            InvalidArgumentError,
+            r"parameter nprobe must be in \[1, 4096\]; got 0",
+            col.search,
+            good,
+            nprobe=0,
         )
     else:
         raises(

@@ -173,7 +173,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
     )
     record("shardwalk-flat", build, mem, [point])
     engine.drop_collection("flat")
-    del col
+    col = None
     gc.collect()
 
     # --- raw hnswlib ----------------------------------------------------------------------
@@ -194,7 +194,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         )
         points.append({"ef": ef, **p})
     record("hnswlib", build, mem, points)
-    del raw
+    raw = None
     gc.collect()
 
     # --- shardwalk hnsw -------------------------------------------------------------------
@@ -208,15 +208,15 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
     points = []
     for ef in efs:
         p = measure(
-            lambda q: col.search(q, k=K, ef=ef).ids,
-            lambda q: col.search(q, k=K, ef=ef).ids,
+            lambda q, c=col, ef=ef: c.search(q, k=K, ef=ef).ids,
+            lambda q, c=col, ef=ef: c.search(q, k=K, ef=ef).ids,
             data,
             singles,
         )
         points.append({"ef": ef, **p})
     record("shardwalk-hnsw", build, mem, points)
     engine.drop_collection("hnsw")
-    del col
+    col = None
     gc.collect()
 
     # --- shardwalk partitioned, 2 threads and 1 thread --------------------------------------
@@ -238,8 +238,8 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         if t == threads:
             for ef in efs:
                 p = measure(
-                    lambda q: col.search(q, k=K, ef=ef).ids,
-                    lambda q: col.search(q, k=K, ef=ef).ids,
+                    lambda q, c=col, ef=ef: c.search(q, k=K, ef=ef).ids,
+                    lambda q, c=col, ef=ef: c.search(q, k=K, ef=ef).ids,
                     data,
                     singles,
                 )
@@ -253,7 +253,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
             partition_sizes=col.stats()["index_stats"]["partition_sizes"],
         )
         engine.drop_collection(f"part{t}")
-        del col
+        col = None
         gc.collect()
 
     # --- faiss HNSW -----------------------------------------------------------------------
@@ -272,7 +272,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         )
         points.append({"ef": ef, **p})
     record("faiss-hnsw", build, mem, points)
-    del fh
+    fh = None
     gc.collect()
 
     # --- faiss IVF ------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         )
         points.append({"nprobe": nprobe, **p})
     record("faiss-ivfflat", build, mem, points, nlist=nlist)
-    del ivf, quantizer
+    ivf = quantizer = None
     gc.collect()
 
     # --- ratios the targets are stated in -------------------------------------------------

@@ -120,6 +120,10 @@ class DataDir:
         else:
             self._manifest = {"format_version": FORMAT_VERSION, "generation": 0, "collections": {}}
             self._write(self._manifest)
+        # a collection dropped (or created) by a process that died before removing its files
+        for entry in (self.root / "collections").iterdir():
+            if entry.name not in self._manifest["collections"]:
+                shutil.rmtree(entry, ignore_errors=True)
 
     @property
     def manifest(self) -> dict[str, Any]:

@@ -135,6 +135,18 @@ def test_leftovers_of_an_interrupted_checkpoint_are_removed(tmp_path):
         assert len(col) == 1
 
 
+def test_files_of_a_collection_not_in_the_manifest_are_removed_at_open(tmp_path):
+    path = tmp_path / "db"
+    with shardwalk.Engine.open(path) as eng:
+        eng.create_collection("kept", dim=2)
+    orphan = path / "collections" / "dropped-mid-way"
+    orphan.mkdir()
+    (orphan / "wal-000001.log").write_bytes(b"x")
+    with shardwalk.Engine.open(path) as eng:
+        assert eng.collections() == ["kept"]
+        assert not orphan.exists()
+
+
 def test_manifest_of_a_newer_format_is_refused(tmp_path):
     path = tmp_path / "db"
     shardwalk.Engine.open(path).close()

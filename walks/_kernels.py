@@ -195,13 +195,24 @@ def walk_visit_bounds(sources, walks_per_node, alpha, seed):
 
 
 @njit(cache=True, parallel=True)
+def walk_lengths(sources, walks_per_node, alpha, seed):
+    """Visits of each walk before any dangling rule cuts it, walk b * R + w (source-major)."""
+    out = np.empty(sources.size * walks_per_node, np.int64)
+    for q in prange(out.size):
+        out[q] = geometric_visits(
+            walk_key(seed, sources[q // walks_per_node], q % walks_per_node), alpha
+        )
+    return out
+
+
+@njit(cache=True, parallel=True)
 def sample_walk_paths(
     indptr, indices, alias_prob, alias_idx, weighted, sources, walks_per_node, alpha, seed, mode,
     offsets, out_path, out_len,
 ):  # fmt: skip
     """The node sequences of ``walks_per_node`` walks per source. Walk ``b * R + w`` is written
-    at ``out_path[offsets[b*R+w]:]`` with its length in ``out_len``; offsets come from the
-    geometric lengths of ``walk_visit_bounds``-style draws."""
+    at ``out_path[offsets[b*R+w]:]`` with its length in ``out_len``; offsets are the prefix
+    sums of ``walk_lengths``."""
     n_walks = sources.size * walks_per_node
     for q in prange(n_walks):
         b = q // walks_per_node
@@ -451,6 +462,43 @@ def compose_one(
     return nt, dropped, lost
 
 
+@njit(cache=True, nogil=True)
+def compose_chunk(
+    c, n_chunks,
+    indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    q_indptr, q_nodes, q_weights, alpha, rounds, threshold, mode, k,
+    flow, flow_next, score, var, frontier, frontier_next, touched,
+    out_ids, out_scores, out_stats,
+):  # fmt: skip
+    """``compose_one`` for queries c, c + n_chunks, ... with scratch row c; top-k of each.
+    ``out_stats[q]`` = (mass, dropped, lost, noise), noise = sqrt(2/pi) sum_x sqrt(var[x])
+    (the expected l1 deviation if each composed entry were normal with that variance)."""
+    n_q = q_indptr.size - 1
+    sc = score[c]
+    vr = var[c]
+    tc = touched[c]
+    for q in range(c, n_q, n_chunks):
+        a, b = q_indptr[q], q_indptr[q + 1]
+        nt, dropped, lost = compose_one(
+            indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+            q_nodes[a:b], q_weights[a:b], alpha, rounds, threshold, mode,
+            flow[c], flow_next[c], sc, vr, frontier[c], frontier_next[c], tc,
+        )  # fmt: skip
+        mass = 0.0
+        noise = 0.0
+        for i in range(nt):
+            mass += sc[tc[i]]
+            noise += np.sqrt(vr[tc[i]])
+        top_k_of(tc, nt, sc, k, out_ids[q], out_scores[q])
+        for i in range(nt):
+            sc[tc[i]] = 0.0
+            vr[tc[i]] = 0.0
+        out_stats[q, 0] = mass
+        out_stats[q, 1] = dropped
+        out_stats[q, 2] = lost
+        out_stats[q, 3] = noise * 0.7978845608028654
+
+
 @njit(cache=True, parallel=True)
 def compose_batch(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
@@ -458,35 +506,17 @@ def compose_batch(
     flow, flow_next, score, var, frontier, frontier_next, touched,
     out_ids, out_scores, out_stats,
 ):  # fmt: skip
-    """``compose_one`` for every query ``q`` (seeds ``q_nodes[q_indptr[q]:q_indptr[q+1]]``),
-    one kernel call: the scratch rows (C, n) are dealt to C chunks, queries round-robin.
-    ``out_stats[q]`` = (mass, dropped, lost, noise) where noise = sqrt(2/pi) sum sqrt(var)."""
+    """``compose_chunk`` for every scratch row (C, n) in parallel: one kernel call for a whole
+    batch, each thread reusing its own dense arrays (reset sparsely between queries)."""
     n_chunks = flow.shape[0]
-    n_q = q_indptr.size - 1
     for c in prange(n_chunks):
-        for q in range(c, n_q, n_chunks):
-            a, b = q_indptr[q], q_indptr[q + 1]
-            nt, dropped, lost = compose_one(
-                indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-                q_nodes[a:b], q_weights[a:b], alpha, rounds, threshold, mode,
-                flow[c], flow_next[c], score[c], var[c], frontier[c], frontier_next[c], touched[c],
-            )  # fmt: skip
-            sc = score[c]
-            vr = var[c]
-            tc = touched[c]
-            mass = 0.0
-            noise = 0.0
-            for i in range(nt):
-                mass += sc[tc[i]]
-                noise += np.sqrt(vr[tc[i]])
-            top_k_of(tc, nt, sc, k, out_ids[q], out_scores[q])
-            for i in range(nt):
-                sc[tc[i]] = 0.0
-                vr[tc[i]] = 0.0
-            out_stats[q, 0] = mass
-            out_stats[q, 1] = dropped
-            out_stats[q, 2] = lost
-            out_stats[q, 3] = noise * 0.7978845608028654
+        compose_chunk(
+            c, n_chunks,
+            indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+            q_indptr, q_nodes, q_weights, alpha, rounds, threshold, mode, k,
+            flow, flow_next, score, var, frontier, frontier_next, touched,
+            out_ids, out_scores, out_stats,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,33 +595,47 @@ def push_one(
     return nt, residual, lost
 
 
+@njit(cache=True, nogil=True)
+def push_chunk(
+    c, n_chunks,
+    indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
+    p, r, queue, flags, touched, out_ids, out_scores, out_stats,
+):  # fmt: skip
+    """``push_one`` for queries c, c + n_chunks, ... with scratch row c. ``out_stats[q]`` =
+    (mass, residual, lost)."""
+    n_q = q_indptr.size - 1
+    pc = p[c]
+    tc = touched[c]
+    for q in range(c, n_q, n_chunks):
+        a, b = q_indptr[q], q_indptr[q + 1]
+        nt, residual, lost = push_one(
+            indptr, indices, probs, weighted, q_nodes[a:b], q_weights[a:b], alpha, r_max,
+            mode, pc, r[c], queue[c], flags[c], tc,
+        )  # fmt: skip
+        mass = 0.0
+        for i in range(nt):
+            mass += pc[tc[i]]
+        top_k_of(tc, nt, pc, k, out_ids[q], out_scores[q])
+        for i in range(nt):
+            pc[tc[i]] = 0.0
+        out_stats[q, 0] = mass
+        out_stats[q, 1] = residual
+        out_stats[q, 2] = lost
+
+
 @njit(cache=True, parallel=True)
 def push_batch(
     indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
     p, r, queue, flags, touched, out_ids, out_scores, out_stats,
 ):  # fmt: skip
-    """``push_one`` for every query, C chunks of scratch rows. ``out_stats[q]`` =
-    (mass, residual, lost)."""
+    """``push_chunk`` for every scratch row in parallel."""
     n_chunks = p.shape[0]
-    n_q = q_indptr.size - 1
     for c in prange(n_chunks):
-        for q in range(c, n_q, n_chunks):
-            a, b = q_indptr[q], q_indptr[q + 1]
-            nt, residual, lost = push_one(
-                indptr, indices, probs, weighted, q_nodes[a:b], q_weights[a:b], alpha, r_max,
-                mode, p[c], r[c], queue[c], flags[c], touched[c],
-            )  # fmt: skip
-            pc = p[c]
-            tc = touched[c]
-            mass = 0.0
-            for i in range(nt):
-                mass += pc[tc[i]]
-            top_k_of(tc, nt, pc, k, out_ids[q], out_scores[q])
-            for i in range(nt):
-                pc[tc[i]] = 0.0
-            out_stats[q, 0] = mass
-            out_stats[q, 1] = residual
-            out_stats[q, 2] = lost
+        push_chunk(
+            c, n_chunks,
+            indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
+            p, r, queue, flags, touched, out_ids, out_scores, out_stats,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -654,6 +698,50 @@ def exact_one(
     return x, tail, it
 
 
+@njit(cache=True, nogil=True)
+def exact_chunk(
+    c,
+    n_chunks,
+    indptr,
+    indices,
+    probs,
+    weighted,
+    q_indptr,
+    q_nodes,
+    q_weights,
+    alpha,
+    tol,
+    max_iter,
+    mode,
+    k,
+    out_ids,
+    out_scores,
+    out_stats,
+):
+    """``exact_one`` for queries c, c + n_chunks, ...; top-k of each; ``out_stats[q]`` =
+    (mass, tail, iterations)."""
+    n_q = q_indptr.size - 1
+    for q in range(c, n_q, n_chunks):
+        a, b = q_indptr[q], q_indptr[q + 1]
+        x, tail, it = exact_one(
+            indptr,
+            indices,
+            probs,
+            weighted,
+            q_nodes[a:b],
+            q_weights[a:b],
+            alpha,
+            tol,
+            max_iter,
+            mode,
+        )
+        nz = np.flatnonzero(x)
+        top_k_of(nz, nz.size, x, k, out_ids[q], out_scores[q])
+        out_stats[q, 0] = x.sum()
+        out_stats[q, 1] = tail
+        out_stats[q, 2] = it
+
+
 @njit(cache=True, parallel=True)
 def exact_batch(
     indptr,
@@ -671,32 +759,29 @@ def exact_batch(
     out_ids,
     out_scores,
     out_stats,
+    n_chunks,
 ):
-    """``exact_one`` per query in parallel, top-k of each; ``out_stats[q]`` = (mass, tail, iters)."""
-    n_q = q_indptr.size - 1
-    n = indptr.size - 1
-    for q in prange(n_q):
-        a, b = q_indptr[q], q_indptr[q + 1]
-        x, tail, it = exact_one(
+    """``exact_chunk`` over ``n_chunks`` chunks in parallel."""
+    for c in prange(n_chunks):
+        exact_chunk(
+            c,
+            n_chunks,
             indptr,
             indices,
             probs,
             weighted,
-            q_nodes[a:b],
-            q_weights[a:b],
+            q_indptr,
+            q_nodes,
+            q_weights,
             alpha,
             tol,
             max_iter,
             mode,
+            k,
+            out_ids,
+            out_scores,
+            out_stats,
         )
-        nz = np.flatnonzero(x)
-        top_k_of(nz, nz.size, x, k, out_ids[q], out_scores[q])
-        mass = 0.0
-        for i in range(n):
-            mass += x[i]
-        out_stats[q, 0] = mass
-        out_stats[q, 1] = tail
-        out_stats[q, 2] = it
 
 
 # --------------------------------------------------------------------------------------------

@@ -348,11 +348,7 @@ def sample_walks(
     rule = _check.check_dangling(dangling)
     src = graph.to_internal(np.atleast_1d(np.asarray(sources)), what="source")
     a_prob, a_idx = graph.alias()
-    # one bound per walk: run the bound kernel with R = 1 per (source, walk) pair is not
-    # possible (keys differ), so take the per-source bound and give every walk of the source
-    # that much room; walks are short (mean 1 / alpha), so this stays small
-    per_source = _kernels.walk_visit_bounds(src, r, alpha, seed)
-    room = np.repeat(per_source, r)
+    room = _kernels.walk_lengths(src, r, alpha, seed)
     offsets = np.zeros(room.size + 1, np.int64)
     np.cumsum(room, out=offsets[1:])
     path = np.empty(int(offsets[-1]), graph.indices.dtype)

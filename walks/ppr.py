@@ -313,22 +313,53 @@ class PPRIndex:
     def vector(
         self, seeds: Any, *, method: Method = "fingerprint", **params: Any
     ) -> tuple[np.ndarray, np.ndarray, float]:
-        """The whole estimated PPR vector of one query, sparse: (external ids, scores float64,
-        error). Used by the accuracy harness; costs O(n) per call."""
-        n = self.graph.num_nodes
-        r = self.query(seeds, k=n, method=method, **params)
-        keep = r.ids[0] >= 0
+        """The whole estimated PPR vector of one query, sparse and in float64:
+        (external ids, scores, error as in :class:`PPRResult`). Used by the accuracy harness."""
+        method = _check.check_choice("method", method, METHODS)
+        _, q_nodes, q_w = self._seed_arrays([seeds])
+        g = self.graph
         if method == "exact":
-            # recompute in float64 (the top-k path rounds scores to float32)
-            _, q_nodes, q_w = self._seed_arrays([seeds])
             tol, max_iter = self._exact_params(params)
             x, tail, _ = _kernels.exact_one(
-                self._indptr, self._indices, self._probs, self.graph.weighted, q_nodes, q_w,
+                self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
                 self.alpha, tol, max_iter, _check.DANGLING_MODES[self.dangling],
             )  # fmt: skip
             nz = np.flatnonzero(x)
-            return self.graph.to_external(nz), x[nz], float(tail)
-        return r.ids[0][keep], r.scores[0][keep].astype(np.float64), float(r.error[0])
+            return g.to_external(nz), x[nz], float(tail)
+        s = self._take(1)
+        try:
+            if method == "push":
+                r_max = self._push_params(params)
+                nt, err, _ = _kernels.push_one(
+                    self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
+                    self.alpha, r_max, self._mode, s.a[0], s.b[0], s.i1[0], s.flag[0], s.i3[0],
+                )  # fmt: skip
+                touched = s.i3[0][:nt].copy()
+                vals = s.a[0][touched].copy()
+                s.a[0][touched] = 0.0
+            else:
+                rounds, thr = self._fingerprint_params(params)
+                fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut = self._fp
+                nt, dropped, _ = _kernels.compose_one(
+                    self._indptr, self._indices, self._probs, g.weighted,
+                    fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut, q_nodes, q_w,
+                    self.alpha, rounds, thr, self._mode,
+                    s.a[0], s.b[0], s.c[0], s.d[0], s.i1[0], s.i2[0], s.i3[0],
+                )  # fmt: skip
+                touched = s.i3[0][:nt].copy()
+                vals = s.c[0][touched].copy()
+                noise = float(np.sqrt(s.d[0][touched]).sum()) * np.sqrt(2.0 / np.pi)
+                s.c[0][touched] = 0.0
+                s.d[0][touched] = 0.0
+                err = dropped + noise
+        finally:
+            self._give(s)
+        if self.dangling == "restart":
+            mass = vals.sum()
+            if mass > 0:
+                vals = vals / mass
+                err = 2.0 * err / mass
+        return g.to_external(touched), vals, float(err)
 
     # ----------------------------------------------------------------------------- methods
 
@@ -348,25 +379,22 @@ class PPRIndex:
         return (ids_scores / safe[:, None]).astype(np.float32)
 
     def _run_fingerprint(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
-        if self.fingerprints is None:
-            raise InvalidArgumentError(
-                "method='fingerprint' needs fingerprints: PPRIndex(graph, build_fingerprints(graph)) "
-                "(or use method='push' / 'exact')"
-            )
-        self._no_extra("fingerprint", params, ("rounds", "threshold"))
-        rounds = _check.check_int("rounds", params.get("rounds", 5), minimum=0, maximum=10_000)
-        thr = _check.check_float("threshold", params.get("threshold", 1e-4), minimum=0.0)
+        rounds, thr = self._fingerprint_params(params)
         nq = q_ptr.size - 1
         s = self._take(self._chunks(nq))
         out = np.empty((nq, 4), np.float64)
         try:
             fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut = self._fp
-            _kernels.compose_batch(
+            args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
                 fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut,
                 q_ptr, q_nodes, q_w, self.alpha, rounds, thr, self._mode, k,
                 s.a, s.b, s.c, s.d, s.i1, s.i2, s.i3, ids, scores, out,
             )  # fmt: skip
+            if s.chunks == 1:  # no parallel region: no wait for a busy core
+                _kernels.compose_chunk(0, 1, *args)
+            else:
+                _kernels.compose_batch(*args)
         finally:
             self._give(s)
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
@@ -378,17 +406,20 @@ class PPRIndex:
         return (mass, err), False
 
     def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
-        self._no_extra("push", params, ("r_max",))
-        r_max = _check.check_float("r_max", params.get("r_max", 1e-6), minimum=0.0, inclusive=False)
+        r_max = self._push_params(params)
         nq = q_ptr.size - 1
         s = self._take(self._chunks(nq))
         out = np.empty((nq, 3), np.float64)
         try:
-            _kernels.push_batch(
+            args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
                 q_ptr, q_nodes, q_w, self.alpha, r_max, self._mode, k,
                 s.a, s.b, s.i1, s.flag, s.i3, ids, scores, out,
             )  # fmt: skip
+            if s.chunks == 1:
+                _kernels.push_chunk(0, 1, *args)
+            else:
+                _kernels.push_batch(*args)
         finally:
             self._give(s)
         mass, err = out[:, 0], out[:, 1]
@@ -397,6 +428,21 @@ class PPRIndex:
             err = 2.0 * err / np.where(mass > 0, mass, 1.0)
             mass = np.where(mass > 0, 1.0, 0.0)
         return (mass, err), True
+
+    def _fingerprint_params(self, params):
+        if self.fingerprints is None:
+            raise InvalidArgumentError(
+                "method='fingerprint' needs fingerprints: PPRIndex(graph, build_fingerprints(graph)) "
+                "(or use method='push' / 'exact')"
+            )
+        self._no_extra("fingerprint", params, ("rounds", "threshold"))
+        rounds = _check.check_int("rounds", params.get("rounds", 5), minimum=0, maximum=10_000)
+        thr = _check.check_float("threshold", params.get("threshold", 1e-4), minimum=0.0)
+        return rounds, thr
+
+    def _push_params(self, params):
+        self._no_extra("push", params, ("r_max",))
+        return _check.check_float("r_max", params.get("r_max", 1e-6), minimum=0.0, inclusive=False)
 
     def _exact_params(self, params):
         self._no_extra("exact", params, ("tol", "max_iter"))
@@ -408,11 +454,15 @@ class PPRIndex:
         tol, max_iter = self._exact_params(params)
         nq = q_ptr.size - 1
         out = np.empty((nq, 3), np.float64)
-        _kernels.exact_batch(
+        args = (
             self._indptr, self._indices, self._probs, self.graph.weighted,
             q_ptr, q_nodes, q_w, self.alpha, tol, max_iter,
             _check.DANGLING_MODES[self.dangling], k, ids, scores, out,
         )  # fmt: skip
+        if nq == 1:
+            _kernels.exact_chunk(0, 1, *args)
+        else:
+            _kernels.exact_batch(*args, self._chunks(nq))
         return (out[:, 0], out[:, 1]), True
 
 

@@ -1,0 +1,176 @@
+"""Accuracy harness: approximate PPR against exact power iteration with the same alpha, edge
+weights and dangling rule (one :class:`PPRIndex` serves both, so they cannot disagree).
+
+Metrics per query (the FORA / PowerWalk methodology):
+
+* precision@k: |top-k(approx) & top-k(exact)| / k (k capped at the exact vector's support);
+* NDCG@k: sum_i pi(t_hat_i) / log2(i + 2) over the approximate top-k, divided by the same sum
+  over the exact top-k (relevance = exact PPR value);
+* RAG@k: sum of exact values over the approximate top-k / over the exact top-k (PowerWalk's
+  metric; it saturates, so never report it alone);
+* l1: sum_t |pi_hat(t) - pi(t)| over all nodes;
+* max relative error: max |pi_hat(t) - pi(t)| / pi(t) over the t with pi(t) > 1/n.
+
+Sources are sampled uniformly and per out-degree bucket [2^(i-1), 2^i) (PowerWalk's buckets).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from shardwalk.walks import _check
+from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.ppr import PPRIndex
+
+from shardwalk.errors import InvalidArgumentError
+
+__all__ = ["METRICS", "AccuracyReport", "evaluate", "query_metrics", "sample_sources"]
+
+METRICS = ("precision", "ndcg", "rag", "l1", "max_rel_error")
+
+
+def sample_sources(
+    graph: CSRGraph, *, uniform: int = 10, per_bucket: int = 5, seed: int = 0, max_buckets: int = 12
+) -> dict[str, np.ndarray]:
+    """Query sources (external ids): ``"uniform"`` (``uniform`` nodes with out-edges, uniformly)
+    and ``"deg[a,b)"`` (``per_bucket`` nodes with out-degree in [a, b), b = 2a, a = 1, 2, 4...).
+    Buckets with no node are left out; a bucket with fewer nodes gives all of them."""
+    uniform = _check.check_int("uniform", uniform, minimum=0)
+    per_bucket = _check.check_int("per_bucket", per_bucket, minimum=0)
+    rng = np.random.default_rng(_check.check_seed(seed))
+    deg = graph.out_degrees()
+    live = np.flatnonzero(deg > 0)
+    out: dict[str, np.ndarray] = {}
+    if uniform and live.size:
+        pick = rng.choice(live, size=min(uniform, live.size), replace=False)
+        out["uniform"] = graph.to_external(np.sort(pick))
+    if per_bucket:
+        for i in range(max_buckets):
+            lo, hi = 2**i, 2 ** (i + 1)
+            members = np.flatnonzero((deg >= lo) & (deg < hi))
+            if members.size:
+                pick = rng.choice(members, size=min(per_bucket, members.size), replace=False)
+                out[f"deg[{lo},{hi})"] = graph.to_external(np.sort(pick))
+    return out
+
+
+def _top(ids: np.ndarray, vals: np.ndarray, k: int) -> np.ndarray:
+    order = np.lexsort((ids, -vals))  # by value desc, then id
+    return ids[order[:k]]
+
+
+def query_metrics(
+    exact_ids: np.ndarray,
+    exact_vals: np.ndarray,
+    approx_ids: np.ndarray,
+    approx_vals: np.ndarray,
+    *,
+    k: int,
+    n: int,
+) -> dict[str, float]:
+    """Metrics of one approximate sparse vector against the exact one (both: external ids and
+    values; missing ids are 0)."""
+    exact = dict(zip(exact_ids.tolist(), exact_vals.tolist(), strict=True))
+    approx = dict(zip(approx_ids.tolist(), approx_vals.tolist(), strict=True))
+    kk = min(k, int(np.count_nonzero(exact_vals)))
+    if kk == 0:
+        return dict.fromkeys(METRICS, float("nan"))
+    t_exact = _top(exact_ids, exact_vals, kk)
+    t_approx = _top(approx_ids, approx_vals, kk) if approx_ids.size else approx_ids
+    precision = len(set(t_exact.tolist()) & set(t_approx.tolist())) / kk
+    disc = 1.0 / np.log2(np.arange(kk) + 2.0)
+    ideal = float(np.sum(np.array([exact[t] for t in t_exact.tolist()]) * disc))
+    got_vals = np.array([exact.get(t, 0.0) for t in t_approx.tolist()])
+    dcg = float(np.sum(got_vals * disc[: got_vals.size]))
+    rag = float(got_vals.sum() / sum(exact[t] for t in t_exact.tolist()))
+    keys = set(exact) | set(approx)
+    diff = np.array([abs(approx.get(t, 0.0) - exact.get(t, 0.0)) for t in keys])
+    l1 = float(diff.sum())
+    big = [t for t, v in exact.items() if v > 1.0 / n]
+    max_rel = max((abs(approx.get(t, 0.0) - exact[t]) / exact[t] for t in big), default=0.0)
+    return {
+        "precision": precision,
+        "ndcg": dcg / ideal if ideal > 0 else float("nan"),
+        "rag": rag,
+        "l1": l1,
+        "max_rel_error": float(max_rel),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccuracyReport:
+    """Per-query metrics and their aggregates.
+
+    Attributes
+    ----------
+    method, params : the approximate method evaluated and its parameters
+    k : int
+    rows : list of dict
+        One per query: group, source, the metrics, the reported error, seconds.
+    summary : dict
+        Per group ("uniform", "deg[a,b)", and "all"): mean of each metric, min precision,
+        mean reported error, queries.
+    """
+
+    method: str
+    params: dict[str, Any]
+    k: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def evaluate(
+    index: PPRIndex,
+    sources: dict[str, np.ndarray] | np.ndarray,
+    *,
+    method: str,
+    k: int = 100,
+    exact_tol: float = 1e-10,
+    **params: Any,
+) -> AccuracyReport:
+    """Evaluate ``index``'s ``method`` against its exact solver on the given sources.
+
+    Parameters
+    ----------
+    index : PPRIndex
+        Fixes alpha, the weights and the dangling rule for both sides.
+    sources : dict of name -> external ids, or an array (one group "all")
+        Typically from :func:`sample_sources`.
+    method : {"fingerprint", "push", "exact"}
+    k : int
+        For precision@k, NDCG@k, RAG@k.
+    exact_tol : float
+        l1 tolerance of the ground truth (power iteration), default 1e-10.
+    **params
+        Passed to the method (``rounds``, ``threshold``, ``r_max``...).
+    """
+    if not isinstance(index, PPRIndex):
+        raise InvalidArgumentError(f"index must be a PPRIndex; got {type(index).__name__}")
+    k = _check.check_int("k", k, minimum=1)
+    groups = sources if isinstance(sources, dict) else {"all": np.asarray(sources)}
+    n = index.graph.num_nodes
+    rows = []
+    for name, ids in groups.items():
+        for s in np.asarray(ids).tolist():
+            e_ids, e_vals, _ = index.vector(int(s), method="exact", tol=exact_tol)
+            t0 = time.perf_counter()
+            a_ids, a_vals, a_err = index.vector(int(s), method=method, **params)
+            sec = time.perf_counter() - t0
+            m = query_metrics(e_ids, e_vals, a_ids, a_vals, k=k, n=n)
+            rows.append(
+                {"group": name, "source": int(s), **m, "reported_error": a_err, "seconds": sec}
+            )
+    summary: dict[str, dict[str, float]] = {}
+    for name in [*groups] + ([] if "all" in groups else ["all"]):
+        sel = [r for r in rows if name == "all" or r["group"] == name]
+        if not sel:
+            continue
+        agg = {m: float(np.nanmean([r[m] for r in sel])) for m in METRICS}
+        agg["min_precision"] = float(np.nanmin([r["precision"] for r in sel]))
+        agg["reported_error"] = float(np.mean([r["reported_error"] for r in sel]))
+        agg["queries"] = len(sel)
+        summary[name] = agg
+    return AccuracyReport(method=method, params=dict(params), k=k, rows=rows, summary=summary)

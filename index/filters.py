@@ -1,0 +1,301 @@
+"""Typed attribute predicates, built in Python and never parsed from a string.
+
+    from shardwalk import F
+    where = (F("year") >= 2020) & F("lang").isin(["en", "de"]) & ~F("tags").contains("spam")
+
+A predicate is a small frozen tree (Eq, Ne, In, Range, Exists, And, Or, Not). ``validate``
+checks it against a collection's attribute types (unknown field, wrong value type, an operator
+the type does not support) before anything runs; ``evaluate`` turns it into a boolean mask over
+Arrow columns with pyarrow.compute. Missing values never match (except under ``~exists``).
+
+On list-of-strings attributes (tags), ``==`` / ``contains`` means "the list holds the value" and
+``isin`` means "the list holds any of the values".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shardwalk.errors import InvalidArgumentError
+
+__all__ = ["And", "Eq", "Exists", "F", "In", "Ne", "Not", "Or", "Predicate", "Range", "evaluate", "validate"]
+
+Scalar = Union[int, float, str, bool]
+
+
+class _Node:
+    """Operators shared by every predicate: ``&``, ``|``, ``~``."""
+
+    def __and__(self, other: Predicate) -> Predicate:
+        return And((self, _check_node(other)))  # type: ignore[arg-type]
+
+    def __or__(self, other: Predicate) -> Predicate:
+        return Or((self, _check_node(other)))  # type: ignore[arg-type]
+
+    def __invert__(self) -> Predicate:
+        return Not(self)  # type: ignore[arg-type]
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a predicate has no truth value: combine predicates with &, | and ~ "
+            "(not 'and', 'or', 'not'), and compare one field per term"
+        )
+
+
+@dataclass(frozen=True)
+class Eq(_Node):
+    field: str
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class Ne(_Node):
+    field: str
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class In(_Node):
+    field: str
+    values: tuple[Scalar, ...]
+
+
+@dataclass(frozen=True)
+class Range(_Node):
+    """``low <= field <= high`` (each bound optional, each inclusive or not)."""
+
+    field: str
+    low: float | int | None = None
+    high: float | int | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+
+@dataclass(frozen=True)
+class Exists(_Node):
+    field: str
+
+
+@dataclass(frozen=True)
+class And(_Node):
+    terms: tuple[Predicate, ...]
+
+
+@dataclass(frozen=True)
+class Or(_Node):
+    terms: tuple[Predicate, ...]
+
+
+@dataclass(frozen=True)
+class Not(_Node):
+    term: Predicate
+
+
+Predicate = Union[Eq, Ne, In, Range, Exists, And, Or, Not]
+_NODES = (Eq, Ne, In, Range, Exists, And, Or, Not)
+
+
+def _check_node(value: Any) -> Predicate:
+    if not isinstance(value, _NODES):
+        raise InvalidArgumentError(
+            f"a filter must be built from F(...) terms (e.g. F('year') >= 2020); got "
+            f"{type(value).__name__}"
+        )
+    return value
+
+
+class F:
+    """A field reference: ``F("year") >= 2020``, ``F("lang").isin([...])``, ``F("x").exists()``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"F() takes an attribute name; got {name!r}")
+        self.name = name
+
+    def __eq__(self, value: Any) -> Eq:  # type: ignore[override]
+        return Eq(self.name, value)
+
+    def __ne__(self, value: Any) -> Ne:  # type: ignore[override]
+        return Ne(self.name, value)
+
+    def __ge__(self, value: Any) -> Range:
+        return Range(self.name, low=value)
+
+    def __gt__(self, value: Any) -> Range:
+        return Range(self.name, low=value, low_inclusive=False)
+
+    def __le__(self, value: Any) -> Range:
+        return Range(self.name, high=value)
+
+    def __lt__(self, value: Any) -> Range:
+        return Range(self.name, high=value, high_inclusive=False)
+
+    def __hash__(self) -> int:
+        return hash(("F", self.name))
+
+    def isin(self, values: Iterable[Any]) -> In:
+        if isinstance(values, (str, bytes)):
+            raise InvalidArgumentError(f"isin takes a list of values; got the string {values!r}")
+        return In(self.name, tuple(values))
+
+    def contains(self, value: Any) -> Eq:
+        """For list attributes: the list holds ``value``."""
+        return Eq(self.name, value)
+
+    def between(self, low: Any, high: Any) -> Range:
+        """``low <= field <= high``."""
+        return Range(self.name, low=low, high=high)
+
+    def exists(self) -> Exists:
+        return Exists(self.name)
+
+
+# -- validation -------------------------------------------------------------------------------
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return "list"
+    return str(t)
+
+
+def _value_ok(kind: str, value: Any) -> bool:
+    if kind == "int":
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
+    if kind == "bool":
+        return isinstance(value, (bool, np.bool_))
+    if kind in ("string", "list"):
+        return isinstance(value, str)
+    return False
+
+
+def validate(predicate: Any, schema: Mapping[str, pa.DataType]) -> Predicate:
+    """Check a predicate against attribute types; returns it unchanged or raises."""
+    node = _check_node(predicate)
+    known = ", ".join(sorted(schema)) or "none"
+    if isinstance(node, (And, Or)):
+        if not node.terms:
+            raise InvalidArgumentError(f"{type(node).__name__} needs at least one term")
+        for term in node.terms:
+            validate(term, schema)
+        return node
+    if isinstance(node, Not):
+        validate(node.term, schema)
+        return node
+    if node.field not in schema:
+        raise InvalidArgumentError(
+            f"filter on unknown attribute {node.field!r}; this collection's attributes: {known}"
+        )
+    kind = _kind(schema[node.field])
+    expect = {"int": "an integer", "float": "a number", "bool": "True or False", "string": "a string", "list": "a string (lists hold strings)"}.get(kind, kind)
+    if isinstance(node, (Eq, Ne)):
+        values: tuple[Any, ...] = (node.value,)
+    elif isinstance(node, In):
+        if not node.values:
+            raise InvalidArgumentError(f"isin on {node.field!r} needs at least one value")
+        values = node.values
+    elif isinstance(node, Range):
+        if kind not in ("int", "float"):
+            raise InvalidArgumentError(
+                f"range comparison on {node.field!r}, which holds {schema[node.field]}; ranges "
+                "apply to int and float attributes (use == or isin)"
+            )
+        values = tuple(v for v in (node.low, node.high) if v is not None)
+        if not values:
+            raise InvalidArgumentError(f"range on {node.field!r} needs a low or a high bound")
+        kind = "float"  # int attributes may be compared with float bounds
+    else:  # Exists
+        return node
+    for value in values:
+        if not _value_ok(kind, value):
+            raise InvalidArgumentError(
+                f"attribute {node.field!r} holds {schema[node.field]}; the filter compares it "
+                f"with {value!r} ({type(value).__name__}), expected {expect}"
+            )
+    if isinstance(node, Ne) and kind == "list":
+        raise InvalidArgumentError(
+            f"!= on the list attribute {node.field!r} is ambiguous; use ~F({node.field!r}).contains(...)"
+        )
+    return node
+
+
+# -- evaluation -------------------------------------------------------------------------------
+def _list_any(column: pa.ChunkedArray, values: pa.Array) -> np.ndarray:
+    """Row mask: the row's list holds any of ``values``."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    flat = pc.list_flatten(arr)
+    parents = pc.list_parent_indices(arr).to_numpy()
+    hit = pc.is_in(flat, value_set=values).to_numpy(zero_copy_only=False)
+    out = np.zeros(len(arr), dtype=bool)
+    out[parents[hit]] = True
+    return out
+
+
+def _mask(result: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    filled = pc.fill_null(result, False)
+    if isinstance(filled, pa.ChunkedArray):
+        filled = filled.combine_chunks()
+    return filled.to_numpy(zero_copy_only=False)
+
+
+def evaluate(predicate: Predicate, table: pa.Table) -> np.ndarray:
+    """Boolean mask of the table's rows matching a *validated* predicate."""
+    n = table.num_rows
+    if isinstance(predicate, And):
+        out = np.ones(n, dtype=bool)
+        for term in predicate.terms:
+            out &= evaluate(term, table)
+        return out
+    if isinstance(predicate, Or):
+        out = np.zeros(n, dtype=bool)
+        for term in predicate.terms:
+            out |= evaluate(term, table)
+        return out
+    if isinstance(predicate, Not):
+        return ~evaluate(predicate.term, table)
+    if predicate.field not in table.column_names:
+        return np.zeros(n, dtype=bool)  # no row has the attribute (yet)
+    column = table.column(predicate.field)
+    is_list = pa.types.is_list(column.type)
+    if isinstance(predicate, Exists):
+        valid = _mask(pc.is_valid(column))
+        if is_list:
+            valid &= _mask(pc.greater(pc.list_value_length(column), 0))
+        return valid
+    if isinstance(predicate, Eq):
+        if is_list:
+            return _list_any(column, pa.array([predicate.value]))
+        return _mask(pc.equal(column, predicate.value))
+    if isinstance(predicate, Ne):
+        return _mask(pc.not_equal(column, predicate.value))
+    if isinstance(predicate, In):
+        value_type = column.type.value_type if is_list else column.type
+        values = pa.array(list(predicate.values)).cast(value_type)
+        if is_list:
+            return _list_any(column, values)
+        return _mask(pc.is_in(column, value_set=values))
+    # Range
+    out = _mask(pc.is_valid(column))
+    if predicate.low is not None:
+        op = pc.greater_equal if predicate.low_inclusive else pc.greater
+        out &= _mask(op(column, predicate.low))
+    if predicate.high is not None:
+        op = pc.less_equal if predicate.high_inclusive else pc.less
+        out &= _mask(op(column, predicate.high))
+    return out

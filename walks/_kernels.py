@@ -383,15 +383,30 @@ def top_k_of(touched, nt, values, k, out_ids, out_scores):
 # fingerprint composition (PowerWalk VERD)
 
 
+@njit(cache=True, inline="always")
+def _compose_row(u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, score, var, touched, nt):
+    """score += f * p_hat_u, var += f^2 * (alpha/R)^2 * counts; returns nt."""
+    a = f * fp_scale
+    a2 = a * a
+    for e in range(fp_indptr[u], fp_indptr[u + 1]):
+        x = fp_nodes[e]
+        c = np.float64(fp_counts[e])
+        nt = _add(score, touched, nt, x, a * c)
+        var[x] += a2 * c
+    return nt
+
+
 @njit(cache=True)
 def compose_one(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    seed_nodes, seed_weights, alpha, rounds, threshold, mode,
+    seed_nodes, seed_weights, alpha, rounds, threshold, drop_below, mode,
     flow, flow_next, score, var, frontier, frontier_next, touched,
 ):  # fmt: skip
     """One query: push the seed mass for ``rounds`` (T) synchronous rounds (keep alpha * f at a
     node, spread (1 - alpha) * f over its out-edges), then add the remaining flow times the
-    stored fingerprints. Flow below ``threshold`` is dropped when it would be processed.
+    stored fingerprints. Flow f is handled when it would be processed: f < ``drop_below`` is
+    dropped; f < ``threshold`` is not pushed but composed with the node's fingerprint at once
+    (PowerWalk's pruning is ``drop_below == threshold``).
 
     Returns (nt, dropped, lost): ``touched[:nt]`` are the nodes with a score (their scores in
     ``score``, an MC variance proxy in ``var``), ``dropped`` the pruned flow plus the
@@ -406,6 +421,7 @@ def compose_one(
     dropped = 0.0
     lost = 0.0
     keep = 1.0 - alpha
+    use_cut = fp_cut.size > 0
     for _ in range(rounds):
         nn = 0
         for i in range(nf):
@@ -414,8 +430,15 @@ def compose_one(
             flow[u] = 0.0
             if f == 0.0:
                 continue
-            if f < threshold:
+            if f < drop_below:
                 dropped += f
+                continue
+            if f < threshold:
+                if use_cut:
+                    dropped += f * fp_cut[u]
+                nt = _compose_row(
+                    u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, score, var, touched, nt
+                )
                 continue
             start = indptr[u]
             deg = indptr[u + 1] - start
@@ -440,25 +463,18 @@ def compose_one(
         flow, flow_next = flow_next, flow
         frontier, frontier_next = frontier_next, frontier
         nf = nn
-    use_cut = fp_cut.size > 0
     for i in range(nf):
         u = frontier[i]
         f = flow[u]
         flow[u] = 0.0
         if f == 0.0:
             continue
-        if f < threshold:
+        if f < drop_below:
             dropped += f
             continue
         if use_cut:
             dropped += f * fp_cut[u]
-        a = f * fp_scale
-        a2 = a * a
-        for e in range(fp_indptr[u], fp_indptr[u + 1]):
-            x = fp_nodes[e]
-            c = np.float64(fp_counts[e])
-            nt = _add(score, touched, nt, x, a * c)
-            var[x] += a2 * c
+        nt = _compose_row(u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, score, var, touched, nt)
     return nt, dropped, lost
 
 
@@ -466,7 +482,7 @@ def compose_one(
 def compose_chunk(
     c, n_chunks,
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    q_indptr, q_nodes, q_weights, alpha, rounds, threshold, mode, k,
+    q_indptr, q_nodes, q_weights, alpha, rounds, threshold, drop_below, mode, k,
     flow, flow_next, score, var, frontier, frontier_next, touched,
     out_ids, out_scores, out_stats,
 ):  # fmt: skip
@@ -481,7 +497,7 @@ def compose_chunk(
         a, b = q_indptr[q], q_indptr[q + 1]
         nt, dropped, lost = compose_one(
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-            q_nodes[a:b], q_weights[a:b], alpha, rounds, threshold, mode,
+            q_nodes[a:b], q_weights[a:b], alpha, rounds, threshold, drop_below, mode,
             flow[c], flow_next[c], sc, vr, frontier[c], frontier_next[c], tc,
         )  # fmt: skip
         mass = 0.0
@@ -502,7 +518,7 @@ def compose_chunk(
 @njit(cache=True, parallel=True)
 def compose_batch(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    q_indptr, q_nodes, q_weights, alpha, rounds, threshold, mode, k,
+    q_indptr, q_nodes, q_weights, alpha, rounds, threshold, drop_below, mode, k,
     flow, flow_next, score, var, frontier, frontier_next, touched,
     out_ids, out_scores, out_stats,
 ):  # fmt: skip
@@ -513,7 +529,7 @@ def compose_batch(
         compose_chunk(
             c, n_chunks,
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-            q_indptr, q_nodes, q_weights, alpha, rounds, threshold, mode, k,
+            q_indptr, q_nodes, q_weights, alpha, rounds, threshold, drop_below, mode, k,
             flow, flow_next, score, var, frontier, frontier_next, touched,
             out_ids, out_scores, out_stats,
         )  # fmt: skip

@@ -27,7 +27,14 @@ from shardwalk.walks.ppr import PPRIndex
 
 from shardwalk.errors import InvalidArgumentError
 
-__all__ = ["METRICS", "AccuracyReport", "evaluate", "query_metrics", "sample_sources"]
+__all__ = [
+    "METRICS",
+    "AccuracyReport",
+    "evaluate",
+    "ground_truth",
+    "query_metrics",
+    "sample_sources",
+]
 
 METRICS = ("precision", "ndcg", "rag", "l1", "max_rel_error")
 
@@ -72,32 +79,52 @@ def query_metrics(
     n: int,
 ) -> dict[str, float]:
     """Metrics of one approximate sparse vector against the exact one (both: external ids and
-    values; missing ids are 0)."""
-    exact = dict(zip(exact_ids.tolist(), exact_vals.tolist(), strict=True))
-    approx = dict(zip(approx_ids.tolist(), approx_vals.tolist(), strict=True))
-    kk = min(k, int(np.count_nonzero(exact_vals)))
+    values; missing ids are 0). Vectorised: O((a + e) log(a + e)) for supports a and e."""
+    exact_ids = np.asarray(exact_ids, np.int64)
+    approx_ids = np.asarray(approx_ids, np.int64)
+    keys = np.union1d(exact_ids, approx_ids)
+    ex = np.zeros(keys.size)
+    ap = np.zeros(keys.size)
+    ex[np.searchsorted(keys, exact_ids)] = exact_vals
+    ap[np.searchsorted(keys, approx_ids)] = approx_vals
+    kk = min(k, int(np.count_nonzero(ex)))
     if kk == 0:
         return dict.fromkeys(METRICS, float("nan"))
-    t_exact = _top(exact_ids, exact_vals, kk)
-    t_approx = _top(approx_ids, approx_vals, kk) if approx_ids.size else approx_ids
-    precision = len(set(t_exact.tolist()) & set(t_approx.tolist())) / kk
+    t_exact = np.lexsort((keys, -ex))[:kk]  # positions in keys, by value desc then id
+    live = np.flatnonzero(ap)
+    t_approx = live[np.lexsort((keys[live], -ap[live]))][:kk]
+    precision = np.intersect1d(t_exact, t_approx).size / kk
     disc = 1.0 / np.log2(np.arange(kk) + 2.0)
-    ideal = float(np.sum(np.array([exact[t] for t in t_exact.tolist()]) * disc))
-    got_vals = np.array([exact.get(t, 0.0) for t in t_approx.tolist()])
-    dcg = float(np.sum(got_vals * disc[: got_vals.size]))
-    rag = float(got_vals.sum() / sum(exact[t] for t in t_exact.tolist()))
-    keys = set(exact) | set(approx)
-    diff = np.array([abs(approx.get(t, 0.0) - exact.get(t, 0.0)) for t in keys])
-    l1 = float(diff.sum())
-    big = [t for t, v in exact.items() if v > 1.0 / n]
-    max_rel = max((abs(approx.get(t, 0.0) - exact[t]) / exact[t] for t in big), default=0.0)
+    ideal = float(np.sum(ex[t_exact] * disc))
+    got = ex[t_approx]
+    dcg = float(np.sum(got * disc[: got.size]))
+    rag = float(got.sum() / ex[t_exact].sum())
+    l1 = float(np.abs(ap - ex).sum())
+    big = ex > 1.0 / n
+    max_rel = float(np.max(np.abs(ap[big] - ex[big]) / ex[big])) if big.any() else 0.0
     return {
         "precision": precision,
         "ndcg": dcg / ideal if ideal > 0 else float("nan"),
         "rag": rag,
         "l1": l1,
-        "max_rel_error": float(max_rel),
+        "max_rel_error": max_rel,
     }
+
+
+def ground_truth(
+    index: PPRIndex, sources: dict[str, np.ndarray] | np.ndarray, *, tol: float = 1e-10
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Exact vectors (external ids, values) per source by power iteration to l1 <= ``tol``,
+    with the index's alpha, weights and dangling rule; pass to :func:`evaluate` to reuse them
+    across methods."""
+    groups = sources if isinstance(sources, dict) else {"all": np.asarray(sources)}
+    out = {}
+    for ids in groups.values():
+        for s in np.asarray(ids).tolist():
+            if int(s) not in out:
+                e_ids, e_vals, _ = index.vector(int(s), method="exact", tol=tol)
+                out[int(s)] = (e_ids, e_vals)
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +156,7 @@ def evaluate(
     method: str,
     k: int = 100,
     exact_tol: float = 1e-10,
+    truth: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
     **params: Any,
 ) -> AccuracyReport:
     """Evaluate ``index``'s ``method`` against its exact solver on the given sources.
@@ -144,6 +172,8 @@ def evaluate(
         For precision@k, NDCG@k, RAG@k.
     exact_tol : float
         l1 tolerance of the ground truth (power iteration), default 1e-10.
+    truth : dict, optional
+        Precomputed :func:`ground_truth` of the same index (computed here when absent).
     **params
         Passed to the method (``rounds``, ``threshold``, ``r_max``...).
     """
@@ -155,7 +185,10 @@ def evaluate(
     rows = []
     for name, ids in groups.items():
         for s in np.asarray(ids).tolist():
-            e_ids, e_vals, _ = index.vector(int(s), method="exact", tol=exact_tol)
+            if truth is not None and int(s) in truth:
+                e_ids, e_vals = truth[int(s)]
+            else:
+                e_ids, e_vals, _ = index.vector(int(s), method="exact", tol=exact_tol)
             t0 = time.perf_counter()
             a_ids, a_vals, a_err = index.vector(int(s), method=method, **params)
             sec = time.perf_counter() - t0

@@ -33,8 +33,10 @@ Methods
 ``"fingerprint"`` (PowerWalk VERD composition)
     Push the query mass for T = ``rounds`` synchronous rounds (keep alpha * f at each node,
     spread (1 - alpha) * f over its out-edges), then add ``f(v) * p_hat_v`` for the flow f left
-    at each node v, using the stored fingerprints. Flow below ``threshold`` is dropped when it
-    would be processed. Error: an *estimate*, the dropped mass (flow and top-K truncation,
+    at each node v, using the stored fingerprints. Flow below ``threshold`` is not pushed: by
+    default (``drop_below = threshold``, PowerWalk's pruning) it is dropped; flow in
+    [``drop_below``, ``threshold``) is instead composed with its node's fingerprint at once,
+    which keeps its mass for the cost of one fingerprint row. Error: an *estimate*, the dropped mass (flow and top-K truncation,
     a certain l1 loss) plus sqrt(2/pi) * sum_x sd(x), the expected l1 deviation under a Poisson
     model of the visit counts. The Monte Carlo part is scaled by (1 - alpha)^T.
 ``"push"`` (Forward Push, Andersen-Chung-Lang)
@@ -248,7 +250,8 @@ class PPRIndex:
             Number of top nodes to return (padded with -1 / 0 if fewer score).
         method : {"fingerprint", "push", "exact"}
         **params
-            ``rounds`` (T, default 5) and ``threshold`` (default 1e-4) for "fingerprint";
+            ``rounds`` (T, default 5), ``threshold`` (default 1e-4) and ``drop_below``
+            (default = threshold) for "fingerprint";
             ``r_max`` (default 1e-6) for "push"; ``tol`` (default 1e-10) and ``max_iter``
             (default 10000) for "exact".
 
@@ -338,12 +341,12 @@ class PPRIndex:
                 vals = s.a[0][touched].copy()
                 s.a[0][touched] = 0.0
             else:
-                rounds, thr = self._fingerprint_params(params)
+                rounds, thr, drop = self._fingerprint_params(params)
                 fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut = self._fp
                 nt, dropped, _ = _kernels.compose_one(
                     self._indptr, self._indices, self._probs, g.weighted,
                     fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut, q_nodes, q_w,
-                    self.alpha, rounds, thr, self._mode,
+                    self.alpha, rounds, thr, drop, self._mode,
                     s.a[0], s.b[0], s.c[0], s.d[0], s.i1[0], s.i2[0], s.i3[0],
                 )  # fmt: skip
                 touched = s.i3[0][:nt].copy()
@@ -379,7 +382,7 @@ class PPRIndex:
         return (ids_scores / safe[:, None]).astype(np.float32)
 
     def _run_fingerprint(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
-        rounds, thr = self._fingerprint_params(params)
+        rounds, thr, drop = self._fingerprint_params(params)
         nq = q_ptr.size - 1
         s = self._take(self._chunks(nq))
         out = np.empty((nq, 4), np.float64)
@@ -388,7 +391,7 @@ class PPRIndex:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
                 fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut,
-                q_ptr, q_nodes, q_w, self.alpha, rounds, thr, self._mode, k,
+                q_ptr, q_nodes, q_w, self.alpha, rounds, thr, drop, self._mode, k,
                 s.a, s.b, s.c, s.d, s.i1, s.i2, s.i3, ids, scores, out,
             )  # fmt: skip
             if s.chunks == 1:  # no parallel region: no wait for a busy core
@@ -435,10 +438,16 @@ class PPRIndex:
                 "method='fingerprint' needs fingerprints: PPRIndex(graph, build_fingerprints(graph)) "
                 "(or use method='push' / 'exact')"
             )
-        self._no_extra("fingerprint", params, ("rounds", "threshold"))
+        self._no_extra("fingerprint", params, ("rounds", "threshold", "drop_below"))
         rounds = _check.check_int("rounds", params.get("rounds", 5), minimum=0, maximum=10_000)
         thr = _check.check_float("threshold", params.get("threshold", 1e-4), minimum=0.0)
-        return rounds, thr
+        drop = params.get("drop_below")
+        drop = thr if drop is None else _check.check_float("drop_below", drop, minimum=0.0)
+        if drop > thr:
+            raise InvalidArgumentError(
+                f"drop_below must be <= threshold; got drop_below={drop}, threshold={thr}"
+            )
+        return rounds, thr, drop
 
     def _push_params(self, params):
         self._no_extra("push", params, ("r_max",))

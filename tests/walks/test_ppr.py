@@ -209,6 +209,11 @@ def test_top_ids_are_external_and_sorted(graphs):
         ),
         (lambda i, g: i.query_batch([], k=3), InvalidArgumentError, "queries is empty"),
         (
+            lambda i, g: i.vector(int(g.node_ids[0]), method="push", r_max=0.0),
+            InvalidArgumentError,
+            "r_max must be finite and > 0",
+        ),
+        (
             lambda i, g: PPRIndex(g, alpha=1.5),
             InvalidArgumentError,
             r"must be in \(0, 1\); got 1.5",
@@ -252,3 +257,57 @@ def test_threshold_pruning_is_counted_in_the_error(graphs, stores):
 def test_docstring_examples():
     res = doctest.testmod(ppr_module, verbose=False)
     assert res.attempted > 0 and res.failed == 0
+
+
+@pytest.mark.parametrize("rule", ["self_loop", "drop"])
+@pytest.mark.parametrize("rounds", [0, 1, 4])
+@pytest.mark.parametrize("threshold", [0.0, 0.02])
+def test_composition_kernel_matches_numpy_reference(graphs, stores, rule, rounds, threshold):
+    """VERD with drop_below = 0 is a linear map; replay it with dense numpy: each round composes
+    flow below ``threshold`` at once (F^T f), keeps alpha * f of the rest (all of f at a
+    self-loop dangling node, where the walk never leaves) and moves (1 - alpha) f along P;
+    after T rounds add F^T f with F the stored fingerprint matrix."""
+    from .conftest import dense_transition
+
+    g = graphs[True]
+    store = stores[(True, rule)]
+    n = g.num_nodes
+    F = np.zeros((n, n))
+    for u in range(n):
+        nodes, vals = store.row(u)
+        F[u, nodes] = vals
+    P = dense_transition(g, "drop")
+    dangling = np.diff(g.indptr) == 0
+    a = 0.15
+    s = np.zeros(n)
+    seeds = {int(g.node_ids[3]): 0.7, int(g.node_ids[58]): 0.3}  # 58 is dangling
+    s[g.to_internal(list(seeds))] = list(seeds.values())
+    f, x = s.copy(), np.zeros(n)
+    for _ in range(rounds):
+        small = (f > 0) & (f < threshold)
+        x += F.T @ np.where(small, f, 0.0)
+        f = np.where(small, 0.0, f)
+        x[~dangling] += a * f[~dangling]
+        x[dangling] += (1.0 if rule == "self_loop" else a) * f[dangling]
+        f = (1 - a) * (P.T @ np.where(dangling, 0.0, f))
+    x += F.T @ f
+    r = PPRIndex(g, store).query(seeds, k=n, rounds=rounds, threshold=threshold, drop_below=0.0)
+    np.testing.assert_allclose(as_dense(g, r.ids[0], r.scores[0]), x, rtol=1e-6, atol=1e-7)
+    assert np.isclose(r.mass[0], x.sum())
+
+
+def test_memory_mapped_graph_and_store_answer_the_same(tmp_path, graphs, stores):
+    g = graphs[True]
+    store = stores[(True, "self_loop")]
+    g.save(tmp_path / "g")
+    store.save(tmp_path / "fp")
+    from shardwalk.walks.fingerprints import FingerprintStore
+
+    g2 = CSRGraph.load(tmp_path / "g", mmap=True)
+    s2 = FingerprintStore.load(tmp_path / "fp", mmap=True)
+    qs = [int(x) for x in g.node_ids[:5]]
+    for method in ("fingerprint", "push", "exact"):
+        a = PPRIndex(g, store).query_batch(qs, k=10, method=method)
+        b = PPRIndex(g2, s2).query_batch(qs, k=10, method=method)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)

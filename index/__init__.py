@@ -13,12 +13,14 @@ from shardwalk.index.flat import FlatIndex, exact_search
 from shardwalk.index.hnsw import HNSWIndex
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.partitioned import PartitionedIndex
+from shardwalk.index.tenancy import MultiTenantIndex
 
 __all__ = [
     "INDEX_KINDS",
     "FlatIndex",
     "HNSWIndex",
     "IndexMetric",
+    "MultiTenantIndex",
     "PartitionedIndex",
     "SearchResult",
     "VectorIndex",
@@ -32,6 +34,7 @@ INDEX_KINDS: dict[str, type] = {
     "flat": FlatIndex,
     "hnsw": HNSWIndex,
     "partitioned": PartitionedIndex,
+    "multitenant": MultiTenantIndex,
 }
 
 

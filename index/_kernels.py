@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True)
@@ -33,3 +33,109 @@ def capacity_assign(
             if remaining == 0:
                 break
     return assign
+
+
+@njit(cache=True, inline="always")
+def _distance(q: np.ndarray, x: np.ndarray, ip: bool) -> float:
+    acc = 0.0
+    if ip:
+        for j in range(q.shape[0]):
+            acc += q[j] * x[j]
+        return 1.0 - acc
+    for j in range(q.shape[0]):
+        diff = q[j] - x[j]
+        acc += diff * diff
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _offer(best_d: np.ndarray, best_r: np.ndarray, worst: int, d: float, r: int) -> int:
+    """Keep the k smallest (d, r) in unsorted arrays; returns the slot of the current worst."""
+    if d >= best_d[worst]:
+        return worst
+    best_d[worst] = d
+    best_r[worst] = r
+    worst = 0
+    for i in range(1, best_d.shape[0]):
+        if best_d[i] > best_d[worst]:
+            worst = i
+    return worst
+
+
+@njit(cache=True)
+def _finish(best_d: np.ndarray, best_r: np.ndarray, out_d: np.ndarray, out_r: np.ndarray) -> None:
+    order = np.argsort(best_d, kind="mergesort")
+    for i in range(order.shape[0]):
+        out_d[i] = best_d[order[i]]
+        out_r[i] = best_r[order[i]] if best_d[order[i]] < np.inf else -1
+
+
+@njit(cache=True, parallel=True)
+def scan_rows(
+    queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, ip: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of each query among ``vectors[rows]``: (rows (n, k) padded -1, distances)."""
+    n = queries.shape[0]
+    out_r = np.full((n, k), -1, dtype=np.int64)
+    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    for qi in prange(n):
+        best_d = np.full(k, np.inf, dtype=np.float32)
+        best_r = np.full(k, -1, dtype=np.int64)
+        worst = 0
+        q = queries[qi]
+        for t in range(rows.shape[0]):
+            r = rows[t]
+            worst = _offer(best_d, best_r, worst, _distance(q, vectors[r], ip), r)
+        _finish(best_d, best_r, out_d[qi], out_r[qi])
+    return out_r, out_d
+
+
+@njit(cache=True, parallel=True)
+def probe_leaves(
+    queries: np.ndarray,
+    vectors: np.ndarray,
+    centroids: np.ndarray,
+    leaf_ids: np.ndarray,
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    allowed: np.ndarray,
+    k: int,
+    min_probe: int,
+    min_candidates: int,
+    ip: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Search a set of rows grouped by leaf: leaf ``leaf_ids[j]`` holds
+    ``rows[offsets[j]:offsets[j + 1]]``. Leaves are visited closest centroid first; a row counts
+    only where ``allowed[row]``; the search stops once it has visited ``min_probe`` leaves and
+    scored ``min_candidates`` allowed rows (or visited every leaf).
+
+    Returns rows (n, k) padded with -1, distances (n, k) padded with +inf, and the number of
+    rows scored per query.
+    """
+    n = queries.shape[0]
+    n_leaves = leaf_ids.shape[0]
+    out_r = np.full((n, k), -1, dtype=np.int64)
+    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    scored = np.zeros(n, dtype=np.int64)
+    for qi in prange(n):
+        q = queries[qi]
+        leaf_d = np.empty(n_leaves, dtype=np.float32)
+        for j in range(n_leaves):
+            leaf_d[j] = _distance(q, centroids[leaf_ids[j]], ip)
+        order = np.argsort(leaf_d)
+        best_d = np.full(k, np.inf, dtype=np.float32)
+        best_r = np.full(k, -1, dtype=np.int64)
+        worst = 0
+        seen = 0
+        for p in range(n_leaves):
+            j = order[p]
+            for t in range(offsets[j], offsets[j + 1]):
+                r = rows[t]
+                if allowed[r]:
+                    seen += 1
+                    worst = _offer(best_d, best_r, worst, _distance(q, vectors[r], ip), r)
+            if p + 1 >= min_probe and seen >= min_candidates:
+                break
+        scored[qi] = seen
+        _finish(best_d, best_r, out_d[qi], out_r[qi])
+    return out_r, out_d, scored

@@ -38,10 +38,13 @@ class SearchResult:
         Neighbour ids, closest first, padded with -1 when fewer than k exist.
     distances : ndarray of float32, shape (n, k)
         Distances (smaller is closer), padded with +inf.
+    explain : Explain or None
+        What the search did, when asked (``search(..., explain=True)``).
     """
 
     ids: np.ndarray
     distances: np.ndarray
+    explain: Any = None  # an Explain when the search was asked to explain itself
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

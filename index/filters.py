@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +24,22 @@ import pyarrow.compute as pc
 
 from shardwalk.errors import InvalidArgumentError
 
-__all__ = ["And", "Eq", "Exists", "F", "In", "Ne", "Not", "Or", "Predicate", "Range", "evaluate", "validate"]
+__all__ = [
+    "And",
+    "Eq",
+    "Exists",
+    "F",
+    "In",
+    "Ne",
+    "Not",
+    "Or",
+    "Predicate",
+    "Range",
+    "evaluate",
+    "validate",
+]
 
-Scalar = Union[int, float, str, bool]
+Scalar = int | float | str | bool
 
 
 class _Node:
@@ -97,7 +110,7 @@ class Not(_Node):
     term: Predicate
 
 
-Predicate = Union[Eq, Ne, In, Range, Exists, And, Or, Not]
+Predicate = Eq | Ne | In | Range | Exists | And | Or | Not
 _NODES = (Eq, Ne, In, Range, Exists, And, Or, Not)
 
 
@@ -177,7 +190,11 @@ def _value_ok(kind: str, value: Any) -> bool:
     if kind == "int":
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     if kind == "float":
-        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
+        return (
+            isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, bool)
+            and np.isfinite(value)
+        )
     if kind == "bool":
         return isinstance(value, (bool, np.bool_))
     if kind in ("string", "list"):
@@ -203,7 +220,13 @@ def validate(predicate: Any, schema: Mapping[str, pa.DataType]) -> Predicate:
             f"filter on unknown attribute {node.field!r}; this collection's attributes: {known}"
         )
     kind = _kind(schema[node.field])
-    expect = {"int": "an integer", "float": "a number", "bool": "True or False", "string": "a string", "list": "a string (lists hold strings)"}.get(kind, kind)
+    expect = {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "True or False",
+        "string": "a string",
+        "list": "a string (lists hold strings)",
+    }.get(kind, kind)
     if isinstance(node, (Eq, Ne)):
         values: tuple[Any, ...] = (node.value,)
     elif isinstance(node, In):

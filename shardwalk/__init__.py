@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 from shardwalk.collection import Collection, Records
 from shardwalk.engine import Engine
 from shardwalk.index.base import SearchResult
+from shardwalk.index.filters import F
 
 __all__ = [
     "AlreadyExistsError",
@@ -25,6 +26,7 @@ __all__ = [
     "CorruptionError",
     "DeadlineExceededError",
     "Engine",
+    "F",
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",

@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=200_000, help="vectors to generate")
     p.add_argument("--dim", type=int, default=96)
     p.add_argument("--queries", type=int, default=1_000)
-    p.add_argument("--index", default="hnsw", choices=["flat", "hnsw", "partitioned"])
+    p.add_argument(
+        "--index", default="hnsw", choices=["flat", "hnsw", "partitioned", "multitenant"]
+    )
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="also print a JSON summary line")
@@ -279,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "npy", "parquet", "hdf5", "fvecs", "ivecs", "bvecs"],
     )
     p.add_argument("--metric", default="l2", choices=["l2", "ip", "cosine"])
-    p.add_argument("--index", default="hnsw", choices=["flat", "hnsw", "partitioned"])
+    p.add_argument(
+        "--index", default="hnsw", choices=["flat", "hnsw", "partitioned", "multitenant"]
+    )
     p.add_argument(
         "--param",
         action="append",

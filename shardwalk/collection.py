@@ -1,9 +1,10 @@
-"""A collection: vectors keyed by int64 ids, with owner tenants and typed attributes, an index,
-and (on disk) a snapshot plus a write-ahead log."""
+"""A collection: vectors keyed by int64 ids, with owner tenants, access lists and typed
+attributes, an index, and (on disk) a snapshot plus a write-ahead log."""
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,25 @@ import pyarrow as pa
 from shardwalk._atomic import atomic_write_with
 from shardwalk.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from shardwalk.index import SearchResult, load_index, make_index
-from shardwalk.rows import TENANT, RowTable, attribute_table, tenant_array
+from shardwalk.index.filters import evaluate, validate
+from shardwalk.index.planner import Explain, Scope, plan_search
+from shardwalk.index.store import VectorStore
+from shardwalk.index.tenancy import TenantDirectory
+from shardwalk.rows import SHARED, TENANT, RowTable, attribute_table, shared_array, tenant_array
 from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
-from shardwalk.validation import check_ids, check_k, check_search_params, check_vectors
+from shardwalk.validation import (
+    check_ids,
+    check_k,
+    check_name,
+    check_search_params,
+    check_vectors,
+)
 from shardwalk.wal import WriteAheadLog
 
 __all__ = ["Collection", "Records"]
 
 _ID, _VECTOR = "_id", "_vector"
+_SAMPLE = 1024  # rows a selectivity estimate looks at
 
 
 @dataclass(frozen=True)
@@ -34,12 +46,14 @@ class Records:
     vectors : (n, dim) float32 (unit-normalised in cosine collections)
     tenants : list of owner tenant per record (None: no owner)
     attributes : dict of attribute name -> list of n values (None where unset)
+    shared_with : list of the further tenants each record is shared with
     """
 
     ids: np.ndarray
     vectors: np.ndarray
     tenants: list[str | None]
     attributes: dict[str, list[Any]]
+    shared_with: list[list[str]]
 
 
 class Collection:
@@ -66,11 +80,24 @@ class Collection:
         self.params = dict(params)
         self._index = make_index(index, dim=dim, metric=self._index_metric, **params)
         self._rows = RowTable()
+        self._tenants = TenantDirectory()
+        self._store = self._store_for(self._index)
+        self._version = 0  # bumped by every write: invalidates cached filter masks
+        self._masks: OrderedDict[Any, np.ndarray] = OrderedDict()
         self._lock = threading.RLock()
         self._datadir = datadir
         self._wal: WriteAheadLog | None = None
         self._snapshot: str | None = None
         self._closed_because: str | None = None
+
+    def _store_for(self, index: Any) -> VectorStore:
+        """Vectors by row: the index's own store when it keeps one (stored once), else ours."""
+        store = getattr(index, "store", None)
+        return store if isinstance(store, VectorStore) else VectorStore(self.dim)
+
+    @property
+    def _shares_store(self) -> bool:
+        return self._store is getattr(self._index, "store", None)
 
     @property
     def _index_metric(self) -> str:
@@ -92,6 +119,15 @@ class Collection:
             verify_snapshot(snap)
             self._rows = RowTable.read_parquet(str(snap / "rows.parquet"))
             self._index = load_index(str(snap / "index"))
+            self._store = self._store_for(self._index)
+            if not self._shares_store:
+                self._store = self._read_vectors(snap / "vectors.arrow")
+            self._tenants = TenantDirectory()
+            table = self._rows.table()
+            shared = table.column(SHARED).combine_chunks() if SHARED in table.column_names else None
+            self._tenants.add(
+                np.arange(self._rows.rows), table.column(TENANT).combine_chunks(), shared
+            )
         self._snapshot = snapshot
         wal_path = str(directory / wal)
         for record in WriteAheadLog.replay(wal_path):
@@ -136,6 +172,7 @@ class Collection:
         vectors: Any,
         tenants: Any = None,
         attributes: Any = None,
+        shared_with: Any = None,
     ) -> int:
         """Insert vectors, or replace the vectors of ids that exist.
 
@@ -151,6 +188,8 @@ class Collection:
             Owner tenant of each vector (one name for all, or one per id).
         attributes : dict of columns, list of dicts, or pyarrow.Table, optional
             Typed attributes (int, float, bool, string, list of strings) per vector.
+        shared_with : sequence of lists of str, optional
+            Per vector, further tenants that may see it besides its owner (an access list).
 
         Returns
         -------
@@ -166,13 +205,14 @@ class Collection:
         ids = check_ids(ids)
         arr = self._prepare_vectors(vectors, what="vectors", rows=ids.size)
         owners = tenant_array(tenants, ids.size)
+        shared = shared_array(shared_with, ids.size)
         attrs = attribute_table(attributes, ids.size)
         with self._lock:
             self._check_open()
             self._rows.check_schema(attrs)
             if self._wal is not None:
-                self._wal.append("upsert", self._to_batch(ids, arr, owners, attrs))
-            self._apply_upsert(ids, arr, owners, attrs)
+                self._wal.append("upsert", self._to_batch(ids, arr, owners, attrs, shared))
+            self._apply_upsert(ids, arr, owners, attrs, shared)
         return int(ids.size)
 
     def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
@@ -204,70 +244,178 @@ class Collection:
         return int(present.size)
 
     def _apply_upsert(
-        self, ids: np.ndarray, vectors: np.ndarray, tenants: pa.Array, attrs: pa.Table
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        tenants: pa.Array,
+        attrs: pa.Table,
+        shared: pa.Array | None = None,
     ) -> None:
         replaced = self._rows.replaced_rows(ids)
-        rows = self._rows.append(ids, tenants, attrs)
+        rows = self._rows.append(ids, tenants, attrs, shared)
         if replaced.size:
             self._index.delete(replaced)
         self._index.add(rows, vectors)
+        if not self._shares_store:
+            self._store.extend(vectors)
+        self._tenants.add(rows, tenants, shared)
+        self._version += 1
 
     def _apply_delete(self, ids: np.ndarray) -> None:
         self._index.delete(self._rows.kill(ids))
+        self._version += 1
 
     def _to_batch(
-        self, ids: np.ndarray, vectors: np.ndarray, tenants: pa.Array, attrs: pa.Table
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        tenants: pa.Array,
+        attrs: pa.Table,
+        shared: pa.Array | None,
     ) -> pa.RecordBatch:
         columns = {
             _ID: pa.array(ids, pa.int64()),
             _VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
             TENANT: tenants,
         }
+        if shared is not None:
+            columns[SHARED] = shared
         for name in attrs.column_names:
             columns[name] = attrs.column(name).combine_chunks()
         return pa.record_batch(columns)
 
     def _from_batch(
         self, batch: pa.RecordBatch
-    ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Table]:
+    ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Table, pa.Array | None]:
         ids = batch.column(_ID).to_numpy()
         flat = batch.column(_VECTOR).values.to_numpy(zero_copy_only=False)
         vectors = np.ascontiguousarray(flat.reshape(-1, self.dim), dtype=np.float32)
         tenants = batch.column(TENANT)
-        names = [n for n in batch.schema.names if n not in (_ID, _VECTOR, TENANT)]
+        shared = batch.column(SHARED) if SHARED in batch.schema.names else None
+        names = [n for n in batch.schema.names if n not in (_ID, _VECTOR, TENANT, SHARED)]
         attrs = pa.table({n: batch.column(n) for n in names}) if names else pa.table({})
-        return ids, vectors, tenants, attrs
+        return ids, vectors, tenants, attrs, shared
 
     # -- reads ------------------------------------------------------------------------------
-    def search(self, queries: Any, k: int = 10, **search_params: Any) -> SearchResult:
-        """The k nearest stored vectors of each query.
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        tenant: str | None = None,
+        where: Any = None,
+        explain: bool = False,
+        **search_params: Any,
+    ) -> SearchResult:
+        """The k nearest stored vectors of each query, within a tenant's scope and a filter.
 
         Parameters
         ----------
         queries : array-like, shape (n, dim) or (dim,)
             One query per row (a 1-D array is one query).
         k : int, default 10
-            Neighbours per query; when fewer vectors exist, rows are padded with -1 / +inf.
+            Neighbours per query. Exactly min(k, matches) come back; rows are padded with
+            -1 / +inf beyond that.
+        tenant : str, optional
+            Only vectors this tenant owns or that are shared with it. A tenant with no vectors
+            gets empty results (not an error: names of other tenants are not disclosed).
+        where : predicate, optional
+            A typed filter built with :class:`shardwalk.F`, e.g.
+            ``(F("year") >= 2020) & F("lang").isin(["en", "de"])``.
+        explain : bool, default False
+            Attach an :class:`~shardwalk.index.planner.Explain` as ``result.explain``: the path
+            that ran and why, estimated and actual match counts, time.
         **search_params
-            Index-specific: ``ef`` (HNSW and partitioned; >= k, higher is more accurate).
+            Index-specific: ``ef`` (hnsw, partitioned), ``nprobe`` (partitioned,
+            multitenant), ``candidates`` (multitenant).
 
         Returns
         -------
         SearchResult
             ``ids`` (n, k) int64 and ``distances`` (n, k) float32, closest first. Distances:
             squared L2 for ``l2``, ``1 - <q, x>`` for ``ip``, ``1 - cos`` for ``cosine``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Bad queries, k, parameter, tenant name, or a filter on an unknown attribute or of
+            the wrong type.
         """
         k = check_k(k)
         params = check_search_params(self.index_kind, search_params)
         arr = self._prepare_vectors(queries, what="queries")
+        if tenant is not None:
+            check_name("tenant", tenant)
         with self._lock:
             self._check_open()
-            found = self._index.search(arr, k, **params)
+            predicate = None if where is None else validate(where, self._rows.schema)
+            scope = self._scope(tenant, predicate)
+            found, report = plan_search(self._index, self._store.view(), arr, k, scope, params)
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)
             hit = found.ids >= 0
             ids[hit] = row_ids[found.ids[hit]]
-        return SearchResult(ids=ids, distances=found.distances)
+        return SearchResult(ids=ids, distances=found.distances, explain=report if explain else None)
+
+    def explain(
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        tenant: str | None = None,
+        where: Any = None,
+        **search_params: Any,
+    ) -> Explain:
+        """Run a search and return only its explanation (path, reason, match counts, time)."""
+        result = self.search(queries, k, tenant=tenant, where=where, explain=True, **search_params)
+        assert result.explain is not None
+        return result.explain
+
+    def _scope(self, tenant: str | None, predicate: Any) -> Scope | None:
+        """The live rows a search may return (None: every live row, no filtering)."""
+        if tenant is None and predicate is None:
+            return None
+        alive = self._rows.alive
+        tenant_rows = None
+        if tenant is not None:
+            tenant_rows = self._tenants.rows(tenant)
+            visible = tenant_rows[alive[tenant_rows]]
+        else:
+            visible = None
+        n_visible = len(self) if visible is None else int(visible.size)
+        estimated = n_visible
+        key = (tenant, predicate, self._version)
+        mask = self._masks.get(key)
+        if mask is None:
+            if predicate is None:
+                assert visible is not None
+                mask = np.zeros(self._rows.rows, dtype=bool)
+                mask[visible] = True
+            elif visible is None:
+                mask = evaluate(predicate, self._rows.table()) & alive
+            else:
+                mask = np.zeros(self._rows.rows, dtype=bool)
+                mask[visible[evaluate(predicate, self._rows.columns(visible))]] = True
+            self._masks[key] = mask
+            while len(self._masks) > 16:
+                self._masks.popitem(last=False)
+        else:
+            self._masks.move_to_end(key)
+        allowed = mask
+        matches = visible if predicate is None else np.flatnonzero(mask)
+        if predicate is not None and n_visible:
+            pool = visible if visible is not None else np.flatnonzero(alive)
+            sample = pool[:: max(1, pool.size // _SAMPLE)]
+            estimated = round(mask[sample].mean() * n_visible)
+        return Scope(
+            matches=matches,
+            allowed=allowed,
+            tenant_rows=tenant_rows,
+            tenant_key=tenant,
+            tenant_version=self._tenants.version(tenant) if tenant is not None else 0,
+            visible=n_visible,
+            estimated=estimated,
+        )
 
     def get(self, ids: Any) -> Records:
         """Stored vectors, tenants and attributes of these ids.
@@ -281,11 +429,22 @@ class Collection:
         with self._lock:
             self._check_open()
             rows = self._rows.rows_of(ids, owner=f"collection {self.name!r}")
-            vectors = self._index.get(rows)
+            vectors = self._store.take(rows)
             columns = self._rows.columns(rows)
         tenants = columns.column(TENANT).to_pylist()
-        attributes = {n: columns.column(n).to_pylist() for n in columns.column_names if n != TENANT}
-        return Records(ids=ids, vectors=vectors, tenants=tenants, attributes=attributes)
+        shared = (
+            [v or [] for v in columns.column(SHARED).to_pylist()]
+            if SHARED in columns.column_names
+            else [[] for _ in range(ids.size)]
+        )
+        attributes = {
+            n: columns.column(n).to_pylist()
+            for n in columns.column_names
+            if n not in (TENANT, SHARED)
+        }
+        return Records(
+            ids=ids, vectors=vectors, tenants=tenants, attributes=attributes, shared_with=shared
+        )
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -306,6 +465,7 @@ class Collection:
                 "rows": self._rows.rows,
                 "dead_rows": self._rows.rows - len(self._rows),
                 "attributes": {n: str(t) for n, t in self._rows.schema.items()},
+                "tenants": len(self._tenants.tenants()),
                 "snapshot": self._snapshot,
                 "wal_bytes": self._wal.size if self._wal is not None else 0,
                 "index_stats": self._index.stats(),
@@ -358,7 +518,7 @@ class Collection:
                 "row": pa.array(live, pa.int64()),
                 "id": pa.array(self._rows.ids[live], pa.int64()),
                 "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(self._index.get(live).reshape(-1)), self.dim
+                    pa.array(self._store.take(live).reshape(-1)), self.dim
                 ),
             }
         )
@@ -369,22 +529,38 @@ class Collection:
 
         atomic_write_with(path, write)
 
+    def _read_vectors(self, path: Path) -> VectorStore:
+        """The store back from ``vectors.arrow``: live rows in place, dead rows zero."""
+        with pa.memory_map(str(path), "r") as source:
+            table = pa.ipc.open_file(source).read_all()
+        data = np.zeros((self._rows.rows, self.dim), dtype=np.float32)
+        rows = table.column("row").to_numpy()
+        flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+        data[rows] = flat.reshape(-1, self.dim)
+        return VectorStore(self.dim, data)
+
     def compact(self) -> None:
         """Rebuild the index from the live vectors only, dropping every deleted or replaced
         row (HNSW tombstones still cost search time), then checkpoint."""
         with self._lock:
             self._check_open()
             live = np.flatnonzero(self._rows.alive)
-            vectors = self._index.get(live)
+            ids = self._rows.ids[live]
+            vectors = self._store.take(live)
             columns = self._rows.columns(live)
             tenants = columns.column(TENANT).combine_chunks()
-            attrs = columns.drop_columns([TENANT])
-            rows = RowTable()
-            index = make_index(
+            shared = (
+                columns.column(SHARED).combine_chunks() if SHARED in columns.column_names else None
+            )
+            attrs = columns.drop_columns([c for c in (TENANT, SHARED) if c in columns.column_names])
+            self._rows = RowTable()
+            self._index = make_index(
                 self.index_kind, dim=self.dim, metric=self._index_metric, **self.params
             )
+            self._store = self._store_for(self._index)
+            self._tenants = TenantDirectory()
+            self._masks.clear()
             if live.size:
-                index.add(rows.append(self._rows.ids[live], tenants, attrs), vectors)
-            self._rows, self._index = rows, index
+                self._apply_upsert(ids, vectors, tenants, attrs, shared)
             if self._datadir is not None and self._wal is not None:
                 self._checkpoint()

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 from shardwalk.errors import CorruptionError, InvalidArgumentError, NotFoundError
 from shardwalk.validation import check_name
 
-__all__ = ["TENANT", "RowTable", "attribute_table", "tenant_array"]
+__all__ = ["SHARED", "TENANT", "RowTable", "attribute_table", "shared_array", "tenant_array"]
 
-ID, ALIVE, TENANT = "_id", "_alive", "_tenant"
+ID, ALIVE, TENANT, SHARED = "_id", "_alive", "_tenant", "_shared"
 _ATTRIBUTE_TYPES = "int64, float64, bool, string, list<string>"
 
 
@@ -34,11 +34,13 @@ def _normalise_type(name: str, column: pa.ChunkedArray | pa.Array) -> pa.Array |
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
         return column.cast(pa.string())
     if (pa.types.is_list(t) or pa.types.is_large_list(t)) and (
-        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
+        pa.types.is_string(t.value_type)
+        or pa.types.is_large_string(t.value_type)
+        or pa.types.is_null(t.value_type)  # only empty lists so far
     ):
         return column.cast(pa.list_(pa.string()))
     if pa.types.is_null(t):
-        return column.cast(pa.string())  # every value missing: store as an empty string column
+        return column  # every value missing: the type is whatever the collection knows
     raise InvalidArgumentError(
         f"attribute {name!r} has type {t}; supported attribute types: {_ATTRIBUTE_TYPES}"
     )
@@ -105,6 +107,27 @@ def tenant_array(tenants: Any, n: int) -> pa.Array:
     return pa.array(values, pa.string())
 
 
+def shared_array(shared_with: Any, n: int) -> pa.Array | None:
+    """Per row, the further tenants it is shared with (an access list, as in Curator)."""
+    if shared_with is None:
+        return None
+    values = shared_with.tolist() if isinstance(shared_with, np.ndarray) else list(shared_with)
+    if len(values) != n:
+        raise InvalidArgumentError(
+            f"shared_with has {len(values)} entries; expected {n} (one list of tenants per id)"
+        )
+    for entry in values:
+        if entry is None:
+            continue
+        if isinstance(entry, str) or not isinstance(entry, Sequence):
+            raise InvalidArgumentError(
+                f"shared_with must hold a list of tenant names per id; got {entry!r}"
+            )
+        for tenant in entry:
+            check_name("tenant", tenant)
+    return pa.array(values, pa.list_(pa.string()))
+
+
 class RowTable:
     """Append-only rows: ids, liveness, the id -> live row map, and the Arrow columns."""
 
@@ -140,12 +163,18 @@ class RowTable:
     def check_schema(self, attributes: pa.Table) -> None:
         for field in attributes.schema:
             known = self._schema.get(field.name)
-            if known is not None and known != field.type:
+            if known is not None and known != field.type and not pa.types.is_null(field.type):
                 raise InvalidArgumentError(
                     f"attribute {field.name!r} holds {known} in this collection; got {field.type}"
                 )
 
-    def append(self, ids: np.ndarray, tenants: pa.Array, attributes: pa.Table) -> np.ndarray:
+    def append(
+        self,
+        ids: np.ndarray,
+        tenants: pa.Array,
+        attributes: pa.Table,
+        shared: pa.Array | None = None,
+    ) -> np.ndarray:
         """Add rows for ``ids`` (killing the rows they replace); returns the new rows."""
         n = ids.size
         if self._n + n > self._ids.shape[0]:
@@ -163,14 +192,21 @@ class RowTable:
             if old is not None:
                 self._alive[old] = False
             self._row_of[id_] = row
+        for i, field in enumerate(attributes.schema):
+            if pa.types.is_null(field.type) and field.name in self._schema:
+                column = attributes.column(i).cast(self._schema[field.name])
+                attributes = attributes.set_column(i, field.name, column)
         chunk = (
             attributes.append_column(TENANT, tenants)
             if attributes.num_columns
             else pa.table({TENANT: tenants})
         )
+        if shared is not None:
+            chunk = chunk.append_column(SHARED, shared)
         self._chunks.append(chunk)
         for field in attributes.schema:
-            self._schema.setdefault(field.name, field.type)
+            if not pa.types.is_null(field.type):
+                self._schema.setdefault(field.name, field.type)
         return rows
 
     def replaced_rows(self, ids: np.ndarray) -> np.ndarray:
@@ -203,7 +239,7 @@ class RowTable:
         return np.array([i for i in ids.tolist() if i not in self._row_of], dtype=np.int64)
 
     def table(self) -> pa.Table:
-        """All rows' Arrow columns (tenant and attributes) as one table, row-aligned."""
+        """All rows' Arrow columns (tenant, shared, attributes) as one table, row-aligned."""
         if not self._chunks:
             return pa.table({TENANT: pa.array([], pa.string())})
         if len(self._chunks) > 1:
@@ -240,5 +276,9 @@ class RowTable:
         out._row_of = dict(zip(out._ids[live].tolist(), live.tolist()))
         rest = table.drop_columns([ID, ALIVE])
         out._chunks = [rest]
-        out._schema = {f.name: f.type for f in rest.schema if f.name != TENANT}
+        out._schema = {
+            f.name: f.type
+            for f in rest.schema
+            if f.name not in (TENANT, SHARED) and not pa.types.is_null(f.type)
+        }
         return out

@@ -157,11 +157,19 @@ INDEX_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
         "partitions": (int, 1, 4096),
         "train_size": (int, 1, 2**40),
     },
+    "multitenant": {
+        "leaves": (int, 1, 65_536),
+        "nprobe": (int, 1, 65_536),
+        "candidates": (int, 1, 10_000_000),
+        "train_size": (int, 1, 2**40),
+        "seed": (int, 0, 2**63 - 1),
+    },
 }
 SEARCH_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
     "flat": {},
     "hnsw": {"ef": (int, 1, 100_000)},
     "partitioned": {"ef": (int, 1, 100_000), "nprobe": (int, 1, 4096)},
+    "multitenant": {"nprobe": (int, 1, 65_536), "candidates": (int, 1, 10_000_000)},
 }
 
 

@@ -11,9 +11,14 @@ import pytest
 import shardwalk
 from shardwalk.datasets import ClusteredData, clustered_vectors
 
-INDEX_KINDS = ["flat", "hnsw", "partitioned"]
+INDEX_KINDS = ["flat", "hnsw", "partitioned", "multitenant"]
 # Small partitions so the partitioned index trains on the test data.
-INDEX_PARAMS: dict[str, dict] = {"flat": {}, "hnsw": {}, "partitioned": {"partitions": 4}}
+INDEX_PARAMS: dict[str, dict] = {
+    "flat": {},
+    "hnsw": {},
+    "partitioned": {"partitions": 4},
+    "multitenant": {"train_size": 1000},
+}
 
 
 @pytest.fixture(scope="session")

@@ -27,11 +27,16 @@ class CollectionMachine(RuleBasedStateMachine):
         self.model: dict[int, np.ndarray] = {}
         self.engine: shardwalk.Engine | None = None
 
-    @initialize(kind=st.sampled_from(["flat", "hnsw", "partitioned"]), disk=st.booleans())
+    @initialize(
+        kind=st.sampled_from(["flat", "hnsw", "partitioned", "multitenant"]), disk=st.booleans()
+    )
     def open(self, kind: str, disk: bool) -> None:
         self.kind, self.disk = kind, disk
         self.engine = shardwalk.Engine.open(self.path) if disk else shardwalk.Engine.memory()
-        params = {"partitions": 2, "train_size": 8} if kind == "partitioned" else {}
+        params = {
+            "partitioned": {"partitions": 2, "train_size": 8},
+            "multitenant": {"train_size": 8, "leaves": 3},
+        }.get(kind, {})
         self.col = self.engine.create_collection("c", dim=DIM, index=kind, **params)
 
     @rule(items=st.dictionaries(IDS, VECTOR, min_size=1, max_size=12))

@@ -208,27 +208,16 @@ def test_errors_and_messages(engine, kind, data):
         good[:1],
         attributes={"year": ["x"]},
     )
-    if kind == "hnsw":
-        raises(
-            InvalidArgumentError,
-            r"unknown parameter 'nprobe' .* known parameters: ef",
-            col.search,
-            good,
-            nprobe=3,
-        )
-    elif kind == "partitioned":
-        raises(
-            InvalidArgumentError,
-            r"parameter nprobe must be in \[1, 4096\]; got 0",
-            col.search,
-            good,
-            nprobe=0,
-        )
-    else:
-        raises(
-            InvalidArgumentError,
-            r"unknown parameter 'ef' .* known parameters: none",
-            col.search,
-            good,
-            ef=3,
-        )
+    unknown = {
+        "flat": ("ef", "none"),
+        "hnsw": ("nprobe", "ef"),
+        "partitioned": ("candidates", "ef, nprobe"),
+        "multitenant": ("ef", "candidates, nprobe"),
+    }[kind]
+    raises(
+        InvalidArgumentError,
+        rf"unknown parameter '{unknown[0]}' for search on a '{kind}' index; known parameters: {unknown[1]}",
+        col.search,
+        good,
+        **{unknown[0]: 3},
+    )

@@ -1,0 +1,167 @@
+"""The filtered-search planner: per call, from the number of rows that match, pick the path.
+
+- ``exact``: few rows match (at most ``exact_max_rows``): score every one of them exactly.
+- ``tenant-index``: a multi-tenant index visits only the leaves holding rows in scope, closest
+  first, scoring only rows that match.
+- ``graph-postfilter``: a graph index is asked for enough neighbours that k of them match at
+  the observed selectivity (k / selectivity, with a margin); if fewer than k match, it asks
+  again for more, and falls back to ``exact``. Never a silent shortfall.
+- ``index``: no tenant and no predicate: the plain index.
+
+A search in scope returns exactly min(k, matches) results.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from shardwalk.index._kernels import scan_rows
+from shardwalk.index.base import SearchResult, VectorIndex, empty_result
+from shardwalk.index.tenancy import MultiTenantIndex
+
+__all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "plan_search"]
+
+EXACT_MAX_ROWS = 2048
+
+
+@dataclass
+class Scope:
+    """The rows a search may return: a tenant's rows (or all), narrowed by a predicate."""
+
+    matches: np.ndarray  # the live rows in scope that satisfy the predicate, sorted
+    allowed: np.ndarray  # bool per row: the same set as a mask
+    tenant_rows: np.ndarray | None  # the tenant's rows (live or not), when a tenant is given
+    tenant_key: Any = None
+    tenant_version: int = 0
+    visible: int = 0  # live rows the caller may see, before the predicate
+    estimated: int = 0  # matches estimated from a sample of the visible rows
+
+
+@dataclass
+class Explain:
+    """What a search did and why."""
+
+    path: str
+    reason: str
+    visible: int
+    estimated_matches: int
+    matches: int
+    k: int
+    returned: int = 0
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _exact(
+    vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int, ip: bool
+) -> SearchResult:
+    found, distances = scan_rows(queries, vectors, rows, k, ip)
+    return SearchResult(ids=found, distances=distances)
+
+
+def plan_search(
+    index: VectorIndex,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    scope: Scope | None,
+    params: dict[str, Any],
+    *,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+) -> tuple[SearchResult, Explain]:
+    """Run one (batch) search over rows; returns row labels and the explanation."""
+    t0 = time.perf_counter()
+    ip = index.metric == "ip"
+    if scope is None:
+        result = index.search(queries, k, **params)
+        explain = Explain("index", "no tenant and no filter", len(index), len(index), len(index), k)
+    else:
+        count = int(scope.matches.size)
+        explain = Explain("", "", scope.visible, scope.estimated, count, k)
+        if count == 0:
+            result = empty_result(queries.shape[0], k)
+            explain.path, explain.reason = "empty", "no row in scope matches"
+        elif count <= exact_max_rows or index.kind == "flat":
+            result = _exact(vectors, queries, scope.matches, k, ip)
+            explain.path = "exact"
+            explain.reason = (
+                "flat index: always exact"
+                if index.kind == "flat" and count > exact_max_rows
+                else f"{count} matches <= {exact_max_rows}: scoring them all is cheapest"
+            )
+        elif isinstance(index, MultiTenantIndex):
+            result = index.search(
+                queries,
+                k,
+                rows=scope.tenant_rows,
+                rows_key=scope.tenant_key,
+                rows_version=scope.tenant_version,
+                allowed=scope.allowed,
+                **params,
+            )
+            explain.path = "tenant-index"
+            explain.reason = (
+                f"{count} matches > {exact_max_rows}: visit the shared clustering's leaves that "
+                "hold rows in scope, closest first"
+            )
+        else:
+            result, rounds = _postfilter(index, vectors, queries, k, scope, params, ip)
+            explain.path = "graph-postfilter"
+            explain.reason = (
+                f"{count} matches > {exact_max_rows} ({count / max(len(index), 1):.1%} of the "
+                "index): over-fetch from the graph and keep the matches"
+            )
+            explain.details["rounds"] = rounds
+    explain.returned = int(np.count_nonzero(result.ids >= 0)) // max(queries.shape[0], 1)
+    explain.seconds = time.perf_counter() - t0
+    return result, explain
+
+
+def _postfilter(
+    index: VectorIndex,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    scope: Scope,
+    params: dict[str, Any],
+    ip: bool,
+) -> tuple[SearchResult, list[int]]:
+    count = int(scope.matches.size)
+    want = min(k, count)
+    selectivity = count / max(len(index), 1)
+    fetch = min(len(index), math.ceil(k / selectivity * 1.5) + k)
+    ids = np.full((queries.shape[0], k), -1, dtype=np.int64)
+    distances = np.full((queries.shape[0], k), np.inf, dtype=np.float32)
+    todo = np.arange(queries.shape[0])
+    rounds = []
+    while todo.size and fetch <= 8 * exact_budget(k, selectivity):
+        rounds.append(fetch)
+        extra = {**params, "ef": max(params.get("ef") or 0, fetch)}
+        found = index.search(queries[todo], fetch, **extra)
+        keep = (found.ids >= 0) & scope.allowed[np.maximum(found.ids, 0)]
+        complete = keep.sum(axis=1) >= want
+        for row in np.flatnonzero(complete):
+            hits = np.flatnonzero(keep[row])[:k]
+            ids[todo[row], : hits.size] = found.ids[row, hits]
+            distances[todo[row], : hits.size] = found.distances[row, hits]
+        todo = todo[~complete]
+        fetch *= 4
+        if fetch >= len(index):
+            break
+    if todo.size:  # the graph could not produce k matches: score the matches exactly
+        rounds.append(-1)
+        exact = _exact(vectors, queries[todo], scope.matches, k, ip)
+        ids[todo], distances[todo] = exact.ids, exact.distances
+    return SearchResult(ids=ids, distances=distances), rounds
+
+
+def exact_budget(k: int, selectivity: float) -> int:
+    """Largest over-fetch worth trying before an exact scan of the matches."""
+    return max(16 * k, int(k / max(selectivity, 1e-9)))

@@ -1,0 +1,353 @@
+"""Tenants: who may see which rows, and a multi-tenant index in the spirit of Curator.
+
+``TenantDirectory`` maps each tenant to the rows it may see (it owns them or they are shared
+with it). Every collection keeps one, whatever its index, so a tenant-scoped search only ever
+considers that tenant's rows.
+
+``MultiTenantIndex`` (Curator, Jin et al.): one shared clustering of all vectors into leaves,
+with per-tenant sub-structures: for each tenant, the leaves that hold its vectors and its row
+list in each of them. A tenant's search ranks only its own leaves and scans only its own rows
+there, so it costs about what a dedicated per-tenant index would, while every vector is stored
+once (memory close to one shared index). The clustering here is one level deep (a root and its
+leaves; Curator's tree is deeper), and a tenant's per-leaf lists are rebuilt lazily after
+inserts. Leaves re-cluster when the collection has grown fourfold since the last clustering.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from shardwalk.index._kernels import probe_leaves, scan_rows
+from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
+from shardwalk.index.store import VectorStore
+
+from shardwalk._atomic import atomic_write
+
+__all__ = ["MultiTenantIndex", "TenantDirectory"]
+
+
+def _group(rows: np.ndarray, names: pa.Array) -> dict[str, np.ndarray]:
+    """rows grouped by a parallel string array (nulls dropped)."""
+    if len(names) == 0 or names.null_count == len(names):
+        return {}
+    encoded = pc.dictionary_encode(names)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    labels = encoded.dictionary.to_pylist()
+    keep = codes >= 0
+    codes, rows = codes[keep], rows[keep]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
+    return {
+        labels[c]: rows[order[bounds[c] : bounds[c + 1]]]
+        for c in range(len(labels))
+        if bounds[c + 1] > bounds[c]
+    }
+
+
+class TenantDirectory:
+    """tenant name -> the rows it may see (including rows deleted since; callers mask them)."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[str, list[np.ndarray]] = {}
+        self._version: dict[str, int] = {}
+
+    def add(self, rows: np.ndarray, owners: pa.Array, shared: pa.Array | None = None) -> None:
+        groups = [_group(rows, owners)]
+        if shared is not None and shared.null_count < len(shared):
+            flat = pc.list_flatten(shared)
+            parents = pc.list_parent_indices(shared).to_numpy()
+            groups.append(_group(rows[parents], flat))
+        for group in groups:
+            for tenant, tenant_rows in group.items():
+                self._chunks.setdefault(tenant, []).append(tenant_rows)
+                self._version[tenant] = self._version.get(tenant, 0) + 1
+
+    def rows(self, tenant: str) -> np.ndarray:
+        chunks = self._chunks.get(tenant)
+        if not chunks:
+            return np.zeros(0, dtype=np.int64)
+        if len(chunks) > 1:
+            # an id shared with a tenant that also owns it is listed once
+            merged = np.unique(np.concatenate(chunks))
+            self._chunks[tenant] = [merged]
+        return self._chunks[tenant][0]
+
+    def version(self, tenant: str) -> int:
+        return self._version.get(tenant, 0)
+
+    def __contains__(self, tenant: object) -> bool:
+        return tenant in self._chunks
+
+    def tenants(self) -> list[str]:
+        return sorted(self._chunks)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for chunks in self._chunks.values() for c in chunks)
+
+
+class MultiTenantIndex:
+    """One shared clustering of all vectors into leaves; per-tenant leaf lists (Curator).
+
+    Parameters
+    ----------
+    dim, metric
+        As for every index.
+    leaves : int, optional
+        Leaves of the shared clustering (default ``sqrt(n)`` at clustering time, 16-4096).
+    nprobe : int, default 16
+        Leaves a search visits at least (per query, among the leaves that hold rows it may see).
+    candidates : int, default 256
+        Rows a search scores at least before it stops visiting leaves (raised to 4 k).
+    train_size : int, optional
+        Vectors to collect before the first clustering (default 4096); until then searches
+        scan exactly.
+    seed : int, default 0
+    """
+
+    kind = "multitenant"
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        metric: IndexMetric,
+        leaves: int | None = None,
+        nprobe: int = 16,
+        candidates: int = 256,
+        train_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.dim = dim
+        self.metric: IndexMetric = metric
+        self.leaves = leaves
+        self.nprobe = nprobe
+        self.candidates = candidates
+        self.train_size = train_size or 4096
+        self.seed = seed
+        self.store = VectorStore(dim)  # shared with the collection: vectors stored once
+        self._alive = np.zeros(1024, dtype=bool)
+        self._leaf_of = np.zeros(1024, dtype=np.int32)
+        self._centroids: np.ndarray | None = None
+        self._clustered_at = 0
+        self._live = 0
+        self._lists: dict[Any, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def params(self) -> dict[str, Any]:
+        return {"leaves": self.leaves, "nprobe": self.nprobe, "candidates": self.candidates}
+
+    @property
+    def trained(self) -> bool:
+        return self._centroids is not None
+
+    def _grow(self, n: int) -> None:
+        if n > self._alive.shape[0]:
+            size = max(n, 2 * self._alive.shape[0])
+            alive = np.zeros(size, dtype=bool)
+            alive[: self._alive.shape[0]] = self._alive
+            leaf_of = np.zeros(size, dtype=np.int32)
+            leaf_of[: self._leaf_of.shape[0]] = self._leaf_of
+            self._alive, self._leaf_of = alive, leaf_of
+
+    # -- writes -----------------------------------------------------------------------------
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.size == 0:
+            return
+        start = len(self.store)
+        if labels[0] != start or not np.array_equal(labels, np.arange(start, start + labels.size)):
+            raise ValueError(
+                "MultiTenantIndex labels are row numbers: they must continue 0, 1, ..."
+            )
+        rows = self.store.extend(vectors)
+        self._grow(len(self.store))
+        self._alive[rows] = True
+        self._live += rows.size
+        n = len(self.store)
+        if self._centroids is None:
+            if n >= self.train_size:
+                self._cluster()
+        elif n >= 4 * self._clustered_at:
+            self._cluster()
+        else:
+            self._leaf_of[rows] = self._assign(vectors)
+        self._lists.clear()
+
+    def _assign(self, vectors: np.ndarray) -> np.ndarray:
+        assert self._centroids is not None
+        index = faiss.IndexFlatL2(self.dim) if self.metric == "l2" else faiss.IndexFlatIP(self.dim)
+        index.add(self._centroids)
+        _, nearest = index.search(vectors, 1)
+        return nearest[:, 0].astype(np.int32)
+
+    def _cluster(self) -> None:
+        """(Re)place the leaves over every stored vector and re-assign all rows."""
+        vectors = self.store.view()
+        n = vectors.shape[0]
+        leaves = self.leaves or int(np.clip(np.sqrt(n), 16, 4096))
+        leaves = min(leaves, n)
+        km = faiss.Kmeans(
+            self.dim,
+            leaves,
+            niter=10,
+            seed=self.seed,
+            max_points_per_centroid=64,
+            min_points_per_centroid=1,
+        )
+        km.train(vectors)
+        self._centroids = km.centroids.copy()
+        self._leaf_of[:n] = self._assign(vectors)
+        self._clustered_at = n
+
+    def delete(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        labels = labels[(labels >= 0) & (labels < len(self.store))]
+        labels = labels[self._alive[labels]]
+        self._alive[labels] = False
+        self._live -= labels.size
+
+    # -- reads ------------------------------------------------------------------------------
+    def _leaf_lists(
+        self, key: Any, version: int, rows: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows of a tenant (or of everyone, ``rows=None``) grouped by leaf, cached."""
+        cached = self._lists.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1], cached[2], cached[3]
+        n = len(self.store)
+        rows = np.arange(n, dtype=np.int64) if rows is None else rows
+        leaf = self._leaf_of[rows]
+        order = np.argsort(leaf, kind="stable")
+        rows_by_leaf = rows[order]
+        leaf_ids, starts = np.unique(leaf[order], return_index=True)
+        offsets = np.append(starts, rows.size).astype(np.int64)
+        self._lists[key] = (version, leaf_ids.astype(np.int64), offsets, rows_by_leaf)
+        return leaf_ids.astype(np.int64), offsets, rows_by_leaf
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        nprobe: int | None = None,
+        candidates: int | None = None,
+        rows: np.ndarray | None = None,
+        rows_key: Any = None,
+        rows_version: int = 0,
+        allowed: np.ndarray | None = None,
+        **_: Any,
+    ) -> SearchResult:
+        """Top-k among ``rows`` (default: all) where ``allowed`` (default: live rows).
+
+        ``rows_key``/``rows_version`` identify the row set (a tenant) for the cache of its
+        per-leaf lists.
+        """
+        n = queries.shape[0]
+        if n == 0 or len(self.store) == 0:
+            return empty_result(n, k)
+        allowed = self._alive if allowed is None else allowed
+        ip = self.metric == "ip"
+        vectors = self.store.view()
+        if self._centroids is None:
+            scan = np.arange(len(self.store), dtype=np.int64) if rows is None else rows
+            scan = scan[allowed[scan]]
+            found, distances = scan_rows(queries, vectors, scan, k, ip)
+            return SearchResult(ids=found, distances=distances)
+        if rows is None:
+            rows_key, rows_version = ("__all__",), len(self.store)
+        leaf_ids, offsets, by_leaf = self._leaf_lists(rows_key, rows_version, rows)
+        found, distances, _ = probe_leaves(
+            queries,
+            vectors,
+            self._centroids,
+            leaf_ids,
+            offsets,
+            by_leaf,
+            allowed,
+            k,
+            nprobe or self.nprobe,
+            max(candidates or self.candidates, 4 * k),
+            ip,
+        )
+        return SearchResult(ids=found, distances=distances)
+
+    def get(self, labels: np.ndarray) -> np.ndarray:
+        return self.store.take(np.asarray(labels, dtype=np.int64))
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self._alive[: len(self.store)]
+
+    def __len__(self) -> int:
+        return self._live
+
+    def stats(self) -> dict[str, Any]:
+        n = len(self.store)
+        return {
+            "kind": self.kind,
+            "live": self._live,
+            "slots": n,
+            **self.params(),
+            "leaves_built": 0 if self._centroids is None else int(self._centroids.shape[0]),
+            "memory_bytes": self.store.nbytes
+            + n * 5
+            + (0 if self._centroids is None else self._centroids.nbytes),
+        }
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str) -> None:
+        n = len(self.store)
+        arrays = {
+            "vectors.npy": self.store.view(),
+            "alive.npy": self._alive[:n],
+            "leaf_of.npy": self._leaf_of[:n],
+            "centroids.npy": self._centroids
+            if self._centroids is not None
+            else np.zeros((0, self.dim), np.float32),
+        }
+        for name, array in arrays.items():
+            with atomic_write(os.path.join(directory, name)) as f:
+                np.save(f, array)
+        write_meta(
+            directory,
+            {
+                "kind": self.kind,
+                "dim": self.dim,
+                "metric": self.metric,
+                "seed": self.seed,
+                "train_size": self.train_size,
+                "clustered_at": self._clustered_at,
+                "nprobe": self.nprobe,
+                "candidates": self.candidates,
+                "leaves": self.leaves,
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: str) -> MultiTenantIndex:
+        meta = read_meta(directory, cls.kind)
+        index = cls(
+            dim=meta["dim"],
+            metric=meta["metric"],
+            leaves=meta["leaves"],
+            nprobe=meta["nprobe"],
+            candidates=meta["candidates"],
+            train_size=meta["train_size"],
+            seed=meta["seed"],
+        )
+        vectors = np.load(os.path.join(directory, "vectors.npy"))
+        index.store = VectorStore(meta["dim"], vectors)
+        n = vectors.shape[0]
+        index._grow(n)
+        index._alive[:n] = np.load(os.path.join(directory, "alive.npy"))
+        index._leaf_of[:n] = np.load(os.path.join(directory, "leaf_of.npy"))
+        centroids = np.load(os.path.join(directory, "centroids.npy"))
+        index._centroids = centroids if centroids.shape[0] else None
+        index._clustered_at = meta["clustered_at"]
+        index._live = int(np.count_nonzero(index._alive[:n]))
+        return index

@@ -1,0 +1,147 @@
+"""Typed predicates: construction, validation against attribute types, evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shardwalk.index.filters import And, Eq, In, Not, Or, Range, evaluate, validate
+
+from shardwalk import F, InvalidArgumentError
+
+SCHEMA = {
+    "year": pa.int64(),
+    "score": pa.float64(),
+    "lang": pa.string(),
+    "tags": pa.list_(pa.string()),
+    "ok": pa.bool_(),
+}
+
+
+def table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=pa.schema([(n, t) for n, t in SCHEMA.items()]))
+
+
+def test_operators_build_a_tree():
+    where = (F("year") >= 2020) & F("lang").isin(["en", "de"]) | ~F("tags").contains("spam")
+    assert isinstance(where, Or) and isinstance(where.terms[0], And)
+    assert where.terms[0].terms[0] == Range("year", low=2020)
+    assert where.terms[0].terms[1] == In("lang", ("en", "de"))
+    assert where.terms[1] == Not(Eq("tags", "spam"))
+    assert F("score").between(0.1, 0.9) == Range("score", 0.1, 0.9)
+    assert (F("year") < 3) == Range("year", high=3, high_inclusive=False)
+
+
+def test_python_boolean_operators_are_refused():
+    with pytest.raises(TypeError, match=r"combine predicates with &, \| and ~"):
+        (F("year") >= 1) and (F("year") <= 3)
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        (
+            F("yr") == 1,
+            r"filter on unknown attribute 'yr'; this collection's attributes: lang, ok, score, tags, year",
+        ),
+        (
+            F("year") == "2020",
+            r"attribute 'year' holds int64; the filter compares it with '2020' \(str\), expected an integer",
+        ),
+        (
+            F("lang") >= "a",
+            r"range comparison on 'lang', which holds string; ranges apply to int and float",
+        ),
+        (F("lang").isin([]), r"isin on 'lang' needs at least one value"),
+        (F("tags") != "x", r"!= on the list attribute 'tags' is ambiguous"),
+        (F("score") == float("nan"), r"expected a number"),
+        (F("ok") == 1, r"expected True or False"),
+        ("year > 3", r"a filter must be built from F\(...\) terms"),
+    ],
+)
+def test_validation_errors(where, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        validate(where, SCHEMA)
+
+
+def test_isin_refuses_a_bare_string():
+    with pytest.raises(
+        InvalidArgumentError, match="isin takes a list of values; got the string 'en'"
+    ):
+        F("lang").isin("en")
+
+
+ROW = st.fixed_dictionaries(
+    {
+        "year": st.none() | st.integers(2000, 2005),
+        "score": st.none() | st.floats(0, 1),
+        "lang": st.none() | st.sampled_from(["en", "de", "fr"]),
+        "tags": st.none() | st.lists(st.sampled_from(["a", "b", "c"]), max_size=3),
+        "ok": st.none() | st.booleans(),
+    }
+)
+LEAF = st.one_of(
+    st.builds(lambda v: F("year") == v, st.integers(2000, 2005)),
+    st.builds(lambda v: F("year") != v, st.integers(2000, 2005)),
+    st.builds(
+        lambda a, b: F("year").between(min(a, b), max(a, b)),
+        st.integers(2000, 2005),
+        st.integers(2000, 2005),
+    ),
+    st.builds(lambda v: F("score") < v, st.floats(0, 1)),
+    st.builds(
+        lambda v: F("lang").isin(v), st.lists(st.sampled_from(["en", "de", "fr", "xx"]), min_size=1)
+    ),
+    st.builds(lambda v: F("tags").contains(v), st.sampled_from(["a", "b", "z"])),
+    st.builds(lambda v: F("tags").isin(v), st.lists(st.sampled_from(["a", "b", "z"]), min_size=1)),
+    st.builds(lambda v: F("ok") == v, st.booleans()),
+    st.sampled_from(["year", "lang", "tags"]).map(lambda f: F(f).exists()),
+)
+PREDICATE = st.recursive(
+    LEAF,
+    lambda inner: st.one_of(
+        st.builds(lambda a, b: a & b, inner, inner),
+        st.builds(lambda a, b: a | b, inner, inner),
+        inner.map(lambda a: ~a),
+    ),
+    max_leaves=6,
+)
+
+
+def reference(p, row) -> bool:
+    """A plain-Python reading of the documented semantics."""
+    if isinstance(p, And):
+        return all(reference(t, row) for t in p.terms)
+    if isinstance(p, Or):
+        return any(reference(t, row) for t in p.terms)
+    if isinstance(p, Not):
+        return not reference(p.term, row)
+    value = row[p.field]
+    name = type(p).__name__
+    if name == "Exists":
+        return value is not None and (not isinstance(value, list) or len(value) > 0)
+    if value is None:
+        return False
+    if isinstance(value, list):
+        wanted = {p.value} if name == "Eq" else set(p.values)
+        return bool(wanted & set(value))
+    if name == "Eq":
+        return value == p.value
+    if name == "Ne":
+        return value != p.value
+    if name == "In":
+        return value in p.values
+    lo_ok = p.low is None or (value >= p.low if p.low_inclusive else value > p.low)
+    hi_ok = p.high is None or (value <= p.high if p.high_inclusive else value < p.high)
+    return lo_ok and hi_ok
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(ROW, min_size=1, max_size=30), predicate=PREDICATE)
+def test_evaluation_matches_the_reference(rows, predicate):
+    validate(predicate, SCHEMA)
+    got = evaluate(predicate, table(rows))
+    expect = np.array([reference(predicate, r) for r in rows])
+    np.testing.assert_array_equal(got, expect)

@@ -112,11 +112,19 @@ def measure(
     single: Callable[[np.ndarray], np.ndarray],
     data: Dataset,
     singles: int,
+    min_seconds: float = 0.3,
 ) -> dict[str, float]:
+    """Recall, batch QPS (best of repeated whole-batch calls over at least ``min_seconds``) and
+    single-query latency percentiles."""
     batch(data.queries[:10])  # warm up
-    t0 = time.perf_counter()
     found = batch(data.queries)
-    batch_seconds = time.perf_counter() - t0
+    best = np.inf
+    spent = 0.0
+    while spent < min_seconds:
+        t0 = time.perf_counter()
+        batch(data.queries)
+        took = time.perf_counter() - t0
+        best, spent = min(best, took), spent + took
     lat = []
     for q in data.queries[:singles]:
         s0 = time.perf_counter_ns()
@@ -125,182 +133,245 @@ def measure(
     lat_us = np.array(lat) / 1e3
     return {
         "recall": round(recall(found, data.truth), 4),
-        "batch_qps": round(data.queries.shape[0] / batch_seconds, 1),
+        "batch_qps": round(data.queries.shape[0] / best, 1),
         "single_p50_us": round(float(np.percentile(lat_us, 50)), 1),
         "single_p99_us": round(float(np.percentile(lat_us, 99)), 1),
         "single_mean_us": round(float(lat_us.mean()), 1),
     }
 
 
+@dataclass
+class System:
+    """A built index: how to search it at each setting of its accuracy knob."""
+
+    name: str
+    knob: str  # "ef", "nprobe" or "-"
+    settings: list[int]
+    batch: Callable[[int], Callable[[np.ndarray], np.ndarray]]
+    single: Callable[[int], Callable[[np.ndarray], np.ndarray]]
+    build_seconds: float
+    memory: PeakRSS
+    singles: int
+    extra: dict[str, Any]
+
+
+def build(
+    name: str, make: Callable[[], tuple[Any, dict[str, Any]]], log: Callable[[str], None]
+) -> tuple[Any, float, PeakRSS, dict[str, Any]]:
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        handle, extra = make()
+        seconds = time.perf_counter() - t0
+    log(
+        f"built {name} in {seconds:.1f}s (peak +{mem.peak_mib:.0f} MiB, resident +{mem.resident_mib:.0f} MiB)"
+    )
+    return handle, seconds, mem, extra
+
+
 def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
+    """Build every system, then measure them interleaved (each setting of each system in turn,
+    ``rounds`` times, keeping each point's best time), so a busy moment of the machine does
+    not favour whichever system happened to run in a quiet one."""
     n, dim = data.base.shape
     ids = np.arange(n, dtype=np.int64)
     threads = args.threads
     m, efc = args.m, args.ef_construction
     efs = [int(e) for e in args.efs.split(",")]
-    systems: dict[str, Any] = {}
-    singles = args.singles
+    only = set(args.only.split(",")) if args.only else None
+    engine = shardwalk.Engine.memory()
+    faiss.omp_set_num_threads(threads)
+    systems: list[System] = []
 
     def log(msg: str) -> None:
         print(f"[{data.name}] {msg}", flush=True)
 
-    def record(name: str, build_s: float, mem: PeakRSS, points: list[dict], **extra: Any) -> None:
-        systems[name] = {
-            "build_seconds": round(build_s, 2),
-            "build_peak_mib": round(mem.peak_mib, 1),
-            "resident_mib": round(mem.resident_mib, 1),
-            "points": points,
-            **extra,
-        }
-        log(
-            f"{name}: build {build_s:.1f}s peak +{mem.peak_mib:.0f} MiB; "
-            + "; ".join(
-                f"{p.get('ef', p.get('nprobe', '-'))}: r={p['recall']:.3f} qps={p['batch_qps']:.0f} "
-                f"p50={p['single_p50_us']:.0f}us"
-                for p in points
+    def want(name: str) -> bool:
+        return only is None or name in only
+
+    def add(name, knob, settings, make, batch, single, singles=args.singles):
+        if not want(name):
+            return
+        handle, seconds, mem, extra = build(name, make, log)
+        systems.append(
+            System(
+                name,
+                knob,
+                settings,
+                lambda s, h=handle: batch(h, s),
+                lambda s, h=handle: single(h, s),
+                seconds,
+                mem,
+                singles,
+                extra,
             )
         )
 
-    # --- shardwalk flat -------------------------------------------------------------------
-    engine = shardwalk.Engine.memory()
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        col = engine.create_collection("flat", dim=dim, index="flat")
-        col.upsert(ids, data.base)
-        build = time.perf_counter() - t0
-    point = measure(
-        lambda q: col.search(q, k=K).ids, lambda q: col.search(q, k=K).ids, data, min(singles, 50)
-    )
-    record("shardwalk-flat", build, mem, [point])
-    engine.drop_collection("flat")
-    col = None
-    gc.collect()
+    def collection(name: str, index: str, **params: Any):
+        def make():
+            col = engine.create_collection(name, dim=dim, index=index, **params)
+            col.upsert(ids, data.base)
+            extra = {}
+            if index == "partitioned":
+                extra["partition_sizes"] = col.stats()["index_stats"]["partition_sizes"]
+            return col, extra
 
-    # --- raw hnswlib ----------------------------------------------------------------------
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
+        return make
+
+    def sw_search(col, ef):
+        kwargs = {} if ef is None else {"ef": ef}
+        return lambda q: col.search(q, k=K, **kwargs).ids
+
+    add(
+        "shardwalk-flat",
+        "-",
+        [None],
+        collection("flat", "flat"),
+        sw_search,
+        sw_search,
+        singles=min(args.singles, 50),
+    )
+
+    def make_hnswlib():
         raw = hnswlib.Index(space="l2", dim=dim)
         raw.init_index(max_elements=n, M=m, ef_construction=efc, random_seed=0)
         raw.add_items(data.base, ids, num_threads=threads)
-        build = time.perf_counter() - t0
-    points = []
-    for ef in efs:
-        raw.set_ef(ef)
-        p = measure(
-            lambda q: raw.knn_query(q, k=K, num_threads=threads)[0],
-            lambda q: raw.knn_query(q[None, :], k=K, num_threads=1)[0],
-            data,
-            singles,
-        )
-        points.append({"ef": ef, **p})
-    record("hnswlib", build, mem, points)
-    raw = None
-    gc.collect()
+        return raw, {}
 
-    # --- shardwalk hnsw -------------------------------------------------------------------
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        col = engine.create_collection(
-            "hnsw", dim=dim, index="hnsw", m=m, ef_construction=efc, threads=threads
-        )
-        col.upsert(ids, data.base)
-        build = time.perf_counter() - t0
-    points = []
-    for ef in efs:
-        p = measure(
-            lambda q, c=col, ef=ef: c.search(q, k=K, ef=ef).ids,
-            lambda q, c=col, ef=ef: c.search(q, k=K, ef=ef).ids,
-            data,
-            singles,
-        )
-        points.append({"ef": ef, **p})
-    record("shardwalk-hnsw", build, mem, points)
-    engine.drop_collection("hnsw")
-    col = None
-    gc.collect()
+    def hnswlib_batch(raw, ef):
+        def go(q):
+            raw.set_ef(ef)
+            return raw.knn_query(q, k=K, num_threads=threads)[0]
 
-    # --- shardwalk partitioned, 2 threads and 1 thread --------------------------------------
+        return go
+
+    def hnswlib_single(raw, ef):
+        def go(q):
+            raw.set_ef(ef)
+            return raw.knn_query(q[None, :], k=K, num_threads=1)[0]
+
+        return go
+
+    add("hnswlib", "ef", efs, make_hnswlib, hnswlib_batch, hnswlib_single)
+    add(
+        "shardwalk-hnsw",
+        "ef",
+        efs,
+        collection("hnsw", "hnsw", m=m, ef_construction=efc, threads=threads),
+        sw_search,
+        sw_search,
+    )
     for t in sorted({1, threads}, reverse=True):
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            col = engine.create_collection(
+        name = f"shardwalk-partitioned-{t}thread"
+        add(
+            name,
+            "ef",
+            efs if t == threads else [],
+            collection(
                 f"part{t}",
-                dim=dim,
-                index="partitioned",
+                "partitioned",
                 partitions=args.partitions,
                 m=m,
                 ef_construction=efc,
                 threads=t,
-            )
-            col.upsert(ids, data.base)
-            build = time.perf_counter() - t0
-        points = []
-        if t == threads:
-            for ef in efs:
-                p = measure(
-                    lambda q, c=col, ef=ef: c.search(q, k=K, ef=ef).ids,
-                    lambda q, c=col, ef=ef: c.search(q, k=K, ef=ef).ids,
-                    data,
-                    singles,
-                )
-                points.append({"ef": ef, **p})
-        record(
-            f"shardwalk-partitioned-{t}thread",
-            build,
-            mem,
-            points,
-            partitions=args.partitions,
-            partition_sizes=col.stats()["index_stats"]["partition_sizes"],
+            ),
+            sw_search,
+            sw_search,
         )
-        engine.drop_collection(f"part{t}")
-        col = None
-        gc.collect()
 
-    # --- faiss HNSW -----------------------------------------------------------------------
-    faiss.omp_set_num_threads(threads)
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        fh = faiss.IndexHNSWFlat(dim, m)
-        fh.hnsw.efConstruction = efc
-        fh.add(data.base)
-        build = time.perf_counter() - t0
-    points = []
-    for ef in efs:
-        fh.hnsw.efSearch = ef
-        p = measure(
-            lambda q: fh.search(q, K)[1], lambda q: fh.search(q[None, :], K)[1], data, singles
-        )
-        points.append({"ef": ef, **p})
-    record("faiss-hnsw", build, mem, points)
-    fh = None
-    gc.collect()
+    def make_faiss_hnsw():
+        index = faiss.IndexHNSWFlat(dim, m)
+        index.hnsw.efConstruction = efc
+        index.add(data.base)
+        return index, {}
 
-    # --- faiss IVF ------------------------------------------------------------------------
+    def faiss_hnsw(index, ef, single=False):
+        def go(q):
+            index.hnsw.efSearch = ef
+            return index.search(q[None, :] if single else q, K)[1]
+
+        return go
+
+    add(
+        "faiss-hnsw",
+        "ef",
+        efs,
+        make_faiss_hnsw,
+        faiss_hnsw,
+        lambda index, ef: faiss_hnsw(index, ef, single=True),
+    )
+
     nlist = args.nlist or int(4 * np.sqrt(n))
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
+
+    def make_ivf():
         quantizer = faiss.IndexFlatL2(dim)
         ivf = faiss.IndexIVFFlat(quantizer, dim, nlist)
         sample = data.base[np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)]
         ivf.train(sample)
         ivf.add(data.base)
-        build = time.perf_counter() - t0
-    points = []
-    for nprobe in [1, 2, 4, 8, 16, 32, 64]:
-        ivf.nprobe = nprobe
-        p = measure(
-            lambda q: ivf.search(q, K)[1], lambda q: ivf.search(q[None, :], K)[1], data, singles
-        )
-        points.append({"nprobe": nprobe, **p})
-    record("faiss-ivfflat", build, mem, points, nlist=nlist)
-    ivf = quantizer = None
-    gc.collect()
+        return (ivf, quantizer), {"nlist": nlist}  # the quantizer must outlive the index
 
-    # --- ratios the targets are stated in -------------------------------------------------
-    sw, hl = systems["shardwalk-hnsw"]["points"], systems["hnswlib"]["points"]
-    part = systems[f"shardwalk-partitioned-{threads}thread"]["points"]
-    ratios = {
-        "hnsw_batch_qps_vs_hnswlib": [
+    def ivf_search(handle, nprobe, single=False):
+        ivf = handle[0]
+
+        def go(q):
+            ivf.nprobe = nprobe
+            return ivf.search(q[None, :] if single else q, K)[1]
+
+        return go
+
+    add(
+        "faiss-ivfflat",
+        "nprobe",
+        [1, 2, 4, 8, 16, 32, 64],
+        make_ivf,
+        ivf_search,
+        lambda ivf, p: ivf_search(ivf, p, single=True),
+    )
+
+    # --- measure, interleaved -----------------------------------------------------------------
+    best: dict[tuple[str, Any], dict[str, float]] = {}
+    for round_ in range(args.rounds):
+        for system in systems:
+            for setting in system.settings:
+                point = measure(system.batch(setting), system.single(setting), data, system.singles)
+                key = (system.name, setting)
+                old = best.get(key)
+                if old is None:
+                    best[key] = point
+                else:
+                    old["batch_qps"] = max(old["batch_qps"], point["batch_qps"])
+                    for f in ("single_p50_us", "single_p99_us", "single_mean_us"):
+                        old[f] = min(old[f], point[f])
+        log(f"measurement round {round_ + 1}/{args.rounds} done")
+
+    out: dict[str, Any] = {}
+    for system in systems:
+        points = [
+            {system.knob: s, **best[(system.name, s)]}
+            if system.knob != "-"
+            else best[(system.name, s)]
+            for s in system.settings
+        ]
+        out[system.name] = {
+            "build_seconds": round(system.build_seconds, 2),
+            "build_peak_mib": round(system.memory.peak_mib, 1),
+            "resident_mib": round(system.memory.resident_mib, 1),
+            "points": points,
+            **system.extra,
+        }
+        log(
+            f"{system.name}: "
+            + "; ".join(
+                f"{p.get(system.knob, '-')}: r={p['recall']:.3f} qps={p['batch_qps']:.0f} "
+                f"p50={p['single_p50_us']:.0f}us"
+                for p in points
+            )
+        )
+
+    ratios: dict[str, Any] = {}
+    if "shardwalk-hnsw" in out and "hnswlib" in out:
+        sw, hl = out["shardwalk-hnsw"]["points"], out["hnswlib"]["points"]
+        ratios["hnsw_batch_qps_vs_hnswlib"] = [
             {
                 "ef": a["ef"],
                 "ratio": round(a["batch_qps"] / b["batch_qps"], 3),
@@ -308,23 +379,26 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
                 "recall_hnswlib": b["recall"],
             }
             for a, b in zip(sw, hl)
-        ],
-        "hnsw_added_single_latency_us": [
+        ]
+        ratios["hnsw_added_single_latency_us"] = [
             {
                 "ef": a["ef"],
                 "p50": round(a["single_p50_us"] - b["single_p50_us"], 1),
                 "mean": round(a["single_mean_us"] - b["single_mean_us"], 1),
             }
             for a, b in zip(sw, hl)
-        ],
-        "partitioned_minus_hnsw_recall": [
-            {"ef": a["ef"], "delta": round(a["recall"] - b["recall"], 4)} for a, b in zip(part, sw)
-        ],
-    }
-    if threads > 1:
-        one = systems["shardwalk-partitioned-1thread"]["build_seconds"]
-        many = systems[f"shardwalk-partitioned-{threads}thread"]["build_seconds"]
-        ratios[f"partitioned_build_speedup_{threads}_threads"] = round(one / many, 3)
+        ]
+    part_name = f"shardwalk-partitioned-{threads}thread"
+    if part_name in out and "shardwalk-hnsw" in out:
+        ratios["partitioned_minus_hnsw_recall"] = [
+            {"ef": a["ef"], "delta": round(a["recall"] - b["recall"], 4)}
+            for a, b in zip(out[part_name]["points"], out["shardwalk-hnsw"]["points"])
+        ]
+    if threads > 1 and part_name in out and "shardwalk-partitioned-1thread" in out:
+        ratios[f"partitioned_build_speedup_{threads}_threads"] = round(
+            out["shardwalk-partitioned-1thread"]["build_seconds"] / out[part_name]["build_seconds"],
+            3,
+        )
     return {
         "dataset": data.name,
         "n": n,
@@ -336,6 +410,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
             "ef_construction": efc,
             "threads": threads,
             "partitions": args.partitions,
+            "rounds": args.rounds,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -343,7 +418,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
             "faiss": faiss.__version__,
             "hnswlib": "0.8.0",
         },
-        "systems": systems,
+        "systems": out,
         "ratios": ratios,
     }
 
@@ -396,6 +471,8 @@ def main() -> None:
     parser.add_argument("--nlist", type=int, default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--singles", type=int, default=500, help="queries timed one at a time")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds")
+    parser.add_argument("--only", default="", help="comma-separated system names to run")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
     data = (

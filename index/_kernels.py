@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+# Reassociation lets reductions vectorise; no "nnan"/"ninf": the top-k code compares with +inf.
+_FAST = {"reassoc", "contract", "arcp", "nsz", "afn"}
+
 
 @njit(cache=True)
 def capacity_assign(
@@ -35,7 +38,7 @@ def capacity_assign(
     return assign
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=_FAST)
 def _distance(q: np.ndarray, x: np.ndarray, ip: bool) -> float:
     acc = 0.0
     if ip:
@@ -48,7 +51,7 @@ def _distance(q: np.ndarray, x: np.ndarray, ip: bool) -> float:
     return acc
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=_FAST)
 def _offer(best_d: np.ndarray, best_r: np.ndarray, worst: int, d: float, r: int) -> int:
     """Keep the k smallest (d, r) in unsorted arrays; returns the slot of the current worst."""
     if d >= best_d[worst]:
@@ -70,7 +73,7 @@ def _finish(best_d: np.ndarray, best_r: np.ndarray, out_d: np.ndarray, out_r: np
         out_r[i] = best_r[order[i]] if best_d[order[i]] < np.inf else -1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FAST)
 def scan_rows(
     queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, ip: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +93,7 @@ def scan_rows(
     return out_r, out_d
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FAST)
 def probe_leaves(
     queries: np.ndarray,
     vectors: np.ndarray,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import SearchResult, VectorIndex, empty_result
+from shardwalk.index.flat import exact_search
 from shardwalk.index.tenancy import MultiTenantIndex
 
 __all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "plan_search"]
@@ -62,6 +63,12 @@ class Explain:
 def _exact(
     vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int, ip: bool
 ) -> SearchResult:
+    """Exact top-k among ``vectors[rows]``. A batch gathers the rows once and uses BLAS; a few
+    queries scan the rows in place (no copy)."""
+    if queries.shape[0] >= 16:
+        local = exact_search(vectors[rows], queries, k, "ip" if ip else "l2")
+        ids = np.where(local.ids >= 0, rows[np.maximum(local.ids, 0)], -1)
+        return SearchResult(ids=ids, distances=local.distances)
     found, distances = scan_rows(queries, vectors, rows, k, ip)
     return SearchResult(ids=found, distances=distances)
 

@@ -219,6 +219,8 @@ def validate(predicate: Any, schema: Mapping[str, pa.DataType]) -> Predicate:
         raise InvalidArgumentError(
             f"filter on unknown attribute {node.field!r}; this collection's attributes: {known}"
         )
+    if pa.types.is_null(schema[node.field]):
+        return node  # every value so far is missing: nothing to check, nothing will match
     kind = _kind(schema[node.field])
     expect = {
         "int": "an integer",
@@ -295,6 +297,8 @@ def evaluate(predicate: Predicate, table: pa.Table) -> np.ndarray:
     if predicate.field not in table.column_names:
         return np.zeros(n, dtype=bool)  # no row has the attribute (yet)
     column = table.column(predicate.field)
+    if pa.types.is_null(column.type):
+        return np.zeros(n, dtype=bool)  # every value missing
     is_list = pa.types.is_list(column.type)
     if isinstance(predicate, Exists):
         valid = _mask(pc.is_valid(column))

@@ -1,6 +1,7 @@
 """The filtered-search planner: per call, from the number of rows that match, pick the path.
 
-- ``exact``: few rows match (at most ``exact_max_rows``): score every one of them exactly.
+- ``exact``: few rows match (at most ``exact_max_rows``, or for a graph index at most 5% of
+  it): score every one of them exactly.
 - ``tenant-index``: a multi-tenant index visits only the leaves holding rows in scope, closest
   first, scoring only rows that match.
 - ``graph-postfilter``: a graph index is asked for enough neighbours that k of them match at
@@ -27,6 +28,10 @@ from shardwalk.index.tenancy import MultiTenantIndex
 __all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "plan_search"]
 
 EXACT_MAX_ROWS = 2048
+# Over-fetching from a graph costs about 1 / selectivity times an unfiltered search; below
+# this selectivity scoring the matches exactly is cheaper (Vespa's exact threshold is 2%;
+# without a filter-first traversal ours pays more, so it switches later).
+GRAPH_EXACT_SELECTIVITY = 0.05
 
 
 @dataclass
@@ -102,6 +107,16 @@ def plan_search(
                 "flat index: always exact"
                 if index.kind == "flat" and count > exact_max_rows
                 else f"{count} matches <= {exact_max_rows}: scoring them all is cheapest"
+            )
+        elif not isinstance(index, MultiTenantIndex) and (
+            count / max(len(index), 1) <= GRAPH_EXACT_SELECTIVITY
+        ):
+            result = _exact(vectors, queries, scope.matches, k, ip)
+            explain.path = "exact"
+            explain.reason = (
+                f"{count} matches are {count / max(len(index), 1):.1%} of the index (<= "
+                f"{GRAPH_EXACT_SELECTIVITY:.0%}): over-fetching from the graph would cost more "
+                "than scoring them all"
             )
         elif isinstance(index, MultiTenantIndex):
             result = index.search(

@@ -152,6 +152,30 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
             f"p99 {summary['single_query_p99_ms']} ms",
             file=out,
         )
+        # tenant-scoped, attribute-filtered search, checked against exact filtered search
+        from shardwalk import F
+
+        tenant = "t0003"
+        where = (F("year") >= 2010) & F("lang").isin(["en", "de"])
+        q = data.queries[:100]
+        filtered = collection.search(q, k=k, tenant=tenant, where=where, explain=True)
+        allowed = np.flatnonzero(
+            (np.array(data.tenants) == tenant)
+            & (np.array(data.attributes["year"]) >= 2010)
+            & np.isin(np.array(data.attributes["lang"]), ["en", "de"])
+        )
+        local = exact_search(data.vectors[allowed], q, k, "l2").ids
+        filtered_recall = _recall(filtered.ids, allowed[local])
+        report = filtered.explain
+        summary["filtered_recall_at_10"] = round(filtered_recall, 4)
+        summary["filtered_path"] = report.path
+        print(
+            f"tenant {tenant!r} where year >= 2010 and lang in (en, de): {report.matches:,} of "
+            f"{report.visible:,} visible vectors match; path {report.path!r} ({report.reason}); "
+            f"recall@10 against exact filtered search {filtered_recall:.4f}; "
+            f"{len(q) / report.seconds:,.0f} queries/s",
+            file=out,
+        )
         if args.json:
             print(json.dumps(summary), file=out)
     finally:

@@ -157,13 +157,19 @@ class RowTable:
 
     @property
     def schema(self) -> dict[str, pa.DataType]:
+        """Attribute name -> type (``null`` for attributes whose values were all missing)."""
         return dict(self._schema)
 
     # -- writes -----------------------------------------------------------------------------
     def check_schema(self, attributes: pa.Table) -> None:
         for field in attributes.schema:
             known = self._schema.get(field.name)
-            if known is not None and known != field.type and not pa.types.is_null(field.type):
+            if (
+                known is not None
+                and known != field.type
+                and not pa.types.is_null(known)
+                and not pa.types.is_null(field.type)
+            ):
                 raise InvalidArgumentError(
                     f"attribute {field.name!r} holds {known} in this collection; got {field.type}"
                 )
@@ -193,8 +199,9 @@ class RowTable:
                 self._alive[old] = False
             self._row_of[id_] = row
         for i, field in enumerate(attributes.schema):
-            if pa.types.is_null(field.type) and field.name in self._schema:
-                column = attributes.column(i).cast(self._schema[field.name])
+            known = self._schema.get(field.name)
+            if pa.types.is_null(field.type) and known is not None and not pa.types.is_null(known):
+                column = attributes.column(i).cast(known)
                 attributes = attributes.set_column(i, field.name, column)
         chunk = (
             attributes.append_column(TENANT, tenants)
@@ -205,8 +212,9 @@ class RowTable:
             chunk = chunk.append_column(SHARED, shared)
         self._chunks.append(chunk)
         for field in attributes.schema:
-            if not pa.types.is_null(field.type):
-                self._schema.setdefault(field.name, field.type)
+            if not pa.types.is_null(self._schema.get(field.name, pa.null())):
+                continue
+            self._schema[field.name] = field.type  # null until a typed value arrives
         return rows
 
     def replaced_rows(self, ids: np.ndarray) -> np.ndarray:
@@ -276,9 +284,5 @@ class RowTable:
         out._row_of = dict(zip(out._ids[live].tolist(), live.tolist()))
         rest = table.drop_columns([ID, ALIVE])
         out._chunks = [rest]
-        out._schema = {
-            f.name: f.type
-            for f in rest.schema
-            if f.name not in (TENANT, SHARED) and not pa.types.is_null(f.type)
-        }
+        out._schema = {f.name: f.type for f in rest.schema if f.name not in (TENANT, SHARED)}
         return out

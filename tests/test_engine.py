@@ -123,3 +123,15 @@ def test_compact_drops_dead_rows_and_keeps_results(engine, data):
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(before, after)]) >= 0.95
     assert col.get([101]).tenants == [data.tenants[101]]  # untouched
     assert col.get([1]).tenants == [None]  # re-upserted without a tenant
+
+
+def test_an_attribute_first_seen_empty_takes_its_type_later(engine):
+    col = engine.create_collection("a", dim=2, index="flat")
+    col.upsert([1], [[0.0, 1.0]], attributes={"year": [None]})
+    assert col.search([0.0, 1.0], k=1, where=shardwalk.F("year") > 3).ids[0, 0] == -1
+    col.upsert([2], [[0.0, 1.0]], attributes={"year": [2020]})
+    col.upsert([3], [[0.0, 1.0]], attributes={"year": [None]})
+    assert col.stats()["attributes"] == {"year": "int64"}
+    assert col.search([0.0, 1.0], k=3, where=shardwalk.F("year") > 3).ids[0].tolist() == [2, -1, -1]
+    with pytest.raises(InvalidArgumentError, match="holds int64 in this collection; got string"):
+        col.upsert([4], [[0.0, 1.0]], attributes={"year": ["x"]})

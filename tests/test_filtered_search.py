@@ -201,3 +201,39 @@ def test_no_result_ever_leaves_the_scope(n, seed, predicate, tenant, kind, k):
     assert (res.ids[:, :want] >= 0).all() and (res.ids[:, want:] == -1).all()
     assert allowed[res.ids[res.ids >= 0]].all()
     engine.close()
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "multitenant"])
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_tenants_sharing_and_attributes_survive_reopen(tmp_path, kind, checkpoint):
+    data = clustered_vectors(3000, 8, queries=20, tenants=6, seed=3)
+    shared = [["t0005"] if i % 50 == 0 else [] for i in range(3000)]
+    eng = shardwalk.Engine.open(tmp_path / "db")
+    col = eng.create_collection("c", dim=8, index=kind)
+    col.upsert(
+        data.ids, data.vectors, tenants=data.tenants, shared_with=shared, attributes=data.attributes
+    )
+    col.delete(data.ids[:10])
+    where = (F("year") >= 2000) & F("lang").isin(["en", "de"])
+    before = [
+        col.search(data.queries, k=5, tenant=t, where=w).ids
+        for t in ("t0000", "t0005")
+        for w in (None, where)
+    ]
+    if checkpoint:
+        eng.close()
+    else:
+        eng._datadir.close()  # crash: the log carries tenants, access lists and attributes
+    with shardwalk.Engine.open(tmp_path / "db") as eng2:
+        col2 = eng2.collection("c")
+        after = [
+            col2.search(data.queries, k=5, tenant=t, where=w).ids
+            for t in ("t0000", "t0005")
+            for w in (None, where)
+        ]
+        for a, b in zip(before, after):
+            overlap = np.mean(
+                [len(set(x) & set(y)) / max(1, len(set(x) - {-1})) for x, y in zip(a, b)]
+            )
+            assert overlap >= (1.0 if checkpoint else 0.95)
+        assert col2.get([50]).shared_with == [["t0005"]]

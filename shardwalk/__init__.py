@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 from shardwalk.collection import Collection, Records
 from shardwalk.engine import Engine
+from shardwalk.graph import Graph
 from shardwalk.index.base import SearchResult
 from shardwalk.index.filters import F
 
@@ -28,6 +29,7 @@ __all__ = [
     "Engine",
     "F",
     "FailedPreconditionError",
+    "Graph",
     "InvalidArgumentError",
     "NotFoundError",
     "PermissionDeniedError",

@@ -8,6 +8,8 @@ import threading
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from shardwalk.collection import Collection
 from shardwalk.errors import (
     AlreadyExistsError,
@@ -15,6 +17,7 @@ from shardwalk.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from shardwalk.graph import Graph, check_edges
 from shardwalk.storage import DataDir
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import WriteAheadLog
@@ -35,6 +38,7 @@ class Engine:
     def __init__(self, datadir: DataDir | None) -> None:
         self._datadir = datadir
         self._collections: dict[str, Collection] = {}
+        self._graphs: dict[str, Graph] = {}
         self._lock = threading.RLock()
         self._closed = False
 
@@ -197,6 +201,155 @@ class Engine:
                 self._datadir.commit(remove)
                 shutil.rmtree(self._datadir.collection_dir(name), ignore_errors=True)
 
+    # -- graphs -----------------------------------------------------------------------------
+    def create_graph(
+        self,
+        name: str,
+        edges: Any,
+        weights: Any = None,
+        *,
+        directed: bool = True,
+        node_ids: Any = None,
+        self_loops: str = "keep",
+        duplicates: str = "collapse",
+    ) -> Graph:
+        """Create a graph from edges between int64 node ids.
+
+        Parameters
+        ----------
+        name : str
+        edges : (E, 2) array of (src, dst) ids, a (src, dst) pair of arrays, or a CSRGraph
+            Node ids share the id space of collections, so kNN hits can seed PPR.
+        weights : (E,) array of float, optional
+            Finite and > 0 (signed graphs need a transform first, e.g. ``w - w.min() + 1``).
+        directed : bool
+            If False every edge is stored both ways.
+        node_ids : array of int, optional
+            The full node set (lets isolated nodes exist).
+        self_loops : {"keep", "drop"}
+        duplicates : {"collapse", "count", "error"}
+            Repeated edges: keep one (weights summed), keep the count as weight, or refuse.
+
+        Raises
+        ------
+        AlreadyExistsError, InvalidArgumentError
+        """
+        from shardwalk.walks import CSRGraph
+
+        check_name("graph", name)
+        if isinstance(edges, CSRGraph):
+            return self._add_graph(name, edges)
+        src, dst = check_edges(edges)
+        csr = CSRGraph.from_edges(
+            src,
+            dst,
+            weights,
+            directed=directed,
+            node_ids=node_ids,
+            self_loops=self_loops,  # type: ignore[arg-type]
+            duplicates=duplicates,  # type: ignore[arg-type]
+        )
+        return self._add_graph(name, csr)
+
+    def load_graph(
+        self, name: str, path: str | os.PathLike[str], *, format: str = "auto", **options: Any
+    ) -> Graph:
+        """Create a graph from a file: a SNAP edge list (``.txt``, ``.gz``, ``.csv``), Parquet
+        (``src``, ``dst`` [, weight] columns) or a directory of ``edges.npy`` [+ ``ids.npy``,
+        ``weights.npy``]. ``options`` go to the loader (``directed``, ``weighted``,
+        ``delimiter``, ``weight`` column name, ...)."""
+        from shardwalk.walks import load_edge_list, load_npy_dir, load_parquet
+
+        check_name("graph", name)
+        path = os.fspath(path)
+        fmt = format
+        if fmt == "auto":
+            if os.path.isdir(path):
+                fmt = "npy"
+            elif path.endswith((".parquet", ".pq")):
+                fmt = "parquet"
+            else:
+                fmt = "snap"
+        loaders = {"snap": load_edge_list, "parquet": load_parquet, "npy": load_npy_dir}
+        if fmt not in loaders:
+            raise InvalidArgumentError(
+                f"format must be one of 'auto', 'snap', 'parquet', 'npy'; got {format!r}"
+            )
+        if not os.path.exists(path):
+            raise NotFoundError(f"no such file or directory: {path!r}")
+        return self._add_graph(name, loaders[fmt](path, **options))
+
+    def _add_graph(self, name: str, csr: Any) -> Graph:
+        with self._lock:
+            self._check_open()
+            if name in self.graphs():
+                raise AlreadyExistsError(f"graph {name!r} already exists; drop it first")
+            graph = Graph._create(name, csr, self._datadir)
+            self._graphs[name] = graph
+            return graph
+
+    def graph(self, name: str) -> Graph:
+        """The graph called ``name`` (memory-mapped from disk on first use)."""
+        with self._lock:
+            self._check_open()
+            found = self._graphs.get(name)
+            if found is not None:
+                return found
+            entry = None if self._datadir is None else self._datadir.manifest["graphs"].get(name)
+            if entry is None:
+                known = ", ".join(repr(n) for n in self.graphs()) or "none"
+                raise NotFoundError(f"no graph {name!r}; graphs: {known}")
+            graph = Graph._open(name, entry, self._datadir)  # type: ignore[arg-type]
+            self._graphs[name] = graph
+            return graph
+
+    def graphs(self) -> list[str]:
+        """Names of all graphs, sorted."""
+        with self._lock:
+            self._check_open()
+            names = set(self._graphs)
+            if self._datadir is not None:
+                names |= set(self._datadir.manifest["graphs"])
+            return sorted(names)
+
+    def drop_graph(self, name: str) -> None:
+        """Delete a graph, its fingerprints and its files."""
+        with self._lock:
+            self._check_open()
+            if name not in self.graphs():
+                known = ", ".join(repr(n) for n in self.graphs()) or "none"
+                raise NotFoundError(f"no graph {name!r} to drop; graphs: {known}")
+            graph = self._graphs.pop(name, None)
+            if graph is not None:
+                graph._close("was dropped")
+            if self._datadir is not None:
+
+                def remove(manifest: dict[str, Any]) -> None:
+                    manifest["graphs"].pop(name, None)
+
+                self._datadir.commit(remove)
+                shutil.rmtree(self._datadir.graph_dir(name), ignore_errors=True)
+
+    def embed_graph(
+        self,
+        graph: str,
+        collection: str,
+        *,
+        dim: int = 128,
+        index: str = "hnsw",
+        **fastrp_params: Any,
+    ) -> Collection:
+        """Write FastRP embeddings of a graph's nodes into a new cosine collection keyed by node
+        id, so node similarity search works through the ordinary vector API."""
+        g = self.graph(graph)
+        vectors = g.fastrp(dim=dim, **fastrp_params)
+        norms = np.linalg.norm(vectors, axis=1)
+        keep = norms > 0  # isolated nodes embed to zero: no direction to compare
+        col = self.create_collection(collection, dim=dim, metric="cosine", index=index)
+        if keep.any():
+            col.upsert(g.node_ids[keep], vectors[keep])
+        return col
+
     # -- lifecycle --------------------------------------------------------------------------
     def flush(self) -> None:
         """Checkpoint every open collection that changed."""
@@ -217,7 +370,10 @@ class Engine:
             finally:
                 for collection in self._collections.values():
                     collection._close("belongs to a closed engine")
+                for graph in self._graphs.values():
+                    graph._close("belongs to a closed engine")
                 self._collections.clear()
+                self._graphs.clear()
                 if self._datadir is not None:
                     self._datadir.close()
                 self._closed = True

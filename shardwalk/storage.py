@@ -7,6 +7,8 @@ Layout::
     <root>/collections/<name>/snap-<gen>/ an immutable snapshot: rows, vectors, index files,
                                           and snapshot.json with every file's size and crc32
     <root>/collections/<name>/wal-<gen>.log  the upserts and deletes since that snapshot
+    <root>/graphs/<name>/csr-<gen>/       a graph's CSR arrays (memory-mapped when opened)
+    <root>/graphs/<name>/fp-<gen>/        its fingerprints
 
 A checkpoint writes a new snapshot and an empty log under a new generation, fsyncs them, and
 only then atomically replaces the manifest; the old snapshot and log are removed afterwards.
@@ -95,6 +97,7 @@ class DataDir:
             raise FailedPreconditionError(f"{str(self.root)!r} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "collections").mkdir(exist_ok=True)
+        (self.root / "graphs").mkdir(exist_ok=True)
         self._lock_file = open(self.root / "LOCK", "a+")
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -118,12 +121,20 @@ class DataDir:
                     f"shardwalk reads version {FORMAT_VERSION}"
                 )
         else:
-            self._manifest = {"format_version": FORMAT_VERSION, "generation": 0, "collections": {}}
+            self._manifest = {
+                "format_version": FORMAT_VERSION,
+                "generation": 0,
+                "collections": {},
+                "graphs": {},
+            }
             self._write(self._manifest)
-        # a collection dropped (or created) by a process that died before removing its files
-        for entry in (self.root / "collections").iterdir():
-            if entry.name not in self._manifest["collections"]:
-                shutil.rmtree(entry, ignore_errors=True)
+        self._manifest.setdefault("graphs", {})
+        # a collection or graph dropped (or created) by a process that died before removing
+        # its files
+        for kind in ("collections", "graphs"):
+            for entry in (self.root / kind).iterdir():
+                if entry.name not in self._manifest[kind]:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -153,9 +164,12 @@ class DataDir:
     def collection_dir(self, name: str) -> Path:
         return self.root / "collections" / name
 
-    def remove_unreferenced(self, name: str, keep: set[str]) -> None:
-        """Delete a collection's files the manifest no longer names."""
-        directory = self.collection_dir(name)
+    def graph_dir(self, name: str) -> Path:
+        return self.root / "graphs" / name
+
+    def remove_unreferenced(self, name: str, keep: set[str], *, kind: str = "collections") -> None:
+        """Delete a collection's (or graph's) files the manifest no longer names."""
+        directory = self.root / kind / name
         if not directory.is_dir():
             return
         for entry in directory.iterdir():

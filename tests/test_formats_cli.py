@@ -128,6 +128,7 @@ def test_cli_quickstart_ingest_search_info(tmp_path, capsys, vectors):
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["vectors"] == 3000 and summary["recall_at_10"] >= 0.95  # observed 1.0
     assert summary["filtered_recall_at_10"] >= 0.95 and summary["filtered_path"] == "exact"
+    assert summary["graph_nodes"] == 3000 and summary["ppr_precision_at_100"] >= 0.5
 
     write_texmex(tmp_path / "v.fvecs", vectors)
     data = str(tmp_path / "db")

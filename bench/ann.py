@@ -252,6 +252,10 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         return go
 
     add("hnswlib", "ef", efs, make_hnswlib, hnswlib_batch, hnswlib_single)
+    if args.rebuild_hnswlib:
+        # a second, identical raw build: multi-threaded insertion is nondeterministic, so this
+        # shows how much recall differs between two builds of the same graph
+        add("hnswlib-rebuild", "ef", efs, make_hnswlib, hnswlib_batch, hnswlib_single)
     add(
         "shardwalk-hnsw",
         "ef",
@@ -369,6 +373,11 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         )
 
     ratios: dict[str, Any] = {}
+    if "hnswlib-rebuild" in out and "hnswlib" in out:
+        ratios["hnswlib_rebuild_minus_hnswlib_recall"] = [
+            {"ef": a["ef"], "delta": round(a["recall"] - b["recall"], 4)}
+            for a, b in zip(out["hnswlib-rebuild"]["points"], out["hnswlib"]["points"])
+        ]
     if "shardwalk-hnsw" in out and "hnswlib" in out:
         sw, hl = out["shardwalk-hnsw"]["points"], out["hnswlib"]["points"]
         ratios["hnsw_batch_qps_vs_hnswlib"] = [
@@ -473,6 +482,11 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=500, help="queries timed one at a time")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds")
     parser.add_argument("--only", default="", help="comma-separated system names to run")
+    parser.add_argument(
+        "--rebuild-hnswlib",
+        action="store_true",
+        help="build raw hnswlib twice (build-to-build recall variance)",
+    )
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
     data = (
@@ -484,6 +498,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "ann-mnist" if args.dataset == "mnist" else f"ann-clustered-{args.n}"
+    if args.only or args.rebuild_hnswlib:
+        stem += "-variance" if args.rebuild_hnswlib else "-subset"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     plot(result, out / f"{stem}.png")
     print(json.dumps(result["ratios"], indent=1))

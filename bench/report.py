@@ -1,0 +1,105 @@
+"""Render the benchmark JSON in bench/results/ as the markdown tables of bench/README.md.
+
+python bench/report.py ann-clustered-1000000 ann-mnist filtered-clustered-1000000 ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def ann(r: dict) -> str:
+    out = [
+        f"**{r['dataset']}** (n={r['n']:,}, dim={r['dim']}, {r['queries']} queries, k={r['k']}, "
+        f"M={r['params']['m']}, efConstruction={r['params']['ef_construction']}, "
+        f"{r['params']['threads']} threads, best of {r['params'].get('rounds', 1)} interleaved rounds)",
+        "",
+        "| system | build s | build peak MiB | setting | recall@10 | batch QPS | single p50 us | single p99 us |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in r["systems"].items():
+        for i, p in enumerate(s["points"] or [{}]):
+            setting = next((f"{k}={p[k]}" for k in ("ef", "nprobe") if k in p), "-")
+            head = (
+                f"| {name} | {s['build_seconds']} | {s['build_peak_mib']:.0f} |"
+                if i == 0
+                else "| | | |"
+            )
+            if not p:
+                out.append(head + " - | - | - | - | - |")
+                continue
+            out.append(
+                f"{head} {setting} | {p['recall']:.4f} | {p['batch_qps']:,.0f} | "
+                f"{p['single_p50_us']:.0f} | {p['single_p99_us']:.0f} |"
+            )
+    ratios = r["ratios"]
+    out.append("")
+    if "hnsw_batch_qps_vs_hnswlib" in ratios:
+        rows = ratios["hnsw_batch_qps_vs_hnswlib"]
+        out.append(
+            "shardwalk hnsw / raw hnswlib batch QPS per ef: "
+            + ", ".join(f"{x['ef']}: {x['ratio']:.3f}" for x in rows)
+        )
+        lat = ratios["hnsw_added_single_latency_us"]
+        out.append(
+            "; added single-query latency (p50, us) per ef: "
+            + ", ".join(f"{x['ef']}: {x['p50']:+.1f}" for x in lat)
+        )
+    if "partitioned_minus_hnsw_recall" in ratios:
+        out.append(
+            "; partitioned minus hnsw recall at equal ef: "
+            + ", ".join(
+                f"{x['ef']}: {x['delta']:+.4f}" for x in ratios["partitioned_minus_hnsw_recall"]
+            )
+        )
+    for key, value in ratios.items():
+        if key.startswith("partitioned_build_speedup"):
+            out.append(f"; partitioned build speedup, 2 threads vs 1: {value:.2f}x")
+    return "\n".join(out) + "\n"
+
+
+def filtered(r: dict) -> str:
+    out = [
+        f"**{r['dataset']}** (n={r['n']:,}, dim={r['dim']}, {r['tenants']} tenants, "
+        f"{r['queries_per_scope']} queries per scope, HNSW M={r['params']['m']} "
+        f"efConstruction={r['params']['ef_construction']} ef={r['params']['ef']})",
+        "",
+        "| bucket | system | recall@10 | QPS | shardwalk / per-tenant | shardwalk / shared filter |",
+        "|---|---|---|---|---|---|",
+    ]
+    for bucket, systems in r["buckets"].items():
+        for i, (name, v) in enumerate(sorted(systems.items(), key=lambda x: x[0] != "shardwalk")):
+            extra = ""
+            if name == "shardwalk":
+                extra = (
+                    f" {v.get('qps_vs_per_tenant', '-')} | {v.get('qps_vs_shared_filter', '-')} |"
+                )
+            else:
+                extra = " | |"
+            out.append(
+                f"| {bucket if i == 0 else ''} | {name} | {v['recall']:.4f} | {v['qps']:,.0f} |{extra}"
+            )
+    paths = sorted({(s["bucket"], s["shardwalk_path"]) for s in r["scopes"]})
+    out += [
+        "",
+        "shardwalk paths per bucket: " + ", ".join(f"{b}: {p}" for b, p in paths),
+        "",
+        "memory (MiB above the process before the build): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in r["memory_mib"].items()),
+        f"; shardwalk / shared hnswlib: {r['memory_ratio_shardwalk_vs_shared_hnswlib']}x",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    for stem in sys.argv[1:]:
+        r = json.loads((RESULTS / f"{stem}.json").read_text())
+        print(ann(r) if stem.startswith("ann") else filtered(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -39,12 +39,12 @@ def capacity_assign(
 
 
 @njit(cache=True, inline="always", fastmath=_FAST)
-def _distance(q: np.ndarray, x: np.ndarray, ip: bool) -> float:
-    acc = 0.0
+def _distance(q: np.ndarray, x: np.ndarray, ip: bool) -> np.float32:
+    acc = np.float32(0.0)  # float32 lanes: twice as many per SIMD instruction as float64
     if ip:
         for j in range(q.shape[0]):
             acc += q[j] * x[j]
-        return 1.0 - acc
+        return np.float32(1.0) - acc
     for j in range(q.shape[0]):
         diff = q[j] - x[j]
         acc += diff * diff
@@ -97,8 +97,7 @@ def scan_rows(
 def probe_leaves(
     queries: np.ndarray,
     vectors: np.ndarray,
-    centroids: np.ndarray,
-    leaf_ids: np.ndarray,
+    leaf_distances: np.ndarray,
     offsets: np.ndarray,
     rows: np.ndarray,
     allowed: np.ndarray,
@@ -107,25 +106,23 @@ def probe_leaves(
     min_candidates: int,
     ip: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Search a set of rows grouped by leaf: leaf ``leaf_ids[j]`` holds
-    ``rows[offsets[j]:offsets[j + 1]]``. Leaves are visited closest centroid first; a row counts
-    only where ``allowed[row]``; the search stops once it has visited ``min_probe`` leaves and
-    scored ``min_candidates`` allowed rows (or visited every leaf).
+    """Search a set of rows grouped by leaf: leaf j holds ``rows[offsets[j]:offsets[j + 1]]``
+    and ``leaf_distances[q, j]`` ranks it for query q (computed in one BLAS call). Leaves are
+    visited closest first; a row counts only where ``allowed[row]``; the search stops once it
+    has visited ``min_probe`` leaves and scored ``min_candidates`` allowed rows (or visited
+    every leaf).
 
     Returns rows (n, k) padded with -1, distances (n, k) padded with +inf, and the number of
     rows scored per query.
     """
     n = queries.shape[0]
-    n_leaves = leaf_ids.shape[0]
+    n_leaves = leaf_distances.shape[1]
     out_r = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
     scored = np.zeros(n, dtype=np.int64)
     for qi in prange(n):
         q = queries[qi]
-        leaf_d = np.empty(n_leaves, dtype=np.float32)
-        for j in range(n_leaves):
-            leaf_d[j] = _distance(q, centroids[leaf_ids[j]], ip)
-        order = np.argsort(leaf_d)
+        order = np.argsort(leaf_distances[qi])
         best_d = np.full(k, np.inf, dtype=np.float32)
         best_r = np.full(k, -1, dtype=np.int64)
         worst = 0

@@ -100,7 +100,7 @@ class MultiTenantIndex:
         As for every index.
     leaves : int, optional
         Leaves of the shared clustering (default ``sqrt(n)`` at clustering time, 16-4096).
-    nprobe : int, default 16
+    nprobe : int, default 8
         Leaves a search visits at least (per query, among the leaves that hold rows it may see).
     candidates : int, default 256
         Rows a search scores at least before it stops visiting leaves (raised to 4 k).
@@ -118,7 +118,7 @@ class MultiTenantIndex:
         dim: int,
         metric: IndexMetric,
         leaves: int | None = None,
-        nprobe: int = 16,
+        nprobe: int = 8,
         candidates: int = 256,
         train_size: int | None = None,
         seed: int = 0,
@@ -261,11 +261,15 @@ class MultiTenantIndex:
         if rows is None:
             rows_key, rows_version = ("__all__",), len(self.store)
         leaf_ids, offsets, by_leaf = self._leaf_lists(rows_key, rows_version, rows)
+        centroids = self._centroids[leaf_ids]
+        if ip:
+            leaf_distances = -(queries @ centroids.T)
+        else:  # |q - c|^2 up to the per-query constant |q|^2, which does not change the order
+            leaf_distances = (centroids * centroids).sum(axis=1) - 2.0 * (queries @ centroids.T)
         found, distances, _ = probe_leaves(
             queries,
             vectors,
-            self._centroids,
-            leaf_ids,
+            np.ascontiguousarray(leaf_distances, dtype=np.float32),
             offsets,
             by_leaf,
             allowed,

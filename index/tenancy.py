@@ -136,7 +136,7 @@ class MultiTenantIndex:
         self._centroids: np.ndarray | None = None
         self._clustered_at = 0
         self._live = 0
-        self._lists: dict[Any, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._lists: dict[Any, tuple[Any, ...]] = {}  # key -> (version, sub-structure arrays)
 
     def params(self) -> dict[str, Any]:
         return {"leaves": self.leaves, "nprobe": self.nprobe, "candidates": self.candidates}
@@ -214,11 +214,14 @@ class MultiTenantIndex:
     # -- reads ------------------------------------------------------------------------------
     def _leaf_lists(
         self, key: Any, version: int, rows: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The rows of a tenant (or of everyone, ``rows=None``) grouped by leaf, cached."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A tenant's (or everyone's, ``rows=None``) sub-structure, cached: the centroids of the
+        leaves that hold its rows, with their squared norms in a last column; offsets; its rows
+        grouped by leaf."""
         cached = self._lists.get(key)
         if cached is not None and cached[0] == version:
-            return cached[1], cached[2], cached[3]
+            return cached[1], cached[2], cached[3], cached[4]
+        assert self._centroids is not None
         n = len(self.store)
         rows = np.arange(n, dtype=np.int64) if rows is None else rows
         leaf = self._leaf_of[rows]
@@ -226,8 +229,10 @@ class MultiTenantIndex:
         rows_by_leaf = rows[order]
         leaf_ids, starts = np.unique(leaf[order], return_index=True)
         offsets = np.append(starts, rows.size).astype(np.int64)
-        self._lists[key] = (version, leaf_ids.astype(np.int64), offsets, rows_by_leaf)
-        return leaf_ids.astype(np.int64), offsets, rows_by_leaf
+        centroids = np.ascontiguousarray(self._centroids[leaf_ids])
+        norms = (centroids * centroids).sum(axis=1)
+        self._lists[key] = (version, centroids, norms, offsets, rows_by_leaf)
+        return centroids, norms, offsets, rows_by_leaf
 
     def search(
         self,
@@ -260,12 +265,12 @@ class MultiTenantIndex:
             return SearchResult(ids=found, distances=distances)
         if rows is None:
             rows_key, rows_version = ("__all__",), len(self.store)
-        leaf_ids, offsets, by_leaf = self._leaf_lists(rows_key, rows_version, rows)
-        centroids = self._centroids[leaf_ids]
+        centroids, norms, offsets, by_leaf = self._leaf_lists(rows_key, rows_version, rows)
+        products = queries @ centroids.T
         if ip:
-            leaf_distances = -(queries @ centroids.T)
+            leaf_distances = -products
         else:  # |q - c|^2 up to the per-query constant |q|^2, which does not change the order
-            leaf_distances = (centroids * centroids).sum(axis=1) - 2.0 * (queries @ centroids.T)
+            leaf_distances = norms - 2.0 * products
         found, distances, _ = probe_leaves(
             queries,
             vectors,

@@ -186,7 +186,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
         print(f"[{data.name}] {msg}", flush=True)
 
     def want(name: str) -> bool:
-        return only is None or name in only
+        return only is None or name in only or (name == "hnswlib-rebuild" and "hnswlib" in only)
 
     def add(name, knob, settings, make, batch, single, singles=args.singles):
         if not want(name):

@@ -151,7 +151,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = shardwalk.Engine.memory()
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        col = engine.create_collection("mt", dim=dim, index="multitenant")
+        col = engine.create_collection(
+            "mt", dim=dim, index="multitenant", quantization=args.quantization
+        )
         attributes = {"u": d["u"]}
         if d["label"] is not None:
             attributes["digit"] = d["label"]
@@ -395,6 +397,12 @@ def main() -> None:
     parser.add_argument("--ef-construction", type=int, default=100)
     parser.add_argument("--ef", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--quantization",
+        default="none",
+        choices=["none", "sq8"],
+        help="shardwalk multitenant first pass: float vectors or SQ8 codes",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
@@ -402,6 +410,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "filtered-mnist" if args.dataset == "mnist" else f"filtered-clustered-{args.n}"
+    if args.quantization != "none":
+        stem += f"-{args.quantization}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
     plot(result, out / f"{stem}.png")
     print(

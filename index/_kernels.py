@@ -38,6 +38,13 @@ def capacity_assign(
     return assign
 
 
+@njit(cache=True, inline="always")
+def _is_set(bits: np.ndarray, r: int) -> bool:
+    """Bit r of a little-endian packed bitmap (np.packbits(mask, bitorder="little")): an eighth
+    of a bool array's bytes, so a 1M-row mask stays in cache."""
+    return (bits[r >> 3] >> (r & 7)) & 1 == 1
+
+
 @njit(cache=True, inline="always", fastmath=_FAST)
 def _distance(q: np.ndarray, x: np.ndarray, ip: bool) -> np.float32:
     acc = np.float32(0.0)  # float32 lanes: twice as many per SIMD instruction as float64
@@ -108,7 +115,7 @@ def probe_leaves(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Search a set of rows grouped by leaf: leaf j holds ``rows[offsets[j]:offsets[j + 1]]``
     and ``leaf_distances[q, j]`` ranks it for query q (computed in one BLAS call). Leaves are
-    visited closest first; a row counts only where ``allowed[row]``; the search stops once it
+    visited closest first; a row counts only where its bit is set in ``allowed`` (packed); the search stops once it
     has visited ``min_probe`` leaves and scored ``min_candidates`` allowed rows (or visited
     every leaf).
 
@@ -143,12 +150,106 @@ def probe_leaves(
             j = order[p]
             for t in range(offsets[j], offsets[j + 1]):
                 r = rows[t]
-                if allowed[r]:
+                if _is_set(allowed, r):
                     seen += 1
                     worst = _offer(best_d, best_r, worst, _distance(q, vectors[r], ip), r)
             p += 1
             if p >= min_probe and seen >= min_candidates:
                 break
         scored[qi] = seen
+        _finish(best_d, best_r, out_d[qi], out_r[qi])
+    return out_r, out_d, scored
+
+
+@njit(cache=True, inline="always", fastmath=_FAST)
+def _code_distance(
+    qc: np.ndarray, weights: np.ndarray, code: np.ndarray, ip: bool, base: float
+) -> np.float32:
+    """SQ8 distance: l2 as sum w_j (qc_j - c_j)^2 with qc the query in code units and w the
+    squared step; ip as 1 - (base + sum qc_j c_j) with qc = q * step and base = <q, min>."""
+    acc = np.float32(0.0)
+    if ip:
+        for j in range(qc.shape[0]):
+            acc += qc[j] * np.float32(code[j])
+        return np.float32(1.0) - (np.float32(base) + acc)
+    for j in range(qc.shape[0]):
+        diff = qc[j] - np.float32(code[j])
+        acc += weights[j] * diff * diff
+    return acc
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def probe_leaves_sq8(
+    queries: np.ndarray,
+    vectors: np.ndarray,
+    codes: np.ndarray,
+    low: np.ndarray,
+    step: np.ndarray,
+    leaf_distances: np.ndarray,
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    positions: np.ndarray,
+    allowed: np.ndarray,
+    k: int,
+    rerank: int,
+    min_probe: int,
+    min_candidates: int,
+    ip: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``probe_leaves`` on 8-bit scalar-quantised codes (SQUASH-style first pass): rows are
+    scored on ``codes[positions[t]]`` (stored in leaf order, so a tenant's rows in a leaf sit
+    close together), the best ``rerank`` by that score are re-ranked exactly on ``vectors``."""
+    n = queries.shape[0]
+    dim = queries.shape[1]
+    n_leaves = leaf_distances.shape[1]
+    out_r = np.full((n, k), -1, dtype=np.int64)
+    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    scored = np.zeros(n, dtype=np.int64)
+    weights = step * step
+    first = min(n_leaves, max(64, 4 * min_probe))
+    for qi in prange(n):
+        q = queries[qi]
+        qc = np.empty(dim, dtype=np.float32)
+        base = 0.0
+        if ip:
+            for j in range(dim):
+                qc[j] = q[j] * step[j]
+                base += q[j] * low[j]
+        else:
+            for j in range(dim):
+                qc[j] = (q[j] - low[j]) / step[j]
+        ranks = leaf_distances[qi]
+        if first < n_leaves:
+            threshold = np.partition(ranks.copy(), first - 1)[first - 1]
+            head = np.nonzero(ranks <= threshold)[0]
+            order = head[np.argsort(ranks[head])]
+        else:
+            order = np.argsort(ranks)
+        cand_d = np.full(rerank, np.inf, dtype=np.float32)
+        cand_r = np.full(rerank, -1, dtype=np.int64)
+        worst = 0
+        seen = 0
+        p = 0
+        while p < n_leaves:
+            if p == order.shape[0]:
+                order = np.argsort(ranks)
+            j = order[p]
+            for t in range(offsets[j], offsets[j + 1]):
+                r = rows[t]
+                if _is_set(allowed, r):
+                    seen += 1
+                    d = _code_distance(qc, weights, codes[positions[t]], ip, base)
+                    worst = _offer(cand_d, cand_r, worst, d, r)
+            p += 1
+            if p >= min_probe and seen >= min_candidates:
+                break
+        scored[qi] = seen
+        best_d = np.full(k, np.inf, dtype=np.float32)
+        best_r = np.full(k, -1, dtype=np.int64)
+        worst = 0
+        for i in range(rerank):
+            r = cand_r[i]
+            if r >= 0:
+                worst = _offer(best_d, best_r, worst, _distance(q, vectors[r], ip), r)
         _finish(best_d, best_r, out_d[qi], out_r[qi])
     return out_r, out_d, scored

@@ -41,6 +41,7 @@ class Scope:
     matches: np.ndarray  # the live rows in scope that satisfy the predicate, sorted
     allowed: np.ndarray  # bool per row: the same set as a mask
     tenant_rows: np.ndarray | None  # the tenant's rows (live or not), when a tenant is given
+    allowed_bits: np.ndarray | None = None  # ``allowed`` packed little-endian, when at hand
     tenant_key: Any = None
     tenant_version: int = 0
     visible: int = 0  # live rows the caller may see, before the predicate
@@ -126,6 +127,7 @@ def plan_search(
                 rows_key=scope.tenant_key,
                 rows_version=scope.tenant_version,
                 allowed=scope.allowed,
+                allowed_bits=scope.allowed_bits,
                 **params,
             )
             explain.path = "tenant-index"

@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from shardwalk.index._kernels import probe_leaves, scan_rows
+from shardwalk.index._kernels import probe_leaves, probe_leaves_sq8, scan_rows
 from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
 from shardwalk.index.store import VectorStore
 
@@ -107,6 +107,14 @@ class MultiTenantIndex:
     train_size : int, optional
         Vectors to collect before the first clustering (default 4096); until then searches
         scan exactly.
+    quantization : {"none", "sq8"}, default "none"
+        "none": score the float vectors directly. "sq8": a first pass on 8-bit
+        scalar-quantised codes kept in leaf order (a quarter of the bytes, read close
+        together), the best candidates re-ranked on the exact vectors (in the spirit of
+        SQUASH): about 3x faster when a search scores many rows (large scopes, unfiltered),
+        slower for small tenants, and a quarter more memory.
+    rerank : int, default 4
+        With "sq8", candidates re-ranked exactly per result wanted (rerank * k, at least 32).
     seed : int, default 0
     """
 
@@ -121,9 +129,13 @@ class MultiTenantIndex:
         nprobe: int = 8,
         candidates: int = 256,
         train_size: int | None = None,
+        quantization: str = "none",
+        rerank: int = 4,
         seed: int = 0,
     ) -> None:
         self.dim = dim
+        self.quantization = quantization
+        self.rerank = rerank
         self.metric: IndexMetric = metric
         self.leaves = leaves
         self.nprobe = nprobe
@@ -136,10 +148,22 @@ class MultiTenantIndex:
         self._centroids: np.ndarray | None = None
         self._clustered_at = 0
         self._live = 0
+        self._packed_alive: np.ndarray | None = None  # _alive as a bitmap, rebuilt after writes
         self._lists: dict[Any, tuple[Any, ...]] = {}  # key -> (version, sub-structure arrays)
+        # SQ8 codes by position; positions follow leaf order as of the last clustering
+        self._codes = np.zeros((0, dim), dtype=np.uint8)
+        self._pos_of = np.zeros(1024, dtype=np.int64)
+        self._n_codes = 0
+        self._low = np.zeros(dim, dtype=np.float32)
+        self._step = np.ones(dim, dtype=np.float32)
 
     def params(self) -> dict[str, Any]:
-        return {"leaves": self.leaves, "nprobe": self.nprobe, "candidates": self.candidates}
+        return {
+            "leaves": self.leaves,
+            "nprobe": self.nprobe,
+            "candidates": self.candidates,
+            "quantization": self.quantization,
+        }
 
     @property
     def trained(self) -> bool:
@@ -152,7 +176,9 @@ class MultiTenantIndex:
             alive[: self._alive.shape[0]] = self._alive
             leaf_of = np.zeros(size, dtype=np.int32)
             leaf_of[: self._leaf_of.shape[0]] = self._leaf_of
-            self._alive, self._leaf_of = alive, leaf_of
+            pos_of = np.zeros(size, dtype=np.int64)
+            pos_of[: self._pos_of.shape[0]] = self._pos_of
+            self._alive, self._leaf_of, self._pos_of = alive, leaf_of, pos_of
 
     # -- writes -----------------------------------------------------------------------------
     def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -168,6 +194,7 @@ class MultiTenantIndex:
         self._grow(len(self.store))
         self._alive[rows] = True
         self._live += rows.size
+        self._packed_alive = None
         n = len(self.store)
         if self._centroids is None:
             if n >= self.train_size:
@@ -176,7 +203,13 @@ class MultiTenantIndex:
             self._cluster()
         else:
             self._leaf_of[rows] = self._assign(vectors)
+            self._append_codes(rows, vectors)
         self._lists.clear()
+
+    def _alive_bits(self) -> np.ndarray:
+        if self._packed_alive is None:
+            self._packed_alive = np.packbits(self._alive, bitorder="little")
+        return self._packed_alive
 
     def _assign(self, vectors: np.ndarray) -> np.ndarray:
         assert self._centroids is not None
@@ -203,6 +236,41 @@ class MultiTenantIndex:
         self._centroids = km.centroids.copy()
         self._leaf_of[:n] = self._assign(vectors)
         self._clustered_at = n
+        if self.quantization == "sq8":
+            self._low = vectors.min(axis=0).astype(np.float32)
+            span = vectors.max(axis=0) - self._low
+            self._step = np.where(span > 0, span / 255.0, 1.0).astype(np.float32)
+        self._pack()
+
+    def _encode(self, vectors: np.ndarray) -> np.ndarray:
+        codes = np.rint((vectors - self._low) / self._step)
+        return np.clip(codes, 0, 255).astype(np.uint8)
+
+    def _pack(self) -> None:
+        """SQ8 codes of every row, laid out leaf by leaf."""
+        if self.quantization != "sq8":
+            return
+        n = len(self.store)
+        order = np.argsort(self._leaf_of[:n], kind="stable")
+        self._codes = np.empty((max(n, 1024), self.dim), dtype=np.uint8)
+        step = 1 << 16
+        vectors = self.store.view()
+        for start in range(0, n, step):
+            self._codes[start : start + step] = self._encode(vectors[order[start : start + step]])
+        self._pos_of[order] = np.arange(n, dtype=np.int64)
+        self._n_codes = n
+
+    def _append_codes(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        if self.quantization != "sq8":
+            return
+        end = self._n_codes + rows.size
+        if end > self._codes.shape[0]:
+            grown = np.empty((max(end, 2 * self._codes.shape[0]), self.dim), dtype=np.uint8)
+            grown[: self._n_codes] = self._codes[: self._n_codes]
+            self._codes = grown
+        self._codes[self._n_codes : end] = self._encode(vectors)
+        self._pos_of[rows] = np.arange(self._n_codes, end, dtype=np.int64)
+        self._n_codes = end
 
     def delete(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
@@ -210,17 +278,18 @@ class MultiTenantIndex:
         labels = labels[self._alive[labels]]
         self._alive[labels] = False
         self._live -= labels.size
+        self._packed_alive = None
 
     # -- reads ------------------------------------------------------------------------------
     def _leaf_lists(
         self, key: Any, version: int, rows: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """A tenant's (or everyone's, ``rows=None``) sub-structure, cached: the centroids of the
-        leaves that hold its rows, with their squared norms in a last column; offsets; its rows
-        grouped by leaf."""
+        leaves that hold its rows and their squared norms; offsets; its rows grouped by leaf,
+        and where each row's code is stored."""
         cached = self._lists.get(key)
         if cached is not None and cached[0] == version:
-            return cached[1], cached[2], cached[3], cached[4]
+            return cached[1], cached[2], cached[3], cached[4], cached[5]
         assert self._centroids is not None
         n = len(self.store)
         rows = np.arange(n, dtype=np.int64) if rows is None else rows
@@ -231,8 +300,9 @@ class MultiTenantIndex:
         offsets = np.append(starts, rows.size).astype(np.int64)
         centroids = np.ascontiguousarray(self._centroids[leaf_ids])
         norms = (centroids * centroids).sum(axis=1)
-        self._lists[key] = (version, centroids, norms, offsets, rows_by_leaf)
-        return centroids, norms, offsets, rows_by_leaf
+        positions = self._pos_of[rows_by_leaf]
+        self._lists[key] = (version, centroids, norms, offsets, rows_by_leaf, positions)
+        return centroids, norms, offsets, rows_by_leaf, positions
 
     def search(
         self,
@@ -245,12 +315,13 @@ class MultiTenantIndex:
         rows_key: Any = None,
         rows_version: int = 0,
         allowed: np.ndarray | None = None,
+        allowed_bits: np.ndarray | None = None,
         **_: Any,
     ) -> SearchResult:
         """Top-k among ``rows`` (default: all) where ``allowed`` (default: live rows).
 
         ``rows_key``/``rows_version`` identify the row set (a tenant) for the cache of its
-        per-leaf lists.
+        per-leaf lists; ``allowed_bits`` is ``allowed`` packed little-endian (saves packing).
         """
         n = queries.shape[0]
         if n == 0 or len(self.store) == 0:
@@ -265,24 +336,54 @@ class MultiTenantIndex:
             return SearchResult(ids=found, distances=distances)
         if rows is None:
             rows_key, rows_version = ("__all__",), len(self.store)
-        centroids, norms, offsets, by_leaf = self._leaf_lists(rows_key, rows_version, rows)
+        centroids, norms, offsets, by_leaf, positions = self._leaf_lists(
+            rows_key, rows_version, rows
+        )
         products = queries @ centroids.T
         if ip:
             leaf_distances = -products
         else:  # |q - c|^2 up to the per-query constant |q|^2, which does not change the order
             leaf_distances = norms - 2.0 * products
-        found, distances, _ = probe_leaves(
-            queries,
-            vectors,
-            np.ascontiguousarray(leaf_distances, dtype=np.float32),
-            offsets,
-            by_leaf,
-            allowed,
-            k,
-            nprobe or self.nprobe,
-            max(candidates or self.candidates, 4 * k),
-            ip,
-        )
+        leaf_distances = np.ascontiguousarray(leaf_distances, dtype=np.float32)
+        if allowed_bits is None:
+            allowed_bits = (
+                self._alive_bits()
+                if allowed is self._alive
+                else np.packbits(allowed, bitorder="little")
+            )
+        min_probe = nprobe or self.nprobe
+        min_candidates = max(candidates or self.candidates, 4 * k)
+        if self.quantization == "sq8":
+            found, distances, _ = probe_leaves_sq8(
+                queries,
+                vectors,
+                self._codes,
+                self._low,
+                self._step,
+                leaf_distances,
+                offsets,
+                by_leaf,
+                positions,
+                allowed_bits,
+                k,
+                max(self.rerank * k, 32),
+                min_probe,
+                min_candidates,
+                ip,
+            )
+        else:
+            found, distances, _ = probe_leaves(
+                queries,
+                vectors,
+                leaf_distances,
+                offsets,
+                by_leaf,
+                allowed_bits,
+                k,
+                min_probe,
+                min_candidates,
+                ip,
+            )
         return SearchResult(ids=found, distances=distances)
 
     def get(self, labels: np.ndarray) -> np.ndarray:
@@ -304,7 +405,8 @@ class MultiTenantIndex:
             **self.params(),
             "leaves_built": 0 if self._centroids is None else int(self._centroids.shape[0]),
             "memory_bytes": self.store.nbytes
-            + n * 5
+            + n * 13
+            + self._n_codes * self.dim
             + (0 if self._centroids is None else self._centroids.nbytes),
         }
 
@@ -318,6 +420,7 @@ class MultiTenantIndex:
             "centroids.npy": self._centroids
             if self._centroids is not None
             else np.zeros((0, self.dim), np.float32),
+            "quantizer.npy": np.stack([self._low, self._step]),
         }
         for name, array in arrays.items():
             with atomic_write(os.path.join(directory, name)) as f:
@@ -334,6 +437,8 @@ class MultiTenantIndex:
                 "nprobe": self.nprobe,
                 "candidates": self.candidates,
                 "leaves": self.leaves,
+                "quantization": self.quantization,
+                "rerank": self.rerank,
             },
         )
 
@@ -347,6 +452,8 @@ class MultiTenantIndex:
             nprobe=meta["nprobe"],
             candidates=meta["candidates"],
             train_size=meta["train_size"],
+            quantization=meta["quantization"],
+            rerank=meta["rerank"],
             seed=meta["seed"],
         )
         vectors = np.load(os.path.join(directory, "vectors.npy"))
@@ -359,4 +466,7 @@ class MultiTenantIndex:
         index._centroids = centroids if centroids.shape[0] else None
         index._clustered_at = meta["clustered_at"]
         index._live = int(np.count_nonzero(index._alive[:n]))
+        index._low, index._step = np.load(os.path.join(directory, "quantizer.npy"))
+        if index._centroids is not None:
+            index._pack()  # the codes are derived data: re-encode with the saved quantizer
         return index

@@ -83,7 +83,7 @@ class Collection:
         self._tenants = TenantDirectory()
         self._store = self._store_for(self._index)
         self._version = 0  # bumped by every write: invalidates cached filter masks
-        self._masks: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._masks: OrderedDict[Any, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.RLock()
         self._datadir = datadir
         self._wal: WriteAheadLog | None = None
@@ -385,8 +385,8 @@ class Collection:
         n_visible = len(self) if visible is None else int(visible.size)
         estimated = n_visible
         key = (tenant, predicate, self._version)
-        mask = self._masks.get(key)
-        if mask is None:
+        cached = self._masks.get(key)
+        if cached is None:
             if predicate is None:
                 assert visible is not None
                 mask = np.zeros(self._rows.rows, dtype=bool)
@@ -396,11 +396,13 @@ class Collection:
             else:
                 mask = np.zeros(self._rows.rows, dtype=bool)
                 mask[visible[evaluate(predicate, self._rows.columns(visible))]] = True
-            self._masks[key] = mask
+            cached = (mask, np.packbits(mask, bitorder="little"))
+            self._masks[key] = cached
             while len(self._masks) > 16:
                 self._masks.popitem(last=False)
         else:
             self._masks.move_to_end(key)
+        mask, bits = cached
         allowed = mask
         matches = visible if predicate is None else np.flatnonzero(mask)
         if predicate is not None and n_visible:
@@ -410,6 +412,7 @@ class Collection:
         return Scope(
             matches=matches,
             allowed=allowed,
+            allowed_bits=bits,
             tenant_rows=tenant_rows,
             tenant_key=tenant,
             tenant_version=self._tenants.version(tenant) if tenant is not None else 0,

@@ -158,6 +158,8 @@ INDEX_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
         "train_size": (int, 1, 2**40),
     },
     "multitenant": {
+        "quantization": (str, ("none", "sq8"), None),  # type: ignore[dict-item]
+        "rerank": (int, 1, 1000),
         "leaves": (int, 1, 65_536),
         "nprobe": (int, 1, 65_536),
         "candidates": (int, 1, 10_000_000),
@@ -186,6 +188,9 @@ def _check_params(
                 f"unknown parameter {name!r} for {context}; known parameters: {known}"
             )
         kind, low, high = table[name]
+        if kind is str:
+            out[name] = check_choice(f"{context} parameter {name}", value, low)  # type: ignore[arg-type]
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise InvalidArgumentError(
                 f"{context} parameter {name} must be an integer; got {value!r}"

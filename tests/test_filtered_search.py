@@ -237,3 +237,33 @@ def test_tenants_sharing_and_attributes_survive_reopen(tmp_path, kind, checkpoin
             )
             assert overlap >= (1.0 if checkpoint else 0.95)
         assert col2.get([50]).shared_with == [["t0005"]]
+
+
+def test_sq8_first_pass_keeps_recall_and_survives_reopen(tmp_path):
+    data = clustered_vectors(6000, 16, queries=40, tenants=4, seed=9)
+    with shardwalk.Engine.open(tmp_path / "db") as eng:
+        col = eng.create_collection(
+            "c", dim=16, index="multitenant", quantization="sq8", train_size=2000
+        )
+        col.upsert(data.ids[:4000], data.vectors[:4000], tenants=data.tenants[:4000])
+        col.upsert(
+            data.ids[4000:], data.vectors[4000:], tenants=data.tenants[4000:]
+        )  # appended codes
+        assert col.stats()["index_stats"]["quantization"] == "sq8"
+        for tenant in (None, "t0000"):
+            res = col.search(data.queries, k=K, tenant=tenant, explain=True)
+            mask = np.ones(6000, bool) if tenant is None else np.array(data.tenants) == tenant
+            truth = exact(data, mask, data.queries, K)
+            recall = np.mean([len(set(r.tolist()) & t) / K for r, t in zip(res.ids, truth)])
+            assert recall >= 0.95, (tenant, recall)  # observed 1.0
+        before = col.search(data.queries, k=K, tenant="t0000").ids
+    with shardwalk.Engine.open(tmp_path / "db") as eng:
+        np.testing.assert_array_equal(
+            eng.collection("c").search(data.queries, k=K, tenant="t0000").ids, before
+        )
+    with pytest.raises(
+        InvalidArgumentError, match="quantization must be one of 'none', 'sq8'; got 'pq'"
+    ):
+        shardwalk.Engine.memory().create_collection(
+            "x", dim=4, index="multitenant", quantization="pq"
+        )

@@ -83,7 +83,10 @@ class Collection:
         self._tenants = TenantDirectory()
         self._store = self._store_for(self._index)
         self._version = 0  # bumped by every write: invalidates cached filter masks
-        self._masks: OrderedDict[Any, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # (tenant, predicate, version) -> (mask, packed mask, matching rows, estimated count)
+        self._masks: OrderedDict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = (
+            OrderedDict()
+        )
         self._lock = threading.RLock()
         self._datadir = datadir
         self._wal: WriteAheadLog | None = None
@@ -375,40 +378,17 @@ class Collection:
         """The live rows a search may return (None: every live row, no filtering)."""
         if tenant is None and predicate is None:
             return None
-        alive = self._rows.alive
-        tenant_rows = None
-        if tenant is not None:
-            tenant_rows = self._tenants.rows(tenant)
-            visible = tenant_rows[alive[tenant_rows]]
-        else:
-            visible = None
-        n_visible = len(self) if visible is None else int(visible.size)
-        estimated = n_visible
+        tenant_rows = None if tenant is None else self._tenants.rows(tenant)
         key = (tenant, predicate, self._version)
         cached = self._masks.get(key)
         if cached is None:
-            if predicate is None:
-                assert visible is not None
-                mask = np.zeros(self._rows.rows, dtype=bool)
-                mask[visible] = True
-            elif visible is None:
-                mask = evaluate(predicate, self._rows.table()) & alive
-            else:
-                mask = np.zeros(self._rows.rows, dtype=bool)
-                mask[visible[evaluate(predicate, self._rows.columns(visible))]] = True
-            cached = (mask, np.packbits(mask, bitorder="little"))
+            cached = self._build_scope(tenant_rows, predicate)
             self._masks[key] = cached
             while len(self._masks) > 16:
                 self._masks.popitem(last=False)
         else:
             self._masks.move_to_end(key)
-        mask, bits = cached
-        allowed = mask
-        matches = visible if predicate is None else np.flatnonzero(mask)
-        if predicate is not None and n_visible:
-            pool = visible if visible is not None else np.flatnonzero(alive)
-            sample = pool[:: max(1, pool.size // _SAMPLE)]
-            estimated = round(mask[sample].mean() * n_visible)
+        allowed, bits, matches, n_visible, estimated = cached
         return Scope(
             matches=matches,
             allowed=allowed,
@@ -419,6 +399,32 @@ class Collection:
             visible=n_visible,
             estimated=estimated,
         )
+
+    def _build_scope(
+        self, tenant_rows: np.ndarray | None, predicate: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """(mask, packed mask, matching rows, visible count, estimated matches) of a scope."""
+        alive = self._rows.alive
+        visible = None if tenant_rows is None else tenant_rows[alive[tenant_rows]]
+        n_visible = len(self) if visible is None else int(visible.size)
+        estimated = n_visible
+        if predicate is None:
+            assert visible is not None
+            mask = np.zeros(self._rows.rows, dtype=bool)
+            mask[visible] = True
+            matches = visible
+        else:
+            if visible is None:
+                mask = evaluate(predicate, self._rows.table()) & alive
+            else:
+                mask = np.zeros(self._rows.rows, dtype=bool)
+                mask[visible[evaluate(predicate, self._rows.columns(visible))]] = True
+            matches = np.flatnonzero(mask)
+            if n_visible:  # what a planner without the exact count would have estimated
+                pool = visible if visible is not None else np.flatnonzero(alive)
+                sample = pool[:: max(1, pool.size // _SAMPLE)]
+                estimated = round(mask[sample].mean() * n_visible)
+        return mask, np.packbits(mask, bitorder="little"), matches, n_visible, estimated
 
     def get(self, ids: Any) -> Records:
         """Stored vectors, tenants and attributes of these ids.

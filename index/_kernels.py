@@ -80,11 +80,35 @@ def _finish(best_d: np.ndarray, best_r: np.ndarray, out_d: np.ndarray, out_r: np
         out_r[i] = best_r[order[i]] if best_d[order[i]] < np.inf else -1
 
 
+@njit(cache=True)
+def permute_rows(data: np.ndarray, source: np.ndarray) -> None:
+    """In place: row i of ``data`` becomes the row now at ``source[i]`` (a permutation of
+    ``range(len(source))``), following its cycles with one spare row, so a new layout never
+    needs a second copy of the vectors."""
+    n = source.shape[0]
+    done = np.zeros(n, dtype=np.bool_)
+    spare = np.empty(data.shape[1], dtype=data.dtype)
+    for start in range(n):
+        if done[start]:
+            continue
+        done[start] = True
+        if source[start] == start:
+            continue
+        spare[:] = data[start]
+        j = start
+        while source[j] != start:
+            data[j] = data[source[j]]
+            j = source[j]
+            done[j] = True
+        data[j] = spare
+
+
 @njit(cache=True, parallel=True, fastmath=_FAST)
 def scan_rows(
-    queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int, ip: bool
+    queries: np.ndarray, vectors: np.ndarray, at: np.ndarray, k: int, ip: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of each query among ``vectors[rows]``: (rows (n, k) padded -1, distances)."""
+    """Exact top-k of each query among ``vectors[at]``: indexes into ``at`` (n, k) padded -1,
+    and distances."""
     n = queries.shape[0]
     out_r = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
@@ -93,11 +117,26 @@ def scan_rows(
         best_r = np.full(k, -1, dtype=np.int64)
         worst = 0
         q = queries[qi]
-        for t in range(rows.shape[0]):
-            r = rows[t]
-            worst = _offer(best_d, best_r, worst, _distance(q, vectors[r], ip), r)
+        for t in range(at.shape[0]):
+            worst = _offer(best_d, best_r, worst, _distance(q, vectors[at[t]], ip), t)
         _finish(best_d, best_r, out_d[qi], out_r[qi])
     return out_r, out_d
+
+
+@njit(cache=True, inline="always", fastmath=_FAST)
+def _leaf_ranks(q: np.ndarray, centroids: np.ndarray, norms: np.ndarray, ip: bool) -> np.ndarray:
+    """How close each leaf is to q: -<q, c> for ip, |c|^2 - 2 <q, c> for l2 (|q - c|^2 less
+    the per-query constant |q|^2, which does not change the order). Computed here rather than
+    in one BLAS call for the batch: BLAS worker threads keep spinning after a call and would
+    take the cores from this kernel's threads."""
+    out = np.empty(centroids.shape[0], dtype=np.float32)
+    for j in range(centroids.shape[0]):
+        acc = np.float32(0.0)
+        c = centroids[j]
+        for t in range(q.shape[0]):
+            acc += q[t] * c[t]
+        out[j] = -acc if ip else norms[j] - np.float32(2.0) * acc
+    return out
 
 
 @njit(cache=True)
@@ -116,33 +155,35 @@ def _closest_first(ranks: np.ndarray, first: int) -> np.ndarray:
 def probe_leaves(
     queries: np.ndarray,
     vectors: np.ndarray,
-    leaf_distances: np.ndarray,
+    centroids: np.ndarray,
+    norms: np.ndarray,
     offsets: np.ndarray,
     rows: np.ndarray,
+    positions: np.ndarray,
     allowed: np.ndarray,
     k: int,
     min_probe: int,
     min_candidates: int,
     ip: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Search a set of rows grouped by leaf: leaf j holds ``rows[offsets[j]:offsets[j + 1]]``
-    and ``leaf_distances[q, j]`` ranks it for query q (computed in one BLAS call). Leaves are
-    visited closest first; a row counts only where its bit is set in ``allowed`` (packed); the search stops once it
-    has visited ``min_probe`` leaves and scored ``min_candidates`` allowed rows (or visited
-    every leaf).
+    """Search a set of rows grouped by leaf: leaf j (``centroids[j]``, squared norm
+    ``norms[j]``) holds ``rows[offsets[j]:offsets[j + 1]]``, whose vectors are
+    ``vectors[positions[...]]``. Leaves are visited closest first; a row counts only where its
+    bit is set in ``allowed`` (packed); the search stops once it has visited ``min_probe``
+    leaves and scored ``min_candidates`` allowed rows (or visited every leaf).
 
     Returns rows (n, k) padded with -1, distances (n, k) padded with +inf, and the number of
     rows scored per query.
     """
     n = queries.shape[0]
-    n_leaves = leaf_distances.shape[1]
+    n_leaves = centroids.shape[0]
     out_r = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
     scored = np.zeros(n, dtype=np.int64)
     first = min(n_leaves, max(64, 4 * min_probe))
     for qi in prange(n):
         q = queries[qi]
-        ranks = leaf_distances[qi]
+        ranks = _leaf_ranks(q, centroids, norms, ip)
         order = _closest_first(ranks, first)
         best_d = np.full(k, np.inf, dtype=np.float32)
         best_r = np.full(k, -1, dtype=np.int64)
@@ -157,7 +198,8 @@ def probe_leaves(
                 r = rows[t]
                 if _is_set(allowed, r):
                     seen += 1
-                    worst = _offer(best_d, best_r, worst, _distance(q, vectors[r], ip), r)
+                    d = _distance(q, vectors[positions[t]], ip)
+                    worst = _offer(best_d, best_r, worst, d, r)
             p += 1
             if p >= min_probe and seen >= min_candidates:
                 break
@@ -190,7 +232,8 @@ def probe_leaves_sq8(
     codes: np.ndarray,
     low: np.ndarray,
     step: np.ndarray,
-    leaf_distances: np.ndarray,
+    centroids: np.ndarray,
+    norms: np.ndarray,
     offsets: np.ndarray,
     rows: np.ndarray,
     positions: np.ndarray,
@@ -202,11 +245,11 @@ def probe_leaves_sq8(
     ip: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``probe_leaves`` on 8-bit scalar-quantised codes (SQUASH-style first pass): rows are
-    scored on ``codes[positions[t]]`` (stored in leaf order, so a tenant's rows in a leaf sit
-    close together), the best ``rerank`` by that score are re-ranked exactly on ``vectors``."""
+    scored on ``codes[positions[t]]`` (the codes share the vectors' physical layout), the best
+    ``rerank`` by that score are re-ranked exactly on ``vectors``."""
     n = queries.shape[0]
     dim = queries.shape[1]
-    n_leaves = leaf_distances.shape[1]
+    n_leaves = centroids.shape[0]
     out_r = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
     scored = np.zeros(n, dtype=np.int64)
@@ -223,10 +266,10 @@ def probe_leaves_sq8(
         else:
             for j in range(dim):
                 qc[j] = (q[j] - low[j]) / step[j]
-        ranks = leaf_distances[qi]
+        ranks = _leaf_ranks(q, centroids, norms, ip)
         order = _closest_first(ranks, first)
         cand_d = np.full(rerank, np.inf, dtype=np.float32)
-        cand_r = np.full(rerank, -1, dtype=np.int64)
+        cand_t = np.full(rerank, -1, dtype=np.int64)
         worst = 0
         seen = 0
         p = 0
@@ -235,11 +278,10 @@ def probe_leaves_sq8(
                 order = np.argsort(ranks)
             j = order[p]
             for t in range(offsets[j], offsets[j + 1]):
-                r = rows[t]
-                if _is_set(allowed, r):
+                if _is_set(allowed, rows[t]):
                     seen += 1
                     d = _code_distance(qc, weights, codes[positions[t]], ip, base)
-                    worst = _offer(cand_d, cand_r, worst, d, r)
+                    worst = _offer(cand_d, cand_t, worst, d, t)
             p += 1
             if p >= min_probe and seen >= min_candidates:
                 break
@@ -248,8 +290,9 @@ def probe_leaves_sq8(
         best_r = np.full(k, -1, dtype=np.int64)
         worst = 0
         for i in range(rerank):
-            r = cand_r[i]
-            if r >= 0:
-                worst = _offer(best_d, best_r, worst, _distance(q, vectors[r], ip), r)
+            t = cand_t[i]
+            if t >= 0:
+                d = _distance(q, vectors[positions[t]], ip)
+                worst = _offer(best_d, best_r, worst, d, rows[t])
         _finish(best_d, best_r, out_d[qi], out_r[qi])
     return out_r, out_d, scored

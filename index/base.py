@@ -91,6 +91,13 @@ def empty_result(n: int, k: int) -> SearchResult:
     )
 
 
+def relabel(local: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Results given as indexes into ``labels`` (padded -1) as labels (padded -1)."""
+    if labels.size == 0:
+        return np.full(local.shape, -1, dtype=np.int64)
+    return np.where(local >= 0, labels[np.maximum(local, 0)], -1)
+
+
 def merge_topk(ids: np.ndarray, distances: np.ndarray, k: int) -> SearchResult:
     """Exact top-k merge of candidate lists laid side by side: (n, m) -> (n, k).
 

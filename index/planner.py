@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 from shardwalk.index._kernels import scan_rows
-from shardwalk.index.base import SearchResult, VectorIndex, empty_result
+from shardwalk.index.base import SearchResult, VectorIndex, empty_result, relabel
 from shardwalk.index.flat import exact_search
+from shardwalk.index.store import VectorStore
 from shardwalk.index.tenancy import MultiTenantIndex
 
 __all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "plan_search"]
@@ -67,21 +68,21 @@ class Explain:
 
 
 def _exact(
-    vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int, ip: bool
+    store: VectorStore, queries: np.ndarray, rows: np.ndarray, k: int, ip: bool
 ) -> SearchResult:
-    """Exact top-k among ``vectors[rows]``. A batch gathers the rows once and uses BLAS; a few
-    queries scan the rows in place (no copy)."""
+    """Exact top-k among ``rows``. A batch gathers the rows once and uses BLAS; a few queries
+    scan the rows in place (no copy)."""
     if queries.shape[0] >= 16:
-        local = exact_search(vectors[rows], queries, k, "ip" if ip else "l2")
-        ids = np.where(local.ids >= 0, rows[np.maximum(local.ids, 0)], -1)
-        return SearchResult(ids=ids, distances=local.distances)
-    found, distances = scan_rows(queries, vectors, rows, k, ip)
-    return SearchResult(ids=found, distances=distances)
+        local = exact_search(store.take(rows), queries, k, "ip" if ip else "l2")
+    else:
+        found, distances = scan_rows(queries, store.physical(), store.positions(rows), k, ip)
+        local = SearchResult(ids=found, distances=distances)
+    return SearchResult(ids=relabel(local.ids, rows), distances=local.distances)
 
 
 def plan_search(
     index: VectorIndex,
-    vectors: np.ndarray,
+    store: VectorStore,
     queries: np.ndarray,
     k: int,
     scope: Scope | None,
@@ -102,7 +103,7 @@ def plan_search(
             result = empty_result(queries.shape[0], k)
             explain.path, explain.reason = "empty", "no row in scope matches"
         elif count <= exact_max_rows or index.kind == "flat":
-            result = _exact(vectors, queries, scope.matches, k, ip)
+            result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
                 "flat index: always exact"
@@ -112,7 +113,7 @@ def plan_search(
         elif not isinstance(index, MultiTenantIndex) and (
             count / max(len(index), 1) <= GRAPH_EXACT_SELECTIVITY
         ):
-            result = _exact(vectors, queries, scope.matches, k, ip)
+            result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
                 f"{count} matches are {count / max(len(index), 1):.1%} of the index (<= "
@@ -136,7 +137,7 @@ def plan_search(
                 "hold rows in scope, closest first"
             )
         else:
-            result, rounds = _postfilter(index, vectors, queries, k, scope, params, ip)
+            result, rounds = _postfilter(index, store, queries, k, scope, params, ip)
             explain.path = "graph-postfilter"
             explain.reason = (
                 f"{count} matches > {exact_max_rows} ({count / max(len(index), 1):.1%} of the "
@@ -150,7 +151,7 @@ def plan_search(
 
 def _postfilter(
     index: VectorIndex,
-    vectors: np.ndarray,
+    store: VectorStore,
     queries: np.ndarray,
     k: int,
     scope: Scope,
@@ -181,7 +182,7 @@ def _postfilter(
             break
     if todo.size:  # the graph could not produce k matches: score the matches exactly
         rounds.append(-1)
-        exact = _exact(vectors, queries[todo], scope.matches, k, ip)
+        exact = _exact(store, queries[todo], scope.matches, k, ip)
         ids[todo], distances[todo] = exact.ids, exact.distances
     return SearchResult(ids=ids, distances=distances), rounds
 

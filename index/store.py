@@ -1,16 +1,28 @@
-"""Vectors by row: a growable float32 array, the one place a collection's raw vectors live."""
+"""Vectors by row: a growable float32 array, the one place a collection's raw vectors live.
+
+Rows are numbered in insertion order, but their physical order is free: a multi-tenant index
+lays the rows out leaf by leaf, and tenant by tenant within a leaf, so that scanning a tenant's
+rows in a leaf reads consecutive memory. ``positions(rows)`` says where rows are.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from shardwalk.index._kernels import permute_rows
 
 __all__ = ["VectorStore"]
 
 
 class VectorStore:
-    """Append-only (rows, dim) float32 storage with amortised growth; row r is ``view()[r]``."""
+    """Append-only (rows, dim) float32 storage with amortised growth and a free physical order.
 
-    def __init__(self, dim: int, data: np.ndarray | None = None) -> None:
+    ``physical()[positions(rows)]`` are the vectors of ``rows``; until :meth:`arrange` is
+    called the positions are the rows themselves.
+    """
+
+    def __init__(
+        self, dim: int, data: np.ndarray | None = None, positions: np.ndarray | None = None
+    ) -> None:
         self.dim = dim
         if data is None:
             self._data = np.zeros((1024, dim), dtype=np.float32)
@@ -18,12 +30,15 @@ class VectorStore:
         else:
             self._data = np.ascontiguousarray(data, dtype=np.float32)
             self._n = self._data.shape[0]
+        self._pos: np.ndarray | None = None  # row -> position; None while they are equal
+        if positions is not None:
+            self._pos = np.array(positions, dtype=np.int64)
 
     def __len__(self) -> int:
         return self._n
 
     def extend(self, vectors: np.ndarray) -> np.ndarray:
-        """Append vectors; returns their rows."""
+        """Append vectors (physically at the end); returns their rows."""
         n = vectors.shape[0]
         if self._n + n > self._data.shape[0]:
             grown = np.zeros(
@@ -33,16 +48,44 @@ class VectorStore:
             self._data = grown
         self._data[self._n : self._n + n] = vectors
         rows = np.arange(self._n, self._n + n, dtype=np.int64)
+        if self._pos is not None:
+            if self._n + n > self._pos.shape[0]:
+                pos = np.empty(max(self._n + n, 2 * self._pos.shape[0]), dtype=np.int64)
+                pos[: self._n] = self._pos[: self._n]
+                self._pos = pos
+            self._pos[self._n : self._n + n] = rows
         self._n += n
         return rows
 
-    def view(self) -> np.ndarray:
-        """The stored rows (a view: valid until the next ``extend``)."""
+    def physical(self) -> np.ndarray:
+        """The stored vectors in physical order (a view: valid until the next write)."""
         return self._data[: self._n]
 
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """Where ``rows`` are in :meth:`physical`."""
+        return rows if self._pos is None else self._pos[rows]
+
     def take(self, rows: np.ndarray) -> np.ndarray:
-        return self._data[: self._n][rows]
+        """The vectors of ``rows`` (a copy), in the order given."""
+        return self._data[: self._n][self.positions(rows)]
+
+    def arrange(self, order: np.ndarray) -> None:
+        """Lay the rows out physically in ``order`` (a permutation of all rows), in place: no
+        second copy of the vectors is ever held."""
+        n = self._n
+        order = np.asarray(order, dtype=np.int64)
+        if order.shape != (n,):
+            raise ValueError(f"arrange needs a permutation of all {n} rows, got {order.shape}")
+        source = self.positions(order)  # new position i takes the vector now at source[i]
+        permute_rows(self._data, source)
+        pos = np.empty(max(n, 1024), dtype=np.int64)
+        pos[order] = np.arange(n, dtype=np.int64)
+        self._pos = pos
+
+    def row_positions(self) -> np.ndarray:
+        """Every row's position (for saving)."""
+        return np.arange(self._n, dtype=np.int64) if self._pos is None else self._pos[: self._n]
 
     @property
     def nbytes(self) -> int:
-        return self._n * self.dim * 4
+        return self._n * self.dim * 4 + (0 if self._pos is None else self._n * 8)

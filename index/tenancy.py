@@ -11,6 +11,11 @@ there, so it costs about what a dedicated per-tenant index would, while every ve
 once (memory close to one shared index). The clustering here is one level deep (a root and its
 leaves; Curator's tree is deeper), and a tenant's per-leaf lists are rebuilt lazily after
 inserts. Leaves re-cluster when the collection has grown fourfold since the last clustering.
+
+The vectors are laid out leaf by leaf, and by owner tenant within a leaf, so the rows a tenant
+scans in a leaf are consecutive in memory (one stream the prefetcher follows, not a random
+read per row). Rows inserted since are appended; the layout is redone once they are an eighth
+of the collection.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from shardwalk.index._kernels import probe_leaves, probe_leaves_sq8, scan_rows
-from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
+from shardwalk.index.base import (
+    IndexMetric,
+    SearchResult,
+    empty_result,
+    read_meta,
+    relabel,
+    write_meta,
+)
 from shardwalk.index.store import VectorStore
 
 from shardwalk._atomic import atomic_write
@@ -55,8 +67,10 @@ class TenantDirectory:
     def __init__(self) -> None:
         self._chunks: dict[str, list[np.ndarray]] = {}
         self._version: dict[str, int] = {}
+        self._codes: dict[str, int] = {}  # owner tenant -> a small int, in order of appearance
 
-    def add(self, rows: np.ndarray, owners: pa.Array, shared: pa.Array | None = None) -> None:
+    def add(self, rows: np.ndarray, owners: pa.Array, shared: pa.Array | None = None) -> np.ndarray:
+        """Record who may see ``rows`` (ascending); returns each row's owner code (-1: none)."""
         groups = [_group(rows, owners)]
         if shared is not None and shared.null_count < len(shared):
             flat = pc.list_flatten(shared)
@@ -66,6 +80,12 @@ class TenantDirectory:
             for tenant, tenant_rows in group.items():
                 self._chunks.setdefault(tenant, []).append(tenant_rows)
                 self._version[tenant] = self._version.get(tenant, 0) + 1
+        codes = np.full(rows.size, -1, dtype=np.int32)
+        for tenant, tenant_rows in groups[0].items():
+            codes[np.searchsorted(rows, tenant_rows)] = self._codes.setdefault(
+                tenant, len(self._codes)
+            )
+        return codes
 
     def rows(self, tenant: str) -> np.ndarray:
         chunks = self._chunks.get(tenant)
@@ -119,6 +139,7 @@ class MultiTenantIndex:
     """
 
     kind = "multitenant"
+    relayout_fraction = 8  # redo the layout once 1/8 of the rows were appended since
 
     def __init__(
         self,
@@ -145,14 +166,15 @@ class MultiTenantIndex:
         self.store = VectorStore(dim)  # shared with the collection: vectors stored once
         self._alive = np.zeros(1024, dtype=bool)
         self._leaf_of = np.zeros(1024, dtype=np.int32)
+        self._group_of = np.full(1024, -1, dtype=np.int32)  # owner tenant code, for the layout
         self._centroids: np.ndarray | None = None
         self._clustered_at = 0
+        self._arranged_at = 0
         self._live = 0
         self._packed_alive: np.ndarray | None = None  # _alive as a bitmap, rebuilt after writes
         self._lists: dict[Any, tuple[Any, ...]] = {}  # key -> (version, sub-structure arrays)
-        # SQ8 codes by position; positions follow leaf order as of the last clustering
+        # SQ8 codes in the vectors' physical order (codes[p] encodes physical()[p])
         self._codes = np.zeros((0, dim), dtype=np.uint8)
-        self._pos_of = np.zeros(1024, dtype=np.int64)
         self._n_codes = 0
         self._low = np.zeros(dim, dtype=np.float32)
         self._step = np.ones(dim, dtype=np.float32)
@@ -176,12 +198,16 @@ class MultiTenantIndex:
             alive[: self._alive.shape[0]] = self._alive
             leaf_of = np.zeros(size, dtype=np.int32)
             leaf_of[: self._leaf_of.shape[0]] = self._leaf_of
-            pos_of = np.zeros(size, dtype=np.int64)
-            pos_of[: self._pos_of.shape[0]] = self._pos_of
-            self._alive, self._leaf_of, self._pos_of = alive, leaf_of, pos_of
+            group_of = np.full(size, -1, dtype=np.int32)
+            group_of[: self._group_of.shape[0]] = self._group_of
+            self._alive, self._leaf_of, self._group_of = alive, leaf_of, group_of
 
     # -- writes -----------------------------------------------------------------------------
-    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+    def add(
+        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
+    ) -> None:
+        """Append rows ``labels`` (continuing 0, 1, ...). ``groups`` (int per row, e.g. the
+        owner tenant's code) keeps a group's rows together within each leaf."""
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
             return
@@ -193,6 +219,8 @@ class MultiTenantIndex:
         rows = self.store.extend(vectors)
         self._grow(len(self.store))
         self._alive[rows] = True
+        if groups is not None:
+            self._group_of[rows] = groups
         self._live += rows.size
         self._packed_alive = None
         n = len(self.store)
@@ -203,7 +231,9 @@ class MultiTenantIndex:
             self._cluster()
         else:
             self._leaf_of[rows] = self._assign(vectors)
-            self._append_codes(rows, vectors)
+            self._append_codes(vectors)
+            if n - self._arranged_at > n // self.relayout_fraction:
+                self._arrange()
         self._lists.clear()
 
     def _alive_bits(self) -> np.ndarray:
@@ -220,7 +250,7 @@ class MultiTenantIndex:
 
     def _cluster(self) -> None:
         """(Re)place the leaves over every stored vector and re-assign all rows."""
-        vectors = self.store.view()
+        vectors = self.store.physical()
         n = vectors.shape[0]
         leaves = self.leaves or int(np.clip(np.sqrt(n), 16, 4096))
         leaves = min(leaves, n)
@@ -234,42 +264,39 @@ class MultiTenantIndex:
         )
         km.train(vectors)
         self._centroids = km.centroids.copy()
-        self._leaf_of[:n] = self._assign(vectors)
+        self._leaf_of[:n] = self._assign(vectors)[self.store.positions(np.arange(n))]
         self._clustered_at = n
         if self.quantization == "sq8":
             self._low = vectors.min(axis=0).astype(np.float32)
             span = vectors.max(axis=0) - self._low
             self._step = np.where(span > 0, span / 255.0, 1.0).astype(np.float32)
-        self._pack()
+        self._arrange()
 
     def _encode(self, vectors: np.ndarray) -> np.ndarray:
         codes = np.rint((vectors - self._low) / self._step)
         return np.clip(codes, 0, 255).astype(np.uint8)
 
-    def _pack(self) -> None:
-        """SQ8 codes of every row, laid out leaf by leaf."""
-        if self.quantization != "sq8":
-            return
+    def _arrange(self) -> None:
+        """Lay the vectors out by leaf, then owner group, then row; re-encode the codes."""
         n = len(self.store)
-        order = np.argsort(self._leaf_of[:n], kind="stable")
-        self._codes = np.empty((max(n, 1024), self.dim), dtype=np.uint8)
-        step = 1 << 16
-        vectors = self.store.view()
-        for start in range(0, n, step):
-            self._codes[start : start + step] = self._encode(vectors[order[start : start + step]])
-        self._pos_of[order] = np.arange(n, dtype=np.int64)
-        self._n_codes = n
+        self.store.arrange(np.lexsort((self._group_of[:n], self._leaf_of[:n])))
+        self._arranged_at = n
+        self._n_codes = 0
+        self._append_codes(self.store.physical())
 
-    def _append_codes(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+    def _append_codes(self, vectors: np.ndarray) -> None:
+        """SQ8 codes of vectors appended physically at the end of the store."""
         if self.quantization != "sq8":
             return
-        end = self._n_codes + rows.size
+        end = self._n_codes + vectors.shape[0]
         if end > self._codes.shape[0]:
             grown = np.empty((max(end, 2 * self._codes.shape[0]), self.dim), dtype=np.uint8)
             grown[: self._n_codes] = self._codes[: self._n_codes]
             self._codes = grown
-        self._codes[self._n_codes : end] = self._encode(vectors)
-        self._pos_of[rows] = np.arange(self._n_codes, end, dtype=np.int64)
+        for start in range(0, vectors.shape[0], 1 << 16):  # encode in chunks: bounded temporaries
+            chunk = vectors[start : start + (1 << 16)]
+            at = self._n_codes + start
+            self._codes[at : at + chunk.shape[0]] = self._encode(chunk)
         self._n_codes = end
 
     def delete(self, labels: np.ndarray) -> None:
@@ -285,8 +312,8 @@ class MultiTenantIndex:
         self, key: Any, version: int, rows: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """A tenant's (or everyone's, ``rows=None``) sub-structure, cached: the centroids of the
-        leaves that hold its rows and their squared norms; offsets; its rows grouped by leaf,
-        and where each row's code is stored."""
+        leaves that hold its rows and their squared norms; offsets; its rows grouped by leaf
+        (in physical order within a leaf, so a scan reads forward) and their positions."""
         cached = self._lists.get(key)
         if cached is not None and cached[0] == version:
             return cached[1], cached[2], cached[3], cached[4], cached[5]
@@ -294,14 +321,15 @@ class MultiTenantIndex:
         n = len(self.store)
         rows = np.arange(n, dtype=np.int64) if rows is None else rows
         leaf = self._leaf_of[rows]
-        order = np.argsort(leaf, kind="stable")
-        rows_by_leaf = rows[order]
+        positions = self.store.positions(rows)
+        order = np.lexsort((positions, leaf))
+        rows_by_leaf, positions = rows[order], positions[order]
         leaf_ids, starts = np.unique(leaf[order], return_index=True)
         offsets = np.append(starts, rows.size).astype(np.int64)
         centroids = np.ascontiguousarray(self._centroids[leaf_ids])
         norms = (centroids * centroids).sum(axis=1)
-        positions = self._pos_of[rows_by_leaf]
-        self._lists[key] = (version, centroids, norms, offsets, rows_by_leaf, positions)
+        if key is not None:  # rows without a key are not cached
+            self._lists[key] = (version, centroids, norms, offsets, rows_by_leaf, positions)
         return centroids, norms, offsets, rows_by_leaf, positions
 
     def search(
@@ -321,30 +349,24 @@ class MultiTenantIndex:
         """Top-k among ``rows`` (default: all) where ``allowed`` (default: live rows).
 
         ``rows_key``/``rows_version`` identify the row set (a tenant) for the cache of its
-        per-leaf lists; ``allowed_bits`` is ``allowed`` packed little-endian (saves packing).
+        per-leaf lists (no key: not cached); ``allowed_bits`` is ``allowed`` packed little-endian (saves packing).
         """
         n = queries.shape[0]
         if n == 0 or len(self.store) == 0:
             return empty_result(n, k)
         allowed = self._alive if allowed is None else allowed
         ip = self.metric == "ip"
-        vectors = self.store.view()
+        vectors = self.store.physical()
         if self._centroids is None:
             scan = np.arange(len(self.store), dtype=np.int64) if rows is None else rows
             scan = scan[allowed[scan]]
-            found, distances = scan_rows(queries, vectors, scan, k, ip)
-            return SearchResult(ids=found, distances=distances)
+            local, distances = scan_rows(queries, vectors, self.store.positions(scan), k, ip)
+            return SearchResult(ids=relabel(local, scan), distances=distances)
         if rows is None:
             rows_key, rows_version = ("__all__",), len(self.store)
         centroids, norms, offsets, by_leaf, positions = self._leaf_lists(
             rows_key, rows_version, rows
         )
-        products = queries @ centroids.T
-        if ip:
-            leaf_distances = -products
-        else:  # |q - c|^2 up to the per-query constant |q|^2, which does not change the order
-            leaf_distances = norms - 2.0 * products
-        leaf_distances = np.ascontiguousarray(leaf_distances, dtype=np.float32)
         if allowed_bits is None:
             allowed_bits = (
                 self._alive_bits()
@@ -360,7 +382,8 @@ class MultiTenantIndex:
                 self._codes,
                 self._low,
                 self._step,
-                leaf_distances,
+                centroids,
+                norms,
                 offsets,
                 by_leaf,
                 positions,
@@ -375,9 +398,11 @@ class MultiTenantIndex:
             found, distances, _ = probe_leaves(
                 queries,
                 vectors,
-                leaf_distances,
+                centroids,
+                norms,
                 offsets,
                 by_leaf,
+                positions,
                 allowed_bits,
                 k,
                 min_probe,
@@ -405,7 +430,7 @@ class MultiTenantIndex:
             **self.params(),
             "leaves_built": 0 if self._centroids is None else int(self._centroids.shape[0]),
             "memory_bytes": self.store.nbytes
-            + n * 13
+            + n * 9
             + self._n_codes * self.dim
             + (0 if self._centroids is None else self._centroids.nbytes),
         }
@@ -414,9 +439,11 @@ class MultiTenantIndex:
     def save(self, directory: str) -> None:
         n = len(self.store)
         arrays = {
-            "vectors.npy": self.store.view(),
+            "vectors.npy": self.store.physical(),
+            "positions.npy": self.store.row_positions(),
             "alive.npy": self._alive[:n],
             "leaf_of.npy": self._leaf_of[:n],
+            "group_of.npy": self._group_of[:n],
             "centroids.npy": self._centroids
             if self._centroids is not None
             else np.zeros((0, self.dim), np.float32),
@@ -434,6 +461,7 @@ class MultiTenantIndex:
                 "seed": self.seed,
                 "train_size": self.train_size,
                 "clustered_at": self._clustered_at,
+                "arranged_at": self._arranged_at,
                 "nprobe": self.nprobe,
                 "candidates": self.candidates,
                 "leaves": self.leaves,
@@ -456,17 +484,27 @@ class MultiTenantIndex:
             rerank=meta["rerank"],
             seed=meta["seed"],
         )
-        vectors = np.load(os.path.join(directory, "vectors.npy"))
-        index.store = VectorStore(meta["dim"], vectors)
+
+        def array(name: str) -> np.ndarray | None:
+            path = os.path.join(directory, name)
+            return np.load(path) if os.path.exists(path) else None  # None: an older snapshot
+
+        vectors = array("vectors.npy")
+        assert vectors is not None
+        index.store = VectorStore(meta["dim"], vectors, array("positions.npy"))
         n = vectors.shape[0]
         index._grow(n)
-        index._alive[:n] = np.load(os.path.join(directory, "alive.npy"))
-        index._leaf_of[:n] = np.load(os.path.join(directory, "leaf_of.npy"))
-        centroids = np.load(os.path.join(directory, "centroids.npy"))
+        index._alive[:n] = array("alive.npy")
+        index._leaf_of[:n] = array("leaf_of.npy")
+        groups = array("group_of.npy")
+        if groups is not None:
+            index._group_of[:n] = groups
+        centroids = array("centroids.npy")
         index._centroids = centroids if centroids.shape[0] else None
         index._clustered_at = meta["clustered_at"]
+        index._arranged_at = meta.get("arranged_at", 0)
         index._live = int(np.count_nonzero(index._alive[:n]))
-        index._low, index._step = np.load(os.path.join(directory, "quantizer.npy"))
-        if index._centroids is not None:
-            index._pack()  # the codes are derived data: re-encode with the saved quantizer
+        index._low, index._step = array("quantizer.npy")
+        if index._centroids is not None:  # the codes are derived data: re-encode them
+            index._append_codes(index.store.physical())
         return index

@@ -18,7 +18,7 @@ from shardwalk.index import SearchResult, load_index, make_index
 from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Explain, Scope, plan_search
 from shardwalk.index.store import VectorStore
-from shardwalk.index.tenancy import TenantDirectory
+from shardwalk.index.tenancy import MultiTenantIndex, TenantDirectory
 from shardwalk.rows import SHARED, TENANT, RowTable, attribute_table, shared_array, tenant_array
 from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
 from shardwalk.validation import (
@@ -258,10 +258,13 @@ class Collection:
         rows = self._rows.append(ids, tenants, attrs, shared)
         if replaced.size:
             self._index.delete(replaced)
-        self._index.add(rows, vectors)
+        owners = self._tenants.add(rows, tenants, shared)
+        if isinstance(self._index, MultiTenantIndex):
+            self._index.add(rows, vectors, groups=owners)  # a tenant's rows kept together
+        else:
+            self._index.add(rows, vectors)
         if not self._shares_store:
             self._store.extend(vectors)
-        self._tenants.add(rows, tenants, shared)
         self._version += 1
 
     def _apply_delete(self, ids: np.ndarray) -> None:
@@ -353,7 +356,7 @@ class Collection:
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
             scope = self._scope(tenant, predicate)
-            found, report = plan_search(self._index, self._store.view(), arr, k, scope, params)
+            found, report = plan_search(self._index, self._store, arr, k, scope, params)
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)
             hit = found.ids >= 0

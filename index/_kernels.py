@@ -124,18 +124,20 @@ def scan_rows(
 
 
 @njit(cache=True, inline="always", fastmath=_FAST)
-def _leaf_ranks(q: np.ndarray, centroids: np.ndarray, norms: np.ndarray, ip: bool) -> np.ndarray:
-    """How close each leaf is to q: -<q, c> for ip, |c|^2 - 2 <q, c> for l2 (|q - c|^2 less
-    the per-query constant |q|^2, which does not change the order). Computed here rather than
-    in one BLAS call for the batch: BLAS worker threads keep spinning after a call and would
-    take the cores from this kernel's threads."""
-    out = np.empty(centroids.shape[0], dtype=np.float32)
-    for j in range(centroids.shape[0]):
+def _leaf_ranks(
+    q: np.ndarray, centroids: np.ndarray, norms: np.ndarray, at: np.ndarray, ip: bool
+) -> np.ndarray:
+    """How close leaves ``at`` are to q: -<q, c> for ip, |c|^2 - 2 <q, c> for l2 (|q - c|^2
+    less the per-query constant |q|^2, which does not change the order). Computed here rather
+    than in one BLAS call for the batch: BLAS worker threads keep spinning after a call and
+    would take the cores from this kernel's threads."""
+    out = np.empty(at.shape[0], dtype=np.float32)
+    for i in range(at.shape[0]):
         acc = np.float32(0.0)
-        c = centroids[j]
+        c = centroids[at[i]]
         for t in range(q.shape[0]):
             acc += q[t] * c[t]
-        out[j] = -acc if ip else norms[j] - np.float32(2.0) * acc
+        out[i] = -acc if ip else norms[at[i]] - np.float32(2.0) * acc
     return out
 
 
@@ -143,12 +145,63 @@ def _leaf_ranks(q: np.ndarray, centroids: np.ndarray, norms: np.ndarray, ip: boo
 def _closest_first(ranks: np.ndarray, first: int) -> np.ndarray:
     """Indexes of the ``first`` smallest ranks (and ties), in increasing order: most searches
     stop within the closest few dozen leaves, and a partial selection is ~5x cheaper than
-    sorting every leaf. Callers sort the rest only if they run past these."""
+    sorting every leaf."""
     if first < ranks.shape[0]:
         threshold = np.partition(ranks.copy(), first - 1)[first - 1]
         head = np.nonzero(ranks <= threshold)[0]
         return head[np.argsort(ranks[head])]
     return np.argsort(ranks)
+
+
+@njit(cache=True)
+def _leaf_order(
+    q: np.ndarray,
+    centroids: np.ndarray,
+    norms: np.ndarray,
+    top_centroids: np.ndarray,
+    top_norms: np.ndarray,
+    top_offsets: np.ndarray,
+    ip: bool,
+    first: int,
+) -> np.ndarray:
+    """The leaves a search visits first, closest first: at least ``first`` of them.
+
+    Flat (``top_offsets`` empty): the ``first`` closest of all leaves. With a tree (leaves
+    ``top_offsets[t]:top_offsets[t + 1]`` under top node t): the top nodes are ranked, and the
+    leaves of the closest ones, until at least ``4 * first`` are gathered, are ranked and
+    sorted: about a quarter of the distances on 1,000 leaves. The wide beam keeps recall: the
+    same as ranking every leaf on 1M x 128 vectors, 0.983 against 0.991 at 2,000 leaves of
+    16-dimensional data (a narrower beam of ``first`` leaves lost up to 0.06 there).
+    """
+    if top_offsets.shape[0] == 0:
+        everything = np.arange(centroids.shape[0])
+        return _closest_first(_leaf_ranks(q, centroids, norms, everything, ip), first)
+    tops = np.argsort(_leaf_ranks(q, top_centroids, top_norms, np.arange(top_norms.shape[0]), ip))
+    count = 0
+    taken = 0
+    while taken < tops.shape[0] and count < 4 * first:
+        count += top_offsets[tops[taken] + 1] - top_offsets[tops[taken]]
+        taken += 1
+    leaves = np.empty(count, dtype=np.int64)
+    c = 0
+    for i in range(taken):
+        for j in range(top_offsets[tops[i]], top_offsets[tops[i] + 1]):
+            leaves[c] = j
+            c += 1
+    return leaves[np.argsort(_leaf_ranks(q, centroids, norms, leaves, ip))]
+
+
+@njit(cache=True)
+def _all_leaves(
+    order: np.ndarray, q: np.ndarray, centroids: np.ndarray, norms: np.ndarray, ip: bool
+) -> np.ndarray:
+    """``order`` followed by every other leaf, closest first (for a search that ran past the
+    first leaves)."""
+    seen = np.zeros(centroids.shape[0], dtype=np.bool_)
+    seen[order] = True
+    rest = np.nonzero(~seen)[0]
+    ranks = _leaf_ranks(q, centroids, norms, rest, ip)
+    return np.concatenate((order, rest[np.argsort(ranks)]))
 
 
 @njit(cache=True, parallel=True, fastmath=_FAST)
@@ -157,6 +210,9 @@ def probe_leaves(
     vectors: np.ndarray,
     centroids: np.ndarray,
     norms: np.ndarray,
+    top_centroids: np.ndarray,
+    top_norms: np.ndarray,
+    top_offsets: np.ndarray,
     offsets: np.ndarray,
     rows: np.ndarray,
     positions: np.ndarray,
@@ -168,7 +224,8 @@ def probe_leaves(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Search a set of rows grouped by leaf: leaf j (``centroids[j]``, squared norm
     ``norms[j]``) holds ``rows[offsets[j]:offsets[j + 1]]``, whose vectors are
-    ``vectors[positions[...]]``. Leaves are visited closest first; a row counts only where its
+    ``vectors[positions[...]]``. Leaves are visited closest first (found through the top
+    nodes when ``top_offsets`` is not empty, see ``_leaf_order``); a row counts only where its
     bit is set in ``allowed`` (packed); the search stops once it has visited ``min_probe``
     leaves and scored ``min_candidates`` allowed rows (or visited every leaf).
 
@@ -183,16 +240,15 @@ def probe_leaves(
     first = min(n_leaves, max(64, 4 * min_probe))
     for qi in prange(n):
         q = queries[qi]
-        ranks = _leaf_ranks(q, centroids, norms, ip)
-        order = _closest_first(ranks, first)
+        order = _leaf_order(q, centroids, norms, top_centroids, top_norms, top_offsets, ip, first)
         best_d = np.full(k, np.inf, dtype=np.float32)
         best_r = np.full(k, -1, dtype=np.int64)
         worst = 0
         seen = 0
         p = 0
         while p < n_leaves:
-            if p == order.shape[0]:  # the closest leaves were not enough: order them all
-                order = np.argsort(ranks)
+            if p == order.shape[0]:  # the first leaves were not enough: order them all
+                order = _all_leaves(order, q, centroids, norms, ip)
             j = order[p]
             for t in range(offsets[j], offsets[j + 1]):
                 r = rows[t]
@@ -234,6 +290,9 @@ def probe_leaves_sq8(
     step: np.ndarray,
     centroids: np.ndarray,
     norms: np.ndarray,
+    top_centroids: np.ndarray,
+    top_norms: np.ndarray,
+    top_offsets: np.ndarray,
     offsets: np.ndarray,
     rows: np.ndarray,
     positions: np.ndarray,
@@ -266,8 +325,7 @@ def probe_leaves_sq8(
         else:
             for j in range(dim):
                 qc[j] = (q[j] - low[j]) / step[j]
-        ranks = _leaf_ranks(q, centroids, norms, ip)
-        order = _closest_first(ranks, first)
+        order = _leaf_order(q, centroids, norms, top_centroids, top_norms, top_offsets, ip, first)
         cand_d = np.full(rerank, np.inf, dtype=np.float32)
         cand_t = np.full(rerank, -1, dtype=np.int64)
         worst = 0
@@ -275,7 +333,7 @@ def probe_leaves_sq8(
         p = 0
         while p < n_leaves:
             if p == order.shape[0]:
-                order = np.argsort(ranks)
+                order = _all_leaves(order, q, centroids, norms, ip)
             j = order[p]
             for t in range(offsets[j], offsets[j + 1]):
                 if _is_set(allowed, rows[t]):

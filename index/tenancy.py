@@ -8,9 +8,10 @@ considers that tenant's rows.
 with per-tenant sub-structures: for each tenant, the leaves that hold its vectors and its row
 list in each of them. A tenant's search ranks only its own leaves and scans only its own rows
 there, so it costs about what a dedicated per-tenant index would, while every vector is stored
-once (memory close to one shared index). The clustering here is one level deep (a root and its
-leaves; Curator's tree is deeper), and a tenant's per-leaf lists are rebuilt lazily after
-inserts. Leaves re-cluster when the collection has grown fourfold since the last clustering.
+once (memory close to one shared index). The tree has two levels: about sqrt(n) leaves and,
+above TREE_MIN_LEAVES of them, about sqrt(leaves) top nodes, so a tenant's search ranks its top
+nodes and then only the leaves under the closest ones (Curator's tree is deeper). A tenant's
+lists are rebuilt lazily after inserts. Leaves re-cluster when the collection has grown fourfold since the last clustering.
 
 The vectors are laid out leaf by leaf, and by owner tenant within a leaf, so the rows a tenant
 scans in a leaf are consecutive in memory (one stream the prefetcher follows, not a random
@@ -21,6 +22,7 @@ of the collection.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -40,7 +42,30 @@ from shardwalk.index.store import VectorStore
 
 from shardwalk._atomic import atomic_write
 
-__all__ = ["MultiTenantIndex", "TenantDirectory"]
+__all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
+
+# Above this many leaves a tenant's search finds its closest leaves through a top level of the
+# tree (ranking a few dozen top nodes and their leaves) instead of ranking every leaf.
+TREE_MIN_LEAVES = 256
+
+
+@dataclass(frozen=True)
+class _SubTree:
+    """A row set's (a tenant's) view of the shared tree: the leaves holding its rows
+    (``centroids``, squared ``norms``), the top nodes above them (empty for a flat tree; leaves
+    ``top_offsets[t]:top_offsets[t + 1]`` under top node t), and its rows grouped by leaf
+    (``rows[offsets[j]:offsets[j + 1]]``, in physical order within a leaf, so a scan reads
+    forward) with their ``positions`` in the vector store."""
+
+    version: int
+    centroids: np.ndarray
+    norms: np.ndarray
+    top_centroids: np.ndarray
+    top_norms: np.ndarray
+    top_offsets: np.ndarray
+    offsets: np.ndarray
+    rows: np.ndarray
+    positions: np.ndarray
 
 
 def _group(rows: np.ndarray, names: pa.Array) -> dict[str, np.ndarray]:
@@ -168,11 +193,15 @@ class MultiTenantIndex:
         self._leaf_of = np.zeros(1024, dtype=np.int32)
         self._group_of = np.full(1024, -1, dtype=np.int32)  # owner tenant code, for the layout
         self._centroids: np.ndarray | None = None
+        # the tree's top level (above TREE_MIN_LEAVES leaves): leaves are numbered top node by
+        # top node, _top_of[leaf] ascending
+        self._top_of: np.ndarray | None = None
+        self._top_centroids: np.ndarray | None = None
         self._clustered_at = 0
         self._arranged_at = 0
         self._live = 0
         self._packed_alive: np.ndarray | None = None  # _alive as a bitmap, rebuilt after writes
-        self._lists: dict[Any, tuple[Any, ...]] = {}  # key -> (version, sub-structure arrays)
+        self._lists: dict[Any, _SubTree] = {}  # row set key -> its view of the tree
         # SQ8 codes in the vectors' physical order (codes[p] encodes physical()[p])
         self._codes = np.zeros((0, dim), dtype=np.uint8)
         self._n_codes = 0
@@ -263,7 +292,7 @@ class MultiTenantIndex:
             min_points_per_centroid=1,
         )
         km.train(vectors)
-        self._centroids = km.centroids.copy()
+        self._set_tree(km.centroids)
         self._leaf_of[:n] = self._assign(vectors)[self.store.positions(np.arange(n))]
         self._clustered_at = n
         if self.quantization == "sq8":
@@ -271,6 +300,27 @@ class MultiTenantIndex:
             span = vectors.max(axis=0) - self._low
             self._step = np.where(span > 0, span / 255.0, 1.0).astype(np.float32)
         self._arrange()
+
+    def _set_tree(self, centroids: np.ndarray) -> None:
+        """Leaves, and above TREE_MIN_LEAVES of them a top level: about sqrt(leaves) top nodes
+        clustered from the leaf centroids, the leaves renumbered top node by top node."""
+        self._top_of = self._top_centroids = None
+        if centroids.shape[0] > TREE_MIN_LEAVES:
+            top = faiss.Kmeans(
+                self.dim,
+                round(np.sqrt(centroids.shape[0])),
+                niter=20,
+                seed=self.seed,
+                min_points_per_centroid=1,
+                max_points_per_centroid=centroids.shape[0],
+            )
+            top.train(centroids)
+            _, nearest = top.index.search(centroids, 1)
+            order = np.argsort(nearest[:, 0], kind="stable")
+            centroids = centroids[order]
+            self._top_of = nearest[order, 0].astype(np.int32)
+            self._top_centroids = top.centroids.copy()
+        self._centroids = np.ascontiguousarray(centroids)
 
     def _encode(self, vectors: np.ndarray) -> np.ndarray:
         codes = np.rint((vectors - self._low) / self._step)
@@ -308,29 +358,40 @@ class MultiTenantIndex:
         self._packed_alive = None
 
     # -- reads ------------------------------------------------------------------------------
-    def _leaf_lists(
-        self, key: Any, version: int, rows: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """A tenant's (or everyone's, ``rows=None``) sub-structure, cached: the centroids of the
-        leaves that hold its rows and their squared norms; offsets; its rows grouped by leaf
-        (in physical order within a leaf, so a scan reads forward) and their positions."""
+    def _subtree(self, key: Any, version: int, rows: np.ndarray | None) -> _SubTree:
+        """A tenant's (or everyone's, ``rows=None``) view of the shared tree, cached."""
         cached = self._lists.get(key)
-        if cached is not None and cached[0] == version:
-            return cached[1], cached[2], cached[3], cached[4], cached[5]
+        if cached is not None and cached.version == version:
+            return cached
         assert self._centroids is not None
         n = len(self.store)
         rows = np.arange(n, dtype=np.int64) if rows is None else rows
         leaf = self._leaf_of[rows]
         positions = self.store.positions(rows)
         order = np.lexsort((positions, leaf))
-        rows_by_leaf, positions = rows[order], positions[order]
         leaf_ids, starts = np.unique(leaf[order], return_index=True)
-        offsets = np.append(starts, rows.size).astype(np.int64)
         centroids = np.ascontiguousarray(self._centroids[leaf_ids])
-        norms = (centroids * centroids).sum(axis=1)
+        top_centroids = np.zeros((0, self.dim), dtype=np.float32)
+        top_offsets = np.zeros(0, dtype=np.int64)
+        if self._top_of is not None and self._top_centroids is not None:
+            if leaf_ids.size > TREE_MIN_LEAVES:
+                top_ids, top_starts = np.unique(self._top_of[leaf_ids], return_index=True)
+                top_centroids = np.ascontiguousarray(self._top_centroids[top_ids])
+                top_offsets = np.append(top_starts, leaf_ids.size).astype(np.int64)
+        tree = _SubTree(
+            version=version,
+            centroids=centroids,
+            norms=(centroids * centroids).sum(axis=1),
+            top_centroids=top_centroids,
+            top_norms=(top_centroids * top_centroids).sum(axis=1),
+            top_offsets=top_offsets,
+            offsets=np.append(starts, rows.size).astype(np.int64),
+            rows=rows[order],
+            positions=positions[order],
+        )
         if key is not None:  # rows without a key are not cached
-            self._lists[key] = (version, centroids, norms, offsets, rows_by_leaf, positions)
-        return centroids, norms, offsets, rows_by_leaf, positions
+            self._lists[key] = tree
+        return tree
 
     def search(
         self,
@@ -364,8 +425,16 @@ class MultiTenantIndex:
             return SearchResult(ids=relabel(local, scan), distances=distances)
         if rows is None:
             rows_key, rows_version = ("__all__",), len(self.store)
-        centroids, norms, offsets, by_leaf, positions = self._leaf_lists(
-            rows_key, rows_version, rows
+        tree = self._subtree(rows_key, rows_version, rows)
+        shape = (
+            tree.centroids,
+            tree.norms,
+            tree.top_centroids,
+            tree.top_norms,
+            tree.top_offsets,
+            tree.offsets,
+            tree.rows,
+            tree.positions,
         )
         if allowed_bits is None:
             allowed_bits = (
@@ -382,11 +451,7 @@ class MultiTenantIndex:
                 self._codes,
                 self._low,
                 self._step,
-                centroids,
-                norms,
-                offsets,
-                by_leaf,
-                positions,
+                *shape,
                 allowed_bits,
                 k,
                 max(self.rerank * k, 32),
@@ -398,11 +463,7 @@ class MultiTenantIndex:
             found, distances, _ = probe_leaves(
                 queries,
                 vectors,
-                centroids,
-                norms,
-                offsets,
-                by_leaf,
-                positions,
+                *shape,
                 allowed_bits,
                 k,
                 min_probe,
@@ -448,6 +509,10 @@ class MultiTenantIndex:
             if self._centroids is not None
             else np.zeros((0, self.dim), np.float32),
             "quantizer.npy": np.stack([self._low, self._step]),
+            "top_of.npy": np.zeros(0, np.int32) if self._top_of is None else self._top_of,
+            "top_centroids.npy": self._top_centroids
+            if self._top_centroids is not None
+            else np.zeros((0, self.dim), np.float32),
         }
         for name, array in arrays.items():
             with atomic_write(os.path.join(directory, name)) as f:
@@ -501,6 +566,9 @@ class MultiTenantIndex:
             index._group_of[:n] = groups
         centroids = array("centroids.npy")
         index._centroids = centroids if centroids.shape[0] else None
+        top_of, top_centroids = array("top_of.npy"), array("top_centroids.npy")
+        if top_of is not None and top_of.shape[0]:  # else a flat tree (or an older snapshot)
+            index._top_of, index._top_centroids = top_of, top_centroids
         index._clustered_at = meta["clustered_at"]
         index._arranged_at = meta.get("arranged_at", 0)
         index._live = int(np.count_nonzero(index._alive[:n]))

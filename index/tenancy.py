@@ -490,6 +490,7 @@ class MultiTenantIndex:
             "slots": n,
             **self.params(),
             "leaves_built": 0 if self._centroids is None else int(self._centroids.shape[0]),
+            "top_nodes": 0 if self._top_centroids is None else int(self._top_centroids.shape[0]),
             "memory_bytes": self.store.nbytes
             + n * 9
             + self._n_codes * self.dim

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shardwalk.index.tenancy import TREE_MIN_LEAVES
 
 import shardwalk
 from shardwalk import F, InvalidArgumentError
@@ -30,8 +31,8 @@ def world():
     cols = {}
     for kind in KINDS:
         params = {**INDEX_PARAMS[kind]}
-        if kind == "multitenant":
-            params = {}
+        if kind == "multitenant":  # more leaves than the default, so the tree has top nodes
+            params = {"leaves": TREE_MIN_LEAVES + 44}
         col = engine.create_collection(kind, dim=DIM, index=kind, **params)
         col.upsert(
             data.ids,
@@ -73,6 +74,8 @@ def test_recall_and_exact_count_per_selectivity_bucket(world, kind, bucket):
     # observed: 1.0 on exact paths; tenant-index and graph-postfilter >= 0.98
     assert recall >= 0.95, (kind, bucket, recall, res.explain)
     assert res.explain.matches == int(allowed.sum())
+    if kind == "multitenant":
+        assert col.stats()["index_stats"]["top_nodes"] > 0  # the two-level tree is in use
 
 
 @pytest.mark.parametrize("kind", KINDS)

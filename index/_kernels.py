@@ -72,6 +72,25 @@ def _offer(best_d: np.ndarray, best_r: np.ndarray, worst: int, d: float, r: int)
     return worst
 
 
+@njit(cache=True, inline="always", fastmath=_FAST)
+def _leaf_is_close(
+    q: np.ndarray, centroid: np.ndarray, norm: float, kth: float, ratio: float, ip: bool
+) -> bool:
+    """Whether a leaf is still worth visiting after the minimum: its centroid's squared l2
+    distance is within ``ratio`` x the current k-th best. On data where neighbourhoods are
+    wide (mnist: 0.981 recall@10 at nprobe=8), this visits a few more leaves; on well-clustered
+    data the next centroid is far and nothing changes. Not defined for ip (no geometry to
+    compare a centroid's score with a row's), so it never extends there."""
+    if ip or ratio <= 0.0:
+        return False
+    acc = np.float32(0.0)
+    qq = np.float32(0.0)
+    for t in range(q.shape[0]):
+        acc += q[t] * centroid[t]
+        qq += q[t] * q[t]
+    return qq + norm - np.float32(2.0) * acc <= ratio * kth
+
+
 @njit(cache=True)
 def _finish(best_d: np.ndarray, best_r: np.ndarray, out_d: np.ndarray, out_r: np.ndarray) -> None:
     order = np.argsort(best_d, kind="mergesort")
@@ -220,6 +239,7 @@ def probe_leaves(
     k: int,
     min_probe: int,
     min_candidates: int,
+    probe_ratio: float,
     ip: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Search a set of rows grouped by leaf: leaf j (``centroids[j]``, squared norm
@@ -227,7 +247,9 @@ def probe_leaves(
     ``vectors[positions[...]]``. Leaves are visited closest first (found through the top
     nodes when ``top_offsets`` is not empty, see ``_leaf_order``); a row counts only where its
     bit is set in ``allowed`` (packed); the search stops once it has visited ``min_probe``
-    leaves and scored ``min_candidates`` allowed rows (or visited every leaf).
+    leaves and scored ``min_candidates`` allowed rows (or visited every leaf), unless the next
+    leaf's centroid is within ``probe_ratio`` x the k-th best distance (l2; see
+    ``_leaf_is_close``), up to the ``max(64, 4 min_probe)`` closest leaves.
 
     Returns rows (n, k) padded with -1, distances (n, k) padded with +inf, and the number of
     rows scored per query.
@@ -257,7 +279,16 @@ def probe_leaves(
                     d = _distance(q, vectors[positions[t]], ip)
                     worst = _offer(best_d, best_r, worst, d, r)
             p += 1
-            if p >= min_probe and seen >= min_candidates:
+            if (
+                p >= min_probe
+                and seen >= min_candidates
+                and not (
+                    p < first
+                    and _leaf_is_close(
+                        q, centroids[order[p]], norms[order[p]], best_d[worst], probe_ratio, ip
+                    )
+                )
+            ):
                 break
         scored[qi] = seen
         _finish(best_d, best_r, out_d[qi], out_r[qi])
@@ -301,6 +332,7 @@ def probe_leaves_sq8(
     rerank: int,
     min_probe: int,
     min_candidates: int,
+    probe_ratio: float,
     ip: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``probe_leaves`` on 8-bit scalar-quantised codes (SQUASH-style first pass): rows are
@@ -341,7 +373,21 @@ def probe_leaves_sq8(
                     d = _code_distance(qc, weights, codes[positions[t]], ip, base)
                     worst = _offer(cand_d, cand_t, worst, d, t)
             p += 1
-            if p >= min_probe and seen >= min_candidates:
+            if (
+                p >= min_probe
+                and seen >= min_candidates
+                and not (
+                    p < first
+                    and _leaf_is_close(
+                        q,
+                        centroids[order[p]],
+                        norms[order[p]],
+                        np.partition(cand_d, k - 1)[k - 1],
+                        probe_ratio,
+                        ip,
+                    )
+                )
+            ):
                 break
         scored[qi] = seen
         best_d = np.full(k, np.inf, dtype=np.float32)

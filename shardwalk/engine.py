@@ -20,7 +20,7 @@ from shardwalk.errors import (
 from shardwalk.graph import Graph, check_edges
 from shardwalk.storage import DataDir
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
-from shardwalk.wal import WriteAheadLog
+from shardwalk.wal import RecoveredLog, WriteAheadLog
 
 __all__ = ["Engine"]
 
@@ -41,19 +41,61 @@ class Engine:
         self._graphs: dict[str, Graph] = {}
         self._lock = threading.RLock()
         self._closed = False
+        self._recovered: list[RecoveredLog] = []
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Engine:
+    def open(cls, path: str | os.PathLike[str], *, recover: bool = False) -> Engine:
         """Open (or create) the data directory at ``path``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The data directory (created if missing).
+        recover : bool, default False
+            Open even if a write-ahead log is corrupt: cut each log at its first bad record,
+            after saving the cut bytes to a side file next to it (``<log>.corrupt-<offset>``,
+            never removed automatically). Every log is checked before ``open`` returns; what
+            was cut is listed in :attr:`recovered` and logged as a warning. Without it, a
+            corrupt log raises ``CorruptionError`` when its collection is loaded. A torn last
+            record (a crash mid-write, never acknowledged) is cut either way.
 
         Raises
         ------
         FailedPreconditionError
-            Another process has it open, or it was written by an incompatible version.
+            The directory is open elsewhere (by another Engine of this process, or by another
+            process), or it was written by an incompatible version.
         CorruptionError
-            A snapshot fails its checksums.
+            When a collection is loaded (:meth:`collection`): a snapshot fails its checksums,
+            or (unless ``recover``) its write-ahead log holds a bad record that is not a torn
+            write.
         """
-        return cls(DataDir(path))
+        datadir = DataDir(path)
+        engine = cls(datadir)
+        if recover:
+            try:
+                engine._salvage_logs()
+            except BaseException:
+                datadir.close()
+                raise
+        return engine
+
+    def _salvage_logs(self) -> None:
+        datadir = self._datadir
+        assert datadir is not None
+        for name, entry in sorted(datadir.manifest["collections"].items()):
+            wal = datadir.collection_dir(name) / entry["wal"]
+            if wal.is_file():  # a missing log is reported when the collection is loaded
+                report = WriteAheadLog.salvage(str(wal), collection=name)
+                if report is not None:
+                    self._recovered.append(report)
+
+    @property
+    def recovered(self) -> list[RecoveredLog]:
+        """What ``Engine.open(path, recover=True)`` cut off corrupt write-ahead logs, one
+        :class:`~shardwalk.wal.RecoveredLog` per log (collection, log, offset, bytes_dropped,
+        records_dropped, side_file, reason). Empty when nothing was cut or without
+        ``recover``."""
+        return list(self._recovered)
 
     @classmethod
     def memory(cls) -> Engine:

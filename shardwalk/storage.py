@@ -3,10 +3,13 @@
 Layout::
 
     <root>/manifest.json                  format version, generation, every collection
-    <root>/LOCK                           held (flock) by the one process that has it open
+    <root>/LOCK                           held (flock) by the one process that has it open;
+                                          holds that process's pid (for error messages)
     <root>/collections/<name>/snap-<gen>/ an immutable snapshot: rows, vectors, index files,
                                           and snapshot.json with every file's size and crc32
     <root>/collections/<name>/wal-<gen>.log  the upserts and deletes since that snapshot
+    <root>/collections/<name>/wal-<gen>.log.corrupt-<offset>
+                                          bytes a recovering open cut off a corrupt log (kept)
     <root>/graphs/<name>/csr-<gen>/       a graph's CSR arrays (memory-mapped when opened)
     <root>/graphs/<name>/fp-<gen>/        its fingerprints
 
@@ -14,17 +17,25 @@ A checkpoint writes a new snapshot and an empty log under a new generation, fsyn
 only then atomically replaces the manifest; the old snapshot and log are removed afterwards.
 A crash at any point leaves the manifest naming a complete snapshot and a log that holds every
 acknowledged write since it. Files the manifest does not name are leftovers of an interrupted
-checkpoint and are removed at open.
+checkpoint and are removed at open (except the side files of a recovering open, which may
+hold acknowledged writes).
+
+One process owns a data directory, and within it one open ``DataDir`` (one Engine). The flock
+keeps other processes out; a registry of the directories open in this process tells a second
+open here apart from another process, so the error says which it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
+import io
 import json
 import os
 import shutil
 import threading
+import weakref
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -32,12 +43,18 @@ from typing import Any
 
 from shardwalk._atomic import atomic_write_bytes, fsync_dir
 from shardwalk.errors import CorruptionError, FailedPreconditionError
+from shardwalk.wal import SIDE_FILE_MARK
 
 __all__ = ["FORMAT_VERSION", "DataDir", "seal_snapshot", "verify_snapshot"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SNAPSHOT_META = "snapshot.json"
+LOCK = "LOCK"
+
+# (st_dev, st_ino) of each data directory a DataDir of this process holds -> that DataDir
+_OPEN_HERE: dict[tuple[int, int], weakref.ref[DataDir]] = {}
+_OPEN_HERE_MUTEX = threading.Lock()
 
 
 def _crc32_file(path: Path) -> int:
@@ -98,15 +115,53 @@ class DataDir:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "collections").mkdir(exist_ok=True)
         (self.root / "graphs").mkdir(exist_ok=True)
-        self._lock_file = open(self.root / "LOCK", "a+")
+        self._lock_file: io.FileIO | None = None
+        self._key = self._acquire()
         try:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise FailedPreconditionError(
-                f"data directory {str(self.root)!r} is open in another process; close that "
-                "engine first (one process owns a data directory, others use the server)"
-            ) from None
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _acquire(self) -> tuple[int, int]:
+        """Take the directory's lock, or say who holds it: this process or which other one."""
+        st = os.stat(self.root)
+        key = (st.st_dev, st.st_ino)  # the same directory under any path or symlink
+        with _OPEN_HERE_MUTEX:
+            ref = _OPEN_HERE.get(key)
+            holder = None if ref is None else ref()
+            # a DataDir inherited through fork() belongs to the parent process
+            if holder is not None and holder._lock_file is not None and holder._pid == os.getpid():
+                raise self._open_here_error()
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            lock_file = os.fdopen(fd, "r+b", buffering=0)  # closed (lock released) if collected
+            try:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _recorded_pid(lock_file)
+                lock_file.close()
+                if pid == os.getpid():
+                    raise self._open_here_error() from None
+                who = "another process" if pid is None else f"another process (pid {pid})"
+                raise FailedPreconditionError(
+                    f"data directory {str(self.root)!r} is already open in {who}; one process "
+                    "owns a data directory; close the other one"
+                ) from None
+            with contextlib.suppress(OSError):  # the pid only serves error messages
+                lock_file.truncate(0)
+                lock_file.write(f"{os.getpid()}\n".encode())
+            self._lock_file = lock_file
+            self._pid = os.getpid()
+            _OPEN_HERE[key] = weakref.ref(self)
+        return key
+
+    def _open_here_error(self) -> FailedPreconditionError:
+        return FailedPreconditionError(
+            f"data directory {str(self.root)!r} is already open by an Engine in this process; "
+            "use that engine, or close it first"
+        )
+
+    def _load(self) -> None:
         self._mutex = threading.Lock()
         path = self.root / MANIFEST
         if path.exists():
@@ -173,13 +228,29 @@ class DataDir:
         if not directory.is_dir():
             return
         for entry in directory.iterdir():
-            if entry.name not in keep:
+            if entry.name not in keep and SIDE_FILE_MARK not in entry.name:
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
 
     def close(self) -> None:
-        if not self._lock_file.closed:
+        """Release the directory. Idempotent."""
+        with _OPEN_HERE_MUTEX:
+            if self._lock_file is None:
+                return
+            ref = _OPEN_HERE.get(self._key)
+            if ref is not None and ref() is self:
+                del _OPEN_HERE[self._key]
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             self._lock_file.close()
+            self._lock_file = None
+
+
+def _recorded_pid(lock_file: io.FileIO) -> int | None:
+    """The pid the holder wrote into the lock file (None: not written yet, or unreadable)."""
+    try:
+        text = os.pread(lock_file.fileno(), 32, 0).decode("ascii").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None

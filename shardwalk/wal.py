@@ -5,10 +5,22 @@ One file per collection and snapshot generation. A record is::
     magic (4 bytes, b"SWL1") | payload length (u32 LE) | crc32 of payload (u32 LE) | payload
 
 and the payload is an Arrow IPC stream holding one record batch whose schema metadata names the
-operation. At open the log is replayed from the start. A torn tail (a crash mid-append: a short
-header, a short payload, or a bad checksum on the last record) is detected, reported and cut
-off; it was never acknowledged. A bad record followed by more data is corruption, not a torn
-write, and raises instead of silently dropping acknowledged writes.
+operation. At open the log is replayed from the start.
+
+A torn write is a *short* last record: a crash mid-append leaves a short header, a short
+payload (with no intact record anywhere after it), or a zero-filled tail (what some
+filesystems leave after a power loss). Such a record was never acknowledged (``append``
+returns only after the whole record is fsynced), so it is reported and cut off. A record is
+short only if the file ends before the length its header declares: a complete record that
+fails its checksum may have been acknowledged, even when its payload ends in zeros.
+
+Anything else that fails is corruption of data that may have been acknowledged: a complete
+record whose checksum fails (last in the file or not), a record with no marker, a payload that
+passes its checksum but does not decode, or a short record followed by intact records (a
+damaged length field). Replay raises :class:`~shardwalk.errors.CorruptionError` and changes
+nothing. ``Engine.open(path, recover=True)`` opens anyway: :meth:`WriteAheadLog.salvage` cuts
+the log at the first bad record after saving the cut bytes to a side file
+``<log>.corrupt-<offset>`` next to it, and reports what was cut as a :class:`RecoveredLog`.
 """
 
 from __future__ import annotations
@@ -22,20 +34,69 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from shardwalk._atomic import fsync_dir
 from shardwalk.errors import CorruptionError
 
-__all__ = ["WalRecord", "WriteAheadLog"]
+__all__ = ["SIDE_FILE_MARK", "RecoveredLog", "WalRecord", "WriteAheadLog"]
 
 log = logging.getLogger(__name__)
 
 _MAGIC = b"SWL1"
 _HEADER = struct.Struct("<4sII")
+# ``<log>.corrupt-<offset>``: bytes cut off a log by a recovering open (kept, never removed
+# automatically: they may hold acknowledged writes)
+SIDE_FILE_MARK = ".corrupt-"
+_SECTOR = 512  # a shorter run of zeros at the end of a payload is ordinary Arrow padding
 
 
 @dataclass(frozen=True)
 class WalRecord:
     op: str  # "upsert" or "delete"
     batch: pa.RecordBatch
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecoveredLog:
+    """What ``Engine.open(path, recover=True)`` cut off one write-ahead log.
+
+    Attributes
+    ----------
+    collection : str
+        The collection the log belongs to.
+    log : str
+        Path of the log file (now ending just before ``offset``).
+    offset : int
+        Byte offset of the first bad record; every byte from here on was cut.
+    bytes_dropped : int
+        How many bytes were cut (all of them are in ``side_file``).
+    records_dropped : int or None
+        Records in the cut bytes, the bad one included, counted by walking the record headers
+        after it (a torn fragment at the very end is not counted); None when a header on the
+        way cannot be read.
+    side_file : str
+        Where the cut bytes were saved, byte for byte.
+    reason : str
+        What was wrong with the first bad record.
+    """
+
+    collection: str
+    log: str
+    offset: int
+    bytes_dropped: int
+    records_dropped: int | None
+    side_file: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """A record that cannot be replayed."""
+
+    offset: int
+    torn: bool  # a short last record (never acknowledged), not corruption
+    reason: str  # what was found, e.g. "fails its checksum"
+    length: int | None = None  # the record's length in bytes (header included), if readable
+    resync: int | None = None  # offset of the next intact record, when one was found
 
 
 def _encode(op: str, batch: pa.RecordBatch) -> bytes:
@@ -54,6 +115,164 @@ def _decode(payload: bytes) -> WalRecord:
     return WalRecord(op=op, batch=batch)
 
 
+def _intact_at(data: bytes, offset: int) -> bool:
+    """Whether a complete record with a matching checksum starts at ``offset``."""
+    if len(data) - offset < _HEADER.size:
+        return False
+    magic, length, crc = _HEADER.unpack_from(data, offset)
+    start = offset + _HEADER.size
+    return (
+        magic == _MAGIC
+        and start + length <= len(data)
+        and zlib.crc32(data[start : start + length]) == crc
+    )
+
+
+def _next_intact(data: bytes, start: int) -> int | None:
+    """Offset of the first intact record at or after ``start`` (None: there is none)."""
+    at = data.find(_MAGIC, start)
+    while at != -1:
+        if _intact_at(data, at):
+            return at
+        at = data.find(_MAGIC, at + 1)
+    return None
+
+
+def _examine(data: bytes, offset: int) -> tuple[int, int] | _Fault:
+    """The payload span of the intact record at ``offset``, or what is wrong with it."""
+    end = len(data)
+    if end - offset < _HEADER.size:
+        # fewer bytes than a header: no complete record can be here
+        return _Fault(offset, torn=True, reason="a short header")
+    magic, length, crc = _HEADER.unpack_from(data, offset)
+    start = offset + _HEADER.size
+    if magic != _MAGIC:
+        if not data[offset:].strip(b"\0"):
+            return _Fault(offset, torn=True, reason="a zero-filled tail")
+        return _Fault(
+            offset,
+            torn=False,
+            reason="has no record marker and non-zero bytes follow, so it is not a torn write",
+            resync=_next_intact(data, offset + 1),
+        )
+    if start + length > end:
+        # A torn append leaves a prefix of one record; an intact record after this header
+        # means the length field itself is damaged and acknowledged records follow.
+        resync = _next_intact(data, start)
+        if resync is None:
+            return _Fault(offset, torn=True, reason="a short payload")
+        return _Fault(
+            offset,
+            torn=False,
+            reason=f"declares a {length}-byte payload running past the end of the file, but an "
+            f"intact record follows at byte {resync}, so it is not a torn write",
+            resync=resync,
+        )
+    if zlib.crc32(data[start : start + length]) != crc:
+        reason = (
+            "fails its checksum although it is complete, so it is not a torn write "
+            "(a torn write is a short last record)"
+        )
+        zeros = length - len(data[start : start + length].rstrip(b"\0"))
+        if start + length == end and zeros >= _SECTOR:
+            # Some filesystems extend a file before its data lands; after a power loss the
+            # missing blocks read as zeros. Still not dropped silently: the blocks could as
+            # well have been lost after the fsync.
+            reason += (
+                f"; its last {zeros} bytes are zeros, which a power loss can leave in an "
+                "append that was never acknowledged"
+            )
+        return _Fault(offset, torn=False, reason=reason, length=_HEADER.size + length)
+    return start, start + length
+
+
+def _count_records(data: bytes, fault: _Fault) -> int | None:
+    """Records from the bad one to the end, walking the headers; None if one is unreadable."""
+    if fault.length is not None:
+        count, offset = 1, fault.offset + fault.length
+    elif fault.resync is not None:
+        count, offset = 1, fault.resync
+    else:
+        return None
+    end = len(data)
+    while offset < end:
+        if end - offset < _HEADER.size:
+            break  # a torn fragment: never acknowledged, not counted
+        magic, length, _ = _HEADER.unpack_from(data, offset)
+        if magic != _MAGIC:
+            if not data[offset:].strip(b"\0"):
+                break  # a zero-filled tail
+            return None
+        if offset + _HEADER.size + length > end:
+            break  # a torn fragment
+        count += 1
+        offset += _HEADER.size + length
+    return count
+
+
+def _corruption(path: str, fault: _Fault, size: int) -> CorruptionError:
+    shape = "length unreadable" if fault.length is None else f"{fault.length} bytes"
+    following = size - fault.offset - (fault.length or 0)
+    place = (
+        "the last record in the file"
+        if fault.length is not None and following == 0
+        else f"{size - fault.offset} bytes from the end of the {size}-byte file"
+    )
+    return CorruptionError(
+        f"write-ahead log {path!r}: the record at byte {fault.offset} ({shape}; {place}) "
+        f"{fault.reason}. The log is corrupt and may hold acknowledged writes; nothing was "
+        "changed. Restore the data directory from a backup, or open it anyway with "
+        f"Engine.open(path, recover=True), which cuts the log at byte {fault.offset}, saves "
+        f"the {size - fault.offset} cut bytes to {path + SIDE_FILE_MARK + str(fault.offset)!r} "
+        "and lists them in engine.recovered"
+    )
+
+
+def _first_fault(path: str, data: bytes) -> Iterator[WalRecord | _Fault]:
+    """Every decodable record in order, then the first fault (if any) as the last item."""
+    offset = 0
+    while offset < len(data):
+        found = _examine(data, offset)
+        if isinstance(found, _Fault):
+            yield found
+            return
+        start, stop = found
+        try:
+            record = _decode(data[start:stop])
+        except (pa.ArrowException, StopIteration, UnicodeDecodeError) as exc:
+            yield _Fault(
+                offset,
+                torn=False,
+                reason=f"passes its checksum but cannot be decoded ({type(exc).__name__}: {exc}), "
+                "so it is not a torn write",
+                length=stop - offset,
+            )
+            return
+        yield record
+        offset = stop
+
+
+def _side_file(path: str, offset: int, cut: bytes) -> str:
+    """Save ``cut`` durably beside the log; never overwrite an earlier side file."""
+    base = f"{path}{SIDE_FILE_MARK}{offset}"
+    for attempt in range(1, 1000):
+        name = base if attempt == 1 else f"{base}.{attempt}"
+        try:
+            f = open(name, "xb")
+        except FileExistsError:
+            with open(name, "rb") as old:
+                if old.read() == cut:  # saved by an earlier recovery that died before the cut
+                    return name
+            continue
+        with f:
+            f.write(cut)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(os.path.dirname(path) or ".")
+        return name
+    raise CorruptionError(f"write-ahead log {path!r}: too many side files named {base}.*")
+
+
 class WriteAheadLog:
     """An append-only, checksummed log of record batches."""
 
@@ -67,8 +286,6 @@ class WriteAheadLog:
         """Create an empty log and make its directory entry durable."""
         with open(path, "wb") as f:
             os.fsync(f.fileno())
-        from shardwalk._atomic import fsync_dir
-
         fsync_dir(os.path.dirname(path) or ".")
 
     def append(self, op: str, batch: pa.RecordBatch) -> None:
@@ -87,54 +304,73 @@ class WriteAheadLog:
 
     @staticmethod
     def replay(path: str) -> Iterator[WalRecord]:
-        """Yield every complete record; cut a torn tail off the file."""
+        """Yield every record; cut a torn (short) last record off the file.
+
+        Raises
+        ------
+        CorruptionError
+            A record is bad and not a torn write (see the module docstring). Records before it
+            may already have been yielded; the file is left as it was.
+        """
         with open(path, "rb") as f:
             data = f.read()
-        offset, end = 0, len(data)
-        while offset < end:
-            torn = None
-            if end - offset < _HEADER.size:
-                torn = "a short header"
-            else:
-                magic, length, crc = _HEADER.unpack_from(data, offset)
-                start = offset + _HEADER.size
-                if magic != _MAGIC:
-                    # A crash can leave a zero-filled tail; anything else is corruption.
-                    if data[offset:].strip(b"\0"):
-                        raise CorruptionError(
-                            f"write-ahead log {path!r}: no record marker at byte {offset} of "
-                            f"{end}; the file is corrupt, restore it from a backup"
-                        )
-                    torn = "a zero-filled tail"
-                elif start + length > end:
-                    torn = "a short payload"
-                elif zlib.crc32(data[start : start + length]) != crc:
-                    if start + length < end:
-                        raise CorruptionError(
-                            f"write-ahead log {path!r}: record at byte {offset} fails its "
-                            "checksum and is followed by more records; the file is corrupt "
-                            "(not a torn write), restore it from a backup"
-                        )
-                    torn = "a checksum mismatch"
-            if torn is not None:
+        for item in _first_fault(path, data):
+            if isinstance(item, WalRecord):
+                yield item
+            elif item.torn:
                 log.warning(
-                    "write-ahead log %s: dropping a torn last record at byte %d (%s, %d bytes); "
+                    "write-ahead log %s: cutting a torn last record at byte %d (%s, %d bytes); "
                     "it was never acknowledged",
                     path,
-                    offset,
-                    torn,
-                    end - offset,
+                    item.offset,
+                    item.reason,
+                    len(data) - item.offset,
                 )
                 with open(path, "r+b") as f:
-                    f.truncate(offset)
+                    f.truncate(item.offset)
                     os.fsync(f.fileno())
-                return
-            try:
-                record = _decode(data[start : start + length])
-            except pa.ArrowException as exc:
-                raise CorruptionError(
-                    f"write-ahead log {path!r}: record at byte {offset} has a valid checksum "
-                    f"but cannot be decoded: {exc}"
-                ) from exc
-            yield record
-            offset = start + length
+            else:
+                raise _corruption(path, item, len(data))
+
+    @staticmethod
+    def salvage(path: str, *, collection: str) -> RecoveredLog | None:
+        """Cut the log at its first bad record, saving the cut bytes to a side file first.
+
+        A torn last record is left for :meth:`replay` to cut as usual. Returns None when the
+        log has no bad record.
+        """
+        with open(path, "rb") as f:
+            data = f.read()
+        fault = None
+        for item in _first_fault(path, data):
+            if isinstance(item, _Fault) and not item.torn:
+                fault = item
+        if fault is None:
+            return None
+        side = _side_file(path, fault.offset, data[fault.offset :])
+        with open(path, "r+b") as f:
+            f.truncate(fault.offset)
+            os.fsync(f.fileno())
+        report = RecoveredLog(
+            collection=collection,
+            log=path,
+            offset=fault.offset,
+            bytes_dropped=len(data) - fault.offset,
+            records_dropped=_count_records(data, fault),
+            side_file=side,
+            reason=fault.reason,
+        )
+        log.warning(
+            "write-ahead log %s of collection %r: the record at byte %d %s; recover=True cut "
+            "%d bytes (%s) off the log and saved them to %s",
+            path,
+            collection,
+            report.offset,
+            report.reason,
+            report.bytes_dropped,
+            "records uncounted"
+            if report.records_dropped is None
+            else f"{report.records_dropped} record(s)",
+            side,
+        )
+        return report

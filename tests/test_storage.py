@@ -1,9 +1,14 @@
-"""The write-ahead log and snapshots: torn writes are detected and skipped, corruption raises."""
+"""The write-ahead log and snapshots: torn writes are detected and skipped, corruption raises;
+one owner per data directory, and the lock error says who it is."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -45,14 +50,35 @@ def test_every_torn_tail_is_skipped_and_cut(tmp_path):
         got = [r.batch.column(0).to_pylist() for r in WriteAheadLog.replay(path)]
         assert got == [[0, 1]], cut
         assert os.path.getsize(path) == good  # the torn bytes are cut off
-    # a flipped bit in the last record: a torn (never acknowledged) write
-    corrupt = bytearray(data)
-    corrupt[full - 1] ^= 0xFF
-    open(path, "wb").write(bytes(corrupt))
-    assert len(list(WriteAheadLog.replay(path))) == 1
     # a zero-filled tail (what some filesystems leave after a power loss)
     open(path, "wb").write(data + b"\0" * 37)
     assert len(list(WriteAheadLog.replay(path))) == 2
+    assert os.path.getsize(path) == full
+
+
+def test_a_flipped_bit_in_a_complete_last_record_is_corruption_not_a_torn_write(tmp_path):
+    """Issue 8: a full-length last record that fails its checksum may have been acknowledged
+    (fsynced whole); dropping it as torn would silently lose an acknowledged write."""
+    path = str(tmp_path / "w.log")
+    WriteAheadLog.create(path)
+    log = WriteAheadLog(path)
+    log.append("delete", batch(0))
+    good = log.size
+    log.append("delete", batch(10))
+    full = log.size
+    log.close()
+    corrupt = bytearray(open(path, "rb").read())
+    corrupt[full - 1] ^= 0xFF
+    open(path, "wb").write(bytes(corrupt))
+    with pytest.raises(
+        CorruptionError,
+        match=re.escape(
+            f"record at byte {good} ({full - good} bytes; the last record in the file) fails "
+            "its checksum although it is complete, so it is not a torn write"
+        ),
+    ):
+        list(WriteAheadLog.replay(path))
+    assert open(path, "rb").read() == bytes(corrupt)  # nothing cut
 
 
 def test_corruption_in_the_middle_raises(tmp_path):
@@ -66,12 +92,12 @@ def test_corruption_in_the_middle_raises(tmp_path):
     data = bytearray(open(path, "rb").read())
     data[first - 1] ^= 0xFF  # inside the first record's payload
     open(path, "wb").write(bytes(data))
-    with pytest.raises(CorruptionError, match="fails its checksum and is followed by more records"):
+    with pytest.raises(CorruptionError, match=r"record at byte 0 .* fails its checksum although"):
         list(WriteAheadLog.replay(path))
     data = bytearray(open(path, "rb").read())
     data[0:4] = b"XXXX"
     open(path, "wb").write(bytes(data))
-    with pytest.raises(CorruptionError, match="no record marker at byte 0"):
+    with pytest.raises(CorruptionError, match=r"record at byte 0 .* has no record marker"):
         list(WriteAheadLog.replay(path))
 
 
@@ -189,3 +215,73 @@ def test_crash_at_each_step_of_a_checkpoint(tmp_path, monkeypatch, step):
         )
         names = sorted(p.name for p in (path / "collections" / "c").iterdir())
         assert len(names) == 2, names  # one snapshot and one log: leftovers were removed
+
+
+# -- one owner per data directory --------------------------------------------------------------
+def test_a_second_open_in_the_same_process_says_so(tmp_path):
+    path = tmp_path / "db"
+    first = shardwalk.Engine.open(path)
+    (tmp_path / "alias").symlink_to(path)
+    for again in (path, tmp_path / "alias"):  # the same directory under another name too
+        with pytest.raises(shardwalk.FailedPreconditionError) as info:
+            shardwalk.Engine.open(again)
+        message = str(info.value)
+        assert message == (
+            f"data directory {str(again)!r} is already open by an Engine in this process; "
+            "use that engine, or close it first"
+        )
+        assert "another process" not in message and "server" not in message
+        back = pickle.loads(pickle.dumps(info.value))
+        assert type(back) is shardwalk.FailedPreconditionError and str(back) == message
+    assert first.collections() == []  # the first engine is unharmed
+    first.close()
+    with shardwalk.Engine.open(path):  # released on close
+        pass
+
+
+HOLDER = r"""
+import sys
+import shardwalk
+
+with shardwalk.Engine.open(sys.argv[1]):
+    print("open", flush=True)
+    sys.stdin.read()  # hold the directory until the parent closes our stdin
+"""
+
+
+def test_an_open_in_another_process_names_it(tmp_path):
+    path = tmp_path / "db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(shardwalk.FailedPreconditionError) as info:
+            shardwalk.Engine.open(path)
+        message = str(info.value)
+        assert message == (
+            f"data directory {str(path)!r} is already open in another process "
+            f"(pid {holder.pid}); one process owns a data directory; close the other one"
+        )
+        assert "server" not in message and "this process" not in message
+        assert str(pickle.loads(pickle.dumps(info.value))) == message
+    finally:
+        holder.communicate(input="", timeout=60)
+    assert holder.returncode == 0
+    with shardwalk.Engine.open(path):  # the other process exited: the lock is free
+        pass
+
+
+def test_a_failed_open_releases_the_directory(tmp_path):
+    path = tmp_path / "db"
+    shardwalk.Engine.open(path).close()
+    manifest = (path / "manifest.json").read_text()
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(CorruptionError, match="is not valid JSON"):
+        shardwalk.Engine.open(path)
+    (path / "manifest.json").write_text(manifest)
+    with shardwalk.Engine.open(path):  # not "already open": the failed open let go
+        pass

@@ -104,7 +104,9 @@ class Graph:
         seed : int
             Same seed, same fingerprints, on any number of threads.
         dangling : {"self_loop", "drop"}
-            Dangling-node rule (``"drop"`` stores also serve ``restart`` queries).
+            Dangling-node rule of the walks, kept in the stats. ``"restart"`` is refused:
+            build with ``"drop"``, which also serves ``ppr(..., dangling="restart")``
+            (restart is composed from drop and renormalised).
         top_k : int, optional
             Keep only each node's top-k visit counts (smaller, less accurate).
 
@@ -112,6 +114,12 @@ class Graph:
         -------
         dict
             Build statistics: seconds, walk steps, steps per second, bytes.
+
+        Raises
+        ------
+        InvalidArgumentError
+            alpha outside (0, 1), a bad rule (including "restart"), walks_per_node or top_k;
+            the graph keeps its previous fingerprints.
         """
         with self._lock:
             self._check_open()
@@ -147,13 +155,26 @@ class Graph:
         return self._fingerprints is not None
 
     # -- queries ----------------------------------------------------------------------------
-    def _method(self, method: str | None) -> str:
+    @staticmethod
+    def _method(index: PPRIndex, method: str | None, alpha: Any, dangling: Any) -> str:
+        """The method a query runs. Given: that one (it refuses what it cannot serve). None:
+        "fingerprint" when fingerprints exist and were built for this alpha and rule, else
+        "push", the method the graph would use without fingerprints."""
         if method is not None:
             return method
-        return "fingerprint" if self._fingerprints is not None else "push"
+        if index.fingerprints is not None and index.fingerprint_mismatch(alpha, dangling) is None:
+            return "fingerprint"
+        return "push"
 
     def ppr(
-        self, seeds: Any, *, k: int = 100, method: str | None = None, **params: Any
+        self,
+        seeds: Any,
+        k: int = 100,
+        *,
+        method: str | None = None,
+        alpha: float | None = None,
+        dangling: str | None = None,
+        **params: Any,
     ) -> PPRResult:
         """Personalized PageRank from one seed node, several (equal weights), or a
         personalization ``{node: weight}`` (PPR is linear in its seeds).
@@ -164,27 +185,72 @@ class Graph:
         k : int
             Top nodes returned (padded with -1 / 0).
         method : {"fingerprint", "push", "exact"}, optional
-            Default: "fingerprint" when fingerprints are built, else "push".
             "fingerprint": push the query's mass for ``rounds`` (T, default 5) rounds, then
             compose with the stored fingerprints (``threshold`` prunes small mass, default
             1e-4); "push": Forward Push to residual ``r_max`` (default 1e-6); "exact": power
-            iteration to ``tol`` (default 1e-10).
+            iteration to ``tol`` (default 1e-10). Default: "fingerprint" when fingerprints are
+            built and serve this query's alpha and rule, else "push"; ``result.method`` says
+            which ran.
+        alpha : float, optional
+            Stop (teleport) probability in (0, 1) (networkx's damping 0.85 is alpha 0.15).
+            Default: the fingerprints' alpha when they exist, else 0.15.
+        dangling : {"self_loop", "drop", "restart"}, optional
+            Rule at nodes without out-edges; "restart" jumps back to the seeds (networkx's
+            convention). Default: the fingerprints' rule when they exist, else "self_loop".
+            "exact" and "push" take any alpha and rule; "fingerprint" only the fingerprints'
+            alpha and rule, or "restart" when they were built with "drop".
+        **params
+            The method's parameters named above.
 
         Returns
         -------
         PPRResult
             ``ids`` (1, k) int64, ``scores`` (1, k) float32, ``error`` (an estimate for
-            fingerprints, a bound for push and exact), ``method``, ``seconds``.
+            fingerprints, a bound for push and exact), ``method``, ``alpha``, ``dangling``,
+            ``seconds``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Bad seeds, k, method, alpha, rule or parameters; ``method="fingerprint"`` without
+            fingerprints or with an alpha or rule they were not built for (the message names
+            what they were built with).
+        NotFoundError
+            A seed is not a node of the graph.
         """
         self._check_open()
-        return self._index.query(seeds, k=k, method=self._method(method), **params)
+        index = self._index  # one index for the whole call, even if fingerprints are rebuilt
+        return index.query(
+            seeds,
+            k=k,
+            method=self._method(index, method, alpha, dangling),
+            alpha=alpha,
+            dangling=dangling,
+            **params,
+        )
 
     def ppr_batch(
-        self, queries: Any, *, k: int = 100, method: str | None = None, **params: Any
+        self,
+        queries: Any,
+        k: int = 100,
+        *,
+        method: str | None = None,
+        alpha: float | None = None,
+        dangling: str | None = None,
+        **params: Any,
     ) -> PPRResult:
-        """Many PPR queries in one parallel pass; row i answers ``queries[i]``."""
+        """Many PPR queries in one parallel pass; row i answers ``queries[i]``. Arguments as in
+        :meth:`ppr`."""
         self._check_open()
-        return self._index.query_batch(queries, k=k, method=self._method(method), **params)
+        index = self._index
+        return index.query_batch(
+            queries,
+            k=k,
+            method=self._method(index, method, alpha, dangling),
+            alpha=alpha,
+            dangling=dangling,
+            **params,
+        )
 
     def fastrp(self, *, dim: int = 128, **params: Any) -> np.ndarray:
         """FastRP node embeddings (very sparse random projection of the degree-normalised

@@ -17,6 +17,8 @@ from shardwalk.errors import InvalidArgumentError
 
 DANGLING_RULES = ("self_loop", "drop", "restart")
 DANGLING_MODES = {"self_loop": 0, "drop": 1, "restart": 2}
+# the rules fingerprints are built with ("restart" queries compose from a "drop" store)
+STORE_RULES = ("self_loop", "drop")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
@@ -29,11 +31,17 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
 
 
 def check_alpha(alpha: Any) -> float:
-    """alpha is the stop (teleport) probability, strictly between 0 and 1."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise InvalidArgumentError(f"alpha must be a float in (0, 1); got {alpha!r}")
-    a = float(alpha)
-    if not (0.0 < a < 1.0) or not math.isfinite(a):
+    """alpha is the stop (teleport) probability: a finite real number strictly between 0 and 1.
+
+    Every bad value (wrong type, bool, nan, inf, out of range) gets the same message.
+    """
+    a = math.nan
+    if not isinstance(alpha, (bool, np.bool_)) and isinstance(alpha, numbers.Real):
+        try:
+            a = float(alpha)
+        except OverflowError:  # an int or Fraction beyond float range
+            pass
+    if not (math.isfinite(a) and 0.0 < a < 1.0):
         raise InvalidArgumentError(
             f"alpha is the stop (teleport) probability and must be in (0, 1); got {alpha!r} "
             "(a damping factor d such as networkx's alpha=0.85 corresponds to alpha = 1 - d = 0.15)"
@@ -104,7 +112,20 @@ def check_weights(weights: Any, n_edges: int, *, name: str = "edge weights") -> 
 
 
 def check_dangling(dangling: Any) -> str:
+    """A query's dangling rule: one of DANGLING_RULES."""
     return check_choice("dangling", dangling, DANGLING_RULES)
+
+
+def check_store_dangling(dangling: Any) -> str:
+    """The dangling rule fingerprints are built with: one of STORE_RULES. "restart" is refused
+    because restart walks depend on the source and would not compose; a "drop" store serves
+    restart queries instead (restart = drop / its mass, see ``ppr.py``)."""
+    if dangling == "restart":
+        raise InvalidArgumentError(
+            "fingerprints cannot be built with dangling='restart': fingerprints for restart are "
+            "built with dangling='drop'; queries with dangling='restart' compose from them"
+        )
+    return check_choice("dangling", dangling, STORE_RULES)
 
 
 def seed_spec_to_arrays(seeds: Any) -> tuple[np.ndarray, np.ndarray]:

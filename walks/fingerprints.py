@@ -7,8 +7,10 @@ pi_u(v): the expected number of visits of v is pi_u(v) / alpha. The store keeps 
 
 Dangling nodes follow the store's ``dangling`` rule (``"self_loop"`` or ``"drop"``; see
 ``shardwalk.walks.ppr`` for the rules). Both are independent of the query source, so composing
-fingerprints at query time is exact in expectation. Queries under the ``"restart"`` rule use a
-``"drop"`` store and renormalise (restart = drop / mass, proven in ``ppr.py``).
+fingerprints at query time is exact in expectation. There is no ``"restart"`` store: restart
+walks depend on their source and would not compose. Queries under the ``"restart"`` rule use a
+``"drop"`` store and renormalise (restart = drop / mass, proven in ``ppr.py``), so a store's
+``dangling`` always names the rule its walks followed.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ __all__ = [
 
 FINGERPRINT_SCHEMA = "shardwalk.fingerprints"
 FINGERPRINT_SCHEMA_VERSION = 1
-_STORE_RULES = ("self_loop", "drop")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -58,6 +59,7 @@ class FingerprintStore:
     walks_per_node : int
         R in the paper.
     dangling : {"self_loop", "drop"}
+        The rule the walks followed (never "restart": a "drop" store serves restart queries).
     seed : int
     top_k : int or None
     graph_digest : str
@@ -171,6 +173,11 @@ class FingerprintStore:
             or int(ip[-1]) != m
         ):
             raise CorruptionError(f"fingerprints at {d}: array shapes do not match meta.json")
+        if meta["dangling"] not in _check.STORE_RULES:
+            raise CorruptionError(
+                f"fingerprints at {d}: meta.json names dangling={meta['dangling']!r}; a store is "
+                f"built with one of {', '.join(repr(r) for r in _check.STORE_RULES)}"
+            )
         return cls(
             indptr=ip,
             nodes=nodes,
@@ -216,9 +223,10 @@ def build_fingerprints(
     seed : int
         Walk w from node u uses the counter stream (seed, u, w): the same seed gives the same
         store on any number of threads.
-    dangling : {"self_loop", "drop", "restart"}
-        Rule at nodes without out-edges. ``"restart"`` builds a ``"drop"`` store (queries
-        renormalise), since restart-at-source fingerprints would not compose exactly.
+    dangling : {"self_loop", "drop"}
+        Rule at nodes without out-edges. ``"restart"`` is refused: restart-at-source walks
+        would not compose; build with ``"drop"``, and queries with ``dangling="restart"``
+        compose from that store and renormalise.
     top_k : int, optional
         Keep only the K most visited nodes per row (ties: first visited); the mass dropped per
         row is kept in ``truncated`` and reported in query error estimates.
@@ -234,15 +242,14 @@ def build_fingerprints(
     Raises
     ------
     InvalidArgumentError
-        alpha outside (0, 1), walks_per_node < 1, a bad rule or top_k.
+        alpha outside (0, 1), walks_per_node < 1, a bad rule (including "restart") or top_k.
     """
     if not isinstance(graph, CSRGraph):
         raise InvalidArgumentError(f"graph must be a CSRGraph; got {type(graph).__name__}")
     alpha = _check.check_alpha(alpha)
     r = _check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**31 - 1)
     seed = _check.check_seed(seed)
-    rule = _check.check_dangling(dangling)
-    store_rule = "drop" if rule == "restart" else rule
+    rule = _check.check_store_dangling(dangling)
     k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
     block = _check.check_int("block_size", block_size, minimum=1)
 
@@ -251,7 +258,7 @@ def build_fingerprints(
     indptr = np.ascontiguousarray(graph.indptr)
     indices = np.ascontiguousarray(graph.indices)
     a_prob, a_idx = graph.alias()
-    mode = _check.DANGLING_MODES[store_rule]
+    mode = _check.DANGLING_MODES[rule]
     threads = numba.get_num_threads()
     chunks = max(1, threads)
     parts_ip, parts_nodes, parts_counts, parts_cut = [np.zeros(1, np.int64)], [], [], []
@@ -309,7 +316,7 @@ def build_fingerprints(
         truncated=truncated,
         alpha=alpha,
         walks_per_node=r,
-        dangling=store_rule,
+        dangling=rule,
         seed=seed,
         top_k=k or None,
         graph_digest=graph.digest(),

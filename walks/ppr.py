@@ -8,8 +8,8 @@ where an alpha-terminated walk started from s stops. P is the row-stochastic tra
 ``P[u, v] = w_uv / sum_v' w_uv'`` (1 / outdeg(u) unweighted). PPR is linear in its seeds,
 ``pi_{sum_i w_i e_i} = sum_i w_i pi_{e_i}`` (weights normalised to sum 1).
 
-Dangling nodes (no out-edges): one rule per index, honoured by every method
-------------------------------------------------------------------------------
+Dangling nodes (no out-edges): one rule per query, honoured by every method
+-----------------------------------------------------------------------------
 ``"self_loop"`` (default)
     A dangling node links to itself: a walk that reaches it stays until it stops, so all mass
     reaching it ends there. Mass is conserved (scores sum to 1). Independent of the source, so
@@ -27,6 +27,11 @@ Dangling nodes (no out-edges): one rule per index, honoured by every method
     (an independent check of the identity). Effect on accuracy: no composition bias, but the
     drop-rule error is amplified by 1 / ||pi_drop||_1 (large when walks often reach dangling
     nodes), and the ratio estimate is slightly biased for the fingerprint method.
+
+alpha and the rule are chosen per query (:class:`PPRIndex` holds the defaults). "exact" and
+"push" take any alpha in (0, 1) and any rule. "fingerprint" takes only what its store was built
+for: the store's alpha and rule, or "restart" from a "drop" store; otherwise it refuses with
+InvalidArgumentError (use "exact" / "push", or rebuild the fingerprints).
 
 Methods
 -------
@@ -90,6 +95,12 @@ class PPRResult:
         drop).
     error_is_bound : bool
     method : str
+        The method that ran ("fingerprint", "push" or "exact"), also when the caller let the
+        engine choose.
+    alpha : float
+        The stop probability the query used (the index's default unless given).
+    dangling : str
+        The dangling rule the query used (the index's default unless given).
     seconds : float
         Wall time of the call.
     """
@@ -100,6 +111,8 @@ class PPRResult:
     mass: np.ndarray
     error_is_bound: bool
     method: str
+    alpha: float
+    dangling: str
     seconds: float
 
     def __len__(self) -> int:
@@ -124,7 +137,8 @@ class _Scratch:
 
 
 class PPRIndex:
-    """PPR queries over one graph, with one alpha and one dangling rule for every method.
+    """PPR queries over one graph. alpha and the dangling rule are per query; the index holds
+    the defaults.
 
     Parameters
     ----------
@@ -133,10 +147,16 @@ class PPRIndex:
         Needed for ``method="fingerprint"``; must be built on ``graph``. Its alpha and rule
         become the index's defaults.
     alpha : float, optional
-        Stop (teleport) probability in (0, 1); default the store's, else 0.15.
+        Default stop (teleport) probability in (0, 1); default the store's, else 0.15.
     dangling : {"self_loop", "drop", "restart"}, optional
-        Default the store's rule, else "self_loop". A "drop" store serves "drop" and "restart";
-        a "self_loop" store serves "self_loop".
+        Default rule; default the store's rule, else "self_loop". With a store, the defaults
+        must be ones the store serves (see below), since "fingerprint" is the default method.
+
+    Every query may pass its own ``alpha`` and ``dangling``: "exact" and "push" take any alpha
+    in (0, 1) and any rule. "fingerprint" takes only what its store was built for: the store's
+    alpha, and its rule ("self_loop" or "drop"), or "restart" from a "drop" store (restart is
+    composed from drop); anything else raises InvalidArgumentError naming what the store was
+    built with (see :meth:`fingerprint_mismatch`).
 
     Thread safety: calls may come from several threads; each call takes a scratch set from a
     pool (a new one is allocated when all are busy), so calls never share scratch.
@@ -149,6 +169,9 @@ class PPRIndex:
     >>> r = idx.query(1, k=3, method="exact")
     >>> r.ids[0].tolist(), [round(float(x), 4) for x in r.scores[0]]
     ([1, 2, 3], [0.5714, 0.2857, 0.1429])
+    >>> r = idx.query(1, k=3, method="exact", alpha=0.25)   # another alpha, same index
+    >>> [round(float(x), 4) for x in r.scores[0]]
+    [0.4324, 0.3243, 0.2432]
     """
 
     def __init__(
@@ -171,24 +194,15 @@ class PPRIndex:
         self.alpha = _check.check_alpha(default_alpha if alpha is None else alpha)
         default_rule = fingerprints.dangling if fingerprints is not None else "self_loop"
         self.dangling = _check.check_dangling(default_rule if dangling is None else dangling)
-        if fingerprints is not None:
-            if abs(fingerprints.alpha - self.alpha) > 1e-12:
-                raise InvalidArgumentError(
-                    f"alpha={self.alpha} but the fingerprints were built with alpha="
-                    f"{fingerprints.alpha}; rebuild them or omit alpha"
-                )
-            need = "drop" if self.dangling == "restart" else self.dangling
-            if fingerprints.dangling != need:
-                raise InvalidArgumentError(
-                    f"dangling={self.dangling!r} needs fingerprints built with dangling="
-                    f"{need!r}; these use {fingerprints.dangling!r}"
-                )
         self.graph = graph
         self.fingerprints = fingerprints
+        if fingerprints is not None:
+            refusal = self._mismatch(self.alpha, self.dangling)
+            if refusal is not None:
+                raise InvalidArgumentError(refusal)
         self._indptr = np.ascontiguousarray(graph.indptr)
         self._indices = np.ascontiguousarray(graph.indices)
         self._probs = graph.transition_probs()
-        self._mode = _check.DANGLING_MODES["drop" if self.dangling == "restart" else self.dangling]
         if fingerprints is not None:
             self._fp = (
                 np.ascontiguousarray(fingerprints.indptr),
@@ -201,6 +215,66 @@ class PPRIndex:
             )
         self._pool: list[_Scratch] = []
         self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- alpha, rule
+
+    def _resolve(self, alpha: Any, dangling: Any) -> tuple[float, str]:
+        """A query's (alpha, rule): the given ones, checked, or the index's defaults."""
+        a = self.alpha if alpha is None else _check.check_alpha(alpha)
+        rule = self.dangling if dangling is None else _check.check_dangling(dangling)
+        return a, rule
+
+    def _mismatch(self, alpha: float, rule: str) -> str | None:
+        fp = self.fingerprints
+        if fp is None:
+            return (
+                "method='fingerprint' needs fingerprints: PPRIndex(graph, build_fingerprints(graph)) "
+                "(or use method='push' / 'exact')"
+            )
+        built = f"the fingerprints were built with alpha={fp.alpha}, dangling={fp.dangling!r}"
+        hint = "use method='exact' or method='push' (any alpha and rule)"
+        if abs(fp.alpha - alpha) > 1e-12:
+            return (
+                f"method='fingerprint' cannot answer alpha={alpha}: {built}; {hint}, or rebuild "
+                f"the fingerprints with alpha={alpha}"
+            )
+        need = "drop" if rule == "restart" else rule  # restart is composed from drop
+        if fp.dangling != need:
+            return (
+                f"method='fingerprint' cannot answer dangling={rule!r}: it needs fingerprints "
+                f"built with dangling={need!r}, and {built}; {hint}, or rebuild the fingerprints "
+                f"with dangling={need!r}"
+            )
+        return None
+
+    def fingerprint_mismatch(
+        self, alpha: float | None = None, dangling: str | None = None
+    ) -> str | None:
+        """Why ``method="fingerprint"`` cannot answer queries with this alpha and dangling rule
+        (None: the index's defaults), as the message it would raise; None when it can.
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``alpha`` or ``dangling`` is itself invalid.
+        """
+        return self._mismatch(*self._resolve(alpha, dangling))
+
+    def _prepare(
+        self, method: str, alpha: Any, dangling: Any, params: dict[str, Any]
+    ) -> tuple[float, str, tuple]:
+        """Check a call's alpha, rule, whether ``method`` serves them, and its parameters."""
+        alpha, rule = self._resolve(alpha, dangling)
+        if method == "fingerprint":
+            refusal = self._mismatch(alpha, rule)
+            if refusal is not None:
+                raise InvalidArgumentError(refusal)
+            args: tuple = self._fingerprint_params(params)
+        elif method == "push":
+            args = (self._push_params(params),)
+        else:
+            args = self._exact_params(params)
+        return alpha, rule, args
 
     # ----------------------------------------------------------------------------- seeds
 
@@ -237,7 +311,14 @@ class PPRIndex:
     # ----------------------------------------------------------------------------- queries
 
     def query(
-        self, seeds: Any, *, k: int = 100, method: Method = "fingerprint", **params: Any
+        self,
+        seeds: Any,
+        *,
+        k: int = 100,
+        method: Method = "fingerprint",
+        alpha: float | None = None,
+        dangling: str | None = None,
+        **params: Any,
     ) -> PPRResult:
         """One PPR query; the result has one row.
 
@@ -249,6 +330,12 @@ class PPRIndex:
         k : int
             Number of top nodes to return (padded with -1 / 0 if fewer score).
         method : {"fingerprint", "push", "exact"}
+        alpha : float, optional
+            Stop (teleport) probability in (0, 1); default the index's. "fingerprint" takes
+            only its store's alpha.
+        dangling : {"self_loop", "drop", "restart"}, optional
+            Default the index's. "fingerprint" takes only its store's rule, or "restart" from a
+            "drop" store.
         **params
             ``rounds`` (T, default 5), ``threshold`` (default 1e-4) and ``drop_below``
             (default = threshold) for "fingerprint";
@@ -258,11 +345,14 @@ class PPRIndex:
         Raises
         ------
         InvalidArgumentError
-            Empty seeds, negative weights, bad k or parameters, "fingerprint" without a store.
+            Empty seeds, negative weights, bad k, alpha, rule or parameters; "fingerprint"
+            without a store, or with an alpha or rule its store was not built for.
         NotFoundError
             A seed is not a node of the graph.
         """
-        return self.query_batch([seeds], k=k, method=method, **params)
+        return self.query_batch(
+            [seeds], k=k, method=method, alpha=alpha, dangling=dangling, **params
+        )
 
     def query_batch(
         self,
@@ -270,6 +360,8 @@ class PPRIndex:
         *,
         k: int = 100,
         method: Method = "fingerprint",
+        alpha: float | None = None,
+        dangling: str | None = None,
         **params: Any,
     ) -> PPRResult:
         """Many queries in one parallel kernel call; row i answers ``queries[i]``.
@@ -292,61 +384,76 @@ class PPRIndex:
         if len(queries) == 0:
             raise InvalidArgumentError("queries is empty; give at least one query")
         q_ptr, q_nodes, q_w = self._seed_arrays(queries)
+        alpha, rule, args = self._prepare(method, alpha, dangling, params)
         nq = len(queries)
         ids = np.empty((nq, k), np.int64)
         scores = np.empty((nq, k), np.float32)
-        if method == "fingerprint":
-            stats, bound = self._run_fingerprint(q_ptr, q_nodes, q_w, k, ids, scores, params)
-        elif method == "push":
-            stats, bound = self._run_push(q_ptr, q_nodes, q_w, k, ids, scores, params)
-        else:
-            stats, bound = self._run_exact(q_ptr, q_nodes, q_w, k, ids, scores, params)
-        mass, error = stats
+        run = {"fingerprint": self._run_fingerprint, "push": self._run_push}.get(
+            method, self._run_exact
+        )
+        mass, error = run(q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, *args)
+        if rule == "restart" and method != "exact":
+            # the kernels ran the drop rule; restart = drop / its mass (module docstring)
+            safe = np.where(mass > 0, mass, 1.0)
+            scores[:] = (scores / safe[:, None]).astype(np.float32)
+            error = 2.0 * error / safe
+            mass = np.where(mass > 0, 1.0, 0.0)
         ids = self.graph.to_external(ids)
         return PPRResult(
             ids=ids,
             scores=scores,
             error=error,
             mass=mass,
-            error_is_bound=bound,
+            error_is_bound=method != "fingerprint",
             method=method,
+            alpha=alpha,
+            dangling=rule,
             seconds=time.perf_counter() - t0,
         )
 
     def vector(
-        self, seeds: Any, *, method: Method = "fingerprint", **params: Any
+        self,
+        seeds: Any,
+        *,
+        method: Method = "fingerprint",
+        alpha: float | None = None,
+        dangling: str | None = None,
+        **params: Any,
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """The whole estimated PPR vector of one query, sparse and in float64:
-        (external ids, scores, error as in :class:`PPRResult`). Used by the accuracy harness."""
+        (external ids, scores, error as in :class:`PPRResult`). Used by the accuracy harness.
+        Arguments as in :meth:`query`."""
         method = _check.check_choice("method", method, METHODS)
         _, q_nodes, q_w = self._seed_arrays([seeds])
+        alpha, rule, args = self._prepare(method, alpha, dangling, params)
         g = self.graph
         if method == "exact":
-            tol, max_iter = self._exact_params(params)
+            tol, max_iter = args
             x, tail, _ = _kernels.exact_one(
                 self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
-                self.alpha, tol, max_iter, _check.DANGLING_MODES[self.dangling],
+                alpha, tol, max_iter, _check.DANGLING_MODES[rule],
             )  # fmt: skip
             nz = np.flatnonzero(x)
             return g.to_external(nz), x[nz], float(tail)
+        mode = _walk_mode(rule)
         s = self._take(1)
         try:
             if method == "push":
-                r_max = self._push_params(params)
+                (r_max,) = args
                 nt, err, _ = _kernels.push_one(
                     self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
-                    self.alpha, r_max, self._mode, s.a[0], s.b[0], s.i1[0], s.flag[0], s.i3[0],
+                    alpha, r_max, mode, s.a[0], s.b[0], s.i1[0], s.flag[0], s.i3[0],
                 )  # fmt: skip
                 touched = s.i3[0][:nt].copy()
                 vals = s.a[0][touched].copy()
                 s.a[0][touched] = 0.0
             else:
-                rounds, thr, drop = self._fingerprint_params(params)
+                rounds, thr, drop = args
                 fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut = self._fp
                 nt, dropped, _ = _kernels.compose_one(
                     self._indptr, self._indices, self._probs, g.weighted,
                     fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut, q_nodes, q_w,
-                    self.alpha, rounds, thr, drop, self._mode,
+                    alpha, rounds, thr, drop, mode,
                     s.a[0], s.b[0], s.c[0], s.d[0], s.i1[0], s.i2[0], s.i3[0],
                 )  # fmt: skip
                 touched = s.i3[0][:nt].copy()
@@ -357,7 +464,7 @@ class PPRIndex:
                 err = dropped + noise
         finally:
             self._give(s)
-        if self.dangling == "restart":
+        if rule == "restart":
             mass = vals.sum()
             if mass > 0:
                 vals = vals / mass
@@ -377,12 +484,7 @@ class PPRIndex:
     def _chunks(self, nq: int) -> int:
         return max(1, min(numba.get_num_threads(), nq))
 
-    def _finish_restart(self, ids_scores: np.ndarray, mass: np.ndarray) -> np.ndarray:
-        safe = np.where(mass > 0, mass, 1.0)
-        return (ids_scores / safe[:, None]).astype(np.float32)
-
-    def _run_fingerprint(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
-        rounds, thr, drop = self._fingerprint_params(params)
+    def _run_fingerprint(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, rounds, thr, drop):
         nq = q_ptr.size - 1
         s = self._take(self._chunks(nq))
         out = np.empty((nq, 4), np.float64)
@@ -391,7 +493,7 @@ class PPRIndex:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
                 fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut,
-                q_ptr, q_nodes, q_w, self.alpha, rounds, thr, drop, self._mode, k,
+                q_ptr, q_nodes, q_w, alpha, rounds, thr, drop, _walk_mode(rule), k,
                 s.a, s.b, s.c, s.d, s.i1, s.i2, s.i3, ids, scores, out,
             )  # fmt: skip
             if s.chunks == 1:  # no parallel region: no wait for a busy core
@@ -401,22 +503,16 @@ class PPRIndex:
         finally:
             self._give(s)
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
-        err = dropped + noise
-        if self.dangling == "restart":
-            scores[:] = self._finish_restart(scores, mass)
-            err = 2.0 * err / np.where(mass > 0, mass, 1.0)
-            mass = np.where(mass > 0, 1.0, 0.0)
-        return (mass, err), False
+        return mass, dropped + noise
 
-    def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
-        r_max = self._push_params(params)
+    def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max):
         nq = q_ptr.size - 1
         s = self._take(self._chunks(nq))
         out = np.empty((nq, 3), np.float64)
         try:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
-                q_ptr, q_nodes, q_w, self.alpha, r_max, self._mode, k,
+                q_ptr, q_nodes, q_w, alpha, r_max, _walk_mode(rule), k,
                 s.a, s.b, s.i1, s.flag, s.i3, ids, scores, out,
             )  # fmt: skip
             if s.chunks == 1:
@@ -425,19 +521,9 @@ class PPRIndex:
                 _kernels.push_batch(*args)
         finally:
             self._give(s)
-        mass, err = out[:, 0], out[:, 1]
-        if self.dangling == "restart":
-            scores[:] = self._finish_restart(scores, mass)
-            err = 2.0 * err / np.where(mass > 0, mass, 1.0)
-            mass = np.where(mass > 0, 1.0, 0.0)
-        return (mass, err), True
+        return out[:, 0], out[:, 1]
 
     def _fingerprint_params(self, params):
-        if self.fingerprints is None:
-            raise InvalidArgumentError(
-                "method='fingerprint' needs fingerprints: PPRIndex(graph, build_fingerprints(graph)) "
-                "(or use method='push' / 'exact')"
-            )
         self._no_extra("fingerprint", params, ("rounds", "threshold", "drop_below"))
         rounds = _check.check_int("rounds", params.get("rounds", 5), minimum=0, maximum=10_000)
         thr = _check.check_float("threshold", params.get("threshold", 1e-4), minimum=0.0)
@@ -459,20 +545,24 @@ class PPRIndex:
         max_iter = _check.check_int("max_iter", params.get("max_iter", 10_000), minimum=1)
         return tol, max_iter
 
-    def _run_exact(self, q_ptr, q_nodes, q_w, k, ids, scores, params):
-        tol, max_iter = self._exact_params(params)
+    def _run_exact(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, tol, max_iter):
         nq = q_ptr.size - 1
         out = np.empty((nq, 3), np.float64)
         args = (
             self._indptr, self._indices, self._probs, self.graph.weighted,
-            q_ptr, q_nodes, q_w, self.alpha, tol, max_iter,
-            _check.DANGLING_MODES[self.dangling], k, ids, scores, out,
+            q_ptr, q_nodes, q_w, alpha, tol, max_iter,
+            _check.DANGLING_MODES[rule], k, ids, scores, out,
         )  # fmt: skip
         if nq == 1:
             _kernels.exact_chunk(0, 1, *args)
         else:
             _kernels.exact_batch(*args, self._chunks(nq))
-        return (out[:, 0], out[:, 1]), True
+        return out[:, 0], out[:, 1]
+
+
+def _walk_mode(rule: str) -> int:
+    """The kernels' dangling mode for push and composition: restart runs as drop, rescaled."""
+    return _check.DANGLING_MODES["drop" if rule == "restart" else rule]
 
 
 def personalized_pagerank(
@@ -488,6 +578,6 @@ def personalized_pagerank(
 ) -> PPRResult:
     """One-off PPR query (see :class:`PPRIndex`; keep an index for repeated queries, it reuses
     its scratch arrays). Parameters as in :meth:`PPRIndex.query`."""
-    return PPRIndex(graph, fingerprints, alpha=alpha, dangling=dangling).query(
-        seeds, k=k, method=method, **params
+    return PPRIndex(graph, fingerprints).query(
+        seeds, k=k, method=method, alpha=alpha, dangling=dangling, **params
     )

@@ -59,8 +59,27 @@ def test_top_k_keeps_largest_and_reports_cut_mass(small_graph):
         assert np.allclose(np.sort(cv)[::-1], np.sort(fv)[::-1][: cv.size])
 
 
-def test_restart_builds_a_drop_store(small_graph):
-    assert build_fingerprints(small_graph, walks_per_node=2, dangling="restart").dangling == "drop"
+def test_restart_store_is_refused_with_a_hint(small_graph):
+    """Issue 8: dangling="restart" used to be accepted and stored as "drop", so the store's
+    metadata disagreed with what was asked. A store names the rule its walks followed; restart
+    queries compose from a "drop" store."""
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"fingerprints for restart are built with dangling='drop'; queries with "
+        r"dangling='restart' compose from them",
+    ):
+        build_fingerprints(small_graph, walks_per_node=2, dangling="restart")
+    assert build_fingerprints(small_graph, walks_per_node=2, dangling="drop").dangling == "drop"
+
+
+def test_load_rejects_a_store_rule_that_no_build_writes(tmp_path, small_graph):
+    build_fingerprints(small_graph, walks_per_node=2, dangling="drop").save(tmp_path / "fp")
+    meta = json.loads((tmp_path / "fp" / "meta.json").read_text())
+    assert meta["dangling"] == "drop"
+    meta["dangling"] = "restart"
+    (tmp_path / "fp" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CorruptionError, match=r"meta\.json names dangling='restart'"):
+        FingerprintStore.load(tmp_path / "fp")
 
 
 def test_save_load_roundtrip(tmp_path, small_graph):
@@ -99,7 +118,9 @@ def test_store_rejects_another_graph(small_graph):
         ({"alpha": 1.0}, r"must be in \(0, 1\)"),
         ({"alpha": 0.85 + 0.2}, "damping factor"),
         ({"walks_per_node": 0}, "walks_per_node must be an integer"),
-        ({"dangling": "ignore"}, "dangling must be one of 'self_loop', 'drop', 'restart'"),
+        ({"dangling": "ignore"}, r"dangling must be one of 'self_loop', 'drop'; got 'ignore'"),
+        ({"alpha": float("nan")}, r"must be in \(0, 1\); got nan"),
+        ({"alpha": "0.15"}, r"alpha is the stop \(teleport\) probability and must be in \(0, 1\)"),
         ({"top_k": 0}, "top_k must be an integer >= 1"),
         ({"seed": -1}, "seed must be an integer"),
     ],

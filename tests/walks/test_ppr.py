@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import doctest
+import re
 
 import numpy as np
 import pytest
 import shardwalk.walks.ppr as ppr_module
 from shardwalk.walks.fingerprints import build_fingerprints
 from shardwalk.walks.graph import CSRGraph
-from shardwalk.walks.ppr import PPRIndex, personalized_pagerank
+from shardwalk.walks.ppr import METHODS, PPRIndex, personalized_pagerank
 
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 
@@ -311,3 +312,102 @@ def test_memory_mapped_graph_and_store_answer_the_same(tmp_path, graphs, stores)
         b = PPRIndex(g2, s2).query_batch(qs, k=10, method=method)
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_array_equal(a.scores, b.scores)
+
+
+# -- issue 8: alpha and the dangling rule per query ----------------------------------------------
+
+ALPHA_MESSAGE = (
+    "alpha is the stop (teleport) probability and must be in (0, 1); got {!r} (a damping "
+    "factor d such as networkx's alpha=0.85 corresponds to alpha = 1 - d = 0.15)"
+)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("rule", RULES)
+def test_exact_and_push_take_alpha_and_rule_per_query(graphs, weighted, rule):
+    """One index (defaults 0.15, self_loop) answers alpha=0.3 under any rule, against the dense
+    solve: exact within its 1e-10 bound (float32 scores: atol 1e-6), push within its bound."""
+    g = graphs[weighted]
+    idx = PPRIndex(g)
+    for seeds in seeds_of(g):
+        spec = seeds if isinstance(seeds, dict) else {s: 1.0 for s in np.atleast_1d(seeds)}
+        ref = dense_ppr(g, spec, 0.3, rule)
+        r = idx.query(seeds, k=g.num_nodes, method="exact", alpha=0.3, dangling=rule)
+        assert (r.method, r.alpha, r.dangling) == ("exact", 0.3, rule)
+        assert r.error[0] <= 1e-10
+        np.testing.assert_allclose(as_dense(g, r.ids[0], r.scores[0]), ref, atol=1e-6)
+        ids, vals, _ = idx.vector(seeds, method="exact", alpha=0.3, dangling=rule)
+        dense = np.zeros(g.num_nodes)
+        dense[g.to_internal(ids)] = vals
+        assert np.abs(dense - ref).sum() <= 1e-9
+        p = idx.query(seeds, k=g.num_nodes, method="push", alpha=0.3, dangling=rule, r_max=1e-8)
+        l1 = np.abs(as_dense(g, p.ids[0], p.scores[0]) - ref).sum()
+        assert p.error_is_bound and l1 <= p.error[0] + 1e-6, (l1, p.error[0])
+        assert p.error[0] < 1e-4
+        ids, vals, err = idx.vector(seeds, method="push", alpha=0.3, dangling=rule, r_max=1e-8)
+        dense = np.zeros(g.num_nodes)
+        dense[g.to_internal(ids)] = vals
+        assert np.abs(dense - ref).sum() <= err + 1e-9
+    # the index's defaults are untouched by per-query values
+    assert (idx.alpha, idx.dangling) == (0.15, "self_loop")
+    assert idx.query(int(g.node_ids[0]), k=3, method="exact").alpha == 0.15
+
+
+def test_fingerprint_takes_only_what_its_store_was_built_for(graphs, stores):
+    g = graphs[False]
+    idx = PPRIndex(g, stores[(False, "drop")])
+    s = int(g.node_ids[0])
+    # restart composes from a drop store, per query
+    r = idx.query(s, k=g.num_nodes, dangling="restart", rounds=3, threshold=0.0)
+    ref = dense_ppr(g, {s: 1.0}, 0.15, "restart")
+    assert (r.method, r.alpha, r.dangling) == ("fingerprint", 0.15, "restart")
+    assert np.abs(as_dense(g, r.ids[0], r.scores[0]) - ref).sum() < 0.05  # observed 0.0056
+    assert idx.fingerprint_mismatch() is None
+    assert idx.fingerprint_mismatch(0.15, "restart") is None
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^method='fingerprint' cannot answer alpha=0\.3: the fingerprints were built with "
+        r"alpha=0\.15, dangling='drop'; use method='exact' or method='push' \(any alpha and "
+        r"rule\), or rebuild the fingerprints with alpha=0\.3$",
+    ):
+        idx.query(s, alpha=0.3)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"cannot answer dangling='self_loop': it needs fingerprints built with "
+        r"dangling='self_loop', and the fingerprints were built with alpha=0\.15, "
+        r"dangling='drop'; .* or rebuild the fingerprints with dangling='self_loop'",
+    ):
+        idx.query_batch([s], method="fingerprint", dangling="self_loop")
+    with pytest.raises(InvalidArgumentError, match=r"cannot answer alpha=0\.3"):
+        idx.vector(s, alpha=0.3)
+    assert "cannot answer alpha=0.3" in idx.fingerprint_mismatch(alpha=0.3)
+    # the same index answers anything with exact and push
+    assert idx.query(s, method="exact", alpha=0.3, dangling="self_loop").method == "exact"
+    # and so does the one-off function, store or not
+    r = personalized_pagerank(g, s, k=g.num_nodes, fingerprints=stores[(False, "drop")], alpha=0.3)
+    ref = dense_ppr(g, {s: 1.0}, 0.3, "drop")
+    np.testing.assert_allclose(as_dense(g, r.ids[0], r.scores[0]), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, 1, 1.5, -0.1, float("nan"), float("inf"), "0.3", True, []])
+def test_alpha_has_one_message(graphs, bad):
+    """Every bad alpha (range, nan, inf, type) gets the same message, at construction and per
+    query, before any work."""
+    g = graphs[False]
+    msg = "^" + re.escape(ALPHA_MESSAGE.format(bad)) + "$"
+    with pytest.raises(InvalidArgumentError, match=msg):
+        PPRIndex(g, alpha=bad)
+    for method in METHODS:
+        with pytest.raises(InvalidArgumentError, match=msg):
+            PPRIndex(g).query(int(g.node_ids[0]), method=method, alpha=bad)
+    with pytest.raises(InvalidArgumentError, match=msg):
+        build_fingerprints(g, walks_per_node=1, alpha=bad)
+
+
+def test_bad_dangling_per_query(graphs):
+    g = graphs[False]
+    with pytest.raises(
+        InvalidArgumentError,
+        match="dangling must be one of 'self_loop', 'drop', 'restart'; got 'absorb'",
+    ):
+        PPRIndex(g).query(int(g.node_ids[0]), method="exact", dangling="absorb")

@@ -2,13 +2,18 @@
 
 Kernels and indexes trust their inputs (numba does not bounds-check); everything a user passes
 comes through here first and leaves as C-contiguous arrays of the right dtype, or raises an
-error that says what was expected, what came, and a hint.
+error that says what was expected, what came, and a hint. A leaf module (it imports only
+``shardwalk.errors``): the collection side and ``shardwalk.walks`` share these checks, so ids,
+k, integers and choices are judged by one rule with one message (walks/_check.py adds the
+checks only graphs have: alpha, dangling rules, edge weights, seed mappings).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,8 +23,12 @@ from shardwalk.errors import InvalidArgumentError, ResourceExhaustedError
 __all__ = [
     "MAX_K",
     "METRICS",
+    "as_ids",
     "check_choice",
+    "check_float",
     "check_ids",
+    "check_int",
+    "check_seed",
     "check_index_params",
     "check_k",
     "check_name",
@@ -31,12 +40,42 @@ MAX_K = 100_000  # results are (n, k) arrays: a larger k is almost surely a mist
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def check_choice(what: str, value: Any, choices: tuple[str, ...]) -> str:
+def check_choice(what: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
     if not isinstance(value, str) or value not in choices:
         raise InvalidArgumentError(
             f"{what} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}"
         )
     return value
+
+
+def check_int(what: str, value: Any, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integer (not a bool) in [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"{what} must be an integer >= {minimum}; got {value!r}")
+    v = int(value)
+    if v < minimum or (maximum is not None and v > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise InvalidArgumentError(f"{what} must be an integer {bounds}; got {v}")
+    return v
+
+
+def check_float(
+    what: str, value: Any, *, minimum: float = 0.0, inclusive: bool = True, hint: str = ""
+) -> float:
+    """A finite real number (not a bool) >= minimum (> minimum if not ``inclusive``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"{what} must be a number; got {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and (v >= minimum if inclusive else v > minimum)):
+        op = ">=" if inclusive else ">"
+        raise InvalidArgumentError(f"{what} must be finite and {op} {minimum}; got {value!r}{hint}")
+    return v
+
+
+def check_seed(seed: Any) -> int:
+    """Random seeds are non-negative integers below 2**63."""
+    return check_int("seed", seed, minimum=0, maximum=2**63 - 1)
 
 
 def check_name(what: str, name: Any) -> str:
@@ -53,9 +92,16 @@ def _preview(values: np.ndarray, limit: int = 5) -> str:
     return shown + (f", ... ({values.size} in all)" if values.size > limit else "")
 
 
-def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.ndarray:
-    """A 1-D int64 array of distinct non-negative ids (a scalar becomes one id)."""
-    arr = np.asarray(ids)
+def as_ids(
+    values: Any, *, what: str = "ids", distinct: bool = False, allow_empty: bool = True
+) -> np.ndarray:
+    """A 1-D C-contiguous int64 array of non-negative ids (a scalar becomes one id).
+
+    One rule for collection ids and graph node ids (they share one id space, so kNN hits can
+    seed PPR): integer dtypes only (floats are refused, not rounded: cast explicitly), within
+    int64, never negative (-1 marks padding in results).
+    """
+    arr = np.asarray(values)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
@@ -67,13 +113,15 @@ def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.n
             return np.zeros(0, dtype=np.int64)
         raise InvalidArgumentError(f"{what} is empty; pass at least one id")
     if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
-            raise InvalidArgumentError(
-                f"{what} must be integers (int64); got dtype {arr.dtype} "
-                f"(first values: {_preview(arr)})"
-            )
+        hint = (
+            "; cast with .astype(np.int64) if the values are whole numbers"
+            if arr.dtype.kind == "f"
+            else ""
+        )
+        raise InvalidArgumentError(
+            f"{what} must be integers (int64); got dtype {arr.dtype} (first values: "
+            f"{_preview(arr)}){hint}"
+        )
     if arr.dtype == np.uint64 and np.any(arr > np.iinfo(np.int64).max):
         raise InvalidArgumentError(f"{what} must fit in int64; got values above 2**63-1")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
@@ -83,7 +131,7 @@ def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.n
             f"{what} must be non-negative int64 (-1 marks padding in results); got "
             f"{_preview(negative)}"
         )
-    if arr.size > 1:
+    if distinct and arr.size > 1:
         sorted_ids = np.sort(arr)
         dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
         if dup.size:
@@ -92,6 +140,11 @@ def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.n
                 "once per call (the last write of an id is ambiguous)"
             )
     return arr
+
+
+def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.ndarray:
+    """Distinct ids for one write or read of a collection (see :func:`as_ids`)."""
+    return as_ids(ids, what=what, distinct=True, allow_empty=allow_empty)
 
 
 def check_vectors(

@@ -55,3 +55,31 @@ def test_builtin_bases_let_callers_catch_naturally():
     # KeyError normally quotes its message; ours reads as written.
     assert str(errors.NotFoundError("no collection 'x'")) == "no collection 'x'"
     assert error_for_code("SOMETHING_ELSE") is ShardwalkError
+
+
+def test_collections_and_graphs_judge_ids_and_k_by_one_rule():
+    """Regression: collections accepted whole-number float ids that graphs refused, graphs
+    allowed negative node ids, and k had two messages. One rule, one message each."""
+    import numpy as np
+
+    import shardwalk
+
+    with shardwalk.Engine.memory() as engine:
+        col = engine.create_collection("c", dim=2)
+        graph = engine.create_graph("g", np.array([[0, 1], [1, 2]]))
+        float_ids = r"must be integers \(int64\); got dtype float64.*astype\(np.int64\)"
+        with pytest.raises(errors.InvalidArgumentError, match=float_ids):
+            col.upsert(np.array([1.0, 2.0]), np.ones((2, 2)))
+        with pytest.raises(errors.InvalidArgumentError, match=float_ids):
+            engine.create_graph("h", np.array([[0.0, 1.0]]))
+        negative = r"must be non-negative int64 \(-1 marks padding in results\); got -3"
+        with pytest.raises(errors.InvalidArgumentError, match=negative):
+            col.upsert([-3], np.ones((1, 2)))
+        with pytest.raises(errors.InvalidArgumentError, match=negative):
+            engine.create_graph("h", np.array([[-3, 1]]))
+        for k, cls in ((0, errors.InvalidArgumentError), (10**6, errors.ResourceExhaustedError)):
+            with pytest.raises(cls) as on_collection:
+                col.search(np.ones(2), k=k)
+            with pytest.raises(cls) as on_graph:
+                graph.ppr(0, k=k, method="exact")
+            assert str(on_collection.value) == str(on_graph.value)

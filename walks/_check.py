@@ -1,7 +1,8 @@
-"""All input checks of shardwalk.walks in one place.
+"""The input checks only graphs and PPR have: alpha, dangling rules, edge weights, seeds.
 
-Kernels do not bounds-check, so every public entry point validates here once: types, ranges,
-finite values, known node ids. Messages say what was expected, what came, and a hint.
+Kernels do not bounds-check, so every public entry point validates once: types, ranges, finite
+values, known node ids. The checks shared with collections (ids, k, integers, choices) are
+``shardwalk.validation``'s, re-exported here, so both sides judge an input by one rule.
 """
 
 from __future__ import annotations
@@ -14,20 +15,36 @@ from typing import Any
 import numpy as np
 
 from shardwalk.errors import InvalidArgumentError
+from shardwalk.validation import (
+    as_ids,
+    check_choice,
+    check_float,
+    check_int,
+    check_k,
+    check_seed,
+)
+
+__all__ = [
+    "DANGLING_MODES",
+    "DANGLING_RULES",
+    "STORE_RULES",
+    "as_ids",
+    "check_alpha",
+    "check_choice",
+    "check_dangling",
+    "check_float",
+    "check_int",
+    "check_k",
+    "check_seed",
+    "check_store_dangling",
+    "check_weights",
+    "seed_spec_to_arrays",
+]
 
 DANGLING_RULES = ("self_loop", "drop", "restart")
 DANGLING_MODES = {"self_loop": 0, "drop": 1, "restart": 2}
 # the rules fingerprints are built with ("restart" queries compose from a "drop" store)
 STORE_RULES = ("self_loop", "drop")
-
-
-def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
-    choices = tuple(choices)
-    if not isinstance(value, str) or value not in choices:
-        raise InvalidArgumentError(
-            f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}"
-        )
-    return value
 
 
 def check_alpha(alpha: Any) -> float:
@@ -49,47 +66,8 @@ def check_alpha(alpha: Any) -> float:
     return a
 
 
-def check_int(name: str, value: Any, *, minimum: int = 0, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    v = int(value)
-    if v < minimum or (maximum is not None and v > maximum):
-        rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise InvalidArgumentError(f"{name} must be an integer {rng}; got {v}")
-    return v
-
-
-def check_float(
-    name: str, value: Any, *, minimum: float = 0.0, inclusive: bool = True, hint: str = ""
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidArgumentError(f"{name} must be a number; got {value!r}")
-    v = float(value)
-    ok = math.isfinite(v) and (v >= minimum if inclusive else v > minimum)
-    if not ok:
-        op = ">=" if inclusive else ">"
-        raise InvalidArgumentError(f"{name} must be finite and {op} {minimum}; got {value!r}{hint}")
-    return v
-
-
-def check_seed(seed: Any) -> int:
-    """Random seeds are non-negative integers below 2**63."""
-    return check_int("seed", seed, minimum=0, maximum=2**63 - 1)
-
-
-def as_id_array(name: str, values: Any) -> np.ndarray:
-    """A 1-D int64 array of node ids (accepts any integer dtype; rejects floats and bools)."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise InvalidArgumentError(f"{name} must be 1-D; got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidArgumentError(
-            f"{name} must hold integer node ids; got dtype {arr.dtype} (cast explicitly if the "
-            "values are integral)"
-        )
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise InvalidArgumentError(f"{name} holds ids above 2**63 - 1; node ids are int64")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+def as_id_array(name: str, values: Any) -> np.ndarray:  # TODO(issue 8): loaders.py -> as_ids
+    return as_ids(values, what=name)
 
 
 def check_weights(weights: Any, n_edges: int, *, name: str = "edge weights") -> np.ndarray:
@@ -139,7 +117,7 @@ def seed_spec_to_arrays(seeds: Any) -> tuple[np.ndarray, np.ndarray]:
         if not seeds:
             raise InvalidArgumentError("seeds is empty; give at least one node id")
         try:
-            ids = as_id_array("seed ids", list(seeds.keys()))
+            ids = as_ids(list(seeds.keys()), what="seed ids")
         except (TypeError, ValueError) as exc:  # pragma: no cover - numpy message varies
             raise InvalidArgumentError(f"seed ids must be integers; got {list(seeds)[:3]}") from exc
         w = np.asarray(list(seeds.values()))
@@ -167,7 +145,7 @@ def seed_spec_to_arrays(seeds: Any) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidArgumentError(
             f"seeds must be a node id, a list of ids or a {{node: weight}} mapping; got {type(seeds).__name__}"
         )
-    ids = as_id_array("seeds", list(seeds) if not isinstance(seeds, np.ndarray) else seeds)
+    ids = as_ids(list(seeds) if not isinstance(seeds, np.ndarray) else seeds, what="seeds")
     if ids.size == 0:
         raise InvalidArgumentError("seeds is empty; give at least one node id")
     return ids, np.full(ids.size, 1.0 / ids.size)

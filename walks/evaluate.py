@@ -179,7 +179,7 @@ def evaluate(
     """
     if not isinstance(index, PPRIndex):
         raise InvalidArgumentError(f"index must be a PPRIndex; got {type(index).__name__}")
-    k = _check.check_int("k", k, minimum=1)
+    k = _check.check_k(k)
     groups = sources if isinstance(sources, dict) else {"all": np.asarray(sources)}
     n = index.graph.num_nodes
     rows = []

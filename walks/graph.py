@@ -164,7 +164,7 @@ class CSRGraph:
         NotFoundError
             If any id is not a node of the graph (the message names the first few).
         """
-        ext = _check.as_id_array(f"{what} ids", ids)
+        ext = _check.as_ids(ids, what=f"{what} ids")
         identity, order, sorted_ids = self._lookup()
         n = self.num_nodes
         if identity:
@@ -237,8 +237,8 @@ class CSRGraph:
         NotFoundError
             An edge uses an id missing from ``node_ids``.
         """
-        s = _check.as_id_array("src", src)
-        d = _check.as_id_array("dst", dst)
+        s = _check.as_ids(src, what="src")
+        d = _check.as_ids(dst, what="dst")
         if s.shape != d.shape:
             raise InvalidArgumentError(
                 f"src and dst must have the same length; got {s.shape[0]} and {d.shape[0]}"
@@ -252,7 +252,7 @@ class CSRGraph:
         if node_ids is None:
             ids = np.unique(np.concatenate([s, d]))
         else:
-            ids = _check.as_id_array("node_ids", node_ids)
+            ids = _check.as_ids(node_ids, what="node_ids")
             if np.unique(ids).size != ids.size:
                 raise InvalidArgumentError("node_ids must be unique; found repeated ids")
         tmp = cls(

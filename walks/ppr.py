@@ -371,7 +371,7 @@ class PPRIndex:
         """
         t0 = time.perf_counter()
         method = _check.check_choice("method", method, METHODS)
-        k = _check.check_int("k", k, minimum=1)
+        k = _check.check_k(k)
         if isinstance(queries, (str, bytes, Mapping)) or not isinstance(
             queries, (Sequence, np.ndarray)
         ):
@@ -380,7 +380,7 @@ class PPRIndex:
                 f"got {type(queries).__name__} (use query() for a single query)"
             )
         if isinstance(queries, np.ndarray):
-            queries = [int(x) for x in _check.as_id_array("queries", queries)]
+            queries = [int(x) for x in _check.as_ids(queries, what="queries")]
         if len(queries) == 0:
             raise InvalidArgumentError("queries is empty; give at least one query")
         q_ptr, q_nodes, q_w = self._seed_arrays(queries)

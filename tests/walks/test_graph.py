@@ -23,12 +23,24 @@ def edge_set(g: CSRGraph) -> dict[tuple[int, int], float]:
 
 
 def test_external_ids_map_both_ways():
-    g = CSRGraph.from_edges([100, 5, -7], [5, -7, 100])
-    assert g.node_ids.tolist() == [-7, 5, 100]
-    assert g.to_internal([100, -7]).tolist() == [2, 0]
-    assert g.to_external(np.array([2, -1, 0])).tolist() == [100, -1, -7]
+    g = CSRGraph.from_edges([100, 5, 7], [5, 7, 100])
+    assert g.node_ids.tolist() == [5, 7, 100]
+    assert g.to_internal([100, 5]).tolist() == [2, 0]
+    assert g.to_external(np.array([2, -1, 0])).tolist() == [100, -1, 5]
     assert g.indices.dtype == np.int32 and g.indptr.dtype == np.int64
-    assert edge_set(g) == {(100, 5): 1, (5, -7): 1, (-7, 100): 1}
+    assert edge_set(g) == {(100, 5): 1, (5, 7): 1, (7, 100): 1}
+
+
+def test_node_ids_follow_the_collection_id_rule():
+    """Regression: node ids could be negative (-1 is padding in every result); float ids are
+    refused with the collections' message (tests/test_errors.py checks their side)."""
+    with pytest.raises(InvalidArgumentError, match=r"src must be non-negative int64 \(-1 marks"):
+        CSRGraph.from_edges([100, 5, -7], [5, -7, 100])
+    for ids in (np.array([1.0, 2.0]), [1.5, 2.0]):
+        with pytest.raises(
+            InvalidArgumentError, match=r"must be integers \(int64\); got dtype float64"
+        ):
+            CSRGraph.from_edges(ids, [2, 3])
 
 
 def test_unknown_id_names_the_missing_ones():
@@ -77,7 +89,7 @@ def test_isolated_nodes_and_unknown_endpoint():
 def test_mismatched_and_float_ids_raise():
     with pytest.raises(InvalidArgumentError, match="same length"):
         CSRGraph.from_edges([1, 2], [1])
-    with pytest.raises(InvalidArgumentError, match="integer node ids"):
+    with pytest.raises(InvalidArgumentError, match=r"src must be integers \(int64\)"):
         CSRGraph.from_edges([1.5], [2.0])
 
 
@@ -105,7 +117,7 @@ def test_validate_catches_broken_invariants():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    edges=st.lists(st.tuples(st.integers(-5, 30), st.integers(-5, 30)), max_size=60),
+    edges=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), max_size=60),
     directed=st.booleans(),
 )
 def test_csr_matches_a_set_model(edges, directed):

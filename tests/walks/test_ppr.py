@@ -191,7 +191,7 @@ def test_top_ids_are_external_and_sorted(graphs):
         (
             lambda i, g: i.query(int(g.node_ids[0]), k=0),
             InvalidArgumentError,
-            "k must be an integer >= 1",
+            "k must be a positive integer; got 0",
         ),
         (
             lambda i, g: i.query(int(g.node_ids[0]), method="pagerank"),

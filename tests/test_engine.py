@@ -78,7 +78,9 @@ def test_closed_engine_refuses_work(tmp_path):
 
 def test_data_directory_has_one_owner(tmp_path):
     with shardwalk.Engine.open(tmp_path / "db"):
-        with pytest.raises(FailedPreconditionError, match="already open by an Engine in this process"):
+        with pytest.raises(
+            FailedPreconditionError, match="already open by an Engine in this process"
+        ):
             shardwalk.Engine.open(tmp_path / "db")
     with shardwalk.Engine.open(tmp_path / "db"):  # released on close
         pass

@@ -11,15 +11,13 @@ Distances, smaller is closer, padded with +inf:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from shardwalk._atomic import atomic_write_bytes
-from shardwalk.errors import CorruptionError
+from shardwalk import _files as files
 
 __all__ = ["IndexMetric", "SearchResult", "VectorIndex"]
 
@@ -123,21 +121,11 @@ def merge_topk(ids: np.ndarray, distances: np.ndarray, k: int) -> SearchResult:
 
 def write_meta(directory: str, meta: dict[str, Any]) -> None:
     """Write an index's ``index.json`` (its kind, format version and parameters)."""
-    meta = {"format": INDEX_FORMAT, **meta}
-    atomic_write_bytes(os.path.join(directory, "index.json"), json.dumps(meta).encode())
+    files.write_meta(os.path.join(directory, "index.json"), {"format": INDEX_FORMAT, **meta})
 
 
 def read_meta(directory: str, kind: str) -> dict[str, Any]:
     """Read and check an index's ``index.json``."""
-    path = os.path.join(directory, "index.json")
-    try:
-        with open(path, "rb") as f:
-            meta = json.loads(f.read())
-    except (OSError, ValueError) as exc:
-        raise CorruptionError(f"cannot read index metadata {path!r}: {exc}") from exc
-    if meta.get("kind") != kind or meta.get("format") != INDEX_FORMAT:
-        raise CorruptionError(
-            f"{path!r} holds a {meta.get('kind')!r} index of format {meta.get('format')}; "
-            f"expected {kind!r} format {INDEX_FORMAT}"
-        )
-    return meta
+    return files.read_meta(
+        os.path.join(directory, "index.json"), {"kind": kind, "format": INDEX_FORMAT}
+    )

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
 
-from shardwalk._atomic import atomic_write
+from shardwalk._files import atomic_write
 from shardwalk.errors import CorruptionError
 
 __all__ = ["FlatIndex", "exact_search"]

@@ -15,7 +15,7 @@ import numpy as np
 from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
 from shardwalk.index.flat import exact_search
 
-from shardwalk._atomic import atomic_write, atomic_write_with
+from shardwalk._files import atomic_write, atomic_write_with
 
 __all__ = ["HNSWIndex"]
 

@@ -30,7 +30,7 @@ from shardwalk.index.flat import FlatIndex
 from shardwalk.index.hnsw import HNSWIndex, default_threads
 from shardwalk.index.kmeans import balanced_kmeans
 
-from shardwalk._atomic import atomic_write
+from shardwalk._files import atomic_write
 
 __all__ = ["PartitionedIndex"]
 

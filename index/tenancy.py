@@ -40,7 +40,7 @@ from shardwalk.index.base import (
 )
 from shardwalk.index.store import VectorStore
 
-from shardwalk._atomic import atomic_write
+from shardwalk._files import atomic_write
 
 __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from shardwalk._atomic import atomic_write_with
+from shardwalk._files import atomic_write_with
 from shardwalk.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from shardwalk.index import SearchResult, load_index, make_index
 from shardwalk.index.filters import evaluate, validate

@@ -36,12 +36,11 @@ import os
 import shutil
 import threading
 import weakref
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shardwalk._atomic import atomic_write_bytes, fsync_dir
+from shardwalk._files import atomic_write_bytes, crc32_file, fsync_dir
 from shardwalk.errors import CorruptionError, FailedPreconditionError
 from shardwalk.wal import SIDE_FILE_MARK
 
@@ -57,14 +56,6 @@ _OPEN_HERE: dict[tuple[int, int], weakref.ref[DataDir]] = {}
 _OPEN_HERE_MUTEX = threading.Lock()
 
 
-def _crc32_file(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
 def _snapshot_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != SNAPSHOT_META)
 
@@ -76,7 +67,7 @@ def seal_snapshot(directory: str | os.PathLike[str], meta: dict[str, Any]) -> No
     for path in _snapshot_files(root):
         files[str(path.relative_to(root))] = {
             "size": path.stat().st_size,
-            "crc32": _crc32_file(path),
+            "crc32": crc32_file(path),
         }
     for sub in sorted({p.parent for p in _snapshot_files(root)}):
         fsync_dir(sub)
@@ -100,7 +91,7 @@ def verify_snapshot(directory: str | os.PathLike[str]) -> dict[str, Any]:
                 f"snapshot file {str(path)!r} is missing or has the wrong size "
                 f"(expected {expect['size']} bytes); restore the data directory from a backup"
             )
-        if _crc32_file(path) != expect["crc32"]:
+        if crc32_file(path) != expect["crc32"]:
             raise CorruptionError(f"snapshot file {str(path)!r} fails its checksum")
     return meta
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from shardwalk._atomic import fsync_dir
+from shardwalk._files import fsync_dir
 from shardwalk.errors import CorruptionError
 
 __all__ = ["SIDE_FILE_MARK", "RecoveredLog", "WalRecord", "WriteAheadLog"]

@@ -15,7 +15,6 @@ walks depend on their source and would not compose. Queries under the ``"restart
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,9 +24,9 @@ from typing import Any
 import numba
 import numpy as np
 from shardwalk.walks import _check, _kernels
-from shardwalk.walks.graph import CSRGraph, _load_npy, _read_meta, _save_npy
+from shardwalk.walks.graph import CSRGraph, _read_meta
 
-from shardwalk._atomic import atomic_write_bytes
+from shardwalk._files import load_npy, save_npy, write_meta
 from shardwalk.errors import CorruptionError, InvalidArgumentError
 
 __all__ = [
@@ -119,11 +118,11 @@ class FingerprintStore:
         graph digest) into ``directory``; files are atomic and meta.json comes last."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        _save_npy(d / "indptr.npy", self.indptr)
-        _save_npy(d / "nodes.npy", self.nodes)
-        _save_npy(d / "counts.npy", self.counts)
+        save_npy(d / "indptr.npy", self.indptr)
+        save_npy(d / "nodes.npy", self.nodes)
+        save_npy(d / "counts.npy", self.counts)
         if self.truncated is not None:
-            _save_npy(d / "truncated.npy", self.truncated)
+            save_npy(d / "truncated.npy", self.truncated)
         meta = {
             "schema": FINGERPRINT_SCHEMA,
             "version": FINGERPRINT_SCHEMA_VERSION,
@@ -139,7 +138,7 @@ class FingerprintStore:
             "estimate": "pi_u(v) = alpha / walks_per_node * counts",
             "stats": self.stats,
         }
-        atomic_write_bytes(d / "meta.json", json.dumps(meta, indent=2).encode())
+        write_meta(d / "meta.json", meta)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, mmap: bool = True) -> FingerprintStore:
@@ -155,10 +154,10 @@ class FingerprintStore:
         d = Path(directory)
         meta = _read_meta(d, FINGERPRINT_SCHEMA, FINGERPRINT_SCHEMA_VERSION)
         try:
-            ip = _load_npy(d / "indptr.npy", mmap)
-            nodes = _load_npy(d / "nodes.npy", mmap)
-            counts = _load_npy(d / "counts.npy", mmap)
-            trunc = _load_npy(d / "truncated.npy", mmap) if meta["top_k"] else None
+            ip = load_npy(d / "indptr.npy", mmap=mmap)
+            nodes = load_npy(d / "nodes.npy", mmap=mmap)
+            counts = load_npy(d / "counts.npy", mmap=mmap)
+            trunc = load_npy(d / "truncated.npy", mmap=mmap) if meta["top_k"] else None
         except FileNotFoundError as exc:
             raise CorruptionError(
                 f"fingerprints at {d} are incomplete: {exc.filename} is missing"

@@ -19,7 +19,6 @@ Edge rules (documented once, applied by ``from_edges``):
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from shardwalk.walks import _check
 
-from shardwalk._atomic import atomic_write_bytes, atomic_write_with
+from shardwalk._files import load_npy, read_meta, save_npy, write_meta
 from shardwalk.errors import CorruptionError, InvalidArgumentError, NotFoundError
 
 __all__ = ["CSRGraph", "GraphShard", "GRAPH_SCHEMA", "GRAPH_SCHEMA_VERSION"]
@@ -40,41 +39,16 @@ GRAPH_SCHEMA_VERSION = 1
 _INT32_MAX = np.iinfo(np.int32).max
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    def writer(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, arr)
-
-    atomic_write_with(path, writer)
-
-
-def _load_npy(path: Path, mmap: bool) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise CorruptionError(f"cannot read {path}: {exc}") from exc
-
-
 def _read_meta(directory: Path, schema: str, supported: int) -> dict[str, Any]:
+    """A saved object's meta.json, of ``schema`` at version ``supported``."""
     meta_path = directory / "meta.json"
     if not meta_path.exists():
         raise NotFoundError(f"no {schema} at {directory} (meta.json is missing)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CorruptionError(f"{meta_path} is not valid JSON: {exc}") from exc
-    if meta.get("schema") != schema:
-        raise CorruptionError(
-            f"{meta_path} holds schema {meta.get('schema')!r}; expected {schema!r}"
-        )
-    if meta.get("version") != supported:
-        raise CorruptionError(
-            f"{meta_path} has {schema} version {meta.get('version')!r}; this build reads version "
-            f"{supported} (upgrade shardwalk or rebuild the object)"
-        )
-    return meta
+    return read_meta(
+        meta_path,
+        {"schema": schema, "version": supported},
+        hint=" (this build reads that version; upgrade shardwalk or rebuild the object)",
+    )
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -483,11 +457,11 @@ class CSRGraph:
         written last, so a reader never sees a half-written graph as complete."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        _save_npy(d / "indptr.npy", self.indptr)
-        _save_npy(d / "indices.npy", self.indices)
-        _save_npy(d / "node_ids.npy", self.node_ids)
+        save_npy(d / "indptr.npy", self.indptr)
+        save_npy(d / "indices.npy", self.indices)
+        save_npy(d / "node_ids.npy", self.node_ids)
         if self.weights is not None:
-            _save_npy(d / "weights.npy", self.weights)
+            save_npy(d / "weights.npy", self.weights)
         meta = {
             "schema": GRAPH_SCHEMA,
             "version": GRAPH_SCHEMA_VERSION,
@@ -498,7 +472,7 @@ class CSRGraph:
             "indices_dtype": str(self.indices.dtype),
             "digest": self.digest(),
         }
-        atomic_write_bytes(d / "meta.json", json.dumps(meta, indent=2).encode())
+        write_meta(d / "meta.json", meta)
 
     @classmethod
     def load(
@@ -521,10 +495,10 @@ class CSRGraph:
         d = Path(directory)
         meta = _read_meta(d, GRAPH_SCHEMA, GRAPH_SCHEMA_VERSION)
         try:
-            ip = _load_npy(d / "indptr.npy", mmap)
-            ix = _load_npy(d / "indices.npy", mmap)
-            ids = _load_npy(d / "node_ids.npy", mmap)
-            w = _load_npy(d / "weights.npy", mmap) if meta["weighted"] else None
+            ip = load_npy(d / "indptr.npy", mmap=mmap)
+            ix = load_npy(d / "indices.npy", mmap=mmap)
+            ids = load_npy(d / "node_ids.npy", mmap=mmap)
+            w = load_npy(d / "weights.npy", mmap=mmap) if meta["weighted"] else None
         except FileNotFoundError as exc:
             raise CorruptionError(f"graph at {d} is incomplete: {exc.filename} is missing") from exc
         n, m = meta["num_nodes"], meta["num_edges"]
@@ -590,9 +564,9 @@ class GraphShard:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         for name in ("nodes", "node_ids", "indptr", "indices"):
-            _save_npy(d / f"{name}.npy", getattr(self, name))
+            save_npy(d / f"{name}.npy", getattr(self, name))
         if self.weights is not None:
-            _save_npy(d / "weights.npy", self.weights)
+            save_npy(d / "weights.npy", self.weights)
         meta = {
             "schema": GRAPH_SCHEMA + ".shard",
             "version": GRAPH_SCHEMA_VERSION,
@@ -604,7 +578,7 @@ class GraphShard:
             "weighted": self.weights is not None,
             "graph_digest": self.graph_digest,
         }
-        atomic_write_bytes(d / "meta.json", json.dumps(meta, indent=2).encode())
+        write_meta(d / "meta.json", meta)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, mmap: bool = True) -> GraphShard:
@@ -612,10 +586,10 @@ class GraphShard:
         meta = _read_meta(d, GRAPH_SCHEMA + ".shard", GRAPH_SCHEMA_VERSION)
         try:
             arrs = {
-                name: _load_npy(d / f"{name}.npy", mmap)
+                name: load_npy(d / f"{name}.npy", mmap=mmap)
                 for name in ("nodes", "node_ids", "indptr", "indices")
             }
-            w = _load_npy(d / "weights.npy", mmap) if meta["weighted"] else None
+            w = load_npy(d / "weights.npy", mmap=mmap) if meta["weighted"] else None
         except FileNotFoundError as exc:
             raise CorruptionError(f"shard at {d} is incomplete: {exc.filename} is missing") from exc
         if arrs["indptr"].shape != (meta["num_nodes"] + 1,) or arrs["indices"].shape != (

@@ -1,18 +1,28 @@
-"""The ``shardwalk`` command: quickstart, ingest, search, info."""
+"""The ``shardwalk`` command: quickstart, ingest, search, info, graph ingest/fingerprints, ppr."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
+import math
 import os
+import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from shardwalk.errors import InvalidArgumentError, ShardwalkError
+from shardwalk.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    ShardwalkError,
+)
+from shardwalk.storage import MANIFEST
 
 __all__ = ["main"]
 
@@ -47,14 +57,98 @@ class Progress:
         self.stream.flush()
 
 
-def _parse_params(items: Sequence[str]) -> dict[str, int]:
-    params = {}
+# -- parameters ---------------------------------------------------------------------------------
+def _parse_value(text: str) -> Any:
+    """An int, else a finite float, else true/false, else the string itself."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(number):  # "nan", "inf" stay strings: no parameter takes them
+            return number
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not value.lstrip("-").isdigit():
-            raise InvalidArgumentError(f"--param takes name=integer (e.g. m=16); got {item!r}")
-        params[name] = int(value)
+        if not sep or not name or not value:
+            raise InvalidArgumentError(
+                f"--param takes NAME=VALUE (e.g. m=16, quantization=sq8); got {item!r}"
+            )
+        if name in params:
+            raise InvalidArgumentError(f"--param {name} is given twice")
+        params[name] = _parse_value(value)
     return params
+
+
+def _with_param_types(exc: InvalidArgumentError, items: Sequence[str]) -> InvalidArgumentError:
+    """The engine's error about a --param, plus how the command line read that value."""
+    message = str(exc)
+    notes = []
+    for item in items:
+        name, _, raw = item.partition("=")
+        if f"parameter {name} " in message or f"parameter {name!r}" in message:
+            value = _parse_value(raw)
+            notes.append(f"--param {item} was read as {type(value).__name__} {value!r}")
+    if not notes:
+        return exc
+    return InvalidArgumentError(f"{message} ({'; '.join(notes)})")
+
+
+# -- data directories ---------------------------------------------------------------------------
+def _open_existing(path: str) -> Any:
+    """Open a data directory that must exist already (a mistyped --data creates nothing)."""
+    from shardwalk import Engine
+
+    if not os.path.isfile(os.path.join(path, MANIFEST)):
+        there = "the directory exists" if os.path.isdir(path) else "nothing is there"
+        raise NotFoundError(
+            f"no shardwalk data directory at {path!r} (no {MANIFEST}; {there}); check --data, "
+            "or create one with 'shardwalk ingest' or 'shardwalk graph ingest'"
+        )
+    return Engine.open(path)
+
+
+@contextlib.contextmanager
+def _engine_for_writing(path: str) -> Iterator[Any]:
+    """Open (or create) a data directory; if the body fails, remove what opening created."""
+    from shardwalk import Engine
+
+    root = os.path.abspath(path)
+    created = None  # the topmost directory this call creates (parents included)
+    probe = root
+    while not os.path.lexists(probe):
+        created, probe = probe, os.path.dirname(probe)
+    had_manifest = os.path.isfile(os.path.join(root, MANIFEST))
+    engine = None
+    try:
+        engine = Engine.open(path)
+        yield engine
+    except BaseException:
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.close()
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        elif not had_manifest and os.path.isdir(root):
+            # an existing directory that was not a data directory: take back only our files
+            for name in (MANIFEST, "LOCK"):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(root, name))
+            for name in ("collections", "graphs"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(root, name))
+        raise
+    engine.close()
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -250,53 +344,206 @@ def _quickstart_ppr(
 
 
 # -- ingest / search / info ---------------------------------------------------------------------
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from shardwalk import Engine
-    from shardwalk.formats import open_vectors
+def _preview(values: Sequence[int] | np.ndarray) -> str:
+    """The first five values, and how many there are when more."""
+    shown = ", ".join(str(v) for v in list(values[:5]))
+    return shown + (f", ... ({len(values):,} in all)" if len(values) > 5 else "")
 
+
+def _rows(rows: np.ndarray, one: str, many: str) -> str:
+    """ "row 2 holds" or "rows 2, 5 hold": the rows and the verb that agrees with them."""
+    return f"row {rows[0]} {one}" if rows.size == 1 else f"rows {_preview(rows)} {many}"
+
+
+def _check_source(source: Any, path: str, *, name: str, dim: int, metric: str, known: Any) -> Any:
+    """Read the whole file once and check every row as an upsert would, before anything is
+    written: dimension, finite values, non-zero vectors for cosine, ids (non-negative, distinct
+    in the file), tenant names, attribute types (against each other and the collection's).
+    Returns every id, in file order."""
+    from shardwalk.rows import attribute_table, tenant_array
+    from shardwalk.validation import check_ids
+
+    label = os.path.basename(path)
+    types: dict[str, str] = dict(known.stats()["attributes"]) if known is not None else {}
+    id_chunks = []
+    bar = Progress(source.count, f"check {label}")
+    start = 0
+    for batch in source.batches:
+        n = batch.vectors.shape[0]
+        if batch.vectors.shape[1] != dim:
+            target = f"collection {name!r} expects" if known is not None else "expected"
+            raise InvalidArgumentError(
+                f"{path!r} has vectors of dimension {batch.vectors.shape[1]}; {target} {dim}"
+            )
+        finite = np.isfinite(batch.vectors).all(axis=1)
+        if not finite.all():
+            bad = start + np.flatnonzero(~finite)
+            raise InvalidArgumentError(
+                f"{path!r}: {_rows(bad, 'holds', 'hold')} NaN or infinite values (or values "
+                "beyond float32 range); clean or drop them (rows count from 0); nothing was "
+                "written"
+            )
+        if metric == "cosine":
+            zero = start + np.flatnonzero(~batch.vectors.any(axis=1))
+            if zero.size:
+                raise InvalidArgumentError(
+                    f"{path!r}: {_rows(zero, 'is', 'are')} all zeros; cosine distance needs "
+                    "non-zero vectors (rows count from 0); nothing was written"
+                )
+        id_chunks.append(check_ids(batch.ids, what=f"ids ({source.describe_ids()})"))
+        if batch.tenants is not None:
+            tenant_array(batch.tenants, n)
+        for field in attribute_table(batch.attributes or None, n).schema:
+            kind, seen = str(field.type), types.get(field.name)
+            if seen is None or seen == "null":  # all values missing so far: any type fits
+                types[field.name] = kind
+            elif kind not in (seen, "null"):
+                where = f"collection {name!r}" if known is not None else "the rows before"
+                raise InvalidArgumentError(
+                    f"{path!r}: attribute {field.name!r} holds {kind} in the rows from {start}; "
+                    f"it holds {seen} in {where}"
+                )
+        start += n
+        bar.update(n)
+    ids = np.concatenate(id_chunks) if id_chunks else np.zeros(0, np.int64)
+    ordered = np.sort(ids)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if repeated.size:
+        raise InvalidArgumentError(
+            f"{path!r}: ids ({source.describe_ids()}) repeat: {_preview(repeated)}; each id may "
+            "appear once in a file"
+        )
+    return ids
+
+
+def _resolve_creation(args: argparse.Namespace, params: dict[str, Any], existing: Any) -> None:
+    """--metric, --index and --param apply when creating; refuse ones an existing collection
+    contradicts instead of ignoring them."""
+    if existing is None:
+        return
+    given = {"metric": args.metric, "index": args.index}
+    actual = {"metric": existing.metric, "index": existing.index_kind}
+    for option, value in given.items():
+        if value is not None and value != actual[option]:
+            raise InvalidArgumentError(
+                f"collection {args.collection!r} exists with {option} {actual[option]!r}; "
+                f"--{option} {value} applies only when creating a collection (drop it first or "
+                "use another --collection)"
+            )
+    for key, value in params.items():
+        if existing.params.get(key) != value:
+            raise InvalidArgumentError(
+                f"collection {args.collection!r} exists with index parameters "
+                f"{existing.params}; --param {key}={value} applies only when creating a "
+                "collection"
+            )
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from shardwalk.formats import open_vectors
+    from shardwalk.validation import check_index_params
+
+    params = _parse_params(args.param)
     source = open_vectors(
         args.path,
         format=args.format,
         batch_size=args.batch,
         limit=args.limit,
         id_column=args.id_column,
+        id_offset=args.id_offset,
         vector_column=args.vector_column,
         tenant_column=args.tenant_column,
         hdf5_dataset=args.hdf5_dataset,
     )
-    with Engine.open(args.data) as engine:
-        if args.collection in engine.collections():
-            collection = engine.collection(args.collection)
-        else:
+    if source.count == 0:
+        raise InvalidArgumentError(f"{args.path!r} has no rows; nothing to ingest")
+    name = args.collection
+    with _engine_for_writing(args.data) as engine:
+        existing = engine.collection(name) if name in engine.collections() else None
+        _resolve_creation(args, params, existing)
+        if existing is None:
+            try:
+                check_index_params(args.index or "hnsw", params)
+            except InvalidArgumentError as exc:
+                raise _with_param_types(exc, args.param) from exc
+        dim = existing.dim if existing is not None else source.dim
+        metric = existing.metric if existing is not None else (args.metric or "l2")
+        ids = _check_source(source, args.path, name=name, dim=dim, metric=metric, known=existing)
+        replaced = 0
+        if existing is not None and len(existing):
+            clashes = [i for i in ids.tolist() if i in existing]
+            if clashes and not args.upsert:
+                if source.id_column is None:
+                    hint = (
+                        "pass --id-offset N to number this file's rows from N (ids N.."
+                        f"N+{source.count - 1}), or --upsert to replace the stored vectors of "
+                        "those ids"
+                    )
+                else:
+                    hint = (
+                        "pass --upsert to replace the stored vectors of those ids, or give the "
+                        f"rows other ids in column {source.id_column!r} (--id-offset numbers "
+                        "only files without an id column)"
+                    )
+                raise AlreadyExistsError(
+                    f"collection {name!r} already has {len(clashes):,} of the {ids.size:,} ids "
+                    f"of {args.path!r} ({_preview(clashes)}; ids from "
+                    f"{source.describe_ids()}); nothing was written: {hint}"
+                )
+            replaced = len(clashes)
+        if existing is None:
             collection = engine.create_collection(
-                args.collection,
-                dim=source.dim,
-                metric=args.metric,
-                index=args.index,
-                **_parse_params(args.param),
+                name, dim=dim, metric=metric, index=args.index or "hnsw", **params
             )
+        else:
+            collection = existing
+        written = 0
         bar = Progress(source.count, f"ingest {os.path.basename(args.path)}")
         t0 = time.perf_counter()
-        for batch in source.batches:
-            collection.upsert(
-                batch.ids, batch.vectors, tenants=batch.tenants, attributes=batch.attributes or None
-            )
-            bar.update(batch.ids.size)
-        collection.flush()
+        try:
+            for batch in source.batches:
+                collection.upsert(
+                    batch.ids,
+                    batch.vectors,
+                    tenants=batch.tenants,
+                    attributes=batch.attributes or None,
+                )
+                written += batch.ids.size
+                bar.update(batch.ids.size)
+            collection.flush()
+        except BaseException:
+            if existing is None:  # a collection this command created goes too
+                try:
+                    engine.drop_collection(name)
+                except Exception as exc:
+                    print(f"shardwalk: could not drop {name!r}: {exc}", file=sys.stderr)
+            elif written:
+                print(
+                    f"shardwalk: {written:,} of {source.count:,} vectors were written to "
+                    f"{name!r} before the failure below",
+                    file=sys.stderr,
+                )
+            raise
         seconds = time.perf_counter() - t0
+        note = f", {replaced:,} replaced" if replaced else ""
         print(
-            f"ingested {source.count:,} vectors of dimension {source.dim} into "
-            f"{args.collection!r} ({len(collection):,} in all) in {seconds:.1f}s"
+            f"ingested {source.count:,} vectors of dimension {dim} into {name!r} "
+            f"({len(collection):,} in all; ids from {source.describe_ids()}{note}) "
+            f"in {seconds:.1f}s"
         )
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from shardwalk import Engine
+    from shardwalk.validation import check_search_params
 
     params = _parse_params(args.param)
-    with Engine.open(args.data) as engine:
+    with _open_existing(args.data) as engine:
         collection = engine.collection(args.collection)
+        try:
+            check_search_params(collection.index_kind, params)
+        except InvalidArgumentError as exc:
+            raise _with_param_types(exc, args.param) from exc
         if args.queries:
             from shardwalk.formats import open_vectors
 
@@ -333,9 +580,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from shardwalk import Engine
-
-    with Engine.open(args.data) as engine:
+    with _open_existing(args.data) as engine:
         names = [args.collection] if args.collection else engine.collections()
         info = {
             "path": engine.path,
@@ -346,35 +591,84 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_graph_ingest(args: argparse.Namespace) -> int:
-    from shardwalk import Engine
+_NPY_MAGIC = b"\x93NUMPY"
+_PARQUET_MAGIC = b"PAR1"
 
+
+def _graph_format(path: str, fmt: str) -> str:
+    """'snap', 'parquet', 'npy-dir' or 'npy-file': the extension or the file's first bytes."""
+    if os.path.isdir(path):
+        if fmt not in ("auto", "npy"):
+            raise InvalidArgumentError(
+                f"{path!r} is a directory; --format {fmt} reads a file (a directory holds "
+                "edges.npy [+ ids.npy, weights.npy]: --format npy or auto)"
+            )
+        return "npy-dir"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if fmt == "npy" or (fmt == "auto" and head.startswith(_NPY_MAGIC)):
+        if not head.startswith(_NPY_MAGIC):
+            raise InvalidArgumentError(
+                f"{path!r} is not a .npy file (no NumPy header); --format npy reads an (E, 2) "
+                "or (E, 3) .npy file or a directory of edges.npy [+ ids.npy, weights.npy]"
+            )
+        return "npy-file"
+    if fmt == "parquet" or (
+        fmt == "auto" and (path.endswith((".parquet", ".pq")) or head.startswith(_PARQUET_MAGIC))
+    ):
+        return "parquet"
+    return "snap"
+
+
+def cmd_graph_ingest(args: argparse.Namespace) -> int:
+    from shardwalk.walks import load_numpy
+
+    if not os.path.exists(args.path):
+        raise NotFoundError(f"no such file or directory: {args.path!r}")
+    kind = _graph_format(args.path, args.format)
+    text_options = {
+        "--delimiter": args.delimiter is not None,
+        "--skip-rows": args.skip_rows != 0,
+        "--comment": args.comment != "#%",
+    }
+    given = [option for option, set_ in text_options.items() if set_]
+    if given and kind != "snap":
+        raise InvalidArgumentError(
+            f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to text edge "
+            f"lists; {args.path!r} is read as "
+            f"{kind.replace('-', ' ')}"
+        )
     options: dict[str, Any] = {"directed": not args.undirected}
-    is_parquet = args.format == "parquet" or args.path.endswith((".parquet", ".pq"))
-    is_npy = args.format == "npy" or os.path.isdir(args.path)
-    if is_parquet:
+    if kind == "parquet":
         if args.weighted:
             options["weight"] = "weight"
-    elif is_npy:
+    elif kind == "npy-dir":
         options["use_weights"] = args.weighted  # weights.npy, when present and asked for
-    else:
-        options["weighted"] = args.weighted
+    elif kind == "snap":
+        options.update(weighted=args.weighted, skip_rows=args.skip_rows, comment=args.comment)
         if args.delimiter:
             options["delimiter"] = args.delimiter
     t0 = time.perf_counter()
-    with Engine.open(args.data) as engine:
-        graph = engine.load_graph(args.name, args.path, format=args.format, **options)
+    with _engine_for_writing(args.data) as engine:
+        if args.name in engine.graphs():  # before reading a large file
+            raise AlreadyExistsError(f"graph {args.name!r} already exists; drop it first")
+        if kind == "npy-file":
+            csr = load_numpy(args.path, use_weights=args.weighted, directed=not args.undirected)
+            graph = engine.create_graph(args.name, csr)
+        else:
+            fmt = {"npy-dir": "npy"}.get(kind, kind)
+            graph = engine.load_graph(args.name, args.path, format=fmt, **options)
         print(
             f"graph {args.name!r}: {graph.num_nodes:,} nodes, {graph.num_edges:,} edges "
-            f"({'directed' if graph.directed else 'undirected'}) in {time.perf_counter() - t0:.1f}s"
+            f"({'directed' if graph.directed else 'undirected'}"
+            f"{', weighted' if graph.csr.weights is not None else ''}) "
+            f"in {time.perf_counter() - t0:.1f}s"
         )
     return 0
 
 
 def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
-    from shardwalk import Engine
-
-    with Engine.open(args.data) as engine:
+    with _open_existing(args.data) as engine:
         graph = engine.graph(args.name)
         stats = graph.build_fingerprints(
             walks_per_node=args.walks_per_node,
@@ -392,11 +686,14 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
 
 
 def cmd_ppr(args: argparse.Namespace) -> int:
-    from shardwalk import Engine
-
     seeds: Any = args.seed[0] if len(args.seed) == 1 else list(args.seed)
-    with Engine.open(args.data) as engine:
-        result = engine.graph(args.graph).ppr(seeds, k=args.k, method=args.method)
+    # only what was given: None means the graph's own default (its fingerprints' alpha and rule)
+    rules = {"alpha": args.alpha, "dangling": args.dangling}
+    rules = {key: value for key, value in rules.items() if value is not None}
+    with _open_existing(args.data) as engine:
+        result = engine.graph(args.graph).ppr(seeds, k=args.k, method=args.method, **rules)
+    # the alpha and rule that were used (results carry them once Graph.ppr takes them)
+    used = {key: getattr(result, key) for key in ("alpha", "dangling") if hasattr(result, key)}
     if args.json:
         print(
             json.dumps(
@@ -405,6 +702,7 @@ def cmd_ppr(args: argparse.Namespace) -> int:
                     "scores": [float(x) for x in result.scores[0]],
                     "error": float(result.error[0]),
                     "method": result.method,
+                    **used,
                     "seconds": result.seconds,
                 }
             )
@@ -413,30 +711,60 @@ def cmd_ppr(args: argparse.Namespace) -> int:
         for node, score in zip(result.ids[0].tolist(), result.scores[0].tolist()):
             if node >= 0:
                 print(f"{node}\t{score:.6g}")
+        settings = "".join(f", {key} {value}" for key, value in used.items())
         print(
-            f"{result.method}: error estimate {float(result.error[0]):.3g}, "
+            f"{result.method}{settings}: error estimate {float(result.error[0]):.3g}, "
             f"{result.seconds * 1e3:.2f} ms",
             file=sys.stderr,
         )
     return 0
 
 
+# -- parser -------------------------------------------------------------------------------------
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except where there is none to show (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == [] or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("shardwalk")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        from shardwalk import __version__
+
+        return __version__
+
+
+INDEXES = ["flat", "hnsw", "partitioned", "multitenant"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="shardwalk", description="Vector search and graph retrieval engine."
+        prog="shardwalk",
+        description="Vector search and graph retrieval engine.",
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"shardwalk {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("quickstart", help="generate seeded data, build, query, report recall")
+    def command(group: Any, name: str, help: str, description: str | None = None) -> Any:
+        return group.add_parser(
+            name, help=help, description=description or help, formatter_class=_HelpFormatter
+        )
+
+    p = command(sub, "quickstart", "generate seeded data, build, query, report recall")
     p.add_argument("--data", default="shardwalk-quickstart", help="data directory")
     p.add_argument("--n", type=int, default=200_000, help="vectors to generate")
-    p.add_argument("--dim", type=int, default=96)
-    p.add_argument("--queries", type=int, default=1_000)
-    p.add_argument(
-        "--index", default="hnsw", choices=["flat", "hnsw", "partitioned", "multitenant"]
-    )
-    p.add_argument("--batch", type=int, default=10_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dim", type=int, default=96, help="vector dimension")
+    p.add_argument("--queries", type=int, default=1_000, help="queries to generate")
+    p.add_argument("--index", default="hnsw", choices=INDEXES, help="index kind")
+    p.add_argument("--batch", type=int, default=10_000, help="vectors per upsert")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the data")
     p.add_argument(
         "--edges-per-node",
         type=int,
@@ -446,79 +774,140 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print a JSON summary line")
     p.set_defaults(run=cmd_quickstart)
 
-    p = sub.add_parser("ingest", help="load vectors from .npy, Parquet, HDF5, .fvecs/.bvecs")
-    p.add_argument("path")
-    p.add_argument("--data", required=True, help="data directory")
-    p.add_argument("--collection", required=True)
+    p = command(
+        sub,
+        "ingest",
+        "load vectors from .npy, Parquet, HDF5, .fvecs/.bvecs/.ivecs",
+        "Load vectors into a collection (created if missing). Ids come from the Parquet id "
+        "column, or are row numbers plus --id-offset. Every row is checked before anything is "
+        "written; ids the collection already has are refused unless --upsert is given. A "
+        "failed ingest leaves nothing behind.",
+    )
+    p.add_argument("path", help="file of vectors")
+    p.add_argument("--data", required=True, help="data directory (created if missing)")
+    p.add_argument("--collection", required=True, help="collection name (created if missing)")
     p.add_argument(
         "--format",
         default="auto",
         choices=["auto", "npy", "parquet", "hdf5", "fvecs", "ivecs", "bvecs"],
+        help="file format (auto: from the extension)",
     )
-    p.add_argument("--metric", default="l2", choices=["l2", "ip", "cosine"])
     p.add_argument(
-        "--index", default="hnsw", choices=["flat", "hnsw", "partitioned", "multitenant"]
+        "--metric",
+        default=None,
+        choices=["l2", "ip", "cosine"],
+        help="distance of a new collection (default: l2)",
+    )
+    p.add_argument(
+        "--index", default=None, choices=INDEXES, help="index of a new collection (default: hnsw)"
     )
     p.add_argument(
         "--param",
         action="append",
         default=[],
-        metavar="NAME=INT",
-        help="index parameter, e.g. --param m=16 --param ef_construction=200",
+        metavar="NAME=VALUE",
+        help="index parameter of a new collection, read as int, float, true/false or string, "
+        "e.g. --param m=16 --param ef_construction=200, --param quantization=sq8",
     )
-    p.add_argument("--batch", type=int, default=10_000)
+    p.add_argument(
+        "--id-column",
+        default=None,
+        help="Parquet column of the int64 ids (default: 'id' when the file has it)",
+    )
+    p.add_argument(
+        "--id-offset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="files without ids: row r gets id N + r (default: 0)",
+    )
+    p.add_argument(
+        "--upsert",
+        action="store_true",
+        help="replace the stored vectors of ids the collection already has (refused otherwise)",
+    )
+    p.add_argument("--batch", type=int, default=10_000, help="vectors per write")
     p.add_argument("--limit", type=int, default=None, help="ingest only the first N vectors")
-    p.add_argument("--id-column", default="id")
-    p.add_argument("--vector-column", default="vector")
-    p.add_argument("--tenant-column", default=None)
-    p.add_argument("--hdf5-dataset", default="train")
+    p.add_argument("--vector-column", default="vector", help="Parquet column of the vectors")
+    p.add_argument("--tenant-column", default=None, help="Parquet column of the owner tenants")
+    p.add_argument("--hdf5-dataset", default="train", help="HDF5 dataset to read")
     p.set_defaults(run=cmd_ingest)
 
-    p = sub.add_parser("search", help="k nearest neighbours of query vectors")
-    p.add_argument("--data", required=True)
-    p.add_argument("--collection", required=True)
+    p = command(sub, "search", "k nearest neighbours of query vectors")
+    p.add_argument("--data", required=True, help="data directory (must exist)")
+    p.add_argument("--collection", required=True, help="collection name")
     p.add_argument("--queries", help="file of query vectors (any ingest format)")
     p.add_argument("--id", type=int, help="search with the stored vector of this id")
     p.add_argument("--limit", type=int, default=None, help="only the first N queries")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=10, help="neighbours per query")
     p.add_argument(
         "--param",
         action="append",
         default=[],
-        metavar="NAME=INT",
-        help="search parameter, e.g. --param ef=128",
+        metavar="NAME=VALUE",
+        help="search parameter, read as int, float, true/false or string, e.g. --param ef=128",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON line per query")
     p.set_defaults(run=cmd_search)
 
-    p = sub.add_parser("graph", help="graphs: ingest, fingerprints")
+    p = command(sub, "graph", "graphs: ingest, fingerprints")
     graph_sub = p.add_subparsers(dest="graph_command", required=True)
-    g = graph_sub.add_parser("ingest", help="load a SNAP edge list, Parquet or edges.npy directory")
-    g.add_argument("path")
-    g.add_argument("--data", required=True)
-    g.add_argument("--name", required=True)
-    g.add_argument("--format", default="auto", choices=["auto", "snap", "parquet", "npy"])
+    g = command(
+        graph_sub,
+        "ingest",
+        "load a SNAP/CSV edge list, Parquet, an edges .npy file or an edges.npy directory",
+        "Load a graph: a text edge list 'src dst [weight]' (SNAP, CSV; plain, gzip, bz2 or "
+        "zstd; '#' and '%' comment lines), Parquet with src, dst [, weight] columns, an (E, 2) "
+        "or (E, 3) .npy file of (src, dst [, weight]) rows, or a directory of edges.npy "
+        "[+ ids.npy, weights.npy]. A failed ingest leaves nothing behind.",
+    )
+    g.add_argument("path", help="edge file or directory")
+    g.add_argument("--data", required=True, help="data directory (created if missing)")
+    g.add_argument("--name", required=True, help="graph name")
+    g.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "snap", "parquet", "npy"],
+        help="auto: directory -> npy, .npy header -> npy, .parquet/.pq -> parquet, else snap",
+    )
     g.add_argument("--undirected", action="store_true", help="store every edge both ways")
     g.add_argument(
         "--weighted",
         action="store_true",
         help="read edge weights (third column, 'weight' column or weights.npy; > 0)",
     )
-    g.add_argument("--delimiter", default=None)
+    g.add_argument(
+        "--delimiter", default=None, help="text column separator (default: any whitespace)"
+    )
+    g.add_argument(
+        "--skip-rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="text: data lines to skip after the comments (headers such as 'src,dst')",
+    )
+    g.add_argument(
+        "--comment", default="#%", help="text: lines starting with one of these are skipped"
+    )
     g.set_defaults(run=cmd_graph_ingest)
-    g = graph_sub.add_parser("fingerprints", help="build Monte Carlo PPR fingerprints")
-    g.add_argument("--data", required=True)
-    g.add_argument("--name", required=True)
-    g.add_argument("--walks-per-node", type=int, default=10, help="R")
+    g = command(graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints")
+    g.add_argument("--data", required=True, help="data directory (must exist)")
+    g.add_argument("--name", required=True, help="graph name")
+    g.add_argument("--walks-per-node", type=int, default=10, help="R, walks from every node")
     g.add_argument("--alpha", type=float, default=0.15, help="stop probability")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--dangling", default="self_loop", choices=["self_loop", "drop"])
-    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--seed", type=int, default=0, help="random seed of the walks")
+    g.add_argument(
+        "--dangling",
+        default="self_loop",
+        choices=["self_loop", "drop"],
+        help="dangling-node rule ('drop' also serves restart queries)",
+    )
+    g.add_argument("--top-k", type=int, default=None, help="keep each node's top-k visit counts")
     g.set_defaults(run=cmd_graph_fingerprints)
 
-    p = sub.add_parser("ppr", help="personalized PageRank from seed nodes")
-    p.add_argument("--data", required=True)
-    p.add_argument("--graph", required=True)
+    p = command(sub, "ppr", "personalized PageRank from seed nodes")
+    p.add_argument("--data", required=True, help="data directory (must exist)")
+    p.add_argument("--graph", required=True, help="graph name")
     p.add_argument(
         "--seed",
         type=int,
@@ -526,14 +915,31 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="seed node id (repeat for several, equally weighted)",
     )
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--method", default=None, choices=["fingerprint", "push", "exact"])
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--k", type=int, default=20, help="top nodes to print")
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=["fingerprint", "push", "exact"],
+        help="default: fingerprint when fingerprints are built, else push",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="stop probability (default: the graph's, that of its fingerprints or 0.15)",
+    )
+    p.add_argument(
+        "--dangling",
+        default=None,
+        choices=["self_loop", "drop", "restart"],
+        help="dangling-node rule (default: the graph's, that of its fingerprints or self_loop)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_ppr)
 
-    p = sub.add_parser("info", help="collections and their statistics")
-    p.add_argument("--data", required=True)
-    p.add_argument("--collection")
+    p = command(sub, "info", "collections, graphs and their statistics")
+    p.add_argument("--data", required=True, help="data directory (must exist)")
+    p.add_argument("--collection", help="only this collection")
     p.set_defaults(run=cmd_info)
     return parser
 

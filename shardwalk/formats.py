@@ -5,7 +5,7 @@ texmex .fvecs / .ivecs / .bvecs files. Each streams batches, so files larger tha
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +26,43 @@ class VectorBatch:
     attributes: dict[str, list[Any]] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class VectorSource:
-    """A file opened for streaming: its size, dimension, and a batch iterator."""
+    """A file opened for streaming: its size, dimension, where its ids come from, and its
+    batches (each access to ``batches`` reads the file again from the start, so a caller can
+    check every row before writing any).
+
+    Attributes
+    ----------
+    count : int
+        Rows that will be read (after ``limit``).
+    dim : int
+    id_column : str or None
+        The column the ids come from; None when they are row numbers plus ``id_offset``.
+    id_offset : int
+        Added to the row number to make the id (0 when ids come from a column).
+    """
 
     count: int
     dim: int
-    batches: Iterator[VectorBatch]
+    read: Callable[[], Iterator[VectorBatch]] = field(repr=False)
+    id_column: str | None = None
+    id_offset: int = 0
+
+    @property
+    def batches(self) -> Iterator[VectorBatch]:
+        return self.read()
+
+    def describe_ids(self) -> str:
+        """Where the ids come from, for messages: "column 'id'", "row numbers (0..9)" or
+        "row numbers + id offset 5 (5..14)"."""
+        if self.id_column is not None:
+            return f"column {self.id_column!r}"
+        if self.count == 0:
+            return "row numbers (the file has no rows)"
+        first, last = self.id_offset, self.id_offset + self.count - 1
+        offset = f" + id offset {self.id_offset}" if self.id_offset else ""
+        return f"row numbers{offset} ({first}..{last})"
 
 
 def _detect(path: str) -> str:
@@ -85,23 +115,62 @@ def open_vectors(
     format: str = "auto",
     batch_size: int = 10_000,
     limit: int | None = None,
-    id_column: str = "id",
+    id_column: str | None = None,
+    id_offset: int | None = None,
     vector_column: str = "vector",
     tenant_column: str | None = None,
     hdf5_dataset: str = "train",
 ) -> VectorSource:
     """Open a vector file for streaming ingestion.
 
-    Ids: the ``id_column`` of a Parquet file; otherwise the row number (0, 1, ...).
-    Parquet columns other than ids, vectors and tenants become attributes.
+    Parameters
+    ----------
+    path : str
+    format : {"auto", "npy", "parquet", "hdf5", "fvecs", "ivecs", "bvecs"}
+        "auto" tells the format from the extension.
+    batch_size : int
+        Rows per batch.
+    limit : int, optional
+        Read only the first ``limit`` rows.
+    id_column : str, optional
+        Parquet only: the column holding the int64 ids. Default: ``"id"`` when the file has
+        that column, else row numbers. A column named here must exist.
+    id_offset : int, optional
+        For files without an id column (every format but Parquet with ids): the id of row r
+        is ``id_offset + r``. Default 0. Refused when the ids come from a column.
+    vector_column, tenant_column : str
+        Parquet columns of the vectors and of the owner tenants. Other Parquet columns become
+        attributes.
+    hdf5_dataset : str
+        The HDF5 dataset to read (ann-benchmarks files hold "train" and "test").
+
+    Raises
+    ------
+    NotFoundError
+        No such file, or no such HDF5 dataset.
+    InvalidArgumentError
+        Unknown format, a column that does not exist, an id column for a format without one,
+        an id offset together with an id column, a negative offset.
     """
     if not os.path.exists(path):
         raise NotFoundError(f"no such file: {path!r}")
     fmt = _detect(path) if format == "auto" else format
     if fmt not in FORMATS[1:]:
         raise InvalidArgumentError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if id_offset is not None and (
+        isinstance(id_offset, bool) or not isinstance(id_offset, (int, np.integer)) or id_offset < 0
+    ):
+        raise InvalidArgumentError(f"id offset must be a non-negative integer; got {id_offset!r}")
     if fmt == "parquet":
-        return _open_parquet(path, batch_size, limit, id_column, vector_column, tenant_column)
+        return _open_parquet(
+            path, batch_size, limit, id_column, id_offset, vector_column, tenant_column
+        )
+    if id_column is not None:
+        raise InvalidArgumentError(
+            f"{path!r} is a {fmt} file, which holds no ids; its ids are row numbers plus an "
+            "id offset (set the offset instead of an id column)"
+        )
+    offset = int(id_offset or 0)
     if fmt == "npy":
         array = np.load(path, mmap_mode="r")
     elif fmt == "hdf5":
@@ -124,23 +193,32 @@ def open_vectors(
             f"{path!r} holds an array of shape {array.shape}; expected (n, dim)"
         )
     count = array.shape[0] if limit is None else min(limit, array.shape[0])
+    _check_id_range(path, offset, count)
 
     def batches() -> Iterator[VectorBatch]:
         for start in range(0, count, batch_size):
             stop = min(count, start + batch_size)
             yield VectorBatch(
-                ids=np.arange(start, stop, dtype=np.int64),
+                ids=np.arange(offset + start, offset + stop, dtype=np.int64),
                 vectors=np.asarray(array[start:stop], dtype=np.float32),
             )
 
-    return VectorSource(count=count, dim=int(array.shape[1]), batches=batches())
+    return VectorSource(count=count, dim=int(array.shape[1]), read=batches, id_offset=offset)
+
+
+def _check_id_range(path: str, offset: int, count: int) -> None:
+    if count and offset + count - 1 > np.iinfo(np.int64).max:
+        raise InvalidArgumentError(
+            f"id offset {offset} with {count} rows of {path!r} runs past the largest int64 id"
+        )
 
 
 def _open_parquet(
     path: str,
     batch_size: int,
     limit: int | None,
-    id_column: str,
+    id_column: str | None,
+    id_offset: int | None,
     vector_column: str,
     tenant_column: str | None,
 ) -> VectorSource:
@@ -148,16 +226,27 @@ def _open_parquet(
 
     file = pq.ParquetFile(path)
     names = file.schema_arrow.names
-    if vector_column not in names:
+    for what, column in (("vector", vector_column), ("tenant", tenant_column), ("id", id_column)):
+        if column is not None and column not in names:
+            raise InvalidArgumentError(
+                f"{path!r} has no column {column!r}; columns: {names} (set the {what} column)"
+            )
+    if id_column is None and "id" in names:
+        id_column = "id"
+    if id_column is not None and id_offset is not None:
         raise InvalidArgumentError(
-            f"{path!r} has no column {vector_column!r}; columns: {names} (set the vector column)"
+            f"{path!r} takes its ids from column {id_column!r}, so an id offset does not apply "
+            "(it numbers the rows of files without ids)"
         )
+    offset = int(id_offset or 0)
     vector_type = file.schema_arrow.field(vector_column).type
     dim = getattr(vector_type, "list_size", None)
     if dim is None or dim <= 0:
         first = next(file.iter_batches(batch_size=1, columns=[vector_column]), None)
         dim = len(first.column(0)[0]) if first is not None and first.num_rows else 0
     count = file.metadata.num_rows if limit is None else min(limit, file.metadata.num_rows)
+    if id_column is None:
+        _check_id_range(path, offset, count)
 
     def batches() -> Iterator[VectorBatch]:
         done = 0
@@ -167,24 +256,13 @@ def _open_parquet(
             batch = batch.slice(0, count - done)
             start = done
             done += batch.num_rows
-            column = batch.column(vector_column)
-            vectors = (
-                np.asarray(column.to_pylist(), dtype=np.float32)
-                if column.null_count
-                else (
-                    np.asarray(
-                        column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32
-                    ).reshape(batch.num_rows, -1)
-                )
-            )
-            if id_column in batch.schema.names:
+            vectors = _vectors_of(path, batch.column(vector_column), start, dim)
+            if id_column is not None:
                 ids = batch.column(id_column).to_numpy(zero_copy_only=False)
             else:
-                ids = np.arange(start, start + batch.num_rows, dtype=np.int64)
+                ids = np.arange(offset + start, offset + start + batch.num_rows, dtype=np.int64)
             tenants = None
             if tenant_column is not None:
-                if tenant_column not in batch.schema.names:
-                    raise InvalidArgumentError(f"{path!r} has no tenant column {tenant_column!r}")
                 tenants = [
                     None if t is None else str(t) for t in batch.column(tenant_column).to_pylist()
                 ]
@@ -194,4 +272,28 @@ def _open_parquet(
             }
             yield VectorBatch(ids=ids, vectors=vectors, tenants=tenants, attributes=attributes)
 
-    return VectorSource(count=count, dim=int(dim), batches=batches())
+    return VectorSource(
+        count=count, dim=int(dim), read=batches, id_column=id_column, id_offset=offset
+    )
+
+
+def _vectors_of(path: str, column: Any, start: int, dim: int) -> np.ndarray:
+    """A Parquet list column as an (n, dim) float32 array; ragged rows or nulls are named."""
+    lengths = None
+    if column.null_count == 0 and hasattr(column, "value_lengths"):
+        lengths = column.value_lengths().to_numpy(zero_copy_only=False)
+    elif column.null_count == 0:  # fixed-size lists
+        return np.asarray(
+            column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32
+        ).reshape(len(column), dim)
+    if lengths is None or np.any(lengths != dim):
+        values = column.to_pylist()
+        bad = [i for i, v in enumerate(values) if v is None or len(v) != dim]
+        shown = ", ".join(str(start + i) for i in bad[:5])
+        raise InvalidArgumentError(
+            f"{path!r}: rows {shown}{' ...' if len(bad) > 5 else ''} of the vector column are "
+            f"null or do not have {dim} components (the first row has {dim})"
+        )
+    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
+        len(column), dim
+    )

@@ -180,3 +180,40 @@ def test_cli_quickstart_ingest_search_info(tmp_path, capsys, vectors):
     assert "no collection 'nope'; collections: 'v' (NOT_FOUND)" in capsys.readouterr().err
     with shardwalk.Engine.open(data) as eng:
         assert len(eng.collection("v")) == 25
+
+
+def test_batches_read_again_and_ids_say_where_they_come_from(tmp_path, vectors):
+    np.save(tmp_path / "v.npy", vectors)
+    source = open_vectors(str(tmp_path / "v.npy"), batch_size=10, id_offset=100)
+    first, _, _ = collect(source)
+    again, _, _ = collect(source)  # a second pass reads the file again (checks, then writes)
+    assert first.tolist() == again.tolist() == list(range(100, 125))
+    assert source.describe_ids() == "row numbers + id offset 100 (100..124)"
+    assert open_vectors(str(tmp_path / "v.npy")).describe_ids() == "row numbers (0..24)"
+    with pytest.raises(InvalidArgumentError, match="is a npy file, which holds no ids"):
+        open_vectors(str(tmp_path / "v.npy"), id_column="id")
+    with pytest.raises(InvalidArgumentError, match="id offset must be a non-negative integer"):
+        open_vectors(str(tmp_path / "v.npy"), id_offset=-1)
+    with pytest.raises(InvalidArgumentError, match="runs past the largest int64 id"):
+        open_vectors(str(tmp_path / "v.npy"), id_offset=2**63 - 10)
+
+
+def test_parquet_id_column_rules(tmp_path, vectors):
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 6)
+    pq.write_table(pa.table({"id": np.arange(5, 30), "vector": flat}), tmp_path / "ids.parquet")
+    pq.write_table(pa.table({"vector": flat}), tmp_path / "plain.parquet")
+    source = open_vectors(str(tmp_path / "ids.parquet"))
+    assert source.id_column == "id" and source.describe_ids() == "column 'id'"
+    with pytest.raises(InvalidArgumentError, match="an id offset does not apply"):
+        open_vectors(str(tmp_path / "ids.parquet"), id_offset=0)
+    ids, _, _ = collect(open_vectors(str(tmp_path / "plain.parquet"), id_offset=7))
+    assert ids.tolist() == list(range(7, 32))
+    with pytest.raises(InvalidArgumentError, match=r"has no column 'key'; columns: \['vector'\]"):
+        open_vectors(str(tmp_path / "plain.parquet"), id_column="key")
+
+
+def test_parquet_ragged_vectors_are_named(tmp_path):
+    rows = [[1.0, 2.0], [3.0], [4.0, 5.0], None]
+    pq.write_table(pa.table({"vector": rows}), tmp_path / "r.parquet")
+    with pytest.raises(InvalidArgumentError, match=r"rows 1, 3 of the vector column are null or"):
+        collect(open_vectors(str(tmp_path / "r.parquet")))

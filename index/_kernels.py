@@ -73,22 +73,37 @@ def _offer(best_d: np.ndarray, best_r: np.ndarray, worst: int, d: float, r: int)
 
 
 @njit(cache=True, inline="always", fastmath=_FAST)
-def _leaf_is_close(
-    q: np.ndarray, centroid: np.ndarray, norm: float, kth: float, ratio: float, ip: bool
-) -> bool:
-    """Whether a leaf is still worth visiting after the minimum: its centroid's squared l2
-    distance is within ``ratio`` x the current k-th best. On data where neighbourhoods are
-    wide (mnist: 0.981 recall@10 at nprobe=8), this visits a few more leaves; on well-clustered
-    data the next centroid is far and nothing changes. Not defined for ip (no geometry to
-    compare a centroid's score with a row's), so it never extends there."""
-    if ip or ratio <= 0.0:
-        return False
+def _leaf_distance(q: np.ndarray, centroid: np.ndarray, norm: float) -> np.float32:
+    """Squared l2 distance from q to a leaf's centroid (``norm`` its squared norm)."""
     acc = np.float32(0.0)
     qq = np.float32(0.0)
     for t in range(q.shape[0]):
         acc += q[t] * centroid[t]
         qq += q[t] * q[t]
-    return qq + norm - np.float32(2.0) * acc <= ratio * kth
+    return qq + norm - np.float32(2.0) * acc
+
+
+@njit(cache=True, inline="always")
+def _keep_probing(
+    q: np.ndarray,
+    centroids: np.ndarray,
+    norms: np.ndarray,
+    order: np.ndarray,
+    p: int,
+    limit: int,
+    nearest: float,
+    ratio: float,
+) -> bool:
+    """Past the minimum, whether leaf ``order[p]`` is still worth visiting: its centroid is
+    within ``ratio`` x the closest leaf's squared distance ``nearest`` (SPANN's query-aware
+    rule, used to extend rather than prune). Where neighbourhoods are wide (mnist: recall@10
+    0.981 at nprobe=8) the next centroids are about as close as the first and a few more
+    leaves are visited; on well-clustered data they are far and nothing changes. Independent
+    of any filter. ``nearest`` < 0 (ip: no geometry to compare) or ``ratio`` 0 turns it off."""
+    if nearest < 0.0 or ratio <= 0.0 or p >= limit:
+        return False
+    j = order[p]
+    return _leaf_distance(q, centroids[j], norms[j]) <= ratio * nearest
 
 
 @njit(cache=True)
@@ -248,8 +263,8 @@ def probe_leaves(
     nodes when ``top_offsets`` is not empty, see ``_leaf_order``); a row counts only where its
     bit is set in ``allowed`` (packed); the search stops once it has visited ``min_probe``
     leaves and scored ``min_candidates`` allowed rows (or visited every leaf), unless the next
-    leaf's centroid is within ``probe_ratio`` x the k-th best distance (l2; see
-    ``_leaf_is_close``), up to the ``max(64, 4 min_probe)`` closest leaves.
+    leaf's centroid is within ``probe_ratio`` x the closest one's squared distance (l2; see
+    ``_keep_probing``), up to the ``max(64, 4 min_probe)`` closest leaves.
 
     Returns rows (n, k) padded with -1, distances (n, k) padded with +inf, and the number of
     rows scored per query.
@@ -263,6 +278,7 @@ def probe_leaves(
     for qi in prange(n):
         q = queries[qi]
         order = _leaf_order(q, centroids, norms, top_centroids, top_norms, top_offsets, ip, first)
+        nearest = -1.0 if ip else _leaf_distance(q, centroids[order[0]], norms[order[0]])
         best_d = np.full(k, np.inf, dtype=np.float32)
         best_r = np.full(k, -1, dtype=np.int64)
         worst = 0
@@ -282,12 +298,7 @@ def probe_leaves(
             if (
                 p >= min_probe
                 and seen >= min_candidates
-                and not (
-                    p < first
-                    and _leaf_is_close(
-                        q, centroids[order[p]], norms[order[p]], best_d[worst], probe_ratio, ip
-                    )
-                )
+                and not _keep_probing(q, centroids, norms, order, p, first, nearest, probe_ratio)
             ):
                 break
         scored[qi] = seen
@@ -358,6 +369,7 @@ def probe_leaves_sq8(
             for j in range(dim):
                 qc[j] = (q[j] - low[j]) / step[j]
         order = _leaf_order(q, centroids, norms, top_centroids, top_norms, top_offsets, ip, first)
+        nearest = -1.0 if ip else _leaf_distance(q, centroids[order[0]], norms[order[0]])
         cand_d = np.full(rerank, np.inf, dtype=np.float32)
         cand_t = np.full(rerank, -1, dtype=np.int64)
         worst = 0
@@ -376,17 +388,7 @@ def probe_leaves_sq8(
             if (
                 p >= min_probe
                 and seen >= min_candidates
-                and not (
-                    p < first
-                    and _leaf_is_close(
-                        q,
-                        centroids[order[p]],
-                        norms[order[p]],
-                        np.partition(cand_d, k - 1)[k - 1],
-                        probe_ratio,
-                        ip,
-                    )
-                )
+                and not _keep_probing(q, centroids, norms, order, p, first, nearest, probe_ratio)
             ):
                 break
         scored[qi] = seen

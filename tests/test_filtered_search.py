@@ -299,7 +299,8 @@ def test_a_scope_matching_every_row_keeps_unfiltered_recall(kind):
         plain = recall(col.search(queries, k=K))
         by_filter = recall(col.search(queries, k=K, where=F("u") >= 0))
         by_tenant = recall(col.search(queries, k=K, tenant="all"))
-    # observed (hnsw): 0.714 unfiltered, 0.463 filtered before the fix; equal after it
+    # observed: hnsw 0.69, partitioned 0.95 both ways (before the fix the scoped searches lost
+    # 0.18-0.25: partitioned 0.949 -> 0.769)
     assert by_filter >= plain and by_tenant >= plain, (plain, by_filter, by_tenant)
 
 
@@ -335,4 +336,4 @@ def test_multitenant_defaults_reach_099_on_mnist():
         col = engine.create_collection("mnist", dim=base.shape[1], index="multitenant")
         col.upsert(np.arange(base.shape[0]), base)
         recall = _recall(col.search(queries, k=K).ids, truth) / K
-    assert recall >= 0.99, recall  # observed 0.996 (0.981 before probe_ratio)
+    assert recall >= 0.99, recall  # observed 0.992 (0.981 before probe_ratio)

@@ -66,10 +66,6 @@ def check_alpha(alpha: Any) -> float:
     return a
 
 
-def as_id_array(name: str, values: Any) -> np.ndarray:  # TODO(issue 8): loaders.py -> as_ids
-    return as_ids(values, what=name)
-
-
 def check_weights(weights: Any, n_edges: int, *, name: str = "edge weights") -> np.ndarray:
     """Finite, strictly positive weights, one per edge; returned as float64."""
     w = np.asarray(weights)

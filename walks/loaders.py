@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from shardwalk.walks._check import as_id_array
+from shardwalk.walks._check import as_ids
 from shardwalk.walks.graph import CSRGraph
 
 from shardwalk.errors import InvalidArgumentError, NotFoundError
@@ -468,7 +468,7 @@ def load_npy_dir(
         raise NotFoundError(f"{d} has no edges.npy")
     edges = np.load(d / "edges.npy", allow_pickle=False)
     ids = (
-        as_id_array("ids", np.load(d / "ids.npy", allow_pickle=False))
+        as_ids(np.load(d / "ids.npy", allow_pickle=False), what="ids")
         if (d / "ids.npy").exists()
         else None
     )

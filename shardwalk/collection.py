@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,13 @@ import numpy as np
 import pyarrow as pa
 
 from shardwalk._files import atomic_write_with
-from shardwalk.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from shardwalk._sync import Entry, GroupCommit, RWLock
+from shardwalk.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ShardwalkError,
+)
 from shardwalk.index import SearchResult, load_index, make_index
 from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Explain, Scope, plan_search
@@ -28,12 +34,41 @@ from shardwalk.validation import (
     check_search_params,
     check_vectors,
 )
-from shardwalk.wal import WriteAheadLog
+from shardwalk.wal import WriteAheadLog, encode
 
 __all__ = ["Collection", "Records"]
 
 _ID, _VECTOR = "_id", "_vector"
 _SAMPLE = 1024  # rows a selectivity estimate looks at
+
+
+@dataclass
+class _Upsert:
+    ids: np.ndarray
+    vectors: np.ndarray
+    tenants: pa.Array
+    attributes: pa.Table
+    shared: pa.Array | None
+    record: bytes | None  # the encoded log record (None without a log)
+
+
+@dataclass
+class _Delete:
+    ids: np.ndarray
+    missing_ok: bool
+    present: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def _merge_schema(schema: dict[str, pa.DataType], attributes: pa.Table) -> None:
+    """Check ``attributes`` against ``schema`` (name -> type) and add their new columns."""
+    for column in attributes.schema:
+        known = schema.get(column.name)
+        if known is None or pa.types.is_null(known):
+            schema[column.name] = column.type
+        elif known != column.type and not pa.types.is_null(column.type):
+            raise InvalidArgumentError(
+                f"attribute {column.name!r} holds {known} in this collection; got {column.type}"
+            )
 
 
 @dataclass(frozen=True)
@@ -60,7 +95,14 @@ class Collection:
     """Vectors keyed by int64 ids, searchable by k nearest neighbours.
 
     Obtain one from :meth:`shardwalk.Engine.create_collection` or
-    :meth:`shardwalk.Engine.collection`. Methods are thread-safe.
+    :meth:`shardwalk.Engine.collection`.
+
+    Methods are thread-safe, and reads run in parallel: any number of threads search, get and
+    read statistics at once under a shared lock. Writes are group-committed: concurrent
+    upserts and deletes share one log append and one fsync, then apply in memory under a short
+    exclusive lock (the index insert), and each call returns once its write is durable and
+    visible. A search sees every write acknowledged before it started. A checkpoint
+    (``flush``) holds back writes while it writes the snapshot, never reads.
     """
 
     def __init__(
@@ -87,7 +129,9 @@ class Collection:
         self._masks: OrderedDict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = (
             OrderedDict()
         )
-        self._lock = threading.RLock()
+        self._rw = RWLock()  # shared: reads; exclusive: applying writes in memory
+        self._writes = GroupCommit(self._commit_group)  # its lock: one commit or checkpoint
+        self._cache_lock = threading.Lock()  # the filter mask cache
         self._datadir = datadir
         self._wal: WriteAheadLog | None = None
         self._snapshot: str | None = None
@@ -147,7 +191,7 @@ class Collection:
             raise FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
 
     def _close(self, because: str) -> None:
-        with self._lock:
+        with self._writes.lock, self._rw.write():
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
@@ -210,13 +254,10 @@ class Collection:
         owners = tenant_array(tenants, ids.size)
         shared = shared_array(shared_with, ids.size)
         attrs = attribute_table(attributes, ids.size)
-        with self._lock:
-            self._check_open()
-            self._rows.check_schema(attrs)
-            if self._wal is not None:
-                self._wal.append("upsert", self._to_batch(ids, arr, owners, attrs, shared))
-            self._apply_upsert(ids, arr, owners, attrs, shared)
-        return int(ids.size)
+        record = None
+        if self._datadir is not None:  # encoded here, in the caller's thread
+            record = encode("upsert", self._to_batch(ids, arr, owners, attrs, shared))
+        return self._writes.submit(_Upsert(ids, arr, owners, attrs, shared, record))
 
     def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
         """Delete vectors by id; returns how many were deleted.
@@ -226,25 +267,84 @@ class Collection:
         NotFoundError
             Some ids do not exist (unless ``missing_ok``, which makes retries idempotent).
         """
-        ids = check_ids(ids)
-        with self._lock:
-            self._check_open()
-            missing = self._rows.missing(ids)
-            if missing.size and not missing_ok:
-                shown = ", ".join(str(v) for v in missing[:5].tolist())
-                more = f" and {missing.size - 5} more" if missing.size > 5 else ""
-                raise NotFoundError(
-                    f"collection {self.name!r} has no ids {shown}{more}; nothing was deleted "
-                    "(pass missing_ok=True to delete the others)"
+        return self._writes.submit(_Delete(check_ids(ids), missing_ok))
+
+    def _commit_group(self, group: list[Entry]) -> None:
+        """Commit queued writes in order (called by the group's leader under the commit lock):
+        check each against the state and the writes before it in the group, append every
+        accepted record to the log with one fsync, then apply them all under the exclusive
+        lock. A rejected write fails alone; the others commit."""
+        if self._closed_because is not None:
+            error = FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
+            for entry in group:
+                entry.error = error
+            return
+        schema = self._rows.schema
+        accepted: list[Entry] = []
+        records: list[bytes] = []
+        for entry in group:
+            write = entry.payload
+            try:
+                if isinstance(write, _Upsert):
+                    _merge_schema(schema, write.attributes)
+                    entry.result = int(write.ids.size)
+                    if write.record is not None:
+                        records.append(write.record)
+                else:
+                    write.present = self._present(write.ids, accepted)
+                    if write.present.size < write.ids.size and not write.missing_ok:
+                        missing = write.ids[~np.isin(write.ids, write.present)]  # as given
+                        shown = ", ".join(str(v) for v in missing[:5].tolist())
+                        more = f" and {missing.size - 5} more" if missing.size > 5 else ""
+                        raise NotFoundError(
+                            f"collection {self.name!r} has no ids {shown}{more}; nothing was "
+                            "deleted (pass missing_ok=True to delete the others)"
+                        )
+                    entry.result = int(write.present.size)
+                    if not write.present.size:
+                        continue
+                    if self._datadir is not None:
+                        batch = pa.record_batch({_ID: pa.array(write.present, pa.int64())})
+                        records.append(encode("delete", batch))
+                accepted.append(entry)
+            except ShardwalkError as exc:
+                entry.error = exc
+        if not accepted:
+            return
+        try:
+            if self._wal is not None and records:
+                self._wal.append_encoded(records)
+            with self._rw.write():
+                for entry in accepted:
+                    write = entry.payload
+                    if isinstance(write, _Upsert):
+                        self._apply_upsert(
+                            write.ids, write.vectors, write.tenants, write.attributes, write.shared
+                        )
+                    else:
+                        self._apply_delete(write.present)
+        except BaseException as exc:
+            # The log and the memory may now disagree: refuse further use until reopened
+            # (replaying the log then gives the state every acknowledged write left).
+            self._closed_because = (
+                f"stopped at a failed write ({type(exc).__name__}: {exc}); reopen the engine"
+            )
+            for entry in accepted:
+                entry.error = FailedPreconditionError(
+                    f"collection {self.name!r} {self._closed_because}"
                 )
-            present = np.setdiff1d(ids, missing, assume_unique=True) if missing.size else ids
-            if present.size == 0:
-                return 0
-            if self._wal is not None:
-                batch = pa.record_batch({_ID: pa.array(present, pa.int64())})
-                self._wal.append("delete", batch)
-            self._apply_delete(present)
-        return int(present.size)
+                entry.error.__cause__ = exc
+
+    def _present(self, ids: np.ndarray, before: list[Entry]) -> np.ndarray:
+        """The ids that exist once the writes ``before`` (of this group) are applied."""
+        exists = ~np.isin(ids, self._rows.missing(ids))
+        for entry in before:
+            write = entry.payload
+            if isinstance(write, _Upsert):
+                exists |= np.isin(ids, write.ids)
+            else:
+                exists &= ~np.isin(ids, write.present)
+        return ids[exists]
 
     def _apply_upsert(
         self,
@@ -352,7 +452,7 @@ class Collection:
         arr = self._prepare_vectors(queries, what="queries")
         if tenant is not None:
             check_name("tenant", tenant)
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
             scope = self._scope(tenant, predicate)
@@ -383,14 +483,16 @@ class Collection:
             return None
         tenant_rows = None if tenant is None else self._tenants.rows(tenant)
         key = (tenant, predicate, self._version)
-        cached = self._masks.get(key)
-        if cached is None:
+        with self._cache_lock:
+            cached = self._masks.get(key)
+            if cached is not None:
+                self._masks.move_to_end(key)
+        if cached is None:  # built outside the cache lock (searches run in parallel)
             cached = self._build_scope(tenant_rows, predicate)
-            self._masks[key] = cached
-            while len(self._masks) > 16:
-                self._masks.popitem(last=False)
-        else:
-            self._masks.move_to_end(key)
+            with self._cache_lock:
+                self._masks[key] = cached
+                while len(self._masks) > 16:
+                    self._masks.popitem(last=False)
         allowed, bits, matches, n_visible, estimated = cached
         return Scope(
             matches=matches,
@@ -409,7 +511,7 @@ class Collection:
         """(mask, packed mask, matching rows, visible count, estimated matches) of a scope."""
         alive = self._rows.alive
         visible = None if tenant_rows is None else tenant_rows[alive[tenant_rows]]
-        n_visible = len(self) if visible is None else int(visible.size)
+        n_visible = len(self._rows) if visible is None else int(visible.size)
         estimated = n_visible
         if predicate is None:
             assert visible is not None
@@ -438,7 +540,7 @@ class Collection:
             Naming the first few ids that do not exist.
         """
         ids = check_ids(ids)
-        with self._lock:
+        with self._rw.read():
             self._check_open()
             rows = self._rows.rows_of(ids, owner=f"collection {self.name!r}")
             vectors = self._store.take(rows)
@@ -462,11 +564,14 @@ class Collection:
         return len(self._rows)
 
     def __contains__(self, id_: object) -> bool:
-        return isinstance(id_, (int, np.integer)) and int(id_) in self._rows._row_of
+        if not isinstance(id_, (int, np.integer)) or isinstance(id_, bool):
+            return False
+        with self._rw.read():
+            return self._rows.missing(np.array([int(id_)], np.int64)).size == 0
 
     def stats(self) -> dict[str, Any]:
         """Counts, parameters, sizes (JSON-serialisable)."""
-        with self._lock:
+        with self._rw.read():
             return {
                 "name": self.name,
                 "dim": self.dim,
@@ -480,6 +585,7 @@ class Collection:
                 "tenants": len(self._tenants.tenants()),
                 "snapshot": self._snapshot,
                 "wal_bytes": self._wal.size if self._wal is not None else 0,
+                "group_commits": {"groups": self._writes.groups, "writes": self._writes.entries},
                 "index_stats": self._index.stats(),
             }
 
@@ -487,9 +593,10 @@ class Collection:
     def flush(self) -> None:
         """Checkpoint: write a new immutable snapshot, start an empty log, switch the manifest.
 
-        A no-op in memory, and when nothing changed since the last snapshot.
+        A no-op in memory, and when nothing changed since the last snapshot. Searches run
+        meanwhile; writes wait until the snapshot is written.
         """
-        with self._lock:
+        with self._writes.lock:
             self._check_open()
             if self._datadir is None or self._wal is None:
                 return
@@ -553,26 +660,36 @@ class Collection:
 
     def compact(self) -> None:
         """Rebuild the index from the live vectors only, dropping every deleted or replaced
-        row (HNSW tombstones still cost search time), then checkpoint."""
-        with self._lock:
+        row (HNSW tombstones still cost search time), then checkpoint. The new index is built
+        beside the old one (searches go on; writes wait) and swapped in at once."""
+        with self._writes.lock:
             self._check_open()
             live = np.flatnonzero(self._rows.alive)
-            ids = self._rows.ids[live]
-            vectors = self._store.take(live)
             columns = self._rows.columns(live)
-            tenants = columns.column(TENANT).combine_chunks()
-            shared = (
-                columns.column(SHARED).combine_chunks() if SHARED in columns.column_names else None
+            fresh = Collection(
+                name=self.name,
+                dim=self.dim,
+                metric=self.metric,
+                index=self.index_kind,
+                params=self.params,
             )
-            attrs = columns.drop_columns([c for c in (TENANT, SHARED) if c in columns.column_names])
-            self._rows = RowTable()
-            self._index = make_index(
-                self.index_kind, dim=self.dim, metric=self._index_metric, **self.params
-            )
-            self._store = self._store_for(self._index)
-            self._tenants = TenantDirectory()
-            self._masks.clear()
             if live.size:
-                self._apply_upsert(ids, vectors, tenants, attrs, shared)
+                fresh._apply_upsert(
+                    self._rows.ids[live],
+                    self._store.take(live),
+                    columns.column(TENANT).combine_chunks(),
+                    columns.drop_columns(
+                        [c for c in (TENANT, SHARED) if c in columns.column_names]
+                    ),
+                    columns.column(SHARED).combine_chunks()
+                    if SHARED in columns.column_names
+                    else None,
+                )
+            with self._rw.write():
+                self._rows, self._index = fresh._rows, fresh._index
+                self._store, self._tenants = fresh._store, fresh._tenants
+                self._version += 1
+                with self._cache_lock:
+                    self._masks.clear()
             if self._datadir is not None and self._wal is not None:
                 self._checkpoint()

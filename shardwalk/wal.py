@@ -37,7 +37,7 @@ import pyarrow as pa
 from shardwalk._files import fsync_dir
 from shardwalk.errors import CorruptionError
 
-__all__ = ["SIDE_FILE_MARK", "RecoveredLog", "WalRecord", "WriteAheadLog"]
+__all__ = ["SIDE_FILE_MARK", "RecoveredLog", "WalRecord", "WriteAheadLog", "encode"]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class _Fault:
     resync: int | None = None  # offset of the next intact record, when one was found
 
 
-def _encode(op: str, batch: pa.RecordBatch) -> bytes:
+def encode(op: str, batch: pa.RecordBatch) -> bytes:
+    """One log record (header and Arrow IPC payload) for ``append_encoded``."""
     batch = batch.replace_schema_metadata({"op": op})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
@@ -290,7 +291,12 @@ class WriteAheadLog:
 
     def append(self, op: str, batch: pa.RecordBatch) -> None:
         """Append one record; durable on return (fsync) unless ``sync=False``."""
-        self._file.write(_encode(op, batch))
+        self.append_encoded([encode(op, batch)])
+
+    def append_encoded(self, records: list[bytes]) -> None:
+        """Append records made by :func:`encode` with one write and one fsync (group commit):
+        all durable on return unless ``sync=False``."""
+        self._file.write(b"".join(records))
         self._file.flush()
         if self.sync:
             os.fsync(self._file.fileno())

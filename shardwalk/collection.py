@@ -6,13 +6,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from shardwalk._files import atomic_write_with
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk.errors import (
     FailedPreconditionError,
@@ -20,13 +18,22 @@ from shardwalk.errors import (
     NotFoundError,
     ShardwalkError,
 )
-from shardwalk.index import SearchResult, load_index, make_index
+from shardwalk.index import SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Explain, Scope, plan_search
 from shardwalk.index.store import VectorStore
 from shardwalk.index.tenancy import MultiTenantIndex, TenantDirectory
 from shardwalk.rows import SHARED, TENANT, RowTable, attribute_table, shared_array, tenant_array
-from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
+from shardwalk.snapshot import (
+    State,
+    Upsert,
+    delete_record,
+    read_record,
+    read_snapshot,
+    upsert_record,
+    write_snapshot,
+)
+from shardwalk.storage import DataDir
 from shardwalk.validation import (
     check_ids,
     check_k,
@@ -38,18 +45,12 @@ from shardwalk.wal import WriteAheadLog, encode
 
 __all__ = ["Collection", "Records"]
 
-_ID, _VECTOR = "_id", "_vector"
 _SAMPLE = 1024  # rows a selectivity estimate looks at
 
 
 @dataclass
-class _Upsert:
-    ids: np.ndarray
-    vectors: np.ndarray
-    tenants: pa.Array
-    attributes: pa.Table
-    shared: pa.Array | None
-    record: bytes | None  # the encoded log record (None without a log)
+class _Upsert(Upsert):
+    record: bytes | None = None  # the encoded log record (None without a log)
 
 
 @dataclass
@@ -162,26 +163,17 @@ class Collection:
         directory = datadir.collection_dir(self.name)
         self._datadir = datadir
         if snapshot is not None:
-            snap = directory / snapshot
-            verify_snapshot(snap)
-            self._rows = RowTable.read_parquet(str(snap / "rows.parquet"))
-            self._index = load_index(str(snap / "index"))
-            self._store = self._store_for(self._index)
-            if not self._shares_store:
-                self._store = self._read_vectors(snap / "vectors.arrow")
-            self._tenants = TenantDirectory()
-            table = self._rows.table()
-            shared = table.column(SHARED).combine_chunks() if SHARED in table.column_names else None
-            self._tenants.add(
-                np.arange(self._rows.rows), table.column(TENANT).combine_chunks(), shared
-            )
+            state = read_snapshot(directory / snapshot, dim=self.dim)
+            self._rows, self._index = state.rows, state.index
+            self._store, self._tenants = state.store, state.tenants
         self._snapshot = snapshot
         wal_path = str(directory / wal)
         for record in WriteAheadLog.replay(wal_path):
-            if record.op == "upsert":
-                self._apply_upsert(*self._from_batch(record.batch))
-            elif record.op == "delete":
-                self._apply_delete(record.batch.column(_ID).to_numpy())
+            write = read_record(record, self.dim)
+            if isinstance(write, Upsert):
+                self._apply_upsert(write)
+            else:
+                self._apply_delete(write)
         self._wal = WriteAheadLog(wal_path)
         # files of an interrupted checkpoint (written, never committed to the manifest)
         datadir.remove_unreferenced(self.name, keep={wal} | ({snapshot} if snapshot else set()))
@@ -254,10 +246,10 @@ class Collection:
         owners = tenant_array(tenants, ids.size)
         shared = shared_array(shared_with, ids.size)
         attrs = attribute_table(attributes, ids.size)
-        record = None
+        write = _Upsert(ids, arr, owners, attrs, shared)
         if self._datadir is not None:  # encoded here, in the caller's thread
-            record = encode("upsert", self._to_batch(ids, arr, owners, attrs, shared))
-        return self._writes.submit(_Upsert(ids, arr, owners, attrs, shared, record))
+            write.record = encode("upsert", upsert_record(write, self.dim))
+        return self._writes.submit(write)
 
     def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
         """Delete vectors by id; returns how many were deleted.
@@ -304,8 +296,7 @@ class Collection:
                     if not write.present.size:
                         continue
                     if self._datadir is not None:
-                        batch = pa.record_batch({_ID: pa.array(write.present, pa.int64())})
-                        records.append(encode("delete", batch))
+                        records.append(encode("delete", delete_record(write.present)))
                 accepted.append(entry)
             except ShardwalkError as exc:
                 entry.error = exc
@@ -318,9 +309,7 @@ class Collection:
                 for entry in accepted:
                     write = entry.payload
                     if isinstance(write, _Upsert):
-                        self._apply_upsert(
-                            write.ids, write.vectors, write.tenants, write.attributes, write.shared
-                        )
+                        self._apply_upsert(write)
                     else:
                         self._apply_delete(write.present)
         except BaseException as exc:
@@ -346,61 +335,23 @@ class Collection:
                 exists &= ~np.isin(ids, write.present)
         return ids[exists]
 
-    def _apply_upsert(
-        self,
-        ids: np.ndarray,
-        vectors: np.ndarray,
-        tenants: pa.Array,
-        attrs: pa.Table,
-        shared: pa.Array | None = None,
-    ) -> None:
-        replaced = self._rows.replaced_rows(ids)
-        rows = self._rows.append(ids, tenants, attrs, shared)
+    def _apply_upsert(self, write: Upsert) -> None:
+        replaced = self._rows.replaced_rows(write.ids)
+        rows = self._rows.append(write.ids, write.tenants, write.attributes, write.shared)
         if replaced.size:
             self._index.delete(replaced)
-        owners = self._tenants.add(rows, tenants, shared)
+        owners = self._tenants.add(rows, write.tenants, write.shared)
         if isinstance(self._index, MultiTenantIndex):
-            self._index.add(rows, vectors, groups=owners)  # a tenant's rows kept together
+            self._index.add(rows, write.vectors, groups=owners)  # a tenant's rows kept together
         else:
-            self._index.add(rows, vectors)
+            self._index.add(rows, write.vectors)
         if not self._shares_store:
-            self._store.extend(vectors)
+            self._store.extend(write.vectors)
         self._version += 1
 
     def _apply_delete(self, ids: np.ndarray) -> None:
         self._index.delete(self._rows.kill(ids))
         self._version += 1
-
-    def _to_batch(
-        self,
-        ids: np.ndarray,
-        vectors: np.ndarray,
-        tenants: pa.Array,
-        attrs: pa.Table,
-        shared: pa.Array | None,
-    ) -> pa.RecordBatch:
-        columns = {
-            _ID: pa.array(ids, pa.int64()),
-            _VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
-            TENANT: tenants,
-        }
-        if shared is not None:
-            columns[SHARED] = shared
-        for name in attrs.column_names:
-            columns[name] = attrs.column(name).combine_chunks()
-        return pa.record_batch(columns)
-
-    def _from_batch(
-        self, batch: pa.RecordBatch
-    ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Table, pa.Array | None]:
-        ids = batch.column(_ID).to_numpy()
-        flat = batch.column(_VECTOR).values.to_numpy(zero_copy_only=False)
-        vectors = np.ascontiguousarray(flat.reshape(-1, self.dim), dtype=np.float32)
-        tenants = batch.column(TENANT)
-        shared = batch.column(SHARED) if SHARED in batch.schema.names else None
-        names = [n for n in batch.schema.names if n not in (_ID, _VECTOR, TENANT, SHARED)]
-        attrs = pa.table({n: batch.column(n) for n in names}) if names else pa.table({})
-        return ids, vectors, tenants, attrs, shared
 
     # -- reads ------------------------------------------------------------------------------
     def search(
@@ -610,12 +561,8 @@ class Collection:
         generation = datadir.next_generation()
         directory = datadir.collection_dir(self.name)
         snapshot = f"snap-{generation:06d}"
-        snap = directory / snapshot
-        (snap / "index").mkdir(parents=True)
-        atomic_write_with(snap / "rows.parquet", self._rows.write_parquet)
-        self._write_vectors(snap / "vectors.arrow")
-        self._index.save(str(snap / "index"))
-        seal_snapshot(snap, {"collection": self.name, "rows": self._rows.rows, "count": len(self)})
+        state = State(rows=self._rows, index=self._index, store=self._store, tenants=self._tenants)
+        write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
         wal = f"wal-{generation:06d}.log"
         WriteAheadLog.create(str(directory / wal))
 
@@ -627,36 +574,6 @@ class Collection:
         self._wal = WriteAheadLog(str(directory / wal))
         self._snapshot = snapshot
         datadir.remove_unreferenced(self.name, keep={snapshot, wal})
-
-    def _write_vectors(self, path: Path) -> None:
-        """The live vectors as an Arrow IPC file (row, id, vector): the portable copy of the data
-        that any index can be rebuilt from."""
-        live = np.flatnonzero(self._rows.alive)
-        table = pa.table(
-            {
-                "row": pa.array(live, pa.int64()),
-                "id": pa.array(self._rows.ids[live], pa.int64()),
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(self._store.take(live).reshape(-1)), self.dim
-                ),
-            }
-        )
-
-        def write(name: str) -> None:
-            with pa.OSFile(name, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-
-        atomic_write_with(path, write)
-
-    def _read_vectors(self, path: Path) -> VectorStore:
-        """The store back from ``vectors.arrow``: live rows in place, dead rows zero."""
-        with pa.memory_map(str(path), "r") as source:
-            table = pa.ipc.open_file(source).read_all()
-        data = np.zeros((self._rows.rows, self.dim), dtype=np.float32)
-        rows = table.column("row").to_numpy()
-        flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
-        data[rows] = flat.reshape(-1, self.dim)
-        return VectorStore(self.dim, data)
 
     def compact(self) -> None:
         """Rebuild the index from the live vectors only, dropping every deleted or replaced
@@ -675,15 +592,17 @@ class Collection:
             )
             if live.size:
                 fresh._apply_upsert(
-                    self._rows.ids[live],
-                    self._store.take(live),
-                    columns.column(TENANT).combine_chunks(),
-                    columns.drop_columns(
-                        [c for c in (TENANT, SHARED) if c in columns.column_names]
-                    ),
-                    columns.column(SHARED).combine_chunks()
-                    if SHARED in columns.column_names
-                    else None,
+                    Upsert(
+                        ids=self._rows.ids[live],
+                        vectors=self._store.take(live),
+                        tenants=columns.column(TENANT).combine_chunks(),
+                        attributes=columns.drop_columns(
+                            [c for c in (TENANT, SHARED) if c in columns.column_names]
+                        ),
+                        shared=columns.column(SHARED).combine_chunks()
+                        if SHARED in columns.column_names
+                        else None,
+                    )
                 )
             with self._rw.write():
                 self._rows, self._index = fresh._rows, fresh._index

@@ -1,0 +1,132 @@
+"""A collection's persistence: the log records of its writes and its snapshot files.
+
+The collection decides when (a write is logged before it is applied; a checkpoint writes a
+snapshot and starts a new log); this module decides how:
+
+- log records: an upsert is one Arrow record batch (``_id``, ``_vector``, tenant, sharing and
+  attribute columns), a delete one of ``_id`` only (framed and checksummed by ``wal.py``);
+- a snapshot directory: ``rows.parquet`` (ids, liveness, tenants, attributes),
+  ``vectors.arrow`` (the live vectors by row: the portable copy any index can be rebuilt
+  from), ``index/`` (the index's own files), sealed by ``snapshot.json`` (every file's size and
+  crc32, see ``storage.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from shardwalk._files import atomic_write_with
+from shardwalk.index import VectorIndex, load_index
+from shardwalk.index.store import VectorStore
+from shardwalk.index.tenancy import TenantDirectory
+from shardwalk.rows import SHARED, TENANT, RowTable
+from shardwalk.storage import seal_snapshot, verify_snapshot
+from shardwalk.wal import WalRecord
+
+__all__ = ["State", "Upsert", "delete_record", "read_snapshot", "upsert_record", "write_snapshot"]
+
+_ID, _VECTOR = "_id", "_vector"
+
+
+@dataclass
+class Upsert:
+    """The parts of an upsert, as the collection applies them."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    tenants: pa.Array
+    attributes: pa.Table
+    shared: pa.Array | None
+
+
+@dataclass
+class State:
+    """What a snapshot holds: the rows, the index, the vectors by row, who sees what."""
+
+    rows: RowTable
+    index: VectorIndex
+    store: VectorStore
+    tenants: TenantDirectory
+
+
+def upsert_record(write: Upsert, dim: int) -> pa.RecordBatch:
+    columns = {
+        _ID: pa.array(write.ids, pa.int64()),
+        _VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(write.vectors.reshape(-1)), dim),
+        TENANT: write.tenants,
+    }
+    if write.shared is not None:
+        columns[SHARED] = write.shared
+    for name in write.attributes.column_names:
+        columns[name] = write.attributes.column(name).combine_chunks()
+    return pa.record_batch(columns)
+
+
+def delete_record(ids: np.ndarray) -> pa.RecordBatch:
+    return pa.record_batch({_ID: pa.array(ids, pa.int64())})
+
+
+def read_record(record: WalRecord, dim: int) -> Upsert | np.ndarray:
+    """A logged write: an :class:`Upsert`, or the ids a delete removed."""
+    batch = record.batch
+    ids = batch.column(_ID).to_numpy()
+    if record.op == "delete":
+        return ids
+    flat = batch.column(_VECTOR).values.to_numpy(zero_copy_only=False)
+    names = [n for n in batch.schema.names if n not in (_ID, _VECTOR, TENANT, SHARED)]
+    return Upsert(
+        ids=ids,
+        vectors=np.ascontiguousarray(flat.reshape(-1, dim), dtype=np.float32),
+        tenants=batch.column(TENANT),
+        attributes=pa.table({n: batch.column(n) for n in names}) if names else pa.table({}),
+        shared=batch.column(SHARED) if SHARED in batch.schema.names else None,
+    )
+
+
+def write_snapshot(snap: Path, state: State, *, dim: int, name: str) -> None:
+    """Write and seal a snapshot of ``state`` into the new directory ``snap``."""
+    (snap / "index").mkdir(parents=True)
+    rows = state.rows
+    atomic_write_with(snap / "rows.parquet", rows.write_parquet)
+    live = np.flatnonzero(rows.alive)
+    table = pa.table(
+        {
+            "row": pa.array(live, pa.int64()),
+            "id": pa.array(rows.ids[live], pa.int64()),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(state.store.take(live).reshape(-1)), dim
+            ),
+        }
+    )
+
+    def write(path: str) -> None:
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    atomic_write_with(snap / "vectors.arrow", write)
+    state.index.save(str(snap / "index"))
+    seal_snapshot(snap, {"collection": name, "rows": rows.rows, "count": len(rows)})
+
+
+def read_snapshot(snap: Path, *, dim: int) -> State:
+    """A snapshot back, after checking every file against its seal."""
+    verify_snapshot(snap)
+    rows = RowTable.read_parquet(str(snap / "rows.parquet"))
+    index = load_index(str(snap / "index"))
+    store = getattr(index, "store", None)
+    if not isinstance(store, VectorStore):  # the index keeps no vectors by row: ours
+        with pa.memory_map(str(snap / "vectors.arrow"), "r") as source:
+            table = pa.ipc.open_file(source).read_all()
+        data = np.zeros((rows.rows, dim), dtype=np.float32)  # dead rows stay zero
+        flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+        data[table.column("row").to_numpy()] = flat.reshape(-1, dim)
+        store = VectorStore(dim, data)
+    tenants = TenantDirectory()
+    columns = rows.table()
+    shared = columns.column(SHARED).combine_chunks() if SHARED in columns.column_names else None
+    tenants.add(np.arange(rows.rows), columns.column(TENANT).combine_chunks(), shared)
+    return State(rows=rows, index=index, store=store, tenants=tenants)

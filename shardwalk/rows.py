@@ -7,6 +7,7 @@ attributes are Arrow columns (compact, typed, written as Parquet), appended in c
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ __all__ = ["SHARED", "TENANT", "RowTable", "attribute_table", "shared_array", "t
 
 ID, ALIVE, TENANT, SHARED = "_id", "_alive", "_tenant", "_shared"
 _ATTRIBUTE_TYPES = "int64, float64, bool, string, list<string>"
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_FEW = 8  # lookups of at most this many ids go one by one (array calls cost more than they save)
 
 
 def _normalise_type(name: str, column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
@@ -128,20 +131,70 @@ def shared_array(shared_with: Any, n: int) -> pa.Array | None:
     return pa.array(values, pa.list_(pa.string()))
 
 
+def _find(runs: Sequence[tuple[np.ndarray, np.ndarray]], alive: np.ndarray, id_: int) -> int:
+    """The live row of one id in ``runs``, -1 if none: scalar calls, no temporary arrays."""
+    for keys, rows in runs:
+        i = keys.searchsorted(id_)
+        if i < keys.size and keys[i] == id_:
+            row = rows[i]
+            if alive[row]:
+                return int(row)
+    return -1
+
+
+def _merge_runs(
+    runs: Sequence[tuple[np.ndarray, np.ndarray]], alive: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sorted run holding the live entries of sorted ``runs`` (which share no live id)."""
+    keep = [alive[rows] for _, rows in runs]
+    keys = np.concatenate([k[m] for (k, _), m in zip(runs, keep)])
+    order = np.argsort(keys, kind="stable")  # timsort: merges the sorted runs it finds, O(n log k)
+    keys = keys[order]  # one temporary at a time: ~32 bytes per entry at the peak, not 40
+    rows = np.concatenate([r[m] for (_, r), m in zip(runs, keep)])
+    return keys, rows[order]
+
+
 class RowTable:
-    """Append-only rows: ids, liveness, the id -> live row map, and the Arrow columns."""
+    """Append-only rows: ids, liveness, the id -> live row map, and the Arrow columns.
+
+    The id map is arrays, not a dict: a few sorted runs of ``(keys, rows)`` (``keys`` the ids
+    of ``rows``, ascending), about 16 bytes per entry. Each ``append`` adds a run of its own
+    (its ids are distinct); the newest runs merge while the one before is at most twice as big
+    (as timsort keeps its run stack), so there are at most ~log2(rows) runs and each entry is
+    merged O(log n) times. Rows are append-only and at most one row per id is alive (``append``
+    kills the row it replaces), so a lookup searches every run with ``np.searchsorted`` and a
+    hit counts only where ``alive[row]``: the newest row of an id wins without any bookkeeping.
+    Dead entries (killed or replaced rows) are dropped when their run merges, and every run
+    merges into one when they pass ``_dead_fraction`` of the live ids, so the map stays below
+    16 * (1 + 0.25) = 20 bytes per live id (:attr:`map_nbytes`).
+
+    Threads: the read methods (``rows_of``, ``missing``, ``contains``, ``in``, ``len``,
+    ``replaced_rows``, ``check_schema``, ``ids``, ``alive``, ``rows``, ``schema``,
+    ``map_nbytes``, ``table``, ``columns``, ``to_arrow``, ``write_parquet``) may run in many
+    threads at once (a shared lock); the write methods, ``append`` and ``kill``, need the
+    caller to exclude every other call (an exclusive lock). Only writes change the id map
+    (merges included). The one lazy step on a read path, ``table()`` merging the Arrow chunks,
+    builds the merged table first and then swaps it in with one reference assignment (under a
+    small lock, so concurrent readers do not merge twice); a reader that still holds the old
+    chunk list gets the same rows from it.
+    """
+
+    _dead_fraction = 0.25  # dead map entries allowed, as a fraction of live ids, before a merge
+    _dead_minimum = 4096  # ... and in any case (small tables would otherwise merge every call)
 
     def __init__(self) -> None:
         self._n = 0
         self._ids = np.zeros(1024, dtype=np.int64)
         self._alive = np.zeros(1024, dtype=bool)
-        self._row_of: dict[int, int] = {}
+        self._runs: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # (keys, rows), oldest first
+        self._live = 0  # live ids (= live rows)
         self._chunks: list[pa.Table] = []
+        self._merge_lock = threading.Lock()
         self._schema: dict[str, pa.DataType] = {}
 
     # -- sizes ------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._row_of)
+        return self._live
 
     @property
     def rows(self) -> int:
@@ -160,7 +213,51 @@ class RowTable:
         """Attribute name -> type (``null`` for attributes whose values were all missing)."""
         return dict(self._schema)
 
-    # -- writes -----------------------------------------------------------------------------
+    @property
+    def map_nbytes(self) -> int:
+        """Bytes held by the id -> row map (its sorted runs; ``ids`` and ``alive`` not counted)."""
+        return sum(keys.nbytes + rows.nbytes for keys, rows in self._runs)
+
+    # -- the id map -------------------------------------------------------------------------
+    def _lookup(self, ids: np.ndarray) -> np.ndarray:
+        """The live row of each id, -1 where there is none (read-only: safe from many threads)."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if ids.size <= _FEW:
+            return self._lookup_sorted(ids)  # one by one: the order does not matter
+        order = np.argsort(ids)
+        found = np.empty(ids.shape, dtype=np.int64)
+        found[order] = self._lookup_sorted(ids[order])
+        return found
+
+    def _lookup_sorted(self, ids: np.ndarray) -> np.ndarray:
+        """``_lookup`` of ascending ids: searchsorted walks each run once, cache-friendly
+        (10K random ids in a 1M run: 0.6 ms sorted, 2.0 ms unsorted)."""
+        runs, alive = self._runs, self._alive  # one consistent view, whatever a writer does next
+        if ids.size <= _FEW:
+            return np.array([_find(runs, alive, i) for i in ids.tolist()], dtype=np.int64)
+        found = np.full(ids.shape, -1, dtype=np.int64)
+        for keys, rows in runs:
+            pos = np.searchsorted(keys, ids)
+            np.minimum(pos, keys.size - 1, out=pos)
+            candidates = rows[pos]
+            hit = (keys[pos] == ids) & alive[candidates]
+            found[hit] = candidates[hit]
+        return found
+
+    def _add_run(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        """Index new rows: ``keys`` ascending and distinct, all rows alive (writers only)."""
+        runs = [*self._runs, (keys, rows)]
+        while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:
+            runs[-2:] = [_merge_runs(runs[-2:], self._alive)]
+        self._set_runs(runs)
+
+    def _set_runs(self, runs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Install ``runs`` (writers only), first merging them all if too many entries died."""
+        dead = sum(keys.size for keys, _ in runs) - self._live
+        if dead > max(self._dead_fraction * self._live, self._dead_minimum):
+            runs = [_merge_runs(runs, self._alive)]
+        self._runs = tuple(run for run in runs if run[0].size)  # one reference assignment
+
     def check_schema(self, attributes: pa.Table) -> None:
         for field in attributes.schema:
             known = self._schema.get(field.name)
@@ -181,7 +278,10 @@ class RowTable:
         attributes: pa.Table,
         shared: pa.Array | None = None,
     ) -> np.ndarray:
-        """Add rows for ``ids`` (killing the rows they replace); returns the new rows."""
+        """Add rows for ``ids`` (distinct; killing the rows they replace); returns the new rows.
+
+        A write: the caller excludes every other call on this table.
+        """
         n = ids.size
         if self._n + n > self._ids.shape[0]:
             capacity = max(self._n + n, 2 * self._ids.shape[0])
@@ -189,15 +289,19 @@ class RowTable:
             alive = np.zeros(capacity, dtype=bool)
             alive[: self._n] = self._alive[: self._n]
             self._alive = alive
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(ids)  # ids are distinct: any sort is stable
+        keys = ids[order]
+        old = self._lookup_sorted(keys)
+        old = old[old >= 0]
+        self._alive[old] = False
         rows = np.arange(self._n, self._n + n, dtype=np.int64)
         self._ids[rows] = ids
         self._alive[rows] = True
         self._n += n
-        for row, id_ in zip(rows.tolist(), ids.tolist()):
-            old = self._row_of.get(id_)
-            if old is not None:
-                self._alive[old] = False
-            self._row_of[id_] = row
+        self._live += n - old.size
+        if n:
+            self._add_run(keys, rows[order])
         for i, field in enumerate(attributes.schema):
             known = self._schema.get(field.name)
             if pa.types.is_null(field.type) and known is not None and not pa.types.is_null(known):
@@ -218,24 +322,38 @@ class RowTable:
         return rows
 
     def replaced_rows(self, ids: np.ndarray) -> np.ndarray:
-        """The live rows currently holding these ids (those that exist)."""
-        rows = [self._row_of.get(i) for i in ids.tolist()]
-        return np.array([r for r in rows if r is not None], dtype=np.int64)
+        """The live rows currently holding these ids (those that exist), in the order given."""
+        rows = self._lookup(ids)
+        return rows[rows >= 0]
 
     def kill(self, ids: np.ndarray) -> np.ndarray:
-        """Delete ids; returns the rows that died (unknown ids are skipped)."""
-        rows = []
-        for id_ in ids.tolist():
-            row = self._row_of.pop(id_, None)
-            if row is not None:
-                rows.append(row)
-        out = np.array(rows, dtype=np.int64)
-        self._alive[out] = False
-        return out
+        """Delete ids; returns the rows that died (unknown ids are skipped).
+
+        A write: the caller excludes every other call on this table.
+        """
+        rows = self._lookup(ids)
+        rows = rows[rows >= 0]
+        if rows.size > 1:  # an id given twice dies once
+            unique, first = np.unique(rows, return_index=True)
+            if unique.size < rows.size:
+                rows = rows[np.sort(first)]
+        if rows.size:
+            self._alive[rows] = False
+            self._live -= rows.size
+            self._set_runs(list(self._runs))  # merges if the dead entries pass the threshold
+        return rows
 
     # -- reads ------------------------------------------------------------------------------
     def rows_of(self, ids: np.ndarray, *, owner: str) -> np.ndarray:
-        rows = np.fromiter((self._row_of.get(i, -1) for i in ids.tolist()), np.int64, ids.size)
+        """The live row of each id, in the order given.
+
+        Raises
+        ------
+        NotFoundError
+            Naming the first 5 ids that do not exist.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self._lookup(ids)
         missing = ids[rows < 0]
         if missing.size:
             shown = ", ".join(str(v) for v in missing[:5].tolist())
@@ -244,16 +362,35 @@ class RowTable:
         return rows
 
     def missing(self, ids: np.ndarray) -> np.ndarray:
-        return np.array([i for i in ids.tolist() if i not in self._row_of], dtype=np.int64)
+        """The ids that do not exist, in the order given."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return ids[self._lookup(ids) < 0]
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Per id, whether it exists: a bool array, one entry per id in the order given."""
+        return self._lookup(ids) >= 0
+
+    def __contains__(self, id_: object) -> bool:
+        if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):
+            return False
+        value = int(id_)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return False
+        return _find(self._runs, self._alive, value) >= 0
 
     def table(self) -> pa.Table:
         """All rows' Arrow columns (tenant, shared, attributes) as one table, row-aligned."""
-        if not self._chunks:
+        chunks = self._chunks
+        if not chunks:
             return pa.table({TENANT: pa.array([], pa.string())})
-        if len(self._chunks) > 1:
-            merged = pa.concat_tables(self._chunks, promote_options="default")
-            self._chunks = [merged.combine_chunks()]
-        return self._chunks[0]
+        if len(chunks) > 1:
+            with self._merge_lock:  # one reader merges; the others wait and take its result
+                chunks = self._chunks
+                if len(chunks) > 1:
+                    merged = pa.concat_tables(chunks, promote_options="default")
+                    chunks = [merged.combine_chunks()]
+                    self._chunks = chunks  # one reference assignment, the new list complete
+        return chunks[0]
 
     def columns(self, rows: np.ndarray) -> pa.Table:
         return self.table().take(pa.array(rows))
@@ -281,7 +418,19 @@ class RowTable:
         out._alive = np.zeros(max(n, 1024), dtype=bool)
         out._alive[:n] = table.column(ALIVE).to_numpy(zero_copy_only=False)
         live = np.flatnonzero(out._alive[:n])
-        out._row_of = dict(zip(out._ids[live].tolist(), live.tolist()))
+        keys = out._ids[live]
+        order = np.argsort(keys, kind="stable")
+        keys, live = keys[order], live[order]
+        twice = keys[1:][keys[1:] == keys[:-1]]
+        if twice.size:
+            shown = ", ".join(str(v) for v in np.unique(twice)[:5].tolist())
+            raise CorruptionError(
+                f"rows file {path!r} has ids alive in more than one row: {shown}; an upsert "
+                "kills the row it replaces, so the file was not written by shardwalk or is "
+                "damaged"
+            )
+        out._live = live.size
+        out._set_runs([(keys, live)])
         rest = table.drop_columns([ID, ALIVE])
         out._chunks = [rest]
         out._schema = {f.name: f.type for f in rest.schema if f.name not in (TENANT, SHARED)}

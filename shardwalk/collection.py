@@ -518,7 +518,7 @@ class Collection:
         if not isinstance(id_, (int, np.integer)) or isinstance(id_, bool):
             return False
         with self._rw.read():
-            return self._rows.missing(np.array([int(id_)], np.int64)).size == 0
+            return int(id_) in self._rows
 
     def stats(self) -> dict[str, Any]:
         """Counts, parameters, sizes (JSON-serialisable)."""

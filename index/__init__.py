@@ -2,6 +2,11 @@
 
 Every index implements :class:`VectorIndex` over caller-chosen integer labels; a collection
 passes its row numbers. ``make_index`` builds one by kind name, ``load_index`` reads one back.
+
+Every index takes a ``budget`` (:class:`shardwalk._threads.ThreadBudget`, default the
+process's): the thread slots its parallel work shares with the rest of its engine. Reads (search,
+get) are safe from many threads at once; writes (add, delete) need the caller to exclude every
+other call on the same index.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from shardwalk.index.hnsw import HNSWIndex
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.partitioned import PartitionedIndex
 from shardwalk.index.tenancy import MultiTenantIndex
+
+from shardwalk._threads import ThreadBudget
 
 __all__ = [
     "INDEX_KINDS",
@@ -38,13 +45,22 @@ INDEX_KINDS: dict[str, type] = {
 }
 
 
-def make_index(kind: str, *, dim: int, metric: IndexMetric, **params: Any) -> VectorIndex:
-    """A new empty index of ``kind`` (parameters already validated by the caller)."""
-    return INDEX_KINDS[kind](dim=dim, metric=metric, **params)
+def make_index(
+    kind: str,
+    *,
+    dim: int,
+    metric: IndexMetric,
+    budget: ThreadBudget | None = None,
+    **params: Any,
+) -> VectorIndex:
+    """A new empty index of ``kind`` (parameters already validated by the caller), drawing its
+    threads from ``budget`` (default: the process's)."""
+    return INDEX_KINDS[kind](dim=dim, metric=metric, budget=budget, **params)
 
 
-def load_index(directory: str) -> VectorIndex:
-    """Read back an index written by ``save(directory)``."""
+def load_index(directory: str, *, budget: ThreadBudget | None = None) -> VectorIndex:
+    """Read back an index written by ``save(directory)``, drawing its threads from ``budget``
+    (default: the process's)."""
     import json
     import os
 
@@ -52,4 +68,4 @@ def load_index(directory: str) -> VectorIndex:
         kind = json.loads(f.read()).get("kind")
     if kind not in INDEX_KINDS:
         read_meta(directory, "?")  # raises CorruptionError naming what was found
-    return INDEX_KINDS[kind].load(directory)
+    return INDEX_KINDS[kind].load(directory, budget=budget)

@@ -16,6 +16,7 @@ import numpy as np
 from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
 
 from shardwalk._files import atomic_write
+from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import CorruptionError
 
 __all__ = ["FlatIndex", "exact_search"]
@@ -90,13 +91,22 @@ class FlatIndex:
         Vector dimension.
     metric : {"l2", "ip"}
         Distance; cosine collections pass unit vectors with ``"ip"``.
+    budget : ThreadBudget, optional
+        The thread slots shared with the rest of the engine (default: the process's). A batch
+        search takes up to one per query; one query runs on the calling thread alone.
+
+    Thread safety: searches and ``get`` may run from many threads at once (faiss's searches
+    are read-only); ``add`` and ``delete`` need the caller to exclude every other call.
     """
 
     kind = "flat"
 
-    def __init__(self, *, dim: int, metric: IndexMetric) -> None:
+    def __init__(
+        self, *, dim: int, metric: IndexMetric, budget: ThreadBudget | None = None
+    ) -> None:
         self.dim = dim
         self.metric: IndexMetric = metric
+        self.budget = budget or default_budget()
         self._index = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
         self._alive = np.zeros(0, dtype=bool)
         self._live = 0
@@ -136,7 +146,8 @@ class FlatIndex:
     ) -> SearchResult:
         """Exact top-k; ``mask`` (bool per label) further restricts the candidates."""
         allowed = self._alive if mask is None else (self._alive & mask[: self._alive.shape[0]])
-        return _search_faiss(self._index, self.metric, queries, k, allowed)
+        with self.budget.take(queries.shape[0]):  # faiss's OpenMP team (and BLAS) follow it
+            return _search_faiss(self._index, self.metric, queries, k, allowed)
 
     def get(self, labels: np.ndarray) -> np.ndarray:
         return self._storage()[np.asarray(labels, dtype=np.int64)].copy()
@@ -161,9 +172,9 @@ class FlatIndex:
         write_meta(directory, {"kind": self.kind, "dim": self.dim, "metric": self.metric})
 
     @classmethod
-    def load(cls, directory: str) -> FlatIndex:
+    def load(cls, directory: str, *, budget: ThreadBudget | None = None) -> FlatIndex:
         meta = read_meta(directory, cls.kind)
-        index = cls(dim=meta["dim"], metric=meta["metric"])
+        index = cls(dim=meta["dim"], metric=meta["metric"], budget=budget)
         vectors = np.load(os.path.join(directory, "vectors.npy"))
         alive = np.load(os.path.join(directory, "alive.npy"))
         if vectors.shape != (alive.shape[0], index.dim):

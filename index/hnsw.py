@@ -8,6 +8,9 @@ Deletes are tombstones: the node stays a waypoint of the graph but is never retu
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import hnswlib
@@ -16,12 +19,67 @@ from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_m
 from shardwalk.index.flat import exact_search
 
 from shardwalk._files import atomic_write, atomic_write_with
+from shardwalk._threads import ThreadBudget, default_budget
 
 __all__ = ["HNSWIndex"]
 
 
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+class EfGate:
+    """Per-call ef on an hnswlib graph, whose ef is one index-wide setting (``set_ef``; its
+    ``knn_query`` takes none).
+
+    Searches run in turns: a turn is any number of searches with one ef, running at once. A
+    search with the ef of the running turn joins it, unless searches with another ef are
+    waiting: then it waits too, so a steady stream of one ef cannot starve another. When a
+    turn's last search ends, the ef waiting longest gets the next turn (its ef is set once)
+    and every search waiting for that ef runs in it.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._ef = -1  # the ef set on the graph (-1: none of ours yet)
+        self._active = 0  # searches running in the current turn
+        self._turn = 0  # turns started so far
+        # ef -> searches waiting for it; in the order each ef began waiting (dicts keep it)
+        self._waiting: dict[int, int] = {}
+
+    def _start(self, graph: hnswlib.Index, ef: int) -> None:
+        """Start a new turn for ``ef`` (no search runs)."""
+        if self._ef != ef:
+            graph.set_ef(ef)
+            self._ef = ef
+        self._turn += 1
+
+    @contextmanager
+    def hold(self, graph: hnswlib.Index, ef: int) -> Iterator[None]:
+        """Run the block with ``graph``'s ef set to ``ef`` and kept there."""
+        with self._cond:
+            if not self._waiting and (self._active == 0 or self._ef == ef):
+                if self._active == 0:
+                    self._start(graph, ef)
+            else:
+                ticket = self._turn
+                self._waiting[ef] = self._waiting.get(ef, 0) + 1
+                try:
+                    while True:
+                        if self._active == 0 and next(iter(self._waiting)) == ef:
+                            self._start(graph, ef)  # the ef waiting longest goes next
+                            break
+                        if self._active and self._ef == ef and self._turn > ticket:
+                            break  # its ef's turn began while it waited: it runs in it
+                        self._cond.wait()
+                finally:
+                    self._waiting[ef] -= 1
+                    if not self._waiting[ef]:
+                        del self._waiting[ef]
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if not self._active and self._waiting:
+                    self._cond.notify_all()
 
 
 class HNSWIndex:
@@ -41,10 +99,18 @@ class HNSWIndex:
     ef : int, default 64
         ef in the paper: candidate list size while searching, raised to k when smaller.
     threads : int, optional
-        Threads for batch inserts and batch queries (default: the cores available).
+        Most threads for a batch insert or a batch query (default: all of the budget's). One
+        query always runs on the calling thread alone.
     seed : int, default 0
         Seed of the level generator. Builds are reproducible with ``threads=1`` only: with
         more threads inserts run in parallel and may link in a different order each run.
+    budget : ThreadBudget, optional
+        The thread slots shared with the rest of the engine (default: the process's, as many
+        as cores). Inserts and batch queries take from it.
+
+    Thread safety: searches (with any ``ef``) and ``get`` may run from many threads at once;
+    ``add`` and ``delete`` need the caller to exclude every other call (hnswlib's inserts and
+    tombstones are not safe alongside searches).
     """
 
     kind = "hnsw"
@@ -60,14 +126,17 @@ class HNSWIndex:
         threads: int | None = None,
         seed: int = 0,
         capacity: int = 1024,
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.dim = dim
         self.metric: IndexMetric = metric
         self.m = m
         self.ef_construction = ef_construction
         self.ef = ef
-        self.threads = threads or default_threads()
+        self.threads = threads
         self.seed = seed
+        self.budget = budget or default_budget()
+        self._gate = EfGate()
         self._graph = hnswlib.Index(space=metric, dim=dim)
         self._graph.init_index(
             max_elements=max(capacity, 16), M=m, ef_construction=ef_construction, random_seed=seed
@@ -85,7 +154,9 @@ class HNSWIndex:
         needed = self._graph.element_count + labels.size
         if needed > self._graph.max_elements:
             self._graph.resize_index(max(needed, 2 * self._graph.max_elements))
-        self._graph.add_items(vectors, labels, num_threads=threads or self.threads)
+        want = min(labels.size, threads or self.threads or self.budget.threads)
+        with self.budget.take(want, kernels=False) as granted:  # hnswlib only: its num_threads
+            self._graph.add_items(vectors, labels, num_threads=granted)
         end = int(labels.max()) + 1
         if end > self._alive.shape[0]:
             self._alive = np.concatenate(
@@ -106,19 +177,25 @@ class HNSWIndex:
     def search(
         self, queries: np.ndarray, k: int, *, ef: int | None = None, threads: int | None = None
     ) -> SearchResult:
-        """Approximate top-k. ``ef`` overrides the index's search-time ef for this call."""
+        """Approximate top-k. ``ef`` overrides the index's search-time ef for this call only
+        (concurrent searches with other values wait their turn, see :class:`EfGate`);
+        ``threads`` caps the threads of a batch."""
         n = queries.shape[0]
         kk = min(k, self._live)
         if n == 0 or kk == 0:
             return empty_result(n, k)
-        self._graph.set_ef(max(ef or self.ef, kk))
-        threads = 1 if n == 1 else (threads or self.threads)
-        try:
-            labels, distances = self._graph.knn_query(queries, k=kk, num_threads=threads)
-        except RuntimeError:
-            # hnswlib found fewer than kk live nodes for some query (tombstones cut the graph):
-            # answer query by query, and those it cannot fill exactly, so none comes up short.
-            labels, distances = self._one_by_one(queries, kk)
+        want = 1 if n == 1 else min(n, threads or self.threads or self.budget.threads)
+        with (
+            self.budget.take(want, kernels=False) as granted,  # hnswlib only: its num_threads
+            self._gate.hold(self._graph, max(ef or self.ef, kk)),
+        ):
+            try:
+                labels, distances = self._graph.knn_query(queries, k=kk, num_threads=granted)
+            except RuntimeError:
+                # hnswlib found fewer than kk live nodes for some query (tombstones cut the
+                # graph): answer query by query, and those it cannot fill exactly, so none
+                # comes up short.
+                labels, distances = self._one_by_one(queries, kk)
         result = SearchResult(
             ids=labels.astype(np.int64, copy=False),
             distances=distances.astype(np.float32, copy=False),
@@ -136,7 +213,9 @@ class HNSWIndex:
         live = np.flatnonzero(self._alive)
         for i in range(queries.shape[0]):
             try:
-                got_labels, got_distances = self._graph.knn_query(queries[i : i + 1], k=k)
+                got_labels, got_distances = self._graph.knn_query(
+                    queries[i : i + 1], k=k, num_threads=1
+                )
             except RuntimeError:
                 exact = exact_search(self.get(live), queries[i : i + 1], k, self.metric)
                 got_labels, got_distances = live[exact.ids], exact.distances
@@ -179,7 +258,9 @@ class HNSWIndex:
         write_meta(directory, meta)
 
     @classmethod
-    def load(cls, directory: str, *, threads: int | None = None) -> HNSWIndex:
+    def load(
+        cls, directory: str, *, threads: int | None = None, budget: ThreadBudget | None = None
+    ) -> HNSWIndex:
         meta = read_meta(directory, cls.kind)
         index = cls(
             dim=meta["dim"],
@@ -190,6 +271,7 @@ class HNSWIndex:
             seed=meta["seed"],
             threads=threads,
             capacity=16,
+            budget=budget,
         )
         index._graph = hnswlib.Index(space=index.metric, dim=index.dim)
         index._graph.load_index(os.path.join(directory, "graph.bin"))

@@ -27,10 +27,11 @@ from shardwalk.index.base import (
     write_meta,
 )
 from shardwalk.index.flat import FlatIndex
-from shardwalk.index.hnsw import HNSWIndex, default_threads
+from shardwalk.index.hnsw import HNSWIndex
 from shardwalk.index.kmeans import balanced_kmeans
 
 from shardwalk._files import atomic_write
+from shardwalk._threads import ThreadBudget, default_budget, delegated
 
 __all__ = ["PartitionedIndex"]
 
@@ -48,12 +49,17 @@ class PartitionedIndex:
     m, ef_construction, ef
         HNSW parameters of each partition (see :class:`HNSWIndex`).
     threads : int, optional
-        Partitions built at once, and threads for batch queries (default: cores available).
+        Most partitions built at once, and most threads for a batch query (default: all of
+        the budget's).
     train_size : int, optional
         Vectors to collect before the partitions are placed (default ``max(1000, 64 * P)``).
     seed : int, default 0
         Seed of k-means and of the HNSW level generators. The HNSW graphs are reproducible
         with ``threads=1`` only (parallel inserts may link in a different order each run).
+    budget : ThreadBudget, optional
+        The thread slots shared with the rest of the engine (default: the process's).
+
+    Thread safety: as :class:`HNSWIndex`: reads from many threads at once, writes alone.
     """
 
     kind = "partitioned"
@@ -70,6 +76,7 @@ class PartitionedIndex:
         threads: int | None = None,
         train_size: int | None = None,
         seed: int = 0,
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.dim = dim
         self.metric: IndexMetric = metric
@@ -77,10 +84,11 @@ class PartitionedIndex:
         self.m = m
         self.ef_construction = ef_construction
         self.ef = ef
-        self.threads = threads or default_threads()
+        self.threads = threads
+        self.budget = budget or default_budget()
         self.train_size = train_size or max(1000, 64 * partitions)
         self.seed = seed
-        self._staging: FlatIndex | None = FlatIndex(dim=dim, metric=metric)
+        self._staging: FlatIndex | None = FlatIndex(dim=dim, metric=metric, budget=self.budget)
         self._parts: list[HNSWIndex] = []
         self._set_centroids(np.zeros((0, dim), dtype=np.float32))
         self._part_of = np.zeros(0, dtype=np.int32)  # by label; -1: not here
@@ -102,6 +110,11 @@ class PartitionedIndex:
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
             return
+        # k-means, the centroid search and the partition builds all run within one grant
+        with self.budget.take(self.threads or self.budget.threads):
+            self._add(labels, vectors)
+
+    def _add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         if self._staging is not None:
             if len(self._staging) + labels.size < self.train_size:
                 self._staging.add(labels, vectors)
@@ -142,6 +155,7 @@ class PartitionedIndex:
                 threads=1,
                 seed=self.seed + p,
                 capacity=int(sizes[p] * 1.1) + 16,
+                budget=self.budget,
             )
             for p in range(self.partitions)
         ]
@@ -167,15 +181,18 @@ class PartitionedIndex:
 
         def build(job: tuple[int, np.ndarray]) -> None:
             p, rows = job
-            self._parts[p].add(labels[rows], np.ascontiguousarray(vectors[rows]), threads=1)
+            with delegated(1):  # one of the slots the caller holds for its workers
+                self._parts[p].add(labels[rows], np.ascontiguousarray(vectors[rows]), threads=1)
 
-        if self.threads == 1 or len(jobs) == 1:
-            for job in jobs:
-                build(job)
-        else:
-            # hnswlib releases the GIL while inserting, so partitions build truly in parallel.
-            with ThreadPoolExecutor(max_workers=min(self.threads, len(jobs))) as pool:
-                list(pool.map(build, jobs))
+        want = min(len(jobs), self.threads or self.budget.threads)
+        with self.budget.take(want) as granted:
+            if granted == 1:
+                for job in jobs:
+                    build(job)
+            else:
+                # hnswlib releases the GIL while inserting: partitions build truly in parallel.
+                with ThreadPoolExecutor(max_workers=granted) as pool:
+                    list(pool.map(build, jobs))
 
     def delete(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
@@ -203,13 +220,21 @@ class PartitionedIndex:
         ``ef`` applies in every partition. ``nprobe`` visits only the partitions with the
         closest centroids (default: all, the most accurate; fewer is faster).
         """
-        if self._staging is not None:
-            return self._staging.search(queries, k)
         n = queries.shape[0]
-        if n == 0 or len(self) == 0:
-            return empty_result(n, k)
+        want = 1 if n == 1 else min(n, self.threads or self.budget.threads)
+        with self.budget.take(want) as granted:  # the staging's or partitions' searches within
+            if self._staging is not None:
+                return self._staging.search(queries, k)
+            if n == 0 or len(self) == 0:
+                return empty_result(n, k)
+            return self._search(queries, k, ef, nprobe, granted)
+
+    def _search(
+        self, queries: np.ndarray, k: int, ef: int | None, nprobe: int | None, threads: int
+    ) -> SearchResult:
+        n = queries.shape[0]
         if nprobe is None or nprobe >= self.partitions:
-            found = [part.search(queries, k, ef=ef, threads=self.threads) for part in self._parts]
+            found = [part.search(queries, k, ef=ef, threads=threads) for part in self._parts]
             return merge_topk(
                 np.concatenate([r.ids for r in found], axis=1),
                 np.concatenate([r.distances for r in found], axis=1),
@@ -223,7 +248,7 @@ class PartitionedIndex:
             rows, slot = np.nonzero(probe == p)
             if rows.size == 0:
                 continue
-            found = self._parts[p].search(queries[rows], k, ef=ef, threads=self.threads)
+            found = self._parts[p].search(queries[rows], k, ef=ef, threads=threads)
             cols = slot[:, None] * k + columns
             ids[rows[:, None], cols] = found.ids
             distances[rows[:, None], cols] = found.distances
@@ -290,7 +315,9 @@ class PartitionedIndex:
         write_meta(directory, meta)
 
     @classmethod
-    def load(cls, directory: str, *, threads: int | None = None) -> PartitionedIndex:
+    def load(
+        cls, directory: str, *, threads: int | None = None, budget: ThreadBudget | None = None
+    ) -> PartitionedIndex:
         meta = read_meta(directory, cls.kind)
         index = cls(
             dim=meta["dim"],
@@ -302,13 +329,14 @@ class PartitionedIndex:
             threads=threads,
             train_size=meta["train_size"],
             seed=meta["seed"],
+            budget=budget,
         )
         if not meta["trained"]:
-            index._staging = FlatIndex.load(os.path.join(directory, "staging"))
+            index._staging = FlatIndex.load(os.path.join(directory, "staging"), budget=budget)
             return index
         index._staging = None
         index._parts = [
-            HNSWIndex.load(os.path.join(directory, f"part-{p:04d}"), threads=1)
+            HNSWIndex.load(os.path.join(directory, f"part-{p:04d}"), threads=1, budget=index.budget)
             for p in range(index.partitions)
         ]
         index._set_centroids(np.load(os.path.join(directory, "centroids.npy")))

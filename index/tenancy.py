@@ -41,6 +41,7 @@ from shardwalk.index.base import (
 from shardwalk.index.store import VectorStore
 
 from shardwalk._files import atomic_write
+from shardwalk._threads import ThreadBudget, default_budget
 
 __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
 
@@ -119,11 +120,13 @@ class TenantDirectory:
         chunks = self._chunks.get(tenant)
         if not chunks:
             return np.zeros(0, dtype=np.int64)
-        if len(chunks) > 1:
-            # an id shared with a tenant that also owns it is listed once
-            merged = np.unique(np.concatenate(chunks))
-            self._chunks[tenant] = [merged]
-        return self._chunks[tenant][0]
+        if len(chunks) == 1:
+            return chunks[0]
+        # Readers run at once: each merges its own copy and publishes it with one assignment
+        # (equal results, so the last one wins harmlessly); the list it read is never changed.
+        merged = np.unique(np.concatenate(chunks))  # an id shared with its owner listed once
+        self._chunks[tenant] = [merged]
+        return merged
 
     def version(self, tenant: str) -> int:
         return self._version.get(tenant, 0)
@@ -170,6 +173,13 @@ class MultiTenantIndex:
     rerank : int, default 4
         With "sq8", candidates re-ranked exactly per result wanted (rerank * k, at least 32).
     seed : int, default 0
+    budget : ThreadBudget, optional
+        The thread slots shared with the rest of the engine (default: the process's). A batch
+        search takes up to one per query; one query runs on the calling thread alone.
+
+    Thread safety: searches and ``get`` may run from many threads at once (the caches they
+    fill, a row set's view of the tree and the packed live bitmap, are built whole and then
+    published with one assignment); writes need the caller to exclude every other call.
     """
 
     kind = "multitenant"
@@ -188,8 +198,10 @@ class MultiTenantIndex:
         quantization: str = "none",
         rerank: int = 4,
         seed: int = 0,
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.dim = dim
+        self.budget = budget or default_budget()
         self.quantization = quantization
         self.rerank = rerank
         self.metric: IndexMetric = metric
@@ -252,6 +264,10 @@ class MultiTenantIndex:
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
             return
+        with self.budget.take(self.budget.threads):  # k-means and assignment: faiss's OpenMP
+            self._add(labels, vectors, groups)
+
+    def _add(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         start = len(self.store)
         if labels[0] != start or not np.array_equal(labels, np.arange(start, start + labels.size)):
             raise ValueError(
@@ -278,9 +294,11 @@ class MultiTenantIndex:
         self._lists.clear()
 
     def _alive_bits(self) -> np.ndarray:
-        if self._packed_alive is None:
-            self._packed_alive = np.packbits(self._alive, bitorder="little")
-        return self._packed_alive
+        bits = self._packed_alive
+        if bits is None:  # built whole, then published (searches run at once)
+            bits = np.packbits(self._alive, bitorder="little")
+            self._packed_alive = bits
+        return bits
 
     def _assign(self, vectors: np.ndarray) -> np.ndarray:
         assert self._centroids is not None
@@ -371,7 +389,10 @@ class MultiTenantIndex:
 
     # -- reads ------------------------------------------------------------------------------
     def _subtree(self, key: Any, version: int, rows: np.ndarray | None) -> _SubTree:
-        """A tenant's (or everyone's, ``rows=None``) view of the shared tree, cached."""
+        """A tenant's (or everyone's, ``rows=None``) view of the shared tree, cached.
+
+        Searches call this at once: a missing view is built whole by whoever needs it and
+        published with one dict assignment (two builders publish equal views)."""
         cached = self._lists.get(key)
         if cached is not None and cached.version == version:
             return cached
@@ -428,6 +449,33 @@ class MultiTenantIndex:
         n = queries.shape[0]
         if n == 0 or len(self.store) == 0:
             return empty_result(n, k)
+        with self.budget.take(n):  # the kernels' prange over queries runs within it
+            return self._search(
+                queries,
+                k,
+                nprobe,
+                candidates,
+                probe_ratio,
+                rows,
+                rows_key,
+                rows_version,
+                allowed,
+                allowed_bits,
+            )
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        nprobe: int | None,
+        candidates: int | None,
+        probe_ratio: float | None,
+        rows: np.ndarray | None,
+        rows_key: Any,
+        rows_version: int,
+        allowed: np.ndarray | None,
+        allowed_bits: np.ndarray | None,
+    ) -> SearchResult:
         allowed = self._alive if allowed is None else allowed
         ip = self.metric == "ip"
         vectors = self.store.physical()
@@ -554,7 +602,7 @@ class MultiTenantIndex:
         )
 
     @classmethod
-    def load(cls, directory: str) -> MultiTenantIndex:
+    def load(cls, directory: str, *, budget: ThreadBudget | None = None) -> MultiTenantIndex:
         meta = read_meta(directory, cls.kind)
         index = cls(
             dim=meta["dim"],
@@ -567,6 +615,7 @@ class MultiTenantIndex:
             quantization=meta["quantization"],
             rerank=meta["rerank"],
             seed=meta["seed"],
+            budget=budget,
         )
 
         def array(name: str) -> np.ndarray | None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from shardwalk._threads import ThreadBudget, check_threading_layer
 from shardwalk.collection import Collection
 from shardwalk.errors import (
     AlreadyExistsError,
@@ -26,6 +31,12 @@ __all__ = ["Engine"]
 
 MAX_DIM = 65_536
 
+# Until Collection takes ``budget=`` itself (and passes it to make_index and load_index), the
+# engine hands its budget to the index a collection built or loaded (see _lend_budget).
+_COLLECTION_TAKES_BUDGET = "budget" in inspect.signature(Collection).parameters
+
+_Loaded = TypeVar("_Loaded", Collection, Graph)
+
 
 class Engine:
     """Entry point of the embedded library.
@@ -33,18 +44,34 @@ class Engine:
     ``Engine.open(path)`` keeps everything durable in a data directory (created if missing);
     ``Engine.memory()`` keeps everything in memory. Use as a context manager or call
     :meth:`close`, which checkpoints every collection.
+
+    Thread safety: every method may be called from many threads at once. Loading a collection
+    or graph from disk (``collection(name)``, ``graph(name)``) holds up only the callers of
+    that same name, who all get the one object loaded. Every parallel call (a batch search, a
+    PPR batch, an index build) draws its threads from the engine's :attr:`budget`.
     """
 
-    def __init__(self, datadir: DataDir | None) -> None:
+    def __init__(self, datadir: DataDir | None, *, threads: int | None = None) -> None:
+        self._budget = ThreadBudget(threads)
+        check_threading_layer()
         self._datadir = datadir
         self._collections: dict[str, Collection] = {}
         self._graphs: dict[str, Graph] = {}
-        self._lock = threading.RLock()
+        # loads in progress, by ("collection" | "graph", name): callers of the same name wait
+        # for the one load instead of starting another
+        self._loading: dict[tuple[str, str], Future[Any]] = {}
+        self._lock = threading.RLock()  # held only to look up and insert, never to load
         self._closed = False
         self._recovered: list[RecoveredLog] = []
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, recover: bool = False) -> Engine:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        recover: bool = False,
+        threads: int | None = None,
+    ) -> Engine:
         """Open (or create) the data directory at ``path``.
 
         Parameters
@@ -58,19 +85,28 @@ class Engine:
             was cut is listed in :attr:`recovered` and logged as a warning. Without it, a
             corrupt log raises ``CorruptionError`` when its collection is loaded. A torn last
             record (a crash mid-write, never acknowledged) is cut either way.
+        threads : int, optional
+            The engine's thread budget, 1-1024 (default: the cores available to the process):
+            at most this many threads run the engine's parallel work at once, shared by every
+            concurrent call (see :attr:`budget`).
 
         Raises
         ------
+        InvalidArgumentError
+            ``threads`` is not an integer in [1, 1024].
         FailedPreconditionError
             The directory is open elsewhere (by another Engine of this process, or by another
-            process), or it was written by an incompatible version.
+            process), or it was written by an incompatible version; or numba has no
+            thread-safe threading layer (omp or tbb).
         CorruptionError
             When a collection is loaded (:meth:`collection`): a snapshot fails its checksums,
             or (unless ``recover``) its write-ahead log holds a bad record that is not a torn
             write.
         """
+        ThreadBudget(threads)  # a bad ``threads`` fails before the directory is taken
+        check_threading_layer()
         datadir = DataDir(path)
-        engine = cls(datadir)
+        engine = cls(datadir, threads=threads)
         if recover:
             try:
                 engine._salvage_logs()
@@ -98,9 +134,24 @@ class Engine:
         return list(self._recovered)
 
     @classmethod
-    def memory(cls) -> Engine:
-        """An engine that keeps everything in memory (nothing survives ``close``)."""
-        return cls(None)
+    def memory(cls, *, threads: int | None = None) -> Engine:
+        """An engine that keeps everything in memory (nothing survives ``close``).
+
+        ``threads``: the thread budget, as for :meth:`open`."""
+        return cls(None, threads=threads)
+
+    @property
+    def threads(self) -> int:
+        """The thread budget: most threads the engine's parallel work runs on at once."""
+        return self._budget.threads
+
+    @property
+    def budget(self) -> ThreadBudget:
+        """The engine's thread slots, shared by numba, faiss and hnswlib in every call: a
+        batch takes as many as are free (up to what it can use, at least one; it waits while
+        none is free), a single query takes one and starts no thread. ``budget.stats()``
+        counts the grants."""
+        return self._budget
 
     @property
     def path(self) -> str | None:
@@ -155,7 +206,9 @@ class Engine:
                     f"collection {name!r} already exists; use engine.collection({name!r}) or "
                     "drop it first"
                 )
-            collection = Collection(name=name, dim=dim, metric=metric, index=kind, params=params)
+            collection = self._new_collection(
+                name=name, dim=dim, metric=metric, index=kind, params=params
+            )
             if self._datadir is not None:
                 datadir = self._datadir
                 generation = datadir.next_generation()
@@ -178,7 +231,7 @@ class Engine:
 
                 datadir.commit(add)
                 collection._attach(datadir, None, wal)
-            self._collections[name] = collection
+            self._collections[name] = self._lend_budget(collection)
             return collection
 
     def collection(self, name: str) -> Collection:
@@ -189,27 +242,106 @@ class Engine:
         NotFoundError
             Listing the collections that exist.
         """
-        with self._lock:
-            self._check_open()
-            found = self._collections.get(name)
-            if found is not None:
-                return found
-            entry = None
-            if self._datadir is not None:
-                entry = self._datadir.manifest["collections"].get(name)
-            if entry is None:
-                known = ", ".join(repr(n) for n in self.collections()) or "none"
-                raise NotFoundError(f"no collection {name!r}; collections: {known}")
-            collection = Collection(
+        return self._get_or_load("collection", name, self._collections, self._load_collection)
+
+    def _load_collection(self, name: str) -> Callable[[], Collection] | None:
+        """What loads collection ``name`` (None: there is none); called under the lock."""
+        entry = None if self._datadir is None else self._datadir.manifest["collections"].get(name)
+        if entry is None:
+            return None
+        datadir = self._datadir
+        assert datadir is not None
+
+        def load() -> Collection:
+            collection = self._new_collection(
                 name=name,
                 dim=entry["dim"],
                 metric=entry["metric"],
                 index=entry["index"],
                 params=entry["params"],
             )
-            collection._attach(self._datadir, entry["snapshot"], entry["wal"])
-            self._collections[name] = collection
-            return collection
+            collection._attach(datadir, entry["snapshot"], entry["wal"])
+            return self._lend_budget(collection)
+
+        return load
+
+    def _new_collection(self, **arguments: Any) -> Collection:
+        if _COLLECTION_TAKES_BUDGET:
+            return Collection(**arguments, budget=self._budget)
+        return Collection(**arguments)
+
+    def _lend_budget(self, collection: Collection) -> Collection:
+        """Hand the engine's budget to the index ``collection`` built or loaded, until the
+        collection takes it itself (then this does nothing)."""
+        index = getattr(collection, "_index", None)
+        if not _COLLECTION_TAKES_BUDGET and isinstance(
+            getattr(index, "budget", None), ThreadBudget
+        ):
+            index.budget = self._budget  # type: ignore[union-attr]
+        return collection
+
+    def _get_or_load(
+        self,
+        kind: str,
+        name: str,
+        loaded: dict[str, _Loaded],
+        loader: Callable[[str], Callable[[], _Loaded] | None],
+    ) -> _Loaded:
+        """``loaded[name]``, loading it first if needed, outside the engine lock: the first
+        caller of a name loads it; later callers of that name wait for it and get the same
+        object (or the same error); callers of other names never wait for it."""
+        key = (kind, name)
+        with self._lock:
+            self._check_open()
+            found = loaded.get(name)
+            if found is not None:
+                return found
+            pending = self._loading.get(key)
+            if pending is None:
+                load = loader(name)
+                if load is None:
+                    known = ", ".join(repr(n) for n in self._names(kind)) or "none"
+                    raise NotFoundError(f"no {kind} {name!r}; {kind}s: {known}")
+                pending = self._loading[key] = Future()
+                pending.set_running_or_notify_cancel()
+            else:
+                load = None
+        if load is None:  # another caller loads it
+            return pending.result()
+        try:
+            value = load()
+        except BaseException as error:
+            with self._lock:
+                del self._loading[key]
+            pending.set_exception(error)
+            raise
+        with self._lock:
+            del self._loading[key]
+            closed = self._closed
+            if not closed:
+                loaded[name] = value
+        if closed:  # close() waited for this load; the engine no longer owns it
+            value._close("belongs to a closed engine")
+            error = FailedPreconditionError("the engine is closed; open a new one")
+            pending.set_exception(error)
+            raise error
+        pending.set_result(value)
+        return value
+
+    def _names(self, kind: str) -> list[str]:
+        return self.collections() if kind == "collection" else self.graphs()
+
+    @contextmanager
+    def _settled(self, kind: str, name: str) -> Iterator[None]:
+        """Hold the engine lock while no load of ``name`` is in progress (so dropping it
+        cannot remove files a load is reading)."""
+        while True:
+            with self._lock:
+                pending = self._loading.get((kind, name))
+                if pending is None:
+                    yield
+                    return
+            pending.exception()  # waits; the outcome, error or not, is the loader's
 
     def collections(self) -> list[str]:
         """Names of all collections, sorted."""
@@ -227,7 +359,7 @@ class Engine:
         ------
         NotFoundError
         """
-        with self._lock:
+        with self._settled("collection", name):
             self._check_open()
             if name not in self.collections():
                 known = ", ".join(repr(n) for n in self.collections()) or "none"
@@ -331,19 +463,17 @@ class Engine:
             return graph
 
     def graph(self, name: str) -> Graph:
-        """The graph called ``name`` (memory-mapped from disk on first use)."""
-        with self._lock:
-            self._check_open()
-            found = self._graphs.get(name)
-            if found is not None:
-                return found
-            entry = None if self._datadir is None else self._datadir.manifest["graphs"].get(name)
-            if entry is None:
-                known = ", ".join(repr(n) for n in self.graphs()) or "none"
-                raise NotFoundError(f"no graph {name!r}; graphs: {known}")
-            graph = Graph._open(name, entry, self._datadir)  # type: ignore[arg-type]
-            self._graphs[name] = graph
-            return graph
+        """The graph called ``name`` (memory-mapped from disk on first use, outside the engine
+        lock, as for :meth:`collection`)."""
+        return self._get_or_load("graph", name, self._graphs, self._load_graph)
+
+    def _load_graph(self, name: str) -> Callable[[], Graph] | None:
+        entry = None if self._datadir is None else self._datadir.manifest["graphs"].get(name)
+        if entry is None:
+            return None
+        datadir = self._datadir
+        assert datadir is not None
+        return lambda: Graph._open(name, entry, datadir)
 
     def graphs(self) -> list[str]:
         """Names of all graphs, sorted."""
@@ -356,7 +486,7 @@ class Engine:
 
     def drop_graph(self, name: str) -> None:
         """Delete a graph, its fingerprints and its files."""
-        with self._lock:
+        with self._settled("graph", name):
             self._check_open()
             if name not in self.graphs():
                 known = ", ".join(repr(n) for n in self.graphs()) or "none"
@@ -394,17 +524,32 @@ class Engine:
 
     # -- lifecycle --------------------------------------------------------------------------
     def flush(self) -> None:
-        """Checkpoint every open collection that changed."""
+        """Checkpoint every open collection that changed (outside the engine lock: other
+        callers look collections up meanwhile)."""
         with self._lock:
             self._check_open()
-            for collection in self._collections.values():
+            collections = list(self._collections.values())
+        for collection in collections:
+            try:
                 collection.flush()
+            except FailedPreconditionError:
+                with self._lock:  # dropped meanwhile: nothing left to flush
+                    if self._collections.get(collection.name) is collection:
+                        raise
 
     def close(self) -> None:
-        """Checkpoint and release the data directory. Idempotent."""
+        """Checkpoint and release the data directory. Idempotent.
+
+        Loads in progress finish first (their callers get FailedPreconditionError); calls
+        that start afterwards are refused."""
         with self._lock:
             if self._closed:
                 return
+            self._closed = True  # refuses new calls and loads from here on
+            pending = list(self._loading.values())
+        for load in pending:  # none may read the directory once it is released
+            load.exception()
+        with self._lock:
             try:
                 if self._datadir is not None:
                     for collection in self._collections.values():
@@ -418,7 +563,6 @@ class Engine:
                 self._graphs.clear()
                 if self._datadir is not None:
                     self._datadir.close()
-                self._closed = True
 
     def __enter__(self) -> Engine:
         return self

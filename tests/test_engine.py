@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import numpy as np
@@ -84,6 +85,20 @@ def test_data_directory_has_one_owner(tmp_path):
             shardwalk.Engine.open(tmp_path / "db")
     with shardwalk.Engine.open(tmp_path / "db"):  # released on close
         pass
+
+
+def test_thread_budget_is_an_engine_option(tmp_path):
+    for bad in (0, 1.5, "4"):
+        with pytest.raises(
+            InvalidArgumentError, match=r"threads must be an integer in \[1, 1024\]"
+        ):
+            shardwalk.Engine.open(tmp_path / "db", threads=bad)
+    with shardwalk.Engine.open(tmp_path / "db", threads=3) as eng:  # the refusals took nothing
+        assert eng.threads == 3 and eng.budget.stats()["threads"] == 3
+    with shardwalk.Engine.memory() as eng:
+        assert eng.threads == len(os.sched_getaffinity(0))
+    with shardwalk.Engine.memory(threads=1) as eng:
+        assert eng.threads == 1
 
 
 def test_search_result_unpacks_and_pickles(engine):

@@ -57,9 +57,10 @@ dense scratch arrays per thread (reset sparsely), so no query pays O(n) set-up.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -159,7 +160,9 @@ class PPRIndex:
     built with (see :meth:`fingerprint_mismatch`).
 
     Thread safety: calls may come from several threads; each call takes a scratch set from a
-    pool (a new one is allocated when all are busy), so calls never share scratch.
+    pool (a new one is allocated when all are busy), so calls never share scratch. Scratch
+    costs about 45 bytes per node per query thread, so the pool keeps at most
+    ``max_pooled_scratch`` idle sets (the extras of a burst of concurrent calls are freed).
 
     Examples
     --------
@@ -213,8 +216,11 @@ class PPRIndex:
                 if fingerprints.truncated is None
                 else np.ascontiguousarray(fingerprints.truncated),
             )
-        self._pool: list[_Scratch] = []
+        self._pool: list[_Scratch] = []  # idle scratch, most recently used last
         self._lock = threading.Lock()
+        # One idle set per core serves as many concurrent calls as can run at once; more would
+        # only hold memory (a 10M-node graph: ~450 MB per set).
+        self.max_pooled_scratch = max(1, numba.config.NUMBA_NUM_THREADS)
 
     # ----------------------------------------------------------------------------- alpha, rule
 
@@ -299,14 +305,25 @@ class PPRIndex:
 
     def _take(self, chunks: int) -> _Scratch:
         with self._lock:
-            for i, s in enumerate(self._pool):
-                if s.chunks == chunks:
+            for i in range(len(self._pool) - 1, -1, -1):
+                if self._pool[i].chunks == chunks:
                     return self._pool.pop(i)
         return _Scratch(self.graph.num_nodes, chunks)
 
     def _give(self, s: _Scratch) -> None:
+        """Return scratch after a call that completed (the kernels left it zeroed); the
+        least recently used sets beyond ``max_pooled_scratch`` are freed."""
         with self._lock:
             self._pool.append(s)
+            del self._pool[: max(0, len(self._pool) - self.max_pooled_scratch)]
+
+    @contextlib.contextmanager
+    def _scratch(self, chunks: int) -> Iterator[_Scratch]:
+        """Scratch for one call. A call that fails may leave it dirty: it is dropped, never
+        pooled (a later query would start from its leftovers)."""
+        s = self._take(chunks)
+        yield s
+        self._give(s)  # not reached when the body raised
 
     # ----------------------------------------------------------------------------- queries
 
@@ -436,8 +453,7 @@ class PPRIndex:
             nz = np.flatnonzero(x)
             return g.to_external(nz), x[nz], float(tail)
         mode = _walk_mode(rule)
-        s = self._take(1)
-        try:
+        with self._scratch(1) as s:
             if method == "push":
                 (r_max,) = args
                 nt, err, _ = _kernels.push_one(
@@ -462,8 +478,6 @@ class PPRIndex:
                 s.c[0][touched] = 0.0
                 s.d[0][touched] = 0.0
                 err = dropped + noise
-        finally:
-            self._give(s)
         if rule == "restart":
             mass = vals.sum()
             if mass > 0:
@@ -486,9 +500,8 @@ class PPRIndex:
 
     def _run_fingerprint(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, rounds, thr, drop):
         nq = q_ptr.size - 1
-        s = self._take(self._chunks(nq))
         out = np.empty((nq, 4), np.float64)
-        try:
+        with self._scratch(self._chunks(nq)) as s:
             fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut = self._fp
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
@@ -500,16 +513,13 @@ class PPRIndex:
                 _kernels.compose_chunk(0, 1, *args)
             else:
                 _kernels.compose_batch(*args)
-        finally:
-            self._give(s)
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
         return mass, dropped + noise
 
     def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max):
         nq = q_ptr.size - 1
-        s = self._take(self._chunks(nq))
         out = np.empty((nq, 3), np.float64)
-        try:
+        with self._scratch(self._chunks(nq)) as s:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
                 q_ptr, q_nodes, q_w, alpha, r_max, _walk_mode(rule), k,
@@ -519,8 +529,6 @@ class PPRIndex:
                 _kernels.push_chunk(0, 1, *args)
             else:
                 _kernels.push_batch(*args)
-        finally:
-            self._give(s)
         return out[:, 0], out[:, 1]
 
     def _fingerprint_params(self, params):

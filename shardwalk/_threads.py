@@ -1,0 +1,284 @@
+"""One thread budget per engine: numba, faiss and hnswlib draw from the same N thread slots.
+
+Each library sizes its parallelism to the machine on its own (numba's and faiss's OpenMP teams
+to every core, hnswlib to every core per call), so eight callers searching at once would run
+eight teams of one thread per core. A :class:`ThreadBudget` holds N slots instead: a call takes
+as many as are free, up to what it can use and at least one (it waits while none is free), and
+for its duration the calling thread's numba and faiss thread counts are set to its grant;
+hnswlib callers pass the grant as ``num_threads`` (and skip setting the others, which costs a
+few microseconds: ``take(n, kernels=False)``). A call that already holds a grant (say a
+partitioned search calling each partition's search) takes nothing more: nested calls run within
+the outer grant, from whichever budget they ask. Worker threads started on behalf of a grant
+run under :func:`delegated`.
+
+What this relies on (checked with numba 0.68, faiss-cpu 1.15 with libgomp, hnswlib 0.8):
+
+- ``numba.set_num_threads`` is per calling thread; a new thread starts at NUMBA_NUM_THREADS.
+- ``faiss.omp_set_num_threads`` sets the calling thread's OpenMP team size (libgomp gives a
+  thread that OpenMP did not start its own), not the process's; faiss's bundled OpenBLAS is the
+  OpenMP build, so its BLAS calls follow the same setting.
+- hnswlib's ``knn_query``/``add_items`` take ``num_threads`` per call and release the GIL, as do
+  faiss's searches.
+
+numba's threading layer: 'workqueue' is not safe when several Python threads launch parallel
+kernels at once (it detects that and terminates the process: "Concurrent access has been
+detected"); 'omp' and 'tbb' are. (Today's kernels hold the GIL, so two never run at once
+anyway; a kernel compiled with ``nogil=True`` would.) Unless the
+user chose a layer (NUMBA_THREADING_LAYER), importing this module asks numba for a thread-safe
+one ('threadsafe': tbb, else omp; the default order would fall back to workqueue silently), and
+:func:`check_threading_layer` (run by every engine and every first grant) refuses to go on with
+an unsafe layer, naming what to install.
+
+This module is a leaf: it imports nothing of the package but ``errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import AbstractContextManager
+from typing import Any
+
+import faiss
+import numba
+
+from shardwalk.errors import FailedPreconditionError, InvalidArgumentError
+
+__all__ = [
+    "MAX_THREADS",
+    "SAFE_LAYERS",
+    "ThreadBudget",
+    "available_cores",
+    "check_threading_layer",
+    "default_budget",
+    "delegated",
+]
+
+MAX_THREADS = 1024
+SAFE_LAYERS = ("omp", "tbb")
+
+# Only when the user chose nothing and no parallel kernel ran yet (the layer is fixed at the
+# first launch); check_threading_layer verifies what was launched either way.
+if str(numba.config.THREADING_LAYER).lower() == "default" and not os.environ.get(
+    "NUMBA_THREADING_LAYER"
+):
+    numba.config.THREADING_LAYER = "threadsafe"
+
+_local = threading.local()  # .held: slots this thread's call holds (0 or absent: none)
+_layer_ok = False
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def check_threading_layer() -> str:
+    """The numba threading layer in use (loading it if no parallel kernel ran yet).
+
+    Raises
+    ------
+    FailedPreconditionError
+        No thread-safe layer (omp, tbb) could be loaded, or another one was chosen.
+    """
+    global _layer_ok
+    if _layer_ok:
+        return str(numba.threading_layer())
+    hint = (
+        "install TBB (pip install tbb) or an OpenMP runtime (libgomp; on macOS: pip install "
+        "intel-openmp), and leave NUMBA_THREADING_LAYER unset or set it to 'omp' or 'tbb'"
+    )
+    try:
+        numba.get_num_threads()  # launches numba's threads: loads the layer if not yet
+    except ValueError as error:  # numba's "No threading layer could be loaded"
+        raise FailedPreconditionError(
+            "numba found no thread-safe threading layer (omp or tbb), which shardwalk needs "
+            f"to run parallel kernels from several threads at once; {hint} ({error})"
+        ) from error
+    layer = str(numba.threading_layer())
+    if layer not in SAFE_LAYERS:
+        raise FailedPreconditionError(
+            f"numba's threading layer is {layer!r}, which is not safe when several threads run "
+            f"parallel kernels at once; shardwalk needs 'omp' or 'tbb': {hint}"
+        )
+    _layer_ok = True
+    return layer
+
+
+class _Within:
+    """The calling thread runs within ``threads`` slots for a block: nested takes take nothing
+    more and, with ``kernels``, numba's and faiss's per-thread counts are set (restored after;
+    each set only when it changes something: these calls cost about a microsecond each)."""
+
+    __slots__ = ("_before", "_faiss", "_kernels", "_numba", "threads")
+
+    def __init__(self, threads: int, kernels: bool) -> None:
+        self.threads = threads
+        self._kernels = kernels
+
+    def __enter__(self) -> int:
+        self._before = getattr(_local, "held", 0)
+        _local.held = self.threads
+        self._numba = self._faiss = 0
+        if self._kernels:
+            current, wanted = numba.get_num_threads(), min(self.threads, _numba_threads())
+            if current != wanted:
+                numba.set_num_threads(wanted)
+                self._numba = current
+            current = faiss.omp_get_max_threads()
+            if current != self.threads:
+                faiss.omp_set_num_threads(self.threads)
+                self._faiss = current
+        return self.threads
+
+    def __exit__(self, *exc: object) -> None:
+        _local.held = self._before
+        if self._numba:
+            numba.set_num_threads(self._numba)
+        if self._faiss:
+            faiss.omp_set_num_threads(self._faiss)
+
+
+def _numba_threads() -> int:
+    return int(numba.config.NUMBA_NUM_THREADS)  # numba's pool size: its counts cannot exceed it
+
+
+def delegated(threads: int, *, kernels: bool = True) -> AbstractContextManager[int]:
+    """Run the calling thread within ``threads`` slots that another thread's grant already
+    counts (for the workers a call starts): nested :meth:`ThreadBudget.take` calls take
+    nothing more, and (``kernels``) numba's and faiss's thread counts are set to ``threads``."""
+    return _Within(max(1, int(threads)), kernels)
+
+
+class _Take:
+    """``ThreadBudget.take``'s context manager (a class: it runs on every search)."""
+
+    __slots__ = ("_budget", "_granted", "_kernels", "_want", "_within")
+
+    def __init__(self, budget: ThreadBudget, want: int, kernels: bool) -> None:
+        self._budget, self._want, self._kernels = budget, want, kernels
+
+    def __enter__(self) -> int:
+        held = getattr(_local, "held", 0)
+        if held:  # nested in a call that holds a grant (of any budget): run within it
+            self._granted = 0
+            self._within = _Within(min(max(1, self._want), held), self._kernels)
+            return self._within.__enter__()
+        if not _layer_ok:
+            check_threading_layer()
+        self._granted = granted = self._budget._acquire(self._want)
+        self._within = _Within(granted, self._kernels)
+        try:
+            return self._within.__enter__()
+        except BaseException:
+            self._budget._release(granted)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._within.__exit__(*exc)
+        finally:
+            if self._granted:
+                self._budget._release(self._granted)
+
+
+class ThreadBudget:
+    """N thread slots that every parallel call of an engine shares.
+
+    Parameters
+    ----------
+    threads : int, optional
+        N, 1-1024 (default: the cores available, :func:`available_cores`).
+
+    Examples
+    --------
+    >>> budget = ThreadBudget(2)
+    >>> with budget.take(8) as granted:   # a batch: as many slots as are free, here 2
+    ...     granted
+    2
+    >>> with budget.take(1) as granted:   # one query: one slot, no thread started
+    ...     granted, numba.get_num_threads(), faiss.omp_get_max_threads()
+    (1, 1, 1)
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        if threads is None:
+            threads = available_cores()
+        if isinstance(threads, bool) or not isinstance(threads, int):
+            raise InvalidArgumentError(
+                f"threads must be an integer in [1, {MAX_THREADS}]; got {threads!r}"
+            )
+        if not 1 <= threads <= MAX_THREADS:
+            raise InvalidArgumentError(
+                f"threads must be an integer in [1, {MAX_THREADS}]; got {threads}"
+            )
+        self.threads = threads
+        self._free = threads
+        self._cond = threading.Condition(threading.Lock())
+        self._grants = 0
+        self._largest = 0
+        self._peak = 0
+        self._waits = 0
+
+    def __repr__(self) -> str:
+        return f"ThreadBudget(threads={self.threads}, in_use={self.threads - self._free})"
+
+    def take(self, want: int, *, kernels: bool = True) -> AbstractContextManager[int]:
+        """Hold up to ``want`` slots (at least 1; waits while none is free) for a call; the
+        block gets the number granted.
+
+        With ``kernels`` (default), numba's and faiss's thread counts on the calling thread are
+        the grant until the block ends; ``kernels=False`` skips setting them, for a block that
+        runs neither (hnswlib takes the grant as its ``num_threads``). A thread that already
+        holds a grant (from any budget) takes nothing more: it gets ``min(want, held)`` of it.
+        """
+        return _Take(self, int(want), kernels)
+
+    def _acquire(self, want: int) -> int:
+        want = max(1, min(want, self.threads))
+        with self._cond:
+            if self._free == 0:
+                self._waits += 1
+                while self._free == 0:
+                    self._cond.wait()
+            granted = min(want, self._free)
+            self._free -= granted
+            self._grants += 1
+            self._largest = max(self._largest, granted)
+            self._peak = max(self._peak, self.threads - self._free)
+        return granted
+
+    def _release(self, granted: int) -> None:
+        with self._cond:
+            self._free += granted
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since creation: ``threads`` (N), ``in_use`` now, ``peak`` (most slots held
+        at once), ``grants`` (calls that took slots), ``largest_grant``, ``waits`` (calls that
+        found no free slot)."""
+        with self._cond:
+            return {
+                "threads": self.threads,
+                "in_use": self.threads - self._free,
+                "peak": self._peak,
+                "grants": self._grants,
+                "largest_grant": self._largest,
+                "waits": self._waits,
+            }
+
+
+_default: ThreadBudget | None = None
+_default_lock = threading.Lock()
+
+
+def default_budget() -> ThreadBudget:
+    """The process's budget for indexes used outside an engine (the cores available)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = ThreadBudget()
+    return _default

@@ -137,7 +137,7 @@ def permute_rows(data: np.ndarray, source: np.ndarray) -> None:
         data[j] = spare
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def scan_rows(
     queries: np.ndarray, vectors: np.ndarray, at: np.ndarray, k: int, ip: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +238,7 @@ def _all_leaves(
     return np.concatenate((order, rest[np.argsort(ranks)]))
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def probe_leaves(
     queries: np.ndarray,
     vectors: np.ndarray,
@@ -323,7 +323,7 @@ def _code_distance(
     return acc
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def probe_leaves_sq8(
     queries: np.ndarray,
     vectors: np.ndarray,

@@ -22,9 +22,8 @@ What this relies on (checked with numba 0.68, faiss-cpu 1.15 with libgomp, hnswl
 
 numba's threading layer: 'workqueue' is not safe when several Python threads launch parallel
 kernels at once (it detects that and terminates the process: "Concurrent access has been
-detected"); 'omp' and 'tbb' are. (Today's kernels hold the GIL, so two never run at once
-anyway; a kernel compiled with ``nogil=True`` would.) Unless the
-user chose a layer (NUMBA_THREADING_LAYER), importing this module asks numba for a thread-safe
+detected"); 'omp' and 'tbb' are, and the index kernels release the GIL (``nogil=True``), so
+concurrent searches do launch them at once. Unless the user chose a layer (NUMBA_THREADING_LAYER), importing this module asks numba for a thread-safe
 one ('threadsafe': tbb, else omp; the default order would fall back to workqueue silently), and
 :func:`check_threading_layer` (run by every engine and every first grant) refuses to go on with
 an unsafe layer, naming what to install.

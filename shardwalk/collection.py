@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from shardwalk._sync import Entry, GroupCommit, RWLock
+from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -115,13 +116,17 @@ class Collection:
         index: str,
         params: dict[str, Any],
         datadir: DataDir | None = None,
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.name = name
         self.dim = dim
         self.metric = metric
         self.index_kind = index
         self.params = dict(params)
-        self._index = make_index(index, dim=dim, metric=self._index_metric, **params)
+        self._budget = budget or default_budget()  # the engine's: threads for every call
+        self._index = make_index(
+            index, dim=dim, metric=self._index_metric, budget=self._budget, **params
+        )
         self._rows = RowTable()
         self._tenants = TenantDirectory()
         self._store = self._store_for(self._index)
@@ -163,7 +168,7 @@ class Collection:
         directory = datadir.collection_dir(self.name)
         self._datadir = datadir
         if snapshot is not None:
-            state = read_snapshot(directory / snapshot, dim=self.dim)
+            state = read_snapshot(directory / snapshot, dim=self.dim, budget=self._budget)
             self._rows, self._index = state.rows, state.index
             self._store, self._tenants = state.store, state.tenants
         self._snapshot = snapshot
@@ -407,7 +412,8 @@ class Collection:
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
             scope = self._scope(tenant, predicate)
-            found, report = plan_search(self._index, self._store, arr, k, scope, params)
+            with self._budget.take(arr.shape[0]):
+                found, report = plan_search(self._index, self._store, arr, k, scope, params)
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)
             hit = found.ids >= 0
@@ -589,6 +595,7 @@ class Collection:
                 metric=self.metric,
                 index=self.index_kind,
                 params=self.params,
+                budget=self._budget,
             )
             if live.size:
                 fresh._apply_upsert(

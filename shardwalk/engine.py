@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import threading
@@ -31,9 +30,6 @@ __all__ = ["Engine"]
 
 MAX_DIM = 65_536
 
-# Until Collection takes ``budget=`` itself (and passes it to make_index and load_index), the
-# engine hands its budget to the index a collection built or loaded (see _lend_budget).
-_COLLECTION_TAKES_BUDGET = "budget" in inspect.signature(Collection).parameters
 
 _Loaded = TypeVar("_Loaded", Collection, Graph)
 
@@ -231,7 +227,7 @@ class Engine:
 
                 datadir.commit(add)
                 collection._attach(datadir, None, wal)
-            self._collections[name] = self._lend_budget(collection)
+            self._collections[name] = collection
             return collection
 
     def collection(self, name: str) -> Collection:
@@ -261,24 +257,12 @@ class Engine:
                 params=entry["params"],
             )
             collection._attach(datadir, entry["snapshot"], entry["wal"])
-            return self._lend_budget(collection)
+            return collection
 
         return load
 
     def _new_collection(self, **arguments: Any) -> Collection:
-        if _COLLECTION_TAKES_BUDGET:
-            return Collection(**arguments, budget=self._budget)
-        return Collection(**arguments)
-
-    def _lend_budget(self, collection: Collection) -> Collection:
-        """Hand the engine's budget to the index ``collection`` built or loaded, until the
-        collection takes it itself (then this does nothing)."""
-        index = getattr(collection, "_index", None)
-        if not _COLLECTION_TAKES_BUDGET and isinstance(
-            getattr(index, "budget", None), ThreadBudget
-        ):
-            index.budget = self._budget  # type: ignore[union-attr]
-        return collection
+        return Collection(**arguments, budget=self._budget)
 
     def _get_or_load(
         self,
@@ -458,7 +442,7 @@ class Engine:
             self._check_open()
             if name in self.graphs():
                 raise AlreadyExistsError(f"graph {name!r} already exists; drop it first")
-            graph = Graph._create(name, csr, self._datadir)
+            graph = Graph._create(name, csr, self._datadir, self._budget)
             self._graphs[name] = graph
             return graph
 
@@ -473,7 +457,7 @@ class Engine:
             return None
         datadir = self._datadir
         assert datadir is not None
-        return lambda: Graph._open(name, entry, datadir)
+        return lambda: Graph._open(name, entry, datadir, self._budget)
 
     def graphs(self) -> list[str]:
         """Names of all graphs, sorted."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import FailedPreconditionError, InvalidArgumentError
 from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
@@ -33,11 +34,13 @@ class Graph:
         fingerprints: FingerprintStore | None = None,
         *,
         datadir: DataDir | None = None,
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.name = name
         self._csr = csr
         self._fingerprints = fingerprints
-        self._index = PPRIndex(csr, fingerprints)
+        self._budget = budget or default_budget()  # the engine's: threads for every call
+        self._index = self._ppr_index(fingerprints)
         self._datadir = datadir
         self._lock = threading.RLock()
         self._closed_because: str | None = None
@@ -54,6 +57,11 @@ class Graph:
 
     def _close(self, because: str) -> None:
         self._closed_because = because
+
+    def _ppr_index(self, fingerprints: FingerprintStore | None) -> PPRIndex:
+        index = PPRIndex(self._csr, fingerprints)
+        index.max_pooled_scratch = self._budget.threads  # idle scratch kept: one per thread
+        return index
 
     # -- shape ------------------------------------------------------------------------------
     @property
@@ -121,7 +129,7 @@ class Graph:
             alpha outside (0, 1), a bad rule (including "restart"), walks_per_node or top_k;
             the graph keeps its previous fingerprints.
         """
-        with self._lock:
+        with self._lock, self._budget.take(self._budget.threads):
             self._check_open()
             store = _build_fingerprints(
                 self._csr,
@@ -147,7 +155,7 @@ class Graph:
                 datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")
                 store = FingerprintStore.load(directory / name, mmap=True)
             self._fingerprints = store
-            self._index = PPRIndex(self._csr, store)
+            self._index = self._ppr_index(store)
             return {**store.stats, "nbytes": int(store.nbytes)}
 
     @property
@@ -220,14 +228,15 @@ class Graph:
         """
         self._check_open()
         index = self._index  # one index for the whole call, even if fingerprints are rebuilt
-        return index.query(
-            seeds,
-            k=k,
-            method=self._method(index, method, alpha, dangling),
-            alpha=alpha,
-            dangling=dangling,
-            **params,
-        )
+        with self._budget.take(1):
+            return index.query(
+                seeds,
+                k=k,
+                method=self._method(index, method, alpha, dangling),
+                alpha=alpha,
+                dangling=dangling,
+                **params,
+            )
 
     def ppr_batch(
         self,
@@ -243,21 +252,23 @@ class Graph:
         :meth:`ppr`."""
         self._check_open()
         index = self._index
-        return index.query_batch(
-            queries,
-            k=k,
-            method=self._method(index, method, alpha, dangling),
-            alpha=alpha,
-            dangling=dangling,
-            **params,
-        )
+        with self._budget.take(len(queries) if hasattr(queries, "__len__") else 1):
+            return index.query_batch(
+                queries,
+                k=k,
+                method=self._method(index, method, alpha, dangling),
+                alpha=alpha,
+                dangling=dangling,
+                **params,
+            )
 
     def fastrp(self, *, dim: int = 128, **params: Any) -> np.ndarray:
         """FastRP node embeddings (very sparse random projection of the degree-normalised
         adjacency, weighted sum of its powers), (num_nodes, dim) float32, row i for
         ``node_ids[i]``. See :func:`shardwalk.walks.fastrp.fastrp` for the parameters."""
         self._check_open()
-        return fastrp(self._csr, dim=dim, **params)
+        with self._budget.take(self._budget.threads):
+            return fastrp(self._csr, dim=dim, **params)
 
     def stats(self) -> dict[str, Any]:
         fp = self._fingerprints
@@ -280,9 +291,11 @@ class Graph:
 
     # -- storage ----------------------------------------------------------------------------
     @classmethod
-    def _create(cls, name: str, csr: CSRGraph, datadir: DataDir | None) -> Graph:
+    def _create(
+        cls, name: str, csr: CSRGraph, datadir: DataDir | None, budget: ThreadBudget | None = None
+    ) -> Graph:
         if datadir is None:
-            return cls(name, csr)
+            return cls(name, csr, budget=budget)
         generation = datadir.next_generation()
         directory = datadir.graph_dir(name)
         shutil.rmtree(directory, ignore_errors=True)  # leftovers of a crashed create
@@ -295,10 +308,17 @@ class Graph:
             manifest["graphs"][name] = {"csr": csr_name, "fingerprints": None}
 
         datadir.commit(add)
-        return cls(name, CSRGraph.load(directory / csr_name, mmap=True), datadir=datadir)
+        csr = CSRGraph.load(directory / csr_name, mmap=True)
+        return cls(name, csr, datadir=datadir, budget=budget)
 
     @classmethod
-    def _open(cls, name: str, entry: dict[str, Any], datadir: DataDir) -> Graph:
+    def _open(
+        cls,
+        name: str,
+        entry: dict[str, Any],
+        datadir: DataDir,
+        budget: ThreadBudget | None = None,
+    ) -> Graph:
         directory = datadir.graph_dir(name)
         verify_snapshot(directory / entry["csr"])
         csr = CSRGraph.load(directory / entry["csr"], mmap=True)
@@ -308,7 +328,7 @@ class Graph:
             store = FingerprintStore.load(directory / entry["fingerprints"], mmap=True)
         keep = {entry["csr"]} | ({entry["fingerprints"]} if entry.get("fingerprints") else set())
         datadir.remove_unreferenced(name, keep=keep, kind="graphs")
-        return cls(name, csr, store, datadir=datadir)
+        return cls(name, csr, store, datadir=datadir, budget=budget)
 
 
 def check_edges(edges: Any) -> tuple[np.ndarray, np.ndarray]:

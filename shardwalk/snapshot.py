@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from shardwalk._files import atomic_write_with
+from shardwalk._threads import ThreadBudget
 from shardwalk.index import VectorIndex, load_index
 from shardwalk.index.store import VectorStore
 from shardwalk.index.tenancy import TenantDirectory
@@ -112,11 +113,12 @@ def write_snapshot(snap: Path, state: State, *, dim: int, name: str) -> None:
     seal_snapshot(snap, {"collection": name, "rows": rows.rows, "count": len(rows)})
 
 
-def read_snapshot(snap: Path, *, dim: int) -> State:
-    """A snapshot back, after checking every file against its seal."""
+def read_snapshot(snap: Path, *, dim: int, budget: ThreadBudget | None = None) -> State:
+    """A snapshot back, after checking every file against its seal; the index draws its
+    threads from ``budget``."""
     verify_snapshot(snap)
     rows = RowTable.read_parquet(str(snap / "rows.parquet"))
-    index = load_index(str(snap / "index"))
+    index = load_index(str(snap / "index"), budget=budget)
     store = getattr(index, "store", None)
     if not isinstance(store, VectorStore):  # the index keeps no vectors by row: ours
         with pa.memory_map(str(snap / "vectors.arrow"), "r") as source:

@@ -59,9 +59,15 @@ class VectorIndex(Protocol):
     kind: str
     dim: int
     metric: IndexMetric
+    # What the index can do, for the planner and the collection (instead of type checks):
+    exact: bool  # answers are exact: a scoped search scores the matching rows exactly
+    scoped: bool  # search takes rows=/allowed= and visits only rows in scope (tenant-index)
 
-    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert vectors (float32, C-contiguous, (n, dim)) under new labels."""
+    def add(
+        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
+    ) -> None:
+        """Insert vectors (float32, C-contiguous, (n, dim)) under new labels. ``groups`` (an int
+        per label, e.g. the owner tenant) is a layout hint an index may use or ignore."""
 
     def delete(self, labels: np.ndarray) -> None:
         """Stop returning these labels. Unknown labels are ignored."""

@@ -100,6 +100,7 @@ class FlatIndex:
     """
 
     kind = "flat"
+    exact, scoped = True, False
 
     def __init__(
         self, *, dim: int, metric: IndexMetric, budget: ThreadBudget | None = None
@@ -119,7 +120,9 @@ class FlatIndex:
         flat = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim)
         return np.asarray(flat).reshape(n, self.dim)
 
-    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+    def add(
+        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
+    ) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
             return

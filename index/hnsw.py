@@ -114,6 +114,7 @@ class HNSWIndex:
     """
 
     kind = "hnsw"
+    exact = scoped = False
 
     def __init__(
         self,
@@ -147,7 +148,14 @@ class HNSWIndex:
     def params(self) -> dict[str, Any]:
         return {"m": self.m, "ef_construction": self.ef_construction, "ef": self.ef}
 
-    def add(self, labels: np.ndarray, vectors: np.ndarray, *, threads: int | None = None) -> None:
+    def add(
+        self,
+        labels: np.ndarray,
+        vectors: np.ndarray,
+        groups: np.ndarray | None = None,
+        *,
+        threads: int | None = None,
+    ) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
             return

@@ -63,6 +63,7 @@ class PartitionedIndex:
     """
 
     kind = "partitioned"
+    exact = scoped = False
 
     def __init__(
         self,
@@ -106,7 +107,9 @@ class PartitionedIndex:
         return self._staging is None
 
     # -- writes -----------------------------------------------------------------------------
-    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+    def add(
+        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
+    ) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
             return

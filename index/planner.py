@@ -24,7 +24,6 @@ from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import SearchResult, VectorIndex, empty_result, relabel
 from shardwalk.index.flat import exact_search
 from shardwalk.index.store import VectorStore
-from shardwalk.index.tenancy import MultiTenantIndex
 
 __all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "plan_search"]
 
@@ -102,17 +101,15 @@ def plan_search(
         if count == 0:
             result = empty_result(queries.shape[0], k)
             explain.path, explain.reason = "empty", "no row in scope matches"
-        elif count <= exact_max_rows or index.kind == "flat":
+        elif count <= exact_max_rows or index.exact:
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
-                "flat index: always exact"
-                if index.kind == "flat" and count > exact_max_rows
+                "exact index: always exact"
+                if index.exact and count > exact_max_rows
                 else f"{count} matches <= {exact_max_rows}: scoring them all is cheapest"
             )
-        elif not isinstance(index, MultiTenantIndex) and (
-            count / max(len(index), 1) <= GRAPH_EXACT_SELECTIVITY
-        ):
+        elif not index.scoped and (count / max(len(index), 1) <= GRAPH_EXACT_SELECTIVITY):
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
@@ -120,7 +117,7 @@ def plan_search(
                 f"{GRAPH_EXACT_SELECTIVITY:.0%}): over-fetching from the graph would cost more "
                 "than scoring them all"
             )
-        elif isinstance(index, MultiTenantIndex):
+        elif index.scoped:
             result = index.search(
                 queries,
                 k,

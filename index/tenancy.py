@@ -183,6 +183,7 @@ class MultiTenantIndex:
     """
 
     kind = "multitenant"
+    exact, scoped = False, True
     relayout_fraction = 8  # redo the layout once 1/8 of the rows were appended since
 
     def __init__(

@@ -23,7 +23,7 @@ from shardwalk.index import SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Explain, Scope, plan_search
 from shardwalk.index.store import VectorStore
-from shardwalk.index.tenancy import MultiTenantIndex, TenantDirectory
+from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import SHARED, TENANT, RowTable, attribute_table, shared_array, tenant_array
 from shardwalk.snapshot import (
     State,
@@ -346,10 +346,7 @@ class Collection:
         if replaced.size:
             self._index.delete(replaced)
         owners = self._tenants.add(rows, write.tenants, write.shared)
-        if isinstance(self._index, MultiTenantIndex):
-            self._index.add(rows, write.vectors, groups=owners)  # a tenant's rows kept together
-        else:
-            self._index.add(rows, write.vectors)
+        self._index.add(rows, write.vectors, groups=owners)  # a layout hint: owner tenants
         if not self._shares_store:
             self._store.extend(write.vectors)
         self._version += 1

@@ -137,23 +137,49 @@ def permute_rows(data: np.ndarray, source: np.ndarray) -> None:
         data[j] = spare
 
 
+@njit(cache=True, inline="always", fastmath=_FAST)
+def _scan_one(
+    q: np.ndarray,
+    vectors: np.ndarray,
+    at: np.ndarray,
+    k: int,
+    ip: bool,
+    out_r: np.ndarray,
+    out_d: np.ndarray,
+) -> None:
+    best_d = np.full(k, np.inf, dtype=np.float32)
+    best_r = np.full(k, -1, dtype=np.int64)
+    worst = 0
+    for t in range(at.shape[0]):
+        worst = _offer(best_d, best_r, worst, _distance(q, vectors[at[t]], ip), t)
+    _finish(best_d, best_r, out_d, out_r)
+
+
 @njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def scan_rows(
     queries: np.ndarray, vectors: np.ndarray, at: np.ndarray, k: int, ip: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of each query among ``vectors[at]``: indexes into ``at`` (n, k) padded -1,
-    and distances."""
+    and distances. Queries in parallel; ``scan_rows_serial`` is the same on the calling
+    thread alone (a single query: no thread team to wake)."""
     n = queries.shape[0]
     out_r = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
     for qi in prange(n):
-        best_d = np.full(k, np.inf, dtype=np.float32)
-        best_r = np.full(k, -1, dtype=np.int64)
-        worst = 0
-        q = queries[qi]
-        for t in range(at.shape[0]):
-            worst = _offer(best_d, best_r, worst, _distance(q, vectors[at[t]], ip), t)
-        _finish(best_d, best_r, out_d[qi], out_r[qi])
+        _scan_one(queries[qi], vectors, at, k, ip, out_r[qi], out_d[qi])
+    return out_r, out_d
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def scan_rows_serial(
+    queries: np.ndarray, vectors: np.ndarray, at: np.ndarray, k: int, ip: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``scan_rows`` on the calling thread only."""
+    n = queries.shape[0]
+    out_r = np.full((n, k), -1, dtype=np.int64)
+    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    for qi in range(n):
+        _scan_one(queries[qi], vectors, at, k, ip, out_r[qi], out_d[qi])
     return out_r, out_d
 
 

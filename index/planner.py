@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from shardwalk.index._kernels import scan_rows
+from shardwalk.index._kernels import scan_rows, scan_rows_serial
 from shardwalk.index.base import SearchResult, VectorIndex, empty_result, relabel
 from shardwalk.index.flat import exact_search
 from shardwalk.index.store import VectorStore
+
+from shardwalk._threads import default_budget
 
 __all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "plan_search"]
 
@@ -70,12 +72,20 @@ def _exact(
     store: VectorStore, queries: np.ndarray, rows: np.ndarray, k: int, ip: bool
 ) -> SearchResult:
     """Exact top-k among ``rows``. A batch gathers the rows once and uses BLAS; a few queries
-    scan the rows in place (no copy)."""
-    if queries.shape[0] >= 16:
-        local = exact_search(store.take(rows), queries, k, "ip" if ip else "l2")
-    else:
-        found, distances = scan_rows(queries, store.physical(), store.positions(rows), k, ip)
+    scan the rows in place (no copy). numba's and faiss's threads are the call's grant."""
+    n = queries.shape[0]
+    if n == 1:  # on the calling thread: no thread team to wake for one query
+        found, distances = scan_rows_serial(queries, store.physical(), store.positions(rows), k, ip)
         local = SearchResult(ids=found, distances=distances)
+    else:
+        with default_budget().take(n):  # within the caller's grant, if it holds one
+            if n >= 16:
+                local = exact_search(store.take(rows), queries, k, "ip" if ip else "l2")
+            else:
+                found, distances = scan_rows(
+                    queries, store.physical(), store.positions(rows), k, ip
+                )
+                local = SearchResult(ids=found, distances=distances)
     return SearchResult(ids=relabel(local.ids, rows), distances=local.distances)
 
 

@@ -2,9 +2,13 @@
 
 Each library sizes its parallelism to the machine on its own (numba's and faiss's OpenMP teams
 to every core, hnswlib to every core per call), so eight callers searching at once would run
-eight teams of one thread per core. A :class:`ThreadBudget` holds N slots instead: a call takes
-as many as are free, up to what it can use and at least one (it waits while none is free), and
-for its duration the calling thread's numba and faiss thread counts are set to its grant;
+eight teams of one thread per core. A :class:`ThreadBudget` holds N slots instead. A call always
+runs on its caller's thread (that one is the caller's, not the budget's) and takes as many of
+the N - 1 other slots as are free, up to what it can use: it never waits. So eight threads
+searching one query each run at once on their own threads (making them queue for slots
+measured 0.5x the QPS of one thread: a convoy on the lock), while eight batch searches do not
+start eight teams: the first gets N threads, the others run on their own. For its duration the
+calling thread's numba and faiss thread counts are set to its grant;
 hnswlib callers pass the grant as ``num_threads`` (and skip setting the others, which costs a
 few microseconds: ``take(n, kernels=False)``). A call that already holds a grant (say a
 partitioned search calling each partition's search) takes nothing more: nested calls run within
@@ -194,7 +198,7 @@ class ThreadBudget:
     Examples
     --------
     >>> budget = ThreadBudget(2)
-    >>> with budget.take(8) as granted:   # a batch: as many slots as are free, here 2
+    >>> with budget.take(8) as granted:   # a batch: its own thread and the free slots, here 2
     ...     granted
     2
     >>> with budget.take(1) as granted:   # one query: one slot, no thread started
@@ -214,19 +218,20 @@ class ThreadBudget:
                 f"threads must be an integer in [1, {MAX_THREADS}]; got {threads}"
             )
         self.threads = threads
-        self._free = threads
-        self._cond = threading.Condition(threading.Lock())
-        self._grants = 0
-        self._largest = 0
+        self._free = threads - 1  # slots besides a caller's own thread
+        self._lock = threading.Lock()
+        self._in_use = 0  # threads held by calls granted more than one (their own included)
+        self._parallel = 0
+        self._largest = 1
         self._peak = 0
-        self._waits = 0
+        self._squeezed = 0
 
     def __repr__(self) -> str:
-        return f"ThreadBudget(threads={self.threads}, in_use={self.threads - self._free})"
+        return f"ThreadBudget(threads={self.threads}, in_use={self._in_use})"
 
     def take(self, want: int, *, kernels: bool = True) -> AbstractContextManager[int]:
-        """Hold up to ``want`` slots (at least 1; waits while none is free) for a call; the
-        block gets the number granted.
+        """Run a call on its caller's thread plus up to ``want - 1`` free slots (never waits);
+        the block gets the number of threads granted (at least 1).
 
         With ``kernels`` (default), numba's and faiss's thread counts on the calling thread are
         the grant until the block ends; ``kernels=False`` skips setting them, for a block that
@@ -236,36 +241,39 @@ class ThreadBudget:
         return _Take(self, int(want), kernels)
 
     def _acquire(self, want: int) -> int:
-        want = max(1, min(want, self.threads))
-        with self._cond:
-            if self._free == 0:
-                self._waits += 1
-                while self._free == 0:
-                    self._cond.wait()
-            granted = min(want, self._free)
-            self._free -= granted
-            self._grants += 1
-            self._largest = max(self._largest, granted)
-            self._peak = max(self._peak, self.threads - self._free)
-        return granted
+        if want <= 1:  # one thread, the caller's: nothing to count (the common single query)
+            return 1
+        with self._lock:
+            extra = min(want - 1, self.threads - 1, self._free)
+            self._free -= extra
+            if extra + 1 < min(want, self.threads):
+                self._squeezed += 1
+            if extra:
+                self._parallel += 1
+                self._in_use += extra + 1
+                self._largest = max(self._largest, extra + 1)
+                self._peak = max(self._peak, self._in_use)
+        return extra + 1
 
     def _release(self, granted: int) -> None:
-        with self._cond:
-            self._free += granted
-            self._cond.notify_all()
+        if granted > 1:
+            with self._lock:
+                self._free += granted - 1
+                self._in_use -= granted
 
     def stats(self) -> dict[str, Any]:
-        """Counters since creation: ``threads`` (N), ``in_use`` now, ``peak`` (most slots held
-        at once), ``grants`` (calls that took slots), ``largest_grant``, ``waits`` (calls that
-        found no free slot)."""
-        with self._cond:
+        """Counters since creation: ``threads`` (N); ``in_use`` and ``peak``: threads held
+        now and at most by calls granted more than one (their callers' own included);
+        ``parallel_calls`` (calls granted more than one); ``largest_grant``; ``squeezed``
+        (calls granted fewer than they could use because other calls held the slots)."""
+        with self._lock:
             return {
                 "threads": self.threads,
-                "in_use": self.threads - self._free,
+                "in_use": self._in_use,
                 "peak": self._peak,
-                "grants": self._grants,
+                "parallel_calls": self._parallel,
                 "largest_grant": self._largest,
-                "waits": self._waits,
+                "squeezed": self._squeezed,
             }
 
 

@@ -409,7 +409,9 @@ class Collection:
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
             scope = self._scope(tenant, predicate)
-            with self._budget.take(arr.shape[0]):
+            # the call's threads; numba and faiss are set where their kernels run (the planner's
+            # exact paths, the indexes), not here: an hnswlib search needs neither
+            with self._budget.take(arr.shape[0], kernels=False):
                 found, report = plan_search(self._index, self._store, arr, k, scope, params)
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)

@@ -138,15 +138,15 @@ class Engine:
 
     @property
     def threads(self) -> int:
-        """The thread budget: most threads the engine's parallel work runs on at once."""
+        """The thread budget: most threads the engine's parallel work adds to its callers'."""
         return self._budget.threads
 
     @property
     def budget(self) -> ThreadBudget:
-        """The engine's thread slots, shared by numba, faiss and hnswlib in every call: a
-        batch takes as many as are free (up to what it can use, at least one; it waits while
-        none is free), a single query takes one and starts no thread. ``budget.stats()``
-        counts the grants."""
+        """The engine's thread slots, shared by numba, faiss and hnswlib in every call: a call
+        runs on its caller's thread plus as many of the other slots as are free (up to what it
+        can use; it never waits), so a single query starts no thread and concurrent batches
+        do not start a team each. ``budget.stats()`` counts the parallel calls."""
         return self._budget
 
     @property

@@ -5,11 +5,11 @@ writer holds back new readers), so a stream of searches cannot starve an upsert;
 it only for the in-memory part of a write (the index insert), never for an fsync or a
 checkpoint. Not re-entrant: a thread must not take it again while it holds it.
 
-``GroupCommit``: concurrent writers share one log append and one fsync. Each writer queues its
-entry and takes the commit lock; whoever holds it (the leader) takes every queued entry, runs
-them through ``commit`` in queue order, and marks them done, so a writer that gets the lock
-after a leader committed its entry returns at once. A writer returns only when its entry has
-been committed (durable and applied) or has failed.
+``GroupCommit``: concurrent writers share one log append and one fsync (and concurrent
+searches one batch search). Each caller queues its entry; one that finds no group running
+leads the next: it takes every queued entry and runs them through ``commit`` in queue order.
+A caller returns only when its entry's group has run (for a write: durable and applied) or
+failed.
 """
 
 from __future__ import annotations
@@ -87,36 +87,50 @@ class Entry:
 
 
 class GroupCommit:
-    """A queue of writes committed in groups by whichever writer holds the commit lock."""
+    """A queue of operations run in groups by whichever caller finds no group running.
+
+    A caller queues its entry; if no group is running it becomes the leader: it takes every
+    queued entry and runs them through ``commit`` (holding :attr:`lock`, which a checkpoint
+    also takes to hold writes back), then wakes the callers whose entries that group
+    finished. A caller whose entry a group finished returns its result (or raises its error)
+    without ever taking :attr:`lock`; one whose entry came too late leads the next group.
+    """
 
     def __init__(self, commit: Callable[[list[Entry]], None]) -> None:
         self._commit = commit
         self._queue: list[Entry] = []
-        self._queue_lock = threading.Lock()
-        self.lock = threading.Lock()  # held while a group commits (and by checkpoints)
-        self.groups = 0  # groups committed, for statistics
+        self._cond = threading.Condition(threading.Lock())
+        self._leading = False
+        self.lock = threading.Lock()  # held while a group runs (and by checkpoints)
+        self.groups = 0  # groups run, for statistics
         self.entries = 0
 
     def submit(self, payload: Any) -> Any:
-        """Queue a write and return its result once it is committed (or raise its error)."""
+        """Queue an operation and return its result once its group ran (or raise its error)."""
         entry = Entry(payload)
-        with self._queue_lock:
+        with self._cond:
             self._queue.append(entry)
-        with self.lock:
+            while self._leading and not entry.done:
+                self._cond.wait()
             if not entry.done:
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                try:
+                self._leading = True
+                group, self._queue = self._queue, []
+        if not entry.done:
+            try:
+                with self.lock:
                     self._commit(group)
-                except BaseException as exc:  # every write of the group fails with it
-                    for queued in group:
-                        if queued.error is None:
-                            queued.error = exc
-                finally:
+            except BaseException as exc:  # every operation of the group fails with it
+                for queued in group:
+                    if queued.error is None:
+                        queued.error = exc
+            finally:
+                with self._cond:
                     for queued in group:
                         queued.done = True
                     self.groups += 1
                     self.entries += len(group)
+                    self._leading = False
+                    self._cond.notify_all()
         if entry.error is not None:
             raise entry.error
         return entry.result

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import hnswlib
@@ -22,6 +20,19 @@ from shardwalk._files import atomic_write, atomic_write_with
 from shardwalk._threads import ThreadBudget, default_budget
 
 __all__ = ["HNSWIndex"]
+
+
+class _One:
+    """The grant of a single-query search: one thread, its caller's (no budget involved)."""
+
+    def __enter__(self) -> int:
+        return 1
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_ONE = _One()
 
 
 class EfGate:
@@ -50,9 +61,11 @@ class EfGate:
             self._ef = ef
         self._turn += 1
 
-    @contextmanager
-    def hold(self, graph: hnswlib.Index, ef: int) -> Iterator[None]:
+    def hold(self, graph: hnswlib.Index, ef: int) -> _Held:
         """Run the block with ``graph``'s ef set to ``ef`` and kept there."""
+        return _Held(self, graph, ef)
+
+    def _enter(self, graph: hnswlib.Index, ef: int) -> None:
         with self._cond:
             if not self._waiting and (self._active == 0 or self._ef == ef):
                 if self._active == 0:
@@ -73,13 +86,27 @@ class EfGate:
                     if not self._waiting[ef]:
                         del self._waiting[ef]
             self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if not self._active and self._waiting:
-                    self._cond.notify_all()
+
+    def _exit(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if not self._active and self._waiting:
+                self._cond.notify_all()
+
+
+class _Held:
+    """``EfGate.hold``'s context manager (a class, not a generator: it runs on every search)."""
+
+    __slots__ = ("_ef", "_gate", "_graph")
+
+    def __init__(self, gate: EfGate, graph: hnswlib.Index, ef: int) -> None:
+        self._gate, self._graph, self._ef = gate, graph, ef
+
+    def __enter__(self) -> None:
+        self._gate._enter(self._graph, self._ef)
+
+    def __exit__(self, *exc: object) -> None:
+        self._gate._exit()
 
 
 class HNSWIndex:
@@ -192,11 +219,10 @@ class HNSWIndex:
         kk = min(k, self._live)
         if n == 0 or kk == 0:
             return empty_result(n, k)
+        # one query: the caller's thread, nothing to take (the budget grants 1 without asking)
         want = 1 if n == 1 else min(n, threads or self.threads or self.budget.threads)
-        with (
-            self.budget.take(want, kernels=False) as granted,  # hnswlib only: its num_threads
-            self._gate.hold(self._graph, max(ef or self.ef, kk)),
-        ):
+        grant = _ONE if want == 1 else self.budget.take(want, kernels=False)
+        with grant as granted, self._gate.hold(self._graph, max(ef or self.ef, kk)):
             try:
                 labels, distances = self._graph.knn_query(queries, k=kk, num_threads=granted)
             except RuntimeError:

@@ -39,25 +39,27 @@ class RWLock:
         self._writer = threading.Lock()  # one writer at a time
         self._cond = threading.Condition(threading.Lock())
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self) -> _Reading:
+        """Hold the lock shared for a block (a class, not a generator: it runs on every read)."""
+        return _Reading(self)
+
+    def _enter_read(self) -> int:
         me = threading.get_ident()
         while True:
             self._readers.add(me)
             if not self._writing:
-                break
+                return me
             self._readers.discard(me)  # a writer is there: step aside until it is done
             with self._cond:
                 self._cond.notify_all()
                 while self._writing:
                     self._cond.wait()
-        try:
-            yield
-        finally:
-            self._readers.discard(me)
-            if self._writing:
-                with self._cond:
-                    self._cond.notify_all()
+
+    def _exit_read(self, me: int) -> None:
+        self._readers.discard(me)
+        if self._writing:
+            with self._cond:
+                self._cond.notify_all()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
@@ -72,6 +74,19 @@ class RWLock:
                 self._writing = False
                 with self._cond:
                     self._cond.notify_all()
+
+
+class _Reading:
+    __slots__ = ("_lock", "_me")
+
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._me = self._lock._enter_read()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._exit_read(self._me)
 
 
 class Entry:

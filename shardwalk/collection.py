@@ -473,8 +473,11 @@ class Collection:
             scope = self._scope(tenant, predicate)
             # the call's threads; numba and faiss are set where their kernels run (the planner's
             # exact paths, the indexes), not here: an hnswlib search needs neither
-            with self._budget.take(arr.shape[0], kernels=False):
+            if arr.shape[0] == 1:  # one query: its caller's thread, nothing to take
                 found, report = plan_search(self._index, self._store, arr, k, scope, params)
+            else:
+                with self._budget.take(arr.shape[0], kernels=False):
+                    found, report = plan_search(self._index, self._store, arr, k, scope, params)
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)
             hit = found.ids >= 0

@@ -24,7 +24,15 @@ from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Explain, Scope, plan_search
 from shardwalk.index.store import VectorStore
 from shardwalk.index.tenancy import TenantDirectory
-from shardwalk.rows import SHARED, TENANT, RowTable, attribute_table, shared_array, tenant_array
+from shardwalk.rows import (
+    SHARED,
+    TENANT,
+    RowTable,
+    attribute_table,
+    merge_schema,
+    shared_array,
+    tenant_array,
+)
 from shardwalk.snapshot import (
     State,
     Upsert,
@@ -122,18 +130,6 @@ def _concat_attributes(tables: list[pa.Table], sizes: list[int]) -> pa.Table:
     ]
     merged = pa.concat_tables(filled, promote_options="default")
     return merged.drop_columns(["__rows__"]) if "__rows__" in merged.column_names else merged
-
-
-def _merge_schema(schema: dict[str, pa.DataType], attributes: pa.Table) -> None:
-    """Check ``attributes`` against ``schema`` (name -> type) and add their new columns."""
-    for column in attributes.schema:
-        known = schema.get(column.name)
-        if known is None or pa.types.is_null(known):
-            schema[column.name] = column.type
-        elif known != column.type and not pa.types.is_null(column.type):
-            raise InvalidArgumentError(
-                f"attribute {column.name!r} holds {known} in this collection; got {column.type}"
-            )
 
 
 @dataclass(frozen=True)
@@ -346,7 +342,7 @@ class Collection:
             write = entry.payload
             try:
                 if isinstance(write, _Upsert):
-                    _merge_schema(schema, write.attributes)
+                    merge_schema(schema, write.attributes)
                     entry.result = int(write.ids.size)
                     if write.record is not None:
                         records.append(write.record)

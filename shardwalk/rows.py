@@ -18,7 +18,15 @@ import pyarrow.parquet as pq
 from shardwalk.errors import CorruptionError, InvalidArgumentError, NotFoundError
 from shardwalk.validation import check_name
 
-__all__ = ["SHARED", "TENANT", "RowTable", "attribute_table", "shared_array", "tenant_array"]
+__all__ = [
+    "SHARED",
+    "TENANT",
+    "RowTable",
+    "attribute_table",
+    "merge_schema",
+    "shared_array",
+    "tenant_array",
+]
 
 ID, ALIVE, TENANT, SHARED = "_id", "_alive", "_tenant", "_shared"
 _ATTRIBUTE_TYPES = "int64, float64, bool, string, list<string>"
@@ -154,6 +162,20 @@ def _merge_runs(
     return keys, rows[order]
 
 
+def merge_schema(schema: dict[str, pa.DataType], attributes: pa.Table) -> None:
+    """Check ``attributes`` against ``schema`` (name -> type, as ``RowTable.schema`` gives it)
+    and add their new columns to it, so several writes can be checked in turn before any is
+    appended. An attribute keeps its first non-null type."""
+    for column in attributes.schema:
+        known = schema.get(column.name)
+        if known is None or pa.types.is_null(known):
+            schema[column.name] = column.type
+        elif known != column.type and not pa.types.is_null(column.type):
+            raise InvalidArgumentError(
+                f"attribute {column.name!r} holds {known} in this collection; got {column.type}"
+            )
+
+
 class RowTable:
     """Append-only rows: ids, liveness, the id -> live row map, and the Arrow columns.
 
@@ -169,7 +191,7 @@ class RowTable:
     16 * (1 + 0.25) = 20 bytes per live id (:attr:`map_nbytes`).
 
     Threads: the read methods (``rows_of``, ``missing``, ``contains``, ``in``, ``len``,
-    ``replaced_rows``, ``check_schema``, ``ids``, ``alive``, ``rows``, ``schema``,
+    ``replaced_rows``, ``ids``, ``alive``, ``rows``, ``schema``,
     ``map_nbytes``, ``table``, ``columns``, ``to_arrow``, ``write_parquet``) may run in many
     threads at once (a shared lock); the write methods, ``append`` and ``kill``, need the
     caller to exclude every other call (an exclusive lock). Only writes change the id map
@@ -257,19 +279,6 @@ class RowTable:
         if dead > max(self._dead_fraction * self._live, self._dead_minimum):
             runs = [_merge_runs(runs, self._alive)]
         self._runs = tuple(run for run in runs if run[0].size)  # one reference assignment
-
-    def check_schema(self, attributes: pa.Table) -> None:
-        for field in attributes.schema:
-            known = self._schema.get(field.name)
-            if (
-                known is not None
-                and known != field.type
-                and not pa.types.is_null(known)
-                and not pa.types.is_null(field.type)
-            ):
-                raise InvalidArgumentError(
-                    f"attribute {field.name!r} holds {known} in this collection; got {field.type}"
-                )
 
     def append(
         self,

@@ -3,6 +3,7 @@ attributes, an index, and (on disk) a snapshot plus a write-ahead log."""
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -55,6 +56,29 @@ from shardwalk.wal import WriteAheadLog, encode
 __all__ = ["Collection", "Records"]
 
 _SAMPLE = 1024  # rows a selectivity estimate looks at
+# After an upsert of this many rows, hand freed memory back to the OS: a batch's transient
+# copies are large allocations that glibc, once its mmap threshold has grown, keeps in its heap
+# (100K x 128 built in 50K-row upserts: 232 MiB resident, 129 MiB once trimmed).
+_LARGE_WRITE = 4096
+
+
+def _release_free_memory() -> None:
+    """Return freed memory to the OS: Arrow's pool, then glibc's heap (where it is glibc)."""
+    pa.default_memory_pool().release_unused()
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_libc = _load_libc()
 
 
 @dataclass
@@ -313,7 +337,11 @@ class Collection:
         write = _Upsert(ids, arr, owners, attrs, shared)
         if self._datadir is not None:  # encoded here, in the caller's thread
             write.record = encode("upsert", upsert_record(write, self.dim))
-        return self._writes.submit(write)
+        written = self._writes.submit(write)
+        if ids.size >= _LARGE_WRITE:
+            del write, arr  # the batch's copies (checked, normalised, encoded) are garbage now
+            _release_free_memory()
+        return written
 
     def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
         """Delete vectors by id; returns how many were deleted.

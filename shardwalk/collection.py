@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -417,7 +418,7 @@ class Collection:
 
     def _present(self, ids: np.ndarray, before: list[Entry]) -> np.ndarray:
         """The ids that exist once the writes ``before`` (of this group) are applied."""
-        exists = ~np.isin(ids, self._rows.missing(ids))
+        exists = self._rows.contains(ids)
         for entry in before:
             write = entry.payload
             if isinstance(write, _Upsert):
@@ -497,11 +498,9 @@ class Collection:
             scope = self._scope(tenant, predicate)
             # the call's threads; numba and faiss are set where their kernels run (the planner's
             # exact paths, the indexes), not here: an hnswlib search needs neither
-            if arr.shape[0] == 1:  # one query: its caller's thread, nothing to take
+            n = arr.shape[0]  # one query: its caller's thread, nothing to take
+            with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
                 found, report = plan_search(self._index, self._store, arr, k, scope, params)
-            else:
-                with self._budget.take(arr.shape[0], kernels=False):
-                    found, report = plan_search(self._index, self._store, arr, k, scope, params)
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)
             hit = found.ids >= 0

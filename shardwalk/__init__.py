@@ -21,8 +21,20 @@ from shardwalk.graph import Graph
 from shardwalk.index.base import SearchResult
 from shardwalk.index.filters import F
 
+
+def __getattr__(name: str) -> object:
+    """``shardwalk.Client``: loaded on first use, so that ``import shardwalk`` never imports
+    grpc."""
+    if name in ("Client", "RemoteCollection", "RemoteGraph"):
+        from shardwalk import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'shardwalk' has no attribute {name!r}")
+
+
 __all__ = [
     "AlreadyExistsError",
+    "Client",
     "Collection",
     "CorruptionError",
     "DeadlineExceededError",

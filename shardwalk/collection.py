@@ -604,6 +604,40 @@ class Collection:
             ids=ids, vectors=vectors, tenants=tenants, attributes=attributes, shared_with=shared
         )
 
+    def visible(
+        self, ids: Any, *, tenant: str | None = None, where: Any = None, owned: bool = False
+    ) -> np.ndarray:
+        """Which of ``ids`` a search scoped like this could return: a bool per id, in the order
+        given, False for ids that do not exist (nothing is raised for them).
+
+        Parameters
+        ----------
+        ids : sequence of int
+        tenant : str, optional
+            Only rows this tenant owns or that are shared with it (every live row when None).
+        where : predicate, optional
+            Only rows matching it.
+        owned : bool
+            Only rows ``tenant`` owns (not those merely shared with it); needs ``tenant``.
+        """
+        ids = check_ids(ids, allow_empty=True)
+        if tenant is not None:
+            check_name("tenant", tenant)
+        elif owned:
+            raise InvalidArgumentError("visible(..., owned=True) needs a tenant")
+        with self._rw.read():
+            self._check_open()
+            predicate = None if where is None else validate(where, self._rows.schema)
+            rows = self._rows.find(ids)
+            found = rows >= 0
+            scope = self._scope(tenant, predicate)
+            if scope is not None:
+                found[found] = scope.allowed[rows[found]]
+            if owned and found.any():
+                owners = self._rows.columns(rows[found]).column(TENANT).to_numpy(False)
+                found[found] = owners == tenant
+        return found
+
     def __len__(self) -> int:
         return len(self._rows)
 

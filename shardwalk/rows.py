@@ -379,6 +379,10 @@ class RowTable:
         """Per id, whether it exists: a bool array, one entry per id in the order given."""
         return self._lookup(ids) >= 0
 
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        """The live row of each id, -1 where it does not exist (in the order given)."""
+        return self._lookup(np.asarray(ids, dtype=np.int64))
+
     def __contains__(self, id_: object) -> bool:
         if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):
             return False

@@ -1,0 +1,375 @@
+"""The RPCs as plain functions: convert the request, call the library, convert the result.
+
+Every handler takes the caller (a :class:`Principal`) and a parsed request and returns a
+response message; it raises the library's exceptions, which the app maps to status codes in
+one place. Tenant isolation lives here and nowhere else: the tenant of a call is the API key's,
+every read is scoped to it, and a write by a tenant touches only rows it owns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from shardwalk.server.config import Limits, Principal
+
+from shardwalk._wire import (
+    attributes_from_pb,
+    filter_from_pb,
+    params_from_pb,
+    table_to_pb,
+    to_json,
+    vectors_from_pb,
+    vectors_to_pb,
+)
+from shardwalk.collection import Collection
+from shardwalk.engine import Engine
+from shardwalk.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
+from shardwalk.v1 import shardwalk_pb2 as pb
+
+__all__ = ["Service"]
+
+# Keyword arguments of the library calls that request parameters must not shadow.
+_RESERVED = {"queries", "k", "tenant", "where", "explain", "seeds", "method", "alpha", "dangling"}
+
+
+def _missing(owner: str, ids: np.ndarray) -> NotFoundError:
+    """The library's message for ids that do not exist (an id a tenant may not see is
+    reported exactly like one that does not exist)."""
+    shown = ", ".join(str(v) for v in ids[:5].tolist())
+    more = f" and {ids.size - 5} more" if ids.size > 5 else ""
+    return NotFoundError(f"{owner} has no ids {shown}{more}")
+
+
+class Service:
+    """The handlers of ``shardwalk.v1.Shardwalk`` over one engine."""
+
+    def __init__(self, engine: Engine, limits: Limits) -> None:
+        self.engine = engine
+        self.limits = limits
+
+    # -- checks shared by the handlers ------------------------------------------------------
+    def _tenant(self, who: Principal, requested: str) -> str | None:
+        """The tenant a read is scoped to: the key's own; admins may name any or none."""
+        if who.admin:
+            return requested or None
+        if requested and requested != who.tenant:
+            raise PermissionDeniedError(
+                f"this API key acts for tenant {who.tenant!r}; the request names {requested!r}"
+            )
+        return who.tenant
+
+    def _admin(self, who: Principal, what: str) -> None:
+        if not who.admin:
+            raise PermissionDeniedError(f"{what} needs an admin API key")
+
+    def _k(self, k: int, default: int) -> int:
+        k = k or default
+        if k > self.limits.max_k:
+            raise ResourceExhaustedError(
+                f"k={k} is above this server's limit of {self.limits.max_k} ([limits] max_k)"
+            )
+        return k
+
+    def _batch(self, n: int, what: str) -> None:
+        if n > self.limits.max_batch:
+            raise ResourceExhaustedError(
+                f"{n} {what} in one request is above this server's limit of "
+                f"{self.limits.max_batch} ([limits] max_batch); split the batch"
+            )
+
+    @staticmethod
+    def _params(message: Any) -> dict[str, Any]:
+        params = params_from_pb(message)
+        clash = sorted(set(params) & _RESERVED)
+        if clash:
+            raise InvalidArgumentError(
+                f"parameter(s) {', '.join(clash)} have fields of their own in the request; "
+                "set those fields instead"
+            )
+        return params
+
+    def _collection(self, name: str) -> Collection:
+        if not name:
+            raise InvalidArgumentError("the request names no collection; set collection")
+        return self.engine.collection(name)
+
+    # -- collections --------------------------------------------------------------------------
+    def search(self, who: Principal, request: pb.SearchRequest) -> pb.SearchResponse:
+        collection = self._collection(request.collection)
+        queries = vectors_from_pb(request.queries, what="queries")
+        self._batch(queries.shape[0], "queries")
+        k = self._k(request.k, 10)
+        where = filter_from_pb(request.filter) if request.HasField("filter") else None
+        result = collection.search(
+            queries,
+            k,
+            tenant=self._tenant(who, request.tenant),
+            where=where,
+            explain=request.explain,
+            **self._params(request.params),
+        )
+        return pb.SearchResponse(
+            rows=result.ids.shape[0],
+            k=k,
+            ids=result.ids.astype("<i8", copy=False).tobytes(),
+            distances=result.distances.astype("<f4", copy=False).tobytes(),
+            explain_json=to_json(result.explain.to_dict()) if result.explain is not None else "",
+        )
+
+    def get(self, who: Principal, request: pb.GetRequest) -> pb.GetResponse:
+        collection = self._collection(request.collection)
+        ids = np.array(request.ids, dtype=np.int64)
+        records = collection.get(ids)
+        if not who.admin:
+            hidden = [
+                i
+                for i, (owner, shared) in enumerate(zip(records.tenants, records.shared_with))
+                if owner != who.tenant and who.tenant not in shared
+            ]
+            if hidden:
+                raise _missing(f"collection {collection.name!r}", ids[hidden])
+        return pb.GetResponse(
+            ids=records.ids.tolist(),
+            vectors=vectors_to_pb(records.vectors),
+            tenants=[t or "" for t in records.tenants],
+            shared_with=[pb.StringList(values=s) for s in records.shared_with],
+            attributes=table_to_pb(pa.table(records.attributes)) if records.attributes else b"",
+        )
+
+    def upsert(self, who: Principal, chunks: Any) -> pb.UpsertResponse:
+        """Chunks of one client stream, each applied (and durable) before the next is read."""
+        written = 0
+        name = None
+        for request in chunks:
+            if name is None:
+                name = request.collection
+            elif request.collection != name:
+                raise InvalidArgumentError(
+                    f"an Upsert stream writes one collection; chunk after {written} rows names "
+                    f"{request.collection!r}, the first named {name!r}"
+                )
+            try:
+                written += self._upsert_chunk(who, request)
+            except Exception as exc:
+                if written and hasattr(exc, "message"):
+                    exc.message = f"{exc.message} (the {written} rows before it were written)"
+                    exc.args = (exc.message,)
+                raise
+        if name is None:
+            raise InvalidArgumentError("the Upsert stream carried no chunk; send at least one")
+        return pb.UpsertResponse(upserted=written)
+
+    def _upsert_chunk(self, who: Principal, request: pb.UpsertRequest) -> int:
+        collection = self._collection(request.collection)
+        ids = np.array(request.ids, dtype=np.int64)
+        vectors = vectors_from_pb(request.vectors)
+        tenants: Any = list(request.tenants)
+        if not who.admin:
+            if any(t != who.tenant for t in tenants):
+                raise PermissionDeniedError(
+                    f"this API key writes rows of tenant {who.tenant!r} only; leave tenants "
+                    "empty or set them to it"
+                )
+            tenants = who.tenant
+            live = collection.visible(ids)
+            if live.any():
+                foreign = live & ~collection.visible(ids, tenant=who.tenant, owned=True)
+                if foreign.any():
+                    raise PermissionDeniedError(
+                        f"ids {ids[foreign][:5].tolist()} of collection {collection.name!r} "
+                        f"belong to another tenant; tenant {who.tenant!r} may not replace them"
+                    )
+        elif not tenants:
+            tenants = None
+        elif len(tenants) == 1:
+            tenants = tenants[0]
+        shared = [list(s.values) for s in request.shared_with] or None
+        return collection.upsert(
+            ids, vectors, tenants, attributes_from_pb(request.attributes), shared
+        )
+
+    def delete(self, who: Principal, request: pb.DeleteRequest) -> pb.DeleteResponse:
+        collection = self._collection(request.collection)
+        ids = np.array(request.ids, dtype=np.int64)
+        if not who.admin and ids.size:
+            seen = collection.visible(ids, tenant=who.tenant)
+            mine = collection.visible(ids, tenant=who.tenant, owned=True)
+            if (seen & ~mine).any():
+                raise PermissionDeniedError(
+                    f"ids {ids[seen & ~mine][:5].tolist()} are shared with tenant "
+                    f"{who.tenant!r}, not owned by it; only their owner or an admin deletes them"
+                )
+            if not request.missing_ok and not seen.all():
+                raise _missing(f"collection {collection.name!r}", ids[~seen])
+            ids = ids[mine]
+            if ids.size == 0:
+                return pb.DeleteResponse(deleted=0)
+            return pb.DeleteResponse(deleted=collection.delete(ids, missing_ok=True))
+        return pb.DeleteResponse(deleted=collection.delete(ids, missing_ok=request.missing_ok))
+
+    # -- graphs -------------------------------------------------------------------------------
+    def ppr(
+        self, who: Principal, request: pb.PersonalizedPageRankRequest
+    ) -> pb.PersonalizedPageRankResponse:
+        if not request.graph:
+            raise InvalidArgumentError("the request names no graph; set graph")
+        graph = self.engine.graph(request.graph)
+        self._batch(len(request.queries), "queries")
+        if not request.queries:
+            raise InvalidArgumentError("no queries: send at least one Seeds")
+        k = self._k(request.k, 100)
+        tenant = self._tenant(who, request.tenant)
+        scope = None
+        if request.collection:
+            scope = self._collection(request.collection)
+        elif tenant is not None:
+            raise PermissionDeniedError(
+                "PPR for a tenant names the collection whose rows scope its seeds and results; "
+                "set collection"
+            )
+        queries: list[Any] = []
+        for i, seeds in enumerate(request.queries):
+            nodes = np.array(seeds.nodes, dtype=np.int64)
+            if seeds.weights and len(seeds.weights) != nodes.size:
+                raise InvalidArgumentError(
+                    f"query {i} has {nodes.size} seed nodes and {len(seeds.weights)} weights; "
+                    "give one weight per node or none"
+                )
+            if scope is not None and nodes.size:
+                seen = scope.visible(nodes, tenant=tenant)
+                if not seen.all():  # reported like nodes that do not exist
+                    raise _missing(f"graph {graph.name!r}", nodes[~seen])
+            queries.append(
+                dict(zip(nodes.tolist(), seeds.weights)) if seeds.weights else nodes.tolist()
+            )
+        options = dict(
+            method=request.method or None,
+            alpha=request.alpha or None,
+            dangling=request.dangling or None,
+            **self._params(request.params),
+        )
+        if scope is None:
+            result = graph.ppr_batch(queries, k, **options)
+            ids, scores = result.ids, result.scores
+        else:
+            result, ids, scores = self._scoped_ppr(graph, scope, tenant, queries, k, options)
+        return pb.PersonalizedPageRankResponse(
+            rows=ids.shape[0],
+            k=k,
+            ids=ids.astype("<i8", copy=False).tobytes(),
+            scores=scores.astype("<f4", copy=False).tobytes(),
+            error=result.error.tolist(),
+            error_is_bound=result.error_is_bound,
+            method=result.method,
+            alpha=result.alpha,
+            dangling=result.dangling,
+            seconds=result.seconds,
+            mass=result.mass.tolist(),
+        )
+
+    @staticmethod
+    def _scoped_ppr(
+        graph: Any, scope: Collection, tenant: str | None, queries: list, k: int, options: dict
+    ) -> tuple[Any, np.ndarray, np.ndarray]:
+        """PPR whose results are the top-k nodes that are rows of ``scope`` the tenant may see:
+        ask for 4k nodes, then more while a query comes back short and the graph has more."""
+        fetch = min(4 * k, graph.num_nodes)
+        while True:
+            result = graph.ppr_batch(queries, fetch, **options)
+            keep = (result.ids >= 0) & scope.visible(result.ids.ravel(), tenant=tenant).reshape(
+                result.ids.shape
+            )
+            short = keep.sum(axis=1) < k
+            if not short.any() or fetch >= graph.num_nodes:
+                break
+            fetch = min(4 * fetch, graph.num_nodes)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.zeros((len(queries), k), dtype=np.float32)
+        for i in range(len(queries)):
+            mine = np.flatnonzero(keep[i])[:k]
+            ids[i, : mine.size] = result.ids[i, mine]
+            scores[i, : mine.size] = result.scores[i, mine]
+        return result, ids, scores
+
+    # -- listing, statistics, administration ------------------------------------------------
+    def stats(self, who: Principal, request: pb.StatsRequest) -> pb.StatsResponse:
+        if bool(request.collection) == bool(request.graph):
+            raise InvalidArgumentError("Stats takes one of collection, graph")
+        if request.graph:
+            stats = self.engine.graph(request.graph).stats()
+            if not who.admin:
+                stats = {n: stats[n] for n in ("name", "nodes", "edges", "directed") if n in stats}
+        else:
+            collection = self._collection(request.collection)
+            stats = collection.stats()
+            if not who.admin:  # what a tenant may know: the shape, not other tenants' sizes
+                stats = {n: stats[n] for n in ("name", "dim", "metric", "index", "attributes")}
+        return pb.StatsResponse(json=to_json(stats))
+
+    def list_collections(self, who: Principal, request: pb.ListRequest) -> pb.ListResponse:
+        return pb.ListResponse(names=self.engine.collections())
+
+    def list_graphs(self, who: Principal, request: pb.ListRequest) -> pb.ListResponse:
+        return pb.ListResponse(names=self.engine.graphs())
+
+    def create_collection(
+        self, who: Principal, request: pb.CreateCollectionRequest
+    ) -> pb.CreateResponse:
+        self._admin(who, "CreateCollection")
+        collection = self.engine.create_collection(
+            request.name,
+            dim=request.dim,
+            metric=request.metric or "l2",
+            index=request.index or "hnsw",
+            **params_from_pb(request.params),
+        )
+        return pb.CreateResponse(json=to_json(collection.stats()))
+
+    def drop_collection(self, who: Principal, request: pb.DropRequest) -> pb.DropResponse:
+        self._admin(who, "DropCollection")
+        self.engine.drop_collection(request.name)
+        return pb.DropResponse()
+
+    def create_graph(self, who: Principal, request: pb.CreateGraphRequest) -> pb.CreateResponse:
+        self._admin(who, "CreateGraph")
+        if len(request.edges) % 16:
+            raise InvalidArgumentError(
+                f"edges carry {len(request.edges)} bytes; expected int64 (src, dst) pairs, 16 "
+                "bytes per edge"
+            )
+        edges = np.frombuffer(request.edges, dtype="<i8").reshape(-1, 2).astype(np.int64)
+        weights = None
+        if request.weights:
+            if len(request.weights) != 4 * edges.shape[0]:
+                raise InvalidArgumentError(
+                    f"weights carry {len(request.weights)} bytes; expected one float32 per edge "
+                    f"({4 * edges.shape[0]} bytes)"
+                )
+            weights = np.frombuffer(request.weights, dtype="<f4").astype(np.float32)
+        graph = self.engine.create_graph(
+            request.name,
+            edges,
+            weights,
+            directed=not request.undirected,
+            node_ids=np.array(request.node_ids, dtype=np.int64) if request.node_ids else None,
+        )
+        if request.fingerprints:
+            graph.build_fingerprints(**params_from_pb(request.fingerprint_params))
+        return pb.CreateResponse(json=to_json(graph.stats()))
+
+    def drop_graph(self, who: Principal, request: pb.DropRequest) -> pb.DropResponse:
+        self._admin(who, "DropGraph")
+        self.engine.drop_graph(request.name)
+        return pb.DropResponse()
+
+    def flush(self, who: Principal, request: pb.FlushRequest) -> pb.FlushResponse:
+        self._admin(who, "Flush")
+        self.engine.flush()
+        return pb.FlushResponse()

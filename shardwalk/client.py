@@ -1,0 +1,371 @@
+"""The Python client of a shardwalk server, with the library's shape.
+
+    client = shardwalk.Client("127.0.0.1:50051", api_key="...")
+    hits = client.collection("docs").search(queries, k=10, where=F("year") >= 2020)
+    top = client.graph("links").ppr([1, 2, 3], k=20, collection="docs")
+
+Calls return the library's result types (``SearchResult``, ``Records``, ``PPRResult``) and
+raise the library's exception classes, chosen by the status code the server sent (the server
+puts the library's message in it). Reads (search, get, PPR, stats, listings) are retried with
+exponential backoff while the server is UNAVAILABLE; writes are not retried. Every call has a
+deadline (``timeout``, default 30 s).
+
+This module is the only one of ``shardwalk/`` that imports grpc, and ``import shardwalk``
+does not import it: ``shardwalk.Client`` loads it when first used.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+
+from shardwalk._wire import (
+    attributes_from_pb,
+    filter_to_pb,
+    matrix_from_pb,
+    params_to_pb,
+    table_to_pb,
+    vectors_from_pb,
+    vectors_to_pb,
+)
+from shardwalk.collection import Records
+from shardwalk.errors import InvalidArgumentError, ShardwalkError, error_for_code
+from shardwalk.index.base import SearchResult
+from shardwalk.index.planner import Explain
+from shardwalk.rows import attribute_table
+from shardwalk.v1 import shardwalk_pb2 as pb
+from shardwalk.v1 import shardwalk_pb2_grpc as pb_grpc
+from shardwalk.validation import check_ids
+from shardwalk.walks.ppr import PPRResult
+
+__all__ = ["Client", "RemoteCollection", "RemoteGraph"]
+
+_RETRIES = 4  # attempts after the first, for idempotent calls on UNAVAILABLE
+_CHUNK_BYTES = 4 * 2**20  # an upsert stream sends chunks of about this size
+
+
+class Client:
+    """A connection to a shardwalk server.
+
+    Parameters
+    ----------
+    address : str
+        ``host:port`` of the server.
+    api_key : str, optional
+        Sent as ``authorization: Bearer <key>``; the server maps it to a tenant or to admin.
+    timeout : float
+        Deadline of each call in seconds (default 30).
+    tls : bool or bytes
+        False: plaintext; True: TLS with the system's roots; bytes: TLS trusting these PEM roots.
+    retries : int
+        Attempts after the first for reads that find the server UNAVAILABLE (default 4;
+        backoff 0.1 s doubling, with jitter).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        tls: bool | bytes = False,
+        retries: int = _RETRIES,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.retries = retries
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        options = [("grpc.max_receive_message_length", 256 * 2**20)]
+        if tls:
+            roots = tls if isinstance(tls, bytes) else None
+            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._stub = pb_grpc.ShardwalkStub(self._channel)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _call(self, method: str, request: Any, *, idempotent: bool = True) -> Any:
+        """One RPC, retried on UNAVAILABLE when idempotent; errors as the library's classes."""
+        rpc: Callable[..., Any] = getattr(self._stub, method)
+        delay = 0.1
+        for attempt in range(self.retries + 1 if idempotent else 1):
+            try:
+                return rpc(request, timeout=self.timeout, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                if (
+                    exc.code() == grpc.StatusCode.UNAVAILABLE
+                    and attempt < self.retries
+                    and (idempotent)
+                ):
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay *= 2
+                    continue
+                raise _translate(exc, self.address) from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the engine's shape -----------------------------------------------------------------
+    def collection(self, name: str) -> RemoteCollection:
+        """A handle on a collection (no call is made until it is used)."""
+        return RemoteCollection(self, name)
+
+    def graph(self, name: str) -> RemoteGraph:
+        return RemoteGraph(self, name)
+
+    def collections(self) -> list[str]:
+        return list(self._call("ListCollections", pb.ListRequest()).names)
+
+    def graphs(self) -> list[str]:
+        return list(self._call("ListGraphs", pb.ListRequest()).names)
+
+    def create_collection(
+        self, name: str, dim: int, metric: str = "l2", index: str = "hnsw", **index_params: Any
+    ) -> RemoteCollection:
+        """As :meth:`shardwalk.Engine.create_collection` (admin keys only)."""
+        request = pb.CreateCollectionRequest(
+            name=name, dim=dim, metric=metric, index=index, params=params_to_pb(index_params)
+        )
+        self._call("CreateCollection", request, idempotent=False)
+        return self.collection(name)
+
+    def drop_collection(self, name: str) -> None:
+        self._call("DropCollection", pb.DropRequest(name=name), idempotent=False)
+
+    def create_graph(
+        self,
+        name: str,
+        edges: Any,
+        weights: Any = None,
+        *,
+        directed: bool = True,
+        node_ids: Any = None,
+        fingerprints: bool = False,
+        **fingerprint_params: Any,
+    ) -> RemoteGraph:
+        """As :meth:`shardwalk.Engine.create_graph` from an (E, 2) array of node ids, then
+        optionally ``build_fingerprints(**fingerprint_params)`` (admin keys only)."""
+        edges = np.asarray(edges)
+        if edges.ndim != 2 or edges.shape[1] != 2 or edges.dtype.kind not in "iu":
+            raise InvalidArgumentError(
+                f"edges must be an (E, 2) integer array of (src, dst) ids; got shape "
+                f"{edges.shape} of {edges.dtype}"
+            )
+        request = pb.CreateGraphRequest(
+            name=name,
+            edges=edges.astype("<i8").tobytes(),
+            weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
+            undirected=not directed,
+            node_ids=[] if node_ids is None else np.asarray(node_ids, dtype=np.int64).tolist(),
+            fingerprints=fingerprints,
+            fingerprint_params=params_to_pb(fingerprint_params),
+        )
+        self._call("CreateGraph", request, idempotent=False)
+        return self.graph(name)
+
+    def drop_graph(self, name: str) -> None:
+        self._call("DropGraph", pb.DropRequest(name=name), idempotent=False)
+
+    def flush(self) -> None:
+        """Checkpoint every collection now (admin keys only)."""
+        self._call("Flush", pb.FlushRequest(), idempotent=False)
+
+
+class RemoteCollection:
+    """A collection on the server, with :class:`shardwalk.Collection`'s methods."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self._client = client
+        self.name = name
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        tenant: str | None = None,
+        where: Any = None,
+        explain: bool = False,
+        **search_params: Any,
+    ) -> SearchResult:
+        """As :meth:`shardwalk.Collection.search`; a tenant key's searches are always scoped to
+        its tenant (``tenant`` may only repeat it)."""
+        request = pb.SearchRequest(
+            collection=self.name,
+            queries=vectors_to_pb(queries, what="queries"),
+            k=_count(k, "k"),
+            tenant=tenant or "",
+            filter=None if where is None else filter_to_pb(where),
+            params=params_to_pb(search_params),
+            explain=explain,
+        )
+        response = self._client._call("Search", request)
+        rows, k = response.rows, response.k
+        return SearchResult(
+            ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
+            distances=matrix_from_pb(response.distances, "<f4", rows, k, "distances"),
+            explain=Explain(**json.loads(response.explain_json)) if response.explain_json else None,
+        )
+
+    def get(self, ids: Any) -> Records:
+        """As :meth:`shardwalk.Collection.get` (ids a tenant may not see are not found)."""
+        ids = check_ids(ids)
+        response = self._client._call("Get", pb.GetRequest(collection=self.name, ids=ids.tolist()))
+        table = attributes_from_pb(response.attributes)
+        return Records(
+            ids=np.array(response.ids, dtype=np.int64),
+            vectors=vectors_from_pb(response.vectors),
+            tenants=[t or None for t in response.tenants],
+            attributes={} if table is None else table.to_pydict(),
+            shared_with=[list(s.values) for s in response.shared_with],
+        )
+
+    def upsert(
+        self,
+        ids: Any,
+        vectors: Any,
+        tenants: Any = None,
+        attributes: Any = None,
+        shared_with: Any = None,
+    ) -> int:
+        """As :meth:`shardwalk.Collection.upsert`, streamed in chunks of about 4 MiB, each
+        durable once the server has applied it; a tenant key writes its own rows only."""
+        ids = check_ids(ids)
+        vectors = np.asarray(vectors, dtype="<f4")
+        n = ids.size
+        if vectors.ndim != 2 or vectors.shape[0] != n:
+            raise InvalidArgumentError(
+                f"vectors must be ({n}, dim) for {n} ids; got shape {vectors.shape}"
+            )
+        owners = [tenants] if isinstance(tenants, str) else list(tenants or [])
+        if len(owners) not in (0, 1, n):
+            raise InvalidArgumentError(f"tenants must be one name or {n}; got {len(owners)}")
+        shared = list(shared_with or [])
+        if shared and len(shared) != n:
+            raise InvalidArgumentError(f"shared_with must have {n} lists; got {len(shared)}")
+        table = None if attributes is None else attribute_table(attributes, n)
+        step = max(1, _CHUNK_BYTES // (4 * max(1, vectors.shape[1]) + 64))
+
+        def chunks() -> Iterator[pb.UpsertRequest]:
+            for lo in range(0, n, step):
+                hi = min(n, lo + step)
+                yield pb.UpsertRequest(
+                    collection=self.name,
+                    ids=ids[lo:hi].tolist(),
+                    vectors=vectors_to_pb(vectors[lo:hi]),
+                    tenants=owners if len(owners) <= 1 else owners[lo:hi],
+                    shared_with=[pb.StringList(values=s) for s in shared[lo:hi]],
+                    attributes=_slice_attributes(table, lo, hi),
+                )
+
+        return int(self._client._call("Upsert", chunks(), idempotent=False).upserted)
+
+    def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
+        """As :meth:`shardwalk.Collection.delete`."""
+        ids = check_ids(ids, allow_empty=True)
+        request = pb.DeleteRequest(collection=self.name, ids=ids.tolist(), missing_ok=missing_ok)
+        return int(self._client._call("Delete", request, idempotent=False).deleted)
+
+    def stats(self) -> dict[str, Any]:
+        """The collection's statistics (tenant keys see its shape only)."""
+        response = self._client._call("Stats", pb.StatsRequest(collection=self.name))
+        return json.loads(response.json)
+
+
+class RemoteGraph:
+    """A graph on the server, with :class:`shardwalk.Graph`'s query methods."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self._client = client
+        self.name = name
+
+    def ppr(self, seeds: Any, k: int = 100, **options: Any) -> PPRResult:
+        """As :meth:`shardwalk.Graph.ppr`, plus ``collection=`` (the collection whose rows
+        scope seeds and results: required for tenant keys) and ``tenant=``."""
+        return self.ppr_batch([seeds], k, **options)
+
+    def ppr_batch(
+        self,
+        queries: Any,
+        k: int = 100,
+        *,
+        method: str | None = None,
+        alpha: float | None = None,
+        dangling: str | None = None,
+        collection: str | None = None,
+        tenant: str | None = None,
+        **params: Any,
+    ) -> PPRResult:
+        request = pb.PersonalizedPageRankRequest(
+            graph=self.name,
+            queries=[_seeds(q) for q in queries],
+            k=_count(k, "k"),
+            method=method or "",
+            alpha=alpha or 0.0,
+            dangling=dangling or "",
+            params=params_to_pb(params),
+            collection=collection or "",
+            tenant=tenant or "",
+        )
+        response = self._client._call("PersonalizedPageRank", request)
+        rows, k = response.rows, response.k
+        return PPRResult(
+            ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
+            scores=matrix_from_pb(response.scores, "<f4", rows, k, "scores"),
+            error=np.array(response.error, dtype=np.float64),
+            mass=np.array(response.mass, dtype=np.float64),
+            error_is_bound=response.error_is_bound,
+            method=response.method,
+            alpha=response.alpha,
+            dangling=response.dangling,
+            seconds=response.seconds,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        response = self._client._call("Stats", pb.StatsRequest(graph=self.name))
+        return json.loads(response.json)
+
+
+def _translate(exc: grpc.RpcError, address: str) -> ShardwalkError:
+    """The library's exception for a failed call (the server's message, the class of its
+    status code)."""
+    code = exc.code()
+    details = exc.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        details = f"server {address} unavailable: {details}"
+    cls = error_for_code(code.name)
+    return cls(details)
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InvalidArgumentError(f"{what} must be a positive integer; got {value!r}")
+    if value >= 2**32:
+        raise InvalidArgumentError(f"{what}={value} is out of range")
+    return int(value)
+
+
+def _seeds(query: Any) -> pb.Seeds:
+    if isinstance(query, dict):
+        return pb.Seeds(nodes=[int(n) for n in query], weights=[float(w) for w in query.values()])
+    if isinstance(query, int | np.integer):
+        return pb.Seeds(nodes=[int(query)])
+    return pb.Seeds(nodes=check_ids(query, what="seeds", allow_empty=True).tolist())
+
+
+def _slice_attributes(table: Any, lo: int, hi: int) -> bytes:
+    return b"" if table is None else table_to_pb(table.slice(lo, hi - lo))

@@ -14,6 +14,8 @@ parallel (bench/server.py compares it with grpc.aio).
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -22,15 +24,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from shardwalk.server.config import Config, Principal
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from shardwalk.server.config import Config, Principal, load_config
 from shardwalk.server.service import Service
 
 from shardwalk.engine import Engine
 from shardwalk.errors import DeadlineExceededError, InvalidArgumentError, ShardwalkError
 from shardwalk.v1 import shardwalk_pb2 as pb
 
-__all__ = ["SERVICE", "Server"]
+__all__ = ["SERVICE", "Server", "serve"]
 
 SERVICE = "shardwalk.v1.Shardwalk"
 log = logging.getLogger("shardwalk.server")
@@ -214,3 +216,32 @@ def _api_key(metadata: Any) -> str | None:
 
 def _label(who: Principal | None) -> str:
     return "-" if who is None else who.label
+
+
+def serve(
+    data: str,
+    config_path: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 50051,
+    metrics_port: int | None = None,
+    threads: int | None = None,
+    grace: float = 30.0,
+    announce: Callable[[str], None] = print,
+) -> int:
+    """``shardwalk serve``: open the data directory, serve until SIGTERM or SIGINT, then
+    finish in-flight calls (up to ``grace`` seconds), checkpoint and close."""
+    config = load_config(config_path)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with Engine.open(data, threads=threads) as engine:
+        server = Server(engine, config, host=host, port=port).start()
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr=host, registry=server.registry)
+        scheme = "TLS" if config.tls_cert is not None else "plaintext"
+        announce(f"shardwalk serving {data} on {host}:{server.port} ({scheme})")
+        stop.wait()
+        announce("shutting down: finishing in-flight calls, then a checkpoint")
+        server.stop(grace)
+    return 0

@@ -579,6 +579,25 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from shardwalk.server.app import serve
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return serve(
+        args.data,
+        args.config,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        threads=args.threads,
+        announce=lambda line: print(line, flush=True),
+    )
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with _open_existing(args.data) as engine:
         names = [args.collection] if args.collection else engine.collections()
@@ -936,6 +955,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_ppr)
+
+    p = command(
+        sub,
+        "serve",
+        "serve a data directory over gRPC",
+        "Serve a data directory over gRPC until SIGTERM/SIGINT (then in-flight calls finish "
+        "and every collection is checkpointed). The TOML config maps API keys to tenants or "
+        "admin and sets limits and TLS (see shardwalk.server.config).",
+    )
+    p.add_argument("--data", required=True, help="data directory (created if missing)")
+    p.add_argument("--config", required=True, help="TOML file: [[api_keys]], [limits], [tls]")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--threads", type=int, help="engine thread budget (default: the cores)")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="INFO logs one line per request",
+    )
+    p.set_defaults(run=cmd_serve)
 
     p = command(sub, "info", "collections, graphs and their statistics")
     p.add_argument("--data", required=True, help="data directory (must exist)")

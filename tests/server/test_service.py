@@ -1,0 +1,387 @@
+"""Every RPC end to end on a real server (127.0.0.1, port 0): results equal the embedded
+library's, errors are the library's classes, tenants only ever see their own rows, and no
+malformed request gets INTERNAL or wedges the server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shardwalk
+from shardwalk import F
+from shardwalk.v1 import shardwalk_pb2 as pb
+
+from .conftest import ADMIN, TENANTS, Running, key_of, seeded_rows, visible_to
+
+DIM = 16
+N = 600
+
+
+@pytest.fixture(scope="module")
+def docs(running: Running) -> dict:
+    """A collection of N rows over four tenants and a chain-plus-random graph over its ids."""
+    admin = running.client()
+    rows = seeded_rows(N, DIM)
+    admin.create_collection("docs", dim=DIM, index="hnsw")
+    assert admin.collection("docs").upsert(**rows) == N
+    rng = np.random.default_rng(1)
+    src = np.concatenate([np.arange(N - 1), rng.integers(0, N, 3 * N)])
+    dst = np.concatenate([np.arange(1, N), rng.integers(0, N, 3 * N)])
+    admin.create_graph("links", np.stack([src, dst], 1), fingerprints=True, walks_per_node=8)
+    return rows
+
+
+def test_every_rpc_end_to_end(running: Running, docs: dict) -> None:
+    admin = running.client()
+    assert "docs" in admin.collections() and "links" in admin.graphs()
+    docs_remote = admin.collection("docs")
+    hits = docs_remote.search(docs["vectors"][:3], 5)
+    assert hits.ids.shape == (3, 5) and (hits.ids[:, 0] == [0, 1, 2]).all()
+    scoped = docs_remote.search(docs["vectors"][:3], 5, where=F("year") >= 2010, explain=True)
+    assert scoped.explain is not None and scoped.explain.path
+    got = docs_remote.get([5, 7])
+    assert got.ids.tolist() == [5, 7] and got.tenants == [docs["tenants"][5], docs["tenants"][7]]
+    assert got.attributes["year"] == [docs["attributes"]["year"][i] for i in (5, 7)]
+    np.testing.assert_array_equal(got.vectors, docs["vectors"][[5, 7]])
+    assert docs_remote.stats()["count"] == N
+    ppr = admin.graph("links").ppr([0, 1], 10)
+    assert ppr.ids.shape == (1, 10) and ppr.method == "fingerprint"
+    assert admin.graph("links").stats()["nodes"] == N
+
+    admin.create_collection("scratch", dim=4, index="flat")
+    scratch = admin.collection("scratch")
+    assert scratch.upsert([1, 2, 3], np.eye(3, 4), tenants="t0") == 3
+    assert scratch.delete([2]) == 1 and scratch.delete([2], missing_ok=True) == 0
+    admin.flush()
+    admin.drop_collection("scratch")
+    assert "scratch" not in admin.collections()
+    admin.create_graph("tiny", [[1, 2], [2, 3]])
+    admin.drop_graph("tiny")
+    assert "tiny" not in admin.graphs()
+
+
+def test_embedded_and_remote_agree(running: Running, docs: dict) -> None:
+    admin = running.client()
+    embedded = running.engine.collection("docs")
+    queries = docs["vectors"][10:20] + 0.01
+    for options in ({}, {"tenant": "t1"}, {"where": F("lang") == "de"}, {"ef": 100}):
+        here = embedded.search(queries, 7, **options)
+        there = admin.collection("docs").search(queries, 7, **options)
+        np.testing.assert_array_equal(here.ids, there.ids)
+        np.testing.assert_array_equal(here.distances, there.distances)
+    a, b = embedded.get([3, 1]), admin.collection("docs").get([3, 1])
+    assert a.tenants == b.tenants and a.shared_with == b.shared_with
+    assert a.attributes == b.attributes
+    here = running.engine.graph("links").ppr_batch([[4], {5: 1.0, 6: 3.0}], 20, method="push")
+    there = admin.graph("links").ppr_batch([[4], {5: 1.0, 6: 3.0}], 20, method="push")
+    np.testing.assert_array_equal(here.ids, there.ids)
+    np.testing.assert_allclose(here.scores, there.scores)
+    assert there.method == "push" and there.error_is_bound == here.error_is_bound
+
+
+BAD_CALLS = {
+    "wrong dimension": lambda c: c.collection("docs").search(np.zeros((1, DIM + 1))),
+    "NaN query": lambda c: c.collection("docs").search(np.full((1, DIM), np.nan)),
+    "empty queries": lambda c: c.collection("docs").search(np.zeros((0, DIM))),
+    "zero k": lambda c: c.collection("docs").search(np.zeros((1, DIM)), 0),
+    "unknown collection": lambda c: c.collection("nope").search(np.zeros((1, DIM))),
+    "unknown field": lambda c: c.collection("docs").search(np.zeros((1, DIM)), where=F("x") == 1),
+    "wrong field type": lambda c: c.collection("docs").search(
+        np.zeros((1, DIM)), where=F("year") == "x"
+    ),
+    "unknown search parameter": lambda c: c.collection("docs").search(np.zeros((1, DIM)), nope=1),
+    "unknown id": lambda c: c.collection("docs").get([10**9]),
+    "duplicate ids": lambda c: c.collection("docs").upsert([1, 1], np.zeros((2, DIM))),
+    "NaN vector": lambda c: c.collection("docs").upsert([1], np.full((1, DIM), np.nan)),
+    "existing collection": lambda c: c.create_collection("docs", dim=DIM),
+    "bad metric": lambda c: c.create_collection("other", dim=DIM, metric="l3"),
+    "unknown graph": lambda c: c.graph("nope").ppr([1]),
+    "unknown seed": lambda c: c.graph("links").ppr([10**9]),
+    "bad alpha": lambda c: c.graph("links").ppr([1], alpha=1.5),
+    "bad method": lambda c: c.graph("links").ppr([1], method="magic"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CALLS))
+def test_same_error_class_embedded_and_remote(running: Running, docs: dict, name: str) -> None:
+    call = BAD_CALLS[name]
+    with pytest.raises(shardwalk.ShardwalkError) as embedded:
+        call(running.engine)
+    with pytest.raises(shardwalk.ShardwalkError) as remote:
+        call(running.client())
+    assert type(remote.value) is type(embedded.value)
+    assert str(remote.value) == str(embedded.value)
+
+
+def test_authentication_and_roles(running: Running, docs: dict) -> None:
+    query = docs["vectors"][:1]
+    for key in (None, "not-a-key-at-all"):
+        with pytest.raises(shardwalk.UnauthenticatedError):
+            running.client(key).collection("docs").search(query)
+    t0 = running.client(key_of("t0"))
+    with pytest.raises(shardwalk.PermissionDeniedError, match="acts for tenant 't0'"):
+        t0.collection("docs").search(query, tenant="t1")
+    for admin_only in (
+        lambda: t0.create_collection("mine", dim=4),
+        lambda: t0.drop_collection("docs"),
+        lambda: t0.drop_graph("links"),
+        lambda: t0.flush(),
+    ):
+        with pytest.raises(shardwalk.PermissionDeniedError, match="admin"):
+            admin_only()
+    with pytest.raises(shardwalk.PermissionDeniedError, match="collection"):
+        t0.graph("links").ppr([0])
+    assert set(t0.collection("docs").stats()) == {"name", "dim", "metric", "index", "attributes"}
+
+
+def test_tenant_writes_touch_only_their_rows(running: Running, docs: dict) -> None:
+    admin = running.client()
+    admin.create_collection("notes", dim=4, index="flat")
+    admin.collection("notes").upsert(
+        [1, 2, 3], np.eye(3, 4), tenants=["t0", "t1", "t1"], shared_with=[[], ["t0"], []]
+    )
+    t0 = running.client(key_of("t0")).collection("notes")
+    assert t0.upsert([1, 10], np.ones((2, 4))) == 2  # its own row and a new one
+    assert running.engine.collection("notes").get([10]).tenants == ["t0"]
+    with pytest.raises(shardwalk.PermissionDeniedError, match="another tenant"):
+        t0.upsert([2], np.ones((1, 4)))  # t1's row, shared with t0: readable, not writable
+    with pytest.raises(shardwalk.PermissionDeniedError, match="writes rows of tenant 't0'"):
+        t0.upsert([11], np.ones((1, 4)), tenants="t1")
+    with pytest.raises(shardwalk.PermissionDeniedError, match="shared with tenant 't0'"):
+        t0.delete([2])
+    with pytest.raises(shardwalk.NotFoundError, match="has no ids 3"):
+        t0.delete([3])  # t1's row, invisible to t0: reported like a missing id
+    with pytest.raises(shardwalk.NotFoundError, match="has no ids 3"):
+        t0.get([1, 3])
+    assert t0.delete([3, 10], missing_ok=True) == 1
+    assert running.engine.collection("notes").get([3]).tenants == ["t1"]
+
+
+filters = st.one_of(
+    st.none(),
+    st.builds(lambda y: F("year") >= y, st.integers(1995, 2030)),
+    st.builds(lambda lang: F("lang") == lang, st.sampled_from(["en", "de", "fr", "xx"])),
+    st.builds(
+        lambda y, lang: (F("year") < y) | ~(F("lang") == lang),
+        st.integers(1995, 2030),
+        st.sampled_from(["en", "de"]),
+    ),
+)
+
+
+def _matches(rows: dict, i: int, where: object) -> bool:
+    if where is None:
+        return True
+    engine = shardwalk.Engine.memory()  # evaluate the predicate the library's way, on one row
+    c = engine.create_collection("one", dim=DIM, index="flat")
+    c.upsert(
+        [0],
+        rows["vectors"][i : i + 1],
+        attributes={n: [v[i]] for n, v in rows["attributes"].items()},
+    )
+    return bool(c.visible([0], where=where)[0])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    tenant=st.sampled_from(TENANTS),
+    where=filters,
+    k=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    asked=st.lists(st.integers(0, N + 5), min_size=1, max_size=8, unique=True),
+)
+def test_tenant_isolation(
+    running: Running, docs: dict, tenant: str, where, k: int, seed: int, asked: list[int]
+) -> None:
+    client = running.client(key_of(tenant))
+    mine = visible_to(docs, tenant)
+    query = np.random.default_rng(seed).standard_normal((2, DIM)).astype(np.float32)
+    found = client.collection("docs").search(query, k, where=where).ids
+    for i in found[found >= 0].tolist():
+        assert i in mine and _matches(docs, i, where)
+    try:
+        got = client.collection("docs").get(asked).ids.tolist()
+        assert set(got) <= mine
+    except shardwalk.NotFoundError:
+        assert not set(asked) <= mine
+    seeds = [i for i in asked if i in mine] or sorted(mine)[:1]
+    ppr = client.graph("links").ppr(seeds, k, collection="docs").ids
+    assert set(ppr[ppr >= 0].tolist()) <= mine
+
+
+def test_limits(running: Running, docs: dict) -> None:
+    docs_remote = running.client().collection("docs")
+    with pytest.raises(shardwalk.ResourceExhaustedError, match="max_k"):
+        docs_remote.search(docs["vectors"][:1], 501)
+    with pytest.raises(shardwalk.ResourceExhaustedError, match="max_batch"):
+        docs_remote.search(docs["vectors"][:65], 5)
+    with pytest.raises(shardwalk.ResourceExhaustedError):  # above max_message_bytes (1 MiB)
+        docs_remote.search(np.zeros((20_000, DIM), dtype=np.float32), 5)
+
+
+def _raw(running: Running, method: str) -> grpc.UnaryUnaryMultiCallable:
+    channel = grpc.insecure_channel(running.address)
+    return channel.unary_unary(f"/shardwalk.v1.Shardwalk/{method}")
+
+
+vectors_msgs = st.builds(pb.Vectors, dim=st.integers(0, 2**32 - 1), data=st.binary(max_size=256))
+values = (
+    st.builds(pb.Value, int_value=st.integers(-(2**63), 2**63 - 1))
+    | st.builds(pb.Value, string_value=st.text(max_size=5))
+    | st.just(pb.Value())
+)
+filter_msgs = st.recursive(
+    st.builds(
+        pb.Filter,
+        eq=st.builds(pb.FieldValue, field=st.sampled_from(["", "year", "x"]), value=values),
+    )
+    | st.builds(pb.Filter, exists=st.sampled_from(["", "lang"]))
+    | st.builds(pb.Filter, range=st.builds(pb.Range, field=st.just("year"), low=values))
+    | st.just(pb.Filter()),
+    lambda inner: (
+        st.builds(pb.Filter, negate=inner)
+        | st.builds(lambda ts: pb.Filter(all=pb.Filters(terms=ts)), st.lists(inner, max_size=3))
+    ),
+    max_leaves=40,
+)
+search_msgs = st.builds(
+    pb.SearchRequest,
+    collection=st.sampled_from(["docs", "", "nope", "x" * 300]),
+    queries=vectors_msgs,
+    k=st.integers(0, 2**32 - 1),
+    tenant=st.sampled_from(["", "t0", "t9", "\x00"]),
+    filter=filter_msgs,
+    params=st.dictionaries(st.sampled_from(["ef", "k", "nope", "probe_ratio"]), values, max_size=2),
+)
+ppr_msgs = st.builds(
+    pb.PersonalizedPageRankRequest,
+    graph=st.sampled_from(["links", "", "nope"]),
+    queries=st.lists(
+        st.builds(
+            pb.Seeds,
+            nodes=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
+            weights=st.lists(st.floats(allow_nan=True), max_size=3),
+        ),
+        max_size=3,
+    ),
+    k=st.integers(0, 2**32 - 1),
+    method=st.sampled_from(["", "push", "exact", "fingerprint", "magic"]),
+    alpha=st.floats(allow_nan=True),
+    dangling=st.sampled_from(["", "drop", "bad"]),
+    collection=st.sampled_from(["", "docs", "nope"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    message=st.one_of(
+        st.tuples(st.just("Search"), search_msgs.map(lambda m: m.SerializeToString())),
+        st.tuples(st.just("PersonalizedPageRank"), ppr_msgs.map(lambda m: m.SerializeToString())),
+        st.tuples(
+            st.sampled_from(["Search", "Get", "Delete", "CreateCollection", "Stats"]),
+            st.binary(max_size=64),
+        ),
+    ),
+    key=st.sampled_from([ADMIN, key_of("t0")]),
+)
+def test_malformed_requests_never_internal(running: Running, docs: dict, message, key) -> None:
+    method, data = message
+    call = _raw(running, method)
+    try:
+        call(data, timeout=10, metadata=(("authorization", f"Bearer {key}"),))
+    except grpc.RpcError as exc:
+        assert exc.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), exc.details()
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def test_deep_filters_are_invalid_not_internal(running: Running, docs: dict) -> None:
+    call = _raw(running, "Search")
+    metadata = (("authorization", f"Bearer {ADMIN}"),)
+    deep = pb.Filter(exists="year")
+    for _ in range(60):  # deeper than the library takes (32), shallower than protobuf's 100
+        deep = pb.Filter(negate=deep)
+    request = pb.SearchRequest(
+        collection="docs", queries=pb.Vectors(dim=DIM, data=bytes(4 * DIM)), k=3, filter=deep
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        call(request.SerializeToString(), metadata=metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nested more than 32" in err.value.details()
+    # 500 levels, encoded by hand: protobuf itself refuses to parse it
+    node = pb.Filter(exists="year").SerializeToString()
+    for _ in range(500):
+        node = b"\x42" + _encode_varint(len(node)) + node  # field 8 (negate), length-delimited
+    data = request.SerializeToString().split(b"\x2a", 1)[0]  # everything before field 5
+    data += b"\x2a" + _encode_varint(len(node)) + node
+    with pytest.raises(grpc.RpcError) as err:
+        call(data, metadata=metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+
+
+def test_health_reflection_and_metrics(running: Running, docs: dict) -> None:
+    channel = grpc.insecure_channel(running.address)
+    health = health_pb2_grpc.HealthStub(channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(service="shardwalk.v1.Shardwalk"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {s.name for a in answers for s in a.list_services_response.service}
+    assert {"shardwalk.v1.Shardwalk", "grpc.health.v1.Health"} <= names
+    running.client().collection("docs").search(docs["vectors"][:1])
+    count = running.server.registry.get_sample_value(
+        "shardwalk_requests_total", {"rpc": "Search", "tenant": "admin", "code": "OK"}
+    )
+    assert count is not None and count >= 1
+
+
+def test_concurrent_load_without_errors(running: Running, docs: dict) -> None:
+    """32 clients for 20 s (bounded): searches, gets, PPR and upserts, no error."""
+    errors: list[BaseException] = []
+    calls = [0] * 32
+    stop = time.monotonic() + 20
+
+    def client_loop(c: int) -> None:
+        tenant = TENANTS[c % len(TENANTS)]
+        client = running.client(ADMIN if c % 8 == 0 else key_of(tenant))
+        rng = np.random.default_rng(c)
+        try:
+            while time.monotonic() < stop:
+                q = docs["vectors"][rng.integers(0, N, 2)]
+                client.collection("docs").search(q, 10, where=F("year") >= 2005)
+                if c % 8 == 0:
+                    i = int(rng.integers(N, N + 50))
+                    client.collection("docs").upsert([i], q[:1], tenants=tenant)
+                elif c % 4 == 1:
+                    client.graph("links").ppr(
+                        sorted(visible_to(docs, tenant))[:2], 10, collection="docs"
+                    )
+                calls[c] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client_loop, args=(c,)) for c in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert all(calls), calls  # every client got answers

@@ -1,18 +1,20 @@
 """The gRPC server: authentication, error mapping, limits, metrics and logs around the handlers
 of :mod:`shardwalk.server.service`, plus the standard health and reflection services.
 
-Every RPC passes through one wrapper (:meth:`Server._wrap`): it authenticates the caller from
+Every RPC passes through one wrapper (:meth:`Dispatcher.call`): it authenticates the caller from
 the ``authorization`` metadata, parses the request (a message that does not parse is
 INVALID_ARGUMENT, never INTERNAL), checks the deadline, runs the handler, maps the library's
 exceptions to their status codes with the library's message (anything unexpected is INTERNAL
 with a generic message and a logged traceback), and records one log line and the metrics.
 
-The server is synchronous with a thread pool: handlers call the engine, whose reads run in
-parallel (bench/server.py compares it with grpc.aio).
+Two server models share it: :class:`Server`, grpc's synchronous server with a thread pool,
+and :class:`AioServer` on grpc.aio (``shardwalk serve --aio``); handlers call the engine,
+whose reads run in parallel. bench/server.py compares the two.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -32,7 +34,7 @@ from shardwalk.engine import Engine
 from shardwalk.errors import DeadlineExceededError, InvalidArgumentError, ShardwalkError
 from shardwalk.v1 import shardwalk_pb2 as pb
 
-__all__ = ["SERVICE", "Server", "serve"]
+__all__ = ["SERVICE", "AioServer", "Dispatcher", "Server", "serve"]
 
 SERVICE = "shardwalk.v1.Shardwalk"
 log = logging.getLogger("shardwalk.server")
@@ -55,27 +57,16 @@ _RPCS: dict[str, tuple[Any, Callable[..., Any], bool]] = {
 }
 if hasattr(Service, "compose"):
     _RPCS["Compose"] = (pb.ComposeRequest, Service.compose, False)
+_SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
-class Server:
-    """A running shardwalk gRPC server over an engine.
+class Dispatcher:
+    """The one wrapper around every RPC, shared by both server models: authenticate, parse,
+    check the deadline, run the handler, map errors to status codes, log and count."""
 
-    Parameters
-    ----------
-    engine : Engine
-    config : Config
-        API keys, limits, TLS (see :mod:`shardwalk.server.config`).
-    host, port
-        Where to listen; port 0 picks a free port (``server.port`` says which).
-    """
-
-    def __init__(
-        self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, config: Config) -> None:
         self.config = config
         self.service = Service(engine, config.limits)
-        limits = config.limits
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "shardwalk_requests",
@@ -90,40 +81,126 @@ class Server:
             registry=self.registry,
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
         )
+
+    def call(
+        self, rpc: str, data: Any, metadata: Any, remaining: float | None
+    ) -> tuple[grpc.StatusCode, str, bytes]:
+        """(status, message, serialized response) of one call; ``data`` is the request's
+        bytes, or an iterable of them for a client stream."""
+        request_type, handler, streaming = _RPCS[rpc]
+        start = time.perf_counter()
+        who: Principal | None = None
+        code, message, out = grpc.StatusCode.OK, "", b""
+        try:
+            who = self.config.principal(_api_key(metadata))
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceededError(f"the deadline of {rpc} passed before it ran")
+            if streaming:
+                request = (_parse(rpc, request_type, d) for d in data)
+            else:
+                request = _parse(rpc, request_type, data)
+            out = handler(self.service, who, request).SerializeToString()
+        except ShardwalkError as exc:
+            code, message = grpc.StatusCode[exc.code], exc.message
+        except RecursionError:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, f"{rpc}: request nested too deeply"
+        except grpc.RpcError:  # the client went away mid-stream: nobody to answer
+            code, message = grpc.StatusCode.CANCELLED, "the call was cancelled"
+        except Exception:
+            log.exception("%s failed unexpectedly (tenant %s)", rpc, _label(who))
+            code = grpc.StatusCode.INTERNAL
+            message = f"internal error in {rpc}; the server logged the details"
+        seconds = time.perf_counter() - start
+        tenant = _label(who)
+        self._requests.labels(rpc, tenant, code.name).inc()
+        self._latency.labels(rpc, tenant).observe(seconds)
+        log.info("rpc=%s tenant=%s status=%s ms=%.2f", rpc, tenant, code.name, seconds * 1e3)
+        return code, message, out
+
+
+def _parse(rpc: str, request_type: Any, data: bytes) -> Any:
+    try:
+        return request_type.FromString(data)
+    except Exception as exc:  # DecodeError, depth limits: the client's fault
+        raise InvalidArgumentError(
+            f"the {rpc} request is not a valid {request_type.DESCRIPTOR.full_name} message "
+            f"({type(exc).__name__})"
+        ) from None
+
+
+def _options(limits: Any) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+    ]
+
+
+def _listen(server: Any, config: Config, host: str, port: int) -> int:
+    address = f"{host}:{port}"
+    if config.tls_cert is not None:
+        credentials = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise InvalidArgumentError(f"cannot listen on {address}: the address is in use")
+    return int(bound)
+
+
+class Server:
+    """A running shardwalk gRPC server over an engine: grpc's synchronous server, a thread
+    per call from a pool of ``[limits] threads``.
+
+    Parameters
+    ----------
+    engine : Engine
+    config : Config
+        API keys, limits, TLS (see :mod:`shardwalk.server.config`).
+    host, port
+        Where to listen; port 0 picks a free port (``server.port`` says which).
+    """
+
+    def __init__(
+        self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.dispatcher = Dispatcher(engine, config)
+        self.registry = self.dispatcher.registry
+        limits = config.limits
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=limits.threads, thread_name_prefix="rpc"),
             maximum_concurrent_rpcs=limits.max_concurrent_requests,
-            options=[
-                ("grpc.max_receive_message_length", limits.max_message_bytes),
-                ("grpc.max_send_message_length", limits.max_message_bytes),
-            ],
+            options=_options(limits),
         )
-        handlers = {}
-        for name, (request_type, handler, streaming) in _RPCS.items():
-            behavior = self._wrap(name, request_type, handler, streaming)
-            make = (
+        call = self.dispatcher.call
+
+        def behavior_of(rpc: str) -> Callable[[Any, grpc.ServicerContext], bytes]:
+            def behavior(data: Any, context: grpc.ServicerContext) -> bytes:
+                code, message, out = call(
+                    rpc, data, context.invocation_metadata(), context.time_remaining()
+                )
+                if code is not grpc.StatusCode.OK:
+                    context.abort(code, message)
+                return out
+
+            return behavior
+
+        handlers = {
+            rpc: (
                 grpc.stream_unary_rpc_method_handler
                 if streaming
                 else grpc.unary_unary_rpc_method_handler
-            )
-            handlers[name] = make(behavior)  # raw bytes in and out: parsing is ours
+            )(behavior_of(rpc))  # raw bytes in and out: parsing is the dispatcher's
+            for rpc, (_, _, streaming) in _RPCS.items()
+        }
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
-        address = f"{host}:{port}"
-        if config.tls_cert is not None:
-            credentials = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
-            self.port = self._server.add_secure_port(address, credentials)
-        else:
-            self.port = self._server.add_insecure_port(address)
-        if self.port == 0:
-            raise InvalidArgumentError(f"cannot listen on {address}: the address is in use")
-        self.host = host
+        reflection.enable_server_reflection(_SERVICES, self._server)
+        self.port = _listen(self._server, config, host, port)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> Server:
@@ -138,13 +215,7 @@ class Server:
         checkpoint every collection. The engine stays open (its owner closes it)."""
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
-        try:
-            self.engine.flush()
-        except ShardwalkError as exc:  # a closed engine: nothing left to checkpoint
-            log.warning("no checkpoint at shutdown: %s", exc)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._server.wait_for_termination(timeout)
+        _checkpoint(self.engine)
 
     def __enter__(self) -> Server:
         return self.start()
@@ -152,58 +223,101 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- the one wrapper around every RPC ---------------------------------------------------
-    def _wrap(
-        self, rpc: str, request_type: Any, handler: Callable[..., Any], streaming: bool
-    ) -> Callable[[Any, grpc.ServicerContext], bytes]:
-        service = self.service
 
-        def parse(data: bytes) -> Any:
-            try:
-                return request_type.FromString(data)
-            except Exception as exc:  # DecodeError, recursion limits: the client's fault
-                raise InvalidArgumentError(
-                    f"the {rpc} request is not a valid {request_type.DESCRIPTOR.full_name} "
-                    f"message ({type(exc).__name__})"
-                ) from None
+class AioServer:
+    """The same service on grpc.aio: one event loop (in a thread of its own) takes the calls
+    and runs each handler in a pool of ``[limits] threads`` (the engine is synchronous). A
+    client stream is read whole before its handler runs. Same interface as :class:`Server`;
+    bench/server.py compares the two."""
 
-        def behavior(data: Any, context: grpc.ServicerContext) -> bytes:
-            start = time.perf_counter()
-            who: Principal | None = None
-            code, message, out = grpc.StatusCode.OK, "", b""
-            try:
-                who = self.config.principal(_api_key(context.invocation_metadata()))
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
-                    raise DeadlineExceededError(f"the deadline of {rpc} passed before it ran")
-                request = (parse(d) for d in data) if streaming else parse(data)
-                out = handler(service, who, request).SerializeToString()
-            except ShardwalkError as exc:
-                code, message = grpc.StatusCode[exc.code], exc.message
-            except RecursionError:
-                code, message = (
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"{rpc}: request nested too deeply",
+    def __init__(
+        self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.dispatcher = Dispatcher(engine, config)
+        self.registry = self.dispatcher.registry
+        self._config, self._port = config, port
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=config.limits.threads, thread_name_prefix="rpc"
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server, self.port = self._run(self._build())
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _build(self) -> tuple[Any, int]:
+        from grpc_health.v1 import _async as health_aio
+
+        limits = self._config.limits
+        server = grpc.aio.server(
+            maximum_concurrent_rpcs=limits.max_concurrent_requests, options=_options(limits)
+        )
+        call, pool = self.dispatcher.call, self._pool
+
+        def behavior_of(rpc: str, streaming: bool) -> Callable[..., Any]:
+            async def behavior(data: Any, context: grpc.aio.ServicerContext) -> bytes:
+                if streaming:
+                    data = [chunk async for chunk in data]
+                code, message, out = await asyncio.get_running_loop().run_in_executor(
+                    pool, call, rpc, data, context.invocation_metadata(), context.time_remaining()
                 )
-            except grpc.RpcError:  # the client went away mid-stream: nobody to answer
-                code, message = grpc.StatusCode.CANCELLED, "the call was cancelled"
-            except Exception:
-                log.exception("%s failed unexpectedly (tenant %s)", rpc, _label(who))
-                code = grpc.StatusCode.INTERNAL
-                message = f"internal error in {rpc}; the server logged the details"
-            self._record(rpc, who, code.name, start)
-            if code is not grpc.StatusCode.OK:
-                context.abort(code, message)
-            return out
+                if code is not grpc.StatusCode.OK:
+                    await context.abort(code, message)
+                return out
 
-        return behavior
+            return behavior
 
-    def _record(self, rpc: str, who: Principal | None, code: str, start: float) -> None:
-        seconds = time.perf_counter() - start
-        tenant = _label(who)
-        self._requests.labels(rpc, tenant, code).inc()
-        self._latency.labels(rpc, tenant).observe(seconds)
-        log.info("rpc=%s tenant=%s status=%s ms=%.2f", rpc, tenant, code, seconds * 1e3)
+        handlers = {
+            rpc: (
+                grpc.stream_unary_rpc_method_handler
+                if streaming
+                else grpc.unary_unary_rpc_method_handler
+            )(behavior_of(rpc, streaming))
+            for rpc, (_, _, streaming) in _RPCS.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(_SERVICES, server)
+        return server, _listen(server, self._config, self.host, self._port)
+
+    def start(self) -> AioServer:
+        async def start() -> None:
+            await self._server.start()
+            for name in ("", SERVICE):
+                await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        self._run(start())
+        log.info("listening on %s:%d (grpc.aio)", self.host, self.port)
+        return self
+
+    def stop(self, grace: float | None = 10.0) -> None:
+        async def stop() -> None:
+            await self.health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+
+        self._run(stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._pool.shutdown()
+        _checkpoint(self.engine)
+
+    def __enter__(self) -> AioServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _checkpoint(engine: Engine) -> None:
+    try:
+        engine.flush()
+    except ShardwalkError as exc:  # a closed engine: nothing left to checkpoint
+        log.warning("no checkpoint at shutdown: %s", exc)
 
 
 def _api_key(metadata: Any) -> str | None:
@@ -227,6 +341,7 @@ def serve(
     metrics_port: int | None = None,
     threads: int | None = None,
     grace: float = 30.0,
+    aio: bool = False,
     announce: Callable[[str], None] = print,
 ) -> int:
     """``shardwalk serve``: open the data directory, serve until SIGTERM or SIGINT, then
@@ -236,7 +351,7 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with Engine.open(data, threads=threads) as engine:
-        server = Server(engine, config, host=host, port=port).start()
+        server = (AioServer if aio else Server)(engine, config, host=host, port=port).start()
         if metrics_port is not None:
             start_http_server(metrics_port, addr=host, registry=server.registry)
         scheme = "TLS" if config.tls_cert is not None else "plaintext"

@@ -594,6 +594,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         metrics_port=args.metrics_port,
         threads=args.threads,
+        aio=args.aio,
         announce=lambda line: print(line, flush=True),
     )
 
@@ -970,6 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--threads", type=int, help="engine thread budget (default: the cores)")
+    p.add_argument("--aio", action="store_true", help="serve with grpc.aio (default: sync)")
     p.add_argument(
         "--log-level",
         default="INFO",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from shardwalk.server.app import Server
+from shardwalk.server.app import AioServer, Server
 from shardwalk.server.config import parse_config
 
 import shardwalk
@@ -30,7 +30,7 @@ class Running:
         return shardwalk.Client(self.address, api_key=key, **options)
 
 
-def start(engine: shardwalk.Engine, limits: dict | None = None) -> Server:
+def start(engine: shardwalk.Engine, limits: dict | None = None, model: str = "sync") -> Server:
     config = parse_config(
         {
             "api_keys": [{"key": ADMIN, "role": "admin"}]
@@ -38,13 +38,18 @@ def start(engine: shardwalk.Engine, limits: dict | None = None) -> Server:
             "limits": limits or {},
         }
     )
-    return Server(engine, config, host="127.0.0.1", port=0).start()
+    kind = AioServer if model == "aio" else Server
+    return kind(engine, config, host="127.0.0.1", port=0).start()
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+@pytest.fixture(scope="module", params=["sync", "aio"])
+def running(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    """Both server models (the same dispatcher behind grpc's sync server and grpc.aio)."""
     engine = shardwalk.Engine.open(tmp_path_factory.mktemp("served"))
-    server = start(engine, {"max_k": 500, "max_batch": 64, "max_message_bytes": 1 << 20})
+    limits = {"max_k": 500, "max_batch": 64, "max_message_bytes": 1 << 20}
+    server = start(engine, limits, request.param)
     yield Running(engine, server, f"127.0.0.1:{server.port}")
     server.stop(grace=1)
     engine.close()

@@ -23,9 +23,9 @@ from shardwalk.index.filters import F
 
 
 def __getattr__(name: str) -> object:
-    """``shardwalk.Client``: loaded on first use, so that ``import shardwalk`` never imports
+    """``shardwalk.Client`` and ``AsyncClient``: loaded on first use, so that ``import shardwalk`` never imports
     grpc."""
-    if name in ("Client", "RemoteCollection", "RemoteGraph"):
+    if name in ("AsyncClient", "Client", "RemoteCollection", "RemoteGraph"):
         from shardwalk import client
 
         return getattr(client, name)
@@ -34,6 +34,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AlreadyExistsError",
+    "AsyncClient",
     "Client",
     "Collection",
     "CorruptionError",

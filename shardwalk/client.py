@@ -16,6 +16,7 @@ does not import it: ``shardwalk.Client`` loads it when first used.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -44,82 +45,22 @@ from shardwalk.v1 import shardwalk_pb2_grpc as pb_grpc
 from shardwalk.validation import check_ids
 from shardwalk.walks.ppr import PPRResult
 
-__all__ = ["Client", "RemoteCollection", "RemoteGraph"]
+__all__ = ["AsyncClient", "Client", "RemoteCollection", "RemoteGraph"]
 
 _RETRIES = 4  # attempts after the first, for idempotent calls on UNAVAILABLE
 _CHUNK_BYTES = 4 * 2**20  # an upsert stream sends chunks of about this size
 
 
-class Client:
-    """A connection to a shardwalk server.
+class _Shape:
+    """The engine-shaped methods, written once: each builds a request and names how to read
+    the response; ``_run`` (the transport's) makes the call. In :class:`AsyncClient` ``_run``
+    returns a coroutine, so the same methods are awaited there."""
 
-    Parameters
-    ----------
-    address : str
-        ``host:port`` of the server.
-    api_key : str, optional
-        Sent as ``authorization: Bearer <key>``; the server maps it to a tenant or to admin.
-    timeout : float
-        Deadline of each call in seconds (default 30).
-    tls : bool or bytes
-        False: plaintext; True: TLS with the system's roots; bytes: TLS trusting these PEM roots.
-    retries : int
-        Attempts after the first for reads that find the server UNAVAILABLE (default 4;
-        backoff 0.1 s doubling, with jitter).
-    """
+    def _run(
+        self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
+    ) -> Any:
+        raise NotImplementedError
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        api_key: str | None = None,
-        timeout: float = 30.0,
-        tls: bool | bytes = False,
-        retries: int = _RETRIES,
-    ) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.retries = retries
-        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        options = [("grpc.max_receive_message_length", 256 * 2**20)]
-        if tls:
-            roots = tls if isinstance(tls, bytes) else None
-            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-            self._channel = grpc.secure_channel(address, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(address, options=options)
-        self._stub = pb_grpc.ShardwalkStub(self._channel)
-
-    # -- plumbing ---------------------------------------------------------------------------
-    def _call(self, method: str, request: Any, *, idempotent: bool = True) -> Any:
-        """One RPC, retried on UNAVAILABLE when idempotent; errors as the library's classes."""
-        rpc: Callable[..., Any] = getattr(self._stub, method)
-        delay = 0.1
-        for attempt in range(self.retries + 1 if idempotent else 1):
-            try:
-                return rpc(request, timeout=self.timeout, metadata=self._metadata)
-            except grpc.RpcError as exc:
-                if (
-                    exc.code() == grpc.StatusCode.UNAVAILABLE
-                    and attempt < self.retries
-                    and (idempotent)
-                ):
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay *= 2
-                    continue
-                raise _translate(exc, self.address) from None
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- the engine's shape -----------------------------------------------------------------
     def collection(self, name: str) -> RemoteCollection:
         """A handle on a collection (no call is made until it is used)."""
         return RemoteCollection(self, name)
@@ -128,10 +69,10 @@ class Client:
         return RemoteGraph(self, name)
 
     def collections(self) -> list[str]:
-        return list(self._call("ListCollections", pb.ListRequest()).names)
+        return self._run("ListCollections", pb.ListRequest(), _names)
 
     def graphs(self) -> list[str]:
-        return list(self._call("ListGraphs", pb.ListRequest()).names)
+        return self._run("ListGraphs", pb.ListRequest(), _names)
 
     def create_collection(
         self, name: str, dim: int, metric: str = "l2", index: str = "hnsw", **index_params: Any
@@ -140,11 +81,12 @@ class Client:
         request = pb.CreateCollectionRequest(
             name=name, dim=dim, metric=metric, index=index, params=params_to_pb(index_params)
         )
-        self._call("CreateCollection", request, idempotent=False)
-        return self.collection(name)
+        return self._run(
+            "CreateCollection", request, lambda _: self.collection(name), idempotent=False
+        )
 
     def drop_collection(self, name: str) -> None:
-        self._call("DropCollection", pb.DropRequest(name=name), idempotent=False)
+        return self._run("DropCollection", pb.DropRequest(name=name), _none, idempotent=False)
 
     def create_graph(
         self,
@@ -174,15 +116,127 @@ class Client:
             fingerprints=fingerprints,
             fingerprint_params=params_to_pb(fingerprint_params),
         )
-        self._call("CreateGraph", request, idempotent=False)
-        return self.graph(name)
+        return self._run("CreateGraph", request, lambda _: self.graph(name), idempotent=False)
 
     def drop_graph(self, name: str) -> None:
-        self._call("DropGraph", pb.DropRequest(name=name), idempotent=False)
+        return self._run("DropGraph", pb.DropRequest(name=name), _none, idempotent=False)
 
     def flush(self) -> None:
         """Checkpoint every collection now (admin keys only)."""
-        self._call("Flush", pb.FlushRequest(), idempotent=False)
+        return self._run("Flush", pb.FlushRequest(), _none, idempotent=False)
+
+
+class Client(_Shape):
+    """A connection to a shardwalk server.
+
+    Parameters
+    ----------
+    address : str
+        ``host:port`` of the server.
+    api_key : str, optional
+        Sent as ``authorization: Bearer <key>``; the server maps it to a tenant or to admin.
+    timeout : float
+        Deadline of each call in seconds (default 30).
+    tls : bool or bytes
+        False: plaintext; True: TLS with the system's roots; bytes: TLS trusting these PEM roots.
+    retries : int
+        Attempts after the first for reads that find the server UNAVAILABLE (default 4;
+        backoff 0.1 s doubling, with jitter).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        tls: bool | bytes = False,
+        retries: int = _RETRIES,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.retries = retries
+        self._metadata = _metadata(api_key)
+        self._channel = _channel(grpc, address, tls)
+        self._stub = pb_grpc.ShardwalkStub(self._channel)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _run(
+        self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
+    ) -> Any:
+        """One RPC, retried on UNAVAILABLE when idempotent; errors as the library's classes."""
+        rpc: Callable[..., Any] = getattr(self._stub, method)
+        delay = 0.1
+        for attempt in range(self.retries + 1 if idempotent else 1):
+            try:
+                return parse(rpc(request, timeout=self.timeout, metadata=self._metadata))
+            except grpc.RpcError as exc:
+                if _retry(exc, idempotent, attempt, self.retries):
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay *= 2
+                    continue
+                raise _translate(exc, self.address) from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Shape):
+    """:class:`Client` for asyncio: the same constructor and methods, each awaited
+    (``await client.collection("docs").search(q)``); reads retried on UNAVAILABLE with
+    ``asyncio.sleep`` backoff. Close with ``await client.close()`` or ``async with``."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        tls: bool | bytes = False,
+        retries: int = _RETRIES,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.retries = retries
+        self._metadata = _metadata(api_key)
+        self._channel = _channel(grpc.aio, address, tls)
+        self._stub = pb_grpc.ShardwalkStub(self._channel)
+
+    def _run(
+        self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
+    ) -> Any:
+        rpc: Callable[..., Any] = getattr(self._stub, method)
+
+        async def call() -> Any:
+            delay = 0.1
+            for attempt in range(self.retries + 1 if idempotent else 1):
+                try:
+                    return parse(await rpc(request, timeout=self.timeout, metadata=self._metadata))
+                except grpc.RpcError as exc:
+                    if _retry(exc, idempotent, attempt, self.retries):
+                        await asyncio.sleep(delay * (0.5 + random.random()))
+                        delay *= 2
+                        continue
+                    raise _translate(exc, self.address) from None
+            raise AssertionError("unreachable")
+
+        return call()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 class RemoteCollection:
@@ -213,26 +267,13 @@ class RemoteCollection:
             params=params_to_pb(search_params),
             explain=explain,
         )
-        response = self._client._call("Search", request)
-        rows, k = response.rows, response.k
-        return SearchResult(
-            ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
-            distances=matrix_from_pb(response.distances, "<f4", rows, k, "distances"),
-            explain=Explain(**json.loads(response.explain_json)) if response.explain_json else None,
-        )
+        return self._client._run("Search", request, _search_result)
 
     def get(self, ids: Any) -> Records:
         """As :meth:`shardwalk.Collection.get` (ids a tenant may not see are not found)."""
         ids = check_ids(ids)
-        response = self._client._call("Get", pb.GetRequest(collection=self.name, ids=ids.tolist()))
-        table = attributes_from_pb(response.attributes)
-        return Records(
-            ids=np.array(response.ids, dtype=np.int64),
-            vectors=vectors_from_pb(response.vectors),
-            tenants=[t or None for t in response.tenants],
-            attributes={} if table is None else table.to_pydict(),
-            shared_with=[list(s.values) for s in response.shared_with],
-        )
+        request = pb.GetRequest(collection=self.name, ids=ids.tolist())
+        return self._client._run("Get", request, _records)
 
     def upsert(
         self,
@@ -272,18 +313,17 @@ class RemoteCollection:
                     attributes=_slice_attributes(table, lo, hi),
                 )
 
-        return int(self._client._call("Upsert", chunks(), idempotent=False).upserted)
+        return self._client._run("Upsert", chunks(), _upserted, idempotent=False)
 
     def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
         """As :meth:`shardwalk.Collection.delete`."""
         ids = check_ids(ids, allow_empty=True)
         request = pb.DeleteRequest(collection=self.name, ids=ids.tolist(), missing_ok=missing_ok)
-        return int(self._client._call("Delete", request, idempotent=False).deleted)
+        return self._client._run("Delete", request, _deleted, idempotent=False)
 
     def stats(self) -> dict[str, Any]:
         """The collection's statistics (tenant keys see its shape only)."""
-        response = self._client._call("Stats", pb.StatsRequest(collection=self.name))
-        return json.loads(response.json)
+        return self._client._run("Stats", pb.StatsRequest(collection=self.name), _json)
 
 
 class RemoteGraph:
@@ -321,23 +361,84 @@ class RemoteGraph:
             collection=collection or "",
             tenant=tenant or "",
         )
-        response = self._client._call("PersonalizedPageRank", request)
-        rows, k = response.rows, response.k
-        return PPRResult(
-            ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
-            scores=matrix_from_pb(response.scores, "<f4", rows, k, "scores"),
-            error=np.array(response.error, dtype=np.float64),
-            mass=np.array(response.mass, dtype=np.float64),
-            error_is_bound=response.error_is_bound,
-            method=response.method,
-            alpha=response.alpha,
-            dangling=response.dangling,
-            seconds=response.seconds,
-        )
+        return self._client._run("PersonalizedPageRank", request, _ppr_result)
 
     def stats(self) -> dict[str, Any]:
-        response = self._client._call("Stats", pb.StatsRequest(graph=self.name))
-        return json.loads(response.json)
+        return self._client._run("Stats", pb.StatsRequest(graph=self.name), _json)
+
+
+# -- reading responses (shared by both transports) ---------------------------------------------
+def _none(response: Any) -> None:
+    return None
+
+
+def _names(response: pb.ListResponse) -> list[str]:
+    return list(response.names)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    return json.loads(response.json)
+
+
+def _upserted(response: pb.UpsertResponse) -> int:
+    return int(response.upserted)
+
+
+def _deleted(response: pb.DeleteResponse) -> int:
+    return int(response.deleted)
+
+
+def _search_result(response: pb.SearchResponse) -> SearchResult:
+    rows, k = response.rows, response.k
+    return SearchResult(
+        ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
+        distances=matrix_from_pb(response.distances, "<f4", rows, k, "distances"),
+        explain=Explain(**json.loads(response.explain_json)) if response.explain_json else None,
+    )
+
+
+def _records(response: pb.GetResponse) -> Records:
+    table = attributes_from_pb(response.attributes)
+    return Records(
+        ids=np.array(response.ids, dtype=np.int64),
+        vectors=vectors_from_pb(response.vectors),
+        tenants=[t or None for t in response.tenants],
+        attributes={} if table is None else table.to_pydict(),
+        shared_with=[list(s.values) for s in response.shared_with],
+    )
+
+
+def _ppr_result(response: pb.PersonalizedPageRankResponse) -> PPRResult:
+    rows, k = response.rows, response.k
+    return PPRResult(
+        ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
+        scores=matrix_from_pb(response.scores, "<f4", rows, k, "scores"),
+        error=np.array(response.error, dtype=np.float64),
+        mass=np.array(response.mass, dtype=np.float64),
+        error_is_bound=response.error_is_bound,
+        method=response.method,
+        alpha=response.alpha,
+        dangling=response.dangling,
+        seconds=response.seconds,
+    )
+
+
+def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def _channel(module: Any, address: str, tls: bool | bytes) -> Any:
+    """A channel of ``grpc`` or ``grpc.aio`` (same signatures)."""
+    options = [("grpc.max_receive_message_length", 256 * 2**20)]
+    if tls:
+        roots = tls if isinstance(tls, bytes) else None
+        credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+        return module.secure_channel(address, credentials, options=options)
+    return module.insecure_channel(address, options=options)
+
+
+def _retry(exc: grpc.RpcError, idempotent: bool, attempt: int, retries: int) -> bool:
+    return idempotent and attempt < retries and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def _translate(exc: grpc.RpcError, address: str) -> ShardwalkError:

@@ -385,3 +385,38 @@ def test_concurrent_load_without_errors(running: Running, docs: dict) -> None:
         t.join()
     assert not errors, errors[:3]
     assert all(calls), calls  # every client got answers
+
+
+def test_async_client_has_the_same_shape(running: Running, docs: dict) -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with shardwalk.AsyncClient(running.address, api_key=key_of("t2")) as client:
+            docs_remote = client.collection("docs")
+            hits, sync_hits = (
+                await docs_remote.search(docs["vectors"][:4], 5),
+                (running.client(key_of("t2")).collection("docs").search(docs["vectors"][:4], 5)),
+            )
+            np.testing.assert_array_equal(hits.ids, sync_hits.ids)
+            assert set(hits.ids[hits.ids >= 0].tolist()) <= visible_to(docs, "t2")
+            assert await docs_remote.upsert([N + 100], docs["vectors"][:1]) == 1
+            assert (await docs_remote.get([N + 100])).tenants == ["t2"]
+            assert await docs_remote.delete([N + 100]) == 1
+            mine = sorted(visible_to(docs, "t2"))[:3]
+            ppr = await client.graph("links").ppr(mine, 10, collection="docs")
+            assert set(ppr.ids[ppr.ids >= 0].tolist()) <= visible_to(docs, "t2")
+            assert "docs" in await client.collections()
+            with pytest.raises(shardwalk.InvalidArgumentError, match="dimension"):
+                await docs_remote.search(np.zeros((1, DIM + 1)))
+            with pytest.raises(shardwalk.PermissionDeniedError):
+                await client.create_collection("x", dim=4)
+
+    asyncio.run(main())
+
+
+def test_unreachable_server_is_retried_then_unavailable() -> None:
+    client = shardwalk.Client("127.0.0.1:1", api_key=ADMIN, timeout=2, retries=2)
+    start = time.monotonic()
+    with pytest.raises(shardwalk.ShardwalkError, match="unavailable"):
+        client.collections()
+    assert time.monotonic() - start >= 0.1  # backed off at least once

@@ -351,6 +351,10 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with Engine.open(data, threads=threads) as engine:
+        for name in engine.collections():  # loaded now, not by the first call that needs them
+            engine.collection(name)
+        for name in engine.graphs():
+            engine.graph(name)
         server = (AioServer if aio else Server)(engine, config, host=host, port=port).start()
         if metrics_port is not None:
             start_http_server(metrics_port, addr=host, registry=server.registry)

@@ -283,9 +283,8 @@ class Service:
         fetch = min(4 * k, graph.num_nodes)
         while True:
             result = graph.ppr_batch(queries, fetch, **options)
-            keep = (result.ids >= 0) & scope.visible(result.ids.ravel(), tenant=tenant).reshape(
-                result.ids.shape
-            )
+            keep = result.ids >= 0  # -1 pads queries whose vector has fewer than fetch nodes
+            keep[keep] = scope.visible(result.ids[keep], tenant=tenant)
             short = keep.sum(axis=1) < k
             if not short.any() or fetch >= graph.num_nodes:
                 break

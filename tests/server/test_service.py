@@ -420,3 +420,14 @@ def test_unreachable_server_is_retried_then_unavailable() -> None:
     with pytest.raises(shardwalk.ShardwalkError, match="unavailable"):
         client.collections()
     assert time.monotonic() - start >= 0.1  # backed off at least once
+
+
+def test_scoped_ppr_pads_when_few_nodes_are_reachable(running: Running, docs: dict) -> None:
+    """A PPR vector with fewer nodes than asked (padding -1) scopes without error."""
+    owner = docs["tenants"][0]
+    if "pairs" not in running.engine.graphs():
+        running.client().create_graph("pairs", [[0, 1], [2, 3]])
+    ppr = running.client(key_of(owner)).graph("pairs").ppr([0], 10, collection="docs")
+    found = ppr.ids[ppr.ids >= 0].tolist()
+    assert found[0] == 0 and set(found) <= visible_to(docs, owner) & {0, 1}
+    assert (ppr.ids[0, len(found) :] == -1).all()

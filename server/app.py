@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from shardwalk.server.config import Config, Principal, load_config
 from shardwalk.server.service import Service
 
+from shardwalk._deadline import deadline
 from shardwalk.engine import Engine
 from shardwalk.errors import DeadlineExceededError, InvalidArgumentError, ShardwalkError
 from shardwalk.v1 import shardwalk_pb2 as pb
@@ -99,7 +100,8 @@ class Dispatcher:
                 request = (_parse(rpc, request_type, d) for d in data)
             else:
                 request = _parse(rpc, request_type, data)
-            out = handler(self.service, who, request).SerializeToString()
+            with deadline(remaining):  # the engine checks it between stages and in solves
+                out = handler(self.service, who, request).SerializeToString()
         except ShardwalkError as exc:
             code, message = grpc.StatusCode[exc.code], exc.message
         except RecursionError:

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 from shardwalk.server.config import Limits, Principal
 
+from shardwalk._deadline import check
 from shardwalk._wire import (
     attributes_from_pb,
     filter_from_pb,
@@ -147,7 +148,7 @@ class Service:
         """Chunks of one client stream, each applied (and durable) before the next is read."""
         written = 0
         name = None
-        for request in chunks:
+        for number, request in enumerate(chunks, 1):
             if name is None:
                 name = request.collection
             elif request.collection != name:
@@ -156,6 +157,7 @@ class Service:
                     f"{request.collection!r}, the first named {name!r}"
                 )
             try:
+                check(f"chunk {number} of the upsert stream")
                 written += self._upsert_chunk(who, request)
             except Exception as exc:
                 if written and hasattr(exc, "message"):
@@ -241,6 +243,10 @@ class Service:
                 raise InvalidArgumentError(
                     f"query {i} has {nodes.size} seed nodes and {len(seeds.weights)} weights; "
                     "give one weight per node or none"
+                )
+            if seeds.weights and np.unique(nodes).size != nodes.size:
+                raise InvalidArgumentError(
+                    f"query {i} names a seed node twice; give each node once with its weight"
                 )
             if scope is not None and nodes.size:
                 seen = scope.visible(nodes, tenant=tenant)

@@ -15,6 +15,7 @@ from shardwalk.errors import (
 
 __version__ = "0.1.0"
 
+from shardwalk._deadline import deadline
 from shardwalk.collection import Collection, Records
 from shardwalk.engine import Engine
 from shardwalk.graph import Graph
@@ -51,4 +52,5 @@ __all__ = [
     "SearchResult",
     "ShardwalkError",
     "UnauthenticatedError",
+    "deadline",
 ]

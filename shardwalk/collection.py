@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import (
@@ -487,6 +488,7 @@ class Collection:
             Bad queries, k, parameter, tenant name, or a filter on an unknown attribute or of
             the wrong type.
         """
+        check_deadline("search")
         k = check_k(k)
         params = check_search_params(self.index_kind, search_params)
         arr = self._prepare_vectors(queries, what="queries")

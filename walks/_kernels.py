@@ -553,9 +553,10 @@ def compose_batch(
 @njit(cache=True)
 def push_one(
     indptr, indices, probs, weighted, seed_nodes, seed_weights, alpha, r_max, mode,
-    p, r, queue, flags, touched,
+    p, r, queue, flags, touched, stop,
 ):  # fmt: skip
-    """FIFO forward push until every residual r(u) < r_max * max(outdeg(u), 1).
+    """FIFO forward push until every residual r(u) < r_max * max(outdeg(u), 1), or until
+    ``stop[0]`` is set (polled every 1024 pushes: the residual left still bounds the error).
 
     Returns (nt, residual, lost): ``touched[:nt]`` are all nodes that got mass (estimates in
     ``p``), ``residual`` = sum of the residuals left (the certified l1 error for self_loop and
@@ -580,7 +581,11 @@ def push_one(
             size += 1
     lost = 0.0
     keep = 1.0 - alpha
+    pops = 0
     while size > 0:
+        pops += 1
+        if pops & 1023 == 0 and stop[0]:
+            break
         u = queue[head]
         head = (head + 1) % n
         size -= 1
@@ -626,7 +631,7 @@ def push_one(
 def push_chunk(
     c, n_chunks,
     indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
-    p, r, queue, flags, touched, out_ids, out_scores, out_stats,
+    p, r, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
     """``push_one`` for queries c, c + n_chunks, ... with scratch row c. ``out_stats[q]`` =
     (mass, residual, lost)."""
@@ -637,7 +642,7 @@ def push_chunk(
         a, b = q_indptr[q], q_indptr[q + 1]
         nt, residual, lost = push_one(
             indptr, indices, probs, weighted, q_nodes[a:b], q_weights[a:b], alpha, r_max,
-            mode, pc, r[c], queue[c], flags[c], tc,
+            mode, pc, r[c], queue[c], flags[c], tc, stop,
         )  # fmt: skip
         mass = 0.0
         for i in range(nt):
@@ -653,7 +658,7 @@ def push_chunk(
 @njit(cache=True, parallel=True)
 def push_batch(
     indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
-    p, r, queue, flags, touched, out_ids, out_scores, out_stats,
+    p, r, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
     """``push_chunk`` for every scratch row in parallel."""
     n_chunks = p.shape[0]
@@ -661,7 +666,7 @@ def push_batch(
         push_chunk(
             c, n_chunks,
             indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
-            p, r, queue, flags, touched, out_ids, out_scores, out_stats,
+            p, r, queue, flags, touched, out_ids, out_scores, out_stats, stop,
         )  # fmt: skip
 
 
@@ -671,13 +676,14 @@ def push_batch(
 
 @njit(cache=True)
 def exact_one(
-    indptr, indices, probs, weighted, seed_nodes, seed_weights, alpha, tol, max_iter, mode
+    indptr, indices, probs, weighted, seed_nodes, seed_weights, alpha, tol, max_iter, mode, stop
 ):
     """pi = sum_j alpha (1 - alpha)^j (P^T)^j s, summed until the mass still in flight (the
     l1 norm of the remaining series terms' source, an upper bound of the l1 error) is <= tol.
 
     P honours ``mode`` (0 self_loop: a dangling row is e_u; 1 drop: a zero row; 2 restart: a
-    dangling row is the seed distribution s). Returns (x, tail, iterations).
+    dangling row is the seed distribution s). Stops early when ``stop[0]`` is set (checked
+    every iteration). Returns (x, tail, iterations).
     """
     n = indptr.size - 1
     x = np.zeros(n, np.float64)
@@ -690,7 +696,7 @@ def exact_one(
     tail = 0.0
     for i in range(n):
         tail += v[i]
-    while tail > tol and it < max_iter:
+    while tail > tol and it < max_iter and stop[0] == 0:
         dangling = 0.0
         for u in range(n):
             vu = v[u]
@@ -744,6 +750,7 @@ def exact_chunk(
     out_ids,
     out_scores,
     out_stats,
+    stop,
 ):
     """``exact_one`` for queries c, c + n_chunks, ...; top-k of each; ``out_stats[q]`` =
     (mass, tail, iterations)."""
@@ -761,6 +768,7 @@ def exact_chunk(
             tol,
             max_iter,
             mode,
+            stop,
         )
         nz = np.flatnonzero(x)
         top_k_of(nz, nz.size, x, k, out_ids[q], out_scores[q])
@@ -786,6 +794,7 @@ def exact_batch(
     out_ids,
     out_scores,
     out_stats,
+    stop,
     n_chunks,
 ):
     """``exact_chunk`` over ``n_chunks`` chunks in parallel."""
@@ -808,6 +817,7 @@ def exact_batch(
             out_ids,
             out_scores,
             out_stats,
+            stop,
         )
 
 

@@ -70,6 +70,7 @@ from shardwalk.walks import _check, _kernels
 from shardwalk.walks.fingerprints import FingerprintStore
 from shardwalk.walks.graph import CSRGraph
 
+from shardwalk._deadline import stop_flag
 from shardwalk.errors import InvalidArgumentError
 
 __all__ = ["METHODS", "PPRIndex", "PPRResult", "personalized_pagerank"]
@@ -446,20 +447,22 @@ class PPRIndex:
         g = self.graph
         if method == "exact":
             tol, max_iter = args
-            x, tail, _ = _kernels.exact_one(
-                self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
-                alpha, tol, max_iter, _check.DANGLING_MODES[rule],
-            )  # fmt: skip
+            with stop_flag("exact PPR") as stop:
+                x, tail, _ = _kernels.exact_one(
+                    self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
+                    alpha, tol, max_iter, _check.DANGLING_MODES[rule], stop,
+                )  # fmt: skip
             nz = np.flatnonzero(x)
             return g.to_external(nz), x[nz], float(tail)
         mode = _walk_mode(rule)
         with self._scratch(1) as s:
             if method == "push":
                 (r_max,) = args
-                nt, err, _ = _kernels.push_one(
-                    self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
-                    alpha, r_max, mode, s.a[0], s.b[0], s.i1[0], s.flag[0], s.i3[0],
-                )  # fmt: skip
+                with stop_flag("push PPR") as stop:
+                    nt, err, _ = _kernels.push_one(
+                        self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
+                        alpha, r_max, mode, s.a[0], s.b[0], s.i1[0], s.flag[0], s.i3[0], stop,
+                    )  # fmt: skip
                 touched = s.i3[0][:nt].copy()
                 vals = s.a[0][touched].copy()
                 s.a[0][touched] = 0.0
@@ -519,11 +522,11 @@ class PPRIndex:
     def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max):
         nq = q_ptr.size - 1
         out = np.empty((nq, 3), np.float64)
-        with self._scratch(self._chunks(nq)) as s:
+        with self._scratch(self._chunks(nq)) as s, stop_flag("push PPR") as stop:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
                 q_ptr, q_nodes, q_w, alpha, r_max, _walk_mode(rule), k,
-                s.a, s.b, s.i1, s.flag, s.i3, ids, scores, out,
+                s.a, s.b, s.i1, s.flag, s.i3, ids, scores, out, stop,
             )  # fmt: skip
             if s.chunks == 1:
                 _kernels.push_chunk(0, 1, *args)
@@ -556,15 +559,16 @@ class PPRIndex:
     def _run_exact(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, tol, max_iter):
         nq = q_ptr.size - 1
         out = np.empty((nq, 3), np.float64)
-        args = (
-            self._indptr, self._indices, self._probs, self.graph.weighted,
-            q_ptr, q_nodes, q_w, alpha, tol, max_iter,
-            _check.DANGLING_MODES[rule], k, ids, scores, out,
-        )  # fmt: skip
-        if nq == 1:
-            _kernels.exact_chunk(0, 1, *args)
-        else:
-            _kernels.exact_batch(*args, self._chunks(nq))
+        with stop_flag("exact PPR") as stop:
+            args = (
+                self._indptr, self._indices, self._probs, self.graph.weighted,
+                q_ptr, q_nodes, q_w, alpha, tol, max_iter,
+                _check.DANGLING_MODES[rule], k, ids, scores, out, stop,
+            )  # fmt: skip
+            if nq == 1:
+                _kernels.exact_chunk(0, 1, *args)
+            else:
+                _kernels.exact_batch(*args, self._chunks(nq))
         return out[:, 0], out[:, 1]
 
 

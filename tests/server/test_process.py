@@ -113,7 +113,7 @@ def test_sigterm_drains_in_flight_calls(paths: tuple[Path, Path]) -> None:
             for lo in chunks()
         )
         try:
-            result["ok"] = client._call("Upsert", requests, idempotent=False).upserted
+            result["ok"] = client._run("Upsert", requests, lambda r: r.upserted, False)
         except Exception as exc:  # reported by the assertion below
             result["error"] = exc
 

@@ -431,3 +431,60 @@ def test_scoped_ppr_pads_when_few_nodes_are_reachable(running: Running, docs: di
     found = ppr.ids[ppr.ids >= 0].tolist()
     assert found[0] == 0 and set(found) <= visible_to(docs, owner) & {0, 1}
     assert (ppr.ids[0, len(found) :] == -1).all()
+
+
+def test_deadlines_reach_the_engine(running: Running, docs: dict) -> None:
+    """A client deadline shorter than an exact PPR solve: the client gets
+    DeadlineExceededError and the server's solve stops at the deadline too."""
+    from shardwalk.walks.generators import power_law_graph
+
+    if "big" not in running.engine.graphs():
+        csr = power_law_graph(50_000, 250_000, directed=False, seed=0)
+        running.engine.create_graph("big", csr)
+    slow = {"method": "exact", "tol": 1e-15}  # about 0.2 s
+    running.client().graph("big").ppr([0], 10, **slow)  # warm
+    hurried = running.client(timeout=0.05)
+    with pytest.raises(shardwalk.DeadlineExceededError):
+        hurried.graph("big").ppr([0], 10, **slow)
+    sample = {"rpc": "PersonalizedPageRank", "tenant": "admin", "code": "DEADLINE_EXCEEDED"}
+    for _ in range(100):  # the server's side ends within a poll of the stop flag
+        if running.server.registry.get_sample_value("shardwalk_requests_total", sample):
+            break
+        time.sleep(0.02)
+    assert running.server.registry.get_sample_value("shardwalk_requests_total", sample) >= 1
+
+
+def test_tls(tmp_path) -> None:
+    """A server with [tls] answers a client that trusts its certificate, and refuses
+    plaintext."""
+    import shutil
+    import subprocess
+
+    from shardwalk.server.app import Server
+    from shardwalk.server.config import load_config
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(tmp_path / "server.key"), "-out", str(tmp_path / "server.crt")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (tmp_path / "server.toml").write_text(
+        f'[[api_keys]]\nkey = "{ADMIN}"\nrole = "admin"\n\n'
+        '[tls]\ncert = "server.crt"\nkey = "server.key"\n'
+    )
+    engine = shardwalk.Engine.memory()
+    server = Server(engine, load_config(tmp_path / "server.toml")).start()
+    try:
+        address = f"127.0.0.1:{server.port}"
+        trusted = shardwalk.Client(
+            address, api_key=ADMIN, tls=(tmp_path / "server.crt").read_bytes()
+        )
+        assert trusted.collections() == []
+        plain = shardwalk.Client(address, api_key=ADMIN, timeout=2, retries=0)
+        with pytest.raises(shardwalk.ShardwalkError):
+            plain.collections()
+    finally:
+        server.stop(grace=1)

@@ -1,0 +1,56 @@
+"""Deadlines: ``shardwalk.deadline`` bounds engine calls, and long PPR solves stop at it."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from shardwalk.walks.generators import power_law_graph
+
+import shardwalk
+
+
+@pytest.fixture(scope="module")
+def big_graph() -> shardwalk.Graph:
+    engine = shardwalk.Engine.memory()
+    return engine.create_graph("g", power_law_graph(100_000, 500_000, directed=False, seed=0))
+
+
+def test_a_passed_deadline_stops_a_search_before_it_runs() -> None:
+    engine = shardwalk.Engine.memory()
+    docs = engine.create_collection("docs", dim=4, index="flat")
+    docs.upsert([1, 2], np.eye(2, 4))
+    with shardwalk.deadline(0), pytest.raises(shardwalk.DeadlineExceededError, match="search"):
+        docs.search(np.ones(4))
+    assert docs.search(np.ones(4), k=1).ids.shape == (1, 1)  # no deadline outside the block
+
+
+@pytest.mark.parametrize("method", ["exact", "push"])
+def test_long_ppr_solves_stop_at_the_deadline(big_graph: shardwalk.Graph, method: str) -> None:
+    params = {"tol": 1e-15} if method == "exact" else {"r_max": 1e-11}  # ~0.5 s each
+    big_graph.ppr([0, 1, 2], 10, method=method, **params)  # compiled and warm
+    start = time.perf_counter()
+    full = big_graph.ppr([0, 1, 2], 10, method=method, **params)
+    took = time.perf_counter() - start
+    with (
+        shardwalk.deadline(took / 20),
+        pytest.raises(
+            shardwalk.DeadlineExceededError, match=f"{method} PPR stopped at its deadline"
+        ),
+    ):
+        big_graph.ppr([0, 1, 2], 10, method=method, **params)
+    # the stop flag is per call: the next call without a deadline runs to the end
+    again = big_graph.ppr([0, 1, 2], 10, method=method, **params)
+    np.testing.assert_array_equal(again.ids, full.ids)
+
+
+def test_the_sooner_of_nested_deadlines_holds() -> None:
+    from shardwalk._deadline import remaining
+
+    with shardwalk.deadline(10):
+        with shardwalk.deadline(100):
+            assert remaining() is not None and remaining() <= 10
+        with shardwalk.deadline(None):
+            assert remaining() is not None and remaining() <= 10
+    assert remaining() is None

@@ -137,6 +137,30 @@ def _options(limits: Any) -> list[tuple[str, int]]:
     ]
 
 
+def _install(
+    server: Any,
+    behavior_of: Callable[[str], Callable[..., Any]],
+    health_servicer: Any,
+    config: Config,
+    host: str,
+    port: int,
+) -> int:
+    """Add every RPC (raw bytes in and out: parsing is the dispatcher's), the health and
+    reflection services to a sync or aio server, and bind it; returns the port."""
+    handlers = {
+        rpc: (
+            grpc.stream_unary_rpc_method_handler
+            if streaming
+            else grpc.unary_unary_rpc_method_handler
+        )(behavior_of(rpc))
+        for rpc, (_, _, streaming) in _RPCS.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(_SERVICES, server)
+    return _listen(server, config, host, port)
+
+
 def _listen(server: Any, config: Config, host: str, port: int) -> int:
     address = f"{host}:{port}"
     if config.tls_cert is not None:
@@ -188,21 +212,8 @@ class Server:
 
             return behavior
 
-        handlers = {
-            rpc: (
-                grpc.stream_unary_rpc_method_handler
-                if streaming
-                else grpc.unary_unary_rpc_method_handler
-            )(behavior_of(rpc))  # raw bytes in and out: parsing is the dispatcher's
-            for rpc, (_, _, streaming) in _RPCS.items()
-        }
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
-        )
         self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(_SERVICES, self._server)
-        self.port = _listen(self._server, config, host, port)
+        self.port = _install(self._server, behavior_of, self.health, config, host, port)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> Server:
@@ -260,7 +271,9 @@ class AioServer:
         )
         call, pool = self.dispatcher.call, self._pool
 
-        def behavior_of(rpc: str, streaming: bool) -> Callable[..., Any]:
+        def behavior_of(rpc: str) -> Callable[..., Any]:
+            streaming = _RPCS[rpc][2]
+
             async def behavior(data: Any, context: grpc.aio.ServicerContext) -> bytes:
                 if streaming:
                     data = [chunk async for chunk in data]
@@ -273,19 +286,10 @@ class AioServer:
 
             return behavior
 
-        handlers = {
-            rpc: (
-                grpc.stream_unary_rpc_method_handler
-                if streaming
-                else grpc.unary_unary_rpc_method_handler
-            )(behavior_of(rpc, streaming))
-            for rpc, (_, _, streaming) in _RPCS.items()
-        }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         self.health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(_SERVICES, server)
-        return server, _listen(server, self._config, self.host, self._port)
+        return server, _install(
+            server, behavior_of, self.health, self._config, self.host, self._port
+        )
 
     def start(self) -> AioServer:
         async def start() -> None:

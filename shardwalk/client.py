@@ -56,6 +56,30 @@ class _Shape:
     the response; ``_run`` (the transport's) makes the call. In :class:`AsyncClient` ``_run``
     returns a coroutine, so the same methods are awaited there."""
 
+    _transport: Any = grpc  # grpc or grpc.aio: the channel's module
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        tls: bool | bytes = False,
+        retries: int = _RETRIES,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.retries = retries
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        options = [("grpc.max_receive_message_length", 256 * 2**20)]
+        if tls:
+            roots = tls if isinstance(tls, bytes) else None
+            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            self._channel = self._transport.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = self._transport.insecure_channel(address, options=options)
+        self._stub = pb_grpc.ShardwalkStub(self._channel)
+
     def _run(
         self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
     ) -> Any:
@@ -144,22 +168,6 @@ class Client(_Shape):
         backoff 0.1 s doubling, with jitter).
     """
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        api_key: str | None = None,
-        timeout: float = 30.0,
-        tls: bool | bytes = False,
-        retries: int = _RETRIES,
-    ) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.retries = retries
-        self._metadata = _metadata(api_key)
-        self._channel = _channel(grpc, address, tls)
-        self._stub = pb_grpc.ShardwalkStub(self._channel)
-
     # -- plumbing ---------------------------------------------------------------------------
     def _run(
         self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
@@ -193,21 +201,7 @@ class AsyncClient(_Shape):
     (``await client.collection("docs").search(q)``); reads retried on UNAVAILABLE with
     ``asyncio.sleep`` backoff. Close with ``await client.close()`` or ``async with``."""
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        api_key: str | None = None,
-        timeout: float = 30.0,
-        tls: bool | bytes = False,
-        retries: int = _RETRIES,
-    ) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.retries = retries
-        self._metadata = _metadata(api_key)
-        self._channel = _channel(grpc.aio, address, tls)
-        self._stub = pb_grpc.ShardwalkStub(self._channel)
+    _transport = grpc.aio
 
     def _run(
         self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
@@ -421,20 +415,6 @@ def _ppr_result(response: pb.PersonalizedPageRankResponse) -> PPRResult:
         dangling=response.dangling,
         seconds=response.seconds,
     )
-
-
-def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
-
-
-def _channel(module: Any, address: str, tls: bool | bytes) -> Any:
-    """A channel of ``grpc`` or ``grpc.aio`` (same signatures)."""
-    options = [("grpc.max_receive_message_length", 256 * 2**20)]
-    if tls:
-        roots = tls if isinstance(tls, bytes) else None
-        credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-        return module.secure_channel(address, credentials, options=options)
-    return module.insecure_channel(address, options=options)
 
 
 def _retry(exc: grpc.RpcError, idempotent: bool, attempt: int, retries: int) -> bool:

@@ -16,6 +16,7 @@ from shardwalk.errors import (
 __version__ = "0.1.0"
 
 from shardwalk.collection import Collection, Records
+from shardwalk.compose import ComposeResult
 from shardwalk.engine import Engine
 from shardwalk.graph import Graph
 from shardwalk.index.base import SearchResult
@@ -24,6 +25,7 @@ from shardwalk.index.filters import F
 __all__ = [
     "AlreadyExistsError",
     "Collection",
+    "ComposeResult",
     "CorruptionError",
     "DeadlineExceededError",
     "Engine",

@@ -46,6 +46,7 @@ from shardwalk.snapshot import (
 )
 from shardwalk.storage import DataDir
 from shardwalk.validation import (
+    as_ids,
     check_ids,
     check_k,
     check_name,
@@ -574,6 +575,34 @@ class Collection:
                 sample = pool[:: max(1, pool.size // _SAMPLE)]
                 estimated = round(mask[sample].mean() * n_visible)
         return mask, np.packbits(mask, bitorder="little"), matches, n_visible, estimated
+
+    def visible(self, ids: Any, *, tenant: str | None = None, where: Any = None) -> np.ndarray:
+        """Per id, whether a search with this ``tenant`` and ``where`` could return it: the id
+        is a live row, the tenant owns it or it is shared with the tenant, and it satisfies
+        the predicate. A bool array, one entry per id in the order given (repeats allowed;
+        unknown ids are False, not an error). Read-only; the scope masks are the ones
+        :meth:`search` builds and caches, so after a search with the same scope this costs
+        an id lookup.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Bad ids (negative, not integers), tenant name, or filter (as :meth:`search`).
+        """
+        ids = as_ids(ids, what="ids")
+        if tenant is not None:
+            check_name("tenant", tenant)
+        with self._rw.read():
+            self._check_open()
+            predicate = None if where is None else validate(where, self._rows.schema)
+            rows = self._rows.lookup(ids)
+            found = rows >= 0
+            scope = self._scope(tenant, predicate)
+            if scope is None:
+                return found
+            out = np.zeros(ids.size, dtype=bool)
+            out[found] = scope.allowed[rows[found]]
+            return out
 
     def get(self, ids: Any) -> Records:
         """Stored vectors, tenants and attributes of these ids.

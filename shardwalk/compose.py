@@ -289,6 +289,10 @@ def compose(
     method: str | None = None
     alpha = o.alpha
     filter_seconds = 0.0
+    # which kNN hits are still visible (a write may have landed since the search): checked
+    # with the first PPR list, in one call
+    knn_ok: np.ndarray | None = None
+    n_hits = int(hit.sum())
     pending = sorted(specs)
     depth = o.ppr_k
     cap = min(max(graph.num_nodes, 1), MAX_K)
@@ -300,8 +304,15 @@ def compose(
         ppr_error[pending] = found.error
         t_filter = time.perf_counter()
         listed = found.ids >= 0
+        asked = found.ids[listed]
+        if knn_ok is None:
+            asked = np.concatenate([knn_ids[hit], asked])
+        seen = collection.visible(asked, tenant=tenant, where=where)
+        if knn_ok is None:
+            knn_ok = np.zeros(knn_ids.shape, dtype=bool)
+            knn_ok[hit], seen = seen[:n_hits], seen[n_hits:]
         visible = np.zeros(found.ids.shape, dtype=bool)
-        visible[listed] = collection.visible(found.ids[listed], tenant=tenant, where=where)
+        visible[listed] = seen
         rows = np.asarray(pending)
         short = _keep_visible(found.ids, found.scores, visible, rows, ppr_ids, ppr_scores)
         filter_seconds += time.perf_counter() - t_filter
@@ -311,11 +322,12 @@ def compose(
         depth *= _DEEPER
     ppr_seconds = time.perf_counter() - t_ppr - filter_seconds
 
-    # -- filter the kNN list again (a write may have landed since the search), fuse, top-k
+    # -- fuse, top-k
     t_fuse = time.perf_counter()
-    ok = np.zeros(knn_ids.shape, dtype=bool)
-    ok[hit] = collection.visible(knn_ids[hit], tenant=tenant, where=where)
-    out = _fuse(knn_ids, knn_dist, similarity, ok, ppr_ids, ppr_scores, o)
+    if knn_ok is None:  # no PPR ran
+        knn_ok = np.zeros(knn_ids.shape, dtype=bool)
+        knn_ok[hit] = collection.visible(knn_ids[hit], tenant=tenant, where=where)
+    out = _fuse(knn_ids, knn_dist, similarity, knn_ok, ppr_ids, ppr_scores, o)
     fuse_seconds = time.perf_counter() - t_fuse + filter_seconds
     return ComposeResult(
         **out,
@@ -385,15 +397,13 @@ def _fuse(
     ppr_of_knn = np.where(knn_in_ppr, ppr_scores[rows, ppr_pos], np.nan)
 
     if o.fuse == "rrf":
-        knn_part = 1.0 / (o.rank_constant + np.arange(1, n_knn + 1, dtype=np.float64))
-        knn_part = np.broadcast_to(knn_part, knn_ids.shape)
-        ppr_rank_part = 1.0 / (o.rank_constant + np.arange(1, ppr_ids.shape[1] + 1.0))
-        ppr_part = np.broadcast_to(ppr_rank_part, ppr_ids.shape)
+        ranks = np.arange(1.0, max(n_knn, ppr_ids.shape[1]) + 1.0)
+        knn_part = np.tile(1.0 / (o.rank_constant + ranks[:n_knn]), (nq, 1))
+        ppr_part = np.tile(1.0 / (o.rank_constant + ranks[: ppr_ids.shape[1]]), (nq, 1))
     else:
         top = ppr_scores[:, :1]  # lists are in decreasing score order
-        with np.errstate(invalid="ignore", divide="ignore"):
-            normalised = np.where(top > 0, ppr_scores / np.where(top > 0, top, 1.0), 0.0)
-        knn_part = o.weight * np.nan_to_num(similarity)
+        normalised = ppr_scores / np.where(top > 0, top, 1.0)  # 0 where nothing is listed
+        knn_part = o.weight * np.where(np.isnan(similarity), 0.0, similarity)
         ppr_part = (1.0 - o.weight) * normalised
     ppr_part_of_knn = np.where(knn_in_ppr, ppr_part[rows, ppr_pos], 0.0)
 
@@ -407,8 +417,8 @@ def _fuse(
     ppr = np.concatenate([ppr_of_knn, ppr_scores], axis=1)
 
     # ties: a kNN hit first (nearer first), then higher PPR, then smaller id
-    nearer = np.nan_to_num(distances, nan=np.inf)
-    higher = np.nan_to_num(-ppr, nan=np.inf)
+    nearer = np.where(np.isnan(distances), np.inf, distances)
+    higher = np.where(np.isnan(ppr), np.inf, -ppr)
     order = np.lexsort((cand_ids, higher, nearer, -fused), axis=-1)[:, : o.k]
     take = (rows, order)
     ids, fused, valid = cand_ids[take], fused[take], valid[take]

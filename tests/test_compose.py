@@ -5,6 +5,7 @@ graphs and collections that only partly overlap, and every bad input."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -192,12 +193,20 @@ def test_matches_the_brute_force_reference(world, scope, fuse, weight, constant)
         assert (result.seeds[i], result.seeds_dropped[i]) == (want["seeds"], want["dropped"])
 
 
-def test_a_selective_scope_still_fills_the_ppr_list(world):
+def test_a_selective_scope_still_fills_the_ppr_list(world, monkeypatch):
     """The PPR list holds ppr_k visible nodes even when most top PPR nodes are invisible (the
     PPR is fetched again deeper): results equal the reference, which ranks every node."""
-    engine, _, owners, shared, years, _, queries = world
+    engine, _, owners, shared, years, graph, queries = world
     visible = visible_rows(owners, shared, years, "c", lambda y: y in (1, 2, 2001, 2002))
     assert visible.sum() < N_ROWS // 10
+    depths = []
+    ppr_batch = graph.ppr_batch
+
+    def counted(seeds, k, **params):
+        depths.append(k)
+        return ppr_batch(seeds, k, **params)
+
+    monkeypatch.setattr(graph, "ppr_batch", counted)
     result = engine.compose(
         "docs",
         "kg",
@@ -216,6 +225,7 @@ def test_a_selective_scope_still_fills_the_ppr_list(world):
         )  # fmt: skip
         assert result.ids[i, : len(want["ids"])].tolist() == want["ids"]
         assert np.isnan(result.distances[i]).sum() > 0  # PPR-only nodes made it in
+    assert depths[:2] == [20, 80]  # fetched again, 4x deeper
 
 
 # -- tenant isolation ---------------------------------------------------------------------------
@@ -309,6 +319,16 @@ def test_a_batch_equals_its_queries_one_by_one(fuse):
             assert one.seeds_dropped[0] == batch.seeds_dropped[i]
     assert batch.knn_seconds > 0 and batch.ppr_seconds > 0 and batch.fuse_seconds > 0
     assert batch.seconds >= batch.knn_seconds + batch.ppr_seconds + batch.fuse_seconds
+
+
+def test_concurrent_calls_answer_as_sequential_ones(world):
+    engine, *_, queries = world
+    args = {"k": 10, "knn_k": 5, "tenant": "a", "fuse": "weighted"}
+    want = engine.compose("docs", "kg", queries, **args).ids
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: engine.compose("docs", "kg", queries, **args).ids, range(16)))
+    for ids in got:
+        np.testing.assert_array_equal(ids, want)
 
 
 # -- graphs and collections that only partly overlap --------------------------------------------

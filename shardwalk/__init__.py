@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 from shardwalk._deadline import deadline
 from shardwalk.collection import Collection, Records
+from shardwalk.compose import ComposeResult
 from shardwalk.engine import Engine
 from shardwalk.graph import Graph
 from shardwalk.index.base import SearchResult
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Collection",
+    "ComposeResult",
     "CorruptionError",
     "DeadlineExceededError",
     "Engine",

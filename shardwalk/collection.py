@@ -47,6 +47,7 @@ from shardwalk.snapshot import (
 )
 from shardwalk.storage import DataDir
 from shardwalk.validation import (
+    as_ids,
     check_ids,
     check_k,
     check_name,
@@ -609,20 +610,21 @@ class Collection:
     def visible(
         self, ids: Any, *, tenant: str | None = None, where: Any = None, owned: bool = False
     ) -> np.ndarray:
-        """Which of ``ids`` a search scoped like this could return: a bool per id, in the order
-        given, False for ids that do not exist (nothing is raised for them).
+        """Per id, whether a search with this ``tenant`` and ``where`` could return it: the id
+        is a live row, the tenant owns it or it is shared with the tenant, and it satisfies
+        the predicate. A bool array, one entry per id in the order given (repeats allowed;
+        unknown ids are False, not an error). Read-only; the scope masks are the ones
+        :meth:`search` builds and caches, so after a search with the same scope this costs
+        an id lookup. ``owned=True`` keeps only rows ``tenant`` owns (not those merely shared
+        with it), as the server checks before a tenant's writes.
 
-        Parameters
-        ----------
-        ids : sequence of int
-        tenant : str, optional
-            Only rows this tenant owns or that are shared with it (every live row when None).
-        where : predicate, optional
-            Only rows matching it.
-        owned : bool
-            Only rows ``tenant`` owns (not those merely shared with it); needs ``tenant``.
+        Raises
+        ------
+        InvalidArgumentError
+            Bad ids (negative, not integers), tenant name, or filter (as :meth:`search`);
+            ``owned`` without a tenant.
         """
-        ids = check_ids(ids, allow_empty=True)
+        ids = as_ids(ids, what="ids")
         if tenant is not None:
             check_name("tenant", tenant)
         elif owned:
@@ -630,7 +632,7 @@ class Collection:
         with self._rw.read():
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
-            rows = self._rows.find(ids)
+            rows = self._rows.lookup(ids)
             found = rows >= 0
             scope = self._scope(tenant, predicate)
             if scope is not None:

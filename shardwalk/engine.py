@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
 from types import TracebackType
@@ -15,6 +15,8 @@ import numpy as np
 
 from shardwalk._threads import ThreadBudget, check_threading_layer
 from shardwalk.collection import Collection
+from shardwalk.compose import ComposeResult, check_options
+from shardwalk.compose import compose as _compose
 from shardwalk.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -505,6 +507,106 @@ class Engine:
         if keep.any():
             col.upsert(g.node_ids[keep], vectors[keep])
         return col
+
+    # -- composed retrieval -----------------------------------------------------------------
+    def compose(
+        self,
+        collection: str,
+        graph: str,
+        queries: Any,
+        *,
+        k: int = 10,
+        tenant: str | None = None,
+        where: Any = None,
+        knn_k: int = 10,
+        ppr_k: int | None = None,
+        alpha: float = 0.5,
+        fuse: str = "rrf",
+        weight: float | None = None,
+        rank_constant: float | None = None,
+        knn_params: Mapping[str, Any] | None = None,
+        ppr_params: Mapping[str, Any] | None = None,
+        **unexpected: Any,
+    ) -> ComposeResult:
+        """kNN-seeded personalized PageRank with fused ranking, in one call: kNN in
+        ``collection`` (scoped to ``tenant``, filtered by ``where``), the hits that are nodes of
+        ``graph`` seed PPR (weighted by similarity), the kNN list and the PPR list are fused,
+        the same scope filters the output, and the top ``k`` come back. Stages, seed weights
+        and normalisation: :mod:`shardwalk.compose`.
+
+        Parameters
+        ----------
+        collection, graph : str
+            Names. Collection ids and graph node ids are one id space.
+        queries : array-like, shape (q, dim) or (dim,)
+            One query per row, answered in one batched pass.
+        k : int, default 10
+            Results per query (rows padded beyond what exists).
+        tenant : str, optional
+            Every result is a row this tenant owns or that is shared with it.
+        where : predicate, optional
+            Every result satisfies this filter (:class:`shardwalk.F`), as in ``search``.
+        knn_k : int, default 10
+            kNN hits per query: the seeds and the kNN list.
+        ppr_k : int, optional
+            Length of the PPR list: the top visible PPR nodes that enter the fusion (default
+            ``max(k, knn_k)``; deeper lists give more kNN hits their PPR share).
+        alpha : float, default 0.5
+            PPR stop (teleport) probability in (0, 1); 0.5 as HippoRAG. The graph's
+            fingerprints serve it only if they were built with this alpha (else push runs;
+            ``result.ppr_method`` says which).
+        fuse : {"rrf", "weighted"}, default "rrf"
+            Reciprocal rank fusion, or ``weight * similarity + (1 - weight) * ppr`` over
+            normalised values.
+        weight : float, optional
+            fuse="weighted" only: the similarity's share in [0, 1], default 0.5.
+        rank_constant : float, optional
+            fuse="rrf" only: the constant of ``1 / (rank_constant + rank)``, default 60.
+        knn_params : dict, optional
+            Search parameters of the collection's index, e.g. ``{"ef": 128}``.
+        ppr_params : dict, optional
+            ``method`` ("fingerprint", "push", "exact"), ``dangling`` and the method's
+            parameters (``rounds``, ``threshold``, ``r_max``, ``tol``, ...), as
+            :meth:`Graph.ppr`.
+
+        Returns
+        -------
+        ComposeResult
+            ``ids``, ``scores`` (fused), ``distances`` (NaN: not a kNN hit), ``ppr_scores``
+            (NaN: not in the PPR list), all (q, k); ``seeds``, ``seeds_dropped``,
+            ``ppr_error`` per query; ``ppr_method``; stage timings.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Bad queries (dimension, NaN, empty), k, knn_k, ppr_k, alpha, fuse, weight,
+            rank_constant, tenant name, filter, or parameter (an unknown keyword included).
+        ResourceExhaustedError
+            k, knn_k or ppr_k above 100,000.
+        NotFoundError
+            No collection or graph of that name.
+        """
+        options = check_options(
+            k=k,
+            knn_k=knn_k,
+            ppr_k=ppr_k,
+            alpha=alpha,
+            fuse=fuse,
+            weight=weight,
+            rank_constant=rank_constant,
+            knn_params=knn_params,
+            ppr_params=ppr_params,
+            unexpected=unexpected,
+        )
+        for what, name in (("collection", collection), ("graph", graph)):
+            if not isinstance(name, str):
+                raise InvalidArgumentError(
+                    f"{what} must be a {what} name (str); got {type(name).__name__}"
+                    + (f" (pass its name: {name.name!r})" if hasattr(name, "name") else "")
+                )
+        col = self.collection(collection)
+        g = self.graph(graph)
+        return _compose(col, g, queries, options, tenant=tenant, where=where)
 
     # -- lifecycle --------------------------------------------------------------------------
     def flush(self) -> None:

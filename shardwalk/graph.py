@@ -174,6 +174,28 @@ class Graph:
             return "fingerprint"
         return "push"
 
+    def ppr_method(
+        self,
+        *,
+        method: str | None = None,
+        alpha: float | None = None,
+        dangling: str | None = None,
+        **params: Any,
+    ) -> str:
+        """The method a :meth:`ppr` call with these arguments would run, after checking them
+        as it would (seeds and k aside), without running a query.
+
+        Raises
+        ------
+        InvalidArgumentError
+            As :meth:`ppr` for a bad method, alpha, rule or parameter.
+        """
+        self._check_open()
+        index = self._index
+        chosen = self._method(index, method, alpha, dangling)
+        index.check_query(chosen, alpha=alpha, dangling=dangling, **params)  # type: ignore[arg-type]
+        return chosen
+
     def ppr(
         self,
         seeds: Any,

@@ -190,9 +190,8 @@ class RowTable:
     merges into one when they pass ``_dead_fraction`` of the live ids, so the map stays below
     16 * (1 + 0.25) = 20 bytes per live id (:attr:`map_nbytes`).
 
-    Threads: the read methods (``rows_of``, ``missing``, ``contains``, ``in``, ``len``,
-    ``replaced_rows``, ``ids``, ``alive``, ``rows``, ``schema``,
-    ``map_nbytes``, ``table``, ``columns``, ``to_arrow``, ``write_parquet``) may run in many
+    Threads: the read methods (``rows_of``, ``lookup``, ``missing``, ``contains``, ``in``,
+    ``len``, ``replaced_rows``, ``ids``, ``alive``, ``rows``, ``schema``, ``map_nbytes``, ``table``, ``columns``, ``to_arrow``, ``write_parquet``) may run in many
     threads at once (a shared lock); the write methods, ``append`` and ``kill``, need the
     caller to exclude every other call (an exclusive lock). Only writes change the id map
     (merges included). The one lazy step on a read path, ``table()`` merging the Arrow chunks,
@@ -370,6 +369,10 @@ class RowTable:
             raise NotFoundError(f"{owner} has no ids {shown}{more}")
         return rows
 
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """The live row of each id (int64, in the order given), -1 where there is none."""
+        return self._lookup(ids)
+
     def missing(self, ids: np.ndarray) -> np.ndarray:
         """The ids that do not exist, in the order given."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -378,10 +381,6 @@ class RowTable:
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Per id, whether it exists: a bool array, one entry per id in the order given."""
         return self._lookup(ids) >= 0
-
-    def find(self, ids: np.ndarray) -> np.ndarray:
-        """The live row of each id, -1 where it does not exist (in the order given)."""
-        return self._lookup(np.asarray(ids, dtype=np.int64))
 
     def __contains__(self, id_: object) -> bool:
         if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):

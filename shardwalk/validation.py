@@ -181,15 +181,16 @@ def check_vectors(
     return arr
 
 
-def check_k(k: Any) -> int:
+def check_k(k: Any, *, what: str = "k") -> int:
+    """A result count in [1, MAX_K] (``what`` names the argument in the message)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidArgumentError(f"k must be a positive integer; got {k!r}")
+        raise InvalidArgumentError(f"{what} must be a positive integer; got {k!r}")
     if k <= 0:
-        raise InvalidArgumentError(f"k must be a positive integer; got {k}")
+        raise InvalidArgumentError(f"{what} must be a positive integer; got {k}")
     if k > MAX_K:
         raise ResourceExhaustedError(
-            f"k={k} is above the limit of {MAX_K}; results are dense (n, k) arrays, so ask for "
-            "fewer neighbours or page through an exact scan"
+            f"{what}={k} is above the limit of {MAX_K}; results are dense (n, k) arrays, so ask "
+            "for fewer neighbours or page through an exact scan"
         )
     return int(k)
 

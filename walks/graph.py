@@ -130,6 +130,18 @@ class CSRGraph:
                 self._cache["lookup"] = (False, order, np.ascontiguousarray(ids[order]))
         return self._cache["lookup"]
 
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Per external id (an int64 array, any values), whether it is a node: a bool array
+        in the order given. Never raises for unknown ids (see :meth:`to_internal`)."""
+        ext = np.asarray(ids, dtype=np.int64)
+        identity, _, sorted_ids = self._lookup()
+        n = self.num_nodes
+        if identity:
+            return (ext >= 0) & (ext < n)
+        assert sorted_ids is not None
+        pos = np.minimum(np.searchsorted(sorted_ids, ext), n - 1)
+        return sorted_ids[pos] == ext
+
     def to_internal(self, ids: Any, *, what: str = "node") -> np.ndarray:
         """External ids -> internal indices 0..n-1 (int64).
 

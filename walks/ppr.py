@@ -267,6 +267,21 @@ class PPRIndex:
         """
         return self._mismatch(*self._resolve(alpha, dangling))
 
+    def check_query(
+        self,
+        method: Method = "fingerprint",
+        *,
+        alpha: float | None = None,
+        dangling: str | None = None,
+        **params: Any,
+    ) -> tuple[float, str]:
+        """Check a query's method, alpha, rule and parameters without running one (seeds and
+        k aside): raises what :meth:`query` would raise for them; returns (alpha, rule) the
+        query would use."""
+        method = _check.check_choice("method", method, METHODS)
+        alpha, rule, _ = self._prepare(method, alpha, dangling, dict(params))
+        return alpha, rule
+
     def _prepare(
         self, method: str, alpha: Any, dangling: Any, params: dict[str, Any]
     ) -> tuple[float, str, tuple]:

@@ -1,0 +1,437 @@
+"""Composed retrieval: kNN in a collection seeds personalized PageRank over a graph, and the
+two rankings are fused, in one call (kNN-seeded PPR, as in HippoRAG).
+
+Stages of :func:`compose` (``Engine.compose`` is its entry point):
+
+1. **kNN**: ``collection.search(queries, knn_k, tenant=, where=, **knn_params)``, the ordinary
+   scoped, filtered search.
+2. **Seeds**: each query's kNN hits that are nodes of the graph (collections and graphs share
+   one id space) seed its PPR, weighted by similarity: ``(1 + s) / 2`` where ``s`` is the
+   hit's normalised similarity (below), so the nearest hit weighs twice the farthest of the
+   list, and every hit seeds (PPR then scales the weights to sum 1). Hits that are not graph
+   nodes cannot seed: ``seeds_dropped`` counts them. A query left with no seed runs no PPR;
+   its PPR stage contributes nothing and its results are its kNN hits.
+3. **PPR**: ``graph.ppr_batch`` of every seeded query in one pass, with stop probability
+   ``alpha`` (default 0.5, as HippoRAG) and ``ppr_params`` (``method``, ``dangling``,
+   ``rounds``, ``threshold``, ``r_max``, ...). Without ``method`` the graph's default runs:
+   the fingerprints when they were built for this alpha and rule, else Forward Push.
+4. **Filter**: the PPR list is cut to the nodes the caller may see (live rows of the collection,
+   visible to ``tenant``, matching ``where``; :meth:`Collection.visible`) before it is ranked,
+   and its first ``ppr_k`` visible nodes form the PPR list. If fewer than ``ppr_k`` were
+   visible and PPR had more to give, the query's PPR is fetched again 4x deeper.
+5. **Fuse**: over the union of the kNN list and the PPR list, then top-k.
+
+Output ids are always live rows of the collection that the caller may see, also without tenant
+and filter: graph nodes without a row carry PPR mass through the graph but are never returned
+(every returned id can be passed to ``collection.get``).
+
+Normalisation (per query, over its own lists):
+
+- similarity ``s = (d_max - d) / (d_max - d_min)`` over the query's kNN hits (d the
+  distances; 1 for the nearest, 0 for the farthest, 1 for all when they are equal); a node
+  that is not a kNN hit has no similarity (contributes 0).
+- PPR ``p = score / max score`` over the query's visible PPR list; a node not in it
+  contributes 0.
+
+Fusion: ``"rrf"`` sums ``1 / (rank_constant + rank)`` over the lists a node is in (ranks from
+1; ``rank_constant`` 60 as in Cormack et al. 2009); ``"weighted"`` is ``weight * s +
+(1 - weight) * p`` (``weight`` default 0.5). Ties go to a kNN hit (the nearer first), then
+to the higher PPR score, then to the smaller id (so with ``weight=1`` the kNN order stands,
+though the farthest hit's normalised similarity is 0).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from shardwalk.errors import InvalidArgumentError
+from shardwalk.validation import (
+    MAX_K,
+    check_choice,
+    check_k,
+    check_name,
+    check_search_params,
+    check_vectors,
+)
+
+if TYPE_CHECKING:
+    from shardwalk.collection import Collection
+    from shardwalk.graph import Graph
+
+__all__ = ["FUSIONS", "RANK_CONSTANT", "ComposeOptions", "ComposeResult", "compose"]
+
+FUSIONS = ("rrf", "weighted")
+RANK_CONSTANT = 60.0  # reciprocal rank fusion's k (Cormack, Clarke, Buettcher, SIGIR 2009)
+DEFAULT_WEIGHT = 0.5
+_DEEPER = 4  # a PPR list short of visible nodes is fetched again this many times deeper
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComposeResult:
+    """Fused top-k of a batch of composed queries (row i answers query i).
+
+    Padding (a row with fewer than k results) is each field's worst value: ids -1, scores
+    -inf, distances +inf, ppr_scores 0. NaN means "this stage did not rank this node".
+
+    Attributes
+    ----------
+    ids : ndarray int64 (q, k)
+        Collection ids by decreasing fused score (ties: kNN hits first, nearer first, then
+        higher PPR, then smaller id).
+    scores : ndarray float32 (q, k)
+        Fused scores (RRF sums, or the weighted sum in [0, 1]).
+    distances : ndarray float32 (q, k)
+        kNN distance in the collection's metric; NaN when the node was not a kNN hit.
+    ppr_scores : ndarray float32 (q, k)
+        PPR score; NaN when the node was not in the query's visible PPR list (no seed, no
+        mass, or beyond ``ppr_k``).
+    seeds : ndarray int64 (q,)
+        kNN hits that seeded PPR.
+    seeds_dropped : ndarray int64 (q,)
+        kNN hits that could not seed: not nodes of the graph.
+    ppr_error : ndarray float64 (q,)
+        The PPR method's l1 error (an estimate for fingerprints, a bound for push and exact);
+        NaN where no PPR ran.
+    ppr_method : str or None
+        The PPR method that ran ("fingerprint", "push", "exact"); None when no query had a seed.
+    alpha : float
+        PPR stop probability.
+    fuse : str
+        "rrf" or "weighted".
+    knn_seconds, ppr_seconds, fuse_seconds : float
+        Wall time of the stages for the whole batch: the kNN search; seeding and PPR; the
+        visibility filter, fusion and top-k.
+    seconds : float
+        Wall time of the whole call (validation included).
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    distances: np.ndarray
+    ppr_scores: np.ndarray
+    seeds: np.ndarray
+    seeds_dropped: np.ndarray
+    ppr_error: np.ndarray
+    ppr_method: str | None
+    alpha: float
+    fuse: str
+    knn_seconds: float
+    ppr_seconds: float
+    fuse_seconds: float
+    seconds: float
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComposeOptions:
+    """The checked scalar options of a compose call (see :func:`check_options`)."""
+
+    k: int
+    knn_k: int
+    ppr_k: int
+    alpha: float
+    fuse: Literal["rrf", "weighted"]
+    weight: float
+    rank_constant: float
+    knn_params: dict[str, Any]
+    ppr_params: dict[str, Any]
+
+
+def _number(what: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"{what} must be a number; got {value!r}")
+    return float(value)
+
+
+def _params(what: str, value: Any, example: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise InvalidArgumentError(
+            f"{what} must be a dict of parameter names to values, e.g. {example}; got {value!r}"
+        )
+    return dict(value)
+
+
+def check_options(
+    *,
+    k: Any,
+    knn_k: Any,
+    ppr_k: Any,
+    alpha: Any,
+    fuse: Any,
+    weight: Any,
+    rank_constant: Any,
+    knn_params: Any,
+    ppr_params: Any,
+    unexpected: Mapping[str, Any],
+) -> ComposeOptions:
+    """Check everything of a compose call that needs neither the collection nor the graph."""
+    from shardwalk.walks._check import check_alpha
+
+    if unexpected:
+        names = ", ".join(sorted(unexpected))
+        raise InvalidArgumentError(
+            f"compose got unexpected parameter(s) {names}; search parameters go in "
+            "knn_params (e.g. knn_params={'ef': 128}), PPR parameters in ppr_params (e.g. "
+            "ppr_params={'method': 'push', 'r_max': 1e-5})"
+        )
+    k = check_k(k)
+    knn_k = check_k(knn_k, what="knn_k")
+    ppr_k = max(k, knn_k) if ppr_k is None else check_k(ppr_k, what="ppr_k")
+    alpha = check_alpha(alpha)
+    fuse = check_choice("fuse", fuse, FUSIONS)
+    if fuse == "rrf":
+        if weight is not None:
+            raise InvalidArgumentError(
+                f"weight applies to fuse='weighted' only; got weight={weight!r} with fuse='rrf' "
+                "(reciprocal rank fusion takes rank_constant)"
+            )
+        constant = (
+            RANK_CONSTANT if rank_constant is None else _number("rank_constant", rank_constant)
+        )
+        if not (math.isfinite(constant) and constant >= 0):
+            raise InvalidArgumentError(
+                f"rank_constant must be finite and >= 0 (reciprocal rank fusion adds "
+                f"1 / (rank_constant + rank), 60 by default); got {rank_constant!r}"
+            )
+        share = DEFAULT_WEIGHT
+    else:
+        if rank_constant is not None:
+            raise InvalidArgumentError(
+                f"rank_constant applies to fuse='rrf' only; got rank_constant={rank_constant!r} "
+                "with fuse='weighted' (which takes weight)"
+            )
+        share = DEFAULT_WEIGHT if weight is None else _number("weight", weight)
+        if not 0.0 <= share <= 1.0:  # also refuses NaN
+            raise InvalidArgumentError(
+                f"weight is the similarity's share of the fused score and must be in [0, 1] "
+                f"(1: kNN only, 0: PPR only); got {weight!r}"
+            )
+        constant = RANK_CONSTANT
+    knn = _params("knn_params", knn_params, "{'ef': 128}")
+    ppr = _params("ppr_params", ppr_params, "{'method': 'push', 'r_max': 1e-5}")
+    for name, hint in (("alpha", "compose(..., alpha=...)"), ("k", "compose(..., ppr_k=...)")):
+        if name in ppr:
+            raise InvalidArgumentError(
+                f"ppr_params may not hold {name!r}; pass it as {hint} (it is also used outside "
+                "the PPR call)"
+            )
+    return ComposeOptions(
+        k=k,
+        knn_k=knn_k,
+        ppr_k=ppr_k,
+        alpha=alpha,
+        fuse=fuse,  # type: ignore[arg-type]
+        weight=share,
+        rank_constant=constant,
+        knn_params=knn,
+        ppr_params=ppr,
+    )
+
+
+def compose(
+    collection: Collection,
+    graph: Graph,
+    queries: Any,
+    options: ComposeOptions,
+    *,
+    tenant: str | None = None,
+    where: Any = None,
+) -> ComposeResult:
+    """Run a composed query (arguments checked by :func:`check_options`; see the module
+    docstring and :meth:`shardwalk.Engine.compose`)."""
+    t0 = time.perf_counter()
+    o = options
+    arr = check_vectors(
+        queries, dim=collection.dim, what="queries", owner=f"collection {collection.name!r}"
+    )
+    knn_params = check_search_params(collection.index_kind, o.knn_params)
+    ppr_params = dict(o.ppr_params)
+    graph.ppr_method(alpha=o.alpha, **ppr_params)  # a bad PPR parameter fails before any work
+    if tenant is not None:
+        check_name("tenant", tenant)
+
+    # -- kNN
+    t_knn = time.perf_counter()
+    hits = collection.search(arr, o.knn_k, tenant=tenant, where=where, **knn_params)
+    knn_ids, knn_dist = hits.ids, hits.distances.astype(np.float64)
+    nq = knn_ids.shape[0]
+    knn_seconds = time.perf_counter() - t_knn
+
+    # -- seeds and PPR
+    t_ppr = time.perf_counter()
+    hit = knn_ids >= 0
+    similarity = _normalised_similarity(knn_dist, hit)
+    seeding = hit & graph.csr.contains(knn_ids)
+    seeds = seeding.sum(axis=1)
+    dropped = hit.sum(axis=1) - seeds
+    seed_weights = 0.5 * (1.0 + similarity)
+    specs = {
+        int(i): {
+            int(node): float(w)
+            for node, w in zip(knn_ids[i, seeding[i]].tolist(), seed_weights[i, seeding[i]])
+        }
+        for i in np.flatnonzero(seeds)
+    }
+    ppr_ids = np.full((nq, o.ppr_k), -1, np.int64)
+    ppr_scores = np.zeros((nq, o.ppr_k), np.float64)
+    ppr_error = np.full(nq, np.nan)
+    method: str | None = None
+    alpha = o.alpha
+    filter_seconds = 0.0
+    # which kNN hits are still visible (a write may have landed since the search): checked
+    # with the first PPR list, in one call
+    knn_ok: np.ndarray | None = None
+    n_hits = int(hit.sum())
+    pending = sorted(specs)
+    depth = o.ppr_k
+    cap = min(max(graph.num_nodes, 1), MAX_K)
+    while pending:
+        found = graph.ppr_batch(
+            [specs[i] for i in pending], k=min(depth, cap), alpha=o.alpha, **ppr_params
+        )
+        method, alpha = found.method, found.alpha
+        ppr_error[pending] = found.error
+        t_filter = time.perf_counter()
+        listed = found.ids >= 0
+        asked = found.ids[listed]
+        if knn_ok is None:
+            asked = np.concatenate([knn_ids[hit], asked])
+        seen = collection.visible(asked, tenant=tenant, where=where)
+        if knn_ok is None:
+            knn_ok = np.zeros(knn_ids.shape, dtype=bool)
+            knn_ok[hit], seen = seen[:n_hits], seen[n_hits:]
+        visible = np.zeros(found.ids.shape, dtype=bool)
+        visible[listed] = seen
+        rows = np.asarray(pending)
+        short = _keep_visible(found.ids, found.scores, visible, rows, ppr_ids, ppr_scores)
+        filter_seconds += time.perf_counter() - t_filter
+        # short of visible nodes, with a full list (PPR had more to give), not yet everything
+        more = short & listed[:, -1] & (depth < cap)
+        pending = rows[more].tolist()
+        depth *= _DEEPER
+    ppr_seconds = time.perf_counter() - t_ppr - filter_seconds
+
+    # -- fuse, top-k
+    t_fuse = time.perf_counter()
+    if knn_ok is None:  # no PPR ran
+        knn_ok = np.zeros(knn_ids.shape, dtype=bool)
+        knn_ok[hit] = collection.visible(knn_ids[hit], tenant=tenant, where=where)
+    out = _fuse(knn_ids, knn_dist, similarity, knn_ok, ppr_ids, ppr_scores, o)
+    fuse_seconds = time.perf_counter() - t_fuse + filter_seconds
+    return ComposeResult(
+        **out,
+        seeds=seeds.astype(np.int64),
+        seeds_dropped=dropped.astype(np.int64),
+        ppr_error=ppr_error,
+        ppr_method=method,
+        alpha=alpha,
+        fuse=o.fuse,
+        knn_seconds=knn_seconds,
+        ppr_seconds=ppr_seconds,
+        fuse_seconds=fuse_seconds,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _normalised_similarity(distances: np.ndarray, hit: np.ndarray) -> np.ndarray:
+    """Per query, min-max over its kNN hits: 1 nearest, 0 farthest (1 when all are equal);
+    NaN where there is no hit."""
+    low = np.where(hit, distances, np.inf).min(axis=1, keepdims=True)
+    high = np.where(hit, distances, -np.inf).max(axis=1, keepdims=True)
+    span = high - low
+    with np.errstate(invalid="ignore", divide="ignore"):
+        similarity = np.where(span > 0, (high - distances) / np.where(span > 0, span, 1.0), 1.0)
+    return np.where(hit, similarity, np.nan)
+
+
+def _keep_visible(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    visible: np.ndarray,
+    rows: np.ndarray,
+    out_ids: np.ndarray,
+    out_scores: np.ndarray,
+) -> np.ndarray:
+    """Write each row's first visible PPR nodes (in rank order, up to the output's width) into
+    ``out_*[rows]``; returns per row whether it has fewer visible nodes than that width."""
+    width = out_ids.shape[1]
+    position = np.cumsum(visible, axis=1) - 1
+    keep = visible & (position < width)
+    r, c = np.nonzero(keep)
+    out_ids[rows] = -1
+    out_scores[rows] = 0.0
+    out_ids[rows[r], position[r, c]] = ids[r, c]
+    out_scores[rows[r], position[r, c]] = scores[r, c]
+    return visible.sum(axis=1) < width
+
+
+def _fuse(
+    knn_ids: np.ndarray,
+    knn_dist: np.ndarray,
+    similarity: np.ndarray,
+    knn_ok: np.ndarray,
+    ppr_ids: np.ndarray,
+    ppr_scores: np.ndarray,
+    o: ComposeOptions,
+) -> dict[str, np.ndarray]:
+    """Fused top-k over the union of each query's kNN list and visible PPR list."""
+    nq, n_knn = knn_ids.shape
+    listed = ppr_ids >= 0
+    # match[i, p, j]: PPR entry p of query i is its kNN hit j (each id is once in each list)
+    match = (ppr_ids[:, :, None] == knn_ids[:, None, :]) & listed[:, :, None]
+    knn_in_ppr = match.any(axis=1)  # (q, n_knn)
+    ppr_pos = match.argmax(axis=1)  # where in the PPR list, when knn_in_ppr
+    ppr_in_knn = match.any(axis=2)  # (q, ppr_k)
+    rows = np.arange(nq)[:, None]
+    ppr_of_knn = np.where(knn_in_ppr, ppr_scores[rows, ppr_pos], np.nan)
+
+    if o.fuse == "rrf":
+        ranks = np.arange(1.0, max(n_knn, ppr_ids.shape[1]) + 1.0)
+        knn_part = np.tile(1.0 / (o.rank_constant + ranks[:n_knn]), (nq, 1))
+        ppr_part = np.tile(1.0 / (o.rank_constant + ranks[: ppr_ids.shape[1]]), (nq, 1))
+    else:
+        top = ppr_scores[:, :1]  # lists are in decreasing score order
+        normalised = ppr_scores / np.where(top > 0, top, 1.0)  # 0 where nothing is listed
+        knn_part = o.weight * np.where(np.isnan(similarity), 0.0, similarity)
+        ppr_part = (1.0 - o.weight) * normalised
+    ppr_part_of_knn = np.where(knn_in_ppr, ppr_part[rows, ppr_pos], 0.0)
+
+    cand_ids = np.concatenate(
+        [np.where(knn_ok, knn_ids, -1), np.where(listed & ~ppr_in_knn, ppr_ids, -1)], axis=1
+    )
+    fused = np.concatenate([knn_part + ppr_part_of_knn, ppr_part], axis=1)
+    valid = cand_ids >= 0
+    fused = np.where(valid, fused, -np.inf)
+    distances = np.concatenate([knn_dist, np.full(ppr_ids.shape, np.nan)], axis=1)
+    ppr = np.concatenate([ppr_of_knn, ppr_scores], axis=1)
+
+    # ties: a kNN hit first (nearer first), then higher PPR, then smaller id
+    nearer = np.where(np.isnan(distances), np.inf, distances)
+    higher = np.where(np.isnan(ppr), np.inf, -ppr)
+    order = np.lexsort((cand_ids, higher, nearer, -fused), axis=-1)[:, : o.k]
+    take = (rows, order)
+    ids, fused, valid = cand_ids[take], fused[take], valid[take]
+    distances, ppr = distances[take], ppr[take]
+    width = ids.shape[1]
+    if width < o.k:  # fewer candidates than k in all: pad
+        pad = o.k - width
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        valid = np.pad(valid, ((0, 0), (0, pad)), constant_values=False)
+        fused, distances, ppr = (np.pad(a, ((0, 0), (0, pad))) for a in (fused, distances, ppr))
+    return {
+        "ids": np.where(valid, ids, -1).astype(np.int64),
+        "scores": np.where(valid, fused, -np.inf).astype(np.float32),
+        "distances": np.where(valid, distances, np.inf).astype(np.float32),
+        "ppr_scores": np.where(valid, ppr, 0.0).astype(np.float32),
+    }

@@ -55,9 +55,8 @@ _RPCS: dict[str, tuple[Any, Callable[..., Any], bool]] = {
     "CreateGraph": (pb.CreateGraphRequest, Service.create_graph, False),
     "DropGraph": (pb.DropRequest, Service.drop_graph, False),
     "Flush": (pb.FlushRequest, Service.flush, False),
+    "Compose": (pb.ComposeRequest, Service.compose, False),
 }
-if hasattr(Service, "compose"):
-    _RPCS["Compose"] = (pb.ComposeRequest, Service.compose, False)
 _SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 

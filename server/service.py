@@ -303,6 +303,47 @@ class Service:
             scores[i, : mine.size] = result.scores[i, mine]
         return result, ids, scores
 
+    def compose(self, who: Principal, request: pb.ComposeRequest) -> pb.ComposeResponse:
+        if not request.collection or not request.graph:
+            raise InvalidArgumentError("Compose names a collection and a graph; set both")
+        queries = vectors_from_pb(request.queries, what="queries")
+        self._batch(queries.shape[0], "queries")
+        k = self._k(request.k, 10)
+        result = self.engine.compose(
+            request.collection,
+            request.graph,
+            queries,
+            k=k,
+            tenant=self._tenant(who, request.tenant),
+            where=filter_from_pb(request.filter) if request.HasField("filter") else None,
+            knn_k=self._k(request.knn_k, 10),
+            ppr_k=self._k(request.ppr_k, 1) if request.ppr_k else None,
+            alpha=request.alpha or 0.5,
+            fuse=request.fuse or "rrf",
+            weight=request.weight if request.HasField("weight") else None,
+            rank_constant=request.rank_constant if request.HasField("rank_constant") else None,
+            knn_params=params_from_pb(request.knn_params),
+            ppr_params=params_from_pb(request.ppr_params),
+        )
+        return pb.ComposeResponse(
+            rows=result.ids.shape[0],
+            k=k,
+            ids=result.ids.astype("<i8", copy=False).tobytes(),
+            scores=result.scores.astype("<f4", copy=False).tobytes(),
+            distances=result.distances.astype("<f4", copy=False).tobytes(),
+            ppr_scores=result.ppr_scores.astype("<f4", copy=False).tobytes(),
+            seeds=result.seeds.tolist(),
+            seeds_dropped=result.seeds_dropped.tolist(),
+            ppr_error=result.ppr_error.tolist(),
+            ppr_method=result.ppr_method or "",
+            alpha=result.alpha,
+            fuse=result.fuse,
+            knn_seconds=result.knn_seconds,
+            ppr_seconds=result.ppr_seconds,
+            fuse_seconds=result.fuse_seconds,
+            seconds=result.seconds,
+        )
+
     # -- listing, statistics, administration ------------------------------------------------
     def stats(self, who: Principal, request: pb.StatsRequest) -> pb.StatsResponse:
         if bool(request.collection) == bool(request.graph):

@@ -36,6 +36,7 @@ from shardwalk._wire import (
     vectors_to_pb,
 )
 from shardwalk.collection import Records
+from shardwalk.compose import ComposeResult
 from shardwalk.errors import InvalidArgumentError, ShardwalkError, error_for_code
 from shardwalk.index.base import SearchResult
 from shardwalk.index.planner import Explain
@@ -144,6 +145,43 @@ class _Shape:
 
     def drop_graph(self, name: str) -> None:
         return self._run("DropGraph", pb.DropRequest(name=name), _none, idempotent=False)
+
+    def compose(
+        self,
+        collection: str,
+        graph: str,
+        queries: Any,
+        *,
+        k: int = 10,
+        tenant: str | None = None,
+        where: Any = None,
+        knn_k: int = 10,
+        ppr_k: int | None = None,
+        alpha: float = 0.5,
+        fuse: str = "rrf",
+        weight: float | None = None,
+        rank_constant: float | None = None,
+        knn_params: dict[str, Any] | None = None,
+        ppr_params: dict[str, Any] | None = None,
+    ) -> ComposeResult:
+        """As :meth:`shardwalk.Engine.compose` (a tenant key's calls are scoped to its tenant)."""
+        request = pb.ComposeRequest(
+            collection=collection,
+            graph=graph,
+            queries=vectors_to_pb(queries, what="queries"),
+            k=_count(k, "k"),
+            tenant=tenant or "",
+            filter=None if where is None else filter_to_pb(where),
+            knn_k=_count(knn_k, "knn_k"),
+            ppr_k=0 if ppr_k is None else _count(ppr_k, "ppr_k"),
+            alpha=alpha,
+            fuse=fuse,
+            weight=weight,
+            rank_constant=rank_constant,
+            knn_params=params_to_pb(knn_params or {}),
+            ppr_params=params_to_pb(ppr_params or {}),
+        )
+        return self._run("Compose", request, _compose_result)
 
     def flush(self) -> None:
         """Checkpoint every collection now (admin keys only)."""
@@ -399,6 +437,26 @@ def _records(response: pb.GetResponse) -> Records:
         tenants=[t or None for t in response.tenants],
         attributes={} if table is None else table.to_pydict(),
         shared_with=[list(s.values) for s in response.shared_with],
+    )
+
+
+def _compose_result(response: pb.ComposeResponse) -> ComposeResult:
+    rows, k = response.rows, response.k
+    return ComposeResult(
+        ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
+        scores=matrix_from_pb(response.scores, "<f4", rows, k, "scores"),
+        distances=matrix_from_pb(response.distances, "<f4", rows, k, "distances"),
+        ppr_scores=matrix_from_pb(response.ppr_scores, "<f4", rows, k, "ppr_scores"),
+        seeds=np.array(response.seeds, dtype=np.int64),
+        seeds_dropped=np.array(response.seeds_dropped, dtype=np.int64),
+        ppr_error=np.array(response.ppr_error, dtype=np.float64),
+        ppr_method=response.ppr_method or None,
+        alpha=response.alpha,
+        fuse=response.fuse,
+        knn_seconds=response.knn_seconds,
+        ppr_seconds=response.ppr_seconds,
+        fuse_seconds=response.fuse_seconds,
+        seconds=response.seconds,
     )
 
 

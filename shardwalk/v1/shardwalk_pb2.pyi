@@ -689,6 +689,11 @@ Global___PersonalizedPageRankResponse: _TypeAlias = PersonalizedPageRankResponse
 
 @_typing.final
 class ComposeRequest(_message.Message):
+    """engine.compose: kNN in `collection` (scoped to the caller's tenant and `filter`), the hits
+    that are nodes of `graph` seed personalized PageRank, the two lists are fused, the same scope
+    filters the output, top k. Zero numbers and empty strings mean the library's defaults.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -745,23 +750,37 @@ class ComposeRequest(_message.Message):
     WEIGHT_FIELD_NUMBER: _builtins.int
     KNN_PARAMS_FIELD_NUMBER: _builtins.int
     PPR_PARAMS_FIELD_NUMBER: _builtins.int
+    PPR_K_FIELD_NUMBER: _builtins.int
+    RANK_CONSTANT_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     graph: _builtins.str
     k: _builtins.int
+    """default 10"""
     tenant: _builtins.str
     knn_k: _builtins.int
+    """default 10"""
     alpha: _builtins.float
+    """PPR stop probability; default 0.5"""
     fuse: _builtins.str
-    """"rrf" or "weighted" """
+    """"rrf" (default) or "weighted" """
     weight: _builtins.float
+    """"weighted": the similarity's share (default 0.5)"""
+    ppr_k: _builtins.int
+    """length of the PPR list fused; default max(k, knn_k)"""
+    rank_constant: _builtins.float
+    """"rrf": the constant of 1 / (c + rank) (default 60)"""
     @_builtins.property
     def queries(self) -> Global___Vectors: ...
     @_builtins.property
     def filter(self) -> Global___Filter: ...
     @_builtins.property
-    def knn_params(self) -> _containers.MessageMap[_builtins.str, Global___Value]: ...
+    def knn_params(self) -> _containers.MessageMap[_builtins.str, Global___Value]:
+        """search parameters, e.g. ef"""
+
     @_builtins.property
-    def ppr_params(self) -> _containers.MessageMap[_builtins.str, Global___Value]: ...
+    def ppr_params(self) -> _containers.MessageMap[_builtins.str, Global___Value]:
+        """method, dangling and the method's parameters"""
+
     def __init__(
         self,
         *,
@@ -774,15 +793,24 @@ class ComposeRequest(_message.Message):
         knn_k: _builtins.int = ...,
         alpha: _builtins.float = ...,
         fuse: _builtins.str = ...,
-        weight: _builtins.float = ...,
+        weight: _builtins.float | None = ...,
         knn_params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
         ppr_params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
+        ppr_k: _builtins.int = ...,
+        rank_constant: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "queries", b"queries"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_rank_constant", b"_rank_constant", "_weight", b"_weight", "filter", b"filter", "queries", b"queries", "rank_constant", b"rank_constant", "weight", b"weight"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "collection", b"collection", "filter", b"filter", "fuse", b"fuse", "graph", b"graph", "k", b"k", "knn_k", b"knn_k", "knn_params", b"knn_params", "ppr_params", b"ppr_params", "queries", b"queries", "tenant", b"tenant", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rank_constant", b"_rank_constant", "_weight", b"_weight", "alpha", b"alpha", "collection", b"collection", "filter", b"filter", "fuse", b"fuse", "graph", b"graph", "k", b"k", "knn_k", b"knn_k", "knn_params", b"knn_params", "ppr_k", b"ppr_k", "ppr_params", b"ppr_params", "queries", b"queries", "rank_constant", b"rank_constant", "tenant", b"tenant", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__rank_constant: _TypeAlias = _typing.Literal["rank_constant"]  # noqa: Y015
+    _WhichOneofArgType__rank_constant: _TypeAlias = _typing.Literal["_rank_constant", b"_rank_constant"]  # noqa: Y015
+    _WhichOneofReturnType__weight: _TypeAlias = _typing.Literal["weight"]  # noqa: Y015
+    _WhichOneofArgType__weight: _TypeAlias = _typing.Literal["_weight", b"_weight"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rank_constant) -> _WhichOneofReturnType__rank_constant | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__weight) -> _WhichOneofReturnType__weight | None: ...
 
 Global___ComposeRequest: _TypeAlias = ComposeRequest  # noqa: Y015
 
@@ -794,21 +822,48 @@ class ComposeResponse(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     IDS_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
-    SIMILARITIES_FIELD_NUMBER: _builtins.int
+    DISTANCES_FIELD_NUMBER: _builtins.int
     PPR_SCORES_FIELD_NUMBER: _builtins.int
-    DETAILS_JSON_FIELD_NUMBER: _builtins.int
+    SEEDS_FIELD_NUMBER: _builtins.int
+    SEEDS_DROPPED_FIELD_NUMBER: _builtins.int
+    PPR_ERROR_FIELD_NUMBER: _builtins.int
+    PPR_METHOD_FIELD_NUMBER: _builtins.int
+    ALPHA_FIELD_NUMBER: _builtins.int
+    FUSE_FIELD_NUMBER: _builtins.int
+    KNN_SECONDS_FIELD_NUMBER: _builtins.int
+    PPR_SECONDS_FIELD_NUMBER: _builtins.int
+    FUSE_SECONDS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     k: _builtins.int
     ids: _builtins.bytes
     """int64, rows x k, padded with -1"""
     scores: _builtins.bytes
-    """float32 fused scores"""
-    similarities: _builtins.bytes
+    """float32 fused scores, padded with -inf"""
+    distances: _builtins.bytes
     """float32 kNN distances, NaN where the result was no kNN hit"""
     ppr_scores: _builtins.bytes
-    """float32"""
-    details_json: _builtins.str
-    """timings per stage, method that ran, seeds dropped"""
+    """float32 PPR scores, NaN where the result was not in the PPR list"""
+    ppr_method: _builtins.str
+    """empty when no query had a seed"""
+    alpha: _builtins.float
+    fuse: _builtins.str
+    knn_seconds: _builtins.float
+    ppr_seconds: _builtins.float
+    fuse_seconds: _builtins.float
+    seconds: _builtins.float
+    @_builtins.property
+    def seeds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """per query: kNN hits that seeded PPR"""
+
+    @_builtins.property
+    def seeds_dropped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """per query: kNN hits that are not graph nodes"""
+
+    @_builtins.property
+    def ppr_error(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """per query: the PPR error (NaN where no PPR ran)"""
+
     def __init__(
         self,
         *,
@@ -816,13 +871,22 @@ class ComposeResponse(_message.Message):
         k: _builtins.int = ...,
         ids: _builtins.bytes = ...,
         scores: _builtins.bytes = ...,
-        similarities: _builtins.bytes = ...,
+        distances: _builtins.bytes = ...,
         ppr_scores: _builtins.bytes = ...,
-        details_json: _builtins.str = ...,
+        seeds: _abc.Iterable[_builtins.int] | None = ...,
+        seeds_dropped: _abc.Iterable[_builtins.int] | None = ...,
+        ppr_error: _abc.Iterable[_builtins.float] | None = ...,
+        ppr_method: _builtins.str = ...,
+        alpha: _builtins.float = ...,
+        fuse: _builtins.str = ...,
+        knn_seconds: _builtins.float = ...,
+        ppr_seconds: _builtins.float = ...,
+        fuse_seconds: _builtins.float = ...,
+        seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details_json", b"details_json", "ids", b"ids", "k", b"k", "ppr_scores", b"ppr_scores", "rows", b"rows", "scores", b"scores", "similarities", b"similarities"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "distances", b"distances", "fuse", b"fuse", "fuse_seconds", b"fuse_seconds", "ids", b"ids", "k", b"k", "knn_seconds", b"knn_seconds", "ppr_error", b"ppr_error", "ppr_method", b"ppr_method", "ppr_scores", b"ppr_scores", "ppr_seconds", b"ppr_seconds", "rows", b"rows", "scores", b"scores", "seconds", b"seconds", "seeds", b"seeds", "seeds_dropped", b"seeds_dropped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -84,6 +84,18 @@ def test_embedded_and_remote_agree(running: Running, docs: dict) -> None:
     np.testing.assert_array_equal(here.ids, there.ids)
     np.testing.assert_allclose(here.scores, there.scores)
     assert there.method == "push" and there.error_is_bound == here.error_is_bound
+    for options in ({}, {"tenant": "t3", "where": F("year") >= 2010}, {"fuse": "weighted"}):
+        here = running.engine.compose("docs", "links", queries[:4], k=8, **options)
+        there = admin.compose("docs", "links", queries[:4], k=8, **options)
+        np.testing.assert_array_equal(here.ids, there.ids)
+        np.testing.assert_array_equal(here.scores, there.scores)
+        np.testing.assert_array_equal(here.distances, there.distances)
+        np.testing.assert_array_equal(here.seeds, there.seeds)
+        assert (here.ppr_method, here.fuse, here.alpha) == (
+            there.ppr_method,
+            there.fuse,
+            there.alpha,
+        )
 
 
 BAD_CALLS = {
@@ -106,6 +118,16 @@ BAD_CALLS = {
     "unknown seed": lambda c: c.graph("links").ppr([10**9]),
     "bad alpha": lambda c: c.graph("links").ppr([1], alpha=1.5),
     "bad method": lambda c: c.graph("links").ppr([1], method="magic"),
+    "compose: unknown graph": lambda c: c.compose("docs", "nope", np.zeros((1, DIM))),
+    "compose: wrong dimension": lambda c: c.compose("docs", "links", np.zeros((1, 3))),
+    "compose: bad fuse": lambda c: c.compose("docs", "links", np.zeros((1, DIM)), fuse="max"),
+    "compose: bad weight": lambda c: c.compose(
+        "docs", "links", np.zeros((1, DIM)), fuse="weighted", weight=2.0
+    ),
+    "compose: bad alpha": lambda c: c.compose("docs", "links", np.zeros((1, DIM)), alpha=1.0),
+    "compose: bad ppr parameter": lambda c: c.compose(
+        "docs", "links", np.zeros((1, DIM)), ppr_params={"nope": 1}
+    ),
 }
 
 
@@ -214,6 +236,9 @@ def test_tenant_isolation(
     seeds = [i for i in asked if i in mine] or sorted(mine)[:1]
     ppr = client.graph("links").ppr(seeds, k, collection="docs").ids
     assert set(ppr[ppr >= 0].tolist()) <= mine
+    composed = client.compose("docs", "links", query, k=k, where=where).ids
+    for i in composed[composed >= 0].tolist():
+        assert i in mine and _matches(docs, i, where)
 
 
 def test_limits(running: Running, docs: dict) -> None:

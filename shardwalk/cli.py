@@ -751,6 +751,19 @@ def cmd_graph_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hubs(value: str) -> int | str:
+    """--hubs: "auto" or a count."""
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected auto or a count >= 0; got {value!r}")
+    return count
+
+
 def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
     with _open_existing(args.data) as engine:
         graph = engine.graph(args.name)
@@ -760,6 +773,12 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
             seed=args.seed,
             dangling=args.dangling,
             top_k=args.top_k,
+            hubs=None
+            if args.hubs in ("0", "none")
+            else "auto"
+            if args.hubs == "auto"
+            else int(args.hubs),
+            hub_walks=args.hub_walks,
         )
     print(
         f"fingerprints of {args.name!r}: R={args.walks_per_node}, alpha={args.alpha}, "
@@ -775,7 +794,9 @@ def cmd_ppr(args: argparse.Namespace) -> int:
     rules = {"alpha": args.alpha, "dangling": args.dangling}
     rules = {key: value for key, value in rules.items() if value is not None}
     with _open_existing(args.data) as engine:
-        result = engine.graph(args.graph).ppr(seeds, k=args.k, method=args.method, **rules)
+        result = engine.graph(args.graph).ppr(
+            seeds, k=args.k, method=args.method, accuracy=args.accuracy, **rules
+        )
     # the alpha and rule that were used (results carry them once Graph.ppr takes them)
     used = {key: getattr(result, key) for key in ("alpha", "dangling") if hasattr(result, key)}
     if args.json:
@@ -992,6 +1013,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="dangling-node rule ('drop' also serves restart queries)",
     )
     g.add_argument("--top-k", type=int, default=None, help="keep each node's top-k visit counts")
+    g.add_argument(
+        "--hubs",
+        default="auto",
+        type=_hubs,
+        help="hubs with rows of their own: a number, auto (20%% of in-links, <= 1%% of nodes) or 0",
+    )
+    g.add_argument("--hub-walks", type=int, default=1000, help="walks per hub row")
     g.set_defaults(run=cmd_graph_fingerprints)
 
     p = command(sub, "ppr", "personalized PageRank from seed nodes")
@@ -1008,8 +1036,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default=None,
-        choices=["fingerprint", "push", "exact"],
-        help="default: fingerprint when fingerprints are built, else push",
+        choices=["hybrid", "fingerprint", "push", "exact"],
+        help="default: chosen by --accuracy",
+    )
+    p.add_argument(
+        "--accuracy",
+        default=None,
+        choices=["fast", "high"],
+        help="let the engine pick method and parameters (default fast; not with --method)",
     )
     p.add_argument(
         "--alpha",

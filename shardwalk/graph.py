@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,20 @@ import numpy as np
 from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import FailedPreconditionError, InvalidArgumentError
 from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
+from shardwalk.validation import check_choice
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.fastrp import fastrp
 
-__all__ = ["Graph"]
+__all__ = ["ACCURACY", "Graph"]
+
+# What accuracy= runs: with fingerprints that serve the query ("hybrid"), or without ("push").
+# bench/ppr.py measures both settings against the exact solver on every real graph of
+# ../shared/data and the generated 1M-node graph.
+ACCURACY: dict[str, dict[str, dict[str, float]]] = {
+    "fast": {"hybrid": {"r_max": 1e-4}, "push": {"r_max": 1e-6}},
+    "high": {"hybrid": {"r_max": 1e-6}, "push": {"r_max": 1e-7}},
+}
 
 
 class Graph:
@@ -99,6 +109,8 @@ class Graph:
         seed: int = 0,
         dangling: str = "self_loop",
         top_k: int | None = None,
+        hubs: int | str | None = "auto",
+        hub_walks: int = 1000,
     ) -> dict[str, Any]:
         """Build (or rebuild) the Monte Carlo fingerprints (PowerWalk offline): R walks of
         stop probability ``alpha`` from every node, counting every visit.
@@ -117,6 +129,13 @@ class Graph:
             (restart is composed from drop and renormalised).
         top_k : int, optional
             Keep only each node's top-k visit counts (smaller, less accurate).
+        hubs : int, "auto" or None
+            Hubs (the nodes with the most in-links) that get rows of ``hub_walks`` walks: the
+            default ``accuracy="fast"`` and ``"high"`` queries stop pushing at hubs and answer
+            from these rows. "auto" (default): the fewest top nodes holding 20% of the
+            in-links, at most 1% of the nodes; None or 0: none.
+        hub_walks : int
+            Walks per hub row (default 1000).
 
         Returns
         -------
@@ -138,6 +157,8 @@ class Graph:
                 seed=seed,
                 dangling=dangling,
                 top_k=top_k,
+                hubs=hubs,
+                hub_walks=hub_walks,
             )
             if self._datadir is not None:
                 datadir = self._datadir
@@ -164,20 +185,41 @@ class Graph:
 
     # -- queries ----------------------------------------------------------------------------
     @staticmethod
-    def _method(index: PPRIndex, method: str | None, alpha: Any, dangling: Any) -> str:
-        """The method a query runs. Given: that one (it refuses what it cannot serve). None:
-        "fingerprint" when fingerprints exist and were built for this alpha and rule, else
-        "push", the method the graph would use without fingerprints."""
+    def _choose(
+        index: PPRIndex,
+        method: str | None,
+        accuracy: str | None,
+        alpha: Any,
+        dangling: Any,
+        params: dict[str, Any],
+    ) -> tuple[str, dict[str, Any]]:
+        """The method and parameters a query runs (see :meth:`ppr`)."""
         if method is not None:
-            return method
-        if index.fingerprints is not None and index.fingerprint_mismatch(alpha, dangling) is None:
-            return "fingerprint"
-        return "push"
+            if accuracy is not None:
+                raise InvalidArgumentError(
+                    f"give method= or accuracy=, not both (got method={method!r}, "
+                    f"accuracy={accuracy!r}): accuracy picks the method and its parameters"
+                )
+            return method, params
+        serves = (
+            index.fingerprints is not None and index.fingerprint_mismatch(alpha, dangling) is None
+        )
+        if params and accuracy is None:  # a method's parameters alone: that method, as before
+            return ("fingerprint" if serves else "push"), params
+        accuracy = check_choice("accuracy", accuracy or "fast", ACCURACY)
+        if params:
+            raise InvalidArgumentError(
+                f"accuracy={accuracy!r} picks the parameters itself; got {sorted(params)} "
+                "(give method= with them instead)"
+            )
+        chosen = ACCURACY[accuracy]["hybrid" if serves else "push"]
+        return ("hybrid" if serves else "push"), dict(chosen)
 
     def ppr_method(
         self,
         *,
         method: str | None = None,
+        accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
         **params: Any,
@@ -192,7 +234,7 @@ class Graph:
         """
         self._check_open()
         index = self._index
-        chosen = self._method(index, method, alpha, dangling)
+        chosen, params = self._choose(index, method, accuracy, alpha, dangling, params)
         index.check_query(chosen, alpha=alpha, dangling=dangling, **params)  # type: ignore[arg-type]
         return chosen
 
@@ -202,6 +244,7 @@ class Graph:
         k: int = 100,
         *,
         method: str | None = None,
+        accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
         **params: Any,
@@ -214,21 +257,29 @@ class Graph:
         seeds : int, sequence of int, or mapping {int: float}
         k : int
             Top nodes returned (padded with -1 / 0).
-        method : {"fingerprint", "push", "exact"}, optional
-            "fingerprint": push the query's mass for ``rounds`` (T, default 5) rounds, then
-            compose with the stored fingerprints (``threshold`` prunes small mass, default
-            1e-4); "push": Forward Push to residual ``r_max`` (default 1e-6); "exact": power
-            iteration to ``tol`` (default 1e-10). Default: "fingerprint" when fingerprints are
-            built and serve this query's alpha and rule, else "push"; ``result.method`` says
-            which ran.
+        accuracy : {"fast", "high"}, optional
+            Let the engine pick the method and its parameters (the default, "fast", when
+            neither ``method`` nor method parameters are given). With fingerprints that serve
+            the query's alpha and rule: "hybrid" with ``r_max`` 1e-4 ("fast") or 1e-6
+            ("high"); without: "push" with ``r_max`` 1e-6 or 1e-7. ``result.method`` and
+            ``result.params`` say what ran; bench/ppr.py measures each setting against the
+            exact solver on real graphs.
+        method : {"hybrid", "fingerprint", "push", "exact"}, optional
+            "hybrid": Forward Push to ``r_max`` (default 1e-4) that stops at hubs, then every
+            residual composed with fingerprints (hubs have rows of many walks); "fingerprint":
+            push the query's mass for ``rounds`` (T, default 5) rounds, then compose with the
+            stored fingerprints (``threshold`` prunes small mass, default 1e-4); "push":
+            Forward Push to residual ``r_max`` (default 1e-6); "exact": power iteration to
+            ``tol`` (default 1e-10). Method parameters without a method run "fingerprint"
+            when fingerprints serve the query, else "push".
         alpha : float, optional
             Stop (teleport) probability in (0, 1) (networkx's damping 0.85 is alpha 0.15).
             Default: the fingerprints' alpha when they exist, else 0.15.
         dangling : {"self_loop", "drop", "restart"}, optional
             Rule at nodes without out-edges; "restart" jumps back to the seeds (networkx's
             convention). Default: the fingerprints' rule when they exist, else "self_loop".
-            "exact" and "push" take any alpha and rule; "fingerprint" only the fingerprints'
-            alpha and rule, or "restart" when they were built with "drop".
+            "exact" and "push" take any alpha and rule; "hybrid" and "fingerprint" only the
+            fingerprints' alpha and rule, or "restart" when they were built with "drop".
         **params
             The method's parameters named above.
 
@@ -236,29 +287,19 @@ class Graph:
         -------
         PPRResult
             ``ids`` (1, k) int64, ``scores`` (1, k) float32, ``error`` (an estimate for
-            fingerprints, a bound for push and exact), ``method``, ``alpha``, ``dangling``,
-            ``seconds``.
+            hybrid and fingerprint, a bound for push and exact), ``method``, ``params``,
+            ``alpha``, ``dangling``, ``seconds``.
 
         Raises
         ------
         InvalidArgumentError
-            Bad seeds, k, method, alpha, rule or parameters; ``method="fingerprint"`` without
-            fingerprints or with an alpha or rule they were not built for (the message names
-            what they were built with).
+            Bad seeds, k, method, accuracy, alpha, rule or parameters; both ``method`` and
+            ``accuracy``; a fingerprint method without fingerprints or with an alpha or rule
+            they were not built for (the message names what they were built with).
         NotFoundError
             A seed is not a node of the graph.
         """
-        self._check_open()
-        index = self._index  # one index for the whole call, even if fingerprints are rebuilt
-        with self._budget.take(1):
-            return index.query(
-                seeds,
-                k=k,
-                method=self._method(index, method, alpha, dangling),
-                alpha=alpha,
-                dangling=dangling,
-                **params,
-            )
+        return self._query(False, seeds, k, method, accuracy, alpha, dangling, params)
 
     def ppr_batch(
         self,
@@ -266,23 +307,34 @@ class Graph:
         k: int = 100,
         *,
         method: str | None = None,
+        accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
         **params: Any,
     ) -> PPRResult:
         """Many PPR queries in one parallel pass; row i answers ``queries[i]``. Arguments as in
         :meth:`ppr`."""
+        return self._query(True, queries, k, method, accuracy, alpha, dangling, params)
+
+    def _query(
+        self,
+        batch: bool,
+        queries: Any,
+        k: int,
+        method: str | None,
+        accuracy: str | None,
+        alpha: Any,
+        dangling: Any,
+        params: dict[str, Any],
+    ) -> PPRResult:
         self._check_open()
-        index = self._index
-        with self._budget.take(len(queries) if hasattr(queries, "__len__") else 1):
-            return index.query_batch(
-                queries,
-                k=k,
-                method=self._method(index, method, alpha, dangling),
-                alpha=alpha,
-                dangling=dangling,
-                **params,
-            )
+        index = self._index  # one index for the whole call, even if fingerprints are rebuilt
+        chosen, params = self._choose(index, method, accuracy, alpha, dangling, params)
+        threads = (len(queries) if hasattr(queries, "__len__") else 1) if batch else 1
+        with self._budget.take(threads):
+            run = index.query_batch if batch else index.query
+            result = run(queries, k=k, method=chosen, alpha=alpha, dangling=dangling, **params)  # type: ignore[arg-type]
+        return replace(result, params=params)
 
     def fastrp(self, *, dim: int = 128, **params: Any) -> np.ndarray:
         """FastRP node embeddings (very sparse random projection of the degree-normalised

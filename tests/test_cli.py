@@ -404,8 +404,8 @@ def test_ppr_passes_alpha_and_dangling_only_when_given(graph_data, capsys, monke
     assert run(capsys, *base)[0] == 0
     assert run(capsys, *base, "--alpha", 0.3, "--dangling", "restart")[0] == 0
     assert seen == [
-        {"k": 20, "method": "exact"},
-        {"k": 20, "method": "exact", "alpha": 0.3, "dangling": "restart"},
+        {"k": 20, "method": "exact", "accuracy": None},
+        {"k": 20, "method": "exact", "accuracy": None, "alpha": 0.3, "dangling": "restart"},
     ]
 
 

@@ -386,9 +386,67 @@ def top_k_of(touched, nt, values, k, out_ids, out_scores):
 # fingerprint composition (PowerWalk VERD)
 
 
+@njit(cache=True, inline="always")
+def _add_row(nodes, counts, lo, hi, a, var_factor, score, var, touched, nt):
+    """score[x] += a * count, var[x] += a^2 * count * var_factor[x] over entries lo:hi of a
+    fingerprint CSR; nodes enter ``touched`` when their score was 0. Returns nt.
+
+    Full-path visit counts are overdispersed: a walk that reaches x returns to it, so the
+    variance of the visits of x per walk is E[V](2 G_xx - 1), G_xx the expected visits of x
+    from x (Poisson would be E[V]). ``var_factor[x]`` = 2 G_xx - 1, estimated from x's own
+    fingerprint row."""
+    a2 = a * a
+    for e in range(lo, hi):
+        x = nodes[e]
+        c = np.float64(counts[e])
+        if score[x] == 0.0:  # a * c > 0 (counts >= 1) unless a underflows
+            touched[nt] = x
+            nt += 1
+        score[x] += a * c
+        var[x] += a2 * c * var_factor[x]
+    return nt
+
+
+@njit(cache=True, inline="always")
+def _compose_row(
+    u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, hub_pos, hub_indptr, hub_nodes, hub_counts,
+    hub_scale, var_factor, score, var, touched, nt,
+):  # fmt: skip
+    """score += f * (node u's fingerprint), var += its MC variance proxy; a hub with a row of
+    its own (``hub_pos[u] >= 0``, built from more walks) uses that row. Returns nt."""
+    h = hub_pos[u] if hub_pos.size > 0 else -1
+    if h >= 0:
+        return _add_row(
+            hub_nodes, hub_counts, hub_indptr[h], hub_indptr[h + 1], f * hub_scale, var_factor,
+            score, var, touched, nt,
+        )  # fmt: skip
+    return _add_row(
+        fp_nodes, fp_counts, fp_indptr[u], fp_indptr[u + 1], f * fp_scale, var_factor,
+        score, var, touched, nt,
+    )  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def _add_row_flagged(nodes, counts, lo, hi, a, var_factor, p, var, flags, touched, nt):
+    """``_add_row`` with membership in ``touched`` marked by flag bit 2 (for callers whose
+    touched nodes may still have a zero estimate)."""
+    a2 = a * a
+    for e in range(lo, hi):
+        x = nodes[e]
+        c = np.float64(counts[e])
+        if flags[x] & 2 == 0:
+            flags[x] |= 2
+            touched[nt] = x
+            nt += 1
+        p[x] += a * c
+        var[x] += a2 * c * var_factor[x]
+    return nt
+
+
 @njit(cache=True)
 def compose_one(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
     seed_nodes, seed_weights, alpha, rounds, threshold, drop_below, mode,
     flow, flow_next, score, var, frontier, frontier_next, touched,
 ):  # fmt: skip
@@ -397,7 +455,8 @@ def compose_one(
     stored fingerprints (score += f * alpha / R * counts, var += f^2 (alpha / R)^2 counts).
     Flow f is handled when it would be processed: f < ``drop_below`` is
     dropped; f < ``threshold`` is not pushed but composed with the node's fingerprint at once
-    (PowerWalk's pruning is ``drop_below == threshold``).
+    (PowerWalk's pruning is ``drop_below == threshold``). Hubs with rows of their own compose
+    with those (see ``_compose_row``).
 
     Returns (nt, dropped, lost): ``touched[:nt]`` are the nodes with a score (their scores in
     ``score``, an MC variance proxy in ``var``), ``dropped`` the pruned flow plus the
@@ -427,16 +486,10 @@ def compose_one(
             if f < threshold:
                 if use_cut:
                     dropped += f * fp_cut[u]
-                a = f * fp_scale
-                a2 = a * a
-                for e in range(fp_indptr[u], fp_indptr[u + 1]):
-                    x = fp_nodes[e]
-                    c = np.float64(fp_counts[e])
-                    if score[x] == 0.0:  # a * c > 0 (counts >= 1) unless a underflows
-                        touched[nt] = x
-                        nt += 1
-                    score[x] += a * c
-                    var[x] += a2 * c
+                nt = _compose_row(
+                    u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, hub_pos, hub_indptr,
+                    hub_nodes, hub_counts, hub_scale, var_factor, score, var, touched, nt,
+                )  # fmt: skip
                 continue
             start = indptr[u]
             deg = indptr[u + 1] - start
@@ -476,16 +529,10 @@ def compose_one(
             continue
         if use_cut:
             dropped += f * fp_cut[u]
-        a = f * fp_scale
-        a2 = a * a
-        for e in range(fp_indptr[u], fp_indptr[u + 1]):
-            x = fp_nodes[e]
-            c = np.float64(fp_counts[e])
-            if score[x] == 0.0:  # a * c > 0 (counts >= 1) unless a underflows
-                touched[nt] = x
-                nt += 1
-            score[x] += a * c
-            var[x] += a2 * c
+        nt = _compose_row(
+            u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, hub_pos, hub_indptr, hub_nodes,
+            hub_counts, hub_scale, var_factor, score, var, touched, nt,
+        )  # fmt: skip
     return nt, dropped, lost
 
 
@@ -493,6 +540,7 @@ def compose_one(
 def compose_chunk(
     c, n_chunks,
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
     q_indptr, q_nodes, q_weights, alpha, rounds, threshold, drop_below, mode, k,
     flow, flow_next, score, var, frontier, frontier_next, touched,
     out_ids, out_scores, out_stats,
@@ -508,6 +556,7 @@ def compose_chunk(
         a, b = q_indptr[q], q_indptr[q + 1]
         nt, dropped, lost = compose_one(
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
             q_nodes[a:b], q_weights[a:b], alpha, rounds, threshold, drop_below, mode,
             flow[c], flow_next[c], sc, vr, frontier[c], frontier_next[c], tc,
         )  # fmt: skip
@@ -529,6 +578,7 @@ def compose_chunk(
 @njit(cache=True, parallel=True)
 def compose_batch(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
     q_indptr, q_nodes, q_weights, alpha, rounds, threshold, drop_below, mode, k,
     flow, flow_next, score, var, frontier, frontier_next, touched,
     out_ids, out_scores, out_stats,
@@ -540,6 +590,7 @@ def compose_batch(
         compose_chunk(
             c, n_chunks,
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
             q_indptr, q_nodes, q_weights, alpha, rounds, threshold, drop_below, mode, k,
             flow, flow_next, score, var, frontier, frontier_next, touched,
             out_ids, out_scores, out_stats,
@@ -667,6 +718,172 @@ def push_batch(
             c, n_chunks,
             indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
             p, r, queue, flags, touched, out_ids, out_scores, out_stats, stop,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# hybrid: forward push that stops at hubs, then every residual composed with fingerprints
+
+
+@njit(cache=True)
+def hybrid_one(
+    indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
+    seed_nodes, seed_weights, alpha, r_max, drop_below, mode,
+    p, r, var, queue, flags, touched, stop,
+):  # fmt: skip
+    """FIFO forward push until every residual r(u) < r_max * max(outdeg(u), 1), except that
+    hubs (``hub_pos[u] >= 0``) are never pushed: their residual accumulates. Then each node's
+    residual meets its fingerprint (a hub's own row, from many walks): p += r(u) * fp(u),
+    var += the MC variance proxy. Residuals below ``drop_below`` are dropped (an l1 loss).
+
+    Pushing is exact and cheap where degrees are small; hubs, where pushing costs most and
+    where residual mass concentrates, answer from rows of many walks, and the mass that meets
+    the noisy R-walk rows is only what is left below r_max. Returns (nt, dropped, lost):
+    ``touched[:nt]`` hold the estimates in ``p`` (and ``var``); r and flags are left zeroed.
+    """
+    n = indptr.size - 1
+    nt = 0
+    head = 0
+    size = 0
+    for i in range(seed_nodes.size):
+        v = seed_nodes[i]
+        if flags[v] & 2 == 0:
+            flags[v] |= 2
+            touched[nt] = v
+            nt += 1
+        r[v] += seed_weights[i]
+        if flags[v] & 1 == 0 and hub_pos[v] < 0:
+            flags[v] |= 1
+            queue[(head + size) % n] = v
+            size += 1
+    lost = 0.0
+    keep = 1.0 - alpha
+    pops = 0
+    while size > 0:
+        pops += 1
+        if pops & 1023 == 0 and stop[0]:
+            break
+        u = queue[head]
+        head = (head + 1) % n
+        size -= 1
+        flags[u] &= 2
+        ru = r[u]
+        start = indptr[u]
+        deg = indptr[u + 1] - start
+        if ru <= 0.0 or ru < r_max * max(deg, 1):
+            continue
+        r[u] = 0.0
+        if deg == 0:
+            if mode == MODE_SELF_LOOP:
+                p[u] += ru
+            else:
+                p[u] += alpha * ru
+                lost += keep * ru
+            continue
+        p[u] += alpha * ru
+        rest = keep * ru
+        inv = rest / deg
+        for e in range(start, start + deg):
+            v = indices[e]
+            x = rest * probs[e] if weighted else inv
+            if flags[v] & 2 == 0:
+                flags[v] |= 2
+                touched[nt] = v
+                nt += 1
+            r[v] += x
+            if (
+                flags[v] & 1 == 0
+                and hub_pos[v] < 0
+                and r[v] >= r_max * max(indptr[v + 1] - indptr[v], 1)
+            ):
+                flags[v] |= 1
+                queue[(head + size) % n] = v
+                size += 1
+    # compose: membership in touched is flag bit 2 (a pushed-through node may still have p 0)
+    n_pushed = nt
+    dropped = 0.0
+    use_cut = fp_cut.size > 0
+    for i in range(n_pushed):
+        u = touched[i]
+        ru = r[u]
+        if ru == 0.0:
+            continue
+        r[u] = 0.0
+        if ru < drop_below:
+            dropped += ru
+            continue
+        h = hub_pos[u]
+        if h >= 0:
+            nt = _add_row_flagged(
+                hub_nodes, hub_counts, hub_indptr[h], hub_indptr[h + 1], ru * hub_scale,
+                var_factor, p, var, flags, touched, nt,
+            )  # fmt: skip
+            continue
+        if use_cut:
+            dropped += ru * fp_cut[u]
+        nt = _add_row_flagged(
+            fp_nodes, fp_counts, fp_indptr[u], fp_indptr[u + 1], ru * fp_scale,
+            var_factor, p, var, flags, touched, nt,
+        )  # fmt: skip
+    for i in range(nt):
+        flags[touched[i]] = 0
+    return nt, dropped, lost
+
+
+@njit(cache=True, nogil=True)
+def hybrid_chunk(
+    c, n_chunks,
+    indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
+    q_indptr, q_nodes, q_weights, alpha, r_max, drop_below, mode, k,
+    p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
+):  # fmt: skip
+    """``hybrid_one`` for queries c, c + n_chunks, ... with scratch row c; top-k of each.
+    ``out_stats[q]`` = (mass, dropped, lost, noise) as in ``compose_chunk``."""
+    n_q = q_indptr.size - 1
+    pc = p[c]
+    vc = var[c]
+    tc = touched[c]
+    for q in range(c, n_q, n_chunks):
+        a, b = q_indptr[q], q_indptr[q + 1]
+        nt, dropped, lost = hybrid_one(
+            indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
+            q_nodes[a:b], q_weights[a:b], alpha, r_max, drop_below, mode,
+            pc, r[c], vc, queue[c], flags[c], tc, stop,
+        )  # fmt: skip
+        mass = 0.0
+        noise = 0.0
+        for i in range(nt):
+            mass += pc[tc[i]]
+            noise += np.sqrt(vc[tc[i]])
+        top_k_of(tc, nt, pc, k, out_ids[q], out_scores[q])
+        for i in range(nt):
+            pc[tc[i]] = 0.0
+            vc[tc[i]] = 0.0
+        out_stats[q, 0] = mass
+        out_stats[q, 1] = dropped
+        out_stats[q, 2] = lost
+        out_stats[q, 3] = noise * 0.7978845608028654
+
+
+@njit(cache=True, parallel=True)
+def hybrid_batch(
+    indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
+    q_indptr, q_nodes, q_weights, alpha, r_max, drop_below, mode, k,
+    p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
+):  # fmt: skip
+    """``hybrid_chunk`` for every scratch row in parallel."""
+    n_chunks = p.shape[0]
+    for c in prange(n_chunks):
+        hybrid_chunk(
+            c, n_chunks,
+            indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
+            q_indptr, q_nodes, q_weights, alpha, r_max, drop_below, mode, k,
+            p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
         )  # fmt: skip
 
 

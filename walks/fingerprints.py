@@ -11,6 +11,11 @@ fingerprints at query time is exact in expectation. There is no ``"restart"`` st
 walks depend on their source and would not compose. Queries under the ``"restart"`` rule use a
 ``"drop"`` store and renormalise (restart = drop / mass, proven in ``ppr.py``), so a store's
 ``dangling`` always names the rule its walks followed.
+
+Hubs (the nodes with the most in-links, where walks and pushed PPR mass concentrate) may get
+rows of their own built from ``hub_walks`` walks each, far more than R: queries that stop
+pushing at hubs (the "hybrid" method of ``ppr.py``) compose the mass that gathers there with
+these accurate rows. They are optional files of the store (``hubs.npy``, ``hub_*.npy``).
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ __all__ = [
     "FINGERPRINT_SCHEMA_VERSION",
     "FingerprintStore",
     "build_fingerprints",
+    "select_hubs",
 ]
 
 FINGERPRINT_SCHEMA = "shardwalk.fingerprints"
 FINGERPRINT_SCHEMA_VERSION = 1
+_HUB_FILES = ("hubs", "hub_indptr", "hub_nodes", "hub_counts")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -65,6 +72,13 @@ class FingerprintStore:
         ``CSRGraph.digest()`` of the graph it was built on.
     stats : dict
         Build report: seconds, walks, visits, steps, steps_per_second, threads, nbytes.
+    hubs : ndarray int64 (H,) or None
+        Internal ids of the hub nodes that have rows of their own (most in-links first).
+    hub_walks : int
+        Walks per hub row (0 without hubs); a hub row's estimate is ``alpha / hub_walks *
+        counts``.
+    hub_indptr, hub_nodes, hub_counts : ndarray or None
+        The hub rows, a CSR over ``hubs`` (row h belongs to node ``hubs[h]``).
     """
 
     indptr: np.ndarray
@@ -78,6 +92,15 @@ class FingerprintStore:
     top_k: int | None
     graph_digest: str
     stats: dict = field(default_factory=dict, compare=False)
+    hubs: np.ndarray | None = None
+    hub_walks: int = 0
+    hub_indptr: np.ndarray | None = None
+    hub_nodes: np.ndarray | None = None
+    hub_counts: np.ndarray | None = None
+
+    @property
+    def num_hubs(self) -> int:
+        return 0 if self.hubs is None else int(self.hubs.shape[0])
 
     @property
     def num_nodes(self) -> int:
@@ -96,7 +119,12 @@ class FingerprintStore:
     def nbytes(self) -> int:
         """Bytes of the arrays (what the store costs in memory, or on disk without headers)."""
         t = 0 if self.truncated is None else self.truncated.nbytes
-        return int(self.indptr.nbytes + self.nodes.nbytes + self.counts.nbytes + t)
+        hubs = sum(
+            a.nbytes
+            for a in (self.hubs, self.hub_indptr, self.hub_nodes, self.hub_counts)
+            if a is not None
+        )
+        return int(self.indptr.nbytes + self.nodes.nbytes + self.counts.nbytes + t + hubs)
 
     def row(self, u: int) -> tuple[np.ndarray, np.ndarray]:
         """(internal nodes, PPR estimates float64) of internal node ``u``'s fingerprint."""
@@ -123,6 +151,10 @@ class FingerprintStore:
         save_npy(d / "counts.npy", self.counts)
         if self.truncated is not None:
             save_npy(d / "truncated.npy", self.truncated)
+        for name in _HUB_FILES:
+            array = getattr(self, name)
+            if array is not None:
+                save_npy(d / f"{name}.npy", array)
         meta = {
             "schema": FINGERPRINT_SCHEMA,
             "version": FINGERPRINT_SCHEMA_VERSION,
@@ -137,6 +169,10 @@ class FingerprintStore:
             "graph_digest": self.graph_digest,
             "estimate": "pi_u(v) = alpha / walks_per_node * counts",
             "stats": self.stats,
+            # optional (absent in stores without hubs, which older builds read as before)
+            "num_hubs": self.num_hubs,
+            "hub_walks": self.hub_walks,
+            "hub_entries": 0 if self.hub_nodes is None else int(self.hub_nodes.shape[0]),
         }
         write_meta(d / "meta.json", meta)
 
@@ -158,6 +194,10 @@ class FingerprintStore:
             nodes = load_npy(d / "nodes.npy", mmap=mmap)
             counts = load_npy(d / "counts.npy", mmap=mmap)
             trunc = load_npy(d / "truncated.npy", mmap=mmap) if meta["top_k"] else None
+            hub_arrays = {
+                name: load_npy(d / f"{name}.npy", mmap=mmap) if meta.get("num_hubs") else None
+                for name in _HUB_FILES
+            }
         except FileNotFoundError as exc:
             raise CorruptionError(
                 f"fingerprints at {d} are incomplete: {exc.filename} is missing"
@@ -172,6 +212,15 @@ class FingerprintStore:
             or int(ip[-1]) != m
         ):
             raise CorruptionError(f"fingerprints at {d}: array shapes do not match meta.json")
+        h = int(meta.get("num_hubs") or 0)
+        if h and (
+            hub_arrays["hubs"].shape != (h,)
+            or hub_arrays["hub_indptr"].shape != (h + 1,)
+            or hub_arrays["hub_nodes"].shape != (int(meta["hub_entries"]),)
+            or hub_arrays["hub_counts"].shape != (int(meta["hub_entries"]),)
+            or int(hub_arrays["hub_indptr"][-1]) != int(meta["hub_entries"])
+        ):
+            raise CorruptionError(f"fingerprints at {d}: hub arrays do not match meta.json")
         if meta["dangling"] not in _check.STORE_RULES:
             raise CorruptionError(
                 f"fingerprints at {d}: meta.json names dangling={meta['dangling']!r}; a store is "
@@ -189,6 +238,8 @@ class FingerprintStore:
             top_k=meta["top_k"],
             graph_digest=meta["graph_digest"],
             stats=dict(meta.get("stats", {})),
+            hub_walks=int(meta.get("hub_walks") or 0) if h else 0,
+            **hub_arrays,
         )
 
     def check_graph(self, graph: CSRGraph) -> None:
@@ -200,6 +251,84 @@ class FingerprintStore:
             )
 
 
+def select_hubs(graph: CSRGraph, hubs: int | str | None) -> np.ndarray:
+    """Internal ids of the hubs: the nodes with the most in-links (ties: lower id first).
+
+    ``"auto"``: the fewest such nodes that hold 20% of all in-links (walks arrive at a node in
+    proportion to its in-links, so that is where their mass gathers), at most 1% of the nodes.
+    """
+    n = graph.num_nodes
+    if hubs is None or (isinstance(hubs, int) and not isinstance(hubs, bool) and hubs == 0):
+        return np.zeros(0, np.int64)
+    indeg = np.bincount(np.asarray(graph.indices, dtype=np.int64), minlength=n)
+    order = np.lexsort((np.arange(n), -indeg))
+    if hubs == "auto":
+        share = np.cumsum(indeg[order]) / max(1, int(indeg.sum()))
+        count = min(int(np.searchsorted(share, 0.2)) + 1, max(1, n // 100), n)
+    else:
+        count = _check.check_int("hubs", hubs, minimum=0, maximum=n)
+    return np.sort(order[:count]).astype(np.int64)
+
+
+class _Walker:
+    """Fingerprint rows of blocks of sources: R walks per source, counted in a CSR."""
+
+    def __init__(self, graph: CSRGraph, alpha: float, seed: int, mode: int) -> None:
+        self.graph, self.alpha, self.seed, self.mode = graph, alpha, seed, mode
+        self.indptr = np.ascontiguousarray(graph.indptr)
+        self.indices = np.ascontiguousarray(graph.indices)
+        self.a_prob, self.a_idx = graph.alias()
+        self.chunks = max(1, numba.get_num_threads())
+
+    def rows(
+        self, blocks: Any, r: int, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """(indptr, nodes, counts, visit counts cut per row by keeping the top ``k`` (0: all),
+        total visits)."""
+        n = self.graph.num_nodes
+        parts_ip, parts_nodes, parts_counts, parts_cut = [np.zeros(1, np.int64)], [], [], []
+        total_visits = 0
+        base = 0
+        for sources in blocks:
+            bounds = _kernels.walk_visit_bounds(sources, r, self.alpha, self.seed)
+            offsets = np.zeros(sources.size + 1, np.int64)
+            np.cumsum(bounds, out=offsets[1:])
+            buf_nodes = np.empty(int(offsets[-1]), self.indices.dtype)
+            buf_counts = np.empty(int(offsets[-1]), np.uint32)
+            nnz = np.empty(sources.size, np.int64)
+            visits = np.empty(sources.size, np.int64)
+            _kernels.fingerprint_block(
+                self.indptr, self.indices, self.a_prob, self.a_idx, self.graph.weighted,
+                sources, r, self.alpha, self.seed, self.mode,
+                offsets, buf_nodes, buf_counts, nnz, visits, self.chunks,
+            )  # fmt: skip
+            kept = np.minimum(nnz, k) if k else nnz
+            out_ip = np.zeros(sources.size + 1, np.int64)
+            np.cumsum(kept, out=out_ip[1:])
+            out_nodes = np.empty(
+                int(out_ip[-1]), np.int32 if n - 1 <= np.iinfo(np.int32).max else np.int64
+            )
+            out_counts = np.empty(int(out_ip[-1]), np.uint32)
+            cut = np.empty(sources.size, np.int64)
+            _kernels.compact_fingerprints(
+                offsets, buf_nodes, buf_counts, nnz, k, out_ip, out_nodes, out_counts, cut
+            )
+            del buf_nodes, buf_counts
+            parts_ip.append(out_ip[1:] + base)
+            base += int(out_ip[-1])
+            parts_nodes.append(out_nodes)
+            parts_counts.append(out_counts)
+            parts_cut.append(cut)
+            total_visits += int(visits.sum())
+        fp_indptr = np.concatenate(parts_ip)
+        nodes = np.concatenate(parts_nodes) if parts_nodes else np.zeros(0, np.int32)
+        counts = np.concatenate(parts_counts) if parts_counts else np.zeros(0, np.uint32)
+        if counts.size == 0 or counts.max() <= np.iinfo(np.uint16).max:
+            counts = counts.astype(np.uint16)
+        cut = np.concatenate(parts_cut) if parts_cut else np.zeros(0, np.int64)
+        return fp_indptr, nodes, counts, cut, total_visits
+
+
 def build_fingerprints(
     graph: CSRGraph,
     *,
@@ -209,6 +338,8 @@ def build_fingerprints(
     dangling: str = "self_loop",
     top_k: int | None = None,
     block_size: int = 1 << 16,
+    hubs: int | str | None = None,
+    hub_walks: int = 1000,
 ) -> FingerprintStore:
     """Build the MCFP index: R = ``walks_per_node`` full-path walks from every node.
 
@@ -231,6 +362,13 @@ def build_fingerprints(
         row is kept in ``truncated`` and reported in query error estimates.
     block_size : int
         Sources per kernel call (bounds the temporary buffers: ~block_size * R / alpha entries).
+    hubs : int or "auto", optional
+        Give this many hubs (the nodes with the most in-links) rows of their own from
+        ``hub_walks`` walks each; "auto" takes the fewest top nodes that hold 20% of all
+        in-links, at most 1% of the nodes. None or 0: no hub rows.
+    hub_walks : int
+        Walks per hub row (default 1000): the hybrid PPR method composes the mass that gathers
+        at hubs with these rows.
 
     Returns
     -------
@@ -251,63 +389,30 @@ def build_fingerprints(
     rule = _check.check_store_dangling(dangling)
     k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
     block = _check.check_int("block_size", block_size, minimum=1)
+    hub_ids = select_hubs(graph, hubs)
+    r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1)
 
     t0 = time.perf_counter()
     n = graph.num_nodes
-    indptr = np.ascontiguousarray(graph.indptr)
-    indices = np.ascontiguousarray(graph.indices)
-    a_prob, a_idx = graph.alias()
-    mode = _check.DANGLING_MODES[rule]
-    threads = numba.get_num_threads()
-    chunks = max(1, threads)
-    parts_ip, parts_nodes, parts_counts, parts_cut = [np.zeros(1, np.int64)], [], [], []
-    total_visits = 0
-    base = 0
-    for lo in range(0, n, block):
-        sources = np.arange(lo, min(n, lo + block), dtype=np.int64)
-        bounds = _kernels.walk_visit_bounds(sources, r, alpha, seed)
-        offsets = np.zeros(sources.size + 1, np.int64)
-        np.cumsum(bounds, out=offsets[1:])
-        buf_nodes = np.empty(int(offsets[-1]), indices.dtype)
-        buf_counts = np.empty(int(offsets[-1]), np.uint32)
-        nnz = np.empty(sources.size, np.int64)
-        visits = np.empty(sources.size, np.int64)
-        _kernels.fingerprint_block(
-            indptr, indices, a_prob, a_idx, graph.weighted, sources, r, alpha, seed, mode,
-            offsets, buf_nodes, buf_counts, nnz, visits, chunks,
-        )  # fmt: skip
-        kept = np.minimum(nnz, k) if k else nnz
-        out_ip = np.zeros(sources.size + 1, np.int64)
-        np.cumsum(kept, out=out_ip[1:])
-        out_nodes = np.empty(
-            int(out_ip[-1]), np.int32 if n - 1 <= np.iinfo(np.int32).max else np.int64
+    walker = _Walker(graph, alpha, seed, _check.DANGLING_MODES[rule])
+    blocks = (np.arange(lo, min(n, lo + block), dtype=np.int64) for lo in range(0, n, block))
+    fp_indptr, nodes, counts, cut, total_visits = walker.rows(blocks, r, k)
+    truncated = (cut * (alpha / r)).astype(np.float32) if k else None
+    hub_rows: dict[str, Any] = {}
+    if hub_ids.size:
+        # never truncated: hub rows exist to be accurate
+        hub_ip, hub_nodes, hub_counts, _, hub_visits = walker.rows([hub_ids], r_hub, 0)
+        hub_rows = dict(
+            hubs=hub_ids,
+            hub_walks=r_hub,
+            hub_indptr=hub_ip,
+            hub_nodes=hub_nodes,
+            hub_counts=hub_counts,
         )
-        out_counts = np.empty(int(out_ip[-1]), np.uint32)
-        cut = np.empty(sources.size, np.int64)
-        _kernels.compact_fingerprints(
-            offsets, buf_nodes, buf_counts, nnz, k, out_ip, out_nodes, out_counts, cut
-        )
-        del buf_nodes, buf_counts
-        parts_ip.append(out_ip[1:] + base)
-        base += int(out_ip[-1])
-        parts_nodes.append(out_nodes)
-        parts_counts.append(out_counts)
-        parts_cut.append(cut)
-        total_visits += int(visits.sum())
-    fp_indptr = np.concatenate(parts_ip)
-    nodes = np.concatenate(parts_nodes) if parts_nodes else np.zeros(0, np.int32)
-    counts = np.concatenate(parts_counts) if parts_counts else np.zeros(0, np.uint32)
-    if counts.size == 0 or counts.max() <= np.iinfo(np.uint16).max:
-        counts = counts.astype(np.uint16)
-    truncated = None
-    if k:
-        truncated = (
-            (np.concatenate(parts_cut) * (alpha / r)).astype(np.float32)
-            if parts_cut
-            else np.zeros(0, np.float32)
-        )
+        total_visits += hub_visits
     seconds = time.perf_counter() - t0
-    steps = total_visits - n * r  # transitions: every visit but each walk's first
+    walks = n * r + hub_ids.size * r_hub
+    steps = total_visits - walks  # transitions: every visit but each walk's first
     store = FingerprintStore(
         indptr=fp_indptr,
         nodes=nodes,
@@ -319,14 +424,16 @@ def build_fingerprints(
         seed=seed,
         top_k=k or None,
         graph_digest=graph.digest(),
+        **hub_rows,
     )
     store.stats.update(
         seconds=seconds,
-        walks=n * r,
+        walks=walks,
+        hubs=int(hub_ids.size),
         visits=total_visits,
         steps=steps,
         steps_per_second=steps / seconds if seconds > 0 else float("nan"),
-        threads=threads,
+        threads=walker.chunks,
         nbytes=store.nbytes,
         entries_per_node=store.num_entries / max(n, 1),
     )

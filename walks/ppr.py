@@ -61,7 +61,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numba
@@ -73,10 +73,18 @@ from shardwalk.walks.graph import CSRGraph
 from shardwalk._deadline import stop_flag
 from shardwalk.errors import InvalidArgumentError
 
-__all__ = ["METHODS", "PPRIndex", "PPRResult", "personalized_pagerank"]
+__all__ = ["HYBRID_R_MAX", "METHODS", "PPRIndex", "PPRResult", "personalized_pagerank"]
 
-METHODS = ("fingerprint", "push", "exact")
-Method = Literal["fingerprint", "push", "exact"]
+METHODS = ("fingerprint", "hybrid", "push", "exact")
+HYBRID_R_MAX = 1e-4  # the hybrid method's default push threshold (residual per out-edge)
+# The Monte Carlo part of an error estimate is sqrt(2/pi) * sum_x sd(x) (the expected l1 if
+# each entry were normal), with sd from the overdispersed variance of full-path counts. It
+# still misses the mass of nodes no walk reached; this factor, measured on the real graphs of
+# ../shared/data and generated power-law graphs (bench/ppr.py reports the coverage per
+# graph), makes the estimate cover the measured l1 in at least 90% of queries.
+NOISE_CALIBRATION = 1.75
+Method = Literal["fingerprint", "hybrid", "push", "exact"]
+_FINGERPRINT_METHODS = ("fingerprint", "hybrid")  # the methods that read the fingerprints
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,14 +105,16 @@ class PPRResult:
         drop).
     error_is_bound : bool
     method : str
-        The method that ran ("fingerprint", "push" or "exact"), also when the caller let the
-        engine choose.
+        The method that ran ("hybrid", "fingerprint", "push" or "exact"), also when the caller
+        let the engine choose (``accuracy=``).
     alpha : float
         The stop probability the query used (the index's default unless given).
     dangling : str
         The dangling rule the query used (the index's default unless given).
     seconds : float
         Wall time of the call.
+    params : dict
+        The method parameters the engine chose (``accuracy=``) or was given.
     """
 
     ids: np.ndarray
@@ -116,6 +126,7 @@ class PPRResult:
     alpha: float
     dangling: str
     seconds: float
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -216,6 +227,7 @@ class PPRIndex:
                 np.zeros(0, np.float32)
                 if fingerprints.truncated is None
                 else np.ascontiguousarray(fingerprints.truncated),
+                *_hub_arrays(fingerprints),
             )
         self._pool: list[_Scratch] = []  # idle scratch, most recently used last
         self._lock = threading.Lock()
@@ -287,11 +299,15 @@ class PPRIndex:
     ) -> tuple[float, str, tuple]:
         """Check a call's alpha, rule, whether ``method`` serves them, and its parameters."""
         alpha, rule = self._resolve(alpha, dangling)
-        if method == "fingerprint":
+        if method in _FINGERPRINT_METHODS:
             refusal = self._mismatch(alpha, rule)
             if refusal is not None:
-                raise InvalidArgumentError(refusal)
-            args: tuple = self._fingerprint_params(params)
+                raise InvalidArgumentError(refusal.replace("'fingerprint'", repr(method)))
+            args: tuple = (
+                self._fingerprint_params(params)
+                if method == "fingerprint"
+                else self._hybrid_params(params)
+            )
         elif method == "push":
             args = (self._push_params(params),)
         else:
@@ -421,9 +437,11 @@ class PPRIndex:
         nq = len(queries)
         ids = np.empty((nq, k), np.int64)
         scores = np.empty((nq, k), np.float32)
-        run = {"fingerprint": self._run_fingerprint, "push": self._run_push}.get(
-            method, self._run_exact
-        )
+        run = {
+            "fingerprint": self._run_fingerprint,
+            "hybrid": self._run_hybrid,
+            "push": self._run_push,
+        }.get(method, self._run_exact)
         mass, error = run(q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, *args)
         if rule == "restart" and method != "exact":
             # the kernels ran the drop rule; restart = drop / its mass (module docstring)
@@ -437,7 +455,7 @@ class PPRIndex:
             scores=scores,
             error=error,
             mass=mass,
-            error_is_bound=method != "fingerprint",
+            error_is_bound=method not in _FINGERPRINT_METHODS,
             method=method,
             alpha=alpha,
             dangling=rule,
@@ -482,18 +500,28 @@ class PPRIndex:
                 vals = s.a[0][touched].copy()
                 s.a[0][touched] = 0.0
             else:
-                rounds, thr, drop = args
-                fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut = self._fp
-                nt, dropped, _ = _kernels.compose_one(
-                    self._indptr, self._indices, self._probs, g.weighted,
-                    fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut, q_nodes, q_w,
-                    alpha, rounds, thr, drop, mode,
-                    s.a[0], s.b[0], s.c[0], s.d[0], s.i1[0], s.i2[0], s.i3[0],
-                )  # fmt: skip
+                if method == "hybrid":
+                    r_max, drop = args
+                    score = s.a[0]
+                    with stop_flag("hybrid PPR") as stop:
+                        nt, dropped, _ = _kernels.hybrid_one(
+                            self._indptr, self._indices, self._probs, g.weighted, *self._fp,
+                            q_nodes, q_w, alpha, r_max, drop, mode,
+                            score, s.b[0], s.d[0], s.i1[0], s.flag[0], s.i3[0], stop,
+                        )  # fmt: skip
+                else:
+                    rounds, thr, drop = args
+                    score = s.c[0]
+                    nt, dropped, _ = _kernels.compose_one(
+                        self._indptr, self._indices, self._probs, g.weighted, *self._fp,
+                        q_nodes, q_w, alpha, rounds, thr, drop, mode,
+                        s.a[0], s.b[0], score, s.d[0], s.i1[0], s.i2[0], s.i3[0],
+                    )  # fmt: skip
                 touched = s.i3[0][:nt].copy()
-                vals = s.c[0][touched].copy()
+                vals = score[touched].copy()
                 noise = float(np.sqrt(s.d[0][touched]).sum()) * np.sqrt(2.0 / np.pi)
-                s.c[0][touched] = 0.0
+                noise *= NOISE_CALIBRATION
+                score[touched] = 0.0
                 s.d[0][touched] = 0.0
                 err = dropped + noise
         if rule == "restart":
@@ -520,10 +548,8 @@ class PPRIndex:
         nq = q_ptr.size - 1
         out = np.empty((nq, 4), np.float64)
         with self._scratch(self._chunks(nq)) as s:
-            fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut = self._fp
             args = (
-                self._indptr, self._indices, self._probs, self.graph.weighted,
-                fp_ip, fp_nodes, fp_counts, fp_scale, fp_cut,
+                self._indptr, self._indices, self._probs, self.graph.weighted, *self._fp,
                 q_ptr, q_nodes, q_w, alpha, rounds, thr, drop, _walk_mode(rule), k,
                 s.a, s.b, s.c, s.d, s.i1, s.i2, s.i3, ids, scores, out,
             )  # fmt: skip
@@ -532,7 +558,31 @@ class PPRIndex:
             else:
                 _kernels.compose_batch(*args)
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
-        return mass, dropped + noise
+        return mass, dropped + NOISE_CALIBRATION * noise
+
+    def _run_hybrid(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max, drop):
+        nq = q_ptr.size - 1
+        out = np.empty((nq, 4), np.float64)
+        with self._scratch(self._chunks(nq)) as s, stop_flag("hybrid PPR") as stop:
+            args = (
+                self._indptr, self._indices, self._probs, self.graph.weighted, *self._fp,
+                q_ptr, q_nodes, q_w, alpha, r_max, drop, _walk_mode(rule), k,
+                s.a, s.b, s.d, s.i1, s.flag, s.i3, ids, scores, out, stop,
+            )  # fmt: skip
+            if s.chunks == 1:
+                _kernels.hybrid_chunk(0, 1, *args)
+            else:
+                _kernels.hybrid_batch(*args)
+        mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
+        return mass, dropped + NOISE_CALIBRATION * noise
+
+    def _hybrid_params(self, params):
+        self._no_extra("hybrid", params, ("r_max", "drop_below"))
+        r_max = _check.check_float(
+            "r_max", params.get("r_max", HYBRID_R_MAX), minimum=0.0, inclusive=False
+        )
+        drop = _check.check_float("drop_below", params.get("drop_below", 0.0), minimum=0.0)
+        return r_max, drop
 
     def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max):
         nq = q_ptr.size - 1
@@ -585,6 +635,46 @@ class PPRIndex:
             else:
                 _kernels.exact_batch(*args, self._chunks(nq))
         return out[:, 0], out[:, 1]
+
+
+def _hub_arrays(store: FingerprintStore) -> tuple:
+    """(hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor) for the kernels:
+    hub_pos[u] is u's row among the hub rows, -1 for nodes without one (every node when there
+    are none); var_factor[x] = 2 G_xx - 1 (see ``_kernels._add_row``), G_xx = the visits of x
+    in its own row per walk (its hub row when it has one), at least 1."""
+    n = store.num_nodes
+    hub_pos = np.full(n, -1, np.int32)
+    own = _self_visits(store.indptr, store.nodes, store.counts, store.walks_per_node)
+    if store.num_hubs == 0:
+        hub = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.uint16), 0.0)
+    else:
+        hubs = np.asarray(store.hubs)
+        hub_pos[hubs] = np.arange(store.num_hubs, dtype=np.int32)
+        own[hubs] = _self_visits(
+            store.hub_indptr, store.hub_nodes, store.hub_counts, store.hub_walks, rows=hubs
+        )
+        hub = (
+            np.ascontiguousarray(store.hub_indptr),
+            np.ascontiguousarray(store.hub_nodes),
+            np.ascontiguousarray(store.hub_counts),
+            store.alpha / store.hub_walks,
+        )
+    return (hub_pos, *hub, 2.0 * np.maximum(own, 1.0) - 1.0)
+
+
+def _self_visits(
+    indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray, walks: int, rows: Any = None
+) -> np.ndarray:
+    """Per row, the visits of the row's own node per walk (0 where it has no entry)."""
+    owner = np.repeat(
+        np.arange(indptr.size - 1) if rows is None else np.asarray(rows), np.diff(indptr)
+    )
+    mine = np.asarray(nodes) == owner
+    out = np.zeros(indptr.size - 1, np.float64)
+    out[np.searchsorted(indptr, np.flatnonzero(mine), side="right") - 1] = (
+        np.asarray(counts)[mine] / walks
+    )
+    return out
 
 
 def _walk_mode(rule: str) -> int:

@@ -52,7 +52,7 @@ def test_every_rpc_end_to_end(running: Running, docs: dict) -> None:
     np.testing.assert_array_equal(got.vectors, docs["vectors"][[5, 7]])
     assert docs_remote.stats()["count"] == N
     ppr = admin.graph("links").ppr([0, 1], 10)
-    assert ppr.ids.shape == (1, 10) and ppr.method == "fingerprint"
+    assert ppr.ids.shape == (1, 10) and ppr.method == "hybrid"
     assert admin.graph("links").stats()["nodes"] == N
 
     admin.create_collection("scratch", dim=4, index="flat")

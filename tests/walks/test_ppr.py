@@ -196,7 +196,7 @@ def test_top_ids_are_external_and_sorted(graphs):
         (
             lambda i, g: i.query(int(g.node_ids[0]), method="pagerank"),
             InvalidArgumentError,
-            "method must be one of 'fingerprint', 'push', 'exact'",
+            "method must be one of 'fingerprint', 'hybrid', 'push', 'exact'",
         ),
         (
             lambda i, g: i.query(int(g.node_ids[0]), method="push", rounds=3),

@@ -37,6 +37,8 @@ from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.generators import power_law_graph
 from shardwalk.walks.graph import CSRGraph
 
+from shardwalk.graph import ACCURACY
+
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parents[1] / "shared" / "data"
 REAL_GRAPHS = [
@@ -80,6 +82,9 @@ def load_real(name: str) -> CSRGraph:
 
 def settings_for(large: bool) -> list[tuple[str, str, dict[str, Any]]]:
     return [
+        # accuracy="fast" and "high" with fingerprints (shardwalk.graph.ACCURACY)
+        ("hybrid", "accuracy=fast", dict(ACCURACY["fast"]["hybrid"])),
+        ("hybrid", "accuracy=high", dict(ACCURACY["high"]["hybrid"])),
         ("fingerprint", "fp T=5 thr=1e-4", {"rounds": 5, "threshold": 1e-4}),
         ("fingerprint", "fp T=7 thr=1e-6", {"rounds": 7, "threshold": 1e-6}),
         (
@@ -236,7 +241,10 @@ def bench_graph(name: str, g: CSRGraph, args: argparse.Namespace, threads: int) 
     )  # warm: load kernels, touch the graph
     fp1 = build_fingerprints(g, walks_per_node=args.walks_per_node, alpha=alpha, seed=1)
     numba.set_num_threads(threads)
-    fp = build_fingerprints(g, walks_per_node=args.walks_per_node, alpha=alpha, seed=1)
+    fp = build_fingerprints(
+        g, walks_per_node=args.walks_per_node, alpha=alpha, seed=1, hubs=args.hubs
+    )
+    hub_bytes = fp.nbytes - fp1.nbytes  # fp1: the same rows without hub rows
     res["fingerprints"] = {
         "walks_per_node": args.walks_per_node,
         "build_seconds_1_thread": fp1.stats["seconds"],
@@ -246,6 +254,10 @@ def bench_graph(name: str, g: CSRGraph, args: argparse.Namespace, threads: int) 
         "walk_steps_per_second_per_core": fp1.stats["steps_per_second"],
         "walk_steps_per_second_all_threads": fp.stats["steps_per_second"],
         "store_mib": fp.nbytes / 2**20,
+        "hubs": fp.num_hubs,
+        "hub_walks": fp.hub_walks,
+        "hub_rows_mib": hub_bytes / 2**20,
+        "store_mib_without_hubs": fp1.nbytes / 2**20,
         "entries_per_node": fp.stats["entries_per_node"],
         "counts_dtype": str(fp.counts.dtype),
         "peak_rss_growth_mib": peak_rss_mib() - rss0,
@@ -279,7 +291,8 @@ def bench_graph(name: str, g: CSRGraph, args: argparse.Namespace, threads: int) 
             f"  {label:18s} p50 {row['latency']['p50_ms']:8.3f} ms  p99 {row['latency']['p99_ms']:8.3f} ms"
             + (f"  batch {row['batch']['qps']:8.0f} q/s" if "batch" in row else "")
             + f"  p@{k} {a['precision']:.3f}  ndcg {a['ndcg']:.4f}  l1 {a['l1']:.4f}"
-            f"  maxrel(>1/n) {a['max_rel_error']:.3g}  reported err {a['reported_error']:.4f}",
+            f"  maxrel(>1/n) {a['max_rel_error']:.3g}  reported err {a['reported_error']:.4f}"
+            f"  covers l1 in {a['error_coverage']:.0%}",
             flush=True,
         )
     if not args.no_competitors:
@@ -303,9 +316,35 @@ def bench_graph(name: str, g: CSRGraph, args: argparse.Namespace, threads: int) 
         del emb
         print("  fastrp:", json.dumps(res["fastrp"]), flush=True)
     res["peak_rss_mib"] = peak_rss_mib()
+    res["accuracy_targets"] = accuracy_targets(res)
+    print("  accuracy= targets:", json.dumps(res["accuracy_targets"]), flush=True)
     if args.large or args.check_targets:
         res["targets"] = check_targets(res, threads)
     return res
+
+
+ACCURACY_TARGETS = {"fast": (0.8, 2.0), "high": (0.95, 25.0)}  # (precision@100, p50 ms)
+
+
+def accuracy_targets(res: dict) -> dict:
+    """Issue 12's bar for accuracy="fast" and "high" on every graph, and the memory of the
+    store with hub rows against the one without (at most 2x)."""
+    by = {m["label"]: m for m in res["methods"]}
+    out: dict[str, Any] = {}
+    for name, label in (("fast", "accuracy=fast"), ("high", "accuracy=high")):
+        precision_bar, p50_bar = ACCURACY_TARGETS[name]
+        row = by[label]
+        got_p, got_ms = row["accuracy"]["all"]["precision"], row["latency"]["p50_ms"]
+        out[name] = {
+            "precision": got_p,
+            "p50_ms": got_ms,
+            "error_coverage": row["accuracy"]["all"]["error_coverage"],
+            "met": got_p >= precision_bar and got_ms <= p50_bar,
+        }
+    fpr = res["fingerprints"]
+    ratio = fpr["store_mib"] / max(fpr["store_mib_without_hubs"], 1e-9)
+    out["memory_ratio"] = {"measured": ratio, "met": ratio <= 2.0}
+    return out
 
 
 def check_targets(res: dict, threads: int) -> dict:
@@ -410,6 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--alpha", type=float, default=0.15)
     ap.add_argument("--walks-per-node", type=int, default=10)
+    ap.add_argument(
+        "--hubs",
+        default="auto",
+        type=lambda v: v if v == "auto" else int(v),
+        help="hub rows of the fingerprints: auto or a count (0: none)",
+    )
     ap.add_argument("-k", type=int, default=100)
     ap.add_argument("--queries", type=int, default=200, help="latency queries per method")
     ap.add_argument("--exact-queries", type=int, default=10)

@@ -729,11 +729,11 @@ def push_batch(
 def hybrid_one(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
     hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-    seed_nodes, seed_weights, alpha, r_max, drop_below, mode,
+    seed_nodes, seed_weights, alpha, r_max, absorb, drop_below, mode,
     p, r, var, queue, flags, touched, stop,
 ):  # fmt: skip
     """FIFO forward push until every residual r(u) < r_max * max(outdeg(u), 1), except that
-    hubs (``hub_pos[u] >= 0``) are never pushed: their residual accumulates. Then each node's
+    with ``absorb`` hubs (``hub_pos[u] >= 0``) are never pushed: their residual accumulates. Then each node's
     residual meets its fingerprint (a hub's own row, from many walks): p += r(u) * fp(u),
     var += the MC variance proxy. Residuals below ``drop_below`` are dropped (an l1 loss).
 
@@ -753,7 +753,7 @@ def hybrid_one(
             touched[nt] = v
             nt += 1
         r[v] += seed_weights[i]
-        if flags[v] & 1 == 0 and hub_pos[v] < 0:
+        if flags[v] & 1 == 0 and (not absorb or hub_pos[v] < 0):
             flags[v] |= 1
             queue[(head + size) % n] = v
             size += 1
@@ -794,7 +794,7 @@ def hybrid_one(
             r[v] += x
             if (
                 flags[v] & 1 == 0
-                and hub_pos[v] < 0
+                and (not absorb or hub_pos[v] < 0)
                 and r[v] >= r_max * max(indptr[v + 1] - indptr[v], 1)
             ):
                 flags[v] |= 1
@@ -836,7 +836,7 @@ def hybrid_chunk(
     c, n_chunks,
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
     hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-    q_indptr, q_nodes, q_weights, alpha, r_max, drop_below, mode, k,
+    q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, mode, k,
     p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
     """``hybrid_one`` for queries c, c + n_chunks, ... with scratch row c; top-k of each.
@@ -850,7 +850,7 @@ def hybrid_chunk(
         nt, dropped, lost = hybrid_one(
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
             hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-            q_nodes[a:b], q_weights[a:b], alpha, r_max, drop_below, mode,
+            q_nodes[a:b], q_weights[a:b], alpha, r_max, absorb, drop_below, mode,
             pc, r[c], vc, queue[c], flags[c], tc, stop,
         )  # fmt: skip
         mass = 0.0
@@ -872,7 +872,7 @@ def hybrid_chunk(
 def hybrid_batch(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
     hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-    q_indptr, q_nodes, q_weights, alpha, r_max, drop_below, mode, k,
+    q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, mode, k,
     p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
     """``hybrid_chunk`` for every scratch row in parallel."""
@@ -882,7 +882,7 @@ def hybrid_batch(
             c, n_chunks,
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
             hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-            q_indptr, q_nodes, q_weights, alpha, r_max, drop_below, mode, k,
+            q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, mode, k,
             p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
         )  # fmt: skip
 

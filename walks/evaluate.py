@@ -204,6 +204,9 @@ def evaluate(
         agg = {m: float(np.nanmean([r[m] for r in sel])) for m in METRICS}
         agg["min_precision"] = float(np.nanmin([r["precision"] for r in sel]))
         agg["reported_error"] = float(np.mean([r["reported_error"] for r in sel]))
+        # share of queries whose reported error is at least the measured l1 (for estimates,
+        # how honest they are; a bound always covers)
+        agg["error_coverage"] = float(np.mean([r["reported_error"] >= r["l1"] for r in sel]))
         agg["queries"] = len(sel)
         summary[name] = agg
     return AccuracyReport(method=method, params=dict(params), k=k, rows=rows, summary=summary)

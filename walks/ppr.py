@@ -76,7 +76,7 @@ from shardwalk.errors import InvalidArgumentError
 __all__ = ["HYBRID_R_MAX", "METHODS", "PPRIndex", "PPRResult", "personalized_pagerank"]
 
 METHODS = ("fingerprint", "hybrid", "push", "exact")
-HYBRID_R_MAX = 1e-4  # the hybrid method's default push threshold (residual per out-edge)
+HYBRID_R_MAX = 5e-5  # the hybrid method's default push threshold (residual per out-edge)
 # The Monte Carlo part of an error estimate is sqrt(2/pi) * sum_x sd(x) (the expected l1 if
 # each entry were normal), with sd from the overdispersed variance of full-path counts. It
 # still misses the mass of nodes no walk reached; this factor, measured on the real graphs of
@@ -501,12 +501,12 @@ class PPRIndex:
                 s.a[0][touched] = 0.0
             else:
                 if method == "hybrid":
-                    r_max, drop = args
+                    r_max, absorb, drop = args
                     score = s.a[0]
                     with stop_flag("hybrid PPR") as stop:
                         nt, dropped, _ = _kernels.hybrid_one(
                             self._indptr, self._indices, self._probs, g.weighted, *self._fp,
-                            q_nodes, q_w, alpha, r_max, drop, mode,
+                            q_nodes, q_w, alpha, r_max, absorb, drop, mode,
                             score, s.b[0], s.d[0], s.i1[0], s.flag[0], s.i3[0], stop,
                         )  # fmt: skip
                 else:
@@ -560,13 +560,13 @@ class PPRIndex:
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
         return mass, dropped + NOISE_CALIBRATION * noise
 
-    def _run_hybrid(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max, drop):
+    def _run_hybrid(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max, absorb, drop):
         nq = q_ptr.size - 1
         out = np.empty((nq, 4), np.float64)
         with self._scratch(self._chunks(nq)) as s, stop_flag("hybrid PPR") as stop:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted, *self._fp,
-                q_ptr, q_nodes, q_w, alpha, r_max, drop, _walk_mode(rule), k,
+                q_ptr, q_nodes, q_w, alpha, r_max, absorb, drop, _walk_mode(rule), k,
                 s.a, s.b, s.d, s.i1, s.flag, s.i3, ids, scores, out, stop,
             )  # fmt: skip
             if s.chunks == 1:
@@ -577,12 +577,15 @@ class PPRIndex:
         return mass, dropped + NOISE_CALIBRATION * noise
 
     def _hybrid_params(self, params):
-        self._no_extra("hybrid", params, ("r_max", "drop_below"))
+        self._no_extra("hybrid", params, ("r_max", "absorb", "drop_below"))
         r_max = _check.check_float(
             "r_max", params.get("r_max", HYBRID_R_MAX), minimum=0.0, inclusive=False
         )
+        absorb = params.get("absorb", True)
+        if not isinstance(absorb, bool | np.bool_):
+            raise InvalidArgumentError(f"absorb must be True or False; got {absorb!r}")
         drop = _check.check_float("drop_below", params.get("drop_below", 0.0), minimum=0.0)
-        return r_max, drop
+        return r_max, bool(absorb), drop
 
     def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max):
         nq = q_ptr.size - 1

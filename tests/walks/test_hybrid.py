@@ -146,8 +146,8 @@ def test_accuracy_picks_method_and_parameters(graph, truth):
         assert g.ppr(seed, accuracy="high").params == {"r_max": 1e-7}
         g.build_fingerprints(walks_per_node=10, seed=1)  # hubs="auto" by default
         fast, high = g.ppr(seed, k=50), g.ppr(seed, k=50, accuracy="high")
-        assert (fast.method, fast.params) == ("hybrid", {"r_max": 1e-4})
-        assert (high.method, high.params) == ("hybrid", {"r_max": 1e-6})
+        assert (fast.method, fast.params) == ("hybrid", {"r_max": 5e-5})
+        assert (high.method, high.params) == ("hybrid", {"r_max": 3e-6, "absorb": False})
         assert precision(high.ids[0], exact[1], 50) >= precision(fast.ids[0], exact[1], 50)
         # method parameters alone keep their method; alpha the fingerprints do not serve: push
         assert g.ppr(seed, rounds=3).method == "fingerprint"
@@ -158,5 +158,7 @@ def test_accuracy_picks_method_and_parameters(graph, truth):
             g.ppr(seed, accuracy="high", r_max=1e-3)
         with pytest.raises(InvalidArgumentError, match="accuracy must be one of"):
             g.ppr(seed, accuracy="best")
+        with pytest.raises(InvalidArgumentError, match="absorb must be True or False"):
+            g.ppr(seed, method="hybrid", absorb="yes")
         batch = g.ppr_batch([seed, [seed, 3]], k=10, accuracy="high")
         assert batch.method == "hybrid" and batch.ids.shape == (2, 10)

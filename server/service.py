@@ -19,6 +19,7 @@ from shardwalk._wire import (
     attributes_from_pb,
     filter_from_pb,
     params_from_pb,
+    params_to_pb,
     table_to_pb,
     to_json,
     vectors_from_pb,
@@ -37,7 +38,18 @@ from shardwalk.v1 import shardwalk_pb2 as pb
 __all__ = ["Service"]
 
 # Keyword arguments of the library calls that request parameters must not shadow.
-_RESERVED = {"queries", "k", "tenant", "where", "explain", "seeds", "method", "alpha", "dangling"}
+_RESERVED = {
+    "queries",
+    "k",
+    "tenant",
+    "where",
+    "explain",
+    "seeds",
+    "method",
+    "accuracy",
+    "alpha",
+    "dangling",
+}
 
 
 def _missing(owner: str, ids: np.ndarray) -> NotFoundError:
@@ -257,6 +269,7 @@ class Service:
             )
         options = dict(
             method=request.method or None,
+            accuracy=request.accuracy or None,
             alpha=request.alpha or None,
             dangling=request.dangling or None,
             **self._params(request.params),
@@ -278,6 +291,7 @@ class Service:
             dangling=result.dangling,
             seconds=result.seconds,
             mass=result.mass.tolist(),
+            params=params_to_pb(result.params),
         )
 
     @staticmethod

@@ -30,6 +30,7 @@ from shardwalk._wire import (
     attributes_from_pb,
     filter_to_pb,
     matrix_from_pb,
+    params_from_pb,
     params_to_pb,
     table_to_pb,
     vectors_from_pb,
@@ -376,6 +377,7 @@ class RemoteGraph:
         k: int = 100,
         *,
         method: str | None = None,
+        accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
         collection: str | None = None,
@@ -387,6 +389,7 @@ class RemoteGraph:
             queries=[_seeds(q) for q in queries],
             k=_count(k, "k"),
             method=method or "",
+            accuracy=accuracy or "",
             alpha=alpha or 0.0,
             dangling=dangling or "",
             params=params_to_pb(params),
@@ -472,6 +475,7 @@ def _ppr_result(response: pb.PersonalizedPageRankResponse) -> PPRResult:
         alpha=response.alpha,
         dangling=response.dangling,
         seconds=response.seconds,
+        params=params_from_pb(response.params),
     )
 
 

@@ -439,3 +439,20 @@ def test_ppr_alpha_and_dangling_change_the_exact_answer(graph_data, capsys):
         got = scores("--alpha", alpha, "--dangling", rule)
         assert got == pytest.approx(expected[alpha, rule], rel=1e-6)
         assert got != pytest.approx(default)
+
+
+def test_ppr_accuracy_and_hub_options(graph_data, capsys):
+    code, _, err = run(
+        capsys, "graph", "fingerprints", "--data", graph_data, "--name", "g", "--hubs", "1"
+    )
+    assert code == 0, err
+    base = ["ppr", "--data", graph_data, "--graph", "g", "--seed", 0, "--json"]
+    for accuracy in ("fast", "high"):
+        code, out, err = run(capsys, *base, "--accuracy", accuracy)
+        assert code == 0, err
+        assert json.loads(out)["method"] == "hybrid"
+    code, _, err = run(capsys, *base, "--accuracy", "high", "--method", "push")
+    assert code == 2 and "not both" in err
+    with pytest.raises(SystemExit):
+        main(["graph", "fingerprints", "--data", str(graph_data), "--name", "g", "--hubs", "x"])
+    assert "expected auto or a count" in capsys.readouterr().err

@@ -591,6 +591,7 @@ class PersonalizedPageRankRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _builtins.int
     COLLECTION_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
     graph: _builtins.str
     k: _builtins.int
     """0 means the library's default (100)"""
@@ -605,6 +606,8 @@ class PersonalizedPageRankRequest(_message.Message):
     tenant keys; optional for admins).
     """
     tenant: _builtins.str
+    accuracy: _builtins.str
+    """"fast" or "high": the engine picks method and parameters"""
     @_builtins.property
     def queries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Seeds]: ...
     @_builtins.property
@@ -623,10 +626,11 @@ class PersonalizedPageRankRequest(_message.Message):
         params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
         collection: _builtins.str = ...,
         tenant: _builtins.str = ...,
+        accuracy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "collection", b"collection", "dangling", b"dangling", "graph", b"graph", "k", b"k", "method", b"method", "params", b"params", "queries", b"queries", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "alpha", b"alpha", "collection", b"collection", "dangling", b"dangling", "graph", b"graph", "k", b"k", "method", b"method", "params", b"params", "queries", b"queries", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -635,6 +639,27 @@ Global___PersonalizedPageRankRequest: _TypeAlias = PersonalizedPageRankRequest  
 @_typing.final
 class PersonalizedPageRankResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___Value: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___Value | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     ROWS_FIELD_NUMBER: _builtins.int
     K_FIELD_NUMBER: _builtins.int
@@ -647,6 +672,7 @@ class PersonalizedPageRankResponse(_message.Message):
     DANGLING_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
     MASS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     k: _builtins.int
     ids: _builtins.bytes
@@ -664,6 +690,10 @@ class PersonalizedPageRankResponse(_message.Message):
     def mass(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """sum of each estimated vector"""
 
+    @_builtins.property
+    def params(self) -> _containers.MessageMap[_builtins.str, Global___Value]:
+        """the method's parameters that ran"""
+
     def __init__(
         self,
         *,
@@ -678,10 +708,11 @@ class PersonalizedPageRankResponse(_message.Message):
         dangling: _builtins.str = ...,
         seconds: _builtins.float = ...,
         mass: _abc.Iterable[_builtins.float] | None = ...,
+        params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "dangling", b"dangling", "error", b"error", "error_is_bound", b"error_is_bound", "ids", b"ids", "k", b"k", "mass", b"mass", "method", b"method", "rows", b"rows", "scores", b"scores", "seconds", b"seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "dangling", b"dangling", "error", b"error", "error_is_bound", b"error_is_bound", "ids", b"ids", "k", b"k", "mass", b"mass", "method", b"method", "params", b"params", "rows", b"rows", "scores", b"scores", "seconds", b"seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -84,6 +84,19 @@ def test_embedded_and_remote_agree(running: Running, docs: dict) -> None:
     np.testing.assert_array_equal(here.ids, there.ids)
     np.testing.assert_allclose(here.scores, there.scores)
     assert there.method == "push" and there.error_is_bound == here.error_is_bound
+    here = running.engine.graph("links").ppr_batch([[4], [9, 10]], 20, accuracy="high")
+    there = admin.graph("links").ppr_batch([[4], [9, 10]], 20, accuracy="high")
+    np.testing.assert_array_equal(here.ids, there.ids)
+    assert (
+        (there.method, there.params)
+        == (here.method, here.params)
+        == (
+            "hybrid",
+            {"r_max": 3e-6, "absorb": False},
+        )
+    )
+    with_accuracy = admin.compose("docs", "links", queries[:2], ppr_params={"accuracy": "high"})
+    assert with_accuracy.ppr_method == "push"  # alpha 0.5: the fingerprints (0.15) do not serve
     for options in ({}, {"tenant": "t3", "where": F("year") >= 2010}, {"fuse": "weighted"}):
         here = running.engine.compose("docs", "links", queries[:4], k=8, **options)
         there = admin.compose("docs", "links", queries[:4], k=8, **options)

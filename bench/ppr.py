@@ -36,6 +36,7 @@ from shardwalk.walks.evaluate import evaluate, ground_truth, query_metrics, samp
 from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.generators import power_law_graph
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.ppr import calibrate_fast
 
 from shardwalk.graph import ACCURACY
 
@@ -276,7 +277,11 @@ def bench_graph(name: str, g: CSRGraph, args: argparse.Namespace, threads: int) 
     truth = ground_truth(idx, eval_src)
     res["ground_truth_seconds_per_source"] = (time.perf_counter() - t0) / max(len(truth), 1)
     res["methods"] = []
+    calibration = calibrate_fast(g, fp, seed=1)  # what Graph.build_fingerprints records
+    res["fingerprints"]["fast_calibration"] = calibration
     for method, label, params in settings_for(args.large):
+        if label == "accuracy=fast":
+            method, params = calibration["method"], calibration["params"]
         row: dict[str, Any] = {"method": method, "label": label, "params": params}
         n_lat = lat_src if method != "exact" else lat_src[: args.exact_queries]
         row["latency"] = time_queries(idx, method, params, n_lat, k, args.budget)
@@ -490,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
             ("powerlaw-1M-5M", lambda: power_law_graph(1_000_000, 5_000_000, seed=args.seed))
         )
 
+    if not graphs:
+        ap.error("no graph to run: name real graphs after --real, or add --large / --generated")
     results = []
     for name, make in graphs:
         t0 = time.perf_counter()

@@ -17,6 +17,7 @@ from shardwalk.validation import check_choice
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.fastrp import fastrp
+from shardwalk.walks.ppr import calibrate_fast
 
 __all__ = ["ACCURACY", "Graph"]
 
@@ -161,6 +162,8 @@ class Graph:
                 hubs=hubs,
                 hub_walks=hub_walks,
             )
+            # which fast method serves this graph (kept with the store; accuracy="fast")
+            store.stats["accuracy"] = {"fast": calibrate_fast(self._csr, store, seed=seed)}
             if self._datadir is not None:
                 datadir = self._datadir
                 generation = datadir.next_generation()
@@ -213,8 +216,12 @@ class Graph:
                 f"accuracy={accuracy!r} picks the parameters itself; got {sorted(params)} "
                 "(give method= with them instead)"
             )
-        chosen = ACCURACY[accuracy]["hybrid" if serves else "push"]
-        return ("hybrid" if serves else "push"), dict(chosen)
+        if not serves:
+            return "push", dict(ACCURACY[accuracy]["push"])
+        calibrated = index.fingerprints.stats.get("accuracy", {}).get(accuracy)  # type: ignore[union-attr]
+        if calibrated is not None:
+            return calibrated["method"], dict(calibrated["params"])
+        return "hybrid", dict(ACCURACY[accuracy]["hybrid"])
 
     def ppr_method(
         self,
@@ -261,8 +268,12 @@ class Graph:
         accuracy : {"fast", "high"}, optional
             Let the engine pick the method and its parameters (the default, "fast", when
             neither ``method`` nor method parameters are given). With fingerprints that serve
-            the query's alpha and rule: "hybrid" with ``r_max`` 5e-5 ("fast") or 3e-6 without
-            stopping at hubs ("high"); without: "push" with ``r_max`` 1e-6 or 1e-7. ``result.method`` and
+            the query's alpha and rule, "fast" runs the fast method calibrated for this graph
+            when the fingerprints were built ("hybrid" with ``r_max`` 5e-5 or "fingerprint",
+            whichever found more of a reference top 100 on sampled sources; it is in
+            ``stats()["fingerprints"]["accuracy"]``) and "high" runs "hybrid" with ``r_max``
+            3e-6 without stopping at hubs; without fingerprints: "push" with ``r_max`` 1e-6 or
+            1e-7. ``result.method`` and
             ``result.params`` say what ran; bench/ppr.py measures each setting against the
             exact solver on real graphs.
         method : {"hybrid", "fingerprint", "push", "exact"}, optional
@@ -362,6 +373,9 @@ class Graph:
                 "alpha": float(fp.alpha),
                 "dangling": fp.dangling,
                 "bytes": int(fp.nbytes),
+                "hubs": fp.num_hubs,
+                "hub_walks": int(fp.hub_walks),
+                "accuracy": fp.stats.get("accuracy", {}),  # calibrated choices (accuracy=)
             },
         }
 

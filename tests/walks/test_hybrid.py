@@ -146,7 +146,12 @@ def test_accuracy_picks_method_and_parameters(graph, truth):
         assert g.ppr(seed, accuracy="high").params == {"r_max": 1e-7}
         g.build_fingerprints(walks_per_node=10, seed=1)  # hubs="auto" by default
         fast, high = g.ppr(seed, k=50), g.ppr(seed, k=50, accuracy="high")
-        assert (fast.method, fast.params) == ("hybrid", {"r_max": 5e-5})
+        calibrated = g.stats()["fingerprints"]["accuracy"]["fast"]  # the graph's fast method
+        assert set(calibrated["precision"]) == {"hybrid", "fingerprint"}
+        assert calibrated["precision"][calibrated["method"]] == max(
+            calibrated["precision"].values()
+        )
+        assert (fast.method, fast.params) == (calibrated["method"], calibrated["params"])
         assert (high.method, high.params) == ("hybrid", {"r_max": 3e-6, "absorb": False})
         assert precision(high.ids[0], exact[1], 50) >= precision(fast.ids[0], exact[1], 50)
         # method parameters alone keep their method; alpha the fingerprints do not serve: push

@@ -36,7 +36,7 @@ from shardwalk.walks.evaluate import evaluate, ground_truth, query_metrics, samp
 from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.generators import power_law_graph
 from shardwalk.walks.graph import CSRGraph
-from shardwalk.walks.ppr import calibrate_fast
+from shardwalk.walks.ppr import calibrate_accuracy
 
 from shardwalk.graph import ACCURACY
 
@@ -277,11 +277,12 @@ def bench_graph(name: str, g: CSRGraph, args: argparse.Namespace, threads: int) 
     truth = ground_truth(idx, eval_src)
     res["ground_truth_seconds_per_source"] = (time.perf_counter() - t0) / max(len(truth), 1)
     res["methods"] = []
-    calibration = calibrate_fast(g, fp, seed=1)  # what Graph.build_fingerprints records
-    res["fingerprints"]["fast_calibration"] = calibration
+    calibration = calibrate_accuracy(g, fp, seed=1)  # what Graph.build_fingerprints records
+    res["fingerprints"]["accuracy_calibration"] = calibration
     for method, label, params in settings_for(args.large):
-        if label == "accuracy=fast":
-            method, params = calibration["method"], calibration["params"]
+        if label.startswith("accuracy="):
+            chosen = calibration[label.split("=")[1]]
+            method, params = chosen["method"], chosen["params"]
         row: dict[str, Any] = {"method": method, "label": label, "params": params}
         n_lat = lat_src if method != "exact" else lat_src[: args.exact_queries]
         row["latency"] = time_queries(idx, method, params, n_lat, k, args.budget)

@@ -17,7 +17,7 @@ from shardwalk.validation import check_choice
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.fastrp import fastrp
-from shardwalk.walks.ppr import calibrate_fast
+from shardwalk.walks.ppr import calibrate_accuracy
 
 __all__ = ["ACCURACY", "Graph"]
 
@@ -162,8 +162,8 @@ class Graph:
                 hubs=hubs,
                 hub_walks=hub_walks,
             )
-            # which fast method serves this graph (kept with the store; accuracy="fast")
-            store.stats["accuracy"] = {"fast": calibrate_fast(self._csr, store, seed=seed)}
+            # which methods serve this graph (kept with the store; accuracy=)
+            store.stats["accuracy"] = calibrate_accuracy(self._csr, store, seed=seed)
             if self._datadir is not None:
                 datadir = self._datadir
                 generation = datadir.next_generation()
@@ -268,12 +268,13 @@ class Graph:
         accuracy : {"fast", "high"}, optional
             Let the engine pick the method and its parameters (the default, "fast", when
             neither ``method`` nor method parameters are given). With fingerprints that serve
-            the query's alpha and rule, "fast" runs the fast method calibrated for this graph
-            when the fingerprints were built ("hybrid" with ``r_max`` 5e-5 or "fingerprint",
-            whichever found more of a reference top 100 on sampled sources; it is in
-            ``stats()["fingerprints"]["accuracy"]``) and "high" runs "hybrid" with ``r_max``
-            3e-6 without stopping at hubs; without fingerprints: "push" with ``r_max`` 1e-6 or
-            1e-7. ``result.method`` and
+            the query's alpha and rule, each setting runs the method calibrated for this
+            graph when the fingerprints were built: the cheapest candidate that found
+            precision@100 >= 0.8 ("fast": "hybrid" with ``r_max`` 5e-5, or "fingerprint") or
+            >= 0.95 ("high": "hybrid" with ``r_max`` 3e-6 pushing through hubs, or "push" to
+            1e-6) of a reference top 100 on sampled sources, else the most precise (see
+            ``stats()["fingerprints"]["accuracy"]``); without fingerprints: "push" with
+            ``r_max`` 1e-6 or 1e-7. ``result.method`` and
             ``result.params`` say what ran; bench/ppr.py measures each setting against the
             exact solver on real graphs.
         method : {"hybrid", "fingerprint", "push", "exact"}, optional

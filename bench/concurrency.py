@@ -957,7 +957,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--queries", type=int, default=1000, help="query pool, cycled")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--index", choices=["hnsw", "multitenant"], default="hnsw")
+    parser.add_argument("--index", choices=["hnsw", "partitioned", "multitenant"], default="hnsw")
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--ef", type=int, default=64)

@@ -24,7 +24,7 @@ from shardwalk.errors import (
 from shardwalk.index import SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Explain, Scope, plan_search
-from shardwalk.index.store import VectorStore
+from shardwalk.index.store import RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
     SHARED,
@@ -227,10 +227,10 @@ class Collection:
         self._snapshot: str | None = None
         self._closed_because: str | None = None
 
-    def _store_for(self, index: Any) -> VectorStore:
+    def _store_for(self, index: Any) -> RowStore:
         """Vectors by row: the index's own store when it keeps one (stored once), else ours."""
         store = getattr(index, "store", None)
-        return store if isinstance(store, VectorStore) else VectorStore(self.dim)
+        return store if isinstance(store, RowStore) else VectorStore(self.dim)
 
     @property
     def _shares_store(self) -> bool:
@@ -435,6 +435,7 @@ class Collection:
         owners = self._tenants.add(rows, write.tenants, write.shared)
         self._index.add(rows, write.vectors, groups=owners)  # a layout hint: owner tenants
         if not self._shares_store:
+            assert isinstance(self._store, VectorStore)
             self._store.extend(write.vectors)
         self._version += 1
 

@@ -84,6 +84,9 @@ class HNSWGraph:
         self.labels: np.ndarray | None = np.zeros(0, dtype=np.int64) if labeled else None
         self._selector: Any = None  # the live positions, while some are tombstones
         self._bits: np.ndarray | None = None  # the selector's bitmap (faiss keeps a pointer)
+        # ef -> search parameters (with the selector): building one costs ~10 us, as much as a
+        # fifth of a search. Searches insert; writes (which exclude searches) start afresh.
+        self._params: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return self._live
@@ -133,6 +136,18 @@ class HNSWGraph:
         bits = np.packbits(self.alive(), bitorder="little")
         self._selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
         self._bits = bits
+        self._params = {}  # they point at the old selector
+
+    def _search_params(self, ef: int) -> Any:
+        params = self._params.get(ef)
+        if params is None:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = ef
+            if self._selector is not None:
+                params.sel = self._selector
+            if len(self._params) < 64:  # bounded: callers choose ef freely
+                self._params[ef] = params
+        return params
 
     def search(self, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k live positions per query (n, k) padded -1, and distances padded +inf, with
@@ -143,17 +158,12 @@ class HNSWGraph:
         """
         n = queries.shape[0]
         kk = min(k, self._live)
-        positions = np.full((n, k), -1, dtype=np.int64)
-        distances = np.full((n, k), np.inf, dtype=np.float32)
         if n == 0 or kk == 0:
-            return positions, distances
+            return np.full((n, k), -1, dtype=np.int64), np.full((n, k), np.inf, dtype=np.float32)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         found = np.empty((n, kk), dtype=np.int64)
         raw = np.empty((n, kk), dtype=np.float32)
-        params = faiss.SearchParametersHNSW(efSearch=max(ef, kk))
-        selector, _bits = self._selector, self._bits  # held alive for the call
-        if selector is not None:
-            params.sel = selector
+        params = self._search_params(max(ef, kk))
         self._index.search_c(
             n, faiss.swig_ptr(queries), kk, faiss.swig_ptr(raw), faiss.swig_ptr(found), params
         )
@@ -164,6 +174,10 @@ class HNSWGraph:
             live = np.flatnonzero(self.alive())
             exact = exact_search(self.vectors()[live], queries[short], kk, self.metric)
             found[short], raw[short] = live[exact.ids], exact.distances
+        if kk == k:
+            return found, raw
+        positions = np.full((n, k), -1, dtype=np.int64)
+        distances = np.full((n, k), np.inf, dtype=np.float32)
         positions[:, :kk], distances[:, :kk] = found, raw
         return positions, distances
 
@@ -261,6 +275,7 @@ class HNSWIndex:
 
     kind = "hnsw"
     exact = scoped = False
+    upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
 
     def __init__(
         self,
@@ -424,6 +439,7 @@ class HNSWIndex:
                 labels.size,
             )
             index.add(labels, vectors)
+            index.upgraded = True  # tells the collection to write the new format
             return index
         index._graph = HNSWGraph.load(directory, metric=index.metric, seed=index.seed)
         labels = index._graph.labels

@@ -69,6 +69,7 @@ class PartitionedIndex:
 
     kind = "partitioned"
     exact = scoped = False
+    upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
 
     def __init__(
         self,
@@ -366,6 +367,7 @@ class PartitionedIndex:
         part_dirs = [os.path.join(directory, f"part-{p:04d}") for p in range(index.partitions)]
         if any(is_hnswlib_dir(d) for d in part_dirs):
             index._rebuild_from_hnswlib(directory, part_dirs)
+            index.upgraded = True  # tells the collection to write the new format
             return index
         index._parts = [
             HNSWGraph.load(d, metric=index.metric, seed=index.seed + p)

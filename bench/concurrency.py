@@ -20,11 +20,15 @@ after it, without a pause; runs follow each other without sleeping.
 Data: ``shardwalk.datasets.clustered_vectors(n, 128, seed=0)``; tenants as in
 bench/filtered.py (``zipf_tenants``: exact Zipf(1) sizes over ``--tenants`` tenants, so the 2%
 tenant has about the same share at every n); the "2% tenant" is the one whose size is closest to
-2% of n. HNSW M=16, efConstruction=200, ef=64 on both sides (shardwalk ``index="hnsw"``;
-``index="multitenant"`` has no HNSW parameters and uses its defaults).
+2% of n. HNSW M=16, efConstruction=200, ef=64 on both sides (shardwalk ``index="hnsw"``, or
+``index="partitioned"``: 8 partitions with those parameters each; ``index="multitenant"`` has no
+HNSW parameters and uses its defaults).
 
     python bench/concurrency.py                              # 100K, index hnsw: about 5 min on 2 cores
     python bench/concurrency.py --index multitenant
+    # resident memory only, one system per fresh process (as --memory runs them):
+    python bench/concurrency.py --memory-child shardwalk [--index partitioned] [--n 1000000]
+    python bench/concurrency.py --memory-child hnswlib   # and faiss-hnsw
     python bench/concurrency.py --n 200000
     python bench/concurrency.py --n 1000000 --duration 5
 

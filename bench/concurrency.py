@@ -20,11 +20,15 @@ after it, without a pause; runs follow each other without sleeping.
 Data: ``shardwalk.datasets.clustered_vectors(n, 128, seed=0)``; tenants as in
 bench/filtered.py (``zipf_tenants``: exact Zipf(1) sizes over ``--tenants`` tenants, so the 2%
 tenant has about the same share at every n); the "2% tenant" is the one whose size is closest to
-2% of n. HNSW M=16, efConstruction=200, ef=64 on both sides (shardwalk ``index="hnsw"``;
-``index="multitenant"`` has no HNSW parameters and uses its defaults).
+2% of n. HNSW M=16, efConstruction=200, ef=64 on both sides (shardwalk ``index="hnsw"``, or
+``index="partitioned"``: 8 partitions with those parameters each; ``index="multitenant"`` has no
+HNSW parameters and uses its defaults).
 
     python bench/concurrency.py                              # 100K, index hnsw: about 5 min on 2 cores
     python bench/concurrency.py --index multitenant
+    # resident memory only, one system per fresh process (as --memory runs them):
+    python bench/concurrency.py --memory-child shardwalk [--index partitioned] [--n 1000000]
+    python bench/concurrency.py --memory-child hnswlib   # and faiss-hnsw
     python bench/concurrency.py --n 200000
     python bench/concurrency.py --n 1000000 --duration 5
 
@@ -957,7 +961,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--queries", type=int, default=1000, help="query pool, cycled")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--index", choices=["hnsw", "multitenant"], default="hnsw")
+    parser.add_argument("--index", choices=["hnsw", "partitioned", "multitenant"], default="hnsw")
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--ef", type=int, default=64)

@@ -6,7 +6,8 @@ its row numbers). Inputs are trusted here: the collection validates once at its 
 
 Distances, smaller is closer, padded with +inf:
 - ``l2``: squared Euclidean distance.
-- ``ip``: ``1 - <q, x>`` (hnswlib's convention). Cosine is ``ip`` over unit vectors.
+- ``ip``: ``1 - <q, x>`` (hnswlib's convention; faiss's inner products are converted). Cosine
+  is ``ip`` over unit vectors.
 """
 
 from __future__ import annotations

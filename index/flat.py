@@ -14,6 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
+from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write
 from shardwalk._threads import ThreadBudget, default_budget
@@ -95,6 +96,9 @@ class FlatIndex:
         The thread slots shared with the rest of the engine (default: the process's). A batch
         search takes up to one per query; one query runs on the calling thread alone.
 
+    The vectors are stored once, in faiss's storage; :attr:`store` reads them by label without
+    a copy (a collection uses it as its vectors by row).
+
     Thread safety: searches and ``get`` may run from many threads at once (faiss's searches
     are read-only); ``add`` and ``delete`` need the caller to exclude every other call.
     """
@@ -111,6 +115,10 @@ class FlatIndex:
         self._index = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
         self._alive = np.zeros(0, dtype=bool)
         self._live = 0
+        self.store = IndexStore(dim, self._segments)
+
+    def _segments(self, rows: np.ndarray) -> list[Segment]:
+        return [(self._storage(), rows, None)]
 
     # -- storage by position -------------------------------------------------------------
     def _storage(self) -> np.ndarray:

@@ -8,6 +8,10 @@ cluster.
 Until enough vectors arrived to place the centroids (``train_size``), vectors wait in an exact
 staging index and are searched exactly; the first batch that reaches the threshold trains the
 partitions on everything staged.
+
+The vectors are stored once: in each partition's faiss storage (under its graph), or in the
+staging index before that. :attr:`PartitionedIndex.store` reads them by label from there,
+partition by partition, without a copy.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from shardwalk.index.base import (
     write_meta,
 )
 from shardwalk.index.flat import FlatIndex
-from shardwalk.index.hnsw import HNSWIndex
+from shardwalk.index.hnsw import HNSWGraph, _grow, is_hnswlib_dir, log, read_hnswlib
 from shardwalk.index.kmeans import balanced_kmeans
+from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write
 from shardwalk._threads import ThreadBudget, default_budget, delegated
@@ -47,7 +52,7 @@ class PartitionedIndex:
         P, the number of partitions (2-1024). More partitions build faster in parallel and
         cost more per query (each query visits every partition).
     m, ef_construction, ef
-        HNSW parameters of each partition (see :class:`HNSWIndex`).
+        HNSW parameters of each partition (see :class:`~shardwalk.index.HNSWIndex`).
     threads : int, optional
         Most partitions built at once, and most threads for a batch query (default: all of
         the budget's).
@@ -64,6 +69,7 @@ class PartitionedIndex:
 
     kind = "partitioned"
     exact = scoped = False
+    upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
 
     def __init__(
         self,
@@ -90,9 +96,11 @@ class PartitionedIndex:
         self.train_size = train_size or max(1000, 64 * partitions)
         self.seed = seed
         self._staging: FlatIndex | None = FlatIndex(dim=dim, metric=metric, budget=self.budget)
-        self._parts: list[HNSWIndex] = []
+        self._parts: list[HNSWGraph] = []
         self._set_centroids(np.zeros((0, dim), dtype=np.float32))
         self._part_of = np.zeros(0, dtype=np.int32)  # by label; -1: not here
+        self._pos_of = np.zeros(0, dtype=np.int64)  # by label: its position in its partition
+        self.store = IndexStore(dim, self._segments)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -142,38 +150,32 @@ class PartitionedIndex:
         )
         self._centroid_index.add(centroids)
 
+    def _new_part(self, p: int) -> HNSWGraph:
+        return HNSWGraph(
+            dim=self.dim,
+            metric=self.metric,
+            m=self.m,
+            ef_construction=self.ef_construction,
+            seed=self.seed + p,
+            labeled=True,
+        )
+
     def _train(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         centroids, assignment = balanced_kmeans(
             vectors, self.partitions, metric=self.metric, seed=self.seed
         )
         self._set_centroids(centroids)
-        sizes = np.bincount(assignment, minlength=self.partitions)
-        self._parts = [
-            HNSWIndex(
-                dim=self.dim,
-                metric=self.metric,
-                m=self.m,
-                ef_construction=self.ef_construction,
-                ef=self.ef,
-                threads=1,
-                seed=self.seed + p,
-                capacity=int(sizes[p] * 1.1) + 16,
-                budget=self.budget,
-            )
-            for p in range(self.partitions)
-        ]
+        self._parts = [self._new_part(p) for p in range(self.partitions)]
         self._staging = None
         self._add_to_parts(labels, vectors, assignment)
 
     def _add_to_parts(
         self, labels: np.ndarray, vectors: np.ndarray, assignment: np.ndarray
     ) -> None:
+        self.delete(labels)  # a label added again: its old vector is a tombstone
         end = int(labels.max()) + 1
-        if end > self._part_of.shape[0]:
-            grown = np.full(max(end, 2 * self._part_of.shape[0]), -1, dtype=np.int32)
-            grown[: self._part_of.shape[0]] = self._part_of
-            self._part_of = grown
-        self._part_of[labels] = assignment
+        self._part_of = _grow(self._part_of, end, -1)
+        self._pos_of = _grow(self._pos_of, end, -1)
         order = np.argsort(assignment, kind="stable")
         bounds = np.searchsorted(assignment[order], np.arange(self.partitions + 1))
         jobs = [
@@ -185,7 +187,9 @@ class PartitionedIndex:
         def build(job: tuple[int, np.ndarray]) -> None:
             p, rows = job
             with delegated(1):  # one of the slots the caller holds for its workers
-                self._parts[p].add(labels[rows], np.ascontiguousarray(vectors[rows]), threads=1)
+                positions = self._parts[p].add(np.ascontiguousarray(vectors[rows]), labels[rows])
+            self._part_of[labels[rows]] = p
+            self._pos_of[labels[rows]] = positions
 
         want = min(len(jobs), self.threads or self.budget.threads)
         with self.budget.take(want) as granted:
@@ -193,7 +197,7 @@ class PartitionedIndex:
                 for job in jobs:
                     build(job)
             else:
-                # hnswlib releases the GIL while inserting: partitions build truly in parallel.
+                # faiss releases the GIL while inserting: partitions build truly in parallel.
                 with ThreadPoolExecutor(max_workers=granted) as pool:
                     list(pool.map(build, jobs))
 
@@ -205,7 +209,7 @@ class PartitionedIndex:
         labels = labels[(labels >= 0) & (labels < self._part_of.shape[0])]
         owners = self._part_of[labels]
         for p in np.unique(owners[owners >= 0]).tolist():
-            self._parts[p].delete(labels[owners == p])
+            self._parts[p].delete(self._pos_of[labels[owners == p]])
         self._part_of[labels] = -1
 
     # -- reads ------------------------------------------------------------------------------
@@ -236,11 +240,12 @@ class PartitionedIndex:
         self, queries: np.ndarray, k: int, ef: int | None, nprobe: int | None, threads: int
     ) -> SearchResult:
         n = queries.shape[0]
+        ef = ef or self.ef
         if nprobe is None or nprobe >= self.partitions:
-            found = [part.search(queries, k, ef=ef, threads=threads) for part in self._parts]
+            found = [self._search_part(p, queries, k, ef) for p in range(self.partitions)]
             return merge_topk(
-                np.concatenate([r.ids for r in found], axis=1),
-                np.concatenate([r.distances for r in found], axis=1),
+                np.concatenate([ids for ids, _ in found], axis=1),
+                np.concatenate([distances for _, distances in found], axis=1),
                 k,
             )
         probe = self._nearest(queries, nprobe)
@@ -251,22 +256,40 @@ class PartitionedIndex:
             rows, slot = np.nonzero(probe == p)
             if rows.size == 0:
                 continue
-            found = self._parts[p].search(queries[rows], k, ef=ef, threads=threads)
+            found, found_distances = self._search_part(p, queries[rows], k, ef)
             cols = slot[:, None] * k + columns
-            ids[rows[:, None], cols] = found.ids
-            distances[rows[:, None], cols] = found.distances
+            ids[rows[:, None], cols] = found
+            distances[rows[:, None], cols] = found_distances
         return merge_topk(ids, distances, k)
+
+    def _search_part(
+        self, p: int, queries: np.ndarray, k: int, ef: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One partition's top-k as labels (faiss's threads: the caller's grant)."""
+        part = self._parts[p]
+        positions, distances = part.search(queries, k, ef)
+        assert part.labels is not None
+        return np.where(positions >= 0, part.labels[np.maximum(positions, 0)], -1), distances
+
+    def _segments(self, rows: np.ndarray) -> list[Segment]:
+        """Where the vectors of ``rows`` are: the staging index's storage, or the partitions'."""
+        if self._staging is not None:
+            return [(self._staging._storage(), rows, None)]
+        owners = self._part_of[rows]
+        order = np.argsort(owners, kind="stable")
+        bounds = np.searchsorted(owners[order], np.arange(self.partitions + 1))
+        out: list[Segment] = []
+        for p in range(self.partitions):
+            which = order[bounds[p] : bounds[p + 1]]
+            if which.size:
+                out.append((self._parts[p].vectors(), self._pos_of[rows[which]], which))
+        return out
 
     def get(self, labels: np.ndarray) -> np.ndarray:
         labels = np.asarray(labels, dtype=np.int64)
         if self._staging is not None:
             return self._staging.get(labels)
-        out = np.empty((labels.size, self.dim), dtype=np.float32)
-        owners = self._part_of[labels]
-        for p in np.unique(owners).tolist():
-            rows = owners == p
-            out[rows] = self._parts[p].get(labels[rows])
-        return out
+        return self.store.take(labels)
 
     def __len__(self) -> int:
         if self._staging is not None:
@@ -281,14 +304,15 @@ class PartitionedIndex:
                 **self.params(),
                 "staging": self._staging.stats(),
             }
-        parts = [part.stats() for part in self._parts]
         return {
             "kind": self.kind,
             "trained": True,
             "live": len(self),
             **self.params(),
-            "partition_sizes": [s["live"] for s in parts],
-            "memory_bytes": sum(s["memory_bytes"] for s in parts) + self._part_of.nbytes,
+            "partition_sizes": [len(part) for part in self._parts],
+            "memory_bytes": sum(part.memory_bytes() for part in self._parts)
+            + self._part_of.nbytes
+            + self._pos_of.nbytes,
         }
 
     # -- persistence ------------------------------------------------------------------------
@@ -300,6 +324,7 @@ class PartitionedIndex:
             "seed": self.seed,
             "train_size": self.train_size,
             "trained": self.trained,
+            "engine": "faiss",
             **self.params(),
         }
         if self._staging is not None:
@@ -314,7 +339,7 @@ class PartitionedIndex:
             with atomic_write(os.path.join(directory, "centroids.npy")) as f:
                 np.save(f, self._centroids)
             with atomic_write(os.path.join(directory, "part_of.npy")) as f:
-                np.save(f, self._part_of)
+                np.save(f, self._part_of[: self._labels_end()])
         write_meta(directory, meta)
 
     @classmethod
@@ -338,10 +363,47 @@ class PartitionedIndex:
             index._staging = FlatIndex.load(os.path.join(directory, "staging"), budget=budget)
             return index
         index._staging = None
-        index._parts = [
-            HNSWIndex.load(os.path.join(directory, f"part-{p:04d}"), threads=1, budget=index.budget)
-            for p in range(index.partitions)
-        ]
         index._set_centroids(np.load(os.path.join(directory, "centroids.npy")))
-        index._part_of = np.load(os.path.join(directory, "part_of.npy"))
+        part_dirs = [os.path.join(directory, f"part-{p:04d}") for p in range(index.partitions)]
+        if any(is_hnswlib_dir(d) for d in part_dirs):
+            index._rebuild_from_hnswlib(directory, part_dirs)
+            index.upgraded = True  # tells the collection to write the new format
+            return index
+        index._parts = [
+            HNSWGraph.load(d, metric=index.metric, seed=index.seed + p)
+            for p, d in enumerate(part_dirs)
+        ]
+        part_of = np.load(os.path.join(directory, "part_of.npy")).astype(np.int32)
+        index._part_of = part_of
+        index._pos_of = np.full(part_of.shape[0], -1, dtype=np.int64)
+        for part in index._parts:
+            assert part.labels is not None
+            live = np.flatnonzero(part.alive())
+            index._pos_of[part.labels[live]] = live
         return index
+
+    def _labels_end(self) -> int:
+        """One past the largest label ever placed."""
+        placed = np.flatnonzero(self._part_of >= 0)
+        return int(placed[-1]) + 1 if placed.size else 0
+
+    def _rebuild_from_hnswlib(self, directory: str, part_dirs: list[str]) -> None:
+        """Partitions written in the hnswlib format of earlier versions: rebuild each graph on
+        faiss from the vectors hnswlib stored, in the partitions they were in."""
+        self._parts = [self._new_part(p) for p in range(self.partitions)]
+        found = [read_hnswlib(d, dim=self.dim, metric=self.metric) for d in part_dirs]
+        log.warning(
+            "%s: a partitioned index in the hnswlib format of earlier versions; rebuilding its "
+            "%d graphs on faiss from the %d vectors they stored (the next checkpoint writes the "
+            "new format)",
+            directory,
+            self.partitions,
+            sum(labels.size for labels, _ in found),
+        )
+        labels = np.concatenate([labels for labels, _ in found])
+        vectors = np.concatenate([vectors for _, vectors in found])
+        assignment = np.repeat(np.arange(self.partitions), [lab.size for lab, _ in found])
+        del found
+        if labels.size:
+            with self.budget.take(self.threads or self.budget.threads):
+                self._add_to_parts(labels, vectors, assignment.astype(np.int64))

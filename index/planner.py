@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 from shardwalk.index._kernels import scan_rows, scan_rows_serial
-from shardwalk.index.base import SearchResult, VectorIndex, empty_result, relabel
+from shardwalk.index.base import SearchResult, VectorIndex, empty_result, merge_topk, relabel
 from shardwalk.index.flat import exact_search
-from shardwalk.index.store import VectorStore
+from shardwalk.index.store import RowStore
 
 from shardwalk._threads import default_budget
 
@@ -69,29 +69,48 @@ class Explain:
 
 
 def _exact(
-    store: VectorStore, queries: np.ndarray, rows: np.ndarray, k: int, ip: bool
+    store: RowStore, queries: np.ndarray, rows: np.ndarray, k: int, ip: bool
 ) -> SearchResult:
-    """Exact top-k among ``rows``. A batch gathers the rows once and uses BLAS; a few queries
-    scan the rows in place (no copy). numba's and faiss's threads are the call's grant."""
+    """Exact top-k among ``rows``, wherever the store keeps them (one array, or one per
+    partition: each scanned in place, the top-k lists merged exactly)."""
+    parts = store.segments(rows)
+    if len(parts) == 1 and parts[0][2] is None:
+        vectors, positions, _ = parts[0]
+        local = _scan(vectors, positions, queries, k, ip)
+        return SearchResult(ids=relabel(local.ids, rows), distances=local.distances)
+    found = []
+    for vectors, positions, which in parts:
+        local = _scan(vectors, positions, queries, k, ip)
+        found.append((relabel(local.ids, rows if which is None else rows[which]), local.distances))
+    if not found:
+        return empty_result(queries.shape[0], k)
+    return merge_topk(
+        np.concatenate([ids for ids, _ in found], axis=1),
+        np.concatenate([distances for _, distances in found], axis=1),
+        k,
+    )
+
+
+def _scan(
+    vectors: np.ndarray, positions: np.ndarray, queries: np.ndarray, k: int, ip: bool
+) -> SearchResult:
+    """Exact top-k among ``vectors[positions]`` (indexes into ``positions``). A batch gathers
+    the rows once and uses BLAS; a few queries scan the rows in place (no copy). numba's and
+    faiss's threads are the call's grant."""
     n = queries.shape[0]
     if n == 1:  # on the calling thread: no thread team to wake for one query
-        found, distances = scan_rows_serial(queries, store.physical(), store.positions(rows), k, ip)
-        local = SearchResult(ids=found, distances=distances)
-    else:
-        with default_budget().take(n):  # within the caller's grant, if it holds one
-            if n >= 16:
-                local = exact_search(store.take(rows), queries, k, "ip" if ip else "l2")
-            else:
-                found, distances = scan_rows(
-                    queries, store.physical(), store.positions(rows), k, ip
-                )
-                local = SearchResult(ids=found, distances=distances)
-    return SearchResult(ids=relabel(local.ids, rows), distances=local.distances)
+        found, distances = scan_rows_serial(queries, vectors, positions, k, ip)
+        return SearchResult(ids=found, distances=distances)
+    with default_budget().take(n):  # within the caller's grant, if it holds one
+        if n >= 16:
+            return exact_search(vectors[positions], queries, k, "ip" if ip else "l2")
+        found, distances = scan_rows(queries, vectors, positions, k, ip)
+        return SearchResult(ids=found, distances=distances)
 
 
 def plan_search(
     index: VectorIndex,
-    store: VectorStore,
+    store: RowStore,
     queries: np.ndarray,
     k: int,
     scope: Scope | None,
@@ -158,7 +177,7 @@ def plan_search(
 
 def _postfilter(
     index: VectorIndex,
-    store: VectorStore,
+    store: RowStore,
     queries: np.ndarray,
     k: int,
     scope: Scope,

@@ -1,19 +1,71 @@
-"""Vectors by row: a growable float32 array, the one place a collection's raw vectors live.
+"""Vectors by row: the one place a collection's raw vectors live.
 
 Rows are numbered in insertion order, but their physical order is free: a multi-tenant index
 lays the rows out leaf by leaf, and tenant by tenant within a leaf, so that scanning a tenant's
 rows in a leaf reads consecutive memory. ``positions(rows)`` says where rows are.
+
+Two kinds of store: :class:`VectorStore` owns a growable float32 array (the collection's own,
+or a multi-tenant index's); :class:`IndexStore` reads the vectors an index already holds
+(faiss's flat storage under an HNSW graph, one per partition), without a copy. Either way a
+reader gets the rows' vectors as :meth:`RowStore.segments`: arrays to scan in place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from shardwalk.index._kernels import permute_rows
 
-__all__ = ["VectorStore"]
+__all__ = ["IndexStore", "RowStore", "Segment", "VectorStore"]
+
+# (vectors, positions of some rows in them, which of the rows asked for: None for all of them)
+Segment = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 
-class VectorStore:
+class RowStore:
+    """What the collection and the planner read vectors by row through.
+
+    The arrays :meth:`segments` gives are views: valid until the next write (the collection's
+    readers/writer lock keeps writes out while a reader holds them).
+    """
+
+    dim: int
+
+    def segments(self, rows: np.ndarray) -> list[Segment]:
+        """Where the vectors of ``rows`` are: for each array holding some of them, the array,
+        their positions in it (int64) and which of ``rows`` they are (None: all, in order)."""
+        raise NotImplementedError
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``rows`` (a copy), in the order given."""
+        rows = np.asarray(rows, dtype=np.int64)
+        parts = self.segments(rows)
+        if len(parts) == 1 and parts[0][2] is None:
+            vectors, positions, _ = parts[0]
+            return vectors[positions]
+        out = np.zeros((rows.size, self.dim), dtype=np.float32)
+        for vectors, positions, which in parts:
+            out[slice(None) if which is None else which] = vectors[positions]
+        return out
+
+
+class IndexStore(RowStore):
+    """Vectors by row read from an index's own storage (no copy of its own).
+
+    ``segments`` is the index's: it looks the arrays up on every call, so a view never
+    outlives a write that moved them (faiss reallocates its storage as it grows).
+    """
+
+    def __init__(self, dim: int, segments: Callable[[np.ndarray], list[Segment]]) -> None:
+        self.dim = dim
+        self._segments = segments
+
+    def segments(self, rows: np.ndarray) -> list[Segment]:
+        return self._segments(np.asarray(rows, dtype=np.int64))
+
+
+class VectorStore(RowStore):
     """Append-only (rows, dim) float32 storage with amortised growth and a free physical order.
 
     ``physical()[positions(rows)]`` are the vectors of ``rows``; until :meth:`arrange` is
@@ -68,6 +120,9 @@ class VectorStore:
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of ``rows`` (a copy), in the order given."""
         return self._data[: self._n][self.positions(rows)]
+
+    def segments(self, rows: np.ndarray) -> list[Segment]:
+        return [(self.physical(), np.asarray(self.positions(rows), dtype=np.int64), None)]
 
     def arrange(self, order: np.ndarray) -> None:
         """Lay the rows out physically in ``order`` (a permutation of all rows), in place: no

@@ -1,28 +1,27 @@
-"""One thread budget per engine: numba, faiss and hnswlib draw from the same N thread slots.
+"""One thread budget per engine: numba and faiss draw from the same N thread slots.
 
 Each library sizes its parallelism to the machine on its own (numba's and faiss's OpenMP teams
-to every core, hnswlib to every core per call), so eight callers searching at once would run
+to every core), so eight callers searching at once would run
 eight teams of one thread per core. A :class:`ThreadBudget` holds N slots instead. A call always
 runs on its caller's thread (that one is the caller's, not the budget's) and takes as many of
 the N - 1 other slots as are free, up to what it can use: it never waits. So eight threads
 searching one query each run at once on their own threads (making them queue for slots
 measured 0.5x the QPS of one thread: a convoy on the lock), while eight batch searches do not
 start eight teams: the first gets N threads, the others run on their own. For its duration the
-calling thread's numba and faiss thread counts are set to its grant;
-hnswlib callers pass the grant as ``num_threads`` (and skip setting the others, which costs a
-few microseconds: ``take(n, kernels=False)``). A call that already holds a grant (say a
+calling thread's numba and faiss thread counts are set to its grant (a block that runs neither
+skips setting them, which costs a few microseconds: ``take(n, kernels=False)``). A call that already holds a grant (say a
 partitioned search calling each partition's search) takes nothing more: nested calls run within
 the outer grant, from whichever budget they ask. Worker threads started on behalf of a grant
 run under :func:`delegated`.
 
-What this relies on (checked with numba 0.68, faiss-cpu 1.15 with libgomp, hnswlib 0.8):
+What this relies on (checked with numba 0.68, faiss-cpu 1.15 with libgomp):
 
 - ``numba.set_num_threads`` is per calling thread; a new thread starts at NUMBA_NUM_THREADS.
 - ``faiss.omp_set_num_threads`` sets the calling thread's OpenMP team size (libgomp gives a
   thread that OpenMP did not start its own), not the process's; faiss's bundled OpenBLAS is the
   OpenMP build, so its BLAS calls follow the same setting.
-- hnswlib's ``knn_query``/``add_items`` take ``num_threads`` per call and release the GIL, as do
-  faiss's searches.
+- faiss's searches and inserts (the HNSW graphs' too) release the GIL; a single-query HNSW
+  search starts no OpenMP team (faiss parallelises over queries only).
 
 numba's threading layer: 'workqueue' is not safe when several Python threads launch parallel
 kernels at once (it detects that and terminates the process: "Concurrent access has been
@@ -235,7 +234,7 @@ class ThreadBudget:
 
         With ``kernels`` (default), numba's and faiss's thread counts on the calling thread are
         the grant until the block ends; ``kernels=False`` skips setting them, for a block that
-        runs neither (hnswlib takes the grant as its ``num_threads``). A thread that already
+        runs neither (or sets nothing itself: nested takes set them). A thread that already
         holds a grant (from any budget) takes nothing more: it gets ``min(want, held)`` of it.
         """
         return _Take(self, int(want), kernels)

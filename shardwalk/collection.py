@@ -25,7 +25,7 @@ from shardwalk.errors import (
 from shardwalk.index import SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Explain, Scope, plan_search
-from shardwalk.index.store import VectorStore
+from shardwalk.index.store import RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
     SHARED,
@@ -227,12 +227,13 @@ class Collection:
         self._datadir = datadir
         self._wal: WriteAheadLog | None = None
         self._snapshot: str | None = None
+        self._upgraded = False  # the snapshot's index is in an earlier format (see _attach)
         self._closed_because: str | None = None
 
-    def _store_for(self, index: Any) -> VectorStore:
+    def _store_for(self, index: Any) -> RowStore:
         """Vectors by row: the index's own store when it keeps one (stored once), else ours."""
         store = getattr(index, "store", None)
-        return store if isinstance(store, VectorStore) else VectorStore(self.dim)
+        return store if isinstance(store, RowStore) else VectorStore(self.dim)
 
     @property
     def _shares_store(self) -> bool:
@@ -258,6 +259,8 @@ class Collection:
             self._rows, self._index = state.rows, state.index
             self._store, self._tenants = state.store, state.tenants
         self._snapshot = snapshot
+        # an index read from an earlier format was rebuilt: the next checkpoint rewrites it
+        self._upgraded = bool(getattr(self._index, "upgraded", False))
         wal_path = str(directory / wal)
         for record in WriteAheadLog.replay(wal_path):
             write = read_record(record, self.dim)
@@ -437,6 +440,7 @@ class Collection:
         owners = self._tenants.add(rows, write.tenants, write.shared)
         self._index.add(rows, write.vectors, groups=owners)  # a layout hint: owner tenants
         if not self._shares_store:
+            assert isinstance(self._store, VectorStore)
             self._store.extend(write.vectors)
         self._version += 1
 
@@ -500,7 +504,7 @@ class Collection:
             predicate = None if where is None else validate(where, self._rows.schema)
             scope = self._scope(tenant, predicate)
             # the call's threads; numba and faiss are set where their kernels run (the planner's
-            # exact paths, the indexes), not here: an hnswlib search needs neither
+            # exact paths, the indexes), not here: a single query needs neither
             n = arr.shape[0]  # one query: its caller's thread, nothing to take
             with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
                 found, report = plan_search(self._index, self._store, arr, k, scope, params)
@@ -682,9 +686,10 @@ class Collection:
             self._check_open()
             if self._datadir is None or self._wal is None:
                 return
-            if self._wal.size == 0 and self._snapshot is not None:
+            if self._wal.size == 0 and self._snapshot is not None and not self._upgraded:
                 return
             self._checkpoint()
+            self._upgraded = False
 
     def _checkpoint(self) -> None:
         datadir, old_wal = self._datadir, self._wal

@@ -145,7 +145,7 @@ class Engine:
 
     @property
     def budget(self) -> ThreadBudget:
-        """The engine's thread slots, shared by numba, faiss and hnswlib in every call: a call
+        """The engine's thread slots, shared by numba and faiss in every call: a call
         runs on its caller's thread plus as many of the other slots as are free (up to what it
         can use; it never waits), so a single query starts no thread and concurrent batches
         do not start a team each. ``budget.stats()`` counts the parallel calls."""

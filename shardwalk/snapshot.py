@@ -5,10 +5,12 @@ snapshot and starts a new log); this module decides how:
 
 - log records: an upsert is one Arrow record batch (``_id``, ``_vector``, tenant, sharing and
   attribute columns), a delete one of ``_id`` only (framed and checksummed by ``wal.py``);
-- a snapshot directory: ``rows.parquet`` (ids, liveness, tenants, attributes),
-  ``vectors.arrow`` (the live vectors by row: the portable copy any index can be rebuilt
-  from), ``index/`` (the index's own files), sealed by ``snapshot.json`` (every file's size and
-  crc32, see ``storage.py``).
+- a snapshot directory: ``rows.parquet`` (ids, liveness, tenants, attributes), ``index/``
+  (the index's own files), sealed by ``snapshot.json`` (every file's size and crc32, see
+  ``storage.py``). Every index kind keeps the vectors itself (``index.store``: faiss's storage,
+  or a multi-tenant index's own), so its files hold the only copy on disk too. For an index
+  that kept none, ``vectors.arrow`` would hold the live vectors by row (read back when
+  present: snapshots of earlier versions have it beside every kind).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pyarrow as pa
 from shardwalk._files import atomic_write_with
 from shardwalk._threads import ThreadBudget
 from shardwalk.index import VectorIndex, load_index
-from shardwalk.index.store import VectorStore
+from shardwalk.index.store import RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import SHARED, TENANT, RowTable
 from shardwalk.storage import seal_snapshot, verify_snapshot
@@ -50,7 +52,7 @@ class State:
 
     rows: RowTable
     index: VectorIndex
-    store: VectorStore
+    store: RowStore
     tenants: TenantDirectory
 
 
@@ -93,6 +95,15 @@ def write_snapshot(snap: Path, state: State, *, dim: int, name: str) -> None:
     (snap / "index").mkdir(parents=True)
     rows = state.rows
     atomic_write_with(snap / "rows.parquet", rows.write_parquet)
+    state.index.save(str(snap / "index"))
+    if state.store is not getattr(state.index, "store", None):
+        _write_vectors(snap / "vectors.arrow", state, dim)
+    seal_snapshot(snap, {"collection": name, "rows": rows.rows, "count": len(rows)})
+
+
+def _write_vectors(path: Path, state: State, dim: int) -> None:
+    """The live vectors by row, for an index that does not keep them (none does today)."""
+    rows = state.rows
     live = np.flatnonzero(rows.alive)
     table = pa.table(
         {
@@ -104,13 +115,11 @@ def write_snapshot(snap: Path, state: State, *, dim: int, name: str) -> None:
         }
     )
 
-    def write(path: str) -> None:
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+    def write(target: str) -> None:
+        with pa.OSFile(target, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
 
-    atomic_write_with(snap / "vectors.arrow", write)
-    state.index.save(str(snap / "index"))
-    seal_snapshot(snap, {"collection": name, "rows": rows.rows, "count": len(rows)})
+    atomic_write_with(path, write)
 
 
 def read_snapshot(snap: Path, *, dim: int, budget: ThreadBudget | None = None) -> State:
@@ -120,7 +129,7 @@ def read_snapshot(snap: Path, *, dim: int, budget: ThreadBudget | None = None) -
     rows = RowTable.read_parquet(str(snap / "rows.parquet"))
     index = load_index(str(snap / "index"), budget=budget)
     store = getattr(index, "store", None)
-    if not isinstance(store, VectorStore):  # the index keeps no vectors by row: ours
+    if not isinstance(store, RowStore):  # the index keeps no vectors by row: ours
         with pa.memory_map(str(snap / "vectors.arrow"), "r") as source:
             table = pa.ipc.open_file(source).read_all()
         data = np.zeros((rows.rows, dim), dtype=np.float32)  # dead rows stay zero

@@ -132,7 +132,7 @@ def test_snapshot_corruption_is_detected(tmp_path):
         )
     manifest = json.loads((path / "manifest.json").read_text())
     snap = path / "collections" / "c" / manifest["collections"]["c"]["snapshot"]
-    graph = snap / "index" / "graph.bin"
+    graph = snap / "index" / "graph.faiss"
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0x01
     graph.write_bytes(bytes(data))

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 from shardwalk.index import HNSWIndex, MultiTenantIndex, PartitionedIndex
 from shardwalk.index._kernels import scan_rows
-from shardwalk.index.hnsw import EfGate
 from shardwalk.walks import PPRIndex, build_fingerprints
 from shardwalk.walks.generators import power_law_graph
 
@@ -180,54 +179,6 @@ def test_searches_with_different_ef_from_many_threads_equal_serial(vectors, kind
         for a, b in zip(got, serial):
             np.testing.assert_array_equal(a.ids, b.ids)
             np.testing.assert_array_equal(a.distances, b.distances)
-
-
-class RecordingGraph:
-    def __init__(self):
-        self.ef_calls = []
-
-    def set_ef(self, ef):
-        self.ef_calls.append(ef)
-
-
-def test_ef_gate_runs_one_ef_at_a_time_and_lets_a_waiting_ef_go_next():
-    gate, graph = EfGate(), RecordingGraph()
-    running: list[int] = []
-    overlap: list[set[int]] = []
-    lock = threading.Lock()
-    release = {ef: threading.Event() for ef in (10, 20)}
-    entered = threading.Semaphore(0)
-
-    def search(ef):
-        with gate.hold(graph, ef):
-            with lock:
-                running.append(ef)
-                overlap.append(set(running))
-            entered.release()
-            assert release[ef].wait(10)
-            with lock:
-                running.remove(ef)
-
-    first = [threading.Thread(target=search, args=(10,)) for _ in range(2)]
-    for t in first:
-        t.start()
-    for _ in first:  # two searches with the same ef run together
-        assert entered.acquire(timeout=10)
-    other = threading.Thread(target=search, args=(20,))
-    other.start()
-    time.sleep(0.2)
-    late = threading.Thread(target=search, args=(10,))  # must not overtake the waiting ef=20
-    late.start()
-    time.sleep(0.2)
-    assert running == [10, 10]
-    release[10].set()  # the ef=10 searches finish; ef=20 goes next, then the late ef=10
-    assert entered.acquire(timeout=10)
-    assert running == [20]
-    release[20].set()
-    for t in [*first, other, late]:
-        t.join(10)
-    assert graph.ef_calls == [10, 20, 10]
-    assert all(len(efs) == 1 for efs in overlap), overlap  # never two efs at once
 
 
 # -- the thread budget ----------------------------------------------------------------------------

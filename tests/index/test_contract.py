@@ -56,9 +56,18 @@ def test_recall_at_10_against_exact(engine, kind, data, metric):
     # observed at defaults on this seeded data (4000 x 32): flat 1.0, hnsw ~0.99-1.0,
     # partitioned ~1.0 (every metric)
     assert recall >= 0.95, f"{kind}/{metric}: recall@10 {recall:.4f}"
-    # distances follow the documented convention
-    exact_d = truth.distances[:, 0]
-    np.testing.assert_allclose(res.distances[:, 0], exact_d, rtol=1e-3, atol=1e-3)
+    # distances follow the documented convention: each returned id's own exact distance
+    # (an approximate index may miss a query's true top-1: faiss HNSW on unnormalised ip
+    # data misses 1 of 200 here, as hnswlib did on other seeds)
+    position = {int(i): p for p, i in enumerate(data.ids)}
+    got = base[[position[int(i)] for i in res.ids[:, 0]]]
+    if index_metric == "l2":
+        own = ((queries - got) ** 2).sum(axis=1)
+    else:
+        own = 1.0 - (queries * got).sum(axis=1)
+    np.testing.assert_allclose(res.distances[:, 0], own, rtol=1e-3, atol=1e-3)
+    top1 = np.isclose(res.distances[:, 0], truth.distances[:, 0], rtol=1e-3, atol=1e-3)
+    assert top1.mean() >= 0.99, f"{kind}/{metric}: true top-1 found for {top1.mean():.3f}"
 
 
 def test_deleted_ids_are_never_returned_and_upsert_replaces(engine, kind, data):

@@ -1,0 +1,57 @@
+"""HNSWIndex on faiss: labels that are not positions, the zero-copy store, per-call ef."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from shardwalk.index import HNSWIndex, exact_search
+from shardwalk.index.store import IndexStore
+
+
+@pytest.fixture()
+def vectors():
+    return np.random.default_rng(5).standard_normal((600, 16)).astype(np.float32)
+
+
+def test_labels_in_order_are_positions_and_the_store_views_faiss(vectors):
+    index = HNSWIndex(dim=16, metric="l2", m=8, ef_construction=64, threads=1)
+    index.add(np.arange(300), vectors[:300])
+    assert isinstance(index.store, IndexStore) and index._position is None
+    view = index.store.segments(np.arange(300))[0][0]
+    assert not view.flags.owndata  # faiss's storage, not a copy
+    index.add(np.arange(300, 600), vectors[300:])  # faiss grows (reallocates) its storage
+    np.testing.assert_array_equal(index.store.take(np.arange(600)), vectors)
+    np.testing.assert_array_equal(index.get(np.array([599, 0])), vectors[[599, 0]])
+
+
+def test_other_labels_are_mapped_and_survive_save_and_load(tmp_path, vectors):
+    index = HNSWIndex(dim=16, metric="l2", m=8, ef_construction=64, threads=1)
+    labels = np.arange(600) * 7 + 3
+    index.add(labels[:200], vectors[:200])
+    index.add(labels[200:], vectors[200:])
+    found = index.search(vectors[:50], 1).ids[:, 0]
+    assert (found == labels[:50]).mean() >= 0.98
+    np.testing.assert_array_equal(index.get(labels[[5, 400]]), vectors[[5, 400]])
+    # a label added again: the old vector is never returned, the new one is
+    index.add(labels[:1], vectors[599:600] + 10)
+    index.delete(labels[1:2])
+    assert len(index) == 599
+    res = index.search(vectors[:2], 5)
+    assert labels[1] not in res.ids and res.ids[0, 0] != labels[0]
+    np.testing.assert_array_equal(index.get(labels[:1]), vectors[599:600] + 10)
+    index.save(str(tmp_path))
+    back = HNSWIndex.load(str(tmp_path))
+    np.testing.assert_array_equal(
+        back.search(vectors[:20], 5).ids, index.search(vectors[:20], 5).ids
+    )
+    np.testing.assert_array_equal(back.get(labels[[0, 300]]), index.get(labels[[0, 300]]))
+
+
+def test_tombstones_never_come_back_and_never_leave_a_shortfall(vectors):
+    index = HNSWIndex(dim=16, metric="ip", m=8, ef_construction=64, threads=1)
+    index.add(np.arange(600), vectors)
+    index.delete(np.arange(0, 590))  # the graph is nearly all tombstones
+    res = index.search(vectors[:5], 10, ef=10)
+    assert (res.ids >= 590).all()  # the 10 live ones, found exactly when the graph cannot
+    truth = exact_search(vectors[590:], vectors[:5], 10, "ip")
+    np.testing.assert_allclose(res.distances, truth.distances, rtol=1e-5, atol=1e-5)

@@ -216,6 +216,19 @@ def test_tenant_isolation(
     assert set(ppr[ppr >= 0].tolist()) <= mine
 
 
+def test_tenant_ppr_from_a_seed_that_reaches_few_nodes(running: Running, docs: dict) -> None:
+    """A PPR answer padded with -1 (the seed reaches fewer nodes than were fetched) is scoped
+    like any other, not refused (bench/server.py found it on a power-law graph)."""
+    admin = running.client()
+    edges = np.array([[0, 1], [1, 0]] + [[i, i + 1] for i in range(2, N - 1)])
+    admin.create_graph("islands", edges, node_ids=np.arange(N))
+    tenant = docs["tenants"][0]
+    ppr = running.client(key_of(tenant)).graph("islands").ppr([0], 10, collection="docs").ids
+    assert ppr.shape == (1, 10) and ppr[0, 0] == 0
+    assert set(ppr[ppr >= 0].tolist()) <= visible_to(docs, tenant) & {0, 1}
+    assert (ppr[0, 2:] == -1).all()
+
+
 def test_limits(running: Running, docs: dict) -> None:
     docs_remote = running.client().collection("docs")
     with pytest.raises(shardwalk.ResourceExhaustedError, match="max_k"):

@@ -281,8 +281,11 @@ class InProcessServer(Remote):
 
 
 class Milvus(System):
-    """Milvus Lite (pymilvus ``MilvusClient`` on a local .db: a milvus-lite server process),
-    HNSW M/efConstruction as ours, ef per search; the tenant is the partition key and a filter
+    """Milvus Lite through pymilvus' ``MilvusClient``, its server in a process of its own
+    (``milvus-lite server --data-dir DIR --host 127.0.0.1 --port P``), like ours. (Given a
+    local ``.db`` path, MilvusClient of milvus-lite 3.x starts the same gRPC server in a thread
+    of the caller's process instead: client and server would share one GIL.) HNSW
+    M/efConstruction as ours, ef per search; the tenant is the partition key and a filter
     expression ``tenant == "..."``. Rows inserted in batches, then flushed, indexed, loaded."""
 
     name = MILVUS
@@ -291,8 +294,25 @@ class Milvus(System):
         super().__init__(data)
         from pymilvus import DataType, MilvusClient
 
-        self.client = MilvusClient(path)
-        self.server = _child_named("milvus")
+        exe = shutil.which("milvus-lite", path=os.path.dirname(sys.executable)) or "milvus-lite"
+        port = free_port()
+        self.log_path = f"{path}.log"
+        self.process = subprocess.Popen(
+            [exe, "server", "--data-dir", path, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=open(self.log_path, "w"),
+            stderr=subprocess.STDOUT,
+        )
+        self.server = psutil.Process(self.process.pid)
+        t0 = time.perf_counter()
+        while True:
+            try:
+                self.client = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=5)
+                self.client.list_collections()
+                break
+            except Exception:
+                if time.perf_counter() - t0 > 120 or self.process.poll() is not None:
+                    raise
+                time.sleep(0.3)
         c = self.client
         schema = c.create_schema(auto_id=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
@@ -342,6 +362,7 @@ class Milvus(System):
 
     def close(self) -> None:
         self.client.close()
+        stop_process(self.process)
 
 
 class Chroma(System):
@@ -414,16 +435,6 @@ class Chroma(System):
 
     def close(self) -> None:
         stop_process(self.process)
-
-
-def _child_named(word: str) -> psutil.Process | None:
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if word in " ".join(child.cmdline()).lower():
-                return child
-        except psutil.Error:
-            continue
-    return None
 
 
 # --- build ----------------------------------------------------------------------------------
@@ -802,7 +813,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except ImportError as exc:
                 skipped[MILVUS] = f"not installed ({exc}): pip install pymilvus milvus-lite"
             else:
-                mv = Milvus(data, os.path.join(root, "milvus.db"), args, log)
+                mv = Milvus(data, os.path.join(root, "milvus"), args, log)
                 systems.append(mv)
                 built[MILVUS] = {
                     "insert_seconds": round(mv.insert_seconds, 1),

@@ -25,7 +25,8 @@ call for ``--warmup`` seconds, then ``--duration`` seconds measured continuously
 Data: ``clustered_vectors(n, 128, seed=0)``; tenants as bench/concurrency.py (``zipf_tenants``
 over 100 tenants); a ``power_law_graph`` over the same ids (about 10 edges per node) with
 fingerprints built (10 walks per node). HNSW M=16, efConstruction=200, ef=64, k=10 everywhere.
-Ground truth: exact search (exact within the tenant); PPR: power iteration (``method="exact"``).
+Ground truth: exact search (exact within the tenant); PPR: Forward Push to residual 1e-7
+(``--ppr-truth exact``: power iteration, 3x slower).
 
     python bench/server.py                          # 100K: about 15 min on 2 cores
     python bench/server.py --skip-milvus --skip-chroma --concurrency 1,8
@@ -196,10 +197,15 @@ class InProcess(System):
             return self.graph.ppr(seed, K).ids[0]
         return self.scoped_ppr(self.graph, self.col, self.tenant, [[seed]], K, {})[1][0]
 
-    def exact_ppr(self, scope: str, seed: int) -> np.ndarray:
+    def reference_ppr(self, scope: str, seed: int, method: str) -> np.ndarray:
+        """The top-k of an accurate solver: power iteration (``exact``, about 0.7 s a seed
+        here) or Forward Push to residual 1e-7 (``push``, about 0.2 s; same top-10 on the
+        seeds checked)."""
+        options: dict[str, Any] = {"method": method}
+        if method == "push":
+            options["r_max"] = 1e-7
         if scope == PPR_ADMIN:
-            return self.graph.ppr(seed, K, method="exact").ids[0]
-        options = {"method": "exact"}
+            return self.graph.ppr(seed, K, **options).ids[0]
         return self.scoped_ppr(self.graph, self.col, self.tenant, [[seed]], K, options)[1][0]
 
     def search_in(self, query: np.ndarray, tenant: str) -> np.ndarray:
@@ -278,6 +284,69 @@ class InProcessServer(Remote):
     def close(self) -> None:
         super().close()
         self.srv._server.stop(1).wait()  # no checkpoint: the engine is read only here
+
+
+_ECHO = """
+import sys, time
+from concurrent import futures
+import grpc
+from shardwalk.v1 import shardwalk_pb2 as pb
+answer = pb.SearchResponse(rows=1, k=10, ids=bytes(80), distances=bytes(40)).SerializeToString()
+handler = grpc.unary_unary_rpc_method_handler(lambda request, context: answer)
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+server.add_generic_rpc_handlers(
+    (grpc.method_handlers_generic_handler("shardwalk.v1.Shardwalk", {"Search": handler}),)
+)
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(f"on 127.0.0.1:{port}", flush=True)
+sys.stdin.read()  # until the benchmark closes our stdin
+server.stop(0)
+"""
+
+
+class GrpcFloor(System):
+    """The floor of one call through grpc's Python stack here: a sync grpc server (same pool
+    size) in its own process whose Search handler returns a fixed 10-hit answer at once, called
+    with the serialized request bytes of each query (no conversion on either side)."""
+
+    name = "grpc-floor"
+    scopes = (UNFILTERED,)
+
+    def __init__(self, data: Data) -> None:
+        super().__init__(data)
+        import grpc
+
+        from shardwalk._wire import vectors_to_pb
+        from shardwalk.v1 import shardwalk_pb2 as pb
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        line = read_line(self.process, 120)
+        found = re.search(r"on 127\.0\.0\.1:(\d+)", line)
+        if not found:
+            raise RuntimeError(f"grpc floor server: {line!r}")
+        self.server = psutil.Process(self.process.pid)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{found.group(1)}")
+        self.method = self.channel.unary_unary("/shardwalk.v1.Shardwalk/Search")
+        self.requests = [
+            pb.SearchRequest(
+                collection=COLLECTION, queries=vectors_to_pb(q), k=K
+            ).SerializeToString()
+            for q in data.queries
+        ]
+        self.metadata = (("authorization", f"Bearer {ADMIN_KEY}"),)
+        self.ids = np.full(K, -1, dtype=np.int64)
+
+    def call(self, scope: str, i: int) -> np.ndarray:
+        self.method(self.requests[i], timeout=30.0, metadata=self.metadata)
+        return self.ids
+
+    def close(self) -> None:
+        self.channel.close()
+        self.process.stdin.close()
+        stop_process(self.process)
 
 
 class Milvus(System):
@@ -496,8 +565,10 @@ def truths(data: Data, inproc: InProcess, args, log) -> dict[str, np.ndarray]:
         TENANT: exact_search(data.base, data.queries, K, "l2", mask=mask).ids,
     }
     for scope in (PPR_ADMIN, PPR_TENANT):
-        out[scope] = np.stack([inproc.exact_ppr(scope, int(s)) for s in data.ppr_seeds[scope]])
-    log(f"ground truth (exact search, exact PPR) in {time.perf_counter() - t0:.1f}s")
+        out[scope] = np.stack(
+            [inproc.reference_ppr(scope, int(s), args.ppr_truth) for s in data.ppr_seeds[scope]]
+        )
+    log(f"ground truth (exact search, PPR by {args.ppr_truth}) in {time.perf_counter() - t0:.1f}s")
     return out
 
 
@@ -800,6 +871,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(
                 f"{model}: serving on {served.admin.address} (started in {built[model]['start_seconds']}s)"
             )
+        if not args.skip_floor:
+            systems.append(GrpcFloor(data))
         if not args.skip_in_process_server:
             from shardwalk.server.config import load_config
 
@@ -861,6 +934,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ppr_seeds": args.ppr_seeds,
                 "edges_per_node": args.edges_per_node,
                 "walks_per_node": args.walks_per_node,
+                "ppr_truth": args.ppr_truth + (" (r_max 1e-7)" if args.ppr_truth == "push" else ""),
                 "warmup_seconds": args.warmup,
                 "duration_seconds": args.duration,
                 "rounds": args.rounds,
@@ -932,6 +1006,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--queries", type=int, default=1000, help="query pool, cycled")
     parser.add_argument("--ppr-seeds", type=int, default=200, help="PPR seed pool per scope")
+    parser.add_argument(
+        "--ppr-truth", choices=["push", "exact"], default="push", help="reference PPR solver"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=200)
@@ -958,6 +1035,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-milvus", action="store_true")
     parser.add_argument("--skip-chroma", action="store_true")
     parser.add_argument("--skip-in-process-server", action="store_true")
+    parser.add_argument("--skip-floor", action="store_true", help="no grpc echo floor")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--tmp", default=None, help="directory for the data (default: TMPDIR)")
     parser.add_argument("--out", default=str(HERE / "results"))

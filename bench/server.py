@@ -547,12 +547,14 @@ def build_shardwalk(data: Data, path: str, args, log) -> dict[str, Any]:
     return out
 
 
-def write_config(path: str, tenant: str) -> str:
+def write_config(path: str, tenant: str, threads: int | None = None) -> str:
     with open(path, "w") as f:
         f.write(
             f'[[api_keys]]\nkey = "{ADMIN_KEY}"\nrole = "admin"\n\n'
             f'[[api_keys]]\nkey = "{TENANT_KEY}"\ntenant = "{tenant}"\n'
         )
+        if threads:
+            f.write(f"\n[limits]\nthreads = {threads}\n")
     return path
 
 
@@ -722,7 +724,8 @@ def ratios(result: dict[str, Any], args) -> dict[str, Any]:
     def at(system: str, scope: str, c: int) -> dict[str, Any] | None:
         return next((p for p in search.get(system, {}).get(scope, []) if p["threads"] == c), None)
 
-    for server in (SYNC, AIO, SYNC_INPROC):
+    servers = [s for s in search if s.startswith("server-")]
+    for server in servers:
         for scope in (UNFILTERED, TENANT, PPR_ADMIN, PPR_TENANT):
             a, b = at(INPROC, scope, 1), at(server, scope, 1)
             if a and b:
@@ -735,7 +738,7 @@ def ratios(result: dict[str, Any], args) -> dict[str, Any]:
             if a and b and b["qps"]:
                 out[f"{scope} qps c={c} sync / aio"] = round(a["qps"] / b["qps"], 3)
             a = at(INPROC, scope, c)
-            for server in (SYNC, AIO):
+            for server in servers:
                 b = at(server, scope, c)
                 if a and b and a["qps"]:
                     out[f"{scope} qps c={c} {server} / in-process"] = round(b["qps"] / a["qps"], 3)
@@ -743,7 +746,7 @@ def ratios(result: dict[str, Any], args) -> dict[str, Any]:
         for scope in (UNFILTERED, TENANT):
             for c in args.concurrency:
                 b = at(other, scope, c)
-                for server in (SYNC, AIO):
+                for server in servers:
                     a = at(server, scope, c)
                     if a and b and b["qps"]:
                         out[f"{scope} qps c={c} {server} / {other}"] = round(a["qps"] / b["qps"], 2)
@@ -758,7 +761,7 @@ def targets(result: dict[str, Any], args) -> dict[str, Any]:
         return next((p for p in search.get(system, {}).get(scope, []) if p["threads"] == c), None)
 
     out: dict[str, Any] = {}
-    for server in (SYNC, AIO):
+    for server in [s for s in search if s.startswith("server-") and s != SYNC_INPROC]:
         a, b = at(INPROC, UNFILTERED, 1), at(server, UNFILTERED, 1)
         if a and b:
             v = (b["p50_us"] - a["p50_us"]) / 1e3
@@ -857,7 +860,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = os.path.join(root, "shardwalk")
     built = {"shardwalk": build_shardwalk(data, base, args, log)}
     config = write_config(os.path.join(root, "server.toml"), data.tenant)
-    for model in (SYNC, AIO):  # one process owns a data directory: a copy per server
+    models = [(SYNC, config), (AIO, config)]
+    for t in args.sync_pool:  # the sync server with another [limits] threads
+        path = os.path.join(root, f"server-{t}.toml")
+        models.append((f"{SYNC}-{t}threads", write_config(path, data.tenant, t)))
+    for model, _ in models:  # one process owns a data directory: a copy per server
         shutil.copytree(base, os.path.join(root, model))
     skipped: dict[str, str] = {}
     systems: list[System] = []
@@ -865,9 +872,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         inproc = InProcess(data, base, args.threads)
         systems.append(inproc)
-        for model in (SYNC, AIO):
+        for model, model_config in models:
             t0 = time.perf_counter()
-            served = Served(data, model, os.path.join(root, model), config, args)
+            served = Served(data, model, os.path.join(root, model), model_config, args)
             systems.append(served)
             built[model] = {"start_seconds": round(time.perf_counter() - t0, 1)}
             log(
@@ -943,6 +950,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "concurrency": args.concurrency,
                 "engine_threads": args.threads,
                 "server_log_level": args.server_log_level,
+                "sync_pool_variants": args.sync_pool,
             },
             "method": (
                 f"each point: N client threads loop one single-query call back to back; "
@@ -1038,6 +1046,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-chroma", action="store_true")
     parser.add_argument("--skip-in-process-server", action="store_true")
     parser.add_argument("--skip-floor", action="store_true", help="no grpc echo floor")
+    parser.add_argument(
+        "--sync-pool",
+        type=ints,
+        default=[4],
+        help="also run the sync server with these [limits] threads (default 16); '' for none",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--tmp", default=None, help="directory for the data (default: TMPDIR)")
     parser.add_argument("--out", default=str(HERE / "results"))

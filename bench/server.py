@@ -817,14 +817,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
         if any(s in v for v in result["search"].values())
     ]
     fig, axes = plt.subplots(2, len(scopes), figsize=(5 * len(scopes), 9), squeeze=False)
+    colors = {s: f"C{i}" for i, s in enumerate(result["search"])}  # one colour per system
     for col, scope in enumerate(scopes):
         for system, per in result["search"].items():
             if scope not in per:
                 continue
             pts = per[scope]
             c = [p["threads"] for p in pts]
-            axes[0][col].plot(c, [p["qps"] for p in pts], marker="o", label=system)
-            axes[1][col].plot(c, [p["p99_us"] / 1e3 for p in pts], marker="o", label=system)
+            style = {"marker": "o", "label": system, "color": colors[system]}
+            axes[0][col].plot(c, [p["qps"] for p in pts], **style)
+            axes[1][col].plot(c, [p["p99_us"] / 1e3 for p in pts], **style)
         axes[0][col].set_title(f"{scope}: QPS")
         axes[1][col].set_title(f"{scope}: p99 latency")
         axes[0][col].set_ylabel("queries per second")

@@ -1,6 +1,6 @@
 """Render the benchmark JSON in bench/results/ as the markdown tables of bench/README.md.
 
-python bench/report.py ann-clustered-1000000 ann-mnist filtered-clustered-1000000 ...
+python bench/report.py ann-clustered-1000000 ann-mnist filtered-clustered-1000000 server-clustered-100000 ...
 """
 
 from __future__ import annotations
@@ -95,10 +95,97 @@ def filtered(r: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def server(r: dict) -> str:
+    p = r["params"]
+    cs = p["concurrency"]
+    out = [
+        f"**{r['dataset']}** (n={r['n']:,}, dim={r['dim']}, k={r['k']}, HNSW M={p['m']} "
+        f"efConstruction={p['ef_construction']} ef={p['ef']}; 2% tenant {r['tenant']['name']} "
+        f"({r['tenant']['rows']:,} rows); {p['warmup_seconds']}s warm-up + "
+        f"{p['duration_seconds']}s per point, best of {p['rounds']} interleaved rounds)",
+        "",
+        "| workload | system | recall@10 | "
+        + " | ".join(f"c={c} QPS | c={c} p50 ms | c={c} p99 ms" for c in cs)
+        + " | CPU us/call client + server (c=8) |",
+        "|---|---|---|" + "---|---|---|" * len(cs) + "---|",
+    ]
+    scopes: list[str] = []
+    for per in r["search"].values():
+        scopes += [s for s in per if s not in scopes]
+    for scope in scopes:
+        first = True
+        for system, per in r["search"].items():
+            if scope not in per:
+                continue
+            pts = {q["threads"]: q for q in per[scope]}
+            cells = []
+            for c in cs:
+                q = pts.get(c)
+                cells.append(
+                    "- | - | -"
+                    if q is None
+                    else f"{q['qps']:,.0f} | {q['p50_us'] / 1e3:.2f} | {q['p99_us'] / 1e3:.1f}"
+                )
+            q8 = pts.get(8) or pts[cs[-1]]
+            cpu = f"{q8['client_cpu_us_per_call']:.0f}"
+            if "server_cpu_us_per_call" in q8:
+                cpu += f" + {q8['server_cpu_us_per_call']:.0f}"
+            rec = "-" if system == "grpc-floor" else f"{pts[cs[0]]['recall']:.3f}"
+            out.append(
+                f"| {scope if first else ''} | {system} | {rec} | "
+                + " | ".join(cells)
+                + f" | {cpu} |"
+            )
+            first = False
+    buckets = r.get("bucket_recall")
+    if buckets:
+        labels = list(buckets["tenants"])
+        out += [
+            "",
+            "Tenant-scoped recall@10 per tenant size bucket (lowest tenant of the bucket; "
+            + "; ".join(
+                f"{b}: " + ", ".join(f"{t['tenant']} {t['share']:.2%}" for t in ts)
+                for b, ts in buckets["tenants"].items()
+            )
+            + ")",
+            "",
+            "| system | " + " | ".join(labels) + " |",
+            "|---|" + "---|" * len(labels),
+        ]
+        for system, per in buckets["recall"].items():
+            out.append(
+                f"| {system} | "
+                + " | ".join(f"{per[b]['min']:.3f}" if b in per else "-" for b in labels)
+                + " |"
+            )
+    built = r["built"]
+    keys = ("build_seconds", "insert_seconds", "start_seconds")
+    out += [
+        "",
+        "Build (s): "
+        + "; ".join(
+            f"{k} " + ", ".join(f"{n.split('_')[0]} {v[n]}" for n in keys if n in v)
+            for k, v in built.items()
+            if k != "shardwalk"
+        ),
+    ]
+    sw = built["shardwalk"]
+    out.append(
+        f"; shardwalk collection {sw['collection_seconds']}s, graph + fingerprints "
+        f"{sw['graph_seconds']}s"
+    )
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     for stem in sys.argv[1:]:
         r = json.loads((RESULTS / f"{stem}.json").read_text())
-        print(ann(r) if stem.startswith("ann") else filtered(r))
+        if stem.startswith("ann"):
+            print(ann(r))
+        elif stem.startswith("server"):
+            print(server(r))
+        else:
+            print(filtered(r))
 
 
 if __name__ == "__main__":

@@ -303,9 +303,13 @@ class Service:
         fetch = min(4 * k, graph.num_nodes)
         while True:
             result = graph.ppr_batch(queries, fetch, **options)
-            keep = result.ids >= 0  # -1 pads queries whose vector has fewer than fetch nodes
-            keep[keep] = scope.visible(result.ids[keep], tenant=tenant)
-            short = keep.sum(axis=1) < k
+            found = result.ids >= 0  # rows are padded with -1 past the nodes the walks reach
+            keep = found.copy()
+            if found.any():
+                keep[found] = scope.visible(result.ids[found], tenant=tenant)
+            # a query needs more only if it is short and its answer was not already all the
+            # nodes it reaches (a padded row)
+            short = (keep.sum(axis=1) < k) & found.all(axis=1)
             if not short.any() or fetch >= graph.num_nodes:
                 break
             fetch = min(4 * fetch, graph.num_nodes)

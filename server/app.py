@@ -5,7 +5,9 @@ Every RPC passes through one wrapper (:meth:`Dispatcher.call`): it authenticates
 the ``authorization`` metadata, parses the request (a message that does not parse is
 INVALID_ARGUMENT, never INTERNAL), checks the deadline, runs the handler, maps the library's
 exceptions to their status codes with the library's message (anything unexpected is INTERNAL
-with a generic message and a logged traceback), and records one log line and the metrics.
+with a generic message and a logged traceback), and records the metrics and one log line (at INFO
+for a failed call, at DEBUG for a successful one: ``serve --log-level DEBUG`` logs every call; at
+INFO the line costs more than the dispatcher's other work together, measured).
 
 Two server models share it: :class:`Server`, grpc's synchronous server with a thread pool,
 and :class:`AioServer` on grpc.aio (``shardwalk serve --aio``); handlers call the engine,
@@ -115,7 +117,14 @@ class Dispatcher:
         tenant = _label(who)
         self._requests.labels(rpc, tenant, code.name).inc()
         self._latency.labels(rpc, tenant).observe(seconds)
-        log.info("rpc=%s tenant=%s status=%s ms=%.2f", rpc, tenant, code.name, seconds * 1e3)
+        log.log(
+            logging.DEBUG if code is grpc.StatusCode.OK else logging.INFO,
+            "rpc=%s tenant=%s status=%s ms=%.2f",
+            rpc,
+            tenant,
+            code.name,
+            seconds * 1e3,
+        )
         return code, message, out
 
 

@@ -26,6 +26,7 @@ from shardwalk._wire import (
     vectors_to_pb,
 )
 from shardwalk.collection import Collection
+from shardwalk.compose import scoped_depth
 from shardwalk.engine import Engine
 from shardwalk.errors import (
     InvalidArgumentError,
@@ -299,8 +300,9 @@ class Service:
         graph: Any, scope: Collection, tenant: str | None, queries: list, k: int, options: dict
     ) -> tuple[Any, np.ndarray, np.ndarray]:
         """PPR whose results are the top-k nodes that are rows of ``scope`` the tenant may see:
-        ask for 4k nodes, then more while a query comes back short and the graph has more."""
-        fetch = min(4 * k, graph.num_nodes)
+        ask for as many nodes as hold about 2k visible ones at the scope's share of the graph
+        (at least 4k), then 4 times more while a query comes back short and the graph has more."""
+        fetch = min(scoped_depth(k, scope._scope_size(tenant), graph.num_nodes), graph.num_nodes)
         while True:
             result = graph.ppr_batch(queries, fetch, **options)
             found = result.ids >= 0  # rows are padded with -1 past the nodes the walks reach

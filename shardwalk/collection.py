@@ -646,6 +646,17 @@ class Collection:
                 found[found] = owners == tenant
         return found
 
+    def _scope_size(self, tenant: str | None = None, where: Any = None) -> int:
+        """How many live rows :meth:`visible` would accept for this scope (from the cached
+        scope masks): tells a scoped PPR how deep to fetch before filtering."""
+        if tenant is not None:
+            check_name("tenant", tenant)
+        with self._rw.read():
+            self._check_open()
+            predicate = None if where is None else validate(where, self._rows.schema)
+            scope = self._scope(tenant, predicate)
+            return len(self._rows) if scope is None else int(scope.matches.size)
+
     def __len__(self) -> int:
         return len(self._rows)
 

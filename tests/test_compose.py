@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shardwalk
+import shardwalk.compose as compose_module
 from shardwalk import (
     ComposeResult,
     F,
@@ -193,9 +194,12 @@ def test_matches_the_brute_force_reference(world, scope, fuse, weight, constant)
         assert (result.seeds[i], result.seeds_dropped[i]) == (want["seeds"], want["dropped"])
 
 
-def test_a_selective_scope_still_fills_the_ppr_list(world, monkeypatch):
-    """The PPR list holds ppr_k visible nodes even when most top PPR nodes are invisible (the
-    PPR is fetched again deeper): results equal the reference, which ranks every node."""
+@pytest.mark.parametrize("first_depth", ["by share", "ppr_k"])
+def test_a_selective_scope_still_fills_the_ppr_list(world, monkeypatch, first_depth):
+    """The PPR list holds ppr_k visible nodes even when most top PPR nodes are invisible: the
+    first fetch is as deep as the scope's share of the graph predicts, and a list that still
+    comes back short is fetched again deeper (forced here by a first fetch of ppr_k). Results
+    equal the reference, which ranks every node."""
     engine, _, owners, shared, years, graph, queries = world
     visible = visible_rows(owners, shared, years, "c", lambda y: y in (1, 2, 2001, 2002))
     assert visible.sum() < N_ROWS // 10
@@ -207,6 +211,8 @@ def test_a_selective_scope_still_fills_the_ppr_list(world, monkeypatch):
         return ppr_batch(seeds, k, **params)
 
     monkeypatch.setattr(graph, "ppr_batch", counted)
+    if first_depth == "ppr_k":
+        monkeypatch.setattr(compose_module, "scoped_depth", lambda k, in_scope, nodes: k)
     result = engine.compose(
         "docs",
         "kg",
@@ -225,7 +231,10 @@ def test_a_selective_scope_still_fills_the_ppr_list(world, monkeypatch):
         )  # fmt: skip
         assert result.ids[i, : len(want["ids"])].tolist() == want["ids"]
         assert np.isnan(result.distances[i]).sum() > 0  # PPR-only nodes made it in
-    assert depths[:2] == [20, 80]  # fetched again, 4x deeper
+    if first_depth == "ppr_k":
+        assert depths[:2] == [20, 80]  # fetched again, 4x deeper
+    else:  # 20 in a scope of a few % of the graph's nodes: one fetch of the whole graph
+        assert depths == [graph.num_nodes]
 
 
 # -- tenant isolation ---------------------------------------------------------------------------

@@ -217,7 +217,7 @@ class InProcess(System):
             return self.graph.ppr(seed, K, **options).ids[0]
         return self.scoped_ppr(self.graph, self.col, self.tenant, [[seed]], K, options)[1][0]
 
-    def reference_compose(self, scope: str, method: str) -> np.ndarray:
+    def reference_compose(self, scope: str, method: str, queries: int) -> np.ndarray:
         """Compose of every query with kNN at ef=1024 and the reference PPR solver: the same
         fusion with accurate stages."""
         ppr: dict[str, Any] = {"method": method}
@@ -227,7 +227,7 @@ class InProcess(System):
         return self.engine.compose(
             COLLECTION,
             GRAPH,
-            self.queries,
+            self.queries[:queries],
             k=K,
             tenant=tenant,
             knn_params={"ef": 1024},
@@ -602,7 +602,7 @@ def truths(data: Data, inproc: InProcess, args, log) -> dict[str, np.ndarray]:
             )
     for scope in (COMPOSE, COMPOSE_TENANT):
         if scope in args.scopes:
-            out[scope] = inproc.reference_compose(scope, args.ppr_truth)
+            out[scope] = inproc.reference_compose(scope, args.ppr_truth, args.compose_queries)
     log(
         f"ground truth (exact search, PPR by {args.ppr_truth}, Compose of both) in "
         f"{time.perf_counter() - t0:.1f}s"
@@ -973,6 +973,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "tenants": args.tenants,
                 "queries": args.queries,
                 "ppr_seeds": args.ppr_seeds,
+                "compose_queries": args.compose_queries,
                 "edges_per_node": args.edges_per_node,
                 "walks_per_node": args.walks_per_node,
                 "ppr_truth": args.ppr_truth + (" (r_max 1e-7)" if args.ppr_truth == "push" else ""),
@@ -1048,6 +1049,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--queries", type=int, default=1000, help="query pool, cycled")
     parser.add_argument("--ppr-seeds", type=int, default=200, help="PPR seed pool per scope")
     parser.add_argument(
+        "--compose-queries", type=int, default=200, help="Compose query pool (first queries)"
+    )
+    parser.add_argument(
         "--ppr-truth", choices=["push", "exact"], default="push", help="reference PPR solver"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -1090,6 +1094,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.queries, args.ppr_seeds, args.tenants = 3000, 50, 20, 20
+        args.compose_queries = 20
         args.concurrency, args.duration, args.warmup, args.rounds = [1, 4], 0.3, 0.2, 1
         args.ef_construction, args.bucket_queries, args.walks_per_node = 40, 10, 4
     result = run(args)

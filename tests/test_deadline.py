@@ -54,3 +54,40 @@ def test_the_sooner_of_nested_deadlines_holds() -> None:
         with shardwalk.deadline(None):
             assert remaining() is not None and remaining() <= 10
     assert remaining() is None
+
+
+def test_one_watcher_raises_each_flag_at_its_own_deadline_and_never_a_cancelled_one() -> None:
+    """Stop flags from many threads, with deadlines in any order: each raised no sooner than
+    its deadline, the ones whose block ended first never; the watcher keeps no garbage."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shardwalk._deadline import _WATCHER, stop_flag
+
+    def solve(i: int) -> tuple[float, float | None]:
+        budget = 0.05 + 0.01 * (i % 7)
+        finishes = i % 3 == 0  # a third of the blocks end before their deadline
+        start = time.monotonic()
+        raised_at = None
+        try:
+            with shardwalk.deadline(budget), stop_flag("solve") as stop:
+                while not stop[0]:
+                    if finishes and time.monotonic() - start > budget / 2:
+                        break
+                    time.sleep(0.001)
+                raised_at = time.monotonic() - start if stop[0] else None
+        except shardwalk.DeadlineExceededError:
+            assert not finishes
+        return budget, raised_at
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(solve, range(48)))
+    for i, (budget, raised_at) in enumerate(results):
+        if i % 3 == 0:
+            assert raised_at is None
+        else:
+            assert raised_at is not None and raised_at >= budget
+    # a cancelled entry left in the heap: far in the future, then dropped by compaction
+    with shardwalk.deadline(3600), stop_flag("long"):
+        pass
+    assert all(entry[2] is None for entry in _WATCHER._heap)
+    assert len(_WATCHER._heap) <= 64 + 1

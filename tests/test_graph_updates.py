@@ -410,3 +410,22 @@ class GraphMachine(RuleBasedStateMachine):
 
 TestGraphMachine = GraphMachine.TestCase
 TestGraphMachine.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
+
+
+def test_cli_add_and_delete_edges(tmp_path, capsys):
+    from shardwalk.cli import main
+
+    data = str(tmp_path / "db")
+    (tmp_path / "g.txt").write_text("1 2\n2 3\n3 1\n")
+    (tmp_path / "add.txt").write_text("# new\n3 4\n4 1\n")
+    np.save(tmp_path / "del.npy", np.array([[2, 3], [4, 1]]))
+    assert main(["graph", "ingest", str(tmp_path / "g.txt"), "--data", data, "--name", "g"]) == 0
+    args = ["--data", data, "--name", "g", "--batch-size", "1"]
+    assert main(["graph", "add-edges", str(tmp_path / "add.txt"), *args]) == 0
+    assert "2 edges added or updated in 2 batch(es), 1 new nodes" in capsys.readouterr().out
+    assert main(["graph", "delete-edges", str(tmp_path / "del.npy"), *args]) == 0
+    assert "2 edges deleted" in capsys.readouterr().out
+    assert main(["graph", "delete-edges", str(tmp_path / "del.npy"), *args]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
+    with shardwalk.Engine.open(data) as engine:
+        assert set(edge_set(engine.graph("g"))) == {(1, 2), (3, 1), (3, 4)}

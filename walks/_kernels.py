@@ -1276,7 +1276,7 @@ def walks_plan(blocks, block_src, walks_per_node, alpha, seed, seq, blk_start, w
             out_pos[i * R + w] = -1
             out_target[i * R + w] = -1
             new_len = length
-            key = batch_key(seed, src, w, seq)
+            key = np.uint64(0)
             for pos in range(length + 1):
                 v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
                 slot = chg_slot[v]
@@ -1288,6 +1288,8 @@ def walks_plan(blocks, block_src, walks_per_node, alpha, seed, seq, blk_start, w
                     t = np.int64(-1)
                 else:
                     continue  # the walk stopped here: no move to change
+                if key == 0:
+                    key = batch_key(seed, src, w, seq)
                 p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
                 qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
                 if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:

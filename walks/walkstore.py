@@ -208,6 +208,27 @@ class WalkStore:
         pos = np.empty(blocks.shape[0] * r, np.int64)
         target = np.empty(blocks.shape[0] * r, np.int64)
         bound = np.empty(blocks.shape[0], np.int64)
+        added = n - self.num_blocks if new_sources else 0
+        with _threads_for((blocks.shape[0] + added) * r):
+            walks, steps = self._reroute(graph, seq, blocks, chg_slot, old, new, pos, target, bound)
+            if added > 0:
+                self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
+        if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 2):
+            self._index(n)
+        if self.used > max(1 << 16, 2 * self.total_steps):
+            self.compact()
+        return {
+            "walks": walks,
+            "steps": steps,
+            "blocks_scanned": int(blocks.shape[0]),
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def _reroute(self, graph: DynamicGraph, seq: int, blocks: np.ndarray, chg_slot: np.ndarray,
+                 old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
+                 bound: np.ndarray) -> tuple[int, int]:  # fmt: skip
+        """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps)."""
+        r = self.R
         _kernels.walks_plan(
             blocks, self.block_src, r, self.alpha, self.seed, seq, self.blk_start, self.walk_len,
             self.dropped, self.steps, chg_slot, *old, *new, pos, target, bound,
@@ -245,18 +266,7 @@ class WalkStore:
             self._add_overflow(
                 self.steps[_gather(starts, tail)].astype(np.int64), np.repeat(owner, tail)
             )
-        if new_sources and n > self.num_blocks:
-            self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
-        if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 2):
-            self._index(n)
-        if self.used > max(1 << 16, 2 * self.total_steps):
-            self.compact()
-        return {
-            "walks": walks,
-            "steps": steps,
-            "blocks_scanned": int(blocks.shape[0]),
-            "seconds": time.perf_counter() - t0,
-        }
+        return walks, steps
 
     def _add_sources(self, graph: DynamicGraph, sources: np.ndarray) -> None:
         """Blocks of fresh walks (the builder's) for new source nodes."""
@@ -336,6 +346,26 @@ class WalkStore:
             walks_per_node=r, alpha=meta["alpha"], seed=meta["seed"], mode=meta["mode"],
             used=int(meta["steps"]), num_nodes=num_nodes, **arrays,
         )  # fmt: skip
+
+
+def _threads_for(work: int) -> Any:
+    """One thread for small repairs: waking a parallel region's threads costs more (and on a
+    loaded machine, milliseconds) than scanning a few thousand walks."""
+    import contextlib
+
+    if work >= 1 << 15:
+        return contextlib.nullcontext()
+    previous = numba.get_num_threads()
+
+    @contextlib.contextmanager
+    def one() -> Any:
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
+
+    return one()
 
 
 def _walk_new(

@@ -429,3 +429,13 @@ def test_cli_add_and_delete_edges(tmp_path, capsys):
     assert "NOT_FOUND" in capsys.readouterr().err
     with shardwalk.Engine.open(data) as engine:
         assert set(edge_set(engine.graph("g"))) == {(1, 2), (3, 1), (3, 4)}
+
+
+def test_a_deleted_base_node_comes_back_as_a_new_node(engine):
+    g = engine.create_graph("g", [[1, 2], [2, 3], [3, 1]])
+    g.delete_nodes([2])
+    g.upsert_edges([[2, 1], [5, 2]])
+    assert set(edge_set(g)) == {(3, 1), (2, 1), (5, 2)}
+    g.delete_edges([[2, 1]])
+    g.delete_nodes([2, 5])
+    assert set(edge_set(g)) == {(3, 1)} and sorted(g.node_ids.tolist()) == [1, 3]

@@ -97,7 +97,7 @@ class DynamicGraph:
         self.d_cum = np.zeros(0, np.float64)  # cumulative weights within each delta row
         self.d_used = 0  # entries of the delta arrays in use (live rows and replaced ones)
         self.d_live = 0  # entries in live rows
-        self._lookup: CSRGraph | None = base  # a graph whose ids map like the current ones
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # ids added since the base
         self._merged: CSRGraph | None = base
         self._index: dict[int, int] | None = None  # external -> internal of new nodes
 
@@ -128,24 +128,51 @@ class DynamicGraph:
         return int(self.degrees().sum())
 
     # -- ids --------------------------------------------------------------------------------
-    def _ids_graph(self) -> CSRGraph:
-        """A graph (no edges needed) mapping the current external ids."""
+    def _new_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted external ids of the nodes added since the base, their internal ids)."""
         if self._lookup is None:
-            self._lookup = CSRGraph(
-                indptr=np.zeros(self.num_nodes + 1, np.int64),
-                indices=np.zeros(0, np.int32),
-                weights=None,
-                node_ids=self.node_ids,
-                directed=self.directed,
-            )
+            nb = self.base.num_nodes
+            added = self.node_ids[nb:]
+            order = np.argsort(added, kind="stable")
+            self._lookup = (added[order], order.astype(np.int64) + nb)
         return self._lookup
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Per external id, whether it is a (not deleted) node."""
+        ext = np.asarray(ids, dtype=np.int64)
+        nb = self.base.num_nodes
+        found = self.base.contains(ext)
+        if found.any():  # a base node whose id was deleted no longer answers to it
+            internal = self.base.to_internal(ext[found])
+            found[np.flatnonzero(found)[self.node_ids[internal] < 0]] = False
+        if self.num_nodes > nb:
+            added, _ = self._new_lookup()
+            pos = np.minimum(np.searchsorted(added, ext), added.size - 1)
+            found |= added[pos] == ext
+        return found
 
     def to_internal(self, ids: np.ndarray, *, what: str = "node") -> np.ndarray:
         """External -> internal ids; NotFoundError names unknown (or deleted) ones."""
-        return self._ids_graph().to_internal(ids, what=what)
-
-    def contains(self, ids: np.ndarray) -> np.ndarray:
-        return self._ids_graph().contains(ids)
+        ext = _check.as_ids(ids, what=f"{what} ids")
+        known = self.contains(ext)
+        if not known.all():
+            bad = np.unique(ext[~known])
+            shown = ", ".join(str(int(b)) for b in bad[:5])
+            more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+            live = int((self.node_ids >= 0).sum())
+            raise NotFoundError(
+                f"unknown {what} id(s) {shown}{more}: not in this graph of {live} nodes "
+                "(ids are the external ids given when the graph was built or updated)"
+            )
+        out = np.empty(ext.shape[0], np.int64)
+        in_base = self.base.contains(ext)
+        if in_base.any():
+            out[in_base] = self.base.to_internal(ext[in_base])
+            in_base[in_base] = self.node_ids[out[in_base]] >= 0  # else deleted, then re-added
+        if not in_base.all():
+            added, internal = self._new_lookup()
+            out[~in_base] = internal[np.searchsorted(added, ext[~in_base])]
+        return out
 
     # -- rows -------------------------------------------------------------------------------
     def rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -89,9 +89,11 @@ class DynamicGraph:
         self.directed = bool(base.directed)
         self.weighted = base.weights is not None
         n = base.num_nodes
-        self.node_ids = np.array(base.node_ids, dtype=np.int64)  # current ids (placeholders < 0)
-        self.row_start = np.full(n, -1, np.int64)
-        self.row_len = np.zeros(n, np.int64)
+        # per node, with room to grow (the views below are the first _n entries)
+        self._n = n
+        self._ids = np.array(base.node_ids, dtype=np.int64)  # current ids (placeholders < 0)
+        self._rs = np.full(n, -1, np.int64)
+        self._rl = np.zeros(n, np.int64)
         self.d_targets = np.zeros(0, np.int64)
         self.d_weights = np.zeros(0, np.float32)
         self.d_cum = np.zeros(0, np.float64)  # cumulative weights within each delta row
@@ -103,9 +105,23 @@ class DynamicGraph:
 
     # -- shape ------------------------------------------------------------------------------
     @property
+    def node_ids(self) -> np.ndarray:
+        """External id of each internal node (negative placeholders for deleted nodes)."""
+        return self._ids[: self._n]
+
+    @property
+    def row_start(self) -> np.ndarray:
+        """Where each node's delta row starts (-1: its base row is current)."""
+        return self._rs[: self._n]
+
+    @property
+    def row_len(self) -> np.ndarray:
+        return self._rl[: self._n]
+
+    @property
     def num_nodes(self) -> int:
         """Internal nodes (deleted ones included: their slots stay)."""
-        return int(self.node_ids.shape[0])
+        return self._n
 
     @property
     def changed(self) -> bool:
@@ -345,11 +361,14 @@ class DynamicGraph:
         if not known.all():
             new, first = np.unique(ids[~known], return_index=True)
             new = new[np.argsort(first)]
-            n0 = self.num_nodes
-            self.node_ids = np.concatenate([self.node_ids, new])
-            self.row_start = np.concatenate([self.row_start, np.zeros(new.size, np.int64)])
-            self.row_len = np.concatenate([self.row_len, np.zeros(new.size, np.int64)])
-            del n0
+            n0, n1 = self._n, self._n + new.size
+            if n1 > self._ids.shape[0]:  # grow by half at least: adding nodes stays O(1) each
+                cap = max(n1, self._ids.shape[0] * 3 // 2, 1024)
+                self._ids, self._rs, self._rl = (np.resize(a, cap) for a in (self._ids, self._rs, self._rl))
+            self._ids[n0:n1] = new
+            self._rs[n0:n1] = 0  # a new node's row is in the delta, empty until installed
+            self._rl[n0:n1] = 0
+            self._n = n1
             self._lookup = None
         return self.to_internal(ids)
 

@@ -72,6 +72,7 @@ class WalkStore:
         used: int,
         num_nodes: int,
     ) -> None:
+        self._nb = int(block_src.shape[0])  # blocks; the per-block arrays have room to grow
         self.block_src = block_src
         self.R = int(walks_per_node)
         self.alpha = float(alpha)
@@ -83,6 +84,7 @@ class WalkStore:
         self.steps = steps
         self.used = int(used)
         self.dirty = np.zeros(block_src.shape[0], bool)  # blocks whose fingerprint row changed
+        self._slot = np.full(num_nodes, -1, np.int64)  # scratch: changed node -> its row
         self._index(num_nodes)
 
     # -- building ---------------------------------------------------------------------------
@@ -108,9 +110,21 @@ class WalkStore:
             used=steps.shape[0], num_nodes=graph.num_nodes,
         )  # fmt: skip
 
+    # per-block arrays: views of the first blocks of buffers with room to grow
+    block_src = property(lambda self: self._src[: self._nb],
+                         lambda self, a: setattr(self, "_src", a))  # fmt: skip
+    blk_start = property(lambda self: self._start[: self._nb],
+                         lambda self, a: setattr(self, "_start", a))  # fmt: skip
+    walk_len = property(lambda self: self._len[: self._nb * self.R],
+                        lambda self, a: setattr(self, "_len", a))  # fmt: skip
+    dropped = property(lambda self: self._drop[: self._nb * self.R] if self._drop.size else self._drop,
+                       lambda self, a: setattr(self, "_drop", a))  # fmt: skip
+    dirty = property(lambda self: self._dirty[: self._nb],
+                     lambda self, a: setattr(self, "_dirty", a))  # fmt: skip
+
     @property
     def num_blocks(self) -> int:
-        return int(self.block_src.shape[0])
+        return self._nb
 
     @property
     def nbytes(self) -> int:
@@ -142,15 +156,14 @@ class WalkStore:
         self.ovf_blocks[self.ovf_used : need] = blocks
         self.ovf_used = need
 
-    def blocks_visiting(self, nodes: np.ndarray, num_nodes: int) -> np.ndarray:
-        """Blocks whose walks may visit any of ``nodes`` (sorted, unique; may hold false hits)."""
+    def blocks_visiting(self, nodes: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Blocks whose walks may visit any of ``nodes`` (sorted, unique; may hold false hits);
+        ``slot`` is >= 0 exactly at ``nodes`` (and maybe other changed nodes)."""
         nodes = np.asarray(nodes, np.int64)
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
         lo = self.t_indptr[indexed]
         found = self.t_blocks[_gather(lo, self.t_indptr[indexed + 1] - lo)]
-        mark = np.zeros(num_nodes, bool)
-        mark[nodes] = True
-        extra = self.ovf_blocks[: self.ovf_used][mark[self.ovf_nodes[: self.ovf_used]]]
+        extra = self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]
         return np.unique(np.concatenate([found.astype(np.int64), extra.astype(np.int64)]))
 
     # -- rows -------------------------------------------------------------------------------
@@ -197,13 +210,15 @@ class WalkStore:
         t0 = time.perf_counter()
         n = change.num_nodes_after
         rule_dangling = self.mode == _kernels.MODE_DROP
-        chg_slot = np.full(n, -1, np.int64)
+        if self._slot.shape[0] < n:
+            self._slot = np.full(max(n, self._slot.shape[0] * 3 // 2), -1, np.int64)
+        chg_slot = self._slot[:n]
         chg_slot[change.nodes] = np.arange(change.nodes.shape[0])
         old = _effective(change.nodes, change.old_indptr, change.old_targets, change.old_weights,
                          rule_dangling)  # fmt: skip
         new = _effective(change.nodes, change.new_indptr, change.new_targets, change.new_weights,
                          rule_dangling)  # fmt: skip
-        blocks = self.blocks_visiting(change.nodes[change.nodes < change.num_nodes_before], n)
+        blocks = self.blocks_visiting(change.nodes[change.nodes < change.num_nodes_before], chg_slot)
         r = self.R
         pos = np.empty(blocks.shape[0] * r, np.int64)
         target = np.empty(blocks.shape[0] * r, np.int64)
@@ -213,6 +228,7 @@ class WalkStore:
             walks, steps = self._reroute(graph, seq, blocks, chg_slot, old, new, pos, target, bound)
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
+        chg_slot[change.nodes] = -1
         if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 2):
             self._index(n)
         if self.used > max(1 << 16, 2 * self.total_steps):
@@ -276,17 +292,24 @@ class WalkStore:
         )
         self.steps = _grow(self.steps, self.used + steps.shape[0])
         self.steps[self.used : self.used + steps.shape[0]] = steps
-        first = self.num_blocks
-        self.block_src = np.concatenate([self.block_src, sources])
-        self.blk_start = np.concatenate([self.blk_start, at[::r]])
-        if walk_len.dtype != self.walk_len.dtype:
-            common = np.promote_types(walk_len.dtype, self.walk_len.dtype)
-            walk_len, self.walk_len = walk_len.astype(common), self.walk_len.astype(common)
-        self.walk_len = np.concatenate([self.walk_len, walk_len])
-        if self.dropped.size or dropped.size:
-            self.dropped = np.concatenate([self.dropped, dropped])
+        first, last = self._nb, self._nb + sources.shape[0]
+        if walk_len.max(initial=0) > np.iinfo(self._len.dtype).max:
+            self._len = self._len.astype(np.uint32)
+        # grow by half at least, so that adding nodes one by one stays O(1) each
+        self._src, self._start, self._dirty = (
+            _grow(a, last) for a in (self._src, self._start, self._dirty)
+        )
+        self._len = _grow(self._len, last * r)
+        if self._drop.size:
+            self._drop = _grow(self._drop, last * r)
+        self._src[first:last] = sources
+        self._start[first:last] = at[::r]
+        self._len[first * r : last * r] = walk_len
+        if self._drop.size:
+            self._drop[first * r : last * r] = dropped
+        self._dirty[first:last] = True
+        self._nb = last
         self.used += steps.shape[0]
-        self.dirty = np.concatenate([self.dirty, np.ones(sources.shape[0], bool)])
         blocks = np.arange(first, self.num_blocks, dtype=np.int64)
         per_block = walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
         self._add_overflow(

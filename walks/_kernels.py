@@ -1162,25 +1162,27 @@ def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx
 
 
 @njit(cache=True, parallel=True)
-def walks_bounds(sources, walks_per_node, alpha, seed):
-    """Steps (visits - 1) of each walk before any dangling rule cuts it, source-major."""
+def walks_bounds(sources, walk0, walks_per_node, alpha, seed):
+    """Steps (visits - 1) of each walk before any dangling rule cuts it, source-major (the
+    walks of source b are walk0[b] + 0..R-1)."""
     out = np.empty(sources.size * walks_per_node, np.int64)
     for q in prange(out.size):
+        b = q // walks_per_node
         out[q] = geometric_visits(
-            walk_key(seed, sources[q // walks_per_node], q % walks_per_node), alpha
+            walk_key(seed, sources[b], walk0[b] + q % walks_per_node), alpha
         ) - 1
     return out
 
 
 @njit(cache=True, parallel=True)
-def walks_build(sources, walks_per_node, alpha, seed, mode, b_indptr, b_indices, a_prob, a_idx,
-                weighted, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
+def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_indices, a_prob,
+                a_idx, weighted, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
                 dropped):  # fmt: skip
     """The walks of ``sources`` (the fingerprint builder's walks: same keys, same moves on
     unchanged rows), walk q written at ``steps[walk_at[q]:]``."""
     for q in prange(sources.size * walks_per_node):
         src = sources[q // walks_per_node]
-        key = walk_key(seed, src, q % walks_per_node)
+        key = walk_key(seed, src, walk0[q // walks_per_node] + q % walks_per_node)
         visits = geometric_visits(key, alpha)
         cur = np.int64(src)
         m = 0
@@ -1252,9 +1254,9 @@ def batch_key(seed, src, walk, seq):
 
 
 @njit(cache=True, parallel=True)
-def walks_plan(blocks, block_src, walks_per_node, alpha, seed, seq, blk_start, walk_len,
-               dropped, steps, chg_slot, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot, out_pos,
-               out_target, out_bound):  # fmt: skip
+def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
+               walk_len, dropped, steps, chg_slot, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot,
+               out_pos, out_target, out_bound, out_hit):  # fmt: skip
     """Decide which walks of ``blocks`` an update batch reroutes (Bahmani, Chowdhury, Goel).
 
     At each move out of a changed node the walk keeps its move t with probability
@@ -1268,8 +1270,10 @@ def walks_plan(blocks, block_src, walks_per_node, alpha, seed, seq, blk_start, w
     for i in prange(blocks.size):
         b = blocks[i]
         src = block_src[b]
+        w0 = block_w0[b]
         at = blk_start[b]
         total = 0
+        hit = False
         for w in range(R):
             q = b * R + w
             length = np.int64(walk_len[q])
@@ -1289,7 +1293,7 @@ def walks_plan(blocks, block_src, walks_per_node, alpha, seed, seq, blk_start, w
                 else:
                     continue  # the walk stopped here: no move to change
                 if key == 0:
-                    key = batch_key(seed, src, w, seq)
+                    key = batch_key(seed, src, w0 + w, seq)
                 p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
                 qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
                 if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
@@ -1298,6 +1302,7 @@ def walks_plan(blocks, block_src, walks_per_node, alpha, seed, seq, blk_start, w
                                     n_ip, n_t, n_w, n_tot, slot)  # fmt: skip
                 out_pos[i * R + w] = pos
                 out_target[i * R + w] = nt
+                hit = True
                 new_len = pos
                 if nt >= 0:
                     tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
@@ -1306,11 +1311,12 @@ def walks_plan(blocks, block_src, walks_per_node, alpha, seed, seq, blk_start, w
             at += length
             total += new_len
         out_bound[i] = total
+        out_hit[i] = hit
 
 
 @njit(cache=True, parallel=True)
-def walks_rewrite(blocks, block_src, walks_per_node, alpha, seed, seq, mode, blk_start,
-                  walk_len, dropped, steps, plan_pos, plan_target, new_start, b_indptr,
+def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, mode,
+                  blk_start, walk_len, dropped, steps, plan_pos, plan_target, new_start, b_indptr,
                   b_indices, a_prob, a_idx, weighted, row_start, row_len, d_targets, d_cum,
                   out_steps, out_walks):  # fmt: skip
     """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
@@ -1342,7 +1348,7 @@ def walks_rewrite(blocks, block_src, walks_per_node, alpha, seed, seq, mode, blk
             m = pos
             drop = nt < 0
             if nt >= 0:
-                key = batch_key(seed, src, w, seq)
+                key = batch_key(seed, src, block_w0[b] + w, seq)
                 tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
                 made, drop = _walk_tail(tail, nt, geometric_visits(tail, alpha), src, mode,
                                         b_indptr, b_indices, a_prob, a_idx, weighted, row_start,
@@ -1359,30 +1365,31 @@ def walks_rewrite(blocks, block_src, walks_per_node, alpha, seed, seq, mode, blk
 
 
 @njit(cache=True, parallel=True)
-def walks_count(blocks, block_src, walks_per_node, blk_start, walk_len, steps, n, offsets,
-                out_nodes, out_counts, out_nnz, out_visits, n_chunks):  # fmt: skip
-    """Fingerprint rows (distinct nodes in first-visit order, visit counts) of ``blocks``
-    from their kept walks, in ``fingerprint_block``'s output format."""
+def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, steps, n,
+                offsets, out_nodes, out_counts, out_nnz, out_visits, n_chunks):  # fmt: skip
+    """Fingerprint rows (distinct nodes in first-visit order, visit counts) from the kept
+    walks, in ``fingerprint_block``'s output format: row r counts blocks r * per_row ..
+    (r + 1) * per_row - 1 (one source's walks, in order)."""
     R = walks_per_node
     for c in prange(n_chunks):
         cnt = np.zeros(n, np.uint32)
-        for i in range(c, blocks.size, n_chunks):
-            b = blocks[i]
-            src = block_src[b]
+        for i in range(c, rows.size, n_chunks):
             base = offsets[i]
             m = 0
             visits = 0
-            at = blk_start[b]
-            for w in range(R):
-                length = np.int64(walk_len[b * R + w])
-                for pos in range(length + 1):
-                    v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
-                    if cnt[v] == 0:
-                        out_nodes[base + m] = v
-                        m += 1
-                    cnt[v] += 1
-                    visits += 1
-                at += length
+            for b in range(rows[i] * per_row, (rows[i] + 1) * per_row):
+                src = block_src[b]
+                at = blk_start[b]
+                for w in range(R):
+                    length = np.int64(walk_len[b * R + w])
+                    for pos in range(length + 1):
+                        v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                        if cnt[v] == 0:
+                            out_nodes[base + m] = v
+                            m += 1
+                        cnt[v] += 1
+                        visits += 1
+                    at += length
             for t in range(m):
                 v = out_nodes[base + t]
                 out_counts[base + t] = cnt[v]

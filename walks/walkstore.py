@@ -71,9 +71,15 @@ class WalkStore:
         steps: np.ndarray,
         used: int,
         num_nodes: int,
+        block_w0: np.ndarray | None = None,
+        per_row: int = 1,
     ) -> None:
         self._nb = int(block_src.shape[0])  # blocks; the per-block arrays have room to grow
         self.block_src = block_src
+        # the first walk index of each block: a source may own several blocks (hub rows of
+        # 1000 walks are 100 blocks of 10, so a repair scans only the blocks that matter)
+        self.block_w0 = np.zeros(self._nb, np.int64) if block_w0 is None else block_w0
+        self.per_row = int(per_row)  # blocks per fingerprint row
         self.R = int(walks_per_node)
         self.alpha = float(alpha)
         self.seed = int(seed)
@@ -98,21 +104,26 @@ class WalkStore:
         alpha: float,
         seed: int,
         mode: int,
+        per_row: int = 1,
     ) -> WalkStore:
-        """The fingerprint builder's walks from ``sources`` on ``graph``, kept."""
-        sources = np.ascontiguousarray(sources, np.int64)
-        at, steps, walk_len, dropped = _walk_new(graph, sources, walks_per_node, alpha, seed, mode, 0)
+        """The fingerprint builder's walks from ``sources`` on ``graph``, kept: ``per_row``
+        blocks of ``walks_per_node`` walks per source."""
+        sources = np.repeat(np.ascontiguousarray(sources, np.int64), per_row)
         r = walks_per_node
+        w0 = np.tile(np.arange(per_row, dtype=np.int64) * r, sources.size // max(per_row, 1))
+        at, steps, walk_len, dropped = _walk_new(graph, sources, w0, r, alpha, seed, mode, 0)
         blk_start = at[::r].copy() if sources.size else np.zeros(0, np.int64)
         return cls(
             block_src=sources, walks_per_node=r, alpha=alpha, seed=seed, mode=mode,
             blk_start=blk_start, walk_len=walk_len, dropped=dropped, steps=steps,
-            used=steps.shape[0], num_nodes=graph.num_nodes,
+            used=steps.shape[0], num_nodes=graph.num_nodes, block_w0=w0, per_row=per_row,
         )  # fmt: skip
 
     # per-block arrays: views of the first blocks of buffers with room to grow
     block_src = property(lambda self: self._src[: self._nb],
                          lambda self, a: setattr(self, "_src", a))  # fmt: skip
+    block_w0 = property(lambda self: self._w0[: self._nb],
+                        lambda self, a: setattr(self, "_w0", a))  # fmt: skip
     blk_start = property(lambda self: self._start[: self._nb],
                          lambda self, a: setattr(self, "_start", a))  # fmt: skip
     walk_len = property(lambda self: self._len[: self._nb * self.R],
@@ -129,8 +140,8 @@ class WalkStore:
     @property
     def nbytes(self) -> int:
         """Bytes in use: the walks (steps in use, starts, lengths, drop marks) and the index."""
-        arrays = (self.block_src, self.blk_start, self.walk_len, self.dropped, self.t_indptr,
-                  self.t_blocks)  # fmt: skip
+        arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
+                  self.t_indptr, self.t_blocks)  # fmt: skip
         walks = self.used * self.steps.itemsize
         overflow = self.ovf_used * (self.ovf_nodes.itemsize + self.ovf_blocks.itemsize)
         return int(sum(a.nbytes for a in arrays) + walks + overflow)
@@ -142,7 +153,7 @@ class WalkStore:
     # -- index ------------------------------------------------------------------------------
     def _index(self, num_nodes: int) -> None:
         """Rebuild the node -> blocks index from the walks."""
-        ip, nodes, _, _ = self.rows(np.arange(self.num_blocks, dtype=np.int64), num_nodes)
+        ip, nodes, _, _ = self.rows(np.arange(self.num_blocks, dtype=np.int64), num_nodes, per_row=1)
         self.t_indptr, self.t_blocks = _kernels.transpose_rows(ip, nodes, num_nodes)
         self.ovf_nodes = np.zeros(0, np.int64)
         self.ovf_blocks = np.zeros(0, np.int32)
@@ -164,16 +175,24 @@ class WalkStore:
         lo = self.t_indptr[indexed]
         found = self.t_blocks[_gather(lo, self.t_indptr[indexed + 1] - lo)]
         extra = self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]
-        return np.unique(np.concatenate([found.astype(np.int64), extra.astype(np.int64)]))
+        if found.size + extra.size < self._nb // 8:
+            return np.unique(np.concatenate([found.astype(np.int64), extra.astype(np.int64)]))
+        mark = np.zeros(self._nb, bool)
+        mark[found] = True
+        mark[extra] = True
+        return np.flatnonzero(mark)
 
     # -- rows -------------------------------------------------------------------------------
     def rows(
-        self, blocks: np.ndarray, num_nodes: int, top_k: int = 0
+        self, rows: np.ndarray, num_nodes: int, top_k: int = 0, per_row: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Fingerprint rows of ``blocks``: (indptr, nodes int32, counts uint32, count cut by
-        top_k per row), in the builder's order (first visit first)."""
+        """Fingerprint rows (each ``per_row`` blocks, default the store's): (indptr, nodes
+        int32, counts uint32, count cut by top_k per row), in the builder's order (first visit
+        first)."""
         r = self.R
-        lens = self.walk_len.reshape(-1, r)[blocks].sum(axis=1, dtype=np.int64) + r
+        s = self.per_row if per_row is None else per_row
+        blocks = rows
+        lens = self.walk_len.reshape(-1, r * s)[rows].sum(axis=1, dtype=np.int64) + r * s
         offsets = np.zeros(blocks.shape[0] + 1, np.int64)
         np.cumsum(lens, out=offsets[1:])
         buf_nodes = np.empty(int(offsets[-1]), np.int32)
@@ -181,7 +200,7 @@ class WalkStore:
         nnz = np.empty(blocks.shape[0], np.int64)
         visits = np.empty(blocks.shape[0], np.int64)
         _kernels.walks_count(
-            blocks, self.block_src, r, self.blk_start, self.walk_len, self.steps, num_nodes,
+            blocks, s, self.block_src, r, self.blk_start, self.walk_len, self.steps, num_nodes,
             offsets, buf_nodes, buf_counts, nnz, visits, max(1, numba.get_num_threads()),
         )  # fmt: skip
         kept = np.minimum(nnz, top_k) if top_k else nnz
@@ -223,9 +242,11 @@ class WalkStore:
         pos = np.empty(blocks.shape[0] * r, np.int64)
         target = np.empty(blocks.shape[0] * r, np.int64)
         bound = np.empty(blocks.shape[0], np.int64)
+        hit = np.empty(blocks.shape[0], np.bool_)
         added = n - self.num_blocks if new_sources else 0
         with _threads_for((blocks.shape[0] + added) * r):
-            walks, steps = self._reroute(graph, seq, blocks, chg_slot, old, new, pos, target, bound)
+            walks, steps = self._reroute(graph, seq, blocks, chg_slot, old, new, pos, target,
+                                         bound, hit)  # fmt: skip
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
         chg_slot[change.nodes] = -1
@@ -242,14 +263,13 @@ class WalkStore:
 
     def _reroute(self, graph: DynamicGraph, seq: int, blocks: np.ndarray, chg_slot: np.ndarray,
                  old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
-                 bound: np.ndarray) -> tuple[int, int]:  # fmt: skip
+                 bound: np.ndarray, hit: np.ndarray) -> tuple[int, int]:  # fmt: skip
         """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps)."""
         r = self.R
         _kernels.walks_plan(
-            blocks, self.block_src, r, self.alpha, self.seed, seq, self.blk_start, self.walk_len,
-            self.dropped, self.steps, chg_slot, *old, *new, pos, target, bound,
+            blocks, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.blk_start,
+            self.walk_len, self.dropped, self.steps, chg_slot, *old, *new, pos, target, bound, hit,
         )  # fmt: skip
-        hit = (pos.reshape(-1, r) >= 0).any(axis=1)
         walks = steps = 0
         if hit.any():
             sel = blocks[hit]
@@ -263,7 +283,8 @@ class WalkStore:
             walked = np.empty(sel.shape[0], np.int64)
             rerouted = np.empty(sel.shape[0], np.int64)
             _kernels.walks_rewrite(
-                sel, self.block_src, r, self.alpha, self.seed, seq, self.mode, self.blk_start,
+                sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
+                self.blk_start,
                 self.walk_len, self.dropped, self.steps, pos_s, tgt_s, new_start,
                 *graph.kernel_arrays(), walked, rerouted,
             )  # fmt: skip
@@ -287,8 +308,9 @@ class WalkStore:
     def _add_sources(self, graph: DynamicGraph, sources: np.ndarray) -> None:
         """Blocks of fresh walks (the builder's) for new source nodes."""
         r = self.R
+        w0 = np.zeros(sources.shape[0], np.int64)
         at, steps, walk_len, dropped = _walk_new(
-            graph, sources, r, self.alpha, self.seed, self.mode, self.used
+            graph, sources, w0, r, self.alpha, self.seed, self.mode, self.used
         )
         self.steps = _grow(self.steps, self.used + steps.shape[0])
         self.steps[self.used : self.used + steps.shape[0]] = steps
@@ -296,13 +318,14 @@ class WalkStore:
         if walk_len.max(initial=0) > np.iinfo(self._len.dtype).max:
             self._len = self._len.astype(np.uint32)
         # grow by half at least, so that adding nodes one by one stays O(1) each
-        self._src, self._start, self._dirty = (
-            _grow(a, last) for a in (self._src, self._start, self._dirty)
+        self._src, self._w0, self._start, self._dirty = (
+            _grow(a, last) for a in (self._src, self._w0, self._start, self._dirty)
         )
         self._len = _grow(self._len, last * r)
         if self._drop.size:
             self._drop = _grow(self._drop, last * r)
         self._src[first:last] = sources
+        self._w0[first:last] = w0
         self._start[first:last] = at[::r]
         self._len[first * r : last * r] = walk_len
         if self._drop.size:
@@ -331,7 +354,7 @@ class WalkStore:
         """Write the walks as ``<prefix>_*.npy`` and ``<prefix>.json`` (compacting first)."""
         self.compact()
         d = Path(directory)
-        for name in ("block_src", "blk_start", "walk_len", "dropped"):
+        for name in ("block_src", "block_w0", "blk_start", "walk_len", "dropped"):
             save_npy(d / f"{prefix}_{name}.npy", getattr(self, name))
         save_npy(d / f"{prefix}_steps.npy", self.steps[: self.used])
         write_meta(
@@ -340,6 +363,7 @@ class WalkStore:
                 "schema": WALKS_SCHEMA,
                 "version": WALKS_SCHEMA_VERSION,
                 "walks_per_node": self.R,
+                "per_row": self.per_row,
                 "alpha": self.alpha,
                 "seed": self.seed,
                 "mode": self.mode,
@@ -355,7 +379,7 @@ class WalkStore:
         meta = read_meta(d / f"{prefix}.json", {"schema": WALKS_SCHEMA, "version": WALKS_SCHEMA_VERSION})
         arrays = {
             name: np.array(load_npy(d / f"{prefix}_{name}.npy", mmap=False))
-            for name in ("block_src", "blk_start", "walk_len", "dropped", "steps")
+            for name in ("block_src", "block_w0", "blk_start", "walk_len", "dropped", "steps")
         }
         b, r = int(meta["blocks"]), int(meta["walks_per_node"])
         if (
@@ -367,7 +391,7 @@ class WalkStore:
             raise CorruptionError(f"walks at {d} ({prefix}): array shapes do not match {prefix}.json")
         return cls(
             walks_per_node=r, alpha=meta["alpha"], seed=meta["seed"], mode=meta["mode"],
-            used=int(meta["steps"]), num_nodes=num_nodes, **arrays,
+            used=int(meta["steps"]), num_nodes=num_nodes, per_row=int(meta["per_row"]), **arrays,
         )  # fmt: skip
 
 
@@ -392,10 +416,12 @@ def _threads_for(work: int) -> Any:
 
 
 def _walk_new(
-    graph: DynamicGraph, sources: np.ndarray, r: int, alpha: float, seed: int, mode: int, offset: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(walk starts + ``offset``, steps, walk lengths, drop marks) of fresh walks."""
-    bounds = _kernels.walks_bounds(sources, r, alpha, seed)
+    graph: DynamicGraph, sources: np.ndarray, walk0: np.ndarray, r: int, alpha: float, seed: int,
+    mode: int, offset: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(walk starts + ``offset``, steps, walk lengths, drop marks) of fresh walks: R per
+    source, numbered from ``walk0``."""
+    bounds = _kernels.walks_bounds(sources, walk0, r, alpha, seed)
     at = np.zeros(bounds.shape[0], np.int64)
     np.cumsum(bounds[:-1], out=at[1:]) if bounds.size else None
     total = int(bounds.sum())
@@ -404,7 +430,7 @@ def _walk_new(
     walk_len = np.empty(bounds.shape[0], np.uint16 if bounds.max(initial=0) <= _U16 else np.uint32)
     dropped = np.zeros(bounds.shape[0] if mode == _kernels.MODE_DROP else 0, np.bool_)
     _kernels.walks_build(
-        sources, r, alpha, seed, mode, *graph.kernel_arrays(), at, steps, walk_len, dropped
+        sources, walk0, r, alpha, seed, mode, *graph.kernel_arrays(), at, steps, walk_len, dropped
     )
     if mode == _kernels.MODE_DROP and (walk_len < bounds).any():  # cut walks: close the gaps
         keep = _gather(at, walk_len.astype(np.int64))
@@ -480,11 +506,10 @@ def refresh_fingerprints(fp: Any, main: WalkStore, hubs: WalkStore | None, graph
     main.dirty[:] = False
     hub_rows: dict[str, Any] = {}
     if hubs is not None and fp.hubs is not None:
-        hdirty = np.flatnonzero(hubs.dirty)
+        hdirty = np.flatnonzero(hubs.dirty.reshape(-1, hubs.per_row).any(axis=1))
         hip, hnodes, hcounts = _splice(
-            fp.hub_indptr, fp.hub_nodes, fp.hub_counts, hubs.num_blocks, hdirty,
-            hubs.rows(hdirty, n),
-        )  # fmt: skip
+            fp.hub_indptr, fp.hub_nodes, fp.hub_counts, fp.num_hubs, hdirty, hubs.rows(hdirty, n)
+        )
         hubs.dirty[:] = False
         hub_rows = dict(hub_indptr=hip, hub_nodes=hnodes, hub_counts=hcounts)
     store = replace(
@@ -527,9 +552,11 @@ def build_kept(
     hub_store = None
     hub_rows: dict[str, Any] = {}
     if hub_ids.size:
-        hub_store = WalkStore.build(graph, hub_ids, walks_per_node=r_hub, alpha=alpha, seed=seed,
-                                    mode=mode)  # fmt: skip
+        sub = next(d for d in range(min(r, r_hub), 0, -1) if r_hub % d == 0)  # blocks of ~R walks
+        hub_store = WalkStore.build(graph, hub_ids, walks_per_node=sub, alpha=alpha, seed=seed,
+                                    mode=mode, per_row=r_hub // sub)  # fmt: skip
         hip, hnodes, hcounts, _ = hub_store.rows(np.arange(hub_ids.size, dtype=np.int64), n)
+        hub_store.dirty[:] = False
         hub_rows = dict(hubs=hub_ids, hub_walks=r_hub, hub_indptr=hip, hub_nodes=hnodes,
                         hub_counts=_narrow(hcounts))  # fmt: skip
     seconds = time.perf_counter() - t0

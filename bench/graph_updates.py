@@ -83,13 +83,13 @@ def split(edges, weights, times, share: float, seed: int):
     """(kept edges, kept weights, streamed edges, streamed weights): the latest ``share`` by
     time, or a seeded random sample; repeated (src, dst) pairs go with their last copy."""
     m = edges.shape[0]
-    count = max(1, int(round(share * m)))
+    count = max(1, round(share * m))
     if times is not None:
         order = np.argsort(times, kind="stable")
     else:
         order = np.random.default_rng(seed).permutation(m)
     keep, stream = order[: m - count], order[m - count :]
-    pick = (lambda idx: None) if weights is None else (lambda idx: weights[idx])  # noqa: E731
+    pick = (lambda idx: None) if weights is None else (lambda idx: weights[idx])
     return edges[keep], pick(keep), edges[stream], pick(stream)
 
 
@@ -142,7 +142,8 @@ def run_graph(
                     "fingerprint_bytes": g.stats()["fingerprints"]["bytes"],
                 }
                 res["after_stream"]["walk_store_ratio"] = (
-                    res["after_stream"]["walk_store_bytes"] / res["after_stream"]["fingerprint_bytes"]
+                    res["after_stream"]["walk_store_bytes"]
+                    / res["after_stream"]["fingerprint_bytes"]
                 )
                 res["accuracy"] = accuracy(g, args)
                 print(f"  {label} {share:.0%} accuracy: {json.dumps(res['accuracy'])}", flush=True)
@@ -226,7 +227,9 @@ def accuracy(g, args: argparse.Namespace) -> dict[str, Any]:
     fresh_index = PPRIndex(csr, fresh)
     live = np.flatnonzero((np.diff(csr.indptr) > 0) & (csr.node_ids >= 0))
     rng = np.random.default_rng(args.seed)
-    sources = [int(s) for s in csr.node_ids[rng.choice(live, min(args.sources, live.size), replace=False)]]
+    sources = [
+        int(s) for s in csr.node_ids[rng.choice(live, min(args.sources, live.size), replace=False)]
+    ]
     reference = g.ppr_batch(sources, k=100, method="push", r_max=1e-7).ids
     out: dict[str, Any] = {"sources": len(sources), "reference": "push r_max=1e-7"}
     for name, query in (

@@ -1101,9 +1101,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--name", required=True, help="graph name")
         if verb == "add-edges":
             g.add_argument("--weighted", action="store_true", help="read weights (third column)")
-        g.add_argument(
-            "--batch-size", type=int, default=100_000, help="edges per durable batch"
-        )
+        g.add_argument("--batch-size", type=int, default=100_000, help="edges per durable batch")
         g.add_argument("--delimiter", default=None, help="text column separator")
         g.add_argument("--skip-rows", type=int, default=0, metavar="N", help="header lines")
         g.set_defaults(run=cmd_graph_update)

@@ -28,7 +28,7 @@ from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import CorruptionError, FailedPreconditionError, InvalidArgumentError
 from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
 from shardwalk.validation import check_choice
-from shardwalk.wal import WriteAheadLog, encode
+from shardwalk.wal import WriteAheadLog
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch
@@ -538,7 +538,9 @@ class Graph:
                 self._closed_because = (
                     f"stopped at a failed update ({type(exc).__name__}: {exc}); reopen the engine"
                 )
-                raise FailedPreconditionError(f"graph {self.name!r} {self._closed_because}") from exc
+                raise FailedPreconditionError(
+                    f"graph {self.name!r} {self._closed_because}"
+                ) from exc
             out = _report(batch, self._dyn.num_nodes - before, report, t0)
             self.last_update = out
             if self._datadir is not None and self._dyn.delta_edges > max(
@@ -690,7 +692,9 @@ class Graph:
                     hubs = WalkStore.load(fp_dir, "hub_walks", csr.num_nodes)
                 walks = (WalkStore.load(fp_dir, "walks", csr.num_nodes), hubs)
         wal = entry.get("wal")
-        keep = {entry["csr"], wal} | ({entry["fingerprints"]} if entry.get("fingerprints") else set())
+        keep = {entry["csr"], wal} | (
+            {entry["fingerprints"]} if entry.get("fingerprints") else set()
+        )
         datadir.remove_unreferenced(name, keep=keep - {None}, kind="graphs")  # type: ignore[arg-type]
         graph = cls(
             name, csr, store, datadir=datadir, budget=budget,

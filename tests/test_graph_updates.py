@@ -16,10 +16,10 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from shardwalk.walks.generators import power_law_graph
 
 import shardwalk
 from shardwalk.errors import CorruptionError, InvalidArgumentError, NotFoundError
-from shardwalk.walks.generators import power_law_graph
 
 ALPHA = 0.15
 

@@ -1168,9 +1168,9 @@ def walks_bounds(sources, walk0, walks_per_node, alpha, seed):
     out = np.empty(sources.size * walks_per_node, np.int64)
     for q in prange(out.size):
         b = q // walks_per_node
-        out[q] = geometric_visits(
-            walk_key(seed, sources[b], walk0[b] + q % walks_per_node), alpha
-        ) - 1
+        out[q] = (
+            geometric_visits(walk_key(seed, sources[b], walk0[b] + q % walks_per_node), alpha) - 1
+        )
     return out
 
 

@@ -364,7 +364,9 @@ class DynamicGraph:
             n0, n1 = self._n, self._n + new.size
             if n1 > self._ids.shape[0]:  # grow by half at least: adding nodes stays O(1) each
                 cap = max(n1, self._ids.shape[0] * 3 // 2, 1024)
-                self._ids, self._rs, self._rl = (np.resize(a, cap) for a in (self._ids, self._rs, self._rl))
+                self._ids, self._rs, self._rl = (
+                    np.resize(a, cap) for a in (self._ids, self._rs, self._rl)
+                )
             self._ids[n0:n1] = new
             self._rs[n0:n1] = 0  # a new node's row is in the delta, empty until installed
             self._rl[n0:n1] = 0

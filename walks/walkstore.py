@@ -153,7 +153,9 @@ class WalkStore:
     # -- index ------------------------------------------------------------------------------
     def _index(self, num_nodes: int) -> None:
         """Rebuild the node -> blocks index from the walks."""
-        ip, nodes, _, _ = self.rows(np.arange(self.num_blocks, dtype=np.int64), num_nodes, per_row=1)
+        ip, nodes, _, _ = self.rows(
+            np.arange(self.num_blocks, dtype=np.int64), num_nodes, per_row=1
+        )
         self.t_indptr, self.t_blocks = _kernels.transpose_rows(ip, nodes, num_nodes)
         self.ovf_nodes = np.zeros(0, np.int64)
         self.ovf_blocks = np.zeros(0, np.int32)
@@ -237,7 +239,9 @@ class WalkStore:
                          rule_dangling)  # fmt: skip
         new = _effective(change.nodes, change.new_indptr, change.new_targets, change.new_weights,
                          rule_dangling)  # fmt: skip
-        blocks = self.blocks_visiting(change.nodes[change.nodes < change.num_nodes_before], chg_slot)
+        blocks = self.blocks_visiting(
+            change.nodes[change.nodes < change.num_nodes_before], chg_slot
+        )
         r = self.R
         pos = np.empty(blocks.shape[0] * r, np.int64)
         target = np.empty(blocks.shape[0] * r, np.int64)
@@ -376,7 +380,9 @@ class WalkStore:
     def load(cls, directory: str | os.PathLike[str], prefix: str, num_nodes: int) -> WalkStore:
         """Read walks written by :meth:`save` (into memory: they change)."""
         d = Path(directory)
-        meta = read_meta(d / f"{prefix}.json", {"schema": WALKS_SCHEMA, "version": WALKS_SCHEMA_VERSION})
+        meta = read_meta(
+            d / f"{prefix}.json", {"schema": WALKS_SCHEMA, "version": WALKS_SCHEMA_VERSION}
+        )
         arrays = {
             name: np.array(load_npy(d / f"{prefix}_{name}.npy", mmap=False))
             for name in ("block_src", "block_w0", "blk_start", "walk_len", "dropped", "steps")
@@ -388,7 +394,9 @@ class WalkStore:
             or arrays["steps"].shape != (int(meta["steps"]),)
             or int(arrays["walk_len"].sum(dtype=np.int64)) != int(meta["steps"])
         ):
-            raise CorruptionError(f"walks at {d} ({prefix}): array shapes do not match {prefix}.json")
+            raise CorruptionError(
+                f"walks at {d} ({prefix}): array shapes do not match {prefix}.json"
+            )
         return cls(
             walks_per_node=r, alpha=meta["alpha"], seed=meta["seed"], mode=meta["mode"],
             used=int(meta["steps"]), num_nodes=num_nodes, per_row=int(meta["per_row"]), **arrays,

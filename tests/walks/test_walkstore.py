@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from shardwalk.walks import CSRGraph, build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph
 from shardwalk.walks.generators import power_law_graph
@@ -134,7 +133,7 @@ def z_scores(counts: np.ndarray, g: CSRGraph, drop: bool, r: int, nodes: np.ndar
 
 
 def total_visits(store: WalkStore, n: int) -> np.ndarray:
-    ip, nodes, counts, _ = store.rows(np.arange(store.num_blocks), n)
+    _ip, nodes, counts, _ = store.rows(np.arange(store.num_blocks), n)
     return np.bincount(nodes, weights=counts, minlength=n)
 
 

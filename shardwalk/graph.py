@@ -31,7 +31,7 @@ from shardwalk.validation import check_choice
 from shardwalk.wal import WriteAheadLog
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
-from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch
+from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch, edge_arrays
 from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.ppr import calibrate_accuracy
 from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
@@ -756,14 +756,4 @@ def _walks_nbytes(walks: tuple[WalkStore, WalkStore | None]) -> int:
     return int(walks[0].nbytes + (walks[1].nbytes if walks[1] is not None else 0))
 
 
-def check_edges(edges: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(src, dst) from an (E, 2) array or a pair of sequences."""
-    if isinstance(edges, tuple) and len(edges) == 2:
-        return np.asarray(edges[0]), np.asarray(edges[1])
-    arr = np.asarray(edges)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise InvalidArgumentError(
-            f"edges must be an (E, 2) array of (src, dst) ids or a (src, dst) pair of arrays; "
-            f"got shape {arr.shape}"
-        )
-    return arr[:, 0], arr[:, 1]
+check_edges = edge_arrays  # (src, dst) from an (E, 2) array or a pair of sequences

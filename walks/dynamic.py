@@ -264,6 +264,10 @@ class DynamicGraph:
         src, dst = edge_arrays(edges_or_nodes)
         src = _check.as_ids(src, what="edge sources")
         dst = _check.as_ids(dst, what="edge targets")
+        if src.shape != dst.shape:
+            raise InvalidArgumentError(
+                f"src and dst must have the same length; got {src.shape[0]} and {dst.shape[0]}"
+            )
         if op == "upsert":
             w = None
             if weights is not None:
@@ -483,13 +487,7 @@ def _grown(change: Change, before: int) -> Change:
 def edge_arrays(edges: Any) -> tuple[np.ndarray, np.ndarray]:
     """(src, dst) from an (E, 2) array or a (src, dst) pair of sequences."""
     if isinstance(edges, tuple) and len(edges) == 2:
-        src, dst = np.asarray(edges[0]), np.asarray(edges[1])
-        if src.ndim != 1 or dst.ndim != 1 or src.shape != dst.shape:
-            raise InvalidArgumentError(
-                f"a (src, dst) pair needs two 1-D arrays of one length; got shapes {src.shape} "
-                f"and {dst.shape}"
-            )
-        return src, dst
+        return np.asarray(edges[0]), np.asarray(edges[1])
     arr = np.asarray(edges)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise InvalidArgumentError(

@@ -89,6 +89,7 @@ class WalkStore:
         self.dropped = dropped
         self.steps = steps
         self.used = int(used)
+        self.live = int(used)  # steps of the current walks (``used`` less the space left behind)
         self.dirty = np.zeros(block_src.shape[0], bool)  # blocks whose fingerprint row changed
         self._slot = np.full(num_nodes, -1, np.int64)  # scratch: changed node -> its row
         self._index(num_nodes)
@@ -148,7 +149,7 @@ class WalkStore:
 
     @property
     def total_steps(self) -> int:
-        return int(self.walk_len.sum(dtype=np.int64))
+        return self.live
 
     # -- index ------------------------------------------------------------------------------
     def _index(self, num_nodes: int) -> None:
@@ -286,12 +287,13 @@ class WalkStore:
             self.steps = _grow(self.steps, self.used + int(bound_s.sum()))
             walked = np.empty(sel.shape[0], np.int64)
             rerouted = np.empty(sel.shape[0], np.int64)
+            self.live -= int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
             _kernels.walks_rewrite(
                 sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
-                self.blk_start,
-                self.walk_len, self.dropped, self.steps, pos_s, tgt_s, new_start,
+                self.blk_start, self.walk_len, self.dropped, self.steps, pos_s, tgt_s, new_start,
                 *graph.kernel_arrays(), walked, rerouted,
             )  # fmt: skip
+            self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
             self.blk_start[sel] = new_start
             self.used += int(bound_s.sum())
             walks, steps = int(rerouted.sum()), int(walked.sum())
@@ -337,6 +339,7 @@ class WalkStore:
         self._dirty[first:last] = True
         self._nb = last
         self.used += steps.shape[0]
+        self.live += steps.shape[0]
         blocks = np.arange(first, self.num_blocks, dtype=np.int64)
         per_block = walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
         self._add_overflow(
@@ -351,7 +354,7 @@ class WalkStore:
         steps = self.steps[_gather(self.blk_start, lens)]
         self.blk_start = np.cumsum(lens) - lens
         self.steps = steps
-        self.used = int(steps.shape[0])
+        self.used = self.live = int(steps.shape[0])
 
     # -- storage ----------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str], prefix: str) -> None:

@@ -96,6 +96,7 @@ def test_repaired_walks_are_walks_of_the_new_graph(weighted: bool, rule: str) ->
     assert main.num_blocks == m.num_nodes  # new nodes got walks
     for store in (main, hubs):
         assert_valid_walks(store, m, rule == "drop")
+        assert store.total_steps == int(store.walk_len.sum())
     main.compact()
     assert_valid_walks(main, m, rule == "drop")
     fresh = refresh_fingerprints(fp, main, hubs, m)

@@ -12,7 +12,7 @@ from .conftest import Running, key_of
 
 
 def test_graph_updates_over_grpc(running: Running) -> None:
-    admin = running.client()
+    admin = running.client(timeout=600)  # the first calls may compile the walk kernels
     rng = np.random.default_rng(3)
     edges = rng.integers(0, 200, size=(800, 2))
     admin.create_graph("live", edges, fingerprints=True, walks_per_node=6, hubs=2, hub_walks=40)

@@ -58,6 +58,8 @@ _RPCS: dict[str, tuple[Any, Callable[..., Any], bool]] = {
     "DropGraph": (pb.DropRequest, Service.drop_graph, False),
     "Flush": (pb.FlushRequest, Service.flush, False),
     "Compose": (pb.ComposeRequest, Service.compose, False),
+    "UpsertEdges": (pb.UpsertEdgesRequest, Service.upsert_edges, False),
+    "DeleteEdges": (pb.DeleteEdgesRequest, Service.delete_edges, False),
 }
 _SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 

@@ -405,20 +405,7 @@ class Service:
 
     def create_graph(self, who: Principal, request: pb.CreateGraphRequest) -> pb.CreateResponse:
         self._admin(who, "CreateGraph")
-        if len(request.edges) % 16:
-            raise InvalidArgumentError(
-                f"edges carry {len(request.edges)} bytes; expected int64 (src, dst) pairs, 16 "
-                "bytes per edge"
-            )
-        edges = np.frombuffer(request.edges, dtype="<i8").reshape(-1, 2).astype(np.int64)
-        weights = None
-        if request.weights:
-            if len(request.weights) != 4 * edges.shape[0]:
-                raise InvalidArgumentError(
-                    f"weights carry {len(request.weights)} bytes; expected one float32 per edge "
-                    f"({4 * edges.shape[0]} bytes)"
-                )
-            weights = np.frombuffer(request.weights, dtype="<f4").astype(np.float32)
+        edges, weights = _edges_from_pb(request.edges, request.weights)
         graph = self.engine.create_graph(
             request.name,
             edges,
@@ -439,3 +426,47 @@ class Service:
         self._admin(who, "Flush")
         self.engine.flush()
         return pb.FlushResponse()
+
+    def upsert_edges(
+        self, who: Principal, request: pb.UpsertEdgesRequest
+    ) -> pb.UpdateGraphResponse:
+        self._admin(who, "UpsertEdges")
+        edges, weights = _edges_from_pb(request.edges, request.weights)  # bounded by message size
+        report = self._graph(request.graph).upsert_edges(edges, weights)
+        return pb.UpdateGraphResponse(json=to_json(report))
+
+    def delete_edges(
+        self, who: Principal, request: pb.DeleteEdgesRequest
+    ) -> pb.UpdateGraphResponse:
+        self._admin(who, "DeleteEdges")
+        edges, _ = _edges_from_pb(request.edges, b"")
+        if edges.shape[0] and request.nodes:
+            raise InvalidArgumentError("DeleteEdges takes edges or nodes, not both")
+        graph = self._graph(request.graph)
+        if request.nodes:
+            report = graph.delete_nodes(np.array(request.nodes, dtype=np.int64))
+        else:
+            report = graph.delete_edges(edges)
+        return pb.UpdateGraphResponse(json=to_json(report))
+
+    def _graph(self, name: str) -> Any:
+        if not name:
+            raise InvalidArgumentError("the request names no graph; set graph")
+        return self.engine.graph(name)
+
+
+def _edges_from_pb(edges: bytes, weights: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    """(E, 2) int64 edges and float32 weights (or None) from their packed bytes."""
+    if len(edges) % 16:
+        raise InvalidArgumentError(
+            f"edges carry {len(edges)} bytes; expected int64 (src, dst) pairs, 16 bytes per edge"
+        )
+    pairs = np.frombuffer(edges, dtype="<i8").reshape(-1, 2).astype(np.int64)
+    if not weights:
+        return pairs, None
+    if len(weights) != 4 * pairs.shape[0]:
+        raise InvalidArgumentError(
+            f"weights carry {len(weights)} bytes; expected one float32 per edge "
+            f"({4 * pairs.shape[0]} bytes)"
+        )
+    return pairs, np.frombuffer(weights, dtype="<f4").astype(np.float32)

@@ -788,6 +788,69 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_edges(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The edges of an add-edges / delete-edges file: (src, dst, weights or None)."""
+    from shardwalk.walks.loaders import read_edge_list
+
+    weighted = bool(getattr(args, "weighted", False))
+    if not os.path.isfile(args.path):
+        raise NotFoundError(f"no such file: {args.path!r}")
+    with open(args.path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_NPY_MAGIC):
+        arr = np.load(args.path, allow_pickle=False)
+        if arr.ndim != 2 or arr.shape[1] not in (2, 3):
+            raise InvalidArgumentError(
+                f"{args.path}: an edge array has shape (E, 2) or (E, 3) (src, dst[, weight]); "
+                f"got {arr.shape}"
+            )
+        ids = arr[:, :2]
+        if ids.dtype.kind == "f":
+            if not np.all(np.isfinite(ids) & (ids == np.round(ids))):
+                raise InvalidArgumentError(f"{args.path}: node ids must be whole numbers")
+            ids = ids.astype(np.int64)
+        weights = arr[:, 2].astype(np.float64) if weighted and arr.shape[1] == 3 else None
+        if weighted and weights is None:
+            raise InvalidArgumentError(f"{args.path}: --weighted needs an (E, 3) array")
+        return ids[:, 0], ids[:, 1], weights
+    src, dst, weights = read_edge_list(
+        args.path, weighted=weighted, delimiter=args.delimiter, skip_rows=args.skip_rows
+    )
+    return src, dst, weights
+
+
+def cmd_graph_update(args: argparse.Namespace) -> int:
+    """add-edges / delete-edges: apply a file of edges in batches, each one durable."""
+    src, dst, weights = _read_edges(args)
+    batch = args.batch_size
+    if batch < 1:
+        raise InvalidArgumentError(f"--batch-size must be >= 1; got {batch}")
+    t0 = time.perf_counter()
+    totals = {"edges": 0, "nodes_added": 0, "walks": 0, "steps": 0, "batches": 0}
+    with _open_existing(args.data) as engine:
+        graph = engine.graph(args.name)
+        for lo in range(0, src.shape[0], batch):
+            edges = (src[lo : lo + batch], dst[lo : lo + batch])
+            if args.graph_command == "add-edges":
+                w = None if weights is None else weights[lo : lo + batch]
+                out = graph.upsert_edges(edges, w)
+            else:
+                out = graph.delete_edges(edges)
+            totals["batches"] += 1
+            for key in ("edges", "nodes_added", "walks", "steps"):
+                totals[key] += int(out.get(key, 0))
+        nodes, edges_now = graph.num_nodes, graph.num_edges
+    seconds = time.perf_counter() - t0
+    verb = "added or updated" if args.graph_command == "add-edges" else "deleted"
+    print(
+        f"graph {args.name!r}: {totals['edges']:,} edges {verb} in {totals['batches']} "
+        f"batch(es), {totals['nodes_added']:,} new nodes, {seconds:.2f}s; fingerprint repair: "
+        f"{totals['walks']:,} walks re-simulated, {totals['steps']:,} steps; now "
+        f"{nodes:,} nodes, {edges_now:,} edges"
+    )
+    return 0
+
+
 def cmd_ppr(args: argparse.Namespace) -> int:
     seeds: Any = args.seed[0] if len(args.seed) == 1 else list(args.seed)
     # only what was given: None means the graph's own default (its fingerprints' alpha and rule)
@@ -960,7 +1023,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON line per query")
     p.set_defaults(run=cmd_search)
 
-    p = command(sub, "graph", "graphs: ingest, fingerprints")
+    p = command(sub, "graph", "graphs: ingest, fingerprints, add-edges, delete-edges")
     graph_sub = p.add_subparsers(dest="graph_command", required=True)
     g = command(
         graph_sub,
@@ -1021,6 +1084,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--hub-walks", type=int, default=1000, help="walks per hub row")
     g.set_defaults(run=cmd_graph_fingerprints)
+
+    for verb, what in (("add-edges", "add edges (or new weights) from a file"),
+                       ("delete-edges", "delete the edges listed in a file")):  # fmt: skip
+        g = command(
+            graph_sub,
+            verb,
+            what,
+            f"{what[0].upper()}{what[1:]}: a text edge list 'src dst"
+            f"{' [weight]' if verb == 'add-edges' else ''}' (SNAP, CSV; plain or compressed) or "
+            "an (E, 2) / (E, 3) .npy array. Each batch is durable (write-ahead log) before the "
+            "next; a bad batch changes nothing and stops the command.",
+        )
+        g.add_argument("path", help="edge file")
+        g.add_argument("--data", required=True, help="data directory (must exist)")
+        g.add_argument("--name", required=True, help="graph name")
+        if verb == "add-edges":
+            g.add_argument("--weighted", action="store_true", help="read weights (third column)")
+        g.add_argument("--batch-size", type=int, default=100_000, help="edges per durable batch")
+        g.add_argument("--delimiter", default=None, help="text column separator")
+        g.add_argument("--skip-rows", type=int, default=0, metavar="N", help="header lines")
+        g.set_defaults(run=cmd_graph_update)
 
     p = command(sub, "ppr", "personalized PageRank from seed nodes")
     p.add_argument("--data", required=True, help="data directory (must exist)")

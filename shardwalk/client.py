@@ -401,6 +401,41 @@ class RemoteGraph:
     def stats(self) -> dict[str, Any]:
         return self._client._run("Stats", pb.StatsRequest(graph=self.name), _json)
 
+    def upsert_edges(self, edges: Any, weights: Any = None) -> dict[str, Any]:
+        """As :meth:`shardwalk.Graph.upsert_edges` (admin keys only); returns its report."""
+        request = pb.UpsertEdgesRequest(
+            graph=self.name,
+            edges=_packed_edges(edges),
+            weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
+        )
+        return self._client._run("UpsertEdges", request, _json, idempotent=False)
+
+    def delete_edges(self, edges: Any) -> dict[str, Any]:
+        """As :meth:`shardwalk.Graph.delete_edges` (admin keys only); returns its report."""
+        request = pb.DeleteEdgesRequest(graph=self.name, edges=_packed_edges(edges))
+        return self._client._run("DeleteEdges", request, _json, idempotent=False)
+
+    def delete_nodes(self, ids: Any) -> dict[str, Any]:
+        """As :meth:`shardwalk.Graph.delete_nodes` (admin keys only); returns its report."""
+        nodes = np.atleast_1d(np.asarray(ids))
+        if nodes.ndim != 1 or (nodes.size and nodes.dtype.kind not in "iu"):
+            raise InvalidArgumentError(f"node ids must be integers; got {nodes.dtype}")
+        request = pb.DeleteEdgesRequest(graph=self.name, nodes=nodes.astype(np.int64).tolist())
+        return self._client._run("DeleteEdges", request, _json, idempotent=False)
+
+
+def _packed_edges(edges: Any) -> bytes:
+    """An (E, 2) integer array (or a (src, dst) pair of arrays) as packed int64 pairs."""
+    if isinstance(edges, tuple) and len(edges) == 2:
+        edges = np.stack([np.asarray(edges[0]), np.asarray(edges[1])], axis=1)
+    arr = np.asarray(edges)
+    if arr.ndim != 2 or arr.shape[1] != 2 or (arr.size and arr.dtype.kind not in "iu"):
+        raise InvalidArgumentError(
+            f"edges must be an (E, 2) integer array of (src, dst) ids; got shape {arr.shape} "
+            f"of {arr.dtype}"
+        )
+    return arr.astype("<i8").tobytes()
+
 
 # -- reading responses (shared by both transports) ---------------------------------------------
 def _none(response: Any) -> None:

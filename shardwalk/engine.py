@@ -122,6 +122,12 @@ class Engine:
                 report = WriteAheadLog.salvage(str(wal), collection=name)
                 if report is not None:
                     self._recovered.append(report)
+        for name, entry in sorted(datadir.manifest["graphs"].items()):
+            wal = datadir.graph_dir(name) / entry["wal"] if entry.get("wal") else None
+            if wal is not None and wal.is_file():  # reported as for collections (by name)
+                report = WriteAheadLog.salvage(str(wal), collection=name)
+                if report is not None:
+                    self._recovered.append(report)
 
     @property
     def recovered(self) -> list[RecoveredLog]:
@@ -397,8 +403,9 @@ class Engine:
         from shardwalk.walks import CSRGraph
 
         check_name("graph", name)
+        check_choice("self_loops", self_loops, ("keep", "drop"))
         if isinstance(edges, CSRGraph):
-            return self._add_graph(name, edges)
+            return self._add_graph(name, edges, self_loops)
         src, dst = check_edges(edges)
         csr = CSRGraph.from_edges(
             src,
@@ -409,7 +416,7 @@ class Engine:
             self_loops=self_loops,  # type: ignore[arg-type]
             duplicates=duplicates,  # type: ignore[arg-type]
         )
-        return self._add_graph(name, csr)
+        return self._add_graph(name, csr, self_loops)
 
     def load_graph(
         self, name: str, path: str | os.PathLike[str], *, format: str = "auto", **options: Any
@@ -439,12 +446,12 @@ class Engine:
             raise NotFoundError(f"no such file or directory: {path!r}")
         return self._add_graph(name, loaders[fmt](path, **options))
 
-    def _add_graph(self, name: str, csr: Any) -> Graph:
+    def _add_graph(self, name: str, csr: Any, self_loops: str = "keep") -> Graph:
         with self._lock:
             self._check_open()
             if name in self.graphs():
                 raise AlreadyExistsError(f"graph {name!r} already exists; drop it first")
-            graph = Graph._create(name, csr, self._datadir, self._budget)
+            graph = Graph._create(name, csr, self._datadir, self._budget, self_loops)
             self._graphs[name] = graph
             return graph
 

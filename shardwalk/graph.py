@@ -1,23 +1,40 @@
 """A graph owned by an engine: CSR (memory-mapped under the data directory), fingerprints,
-personalized PageRank queries, FastRP embeddings."""
+personalized PageRank queries, FastRP embeddings, and updates.
+
+Updates (``upsert_edges``, ``delete_edges``, ``delete_nodes``) are durable like collection
+writes: each batch is validated whole, appended to the graph's write-ahead log and fsynced
+before it is applied and acknowledged, and replayed on open (torn tail vs corruption as for
+collections, ``shardwalk.wal``). The graph is its CSR snapshot plus a delta of replaced rows
+(``shardwalk.walks.dynamic``); :meth:`Graph.compact` (explicit, or automatic once the delta
+holds ``compact_ratio`` of the edges) writes a new snapshot and starts an empty log. Reads see
+every acknowledged batch: the first read after a write merges the delta into a CSR (O(edges)).
+Fingerprints built with ``keep_walks=True`` (the default) keep their walks
+(``shardwalk.walks.walkstore``) and are repaired after every batch by re-simulating only the
+affected walks; the first fingerprint query after a batch recounts the repaired rows.
+"""
 
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from shardwalk._threads import ThreadBudget, default_budget
-from shardwalk.errors import FailedPreconditionError, InvalidArgumentError
+from shardwalk.errors import CorruptionError, FailedPreconditionError, InvalidArgumentError
 from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
 from shardwalk.validation import check_choice
+from shardwalk.wal import WriteAheadLog
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
+from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch, edge_arrays
 from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.ppr import calibrate_accuracy
+from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
 
 __all__ = ["ACCURACY", "Graph"]
 
@@ -39,6 +56,9 @@ class Graph:
     or :meth:`~shardwalk.Engine.graph`. Queries are thread-safe.
     """
 
+    #: automatic compaction once the delta holds this share of the snapshot's edges
+    compact_ratio: float = 0.25
+
     def __init__(
         self,
         name: str,
@@ -47,15 +67,22 @@ class Graph:
         *,
         datadir: DataDir | None = None,
         budget: ThreadBudget | None = None,
+        self_loops: str = "keep",
+        walks: tuple[WalkStore, WalkStore | None] | None = None,
+        seq: int = 0,
     ) -> None:
         self.name = name
-        self._csr = csr
+        self._dyn = DynamicGraph(csr, self_loops=self_loops)
         self._fingerprints = fingerprints
+        self._walks = walks  # (walks, hub walks) of the fingerprints, kept for repairs
+        self._seq = seq  # update batches applied since the graph was created
         self._budget = budget or default_budget()  # the engine's: threads for every call
-        self._index = self._ppr_index(fingerprints)
+        self._index: PPRIndex | None = None  # built on first read after a change
         self._datadir = datadir
+        self._wal: WriteAheadLog | None = None
         self._lock = threading.RLock()
         self._closed_because: str | None = None
+        self.last_update: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return (
@@ -68,21 +95,48 @@ class Graph:
             raise FailedPreconditionError(f"graph {self.name!r} {self._closed_because}")
 
     def _close(self, because: str) -> None:
-        self._closed_because = because
+        with self._lock:
+            self._closed_because = because
+            if self._wal is not None:
+                self._wal.close()
+                self._wal = None
 
     def _ppr_index(self, fingerprints: FingerprintStore | None) -> PPRIndex:
-        index = PPRIndex(self._csr, fingerprints)
+        index = PPRIndex(self._dyn.merged(), fingerprints)
         index.max_pooled_scratch = self._budget.threads  # idle scratch kept: one per thread
         return index
+
+    def _current(self) -> PPRIndex:
+        """The PPR index of the graph with every acknowledged update (built on first use
+        after a change: the delta merged, repaired fingerprint rows recounted)."""
+        index = self._index
+        if index is not None:
+            return index
+        with self._lock:
+            if self._index is None:
+                csr = self._dyn.merged()
+                fp = self._fingerprints
+                if fp is not None and fp.graph_digest != csr.digest():
+                    main, hubs = self._walks  # type: ignore[misc]
+                    fp = refresh_fingerprints(fp, main, hubs, csr)
+                    self._fingerprints = fp
+                self._index = self._ppr_index(fp)
+            return self._index
+
+    @property
+    def _csr(self) -> CSRGraph:
+        return self._current().graph
 
     # -- shape ------------------------------------------------------------------------------
     @property
     def csr(self) -> CSRGraph:
+        """The current graph as one CSR. Nodes removed by :meth:`delete_nodes` keep their
+        internal slot (isolated) under a negative placeholder id, which no query can name."""
         return self._csr
 
     @property
     def num_nodes(self) -> int:
-        return self._csr.num_nodes
+        return int(self.node_ids.shape[0])
 
     @property
     def num_edges(self) -> int:
@@ -90,11 +144,13 @@ class Graph:
 
     @property
     def directed(self) -> bool:
-        return bool(self._csr.directed)
+        return bool(self._dyn.directed)
 
     @property
     def node_ids(self) -> np.ndarray:
-        return self._csr.node_ids
+        """The ids of the graph's nodes (internal order; deleted nodes left out)."""
+        ids = self._csr.node_ids
+        return ids[ids >= 0] if ids.size and ids.min() < 0 else ids
 
     def shards(self, n: int, *, by: str = "range") -> list[GraphShard]:
         """Split the nodes into ``n`` shards (``by="range"`` of internal ids or ``"hash"``),
@@ -113,6 +169,7 @@ class Graph:
         top_k: int | None = None,
         hubs: int | str | None = "auto",
         hub_walks: int = 1000,
+        keep_walks: bool = True,
     ) -> dict[str, Any]:
         """Build (or rebuild) the Monte Carlo fingerprints (PowerWalk offline): R walks of
         stop probability ``alpha`` from every node, counting every visit.
@@ -138,6 +195,11 @@ class Graph:
             in-links, at most 1% of the nodes; None or 0: none.
         hub_walks : int
             Walks per hub row (default 1000).
+        keep_walks : bool
+            Keep the walks and an index of the nodes they visit (2-3x the fingerprints'
+            memory: 2.9x on the 1M-node graph of bench/graph_updates.py) so that updates
+            repair the fingerprints incrementally (default). Without them an update drops the
+            fingerprints (queries fall back to push) until they are built again.
 
         Returns
         -------
@@ -150,38 +212,59 @@ class Graph:
             alpha outside (0, 1), a bad rule (including "restart"), walks_per_node or top_k;
             the graph keeps its previous fingerprints.
         """
+        if not isinstance(keep_walks, (bool, np.bool_)):
+            raise InvalidArgumentError(f"keep_walks must be a bool; got {keep_walks!r}")
         with self._lock, self._budget.take(self._budget.threads):
             self._check_open()
-            store = _build_fingerprints(
-                self._csr,
-                walks_per_node=walks_per_node,
-                alpha=alpha,
-                seed=seed,
-                dangling=dangling,
-                top_k=top_k,
-                hubs=hubs,
-                hub_walks=hub_walks,
-            )
+            if self._dyn.changed:
+                self._compact()  # the store describes the snapshot it is saved with
+            csr = self._dyn.merged()
+            options = dict(
+                walks_per_node=walks_per_node, alpha=alpha, seed=seed, dangling=dangling,
+                top_k=top_k, hubs=hubs, hub_walks=hub_walks,
+            )  # fmt: skip
+            walks = None
+            if keep_walks:
+                store, main, hub_walks_kept = build_kept(self._dyn, **options)  # type: ignore[arg-type]
+                walks = (main, hub_walks_kept)
+            else:
+                store = _build_fingerprints(csr, **options)  # type: ignore[arg-type]
             # which methods serve this graph (kept with the store; accuracy=)
-            store.stats["accuracy"] = calibrate_accuracy(self._csr, store, seed=seed)
+            store.stats["accuracy"] = calibrate_accuracy(csr, store, seed=seed)
             if self._datadir is not None:
-                datadir = self._datadir
-                generation = datadir.next_generation()
-                directory = datadir.graph_dir(self.name)
-                name = f"fp-{generation:06d}"
-                store.save(directory / name)
-                seal_snapshot(directory / name, {"graph": self.name, "kind": "fingerprints"})
-
-                def switch(manifest: dict[str, Any]) -> None:
-                    manifest["graphs"][self.name]["fingerprints"] = name
-
-                datadir.commit(switch)
-                keep = {datadir.manifest["graphs"][self.name]["csr"], name}
-                datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")
-                store = FingerprintStore.load(directory / name, mmap=True)
+                store = self._save_fingerprints(store, walks)
             self._fingerprints = store
+            self._walks = walks
             self._index = self._ppr_index(store)
-            return {**store.stats, "nbytes": int(store.nbytes)}
+            out = {**store.stats, "nbytes": int(store.nbytes)}
+            if walks is not None:
+                out["walks_nbytes"] = _walks_nbytes(walks)
+            return out
+
+    def _save_fingerprints(
+        self, store: FingerprintStore, walks: tuple[WalkStore, WalkStore | None] | None
+    ) -> FingerprintStore:
+        """Write a fingerprint snapshot (with its walks) and point the manifest at it."""
+        datadir = self._datadir
+        assert datadir is not None
+        generation = datadir.next_generation()
+        directory = datadir.graph_dir(self.name)
+        name = f"fp-{generation:06d}"
+        store.save(directory / name)
+        if walks is not None:
+            walks[0].save(directory / name, "walks")
+            if walks[1] is not None:
+                walks[1].save(directory / name, "hub_walks")
+        seal_snapshot(directory / name, {"graph": self.name, "kind": "fingerprints"})
+
+        def switch(manifest: dict[str, Any]) -> None:
+            manifest["graphs"][self.name]["fingerprints"] = name
+
+        datadir.commit(switch)
+        entry = datadir.manifest["graphs"][self.name]
+        keep = {entry["csr"], name, entry.get("wal")} - {None}
+        datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")  # type: ignore[arg-type]
+        return FingerprintStore.load(directory / name, mmap=True)
 
     @property
     def has_fingerprints(self) -> bool:
@@ -241,7 +324,7 @@ class Graph:
             As :meth:`ppr` for a bad method, alpha, rule or parameter.
         """
         self._check_open()
-        index = self._index
+        index = self._current()
         chosen, params = self._choose(index, method, accuracy, alpha, dangling, params)
         index.check_query(chosen, alpha=alpha, dangling=dangling, **params)  # type: ignore[arg-type]
         return chosen
@@ -342,7 +425,7 @@ class Graph:
         params: dict[str, Any],
     ) -> PPRResult:
         self._check_open()
-        index = self._index  # one index for the whole call, even if fingerprints are rebuilt
+        index = self._current()  # one index for the whole call, even if the graph changes
         chosen, params = self._choose(index, method, accuracy, alpha, dangling, params)
         threads = (len(queries) if hasattr(queries, "__len__") else 1) if batch else 1
         with self._budget.take(threads):
@@ -355,18 +438,25 @@ class Graph:
         adjacency, weighted sum of its powers), (num_nodes, dim) float32, row i for
         ``node_ids[i]``. See :func:`shardwalk.walks.fastrp.fastrp` for the parameters."""
         self._check_open()
+        csr = self._csr
         with self._budget.take(self._budget.threads):
-            return fastrp(self._csr, dim=dim, **params)
+            vectors = fastrp(csr, dim=dim, **params)
+        ids = csr.node_ids
+        return vectors[ids >= 0] if ids.size and ids.min() < 0 else vectors
 
     def stats(self) -> dict[str, Any]:
         fp = self._fingerprints
+        csr = self._csr
         return {
             "name": self.name,
             "nodes": self.num_nodes,
             "edges": self.num_edges,
             "directed": self.directed,
-            "weighted": self._csr.weights is not None,
-            "csr_bytes": int(self._csr.nbytes),
+            "weighted": csr.weights is not None,
+            "csr_bytes": int(csr.nbytes),
+            "updates": self._seq,
+            "delta_edges": self._dyn.delta_edges,
+            "wal_bytes": self._wal.size if self._wal is not None else 0,
             "fingerprints": None
             if fp is None
             else {
@@ -377,16 +467,187 @@ class Graph:
                 "hubs": fp.num_hubs,
                 "hub_walks": int(fp.hub_walks),
                 "accuracy": fp.stats.get("accuracy", {}),  # calibrated choices (accuracy=)
+                "walks_bytes": None if self._walks is None else _walks_nbytes(self._walks),
             },
         }
+
+    # -- updates ----------------------------------------------------------------------------
+    def upsert_edges(self, edges: Any, weights: Any = None) -> dict[str, Any]:
+        """Add edges, or replace the weights of existing ones; durable on return.
+
+        Parameters
+        ----------
+        edges : (E, 2) array of (src, dst) ids, or a (src, dst) pair of arrays
+            Ids not yet in the graph become new nodes. In an undirected graph each edge
+            changes both directions. Within one call the last copy of an edge wins.
+        weights : (E,) array of float, optional
+            Weighted graphs only: finite and > 0 (default 1.0).
+
+        Returns
+        -------
+        dict
+            ``edges`` applied, ``nodes_added``, ``seconds`` (log, apply and repair), and the
+            fingerprint repair: ``walks`` re-simulated, ``steps`` walked, ``repair_seconds``
+            (see :attr:`last_update`).
+
+        Raises
+        ------
+        InvalidArgumentError
+            Wrong shape, non-integer or negative ids, weights on an unweighted graph,
+            negative, zero or NaN weights, a self-loop in a graph created with
+            ``self_loops="drop"``. Nothing is applied.
+        """
+        return self._update("upsert", edges, weights)
+
+    def delete_edges(self, edges: Any) -> dict[str, Any]:
+        """Remove edges (both directions in an undirected graph); durable on return.
+
+        Raises
+        ------
+        NotFoundError
+            An endpoint is not a node, or an edge is not in the graph. Nothing is deleted.
+        InvalidArgumentError
+            Wrong shape or non-integer ids.
+        """
+        return self._update("delete", edges, None)
+
+    def delete_nodes(self, ids: Any) -> dict[str, Any]:
+        """Remove nodes with all their in- and out-edges; durable on return. A removed id
+        may come back later as a new node (with its first edge).
+
+        Raises
+        ------
+        NotFoundError
+            An id is not a node. Nothing is deleted.
+        """
+        return self._update("delete_nodes", ids, None)
+
+    def _update(self, op: str, edges: Any, weights: Any) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        with self._lock:
+            self._check_open()
+            batch = self._dyn.prepare(op, edges, weights)  # raises before anything changes
+            if batch.size == 0:
+                return _report(batch, 0, {}, t0)
+            if self._datadir is not None:
+                self._log().append(_WAL_OPS[op], _record(batch))
+            try:
+                before = self._dyn.num_nodes
+                report = self._apply(batch)
+            except BaseException as exc:
+                # the log holds the batch: the graph in memory may disagree until reopened
+                self._closed_because = (
+                    f"stopped at a failed update ({type(exc).__name__}: {exc}); reopen the engine"
+                )
+                raise FailedPreconditionError(
+                    f"graph {self.name!r} {self._closed_because}"
+                ) from exc
+            out = _report(batch, self._dyn.num_nodes - before, report, t0)
+            self.last_update = out
+            if self._datadir is not None and self._dyn.delta_edges > max(
+                1024, self.compact_ratio * self._dyn.base.num_edges
+            ):
+                self._compact()
+            return out
+
+    def _apply(self, batch: EdgeBatch) -> dict[str, Any]:
+        """Apply a validated (or replayed) batch: the delta, then the walk repair."""
+        change = self._dyn.apply(batch)
+        self._index = None
+        seq = self._seq
+        self._seq += 1
+        if self._fingerprints is None:
+            return {}
+        if self._walks is None:
+            self._fingerprints = None  # they describe the old graph: dropped
+            return {"fingerprints": "dropped (built with keep_walks=False)"}
+        main, hubs = self._walks
+        report = main.repair(self._dyn, change, seq, new_sources=True)
+        if hubs is not None:
+            extra = hubs.repair(self._dyn, change, seq, new_sources=False)
+            for key in ("walks", "steps", "blocks_scanned", "seconds"):
+                report[key] += extra[key]
+        return report
+
+    def _log(self) -> WriteAheadLog:
+        if self._wal is None:  # a graph created before graphs took updates: start its log
+            datadir = self._datadir
+            assert datadir is not None
+            name = f"gwal-{datadir.next_generation():06d}.log"
+            WriteAheadLog.create(str(datadir.graph_dir(self.name) / name))
+
+            def add(manifest: dict[str, Any]) -> None:
+                manifest["graphs"][self.name].update(wal=name, seq=self._seq)
+
+            datadir.commit(add)
+            self._wal = WriteAheadLog(str(datadir.graph_dir(self.name) / name))
+        return self._wal
+
+    def compact(self) -> None:
+        """Merge the delta into a new CSR snapshot (and the repaired fingerprints and walks
+        into a new fingerprint snapshot), start an empty log, switch the manifest. Reads run
+        meanwhile; updates wait. A no-op when nothing changed since the last snapshot."""
+        with self._lock:
+            self._check_open()
+            if self._dyn.changed:
+                self._compact()
+
+    def _compact(self) -> None:
+        csr = self._dyn.merged()
+        index = self._current()
+        if self._datadir is None:
+            self._dyn = DynamicGraph(csr, self_loops=self._dyn.self_loops)
+            self._index = index
+            return
+        datadir = self._datadir
+        directory = datadir.graph_dir(self.name)
+        generation = datadir.next_generation()
+        csr_name = f"csr-{generation:06d}"
+        csr.save(directory / csr_name)
+        seal_snapshot(directory / csr_name, {"graph": self.name, "kind": "csr"})
+        fp_name = None
+        fp = index.fingerprints
+        if fp is not None:
+            fp_name = f"fp-{generation:06d}"
+            fp.save(directory / fp_name)
+            if self._walks is not None:
+                self._walks[0].save(directory / fp_name, "walks")
+                if self._walks[1] is not None:
+                    self._walks[1].save(directory / fp_name, "hub_walks")
+            seal_snapshot(directory / fp_name, {"graph": self.name, "kind": "fingerprints"})
+        wal = f"gwal-{generation:06d}.log"
+        WriteAheadLog.create(str(directory / wal))
+
+        def switch(manifest: dict[str, Any]) -> None:
+            manifest["graphs"][self.name].update(
+                csr=csr_name, fingerprints=fp_name, wal=wal, seq=self._seq
+            )
+
+        datadir.commit(switch)
+        if self._wal is not None:
+            self._wal.close()
+        self._wal = WriteAheadLog(str(directory / wal))
+        datadir.remove_unreferenced(
+            self.name, keep={csr_name, wal} | ({fp_name} if fp_name else set()), kind="graphs"
+        )
+        csr = CSRGraph.load(directory / csr_name, mmap=True)
+        self._dyn = DynamicGraph(csr, self_loops=self._dyn.self_loops)
+        if fp_name is not None:
+            self._fingerprints = FingerprintStore.load(directory / fp_name, mmap=True)
+        self._index = self._ppr_index(self._fingerprints)
 
     # -- storage ----------------------------------------------------------------------------
     @classmethod
     def _create(
-        cls, name: str, csr: CSRGraph, datadir: DataDir | None, budget: ThreadBudget | None = None
+        cls,
+        name: str,
+        csr: CSRGraph,
+        datadir: DataDir | None,
+        budget: ThreadBudget | None = None,
+        self_loops: str = "keep",
     ) -> Graph:
         if datadir is None:
-            return cls(name, csr, budget=budget)
+            return cls(name, csr, budget=budget, self_loops=self_loops)
         generation = datadir.next_generation()
         directory = datadir.graph_dir(name)
         shutil.rmtree(directory, ignore_errors=True)  # leftovers of a crashed create
@@ -394,13 +655,20 @@ class Graph:
         csr_name = f"csr-{generation:06d}"
         csr.save(directory / csr_name)
         seal_snapshot(directory / csr_name, {"graph": name, "kind": "csr"})
+        wal = f"gwal-{generation:06d}.log"
+        WriteAheadLog.create(str(directory / wal))
 
         def add(manifest: dict[str, Any]) -> None:
-            manifest["graphs"][name] = {"csr": csr_name, "fingerprints": None}
+            manifest["graphs"][name] = {
+                "csr": csr_name, "fingerprints": None, "wal": wal, "seq": 0,
+                "self_loops": self_loops,
+            }  # fmt: skip
 
         datadir.commit(add)
         csr = CSRGraph.load(directory / csr_name, mmap=True)
-        return cls(name, csr, datadir=datadir, budget=budget)
+        graph = cls(name, csr, datadir=datadir, budget=budget, self_loops=self_loops)
+        graph._wal = WriteAheadLog(str(directory / wal))
+        return graph
 
     @classmethod
     def _open(
@@ -414,22 +682,79 @@ class Graph:
         verify_snapshot(directory / entry["csr"])
         csr = CSRGraph.load(directory / entry["csr"], mmap=True)
         store = None
+        walks = None
         if entry.get("fingerprints"):
-            verify_snapshot(directory / entry["fingerprints"])
-            store = FingerprintStore.load(directory / entry["fingerprints"], mmap=True)
-        keep = {entry["csr"]} | ({entry["fingerprints"]} if entry.get("fingerprints") else set())
-        datadir.remove_unreferenced(name, keep=keep, kind="graphs")
-        return cls(name, csr, store, datadir=datadir, budget=budget)
-
-
-def check_edges(edges: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(src, dst) from an (E, 2) array or a pair of sequences."""
-    if isinstance(edges, tuple) and len(edges) == 2:
-        return np.asarray(edges[0]), np.asarray(edges[1])
-    arr = np.asarray(edges)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise InvalidArgumentError(
-            f"edges must be an (E, 2) array of (src, dst) ids or a (src, dst) pair of arrays; "
-            f"got shape {arr.shape}"
+            fp_dir = directory / entry["fingerprints"]
+            verify_snapshot(fp_dir)
+            store = FingerprintStore.load(fp_dir, mmap=True)
+            if (fp_dir / "walks.json").exists():
+                hubs = None
+                if (fp_dir / "hub_walks.json").exists():
+                    hubs = WalkStore.load(fp_dir, "hub_walks", csr.num_nodes)
+                walks = (WalkStore.load(fp_dir, "walks", csr.num_nodes), hubs)
+        wal = entry.get("wal")
+        keep = {entry["csr"], wal} | (
+            {entry["fingerprints"]} if entry.get("fingerprints") else set()
         )
-    return arr[:, 0], arr[:, 1]
+        datadir.remove_unreferenced(name, keep=keep - {None}, kind="graphs")  # type: ignore[arg-type]
+        graph = cls(
+            name, csr, store, datadir=datadir, budget=budget,
+            self_loops=entry.get("self_loops", "keep"), walks=walks, seq=int(entry.get("seq", 0)),
+        )  # fmt: skip
+        if wal is not None:
+            path = str(directory / wal)
+            for record in WriteAheadLog.replay(path):
+                graph._apply(_batch(record.op, record.batch, path))
+            graph._wal = WriteAheadLog(path)
+        return graph
+
+
+_WAL_OPS = {"upsert": "upsert_edges", "delete": "delete_edges", "delete_nodes": "delete_nodes"}
+_OPS = {v: k for k, v in _WAL_OPS.items()}
+
+
+def _record(batch: EdgeBatch) -> pa.RecordBatch:
+    columns = {"src": pa.array(batch.src, pa.int64())}
+    if batch.op != "delete_nodes":
+        columns["dst"] = pa.array(batch.dst, pa.int64())
+    if batch.weights is not None:
+        columns["weight"] = pa.array(batch.weights, pa.float32())
+    return pa.RecordBatch.from_pydict(columns)
+
+
+def _batch(op: str, record: pa.RecordBatch, path: str) -> EdgeBatch:
+    names = record.schema.names
+    if op not in _OPS or "src" not in names or (op != "delete_nodes" and "dst" not in names):
+        raise CorruptionError(f"graph write-ahead log {path!r}: a record of unknown kind {op!r}")
+    weights = record.column("weight").to_numpy() if "weight" in names else None
+    src = record.column("src").to_numpy().astype(np.int64)
+    return EdgeBatch(
+        _OPS[op],
+        src,
+        record.column("dst").to_numpy().astype(np.int64) if "dst" in names else src[:0],
+        None if weights is None else weights.astype(np.float32),
+    )
+
+
+def _report(batch: EdgeBatch, added: int, repair: dict[str, Any], t0: float) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "op": _WAL_OPS[batch.op],
+        "edges" if batch.op != "delete_nodes" else "nodes": batch.size,
+        "nodes_added": int(added),
+    }
+    if "walks" in repair:
+        out.update(
+            walks=repair["walks"], steps=repair["steps"], blocks_scanned=repair["blocks_scanned"],
+            repair_seconds=repair["seconds"],
+        )  # fmt: skip
+    elif repair:
+        out.update(repair)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _walks_nbytes(walks: tuple[WalkStore, WalkStore | None]) -> int:
+    return int(walks[0].nbytes + (walks[1].nbytes if walks[1] is not None else 0))
+
+
+check_edges = edge_arrays  # (src, dst) from an (E, 2) array or a pair of sequences

@@ -1093,3 +1093,343 @@ def add_normalized_rows(acc, x, weight):
             f = weight / np.sqrt(s)
             for c in range(dim):
                 acc[u, c] += f * x[u, c]
+
+
+# --------------------------------------------------------------------------------------------
+# walk store: kept walks, repaired after graph updates (walks/walkstore.py)
+#
+# A dynamic graph is the base CSR plus replaced rows: ``row_start[u] >= 0`` means u's current
+# row is ``d_targets[row_start[u]:row_start[u] + row_len[u]]`` (weights: cumulative per row in
+# ``d_cum``), else the base row. A kept walk of source s is its visits after the first (s
+# itself): ``steps[blk_start[b] + ...]``, the R walks of block b one after the other, walk
+# ``b * R + w`` with ``walk_len`` steps; ``dropped`` (drop rule only) marks walks that ended at
+# a dangling node rather than by stopping.
+
+
+@njit(cache=True, inline="always")
+def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, row_start, row_len,
+             d_targets, d_cum):  # fmt: skip
+    """The out-neighbour of ``cur`` chosen by draw ``x`` on the dynamic graph, -1 if none.
+    Unchanged (base) rows choose exactly as the fingerprint builder does."""
+    rs = row_start[cur]
+    if rs < 0:
+        start = b_indptr[cur]
+        deg = b_indptr[cur + 1] - start
+        if deg == 0:
+            return np.int64(-1)
+        j = pick_slot(x, deg)
+        if weighted and alias_coin(x) >= a_prob[start + j]:
+            j = a_idx[start + j]
+        return np.int64(b_indices[start + j])
+    deg = row_len[cur]
+    if deg == 0:
+        return np.int64(-1)
+    if not weighted:
+        return np.int64(d_targets[rs + pick_slot(x, deg)])
+    target = to_unit(x) * d_cum[rs + deg - 1]
+    lo = 0
+    hi = deg - 1
+    while lo < hi:  # first slot whose cumulative weight exceeds the target
+        mid = (lo + hi) // 2
+        if d_cum[rs + mid] > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return np.int64(d_targets[rs + lo])
+
+
+@njit(cache=True, inline="always")
+def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx, weighted,
+               row_start, row_len, d_targets, d_cum, out, at):  # fmt: skip
+    """Walk ``visits`` visits from ``first`` (written at out[at]; draws 1.. of ``key`` pick
+    the moves); returns (steps written, dropped)."""
+    cur = first
+    m = 0
+    if first >= 0:
+        out[at] = first
+        m = 1
+    for step in range(1, visits):
+        nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
+                       row_start, row_len, d_targets, d_cum)  # fmt: skip
+        if nxt < 0:
+            if mode == MODE_DROP:
+                return m, True
+            nxt = cur
+        out[at + m] = nxt
+        cur = nxt
+        m += 1
+    return m, False
+
+
+@njit(cache=True, parallel=True)
+def walks_bounds(sources, walk0, walks_per_node, alpha, seed):
+    """Steps (visits - 1) of each walk before any dangling rule cuts it, source-major (the
+    walks of source b are walk0[b] + 0..R-1)."""
+    out = np.empty(sources.size * walks_per_node, np.int64)
+    for q in prange(out.size):
+        b = q // walks_per_node
+        out[q] = (
+            geometric_visits(walk_key(seed, sources[b], walk0[b] + q % walks_per_node), alpha) - 1
+        )
+    return out
+
+
+@njit(cache=True, parallel=True)
+def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_indices, a_prob,
+                a_idx, weighted, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
+                dropped):  # fmt: skip
+    """The walks of ``sources`` (the fingerprint builder's walks: same keys, same moves on
+    unchanged rows), walk q written at ``steps[walk_at[q]:]``."""
+    for q in prange(sources.size * walks_per_node):
+        src = sources[q // walks_per_node]
+        key = walk_key(seed, src, walk0[q // walks_per_node] + q % walks_per_node)
+        visits = geometric_visits(key, alpha)
+        cur = np.int64(src)
+        m = 0
+        drop = False
+        for step in range(1, visits):
+            nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
+                           row_start, row_len, d_targets, d_cum)  # fmt: skip
+            if nxt < 0:
+                if mode == MODE_DROP:
+                    drop = True
+                    break
+                nxt = cur
+            steps[walk_at[q] + m] = nxt
+            cur = nxt
+            m += 1
+        walk_len[q] = m
+        if dropped.size:
+            dropped[q] = drop
+
+
+@njit(cache=True, inline="always")
+def _row_prob(ip, tg, wt, tot, slot, t):
+    """Probability of moving to ``t`` in row ``slot`` of a changed-row table (targets sorted,
+    row weight totals in ``tot``)."""
+    lo = ip[slot]
+    hi = ip[slot + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tg[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < ip[slot + 1] and tg[lo] == t:
+        return wt[lo] / tot[slot]
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _residual_pick(u01, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot, slot):
+    """A target drawn from (q - p)^+ normalised, p and q the old and new rows of ``slot``
+    (both sorted by target: one merge pass to total the mass, one to pick)."""
+    target = -1.0
+    acc = 0.0
+    last = np.int64(n_t[n_ip[slot + 1] - 1])
+    for rnd in range(2):
+        f = o_ip[slot]
+        for e in range(n_ip[slot], n_ip[slot + 1]):
+            t = n_t[e]
+            while f < o_ip[slot + 1] and o_t[f] < t:
+                f += 1
+            p = o_w[f] / o_tot[slot] if f < o_ip[slot + 1] and o_t[f] == t else 0.0
+            q = n_w[e] / n_tot[slot]
+            if q > p:
+                acc += q - p
+                if rnd == 1:
+                    last = np.int64(t)
+                    if acc > target:
+                        return last
+        if rnd == 0:
+            target = u01 * acc
+            acc = 0.0
+    return last
+
+
+@njit(cache=True, inline="always")
+def batch_key(seed, src, walk, seq):
+    """The random stream of one walk's repair in update batch ``seq``."""
+    return mix64(mix64(walk_key(seed, src, walk)) + np.uint64(seq + 1) * _GAMMA2)
+
+
+@njit(cache=True, parallel=True)
+def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
+               walk_len, dropped, steps, chg_slot, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot,
+               out_pos, out_target, out_bound, out_hit):  # fmt: skip
+    """Decide which walks of ``blocks`` an update batch reroutes (Bahmani, Chowdhury, Goel).
+
+    At each move out of a changed node the walk keeps its move t with probability
+    min(1, q(t) / p(t)) (p, q: the node's old and new move distributions, -1 standing for "the
+    walk ends here", the drop rule at a dangling node), else it is rerouted at that visit to a
+    target drawn from (q - p)^+: the maximal coupling, so the moves are distributed as q and a
+    walk changes only with the total variation distance of its node's change. ``out_pos[q]``:
+    the rerouted visit (-1: unchanged), ``out_target[q]`` its new move, ``out_bound[b]``: steps
+    of the block's walks after the batch (an upper bound when the drop rule may cut them)."""
+    R = walks_per_node
+    for i in prange(blocks.size):
+        b = blocks[i]
+        src = block_src[b]
+        w0 = block_w0[b]
+        at = blk_start[b]
+        total = 0
+        hit = False
+        for w in range(R):
+            q = b * R + w
+            length = np.int64(walk_len[q])
+            out_pos[i * R + w] = -1
+            out_target[i * R + w] = -1
+            new_len = length
+            key = np.uint64(0)
+            for pos in range(length + 1):
+                v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                slot = chg_slot[v]
+                if slot < 0:
+                    continue
+                if pos < length:
+                    t = np.int64(steps[at + pos])
+                elif dropped.size and dropped[q]:
+                    t = np.int64(-1)
+                else:
+                    continue  # the walk stopped here: no move to change
+                if key == 0:
+                    key = batch_key(seed, src, w0 + w, seq)
+                p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
+                qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
+                if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
+                    continue
+                nt = _residual_pick(to_unit(draw(key, 2 * pos + 1)), o_ip, o_t, o_w, o_tot,
+                                    n_ip, n_t, n_w, n_tot, slot)  # fmt: skip
+                out_pos[i * R + w] = pos
+                out_target[i * R + w] = nt
+                hit = True
+                new_len = pos
+                if nt >= 0:
+                    tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
+                    new_len += geometric_visits(tail, alpha)
+                break
+            at += length
+            total += new_len
+        out_bound[i] = total
+        out_hit[i] = hit
+
+
+@njit(cache=True, parallel=True)
+def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, mode,
+                  blk_start, walk_len, dropped, steps, plan_pos, plan_target, new_start, b_indptr,
+                  b_indices, a_prob, a_idx, weighted, row_start, row_len, d_targets, d_cum,
+                  out_steps, out_walks):  # fmt: skip
+    """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
+    ``steps``: unchanged walks copied, rerouted ones copied up to the rerouted visit, then
+    walked on the new graph. Updates ``walk_len``, ``dropped``; ``out_steps[i]``: steps walked
+    anew, ``out_walks[i]``: walks rerouted."""
+    R = walks_per_node
+    for i in prange(blocks.size):
+        b = blocks[i]
+        src = block_src[b]
+        at = blk_start[b]
+        to = new_start[i]
+        walked = 0
+        rerouted = 0
+        for w in range(R):
+            q = b * R + w
+            length = np.int64(walk_len[q])
+            pos = plan_pos[i * R + w]
+            if pos < 0:
+                for j in range(length):
+                    steps[to + j] = steps[at + j]
+                at += length
+                to += length
+                continue
+            for j in range(pos):
+                steps[to + j] = steps[at + j]
+            rerouted += 1
+            nt = plan_target[i * R + w]
+            m = pos
+            drop = nt < 0
+            if nt >= 0:
+                key = batch_key(seed, src, block_w0[b] + w, seq)
+                tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
+                made, drop = _walk_tail(tail, nt, geometric_visits(tail, alpha), src, mode,
+                                        b_indptr, b_indices, a_prob, a_idx, weighted, row_start,
+                                        row_len, d_targets, d_cum, steps, to + pos)  # fmt: skip
+                m += made
+                walked += made
+            at += length
+            to += m
+            walk_len[q] = m
+            if dropped.size:
+                dropped[q] = drop
+        out_steps[i] = walked
+        out_walks[i] = rerouted
+
+
+@njit(cache=True, parallel=True)
+def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, steps, n,
+                offsets, out_nodes, out_counts, out_nnz, out_visits, n_chunks):  # fmt: skip
+    """Fingerprint rows (distinct nodes in first-visit order, visit counts) from the kept
+    walks, in ``fingerprint_block``'s output format: row r counts blocks r * per_row ..
+    (r + 1) * per_row - 1 (one source's walks, in order)."""
+    R = walks_per_node
+    for c in prange(n_chunks):
+        cnt = np.zeros(n, np.uint32)
+        for i in range(c, rows.size, n_chunks):
+            base = offsets[i]
+            m = 0
+            visits = 0
+            for b in range(rows[i] * per_row, (rows[i] + 1) * per_row):
+                src = block_src[b]
+                at = blk_start[b]
+                for w in range(R):
+                    length = np.int64(walk_len[b * R + w])
+                    for pos in range(length + 1):
+                        v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                        if cnt[v] == 0:
+                            out_nodes[base + m] = v
+                            m += 1
+                        cnt[v] += 1
+                        visits += 1
+                    at += length
+            for t in range(m):
+                v = out_nodes[base + t]
+                out_counts[base + t] = cnt[v]
+                cnt[v] = 0
+            out_nnz[i] = m
+            out_visits[i] = visits
+
+
+@njit(cache=True)
+def transpose_rows(indptr, cols, n):
+    """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted)."""
+    t_ip = np.zeros(n + 1, np.int64)
+    for e in range(cols.size):
+        t_ip[cols[e] + 1] += 1
+    for c in range(n):
+        t_ip[c + 1] += t_ip[c]
+    fill = t_ip[:-1].copy()
+    rows = np.empty(cols.size, np.int32)
+    for r in range(indptr.size - 1):
+        for e in range(indptr[r], indptr[r + 1]):
+            c = cols[e]
+            rows[fill[c]] = r
+            fill[c] += 1
+    return t_ip, rows
+
+
+@njit(cache=True, parallel=True)
+def splice_rows(old_ip, old_a, old_b, slot, new_ip, new_a, new_b, out_ip, out_a, out_b):
+    """Rows of (old_ip, old_a, old_b), with row r replaced by row ``slot[r]`` of the new CSR
+    when ``slot[r] >= 0``, into ``out_*`` (``out_ip`` already holds the prefix sums)."""
+    for r in prange(out_ip.size - 1):
+        to = out_ip[r]
+        s = slot[r]
+        if s >= 0:
+            for e in range(new_ip[s], new_ip[s + 1]):
+                out_a[to] = new_a[e]
+                out_b[to] = new_b[e]
+                to += 1
+        else:
+            for e in range(old_ip[r], old_ip[r + 1]):
+                out_a[to] = old_a[e]
+                out_b[to] = old_b[e]
+                to += 1

@@ -224,7 +224,27 @@ def load_edge_list(
     columns: tuple[int, ...] | None = None,
     **graph_options: Any,
 ) -> CSRGraph:
-    """Load a SNAP-style edge list: one edge per line, ``src dst [weight] [more columns]``.
+    """Load a SNAP-style edge list into a graph (:func:`read_edge_list` reads it; the
+    ``graph_options`` go to :meth:`CSRGraph.from_edges`: ``directed``, ``self_loops``,
+    ``duplicates``...)."""
+    src, dst, w = read_edge_list(
+        path, weighted=weighted, comment=comment, delimiter=delimiter, skip_rows=skip_rows,
+        columns=columns,
+    )  # fmt: skip
+    return CSRGraph.from_edges(src, dst, w, **graph_options)
+
+
+def read_edge_list(
+    path: str | os.PathLike[str],
+    *,
+    weighted: bool = False,
+    comment: str = "#%",
+    delimiter: str | None = None,
+    skip_rows: int = 0,
+    columns: tuple[int, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Read a SNAP-style edge list: one edge per line, ``src dst [weight] [more columns]``;
+    returns (src, dst, weights or None) as they are in the file.
 
     Parsed by ``pyarrow.csv`` in parallel, streaming the (decompressed) file in blocks.
     Files it cannot take as they are (fields separated by runs of blanks, comment lines that
@@ -248,8 +268,6 @@ def load_edge_list(
         or a node-count line).
     columns : tuple of int, optional
         Which columns hold (src, dst[, weight]); default (0, 1[, 2]). Other columns are ignored.
-    **graph_options
-        Passed to :meth:`CSRGraph.from_edges` (``directed``, ``self_loops``, ``duplicates``...).
 
     Raises
     ------
@@ -290,7 +308,7 @@ def load_edge_list(
                 f"list; {_ACCEPTED}"
             )
     if first is None:
-        return CSRGraph.from_edges(np.zeros(0, np.int64), np.zeros(0, np.int64), **graph_options)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0) if weighted else None
     ncols = len(_fields(first, sep))
     if max(cols) >= ncols:
         raise InvalidArgumentError(
@@ -342,9 +360,7 @@ def load_edge_list(
                 weighted=weighted,
             )
             raise InvalidArgumentError(f"{path}: could not parse the edge list: {exc}") from exc
-    if weighted:
-        return CSRGraph.from_edges(arrays[0], arrays[1], arrays[2], **graph_options)
-    return CSRGraph.from_edges(arrays[0], arrays[1], **graph_options)
+    return arrays[0], arrays[1], arrays[2] if weighted else None
 
 
 def from_arrow(

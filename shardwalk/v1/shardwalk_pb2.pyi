@@ -1203,3 +1203,79 @@ class FlushResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FlushResponse: _TypeAlias = FlushResponse  # noqa: Y015
+
+@_typing.final
+class UpsertEdgesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRAPH_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    graph: _builtins.str
+    edges: _builtins.bytes
+    """int64 (src, dst) pairs, packed little-endian, 16 bytes per edge"""
+    weights: _builtins.bytes
+    """float32 per edge, or empty (weighted graphs: 1.0)"""
+    def __init__(
+        self,
+        *,
+        graph: _builtins.str = ...,
+        edges: _builtins.bytes = ...,
+        weights: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "graph", b"graph", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertEdgesRequest: _TypeAlias = UpsertEdgesRequest  # noqa: Y015
+
+@_typing.final
+class DeleteEdgesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRAPH_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    graph: _builtins.str
+    edges: _builtins.bytes
+    """int64 (src, dst) pairs, packed little-endian, 16 bytes per edge"""
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """nodes to delete with all their edges (then edges is empty)"""
+
+    def __init__(
+        self,
+        *,
+        graph: _builtins.str = ...,
+        edges: _builtins.bytes = ...,
+        nodes: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "graph", b"graph", "nodes", b"nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteEdgesRequest: _TypeAlias = DeleteEdgesRequest  # noqa: Y015
+
+@_typing.final
+class UpdateGraphResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JSON_FIELD_NUMBER: _builtins.int
+    json: _builtins.str
+    """the update's report: edges, nodes_added, walks, steps, seconds"""
+    def __init__(
+        self,
+        *,
+        json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json", b"json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateGraphResponse: _TypeAlias = UpdateGraphResponse  # noqa: Y015

@@ -104,6 +104,16 @@ class ShardwalkStub:
                 request_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.FlushRequest.SerializeToString,
                 response_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.FlushResponse.FromString,
                 _registered_method=True)
+        self.UpsertEdges = channel.unary_unary(
+                '/shardwalk.v1.Shardwalk/UpsertEdges',
+                request_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.UpsertEdgesRequest.SerializeToString,
+                response_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.FromString,
+                _registered_method=True)
+        self.DeleteEdges = channel.unary_unary(
+                '/shardwalk.v1.Shardwalk/DeleteEdges',
+                request_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.DeleteEdgesRequest.SerializeToString,
+                response_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.FromString,
+                _registered_method=True)
 
 
 class ShardwalkServicer:
@@ -202,6 +212,21 @@ class ShardwalkServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertEdges(self, request, context):
+        """Add edges (new nodes with their first edge) or new weights to a graph; durable when
+        acknowledged; fingerprints repaired (admin keys only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEdges(self, request, context):
+        """Delete edges, or nodes with all their edges (admin keys only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardwalkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +299,16 @@ def add_ShardwalkServicer_to_server(servicer, server):
                     servicer.Flush,
                     request_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.FlushRequest.FromString,
                     response_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.FlushResponse.SerializeToString,
+            ),
+            'UpsertEdges': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertEdges,
+                    request_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.UpsertEdgesRequest.FromString,
+                    response_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.SerializeToString,
+            ),
+            'DeleteEdges': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEdges,
+                    request_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.DeleteEdgesRequest.FromString,
+                    response_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -654,6 +689,60 @@ class Shardwalk:
             '/shardwalk.v1.Shardwalk/Flush',
             shardwalk_dot_v1_dot_shardwalk__pb2.FlushRequest.SerializeToString,
             shardwalk_dot_v1_dot_shardwalk__pb2.FlushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertEdges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardwalk.v1.Shardwalk/UpsertEdges',
+            shardwalk_dot_v1_dot_shardwalk__pb2.UpsertEdgesRequest.SerializeToString,
+            shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEdges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardwalk.v1.Shardwalk/DeleteEdges',
+            shardwalk_dot_v1_dot_shardwalk__pb2.DeleteEdgesRequest.SerializeToString,
+            shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,12 @@ class ShardwalkStub:
     DropGraph: _grpc.UnaryUnaryMultiCallable[_shardwalk_pb2.DropRequest, _shardwalk_pb2.DropResponse]
     Flush: _grpc.UnaryUnaryMultiCallable[_shardwalk_pb2.FlushRequest, _shardwalk_pb2.FlushResponse]
     """Checkpoint every collection now (admin keys only)."""
+    UpsertEdges: _grpc.UnaryUnaryMultiCallable[_shardwalk_pb2.UpsertEdgesRequest, _shardwalk_pb2.UpdateGraphResponse]
+    """Add edges (new nodes with their first edge) or new weights to a graph; durable when
+    acknowledged; fingerprints repaired (admin keys only).
+    """
+    DeleteEdges: _grpc.UnaryUnaryMultiCallable[_shardwalk_pb2.DeleteEdgesRequest, _shardwalk_pb2.UpdateGraphResponse]
+    """Delete edges, or nodes with all their edges (admin keys only)."""
 
 @_typing.type_check_only
 class ShardwalkAsyncStub(ShardwalkStub):
@@ -100,6 +106,12 @@ class ShardwalkAsyncStub(ShardwalkStub):
     DropGraph: _aio.UnaryUnaryMultiCallable[_shardwalk_pb2.DropRequest, _shardwalk_pb2.DropResponse]  # type: ignore[assignment]
     Flush: _aio.UnaryUnaryMultiCallable[_shardwalk_pb2.FlushRequest, _shardwalk_pb2.FlushResponse]  # type: ignore[assignment]
     """Checkpoint every collection now (admin keys only)."""
+    UpsertEdges: _aio.UnaryUnaryMultiCallable[_shardwalk_pb2.UpsertEdgesRequest, _shardwalk_pb2.UpdateGraphResponse]  # type: ignore[assignment]
+    """Add edges (new nodes with their first edge) or new weights to a graph; durable when
+    acknowledged; fingerprints repaired (admin keys only).
+    """
+    DeleteEdges: _aio.UnaryUnaryMultiCallable[_shardwalk_pb2.DeleteEdgesRequest, _shardwalk_pb2.UpdateGraphResponse]  # type: ignore[assignment]
+    """Delete edges, or nodes with all their edges (admin keys only)."""
 
 class ShardwalkServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -210,5 +222,23 @@ class ShardwalkServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_shardwalk_pb2.FlushResponse, _abc.Awaitable[_shardwalk_pb2.FlushResponse]]:
         """Checkpoint every collection now (admin keys only)."""
+
+    @_abc_1.abstractmethod
+    def UpsertEdges(
+        self,
+        request: _shardwalk_pb2.UpsertEdgesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shardwalk_pb2.UpdateGraphResponse, _abc.Awaitable[_shardwalk_pb2.UpdateGraphResponse]]:
+        """Add edges (new nodes with their first edge) or new weights to a graph; durable when
+        acknowledged; fingerprints repaired (admin keys only).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteEdges(
+        self,
+        request: _shardwalk_pb2.DeleteEdgesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shardwalk_pb2.UpdateGraphResponse, _abc.Awaitable[_shardwalk_pb2.UpdateGraphResponse]]:
+        """Delete edges, or nodes with all their edges (admin keys only)."""
 
 def add_ShardwalkServicer_to_server(servicer: ShardwalkServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

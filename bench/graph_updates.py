@@ -1,0 +1,286 @@
+"""Graph updates benchmark: durable edge upserts streamed into a graph with fingerprints,
+against rebuilding the fingerprints from scratch.
+
+For each graph, a share (1%, 10%) of its edges is held out (the latest by time where the graph
+has timestamps: soc-sign-bitcoinalpha; else a seeded random sample), the graph is created on
+disk from the rest, fingerprints are built (R=10, hubs auto, walks kept), and the held-out
+edges are streamed back with ``Graph.upsert_edges`` in batches of 1, 100 and 10,000. Reported:
+
+* acknowledged edges/s (each batch fsynced to the graph's log, applied, fingerprints repaired)
+  and the same without fingerprints (log and delta only);
+* repair cost per batch (walks re-simulated, steps, seconds) and, for the whole share in one
+  batch, its ratio to a full fingerprint rebuild (seconds and steps);
+* precision@100 after the stream of the repaired fingerprints and of fingerprints built from
+  scratch on the final graph (same R), against push to r_max 1e-7 on sampled sources, for the
+  "fingerprint" method and the engine's default (accuracy="fast");
+* the walk store's memory against the fingerprints'.
+
+Batches of 1 and 100 are timed on a prefix of the stream (``--max-batches`` each), then the
+rest goes in batches of 10,000, so every setting ends on the same final graph.
+
+    python bench/graph_updates.py                        # the real graphs of ../shared/data
+    python bench/graph_updates.py --large --real         # only the 1M-node / 5M-edge graph
+    python bench/graph_updates.py --large                # both
+
+Writes ``bench/results/graph-updates-<tag>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from shardwalk.walks import CSRGraph, PPRIndex, build_fingerprints
+from shardwalk.walks.generators import power_law_graph
+
+import shardwalk
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT.parents[1] / "shared" / "data"
+REAL_GRAPHS = [
+    "soc-sign-bitcoinalpha",
+    "email-Eu-core",
+    "facebook_combined",
+    "wiki-Vote",
+    "p2p-Gnutella04",
+    "ca-HepPh",
+    "soc-Epinions1-schaeffer",
+]
+UNDIRECTED = {"facebook_combined", "ca-HepPh", "soc-Epinions1-schaeffer"}
+TARGETS = {
+    "repair_speedup_1pct": 20.0,  # a 1% batch repaired >= 20x faster than a full rebuild
+    "precision_gap": 0.01,  # precision@100 within 0.01 of a fresh build
+    "edges_per_second_10000": 50_000.0,  # acknowledged upserts/s in batches of 10,000
+    "walk_store_ratio": 2.0,  # walk store <= 2x the fingerprints' memory
+}
+FINGERPRINTS = {"walks_per_node": 10, "hubs": "auto", "hub_walks": 1000}
+
+
+def load(name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, bool]:
+    """(edges (E, 2) external ids, weights or None, times or None, directed)."""
+    d = DATA / name
+    edges = np.load(d / "edges.npy")
+    ids = np.load(d / "ids.npy")
+    edges = ids[edges]
+    weights = None
+    if (d / "weights.npy").exists():
+        w = np.load(d / "weights.npy").astype(np.float64)
+        weights = w - w.min() + 1.0  # signed trust ratings -10..10 -> 1..21 (weights > 0)
+    times = np.load(d / "times.npy") if (d / "times.npy").exists() else None
+    return edges, weights, times, name not in UNDIRECTED
+
+
+def split(edges, weights, times, share: float, seed: int):
+    """(kept edges, kept weights, streamed edges, streamed weights): the latest ``share`` by
+    time, or a seeded random sample; repeated (src, dst) pairs go with their last copy."""
+    m = edges.shape[0]
+    count = max(1, round(share * m))
+    if times is not None:
+        order = np.argsort(times, kind="stable")
+    else:
+        order = np.random.default_rng(seed).permutation(m)
+    keep, stream = order[: m - count], order[m - count :]
+    pick = (lambda idx: None) if weights is None else (lambda idx: weights[idx])
+    return edges[keep], pick(keep), edges[stream], pick(stream)
+
+
+def precision(index: Any, sources: list[int], reference: np.ndarray, **query) -> float:
+    """precision@100 of a Graph's or a PPRIndex's answers against ``reference``."""
+    run = index.ppr_batch if hasattr(index, "ppr_batch") else index.query_batch
+    found = run(sources, k=100, **query).ids
+    hits = []
+    for f, r in zip(found, reference):
+        ref = set(r[r >= 0].tolist())
+        hits.append(len(set(f[f >= 0].tolist()) & ref) / max(1, len(ref)))
+    return float(np.mean(hits))
+
+
+def run_graph(
+    label: str, edges, weights, times, directed: bool, args: argparse.Namespace
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"graph": label, "edges": int(edges.shape[0]), "shares": {}}
+    for share in args.shares:
+        kept, kept_w, streamed, streamed_w = split(edges, weights, times, share, args.seed)
+        res: dict[str, Any] = {"streamed_edges": int(streamed.shape[0]), "batches": {}}
+        tmp = tempfile.mkdtemp(prefix="sw-bench-gu-", dir=args.tmp)
+        try:
+            with shardwalk.Engine.open(tmp) as engine:
+                g = engine.create_graph("g", kept, kept_w, directed=directed)
+                bare = engine.create_graph("bare", kept, kept_w, directed=directed)
+                built = g.build_fingerprints(**FINGERPRINTS, seed=args.seed)
+                res["build"] = {
+                    "seconds": built["seconds"],
+                    "steps": built["steps"],
+                    "fingerprint_bytes": built["nbytes"],
+                    "walk_store_bytes": built["walks_nbytes"],
+                    "walk_store_ratio": built["walks_nbytes"] / built["nbytes"],
+                }
+                g.compact_ratio = bare.compact_ratio = 10.0  # measure the delta, not snapshots
+                at = 0
+                for size in args.batch_sizes:
+                    limit = streamed.shape[0] if size >= 10_000 else args.max_batches * size
+                    stop = min(streamed.shape[0], at + limit)
+                    if size >= 10_000:
+                        stop = streamed.shape[0]
+                    if stop <= at:
+                        continue
+                    stats = stream(g, bare, streamed, streamed_w, at, stop, size)
+                    res["batches"][str(size)] = stats
+                    at = stop
+                    print(f"  {label} {share:.0%} batch {size}: {json.dumps(stats)}", flush=True)
+                res["after_stream"] = {
+                    "walk_store_bytes": g.stats()["fingerprints"]["walks_bytes"],
+                    "fingerprint_bytes": g.stats()["fingerprints"]["bytes"],
+                }
+                res["after_stream"]["walk_store_ratio"] = (
+                    res["after_stream"]["walk_store_bytes"]
+                    / res["after_stream"]["fingerprint_bytes"]
+                )
+                res["accuracy"] = accuracy(g, args)
+                print(f"  {label} {share:.0%} accuracy: {json.dumps(res['accuracy'])}", flush=True)
+            res["one_batch"] = one_batch(kept, kept_w, streamed, streamed_w, directed, args)
+            print(f"  {label} {share:.0%} one batch: {json.dumps(res['one_batch'])}", flush=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        out["shares"][f"{share:.0%}"] = res
+    return out
+
+
+def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str, Any]:
+    """Stream edges [lo, hi) in batches of ``size`` into ``g`` (with fingerprints) and
+    ``bare`` (without)."""
+    t_fp = t_bare = 0.0
+    walks = steps = repair = batches = 0
+    per_batch = []
+    for a in range(lo, hi, size):
+        b = min(hi, a + size)
+        w = None if weights is None else weights[a:b]
+        t0 = time.perf_counter()
+        report = g.upsert_edges(streamed[a:b], w)
+        t_fp += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bare.upsert_edges(streamed[a:b], w)
+        t_bare += time.perf_counter() - t0
+        walks += report["walks"]
+        steps += report["steps"]
+        repair += report["repair_seconds"]
+        batches += 1
+        per_batch.append(report["repair_seconds"])
+    edges = hi - lo
+    return {
+        "edges": edges,
+        "batches": batches,
+        "edges_per_second": edges / t_fp,
+        "edges_per_second_without_fingerprints": edges / t_bare,
+        "walks_per_batch": walks / batches,
+        "steps_per_batch": steps / batches,
+        "repair_seconds_per_batch": repair / batches,
+        "repair_seconds_p50": float(np.median(per_batch)),
+        "load": os.getloadavg()[0],
+    }
+
+
+def one_batch(kept, kept_w, streamed, streamed_w, directed, args) -> dict[str, Any]:
+    """The whole share as one batch: repair cost against rebuilding the fingerprints."""
+    tmp = tempfile.mkdtemp(prefix="sw-bench-gu1-", dir=args.tmp)
+    try:
+        with shardwalk.Engine.open(tmp) as engine:
+            g = engine.create_graph("g", kept, kept_w, directed=directed)
+            g.build_fingerprints(**FINGERPRINTS, seed=args.seed)
+            g.compact_ratio = 10.0
+            t0 = time.perf_counter()
+            report = g.upsert_edges(streamed, streamed_w)
+            ack = time.perf_counter() - t0
+            csr = g.csr
+            t0 = time.perf_counter()
+            fresh = build_fingerprints(csr, **FINGERPRINTS, seed=args.seed)
+            rebuild = time.perf_counter() - t0
+            return {
+                "edges": int(streamed.shape[0]),
+                "repair_seconds": report["repair_seconds"],
+                "repair_walks": report["walks"],
+                "repair_steps": report["steps"],
+                "upsert_seconds": ack,
+                "rebuild_seconds": rebuild,
+                "rebuild_steps": fresh.stats["steps"],
+                "speedup_seconds": rebuild / report["repair_seconds"],
+                "speedup_steps": fresh.stats["steps"] / max(1, report["steps"]),
+                "load": os.getloadavg()[0],
+            }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def accuracy(g, args: argparse.Namespace) -> dict[str, Any]:
+    """precision@100 of repaired vs freshly built fingerprints on the final graph."""
+    csr: CSRGraph = g.csr
+    fresh = build_fingerprints(csr, **FINGERPRINTS, seed=args.seed + 1)
+    fresh_index = PPRIndex(csr, fresh)
+    live = np.flatnonzero((np.diff(csr.indptr) > 0) & (csr.node_ids >= 0))
+    rng = np.random.default_rng(args.seed)
+    sources = [
+        int(s) for s in csr.node_ids[rng.choice(live, min(args.sources, live.size), replace=False)]
+    ]
+    reference = g.ppr_batch(sources, k=100, method="push", r_max=1e-7).ids
+    out: dict[str, Any] = {"sources": len(sources), "reference": "push r_max=1e-7"}
+    for name, query in (
+        ("fingerprint", {"method": "fingerprint"}),
+        ("hybrid", {"method": "hybrid", "r_max": 5e-5}),
+    ):
+        out[f"{name}_repaired"] = precision(g, sources, reference, **query)
+        out[f"{name}_fresh"] = precision(fresh_index, sources, reference, **query)
+        out[f"{name}_gap"] = out[f"{name}_fresh"] - out[f"{name}_repaired"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--real", nargs="*", default=None, help="real graphs (default: all)")
+    ap.add_argument("--large", action="store_true", help="add the 1M-node / 5M-edge graph")
+    ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.10])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 100, 10_000])
+    ap.add_argument("--max-batches", type=int, default=300, help="timed batches of 1 and 100")
+    ap.add_argument("--sources", type=int, default=100, help="PPR sources for precision@100")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tmp", default=None, help="where the data directories go")
+    ap.add_argument("--tag", default=None)
+    args = ap.parse_args()
+    names = REAL_GRAPHS if args.real is None or (args.real == [] and not args.large) else args.real
+    if args.large and args.real == []:
+        names = []
+    results = []
+    for name in names:
+        edges, weights, times, directed = load(name)
+        print(f"{name}: {edges.shape[0]:,} edges", flush=True)
+        results.append(run_graph(name, edges, weights, times, directed, args))
+    if args.large:
+        g = power_law_graph(1_000_000, 5_000_000, seed=args.seed)
+        src = np.repeat(g.node_ids, np.diff(g.indptr))
+        edges = np.stack([src, g.node_ids[g.indices]], axis=1)
+        del g
+        print(f"powerlaw-1M-5M: {edges.shape[0]:,} edges", flush=True)
+        results.append(run_graph("powerlaw-1M-5M", edges, None, None, True, args))
+    tag = args.tag or ("large" if args.large and not names else "real" if not args.large else "all")
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "fingerprints": FINGERPRINTS,
+        "targets": TARGETS,
+        "results": results,
+    }
+    path = ROOT / "results" / f"graph-updates-{tag}.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

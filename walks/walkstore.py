@@ -1,0 +1,595 @@
+"""``WalkStore``: the fingerprint walks kept, so graph updates repair them incrementally.
+
+Bahmani, Chowdhury and Goel (VLDB 2010, "Fast incremental and personalized PageRank") keep
+the Monte Carlo walks and, when the out-edges of u change, re-simulate only the walks that pass
+through u, each from its visit to u, with the probability that the change moves it (for an
+added edge of an unweighted node, 1 / new out-degree per visit). Here every visit's move out
+of a changed node is kept with probability min(1, q(t) / p(t)) and otherwise redrawn from
+(q - p)^+ (``_kernels.walks_plan``): the maximal coupling of the old and new move
+distributions, which is exactly that rule for an added edge, reroutes exactly the walks that
+took a deleted edge, and covers weight changes, dangling nodes and deletions the same way. The
+rerouted walk continues on the new graph with a fresh geometric length (the walk is
+memoryless). Every coin comes from the counter-based generator keyed by (seed, source, walk,
+batch number), so the store stays a sample of the walks of the new graph, and replaying the
+same batches gives the same store.
+
+Layout (compact numpy arrays): a block per source (``block_src``), its R walks one after the
+other in ``steps`` (the visits after the source, int32), ``blk_start`` per block, ``walk_len``
+(steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
+rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
+left is reclaimed when it exceeds half. The index from a node to the blocks whose walks visit
+it is the transpose of the fingerprint pattern (``t_indptr``, ``t_blocks``), plus an
+append-only overflow of (node, block) pairs for the visits walked since; it is rebuilt when
+the overflow outgrows half of it. False hits (a block that no longer visits a node) only cost
+a scan.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+from shardwalk.walks import _kernels
+from shardwalk.walks.dynamic import Change, DynamicGraph, _gather
+
+from shardwalk._files import load_npy, read_meta, save_npy, write_meta
+from shardwalk.errors import CorruptionError
+
+__all__ = ["WALKS_SCHEMA", "WalkStore"]
+
+WALKS_SCHEMA = "shardwalk.walks"
+WALKS_SCHEMA_VERSION = 1
+_U16 = np.iinfo(np.uint16).max
+
+
+def _grow(arr: np.ndarray, need: int) -> np.ndarray:
+    if need <= arr.shape[0]:
+        return arr
+    out = np.empty(max(need, arr.shape[0] + arr.shape[0] // 2, 1024), arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
+
+
+class WalkStore:
+    """R kept walks per source block (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        block_src: np.ndarray,
+        walks_per_node: int,
+        alpha: float,
+        seed: int,
+        mode: int,
+        blk_start: np.ndarray,
+        walk_len: np.ndarray,
+        dropped: np.ndarray,
+        steps: np.ndarray,
+        used: int,
+        num_nodes: int,
+        block_w0: np.ndarray | None = None,
+        per_row: int = 1,
+    ) -> None:
+        self._nb = int(block_src.shape[0])  # blocks; the per-block arrays have room to grow
+        self.block_src = block_src
+        # the first walk index of each block: a source may own several blocks (hub rows of
+        # 1000 walks are 100 blocks of 10, so a repair scans only the blocks that matter)
+        self.block_w0 = np.zeros(self._nb, np.int64) if block_w0 is None else block_w0
+        self.per_row = int(per_row)  # blocks per fingerprint row
+        self.R = int(walks_per_node)
+        self.alpha = float(alpha)
+        self.seed = int(seed)
+        self.mode = int(mode)
+        self.blk_start = blk_start
+        self.walk_len = walk_len
+        self.dropped = dropped
+        self.steps = steps
+        self.used = int(used)
+        self.live = int(used)  # steps of the current walks (``used`` less the space left behind)
+        self.dirty = np.zeros(block_src.shape[0], bool)  # blocks whose fingerprint row changed
+        self._slot = np.full(num_nodes, -1, np.int64)  # scratch: changed node -> its row
+        self._index(num_nodes)
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        graph: DynamicGraph,
+        sources: np.ndarray,
+        *,
+        walks_per_node: int,
+        alpha: float,
+        seed: int,
+        mode: int,
+        per_row: int = 1,
+    ) -> WalkStore:
+        """The fingerprint builder's walks from ``sources`` on ``graph``, kept: ``per_row``
+        blocks of ``walks_per_node`` walks per source."""
+        sources = np.repeat(np.ascontiguousarray(sources, np.int64), per_row)
+        r = walks_per_node
+        w0 = np.tile(np.arange(per_row, dtype=np.int64) * r, sources.size // max(per_row, 1))
+        at, steps, walk_len, dropped = _walk_new(graph, sources, w0, r, alpha, seed, mode, 0)
+        blk_start = at[::r].copy() if sources.size else np.zeros(0, np.int64)
+        return cls(
+            block_src=sources, walks_per_node=r, alpha=alpha, seed=seed, mode=mode,
+            blk_start=blk_start, walk_len=walk_len, dropped=dropped, steps=steps,
+            used=steps.shape[0], num_nodes=graph.num_nodes, block_w0=w0, per_row=per_row,
+        )  # fmt: skip
+
+    # per-block arrays: views of the first blocks of buffers with room to grow
+    block_src = property(lambda self: self._src[: self._nb],
+                         lambda self, a: setattr(self, "_src", a))  # fmt: skip
+    block_w0 = property(lambda self: self._w0[: self._nb],
+                        lambda self, a: setattr(self, "_w0", a))  # fmt: skip
+    blk_start = property(lambda self: self._start[: self._nb],
+                         lambda self, a: setattr(self, "_start", a))  # fmt: skip
+    walk_len = property(lambda self: self._len[: self._nb * self.R],
+                        lambda self, a: setattr(self, "_len", a))  # fmt: skip
+    dropped = property(lambda self: self._drop[: self._nb * self.R] if self._drop.size else self._drop,
+                       lambda self, a: setattr(self, "_drop", a))  # fmt: skip
+    dirty = property(lambda self: self._dirty[: self._nb],
+                     lambda self, a: setattr(self, "_dirty", a))  # fmt: skip
+
+    @property
+    def num_blocks(self) -> int:
+        return self._nb
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes in use: the walks (steps in use, starts, lengths, drop marks) and the index."""
+        arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
+                  self.t_indptr, self.t_blocks)  # fmt: skip
+        walks = self.used * self.steps.itemsize
+        overflow = self.ovf_used * (self.ovf_nodes.itemsize + self.ovf_blocks.itemsize)
+        return int(sum(a.nbytes for a in arrays) + walks + overflow)
+
+    @property
+    def total_steps(self) -> int:
+        return self.live
+
+    # -- index ------------------------------------------------------------------------------
+    def _index(self, num_nodes: int) -> None:
+        """Rebuild the node -> blocks index from the walks."""
+        ip, nodes, _, _ = self.rows(
+            np.arange(self.num_blocks, dtype=np.int64), num_nodes, per_row=1
+        )
+        self.t_indptr, self.t_blocks = _kernels.transpose_rows(ip, nodes, num_nodes)
+        self.ovf_nodes = np.zeros(0, np.int64)
+        self.ovf_blocks = np.zeros(0, np.int32)
+        self.ovf_used = 0
+
+    def _add_overflow(self, nodes: np.ndarray, blocks: np.ndarray) -> None:
+        need = self.ovf_used + nodes.shape[0]
+        self.ovf_nodes = _grow(self.ovf_nodes, need)
+        self.ovf_blocks = _grow(self.ovf_blocks, need)
+        self.ovf_nodes[self.ovf_used : need] = nodes
+        self.ovf_blocks[self.ovf_used : need] = blocks
+        self.ovf_used = need
+
+    def blocks_visiting(self, nodes: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Blocks whose walks may visit any of ``nodes`` (sorted, unique; may hold false hits);
+        ``slot`` is >= 0 exactly at ``nodes`` (and maybe other changed nodes)."""
+        nodes = np.asarray(nodes, np.int64)
+        indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
+        lo = self.t_indptr[indexed]
+        found = self.t_blocks[_gather(lo, self.t_indptr[indexed + 1] - lo)]
+        extra = self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]
+        if found.size + extra.size < self._nb // 8:
+            return np.unique(np.concatenate([found.astype(np.int64), extra.astype(np.int64)]))
+        mark = np.zeros(self._nb, bool)
+        mark[found] = True
+        mark[extra] = True
+        return np.flatnonzero(mark)
+
+    # -- rows -------------------------------------------------------------------------------
+    def rows(
+        self, rows: np.ndarray, num_nodes: int, top_k: int = 0, per_row: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Fingerprint rows (each ``per_row`` blocks, default the store's): (indptr, nodes
+        int32, counts uint32, count cut by top_k per row), in the builder's order (first visit
+        first)."""
+        r = self.R
+        s = self.per_row if per_row is None else per_row
+        blocks = rows
+        lens = self.walk_len.reshape(-1, r * s)[rows].sum(axis=1, dtype=np.int64) + r * s
+        offsets = np.zeros(blocks.shape[0] + 1, np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        buf_nodes = np.empty(int(offsets[-1]), np.int32)
+        buf_counts = np.empty(int(offsets[-1]), np.uint32)
+        nnz = np.empty(blocks.shape[0], np.int64)
+        visits = np.empty(blocks.shape[0], np.int64)
+        _kernels.walks_count(
+            blocks, s, self.block_src, r, self.blk_start, self.walk_len, self.steps, num_nodes,
+            offsets, buf_nodes, buf_counts, nnz, visits, max(1, numba.get_num_threads()),
+        )  # fmt: skip
+        kept = np.minimum(nnz, top_k) if top_k else nnz
+        ip = np.zeros(blocks.shape[0] + 1, np.int64)
+        np.cumsum(kept, out=ip[1:])
+        nodes = np.empty(int(ip[-1]), np.int32)
+        counts = np.empty(int(ip[-1]), np.uint32)
+        cut = np.empty(blocks.shape[0], np.int64)
+        _kernels.compact_fingerprints(
+            offsets, buf_nodes, buf_counts, nnz, top_k, ip, nodes, counts, cut
+        )
+        return ip, nodes, counts, cut
+
+    # -- repair -----------------------------------------------------------------------------
+    def repair(
+        self, graph: DynamicGraph, change: Change, seq: int, *, new_sources: bool
+    ) -> dict[str, Any]:
+        """Re-simulate the walks ``change`` (applied to ``graph``, batch number ``seq``)
+        affects; with ``new_sources`` the nodes it added get blocks of fresh walks.
+
+        Returns
+        -------
+        dict
+            ``walks`` rerouted, ``steps`` walked anew, ``blocks`` scanned, ``seconds``.
+        """
+        t0 = time.perf_counter()
+        n = change.num_nodes_after
+        rule_dangling = self.mode == _kernels.MODE_DROP
+        if self._slot.shape[0] < n:
+            self._slot = np.full(max(n, self._slot.shape[0] * 3 // 2), -1, np.int64)
+        chg_slot = self._slot[:n]
+        chg_slot[change.nodes] = np.arange(change.nodes.shape[0])
+        old = _effective(change.nodes, change.old_indptr, change.old_targets, change.old_weights,
+                         rule_dangling)  # fmt: skip
+        new = _effective(change.nodes, change.new_indptr, change.new_targets, change.new_weights,
+                         rule_dangling)  # fmt: skip
+        blocks = self.blocks_visiting(
+            change.nodes[change.nodes < change.num_nodes_before], chg_slot
+        )
+        r = self.R
+        pos = np.empty(blocks.shape[0] * r, np.int64)
+        target = np.empty(blocks.shape[0] * r, np.int64)
+        bound = np.empty(blocks.shape[0], np.int64)
+        hit = np.empty(blocks.shape[0], np.bool_)
+        added = n - self.num_blocks if new_sources else 0
+        with _threads_for((blocks.shape[0] + added) * r):
+            walks, steps = self._reroute(graph, seq, blocks, chg_slot, old, new, pos, target,
+                                         bound, hit)  # fmt: skip
+            if added > 0:
+                self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
+        chg_slot[change.nodes] = -1
+        if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 2):
+            self._index(n)
+        if self.used > max(1 << 16, 2 * self.total_steps):
+            self.compact()
+        return {
+            "walks": walks,
+            "steps": steps,
+            "blocks_scanned": int(blocks.shape[0]),
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def _reroute(self, graph: DynamicGraph, seq: int, blocks: np.ndarray, chg_slot: np.ndarray,
+                 old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
+                 bound: np.ndarray, hit: np.ndarray) -> tuple[int, int]:  # fmt: skip
+        """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps)."""
+        r = self.R
+        _kernels.walks_plan(
+            blocks, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.blk_start,
+            self.walk_len, self.dropped, self.steps, chg_slot, *old, *new, pos, target, bound, hit,
+        )  # fmt: skip
+        walks = steps = 0
+        if hit.any():
+            sel = blocks[hit]
+            pos_s = np.ascontiguousarray(pos.reshape(-1, r)[hit]).reshape(-1)
+            tgt_s = np.ascontiguousarray(target.reshape(-1, r)[hit]).reshape(-1)
+            bound_s = bound[hit]
+            if bound_s.max() > _U16 and self.walk_len.dtype == np.uint16:
+                self.walk_len = self.walk_len.astype(np.uint32)
+            new_start = self.used + np.cumsum(bound_s) - bound_s
+            self.steps = _grow(self.steps, self.used + int(bound_s.sum()))
+            walked = np.empty(sel.shape[0], np.int64)
+            rerouted = np.empty(sel.shape[0], np.int64)
+            self.live -= int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
+            _kernels.walks_rewrite(
+                sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
+                self.blk_start, self.walk_len, self.dropped, self.steps, pos_s, tgt_s, new_start,
+                *graph.kernel_arrays(), walked, rerouted,
+            )  # fmt: skip
+            self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
+            self.blk_start[sel] = new_start
+            self.used += int(bound_s.sum())
+            walks, steps = int(rerouted.sum()), int(walked.sum())
+            self.dirty[sel] = True
+            # index the visits walked anew: from each rerouted visit to the walk's end
+            lens = self.walk_len.reshape(-1, r)[sel].astype(np.int64)
+            walk_at = new_start[:, None] + np.cumsum(lens, axis=1) - lens
+            p = pos_s.reshape(-1, r)
+            moved = p >= 0
+            starts = (walk_at + np.maximum(p, 0))[moved]
+            tail = (lens - np.maximum(p, 0))[moved]
+            owner = np.repeat(sel, r).reshape(-1, r)[moved]
+            self._add_overflow(
+                self.steps[_gather(starts, tail)].astype(np.int64), np.repeat(owner, tail)
+            )
+        return walks, steps
+
+    def _add_sources(self, graph: DynamicGraph, sources: np.ndarray) -> None:
+        """Blocks of fresh walks (the builder's) for new source nodes."""
+        r = self.R
+        w0 = np.zeros(sources.shape[0], np.int64)
+        at, steps, walk_len, dropped = _walk_new(
+            graph, sources, w0, r, self.alpha, self.seed, self.mode, self.used
+        )
+        self.steps = _grow(self.steps, self.used + steps.shape[0])
+        self.steps[self.used : self.used + steps.shape[0]] = steps
+        first, last = self._nb, self._nb + sources.shape[0]
+        if walk_len.max(initial=0) > np.iinfo(self._len.dtype).max:
+            self._len = self._len.astype(np.uint32)
+        # grow by half at least, so that adding nodes one by one stays O(1) each
+        self._src, self._w0, self._start, self._dirty = (
+            _grow(a, last) for a in (self._src, self._w0, self._start, self._dirty)
+        )
+        self._len = _grow(self._len, last * r)
+        if self._drop.size:
+            self._drop = _grow(self._drop, last * r)
+        self._src[first:last] = sources
+        self._w0[first:last] = w0
+        self._start[first:last] = at[::r]
+        self._len[first * r : last * r] = walk_len
+        if self._drop.size:
+            self._drop[first * r : last * r] = dropped
+        self._dirty[first:last] = True
+        self._nb = last
+        self.used += steps.shape[0]
+        self.live += steps.shape[0]
+        blocks = np.arange(first, self.num_blocks, dtype=np.int64)
+        per_block = walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
+        self._add_overflow(
+            np.concatenate([steps.astype(np.int64), sources]),
+            np.concatenate([np.repeat(blocks, per_block), blocks]),
+        )
+
+    def compact(self) -> None:
+        """Rewrite ``steps`` with only the live blocks (in block order)."""
+        r = self.R
+        lens = self.walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
+        steps = self.steps[_gather(self.blk_start, lens)]
+        self.blk_start = np.cumsum(lens) - lens
+        self.steps = steps
+        self.used = self.live = int(steps.shape[0])
+
+    # -- storage ----------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike[str], prefix: str) -> None:
+        """Write the walks as ``<prefix>_*.npy`` and ``<prefix>.json`` (compacting first)."""
+        self.compact()
+        d = Path(directory)
+        for name in ("block_src", "block_w0", "blk_start", "walk_len", "dropped"):
+            save_npy(d / f"{prefix}_{name}.npy", getattr(self, name))
+        save_npy(d / f"{prefix}_steps.npy", self.steps[: self.used])
+        write_meta(
+            d / f"{prefix}.json",
+            {
+                "schema": WALKS_SCHEMA,
+                "version": WALKS_SCHEMA_VERSION,
+                "walks_per_node": self.R,
+                "per_row": self.per_row,
+                "alpha": self.alpha,
+                "seed": self.seed,
+                "mode": self.mode,
+                "blocks": self.num_blocks,
+                "steps": self.used,
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], prefix: str, num_nodes: int) -> WalkStore:
+        """Read walks written by :meth:`save` (into memory: they change)."""
+        d = Path(directory)
+        meta = read_meta(
+            d / f"{prefix}.json", {"schema": WALKS_SCHEMA, "version": WALKS_SCHEMA_VERSION}
+        )
+        arrays = {
+            name: np.array(load_npy(d / f"{prefix}_{name}.npy", mmap=False))
+            for name in ("block_src", "block_w0", "blk_start", "walk_len", "dropped", "steps")
+        }
+        b, r = int(meta["blocks"]), int(meta["walks_per_node"])
+        if (
+            arrays["block_src"].shape != (b,)
+            or arrays["walk_len"].shape != (b * r,)
+            or arrays["steps"].shape != (int(meta["steps"]),)
+            or int(arrays["walk_len"].sum(dtype=np.int64)) != int(meta["steps"])
+        ):
+            raise CorruptionError(
+                f"walks at {d} ({prefix}): array shapes do not match {prefix}.json"
+            )
+        return cls(
+            walks_per_node=r, alpha=meta["alpha"], seed=meta["seed"], mode=meta["mode"],
+            used=int(meta["steps"]), num_nodes=num_nodes, per_row=int(meta["per_row"]), **arrays,
+        )  # fmt: skip
+
+
+def _threads_for(work: int) -> Any:
+    """One thread for small repairs: waking a parallel region's threads costs more (and on a
+    loaded machine, milliseconds) than scanning a few thousand walks."""
+    import contextlib
+
+    if work >= 1 << 15:
+        return contextlib.nullcontext()
+    previous = numba.get_num_threads()
+
+    @contextlib.contextmanager
+    def one() -> Any:
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
+
+    return one()
+
+
+def _walk_new(
+    graph: DynamicGraph, sources: np.ndarray, walk0: np.ndarray, r: int, alpha: float, seed: int,
+    mode: int, offset: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(walk starts + ``offset``, steps, walk lengths, drop marks) of fresh walks: R per
+    source, numbered from ``walk0``."""
+    bounds = _kernels.walks_bounds(sources, walk0, r, alpha, seed)
+    at = np.zeros(bounds.shape[0], np.int64)
+    np.cumsum(bounds[:-1], out=at[1:]) if bounds.size else None
+    total = int(bounds.sum())
+    idx_dtype = np.int32 if graph.num_nodes - 1 <= np.iinfo(np.int32).max else np.int64
+    steps = np.empty(total, idx_dtype)
+    walk_len = np.empty(bounds.shape[0], np.uint16 if bounds.max(initial=0) <= _U16 else np.uint32)
+    dropped = np.zeros(bounds.shape[0] if mode == _kernels.MODE_DROP else 0, np.bool_)
+    _kernels.walks_build(
+        sources, walk0, r, alpha, seed, mode, *graph.kernel_arrays(), at, steps, walk_len, dropped
+    )
+    if mode == _kernels.MODE_DROP and (walk_len < bounds).any():  # cut walks: close the gaps
+        keep = _gather(at, walk_len.astype(np.int64))
+        steps = steps[keep]
+        at = np.cumsum(walk_len, dtype=np.int64) - walk_len
+    return at + offset, steps, walk_len, dropped
+
+
+def _effective(
+    nodes: np.ndarray, indptr: np.ndarray, targets: np.ndarray, weights: np.ndarray, drop: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Move distributions of changed rows as the walks see them: (indptr, targets, weights,
+    totals); a dangling row moves to itself (self_loop rule) or to -1, the end (drop rule)."""
+    lens = np.diff(indptr)
+    eff = np.maximum(lens, 1)
+    ip = np.zeros(nodes.shape[0] + 1, np.int64)
+    np.cumsum(eff, out=ip[1:])
+    t = np.empty(int(ip[-1]), np.int64)
+    w = np.ones(int(ip[-1]), np.float64)
+    out = _gather(ip[:-1], lens)
+    t[out] = targets
+    if weights.size:
+        w[out] = weights
+    empty = lens == 0
+    t[ip[:-1][empty]] = -1 if drop else nodes[empty]
+    tot = np.add.reduceat(w, ip[:-1]) if w.size else np.zeros(0)
+    return ip, t, w, tot
+
+
+def _splice(
+    old_ip: np.ndarray, old_nodes: np.ndarray, old_counts: np.ndarray, rows: int,
+    dirty: np.ndarray, new: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Rows 0..rows-1 of the old CSR with the ``dirty`` ones (and any past its end) from
+    ``new``."""
+    ip_new, nodes_new, counts_new, _ = new
+    slot = np.full(rows, -1, np.int64)
+    slot[dirty] = np.arange(dirty.shape[0])
+    lens = np.zeros(rows, np.int64)
+    n_old = old_ip.shape[0] - 1
+    lens[:n_old] = np.diff(old_ip)
+    lens[dirty] = np.diff(ip_new)
+    out_ip = np.zeros(rows + 1, np.int64)
+    np.cumsum(lens, out=out_ip[1:])
+    wide = counts_new.size and counts_new.max() > np.iinfo(old_counts.dtype).max
+    dtype = np.uint32 if wide else old_counts.dtype
+    out_nodes = np.empty(int(out_ip[-1]), old_nodes.dtype)
+    out_counts = np.empty(int(out_ip[-1]), dtype)
+    old_ip_ext = np.concatenate([old_ip, np.full(rows - n_old, old_ip[-1], np.int64)])
+    _kernels.splice_rows(
+        old_ip_ext, old_nodes, old_counts.astype(dtype, copy=False), slot, ip_new,
+        nodes_new.astype(old_nodes.dtype, copy=False), counts_new.astype(dtype), out_ip,
+        out_nodes, out_counts,
+    )  # fmt: skip
+    return out_ip, out_nodes, out_counts
+
+
+def refresh_fingerprints(fp: Any, main: WalkStore, hubs: WalkStore | None, graph: Any) -> Any:
+    """``fp`` (a FingerprintStore) with the rows of every block repaired since the last
+    refresh recounted from the walks, for ``graph`` (the current CSR)."""
+    from dataclasses import replace
+
+    n = graph.num_nodes
+    k = fp.top_k or 0
+    dirty = np.flatnonzero(main.dirty)
+    new = main.rows(dirty, n, k)
+    ip, nodes, counts = _splice(fp.indptr, fp.nodes, fp.counts, n, dirty, new)
+    truncated = None
+    if fp.truncated is not None:
+        truncated = np.zeros(n, np.float32)
+        truncated[: fp.truncated.shape[0]] = fp.truncated
+        truncated[dirty] = new[3] * fp.scale
+    main.dirty[:] = False
+    hub_rows: dict[str, Any] = {}
+    if hubs is not None and fp.hubs is not None:
+        hdirty = np.flatnonzero(hubs.dirty.reshape(-1, hubs.per_row).any(axis=1))
+        hip, hnodes, hcounts = _splice(
+            fp.hub_indptr, fp.hub_nodes, fp.hub_counts, fp.num_hubs, hdirty, hubs.rows(hdirty, n)
+        )
+        hubs.dirty[:] = False
+        hub_rows = dict(hub_indptr=hip, hub_nodes=hnodes, hub_counts=hcounts)
+    store = replace(
+        fp, indptr=ip, nodes=nodes, counts=counts, truncated=truncated,
+        graph_digest=graph.digest(), stats=dict(fp.stats), **hub_rows,
+    )  # fmt: skip
+    return store
+
+
+def build_kept(
+    graph: DynamicGraph,
+    *,
+    walks_per_node: int = 10,
+    alpha: float = 0.15,
+    seed: int = 0,
+    dangling: str = "self_loop",
+    top_k: int | None = None,
+    hubs: int | str | None = None,
+    hub_walks: int = 1000,
+) -> tuple[Any, WalkStore, WalkStore | None]:
+    """(FingerprintStore, walks, hub walks): :func:`build_fingerprints`'s store, counted from
+    the same walks kept in walk stores (same arguments, same result)."""
+    from shardwalk.walks import _check
+    from shardwalk.walks.fingerprints import FingerprintStore, select_hubs
+
+    alpha = _check.check_alpha(alpha)
+    r = _check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**15)
+    seed = _check.check_seed(seed)
+    rule = _check.check_store_dangling(dangling)
+    k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
+    r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**20)
+    csr = graph.merged()
+    hub_ids = select_hubs(csr, hubs)
+    mode = _check.DANGLING_MODES[rule]
+    n = graph.num_nodes
+    t0 = time.perf_counter()
+    main = WalkStore.build(graph, np.arange(n, dtype=np.int64), walks_per_node=r, alpha=alpha,
+                           seed=seed, mode=mode)  # fmt: skip
+    ip, nodes, counts, cut = main.rows(np.arange(n, dtype=np.int64), n, k)
+    hub_store = None
+    hub_rows: dict[str, Any] = {}
+    if hub_ids.size:
+        sub = next(d for d in range(min(r, r_hub), 0, -1) if r_hub % d == 0)  # blocks of ~R walks
+        hub_store = WalkStore.build(graph, hub_ids, walks_per_node=sub, alpha=alpha, seed=seed,
+                                    mode=mode, per_row=r_hub // sub)  # fmt: skip
+        hip, hnodes, hcounts, _ = hub_store.rows(np.arange(hub_ids.size, dtype=np.int64), n)
+        hub_store.dirty[:] = False
+        hub_rows = dict(hubs=hub_ids, hub_walks=r_hub, hub_indptr=hip, hub_nodes=hnodes,
+                        hub_counts=_narrow(hcounts))  # fmt: skip
+    seconds = time.perf_counter() - t0
+    main.dirty[:] = False
+    walks = n * r + hub_ids.size * r_hub
+    steps = main.total_steps + (hub_store.total_steps if hub_store is not None else 0)
+    store = FingerprintStore(
+        indptr=ip, nodes=nodes, counts=_narrow(counts),
+        truncated=(cut * (alpha / r)).astype(np.float32) if k else None, alpha=alpha,
+        walks_per_node=r, dangling=rule, seed=seed, top_k=k or None, graph_digest=csr.digest(),
+        **hub_rows,
+    )  # fmt: skip
+    store.stats.update(
+        seconds=seconds, walks=walks, hubs=int(hub_ids.size), visits=steps + walks, steps=steps,
+        steps_per_second=steps / seconds if seconds > 0 else float("nan"),
+        threads=max(1, numba.get_num_threads()), nbytes=store.nbytes,
+        entries_per_node=store.num_entries / max(n, 1),
+    )  # fmt: skip
+    return store, main, hub_store
+
+
+def _narrow(counts: np.ndarray) -> np.ndarray:
+    if counts.size == 0 or counts.max() <= _U16:
+        return counts.astype(np.uint16)
+    return counts

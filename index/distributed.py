@@ -18,6 +18,8 @@ A local Ray binds to 127.0.0.1 only (``ray.init(_node_ip_address="127.0.0.1")``)
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,7 +30,7 @@ import ray
 from shardwalk._threads import available_cores
 from shardwalk.errors import FailedPreconditionError, ShardwalkError
 
-__all__ = ["RayExecutor", "connect", "disconnect", "thread_env"]
+__all__ = ["RayExecutor", "connect", "disconnect", "loopback_only", "thread_env"]
 
 MAX_RETRIES = 3  # tasks rerun after their worker or node died (Ray's default, made explicit)
 
@@ -49,6 +51,7 @@ def connect(address: str | None = None, num_workers: int | None = None) -> bool:
         if address is not None:
             ray.init(address=address, logging_level="warning", log_to_driver=False)
         else:
+            loopback_only()
             ray.init(
                 _node_ip_address="127.0.0.1",
                 num_cpus=num_workers or available_cores(),
@@ -66,12 +69,22 @@ def connect(address: str | None = None, num_workers: int | None = None) -> bool:
     return True
 
 
+def loopback_only() -> None:
+    """Make a Ray started from here bind to 127.0.0.1: ``ray.init`` replaces a loopback
+    ``_node_ip_address`` by the machine's outward address unless Ray believes it cannot form
+    a cluster, which ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` tells it (read at import, hence
+    the constant too; the processes Ray starts inherit the variable)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def disconnect(started: bool) -> None:
     if started:
         ray.shutdown()
 
 
 def _quiet_data() -> None:
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -151,14 +164,13 @@ class RayExecutor:
             columns=list(select),
             include_paths=True,
             override_num_blocks=max(len(files), 4 * self.workers),
-            ray_remote_args={"runtime_env": thread_env(1)},
         ).map_batches(
             fn,
             fn_kwargs=kwargs,
             batch_format="pyarrow",
             batch_size=None,
             zero_copy_batch=True,
-            concurrency=self.workers,
+            compute=ray.data.TaskPoolStrategy(size=min(self.workers, len(files))),
             num_cpus=1,
             runtime_env=thread_env(1),
         )
@@ -181,4 +193,3 @@ def _nbytes(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_nbytes(v) for v in value)
     return 0
-

@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,8 +40,7 @@ import pyarrow.parquet as pq
 from shardwalk._files import atomic_write_with
 from shardwalk._threads import ThreadBudget, available_cores, delegated
 from shardwalk.errors import InvalidArgumentError, NotFoundError
-from shardwalk.index import make_index
-from shardwalk.index import bulk
+from shardwalk.index import bulk, make_index
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import RowTable, attribute_table, shared_array, tenant_array
 from shardwalk.storage import DataDir, seal_snapshot
@@ -138,7 +136,9 @@ def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     n = len(col)
     if col.null_count:
-        raise _BadRow(int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]), "null vector")
+        raise _BadRow(
+            int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]), "null vector"
+        )
     if pa.types.is_fixed_size_list(col.type):
         if col.type.list_size != dim:
             raise _BadRow(0, f"vector of {col.type.list_size} components; expected {dim}")
@@ -210,9 +210,7 @@ def scan_block(
     sample = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors[chosen].reshape(-1)))
     out = block.drop_columns([columns.vector])
     out = out.set_column(out.schema.get_field_index(columns.id), columns.id, pa.array(ids))
-    return out.append_column(_SAMPLE, sample).append_column(
-        _ERROR, pa.nulls(ids.size, pa.string())
-    )
+    return out.append_column(_SAMPLE, sample).append_column(_ERROR, pa.nulls(ids.size, pa.string()))
 
 
 def assign_block(
@@ -292,9 +290,7 @@ def input_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return files
 
 
-def _schema_and_dim(
-    files: list[str], columns: Columns
-) -> tuple[int, int, tuple[str, ...]]:
+def _schema_and_dim(files: list[str], columns: Columns) -> tuple[int, int, tuple[str, ...]]:
     """(rows, dim, attribute columns) from the files' footers; checks every column exists."""
     rows = 0
     attributes: tuple[str, ...] | None = None
@@ -364,7 +360,9 @@ def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
     return found
 
 
-def _bad_row_error(error: pa.Table, columns: Columns, dim: int, metric: str) -> InvalidArgumentError:
+def _bad_row_error(
+    error: pa.Table, columns: Columns, dim: int, metric: str
+) -> InvalidArgumentError:
     path = error.column(_PATH)[0].as_py()
     id_ = error.column(columns.id)[0].as_py()
     row, reason = _locate(path, columns, dim, metric)
@@ -426,7 +424,9 @@ def build_collection(
             columns=columns, dim=dim, metric=metric, fraction=fraction, seed=seed,
         ):  # fmt: skip
             if out.column(_ERROR).null_count < out.num_rows:
-                raise _bad_row_error(out.filter(out.column(_ERROR).is_valid()), columns, dim, metric)
+                raise _bad_row_error(
+                    out.filter(out.column(_ERROR).is_valid()), columns, dim, metric
+                )
             kept.append(out.drop_columns([_ERROR, _PATH]))
         table = pa.concat_tables(kept, promote_options="default")
         del kept
@@ -574,4 +574,3 @@ def _row_table(table: pa.Table, columns: Columns, ids: np.ndarray) -> RowTable:
     rows = RowTable()
     rows.append(ids, tenants, attributes, shared)
     return rows
-

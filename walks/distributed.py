@@ -14,6 +14,7 @@ are retried when their worker dies (the retry computes the same rows).
 
 from __future__ import annotations
 
+import itertools
 import resource
 import time
 from typing import Any
@@ -168,7 +169,7 @@ def fingerprints_replicated(
     }
     pieces = max(1, workers * tasks_per_worker)
     bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
-    ranges = [np.arange(a, b, dtype=np.int64) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    ranges = [np.arange(a, b, dtype=np.int64) for a, b in itertools.pairwise(bounds) if b > a]
     args = (alpha, seed, mode, k, block_size)
     parts = _run(shared, ranges, r, options, args, workers)
     fp_indptr, nodes, counts, cut = _concat(parts)

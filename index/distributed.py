@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from shardwalk._threads import available_cores
@@ -159,20 +160,25 @@ class RayExecutor:
         """``fn(block, **kwargs)`` over the blocks of the Parquet ``files`` (Ray Data reads them
         in blocks on the workers, with a ``path`` column); yields what ``fn`` returns, as it
         comes (the driver never holds more than a few of them)."""
-        dataset = ray.data.read_parquet(
-            list(files),
-            columns=list(select),
-            include_paths=True,
-            override_num_blocks=max(len(files), 4 * self.workers),
-        ).map_batches(
-            fn,
-            fn_kwargs=kwargs,
-            batch_format="pyarrow",
-            batch_size=None,
-            zero_copy_batch=True,
-            compute=ray.data.TaskPoolStrategy(size=min(self.workers, len(files))),
-            num_cpus=1,
-            runtime_env=thread_env(1),
+        # Ray Data packs row groups into read tasks of up to this many decoded bytes (128 MiB
+        # by default, read from the environment when the read is planned): about four tasks
+        # per worker, so that every worker reads and a block stays small.
+        decoded = sum(_decoded_bytes(path) for path in files)
+        per_task = min(128 << 20, max(1 << 20, decoded // (4 * self.workers)))
+        os.environ["RAY_DATA_PARQUET_BIN_PACKING_BYTES"] = str(per_task)
+        dataset = (
+            ray.data.read_parquet(list(files), include_paths=True)
+            .select_columns([*select, "path"])
+            .map_batches(
+                fn,
+                fn_kwargs=kwargs,
+                batch_format="pyarrow",
+                batch_size=None,
+                zero_copy_batch=True,
+                compute=ray.data.TaskPoolStrategy(size=self.workers),
+                num_cpus=1,
+                runtime_env=thread_env(1),
+            )
         )
         try:
             for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -180,6 +186,12 @@ class RayExecutor:
                 yield block
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
+
+
+def _decoded_bytes(path: str) -> int:
+    """The uncompressed size of a Parquet file's row groups (from its footer)."""
+    meta = pq.ParquetFile(path).metadata
+    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
 
 
 def _nbytes(value: Any) -> int:

@@ -44,6 +44,8 @@ def snapshot_digest(datadir: Path, name: str) -> dict[str, str]:
     }
 
 
-def exact_neighbours(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+def exact_neighbours(
+    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
+) -> np.ndarray:
     d = ((queries[:, None, :] - vectors[None, :, :]) ** 2).sum(-1)
     return ids[np.argsort(d, axis=1, kind="stable")[:, :k]]

@@ -29,7 +29,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray,
 
 def test_build_searches_like_exact(dataset, tmp_path: Path) -> None:
     source, ids, vectors = dataset
-    report = jobs.build_collection(tmp_path / "db", "docs", source, tenant_column="tenant", **PARAMS)
+    report = jobs.build_collection(
+        tmp_path / "db", "docs", source, tenant_column="tenant", **PARAMS
+    )
     assert report["rows"] == N and report["dim"] == DIM and report["executor"] == "threads"
     assert sum(report["partition_sizes"]) == N and min(report["partition_sizes"]) > 0
     assert set(report["seconds"]) >= {"scan", "train", "assign", "build", "commit", "total"}
@@ -78,7 +80,9 @@ def test_flat_build_equals_embedded_collection(dataset, tmp_path: Path) -> None:
 def test_other_index_kinds(dataset, tmp_path: Path, kind: str) -> None:
     source, ids, vectors = dataset
     params = {"train_size": 1000} if kind == "multitenant" else {}
-    jobs.build_collection(tmp_path / "db", "c", source, index=kind, tenant_column="tenant", **params)
+    jobs.build_collection(
+        tmp_path / "db", "c", source, index=kind, tenant_column="tenant", **params
+    )
     with shardwalk.Engine.open(tmp_path / "db") as engine:
         c = engine.collection("c")
         assert c.index_kind == kind and len(c) == N
@@ -86,12 +90,12 @@ def test_other_index_kinds(dataset, tmp_path: Path, kind: str) -> None:
 
 
 def test_spann_is_not_there_yet(dataset, tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgumentError, match="spann.*not available yet"):
+    with pytest.raises(InvalidArgumentError, match=r"spann.*not available yet"):
         jobs.build_collection(tmp_path / "db", "c", dataset[0], index="spann")
 
 
 def test_new_version_replaces_the_old(dataset, tmp_path: Path) -> None:
-    source, ids, vectors = dataset
+    source, _, vectors = dataset
     db = tmp_path / "db"
     jobs.build_collection(db, "c", source, **PARAMS)
     with shardwalk.Engine.open(db) as engine:
@@ -125,7 +129,9 @@ def _bad_input(directory: Path, problem: str) -> tuple[Path, int]:
                 ids[7] = 3  # also file 0, row 3
             elif problem == "negative":
                 ids[7] = -4
-        table = pa.table({"id": pa.array(ids, pa.int64()), "vector": pa.array(vectors, pa.list_(pa.float32()))})
+        table = pa.table(
+            {"id": pa.array(ids, pa.int64()), "vector": pa.array(vectors, pa.list_(pa.float32()))}
+        )
         pq.write_table(table, directory / f"f{f}.parquet")
     return directory / "f1.parquet", 7
 

@@ -28,7 +28,7 @@ from shardwalk.walks.graph import CSRGraph
 
 from shardwalk.errors import ShardwalkError
 
-__all__ = ["fingerprints_replicated"]
+__all__ = ["fingerprints_replicated", "fingerprints_sharded"]
 
 MAX_RETRIES = 3
 
@@ -223,4 +223,339 @@ def fingerprints_replicated(
         object_store_bytes=put_bytes + returned,
         peak_rss_bytes=max(int(p["peak_rss_bytes"]) for p in parts),
     )
+    return store
+
+
+# -- sharded mode ---------------------------------------------------------------------------------
+def _route(
+    nodes: np.ndarray, sources: np.ndarray, bounds: np.ndarray, hubs: np.ndarray
+) -> np.ndarray:
+    """The shard that takes walkers at ``nodes``: the owner of the node's range, or for a hub
+    (whose out-edges every shard holds) the shard ``source mod S``, which spreads a hub's
+    walkers over every shard."""
+    shards = bounds.shape[0] - 1
+    dest = np.searchsorted(bounds, nodes, side="right") - 1
+    if hubs.size:
+        at_hub = np.isin(nodes, hubs)
+        dest[at_hub] = sources[at_hub] % shards
+    return dest
+
+
+@ray.remote(max_restarts=0)
+class _Shard:
+    """The out-edges of one range of nodes (and of every hub), the walkers at those nodes in a
+    round, and the visits recorded there."""
+
+    def __init__(
+        self, part: dict[str, Any], hub_part: dict[str, Any], bounds: np.ndarray, shard: int,
+        n: int, alpha: float, mode: int, seed: int,
+    ) -> None:  # fmt: skip
+        self.part, self.hub, self.bounds, self.shard = part, hub_part, bounds, shard
+        self.lo, self.hi = int(bounds[shard]), int(bounds[shard + 1])
+        self.n, self.alpha, self.mode, self.seed = n, alpha, mode, seed
+        self.visit_keys: list[np.ndarray] = []
+        self.visit_counts: list[np.ndarray] = []
+        self.peak_entries = 0
+        self.graph_bytes = sum(
+            int(a.nbytes) for d in (part, hub_part) for a in d.values() if isinstance(a, np.ndarray)
+        )
+
+    def _rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(edge start, degree, which table: 0 own / 1 hubs) of each node."""
+        hubs = self.hub["hubs"]
+        at_hub = np.isin(nodes, hubs) if hubs.size else np.zeros(nodes.size, bool)
+        start = np.zeros(nodes.size, np.int64)
+        deg = np.zeros(nodes.size, np.int64)
+        own = ~at_hub
+        local = nodes[own] - self.lo
+        ip = self.part["indptr"]
+        start[own], deg[own] = ip[local], ip[local + 1] - ip[local]
+        if at_hub.any():
+            h = np.searchsorted(hubs, nodes[at_hub])
+            hip = self.hub["indptr"]
+            start[at_hub], deg[at_hub] = hip[h], hip[h + 1] - hip[h]
+        return start, deg, at_hub, own
+
+    def step(
+        self, round_no: int, inject: np.ndarray, walks: int, *batches: np.ndarray
+    ) -> tuple[Any, ...]:
+        """One synchronous round: record the visits of the walkers that arrived (and of the new
+        walks of ``inject``'s sources in this range), stop each with probability alpha, move the
+        others along out-edges (uniform or by the alias tables: together, a multinomial draw per
+        (source, node) over its out-edges); returns one batch per destination shard, and the
+        number of walkers sent."""
+        shards = self.bounds.shape[0] - 1
+        mine = inject[(inject >= self.lo) & (inject < self.hi)]
+        parts = [b for b in batches if b.size] + [
+            np.stack([mine, mine, np.full(mine.size, walks)], 1)
+        ]
+        entries = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+        rng = np.random.default_rng([self.seed, self.shard, round_no])
+        src, node, count = entries[:, 0], entries[:, 1], entries[:, 2]
+        self.visit_keys.append(src * self.n + node)
+        self.visit_counts.append(count.copy())
+        self.peak_entries = max(self.peak_entries, int(src.size))
+        if len(self.visit_keys) >= 16:
+            self._compact()
+        alive = rng.binomial(count, 1.0 - self.alpha)
+        keep = alive > 0
+        src, node, alive = src[keep], node[keep], alive[keep]
+        start, deg, at_hub, _ = self._rows(node)
+        stay = deg == 0  # dangling: self_loop keeps the walkers there, drop ends them
+        out_src, out_node, out_count = [], [], []
+        if self.mode != _check.DANGLING_MODES["drop"]:
+            out_src.append(src[stay]), out_node.append(node[stay]), out_count.append(alive[stay])
+        move = ~stay
+        w_entry = np.repeat(np.flatnonzero(move), alive[move])  # one row per moving walker
+        if w_entry.size:
+            x = rng.random(w_entry.size)
+            d = deg[w_entry]
+            j = np.minimum((x * d).astype(np.int64), d - 1)
+            hub_walker = at_hub[w_entry]
+            targets = np.empty(w_entry.size, np.int64)  # global internal ids
+            for table, mask in ((self.part, ~hub_walker), (self.hub, hub_walker)):
+                if not mask.any():
+                    continue
+                pos = start[w_entry[mask]] + j[mask]
+                if table["weighted"]:
+                    coin = rng.random(pos.size)
+                    alias = coin >= table["alias_prob"][pos]
+                    pos[alias] = start[w_entry[mask]][alias] + table["alias_idx"][pos[alias]]
+                targets[mask] = table["indices"][pos]
+            keys, counts = np.unique(src[w_entry] * self.n + targets, return_counts=True)
+            out_src.append(keys // self.n), out_node.append(keys % self.n), out_count.append(counts)
+        if out_src:
+            s, v, c = np.concatenate(out_src), np.concatenate(out_node), np.concatenate(out_count)
+        else:
+            s = v = c = np.zeros(0, np.int64)
+        dest = _route(v, s, self.bounds, self.hub["hubs"])
+        order = np.argsort(dest, kind="stable")
+        cuts = np.searchsorted(dest[order], np.arange(shards + 1))
+        packed = np.stack([s, v, c], 1)[order]
+        out = [packed[cuts[t] : cuts[t + 1]] for t in range(shards)]
+        return (*out, int(c.sum()))
+
+    def _compact(self) -> None:
+        keys = np.concatenate(self.visit_keys)
+        counts = np.concatenate(self.visit_counts)
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        self.visit_keys = [uniq]
+        self.visit_counts = [np.bincount(inverse, weights=counts).astype(np.int64)]
+
+    def visits(self) -> dict[str, Any]:
+        """The recorded visits as (source * n + node, count), sorted by key, and the stats."""
+        self._compact()
+        return {
+            "keys": self.visit_keys[0],
+            "counts": self.visit_counts[0],
+            "graph_bytes": self.graph_bytes,
+            "peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+            "peak_entries": self.peak_entries,
+        }
+
+    def reset(self) -> None:
+        self.visit_keys, self.visit_counts = [], []
+
+
+def _slice(
+    graph: CSRGraph, a_prob: np.ndarray, a_idx: np.ndarray, lo: int, hi: int
+) -> dict[str, Any]:
+    e0, e1 = int(graph.indptr[lo]), int(graph.indptr[hi])
+    part = {
+        "indptr": np.ascontiguousarray(graph.indptr[lo : hi + 1] - e0),
+        "indices": np.ascontiguousarray(graph.indices[e0:e1]),
+        "weighted": graph.weighted,
+    }
+    if graph.weighted:
+        part["alias_prob"], part["alias_idx"] = a_prob[e0:e1].copy(), a_idx[e0:e1].copy()
+    return part
+
+
+def _hub_rows(
+    graph: CSRGraph, a_prob: np.ndarray, a_idx: np.ndarray, hubs: np.ndarray
+) -> dict[str, Any]:
+    deg = graph.indptr[hubs + 1] - graph.indptr[hubs]
+    ip = np.zeros(hubs.size + 1, np.int64)
+    np.cumsum(deg, out=ip[1:])
+    pos = (
+        np.concatenate([np.arange(graph.indptr[h], graph.indptr[h + 1]) for h in hubs])
+        if hubs.size
+        else np.zeros(0, np.int64)
+    )
+    part = {
+        "hubs": hubs,
+        "indptr": ip,
+        "indices": np.asarray(graph.indices[pos]),
+        "weighted": graph.weighted,
+    }
+    if graph.weighted:
+        part["alias_prob"], part["alias_idx"] = a_prob[pos], a_idx[pos]
+    return part
+
+
+def _split_nodes(deg: np.ndarray, workers: int, split_degree: int | None) -> np.ndarray:
+    """The nodes whose walkers every shard takes a share of (each shard holds their out-edges):
+    degree above ``split_degree`` (default: 8 times the mean times the shards, at least 64),
+    highest first, holding at most 5% of all edges together."""
+    if workers == 1 or deg.size == 0:
+        return np.zeros(0, np.int64)
+    limit = split_degree or max(64, int(8 * deg.mean() * workers))
+    heavy = np.flatnonzero(deg > limit)
+    heavy = heavy[np.argsort(-deg[heavy], kind="stable")]
+    fits = np.cumsum(deg[heavy]) <= 0.05 * deg.sum()
+    return np.sort(heavy[fits]).astype(np.int64)
+
+
+def _walk_sharded(
+    actors: list[Any], sources: np.ndarray, walks: int, wave: int, live_budget: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Synchronous rounds until every walk of ``sources`` ended; a new wave of ``wave``
+    sources starts whenever fewer than ``live_budget`` walkers are alive (bounded memory)."""
+    shards = len(actors)
+    inbox: list[list[Any]] = [[] for _ in range(shards)]
+    next_source, live, round_no = 0, 0, 0
+    while next_source < sources.size or live:
+        inject = np.zeros(0, np.int64)
+        if next_source < sources.size and live < live_budget:
+            inject = sources[next_source : next_source + wave]
+            next_source += inject.size
+        outs = [
+            actor.step.options(num_returns=shards + 1).remote(round_no, inject, walks, *inbox[s])
+            for s, actor in enumerate(actors)
+        ]
+        inbox = [[outs[s][t] for s in range(shards)] for t in range(shards)]
+        live = sum(ray.get([out[shards] for out in outs]))
+        round_no += 1
+    results = ray.get([actor.visits.remote() for actor in actors])
+    ray.get([actor.reset.remote() for actor in actors])
+    keys = np.concatenate([r["keys"] for r in results])
+    counts = np.concatenate([r["counts"] for r in results])
+    order = np.argsort(keys, kind="stable")
+    return keys[order], counts[order], round_no, results  # type: ignore[return-value]
+
+
+def _rows_of(keys: np.ndarray, counts: np.ndarray, n: int, sources: np.ndarray, top_k: int):
+    """A CSR over ``sources`` (sorted) from (source * n + node) keys; rows keep their ``top_k``
+    largest counts (0: all; ties: lower node first) and report the dropped counts."""
+    src, node = keys // n, keys % n
+    row = np.searchsorted(sources, src)
+    cut = np.zeros(sources.size, np.int64)
+    if top_k:
+        order = np.lexsort((node, -counts, row))
+        row, node, counts = row[order], node[order], counts[order]
+        first = np.searchsorted(row, np.arange(sources.size))
+        rank = np.arange(row.size) - first[row]
+        dropped = rank >= top_k
+        cut = np.bincount(row[dropped], weights=counts[dropped], minlength=sources.size).astype(
+            np.int64
+        )
+        row, node, counts = row[~dropped], node[~dropped], counts[~dropped]
+    indptr = np.zeros(sources.size + 1, np.int64)
+    np.cumsum(np.bincount(row, minlength=sources.size), out=indptr[1:])
+    nodes = node.astype(np.int32 if n - 1 <= np.iinfo(np.int32).max else np.int64)
+    dtype = np.uint16 if counts.size == 0 or counts.max() <= np.iinfo(np.uint16).max else np.uint32
+    return indptr, nodes, counts.astype(dtype), cut
+
+
+def fingerprints_sharded(
+    graph: CSRGraph,
+    *,
+    walks_per_node: int = 10,
+    alpha: float = 0.15,
+    seed: int = 0,
+    dangling: str = "self_loop",
+    top_k: int | None = None,
+    hubs: int | str | None = None,
+    hub_walks: int = 1000,
+    workers: int = 2,
+    waves: int = 8,
+    split_degree: int | None = None,
+) -> FingerprintStore:
+    """Fingerprints from shard actors that each hold one range of nodes' out-edges (plus the
+    out-edges of the few highest-degree nodes, whose walkers every shard takes a share of).
+
+    Walks travel as counts per (source, node): each synchronous round, a shard records the
+    visits of the walkers at its nodes, stops each with probability ``alpha`` and moves the
+    rest (a multinomial draw over the out-edges), then sends them, batched per destination
+    shard, through the object store. Sources start in ``waves`` waves, the next one once the
+    walkers alive fall below a wave's worth, so the walkers in flight stay bounded.
+
+    The visit counts follow the same distribution as the embedded builder's (not the same
+    bytes: the random streams differ). ``stats`` adds ``actors``: per shard, the graph bytes it
+    holds (and their share of the whole graph), its peak RSS and most walker entries in a
+    round, and the rounds run.
+    """
+    alpha = _check.check_alpha(alpha)
+    r = _check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**31 - 1)
+    seed = _check.check_seed(seed)
+    rule = _check.check_store_dangling(dangling)
+    k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
+    hub_ids = select_hubs(graph, hubs)
+    r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1)
+    mode = _check.DANGLING_MODES[rule]
+    t0 = time.perf_counter()
+    n = graph.num_nodes
+    owner = graph.shard_assignment(workers, by="range")
+    bounds = np.searchsorted(owner, np.arange(workers + 1)).astype(np.int64)
+    split = _split_nodes(np.diff(graph.indptr), workers, split_degree)
+    a_prob, a_idx = graph.alias()
+    hub_part = ray.put(_hub_rows(graph, a_prob, a_idx, split))
+    actors = []
+    put_bytes = 0
+    for s in range(workers):
+        part = _slice(graph, a_prob, a_idx, int(bounds[s]), int(bounds[s + 1]))
+        put_bytes += sum(int(a.nbytes) for a in part.values() if isinstance(a, np.ndarray))
+        actors.append(
+            _Shard.options(num_cpus=1, runtime_env=_env(1), name=None).remote(
+                ray.put(part), hub_part, bounds, s, n, alpha, mode, seed
+            )
+        )
+    wave = max(1, -(-n // waves))
+    sources = np.arange(n, dtype=np.int64)
+    keys, counts, rounds, reports = _walk_sharded(actors, sources, r, wave, wave * r)
+    total_visits = int(counts.sum())
+    fp_indptr, nodes, fp_counts, cut = _rows_of(keys, counts, n, sources, k)
+    del keys, counts
+    hub_rows: dict[str, Any] = {}
+    if hub_ids.size:
+        hub_wave = max(1, -(-hub_ids.size // waves))
+        hkeys, hcounts, hub_rounds, _ = _walk_sharded(
+            actors, hub_ids, r_hub, hub_wave, hub_wave * r_hub
+        )
+        rounds += hub_rounds
+        total_visits += int(hcounts.sum())
+        hub_ip, hub_nodes, hub_counts, _ = _rows_of(hkeys, hcounts, n, hub_ids, 0)
+        hub_rows = dict(
+            hubs=hub_ids,
+            hub_walks=r_hub,
+            hub_indptr=hub_ip,
+            hub_nodes=hub_nodes,
+            hub_counts=hub_counts,
+        )
+    for actor in actors:
+        ray.kill(actor)
+    seconds = time.perf_counter() - t0
+    walks = n * r + hub_ids.size * r_hub
+    store = FingerprintStore(
+        indptr=fp_indptr, nodes=nodes, counts=fp_counts,
+        truncated=(cut * (alpha / r)).astype(np.float32) if k else None,
+        alpha=alpha, walks_per_node=r, dangling=rule, seed=seed, top_k=k or None,
+        graph_digest=graph.digest(), **hub_rows,
+    )  # fmt: skip
+    # what walking needs of the graph: indptr, indices and (weighted) the alias tables
+    graph_bytes = int(graph.indptr.nbytes + graph.indices.nbytes + a_prob.nbytes + a_idx.nbytes)
+    store.stats.update(
+        seconds=seconds, walks=walks, hubs=int(hub_ids.size), visits=total_visits,
+        steps=total_visits - walks,
+        steps_per_second=(total_visits - walks) / seconds if seconds > 0 else float("nan"),
+        threads=workers, nbytes=store.nbytes, entries_per_node=store.num_entries / max(n, 1),
+        mode="sharded", workers=workers, rounds=rounds, split_nodes=int(split.size),
+        object_store_bytes=put_bytes, graph_bytes=graph_bytes,
+        actors=[
+            {"shard": s, "nodes": int(bounds[s + 1] - bounds[s]),
+             "graph_bytes": rep["graph_bytes"], "graph_share": rep["graph_bytes"] / max(graph_bytes, 1),
+             "peak_rss_bytes": rep["peak_rss_bytes"], "peak_entries": rep["peak_entries"]}
+            for s, rep in enumerate(reports)
+        ],
+    )  # fmt: skip
     return store

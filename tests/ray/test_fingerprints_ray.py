@@ -75,3 +75,42 @@ def test_job_commits_fingerprints_to_the_graph(graph, tmp_path: Path, capsys) ->
     args = ["graph", "fingerprints", "--data", str(db), "--name", "g", "--walks-per-node", "4"]
     assert main([*args, "--ray", "--num-workers", "2"]) == 0
     assert "on Ray (replicated, 2 workers)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dangling", ["self_loop", "drop"])
+def test_sharded_has_the_embedded_distribution(dangling: str) -> None:
+    """Sharded walks draw from other random streams: the same distribution, shown on a graph
+    small enough for exact PPR. (1) Walk lengths: under self_loop a row's visits total R
+    geometric(alpha) lengths, mean R/alpha and variance R(1-alpha)/alpha^2, so the mean row
+    total over n rows is within 4 standard errors of R/alpha. (2) Accuracy: the mean l1 error
+    of the estimates against exact PPR matches the embedded store's within 10% (both are sums
+    over hundreds of rows of the same estimator's error)."""
+    from shardwalk.walks.distributed import fingerprints_sharded
+    from tests.walks.conftest import dense_transition, random_graph
+
+    graph = random_graph(300, 1500, seed=3, dangling=20, weighted=True)
+    r, alpha = 400, 0.2
+    params = dict(walks_per_node=r, alpha=alpha, seed=7, dangling=dangling)
+    sharded = fingerprints_sharded(graph, workers=2, split_degree=8, **params)
+    embedded = build_fingerprints(graph, **params)
+    assert sharded.stats["split_nodes"] > 0  # the split path ran too
+    n = graph.num_nodes
+    totals = np.add.reduceat(sharded.counts.astype(np.float64), sharded.indptr[:-1])
+    if dangling == "self_loop":
+        stderr = np.sqrt(r * (1 - alpha)) / alpha / np.sqrt(n)
+        assert abs(totals.mean() - r / alpha) < 4 * stderr, (totals.mean(), r / alpha, stderr)
+    P = dense_transition(graph, dangling)  # every row's exact PPR: alpha (I - (1-alpha) P)^-1
+    exact = alpha * np.linalg.inv(np.eye(n) - (1 - alpha) * P)
+
+    def l1(store) -> float:
+        errors = []
+        for u in range(n):
+            nodes, values = store.row(u)
+            estimate = np.zeros(n)
+            estimate[nodes] = values
+            errors.append(np.abs(estimate - exact[u]).sum())
+        return float(np.mean(errors))
+
+    ratio = l1(sharded) / l1(embedded)
+    assert 0.9 < ratio < 1.1, ratio
+    assert all(a["graph_share"] < 0.8 for a in sharded.stats["actors"])

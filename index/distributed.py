@@ -50,6 +50,8 @@ def connect(address: str | None = None, num_workers: int | None = None) -> bool:
         return False
     try:
         if address is not None:
+            if address.split(":")[0] in ("127.0.0.1", "localhost"):
+                loopback_only()  # the driver joins as 127.0.0.1 too
             ray.init(address=address, logging_level="warning", log_to_driver=False)
         else:
             loopback_only()
@@ -164,7 +166,7 @@ class RayExecutor:
         # by default, read from the environment when the read is planned): about four tasks
         # per worker, so that every worker reads and a block stays small.
         decoded = sum(_decoded_bytes(path) for path in files)
-        per_task = min(128 << 20, max(1 << 20, decoded // (4 * self.workers)))
+        per_task = min(128 << 20, max(256 << 10, decoded // (4 * self.workers)))
         os.environ["RAY_DATA_PARQUET_BIN_PACKING_BYTES"] = str(per_task)
         dataset = (
             ray.data.read_parquet(list(files), include_paths=True)

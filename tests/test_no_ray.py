@@ -39,9 +39,7 @@ def test_library_imports_and_builds_without_ray(tmp_path: Path) -> None:
         assert not [m for m in sys.modules if m == "ray" or m.startswith("ray.")]
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "refused: this job runs on Ray, which is not installed" in done.stdout
     assert "pip install 'shardwalk[ray]'" in done.stdout

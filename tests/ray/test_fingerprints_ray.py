@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shardwalk.walks import build_fingerprints
+from shardwalk.walks.distributed import fingerprints_replicated
+from shardwalk.walks.generators import power_law_graph
 
 import shardwalk
 from shardwalk import jobs
 from shardwalk.cli import main
-from shardwalk.walks import build_fingerprints
-from shardwalk.walks.distributed import fingerprints_replicated
-from shardwalk.walks.generators import power_law_graph
 from tests.ray.conftest import run_and_kill
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -86,6 +86,7 @@ def test_sharded_has_the_embedded_distribution(dangling: str) -> None:
     of the estimates against exact PPR matches the embedded store's within 10% (both are sums
     over hundreds of rows of the same estimator's error)."""
     from shardwalk.walks.distributed import fingerprints_sharded
+
     from tests.walks.conftest import dense_transition, random_graph
 
     graph = random_graph(300, 1500, seed=3, dangling=20, weighted=True)

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from shardwalk import jobs
 from shardwalk.index.distributed import connect
 from shardwalk.walks import build_fingerprints
 from shardwalk.walks.distributed import fingerprints_replicated
 from shardwalk.walks.generators import power_law_graph
+
+from shardwalk import jobs
 from tests.parquet_data import snapshot_digest, write_dataset
 from tests.ray.conftest import ray
 from tests.ray.test_fingerprints_ray import assert_same_store

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import resource
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -123,6 +124,64 @@ def _run(
     return results
 
 
+@dataclass(frozen=True)
+class _Params:
+    """The checked parameters of a fingerprint build (as the embedded builder checks them)."""
+
+    alpha: float
+    walks: int
+    seed: int
+    rule: str
+    top_k: int
+    hubs: np.ndarray
+    hub_walks: int
+
+    @property
+    def mode(self) -> int:
+        return _check.DANGLING_MODES[self.rule]
+
+    @classmethod
+    def check(cls, graph: CSRGraph, walks_per_node: int, alpha: float, seed: int, dangling: str,
+              top_k: int | None, hubs: int | str | None, hub_walks: int) -> _Params:  # fmt: skip
+        return cls(
+            alpha=_check.check_alpha(alpha),
+            walks=_check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**31 - 1),
+            seed=_check.check_seed(seed),
+            rule=_check.check_store_dangling(dangling),
+            top_k=0 if top_k is None else _check.check_int("top_k", top_k, minimum=1),
+            hubs=select_hubs(graph, hubs),
+            hub_walks=_check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1),
+        )
+
+
+def _store(
+    graph: CSRGraph, p: _Params, rows: tuple, cut: np.ndarray, hub_rows: dict[str, Any],
+    total_visits: int, seconds: float, **stats: Any,
+) -> FingerprintStore:  # fmt: skip
+    """The store and its ``stats``, as the embedded builder makes them (plus ``stats``)."""
+    n = graph.num_nodes
+    indptr, nodes, counts = rows
+    store = FingerprintStore(
+        indptr=indptr, nodes=nodes, counts=counts,
+        truncated=(cut * (p.alpha / p.walks)).astype(np.float32) if p.top_k else None,
+        alpha=p.alpha, walks_per_node=p.walks, dangling=p.rule, seed=p.seed,
+        top_k=p.top_k or None, graph_digest=graph.digest(), **hub_rows,
+    )  # fmt: skip
+    walks = n * p.walks + p.hubs.size * p.hub_walks
+    steps = total_visits - walks  # transitions: every visit but each walk's first
+    store.stats.update(
+        seconds=seconds, walks=walks, hubs=int(p.hubs.size), visits=total_visits, steps=steps,
+        steps_per_second=steps / seconds if seconds > 0 else float("nan"),
+        nbytes=store.nbytes, entries_per_node=store.num_entries / max(n, 1), **stats,
+    )  # fmt: skip
+    return store
+
+
+def _hub_store_rows(p: _Params, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray) -> dict:
+    return dict(hubs=p.hubs, hub_walks=p.hub_walks, hub_indptr=indptr, hub_nodes=nodes,
+                hub_counts=counts)  # fmt: skip
+
+
 def fingerprints_replicated(
     graph: CSRGraph,
     *,
@@ -141,15 +200,7 @@ def fingerprints_replicated(
     """The store :func:`shardwalk.walks.build_fingerprints` builds, built on Ray tasks
     (byte-identical for the same parameters). ``stats`` adds ``tasks``, ``workers``,
     ``object_store_bytes`` and the workers' ``peak_rss_bytes``."""
-    alpha = _check.check_alpha(alpha)
-    r = _check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**31 - 1)
-    seed = _check.check_seed(seed)
-    rule = _check.check_store_dangling(dangling)
-    k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
-    hub_ids = select_hubs(graph, hubs)
-    r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1)
-    mode = _check.DANGLING_MODES[rule]
-
+    p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     t0 = time.perf_counter()
     n = graph.num_nodes
     a_prob, a_idx = graph.alias()
@@ -170,60 +221,29 @@ def fingerprints_replicated(
     pieces = max(1, workers * tasks_per_worker)
     bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
     ranges = [np.arange(a, b, dtype=np.int64) for a, b in itertools.pairwise(bounds) if b > a]
-    args = (alpha, seed, mode, k, block_size)
-    parts = _run(shared, ranges, r, options, args, workers)
+    args = (p.alpha, p.seed, p.mode, p.top_k, block_size)
+    parts = _run(shared, ranges, p.walks, options, args, workers)
     fp_indptr, nodes, counts, cut = _concat(parts)
-    total_visits = sum(int(p["visits"]) for p in parts)
-    truncated = (cut * (alpha / r)).astype(np.float32) if k else None
+    total_visits = sum(int(part["visits"]) for part in parts)
     hub_rows: dict[str, Any] = {}
-    if hub_ids.size:
-        hub_ranges = [c for c in np.array_split(hub_ids, min(pieces, hub_ids.size)) if c.size]
-        hub_args = (alpha, seed, mode, 0, block_size)
-        hub_parts = _run(shared, hub_ranges, r_hub, options, hub_args, workers)
-        hub_ip, hub_nodes, hub_counts, _ = _concat(hub_parts)
-        hub_rows = dict(
-            hubs=hub_ids, hub_walks=r_hub, hub_indptr=hub_ip, hub_nodes=hub_nodes,
-            hub_counts=hub_counts,
-        )  # fmt: skip
-        total_visits += sum(int(p["visits"]) for p in hub_parts)
+    if p.hubs.size:
+        hub_ranges = [c for c in np.array_split(p.hubs, min(pieces, p.hubs.size)) if c.size]
+        hub_args = (p.alpha, p.seed, p.mode, 0, block_size)  # hub rows are never truncated
+        hub_parts = _run(shared, hub_ranges, p.hub_walks, options, hub_args, workers)
+        hub_rows = _hub_store_rows(p, *_concat(hub_parts)[:3])
+        total_visits += sum(int(part["visits"]) for part in hub_parts)
         parts = parts + hub_parts
-    seconds = time.perf_counter() - t0
-    walks = n * r + hub_ids.size * r_hub
-    steps = total_visits - walks
-    store = FingerprintStore(
-        indptr=fp_indptr,
-        nodes=nodes,
-        counts=counts,
-        truncated=truncated,
-        alpha=alpha,
-        walks_per_node=r,
-        dangling=rule,
-        seed=seed,
-        top_k=k or None,
-        graph_digest=graph.digest(),
-        **hub_rows,
-    )
     returned = sum(
-        int(p[key].nbytes) for p in parts for key in ("indptr", "nodes", "counts", "cut")
+        int(part[key].nbytes) for part in parts for key in ("indptr", "nodes", "counts", "cut")
     )
-    store.stats.update(
-        seconds=seconds,
-        walks=walks,
-        hubs=int(hub_ids.size),
-        visits=total_visits,
-        steps=steps,
-        steps_per_second=steps / seconds if seconds > 0 else float("nan"),
-        threads=workers * cpus_per_task,
-        nbytes=store.nbytes,
-        entries_per_node=store.num_entries / max(n, 1),
-        mode="replicated",
-        workers=workers,
-        tasks=len(parts),
-        task_seconds=sum(float(p["seconds"]) for p in parts),
+    return _store(
+        graph, p, (fp_indptr, nodes, counts), cut, hub_rows, total_visits,
+        time.perf_counter() - t0, threads=workers * cpus_per_task, mode="replicated",
+        workers=workers, tasks=len(parts),
+        task_seconds=sum(float(part["seconds"]) for part in parts),
         object_store_bytes=put_bytes + returned,
-        peak_rss_bytes=max(int(p["peak_rss_bytes"]) for p in parts),
-    )
-    return store
+        peak_rss_bytes=max(int(part["peak_rss_bytes"]) for part in parts),
+    )  # fmt: skip
 
 
 # -- sharded mode ---------------------------------------------------------------------------------
@@ -485,14 +505,7 @@ def fingerprints_sharded(
     holds (and their share of the whole graph), its peak RSS and most walker entries in a
     round, and the rounds run.
     """
-    alpha = _check.check_alpha(alpha)
-    r = _check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**31 - 1)
-    seed = _check.check_seed(seed)
-    rule = _check.check_store_dangling(dangling)
-    k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
-    hub_ids = select_hubs(graph, hubs)
-    r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1)
-    mode = _check.DANGLING_MODES[rule]
+    p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     t0 = time.perf_counter()
     n = graph.num_nodes
     owner = graph.shard_assignment(workers, by="range")
@@ -506,56 +519,42 @@ def fingerprints_sharded(
         part = _slice(graph, a_prob, a_idx, int(bounds[s]), int(bounds[s + 1]))
         put_bytes += sum(int(a.nbytes) for a in part.values() if isinstance(a, np.ndarray))
         actors.append(
-            _Shard.options(num_cpus=1, runtime_env=_env(1), name=None).remote(
-                ray.put(part), hub_part, bounds, s, n, alpha, mode, seed
+            _Shard.options(num_cpus=1, runtime_env=_env(1)).remote(
+                ray.put(part), hub_part, bounds, s, n, p.alpha, p.mode, p.seed
             )
         )
-    wave = max(1, -(-n // waves))
-    sources = np.arange(n, dtype=np.int64)
-    keys, counts, rounds, reports = _walk_sharded(actors, sources, r, wave, wave * r)
-    total_visits = int(counts.sum())
-    fp_indptr, nodes, fp_counts, cut = _rows_of(keys, counts, n, sources, k)
-    del keys, counts
-    hub_rows: dict[str, Any] = {}
-    if hub_ids.size:
-        hub_wave = max(1, -(-hub_ids.size // waves))
-        hkeys, hcounts, hub_rounds, _ = _walk_sharded(
-            actors, hub_ids, r_hub, hub_wave, hub_wave * r_hub
+    try:
+        wave = max(1, -(-n // waves))
+        sources = np.arange(n, dtype=np.int64)
+        keys, counts, rounds, reports = _walk_sharded(
+            actors, sources, p.walks, wave, wave * p.walks
         )
-        rounds += hub_rounds
-        total_visits += int(hcounts.sum())
-        hub_ip, hub_nodes, hub_counts, _ = _rows_of(hkeys, hcounts, n, hub_ids, 0)
-        hub_rows = dict(
-            hubs=hub_ids,
-            hub_walks=r_hub,
-            hub_indptr=hub_ip,
-            hub_nodes=hub_nodes,
-            hub_counts=hub_counts,
-        )
-    for actor in actors:
-        ray.kill(actor)
-    seconds = time.perf_counter() - t0
-    walks = n * r + hub_ids.size * r_hub
-    store = FingerprintStore(
-        indptr=fp_indptr, nodes=nodes, counts=fp_counts,
-        truncated=(cut * (alpha / r)).astype(np.float32) if k else None,
-        alpha=alpha, walks_per_node=r, dangling=rule, seed=seed, top_k=k or None,
-        graph_digest=graph.digest(), **hub_rows,
-    )  # fmt: skip
+        total_visits = int(counts.sum())
+        fp_indptr, nodes, fp_counts, cut = _rows_of(keys, counts, n, sources, p.top_k)
+        del keys, counts
+        hub_rows: dict[str, Any] = {}
+        if p.hubs.size:
+            hub_wave = max(1, -(-p.hubs.size // waves))
+            hkeys, hcounts, hub_rounds, _ = _walk_sharded(
+                actors, p.hubs, p.hub_walks, hub_wave, hub_wave * p.hub_walks
+            )
+            rounds += hub_rounds
+            total_visits += int(hcounts.sum())
+            hub_rows = _hub_store_rows(p, *_rows_of(hkeys, hcounts, n, p.hubs, 0)[:3])
+    finally:
+        for actor in actors:
+            ray.kill(actor)
     # what walking needs of the graph: indptr, indices and (weighted) the alias tables
     graph_bytes = int(graph.indptr.nbytes + graph.indices.nbytes + a_prob.nbytes + a_idx.nbytes)
-    store.stats.update(
-        seconds=seconds, walks=walks, hubs=int(hub_ids.size), visits=total_visits,
-        steps=total_visits - walks,
-        steps_per_second=(total_visits - walks) / seconds if seconds > 0 else float("nan"),
-        threads=workers, nbytes=store.nbytes, entries_per_node=store.num_entries / max(n, 1),
-        mode="sharded", workers=workers, rounds=rounds, split_nodes=int(split.size),
-        object_store_bytes=put_bytes, graph_bytes=graph_bytes,
-        actors=[
-            {"shard": s, "nodes": int(bounds[s + 1] - bounds[s]),
-             "graph_bytes": rep["graph_bytes"], "graph_share": rep["graph_bytes"] / max(graph_bytes, 1),
-             "peak_rss_bytes": rep["peak_rss_bytes"], "peak_entries": rep["peak_entries"]}
-            for s, rep in enumerate(reports)
-        ],
+    actors_report = [
+        {"shard": s, "nodes": int(bounds[s + 1] - bounds[s]), "graph_bytes": rep["graph_bytes"],
+         "graph_share": rep["graph_bytes"] / max(graph_bytes, 1),
+         "peak_rss_bytes": rep["peak_rss_bytes"], "peak_entries": rep["peak_entries"]}
+        for s, rep in enumerate(reports)
+    ]  # fmt: skip
+    return _store(
+        graph, p, (fp_indptr, nodes, fp_counts), cut, hub_rows, total_visits,
+        time.perf_counter() - t0, threads=workers, mode="sharded", workers=workers,
+        rounds=rounds, split_nodes=int(split.size), object_store_bytes=put_bytes,
+        graph_bytes=graph_bytes, actors=actors_report,
     )  # fmt: skip
-    return store

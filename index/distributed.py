@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -88,6 +89,8 @@ def disconnect(started: bool) -> None:
 
 def _quiet_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # a small input makes fewer read tasks than workers: expected, not worth a warning
+    warnings.filterwarnings("ignore", "The maximum number of concurrent tasks", UserWarning)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

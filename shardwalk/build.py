@@ -324,15 +324,19 @@ def _schema_and_dim(files: list[str], columns: Columns) -> tuple[int, int, tuple
                 "of numbers (fixed_size_list<float32> preferred)"
             )
         if not dim and meta.metadata.num_rows:
-            dim = getattr(vtype, "list_size", 0) or len(
-                next(meta.iter_batches(batch_size=1, columns=[columns.vector])).column(0)[0]
-            )
+            first = next(meta.iter_batches(batch_size=1, columns=[columns.vector])).column(0)[0]
+            dim = getattr(vtype, "list_size", 0) or (len(first) if first.is_valid else 0)
         if attributes is None:
             skip = {columns.id, columns.vector, columns.tenant, columns.shared}
             attributes = columns.attributes or tuple(n for n in schema.names if n not in skip)
         rows += meta.metadata.num_rows
     if rows == 0:
         raise InvalidArgumentError(f"the input ({len(files)} files) has no rows")
+    if dim == 0:
+        raise InvalidArgumentError(
+            f"cannot tell the vector dimension: the first row of {files[0]!r} has an empty or "
+            "null vector"
+        )
     return rows, int(dim), attributes or ()
 
 
@@ -392,7 +396,10 @@ def build_collection(
     check_name("collection", name)
     check_choice("metric", metric, METRICS)
     kind, params = check_index_params(index, index_params)
-    files = input_files(source)
+    root = os.path.abspath(os.fspath(path)) + os.sep
+    files = [f for f in input_files(source) if not f.startswith(root)]  # not our own files
+    if not files:
+        raise NotFoundError(f"no Parquet input in {source!r} outside the data directory")
     n_rows, dim, attributes = _schema_and_dim(files, columns)
     columns = Columns(columns.id, columns.vector, columns.tenant, columns.shared, attributes)
     index_metric = "ip" if metric == "cosine" else metric

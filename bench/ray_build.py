@@ -217,10 +217,14 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/shardwalk-bench-ray")
     p.add_argument("--parquet", default=None)
     p.add_argument("--out", default=str(HERE / "results" / "ray_build.json"))
+    p.add_argument("--table", nargs="*", default=None, help="print these results as markdown")
     p.add_argument("--child", default=None)
     p.add_argument("--config", default=None)
     args = p.parse_args()
     args.parquet = args.parquet or f"{args.work}/parquet-{args.n}-{args.dim}"
+    if args.table is not None:
+        print(table(args.table or [args.out]))
+        return
     if args.child:
         run = run_build if args.child == "build" else run_fingerprints
         print(json.dumps(run(args), default=str))
@@ -236,6 +240,41 @@ def main() -> None:
     results["ratios"] = ratios(results)
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     print(json.dumps(results["ratios"], indent=1))
+
+
+def table(paths: list[str]) -> str:
+    """Markdown tables of one or more result files (build, then fingerprints)."""
+    mib = 1 << 20
+    build = ["| config | total s | scan | train | assign | build | commit | driver peak MiB | "
+             "worker peak MiB | object store MiB | load before -> after |", "|---" * 11 + "|"]  # fmt: skip
+    fps = ["| config | seconds | driver peak MiB | worker peak MiB | actors: graph share, peak MiB "
+           "| load before -> after |", "|---" * 6 + "|"]  # fmt: skip
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        for config, e in r["build"].items():
+            sec, peak = e.get("seconds", {}), e.get("peak_rss_bytes", {})
+            cells = [f"{sec.get(k, 0):.1f}" if k in sec else "-"
+                     for k in ("total", "scan", "train", "assign", "build", "commit")]  # fmt: skip
+            store = e.get("bytes", {}).get("object_store")
+            build.append(
+                f"| {config} | " + " | ".join(cells) + f" | {peak.get('driver', 0) / mib:.0f} | "
+                + (f"{peak['workers'] / mib:.0f}" if peak.get("workers") else "-") + " | "
+                + (f"{store / mib:.0f}" if store else "-")
+                + f" | {e.get('load_before')} -> {e.get('load_after')} |"
+            )  # fmt: skip
+        for config, e in r["fingerprints"].items():
+            stats = e.get("stats") or {}
+            actors = e.get("actors") or []
+            shares = ", ".join(
+                f"{a['graph_share']:.0%} {a['peak_rss_bytes'] / mib:.0f}" for a in actors
+            )
+            worker = stats.get("peak_rss_bytes")
+            fps.append(
+                f"| {config} | {e['seconds']:.1f} | {e['peak_rss_bytes'] / mib:.0f} | "
+                + (f"{worker / mib:.0f}" if worker else "-")
+                + f" | {shares or '-'} | {e.get('load_before')} -> {e.get('load_after')} |"
+            )  # fmt: skip
+    return "\n".join(build) + "\n\n" + "\n".join(fps) + "\n"
 
 
 def ratios(results: dict) -> dict:

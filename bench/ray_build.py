@@ -190,12 +190,17 @@ def child(args: argparse.Namespace, job: str, config: str) -> dict:
         cmd.append("--recall")
     before = load()
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         print(done.stderr[-3000:], file=sys.stderr)
         return {"error": done.stderr[-500:]}
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    out.update(load_before=before, load_after=load(), wall=time.perf_counter() - t0)
+    # CPU seconds of the configuration's whole process tree (driver, Ray's processes and
+    # workers, as far as they were waited for): what it cost, whatever else ran meanwhile
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    out.update(load_before=before, load_after=load(), wall=time.perf_counter() - t0, cpu=cpu)
     print(f"{job} {config}: {json.dumps(out)[:400]}", flush=True)
     return out
 
@@ -246,9 +251,9 @@ def table(paths: list[str]) -> str:
     """Markdown tables of one or more result files (build, then fingerprints)."""
     mib = 1 << 20
     build = ["| config | total s | scan | train | assign | build | commit | driver peak MiB | "
-             "worker peak MiB | object store MiB | load before -> after |", "|---" * 11 + "|"]  # fmt: skip
+             "worker peak MiB | object store MiB | CPU s (process tree) | load before -> after |", "|---" * 12 + "|"]  # fmt: skip
     fps = ["| config | seconds | driver peak MiB | worker peak MiB | actors: graph share, peak MiB "
-           "| load before -> after |", "|---" * 6 + "|"]  # fmt: skip
+           "| CPU s (process tree) | load before -> after |", "|---" * 7 + "|"]  # fmt: skip
     for path in paths:
         r = json.loads(Path(path).read_text())
         for config, e in r["build"].items():
@@ -260,6 +265,7 @@ def table(paths: list[str]) -> str:
                 f"| {config} | " + " | ".join(cells) + f" | {peak.get('driver', 0) / mib:.0f} | "
                 + (f"{peak['workers'] / mib:.0f}" if peak.get("workers") else "-") + " | "
                 + (f"{store / mib:.0f}" if store else "-")
+                + (f" | {e['cpu']:.0f}" if "cpu" in e else " | -")
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
         for config, e in r["fingerprints"].items():
@@ -272,7 +278,9 @@ def table(paths: list[str]) -> str:
             fps.append(
                 f"| {config} | {e['seconds']:.1f} | {e['peak_rss_bytes'] / mib:.0f} | "
                 + (f"{worker / mib:.0f}" if worker else "-")
-                + f" | {shares or '-'} | {e.get('load_before')} -> {e.get('load_after')} |"
+                + f" | {shares or '-'}"
+                + (f" | {e['cpu']:.0f}" if "cpu" in e else " | -")
+                + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
     return "\n".join(build) + "\n\n" + "\n".join(fps) + "\n"
 

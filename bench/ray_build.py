@@ -38,7 +38,9 @@ def load() -> str:
 
 
 def peak_rss() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    from shardwalk._threads import peak_rss_bytes
+
+    return peak_rss_bytes()
 
 
 # -- data ---------------------------------------------------------------------------------------

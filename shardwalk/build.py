@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import glob
 import os
-import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shardwalk._files import atomic_write_with
-from shardwalk._threads import ThreadBudget, available_cores, delegated
+from shardwalk._threads import ThreadBudget, available_cores, delegated, peak_rss_bytes
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 from shardwalk.index import bulk, make_index
 from shardwalk.index.tenancy import TenantDirectory
@@ -254,17 +253,13 @@ def build_whole(
     os.makedirs(index_dir, exist_ok=True)
     index.save(index_dir)
     return {"partition": 0, "rows": int(ids.size), "seconds": time.perf_counter() - t0,
-            "bytes_read": read, "pid": os.getpid(), "peak_rss_bytes": _peak_rss()}  # fmt: skip
+            "bytes_read": read, "pid": os.getpid(), "peak_rss_bytes": peak_rss_bytes()}  # fmt: skip
 
 
 def build_part(p: int, **kwargs: Any) -> dict[str, Any]:
     report = bulk.build_partition(p, **kwargs)
-    report["peak_rss_bytes"] = _peak_rss()
+    report["peak_rss_bytes"] = peak_rss_bytes()
     return report
-
-
-def _peak_rss() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -557,7 +552,7 @@ def build_collection(
             "object_store": executor.object_store_bytes,
         },
         "peak_rss_bytes": {
-            "driver": _peak_rss(),
+            "driver": peak_rss_bytes(),
             "workers": max((r.get("peak_rss_bytes", 0) for r in reports), default=0),
         },
         "tasks": reports,

@@ -15,7 +15,6 @@ are retried when their worker dies (the retry computes the same rows).
 from __future__ import annotations
 
 import itertools
-import resource
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from shardwalk.walks import _check
 from shardwalk.walks.fingerprints import FingerprintStore, _Walker, select_hubs
 from shardwalk.walks.graph import CSRGraph
 
+from shardwalk._threads import peak_rss_bytes
 from shardwalk.errors import ShardwalkError
 
 __all__ = ["fingerprints_replicated", "fingerprints_sharded"]
@@ -77,7 +77,7 @@ def _rows(
         "visits": visits,
         "seconds": time.perf_counter() - t0,
         "threads": numba.get_num_threads(),
-        "peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }
 
 
@@ -369,7 +369,7 @@ class _Shard:
             "keys": self.visit_keys[0],
             "counts": self.visit_counts[0],
             "graph_bytes": self.graph_bytes,
-            "peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),
             "peak_entries": self.peak_entries,
         }
 

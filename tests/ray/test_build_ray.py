@@ -89,7 +89,7 @@ def test_input_larger_than_the_driver_budget_streams(source: Path, tmp_path: Pat
         f.write("5")  # reset VmHWM to the current resident size
     start = _hwm_kib()
     report = jobs.build_collection(
-        tmp_path / "db", "c", tmp_path / "in", ray=True, partitions=4, ef_construction=16, m=8
+        tmp_path / "db", "c", tmp_path / "in", ray=True, partitions=4, ef_construction=8, m=4
     )
     grown = _hwm_kib() - start
     assert report["rows"] == n

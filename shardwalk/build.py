@@ -483,8 +483,10 @@ def build_collection(
         index_dir.mkdir(parents=True)
         shared = executor.put(sorted_ids)
         if partitioned:
+            # largest first: the last tasks to start are the short ones (less idle at the end)
+            largest_first = np.argsort(-np.bincount(part_of, minlength=parts), kind="stable")
             reports = executor.map(
-                build_part, list(range(parts)), name="build_partition",
+                build_part, largest_first.tolist(), name="build_partition",
                 staging=str(staging), index_dir=str(index_dir), sorted_ids=shared, dim=dim,
                 metric=index_metric, m=layout["m"], ef_construction=layout["ef_construction"],
                 seed=seed,

@@ -247,6 +247,15 @@ def fingerprints_replicated(
 
 
 # -- sharded mode ---------------------------------------------------------------------------------
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_set)`` by binary search (np.isin compares against each element
+    of a small set in turn: a pass over ``values`` per element)."""
+    if sorted_set.size == 0:
+        return np.zeros(values.shape[0], bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
+    return sorted_set[at] == values
+
+
 def _route(
     nodes: np.ndarray, sources: np.ndarray, bounds: np.ndarray, hubs: np.ndarray
 ) -> np.ndarray:
@@ -256,7 +265,7 @@ def _route(
     shards = bounds.shape[0] - 1
     dest = np.searchsorted(bounds, nodes, side="right") - 1
     if hubs.size:
-        at_hub = np.isin(nodes, hubs)
+        at_hub = _member(nodes, hubs)
         dest[at_hub] = sources[at_hub] % shards
     return dest
 
@@ -283,7 +292,7 @@ class _Shard:
     def _rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(edge start, degree, which table: 0 own / 1 hubs) of each node."""
         hubs = self.hub["hubs"]
-        at_hub = np.isin(nodes, hubs) if hubs.size else np.zeros(nodes.size, bool)
+        at_hub = _member(nodes, hubs)
         start = np.zeros(nodes.size, np.int64)
         deg = np.zeros(nodes.size, np.int64)
         own = ~at_hub

@@ -270,8 +270,7 @@ def _route(
     return dest
 
 
-@ray.remote(max_restarts=0)
-class _Shard:
+class _ShardState:
     """The out-edges of one range of nodes (and of every hub), the walkers at those nodes in a
     round, and the visits recorded there."""
 
@@ -284,6 +283,7 @@ class _Shard:
         self.n, self.alpha, self.mode, self.seed = n, alpha, mode, seed
         self.visit_keys: list[np.ndarray] = []
         self.visit_counts: list[np.ndarray] = []
+        self.compacted = self.pending = 0  # entries in the sorted run / recorded since
         self.peak_entries = 0
         self.graph_bytes = sum(
             int(a.nbytes) for d in (part, hub_part) for a in d.values() if isinstance(a, np.ndarray)
@@ -324,7 +324,8 @@ class _Shard:
         self.visit_keys.append(src * self.n + node)
         self.visit_counts.append(count.copy())
         self.peak_entries = max(self.peak_entries, int(src.size))
-        if len(self.visit_keys) >= 16:
+        self.pending += int(src.size)
+        if self.pending > max(self.compacted, 1 << 20):  # geometric: O(total log total) overall
             self._compact()
         alive = rng.binomial(count, 1.0 - self.alpha)
         keep = alive > 0
@@ -358,18 +359,20 @@ class _Shard:
         else:
             s = v = c = np.zeros(0, np.int64)
         dest = _route(v, s, self.bounds, self.hub["hubs"])
-        order = np.argsort(dest, kind="stable")
-        cuts = np.searchsorted(dest[order], np.arange(shards + 1))
-        packed = np.stack([s, v, c], 1)[order]
-        out = [packed[cuts[t] : cuts[t + 1]] for t in range(shards)]
+        packed = np.stack([s, v, c], 1)
+        out = [packed[dest == t] for t in range(shards)]  # a few shards: a pass each
         return (*out, int(c.sum()))
 
     def _compact(self) -> None:
+        """The visits recorded so far as one sorted run of distinct keys with summed counts."""
         keys = np.concatenate(self.visit_keys)
         counts = np.concatenate(self.visit_counts)
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        self.visit_keys = [uniq]
-        self.visit_counts = [np.bincount(inverse, weights=counts).astype(np.int64)]
+        order = np.argsort(keys)
+        keys, counts = keys[order], counts[order]
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        self.visit_keys = [keys[starts]]
+        self.visit_counts = [np.add.reduceat(counts, starts) if starts.size else counts]
+        self.compacted, self.pending = int(starts.size), 0
 
     def visits(self) -> dict[str, Any]:
         """The recorded visits as (source * n + node, count), sorted by key, and the stats."""
@@ -384,6 +387,10 @@ class _Shard:
 
     def reset(self) -> None:
         self.visit_keys, self.visit_counts = [], []
+        self.compacted = self.pending = 0
+
+
+_Shard = ray.remote(max_restarts=0)(_ShardState)  # an actor per shard
 
 
 def _slice(

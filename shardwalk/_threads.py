@@ -288,3 +288,18 @@ def default_budget() -> ThreadBudget:
             if _default is None:
                 _default = ThreadBudget()
     return _default
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM where /proc has it (ru_maxrss on Linux keeps
+    the peak of whatever the process ran before its exec, e.g. a parent's), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

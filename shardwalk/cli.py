@@ -1,4 +1,5 @@
-"""The ``shardwalk`` command: quickstart, ingest, search, info, graph ingest/fingerprints, ppr."""
+"""The ``shardwalk`` command: quickstart, ingest, build, search, info, graph ingest/fingerprints,
+ppr."""
 
 from __future__ import annotations
 
@@ -764,7 +765,78 @@ def _hubs(value: str) -> int | str:
     return count
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from shardwalk.jobs import build_collection
+
+    params = _parse_params(args.param)
+    try:
+        report = build_collection(
+            args.data,
+            args.collection,
+            args.input,
+            index=args.index,
+            metric=args.metric,
+            id_column=args.id_column,
+            vector_column=args.vector_column,
+            tenant_column=args.tenant_column,
+            shared_with_column=args.shared_with_column,
+            attribute_columns=args.attribute_column or None,
+            num_workers=args.num_workers,
+            address=args.address,
+            ray=args.ray,
+            **params,
+        )
+    except InvalidArgumentError as exc:
+        raise _with_param_types(exc, args.param) from None
+    report.pop("tasks", None)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in report["seconds"].items() if k != "total")
+        print(
+            f"built {args.collection!r}: {report['rows']} rows x {report['dim']}, "
+            f"{report['partitions']} partitions, {report['seconds']['total']:.2f}s on "
+            f"{report['workers']} {report['executor']} workers ({stages})"
+        )
+    return 0
+
+
+def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
+    from shardwalk.jobs import build_fingerprints
+
+    stats = build_fingerprints(
+        args.data,
+        args.name,
+        walks_per_node=args.walks_per_node,
+        alpha=args.alpha,
+        seed=args.seed,
+        dangling=args.dangling,
+        top_k=args.top_k,
+        hubs=hubs,
+        hub_walks=args.hub_walks,
+        mode=args.mode,
+        num_workers=args.num_workers,
+        address=args.address,
+    )
+    print(
+        f"fingerprints of {args.name!r} on Ray ({args.mode}, {stats['workers']} workers): "
+        f"R={args.walks_per_node}, alpha={args.alpha}, {stats['seconds']:.2f}s, "
+        f"{stats['nbytes'] / 2**20:.1f} MiB"
+    )
+    return 0
+
+
 def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
+    if args.ray or args.address:
+        _open_existing(args.data).close()  # a mistyped --data creates nothing
+        hubs = (
+            None
+            if args.hubs in ("0", "none")
+            else "auto"
+            if args.hubs == "auto"
+            else int(args.hubs)
+        )
+        return _fingerprints_on_ray(args, hubs)
     with _open_existing(args.data) as engine:
         graph = engine.graph(args.name)
         stats = graph.build_fingerprints(
@@ -909,6 +981,13 @@ def _version() -> str:
 
 
 INDEXES = ["flat", "hnsw", "partitioned", "multitenant"]
+
+
+def _ray_flags(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--ray", action="store_true", help="run on a local Ray (127.0.0.1)")
+    where.add_argument("--address", default=None, help="run on the Ray cluster at ADDR")
+    p.add_argument("--num-workers", type=int, default=None, help="tasks at once on Ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1083,6 +1162,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="hubs with rows of their own: a number, auto (20%% of in-links, <= 1%% of nodes) or 0",
     )
     g.add_argument("--hub-walks", type=int, default=1000, help="walks per hub row")
+    _ray_flags(g)
+    g.add_argument(
+        "--mode",
+        default="replicated",
+        choices=["replicated", "sharded"],
+        help="on Ray: every task holds the graph (replicated) or shard actors each hold a part",
+    )
     g.set_defaults(run=cmd_graph_fingerprints)
 
     for verb, what in (("add-edges", "add edges (or new weights) from a file"),
@@ -1166,6 +1252,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="INFO logs one line per request",
     )
     p.set_defaults(run=cmd_serve)
+
+    p = command(
+        sub,
+        "build",
+        "build a collection from a Parquet dataset, on threads or on Ray",
+        "Build a collection from Parquet files as a batch job: every row is checked (a bad row "
+        "stops the job naming its file and row), the partitions are trained on a sample and "
+        "built in parallel, and one manifest commit makes the collection (or its new version, "
+        "replacing the old) visible. --ray runs it on a local Ray, --address on a cluster.",
+    )
+    p.add_argument("--data", required=True, help="data directory (created if missing)")
+    p.add_argument("--collection", required=True, help="collection name (replaced if it exists)")
+    p.add_argument("--input", required=True, help="Parquet file or directory of them")
+    p.add_argument(
+        "--index",
+        default="partitioned",
+        choices=["partitioned", "hnsw", "flat", "multitenant", "spann"],
+        help="index kind (spann: not available yet)",
+    )
+    p.add_argument("--metric", default="l2", choices=["l2", "ip", "cosine"], help="distance")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="index parameter, e.g. --param partitions=16 --param ef_construction=200",
+    )
+    p.add_argument("--id-column", default="id", help="column of the int64 ids")
+    p.add_argument("--vector-column", default="vector", help="column of the vectors")
+    p.add_argument("--tenant-column", default=None, help="column of the owner tenants")
+    p.add_argument("--shared-with-column", default=None, help="column of further tenants")
+    p.add_argument(
+        "--attribute-column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="attribute column (repeatable; default: every other column)",
+    )
+    _ray_flags(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_build)
 
     p = command(sub, "info", "collections, graphs and their statistics")
     p.add_argument("--data", required=True, help="data directory (must exist)")

@@ -229,17 +229,51 @@ class Graph:
                 walks = (main, hub_walks_kept)
             else:
                 store = _build_fingerprints(csr, **options)  # type: ignore[arg-type]
-            # which methods serve this graph (kept with the store; accuracy=)
-            store.stats["accuracy"] = calibrate_accuracy(csr, store, seed=seed)
-            if self._datadir is not None:
-                store = self._save_fingerprints(store, walks)
-            self._fingerprints = store
-            self._walks = walks
-            self._index = self._ppr_index(store)
-            out = {**store.stats, "nbytes": int(store.nbytes)}
-            if walks is not None:
-                out["walks_nbytes"] = _walks_nbytes(walks)
-            return out
+            return self._install(store, walks, csr, seed)
+
+    def _install(
+        self,
+        store: FingerprintStore,
+        walks: tuple[WalkStore, WalkStore | None] | None,
+        csr: CSRGraph,
+        seed: int,
+    ) -> dict[str, Any]:
+        """Calibrate, save and switch to fingerprints built for ``csr`` (the current graph,
+        compacted), here or by a Ray job (shardwalk.jobs); the caller holds the lock."""
+        # which methods serve this graph (kept with the store; accuracy=)
+        store.stats["accuracy"] = calibrate_accuracy(csr, store, seed=seed)
+        if self._datadir is not None:
+            store = self._save_fingerprints(store, walks)
+        self._fingerprints = store
+        self._walks = walks
+        self._index = self._ppr_index(store)
+        out = {**store.stats, "nbytes": int(store.nbytes)}
+        if walks is not None:
+            out["walks_nbytes"] = _walks_nbytes(walks)
+        return out
+
+    def _compacted_csr(self) -> CSRGraph:
+        """The current graph as one CSR, its delta first merged into a snapshot (fingerprints
+        describe the snapshot they are saved with): what a Ray job builds fingerprints on."""
+        with self._lock:
+            self._check_open()
+            if self._dyn.changed:
+                self._compact()
+            return self._dyn.merged()
+
+    def _adopt_fingerprints(self, store: FingerprintStore, seed: int) -> dict[str, Any]:
+        """Make fingerprints built elsewhere (a Ray job, on :meth:`_compacted_csr`) the
+        graph's, as :meth:`build_fingerprints` does with its own. They come without walks:
+        an update drops them until they are built again."""
+        with self._lock, self._budget.take(self._budget.threads):
+            self._check_open()
+            csr = self._dyn.merged()
+            if self._dyn.changed or store.graph_digest != csr.digest():
+                raise FailedPreconditionError(
+                    f"graph {self.name!r} changed while its fingerprints were built; build "
+                    "them again"
+                )
+            return self._install(store, None, csr, seed)
 
     def _save_fingerprints(
         self, store: FingerprintStore, walks: tuple[WalkStore, WalkStore | None] | None

@@ -1,0 +1,316 @@
+"""Batch jobs on Ray against the embedded paths (issue 10), side by side in one run.
+
+Build of a clustered collection from Parquet (partitioned HNSW), and fingerprints of the
+generated 1M-node/5M-edge power-law graph, each configuration in a fresh subprocess (its own
+Ray, its own peak memory):
+
+- build: ``engine`` (Engine.create_collection + upserts of 50K rows, the embedded path),
+  ``threads-1``/``threads-2`` (shardwalk.jobs without Ray), ``ray-1``/``ray-2`` (a local Ray
+  with 1 or 2 CPUs), ``cluster-2`` (two Ray nodes on 127.0.0.1 with one CPU each);
+- fingerprints: ``embedded-1``/``embedded-2`` (walks.build_fingerprints with 1 or 2 numba
+  threads), ``ray-1``/``ray-2`` (replicated), ``cluster-2``, and the sharded mode when given.
+
+Wall time per stage, speedups, peak RSS of the driver and the workers, bytes through the object
+store; the load average (``uptime``) before and after each run. Results:
+``bench/results/ray_build.json``.
+
+    python bench/ray_build.py --n 1000000 --dim 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__repr__()
+
+
+def peak_rss() -> int:
+    from shardwalk._threads import peak_rss_bytes
+
+    return peak_rss_bytes()
+
+
+# -- data ---------------------------------------------------------------------------------------
+def write_parquet(directory: Path, n: int, dim: int, files: int, seed: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from shardwalk.datasets import clustered_vectors
+
+    if (directory / "DONE").exists():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    data = clustered_vectors(n, dim, queries=1, metadata=False, seed=seed)
+    for f, rows in enumerate(np.array_split(np.arange(n), files)):
+        table = pa.table(
+            {
+                "id": pa.array(rows.astype(np.int64)),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(data.vectors[rows].ravel()), dim
+                ),
+            }
+        )
+        pq.write_table(table, directory / f"part-{f:03d}.parquet", row_group_size=32_768)
+    (directory / "DONE").write_text("ok")
+
+
+# -- one configuration (in a subprocess) --------------------------------------------------------
+def start_ray(workers: int, cluster: bool) -> object:
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from shardwalk.index.distributed import connect
+
+    if not cluster:
+        connect(None, workers)
+        return None
+    from ray.cluster_utils import Cluster
+
+    local = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
+    nodes = Cluster(initialize_head=True, head_node_args={**local, "include_dashboard": False})
+    for _ in range(workers - 1):
+        nodes.add_node(**local)
+    nodes.wait_for_nodes()
+    connect(nodes.address)
+    assert len(ray.nodes()) == workers
+    return nodes
+
+
+def run_build(args: argparse.Namespace) -> dict:
+    from shardwalk import Engine, jobs
+
+    params = {"partitions": args.partitions, "ef_construction": args.ef_construction}
+    db = Path(args.work) / f"db-{args.config}"
+    import shutil
+
+    shutil.rmtree(db, ignore_errors=True)
+    kind, _, workers = args.config.partition("-")
+    workers_n = int(workers or 2)
+    if kind == "engine":
+        import pyarrow.parquet as pq
+
+        t0 = time.perf_counter()
+        with Engine.open(db, threads=workers_n) as engine:
+            c = engine.create_collection("c", args.dim, index="partitioned", **params)
+            for path in sorted(Path(args.parquet).glob("*.parquet")):
+                for batch in pq.ParquetFile(path).iter_batches(50_000):
+                    flat = batch.column("vector").flatten().to_numpy()
+                    c.upsert(batch.column("id").to_numpy(), flat.reshape(-1, args.dim))
+            c.flush()
+        total = time.perf_counter() - t0
+        return {"seconds": {"total": total}, "peak_rss_bytes": {"driver": peak_rss()}}
+    nodes = None
+    if kind in ("ray", "cluster"):
+        nodes = start_ray(workers_n, kind == "cluster")
+    try:
+        report = jobs.build_collection(
+            db, "c", args.parquet, ray=kind != "threads", num_workers=workers_n, **params
+        )
+    finally:
+        if nodes is not None:
+            import ray
+
+            ray.shutdown()
+            nodes.shutdown()  # type: ignore[attr-defined]
+    report.pop("tasks")
+    if args.recall:
+        report["recall@10"] = recall(db, args)
+    return report
+
+
+def recall(db: Path, args: argparse.Namespace) -> float:
+    from shardwalk.index import exact_search
+
+    from shardwalk import Engine
+    from shardwalk.datasets import clustered_vectors
+
+    data = clustered_vectors(args.n, args.dim, queries=200, metadata=False, seed=args.seed)
+    truth = exact_search(data.vectors, data.queries, 10, "l2").ids
+    with Engine.open(db) as engine:
+        found = engine.collection("c").search(data.queries, k=10, ef=64).ids
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+
+
+def run_fingerprints(args: argparse.Namespace) -> dict:
+    kind, _, workers = args.config.partition("-")
+    workers_n = int(workers or 2)
+    if kind == "embedded":
+        os.environ["NUMBA_NUM_THREADS"] = str(workers_n)
+    from shardwalk.walks import build_fingerprints
+    from shardwalk.walks.generators import power_law_graph
+
+    graph = power_law_graph(args.nodes, args.edges, seed=args.seed)
+    params = {"walks_per_node": args.walks, "seed": 0}
+    if kind == "embedded":
+        build_fingerprints(power_law_graph(1000, 5000, seed=1), **params)  # compiled, warm
+        t0 = time.perf_counter()
+        store = build_fingerprints(graph, **params)
+        seconds = time.perf_counter() - t0
+        return {"seconds": seconds, "threads": store.stats["threads"], "peak_rss_bytes": peak_rss(),
+                "entries": store.num_entries, "graph_bytes": int(graph.nbytes)}  # fmt: skip
+    mode = "sharded" if kind.startswith("sharded") else "replicated"
+    nodes = start_ray(workers_n, kind == "cluster")
+    from shardwalk.walks import distributed
+
+    try:
+        build = getattr(distributed, f"fingerprints_{mode}")
+        build(power_law_graph(1000, 5000, seed=1), workers=workers_n, **params)  # warm workers
+        t0 = time.perf_counter()
+        store = build(graph, workers=workers_n, **params)
+        seconds = time.perf_counter() - t0
+    finally:
+        import ray
+
+        ray.shutdown()
+        if nodes is not None:
+            nodes.shutdown()  # type: ignore[attr-defined]
+    stats = {k: v for k, v in store.stats.items() if not isinstance(v, (list, dict))}
+    return {"seconds": seconds, "stats": stats, "peak_rss_bytes": peak_rss(),
+            "entries": store.num_entries, "graph_bytes": int(graph.nbytes),
+            "actors": store.stats.get("actors")}  # fmt: skip
+
+
+# -- the driver ---------------------------------------------------------------------------------
+def child(args: argparse.Namespace, job: str, config: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", job, "--config", config]
+    for key in ("n", "dim", "partitions", "ef_construction", "seed", "nodes", "edges", "walks"):
+        cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    cmd += ["--parquet", str(args.parquet), "--work", str(args.work)]
+    if args.recall and config == "ray-2":
+        cmd.append("--recall")
+    before = load()
+    t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        print(done.stderr[-3000:], file=sys.stderr)
+        return {"error": done.stderr[-500:]}
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # CPU seconds of the configuration's process tree: what it cost, whatever else ran
+    # meanwhile; complete without Ray only (Ray's workers are not all waited for: undercounted,
+    # so the tables leave it out for Ray)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    out.update(load_before=before, load_after=load(), wall=time.perf_counter() - t0, cpu=cpu)
+    print(f"{job} {config}: {json.dumps(out)[:400]}", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--files", type=int, default=16)
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--ef-construction", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nodes", type=int, default=1_000_000)
+    p.add_argument("--edges", type=int, default=5_000_000)
+    p.add_argument("--walks", type=int, default=10)
+    p.add_argument("--build", default="engine-2,threads-1,threads-2,ray-1,ray-2,cluster-2")
+    p.add_argument("--fingerprints", default="embedded-1,embedded-2,ray-1,ray-2,cluster-2")
+    p.add_argument("--recall", action="store_true", help="recall@10 of the ray-2 build")
+    p.add_argument("--work", default="/tmp/shardwalk-bench-ray")
+    p.add_argument("--parquet", default=None)
+    p.add_argument("--out", default=str(HERE / "results" / "ray_build.json"))
+    p.add_argument("--table", nargs="*", default=None, help="print these results as markdown")
+    p.add_argument("--child", default=None)
+    p.add_argument("--config", default=None)
+    args = p.parse_args()
+    args.parquet = args.parquet or f"{args.work}/parquet-{args.n}-{args.dim}"
+    if args.table is not None:
+        print(table(args.table or [args.out]))
+        return
+    if args.child:
+        run = run_build if args.child == "build" else run_fingerprints
+        print(json.dumps(run(args), default=str))
+        return
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    write_parquet(Path(args.parquet), args.n, args.dim, args.files, args.seed)
+    results: dict = {"args": {k: v for k, v in vars(args).items() if k not in ("child", "config")},
+                     "machine": {"cpus": os.cpu_count()}, "build": {}, "fingerprints": {}}  # fmt: skip
+    for config in filter(None, args.build.split(",")):
+        results["build"][config] = child(args, "build", config)
+    for config in filter(None, args.fingerprints.split(",")):
+        results["fingerprints"][config] = child(args, "fingerprints", config)
+    results["ratios"] = ratios(results)
+    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
+    print(json.dumps(results["ratios"], indent=1))
+
+
+def table(paths: list[str]) -> str:
+    """Markdown tables of one or more result files (build, then fingerprints)."""
+    mib = 1 << 20
+    build = ["| config | total s | scan | train | assign | build | commit | driver peak MiB | "
+             "worker peak MiB | object store MiB | CPU s (process tree) | load before -> after |", "|---" * 12 + "|"]  # fmt: skip
+    fps = ["| config | seconds | driver peak MiB | worker peak MiB | actors: graph share, peak MiB "
+           "| CPU s (process tree) | load before -> after |", "|---" * 7 + "|"]  # fmt: skip
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        for config, e in r["build"].items():
+            sec, peak = e.get("seconds", {}), e.get("peak_rss_bytes", {})
+            cells = [f"{sec.get(k, 0):.1f}" if k in sec else "-"
+                     for k in ("total", "scan", "train", "assign", "build", "commit")]  # fmt: skip
+            store = e.get("bytes", {}).get("object_store")
+            build.append(
+                f"| {config} | " + " | ".join(cells) + f" | {peak.get('driver', 0) / mib:.0f} | "
+                + (f"{peak['workers'] / mib:.0f}" if peak.get("workers") else "-") + " | "
+                + (f"{store / mib:.0f}" if store else "-")
+                + (f" | {e['cpu']:.0f}" if "cpu" in e and not store else " | -")
+                + f" | {e.get('load_before')} -> {e.get('load_after')} |"
+            )  # fmt: skip
+        for config, e in r["fingerprints"].items():
+            stats = e.get("stats") or {}
+            actors = e.get("actors") or []
+            shares = ", ".join(
+                f"{a['graph_share']:.0%} {a['peak_rss_bytes'] / mib:.0f}" for a in actors
+            )
+            worker = stats.get("peak_rss_bytes")
+            fps.append(
+                f"| {config} | {e['seconds']:.1f} | {e['peak_rss_bytes'] / mib:.0f} | "
+                + (f"{worker / mib:.0f}" if worker else "-")
+                + f" | {shares or '-'}"
+                + (f" | {e['cpu']:.0f}" if "cpu" in e and not stats else " | -")
+                + f" | {e.get('load_before')} -> {e.get('load_after')} |"
+            )  # fmt: skip
+    return "\n".join(build) + "\n\n" + "\n".join(fps) + "\n"
+
+
+def ratios(results: dict) -> dict:
+    def total(section: str, config: str) -> float | None:
+        entry = results[section].get(config) or {}
+        seconds = entry.get("seconds")
+        if isinstance(seconds, dict):
+            return seconds.get("total")
+        return seconds
+
+    out = {}
+    for section in ("build", "fingerprints"):
+        base = "threads" if section == "build" else "embedded"
+        r1, r2, e1, e2 = (total(section, c) for c in ("ray-1", "ray-2", f"{base}-1", f"{base}-2"))
+        c2 = total(section, "cluster-2")
+        out[section] = {
+            "ray2_speedup_over_ray1": r1 / r2 if r1 and r2 else None,
+            "ray1_overhead_over_embedded1": r1 / e1 - 1 if r1 and e1 else None,
+            "ray2_overhead_over_embedded2": r2 / e2 - 1 if r2 and e2 else None,
+            "cluster2_over_ray2": c2 / r2 if c2 and r2 else None,
+        }
+    s, r = total("fingerprints", "sharded-2"), total("fingerprints", "ray-2")
+    out["fingerprints"]["sharded2_over_replicated2"] = s / r if s and r else None
+    return out
+
+
+if __name__ == "__main__":
+    main()

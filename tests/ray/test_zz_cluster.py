@@ -1,0 +1,55 @@
+"""A two-node Ray cluster on 127.0.0.1 (ray.cluster_utils.Cluster, one CPU per node): builds
+and fingerprints give the same bytes as on threads and as the embedded builder. Runs last in
+this folder: it replaces the session's local Ray."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from shardwalk.index.distributed import connect
+from shardwalk.walks import build_fingerprints
+from shardwalk.walks.distributed import fingerprints_replicated
+from shardwalk.walks.generators import power_law_graph
+
+from shardwalk import jobs
+from tests.parquet_data import snapshot_digest, write_dataset
+from tests.ray.conftest import ray
+from tests.ray.test_fingerprints_ray import assert_same_store
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()  # the session's local Ray: a driver joins one Ray at a time
+    local = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
+    nodes = Cluster(initialize_head=True, head_node_args={**local, "include_dashboard": False})
+    try:
+        nodes.add_node(**local)
+        nodes.wait_for_nodes()
+        connect(nodes.address)
+        assert [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] == ["127.0.0.1"] * 2
+        yield nodes
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+
+
+def test_build_on_two_nodes_same_files(cluster, tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    write_dataset(source, 3000, 16, files=4, seed=8)
+    params = {"partitions": 4, "ef_construction": 64, "tenant_column": "tenant"}
+    jobs.build_collection(tmp_path / "threads", "c", source, **params)
+    report = jobs.build_collection(tmp_path / "ray", "c", source, ray=True, **params)
+    assert report["workers"] == 2  # the cluster's two CPUs, one per node
+    assert snapshot_digest(tmp_path / "ray", "c") == snapshot_digest(tmp_path / "threads", "c")
+
+
+def test_fingerprints_on_two_nodes_same_store(cluster) -> None:
+    graph = power_law_graph(5000, 25_000, seed=3)
+    params = dict(walks_per_node=10, seed=1, hubs="auto", hub_walks=100)
+    found = fingerprints_replicated(graph, workers=2, **params)
+    assert_same_store(found, build_fingerprints(graph, **params))

@@ -78,19 +78,19 @@ def _hwm_kib() -> int:
 
 
 def test_input_larger_than_the_driver_budget_streams(source: Path, tmp_path: Path) -> None:
-    """The driver never holds the vectors: its peak memory during the job stays under a third
-    of the decoded input (Linux: the peak is reset through /proc/self/clear_refs, after a
-    first small job loaded what a job imports)."""
-    jobs.build_collection(tmp_path / "warm", "c", source, ray=True, partitions=2)
-    n, dim = 200_000, 64
+    """The driver never holds the vectors: its peak memory during the job grows by less than
+    half the decoded input (102 MB; the driver's own growth, ids, sample and Ray's
+    bookkeeping, measured 19-34 MB after other tests of the session; Linux: the peak is reset
+    through /proc/self/clear_refs, after a first small job loaded what a job imports)."""
+    params = {"partitions": 4, "ef_construction": 8, "m": 4}
+    jobs.build_collection(tmp_path / "warm", "c", source, ray=True, **params)  # same code paths
+    n, dim = 200_000, 128
     write_dataset(tmp_path / "in", n, dim, files=8, seed=2, tenants=False)
-    budget_kib = n * dim * 4 // 3 // 1024
+    budget_kib = n * dim * 4 // 2 // 1024
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident size
     start = _hwm_kib()
-    report = jobs.build_collection(
-        tmp_path / "db", "c", tmp_path / "in", ray=True, partitions=4, ef_construction=8, m=4
-    )
+    report = jobs.build_collection(tmp_path / "db", "c", tmp_path / "in", ray=True, **params)
     grown = _hwm_kib() - start
     assert report["rows"] == n
     assert grown < budget_kib, (grown, budget_kib)

@@ -446,13 +446,14 @@ def _scan_lists_one(
     counts: np.ndarray,
     dim: int,
     version: np.ndarray,
+    bits: np.ndarray,
     ip: bool,
     out_r: np.ndarray,
     out_d: np.ndarray,
 ) -> int:
     """Merge the current records of some lists into a sorted top-k (``out_r``/``out_d``, kept
-    sorted, padded -1/+inf); a label already there (a replica) is skipped. Returns the records
-    scanned."""
+    sorted, padded -1/+inf); a label already there (a replica) is skipped, and so is one not
+    set in ``bits`` (a packed scope bitmap; empty: no scope). Returns the records scanned."""
     k = out_r.shape[0]
     mask = (np.int64(1) << SPANN_LABEL_BITS) - 1
     scanned = 0
@@ -463,6 +464,8 @@ def _scan_lists_one(
             label = key & mask
             if label >= version.shape[0] or version[label] != (key >> SPANN_LABEL_BITS):
                 continue  # deleted (flagged), or a stale copy: moved or replaced since
+            if bits.shape[0] and (label >> 3 >= bits.shape[0] or not _is_set(bits, label)):
+                continue  # outside the search's scope
             scanned += 1
             d = _distance(q, f32[r, 2 : 2 + dim], ip)
             if d >= out_d[k - 1]:
@@ -494,6 +497,7 @@ def scan_lists_serial(
     counts: np.ndarray,
     dim: int,
     version: np.ndarray,
+    bits: np.ndarray,
     ip: bool,
     out_r: np.ndarray,
     out_d: np.ndarray,
@@ -504,7 +508,7 @@ def scan_lists_serial(
     for qi in range(queries.shape[0]):
         a, b = ptr[qi], ptr[qi + 1]
         total += _scan_lists_one(
-            queries[qi], f32, i64, starts[a:b], counts[a:b], dim, version, ip,
+            queries[qi], f32, i64, starts[a:b], counts[a:b], dim, version, bits, ip,
             out_r[qi], out_d[qi],
         )  # fmt: skip
     return total
@@ -520,6 +524,7 @@ def scan_lists(
     counts: np.ndarray,
     dim: int,
     version: np.ndarray,
+    bits: np.ndarray,
     ip: bool,
     out_r: np.ndarray,
     out_d: np.ndarray,
@@ -529,7 +534,7 @@ def scan_lists(
     for qi in prange(queries.shape[0]):
         a, b = ptr[qi], ptr[qi + 1]
         scanned[qi] = _scan_lists_one(
-            queries[qi], f32, i64, starts[a:b], counts[a:b], dim, version, ip,
+            queries[qi], f32, i64, starts[a:b], counts[a:b], dim, version, bits, ip,
             out_r[qi], out_d[qi],
         )  # fmt: skip
     return scanned.sum()

@@ -69,6 +69,7 @@ _CHUNK = 65536  # vectors per step of a streamed build
 _PARALLEL_NODE = 50_000  # smaller clustering nodes run on one thread
 _DEAD = np.uint16(0x8000)  # version flag: deleted (no record's version has it)
 _VERSIONS = 0x7FFF  # versions 1..32767, then 1 again
+_NO_SCOPE = np.zeros(0, dtype=np.uint8)
 
 
 def record_words(dim: int) -> int:
@@ -343,7 +344,8 @@ class SpannIndex:
     """
 
     kind = "spann"
-    exact = scoped = False
+    exact = False
+    scoped = True  # filtered and tenant searches score only rows in scope (see search)
 
     def __init__(
         self,
@@ -832,12 +834,18 @@ class SpannIndex:
         eps_search: float | None = None,
         max_probes: int | None = None,
         ef: int | None = None,
+        allowed: np.ndarray | None = None,
+        allowed_bits: np.ndarray | None = None,
         **_: Any,
     ) -> SearchResult:
         """Approximate top-k: the centroid graph names the closest lists, pruning keeps those
         within (1 + eps_search) of the nearest (at most max_probes), their records are scanned
         and replicas merged. Never fewer than min(k, live) results: a query whose probed lists
         hold too few live vectors probes more, then all of them.
+
+        A scoped search (``allowed``: bool per label, ``allowed_bits`` the same packed; the
+        planner's tenant and filter scope) scores only labels in scope, probing more lists the
+        fewer are in scope, and returns min(k, labels in scope) results.
 
         ``result.explain`` is a dict: ``lists_probed`` and ``bytes_read`` per query (mean)."""
         n = queries.shape[0]
@@ -846,10 +854,20 @@ class SpannIndex:
         eps = self.eps_search if eps_search is None else float(eps_search)
         probes = self.max_probes if max_probes is None else int(max_probes)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        matches = self._live
+        bits = _NO_SCOPE
+        if allowed is not None:
+            allowed = allowed[: self._version.shape[0]]
+            matches = int(np.count_nonzero(allowed & self._alive()[: allowed.shape[0]]))
+            if matches == 0:
+                return empty_result(n, k)
+            bits = allowed_bits if allowed_bits is not None else np.packbits(allowed, bitorder="little")
         with self._rw.read():
             want = 1 if n == 1 else min(n, self.threads or self.budget.threads)
             with self.budget.take(want):
-                ids, distances, probed, read = self._search(queries, k, eps, probes, ef or self.ef)
+                ids, distances, probed, read = self._search(
+                    queries, k, eps, probes, ef or self.ef, bits, matches
+                )
         self._counters["searches"] += n
         self._counters["lists_probed"] += probed
         self._counters["bytes_read"] += read
@@ -860,56 +878,67 @@ class SpannIndex:
         )
 
     def _probe_lists(
-        self, queries: np.ndarray, k: int, eps: float, probes: int, ef: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per query, the lists to probe (n, probes) padded -1, closest first."""
+        self, queries: np.ndarray, k: int, eps: float, probes: int, ef: int, selectivity: float
+    ) -> np.ndarray:
+        """Per query, the lists to probe, closest first (padded -1): those the pruning rule
+        keeps among the first ``probes``, then, in order, more while the probed lists hold
+        fewer than k records, or (a scoped search, a fraction ``selectivity`` of the rows in
+        scope) fewer than the pruned lists' records / selectivity: as many rows in scope as an
+        unscoped search scores rows."""
         live_lists = len(self._graph)
         probes = min(probes, live_lists)
-        found, raw = self._graph.search(self._augment_queries(queries), probes, max(ef, probes))
+        fetch = min(live_lists, max(probes, math.ceil(probes / selectivity)), 8192)
+        found, raw = self._graph.search(self._augment_queries(queries), fetch, max(ef, fetch))
         d = np.sqrt(np.maximum(raw, 0.0))
         keep = (found >= 0) & (d <= (1.0 + eps) * d[:, :1] + 1e-6)
+        keep[:, probes:] = False
         keep[:, 0] = found[:, 0] >= 0
-        lists = np.where(keep, found, -1)
-        # enough records for k: add the next lists in order while the probed ones hold fewer
-        counts = np.where(lists >= 0, self._lcount[np.maximum(lists, 0)], 0)
-        short = np.flatnonzero(counts.sum(axis=1) < k)
-        for qi in short.tolist():
-            total = 0
-            for j in range(found.shape[1]):
-                if found[qi, j] < 0:
-                    break
-                lists[qi, j] = found[qi, j]
-                total += int(self._lcount[found[qi, j]])
-                if total >= k:
-                    break
-        return lists, found
+        counts = np.where(found >= 0, self._lcount[np.maximum(found, 0)], 0).astype(np.int64)
+        need = np.maximum((counts * keep).sum(axis=1) / selectivity, k / selectivity)
+        before = np.cumsum(counts, axis=1) - counts
+        keep |= (found >= 0) & (before < need[:, None])
+        return np.where(keep, found, -1)
 
     def _search(
-        self, queries: np.ndarray, k: int, eps: float, probes: int, ef: int
+        self,
+        queries: np.ndarray,
+        k: int,
+        eps: float,
+        probes: int,
+        ef: int,
+        bits: np.ndarray,
+        matches: int,
     ) -> tuple[np.ndarray, np.ndarray, int, int]:
         n = queries.shape[0]
-        lists, _ = self._probe_lists(queries, k, eps, probes, ef)
+        selectivity = max(matches / max(self._live, 1), 1e-6)
+        lists = self._probe_lists(queries, k, eps, probes, ef, min(selectivity, 1.0))
         out_r = np.full((n, k), -1, dtype=np.int64)
         out_d = np.full((n, k), np.inf, dtype=np.float32)
         probed = int(np.count_nonzero(lists >= 0))
         read = int(self._lcount[lists[lists >= 0]].sum()) * self.words * 4
-        self._scan(queries, lists, out_r, out_d)
-        # a query short of min(k, live) (tombstones, tiny lists): every list, exactly
-        want = min(k, self._live)
+        self._scan(queries, lists, out_r, out_d, bits)
+        # a query short of min(k, matches) (tombstones, tiny lists, a sparse scope): every
+        # list, exactly
+        want = min(k, matches)
         short = np.flatnonzero((out_r >= 0).sum(axis=1) < want)
         if short.size:
             every = self._live_lists()
             full = np.tile(every, (short.size, 1))
             sub_r = np.full((short.size, k), -1, dtype=np.int64)
             sub_d = np.full((short.size, k), np.inf, dtype=np.float32)
-            self._scan(queries[short], full, sub_r, sub_d)
+            self._scan(queries[short], full, sub_r, sub_d, bits)
             out_r[short], out_d[short] = sub_r, sub_d
             probed += int(full.size)
             read += int(self._lcount[every].sum()) * self.words * 4 * short.size
         return out_r, out_d, probed, read
 
     def _scan(
-        self, queries: np.ndarray, lists: np.ndarray, out_r: np.ndarray, out_d: np.ndarray
+        self,
+        queries: np.ndarray,
+        lists: np.ndarray,
+        out_r: np.ndarray,
+        out_d: np.ndarray,
+        bits: np.ndarray,
     ) -> None:
         """Merge the records of each query's ``lists`` into its top-k, one generation (or,
         with positioned reads, one query's buffer) at a time."""
@@ -930,7 +959,7 @@ class SpannIndex:
                 starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
                 scan_lists_serial(
                     queries[qi : qi + 1], buf, buf.view(np.int64), np.array([0, sizes.size]),
-                    starts, sizes, self.dim, self._version, ip,
+                    starts, sizes, self.dim, self._version, bits, ip,
                     out_r[qi : qi + 1], out_d[qi : qi + 1],
                 )  # fmt: skip
             return
@@ -945,7 +974,7 @@ class SpannIndex:
             counts = self._lcount[chosen]
             kernel = scan_lists_serial if n == 1 else scan_lists
             kernel(
-                queries, gen.f32, gen.i64, ptr, starts, counts, self.dim, self._version, ip,
+                queries, gen.f32, gen.i64, ptr, starts, counts, self.dim, self._version, bits, ip,
                 out_r, out_d,
             )  # fmt: skip
 

@@ -66,7 +66,9 @@ LABEL_MASK = (1 << SPANN_LABEL_BITS) - 1
 _GEN_SHIFT = 40  # a record's place: generation << 40 | record number
 _NOWHERE = -1
 _CHUNK = 65536  # vectors per step of a streamed build
-_PARALLEL_NODE = 50_000  # smaller clustering nodes run on one thread
+# smaller clustering nodes run on one thread: faiss's OpenMP team costs more than it saves
+# there (and waits long for its threads on a busy machine)
+_PARALLEL_NODE = 200_000
 _DEAD = np.uint16(0x8000)  # version flag: deleted (no record's version has it)
 _VERSIONS = 0x7FFF  # versions 1..32767, then 1 again
 _NO_SCOPE = np.zeros(0, dtype=np.uint8)
@@ -218,7 +220,6 @@ def cluster_lists(
         leaves = math.ceil(size / leaf)
         levels = max(1, math.ceil(math.log(leaves) / math.log(fanout) - 1e-9))
         parts = min(fanout, max(2, math.ceil(leaves ** (1.0 / levels) - 1e-9)))
-        # small nodes on one thread: faiss's OpenMP team costs more than their k-means
         with delegated(1) if size < _PARALLEL_NODE else nullcontext():
             _, assignment = balanced_kmeans(
                 sub, parts, seed=int(rng.integers(1 << 31)), iterations=10
@@ -239,13 +240,13 @@ def assign_lists(
     *,
     eps_build: float,
     max_replicas: int,
-    ef: int = 64,
+    ef: int = 32,
 ) -> np.ndarray:
     """Each vector's posting lists, nearest first (n, max_replicas) int32 padded -1: its
     nearest centroid plus the boundary replicas (see :func:`rng_replicas`), candidates from
     the centroid graph."""
     want = min(len(graph), max(2 * max_replicas, 16))
-    candidates, _ = graph.search(vectors, want, max(ef, want))  # ef: the graph's beam
+    candidates, _ = graph.search(vectors, want, max(ef, want))
     return rng_replicas(
         vectors, candidates.astype(np.int64), centroids, eps_build, max_replicas, False
     )
@@ -559,7 +560,7 @@ class SpannIndex:
             [
                 assign_lists(
                     vectors[a : a + _CHUNK], graph, centroids, eps_build=self.eps_build,
-                    max_replicas=self.max_replicas, ef=self.ef,
+                    max_replicas=self.max_replicas,
                 )  # fmt: skip
                 for a in range(0, n, _CHUNK)
             ]
@@ -592,7 +593,7 @@ class SpannIndex:
     def _targets(self, vectors: np.ndarray) -> np.ndarray:
         return assign_lists(
             vectors, self._graph, self._centroids, eps_build=self.eps_build,
-            max_replicas=self.max_replicas, ef=self.ef,
+            max_replicas=self.max_replicas,
         )  # fmt: skip
 
     def _insert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -715,7 +716,7 @@ class SpannIndex:
                 lst = self._pending.get_nowait()
             except queue.Empty:
                 return
-            with self._mutex:
+            with self._mutex, delegated(1):  # small k-means and searches: one thread
                 self._queued.discard(lst)
                 if self._lcount[lst] > self.max_list_size and self._graph.alive()[lst]:
                     self._split(lst)
@@ -1092,7 +1093,7 @@ class SpannIndex:
         with the centroid graph, the list table and the row arrays."""
         self.wait_idle()
         with self._mutex:
-            records = int(self._lcount[self._graph.alive()[: self._lists]].sum()) if self._lists else 0
+            records = int(self._lcount[self._live_lists()].sum())
             if self._garbage > max(records, 4096):
                 self._compact()
             if self._open is not None:

@@ -508,9 +508,18 @@ def scan_lists_serial(
     for qi in range(queries.shape[0]):
         a, b = ptr[qi], ptr[qi + 1]
         total += _scan_lists_one(
-            queries[qi], f32, i64, starts[a:b], counts[a:b], dim, version, bits, ip,
-            out_r[qi], out_d[qi],
-        )  # fmt: skip
+            queries[qi],
+            f32,
+            i64,
+            starts[a:b],
+            counts[a:b],
+            dim,
+            version,
+            bits,
+            ip,
+            out_r[qi],
+            out_d[qi],
+        )
     return total
 
 
@@ -534,9 +543,18 @@ def scan_lists(
     for qi in prange(queries.shape[0]):
         a, b = ptr[qi], ptr[qi + 1]
         scanned[qi] = _scan_lists_one(
-            queries[qi], f32, i64, starts[a:b], counts[a:b], dim, version, bits, ip,
-            out_r[qi], out_d[qi],
-        )  # fmt: skip
+            queries[qi],
+            f32,
+            i64,
+            starts[a:b],
+            counts[a:b],
+            dim,
+            version,
+            bits,
+            ip,
+            out_r[qi],
+            out_d[qi],
+        )
     return scanned.sum()
 
 
@@ -547,38 +565,26 @@ def rng_replicas(
     centroids: np.ndarray,
     eps: float,
     most: int,
-    ip: bool,
 ) -> np.ndarray:
     """SPANN's boundary replication: each vector's lists among its ``candidates`` (n, c)
     centroid ids (-1 padded): its nearest, then, closest first, every centroid within
-    (1 + eps) x the nearest one's distance, skipping one closer to an already chosen centroid
-    than to the vector (the RNG rule), at most ``most``. Distances are Euclidean (ip: between
-    the unit vector and the unit centroids). Returns (n, most) int32, -1 padded."""
+    (1 + eps) x the nearest one's Euclidean distance, skipping one closer to an already chosen
+    centroid than to the vector (the RNG rule), at most ``most``. Returns (n, most) int32, -1
+    padded."""
     n, c = candidates.shape
     out = np.full((n, most), -1, dtype=np.int32)
     dist = np.empty(c, dtype=np.float32)
     for i in range(n):
         x = vectors[i]
-        norm = np.float32(1.0)
-        if ip:
-            acc = np.float32(0.0)
-            for t in range(x.shape[0]):
-                acc += x[t] * x[t]
-            norm = max(np.sqrt(acc), np.float32(1e-12))
         for j in range(c):
             cj = candidates[i, j]
             if cj < 0:
                 dist[j] = np.inf
                 continue
             acc = np.float32(0.0)
-            if ip:
-                for t in range(x.shape[0]):
-                    acc += x[t] * centroids[cj, t]
-                acc = np.float32(2.0) - np.float32(2.0) * acc / norm
-            else:
-                for t in range(x.shape[0]):
-                    diff = x[t] - centroids[cj, t]
-                    acc += diff * diff
+            for t in range(x.shape[0]):
+                diff = x[t] - centroids[cj, t]
+                acc += diff * diff
             dist[j] = np.sqrt(max(acc, np.float32(0.0)))
         order = np.argsort(dist)
         first = dist[order[0]]

@@ -116,7 +116,10 @@ class _Generation:
         if capacity == 0:
             return
         raw = np.memmap(
-            self.path, dtype=np.float32, mode="r" if self.sealed else "r+", shape=(capacity, self.words)
+            self.path,
+            dtype=np.float32,
+            mode="r" if self.sealed else "r+",
+            shape=(capacity, self.words),
         )
         self.f32 = raw.view(np.ndarray)  # plain arrays for numba (the mapping stays alive)
         self.i64 = self.f32.view(np.int64)
@@ -247,9 +250,7 @@ def assign_lists(
     the centroid graph."""
     want = min(len(graph), max(2 * max_replicas, 16))
     candidates, _ = graph.search(vectors, want, max(ef, want))
-    return rng_replicas(
-        vectors, candidates.astype(np.int64), centroids, eps_build, max_replicas, False
-    )
+    return rng_replicas(vectors, candidates.astype(np.int64), centroids, eps_build, max_replicas)
 
 
 def write_lists(
@@ -410,9 +411,14 @@ class SpannIndex:
         self._live = 0
         self._garbage = 0  # records no list references any more (in the files)
         self._counters = {
-            "splits": 0, "reassigned": 0, "relocations": 0, "dropped_replicas": 0,
-            "searches": 0, "lists_probed": 0, "bytes_read": 0,
-        }  # fmt: skip
+            "splits": 0,
+            "reassigned": 0,
+            "relocations": 0,
+            "dropped_replicas": 0,
+            "searches": 0,
+            "lists_probed": 0,
+            "bytes_read": 0,
+        }
         self._rw = RWLock()  # searches share it; a background swap takes it alone
         self._mutex = threading.RLock()  # one writer: foreground writes, splits, saves
         self._pending: queue.Queue[int] = queue.Queue()
@@ -432,9 +438,12 @@ class SpannIndex:
 
     def _new_graph(self) -> HNSWGraph:
         return HNSWGraph(
-            dim=self.vdim, metric="l2", m=self.m, ef_construction=self.ef_construction,
+            dim=self.vdim,
+            metric="l2",
+            m=self.m,
+            ef_construction=self.ef_construction,
             seed=self.seed,
-        )  # fmt: skip
+        )
 
     def _augment(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as the lists hold them (ip: with the extra coordinate)."""
@@ -446,7 +455,9 @@ class SpannIndex:
     def _augment_queries(self, queries: np.ndarray) -> np.ndarray:
         if self.metric != "ip":
             return queries
-        return np.ascontiguousarray(np.hstack([queries, np.zeros((queries.shape[0], 1))]), dtype=np.float32)
+        return np.ascontiguousarray(
+            np.hstack([queries, np.zeros((queries.shape[0], 1))]), dtype=np.float32
+        )
 
     @property
     def _centroids(self) -> np.ndarray:
@@ -559,9 +570,12 @@ class SpannIndex:
         targets = np.concatenate(
             [
                 assign_lists(
-                    vectors[a : a + _CHUNK], graph, centroids, eps_build=self.eps_build,
+                    vectors[a : a + _CHUNK],
+                    graph,
+                    centroids,
+                    eps_build=self.eps_build,
                     max_replicas=self.max_replicas,
-                )  # fmt: skip
+                )
                 for a in range(0, n, _CHUNK)
             ]
         )
@@ -570,9 +584,15 @@ class SpannIndex:
         gen = self._open_gen()
         lists = centroids.shape[0]
         starts, counts, primary, dropped = write_lists(
-            gen, labels, self._version[labels], vectors, targets, lists,
-            max_list_size=self.max_list_size, centroids=centroids,
-        )  # fmt: skip
+            gen,
+            labels,
+            self._version[labels],
+            vectors,
+            targets,
+            lists,
+            max_list_size=self.max_list_size,
+            centroids=centroids,
+        )
         with self._rw.write():
             self._graph, self._lists = graph, lists
             self._lgen = np.full(lists, gen.number, dtype=np.int32)
@@ -592,9 +612,12 @@ class SpannIndex:
 
     def _targets(self, vectors: np.ndarray) -> np.ndarray:
         return assign_lists(
-            vectors, self._graph, self._centroids, eps_build=self.eps_build,
+            vectors,
+            self._graph,
+            self._centroids,
+            eps_build=self.eps_build,
             max_replicas=self.max_replicas,
-        )  # fmt: skip
+        )
 
     def _insert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         """Append to the tails of each vector's lists (replicas included)."""
@@ -692,14 +715,16 @@ class SpannIndex:
             return
         self._queued.add(lst)
         self._pending.put(lst)
-        if self.maintenance == "background" and (self._worker is None or not self._worker.is_alive()):
+        if self.maintenance == "background" and (
+            self._worker is None or not self._worker.is_alive()
+        ):
             self._worker = threading.Thread(target=self._work, name="spann-splits", daemon=True)
             self._worker.start()
 
     def _work(self) -> None:
         try:
             self._run_splits()
-        except BaseException as exc:  # noqa: BLE001 - reported by the next write
+        except BaseException as exc:  # reported by the next write
             self._failure = exc
         finally:
             with self._idle:
@@ -708,7 +733,9 @@ class SpannIndex:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             failure, self._failure = self._failure, None
-            raise RuntimeError(f"a background split of the spann index failed: {failure}") from failure
+            raise RuntimeError(
+                f"a background split of the spann index failed: {failure}"
+            ) from failure
 
     def _run_splits(self) -> None:
         while True:
@@ -791,7 +818,9 @@ class SpannIndex:
             if theirs.shape[0] == 0:
                 continue
             tv = theirs[:, 2 : 2 + dim]
-            closer = np.minimum(_sq(tv - self._centroids[new[0]]), _sq(tv - self._centroids[new[1]]))
+            closer = np.minimum(
+                _sq(tv - self._centroids[new[0]]), _sq(tv - self._centroids[new[1]])
+            )
             moved = closer < _sq(tv - self._centroids[other])
             cand_keys.append(theirs.view(np.int64)[moved, 0])
             cand_vecs.append(tv[moved])
@@ -819,12 +848,16 @@ class SpannIndex:
         order = np.argsort(begin)
         begin, live = begin[order], live[order]
         at = np.searchsorted(begin, place, side="right") - 1
-        inside = (at >= 0) & (place < begin[np.maximum(at, 0)] + self._lcount[live[np.maximum(at, 0)]])
+        inside = (at >= 0) & (
+            place < begin[np.maximum(at, 0)] + self._lcount[live[np.maximum(at, 0)]]
+        )
         return np.where(inside, live[np.maximum(at, 0)], -1)
 
     def _live_lists(self) -> np.ndarray:
         """Lists with a live centroid and records."""
-        return np.flatnonzero(self._graph.alive()[: self._lists] & (self._lcount[: self._lists] > 0))
+        return np.flatnonzero(
+            self._graph.alive()[: self._lists] & (self._lcount[: self._lists] > 0)
+        )
 
     # -- reads ------------------------------------------------------------------------------
     def search(
@@ -862,10 +895,18 @@ class SpannIndex:
             matches = int(np.count_nonzero(allowed & self._alive()[: allowed.shape[0]]))
             if matches == 0:
                 return empty_result(n, k)
-            bits = allowed_bits if allowed_bits is not None else np.packbits(allowed, bitorder="little")
+            bits = (
+                allowed_bits
+                if allowed_bits is not None
+                else np.packbits(allowed, bitorder="little")
+            )
         with self._rw.read():
-            want = 1 if n == 1 else min(n, self.threads or self.budget.threads)
-            with self.budget.take(want):
+            # one query: the calling thread (faiss starts no team for it, the scan is serial)
+            with (
+                nullcontext()
+                if n == 1
+                else self.budget.take(min(n, self.threads or self.budget.threads))
+            ):
                 ids, distances, probed, read = self._search(
                     queries, k, eps, probes, ef or self.ef, bits, matches
                 )
@@ -959,10 +1000,19 @@ class SpannIndex:
                 sizes = np.array([b.shape[0] for b in buffers], dtype=np.int64)
                 starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
                 scan_lists_serial(
-                    queries[qi : qi + 1], buf, buf.view(np.int64), np.array([0, sizes.size]),
-                    starts, sizes, self.dim, self._version, bits, ip,
-                    out_r[qi : qi + 1], out_d[qi : qi + 1],
-                )  # fmt: skip
+                    queries[qi : qi + 1],
+                    buf,
+                    buf.view(np.int64),
+                    np.array([0, sizes.size]),
+                    starts,
+                    sizes,
+                    self.dim,
+                    self._version,
+                    bits,
+                    ip,
+                    out_r[qi : qi + 1],
+                    out_d[qi : qi + 1],
+                )
             return
         gens = self._lgen[np.maximum(lists, 0)]
         for number, gen in list(self._gens.items()):
@@ -975,9 +1025,19 @@ class SpannIndex:
             counts = self._lcount[chosen]
             kernel = scan_lists_serial if n == 1 else scan_lists
             kernel(
-                queries, gen.f32, gen.i64, ptr, starts, counts, self.dim, self._version, bits, ip,
-                out_r, out_d,
-            )  # fmt: skip
+                queries,
+                gen.f32,
+                gen.i64,
+                ptr,
+                starts,
+                counts,
+                self.dim,
+                self._version,
+                bits,
+                ip,
+                out_r,
+                out_d,
+            )
 
     def _take(self, labels: np.ndarray, width: int | None = None) -> np.ndarray:
         """The current vectors of ``labels`` (a copy), from their primary records (their
@@ -1077,7 +1137,9 @@ class SpannIndex:
             old_lo = (int(self._lgen[lst]) << _GEN_SHIFT) | int(self._lstart[lst])
             moved = self._where.array[labels]
             mine = (moved >= old_lo) & (moved < old_lo + int(self._lcount[lst]))
-            moves.append((labels[mine], (gen.number << _GEN_SHIFT) | (start + np.flatnonzero(mine))))
+            moves.append(
+                (labels[mine], (gen.number << _GEN_SHIFT) | (start + np.flatnonzero(mine)))
+            )
         with self._rw.write():
             for labels, places in moves:
                 self._where.array[labels] = places
@@ -1118,10 +1180,13 @@ class SpannIndex:
             end = self._labels_end()
             arrays = {
                 "lists.npy": np.stack(
-                    [self._lgen[: self._lists].astype(np.int64), self._lstart[: self._lists],
-                     self._lcount[: self._lists].astype(np.int64),
-                     self._lcap[: self._lists].astype(np.int64)]
-                ),  # fmt: skip
+                    [
+                        self._lgen[: self._lists].astype(np.int64),
+                        self._lstart[: self._lists],
+                        self._lcount[: self._lists].astype(np.int64),
+                        self._lcap[: self._lists].astype(np.int64),
+                    ]
+                ),
                 "version.npy": self._version[:end],
                 "where.npy": np.asarray(self._where.array[:end]),
             }
@@ -1154,14 +1219,30 @@ class SpannIndex:
         cls, directory: str, *, threads: int | None = None, budget: ThreadBudget | None = None
     ) -> SpannIndex:
         meta = read_meta(directory, cls.kind)
-        params = {name: meta[name] for name in (
-            "max_list_size", "eps_build", "max_replicas", "eps_search", "max_probes", "m",
-            "ef_construction", "ef", "maintenance", "io", "train_size",
-        )}  # fmt: skip
+        params = {
+            name: meta[name]
+            for name in (
+                "max_list_size",
+                "eps_build",
+                "max_replicas",
+                "eps_search",
+                "max_probes",
+                "m",
+                "ef_construction",
+                "ef",
+                "maintenance",
+                "io",
+                "train_size",
+            )
+        }
         index = cls(
-            dim=meta["dim"], metric=meta["metric"], seed=meta["seed"], threads=threads,
-            budget=budget, **params,
-        )  # fmt: skip
+            dim=meta["dim"],
+            metric=meta["metric"],
+            seed=meta["seed"],
+            threads=threads,
+            budget=budget,
+            **params,
+        )
         if meta["record_words"] != index.words:
             raise CorruptionError(
                 f"spann index in {directory!r}: records of {meta['record_words']} words; "
@@ -1219,5 +1300,3 @@ def _link_or_copy(gen: _Generation, target: str) -> None:
 
 def _sq(diff: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", diff, diff)
-
-

@@ -100,7 +100,7 @@ def test_recall_holds_under_inserts_splits_and_deletes(world):
         try:
             while not stop.is_set():
                 assert (index.search(queries[:5], 10).ids >= 0).all()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     reader = threading.Thread(target=search_meanwhile)

@@ -139,6 +139,11 @@ def spann_runs(data: dict[str, Any], args: argparse.Namespace, log) -> dict[str,
     }
     settings = [{"eps_search": e, "max_probes": 64} for e in args.eps.split(",")]
     settings += [{"eps_search": 1000.0, "max_probes": int(p)} for p in args.probes.split(",")]
+    settings += [
+        {"eps_search": e, "max_probes": int(p)}
+        for e in args.eps_mixed.split(",")
+        for p in args.probes_mixed.split(",")
+    ]
     rows = [{k: float(v) if k == "eps_search" else v for k, v in s.items()} for s in settings]
     # one index per pass, unmapped after it: pages mapped by a live index cannot be dropped
     for mode in ("warm_mmap", "warm_pread", "cold_pread"):
@@ -368,6 +373,8 @@ def main() -> None:
     parser.add_argument("--build-batch", type=int, default=10_000_000)
     parser.add_argument("--eps", default="0.0,0.05,0.1,0.2,0.3,0.4,0.6,1.0")
     parser.add_argument("--probes", default="2,4,8,16")
+    parser.add_argument("--eps-mixed", default="0.2,0.3,0.5", help="crossed with --probes-mixed")
+    parser.add_argument("--probes-mixed", default="8,16")
     parser.add_argument("--nlist", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="where spann's files go (a real disk)")
     parser.add_argument("--tag", default="")

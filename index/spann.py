@@ -19,11 +19,17 @@ The paper's three ideas, each with its parameter:
    d(q, c_1), at most ``max_probes`` lists; replicas are merged before the top-k.
 
 Updates follow SPFresh (Xu et al., SOSP 2023): an insert appends to the tails of its lists
-(searchable at once); a list past ``max_list_size`` is split in two by 2-means, in a background
-thread that holds searches back only while it swaps the list table, and the vectors near the
-split (its own and its neighbour lists') whose nearest centroid changed are reassigned.
+(searchable at once); a list past ``max_list_size`` is split in two by 2-means in a background
+thread (the k-means runs beside the searches; they wait while the list table is swapped and the
+vectors near the split, its own and its neighbour lists', whose nearest centroid changed are
+moved, a few list writes), so a row stays searchable throughout.
 Versions make moved and replaced copies stale without rewriting them; deletes are tombstones.
 Splits, relocations and :meth:`SpannIndex.compact` drop stale records.
+
+The build streams: it clusters a sample (``train_size``), then assigns and writes the lists a
+chunk at a time, so ``add`` on a memory-mapped array builds an index larger than memory (a
+cluster job calls :func:`cluster_lists`, :func:`assign_lists` and :func:`write_lists` on its
+share of the vectors).
 
 Files: new lists go to the open generation (in ``workdir``, a temporary directory by default);
 :meth:`SpannIndex.save` seals it and hard-links (or copies) every generation into the snapshot
@@ -271,12 +277,8 @@ def write_lists(
     Returns (starts, counts) by list, each vector's primary record number, and the replicas
     dropped by the limit.
     """
-    n, width = targets.shape
-    row = np.repeat(np.arange(n), width)
-    flat = targets.reshape(-1).astype(np.int64)
-    rank = np.tile(np.arange(width), n)
-    keep = flat >= 0
-    row, flat, rank = row[keep], flat[keep], rank[keep]
+    n = targets.shape[0]
+    row, flat, rank = _pairs(targets)
     # closest first within each list: primaries (rank 0) before replicas, then by distance
     dist = np.empty(flat.size, dtype=np.float32)
     for a in range(0, flat.size, _CHUNK):
@@ -326,7 +328,8 @@ class SpannIndex:
     max_probes : int, default 64
         Most lists a query probes (SPTAG's SearchInternalResultNum, 64). Also per search.
     m, ef_construction, ef
-        The centroid graph's HNSW parameters; ``ef`` (raised to ``max_probes``) also per search.
+        The centroid graph's HNSW parameters; ``ef`` (also per search; raised to the lists
+        fetched) defaults to twice the lists fetched, at least 32.
     maintenance : {"background", "inline"}, default "background"
         Where list splits run: a background thread (writes return at once; searches wait only
         for the swap) or inside the write that overfilled the list (deterministic).
@@ -361,7 +364,7 @@ class SpannIndex:
         max_probes: int = 64,
         m: int = 16,
         ef_construction: int = 200,
-        ef: int = 128,
+        ef: int = 0,
         maintenance: str = "background",
         io: str = "mmap",
         train_size: int = 262144,
@@ -625,12 +628,7 @@ class SpannIndex:
         self._append_targets(labels, vectors, targets)
 
     def _append_targets(self, labels: np.ndarray, vectors: np.ndarray, targets: np.ndarray) -> None:
-        n, width = targets.shape
-        row = np.repeat(np.arange(n), width)
-        flat = targets.reshape(-1).astype(np.int64)
-        rank = np.tile(np.arange(width), n)
-        keep = flat >= 0
-        row, flat, rank = row[keep], flat[keep], rank[keep]
+        row, flat, rank = _pairs(targets)
         order = np.argsort(flat, kind="stable")
         row, flat, rank = row[order], flat[order], rank[order]
         bounds = np.flatnonzero(np.diff(flat)) + 1
@@ -810,7 +808,7 @@ class SpannIndex:
         suspect = _sq(vectors - old_centroid) <= _sq(vectors - own)
         cand_keys = [records.view(np.int64)[suspect, 0]]
         cand_vecs = [vectors[suspect]]
-        near, _ = self._graph.search(old_centroid[None, :], min(9, len(self._graph)), self.ef)
+        near, _ = self._graph.search(old_centroid[None, :], min(9, len(self._graph)), 32)
         for other in near[0].tolist():
             if other < 0 or other in new.tolist():
                 continue
@@ -930,7 +928,9 @@ class SpannIndex:
         live_lists = len(self._graph)
         probes = min(probes, live_lists)
         fetch = min(live_lists, max(probes, math.ceil(probes / selectivity)), 8192)
-        found, raw = self._graph.search(self._augment_queries(queries), fetch, max(ef, fetch))
+        # the beam: ef if set, else twice the lists fetched (at least 32)
+        beam = ef if ef else max(32, 2 * fetch)
+        found, raw = self._graph.search(self._augment_queries(queries), fetch, max(beam, fetch))
         d = np.sqrt(np.maximum(raw, 0.0))
         keep = (found >= 0) & (d <= (1.0 + eps) * d[:, :1] + 1e-6)
         keep[:, probes:] = False
@@ -1287,6 +1287,16 @@ class SpannIndex:
         index._where.array[: where.size] = where
         index._counters.update(meta.get("counters", {}))
         return index
+
+
+def _pairs(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vector, list, rank) of each of ``targets``' entries (rank 0: the primary list)."""
+    n, width = targets.shape
+    row = np.repeat(np.arange(n), width)
+    flat = targets.reshape(-1).astype(np.int64)
+    rank = np.tile(np.arange(width), n)
+    keep = flat >= 0
+    return row[keep], flat[keep], rank[keep]
 
 
 def _link_or_copy(gen: _Generation, target: str) -> None:

@@ -845,7 +845,7 @@ def _version() -> str:
         return __version__
 
 
-INDEXES = ["flat", "hnsw", "partitioned", "multitenant"]
+INDEXES = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
 
 
 def build_parser() -> argparse.ArgumentParser:

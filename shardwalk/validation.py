@@ -229,7 +229,7 @@ INDEX_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
         "max_probes": (int, 1, 1_000_000),
         "m": (int, 2, 256),
         "ef_construction": (int, 1, 100_000),
-        "ef": (int, 1, 100_000),
+        "ef": (int, 0, 100_000),  # 0: twice the lists fetched
         "maintenance": (str, ("background", "inline"), None),  # type: ignore[dict-item]
         "io": (str, ("mmap", "pread"), None),  # type: ignore[dict-item]
         "train_size": (int, 1, 2**40),

@@ -340,21 +340,21 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for mode, style in (("warm_mmap", "o-"), ("warm_pread", "s--"), ("cold_pread", "x:")):
+    for mode, style in (("warm_mmap", "o"), ("warm_pread", "s"), ("cold_pread", "x")):
         rows = sorted(result["spann"]["sweep"], key=lambda r: r[mode]["recall"])
         ax.plot(
             [r[mode]["recall"] for r in rows],
-            [r[mode]["mean_us"] for r in rows],
+            [r[mode]["p50_us"] for r in rows],
             style,
             label=f"spann {mode}",
         )
     for name, system in result["baselines"].items():
         rows = system["sweep"]
-        ax.plot([r["recall"] for r in rows], [r["mean_us"] for r in rows], ".-", label=name)
+        ax.plot([r["recall"] for r in rows], [r["p50_us"] for r in rows], ".-", label=name)
     ax.axvline(TARGET, color="grey", lw=0.5)
     ax.set_yscale("log")
     ax.set_xlabel("recall@10")
-    ax.set_ylabel("mean single-query latency (us)")
+    ax.set_ylabel("median single-query latency (us)")
     ax.set_title(f"{result['dataset']} (load {result['load_before'][0]:.1f})")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,9 +1,9 @@
 """SPANN (Chen et al., NeurIPS 2021): posting lists on disk, their centroids in memory.
 
-Only the centroids, their HNSW graph and two bytes and a bit per row stay in memory; the
-vectors live in posting lists in files, one file per *generation*, each list one contiguous run
-of records (an int64 key, label | version << 48, then the vector), read with one positioned
-read or one memory-mapped range per probe.
+Only the centroids, their HNSW graph and two bytes per row (a version, with a deleted flag)
+stay in memory; the vectors live in posting lists in files, one file per *generation*, each
+list one contiguous run of records (an int64 key, label | version << 48, then the vector), read
+with one positioned read or one memory-mapped range per probe.
 
 The paper's three ideas, each with its parameter:
 

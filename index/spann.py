@@ -78,6 +78,7 @@ _PARALLEL_NODE = 200_000
 _DEAD = np.uint16(0x8000)  # version flag: deleted (no record's version has it)
 _VERSIONS = 0x7FFF  # versions 1..32767, then 1 again
 _NO_SCOPE = np.zeros(0, dtype=np.uint8)
+_GARBAGE_MIN = 1 << 16  # dead records the files may hold before a split run compacts them
 
 
 def record_words(dim: int) -> int:
@@ -413,6 +414,7 @@ class SpannIndex:
         self._version = np.zeros(0, dtype=np.uint16)
         self._live = 0
         self._garbage = 0  # records no list references any more (in the files)
+        self.garbage_min = _GARBAGE_MIN
         self._counters = {
             "splits": 0,
             "reassigned": 0,
@@ -740,11 +742,22 @@ class SpannIndex:
             try:
                 lst = self._pending.get_nowait()
             except queue.Empty:
+                self._collect_garbage()
                 return
             with self._mutex, delegated(1):  # small k-means and searches: one thread
                 self._queued.discard(lst)
                 if self._lcount[lst] > self.max_list_size and self._graph.alive()[lst]:
                     self._split(lst)
+
+    def _collect_garbage(self) -> None:
+        """Compact once relocated and split lists left more dead records in the files than
+        twice the live ones (and at least ``garbage_min``): long insert runs keep the files
+        within about three times their live size."""
+        with self._mutex:
+            live = int(self._lcount[self._live_lists()].sum())
+            if self._garbage > max(2 * live, self.garbage_min):
+                with delegated(1):
+                    self._compact()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no split is queued or running; returns whether that happened in time."""

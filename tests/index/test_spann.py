@@ -134,6 +134,25 @@ def test_recall_holds_under_inserts_splits_and_deletes(world):
     np.testing.assert_array_equal(index.get(live[:50]), vectors[live[:50]])
 
 
+def test_long_insert_runs_compact_the_files_in_the_background(world):
+    """Relocated and split lists leave dead runs in the posting files; once they outgrow twice
+    the live records a split run compacts, so the files stay within ~3x their live size."""
+    index = SpannIndex(dim=16, metric="l2", max_list_size=16)
+    index.garbage_min = 2000
+    index.add(np.arange(2000), world.vectors[:2000])
+    for a in range(2000, 8000, 500):
+        index.add(np.arange(a, a + 500), world.vectors[a : a + 500])
+    assert index.wait_idle(timeout=120)
+    stats = index.stats()
+    records = stats["replication_factor"] * stats["live"]
+    assert stats["splits"] > 0 and stats["garbage_records"] <= 2 * records + 2000, stats
+    assert stats["posting_file_bytes"] <= 4 * records * 18 * 4
+    live = np.arange(8000)
+    res = index.search(world.queries, 10)
+    assert recall_at_k(res.ids, truth_of(world.vectors, live, world.queries)) >= 0.9
+    np.testing.assert_array_equal(index.get(live[::97]), world.vectors[live[::97]])
+
+
 def test_reopen_round_trip_through_the_engine(tmp_path, world):
     path = tmp_path / "db"
     with shardwalk.Engine.open(path) as engine:

@@ -18,6 +18,7 @@ from shardwalk.index.flat import FlatIndex, exact_search
 from shardwalk.index.hnsw import HNSWIndex
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.partitioned import PartitionedIndex
+from shardwalk.index.spann import SpannIndex
 from shardwalk.index.tenancy import MultiTenantIndex
 
 from shardwalk._threads import ThreadBudget
@@ -30,6 +31,7 @@ __all__ = [
     "MultiTenantIndex",
     "PartitionedIndex",
     "SearchResult",
+    "SpannIndex",
     "VectorIndex",
     "balanced_kmeans",
     "exact_search",
@@ -42,6 +44,7 @@ INDEX_KINDS: dict[str, type] = {
     "hnsw": HNSWIndex,
     "partitioned": PartitionedIndex,
     "multitenant": MultiTenantIndex,
+    "spann": SpannIndex,
 }
 
 

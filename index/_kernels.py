@@ -428,3 +428,188 @@ def probe_leaves_sq8(
                 worst = _offer(best_d, best_r, worst, d, rows[t])
         _finish(best_d, best_r, out_d[qi], out_r[qi])
     return out_r, out_d, scored
+
+
+# -- SPANN posting lists ---------------------------------------------------------------------
+# A record is ``words`` float32 slots: an int64 key (label | version << 48) in the first two,
+# then the vector (padded to an even count so keys stay 8-byte aligned). ``f32`` and ``i64``
+# view the same bytes, (records, words) and (records, words // 2).
+SPANN_LABEL_BITS = 48
+
+
+@njit(cache=True, inline="always", fastmath=_FAST)
+def _scan_lists_one(
+    q: np.ndarray,
+    f32: np.ndarray,
+    i64: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    dim: int,
+    version: np.ndarray,
+    bits: np.ndarray,
+    ip: bool,
+    out_r: np.ndarray,
+    out_d: np.ndarray,
+) -> int:
+    """Merge the current records of some lists into a sorted top-k (``out_r``/``out_d``, kept
+    sorted, padded -1/+inf); a label already there (a replica) is skipped, and so is one not
+    set in ``bits`` (a packed scope bitmap; empty: no scope). Returns the records scanned."""
+    k = out_r.shape[0]
+    mask = (np.int64(1) << SPANN_LABEL_BITS) - 1
+    scanned = 0
+    for li in range(starts.shape[0]):
+        s = starts[li]
+        for r in range(s, s + counts[li]):
+            key = i64[r, 0]
+            label = key & mask
+            if label >= version.shape[0] or version[label] != (key >> SPANN_LABEL_BITS):
+                continue  # deleted (flagged), or a stale copy: moved or replaced since
+            if bits.shape[0] and (label >> 3 >= bits.shape[0] or not _is_set(bits, label)):
+                continue  # outside the search's scope
+            scanned += 1
+            d = _distance(q, f32[r, 2 : 2 + dim], ip)
+            if d >= out_d[k - 1]:
+                continue
+            dup = False
+            for j in range(k):
+                if out_r[j] == label:
+                    dup = True
+                    break
+            if dup:
+                continue
+            j = k - 1
+            while j > 0 and out_d[j - 1] > d:
+                out_d[j] = out_d[j - 1]
+                out_r[j] = out_r[j - 1]
+                j -= 1
+            out_d[j] = d
+            out_r[j] = label
+    return scanned
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def scan_lists_serial(
+    queries: np.ndarray,
+    f32: np.ndarray,
+    i64: np.ndarray,
+    ptr: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    dim: int,
+    version: np.ndarray,
+    bits: np.ndarray,
+    ip: bool,
+    out_r: np.ndarray,
+    out_d: np.ndarray,
+) -> int:
+    """Query i merges the lists ``starts/counts[ptr[i]:ptr[i+1]]`` into ``out_r[i]``/
+    ``out_d[i]`` (see ``_scan_lists_one``), on the calling thread; returns records scanned."""
+    total = 0
+    for qi in range(queries.shape[0]):
+        a, b = ptr[qi], ptr[qi + 1]
+        total += _scan_lists_one(
+            queries[qi],
+            f32,
+            i64,
+            starts[a:b],
+            counts[a:b],
+            dim,
+            version,
+            bits,
+            ip,
+            out_r[qi],
+            out_d[qi],
+        )
+    return total
+
+
+@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
+def scan_lists(
+    queries: np.ndarray,
+    f32: np.ndarray,
+    i64: np.ndarray,
+    ptr: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    dim: int,
+    version: np.ndarray,
+    bits: np.ndarray,
+    ip: bool,
+    out_r: np.ndarray,
+    out_d: np.ndarray,
+) -> int:
+    """``scan_lists_serial`` with the queries in parallel."""
+    scanned = np.zeros(queries.shape[0], dtype=np.int64)
+    for qi in prange(queries.shape[0]):
+        a, b = ptr[qi], ptr[qi + 1]
+        scanned[qi] = _scan_lists_one(
+            queries[qi],
+            f32,
+            i64,
+            starts[a:b],
+            counts[a:b],
+            dim,
+            version,
+            bits,
+            ip,
+            out_r[qi],
+            out_d[qi],
+        )
+    return scanned.sum()
+
+
+@njit(cache=True, fastmath=_FAST)
+def rng_replicas(
+    vectors: np.ndarray,
+    candidates: np.ndarray,
+    centroids: np.ndarray,
+    eps: float,
+    most: int,
+) -> np.ndarray:
+    """SPANN's boundary replication: each vector's lists among its ``candidates`` (n, c)
+    centroid ids (-1 padded): its nearest, then, closest first, every centroid within
+    (1 + eps) x the nearest one's Euclidean distance, skipping one closer to an already chosen
+    centroid than to the vector (the RNG rule), at most ``most``. Returns (n, most) int32, -1
+    padded."""
+    n, c = candidates.shape
+    out = np.full((n, most), -1, dtype=np.int32)
+    dist = np.empty(c, dtype=np.float32)
+    for i in range(n):
+        x = vectors[i]
+        for j in range(c):
+            cj = candidates[i, j]
+            if cj < 0:
+                dist[j] = np.inf
+                continue
+            acc = np.float32(0.0)
+            for t in range(x.shape[0]):
+                diff = x[t] - centroids[cj, t]
+                acc += diff * diff
+            dist[j] = np.sqrt(max(acc, np.float32(0.0)))
+        order = np.argsort(dist)
+        first = dist[order[0]]
+        if first == np.inf:
+            continue
+        out[i, 0] = candidates[i, order[0]]
+        chosen = 1
+        for jj in range(1, c):
+            if chosen >= most:
+                break
+            j = order[jj]
+            if dist[j] == np.inf or dist[j] > (1.0 + eps) * first + 1e-12:
+                break
+            cj = candidates[i, j]
+            blocked = False
+            for s in range(chosen):
+                cs = out[i, s]
+                acc = np.float32(0.0)
+                for t in range(x.shape[0]):
+                    diff = centroids[cj, t] - centroids[cs, t]
+                    acc += diff * diff
+                if np.sqrt(acc) < dist[j]:
+                    blocked = True
+                    break
+            if not blocked:
+                out[i, chosen] = cj
+                chosen += 1
+    return out

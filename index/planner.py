@@ -124,6 +124,7 @@ def plan_search(
     if scope is None:
         result = index.search(queries, k, **params)
         explain = Explain("index", "no tenant and no filter", len(index), len(index), len(index), k)
+        _index_details(explain.details, result)
     else:
         count = int(scope.matches.size)
         explain = Explain("", "", scope.visible, scope.estimated, count, k)
@@ -163,16 +164,28 @@ def plan_search(
                 "hold rows in scope, closest first"
             )
         else:
-            result, rounds = _postfilter(index, store, queries, k, scope, params, ip)
+            result, rounds = _postfilter(
+                index, store, queries, k, scope, params, ip, explain.details
+            )
             explain.path = "graph-postfilter"
             explain.reason = (
                 f"{count} matches > {exact_max_rows} ({count / max(len(index), 1):.1%} of the "
                 "index): over-fetch from the graph and keep the matches"
             )
             explain.details["rounds"] = rounds
+        if explain.path == "tenant-index":
+            _index_details(explain.details, result)
     explain.returned = int(np.count_nonzero(result.ids >= 0)) // max(queries.shape[0], 1)
     explain.seconds = time.perf_counter() - t0
     return result, explain
+
+
+def _index_details(details: dict[str, Any], result: SearchResult) -> None:
+    """What the index reported about its search (a dict, e.g. spann's lists probed and bytes
+    read per query), into the explanation's details; added up over post-filter rounds."""
+    if isinstance(result.explain, dict):
+        for key, value in result.explain.items():
+            details[key] = details.get(key, 0) + value
 
 
 def _postfilter(
@@ -183,6 +196,7 @@ def _postfilter(
     scope: Scope,
     params: dict[str, Any],
     ip: bool,
+    details: dict[str, Any],
 ) -> tuple[SearchResult, list[int]]:
     count = int(scope.matches.size)
     want = min(k, count)
@@ -199,6 +213,7 @@ def _postfilter(
         # unfiltered: a scope that matches every row must not lose recall.
         extra = {**params, "ef": max(params.get("ef") or base_ef, fetch)}
         found = index.search(queries[todo], fetch, **extra)
+        _index_details(details, found)
         keep = (found.ids >= 0) & scope.allowed[np.maximum(found.ids, 0)]
         complete = keep.sum(axis=1) >= want
         for row in np.flatnonzero(complete):

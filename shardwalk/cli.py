@@ -980,7 +980,7 @@ def _version() -> str:
         return __version__
 
 
-INDEXES = ["flat", "hnsw", "partitioned", "multitenant"]
+INDEXES = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
 
 
 def _ray_flags(p: argparse.ArgumentParser) -> None:

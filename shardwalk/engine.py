@@ -187,12 +187,15 @@ class Engine:
             Vector dimension (1-65536).
         metric : {"l2", "ip", "cosine"}
             Squared Euclidean, inner product, or cosine (vectors normalised on the way in).
-        index : {"flat", "hnsw", "partitioned"}
-            Exact search, one HNSW graph, or balanced partitions of HNSW graphs.
+        index : {"flat", "hnsw", "partitioned", "multitenant", "spann"}
+            Exact search, one HNSW graph, balanced partitions of HNSW graphs, a multi-tenant
+            index, or SPANN posting lists on disk with their centroids in memory.
         **index_params
             HNSW: ``m`` (M, 8-64, default 16), ``ef_construction`` (100-500, default 200),
             ``ef`` (search-time, >= k, default 64), ``seed``, ``threads``. Partitioned: those
-            plus ``partitions`` (P, default 8) and ``train_size``.
+            plus ``partitions`` (P, default 8) and ``train_size``. Spann: ``max_list_size``,
+            ``eps_build``, ``max_replicas``, ``eps_search``, ``max_probes``, ``m``,
+            ``ef_construction``, ``ef``, ``maintenance``, ``io``, ``train_size``, ``seed``.
 
         Raises
         ------

@@ -221,6 +221,21 @@ INDEX_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
         "train_size": (int, 1, 2**40),
         "seed": (int, 0, 2**63 - 1),
     },
+    "spann": {
+        "max_list_size": (int, 2, 1_000_000),
+        "eps_build": (float, 0.0, 100.0),
+        "max_replicas": (int, 1, 64),
+        "eps_search": (float, 0.0, 1000.0),
+        "max_probes": (int, 1, 1_000_000),
+        "m": (int, 2, 256),
+        "ef_construction": (int, 1, 100_000),
+        "ef": (int, 0, 100_000),  # 0: twice the lists fetched
+        "maintenance": (str, ("background", "inline"), None),  # type: ignore[dict-item]
+        "io": (str, ("mmap", "pread"), None),  # type: ignore[dict-item]
+        "train_size": (int, 1, 2**40),
+        "threads": (int, 1, 1024),
+        "seed": (int, 0, 2**63 - 1),
+    },
 }
 SEARCH_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
     "flat": {},
@@ -230,6 +245,11 @@ SEARCH_PARAMS: dict[str, dict[str, tuple[type, float, float]]] = {
         "nprobe": (int, 1, 65_536),
         "candidates": (int, 1, 10_000_000),
         "probe_ratio": (float, 0.0, 100.0),
+    },
+    "spann": {
+        "eps_search": (float, 0.0, 1000.0),
+        "max_probes": (int, 1, 1_000_000),
+        "ef": (int, 1, 100_000),
     },
 }
 

@@ -35,7 +35,7 @@ def test_bad_collection_arguments(engine):
         engine.create_collection("x", dim=4, metric="l3")
     with pytest.raises(
         InvalidArgumentError,
-        match=r"index must be one of 'flat', 'hnsw', 'partitioned', 'multitenant'; got 'ivf'",
+        match=r"index must be one of 'flat', 'hnsw', 'partitioned', 'multitenant', 'spann'; got 'ivf'",
     ):
         engine.create_collection("x", dim=4, index="ivf")
     with pytest.raises(

@@ -20,7 +20,7 @@ from .conftest import INDEX_PARAMS
 from .index.test_filters import PREDICATE, reference
 
 N, DIM, K = 20_000, 16, 10
-KINDS = ["flat", "hnsw", "partitioned", "multitenant"]
+KINDS = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
 BUCKETS = {"0.1%": 1, "1%": 10, "10%": 100, "50%": 500, "100%": 1000}  # u < value
 
 
@@ -275,7 +275,7 @@ def test_sq8_first_pass_keeps_recall_and_survives_reopen(tmp_path):
         )
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "partitioned", "multitenant"])
+@pytest.mark.parametrize("kind", ["hnsw", "partitioned", "multitenant", "spann"])
 def test_a_scope_matching_every_row_keeps_unfiltered_recall(kind):
     """Regression: a predicate or tenant matching every row went through the graph's post-filter
     with ef lowered to the over-fetch (25 for k=10), below the index's ef: hnsw recall 0.71

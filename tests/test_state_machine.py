@@ -28,7 +28,8 @@ class CollectionMachine(RuleBasedStateMachine):
         self.engine: shardwalk.Engine | None = None
 
     @initialize(
-        kind=st.sampled_from(["flat", "hnsw", "partitioned", "multitenant"]), disk=st.booleans()
+        kind=st.sampled_from(["flat", "hnsw", "partitioned", "multitenant", "spann"]),
+        disk=st.booleans(),
     )
     def open(self, kind: str, disk: bool) -> None:
         self.kind, self.disk = kind, disk
@@ -36,6 +37,9 @@ class CollectionMachine(RuleBasedStateMachine):
         params = {
             "partitioned": {"partitions": 2, "train_size": 8},
             "multitenant": {"train_size": 8, "leaves": 3},
+            # tiny lists (inserts, splits and reassignments from a few dozen rows), every list
+            # probed (tiny collections must be exact)
+            "spann": {"max_list_size": 4, "eps_search": 1000.0, "maintenance": "inline"},
         }.get(kind, {})
         self.col = self.engine.create_collection("c", dim=DIM, index=kind, **params)
 

@@ -222,6 +222,7 @@ def test_errors_and_messages(engine, kind, data):
         "hnsw": ("nprobe", "ef"),
         "partitioned": ("candidates", "ef, nprobe"),
         "multitenant": ("ef", "candidates, nprobe"),
+        "spann": ("nprobe", "ef, eps_search, max_probes"),
     }[kind]
     raises(
         InvalidArgumentError,

@@ -1269,7 +1269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--index",
         default="partitioned",
         choices=["partitioned", "hnsw", "flat", "multitenant", "spann"],
-        help="index kind (spann: not available yet)",
+        help="index kind",
     )
     p.add_argument("--metric", default="l2", choices=["l2", "ip", "cosine"], help="distance")
     p.add_argument(

@@ -16,7 +16,7 @@ from typing import Any
 
 from shardwalk.build import Columns, ThreadExecutor
 from shardwalk.build import build_collection as _build
-from shardwalk.errors import FailedPreconditionError, InvalidArgumentError
+from shardwalk.errors import FailedPreconditionError
 from shardwalk.validation import check_choice, check_int
 
 __all__ = ["build_collection", "build_fingerprints"]
@@ -68,9 +68,9 @@ def build_collection(
     source : path or list of paths
         A Parquet file, a directory of them (searched recursively), or a list. Ray reads files
         in parallel: split a large dataset into several files.
-    index : {"partitioned", "hnsw", "flat", "multitenant"}
+    index : {"partitioned", "hnsw", "spann", "flat", "multitenant"}
         "partitioned" builds each partition in a task of its own; the other kinds build their
-        one index in one task. ("spann" is not available yet.)
+        one index in one task (spann: clustering, replication and its posting files there).
     metric : {"l2", "ip", "cosine"}
     id_column, vector_column : str
         The int64 ids (distinct, >= 0) and the vectors (lists of numbers, all of one length).
@@ -108,10 +108,6 @@ def build_collection(
     FailedPreconditionError
         Ray is not installed or not reachable; the data directory is open elsewhere.
     """
-    if index == "spann":
-        raise InvalidArgumentError(
-            "index 'spann' is not available yet in this version; use 'partitioned'"
-        )
     if num_workers is not None:
         num_workers = check_int("num_workers", num_workers, minimum=1, maximum=4096)
     columns = Columns(

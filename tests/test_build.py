@@ -76,7 +76,7 @@ def test_flat_build_equals_embedded_collection(dataset, tmp_path: Path) -> None:
     np.testing.assert_allclose(built.distances, expected.distances, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "multitenant"])
+@pytest.mark.parametrize("kind", ["hnsw", "multitenant", "spann"])
 def test_other_index_kinds(dataset, tmp_path: Path, kind: str) -> None:
     source, ids, vectors = dataset
     params = {"train_size": 1000} if kind == "multitenant" else {}
@@ -87,11 +87,6 @@ def test_other_index_kinds(dataset, tmp_path: Path, kind: str) -> None:
         c = engine.collection("c")
         assert c.index_kind == kind and len(c) == N
         assert c.search(vectors[:10], k=1).ids[:, 0].tolist() == ids[:10].tolist()
-
-
-def test_spann_is_not_there_yet(dataset, tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgumentError, match=r"spann.*not available yet"):
-        jobs.build_collection(tmp_path / "db", "c", dataset[0], index="spann")
 
 
 def test_new_version_replaces_the_old(dataset, tmp_path: Path) -> None:
@@ -176,5 +171,6 @@ def test_cli_build(dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert '"rows": 3000' in capsys.readouterr().out
     with shardwalk.Engine.open(tmp_path / "db") as engine:
         assert engine.collection("c").stats()["params"]["partitions"] == 3
-    assert main([*args, str(dataset[0]), "--index", "spann"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, str(dataset[0]), "--index", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -61,7 +61,8 @@ class Limits:
     max_k: int = 1000
     max_concurrent_requests: int = 64
     # handlers hold the GIL for their Python parts: more threads than this only add contention
-    # (bench/server.py on 2 cores: 16 threads 1,534 QPS at 8 clients, 4 threads 2,454)
+    # (bench/server.py on 2 cores: 16 threads 1,534 QPS at 8 clients, 4 threads 2,454); a
+    # client-streaming Upsert holds a thread while its chunks arrive: raise it for many uploaders
     threads: int = field(default_factory=lambda: max(4, 2 * (os.cpu_count() or 1)))
 
 

@@ -63,6 +63,7 @@ class VectorIndex(Protocol):
     # What the index can do, for the planner and the collection (instead of type checks):
     exact: bool  # answers are exact: a scoped search scores the matching rows exactly
     scoped: bool  # search takes rows=/allowed= and visits only rows in scope (tenant-index)
+    scoped_how: str  # for explain: how a scoped search finds the rows in scope ("" if unscoped)
 
     def add(
         self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None

@@ -105,6 +105,7 @@ class FlatIndex:
 
     kind = "flat"
     exact, scoped = True, False
+    scoped_how = ""
 
     def __init__(
         self, *, dim: int, metric: IndexMetric, budget: ThreadBudget | None = None

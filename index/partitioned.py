@@ -69,6 +69,7 @@ class PartitionedIndex:
 
     kind = "partitioned"
     exact = scoped = False
+    scoped_how = ""
     upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
 
     def __init__(

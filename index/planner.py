@@ -159,10 +159,7 @@ def plan_search(
                 **params,
             )
             explain.path = "tenant-index"
-            explain.reason = (
-                f"{count} matches > {exact_max_rows}: visit the shared clustering's leaves that "
-                "hold rows in scope, closest first"
-            )
+            explain.reason = f"{count} matches > {exact_max_rows}: {index.scoped_how}"
         else:
             result, rounds = _postfilter(
                 index, store, queries, k, scope, params, ip, explain.details

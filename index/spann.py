@@ -352,6 +352,10 @@ class SpannIndex:
     kind = "spann"
     exact = False
     scoped = True  # filtered and tenant searches score only rows in scope (see search)
+    scoped_how = (
+        "probe the posting lists nearest the query (more, the smaller the scope), scoring only "
+        "the rows in scope"
+    )
 
     def __init__(
         self,

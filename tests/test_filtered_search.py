@@ -79,6 +79,8 @@ def test_recall_and_exact_count_per_selectivity_bucket(world, kind, bucket):
     assert res.explain.matches == int(allowed.sum())
     if kind == "multitenant":
         assert col.stats()["index_stats"]["top_nodes"] > 0  # the two-level tree is in use
+    if res.explain.path == "tenant-index":  # the index says how it found the rows in scope
+        assert ("leaves" if kind == "multitenant" else "posting lists") in res.explain.reason
 
 
 @pytest.mark.parametrize("kind", KINDS)

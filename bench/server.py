@@ -142,6 +142,24 @@ def read_line(process: subprocess.Popen, timeout: float) -> str:
     return process.stdout.readline()
 
 
+def start_server(
+    cmd: list[str], log_path: str, connect: Any, ready: Any, timeout: float = 120.0
+) -> tuple[subprocess.Popen, Any]:
+    """A competitor's server process (its output to ``log_path``, never a pipe: a request log
+    would fill it) and a client of it, once ``ready(client)`` answers."""
+    process = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    t0 = time.perf_counter()
+    while True:
+        try:
+            client = connect()
+            ready(client)
+            return process, client
+        except Exception:
+            if time.perf_counter() - t0 > timeout or process.poll() is not None:
+                raise
+            time.sleep(0.2)
+
+
 def stop_process(process: subprocess.Popen, grace: float = 60.0) -> int | None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -395,22 +413,12 @@ class Milvus(System):
         exe = shutil.which("milvus-lite", path=os.path.dirname(sys.executable)) or "milvus-lite"
         port = free_port()
         self.log_path = f"{path}.log"
-        self.process = subprocess.Popen(
-            [exe, "server", "--data-dir", path, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=open(self.log_path, "w"),
-            stderr=subprocess.STDOUT,
-        )
+        cmd = [exe, "server", "--data-dir", path, "--host", "127.0.0.1", "--port", str(port)]
+        self.process, self.client = start_server(
+            cmd, self.log_path, lambda: MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=5),
+            lambda client: client.list_collections(),
+        )  # fmt: skip
         self.server = psutil.Process(self.process.pid)
-        t0 = time.perf_counter()
-        while True:
-            try:
-                self.client = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=5)
-                self.client.list_collections()
-                break
-            except Exception:
-                if time.perf_counter() - t0 > 120 or self.process.poll() is not None:
-                    raise
-                time.sleep(0.3)
         c = self.client
         schema = c.create_schema(auto_id=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
@@ -481,22 +489,12 @@ class Chroma(System):
         exe = shutil.which("chroma", path=os.path.dirname(sys.executable)) or "chroma"
         port = free_port()
         self.log_path = f"{path}.log"
-        self.process = subprocess.Popen(
-            [exe, "run", "--path", path, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=open(self.log_path, "w"),  # never a pipe: its request log would fill it
-            stderr=subprocess.STDOUT,
-        )
+        cmd = [exe, "run", "--path", path, "--host", "127.0.0.1", "--port", str(port)]
+        self.process, self.client = start_server(
+            cmd, self.log_path, lambda: chromadb.HttpClient(host="127.0.0.1", port=port),
+            lambda client: client.heartbeat(),
+        )  # fmt: skip
         self.server = psutil.Process(self.process.pid)
-        t0 = time.perf_counter()
-        while True:
-            try:
-                self.client = chromadb.HttpClient(host="127.0.0.1", port=port)
-                self.client.heartbeat()
-                break
-            except Exception:
-                if time.perf_counter() - t0 > 120 or self.process.poll() is not None:
-                    raise
-                time.sleep(0.2)
         self.col = self.client.create_collection(
             COLLECTION,
             configuration={

@@ -61,7 +61,7 @@ from shardwalk.index.hnsw import HNSWGraph, _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.store import IndexStore, Segment
 
-from shardwalk._files import atomic_write
+from shardwalk._files import save_npy
 from shardwalk._sync import RWLock
 from shardwalk._threads import ThreadBudget, default_budget, delegated
 from shardwalk.errors import CorruptionError
@@ -1208,8 +1208,7 @@ class SpannIndex:
                 "where.npy": np.asarray(self._where.array[:end]),
             }
             for name, array in arrays.items():
-                with atomic_write(os.path.join(directory, name)) as f:
-                    np.save(f, array)
+                save_npy(os.path.join(directory, name), array)
             write_meta(
                 directory,
                 {

@@ -40,7 +40,7 @@ from shardwalk.index.base import (
 )
 from shardwalk.index.store import VectorStore
 
-from shardwalk._files import atomic_write
+from shardwalk._files import save_npy
 from shardwalk._threads import ThreadBudget, default_budget
 
 __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
@@ -582,8 +582,7 @@ class MultiTenantIndex:
             else np.zeros((0, self.dim), np.float32),
         }
         for name, array in arrays.items():
-            with atomic_write(os.path.join(directory, name)) as f:
-                np.save(f, array)
+            save_npy(os.path.join(directory, name), array)
         write_meta(
             directory,
             {

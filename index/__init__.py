@@ -11,7 +11,7 @@ other call on the same index.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from shardwalk.index.base import IndexMetric, SearchResult, VectorIndex, read_meta
 from shardwalk.index.flat import FlatIndex, exact_search
@@ -26,6 +26,7 @@ from shardwalk._threads import ThreadBudget
 __all__ = [
     "INDEX_KINDS",
     "FlatIndex",
+    "IndexHost",
     "HNSWIndex",
     "IndexMetric",
     "MultiTenantIndex",
@@ -48,22 +49,46 @@ INDEX_KINDS: dict[str, type] = {
 }
 
 
+class IndexHost(Protocol):
+    """Somewhere else to keep the indexes of some kinds (``shardwalk.index.distributed.RayHost``:
+    their partitions in Ray actors); ``make_index`` and ``load_index`` hand those kinds to it."""
+
+    kinds: frozenset[str]
+
+    def make(
+        self,
+        kind: str,
+        *,
+        dim: int,
+        metric: IndexMetric,
+        budget: ThreadBudget | None,
+        **params: Any,
+    ) -> VectorIndex: ...
+
+    def load(self, directory: str, *, budget: ThreadBudget | None) -> VectorIndex: ...
+
+
 def make_index(
     kind: str,
     *,
     dim: int,
     metric: IndexMetric,
     budget: ThreadBudget | None = None,
+    host: IndexHost | None = None,
     **params: Any,
 ) -> VectorIndex:
     """A new empty index of ``kind`` (parameters already validated by the caller), drawing its
-    threads from ``budget`` (default: the process's)."""
+    threads from ``budget`` (default: the process's), kept by ``host`` if it keeps that kind."""
+    if host is not None and kind in host.kinds:
+        return host.make(kind, dim=dim, metric=metric, budget=budget, **params)
     return INDEX_KINDS[kind](dim=dim, metric=metric, budget=budget, **params)
 
 
-def load_index(directory: str, *, budget: ThreadBudget | None = None) -> VectorIndex:
+def load_index(
+    directory: str, *, budget: ThreadBudget | None = None, host: IndexHost | None = None
+) -> VectorIndex:
     """Read back an index written by ``save(directory)``, drawing its threads from ``budget``
-    (default: the process's)."""
+    (default: the process's), kept by ``host`` if it keeps that kind."""
     import json
     import os
 
@@ -71,4 +96,6 @@ def load_index(directory: str, *, budget: ThreadBudget | None = None) -> VectorI
         kind = json.loads(f.read()).get("kind")
     if kind not in INDEX_KINDS:
         read_meta(directory, "?")  # raises CorruptionError naming what was found
+    if host is not None and kind in host.kinds:
+        return host.load(directory, budget=budget)
     return INDEX_KINDS[kind].load(directory, budget=budget)

@@ -64,6 +64,8 @@ class VectorIndex(Protocol):
     exact: bool  # answers are exact: a scoped search scores the matching rows exactly
     scoped: bool  # search takes rows=/allowed= and visits only rows in scope (tenant-index)
     scoped_how: str  # for explain: how a scoped search finds the rows in scope ("" if unscoped)
+    # search takes scope= (a planner Scope) and applies it where the vectors are (Ray actors)
+    applies_scope: bool
 
     def add(
         self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None

@@ -1,4 +1,5 @@
-"""Ray for batch jobs: connecting, tasks with thread budgets, and Parquet scans on Ray Data.
+"""Ray for the index: batch jobs (tasks with thread budgets, Parquet scans on Ray Data) and
+serving (partitions held by Ray actors behind one index).
 
 With :mod:`shardwalk.walks.distributed`, the only modules of shardwalk that import ray
 (``pip install 'shardwalk[ray]'``). :class:`RayExecutor` runs a job's parallel steps
@@ -13,6 +14,16 @@ worker dies (``max_retries``); they write their files atomically and determinist
 retry writes the same bytes. Large inputs go to the object store once (:meth:`put`); a task
 reads them there zero-copy (read-only).
 
+Serving (:class:`RayHost`, :class:`RayPartitionedIndex`, used by ``Engine.open(path,
+ray=...)``): a partitioned index whose partitions live in Ray actors, a few per actor. The
+driver keeps what routes a call (the centroids, each label's partition, the staging index until
+the partitions are trained); the actors keep the graphs, and with them the only copy of the
+vectors. A search goes to every actor at once; each runs the collection's planner over its own
+partitions, with the tenant scope and filter applied there (a packed bitmap of the rows in
+scope, put in the object store once and cached by the actors), and the top-k lists are merged
+exactly. Writes go to the actors owning the partitions; a checkpoint has each actor write its
+partitions' files into the snapshot, so what Ray serves is the format any engine reads.
+
 A local Ray binds to 127.0.0.1 only (``ray.init(_node_ip_address="127.0.0.1")``).
 """
 
@@ -20,7 +31,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,13 +41,30 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from shardwalk.index.base import SearchResult, empty_result, merge_topk, read_meta
+from shardwalk.index.hnsw import _grow, is_hnswlib_dir
+from shardwalk.index.kmeans import balanced_kmeans
+from shardwalk.index.partitioned import PartitionedIndex
+from shardwalk.index.planner import Scope, plan_search
+from shardwalk.index.store import RowStore, Segment
 
-from shardwalk._threads import available_cores
-from shardwalk.errors import FailedPreconditionError, ShardwalkError
+from shardwalk._threads import ThreadBudget, available_cores
+from shardwalk.errors import FailedPreconditionError, ShardwalkError, UnavailableError
+from shardwalk.validation import check_int
 
-__all__ = ["RayExecutor", "connect", "disconnect", "loopback_only", "thread_env"]
+__all__ = [
+    "RayExecutor",
+    "RayHost",
+    "RayPartitionedIndex",
+    "connect",
+    "disconnect",
+    "loopback_only",
+    "thread_env",
+]
 
 MAX_RETRIES = 3  # tasks rerun after their worker or node died (Ray's default, made explicit)
+log = logging.getLogger(__name__)
 
 
 def thread_env(threads: int = 1) -> dict[str, Any]:
@@ -210,3 +240,435 @@ def _nbytes(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_nbytes(v) for v in value)
     return 0
+
+
+# -- serving: partitions in actors -----------------------------------------------------------
+
+
+class RayHost:
+    """Keeps partitioned indexes in Ray actors (``Engine.open(path, ray=...)``); the other kinds
+    stay in the caller's process.
+
+    Joins the cluster at ``address``, or the Ray this process is connected to, or starts a local
+    one bound to 127.0.0.1 (stopped by :meth:`close`). ``actors``: per index (default one per
+    CPU of the cluster, at most one per partition).
+    """
+
+    kinds = frozenset({"partitioned"})
+
+    def __init__(self, address: str | None = None, *, actors: int | None = None) -> None:
+        self.actors = None if actors is None else check_int("ray_actors", actors, minimum=1)
+        self._started = connect(address)
+
+    def make(self, kind: str, *, dim: int, metric: Any, budget: Any, **params: Any) -> Any:
+        return RayPartitionedIndex(
+            dim=dim, metric=metric, budget=budget, actors=self.actors, **params
+        )
+
+    def load(self, directory: str, *, budget: Any) -> Any:
+        return RayPartitionedIndex.load(directory, budget=budget, actors=self.actors)
+
+    def close(self) -> None:
+        disconnect(self._started)
+        self._started = False
+
+
+class _PartitionGroup:
+    """A Ray actor's share of a partitioned index: some of its partitions (the others empty),
+    searched with the collection's planner over the actor's own rows."""
+
+    def __init__(
+        self,
+        owned: list[int],
+        *,
+        directory: str | None = None,
+        centroids: np.ndarray | None = None,
+        arguments: dict[str, Any] | None = None,
+        threads: int = 1,
+    ) -> None:
+        budget = ThreadBudget(threads)
+        if directory is not None:
+            self.index = PartitionedIndex.load(directory, budget=budget, only=owned)
+        else:
+            assert centroids is not None and arguments is not None
+            self.index = PartitionedIndex.placed(centroids, budget=budget, **arguments)
+        self.owned = owned
+        self._scopes: OrderedDict[str, Scope] = OrderedDict()  # by the bitmap's object id
+        self._lock = threading.Lock()
+
+    def where(self) -> dict[str, Any]:
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray, partitions: np.ndarray) -> None:
+        with self._lock:
+            self._scopes.clear()
+        self.index.add_placed(labels, vectors, partitions)
+
+    def delete(self, labels: np.ndarray) -> None:
+        with self._lock:
+            self._scopes.clear()
+        self.index.delete(labels)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: dict[str, Any],
+        scope: list[Any] | None,
+        rows: int,
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        local = None if scope is None else self._scope(scope[0], rows)
+        found, report = plan_search(self.index, self.index.store, queries, k, local, params)
+        return found.ids, found.distances, report.path
+
+    def _scope(self, ref: Any, rows: int) -> Scope:
+        """The rows in scope that this actor holds (from the collection's packed bitmap)."""
+        key = ref.hex()
+        with self._lock:
+            scope = self._scopes.get(key)
+        if scope is not None:
+            return scope
+        allowed = np.unpackbits(ray.get(ref), count=rows, bitorder="little").view(bool)
+        part_of = self.index._part_of
+        mine = np.zeros(rows, dtype=bool)
+        end = min(rows, part_of.shape[0])
+        mine[:end] = part_of[:end] >= 0
+        allowed &= mine
+        matches = np.flatnonzero(allowed)
+        scope = Scope(
+            matches=matches,
+            allowed=allowed,
+            tenant_rows=None,
+            visible=int(matches.size),
+            estimated=int(matches.size),
+        )
+        with self._lock:
+            self._scopes[key] = scope
+            while len(self._scopes) > 16:
+                self._scopes.popitem(last=False)
+        return scope
+
+    def get(self, labels: np.ndarray) -> np.ndarray:
+        return self.index.store.take(labels)
+
+    def save(self, directory: str) -> None:
+        self.index.save_parts(directory, self.owned)
+
+    def stats(self) -> dict[str, Any]:
+        parts = self.index._parts
+        return {
+            **self.where(),
+            "partitions": self.owned,
+            "partition_sizes": [len(parts[p]) for p in self.owned],
+            "memory_bytes": sum(parts[p].memory_bytes() for p in self.owned),
+            "threads": self.index.budget.threads,
+        }
+
+
+_Group = ray.remote(max_restarts=0)(_PartitionGroup)
+
+
+class _ActorStore(RowStore):
+    """Vectors by row, fetched from the actors that hold them."""
+
+    def __init__(self, index: RayPartitionedIndex) -> None:
+        self.dim = index.dim
+        self._index = index
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self._index._take(np.asarray(rows, dtype=np.int64))
+
+    def segments(self, rows: np.ndarray) -> list[Segment]:
+        raise FailedPreconditionError(
+            "the vectors of this collection live in Ray actors: they are scanned there "
+            "(search), or fetched (get), never read in place"
+        )
+
+
+class RayPartitionedIndex(PartitionedIndex):
+    """A :class:`PartitionedIndex` whose partitions live in Ray actors (see the module's
+    docstring). Same parameters, plus ``actors`` (default: one per CPU of the cluster, at most
+    one per partition); each actor runs with ``threads`` = the cluster's CPUs / actors, and
+    reserves no CPU in Ray's accounting (it serves, and a compaction builds new actors beside
+    the old ones).
+
+    An actor that dies is started again from the last checkpoint when nothing was written since
+    (the next call just works); otherwise the writes since live only in the collection's log,
+    and calls fail with :class:`UnavailableError` until the engine is reopened.
+    """
+
+    applies_scope = True
+
+    def __init__(self, *, actors: int | None = None, **arguments: Any) -> None:
+        super().__init__(**arguments)
+        self.store = _ActorStore(self)
+        self._want = actors
+        self._actors: list[Any] = []
+        self._owned: list[list[int]] = []  # by actor: its partitions
+        self._group_of = np.zeros(0, dtype=np.int64)  # by partition: its actor
+        self._where: list[dict[str, Any]] = []  # by actor: node id, pid
+        self._live = 0
+        self._source: str | None = None  # a saved index the actors' state equals
+        self._refs: OrderedDict[int, tuple[np.ndarray, Any]] = OrderedDict()
+        self._refs_lock = threading.Lock()
+
+    # -- actors -----------------------------------------------------------------------------
+    def _spawn(self, **source: Any) -> None:
+        """Start the actors, each loading its partitions from ``source`` (a saved index's
+        ``directory``, or the ``centroids`` and ``arguments`` of an empty trained one)."""
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        count = max(1, min(self.partitions, self._want or cpus))
+        self._group_of = np.arange(self.partitions) % count
+        self._owned = [np.flatnonzero(self._group_of == a).tolist() for a in range(count)]
+        self._threads = max(1, cpus // count)
+        self._source_args = source
+        self._actors = [self._start(a) for a in range(count)]
+        self._where = self._gather([actor.where.remote() for actor in self._actors])
+
+    def _start(self, a: int) -> Any:
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        return _Group.options(
+            num_cpus=0,
+            max_concurrency=8,
+            runtime_env=thread_env(self._threads),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[a % len(nodes)], soft=True),
+            name=None,
+        ).remote(self._owned[a], threads=self._threads, **self._source_args)
+
+    def _arguments(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "metric": self.metric,
+            "train_size": self.train_size,
+            "seed": self.seed,
+            **self.params(),
+        }
+
+    def _gather(self, refs: list[Any], *, retry: Callable[[], list[Any]] | None = None) -> list:
+        """``ray.get(refs)``, with the shardwalk error a task raised; an actor that died is
+        restarted from the last checkpoint and ``retry`` called once, when nothing was written
+        since (else :class:`UnavailableError`)."""
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            raise _unwrap(exc) from None
+        except ray.exceptions.RayActorError as exc:
+            dead = [a for a, actor in enumerate(self._actors) if not _alive(actor)]
+            if retry is None or self._source is None or not dead:
+                raise self._unavailable(dead, exc) from exc
+            log.warning(
+                "a Ray actor serving partitions %s died (%s); starting it again from %s",
+                [self._owned[a] for a in dead],
+                type(exc).__name__,
+                self._source,
+            )
+            self._source_args = {"directory": self._source}
+            for a in dead:
+                self._actors[a] = self._start(a)
+            for a in dead:
+                self._where[a] = ray.get(self._actors[a].where.remote())
+            try:
+                return ray.get(retry())
+            except ray.exceptions.RayActorError as again:
+                raise self._unavailable(dead, again) from again
+
+    def _unavailable(self, dead: list[int], exc: BaseException) -> UnavailableError:
+        parts = sorted(p for a in dead for p in self._owned[a]) or "?"
+        hint = (
+            "it is started again from the last checkpoint on the next call"
+            if self._source is not None
+            else "writes since the last checkpoint are in the collection's write-ahead log "
+            "only: reopen the engine (Engine.open replays the log onto new actors)"
+        )
+        return UnavailableError(
+            f"the Ray actor serving partitions {parts} is gone ({type(exc).__name__}); {hint}"
+        )
+
+    def close(self) -> None:
+        """Stop the actors (their partitions are wherever the last checkpoint wrote them)."""
+        actors, self._actors = self._actors, []
+        if ray.is_initialized():
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+
+    # -- writes -----------------------------------------------------------------------------
+    def _train(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        centroids, assignment = balanced_kmeans(
+            vectors, self.partitions, metric=self.metric, seed=self.seed
+        )
+        self._set_centroids(centroids)
+        self._staging = None
+        self._spawn(centroids=centroids, arguments=self._arguments())
+        self._add_to_parts(labels, vectors, assignment)
+
+    def _add_to_parts(
+        self, labels: np.ndarray, vectors: np.ndarray, assignment: np.ndarray
+    ) -> None:
+        self.delete(labels)  # a label added again: its old vector is a tombstone
+        self._source = None
+        self._part_of = _grow(self._part_of, int(labels.max()) + 1, -1)
+        owner = self._group_of[assignment]
+        calls = [
+            self._actors[a].add.remote(labels[rows], vectors[rows], assignment[rows])
+            for a in range(len(self._actors))
+            if (rows := np.flatnonzero(owner == a)).size
+        ]
+        self._gather(calls)
+        self._part_of[labels] = assignment
+        self._live += labels.size
+
+    def delete(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if self._staging is not None:
+            self._staging.delete(labels)
+            return
+        labels = labels[(labels >= 0) & (labels < self._part_of.shape[0])]
+        labels = labels[self._part_of[labels] >= 0]
+        if not labels.size:
+            return
+        self._source = None
+        owner = self._group_of[self._part_of[labels]]
+        self._gather(
+            [self._actors[a].delete.remote(labels[owner == a]) for a in np.unique(owner).tolist()]
+        )
+        self._part_of[labels] = -1
+        self._live -= labels.size
+
+    # -- reads ------------------------------------------------------------------------------
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        nprobe: int | None = None,
+        scope: Scope | None = None,
+        **_: Any,
+    ) -> SearchResult:
+        """Top-k over every actor's partitions, merged exactly; ``scope`` (the planner's)
+        applied in the actors. ``explain`` counts the paths the actors took."""
+        n = queries.shape[0]
+        params = {key: v for key, v in (("ef", ef), ("nprobe", nprobe)) if v is not None}
+        if self._staging is not None:
+            staging = self._staging
+            found, report = plan_search(staging, staging.store, queries, k, scope, {})
+            return SearchResult(found.ids, found.distances, explain={f"staging {report.path}": 1})
+        if n == 0 or self._live == 0:
+            return empty_result(n, k)
+        bitmap = None if scope is None else [self._bitmap(scope)]
+        rows = 0 if scope is None else int(scope.allowed.shape[0])
+
+        def submit() -> list[Any]:
+            return [actor.search.remote(queries, k, params, bitmap, rows) for actor in self._actors]
+
+        found = self._gather(submit(), retry=submit)
+        merged = merge_topk(
+            np.concatenate([ids for ids, _, _ in found], axis=1),
+            np.concatenate([distances for _, distances, _ in found], axis=1),
+            k,
+        )
+        paths = Counter(f"actors {path}" for _, _, path in found)
+        return SearchResult(merged.ids, merged.distances, explain=dict(paths))
+
+    def _bitmap(self, scope: Scope) -> Any:
+        """The scope's packed bitmap in the object store (put once per scope: the collection
+        caches a scope's arrays, so the same array is the same scope)."""
+        bits = scope.allowed_bits
+        if bits is None:
+            bits = np.packbits(scope.allowed, bitorder="little")
+        with self._refs_lock:
+            found = self._refs.get(id(bits))
+            if found is not None and found[0] is bits:
+                return found[1]
+        ref = ray.put(bits)
+        with self._refs_lock:
+            self._refs[id(bits)] = (bits, ref)  # the array kept: its id is not reused
+            while len(self._refs) > 16:
+                self._refs.popitem(last=False)
+        return ref
+
+    def _take(self, rows: np.ndarray) -> np.ndarray:
+        if self._staging is not None:
+            return self._staging.get(rows)
+        out = np.zeros((rows.size, self.dim), dtype=np.float32)
+        owner = self._group_of[self._part_of[rows]]
+        which = [np.flatnonzero(owner == a) for a in range(len(self._actors))]
+
+        def submit() -> list[Any]:
+            return [self._actors[a].get.remote(rows[w]) for a, w in enumerate(which) if w.size]
+
+        for w, vectors in zip([w for w in which if w.size], self._gather(submit(), retry=submit)):
+            out[w] = vectors
+        return out
+
+    def __len__(self) -> int:
+        return len(self._staging) if self._staging is not None else self._live
+
+    def stats(self) -> dict[str, Any]:
+        if self._staging is not None:
+            return {**super().stats(), "ray": {"actors": []}}
+
+        def submit() -> list[Any]:
+            return [actor.stats.remote() for actor in self._actors]
+
+        actors = self._gather(submit(), retry=submit)
+        sizes = [0] * self.partitions
+        for info in actors:
+            for p, size in zip(info["partitions"], info["partition_sizes"]):
+                sizes[p] = size
+        return {
+            "kind": self.kind,
+            "trained": True,
+            "live": self._live,
+            **self.params(),
+            "partition_sizes": sizes,
+            "memory_bytes": sum(info["memory_bytes"] for info in actors) + self._part_of.nbytes,
+            "ray": {"actors": actors},
+        }
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str) -> None:
+        if self._staging is not None:
+            super().save(directory)
+            return
+        directory = os.path.abspath(directory)
+        self._gather([actor.save.remote(directory) for actor in self._actors])
+        self.save_layout(directory, self._centroids, self._part_of[: self._labels_end()])
+        self._source = directory
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, directory: str, *, budget: Any = None, actors: int | None = None, **_: Any
+    ) -> RayPartitionedIndex:
+        """Start the actors of a saved index, each reading its partitions' files itself (the
+        driver reads only the centroids and each label's partition)."""
+        directory = os.path.abspath(directory)
+        meta = read_meta(directory, cls.kind)
+        index = cls.from_meta(meta, budget=budget)
+        assert isinstance(index, RayPartitionedIndex)
+        index._want = actors
+        if not meta["trained"]:
+            index._staging = PartitionedIndex.load(directory, budget=budget)._staging
+            return index
+        parts = [os.path.join(directory, f"part-{p:04d}") for p in range(index.partitions)]
+        if any(is_hnswlib_dir(d) for d in parts):
+            raise FailedPreconditionError(
+                f"{directory}: a partitioned index in the hnswlib format of earlier versions; "
+                "open the engine once without Ray (the index is rebuilt and rewritten at the "
+                "next checkpoint), then serve it from Ray"
+            )
+        index._staging = None
+        index._set_centroids(np.load(os.path.join(directory, "centroids.npy")))
+        index._part_of = np.load(os.path.join(directory, "part_of.npy")).astype(np.int32)
+        index._live = int(np.count_nonzero(index._part_of >= 0))
+        index._spawn(directory=directory)
+        index._source = directory
+        return index
+
+
+def _alive(actor: Any) -> bool:
+    try:
+        ray.get(actor.where.remote(), timeout=30)
+        return True
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False

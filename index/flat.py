@@ -105,6 +105,7 @@ class FlatIndex:
 
     kind = "flat"
     exact, scoped = True, False
+    applies_scope = False  # see VectorIndex
     scoped_how = ""
 
     def __init__(

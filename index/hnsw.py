@@ -275,6 +275,7 @@ class HNSWIndex:
 
     kind = "hnsw"
     exact = scoped = False
+    applies_scope = False  # see VectorIndex
     scoped_how = ""
     upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
 

@@ -17,6 +17,7 @@ partition by partition, without a copy.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +29,7 @@ from shardwalk.index.base import (
     empty_result,
     merge_topk,
     read_meta,
+    relabel,
     write_meta,
 )
 from shardwalk.index.flat import FlatIndex
@@ -37,6 +39,7 @@ from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write
 from shardwalk._threads import ThreadBudget, default_budget, delegated
+from shardwalk.errors import FailedPreconditionError
 
 __all__ = ["PartitionedIndex"]
 
@@ -69,6 +72,7 @@ class PartitionedIndex:
 
     kind = "partitioned"
     exact = scoped = False
+    applies_scope = False  # see VectorIndex
     scoped_how = ""
     upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
 
@@ -125,6 +129,12 @@ class PartitionedIndex:
         # k-means, the centroid search and the partition builds all run within one grant
         with self.budget.take(self.threads or self.budget.threads):
             self._add(labels, vectors)
+
+    def add_placed(self, labels: np.ndarray, vectors: np.ndarray, partitions: np.ndarray) -> None:
+        """Insert vectors into the partitions given (placed by someone else: a Ray actor's
+        share of an index, see ``shardwalk.index.distributed``)."""
+        with self.budget.take(self.threads or self.budget.threads):
+            self._add_to_parts(labels, vectors, partitions)
 
     def _add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         if self._staging is not None:
@@ -270,7 +280,7 @@ class PartitionedIndex:
         part = self._parts[p]
         positions, distances = part.search(queries, k, ef)
         assert part.labels is not None
-        return np.where(positions >= 0, part.labels[np.maximum(positions, 0)], -1), distances
+        return relabel(positions, part.labels), distances
 
     def _segments(self, rows: np.ndarray) -> list[Segment]:
         """Where the vectors of ``rows`` are: the staging index's storage, or the partitions'."""
@@ -318,7 +328,17 @@ class PartitionedIndex:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str) -> None:
-        meta = {
+        if self._staging is not None:
+            staging_dir = os.path.join(directory, "staging")
+            os.makedirs(staging_dir, exist_ok=True)
+            self._staging.save(staging_dir)
+            write_meta(directory, self._meta())
+        else:
+            self.save_parts(directory, range(self.partitions))
+            self.save_layout(directory, self._centroids, self._part_of[: self._labels_end()])
+
+    def _meta(self) -> dict[str, Any]:
+        return {
             "kind": self.kind,
             "dim": self.dim,
             "metric": self.metric,
@@ -328,27 +348,29 @@ class PartitionedIndex:
             "engine": "faiss",
             **self.params(),
         }
-        if self._staging is not None:
-            staging_dir = os.path.join(directory, "staging")
-            os.makedirs(staging_dir, exist_ok=True)
-            self._staging.save(staging_dir)
-        else:
-            for p, part in enumerate(self._parts):
-                part_dir = os.path.join(directory, f"part-{p:04d}")
-                os.makedirs(part_dir, exist_ok=True)
-                part.save(part_dir)
-            with atomic_write(os.path.join(directory, "centroids.npy")) as f:
-                np.save(f, self._centroids)
-            with atomic_write(os.path.join(directory, "part_of.npy")) as f:
-                np.save(f, self._part_of[: self._labels_end()])
-        write_meta(directory, meta)
+
+    def save_parts(self, directory: str, parts: Iterable[int]) -> None:
+        """Write the graphs of ``parts`` (``part-NNNN/``), as :meth:`save` does."""
+        for p in parts:
+            part_dir = os.path.join(directory, f"part-{p:04d}")
+            os.makedirs(part_dir, exist_ok=True)
+            self._parts[p].save(part_dir)
+
+    def save_layout(self, directory: str, centroids: np.ndarray, part_of: np.ndarray) -> None:
+        """Write what a trained index keeps besides its graphs: the centroids, each label's
+        partition, and ``index.json`` (written last)."""
+        with atomic_write(os.path.join(directory, "centroids.npy")) as f:
+            np.save(f, centroids)
+        with atomic_write(os.path.join(directory, "part_of.npy")) as f:
+            np.save(f, part_of)
+        write_meta(directory, self._meta())
 
     @classmethod
-    def load(
-        cls, directory: str, *, threads: int | None = None, budget: ThreadBudget | None = None
+    def from_meta(
+        cls, meta: dict[str, Any], *, threads: int | None = None, budget: ThreadBudget | None = None
     ) -> PartitionedIndex:
-        meta = read_meta(directory, cls.kind)
-        index = cls(
+        """An empty index with the parameters of a saved one's ``index.json``."""
+        return cls(
             dim=meta["dim"],
             metric=meta["metric"],
             partitions=meta["partitions"],
@@ -360,6 +382,32 @@ class PartitionedIndex:
             seed=meta["seed"],
             budget=budget,
         )
+
+    @classmethod
+    def placed(
+        cls, centroids: np.ndarray, *, budget: ThreadBudget | None = None, **arguments: Any
+    ) -> PartitionedIndex:
+        """A trained, empty index with these centroids (``arguments``: as for the
+        constructor), as training leaves it before the vectors go in."""
+        index = cls(budget=budget, **arguments)
+        index._staging = None
+        index._set_centroids(np.ascontiguousarray(centroids, dtype=np.float32))
+        index._parts = [index._new_part(p) for p in range(index.partitions)]
+        return index
+
+    @classmethod
+    def load(
+        cls,
+        directory: str,
+        *,
+        threads: int | None = None,
+        budget: ThreadBudget | None = None,
+        only: Iterable[int] | None = None,
+    ) -> PartitionedIndex:
+        """Read back an index :meth:`save` wrote. ``only``: just these partitions' graphs (a
+        Ray actor's share); the others stay empty, and the labels they hold unknown here."""
+        meta = read_meta(directory, cls.kind)
+        index = cls.from_meta(meta, threads=threads, budget=budget)
         if not meta["trained"]:
             index._staging = FlatIndex.load(os.path.join(directory, "staging"), budget=budget)
             return index
@@ -367,14 +415,25 @@ class PartitionedIndex:
         index._set_centroids(np.load(os.path.join(directory, "centroids.npy")))
         part_dirs = [os.path.join(directory, f"part-{p:04d}") for p in range(index.partitions)]
         if any(is_hnswlib_dir(d) for d in part_dirs):
+            if only is not None:
+                raise FailedPreconditionError(
+                    f"{directory}: a partitioned index in the hnswlib format of earlier "
+                    "versions; open it once without Ray (it is rebuilt and rewritten at the next "
+                    "checkpoint), then serve it from Ray"
+                )
             index._rebuild_from_hnswlib(directory, part_dirs)
             index.upgraded = True  # tells the collection to write the new format
             return index
+        mine = set(range(index.partitions)) if only is None else set(only)
         index._parts = [
             HNSWGraph.load(d, metric=index.metric, seed=index.seed + p)
+            if p in mine
+            else index._new_part(p)
             for p, d in enumerate(part_dirs)
         ]
         part_of = np.load(os.path.join(directory, "part_of.npy")).astype(np.int32)
+        if only is not None:
+            part_of[~np.isin(part_of, list(mine))] = -1
         index._part_of = part_of
         index._pos_of = np.full(part_of.shape[0], -1, dtype=np.int64)
         for part in index._parts:

@@ -8,6 +8,8 @@
   the observed selectivity (k / selectivity, with a margin); if fewer than k match, it asks
   again for more, and falls back to ``exact``. Never a silent shortfall.
 - ``index``: no tenant and no predicate: the plain index.
+- ``partition-actors``: the index's vectors live elsewhere (partitions in Ray actors): the scope
+  goes to them, and each plans its own partitions' search with these same rules.
 
 A search in scope returns exactly min(k, matches) results.
 """
@@ -131,6 +133,13 @@ def plan_search(
         if count == 0:
             result = empty_result(queries.shape[0], k)
             explain.path, explain.reason = "empty", "no row in scope matches"
+        elif index.applies_scope:
+            result = index.search(queries, k, scope=scope, **params)
+            explain.path = "partition-actors"
+            explain.reason = (
+                f"{count} matches: the vectors live in Ray actors; each applies the scope to "
+                "its own partitions and plans its own path (exact or over-fetch)"
+            )
         elif count <= exact_max_rows or index.exact:
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
@@ -170,7 +179,7 @@ def plan_search(
                 "index): over-fetch from the graph and keep the matches"
             )
             explain.details["rounds"] = rounds
-        if explain.path == "tenant-index":
+        if explain.path in ("tenant-index", "partition-actors"):
             _index_details(explain.details, result)
     explain.returned = int(np.count_nonzero(result.ids >= 0)) // max(queries.shape[0], 1)
     explain.seconds = time.perf_counter() - t0

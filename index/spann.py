@@ -352,6 +352,7 @@ class SpannIndex:
     kind = "spann"
     exact = False
     scoped = True  # filtered and tenant searches score only rows in scope (see search)
+    applies_scope = False  # see VectorIndex
     scoped_how = (
         "probe the posting lists nearest the query (more, the smaller the scope), scoring only "
         "the rows in scope"

@@ -184,6 +184,7 @@ class MultiTenantIndex:
 
     kind = "multitenant"
     exact, scoped = False, True
+    applies_scope = False  # see VectorIndex
     scoped_how = "visit the shared clustering's leaves that hold rows in scope, closest first"
     relayout_fraction = 8  # redo the layout once 1/8 of the rows were appended since
 

@@ -358,15 +358,18 @@ def serve(
     threads: int | None = None,
     grace: float = 30.0,
     aio: bool = False,
+    ray: bool | str = False,
+    ray_actors: int | None = None,
     announce: Callable[[str], None] = print,
 ) -> int:
     """``shardwalk serve``: open the data directory, serve until SIGTERM or SIGINT, then
-    finish in-flight calls (up to ``grace`` seconds), checkpoint and close."""
+    finish in-flight calls (up to ``grace`` seconds), checkpoint and close. ``ray``: serve the
+    partitioned collections from Ray actors (see ``Engine.open``)."""
     config = load_config(config_path)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with Engine.open(data, threads=threads) as engine:
+    with Engine.open(data, threads=threads, ray=ray, ray_actors=ray_actors) as engine:
         for name in engine.collections():  # loaded now, not by the first call that needs them
             engine.collection(name)
         for name in engine.graphs():

@@ -660,6 +660,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         threads=args.threads,
         aio=args.aio,
+        ray=args.address or args.ray,
+        ray_actors=args.ray_actors,
         announce=lambda line: print(line, flush=True),
     )
 
@@ -1236,7 +1238,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve a data directory over gRPC",
         "Serve a data directory over gRPC until SIGTERM/SIGINT (then in-flight calls finish "
         "and every collection is checkpointed). The TOML config maps API keys to tenants or "
-        "admin and sets limits and TLS (see shardwalk.server.config).",
+        "admin and sets limits and TLS (see shardwalk.server.config). With --ray or --address, "
+        "the partitioned collections' partitions live in Ray actors (every node must see the "
+        "data directory).",
     )
     p.add_argument("--data", required=True, help="data directory (created if missing)")
     p.add_argument("--config", required=True, help="TOML file: [[api_keys]], [limits], [tls]")
@@ -1245,11 +1249,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--threads", type=int, help="engine thread budget (default: the cores)")
     p.add_argument("--aio", action="store_true", help="serve with grpc.aio (default: sync)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve partitioned collections from Ray actors on a local Ray (127.0.0.1)",
+    )
+    where.add_argument("--address", default=None, help="... from actors on the Ray cluster at ADDR")
+    p.add_argument(
+        "--ray-actors",
+        type=int,
+        default=None,
+        help="actors per partitioned collection (default: one per CPU, at most one per partition)",
+    )
     p.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="INFO logs one line per request",
+        help="INFO logs failed calls, DEBUG every call",
     )
     p.set_defaults(run=cmd_serve)
 

@@ -22,7 +22,7 @@ from shardwalk.errors import (
     NotFoundError,
     ShardwalkError,
 )
-from shardwalk.index import SearchResult, make_index
+from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Explain, Scope, plan_search
 from shardwalk.index.store import RowStore, VectorStore
@@ -82,6 +82,13 @@ def _load_libc() -> Any:
 
 
 _libc = _load_libc()
+
+
+def _release_index(index: Any) -> None:
+    """Let go of what an index holds outside this process (a Ray-hosted one's actors)."""
+    close = getattr(index, "close", None)
+    if close is not None:
+        close()
 
 
 @dataclass
@@ -203,6 +210,7 @@ class Collection:
         params: dict[str, Any],
         datadir: DataDir | None = None,
         budget: ThreadBudget | None = None,
+        host: IndexHost | None = None,
     ) -> None:
         self.name = name
         self.dim = dim
@@ -210,8 +218,9 @@ class Collection:
         self.index_kind = index
         self.params = dict(params)
         self._budget = budget or default_budget()  # the engine's: threads for every call
+        self._host = host  # keeps the index elsewhere (Ray actors) for the kinds it hosts
         self._index = make_index(
-            index, dim=dim, metric=self._index_metric, budget=self._budget, **params
+            index, dim=dim, metric=self._index_metric, budget=self._budget, host=host, **params
         )
         self._rows = RowTable()
         self._tenants = TenantDirectory()
@@ -255,7 +264,10 @@ class Collection:
         directory = datadir.collection_dir(self.name)
         self._datadir = datadir
         if snapshot is not None:
-            state = read_snapshot(directory / snapshot, dim=self.dim, budget=self._budget)
+            state = read_snapshot(
+                directory / snapshot, dim=self.dim, budget=self._budget, host=self._host
+            )
+            _release_index(self._index)  # the empty one made by the constructor
             self._rows, self._index = state.rows, state.index
             self._store, self._tenants = state.store, state.tenants
         self._snapshot = snapshot
@@ -281,6 +293,8 @@ class Collection:
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
+            if self._closed_because is None:
+                _release_index(self._index)
             self._closed_because = because
 
     # -- writes -----------------------------------------------------------------------------
@@ -737,6 +751,7 @@ class Collection:
                 index=self.index_kind,
                 params=self.params,
                 budget=self._budget,
+                host=self._host,
             )
             if live.size:
                 fresh._apply_upsert(
@@ -753,10 +768,12 @@ class Collection:
                     )
                 )
             with self._rw.write():
+                old = self._index
                 self._rows, self._index = fresh._rows, fresh._index
                 self._store, self._tenants = fresh._store, fresh._tenants
                 self._version += 1
                 with self._cache_lock:
                     self._masks.clear()
+            _release_index(old)
             if self._datadir is not None and self._wal is not None:
                 self._checkpoint()

@@ -24,6 +24,7 @@ from shardwalk.errors import (
     NotFoundError,
 )
 from shardwalk.graph import Graph, check_edges
+from shardwalk.index import IndexHost
 from shardwalk.storage import DataDir
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import RecoveredLog, WriteAheadLog
@@ -49,8 +50,11 @@ class Engine:
     PPR batch, an index build) draws its threads from the engine's :attr:`budget`.
     """
 
-    def __init__(self, datadir: DataDir | None, *, threads: int | None = None) -> None:
+    def __init__(
+        self, datadir: DataDir | None, *, threads: int | None = None, host: IndexHost | None = None
+    ) -> None:
         self._budget = ThreadBudget(threads)
+        self._host = host  # keeps the indexes of some kinds elsewhere (Engine.open(ray=...))
         check_threading_layer()
         self._datadir = datadir
         self._collections: dict[str, Collection] = {}
@@ -69,6 +73,8 @@ class Engine:
         *,
         recover: bool = False,
         threads: int | None = None,
+        ray: bool | str = False,
+        ray_actors: int | None = None,
     ) -> Engine:
         """Open (or create) the data directory at ``path``.
 
@@ -87,6 +93,17 @@ class Engine:
             The engine's thread budget, 1-1024 (default: the cores available to the process):
             at most this many threads run the engine's parallel work at once, shared by every
             concurrent call (see :attr:`budget`).
+        ray : bool or str, default False
+            Serve the partitioned collections from Ray actors: ``True`` on the Ray this process
+            is connected to, or a local one bound to 127.0.0.1 that it starts (and stops at
+            :meth:`close`); a string joins the cluster at that address (``"HOST:6379"``).
+            Each actor holds some of a collection's partitions (its vectors are nowhere else),
+            searches them with the tenant scope and filter applied there, and the top-k lists
+            are merged exactly: the same answers as in process. Every node must see the data
+            directory. Other index kinds stay in this process. Needs ``shardwalk[ray]``.
+        ray_actors : int, optional
+            Actors per partitioned collection (default: one per CPU of the cluster, at most
+            one per partition).
 
         Raises
         ------
@@ -103,14 +120,20 @@ class Engine:
         """
         ThreadBudget(threads)  # a bad ``threads`` fails before the directory is taken
         check_threading_layer()
+        address = _ray_address(ray)
         datadir = DataDir(path)
-        engine = cls(datadir, threads=threads)
-        if recover:
-            try:
+        host = None
+        try:
+            if ray is not False:
+                host = _ray_host(address, ray_actors)
+            engine = cls(datadir, threads=threads, host=host)
+            if recover:
                 engine._salvage_logs()
-            except BaseException:
-                datadir.close()
-                raise
+        except BaseException:
+            if host is not None:
+                host.close()
+            datadir.close()
+            raise
         return engine
 
     def _salvage_logs(self) -> None:
@@ -273,7 +296,7 @@ class Engine:
         return load
 
     def _new_collection(self, **arguments: Any) -> Collection:
-        return Collection(**arguments, budget=self._budget)
+        return Collection(**arguments, budget=self._budget, host=self._host)
 
     def _get_or_load(
         self,
@@ -659,6 +682,8 @@ class Engine:
                 self._graphs.clear()
                 if self._datadir is not None:
                     self._datadir.close()
+                if self._host is not None:
+                    self._host.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -670,3 +695,27 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _ray_address(ray: Any) -> str | None:
+    """The cluster address of ``Engine.open(ray=...)`` (None: a local Ray, or none)."""
+    if ray is False or ray is True:
+        return None
+    if not isinstance(ray, str) or not ray.strip():
+        raise InvalidArgumentError(
+            "ray must be True (a local Ray, or the one this process joined) or a cluster "
+            f"address 'HOST:PORT'; got {ray!r}"
+        )
+    return ray.strip()
+
+
+def _ray_host(address: str | None, actors: int | None) -> IndexHost:
+    """The host that keeps partitioned collections in Ray actors (imported here only: the
+    engine works without Ray installed)."""
+    try:
+        from shardwalk.index.distributed import RayHost
+    except ImportError as exc:
+        raise FailedPreconditionError(
+            f"Engine.open(ray=...) needs Ray ({exc}); pip install 'shardwalk[ray]'"
+        ) from exc
+    return RayHost(address, actors=actors)

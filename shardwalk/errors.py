@@ -20,6 +20,7 @@ __all__ = [
     "ResourceExhaustedError",
     "ShardwalkError",
     "UnauthenticatedError",
+    "UnavailableError",
     "error_for_code",
 ]
 
@@ -86,6 +87,13 @@ class DeadlineExceededError(ShardwalkError):
     """The request's deadline passed before it finished."""
 
     code = "DEADLINE_EXCEEDED"
+
+
+class UnavailableError(ShardwalkError):
+    """A part of the system that holds data is down (a Ray actor serving partitions died);
+    the call may succeed once it is back."""
+
+    code = "UNAVAILABLE"
 
 
 class CorruptionError(ShardwalkError):

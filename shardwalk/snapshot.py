@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from shardwalk._files import atomic_write_with
 from shardwalk._threads import ThreadBudget
-from shardwalk.index import VectorIndex, load_index
+from shardwalk.index import IndexHost, VectorIndex, load_index
 from shardwalk.index.store import RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import SHARED, TENANT, RowTable
@@ -122,12 +122,14 @@ def _write_vectors(path: Path, state: State, dim: int) -> None:
     atomic_write_with(path, write)
 
 
-def read_snapshot(snap: Path, *, dim: int, budget: ThreadBudget | None = None) -> State:
+def read_snapshot(
+    snap: Path, *, dim: int, budget: ThreadBudget | None = None, host: IndexHost | None = None
+) -> State:
     """A snapshot back, after checking every file against its seal; the index draws its
-    threads from ``budget``."""
+    threads from ``budget`` (or ``host`` keeps it)."""
     verify_snapshot(snap)
     rows = RowTable.read_parquet(str(snap / "rows.parquet"))
-    index = load_index(str(snap / "index"), budget=budget)
+    index = load_index(str((snap / "index").absolute()), budget=budget, host=host)
     store = getattr(index, "store", None)
     if not isinstance(store, RowStore):  # the index keeps no vectors by row: ours
         with pa.memory_map(str(snap / "vectors.arrow"), "r") as source:

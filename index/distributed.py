@@ -431,7 +431,9 @@ class RayPartitionedIndex(PartitionedIndex):
             num_cpus=0,
             max_concurrency=8,
             runtime_env=thread_env(self._threads),
-            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[a % len(nodes)], soft=True),
+            # actor a on node a mod nodes (a soft affinity put both actors of a two-node
+            # cluster on one node here)
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[a % len(nodes)], soft=False),
             name=None,
         ).remote(self._owned[a], threads=self._threads, **self._source_args)
 

@@ -36,6 +36,12 @@ def test_library_imports_and_builds_without_ray(tmp_path: Path) -> None:
                                             {str(tmp_path / "in")!r}, ray=True)
         except FailedPreconditionError as exc:
             print("refused:", exc)
+        try:
+            shardwalk.Engine.open({str(tmp_path / "db")!r}, ray=True)
+        except FailedPreconditionError as exc:
+            print("engine refused:", exc)
+        with shardwalk.Engine.open({str(tmp_path / "db")!r}) as engine:  # not left locked
+            assert len(engine.collection("c")) == 600
         assert not [m for m in sys.modules if m == "ray" or m.startswith("ray.")]
         """
     )
@@ -43,3 +49,4 @@ def test_library_imports_and_builds_without_ray(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "refused: this job runs on Ray, which is not installed" in done.stdout
     assert "pip install 'shardwalk[ray]'" in done.stdout
+    assert "engine refused: Engine.open(ray=...) needs Ray" in done.stdout

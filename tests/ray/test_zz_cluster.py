@@ -1,5 +1,6 @@
 """A two-node Ray cluster on 127.0.0.1 (ray.cluster_utils.Cluster, one CPU per node): builds
-and fingerprints give the same bytes as on threads and as the embedded builder. Runs last in
+and fingerprints give the same bytes as on threads and as the embedded builder, and a
+collection served from actors on both nodes answers as the in-process engine. Runs last in
 this folder: it replaces the session's local Ray."""
 
 from __future__ import annotations
@@ -7,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from shardwalk.index.distributed import connect
 from shardwalk.walks import build_fingerprints
 from shardwalk.walks.distributed import fingerprints_replicated
 from shardwalk.walks.generators import power_law_graph
 
-from shardwalk import jobs
+import shardwalk
+from shardwalk import F, jobs
 from tests.parquet_data import snapshot_digest, write_dataset
 from tests.ray.conftest import ray
 from tests.ray.test_fingerprints_ray import assert_same_store
@@ -53,3 +56,21 @@ def test_fingerprints_on_two_nodes_same_store(cluster) -> None:
     params = dict(walks_per_node=10, seed=1, hubs="auto", hub_walks=100)
     found = fingerprints_replicated(graph, workers=2, **params)
     assert_same_store(found, build_fingerprints(graph, **params))
+
+
+def test_served_from_actors_on_both_nodes(cluster, tmp_path: Path) -> None:
+    from tests.ray.test_serving_ray import DIM, write_data
+    from tests.server.conftest import seeded_rows
+
+    write_data(tmp_path, seeded_rows(3000, DIM, seed=2))
+    queries = np.random.default_rng(1).standard_normal((20, DIM)).astype(np.float32)
+    scopes = [{}, {"tenant": "t2"}, {"where": F("year") >= 2003}]
+    with shardwalk.Engine.open(tmp_path) as engine:
+        expected = [engine.collection("docs").search(queries, 10, **s).ids for s in scopes]
+    with shardwalk.Engine.open(tmp_path, ray=cluster.address) as engine:
+        docs = engine.collection("docs")
+        actors = docs.stats()["index_stats"]["ray"]["actors"]
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert {a["node"] for a in actors} == nodes  # one actor on each node
+        for scope, ids in zip(scopes, expected):
+            assert np.array_equal(docs.search(queries, 10, **scope).ids, ids), scope

@@ -367,9 +367,10 @@ def serve(
     partitioned collections from Ray actors (see ``Engine.open``)."""
     config = load_config(config_path)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     with Engine.open(data, threads=threads, ray=ray, ray_actors=ray_actors) as engine:
+        # after the engine opened: ray.init installs a SIGTERM handler that exits at once
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
         for name in engine.collections():  # loaded now, not by the first call that needs them
             engine.collection(name)
         for name in engine.graphs():

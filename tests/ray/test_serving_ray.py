@@ -243,3 +243,27 @@ def test_grpc_server_serves_from_ray(on_ray, in_process, queries, rows) -> None:
                 assert set(ids[ids >= 0].tolist()) <= visible_to(rows, tenant)
     finally:
         server.stop(grace=1)
+
+
+def test_serve_command_joins_a_ray_cluster(data, in_process, queries, tmp_path) -> None:
+    """`shardwalk serve --address` as a process, joining the session's Ray as a driver."""
+    import ray
+
+    from tests.server.test_process import CONFIG, Served
+
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    config = tmp_path / "server.toml"
+    config.write_text(CONFIG)
+    address = ray.get_runtime_context().gcs_address
+    served = Served(copy, config, "--address", address, "--ray-actors", "1")
+    try:
+        with served.client() as client:
+            docs = client.collection("docs")
+            assert np.array_equal(docs.search(queries, K).ids, in_process[0].ids)
+            actors = docs.stats()["index_stats"]["ray"]["actors"]
+        assert len(actors) == 1 and actors[0]["partitions"] == [0, 1, 2, 3]
+        assert actors[0]["pid"] != served.process.pid
+    finally:
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=120) == 0, served.process.stderr.read()

@@ -27,7 +27,7 @@ role = "admin"
 
 
 class Served:
-    def __init__(self, data: Path, config: Path) -> None:
+    def __init__(self, data: Path, config: Path, *extra: str) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -42,6 +42,7 @@ class Served:
                 "0",
                 "--log-level",
                 "WARNING",
+                *extra,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

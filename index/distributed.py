@@ -49,7 +49,7 @@ from shardwalk.index.partitioned import PartitionedIndex
 from shardwalk.index.planner import Scope, plan_search
 from shardwalk.index.store import RowStore, Segment
 
-from shardwalk._threads import ThreadBudget, available_cores
+from shardwalk._threads import ThreadBudget, available_cores, rss_bytes
 from shardwalk.errors import FailedPreconditionError, ShardwalkError, UnavailableError
 from shardwalk.validation import check_int
 
@@ -361,6 +361,7 @@ class _PartitionGroup:
             "partitions": self.owned,
             "partition_sizes": [len(parts[p]) for p in self.owned],
             "memory_bytes": sum(parts[p].memory_bytes() for p in self.owned),
+            "rss_bytes": rss_bytes(),
             "threads": self.index.budget.threads,
         }
 
@@ -411,6 +412,7 @@ class RayPartitionedIndex(PartitionedIndex):
         self._source: str | None = None  # a saved index the actors' state equals
         self._refs: OrderedDict[int, tuple[np.ndarray, Any]] = OrderedDict()
         self._refs_lock = threading.Lock()
+        self._restart_lock = threading.Lock()
 
     # -- actors -----------------------------------------------------------------------------
     def _spawn(self, **source: Any) -> None:
@@ -455,20 +457,22 @@ class RayPartitionedIndex(PartitionedIndex):
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
         except ray.exceptions.RayActorError as exc:
-            dead = [a for a, actor in enumerate(self._actors) if not _alive(actor)]
-            if retry is None or self._source is None or not dead:
-                raise self._unavailable(dead, exc) from exc
-            log.warning(
-                "a Ray actor serving partitions %s died (%s); starting it again from %s",
-                [self._owned[a] for a in dead],
-                type(exc).__name__,
-                self._source,
-            )
-            self._source_args = {"directory": self._source}
-            for a in dead:
-                self._actors[a] = self._start(a)
-            for a in dead:
-                self._where[a] = ray.get(self._actors[a].where.remote())
+            with self._restart_lock:  # concurrent searches restart each actor once
+                dead = [a for a, actor in enumerate(self._actors) if not _alive(actor)]
+                if retry is None or self._source is None:
+                    raise self._unavailable(dead, exc) from exc
+                if dead:
+                    log.warning(
+                        "a Ray actor serving partitions %s died (%s); starting it again from %s",
+                        [self._owned[a] for a in dead],
+                        type(exc).__name__,
+                        self._source,
+                    )
+                self._source_args = {"directory": self._source}
+                for a in dead:
+                    self._actors[a] = self._start(a)
+                for a in dead:
+                    self._where[a] = ray.get(self._actors[a].where.remote())
             try:
                 return ray.get(retry())
             except ray.exceptions.RayActorError as again:

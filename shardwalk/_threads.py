@@ -290,16 +290,29 @@ def default_budget() -> ThreadBudget:
     return _default
 
 
+def rss_bytes() -> int:
+    """This process's resident memory now (VmRSS; 0 where /proc has none)."""
+    return _status_bytes("VmRSS:")
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident memory: VmHWM where /proc has it (ru_maxrss on Linux keeps
     the peak of whatever the process ran before its exec, e.g. a parent's), else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    found = _status_bytes("VmHWM:")
+    if found:
+        return found
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status in bytes (0 where there is none)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

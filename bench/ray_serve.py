@@ -3,14 +3,18 @@
 One data directory (clustered vectors, Zipf tenants, an int attribute), opened in turn by:
 - ``in-process``: ``Engine.open(path)``, the partitions in this process;
 - ``ray-local``: ``Engine.open(path, ray=True)``, a local Ray (127.0.0.1) with 2 CPUs, one
-  actor per CPU;
+  actor per CPU; ``ray-local-1``: the same with one actor holding every partition;
 - ``cluster-2``: a two-node cluster on 127.0.0.1 (``ray.cluster_utils.Cluster``, one CPU per
   node), an actor on each node.
 
-For each: single-query latency back to back (steady load: the kernel here pages out memory
-idle for about a second), unscoped, for a 2% tenant and with a 30% filter; throughput of 8
-client threads; batches of 100; recall@10 against exact search (the same for every system:
-the same graphs answer); memory of the driver (this process) and of the actors.
+The systems of a phase are open at once (each on a hard-linked copy of the directory) and
+measured round by round in turn, so that they share the machine's load: the local ones in one
+phase, then the cluster with the in-process engine again. For each: single-query latency back
+to back (steady load: the kernel here pages out memory idle for about a second), unscoped, for
+a 2% tenant and with a 30% filter; throughput of 8 client threads; batches of 100; recall@10
+against exact search (the same for every system: the same graphs answer); memory of the
+driver (this process, measured as each system opens) and of the actors. The floor: a no-op
+call to 1 and to 2 actors at once, on the same Ray, back to back.
 
     python bench/ray_serve.py                      # 200K x 128
     python bench/ray_serve.py --n 1000000 --rounds 1
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,7 +46,7 @@ from shardwalk.datasets import clustered_vectors
 
 HERE = Path(__file__).resolve().parent
 K = 10
-SYSTEMS = ("in-process", "ray-local", "cluster-2")
+SYSTEMS = ("in-process", "ray-local", "ray-local-1", "cluster-2")
 
 
 def load() -> str:
@@ -98,86 +103,142 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
 
 
-def measure(docs: Any, data: dict[str, Any], truth: dict, args: argparse.Namespace) -> dict:
-    queries = data["queries"]
-    scopes = {
+def scopes_of(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
         "search": {},
         "tenant-2%": {"tenant": data["tenant"]},
         "filter-30%": {"where": F("bucket") < 30},
     }
-    out: dict[str, Any] = {}
-    for name, scope in scopes.items():
-        for q in queries[:50]:  # warm: caches, scope masks, actors' scope bitmaps
-            docs.search(q, K, **scope)
-        times = []
-        found = np.zeros((len(queries), K), dtype=np.int64)
+
+
+def measure(
+    collections: dict[str, Any], data: dict[str, Any], truth: dict, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Every system on every scope, the systems interleaved round by round (the same load)."""
+    queries = data["queries"]
+    out: dict[str, dict[str, Any]] = {system: {} for system in collections}
+    for name, scope in scopes_of(data).items():
+        times: dict[str, list[float]] = {system: [] for system in collections}
+        qps8: dict[str, list[float]] = {system: [] for system in collections}
+        batch: dict[str, list[float]] = {system: [] for system in collections}
+        found = {system: np.zeros((len(queries), K), np.int64) for system in collections}
+        for docs in collections.values():
+            for q in queries[:50]:  # warm: caches, scope masks, actors' scope bitmaps
+                docs.search(q, K, **scope)
         for _ in range(args.rounds):
-            for i, q in enumerate(queries):
+            for system, docs in collections.items():
+                for i, q in enumerate(queries):  # back to back, one caller
+                    t = time.perf_counter()
+                    found[system][i] = docs.search(q, K, **scope).ids[0]
+                    times[system].append(time.perf_counter() - t)
+                with ThreadPoolExecutor(8) as pool:  # 8 callers
+                    t = time.perf_counter()
+                    list(pool.map(lambda q, d=docs, s=scope: d.search(q, K, **s), queries))
+                    qps8[system].append(len(queries) / (time.perf_counter() - t))
                 t = time.perf_counter()
-                found[i] = docs.search(q, K, **scope).ids[0]
-                times.append(time.perf_counter() - t)
-        ms = np.array(times) * 1e3
-        with ThreadPoolExecutor(8) as pool:  # 8 client threads, back to back
-            t = time.perf_counter()
-            list(pool.map(lambda q, s=scope: docs.search(q, K, **s), np.tile(queries, (2, 1))))
-            qps8 = 2 * len(queries) / (time.perf_counter() - t)
-        t = time.perf_counter()
-        for lo in range(0, len(queries), 100):
-            docs.search(queries[lo : lo + 100], K, **scope)
-        batch_qps = len(queries) / (time.perf_counter() - t)
-        out[name] = {
-            "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)),
-            "qps_1": float(1e3 / ms.mean()),
-            "qps_8_threads": qps8,
-            "qps_batch_100": batch_qps,
-            "recall@10": recall(found, truth[name]),
-            "load": load(),
-        }
-        print(f"  {name}: {out[name]}", flush=True)
+                for lo in range(0, len(queries), 100):
+                    docs.search(queries[lo : lo + 100], K, **scope)
+                batch[system].append(len(queries) / (time.perf_counter() - t))
+        for system in collections:
+            ms = np.array(times[system]) * 1e3
+            out[system][name] = {
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p99_ms": float(np.percentile(ms, 99)),
+                "qps_1": float(1e3 / ms.mean()),
+                "qps_8_threads": float(np.median(qps8[system])),
+                "qps_batch_100": float(np.median(batch[system])),
+                "recall@10": recall(found[system], truth[name]),
+            }
+            print(f"  {system} {name}: {out[system][name]}", flush=True)
+        print(f"  load {load()}", flush=True)
+        for system in collections:
+            out[system][name]["load"] = load()
     return out
 
 
-def run_system(system: str, path: Path, data: dict, truth: dict, args) -> dict[str, Any]:
+def ray_floor() -> dict[str, float]:
+    """p50 of a no-op call to 1 and to 2 actors at once (a (1, 128) array there and back)."""
+    import ray
+
+    @ray.remote
+    class Noop:
+        def echo(self, q: np.ndarray) -> np.ndarray:
+            return q
+
+    actors = [Noop.options(num_cpus=0).remote() for _ in range(2)]
+    q = np.zeros((1, 128), np.float32)
+    ray.get([a.echo.remote(q) for a in actors])
+    out = {}
+    for n in (1, 2):
+        times = []
+        for _ in range(500):
+            t = time.perf_counter()
+            ray.get([a.echo.remote(q) for a in actors[:n]])
+            times.append(time.perf_counter() - t)
+        out[f"{n}_actors"] = float(np.percentile(times, 50) * 1e3)
+    for a in actors:
+        ray.kill(a)
+    return out
+
+
+def run_phase(
+    systems: list[str], path: Path, data: dict, truth: dict, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Open every system of a phase at once (each on its own hard-linked copy of the data
+    directory: one engine per directory), then measure them interleaved."""
     import ray
     from ray.cluster_utils import Cluster
     from shardwalk.index.distributed import connect
 
     cluster = None
-    if system == "ray-local":
-        connect(None, 2)
-    elif system == "cluster-2":
+    if "cluster-2" in systems:
         node = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
         cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
         cluster.add_node(**node)
         cluster.wait_for_nodes()
         connect(cluster.address)
+    else:
+        connect(None, 2)
+    engines: dict[str, Any] = {}
+    result: dict[str, Any] = {}
     try:
-        before = rss_bytes()
-        t = time.perf_counter()
-        ray_arg: bool | str = False if system == "in-process" else True
-        with shardwalk.Engine.open(path, ray=ray_arg) as engine:
-            docs = engine.collection("docs")
+        floor = ray_floor()
+        for system in systems:
+            copy = path.with_name(f"{path.name}-{system}")
+            if not copy.exists():
+                # hard links, but not the lock file (an flock is on the file)
+                shutil.copytree(
+                    path, copy, copy_function=os.link, ignore=shutil.ignore_patterns("LOCK")
+                )
+            before = rss_bytes()
+            t = time.perf_counter()
+            on_ray = system != "in-process"
+            engine = shardwalk.Engine.open(
+                copy, ray=on_ray, ray_actors=1 if system == "ray-local-1" else None
+            )
+            engines[system] = engine
+            engine.collection("docs")
             opened = time.perf_counter() - t
             driver = rss_bytes() - before
-            stats = docs.stats()["index_stats"]
-            actors = stats.get("ray", {}).get("actors", [])
-            print(
-                f"{system}: opened in {opened:.1f} s, driver +{driver / 2**20:.0f} MiB", flush=True
-            )
-            result = measure(docs, data, truth, args)
-            actors = docs.stats()["index_stats"].get("ray", {}).get("actors", [])
-        return {
-            "open_seconds": opened,
-            "driver_rss_delta_bytes": driver,
-            "actors": [
+            print(f"{system}: opened in {opened:.1f} s, driver +{driver >> 20} MiB", flush=True)
+            result[system] = {
+                "ray_noop_floor_p50_ms": floor if on_ray else None,
+                "open_seconds": opened,
+                "driver_rss_delta_bytes": driver,
+            }
+        scopes = measure({s: e.collection("docs") for s, e in engines.items()}, data, truth, args)
+        for system, engine in engines.items():
+            stats = engine.collection("docs").stats()["index_stats"]
+            result[system]["index_memory_bytes"] = stats.get("memory_bytes")
+            result[system]["actors"] = [
                 {k: a[k] for k in ("node", "partitions", "rss_bytes", "memory_bytes", "threads")}
-                for a in actors
-            ],
-            "index_memory_bytes": stats.get("memory_bytes"),
-            "scopes": result,
-        }
+                for a in stats.get("ray", {}).get("actors", [])
+            ]
+            result[system]["scopes"] = scopes[system]
+        return result
     finally:
+        for engine in engines.values():
+            engine.close()
         if ray.is_initialized():
             ray.shutdown()
         if cluster is not None:
@@ -213,24 +274,27 @@ def main() -> None:
         "cores": os.cpu_count(),
         "systems": {},
     }
-    for system in args.systems.split(","):
-        result["systems"][system] = run_system(system, path, data, truth, args)
-    base = result["systems"].get("in-process")
-    if base:
-        result["ratios_vs_in_process"] = {
-            system: {
+    wanted = args.systems.split(",")
+    local = [s for s in wanted if s != "cluster-2"]
+    phases = [local] if local else []
+    if "cluster-2" in wanted:
+        phases.append(["in-process", "cluster-2"])
+    result["ratios_vs_in_process"] = {}
+    for phase in phases:
+        got = run_phase(phase, path, data, truth, args)
+        base = got.get("in-process")
+        for system, found in got.items():
+            key = system if system not in result["systems"] else f"{system} (with cluster-2)"
+            result["systems"][key] = found
+            if base is None or system == "in-process":
+                continue
+            result["ratios_vs_in_process"][system] = {
                 scope: {
-                    "p50": got["scopes"][scope]["p50_ms"] / base["scopes"][scope]["p50_ms"],
-                    "qps_8_threads": got["scopes"][scope]["qps_8_threads"]
-                    / base["scopes"][scope]["qps_8_threads"],
-                    "qps_batch_100": got["scopes"][scope]["qps_batch_100"]
-                    / base["scopes"][scope]["qps_batch_100"],
+                    metric: found["scopes"][scope][metric] / base["scopes"][scope][metric]
+                    for metric in ("p50_ms", "qps_8_threads", "qps_batch_100")
                 }
-                for scope in got["scopes"]
+                for scope in found["scopes"]
             }
-            for system, got in result["systems"].items()
-            if system != "in-process"
-        }
     out = Path(args.out or HERE / "results" / f"ray_serve-{args.n}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result.get("ratios_vs_in_process", {}), indent=2))

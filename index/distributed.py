@@ -436,7 +436,6 @@ class RayPartitionedIndex(PartitionedIndex):
             # actor a on node a mod nodes (a soft affinity put both actors of a two-node
             # cluster on one node here)
             scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[a % len(nodes)], soft=False),
-            name=None,
         ).remote(self._owned[a], threads=self._threads, **self._source_args)
 
     def _arguments(self) -> dict[str, Any]:

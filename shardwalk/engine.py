@@ -73,7 +73,7 @@ class Engine:
         *,
         recover: bool = False,
         threads: int | None = None,
-        ray: bool | str = False,
+        ray: bool | str | None = False,
         ray_actors: int | None = None,
     ) -> Engine:
         """Open (or create) the data directory at ``path``.
@@ -93,7 +93,7 @@ class Engine:
             The engine's thread budget, 1-1024 (default: the cores available to the process):
             at most this many threads run the engine's parallel work at once, shared by every
             concurrent call (see :attr:`budget`).
-        ray : bool or str, default False
+        ray : bool or str, default False (None: the same)
             Serve the partitioned collections from Ray actors: ``True`` on the Ray this process
             is connected to, or a local one bound to 127.0.0.1 that it starts (and stops at
             :meth:`close`); a string joins the cluster at that address (``"HOST:6379"``).
@@ -121,10 +121,12 @@ class Engine:
         ThreadBudget(threads)  # a bad ``threads`` fails before the directory is taken
         check_threading_layer()
         address = _ray_address(ray)
+        if ray_actors is not None and not (ray is True or address is not None):
+            raise InvalidArgumentError("ray_actors needs ray=True or ray='HOST:PORT'")
         datadir = DataDir(path)
         host = None
         try:
-            if ray is not False:
+            if ray is True or address is not None:
                 host = _ray_host(address, ray_actors)
             engine = cls(datadir, threads=threads, host=host)
             if recover:
@@ -699,7 +701,7 @@ class Engine:
 
 def _ray_address(ray: Any) -> str | None:
     """The cluster address of ``Engine.open(ray=...)`` (None: a local Ray, or none)."""
-    if ray is False or ray is True:
+    if ray is None or ray is False or ray is True:
         return None
     if not isinstance(ray, str) or not ray.strip():
         raise InvalidArgumentError(

@@ -138,9 +138,11 @@ def test_bad_input_gets_the_same_errors(on_ray, tmp_path) -> None:
         docs.search(np.full(DIM, np.nan, np.float32), K)
     with pytest.raises(InvalidArgumentError, match="unknown attribute"):
         docs.search(np.zeros(DIM, np.float32), K, where=F("nope") == 1)
-    for bad in ("", 1, None):
+    for bad in ("", 1, 0.5):
         with pytest.raises(InvalidArgumentError, match="ray must be"):
             shardwalk.Engine.open(tmp_path / "never", ray=bad)
+    with pytest.raises(InvalidArgumentError, match="ray_actors needs ray"):
+        shardwalk.Engine.open(tmp_path / "never", ray_actors=2)
     assert not (tmp_path / "never").exists()
     with pytest.raises(InvalidArgumentError, match="ray_actors"):
         shardwalk.Engine.open(tmp_path / "never", ray=True, ray_actors=0)

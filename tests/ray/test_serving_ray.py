@@ -40,6 +40,8 @@ def write_data(path: Path, rows: dict) -> None:
         docs = engine.create_collection("docs", DIM, index="partitioned", partitions=4)
         docs.upsert(**rows)
         engine.create_collection("flat", DIM, index="flat").upsert(rows["ids"], rows["vectors"])
+        edges = np.random.default_rng(1).integers(0, len(rows["ids"]), size=(8 * N, 2))
+        engine.create_graph("links", edges, node_ids=rows["ids"])
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,10 @@ def in_process(data: Path, queries: np.ndarray) -> list[shardwalk.SearchResult]:
     with shardwalk.Engine.open(data) as engine:
         docs = engine.collection("docs")
         found = [docs.search(queries, K, **scope) for scope in SCOPES]
-        return [*found, docs.stats()["index_stats"]["partition_sizes"]]
+        composed = engine.compose(
+            "docs", "links", queries[:5], tenant="t1", ppr_params={"method": "exact"}
+        )
+        return [*found, composed, docs.stats()["index_stats"]["partition_sizes"]]
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +102,13 @@ def test_searches_are_the_in_process_engines(on_ray, in_process, queries, rows) 
         if "tenant" in scope:
             allowed = visible_to(rows, scope["tenant"])
             assert set(batch.ids[batch.ids >= 0].tolist()) <= allowed
+
+
+def test_compose_over_a_served_collection(on_ray, in_process, queries) -> None:
+    composed = on_ray.compose(
+        "docs", "links", queries[:5], tenant="t1", ppr_params={"method": "exact"}
+    )
+    assert np.array_equal(composed.ids, in_process[-2].ids)
 
 
 def test_scoped_searches_are_exact_enough(on_ray, queries, rows) -> None:

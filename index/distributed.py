@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -427,8 +428,11 @@ class RayPartitionedIndex(PartitionedIndex):
         self._actors = [self._start(a) for a in range(count)]
         self._where = self._gather([actor.where.remote() for actor in self._actors])
 
-    def _start(self, a: int) -> Any:
+    def _start(self, a: int, avoid: str | None = None) -> Any:
+        """Start actor ``a`` on node ``a`` mod the live nodes (not on ``avoid``, a node that
+        just lost an actor, while there is another)."""
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        nodes = [n for n in nodes if n != avoid] or nodes
         return _Group.options(
             num_cpus=0,
             max_concurrency=8,
@@ -469,13 +473,27 @@ class RayPartitionedIndex(PartitionedIndex):
                     )
                 self._source_args = {"directory": self._source}
                 for a in dead:
-                    self._actors[a] = self._start(a)
-                for a in dead:
-                    self._where[a] = ray.get(self._actors[a].where.remote())
+                    self._restart(a)
             try:
                 return ray.get(retry())
             except ray.exceptions.RayActorError as again:
                 raise self._unavailable(dead, again) from again
+
+    def _restart(self, a: int) -> None:
+        """Start actor ``a`` again, elsewhere than the node it was lost on when there is
+        another (Ray may still list a dead node as alive for a while: a few attempts)."""
+        lost = self._where[a].get("node")
+        for attempt in range(3):
+            actor = self._start(a, avoid=lost)
+            try:
+                self._where[a] = ray.get(actor.where.remote(), timeout=300)
+                self._actors[a] = actor
+                return
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                ray.kill(actor, no_restart=True)
+                if attempt == 2:
+                    raise self._unavailable([a], exc) from exc
+                time.sleep(1.0)
 
     def _unavailable(self, dead: list[int], exc: BaseException) -> UnavailableError:
         parts = sorted(p for a in dead for p in self._owned[a]) or "?"

@@ -74,3 +74,26 @@ def test_served_from_actors_on_both_nodes(cluster, tmp_path: Path) -> None:
         assert {a["node"] for a in actors} == nodes  # one actor on each node
         for scope, ids in zip(scopes, expected):
             assert np.array_equal(docs.search(queries, 10, **scope).ids, ids), scope
+
+
+def test_serving_survives_losing_a_node(cluster, tmp_path: Path) -> None:
+    """Runs last: it takes the second node away. Nothing was written since the checkpoint, so
+    the lost node's actor starts again on the head node and the answers do not change."""
+    import time
+
+    from tests.ray.test_serving_ray import DIM, write_data
+    from tests.server.conftest import seeded_rows
+
+    write_data(tmp_path, seeded_rows(3000, DIM, seed=4))
+    queries = np.random.default_rng(2).standard_normal((20, DIM)).astype(np.float32)
+    with shardwalk.Engine.open(tmp_path, ray=cluster.address) as engine:
+        docs = engine.collection("docs")
+        before = docs.search(queries, 10, tenant="t1").ids
+        cluster.remove_node(next(iter(cluster.worker_nodes)), allow_graceful=False)
+        deadline = time.monotonic() + 120
+        while len({n["NodeID"] for n in ray.nodes() if n["Alive"]}) > 1:
+            assert time.monotonic() < deadline, "Ray never noticed the lost node"
+            time.sleep(0.5)
+        assert np.array_equal(docs.search(queries, 10, tenant="t1").ids, before)
+        actors = docs.stats()["index_stats"]["ray"]["actors"]
+        assert len({a["node"] for a in actors}) == 1  # both on the node that is left

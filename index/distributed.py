@@ -79,6 +79,13 @@ def connect(address: str | None = None, num_workers: int | None = None) -> bool:
     ``num_workers`` CPUs (default: the cores of this process). Returns whether this call started
     (or joined) Ray, so the caller knows to :func:`disconnect`; an initialised Ray is kept."""
     if ray.is_initialized():
+        joined = ray.get_runtime_context().gcs_address
+        if address is not None and address != "auto" and _host_port(address) != _host_port(joined):
+            raise FailedPreconditionError(
+                f"this process is connected to the Ray cluster at {joined}, not {address!r}; "
+                "a process joins one cluster at a time (ray.shutdown() first, or pass that "
+                "address)"
+            )
         return False
     try:
         if address is not None:
@@ -102,6 +109,11 @@ def connect(address: str | None = None, num_workers: int | None = None) -> bool:
         ) from exc
     _quiet_data()
     return True
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return ("127.0.0.1" if host == "localhost" else host), port
 
 
 def loopback_only() -> None:

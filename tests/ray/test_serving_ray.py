@@ -17,7 +17,7 @@ import pytest
 
 import shardwalk
 from shardwalk import F
-from shardwalk.errors import InvalidArgumentError, UnavailableError
+from shardwalk.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
 from tests.server.conftest import TENANTS, key_of, seeded_rows, start, visible_to
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -153,6 +153,10 @@ def test_bad_input_gets_the_same_errors(on_ray, tmp_path) -> None:
     for bad in ("", 1, 0.5):
         with pytest.raises(InvalidArgumentError, match="ray must be"):
             shardwalk.Engine.open(tmp_path / "never", ray=bad)
+    with pytest.raises(FailedPreconditionError, match="connected to the Ray cluster at"):
+        shardwalk.Engine.open(tmp_path / "other", ray="127.0.0.1:1")
+    with shardwalk.Engine.open(tmp_path / "other"):  # the directory was let go
+        pass
     with pytest.raises(InvalidArgumentError, match="ray_actors needs ray"):
         shardwalk.Engine.open(tmp_path / "never", ray_actors=2)
     assert not (tmp_path / "never").exists()

@@ -364,6 +364,10 @@ class _PartitionGroup:
     def get(self, labels: np.ndarray) -> np.ndarray:
         return self.index.store.take(labels)
 
+    def labels(self) -> np.ndarray:
+        """The live labels this actor holds."""
+        return np.flatnonzero(self.index._part_of >= 0)
+
     def save(self, directory: str) -> None:
         self.index.save_parts(directory, self.owned)
 
@@ -406,9 +410,11 @@ class RayPartitionedIndex(PartitionedIndex):
     reserves no CPU in Ray's accounting (it serves, and a compaction builds new actors beside
     the old ones).
 
-    An actor that dies is started again from the last checkpoint when nothing was written since
-    (the next call just works); otherwise the writes since live only in the collection's log,
-    and calls fail with :class:`UnavailableError` until the engine is reopened.
+    An actor that dies (or whose node is lost) is started again, on another node if there is
+    one, from the last checkpoint; the writes since are then replayed into it from
+    :attr:`recover_vectors` (the collection's write-ahead log), and the read that found it dead
+    runs again. Without that source (or when it fails) calls raise
+    :class:`UnavailableError`, and reopening the engine replays the log onto new actors.
     """
 
     applies_scope = True
@@ -422,7 +428,10 @@ class RayPartitionedIndex(PartitionedIndex):
         self._group_of = np.zeros(0, dtype=np.int64)  # by partition: its actor
         self._where: list[dict[str, Any]] = []  # by actor: node id, pid
         self._live = 0
-        self._source: str | None = None  # a saved index the actors' state equals
+        self._saved: str | None = None  # the last index saved or loaded (what restarts read)
+        self._dirty = True  # written since then
+        # labels -> their vectors, for the writes since the last save (set by the collection)
+        self.recover_vectors: Callable[[np.ndarray], np.ndarray] | None = None
         self._refs: OrderedDict[int, tuple[np.ndarray, Any]] = OrderedDict()
         self._refs_lock = threading.Lock()
         self._restart_lock = threading.Lock()
@@ -474,18 +483,24 @@ class RayPartitionedIndex(PartitionedIndex):
         except ray.exceptions.RayActorError as exc:
             with self._restart_lock:  # concurrent searches restart each actor once
                 dead = [a for a, actor in enumerate(self._actors) if not _alive(actor)]
-                if retry is None or self._source is None:
+                if retry is None or (self._dirty and self.recover_vectors is None):
                     raise self._unavailable(dead, exc) from exc
                 if dead:
                     log.warning(
                         "a Ray actor serving partitions %s died (%s); starting it again from %s",
                         [self._owned[a] for a in dead],
                         type(exc).__name__,
-                        self._source,
+                        self._saved or "empty partitions",
                     )
-                self._source_args = {"directory": self._source}
+                self._source_args = (
+                    {"directory": self._saved}
+                    if self._saved is not None
+                    else {"centroids": self._centroids, "arguments": self._arguments()}
+                )
                 for a in dead:
                     self._restart(a)
+                    if self._dirty:
+                        self._catch_up(a, exc)
             try:
                 return ray.get(retry())
             except ray.exceptions.RayActorError as again:
@@ -507,11 +522,30 @@ class RayPartitionedIndex(PartitionedIndex):
                     raise self._unavailable([a], exc) from exc
                 time.sleep(1.0)
 
+    def _catch_up(self, a: int, exc: BaseException) -> None:
+        """Bring a restarted actor from the last checkpoint to now: drop the labels deleted
+        since, add those written since (their vectors from :attr:`recover_vectors`)."""
+        actor = self._actors[a]
+        want = np.flatnonzero(np.isin(self._part_of, self._owned[a]))
+        try:
+            have = ray.get(actor.labels.remote())
+            gone = np.setdiff1d(have, want, assume_unique=True)
+            new = np.setdiff1d(want, have, assume_unique=True)
+            if gone.size:
+                ray.get(actor.delete.remote(gone))
+            if new.size:
+                assert self.recover_vectors is not None
+                vectors = self.recover_vectors(new)
+                ray.get(actor.add.remote(new, vectors, self._part_of[new]))
+        except (ShardwalkError, ray.exceptions.RayError) as failed:
+            ray.kill(actor, no_restart=True)
+            raise self._unavailable([a], exc) from failed
+
     def _unavailable(self, dead: list[int], exc: BaseException) -> UnavailableError:
         parts = sorted(p for a in dead for p in self._owned[a]) or "?"
         hint = (
-            "it is started again from the last checkpoint on the next call"
-            if self._source is not None
+            "it is started again on the next call"
+            if not self._dirty or self.recover_vectors is not None
             else "writes since the last checkpoint are in the collection's write-ahead log "
             "only: reopen the engine (Engine.open replays the log onto new actors)"
         )
@@ -540,7 +574,7 @@ class RayPartitionedIndex(PartitionedIndex):
         self, labels: np.ndarray, vectors: np.ndarray, assignment: np.ndarray
     ) -> None:
         self.delete(labels)  # a label added again: its old vector is a tombstone
-        self._source = None
+        self._dirty = True
         self._part_of = _grow(self._part_of, int(labels.max()) + 1, -1)
         owner = self._group_of[assignment]
         calls = [
@@ -561,7 +595,7 @@ class RayPartitionedIndex(PartitionedIndex):
         labels = labels[self._part_of[labels] >= 0]
         if not labels.size:
             return
-        self._source = None
+        self._dirty = True
         owner = self._group_of[self._part_of[labels]]
         self._gather(
             [self._actors[a].delete.remote(labels[owner == a]) for a in np.unique(owner).tolist()]
@@ -669,7 +703,7 @@ class RayPartitionedIndex(PartitionedIndex):
         directory = os.path.abspath(directory)
         self._gather([actor.save.remote(directory) for actor in self._actors])
         self.save_layout(directory, self._centroids, self._part_of[: self._labels_end()])
-        self._source = directory
+        self._saved, self._dirty = directory, False
 
     @classmethod
     def load(  # type: ignore[override]
@@ -697,7 +731,7 @@ class RayPartitionedIndex(PartitionedIndex):
         index._part_of = np.load(os.path.join(directory, "part_of.npy")).astype(np.int32)
         index._live = int(np.count_nonzero(index._part_of >= 0))
         index._spawn(directory=directory)
-        index._source = directory
+        index._saved, index._dirty = directory, False
         return index
 
 

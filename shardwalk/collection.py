@@ -17,6 +17,7 @@ from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import (
+    CorruptionError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -225,6 +226,7 @@ class Collection:
         self._rows = RowTable()
         self._tenants = TenantDirectory()
         self._store = self._store_for(self._index)
+        self._hook_index()
         self._version = 0  # bumped by every write: invalidates cached filter masks
         # (tenant, predicate, version) -> (mask, packed mask, matching rows, estimated count)
         self._masks: OrderedDict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = (
@@ -243,6 +245,39 @@ class Collection:
         """Vectors by row: the index's own store when it keeps one (stored once), else ours."""
         store = getattr(index, "store", None)
         return store if isinstance(store, RowStore) else VectorStore(self.dim)
+
+    def _hook_index(self) -> None:
+        """An index that keeps its vectors in other processes (Ray actors) replays the writes
+        since its last checkpoint into one it restarts: from our log."""
+        if hasattr(self._index, "recover_vectors"):
+            self._index.recover_vectors = self._logged_vectors
+
+    def _logged_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of live ``rows`` written since the last checkpoint, read back from the
+        write-ahead log (the last upsert of each row's id is that row's)."""
+        wal = self._wal
+        if wal is None:
+            raise FailedPreconditionError(
+                f"collection {self.name!r} keeps no write-ahead log to recover vectors from"
+            )
+        ids = self._rows.ids[rows]
+        order = np.argsort(ids)
+        vectors = np.zeros((rows.size, self.dim), dtype=np.float32)
+        found = np.zeros(rows.size, dtype=bool)
+        for record in WriteAheadLog.replay(wal.path):
+            write = read_record(record, self.dim)
+            if not isinstance(write, Upsert):
+                continue
+            at = np.minimum(np.searchsorted(ids, write.ids, sorter=order), ids.size - 1)
+            hit = ids[order[at]] == write.ids
+            vectors[order[at[hit]]] = write.vectors[hit]
+            found[order[at[hit]]] = True
+        if not found.all():
+            raise CorruptionError(
+                f"collection {self.name!r}: ids {ids[~found][:5].tolist()} are live but not in "
+                "the write-ahead log since the last checkpoint; reopen the engine"
+            )
+        return vectors
 
     @property
     def _shares_store(self) -> bool:
@@ -270,6 +305,7 @@ class Collection:
             _release_index(self._index)  # the empty one made by the constructor
             self._rows, self._index = state.rows, state.index
             self._store, self._tenants = state.store, state.tenants
+            self._hook_index()
         self._snapshot = snapshot
         # an index read from an earlier format was rebuilt: the next checkpoint rewrites it
         self._upgraded = bool(getattr(self._index, "upgraded", False))
@@ -771,6 +807,7 @@ class Collection:
                 old = self._index
                 self._rows, self._index = fresh._rows, fresh._index
                 self._store, self._tenants = fresh._store, fresh._tenants
+                self._hook_index()
                 self._version += 1
                 with self._cache_lock:
                     self._masks.clear()

@@ -100,7 +100,8 @@ class Engine:
             Each actor holds some of a collection's partitions (its vectors are nowhere else),
             searches them with the tenant scope and filter applied there, and the top-k lists
             are merged exactly: the same answers as in process. Every node must see the data
-            directory. Other index kinds stay in this process. Needs ``shardwalk[ray]``.
+            directory. An actor that dies is started again from the last checkpoint plus the
+            log. Other index kinds stay in this process. Needs ``shardwalk[ray]``.
         ray_actors : int, optional
             Actors per partitioned collection (default: one per CPU of the cluster, at most
             one per partition).

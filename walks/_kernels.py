@@ -1698,33 +1698,41 @@ def shard_rows(indptr, locs, counts, lo, nloc, hubs, out_nodes, out_counts):
 
 
 @njit(cache=True)
-def merge_rows(rows_a, ip_a, nodes_a, counts_a, rows_b, ip_b, nodes_b, counts_b, n, out_nodes,
-               out_counts):  # fmt: skip
-    """Row r: row ``rows_a[r]`` of A then the nodes of row ``rows_b[r]`` of B not in it, counts
-    summed (shards share only the hubs' nodes); ``out_*`` hold at least both sizes. Returns the
-    indptr."""
-    acc = np.zeros(n, np.uint32)
+def merge_rows(rows_a, ip_a, nodes_a, counts_a, rows_b, ip_b, nodes_b, counts_b, split, n,
+               out_nodes, out_counts):  # fmt: skip
+    """Row r: row ``rows_a[r]`` of A, then row ``rows_b[r]`` of B, the counts of a node in
+    both summed. Rows hold distinct nodes and only nodes of ``split`` (sorted) may be in both
+    (the shards' rows share only the split nodes), so only those are looked up, in a bitmap.
+    ``out_*`` hold at least both sizes. Returns the indptr."""
+    bits = np.zeros((n >> 6) + 1, np.uint64)
+    for v in split:
+        bits[v >> 6] |= np.uint64(1) << np.uint64(v & 63)
+    at = np.zeros(n, np.int64)  # 1 + the row position of a split node (pages touched: few)
     ip = np.zeros(rows_a.size + 1, np.int64)
+    one = np.uint64(1)
     w = 0
     for r in range(rows_a.size):
         row0 = w
         ra = rows_a[r]
         for e in range(ip_a[ra], ip_a[ra + 1]):
             v = nodes_a[e]
-            if acc[v] == 0:
-                out_nodes[w] = v
-                w += 1
-            acc[v] += counts_a[e]
+            out_nodes[w] = v
+            out_counts[w] = counts_a[e]
+            w += 1
+            if (bits[v >> 6] >> np.uint64(v & 63)) & one:
+                at[v] = w
         rb = rows_b[r]
         for e in range(ip_b[rb], ip_b[rb + 1]):
             v = nodes_b[e]
-            if acc[v] == 0:
-                out_nodes[w] = v
-                w += 1
-            acc[v] += counts_b[e]
+            if (bits[v >> 6] >> np.uint64(v & 63)) & one and at[v]:
+                out_counts[at[v] - 1] += counts_b[e]
+                continue
+            out_nodes[w] = v
+            out_counts[w] = counts_b[e]
+            w += 1
         for e in range(row0, w):
             v = out_nodes[e]
-            out_counts[e] = acc[v]
-            acc[v] = 0
+            if (bits[v >> 6] >> np.uint64(v & 63)) & one:
+                at[v] = 0
         ip[r + 1] = w
     return ip

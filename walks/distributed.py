@@ -399,19 +399,22 @@ def _split_nodes(deg: np.ndarray, workers: int, split_degree: int | None) -> np.
 
 
 def _walk_sharded(
-    actors: list[Any], sources: np.ndarray, walks: int, wave: int, live_budget: int,
-    first_round: int, n: int,
+    actors: list[Any], sources: np.ndarray, walks: int, waves: int, first_round: int,
+    split: np.ndarray, n: int, seconds: dict[str, float],
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int, list[dict[str, Any]]]:  # fmt: skip
     """Synchronous rounds (numbered from ``first_round``) until every walk of ``sources``
-    (sorted) ended; a new wave of ``wave`` sources starts whenever fewer than ``live_budget``
-    walkers are in flight (bounded memory). Returns the rows of ``sources`` (indptr, nodes,
-    counts uint32), the rounds run and the actors' reports."""
+    (sorted) ended; ``sources`` start in ``waves`` waves, the next one whenever fewer than a
+    wave's walkers are in flight (bounded memory). Returns the rows of ``sources`` (indptr,
+    nodes, counts uint32), the rounds run and the actors' reports; adds the seconds of the
+    rounds, of the shards' grouping of their visits, and of the merge to ``seconds``."""
     shards = len(actors)
+    wave = max(1, -(-sources.size // waves))
     inbox: list[list[Any]] = [[] for _ in range(shards)]
     next_source, live, round_no = 0, 0, first_round
+    t0 = time.perf_counter()
     while next_source < sources.size or live:
         inject = np.zeros(0, np.int64)
-        if next_source < sources.size and live < live_budget:
+        if next_source < sources.size and live < wave * walks:
             inject = sources[next_source : next_source + wave]
             next_source += inject.size
         outs = [
@@ -421,16 +424,21 @@ def _walk_sharded(
         inbox = [[outs[s][t] for s in range(shards)] for t in range(shards)]
         live = sum(ray.get([out[shards] for out in outs]))
         round_no += 1
+    t1 = time.perf_counter()
     reports = ray.get([actor.visits.remote() for actor in actors])
     ray.get([actor.reset.remote() for actor in actors])
-    return _merge_shard_rows(reports, sources, n), round_no - first_round, reports
+    t2 = time.perf_counter()
+    rows = _merge_shard_rows(reports, sources, split, n)
+    for phase, dt in (("rounds", t1 - t0), ("rows", t2 - t1), ("merge", time.perf_counter() - t2)):
+        seconds[phase] = seconds.get(phase, 0.0) + dt
+    return rows, round_no - first_round, reports
 
 
 def _merge_shard_rows(
-    parts: list[dict[str, Any]], sources: np.ndarray, n: int
+    parts: list[dict[str, Any]], sources: np.ndarray, split: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rows of ``sources`` from the shards' rows (over every source): each row the union
-    of the shards' rows, counts summed (shards share only the split nodes)."""
+    of the shards' rows, counts summed (shards share only the ``split`` nodes)."""
     first = parts[0]
     ip, nodes, counts, rows = first["indptr"], first["nodes"], first["counts"], sources
     empty = {"indptr": np.zeros(n + 1, np.int64), "nodes": nodes[:0], "counts": counts[:0]}
@@ -438,8 +446,8 @@ def _merge_shard_rows(
         size = nodes.size + part["nodes"].size
         out_nodes, out_counts = np.empty(size, nodes.dtype), np.empty(size, np.uint32)
         ip = _kernels.merge_rows(
-            rows, ip, nodes, counts, sources, part["indptr"], part["nodes"], part["counts"], n,
-            out_nodes, out_counts,
+            rows, ip, nodes, counts, sources, part["indptr"], part["nodes"], part["counts"], split,
+            n, out_nodes, out_counts,
         )  # fmt: skip
         nodes, counts = out_nodes[: ip[-1]], out_counts[: ip[-1]]
         rows = np.arange(sources.size, dtype=np.int64)
@@ -525,17 +533,18 @@ def fingerprints_sharded(
             )
         )
     try:
-        wave = max(1, -(-n // waves))
+        seconds = {"start": time.perf_counter()}
+        ray.get([actor.reset.remote() for actor in actors])  # started: worker, imports
+        seconds["start"] = time.perf_counter() - seconds["start"]
         sources = np.arange(n, dtype=np.int64)
-        rows, rounds, reports = _walk_sharded(actors, sources, p.walks, wave, wave * p.walks, 0, n)
+        rows, rounds, reports = _walk_sharded(actors, sources, p.walks, waves, 0, split, n, seconds)
         total_visits = sum(int(rep["visits"]) for rep in reports)
         fp_indptr, nodes, fp_counts, cut = _top_rows(*rows, p.top_k)
         del rows
         hub_rows: dict[str, Any] = {}
         if p.hubs.size:
-            hub_wave = max(1, -(-p.hubs.size // waves))
             h_rows, hub_rounds, reports = _walk_sharded(  # rounds go on: fresh random streams
-                actors, p.hubs, p.hub_walks, hub_wave, hub_wave * p.hub_walks, rounds, n
+                actors, p.hubs, p.hub_walks, waves, rounds, split, n, seconds
             )
             rounds += hub_rounds
             total_visits += sum(int(rep["visits"]) for rep in reports)
@@ -556,5 +565,5 @@ def fingerprints_sharded(
         graph, p, (fp_indptr, nodes, fp_counts), cut, hub_rows, total_visits,
         time.perf_counter() - t0, threads=workers, mode="sharded", workers=workers,
         rounds=rounds, split_nodes=int(split.size), object_store_bytes=put_bytes,
-        graph_bytes=graph_bytes, actors=actors_report,
+        graph_bytes=graph_bytes, actors=actors_report, phase_seconds=seconds,
     )  # fmt: skip

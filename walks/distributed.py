@@ -400,7 +400,7 @@ def _split_nodes(deg: np.ndarray, workers: int, split_degree: int | None) -> np.
 
 def _walk_sharded(
     actors: list[Any], sources: np.ndarray, walks: int, waves: int, first_round: int,
-    split: np.ndarray, n: int, seconds: dict[str, float],
+    bounds: np.ndarray, split: np.ndarray, seconds: dict[str, float],
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int, list[dict[str, Any]]]:  # fmt: skip
     """Synchronous rounds (numbered from ``first_round``) until every walk of ``sources``
     (sorted) ended; ``sources`` start in ``waves`` waves, the next one whenever fewer than a
@@ -408,15 +408,20 @@ def _walk_sharded(
     nodes, counts uint32), the rounds run and the actors' reports; adds the seconds of the
     rounds, of the shards' grouping of their visits, and of the merge to ``seconds``."""
     shards = len(actors)
-    wave = max(1, -(-sources.size // waves))
+    # wave k: the k-th of ``waves`` slices of every shard's sources (a wave from one shard's
+    # range alone would leave the others idle in the rounds it starts: measured 3 s of 10)
+    cuts = np.searchsorted(sources, bounds)
+    slices = [np.array_split(sources[a:b], waves) for a, b in itertools.pairwise(cuts)]
+    todo = [np.concatenate(parts) for parts in zip(*slices)]
+    todo = [w for w in todo if w.size]
+    budget = max(1, -(-sources.size // waves)) * walks
     inbox: list[list[Any]] = [[] for _ in range(shards)]
-    next_source, live, round_no = 0, 0, first_round
+    live, round_no = 0, first_round
     t0 = time.perf_counter()
-    while next_source < sources.size or live:
+    while todo or live:
         inject = np.zeros(0, np.int64)
-        if next_source < sources.size and live < wave * walks:
-            inject = sources[next_source : next_source + wave]
-            next_source += inject.size
+        if todo and live < budget:
+            inject = todo.pop(0)
         outs = [
             actor.step.options(num_returns=shards + 1).remote(round_no, inject, walks, *inbox[s])
             for s, actor in enumerate(actors)
@@ -428,7 +433,7 @@ def _walk_sharded(
     reports = ray.get([actor.visits.remote() for actor in actors])
     ray.get([actor.reset.remote() for actor in actors])
     t2 = time.perf_counter()
-    rows = _merge_shard_rows(reports, sources, split, n)
+    rows = _merge_shard_rows(reports, sources, split, int(bounds[-1]))
     for phase, dt in (("rounds", t1 - t0), ("rows", t2 - t1), ("merge", time.perf_counter() - t2)):
         seconds[phase] = seconds.get(phase, 0.0) + dt
     return rows, round_no - first_round, reports
@@ -527,8 +532,9 @@ def fingerprints_sharded(
     for s in range(workers):
         part = _slice(graph, a_prob, a_idx, int(bounds[s]), int(bounds[s + 1]))
         put_bytes += sum(int(a.nbytes) for a in part.values() if isinstance(a, np.ndarray))
-        actors.append(
-            _Shard.options(num_cpus=1, runtime_env=_env(1)).remote(
+        actors.append(  # no runtime_env: its kernels are serial, and a worker with the
+            # default environment may be started already (measured: 1 s less to start)
+            _Shard.options(num_cpus=1).remote(
                 ray.put(part), hub_part, bounds, s, n, p.alpha, p.mode, p.seed
             )
         )
@@ -537,14 +543,16 @@ def fingerprints_sharded(
         ray.get([actor.reset.remote() for actor in actors])  # started: worker, imports
         seconds["start"] = time.perf_counter() - seconds["start"]
         sources = np.arange(n, dtype=np.int64)
-        rows, rounds, reports = _walk_sharded(actors, sources, p.walks, waves, 0, split, n, seconds)
+        rows, rounds, reports = _walk_sharded(
+            actors, sources, p.walks, waves, 0, bounds, split, seconds
+        )
         total_visits = sum(int(rep["visits"]) for rep in reports)
         fp_indptr, nodes, fp_counts, cut = _top_rows(*rows, p.top_k)
         del rows
         hub_rows: dict[str, Any] = {}
         if p.hubs.size:
             h_rows, hub_rounds, reports = _walk_sharded(  # rounds go on: fresh random streams
-                actors, p.hubs, p.hub_walks, waves, rounds, split, n, seconds
+                actors, p.hubs, p.hub_walks, waves, rounds, bounds, split, seconds
             )
             rounds += hub_rounds
             total_visits += sum(int(rep["visits"]) for rep in reports)

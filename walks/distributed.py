@@ -267,7 +267,7 @@ class _ShardState:
             bool(part["weighted"]),
         )  # fmt: skip
         self.logs: list[tuple[np.ndarray, ...]] = []
-        self.visit_total = self.peak_entries = self.peak_log = self.sent = 0
+        self.visit_total = self.peak_entries = self.peak_log = self.sent = self.sent_bytes = 0
         self.step_seconds = self.rows_seconds = 0.0
         self.graph_bytes = sum(
             int(a.nbytes) for d in (part, hub_part) for a in d.values() if isinstance(a, np.ndarray)
@@ -299,6 +299,7 @@ class _ShardState:
         sent = int(out[:, 2].sum())
         self.visit_total += int(visits)
         self.sent += sent
+        self.sent_bytes += int(out.nbytes)
         self.peak_entries = max(self.peak_entries, int(entries.shape[0]))
         self.peak_log = max(self.peak_log, sum(int(log[2].size) for log in self.logs))
         batches_out = [out[dest == t] for t in range(shards)]  # a few shards: a pass each
@@ -337,13 +338,15 @@ class _ShardState:
             "peak_entries": self.peak_entries,
             "peak_log_entries": self.peak_log,
             "walkers_sent": self.sent,
+            "batch_bytes": self.sent_bytes,
+            "rows_bytes": int(row_ip.nbytes + nodes[:m].nbytes + counts[:m].nbytes),
             "step_seconds": self.step_seconds,
             "rows_seconds": self.rows_seconds,
         }
 
     def reset(self) -> None:
         self.logs = []
-        self.visit_total = 0
+        self.visit_total = self.sent_bytes = 0
 
 
 _Shard = ray.remote(max_restarts=0)(_ShardState)  # an actor per shard
@@ -510,10 +513,12 @@ def fingerprints_sharded(
 
     The visit counts follow the same distribution as the embedded builder's (not the same
     bytes: the random streams differ, one per (seed, shard, round), so a run is reproducible
-    for a given number of workers). ``stats`` adds ``rounds``, ``split_nodes`` and ``actors``:
-    per shard, the graph bytes it holds (and their share of the whole graph), its peak RSS, the
-    most walker entries in a round and visit entries held, the walkers it sent, and the
-    seconds it spent in rounds and in grouping its visits.
+    for a given number of workers). ``stats`` adds ``rounds``, ``split_nodes``,
+    ``object_store_bytes`` (the graph put once, the walker batches, the shards' rows),
+    ``phase_seconds`` (start: the actors' start; rounds; rows: the shards grouping their visits;
+    merge: the driver's) and ``actors``: per shard, the graph bytes it holds (and their share
+    of the whole graph), its peak RSS, the most walker entries in a round and visit entries
+    held, the walkers it sent, and its busy seconds in rounds and in grouping.
     """
     p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     t0 = time.perf_counter()
@@ -547,6 +552,7 @@ def fingerprints_sharded(
             actors, sources, p.walks, waves, 0, bounds, split, seconds
         )
         total_visits = sum(int(rep["visits"]) for rep in reports)
+        moved = sum(rep["batch_bytes"] + rep["rows_bytes"] for rep in reports)
         fp_indptr, nodes, fp_counts, cut = _top_rows(*rows, p.top_k)
         del rows
         hub_rows: dict[str, Any] = {}
@@ -556,6 +562,7 @@ def fingerprints_sharded(
             )
             rounds += hub_rounds
             total_visits += sum(int(rep["visits"]) for rep in reports)
+            moved += sum(rep["batch_bytes"] + rep["rows_bytes"] for rep in reports)
             hub_rows = _hub_store_rows(p, *_top_rows(*h_rows, 0)[:3])
     finally:
         for actor in actors:
@@ -572,6 +579,6 @@ def fingerprints_sharded(
     return _store(
         graph, p, (fp_indptr, nodes, fp_counts), cut, hub_rows, total_visits,
         time.perf_counter() - t0, threads=workers, mode="sharded", workers=workers,
-        rounds=rounds, split_nodes=int(split.size), object_store_bytes=put_bytes,
+        rounds=rounds, split_nodes=int(split.size), object_store_bytes=put_bytes + moved,
         graph_bytes=graph_bytes, actors=actors_report, phase_seconds=seconds,
     )  # fmt: skip

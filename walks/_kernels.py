@@ -1458,6 +1458,20 @@ def _grown_rows(a, need):
     return out
 
 
+@njit(cache=True)
+def node_bitmap(nodes, n):
+    """A bitmap of ``nodes`` among n: bit v & 63 of word v >> 6."""
+    bits = np.zeros((n >> 6) + 1, np.uint64)
+    for v in nodes:
+        bits[v >> 6] |= np.uint64(1) << np.uint64(v & 63)
+    return bits
+
+
+@njit(cache=True, inline="always")
+def _in_bitmap(bits, v):
+    return (bits[v >> 6] >> np.uint64(v & 63)) & np.uint64(1)
+
+
 @njit(cache=True, inline="always")
 def _hub_index(hubs, v):
     """Position of ``v`` in the sorted ``hubs``, or -1."""
@@ -1476,14 +1490,15 @@ def _hub_index(hubs, v):
 
 @njit(cache=True)
 def shard_round(
-    entries, runs, lo, hi, indptr, indices, a_prob, a_idx, hubs, h_indptr, h_indices, h_prob,
-    h_idx, weighted, bounds, alpha, mode, key,
+    entries, runs, lo, hi, indptr, indices, a_prob, a_idx, hubs, hub_bits, h_indptr, h_indices,
+    h_prob, h_idx, weighted, bounds, alpha, mode, key,
 ):  # fmt: skip
     """One shard's round: every walker of ``entries`` walks inside the shard until it stops or
     steps onto a node another shard owns.
 
     ``entries`` (E, 3) int64 rows (source, node, count) are ``runs`` (offsets, k + 1) of rows
-    sorted by source; ``node`` is one of the shard's nodes or hubs. A walker arriving at a node
+    sorted by source; ``node`` is one of the shard's nodes or hubs (``hub_bits``: their
+    ``node_bitmap``). A walker arriving at a node
     draws its remaining number of visits L ~ geometric(alpha) (L >= 1, memoryless, so the same
     law as the embedded walk's length drawn up front), then visits and moves as the embedded
     kernel does (slot from the high 32 bits of a draw, alias coin from the low 32 bits; at a
@@ -1582,8 +1597,8 @@ def shard_round(
                             start = indptr[loc]
                             deg = indptr[loc + 1] - start
                             continue
-                        h = _hub_index(hubs, nxt) if hubs.size else -1
-                        if h >= 0:
+                        if _in_bitmap(hub_bits, nxt):
+                            h = _hub_index(hubs, nxt)
                             loc = nloc + h
                             start = h_indptr[h]
                             deg = h_indptr[h + 1] - start
@@ -1704,12 +1719,9 @@ def merge_rows(rows_a, ip_a, nodes_a, counts_a, rows_b, ip_b, nodes_b, counts_b,
     both summed. Rows hold distinct nodes and only nodes of ``split`` (sorted) may be in both
     (the shards' rows share only the split nodes), so only those are looked up, in a bitmap.
     ``out_*`` hold at least both sizes. Returns the indptr."""
-    bits = np.zeros((n >> 6) + 1, np.uint64)
-    for v in split:
-        bits[v >> 6] |= np.uint64(1) << np.uint64(v & 63)
+    bits = node_bitmap(split, n)
     at = np.zeros(n, np.int64)  # 1 + the row position of a split node (pages touched: few)
     ip = np.zeros(rows_a.size + 1, np.int64)
-    one = np.uint64(1)
     w = 0
     for r in range(rows_a.size):
         row0 = w
@@ -1719,12 +1731,12 @@ def merge_rows(rows_a, ip_a, nodes_a, counts_a, rows_b, ip_b, nodes_b, counts_b,
             out_nodes[w] = v
             out_counts[w] = counts_a[e]
             w += 1
-            if (bits[v >> 6] >> np.uint64(v & 63)) & one:
+            if _in_bitmap(bits, v):
                 at[v] = w
         rb = rows_b[r]
         for e in range(ip_b[rb], ip_b[rb + 1]):
             v = nodes_b[e]
-            if (bits[v >> 6] >> np.uint64(v & 63)) & one and at[v]:
+            if _in_bitmap(bits, v) and at[v]:
                 out_counts[at[v] - 1] += counts_b[e]
                 continue
             out_nodes[w] = v
@@ -1732,7 +1744,7 @@ def merge_rows(rows_a, ip_a, nodes_a, counts_a, rows_b, ip_b, nodes_b, counts_b,
             w += 1
         for e in range(row0, w):
             v = out_nodes[e]
-            if (bits[v >> 6] >> np.uint64(v & 63)) & one:
+            if _in_bitmap(bits, v):
                 at[v] = 0
         ip[r + 1] = w
     return ip

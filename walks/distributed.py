@@ -262,7 +262,8 @@ class _ShardState:
         self.hubs = hub_part["hubs"]
         self.tables = (
             part["indptr"], part["indices"], part.get("alias_prob", no_prob),
-            part.get("alias_idx", no_idx), self.hubs, hub_part["indptr"], hub_part["indices"],
+            part.get("alias_idx", no_idx), self.hubs, _kernels.node_bitmap(self.hubs, n),
+            hub_part["indptr"], hub_part["indices"],
             hub_part.get("alias_prob", no_prob), hub_part.get("alias_idx", no_idx),
             bool(part["weighted"]),
         )  # fmt: skip

@@ -25,8 +25,9 @@ def shard_tables(graph, lo: int, hi: int, hubs: np.ndarray) -> tuple:
     h_prob, h_alias = (prob[pos], alias[pos]) if graph.weighted else (prob, alias)
     own_prob, own_alias = (prob[e0:e1], alias[e0:e1]) if graph.weighted else (prob, alias)
     return (
-        lo, hi, ip[lo : hi + 1] - e0, ind[e0:e1], own_prob, own_alias,
-        hubs, h_ip, ind[pos], h_prob, h_alias, graph.weighted,
+        lo, hi, ip[lo : hi + 1] - e0, ind[e0:e1], own_prob, own_alias, hubs,
+        _kernels.node_bitmap(hubs, graph.num_nodes), h_ip, ind[pos], h_prob, h_alias,
+        graph.weighted,
     )  # fmt: skip
 
 

@@ -1498,12 +1498,12 @@ def shard_round(
 
     ``entries`` (E, 3) int64 rows (source, node, count) are ``runs`` (offsets, k + 1) of rows
     sorted by source; ``node`` is one of the shard's nodes or hubs (``hub_bits``: their
-    ``node_bitmap``). A walker arriving at a node
-    draws its remaining number of visits L ~ geometric(alpha) (L >= 1, memoryless, so the same
-    law as the embedded walk's length drawn up front), then visits and moves as the embedded
-    kernel does (slot from the high 32 bits of a draw, alias coin from the low 32 bits; at a
-    dangling node, ``mode`` 0 keeps the remaining visits there, 1 ends the walk). A step onto a
-    node outside [lo, hi) that is not a hub ends the walker's part here: it is sent.
+    ``node_bitmap``). After each visit a walker stops with probability alpha (one draw: the
+    same law as the embedded walk's geometric length drawn up front), else moves as the
+    embedded kernel does (slot from the high 32 bits of a draw, alias coin from the low 32
+    bits). At a dangling node, ``mode`` 1 ends the walk and 0 keeps it there: its further
+    visits, geometric (>= 1), are drawn at once. A step onto a node outside [lo, hi) that is
+    not a hub ends the walker's part here: it is sent.
 
     Sources are processed in increasing order (a merge of the runs), so visits and departures
     are aggregated per source: per (source, local node) visit counts, and per (source, target)
@@ -1562,9 +1562,6 @@ def shard_round(
                     loc = v_loc
                     start = v_start
                     deg = v_deg
-                    u = 1.0 - to_unit(draw(key, ctr))  # in (0, 1]
-                    ctr += 1
-                    left = 1 + np.int64(np.floor(np.log(u) * inv_log))
                     while True:
                         if cnt[loc] == 0:
                             if nt == touched.size:
@@ -1573,13 +1570,17 @@ def shard_round(
                             nt += 1
                         cnt[loc] += 1
                         visits += 1
-                        left -= 1
-                        if left == 0:
+                        if to_unit(draw(key, ctr)) < alpha:  # stops after this visit
+                            ctr += 1
                             break
+                        ctr += 1
                         if deg == 0:
-                            if mode != MODE_DROP:  # self_loop: every remaining visit is here
-                                cnt[loc] += left
-                                visits += left
+                            if mode != MODE_DROP:  # self_loop: its remaining visits, here
+                                u = 1.0 - to_unit(draw(key, ctr))  # in (0, 1]
+                                ctr += 1
+                                more = 1 + np.int64(np.floor(np.log(u) * inv_log))
+                                cnt[loc] += more
+                                visits += more
                             break
                         x = draw(key, ctr)
                         ctr += 1

@@ -47,19 +47,18 @@ def reference_round(graph, entries, lo, hi, hubs, alpha, mode, key):
     for e in np.argsort(entries[:, 0], kind="stable"):
         s, v, c = (int(x) for x in entries[e])
         for _ in range(c):
-            u = 1.0 - float(_kernels.to_unit(draw(ctr)))
-            ctr += 1
-            left = 1 + math.floor(math.log(u) * inv_log)
             cur = v
             while True:
                 visits[s, cur] += 1
-                left -= 1
-                if left == 0:
+                ctr += 1
+                if _kernels.to_unit(draw(ctr - 1)) < alpha:
                     break
                 start, deg = int(ip[cur]), int(ip[cur + 1] - ip[cur])
                 if deg == 0:
                     if mode == _kernels.MODE_SELF_LOOP:
-                        visits[s, cur] += left
+                        u = 1.0 - float(_kernels.to_unit(draw(ctr)))
+                        ctr += 1
+                        visits[s, cur] += 1 + math.floor(math.log(u) * inv_log)
                     break
                 x = draw(ctr)
                 ctr += 1

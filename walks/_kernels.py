@@ -1718,10 +1718,10 @@ def merge_rows(rows_a, ip_a, nodes_a, counts_a, rows_b, ip_b, nodes_b, counts_b,
                out_nodes, out_counts):  # fmt: skip
     """Row r: row ``rows_a[r]`` of A, then row ``rows_b[r]`` of B, the counts of a node in
     both summed. Rows hold distinct nodes and only nodes of ``split`` (sorted) may be in both
-    (the shards' rows share only the split nodes), so only those are looked up, in a bitmap.
-    ``out_*`` hold at least both sizes. Returns the indptr."""
+    (the shards' rows share only the split nodes), so only those are looked up (a bitmap, then
+    a binary search). ``out_*`` hold at least both sizes. Returns the indptr."""
     bits = node_bitmap(split, n)
-    at = np.zeros(n, np.int64)  # 1 + the row position of a split node (pages touched: few)
+    at = np.zeros(split.size, np.int64)  # 1 + the row position of split node h
     ip = np.zeros(rows_a.size + 1, np.int64)
     w = 0
     for r in range(rows_a.size):
@@ -1733,19 +1733,21 @@ def merge_rows(rows_a, ip_a, nodes_a, counts_a, rows_b, ip_b, nodes_b, counts_b,
             out_counts[w] = counts_a[e]
             w += 1
             if _in_bitmap(bits, v):
-                at[v] = w
+                at[_hub_index(split, v)] = w
         rb = rows_b[r]
         for e in range(ip_b[rb], ip_b[rb + 1]):
             v = nodes_b[e]
-            if _in_bitmap(bits, v) and at[v]:
-                out_counts[at[v] - 1] += counts_b[e]
-                continue
+            if _in_bitmap(bits, v):
+                h = _hub_index(split, v)
+                if at[h]:
+                    out_counts[at[h] - 1] += counts_b[e]
+                    continue
             out_nodes[w] = v
             out_counts[w] = counts_b[e]
             w += 1
         for e in range(row0, w):
             v = out_nodes[e]
             if _in_bitmap(bits, v):
-                at[v] = 0
+                at[_hub_index(split, v)] = 0
         ip[r + 1] = w
     return ip

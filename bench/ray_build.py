@@ -277,6 +277,9 @@ def table(paths: list[str]) -> str:
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
         for config, e in r["fingerprints"].items():
+            if "error" in e:
+                fps.append(f"| {config} | failed: {e['error'].strip().splitlines()[-1][:120]} |")
+                continue
             stats = e.get("stats") or {}
             actors = e.get("actors") or []
             shares = ", ".join(

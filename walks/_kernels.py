@@ -1491,7 +1491,7 @@ def _hub_index(hubs, v):
 @njit(cache=True)
 def shard_round(
     entries, runs, lo, hi, indptr, indices, a_prob, a_idx, hubs, hub_bits, h_indptr, h_indices,
-    h_prob, h_idx, weighted, bounds, alpha, mode, key,
+    h_prob, h_idx, weighted, bounds, alpha, mode, key, cnt,
 ):  # fmt: skip
     """One shard's round: every walker of ``entries`` walks inside the shard until it stops or
     steps onto a node another shard owns.
@@ -1510,6 +1510,8 @@ def shard_round(
     walker counts. The draws are draw(key, 0), draw(key, 1), ... in that order, so the round
     depends on (key, entries) only.
 
+    ``cnt`` (uint32, one per local node) is scratch: zeros on entry, zeros again on return.
+
     Returns (group_src, group_ptr, log_loc, log_count, out, dest, visits): the visit counts
     grouped by source (group g is source ``group_src[g]``, its local nodes and counts at
     ``group_ptr[g]:group_ptr[g+1]``), the departures (rows (source, target, count), in source
@@ -1518,7 +1520,6 @@ def shard_round(
     k = runs.size - 1
     pos = runs[:-1].copy()
     nloc = hi - lo
-    cnt = np.zeros(nloc + hubs.size, np.uint32)
     touched = np.empty(256, np.int64)
     tgt = np.empty(256, np.int64)
     group_src = np.empty(1024, np.int64)

@@ -247,6 +247,14 @@ def fingerprints_replicated(
 
 
 # -- sharded mode ---------------------------------------------------------------------------------
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view: what the object store gives for large arrays (small ones arrive as
+    writable copies), so a kernel compiles and caches one specialization for both."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 class _ShardState:
     """The out-edges of one range of nodes (and of every split node), and the visits recorded
     by the walkers it moved: one log per round, grouped by source."""
@@ -259,13 +267,16 @@ class _ShardState:
         self.lo, self.hi = int(bounds[shard]), int(bounds[shard + 1])
         self.n, self.alpha, self.mode, self.seed = n, alpha, mode, seed
         no_prob, no_idx = np.zeros(0, np.float32), np.zeros(0, np.int32)
-        self.hubs = hub_part["hubs"]
-        self.tables = (
-            part["indptr"], part["indices"], part.get("alias_prob", no_prob),
-            part.get("alias_idx", no_idx), self.hubs, _kernels.node_bitmap(self.hubs, n),
-            hub_part["indptr"], hub_part["indices"],
-            hub_part.get("alias_prob", no_prob), hub_part.get("alias_idx", no_idx),
-            bool(part["weighted"]),
+        self.hubs = _read_only(hub_part["hubs"])
+        self.scratch = np.zeros(self.hi - self.lo + self.hubs.size, np.uint32)
+        self.tables = tuple(
+            _read_only(a) if isinstance(a, np.ndarray) else a
+            for a in (
+                part["indptr"], part["indices"], part.get("alias_prob", no_prob),
+                part.get("alias_idx", no_idx), self.hubs, _kernels.node_bitmap(self.hubs, n),
+                hub_part["indptr"], hub_part["indices"], hub_part.get("alias_prob", no_prob),
+                hub_part.get("alias_idx", no_idx), bool(part["weighted"]),
+            )
         )  # fmt: skip
         self.logs: list[tuple[np.ndarray, ...]] = []
         self.visit_total = self.peak_entries = self.peak_log = self.sent = self.sent_bytes = 0
@@ -293,7 +304,7 @@ class _ShardState:
         key = np.uint64(_kernels.walk_key(self.seed, self.shard, round_no))  # a stream a round
         g_src, g_ptr, locs, counts, out, dest, visits = _kernels.shard_round(
             entries, offsets, self.lo, self.hi, *self.tables, self.bounds, self.alpha,
-            self.mode, key,
+            self.mode, key, self.scratch,
         )  # fmt: skip
         if g_src.size:
             self.logs.append((g_src, g_ptr, locs, counts))
@@ -454,10 +465,9 @@ def _merge_shard_rows(
     for part in parts[1:] or [empty]:
         size = nodes.size + part["nodes"].size
         out_nodes, out_counts = np.empty(size, nodes.dtype), np.empty(size, np.uint32)
-        ip = _kernels.merge_rows(
-            rows, ip, nodes, counts, sources, part["indptr"], part["nodes"], part["counts"], split,
-            n, out_nodes, out_counts,
-        )  # fmt: skip
+        a_side = (rows, ip, nodes, counts)
+        b_side = (sources, part["indptr"], part["nodes"], part["counts"])
+        ip = _kernels.merge_rows(*map(_read_only, a_side + b_side), split, n, out_nodes, out_counts)
         nodes, counts = out_nodes[: ip[-1]], out_counts[: ip[-1]]
         rows = np.arange(sources.size, dtype=np.int64)
     return ip, nodes, counts

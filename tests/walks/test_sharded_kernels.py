@@ -31,6 +31,15 @@ def shard_tables(graph, lo: int, hi: int, hubs: np.ndarray) -> tuple:
     )  # fmt: skip
 
 
+def run_round(tables: tuple, entries, offsets, bounds, alpha: float, mode: int, key) -> tuple:
+    """``shard_round`` with fresh scratch, which it must leave zeroed."""
+    lo, hi, hubs = tables[0], tables[1], tables[6]
+    scratch = np.zeros(hi - lo + hubs.size, np.uint32)
+    result = _kernels.shard_round(entries, offsets, *tables, bounds, alpha, mode, key, scratch)
+    assert not scratch.any()
+    return result
+
+
 def reference_round(graph, entries, lo, hi, hubs, alpha, mode, key):
     """``shard_round`` in plain Python on the whole graph's arrays: the same draws in the same
     order (sources ascending; within a source, the runs in order), returning the visits per
@@ -94,8 +103,9 @@ def test_shard_round_matches_a_plain_reference(weighted: bool, mode: int) -> Non
     entries, offsets = run_entries(np.random.default_rng(1), n, lo, hi, hubs, 3, 40)
     key = np.uint64(_kernels.walk_key(4, 1, 7))
     alpha = 0.2
-    g_src, g_ptr, locs, counts, out, dest, visits = _kernels.shard_round(
-        entries, offsets, *shard_tables(graph, lo, hi, hubs), bounds, alpha, mode, key
+    tables = shard_tables(graph, lo, hi, hubs)
+    g_src, g_ptr, locs, counts, out, dest, visits = run_round(
+        tables, entries, offsets, bounds, alpha, mode, key
     )
     want_visits, want_sent, want_total = reference_round(
         graph, entries, lo, hi, set(hubs.tolist()), alpha, mode, key
@@ -116,19 +126,9 @@ def test_shard_round_matches_a_plain_reference(weighted: bool, mode: int) -> Non
     np.testing.assert_array_equal(dest, np.searchsorted(bounds, out[:, 1], side="right") - 1)
     assert not np.any(np.isin(out[:, 1], hubs)) and not np.any((out[:, 1] >= lo) & (out[:, 1] < hi))
     # the same key gives the same round; another key another one
-    again = _kernels.shard_round(
-        entries, offsets, *shard_tables(graph, lo, hi, hubs), bounds, alpha, mode, key
-    )
+    again = run_round(tables, entries, offsets, bounds, alpha, mode, key)
     np.testing.assert_array_equal(again[4], out)
-    other = _kernels.shard_round(
-        entries,
-        offsets,
-        *shard_tables(graph, lo, hi, hubs),
-        bounds,
-        alpha,
-        mode,
-        key + np.uint64(1),
-    )
+    other = run_round(tables, entries, offsets, bounds, alpha, mode, key + np.uint64(1))
     assert not np.array_equal(other[4], out)
 
 
@@ -217,8 +217,8 @@ def sharded_run(graph, walks: int, alpha: float, mode: int, shards: int, hubs: n
             offsets = np.concatenate([[0], np.cumsum([b.shape[0] for b in runs])]).astype(np.int64)
             entries = np.concatenate(runs) if runs else np.zeros((0, 3), np.int64)
             key = np.uint64(_kernels.walk_key(seed, s, round_no))
-            g_src, g_ptr, locs, counts, out, dest, _ = _kernels.shard_round(
-                entries, offsets, *tables[s], bounds, alpha, mode, key
+            g_src, g_ptr, locs, counts, out, dest, _ = run_round(
+                tables[s], entries, offsets, bounds, alpha, mode, key
             )
             logs[s].append((g_src, g_ptr, locs, counts))
             for t in range(shards):

@@ -177,6 +177,7 @@ def run_fingerprints(args: argparse.Namespace) -> dict:
         if nodes is not None:
             nodes.shutdown()  # type: ignore[attr-defined]
     stats = {k: v for k, v in store.stats.items() if not isinstance(v, (list, dict))}
+    stats["phase_seconds"] = store.stats.get("phase_seconds")  # sharded: start/rounds/rows/merge
     return {"seconds": seconds, "stats": stats, "peak_rss_bytes": peak_rss(),
             "entries": store.num_entries, "graph_bytes": int(graph.nbytes),
             "actors": store.stats.get("actors")}  # fmt: skip
@@ -222,6 +223,7 @@ def main() -> None:
     p.add_argument("--build", default="engine-2,threads-1,threads-2,ray-1,ray-2,cluster-2")
     p.add_argument("--fingerprints", default="embedded-1,embedded-2,ray-1,ray-2,cluster-2")
     p.add_argument("--recall", action="store_true", help="recall@10 of the ray-2 build")
+    p.add_argument("--repeat", type=int, default=1, help="run the fingerprint configs N times")
     p.add_argument("--work", default="/tmp/shardwalk-bench-ray")
     p.add_argument("--parquet", default=None)
     p.add_argument("--out", default=str(HERE / "results" / "ray_build.json"))
@@ -243,8 +245,10 @@ def main() -> None:
                      "machine": {"cpus": os.cpu_count()}, "build": {}, "fingerprints": {}}  # fmt: skip
     for config in filter(None, args.build.split(",")):
         results["build"][config] = child(args, "build", config)
-    for config in filter(None, args.fingerprints.split(",")):
-        results["fingerprints"][config] = child(args, "fingerprints", config)
+    for rep in range(args.repeat):  # back to back, in the order given, ``repeat`` times
+        for config in filter(None, args.fingerprints.split(",")):
+            key = config if rep == 0 else f"{config}#{rep + 1}"
+            results["fingerprints"][key] = child(args, "fingerprints", config)
     results["ratios"] = ratios(results)
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     print(json.dumps(results["ratios"], indent=1))
@@ -256,7 +260,8 @@ def table(paths: list[str]) -> str:
     build = ["| config | total s | scan | train | assign | build | commit | driver peak MiB | "
              "worker peak MiB | object store MiB | CPU s (process tree) | load before -> after |", "|---" * 12 + "|"]  # fmt: skip
     fps = ["| config | seconds | driver peak MiB | worker peak MiB | actors: graph share, peak MiB "
-           "| CPU s (process tree) | load before -> after |", "|---" * 7 + "|"]  # fmt: skip
+           "| sharded: start / rounds / rows / merge s | CPU s (process tree) | load before -> after |",
+           "|---" * 8 + "|"]  # fmt: skip
     for path in paths:
         r = json.loads(Path(path).read_text())
         for config, e in r["build"].items():
@@ -272,16 +277,24 @@ def table(paths: list[str]) -> str:
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
         for config, e in r["fingerprints"].items():
+            if "error" in e:
+                fps.append(f"| {config} | failed: {e['error'].strip().splitlines()[-1][:120]} |")
+                continue
             stats = e.get("stats") or {}
             actors = e.get("actors") or []
             shares = ", ".join(
                 f"{a['graph_share']:.0%} {a['peak_rss_bytes'] / mib:.0f}" for a in actors
             )
             worker = stats.get("peak_rss_bytes")
+            phases = stats.get("phase_seconds") or {}
+            phase_cells = " / ".join(
+                f"{phases[k]:.1f}" for k in ("start", "rounds", "rows", "merge") if k in phases
+            )
             fps.append(
                 f"| {config} | {e['seconds']:.1f} | {e['peak_rss_bytes'] / mib:.0f} | "
                 + (f"{worker / mib:.0f}" if worker else "-")
-                + f" | {shares or '-'}"
+                + f" | {shares or '-'} | "
+                + (f"{phase_cells} ({stats.get('rounds')} rounds)" if phase_cells else "-")
                 + (f" | {e['cpu']:.0f}" if "cpu" in e and not stats else " | -")
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
@@ -307,8 +320,14 @@ def ratios(results: dict) -> dict:
             "ray2_overhead_over_embedded2": r2 / e2 - 1 if r2 and e2 else None,
             "cluster2_over_ray2": c2 / r2 if c2 and r2 else None,
         }
-    s, r = total("fingerprints", "sharded-2"), total("fingerprints", "ray-2")
-    out["fingerprints"]["sharded2_over_replicated2"] = s / r if s and r else None
+    pairs = []  # sharded-2 over the ray-2 run of the same repeat
+    for key in results["fingerprints"]:
+        if key.startswith("sharded-2"):
+            s, r = total("fingerprints", key), total("fingerprints", key.replace("sharded", "ray"))
+            pairs.append(s / r if s and r else None)
+    out["fingerprints"]["sharded2_over_replicated2"] = pairs[0] if pairs else None
+    if len(pairs) > 1:
+        out["fingerprints"]["sharded2_over_replicated2_each_repeat"] = pairs
     return out
 
 

@@ -22,12 +22,12 @@ from typing import Any
 import numba
 import numpy as np
 import ray
-from shardwalk.walks import _check
+from shardwalk.walks import _check, _kernels
 from shardwalk.walks.fingerprints import FingerprintStore, _Walker, select_hubs
 from shardwalk.walks.graph import CSRGraph
 
 from shardwalk._threads import peak_rss_bytes
-from shardwalk.errors import ShardwalkError
+from shardwalk.errors import InvalidArgumentError, ShardwalkError
 
 __all__ = ["fingerprints_replicated", "fingerprints_sharded"]
 
@@ -247,147 +247,118 @@ def fingerprints_replicated(
 
 
 # -- sharded mode ---------------------------------------------------------------------------------
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """``np.isin(values, sorted_set)`` by binary search (np.isin compares against each element
-    of a small set in turn: a pass over ``values`` per element)."""
-    if sorted_set.size == 0:
-        return np.zeros(values.shape[0], bool)
-    at = np.minimum(np.searchsorted(sorted_set, values), sorted_set.size - 1)
-    return sorted_set[at] == values
-
-
-def _route(
-    nodes: np.ndarray, sources: np.ndarray, bounds: np.ndarray, hubs: np.ndarray
-) -> np.ndarray:
-    """The shard that takes walkers at ``nodes``: the owner of the node's range, or for a hub
-    (whose out-edges every shard holds) the shard ``source mod S``, which spreads a hub's
-    walkers over every shard."""
-    shards = bounds.shape[0] - 1
-    dest = np.searchsorted(bounds, nodes, side="right") - 1
-    if hubs.size:
-        at_hub = _member(nodes, hubs)
-        dest[at_hub] = sources[at_hub] % shards
-    return dest
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view: what the object store gives for large arrays (small ones arrive as
+    writable copies), so a kernel compiles and caches one specialization for both."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 class _ShardState:
-    """The out-edges of one range of nodes (and of every hub), the walkers at those nodes in a
-    round, and the visits recorded there."""
+    """The out-edges of one range of nodes (and of every split node), and the visits recorded
+    by the walkers it moved: one log per round, grouped by source."""
 
     def __init__(
         self, part: dict[str, Any], hub_part: dict[str, Any], bounds: np.ndarray, shard: int,
         n: int, alpha: float, mode: int, seed: int,
     ) -> None:  # fmt: skip
-        self.part, self.hub, self.bounds, self.shard = part, hub_part, bounds, shard
+        self.bounds, self.shard = bounds, shard
         self.lo, self.hi = int(bounds[shard]), int(bounds[shard + 1])
         self.n, self.alpha, self.mode, self.seed = n, alpha, mode, seed
-        self.visit_keys: list[np.ndarray] = []
-        self.visit_counts: list[np.ndarray] = []
-        self.compacted = self.pending = 0  # entries in the sorted run / recorded since
-        self.peak_entries = 0
+        no_prob, no_idx = np.zeros(0, np.float32), np.zeros(0, np.int32)
+        self.hubs = _read_only(hub_part["hubs"])
+        self.scratch = np.zeros(self.hi - self.lo + self.hubs.size, np.uint32)
+        self.tables = tuple(
+            _read_only(a) if isinstance(a, np.ndarray) else a
+            for a in (
+                part["indptr"], part["indices"], part.get("alias_prob", no_prob),
+                part.get("alias_idx", no_idx), self.hubs, _kernels.node_bitmap(self.hubs, n),
+                hub_part["indptr"], hub_part["indices"], hub_part.get("alias_prob", no_prob),
+                hub_part.get("alias_idx", no_idx), bool(part["weighted"]),
+            )
+        )  # fmt: skip
+        self.logs: list[tuple[np.ndarray, ...]] = []
+        self.visit_total = self.peak_entries = self.peak_log = self.sent = self.sent_bytes = 0
+        self.step_seconds = self.rows_seconds = 0.0
         self.graph_bytes = sum(
             int(a.nbytes) for d in (part, hub_part) for a in d.values() if isinstance(a, np.ndarray)
         )
 
-    def _rows(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(edge start, degree, which table: 0 own / 1 hubs) of each node."""
-        hubs = self.hub["hubs"]
-        at_hub = _member(nodes, hubs)
-        start = np.zeros(nodes.size, np.int64)
-        deg = np.zeros(nodes.size, np.int64)
-        own = ~at_hub
-        local = nodes[own] - self.lo
-        ip = self.part["indptr"]
-        start[own], deg[own] = ip[local], ip[local + 1] - ip[local]
-        if at_hub.any():
-            h = np.searchsorted(hubs, nodes[at_hub])
-            hip = self.hub["indptr"]
-            start[at_hub], deg[at_hub] = hip[h], hip[h + 1] - hip[h]
-        return start, deg, at_hub, own
-
     def step(
         self, round_no: int, inject: np.ndarray, walks: int, *batches: np.ndarray
     ) -> tuple[Any, ...]:
-        """One synchronous round: record the visits of the walkers that arrived (and of the new
-        walks of ``inject``'s sources in this range), stop each with probability alpha, move the
-        others along out-edges (uniform or by the alias tables: together, a multinomial draw per
-        (source, node) over its out-edges); returns one batch per destination shard, and the
-        number of walkers sent."""
+        """One synchronous round: the walkers that arrived (and ``walks`` new walks of each of
+        ``inject``'s sources in this range) walk inside the shard until they stop or step onto
+        another shard's node (``_kernels.shard_round``); returns one batch of (source, node,
+        count) rows per destination shard, sorted by source, and the number of walkers sent."""
+        t0 = time.perf_counter()
         shards = self.bounds.shape[0] - 1
         mine = inject[(inject >= self.lo) & (inject < self.hi)]
-        parts = [b for b in batches if b.size] + [
-            np.stack([mine, mine, np.full(mine.size, walks)], 1)
-        ]
-        entries = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
-        rng = np.random.default_rng([self.seed, self.shard, round_no])
-        src, node, count = entries[:, 0], entries[:, 1], entries[:, 2]
-        self.visit_keys.append(src * self.n + node)
-        self.visit_counts.append(count.copy())
-        self.peak_entries = max(self.peak_entries, int(src.size))
-        self.pending += int(src.size)
-        if self.pending > max(self.compacted, 1 << 20):  # geometric: O(total log total) overall
-            self._compact()
-        alive = rng.binomial(count, 1.0 - self.alpha)
-        keep = alive > 0
-        src, node, alive = src[keep], node[keep], alive[keep]
-        start, deg, at_hub, _ = self._rows(node)
-        stay = deg == 0  # dangling: self_loop keeps the walkers there, drop ends them
-        out_src, out_node, out_count = [], [], []
-        if self.mode != _check.DANGLING_MODES["drop"]:
-            out_src.append(src[stay]), out_node.append(node[stay]), out_count.append(alive[stay])
-        move = ~stay
-        w_entry = np.repeat(np.flatnonzero(move), alive[move])  # one row per moving walker
-        if w_entry.size:
-            x = rng.random(w_entry.size)
-            d = deg[w_entry]
-            j = np.minimum((x * d).astype(np.int64), d - 1)
-            hub_walker = at_hub[w_entry]
-            targets = np.empty(w_entry.size, np.int64)  # global internal ids
-            for table, mask in ((self.part, ~hub_walker), (self.hub, hub_walker)):
-                if not mask.any():
-                    continue
-                pos = start[w_entry[mask]] + j[mask]
-                if table["weighted"]:
-                    coin = rng.random(pos.size)
-                    alias = coin >= table["alias_prob"][pos]
-                    pos[alias] = start[w_entry[mask]][alias] + table["alias_idx"][pos[alias]]
-                targets[mask] = table["indices"][pos]
-            keys, counts = np.unique(src[w_entry] * self.n + targets, return_counts=True)
-            out_src.append(keys // self.n), out_node.append(keys % self.n), out_count.append(counts)
-        if out_src:
-            s, v, c = np.concatenate(out_src), np.concatenate(out_node), np.concatenate(out_count)
-        else:
-            s = v = c = np.zeros(0, np.int64)
-        dest = _route(v, s, self.bounds, self.hub["hubs"])
-        packed = np.stack([s, v, c], 1)
-        out = [packed[dest == t] for t in range(shards)]  # a few shards: a pass each
-        return (*out, int(c.sum()))
-
-    def _compact(self) -> None:
-        """The visits recorded so far as one sorted run of distinct keys with summed counts."""
-        keys = np.concatenate(self.visit_keys)
-        counts = np.concatenate(self.visit_counts)
-        order = np.argsort(keys)
-        keys, counts = keys[order], counts[order]
-        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-        self.visit_keys = [keys[starts]]
-        self.visit_counts = [np.add.reduceat(counts, starts) if starts.size else counts]
-        self.compacted, self.pending = int(starts.size), 0
+        runs = [b for b in batches if b.shape[0]]
+        if mine.size:
+            runs.append(np.stack([mine, mine, np.full(mine.size, walks, np.int64)], 1))
+        offsets = np.zeros(len(runs) + 1, np.int64)
+        np.cumsum([b.shape[0] for b in runs], out=offsets[1:])
+        entries = np.concatenate(runs) if runs else np.zeros((0, 3), np.int64)
+        key = np.uint64(_kernels.walk_key(self.seed, self.shard, round_no))  # a stream a round
+        g_src, g_ptr, locs, counts, out, dest, visits = _kernels.shard_round(
+            entries, offsets, self.lo, self.hi, *self.tables, self.bounds, self.alpha,
+            self.mode, key, self.scratch,
+        )  # fmt: skip
+        if g_src.size:
+            self.logs.append((g_src, g_ptr, locs, counts))
+        sent = int(out[:, 2].sum())
+        self.visit_total += int(visits)
+        self.sent += sent
+        self.sent_bytes += int(out.nbytes)
+        self.peak_entries = max(self.peak_entries, int(entries.shape[0]))
+        self.peak_log = max(self.peak_log, sum(int(log[2].size) for log in self.logs))
+        batches_out = [out[dest == t] for t in range(shards)]  # a few shards: a pass each
+        self.step_seconds += time.perf_counter() - t0
+        return (*batches_out, sent)
 
     def visits(self) -> dict[str, Any]:
-        """The recorded visits as (source * n + node, count), sorted by key, and the stats."""
-        self._compact()
+        """The recorded visits as a CSR over every source (rows of distinct nodes, counts
+        summed), and the stats; the logs are consumed."""
+        t0 = time.perf_counter()
+        sizes = np.zeros(self.n + 1, np.int64)
+        for g_src, g_ptr, _, _ in self.logs:
+            _kernels.count_group_rows(g_src, g_ptr, sizes)
+        indptr = np.cumsum(sizes)
+        fill = indptr[:-1].copy()
+        locs = np.empty(int(indptr[-1]), np.int32)
+        counts = np.empty(int(indptr[-1]), np.uint32)
+        self.logs.reverse()
+        while self.logs:  # each round's log freed once placed
+            _kernels.scatter_group_rows(*self.logs.pop(), fill, locs, counts)
+        del fill
+        wide = self.n - 1 > np.iinfo(np.int32).max
+        nodes = np.empty(locs.size, np.int64) if wide else locs  # in place when ids fit int32
+        row_ip = _kernels.shard_rows(
+            indptr, locs, counts, self.lo, self.hi - self.lo, self.hubs, nodes, counts
+        )
+        m = int(row_ip[-1])
+        self.rows_seconds += time.perf_counter() - t0
         return {
-            "keys": self.visit_keys[0],
-            "counts": self.visit_counts[0],
+            "indptr": row_ip,
+            "nodes": nodes[:m],
+            "counts": counts[:m],
+            "visits": self.visit_total,
             "graph_bytes": self.graph_bytes,
             "peak_rss_bytes": peak_rss_bytes(),
             "peak_entries": self.peak_entries,
+            "peak_log_entries": self.peak_log,
+            "walkers_sent": self.sent,
+            "batch_bytes": self.sent_bytes,
+            "rows_bytes": int(row_ip.nbytes + nodes[:m].nbytes + counts[:m].nbytes),
+            "step_seconds": self.step_seconds,
+            "rows_seconds": self.rows_seconds,
         }
 
     def reset(self) -> None:
-        self.visit_keys, self.visit_counts = [], []
-        self.compacted = self.pending = 0
+        self.logs = []
+        self.visit_total = self.sent_bytes = 0
 
 
 _Shard = ray.remote(max_restarts=0)(_ShardState)  # an actor per shard
@@ -443,18 +414,29 @@ def _split_nodes(deg: np.ndarray, workers: int, split_degree: int | None) -> np.
 
 
 def _walk_sharded(
-    actors: list[Any], sources: np.ndarray, walks: int, wave: int, live_budget: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Synchronous rounds until every walk of ``sources`` ended; a new wave of ``wave``
-    sources starts whenever fewer than ``live_budget`` walkers are alive (bounded memory)."""
+    actors: list[Any], sources: np.ndarray, walks: int, waves: int, first_round: int,
+    bounds: np.ndarray, split: np.ndarray, seconds: dict[str, float],
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int, list[dict[str, Any]]]:  # fmt: skip
+    """Synchronous rounds (numbered from ``first_round``) until every walk of ``sources``
+    (sorted) ended; ``sources`` start in ``waves`` waves, the next one whenever fewer than a
+    wave's walkers are in flight (bounded memory). Returns the rows of ``sources`` (indptr,
+    nodes, counts uint32), the rounds run and the actors' reports; adds the seconds of the
+    rounds, of the shards' grouping of their visits, and of the merge to ``seconds``."""
     shards = len(actors)
+    # wave k: the k-th of ``waves`` slices of every shard's sources (a wave from one shard's
+    # range alone would leave the others idle in the rounds it starts: measured 3 s of 10)
+    cuts = np.searchsorted(sources, bounds)
+    slices = [np.array_split(sources[a:b], waves) for a, b in itertools.pairwise(cuts)]
+    todo = [np.concatenate(parts) for parts in zip(*slices)]
+    todo = [w for w in todo if w.size]
+    budget = max(1, -(-sources.size // waves)) * walks
     inbox: list[list[Any]] = [[] for _ in range(shards)]
-    next_source, live, round_no = 0, 0, 0
-    while next_source < sources.size or live:
+    live, round_no = 0, first_round
+    t0 = time.perf_counter()
+    while todo or live:
         inject = np.zeros(0, np.int64)
-        if next_source < sources.size and live < live_budget:
-            inject = sources[next_source : next_source + wave]
-            next_source += inject.size
+        if todo and live < budget:
+            inject = todo.pop(0)
         outs = [
             actor.step.options(num_returns=shards + 1).remote(round_no, inject, walks, *inbox[s])
             for s, actor in enumerate(actors)
@@ -462,35 +444,55 @@ def _walk_sharded(
         inbox = [[outs[s][t] for s in range(shards)] for t in range(shards)]
         live = sum(ray.get([out[shards] for out in outs]))
         round_no += 1
-    results = ray.get([actor.visits.remote() for actor in actors])
+    t1 = time.perf_counter()
+    reports = ray.get([actor.visits.remote() for actor in actors])
     ray.get([actor.reset.remote() for actor in actors])
-    keys = np.concatenate([r["keys"] for r in results])
-    counts = np.concatenate([r["counts"] for r in results])
-    order = np.argsort(keys, kind="stable")
-    return keys[order], counts[order], round_no, results  # type: ignore[return-value]
+    t2 = time.perf_counter()
+    rows = _merge_shard_rows(reports, sources, split, int(bounds[-1]))
+    for phase, dt in (("rounds", t1 - t0), ("rows", t2 - t1), ("merge", time.perf_counter() - t2)):
+        seconds[phase] = seconds.get(phase, 0.0) + dt
+    return rows, round_no - first_round, reports
 
 
-def _rows_of(keys: np.ndarray, counts: np.ndarray, n: int, sources: np.ndarray, top_k: int):
-    """A CSR over ``sources`` (sorted) from (source * n + node) keys; rows keep their ``top_k``
-    largest counts (0: all; ties: lower node first) and report the dropped counts."""
-    src, node = keys // n, keys % n
-    row = np.searchsorted(sources, src)
-    cut = np.zeros(sources.size, np.int64)
-    if top_k:
-        order = np.lexsort((node, -counts, row))
-        row, node, counts = row[order], node[order], counts[order]
-        first = np.searchsorted(row, np.arange(sources.size))
-        rank = np.arange(row.size) - first[row]
-        dropped = rank >= top_k
-        cut = np.bincount(row[dropped], weights=counts[dropped], minlength=sources.size).astype(
-            np.int64
+def _merge_shard_rows(
+    parts: list[dict[str, Any]], sources: np.ndarray, split: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of ``sources`` from the shards' rows (over every source): each row the union
+    of the shards' rows, counts summed (shards share only the ``split`` nodes)."""
+    first = parts[0]
+    ip, nodes, counts, rows = first["indptr"], first["nodes"], first["counts"], sources
+    empty = {"indptr": np.zeros(n + 1, np.int64), "nodes": nodes[:0], "counts": counts[:0]}
+    for part in parts[1:] or [empty]:
+        size = nodes.size + part["nodes"].size
+        out_nodes, out_counts = np.empty(size, nodes.dtype), np.empty(size, np.uint32)
+        a_side = (rows, ip, nodes, counts)
+        b_side = (sources, part["indptr"], part["nodes"], part["counts"])
+        ip = _kernels.merge_rows(*map(_read_only, a_side + b_side), split, n, out_nodes, out_counts)
+        nodes, counts = out_nodes[: ip[-1]], out_counts[: ip[-1]]
+        rows = np.arange(sources.size, dtype=np.int64)
+    return ip, nodes, counts
+
+
+def _top_rows(
+    ip: np.ndarray, nodes: np.ndarray, counts: np.ndarray, top_k: int
+) -> tuple[np.ndarray, ...]:
+    """Rows keeping their ``top_k`` largest counts (0: all; ties: the earlier entry), the
+    dropped counts per row, and the counts as the embedded builder types them (uint16 when
+    every count fits)."""
+    rows = ip.size - 1
+    cut = np.zeros(rows, np.int64)
+    nnz = np.diff(ip)
+    if top_k and rows and int(nnz.max()) > top_k:
+        out_ip = np.zeros(rows + 1, np.int64)
+        np.cumsum(np.minimum(nnz, top_k), out=out_ip[1:])
+        out_nodes = np.empty(int(out_ip[-1]), nodes.dtype)
+        out_counts = np.empty(int(out_ip[-1]), np.uint32)
+        _kernels.compact_fingerprints(
+            ip[:-1], nodes, counts, nnz, top_k, out_ip, out_nodes, out_counts, cut
         )
-        row, node, counts = row[~dropped], node[~dropped], counts[~dropped]
-    indptr = np.zeros(sources.size + 1, np.int64)
-    np.cumsum(np.bincount(row, minlength=sources.size), out=indptr[1:])
-    nodes = node.astype(np.int32 if n - 1 <= np.iinfo(np.int32).max else np.int64)
+        ip, nodes, counts = out_ip, out_nodes, out_counts
     dtype = np.uint16 if counts.size == 0 or counts.max() <= np.iinfo(np.uint16).max else np.uint32
-    return indptr, nodes, counts.astype(dtype), cut
+    return ip, nodes, counts.astype(dtype), cut
 
 
 def fingerprints_sharded(
@@ -507,19 +509,27 @@ def fingerprints_sharded(
     waves: int = 8,
     split_degree: int | None = None,
 ) -> FingerprintStore:
-    """Fingerprints from shard actors that each hold one range of nodes' out-edges (plus the
-    out-edges of the few highest-degree nodes, whose walkers every shard takes a share of).
+    """Fingerprints from shard actors that each hold one range of nodes' out-edges (plus a copy
+    of the out-edges of the few highest-degree nodes, the split nodes).
 
-    Walks travel as counts per (source, node): each synchronous round, a shard records the
-    visits of the walkers at its nodes, stops each with probability ``alpha`` and moves the
-    rest (a multinomial draw over the out-edges), then sends them, batched per destination
-    shard, through the object store. Sources start in ``waves`` waves, the next one once the
-    walkers alive fall below a wave's worth, so the walkers in flight stay bounded.
+    Walks travel as counts per (source, node). Each synchronous round, a shard runs the walkers
+    that arrived (and the new walks of the sources it owns) with a compiled kernel: each walks
+    inside the shard, recording its visits, until it stops (probability ``alpha`` per visit) or
+    steps onto a node of another shard; those are counted per (source, node) and sent, batched
+    per destination shard, through the object store. A walker at a split node stays in the
+    shard it is in, so every shard takes a share of those nodes' work. Sources start in
+    ``waves`` waves, the next one once the walkers in flight fall below a wave's worth, so they
+    stay bounded. At the end each shard groups its visits by source, and the driver merges the
+    shards' rows.
 
     The visit counts follow the same distribution as the embedded builder's (not the same
-    bytes: the random streams differ). ``stats`` adds ``actors``: per shard, the graph bytes it
-    holds (and their share of the whole graph), its peak RSS and most walker entries in a
-    round, and the rounds run.
+    bytes: the random streams differ, one per (seed, shard, round), so a run is reproducible
+    for a given number of workers). ``stats`` adds ``rounds``, ``split_nodes``,
+    ``object_store_bytes`` (the graph put once, the walker batches, the shards' rows),
+    ``phase_seconds`` (start: the actors' start; rounds; rows: the shards grouping their visits;
+    merge: the driver's) and ``actors``: per shard, the graph bytes it holds (and their share
+    of the whole graph), its peak RSS, the most walker entries in a round and visit entries
+    held, the walkers it sent, and its busy seconds in rounds and in grouping.
     """
     p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     t0 = time.perf_counter()
@@ -527,6 +537,10 @@ def fingerprints_sharded(
     owner = graph.shard_assignment(workers, by="range")
     bounds = np.searchsorted(owner, np.arange(workers + 1)).astype(np.int64)
     split = _split_nodes(np.diff(graph.indptr), workers, split_degree)
+    if int(np.diff(bounds).max()) + split.size > np.iinfo(np.int32).max:
+        raise InvalidArgumentError(
+            f"a shard of {workers} holds more than 2**31 - 1 nodes; use more workers"
+        )
     a_prob, a_idx = graph.alias()
     hub_part = ray.put(_hub_rows(graph, a_prob, a_idx, split))
     actors = []
@@ -534,43 +548,48 @@ def fingerprints_sharded(
     for s in range(workers):
         part = _slice(graph, a_prob, a_idx, int(bounds[s]), int(bounds[s + 1]))
         put_bytes += sum(int(a.nbytes) for a in part.values() if isinstance(a, np.ndarray))
-        actors.append(
-            _Shard.options(num_cpus=1, runtime_env=_env(1)).remote(
+        actors.append(  # no runtime_env: its kernels are serial, and a worker with the
+            # default environment may be started already (measured: 1 s less to start)
+            _Shard.options(num_cpus=1).remote(
                 ray.put(part), hub_part, bounds, s, n, p.alpha, p.mode, p.seed
             )
         )
     try:
-        wave = max(1, -(-n // waves))
+        seconds = {"start": time.perf_counter()}
+        ray.get([actor.reset.remote() for actor in actors])  # started: worker, imports
+        seconds["start"] = time.perf_counter() - seconds["start"]
         sources = np.arange(n, dtype=np.int64)
-        keys, counts, rounds, reports = _walk_sharded(
-            actors, sources, p.walks, wave, wave * p.walks
+        rows, rounds, reports = _walk_sharded(
+            actors, sources, p.walks, waves, 0, bounds, split, seconds
         )
-        total_visits = int(counts.sum())
-        fp_indptr, nodes, fp_counts, cut = _rows_of(keys, counts, n, sources, p.top_k)
-        del keys, counts
+        total_visits = sum(int(rep["visits"]) for rep in reports)
+        moved = sum(rep["batch_bytes"] + rep["rows_bytes"] for rep in reports)
+        fp_indptr, nodes, fp_counts, cut = _top_rows(*rows, p.top_k)
+        del rows
         hub_rows: dict[str, Any] = {}
         if p.hubs.size:
-            hub_wave = max(1, -(-p.hubs.size // waves))
-            hkeys, hcounts, hub_rounds, _ = _walk_sharded(
-                actors, p.hubs, p.hub_walks, hub_wave, hub_wave * p.hub_walks
+            h_rows, hub_rounds, reports = _walk_sharded(  # rounds go on: fresh random streams
+                actors, p.hubs, p.hub_walks, waves, rounds, bounds, split, seconds
             )
             rounds += hub_rounds
-            total_visits += int(hcounts.sum())
-            hub_rows = _hub_store_rows(p, *_rows_of(hkeys, hcounts, n, p.hubs, 0)[:3])
+            total_visits += sum(int(rep["visits"]) for rep in reports)
+            moved += sum(rep["batch_bytes"] + rep["rows_bytes"] for rep in reports)
+            hub_rows = _hub_store_rows(p, *_top_rows(*h_rows, 0)[:3])
     finally:
         for actor in actors:
             ray.kill(actor)
     # what walking needs of the graph: indptr, indices and (weighted) the alias tables
     graph_bytes = int(graph.indptr.nbytes + graph.indices.nbytes + a_prob.nbytes + a_idx.nbytes)
+    keep = ("peak_rss_bytes", "peak_entries", "peak_log_entries", "walkers_sent",
+            "step_seconds", "rows_seconds")  # fmt: skip
     actors_report = [
         {"shard": s, "nodes": int(bounds[s + 1] - bounds[s]), "graph_bytes": rep["graph_bytes"],
-         "graph_share": rep["graph_bytes"] / max(graph_bytes, 1),
-         "peak_rss_bytes": rep["peak_rss_bytes"], "peak_entries": rep["peak_entries"]}
+         "graph_share": rep["graph_bytes"] / max(graph_bytes, 1), **{k: rep[k] for k in keep}}
         for s, rep in enumerate(reports)
     ]  # fmt: skip
     return _store(
         graph, p, (fp_indptr, nodes, fp_counts), cut, hub_rows, total_visits,
         time.perf_counter() - t0, threads=workers, mode="sharded", workers=workers,
-        rounds=rounds, split_nodes=int(split.size), object_store_bytes=put_bytes,
-        graph_bytes=graph_bytes, actors=actors_report,
+        rounds=rounds, split_nodes=int(split.size), object_store_bytes=put_bytes + moved,
+        graph_bytes=graph_bytes, actors=actors_report, phase_seconds=seconds,
     )  # fmt: skip

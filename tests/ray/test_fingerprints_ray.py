@@ -115,3 +115,28 @@ def test_sharded_has_the_embedded_distribution(dangling: str) -> None:
     ratio = l1(sharded) / l1(embedded)
     assert 0.9 < ratio < 1.1, ratio
     assert all(a["graph_share"] < 0.8 for a in sharded.stats["actors"])
+
+
+def test_sharded_is_reproducible_with_top_k_and_hub_rows(graph) -> None:
+    """The same seed and workers give the same bytes (a random stream per (seed, shard,
+    round)); another seed other counts. Truncated rows keep their top_k and report the rest
+    (a row's kept plus cut visits total its R walks' lengths: the same law as untruncated);
+    hub rows come from hub_walks walks each (under self_loop, hub_walks geometric lengths)."""
+    from shardwalk.walks.distributed import fingerprints_sharded
+
+    params = dict(walks_per_node=20, alpha=0.25, top_k=8, hubs=12, hub_walks=300, workers=2)
+    a = fingerprints_sharded(graph, seed=3, **params)
+    assert_same_store(a, fingerprints_sharded(graph, seed=3, **params))
+    b = fingerprints_sharded(graph, seed=4, **params)
+    assert a.counts.tobytes() != b.counts.tobytes()
+    assert np.diff(a.indptr).max() == 8 and a.truncated is not None
+    n, r, alpha = graph.num_nodes, 20, 0.25
+    kept = np.add.reduceat(a.counts.astype(np.float64), a.indptr[:-1])
+    totals = kept + a.truncated.astype(np.float64) * r / alpha  # truncated = cut * alpha / R
+    stderr = np.sqrt(r * (1 - alpha)) / alpha / np.sqrt(n)
+    assert abs(totals.mean() - r / alpha) < 4 * stderr, (totals.mean(), r / alpha, stderr)
+    assert a.hubs.size == 12 and a.hub_indptr.size == 13
+    hub_totals = np.add.reduceat(a.hub_counts.astype(np.float64), a.hub_indptr[:-1])
+    stderr = np.sqrt(300 * (1 - alpha)) / alpha / np.sqrt(12)
+    assert abs(hub_totals.mean() - 300 / alpha) < 4 * stderr, hub_totals.mean()
+    assert a.stats["rounds"] > 1 and a.stats["split_nodes"] > 0

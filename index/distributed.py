@@ -95,6 +95,7 @@ def connect(address: str | None = None, num_workers: int | None = None) -> bool:
         else:
             loopback_only()
             ray.init(
+                address="local",  # a new local Ray, never one another process started here
                 _node_ip_address="127.0.0.1",
                 num_cpus=num_workers or available_cores(),
                 include_dashboard=False,

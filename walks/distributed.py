@@ -10,6 +10,10 @@ the counter stream ``(seed, u, w)``, so a row depends on nothing but its source:
 any split, concatenated in order, are byte for byte the embedded store's. Tasks run with
 ``NUMBA_NUM_THREADS`` set to their CPUs through ``runtime_env`` (numba reads it at import), and
 are retried when their worker dies (the retry computes the same rows).
+
+Sharded mode (:func:`fingerprints_sharded`), for graphs one worker cannot hold: shard actors
+own node ranges and run a compiled round kernel (``_kernels.shard_round``); walkers that leave
+a shard travel to its owner in batches, and the driver merges the shards' rows.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Batch jobs on Ray against the embedded paths (issue 10), side by side in one run.
 
-Build of a clustered collection from Parquet (partitioned HNSW), and fingerprints of the
-generated 1M-node/5M-edge power-law graph, each configuration in a fresh subprocess (its own
-Ray, its own peak memory):
+Build of a clustered collection from Parquet (partitioned HNSW, or ``--index spann``), and
+fingerprints of the generated 1M-node/5M-edge power-law graph, each configuration in a fresh
+subprocess (its own Ray, its own peak memory):
 
 - build: ``engine`` (Engine.create_collection + upserts of 50K rows, the embedded path),
   ``threads-1``/``threads-2`` (shardwalk.jobs without Ray), ``ray-1``/``ray-2`` (a local Ray
@@ -91,7 +91,11 @@ def start_ray(workers: int, cluster: bool) -> object:
 def run_build(args: argparse.Namespace) -> dict:
     from shardwalk import Engine, jobs
 
-    params = {"partitions": args.partitions, "ef_construction": args.ef_construction}
+    params = (
+        {"partitions": args.partitions, "ef_construction": args.ef_construction}
+        if args.index == "partitioned"
+        else {}  # spann: its defaults
+    )
     db = Path(args.work) / f"db-{args.config}"
     import shutil
 
@@ -103,7 +107,7 @@ def run_build(args: argparse.Namespace) -> dict:
 
         t0 = time.perf_counter()
         with Engine.open(db, threads=workers_n) as engine:
-            c = engine.create_collection("c", args.dim, index="partitioned", **params)
+            c = engine.create_collection("c", args.dim, index=args.index, **params)
             for path in sorted(Path(args.parquet).glob("*.parquet")):
                 for batch in pq.ParquetFile(path).iter_batches(50_000):
                     flat = batch.column("vector").flatten().to_numpy()
@@ -116,7 +120,13 @@ def run_build(args: argparse.Namespace) -> dict:
         nodes = start_ray(workers_n, kind == "cluster")
     try:
         report = jobs.build_collection(
-            db, "c", args.parquet, ray=kind != "threads", num_workers=workers_n, **params
+            db,
+            "c",
+            args.parquet,
+            index=args.index,
+            ray=kind != "threads",
+            num_workers=workers_n,
+            **params,
         )
     finally:
         if nodes is not None:
@@ -139,7 +149,8 @@ def recall(db: Path, args: argparse.Namespace) -> float:
     data = clustered_vectors(args.n, args.dim, queries=200, metadata=False, seed=args.seed)
     truth = exact_search(data.vectors, data.queries, 10, "l2").ids
     with Engine.open(db) as engine:
-        found = engine.collection("c").search(data.queries, k=10, ef=64).ids
+        params = {"ef": 64} if args.index == "partitioned" else {}
+        found = engine.collection("c").search(data.queries, k=10, **params).ids
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
 
 
@@ -186,7 +197,17 @@ def run_fingerprints(args: argparse.Namespace) -> dict:
 # -- the driver ---------------------------------------------------------------------------------
 def child(args: argparse.Namespace, job: str, config: str) -> dict:
     cmd = [sys.executable, __file__, "--child", job, "--config", config]
-    for key in ("n", "dim", "partitions", "ef_construction", "seed", "nodes", "edges", "walks"):
+    for key in (
+        "n",
+        "dim",
+        "index",
+        "partitions",
+        "ef_construction",
+        "seed",
+        "nodes",
+        "edges",
+        "walks",
+    ):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--parquet", str(args.parquet), "--work", str(args.work)]
     if args.recall and config == "ray-2":
@@ -214,6 +235,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--files", type=int, default=16)
+    p.add_argument("--index", default="partitioned", choices=["partitioned", "spann"])
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--ef-construction", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)

@@ -46,11 +46,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from shardwalk.index.base import SearchResult, empty_result, merge_topk, read_meta
 from shardwalk.index.hnsw import _grow, is_hnswlib_dir
 from shardwalk.index.kmeans import balanced_kmeans
-from shardwalk.index.partitioned import PartitionedIndex
+from shardwalk.index.partitioned import PartitionedIndex, hnswlib_share_error
 from shardwalk.index.planner import Scope, plan_search
 from shardwalk.index.store import RowStore, Segment
 
-from shardwalk._threads import ThreadBudget, available_cores, rss_bytes
+from shardwalk._threads import ThreadBudget, available_cores, rss_bytes, thread_env
 from shardwalk.errors import FailedPreconditionError, ShardwalkError, UnavailableError
 from shardwalk.validation import check_int
 
@@ -66,12 +66,6 @@ __all__ = [
 
 MAX_RETRIES = 3  # tasks rerun after their worker or node died (Ray's default, made explicit)
 log = logging.getLogger(__name__)
-
-
-def thread_env(threads: int = 1) -> dict[str, Any]:
-    """The runtime_env of a task that may use ``threads`` threads in numba and OpenMP."""
-    n = str(max(1, int(threads)))
-    return {"env_vars": {"NUMBA_NUM_THREADS": n, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}}
 
 
 def connect(address: str | None = None, num_workers: int | None = None) -> bool:
@@ -722,11 +716,7 @@ class RayPartitionedIndex(PartitionedIndex):
             return index
         parts = [os.path.join(directory, f"part-{p:04d}") for p in range(index.partitions)]
         if any(is_hnswlib_dir(d) for d in parts):
-            raise FailedPreconditionError(
-                f"{directory}: a partitioned index in the hnswlib format of earlier versions; "
-                "open the engine once without Ray (the index is rebuilt and rewritten at the "
-                "next checkpoint), then serve it from Ray"
-            )
+            raise hnswlib_share_error(directory)
         index._staging = None
         index._set_centroids(np.load(os.path.join(directory, "centroids.npy")))
         index._part_of = np.load(os.path.join(directory, "part_of.npy")).astype(np.int32)

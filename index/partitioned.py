@@ -41,7 +41,16 @@ from shardwalk._files import atomic_write
 from shardwalk._threads import ThreadBudget, default_budget, delegated
 from shardwalk.errors import FailedPreconditionError
 
-__all__ = ["PartitionedIndex"]
+__all__ = ["PartitionedIndex", "hnswlib_share_error"]
+
+
+def hnswlib_share_error(directory: str) -> FailedPreconditionError:
+    """Why an index in the hnswlib format of earlier versions cannot be served in shares."""
+    return FailedPreconditionError(
+        f"{directory}: a partitioned index in the hnswlib format of earlier versions; open the "
+        "engine once without Ray (the index is rebuilt and rewritten at the next checkpoint), "
+        "then serve it from Ray"
+    )
 
 
 class PartitionedIndex:
@@ -416,11 +425,7 @@ class PartitionedIndex:
         part_dirs = [os.path.join(directory, f"part-{p:04d}") for p in range(index.partitions)]
         if any(is_hnswlib_dir(d) for d in part_dirs):
             if only is not None:
-                raise FailedPreconditionError(
-                    f"{directory}: a partitioned index in the hnswlib format of earlier "
-                    "versions; open it once without Ray (it is rebuilt and rewritten at the next "
-                    "checkpoint), then serve it from Ray"
-                )
+                raise hnswlib_share_error(directory)
             index._rebuild_from_hnswlib(directory, part_dirs)
             index.upgraded = True  # tells the collection to write the new format
             return index

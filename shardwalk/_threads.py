@@ -290,6 +290,13 @@ def default_budget() -> ThreadBudget:
     return _default
 
 
+def thread_env(threads: int = 1) -> dict[str, Any]:
+    """The Ray ``runtime_env`` of a task or actor that may use ``threads`` threads in numba and
+    OpenMP (numba reads its variable at import, so it must be in the worker's environment)."""
+    n = str(max(1, int(threads)))
+    return {"env_vars": {"NUMBA_NUM_THREADS": n, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}}
+
+
 def rss_bytes() -> int:
     """This process's resident memory now (VmRSS; 0 where /proc has none)."""
     return _status_bytes("VmRSS:")

@@ -122,12 +122,13 @@ class Engine:
         ThreadBudget(threads)  # a bad ``threads`` fails before the directory is taken
         check_threading_layer()
         address = _ray_address(ray)
-        if ray_actors is not None and not (ray is True or address is not None):
+        on_ray = ray is True or address is not None
+        if ray_actors is not None and not on_ray:
             raise InvalidArgumentError("ray_actors needs ray=True or ray='HOST:PORT'")
         datadir = DataDir(path)
         host = None
         try:
-            if ray is True or address is not None:
+            if on_ray:
                 host = _ray_host(address, ray_actors)
             engine = cls(datadir, threads=threads, host=host)
             if recover:

@@ -30,17 +30,12 @@ from shardwalk.walks import _check, _kernels
 from shardwalk.walks.fingerprints import FingerprintStore, _Walker, select_hubs
 from shardwalk.walks.graph import CSRGraph
 
-from shardwalk._threads import peak_rss_bytes
+from shardwalk._threads import peak_rss_bytes, thread_env
 from shardwalk.errors import InvalidArgumentError, ShardwalkError
 
 __all__ = ["fingerprints_replicated", "fingerprints_sharded"]
 
 MAX_RETRIES = 3
-
-
-def _env(threads: int) -> dict[str, Any]:
-    n = str(max(1, int(threads)))
-    return {"env_vars": {"NUMBA_NUM_THREADS": n, "OMP_NUM_THREADS": n}}
 
 
 class _SharedGraph:
@@ -219,7 +214,7 @@ def fingerprints_replicated(
     put_bytes = sum(int(a.nbytes) for a in arrays.values() if isinstance(a, np.ndarray))
     options = {
         "num_cpus": cpus_per_task,
-        "runtime_env": _env(cpus_per_task),
+        "runtime_env": thread_env(cpus_per_task),
         "name": "shardwalk-fingerprint_rows",
     }
     pieces = max(1, workers * tasks_per_worker)

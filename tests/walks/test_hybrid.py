@@ -170,4 +170,5 @@ def test_accuracy_picks_method_and_parameters(graph, truth):
         with pytest.raises(InvalidArgumentError, match="absorb must be True or False"):
             g.ppr(seed, method="hybrid", absorb="yes")
         batch = g.ppr_batch([seed, [seed, 3]], k=10, accuracy="high")
-        assert batch.method == "hybrid" and batch.ids.shape == (2, 10)
+        # the calibrated choice (which candidate is cheapest is measured, so it can vary)
+        assert batch.method == calibrated["high"]["method"] and batch.ids.shape == (2, 10)

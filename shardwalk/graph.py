@@ -601,7 +601,8 @@ class Graph:
                 before = self._dyn.num_nodes
                 report = self._apply(batch)
             except BaseException as exc:
-                # the log holds the batch: the graph in memory may disagree until reopened
+                # memory may now disagree with the log (which holds the batch, with a data
+                # directory): refuse further use until reopened
                 self._stop(f"stopped at a failed update ({type(exc).__name__}: {exc})")
                 if self._datadir is None:  # nothing durable: a failure
                     raise FailedPreconditionError(

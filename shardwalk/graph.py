@@ -15,6 +15,7 @@ affected walks; the first fingerprint query after a batch recounts the repaired 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -25,7 +26,12 @@ import numpy as np
 import pyarrow as pa
 
 from shardwalk._threads import ThreadBudget, default_budget
-from shardwalk.errors import CorruptionError, FailedPreconditionError, InvalidArgumentError
+from shardwalk.errors import (
+    CorruptionError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    OutcomeUnknownError,
+)
 from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
 from shardwalk.validation import check_choice
 from shardwalk.wal import WriteAheadLog
@@ -37,6 +43,8 @@ from shardwalk.walks.ppr import calibrate_accuracy
 from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
 
 __all__ = ["ACCURACY", "Graph"]
+
+log = logging.getLogger(__name__)
 
 # What accuracy= runs: with fingerprints that serve the query ("hybrid"), or without ("push").
 # bench/ppr.py measures both settings against the exact solver on every real graph of
@@ -100,6 +108,17 @@ class Graph:
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
+
+    def _stop(self, because: str) -> None:
+        """Refuse every further call until the engine is reopened, and let go of the log
+        (after a failed append a partial record may end it: nothing is appended after that)."""
+        self._closed_because = f"{because}; reopen the engine"
+        wal, self._wal = self._wal, None
+        if wal is not None:
+            try:
+                wal.close()
+            except OSError:  # the failed append's bytes, flushed again: the log is given up
+                log.warning("graph %r: closing its write-ahead log failed", self.name)
 
     def _ppr_index(self, fingerprints: FingerprintStore | None) -> PPRIndex:
         index = PPRIndex(self._dyn.merged(), fingerprints)
@@ -564,17 +583,33 @@ class Graph:
             if batch.size == 0:
                 return _report(batch, 0, {}, t0)
             if self._datadir is not None:
-                self._log().append(_WAL_OPS[op], _record(batch))
+                wal, record = self._log(), _record(batch)
+                try:
+                    wal.append(_WAL_OPS[op], record)
+                except BaseException as exc:
+                    # A partial record may now end the log: a batch appended after it would
+                    # make the next open refuse the log (and recover=True cut every batch
+                    # from here on). Closed, as a collection is; the open cuts the torn tail.
+                    self._stop(f"stopped at a failed log append ({type(exc).__name__}: {exc})")
+                    raise FailedPreconditionError(
+                        f"graph {self.name!r}: appending this {_WAL_OPS[op]} batch to the "
+                        f"write-ahead log failed ({type(exc).__name__}: {exc}), so it was not "
+                        "acknowledged; the graph refuses further calls until the engine is "
+                        "reopened (free disk space first if it is full)"
+                    ) from exc
             try:
                 before = self._dyn.num_nodes
                 report = self._apply(batch)
             except BaseException as exc:
-                # the log holds the batch: the graph in memory may disagree until reopened
-                self._closed_because = (
-                    f"stopped at a failed update ({type(exc).__name__}: {exc}); reopen the engine"
-                )
-                raise FailedPreconditionError(
-                    f"graph {self.name!r} {self._closed_because}"
+                # memory may now disagree with the log (which holds the batch, with a data
+                # directory): refuse further use until reopened
+                self._stop(f"stopped at a failed update ({type(exc).__name__}: {exc})")
+                if self._datadir is None:  # nothing durable: a failure
+                    raise FailedPreconditionError(
+                        f"graph {self.name!r} {self._closed_because}"
+                    ) from exc
+                raise OutcomeUnknownError.logged(
+                    f"graph {self.name!r}", f"{_WAL_OPS[op]} batch", "graph", exc
                 ) from exc
             out = _report(batch, self._dyn.num_nodes - before, report, t0)
             self.last_update = out

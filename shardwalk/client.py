@@ -44,7 +44,8 @@ from shardwalk.index.planner import Explain
 from shardwalk.rows import attribute_table
 from shardwalk.v1 import shardwalk_pb2 as pb
 from shardwalk.v1 import shardwalk_pb2_grpc as pb_grpc
-from shardwalk.validation import check_ids
+from shardwalk.validation import check_ids, check_k
+from shardwalk.walks._check import check_alpha
 from shardwalk.walks.ppr import PPRResult
 
 __all__ = ["AsyncClient", "Client", "RemoteCollection", "RemoteGraph"]
@@ -174,8 +175,8 @@ class _Shape:
             tenant=tenant or "",
             filter=None if where is None else filter_to_pb(where),
             knn_k=_count(knn_k, "knn_k"),
-            ppr_k=0 if ppr_k is None else _count(ppr_k, "ppr_k"),
-            alpha=alpha,
+            ppr_k=_count(ppr_k, "ppr_k"),
+            alpha=_alpha(alpha),
             fuse=fuse,
             weight=weight,
             rank_constant=rank_constant,
@@ -390,7 +391,7 @@ class RemoteGraph:
             k=_count(k, "k"),
             method=method or "",
             accuracy=accuracy or "",
-            alpha=alpha or 0.0,
+            alpha=_alpha(alpha),
             dangling=dangling or "",
             params=params_to_pb(params),
             collection=collection or "",
@@ -529,12 +530,27 @@ def _translate(exc: grpc.RpcError, address: str) -> ShardwalkError:
     return cls(details)
 
 
-def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidArgumentError(f"{what} must be a positive integer; got {value!r}")
-    if value >= 2**32:
-        raise InvalidArgumentError(f"{what}={value} is out of range")
+def _count(value: Any, what: str) -> int | None:
+    """A count as the request carries it (an optional uint32; None leaves it unset, for the
+    server's default). Zero travels, and the library refuses it there; what the field cannot
+    carry (not an integer, negative, 2**32 or more) gets the library's error here."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**32:
+        check_k(value, what=what)  # raises: the library's class and message
+        raise InvalidArgumentError(f"{what}={value} is out of range")  # pragma: no cover
     return int(value)
+
+
+def _alpha(value: Any) -> float | None:
+    """alpha as the request carries it (an optional double; None leaves it unset). A float
+    travels as it is (0.0 too: the library refuses it there); any other type would change on
+    the way (an int's message would say 1.0 for 1), so it is checked here, as the library does."""
+    if value is None:
+        return None
+    if not isinstance(value, float | np.floating):
+        check_alpha(value)  # raises unless a valid number (a Fraction, a Decimal)
+    return float(value)
 
 
 def _seeds(query: Any) -> pb.Seeds:

@@ -69,15 +69,29 @@ class _Shape:
         timeout: float = 30.0,
         tls: bool | bytes = False,
         retries: int = _RETRIES,
+        client_cert: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.retries = retries
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         options = [("grpc.max_receive_message_length", 256 * 2**20)]
+        if (client_cert is None) != (client_key is None):
+            raise InvalidArgumentError(
+                "a client certificate needs its key: pass both client_cert and client_key (PEM "
+                "bytes) or neither"
+            )
+        if client_cert is not None and not tls:
+            raise InvalidArgumentError(
+                "client_cert and client_key are for mutual TLS; pass tls=True (the system's "
+                "roots) or tls=<the server's CA certificate, PEM bytes>"
+            )
         if tls:
             roots = tls if isinstance(tls, bytes) else None
-            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=roots, private_key=client_key, certificate_chain=client_cert
+            )
             self._channel = self._transport.secure_channel(address, credentials, options=options)
         else:
             self._channel = self._transport.insecure_channel(address, options=options)
@@ -206,6 +220,9 @@ class Client(_Shape):
     retries : int
         Attempts after the first for reads that find the server UNAVAILABLE (default 4;
         backoff 0.1 s doubling, with jitter).
+    client_cert, client_key : bytes, optional
+        PEM certificate chain and private key of this client, for a server that requires
+        client certificates (mutual TLS: ``[tls] client_ca``); need ``tls``.
     """
 
     # -- plumbing ---------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Every RPC passes through one wrapper (:meth:`Dispatcher.call`): it authenticates
 the ``authorization`` metadata, parses the request (a message that does not parse is
 INVALID_ARGUMENT, never INTERNAL), checks the deadline, runs the handler, maps the library's
 exceptions to their status codes with the library's message (anything unexpected is INTERNAL
-with a generic message and a logged traceback), and records the metrics and one log line (at INFO
+with a generic message and a logged traceback; a library message that would show the caller the
+server's insides, such as a corruption report, a path, a pid or an exception's text, is replaced
+by a generic one with a reference, the detail logged under it), and records the metrics and one log line (at INFO
 for a failed call, at DEBUG for a successful one: ``serve --log-level DEBUG`` logs every call; at
 INFO the line costs more than the dispatcher's other work together, measured).
 

@@ -1257,7 +1257,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data directory).",
     )
     p.add_argument("--data", required=True, help="data directory (created if missing)")
-    p.add_argument("--config", required=True, help="TOML file: [[api_keys]], [limits], [tls]")
+    p.add_argument(
+        "--config", required=True, help="TOML file: [[api_keys]], [limits], [tls], [server]"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=_port, default=50051, help="port (0 picks a free one)")
     p.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")

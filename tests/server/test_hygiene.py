@@ -5,6 +5,7 @@ per port, and ports in range."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -292,6 +293,18 @@ def test_mutual_tls(tmp_path: Path, kind: type) -> None:
             server, **options, client_cert=pem["client.crt"], client_key=pem["client.key"]
         ) as ok:
             assert ok.collections() == []
+
+        async def asynchronous() -> list[str]:
+            async with shardwalk.AsyncClient(
+                f"127.0.0.1:{server.port}",
+                api_key=ADMIN,
+                **options,
+                client_cert=pem["client.crt"],
+                client_key=pem["client.key"],
+            ) as aio:
+                return await aio.collections()
+
+        assert asyncio.run(asynchronous()) == []
         for refused in (
             client(server, **options),  # no client certificate
             client(

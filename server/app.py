@@ -7,9 +7,10 @@ INVALID_ARGUMENT, never INTERNAL), checks the deadline, runs the handler, maps t
 exceptions to their status codes with the library's message (anything unexpected is INTERNAL
 with a generic message and a logged traceback; a library message that would show the caller the
 server's insides, such as a corruption report, a path, a pid or an exception's text, is replaced
-by a generic one with a reference, the detail logged under it), and records the metrics and one log line (at INFO
-for a failed call, at DEBUG for a successful one: ``serve --log-level DEBUG`` logs every call; at
-INFO the line costs more than the dispatcher's other work together, measured).
+by a generic one with a reference, the detail logged under it), and records the metrics and one
+log line (at INFO for a failed call, at DEBUG for a successful one: ``serve --log-level DEBUG``
+logs every call; at INFO the line costs more than the dispatcher's other work together,
+measured).
 
 Two server models share it: :class:`Server`, grpc's synchronous server with a thread pool,
 and :class:`AioServer` on grpc.aio (``shardwalk serve --aio``); handlers call the engine,
@@ -293,7 +294,8 @@ def _bind_failure(host: str, port: int) -> str:
         if exc.errno == errno.EADDRINUSE:
             return taken
         return f"{exc.strerror or exc}; check --host"
-    return taken  # free again now, or taken with SO_REUSEADDR semantics: most likely in use
+    # the port is free now (its holder just stopped?): grpc alone knows why it failed
+    return "grpc could not bind it (GRPC_VERBOSITY=debug shows its reason); try again"
 
 
 def _loopback(host: str) -> bool:

@@ -18,6 +18,10 @@
     [tls]                        # optional: serve TLS instead of plaintext
     cert = "server.crt"
     key = "server.key"
+    client_ca = "ca.pem"         # optional: mutual TLS, clients need a certificate it signed
+
+    [server]                     # optional
+    reflection = false           # gRPC server reflection (answers without an API key)
 
 Keys are kept as SHA-256 digests and compared in constant time.
 """
@@ -72,6 +76,10 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
+    tls_client_ca: bytes | None = None  # mutual TLS: the CA (PEM) client certificates chain to
+    # reflection answers anyone (it sits outside the API key check) and lists the service's
+    # schema: off unless asked for (grpcurl and other generic tools need it)
+    reflection: bool = False
 
     def principal(self, key: str | None) -> Principal:
         """The caller of an API key; ``UnauthenticatedError`` for a missing or unknown one."""
@@ -102,7 +110,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".") -> Config:
-    _known(raw, {"api_keys", "limits", "tls"}, where)
+    _known(raw, {"api_keys", "limits", "tls", "server"}, where)
     keys: dict[bytes, Principal] = {}
     entries = raw.get("api_keys", [])
     if not isinstance(entries, list) or not entries:
@@ -149,15 +157,34 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
     limits = Limits(**limits_raw)
 
     tls = raw.get("tls")
-    cert = key = None
+    cert = key = client_ca = None
     if tls is not None:
-        _known(tls, {"cert", "key"}, f"{where}: [tls]")
-        if set(tls) != {"cert", "key"}:
-            raise InvalidArgumentError(f"{where}: [tls] needs both cert and key (PEM files)")
+        _known(tls, {"cert", "key", "client_ca"}, f"{where}: [tls]")
+        if not {"cert", "key"} <= set(tls):
+            raise InvalidArgumentError(
+                f"{where}: [tls] needs both cert and key (PEM files); client_ca is optional"
+            )
         cert, key = (
             _read(os.path.join(base, tls[n]), f"{where}: [tls] {n}") for n in ("cert", "key")
         )
-    return Config(keys=keys, limits=limits, tls_cert=cert, tls_key=key)
+        if "client_ca" in tls:
+            client_ca = _read(os.path.join(base, tls["client_ca"]), f"{where}: [tls] client_ca")
+
+    server = raw.get("server", {})
+    _known(server, {"reflection"}, f"{where}: [server]")
+    reflection = server.get("reflection", False)
+    if not isinstance(reflection, bool):
+        raise InvalidArgumentError(
+            f"{where}: [server] reflection must be true or false; got {reflection!r}"
+        )
+    return Config(
+        keys=keys,
+        limits=limits,
+        tls_cert=cert,
+        tls_key=key,
+        tls_client_ca=client_ca,
+        reflection=reflection,
+    )
 
 
 def _known(table: Any, allowed: set[str], where: str) -> None:

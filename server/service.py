@@ -35,6 +35,7 @@ from shardwalk.errors import (
     ResourceExhaustedError,
 )
 from shardwalk.v1 import shardwalk_pb2 as pb
+from shardwalk.validation import check_k
 
 __all__ = ["Service"]
 
@@ -83,11 +84,13 @@ class Service:
         if not who.admin:
             raise PermissionDeniedError(f"{what} needs an admin API key")
 
-    def _k(self, k: int, default: int) -> int:
-        k = k or default
+    def _k(self, request: Any, field: str, default: int) -> int:
+        """A count field of the request (``k``, ``knn_k``, ``ppr_k``): its value when set (0
+        too: the library refuses it with its own message), else the library's default."""
+        k = getattr(request, field) if request.HasField(field) else default
         if k > self.limits.max_k:
             raise ResourceExhaustedError(
-                f"k={k} is above this server's limit of {self.limits.max_k} ([limits] max_k)"
+                f"{field}={k} is above this server's limit of {self.limits.max_k} ([limits] max_k)"
             )
         return k
 
@@ -119,7 +122,7 @@ class Service:
         collection = self._collection(request.collection)
         queries = vectors_from_pb(request.queries, what="queries")
         self._batch(queries.shape[0], "queries")
-        k = self._k(request.k, 10)
+        k = self._k(request, "k", 10)
         where = filter_from_pb(request.filter) if request.HasField("filter") else None
         result = collection.search(
             queries,
@@ -239,7 +242,7 @@ class Service:
         self._batch(len(request.queries), "queries")
         if not request.queries:
             raise InvalidArgumentError("no queries: send at least one Seeds")
-        k = self._k(request.k, 100)
+        k = self._k(request, "k", 100)
         tenant = self._tenant(who, request.tenant)
         scope = None
         if request.collection:
@@ -271,7 +274,7 @@ class Service:
         options = dict(
             method=request.method or None,
             accuracy=request.accuracy or None,
-            alpha=request.alpha or None,
+            alpha=request.alpha if request.HasField("alpha") else None,
             dangling=request.dangling or None,
             **self._params(request.params),
         )
@@ -302,6 +305,7 @@ class Service:
         """PPR whose results are the top-k nodes that are rows of ``scope`` the tenant may see:
         ask for as many nodes as hold about 2k visible ones at the scope's share of the graph
         (at least 4k), then 4 times more while a query comes back short and the graph has more."""
+        check_k(k)  # the fetch depth is not k: refuse k=0 here as graph.ppr_batch would
         fetch = min(scoped_depth(k, scope._scope_size(tenant), graph.num_nodes), graph.num_nodes)
         while True:
             result = graph.ppr_batch(queries, fetch, **options)
@@ -328,7 +332,7 @@ class Service:
             raise InvalidArgumentError("Compose names a collection and a graph; set both")
         queries = vectors_from_pb(request.queries, what="queries")
         self._batch(queries.shape[0], "queries")
-        k = self._k(request.k, 10)
+        k = self._k(request, "k", 10)
         result = self.engine.compose(
             request.collection,
             request.graph,
@@ -336,9 +340,9 @@ class Service:
             k=k,
             tenant=self._tenant(who, request.tenant),
             where=filter_from_pb(request.filter) if request.HasField("filter") else None,
-            knn_k=self._k(request.knn_k, 10),
-            ppr_k=self._k(request.ppr_k, 1) if request.ppr_k else None,
-            alpha=request.alpha or 0.5,
+            knn_k=self._k(request, "knn_k", 10),
+            ppr_k=self._k(request, "ppr_k", 0) if request.HasField("ppr_k") else None,
+            alpha=request.alpha if request.HasField("alpha") else 0.5,
             fuse=request.fuse or "rrf",
             weight=request.weight if request.HasField("weight") else None,
             rank_constant=request.rank_constant if request.HasField("rank_constant") else None,

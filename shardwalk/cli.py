@@ -644,6 +644,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """argparse type of a TCP port (0 picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port from 0 to 65535 (0 picks a free one); got {text!r}"
+        )
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -658,6 +671,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         threads=args.threads,
         aio=args.aio,
         ray=args.address or args.ray,
@@ -1243,10 +1257,17 @@ def build_parser() -> argparse.ArgumentParser:
         "data directory).",
     )
     p.add_argument("--data", required=True, help="data directory (created if missing)")
-    p.add_argument("--config", required=True, help="TOML file: [[api_keys]], [limits], [tls]")
+    p.add_argument(
+        "--config", required=True, help="TOML file: [[api_keys]], [limits], [tls], [server]"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--port", type=_port, default=50051, help="port (0 picks a free one)")
+    p.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on (it has no authentication)",
+    )
     p.add_argument("--threads", type=int, help="engine thread budget (default: the cores)")
     p.add_argument("--aio", action="store_true", help="serve with grpc.aio (default: sync)")
     where = p.add_mutually_exclusive_group()

@@ -14,8 +14,10 @@ Conventions:
 - The caller's tenant comes from its API key (the `authorization` metadata), never from a
   request field: `tenant` fields are checked against it (PERMISSION_DENIED if they differ)
   and only admins may leave a search unscoped or act for another tenant.
-- Errors are gRPC status codes carrying the library's message; the Python client re-raises
-  the library's exception classes.
+- Errors are gRPC status codes carrying the library's message (or, when that message would
+  show server paths, pids, internal exception text or a corruption report, a generic one
+  with a reference to the server's log); the Python client re-raises the library's
+  exception classes.
 """
 
 from collections import abc as _abc

@@ -373,6 +373,9 @@ class _Stream:
         try:
             return await self._chunks.__anext__()
         except StopAsyncIteration:
+            # (grpc.aio also ends the stream of a call the client cancelled: the handler then
+            # answers a client that is gone, having applied the chunks it received, as the
+            # sync server does)
             return _END
 
     def __iter__(self) -> _Stream:

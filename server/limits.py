@@ -191,6 +191,11 @@ def _filter(root: pb.Filter, limits: Limits) -> None:
     """Count the nodes and in-list values of a filter tree, stopping as soon as either is
     over its limit (nothing is converted; no recursion)."""
     max_terms, max_values = limits.max_filter_terms, limits.max_filter_values
+    # every node but the root, and every value, takes 2 bytes or more of the root's encoding:
+    # a smaller filter is within both limits (the size is computed in C: 1 us against 7 for
+    # walking a 5-node filter in Python)
+    if root.ByteSize() < 2 * min(max_terms, max_values + 1):
+        return
     terms, values, stack = 1, 0, [root]
     while stack:
         node = stack.pop()

@@ -528,3 +528,24 @@ def test_a_flooding_tenant_does_not_starve_another(tmp_path) -> None:
             flooder.wait()
         server.stop(grace=1)
         engine.close()
+
+
+@pytest.mark.parametrize(("max_terms", "max_values"), [(1, 1), (2, 1), (3, 5), (20, 50)])
+def test_filter_count_is_exact_at_the_limits(max_terms: int, max_values: int) -> None:
+    """The count (and its shortcut for small encodings) refuses exactly the filters over a
+    limit: n + 1 nodes for an any of n terms, n values for an in-list."""
+    from shardwalk.server.config import Limits
+    from shardwalk.server.limits import _filter
+
+    limits = Limits(max_filter_terms=max_terms, max_filter_values=max_values)
+    for n in range(60):
+        for message, allowed in (
+            (pb.Filter(any=pb.Filters(terms=[pb.Filter()] * n)), n + 1 <= max_terms),
+            (pb.Filter(**{"in": pb.FieldValues(values=[pb.Value()] * n)}), n <= max_values),
+        ):
+            try:
+                _filter(message, limits)
+                refused = False
+            except shardwalk.ResourceExhaustedError:
+                refused = True
+            assert refused is not allowed, (message.WhichOneof("node"), n)

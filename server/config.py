@@ -15,7 +15,7 @@
     max_message_bytes = 67108864
     max_batch = 1024             # queries per Search/Compose/PPR request
     max_k = 1000                 # k, knn_k, ppr_k
-    max_ids = 100000             # ids per Get/Delete, rows per Upsert chunk
+    max_ids = 100000             # ids per Get/Delete, rows per Upsert chunk, PPR seeds
     max_ef = 4096                # search parameter ef (also a collection's default ef)
     max_candidates = 16384       # search parameter candidates
     max_probes = 1024            # search parameters max_probes and nprobe

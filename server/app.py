@@ -39,6 +39,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from shardwalk.server.config import Config, Principal, load_config
+from shardwalk.server.limits import Limiter
 from shardwalk.server.service import Service
 
 from shardwalk._deadline import deadline
@@ -87,6 +88,7 @@ class Dispatcher:
         self.config = config
         self.service = Service(engine, config.limits)
         self._paths = _server_paths(engine.path)
+        self.limiter = Limiter(config)
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "shardwalk_requests",
@@ -111,18 +113,26 @@ class Dispatcher:
         start = time.perf_counter()
         who: Principal | None = None
         code, message, out = grpc.StatusCode.OK, "", b""
+        gate, capped = None, False
         try:
             who = self.config.principal(_api_key(metadata))
             if remaining is not None and remaining <= 0:
                 raise DeadlineExceededError(f"the deadline of {rpc} passed before it ran")
+            gate = self.limiter.admit(who)  # the key's quotas (server/limits.py)
             if streaming:
-                request = (_parse(rpc, request_type, d) for d in data)
+                request = self.limiter.stream(rpc, (_parse(rpc, request_type, d) for d in data))
             else:
                 request = _parse(rpc, request_type, data)
+                self.limiter.check(rpc, request)  # [limits], before any work
+            remaining, capped = self.limiter.deadline(remaining)
             with deadline(remaining):  # the engine checks it between stages and in solves
                 out = handler(self.service, who, request).SerializeToString()
         except ShardwalkError as exc:
             code, message = grpc.StatusCode[exc.code], self._client_message(rpc, exc, who)
+            if capped and code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                message += (
+                    f" (this server ends a call after {remaining:g} s: [limits] max_deadline_s)"
+                )
         except RecursionError:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, f"{rpc}: request nested too deeply"
         except grpc.RpcError:  # the client went away mid-stream: nobody to answer
@@ -131,6 +141,9 @@ class Dispatcher:
             log.exception("%s failed unexpectedly (tenant %s)", rpc, _label(who))
             code = grpc.StatusCode.INTERNAL
             message = f"internal error in {rpc}; the server logged the details"
+        finally:
+            if gate is not None:
+                gate.leave()
         seconds = time.perf_counter() - start
         tenant = _label(who)
         self._requests.labels(rpc, tenant, code.name).inc()
@@ -375,7 +388,8 @@ class Server:
 class AioServer:
     """The same service on grpc.aio: one event loop (in a thread of its own) takes the calls
     and runs each handler in a pool of ``[limits] threads`` (the engine is synchronous). A
-    client stream is read whole before its handler runs. Same interface as :class:`Server`;
+    client stream reaches its handler chunk by chunk, as the handler asks for them
+    (:class:`_Stream`). Same interface as :class:`Server`;
     bench/server.py compares the two."""
 
     def __init__(
@@ -418,11 +432,20 @@ class AioServer:
             streaming = _RPCS[rpc][2]
 
             async def behavior(data: Any, context: grpc.aio.ServicerContext) -> bytes:
-                if streaming:
-                    data = [chunk async for chunk in data]
-                code, message, out = await asyncio.get_running_loop().run_in_executor(
-                    pool, call, rpc, data, context.invocation_metadata(), context.time_remaining()
-                )
+                loop = asyncio.get_running_loop()
+                stream = _Stream(data, loop) if streaming else None
+                try:
+                    code, message, out = await loop.run_in_executor(
+                        pool,
+                        call,
+                        rpc,
+                        data if stream is None else stream,
+                        context.invocation_metadata(),
+                        context.time_remaining(),
+                    )
+                finally:
+                    if stream is not None:  # cancelled: unblock a handler waiting for a chunk
+                        stream.close()
                 if code is not grpc.StatusCode.OK:
                     await context.abort(code, message)
                 return out
@@ -460,6 +483,58 @@ class AioServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _StreamCancelled(grpc.RpcError):
+    """The call ended while its handler waited for the next chunk (the dispatcher answers
+    CANCELLED, as for a client that went away under the sync server)."""
+
+
+class _Stream:
+    """A grpc.aio client stream read by the synchronous handler in the pool thread, one chunk
+    at a time: each ``next`` asks the event loop for the next chunk and waits for it. Nothing
+    is read ahead, so at most one chunk is held (beyond grpc's flow-control window) and a
+    client that sends faster than the handler applies is held back by HTTP/2 flow control."""
+
+    def __init__(self, chunks: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._chunks = chunks.__aiter__()
+        self._loop = loop
+        self._pending: futures.Future[Any] | None = None
+        self._closed = False
+
+    async def _next(self) -> Any:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            # (grpc.aio also ends the stream of a call the client cancelled: the handler then
+            # answers a client that is gone, having applied the chunks it received, as the
+            # sync server does)
+            return _END
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise _StreamCancelled()
+        self._pending = asyncio.run_coroutine_threadsafe(self._next(), self._loop)
+        if self._closed:  # closed while it was being scheduled
+            self._pending.cancel()
+        try:
+            chunk = self._pending.result()
+        except futures.CancelledError:
+            raise _StreamCancelled() from None
+        if chunk is _END:
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self._closed = True
+        if self._pending is not None:
+            self._pending.cancel()
+
+
+_END = object()
 
 
 def _checkpoint(engine: Engine) -> None:

@@ -7,6 +7,8 @@
     [[api_keys]]
     key_sha256 = "9f86d08..."
     tenant = "acme"              # every read of this key is scoped to tenant "acme"
+    collections = ["docs"]       # optional: the collections this key sees (default: all)
+    graphs = ["links"]           # optional: the graphs this key sees (default: all)
 
     [limits]                     # all optional; the defaults are shown
     max_message_bytes = 67108864
@@ -47,6 +49,15 @@ class Principal:
 
     tenant: str | None  # None for admins
     admin: bool = False
+    # the collections and graphs this key sees and names (None: every one)
+    collections: frozenset[str] | None = None
+    graphs: frozenset[str] | None = None
+
+    def may_see_collection(self, name: str) -> bool:
+        return self.collections is None or name in self.collections
+
+    def may_see_graph(self, name: str) -> bool:
+        return self.graphs is None or name in self.graphs
 
     @property
     def label(self) -> str:
@@ -114,7 +125,7 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
         at = f"{where}: api_keys[{i}]"
         if not isinstance(entry, dict):
             raise InvalidArgumentError(f"{at} must be a table")
-        _known(entry, {"key", "key_sha256", "tenant", "role"}, at)
+        _known(entry, {"key", "key_sha256", "tenant", "role", "collections", "graphs"}, at)
         if ("key" in entry) == ("key_sha256" in entry):
             raise InvalidArgumentError(f"{at} needs exactly one of key, key_sha256")
         if "key" in entry:
@@ -137,7 +148,15 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
             raise InvalidArgumentError(f"{at}: tenant must be a non-empty string")
         if digest in keys:
             raise InvalidArgumentError(f"{at}: the same key appears twice")
-        keys[digest] = Principal(tenant=None, admin=True) if role else Principal(tenant=tenant)
+        scoped = {
+            n: _names(entry[n], f"{at}: {n}") for n in ("collections", "graphs") if n in entry
+        }
+        if role and scoped:
+            raise InvalidArgumentError(
+                f"{at}: {', '.join(scoped)} scope tenant keys; an admin key sees every "
+                "collection and graph (remove them, or make it a tenant key)"
+            )
+        keys[digest] = Principal(tenant=None, admin=True) if role else Principal(tenant, **scoped)
 
     limits_raw = raw.get("limits", {})
     _known(limits_raw, set(Limits.__dataclass_fields__), f"{where}: [limits]")
@@ -158,6 +177,15 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
             _read(os.path.join(base, tls[n]), f"{where}: [tls] {n}") for n in ("cert", "key")
         )
     return Config(keys=keys, limits=limits, tls_cert=cert, tls_key=key)
+
+
+def _names(value: Any, where: str) -> frozenset[str]:
+    """A key's ``collections`` or ``graphs``: a list of names."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidArgumentError(
+            f'{where} must be a list of names, e.g. ["docs", "notes"]; got {value!r}'
+        )
+    return frozenset(value)
 
 
 def _known(table: Any, allowed: set[str], where: str) -> None:

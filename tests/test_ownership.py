@@ -5,6 +5,7 @@ writer)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -49,6 +50,14 @@ def test_concurrent_writers_of_one_new_id_one_wins(tmp_path) -> None:
         assert len(engine.collection("docs")) == 60
 
 
+def _wait_for(condition) -> None:
+    """Until ``condition()`` holds (a guard against a hang, not a timing assertion)."""
+    give_up = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < give_up, "the writer never queued"
+        time.sleep(0.001)
+
+
 def test_owner_checked_against_earlier_writes_of_the_same_group() -> None:
     """Two writes of one new id by different tenants committed in ONE group: the first one
     queued is written, the second refused (the check sees the group's earlier entries)."""
@@ -64,21 +73,19 @@ def test_owner_checked_against_earlier_writes_of_the_same_group() -> None:
         except PermissionDeniedError as exc:
             results[tenant] = exc
 
-    leader = threading.Thread(target=write, args=("z", 1000))
-    leader.start()
-    while not docs._writes._leading:
-        pass
-    first = threading.Thread(target=write, args=("a", 7))
-    first.start()
-    while len(docs._writes._queue) < 1:
-        pass
-    second = threading.Thread(target=write, args=("b", 7))
-    second.start()
-    while len(docs._writes._queue) < 2:
-        pass
-    docs._writes.lock.release()
-    for thread in (leader, first, second):
-        thread.join()
+    threads = [threading.Thread(target=write, args=a) for a in (("z", 1000), ("a", 7), ("b", 7))]
+    try:
+        threads[0].start()
+        _wait_for(lambda: docs._writes._leading)
+        threads[1].start()
+        _wait_for(lambda: len(docs._writes._queue) >= 1)
+        threads[2].start()
+        _wait_for(lambda: len(docs._writes._queue) >= 2)
+    finally:
+        docs._writes.lock.release()
+        for thread in threads:
+            if thread.is_alive() or thread.ident is not None:
+                thread.join()
     assert docs._writes.groups == 2  # [z], then [a, b] together
     assert results["a"] == 1 and isinstance(results["b"], PermissionDeniedError)
     assert "nothing was written" in str(results["b"]) and "another tenant" not in str(results["b"])

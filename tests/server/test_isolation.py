@@ -40,11 +40,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine.close()
 
 
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Keys without collection lists and a collection without declared attributes (what a
+    server before issue 20 could be configured with)."""
+    engine = shardwalk.Engine.open(tmp_path_factory.mktemp("basic"))
+    engine.create_collection("docs", dim=4, index="flat")
+    keys = [{"key": ADMIN, "role": "admin"}] + [{"key": KEYS[t], "tenant": t} for t in "ab"]
+    running = Server(engine, parse_config({"api_keys": keys}), host="127.0.0.1", port=0).start()
+    yield f"127.0.0.1:{running.port}"
+    running.stop(grace=1)
+    engine.close()
+
+
 def client(address: str, who: str) -> shardwalk.Client:
     return shardwalk.Client(address, api_key=ADMIN if who == "admin" else KEYS[who])
 
 
-def test_a_tenant_cannot_share_its_rows(server: str) -> None:
+def test_a_tenant_cannot_share_its_rows(basic: str) -> None:
+    server = basic
     """Issue 20, item 1: tenant a's row shared with b would poison b's results."""
     a, b = client(server, "a"), client(server, "b")
     with pytest.raises(shardwalk.PermissionDeniedError, match=r"sharing rows .* admin act"):
@@ -61,7 +75,8 @@ def test_a_tenant_cannot_share_its_rows(server: str) -> None:
     assert b.collection("docs").get([98]).tenants == ["a"]
 
 
-def test_get_names_hidden_ids_exactly_like_absent_ones(server: str) -> None:
+def test_get_names_hidden_ids_exactly_like_absent_ones(basic: str) -> None:
+    server = basic
     client(server, "admin").collection("docs").upsert([500], np.ones((1, 4)), tenants="b")
     docs = client(server, "a").collection("docs")
     with pytest.raises(shardwalk.NotFoundError) as both:
@@ -117,7 +132,8 @@ def test_tenant_keys_write_only_declared_attributes(server: str) -> None:
     assert created.stats()["attributes"] == {"tags": "list<item: string>"}
 
 
-def test_upsert_of_a_foreign_id_does_not_say_whose(server: str) -> None:
+def test_upsert_of_a_foreign_id_does_not_say_whose(basic: str) -> None:
+    server = basic
     client(server, "admin").collection("docs").upsert([700], np.ones((1, 4)), tenants="b")
     with pytest.raises(shardwalk.PermissionDeniedError) as caught:
         client(server, "a").collection("docs").upsert([700], np.ones((1, 4)))
@@ -144,7 +160,8 @@ def _race(docs: dict, id_: int) -> dict[str, str]:
     return outcome
 
 
-def test_tenants_racing_for_one_new_id(server: str) -> None:
+def test_tenants_racing_for_one_new_id(basic: str) -> None:
+    server = basic
     """Issue 20, item 4: the service checked ownership, then wrote: both writers of a new id
     passed the check and the later replaced the other's row."""
     docs = {t: client(server, t).collection("docs") for t in ("a", "b")}

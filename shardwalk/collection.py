@@ -172,6 +172,12 @@ def _concat_attributes(tables: list[pa.Table], sizes: list[int]) -> pa.Table:
     return merged.drop_columns(["__rows__"]) if "__rows__" in merged.column_names else merged
 
 
+def _shared_lists(columns: pa.Table, n: int) -> list[list[str]]:
+    if SHARED not in columns.column_names:
+        return [[] for _ in range(n)]
+    return [v or [] for v in columns.column(SHARED).to_pylist()]
+
+
 @dataclass(frozen=True)
 class Records:
     """Stored records, in the order their ids were asked for.
@@ -715,26 +721,43 @@ class Collection:
                 estimated = round(mask[sample].mean() * n_visible)
         return mask, np.packbits(mask, bitorder="little"), matches, n_visible, estimated
 
-    def get(self, ids: Any) -> Records:
+    def get(self, ids: Any, *, tenant: str | None = None) -> Records:
         """Stored vectors, tenants and attributes of these ids.
+
+        ``tenant``: only rows this tenant owns or that are shared with it; an id it may not
+        see is reported exactly like one that does not exist (in the same message, in the
+        order given), so the answer does not depend on other tenants' rows.
 
         Raises
         ------
         NotFoundError
-            Naming the first few ids that do not exist.
+            Naming the first few ids that do not exist (or ``tenant`` may not see).
         """
         ids = check_ids(ids)
+        if tenant is not None:
+            check_name("tenant", tenant)
+        owner = f"collection {self.name!r}"
         with self._rw.read():
             self._check_open()
-            rows = self._rows.rows_of(ids, owner=f"collection {self.name!r}")
+            if tenant is None:
+                rows = self._rows.rows_of(ids, owner=owner)
+                columns = self._rows.columns(rows)
+            else:  # visibility first, from the rows' own owner and access list
+                rows = self._rows.lookup(ids)
+                seen = rows >= 0
+                columns = self._rows.columns(rows[seen])
+                if columns.num_rows:
+                    owners = columns.column(TENANT).to_pylist()
+                    access = _shared_lists(columns, columns.num_rows)
+                    seen[seen] = [t == tenant or tenant in a for t, a in zip(owners, access)]
+                if not seen.all():
+                    hidden = ids[~seen]
+                    shown = ", ".join(str(v) for v in hidden[:5].tolist())
+                    more = f" and {hidden.size - 5} more" if hidden.size > 5 else ""
+                    raise NotFoundError(f"{owner} has no ids {shown}{more}")
             vectors = self._store.take(rows)
-            columns = self._rows.columns(rows)
         tenants = columns.column(TENANT).to_pylist()
-        shared = (
-            [v or [] for v in columns.column(SHARED).to_pylist()]
-            if SHARED in columns.column_names
-            else [[] for _ in range(ids.size)]
-        )
+        shared = _shared_lists(columns, ids.size)
         attributes = {
             n: columns.column(n).to_pylist()
             for n in columns.column_names

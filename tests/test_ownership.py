@@ -124,3 +124,15 @@ def test_declared_attributes_are_kept_and_typed(tmp_path) -> None:
         assert engine.collection("old").attributes is None
     with pytest.raises(InvalidArgumentError, match="declarable types"):
         shardwalk.Engine.memory().create_collection("x", dim=4, attributes={"y": "int32"})
+
+
+def test_get_for_a_tenant_names_hidden_ids_like_absent_ones() -> None:
+    docs = shardwalk.Engine.memory().create_collection("docs", dim=4, index="flat")
+    with pytest.raises(shardwalk.NotFoundError, match=r"has no ids 3$"):
+        docs.get([3], tenant="a")  # an empty collection
+    docs.upsert([1, 2, 4], np.ones((3, 4)), tenants=["a", "b", "c"], shared_with=[[], [], ["a"]])
+    for asked, named in (([2, 3], "2, 3"), ([3, 2], "3, 2"), ([1, 2, 4, 3], "2, 3")):
+        with pytest.raises(shardwalk.NotFoundError) as caught:
+            docs.get(asked, tenant="a")
+        assert str(caught.value) == f"collection 'docs' has no ids {named}"
+    assert docs.get([4, 1], tenant="a").tenants == ["c", "a"]

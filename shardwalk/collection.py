@@ -541,8 +541,7 @@ class Collection:
         exists = rows >= 0
         owners = np.full(ids.size, None, dtype=object)
         if exists.any():
-            column = self._rows.columns(rows[exists]).column(TENANT)
-            owners[exists] = column.to_pylist()
+            owners[exists] = self._rows.owners(rows[exists])
         for entry in before:
             write = entry.payload
             if isinstance(write, _Upsert):

@@ -470,6 +470,25 @@ class RowTable:
                     self._chunks = chunks  # one reference assignment, the new list complete
         return chunks[0]
 
+    def owners(self, rows: np.ndarray) -> list[str | None]:
+        """The owner tenant of each row, read from the chunks as they are (merged only past 32
+        of them: a write path that checks owners does not merge the table on every write)."""
+        chunks = self._chunks
+        if len(chunks) > 32:  # merged once per 32 writes (as the next read would merge them)
+            chunks = [self.table()]
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(chunks) == 1:
+            return chunks[0].column(TENANT).take(pa.array(rows)).to_pylist()
+        starts = np.cumsum([0] + [c.num_rows for c in chunks])
+        which = np.searchsorted(starts, rows, side="right") - 1
+        out: list[str | None] = [None] * rows.size
+        for chunk in np.unique(which).tolist():
+            at = np.flatnonzero(which == chunk)
+            local = pa.array(rows[at] - starts[chunk])
+            for i, owner in zip(at.tolist(), chunks[chunk].column(TENANT).take(local).to_pylist()):
+                out[i] = owner
+        return out
+
     def columns(self, rows: np.ndarray) -> pa.Table:
         return self.table().take(pa.array(rows))
 

@@ -7,6 +7,8 @@
     [[api_keys]]
     key_sha256 = "9f86d08..."
     tenant = "acme"              # every read of this key is scoped to tenant "acme"
+    collections = ["docs"]       # optional: the collections this key sees (default: all)
+    graphs = ["links"]           # optional: the graphs this key sees (default: all)
     max_concurrent = 8           # optional quota: calls in flight for this key
     requests_per_second = 100.0  # optional quota: a token bucket refilled at this rate,
     burst = 200                  # holding up to burst calls (default: one second's worth)
@@ -79,6 +81,15 @@ class Principal:
     tenant: str | None  # None for admins
     admin: bool = False
     quota: Quota | None = field(default=None, compare=False)  # this key's, if it has one
+    # the collections and graphs this key sees and names (None: every one)
+    collections: frozenset[str] | None = None
+    graphs: frozenset[str] | None = None
+
+    def may_see_collection(self, name: str) -> bool:
+        return self.collections is None or name in self.collections
+
+    def may_see_graph(self, name: str) -> bool:
+        return self.graphs is None or name in self.graphs
 
     @property
     def label(self) -> str:
@@ -161,7 +172,7 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
         at = f"{where}: api_keys[{i}]"
         if not isinstance(entry, dict):
             raise InvalidArgumentError(f"{at} must be a table")
-        _known(entry, {"key", "key_sha256", "tenant", "role", *_QUOTA}, at)
+        _known(entry, {"key", "key_sha256", "tenant", "role", "collections", "graphs", *_QUOTA}, at)
         if ("key" in entry) == ("key_sha256" in entry):
             raise InvalidArgumentError(f"{at} needs exactly one of key, key_sha256")
         if "key" in entry:
@@ -184,8 +195,19 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
             raise InvalidArgumentError(f"{at}: tenant must be a non-empty string")
         if digest in keys:
             raise InvalidArgumentError(f"{at}: the same key appears twice")
+        scoped = {
+            n: _names(entry[n], f"{at}: {n}") for n in ("collections", "graphs") if n in entry
+        }
+        if role and scoped:
+            raise InvalidArgumentError(
+                f"{at}: {', '.join(scoped)} scope tenant keys; an admin key sees every "
+                "collection and graph (remove them, or make it a tenant key)"
+            )
         keys[digest] = Principal(
-            tenant=None if role else tenant, admin=bool(role), quota=_quota(entry, at)
+            tenant=None if role else tenant,
+            admin=bool(role),
+            quota=_quota(entry, at),
+            **scoped,
         )
 
     limits_raw = raw.get("limits", {})
@@ -266,6 +288,15 @@ def _positive_number(value: Any, what: str) -> float:
     ):
         raise InvalidArgumentError(f"{what} must be a positive number; got {value!r}")
     return float(value)
+
+
+def _names(value: Any, where: str) -> frozenset[str]:
+    """A key's ``collections`` or ``graphs``: a list of names."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidArgumentError(
+            f'{where} must be a list of names, e.g. ["docs", "notes"]; got {value!r}'
+        )
+    return frozenset(value)
 
 
 def _known(table: Any, allowed: set[str], where: str) -> None:

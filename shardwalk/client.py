@@ -116,11 +116,23 @@ class _Shape:
         return self._run("ListGraphs", pb.ListRequest(), _names)
 
     def create_collection(
-        self, name: str, dim: int, metric: str = "l2", index: str = "hnsw", **index_params: Any
+        self,
+        name: str,
+        dim: int,
+        metric: str = "l2",
+        index: str = "hnsw",
+        *,
+        attributes: dict[str, str] | None = None,
+        **index_params: Any,
     ) -> RemoteCollection:
         """As :meth:`shardwalk.Engine.create_collection` (admin keys only)."""
         request = pb.CreateCollectionRequest(
-            name=name, dim=dim, metric=metric, index=index, params=params_to_pb(index_params)
+            name=name,
+            dim=dim,
+            metric=metric,
+            index=index,
+            params=params_to_pb(index_params),
+            attributes=attributes or {},
         )
         return self._run(
             "CreateCollection", request, lambda _: self.collection(name), idempotent=False

@@ -25,6 +25,7 @@ from shardwalk.errors import (
 )
 from shardwalk.graph import Graph, check_edges
 from shardwalk.index import IndexHost
+from shardwalk.rows import declared_schema
 from shardwalk.storage import DataDir
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import RecoveredLog, WriteAheadLog
@@ -202,6 +203,8 @@ class Engine:
         dim: int,
         metric: str = "l2",
         index: str = "hnsw",
+        *,
+        attributes: Mapping[str, str] | None = None,
         **index_params: Any,
     ) -> Collection:
         """Create an empty collection.
@@ -217,6 +220,13 @@ class Engine:
         index : {"flat", "hnsw", "partitioned", "multitenant", "spann"}
             Exact search, one HNSW graph, balanced partitions of HNSW graphs, a multi-tenant
             index, or SPANN posting lists on disk with their centroids in memory.
+        attributes : dict of name -> type, optional
+            The collection's declared attribute schema, e.g. ``{"year": "int64", "tags":
+            "list<string>"}`` (types: int64, float64, bool, string, list<string>): declared
+            attributes keep their type whoever writes them (ints are stored as floats in a
+            float64 one), and a server's tenant keys write, filter on and see only declared
+            attributes. Kept with the collection. Undeclared attributes stay open to library
+            and admin writes (the first non-null type written fixes theirs).
         **index_params
             HNSW: ``m`` (M, 8-64, default 16), ``ef_construction`` (100-500, default 200),
             ``ef`` (search-time, >= k, default 64), ``seed``, ``threads``. Partitioned: those
@@ -233,6 +243,7 @@ class Engine:
             raise InvalidArgumentError(f"dim must be an integer in [1, {MAX_DIM}]; got {dim!r}")
         check_choice("metric", metric, METRICS)
         kind, params = check_index_params(index, index_params)
+        declared = None if attributes is None else declared_schema(attributes)
         with self._lock:
             self._check_open()
             if name in self.collections():
@@ -241,7 +252,7 @@ class Engine:
                     "drop it first"
                 )
             collection = self._new_collection(
-                name=name, dim=dim, metric=metric, index=kind, params=params
+                name=name, dim=dim, metric=metric, index=kind, params=params, attributes=declared
             )
             if self._datadir is not None:
                 datadir = self._datadir
@@ -259,6 +270,8 @@ class Engine:
                     "snapshot": None,
                     "wal": wal,
                 }
+                if declared is not None:  # absent in directories written before declarations
+                    entry["attributes"] = declared
 
                 def add(manifest: dict[str, Any]) -> None:
                     manifest["collections"][name] = entry
@@ -293,6 +306,7 @@ class Engine:
                 metric=entry["metric"],
                 index=entry["index"],
                 params=entry["params"],
+                attributes=entry.get("attributes"),
             )
             collection._attach(datadir, entry["snapshot"], entry["wal"])
             return collection

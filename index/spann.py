@@ -36,7 +36,8 @@ publication leaves the index as it was. Splits and garbage collection run on one
 thread, started by whoever queues a split when none is running; it decides to stop under the
 same lock a producer queues under, so no queued split is left behind. A failed split is
 logged (ERROR) and counted in :meth:`SpannIndex.stats` (``background_failures``); the list
-stays as it was, searchable, and is split again when it next grows. Writers never see it.
+stays as it was, searchable, and is split again with the next split queued. Writers never see
+it.
 
 The build streams: it clusters a sample (``train_size``), then assigns and writes the lists a
 chunk at a time, so ``add`` on a memory-mapped array builds an index larger than memory (a
@@ -464,6 +465,7 @@ class SpannIndex:
         self._idle = threading.Condition(threading.Lock())
         self._pending: deque[int] = deque()
         self._queued: set[int] = set()
+        self._failed: set[int] = set()  # lists whose split failed: retried with the next one
         self._running = False  # a worker runs (or is starting): it will see what is queued
         self._worker: threading.Thread | None = None  # the last one started
         self._failures = 0
@@ -817,8 +819,11 @@ class SpannIndex:
         with self._idle:
             if lst in self._queued:
                 return
-            self._queued.add(lst)
-            self._pending.append(lst)
+            for again in sorted(self._failed | {lst}):
+                if again not in self._queued:
+                    self._queued.add(again)
+                    self._pending.append(again)
+            self._failed.clear()
             if self.maintenance != "background" or self._running:
                 return
             self._running = True
@@ -853,8 +858,8 @@ class SpannIndex:
         """A background step failed: logged at once (ERROR, with its traceback) and counted
         in :meth:`stats`. Nothing was published: the index is as it was before the step."""
         log.error(
-            "spann index: %s failed (%s: %s); the index is as before it, a list that did not "
-            "split stays searchable and splits again when it next grows",
+            "spann index: %s failed (%s: %s); the index is as before it: a list that did not "
+            "split stays searchable and is split again with the next split queued",
             what,
             type(exc).__name__,
             exc,
@@ -883,6 +888,8 @@ class SpannIndex:
                         self._split(lst)
                     except Exception as exc:
                         self._report_failure(f"splitting list {lst}", exc)
+                        with self._idle:
+                            self._failed.add(lst)
         try:
             self._collect_garbage()
         except Exception as exc:

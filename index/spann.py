@@ -577,7 +577,9 @@ class SpannIndex:
                 staged = self._stage_appends(labels, versions, vectors, self._targets(vectors))
                 with self._rw.write():
                     self._write_rows(labels, versions)
-                    self._publish(staged)
+                    overfull = self._publish(staged)
+                for lst in overfull:
+                    self._queue_split(lst)
         if self.maintenance == "inline":
             self._run_splits()
 
@@ -775,9 +777,10 @@ class SpannIndex:
         staged.entries.append((lst, gen.number, start, records.shape[0], cap))
         return base
 
-    def _publish(self, staged: _Staged) -> None:
+    def _publish(self, staged: _Staged) -> list[int]:
         """Make staged records visible (the caller holds the write lock): their list-table
-        entries, their rows' places, the counts; a list past the limit is queued to split."""
+        entries, their rows' places, the counts. Returns the lists now past the limit (the
+        caller queues them once it has released the lock)."""
         for lst, gen, start, count, cap in staged.entries:
             self._lgen[lst], self._lstart[lst] = gen, start
             self._lcount[lst], self._lcap[lst] = count, cap
@@ -785,9 +788,7 @@ class SpannIndex:
             self._where.array[labels] = places
         self._garbage += staged.garbage
         self._counters["relocations"] += staged.relocations
-        for lst, _, _, count, _ in staged.entries:
-            if count > self.max_list_size:
-                self._queue_split(lst)
+        return [lst for lst, _, _, count, _ in staged.entries if count > self.max_list_size]
 
     def _read_current(self, lst: int) -> np.ndarray:
         """The live, current records of list ``lst`` (stale copies and tombstones dropped)."""
@@ -926,7 +927,7 @@ class SpannIndex:
         if records.shape[0] <= self.max_list_size:  # garbage made it long: rewrite it short
             self._stage_list(staged, lst, records)
             with self._rw.write():
-                self._publish(staged)
+                self._publish(staged)  # (not past the limit)
             return
         vectors = np.ascontiguousarray(records[:, 2 : 2 + self.vdim])
         centroids, assignment = balanced_kmeans(vectors, 2, seed=self.seed + lst, iterations=10)
@@ -949,10 +950,14 @@ class SpannIndex:
             added = self._graph.add(centroids)
             assert added.tolist() == new.tolist(), (added, new)
             self._graph.delete(np.array([lst]))
-            self._publish(staged)
+            overfull = self._publish(staged)
             self._lists = end
             self._counters["splits"] += 1
-        self._reassign(lst, old_centroid, new, records, assignment)
+        try:
+            self._reassign(lst, old_centroid, new, records, assignment)
+        finally:  # the split is published: its halves split on, whatever the reassignment did
+            for target in overfull:
+                self._queue_split(target)
 
     def _reassign(
         self,
@@ -1001,8 +1006,10 @@ class SpannIndex:
         staged = self._stage_appends(labels, versions, vectors, targets)
         with self._rw.write():
             self._version[labels] = versions
-            self._publish(staged)
+            overfull = self._publish(staged)
             self._counters["reassigned"] += int(labels.size)
+        for other in overfull:
+            self._queue_split(other)
 
     def _primary_lists(self, labels: np.ndarray) -> np.ndarray:
         """The list holding each label's primary record (-1: unknown)."""

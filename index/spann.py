@@ -36,8 +36,7 @@ publication leaves the index as it was. Splits and garbage collection run on one
 thread, started by whoever queues a split when none is running; it decides to stop under the
 same lock a producer queues under, so no queued split is left behind. A failed split is
 logged (ERROR) and counted in :meth:`SpannIndex.stats` (``background_failures``); the list
-stays as it was, searchable, and is split again with the next split queued. Writers never see
-it.
+stays as it was, searchable, and is tried again by the next worker run. Writers never see it.
 
 The build streams: it clusters a sample (``train_size``), then assigns and writes the lists a
 chunk at a time, so ``add`` on a memory-mapped array builds an index larger than memory (a
@@ -465,7 +464,7 @@ class SpannIndex:
         self._idle = threading.Condition(threading.Lock())
         self._pending: deque[int] = deque()
         self._queued: set[int] = set()
-        self._failed: set[int] = set()  # lists whose split failed: retried with the next one
+        self._failed: set[int] = set()  # lists whose split failed: retried by the next run
         self._running = False  # a worker runs (or is starting): it will see what is queued
         self._worker: threading.Thread | None = None  # the last one started
         self._failures = 0
@@ -820,12 +819,16 @@ class SpannIndex:
         with self._idle:
             if lst in self._queued:
                 return
-            for again in sorted(self._failed | {lst}):
-                if again not in self._queued:
-                    self._queued.add(again)
-                    self._pending.append(again)
+            self._queued.add(lst)
+            self._pending.append(lst)
+            if self.maintenance == "background" and self._running:
+                return
+            # a new run (a worker starts, or a write runs them inline): failed lists again
+            for again in sorted(self._failed - self._queued):
+                self._queued.add(again)
+                self._pending.append(again)
             self._failed.clear()
-            if self.maintenance != "background" or self._running:
+            if self.maintenance != "background":
                 return
             self._running = True
             worker = threading.Thread(target=self._work, name="spann-splits", daemon=True)
@@ -860,7 +863,7 @@ class SpannIndex:
         in :meth:`stats`. Nothing was published: the index is as it was before the step."""
         log.error(
             "spann index: %s failed (%s: %s); the index is as before it: a list that did not "
-            "split stays searchable and is split again with the next split queued",
+            "split stays searchable and is tried again by the next worker run",
             what,
             type(exc).__name__,
             exc,

@@ -82,7 +82,7 @@ def test_a_split_queued_while_the_worker_stops_still_runs(base, monkeypatch):
 def test_a_failed_split_is_reported_at_once_and_fails_no_writer(base, monkeypatch, caplog, where):
     """A split that raises (before its swap, or writing the halves' records) leaves its list
     as it was and searchable; the next, unrelated write succeeds; stats and the log say so at
-    once; once the fault is gone the list splits when it next grows."""
+    once; once the fault is gone, the next run of the worker splits every list that failed."""
     index = make_index(base)
     if where == "k-means":
 
@@ -119,7 +119,7 @@ def test_a_failed_split_is_reported_at_once_and_fails_no_writer(base, monkeypatc
     np.testing.assert_array_equal(index.get(np.arange(450)), rows)
     found = index.search(rows, 1, **EXHAUSTIVE).ids[:, 0]
     np.testing.assert_array_equal(found, np.arange(450))
-    # the fault gone, the list splits when it next grows
+    # the fault gone, the next run (started by a write that fills the list more) splits them
     monkeypatch.undo()
     failures = stats["background_failures"]
     index.add(np.array([450]), crowd[:1] + np.float32(0.001))

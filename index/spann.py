@@ -224,11 +224,25 @@ class _Staged:
         self.relocations = 0
 
 
-def _cleanup(workdir: str, generations: list[_Generation], where: _Where) -> None:
-    for gen in generations:
-        gen.close()
-    where.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+def _cleanup(
+    workdir: str,
+    generations: list[_Generation],
+    where: _Where,
+    mutex: threading.RLock,
+    closed: threading.Event,
+) -> None:
+    # at interpreter exit the split worker (a daemon) may still run: it stops before its next
+    # split, and the files close once it has finished the one it runs, never under it
+    closed.set()
+    held = mutex.acquire(timeout=60)
+    try:
+        for gen in generations:
+            gen.close()
+        where.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        if held:
+            mutex.release()
 
 
 # -- build steps (plain functions: a cluster job calls them on its share) ---------------------
@@ -440,8 +454,16 @@ class SpannIndex:
         self._open: _Generation | None = None
         self._next_gen = 0
         self._where = _Where(os.path.join(self.workdir, f"where-{id(self):x}.i64"))
+        self._mutex = threading.RLock()  # one writer: foreground writes, splits, saves
+        self._closed = threading.Event()  # set by the finalizer: the worker stops
         weakref.finalize(
-            self, _cleanup, self.workdir if workdir is None else "", self._files, self._where
+            self,
+            _cleanup,
+            self.workdir if workdir is None else "",
+            self._files,
+            self._where,
+            self._mutex,
+            self._closed,
         )
         self._reset_lists()
         # by label: its current version (1..32767; 0: never written), flagged _DEAD if deleted
@@ -459,7 +481,6 @@ class SpannIndex:
             "bytes_read": 0,
         }
         self._rw = RWLock()  # searches share it; a publication takes it alone
-        self._mutex = threading.RLock()  # one writer: foreground writes, splits, saves
         # the split queue, the worker's running flag and the failure count: under _idle
         self._idle = threading.Condition(threading.Lock())
         self._pending: deque[int] = deque()
@@ -876,7 +897,7 @@ class SpannIndex:
     def _run_splits(self) -> None:
         """Split the queued lists that still need it, then collect garbage. A failure is
         reported (see :meth:`_report_failure`), never raised: a writer never sees it."""
-        while True:
+        while not self._closed.is_set():
             with self._idle:
                 if not self._pending:
                     break
@@ -884,7 +905,8 @@ class SpannIndex:
                 self._queued.discard(lst)
             with self._mutex, delegated(1):  # small k-means and searches: one thread
                 if (
-                    lst < self._lists
+                    not self._closed.is_set()
+                    and lst < self._lists
                     and self._lcount[lst] > self.max_list_size
                     and self._graph.alive()[lst]
                 ):
@@ -894,6 +916,11 @@ class SpannIndex:
                         self._report_failure(f"splitting list {lst}", exc)
                         with self._idle:
                             self._failed.add(lst)
+        if self._closed.is_set():  # the files are closing (the interpreter exits)
+            with self._idle:
+                self._pending.clear()
+                self._queued.clear()
+            return
         try:
             self._collect_garbage()
         except Exception as exc:

@@ -229,3 +229,39 @@ def test_searches_during_writes_and_splits_see_whole_writes(base):
     for low, high, ids in seen:
         states = [j for j in range(low, high + 1) if np.array_equal(ids, truth[j])]
         assert states, (low, high, ids)
+
+
+def test_a_search_during_a_split_sees_the_list_before_it_without_waiting(base, monkeypatch):
+    """The worker is paused at its first record write of a split (the halves being written):
+    a search meanwhile neither waits for it (before the fix it blocked: the split wrote under
+    the lock) nor sees half of it: exact answers over every row, as after the split."""
+    index = make_index(base)
+    paused, resume = threading.Event(), threading.Event()
+    write = spann._Generation.write
+
+    def pause_in_the_worker(gen, start, records):
+        if threading.current_thread().name == "spann-splits" and not paused.is_set():
+            paused.set()
+            resume.wait(timeout=120)
+        write(gen, start, records)
+
+    monkeypatch.setattr(spann._Generation, "write", pause_in_the_worker)
+    crowd = cluster(base[0], 40, seed=1)
+    rows = np.concatenate([base, crowd])
+    truth = exact_search(rows, rows[::5], 5, "l2")
+    answers = []
+    try:
+        index.add(np.arange(400, 440), crowd)  # overfills a list: the worker splits it
+        assert paused.wait(timeout=120)
+        reader = threading.Thread(
+            target=lambda: answers.append(index.search(rows[::5], 5, **EXHAUSTIVE))
+        )
+        reader.start()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "the search waited for the split's writes"
+    finally:
+        resume.set()
+    assert index.wait_idle(timeout=120)
+    assert index.stats()["splits"] > 0 and index.stats()["background_failures"] == 0
+    for res in (answers[0], index.search(rows[::5], 5, **EXHAUSTIVE)):
+        np.testing.assert_array_equal(res.ids, truth.ids)

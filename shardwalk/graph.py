@@ -137,8 +137,11 @@ class Graph:
                 fp = self._fingerprints
                 if fp is not None and fp.graph_digest != csr.digest():
                     main, hubs = self._walks  # type: ignore[misc]
-                    fp = refresh_fingerprints(fp, main, hubs, csr)
-                    self._fingerprints = fp
+
+                    def publish(store: FingerprintStore) -> None:
+                        self._fingerprints = store  # (then the walks' dirty marks clear)
+
+                    fp = refresh_fingerprints(fp, main, hubs, csr, publish=publish)
                 self._index = self._ppr_index(fp)
             return self._index
 

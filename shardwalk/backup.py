@@ -178,6 +178,8 @@ class _Writer:
         try:
             self._mkdir(self.dest)
             atomic_write_bytes(self.dest / BACKUP_MARKER, marker.encode())
+            for kind in self.entries:
+                self._mkdir(self.dest / kind)
         except BaseException:
             self.abandon()
             raise

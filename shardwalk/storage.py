@@ -20,6 +20,10 @@ acknowledged write since it. Files the manifest does not name are leftovers of a
 checkpoint and are removed at open (except the side files of a recovering open, which may
 hold acknowledged writes).
 
+A non-empty directory without a manifest is refused, not made a data directory: an interrupted
+backup (``BACKUP-INCOMPLETE``, see ``backup.py``), a data directory that lost its manifest, or
+someone else's files.
+
 One process owns a data directory, and within it one open ``DataDir`` (one Engine). The flock
 keeps other processes out; a registry of the directories open in this process tells a second
 open here apart from another process, so the error says which it is.

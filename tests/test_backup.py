@@ -165,6 +165,34 @@ def test_searches_run_while_the_backup_holds_the_write_lock(tmp_path, monkeypatc
     assert seen == {"found": 0, "locked": True}
 
 
+@pytest.mark.parametrize("link", [True, False], ids=["link", "copy"])
+def test_a_checkpoint_during_the_copy_does_not_touch_the_backup(tmp_path, link, no_hook):
+    """Once pinned, the snapshot and log may be deleted by the source's next checkpoint while
+    the backup still copies them: links and open descriptors keep their data."""
+    with shardwalk.Engine.open(tmp_path / "src") as engine:
+        col = engine.create_collection("v", dim=DIM, index="hnsw")
+        col.upsert(*batch(0))
+        col.flush()
+        col.upsert(*batch(1))
+        pinned_snapshot = {}
+
+        def checkpoint_meanwhile(path: str) -> None:
+            if not pinned_snapshot:
+                pinned_snapshot["name"] = col.stats()["snapshot"]
+                col.upsert(*batch(2))
+                col.flush()  # a new snapshot; the pinned one and its log are removed
+                assert not (
+                    tmp_path / "src" / "collections" / "v" / pinned_snapshot["name"]
+                ).exists()
+
+        shardwalk.backup.after_file = checkpoint_meanwhile
+        engine.backup(tmp_path / "copy", link=link)
+    with shardwalk.Engine.open(tmp_path / "copy") as copy:
+        restored = copy.collection("v")
+        assert len(restored) == 2 * BATCH and int(batch(2)[0][0]) not in restored
+        np.testing.assert_array_equal(restored.get(batch(1)[0]).vectors, batch(1)[1])
+
+
 # -- every kind of persisted object survives the round trip ------------------------------------
 @pytest.mark.parametrize("kind", INDEX_KINDS)
 def test_every_index_kind_round_trips(tmp_path, kind):
@@ -321,6 +349,9 @@ def test_a_failed_backup_removes_what_it_wrote(tmp_path, no_hook):
             engine.backup(tmp_path / "empty")
         assert os.listdir(tmp_path / "empty") == []
         shardwalk.backup.after_file = None
+        with shardwalk.deadline(1e-9), pytest.raises(shardwalk.DeadlineExceededError):
+            engine.backup(tmp_path / "late")  # an RPC's deadline passed
+        assert not (tmp_path / "late").exists()
         engine.backup(tmp_path / "empty")  # and the engine is none the worse
         col = engine.collection("v")
         col.upsert(*batch(1))

@@ -52,6 +52,7 @@ from shardwalk._deadline import check as check_deadline
 from shardwalk._files import atomic_write, atomic_write_bytes, fsync_dir
 from shardwalk.errors import (
     AlreadyExistsError,
+    CorruptionError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -201,6 +202,11 @@ class _Writer:
         for key in _SNAPSHOTS[kind]:
             if not entry.get(key):
                 continue
+            if not (source / entry[key]).is_dir():
+                raise CorruptionError(
+                    f"{kind[:-1]} {name!r}: its snapshot {entry[key]!r} is missing from the data "
+                    "directory, so it cannot be backed up"
+                )
             for directory, _, files in sorted(os.walk(source / entry[key])):
                 here = target / Path(directory).relative_to(source)
                 self._mkdir(here)

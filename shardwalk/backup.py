@@ -11,7 +11,8 @@ Each collection, then each graph, in turn:
    *pins* the files the entry names: a hard link into the destination (same filesystem), or
    an open file descriptor (another filesystem, or ``link=False``). Pinning touches metadata
    only; no data is copied under the lock. Writes to that object wait for the checkpoint and
-   the pinning, as they wait for any checkpoint; searches, gets and PPR queries never wait.
+   the pinning, as they wait for any checkpoint; searches and gets never wait, nor do PPR
+   queries but the first after an edge update (it waits for the compaction that merges it).
 2. With the lock released, the pinned files are copied through their descriptors and
    fsynced. A later checkpoint may delete the source files meanwhile: a hard link keeps the
    data, and so does an open descriptor (an unlinked file stays readable until its last

@@ -666,11 +666,12 @@ class Engine:
         ``Engine.open(dest)`` opens (that is the restore).
 
         Each collection and graph in turn is checkpointed (if it changed) and its files are
-        pinned under its write lock: writes to it wait for that checkpoint, as for
-        :meth:`flush`; searches and PPR queries never wait. The files are then hard-linked
-        (same filesystem; the snapshot files are immutable) or copied and fsynced with no
-        lock held, and the manifest is written last. The copy holds every write acknowledged
-        before ``backup`` was called. An interrupted backup (a crash) leaves ``dest`` with
+        pinned under its write lock (hard-linked into ``dest`` on the same filesystem, else
+        opened: metadata only): writes to it wait for that checkpoint, as for :meth:`flush`;
+        searches never wait, nor do PPR queries but the first after an edge update (it waits
+        for the compaction). Unlinked files are then copied and fsynced with no lock held,
+        and the manifest is written last. The copy holds every write acknowledged before
+        ``backup`` was called. An interrupted backup (a crash) leaves ``dest`` with
         ``BACKUP-INCOMPLETE`` and no manifest, which ``Engine.open`` refuses; a backup that
         fails with an error removes what it wrote. Details: :mod:`shardwalk.backup`.
 

@@ -632,7 +632,8 @@ class Graph:
     def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
         """Hold updates back, compact if anything changed, and yield this graph's manifest
         entry and its log's size: a consistent cut for a backup (shardwalk.backup), which pins
-        the files the entry names before the block ends. Queries run meanwhile."""
+        the files the entry names before the block ends. Queries run meanwhile (the first after
+        an update waits for the compaction, which merges that update)."""
         with self._lock:
             self._check_open()
             if self._datadir is None:

@@ -76,6 +76,7 @@ _RPCS: dict[str, tuple[Any, Callable[..., Any], bool]] = {
     "Compose": (pb.ComposeRequest, Service.compose, False),
     "UpsertEdges": (pb.UpsertEdgesRequest, Service.upsert_edges, False),
     "DeleteEdges": (pb.DeleteEdgesRequest, Service.delete_edges, False),
+    "Backup": (pb.BackupRequest, Service.backup, False),
 }
 _SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 

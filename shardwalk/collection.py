@@ -6,7 +6,8 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -874,6 +875,20 @@ class Collection:
                 return
             self._checkpoint()
             self._upgraded = False
+
+    @contextmanager
+    def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
+        """Hold writes back, checkpoint if anything changed, and yield this collection's
+        manifest entry and its log's size: a consistent cut for a backup (shardwalk.backup),
+        which pins the files the entry names before the block ends. Searches run meanwhile."""
+        with self._writes.lock:
+            self._check_open()
+            if self._datadir is None or self._wal is None:
+                raise FailedPreconditionError(f"collection {self.name!r} has no files to back up")
+            if self._wal.size or self._snapshot is None or self._upgraded:  # as flush()
+                self._checkpoint()
+                self._upgraded = False
+            yield self._datadir.manifest["collections"][self.name], self._wal.size
 
     def _checkpoint(self) -> None:
         datadir, old_wal = self._datadir, self._wal

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from shardwalk._threads import ThreadBudget, check_threading_layer
+from shardwalk.backup import backup as _backup
 from shardwalk.collection import Collection
 from shardwalk.compose import ComposeResult, check_options
 from shardwalk.compose import compose as _compose
@@ -673,6 +674,54 @@ class Engine:
                 with self._lock:  # dropped meanwhile: nothing left to flush
                     if self._collections.get(collection.name) is collection:
                         raise
+
+    def backup(self, dest: str | os.PathLike[str], *, link: bool = True) -> dict[str, Any]:
+        """Copy the data directory, online, into ``dest``: a consistent copy that
+        ``Engine.open(dest)`` opens (that is the restore).
+
+        Each collection and graph in turn is checkpointed (if it changed) and its files are
+        pinned under its write lock (hard-linked into ``dest`` on the same filesystem, else
+        opened: metadata only): writes to it wait for that checkpoint, as for :meth:`flush`;
+        searches never wait, nor do PPR queries but the first after an edge update (it waits
+        for the compaction). Unlinked files are then copied and fsynced with no lock held,
+        and the manifest is written last. The copy holds every write acknowledged before
+        ``backup`` was called. An interrupted backup (a crash) leaves ``dest`` with
+        ``BACKUP-INCOMPLETE`` and no manifest, which ``Engine.open`` refuses; a backup that
+        fails with an error removes what it wrote. Details: :mod:`shardwalk.backup`.
+
+        Parameters
+        ----------
+        dest : str or path-like
+            A directory that does not exist yet or is empty, outside the data directory.
+        link : bool, default True
+            Hard-link the immutable files where ``dest`` is on the same filesystem (instant,
+            no extra space; the copy then shares the disk with the source). False copies
+            every byte.
+
+        Returns
+        -------
+        dict
+            ``destination``, the ``collections`` and ``graphs`` copied, ``files``, ``linked``,
+            ``copied``, ``bytes_copied``, ``max_locked_seconds`` (the longest time one
+            object's writes waited: its checkpoint and pinning), ``seconds``.
+
+        Raises
+        ------
+        AlreadyExistsError
+            ``dest`` exists and is not an empty directory.
+        InvalidArgumentError
+            ``dest`` is inside the data directory.
+        FailedPreconditionError
+            An in-memory engine, a closed engine, or a collection or graph stopped at a failed
+            write.
+        """
+        self._check_open()
+        if self._datadir is None:
+            raise FailedPreconditionError(
+                "an in-memory engine (Engine.memory()) has no data directory to back up; "
+                "back up an engine opened with Engine.open(path)"
+            )
+        return _backup(self, self._datadir, dest, link=link)
 
     def close(self) -> None:
         """Checkpoint and release the data directory. Idempotent.

@@ -19,6 +19,8 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -663,6 +665,21 @@ class Graph:
             self._check_open()
             if self._dyn.changed:
                 self._compact()
+
+    @contextmanager
+    def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
+        """Hold updates back, compact if anything changed, and yield this graph's manifest
+        entry and its log's size: a consistent cut for a backup (shardwalk.backup), which pins
+        the files the entry names before the block ends. Queries run meanwhile (the first after
+        an update waits for the compaction, which merges that update)."""
+        with self._lock:
+            self._check_open()
+            if self._datadir is None:
+                raise FailedPreconditionError(f"graph {self.name!r} has no files to back up")
+            if self._dyn.changed:
+                self._compact()
+            size = self._wal.size if self._wal is not None else 0
+            yield self._datadir.manifest["graphs"][self.name], size
 
     def _compact(self) -> None:
         csr = self._dyn.merged()

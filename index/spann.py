@@ -1028,7 +1028,12 @@ class SpannIndex:
         targets = self._targets(vectors)
         # a vector moves when its nearest list is not one it is in: compare with its place
         current = self._primary_lists(labels)
-        moving = targets[:, 0] != current
+        # only strictly closer: with ties (duplicate vectors, whose split halves have equal
+        # centroids) a vector stays, or the halves would refill one list and split forever
+        here = np.where(
+            current >= 0, _sq(vectors - self._centroids[np.maximum(current, 0)]), np.inf
+        )
+        moving = (targets[:, 0] != current) & (_sq(vectors - self._centroids[targets[:, 0]]) < here)
         if not moving.any():
             return
         labels, vectors, targets = labels[moving], vectors[moving], targets[moving]

@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 import os
 import queue
-import shutil
 import tempfile
 import threading
 import weakref
@@ -61,6 +60,7 @@ from shardwalk.index.hnsw import HNSWGraph, _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.store import IndexStore, Segment
 
+from shardwalk import _fs
 from shardwalk._files import save_npy
 from shardwalk._sync import RWLock
 from shardwalk._threads import ThreadBudget, default_budget, delegated
@@ -142,7 +142,7 @@ class _Generation:
 
     def write(self, start: int, records: np.ndarray) -> None:
         data = np.ascontiguousarray(records, dtype=np.float32)
-        os.pwrite(self.fd, data.tobytes(), start * self.record_bytes)
+        _fs.pwrite(self.fd, data.tobytes(), start * self.record_bytes)
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Records [start, start + count): one positioned read."""
@@ -158,8 +158,8 @@ class _Generation:
         """Cut to the records used, fsync, and reopen read-only."""
         if self.sealed:
             return
-        os.ftruncate(self.fd, self.used * self.record_bytes)
-        os.fsync(self.fd)
+        _fs.truncate(self.fd, self.used * self.record_bytes)
+        _fs.fsync(self.fd)
         os.close(self.fd)
         self.sealed = True
         self.fd = os.open(self.path, os.O_RDONLY)
@@ -200,7 +200,7 @@ def _cleanup(workdir: str, generations: list[_Generation], where: _Where) -> Non
     for gen in generations:
         gen.close()
     where.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+    _fs.rmtree(workdir)
 
 
 # -- build steps (plain functions: a cluster job calls them on its share) ---------------------
@@ -508,7 +508,7 @@ class SpannIndex:
             if number not in used and gen is not self._open:
                 gen.close()
                 if os.path.dirname(gen.path) == self.workdir:
-                    os.unlink(gen.path)
+                    _fs.unlink(gen.path)
                 del self._gens[number]
                 self._garbage = max(0, self._garbage - gen.used)
 
@@ -614,7 +614,7 @@ class SpannIndex:
             for g in old:
                 g.close()
                 if os.path.dirname(g.path) == self.workdir:
-                    os.unlink(g.path)
+                    _fs.unlink(g.path)
                 del self._gens[g.number]
             self._garbage = 0
         for lst in np.flatnonzero(counts > self.max_list_size).tolist():
@@ -1177,7 +1177,7 @@ class SpannIndex:
             if self._garbage > max(records, 4096):
                 self._compact()
             if self._open is not None:
-                os.fsync(self._open.fd)
+                _fs.fsync(self._open.fd)
             with self._rw.write():  # searches may use the files: switch them alone
                 self._drop_unused_gens()
                 if self._open is not None:
@@ -1189,7 +1189,7 @@ class SpannIndex:
                 target = os.path.join(directory, name)
                 _link_or_copy(gen, target)
                 if os.path.dirname(gen.path) == self.workdir:
-                    os.unlink(gen.path)
+                    _fs.unlink(gen.path)
                 gen.path = target  # sealed: the snapshot's copy is the one to link next time
                 gens.append({"number": number, "file": name, "records": gen.used})
             graph_dir = os.path.join(directory, "centroids")
@@ -1320,9 +1320,9 @@ def _link_or_copy(gen: _Generation, target: str) -> None:
     if os.path.abspath(gen.path) == os.path.abspath(target):
         return
     try:
-        os.link(gen.path, target)
-    except OSError:
-        shutil.copyfile(gen.path, target)
+        _fs.link(gen.path, target)
+    except OSError:  # another file system (the workdir in /dev/shm, say): an fsynced copy
+        _fs.copyfile(gen.path, target)
 
 
 def _sq(diff: np.ndarray) -> np.ndarray:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from shardwalk import _fs
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
@@ -21,6 +22,7 @@ from shardwalk.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
@@ -46,7 +48,7 @@ from shardwalk.snapshot import (
     upsert_record,
     write_snapshot,
 )
-from shardwalk.storage import DataDir
+from shardwalk.storage import DataDir, remove_dir
 from shardwalk.validation import (
     as_ids,
     check_ids,
@@ -450,9 +452,27 @@ class Collection:
                 entry.error = exc
         if not accepted:
             return
+        if self._wal is not None and records:
+            assert self._datadir is not None
+            try:
+                self._datadir.check_writable()  # read-only after a failed fsync
+            except FailedPreconditionError as exc:
+                for entry in accepted:
+                    entry.error = exc
+                return
+            try:  # a failed fsync turns the data directory read-only (see DataDir.guard)
+                with self._datadir.guard(f"a write to collection {self.name!r}"):
+                    self._wal.append_encoded(records)
+            except ResourceExhaustedError as exc:  # the log was cut back: nothing written
+                for entry in accepted:
+                    entry.error = exc
+                return
+            except BaseException as exc:
+                self._closed_because = f"stopped at a failed log append ({exc}); reopen the engine"
+                for entry in accepted:
+                    entry.error = exc
+                return
         try:
-            if self._wal is not None and records:
-                self._wal.append_encoded(records)
             with self._rw.write():
                 for write in _coalesce([entry.payload for entry in accepted]):
                     if isinstance(write, Upsert):
@@ -749,28 +769,42 @@ class Collection:
                 return
             if self._wal.size == 0 and self._snapshot is not None and not self._upgraded:
                 return
+            self._datadir.check_writable()
             self._checkpoint()
             self._upgraded = False
 
     def _checkpoint(self) -> None:
         datadir, old_wal = self._datadir, self._wal
         assert datadir is not None and old_wal is not None
-        generation = datadir.next_generation()
-        directory = datadir.collection_dir(self.name)
-        snapshot = f"snap-{generation:06d}"
-        state = State(rows=self._rows, index=self._index, store=self._store, tenants=self._tenants)
-        write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
-        wal = f"wal-{generation:06d}.log"
-        WriteAheadLog.create(str(directory / wal))
+        with datadir.guard(f"a checkpoint of collection {self.name!r}"):
+            generation = datadir.next_generation()
+            directory = datadir.collection_dir(self.name)
+            snapshot = f"snap-{generation:06d}"
+            wal = f"wal-{generation:06d}.log"
+            state = State(
+                rows=self._rows, index=self._index, store=self._store, tenants=self._tenants
+            )
+            try:
+                write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
+                WriteAheadLog.create(str(directory / wal))
+            except BaseException:  # not committed: the old snapshot and log stay current
+                with suppress(OSError):
+                    remove_dir(directory / snapshot)
+                    _fs.unlink(directory / wal, missing_ok=True)
+                raise
 
-        def switch(manifest: dict[str, Any]) -> None:
-            manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)
+            def switch(manifest: dict[str, Any]) -> None:
+                manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)
 
-        datadir.commit(switch)
-        old_wal.close()
-        self._wal = WriteAheadLog(str(directory / wal))
-        self._snapshot = snapshot
-        datadir.remove_unreferenced(self.name, keep={snapshot, wal})
+            datadir.commit(switch)
+            try:
+                old_wal.close()
+                self._wal = WriteAheadLog(str(directory / wal))
+                self._snapshot = snapshot
+                datadir.remove_unreferenced(self.name, keep={snapshot, wal})
+            except BaseException as exc:  # the manifest names the new log: no way back
+                datadir.fail(exc)
+                raise
 
     def compact(self) -> None:
         """Rebuild the index from the live vectors only, dropping every deleted or replaced

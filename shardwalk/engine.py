@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, check_threading_layer
 from shardwalk.collection import Collection
 from shardwalk.compose import ComposeResult, check_options
@@ -25,7 +25,7 @@ from shardwalk.errors import (
 )
 from shardwalk.graph import Graph, check_edges
 from shardwalk.index import IndexHost
-from shardwalk.storage import DataDir
+from shardwalk.storage import DataDir, remove_dir
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import RecoveredLog, WriteAheadLog
 
@@ -245,12 +245,13 @@ class Engine:
             )
             if self._datadir is not None:
                 datadir = self._datadir
-                generation = datadir.next_generation()
-                directory = datadir.collection_dir(name)
-                shutil.rmtree(directory, ignore_errors=True)  # leftovers of a crashed create
-                directory.mkdir(parents=True)
-                wal = f"wal-{generation:06d}.log"
-                WriteAheadLog.create(str(directory / wal))
+                with datadir.guard(f"creating collection {name!r}"):
+                    generation = datadir.next_generation()
+                    directory = datadir.collection_dir(name)
+                    remove_dir(directory)  # leftovers of a crashed create
+                    make_dirs(directory)
+                    wal = f"wal-{generation:06d}.log"
+                    WriteAheadLog.create(str(directory / wal))
                 entry = {
                     "dim": dim,
                     "metric": metric,
@@ -395,7 +396,8 @@ class Engine:
                     manifest["collections"].pop(name, None)
 
                 self._datadir.commit(remove)
-                shutil.rmtree(self._datadir.collection_dir(name), ignore_errors=True)
+                with self._datadir.guard(f"removing collection {name!r}"):
+                    remove_dir(self._datadir.collection_dir(name))
 
     # -- graphs -----------------------------------------------------------------------------
     def create_graph(
@@ -523,7 +525,8 @@ class Engine:
                     manifest["graphs"].pop(name, None)
 
                 self._datadir.commit(remove)
-                shutil.rmtree(self._datadir.graph_dir(name), ignore_errors=True)
+                with self._datadir.guard(f"removing graph {name!r}"):
+                    remove_dir(self._datadir.graph_dir(name))
 
     def embed_graph(
         self,

@@ -62,6 +62,9 @@ class FaultFS(_fs.FileSystem):
         self.log: list[tuple[str, str]] = []  # (operation, path) of fsyncs, renames, removals
         self._faults: dict[str, tuple[int, int]] = {}  # kind -> (op number, errno)
         self._cut: tuple[str, int] | None = None
+        # (kind, path) -> errno to fail with, or None (see fail_when)
+        self.rule: Callable[[str, str], int | None] | None = None
+        self.cross_device = False  # links fail with EXDEV (a workdir on another file system)
         self.dead = False
         self._reset()
 
@@ -117,12 +120,21 @@ class FaultFS(_fs.FileSystem):
         """Fail the ``n``-th ``kind`` ("write" or "fsync") operation from now with ``errno``."""
         self._faults[kind] = (self.ops[kind] + n, errno)
 
+    def fail_when(self, rule: Callable[[str, str], int | None] | None) -> None:
+        """Fail every operation for which ``rule(kind, path)`` gives an errno."""
+        self.rule = rule
+
     def power_cut_at(self, kind: str, n: int) -> None:
         """Cut the power at the ``n``-th ``kind`` operation from now (it does not happen)."""
         self._cut = (kind, self.ops[kind] + n)
 
-    def _count(self, kind: str) -> int | None:
+    def _count(self, kind: str, path: str = "") -> int | None:
         """Count one operation; the errno it must fail with (None: it runs)."""
+        if self.rule is not None:
+            code = self.rule(kind, path)
+            if code is not None:
+                self.ops[kind] += 1
+                return code
         if self.dead:
             raise PowerLoss("the power is out")
         self.ops[kind] += 1
@@ -142,12 +154,12 @@ class FaultFS(_fs.FileSystem):
     # -- the operations ---------------------------------------------------------------------
     def fsync(self, fd: int) -> None:
         with self._lock:
-            code = self._count("fsync")
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            code = self._count("fsync", path)
             if code is not None:
                 raise _fs.SyncFailed(code, f"fsync failed: {os.strerror(code)} (injected)")
             os.fsync(fd)
             st = os.fstat(fd)
-            path = os.readlink(f"/proc/self/fd/{fd}")
             self.log.append(("fsync", path))
             if stat.S_ISDIR(st.st_mode):
                 if self._tracked(path):
@@ -174,7 +186,7 @@ class FaultFS(_fs.FileSystem):
 
     def write_with(self, path: str | os.PathLike[str], writer: Callable[[str], None]) -> None:
         with self._lock:
-            code = self._count("write")
+            code = self._count("write", os.fspath(path))
         writer(os.fspath(path))
         if code is not None:  # the writer's write failed half way
             size = os.path.getsize(path)
@@ -194,6 +206,8 @@ class FaultFS(_fs.FileSystem):
 
     def link(self, src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         self._alive()
+        if self.cross_device:
+            raise OSError(errno_.EXDEV, "Invalid cross-device link (simulated)", os.fspath(dst))
         super().link(src, dst)
 
     def unlink(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> None:

@@ -468,7 +468,12 @@ class Collection:
                     entry.error = exc
                 return
             except BaseException as exc:
-                self._closed_because = f"stopped at a failed log append ({exc}); reopen the engine"
+                # a failed fsync or I/O error turned the data directory read-only (reads go on);
+                # anything else leaves the log in an unknown state: closed until reopened
+                if self._datadir.failed is None:
+                    self._closed_because = (
+                        f"stopped at a failed log append ({exc}); reopen the engine"
+                    )
                 for entry in accepted:
                     entry.error = exc
                 return

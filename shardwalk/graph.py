@@ -583,11 +583,12 @@ class Graph:
                 try:  # a failed fsync turns the data directory read-only (DataDir.guard)
                     with self._datadir.guard(f"an update of graph {self.name!r}"):
                         self._log().append(_WAL_OPS[op], _record(batch))
-                except ResourceExhaustedError:  # the log was cut back: nothing written
+                except (ResourceExhaustedError, FailedPreconditionError):
+                    # no space: the log was cut back, nothing written; a failed fsync or I/O
+                    # error: the data directory is read-only until reopened (reads go on)
                     raise
-                except FailedPreconditionError:
-                    if self._datadir.failed is not None:
-                        self._close("stopped at a failed log append; reopen the engine")
+                except BaseException as exc:
+                    self._close(f"stopped at a failed log append ({exc}); reopen the engine")
                     raise
             try:
                 before = self._dyn.num_nodes

@@ -187,6 +187,10 @@ class DataDir:
             }
             self._write(self._manifest)
         self._manifest.setdefault("graphs", {})
+        # The manifest read may not be durable yet (its rename's directory fsync failed before
+        # a reopen): make it so before removing anything it no longer names.
+        _fs.fsync_path(path)
+        fsync_dir(self.root)
         # a collection or graph dropped (or created) by a process that died before removing
         # its files
         for kind in ("collections", "graphs"):

@@ -47,7 +47,7 @@ __all__ = ["FaultFS", "PowerLoss", "abandon", "fault_fs"]
 _Key = tuple[int, int]
 
 
-class PowerLoss(BaseException):  # noqa: N818 (not an error the code under test may handle)
+class PowerLoss(BaseException):
     """The power went out: nothing after this reaches the disk."""
 
 
@@ -112,7 +112,7 @@ class FaultFS(_fs.FileSystem):
             st = os.stat(path, follow_symlinks=False)
         except OSError:
             return
-        if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1 or stat.S_ISDIR(st.st_mode):
+        if (stat.S_ISREG(st.st_mode) and st.st_nlink <= 1) or stat.S_ISDIR(st.st_mode):
             self._tokens.pop((st.st_dev, st.st_ino), None)
 
     # -- injection --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ disk fails the call alone."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -184,7 +185,7 @@ def _read_only(world: World, cause: str) -> None:
     """Writes refused with a clear error naming the reopen and the cause; reads go on."""
     for write in (
         lambda: world.engine.collection("h").upsert([150], vectors(9, 1)),
-        lambda: world.engine.collection("s").delete([0], missing_ok=True),
+        lambda: world.engine.collection("h").delete([5]),
         lambda: world.engine.graph("g").upsert_edges(np.array([[7, 8]])),
         lambda: world.engine.collection("h").flush(),
         lambda: world.engine.create_collection("x", dim=DIM),
@@ -226,28 +227,28 @@ def test_a_failed_directory_fsync_after_the_manifest_rename(fault_fs, crash):
     world.flush()
     world.upsert("h", list(range(20, 30)), 2)
     world.delete("h", [0, 1])
-    renamed = []
+    root_fsyncs = []
 
     def rule(kind: str, path: str) -> int | None:
-        if kind == "fsync" and renamed and path == str(fault_fs.root):
-            return errno.EIO
+        # the data root's first fsync in the checkpoint follows the generation's manifest
+        # update, the second the rename of the manifest that names the new snapshot and log
+        if kind == "fsync" and path == str(fault_fs.root):
+            root_fsyncs.append(path)
+            if len(root_fsyncs) == 2:
+                return errno.EIO
         return None
 
-    real_replace = fault_fs.replace
-
-    def replace(src, dst):
-        real_replace(src, dst)
-        if os.path.basename(dst) == "manifest.json" and "collections" in fault_fs.root.joinpath(
-            "manifest.json"
-        ).read_text() and "snap-" in fault_fs.root.joinpath("manifest.json").read_text():
-            renamed.append(dst)
-
-    fault_fs.replace = replace  # type: ignore[method-assign]
     fault_fs.fail_when(rule)
     with pytest.raises(FailedPreconditionError, match="reopen"):
         world.flush()
     fault_fs.fail_when(None)
     _read_only(world, "Input/output error")
+    manifest = json.loads((fault_fs.root / "manifest.json").read_text())
+    # the rename happened: the file names the new log (the checkpoint stopped before using it)
+    assert manifest["collections"]["h"]["wal"] != os.path.basename(
+        world.engine.collection("h")._wal.path
+    )
+    assert world.engine._datadir.manifest == manifest  # memory took what the file holds
     world.crash_and_reopen(crash=crash)
     world.upsert("h", [40], 3)
     world.crash_and_reopen()
@@ -400,4 +401,3 @@ def test_power_loss_state_machine():
     )
     PowerLossMachine.TestCase.settings = settings_
     PowerLossMachine.TestCase().runTest()
-

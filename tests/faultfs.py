@@ -75,7 +75,7 @@ class FaultFS(_fs.FileSystem):
         self._content: dict[int, bytes] = {}
         self._entries: dict[int, dict[str, tuple[str, int]]] = {}
         self._next = 0
-        for directory, subdirs, files in os.walk(self.root):
+        for directory, _, files in os.walk(self.root):
             self._record_dir(directory)
             for name in files:
                 path = os.path.join(directory, name)

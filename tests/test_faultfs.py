@@ -9,7 +9,7 @@ import pytest
 
 from shardwalk import _fs
 from shardwalk._files import atomic_write_bytes, make_dirs
-from tests.faultfs import FaultFS, PowerLoss, fault_fs  # noqa: F401 (the fixture)
+from tests.faultfs import FaultFS, PowerLoss
 
 
 def _write(path, data: bytes, *, sync: bool) -> None:

@@ -25,7 +25,7 @@ from shardwalk.errors import (
     ResourceExhaustedError,
     ShardwalkError,
 )
-from tests.faultfs import FaultFS, PowerLoss, abandon, fault_fs  # noqa: F401 (the fixture)
+from tests.faultfs import FaultFS, PowerLoss, abandon
 
 DIM = 4
 SPANN = {"max_list_size": 4, "eps_search": 1000.0, "maintenance": "inline"}

@@ -22,8 +22,6 @@ from shardwalk import _fs
 from shardwalk.errors import (
     FailedPreconditionError,
     NotFoundError,
-    ResourceExhaustedError,
-    ShardwalkError,
 )
 from tests.faultfs import FaultFS, PowerLoss, abandon
 
@@ -252,68 +250,6 @@ def test_a_failed_directory_fsync_after_the_manifest_rename(fault_fs, crash):
     world.crash_and_reopen(crash=crash)
     world.upsert("h", [40], 3)
     world.crash_and_reopen()
-
-
-# -- ENOSPC and EIO at every write and fsync site ---------------------------------------------
-def _scenario(world: World) -> None:
-    world.upsert("h", list(range(20)), 1)
-    world.flush()
-    world.upsert("h", list(range(10, 30)), 2)
-    world.delete("h", [0, 1, 2])
-    world.upsert("s", list(range(24)), 3)
-    world.add_edges([(2, 3), (3, 4)])
-    world.flush()
-    world.compact_graph()
-    world.compact("h")
-    world.upsert("h", list(range(30, 40)), 4)
-
-
-def _sites(tmp_path: Path) -> dict[str, int]:
-    """How many writes and fsyncs the scenario makes (a reference run)."""
-    fs = FaultFS(tmp_path / "reference")
-    with _fs.use(fs):
-        world = World(fs)
-        before = dict(fs.ops)
-        _scenario(world)
-        world.engine.close()
-    return {k: fs.ops[k] - before.get(k, 0) for k in ("write", "fsync")}
-
-
-def _pick(n: int, most: int) -> list[int]:
-    return sorted(set(np.linspace(1, n, num=min(n, most), dtype=int).tolist()))
-
-
-@pytest.mark.parametrize("kind,code", [("write", "ENOSPC"), ("fsync", "EIO"), ("write", "EIO")])
-def test_every_write_and_fsync_site_fails_cleanly(tmp_path, kind, code):
-    """The failed call raises a clear error: no space is ResourceExhaustedError and the
-    engine works on (the log append was cut back); an I/O error (or any failed fsync) is
-    FailedPreconditionError and the engine is read-only until reopened. Either way, after a
-    power cut and a reopen every acknowledged write is there, the failed one whole or not at
-    all."""
-    sites = _sites(tmp_path)[kind]
-    assert sites > 10
-    number = getattr(errno, code)
-    for n in _pick(sites, 14):
-        fs = FaultFS(tmp_path / f"{kind}-{code}-{n}")
-        with _fs.use(fs):
-            world = World(fs)
-            fs.fail(kind, n, number)
-            error = None
-            try:
-                _scenario(world)
-            except ShardwalkError as exc:
-                error = exc
-            if error is not None:
-                if code == "ENOSPC" and isinstance(error, ResourceExhaustedError):
-                    assert "no space left" in str(error)
-                    world.upsert("h", [150, 151], 7)  # space is back: it works on
-                else:
-                    assert isinstance(error, FailedPreconditionError), (n, error)
-                    assert "reopen" in str(error)
-            world.crash_and_reopen()
-            world.upsert("h", [160], 8)
-            world.crash_and_reopen()
-            world.engine.close()
 
 
 # -- the power-loss state machine ---------------------------------------------------------

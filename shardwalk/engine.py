@@ -664,7 +664,8 @@ class Engine:
                         raise
 
     def close(self) -> None:
-        """Checkpoint and release the data directory. Idempotent.
+        """Checkpoint and release the data directory (no checkpoint once a failed fsync made
+        it read-only). Idempotent.
 
         Loads in progress finish first (their callers get FailedPreconditionError); calls
         that start afterwards are refused."""
@@ -677,7 +678,8 @@ class Engine:
             load.exception()
         with self._lock:
             try:
-                if self._datadir is not None:
+                # read-only after a failed fsync: nothing more is written (the logs replay)
+                if self._datadir is not None and self._datadir.failed is None:
                     for collection in self._collections.values():
                         collection.flush()
             finally:

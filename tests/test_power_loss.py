@@ -210,6 +210,10 @@ def test_a_failed_fsync_makes_the_engine_read_only_until_reopened(fault_fs, targ
             world.flush()
     fault_fs.fail_when(None)
     _read_only(world, "Input/output error")
+    if target == "manifest":  # a close writes nothing more (no checkpoint) and does not fail
+        world.engine.close()
+        world.engine = shardwalk.Engine.open(world.path)
+        world.check()
     world.crash_and_reopen()
     world.upsert("h", [120], 4)  # writable again
     world.crash_and_reopen()

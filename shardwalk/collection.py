@@ -22,6 +22,7 @@ from shardwalk.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    OutcomeUnknownError,
     ResourceExhaustedError,
     ShardwalkError,
 )
@@ -239,6 +240,9 @@ class Collection:
         self._cache_lock = threading.Lock()  # the filter mask cache
         self._datadir = datadir
         self._wal: WriteAheadLog | None = None
+        # (path, bytes) of the live log whose writes are all applied in memory: set under the
+        # exclusive lock (so consistent with what a reader sees), read by _logged_vectors
+        self._applied_log: tuple[str, int] | None = None
         self._snapshot: str | None = None
         self._upgraded = False  # the snapshot's index is in an earlier format (see _attach)
         self._closed_because: str | None = None
@@ -256,17 +260,22 @@ class Collection:
 
     def _logged_vectors(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of live ``rows`` written since the last checkpoint, read back from the
-        write-ahead log (the last upsert of each row's id is that row's)."""
-        wal = self._wal
-        if wal is None:
+        write-ahead log (the last upsert of each row's id is that row's).
+
+        A read path (a search restoring a Ray actor, under the shared lock): it reads the live
+        log only up to the end of the last applied group, an offset taken under the exclusive
+        lock, and writes nothing; a group being appended meanwhile is neither read nor cut."""
+        applied = self._applied_log
+        if self._wal is None or applied is None:
             raise FailedPreconditionError(
                 f"collection {self.name!r} keeps no write-ahead log to recover vectors from"
             )
+        path, end = applied
         ids = self._rows.ids[rows]
         order = np.argsort(ids)
         vectors = np.zeros((rows.size, self.dim), dtype=np.float32)
         found = np.zeros(rows.size, dtype=bool)
-        for record in WriteAheadLog.replay(wal.path):
+        for record in WriteAheadLog.replay(path, end=end):
             write = read_record(record, self.dim)
             if not isinstance(write, Upsert):
                 continue
@@ -319,6 +328,7 @@ class Collection:
             else:
                 self._apply_delete(write)
         self._wal = WriteAheadLog(wal_path)
+        self._applied_log = (wal_path, self._wal.size)
         # files of an interrupted checkpoint (written, never committed to the manifest)
         datadir.remove_unreferenced(self.name, keep={wal} | ({snapshot} if snapshot else set()))
 
@@ -452,38 +462,27 @@ class Collection:
                 entry.error = exc
         if not accepted:
             return
-        if self._wal is not None and records:
-            assert self._datadir is not None
-            try:
-                self._datadir.check_writable()  # read-only after a failed fsync
-            except FailedPreconditionError as exc:
-                for entry in accepted:
-                    entry.error = exc
-                return
-            try:  # a failed fsync turns the data directory read-only (see DataDir.guard)
-                with self._datadir.guard(f"a write to collection {self.name!r}"):
-                    self._wal.append_encoded(records)
-            except ResourceExhaustedError as exc:  # the log was cut back: nothing written
-                for entry in accepted:
-                    entry.error = exc
-                return
-            except BaseException as exc:
-                # a failed fsync or I/O error turned the data directory read-only (reads go on);
-                # anything else leaves the log in an unknown state: closed until reopened
-                if self._datadir.failed is None:
-                    self._closed_because = (
-                        f"stopped at a failed log append ({exc}); reopen the engine"
-                    )
-                for entry in accepted:
-                    entry.error = exc
-                return
+        logged = False  # the group's records are durable in the log
         try:
+            if self._wal is not None and records:
+                assert self._datadir is not None
+                try:
+                    self._datadir.append(self._wal, records, f"a write to {self.name!r}")
+                except (ResourceExhaustedError, FailedPreconditionError) as exc:
+                    # no space (the log was cut back: nothing written) or read-only after a
+                    # failed fsync (reads go on): this group fails, the collection stays open
+                    for entry in accepted:
+                        entry.error = exc
+                    return
+                logged = True
             with self._rw.write():
                 for write in _coalesce([entry.payload for entry in accepted]):
                     if isinstance(write, Upsert):
                         self._apply_upsert(write)
                     else:
                         self._apply_delete(write.present)
+                if self._wal is not None:
+                    self._applied_log = (self._wal.path, self._wal.size)
         except BaseException as exc:
             # The log and the memory may now disagree: refuse further use until reopened
             # (replaying the log then gives the state every acknowledged write left).
@@ -491,8 +490,12 @@ class Collection:
                 f"stopped at a failed write ({type(exc).__name__}: {exc}); reopen the engine"
             )
             for entry in accepted:
-                entry.error = FailedPreconditionError(
-                    f"collection {self.name!r} {self._closed_because}"
+                entry.error = (
+                    OutcomeUnknownError.logged(
+                        f"collection {self.name!r}", "write", "collection", exc
+                    )
+                    if logged  # durable, so not a failure: it comes back at the next open
+                    else FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
                 )
                 entry.error.__cause__ = exc
 
@@ -805,6 +808,7 @@ class Collection:
             try:
                 old_wal.close()
                 self._wal = WriteAheadLog(str(directory / wal))
+                self._applied_log = (self._wal.path, self._wal.size)
                 self._snapshot = snapshot
                 datadir.remove_unreferenced(self.name, keep={snapshot, wal})
             except BaseException as exc:  # the manifest names the new log: no way back

@@ -16,6 +16,7 @@ __all__ = [
     "FailedPreconditionError",
     "InvalidArgumentError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "ShardwalkError",
@@ -94,6 +95,31 @@ class UnavailableError(ShardwalkError):
     the call may succeed once it is back."""
 
     code = "UNAVAILABLE"
+
+
+class OutcomeUnknownError(ShardwalkError):
+    """A write whose outcome the caller cannot be told: it is durable in the write-ahead log
+    (it will be applied when the collection or graph is reopened), but applying it in memory
+    failed, so the collection or graph closed itself. Not a failure: do not assume the write
+    is lost (nor retry a non-idempotent one blindly); reopen, then read to see the state.
+
+    gRPC ``UNKNOWN``, as a Cloud Spanner commit whose outcome is lost: ``ABORTED`` would say
+    the operation did not happen and invite a retry at a higher level. The server sends
+    ``UNKNOWN`` for nothing else (an unexpected exception is ``INTERNAL``)."""
+
+    code = "UNKNOWN"
+
+    @classmethod
+    def logged(cls, what: str, write: str, kind: str, cause: BaseException) -> OutcomeUnknownError:
+        """The error of a ``write`` (e.g. "write", "upsert_edges batch") to ``what`` (e.g.
+        "graph 'g'", a ``kind`` of store) appended to its log, whose apply failed with
+        ``cause``."""
+        return cls(
+            f"{what}: outcome unknown: this {write} is durable in the write-ahead log and will "
+            f"be applied when the {kind} is reopened, but applying it now failed "
+            f"({type(cause).__name__}: {cause}); the {kind} refuses further calls until the "
+            "engine is reopened"
+        )
 
 
 class CorruptionError(ShardwalkError):

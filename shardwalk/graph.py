@@ -32,11 +32,12 @@ from shardwalk.errors import (
     CorruptionError,
     FailedPreconditionError,
     InvalidArgumentError,
+    OutcomeUnknownError,
     ResourceExhaustedError,
 )
 from shardwalk.storage import DataDir, remove_dir, seal_snapshot, verify_snapshot
 from shardwalk.validation import check_choice
-from shardwalk.wal import WriteAheadLog
+from shardwalk.wal import WriteAheadLog, encode
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch, edge_arrays
@@ -110,6 +111,17 @@ class Graph:
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
+
+    def _stop(self, because: str) -> None:
+        """Refuse every further call until the engine is reopened, and let go of the log
+        (after a failed append a partial record may end it: nothing is appended after that)."""
+        self._closed_because = f"{because}; reopen the engine"
+        wal, self._wal = self._wal, None
+        if wal is not None:
+            try:
+                wal.close()
+            except OSError:  # the failed append's bytes, flushed again: the log is given up
+                log.warning("graph %r: closing its write-ahead log failed", self.name)
 
     def _ppr_index(self, fingerprints: FingerprintStore | None) -> PPRIndex:
         index = PPRIndex(self._dyn.merged(), fingerprints)
@@ -580,26 +592,37 @@ class Graph:
             if batch.size == 0:
                 return _report(batch, 0, {}, t0)
             if self._datadir is not None:
-                try:  # a failed fsync turns the data directory read-only (DataDir.guard)
-                    with self._datadir.guard(f"an update of graph {self.name!r}"):
-                        self._log().append(_WAL_OPS[op], _record(batch))
+                wal, record = self._log(), encode(_WAL_OPS[op], _record(batch))
+                try:
+                    self._datadir.append(wal, [record], f"an update of graph {self.name!r}")
                 except (ResourceExhaustedError, FailedPreconditionError):
-                    # no space: the log was cut back, nothing written; a failed fsync or I/O
-                    # error: the data directory is read-only until reopened (reads go on)
+                    # no space: the log was cut back, nothing written, the graph goes on; a
+                    # failed fsync: the data directory is read-only until reopened (reads go on)
                     raise
                 except BaseException as exc:
-                    self._close(f"stopped at a failed log append ({exc}); reopen the engine")
-                    raise
+                    # A partial record may now end the log: a batch appended after it would
+                    # make the next open refuse the log (and recover=True cut every batch
+                    # from here on). Closed, as a collection is; the open cuts the torn tail.
+                    self._stop(f"stopped at a failed log append ({type(exc).__name__}: {exc})")
+                    raise FailedPreconditionError(
+                        f"graph {self.name!r}: appending this {_WAL_OPS[op]} batch to the "
+                        f"write-ahead log failed ({type(exc).__name__}: {exc}), so it was not "
+                        "acknowledged; the graph refuses further calls until the engine is "
+                        "reopened (free disk space first if it is full)"
+                    ) from exc
             try:
                 before = self._dyn.num_nodes
                 report = self._apply(batch)
             except BaseException as exc:
-                # the log holds the batch: the graph in memory may disagree until reopened
-                self._closed_because = (
-                    f"stopped at a failed update ({type(exc).__name__}: {exc}); reopen the engine"
-                )
-                raise FailedPreconditionError(
-                    f"graph {self.name!r} {self._closed_because}"
+                # memory may now disagree with the log (which holds the batch, with a data
+                # directory): refuse further use until reopened
+                self._stop(f"stopped at a failed update ({type(exc).__name__}: {exc})")
+                if self._datadir is None:  # nothing durable: a failure
+                    raise FailedPreconditionError(
+                        f"graph {self.name!r} {self._closed_because}"
+                    ) from exc
+                raise OutcomeUnknownError.logged(
+                    f"graph {self.name!r}", f"{_WAL_OPS[op]} batch", "graph", exc
                 ) from exc
             out = _report(batch, self._dyn.num_nodes - before, report, t0)
             self.last_update = out

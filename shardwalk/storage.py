@@ -43,7 +43,7 @@ from typing import Any
 from shardwalk import _fs
 from shardwalk._files import atomic_write_bytes, crc32_file, fsync_dir, make_dirs
 from shardwalk.errors import CorruptionError, FailedPreconditionError, ResourceExhaustedError
-from shardwalk.wal import SIDE_FILE_MARK
+from shardwalk.wal import SIDE_FILE_MARK, AppendUndone, WriteAheadLog
 
 __all__ = ["FORMAT_VERSION", "DataDir", "remove_dir", "seal_snapshot", "verify_snapshot"]
 
@@ -248,6 +248,28 @@ class DataDir:
                 f"{what} ({exc.strerror}); it was not done and nothing acknowledged was lost; "
                 "free space and retry"
             ) from exc
+
+    def append(self, wal: WriteAheadLog, records: list[bytes], what: str) -> None:
+        """Append ``records`` to a log of this directory (durable on return). Refused when
+        read-only. No space left: the log was cut back, nothing is in it, the caller goes on
+        (ResourceExhaustedError). A failed fsync (or another error with the log cut back) is
+        fatal: read-only until reopened (FailedPreconditionError). Any other failure (the
+        log's tail unknown) propagates as it came: the caller stops using the log."""
+        self.check_writable()
+        try:
+            wal.append_encoded(records)
+        except AppendUndone as exc:
+            if exc.errno in _NO_SPACE:
+                raise ResourceExhaustedError(
+                    f"no space left on the device of data directory {str(self.root)!r} for "
+                    f"{what}; it was not written (nothing acknowledged was lost): free space "
+                    "and retry"
+                ) from exc
+            self.fail(exc)
+            raise self._failed_error() from exc
+        except _fs.SyncFailed as exc:
+            self.fail(exc)
+            raise self._failed_error() from exc
 
     def _write(self, manifest: dict[str, Any]) -> None:
         atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())

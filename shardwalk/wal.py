@@ -5,7 +5,11 @@ One file per collection and snapshot generation. A record is::
     magic (4 bytes, b"SWL1") | payload length (u32 LE) | crc32 of payload (u32 LE) | payload
 
 and the payload is an Arrow IPC stream holding one record batch whose schema metadata names the
-operation. At open the log is replayed from the start.
+operation. At open the log is replayed from the start. A live log (open for appends: a
+collection reading back vectors written since its last checkpoint) is read with
+``replay(path, end=offset)``, up to an offset taken under the write lock after a complete
+append: that read changes nothing, since the bytes after the offset may be an append in
+progress, not a torn write. Only an open cuts a torn tail.
 
 A torn write is a *short* last record: a crash mid-append leaves a short header, a short
 payload (with no intact record anywhere after it), or a zero-filled tail (what some
@@ -36,9 +40,9 @@ import pyarrow as pa
 
 from shardwalk import _fs
 from shardwalk._files import fsync_dir
-from shardwalk.errors import CorruptionError
+from shardwalk.errors import CorruptionError, InvalidArgumentError
 
-__all__ = ["SIDE_FILE_MARK", "RecoveredLog", "WalRecord", "WriteAheadLog", "encode"]
+__all__ = ["SIDE_FILE_MARK", "AppendUndone", "RecoveredLog", "WalRecord", "WriteAheadLog", "encode"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,11 @@ _HEADER = struct.Struct("<4sII")
 # automatically: they may hold acknowledged writes)
 SIDE_FILE_MARK = ".corrupt-"
 _SECTOR = 512  # a shorter run of zeros at the end of a payload is ordinary Arrow padding
+
+
+class AppendUndone(OSError):
+    """An append's write failed and the log was cut back to where it was: nothing of it is
+    in the log."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +263,32 @@ def _first_fault(path: str, data: bytes) -> Iterator[WalRecord | _Fault]:
         offset = stop
 
 
+def _replay_live(path: str, end: int) -> Iterator[WalRecord]:
+    """The records in the first ``end`` bytes of a live log; reads only (see ``replay``)."""
+    if isinstance(end, bool) or not isinstance(end, int) or end < 0:
+        raise InvalidArgumentError(f"end must be a byte offset (an int >= 0); got {end!r}")
+    with open(path, "rb") as f:
+        data = f.read(end)
+    if len(data) < end:
+        raise CorruptionError(
+            f"write-ahead log {path!r} is {len(data)} bytes long, but {end} bytes of it were "
+            "acknowledged: the log lost acknowledged writes. Nothing was changed; restore the "
+            "data directory from a backup"
+        )
+    for item in _first_fault(path, data):
+        if isinstance(item, WalRecord):
+            yield item
+        elif item.torn:  # every byte before ``end`` was acknowledged: not a torn write
+            raise CorruptionError(
+                f"write-ahead log {path!r}: the record at byte {item.offset} is incomplete "
+                f"({item.reason}) although the first {end} bytes of the log hold only "
+                "acknowledged records. Nothing was changed; reopen the engine (an open checks "
+                "the whole log)"
+            )
+        else:
+            raise _corruption(path, item, len(data))
+
+
 def _side_file(path: str, offset: int, cut: bytes) -> str:
     """Save ``cut`` durably beside the log; never overwrite an earlier side file."""
     base = f"{path}{SIDE_FILE_MARK}{offset}"
@@ -298,9 +333,9 @@ class WriteAheadLog:
         """Append records made by :func:`encode` with one write and one fsync (group commit):
         all durable on return unless ``sync=False``.
 
-        A failed write (no space left, say) cuts the log back to where it was and raises the
-        write's ``OSError``: nothing of the records is in the log and the log takes further
-        appends. If the cut fails too, its error is raised instead (the log's tail is then
+        A failed write (no space left, say) cuts the log back to where it was and raises
+        :class:`AppendUndone` (the write's errno): nothing of the records is in the log and the
+        log takes further appends. If the cut fails too, its error is raised instead (the log's tail is then
         unknown: the caller must stop using it). A failed fsync raises
         :class:`shardwalk._fs.SyncFailed`: the records may or may not be durable.
         """
@@ -308,9 +343,11 @@ class WriteAheadLog:
         fd = self._file.fileno()
         try:
             _fs.write(fd, data)
-        except OSError:
+        except OSError as exc:
             _fs.truncate(fd, self._size)  # O_APPEND: the next append writes at the cut
-            raise
+            raise AppendUndone(
+                exc.errno, f"{exc.strerror}; the log was cut back to byte {self._size}"
+            ) from exc
         self._size += len(data)
         if self.sync:
             _fs.fsync(fd)
@@ -323,15 +360,32 @@ class WriteAheadLog:
         self._file.close()
 
     @staticmethod
-    def replay(path: str) -> Iterator[WalRecord]:
-        """Yield every record; cut a torn (short) last record off the file.
+    def replay(path: str, *, end: int | None = None) -> Iterator[WalRecord]:
+        """Yield every record of the log at ``path``.
+
+        Parameters
+        ----------
+        path : str
+            The log file.
+        end : int, optional
+            Read a *live* log (one open for appends elsewhere): only its first ``end`` bytes,
+            an offset taken under the write lock after a complete append, so every record
+            before it was acknowledged. Nothing is written: a record that is short or bad
+            before ``end`` is corruption, never a torn write to cut (the bytes after ``end``
+            may be an append in progress). Without it, the open path: the whole file, and a
+            torn (short) last record is cut off the file (only an open may do this, before
+            the log is opened for appends).
 
         Raises
         ------
         CorruptionError
-            A record is bad and not a torn write (see the module docstring). Records before it
-            may already have been yielded; the file is left as it was.
+            A record is bad and not a torn write (see the module docstring), or, with ``end``,
+            the file is shorter than ``end`` or a record before ``end`` is incomplete. Records
+            before it may already have been yielded; the file is left as it was.
         """
+        if end is not None:
+            yield from _replay_live(path, end)
+            return
         with open(path, "rb") as f:
             data = f.read()
         for item in _first_fault(path, data):

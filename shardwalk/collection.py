@@ -6,14 +6,13 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from shardwalk import _fs
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
@@ -49,7 +48,7 @@ from shardwalk.snapshot import (
     upsert_record,
     write_snapshot,
 )
-from shardwalk.storage import DataDir, remove_dir
+from shardwalk.storage import DataDir
 from shardwalk.validation import (
     as_ids,
     check_ids,
@@ -792,14 +791,11 @@ class Collection:
             state = State(
                 rows=self._rows, index=self._index, store=self._store, tenants=self._tenants
             )
-            try:
-                write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
-                WriteAheadLog.create(str(directory / wal))
-            except BaseException:  # not committed: the old snapshot and log stay current
-                with suppress(OSError):
-                    remove_dir(directory / snapshot)
-                    _fs.unlink(directory / wal, missing_ok=True)
-                raise
+            # On a failure the old snapshot and log stay current; the new files are removed by
+            # the next checkpoint or open (not now: a spann index already reads its sealed
+            # posting files from the new snapshot, see SpannIndex.save).
+            write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
+            WriteAheadLog.create(str(directory / wal))
 
             def switch(manifest: dict[str, Any]) -> None:
                 manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)

@@ -20,6 +20,13 @@ acknowledged write since it. Files the manifest does not name are leftovers of a
 checkpoint and are removed at open (except the side files of a recovering open, which may
 hold acknowledged writes).
 
+Every file a manifest names is fsynced before the manifest that names it is renamed into
+place, and every directory after an entry is created, renamed or removed in it; all of it
+through ``shardwalk._fs`` (tests swap in a file system that loses what was not made durable).
+A failed fsync (or another I/O error while writing) is fatal: the directory turns read-only
+(:meth:`DataDir.guard`, :meth:`DataDir.append`) and every write is refused until the engine
+is reopened; reads go on. No space left fails only the write at hand, which is undone.
+
 One process owns a data directory, and within it one open ``DataDir`` (one Engine). The flock
 keeps other processes out; a registry of the directories open in this process tells a second
 open here apart from another process, so the error says which it is.

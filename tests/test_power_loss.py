@@ -9,7 +9,9 @@ import errno
 import json
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -260,6 +262,8 @@ class PowerLossMachine(RuleBasedStateMachine):
     """Random upserts, deletes, checkpoints, compactions, graph updates and spann splits,
     with power cuts between operations and inside them (at a random write or fsync)."""
 
+    seen: ClassVar[Counter[str]] = Counter()  # what the runs exercised (checked after them)
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="sw-power-")
@@ -282,7 +286,11 @@ class PowerLossMachine(RuleBasedStateMachine):
         except BaseException:
             if not self.fs.dead:  # only a power cut may stop an operation here
                 raise
+            PowerLossMachine.seen["cut inside an operation"] += 1
             self.world.crash_and_reopen()
+        splits = self.world.engine.collection("s").stats()["index_stats"].get("splits", 0)
+        if splits:
+            PowerLossMachine.seen["spann splits"] += 1
 
     @rule(
         name=st.sampled_from(["h", "s"]),
@@ -339,4 +347,7 @@ def test_power_loss_state_machine():
         suppress_health_check=list(HealthCheck),
     )
     PowerLossMachine.TestCase.settings = settings_
+    PowerLossMachine.seen.clear()
     PowerLossMachine.TestCase().runTest()
+    assert PowerLossMachine.seen["cut inside an operation"] > 0, PowerLossMachine.seen
+    assert PowerLossMachine.seen["spann splits"] > 0, PowerLossMachine.seen

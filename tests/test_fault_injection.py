@@ -47,8 +47,9 @@ def _sites(tmp_path: Path) -> dict[str, int]:
         world = World(fs)
         before = dict(fs.ops)
         _scenario(world)
+        sites = {k: fs.ops[k] - before.get(k, 0) for k in ("write", "fsync")}
         world.engine.close()
-    return {k: fs.ops[k] - before.get(k, 0) for k in ("write", "fsync")}
+    return sites
 
 
 def _works_on(world: World, *, checkpoint: bool = False) -> None:

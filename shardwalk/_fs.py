@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
+import threading
 from collections.abc import Callable, Iterator
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "pwrite",
     "replace",
     "rmtree",
+    "synced",
     "truncate",
     "unlink",
     "use",
@@ -60,20 +63,6 @@ class FileSystem:
             os.fsync(fd)
         except OSError as exc:
             raise SyncFailed(exc.errno, f"fsync failed: {exc.strerror}") from exc
-
-    def fsync_path(self, path: _Path) -> None:
-        fd = os.open(os.fspath(path), os.O_RDONLY)
-        try:
-            self.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def fsync_dir(self, path: _Path) -> None:
-        fd = os.open(os.fspath(path), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            self.fsync(fd)
-        finally:
-            os.close(fd)
 
     def write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -118,7 +107,7 @@ class FileSystem:
     def copyfile(self, src: _Path, dst: _Path) -> None:
         """Copy ``src`` to ``dst`` and fsync the copy (not its directory entry)."""
         shutil.copyfile(src, dst)
-        self.fsync_path(dst)
+        fsync_path(dst)
 
 
 _current: FileSystem = FileSystem()
@@ -140,16 +129,59 @@ def use(fs: FileSystem) -> Iterator[FileSystem]:
         _current = previous
 
 
+# (st_dev, st_ino) of a regular file -> its (size, mtime) at its last successful fsync here:
+# lets seal_snapshot skip files already durable (an fsync costs a device flush even when the
+# file is clean). Forgotten when this module removes or replaces the file (its inode number
+# may be reused); bounded.
+_synced: dict[tuple[int, int], tuple[int, int]] = {}
+_synced_mutex = threading.Lock()
+_SYNCED_MAX = 1 << 16
+
+
+def _signature(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _forget(path: _Path) -> None:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return
+    with _synced_mutex:
+        _synced.pop((st.st_dev, st.st_ino), None)
+
+
 def fsync(fd: int) -> None:
     _current.fsync(fd)
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        with _synced_mutex:
+            if len(_synced) >= _SYNCED_MAX:
+                _synced.clear()
+            _synced[(st.st_dev, st.st_ino)] = _signature(st)
 
 
 def fsync_path(path: _Path) -> None:
-    _current.fsync_path(path)
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(path: _Path) -> None:
-    _current.fsync_dir(path)
+    fd = os.open(os.fspath(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _current.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def synced(path: _Path) -> bool:
+    """Whether ``path`` is unchanged since an fsync of it here succeeded."""
+    st = os.stat(path)
+    with _synced_mutex:
+        return _synced.get((st.st_dev, st.st_ino)) == _signature(st)
 
 
 def write(fd: int, data: bytes) -> None:
@@ -169,6 +201,7 @@ def truncate(fd: int, size: int) -> None:
 
 
 def replace(src: _Path, dst: _Path) -> None:
+    _forget(dst)
     _current.replace(src, dst)
 
 
@@ -177,10 +210,14 @@ def link(src: _Path, dst: _Path) -> None:
 
 
 def unlink(path: _Path, *, missing_ok: bool = False) -> None:
+    _forget(path)
     _current.unlink(path, missing_ok=missing_ok)
 
 
 def rmtree(path: _Path) -> None:
+    for directory, _, files in os.walk(path):
+        for name in files:
+            _forget(os.path.join(directory, name))
     _current.rmtree(path)
 
 

@@ -72,15 +72,17 @@ def _snapshot_files(directory: Path) -> list[Path]:
 def seal_snapshot(directory: str | os.PathLike[str], meta: dict[str, Any]) -> None:
     """Record every file's size and checksum in ``snapshot.json``; fsync everything.
 
-    Every file is fsynced before its checksum is taken (a checksum of the page cache proves
-    nothing after a power cut; files copied across file systems were never fsynced), every
+    Every file is made durable before its checksum is taken (a checksum of the page cache
+    proves nothing after a power cut): fsynced, unless an fsync here already did since it last
+    changed (``shardwalk._fs.synced``: most files are written atomically, fsync included), every
     directory of the snapshot after its entries, and the snapshot's own entry in its parent
     last, so the snapshot is whole on disk before any manifest names it.
     """
     root = Path(directory)
     files = {}
     for path in _snapshot_files(root):
-        _fs.fsync_path(path)
+        if not _fs.synced(path):  # written by a writer that did not fsync, or copied
+            _fs.fsync_path(path)
         files[str(path.relative_to(root))] = {
             "size": path.stat().st_size,
             "crc32": crc32_file(path),

@@ -142,11 +142,12 @@ def _edges_of(graph) -> set[tuple[int, int]]:
     return {(int(ids[s]), int(ids[d])) for s, d in zip(src, csr.indices)}
 
 
-def _spann_workdir(tmp_path: Path, monkeypatch, fs: FaultFS, where: str) -> None:
+def _spann_workdir(request, monkeypatch, fs: FaultFS, where: str) -> None:
     if where == "shm":
         if not os.path.isdir("/dev/shm"):
             pytest.skip("no /dev/shm")
         shm = tempfile.mkdtemp(prefix="sw-spann-", dir="/dev/shm")
+        request.addfinalizer(lambda: _fs.FileSystem().rmtree(shm))
         monkeypatch.setenv("SHARDWALK_SPANN_TMPDIR", shm)
     else:  # the same directory tree, but every link fails as across file systems
         fs.cross_device = True
@@ -154,12 +155,12 @@ def _spann_workdir(tmp_path: Path, monkeypatch, fs: FaultFS, where: str) -> None
 
 # -- item 12: every file a manifest names is fsynced, every directory after its entries ----
 @pytest.mark.parametrize("workdir", ["shm", "exdev"])
-def test_checkpointed_state_survives_a_power_cut(fault_fs, tmp_path, monkeypatch, workdir):
+def test_checkpointed_state_survives_a_power_cut(fault_fs, request, monkeypatch, workdir):
     """Built, checkpointed and closed (an hnsw and a spann collection, a graph with
     fingerprints and edge updates; spann's working directory on another file system): a
     power cut after the close loses nothing and the open succeeds. Before: the posting files
     copied into a snapshot, the collection and graph directories were never fsynced."""
-    _spann_workdir(tmp_path, monkeypatch, fault_fs, workdir)
+    _spann_workdir(request, monkeypatch, fault_fs, workdir)
     world = World(fault_fs)
     world.upsert("h", list(range(40)), 1)
     world.upsert("s", list(range(40)), 2)

@@ -296,11 +296,13 @@ class Remote(System):
 class Served(Remote):
     """``shardwalk serve`` in its own process."""
 
-    def __init__(self, data: Data, name: str, path: str, config: str, args) -> None:
-        cmd = [sys.executable, "-m", "shardwalk.cli", "serve", "--data", path, "--config", config]
+    def __init__(
+        self, data: Data, name: str, path: str, config: str, args, python: str = sys.executable
+    ) -> None:
+        cmd = [python, "-m", "shardwalk.cli", "serve", "--data", path, "--config", config]
         cmd += ["--host", "127.0.0.1", "--port", "0", "--log-level", args.server_log_level]
         cmd += ["--threads", str(args.threads)]
-        cmd += ["--aio"] if name == AIO else []
+        cmd += ["--aio"] if name.startswith(AIO) else []
         self.log_path = f"{path}.log"
         self.process = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=open(self.log_path, "w"), text=True
@@ -909,6 +911,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for t in args.sync_pool:  # the sync server with another [limits] threads
         path = os.path.join(root, f"server-{t}.toml")
         models.append((f"{SYNC}-{t}threads", write_config(path, data.tenant, t)))
+    if args.baseline:  # the same server models run by another checkout's interpreter
+        models += [(f"{model}@baseline", c) for model, c in models if model in (SYNC, AIO)]
     for model, _ in models:  # one process owns a data directory: a copy per server
         shutil.copytree(base, os.path.join(root, model))
     skipped: dict[str, str] = {}
@@ -919,7 +923,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         systems.append(inproc)
         for model, model_config in models:
             t0 = time.perf_counter()
-            served = Served(data, model, os.path.join(root, model), model_config, args)
+            python = args.baseline if model.endswith("@baseline") else sys.executable
+            served = Served(data, model, os.path.join(root, model), model_config, args, python)
             systems.append(served)
             built[model] = {"start_seconds": round(time.perf_counter() - t0, 1)}
             log(
@@ -1026,6 +1031,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["shardwalk_commit"] = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True
     ).stdout.strip()
+    if args.baseline:
+        where = subprocess.run(
+            [
+                args.baseline,
+                "-c",
+                "import shardwalk, os; print(os.path.dirname(shardwalk.__file__))",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        result["baseline_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where or HERE, capture_output=True, text=True
+        ).stdout.strip()
     result["ratios"] = ratios(result, args)
     result["targets"] = targets(result, args)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -1090,6 +1108,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=[16],
         help="also run the sync server with these [limits] threads (the default: 2 per core, "
         "at least 4); '' for none",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="PYTHON",
+        help="also run the sync and aio servers with this interpreter (a venv of another "
+        "checkout, e.g. the commit before a change), interleaved with this one's on copies of "
+        "the same data: the change's cost, same run, same load",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--tmp", default=None, help="directory for the data (default: TMPDIR)")

@@ -30,7 +30,9 @@ A local Ray binds to 127.0.0.1 only (``ray.init(_node_ip_address="127.0.0.1")``)
 from __future__ import annotations
 
 import logging
+import math
 import os
+import socket
 import threading
 import time
 import warnings
@@ -65,13 +67,22 @@ __all__ = [
 ]
 
 MAX_RETRIES = 3  # tasks rerun after their worker or node died (Ray's default, made explicit)
+# how long joining a cluster waits for its address to answer (seconds); the variable overrides it
+CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT_ENV = "SHARDWALK_RAY_CONNECT_TIMEOUT"
 log = logging.getLogger(__name__)
 
 
-def connect(address: str | None = None, num_workers: int | None = None) -> bool:
+def connect(
+    address: str | None = None, num_workers: int | None = None, *, timeout: float | None = None
+) -> bool:
     """Join the Ray cluster at ``address``, or start a local one bound to 127.0.0.1 with
     ``num_workers`` CPUs (default: the cores of this process). Returns whether this call started
-    (or joined) Ray, so the caller knows to :func:`disconnect`; an initialised Ray is kept."""
+    (or joined) Ray, so the caller knows to :func:`disconnect`; an initialised Ray is kept.
+
+    Before joining, the address is probed (a TCP connection to it) for up to ``timeout``
+    seconds (default: ``$SHARDWALK_RAY_CONNECT_TIMEOUT``, else 10): an address that does not
+    answer is a ``FailedPreconditionError`` then, where ``ray.init`` would retry for minutes."""
     if ray.is_initialized():
         joined = ray.get_runtime_context().gcs_address
         if address is not None and address != "auto" and _host_port(address) != _host_port(joined):
@@ -81,6 +92,8 @@ def connect(address: str | None = None, num_workers: int | None = None) -> bool:
                 "address)"
             )
         return False
+    if address is not None and address != "auto":
+        _probe(address, connect_timeout(timeout))
     try:
         if address is not None:
             if address.split(":")[0] in ("127.0.0.1", "localhost"):
@@ -104,6 +117,48 @@ def connect(address: str | None = None, num_workers: int | None = None) -> bool:
         ) from exc
     _quiet_data()
     return True
+
+
+def connect_timeout(timeout: float | None = None) -> float:
+    """The probe's wait: ``timeout``, else ``$SHARDWALK_RAY_CONNECT_TIMEOUT``, else 10 s."""
+    where = "timeout"
+    if timeout is None:
+        text = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+        if not text:
+            return CONNECT_TIMEOUT
+        where = f"${CONNECT_TIMEOUT_ENV}"
+        try:
+            timeout = float(text)
+        except ValueError:
+            timeout = math.nan
+    if isinstance(timeout, bool) or not (
+        isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0
+    ):
+        raise FailedPreconditionError(
+            f"{where} is how long joining a Ray cluster waits for its address to answer: a "
+            f"positive number of seconds; got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _probe(address: str, timeout: float) -> None:
+    """A TCP connection to the cluster's address within ``timeout`` seconds, or a clear error
+    (``ray.init`` retries an address that does not answer for minutes, printing warnings)."""
+    host, port = _host_port(address)
+    try:
+        number = int(port)
+    except ValueError:
+        return  # no port: Ray's own default applies and Ray reports what it finds
+    try:
+        with socket.create_connection((host.strip("[]"), number), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise FailedPreconditionError(
+            f"the Ray cluster at {address!r} does not answer ({reason} within {timeout:g} s); "
+            f"check the address (`ray status` on the head node prints it) and that the cluster "
+            f"is up, set {CONNECT_TIMEOUT_ENV} to wait longer, or run without Ray"
+        ) from None
 
 
 def _host_port(address: str) -> tuple[str, str]:

@@ -12,6 +12,11 @@
   goes to them, and each plans its own partitions' search with these same rules.
 
 A search in scope returns exactly min(k, matches) results.
+
+For a tenant's scope the choice of path and its explanation depend only on the scope (how many
+of the tenant's rows match), never on the size of the whole index, which counts other tenants'
+rows: the 5% rule above applies to scopes without a tenant. What the approximate paths return
+(and their details: over-fetch rounds, leaves probed) still depends on the shared index.
 """
 
 from __future__ import annotations
@@ -129,6 +134,7 @@ def plan_search(
         _index_details(explain.details, result)
     else:
         count = int(scope.matches.size)
+        tenant = scope.tenant_rows is not None  # the decision may not look past the scope
         explain = Explain("", "", scope.visible, scope.estimated, count, k)
         if count == 0:
             result = empty_result(queries.shape[0], k)
@@ -148,7 +154,11 @@ def plan_search(
                 if index.exact and count > exact_max_rows
                 else f"{count} matches <= {exact_max_rows}: scoring them all is cheapest"
             )
-        elif not index.scoped and (count / max(len(index), 1) <= GRAPH_EXACT_SELECTIVITY):
+        elif (
+            not index.scoped
+            and not tenant
+            and count / max(len(index), 1) <= GRAPH_EXACT_SELECTIVITY
+        ):
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
@@ -174,11 +184,13 @@ def plan_search(
                 index, store, queries, k, scope, params, ip, explain.details
             )
             explain.path = "graph-postfilter"
+            share = "" if tenant else f" ({count / max(len(index), 1):.1%} of the index)"
             explain.reason = (
-                f"{count} matches > {exact_max_rows} ({count / max(len(index), 1):.1%} of the "
-                "index): over-fetch from the graph and keep the matches"
+                f"{count} matches > {exact_max_rows}{share}: over-fetch from the graph and keep "
+                "the matches"
             )
-            explain.details["rounds"] = rounds
+            if not tenant:  # their sizes follow the index's size
+                explain.details["rounds"] = rounds
         if explain.path in ("tenant-index", "partition-actors"):
             _index_details(explain.details, result)
     explain.returned = int(np.count_nonzero(result.ids >= 0)) // max(queries.shape[0], 1)

@@ -20,11 +20,23 @@ The paper's three ideas, each with its parameter:
 
 Updates follow SPFresh (Xu et al., SOSP 2023): an insert appends to the tails of its lists
 (searchable at once); a list past ``max_list_size`` is split in two by 2-means in a background
-thread (the k-means runs beside the searches; they wait while the list table is swapped and the
-vectors near the split, its own and its neighbour lists', whose nearest centroid changed are
-moved, a few list writes), so a row stays searchable throughout.
+thread, so a row stays searchable throughout.
+
 Versions make moved and replaced copies stale without rewriting them; deletes are tombstones.
 Splits, relocations and :meth:`SpannIndex.compact` drop stale records.
+
+Concurrency: searches hold the readers/writer lock ``_rw`` shared for their whole run; every
+change a search can see (the centroid graph, the list table, versions, the row map, the live
+count) is *published* under it exclusively, in one step per write. The slow parts run before:
+the k-means, the graph searches that place vectors, and the writes of new records (past the
+tail a list's table entry ends at, or into a fresh run that no entry names yet), so a search
+sees the index before or after a write or a split, never between (a list's new centroid with
+its old postings, a row's new version before its new record). A write that fails before its
+publication leaves the index as it was. Splits and garbage collection run on one worker
+thread, started by whoever queues a split when none is running; it decides to stop under the
+same lock a producer queues under, so no queued split is left behind. A failed split is
+logged (ERROR) and counted in :meth:`SpannIndex.stats` (``background_failures``); the list
+stays as it was, searchable, and is tried again by the next worker run. Writers never see it.
 
 The build streams: it clusters a sample (``train_size``), then assigns and writes the lists a
 chunk at a time, so ``add`` on a memory-mapped array builds an index larger than memory (a
@@ -39,12 +51,13 @@ grows is copied to the open one. The label -> primary record map is a memory-map
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import queue
 import tempfile
 import threading
 import weakref
+from collections import deque
 from contextlib import nullcontext
 from typing import Any
 
@@ -67,6 +80,8 @@ from shardwalk._threads import ThreadBudget, default_budget, delegated
 from shardwalk.errors import CorruptionError
 
 __all__ = ["SpannIndex", "assign_lists", "cluster_lists", "write_lists"]
+
+log = logging.getLogger(__name__)
 
 LABEL_MASK = (1 << SPANN_LABEL_BITS) - 1
 _GEN_SHIFT = 40  # a record's place: generation << 40 | record number
@@ -196,11 +211,38 @@ class _Where:
             self.fd = -1
 
 
-def _cleanup(workdir: str, generations: list[_Generation], where: _Where) -> None:
-    for gen in generations:
-        gen.close()
-    where.close()
-    _fs.rmtree(workdir)
+class _Staged:
+    """Records already written for some lists, not yet visible: the list-table entries, row
+    places and counts that :meth:`SpannIndex._publish` makes visible in one step."""
+
+    __slots__ = ("entries", "garbage", "moves", "relocations")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, int, int, int, int]] = []  # list, gen, start, count, cap
+        self.moves: list[tuple[np.ndarray, np.ndarray]] = []  # labels -> their primary's place
+        self.garbage = 0  # records of runs the entries leave behind
+        self.relocations = 0
+
+
+def _cleanup(
+    workdir: str,
+    generations: list[_Generation],
+    where: _Where,
+    mutex: threading.RLock,
+    closed: threading.Event,
+) -> None:
+    # at interpreter exit the split worker (a daemon) may still run: it stops before its next
+    # split, and the files close once it has finished the one it runs, never under it
+    closed.set()
+    held = mutex.acquire(timeout=60)
+    try:
+        for gen in generations:
+            gen.close()
+        where.close()
+        _fs.rmtree(workdir)
+    finally:
+        if held:
+            mutex.release()
 
 
 # -- build steps (plain functions: a cluster job calls them on its share) ---------------------
@@ -345,8 +387,9 @@ class SpannIndex:
     seed, threads, budget
         As for the other indexes.
 
-    Thread safety: reads from many threads at once; writes alone (the caller excludes other
-    calls); the background splits synchronise with both themselves.
+    Thread safety: searches, gets and stats from many threads at once, also while a write or
+    a split runs (each sees the index before or after it: see the module docstring); writes
+    wait for each other.
     """
 
     kind = "spann"
@@ -411,8 +454,16 @@ class SpannIndex:
         self._open: _Generation | None = None
         self._next_gen = 0
         self._where = _Where(os.path.join(self.workdir, f"where-{id(self):x}.i64"))
+        self._mutex = threading.RLock()  # one writer: foreground writes, splits, saves
+        self._closed = threading.Event()  # set by the finalizer: the worker stops
         weakref.finalize(
-            self, _cleanup, self.workdir if workdir is None else "", self._files, self._where
+            self,
+            _cleanup,
+            self.workdir if workdir is None else "",
+            self._files,
+            self._where,
+            self._mutex,
+            self._closed,
         )
         self._reset_lists()
         # by label: its current version (1..32767; 0: never written), flagged _DEAD if deleted
@@ -429,13 +480,16 @@ class SpannIndex:
             "lists_probed": 0,
             "bytes_read": 0,
         }
-        self._rw = RWLock()  # searches share it; a background swap takes it alone
-        self._mutex = threading.RLock()  # one writer: foreground writes, splits, saves
-        self._pending: queue.Queue[int] = queue.Queue()
-        self._queued: set[int] = set()
-        self._worker: threading.Thread | None = None
+        self._rw = RWLock()  # searches share it; a publication takes it alone
+        # the split queue, the worker's running flag and the failure count: under _idle
         self._idle = threading.Condition(threading.Lock())
-        self._failure: BaseException | None = None
+        self._pending: deque[int] = deque()
+        self._queued: set[int] = set()
+        self._failed: set[int] = set()  # lists whose split failed: retried by the next run
+        self._running = False  # a worker runs (or is starting): it will see what is queued
+        self._worker: threading.Thread | None = None  # the last one started
+        self._failures = 0
+        self._last_failure = ""
         self.store = IndexStore(dim, self._segments)
 
     def _reset_lists(self) -> None:
@@ -455,11 +509,12 @@ class SpannIndex:
             seed=self.seed,
         )
 
-    def _augment(self, vectors: np.ndarray) -> np.ndarray:
+    def _augment(self, vectors: np.ndarray, norm_cap: float | None = None) -> np.ndarray:
         """Vectors as the lists hold them (ip: with the extra coordinate)."""
         if self.metric != "ip":
             return vectors
-        extra = np.sqrt(np.maximum(self._norm_cap**2 - (vectors**2).sum(axis=1), 0.0))
+        cap = self._norm_cap if norm_cap is None else norm_cap
+        extra = np.sqrt(np.maximum(cap**2 - (vectors**2).sum(axis=1), 0.0))
         return np.ascontiguousarray(np.hstack([vectors, extra[:, None]]), dtype=np.float32)
 
     def _augment_queries(self, queries: np.ndarray) -> np.ndarray:
@@ -490,27 +545,33 @@ class SpannIndex:
         }
 
     # -- generations ------------------------------------------------------------------------
+    def _new_gen(self) -> _Generation:
+        """A fresh posting file, registered. The dict of generations is replaced, never
+        changed in place: a search iterates the one it took."""
+        number = self._next_gen
+        self._next_gen += 1
+        path = os.path.join(self.workdir, f"postings-{number:06d}.bin")
+        gen = _Generation(number, path, self.words, 0, sealed=False)
+        self._files.append(gen)
+        self._gens = {**self._gens, number: gen}
+        return gen
+
     def _open_gen(self) -> _Generation:
         if self._open is None:
-            number = self._next_gen
-            self._next_gen += 1
-            path = os.path.join(self.workdir, f"postings-{number:06d}.bin")
-            gen = _Generation(number, path, self.words, 0, sealed=False)
-            self._gens[number] = gen
-            self._files.append(gen)
-            self._open = gen
+            self._open = self._new_gen()
         return self._open
 
     def _drop_unused_gens(self) -> None:
+        """Close and remove the generations no list uses, but the open one (under the write
+        lock: searches may read any generation the table names)."""
         used = set(np.unique(self._lgen[self._lcount > 0]).tolist())
-        for number in list(self._gens):
-            gen = self._gens[number]
-            if number not in used and gen is not self._open:
-                gen.close()
-                if os.path.dirname(gen.path) == self.workdir:
-                    _fs.unlink(gen.path)
-                del self._gens[number]
-                self._garbage = max(0, self._garbage - gen.used)
+        drop = [g for n, g in self._gens.items() if n not in used and g is not self._open]
+        self._gens = {n: g for n, g in self._gens.items() if n in used or g is self._open}
+        for gen in drop:
+            gen.close()
+            if os.path.dirname(gen.path) == self.workdir:
+                _fs.unlink(gen.path)
+            self._garbage = max(0, self._garbage - gen.used)
 
     # -- writes -----------------------------------------------------------------------------
     def _grow_rows(self, end: int) -> None:
@@ -520,29 +581,48 @@ class SpannIndex:
     def add(
         self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
     ) -> None:
+        """Add (or replace) rows: their records are written first, then published in one
+        step (a search sees all of them or none; a replaced row its old vector or its new)."""
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
             return
-        self._raise_failure()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._mutex, self.budget.take(self.threads or self.budget.threads):
-            self._grow_rows(int(labels.max()) + 1)
-            self._delete(labels)  # a label added again: its earlier copies turn stale
-            self._bump(labels)
-            self._live += labels.size
-            if self._lists == 0 or self._live <= 4 * self.max_list_size:
-                self._rebuild(labels, vectors)
+            versions = self._next_versions(labels)
+            live = self._live - self._count_live(labels) + labels.size
+            if self._lists == 0 or live <= 4 * self.max_list_size:
+                self._rebuild(labels, vectors, versions)
             else:
-                self._insert(labels, self._augment(vectors))
+                vectors = self._augment(vectors)
+                staged = self._stage_appends(labels, versions, vectors, self._targets(vectors))
+                with self._rw.write():
+                    self._write_rows(labels, versions)
+                    overfull = self._publish(staged)
+                for lst in overfull:
+                    self._queue_split(lst)
         if self.maintenance == "inline":
             self._run_splits()
 
-    def _bump(self, labels: np.ndarray) -> None:
-        """A new version for these labels (live again if deleted): their older copies turn
-        stale. After 32767 it wraps to 1 (a copy that old is long gone from a list that ever
+    def _next_versions(self, labels: np.ndarray) -> np.ndarray:
+        """The versions ``labels`` get when written again (live; their older copies turn
+        stale). After 32767 it wraps to 1 (a copy that old is long gone from a list that ever
         split or was compacted)."""
-        current = self._version[labels] & np.uint16(_VERSIONS)
-        self._version[labels] = current % np.uint16(_VERSIONS) + np.uint16(1)
+        current = np.zeros(labels.size, dtype=np.uint16)
+        known = labels < self._version.shape[0]
+        current[known] = self._version[labels[known]] & np.uint16(_VERSIONS)
+        return current % np.uint16(_VERSIONS) + np.uint16(1)
+
+    def _count_live(self, labels: np.ndarray) -> int:
+        known = np.unique(labels[(labels >= 0) & (labels < self._version.shape[0])])
+        version = self._version[known]
+        return int(np.count_nonzero((version != 0) & (version & _DEAD == 0)))
+
+    def _write_rows(self, labels: np.ndarray, versions: np.ndarray) -> None:
+        """Publish ``labels`` at ``versions`` (under the write lock, with their records)."""
+        self._grow_rows(int(labels.max()) + 1)
+        self._delete(labels)  # a label added again: its earlier copies turn stale
+        self._version[labels] = versions
+        self._live += labels.size
 
     def _alive(self) -> np.ndarray:
         return (self._version != 0) & (self._version & _DEAD == 0)
@@ -552,21 +632,32 @@ class SpannIndex:
         live = live[~np.isin(live, exclude)]
         return live, self._take(live)
 
-    def _rebuild(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+    def _rebuild(self, labels: np.ndarray, vectors: np.ndarray, versions: np.ndarray) -> None:
         """Build everything again from the live vectors and these (small indexes only)."""
         old, old_vectors = self._live_vectors(labels)
-        if old.size:
-            labels = np.concatenate([old, labels])
-            vectors = np.concatenate([old_vectors, vectors])
-        self._build(labels, vectors)
+        self._build(
+            np.concatenate([old, labels]),
+            np.concatenate([old_vectors, vectors]),
+            np.concatenate([self._version[old], versions]),
+            fresh=(labels, versions),
+        )
 
-    def _build(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+    def _build(
+        self,
+        labels: np.ndarray,
+        vectors: np.ndarray,
+        versions: np.ndarray,
+        *,
+        fresh: tuple[np.ndarray, np.ndarray],
+    ) -> None:
         """The streamed build: cluster (a sample), place the centroids in the graph, assign
-        and write the lists chunk by chunk into a fresh generation."""
+        and write the lists chunk by chunk into a fresh generation, then publish it all with
+        the rows ``fresh`` (labels, versions) at once."""
         n = labels.size
+        norm_cap = self._norm_cap
         if self.metric == "ip":
-            self._norm_cap = float(np.sqrt((vectors**2).sum(axis=1).max()))
-            vectors = self._augment(vectors)
+            norm_cap = float(np.sqrt((vectors**2).sum(axis=1).max()))
+            vectors = self._augment(vectors, norm_cap)
         rng = np.random.default_rng(self.seed)
         sample = vectors
         if n > self.train_size:
@@ -590,13 +681,12 @@ class SpannIndex:
             ]
         )
         old = list(self._gens.values())
-        self._open = None
-        gen = self._open_gen()
+        gen = self._new_gen()
         lists = centroids.shape[0]
         starts, counts, primary, dropped = write_lists(
             gen,
             labels,
-            self._version[labels],
+            versions,
             vectors,
             targets,
             lists,
@@ -604,18 +694,21 @@ class SpannIndex:
             centroids=centroids,
         )
         with self._rw.write():
+            self._write_rows(*fresh)
+            self._norm_cap = norm_cap
             self._graph, self._lists = graph, lists
+            self._open = gen
             self._lgen = np.full(lists, gen.number, dtype=np.int32)
             self._lstart = starts
             self._lcount = counts.astype(np.int32)
             self._lcap = self._lcount.copy()
             self._where.array[labels] = (gen.number << _GEN_SHIFT) | primary
             self._counters["dropped_replicas"] += dropped
+            self._gens = {gen.number: gen}
             for g in old:
                 g.close()
                 if os.path.dirname(g.path) == self.workdir:
                     _fs.unlink(g.path)
-                del self._gens[g.number]
             self._garbage = 0
         for lst in np.flatnonzero(counts > self.max_list_size).tolist():
             self._queue_split(lst)
@@ -629,67 +722,93 @@ class SpannIndex:
             max_replicas=self.max_replicas,
         )
 
-    def _insert(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        """Append to the tails of each vector's lists (replicas included)."""
-        targets = self._targets(vectors)
-        self._append_targets(labels, vectors, targets)
-
-    def _append_targets(self, labels: np.ndarray, vectors: np.ndarray, targets: np.ndarray) -> None:
+    def _stage_appends(
+        self, labels: np.ndarray, versions: np.ndarray, vectors: np.ndarray, targets: np.ndarray
+    ) -> _Staged:
+        """Write the records of ``labels`` (at ``versions``) to the tails of their lists
+        ``targets`` (primary first, replicas after, padded -1); returns what to publish."""
+        staged = _Staged()
+        written = np.unique(labels)
         row, flat, rank = _pairs(targets)
         order = np.argsort(flat, kind="stable")
         row, flat, rank = row[order], flat[order], rank[order]
         bounds = np.flatnonzero(np.diff(flat)) + 1
-        versions = self._version[labels]
         for rows_at in np.split(np.arange(flat.size), bounds):
             if rows_at.size == 0:
                 continue
             lst = int(flat[rows_at[0]])
             rows = row[rows_at]
             records = make_records(labels[rows], versions[rows], vectors[rows])
-            place = self._append(lst, records)
+            place = self._stage_append(staged, lst, records, written)
             primary = rank[rows_at] == 0
-            self._where.array[labels[rows[primary]]] = place + np.flatnonzero(primary)
-            if self._lcount[lst] > self.max_list_size:
-                self._queue_split(lst)
+            staged.moves.append((labels[rows[primary]], place + np.flatnonzero(primary)))
+        return staged
 
-    def _append(self, lst: int, records: np.ndarray) -> int:
-        """Append ``records`` to list ``lst``; returns the place of the first (gen << 40 |
-        record). A list in a sealed generation, or without room, moves to the open one."""
-        gen = self._gens[int(self._lgen[lst])]
-        count = int(self._lcount[lst])
-        if gen is self._open and count + records.shape[0] <= self._lcap[lst]:
-            start = int(self._lstart[lst]) + count
-            gen.write(start, records)
-            self._lcount[lst] = count + records.shape[0]
-            return (gen.number << _GEN_SHIFT) | start
-        current = self._read_current(lst)
-        combined = np.concatenate([current, records]) if current.shape[0] else records
-        base = self._place_list(lst, combined)
-        return base + current.shape[0]
-
-    def _place_list(
-        self, lst: int, records: np.ndarray, old: tuple[int, int, int] | None = None
+    def _stage_append(
+        self, staged: _Staged, lst: int, records: np.ndarray, written: np.ndarray
     ) -> int:
-        """Write list ``lst`` anew in the open generation with room to grow. Records whose
-        primary copy was in the ``old`` run (gen, start, cap; default: the list's own, which
-        becomes garbage) now have it here. Returns the place of the first record."""
+        """Write ``records`` after list ``lst``'s tail; returns the place of the first (gen <<
+        40 | record). A list in a sealed generation, or without room, is written anew in the
+        open one, less the copies of the labels being ``written`` (sorted; stale once
+        published)."""
+        gen = self._gens[int(self._lgen[lst])]
+        count, start, cap = int(self._lcount[lst]), int(self._lstart[lst]), int(self._lcap[lst])
+        if gen is self._open and count + records.shape[0] <= cap:
+            gen.write(start + count, records)  # past the tail the table names: unseen
+            staged.entries.append((lst, gen.number, start, count + records.shape[0], cap))
+            return (gen.number << _GEN_SHIFT) | (start + count)
+        current = self._read_current(lst)
+        keys = current.view(np.int64)[:, 0] & LABEL_MASK
+        current = current[
+            written[np.minimum(np.searchsorted(written, keys), written.size - 1)] != keys
+        ]
+        combined = np.concatenate([current, records]) if current.shape[0] else records
+        carried = current.shape[0]
+        return self._stage_list(staged, lst, combined, carried=carried) + carried
+
+    def _stage_list(
+        self,
+        staged: _Staged,
+        lst: int,
+        records: np.ndarray,
+        old: tuple[int, int, int] | None = None,
+        *,
+        carried: int | None = None,
+    ) -> int:
+        """Write list ``lst`` anew in the open generation with room to grow. Of its first
+        ``carried`` records (default: all), those whose primary copy was in the ``old`` run
+        (gen, start, cap; default: the list's own, which becomes garbage) have it here once
+        published. Returns the place of the first record."""
         if old is None:
             old = (int(self._lgen[lst]), int(self._lstart[lst]), int(self._lcap[lst]))
-            self._garbage += old[2]
+            staged.garbage += old[2]
         gen = self._open_gen()
         cap = max(records.shape[0] + 8, self.max_list_size + self.max_list_size // 4)
         start = gen.allocate(cap)
-        gen.write(start, records)
-        self._counters["relocations"] += 1
+        gen.write(start, records)  # a run no table entry names yet: unseen
+        staged.relocations += 1
         base = (gen.number << _GEN_SHIFT) | start
-        labels = records.view(np.int64)[:, 0] & LABEL_MASK
+        kept = records if carried is None else records[:carried]
+        labels = kept.view(np.int64)[:, 0] & LABEL_MASK
         moved = self._where.array[labels]
         old_lo = (old[0] << _GEN_SHIFT) | old[1]
         mine = (moved >= old_lo) & (moved < old_lo + old[2])  # their primary copy was there
-        self._where.array[labels[mine]] = base + np.flatnonzero(mine)
-        self._lgen[lst], self._lstart[lst] = gen.number, start
-        self._lcount[lst], self._lcap[lst] = records.shape[0], cap
+        staged.moves.append((labels[mine], base + np.flatnonzero(mine)))
+        staged.entries.append((lst, gen.number, start, records.shape[0], cap))
         return base
+
+    def _publish(self, staged: _Staged) -> list[int]:
+        """Make staged records visible (the caller holds the write lock): their list-table
+        entries, their rows' places, the counts. Returns the lists now past the limit (the
+        caller queues them once it has released the lock)."""
+        for lst, gen, start, count, cap in staged.entries:
+            self._lgen[lst], self._lstart[lst] = gen, start
+            self._lcount[lst], self._lcap[lst] = count, cap
+        for labels, places in staged.moves:
+            self._where.array[labels] = places
+        self._garbage += staged.garbage
+        self._counters["relocations"] += staged.relocations
+        return [lst for lst, _, _, count, _ in staged.entries if count > self.max_list_size]
 
     def _read_current(self, lst: int) -> np.ndarray:
         """The live, current records of list ``lst`` (stale copies and tombstones dropped)."""
@@ -705,7 +824,7 @@ class SpannIndex:
 
     def delete(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
-        with self._mutex:
+        with self._mutex, self._rw.write():
             self._delete(labels)
 
     def _delete(self, labels: np.ndarray) -> None:
@@ -716,43 +835,96 @@ class SpannIndex:
 
     # -- splits (SPFresh's local rebuilds) --------------------------------------------------
     def _queue_split(self, lst: int) -> None:
-        if lst in self._queued:
-            return
-        self._queued.add(lst)
-        self._pending.put(lst)
-        if self.maintenance == "background" and (
-            self._worker is None or not self._worker.is_alive()
-        ):
-            self._worker = threading.Thread(target=self._work, name="spann-splits", daemon=True)
-            self._worker.start()
+        """Queue list ``lst`` to split; start the worker if none runs. Decided under the lock
+        the worker stops under: either the running worker takes the list, or a new one."""
+        with self._idle:
+            if lst in self._queued:
+                return
+            self._queued.add(lst)
+            self._pending.append(lst)
+            if self.maintenance == "background" and self._running:
+                return
+            # a new run (a worker starts, or a write runs them inline): failed lists again
+            for again in sorted(self._failed - self._queued):
+                self._queued.add(again)
+                self._pending.append(again)
+            self._failed.clear()
+            if self.maintenance != "background":
+                return
+            self._running = True
+            worker = threading.Thread(target=self._work, name="spann-splits", daemon=True)
+            self._worker = worker
+        try:
+            worker.start()
+        except BaseException as exc:  # no thread: the next queued split (or wait_idle) runs it
+            with self._idle:
+                self._running = False
+                self._idle.notify_all()
+            self._report_failure("starting the split worker", exc)
 
     def _work(self) -> None:
+        """The worker: splits until the queue is empty, and stops only if it still is under
+        the lock that producers queue under."""
         try:
-            self._run_splits()
-        except BaseException as exc:  # reported by the next write
-            self._failure = exc
-        finally:
+            while True:
+                self._run_splits()
+                with self._idle:
+                    if not self._pending:
+                        self._running = False
+                        self._idle.notify_all()
+                        return
+        except BaseException as exc:  # _run_splits reports its own; this is the last resort
             with self._idle:
+                self._running = False
                 self._idle.notify_all()
+            self._report_failure("the split worker", exc)
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise RuntimeError(
-                f"a background split of the spann index failed: {failure}"
-            ) from failure
+    def _report_failure(self, what: str, exc: BaseException) -> None:
+        """A background step failed: logged at once (ERROR, with its traceback) and counted
+        in :meth:`stats`. Nothing was published: the index is as it was before the step."""
+        log.error(
+            "spann index: %s failed (%s: %s); the index is as before it: a list that did not "
+            "split stays searchable and is tried again by the next worker run",
+            what,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        with self._idle:
+            self._failures += 1
+            self._last_failure = f"{what}: {type(exc).__name__}"
 
     def _run_splits(self) -> None:
-        while True:
-            try:
-                lst = self._pending.get_nowait()
-            except queue.Empty:
-                self._collect_garbage()
-                return
-            with self._mutex, delegated(1):  # small k-means and searches: one thread
+        """Split the queued lists that still need it, then collect garbage. A failure is
+        reported (see :meth:`_report_failure`), never raised: a writer never sees it."""
+        while not self._closed.is_set():
+            with self._idle:
+                if not self._pending:
+                    break
+                lst = self._pending.popleft()
                 self._queued.discard(lst)
-                if self._lcount[lst] > self.max_list_size and self._graph.alive()[lst]:
-                    self._split(lst)
+            with self._mutex, delegated(1):  # small k-means and searches: one thread
+                if (
+                    not self._closed.is_set()
+                    and lst < self._lists
+                    and self._lcount[lst] > self.max_list_size
+                    and self._graph.alive()[lst]
+                ):
+                    try:
+                        self._split(lst)
+                    except Exception as exc:
+                        self._report_failure(f"splitting list {lst}", exc)
+                        with self._idle:
+                            self._failed.add(lst)
+        if self._closed.is_set():  # the files are closing (the interpreter exits)
+            with self._idle:
+                self._pending.clear()
+                self._queued.clear()
+            return
+        try:
+            self._collect_garbage()
+        except Exception as exc:
+            self._report_failure("compacting the posting files", exc)
 
     def _collect_garbage(self) -> None:
         """Compact once relocated and split lists left more dead records in the files than
@@ -765,48 +937,56 @@ class SpannIndex:
                     self._compact()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until no split is queued or running; returns whether that happened in time."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-            if worker.is_alive():
-                return False
-        if self.maintenance == "inline" or not self._pending.empty():
+        """Block until no split is queued or running; returns whether that happened in time.
+        Splits no worker runs (inline maintenance, or no thread could start) run here. A
+        failed split raises nothing: ``background_failures`` in :meth:`stats` counts it."""
+        if self.maintenance == "background":
+            with self._idle:
+                if not self._idle.wait_for(lambda: not self._running, timeout):
+                    return False
+        if self.maintenance == "inline" or self._pending:
             self._run_splits()
-        self._raise_failure()
         return True
 
     def _split(self, lst: int) -> None:
         """Split list ``lst`` by balanced 2-means, then reassign the vectors near it whose
-        nearest centroid changed (SPFresh's LIRE)."""
+        nearest centroid changed (SPFresh's LIRE). Each of the two is written, then published
+        in one step: a failure before leaves the list as it was."""
         records = self._read_current(lst)
+        staged = _Staged()
         if records.shape[0] <= self.max_list_size:  # garbage made it long: rewrite it short
+            self._stage_list(staged, lst, records)
             with self._rw.write():
-                self._place_list(lst, records)
+                self._publish(staged)  # (not past the limit)
             return
         vectors = np.ascontiguousarray(records[:, 2 : 2 + self.vdim])
         centroids, assignment = balanced_kmeans(vectors, 2, seed=self.seed + lst, iterations=10)
         if np.unique(assignment).size == 1:
             assignment = (np.arange(records.shape[0]) % 2).astype(np.int32)
         old_centroid = self._centroids[lst].copy()
+        new = np.arange(self._graph.slots, self._graph.slots + 2)  # the halves' lists
+        end = int(new[-1]) + 1
+        old_place = (int(self._lgen[lst]), int(self._lstart[lst]), int(self._lcap[lst]))
+        staged.garbage += old_place[2]
+        for side, target in enumerate(new.tolist()):
+            self._stage_list(staged, target, records[assignment == side], old_place)
+        staged.entries.append((lst, old_place[0], old_place[1], 0, old_place[2]))
+        # room for the halves' entries (a grown copy holds what searches see, unchanged)
+        self._lgen = _grow(self._lgen, end, 0)
+        self._lstart = _grow(self._lstart, end, 0)
+        self._lcount = _grow(self._lcount, end, 0)
+        self._lcap = _grow(self._lcap, end, 0)
         with self._rw.write():  # the swap: searches wait only for this
+            added = self._graph.add(centroids)
+            assert added.tolist() == new.tolist(), (added, new)
             self._graph.delete(np.array([lst]))
-            self._lcount[lst] = 0
-            new = self._graph.add(centroids)
-            end = int(new[-1]) + 1
-            self._lgen = _grow(self._lgen, end, 0)
-            self._lstart = _grow(self._lstart, end, 0)
-            self._lcount = _grow(self._lcount, end, 0)
-            self._lcap = _grow(self._lcap, end, 0)
-            old_place = (int(self._lgen[lst]), int(self._lstart[lst]), int(self._lcap[lst]))
-            self._garbage += old_place[2]
-            for side, target in enumerate(new.tolist()):
-                self._place_list(target, records[assignment == side], old_place)
+            overfull = self._publish(staged)
             self._lists = end
             self._counters["splits"] += 1
+        try:
             self._reassign(lst, old_centroid, new, records, assignment)
-        for target in new.tolist():
-            if self._lcount[target] > self.max_list_size:
+        finally:  # the split is published: its halves split on, whatever the reassignment did
+            for target in overfull:
                 self._queue_split(target)
 
     def _reassign(
@@ -852,9 +1032,14 @@ class SpannIndex:
         if not moving.any():
             return
         labels, vectors, targets = labels[moving], vectors[moving], targets[moving]
-        self._bump(labels)
-        self._append_targets(labels, vectors, targets)
-        self._counters["reassigned"] += int(labels.size)
+        versions = self._next_versions(labels)
+        staged = self._stage_appends(labels, versions, vectors, targets)
+        with self._rw.write():
+            self._version[labels] = versions
+            overfull = self._publish(staged)
+            self._counters["reassigned"] += int(labels.size)
+        for other in overfull:
+            self._queue_split(other)
 
     def _primary_lists(self, labels: np.ndarray) -> np.ndarray:
         """The list holding each label's primary record (-1: unknown)."""
@@ -897,26 +1082,29 @@ class SpannIndex:
         planner's tenant and filter scope) scores only labels in scope, probing more lists the
         fewer are in scope, and returns min(k, labels in scope) results.
 
-        ``result.explain`` is a dict: ``lists_probed`` and ``bytes_read`` per query (mean)."""
+        ``result.explain`` is a dict: ``lists_probed`` and ``bytes_read`` per query (mean).
+
+        The whole search holds the index's lock shared: it sees every write and split
+        published before it and none of one published after it started."""
         n = queries.shape[0]
-        if n == 0 or self._live == 0:
-            return empty_result(n, k)
         eps = self.eps_search if eps_search is None else float(eps_search)
         probes = self.max_probes if max_probes is None else int(max_probes)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        matches = self._live
-        bits = _NO_SCOPE
-        if allowed is not None:
-            allowed = allowed[: self._version.shape[0]]
-            matches = int(np.count_nonzero(allowed & self._alive()[: allowed.shape[0]]))
-            if matches == 0:
-                return empty_result(n, k)
-            bits = (
-                allowed_bits
-                if allowed_bits is not None
-                else np.packbits(allowed, bitorder="little")
-            )
         with self._rw.read():
+            if n == 0 or self._live == 0:
+                return empty_result(n, k)
+            matches = self._live
+            bits = _NO_SCOPE
+            if allowed is not None:
+                allowed = allowed[: self._version.shape[0]]
+                matches = int(np.count_nonzero(allowed & self._alive()[: allowed.shape[0]]))
+                if matches == 0:
+                    return empty_result(n, k)
+                bits = (
+                    allowed_bits
+                    if allowed_bits is not None
+                    else np.packbits(allowed, bitorder="little")
+                )
             # one query: the calling thread (faiss starts no team for it, the scan is serial)
             with (
                 nullcontext()
@@ -1004,11 +1192,12 @@ class SpannIndex:
         with positioned reads, one query's buffer) at a time."""
         ip = self.metric == "ip"
         n = queries.shape[0]
+        gens = self._gens  # replaced, never changed in place, by writers
         if self.io == "pread":
             for qi in range(n):
                 chosen = lists[qi][lists[qi] >= 0]
                 buffers = [
-                    self._gens[int(self._lgen[c])].read(int(self._lstart[c]), int(self._lcount[c]))
+                    gens[int(self._lgen[c])].read(int(self._lstart[c]), int(self._lcount[c]))
                     for c in chosen.tolist()
                     if self._lcount[c]
                 ]
@@ -1032,9 +1221,9 @@ class SpannIndex:
                     out_d[qi : qi + 1],
                 )
             return
-        gens = self._lgen[np.maximum(lists, 0)]
-        for number, gen in list(self._gens.items()):
-            mine = (lists >= 0) & (gens == number)
+        numbers = self._lgen[np.maximum(lists, 0)]
+        for number, gen in gens.items():
+            mine = (lists >= 0) & (numbers == number)
             if not mine.any():
                 continue
             ptr = np.concatenate([[0], np.cumsum(mine.sum(axis=1))]).astype(np.int64)
@@ -1075,11 +1264,13 @@ class SpannIndex:
         return out
 
     def _segments(self, rows: np.ndarray) -> list[Segment]:
-        vectors = self._take(rows)
+        with self._rw.read():  # a split may be moving rows
+            vectors = self._take(rows)
         return [(vectors, np.arange(rows.size, dtype=np.int64), None)]
 
     def get(self, labels: np.ndarray) -> np.ndarray:
-        return self._take(np.asarray(labels, dtype=np.int64))
+        with self._rw.read():  # a split may be moving rows
+            return self._take(np.asarray(labels, dtype=np.int64))
 
     def __len__(self) -> int:
         return self._live
@@ -1088,10 +1279,20 @@ class SpannIndex:
     def resident_bytes(self) -> int:
         """What stays in memory: the centroid graph (with its vectors), the list table, and a
         version per row (two bytes)."""
+        with self._rw.read():
+            return self._resident_bytes()
+
+    def _resident_bytes(self) -> int:
         table = self._lgen.nbytes + self._lstart.nbytes + self._lcount.nbytes + self._lcap.nbytes
         return int(self._graph.memory_bytes() + table + self._version.nbytes)
 
     def stats(self) -> dict[str, Any]:
+        """Sizes, counters, the splits pending and the background failures (the last one's
+        step and exception class; its traceback is in the log)."""
+        with self._rw.read():  # one consistent state
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
         live_lists = np.flatnonzero(
             self._graph.alive()[: self._lists] & (self._lcount[: self._lists] > 0)
         )
@@ -1099,7 +1300,7 @@ class SpannIndex:
         records = int(sizes.sum())
         searches = max(self._counters["searches"], 1)
         raw = self._live * self.dim * 4
-        resident = self.resident_bytes()
+        resident = self._resident_bytes()
         return {
             "kind": self.kind,
             "live": self._live,
@@ -1123,7 +1324,9 @@ class SpannIndex:
             "reassigned": self._counters["reassigned"],
             "relocations": self._counters["relocations"],
             "dropped_replicas": self._counters["dropped_replicas"],
-            "pending_splits": self._pending.qsize(),
+            "pending_splits": len(self._pending),
+            "background_failures": self._failures,
+            "last_background_failure": self._last_failure,
             "searches": self._counters["searches"],
             "lists_probed_per_query": self._counters["lists_probed"] / searches,
             "bytes_read_per_query": self._counters["bytes_read"] / searches,
@@ -1139,8 +1342,7 @@ class SpannIndex:
 
     def _compact(self) -> None:
         live = self._live_lists()
-        self._open = None
-        gen = self._open_gen()
+        gen = self._new_gen()  # open once published: a failure before leaves the old one
         starts = np.zeros(self._lists, dtype=np.int64)
         counts = np.zeros(self._lists, dtype=np.int64)
         moves = []
@@ -1159,6 +1361,7 @@ class SpannIndex:
                 (labels[mine], (gen.number << _GEN_SHIFT) | (start + np.flatnonzero(mine)))
             )
         with self._rw.write():
+            self._open = gen
             for labels, places in moves:
                 self._where.array[labels] = places
             self._lgen = np.full(self._lists, gen.number, dtype=np.int32)

@@ -5,9 +5,12 @@ Every RPC passes through one wrapper (:meth:`Dispatcher.call`): it authenticates
 the ``authorization`` metadata, parses the request (a message that does not parse is
 INVALID_ARGUMENT, never INTERNAL), checks the deadline, runs the handler, maps the library's
 exceptions to their status codes with the library's message (anything unexpected is INTERNAL
-with a generic message and a logged traceback), and records the metrics and one log line (at INFO
-for a failed call, at DEBUG for a successful one: ``serve --log-level DEBUG`` logs every call; at
-INFO the line costs more than the dispatcher's other work together, measured).
+with a generic message and a logged traceback; a library message that would show the caller the
+server's insides, such as a corruption report, a path, a pid or an exception's text, is replaced
+by a generic one with a reference, the detail logged under it), and records the metrics and one
+log line (at INFO for a failed call, at DEBUG for a successful one: ``serve --log-level DEBUG``
+logs every call; at INFO the line costs more than the dispatcher's other work together,
+measured).
 
 Two server models share it: :class:`Server`, grpc's synchronous server with a thread pool,
 and :class:`AioServer` on grpc.aio (``shardwalk serve --aio``); handlers call the engine,
@@ -17,8 +20,14 @@ whose reads run in parallel. bench/server.py compares the two.
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import logging
+import os
+import re
+import secrets
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,11 +39,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from shardwalk.server.config import Config, Principal, load_config
+from shardwalk.server.limits import Limiter
 from shardwalk.server.service import Service
 
 from shardwalk._deadline import deadline
 from shardwalk.engine import Engine
-from shardwalk.errors import DeadlineExceededError, InvalidArgumentError, ShardwalkError
+from shardwalk.errors import (
+    CorruptionError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ShardwalkError,
+)
 from shardwalk.v1 import shardwalk_pb2 as pb
 
 __all__ = ["SERVICE", "AioServer", "Dispatcher", "Server", "serve"]
@@ -60,6 +76,7 @@ _RPCS: dict[str, tuple[Any, Callable[..., Any], bool]] = {
     "Compose": (pb.ComposeRequest, Service.compose, False),
     "UpsertEdges": (pb.UpsertEdgesRequest, Service.upsert_edges, False),
     "DeleteEdges": (pb.DeleteEdgesRequest, Service.delete_edges, False),
+    "Backup": (pb.BackupRequest, Service.backup, False),
 }
 _SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
@@ -71,6 +88,8 @@ class Dispatcher:
     def __init__(self, engine: Engine, config: Config) -> None:
         self.config = config
         self.service = Service(engine, config.limits)
+        self._paths = _server_paths(engine.path)
+        self.limiter = Limiter(config)
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "shardwalk_requests",
@@ -95,18 +114,26 @@ class Dispatcher:
         start = time.perf_counter()
         who: Principal | None = None
         code, message, out = grpc.StatusCode.OK, "", b""
+        gate, capped = None, False
         try:
             who = self.config.principal(_api_key(metadata))
             if remaining is not None and remaining <= 0:
                 raise DeadlineExceededError(f"the deadline of {rpc} passed before it ran")
+            gate = self.limiter.admit(who)  # the key's quotas (server/limits.py)
             if streaming:
-                request = (_parse(rpc, request_type, d) for d in data)
+                request = self.limiter.stream(rpc, (_parse(rpc, request_type, d) for d in data))
             else:
                 request = _parse(rpc, request_type, data)
+                self.limiter.check(rpc, request)  # [limits], before any work
+            remaining, capped = self.limiter.deadline(remaining)
             with deadline(remaining):  # the engine checks it between stages and in solves
                 out = handler(self.service, who, request).SerializeToString()
         except ShardwalkError as exc:
-            code, message = grpc.StatusCode[exc.code], exc.message
+            code, message = grpc.StatusCode[exc.code], self._client_message(rpc, exc, who)
+            if capped and code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                message += (
+                    f" (this server ends a call after {remaining:g} s: [limits] max_deadline_s)"
+                )
         except RecursionError:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, f"{rpc}: request nested too deeply"
         except grpc.RpcError:  # the client went away mid-stream: nobody to answer
@@ -115,6 +142,9 @@ class Dispatcher:
             log.exception("%s failed unexpectedly (tenant %s)", rpc, _label(who))
             code = grpc.StatusCode.INTERNAL
             message = f"internal error in {rpc}; the server logged the details"
+        finally:
+            if gate is not None:
+                gate.leave()
         seconds = time.perf_counter() - start
         tenant = _label(who)
         self._requests.labels(rpc, tenant, code.name).inc()
@@ -128,6 +158,52 @@ class Dispatcher:
             seconds * 1e3,
         )
         return code, message, out
+
+    def _client_message(self, rpc: str, exc: ShardwalkError, who: Principal | None) -> str:
+        """What a caller is told: the library's message, unless it may carry what only the
+        server's operator should see (a corruption report, a file path, a pid, an exception
+        raised inside the engine); then a message naming the RPC, the kind of failure and a
+        reference, while the detail goes to the log under that reference."""
+        text = exc.message
+        if not isinstance(exc, CorruptionError) and not _internal(text, self._paths):
+            return text
+        ref = secrets.token_hex(4)
+        log.log(
+            logging.ERROR if isinstance(exc, CorruptionError) else logging.WARNING,
+            "%s failed (tenant %s, ref %s): %s: %s",
+            rpc,
+            _label(who),
+            ref,
+            type(exc).__name__,
+            text,
+            exc_info=isinstance(exc, CorruptionError),
+        )
+        what = _GENERIC.get(exc.code, "the server could not complete it")
+        return f"{rpc} failed: {what}; the server logged the details (ref {ref})"
+
+
+# the client-safe messages of the failures whose library messages are not (see _internal)
+_GENERIC = {
+    "DATA_LOSS": "stored data on the server failed an integrity check (an operator must "
+    "restore or recover it)",
+    "FAILED_PRECONDITION": "the server is not in a state to do this",
+    "UNAVAILABLE": "a part of the server that holds data is unavailable; retry later",
+}
+# an absolute path of two parts or more, a pid, an exception's text ("OSError: [Errno 28] ...")
+_INTERNAL = re.compile(
+    r"(?<![\w.~-])/[^\s/'\"]+/|\bpid \d+|\b[A-Z]\w*(?:Error|Exception)\b: |\[Errno \d+\]"
+)
+
+
+def _server_paths(root: str | None) -> tuple[str, ...]:
+    """How the data directory can appear in a message (it may be relative)."""
+    if root is None:
+        return ()
+    return tuple({os.path.realpath(root), os.path.abspath(root), root + os.sep, repr(root)})
+
+
+def _internal(message: str, paths: tuple[str, ...]) -> bool:
+    return _INTERNAL.search(message) is not None or any(p in message for p in paths)
 
 
 def _parse(rpc: str, request_type: Any, data: bytes) -> Any:
@@ -144,7 +220,19 @@ def _options(limits: Any) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
+        # grpc sets SO_REUSEPORT by default: a second server on the same port would bind too
+        # and take half of the new connections (to another data directory)
+        ("grpc.so_reuseport", 0),
     ]
+
+
+def check_port(port: Any, what: str = "port") -> int:
+    """A TCP port number, 0 (a free one) to 65535."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidArgumentError(
+            f"{what} must be an integer from 0 to 65535 (0 picks a free port); got {port!r}"
+        )
+    return port
 
 
 def _install(
@@ -167,20 +255,70 @@ def _install(
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(_SERVICES, server)
+    if config.reflection:
+        reflection.enable_server_reflection(_SERVICES, server)
     return _listen(server, config, host, port)
 
 
 def _listen(server: Any, config: Config, host: str, port: int) -> int:
-    address = f"{host}:{port}"
-    if config.tls_cert is not None:
-        credentials = grpc.ssl_server_credentials([(config.tls_key, config.tls_cert)])
-        bound = server.add_secure_port(address, credentials)
-    else:
-        bound = server.add_insecure_port(address)
+    address = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        if config.tls_cert is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(config.tls_key, config.tls_cert)],
+                root_certificates=config.tls_client_ca,
+                require_client_auth=config.tls_client_ca is not None,
+            )
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpc: "Failed to bind to address ..."
+        bound = 0
     if bound == 0:
-        raise InvalidArgumentError(f"cannot listen on {address}: the address is in use")
+        raise FailedPreconditionError(f"cannot listen on {address}: {_bind_failure(host, port)}")
+    warning = plaintext_warning(config, host, int(bound))
+    if warning is not None:
+        log.warning("%s", warning)
     return int(bound)
+
+
+def plaintext_warning(config: Config, host: str, port: int) -> str | None:
+    """The warning a plaintext listener on an address other than loopback deserves."""
+    if config.tls_cert is not None or _loopback(host):
+        return None
+    return (
+        f"serving plaintext on {host}:{port}, which is not a loopback address: API keys and "
+        "data cross the network unencrypted; configure [tls] (cert and key; client_ca for "
+        "client certificates)"
+    )
+
+
+def _bind_failure(host: str, port: int) -> str:
+    """Why grpc could not bind (it does not say): try the same bind with a plain socket."""
+    taken = (
+        f"port {port} is in use (another shardwalk serve or another program listens on it); "
+        "stop that one or choose another --port (0 picks a free one)"
+    )
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, where = found[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(where)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return taken
+        return f"{exc.strerror or exc}; check --host"
+    # the port is free now (its holder just stopped?): grpc alone knows why it failed
+    return "grpc could not bind it (GRPC_VERBOSITY=debug shows its reason); try again"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Server:
@@ -199,6 +337,7 @@ class Server:
     def __init__(
         self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        check_port(port)
         self.engine = engine
         self.host = host
         self.dispatcher = Dispatcher(engine, config)
@@ -250,12 +389,14 @@ class Server:
 class AioServer:
     """The same service on grpc.aio: one event loop (in a thread of its own) takes the calls
     and runs each handler in a pool of ``[limits] threads`` (the engine is synchronous). A
-    client stream is read whole before its handler runs. Same interface as :class:`Server`;
+    client stream reaches its handler chunk by chunk, as the handler asks for them
+    (:class:`_Stream`). Same interface as :class:`Server`;
     bench/server.py compares the two."""
 
     def __init__(
         self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        check_port(port)
         self.engine = engine
         self.host = host
         self.dispatcher = Dispatcher(engine, config)
@@ -267,7 +408,14 @@ class AioServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._server, self.port = self._run(self._build())
+        try:
+            self._server, self.port = self._run(self._build())
+        except BaseException:  # nothing left running: the loop's thread, the pool
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            self._pool.shutdown()
+            raise
 
     def _run(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -285,11 +433,20 @@ class AioServer:
             streaming = _RPCS[rpc][2]
 
             async def behavior(data: Any, context: grpc.aio.ServicerContext) -> bytes:
-                if streaming:
-                    data = [chunk async for chunk in data]
-                code, message, out = await asyncio.get_running_loop().run_in_executor(
-                    pool, call, rpc, data, context.invocation_metadata(), context.time_remaining()
-                )
+                loop = asyncio.get_running_loop()
+                stream = _Stream(data, loop) if streaming else None
+                try:
+                    code, message, out = await loop.run_in_executor(
+                        pool,
+                        call,
+                        rpc,
+                        data if stream is None else stream,
+                        context.invocation_metadata(),
+                        context.time_remaining(),
+                    )
+                finally:
+                    if stream is not None:  # cancelled: unblock a handler waiting for a chunk
+                        stream.close()
                 if code is not grpc.StatusCode.OK:
                     await context.abort(code, message)
                 return out
@@ -329,6 +486,58 @@ class AioServer:
         self.stop()
 
 
+class _StreamCancelled(grpc.RpcError):
+    """The call ended while its handler waited for the next chunk (the dispatcher answers
+    CANCELLED, as for a client that went away under the sync server)."""
+
+
+class _Stream:
+    """A grpc.aio client stream read by the synchronous handler in the pool thread, one chunk
+    at a time: each ``next`` asks the event loop for the next chunk and waits for it. Nothing
+    is read ahead, so at most one chunk is held (beyond grpc's flow-control window) and a
+    client that sends faster than the handler applies is held back by HTTP/2 flow control."""
+
+    def __init__(self, chunks: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._chunks = chunks.__aiter__()
+        self._loop = loop
+        self._pending: futures.Future[Any] | None = None
+        self._closed = False
+
+    async def _next(self) -> Any:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            # (grpc.aio also ends the stream of a call the client cancelled: the handler then
+            # answers a client that is gone, having applied the chunks it received, as the
+            # sync server does)
+            return _END
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise _StreamCancelled()
+        self._pending = asyncio.run_coroutine_threadsafe(self._next(), self._loop)
+        if self._closed:  # closed while it was being scheduled
+            self._pending.cancel()
+        try:
+            chunk = self._pending.result()
+        except futures.CancelledError:
+            raise _StreamCancelled() from None
+        if chunk is _END:
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self._closed = True
+        if self._pending is not None:
+            self._pending.cancel()
+
+
+_END = object()
+
+
 def _checkpoint(engine: Engine) -> None:
     try:
         engine.flush()
@@ -355,6 +564,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 50051,
     metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
     threads: int | None = None,
     grace: float = 30.0,
     aio: bool = False,
@@ -364,7 +574,11 @@ def serve(
 ) -> int:
     """``shardwalk serve``: open the data directory, serve until SIGTERM or SIGINT, then
     finish in-flight calls (up to ``grace`` seconds), checkpoint and close. ``ray``: serve the
-    partitioned collections from Ray actors (see ``Engine.open``)."""
+    partitioned collections from Ray actors (see ``Engine.open``). The metrics endpoint
+    (``metrics_port``) listens on ``metrics_host``, 127.0.0.1 unless given."""
+    check_port(port)
+    if metrics_port is not None:
+        check_port(metrics_port, "metrics_port")
     config = load_config(config_path)
     stop = threading.Event()
     with Engine.open(data, threads=threads, ray=ray, ray_actors=ray_actors) as engine:
@@ -377,8 +591,17 @@ def serve(
             engine.graph(name)
         server = (AioServer if aio else Server)(engine, config, host=host, port=port).start()
         if metrics_port is not None:
-            start_http_server(metrics_port, addr=host, registry=server.registry)
-        scheme = "TLS" if config.tls_cert is not None else "plaintext"
+            try:
+                start_http_server(metrics_port, addr=metrics_host, registry=server.registry)
+            except OSError as exc:
+                server.stop(0)
+                raise FailedPreconditionError(
+                    f"cannot serve metrics on {metrics_host}:{metrics_port}: "
+                    f"{exc.strerror or exc}; choose another --metrics-port"
+                ) from None
+        scheme = "plaintext"
+        if config.tls_cert is not None:
+            scheme = "TLS" if config.tls_client_ca is None else "mutual TLS"
         announce(f"shardwalk serving {data} on {host}:{server.port} ({scheme})")
         stop.wait()
         announce("shutting down: finishing in-flight calls, then a checkpoint")

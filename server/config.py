@@ -7,19 +7,41 @@
     [[api_keys]]
     key_sha256 = "9f86d08..."
     tenant = "acme"              # every read of this key is scoped to tenant "acme"
+    collections = ["docs"]       # optional: the collections this key sees (default: all)
+    graphs = ["links"]           # optional: the graphs this key sees (default: all)
+    max_concurrent = 8           # optional quota: calls in flight for this key
+    requests_per_second = 100.0  # optional quota: a token bucket refilled at this rate,
+    burst = 200                  # holding up to burst calls (default: one second's worth)
 
     [limits]                     # all optional; the defaults are shown
     max_message_bytes = 67108864
     max_batch = 1024             # queries per Search/Compose/PPR request
-    max_k = 1000
+    max_k = 1000                 # k, knn_k, ppr_k
+    max_ids = 100000             # ids per Get/Delete, rows per Upsert chunk, PPR seeds
+    max_ef = 4096                # search parameter ef (also a collection's default ef)
+    max_candidates = 16384       # search parameter candidates
+    max_probes = 1024            # search parameters max_probes and nprobe
+    min_r_max = 1e-7             # PPR r_max floor ("push", "hybrid"): smaller is more work
+    max_rounds = 32              # PPR "fingerprint" rounds (its kernel has no deadline check)
+    max_walks = 10000            # fingerprint walks_per_node and hub_walks (CreateGraph)
+    max_filter_terms = 1024      # nodes of a filter tree (eq, range, all, any, not, ...)
+    max_filter_values = 65536    # values of a filter's in-lists, all together
+    max_deadline_s = 60.0        # a call's deadline when the client sends none, and the cap
+                                 # of a longer one
     max_concurrent_requests = 64 # beyond it: RESOURCE_EXHAUSTED
     threads = 4                  # handler threads (default: 2 per core, at least 4)
 
     [tls]                        # optional: serve TLS instead of plaintext
     cert = "server.crt"
     key = "server.key"
+    client_ca = "ca.pem"         # optional: mutual TLS, clients need a certificate it signed
 
-Keys are kept as SHA-256 digests and compared in constant time.
+    [server]                     # optional
+    reflection = false           # gRPC server reflection (answers without an API key)
+
+Keys are kept as SHA-256 digests and compared in constant time. A request above a limit, and
+a call past its key's quota, is refused with RESOURCE_EXHAUSTED naming the setting, before any
+work (see :mod:`shardwalk.server.limits`).
 """
 
 from __future__ import annotations
@@ -38,7 +60,18 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Config", "Limits", "Principal", "load_config"]
+__all__ = ["Config", "Limits", "Principal", "Quota", "load_config"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quota:
+    """Per-key quotas of an ``[[api_keys]]`` entry (None: unlimited). ``requests_per_second``
+    is a token bucket: it holds up to ``burst`` tokens (default: one second's worth, at least
+    1), refills at that rate, and every call takes one."""
+
+    max_concurrent: int | None = None
+    requests_per_second: float | None = None
+    burst: int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +80,16 @@ class Principal:
 
     tenant: str | None  # None for admins
     admin: bool = False
+    quota: Quota | None = field(default=None, compare=False)  # this key's, if it has one
+    # the collections and graphs this key sees and names (None: every one)
+    collections: frozenset[str] | None = None
+    graphs: frozenset[str] | None = None
+
+    def may_see_collection(self, name: str) -> bool:
+        return self.collections is None or name in self.collections
+
+    def may_see_graph(self, name: str) -> bool:
+        return self.graphs is None or name in self.graphs
 
     @property
     def label(self) -> str:
@@ -59,6 +102,17 @@ class Limits:
     max_message_bytes: int = 64 * 2**20
     max_batch: int = 1024
     max_k: int = 1000
+    # every other dimension of a request (server/limits.py checks them before any work)
+    max_ids: int = 100_000
+    max_ef: int = 4096
+    max_candidates: int = 16_384
+    max_probes: int = 1024
+    min_r_max: float = 1e-7
+    max_rounds: int = 32
+    max_walks: int = 10_000
+    max_filter_terms: int = 1024
+    max_filter_values: int = 65_536
+    max_deadline_s: float = 60.0
     max_concurrent_requests: int = 64
     # handlers hold the GIL for their Python parts: more threads than this only add contention
     # (bench/server.py on 2 cores: 16 threads 1,534 QPS at 8 clients, 4 threads 2,454); a
@@ -72,6 +126,10 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
+    tls_client_ca: bytes | None = None  # mutual TLS: the CA (PEM) client certificates chain to
+    # reflection answers anyone (it sits outside the API key check) and lists the service's
+    # schema: off unless asked for (grpcurl and other generic tools need it)
+    reflection: bool = False
 
     def principal(self, key: str | None) -> Principal:
         """The caller of an API key; ``UnauthenticatedError`` for a missing or unknown one."""
@@ -102,7 +160,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".") -> Config:
-    _known(raw, {"api_keys", "limits", "tls"}, where)
+    _known(raw, {"api_keys", "limits", "tls", "server"}, where)
     keys: dict[bytes, Principal] = {}
     entries = raw.get("api_keys", [])
     if not isinstance(entries, list) or not entries:
@@ -114,7 +172,7 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
         at = f"{where}: api_keys[{i}]"
         if not isinstance(entry, dict):
             raise InvalidArgumentError(f"{at} must be a table")
-        _known(entry, {"key", "key_sha256", "tenant", "role"}, at)
+        _known(entry, {"key", "key_sha256", "tenant", "role", "collections", "graphs", *_QUOTA}, at)
         if ("key" in entry) == ("key_sha256" in entry):
             raise InvalidArgumentError(f"{at} needs exactly one of key, key_sha256")
         if "key" in entry:
@@ -137,27 +195,108 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
             raise InvalidArgumentError(f"{at}: tenant must be a non-empty string")
         if digest in keys:
             raise InvalidArgumentError(f"{at}: the same key appears twice")
-        keys[digest] = Principal(tenant=None, admin=True) if role else Principal(tenant=tenant)
+        scoped = {
+            n: _names(entry[n], f"{at}: {n}") for n in ("collections", "graphs") if n in entry
+        }
+        if role and scoped:
+            raise InvalidArgumentError(
+                f"{at}: {', '.join(scoped)} scope tenant keys; an admin key sees every "
+                "collection and graph (remove them, or make it a tenant key)"
+            )
+        keys[digest] = Principal(
+            tenant=None if role else tenant,
+            admin=bool(role),
+            quota=_quota(entry, at),
+            **scoped,
+        )
 
     limits_raw = raw.get("limits", {})
     _known(limits_raw, set(Limits.__dataclass_fields__), f"{where}: [limits]")
     for name, value in limits_raw.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if name in _FLOAT_LIMITS:
+            _positive_number(value, f"{where}: [limits] {name}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(
                 f"{where}: [limits] {name} must be a positive integer; got {value!r}"
             )
-    limits = Limits(**limits_raw)
+    limits = Limits(**{n: float(v) if n in _FLOAT_LIMITS else v for n, v in limits_raw.items()})
 
     tls = raw.get("tls")
-    cert = key = None
+    cert = key = client_ca = None
     if tls is not None:
-        _known(tls, {"cert", "key"}, f"{where}: [tls]")
-        if set(tls) != {"cert", "key"}:
-            raise InvalidArgumentError(f"{where}: [tls] needs both cert and key (PEM files)")
+        _known(tls, {"cert", "key", "client_ca"}, f"{where}: [tls]")
+        if not {"cert", "key"} <= set(tls):
+            raise InvalidArgumentError(
+                f"{where}: [tls] needs both cert and key (PEM files); client_ca is optional"
+            )
         cert, key = (
             _read(os.path.join(base, tls[n]), f"{where}: [tls] {n}") for n in ("cert", "key")
         )
-    return Config(keys=keys, limits=limits, tls_cert=cert, tls_key=key)
+        if "client_ca" in tls:
+            client_ca = _read(os.path.join(base, tls["client_ca"]), f"{where}: [tls] client_ca")
+
+    server = raw.get("server", {})
+    _known(server, {"reflection"}, f"{where}: [server]")
+    reflection = server.get("reflection", False)
+    if not isinstance(reflection, bool):
+        raise InvalidArgumentError(
+            f"{where}: [server] reflection must be true or false; got {reflection!r}"
+        )
+    return Config(
+        keys=keys,
+        limits=limits,
+        tls_cert=cert,
+        tls_key=key,
+        tls_client_ca=client_ca,
+        reflection=reflection,
+    )
+
+
+_FLOAT_LIMITS = {"min_r_max", "max_deadline_s"}
+_QUOTA = ("max_concurrent", "requests_per_second", "burst")
+
+
+def _quota(entry: dict[str, Any], at: str) -> Quota | None:
+    """The quotas of an [[api_keys]] entry (None when it sets none)."""
+    if not any(name in entry for name in _QUOTA):
+        return None
+    for name in ("max_concurrent", "burst"):
+        value = entry.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise InvalidArgumentError(f"{at}: {name} must be a positive integer; got {value!r}")
+    rate = entry.get("requests_per_second")
+    if rate is not None:
+        rate = _positive_number(rate, f"{at}: requests_per_second")
+    elif "burst" in entry:
+        raise InvalidArgumentError(
+            f"{at}: burst is the size of the requests_per_second bucket; set requests_per_second too"
+        )
+    return Quota(
+        max_concurrent=entry.get("max_concurrent"),
+        requests_per_second=rate,
+        burst=entry.get("burst"),
+    )
+
+
+def _positive_number(value: Any, what: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < float("inf")
+    ):
+        raise InvalidArgumentError(f"{what} must be a positive number; got {value!r}")
+    return float(value)
+
+
+def _names(value: Any, where: str) -> frozenset[str]:
+    """A key's ``collections`` or ``graphs``: a list of names."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidArgumentError(
+            f'{where} must be a list of names, e.g. ["docs", "notes"]; got {value!r}'
+        )
+    return frozenset(value)
 
 
 def _known(table: Any, allowed: set[str], where: str) -> None:

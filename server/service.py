@@ -2,16 +2,22 @@
 
 Every handler takes the caller (a :class:`Principal`) and a parsed request and returns a
 response message; it raises the library's exceptions, which the app maps to status codes in
-one place. Tenant isolation lives here and nowhere else: the tenant of a call is the API key's,
-every read is scoped to it, and a write by a tenant touches only rows it owns.
+one place. Tenant isolation lives here: the tenant of a call is the API key's, every read is
+scoped to it, and a write by a tenant touches only rows it owns (a condition the collection
+checks where the write is committed). What a tenant key is told depends only on what it may
+see: ids it may not see are reported like absent ones, collections and graphs outside its
+``collections``/``graphs`` like ones that do not exist, and it sees and writes only a
+collection's declared attributes (README, "Tenant isolation").
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from shardwalk.index.filters import validate
 from shardwalk.server.config import Limits, Principal
 
 from shardwalk._deadline import check
@@ -35,6 +41,7 @@ from shardwalk.errors import (
     ResourceExhaustedError,
 )
 from shardwalk.v1 import shardwalk_pb2 as pb
+from shardwalk.validation import check_k
 
 __all__ = ["Service"]
 
@@ -83,11 +90,13 @@ class Service:
         if not who.admin:
             raise PermissionDeniedError(f"{what} needs an admin API key")
 
-    def _k(self, k: int, default: int) -> int:
-        k = k or default
+    def _k(self, request: Any, field: str, default: int) -> int:
+        """A count field of the request (``k``, ``knn_k``, ``ppr_k``): its value when set (0
+        too: the library refuses it with its own message), else the library's default."""
+        k = getattr(request, field) if request.HasField(field) else default
         if k > self.limits.max_k:
             raise ResourceExhaustedError(
-                f"k={k} is above this server's limit of {self.limits.max_k} ([limits] max_k)"
+                f"{field}={k} is above this server's limit of {self.limits.max_k} ([limits] max_k)"
             )
         return k
 
@@ -109,18 +118,51 @@ class Service:
             )
         return params
 
-    def _collection(self, name: str) -> Collection:
+    def _collection(self, who: Principal, name: str) -> Collection:
+        """The named collection; to a tenant key, one outside its ``collections`` is reported
+        like one that does not exist, and the message names no other collection."""
         if not name:
             raise InvalidArgumentError("the request names no collection; set collection")
-        return self.engine.collection(name)
+        if who.admin:
+            return self.engine.collection(name)
+        if who.may_see_collection(name):
+            try:
+                return self.engine.collection(name)
+            except NotFoundError:
+                pass
+        raise NotFoundError(f"collection {name!r} does not exist")
+
+    def _graph(self, who: Principal, name: str) -> Any:
+        """The named graph, as :meth:`_collection` for collections."""
+        if not name:
+            raise InvalidArgumentError("the request names no graph; set graph")
+        if who.admin:
+            return self.engine.graph(name)
+        if who.may_see_graph(name):
+            try:
+                return self.engine.graph(name)
+            except NotFoundError:
+                pass
+        raise NotFoundError(f"graph {name!r} does not exist")
+
+    @staticmethod
+    def _where(who: Principal, collection: Collection, request: Any) -> Any:
+        """The request's filter; a tenant's is checked against the declared attributes only
+        (which attributes other writers used is not the tenant's to learn)."""
+        if not request.HasField("filter"):
+            return None
+        where = filter_from_pb(request.filter)
+        if not who.admin:
+            validate(where, collection.declared_types)
+        return where
 
     # -- collections --------------------------------------------------------------------------
     def search(self, who: Principal, request: pb.SearchRequest) -> pb.SearchResponse:
-        collection = self._collection(request.collection)
+        collection = self._collection(who, request.collection)
         queries = vectors_from_pb(request.queries, what="queries")
         self._batch(queries.shape[0], "queries")
-        k = self._k(request.k, 10)
-        where = filter_from_pb(request.filter) if request.HasField("filter") else None
+        k = self._k(request, "k", 10)
+        where = self._where(who, collection, request)
         result = collection.search(
             queries,
             k,
@@ -138,23 +180,25 @@ class Service:
         )
 
     def get(self, who: Principal, request: pb.GetRequest) -> pb.GetResponse:
-        collection = self._collection(request.collection)
+        collection = self._collection(who, request.collection)
         ids = np.array(request.ids, dtype=np.int64)
-        records = collection.get(ids)
-        if not who.admin:
-            hidden = [
-                i
-                for i, (owner, shared) in enumerate(zip(records.tenants, records.shared_with))
-                if owner != who.tenant and who.tenant not in shared
-            ]
-            if hidden:
-                raise _missing(f"collection {collection.name!r}", ids[hidden])
+        if who.admin:
+            records = collection.get(ids)
+            attributes = records.attributes
+        else:
+            # an id the tenant may not see is named exactly like an absent one
+            records = collection.get(ids, tenant=who.tenant)
+            # the declared attributes only: other writers' attribute names are not its to see
+            attributes = {
+                name: records.attributes.get(name, [None] * ids.size)
+                for name in collection.declared_types
+            }
         return pb.GetResponse(
             ids=records.ids.tolist(),
             vectors=vectors_to_pb(records.vectors),
             tenants=[t or "" for t in records.tenants],
             shared_with=[pb.StringList(values=s) for s in records.shared_with],
-            attributes=table_to_pb(pa.table(records.attributes)) if records.attributes else b"",
+            attributes=table_to_pb(pa.table(attributes)) if attributes else b"",
         )
 
     def upsert(self, who: Principal, chunks: Any) -> pb.UpsertResponse:
@@ -182,36 +226,36 @@ class Service:
         return pb.UpsertResponse(upserted=written)
 
     def _upsert_chunk(self, who: Principal, request: pb.UpsertRequest) -> int:
-        collection = self._collection(request.collection)
+        collection = self._collection(who, request.collection)
         ids = np.array(request.ids, dtype=np.int64)
         vectors = vectors_from_pb(request.vectors)
         tenants: Any = list(request.tenants)
+        attributes = attributes_from_pb(request.attributes)
+        owner = None
         if not who.admin:
             if any(t != who.tenant for t in tenants):
                 raise PermissionDeniedError(
                     f"this API key writes rows of tenant {who.tenant!r} only; leave tenants "
                     "empty or set them to it"
                 )
-            tenants = who.tenant
-            live = collection.visible(ids)
-            if live.any():
-                foreign = live & ~collection.visible(ids, tenant=who.tenant, owned=True)
-                if foreign.any():
-                    raise PermissionDeniedError(
-                        f"ids {ids[foreign][:5].tolist()} of collection {collection.name!r} "
-                        f"belong to another tenant; tenant {who.tenant!r} may not replace them"
-                    )
+            if any(s.values for s in request.shared_with):
+                raise PermissionDeniedError(
+                    "sharing rows with other tenants is an admin act; a tenant key leaves "
+                    "shared_with empty"
+                )
+            if attributes is not None:
+                _declared_only(collection, attributes.column_names)
+            # ownership is a condition of the write itself, checked where it is committed
+            tenants, owner = who.tenant, who.tenant
         elif not tenants:
             tenants = None
         elif len(tenants) == 1:
             tenants = tenants[0]
         shared = [list(s.values) for s in request.shared_with] or None
-        return collection.upsert(
-            ids, vectors, tenants, attributes_from_pb(request.attributes), shared
-        )
+        return collection.upsert(ids, vectors, tenants, attributes, shared, owner_must_be=owner)
 
     def delete(self, who: Principal, request: pb.DeleteRequest) -> pb.DeleteResponse:
-        collection = self._collection(request.collection)
+        collection = self._collection(who, request.collection)
         ids = np.array(request.ids, dtype=np.int64)
         if not who.admin and ids.size:
             seen = collection.visible(ids, tenant=who.tenant)
@@ -226,24 +270,24 @@ class Service:
             ids = ids[mine]
             if ids.size == 0:
                 return pb.DeleteResponse(deleted=0)
-            return pb.DeleteResponse(deleted=collection.delete(ids, missing_ok=True))
+            # owned when committed, too (the check above ran before the write was queued)
+            deleted = collection.delete(ids, missing_ok=True, owner_must_be=who.tenant)
+            return pb.DeleteResponse(deleted=deleted)
         return pb.DeleteResponse(deleted=collection.delete(ids, missing_ok=request.missing_ok))
 
     # -- graphs -------------------------------------------------------------------------------
     def ppr(
         self, who: Principal, request: pb.PersonalizedPageRankRequest
     ) -> pb.PersonalizedPageRankResponse:
-        if not request.graph:
-            raise InvalidArgumentError("the request names no graph; set graph")
-        graph = self.engine.graph(request.graph)
+        graph = self._graph(who, request.graph)
         self._batch(len(request.queries), "queries")
         if not request.queries:
             raise InvalidArgumentError("no queries: send at least one Seeds")
-        k = self._k(request.k, 100)
+        k = self._k(request, "k", 100)
         tenant = self._tenant(who, request.tenant)
         scope = None
         if request.collection:
-            scope = self._collection(request.collection)
+            scope = self._collection(who, request.collection)
         elif tenant is not None:
             raise PermissionDeniedError(
                 "PPR for a tenant names the collection whose rows scope its seeds and results; "
@@ -271,7 +315,7 @@ class Service:
         options = dict(
             method=request.method or None,
             accuracy=request.accuracy or None,
-            alpha=request.alpha or None,
+            alpha=request.alpha if request.HasField("alpha") else None,
             dangling=request.dangling or None,
             **self._params(request.params),
         )
@@ -302,6 +346,7 @@ class Service:
         """PPR whose results are the top-k nodes that are rows of ``scope`` the tenant may see:
         ask for as many nodes as hold about 2k visible ones at the scope's share of the graph
         (at least 4k), then 4 times more while a query comes back short and the graph has more."""
+        check_k(k)  # the fetch depth is not k: refuse k=0 here as graph.ppr_batch would
         fetch = min(scoped_depth(k, scope._scope_size(tenant), graph.num_nodes), graph.num_nodes)
         while True:
             result = graph.ppr_batch(queries, fetch, **options)
@@ -326,19 +371,21 @@ class Service:
     def compose(self, who: Principal, request: pb.ComposeRequest) -> pb.ComposeResponse:
         if not request.collection or not request.graph:
             raise InvalidArgumentError("Compose names a collection and a graph; set both")
+        collection = self._collection(who, request.collection)
+        self._graph(who, request.graph)
         queries = vectors_from_pb(request.queries, what="queries")
         self._batch(queries.shape[0], "queries")
-        k = self._k(request.k, 10)
+        k = self._k(request, "k", 10)
         result = self.engine.compose(
             request.collection,
             request.graph,
             queries,
             k=k,
             tenant=self._tenant(who, request.tenant),
-            where=filter_from_pb(request.filter) if request.HasField("filter") else None,
-            knn_k=self._k(request.knn_k, 10),
-            ppr_k=self._k(request.ppr_k, 1) if request.ppr_k else None,
-            alpha=request.alpha or 0.5,
+            where=self._where(who, collection, request),
+            knn_k=self._k(request, "knn_k", 10),
+            ppr_k=self._k(request, "ppr_k", 0) if request.HasField("ppr_k") else None,
+            alpha=request.alpha if request.HasField("alpha") else 0.5,
             fuse=request.fuse or "rrf",
             weight=request.weight if request.HasField("weight") else None,
             rank_constant=request.rank_constant if request.HasField("rank_constant") else None,
@@ -369,21 +416,23 @@ class Service:
         if bool(request.collection) == bool(request.graph):
             raise InvalidArgumentError("Stats takes one of collection, graph")
         if request.graph:
-            stats = self.engine.graph(request.graph).stats()
+            stats = self._graph(who, request.graph).stats()
             if not who.admin:
                 stats = {n: stats[n] for n in ("name", "nodes", "edges", "directed") if n in stats}
         else:
-            collection = self._collection(request.collection)
+            collection = self._collection(who, request.collection)
             stats = collection.stats()
             if not who.admin:  # what a tenant may know: the shape, not other tenants' sizes
-                stats = {n: stats[n] for n in ("name", "dim", "metric", "index", "attributes")}
+                stats = {n: stats[n] for n in ("name", "dim", "metric", "index")}
+                stats["attributes"] = {n: str(t) for n, t in collection.declared_types.items()}
         return pb.StatsResponse(json=to_json(stats))
 
     def list_collections(self, who: Principal, request: pb.ListRequest) -> pb.ListResponse:
-        return pb.ListResponse(names=self.engine.collections())
+        names = self.engine.collections()
+        return pb.ListResponse(names=[n for n in names if who.may_see_collection(n)])
 
     def list_graphs(self, who: Principal, request: pb.ListRequest) -> pb.ListResponse:
-        return pb.ListResponse(names=self.engine.graphs())
+        return pb.ListResponse(names=[n for n in self.engine.graphs() if who.may_see_graph(n)])
 
     def create_collection(
         self, who: Principal, request: pb.CreateCollectionRequest
@@ -394,6 +443,7 @@ class Service:
             dim=request.dim,
             metric=request.metric or "l2",
             index=request.index or "hnsw",
+            attributes=dict(request.attributes) or None,
             **params_from_pb(request.params),
         )
         return pb.CreateResponse(json=to_json(collection.stats()))
@@ -427,12 +477,23 @@ class Service:
         self.engine.flush()
         return pb.FlushResponse()
 
+    def backup(self, who: Principal, request: pb.BackupRequest) -> pb.BackupResponse:
+        self._admin(who, "Backup")
+        dest = request.destination
+        if not dest or not os.path.isabs(dest):
+            raise InvalidArgumentError(
+                "Backup's destination must be an absolute path of a new or empty directory on "
+                f"the server's machine; got {dest!r}"
+            )
+        report = self.engine.backup(dest, link=not request.copy)
+        return pb.BackupResponse(json=to_json(report))
+
     def upsert_edges(
         self, who: Principal, request: pb.UpsertEdgesRequest
     ) -> pb.UpdateGraphResponse:
         self._admin(who, "UpsertEdges")
         edges, weights = _edges_from_pb(request.edges, request.weights)  # bounded by message size
-        report = self._graph(request.graph).upsert_edges(edges, weights)
+        report = self._graph(who, request.graph).upsert_edges(edges, weights)
         return pb.UpdateGraphResponse(json=to_json(report))
 
     def delete_edges(
@@ -442,17 +503,30 @@ class Service:
         edges, _ = _edges_from_pb(request.edges, b"")
         if edges.shape[0] and request.nodes:
             raise InvalidArgumentError("DeleteEdges takes edges or nodes, not both")
-        graph = self._graph(request.graph)
+        graph = self._graph(who, request.graph)
         if request.nodes:
             report = graph.delete_nodes(np.array(request.nodes, dtype=np.int64))
         else:
             report = graph.delete_edges(edges)
         return pb.UpdateGraphResponse(json=to_json(report))
 
-    def _graph(self, name: str) -> Any:
-        if not name:
-            raise InvalidArgumentError("the request names no graph; set graph")
-        return self.engine.graph(name)
+
+def _declared_only(collection: Collection, names: list[str]) -> None:
+    """A tenant key writes only the collection's declared attributes."""
+    declared = collection.declared_types
+    extra = [n for n in names if n not in declared]
+    if not extra:
+        return
+    if not declared:
+        raise InvalidArgumentError(
+            f"attribute {extra[0]!r}: collection {collection.name!r} declares no attributes, "
+            "and tenant keys write only declared ones; an admin declares them when creating "
+            "the collection (attributes={name: type})"
+        )
+    raise InvalidArgumentError(
+        f"attribute {extra[0]!r} is not declared by collection {collection.name!r}; tenant keys "
+        f"write only its declared attributes: {', '.join(declared)}"
+    )
 
 
 def _edges_from_pb(edges: bytes, weights: bytes) -> tuple[np.ndarray, np.ndarray | None]:

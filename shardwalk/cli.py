@@ -1,5 +1,5 @@
-"""The ``shardwalk`` command: quickstart, ingest, build, search, info, graph ingest/fingerprints,
-ppr."""
+"""The ``shardwalk`` command: quickstart, ingest, build, search, info, backup, graph
+ingest/fingerprints, ppr."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from shardwalk.errors import (
     AlreadyExistsError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     ShardwalkError,
@@ -644,6 +645,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """argparse type of a TCP port (0 picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port from 0 to 65535 (0 picks a free one); got {text!r}"
+        )
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -658,6 +672,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         threads=args.threads,
         aio=args.aio,
         ray=args.address or args.ray,
@@ -675,6 +690,30 @@ def cmd_info(args: argparse.Namespace) -> int:
             "graphs": [] if args.collection else [engine.graph(n).stats() for n in engine.graphs()],
         }
     print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    try:
+        engine = _open_existing(args.data)
+    except FailedPreconditionError as exc:  # held by a server (or another process)
+        raise FailedPreconditionError(
+            f"{exc} ('shardwalk backup' opens the data directory itself, so no other process "
+            "may have it open; to back up a directory a server serves, use the server's Backup "
+            "RPC with an admin key: client.backup(dest) in Python)"
+        ) from exc
+    with engine:
+        report = engine.backup(args.dest, link=not args.copy)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"backed up {len(report['collections'])} collections and {len(report['graphs'])} "
+            f"graphs into {report['destination']} ({report['linked']} files linked, "
+            f"{report['copied']} copied, {report['bytes_copied']:,} bytes) in "
+            f"{report['seconds']:.2f} s; restore: open it as a data directory (--data "
+            f"{report['destination']})"
+        )
     return 0
 
 
@@ -1243,10 +1282,17 @@ def build_parser() -> argparse.ArgumentParser:
         "data directory).",
     )
     p.add_argument("--data", required=True, help="data directory (created if missing)")
-    p.add_argument("--config", required=True, help="TOML file: [[api_keys]], [limits], [tls]")
+    p.add_argument(
+        "--config", required=True, help="TOML file: [[api_keys]], [limits], [tls], [server]"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=50051, help="port (0 picks a free one)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--port", type=_port, default=50051, help="port (0 picks a free one)")
+    p.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on (it has no authentication)",
+    )
     p.add_argument("--threads", type=int, help="engine thread budget (default: the cores)")
     p.add_argument("--aio", action="store_true", help="serve with grpc.aio (default: sync)")
     where = p.add_mutually_exclusive_group()
@@ -1310,6 +1356,29 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_flags(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_build)
+
+    p = command(
+        sub,
+        "backup",
+        "copy a data directory no server has open into a new directory",
+        "Copy a data directory into DEST (a new or empty directory): every collection and graph "
+        "is checkpointed, its immutable files are hard-linked (same filesystem) or copied and "
+        "fsynced, and the manifest is written last; restore by using DEST as the data "
+        "directory. This command opens the data directory itself, so no other process may "
+        "have it open: a running server holds its lock. To back up a served directory online, "
+        "use the server's Backup RPC (admin key; client.backup(dest) in Python). An "
+        "interrupted backup leaves DEST with BACKUP-INCOMPLETE and no manifest.json, which "
+        "opening refuses.",
+    )
+    p.add_argument("dest", help="new or empty directory to copy into")
+    p.add_argument("--data", required=True, help="data directory (must exist, not open elsewhere)")
+    p.add_argument(
+        "--copy",
+        action="store_true",
+        help="copy every byte even on the same filesystem (default: hard-link immutable files)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_backup)
 
     p = command(sub, "info", "collections, graphs and their statistics")
     p.add_argument("--data", required=True, help="data directory (must exist)")

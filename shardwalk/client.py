@@ -44,7 +44,8 @@ from shardwalk.index.planner import Explain
 from shardwalk.rows import attribute_table
 from shardwalk.v1 import shardwalk_pb2 as pb
 from shardwalk.v1 import shardwalk_pb2_grpc as pb_grpc
-from shardwalk.validation import check_ids
+from shardwalk.validation import check_ids, check_k
+from shardwalk.walks._check import check_alpha
 from shardwalk.walks.ppr import PPRResult
 
 __all__ = ["AsyncClient", "Client", "RemoteCollection", "RemoteGraph"]
@@ -68,15 +69,29 @@ class _Shape:
         timeout: float = 30.0,
         tls: bool | bytes = False,
         retries: int = _RETRIES,
+        client_cert: bytes | None = None,
+        client_key: bytes | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.retries = retries
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         options = [("grpc.max_receive_message_length", 256 * 2**20)]
+        if (client_cert is None) != (client_key is None):
+            raise InvalidArgumentError(
+                "a client certificate needs its key: pass both client_cert and client_key (PEM "
+                "bytes) or neither"
+            )
+        if client_cert is not None and not tls:
+            raise InvalidArgumentError(
+                "client_cert and client_key are for mutual TLS; pass tls=True (the system's "
+                "roots) or tls=<the server's CA certificate, PEM bytes>"
+            )
         if tls:
             roots = tls if isinstance(tls, bytes) else None
-            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=roots, private_key=client_key, certificate_chain=client_cert
+            )
             self._channel = self._transport.secure_channel(address, credentials, options=options)
         else:
             self._channel = self._transport.insecure_channel(address, options=options)
@@ -101,11 +116,23 @@ class _Shape:
         return self._run("ListGraphs", pb.ListRequest(), _names)
 
     def create_collection(
-        self, name: str, dim: int, metric: str = "l2", index: str = "hnsw", **index_params: Any
+        self,
+        name: str,
+        dim: int,
+        metric: str = "l2",
+        index: str = "hnsw",
+        *,
+        attributes: dict[str, str] | None = None,
+        **index_params: Any,
     ) -> RemoteCollection:
         """As :meth:`shardwalk.Engine.create_collection` (admin keys only)."""
         request = pb.CreateCollectionRequest(
-            name=name, dim=dim, metric=metric, index=index, params=params_to_pb(index_params)
+            name=name,
+            dim=dim,
+            metric=metric,
+            index=index,
+            params=params_to_pb(index_params),
+            attributes=attributes or {},
         )
         return self._run(
             "CreateCollection", request, lambda _: self.collection(name), idempotent=False
@@ -174,8 +201,8 @@ class _Shape:
             tenant=tenant or "",
             filter=None if where is None else filter_to_pb(where),
             knn_k=_count(knn_k, "knn_k"),
-            ppr_k=0 if ppr_k is None else _count(ppr_k, "ppr_k"),
-            alpha=alpha,
+            ppr_k=_count(ppr_k, "ppr_k"),
+            alpha=_alpha(alpha),
             fuse=fuse,
             weight=weight,
             rank_constant=rank_constant,
@@ -187,6 +214,13 @@ class _Shape:
     def flush(self) -> None:
         """Checkpoint every collection now (admin keys only)."""
         return self._run("Flush", pb.FlushRequest(), _none, idempotent=False)
+
+    def backup(self, dest: str, *, link: bool = True) -> dict[str, Any]:
+        """As :meth:`shardwalk.Engine.backup`, on the server: ``dest`` is an absolute path on
+        the server's machine (admin keys only). The call's deadline is the client's
+        ``timeout``: give a large directory a client with a longer one."""
+        request = pb.BackupRequest(destination=dest, copy=not link)
+        return self._run("Backup", request, _json, idempotent=False)
 
 
 class Client(_Shape):
@@ -205,6 +239,9 @@ class Client(_Shape):
     retries : int
         Attempts after the first for reads that find the server UNAVAILABLE (default 4;
         backoff 0.1 s doubling, with jitter).
+    client_cert, client_key : bytes, optional
+        PEM certificate chain and private key of this client, for a server that requires
+        client certificates (mutual TLS: ``[tls] client_ca``); need ``tls``.
     """
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -390,7 +427,7 @@ class RemoteGraph:
             k=_count(k, "k"),
             method=method or "",
             accuracy=accuracy or "",
-            alpha=alpha or 0.0,
+            alpha=_alpha(alpha),
             dangling=dangling or "",
             params=params_to_pb(params),
             collection=collection or "",
@@ -529,12 +566,27 @@ def _translate(exc: grpc.RpcError, address: str) -> ShardwalkError:
     return cls(details)
 
 
-def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidArgumentError(f"{what} must be a positive integer; got {value!r}")
-    if value >= 2**32:
-        raise InvalidArgumentError(f"{what}={value} is out of range")
+def _count(value: Any, what: str) -> int | None:
+    """A count as the request carries it (an optional uint32; None leaves it unset, for the
+    server's default). Zero travels, and the library refuses it there; what the field cannot
+    carry (not an integer, negative, 2**32 or more) gets the library's error here."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**32:
+        check_k(value, what=what)  # raises: the library's class and message
+        raise InvalidArgumentError(f"{what}={value} is out of range")  # pragma: no cover
     return int(value)
+
+
+def _alpha(value: Any) -> float | None:
+    """alpha as the request carries it (an optional double; None leaves it unset). A float
+    travels as it is (0.0 too: the library refuses it there); any other type would change on
+    the way (an int's message would say 1.0 for 1), so it is checked here, as the library does."""
+    if value is None:
+        return None
+    if not isinstance(value, float | np.floating):
+        check_alpha(value)  # raises unless a valid number (a Fraction, a Decimal)
+    return float(value)
 
 
 def _seeds(query: Any) -> pb.Seeds:

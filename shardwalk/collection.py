@@ -6,7 +6,8 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from shardwalk.errors import (
     InvalidArgumentError,
     NotFoundError,
     OutcomeUnknownError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     ShardwalkError,
 )
@@ -31,10 +33,12 @@ from shardwalk.index.planner import Explain, Scope, plan_search
 from shardwalk.index.store import RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
+    DECLARABLE,
     SHARED,
     TENANT,
     RowTable,
     attribute_table,
+    conform,
     merge_schema,
     shared_array,
     tenant_array,
@@ -97,6 +101,7 @@ def _release_index(index: Any) -> None:
 @dataclass
 class _Upsert(Upsert):
     record: bytes | None = None  # the encoded log record (None without a log)
+    owner: str | None = None  # the write's condition: every id is new or owned by this tenant
 
 
 @dataclass
@@ -104,6 +109,7 @@ class _Delete:
     ids: np.ndarray
     missing_ok: bool
     present: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    owner: str | None = None  # delete only the ids this tenant owns (the others are skipped)
 
 
 def _coalesce(writes: list[Any]) -> list[Any]:
@@ -169,6 +175,12 @@ def _concat_attributes(tables: list[pa.Table], sizes: list[int]) -> pa.Table:
     return merged.drop_columns(["__rows__"]) if "__rows__" in merged.column_names else merged
 
 
+def _shared_lists(columns: pa.Table, n: int) -> list[list[str]]:
+    if SHARED not in columns.column_names:
+        return [[] for _ in range(n)]
+    return [v or [] for v in columns.column(SHARED).to_pylist()]
+
+
 @dataclass(frozen=True)
 class Records:
     """Stored records, in the order their ids were asked for.
@@ -214,8 +226,12 @@ class Collection:
         datadir: DataDir | None = None,
         budget: ThreadBudget | None = None,
         host: IndexHost | None = None,
+        attributes: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        # the declared attribute schema (name -> type name), None when none was declared
+        self.attributes = dict(attributes) if attributes is not None else None
+        self._declared = {n: DECLARABLE[t] for n, t in (attributes or {}).items()}
         self.dim = dim
         self.metric = metric
         self.index_kind = index
@@ -226,6 +242,7 @@ class Collection:
             index, dim=dim, metric=self._index_metric, budget=self._budget, host=host, **params
         )
         self._rows = RowTable()
+        self._rows.declare(self._declared)
         self._tenants = TenantDirectory()
         self._store = self._store_for(self._index)
         self._hook_index()
@@ -290,6 +307,12 @@ class Collection:
         return vectors
 
     @property
+    def declared_types(self) -> dict[str, pa.DataType]:
+        """The declared attributes (name -> Arrow type, in declaration order; empty when the
+        collection declares none)."""
+        return dict(self._declared)
+
+    @property
     def _shares_store(self) -> bool:
         return self._store is getattr(self._index, "store", None)
 
@@ -314,6 +337,7 @@ class Collection:
             )
             _release_index(self._index)  # the empty one made by the constructor
             self._rows, self._index = state.rows, state.index
+            self._rows.declare(self._declared)
             self._store, self._tenants = state.store, state.tenants
             self._hook_index()
         self._snapshot = snapshot
@@ -367,6 +391,8 @@ class Collection:
         tenants: Any = None,
         attributes: Any = None,
         shared_with: Any = None,
+        *,
+        owner_must_be: str | None = None,
     ) -> int:
         """Insert vectors, or replace the vectors of ids that exist.
 
@@ -384,6 +410,12 @@ class Collection:
             Typed attributes (int, float, bool, string, list of strings) per vector.
         shared_with : sequence of lists of str, optional
             Per vector, further tenants that may see it besides its owner (an access list).
+        owner_must_be : str, optional
+            A condition of the write, checked where it is committed (under the commit lock,
+            against the state and the writes committed before it in its group): every id is
+            new or a live row this tenant owns. Otherwise the whole write is refused
+            (``PermissionDeniedError``) and nothing is written. Two tenants writing the same
+            new id at once: the first committed wins, the other is refused.
 
         Returns
         -------
@@ -394,14 +426,20 @@ class Collection:
         ------
         InvalidArgumentError
             Wrong dimension or dtype, NaN/inf, empty input, duplicate ids, mismatched lengths,
-            unsupported attribute types.
+            unsupported attribute types, a declared attribute of another type.
+        PermissionDeniedError
+            ``owner_must_be`` does not hold.
         """
         ids = check_ids(ids)
         arr = self._prepare_vectors(vectors, what="vectors", rows=ids.size)
         owners = tenant_array(tenants, ids.size)
         shared = shared_array(shared_with, ids.size)
         attrs = attribute_table(attributes, ids.size)
-        write = _Upsert(ids, arr, owners, attrs, shared)
+        if self._declared:
+            attrs = conform(attrs, self._declared)
+        if owner_must_be is not None:
+            check_name("tenant", owner_must_be)
+        write = _Upsert(ids, arr, owners, attrs, shared, owner=owner_must_be)
         if self._datadir is not None:  # encoded here, in the caller's thread
             write.record = encode("upsert", upsert_record(write, self.dim))
         written = self._writes.submit(write)
@@ -410,15 +448,22 @@ class Collection:
             _release_free_memory()
         return written
 
-    def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
+    def delete(
+        self, ids: Any, *, missing_ok: bool = False, owner_must_be: str | None = None
+    ) -> int:
         """Delete vectors by id; returns how many were deleted.
+
+        ``owner_must_be``: delete only the ids this tenant owns when the delete is committed
+        (the others count as missing).
 
         Raises
         ------
         NotFoundError
             Some ids do not exist (unless ``missing_ok``, which makes retries idempotent).
         """
-        return self._writes.submit(_Delete(check_ids(ids), missing_ok))
+        if owner_must_be is not None:
+            check_name("tenant", owner_must_be)
+        return self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner_must_be))
 
     def _commit_group(self, group: list[Entry]) -> None:
         """Commit queued writes in order (called by the group's leader under the commit lock):
@@ -437,12 +482,14 @@ class Collection:
             write = entry.payload
             try:
                 if isinstance(write, _Upsert):
+                    if write.owner is not None:
+                        self._check_owner(write, accepted)
                     merge_schema(schema, write.attributes)
                     entry.result = int(write.ids.size)
                     if write.record is not None:
                         records.append(write.record)
                 else:
-                    write.present = self._present(write.ids, accepted)
+                    write.present = self._present(write.ids, accepted, owner=write.owner)
                     if write.present.size < write.ids.size and not write.missing_ok:
                         missing = write.ids[~np.isin(write.ids, write.present)]  # as given
                         shown = ", ".join(str(v) for v in missing[:5].tolist())
@@ -498,8 +545,14 @@ class Collection:
                 )
                 entry.error.__cause__ = exc
 
-    def _present(self, ids: np.ndarray, before: list[Entry]) -> np.ndarray:
-        """The ids that exist once the writes ``before`` (of this group) are applied."""
+    def _present(
+        self, ids: np.ndarray, before: list[Entry], owner: str | None = None
+    ) -> np.ndarray:
+        """The ids that exist once the writes ``before`` (of this group) are applied (and
+        that ``owner`` owns then, if given)."""
+        if owner is not None:
+            exists, owners = self._owners(ids, before)
+            return ids[exists & (owners == owner)]
         exists = self._rows.contains(ids)
         for entry in before:
             write = entry.payload
@@ -508,6 +561,42 @@ class Collection:
             else:
                 exists &= ~np.isin(ids, write.present)
         return ids[exists]
+
+    def _owners(self, ids: np.ndarray, before: list[Entry]) -> tuple[np.ndarray, np.ndarray]:
+        """Per id, whether it exists and its owner tenant (an object array, None: no owner)
+        once the writes ``before`` (of this group) are applied. Under the commit lock."""
+        rows = self._rows.lookup(ids)
+        exists = rows >= 0
+        owners = np.full(ids.size, None, dtype=object)
+        if exists.any():
+            owners[exists] = self._rows.owners(rows[exists])
+        for entry in before:
+            write = entry.payload
+            if isinstance(write, _Upsert):
+                hit = np.flatnonzero(np.isin(ids, write.ids))
+                if hit.size:
+                    order = np.argsort(write.ids)
+                    at = order[np.searchsorted(write.ids, ids[hit], sorter=order)]
+                    tenants = write.tenants.to_pylist()
+                    owners[hit] = [tenants[i] for i in at.tolist()]
+                    exists[hit] = True
+            else:
+                gone = np.isin(ids, write.present)
+                exists &= ~gone
+                owners[gone] = None
+        return exists, owners
+
+    def _check_owner(self, write: _Upsert, before: list[Entry]) -> None:
+        """Refuse ``write`` unless each of its ids is new or owned by ``write.owner``."""
+        exists, owners = self._owners(write.ids, before)
+        foreign = exists & (owners != write.owner)
+        if foreign.any():
+            shown = ", ".join(str(v) for v in write.ids[foreign][:5].tolist())
+            more = f" and {int(foreign.sum()) - 5} more" if foreign.sum() > 5 else ""
+            raise PermissionDeniedError(
+                f"tenant {write.owner!r} cannot write ids {shown}{more} of collection "
+                f"{self.name!r}; nothing was written (use other ids)"
+            )
 
     def _apply_upsert(self, write: Upsert) -> None:
         replaced = self._rows.replaced_rows(write.ids)
@@ -659,26 +748,43 @@ class Collection:
                 estimated = round(mask[sample].mean() * n_visible)
         return mask, np.packbits(mask, bitorder="little"), matches, n_visible, estimated
 
-    def get(self, ids: Any) -> Records:
+    def get(self, ids: Any, *, tenant: str | None = None) -> Records:
         """Stored vectors, tenants and attributes of these ids.
+
+        ``tenant``: only rows this tenant owns or that are shared with it; an id it may not
+        see is reported exactly like one that does not exist (in the same message, in the
+        order given), so the answer does not depend on other tenants' rows.
 
         Raises
         ------
         NotFoundError
-            Naming the first few ids that do not exist.
+            Naming the first few ids that do not exist (or ``tenant`` may not see).
         """
         ids = check_ids(ids)
+        if tenant is not None:
+            check_name("tenant", tenant)
+        owner = f"collection {self.name!r}"
         with self._rw.read():
             self._check_open()
-            rows = self._rows.rows_of(ids, owner=f"collection {self.name!r}")
+            if tenant is None:
+                rows = self._rows.rows_of(ids, owner=owner)
+                columns = self._rows.columns(rows)
+            else:  # visibility first, from the rows' own owner and access list
+                rows = self._rows.lookup(ids)
+                seen = rows >= 0
+                columns = self._rows.columns(rows[seen])
+                if columns.num_rows:
+                    owners = columns.column(TENANT).to_pylist()
+                    access = _shared_lists(columns, columns.num_rows)
+                    seen[seen] = [t == tenant or tenant in a for t, a in zip(owners, access)]
+                if not seen.all():
+                    hidden = ids[~seen]
+                    shown = ", ".join(str(v) for v in hidden[:5].tolist())
+                    more = f" and {hidden.size - 5} more" if hidden.size > 5 else ""
+                    raise NotFoundError(f"{owner} has no ids {shown}{more}")
             vectors = self._store.take(rows)
-            columns = self._rows.columns(rows)
         tenants = columns.column(TENANT).to_pylist()
-        shared = (
-            [v or [] for v in columns.column(SHARED).to_pylist()]
-            if SHARED in columns.column_names
-            else [[] for _ in range(ids.size)]
-        )
+        shared = _shared_lists(columns, ids.size)
         attributes = {
             n: columns.column(n).to_pylist()
             for n in columns.column_names
@@ -780,6 +886,20 @@ class Collection:
             self._checkpoint()
             self._upgraded = False
 
+    @contextmanager
+    def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
+        """Hold writes back, checkpoint if anything changed, and yield this collection's
+        manifest entry and its log's size: a consistent cut for a backup (shardwalk.backup),
+        which pins the files the entry names before the block ends. Searches run meanwhile."""
+        with self._writes.lock:
+            self._check_open()
+            if self._datadir is None or self._wal is None:
+                raise FailedPreconditionError(f"collection {self.name!r} has no files to back up")
+            if self._wal.size or self._snapshot is None or self._upgraded:  # as flush()
+                self._checkpoint()
+                self._upgraded = False
+            yield self._datadir.manifest["collections"][self.name], self._wal.size
+
     def _checkpoint(self) -> None:
         datadir, old_wal = self._datadir, self._wal
         assert datadir is not None and old_wal is not None
@@ -827,6 +947,7 @@ class Collection:
                 params=self.params,
                 budget=self._budget,
                 host=self._host,
+                attributes=self.attributes,
             )
             if live.size:
                 fresh._apply_upsert(

@@ -14,6 +14,7 @@ import numpy as np
 
 from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, check_threading_layer
+from shardwalk.backup import backup as _backup
 from shardwalk.collection import Collection
 from shardwalk.compose import ComposeResult, check_options
 from shardwalk.compose import compose as _compose
@@ -25,6 +26,7 @@ from shardwalk.errors import (
 )
 from shardwalk.graph import Graph, check_edges
 from shardwalk.index import IndexHost
+from shardwalk.rows import declared_schema
 from shardwalk.storage import DataDir, remove_dir
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import RecoveredLog, WriteAheadLog
@@ -202,6 +204,8 @@ class Engine:
         dim: int,
         metric: str = "l2",
         index: str = "hnsw",
+        *,
+        attributes: Mapping[str, str] | None = None,
         **index_params: Any,
     ) -> Collection:
         """Create an empty collection.
@@ -217,6 +221,13 @@ class Engine:
         index : {"flat", "hnsw", "partitioned", "multitenant", "spann"}
             Exact search, one HNSW graph, balanced partitions of HNSW graphs, a multi-tenant
             index, or SPANN posting lists on disk with their centroids in memory.
+        attributes : dict of name -> type, optional
+            The collection's declared attribute schema, e.g. ``{"year": "int64", "tags":
+            "list<string>"}`` (types: int64, float64, bool, string, list<string>): declared
+            attributes keep their type whoever writes them (ints are stored as floats in a
+            float64 one), and a server's tenant keys write, filter on and see only declared
+            attributes. Kept with the collection. Undeclared attributes stay open to library
+            and admin writes (the first non-null type written fixes theirs).
         **index_params
             HNSW: ``m`` (M, 8-64, default 16), ``ef_construction`` (100-500, default 200),
             ``ef`` (search-time, >= k, default 64), ``seed``, ``threads``. Partitioned: those
@@ -233,6 +244,7 @@ class Engine:
             raise InvalidArgumentError(f"dim must be an integer in [1, {MAX_DIM}]; got {dim!r}")
         check_choice("metric", metric, METRICS)
         kind, params = check_index_params(index, index_params)
+        declared = None if attributes is None else declared_schema(attributes)
         with self._lock:
             self._check_open()
             if name in self.collections():
@@ -241,7 +253,7 @@ class Engine:
                     "drop it first"
                 )
             collection = self._new_collection(
-                name=name, dim=dim, metric=metric, index=kind, params=params
+                name=name, dim=dim, metric=metric, index=kind, params=params, attributes=declared
             )
             if self._datadir is not None:
                 datadir = self._datadir
@@ -260,6 +272,8 @@ class Engine:
                     "snapshot": None,
                     "wal": wal,
                 }
+                if declared is not None:  # absent in directories written before declarations
+                    entry["attributes"] = declared
 
                 def add(manifest: dict[str, Any]) -> None:
                     manifest["collections"][name] = entry
@@ -294,6 +308,7 @@ class Engine:
                 metric=entry["metric"],
                 index=entry["index"],
                 params=entry["params"],
+                attributes=entry.get("attributes"),
             )
             collection._attach(datadir, entry["snapshot"], entry["wal"])
             return collection
@@ -662,6 +677,54 @@ class Engine:
                 with self._lock:  # dropped meanwhile: nothing left to flush
                     if self._collections.get(collection.name) is collection:
                         raise
+
+    def backup(self, dest: str | os.PathLike[str], *, link: bool = True) -> dict[str, Any]:
+        """Copy the data directory, online, into ``dest``: a consistent copy that
+        ``Engine.open(dest)`` opens (that is the restore).
+
+        Each collection and graph in turn is checkpointed (if it changed) and its files are
+        pinned under its write lock (hard-linked into ``dest`` on the same filesystem, else
+        opened: metadata only): writes to it wait for that checkpoint, as for :meth:`flush`;
+        searches never wait, nor do PPR queries but the first after an edge update (it waits
+        for the compaction). Unlinked files are then copied and fsynced with no lock held,
+        and the manifest is written last. The copy holds every write acknowledged before
+        ``backup`` was called. An interrupted backup (a crash) leaves ``dest`` with
+        ``BACKUP-INCOMPLETE`` and no manifest, which ``Engine.open`` refuses; a backup that
+        fails with an error removes what it wrote. Details: :mod:`shardwalk.backup`.
+
+        Parameters
+        ----------
+        dest : str or path-like
+            A directory that does not exist yet or is empty, outside the data directory.
+        link : bool, default True
+            Hard-link the immutable files where ``dest`` is on the same filesystem (instant,
+            no extra space; the copy then shares the disk with the source). False copies
+            every byte.
+
+        Returns
+        -------
+        dict
+            ``destination``, the ``collections`` and ``graphs`` copied, ``files``, ``linked``,
+            ``copied``, ``bytes_copied``, ``max_locked_seconds`` (the longest time one
+            object's writes waited: its checkpoint and pinning), ``seconds``.
+
+        Raises
+        ------
+        AlreadyExistsError
+            ``dest`` exists and is not an empty directory.
+        InvalidArgumentError
+            ``dest`` is inside the data directory.
+        FailedPreconditionError
+            An in-memory engine, a closed engine, or a collection or graph stopped at a failed
+            write.
+        """
+        self._check_open()
+        if self._datadir is None:
+            raise FailedPreconditionError(
+                "an in-memory engine (Engine.memory()) has no data directory to back up; "
+                "back up an engine opened with Engine.open(path)"
+            )
+        return _backup(self, self._datadir, dest, link=link)
 
     def close(self) -> None:
         """Checkpoint and release the data directory (no checkpoint once a failed fsync made

@@ -113,12 +113,13 @@ class OutcomeUnknownError(ShardwalkError):
     def logged(cls, what: str, write: str, kind: str, cause: BaseException) -> OutcomeUnknownError:
         """The error of a ``write`` (e.g. "write", "upsert_edges batch") to ``what`` (e.g.
         "graph 'g'", a ``kind`` of store) appended to its log, whose apply failed with
-        ``cause``."""
+        ``cause`` (the caller chains it: the message leaves its text out, so that the server
+        can pass the message to a client as it is)."""
         return cls(
             f"{what}: outcome unknown: this {write} is durable in the write-ahead log and will "
-            f"be applied when the {kind} is reopened, but applying it now failed "
-            f"({type(cause).__name__}: {cause}); the {kind} refuses further calls until the "
-            "engine is reopened"
+            f"be applied when the {kind} is reopened, but applying it now failed (the "
+            f"exception's cause says why); the {kind} refuses further calls until the engine "
+            "is reopened"
         )
 
 

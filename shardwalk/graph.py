@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
@@ -140,8 +141,11 @@ class Graph:
                 fp = self._fingerprints
                 if fp is not None and fp.graph_digest != csr.digest():
                     main, hubs = self._walks  # type: ignore[misc]
-                    fp = refresh_fingerprints(fp, main, hubs, csr)
-                    self._fingerprints = fp
+
+                    def publish(store: FingerprintStore) -> None:
+                        self._fingerprints = store  # (then the walks' dirty marks clear)
+
+                    fp = refresh_fingerprints(fp, main, hubs, csr, publish=publish)
                 self._index = self._ppr_index(fp)
             return self._index
 
@@ -677,6 +681,21 @@ class Graph:
             self._check_open()
             if self._dyn.changed:
                 self._compact()
+
+    @contextmanager
+    def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
+        """Hold updates back, compact if anything changed, and yield this graph's manifest
+        entry and its log's size: a consistent cut for a backup (shardwalk.backup), which pins
+        the files the entry names before the block ends. Queries run meanwhile (the first after
+        an update waits for the compaction, which merges that update)."""
+        with self._lock:
+            self._check_open()
+            if self._datadir is None:
+                raise FailedPreconditionError(f"graph {self.name!r} has no files to back up")
+            if self._dyn.changed:
+                self._compact()
+            size = self._wal.size if self._wal is not None else 0
+            yield self._datadir.manifest["graphs"][self.name], size
 
     def _compact(self) -> None:
         csr = self._dyn.merged()

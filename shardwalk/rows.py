@@ -23,6 +23,8 @@ __all__ = [
     "TENANT",
     "RowTable",
     "attribute_table",
+    "conform",
+    "declared_schema",
     "merge_schema",
     "shared_array",
     "tenant_array",
@@ -31,6 +33,14 @@ __all__ = [
 ID, ALIVE, TENANT, SHARED = "_id", "_alive", "_tenant", "_shared"
 _ATTRIBUTE_TYPES = "int64, float64, bool, string, list<string>"
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+# the types a collection may declare for its attributes (``attributes=`` at creation)
+DECLARABLE = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "list<string>": pa.list_(pa.string()),
+}
 _FEW = 8  # lookups of at most this many ids go one by one (array calls cost more than they save)
 
 
@@ -100,6 +110,55 @@ def attribute_table(attributes: Any, n: int) -> pa.Table:
         check_name("attribute", name)
         columns[name] = _normalise_type(name, table.column(name))
     return pa.table(columns) if columns else pa.table({})
+
+
+def declared_schema(attributes: Any) -> dict[str, str]:
+    """A collection's declared attributes (name -> one of :data:`DECLARABLE`'s type names),
+    checked; accepts the Arrow spellings too ("double", "list<item: string>")."""
+    if not isinstance(attributes, Mapping):
+        raise InvalidArgumentError(
+            'attributes must be a dict of name -> type, e.g. {"year": "int64", "tags": '
+            f'"list<string>"}}; got {type(attributes).__name__}'
+        )
+    spelled = {str(t): name for name, t in DECLARABLE.items()}
+    out = {}
+    for name, kind in attributes.items():
+        if not isinstance(name, str) or name.startswith("_"):
+            raise InvalidArgumentError(
+                f"attribute name {name!r} is not a string or starts with '_' (reserved for "
+                "shardwalk's own columns)"
+            )
+        check_name("attribute", name)
+        kind = kind if kind in DECLARABLE else spelled.get(kind) if isinstance(kind, str) else None
+        if kind is None:
+            raise InvalidArgumentError(
+                f"attribute {name!r} is declared with type {attributes[name]!r}; declarable "
+                f"types: {', '.join(DECLARABLE)}"
+            )
+        out[name] = kind
+    return out
+
+
+def conform(attributes: pa.Table, declared: Mapping[str, pa.DataType]) -> pa.Table:
+    """``attributes`` with each declared column cast to its declared type (ints to a float
+    attribute, missing values to any); ``InvalidArgumentError`` naming the attribute when a
+    column does not convert."""
+    for i, column in enumerate(attributes.schema):
+        want = declared.get(column.name)
+        if want is None or column.type == want:
+            continue
+        convertible = pa.types.is_null(column.type) or (
+            pa.types.is_floating(want) and pa.types.is_integer(column.type)
+        )
+        if not convertible:
+            raise InvalidArgumentError(
+                f"attribute {column.name!r} is declared {want} in this collection; got "
+                f"{column.type}"
+            )
+        attributes = attributes.set_column(
+            i, column.name, attributes.column(i).cast(want, safe=False)
+        )
+    return attributes
 
 
 def tenant_array(tenants: Any, n: int) -> pa.Array:
@@ -212,6 +271,13 @@ class RowTable:
         self._chunks: list[pa.Table] = []
         self._merge_lock = threading.Lock()
         self._schema: dict[str, pa.DataType] = {}
+
+    def declare(self, types: Mapping[str, pa.DataType]) -> None:
+        """Fix the type of declared attributes (before any write, or after loading)."""
+        for name, kind in types.items():
+            known = self._schema.get(name)
+            if known is None or pa.types.is_null(known):
+                self._schema[name] = kind
 
     # -- sizes ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -403,6 +469,25 @@ class RowTable:
                     chunks = [merged.combine_chunks()]
                     self._chunks = chunks  # one reference assignment, the new list complete
         return chunks[0]
+
+    def owners(self, rows: np.ndarray) -> list[str | None]:
+        """The owner tenant of each row, read from the chunks as they are (merged only past 32
+        of them: a write path that checks owners does not merge the table on every write)."""
+        chunks = self._chunks
+        if len(chunks) > 32:  # merged once per 32 writes (as the next read would merge them)
+            chunks = [self.table()]
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(chunks) == 1:
+            return chunks[0].column(TENANT).take(pa.array(rows)).to_pylist()
+        starts = np.cumsum([0] + [c.num_rows for c in chunks])
+        which = np.searchsorted(starts, rows, side="right") - 1
+        out: list[str | None] = [None] * rows.size
+        for chunk in np.unique(which).tolist():
+            at = np.flatnonzero(which == chunk)
+            local = pa.array(rows[at] - starts[chunk])
+            for i, owner in zip(at.tolist(), chunks[chunk].column(TENANT).take(local).to_pylist()):
+                out[i] = owner
+        return out
 
     def columns(self, rows: np.ndarray) -> pa.Table:
         return self.table().take(pa.array(rows))

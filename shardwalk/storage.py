@@ -27,6 +27,10 @@ A failed fsync (or another I/O error while writing) is fatal: the directory turn
 (:meth:`DataDir.guard`, :meth:`DataDir.append`) and every write is refused until the engine
 is reopened; reads go on. No space left fails only the write at hand, which is undone.
 
+A non-empty directory without a manifest is refused, not made a data directory: an interrupted
+backup (``BACKUP-INCOMPLETE``, see ``backup.py``), a data directory that lost its manifest, or
+someone else's files.
+
 One process owns a data directory, and within it one open ``DataDir`` (one Engine). The flock
 keeps other processes out; a registry of the directories open in this process tells a second
 open here apart from another process, so the error says which it is.
@@ -58,6 +62,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SNAPSHOT_META = "snapshot.json"
 LOCK = "LOCK"
+# in a directory a backup is writing (removed once its manifest is in place, written last)
+BACKUP_MARKER = "BACKUP-INCOMPLETE"
 
 # (st_dev, st_ino) of each data directory a DataDir of this process holds -> that DataDir
 _OPEN_HERE: dict[tuple[int, int], weakref.ref[DataDir]] = {}
@@ -124,6 +130,7 @@ class DataDir:
         if self.root.exists() and not self.root.is_dir():
             raise FailedPreconditionError(f"{str(self.root)!r} exists and is not a directory")
         self._failed: BaseException | None = None  # the failure that made it read-only
+        _refuse_foreign(self.root)
         self._lock_file: io.FileIO | None = None
         make_dirs(self.root)
         self._key = self._acquire()
@@ -358,6 +365,45 @@ def remove_dir(path: str | os.PathLike[str]) -> None:
     if path.exists():
         _fs.rmtree(path)
         fsync_dir(path.parent)
+
+
+def _refuse_foreign(root: Path) -> None:
+    """Refuse a directory that has entries but no manifest: an interrupted backup, a data
+    directory that lost its manifest, or someone else's files. Opening it would make it an
+    empty data directory (and remove the collections the missing manifest named). What a first
+    open that crashed leaves (the lock file, empty ``collections/`` and ``graphs/``, a
+    temporary manifest) is a new directory still."""
+    if not root.is_dir() or (root / MANIFEST).exists():
+        return
+    names = sorted(os.listdir(root))
+    if BACKUP_MARKER in names:
+        raise FailedPreconditionError(
+            f"{str(root)!r} is an incomplete backup (it has {BACKUP_MARKER} and no {MANIFEST}, "
+            "which a backup writes last): the backup was interrupted; delete the directory and "
+            "back up again"
+        )
+    foreign = [
+        name
+        for name in names
+        if name != LOCK
+        and not name.startswith(f".{MANIFEST}.tmp-")
+        and not (name in ("collections", "graphs") and _empty_dir(root / name))
+    ]
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise FailedPreconditionError(
+            f"{str(root)!r} is not empty ({shown}) and has no {MANIFEST}: it is not a shardwalk "
+            "data directory (or an incomplete backup, or a data directory that lost its "
+            "manifest); nothing was changed. Open a missing or empty directory to create a data "
+            "directory, or restore a complete backup"
+        )
+
+
+def _empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def _recorded_pid(lock_file: io.FileIO) -> int | None:

@@ -254,7 +254,7 @@ def _fail(*args: object, **kwargs: object) -> None:
 
 
 # the server may keep internal exception text out of what it sends: matched embedded only
-CAUSE = r", but applying it now failed \(RuntimeError: injected apply failure\)"
+CAUSE = r", but applying it now failed \(the exception's cause says why\)"
 DURABLE = (
     r"outcome unknown: this {} is durable in the write-ahead log and will be applied when the "
     r"{} is reopened"

@@ -22,12 +22,19 @@ it is the transpose of the fingerprint pattern (``t_indptr``, ``t_blocks``), plu
 append-only overflow of (node, block) pairs for the visits walked since; it is rebuilt when
 the overflow outgrows half of it. False hits (a block that no longer visits a node) only cost
 a scan.
+
+A repair is all or nothing: one that raises leaves the store as it was (the arrays it swapped
+are put back and the entries it rewrote in place restored; what it wrote past the ends in use
+is unseen), and its scratch array is reset whatever happens. The blocks it rewrote are marked
+dirty; :func:`refresh_fingerprints` clears the marks of the rows it recounted only once the new
+fingerprint store is built and published, so a refresh that fails leaves them for the next.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,10 @@ __all__ = ["WALKS_SCHEMA", "WalkStore"]
 WALKS_SCHEMA = "shardwalk.walks"
 WALKS_SCHEMA_VERSION = 1
 _U16 = np.iinfo(np.uint16).max
+# what a repair may replace or advance: put back if it fails (the per-block arrays are the
+# buffers behind the properties; entries past _nb, used and ovf_used are unseen)
+_STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
+          "steps", "ovf_nodes", "ovf_blocks", "t_indptr", "t_blocks")  # fmt: skip
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
@@ -228,14 +239,35 @@ class WalkStore:
         -------
         dict
             ``walks`` rerouted, ``steps`` walked anew, ``blocks`` scanned, ``seconds``.
+
+        A repair that raises leaves the store as it was (see the module docstring).
         """
         t0 = time.perf_counter()
         n = change.num_nodes_after
-        rule_dangling = self.mode == _kernels.MODE_DROP
         if self._slot.shape[0] < n:
             self._slot = np.full(max(n, self._slot.shape[0] * 3 // 2), -1, np.int64)
         chg_slot = self._slot[:n]
-        chg_slot[change.nodes] = np.arange(change.nodes.shape[0])
+        state = {name: getattr(self, name) for name in _STATE}
+        undo: list[tuple[np.ndarray, ...]] = []  # entries rewritten in place, as they were
+        try:
+            chg_slot[change.nodes] = np.arange(change.nodes.shape[0])
+            return self._repair(graph, change, seq, new_sources, chg_slot, undo, t0)
+        except BaseException:
+            for name, value in state.items():
+                setattr(self, name, value)
+            for blocks, start, dirty, lens, dropped in reversed(undo):
+                walks = (blocks[:, None] * self.R + np.arange(self.R)).reshape(-1)
+                self._start[blocks], self._dirty[blocks], self._len[walks] = start, dirty, lens
+                if self._drop.size:
+                    self._drop[walks] = dropped
+            raise
+        finally:
+            chg_slot[change.nodes] = -1
+
+    def _repair(self, graph: DynamicGraph, change: Change, seq: int, new_sources: bool,
+                chg_slot: np.ndarray, undo: list, t0: float) -> dict[str, Any]:  # fmt: skip
+        n = change.num_nodes_after
+        rule_dangling = self.mode == _kernels.MODE_DROP
         old = _effective(change.nodes, change.old_indptr, change.old_targets, change.old_weights,
                          rule_dangling)  # fmt: skip
         new = _effective(change.nodes, change.new_indptr, change.new_targets, change.new_weights,
@@ -251,10 +283,9 @@ class WalkStore:
         added = n - self.num_blocks if new_sources else 0
         with _threads_for((blocks.shape[0] + added) * r):
             walks, steps = self._reroute(graph, seq, blocks, chg_slot, old, new, pos, target,
-                                         bound, hit)  # fmt: skip
+                                         bound, hit, undo)  # fmt: skip
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
-        chg_slot[change.nodes] = -1
         if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 2):
             self._index(n)
         if self.used > max(1 << 16, 2 * self.total_steps):
@@ -268,8 +299,9 @@ class WalkStore:
 
     def _reroute(self, graph: DynamicGraph, seq: int, blocks: np.ndarray, chg_slot: np.ndarray,
                  old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
-                 bound: np.ndarray, hit: np.ndarray) -> tuple[int, int]:  # fmt: skip
-        """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps)."""
+                 bound: np.ndarray, hit: np.ndarray, undo: list) -> tuple[int, int]:  # fmt: skip
+        """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps). The
+        entries it changes in place are saved in ``undo`` first."""
         r = self.R
         _kernels.walks_plan(
             blocks, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.blk_start,
@@ -281,6 +313,10 @@ class WalkStore:
             pos_s = np.ascontiguousarray(pos.reshape(-1, r)[hit]).reshape(-1)
             tgt_s = np.ascontiguousarray(target.reshape(-1, r)[hit]).reshape(-1)
             bound_s = bound[hit]
+            walk_ids = (sel[:, None] * r + np.arange(r)).reshape(-1)
+            undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(),
+                         self._len[walk_ids].copy(),
+                         self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
             if bound_s.max() > _U16 and self.walk_len.dtype == np.uint16:
                 self.walk_len = self.walk_len.astype(np.uint32)
             new_start = self.used + np.cumsum(bound_s) - bound_s
@@ -499,9 +535,20 @@ def _splice(
     return out_ip, out_nodes, out_counts
 
 
-def refresh_fingerprints(fp: Any, main: WalkStore, hubs: WalkStore | None, graph: Any) -> Any:
+def refresh_fingerprints(
+    fp: Any,
+    main: WalkStore,
+    hubs: WalkStore | None,
+    graph: Any,
+    *,
+    publish: Callable[[Any], None] | None = None,
+) -> Any:
     """``fp`` (a FingerprintStore) with the rows of every block repaired since the last
-    refresh recounted from the walks, for ``graph`` (the current CSR)."""
+    refresh recounted from the walks, for ``graph`` (the current CSR).
+
+    ``publish`` (optional) is called with the new store; the dirty marks of the rows recounted
+    are cleared only after it returns (and after the store is built), so a refresh that
+    raises, or whose publication does, leaves them for the next refresh."""
     from dataclasses import replace
 
     n = graph.num_nodes
@@ -514,19 +561,23 @@ def refresh_fingerprints(fp: Any, main: WalkStore, hubs: WalkStore | None, graph
         truncated = np.zeros(n, np.float32)
         truncated[: fp.truncated.shape[0]] = fp.truncated
         truncated[dirty] = new[3] * fp.scale
-    main.dirty[:] = False
     hub_rows: dict[str, Any] = {}
+    hdirty = None
     if hubs is not None and fp.hubs is not None:
         hdirty = np.flatnonzero(hubs.dirty.reshape(-1, hubs.per_row).any(axis=1))
         hip, hnodes, hcounts = _splice(
             fp.hub_indptr, fp.hub_nodes, fp.hub_counts, fp.num_hubs, hdirty, hubs.rows(hdirty, n)
         )
-        hubs.dirty[:] = False
         hub_rows = dict(hub_indptr=hip, hub_nodes=hnodes, hub_counts=hcounts)
     store = replace(
         fp, indptr=ip, nodes=nodes, counts=counts, truncated=truncated,
         graph_digest=graph.digest(), stats=dict(fp.stats), **hub_rows,
     )  # fmt: skip
+    if publish is not None:
+        publish(store)
+    main.dirty[dirty] = False  # recounted and published: only now
+    if hubs is not None and hdirty is not None:
+        hubs.dirty.reshape(-1, hubs.per_row)[hdirty] = False
     return store
 
 

@@ -14,8 +14,10 @@ Conventions:
 - The caller's tenant comes from its API key (the `authorization` metadata), never from a
   request field: `tenant` fields are checked against it (PERMISSION_DENIED if they differ)
   and only admins may leave a search unscoped or act for another tenant.
-- Errors are gRPC status codes carrying the library's message; the Python client re-raises
-  the library's exception classes.
+- Errors are gRPC status codes carrying the library's message (or, when that message would
+  show server paths, pids, internal exception text or a corruption report, a generic one
+  with a reference to the server's log); the Python client re-raises the library's
+  exception classes.
 """
 
 from collections import abc as _abc
@@ -299,7 +301,7 @@ class SearchRequest(_message.Message):
     EXPLAIN_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     k: _builtins.int
-    """0 means the library's default (10)"""
+    """unset: the library's default (10); 0 is refused as the library does"""
     tenant: _builtins.str
     """optional: must be the caller's own tenant unless the caller is admin"""
     explain: _builtins.bool
@@ -316,17 +318,19 @@ class SearchRequest(_message.Message):
         *,
         collection: _builtins.str = ...,
         queries: Global___Vectors | None = ...,
-        k: _builtins.int = ...,
+        k: _builtins.int | None = ...,
         tenant: _builtins.str = ...,
         filter: Global___Filter | None = ...,
         params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
         explain: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "queries", b"queries"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_k", b"_k", "filter", b"filter", "k", b"k", "queries", b"queries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "explain", b"explain", "filter", b"filter", "k", b"k", "params", b"params", "queries", b"queries", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_k", b"_k", "collection", b"collection", "explain", b"explain", "filter", b"filter", "k", b"k", "params", b"params", "queries", b"queries", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__k: _TypeAlias = _typing.Literal["k"]  # noqa: Y015
+    _WhichOneofArgType__k: _TypeAlias = _typing.Literal["_k", b"_k"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__k) -> _WhichOneofReturnType__k | None: ...
 
 Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
 
@@ -594,11 +598,11 @@ class PersonalizedPageRankRequest(_message.Message):
     ACCURACY_FIELD_NUMBER: _builtins.int
     graph: _builtins.str
     k: _builtins.int
-    """0 means the library's default (100)"""
+    """unset: the library's default (100)"""
     method: _builtins.str
     """"fingerprint", "push", "exact"; empty: the engine chooses"""
     alpha: _builtins.float
-    """stop probability; 0 means the graph's default"""
+    """stop probability in (0, 1); unset: the graph's default"""
     dangling: _builtins.str
     """"self_loop", "drop", "restart"; empty: the graph's default"""
     collection: _builtins.str
@@ -619,20 +623,27 @@ class PersonalizedPageRankRequest(_message.Message):
         *,
         graph: _builtins.str = ...,
         queries: _abc.Iterable[Global___Seeds] | None = ...,
-        k: _builtins.int = ...,
+        k: _builtins.int | None = ...,
         method: _builtins.str = ...,
-        alpha: _builtins.float = ...,
+        alpha: _builtins.float | None = ...,
         dangling: _builtins.str = ...,
         params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
         collection: _builtins.str = ...,
         tenant: _builtins.str = ...,
         accuracy: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_k", b"_k", "alpha", b"alpha", "k", b"k"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "alpha", b"alpha", "collection", b"collection", "dangling", b"dangling", "graph", b"graph", "k", b"k", "method", b"method", "params", b"params", "queries", b"queries", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_k", b"_k", "accuracy", b"accuracy", "alpha", b"alpha", "collection", b"collection", "dangling", b"dangling", "graph", b"graph", "k", b"k", "method", b"method", "params", b"params", "queries", b"queries", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__alpha: _TypeAlias = _typing.Literal["alpha"]  # noqa: Y015
+    _WhichOneofArgType__alpha: _TypeAlias = _typing.Literal["_alpha", b"_alpha"]  # noqa: Y015
+    _WhichOneofReturnType__k: _TypeAlias = _typing.Literal["k"]  # noqa: Y015
+    _WhichOneofArgType__k: _TypeAlias = _typing.Literal["_k", b"_k"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__alpha) -> _WhichOneofReturnType__alpha | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__k) -> _WhichOneofReturnType__k | None: ...
 
 Global___PersonalizedPageRankRequest: _TypeAlias = PersonalizedPageRankRequest  # noqa: Y015
 
@@ -722,7 +733,8 @@ Global___PersonalizedPageRankResponse: _TypeAlias = PersonalizedPageRankResponse
 class ComposeRequest(_message.Message):
     """engine.compose: kNN in `collection` (scoped to the caller's tenant and `filter`), the hits
     that are nodes of `graph` seed personalized PageRank, the two lists are fused, the same scope
-    filters the output, top k. Zero numbers and empty strings mean the library's defaults.
+    filters the output, top k. Unset numbers and empty strings mean the library's defaults;
+    a number that is set (0 too) reaches the library as it is.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -818,26 +830,42 @@ class ComposeRequest(_message.Message):
         collection: _builtins.str = ...,
         graph: _builtins.str = ...,
         queries: Global___Vectors | None = ...,
-        k: _builtins.int = ...,
+        k: _builtins.int | None = ...,
         tenant: _builtins.str = ...,
         filter: Global___Filter | None = ...,
-        knn_k: _builtins.int = ...,
-        alpha: _builtins.float = ...,
+        knn_k: _builtins.int | None = ...,
+        alpha: _builtins.float | None = ...,
         fuse: _builtins.str = ...,
         weight: _builtins.float | None = ...,
         knn_params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
         ppr_params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
-        ppr_k: _builtins.int = ...,
+        ppr_k: _builtins.int | None = ...,
         rank_constant: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_rank_constant", b"_rank_constant", "_weight", b"_weight", "filter", b"filter", "queries", b"queries", "rank_constant", b"rank_constant", "weight", b"weight"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_k", b"_k", "_knn_k", b"_knn_k", "_ppr_k", b"_ppr_k", "_rank_constant", b"_rank_constant", "_weight", b"_weight", "alpha", b"alpha", "filter", b"filter", "k", b"k", "knn_k", b"knn_k", "ppr_k", b"ppr_k", "queries", b"queries", "rank_constant", b"rank_constant", "weight", b"weight"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rank_constant", b"_rank_constant", "_weight", b"_weight", "alpha", b"alpha", "collection", b"collection", "filter", b"filter", "fuse", b"fuse", "graph", b"graph", "k", b"k", "knn_k", b"knn_k", "knn_params", b"knn_params", "ppr_k", b"ppr_k", "ppr_params", b"ppr_params", "queries", b"queries", "rank_constant", b"rank_constant", "tenant", b"tenant", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_k", b"_k", "_knn_k", b"_knn_k", "_ppr_k", b"_ppr_k", "_rank_constant", b"_rank_constant", "_weight", b"_weight", "alpha", b"alpha", "collection", b"collection", "filter", b"filter", "fuse", b"fuse", "graph", b"graph", "k", b"k", "knn_k", b"knn_k", "knn_params", b"knn_params", "ppr_k", b"ppr_k", "ppr_params", b"ppr_params", "queries", b"queries", "rank_constant", b"rank_constant", "tenant", b"tenant", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__alpha: _TypeAlias = _typing.Literal["alpha"]  # noqa: Y015
+    _WhichOneofArgType__alpha: _TypeAlias = _typing.Literal["_alpha", b"_alpha"]  # noqa: Y015
+    _WhichOneofReturnType__k: _TypeAlias = _typing.Literal["k"]  # noqa: Y015
+    _WhichOneofArgType__k: _TypeAlias = _typing.Literal["_k", b"_k"]  # noqa: Y015
+    _WhichOneofReturnType__knn_k: _TypeAlias = _typing.Literal["knn_k"]  # noqa: Y015
+    _WhichOneofArgType__knn_k: _TypeAlias = _typing.Literal["_knn_k", b"_knn_k"]  # noqa: Y015
+    _WhichOneofReturnType__ppr_k: _TypeAlias = _typing.Literal["ppr_k"]  # noqa: Y015
+    _WhichOneofArgType__ppr_k: _TypeAlias = _typing.Literal["_ppr_k", b"_ppr_k"]  # noqa: Y015
     _WhichOneofReturnType__rank_constant: _TypeAlias = _typing.Literal["rank_constant"]  # noqa: Y015
     _WhichOneofArgType__rank_constant: _TypeAlias = _typing.Literal["_rank_constant", b"_rank_constant"]  # noqa: Y015
     _WhichOneofReturnType__weight: _TypeAlias = _typing.Literal["weight"]  # noqa: Y015
     _WhichOneofArgType__weight: _TypeAlias = _typing.Literal["_weight", b"_weight"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__alpha) -> _WhichOneofReturnType__alpha | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__k) -> _WhichOneofReturnType__k | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__knn_k) -> _WhichOneofReturnType__knn_k | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ppr_k) -> _WhichOneofReturnType__ppr_k | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rank_constant) -> _WhichOneofReturnType__rank_constant | None: ...
     @_typing.overload
@@ -1025,11 +1053,32 @@ class CreateCollectionRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     DIM_FIELD_NUMBER: _builtins.int
     METRIC_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     dim: _builtins.int
     metric: _builtins.str
@@ -1038,6 +1087,12 @@ class CreateCollectionRequest(_message.Message):
     """"flat", "hnsw", "partitioned", "multitenant"; empty: "hnsw" """
     @_builtins.property
     def params(self) -> _containers.MessageMap[_builtins.str, Global___Value]: ...
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the declared attribute schema, name -> "int64", "float64", "bool", "string" or
+        "list<string>"; empty: none declared (tenant keys then write no attributes)
+        """
+
     def __init__(
         self,
         *,
@@ -1046,10 +1101,11 @@ class CreateCollectionRequest(_message.Message):
         metric: _builtins.str = ...,
         index: _builtins.str = ...,
         params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dim", b"dim", "index", b"index", "metric", b"metric", "name", b"name", "params", b"params"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "dim", b"dim", "index", b"index", "metric", b"metric", "name", b"name", "params", b"params"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1203,6 +1259,50 @@ class FlushResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FlushResponse: _TypeAlias = FlushResponse  # noqa: Y015
+
+@_typing.final
+class BackupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    COPY_FIELD_NUMBER: _builtins.int
+    destination: _builtins.str
+    """Absolute path on the server's machine of a directory that does not exist or is empty."""
+    copy: _builtins.bool
+    """Copy every byte, even where hard links would do (same filesystem as the data directory)."""
+    def __init__(
+        self,
+        *,
+        destination: _builtins.str = ...,
+        copy: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copy", b"copy", "destination", b"destination"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupRequest: _TypeAlias = BackupRequest  # noqa: Y015
+
+@_typing.final
+class BackupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JSON_FIELD_NUMBER: _builtins.int
+    json: _builtins.str
+    """the report: files linked and copied, bytes, seconds"""
+    def __init__(
+        self,
+        *,
+        json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json", b"json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupResponse: _TypeAlias = BackupResponse  # noqa: Y015
 
 @_typing.final
 class UpsertEdgesRequest(_message.Message):

@@ -36,6 +36,7 @@ def start(engine: shardwalk.Engine, limits: dict | None = None, model: str = "sy
             "api_keys": [{"key": ADMIN, "role": "admin"}]
             + [{"key": key_of(t), "tenant": t} for t in TENANTS],
             "limits": limits or {},
+            "server": {"reflection": True},  # off by default; test_service checks it answers
         }
     )
     kind = AioServer if model == "aio" else Server

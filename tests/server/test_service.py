@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import shardwalk
 from shardwalk import F
 from shardwalk.v1 import shardwalk_pb2 as pb
+from shardwalk.v1 import shardwalk_pb2_grpc as pb_grpc
 
 from .conftest import ADMIN, TENANTS, Running, key_of, seeded_rows, visible_to
 
@@ -29,7 +30,9 @@ def docs(running: Running) -> dict:
     """A collection of N rows over four tenants and a chain-plus-random graph over its ids."""
     admin = running.client()
     rows = seeded_rows(N, DIM)
-    admin.create_collection("docs", dim=DIM, index="hnsw")
+    admin.create_collection(
+        "docs", dim=DIM, index="hnsw", attributes={"year": "int64", "lang": "string"}
+    )
     assert admin.collection("docs").upsert(**rows) == N
     rng = np.random.default_rng(1)
     src = np.concatenate([np.arange(N - 1), rng.integers(0, N, 3 * N)])
@@ -105,6 +108,66 @@ def test_embedded_and_remote_agree(running: Running, docs: dict) -> None:
         )
 
 
+EDGE_CALLS = {
+    "search k=1": lambda c: c.collection("docs").search(np.ones((2, DIM)), 1),
+    "ppr alpha near 0": lambda c: c.graph("links").ppr([4], 5, method="push", alpha=0.01),
+    "ppr alpha near 1": lambda c: c.graph("links").ppr([4], 5, method="push", alpha=0.99),
+    "compose ones": lambda c: c.compose("docs", "links", np.ones((1, DIM)), k=1, knn_k=1, ppr_k=1),
+    "compose weight 0": lambda c: c.compose(
+        "docs", "links", np.ones((1, DIM)), fuse="weighted", weight=0.0
+    ),
+    "compose weight 1": lambda c: c.compose(
+        "docs", "links", np.ones((1, DIM)), fuse="weighted", weight=1.0
+    ),
+    "compose rank_constant 0": lambda c: c.compose(
+        "docs", "links", np.ones((1, DIM)), rank_constant=0.0, alpha=0.99
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CALLS))
+def test_embedded_and_remote_agree_at_edge_values(running: Running, docs: dict, name: str) -> None:
+    here, there = EDGE_CALLS[name](running.engine), EDGE_CALLS[name](running.client())
+    np.testing.assert_array_equal(here.ids, there.ids)
+    assert getattr(here, "alpha", None) == getattr(there, "alpha", None)
+
+
+def test_a_zero_on_the_wire_is_not_unset(running: Running, docs: dict) -> None:
+    """proto3 optional fields: an unset k or alpha means the library's default, a zero that
+    is set reaches the library (which refuses it), also from a client other than ours."""
+    channel = grpc.insecure_channel(running.address)
+    stub = pb_grpc.ShardwalkStub(channel)
+    metadata = (("authorization", f"Bearer {ADMIN}"),)
+    queries = pb.Vectors(dim=DIM, data=np.zeros((1, DIM), "<f4").tobytes())
+    assert (
+        stub.Search(pb.SearchRequest(collection="docs", queries=queries), metadata=metadata).k == 10
+    )
+    ppr = stub.PersonalizedPageRank(
+        pb.PersonalizedPageRankRequest(graph="links", queries=[pb.Seeds(nodes=[1])]),
+        metadata=metadata,
+    )
+    assert ppr.k == 100 and ppr.alpha == running.engine.graph("links").ppr([1]).alpha
+    for rpc, request in [
+        ("Search", pb.SearchRequest(collection="docs", queries=queries, k=0)),
+        ("PersonalizedPageRank", pb.PersonalizedPageRankRequest(
+            graph="links", queries=[pb.Seeds(nodes=[1])], k=0)),
+        ("PersonalizedPageRank", pb.PersonalizedPageRankRequest(
+            graph="links", queries=[pb.Seeds(nodes=[1])], alpha=0.0)),
+        ("Compose", pb.ComposeRequest(collection="docs", graph="links", queries=queries, k=0)),
+        ("Compose", pb.ComposeRequest(
+            collection="docs", graph="links", queries=queries, knn_k=0)),
+        ("Compose", pb.ComposeRequest(
+            collection="docs", graph="links", queries=queries, ppr_k=0)),
+        ("Compose", pb.ComposeRequest(
+            collection="docs", graph="links", queries=queries, alpha=0.0)),
+    ]:  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:
+            getattr(stub, rpc)(request, metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (rpc, request)
+        assert "got 0" in err.value.details(), err.value.details()
+    channel.close()
+
+
 BAD_CALLS = {
     "wrong dimension": lambda c: c.collection("docs").search(np.zeros((1, DIM + 1))),
     "NaN query": lambda c: c.collection("docs").search(np.full((1, DIM), np.nan)),
@@ -134,6 +197,24 @@ BAD_CALLS = {
     "compose: bad alpha": lambda c: c.compose("docs", "links", np.zeros((1, DIM)), alpha=1.0),
     "compose: bad ppr parameter": lambda c: c.compose(
         "docs", "links", np.zeros((1, DIM)), ppr_params={"nope": 1}
+    ),
+    # zeros and edge values: a zero that is set is not "unset" (proto3 optional fields)
+    "negative k": lambda c: c.collection("docs").search(np.zeros((1, DIM)), -1),
+    "huge k": lambda c: c.collection("docs").search(np.zeros((1, DIM)), 2**40),
+    "ppr: zero k": lambda c: c.graph("links").ppr([1], 0),
+    "ppr: zero alpha": lambda c: c.graph("links").ppr([1], alpha=0.0),
+    "ppr: integer zero alpha": lambda c: c.graph("links").ppr([1], alpha=0),
+    "ppr: alpha 1": lambda c: c.graph("links").ppr([1], alpha=1.0),
+    "ppr: negative alpha": lambda c: c.graph("links").ppr([1], alpha=-0.25),
+    "ppr: NaN alpha": lambda c: c.graph("links").ppr([1], alpha=float("nan")),
+    "ppr: string alpha": lambda c: c.graph("links").ppr([1], alpha="0.5"),
+    "compose: zero k": lambda c: c.compose("docs", "links", np.zeros((1, DIM)), k=0),
+    "compose: zero knn_k": lambda c: c.compose("docs", "links", np.zeros((1, DIM)), knn_k=0),
+    "compose: zero ppr_k": lambda c: c.compose("docs", "links", np.zeros((1, DIM)), ppr_k=0),
+    "compose: zero alpha": lambda c: c.compose("docs", "links", np.zeros((1, DIM)), alpha=0.0),
+    "compose: integer alpha": lambda c: c.compose("docs", "links", np.zeros((1, DIM)), alpha=0),
+    "compose: zero weight": lambda c: c.compose(
+        "docs", "links", np.zeros((1, DIM)), fuse="weighted", weight=-0.0, rank_constant=0.0
     ),
 }
 
@@ -179,7 +260,7 @@ def test_tenant_writes_touch_only_their_rows(running: Running, docs: dict) -> No
     t0 = running.client(key_of("t0")).collection("notes")
     assert t0.upsert([1, 10], np.ones((2, 4))) == 2  # its own row and a new one
     assert running.engine.collection("notes").get([10]).tenants == ["t0"]
-    with pytest.raises(shardwalk.PermissionDeniedError, match="another tenant"):
+    with pytest.raises(shardwalk.PermissionDeniedError, match="cannot write ids 2"):
         t0.upsert([2], np.ones((1, 4)))  # t1's row, shared with t0: readable, not writable
     with pytest.raises(shardwalk.PermissionDeniedError, match="writes rows of tenant 't0'"):
         t0.upsert([11], np.ones((1, 4)), tenants="t1")

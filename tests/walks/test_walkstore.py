@@ -3,9 +3,11 @@ every repair, and statistically a fresh sample of the updated graph."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
-from shardwalk.walks import CSRGraph, build_fingerprints
+from shardwalk.walks import CSRGraph, _kernels, build_fingerprints, walkstore
 from shardwalk.walks.dynamic import DynamicGraph
 from shardwalk.walks.generators import power_law_graph
 from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
@@ -206,3 +208,109 @@ def test_walk_store_round_trip(tmp_path) -> None:
     b = back.rows(np.arange(n), n)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert np.array_equal(main.dropped, back.dropped)
+
+
+def state_of(store: WalkStore) -> dict[str, object]:
+    """Everything the walks of ``store`` and their index are (not the spare room, nor the
+    unused ends of the space a repair gives a block)."""
+    per_block = store.walk_len.reshape(-1, store.R).sum(axis=1, dtype=np.int64)
+    return {
+        "blocks": store.num_blocks, "used": store.used, "live": store.live,
+        "block_src": store.block_src, "block_w0": store.block_w0, "blk_start": store.blk_start,
+        "walk_len": store.walk_len, "dropped": store.dropped, "dirty": store.dirty,
+        "walks": store.steps[walkstore._gather(store.blk_start, per_block)],
+        "t_indptr": store.t_indptr,
+        "t_blocks": store.t_blocks, "ovf_nodes": store.ovf_nodes[: store.ovf_used],
+        "ovf_blocks": store.ovf_blocks[: store.ovf_used],
+    }  # fmt: skip
+
+
+def assert_same_state(a: dict[str, object], b: dict[str, object]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("rule", ["self_loop", "drop"])
+@pytest.mark.parametrize("kernel", ["walks_rewrite", "walks_build"])
+def test_a_repair_that_fails_midway_leaves_the_store_as_it_was(monkeypatch, kernel, rule):
+    """A kernel of the repair runs (its writes land) and then the step raises: rerouting the
+    walks (``walks_rewrite``), or walking the new sources after the reroute
+    (``walks_build``). The store is as before (same walks, index and dirty marks; its scratch
+    reset), and repairing again gives what a clean repair gives."""
+    dg = DynamicGraph(power_law_graph(300, 1500, seed=11))
+    _, main, _ = build_kept(dg, walks_per_node=4, dangling=rule, hubs=None)
+    rng = np.random.default_rng(2)
+    seq = stream(dg, [main], rng, batches=1, size=30)  # some history: moved blocks, overflow
+    edges = rng.integers(0, dg.num_nodes + 10, size=(60, 2))  # some to new nodes
+    change = dg.apply(dg.prepare("upsert", edges))
+    assert change.num_nodes_after > change.num_nodes_before
+    clean = copy.deepcopy(main)
+    before = copy.deepcopy(state_of(main))
+    in_use = main.steps[: main.used].copy()
+    real = getattr(_kernels, kernel)
+
+    def run_then_fail(*args):
+        real(*args)
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(_kernels, kernel, run_then_fail)
+    with pytest.raises(RuntimeError, match="injected fault"):
+        main.repair(dg, change, seq, new_sources=True)
+    monkeypatch.undo()
+    assert_same_state(state_of(main), before)
+    np.testing.assert_array_equal(main.steps[: main.used], in_use)
+    assert (main._slot == -1).all()  # the scratch: no node left marked as changed
+    a = main.repair(dg, change, seq, new_sources=True)
+    b = clean.repair(dg, change, seq, new_sources=True)
+    assert a["walks"] == b["walks"] > 0 and a["steps"] == b["steps"]
+    assert_same_state(state_of(main), state_of(clean))
+    assert_valid_walks(main, dg.merged(), rule == "drop")
+
+
+def test_a_refresh_that_fails_leaves_the_dirty_marks_for_the_next():
+    """Recounting fingerprint rows fails after the main rows (the hub rows' splice raises), or
+    the new store's publication does: the dirty marks are as before, and the next refresh
+    publishes what a clean one gives and only then clears them."""
+    dg = DynamicGraph(power_law_graph(300, 1500, seed=12))
+    fp, main, hubs = build_kept(dg, walks_per_node=4, hubs=3, hub_walks=20)
+    assert hubs is not None
+    stream(dg, [main, hubs], np.random.default_rng(4), batches=1, size=30)
+    m = dg.merged()
+    marks = main.dirty.copy(), hubs.dirty.copy()
+    assert marks[0].any() and marks[1].any()
+    clean = refresh_fingerprints(fp, copy.deepcopy(main), copy.deepcopy(hubs), m)
+    calls = 0
+    real = walkstore._splice
+
+    def fail_second(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("injected fault")
+        return real(*args)
+
+    def fail_publish(store):
+        raise RuntimeError("injected fault")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(walkstore, "_splice", fail_second)
+        with pytest.raises(RuntimeError, match="injected fault"):
+            refresh_fingerprints(fp, main, hubs, m)
+    np.testing.assert_array_equal(main.dirty, marks[0])
+    np.testing.assert_array_equal(hubs.dirty, marks[1])
+    with pytest.raises(RuntimeError, match="injected fault"):
+        refresh_fingerprints(fp, main, hubs, m, publish=fail_publish)
+    np.testing.assert_array_equal(main.dirty, marks[0])
+    np.testing.assert_array_equal(hubs.dirty, marks[1])
+    published = []
+
+    def publish(store):
+        assert main.dirty.any()  # still marked while it is being published
+        published.append(store)
+
+    again = refresh_fingerprints(fp, main, hubs, m, publish=publish)
+    assert len(published) == 1 and published[0] is again
+    for name in ("indptr", "nodes", "counts", "hub_indptr", "hub_nodes", "hub_counts"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(clean, name), err_msg=name)
+    assert not main.dirty.any() and not hubs.dirty.any()

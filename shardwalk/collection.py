@@ -24,6 +24,7 @@ from shardwalk.errors import (
     NotFoundError,
     OutcomeUnknownError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
@@ -510,7 +511,15 @@ class Collection:
         logged = False  # the group's records are durable in the log
         try:
             if self._wal is not None and records:
-                self._wal.append_encoded(records)
+                assert self._datadir is not None
+                try:
+                    self._datadir.append(self._wal, records, f"a write to {self.name!r}")
+                except (ResourceExhaustedError, FailedPreconditionError) as exc:
+                    # no space (the log was cut back: nothing written) or read-only after a
+                    # failed fsync (reads go on): this group fails, the collection stays open
+                    for entry in accepted:
+                        entry.error = exc
+                    return
                 logged = True
             with self._rw.write():
                 for write in _coalesce([entry.payload for entry in accepted]):
@@ -873,6 +882,7 @@ class Collection:
                 return
             if self._wal.size == 0 and self._snapshot is not None and not self._upgraded:
                 return
+            self._datadir.check_writable()
             self._checkpoint()
             self._upgraded = False
 
@@ -893,23 +903,33 @@ class Collection:
     def _checkpoint(self) -> None:
         datadir, old_wal = self._datadir, self._wal
         assert datadir is not None and old_wal is not None
-        generation = datadir.next_generation()
-        directory = datadir.collection_dir(self.name)
-        snapshot = f"snap-{generation:06d}"
-        state = State(rows=self._rows, index=self._index, store=self._store, tenants=self._tenants)
-        write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
-        wal = f"wal-{generation:06d}.log"
-        WriteAheadLog.create(str(directory / wal))
+        with datadir.guard(f"a checkpoint of collection {self.name!r}"):
+            generation = datadir.next_generation()
+            directory = datadir.collection_dir(self.name)
+            snapshot = f"snap-{generation:06d}"
+            wal = f"wal-{generation:06d}.log"
+            state = State(
+                rows=self._rows, index=self._index, store=self._store, tenants=self._tenants
+            )
+            # On a failure the old snapshot and log stay current; the new files are removed by
+            # the next checkpoint or open (not now: a spann index already reads its sealed
+            # posting files from the new snapshot, see SpannIndex.save).
+            write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
+            WriteAheadLog.create(str(directory / wal))
 
-        def switch(manifest: dict[str, Any]) -> None:
-            manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)
+            def switch(manifest: dict[str, Any]) -> None:
+                manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)
 
-        datadir.commit(switch)
-        old_wal.close()
-        self._wal = WriteAheadLog(str(directory / wal))
-        self._applied_log = (self._wal.path, self._wal.size)
-        self._snapshot = snapshot
-        datadir.remove_unreferenced(self.name, keep={snapshot, wal})
+            datadir.commit(switch)
+            try:
+                old_wal.close()
+                self._wal = WriteAheadLog(str(directory / wal))
+                self._applied_log = (self._wal.path, self._wal.size)
+                self._snapshot = snapshot
+                datadir.remove_unreferenced(self.name, keep={snapshot, wal})
+            except BaseException as exc:  # the manifest names the new log: no way back
+                datadir.fail(exc)
+                raise
 
     def compact(self) -> None:
         """Rebuild the index from the live vectors only, dropping every deleted or replaced

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, check_threading_layer
 from shardwalk.backup import backup as _backup
 from shardwalk.collection import Collection
@@ -27,7 +27,7 @@ from shardwalk.errors import (
 from shardwalk.graph import Graph, check_edges
 from shardwalk.index import IndexHost
 from shardwalk.rows import declared_schema
-from shardwalk.storage import DataDir
+from shardwalk.storage import DataDir, remove_dir
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import RecoveredLog, WriteAheadLog
 
@@ -257,12 +257,13 @@ class Engine:
             )
             if self._datadir is not None:
                 datadir = self._datadir
-                generation = datadir.next_generation()
-                directory = datadir.collection_dir(name)
-                shutil.rmtree(directory, ignore_errors=True)  # leftovers of a crashed create
-                directory.mkdir(parents=True)
-                wal = f"wal-{generation:06d}.log"
-                WriteAheadLog.create(str(directory / wal))
+                with datadir.guard(f"creating collection {name!r}"):
+                    generation = datadir.next_generation()
+                    directory = datadir.collection_dir(name)
+                    remove_dir(directory)  # leftovers of a crashed create
+                    make_dirs(directory)
+                    wal = f"wal-{generation:06d}.log"
+                    WriteAheadLog.create(str(directory / wal))
                 entry = {
                     "dim": dim,
                     "metric": metric,
@@ -410,7 +411,8 @@ class Engine:
                     manifest["collections"].pop(name, None)
 
                 self._datadir.commit(remove)
-                shutil.rmtree(self._datadir.collection_dir(name), ignore_errors=True)
+                with self._datadir.guard(f"removing collection {name!r}"):
+                    remove_dir(self._datadir.collection_dir(name))
 
     # -- graphs -----------------------------------------------------------------------------
     def create_graph(
@@ -538,7 +540,8 @@ class Engine:
                     manifest["graphs"].pop(name, None)
 
                 self._datadir.commit(remove)
-                shutil.rmtree(self._datadir.graph_dir(name), ignore_errors=True)
+                with self._datadir.guard(f"removing graph {name!r}"):
+                    remove_dir(self._datadir.graph_dir(name))
 
     def embed_graph(
         self,
@@ -724,7 +727,8 @@ class Engine:
         return _backup(self, self._datadir, dest, link=link)
 
     def close(self) -> None:
-        """Checkpoint and release the data directory. Idempotent.
+        """Checkpoint and release the data directory (no checkpoint once a failed fsync made
+        it read-only). Idempotent.
 
         Loads in progress finish first (their callers get FailedPreconditionError); calls
         that start afterwards are refused."""
@@ -737,7 +741,8 @@ class Engine:
             load.exception()
         with self._lock:
             try:
-                if self._datadir is not None:
+                # read-only after a failed fsync: nothing more is written (the logs replay)
+                if self._datadir is not None and self._datadir.failed is None:
                     for collection in self._collections.values():
                         collection.flush()
             finally:

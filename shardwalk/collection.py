@@ -4,6 +4,7 @@ attributes, an index, and (on disk) a snapshot plus a write-ahead log."""
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -62,6 +63,8 @@ from shardwalk.validation import (
     check_vectors,
 )
 from shardwalk.wal import WriteAheadLog, encode
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Collection", "Records"]
 
@@ -262,6 +265,7 @@ class Collection:
         self._snapshot: str | None = None
         self._upgraded = False  # the snapshot's index is in an earlier format (see _attach)
         self._closed_because: str | None = None
+        self._closed_cause: BaseException | None = None  # chained to the errors it causes
 
     def _store_for(self, index: Any) -> RowStore:
         """Vectors by row: the index's own store when it keeps one (stored once), else ours."""
@@ -357,7 +361,9 @@ class Collection:
 
     def _check_open(self) -> None:
         if self._closed_because is not None:
-            raise FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
+            raise FailedPreconditionError(
+                f"collection {self.name!r} {self._closed_because}"
+            ) from self._closed_cause
 
     def _close(self, because: str) -> None:
         with self._writes.lock, self._rw.write():
@@ -532,9 +538,11 @@ class Collection:
         except BaseException as exc:
             # The log and the memory may now disagree: refuse further use until reopened
             # (replaying the log then gives the state every acknowledged write left).
-            self._closed_because = (
-                f"stopped at a failed write ({type(exc).__name__}: {exc}); reopen the engine"
-            )
+            # (the cause's text stays out of the message, which a server passes to its
+            # clients: it is chained to the errors, and logged)
+            self._closed_because = "stopped at a failed write; reopen the engine"
+            self._closed_cause = exc
+            log.error("collection %r stopped at a failed write", self.name, exc_info=exc)
             for entry in accepted:
                 entry.error = (
                     OutcomeUnknownError.logged(

@@ -94,6 +94,7 @@ class Graph:
         self._wal: WriteAheadLog | None = None
         self._lock = threading.RLock()
         self._closed_because: str | None = None
+        self._closed_cause: BaseException | None = None  # chained to the errors it causes
         self.last_update: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -104,7 +105,9 @@ class Graph:
 
     def _check_open(self) -> None:
         if self._closed_because is not None:
-            raise FailedPreconditionError(f"graph {self.name!r} {self._closed_because}")
+            raise FailedPreconditionError(
+                f"graph {self.name!r} {self._closed_because}"
+            ) from self._closed_cause
 
     def _close(self, because: str) -> None:
         with self._lock:
@@ -113,10 +116,14 @@ class Graph:
                 self._wal.close()
                 self._wal = None
 
-    def _stop(self, because: str) -> None:
+    def _stop(self, because: str, cause: BaseException) -> None:
         """Refuse every further call until the engine is reopened, and let go of the log
-        (after a failed append a partial record may end it: nothing is appended after that)."""
+        (after a failed append a partial record may end it: nothing is appended after that).
+        The cause's text stays out of the messages (a server passes them to its clients): it
+        is chained to the errors, and logged."""
         self._closed_because = f"{because}; reopen the engine"
+        self._closed_cause = cause
+        log.error("graph %r %s", self.name, because, exc_info=cause)
         wal, self._wal = self._wal, None
         if wal is not None:
             try:
@@ -607,12 +614,12 @@ class Graph:
                     # A partial record may now end the log: a batch appended after it would
                     # make the next open refuse the log (and recover=True cut every batch
                     # from here on). Closed, as a collection is; the open cuts the torn tail.
-                    self._stop(f"stopped at a failed log append ({type(exc).__name__}: {exc})")
+                    self._stop("stopped at a failed log append", exc)
                     raise FailedPreconditionError(
                         f"graph {self.name!r}: appending this {_WAL_OPS[op]} batch to the "
-                        f"write-ahead log failed ({type(exc).__name__}: {exc}), so it was not "
+                        "write-ahead log failed (the exception's cause says why), so it was not "
                         "acknowledged; the graph refuses further calls until the engine is "
-                        "reopened (free disk space first if it is full)"
+                        "reopened"
                     ) from exc
             try:
                 before = self._dyn.num_nodes
@@ -620,7 +627,7 @@ class Graph:
             except BaseException as exc:
                 # memory may now disagree with the log (which holds the batch, with a data
                 # directory): refuse further use until reopened
-                self._stop(f"stopped at a failed update ({type(exc).__name__}: {exc})")
+                self._stop("stopped at a failed update", exc)
                 if self._datadir is None:  # nothing durable: a failure
                     raise FailedPreconditionError(
                         f"graph {self.name!r} {self._closed_because}"

@@ -42,13 +42,13 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from shardwalk import _fs
 from shardwalk._deadline import check as check_deadline
 from shardwalk._files import atomic_write, atomic_write_bytes, fsync_dir
 from shardwalk.errors import (
@@ -192,7 +192,7 @@ class _Writer:
             missing.append(path)
             path = path.parent
         for directory in reversed(missing):
-            directory.mkdir()
+            _fs.mkdir(directory)
             self._dirs.append(directory)
 
     def pin(self, kind: str, name: str, entry: dict[str, Any], log_size: int) -> list[_Pinned]:
@@ -222,7 +222,7 @@ class _Writer:
     def _pin_file(self, path: Path, target: Path) -> _Pinned:
         if self.link:
             try:
-                os.link(path, target)
+                _fs.link(path, target)
                 return _Pinned(target, None)
             except OSError as exc:
                 if exc.errno not in _NO_LINK:
@@ -260,7 +260,7 @@ class _Writer:
         manifest["graphs"] = self.entries["graphs"]
         atomic_write_bytes(self.dest / MANIFEST, _json(manifest))
         # from here the backup is complete whether or not the marker's removal survives
-        (self.dest / BACKUP_MARKER).unlink()
+        _fs.unlink(self.dest / BACKUP_MARKER)
         fsync_dir(self.dest)
 
     def abandon(self) -> None:
@@ -272,15 +272,15 @@ class _Writer:
         if (self.dest / MANIFEST).exists():
             return  # complete: keep it (only the marker's removal failed)
         if self._created is not None:
-            shutil.rmtree(self._created, ignore_errors=True)
+            _fs.rmtree(self._created)
         elif self.dest.is_dir():
             for entry in os.listdir(self.dest):
                 path = self.dest / entry
                 if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
+                    _fs.rmtree(path)
                 else:
                     with contextlib.suppress(OSError):
-                        path.unlink()
+                        _fs.unlink(path)
 
 
 def _copy_fd(source: int, target: BinaryIO, limit: int | None) -> int:

@@ -352,3 +352,54 @@ def test_power_loss_state_machine():
     PowerLossMachine.TestCase().runTest()
     assert PowerLossMachine.seen["cut inside an operation"] > 0, PowerLossMachine.seen
     assert PowerLossMachine.seen["spann splits"] > 0, PowerLossMachine.seen
+
+
+def test_a_power_cut_during_a_backup_leaves_both_directories_usable(tmp_path: Path) -> None:
+    """A power cut at fsyncs spread over a backup: the source reopens with everything, and the
+    copy either opens with everything (its manifest, written last, survived) or is refused as
+    incomplete (no manifest), never a half-valid data directory."""
+    from tests.faultfs import PowerLoss
+    from tests.test_write_failures import edges_of
+
+    fs = FaultFS(tmp_path / "root")
+    source, dest = fs.root / "db", fs.root / "copy"
+    ids, vecs = list(range(30)), vectors(7, 30)
+    edges = {(0, 1), (1, 2), (2, 5)}
+
+    def same(engine: shardwalk.Engine) -> None:
+        np.testing.assert_array_equal(engine.collection("h").get(ids).vectors, vecs)
+        assert len(engine.collection("s")) == len(ids)
+        assert edges_of(engine.graph("g")) == edges
+
+    with _fs.use(fs):
+        engine = shardwalk.Engine.open(source)
+        engine.create_collection("h", dim=DIM, index="hnsw").upsert(ids, vecs)
+        engine.create_collection("s", dim=DIM, index="spann", **SPANN).upsert(ids, vecs)
+        engine.create_graph("g", np.array(sorted(edges)))
+        engine.flush()
+        before = fs.ops["fsync"]
+        engine.backup(fs.root / "reference")
+        fsyncs = fs.ops["fsync"] - before
+        assert fsyncs > 5
+        outcomes = Counter()
+        for cut in sorted({1, 2, fsyncs // 2, fsyncs - 1, fsyncs}):
+            fs.power_cut_at("fsync", cut)
+            with pytest.raises(PowerLoss):
+                engine.backup(dest)
+            abandon(engine)
+            fs.crash()
+            engine = shardwalk.Engine.open(source)  # the source is intact
+            same(engine)
+            if (dest / "manifest.json").exists():
+                with shardwalk.Engine.open(dest) as copy:
+                    same(copy)
+                outcomes["complete"] += 1
+            elif dest.exists() and any(dest.iterdir()):
+                with pytest.raises(FailedPreconditionError):
+                    shardwalk.Engine.open(dest)
+                outcomes["refused"] += 1
+            else:
+                outcomes["absent"] += 1
+            _fs.rmtree(dest)
+        engine.close()
+    assert outcomes["refused"] > 0, outcomes

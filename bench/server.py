@@ -304,8 +304,12 @@ class Served(Remote):
         cmd += ["--threads", str(args.threads)]
         cmd += ["--aio"] if name.startswith(AIO) else []
         self.log_path = f"{path}.log"
-        self.process = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=open(self.log_path, "w"), text=True
+        self.process = subprocess.Popen(  # run outside any checkout: -m imports what
+            cmd,  # ``python`` has installed, not the shardwalk/ folder of the current directory
+            stdout=subprocess.PIPE,
+            stderr=open(self.log_path, "w"),
+            text=True,
+            cwd=os.path.dirname(path),
         )
         t0 = time.perf_counter()
         line = read_line(self.process, 600)

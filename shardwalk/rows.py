@@ -459,7 +459,8 @@ class RowTable:
                 p = np.minimum(pos, keys.size - 1)
                 candidates = rows[p]
                 same = (pos < keys.size) & (keys[p] == want_ids)
-                hit = same & alive[candidates] & (owner[candidates] == want_codes)
+                mine = (owner[candidates] == want_codes) | (want_codes == _ANY)
+                hit = same & alive[candidates] & mine
                 if at is None:
                     found[hit] = candidates[hit]
                 else:
@@ -576,10 +577,11 @@ class RowTable:
         return rows
 
     # -- reads ------------------------------------------------------------------------------
-    def lookup(self, ids: np.ndarray, owner: Any) -> np.ndarray:
+    def lookup(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> np.ndarray:
         """The live row of each id in ``owner``'s namespace (a tenant name; None: the ownerless
         rows; or an int32 array of owner codes, one per id), int64 in the order given, -1
-        where there is none."""
+        where there is none. ``ANY_OWNER``: a live row of the id whoever owns it (when
+        several owners hold the id, any one of them: ``find`` lists them all)."""
         return self._lookup(ids, self._codes_for(ids, owner))
 
     def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -183,8 +183,9 @@ class Service:
     def get(self, who: Principal, request: pb.GetRequest) -> pb.GetResponse:
         collection = self._collection(who, request.collection)
         ids = np.array(request.ids, dtype=np.int64)
-        if who.admin:
-            records = collection.get(ids)
+        tenant = self._tenant(who, request.tenant)
+        if who.admin:  # without a tenant: every owner's row of each id
+            records = collection.get(ids, tenant=tenant)
             attributes = records.attributes
         else:
             # an id the tenant may not see is named exactly like an absent one
@@ -258,6 +259,7 @@ class Service:
     def delete(self, who: Principal, request: pb.DeleteRequest) -> pb.DeleteResponse:
         collection = self._collection(who, request.collection)
         ids = np.array(request.ids, dtype=np.int64)
+        tenant = self._tenant(who, request.tenant)  # refuses a tenant key naming another
         if not who.admin and ids.size:
             seen = collection.visible(ids, tenant=who.tenant)
             mine = collection.visible(ids, tenant=who.tenant, owned=True)
@@ -274,7 +276,8 @@ class Service:
             # in its namespace when committed, too (the check above ran before the write queued)
             deleted = collection.delete(ids, missing_ok=True, tenant=who.tenant)
             return pb.DeleteResponse(deleted=deleted)
-        return pb.DeleteResponse(deleted=collection.delete(ids, missing_ok=request.missing_ok))
+        deleted = collection.delete(ids, missing_ok=request.missing_ok, tenant=tenant)
+        return pb.DeleteResponse(deleted=deleted)
 
     # -- graphs -------------------------------------------------------------------------------
     def ppr(

@@ -146,10 +146,23 @@ def test_upsert_of_another_tenants_id_writes_its_own_row(basic: str) -> None:
     assert b.get([700]).tenants == ["b"] and b.get([700]).vectors[0, 0] == 2.0
     assert admin.get([700]).tenants == ["a", "b"]  # an admin sees every owner's row
     assert a.search(np.full((1, 4), 2.0), 10).ids[0].tolist().count(700) == 1
+    # an admin naming a tenant acts in its namespace; a tenant key may name only its own
+    assert admin.get([700], tenant="b").vectors[0, 0] == 2.0
+    assert a.get([700], tenant="a").tenants == ["a"]
+    with pytest.raises(shardwalk.PermissionDeniedError, match="acts for tenant 'a'"):
+        a.get([700], tenant="b")
+    with pytest.raises(shardwalk.PermissionDeniedError, match="acts for tenant 'a'"):
+        a.delete([700], tenant="b")
     assert a.delete([700]) == 1
     assert b.get([700]).vectors[0, 0] == 2.0 and admin.get([700]).tenants == ["b"]
     with pytest.raises(shardwalk.NotFoundError, match="has no ids 700"):
         a.delete([700])
+    admin.upsert([700], np.full((1, 4), 3.0), tenants="a")
+    assert admin.delete([700], tenant="b") == 1 and admin.get([700]).tenants == ["a"]
+    admin.upsert([700], np.full((1, 4), 3.0), tenants="b")
+    assert admin.delete([700]) == 1  # without a tenant: every owner's row
+    with pytest.raises(shardwalk.NotFoundError, match="has no ids 700"):
+        admin.get([700])
 
 
 def _race(docs: dict, id_: int) -> dict[str, str]:

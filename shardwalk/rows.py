@@ -320,7 +320,8 @@ class RowTable:
     bookkeeping.
     Dead entries (killed or replaced rows) are dropped when their run merges, and every run
     merges into one when they pass ``_dead_fraction`` of the live ids, so the map stays below
-    16 * (1 + 0.25) = 20 bytes per live id (:attr:`map_nbytes`).
+    16 * (1 + 0.25) = 20 bytes per live row (:attr:`map_nbytes`; plus the 4-byte owner code
+    per row).
 
     Threads: the read methods (``lookup``, ``find``, ``missing``, ``contains``, ``in``,
     ``len``, ``replaced_rows``, ``ids``, ``alive``, ``rows``, ``schema``, ``map_nbytes``, ``table``, ``columns``, ``to_arrow``, ``write_parquet``) may run in many
@@ -344,7 +345,7 @@ class RowTable:
         self._codes: dict[str | None, int] = {None: 0}
         self._rank = np.zeros(1, dtype=np.int32)  # owner code -> place in name order
         self._runs: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # (keys, rows), oldest first
-        self._live = 0  # live ids (= live rows)
+        self._live = 0  # live rows (= live (owner, id) pairs)
         self._chunks: list[pa.Table] = []
         self._merge_lock = threading.Lock()
         self._schema: dict[str, pa.DataType] = {}
@@ -425,7 +426,7 @@ class RowTable:
 
     @property
     def map_nbytes(self) -> int:
-        """Bytes held by the id -> row map (its sorted runs; ``ids`` and ``alive`` not counted)."""
+        """Bytes held by the id map (its sorted runs; ``ids``, owners, ``alive`` not counted)."""
         return sum(keys.nbytes + rows.nbytes for keys, rows in self._runs)
 
     # -- the id map -------------------------------------------------------------------------

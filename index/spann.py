@@ -54,7 +54,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import tempfile
 import threading
 import weakref
@@ -74,6 +73,7 @@ from shardwalk.index.hnsw import HNSWGraph, _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.store import IndexStore, Segment
 
+from shardwalk import _fs
 from shardwalk._files import save_npy
 from shardwalk._sync import RWLock
 from shardwalk._threads import ThreadBudget, default_budget, delegated
@@ -157,7 +157,7 @@ class _Generation:
 
     def write(self, start: int, records: np.ndarray) -> None:
         data = np.ascontiguousarray(records, dtype=np.float32)
-        os.pwrite(self.fd, data.tobytes(), start * self.record_bytes)
+        _fs.pwrite(self.fd, data.tobytes(), start * self.record_bytes)
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Records [start, start + count): one positioned read."""
@@ -173,8 +173,8 @@ class _Generation:
         """Cut to the records used, fsync, and reopen read-only."""
         if self.sealed:
             return
-        os.ftruncate(self.fd, self.used * self.record_bytes)
-        os.fsync(self.fd)
+        _fs.truncate(self.fd, self.used * self.record_bytes)
+        _fs.fsync(self.fd)
         os.close(self.fd)
         self.sealed = True
         self.fd = os.open(self.path, os.O_RDONLY)
@@ -239,7 +239,7 @@ def _cleanup(
         for gen in generations:
             gen.close()
         where.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        _fs.rmtree(workdir)
     finally:
         if held:
             mutex.release()
@@ -570,7 +570,7 @@ class SpannIndex:
         for gen in drop:
             gen.close()
             if os.path.dirname(gen.path) == self.workdir:
-                os.unlink(gen.path)
+                _fs.unlink(gen.path)
             self._garbage = max(0, self._garbage - gen.used)
 
     # -- writes -----------------------------------------------------------------------------
@@ -708,7 +708,7 @@ class SpannIndex:
             for g in old:
                 g.close()
                 if os.path.dirname(g.path) == self.workdir:
-                    os.unlink(g.path)
+                    _fs.unlink(g.path)
             self._garbage = 0
         for lst in np.flatnonzero(counts > self.max_list_size).tolist():
             self._queue_split(lst)
@@ -1028,7 +1028,12 @@ class SpannIndex:
         targets = self._targets(vectors)
         # a vector moves when its nearest list is not one it is in: compare with its place
         current = self._primary_lists(labels)
-        moving = targets[:, 0] != current
+        # only strictly closer: with ties (duplicate vectors, whose split halves have equal
+        # centroids) a vector stays, or the halves would refill one list and split forever
+        here = np.where(
+            current >= 0, _sq(vectors - self._centroids[np.maximum(current, 0)]), np.inf
+        )
+        moving = (targets[:, 0] != current) & (_sq(vectors - self._centroids[targets[:, 0]]) < here)
         if not moving.any():
             return
         labels, vectors, targets = labels[moving], vectors[moving], targets[moving]
@@ -1380,7 +1385,7 @@ class SpannIndex:
             if self._garbage > max(records, 4096):
                 self._compact()
             if self._open is not None:
-                os.fsync(self._open.fd)
+                _fs.fsync(self._open.fd)
             with self._rw.write():  # searches may use the files: switch them alone
                 self._drop_unused_gens()
                 if self._open is not None:
@@ -1392,7 +1397,7 @@ class SpannIndex:
                 target = os.path.join(directory, name)
                 _link_or_copy(gen, target)
                 if os.path.dirname(gen.path) == self.workdir:
-                    os.unlink(gen.path)
+                    _fs.unlink(gen.path)
                 gen.path = target  # sealed: the snapshot's copy is the one to link next time
                 gens.append({"number": number, "file": name, "records": gen.used})
             graph_dir = os.path.join(directory, "centroids")
@@ -1523,9 +1528,9 @@ def _link_or_copy(gen: _Generation, target: str) -> None:
     if os.path.abspath(gen.path) == os.path.abspath(target):
         return
     try:
-        os.link(gen.path, target)
-    except OSError:
-        shutil.copyfile(gen.path, target)
+        _fs.link(gen.path, target)
+    except OSError:  # another file system (the workdir in /dev/shm, say): an fsynced copy
+        _fs.copyfile(gen.path, target)
 
 
 def _sq(diff: np.ndarray) -> np.ndarray:

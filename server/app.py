@@ -5,7 +5,7 @@ Every RPC passes through one wrapper (:meth:`Dispatcher.call`): it authenticates
 the ``authorization`` metadata, parses the request (a message that does not parse is
 INVALID_ARGUMENT, never INTERNAL), checks the deadline, runs the handler, maps the library's
 exceptions to their status codes with the library's message (anything unexpected is INTERNAL
-with a generic message and a logged traceback; a library message that would show the caller the
+with a generic message and a logged traceback; a library message that would show a tenant the
 server's insides, such as a corruption report, a path, a pid or an exception's text, is replaced
 by a generic one with a reference, the detail logged under it), and records the metrics and one
 log line (at INFO for a failed call, at DEBUG for a successful one: ``serve --log-level DEBUG``
@@ -76,6 +76,7 @@ _RPCS: dict[str, tuple[Any, Callable[..., Any], bool]] = {
     "Compose": (pb.ComposeRequest, Service.compose, False),
     "UpsertEdges": (pb.UpsertEdgesRequest, Service.upsert_edges, False),
     "DeleteEdges": (pb.DeleteEdgesRequest, Service.delete_edges, False),
+    "Backup": (pb.BackupRequest, Service.backup, False),
 }
 _SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
@@ -159,11 +160,13 @@ class Dispatcher:
         return code, message, out
 
     def _client_message(self, rpc: str, exc: ShardwalkError, who: Principal | None) -> str:
-        """What a caller is told: the library's message, unless it may carry what only the
-        server's operator should see (a corruption report, a file path, a pid, an exception
+        """What a caller is told: the library's message, unless the caller is not an admin
+        and it may carry what only the server's operator should see (a corruption report, a file path, a pid, an exception
         raised inside the engine); then a message naming the RPC, the kind of failure and a
         reference, while the detail goes to the log under that reference."""
         text = exc.message
+        if who is not None and who.admin:  # the operator's own key: the detail is theirs
+            return text
         if not isinstance(exc, CorruptionError) and not _internal(text, self._paths):
             return text
         ref = secrets.token_hex(4)

@@ -14,6 +14,7 @@ collection's declared attributes (README, "Tenant isolation").
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -480,6 +481,17 @@ class Service:
         self._admin(who, "Flush")
         self.engine.flush()
         return pb.FlushResponse()
+
+    def backup(self, who: Principal, request: pb.BackupRequest) -> pb.BackupResponse:
+        self._admin(who, "Backup")
+        dest = request.destination
+        if not dest or not os.path.isabs(dest):
+            raise InvalidArgumentError(
+                "Backup's destination must be an absolute path of a new or empty directory on "
+                f"the server's machine; got {dest!r}"
+            )
+        report = self.engine.backup(dest, link=not request.copy)
+        return pb.BackupResponse(json=to_json(report))
 
     def upsert_edges(
         self, who: Principal, request: pb.UpsertEdgesRequest

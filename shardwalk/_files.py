@@ -2,6 +2,9 @@
 
 - Atomic replacement: write a temporary file, fsync it, rename it over the target, fsync the
   directory. A reader sees either the old file or the complete new one, never a torn one.
+- Durable directories: created one level at a time, each parent fsynced after.
+- Every fsync, rename and removal goes through ``shardwalk._fs`` (tests swap in a file system
+  that loses what was not made durable).
 - Checksums: crc32 of a file, streamed.
 - Versioned metadata: a JSON file written atomically, read back with the kind and format
   version it must have (a mismatch or unreadable file is ``CorruptionError``).
@@ -21,6 +24,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from shardwalk import _fs
 from shardwalk.errors import CorruptionError
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "atomic_write_with",
     "crc32_file",
     "fsync_dir",
+    "make_dirs",
     "load_npy",
     "read_meta",
     "save_npy",
@@ -40,11 +45,24 @@ _Path = str | os.PathLike[str]
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """fsync a directory so a rename or a new file in it survives a power loss."""
-    fd = os.open(os.fspath(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fs.fsync_dir(path)
+
+
+def make_dirs(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` and any missing parents, fsyncing each parent after its new entry (a
+    no-op for what exists)."""
+    target = Path(path)
+    missing = []
+    while not target.is_dir():
+        missing.append(target)
+        target = target.parent
+    for directory in reversed(missing):
+        _fs.mkdir(directory, exist_ok=True)
+        fsync_dir(directory.parent)
+
+
+def _written(path: str) -> None:
+    """The writer of :func:`atomic_write`'s block: it already wrote ``path``."""
 
 
 @contextlib.contextmanager
@@ -59,13 +77,14 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     try:
         yield f
         f.flush()
-        os.fsync(f.fileno())
+        _fs.write_with(tmp, _written)
+        _fs.fsync(f.fileno())
         f.close()
-        os.replace(tmp, target)
+        _fs.replace(tmp, target)
         fsync_dir(target.parent)
     except BaseException:
         f.close()
-        tmp.unlink(missing_ok=True)
+        _fs.unlink(tmp, missing_ok=True)
         raise
 
 
@@ -81,16 +100,12 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[str], None
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        writer(str(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
+        _fs.write_with(tmp, writer)
+        _fs.fsync_path(tmp)
+        _fs.replace(tmp, target)
         fsync_dir(target.parent)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _fs.unlink(tmp, missing_ok=True)
         raise
 
 

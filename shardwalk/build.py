@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,13 +35,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shardwalk._files import atomic_write_with
+from shardwalk import _fs
+from shardwalk._files import atomic_write_with, make_dirs
 from shardwalk._threads import ThreadBudget, available_cores, delegated, peak_rss_bytes
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 from shardwalk.index import bulk, make_index
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import RowTable, attribute_table, shared_array, tenant_array
-from shardwalk.storage import DataDir, seal_snapshot
+from shardwalk.storage import DataDir, remove_dir, seal_snapshot
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import WriteAheadLog
 
@@ -464,7 +464,8 @@ def build_collection(
 
         # 3. assign
         t0 = time.perf_counter()
-        staging.mkdir(parents=True)
+        make_dirs(directory)  # the collection's directory, durable in collections/
+        staging.mkdir()
         part_of = np.zeros(n_rows, np.int32)
         spilled = 0
         for out in executor.scan_parquet(
@@ -512,7 +513,7 @@ def build_collection(
         rows_table = _row_table(table, columns, sorted_ids)
         atomic_write_with(snap / "rows.parquet", rows_table.write_parquet)
         seal_snapshot(snap, {"collection": name, "rows": n_rows, "count": n_rows})
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_dir(staging)
         WriteAheadLog.create(str(directory / wal))
         entry = {"dim": dim, "metric": metric, "index": kind, "params": params,
                  "snapshot": snap.name, "wal": wal}  # fmt: skip
@@ -524,11 +525,11 @@ def build_collection(
         datadir.remove_unreferenced(name, keep={snap.name, wal})
         seconds["commit"] = time.perf_counter() - t0
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(snap, ignore_errors=True)
-        (directory / wal).unlink(missing_ok=True)
+        _fs.rmtree(staging)
+        _fs.rmtree(snap)
+        _fs.unlink(directory / wal, missing_ok=True)
         if not existed:
-            shutil.rmtree(directory, ignore_errors=True)
+            _fs.rmtree(directory)
         datadir.close()
         raise
     datadir.close()

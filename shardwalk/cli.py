@@ -1,5 +1,5 @@
-"""The ``shardwalk`` command: quickstart, ingest, build, search, info, graph ingest/fingerprints,
-ppr."""
+"""The ``shardwalk`` command: quickstart, ingest, build, search, info, backup, graph
+ingest/fingerprints, ppr."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from shardwalk.errors import (
     AlreadyExistsError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     ShardwalkError,
@@ -692,6 +693,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    try:
+        engine = _open_existing(args.data)
+    except FailedPreconditionError as exc:  # held by a server (or another process)
+        raise FailedPreconditionError(
+            f"{exc} ('shardwalk backup' opens the data directory itself, so no other process "
+            "may have it open; to back up a directory a server serves, use the server's Backup "
+            "RPC with an admin key: client.backup(dest) in Python)"
+        ) from exc
+    with engine:
+        report = engine.backup(args.dest, link=not args.copy)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"backed up {len(report['collections'])} collections and {len(report['graphs'])} "
+            f"graphs into {report['destination']} ({report['linked']} files linked, "
+            f"{report['copied']} copied, {report['bytes_copied']:,} bytes) in "
+            f"{report['seconds']:.2f} s; restore: open it as a data directory (--data "
+            f"{report['destination']})"
+        )
+    return 0
+
+
 _NPY_MAGIC = b"\x93NUMPY"
 _PARQUET_MAGIC = b"PAR1"
 
@@ -1331,6 +1356,29 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_flags(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_build)
+
+    p = command(
+        sub,
+        "backup",
+        "copy a data directory no server has open into a new directory",
+        "Copy a data directory into DEST (a new or empty directory): every collection and graph "
+        "is checkpointed, its immutable files are hard-linked (same filesystem) or copied and "
+        "fsynced, and the manifest is written last; restore by using DEST as the data "
+        "directory. This command opens the data directory itself, so no other process may "
+        "have it open: a running server holds its lock. To back up a served directory online, "
+        "use the server's Backup RPC (admin key; client.backup(dest) in Python). An "
+        "interrupted backup leaves DEST with BACKUP-INCOMPLETE and no manifest.json, which "
+        "opening refuses.",
+    )
+    p.add_argument("dest", help="new or empty directory to copy into")
+    p.add_argument("--data", required=True, help="data directory (must exist, not open elsewhere)")
+    p.add_argument(
+        "--copy",
+        action="store_true",
+        help="copy every byte even on the same filesystem (default: hard-link immutable files)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_backup)
 
     p = command(sub, "info", "collections, graphs and their statistics")
     p.add_argument("--data", required=True, help="data directory (must exist)")

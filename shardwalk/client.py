@@ -215,6 +215,13 @@ class _Shape:
         """Checkpoint every collection now (admin keys only)."""
         return self._run("Flush", pb.FlushRequest(), _none, idempotent=False)
 
+    def backup(self, dest: str, *, link: bool = True) -> dict[str, Any]:
+        """As :meth:`shardwalk.Engine.backup`, on the server: ``dest`` is an absolute path on
+        the server's machine (admin keys only). The call's deadline is the client's
+        ``timeout``: give a large directory a client with a longer one."""
+        request = pb.BackupRequest(destination=dest, copy=not link)
+        return self._run("Backup", request, _json, idempotent=False)
+
 
 class Client(_Shape):
     """A connection to a shardwalk server.

@@ -14,9 +14,11 @@ may return an id once per owner.
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,7 @@ from shardwalk.errors import (
     InvalidArgumentError,
     NotFoundError,
     OutcomeUnknownError,
+    ResourceExhaustedError,
     ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
@@ -70,6 +73,8 @@ from shardwalk.validation import (
     check_vectors,
 )
 from shardwalk.wal import WriteAheadLog, encode
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Collection", "Records"]
 
@@ -269,6 +274,7 @@ class Collection:
         self._snapshot: str | None = None
         self._upgraded = False  # the snapshot's index is in an earlier format (see _attach)
         self._closed_because: str | None = None
+        self._closed_cause: BaseException | None = None  # chained to the errors it causes
 
     def _store_for(self, index: Any) -> RowStore:
         """Vectors by row: the index's own store when it keeps one (stored once), else ours."""
@@ -376,7 +382,9 @@ class Collection:
 
     def _check_open(self) -> None:
         if self._closed_because is not None:
-            raise FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
+            raise FailedPreconditionError(
+                f"collection {self.name!r} {self._closed_because}"
+            ) from self._closed_cause
 
     def _close(self, because: str) -> None:
         with self._writes.lock, self._rw.write():
@@ -526,7 +534,15 @@ class Collection:
         logged = False  # the group's records are durable in the log
         try:
             if self._wal is not None and records:
-                self._wal.append_encoded(records)
+                assert self._datadir is not None
+                try:
+                    self._datadir.append(self._wal, records, f"a write to {self.name!r}")
+                except (ResourceExhaustedError, FailedPreconditionError) as exc:
+                    # no space (the log was cut back: nothing written) or read-only after a
+                    # failed fsync (reads go on): this group fails, the collection stays open
+                    for entry in accepted:
+                        entry.error = exc
+                    return
                 logged = True
             with self._rw.write():
                 for write in _coalesce([entry.payload for entry in accepted]):
@@ -539,9 +555,11 @@ class Collection:
         except BaseException as exc:
             # The log and the memory may now disagree: refuse further use until reopened
             # (replaying the log then gives the state every acknowledged write left).
-            self._closed_because = (
-                f"stopped at a failed write ({type(exc).__name__}: {exc}); reopen the engine"
-            )
+            # (the cause's text stays out of the message, which a server passes to its
+            # clients: it is chained to the errors, and logged)
+            self._closed_because = "stopped at a failed write; reopen the engine"
+            self._closed_cause = exc
+            log.error("collection %r stopped at a failed write", self.name, exc_info=exc)
             for entry in accepted:
                 entry.error = (
                     OutcomeUnknownError.logged(
@@ -909,29 +927,54 @@ class Collection:
                 return
             if self._wal.size == 0 and self._snapshot is not None and not self._upgraded:
                 return
+            self._datadir.check_writable()
             self._checkpoint()
             self._upgraded = False
+
+    @contextmanager
+    def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
+        """Hold writes back, checkpoint if anything changed, and yield this collection's
+        manifest entry and its log's size: a consistent cut for a backup (shardwalk.backup),
+        which pins the files the entry names before the block ends. Searches run meanwhile."""
+        with self._writes.lock:
+            self._check_open()
+            if self._datadir is None or self._wal is None:
+                raise FailedPreconditionError(f"collection {self.name!r} has no files to back up")
+            if self._wal.size or self._snapshot is None or self._upgraded:  # as flush()
+                self._checkpoint()
+                self._upgraded = False
+            yield self._datadir.manifest["collections"][self.name], self._wal.size
 
     def _checkpoint(self) -> None:
         datadir, old_wal = self._datadir, self._wal
         assert datadir is not None and old_wal is not None
-        generation = datadir.next_generation()
-        directory = datadir.collection_dir(self.name)
-        snapshot = f"snap-{generation:06d}"
-        state = State(rows=self._rows, index=self._index, store=self._store, tenants=self._tenants)
-        write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
-        wal = f"wal-{generation:06d}.log"
-        WriteAheadLog.create(str(directory / wal))
+        with datadir.guard(f"a checkpoint of collection {self.name!r}"):
+            generation = datadir.next_generation()
+            directory = datadir.collection_dir(self.name)
+            snapshot = f"snap-{generation:06d}"
+            wal = f"wal-{generation:06d}.log"
+            state = State(
+                rows=self._rows, index=self._index, store=self._store, tenants=self._tenants
+            )
+            # On a failure the old snapshot and log stay current; the new files are removed by
+            # the next checkpoint or open (not now: a spann index already reads its sealed
+            # posting files from the new snapshot, see SpannIndex.save).
+            write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
+            WriteAheadLog.create(str(directory / wal))
 
-        def switch(manifest: dict[str, Any]) -> None:
-            manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)
+            def switch(manifest: dict[str, Any]) -> None:
+                manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)
 
-        datadir.commit(switch)
-        old_wal.close()
-        self._wal = WriteAheadLog(str(directory / wal))
-        self._applied_log = (self._wal.path, self._wal.size)
-        self._snapshot = snapshot
-        datadir.remove_unreferenced(self.name, keep={snapshot, wal})
+            datadir.commit(switch)
+            try:
+                old_wal.close()
+                self._wal = WriteAheadLog(str(directory / wal))
+                self._applied_log = (self._wal.path, self._wal.size)
+                self._snapshot = snapshot
+                datadir.remove_unreferenced(self.name, keep={snapshot, wal})
+            except BaseException as exc:  # the manifest names the new log: no way back
+                datadir.fail(exc)
+                raise
 
     def compact(self) -> None:
         """Rebuild the index from the live vectors only, dropping every deleted or replaced

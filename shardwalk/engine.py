@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
@@ -13,7 +12,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, check_threading_layer
+from shardwalk.backup import backup as _backup
 from shardwalk.collection import Collection
 from shardwalk.compose import ComposeResult, check_options
 from shardwalk.compose import compose as _compose
@@ -26,7 +27,7 @@ from shardwalk.errors import (
 from shardwalk.graph import Graph, check_edges
 from shardwalk.index import IndexHost
 from shardwalk.rows import declared_schema
-from shardwalk.storage import DataDir
+from shardwalk.storage import DataDir, remove_dir
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import RecoveredLog, WriteAheadLog
 
@@ -256,12 +257,13 @@ class Engine:
             )
             if self._datadir is not None:
                 datadir = self._datadir
-                generation = datadir.next_generation()
-                directory = datadir.collection_dir(name)
-                shutil.rmtree(directory, ignore_errors=True)  # leftovers of a crashed create
-                directory.mkdir(parents=True)
-                wal = f"wal-{generation:06d}.log"
-                WriteAheadLog.create(str(directory / wal))
+                with datadir.guard(f"creating collection {name!r}"):
+                    generation = datadir.next_generation()
+                    directory = datadir.collection_dir(name)
+                    remove_dir(directory)  # leftovers of a crashed create
+                    make_dirs(directory)
+                    wal = f"wal-{generation:06d}.log"
+                    WriteAheadLog.create(str(directory / wal))
                 entry = {
                     "dim": dim,
                     "metric": metric,
@@ -409,7 +411,8 @@ class Engine:
                     manifest["collections"].pop(name, None)
 
                 self._datadir.commit(remove)
-                shutil.rmtree(self._datadir.collection_dir(name), ignore_errors=True)
+                with self._datadir.guard(f"removing collection {name!r}"):
+                    remove_dir(self._datadir.collection_dir(name))
 
     # -- graphs -----------------------------------------------------------------------------
     def create_graph(
@@ -537,7 +540,8 @@ class Engine:
                     manifest["graphs"].pop(name, None)
 
                 self._datadir.commit(remove)
-                shutil.rmtree(self._datadir.graph_dir(name), ignore_errors=True)
+                with self._datadir.guard(f"removing graph {name!r}"):
+                    remove_dir(self._datadir.graph_dir(name))
 
     def embed_graph(
         self,
@@ -674,8 +678,57 @@ class Engine:
                     if self._collections.get(collection.name) is collection:
                         raise
 
+    def backup(self, dest: str | os.PathLike[str], *, link: bool = True) -> dict[str, Any]:
+        """Copy the data directory, online, into ``dest``: a consistent copy that
+        ``Engine.open(dest)`` opens (that is the restore).
+
+        Each collection and graph in turn is checkpointed (if it changed) and its files are
+        pinned under its write lock (hard-linked into ``dest`` on the same filesystem, else
+        opened: metadata only): writes to it wait for that checkpoint, as for :meth:`flush`;
+        searches never wait, nor do PPR queries but the first after an edge update (it waits
+        for the compaction). Unlinked files are then copied and fsynced with no lock held,
+        and the manifest is written last. The copy holds every write acknowledged before
+        ``backup`` was called. An interrupted backup (a crash) leaves ``dest`` with
+        ``BACKUP-INCOMPLETE`` and no manifest, which ``Engine.open`` refuses; a backup that
+        fails with an error removes what it wrote. Details: :mod:`shardwalk.backup`.
+
+        Parameters
+        ----------
+        dest : str or path-like
+            A directory that does not exist yet or is empty, outside the data directory.
+        link : bool, default True
+            Hard-link the immutable files where ``dest`` is on the same filesystem (instant,
+            no extra space; the copy then shares the disk with the source). False copies
+            every byte.
+
+        Returns
+        -------
+        dict
+            ``destination``, the ``collections`` and ``graphs`` copied, ``files``, ``linked``,
+            ``copied``, ``bytes_copied``, ``max_locked_seconds`` (the longest time one
+            object's writes waited: its checkpoint and pinning), ``seconds``.
+
+        Raises
+        ------
+        AlreadyExistsError
+            ``dest`` exists and is not an empty directory.
+        InvalidArgumentError
+            ``dest`` is inside the data directory.
+        FailedPreconditionError
+            An in-memory engine, a closed engine, or a collection or graph stopped at a failed
+            write.
+        """
+        self._check_open()
+        if self._datadir is None:
+            raise FailedPreconditionError(
+                "an in-memory engine (Engine.memory()) has no data directory to back up; "
+                "back up an engine opened with Engine.open(path)"
+            )
+        return _backup(self, self._datadir, dest, link=link)
+
     def close(self) -> None:
-        """Checkpoint and release the data directory. Idempotent.
+        """Checkpoint and release the data directory (no checkpoint once a failed fsync made
+        it read-only). Idempotent.
 
         Loads in progress finish first (their callers get FailedPreconditionError); calls
         that start afterwards are refused."""
@@ -688,7 +741,8 @@ class Engine:
             load.exception()
         with self._lock:
             try:
-                if self._datadir is not None:
+                # read-only after a failed fsync: nothing more is written (the logs replay)
+                if self._datadir is not None and self._datadir.failed is None:
                     for collection in self._collections.values():
                         collection.flush()
             finally:

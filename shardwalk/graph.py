@@ -16,25 +16,29 @@ affected walks; the first fingerprint query after a batch recounts the repaired 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from shardwalk import _fs
+from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import (
     CorruptionError,
     FailedPreconditionError,
     InvalidArgumentError,
     OutcomeUnknownError,
+    ResourceExhaustedError,
 )
-from shardwalk.storage import DataDir, seal_snapshot, verify_snapshot
+from shardwalk.storage import DataDir, remove_dir, seal_snapshot, verify_snapshot
 from shardwalk.validation import check_choice
-from shardwalk.wal import WriteAheadLog
+from shardwalk.wal import WriteAheadLog, encode
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch, edge_arrays
@@ -90,6 +94,7 @@ class Graph:
         self._wal: WriteAheadLog | None = None
         self._lock = threading.RLock()
         self._closed_because: str | None = None
+        self._closed_cause: BaseException | None = None  # chained to the errors it causes
         self.last_update: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -100,7 +105,9 @@ class Graph:
 
     def _check_open(self) -> None:
         if self._closed_because is not None:
-            raise FailedPreconditionError(f"graph {self.name!r} {self._closed_because}")
+            raise FailedPreconditionError(
+                f"graph {self.name!r} {self._closed_because}"
+            ) from self._closed_cause
 
     def _close(self, because: str) -> None:
         with self._lock:
@@ -109,10 +116,14 @@ class Graph:
                 self._wal.close()
                 self._wal = None
 
-    def _stop(self, because: str) -> None:
+    def _stop(self, because: str, cause: BaseException) -> None:
         """Refuse every further call until the engine is reopened, and let go of the log
-        (after a failed append a partial record may end it: nothing is appended after that)."""
+        (after a failed append a partial record may end it: nothing is appended after that).
+        The cause's text stays out of the messages (a server passes them to its clients): it
+        is chained to the errors, and logged."""
         self._closed_because = f"{because}; reopen the engine"
+        self._closed_cause = cause
+        log.error("graph %r %s", self.name, because, exc_info=cause)
         wal, self._wal = self._wal, None
         if wal is not None:
             try:
@@ -303,23 +314,29 @@ class Graph:
         """Write a fingerprint snapshot (with its walks) and point the manifest at it."""
         datadir = self._datadir
         assert datadir is not None
-        generation = datadir.next_generation()
-        directory = datadir.graph_dir(self.name)
-        name = f"fp-{generation:06d}"
-        store.save(directory / name)
-        if walks is not None:
-            walks[0].save(directory / name, "walks")
-            if walks[1] is not None:
-                walks[1].save(directory / name, "hub_walks")
-        seal_snapshot(directory / name, {"graph": self.name, "kind": "fingerprints"})
+        with datadir.guard(f"saving the fingerprints of graph {self.name!r}"):
+            generation = datadir.next_generation()
+            directory = datadir.graph_dir(self.name)
+            name = f"fp-{generation:06d}"
+            try:
+                store.save(directory / name)
+                if walks is not None:
+                    walks[0].save(directory / name, "walks")
+                    if walks[1] is not None:
+                        walks[1].save(directory / name, "hub_walks")
+                seal_snapshot(directory / name, {"graph": self.name, "kind": "fingerprints"})
+            except BaseException:  # not committed
+                with suppress(OSError):
+                    remove_dir(directory / name)
+                raise
 
-        def switch(manifest: dict[str, Any]) -> None:
-            manifest["graphs"][self.name]["fingerprints"] = name
+            def switch(manifest: dict[str, Any]) -> None:
+                manifest["graphs"][self.name]["fingerprints"] = name
 
-        datadir.commit(switch)
-        entry = datadir.manifest["graphs"][self.name]
-        keep = {entry["csr"], name, entry.get("wal")} - {None}
-        datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")  # type: ignore[arg-type]
+            datadir.commit(switch)
+            entry = datadir.manifest["graphs"][self.name]
+            keep = {entry["csr"], name, entry.get("wal")} - {None}
+            datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")  # type: ignore[arg-type]
         return FingerprintStore.load(directory / name, mmap=True)
 
     @property
@@ -586,19 +603,23 @@ class Graph:
             if batch.size == 0:
                 return _report(batch, 0, {}, t0)
             if self._datadir is not None:
-                wal, record = self._log(), _record(batch)
+                wal, record = self._log(), encode(_WAL_OPS[op], _record(batch))
                 try:
-                    wal.append(_WAL_OPS[op], record)
+                    self._datadir.append(wal, [record], f"an update of graph {self.name!r}")
+                except (ResourceExhaustedError, FailedPreconditionError):
+                    # no space: the log was cut back, nothing written, the graph goes on; a
+                    # failed fsync: the data directory is read-only until reopened (reads go on)
+                    raise
                 except BaseException as exc:
                     # A partial record may now end the log: a batch appended after it would
                     # make the next open refuse the log (and recover=True cut every batch
                     # from here on). Closed, as a collection is; the open cuts the torn tail.
-                    self._stop(f"stopped at a failed log append ({type(exc).__name__}: {exc})")
+                    self._stop("stopped at a failed log append", exc)
                     raise FailedPreconditionError(
                         f"graph {self.name!r}: appending this {_WAL_OPS[op]} batch to the "
-                        f"write-ahead log failed ({type(exc).__name__}: {exc}), so it was not "
+                        "write-ahead log failed (the exception's cause says why), so it was not "
                         "acknowledged; the graph refuses further calls until the engine is "
-                        "reopened (free disk space first if it is full)"
+                        "reopened"
                     ) from exc
             try:
                 before = self._dyn.num_nodes
@@ -606,7 +627,7 @@ class Graph:
             except BaseException as exc:
                 # memory may now disagree with the log (which holds the batch, with a data
                 # directory): refuse further use until reopened
-                self._stop(f"stopped at a failed update ({type(exc).__name__}: {exc})")
+                self._stop("stopped at a failed update", exc)
                 if self._datadir is None:  # nothing durable: a failure
                     raise FailedPreconditionError(
                         f"graph {self.name!r} {self._closed_because}"
@@ -619,7 +640,11 @@ class Graph:
             if self._datadir is not None and self._dyn.delta_edges > max(
                 1024, self.compact_ratio * self._dyn.base.num_edges
             ):
-                self._compact()
+                try:
+                    self._compact()
+                except (ResourceExhaustedError, FailedPreconditionError) as exc:
+                    # the batch is durable (logged) and applied: acknowledged all the same
+                    log.warning("graph %r: automatic compaction failed: %s", self.name, exc)
             return out
 
     def _apply(self, batch: EdgeBatch) -> dict[str, Any]:
@@ -664,6 +689,21 @@ class Graph:
             if self._dyn.changed:
                 self._compact()
 
+    @contextmanager
+    def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
+        """Hold updates back, compact if anything changed, and yield this graph's manifest
+        entry and its log's size: a consistent cut for a backup (shardwalk.backup), which pins
+        the files the entry names before the block ends. Queries run meanwhile (the first after
+        an update waits for the compaction, which merges that update)."""
+        with self._lock:
+            self._check_open()
+            if self._datadir is None:
+                raise FailedPreconditionError(f"graph {self.name!r} has no files to back up")
+            if self._dyn.changed:
+                self._compact()
+            size = self._wal.size if self._wal is not None else 0
+            yield self._datadir.manifest["graphs"][self.name], size
+
     def _compact(self) -> None:
         csr = self._dyn.merged()
         index = self._current()
@@ -672,23 +712,36 @@ class Graph:
             self._index = index
             return
         datadir = self._datadir
+        with datadir.guard(f"a compaction of graph {self.name!r}"):
+            self._write_compacted(datadir, csr, index)
+
+    def _write_compacted(self, datadir: DataDir, csr: CSRGraph, index: PPRIndex) -> None:
+        """Write the snapshot (CSR, fingerprints) and an empty log; switch the manifest."""
         directory = datadir.graph_dir(self.name)
         generation = datadir.next_generation()
         csr_name = f"csr-{generation:06d}"
-        csr.save(directory / csr_name)
-        seal_snapshot(directory / csr_name, {"graph": self.name, "kind": "csr"})
         fp_name = None
         fp = index.fingerprints
-        if fp is not None:
-            fp_name = f"fp-{generation:06d}"
-            fp.save(directory / fp_name)
-            if self._walks is not None:
-                self._walks[0].save(directory / fp_name, "walks")
-                if self._walks[1] is not None:
-                    self._walks[1].save(directory / fp_name, "hub_walks")
-            seal_snapshot(directory / fp_name, {"graph": self.name, "kind": "fingerprints"})
         wal = f"gwal-{generation:06d}.log"
-        WriteAheadLog.create(str(directory / wal))
+        try:
+            csr.save(directory / csr_name)
+            seal_snapshot(directory / csr_name, {"graph": self.name, "kind": "csr"})
+            if fp is not None:
+                fp_name = f"fp-{generation:06d}"
+                fp.save(directory / fp_name)
+                if self._walks is not None:
+                    self._walks[0].save(directory / fp_name, "walks")
+                    if self._walks[1] is not None:
+                        self._walks[1].save(directory / fp_name, "hub_walks")
+                seal_snapshot(directory / fp_name, {"graph": self.name, "kind": "fingerprints"})
+            WriteAheadLog.create(str(directory / wal))
+        except BaseException:  # not committed: the old snapshot and log stay current
+            with suppress(OSError):
+                for name in (csr_name, fp_name):
+                    if name is not None:
+                        remove_dir(directory / name)
+                _fs.unlink(directory / wal, missing_ok=True)
+            raise
 
         def switch(manifest: dict[str, Any]) -> None:
             manifest["graphs"][self.name].update(
@@ -696,17 +749,21 @@ class Graph:
             )
 
         datadir.commit(switch)
-        if self._wal is not None:
-            self._wal.close()
-        self._wal = WriteAheadLog(str(directory / wal))
-        datadir.remove_unreferenced(
-            self.name, keep={csr_name, wal} | ({fp_name} if fp_name else set()), kind="graphs"
-        )
-        csr = CSRGraph.load(directory / csr_name, mmap=True)
-        self._dyn = DynamicGraph(csr, self_loops=self._dyn.self_loops)
-        if fp_name is not None:
-            self._fingerprints = FingerprintStore.load(directory / fp_name, mmap=True)
-        self._index = self._ppr_index(self._fingerprints)
+        try:
+            if self._wal is not None:
+                self._wal.close()
+            self._wal = WriteAheadLog(str(directory / wal))
+            datadir.remove_unreferenced(
+                self.name, keep={csr_name, wal} | ({fp_name} if fp_name else set()), kind="graphs"
+            )
+            loaded = CSRGraph.load(directory / csr_name, mmap=True)
+            self._dyn = DynamicGraph(loaded, self_loops=self._dyn.self_loops)
+            if fp_name is not None:
+                self._fingerprints = FingerprintStore.load(directory / fp_name, mmap=True)
+            self._index = self._ppr_index(self._fingerprints)
+        except BaseException as exc:  # the manifest names the new log: no way back
+            datadir.fail(exc)
+            raise
 
     # -- storage ----------------------------------------------------------------------------
     @classmethod
@@ -720,23 +777,29 @@ class Graph:
     ) -> Graph:
         if datadir is None:
             return cls(name, csr, budget=budget, self_loops=self_loops)
-        generation = datadir.next_generation()
-        directory = datadir.graph_dir(name)
-        shutil.rmtree(directory, ignore_errors=True)  # leftovers of a crashed create
-        directory.mkdir(parents=True)
-        csr_name = f"csr-{generation:06d}"
-        csr.save(directory / csr_name)
-        seal_snapshot(directory / csr_name, {"graph": name, "kind": "csr"})
-        wal = f"gwal-{generation:06d}.log"
-        WriteAheadLog.create(str(directory / wal))
+        with datadir.guard(f"creating graph {name!r}"):
+            generation = datadir.next_generation()
+            directory = datadir.graph_dir(name)
+            remove_dir(directory)  # leftovers of a crashed create
+            make_dirs(directory)
+            csr_name = f"csr-{generation:06d}"
+            wal = f"gwal-{generation:06d}.log"
+            try:
+                csr.save(directory / csr_name)
+                seal_snapshot(directory / csr_name, {"graph": name, "kind": "csr"})
+                WriteAheadLog.create(str(directory / wal))
+            except BaseException:  # not committed
+                with suppress(OSError):
+                    remove_dir(directory)
+                raise
 
-        def add(manifest: dict[str, Any]) -> None:
-            manifest["graphs"][name] = {
-                "csr": csr_name, "fingerprints": None, "wal": wal, "seq": 0,
-                "self_loops": self_loops,
-            }  # fmt: skip
+            def add(manifest: dict[str, Any]) -> None:
+                manifest["graphs"][name] = {
+                    "csr": csr_name, "fingerprints": None, "wal": wal, "seq": 0,
+                    "self_loops": self_loops,
+                }  # fmt: skip
 
-        datadir.commit(add)
+            datadir.commit(add)
         csr = CSRGraph.load(directory / csr_name, mmap=True)
         graph = cls(name, csr, datadir=datadir, budget=budget, self_loops=self_loops)
         graph._wal = WriteAheadLog(str(directory / wal))

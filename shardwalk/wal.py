@@ -38,10 +38,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from shardwalk import _fs
 from shardwalk._files import fsync_dir
 from shardwalk.errors import CorruptionError, InvalidArgumentError
 
-__all__ = ["SIDE_FILE_MARK", "RecoveredLog", "WalRecord", "WriteAheadLog", "encode"]
+__all__ = ["SIDE_FILE_MARK", "AppendUndone", "RecoveredLog", "WalRecord", "WriteAheadLog", "encode"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ _HEADER = struct.Struct("<4sII")
 # automatically: they may hold acknowledged writes)
 SIDE_FILE_MARK = ".corrupt-"
 _SECTOR = 512  # a shorter run of zeros at the end of a payload is ordinary Arrow padding
+
+
+class AppendUndone(OSError):
+    """An append's write failed and the log was cut back to where it was: nothing of it is
+    in the log."""
 
 
 @dataclass(frozen=True)
@@ -289,16 +295,15 @@ def _side_file(path: str, offset: int, cut: bytes) -> str:
     for attempt in range(1, 1000):
         name = base if attempt == 1 else f"{base}.{attempt}"
         try:
-            f = open(name, "xb")
+            f = open(name, "xb", buffering=0)
         except FileExistsError:
             with open(name, "rb") as old:
                 if old.read() == cut:  # saved by an earlier recovery that died before the cut
                     return name
             continue
         with f:
-            f.write(cut)
-            f.flush()
-            os.fsync(f.fileno())
+            _fs.write(f.fileno(), cut)
+            _fs.fsync(f.fileno())
         fsync_dir(os.path.dirname(path) or ".")
         return name
     raise CorruptionError(f"write-ahead log {path!r}: too many side files named {base}.*")
@@ -310,13 +315,14 @@ class WriteAheadLog:
     def __init__(self, path: str, *, sync: bool = True) -> None:
         self.path = path
         self.sync = sync
-        self._file = open(path, "ab")
+        self._file = open(path, "ab", buffering=0)
+        self._size = os.fstat(self._file.fileno()).st_size
 
     @staticmethod
     def create(path: str) -> None:
         """Create an empty log and make its directory entry durable."""
         with open(path, "wb") as f:
-            os.fsync(f.fileno())
+            _fs.fsync(f.fileno())
         fsync_dir(os.path.dirname(path) or ".")
 
     def append(self, op: str, batch: pa.RecordBatch) -> None:
@@ -325,15 +331,30 @@ class WriteAheadLog:
 
     def append_encoded(self, records: list[bytes]) -> None:
         """Append records made by :func:`encode` with one write and one fsync (group commit):
-        all durable on return unless ``sync=False``."""
-        self._file.write(b"".join(records))
-        self._file.flush()
+        all durable on return unless ``sync=False``.
+
+        A failed write (no space left, say) cuts the log back to where it was and raises
+        :class:`AppendUndone` (the write's errno): nothing of the records is in the log and the
+        log takes further appends. If the cut fails too, its error is raised instead (the log's tail is then
+        unknown: the caller must stop using it). A failed fsync raises
+        :class:`shardwalk._fs.SyncFailed`: the records may or may not be durable.
+        """
+        data = b"".join(records)
+        fd = self._file.fileno()
+        try:
+            _fs.write(fd, data)
+        except OSError as exc:
+            _fs.truncate(fd, self._size)  # O_APPEND: the next append writes at the cut
+            raise AppendUndone(
+                exc.errno, f"{exc.strerror}; the log was cut back to byte {self._size}"
+            ) from exc
+        self._size += len(data)
         if self.sync:
-            os.fsync(self._file.fileno())
+            _fs.fsync(fd)
 
     @property
     def size(self) -> int:
-        return self._file.tell()
+        return self._size
 
     def close(self) -> None:
         self._file.close()
@@ -380,8 +401,8 @@ class WriteAheadLog:
                     len(data) - item.offset,
                 )
                 with open(path, "r+b") as f:
-                    f.truncate(item.offset)
-                    os.fsync(f.fileno())
+                    _fs.truncate(f.fileno(), item.offset)
+                    _fs.fsync(f.fileno())
             else:
                 raise _corruption(path, item, len(data))
 
@@ -402,8 +423,8 @@ class WriteAheadLog:
             return None
         side = _side_file(path, fault.offset, data[fault.offset :])
         with open(path, "r+b") as f:
-            f.truncate(fault.offset)
-            os.fsync(f.fileno())
+            _fs.truncate(f.fileno(), fault.offset)
+            _fs.fsync(f.fileno())
         report = RecoveredLog(
             collection=collection,
             log=path,

@@ -10,6 +10,7 @@ import pytest
 
 import shardwalk
 from shardwalk.datasets import ClusteredData, clustered_vectors
+from tests.faultfs import fault_fs  # noqa: F401  (the fault-injecting file system fixture)
 
 INDEX_KINDS = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
 # Small partitions so the partitioned index trains on the test data.

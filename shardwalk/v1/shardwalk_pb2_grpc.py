@@ -114,6 +114,11 @@ class ShardwalkStub:
                 request_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.DeleteEdgesRequest.SerializeToString,
                 response_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/shardwalk.v1.Shardwalk/Backup',
+                request_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.BackupRequest.SerializeToString,
+                response_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.BackupResponse.FromString,
+                _registered_method=True)
 
 
 class ShardwalkServicer:
@@ -227,6 +232,14 @@ class ShardwalkServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Copy the data directory online into a new directory on the server's machine: a
+        consistent copy that opens as a data directory (admin keys only; Engine.backup).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardwalkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -309,6 +322,11 @@ def add_ShardwalkServicer_to_server(servicer, server):
                     servicer.DeleteEdges,
                     request_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.DeleteEdgesRequest.FromString,
                     response_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=shardwalk_dot_v1_dot_shardwalk__pb2.BackupRequest.FromString,
+                    response_serializer=shardwalk_dot_v1_dot_shardwalk__pb2.BackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -743,6 +761,33 @@ class Shardwalk:
             '/shardwalk.v1.Shardwalk/DeleteEdges',
             shardwalk_dot_v1_dot_shardwalk__pb2.DeleteEdgesRequest.SerializeToString,
             shardwalk_dot_v1_dot_shardwalk__pb2.UpdateGraphResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardwalk.v1.Shardwalk/Backup',
+            shardwalk_dot_v1_dot_shardwalk__pb2.BackupRequest.SerializeToString,
+            shardwalk_dot_v1_dot_shardwalk__pb2.BackupResponse.FromString,
             options,
             channel_credentials,
             insecure,

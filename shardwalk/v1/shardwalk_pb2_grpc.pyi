@@ -79,6 +79,10 @@ class ShardwalkStub:
     """
     DeleteEdges: _grpc.UnaryUnaryMultiCallable[_shardwalk_pb2.DeleteEdgesRequest, _shardwalk_pb2.UpdateGraphResponse]
     """Delete edges, or nodes with all their edges (admin keys only)."""
+    Backup: _grpc.UnaryUnaryMultiCallable[_shardwalk_pb2.BackupRequest, _shardwalk_pb2.BackupResponse]
+    """Copy the data directory online into a new directory on the server's machine: a
+    consistent copy that opens as a data directory (admin keys only; Engine.backup).
+    """
 
 @_typing.type_check_only
 class ShardwalkAsyncStub(ShardwalkStub):
@@ -114,6 +118,10 @@ class ShardwalkAsyncStub(ShardwalkStub):
     """
     DeleteEdges: _aio.UnaryUnaryMultiCallable[_shardwalk_pb2.DeleteEdgesRequest, _shardwalk_pb2.UpdateGraphResponse]  # type: ignore[assignment]
     """Delete edges, or nodes with all their edges (admin keys only)."""
+    Backup: _aio.UnaryUnaryMultiCallable[_shardwalk_pb2.BackupRequest, _shardwalk_pb2.BackupResponse]  # type: ignore[assignment]
+    """Copy the data directory online into a new directory on the server's machine: a
+    consistent copy that opens as a data directory (admin keys only; Engine.backup).
+    """
 
 class ShardwalkServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -242,5 +250,15 @@ class ShardwalkServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_shardwalk_pb2.UpdateGraphResponse, _abc.Awaitable[_shardwalk_pb2.UpdateGraphResponse]]:
         """Delete edges, or nodes with all their edges (admin keys only)."""
+
+    @_abc_1.abstractmethod
+    def Backup(
+        self,
+        request: _shardwalk_pb2.BackupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shardwalk_pb2.BackupResponse, _abc.Awaitable[_shardwalk_pb2.BackupResponse]]:
+        """Copy the data directory online into a new directory on the server's machine: a
+        consistent copy that opens as a data directory (admin keys only; Engine.backup).
+        """
 
 def add_ShardwalkServicer_to_server(servicer: ShardwalkServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

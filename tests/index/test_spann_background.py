@@ -265,3 +265,26 @@ def test_a_search_during_a_split_sees_the_list_before_it_without_waiting(base, m
     assert index.stats()["splits"] > 0 and index.stats()["background_failures"] == 0
     for res in (answers[0], index.search(rows[::5], 5, **EXHAUSTIVE)):
         np.testing.assert_array_equal(res.ids, truth.ids)
+
+
+def test_duplicate_vectors_past_the_list_size_split_and_stop(base):
+    """Regression: many copies of one vector overfill a list whose split halves have equal
+    centroids; the reassignment moved every copy back to the first half (a tie), which split
+    again, forever (an inline upsert never returned)."""
+    index = make_index(base[:10], maintenance="inline")
+    copies = np.ones((5 * LIMIT, DIM), dtype=np.float32)
+    labels = np.arange(10_000, 10_000 + copies.shape[0])
+    done = threading.Event()
+
+    def add() -> None:
+        index.add(labels, copies)
+        done.set()
+
+    writer = threading.Thread(target=add, daemon=True)
+    writer.start()
+    writer.join(timeout=120)  # a guard against the old endless loop, not a timing
+    assert done.is_set(), "adding duplicates never finished (split loop)"
+    assert index.wait_idle(timeout=120)
+    result = index.search(copies[:1], k=copies.shape[0], **EXHAUSTIVE)
+    assert set(result.ids[0].tolist()) == set(labels.tolist())  # every copy found, once
+    assert index.stats()["background_failures"] == 0

@@ -436,7 +436,7 @@ asyncio.run(main())
 """
 
 
-TOLERANCE = 5.0  # b's p99 flooded / alone (see the test's docstring)
+TOLERANCE = 3.0  # the issue's bound
 
 
 def _p99(seconds: list[float]) -> float:
@@ -451,9 +451,9 @@ def test_a_flooding_tenant_does_not_starve_another(tmp_path) -> None:
     Timing on a shared machine is noisy, so: alone and flooded are measured in interleaved
     rounds (10 x 40 searches each), the comparison gets up to 3 attempts (a noisy attempt
     passes on the next; starvation fails every one by a wide margin), and the tolerance is
-    5x, not the issue's 3x: on 2 cores under a load average of 10 (other jobs) we measured
-    1.1-2.5x in most attempts and 3.4-3.8x in a whole bad run; what remains is the CPU that
-    refusing a's retries takes (about 1,000 refusals a second here)."""
+    the issue's 3x: on 2 cores under a load average of 10 (other jobs) we measured 1.1-2.5x
+    in most attempts and 3.4-3.8x in a whole bad run; what remains is the CPU that refusing
+    a's retries takes (about 1,000 refusals a second here)."""
     import subprocess
     import sys
 

@@ -3,8 +3,10 @@
 Every handler takes the caller (a :class:`Principal`) and a parsed request and returns a
 response message; it raises the library's exceptions, which the app maps to status codes in
 one place. Tenant isolation lives here: the tenant of a call is the API key's, every read is
-scoped to it, and a write by a tenant touches only rows it owns (a condition the collection
-checks where the write is committed). What a tenant key is told depends only on what it may
+scoped to it, and a write by a tenant goes to its own namespace of ids (a row's key is (owner,
+id): its upsert of id 99 writes its own row 99 whoever else holds a 99, its delete deletes only
+its own rows; the collection applies the namespace where the write commits). An admin's Get and
+Delete name no tenant: they see every row of an id, one per owner. What a tenant key is told depends only on what it may
 see: ids it may not see are reported like absent ones, collections and graphs outside its
 ``collections``/``graphs`` like ones that do not exist, and it sees and writes only a
 collection's declared attributes (README, "Tenant isolation").
@@ -182,8 +184,9 @@ class Service:
     def get(self, who: Principal, request: pb.GetRequest) -> pb.GetResponse:
         collection = self._collection(who, request.collection)
         ids = np.array(request.ids, dtype=np.int64)
-        if who.admin:
-            records = collection.get(ids)
+        tenant = self._tenant(who, request.tenant)
+        if who.admin:  # without a tenant: every owner's row of each id
+            records = collection.get(ids, tenant=tenant)
             attributes = records.attributes
         else:
             # an id the tenant may not see is named exactly like an absent one
@@ -231,7 +234,6 @@ class Service:
         vectors = vectors_from_pb(request.vectors)
         tenants: Any = list(request.tenants)
         attributes = attributes_from_pb(request.attributes)
-        owner = None
         if not who.admin:
             if any(t != who.tenant for t in tenants):
                 raise PermissionDeniedError(
@@ -245,18 +247,20 @@ class Service:
                 )
             if attributes is not None:
                 _declared_only(collection, attributes.column_names)
-            # ownership is a condition of the write itself, checked where it is committed
-            tenants, owner = who.tenant, who.tenant
+            # the tenant's own namespace: a row of another owner with one of these ids is
+            # neither replaced nor consulted (so nothing about it is told)
+            tenants = who.tenant
         elif not tenants:
             tenants = None
         elif len(tenants) == 1:
             tenants = tenants[0]
         shared = [list(s.values) for s in request.shared_with] or None
-        return collection.upsert(ids, vectors, tenants, attributes, shared, owner_must_be=owner)
+        return collection.upsert(ids, vectors, tenants, attributes, shared)
 
     def delete(self, who: Principal, request: pb.DeleteRequest) -> pb.DeleteResponse:
         collection = self._collection(who, request.collection)
         ids = np.array(request.ids, dtype=np.int64)
+        tenant = self._tenant(who, request.tenant)  # refuses a tenant key naming another
         if not who.admin and ids.size:
             seen = collection.visible(ids, tenant=who.tenant)
             mine = collection.visible(ids, tenant=who.tenant, owned=True)
@@ -270,10 +274,11 @@ class Service:
             ids = ids[mine]
             if ids.size == 0:
                 return pb.DeleteResponse(deleted=0)
-            # owned when committed, too (the check above ran before the write was queued)
-            deleted = collection.delete(ids, missing_ok=True, owner_must_be=who.tenant)
+            # in its namespace when committed, too (the check above ran before the write queued)
+            deleted = collection.delete(ids, missing_ok=True, tenant=who.tenant)
             return pb.DeleteResponse(deleted=deleted)
-        return pb.DeleteResponse(deleted=collection.delete(ids, missing_ok=request.missing_ok))
+        deleted = collection.delete(ids, missing_ok=request.missing_ok, tenant=tenant)
+        return pb.DeleteResponse(deleted=deleted)
 
     # -- graphs -------------------------------------------------------------------------------
     def ppr(

@@ -339,10 +339,11 @@ class RemoteCollection:
         )
         return self._client._run("Search", request, _search_result)
 
-    def get(self, ids: Any) -> Records:
-        """As :meth:`shardwalk.Collection.get` (ids a tenant may not see are not found)."""
+    def get(self, ids: Any, *, tenant: str | None = None) -> Records:
+        """As :meth:`shardwalk.Collection.get` (ids a tenant may not see are not found; a
+        tenant key's calls are in its own tenant's namespace, ``tenant`` may name only it)."""
         ids = check_ids(ids)
-        request = pb.GetRequest(collection=self.name, ids=ids.tolist())
+        request = pb.GetRequest(collection=self.name, ids=ids.tolist(), tenant=tenant or "")
         return self._client._run("Get", request, _records)
 
     def upsert(
@@ -385,10 +386,12 @@ class RemoteCollection:
 
         return self._client._run("Upsert", chunks(), _upserted, idempotent=False)
 
-    def delete(self, ids: Any, *, missing_ok: bool = False) -> int:
-        """As :meth:`shardwalk.Collection.delete`."""
+    def delete(self, ids: Any, *, missing_ok: bool = False, tenant: str | None = None) -> int:
+        """As :meth:`shardwalk.Collection.delete` (a tenant key deletes in its own namespace)."""
         ids = check_ids(ids, allow_empty=True)
-        request = pb.DeleteRequest(collection=self.name, ids=ids.tolist(), missing_ok=missing_ok)
+        request = pb.DeleteRequest(
+            collection=self.name, ids=ids.tolist(), missing_ok=missing_ok, tenant=tenant or ""
+        )
         return self._client._run("Delete", request, _deleted, idempotent=False)
 
     def stats(self) -> dict[str, Any]:

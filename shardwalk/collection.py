@@ -1,5 +1,15 @@
 """A collection: vectors keyed by int64 ids, with owner tenants, access lists and typed
-attributes, an index, and (on disk) a snapshot plus a write-ahead log."""
+attributes, an index, and (on disk) a snapshot plus a write-ahead log.
+
+Ids are namespaced by owner (as Weaviate's per-tenant shards): a row's key is (owner tenant,
+id), the rows without an owner forming a namespace of their own. An upsert replaces the rows
+of its (owner, id) pairs only; a delete or get naming a tenant acts in that tenant's namespace
+(a get also sees rows shared with the tenant: its own row of an id first, else the shared row
+whose owner comes first by name, the ownerless first); a delete without a tenant deletes every
+row of its ids and a get without a tenant returns every row of each id (by owner, in that
+order). A tenant-scoped search holds one row per id (the one its get returns); an unscoped one
+may return an id once per owner.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +34,6 @@ from shardwalk.errors import (
     InvalidArgumentError,
     NotFoundError,
     OutcomeUnknownError,
-    PermissionDeniedError,
     ResourceExhaustedError,
     ShardwalkError,
 )
@@ -34,6 +43,7 @@ from shardwalk.index.planner import Explain, Scope, plan_search
 from shardwalk.index.store import RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
+    ANY_OWNER,
     DECLARABLE,
     SHARED,
     TENANT,
@@ -104,7 +114,6 @@ def _release_index(index: Any) -> None:
 @dataclass
 class _Upsert(Upsert):
     record: bytes | None = None  # the encoded log record (None without a log)
-    owner: str | None = None  # the write's condition: every id is new or owned by this tenant
 
 
 @dataclass
@@ -112,7 +121,7 @@ class _Delete:
     ids: np.ndarray
     missing_ok: bool
     present: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    owner: str | None = None  # delete only the ids this tenant owns (the others are skipped)
+    owner: Any = ANY_OWNER  # a tenant: delete in its namespace only; ANY_OWNER: every row
 
 
 def _coalesce(writes: list[Any]) -> list[Any]:
@@ -280,7 +289,7 @@ class Collection:
 
     def _logged_vectors(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of live ``rows`` written since the last checkpoint, read back from the
-        write-ahead log (the last upsert of each row's id is that row's).
+        write-ahead log (the last upsert of each row's (owner, id) is that row's).
 
         A read path (a search restoring a Ray actor, under the shared lock): it reads the live
         log only up to the end of the last applied group, an offset taken under the exclusive
@@ -292,17 +301,29 @@ class Collection:
             )
         path, end = applied
         ids = self._rows.ids[rows]
-        order = np.argsort(ids)
+        codes = self._rows.owner_codes(rows)
+        by_owner = {}  # owner code -> (positions in rows, their ids, argsort of the ids)
+        for code in np.unique(codes).tolist():
+            mine = np.flatnonzero(codes == code)
+            by_owner[code] = (mine, ids[mine], np.argsort(ids[mine]))
         vectors = np.zeros((rows.size, self.dim), dtype=np.float32)
         found = np.zeros(rows.size, dtype=bool)
         for record in WriteAheadLog.replay(path, end=end):
             write = read_record(record, self.dim)
             if not isinstance(write, Upsert):
                 continue
-            at = np.minimum(np.searchsorted(ids, write.ids, sorter=order), ids.size - 1)
-            hit = ids[order[at]] == write.ids
-            vectors[order[at[hit]]] = write.vectors[hit]
-            found[order[at[hit]]] = True
+            written = self._rows.codes(write.tenants)
+            for code in np.unique(written).tolist():
+                if code not in by_owner:
+                    continue
+                mine, own_ids, order = by_owner[code]
+                sel = np.flatnonzero(written == code)
+                at = np.minimum(
+                    np.searchsorted(own_ids, write.ids[sel], sorter=order), own_ids.size - 1
+                )
+                hit = own_ids[order[at]] == write.ids[sel]
+                vectors[mine[order[at[hit]]]] = write.vectors[sel[hit]]
+                found[mine[order[at[hit]]]] = True
         if not found.all():
             raise CorruptionError(
                 f"collection {self.name!r}: ids {ids[~found][:5].tolist()} are live but not in "
@@ -353,7 +374,7 @@ class Collection:
             if isinstance(write, Upsert):
                 self._apply_upsert(write)
             else:
-                self._apply_delete(write)
+                self._apply_delete(write.ids, ANY_OWNER if write.everywhere else write.owner)
         self._wal = WriteAheadLog(wal_path)
         self._applied_log = (wal_path, self._wal.size)
         # files of an interrupted checkpoint (written, never committed to the manifest)
@@ -397,10 +418,14 @@ class Collection:
         tenants: Any = None,
         attributes: Any = None,
         shared_with: Any = None,
-        *,
-        owner_must_be: str | None = None,
     ) -> int:
-        """Insert vectors, or replace the vectors of ids that exist.
+        """Insert vectors, or replace the vectors of ids that exist in their owner's namespace.
+
+        Ids are namespaced by owner: the row of id 99 owned by tenant "a" and the row of id 99
+        owned by "b" are two rows, and an upsert with ``tenants="a"`` replaces only a's (its
+        (owner, id) pairs: the namespace is part of the write, applied under the collection's
+        write lock, so two tenants writing one new id at once each get a row of their own).
+        Without ``tenants`` the rows have no owner and replace the ownerless rows of the ids.
 
         Durable on return when the engine has a data directory (written to the log and fsynced).
 
@@ -416,12 +441,6 @@ class Collection:
             Typed attributes (int, float, bool, string, list of strings) per vector.
         shared_with : sequence of lists of str, optional
             Per vector, further tenants that may see it besides its owner (an access list).
-        owner_must_be : str, optional
-            A condition of the write, checked where it is committed (under the commit lock,
-            against the state and the writes committed before it in its group): every id is
-            new or a live row this tenant owns. Otherwise the whole write is refused
-            (``PermissionDeniedError``) and nothing is written. Two tenants writing the same
-            new id at once: the first committed wins, the other is refused.
 
         Returns
         -------
@@ -433,8 +452,6 @@ class Collection:
         InvalidArgumentError
             Wrong dimension or dtype, NaN/inf, empty input, duplicate ids, mismatched lengths,
             unsupported attribute types, a declared attribute of another type.
-        PermissionDeniedError
-            ``owner_must_be`` does not hold.
         """
         ids = check_ids(ids)
         arr = self._prepare_vectors(vectors, what="vectors", rows=ids.size)
@@ -443,9 +460,7 @@ class Collection:
         attrs = attribute_table(attributes, ids.size)
         if self._declared:
             attrs = conform(attrs, self._declared)
-        if owner_must_be is not None:
-            check_name("tenant", owner_must_be)
-        write = _Upsert(ids, arr, owners, attrs, shared, owner=owner_must_be)
+        write = _Upsert(ids, arr, owners, attrs, shared)
         if self._datadir is not None:  # encoded here, in the caller's thread
             write.record = encode("upsert", upsert_record(write, self.dim))
         written = self._writes.submit(write)
@@ -454,22 +469,23 @@ class Collection:
             _release_free_memory()
         return written
 
-    def delete(
-        self, ids: Any, *, missing_ok: bool = False, owner_must_be: str | None = None
-    ) -> int:
-        """Delete vectors by id; returns how many were deleted.
+    def delete(self, ids: Any, *, missing_ok: bool = False, tenant: str | None = None) -> int:
+        """Delete vectors by id; returns how many ids were deleted.
 
-        ``owner_must_be``: delete only the ids this tenant owns when the delete is committed
-        (the others count as missing).
+        ``tenant``: delete only the rows this tenant owns (its namespace, as the delete is
+        committed; ids without such a row count as missing). Without it, every row of each id
+        is deleted, whoever owns it.
 
         Raises
         ------
         NotFoundError
             Some ids do not exist (unless ``missing_ok``, which makes retries idempotent).
         """
-        if owner_must_be is not None:
-            check_name("tenant", owner_must_be)
-        return self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner_must_be))
+        owner = ANY_OWNER
+        if tenant is not None:
+            check_name("tenant", tenant)
+            owner = tenant
+        return self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner))
 
     def _commit_group(self, group: list[Entry]) -> None:
         """Commit queued writes in order (called by the group's leader under the commit lock):
@@ -488,14 +504,12 @@ class Collection:
             write = entry.payload
             try:
                 if isinstance(write, _Upsert):
-                    if write.owner is not None:
-                        self._check_owner(write, accepted)
                     merge_schema(schema, write.attributes)
                     entry.result = int(write.ids.size)
                     if write.record is not None:
                         records.append(write.record)
                 else:
-                    write.present = self._present(write.ids, accepted, owner=write.owner)
+                    write.present = self._present(write, accepted)
                     if write.present.size < write.ids.size and not write.missing_ok:
                         missing = write.ids[~np.isin(write.ids, write.present)]  # as given
                         shown = ", ".join(str(v) for v in missing[:5].tolist())
@@ -508,7 +522,10 @@ class Collection:
                     if not write.present.size:
                         continue
                     if self._datadir is not None:
-                        records.append(encode("delete", delete_record(write.present)))
+                        everywhere = write.owner is ANY_OWNER
+                        owner = None if everywhere else write.owner
+                        record = delete_record(write.present, owner, everywhere=everywhere)
+                        records.append(encode("delete", record))
                 accepted.append(entry)
             except ShardwalkError as exc:
                 entry.error = exc
@@ -532,7 +549,7 @@ class Collection:
                     if isinstance(write, Upsert):
                         self._apply_upsert(write)
                     else:
-                        self._apply_delete(write.present)
+                        self._apply_delete(write.present, write.owner)
                 if self._wal is not None:
                     self._applied_log = (self._wal.path, self._wal.size)
         except BaseException as exc:
@@ -553,61 +570,46 @@ class Collection:
                 )
                 entry.error.__cause__ = exc
 
-    def _present(
-        self, ids: np.ndarray, before: list[Entry], owner: str | None = None
-    ) -> np.ndarray:
-        """The ids that exist once the writes ``before`` (of this group) are applied (and
-        that ``owner`` owns then, if given)."""
-        if owner is not None:
-            exists, owners = self._owners(ids, before)
-            return ids[exists & (owners == owner)]
-        exists = self._rows.contains(ids)
-        for entry in before:
-            write = entry.payload
-            if isinstance(write, _Upsert):
-                exists |= np.isin(ids, write.ids)
+    def _present(self, write: _Delete, before: list[Entry]) -> np.ndarray:
+        """The ids of ``write`` with a row in its namespace (any row, for ``ANY_OWNER``) once
+        the writes ``before`` (of this group) are applied, in the order given. Under the
+        commit lock."""
+        ids, owner = write.ids, write.owner
+        exists = self._rows.contains(ids, owner)
+        earlier = [entry.payload for entry in before]
+        touched = [w.ids if isinstance(w, Upsert) else w.present for w in earlier]
+        overlap = np.isin(ids, np.concatenate(touched)) if touched else None
+        if overlap is None or not overlap.any():
+            return ids[exists]
+        # the ids earlier writes of the group touched: who holds each, write by write
+        at = np.flatnonzero(overlap)
+        subset = ids[at]
+        holders: dict[int, set[str | None]] = {i: set() for i in subset.tolist()}
+        found_at, found_rows = self._rows.find(subset)
+        for i, name in zip(found_at.tolist(), self._rows.owners(found_rows)):
+            holders[int(subset[i])].add(name)
+        for w in earlier:
+            if isinstance(w, Upsert):
+                hit = np.flatnonzero(np.isin(w.ids, subset))
+                names = w.tenants.take(pa.array(hit)).to_pylist()
+                for id_, name in zip(w.ids[hit].tolist(), names):
+                    holders[id_].add(name)
             else:
-                exists &= ~np.isin(ids, write.present)
+                for id_ in w.present.tolist():
+                    if id_ in holders:
+                        if w.owner is ANY_OWNER:
+                            holders[id_].clear()
+                        else:
+                            holders[id_].discard(w.owner)
+        exists[at] = [
+            bool(holders[i]) if owner is ANY_OWNER else owner in holders[i] for i in subset.tolist()
+        ]
         return ids[exists]
 
-    def _owners(self, ids: np.ndarray, before: list[Entry]) -> tuple[np.ndarray, np.ndarray]:
-        """Per id, whether it exists and its owner tenant (an object array, None: no owner)
-        once the writes ``before`` (of this group) are applied. Under the commit lock."""
-        rows = self._rows.lookup(ids)
-        exists = rows >= 0
-        owners = np.full(ids.size, None, dtype=object)
-        if exists.any():
-            owners[exists] = self._rows.owners(rows[exists])
-        for entry in before:
-            write = entry.payload
-            if isinstance(write, _Upsert):
-                hit = np.flatnonzero(np.isin(ids, write.ids))
-                if hit.size:
-                    order = np.argsort(write.ids)
-                    at = order[np.searchsorted(write.ids, ids[hit], sorter=order)]
-                    tenants = write.tenants.to_pylist()
-                    owners[hit] = [tenants[i] for i in at.tolist()]
-                    exists[hit] = True
-            else:
-                gone = np.isin(ids, write.present)
-                exists &= ~gone
-                owners[gone] = None
-        return exists, owners
-
-    def _check_owner(self, write: _Upsert, before: list[Entry]) -> None:
-        """Refuse ``write`` unless each of its ids is new or owned by ``write.owner``."""
-        exists, owners = self._owners(write.ids, before)
-        foreign = exists & (owners != write.owner)
-        if foreign.any():
-            shown = ", ".join(str(v) for v in write.ids[foreign][:5].tolist())
-            more = f" and {int(foreign.sum()) - 5} more" if foreign.sum() > 5 else ""
-            raise PermissionDeniedError(
-                f"tenant {write.owner!r} cannot write ids {shown}{more} of collection "
-                f"{self.name!r}; nothing was written (use other ids)"
-            )
-
     def _apply_upsert(self, write: Upsert) -> None:
-        replaced = self._rows.replaced_rows(write.ids)
+        if write.legacy:  # logged before namespaces: it replaced the id's row, whoever owned it
+            self._index.delete(self._rows.kill(write.ids))
+        replaced = self._rows.replaced_rows(write.ids, write.tenants)
         rows = self._rows.append(write.ids, write.tenants, write.attributes, write.shared)
         if replaced.size:
             self._index.delete(replaced)
@@ -618,8 +620,8 @@ class Collection:
             self._store.extend(write.vectors)
         self._version += 1
 
-    def _apply_delete(self, ids: np.ndarray) -> None:
-        self._index.delete(self._rows.kill(ids))
+    def _apply_delete(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> None:
+        self._index.delete(self._rows.kill(ids, owner))
         self._version += 1
 
     # -- reads ------------------------------------------------------------------------------
@@ -713,7 +715,7 @@ class Collection:
             if cached is not None:
                 self._masks.move_to_end(key)
         if cached is None:  # built outside the cache lock (searches run in parallel)
-            cached = self._build_scope(tenant_rows, predicate)
+            cached = self._build_scope(tenant, tenant_rows, predicate)
             with self._cache_lock:
                 self._masks[key] = cached
                 while len(self._masks) > 16:
@@ -731,11 +733,14 @@ class Collection:
         )
 
     def _build_scope(
-        self, tenant_rows: np.ndarray | None, predicate: Any
+        self, tenant: str | None, tenant_rows: np.ndarray | None, predicate: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """(mask, packed mask, matching rows, visible count, estimated matches) of a scope."""
         alive = self._rows.alive
-        visible = None if tenant_rows is None else tenant_rows[alive[tenant_rows]]
+        visible = None
+        if tenant_rows is not None:
+            assert tenant is not None
+            visible = self._one_per_id(tenant_rows[alive[tenant_rows]], tenant)
         n_visible = len(self._rows) if visible is None else int(visible.size)
         estimated = n_visible
         if predicate is None:
@@ -756,12 +761,34 @@ class Collection:
                 estimated = round(mask[sample].mean() * n_visible)
         return mask, np.packbits(mask, bitorder="little"), matches, n_visible, estimated
 
+    def _one_per_id(self, rows: np.ndarray, tenant: str) -> np.ndarray:
+        """Of the live ``rows`` (ascending) ``tenant`` may see, one per id: its own row, else
+        the row shared with it whose owner comes first by name (the ownerless first), as
+        :meth:`get` picks. Costs nothing beyond an owner check unless rows are shared with it."""
+        shared = rows[self._rows.owner_codes(rows) != self._rows.code(tenant)]
+        if not shared.size:
+            return rows
+        ids = self._rows.ids[shared]
+        mine = self._rows.lookup(ids, tenant) >= 0  # the tenant's own row of the id shadows it
+        keep, ids = shared[~mine], ids[~mine]
+        if keep.size > 1:
+            order = np.lexsort((self._rows.owner_rank(keep), ids))
+            first = np.ones(order.size, dtype=bool)
+            first[1:] = ids[order][1:] != ids[order][:-1]
+            keep = keep[order[first]]
+        if keep.size == shared.size:
+            return rows
+        return np.setdiff1d(rows, np.setdiff1d(shared, keep), assume_unique=True)
+
     def get(self, ids: Any, *, tenant: str | None = None) -> Records:
         """Stored vectors, tenants and attributes of these ids.
 
-        ``tenant``: only rows this tenant owns or that are shared with it; an id it may not
+        ``tenant``: one row per id, the tenant's own (its namespace), else a row shared with
+        it (the one whose owner comes first by name, the ownerless first); an id it may not
         see is reported exactly like one that does not exist (in the same message, in the
-        order given), so the answer does not depend on other tenants' rows.
+        order given), so the answer does not depend on other tenants' rows. Without
+        ``tenant``: every row of each id, one per owner (ids repeat in ``Records.ids`` when
+        several owners hold one), in the order asked, an id's rows by owner as above.
 
         Raises
         ------
@@ -775,21 +802,28 @@ class Collection:
         with self._rw.read():
             self._check_open()
             if tenant is None:
-                rows = self._rows.rows_of(ids, owner=owner)
-                columns = self._rows.columns(rows)
-            else:  # visibility first, from the rows' own owner and access list
-                rows = self._rows.lookup(ids)
+                at, rows = self._rows.find(ids)
+                seen = np.zeros(ids.size, dtype=bool)
+                seen[at] = True
+            else:  # visibility first: its own row, else one shared with it
+                rows = self._rows.lookup(ids, tenant)
+                others = np.flatnonzero(rows < 0)
+                if others.size:
+                    at, candidates = self._rows.find(ids[others])
+                    if at.size:
+                        access = _shared_lists(self._rows.columns(candidates), at.size)
+                        for i, row, names in zip(at.tolist(), candidates.tolist(), access):
+                            if rows[others[i]] < 0 and tenant in names:
+                                rows[others[i]] = row
                 seen = rows >= 0
-                columns = self._rows.columns(rows[seen])
-                if columns.num_rows:
-                    owners = columns.column(TENANT).to_pylist()
-                    access = _shared_lists(columns, columns.num_rows)
-                    seen[seen] = [t == tenant or tenant in a for t, a in zip(owners, access)]
-                if not seen.all():
-                    hidden = ids[~seen]
-                    shown = ", ".join(str(v) for v in hidden[:5].tolist())
-                    more = f" and {hidden.size - 5} more" if hidden.size > 5 else ""
-                    raise NotFoundError(f"{owner} has no ids {shown}{more}")
+            if not seen.all():
+                hidden = ids[~seen]
+                shown = ", ".join(str(v) for v in hidden[:5].tolist())
+                more = f" and {hidden.size - 5} more" if hidden.size > 5 else ""
+                raise NotFoundError(f"{owner} has no ids {shown}{more}")
+            if tenant is None:
+                ids = ids[at]  # one entry per row: an id once per owner holding it
+            columns = self._rows.columns(rows)
             vectors = self._store.take(rows)
         tenants = columns.column(TENANT).to_pylist()
         shared = _shared_lists(columns, ids.size)
@@ -810,8 +844,8 @@ class Collection:
         the predicate. A bool array, one entry per id in the order given (repeats allowed;
         unknown ids are False, not an error). Read-only; the scope masks are the ones
         :meth:`search` builds and caches, so after a search with the same scope this costs
-        an id lookup. ``owned=True`` keeps only rows ``tenant`` owns (not those merely shared
-        with it), as the server checks before a tenant's writes.
+        an id lookup. ``owned=True`` keeps only rows ``tenant`` owns (its namespace, not rows
+        merely shared with it), as the server checks before a tenant's deletes.
 
         Raises
         ------
@@ -827,14 +861,17 @@ class Collection:
         with self._rw.read():
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
-            rows = self._rows.lookup(ids)
-            found = rows >= 0
+            if owned:  # the tenant's own rows only: its namespace
+                rows = self._rows.lookup(ids, tenant)
+                at = np.flatnonzero(rows >= 0)
+                rows = rows[at]
+            else:
+                at, rows = self._rows.find(ids)  # any owner's row of the id may be in scope
             scope = self._scope(tenant, predicate)
             if scope is not None:
-                found[found] = scope.allowed[rows[found]]
-            if owned and found.any():
-                owners = self._rows.columns(rows[found]).column(TENANT).to_numpy(False)
-                found[found] = owners == tenant
+                at = at[scope.allowed[rows]]
+            found = np.zeros(ids.size, dtype=bool)
+            found[at] = True
         return found
 
     def _scope_size(self, tenant: str | None = None, where: Any = None) -> int:

@@ -1,8 +1,14 @@
 """The rows of a collection: id, liveness, owner tenant and typed attributes of each vector.
 
-Row numbers are the labels the vector index knows: append-only, so an upsert of an existing id
+Row numbers are the labels the vector index knows: append-only, so an upsert of an existing row
 kills its old row and appends a new one, and the index never has to renumber. Tenants and
 attributes are Arrow columns (compact, typed, written as Parquet), appended in chunks.
+
+Ids are namespaced by owner (as Weaviate's per-tenant shards): a row's key is (owner tenant,
+id), rows without an owner forming a namespace of their own, so tenant a's id 99 and tenant b's
+id 99 are two rows and a write in one namespace never touches another. Reads by id either name
+a namespace (``lookup``) or ask for every live row of the id (``find``, ``ANY_OWNER``), which
+lists an id's rows by owner: the ownerless row first, then owners in name order.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shardwalk.errors import CorruptionError, InvalidArgumentError, NotFoundError
+from shardwalk.errors import CorruptionError, InvalidArgumentError
 from shardwalk.validation import check_name
 
 __all__ = [
+    "ANY_OWNER",
     "SHARED",
     "TENANT",
     "RowTable",
@@ -41,6 +49,17 @@ DECLARABLE = {
     "string": pa.string(),
     "list<string>": pa.list_(pa.string()),
 }
+_ANY = -2  # the owner code that matches every owner (-1: a tenant with no row, matches none)
+
+
+class _AnyOwner:
+    def __repr__(self) -> str:
+        return "ANY_OWNER"
+
+
+ANY_OWNER: Any = (
+    _AnyOwner()
+)  # every namespace: ``kill``, ``contains``, ``missing`` of any owner's row
 _FEW = 8  # lookups of at most this many ids go one by one (array calls cost more than they save)
 
 
@@ -198,21 +217,69 @@ def shared_array(shared_with: Any, n: int) -> pa.Array | None:
     return pa.array(values, pa.list_(pa.string()))
 
 
-def _find(runs: Sequence[tuple[np.ndarray, np.ndarray]], alive: np.ndarray, id_: int) -> int:
-    """The live row of one id in ``runs``, -1 if none: scalar calls, no temporary arrays."""
+def _find(
+    runs: Sequence[tuple[np.ndarray, np.ndarray]],
+    alive: np.ndarray,
+    owner: np.ndarray,
+    id_: int,
+    code: int,
+) -> int:
+    """The live row of ``id_`` owned by ``code`` (``_ANY``: any owner) in ``runs``, -1 if none:
+    scalar calls, no temporary arrays. An id's entries are adjacent in a run (one per owner,
+    usually one in all)."""
+    if code == -1:
+        return -1
     for keys, rows in runs:
         i = keys.searchsorted(id_)
-        if i < keys.size and keys[i] == id_:
+        while i < keys.size and keys[i] == id_:
             row = rows[i]
-            if alive[row]:
+            if alive[row] and (code == _ANY or owner[row] == code):
                 return int(row)
+            i += 1
     return -1
+
+
+def _find_all(
+    runs: Sequence[tuple[np.ndarray, np.ndarray]], alive: np.ndarray, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every live row of each id: (positions in ``ids``, rows), unordered."""
+    ats: list[np.ndarray] = []
+    found: list[np.ndarray] = []
+    if ids.size <= _FEW:  # scalar calls: cheaper than array calls on a few ids
+        at_list: list[int] = []
+        row_list: list[int] = []
+        for at, id_ in enumerate(ids.tolist()):
+            for keys, rows in runs:
+                i = keys.searchsorted(id_)
+                while i < keys.size and keys[i] == id_:
+                    if alive[rows[i]]:
+                        at_list.append(at)
+                        row_list.append(int(rows[i]))
+                    i += 1
+        return np.array(at_list, dtype=np.int64), np.array(row_list, dtype=np.int64)
+    everywhere = np.arange(ids.size)
+    for keys, rows in runs:
+        pos = np.searchsorted(keys, ids)
+        at = everywhere
+        while at.size:
+            p = np.minimum(pos, keys.size - 1)
+            same = (pos < keys.size) & (keys[p] == ids[at])
+            at, p = at[same], p[same]
+            candidates = rows[p]
+            live = alive[candidates]
+            ats.append(at[live])
+            found.append(candidates[live])
+            pos = p + 1
+    if not ats:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(ats).astype(np.int64), np.concatenate(found).astype(np.int64)
 
 
 def _merge_runs(
     runs: Sequence[tuple[np.ndarray, np.ndarray]], alive: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One sorted run holding the live entries of sorted ``runs`` (which share no live id)."""
+    """One sorted run holding the live entries of sorted ``runs`` (which share no live
+    (owner, id) pair; an id's entries stay adjacent)."""
     keep = [alive[rows] for _, rows in runs]
     keys = np.concatenate([k[m] for (k, _), m in zip(runs, keep)])
     order = np.argsort(keys, kind="stable")  # timsort: merges the sorted runs it finds, O(n log k)
@@ -236,20 +303,27 @@ def merge_schema(schema: dict[str, pa.DataType], attributes: pa.Table) -> None:
 
 
 class RowTable:
-    """Append-only rows: ids, liveness, the id -> live row map, and the Arrow columns.
+    """Append-only rows: ids, owners, liveness, the (owner, id) -> live row map, and the
+    Arrow columns.
 
-    The id map is arrays, not a dict: a few sorted runs of ``(keys, rows)`` (``keys`` the ids
-    of ``rows``, ascending), about 16 bytes per entry. Each ``append`` adds a run of its own
-    (its ids are distinct); the newest runs merge while the one before is at most twice as big
+    The map is arrays, not a dict: a few sorted runs of ``(keys, rows)`` (``keys`` the ids of
+    ``rows``, ascending; an id's entries adjacent), about 16 bytes per entry, and the owner of
+    each row as a small int code (``_owner``, 4 bytes per row: 0 for no owner, then one per
+    tenant name in order of appearance). Each ``append`` adds a run of its own (its (owner, id)
+    pairs are distinct); the newest runs merge while the one before is at most twice as big
     (as timsort keeps its run stack), so there are at most ~log2(rows) runs and each entry is
-    merged O(log n) times. Rows are append-only and at most one row per id is alive (``append``
-    kills the row it replaces), so a lookup searches every run with ``np.searchsorted`` and a
-    hit counts only where ``alive[row]``: the newest row of an id wins without any bookkeeping.
+    merged O(log n) times. Rows are append-only and at most one row per (owner, id) is alive
+    (``append`` kills the row it replaces), so a lookup searches every run with
+    ``np.searchsorted`` and a hit counts only where ``alive[row]`` and the row's owner is the
+    one asked for (the next entries of the same id are looked at only when the first is
+    another owner's, which needs two owners holding the id): the newest row wins without any
+    bookkeeping.
     Dead entries (killed or replaced rows) are dropped when their run merges, and every run
     merges into one when they pass ``_dead_fraction`` of the live ids, so the map stays below
-    16 * (1 + 0.25) = 20 bytes per live id (:attr:`map_nbytes`).
+    16 * (1 + 0.25) = 20 bytes per live row (:attr:`map_nbytes`; plus the 4-byte owner code
+    per row).
 
-    Threads: the read methods (``rows_of``, ``lookup``, ``missing``, ``contains``, ``in``,
+    Threads: the read methods (``lookup``, ``find``, ``missing``, ``contains``, ``in``,
     ``len``, ``replaced_rows``, ``ids``, ``alive``, ``rows``, ``schema``, ``map_nbytes``, ``table``, ``columns``, ``to_arrow``, ``write_parquet``) may run in many
     threads at once (a shared lock); the write methods, ``append`` and ``kill``, need the
     caller to exclude every other call (an exclusive lock). Only writes change the id map
@@ -265,9 +339,13 @@ class RowTable:
     def __init__(self) -> None:
         self._n = 0
         self._ids = np.zeros(1024, dtype=np.int64)
+        self._owner = np.zeros(1024, dtype=np.int32)  # owner code per row
         self._alive = np.zeros(1024, dtype=bool)
+        self._names: list[str | None] = [None]  # owner code -> tenant name (0: no owner)
+        self._codes: dict[str | None, int] = {None: 0}
+        self._rank = np.zeros(1, dtype=np.int32)  # owner code -> place in name order
         self._runs: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # (keys, rows), oldest first
-        self._live = 0  # live ids (= live rows)
+        self._live = 0  # live rows (= live (owner, id) pairs)
         self._chunks: list[pa.Table] = []
         self._merge_lock = threading.Lock()
         self._schema: dict[str, pa.DataType] = {}
@@ -282,6 +360,52 @@ class RowTable:
     # -- sizes ------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self._live
+
+    # -- owners -----------------------------------------------------------------------------
+    def _code_of(self, tenant: Any) -> int:
+        if tenant is ANY_OWNER:
+            return _ANY
+        return self._codes.get(tenant, -1)
+
+    def _codes_of(self, tenants: pa.Array | pa.ChunkedArray, *, add: bool) -> np.ndarray:
+        """The owner code of each entry (int32); unknown names get a new code when ``add``
+        (a write), else -1 (they own nothing)."""
+        n = len(tenants)
+        if tenants.null_count == n:
+            return np.zeros(n, dtype=np.int32)
+        if isinstance(tenants, pa.ChunkedArray):
+            tenants = tenants.combine_chunks()
+        encoded = pc.dictionary_encode(tenants.cast(pa.string()))
+        labels = encoded.dictionary.to_pylist()
+        if add:
+            new = [t for t in labels if t not in self._codes]
+            for tenant in new:
+                self._codes[tenant] = len(self._names)
+                self._names.append(tenant)
+            if new:  # ownerless first, then owners by name
+                order = sorted(range(len(self._names)), key=lambda c: (c != 0, self._names[c]))
+                rank = np.empty(len(self._names), dtype=np.int32)
+                rank[order] = np.arange(len(self._names), dtype=np.int32)
+                self._rank = rank
+        mapping = np.array([self._codes.get(t, -1) for t in labels] + [0], dtype=np.int32)
+        indices = pc.fill_null(encoded.indices, len(labels)).to_numpy(zero_copy_only=False)
+        return mapping[indices]
+
+    def code(self, tenant: str | None) -> int:
+        """The owner code of a tenant name (0: None, no owner; -1: a name that owns no row)."""
+        return self._codes.get(tenant, -1)
+
+    def owner_codes(self, rows: np.ndarray) -> np.ndarray:
+        """The owner code of each row (int32; 0: no owner)."""
+        return self._owner[np.asarray(rows, dtype=np.int64)]
+
+    def owner_rank(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's owner's place in name order (the ownerless first)."""
+        return self._rank[self._owner[np.asarray(rows, dtype=np.int64)]]
+
+    def codes(self, tenants: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The owner code of each tenant name (-1 where the name owns no row yet)."""
+        return self._codes_of(tenants, add=False)
 
     @property
     def rows(self) -> int:
@@ -302,34 +426,59 @@ class RowTable:
 
     @property
     def map_nbytes(self) -> int:
-        """Bytes held by the id -> row map (its sorted runs; ``ids`` and ``alive`` not counted)."""
+        """Bytes held by the id map (its sorted runs; ``ids``, owners, ``alive`` not counted)."""
         return sum(keys.nbytes + rows.nbytes for keys, rows in self._runs)
 
     # -- the id map -------------------------------------------------------------------------
-    def _lookup(self, ids: np.ndarray) -> np.ndarray:
-        """The live row of each id, -1 where there is none (read-only: safe from many threads)."""
+    def _lookup(self, ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The live row of each (code, id), -1 where there is none (read-only: safe from many
+        threads)."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if ids.size <= _FEW:
-            return self._lookup_sorted(ids)  # one by one: the order does not matter
+            return self._lookup_sorted(ids, codes)  # one by one: the order does not matter
         order = np.argsort(ids)
         found = np.empty(ids.shape, dtype=np.int64)
-        found[order] = self._lookup_sorted(ids[order])
+        found[order] = self._lookup_sorted(ids[order], codes[order])
         return found
 
-    def _lookup_sorted(self, ids: np.ndarray) -> np.ndarray:
+    def _lookup_sorted(self, ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """``_lookup`` of ascending ids: searchsorted walks each run once, cache-friendly
         (10K random ids in a 1M run: 0.6 ms sorted, 2.0 ms unsorted)."""
-        runs, alive = self._runs, self._alive  # one consistent view, whatever a writer does next
+        # one consistent view, whatever a writer does next
+        runs, alive, owner = self._runs, self._alive, self._owner
         if ids.size <= _FEW:
-            return np.array([_find(runs, alive, i) for i in ids.tolist()], dtype=np.int64)
+            return np.array(
+                [_find(runs, alive, owner, i, c) for i, c in zip(ids.tolist(), codes.tolist())],
+                dtype=np.int64,
+            )
         found = np.full(ids.shape, -1, dtype=np.int64)
         for keys, rows in runs:
             pos = np.searchsorted(keys, ids)
-            np.minimum(pos, keys.size - 1, out=pos)
-            candidates = rows[pos]
-            hit = (keys[pos] == ids) & alive[candidates]
-            found[hit] = candidates[hit]
+            at: np.ndarray | None = None  # the ids still looked at (None: all)
+            want_ids, want_codes = ids, codes
+            while True:
+                p = np.minimum(pos, keys.size - 1)
+                candidates = rows[p]
+                same = (pos < keys.size) & (keys[p] == want_ids)
+                mine = (owner[candidates] == want_codes) | (want_codes == _ANY)
+                hit = same & alive[candidates] & mine
+                if at is None:
+                    found[hit] = candidates[hit]
+                else:
+                    found[at[hit]] = candidates[hit]
+                more = np.flatnonzero(same & ~hit)  # the id's next entry may be the owner's
+                if not more.size:
+                    break
+                at = more if at is None else at[more]
+                pos, want_ids, want_codes = p[more] + 1, want_ids[more], want_codes[more]
         return found
+
+    def _codes_for(self, ids: np.ndarray, owner: Any) -> np.ndarray:
+        if isinstance(owner, np.ndarray):
+            return owner.astype(np.int32, copy=False)
+        if isinstance(owner, (pa.Array, pa.ChunkedArray)):
+            return self.codes(owner)
+        return np.full(np.asarray(ids).size, self._code_of(owner), dtype=np.int32)
 
     def _add_run(self, keys: np.ndarray, rows: np.ndarray) -> None:
         """Index new rows: ``keys`` ascending and distinct, all rows alive (writers only)."""
@@ -352,7 +501,8 @@ class RowTable:
         attributes: pa.Table,
         shared: pa.Array | None = None,
     ) -> np.ndarray:
-        """Add rows for ``ids`` (distinct; killing the rows they replace); returns the new rows.
+        """Add rows for ``ids`` owned by ``tenants`` (distinct (owner, id) pairs; killing the
+        rows of those pairs they replace, in the owners' namespaces only); returns the new rows.
 
         A write: the caller excludes every other call on this table.
         """
@@ -360,17 +510,20 @@ class RowTable:
         if self._n + n > self._ids.shape[0]:
             capacity = max(self._n + n, 2 * self._ids.shape[0])
             self._ids = np.resize(self._ids, capacity)
+            self._owner = np.resize(self._owner, capacity)
             alive = np.zeros(capacity, dtype=bool)
             alive[: self._n] = self._alive[: self._n]
             self._alive = alive
         ids = np.asarray(ids, dtype=np.int64)
-        order = np.argsort(ids)  # ids are distinct: any sort is stable
+        codes = self._codes_of(tenants, add=True)
+        order = np.lexsort((codes, ids))  # by id, then owner: distinct pairs, any sort is stable
         keys = ids[order]
-        old = self._lookup_sorted(keys)
+        old = self._lookup_sorted(keys, codes[order])
         old = old[old >= 0]
         self._alive[old] = False
         rows = np.arange(self._n, self._n + n, dtype=np.int64)
         self._ids[rows] = ids
+        self._owner[rows] = codes
         self._alive[rows] = True
         self._n += n
         self._live += n - old.size
@@ -395,18 +548,25 @@ class RowTable:
             self._schema[field.name] = field.type  # null until a typed value arrives
         return rows
 
-    def replaced_rows(self, ids: np.ndarray) -> np.ndarray:
-        """The live rows currently holding these ids (those that exist), in the order given."""
-        rows = self._lookup(ids)
+    def replaced_rows(self, ids: np.ndarray, tenants: Any) -> np.ndarray:
+        """The live rows currently holding these (owner, id) pairs (``tenants``: one name or
+        None for all ids, or an Arrow array of one per id), those that exist, in the order
+        given."""
+        rows = self._lookup(ids, self._codes_for(ids, tenants))
         return rows[rows >= 0]
 
-    def kill(self, ids: np.ndarray) -> np.ndarray:
-        """Delete ids; returns the rows that died (unknown ids are skipped).
+    def kill(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> np.ndarray:
+        """Delete ids in ``owner``'s namespace (a tenant name, None: the ownerless rows,
+        ``ANY_OWNER``: every row of the ids); returns the rows that died, in the order of the
+        ids (an id's rows by owner: see ``find``); unknown ids are skipped.
 
         A write: the caller excludes every other call on this table.
         """
-        rows = self._lookup(ids)
-        rows = rows[rows >= 0]
+        if owner is ANY_OWNER:
+            _, rows = self.find(ids)
+        else:
+            rows = self._lookup(ids, self._codes_for(ids, owner))
+            rows = rows[rows >= 0]
         if rows.size > 1:  # an id given twice dies once
             unique, first = np.unique(rows, return_index=True)
             if unique.size < rows.size:
@@ -418,43 +578,48 @@ class RowTable:
         return rows
 
     # -- reads ------------------------------------------------------------------------------
-    def rows_of(self, ids: np.ndarray, *, owner: str) -> np.ndarray:
-        """The live row of each id, in the order given.
+    def lookup(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> np.ndarray:
+        """The live row of each id in ``owner``'s namespace (a tenant name; None: the ownerless
+        rows; or an int32 array of owner codes, one per id), int64 in the order given, -1
+        where there is none. ``ANY_OWNER``: a live row of the id whoever owns it (when
+        several owners hold the id, any one of them: ``find`` lists them all)."""
+        return self._lookup(ids, self._codes_for(ids, owner))
 
-        Raises
-        ------
-        NotFoundError
-            Naming the first 5 ids that do not exist.
-        """
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every live row of each id, whoever owns it: ``(at, rows)``, ``at`` the position of
+        the row's id in ``ids``; ordered by position, an id's rows by owner (the ownerless
+        row first, then owners in name order)."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        at, rows = _find_all(self._runs, self._alive, ids)
+        if at.size > 1:
+            order = np.lexsort((self._rank[self._owner[rows]], at))
+            at, rows = at[order], rows[order]
+        return at, rows
+
+    def missing(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> np.ndarray:
+        """The ids without a row (in ``owner``'s namespace), in the order given."""
         ids = np.asarray(ids, dtype=np.int64)
-        rows = self._lookup(ids)
-        missing = ids[rows < 0]
-        if missing.size:
-            shown = ", ".join(str(v) for v in missing[:5].tolist())
-            more = f" and {missing.size - 5} more" if missing.size > 5 else ""
-            raise NotFoundError(f"{owner} has no ids {shown}{more}")
-        return rows
+        return ids[~self.contains(ids, owner)]
 
-    def lookup(self, ids: np.ndarray) -> np.ndarray:
-        """The live row of each id (int64, in the order given), -1 where there is none."""
-        return self._lookup(ids)
-
-    def missing(self, ids: np.ndarray) -> np.ndarray:
-        """The ids that do not exist, in the order given."""
-        ids = np.asarray(ids, dtype=np.int64)
-        return ids[self._lookup(ids) < 0]
-
-    def contains(self, ids: np.ndarray) -> np.ndarray:
-        """Per id, whether it exists: a bool array, one entry per id in the order given."""
-        return self._lookup(ids) >= 0
+    def contains(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> np.ndarray:
+        """Per id, whether it has a live row (in ``owner``'s namespace; ``ANY_OWNER``: any):
+        a bool array, one entry per id in the order given."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        if owner is not ANY_OWNER:
+            return self.lookup(ids, owner) >= 0
+        out = np.zeros(ids.size, dtype=bool)
+        at, _ = _find_all(self._runs, self._alive, ids)
+        out[at] = True
+        return out
 
     def __contains__(self, id_: object) -> bool:
+        """Whether any owner holds a live row of this id."""
         if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)):
             return False
         value = int(id_)
         if not _INT64_MIN <= value <= _INT64_MAX:
             return False
-        return _find(self._runs, self._alive, value) >= 0
+        return _find(self._runs, self._alive, self._owner, value, _ANY) >= 0
 
     def table(self) -> pa.Table:
         """All rows' Arrow columns (tenant, shared, attributes) as one table, row-aligned."""
@@ -471,23 +636,9 @@ class RowTable:
         return chunks[0]
 
     def owners(self, rows: np.ndarray) -> list[str | None]:
-        """The owner tenant of each row, read from the chunks as they are (merged only past 32
-        of them: a write path that checks owners does not merge the table on every write)."""
-        chunks = self._chunks
-        if len(chunks) > 32:  # merged once per 32 writes (as the next read would merge them)
-            chunks = [self.table()]
-        rows = np.asarray(rows, dtype=np.int64)
-        if len(chunks) == 1:
-            return chunks[0].column(TENANT).take(pa.array(rows)).to_pylist()
-        starts = np.cumsum([0] + [c.num_rows for c in chunks])
-        which = np.searchsorted(starts, rows, side="right") - 1
-        out: list[str | None] = [None] * rows.size
-        for chunk in np.unique(which).tolist():
-            at = np.flatnonzero(which == chunk)
-            local = pa.array(rows[at] - starts[chunk])
-            for i, owner in zip(at.tolist(), chunks[chunk].column(TENANT).take(local).to_pylist()):
-                out[i] = owner
-        return out
+        """The owner tenant of each row (None: no owner)."""
+        names = self._names
+        return [names[c] for c in self.owner_codes(rows).tolist()]
 
     def columns(self, rows: np.ndarray) -> pa.Table:
         return self.table().take(pa.array(rows))
@@ -514,17 +665,19 @@ class RowTable:
         out._ids = np.resize(table.column(ID).to_numpy().astype(np.int64), max(n, 1024))
         out._alive = np.zeros(max(n, 1024), dtype=bool)
         out._alive[:n] = table.column(ALIVE).to_numpy(zero_copy_only=False)
+        out._owner = np.zeros(max(n, 1024), dtype=np.int32)
+        out._owner[:n] = out._codes_of(table.column(TENANT), add=True)
         live = np.flatnonzero(out._alive[:n])
-        keys = out._ids[live]
-        order = np.argsort(keys, kind="stable")
-        keys, live = keys[order], live[order]
-        twice = keys[1:][keys[1:] == keys[:-1]]
+        keys, codes = out._ids[live], out._owner[live]
+        order = np.lexsort((codes, keys))
+        keys, codes, live = keys[order], codes[order], live[order]
+        twice = keys[1:][(keys[1:] == keys[:-1]) & (codes[1:] == codes[:-1])]
         if twice.size:
             shown = ", ".join(str(v) for v in np.unique(twice)[:5].tolist())
             raise CorruptionError(
-                f"rows file {path!r} has ids alive in more than one row: {shown}; an upsert "
-                "kills the row it replaces, so the file was not written by shardwalk or is "
-                "damaged"
+                f"rows file {path!r} has ids alive in more than one row of one owner: {shown}; "
+                "an upsert kills the row it replaces, so the file was not written by shardwalk "
+                "or is damaged"
             )
         out._live = live.size
         out._set_runs([(keys, live)])

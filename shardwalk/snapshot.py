@@ -4,7 +4,12 @@ The collection decides when (a write is logged before it is applied; a checkpoin
 snapshot and starts a new log); this module decides how:
 
 - log records: an upsert is one Arrow record batch (``_id``, ``_vector``, tenant, sharing and
-  attribute columns), a delete one of ``_id`` only (framed and checksummed by ``wal.py``);
+  attribute columns), a delete one of ``_id`` and, for a delete in one owner's namespace, the
+  owner (framed and checksummed by ``wal.py``). Ids are namespaced by owner (``rows.py``): an
+  upsert replaces the rows of its (owner, id) pairs only, and its ``_id`` field carries
+  ``namespaced`` metadata saying so; an upsert record without it (logs written before
+  namespaces) replaces the id's row whoever owns it, and a delete record without an owner
+  deletes every row of its ids, as they did when written;
 - a snapshot directory: ``rows.parquet`` (ids, liveness, tenants, attributes), ``index/``
   (the index's own files), sealed by ``snapshot.json`` (every file's size and crc32, see
   ``storage.py``). Every index kind keeps the vectors itself (``index.store``: faiss's storage,
@@ -30,7 +35,15 @@ from shardwalk.rows import SHARED, TENANT, RowTable
 from shardwalk.storage import seal_snapshot, verify_snapshot
 from shardwalk.wal import WalRecord
 
-__all__ = ["State", "Upsert", "delete_record", "read_snapshot", "upsert_record", "write_snapshot"]
+__all__ = [
+    "Delete",
+    "State",
+    "Upsert",
+    "delete_record",
+    "read_snapshot",
+    "upsert_record",
+    "write_snapshot",
+]
 
 _ID, _VECTOR = "_id", "_vector"
 
@@ -44,6 +57,21 @@ class Upsert:
     tenants: pa.Array
     attributes: pa.Table
     shared: pa.Array | None
+    # a record from before namespaces: replaces each id's row whoever owns it
+    legacy: bool = False
+
+
+@dataclass
+class Delete:
+    """A logged delete: ``ids`` in ``owner``'s namespace (a tenant name), or every row of the
+    ids when ``everywhere``."""
+
+    ids: np.ndarray
+    owner: str | None = None
+    everywhere: bool = True
+
+
+_NAMESPACED = {b"namespaced": b"1"}
 
 
 @dataclass
@@ -66,19 +94,32 @@ def upsert_record(write: Upsert, dim: int) -> pa.RecordBatch:
         columns[SHARED] = write.shared
     for name in write.attributes.column_names:
         columns[name] = write.attributes.column(name).combine_chunks()
+    batch = pa.record_batch(columns)
+    id_field = batch.schema.field(_ID).with_metadata(_NAMESPACED)
+    return pa.RecordBatch.from_arrays(batch.columns, schema=batch.schema.set(0, id_field))
+
+
+def delete_record(
+    ids: np.ndarray, owner: str | None = None, *, everywhere: bool = True
+) -> pa.RecordBatch:
+    """A delete of ``ids``: every row of them (``everywhere``), or the rows in ``owner``'s
+    namespace (a tenant name, None: the ownerless rows)."""
+    columns = {_ID: pa.array(ids, pa.int64())}
+    if not everywhere:
+        columns[TENANT] = pa.array([owner] * len(ids), pa.string())
     return pa.record_batch(columns)
 
 
-def delete_record(ids: np.ndarray) -> pa.RecordBatch:
-    return pa.record_batch({_ID: pa.array(ids, pa.int64())})
-
-
-def read_record(record: WalRecord, dim: int) -> Upsert | np.ndarray:
-    """A logged write: an :class:`Upsert`, or the ids a delete removed."""
+def read_record(record: WalRecord, dim: int) -> Upsert | Delete:
+    """A logged write: an :class:`Upsert` or a :class:`Delete`."""
     batch = record.batch
     ids = batch.column(_ID).to_numpy()
     if record.op == "delete":
-        return ids
+        if TENANT not in batch.schema.names:  # every row of the ids (as before namespaces)
+            return Delete(ids)
+        owners = batch.column(TENANT)
+        return Delete(ids, owners[0].as_py() if len(owners) else None, everywhere=False)
+    legacy = not (batch.schema.field(_ID).metadata or {}).get(b"namespaced")
     flat = batch.column(_VECTOR).values.to_numpy(zero_copy_only=False)
     names = [n for n in batch.schema.names if n not in (_ID, _VECTOR, TENANT, SHARED)]
     return Upsert(
@@ -87,6 +128,7 @@ def read_record(record: WalRecord, dim: int) -> Upsert | np.ndarray:
         tenants=batch.column(TENANT),
         attributes=pa.table({n: batch.column(n) for n in names}) if names else pa.table({}),
         shared=batch.column(SHARED) if SHARED in batch.schema.names else None,
+        legacy=legacy,
     )
 
 

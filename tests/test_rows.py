@@ -1,6 +1,7 @@
-"""RowTable's id -> row map (sorted runs searched with searchsorted) against a plain dict model:
-appends that repeat ids across calls, kills, lookups, missing ids, Parquet round trips, and
-readers in many threads between writes."""
+"""RowTable's (owner, id) -> row map (sorted runs searched with searchsorted) against a plain
+dict model: appends that repeat ids across calls and owners (each owner its own namespace),
+kills in one namespace or all, lookups, missing ids, Parquet round trips, and readers in many
+threads between writes."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from shardwalk.errors import CorruptionError, NotFoundError
-from shardwalk.rows import ALIVE, ID, TENANT, RowTable
+from shardwalk.errors import CorruptionError
+from shardwalk.rows import ALIVE, ANY_OWNER, ID, TENANT, RowTable
 
 # Mostly a small range, so ids come back across calls; now and then anywhere in int64.
 IDS = st.one_of(st.integers(0, 40), st.integers(0, 2**63 - 1))
@@ -43,46 +44,68 @@ def _append(table: RowTable, ids: list[int], tenant: str | None) -> np.ndarray:
     return table.append(arr, pa.array([tenant] * len(ids), pa.string()), pa.table({}))
 
 
+def _owners(names: set[str | None]) -> list[str | None]:
+    """An id's owners in the order the table lists them: the ownerless first, then by name."""
+    return sorted(names, key=lambda t: (t is not None, t or ""))
+
+
 class Model:
-    """What the table should answer: id -> live row, and the tenant of every row."""
+    """What the table should answer: (owner, id) -> live row, and the tenant of every row."""
 
     def __init__(self) -> None:
-        self.row_of: dict[int, int] = {}
+        self.row_of: dict[tuple[str | None, int], int] = {}
         self.tenant_of_row: list[str | None] = []
+        self.owners_of: dict[int, set[str | None]] = {}  # id -> its live rows' owners
+
+    def holders(self, id_: int) -> list[str | None]:
+        return _owners(self.owners_of.get(id_, set()))
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(i for i, owners in self.owners_of.items() if owners)
 
     def append(self, ids: list[int], tenant: str | None) -> tuple[list[int], list[int]]:
-        replaced = [self.row_of[i] for i in ids if i in self.row_of]
+        replaced = [self.row_of[(tenant, i)] for i in ids if (tenant, i) in self.row_of]
         start = len(self.tenant_of_row)
         rows = list(range(start, start + len(ids)))
-        self.row_of.update(zip(ids, rows))
+        self.row_of.update(zip([(tenant, i) for i in ids], rows))
+        for i in ids:
+            self.owners_of.setdefault(i, set()).add(tenant)
         self.tenant_of_row += [tenant] * len(ids)
         return replaced, rows
 
-    def kill(self, ids: list[int]) -> list[int]:
-        return [self.row_of.pop(i) for i in ids if i in self.row_of]
+    def kill(self, ids: list[int], owner: object = ANY_OWNER) -> list[int]:
+        died = []
+        for i in ids:
+            for t in self.holders(i) if owner is ANY_OWNER else [owner]:
+                if (t, i) in self.row_of:
+                    died.append(self.row_of.pop((t, i)))
+                    self.owners_of[i].discard(t)
+        return died
 
 
 def check_reads(table: RowTable, model: Model, ids: list[int]) -> None:
     """Every read method on ``ids`` (in this order, repeats allowed) agrees with the model."""
     arr = np.array(ids, dtype=np.int64)
-    absent = [i for i in ids if i not in model.row_of]
+    held = {i: model.holders(i) for i in ids}
+    absent = [i for i in ids if not held[i]]
     assert table.missing(arr).tolist() == absent
     assert table.missing(arr).dtype == np.int64
-    assert table.contains(arr).tolist() == [i in model.row_of for i in ids]
-    assert [i in table for i in ids] == [i in model.row_of for i in ids]
-    assert table.replaced_rows(arr).tolist() == [model.row_of[i] for i in ids if i in model.row_of]
-    if absent:
-        shown = ", ".join(str(v) for v in absent[:5])
-        more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
-        with pytest.raises(NotFoundError) as info:
-            table.rows_of(arr, owner="collection 'c'")
-        assert str(info.value) == f"collection 'c' has no ids {shown}{more}"
-    else:
-        rows = table.rows_of(arr, owner="collection 'c'")
-        assert rows.dtype == np.int64
-        assert rows.tolist() == [model.row_of[i] for i in ids]
-        tenants = table.columns(rows).column(TENANT).to_pylist()
-        assert tenants == [model.tenant_of_row[r] for r in rows.tolist()]
+    assert table.contains(arr).tolist() == [bool(held[i]) for i in ids]
+    assert [i in table for i in ids] == [bool(held[i]) for i in ids]
+    for tenant in ("a", "b", None, "never"):
+        in_ns = [(tenant, i) in model.row_of for i in ids]
+        assert table.contains(arr, tenant).tolist() == in_ns
+        assert table.missing(arr, tenant).tolist() == [i for i, y in zip(ids, in_ns) if not y]
+        expected = [model.row_of.get((tenant, i), -1) for i in ids]
+        assert table.lookup(arr, tenant).tolist() == expected
+        assert table.replaced_rows(arr, tenant).tolist() == [r for r in expected if r >= 0]
+    at, rows = table.find(arr)
+    assert at.dtype == rows.dtype == np.int64
+    pairs = [(k, model.row_of[(t, i)]) for k, i in enumerate(ids) for t in held[i]]
+    assert list(zip(at.tolist(), rows.tolist())) == pairs
+    tenants = table.columns(rows).column(TENANT).to_pylist()
+    assert tenants == [model.tenant_of_row[r] for r in rows.tolist()] == table.owners(rows)
 
 
 def check_state(table: RowTable, model: Model) -> None:
@@ -90,7 +113,8 @@ def check_state(table: RowTable, model: Model) -> None:
     assert table.rows == len(model.tenant_of_row)
     assert sorted(np.flatnonzero(table.alive).tolist()) == sorted(model.row_of.values())
     live = np.flatnonzero(table.alive)
-    assert dict(zip(table.ids[live].tolist(), live.tolist())) == model.row_of
+    keys = zip(table.owners(live), table.ids[live].tolist())
+    assert dict(zip(keys, live.tolist())) == model.row_of
     # the map holds the live ids plus at most the allowed dead entries, 16 bytes each
     allowed_dead = max(table._dead_fraction * len(table), table._dead_minimum)
     assert table.map_nbytes <= 16 * (len(table) + allowed_dead)
@@ -111,18 +135,22 @@ class RowsMachine(RuleBasedStateMachine):
 
     @rule(ids=st.lists(IDS, unique=True, max_size=12), tenant=TENANTS)
     def append(self, ids: list[int], tenant: str | None) -> None:
-        before = self.table.replaced_rows(np.array(ids, dtype=np.int64))
+        before = self.table.replaced_rows(np.array(ids, dtype=np.int64), tenant)
         replaced, rows = self.model.append(ids, tenant)
         assert before.tolist() == replaced
         assert _append(self.table, ids, tenant).tolist() == rows
         self.known += ids
 
-    @rule(data=st.data(), fresh=st.lists(IDS, max_size=4))
-    def kill(self, data: st.DataObject, fresh: list[int]) -> None:
+    @rule(
+        data=st.data(),
+        fresh=st.lists(IDS, max_size=4),
+        owner=st.one_of(st.just(ANY_OWNER), TENANTS),
+    )
+    def kill(self, data: st.DataObject, fresh: list[int], owner: object) -> None:
         old = data.draw(st.lists(st.sampled_from(self.known), max_size=6)) if self.known else []
         ids = old + fresh  # repeats and unknown ids included
-        expected = self.model.kill(ids)
-        died = self.table.kill(np.array(ids, dtype=np.int64))
+        expected = self.model.kill(ids, owner)
+        died = self.table.kill(np.array(ids, dtype=np.int64), owner)
         assert died.dtype == np.int64
         assert died.tolist() == expected
 
@@ -177,7 +205,7 @@ def test_many_batches_with_upserts_and_kills_match_the_model(cls: type[RowTable]
             assert table.kill(np.array(gone, dtype=np.int64)).tolist() == model.kill(gone)
         check_state(table, model)
     check_reads(table, model, rng.choice(pool, 5000).tolist())
-    check_reads(table, model, rng.choice(list(model.row_of), 5000).tolist())
+    check_reads(table, model, rng.choice(model.ids, 5000).tolist())
 
 
 def test_single_id_appends_keep_few_runs() -> None:
@@ -188,7 +216,7 @@ def test_single_id_appends_keep_few_runs() -> None:
         _append(table, [id_], None)
         assert len(table._runs) <= int(np.log2(i + 1)) + 1
     assert len(table) == 2000
-    assert table.rows_of(np.array(ids), owner="x").tolist() == list(range(2000))
+    assert table.lookup(np.array(ids), None).tolist() == list(range(2000))
 
 
 def test_map_is_at_most_20_bytes_per_live_id(tmp_path: Path) -> None:
@@ -219,7 +247,7 @@ def test_contains_refuses_what_is_not_an_int64() -> None:
     assert -(2**64) not in table
     assert table.contains(np.array([], dtype=np.int64)).tolist() == []
     assert table.missing(np.array([], dtype=np.int64)).tolist() == []
-    assert table.rows_of(np.array([], dtype=np.int64), owner="x").tolist() == []
+    assert table.lookup(np.array([], dtype=np.int64), "x").tolist() == []
 
 
 def test_empty_table() -> None:
@@ -243,8 +271,22 @@ def test_read_parquet_refuses_an_id_alive_in_two_rows(tmp_path: Path) -> None:
         ),
         str(path),
     )
-    with pytest.raises(CorruptionError, match=r"ids alive in more than one row: 4;"):
+    with pytest.raises(CorruptionError, match=r"ids alive in more than one row of one owner: 4;"):
         RowTable.read_parquet(str(path))
+    # one id alive for two owners: two namespaces, two rows
+    pq.write_table(
+        pa.table(
+            {
+                ID: pa.array([4, 4, 4], pa.int64()),
+                ALIVE: pa.array([True, True, True]),
+                TENANT: pa.array(["a", None, "b"]),
+            }
+        ),
+        str(path),
+    )
+    table = RowTable.read_parquet(str(path))
+    _, rows = table.find(np.array([4]))
+    assert rows.tolist() == [1, 0, 2] and table.lookup(np.array([4, 4]), "b").tolist() == [2, 2]
 
 
 class SharedExclusiveLock:
@@ -318,8 +360,8 @@ def test_readers_in_8_threads_between_writes_agree_with_the_model() -> None:
             while writing.is_set() or checks[k] < 5:
                 with lock.shared():  # the model and the table stay still while we hold it
                     if model.row_of:
-                        present = rng.choice(list(model.row_of), 50).tolist()
-                        check_reads(table, model, present)  # rows_of, columns, contains, ...
+                        present = rng.choice(model.ids, 50).tolist()
+                        check_reads(table, model, present)  # lookup, find, contains, ...
                     check_reads(table, model, rng.choice(pool, 30).tolist())
                     check_reads(table, model, rng.choice(pool, 3).tolist())  # few-id path
                     assert len(table) == len(model.row_of)

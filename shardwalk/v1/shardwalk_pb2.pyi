@@ -374,7 +374,13 @@ class GetRequest(_message.Message):
 
     COLLECTION_FIELD_NUMBER: _builtins.int
     IDS_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
+    tenant: _builtins.str
+    """Ids are namespaced by owner. Optional: one row per id as this tenant sees it (its own row,
+    else one shared with it); must be the caller's own tenant unless the caller is admin.
+    Admins that leave it empty get every owner's row of each id (ids repeat, ownerless first).
+    """
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -382,10 +388,11 @@ class GetRequest(_message.Message):
         *,
         collection: _builtins.str = ...,
         ids: _abc.Iterable[_builtins.int] | None = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "ids", b"ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "ids", b"ids", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -497,8 +504,13 @@ class DeleteRequest(_message.Message):
     COLLECTION_FIELD_NUMBER: _builtins.int
     IDS_FIELD_NUMBER: _builtins.int
     MISSING_OK_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     missing_ok: _builtins.bool
+    tenant: _builtins.str
+    """Optional: delete only this tenant's rows (its namespace); must be the caller's own tenant
+    unless the caller is admin. Admins that leave it empty delete every owner's row of the ids.
+    """
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -507,10 +519,11 @@ class DeleteRequest(_message.Message):
         collection: _builtins.str = ...,
         ids: _abc.Iterable[_builtins.int] | None = ...,
         missing_ok: _builtins.bool = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "ids", b"ids", "missing_ok", b"missing_ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "ids", b"ids", "missing_ok", b"missing_ok", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -240,14 +240,19 @@ def test_a_killed_actor_comes_back_with_every_write(data, queries, in_process, t
         assert np.array_equal(scoped.ids, in_process[3].ids)
         # writes since the checkpoint: replayed from the log into the restarted actors
         docs.upsert([N + 7, N + 8], queries[:2], tenants="t0")
+        # the same id for another owner, another vector: each row is replayed with its own
+        docs.upsert([N + 7], queries[2:3], tenants="t1")
         docs.delete(np.arange(0, 300))
         expected = docs.search(queries, K).ids
         assert expected[0, 0] == N + 7 and not np.isin(expected, np.arange(300)).any()
         for actor in docs.stats()["index_stats"]["ray"]["actors"]:
             _kill(actor["pid"])
         assert np.array_equal(docs.search(queries, K).ids, expected)
-        assert len(docs) == N - 300 + 2
-        assert docs.stats()["index_stats"]["live"] == N - 300 + 2
+        assert docs.search(queries[2:3], 1, tenant="t1").ids[0, 0] == N + 7
+        assert docs.search(queries[0:1], 1, tenant="t0").ids[0, 0] == N + 7
+        assert docs.search(queries[2:3], 1, tenant="t1").distances[0, 0] < 1e-4
+        assert len(docs) == N - 300 + 3
+        assert docs.stats()["index_stats"]["live"] == N - 300 + 3
     with shardwalk.Engine.open(copy) as engine:  # and what the actors checkpointed at close
         assert np.array_equal(engine.collection("docs").search(queries, K).ids, expected)
 

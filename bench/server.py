@@ -1044,6 +1044,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ],
             capture_output=True,
             text=True,
+            cwd="/",  # not a checkout's folder: the interpreter's own shardwalk
         ).stdout.strip()
         result["baseline_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where or HERE, capture_output=True, text=True

@@ -15,6 +15,7 @@ collection's declared attributes (README, "Tenant isolation").
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -123,29 +124,30 @@ class Service:
     def _collection(self, who: Principal, name: str) -> Collection:
         """The named collection; to a tenant key, one outside its ``collections`` is reported
         like one that does not exist, and the message names no other collection."""
-        if not name:
-            raise InvalidArgumentError("the request names no collection; set collection")
-        if who.admin:
-            return self.engine.collection(name)
-        if who.may_see_collection(name):
-            try:
-                return self.engine.collection(name)
-            except NotFoundError:
-                pass
-        raise NotFoundError(f"collection {name!r} does not exist")
+        return self._named(who, "collection", name, who.may_see_collection, self.engine.collection)
 
     def _graph(self, who: Principal, name: str) -> Any:
         """The named graph, as :meth:`_collection` for collections."""
+        return self._named(who, "graph", name, who.may_see_graph, self.engine.graph)
+
+    @staticmethod
+    def _named(
+        who: Principal,
+        kind: str,
+        name: str,
+        may_see: Callable[[str], bool],
+        get: Callable[[str], Any],
+    ) -> Any:
         if not name:
-            raise InvalidArgumentError("the request names no graph; set graph")
+            raise InvalidArgumentError(f"the request names no {kind}; set {kind}")
         if who.admin:
-            return self.engine.graph(name)
-        if who.may_see_graph(name):
+            return get(name)
+        if may_see(name):
             try:
-                return self.engine.graph(name)
+                return get(name)
             except NotFoundError:
                 pass
-        raise NotFoundError(f"graph {name!r} does not exist")
+        raise NotFoundError(f"{kind} {name!r} does not exist")
 
     @staticmethod
     def _where(who: Principal, collection: Collection, request: Any) -> Any:

@@ -130,7 +130,7 @@ def _rows(vectors: pb.Vectors) -> int:
 
 
 def _batch(n: int, limits: Limits) -> None:
-    if n > limits.max_batch:  # the message of Service._batch
+    if n > limits.max_batch:
         raise ResourceExhaustedError(
             f"{n} queries in one request is above this server's limit of "
             f"{limits.max_batch} ([limits] max_batch); split the batch"

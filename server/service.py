@@ -103,13 +103,6 @@ class Service:
             )
         return k
 
-    def _batch(self, n: int, what: str) -> None:
-        if n > self.limits.max_batch:
-            raise ResourceExhaustedError(
-                f"{n} {what} in one request is above this server's limit of "
-                f"{self.limits.max_batch} ([limits] max_batch); split the batch"
-            )
-
     @staticmethod
     def _params(message: Any) -> dict[str, Any]:
         params = params_from_pb(message)
@@ -164,7 +157,6 @@ class Service:
     def search(self, who: Principal, request: pb.SearchRequest) -> pb.SearchResponse:
         collection = self._collection(who, request.collection)
         queries = vectors_from_pb(request.queries, what="queries")
-        self._batch(queries.shape[0], "queries")
         k = self._k(request, "k", 10)
         where = self._where(who, collection, request)
         result = collection.search(
@@ -289,7 +281,6 @@ class Service:
         self, who: Principal, request: pb.PersonalizedPageRankRequest
     ) -> pb.PersonalizedPageRankResponse:
         graph = self._graph(who, request.graph)
-        self._batch(len(request.queries), "queries")
         if not request.queries:
             raise InvalidArgumentError("no queries: send at least one Seeds")
         k = self._k(request, "k", 100)
@@ -383,7 +374,6 @@ class Service:
         collection = self._collection(who, request.collection)
         self._graph(who, request.graph)
         queries = vectors_from_pb(request.queries, what="queries")
-        self._batch(queries.shape[0], "queries")
         k = self._k(request, "k", 10)
         result = self.engine.compose(
             request.collection,

@@ -39,6 +39,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from shardwalk.server.config import Config, Principal, load_config
+from shardwalk.server.lanes import Lane
 from shardwalk.server.limits import Limiter
 from shardwalk.server.service import Service
 
@@ -78,6 +79,11 @@ _RPCS: dict[str, tuple[Any, Callable[..., Any], bool]] = {
     "DeleteEdges": (pb.DeleteEdgesRequest, Service.delete_edges, False),
     "Backup": (pb.BackupRequest, Service.backup, False),
 }
+# long calls: graph solves and maintenance, run in the background lane (server/lanes.py)
+_BACKGROUND = frozenset(
+    {"PersonalizedPageRank", "Compose", "CreateGraph", "UpsertEdges", "DeleteEdges", "Flush",
+     "Backup"}
+)  # fmt: skip
 _SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
@@ -90,6 +96,7 @@ class Dispatcher:
         self.service = Service(engine, config.limits)
         self._paths = _server_paths(engine.path)
         self.limiter = Limiter(config)
+        self.background = Lane(config.limits.threads, config.limits.background_nice)
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "shardwalk_requests",
@@ -127,7 +134,11 @@ class Dispatcher:
                 self.limiter.check(rpc, request)  # [limits], before any work
             remaining, capped = self.limiter.deadline(remaining)
             with deadline(remaining):  # the engine checks it between stages and in solves
-                out = handler(self.service, who, request).SerializeToString()
+                if rpc in _BACKGROUND:
+                    response = self.background.run(handler, self.service, who, request)
+                else:
+                    response = handler(self.service, who, request)
+                out = response.SerializeToString()
         except ShardwalkError as exc:
             code, message = grpc.StatusCode[exc.code], self._client_message(rpc, exc, who)
             if capped and code is grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -379,6 +390,7 @@ class Server:
         checkpoint every collection. The engine stays open (its owner closes it)."""
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
+        self.dispatcher.background.close()
         _checkpoint(self.engine)
 
     def __enter__(self) -> Server:
@@ -479,6 +491,7 @@ class AioServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._pool.shutdown()
+        self.dispatcher.background.close()
         _checkpoint(self.engine)
 
     def __enter__(self) -> AioServer:

@@ -30,6 +30,8 @@
                                  # of a longer one
     max_concurrent_requests = 64 # beyond it: RESOURCE_EXHAUSTED
     threads = 4                  # handler threads (default: 2 per core, at least 4)
+    background_nice = 10         # graph solves and maintenance run this much nicer than
+                                 # searches (0: at the same priority; server/lanes.py)
 
     [tls]                        # optional: serve TLS instead of plaintext
     cert = "server.crt"
@@ -118,6 +120,8 @@ class Limits:
     # (bench/server.py on 2 cores: 16 threads 1,534 QPS at 8 clients, 4 threads 2,454); a
     # client-streaming Upsert holds a thread while its chunks arrive: raise it for many uploaders
     threads: int = field(default_factory=lambda: max(4, 2 * (os.cpu_count() or 1)))
+    # PPR, Compose and the maintenance RPCs run on threads this much nicer (server/lanes.py)
+    background_nice: int = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +219,12 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
     for name, value in limits_raw.items():
         if name in _FLOAT_LIMITS:
             _positive_number(value, f"{where}: [limits] {name}")
+        elif name == "background_nice":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+                raise InvalidArgumentError(
+                    f"{where}: [limits] background_nice must be an integer from 0 (off) to 19;"
+                    f" got {value!r}"
+                )
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(
                 f"{where}: [limits] {name} must be a positive integer; got {value!r}"

@@ -379,6 +379,48 @@ def test_quotas_on_a_server(tmp_path) -> None:
         engine.close()
 
 
+def test_solves_run_in_the_background_lane(small, monkeypatch) -> None:
+    """PPR and Compose run on threads [limits] background_nice nicer than the process;
+    searches run at its own priority (server/lanes.py)."""
+    import os
+    import sys
+    import threading
+
+    from shardwalk.collection import Collection
+    from shardwalk.graph import Graph
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice values are Linux's")
+    seen: dict[str, int] = {}
+
+    def spy(name: str, method):
+        def wrapped(self, *args, **kwargs):
+            seen[name] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return method(self, *args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(Graph, "ppr_batch", spy("ppr", Graph.ppr_batch))
+    monkeypatch.setattr(Collection, "search", spy("search", Collection.search))
+    _, server, _ = small
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    client = _client(server)
+    client.collection("c").search(Q, 3)
+    assert seen["search"] == own
+    client.graph("g").ppr([1], 3)
+    assert seen["ppr"] == min(19, own + 10)  # the default [limits] background_nice
+    seen.clear()
+    client.compose("c", "g", Q, k=3)
+    assert seen == {"search": min(19, own + 10), "ppr": min(19, own + 10)}
+
+
+def test_background_nice_is_checked() -> None:
+    for bad in (-1, 20, 1.5, True):
+        with pytest.raises(shardwalk.InvalidArgumentError, match="background_nice"):
+            _config({"background_nice": bad})
+    assert _config({"background_nice": 0}).limits.background_nice == 0  # type: ignore[attr-defined]
+
+
 # Tenant a's flood, in a process of its own (its client's work must not take the server's
 # GIL): 32 concurrent PersonalizedPageRank calls while stdin says "on"; a refused call is
 # retried after 20 ms, as a client with a retry policy would (one that retries at once spends

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.metadata
 import json
 import math
@@ -12,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -29,34 +31,53 @@ from shardwalk.storage import MANIFEST
 __all__ = ["main"]
 
 
-class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, a line per 10% otherwise."""
+def _progress(total: int | None, label: str, unit: str = "vectors") -> Any:
+    """A tqdm progress bar on stderr, drawn only when stderr is a terminal (piped or
+    redirected output gets none). Close it (or use it as a context manager) when done."""
+    from tqdm import tqdm
 
-    def __init__(self, total: int, label: str, *, stream: Any = None) -> None:
-        self.total, self.label, self.done = max(total, 1), label, 0
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
-        self._last_decile = -1
+    return tqdm(
+        total=total,
+        desc=label,
+        unit=unit,
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not _on_terminal(),
+        leave=False,
+        dynamic_ncols=True,
+    )
 
-    def update(self, n: int) -> None:
-        self.done += n
-        fraction = min(self.done / self.total, 1.0)
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        text = (
-            f"{self.label} [{'#' * int(fraction * 30):<30}] {self.done:,}/{self.total:,} "
-            f"{rate:,.0f}/s eta {eta:,.0f}s"
-        )
-        if self.tty:
-            self.stream.write("\r" + text)
-            if self.done >= self.total:
-                self.stream.write("\n")
-        elif int(fraction * 10) > self._last_decile:
-            self._last_decile = int(fraction * 10)
-            self.stream.write(text + "\n")
-        self.stream.flush()
+
+def _on_terminal() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _waiting(label: str) -> Iterator[None]:
+    """Seconds elapsed on stderr while one long library call runs (a build, fingerprints),
+    on a terminal only: the call reports no fractions, so this shows it is alive and how long
+    it has taken."""
+    if not _on_terminal():
+        yield
+        return
+    import threading
+
+    bar = _progress(None, label, unit="s")
+    bar.bar_format = "{desc}: {elapsed}"
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(0.5):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        bar.close()
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -181,7 +202,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         collection = engine.create_collection(
             "quickstart", dim=args.dim, metric="l2", index=args.index
         )
-        bar = Progress(args.n, "upsert")
+        bar = _progress(args.n, "upsert")
         t0 = time.perf_counter()
         for start in range(0, args.n, args.batch):
             stop = min(args.n, start + args.batch)
@@ -192,6 +213,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
                 attributes={n: v[start:stop] for n, v in data.attributes.items()},
             )
             bar.update(stop - start)
+        bar.close()
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
         collection.flush()
@@ -432,7 +454,7 @@ def _check_source(source: Any, path: str, *, name: str, dim: int, metric: str, k
     label = os.path.basename(path)
     types: dict[str, str] = dict(known.stats()["attributes"]) if known is not None else {}
     id_chunks = []
-    bar = Progress(source.count, f"check {label}")
+    bar = _progress(source.count, f"check {label}")
     start = 0
     for batch in source.batches:
         n = batch.vectors.shape[0]
@@ -471,6 +493,7 @@ def _check_source(source: Any, path: str, *, name: str, dim: int, metric: str, k
                 )
         start += n
         bar.update(n)
+    bar.close()
     ids = np.concatenate(id_chunks) if id_chunks else np.zeros(0, np.int64)
     ordered = np.sort(ids)
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
@@ -564,7 +587,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         else:
             collection = existing
         written = 0
-        bar = Progress(source.count, f"ingest {os.path.basename(args.path)}")
+        bar = _progress(source.count, f"ingest {os.path.basename(args.path)}")
         t0 = time.perf_counter()
         try:
             for batch in source.batches:
@@ -576,7 +599,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 )
                 written += batch.ids.size
                 bar.update(batch.ids.size)
-            collection.flush()
+            bar.close()
+            with _waiting(f"checkpoint {name!r}"):
+                collection.flush()
         except BaseException:
             if existing is None:  # a collection this command created goes too
                 try:
@@ -746,8 +771,104 @@ def _graph_format(path: str, fmt: str) -> str:
     return "snap"
 
 
+def _text_columns(args: argparse.Namespace, *, weighted: bool, verb: str) -> None:
+    """A text edge list is 'src dst [weight]': refuse a wider first data line (its other
+    columns would be dropped silently) and note a weight column that is not read."""
+    from shardwalk.walks.loaders import edge_list_columns
+
+    found = edge_list_columns(
+        args.path,
+        comment=getattr(args, "comment", "#%"),
+        delimiter=args.delimiter,
+        skip_rows=args.skip_rows,
+    )
+    if found is None:
+        return
+    line, columns = found
+    if columns > 3:
+        raise InvalidArgumentError(
+            f"{args.path!r}: line {line} has {columns} columns; an edge line is 'src dst' or "
+            "'src dst weight', so the others would be dropped: keep only those columns (e.g. "
+            "cut -f1-3), or if the line is a header, skip it with --skip-rows 1"
+        )
+    if columns == 3 and not weighted and verb != "delete-edges":
+        print(
+            f"shardwalk: note: {args.path!r} has a third column (line {line}); it was not read: "
+            "pass --weighted to use it as edge weights",
+            file=sys.stderr,
+        )
+
+
+def _edges_in_file(args: argparse.Namespace, kind: str) -> int:
+    """How many edges the file lists (without reading them all, except text); refuses an
+    empty file and notes a weight column or weights.npy that --weighted would read."""
+    unused = None
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        try:
+            dataset = ds.dataset(args.path, format="parquet")
+            count = dataset.count_rows()
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidArgumentError(
+                f"{args.path!r} is not a Parquet edge table that can be read "
+                f"({str(exc).split('. ')[0]}); check the file or give its real --format"
+            ) from None
+        if "weight" in dataset.schema.names and not args.weighted:
+            unused = "a 'weight' column"
+    elif kind == "npy-file":
+        shape = np.load(args.path, mmap_mode="r", allow_pickle=False).shape
+        if len(shape) != 2 or shape[1] not in (2, 3):
+            raise InvalidArgumentError(
+                f"{args.path!r}: an edge array has shape (E, 2) or (E, 3) (src, dst[, weight]); "
+                f"got {shape}"
+            )
+        count = shape[0]
+        if shape[1] == 3 and not args.weighted:
+            unused = "a third column (weights)"
+    elif kind == "npy-dir":
+        edges = os.path.join(args.path, "edges.npy")
+        if not os.path.isfile(edges):
+            raise NotFoundError(
+                f"{args.path!r} has no edges.npy; a graph directory holds edges.npy [+ ids.npy, "
+                "weights.npy]"
+            )
+        count = int(np.load(edges, mmap_mode="r", allow_pickle=False).shape[0])
+        if os.path.isfile(os.path.join(args.path, "weights.npy")) and not args.weighted:
+            unused = "weights.npy"
+    else:
+        raise AssertionError(kind)
+    if count == 0:
+        raise InvalidArgumentError(f"{args.path!r} lists no edges; a graph needs at least one")
+    if unused is not None:
+        print(
+            f"shardwalk: note: {args.path!r} has {unused}; it was not read: pass --weighted to "
+            "use it as edge weights",
+            file=sys.stderr,
+        )
+    return count
+
+
+def _merged(graph: Any, read: int) -> str:
+    """What became of the edges read: duplicates merged (for an undirected graph (v, u)
+    repeats (u, v)) and self-loops kept, counted from the stored graph."""
+    csr = graph.csr
+    rows = np.repeat(np.arange(csr.indptr.size - 1), np.diff(csr.indptr))
+    loops = int(np.count_nonzero(csr.indices == rows))
+    distinct = graph.num_edges if graph.directed else (graph.num_edges + loops) // 2
+    weights = " (their weights summed)" if csr.weights is not None else ""
+    both = "" if graph.directed else " ((v, u) repeats (u, v) in an undirected graph)"
+    return (
+        f"read {read:,} edges: {read - distinct:,} duplicates merged{weights}{both}, "
+        f"{loops:,} self-loops kept"
+    )
+
+
 def cmd_graph_ingest(args: argparse.Namespace) -> int:
     from shardwalk.walks import load_numpy
+    from shardwalk.walks.graph import CSRGraph
+    from shardwalk.walks.loaders import read_edge_list
 
     if not os.path.exists(args.path):
         raise NotFoundError(f"no such file or directory: {args.path!r}")
@@ -770,25 +891,47 @@ def cmd_graph_ingest(args: argparse.Namespace) -> int:
             options["weight"] = "weight"
     elif kind == "npy-dir":
         options["use_weights"] = args.weighted  # weights.npy, when present and asked for
-    elif kind == "snap":
-        options.update(weighted=args.weighted, skip_rows=args.skip_rows, comment=args.comment)
-        if args.delimiter:
-            options["delimiter"] = args.delimiter
+    read = None
+    if kind == "snap":
+        _text_columns(args, weighted=args.weighted, verb="ingest")
+    else:
+        read = _edges_in_file(args, kind)
     t0 = time.perf_counter()
     with _engine_for_writing(args.data) as engine:
         if args.name in engine.graphs():  # before reading a large file
-            raise AlreadyExistsError(f"graph {args.name!r} already exists; drop it first")
-        if kind == "npy-file":
-            csr = load_numpy(args.path, use_weights=args.weighted, directed=not args.undirected)
-            graph = engine.create_graph(args.name, csr)
-        else:
-            fmt = {"npy-dir": "npy"}.get(kind, kind)
-            graph = engine.load_graph(args.name, args.path, format=fmt, **options)
+            raise AlreadyExistsError(
+                f"graph {args.name!r} already exists in {args.data!r}; drop it first ('shardwalk "
+                f"graph drop --data {args.data} --name {args.name}') or choose another --name"
+            )
+        with _waiting(f"graph {args.name!r}"):
+            if kind == "snap":
+                src, dst, weights = read_edge_list(
+                    args.path,
+                    weighted=args.weighted,
+                    comment=args.comment,
+                    delimiter=args.delimiter,
+                    skip_rows=args.skip_rows,
+                )
+                if src.size == 0:
+                    raise InvalidArgumentError(
+                        f"{args.path!r} lists no edges (only comments, blank lines or skipped "
+                        "rows); a graph needs at least one"
+                    )
+                read = int(src.size)
+                csr = CSRGraph.from_edges(src, dst, weights, directed=not args.undirected)
+                del src, dst, weights
+                graph = engine.create_graph(args.name, csr)
+            elif kind == "npy-file":
+                csr = load_numpy(args.path, use_weights=args.weighted, directed=not args.undirected)
+                graph = engine.create_graph(args.name, csr)
+            else:
+                fmt = {"npy-dir": "npy"}.get(kind, kind)
+                graph = engine.load_graph(args.name, args.path, format=fmt, **options)
         print(
             f"graph {args.name!r}: {graph.num_nodes:,} nodes, {graph.num_edges:,} edges "
-            f"({'directed' if graph.directed else 'undirected'}"
+            f"({'directed' if graph.directed else 'undirected, stored both ways'}"
             f"{', weighted' if graph.csr.weights is not None else ''}) "
-            f"in {time.perf_counter() - t0:.1f}s"
+            f"in {time.perf_counter() - t0:.1f}s; {_merged(graph, read)}"
         )
     return 0
 
@@ -926,9 +1069,12 @@ def _read_edges(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nd
         if weighted and weights is None:
             raise InvalidArgumentError(f"{args.path}: --weighted needs an (E, 3) array")
         return ids[:, 0], ids[:, 1], weights
+    _text_columns(args, weighted=weighted, verb=args.graph_command)
     src, dst, weights = read_edge_list(
         args.path, weighted=weighted, delimiter=args.delimiter, skip_rows=args.skip_rows
     )
+    if src.size == 0:
+        raise InvalidArgumentError(f"{args.path!r} lists no edges; nothing to do")
     return src, dst, weights
 
 
@@ -1038,12 +1184,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"shardwalk {_version()}")
+    debug_help = f"on a failure, also print the Python traceback (or set {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(group: Any, name: str, help: str, description: str | None = None) -> Any:
-        return group.add_parser(
+        p = group.add_parser(
             name, help=help, description=description or help, formatter_class=_HelpFormatter
         )
+        # also after the command; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+        return p
 
     p = command(sub, "quickstart", "generate seeded data, build, query, report recall")
     p.add_argument("--data", default="shardwalk-quickstart", help="data directory")
@@ -1387,13 +1538,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "SHARDWALK_DEBUG"
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _one_line(exc: BaseException) -> tuple[str, int]:
+    """The message and exit code of a failure: what went wrong, with which file or port, what
+    to do. Errors shardwalk raises on purpose carry all that; the I/O errors a command line
+    meets (a missing file, a permission, a full disk) are named with their file."""
+    if isinstance(exc, ShardwalkError):
+        return f"{exc} ({exc.code})", 2
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, OSError):
+        where = f" {exc.filename!r}" if exc.filename else ""
+        if exc.filename2:
+            where += f" -> {exc.filename2!r}"
+        reason = exc.strerror or str(exc)
+        hints = {
+            errno.ENOENT: "check the path",
+            errno.EACCES: "check its permissions",
+            errno.EPERM: "check its permissions",
+            errno.ENOSPC: "free some space or use another --data",
+            errno.EROFS: "use a writable directory",
+            errno.EADDRINUSE: "choose another port",
+        }
+        hint = hints.get(exc.errno or 0, "")
+        return f"{reason}{':' if where else ''}{where}{'; ' + hint if hint else ''}", 1
+    if isinstance(exc, MemoryError):
+        return "out of memory; try a smaller --batch or --limit", 1
+    return (
+        f"unexpected {type(exc).__name__}: {exc} (a bug in shardwalk: please report it with "
+        f"the traceback that --debug or {DEBUG_ENV}=1 prints)",
+        1,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A failure prints one line on stderr and returns a non-zero exit code
+    (2 for errors shardwalk raises on purpose, 1 otherwise, 130 on Ctrl-C); ``--debug`` or
+    SHARDWALK_DEBUG=1 also prints the traceback."""
     args = build_parser().parse_args(argv)
+    debug = _debugging(args)
+    if not debug:
+        _quiet_ray_notices()
     try:
         return int(args.run(args))
-    except ShardwalkError as exc:
-        print(f"shardwalk: error: {exc} ({exc.code})", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        message, code = _one_line(exc)
+        if debug:
+            traceback.print_exc()
+        print(f"shardwalk: error: {message}", file=sys.stderr)
+        return code
+
+
+def _quiet_ray_notices() -> None:
+    """Ray logs "Token authentication is enabled for this Ray cluster..." at every local
+    start; a command that starts Ray every run repeats it every run (--debug shows it)."""
+    import logging
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("Token authentication is enabled for")
+
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_Drop())
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""The ``shardwalk`` command: quickstart, ingest, build, search, info, backup, graph
-ingest/fingerprints, ppr."""
+"""The ``shardwalk`` command: quickstart, ingest, build, search, info, backup, serve, graph
+ingest/fingerprints/add-edges/delete-edges/drop, collection drop, ppr, keys new.
+
+A failure prints one line on stderr (what was wrong, with which file or port, what to do) and
+exits non-zero; ``--debug`` or ``SHARDWALK_DEBUG=1`` adds the traceback."""
 
 from __future__ import annotations
 
@@ -629,6 +632,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from shardwalk.validation import check_search_params
 
     params = _parse_params(args.param)
+    if args.queries and args.id is not None:
+        raise InvalidArgumentError(
+            "give --queries FILE or --id ID, not both (--queries searches with the file's "
+            "vectors, --id with the stored vector of one id)"
+        )
+    if args.limit is not None and not args.queries:
+        raise InvalidArgumentError("--limit counts the queries of a --queries file; give one")
     with _open_existing(args.data) as engine:
         collection = engine.collection(args.collection)
         try:
@@ -688,6 +698,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from shardwalk.server.app import serve
 
+    if args.ray_actors is not None and not (args.ray or args.address):
+        raise InvalidArgumentError(
+            "--ray-actors sets the actors of each partitioned collection served from Ray: add "
+            "--ray (a local Ray) or --address ADDR (a cluster)"
+        )
+    if args.old_threads is not None:
+        if args.engine_threads is not None:
+            raise InvalidArgumentError("--threads is the old name of --engine-threads; give one")
+        print(
+            "shardwalk: note: --threads is deprecated: it is now --engine-threads (the threads "
+            "the engine's searches share; the threads running calls are [limits] rpc_threads)",
+            file=sys.stderr,
+        )
+        args.engine_threads = args.old_threads
+    if not args.create and not os.path.isfile(os.path.join(args.data, MANIFEST)):
+        there = "the directory exists" if os.path.isdir(args.data) else "nothing is there"
+        raise NotFoundError(
+            f"no shardwalk data directory at {args.data!r} (no {MANIFEST}; {there}); check "
+            "--data, or pass --create to serve a new, empty data directory there"
+        )
+
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -698,7 +729,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
-        threads=args.threads,
+        threads=args.engine_threads,
         aio=args.aio,
         ray=args.address or args.ray,
         ray_actors=args.ray_actors,
@@ -1011,8 +1042,23 @@ def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
 
 
 def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
-    if args.ray or args.address:
-        _open_existing(args.data).close()  # a mistyped --data creates nothing
+    on_ray = bool(args.ray or args.address)
+    ignored = [f for f, v in (("--mode", args.mode), ("--num-workers", args.num_workers)) if v]
+    if ignored and not on_ray:
+        raise InvalidArgumentError(
+            f"{' and '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to a build "
+            "on Ray: add --ray (a local Ray) or --address ADDR (a cluster); without them the "
+            "fingerprints are built in this process on every core"
+        )
+    args.mode = args.mode or "replicated"
+    with _open_existing(args.data) as engine:  # a mistyped --data creates nothing
+        graph = engine.graph(args.name)
+        if graph.num_nodes == 0:
+            raise FailedPreconditionError(
+                f"graph {args.name!r} has no nodes, so there is nothing to fingerprint; add "
+                "edges first ('shardwalk graph add-edges')"
+            )
+    if on_ray:
         hubs = (
             None
             if args.hubs in ("0", "none")
@@ -1111,6 +1157,11 @@ def cmd_graph_update(args: argparse.Namespace) -> int:
 
 
 def cmd_ppr(args: argparse.Namespace) -> int:
+    if args.method is not None and args.accuracy is not None:
+        raise InvalidArgumentError(
+            f"give --method or --accuracy, not both (--accuracy {args.accuracy} lets the engine "
+            f"pick the method and its parameters; --method {args.method} names one)"
+        )
     seeds: Any = args.seed[0] if len(args.seed) == 1 else list(args.seed)
     # only what was given: None means the graph's own default (its fingerprints' alpha and rule)
     rules = {"alpha": args.alpha, "dangling": args.dangling}
@@ -1147,6 +1198,45 @@ def cmd_ppr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drop(args: argparse.Namespace) -> int:
+    """collection drop / graph drop: delete one collection or graph and its files."""
+    kind = "graph" if args.command == "graph" else "collection"
+    with _open_existing(args.data) as engine:
+        if kind == "collection":
+            names = engine.collections()
+            size = f"{len(engine.collection(args.name)):,} vectors" if args.name in names else ""
+            engine.drop_collection(args.name)
+        else:
+            names = engine.graphs()
+            if args.name in names:
+                graph = engine.graph(args.name)
+                size = f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges"
+            engine.drop_graph(args.name)
+    print(f"dropped {kind} {args.name!r} ({size}) from {args.data}")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    """A new random API key and its SHA-256, with the [[api_keys]] entry that admits it."""
+    import hashlib
+    import secrets
+
+    key = secrets.token_urlsafe(32)  # 256 random bits
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if args.json:
+        print(json.dumps({"key": key, "key_sha256": digest}))
+        return 0
+    who = 'role = "admin"' if args.admin else f"tenant = {json.dumps(args.tenant or 'TENANT')}"
+    print(f"key        {key}")
+    print(f"key_sha256 {digest}")
+    print()
+    print("# the server's config (--config) keeps only the hash; the client sends the key")
+    print("[[api_keys]]")
+    print(f'key_sha256 = "{digest}"')
+    print(who + ("" if args.admin or args.tenant else '  # or role = "admin"'))
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Defaults in the help, except where there is none to show (None, False, [])."""
@@ -1170,11 +1260,11 @@ def _version() -> str:
 INDEXES = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
 
 
-def _ray_flags(p: argparse.ArgumentParser) -> None:
+def _ray_flags(p: argparse.ArgumentParser, workers: str) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--ray", action="store_true", help="run on a local Ray (127.0.0.1)")
     where.add_argument("--address", default=None, help="run on the Ray cluster at ADDR")
-    p.add_argument("--num-workers", type=int, default=None, help="tasks at once on Ray")
+    p.add_argument("--num-workers", type=int, default=None, metavar="N", help=workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1294,7 +1384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON line per query")
     p.set_defaults(run=cmd_search)
 
-    p = command(sub, "graph", "graphs: ingest, fingerprints, add-edges, delete-edges")
+    p = command(sub, "graph", "graphs: ingest, fingerprints, add-edges, delete-edges, drop")
     graph_sub = p.add_subparsers(dest="graph_command", required=True)
     g = command(
         graph_sub,
@@ -1346,7 +1436,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["self_loop", "drop"],
         help="dangling-node rule ('drop' also serves restart queries)",
     )
-    g.add_argument("--top-k", type=int, default=None, help="keep each node's top-k visit counts")
+    g.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="keep only each node's K largest visit counts (default: keep them all)",
+    )
     g.add_argument(
         "--hubs",
         default="auto",
@@ -1354,12 +1450,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="hubs with rows of their own: a number, auto (20%% of in-links, <= 1%% of nodes) or 0",
     )
     g.add_argument("--hub-walks", type=int, default=1000, help="walks per hub row")
-    _ray_flags(g)
+    _ray_flags(g, "tasks at once on Ray (default: one per CPU of the Ray cluster)")
     g.add_argument(
         "--mode",
-        default="replicated",
+        default=None,
         choices=["replicated", "sharded"],
-        help="on Ray: every task holds the graph (replicated) or shard actors each hold a part",
+        help="on Ray: every task holds the graph (replicated) or shard actors each hold a part "
+        "(default: replicated)",
     )
     g.set_defaults(run=cmd_graph_fingerprints)
 
@@ -1383,6 +1480,45 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--delimiter", default=None, help="text column separator")
         g.add_argument("--skip-rows", type=int, default=0, metavar="N", help="header lines")
         g.set_defaults(run=cmd_graph_update)
+
+    g = command(
+        graph_sub,
+        "drop",
+        "delete a graph, its fingerprints and its files",
+        "Delete a graph, its fingerprints and its files from a data directory no server has "
+        "open (a server drops one with DropGraph, admin key).",
+    )
+    g.add_argument("--data", required=True, help="data directory (must exist)")
+    g.add_argument("--name", required=True, help="graph name")
+    g.set_defaults(run=cmd_drop)
+
+    p = command(sub, "collection", "collections: drop")
+    collection_sub = p.add_subparsers(dest="collection_command", required=True)
+    c = command(
+        collection_sub,
+        "drop",
+        "delete a collection and its files",
+        "Delete a collection and its files from a data directory no server has open (a "
+        "server drops one with DropCollection, admin key).",
+    )
+    c.add_argument("--data", required=True, help="data directory (must exist)")
+    c.add_argument("--name", required=True, help="collection name")
+    c.set_defaults(run=cmd_drop)
+
+    p = command(sub, "keys", "API keys: new")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True)
+    k = command(
+        keys_sub,
+        "new",
+        "make a random API key and its key_sha256",
+        "Print a new random API key (256 bits) and its SHA-256, with the [[api_keys]] entry for "
+        "the server's config: the config keeps only key_sha256, the client sends the key.",
+    )
+    who = k.add_mutually_exclusive_group()
+    who.add_argument("--tenant", help="the tenant the key's calls are scoped to")
+    who.add_argument("--admin", action="store_true", help="an admin key")
+    k.add_argument("--json", action="store_true", help='print {"key": ..., "key_sha256": ...}')
+    k.set_defaults(run=cmd_keys_new)
 
     p = command(sub, "ppr", "personalized PageRank from seed nodes")
     p.add_argument("--data", required=True, help="data directory (must exist)")
@@ -1432,19 +1568,41 @@ def build_parser() -> argparse.ArgumentParser:
         "the partitioned collections' partitions live in Ray actors (every node must see the "
         "data directory).",
     )
-    p.add_argument("--data", required=True, help="data directory (created if missing)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="data directory (must exist: made by ingest, build or graph ingest; see --create)",
+    )
+    p.add_argument(
+        "--create",
+        action="store_true",
+        help="create --data as a new, empty data directory if nothing is there",
+    )
     p.add_argument(
         "--config", required=True, help="TOML file: [[api_keys]], [limits], [tls], [server]"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=_port, default=50051, help="port (0 picks a free one)")
-    p.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (default: no metrics endpoint)",
+    )
     p.add_argument(
         "--metrics-host",
         default="127.0.0.1",
         help="address the metrics endpoint listens on (it has no authentication)",
     )
-    p.add_argument("--threads", type=int, help="engine thread budget (default: the cores)")
+    p.add_argument(
+        "--engine-threads",
+        type=int,
+        metavar="N",
+        help="threads the engine's searches and builds share (default: the cores); the "
+        "threads that run calls are [limits] rpc_threads in --config",
+    )
+    # the old spelling, read like [limits] threads: still accepted, with a note
+    p.add_argument("--threads", type=int, dest="old_threads", help=argparse.SUPPRESS)
     p.add_argument("--aio", action="store_true", help="serve with grpc.aio (default: sync)")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -1504,7 +1662,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="attribute column (repeatable; default: every other column)",
     )
-    _ray_flags(p)
+    _ray_flags(
+        p,
+        "tasks at once on Ray, or threads without it (default: one per CPU of the Ray cluster, "
+        "or per core here)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_build)
 

@@ -630,7 +630,8 @@ def serve(
             engine.collection(name)
         for name in engine.graphs():
             engine.graph(name)
-        server = (AioServer if aio else Server)(engine, config, host=host, port=port).start()
+        # bound but not started: a metrics port in use fails before anything was served
+        server = (AioServer if aio else Server)(engine, config, host=host, port=port)
         if metrics_port is not None:
             try:
                 httpd, _ = start_http_server(
@@ -643,6 +644,7 @@ def serve(
                     f"cannot serve metrics on {metrics_host}:{metrics_port}: "
                     f"{exc.strerror or exc}; choose another --metrics-port"
                 ) from None
+        server.start()
         scheme = "plaintext"
         if config.tls_cert is not None:
             scheme = "TLS" if config.tls_client_ca is None else "mutual TLS"

@@ -219,7 +219,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         bar.close()
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        collection.flush()
+        with _waiting("snapshot"):
+            collection.flush()
         flush = time.perf_counter() - t0
     print(
         f"built a {args.index!r} collection in {path} in {build:.1f}s "
@@ -260,7 +261,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"reopened in {opened:.2f}s; {len(collection):,} vectors", file=out)
         print(
             f"query 0: top-3 ids {result.ids[0, :3].tolist()} distances "
-            f"{np.round(result.distances[0, :3], 3).tolist()}",
+            f"{[round(float(d), 3) for d in result.distances[0, :3]]}",
             file=out,
         )
         for i, id_ in enumerate(records.ids.tolist()):
@@ -383,7 +384,8 @@ def _quickstart_ppr(
         engine.drop_graph("quickstart")
     graph = engine.create_graph("quickstart", csr)
     made = time.perf_counter() - t0
-    built = graph.build_fingerprints(walks_per_node=10, alpha=0.15, seed=args.seed)
+    with _waiting("fingerprints"):
+        built = graph.build_fingerprints(walks_per_node=10, alpha=0.15, seed=args.seed)
     print(
         f"graph: {graph.num_nodes:,} nodes, {graph.num_edges:,} edges (power law, seed "
         f"{args.seed}) in {made:.1f}s; fingerprints R=10 in {built['seconds']:.2f}s "
@@ -985,22 +987,23 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     params = _parse_params(args.param)
     try:
-        report = build_collection(
-            args.data,
-            args.collection,
-            args.input,
-            index=args.index,
-            metric=args.metric,
-            id_column=args.id_column,
-            vector_column=args.vector_column,
-            tenant_column=args.tenant_column,
-            shared_with_column=args.shared_with_column,
-            attribute_columns=args.attribute_column or None,
-            num_workers=args.num_workers,
-            address=args.address,
-            ray=args.ray,
-            **params,
-        )
+        with _waiting(f"build {args.collection!r}"):
+            report = build_collection(
+                args.data,
+                args.collection,
+                args.input,
+                index=args.index,
+                metric=args.metric,
+                id_column=args.id_column,
+                vector_column=args.vector_column,
+                tenant_column=args.tenant_column,
+                shared_with_column=args.shared_with_column,
+                attribute_columns=args.attribute_column or None,
+                num_workers=args.num_workers,
+                address=args.address,
+                ray=args.ray,
+                **params,
+            )
     except InvalidArgumentError as exc:
         raise _with_param_types(exc, args.param) from None
     report.pop("tasks", None)
@@ -1019,20 +1022,21 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
     from shardwalk.jobs import build_fingerprints
 
-    stats = build_fingerprints(
-        args.data,
-        args.name,
-        walks_per_node=args.walks_per_node,
-        alpha=args.alpha,
-        seed=args.seed,
-        dangling=args.dangling,
-        top_k=args.top_k,
-        hubs=hubs,
-        hub_walks=args.hub_walks,
-        mode=args.mode,
-        num_workers=args.num_workers,
-        address=args.address,
-    )
+    with _waiting(f"fingerprints of {args.name!r} on Ray"):
+        stats = build_fingerprints(
+            args.data,
+            args.name,
+            walks_per_node=args.walks_per_node,
+            alpha=args.alpha,
+            seed=args.seed,
+            dangling=args.dangling,
+            top_k=args.top_k,
+            hubs=hubs,
+            hub_walks=args.hub_walks,
+            mode=args.mode,
+            num_workers=args.num_workers,
+            address=args.address,
+        )
     print(
         f"fingerprints of {args.name!r} on Ray ({args.mode}, {stats['workers']} workers): "
         f"R={args.walks_per_node}, alpha={args.alpha}, {stats['seconds']:.2f}s, "
@@ -1069,19 +1073,20 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
         return _fingerprints_on_ray(args, hubs)
     with _open_existing(args.data) as engine:
         graph = engine.graph(args.name)
-        stats = graph.build_fingerprints(
-            walks_per_node=args.walks_per_node,
-            alpha=args.alpha,
-            seed=args.seed,
-            dangling=args.dangling,
-            top_k=args.top_k,
-            hubs=None
-            if args.hubs in ("0", "none")
-            else "auto"
-            if args.hubs == "auto"
-            else int(args.hubs),
-            hub_walks=args.hub_walks,
-        )
+        with _waiting(f"fingerprints of {args.name!r}"):
+            stats = graph.build_fingerprints(
+                walks_per_node=args.walks_per_node,
+                alpha=args.alpha,
+                seed=args.seed,
+                dangling=args.dangling,
+                top_k=args.top_k,
+                hubs=None
+                if args.hubs in ("0", "none")
+                else "auto"
+                if args.hubs == "auto"
+                else int(args.hubs),
+                hub_walks=args.hub_walks,
+            )
     print(
         f"fingerprints of {args.name!r}: R={args.walks_per_node}, alpha={args.alpha}, "
         f"{stats['seconds']:.2f}s, {stats['steps_per_second'] / 1e6:.1f}M steps/s, "
@@ -1716,6 +1721,13 @@ def _one_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", 130
     if isinstance(exc, OSError):
+        if (
+            exc.errno in (errno.EEXIST, errno.ENOTDIR)
+            and exc.filename
+            and os.path.lexists(exc.filename)
+            and not os.path.isdir(exc.filename)
+        ):  # os.makedirs under a file
+            return f"{exc.filename!r} is a file where a directory is needed; check the path", 1
         where = f" {exc.filename!r}" if exc.filename else ""
         if exc.filename2:
             where += f" -> {exc.filename2!r}"

@@ -521,7 +521,8 @@ def _resolve_creation(args: argparse.Namespace, params: dict[str, Any], existing
         if value is not None and value != actual[option]:
             raise InvalidArgumentError(
                 f"collection {args.collection!r} exists with {option} {actual[option]!r}; "
-                f"--{option} {value} applies only when creating a collection (drop it first or "
+                f"--{option} {value} applies only when creating a collection (drop it first: "
+                f"'shardwalk collection drop --data {args.data} --name {args.collection}', or "
                 "use another --collection)"
             )
     for key, value in params.items():
@@ -680,6 +681,17 @@ def cmd_search(args: argparse.Namespace) -> int:
                 print(f"query {i}: {pairs}")
             print(f"{queries.shape[0]} queries in {seconds * 1e3:.1f} ms", file=sys.stderr)
     return 0
+
+
+def _count(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (said with the flag the user typed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -1269,7 +1281,7 @@ def _ray_flags(p: argparse.ArgumentParser, workers: str) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--ray", action="store_true", help="run on a local Ray (127.0.0.1)")
     where.add_argument("--address", default=None, help="run on the Ray cluster at ADDR")
-    p.add_argument("--num-workers", type=int, default=None, metavar="N", help=workers)
+    p.add_argument("--num-workers", type=_count, default=None, metavar="N", help=workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1293,11 +1305,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sub, "quickstart", "generate seeded data, build, query, report recall")
     p.add_argument("--data", default="shardwalk-quickstart", help="data directory")
-    p.add_argument("--n", type=int, default=200_000, help="vectors to generate")
-    p.add_argument("--dim", type=int, default=96, help="vector dimension")
-    p.add_argument("--queries", type=int, default=1_000, help="queries to generate")
+    p.add_argument("--n", type=_count, default=200_000, help="vectors to generate")
+    p.add_argument("--dim", type=_count, default=96, help="vector dimension")
+    p.add_argument("--queries", type=_count, default=1_000, help="queries to generate")
     p.add_argument("--index", default="hnsw", choices=INDEXES, help="index kind")
-    p.add_argument("--batch", type=int, default=10_000, help="vectors per upsert")
+    p.add_argument("--batch", type=_count, default=10_000, help="vectors per upsert")
     p.add_argument("--seed", type=int, default=0, help="random seed of the data")
     p.add_argument(
         "--edges-per-node",
@@ -1365,8 +1377,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the stored vectors of ids the collection already has (refused otherwise)",
     )
-    p.add_argument("--batch", type=int, default=10_000, help="vectors per write")
-    p.add_argument("--limit", type=int, default=None, help="ingest only the first N vectors")
+    p.add_argument("--batch", type=_count, default=10_000, help="vectors per write")
+    p.add_argument("--limit", type=_count, default=None, help="ingest only the first N vectors")
     p.add_argument("--vector-column", default="vector", help="Parquet column of the vectors")
     p.add_argument("--tenant-column", default=None, help="Parquet column of the owner tenants")
     p.add_argument("--hdf5-dataset", default="train", help="HDF5 dataset to read")
@@ -1377,8 +1389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", required=True, help="collection name")
     p.add_argument("--queries", help="file of query vectors (any ingest format)")
     p.add_argument("--id", type=int, help="search with the stored vector of this id")
-    p.add_argument("--limit", type=int, default=None, help="only the first N queries")
-    p.add_argument("--k", type=int, default=10, help="neighbours per query")
+    p.add_argument("--limit", type=_count, default=None, help="only the first N queries")
+    p.add_argument("--k", type=_count, default=10, help="neighbours per query")
     p.add_argument(
         "--param",
         action="append",
@@ -1432,7 +1444,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = command(graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints")
     g.add_argument("--data", required=True, help="data directory (must exist)")
     g.add_argument("--name", required=True, help="graph name")
-    g.add_argument("--walks-per-node", type=int, default=10, help="R, walks from every node")
+    g.add_argument("--walks-per-node", type=_count, default=10, help="R, walks from every node")
     g.add_argument("--alpha", type=float, default=0.15, help="stop probability")
     g.add_argument("--seed", type=int, default=0, help="random seed of the walks")
     g.add_argument(
@@ -1443,7 +1455,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--top-k",
-        type=int,
+        type=_count,
         default=None,
         metavar="K",
         help="keep only each node's K largest visit counts (default: keep them all)",
@@ -1454,7 +1466,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_hubs,
         help="hubs with rows of their own: a number, auto (20%% of in-links, <= 1%% of nodes) or 0",
     )
-    g.add_argument("--hub-walks", type=int, default=1000, help="walks per hub row")
+    g.add_argument("--hub-walks", type=_count, default=1000, help="walks per hub row")
     _ray_flags(g, "tasks at once on Ray (default: one per CPU of the Ray cluster)")
     g.add_argument(
         "--mode",
@@ -1481,7 +1493,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--name", required=True, help="graph name")
         if verb == "add-edges":
             g.add_argument("--weighted", action="store_true", help="read weights (third column)")
-        g.add_argument("--batch-size", type=int, default=100_000, help="edges per durable batch")
+        g.add_argument("--batch-size", type=_count, default=100_000, help="edges per durable batch")
         g.add_argument("--delimiter", default=None, help="text column separator")
         g.add_argument("--skip-rows", type=int, default=0, metavar="N", help="header lines")
         g.set_defaults(run=cmd_graph_update)
@@ -1535,7 +1547,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="seed node id (repeat for several, equally weighted)",
     )
-    p.add_argument("--k", type=int, default=20, help="top nodes to print")
+    p.add_argument("--k", type=_count, default=20, help="top nodes to print")
     p.add_argument(
         "--method",
         default=None,
@@ -1601,13 +1613,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--engine-threads",
-        type=int,
+        type=_count,
         metavar="N",
         help="threads the engine's searches and builds share (default: the cores); the "
         "threads that run calls are [limits] rpc_threads in --config",
     )
     # the old spelling, read like [limits] threads: still accepted, with a note
-    p.add_argument("--threads", type=int, dest="old_threads", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=_count, dest="old_threads", help=argparse.SUPPRESS)
     p.add_argument("--aio", action="store_true", help="serve with grpc.aio (default: sync)")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -1618,7 +1630,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--address", default=None, help="... from actors on the Ray cluster at ADDR")
     p.add_argument(
         "--ray-actors",
-        type=int,
+        type=_count,
         default=None,
         help="actors per partitioned collection (default: one per CPU, at most one per partition)",
     )

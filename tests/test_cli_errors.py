@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import select
 import socket
 import struct
@@ -304,3 +305,27 @@ def test_progress_on_a_terminal_and_none_when_piped(ran: dict[str, dict], tmp_pa
     text = drawn.decode(errors="replace")
     assert "check v.npy" in text and "ingest v.npy" in text and "vectors/s" in text, text
     assert "\r" in text  # redrawn in place
+
+
+def test_quickstart_prints_distances_rounded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["quickstart", "--data", str(tmp_path / "q"), "--n", "2000", "--queries", "50"]
+    assert main([*argv, "--edges-per-node", "0", "--index", "flat"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("query 0: top-3 ids"))
+    # float32 values printed as Python floats showed spurious digits (4.624000072479248)
+    assert re.search(r"distances \[\d+\.\d{1,3}, \d+\.\d{1,3}, \d+\.\d{1,3}\]$", line), line
+
+
+def test_counts_are_checked_with_the_flag_named(capsys: pytest.CaptureFixture) -> None:
+    for argv in (
+        ["graph", "fingerprints", "--data", "d", "--name", "g", "--num-workers", "0"],
+        ["search", "--data", "d", "--collection", "c", "--id", "1", "--k", "-3"],
+        ["serve", "--data", "d", "--config", "c", "--engine-threads", "x"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        flag = argv[-2]
+        assert f"argument {flag}: expected an integer >= 1; got {argv[-1]!r}" in (
+            capsys.readouterr().err
+        )

@@ -1067,6 +1067,7 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
             "fingerprints are built in this process on every core"
         )
     args.mode = args.mode or "replicated"
+    hubs = None if args.hubs in ("0", "none") else "auto" if args.hubs == "auto" else int(args.hubs)
     with _open_existing(args.data) as engine:  # a mistyped --data creates nothing
         graph = engine.graph(args.name)
         if graph.num_nodes == 0:
@@ -1074,31 +1075,19 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
                 f"graph {args.name!r} has no nodes, so there is nothing to fingerprint; add "
                 "edges first ('shardwalk graph add-edges')"
             )
-    if on_ray:
-        hubs = (
-            None
-            if args.hubs in ("0", "none")
-            else "auto"
-            if args.hubs == "auto"
-            else int(args.hubs)
-        )
+        if not on_ray:
+            with _waiting(f"fingerprints of {args.name!r}"):
+                stats = graph.build_fingerprints(
+                    walks_per_node=args.walks_per_node,
+                    alpha=args.alpha,
+                    seed=args.seed,
+                    dangling=args.dangling,
+                    top_k=args.top_k,
+                    hubs=hubs,
+                    hub_walks=args.hub_walks,
+                )
+    if on_ray:  # the job opens the data directory itself
         return _fingerprints_on_ray(args, hubs)
-    with _open_existing(args.data) as engine:
-        graph = engine.graph(args.name)
-        with _waiting(f"fingerprints of {args.name!r}"):
-            stats = graph.build_fingerprints(
-                walks_per_node=args.walks_per_node,
-                alpha=args.alpha,
-                seed=args.seed,
-                dangling=args.dangling,
-                top_k=args.top_k,
-                hubs=None
-                if args.hubs in ("0", "none")
-                else "auto"
-                if args.hubs == "auto"
-                else int(args.hubs),
-                hub_walks=args.hub_walks,
-            )
     print(
         f"fingerprints of {args.name!r}: R={args.walks_per_node}, alpha={args.alpha}, "
         f"{stats['seconds']:.2f}s, {stats['steps_per_second'] / 1e6:.1f}M steps/s, "
@@ -1303,6 +1292,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
         return p
 
+    def group(name: str, help: str) -> Any:
+        """A command of subcommands (``shardwalk graph ingest``)."""
+        return command(sub, name, help).add_subparsers(dest=f"{name}_command", required=True)
+
     p = command(sub, "quickstart", "generate seeded data, build, query, report recall")
     p.add_argument("--data", default="shardwalk-quickstart", help="data directory")
     p.add_argument("--n", type=_count, default=200_000, help="vectors to generate")
@@ -1401,8 +1394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON line per query")
     p.set_defaults(run=cmd_search)
 
-    p = command(sub, "graph", "graphs: ingest, fingerprints, add-edges, delete-edges, drop")
-    graph_sub = p.add_subparsers(dest="graph_command", required=True)
+    graph_sub = group("graph", "graphs: ingest, fingerprints, add-edges, delete-edges, drop")
     g = command(
         graph_sub,
         "ingest",
@@ -1498,34 +1490,24 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--skip-rows", type=int, default=0, metavar="N", help="header lines")
         g.set_defaults(run=cmd_graph_update)
 
-    g = command(
-        graph_sub,
-        "drop",
-        "delete a graph, its fingerprints and its files",
-        "Delete a graph, its fingerprints and its files from a data directory no server has "
-        "open (a server drops one with DropGraph, admin key).",
-    )
-    g.add_argument("--data", required=True, help="data directory (must exist)")
-    g.add_argument("--name", required=True, help="graph name")
-    g.set_defaults(run=cmd_drop)
+    collection_sub = group("collection", "collections: drop")
+    for group, kind, what in (
+        (graph_sub, "graph", "a graph, its fingerprints and its files"),
+        (collection_sub, "collection", "a collection and its files"),
+    ):
+        d = command(
+            group,
+            "drop",
+            f"delete {what}",
+            f"Delete {what} from a data directory no server has open (a server drops one with "
+            f"Drop{kind.title()}, admin key).",
+        )
+        d.add_argument("--data", required=True, help="data directory (must exist)")
+        d.add_argument("--name", required=True, help=f"{kind} name")
+        d.set_defaults(run=cmd_drop)
 
-    p = command(sub, "collection", "collections: drop")
-    collection_sub = p.add_subparsers(dest="collection_command", required=True)
-    c = command(
-        collection_sub,
-        "drop",
-        "delete a collection and its files",
-        "Delete a collection and its files from a data directory no server has open (a "
-        "server drops one with DropCollection, admin key).",
-    )
-    c.add_argument("--data", required=True, help="data directory (must exist)")
-    c.add_argument("--name", required=True, help="collection name")
-    c.set_defaults(run=cmd_drop)
-
-    p = command(sub, "keys", "API keys: new")
-    keys_sub = p.add_subparsers(dest="keys_command", required=True)
     k = command(
-        keys_sub,
+        group("keys", "API keys: new"),
         "new",
         "make a random API key and its key_sha256",
         "Print a new random API key (256 bits) and its SHA-256, with the [[api_keys]] entry for "

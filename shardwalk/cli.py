@@ -1491,12 +1491,12 @@ def build_parser() -> argparse.ArgumentParser:
         g.set_defaults(run=cmd_graph_update)
 
     collection_sub = group("collection", "collections: drop")
-    for group, kind, what in (
+    for parent, kind, what in (
         (graph_sub, "graph", "a graph, its fingerprints and its files"),
         (collection_sub, "collection", "a collection and its files"),
     ):
         d = command(
-            group,
+            parent,
             "drop",
             f"delete {what}",
             f"Delete {what} from a data directory no server has open (a server drops one with "

@@ -100,6 +100,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 6 lines: (1, 2) twice, (2, 1) (a duplicate once undirected), a self-loop twice
     (root / "dups.txt").write_text("1 2\n1 2\n2 1\n3 3\n3 3\n4 5\n")
     (root / "chain.txt").write_text("1 2\n2 3\n3 4\n")
+    table = {"src": [1, 2], "dst": [2, 3], "weight": [0.5, 2.0]}
+    pq.write_table(pa.table(table), root / "weighted.parquet")
+    pq.write_table(pa.table(table).slice(0, 0), root / "none.parquet")
+    np.save(root / "weighted.npy", np.array([[1, 2, 0.5], [2, 3, 2.0]]))
     (root / "server.toml").write_text('[[api_keys]]\nkey = "admin-key-0000"\nrole = "admin"\n')
     with shardwalk.Engine.open(root / "db") as engine:
         engine.create_graph("chain", np.array([[1, 2], [2, 3], [3, 4]]))
@@ -136,6 +140,9 @@ def ran(workdir: Path) -> dict[str, dict]:
             "dups": "graph ingest dups.txt --data g1 --name d",
             "dups undirected": "graph ingest dups.txt --data g1 --name u --undirected",
             "exists": "graph ingest chain.txt --data g1 --name d",
+            "parquet weights": "graph ingest weighted.parquet --data g1 --name pw",
+            "npy weights": "graph ingest weighted.npy --data g1 --name nw",
+            "empty parquet": "graph ingest none.parquet --data g1 --name pe",
             "delete five": "graph delete-edges five.txt --data db --name chain",
             "mode": "graph fingerprints --data db --name chain --mode sharded",
             "workers": "graph fingerprints --data db --name chain --num-workers 2",
@@ -183,6 +190,11 @@ def test_nothing_is_accepted_without_a_word(ran: dict[str, dict], workdir: Path)
     assert merged in ran["dups undirected"]["out"]
     one_line(ran["exists"], "graph 'd' already exists", "shardwalk graph drop --data g1 --name d")
     one_line(ran["delete five"], "'five.txt': line 1 has 5 columns")
+    for name, what in (("parquet", "a 'weight' column"), ("npy", "a third column (weights)")):
+        result = ran[f"{name} weights"]
+        assert result["code"] == 0 and "read 2 edges: 0 duplicates merged" in result["out"]
+        assert f"has {what}; it was not read: pass --weighted" in result["err"], result
+    one_line(ran["empty parquet"], "'none.parquet' lists no edges")
     one_line(ran["mode"], "--mode applies to a build on Ray", "--ray", "--address")
     one_line(ran["workers"], "--num-workers applies to a build on Ray")
     one_line(ran["queries and id"], "give --queries FILE or --id ID, not both")
@@ -191,7 +203,7 @@ def test_nothing_is_accepted_without_a_word(ran: dict[str, dict], workdir: Path)
     one_line(ran["ray actors"], "--ray-actors", "add --ray", "--address")
     assert not (workdir / "typo").exists()
     with shardwalk.Engine.open(workdir / "g1") as engine:
-        assert sorted(engine.graphs()) == ["d", "u", "w"]
+        assert sorted(engine.graphs()) == ["d", "nw", "pw", "u", "w"]
         assert engine.graph("w").csr.weights is None
         assert engine.graph("d").num_edges == 4  # 1->2, 2->1, 3->3, 4->5
     with shardwalk.Engine.open(workdir / "db") as engine:

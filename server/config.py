@@ -166,6 +166,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise InvalidArgumentError(f"config file {os.fspath(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidArgumentError(f"config file {os.fspath(path)!r} is not TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidArgumentError(
+            f"config file {os.fspath(path)!r} is not TOML: it is not UTF-8 text (check --config)"
+        ) from None
     return parse_config(raw, where=os.fspath(path), base=os.path.dirname(os.fspath(path)))
 
 

@@ -136,12 +136,18 @@ def _open_existing(path: str) -> Any:
     from shardwalk import Engine
 
     if not os.path.isfile(os.path.join(path, MANIFEST)):
-        there = "the directory exists" if os.path.isdir(path) else "nothing is there"
+        there = _what_is_there(path)
         raise NotFoundError(
             f"no shardwalk data directory at {path!r} (no {MANIFEST}; {there}); check --data, "
             "or create one with 'shardwalk ingest' or 'shardwalk graph ingest'"
         )
     return Engine.open(path)
+
+
+def _what_is_there(path: str) -> str:
+    if os.path.isdir(path):
+        return "the directory exists"
+    return "a file is there" if os.path.lexists(path) else "nothing is there"
 
 
 @contextlib.contextmanager
@@ -727,7 +733,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         args.engine_threads = args.old_threads
     if not args.create and not os.path.isfile(os.path.join(args.data, MANIFEST)):
-        there = "the directory exists" if os.path.isdir(args.data) else "nothing is there"
+        there = _what_is_there(args.data)
         raise NotFoundError(
             f"no shardwalk data directory at {args.data!r} (no {MANIFEST}; {there}); check "
             "--data, or pass --create to serve a new, empty data directory there"

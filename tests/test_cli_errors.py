@@ -132,6 +132,9 @@ def ran(workdir: Path) -> dict[str, dict]:
             "metrics": f"{serve} --port 0 --metrics-port {port}",
             "empty graph": "graph fingerprints --data db --name empty --ray",
             "file in the way": "ingest vectors.npy --data garbage.npy/sub --collection c",
+            "binary edges": "graph add-edges garbage.npy --data db --name chain",
+            "binary config": "serve --data db --config garbage.npy",
+            "data is a file": "info --data garbage.npy",
             # nothing accepted without a word
             "empty": "graph ingest empty.txt --data g1 --name e",
             "five": "graph ingest five.txt --data g1 --name f",
@@ -175,6 +178,10 @@ def test_bad_files_and_ports_get_one_line(ran: dict[str, dict], workdir: Path) -
     one_line(ran["metrics"], f"cannot serve metrics on 127.0.0.1:{port}", "--metrics-port")
     one_line(ran["empty graph"], "graph 'empty' has no nodes", "graph add-edges")
     one_line(ran["file in the way"], "'garbage.npy' is a file where a directory is needed", code=1)
+    one_line(ran["binary edges"], "garbage.npy holds binary data (line 1 is not text)")
+    assert "note" not in ran["binary edges"]["err"]
+    one_line(ran["binary config"], "config file 'garbage.npy' is not TOML", "--config")
+    one_line(ran["data is a file"], "(no manifest.json; a file is there)")
     assert not (workdir / "new1").exists()  # failed ingests leave nothing behind
 
 

@@ -119,7 +119,10 @@ def _read_table(
 
     def on_invalid(row: Any) -> str:
         # mid-file comments and whitespace-only lines; anything else is an error
-        text = row.text.lstrip(" \t")
+        try:
+            text = row.text.lstrip(" \t")
+        except UnicodeDecodeError:  # binary further down: the line-by-line pass names it
+            return "error"
         return "skip" if not text.strip() or text.startswith(markers) else "error"
 
     names = [f"c{i}" for i in range(ncols)]
@@ -223,21 +226,36 @@ def _raise_bad_line(
                 raise _bad_line(path, lineno, data_line, line, ncols, weighted)
 
 
+def _binary(line: bytes) -> bool:
+    """A NUL byte, or bytes that are not UTF-8: not a line of a text file."""
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        return True
+    return b"\0" in line
+
+
 def _markers(comment: str) -> frozenset[bytes]:
     return frozenset(comment[i : i + 1].encode() for i in range(len(comment)))
 
 
 def _first_data_line(
-    open_stream: Callable[[], Any], markers: frozenset[bytes], skip_rows: int
+    open_stream: Callable[[], Any], markers: frozenset[bytes], skip_rows: int, path: Any
 ) -> tuple[int, bytes | None]:
     """The lines before the first line to parse (leading comments, blank lines and
-    ``skip_rows`` data lines), and that line (None if the file has no data line)."""
+    ``skip_rows`` data lines), and that line (None if the file has no data line). A binary
+    file is refused here, saying what it is not."""
     skip, data_line = 0, 0
     with open_stream() as stream:
         for line in _lines(stream):
             if not _is_skipped(line, markers):
                 data_line += 1
                 if data_line > skip_rows:
+                    if _binary(line):
+                        raise InvalidArgumentError(
+                            f"{path} holds binary data (line {skip + 1} is not text), not a "
+                            f"text edge list; {_ACCEPTED}"
+                        )
                     return skip, line
             skip += 1
     return skip, None
@@ -256,7 +274,7 @@ def edge_list_columns(
     reading it all; :func:`read_edge_list` itself ignores columns it is not told to use."""
     open_stream = _opener(Path(path))
     sep = delimiter.encode() if delimiter is not None and delimiter.strip() else None
-    skip, first = _first_data_line(open_stream, _markers(comment), skip_rows)
+    skip, first = _first_data_line(open_stream, _markers(comment), skip_rows, path)
     return None if first is None else (skip + 1, len(_fields(first, sep)))
 
 
@@ -338,12 +356,7 @@ def read_edge_list(
     if sep is not None and len(sep) != 1:
         raise InvalidArgumentError(f"delimiter must be one character; got {delimiter!r}")
     marks = _markers(comment)
-    skip, first = _first_data_line(open_stream, marks, skip_rows)
-    if first is not None and b"\0" in first:
-        raise InvalidArgumentError(
-            f"{path} holds binary data (a NUL byte on line {skip + 1}), not a text edge "
-            f"list; {_ACCEPTED}"
-        )
+    skip, first = _first_data_line(open_stream, marks, skip_rows, path)
     if first is None:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0) if weighted else None
     ncols = len(_fields(first, sep))

@@ -212,17 +212,19 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
             "quickstart", dim=args.dim, metric="l2", index=args.index
         )
         bar = _progress(args.n, "upsert")
-        t0 = time.perf_counter()
-        for start in range(0, args.n, args.batch):
-            stop = min(args.n, start + args.batch)
-            collection.upsert(
-                data.ids[start:stop],
-                data.vectors[start:stop],
-                tenants=data.tenants[start:stop],
-                attributes={n: v[start:stop] for n, v in data.attributes.items()},
-            )
-            bar.update(stop - start)
-        bar.close()
+        try:
+            t0 = time.perf_counter()
+            for start in range(0, args.n, args.batch):
+                stop = min(args.n, start + args.batch)
+                collection.upsert(
+                    data.ids[start:stop],
+                    data.vectors[start:stop],
+                    tenants=data.tenants[start:stop],
+                    attributes={n: v[start:stop] for n, v in data.attributes.items()},
+                )
+                bar.update(stop - start)
+        finally:
+            bar.close()
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
         with _waiting("snapshot"):
@@ -466,45 +468,47 @@ def _check_source(source: Any, path: str, *, name: str, dim: int, metric: str, k
     types: dict[str, str] = dict(known.stats()["attributes"]) if known is not None else {}
     id_chunks = []
     bar = _progress(source.count, f"check {label}")
-    start = 0
-    for batch in source.batches:
-        n = batch.vectors.shape[0]
-        if batch.vectors.shape[1] != dim:
-            target = f"collection {name!r} expects" if known is not None else "expected"
-            raise InvalidArgumentError(
-                f"{path!r} has vectors of dimension {batch.vectors.shape[1]}; {target} {dim}"
-            )
-        finite = np.isfinite(batch.vectors).all(axis=1)
-        if not finite.all():
-            bad = start + np.flatnonzero(~finite)
-            raise InvalidArgumentError(
-                f"{path!r}: {_rows(bad, 'holds', 'hold')} NaN or infinite values (or values "
-                "beyond float32 range); clean or drop them (rows count from 0); nothing was "
-                "written"
-            )
-        if metric == "cosine":
-            zero = start + np.flatnonzero(~batch.vectors.any(axis=1))
-            if zero.size:
+    try:
+        start = 0
+        for batch in source.batches:
+            n = batch.vectors.shape[0]
+            if batch.vectors.shape[1] != dim:
+                target = f"collection {name!r} expects" if known is not None else "expected"
                 raise InvalidArgumentError(
-                    f"{path!r}: {_rows(zero, 'is', 'are')} all zeros; cosine distance needs "
-                    "non-zero vectors (rows count from 0); nothing was written"
+                    f"{path!r} has vectors of dimension {batch.vectors.shape[1]}; {target} {dim}"
                 )
-        id_chunks.append(check_ids(batch.ids, what=f"ids ({source.describe_ids()})"))
-        if batch.tenants is not None:
-            tenant_array(batch.tenants, n)
-        for field in attribute_table(batch.attributes or None, n).schema:
-            kind, seen = str(field.type), types.get(field.name)
-            if seen is None or seen == "null":  # all values missing so far: any type fits
-                types[field.name] = kind
-            elif kind not in (seen, "null"):
-                where = f"collection {name!r}" if known is not None else "the rows before"
+            finite = np.isfinite(batch.vectors).all(axis=1)
+            if not finite.all():
+                bad = start + np.flatnonzero(~finite)
                 raise InvalidArgumentError(
-                    f"{path!r}: attribute {field.name!r} holds {kind} in the rows from {start}; "
-                    f"it holds {seen} in {where}"
+                    f"{path!r}: {_rows(bad, 'holds', 'hold')} NaN or infinite values (or values "
+                    "beyond float32 range); clean or drop them (rows count from 0); nothing was "
+                    "written"
                 )
-        start += n
-        bar.update(n)
-    bar.close()
+            if metric == "cosine":
+                zero = start + np.flatnonzero(~batch.vectors.any(axis=1))
+                if zero.size:
+                    raise InvalidArgumentError(
+                        f"{path!r}: {_rows(zero, 'is', 'are')} all zeros; cosine distance needs "
+                        "non-zero vectors (rows count from 0); nothing was written"
+                    )
+            id_chunks.append(check_ids(batch.ids, what=f"ids ({source.describe_ids()})"))
+            if batch.tenants is not None:
+                tenant_array(batch.tenants, n)
+            for field in attribute_table(batch.attributes or None, n).schema:
+                kind, seen = str(field.type), types.get(field.name)
+                if seen is None or seen == "null":  # all values missing so far: any type fits
+                    types[field.name] = kind
+                elif kind not in (seen, "null"):
+                    where = f"collection {name!r}" if known is not None else "the rows before"
+                    raise InvalidArgumentError(
+                        f"{path!r}: attribute {field.name!r} holds {kind} in the rows from {start}; "
+                        f"it holds {seen} in {where}"
+                    )
+            start += n
+            bar.update(n)
+    finally:
+        bar.close()
     ids = np.concatenate(id_chunks) if id_chunks else np.zeros(0, np.int64)
     ordered = np.sort(ids)
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
@@ -615,6 +619,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             with _waiting(f"checkpoint {name!r}"):
                 collection.flush()
         except BaseException:
+            bar.close()  # before the messages below (closing twice is harmless)
             if existing is None:  # a collection this command created goes too
                 try:
                     engine.drop_collection(name)

@@ -31,6 +31,7 @@ from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write, atomic_write_with
 from shardwalk._threads import ThreadBudget, default_budget
+from shardwalk.errors import FailedPreconditionError
 
 __all__ = ["HNSWGraph", "HNSWIndex"]
 
@@ -216,7 +217,15 @@ class HNSWGraph:
 def read_hnswlib(directory: str, *, dim: int, metric: IndexMetric) -> tuple[np.ndarray, np.ndarray]:
     """The live labels and their vectors from an index directory written in the hnswlib format
     (``graph.bin`` and ``alive.npy`` by label), to rebuild the graph from."""
-    import hnswlib  # only for directories written before faiss
+    try:
+        import hnswlib  # only for directories written before faiss: an optional extra
+    except ImportError:
+        raise FailedPreconditionError(
+            f"{directory}: an HNSW index in the hnswlib format of earlier versions (graph.bin); "
+            "reading it needs hnswlib, which is not installed: pip install 'shardwalk[hnswlib]' "
+            "(in a clone: pip install -e '.[hnswlib]'), then open the data directory again; it "
+            "is rewritten in the current format at its next checkpoint"
+        ) from None
 
     alive = np.load(os.path.join(directory, "alive.npy")).astype(bool)
     labels = np.flatnonzero(alive).astype(np.int64)

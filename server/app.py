@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -36,7 +37,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from shardwalk.server.config import Config, Principal, load_config
 from shardwalk.server.lanes import Lane
@@ -84,7 +85,9 @@ _BACKGROUND = frozenset(
     {"PersonalizedPageRank", "Compose", "CreateGraph", "UpsertEdges", "DeleteEdges", "Flush",
      "Backup"}
 )  # fmt: skip
-_SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+# grpcio-reflection serves v1alpha only; grpcurl and newer tools ask for v1 first
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
 
 
 class Dispatcher:
@@ -96,7 +99,7 @@ class Dispatcher:
         self.service = Service(engine, config.limits)
         self._paths = _server_paths(engine.path)
         self.limiter = Limiter(config)
-        self.background = Lane(config.limits.threads, config.limits.background_nice)
+        self.background = Lane(config.limits.rpc_threads, config.limits.background_nice)
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "shardwalk_requests",
@@ -106,8 +109,8 @@ class Dispatcher:
         )
         self._latency = Histogram(
             "shardwalk_request_seconds",
-            "RPC latency, by method and tenant",
-            ["rpc", "tenant"],
+            "RPC latency, by method, tenant and status code",
+            ["rpc", "tenant", "code"],
             registry=self.registry,
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
         )
@@ -121,6 +124,7 @@ class Dispatcher:
         start = time.perf_counter()
         who: Principal | None = None
         code, message, out = grpc.StatusCode.OK, "", b""
+        detail = ""  # the failure, for the operator's log line (the whole library message)
         gate, capped = None, False
         try:
             who = self.config.principal(_api_key(metadata))
@@ -141,6 +145,7 @@ class Dispatcher:
                 out = response.SerializeToString()
         except ShardwalkError as exc:
             code, message = grpc.StatusCode[exc.code], self._client_message(rpc, exc, who)
+            detail = exc.message
             if capped and code is grpc.StatusCode.DEADLINE_EXCEEDED:
                 message += (
                     f" (this server ends a call after {remaining:g} s: [limits] max_deadline_s)"
@@ -159,15 +164,18 @@ class Dispatcher:
         seconds = time.perf_counter() - start
         tenant = _label(who)
         self._requests.labels(rpc, tenant, code.name).inc()
-        self._latency.labels(rpc, tenant).observe(seconds)
-        log.log(
-            logging.DEBUG if code is grpc.StatusCode.OK else logging.INFO,
-            "rpc=%s tenant=%s status=%s ms=%.2f",
-            rpc,
-            tenant,
-            code.name,
-            seconds * 1e3,
-        )
+        self._latency.labels(rpc, tenant, code.name).observe(seconds)
+        if code is grpc.StatusCode.OK:
+            log.debug("rpc=%s tenant=%s status=OK ms=%.2f", rpc, tenant, seconds * 1e3)
+        else:
+            log.info(
+                "rpc=%s tenant=%s status=%s ms=%.2f error=%s",
+                rpc,
+                tenant,
+                code.name,
+                seconds * 1e3,
+                json.dumps(detail or message),  # one line, quoted, whatever it holds
+            )
         return code, message, out
 
     def _client_message(self, rpc: str, exc: ShardwalkError, who: Principal | None) -> str:
@@ -269,12 +277,34 @@ def _install(
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        reflection.enable_server_reflection(_SERVICES, server)
+        _enable_reflection(server)
     return _listen(server, config, host, port)
+
+
+def _enable_reflection(server: Any) -> None:
+    """Server reflection, v1alpha and v1. The two protocols have the same messages, field for
+    field, under another package name (grpc/reflection/v1/reflection.proto), so one servicer
+    answers both: v1 is the same handler registered under the v1 service name."""
+    kind = reflection.aio.ReflectionServicer
+    if not isinstance(server, grpc.aio.Server):
+        kind = reflection.ReflectionServicer
+    servicer = kind(_SERVICES)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": info}),)
+    )
 
 
 def _listen(server: Any, config: Config, host: str, port: int) -> int:
     address = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    taken = _probe_bind(host, port) if port else None
+    if taken is not None:  # said before grpc tries (it logs a C-level error line of its own)
+        raise FailedPreconditionError(f"cannot listen on {address}: {taken}")
     try:
         if config.tls_cert is not None:
             credentials = grpc.ssl_server_credentials(
@@ -308,21 +338,30 @@ def plaintext_warning(config: Config, host: str, port: int) -> str | None:
 
 def _bind_failure(host: str, port: int) -> str:
     """Why grpc could not bind (it does not say): try the same bind with a plain socket."""
-    taken = (
-        f"port {port} is in use (another shardwalk serve or another program listens on it); "
-        "stop that one or choose another --port (0 picks a free one)"
-    )
+    reason = _probe_bind(host, port)
+    if reason is not None:
+        return reason
+    # the port is free now (its holder just stopped?): grpc alone knows why it failed
+    return "grpc could not bind it (GRPC_VERBOSITY=debug shows its reason); try again"
+
+
+def _probe_bind(host: str, port: int) -> str | None:
+    """Why binding ``host:port`` fails, tried with a plain socket as grpc binds (address
+    reuse on, so a port left in TIME_WAIT counts as free); None when it binds."""
     try:
         found = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
         family, kind, proto, _, where = found[0]
         with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(where)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            return taken
+            return (
+                f"port {port} is in use (another shardwalk serve or another program listens "
+                "on it); stop that one or choose another --port (0 picks a free one)"
+            )
         return f"{exc.strerror or exc}; check --host"
-    # the port is free now (its holder just stopped?): grpc alone knows why it failed
-    return "grpc could not bind it (GRPC_VERBOSITY=debug shows its reason); try again"
+    return None
 
 
 def _loopback(host: str) -> bool:
@@ -336,7 +375,7 @@ def _loopback(host: str) -> bool:
 
 class Server:
     """A running shardwalk gRPC server over an engine: grpc's synchronous server, a thread
-    per call from a pool of ``[limits] threads``.
+    per call from a pool of ``[limits] rpc_threads``.
 
     Parameters
     ----------
@@ -357,7 +396,7 @@ class Server:
         self.registry = self.dispatcher.registry
         limits = config.limits
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=limits.threads, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(max_workers=limits.rpc_threads, thread_name_prefix="rpc"),
             maximum_concurrent_rpcs=limits.max_concurrent_requests,
             options=_options(limits),
         )
@@ -402,7 +441,7 @@ class Server:
 
 class AioServer:
     """The same service on grpc.aio: one event loop (in a thread of its own) takes the calls
-    and runs each handler in a pool of ``[limits] threads`` (the engine is synchronous). A
+    and runs each handler in a pool of ``[limits] rpc_threads`` (the engine is synchronous). A
     client stream reaches its handler chunk by chunk, as the handler asks for them
     (:class:`_Stream`). Same interface as :class:`Server`;
     bench/server.py compares the two."""
@@ -417,7 +456,7 @@ class AioServer:
         self.registry = self.dispatcher.registry
         self._config, self._port = config, port
         self._pool = futures.ThreadPoolExecutor(
-            max_workers=config.limits.threads, thread_name_prefix="rpc"
+            max_workers=config.limits.rpc_threads, thread_name_prefix="rpc"
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -604,20 +643,30 @@ def serve(
             engine.collection(name)
         for name in engine.graphs():
             engine.graph(name)
-        server = (AioServer if aio else Server)(engine, config, host=host, port=port).start()
+        # bound but not started: a metrics port in use fails before anything was served
+        server = (AioServer if aio else Server)(engine, config, host=host, port=port)
         if metrics_port is not None:
             try:
-                start_http_server(metrics_port, addr=metrics_host, registry=server.registry)
+                httpd, _ = start_http_server(
+                    metrics_port, addr=metrics_host, registry=server.registry
+                )
+                metrics_port = httpd.server_port  # the one picked, for --metrics-port 0
             except OSError as exc:
                 server.stop(0)
                 raise FailedPreconditionError(
                     f"cannot serve metrics on {metrics_host}:{metrics_port}: "
                     f"{exc.strerror or exc}; choose another --metrics-port"
                 ) from None
+        server.start()
         scheme = "plaintext"
         if config.tls_cert is not None:
             scheme = "TLS" if config.tls_client_ca is None else "mutual TLS"
-        announce(f"shardwalk serving {data} on {host}:{server.port} ({scheme})")
+        metrics = (
+            f"; Prometheus metrics on http://{metrics_host}:{metrics_port}/metrics"
+            if metrics_port is not None
+            else "; no metrics endpoint (--metrics-port PORT serves one)"
+        )
+        announce(f"shardwalk serving {data} on {host}:{server.port} ({scheme}){metrics}")
         stop.wait()
         announce("shutting down: finishing in-flight calls, then a checkpoint")
         server.stop(grace)

@@ -29,7 +29,9 @@
     max_deadline_s = 60.0        # a call's deadline when the client sends none, and the cap
                                  # of a longer one
     max_concurrent_requests = 64 # beyond it: RESOURCE_EXHAUSTED
-    threads = 4                  # handler threads (default: 2 per core, at least 4)
+    rpc_threads = 4              # threads running calls (default: 2 per core, at least 4;
+                                 # `threads`, its old name, still works with a warning; the
+                                 # engine's own budget is `serve --engine-threads`)
     background_nice = 10         # graph solves and maintenance run this much nicer than
                                  # searches (0: at the same priority; server/lanes.py)
 
@@ -50,12 +52,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from shardwalk.errors import InvalidArgumentError, UnauthenticatedError
+
+log = logging.getLogger("shardwalk.server")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,9 +124,14 @@ class Limits:
     # handlers hold the GIL for their Python parts: more threads than this only add contention
     # (bench/server.py on 2 cores: 16 threads 1,534 QPS at 8 clients, 4 threads 2,454); a
     # client-streaming Upsert holds a thread while its chunks arrive: raise it for many uploaders
-    threads: int = field(default_factory=lambda: max(4, 2 * (os.cpu_count() or 1)))
+    rpc_threads: int = field(default_factory=lambda: max(4, 2 * (os.cpu_count() or 1)))
     # PPR, Compose and the maintenance RPCs run on threads this much nicer (server/lanes.py)
     background_nice: int = 10
+
+    @property
+    def threads(self) -> int:
+        """The old name of :attr:`rpc_threads`."""
+        return self.rpc_threads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +170,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise InvalidArgumentError(f"config file {os.fspath(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidArgumentError(f"config file {os.fspath(path)!r} is not TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidArgumentError(
+            f"config file {os.fspath(path)!r} is not TOML: it is not UTF-8 text (check --config)"
+        ) from None
     return parse_config(raw, where=os.fspath(path), base=os.path.dirname(os.fspath(path)))
 
 
@@ -214,7 +228,18 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
             **scoped,
         )
 
-    limits_raw = raw.get("limits", {})
+    limits_raw = dict(raw.get("limits", {}))
+    if "threads" in limits_raw:  # renamed: "threads" read like the engine's thread budget
+        if "rpc_threads" in limits_raw:
+            raise InvalidArgumentError(
+                f"{where}: [limits] threads is the old name of rpc_threads; give only rpc_threads"
+            )
+        log.warning(
+            "%s: [limits] threads is deprecated: it is now rpc_threads (the threads running "
+            "calls; the engine's thread budget is `serve --engine-threads`)",
+            where,
+        )
+        limits_raw["rpc_threads"] = limits_raw.pop("threads")
     _known(limits_raw, set(Limits.__dataclass_fields__), f"{where}: [limits]")
     for name, value in limits_raw.items():
         if name in _FLOAT_LIMITS:

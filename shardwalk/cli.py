@@ -1,10 +1,14 @@
-"""The ``shardwalk`` command: quickstart, ingest, build, search, info, backup, graph
-ingest/fingerprints, ppr."""
+"""The ``shardwalk`` command: quickstart, ingest, build, search, info, backup, serve, graph
+ingest/fingerprints/add-edges/delete-edges/drop, collection drop, ppr, keys new.
+
+A failure prints one line on stderr (what was wrong, with which file or port, what to do) and
+exits non-zero; ``--debug`` or ``SHARDWALK_DEBUG=1`` adds the traceback."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.metadata
 import json
 import math
@@ -12,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -29,34 +34,53 @@ from shardwalk.storage import MANIFEST
 __all__ = ["main"]
 
 
-class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, a line per 10% otherwise."""
+def _progress(total: int | None, label: str, unit: str = "vectors") -> Any:
+    """A tqdm progress bar on stderr, drawn only when stderr is a terminal (piped or
+    redirected output gets none). Close it (or use it as a context manager) when done."""
+    from tqdm import tqdm
 
-    def __init__(self, total: int, label: str, *, stream: Any = None) -> None:
-        self.total, self.label, self.done = max(total, 1), label, 0
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
-        self._last_decile = -1
+    return tqdm(
+        total=total,
+        desc=label,
+        unit=unit,
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not _on_terminal(),
+        leave=False,
+        dynamic_ncols=True,
+    )
 
-    def update(self, n: int) -> None:
-        self.done += n
-        fraction = min(self.done / self.total, 1.0)
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        text = (
-            f"{self.label} [{'#' * int(fraction * 30):<30}] {self.done:,}/{self.total:,} "
-            f"{rate:,.0f}/s eta {eta:,.0f}s"
-        )
-        if self.tty:
-            self.stream.write("\r" + text)
-            if self.done >= self.total:
-                self.stream.write("\n")
-        elif int(fraction * 10) > self._last_decile:
-            self._last_decile = int(fraction * 10)
-            self.stream.write(text + "\n")
-        self.stream.flush()
+
+def _on_terminal() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def _waiting(label: str) -> Iterator[None]:
+    """Seconds elapsed on stderr while one long library call runs (a build, fingerprints),
+    on a terminal only: the call reports no fractions, so this shows it is alive and how long
+    it has taken."""
+    if not _on_terminal():
+        yield
+        return
+    import threading
+
+    bar = _progress(None, label, unit="s")
+    bar.bar_format = "{desc}: {elapsed}"
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(0.5):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        bar.close()
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -112,12 +136,18 @@ def _open_existing(path: str) -> Any:
     from shardwalk import Engine
 
     if not os.path.isfile(os.path.join(path, MANIFEST)):
-        there = "the directory exists" if os.path.isdir(path) else "nothing is there"
+        there = _what_is_there(path)
         raise NotFoundError(
             f"no shardwalk data directory at {path!r} (no {MANIFEST}; {there}); check --data, "
             "or create one with 'shardwalk ingest' or 'shardwalk graph ingest'"
         )
     return Engine.open(path)
+
+
+def _what_is_there(path: str) -> str:
+    if os.path.isdir(path):
+        return "the directory exists"
+    return "a file is there" if os.path.lexists(path) else "nothing is there"
 
 
 @contextlib.contextmanager
@@ -181,20 +211,24 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         collection = engine.create_collection(
             "quickstart", dim=args.dim, metric="l2", index=args.index
         )
-        bar = Progress(args.n, "upsert")
-        t0 = time.perf_counter()
-        for start in range(0, args.n, args.batch):
-            stop = min(args.n, start + args.batch)
-            collection.upsert(
-                data.ids[start:stop],
-                data.vectors[start:stop],
-                tenants=data.tenants[start:stop],
-                attributes={n: v[start:stop] for n, v in data.attributes.items()},
-            )
-            bar.update(stop - start)
+        bar = _progress(args.n, "upsert")
+        try:
+            t0 = time.perf_counter()
+            for start in range(0, args.n, args.batch):
+                stop = min(args.n, start + args.batch)
+                collection.upsert(
+                    data.ids[start:stop],
+                    data.vectors[start:stop],
+                    tenants=data.tenants[start:stop],
+                    attributes={n: v[start:stop] for n, v in data.attributes.items()},
+                )
+                bar.update(stop - start)
+        finally:
+            bar.close()
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        collection.flush()
+        with _waiting("snapshot"):
+            collection.flush()
         flush = time.perf_counter() - t0
     print(
         f"built a {args.index!r} collection in {path} in {build:.1f}s "
@@ -235,7 +269,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         print(f"reopened in {opened:.2f}s; {len(collection):,} vectors", file=out)
         print(
             f"query 0: top-3 ids {result.ids[0, :3].tolist()} distances "
-            f"{np.round(result.distances[0, :3], 3).tolist()}",
+            f"{[round(float(d), 3) for d in result.distances[0, :3]]}",
             file=out,
         )
         for i, id_ in enumerate(records.ids.tolist()):
@@ -358,7 +392,8 @@ def _quickstart_ppr(
         engine.drop_graph("quickstart")
     graph = engine.create_graph("quickstart", csr)
     made = time.perf_counter() - t0
-    built = graph.build_fingerprints(walks_per_node=10, alpha=0.15, seed=args.seed)
+    with _waiting("fingerprints"):
+        built = graph.build_fingerprints(walks_per_node=10, alpha=0.15, seed=args.seed)
     print(
         f"graph: {graph.num_nodes:,} nodes, {graph.num_edges:,} edges (power law, seed "
         f"{args.seed}) in {made:.1f}s; fingerprints R=10 in {built['seconds']:.2f}s "
@@ -432,45 +467,48 @@ def _check_source(source: Any, path: str, *, name: str, dim: int, metric: str, k
     label = os.path.basename(path)
     types: dict[str, str] = dict(known.stats()["attributes"]) if known is not None else {}
     id_chunks = []
-    bar = Progress(source.count, f"check {label}")
-    start = 0
-    for batch in source.batches:
-        n = batch.vectors.shape[0]
-        if batch.vectors.shape[1] != dim:
-            target = f"collection {name!r} expects" if known is not None else "expected"
-            raise InvalidArgumentError(
-                f"{path!r} has vectors of dimension {batch.vectors.shape[1]}; {target} {dim}"
-            )
-        finite = np.isfinite(batch.vectors).all(axis=1)
-        if not finite.all():
-            bad = start + np.flatnonzero(~finite)
-            raise InvalidArgumentError(
-                f"{path!r}: {_rows(bad, 'holds', 'hold')} NaN or infinite values (or values "
-                "beyond float32 range); clean or drop them (rows count from 0); nothing was "
-                "written"
-            )
-        if metric == "cosine":
-            zero = start + np.flatnonzero(~batch.vectors.any(axis=1))
-            if zero.size:
+    bar = _progress(source.count, f"check {label}")
+    try:
+        start = 0
+        for batch in source.batches:
+            n = batch.vectors.shape[0]
+            if batch.vectors.shape[1] != dim:
+                target = f"collection {name!r} expects" if known is not None else "expected"
                 raise InvalidArgumentError(
-                    f"{path!r}: {_rows(zero, 'is', 'are')} all zeros; cosine distance needs "
-                    "non-zero vectors (rows count from 0); nothing was written"
+                    f"{path!r} has vectors of dimension {batch.vectors.shape[1]}; {target} {dim}"
                 )
-        id_chunks.append(check_ids(batch.ids, what=f"ids ({source.describe_ids()})"))
-        if batch.tenants is not None:
-            tenant_array(batch.tenants, n)
-        for field in attribute_table(batch.attributes or None, n).schema:
-            kind, seen = str(field.type), types.get(field.name)
-            if seen is None or seen == "null":  # all values missing so far: any type fits
-                types[field.name] = kind
-            elif kind not in (seen, "null"):
-                where = f"collection {name!r}" if known is not None else "the rows before"
+            finite = np.isfinite(batch.vectors).all(axis=1)
+            if not finite.all():
+                bad = start + np.flatnonzero(~finite)
                 raise InvalidArgumentError(
-                    f"{path!r}: attribute {field.name!r} holds {kind} in the rows from {start}; "
-                    f"it holds {seen} in {where}"
+                    f"{path!r}: {_rows(bad, 'holds', 'hold')} NaN or infinite values (or values "
+                    "beyond float32 range); clean or drop them (rows count from 0); nothing was "
+                    "written"
                 )
-        start += n
-        bar.update(n)
+            if metric == "cosine":
+                zero = start + np.flatnonzero(~batch.vectors.any(axis=1))
+                if zero.size:
+                    raise InvalidArgumentError(
+                        f"{path!r}: {_rows(zero, 'is', 'are')} all zeros; cosine distance needs "
+                        "non-zero vectors (rows count from 0); nothing was written"
+                    )
+            id_chunks.append(check_ids(batch.ids, what=f"ids ({source.describe_ids()})"))
+            if batch.tenants is not None:
+                tenant_array(batch.tenants, n)
+            for field in attribute_table(batch.attributes or None, n).schema:
+                kind, seen = str(field.type), types.get(field.name)
+                if seen is None or seen == "null":  # all values missing so far: any type fits
+                    types[field.name] = kind
+                elif kind not in (seen, "null"):
+                    where = f"collection {name!r}" if known is not None else "the rows before"
+                    raise InvalidArgumentError(
+                        f"{path!r}: attribute {field.name!r} holds {kind} in the rows from {start}; "
+                        f"it holds {seen} in {where}"
+                    )
+            start += n
+            bar.update(n)
+    finally:
+        bar.close()
     ids = np.concatenate(id_chunks) if id_chunks else np.zeros(0, np.int64)
     ordered = np.sort(ids)
     repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
@@ -493,7 +531,8 @@ def _resolve_creation(args: argparse.Namespace, params: dict[str, Any], existing
         if value is not None and value != actual[option]:
             raise InvalidArgumentError(
                 f"collection {args.collection!r} exists with {option} {actual[option]!r}; "
-                f"--{option} {value} applies only when creating a collection (drop it first or "
+                f"--{option} {value} applies only when creating a collection (drop it first: "
+                f"'shardwalk collection drop --data {args.data} --name {args.collection}', or "
                 "use another --collection)"
             )
     for key, value in params.items():
@@ -564,7 +603,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         else:
             collection = existing
         written = 0
-        bar = Progress(source.count, f"ingest {os.path.basename(args.path)}")
+        bar = _progress(source.count, f"ingest {os.path.basename(args.path)}")
         t0 = time.perf_counter()
         try:
             for batch in source.batches:
@@ -576,8 +615,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 )
                 written += batch.ids.size
                 bar.update(batch.ids.size)
-            collection.flush()
+            bar.close()
+            with _waiting(f"checkpoint {name!r}"):
+                collection.flush()
         except BaseException:
+            bar.close()  # before the messages below (closing twice is harmless)
             if existing is None:  # a collection this command created goes too
                 try:
                     engine.drop_collection(name)
@@ -604,6 +646,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from shardwalk.validation import check_search_params
 
     params = _parse_params(args.param)
+    if args.queries and args.id is not None:
+        raise InvalidArgumentError(
+            "give --queries FILE or --id ID, not both (--queries searches with the file's "
+            "vectors, --id with the stored vector of one id)"
+        )
+    if args.limit is not None and not args.queries:
+        raise InvalidArgumentError("--limit counts the queries of a --queries file; give one")
     with _open_existing(args.data) as engine:
         collection = engine.collection(args.collection)
         try:
@@ -645,6 +694,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (said with the flag the user typed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     """argparse type of a TCP port (0 picks a free one)."""
     try:
@@ -663,6 +723,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from shardwalk.server.app import serve
 
+    if args.ray_actors is not None and not (args.ray or args.address):
+        raise InvalidArgumentError(
+            "--ray-actors sets the actors of each partitioned collection served from Ray: add "
+            "--ray (a local Ray) or --address ADDR (a cluster)"
+        )
+    if args.old_threads is not None:
+        if args.engine_threads is not None:
+            raise InvalidArgumentError("--threads is the old name of --engine-threads; give one")
+        print(
+            "shardwalk: note: --threads is deprecated: it is now --engine-threads (the threads "
+            "the engine's searches share; the threads running calls are [limits] rpc_threads)",
+            file=sys.stderr,
+        )
+        args.engine_threads = args.old_threads
+    if not args.create and not os.path.isfile(os.path.join(args.data, MANIFEST)):
+        there = _what_is_there(args.data)
+        raise NotFoundError(
+            f"no shardwalk data directory at {args.data!r} (no {MANIFEST}; {there}); check "
+            "--data, or pass --create to serve a new, empty data directory there"
+        )
+
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -673,7 +754,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
-        threads=args.threads,
+        threads=args.engine_threads,
         aio=args.aio,
         ray=args.address or args.ray,
         ray_actors=args.ray_actors,
@@ -746,8 +827,104 @@ def _graph_format(path: str, fmt: str) -> str:
     return "snap"
 
 
+def _text_columns(args: argparse.Namespace, *, weighted: bool, verb: str) -> None:
+    """A text edge list is 'src dst [weight]': refuse a wider first data line (its other
+    columns would be dropped silently) and note a weight column that is not read."""
+    from shardwalk.walks.loaders import edge_list_columns
+
+    found = edge_list_columns(
+        args.path,
+        comment=getattr(args, "comment", "#%"),
+        delimiter=args.delimiter,
+        skip_rows=args.skip_rows,
+    )
+    if found is None:
+        return
+    line, columns = found
+    if columns > 3:
+        raise InvalidArgumentError(
+            f"{args.path!r}: line {line} has {columns} columns; an edge line is 'src dst' or "
+            "'src dst weight', so the others would be dropped: keep only those columns (e.g. "
+            "cut -f1-3), or if the line is a header, skip it with --skip-rows 1"
+        )
+    if columns == 3 and not weighted and verb != "delete-edges":
+        print(
+            f"shardwalk: note: {args.path!r} has a third column (line {line}); it was not read: "
+            "pass --weighted to use it as edge weights",
+            file=sys.stderr,
+        )
+
+
+def _edges_in_file(args: argparse.Namespace, kind: str) -> int:
+    """How many edges the file lists (without reading them all, except text); refuses an
+    empty file and notes a weight column or weights.npy that --weighted would read."""
+    unused = None
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        try:
+            dataset = ds.dataset(args.path, format="parquet")
+            count = dataset.count_rows()
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidArgumentError(
+                f"{args.path!r} is not a Parquet edge table that can be read "
+                f"({str(exc).split('. ')[0]}); check the file or give its real --format"
+            ) from None
+        if "weight" in dataset.schema.names and not args.weighted:
+            unused = "a 'weight' column"
+    elif kind == "npy-file":
+        shape = np.load(args.path, mmap_mode="r", allow_pickle=False).shape
+        if len(shape) != 2 or shape[1] not in (2, 3):
+            raise InvalidArgumentError(
+                f"{args.path!r}: an edge array has shape (E, 2) or (E, 3) (src, dst[, weight]); "
+                f"got {shape}"
+            )
+        count = shape[0]
+        if shape[1] == 3 and not args.weighted:
+            unused = "a third column (weights)"
+    elif kind == "npy-dir":
+        edges = os.path.join(args.path, "edges.npy")
+        if not os.path.isfile(edges):
+            raise NotFoundError(
+                f"{args.path!r} has no edges.npy; a graph directory holds edges.npy [+ ids.npy, "
+                "weights.npy]"
+            )
+        count = int(np.load(edges, mmap_mode="r", allow_pickle=False).shape[0])
+        if os.path.isfile(os.path.join(args.path, "weights.npy")) and not args.weighted:
+            unused = "weights.npy"
+    else:
+        raise AssertionError(kind)
+    if count == 0:
+        raise InvalidArgumentError(f"{args.path!r} lists no edges; a graph needs at least one")
+    if unused is not None:
+        print(
+            f"shardwalk: note: {args.path!r} has {unused}; it was not read: pass --weighted to "
+            "use it as edge weights",
+            file=sys.stderr,
+        )
+    return count
+
+
+def _merged(graph: Any, read: int) -> str:
+    """What became of the edges read: duplicates merged (for an undirected graph (v, u)
+    repeats (u, v)) and self-loops kept, counted from the stored graph."""
+    csr = graph.csr
+    rows = np.repeat(np.arange(csr.indptr.size - 1), np.diff(csr.indptr))
+    loops = int(np.count_nonzero(csr.indices == rows))
+    distinct = graph.num_edges if graph.directed else (graph.num_edges + loops) // 2
+    weights = " (their weights summed)" if csr.weights is not None else ""
+    both = "" if graph.directed else " ((v, u) repeats (u, v) in an undirected graph)"
+    return (
+        f"read {read:,} edges: {read - distinct:,} duplicates merged{weights}{both}, "
+        f"{loops:,} self-loops kept"
+    )
+
+
 def cmd_graph_ingest(args: argparse.Namespace) -> int:
     from shardwalk.walks import load_numpy
+    from shardwalk.walks.graph import CSRGraph
+    from shardwalk.walks.loaders import read_edge_list
 
     if not os.path.exists(args.path):
         raise NotFoundError(f"no such file or directory: {args.path!r}")
@@ -770,25 +947,47 @@ def cmd_graph_ingest(args: argparse.Namespace) -> int:
             options["weight"] = "weight"
     elif kind == "npy-dir":
         options["use_weights"] = args.weighted  # weights.npy, when present and asked for
-    elif kind == "snap":
-        options.update(weighted=args.weighted, skip_rows=args.skip_rows, comment=args.comment)
-        if args.delimiter:
-            options["delimiter"] = args.delimiter
+    read = None
+    if kind == "snap":
+        _text_columns(args, weighted=args.weighted, verb="ingest")
+    else:
+        read = _edges_in_file(args, kind)
     t0 = time.perf_counter()
     with _engine_for_writing(args.data) as engine:
         if args.name in engine.graphs():  # before reading a large file
-            raise AlreadyExistsError(f"graph {args.name!r} already exists; drop it first")
-        if kind == "npy-file":
-            csr = load_numpy(args.path, use_weights=args.weighted, directed=not args.undirected)
-            graph = engine.create_graph(args.name, csr)
-        else:
-            fmt = {"npy-dir": "npy"}.get(kind, kind)
-            graph = engine.load_graph(args.name, args.path, format=fmt, **options)
+            raise AlreadyExistsError(
+                f"graph {args.name!r} already exists in {args.data!r}; drop it first ('shardwalk "
+                f"graph drop --data {args.data} --name {args.name}') or choose another --name"
+            )
+        with _waiting(f"graph {args.name!r}"):
+            if kind == "snap":
+                src, dst, weights = read_edge_list(
+                    args.path,
+                    weighted=args.weighted,
+                    comment=args.comment,
+                    delimiter=args.delimiter,
+                    skip_rows=args.skip_rows,
+                )
+                if src.size == 0:
+                    raise InvalidArgumentError(
+                        f"{args.path!r} lists no edges (only comments, blank lines or skipped "
+                        "rows); a graph needs at least one"
+                    )
+                read = int(src.size)
+                csr = CSRGraph.from_edges(src, dst, weights, directed=not args.undirected)
+                del src, dst, weights
+                graph = engine.create_graph(args.name, csr)
+            elif kind == "npy-file":
+                csr = load_numpy(args.path, use_weights=args.weighted, directed=not args.undirected)
+                graph = engine.create_graph(args.name, csr)
+            else:
+                fmt = {"npy-dir": "npy"}.get(kind, kind)
+                graph = engine.load_graph(args.name, args.path, format=fmt, **options)
         print(
             f"graph {args.name!r}: {graph.num_nodes:,} nodes, {graph.num_edges:,} edges "
-            f"({'directed' if graph.directed else 'undirected'}"
+            f"({'directed' if graph.directed else 'undirected, stored both ways'}"
             f"{', weighted' if graph.csr.weights is not None else ''}) "
-            f"in {time.perf_counter() - t0:.1f}s"
+            f"in {time.perf_counter() - t0:.1f}s; {_merged(graph, read)}"
         )
     return 0
 
@@ -811,22 +1010,23 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     params = _parse_params(args.param)
     try:
-        report = build_collection(
-            args.data,
-            args.collection,
-            args.input,
-            index=args.index,
-            metric=args.metric,
-            id_column=args.id_column,
-            vector_column=args.vector_column,
-            tenant_column=args.tenant_column,
-            shared_with_column=args.shared_with_column,
-            attribute_columns=args.attribute_column or None,
-            num_workers=args.num_workers,
-            address=args.address,
-            ray=args.ray,
-            **params,
-        )
+        with _waiting(f"build {args.collection!r}"):
+            report = build_collection(
+                args.data,
+                args.collection,
+                args.input,
+                index=args.index,
+                metric=args.metric,
+                id_column=args.id_column,
+                vector_column=args.vector_column,
+                tenant_column=args.tenant_column,
+                shared_with_column=args.shared_with_column,
+                attribute_columns=args.attribute_column or None,
+                num_workers=args.num_workers,
+                address=args.address,
+                ray=args.ray,
+                **params,
+            )
     except InvalidArgumentError as exc:
         raise _with_param_types(exc, args.param) from None
     report.pop("tasks", None)
@@ -845,20 +1045,21 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
     from shardwalk.jobs import build_fingerprints
 
-    stats = build_fingerprints(
-        args.data,
-        args.name,
-        walks_per_node=args.walks_per_node,
-        alpha=args.alpha,
-        seed=args.seed,
-        dangling=args.dangling,
-        top_k=args.top_k,
-        hubs=hubs,
-        hub_walks=args.hub_walks,
-        mode=args.mode,
-        num_workers=args.num_workers,
-        address=args.address,
-    )
+    with _waiting(f"fingerprints of {args.name!r} on Ray"):
+        stats = build_fingerprints(
+            args.data,
+            args.name,
+            walks_per_node=args.walks_per_node,
+            alpha=args.alpha,
+            seed=args.seed,
+            dangling=args.dangling,
+            top_k=args.top_k,
+            hubs=hubs,
+            hub_walks=args.hub_walks,
+            mode=args.mode,
+            num_workers=args.num_workers,
+            address=args.address,
+        )
     print(
         f"fingerprints of {args.name!r} on Ray ({args.mode}, {stats['workers']} workers): "
         f"R={args.walks_per_node}, alpha={args.alpha}, {stats['seconds']:.2f}s, "
@@ -868,31 +1069,36 @@ def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
 
 
 def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
-    if args.ray or args.address:
-        _open_existing(args.data).close()  # a mistyped --data creates nothing
-        hubs = (
-            None
-            if args.hubs in ("0", "none")
-            else "auto"
-            if args.hubs == "auto"
-            else int(args.hubs)
+    on_ray = bool(args.ray or args.address)
+    ignored = [f for f, v in (("--mode", args.mode), ("--num-workers", args.num_workers)) if v]
+    if ignored and not on_ray:
+        raise InvalidArgumentError(
+            f"{' and '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to a build "
+            "on Ray: add --ray (a local Ray) or --address ADDR (a cluster); without them the "
+            "fingerprints are built in this process on every core"
         )
-        return _fingerprints_on_ray(args, hubs)
-    with _open_existing(args.data) as engine:
+    args.mode = args.mode or "replicated"
+    hubs = None if args.hubs in ("0", "none") else "auto" if args.hubs == "auto" else int(args.hubs)
+    with _open_existing(args.data) as engine:  # a mistyped --data creates nothing
         graph = engine.graph(args.name)
-        stats = graph.build_fingerprints(
-            walks_per_node=args.walks_per_node,
-            alpha=args.alpha,
-            seed=args.seed,
-            dangling=args.dangling,
-            top_k=args.top_k,
-            hubs=None
-            if args.hubs in ("0", "none")
-            else "auto"
-            if args.hubs == "auto"
-            else int(args.hubs),
-            hub_walks=args.hub_walks,
-        )
+        if graph.num_nodes == 0:
+            raise FailedPreconditionError(
+                f"graph {args.name!r} has no nodes, so there is nothing to fingerprint; add "
+                "edges first ('shardwalk graph add-edges')"
+            )
+        if not on_ray:
+            with _waiting(f"fingerprints of {args.name!r}"):
+                stats = graph.build_fingerprints(
+                    walks_per_node=args.walks_per_node,
+                    alpha=args.alpha,
+                    seed=args.seed,
+                    dangling=args.dangling,
+                    top_k=args.top_k,
+                    hubs=hubs,
+                    hub_walks=args.hub_walks,
+                )
+    if on_ray:  # the job opens the data directory itself
+        return _fingerprints_on_ray(args, hubs)
     print(
         f"fingerprints of {args.name!r}: R={args.walks_per_node}, alpha={args.alpha}, "
         f"{stats['seconds']:.2f}s, {stats['steps_per_second'] / 1e6:.1f}M steps/s, "
@@ -926,9 +1132,12 @@ def _read_edges(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nd
         if weighted and weights is None:
             raise InvalidArgumentError(f"{args.path}: --weighted needs an (E, 3) array")
         return ids[:, 0], ids[:, 1], weights
+    _text_columns(args, weighted=weighted, verb=args.graph_command)
     src, dst, weights = read_edge_list(
         args.path, weighted=weighted, delimiter=args.delimiter, skip_rows=args.skip_rows
     )
+    if src.size == 0:
+        raise InvalidArgumentError(f"{args.path!r} lists no edges; nothing to do")
     return src, dst, weights
 
 
@@ -965,6 +1174,11 @@ def cmd_graph_update(args: argparse.Namespace) -> int:
 
 
 def cmd_ppr(args: argparse.Namespace) -> int:
+    if args.method is not None and args.accuracy is not None:
+        raise InvalidArgumentError(
+            f"give --method or --accuracy, not both (--accuracy {args.accuracy} lets the engine "
+            f"pick the method and its parameters; --method {args.method} names one)"
+        )
     seeds: Any = args.seed[0] if len(args.seed) == 1 else list(args.seed)
     # only what was given: None means the graph's own default (its fingerprints' alpha and rule)
     rules = {"alpha": args.alpha, "dangling": args.dangling}
@@ -1001,6 +1215,45 @@ def cmd_ppr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drop(args: argparse.Namespace) -> int:
+    """collection drop / graph drop: delete one collection or graph and its files."""
+    kind = "graph" if args.command == "graph" else "collection"
+    with _open_existing(args.data) as engine:
+        if kind == "collection":
+            names = engine.collections()
+            size = f"{len(engine.collection(args.name)):,} vectors" if args.name in names else ""
+            engine.drop_collection(args.name)
+        else:
+            names = engine.graphs()
+            if args.name in names:
+                graph = engine.graph(args.name)
+                size = f"{graph.num_nodes:,} nodes, {graph.num_edges:,} edges"
+            engine.drop_graph(args.name)
+    print(f"dropped {kind} {args.name!r} ({size}) from {args.data}")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    """A new random API key and its SHA-256, with the [[api_keys]] entry that admits it."""
+    import hashlib
+    import secrets
+
+    key = secrets.token_urlsafe(32)  # 256 random bits
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if args.json:
+        print(json.dumps({"key": key, "key_sha256": digest}))
+        return 0
+    who = 'role = "admin"' if args.admin else f"tenant = {json.dumps(args.tenant or 'TENANT')}"
+    print(f"key        {key}")
+    print(f"key_sha256 {digest}")
+    print()
+    print("# the server's config (--config) keeps only the hash; the client sends the key")
+    print("[[api_keys]]")
+    print(f'key_sha256 = "{digest}"')
+    print(who + ("" if args.admin or args.tenant else '  # or role = "admin"'))
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Defaults in the help, except where there is none to show (None, False, [])."""
@@ -1024,11 +1277,11 @@ def _version() -> str:
 INDEXES = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
 
 
-def _ray_flags(p: argparse.ArgumentParser) -> None:
+def _ray_flags(p: argparse.ArgumentParser, workers: str) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--ray", action="store_true", help="run on a local Ray (127.0.0.1)")
     where.add_argument("--address", default=None, help="run on the Ray cluster at ADDR")
-    p.add_argument("--num-workers", type=int, default=None, help="tasks at once on Ray")
+    p.add_argument("--num-workers", type=_count, default=None, metavar="N", help=workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1038,20 +1291,29 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"shardwalk {_version()}")
+    debug_help = f"on a failure, also print the Python traceback (or set {DEBUG_ENV}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(group: Any, name: str, help: str, description: str | None = None) -> Any:
-        return group.add_parser(
+        p = group.add_parser(
             name, help=help, description=description or help, formatter_class=_HelpFormatter
         )
+        # also after the command; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+        return p
+
+    def group(name: str, help: str) -> Any:
+        """A command of subcommands (``shardwalk graph ingest``)."""
+        return command(sub, name, help).add_subparsers(dest=f"{name}_command", required=True)
 
     p = command(sub, "quickstart", "generate seeded data, build, query, report recall")
     p.add_argument("--data", default="shardwalk-quickstart", help="data directory")
-    p.add_argument("--n", type=int, default=200_000, help="vectors to generate")
-    p.add_argument("--dim", type=int, default=96, help="vector dimension")
-    p.add_argument("--queries", type=int, default=1_000, help="queries to generate")
+    p.add_argument("--n", type=_count, default=200_000, help="vectors to generate")
+    p.add_argument("--dim", type=_count, default=96, help="vector dimension")
+    p.add_argument("--queries", type=_count, default=1_000, help="queries to generate")
     p.add_argument("--index", default="hnsw", choices=INDEXES, help="index kind")
-    p.add_argument("--batch", type=int, default=10_000, help="vectors per upsert")
+    p.add_argument("--batch", type=_count, default=10_000, help="vectors per upsert")
     p.add_argument("--seed", type=int, default=0, help="random seed of the data")
     p.add_argument(
         "--edges-per-node",
@@ -1119,8 +1381,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the stored vectors of ids the collection already has (refused otherwise)",
     )
-    p.add_argument("--batch", type=int, default=10_000, help="vectors per write")
-    p.add_argument("--limit", type=int, default=None, help="ingest only the first N vectors")
+    p.add_argument("--batch", type=_count, default=10_000, help="vectors per write")
+    p.add_argument("--limit", type=_count, default=None, help="ingest only the first N vectors")
     p.add_argument("--vector-column", default="vector", help="Parquet column of the vectors")
     p.add_argument("--tenant-column", default=None, help="Parquet column of the owner tenants")
     p.add_argument("--hdf5-dataset", default="train", help="HDF5 dataset to read")
@@ -1131,8 +1393,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", required=True, help="collection name")
     p.add_argument("--queries", help="file of query vectors (any ingest format)")
     p.add_argument("--id", type=int, help="search with the stored vector of this id")
-    p.add_argument("--limit", type=int, default=None, help="only the first N queries")
-    p.add_argument("--k", type=int, default=10, help="neighbours per query")
+    p.add_argument("--limit", type=_count, default=None, help="only the first N queries")
+    p.add_argument("--k", type=_count, default=10, help="neighbours per query")
     p.add_argument(
         "--param",
         action="append",
@@ -1143,8 +1405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON line per query")
     p.set_defaults(run=cmd_search)
 
-    p = command(sub, "graph", "graphs: ingest, fingerprints, add-edges, delete-edges")
-    graph_sub = p.add_subparsers(dest="graph_command", required=True)
+    graph_sub = group("graph", "graphs: ingest, fingerprints, add-edges, delete-edges, drop")
     g = command(
         graph_sub,
         "ingest",
@@ -1186,7 +1447,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = command(graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints")
     g.add_argument("--data", required=True, help="data directory (must exist)")
     g.add_argument("--name", required=True, help="graph name")
-    g.add_argument("--walks-per-node", type=int, default=10, help="R, walks from every node")
+    g.add_argument("--walks-per-node", type=_count, default=10, help="R, walks from every node")
     g.add_argument("--alpha", type=float, default=0.15, help="stop probability")
     g.add_argument("--seed", type=int, default=0, help="random seed of the walks")
     g.add_argument(
@@ -1195,20 +1456,27 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["self_loop", "drop"],
         help="dangling-node rule ('drop' also serves restart queries)",
     )
-    g.add_argument("--top-k", type=int, default=None, help="keep each node's top-k visit counts")
+    g.add_argument(
+        "--top-k",
+        type=_count,
+        default=None,
+        metavar="K",
+        help="keep only each node's K largest visit counts (default: keep them all)",
+    )
     g.add_argument(
         "--hubs",
         default="auto",
         type=_hubs,
         help="hubs with rows of their own: a number, auto (20%% of in-links, <= 1%% of nodes) or 0",
     )
-    g.add_argument("--hub-walks", type=int, default=1000, help="walks per hub row")
-    _ray_flags(g)
+    g.add_argument("--hub-walks", type=_count, default=1000, help="walks per hub row")
+    _ray_flags(g, "tasks at once on Ray (default: one per CPU of the Ray cluster)")
     g.add_argument(
         "--mode",
-        default="replicated",
+        default=None,
         choices=["replicated", "sharded"],
-        help="on Ray: every task holds the graph (replicated) or shard actors each hold a part",
+        help="on Ray: every task holds the graph (replicated) or shard actors each hold a part "
+        "(default: replicated)",
     )
     g.set_defaults(run=cmd_graph_fingerprints)
 
@@ -1228,10 +1496,39 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--name", required=True, help="graph name")
         if verb == "add-edges":
             g.add_argument("--weighted", action="store_true", help="read weights (third column)")
-        g.add_argument("--batch-size", type=int, default=100_000, help="edges per durable batch")
+        g.add_argument("--batch-size", type=_count, default=100_000, help="edges per durable batch")
         g.add_argument("--delimiter", default=None, help="text column separator")
         g.add_argument("--skip-rows", type=int, default=0, metavar="N", help="header lines")
         g.set_defaults(run=cmd_graph_update)
+
+    collection_sub = group("collection", "collections: drop")
+    for parent, kind, what in (
+        (graph_sub, "graph", "a graph, its fingerprints and its files"),
+        (collection_sub, "collection", "a collection and its files"),
+    ):
+        d = command(
+            parent,
+            "drop",
+            f"delete {what}",
+            f"Delete {what} from a data directory no server has open (a server drops one with "
+            f"Drop{kind.title()}, admin key).",
+        )
+        d.add_argument("--data", required=True, help="data directory (must exist)")
+        d.add_argument("--name", required=True, help=f"{kind} name")
+        d.set_defaults(run=cmd_drop)
+
+    k = command(
+        group("keys", "API keys: new"),
+        "new",
+        "make a random API key and its key_sha256",
+        "Print a new random API key (256 bits) and its SHA-256, with the [[api_keys]] entry for "
+        "the server's config: the config keeps only key_sha256, the client sends the key.",
+    )
+    who = k.add_mutually_exclusive_group()
+    who.add_argument("--tenant", help="the tenant the key's calls are scoped to")
+    who.add_argument("--admin", action="store_true", help="an admin key")
+    k.add_argument("--json", action="store_true", help='print {"key": ..., "key_sha256": ...}')
+    k.set_defaults(run=cmd_keys_new)
 
     p = command(sub, "ppr", "personalized PageRank from seed nodes")
     p.add_argument("--data", required=True, help="data directory (must exist)")
@@ -1243,7 +1540,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="seed node id (repeat for several, equally weighted)",
     )
-    p.add_argument("--k", type=int, default=20, help="top nodes to print")
+    p.add_argument("--k", type=_count, default=20, help="top nodes to print")
     p.add_argument(
         "--method",
         default=None,
@@ -1281,19 +1578,41 @@ def build_parser() -> argparse.ArgumentParser:
         "the partitioned collections' partitions live in Ray actors (every node must see the "
         "data directory).",
     )
-    p.add_argument("--data", required=True, help="data directory (created if missing)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="data directory (must exist: made by ingest, build or graph ingest; see --create)",
+    )
+    p.add_argument(
+        "--create",
+        action="store_true",
+        help="create --data as a new, empty data directory if nothing is there",
+    )
     p.add_argument(
         "--config", required=True, help="TOML file: [[api_keys]], [limits], [tls], [server]"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=_port, default=50051, help="port (0 picks a free one)")
-    p.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (default: no metrics endpoint)",
+    )
     p.add_argument(
         "--metrics-host",
         default="127.0.0.1",
         help="address the metrics endpoint listens on (it has no authentication)",
     )
-    p.add_argument("--threads", type=int, help="engine thread budget (default: the cores)")
+    p.add_argument(
+        "--engine-threads",
+        type=_count,
+        metavar="N",
+        help="threads the engine's searches and builds share (default: the cores); the "
+        "threads that run calls are [limits] rpc_threads in --config",
+    )
+    # the old spelling, read like [limits] threads: still accepted, with a note
+    p.add_argument("--threads", type=_count, dest="old_threads", help=argparse.SUPPRESS)
     p.add_argument("--aio", action="store_true", help="serve with grpc.aio (default: sync)")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -1304,7 +1623,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--address", default=None, help="... from actors on the Ray cluster at ADDR")
     p.add_argument(
         "--ray-actors",
-        type=int,
+        type=_count,
         default=None,
         help="actors per partitioned collection (default: one per CPU, at most one per partition)",
     )
@@ -1353,7 +1672,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="attribute column (repeatable; default: every other column)",
     )
-    _ray_flags(p)
+    _ray_flags(
+        p,
+        "tasks at once on Ray, or threads without it (default: one per CPU of the Ray cluster, "
+        "or per core here)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_build)
 
@@ -1387,13 +1710,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "SHARDWALK_DEBUG"
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _one_line(exc: BaseException) -> tuple[str, int]:
+    """The message and exit code of a failure: what went wrong, with which file or port, what
+    to do. Errors shardwalk raises on purpose carry all that; the I/O errors a command line
+    meets (a missing file, a permission, a full disk) are named with their file."""
+    if isinstance(exc, ShardwalkError):
+        return f"{exc} ({exc.code})", 2
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, OSError):
+        if (
+            exc.errno in (errno.EEXIST, errno.ENOTDIR)
+            and exc.filename
+            and os.path.lexists(exc.filename)
+            and not os.path.isdir(exc.filename)
+        ):  # os.makedirs under a file
+            return f"{exc.filename!r} is a file where a directory is needed; check the path", 1
+        where = f" {exc.filename!r}" if exc.filename else ""
+        if exc.filename2:
+            where += f" -> {exc.filename2!r}"
+        reason = exc.strerror or str(exc)
+        hints = {
+            errno.ENOENT: "check the path",
+            errno.EACCES: "check its permissions",
+            errno.EPERM: "check its permissions",
+            errno.ENOSPC: "free some space or use another --data",
+            errno.EROFS: "use a writable directory",
+            errno.EADDRINUSE: "choose another port",
+        }
+        hint = hints.get(exc.errno or 0, "")
+        return f"{reason}{':' if where else ''}{where}{'; ' + hint if hint else ''}", 1
+    if isinstance(exc, MemoryError):
+        return "out of memory; try a smaller --batch or --limit", 1
+    return (
+        f"unexpected {type(exc).__name__}: {exc} (a bug in shardwalk: please report it with "
+        f"the traceback that --debug or {DEBUG_ENV}=1 prints)",
+        1,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A failure prints one line on stderr and returns a non-zero exit code
+    (2 for errors shardwalk raises on purpose, 1 otherwise, 130 on Ctrl-C); ``--debug`` or
+    SHARDWALK_DEBUG=1 also prints the traceback."""
     args = build_parser().parse_args(argv)
+    debug = _debugging(args)
+    if not debug:
+        _quiet_ray_notices()
     try:
         return int(args.run(args))
-    except ShardwalkError as exc:
-        print(f"shardwalk: error: {exc} ({exc.code})", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        message, code = _one_line(exc)
+        if debug:
+            traceback.print_exc()
+        print(f"shardwalk: error: {message}", file=sys.stderr)
+        return code
+
+
+def _quiet_ray_notices() -> None:
+    """Ray logs "Token authentication is enabled for this Ray cluster..." at every local
+    start; a command that starts Ray every run repeats it every run (--debug shows it)."""
+    import logging
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("Token authentication is enabled for")
+
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_Drop())
 
 
 if __name__ == "__main__":

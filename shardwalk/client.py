@@ -8,7 +8,10 @@ Calls return the library's result types (``SearchResult``, ``Records``, ``PPRRes
 raise the library's exception classes, chosen by the status code the server sent (the server
 puts the library's message in it). Reads (search, get, PPR, stats, listings) are retried with
 exponential backoff while the server is UNAVAILABLE; writes are not retried. Every call has a
-deadline (``timeout``, default 30 s).
+deadline (``timeout``, default 30 s). The first call waits up to ``connect_timeout`` (default
+10 s) for the server to accept connections, so a client started together with its server (a
+script that runs ``shardwalk serve ... &`` and then queries) does not fail while the server
+starts; nothing is sent before the connection is ready, so writes wait safely too.
 
 This module is the only one of ``shardwalk/`` that imports grpc, and ``import shardwalk``
 does not import it: ``shardwalk.Client`` loads it when first used.
@@ -51,6 +54,18 @@ from shardwalk.walks.ppr import PPRResult
 __all__ = ["AsyncClient", "Client", "RemoteCollection", "RemoteGraph"]
 
 _RETRIES = 4  # attempts after the first, for idempotent calls on UNAVAILABLE
+# how long the first call waits for the server to accept connections: `shardwalk serve` opens
+# its data directory (and loads every collection and graph) before it listens, ~1.3 s for the
+# quickstart data and longer for large directories
+_CONNECT_TIMEOUT = 10.0
+# grpc retries a refused connection after 1 s, then 1.6x longer each time (up to 120 s): a
+# server that starts 1.3 s after the client would be found only at ~2.6 s, and one restarted
+# after minutes only minutes later
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 _CHUNK_BYTES = 4 * 2**20  # an upsert stream sends chunks of about this size
 
 
@@ -71,12 +86,20 @@ class _Shape:
         retries: int = _RETRIES,
         client_cert: bytes | None = None,
         client_key: bytes | None = None,
+        connect_timeout: float = _CONNECT_TIMEOUT,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.retries = retries
+        if not isinstance(connect_timeout, int | float) or not connect_timeout >= 0:
+            raise InvalidArgumentError(
+                f"connect_timeout is the seconds the first call waits for the server to accept "
+                f"connections (>= 0; 0 does not wait); got {connect_timeout!r}"
+            )
+        self.connect_timeout = float(connect_timeout)
+        self._connected = False  # set once a connection was ready: later calls do not wait
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        options = [("grpc.max_receive_message_length", 256 * 2**20)]
+        options = [("grpc.max_receive_message_length", 256 * 2**20), *_CHANNEL_OPTIONS]
         if (client_cert is None) != (client_key is None):
             raise InvalidArgumentError(
                 "a client certificate needs its key: pass both client_cert and client_key (PEM "
@@ -101,6 +124,15 @@ class _Shape:
         self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
     ) -> Any:
         raise NotImplementedError
+
+    def _waited(self) -> str:
+        """What an UNAVAILABLE error adds when the connection never became ready."""
+        if self._connected:
+            return ""
+        return (
+            f" (waited {self.connect_timeout:g} s for it to accept connections: is it running "
+            "and listening there? connect_timeout= waits longer)"
+        )
 
     def collection(self, name: str) -> RemoteCollection:
         """A handle on a collection (no call is made until it is used)."""
@@ -239,6 +271,12 @@ class Client(_Shape):
     retries : int
         Attempts after the first for reads that find the server UNAVAILABLE (default 4;
         backoff 0.1 s doubling, with jitter).
+    connect_timeout : float
+        Seconds the first call waits for the server to accept connections (default 10; 0
+        does not wait). Nothing is sent before the connection is ready, so a write waits as
+        safely as a read. A server that does not answer within it raises
+        :class:`~shardwalk.errors.UnavailableError` naming the address and gRPC's reason
+        (connection refused, a TLS failure...).
     client_cert, client_key : bytes, optional
         PEM certificate chain and private key of this client, for a server that requires
         client certificates (mutual TLS: ``[tls] client_ca``); need ``tls``.
@@ -250,6 +288,8 @@ class Client(_Shape):
     ) -> Any:
         """One RPC, retried on UNAVAILABLE when idempotent; errors as the library's classes."""
         rpc: Callable[..., Any] = getattr(self._stub, method)
+        if not self._connected:
+            self._wait_until_connected()
         delay = 0.1
         for attempt in range(self.retries + 1 if idempotent else 1):
             try:
@@ -259,8 +299,19 @@ class Client(_Shape):
                     time.sleep(delay * (0.5 + random.random()))
                     delay *= 2
                     continue
-                raise _translate(exc, self.address) from None
+                raise _translate(exc, self.address, self._waited()) from None
         raise AssertionError("unreachable")
+
+    def _wait_until_connected(self) -> None:
+        """Wait up to ``connect_timeout`` for the channel to connect. If it does not, the call
+        goes ahead anyway and fails with gRPC's own reason (UNAVAILABLE: connection refused,
+        a TLS handshake failure...), which the error then names with the time waited."""
+        if self.connect_timeout > 0:
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
+            except grpc.FutureTimeoutError:
+                return
+        self._connected = True
 
     def close(self) -> None:
         self._channel.close()
@@ -285,6 +336,8 @@ class AsyncClient(_Shape):
         rpc: Callable[..., Any] = getattr(self._stub, method)
 
         async def call() -> Any:
+            if not self._connected:
+                await self._wait_until_connected()
             delay = 0.1
             for attempt in range(self.retries + 1 if idempotent else 1):
                 try:
@@ -294,10 +347,19 @@ class AsyncClient(_Shape):
                         await asyncio.sleep(delay * (0.5 + random.random()))
                         delay *= 2
                         continue
-                    raise _translate(exc, self.address) from None
+                    raise _translate(exc, self.address, self._waited()) from None
             raise AssertionError("unreachable")
 
         return call()
+
+    async def _wait_until_connected(self) -> None:
+        """:meth:`Client._wait_until_connected`, awaited."""
+        if self.connect_timeout > 0:
+            try:
+                await asyncio.wait_for(self._channel.channel_ready(), self.connect_timeout)
+            except asyncio.TimeoutError:
+                return
+        self._connected = True
 
     async def close(self) -> None:
         await self._channel.close()
@@ -558,13 +620,13 @@ def _retry(exc: grpc.RpcError, idempotent: bool, attempt: int, retries: int) -> 
     return idempotent and attempt < retries and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def _translate(exc: grpc.RpcError, address: str) -> ShardwalkError:
+def _translate(exc: grpc.RpcError, address: str, waited: str = "") -> ShardwalkError:
     """The library's exception for a failed call (the server's message, the class of its
     status code)."""
     code = exc.code()
     details = exc.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
-        details = f"server {address} unavailable: {details}"
+        details = f"server {address} unavailable: {details}{waited}"
     cls = error_for_code(code.name)
     return cls(details)
 

@@ -80,8 +80,8 @@ def _detect(path: str) -> str:
         if name.endswith(ext):
             return fmt
     raise InvalidArgumentError(
-        f"cannot tell the format of {path!r} from its extension; pass format= one of "
-        f"{', '.join(FORMATS[1:])}"
+        f"cannot tell the format of {path!r} from its extension; give it (format=, --format "
+        f"on the command line): one of {', '.join(FORMATS[1:])}"
     )
 
 
@@ -168,11 +168,23 @@ def open_vectors(
     if id_column is not None:
         raise InvalidArgumentError(
             f"{path!r} is a {fmt} file, which holds no ids; its ids are row numbers plus an "
-            "id offset (set the offset instead of an id column)"
+            "id offset (give an id offset, id_offset= or --id-offset, instead of an id column)"
         )
     offset = int(id_offset or 0)
     if fmt == "npy":
-        array = np.load(path, mmap_mode="r")
+        with open(path, "rb") as f:
+            if not f.read(6).startswith(b"\x93NUMPY"):  # numpy would call it pickled data
+                raise _unreadable(path, "npy", ValueError("no NumPy header"))
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:  # a damaged header, or objects
+            raise _unreadable(path, "npy", exc) from None
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+            what = "an archive" if not isinstance(array, np.ndarray) else f"{array.dtype} values"
+            raise InvalidArgumentError(
+                f"{path!r} holds {what}, not an array of numbers; a vector file holds an "
+                f"(n, dim) array of numbers ({_KINDS})"
+            )
     elif fmt == "hdf5":
         try:
             import h5py
@@ -180,10 +192,14 @@ def open_vectors(
             raise InvalidArgumentError(
                 "reading HDF5 needs h5py: pip install 'shardwalk[hdf5]'"
             ) from None
-        handle = h5py.File(path, "r")
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as exc:  # "file signature not found": not an HDF5 file
+            raise _unreadable(path, "hdf5", exc) from None
         if hdf5_dataset not in handle:
             raise NotFoundError(
-                f"{path!r} has no dataset {hdf5_dataset!r}; it has {sorted(handle.keys())}"
+                f"{path!r} has no dataset {hdf5_dataset!r}; it has {sorted(handle.keys())} "
+                "(choose one with hdf5_dataset=, --hdf5-dataset on the command line)"
             )
         array = handle[hdf5_dataset]
     else:
@@ -206,6 +222,19 @@ def open_vectors(
     return VectorSource(count=count, dim=int(array.shape[1]), read=batches, id_offset=offset)
 
 
+_KINDS = ".npy, Parquet, HDF5 (ann-benchmarks), .fvecs, .ivecs, .bvecs"
+
+
+def _unreadable(path: str, fmt: str, exc: BaseException) -> InvalidArgumentError:
+    """The error for a file that is not in the format it was read as."""
+    names = {"npy": "a NumPy .npy file", "parquet": "a Parquet file", "hdf5": "an HDF5 file"}
+    reason = str(exc).split(". ")[0].rstrip(".")
+    return InvalidArgumentError(
+        f"{path!r} is not {names[fmt]} that can be read ({reason}); check the file, or give "
+        f"its real format (format=, --format on the command line; readable: {_KINDS})"
+    )
+
+
 def _check_id_range(path: str, offset: int, count: int) -> None:
     if count and offset + count - 1 > np.iinfo(np.int64).max:
         raise InvalidArgumentError(
@@ -222,14 +251,19 @@ def _open_parquet(
     vector_column: str,
     tenant_column: str | None,
 ) -> VectorSource:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    file = pq.ParquetFile(path)
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:  # "Parquet magic bytes not found"
+        raise _unreadable(path, "parquet", exc) from None
     names = file.schema_arrow.names
     for what, column in (("vector", vector_column), ("tenant", tenant_column), ("id", id_column)):
         if column is not None and column not in names:
             raise InvalidArgumentError(
-                f"{path!r} has no column {column!r}; columns: {names} (set the {what} column)"
+                f"{path!r} has no column {column!r}; columns: {names} (name the {what} "
+                f"column with {what}_column=, --{what}-column on the command line)"
             )
     if id_column is None and "id" in names:
         id_column = "id"

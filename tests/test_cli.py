@@ -96,7 +96,11 @@ def test_parquet_ids_come_from_the_id_column(tmp_path, capsys, first):
     data = tmp_path / "db"
     base = ["ingest", tmp_path / "v.parquet", "--data", data, "--collection", "v"]
     code, _, err = run(capsys, *base, "--id-column", "id")
-    assert code == 2 and "has no column 'id'; columns: ['key', 'vector'] (set the id column)" in err
+    assert (
+        code == 2
+        and "has no column 'id'; columns: ['key', 'vector'] (name the id column with id_column=, --id-column on the command line)"
+        in err
+    )
     code, out, _ = run(capsys, *base, "--id-column", "key")
     assert code == 0 and "ids from column 'key'" in out
     code, _, err = run(capsys, *base, "--id-column", "key")

@@ -103,3 +103,26 @@ def test_snapshots_hold_the_vectors_once(tmp_path, kind):
     assert total < 1.5 * vectors.nbytes, total / vectors.nbytes
     with shardwalk.Engine.open(tmp_path / "db") as engine:
         np.testing.assert_array_equal(engine.collection("x").get(ids).vectors, vectors)
+
+
+def test_without_hnswlib_the_error_names_the_extra(tmp_path, monkeypatch):
+    """hnswlib is an optional extra (issue 23, item 2): without it, the engine works, and a
+    directory of the old format says which extra reads it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hnswlib", None)  # `import hnswlib` raises ImportError
+    with shardwalk.Engine.memory() as engine:  # the current format needs no hnswlib
+        col = engine.create_collection("x", dim=4, index="hnsw")
+        col.upsert(np.arange(20), np.random.default_rng(0).random((20, 4), dtype=np.float32))
+        assert col.search(col.get([3]).vectors, k=1).ids.tolist() == [[3]]
+    path = tmp_path / "db"
+    shutil.copytree(FIXTURE, path)
+    with pytest.raises(shardwalk.FailedPreconditionError) as raised:
+        with shardwalk.Engine.open(path) as engine:
+            engine.collection("h")
+    message = str(raised.value)
+    assert "hnswlib format of earlier versions" in message
+    assert "pip install 'shardwalk[hnswlib]'" in message and "-e '.[hnswlib]'" in message
+    monkeypatch.delitem(sys.modules, "hnswlib")
+    with shardwalk.Engine.open(path) as engine:  # installed again: it opens, nothing was lost
+        check(engine)

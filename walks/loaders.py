@@ -20,7 +20,15 @@ from shardwalk.walks.graph import CSRGraph
 
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 
-__all__ = ["from_arrow", "load_edge_list", "load_npy_dir", "load_numpy", "load_parquet"]
+__all__ = [
+    "edge_list_columns",
+    "from_arrow",
+    "load_edge_list",
+    "load_npy_dir",
+    "load_numpy",
+    "load_parquet",
+    "read_edge_list",
+]
 
 _MAX_EXACT_FLOAT = 2**53
 # compressed edge lists are recognised by their first bytes, whatever the suffix
@@ -29,8 +37,9 @@ _NPY_MAGIC = b"\x93NUMPY"
 _INTEGER = re.compile(rb"[+-]?[0-9]+")
 _ACCEPTED = (
     "accepted: text edge lists ('src dst [weight]' per line, plain, gzip, bz2 or zstd; "
-    "load_edge_list), Parquet (load_parquet), (E, 2) or (E, 3) .npy arrays (load_numpy), "
-    "directories of edges.npy [+ ids.npy, weights.npy] (load_npy_dir)"
+    "load_edge_list, --format snap), Parquet (load_parquet, --format parquet), (E, 2) or "
+    "(E, 3) .npy arrays (load_numpy, --format npy), directories of edges.npy [+ ids.npy, "
+    "weights.npy] (load_npy_dir, --format npy)"
 )
 _HINT = "skip_rows (--skip-rows) skips header lines, comment (--comment) sets the comment markers"
 
@@ -110,7 +119,10 @@ def _read_table(
 
     def on_invalid(row: Any) -> str:
         # mid-file comments and whitespace-only lines; anything else is an error
-        text = row.text.lstrip(" \t")
+        try:
+            text = row.text.lstrip(" \t")
+        except UnicodeDecodeError:  # binary further down: the line-by-line pass names it
+            return "error"
         return "skip" if not text.strip() or text.startswith(markers) else "error"
 
     names = [f"c{i}" for i in range(ncols)]
@@ -214,6 +226,58 @@ def _raise_bad_line(
                 raise _bad_line(path, lineno, data_line, line, ncols, weighted)
 
 
+def _binary(line: bytes) -> bool:
+    """A NUL byte, or bytes that are not UTF-8: not a line of a text file."""
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        return True
+    return b"\0" in line
+
+
+def _markers(comment: str) -> frozenset[bytes]:
+    return frozenset(comment[i : i + 1].encode() for i in range(len(comment)))
+
+
+def _first_data_line(
+    open_stream: Callable[[], Any], markers: frozenset[bytes], skip_rows: int, path: Any
+) -> tuple[int, bytes | None]:
+    """The lines before the first line to parse (leading comments, blank lines and
+    ``skip_rows`` data lines), and that line (None if the file has no data line). A binary
+    file is refused here, saying what it is not."""
+    skip, data_line = 0, 0
+    with open_stream() as stream:
+        for line in _lines(stream):
+            if not _is_skipped(line, markers):
+                data_line += 1
+                if data_line > skip_rows:
+                    if _binary(line):
+                        raise InvalidArgumentError(
+                            f"{path} holds binary data (line {skip + 1} is not text), not a "
+                            f"text edge list; {_ACCEPTED}"
+                        )
+                    return skip, line
+            skip += 1
+    return skip, None
+
+
+def edge_list_columns(
+    path: str | os.PathLike[str],
+    *,
+    comment: str = "#%",
+    delimiter: str | None = None,
+    skip_rows: int = 0,
+) -> tuple[int, int] | None:
+    """(line number, column count) of the first data line of a text edge list, read as
+    :func:`read_edge_list` reads it; None when the file has no data line. Lets a caller that
+    expects ``src dst [weight]`` refuse a wider file (or note an unused weight column) before
+    reading it all; :func:`read_edge_list` itself ignores columns it is not told to use."""
+    open_stream = _opener(Path(path))
+    sep = delimiter.encode() if delimiter is not None and delimiter.strip() else None
+    skip, first = _first_data_line(open_stream, _markers(comment), skip_rows, path)
+    return None if first is None else (skip + 1, len(_fields(first, sep)))
+
+
 def load_edge_list(
     path: str | os.PathLike[str],
     *,
@@ -291,22 +355,8 @@ def read_edge_list(
     sep = delimiter.encode() if delimiter is not None and delimiter.strip() else None
     if sep is not None and len(sep) != 1:
         raise InvalidArgumentError(f"delimiter must be one character; got {delimiter!r}")
-    marks = frozenset(comment[i : i + 1].encode() for i in range(len(comment)))
-    # the first line to parse: after leading comments, blank lines and skip_rows data lines
-    skip, data_line, first = 0, 0, None
-    with open_stream() as stream:
-        for line in _lines(stream):
-            if not _is_skipped(line, marks):
-                data_line += 1
-                if data_line > skip_rows:
-                    first = line
-                    break
-            skip += 1
-        if first is not None and b"\0" in first:
-            raise InvalidArgumentError(
-                f"{path} holds binary data (a NUL byte on line {skip + 1}), not a text edge "
-                f"list; {_ACCEPTED}"
-            )
+    marks = _markers(comment)
+    skip, first = _first_data_line(open_stream, marks, skip_rows, path)
     if first is None:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0) if weighted else None
     ncols = len(_fields(first, sep))

@@ -100,7 +100,7 @@ def test_serve_refuses_an_address_that_does_not_answer(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
     config.write_text('[[api_keys]]\nkey = "admin-key-0000"\nrole = "admin"\n')
     argv = [sys.executable, "-m", "shardwalk.cli", "serve", "--data", str(tmp_path / "db")]
-    argv += ["--config", str(config), "--port", "0", "--address", "127.0.0.1:1"]
+    argv += ["--create", "--config", str(config), "--port", "0", "--address", "127.0.0.1:1"]
     done = run(argv, {})
     assert done.returncode == 2, done.stdout + done.stderr[-3000:]
     assert "the Ray cluster at '127.0.0.1:1' does not answer (Connection refused" in done.stderr

@@ -228,7 +228,7 @@ def test_metrics_listen_on_loopback_unless_configured(tmp_path: Path) -> None:
     metrics = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "shardwalk.cli", "serve", "--data", str(tmp_path / "data"),
-         "--config", str(config), "--host", "127.0.0.2", "--port", "0",
+         "--create", "--config", str(config), "--host", "127.0.0.2", "--port", "0",
          "--metrics-port", str(metrics), "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -309,12 +309,18 @@ def test_mutual_tls(tmp_path: Path, kind: type) -> None:
                 return await aio.collections()
 
         assert asyncio.run(asynchronous()) == []
+        # a refused handshake fails only once the client's connect window has passed
+        wait = {"connect_timeout": 1}
         for refused in (
-            client(server, **options),  # no client certificate
+            client(server, **options, **wait),  # no client certificate
             client(
-                server, **options, client_cert=pem["stranger.crt"], client_key=pem["stranger.key"]
+                server,
+                **options,
+                **wait,
+                client_cert=pem["stranger.crt"],
+                client_key=pem["stranger.key"],
             ),
-            client(server, timeout=5, retries=0),  # plaintext
+            client(server, timeout=5, retries=0, **wait),  # plaintext
         ):
             with pytest.raises(UnavailableError):
                 refused.collections()

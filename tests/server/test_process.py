@@ -36,6 +36,7 @@ class Served:
                 "serve",
                 "--data",
                 str(data),
+                "--create",
                 "--config",
                 str(config),
                 "--port",

@@ -546,7 +546,9 @@ def test_async_client_has_the_same_shape(running: Running, docs: dict) -> None:
 
 
 def test_unreachable_server_is_retried_then_unavailable() -> None:
-    client = shardwalk.Client("127.0.0.1:1", api_key=ADMIN, timeout=2, retries=2)
+    client = shardwalk.Client(
+        "127.0.0.1:1", api_key=ADMIN, timeout=2, retries=2, connect_timeout=0.2
+    )
     start = time.monotonic()
     with pytest.raises(shardwalk.ShardwalkError, match="unavailable"):
         client.collections()

@@ -336,8 +336,8 @@ class RemoteCollection:
             request.tenant = tenant
         if where is not None:
             request.filter.CopyFrom(filter_to_pb(where))
-        if search_params:
-            request.params.update(params_to_pb(search_params))
+        for name, value in params_to_pb(search_params).items():
+            request.params[name].CopyFrom(value)
         if explain:
             request.explain = True
         return self._client._run("Search", request, _search_result)

@@ -1251,7 +1251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = os.path.join(root, "shardwalk")
     built = {"shardwalk": build_shardwalk(data, base, args, log)}
     config = write_config(os.path.join(root, "server.toml"), data.tenant)
-    models = [(SYNC, config), (AIO, config)]
+    models = [(SYNC, config)] + ([] if args.skip_aio else [(AIO, config)])
     for t in args.sync_pool:  # the sync server with another [limits] threads
         path = os.path.join(root, f"server-{t}.toml")
         models.append((f"{SYNC}-{t}threads", write_config(path, data.tenant, t)))
@@ -1473,6 +1473,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-milvus", action="store_true")
     parser.add_argument("--skip-chroma", action="store_true")
     parser.add_argument("--skip-pgvector", action="store_true")
+    parser.add_argument("--skip-aio", action="store_true", help="no grpc.aio server")
     parser.add_argument(
         "--pg-dsn",
         default="host=127.0.0.1 port=55432 dbname=bench user=bench "

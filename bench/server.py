@@ -954,7 +954,8 @@ def profile(systems: list[System], args, log) -> dict[str, Any]:
         if "@baseline" in system.name or "threads" in system.name:
             continue
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        svg = Path(args.out) / f"server-clustered-{args.n}-profile-{system.name}.svg"
+        tag = f"-{args.tag}" if args.tag else ""
+        svg = Path(args.out) / f"server-clustered-{args.n}{tag}-profile-{system.name}.svg"
         raw = svg.with_suffix(".txt")
         shares = {}
         for path, fmt in ((svg, "flamegraph"), (raw, "raw")):
@@ -1517,6 +1518,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     parser.add_argument("--tmp", default=None, help="directory for the data (default: TMPDIR)")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--tag", default="", help="results file server-clustered-<n>-<tag>.json (a run of its own)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.queries, args.ppr_seeds, args.tenants = 3000, 50, 20, 20
@@ -1527,7 +1531,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"server-clustered-{args.n}" + ("-quick" if args.quick else "")
+    stem = f"server-clustered-{args.n}" + (f"-{args.tag}" if args.tag else "")
+    stem += "-quick" if args.quick else ""
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     plot(result, out / f"{stem}.png")
     print(json.dumps({"ratios": result["ratios"], "targets": result["targets"]}, indent=1))

@@ -1389,7 +1389,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp.cleanup()
     result["machine"] = {
         "cpus": os.cpu_count(),
-        "note": "2 cores shared with two other engineers' work; ratios are within this run",
+        "note": "cores shared with other work (loadavg_before/after); ratios are within this run",
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "grpcio": _version("grpcio"),

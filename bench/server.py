@@ -14,7 +14,15 @@ call for ``--warmup`` seconds, then ``--duration`` seconds measured continuously
    * ``milvus-lite``: pymilvus ``MilvusClient`` on a local .db file (it starts milvus-lite's own
      server process), HNSW, the tenant as partition key and filter expression;
    * ``chroma``: ``chroma run`` as a subprocess, ``chromadb.HttpClient``, HNSW through the
-     collection configuration, the tenant as ``where={"tenant": ...}`` metadata filter.
+     collection configuration, the tenant as ``where={"tenant": ...}`` metadata filter;
+   * ``pgvector``, ``pgvector-relaxed``, ``pgvector-rls``: PostgreSQL + pgvector (started by
+     ``../shared/peers/pgvector/start.sh``; ``--pg-dsn``) through psycopg, a connection per
+     client thread, prepared statements; the tenant by ``WHERE`` with the plan Postgres picks,
+     the same with ``hnsw.iterative_scan = relaxed_order``, and a row-level-security policy
+     (:class:`PgVector`); each statement's ``EXPLAIN`` is kept. Skipped with a note when
+     PostgreSQL is not reachable;
+   * ``server-sync-coalesce<W>us``: the sync server coalescing concurrent single-query
+     searches (``--coalesce``), and ``grpc-floor``: grpc's Python stack with nothing behind it.
 2. Workloads: Search unfiltered (admin key) and scoped to the "2% tenant" (that tenant's own API
    key); PersonalizedPageRank from one seed, admin (whole graph) and tenant (``collection=``,
    seeds and results scoped to the tenant's rows); Compose (kNN-seeded PPR, fused), admin and
@@ -34,6 +42,8 @@ errors.
     python bench/server.py                          # 100K: about 15 min on 2 cores
     python bench/server.py --skip-milvus --skip-chroma --concurrency 1,8
     python bench/server.py --quick                  # a smoke run of a few seconds
+    python bench/server.py --tag pgvector --scopes search,search-tenant-2%,search-batch \
+        --profile 8 --baseline OTHER/.venv/bin/python   # issue 21 (bench/README.md)
 
 Milvus Lite: ``pip install pymilvus milvus-lite``; Chroma: ``pip install chromadb`` (a large
 dependency tree, hence not in the ``bench`` extra). Each is skipped with a note when missing.

@@ -6,6 +6,7 @@ python bench/report.py ann-clustered-1000000 ann-mnist filtered-clustered-100000
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -121,11 +122,13 @@ def server(r: dict) -> str:
             cells = []
             for c in cs:
                 q = pts.get(c)
-                cells.append(
-                    "- | - | -"
-                    if q is None
-                    else f"{q['qps']:,.0f} | {q['p50_us'] / 1e3:.2f} | {q['p99_us'] / 1e3:.1f}"
-                )
+                if q is None:
+                    cells.append("- | - | -")
+                    continue
+                qps = f"{q['qps']:,.0f}"
+                if "queries_per_second" in q:  # requests of several queries
+                    qps += f" ({q['queries_per_second']:,.0f} queries/s)"
+                cells.append(f"{qps} | {q['p50_us'] / 1e3:.2f} | {q['p99_us'] / 1e3:.1f}")
             q8 = pts.get(8) or pts[cs[-1]]
             cpu = f"{q8['client_cpu_us_per_call']:.0f}"
             if "server_cpu_us_per_call" in q8:
@@ -158,6 +161,22 @@ def server(r: dict) -> str:
                 + " | ".join(f"{per[b]['min']:.3f}" if b in per else "-" for b in labels)
                 + " |"
             )
+    plans = r.get("pgvector_plans") or {}
+    if plans:
+        out += [
+            "",
+            "Plans PostgreSQL ran (`EXPLAIN` of the prepared statement, costs dropped):",
+            "",
+        ]
+        for name, plan in plans.items():
+            nodes = [re.sub(r"\s+\(cost=[^)]*\)", "", line).rstrip() for line in plan.splitlines()]
+            out.append(f"- {name}: " + " / ".join(n.strip() for n in nodes if n.strip()))
+    targets = {k: v for k, v in (r.get("targets") or {}).items() if "pgvector" in k or "CPU" in k}
+    if targets:
+        out += ["", "| target (same run) | observed | met |", "|---|---|---|"]
+        for name, v in targets.items():
+            seen = ", ".join(f"{k} {x}" for k, x in v.items() if k != "met")
+            out.append(f"| {name} | {seen} | {'yes' if v['met'] else '**no**'} |")
     built = r["built"]
     keys = ("build_seconds", "insert_seconds", "start_seconds")
     out += [

@@ -39,6 +39,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from shardwalk.server.coalesce import Coalescer
 from shardwalk.server.config import Config, Principal, load_config
 from shardwalk.server.lanes import Lane
 from shardwalk.server.limits import Limiter
@@ -88,6 +90,7 @@ _BACKGROUND = frozenset(
 # grpcio-reflection serves v1alpha only; grpcurl and newer tools ask for v1 first
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _SERVICES = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+_OK = grpc.StatusCode.OK
 
 
 class Dispatcher:
@@ -96,7 +99,12 @@ class Dispatcher:
 
     def __init__(self, engine: Engine, config: Config) -> None:
         self.config = config
-        self.service = Service(engine, config.limits)
+        coalescer = None
+        if config.coalesce_window_s > 0:
+            coalescer = Coalescer(
+                config.coalesce_window_s, min(config.coalesce_max_queries, config.limits.max_batch)
+            )
+        self.service = Service(engine, config.limits, coalescer)
         self._paths = _server_paths(engine.path)
         self.limiter = Limiter(config)
         self.background = Lane(config.limits.rpc_threads, config.limits.background_nice)
@@ -114,6 +122,11 @@ class Dispatcher:
             registry=self.registry,
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
         )
+        if coalescer is not None:
+            self.registry.register(_CoalescerMetrics(coalescer))
+        # bounded: one entry per configured key, and per (rpc, tenant label, status code)
+        self._known: dict[str, Principal] = {}
+        self._bound: dict[tuple[str, str, grpc.StatusCode], tuple[Any, Any]] = {}
 
     def call(
         self, rpc: str, data: Any, metadata: Any, remaining: float | None
@@ -123,11 +136,11 @@ class Dispatcher:
         request_type, handler, streaming = _RPCS[rpc]
         start = time.perf_counter()
         who: Principal | None = None
-        code, message, out = grpc.StatusCode.OK, "", b""
+        code, message, out = _OK, "", b""
         detail = ""  # the failure, for the operator's log line (the whole library message)
         gate, capped = None, False
         try:
-            who = self.config.principal(_api_key(metadata))
+            who = self._principal(_api_key(metadata))
             if remaining is not None and remaining <= 0:
                 raise DeadlineExceededError(f"the deadline of {rpc} passed before it ran")
             gate = self.limiter.admit(who)  # the key's quotas (server/limits.py)
@@ -162,11 +175,13 @@ class Dispatcher:
             if gate is not None:
                 gate.leave()
         seconds = time.perf_counter() - start
-        tenant = _label(who)
-        self._requests.labels(rpc, tenant, code.name).inc()
-        self._latency.labels(rpc, tenant, code.name).observe(seconds)
-        if code is grpc.StatusCode.OK:
-            log.debug("rpc=%s tenant=%s status=OK ms=%.2f", rpc, tenant, seconds * 1e3)
+        tenant = "-" if who is None else who.label
+        counter, latency = self._series(rpc, tenant, code)
+        counter.inc()
+        latency.observe(seconds)
+        if code is _OK:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("rpc=%s tenant=%s status=OK ms=%.2f", rpc, tenant, seconds * 1e3)
         else:
             log.info(
                 "rpc=%s tenant=%s status=%s ms=%.2f error=%s",
@@ -177,6 +192,31 @@ class Dispatcher:
                 json.dumps(detail or message),  # one line, quoted, whatever it holds
             )
         return code, message, out
+
+    def _principal(self, key: str | None) -> Principal:
+        """The caller of an API key, remembered per key string once it authenticated (the
+        digest and the constant-time comparison with every configured key run once per key,
+        not per call; the keys cannot change while the server runs). Unknown keys are never
+        remembered: the cache holds at most one entry per string that authenticated."""
+        who = self._known.get(key)  # type: ignore[arg-type]
+        if who is None:
+            who = self.config.principal(key)
+            self._known[key] = who  # type: ignore[index]
+        return who
+
+    def _series(self, rpc: str, tenant: str, code: grpc.StatusCode) -> tuple[Any, Any]:
+        """The counter and histogram children of (rpc, tenant, code), bound once (a
+        ``labels()`` lookup checks and joins the label values under the metric's lock on
+        every call)."""
+        key = (rpc, tenant, code)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = (
+                self._requests.labels(rpc, tenant, code.name),
+                self._latency.labels(rpc, tenant, code.name),
+            )
+            self._bound[key] = bound
+        return bound
 
     def _client_message(self, rpc: str, exc: ShardwalkError, who: Principal | None) -> str:
         """What a caller is told: the library's message, unless the caller is not an admin
@@ -201,6 +241,24 @@ class Dispatcher:
         )
         what = _GENERIC.get(exc.code, "the server could not complete it")
         return f"{rpc} failed: {what}; the server logged the details (ref {ref})"
+
+
+class _CoalescerMetrics:
+    """The coalescer's counts as metrics, read when scraped (server/coalesce.py)."""
+
+    def __init__(self, coalescer: Coalescer) -> None:
+        self._coalescer = coalescer
+
+    def collect(self) -> Any:
+        batches = CounterMetricFamily(
+            "shardwalk_search_batches", "coalesced Search batches run (two queries or more)"
+        )
+        batches.add_metric([], self._coalescer.batches)
+        queries = CounterMetricFamily(
+            "shardwalk_search_coalesced_queries", "single-query Searches answered in those batches"
+        )
+        queries.add_metric([], self._coalescer.coalesced)
+        return [batches, queries]
 
 
 # the client-safe messages of the failures whose library messages are not (see _internal)

@@ -42,6 +42,11 @@
 
     [server]                     # optional
     reflection = false           # gRPC server reflection (answers without an API key)
+    coalesce_window_us = 0       # > 0: concurrent single-query Searches of one collection,
+                                 # scope, filter and parameters share one batch call, each
+                                 # waiting at most this long for it to start (0: off;
+                                 # server/coalesce.py)
+    coalesce_max_queries = 32    # queries per coalesced batch at most
 
 Keys are kept as SHA-256 digests and compared in constant time. A request above a limit, and
 a call past its key's quota, is refused with RESOURCE_EXHAUSTED naming the setting, before any
@@ -144,6 +149,9 @@ class Config:
     # reflection answers anyone (it sits outside the API key check) and lists the service's
     # schema: off unless asked for (grpcurl and other generic tools need it)
     reflection: bool = False
+    # coalescing of concurrent single-query searches (server/coalesce.py): 0 is off
+    coalesce_window_s: float = 0.0
+    coalesce_max_queries: int = 32
 
     def principal(self, key: str | None) -> Principal:
         """The caller of an API key; ``UnauthenticatedError`` for a missing or unknown one."""
@@ -271,11 +279,24 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
             client_ca = _read(os.path.join(base, tls["client_ca"]), f"{where}: [tls] client_ca")
 
     server = raw.get("server", {})
-    _known(server, {"reflection"}, f"{where}: [server]")
+    _known(
+        server, {"reflection", "coalesce_window_us", "coalesce_max_queries"}, f"{where}: [server]"
+    )
     reflection = server.get("reflection", False)
     if not isinstance(reflection, bool):
         raise InvalidArgumentError(
             f"{where}: [server] reflection must be true or false; got {reflection!r}"
+        )
+    window = server.get("coalesce_window_us", 0)
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window <= 1e6:
+        raise InvalidArgumentError(
+            f"{where}: [server] coalesce_window_us must be a number of microseconds from 0 (off) "
+            f"to 1000000; got {window!r}"
+        )
+    most = server.get("coalesce_max_queries", 32)
+    if isinstance(most, bool) or not isinstance(most, int) or most < 2:
+        raise InvalidArgumentError(
+            f"{where}: [server] coalesce_max_queries must be an integer >= 2; got {most!r}"
         )
     return Config(
         keys=keys,
@@ -284,6 +305,8 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
         tls_key=key,
         tls_client_ca=client_ca,
         reflection=reflection,
+        coalesce_window_s=window / 1e6,
+        coalesce_max_queries=most,
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from shardwalk.index.filters import validate
+from shardwalk.server.coalesce import Coalescer
 from shardwalk.server.config import Limits, Principal
 
 from shardwalk._deadline import check
@@ -74,9 +75,10 @@ def _missing(owner: str, ids: np.ndarray) -> NotFoundError:
 class Service:
     """The handlers of ``shardwalk.v1.Shardwalk`` over one engine."""
 
-    def __init__(self, engine: Engine, limits: Limits) -> None:
+    def __init__(self, engine: Engine, limits: Limits, coalescer: Coalescer | None = None) -> None:
         self.engine = engine
         self.limits = limits
+        self.coalescer = coalescer  # concurrent single-query searches share batch calls
 
     # -- checks shared by the handlers ------------------------------------------------------
     def _tenant(self, who: Principal, requested: str) -> str | None:
@@ -159,20 +161,28 @@ class Service:
         queries = vectors_from_pb(request.queries, what="queries")
         k = self._k(request, "k", 10)
         where = self._where(who, collection, request)
-        result = collection.search(
-            queries,
-            k,
-            tenant=self._tenant(who, request.tenant),
-            where=where,
-            explain=request.explain,
-            **self._params(request.params),
-        )
+        tenant = self._tenant(who, request.tenant)
+        params = self._params(request.params) if request.params else {}
+        explain = None
+        if self.coalescer is not None and queries.shape[0] == 1 and not request.explain:
+            # one query: it may share a batch call with others of the same key (server/coalesce.py)
+            key = (collection, queries.shape[1], k, tenant, _filter_key(request), _key(params))
+            ids, distances = self.coalescer.search(
+                key,
+                queries,
+                lambda q: collection.search(q, k, tenant=tenant, where=where, **params),
+            )
+        else:
+            result = collection.search(
+                queries, k, tenant=tenant, where=where, explain=request.explain, **params
+            )
+            ids, distances, explain = result.ids, result.distances, result.explain
         return pb.SearchResponse(
-            rows=result.ids.shape[0],
+            rows=ids.shape[0],
             k=k,
-            ids=result.ids.astype("<i8", copy=False).tobytes(),
-            distances=result.distances.astype("<f4", copy=False).tobytes(),
-            explain_json=to_json(result.explain.to_dict()) if result.explain is not None else "",
+            ids=ids.astype("<i8", copy=False).tobytes(),
+            distances=distances.astype("<f4", copy=False).tobytes(),
+            explain_json=to_json(explain.to_dict()) if explain is not None else "",
         )
 
     def get(self, who: Principal, request: pb.GetRequest) -> pb.GetResponse:
@@ -508,6 +518,19 @@ class Service:
         else:
             report = graph.delete_edges(edges)
         return pb.UpdateGraphResponse(json=to_json(report))
+
+
+def _filter_key(request: Any) -> bytes | None:
+    """A request's filter as exact bytes (predicates compare ``1`` and ``True`` equal; the
+    collection's type check does not)."""
+    return (
+        request.filter.SerializeToString(deterministic=True) if request.HasField("filter") else None
+    )
+
+
+def _key(params: dict[str, Any]) -> tuple:
+    """Search parameters as a key, their types included (``ef=64`` and ``ef=64.0`` differ)."""
+    return tuple(sorted((name, type(value), value) for name, value in params.items()))
 
 
 def _declared_only(collection: Collection, names: list[str]) -> None:

@@ -30,21 +30,26 @@ __all__ = ["check", "deadline", "remaining", "stop_flag"]
 _AT: ContextVar[float | None] = ContextVar("shardwalk_deadline", default=None)
 
 
-@contextmanager
-def deadline(seconds: float | None) -> Iterator[None]:
+class deadline:  # lower case: used as a function, ``with deadline(seconds):``
     """Calls inside the block must finish within ``seconds`` (None: no deadline; a deadline
-    already set outside stays in force if it is sooner)."""
-    if seconds is not None and (isinstance(seconds, bool) or not seconds == seconds):
-        raise InvalidArgumentError(f"a deadline is a number of seconds; got {seconds!r}")
-    at = None if seconds is None else time.monotonic() + float(seconds)
-    outer = _AT.get()
-    if outer is not None and (at is None or outer < at):
-        at = outer
-    token = _AT.set(at)
-    try:
-        yield
-    finally:
-        _AT.reset(token)
+    already set outside stays in force if it is sooner). A class rather than a generator
+    context manager: the server enters one per call (1 us against 3-5)."""
+
+    __slots__ = ("_at", "_token")
+
+    def __init__(self, seconds: float | None) -> None:
+        if seconds is not None and (isinstance(seconds, bool) or not seconds == seconds):
+            raise InvalidArgumentError(f"a deadline is a number of seconds; got {seconds!r}")
+        self._at = None if seconds is None else time.monotonic() + float(seconds)
+
+    def __enter__(self) -> None:
+        at, outer = self._at, _AT.get()
+        if outer is not None and (at is None or outer < at):
+            at = outer
+        self._token = _AT.set(at)
+
+    def __exit__(self, *exc: object) -> None:
+        _AT.reset(self._token)
 
 
 def remaining() -> float | None:

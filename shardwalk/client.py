@@ -390,15 +390,18 @@ class RemoteCollection:
     ) -> SearchResult:
         """As :meth:`shardwalk.Collection.search`; a tenant key's searches are always scoped to
         its tenant (``tenant`` may only repeat it)."""
-        request = pb.SearchRequest(
-            collection=self.name,
-            queries=vectors_to_pb(queries, what="queries"),
-            k=_count(k, "k"),
-            tenant=tenant or "",
-            filter=None if where is None else filter_to_pb(where),
-            params=params_to_pb(search_params),
-            explain=explain,
-        )
+        # fields set in place (a message passed to the constructor is copied into it); the
+        # queries' values and dimension are the server's to check, as in process
+        request = pb.SearchRequest(collection=self.name, k=_count(k, "k"))
+        _pack(request.queries, queries, "queries")
+        if tenant:
+            request.tenant = tenant
+        if where is not None:
+            request.filter.CopyFrom(filter_to_pb(where))
+        for name, value in params_to_pb(search_params).items():
+            request.params[name].CopyFrom(value)
+        if explain:
+            request.explain = True
         return self._client._run("Search", request, _search_result)
 
     def get(self, ids: Any, *, tenant: str | None = None) -> Records:
@@ -562,11 +565,30 @@ def _deleted(response: pb.DeleteResponse) -> int:
 
 def _search_result(response: pb.SearchResponse) -> SearchResult:
     rows, k = response.rows, response.k
+    explain = response.explain_json
     return SearchResult(
         ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
         distances=matrix_from_pb(response.distances, "<f4", rows, k, "distances"),
-        explain=Explain(**json.loads(response.explain_json)) if response.explain_json else None,
+        explain=Explain(**json.loads(explain)) if explain else None,
     )
+
+
+def _pack(message: pb.Vectors, vectors: Any, what: str) -> None:
+    """Fill a ``Vectors`` message in place: a C-contiguous little-endian float32 array (the
+    usual query) is packed as it is, anything else through :func:`vectors_to_pb`."""
+    if (
+        type(vectors) is np.ndarray
+        and vectors.dtype == _F4
+        and vectors.ndim in (1, 2)
+        and vectors.flags.c_contiguous
+    ):
+        message.dim = vectors.shape[-1]
+        message.data = vectors.tobytes()
+    else:
+        message.CopyFrom(vectors_to_pb(vectors, what=what))
+
+
+_F4 = np.dtype("<f4")
 
 
 def _records(response: pb.GetResponse) -> Records:

@@ -77,7 +77,8 @@ def test_metrics_count_every_call_by_tenant_and_code(dispatcher) -> None:
         )
         == 1
     )
-    assert value("shardwalk_request_seconds_count", {"rpc": "Search", "tenant": "admin"}) == 2
+    latency = {"rpc": "Search", "tenant": "admin", "code": "OK"}
+    assert value("shardwalk_request_seconds_count", latency) == 2
 
 
 def test_quotas_still_apply_to_a_remembered_key(dispatcher) -> None:

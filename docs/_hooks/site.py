@@ -1,0 +1,42 @@
+"""mkdocs hooks of the documentation site (mkdocs.yml ``hooks``).
+
+- The API reference: mkdocstrings reads the docstrings with griffe, which finds packages by
+  their folders; ``shardwalk.index``, ``.walks`` and ``.server`` live in ``index/``, ``walks/``
+  and ``server/`` (setuptools' package-dir), so the hook lays out a copy of the package as it
+  is installed under ``build/api-src`` (mkdocs.yml points the handler there).
+- The benchmark figures: bench/README.md and its plots become pages of the site as they are
+  (docs/benchmarks.md links to them; nothing is retyped).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from mkdocs.structure.files import File, Files
+
+REPO = Path(__file__).resolve().parents[2]
+API_SOURCE = REPO / "build" / "api-src"
+# where each importable package of the distribution lives (pyproject.toml's package-dir)
+PACKAGES = {
+    "shardwalk": "shardwalk",
+    "index": "shardwalk/index",
+    "walks": "shardwalk/walks",
+    "server": "shardwalk/server",
+}
+
+
+def on_startup(command: str, dirty: bool) -> None:
+    # on_startup runs before mkdocstrings starts griffe (its paths are read then)
+    shutil.rmtree(API_SOURCE, ignore_errors=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder, package in PACKAGES.items():
+        shutil.copytree(REPO / folder, API_SOURCE / package, ignore=skip)
+
+
+def on_files(files: Files, config) -> Files:
+    bench = REPO / "bench"
+    for path in [bench / "README.md", *sorted((bench / "results").glob("*.png"))]:
+        uri = path.relative_to(REPO).as_posix()
+        files.append(File.generated(config, uri, abs_src_path=str(path)))
+    return files

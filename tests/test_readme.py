@@ -9,8 +9,8 @@ would). By the block's language:
   (``shardwalk``, ``python3``: an activated virtual environment) and ``.venv`` in the directory
   pointing at this interpreter's environment (the README's ``.venv/bin/...`` commands). Every
   process a block leaves behind (a server started with ``&``) is killed with its group.
-- ``toml``: a server config, written to a file and read by ``load_config`` (every key checked,
-  the files it names read).
+- ``toml``: a server config, written to the file its first line names (``# tls.toml``; else
+  ``config.toml``) and read by ``load_config`` (every key checked, the files it names read).
 - ``text``, ``mermaid``: synopses and pictures, not run.
 - a block holding only a snippet include (``--8<-- "path"``): that file, which must exist.
 
@@ -112,8 +112,10 @@ def run_block(block: Block, cwd: Path, env: dict[str, str]) -> None:
     elif block.lang == "toml":
         from shardwalk.server.config import load_config
 
-        (cwd / "block.toml").write_text(block.body)
-        load_config(cwd / "block.toml")  # raises InvalidArgumentError naming the entry
+        named = re.match(r"# ([\w.-]+\.toml)\n", block.body)
+        path = cwd / (named[1] if named else "config.toml")
+        path.write_text(block.body)
+        load_config(path)  # raises InvalidArgumentError naming the entry
     else:
         raise AssertionError(f"{block.where()}: no rule to run this block")
 

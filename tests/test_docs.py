@@ -9,8 +9,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from shardwalk.server.config import Limits
+
 import shardwalk.errors as errors
 from shardwalk.cli import build_parser
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -112,3 +119,11 @@ def test_every_page_is_in_the_navigation():
     pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
     assert pages - nav == set(), "pages no menu leads to"
     assert nav - pages == {"bench/README.md"}  # added by docs/_hooks/site.py
+
+
+def test_the_config_page_shows_every_limit():
+    page = (DOCS / "concepts" / "server.md").read_text()
+    block = re.search(r"^```toml\n(# server\.toml\n.*?)^```", page, flags=re.S | re.M)
+    assert block, "docs/concepts/server.md shows the config file (# server.toml)"
+    shown = set(tomllib.loads(block[1])["limits"])
+    assert shown == set(Limits.__dataclass_fields__), "the [limits] settings shown drifted"

@@ -6,8 +6,8 @@
   is installed under ``build/api-src`` (mkdocs.yml points the handler there). The copy's
   Sphinx roles (``:meth:`close```, ``:class:`~shardwalk.wal.RecoveredLog```) become code spans
   (``close``, ``RecoveredLog``): mkdocstrings renders Markdown, where a role shows as typed.
-- The benchmark figures: bench/README.md and its plots become pages of the site as they are
-  (docs/benchmarks.md links to them; nothing is retyped).
+- The benchmark figures: bench/README.md, its plots and the rest of bench/ become part of the
+  site as they are (docs/benchmarks.md links to them; nothing is retyped).
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ def on_startup(command: str, dirty: bool) -> None:
 
 
 def on_files(files: Files, config) -> Files:
-    bench = REPO / "bench"
-    for path in [bench / "README.md", *sorted((bench / "results").glob("*.png"))]:
-        uri = path.relative_to(REPO).as_posix()
-        files.append(File.generated(config, uri, abs_src_path=str(path)))
+    # all of bench/ (the scripts and the results JSON too), so that bench/README.md's relative
+    # links to them resolve on the site as on GitHub
+    for path in sorted((REPO / "bench").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".tmp":
+            uri = path.relative_to(REPO).as_posix()
+            files.append(File.generated(config, uri, abs_src_path=str(path)))
     return files

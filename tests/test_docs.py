@@ -70,14 +70,18 @@ def test_the_grpc_page_names_every_rpc():
 def commands(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, list[str]]]:
-    """Every leaf command of the CLI with its long options."""
+    """Every leaf command of the CLI with the long options its --help shows."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from commands(sub, (*path, name))
             return
     options = [
-        o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"
+        o
+        for a in parser._actions
+        if a.help is not argparse.SUPPRESS  # hidden (an old name kept working) as in --help
+        for o in a.option_strings
+        if o.startswith("--") and o != "--help"
     ]
     yield " ".join(path), options
 

@@ -193,6 +193,16 @@ def _call(fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
     return fn(item, **resolved)
 
 
+@ray.remote(max_retries=MAX_RETRIES)
+def _warm() -> int:
+    """What a worker's first block would pay: shardwalk's modules imported, and pyarrow's
+    first conversion (it imports pandas then, a second under load)."""
+    import shardwalk.build  # noqa: F401
+
+    pa.array(np.zeros(1)).to_numpy()
+    return os.getpid()
+
+
 class RayExecutor:
     """Runs ``fn(item, **shared)`` for each item as Ray tasks, at most ``workers`` at once.
 
@@ -210,6 +220,18 @@ class RayExecutor:
     def put(self, value: Any) -> Any:
         self.object_store_bytes += _nbytes(value)
         return ray.put(value)
+
+    def warm(self) -> Callable[[], None]:
+        """Start the job's workers now (a task per worker, spread over the nodes, importing
+        what the tasks run; a fresh worker takes seconds to start), while the driver reads the
+        input's footers; returns the wait for them."""
+        refs = [
+            _warm.options(
+                num_cpus=self.cpus, runtime_env=thread_env(self.cpus), scheduling_strategy="SPREAD"
+            ).remote()
+            for _ in range(self.workers)
+        ]
+        return lambda: ray.get(refs) and None
 
     def map(
         self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -85,7 +86,8 @@ class Block:
     row_groups: tuple[int, ...]
     first_row: int  # the block's first row, counted in the file
     rows: int
-    vector_bytes: int  # decoded bytes of the vector column (from the footer)
+    bytes: int  # decoded bytes of the row groups (from the footer)
+    vector_bytes: int  # of the vector column
 
 
 def plan_blocks(files: Sequence[str], vector: str, target: int = _BLOCK_BYTES) -> list[Block]:
@@ -105,7 +107,7 @@ def plan_blocks(files: Sequence[str], vector: str, target: int = _BLOCK_BYTES) -
                 continue
             size = group.total_byte_size
             if run and run_bytes + size > target:
-                blocks.append(Block(path, tuple(run), row, run_rows, run_vector))
+                blocks.append(Block(path, tuple(run), row, run_rows, run_bytes, run_vector))
                 row += run_rows
                 run, run_rows, run_bytes, run_vector = [], 0, 0, 0
             run.append(g)
@@ -113,15 +115,22 @@ def plan_blocks(files: Sequence[str], vector: str, target: int = _BLOCK_BYTES) -
             run_bytes += size
             run_vector += sum(group.column(i).total_uncompressed_size for i in vector_cols)
         if run:
-            blocks.append(Block(path, tuple(run), row, run_rows, run_vector))
+            blocks.append(Block(path, tuple(run), row, run_rows, run_bytes, run_vector))
     return blocks
 
 
 def _batches(block: Block, select: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """The block's rows as Arrow batches of at most ``_BATCH`` rows."""
-    yield from pq.ParquetFile(block.path).iter_batches(
-        _BATCH, row_groups=list(block.row_groups), columns=list(select), use_threads=False
-    )
+    """The block's rows as Arrow batches: its row groups read at once (the fast path), or, for
+    a row group far larger than a block, in batches of ``_BATCH`` rows (bounded memory)."""
+    source = pq.ParquetFile(block.path, pre_buffer=True)
+    groups, columns = list(block.row_groups), list(select)
+    if block.bytes <= 4 * _BLOCK_BYTES:
+        table = source.read_row_groups(groups, columns=columns, use_threads=False)
+        yield from table.to_batches()
+    else:
+        yield from source.iter_batches(
+            _BATCH, row_groups=groups, columns=columns, use_threads=False
+        )
 
 
 class _BadRow(Exception):
@@ -143,6 +152,10 @@ class ThreadExecutor:
 
     def put(self, value: Any) -> Any:
         return value
+
+    def warm(self) -> Callable[[], None]:
+        """Nothing to start (the threads start with each step)."""
+        return lambda: None
 
     def map(
         self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
@@ -342,7 +355,7 @@ def build_whole(
 ) -> dict[str, Any]:
     """An index of another kind than partitioned, built whole from partition 0's spill files
     (every row is there), labels in id order."""
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     ids, vectors, read = bulk.read_spill(staging, 0)
     labels = np.searchsorted(sorted_ids, ids).astype(np.int64)
     index = make_index(kind, dim=dim, metric=index_metric, **params)  # type: ignore[arg-type]
@@ -351,13 +364,38 @@ def build_whole(
     os.makedirs(index_dir, exist_ok=True)
     index.save(index_dir)
     return {"partition": 0, "rows": int(ids.size), "seconds": time.perf_counter() - t0,
-            "bytes_read": read, "pid": os.getpid(), "peak_rss_bytes": peak_rss_bytes()}  # fmt: skip
+            "bytes_read": read, "pid": os.getpid(), "peak_rss_bytes": peak_rss_bytes(),
+            **_worker_times(started)}  # fmt: skip
 
 
 def build_part(p: int, **kwargs: Any) -> dict[str, Any]:
+    started = time.time()
     report = bulk.build_partition(p, **kwargs)
-    report["peak_rss_bytes"] = peak_rss_bytes()
+    report.update(_worker_times(started), peak_rss_bytes=peak_rss_bytes())
     return report
+
+
+def _worker_times(started: float) -> dict[str, Any]:
+    """When a task ran (wall clock) and on which worker (process and thread)."""
+    worker = f"{os.getpid()}-{threading.get_ident()}"
+    return {"started": started, "ended": time.time(), "worker": worker}
+
+
+def _schedule_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """How evenly the build tasks kept the workers busy: each worker's busy seconds and the
+    tail (from the first worker running out of tasks to the end)."""
+    last: dict[str, float] = {}
+    busy: dict[str, float] = {}
+    for r in reports:
+        last[r["worker"]] = max(last.get(r["worker"], 0.0), r["ended"])
+        busy[r["worker"]] = busy.get(r["worker"], 0.0) + (r["ended"] - r["started"])
+    first = min((r["started"] for r in reports), default=0.0)
+    return {
+        "order": [r["partition"] for r in sorted(reports, key=lambda r: r["started"])],
+        "busy_seconds": sorted(busy.values(), reverse=True),
+        "span_seconds": max(last.values(), default=first) - first,
+        "tail_seconds": max(last.values(), default=0.0) - min(last.values(), default=0.0),
+    }
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -462,6 +500,7 @@ def build_collection(
     check_name("collection", name)
     check_choice("metric", metric, METRICS)
     kind, params = check_index_params(index, index_params)
+    started = executor.warm()  # Ray's workers start while the footers are read
     root = os.path.abspath(os.fspath(path)) + os.sep
     files = [f for f in input_files(source) if not f.startswith(root)]  # not our own files
     if not files:
@@ -489,9 +528,14 @@ def build_collection(
     staging = directory / f"build-{generation:06d}"
     wal = f"wal-{generation:06d}.log"
     try:
-        # 1. scan
+        # 0. start: the executor's workers up
         t0 = time.perf_counter()
         blocks = plan_blocks(files, columns.vector)
+        started()
+        seconds["start"] = time.perf_counter() - t0
+
+        # 1. scan
+        t0 = time.perf_counter()
         kept: list[pa.Table] = []
         block_stats: dict[str, list[dict[str, Any]]] = {"scan": [], "assign": []}
         for out, stats in executor.stream(
@@ -554,7 +598,9 @@ def build_collection(
         index_dir.mkdir(parents=True)
         shared = executor.put(sorted_ids)
         if partitioned:
-            # largest first: the last tasks to start are the short ones (less idle at the end)
+            # largest first (a graph's cost grows with its rows): each worker takes the next
+            # task when it is done, so the last to start are the short ones and the workers
+            # finish close together (the tail is in report["build_schedule"])
             largest_first = np.argsort(-np.bincount(part_of, minlength=parts), kind="stable")
             reports = executor.map(
                 build_part, largest_first.tolist(), name="build_partition",
@@ -632,6 +678,7 @@ def build_collection(
             "driver": peak_rss_bytes(),
             "workers": max((r.get("peak_rss_bytes", 0) for r in reports), default=0),
         },
+        "build_schedule": _schedule_report(reports),
         "tasks": reports,
     }
 

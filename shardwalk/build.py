@@ -217,7 +217,8 @@ def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     vectors = flat.reshape(n, dim)
     # one pass without a temporary of the block's size: a row's sum is finite when its values
     # are (or overflowed: those rows are looked at one by one)
-    sums = np.add.reduce(vectors, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = np.add.reduce(vectors, axis=1)
     suspect = np.flatnonzero(~np.isfinite(sums))
     if suspect.size:
         finite = np.isfinite(vectors[suspect]).all(axis=1)

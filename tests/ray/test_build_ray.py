@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 import shardwalk
@@ -78,14 +79,17 @@ def _hwm_kib() -> int:
 
 
 def test_input_larger_than_the_driver_budget_streams(source: Path, tmp_path: Path) -> None:
-    """The driver never holds the vectors: its peak memory during the job grows by less than
-    half the decoded input (102 MB; the driver's own growth, ids, sample and Ray's
+    """The driver never holds the vectors, while 2 workers scan and assign blocks in parallel
+    and send their results back as they finish: its peak memory during the job grows by less
+    than half the decoded input (102 MB; the driver's own growth, ids, sample and Ray's
     bookkeeping, measured 19-34 MB after other tests of the session; Linux: the peak is reset
     through /proc/self/clear_refs, after a first small job loaded what a job imports)."""
     params = {"partitions": 4, "ef_construction": 8, "m": 4}
     jobs.build_collection(tmp_path / "warm", "c", source, ray=True, **params)  # same code paths
     n, dim = 200_000, 128
     write_dataset(tmp_path / "in", n, dim, files=8, seed=2, tenants=False)
+    for f in sorted((tmp_path / "in").glob("*.parquet")):  # 4 row groups a file, read at once
+        pq.write_table(pq.read_table(f), f, row_group_size=n // 32)
     budget_kib = n * dim * 4 // 2 // 1024
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident size
@@ -94,6 +98,10 @@ def test_input_larger_than_the_driver_budget_streams(source: Path, tmp_path: Pat
     grown = _hwm_kib() - start
     assert report["rows"] == n
     assert grown < budget_kib, (grown, budget_kib)
+    for stage in ("scan", "assign"):  # in parallel: both workers read blocks
+        done = report["stages"][stage]
+        assert done["blocks"] == 8 and done["rows"] == n and done["processes"] == 2, done
+        assert done["vector_bytes"] >= n * dim * 4
 
 
 def test_cli_build_on_ray(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

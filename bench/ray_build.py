@@ -289,8 +289,8 @@ def table(paths: list[str]) -> str:
     """Markdown tables of one or more result files (build, then fingerprints)."""
     mib = 1 << 20
     build = ["| config | total s | start | scan | train | assign | build | commit | scan MB/s per worker "
-             "| assign MB/s per worker | build tail s | driver peak MiB | worker peak MiB | "
-             "object store MiB | CPU s (process tree) | load before -> after |", "|---" * 16 + "|"]  # fmt: skip
+             "| assign MB/s per worker | CPU s scan / assign / build | build tail s | driver peak MiB | worker peak MiB | "
+             "object store MiB | CPU s (process tree) | load before -> after |", "|---" * 17 + "|"]  # fmt: skip
     fps = ["| config | seconds | driver peak MiB | worker peak MiB | actors: graph share, peak MiB "
            "| sharded: start / rounds / rows / merge s | CPU s (process tree) | load before -> after |",
            "|---" * 8 + "|"]  # fmt: skip
@@ -303,7 +303,11 @@ def table(paths: list[str]) -> str:
             stages = e.get("stages", {})
             cells += [f"{stages[k]['vector_mb_per_s_per_worker']:.0f}" if k in stages else "-"
                       for k in ("scan", "assign")]  # fmt: skip
-            tail = e.get("build_schedule", {}).get("tail_seconds")
+            schedule = e.get("build_schedule", {})
+            cpu = [stages.get(k, {}).get("cpu_seconds") for k in ("scan", "assign")]
+            cpu.append(schedule.get("cpu_seconds"))
+            cells.append(" / ".join("-" if c is None else f"{c:.1f}" for c in cpu))
+            tail = schedule.get("tail_seconds")
             cells.append("-" if tail is None else f"{tail:.1f}")
             store = e.get("bytes", {}).get("object_store")
             build.append(
@@ -364,6 +368,11 @@ def ratios(results: dict) -> dict:
         a, b = stage["ray-2"].get(name), stage["threads-2"].get(name)
         build[f"ray2_{name}_over_threads2"] = a / b if a and b else None
     build["ray2_over_threads2"] = r2 / t2 if r2 and t2 else None  # target <= 1.15
+    for name in ("scan", "assign"):  # CPU seconds: what a stage cost, whatever the load
+        cpu = {c: results["build"].get(c, {}).get("stages", {}).get(name, {}).get("cpu_seconds")
+               for c in ("threads-2", "ray-2")}  # fmt: skip
+        a, b = cpu["ray-2"], cpu["threads-2"]
+        build[f"ray2_{name}_cpu_over_threads2"] = a / b if a and b else None
     build["ray2_speedup_over_ray1"] = r1 / r2 if r1 and r2 else None  # target >= 1.7
     build["scan_mb_per_s_per_worker"] = {  # target >= 300
         c: e["stages"]["scan"]["vector_mb_per_s_per_worker"]

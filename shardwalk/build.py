@@ -286,9 +286,12 @@ def _checked(
         row += batch.num_rows
 
 
-def _stats(block: Block, timing: dict, t0: float) -> dict[str, Any]:
+def _stats(block: Block, timing: dict, t0: float, cpu0: float) -> dict[str, Any]:
+    """A block's report: rows, vector bytes, process, wall and CPU seconds (this thread's: on
+    a shared machine the CPU a step took, whatever else ran), and ``timing``."""
     return {"rows": block.rows, "vector_bytes": block.vector_bytes, "pid": os.getpid(),
-            "seconds": time.perf_counter() - t0, **timing}  # fmt: skip
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.thread_time() - cpu0,
+            **timing}  # fmt: skip
 
 
 # -- the steps that run on workers -------------------------------------------------------------
@@ -297,7 +300,7 @@ def scan_block(
 ) -> tuple[pa.Table, dict[str, Any]]:
     """A block read and checked: its non-vector columns and ``_sample`` (the vector of rows in
     the training sample, an empty list elsewhere); and its timings (per block)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     timing: dict[str, float] = {}
     out = []
     for batch, ids, vectors in _checked(block, columns.read, columns, dim, metric, timing):
@@ -310,7 +313,7 @@ def scan_block(
         kept = kept.set_column(kept.schema.get_field_index(columns.id), columns.id, pa.array(ids))
         out.append(pa.Table.from_batches([kept.append_column(_SAMPLE, sample)]))
         timing["sample"] = timing.get("sample", 0.0) + (time.perf_counter() - t1)
-    return pa.concat_tables(out), _stats(block, timing, t0)
+    return pa.concat_tables(out), _stats(block, timing, t0, cpu0)
 
 
 def assign_block(
@@ -325,7 +328,7 @@ def assign_block(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Each row of a block to its partition, the rows written to the partitions' spill files
     here: (ids, partitions, per-block stats with the bytes spilled)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.thread_time()
     timing: dict[str, float] = {}
     ids_out, parts_out, spilled = [], [], 0
     select = [columns.id, columns.vector]
@@ -336,7 +339,7 @@ def assign_block(
         parts_out.append(parts)
         spilled += written
         timing["assign"] = timing.get("assign", 0.0) + (time.perf_counter() - t1)
-    stats = {**_stats(block, timing, t0), "spilled": spilled}
+    stats = {**_stats(block, timing, t0, cpu0), "spilled": spilled}
     if not ids_out:
         return np.zeros(0, np.int64), np.zeros(0, np.int32), stats
     return np.concatenate(ids_out), np.concatenate(parts_out), stats
@@ -356,7 +359,7 @@ def build_whole(
 ) -> dict[str, Any]:
     """An index of another kind than partitioned, built whole from partition 0's spill files
     (every row is there), labels in id order."""
-    started, t0 = time.time(), time.perf_counter()
+    started, t0, cpu0 = time.time(), time.perf_counter(), time.thread_time()
     ids, vectors, read = bulk.read_spill(staging, 0)
     labels = np.searchsorted(sorted_ids, ids).astype(np.int64)
     index = make_index(kind, dim=dim, metric=index_metric, **params)  # type: ignore[arg-type]
@@ -366,20 +369,21 @@ def build_whole(
     index.save(index_dir)
     return {"partition": 0, "rows": int(ids.size), "seconds": time.perf_counter() - t0,
             "bytes_read": read, "pid": os.getpid(), "peak_rss_bytes": peak_rss_bytes(),
-            **_worker_times(started)}  # fmt: skip
+            **_worker_times(started, cpu0)}  # fmt: skip
 
 
 def build_part(p: int, **kwargs: Any) -> dict[str, Any]:
-    started = time.time()
+    started, cpu0 = time.time(), time.thread_time()
     report = bulk.build_partition(p, **kwargs)
-    report.update(_worker_times(started), peak_rss_bytes=peak_rss_bytes())
+    report.update(_worker_times(started, cpu0), peak_rss_bytes=peak_rss_bytes())
     return report
 
 
-def _worker_times(started: float) -> dict[str, Any]:
-    """When a task ran (wall clock) and on which worker (process and thread)."""
+def _worker_times(started: float, cpu0: float) -> dict[str, Any]:
+    """When a task ran (wall clock), its CPU seconds, and on which worker (process, thread)."""
     worker = f"{os.getpid()}-{threading.get_ident()}"
-    return {"started": started, "ended": time.time(), "worker": worker}
+    return {"started": started, "ended": time.time(), "worker": worker,
+            "cpu_seconds": time.thread_time() - cpu0}  # fmt: skip
 
 
 def _schedule_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -394,6 +398,7 @@ def _schedule_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "order": [r["partition"] for r in sorted(reports, key=lambda r: r["started"])],
         "busy_seconds": sorted(busy.values(), reverse=True),
+        "cpu_seconds": sum(r["cpu_seconds"] for r in reports),
         "span_seconds": max(last.values(), default=first) - first,
         "tail_seconds": max(last.values(), default=0.0) - min(last.values(), default=0.0),
     }
@@ -694,6 +699,7 @@ def _stage_report(blocks: list[dict[str, Any]], wall: float, workers: int) -> di
               "processes": len({b["pid"] for b in blocks}), "rows": sum(b["rows"] for b in blocks),
               "vector_bytes": vector_bytes, "wall_seconds": wall,
               "worker_seconds": sum(b["seconds"] for b in blocks),
+              "cpu_seconds": sum(b["cpu_seconds"] for b in blocks),
               "slowest_block_seconds": max((b["seconds"] for b in blocks), default=0.0),
               "vector_mb_per_s_per_worker": vector_bytes / 1e6 / max(wall, 1e-9) / workers}  # fmt: skip
     for part in ("read", "check", "sample", "assign"):

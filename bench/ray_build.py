@@ -339,7 +339,8 @@ def table(paths: list[str]) -> str:
                 + (f" | {e['cpu']:.0f}" if "cpu" in e and not stats else " | -")
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
-    return "\n".join(build) + "\n\n" + "\n".join(fps) + "\n"
+    tables = [rows for rows in (build, fps) if len(rows) > 2]  # those with results
+    return "\n\n".join("\n".join(rows) for rows in tables) + "\n"
 
 
 def ratios(results: dict) -> dict:

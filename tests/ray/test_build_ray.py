@@ -73,6 +73,22 @@ def test_worker_killed_mid_build_same_output(tmp_path: Path) -> None:
     assert snapshot_digest(tmp_path / "ray", "c") == snapshot_digest(tmp_path / "threads", "c")
 
 
+def test_worker_killed_mid_assign_same_output(tmp_path: Path) -> None:
+    """The assign pass reads and spills its blocks in the tasks: a task killed mid-block is
+    run again elsewhere and writes the same spill files (named by the block's rows)."""
+    source = tmp_path / "in"
+    write_dataset(source, 48_000, 64, files=8, seed=13, tenants=False)
+    params = {"partitions": 8, "ef_construction": 16, "m": 8}
+    jobs.build_collection(tmp_path / "threads", "c", source, **params)
+    report, killed = run_and_kill(
+        lambda: jobs.build_collection(tmp_path / "ray", "c", source, ray=True, **params),
+        "assign",
+        after=0.0,
+    )
+    assert report["stages"]["assign"]["rows"] == 48_000
+    assert snapshot_digest(tmp_path / "ray", "c") == snapshot_digest(tmp_path / "threads", "c")
+
+
 def _hwm_kib() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))

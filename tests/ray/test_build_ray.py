@@ -86,6 +86,7 @@ def test_worker_killed_mid_assign_same_output(tmp_path: Path) -> None:
         after=0.0,
     )
     assert report["stages"]["assign"]["rows"] == 48_000
+    assert killed not in {task["pid"] for task in report["tasks"]}  # later tasks ran elsewhere
     assert snapshot_digest(tmp_path / "ray", "c") == snapshot_digest(tmp_path / "threads", "c")
 
 

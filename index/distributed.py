@@ -194,11 +194,9 @@ def _call(fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
 
 
 @ray.remote(max_retries=MAX_RETRIES)
-def _warm() -> int:
-    """What a worker's first block would pay: shardwalk's modules imported, and pyarrow's
-    first conversion (it imports pandas then, a second under load)."""
-    import shardwalk.build  # noqa: F401
-
+def _warm(fn: Callable[..., Any]) -> int:
+    """What a worker's first block would pay: ``fn``'s module imported (it came here by
+    reference), and pyarrow's first conversion (it imports pandas then, a second under load)."""
     pa.array(np.zeros(1)).to_numpy()
     return os.getpid()
 
@@ -221,14 +219,15 @@ class RayExecutor:
         self.object_store_bytes += _nbytes(value)
         return ray.put(value)
 
-    def warm(self) -> Callable[[], None]:
-        """Start the job's workers now (a task per worker, spread over the nodes, importing
-        what the tasks run; a fresh worker takes seconds to start), while the driver reads the
-        input's footers; returns the wait for them."""
+    def warm(self, fn: Callable[..., Any]) -> Callable[[], None]:
+        """Start the job's workers now (a task per worker, spread over the nodes, loading
+        ``fn``, a function the job's tasks run, and so its module; a fresh worker takes
+        seconds to start), while the driver reads the input's footers; returns the wait for
+        them."""
         refs = [
             _warm.options(
                 num_cpus=self.cpus, runtime_env=thread_env(self.cpus), scheduling_strategy="SPREAD"
-            ).remote()
+            ).remote(fn)
             for _ in range(self.workers)
         ]
         return lambda: ray.get(refs) and None

@@ -153,7 +153,7 @@ class ThreadExecutor:
     def put(self, value: Any) -> Any:
         return value
 
-    def warm(self) -> Callable[[], None]:
+    def warm(self, fn: Callable[..., Any]) -> Callable[[], None]:
         """Nothing to start (the threads start with each step)."""
         return lambda: None
 
@@ -506,7 +506,7 @@ def build_collection(
     check_name("collection", name)
     check_choice("metric", metric, METRICS)
     kind, params = check_index_params(index, index_params)
-    started = executor.warm()  # Ray's workers start while the footers are read
+    started = executor.warm(scan_block)  # Ray's workers start while the footers are read
     root = os.path.abspath(os.fspath(path)) + os.sep
     files = [f for f in input_files(source) if not f.startswith(root)]  # not our own files
     if not files:

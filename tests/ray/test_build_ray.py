@@ -60,33 +60,28 @@ def test_bad_row_on_ray_names_file_and_row(source: Path, tmp_path: Path) -> None
     assert snapshot_digest(db, "c") == before
 
 
-def test_worker_killed_mid_build_same_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("task", "n", "dim", "params", "after"),
+    [
+        ("build_partition", 24_000, 32, {"partitions": 4, "ef_construction": 200, "m": 16}, 0.3),
+        # the assign pass reads and spills its blocks in the tasks: a task killed mid-block is
+        # run again elsewhere and writes the same spill files (named by the block's rows)
+        ("assign", 48_000, 64, {"partitions": 8, "ef_construction": 16, "m": 8}, 0.0),
+    ],
+)
+def test_worker_killed_mid_task_same_output(
+    tmp_path: Path, task: str, n: int, dim: int, params: dict, after: float
+) -> None:
     source = tmp_path / "in"
-    write_dataset(source, 24_000, 32, files=4, seed=11, tenants=False)
-    params = {"partitions": 4, "ef_construction": 200, "m": 16}
+    write_dataset(source, n, dim, files=n // 6000, seed=11, tenants=False)
     jobs.build_collection(tmp_path / "threads", "c", source, **params)
     report, killed = run_and_kill(
         lambda: jobs.build_collection(tmp_path / "ray", "c", source, ray=True, **params),
-        "build_partition",
+        task,
+        after=after,
     )
-    assert killed not in {task["pid"] for task in report["tasks"]}  # retried elsewhere
-    assert snapshot_digest(tmp_path / "ray", "c") == snapshot_digest(tmp_path / "threads", "c")
-
-
-def test_worker_killed_mid_assign_same_output(tmp_path: Path) -> None:
-    """The assign pass reads and spills its blocks in the tasks: a task killed mid-block is
-    run again elsewhere and writes the same spill files (named by the block's rows)."""
-    source = tmp_path / "in"
-    write_dataset(source, 48_000, 64, files=8, seed=13, tenants=False)
-    params = {"partitions": 8, "ef_construction": 16, "m": 8}
-    jobs.build_collection(tmp_path / "threads", "c", source, **params)
-    report, killed = run_and_kill(
-        lambda: jobs.build_collection(tmp_path / "ray", "c", source, ray=True, **params),
-        "assign",
-        after=0.0,
-    )
-    assert report["stages"]["assign"]["rows"] == 48_000
-    assert killed not in {task["pid"] for task in report["tasks"]}  # later tasks ran elsewhere
+    assert killed not in {t["pid"] for t in report["tasks"]}  # later tasks ran elsewhere
+    assert report["stages"]["assign"]["rows"] == n
     assert snapshot_digest(tmp_path / "ray", "c") == snapshot_digest(tmp_path / "threads", "c")
 
 

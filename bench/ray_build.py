@@ -135,9 +135,16 @@ def run_build(args: argparse.Namespace) -> dict:
             ray.shutdown()
             nodes.shutdown()  # type: ignore[attr-defined]
     report.pop("tasks")
+    report["commit"] = _commit()
     if args.recall:
         report["recall@10"] = recall(db, args)
     return report
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=HERE)  # fmt: skip
+    return done.stdout.strip()
 
 
 def recall(db: Path, args: argparse.Namespace) -> float:
@@ -264,13 +271,15 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     write_parquet(Path(args.parquet), args.n, args.dim, args.files, args.seed)
     results: dict = {"args": {k: v for k, v in vars(args).items() if k not in ("child", "config")},
-                     "machine": {"cpus": os.cpu_count()}, "build": {}, "fingerprints": {}}  # fmt: skip
+                     "machine": {"cpus": os.cpu_count()}, "commit": _commit(), "load_start": load(),
+                     "build": {}, "fingerprints": {}}  # fmt: skip
     for config in filter(None, args.build.split(",")):
         results["build"][config] = child(args, "build", config)
     for rep in range(args.repeat):  # back to back, in the order given, ``repeat`` times
         for config in filter(None, args.fingerprints.split(",")):
             key = config if rep == 0 else f"{config}#{rep + 1}"
             results["fingerprints"][key] = child(args, "fingerprints", config)
+    results["load_end"] = load()
     results["ratios"] = ratios(results)
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     print(json.dumps(results["ratios"], indent=1))
@@ -279,8 +288,9 @@ def main() -> None:
 def table(paths: list[str]) -> str:
     """Markdown tables of one or more result files (build, then fingerprints)."""
     mib = 1 << 20
-    build = ["| config | total s | scan | train | assign | build | commit | driver peak MiB | "
-             "worker peak MiB | object store MiB | CPU s (process tree) | load before -> after |", "|---" * 12 + "|"]  # fmt: skip
+    build = ["| config | total s | start | scan | train | assign | build | commit | scan MB/s per worker "
+             "| assign MB/s per worker | CPU s scan / assign / build | build tail s | driver peak MiB | worker peak MiB | "
+             "object store MiB | CPU s (process tree) | load before -> after |", "|---" * 17 + "|"]  # fmt: skip
     fps = ["| config | seconds | driver peak MiB | worker peak MiB | actors: graph share, peak MiB "
            "| sharded: start / rounds / rows / merge s | CPU s (process tree) | load before -> after |",
            "|---" * 8 + "|"]  # fmt: skip
@@ -289,7 +299,16 @@ def table(paths: list[str]) -> str:
         for config, e in r["build"].items():
             sec, peak = e.get("seconds", {}), e.get("peak_rss_bytes", {})
             cells = [f"{sec.get(k, 0):.1f}" if k in sec else "-"
-                     for k in ("total", "scan", "train", "assign", "build", "commit")]  # fmt: skip
+                     for k in ("total", "start", "scan", "train", "assign", "build", "commit")]  # fmt: skip
+            stages = e.get("stages", {})
+            cells += [f"{stages[k]['vector_mb_per_s_per_worker']:.0f}" if k in stages else "-"
+                      for k in ("scan", "assign")]  # fmt: skip
+            schedule = e.get("build_schedule", {})
+            cpu = [stages.get(k, {}).get("cpu_seconds") for k in ("scan", "assign")]
+            cpu.append(schedule.get("cpu_seconds"))
+            cells.append(" / ".join("-" if c is None else f"{c:.1f}" for c in cpu))
+            tail = schedule.get("tail_seconds")
+            cells.append("-" if tail is None else f"{tail:.1f}")
             store = e.get("bytes", {}).get("object_store")
             build.append(
                 f"| {config} | " + " | ".join(cells) + f" | {peak.get('driver', 0) / mib:.0f} | "
@@ -320,7 +339,8 @@ def table(paths: list[str]) -> str:
                 + (f" | {e['cpu']:.0f}" if "cpu" in e and not stats else " | -")
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
-    return "\n".join(build) + "\n\n" + "\n".join(fps) + "\n"
+    tables = [rows for rows in (build, fps) if len(rows) > 2]  # those with results
+    return "\n\n".join("\n".join(rows) for rows in tables) + "\n"
 
 
 def ratios(results: dict) -> dict:
@@ -331,7 +351,7 @@ def ratios(results: dict) -> dict:
             return seconds.get("total")
         return seconds
 
-    out = {}
+    out: dict = {}
     for section in ("build", "fingerprints"):
         base = "threads" if section == "build" else "embedded"
         r1, r2, e1, e2 = (total(section, c) for c in ("ray-1", "ray-2", f"{base}-1", f"{base}-2"))
@@ -342,6 +362,23 @@ def ratios(results: dict) -> dict:
             "ray2_overhead_over_embedded2": r2 / e2 - 1 if r2 and e2 else None,
             "cluster2_over_ray2": c2 / r2 if c2 and r2 else None,
         }
+    build = out["build"]
+    t2, r1, r2 = (total("build", c) for c in ("threads-2", "ray-1", "ray-2"))
+    stage = {c: results["build"].get(c, {}).get("seconds", {}) for c in ("threads-2", "ray-2")}
+    for name in ("scan", "assign"):  # issue 27: each within 1.5x of the thread path's
+        a, b = stage["ray-2"].get(name), stage["threads-2"].get(name)
+        build[f"ray2_{name}_over_threads2"] = a / b if a and b else None
+    build["ray2_over_threads2"] = r2 / t2 if r2 and t2 else None  # target <= 1.15
+    for name in ("scan", "assign"):  # CPU seconds: what a stage cost, whatever the load
+        cpu = {c: results["build"].get(c, {}).get("stages", {}).get(name, {}).get("cpu_seconds")
+               for c in ("threads-2", "ray-2")}  # fmt: skip
+        a, b = cpu["ray-2"], cpu["threads-2"]
+        build[f"ray2_{name}_cpu_over_threads2"] = a / b if a and b else None
+    build["ray2_speedup_over_ray1"] = r1 / r2 if r1 and r2 else None  # target >= 1.7
+    build["scan_mb_per_s_per_worker"] = {  # target >= 300
+        c: e["stages"]["scan"]["vector_mb_per_s_per_worker"]
+        for c, e in results["build"].items() if "stages" in e
+    }  # fmt: skip
     pairs = []  # sharded-2 over the ray-2 run of the same repeat
     for key in results["fingerprints"]:
         if key.startswith("sharded-2"):

@@ -196,10 +196,26 @@ def server(r: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def ray_build(stem: str, r: dict) -> str:
+    """bench/ray_build.py's tables (its own renderer), then the issue-27 ratios of the run."""
+    from ray_build import table  # bench/ is this script's directory, first on sys.path
+
+    out = [f"commit {r.get('commit', '?')}, load {r.get('load_start', '?')} -> "
+           f"{r.get('load_end', '?')}", "", table([str(RESULTS / f"{stem}.json")]).rstrip()]  # fmt: skip
+    build = r.get("ratios", {}).get("build", {})
+    shown = {k: v for k, v in build.items() if v is not None and not isinstance(v, dict)}
+    if shown:
+        out.append("")
+        out.append("; ".join(f"{k}: {v:.2f}" for k, v in shown.items()))
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     for stem in sys.argv[1:]:
         r = json.loads((RESULTS / f"{stem}.json").read_text())
-        if stem.startswith("ann"):
+        if stem.startswith("ray_build"):
+            print(ray_build(stem, r))
+        elif stem.startswith("ann"):
             print(ann(r))
         elif stem.startswith("server"):
             print(server(r))

@@ -6,14 +6,15 @@ and files, so that threads or Ray tasks run them alike (``shardwalk.jobs``).
 2. :func:`train_centroids`: balanced k-means on the sample (sorted by id);
 3. :func:`assign_block`: each block's rows go to their nearest centroid and are written to one
    spill file per partition (named after the block's smallest id: a retried block writes the
-   same file with the same bytes);
+   same file with the same bytes; renamed into place whole, not synced: it lives only as
+   long as the job);
 4. :func:`build_partition`: one HNSW graph per partition from its spill files, its rows in id
    order, labels given by ``labels_of`` (the rank of each id), one faiss thread: the same
    partition bytes whichever worker builds it, and whenever;
 5. :func:`write_partitioned_meta`: the centroids, ``part_of`` and ``index.json`` that make the
    partition directories a :class:`~shardwalk.index.PartitionedIndex` directory.
 
-All files are written atomically.
+The files of the index are written atomically and synced.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from shardwalk.index.base import IndexMetric, write_meta
 from shardwalk.index.hnsw import HNSWGraph
 from shardwalk.index.kmeans import balanced_kmeans
 
-from shardwalk._files import atomic_write, save_npy
+from shardwalk import _fs
+from shardwalk._files import save_npy
 from shardwalk._threads import delegated
 
 __all__ = [
@@ -117,8 +119,12 @@ def assign_block(
             continue
         directory = spill_dir(staging, p)
         directory.mkdir(parents=True, exist_ok=True)
-        with atomic_write(directory / name) as f:
+        # written whole then renamed (a retried block never sees half a file), not synced: a
+        # spill file lives only as long as the job, and a job that crashed starts again
+        tmp = directory / f".{name}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
             np.savez(f, ids=ids[rows], vectors=vectors[rows])
+        _fs.replace(tmp, directory / name)
         written += int(rows.size * (8 + vectors.shape[1] * 4))
     return parts, written
 

@@ -1,11 +1,14 @@
-"""Ray for the index: batch jobs (tasks with thread budgets, Parquet scans on Ray Data) and
-serving (partitions held by Ray actors behind one index).
+"""Ray for the index: batch jobs (tasks with thread budgets) and serving (partitions held by
+Ray actors behind one index).
 
 With :mod:`shardwalk.walks.distributed`, the only modules of shardwalk that import ray
-(``pip install 'shardwalk[ray]'``). :class:`RayExecutor` runs a job's parallel steps
-(``map``) as Ray tasks and its Parquet scans (``scan_parquet``) on Ray Data, with the same
-interface as the thread executor of ``shardwalk.jobs``, so one pipeline serves both and gives
-the same bytes.
+(``pip install 'shardwalk[ray]'``). :class:`RayExecutor` runs a job's parallel steps as Ray
+tasks (``map``: results in order; ``stream``: results as they come, for the scan and assign
+passes over Parquet blocks, which each task reads itself), with the same interface as the
+thread executor of ``shardwalk.jobs``, so one pipeline serves both and gives the same bytes.
+The scans were Ray Data pipelines (``read_parquet`` + ``map_batches``) until issue 27: on 2
+cores their fixed costs (a streaming executor, read tasks apart from map tasks) made a pass
+over 500K x 128 vectors take 12-40 s where tasks reading their own row groups take 2-5 s.
 
 Every task runs with one CPU and ``NUMBA_NUM_THREADS``/``OMP_NUM_THREADS`` set through
 ``runtime_env`` (numba reads its variable at import, so it must be in the worker's environment
@@ -35,14 +38,12 @@ import os
 import socket
 import threading
 import time
-import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from shardwalk.index.base import SearchResult, empty_result, merge_topk, read_meta
@@ -115,7 +116,6 @@ def connect(
             f"could not start or join {where}: {exc}; check the address (ray status) or run "
             "without Ray"
         ) from exc
-    _quiet_data()
     return True
 
 
@@ -180,15 +180,6 @@ def disconnect(started: bool) -> None:
         ray.shutdown()
 
 
-def _quiet_data() -> None:
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # a small input makes fewer read tasks than workers: expected, not worth a warning
-    warnings.filterwarnings("ignore", "The maximum number of concurrent tasks", UserWarning)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-
-
 def _unwrap(exc: BaseException) -> BaseException:
     """The shardwalk error a task raised, without Ray's wrapper (it pickles unchanged)."""
     cause = getattr(exc, "cause", None)
@@ -200,6 +191,14 @@ def _call(fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
     # values put by RayExecutor.put: read from the object store (zero-copy, read-only)
     resolved = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in shared.items()}
     return fn(item, **resolved)
+
+
+@ray.remote(max_retries=MAX_RETRIES)
+def _warm(fn: Callable[..., Any]) -> int:
+    """What a worker's first block would pay: ``fn``'s module imported (it came here by
+    reference), and pyarrow's first conversion (it imports pandas then, a second under load)."""
+    pa.array(np.zeros(1)).to_numpy()
+    return os.getpid()
 
 
 class RayExecutor:
@@ -220,76 +219,72 @@ class RayExecutor:
         self.object_store_bytes += _nbytes(value)
         return ray.put(value)
 
+    def warm(self, fn: Callable[..., Any]) -> Callable[[], None]:
+        """Start the job's workers now (a task per worker, spread over the nodes, loading
+        ``fn``, a function the job's tasks run, and so its module; a fresh worker takes
+        seconds to start), while the driver reads the input's footers; returns the wait for
+        them."""
+        refs = [
+            _warm.options(
+                num_cpus=self.cpus, runtime_env=thread_env(self.cpus), scheduling_strategy="SPREAD"
+            ).remote(fn)
+            for _ in range(self.workers)
+        ]
+        return lambda: ray.get(refs) and None
+
     def map(
         self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
     ) -> list[Any]:
-        """Results in the order of ``items``; the first task error is raised (unwrapped)."""
-        shared_ref = ray.put(shared)
+        """Results in the order of ``items``; the first task error is raised (unwrapped).
+        ``workers`` tasks at once: the next item starts as soon as a task ends, so items
+        given largest first finish close together."""
+        results: list[Any] = [None] * len(items)
+        for i, value in self._run(fn, items, name, shared, self.workers):
+            results[i] = value
+        return results
+
+    def stream(
+        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
+    ) -> Iterator[Any]:
+        """``fn(item, **shared)`` for each item as Ray tasks, yielded as they finish (in any
+        order); twice ``workers`` tasks submitted at once, so a worker always has the next
+        one and the driver holds a few results at most."""
+        for _, value in self._run(fn, items, name, shared, 2 * self.workers):
+            yield value
+
+    def _run(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        name: str | None,
+        shared: dict[str, Any],
+        window: int,
+    ) -> Iterator[tuple[int, Any]]:
+        """(index, result) of each item as its task ends, at most ``window`` tasks pending."""
+        shared_ref = ray.put(shared)  # once for every task (ObjectRefs inside resolve there)
         remote = _call.options(
             num_cpus=self.cpus,
             runtime_env=thread_env(self.cpus),
             name=f"shardwalk-{name or fn.__name__}",
         )
-        results: list[Any] = [None] * len(items)
         pending: dict[Any, int] = {}
         next_item = 0
         try:
             while next_item < len(items) or pending:
-                while next_item < len(items) and len(pending) < self.workers:
+                while next_item < len(items) and len(pending) < window:
                     pending[remote.remote(fn, items[next_item], shared_ref)] = next_item
                     next_item += 1
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    results[pending.pop(ref)] = value = ray.get(ref)
+                    i = pending.pop(ref)
+                    value = ray.get(ref)
                     self.object_store_bytes += _nbytes(value)
+                    yield i, value
         except ray.exceptions.RayTaskError as exc:
-            for ref in pending:
+            raise _unwrap(exc) from None
+        finally:
+            for ref in pending:  # an error, or the caller stopped early
                 ray.cancel(ref, force=True)
-            raise _unwrap(exc) from None
-        return results
-
-    def scan_parquet(
-        self,
-        files: Sequence[str],
-        select: Sequence[str],
-        fn: Callable[..., pa.Table],
-        **kwargs: Any,
-    ) -> Iterator[pa.Table]:
-        """``fn(block, **kwargs)`` over the blocks of the Parquet ``files`` (Ray Data reads them
-        in blocks on the workers, with a ``path`` column); yields what ``fn`` returns, as it
-        comes (the driver never holds more than a few of them)."""
-        # Ray Data packs row groups into read tasks of up to this many decoded bytes (128 MiB
-        # by default, read from the environment when the read is planned): about four tasks
-        # per worker, so that every worker reads and a block stays small.
-        decoded = sum(_decoded_bytes(path) for path in files)
-        per_task = min(128 << 20, max(256 << 10, decoded // (4 * self.workers)))
-        os.environ["RAY_DATA_PARQUET_BIN_PACKING_BYTES"] = str(per_task)
-        dataset = (
-            ray.data.read_parquet(list(files), include_paths=True)
-            .select_columns([*select, "path"])
-            .map_batches(
-                fn,
-                fn_kwargs=kwargs,
-                batch_format="pyarrow",
-                batch_size=None,
-                zero_copy_batch=True,
-                compute=ray.data.TaskPoolStrategy(size=self.workers),
-                num_cpus=1,
-                runtime_env=thread_env(1),
-            )
-        )
-        try:
-            for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                self.object_store_bytes += block.nbytes
-                yield block
-        except ray.exceptions.RayTaskError as exc:
-            raise _unwrap(exc) from None
-
-
-def _decoded_bytes(path: str) -> int:
-    """The uncompressed size of a Parquet file's row groups (from its footer)."""
-    meta = pq.ParquetFile(path).metadata
-    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
 
 
 def _nbytes(value: Any) -> int:

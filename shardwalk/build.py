@@ -1,17 +1,24 @@
 """Batch builds of collections from Parquet: the pipeline behind ``shardwalk.jobs``.
 
 One pipeline, two executors: :class:`ThreadExecutor` (this process, threads) and
-``shardwalk.index.distributed.RayExecutor`` (Ray tasks, Parquet read by Ray Data). Both run
-the same functions on the same inputs, so they write the same bytes:
+``shardwalk.index.distributed.RayExecutor`` (Ray tasks). Both run the same functions on the
+same blocks, so they write the same bytes. A block (:func:`plan_blocks`) is a run of one file's
+row groups of about ``_BLOCK_BYTES`` decoded; the worker that runs a step on a block reads it
+itself (pyarrow, Arrow batches end to end, a FixedSizeList column viewed zero-copy), so only
+small results come back to the driver:
 
 1. scan: every block of the input is read and checked (ids, vectors: dimension, nulls, NaN and
-   infinities, zero vectors under cosine); its non-vector columns and its training sample
-   (rows picked by a hash of id and seed) come back to the driver, never its vectors;
+   infinities, zero vectors under cosine), vectorised per batch; its non-vector columns and its
+   training sample (rows picked by a hash of id and seed) come back to the driver, never its
+   vectors;
 2. the driver checks that ids are distinct and numbers the rows in id order;
 3. train: balanced k-means on the sample (in the driver, faiss's threads);
-4. assign: every block again, each row to its nearest centroid, written to spill files;
+4. assign: every block again, in the worker that reads it, each row to its nearest centroid
+   (the centroids put in the object store once), written to per-partition spill files;
+   ids and partitions (12 bytes a row) come back to the driver;
 5. build: each partition's HNSW graph from its spill files, in a task of its own, written into
-   the new snapshot directory;
+   the new snapshot directory; the tasks start largest first (by estimated cost), so the
+   workers finish close together;
 6. commit: rows, index metadata and the seal, an empty log, then one manifest commit makes the
    new collection (or the new version of an existing one) visible.
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,9 +56,9 @@ from shardwalk.wal import WriteAheadLog
 
 __all__ = ["Columns", "ThreadExecutor", "build_collection"]
 
-_PATH = "path"  # the column Ray Data adds with include_paths (the thread scan adds it too)
-_ERROR, _SAMPLE, _PART, _ROW = "_error", "_sample", "_part", "_row"
-_BATCH = 65_536  # rows per block of the thread scan
+_SAMPLE, _PART = "_sample", "_part"
+_BATCH = 65_536  # rows per Arrow batch a worker checks at once (a larger row group is split)
+_BLOCK_BYTES = 32 << 20  # decoded bytes per block: row groups are packed up to this
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,61 @@ class Columns:
         """The columns to read from the files."""
         names = [self.id, self.vector, self.tenant, self.shared, *self.attributes]
         return [n for n in names if n is not None]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A run of one Parquet file's row groups, the unit of work of the scan and assign steps."""
+
+    path: str
+    row_groups: tuple[int, ...]
+    first_row: int  # the block's first row, counted in the file
+    rows: int
+    bytes: int  # decoded bytes of the row groups (from the footer)
+    vector_bytes: int  # of the vector column
+
+
+def plan_blocks(files: Sequence[str], vector: str, target: int = _BLOCK_BYTES) -> list[Block]:
+    """Each file's row groups packed into blocks of up to ``target`` decoded bytes (a larger row
+    group is a block of its own); the same blocks on threads and on Ray."""
+    blocks: list[Block] = []
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        vector_cols = [i for i, n in enumerate(names) if n == vector or n.startswith(vector + ".")]
+        row = 0
+        run: list[int] = []
+        run_rows = run_bytes = run_vector = 0
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if group.num_rows == 0:
+                continue
+            size = group.total_byte_size
+            if run and run_bytes + size > target:
+                blocks.append(Block(path, tuple(run), row, run_rows, run_bytes, run_vector))
+                row += run_rows
+                run, run_rows, run_bytes, run_vector = [], 0, 0, 0
+            run.append(g)
+            run_rows += group.num_rows
+            run_bytes += size
+            run_vector += sum(group.column(i).total_uncompressed_size for i in vector_cols)
+        if run:
+            blocks.append(Block(path, tuple(run), row, run_rows, run_bytes, run_vector))
+    return blocks
+
+
+def _batches(block: Block, select: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """The block's rows as Arrow batches: its row groups read at once (the fast path), or, for
+    a row group far larger than a block, in batches of ``_BATCH`` rows (bounded memory)."""
+    source = pq.ParquetFile(block.path, pre_buffer=True)
+    groups, columns = list(block.row_groups), list(select)
+    if block.bytes <= 4 * _BLOCK_BYTES:
+        table = source.read_row_groups(groups, columns=columns, use_threads=False)
+        yield from table.to_batches()
+    else:
+        yield from source.iter_batches(
+            _BATCH, row_groups=groups, columns=columns, use_threads=False
+        )
 
 
 class _BadRow(Exception):
@@ -90,48 +153,48 @@ class ThreadExecutor:
     def put(self, value: Any) -> Any:
         return value
 
+    def warm(self, fn: Callable[..., Any]) -> Callable[[], None]:
+        """Nothing to start (the threads start with each step)."""
+        return lambda: None
+
     def map(
         self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
     ) -> list[Any]:
+        """``fn(item, **shared)`` for each item, results in the order of ``items``."""
+        return list(self.stream(fn, items, name=name, **shared))
+
+    def stream(
+        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
+    ) -> Iterator[Any]:
+        """``fn(item, **shared)`` for each item, ``workers`` at once, yielded in the order of
+        ``items`` (at most twice ``workers`` results held)."""
+
         def run(item: Any) -> Any:
             with delegated(self.cpus):
                 return fn(item, **shared)
 
         if self.workers == 1 or len(items) <= 1:
-            return [run(item) for item in items]
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(run, items))
-
-    def scan_parquet(
-        self, files: Sequence[str], select: Sequence[str], fn: Callable[..., pa.Table], **kwargs
-    ) -> Iterator[pa.Table]:
-        """``fn(block, **kwargs)`` over blocks of ``_BATCH`` rows, ``workers`` blocks at once,
-        in file order (at most twice ``workers`` blocks in memory)."""
-
-        def blocks() -> Iterator[pa.Table]:
-            for path in files:
-                for batch in pq.ParquetFile(path).iter_batches(_BATCH, columns=list(select)):
-                    table = pa.Table.from_batches([batch])
-                    yield table.append_column(_PATH, pa.array([path] * table.num_rows))
-
-        def run(block: pa.Table) -> pa.Table:
-            with delegated(1):
-                return fn(block, **kwargs)
-
+            yield from (run(item) for item in items)
+            return
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             queue: list[Any] = []
-            for block in blocks():
-                queue.append(pool.submit(run, block))
-                if len(queue) >= 2 * self.workers:
-                    yield queue.pop(0).result()
-            for future in queue:
-                yield future.result()
+            try:
+                for item in items:
+                    queue.append(pool.submit(run, item))
+                    if len(queue) >= 2 * self.workers:
+                        yield queue.pop(0).result()
+                for future in queue:
+                    yield future.result()
+            finally:
+                for future in queue:
+                    future.cancel()
 
 
 # -- checks of a block --------------------------------------------------------------------------
 def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    """A list column as (n, dim) float32; raises _BadRow at the first row that is not a vector
-    of ``dim`` finite numbers."""
+    """A list column as (n, dim) float32, a zero-copy (read-only) view of a FixedSizeList of
+    float32 without nulls; raises _BadRow at the first row that is not a vector of ``dim``
+    finite numbers."""
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     n = len(col)
     if col.null_count:
@@ -146,31 +209,47 @@ def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
         bad = np.flatnonzero(lengths != dim)
         if bad.size:
             raise _BadRow(int(bad[0]), f"vector of {lengths[bad[0]]} components; expected {dim}")
-    values = pc.list_flatten(col)
-    flat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32)
+    values = col.flatten()  # the rows' values only (a slice of the child, no copy)
+    if values.null_count == 0 and values.type == pa.float32():
+        flat = values.to_numpy(zero_copy_only=True)
+    else:  # a null component becomes NaN (named below), other types are converted
+        flat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32)
     vectors = flat.reshape(n, dim)
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
-        raise _BadRow(int(np.flatnonzero(~finite)[0]), "NaN or infinite value in the vector")
+    # one pass without a temporary of the block's size: a row's sum is finite when its values
+    # are (or overflowed: those rows are looked at one by one)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = np.add.reduce(vectors, axis=1)
+    suspect = np.flatnonzero(~np.isfinite(sums))
+    if suspect.size:
+        finite = np.isfinite(vectors[suspect]).all(axis=1)
+        if not finite.all():
+            first = int(suspect[np.flatnonzero(~finite)[0]])
+            raise _BadRow(first, "NaN or infinite value in the vector")
     return vectors
 
 
+def _column(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
+    col = batch.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
 def _check_block(
-    block: pa.Table, columns: Columns, dim: int, metric: str
+    block: pa.RecordBatch | pa.Table, columns: Columns, dim: int, metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of a block (unit vectors under cosine); raises _BadRow."""
-    id_col = block.column(columns.id).combine_chunks()
+    """(ids, vectors) of a batch (unit vectors under cosine), checked with whole-array
+    operations; raises _BadRow naming the first bad row."""
+    id_col = _column(block, columns.id)
     if id_col.null_count:
         first = int(np.flatnonzero(id_col.is_null().to_numpy(zero_copy_only=False))[0])
         raise _BadRow(first, f"null id in column {columns.id!r}")
     ids = np.asarray(id_col.to_numpy(zero_copy_only=False))
     if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
         raise _BadRow(int(np.argmax(ids)), "id beyond the largest int64")
-    ids = ids.astype(np.int64)
+    ids = ids.astype(np.int64, copy=False)
     negative = np.flatnonzero(ids < 0)
     if negative.size:
         raise _BadRow(int(negative[0]), f"negative id {ids[negative[0]]}")
-    vectors = _vectors(block.column(columns.vector), dim)
+    vectors = _vectors(_column(block, columns.vector), dim)
     if metric == "cosine":
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         zero = np.flatnonzero(norms[:, 0] == 0)
@@ -180,40 +259,65 @@ def _check_block(
     return ids, vectors
 
 
-def _error_row(block: pa.Table, columns: Columns, bad: _BadRow) -> pa.Table:
-    ids = block.column(columns.id).combine_chunks()
-    value = ids[bad.index].as_py() if bad.index < len(ids) else None
-    return pa.table(
-        {
-            _ERROR: pa.array([bad.reason]),
-            _PATH: pa.array([block.column(_PATH)[bad.index].as_py()]),
-            columns.id: pa.array([value if isinstance(value, int) else None], pa.int64()),
-        }
-    )
+def _checked(
+    block: Block, select: Sequence[str], columns: Columns, dim: int, metric: str, timing: dict
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
+    """(batch, ids, vectors) of each batch of ``block``, checked; a bad row is an
+    InvalidArgumentError naming the file and the row. ``timing`` gets the seconds spent
+    reading (``read``) and checking (``check``)."""
+    row = block.first_row
+    batches = _batches(block, select)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        t1 = time.perf_counter()
+        timing["read"] = timing.get("read", 0.0) + (t1 - t0)
+        if batch is None:
+            return
+        try:
+            ids, vectors = _check_block(batch, columns, dim, metric)
+        except _BadRow as bad:
+            raise InvalidArgumentError(
+                f"{block.path!r}, row {row + bad.index}: {bad.reason}; fix or drop that row "
+                "(nothing was committed: the collection, if it existed, is unchanged)"
+            ) from None
+        timing["check"] = timing.get("check", 0.0) + (time.perf_counter() - t1)
+        yield batch, ids, vectors
+        row += batch.num_rows
+
+
+def _stats(block: Block, timing: dict, t0: float, cpu0: float) -> dict[str, Any]:
+    """A block's report: rows, vector bytes, process, wall and CPU seconds (this thread's: on
+    a shared machine the CPU a step took, whatever else ran), and ``timing``."""
+    return {"rows": block.rows, "vector_bytes": block.vector_bytes, "pid": os.getpid(),
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.thread_time() - cpu0,
+            **timing}  # fmt: skip
 
 
 # -- the steps that run on workers -------------------------------------------------------------
 def scan_block(
-    block: pa.Table, *, columns: Columns, dim: int, metric: str, fraction: float, seed: int
-) -> pa.Table:
-    """A block checked: its non-vector columns (with ``path``) and ``_sample`` (the vector of
-    rows in the training sample, an empty list elsewhere); or one ``_error`` row."""
-    try:
-        ids, vectors = _check_block(block, columns, dim, metric)
-    except _BadRow as bad:
-        return _error_row(block, columns, bad)
-    chosen = bulk.sample_mask(ids, fraction, seed)
-    lengths = np.where(chosen, dim, 0).astype(np.int32)
-    offsets = np.zeros(ids.size + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    sample = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors[chosen].reshape(-1)))
-    out = block.drop_columns([columns.vector])
-    out = out.set_column(out.schema.get_field_index(columns.id), columns.id, pa.array(ids))
-    return out.append_column(_SAMPLE, sample).append_column(_ERROR, pa.nulls(ids.size, pa.string()))
+    block: Block, *, columns: Columns, dim: int, metric: str, fraction: float, seed: int
+) -> tuple[pa.Table, dict[str, Any]]:
+    """A block read and checked: its non-vector columns and ``_sample`` (the vector of rows in
+    the training sample, an empty list elsewhere); and its timings (per block)."""
+    t0, cpu0 = time.perf_counter(), time.thread_time()
+    timing: dict[str, float] = {}
+    out = []
+    for batch, ids, vectors in _checked(block, columns.read, columns, dim, metric, timing):
+        t1 = time.perf_counter()
+        chosen = bulk.sample_mask(ids, fraction, seed)
+        offsets = np.zeros(ids.size + 1, np.int32)
+        np.cumsum(np.where(chosen, dim, 0), out=offsets[1:])
+        sample = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors[chosen].ravel()))
+        kept = batch.drop_columns([columns.vector])
+        kept = kept.set_column(kept.schema.get_field_index(columns.id), columns.id, pa.array(ids))
+        out.append(pa.Table.from_batches([kept.append_column(_SAMPLE, sample)]))
+        timing["sample"] = timing.get("sample", 0.0) + (time.perf_counter() - t1)
+    return pa.concat_tables(out), _stats(block, timing, t0, cpu0)
 
 
 def assign_block(
-    block: pa.Table,
+    block: Block,
     *,
     columns: Columns,
     dim: int,
@@ -221,13 +325,24 @@ def assign_block(
     index_metric: str,
     centroids: np.ndarray,
     staging: str,
-) -> pa.Table:
-    """Each row's partition (its rows written to the partitions' spill files): ``id``,
-    ``_part`` and the spilled bytes in the schema metadata."""
-    ids, vectors = _check_block(block, columns, dim, metric)
-    parts, written = bulk.assign_block(ids, vectors, centroids, index_metric, staging)  # type: ignore[arg-type]
-    table = pa.table({columns.id: pa.array(ids, pa.int64()), _PART: pa.array(parts, pa.int32())})
-    return table.replace_schema_metadata({"spilled": str(written)})
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Each row of a block to its partition, the rows written to the partitions' spill files
+    here: (ids, partitions, per-block stats with the bytes spilled)."""
+    t0, cpu0 = time.perf_counter(), time.thread_time()
+    timing: dict[str, float] = {}
+    ids_out, parts_out, spilled = [], [], 0
+    select = [columns.id, columns.vector]
+    for _, ids, vectors in _checked(block, select, columns, dim, metric, timing):
+        t1 = time.perf_counter()
+        parts, written = bulk.assign_block(ids, vectors, centroids, index_metric, staging)  # type: ignore[arg-type]
+        ids_out.append(ids)
+        parts_out.append(parts)
+        spilled += written
+        timing["assign"] = timing.get("assign", 0.0) + (time.perf_counter() - t1)
+    stats = {**_stats(block, timing, t0, cpu0), "spilled": spilled}
+    if not ids_out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32), stats
+    return np.concatenate(ids_out), np.concatenate(parts_out), stats
 
 
 def build_whole(
@@ -244,7 +359,7 @@ def build_whole(
 ) -> dict[str, Any]:
     """An index of another kind than partitioned, built whole from partition 0's spill files
     (every row is there), labels in id order."""
-    t0 = time.perf_counter()
+    started, t0, cpu0 = time.time(), time.perf_counter(), time.thread_time()
     ids, vectors, read = bulk.read_spill(staging, 0)
     labels = np.searchsorted(sorted_ids, ids).astype(np.int64)
     index = make_index(kind, dim=dim, metric=index_metric, **params)  # type: ignore[arg-type]
@@ -253,13 +368,40 @@ def build_whole(
     os.makedirs(index_dir, exist_ok=True)
     index.save(index_dir)
     return {"partition": 0, "rows": int(ids.size), "seconds": time.perf_counter() - t0,
-            "bytes_read": read, "pid": os.getpid(), "peak_rss_bytes": peak_rss_bytes()}  # fmt: skip
+            "bytes_read": read, "pid": os.getpid(), "peak_rss_bytes": peak_rss_bytes(),
+            **_worker_times(started, cpu0)}  # fmt: skip
 
 
 def build_part(p: int, **kwargs: Any) -> dict[str, Any]:
+    started, cpu0 = time.time(), time.thread_time()
     report = bulk.build_partition(p, **kwargs)
-    report["peak_rss_bytes"] = peak_rss_bytes()
+    report.update(_worker_times(started, cpu0), peak_rss_bytes=peak_rss_bytes())
     return report
+
+
+def _worker_times(started: float, cpu0: float) -> dict[str, Any]:
+    """When a task ran (wall clock), its CPU seconds, and on which worker (process, thread)."""
+    worker = f"{os.getpid()}-{threading.get_ident()}"
+    return {"started": started, "ended": time.time(), "worker": worker,
+            "cpu_seconds": time.thread_time() - cpu0}  # fmt: skip
+
+
+def _schedule_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """How evenly the build tasks kept the workers busy: each worker's busy seconds and the
+    tail (from the first worker running out of tasks to the end)."""
+    last: dict[str, float] = {}
+    busy: dict[str, float] = {}
+    for r in reports:
+        last[r["worker"]] = max(last.get(r["worker"], 0.0), r["ended"])
+        busy[r["worker"]] = busy.get(r["worker"], 0.0) + (r["ended"] - r["started"])
+    first = min((r["started"] for r in reports), default=0.0)
+    return {
+        "order": [r["partition"] for r in sorted(reports, key=lambda r: r["started"])],
+        "busy_seconds": sorted(busy.values(), reverse=True),
+        "cpu_seconds": sum(r["cpu_seconds"] for r in reports),
+        "span_seconds": max(last.values(), default=first) - first,
+        "tail_seconds": max(last.values(), default=0.0) - min(last.values(), default=0.0),
+    }
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -335,18 +477,6 @@ def _schema_and_dim(files: list[str], columns: Columns) -> tuple[int, int, tuple
     return rows, int(dim), attributes or ()
 
 
-def _locate(path: str, columns: Columns, dim: int, metric: str) -> tuple[int, str]:
-    """(row in the file, reason) of the first bad row of ``path`` (read again, streaming)."""
-    start = 0
-    for batch in pq.ParquetFile(path).iter_batches(_BATCH, columns=[columns.id, columns.vector]):
-        try:
-            _check_block(pa.Table.from_batches([batch]), columns, dim, metric)
-        except _BadRow as bad:
-            return start + bad.index, bad.reason
-        start += batch.num_rows
-    return -1, ""
-
-
 def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
     """Every (file, row) holding ``id_`` in ``column``."""
     found = []
@@ -357,21 +487,6 @@ def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
             found.extend((path, start + int(h)) for h in hits)
             start += batch.num_rows
     return found
-
-
-def _bad_row_error(
-    error: pa.Table, columns: Columns, dim: int, metric: str
-) -> InvalidArgumentError:
-    path = error.column(_PATH)[0].as_py()
-    id_ = error.column(columns.id)[0].as_py()
-    row, reason = _locate(path, columns, dim, metric)
-    if row < 0:  # not found again (should not happen): what the worker saw
-        reason = error.column(_ERROR)[0].as_py()
-    which = f"row {row}" if row >= 0 else f"the row with id {id_}"
-    return InvalidArgumentError(
-        f"{path!r}, {which}: {reason}; fix or drop that row (nothing was committed: the "
-        "collection, if it existed, is unchanged)"
-    )
 
 
 def build_collection(
@@ -391,6 +506,7 @@ def build_collection(
     check_name("collection", name)
     check_choice("metric", metric, METRICS)
     kind, params = check_index_params(index, index_params)
+    started = executor.warm(scan_block)  # Ray's workers start while the footers are read
     root = os.path.abspath(os.fspath(path)) + os.sep
     files = [f for f in input_files(source) if not f.startswith(root)]  # not our own files
     if not files:
@@ -418,18 +534,22 @@ def build_collection(
     staging = directory / f"build-{generation:06d}"
     wal = f"wal-{generation:06d}.log"
     try:
+        # 0. start: the executor's workers up
+        t0 = time.perf_counter()
+        blocks = plan_blocks(files, columns.vector)
+        started()
+        seconds["start"] = time.perf_counter() - t0
+
         # 1. scan
         t0 = time.perf_counter()
         kept: list[pa.Table] = []
-        for out in executor.scan_parquet(
-            files, columns.read, scan_block,
+        block_stats: dict[str, list[dict[str, Any]]] = {"scan": [], "assign": []}
+        for out, stats in executor.stream(
+            scan_block, blocks, name="scan",
             columns=columns, dim=dim, metric=metric, fraction=fraction, seed=seed,
         ):  # fmt: skip
-            if out.column(_ERROR).null_count < out.num_rows:
-                raise _bad_row_error(
-                    out.filter(out.column(_ERROR).is_valid()), columns, dim, metric
-                )
-            kept.append(out.drop_columns([_ERROR, _PATH]))
+            kept.append(out)
+            block_stats["scan"].append(stats)
         table = pa.concat_tables(kept, promote_options="default")
         del kept
         ids = table.column(columns.id).to_numpy()
@@ -467,15 +587,15 @@ def build_collection(
         make_dirs(directory)  # the collection's directory, durable in collections/
         staging.mkdir()
         part_of = np.zeros(n_rows, np.int32)
-        spilled = 0
-        for out in executor.scan_parquet(
-            files, [columns.id, columns.vector], assign_block,
+        shared_centroids = executor.put(centroids)  # once, not per block
+        for block_ids, block_parts, stats in executor.stream(
+            assign_block, blocks, name="assign",
             columns=columns, dim=dim, metric=metric, index_metric=index_metric,
-            centroids=centroids, staging=str(staging),
+            centroids=shared_centroids, staging=str(staging),
         ):  # fmt: skip
-            rows = np.searchsorted(sorted_ids, out.column(columns.id).to_numpy())
-            part_of[rows] = out.column(_PART).to_numpy()
-            spilled += int((out.schema.metadata or {}).get(b"spilled", 0))
+            part_of[np.searchsorted(sorted_ids, block_ids)] = block_parts
+            block_stats["assign"].append(stats)
+        spilled = sum(stats["spilled"] for stats in block_stats["assign"])
         seconds["assign"] = time.perf_counter() - t0
 
         # 4. build
@@ -484,7 +604,9 @@ def build_collection(
         index_dir.mkdir(parents=True)
         shared = executor.put(sorted_ids)
         if partitioned:
-            # largest first: the last tasks to start are the short ones (less idle at the end)
+            # largest first (a graph's cost grows with its rows): each worker takes the next
+            # task when it is done, so the last to start are the short ones and the workers
+            # finish close together (the tail is in report["build_schedule"])
             largest_first = np.argsort(-np.bincount(part_of, minlength=parts), kind="stable")
             reports = executor.map(
                 build_part, largest_first.tolist(), name="build_partition",
@@ -548,6 +670,10 @@ def build_collection(
         "replaced": existed,
         "snapshot": snap.name,
         "seconds": seconds,
+        "stages": {
+            stage: _stage_report(found, seconds[stage], executor.workers)
+            for stage, found in block_stats.items()
+        },
         "bytes": {
             "input": sum(os.path.getsize(f) for f in files),
             "spilled": spilled,
@@ -558,8 +684,28 @@ def build_collection(
             "driver": peak_rss_bytes(),
             "workers": max((r.get("peak_rss_bytes", 0) for r in reports), default=0),
         },
+        "build_schedule": _schedule_report(reports),
         "tasks": reports,
     }
+
+
+def _stage_report(blocks: list[dict[str, Any]], wall: float, workers: int) -> dict[str, Any]:
+    """Where a scan or assign stage spent its time: its blocks' worker seconds (reading,
+    checking, sampling or assigning), the processes that ran them, and the rate of vector data
+    per worker (decoded bytes over the stage's wall time and its workers)."""
+    workers = max(1, min(workers, len(blocks)))
+    vector_bytes = sum(b["vector_bytes"] for b in blocks)
+    report = {"blocks": len(blocks), "workers": workers,
+              "processes": len({b["pid"] for b in blocks}), "rows": sum(b["rows"] for b in blocks),
+              "vector_bytes": vector_bytes, "wall_seconds": wall,
+              "worker_seconds": sum(b["seconds"] for b in blocks),
+              "cpu_seconds": sum(b["cpu_seconds"] for b in blocks),
+              "slowest_block_seconds": max((b["seconds"] for b in blocks), default=0.0),
+              "vector_mb_per_s_per_worker": vector_bytes / 1e6 / max(wall, 1e-9) / workers}  # fmt: skip
+    for part in ("read", "check", "sample", "assign"):
+        if any(part in b for b in blocks):
+            report[f"{part}_seconds"] = sum(b.get(part, 0.0) for b in blocks)
+    return report
 
 
 def _column_list(table: pa.Table, name: str | None) -> Any:

@@ -66,8 +66,9 @@ def build_collection(
     name : str
         The collection.
     source : path or list of paths
-        A Parquet file, a directory of them (searched recursively), or a list. Ray reads files
-        in parallel: split a large dataset into several files.
+        A Parquet file, a directory of them (searched recursively), or a list. The work is
+        split into blocks of row groups (about 32 MB decoded each, one file's): write large
+        files with several row groups, or split the dataset into several files.
     index : {"partitioned", "hnsw", "spann", "flat", "multitenant"}
         "partitioned" builds each partition in a task of its own; the other kinds build their
         one index in one task (spann: clustering, replication and its posting files there).
@@ -93,9 +94,13 @@ def build_collection(
     Returns
     -------
     dict
-        rows, dim, partitions and their sizes, ``seconds`` per stage (scan, train, assign,
-        build, commit, total), ``bytes`` (input, spilled, snapshot, object_store), peak memory
-        of driver and workers, executor and workers, and each build task's report.
+        rows, dim, partitions and their sizes, ``seconds`` per stage (start: the workers up;
+        scan, train, assign, build, commit, total), ``stages`` (where the scan and assign
+        passes spent their time: blocks, worker seconds reading and checking, vector data per
+        second per worker), ``build_schedule`` (the build tasks' order, each worker's busy
+        seconds, the tail from the first worker idle to the end), ``bytes`` (input, spilled,
+        snapshot, object_store), peak memory of driver and workers, executor and workers, and
+        each build task's report.
 
     Raises
     ------

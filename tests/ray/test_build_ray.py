@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 import shardwalk
@@ -59,16 +60,28 @@ def test_bad_row_on_ray_names_file_and_row(source: Path, tmp_path: Path) -> None
     assert snapshot_digest(db, "c") == before
 
 
-def test_worker_killed_mid_build_same_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("task", "n", "dim", "params", "after"),
+    [
+        ("build_partition", 24_000, 32, {"partitions": 4, "ef_construction": 200, "m": 16}, 0.3),
+        # the assign pass reads and spills its blocks in the tasks: a task killed mid-block is
+        # run again elsewhere and writes the same spill files (named by the block's rows)
+        ("assign", 48_000, 64, {"partitions": 8, "ef_construction": 16, "m": 8}, 0.0),
+    ],
+)
+def test_worker_killed_mid_task_same_output(
+    tmp_path: Path, task: str, n: int, dim: int, params: dict, after: float
+) -> None:
     source = tmp_path / "in"
-    write_dataset(source, 24_000, 32, files=4, seed=11, tenants=False)
-    params = {"partitions": 4, "ef_construction": 200, "m": 16}
+    write_dataset(source, n, dim, files=n // 6000, seed=11, tenants=False)
     jobs.build_collection(tmp_path / "threads", "c", source, **params)
     report, killed = run_and_kill(
         lambda: jobs.build_collection(tmp_path / "ray", "c", source, ray=True, **params),
-        "build_partition",
+        task,
+        after=after,
     )
-    assert killed not in {task["pid"] for task in report["tasks"]}  # retried elsewhere
+    assert killed not in {t["pid"] for t in report["tasks"]}  # later tasks ran elsewhere
+    assert report["stages"]["assign"]["rows"] == n
     assert snapshot_digest(tmp_path / "ray", "c") == snapshot_digest(tmp_path / "threads", "c")
 
 
@@ -78,14 +91,17 @@ def _hwm_kib() -> int:
 
 
 def test_input_larger_than_the_driver_budget_streams(source: Path, tmp_path: Path) -> None:
-    """The driver never holds the vectors: its peak memory during the job grows by less than
-    half the decoded input (102 MB; the driver's own growth, ids, sample and Ray's
+    """The driver never holds the vectors, while 2 workers scan and assign blocks in parallel
+    and send their results back as they finish: its peak memory during the job grows by less
+    than half the decoded input (102 MB; the driver's own growth, ids, sample and Ray's
     bookkeeping, measured 19-34 MB after other tests of the session; Linux: the peak is reset
     through /proc/self/clear_refs, after a first small job loaded what a job imports)."""
     params = {"partitions": 4, "ef_construction": 8, "m": 4}
     jobs.build_collection(tmp_path / "warm", "c", source, ray=True, **params)  # same code paths
     n, dim = 200_000, 128
     write_dataset(tmp_path / "in", n, dim, files=8, seed=2, tenants=False)
+    for f in sorted((tmp_path / "in").glob("*.parquet")):  # 4 row groups a file, read at once
+        pq.write_table(pq.read_table(f), f, row_group_size=n // 32)
     budget_kib = n * dim * 4 // 2 // 1024
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident size
@@ -94,6 +110,10 @@ def test_input_larger_than_the_driver_budget_streams(source: Path, tmp_path: Pat
     grown = _hwm_kib() - start
     assert report["rows"] == n
     assert grown < budget_kib, (grown, budget_kib)
+    for stage in ("scan", "assign"):  # in parallel: both workers read blocks
+        done = report["stages"][stage]
+        assert done["blocks"] == 8 and done["rows"] == n and done["processes"] == 2, done
+        assert done["vector_bytes"] >= n * dim * 4
 
 
 def test_cli_build_on_ray(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

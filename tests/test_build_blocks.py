@@ -1,0 +1,109 @@
+"""The blocks of a batch build (issue 27): row groups packed into blocks that a worker reads
+itself, bad rows named by their row in the file whatever block they fall in, vectors checked
+per batch without false alarms, the build tasks largest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shardwalk import jobs
+from shardwalk.build import Columns, plan_blocks, scan_block
+from shardwalk.errors import InvalidArgumentError
+from tests.parquet_data import snapshot_digest
+
+DIM = 8
+COLUMNS = Columns("id", "vector", None, None, ())
+
+
+def _write(path: Path, n: int, *, row_group: int, bad: int | None = None, big: float = 0.0) -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    if bad is not None:
+        vectors[bad, 3] = np.nan
+    if big:
+        vectors[:, :2] = big  # finite, but a row's sum overflows float32
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(n, dtype=np.int64)),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
+        }
+    )
+    pq.write_table(table, path, row_group_size=row_group)
+
+
+def test_row_groups_are_packed_into_blocks_of_one_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    _write(a, 100, row_group=10)  # 10 row groups
+    _write(b, 25, row_group=10)  # 3 row groups: 10, 10, 5
+    group = pq.ParquetFile(a).metadata.row_group(0).total_byte_size
+    blocks = plan_blocks([str(a), str(b)], "vector", target=3 * group)
+    assert [blk.row_groups for blk in blocks if blk.path == str(a)] == [
+        (0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)
+    ]  # fmt: skip
+    assert [blk.first_row for blk in blocks if blk.path == str(a)] == [0, 30, 60, 90]
+    assert sum(blk.rows for blk in blocks) == 125
+    assert all(0 < blk.vector_bytes < blk.bytes for blk in blocks)
+    # a row group larger than the target is a block of its own
+    assert len(plan_blocks([str(a)], "vector", target=1)) == 10
+
+
+def test_a_bad_row_is_named_by_its_row_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "in" / "f.parquet"
+    path.parent.mkdir()
+    _write(path, 100, row_group=10, bad=57)
+    group = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
+    block = plan_blocks([str(path)], "vector", target=2 * group)[2]  # rows 40-59
+    assert block.first_row == 40
+    kwargs = {"columns": COLUMNS, "dim": DIM, "metric": "l2", "fraction": 1.0, "seed": 0}
+    with pytest.raises(InvalidArgumentError, match=r"f.parquet', row 57: NaN"):
+        scan_block(block, **kwargs)
+    with pytest.raises(InvalidArgumentError, match=r"f.parquet', row 57: NaN"):
+        jobs.build_collection(tmp_path / "db", "c", path.parent, partitions=2)
+
+
+def test_large_finite_values_are_not_taken_for_infinities(tmp_path: Path) -> None:
+    """Rows are checked through their sums; a sum that overflows is looked at value by value."""
+    path = tmp_path / "f.parquet"
+    _write(path, 50, row_group=50, big=3e38)
+    (block,) = plan_blocks([str(path)], "vector")
+    table, stats = scan_block(
+        block, columns=COLUMNS, dim=DIM, metric="l2", fraction=1.0, seed=0
+    )  # fmt: skip
+    assert table.num_rows == 50 and stats["rows"] == 50
+    sample = table.column("_sample").combine_chunks().flatten().to_numpy()
+    assert np.all(sample.reshape(50, DIM)[:, 0] == np.float32(3e38))
+
+
+def test_blocks_do_not_change_the_bytes_and_tasks_start_largest_first(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    rng = np.random.default_rng(9)
+    centres = rng.normal(size=(4, DIM)) * 10
+    sizes = [900, 500, 300, 100]  # partitions of very different sizes
+    vectors = np.concatenate([c + rng.normal(size=(s, DIM)) for c, s in zip(centres, sizes)])
+    order = rng.permutation(len(vectors))
+    table = pa.table(
+        {
+            "id": pa.array(order.astype(np.int64)),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.astype(np.float32).ravel()), DIM
+            ),
+        }
+    )
+    pq.write_table(table, source / "f.parquet", row_group_size=100)
+    params = {"partitions": 4, "m": 8, "ef_construction": 32}
+    one = jobs.build_collection(tmp_path / "a", "c", source, num_workers=1, **params)
+    jobs.build_collection(tmp_path / "b", "c", source, num_workers=2, **params)
+    assert snapshot_digest(tmp_path / "a", "c") == snapshot_digest(tmp_path / "b", "c")
+    sizes_found = one["partition_sizes"]
+    assert sorted(sizes_found) != sizes_found  # not already in order: the order is chosen
+    schedule = one["build_schedule"]
+    assert [sizes_found[p] for p in schedule["order"]] == sorted(sizes_found, reverse=True)
+    assert len(schedule["busy_seconds"]) == 1 and schedule["tail_seconds"] == 0.0
+    scan = one["stages"]["scan"]
+    assert scan["rows"] == 1800 and scan["blocks"] == 1 and scan["vector_bytes"] > 0

@@ -41,7 +41,8 @@ from shardwalk.walks.ppr import calibrate_accuracy
 from shardwalk.graph import ACCURACY
 
 ROOT = Path(__file__).resolve().parent
-DATA = ROOT.parents[1] / "shared" / "data"
+# ../shared/data next to the checkout; SHARDWALK_DATA names it elsewhere (e.g. from a worktree)
+DATA = Path(os.environ.get("SHARDWALK_DATA", ROOT.parents[1] / "shared" / "data"))
 REAL_GRAPHS = [
     "email-Eu-core",
     "soc-sign-bitcoinalpha",

@@ -39,12 +39,13 @@ from shardwalk.errors import (
 from shardwalk.storage import DataDir, remove_dir, seal_snapshot, verify_snapshot
 from shardwalk.validation import check_choice
 from shardwalk.wal import WriteAheadLog, encode
-from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
+from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult, _check
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch, edge_arrays
 from shardwalk.walks.fastrp import fastrp
+from shardwalk.walks.fingerprints import select_hubs
 from shardwalk.walks.ppr import calibrate_accuracy
-from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
+from shardwalk.walks.walkstore import WalkStore, build_hub_walks, build_kept, refresh_fingerprints
 
 __all__ = ["ACCURACY", "Graph"]
 
@@ -72,6 +73,10 @@ class Graph:
 
     #: automatic compaction once the delta holds this share of the snapshot's edges
     compact_ratio: float = 0.25
+    #: once updates have changed this share of the edges the fingerprints' calibration saw,
+    #: hubs are selected again (their rows rebuilt if the set moved) and accuracy= calibrated
+    #: again (``stats()["fingerprints"]["calibration"]``)
+    recalibrate_ratio: float = 0.1
 
     def __init__(
         self,
@@ -259,11 +264,13 @@ class Graph:
                 top_k=top_k, hubs=hubs, hub_walks=hub_walks,
             )  # fmt: skip
             walks = None
+            hubs_requested = hubs  # kept with the store: updates select hubs again by it
             if keep_walks:
                 store, main, hub_walks_kept = build_kept(self._dyn, **options)  # type: ignore[arg-type]
                 walks = (main, hub_walks_kept)
             else:
                 store = _build_fingerprints(csr, **options)  # type: ignore[arg-type]
+            store.stats["hubs_requested"] = hubs_requested
             return self._install(store, walks, csr, seed)
 
     def _install(
@@ -276,7 +283,7 @@ class Graph:
         """Calibrate, save and switch to fingerprints built for ``csr`` (the current graph,
         compacted), here or by a Ray job (shardwalk.jobs); the caller holds the lock."""
         # which methods serve this graph (kept with the store; accuracy=)
-        store.stats["accuracy"] = calibrate_accuracy(csr, store, seed=seed)
+        self._calibrate(store, csr, seed)
         if self._datadir is not None:
             store = self._save_fingerprints(store, walks)
         self._fingerprints = store
@@ -540,6 +547,8 @@ class Graph:
                 "dangling": fp.dangling,
                 "bytes": int(fp.nbytes),
                 "hubs": fp.num_hubs,
+                # when accuracy= was calibrated, and the edges changed since (recalibrate_ratio)
+                "calibration": fp.stats.get("calibration"),
                 "hub_walks": int(fp.hub_walks),
                 "accuracy": fp.stats.get("accuracy", {}),  # calibrated choices (accuracy=)
                 "walks_bytes": None if self._walks is None else _walks_nbytes(self._walks),
@@ -638,6 +647,8 @@ class Graph:
                     f"graph {self.name!r}", f"{_WAL_OPS[op]} batch", "graph", exc
                 ) from exc
             out = _report(batch, self._dyn.num_nodes - before, report, t0)
+            if self._recalibration_due():
+                out["recalibrated"] = self._recalibrate()
             self.last_update = out
             if self._datadir is not None and self._dyn.delta_edges > max(
                 1024, self.compact_ratio * self._dyn.base.num_edges
@@ -655,6 +666,7 @@ class Graph:
         self._index = None
         seq = self._seq
         self._seq += 1
+        self._count_change(batch, change)
         if self._fingerprints is None:
             return {}
         if self._walks is None:
@@ -667,6 +679,72 @@ class Graph:
             for key in ("walks", "steps", "blocks_scanned", "seconds"):
                 report[key] += extra[key]
         return report
+
+    # -- calibration after updates (issue 22 item 3) ---------------------------------------
+    def _calibrate(self, store: FingerprintStore, csr: CSRGraph, seed: int) -> None:
+        """Calibrate accuracy= for ``store`` on ``csr`` (its stats keep the choice, the
+        update it was made at and the edges it saw)."""
+        store.stats["accuracy"] = calibrate_accuracy(csr, store, seed=seed)
+        previous = store.stats.get("calibration") or {}
+        store.stats["calibration"] = {
+            "update": self._seq,
+            "edges": int(csr.num_edges),
+            "edges_changed": 0,
+            "recalibrations": int(previous.get("recalibrations", -1)) + 1,
+        }
+
+    def _count_change(self, batch: EdgeBatch, change: Any) -> None:
+        """Count an applied batch's edges against the calibration (a node deletion counts
+        the edges it removed)."""
+        fp = self._fingerprints
+        state = None if fp is None else fp.stats.get("calibration")
+        if state is not None:
+            removed = abs(int(change.old_targets.size) - int(change.new_targets.size))
+            both = 1 if self._dyn.directed else 2  # an undirected edge is two of csr's edges
+            changed = max(both * batch.size, removed)
+            state["edges_changed"] = int(state["edges_changed"]) + changed
+
+    def _recalibration_due(self) -> bool:
+        fp = self._fingerprints
+        state = None if fp is None else fp.stats.get("calibration")
+        if state is None or self._walks is None:
+            return False
+        return state["edges_changed"] >= max(1, self.recalibrate_ratio * state["edges"])
+
+    def _recalibrate(self) -> dict[str, Any]:
+        """Select the hubs again on the current graph (by the rule the fingerprints were
+        built with), rebuild the hub rows when the set moved, calibrate accuracy= again, and
+        (with a data directory) compact, so the new hubs and calibration are saved. The
+        caller holds the lock."""
+        t0 = time.perf_counter()
+        index = self._current()  # the delta merged, repaired rows recounted
+        csr, fp = index.graph, index.fingerprints
+        assert fp is not None and self._walks is not None
+        spec = fp.stats.get("hubs_requested", "auto" if fp.num_hubs else None)
+        hubs = select_hubs(csr, spec)
+        old = np.zeros(0, np.int64) if fp.hubs is None else np.asarray(fp.hubs, np.int64)
+        moved = int(np.setdiff1d(hubs, old).size + np.setdiff1d(old, hubs).size)
+        if moved:
+            mode = _check.DANGLING_MODES[fp.dangling]
+            hub_store, rows = build_hub_walks(
+                self._dyn, hubs, fp.walks_per_node, fp.hub_walks or 1000, fp.alpha, fp.seed, mode
+            )
+            if not rows:  # no hubs any more
+                rows = dict(hubs=None, hub_walks=0, hub_indptr=None, hub_nodes=None,
+                            hub_counts=None)  # fmt: skip
+            fp = replace(fp, stats=dict(fp.stats), **rows)
+            self._walks = (self._walks[0], hub_store)
+        self._calibrate(fp, csr, fp.seed)
+        fp.stats["calibration"].update(hubs_moved=moved, hubs=int(hubs.size))
+        self._fingerprints = fp
+        self._index = self._ppr_index(fp)
+        if self._datadir is not None:
+            try:
+                self._compact()
+            except (ResourceExhaustedError, FailedPreconditionError) as exc:
+                log.warning("graph %r: compaction after recalibration failed: %s", self.name, exc)
+        return {"hubs_moved": moved, "hubs": int(hubs.size), "seconds": time.perf_counter() - t0,
+                "accuracy": {k: v["method"] for k, v in fp.stats["accuracy"].items()}}  # fmt: skip
 
     def _log(self) -> WriteAheadLog:
         if self._wal is None:  # a graph created before graphs took updates: start its log

@@ -434,18 +434,23 @@ class Graph:
             Let the engine pick the method and its parameters (the default, "fast", when
             neither ``method`` nor method parameters are given). With fingerprints that serve
             the query's alpha and rule, each setting runs the method calibrated for this
-            graph when the fingerprints were built: the cheapest candidate that found
-            precision@100 >= 0.8 ("fast": "hybrid" with ``r_max`` 5e-5, or "fingerprint") or
-            >= 0.95 ("high": "hybrid" with ``r_max`` 3e-6 pushing through hubs, or "push" to
-            1e-6) of a reference top 100 on sampled sources, else the most precise (see
-            ``stats()["fingerprints"]["accuracy"]``); without fingerprints: "push" with
-            ``r_max`` 1e-6 or 1e-7. ``result.method`` and
+            graph when the fingerprints were built (and again after updates past
+            ``recalibrate_ratio``): among the candidates of
+            ``shardwalk.walks.ppr.ACCURACY_CANDIDATES`` whose counted work fits the latency
+            budget (2 ms "fast", 25 ms "high"), the cheapest that reaches precision@100 0.8
+            ("fast") or 0.95 ("high") against power iteration on sampled sources, else the
+            most precise within the budget, with a warning (see
+            ``stats()["fingerprints"]["accuracy"]``: method, precision, ``met``). Counted
+            work, not time: the same graph and seed always choose the same method. Without
+            fingerprints: "push" with ``r_max`` 1e-6 or 1e-7. ``result.method`` and
             ``result.params`` say what ran; bench/ppr.py measures each setting against the
             exact solver on real graphs.
         method : {"hybrid", "fingerprint", "push", "exact"}, optional
             "hybrid": Forward Push to ``r_max`` (default 5e-5) that stops at hubs (unless
             ``absorb=False``), then every residual composed with fingerprints (hubs have rows
-            of many walks); "fingerprint":
+            of many walks); ``prune`` > 0 composes rows exactly only down to prune x a lower
+            bound of the k-th score and samples below it (unbiased, far less work);
+            "fingerprint":
             push the query's mass for ``rounds`` (T, default 5) rounds, then compose with the
             stored fingerprints (``threshold`` prunes small mass, default 1e-4); "push":
             Forward Push to residual ``r_max`` (default 1e-6); "exact": power iteration to

@@ -412,6 +412,8 @@ class PPRIndex:
         **params
             ``rounds`` (T, default 5), ``threshold`` (default 1e-4) and ``drop_below``
             (default = threshold) for "fingerprint";
+            ``r_max`` (default 5e-5), ``absorb`` (True), ``drop_below`` (0) and ``prune``
+            (0: compose every row whole) for "hybrid";
             ``r_max`` (default 1e-6) for "push"; ``tol`` (default 1e-10) and ``max_iter``
             (default 10000) for "exact".
 

@@ -157,3 +157,19 @@ def test_fast_precision_on_holme_kim_graphs(nodes, edges_per_node, closure, seed
     sources = np.random.default_rng(seed + 1).choice(graph.num_nodes, 12, replace=False)
     report = evaluate(index, sources, method=choice["method"], k=100, **choice["params"])
     assert report.summary["all"]["precision"] >= 0.8, (choice, report.summary["all"])
+
+
+def test_precision_counts_only_the_nodes_a_source_reaches():
+    # a source reaching 3 nodes, k = 100: padding (-1) and zero-score nodes count on neither
+    # side, so a complete answer scores 1 and a missing reached node costs a third
+    ref = np.array([5, 6, 7, 9, -1, -1])
+    ref_scores = np.array([0.5, 0.3, 0.2, 0.0, 0.0, 0.0])
+    found = np.array([6, 5, 7, 8, -1, -1])
+    found_scores = np.array([0.4, 0.4, 0.2, 0.0, 0.0, 0.0])
+    assert ppr_module.precision_at_k(found, found_scores, ref, ref_scores) == 1.0
+    found_scores[2] = 0.0  # node 7 not found (a zero score is not an answer)
+    assert ppr_module.precision_at_k(found, found_scores, ref, ref_scores) == pytest.approx(2 / 3)
+    small = social_graph(60, 2, seed=1)  # and on a whole query: exact against itself
+    index = PPRIndex(small)
+    r = index.query(0, k=100, method="exact")
+    assert ppr_module.precision_at_k(r.ids[0], r.scores[0], r.ids[0], r.scores[0]) == 1.0

@@ -112,17 +112,21 @@ def time_queries(
     (at least 5 queries). Each query runs ``repeat`` times back to back and keeps its fastest
     time (on a shared machine, the run least slowed by other processes). Also the counted
     work per query (``PPRResult.work``: pushed out-edges + entries composed + nodes touched),
-    which no load changes."""
+    which no load changes, and the CPU time of the calling thread (a single query runs its
+    kernel there): what a query costs without the time it waits for a core."""
     idx.query(int(sources[0]), k=k, method=method, **params)  # warm (compile, scratch)
-    lat, work = [], []
+    lat, cpu, work = [], [], []
     start = time.perf_counter()
     for s in sources:
-        best = float("inf")
+        best = best_cpu = float("inf")
         for _ in range(repeat):
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             r = idx.query(int(s), k=k, method=method, **params)
             best = min(best, time.perf_counter() - t0)
+            best_cpu = min(best_cpu, time.thread_time() - c0)
         lat.append(best)
+        cpu.append(best_cpu)
         work.append(int(r.work.sum()))
         if len(lat) >= 5 and time.perf_counter() - start > budget:
             break
@@ -134,6 +138,7 @@ def time_queries(
         "p99_ms": float(np.percentile(lat_ms, 99)),
         "mean_ms": float(lat_ms.mean()),
         "work_p50": float(np.median(work)),
+        "cpu_p50_ms": float(np.median(cpu) * 1e3),
     }
 
 
@@ -376,6 +381,8 @@ def accuracy_targets(res: dict) -> dict:
             "p50_ms": got_ms,
             "error_coverage": row["accuracy"]["all"]["error_coverage"],
             "met": got_p >= precision_bar and got_ms <= p50_bar,
+            "cpu_p50_ms": row["latency"]["cpu_p50_ms"],
+            "met_by_cpu_time": got_p >= precision_bar and row["latency"]["cpu_p50_ms"] <= p50_bar,
         }
     fpr = res["fingerprints"]
     ratio = fpr["store_mib"] / max(fpr["store_mib_without_hubs"], 1e-9)

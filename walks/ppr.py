@@ -698,9 +698,10 @@ class PPRIndex:
 # accuracy= with fingerprints. Calibration compares candidates by counted work (PPRResult.work:
 # pushed out-edges + fingerprint entries composed + nodes touched), never by wall-clock time,
 # so its choice depends only on the graph, the fingerprints and the seed. A setting's latency
-# budget becomes a work budget at WORK_NS nanoseconds per unit: the cost of a unit measured
-# with bench/ppr.py on a quiet 2-core machine (3-6 ns on the real graphs of ../shared/data,
-# rounded up for a loaded one), a fixed model, not a measurement taken at calibration.
+# budget becomes a work budget at WORK_NS nanoseconds per unit, a fixed model, not a
+# measurement taken at calibration: about 5 ns per unit on a quiet 2-core machine (issue 22's
+# soc-Epinions1 figure: 3.98 ms for the 0.76M units its fast query counts), rounded up. On a
+# loaded machine a unit costs more (9-40 ns of CPU in bench/README.md's issue 22 run).
 WORK_NS = 8.0
 
 

@@ -39,12 +39,13 @@ from shardwalk.errors import (
 from shardwalk.storage import DataDir, remove_dir, seal_snapshot, verify_snapshot
 from shardwalk.validation import check_choice
 from shardwalk.wal import WriteAheadLog, encode
-from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
+from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult, _check
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch, edge_arrays
 from shardwalk.walks.fastrp import fastrp
+from shardwalk.walks.fingerprints import select_hubs
 from shardwalk.walks.ppr import calibrate_accuracy
-from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
+from shardwalk.walks.walkstore import WalkStore, build_hub_walks, build_kept, refresh_fingerprints
 
 __all__ = ["ACCURACY", "Graph"]
 
@@ -53,10 +54,12 @@ log = logging.getLogger(__name__)
 # What accuracy= runs: with fingerprints that serve the query ("hybrid"), or without ("push").
 # bench/ppr.py measures both settings against the exact solver on every real graph of
 # ../shared/data and the generated 1M-node graph.
+# (Fingerprints calibrated when built run what calibration chose; "hybrid" here serves stores
+# saved without a calibration.)
 ACCURACY: dict[str, dict[str, dict[str, Any]]] = {
-    "fast": {"hybrid": {"r_max": 5e-5}, "push": {"r_max": 1e-6}},
+    "fast": {"hybrid": {"r_max": 2e-5, "absorb": False, "prune": 0.1}, "push": {"r_max": 1e-6}},
     # pushing through hubs too: the hub rows' Monte Carlo noise caps what absorbing can reach
-    "high": {"hybrid": {"r_max": 3e-6, "absorb": False}, "push": {"r_max": 1e-7}},
+    "high": {"hybrid": {"r_max": 3e-6, "absorb": False, "prune": 0.01}, "push": {"r_max": 1e-7}},
 }
 
 
@@ -70,6 +73,10 @@ class Graph:
 
     #: automatic compaction once the delta holds this share of the snapshot's edges
     compact_ratio: float = 0.25
+    #: once updates have changed this share of the edges the fingerprints' calibration saw,
+    #: hubs are selected again (their rows rebuilt if the set moved) and accuracy= calibrated
+    #: again (``stats()["fingerprints"]["calibration"]``)
+    recalibrate_ratio: float = 0.1
 
     def __init__(
         self,
@@ -257,11 +264,13 @@ class Graph:
                 top_k=top_k, hubs=hubs, hub_walks=hub_walks,
             )  # fmt: skip
             walks = None
+            hubs_requested = hubs  # kept with the store: updates select hubs again by it
             if keep_walks:
                 store, main, hub_walks_kept = build_kept(self._dyn, **options)  # type: ignore[arg-type]
                 walks = (main, hub_walks_kept)
             else:
                 store = _build_fingerprints(csr, **options)  # type: ignore[arg-type]
+            store.stats["hubs_requested"] = hubs_requested
             return self._install(store, walks, csr, seed)
 
     def _install(
@@ -274,7 +283,7 @@ class Graph:
         """Calibrate, save and switch to fingerprints built for ``csr`` (the current graph,
         compacted), here or by a Ray job (shardwalk.jobs); the caller holds the lock."""
         # which methods serve this graph (kept with the store; accuracy=)
-        store.stats["accuracy"] = calibrate_accuracy(csr, store, seed=seed)
+        self._calibrate(store, csr, seed)
         if self._datadir is not None:
             store = self._save_fingerprints(store, walks)
         self._fingerprints = store
@@ -425,18 +434,23 @@ class Graph:
             Let the engine pick the method and its parameters (the default, "fast", when
             neither ``method`` nor method parameters are given). With fingerprints that serve
             the query's alpha and rule, each setting runs the method calibrated for this
-            graph when the fingerprints were built: the cheapest candidate that found
-            precision@100 >= 0.8 ("fast": "hybrid" with ``r_max`` 5e-5, or "fingerprint") or
-            >= 0.95 ("high": "hybrid" with ``r_max`` 3e-6 pushing through hubs, or "push" to
-            1e-6) of a reference top 100 on sampled sources, else the most precise (see
-            ``stats()["fingerprints"]["accuracy"]``); without fingerprints: "push" with
-            ``r_max`` 1e-6 or 1e-7. ``result.method`` and
+            graph when the fingerprints were built (and again after updates past
+            ``recalibrate_ratio``): among the candidates of
+            ``shardwalk.walks.ppr.ACCURACY_CANDIDATES`` whose counted work fits the latency
+            budget (2 ms "fast", 25 ms "high"), the cheapest that reaches precision@100 0.8
+            ("fast") or 0.95 ("high") against power iteration on sampled sources, else the
+            most precise within the budget, with a warning (see
+            ``stats()["fingerprints"]["accuracy"]``: method, precision, ``met``). Counted
+            work, not time: the same graph and seed always choose the same method. Without
+            fingerprints: "push" with ``r_max`` 1e-6 or 1e-7. ``result.method`` and
             ``result.params`` say what ran; bench/ppr.py measures each setting against the
             exact solver on real graphs.
         method : {"hybrid", "fingerprint", "push", "exact"}, optional
             "hybrid": Forward Push to ``r_max`` (default 5e-5) that stops at hubs (unless
             ``absorb=False``), then every residual composed with fingerprints (hubs have rows
-            of many walks); "fingerprint":
+            of many walks); ``prune`` > 0 composes rows exactly only down to prune x a lower
+            bound of the k-th score and samples below it (unbiased, far less work);
+            "fingerprint":
             push the query's mass for ``rounds`` (T, default 5) rounds, then compose with the
             stored fingerprints (``threshold`` prunes small mass, default 1e-4); "push":
             Forward Push to residual ``r_max`` (default 1e-6); "exact": power iteration to
@@ -538,6 +552,8 @@ class Graph:
                 "dangling": fp.dangling,
                 "bytes": int(fp.nbytes),
                 "hubs": fp.num_hubs,
+                # when accuracy= was calibrated, and the edges changed since (recalibrate_ratio)
+                "calibration": fp.stats.get("calibration"),
                 "hub_walks": int(fp.hub_walks),
                 "accuracy": fp.stats.get("accuracy", {}),  # calibrated choices (accuracy=)
                 "walks_bytes": None if self._walks is None else _walks_nbytes(self._walks),
@@ -636,6 +652,8 @@ class Graph:
                     f"graph {self.name!r}", f"{_WAL_OPS[op]} batch", "graph", exc
                 ) from exc
             out = _report(batch, self._dyn.num_nodes - before, report, t0)
+            if self._recalibration_due():
+                out["recalibrated"] = self._recalibrate()
             self.last_update = out
             if self._datadir is not None and self._dyn.delta_edges > max(
                 1024, self.compact_ratio * self._dyn.base.num_edges
@@ -653,6 +671,7 @@ class Graph:
         self._index = None
         seq = self._seq
         self._seq += 1
+        self._count_change(batch, change)
         if self._fingerprints is None:
             return {}
         if self._walks is None:
@@ -665,6 +684,72 @@ class Graph:
             for key in ("walks", "steps", "blocks_scanned", "seconds"):
                 report[key] += extra[key]
         return report
+
+    # -- calibration after updates (issue 22 item 3) ---------------------------------------
+    def _calibrate(self, store: FingerprintStore, csr: CSRGraph, seed: int) -> None:
+        """Calibrate accuracy= for ``store`` on ``csr`` (its stats keep the choice, the
+        update it was made at and the edges it saw)."""
+        store.stats["accuracy"] = calibrate_accuracy(csr, store, seed=seed)
+        previous = store.stats.get("calibration") or {}
+        store.stats["calibration"] = {
+            "update": self._seq,
+            "edges": int(csr.num_edges),
+            "edges_changed": 0,
+            "recalibrations": int(previous.get("recalibrations", -1)) + 1,
+        }
+
+    def _count_change(self, batch: EdgeBatch, change: Any) -> None:
+        """Count an applied batch's edges against the calibration (a node deletion counts
+        the edges it removed)."""
+        fp = self._fingerprints
+        state = None if fp is None else fp.stats.get("calibration")
+        if state is not None:
+            removed = abs(int(change.old_targets.size) - int(change.new_targets.size))
+            both = 1 if self._dyn.directed else 2  # an undirected edge is two of csr's edges
+            changed = max(both * batch.size, removed)
+            state["edges_changed"] = int(state["edges_changed"]) + changed
+
+    def _recalibration_due(self) -> bool:
+        fp = self._fingerprints
+        state = None if fp is None else fp.stats.get("calibration")
+        if state is None or self._walks is None:
+            return False
+        return state["edges_changed"] >= max(1, self.recalibrate_ratio * state["edges"])
+
+    def _recalibrate(self) -> dict[str, Any]:
+        """Select the hubs again on the current graph (by the rule the fingerprints were
+        built with), rebuild the hub rows when the set moved, calibrate accuracy= again, and
+        (with a data directory) compact, so the new hubs and calibration are saved. The
+        caller holds the lock."""
+        t0 = time.perf_counter()
+        index = self._current()  # the delta merged, repaired rows recounted
+        csr, fp = index.graph, index.fingerprints
+        assert fp is not None and self._walks is not None
+        spec = fp.stats.get("hubs_requested", "auto" if fp.num_hubs else None)
+        hubs = select_hubs(csr, spec)
+        old = np.zeros(0, np.int64) if fp.hubs is None else np.asarray(fp.hubs, np.int64)
+        moved = int(np.setdiff1d(hubs, old).size + np.setdiff1d(old, hubs).size)
+        if moved:
+            mode = _check.DANGLING_MODES[fp.dangling]
+            hub_store, rows = build_hub_walks(
+                self._dyn, hubs, fp.walks_per_node, fp.hub_walks or 1000, fp.alpha, fp.seed, mode
+            )
+            if not rows:  # no hubs any more
+                rows = dict(hubs=None, hub_walks=0, hub_indptr=None, hub_nodes=None,
+                            hub_counts=None)  # fmt: skip
+            fp = replace(fp, stats=dict(fp.stats), **rows)
+            self._walks = (self._walks[0], hub_store)
+        self._calibrate(fp, csr, fp.seed)
+        fp.stats["calibration"].update(hubs_moved=moved, hubs=int(hubs.size))
+        self._fingerprints = fp
+        self._index = self._ppr_index(fp)
+        if self._datadir is not None:
+            try:
+                self._compact()
+            except (ResourceExhaustedError, FailedPreconditionError) as exc:
+                log.warning("graph %r: compaction after recalibration failed: %s", self.name, exc)
+        return {"hubs_moved": moved, "hubs": int(hubs.size), "seconds": time.perf_counter() - t0,
+                "accuracy": {k: v["method"] for k, v in fp.stats["accuracy"].items()}}  # fmt: skip
 
     def _log(self) -> WriteAheadLog:
         if self._wal is None:  # a graph created before graphs took updates: start its log

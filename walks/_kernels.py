@@ -334,6 +334,50 @@ def compact_fingerprints(
 # queries: shared helpers
 
 
+# columns of a hybrid / compose / push query's ``out_stats`` row after its estimate's own
+# (mass, dropped, lost, noise): the counted work (deterministic for a graph, its fingerprints
+# and a query), what calibration compares instead of wall-clock time
+WORK_PUSHED = 4  # out-edge updates of pushes (or rounds)
+WORK_COMPOSED = 5  # fingerprint entries added (R-walk rows and hub rows)
+WORK_TOUCHED = 6  # nodes that got mass (each is ranked for the top-k and reset)
+STATS_COLUMNS = 7
+
+
+@njit(cache=True, parallel=True)
+def sort_rows_by_count(indptr, nodes, counts):
+    """Copies of a fingerprint CSR's (nodes, counts) with each row's entries sorted by count,
+    descending (ties by position), and each row's total count (float64)."""
+    rows = indptr.size - 1
+    out_nodes = np.empty_like(nodes)
+    out_counts = np.empty_like(counts)
+    total = np.zeros(rows, np.float64)
+    for h in prange(rows):
+        lo, hi = indptr[h], indptr[h + 1]
+        c = counts[lo:hi]
+        order = np.argsort(-c.astype(np.int64), kind="mergesort")
+        s = 0.0
+        for j in range(hi - lo):
+            out_nodes[lo + j] = nodes[lo + order[j]]
+            out_counts[lo + j] = c[order[j]]
+            s += np.float64(c[order[j]])
+        total[h] = s
+    return out_nodes, out_counts, total
+
+
+@njit(cache=True, parallel=True)
+def row_max_count(indptr, counts):
+    """Per row of a fingerprint CSR, its largest count (0 for an empty row), float64."""
+    rows = indptr.size - 1
+    out = np.zeros(rows, np.float64)
+    for u in prange(rows):
+        m = 0.0
+        for e in range(indptr[u], indptr[u + 1]):
+            if counts[e] > m:
+                m = np.float64(counts[e])
+        out[u] = m
+    return out
+
+
 @njit(cache=True, inline="always")
 def _add(arr, touched, nt, v, x):
     """arr[v] += x for x > 0, appending v to ``touched`` on its first non-zero value; returns
@@ -427,6 +471,15 @@ def _compose_row(
 
 
 @njit(cache=True, inline="always")
+def _row_len(u, fp_indptr, hub_pos, hub_indptr):
+    """Entries of the row ``_compose_row`` composes for node u."""
+    h = hub_pos[u] if hub_pos.size > 0 else -1
+    if h >= 0:
+        return hub_indptr[h + 1] - hub_indptr[h]
+    return fp_indptr[u + 1] - fp_indptr[u]
+
+
+@njit(cache=True, inline="always")
 def _add_row_flagged(nodes, counts, lo, hi, a, var_factor, p, var, flags, touched, nt):
     """``_add_row`` with membership in ``touched`` marked by flag bit 2 (for callers whose
     touched nodes may still have a zero estimate)."""
@@ -448,7 +501,7 @@ def compose_one(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
     hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
     seed_nodes, seed_weights, alpha, rounds, threshold, drop_below, mode,
-    flow, flow_next, score, var, frontier, frontier_next, touched,
+    flow, flow_next, score, var, frontier, frontier_next, touched, work,
 ):  # fmt: skip
     """One query: push the seed mass for ``rounds`` (T) synchronous rounds (keep alpha * f at a
     node, spread (1 - alpha) * f over its out-edges), then add the remaining flow times the
@@ -463,6 +516,7 @@ def compose_one(
     fingerprint mass lost to top-K truncation (an l1 loss), ``lost`` the mass that left at
     dangling nodes under the drop rule (part of the answer, not an error).
     All scratch arrays are left zeroed except ``score``/``var`` at ``touched[:nt]``.
+    ``work`` (3,) receives the counted work as in ``hybrid_one``.
     """
     nf = 0
     for i in range(seed_nodes.size):
@@ -472,6 +526,8 @@ def compose_one(
     lost = 0.0
     keep = 1.0 - alpha
     use_cut = fp_cut.size > 0
+    pushed = 0
+    composed = 0
     for _ in range(rounds):
         nn = 0
         for i in range(nf):
@@ -486,6 +542,7 @@ def compose_one(
             if f < threshold:
                 if use_cut:
                     dropped += f * fp_cut[u]
+                composed += _row_len(u, fp_indptr, hub_pos, hub_indptr)
                 nt = _compose_row(
                     u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, hub_pos, hub_indptr,
                     hub_nodes, hub_counts, hub_scale, var_factor, score, var, touched, nt,
@@ -506,6 +563,7 @@ def compose_one(
             score[u] += alpha * f
             rest = keep * f
             inv = rest / deg
+            pushed += deg
             for e in range(start, start + deg):
                 x = rest * probs[e] if weighted else inv
                 if x <= 0.0:
@@ -529,10 +587,14 @@ def compose_one(
             continue
         if use_cut:
             dropped += f * fp_cut[u]
+        composed += _row_len(u, fp_indptr, hub_pos, hub_indptr)
         nt = _compose_row(
             u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, hub_pos, hub_indptr, hub_nodes,
             hub_counts, hub_scale, var_factor, score, var, touched, nt,
         )  # fmt: skip
+    work[0] += pushed
+    work[1] += composed
+    work[2] += nt
     return nt, dropped, lost
 
 
@@ -547,18 +609,21 @@ def compose_chunk(
 ):  # fmt: skip
     """``compose_one`` for queries c, c + n_chunks, ... with scratch row c; top-k of each.
     ``out_stats[q]`` = (mass, dropped, lost, noise), noise = sqrt(2/pi) sum_x sqrt(var[x])
-    (the expected l1 deviation if each composed entry were normal with that variance)."""
+    (the expected l1 deviation if each composed entry were normal with that variance), then
+    the counted work (``WORK_*`` columns)."""
     n_q = q_indptr.size - 1
     sc = score[c]
     vr = var[c]
     tc = touched[c]
+    work = np.zeros(3, np.int64)
     for q in range(c, n_q, n_chunks):
         a, b = q_indptr[q], q_indptr[q + 1]
+        work[:] = 0
         nt, dropped, lost = compose_one(
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
             hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
             q_nodes[a:b], q_weights[a:b], alpha, rounds, threshold, drop_below, mode,
-            flow[c], flow_next[c], sc, vr, frontier[c], frontier_next[c], tc,
+            flow[c], flow_next[c], sc, vr, frontier[c], frontier_next[c], tc, work,
         )  # fmt: skip
         mass = 0.0
         noise = 0.0
@@ -573,6 +638,8 @@ def compose_chunk(
         out_stats[q, 1] = dropped
         out_stats[q, 2] = lost
         out_stats[q, 3] = noise * 0.7978845608028654
+        for j in range(3):
+            out_stats[q, WORK_PUSHED + j] = work[j]
 
 
 @njit(cache=True, parallel=True)
@@ -604,7 +671,7 @@ def compose_batch(
 @njit(cache=True)
 def push_one(
     indptr, indices, probs, weighted, seed_nodes, seed_weights, alpha, r_max, mode,
-    p, r, queue, flags, touched, stop,
+    p, r, queue, flags, touched, stop, work,
 ):  # fmt: skip
     """FIFO forward push until every residual r(u) < r_max * max(outdeg(u), 1), or until
     ``stop[0]`` is set (polled every 1024 pushes: the residual left still bounds the error).
@@ -613,7 +680,8 @@ def push_one(
     ``p``), ``residual`` = sum of the residuals left (the certified l1 error for self_loop and
     drop), ``lost`` the mass that left at dangling nodes (drop rule). ``r`` and ``flags``
     (bit 1: queued, bit 2: touched) are left zeroed; ``p`` is left set at ``touched[:nt]``
-    (the caller reads and resets it).
+    (the caller reads and resets it). ``work`` (3,) receives the counted work as in
+    ``hybrid_one``.
     """
     n = indptr.size - 1
     nt = 0
@@ -633,6 +701,7 @@ def push_one(
     lost = 0.0
     keep = 1.0 - alpha
     pops = 0
+    pushed = 0
     while size > 0:
         pops += 1
         if pops & 1023 == 0 and stop[0]:
@@ -657,6 +726,7 @@ def push_one(
         p[u] += alpha * ru
         rest = keep * ru
         inv = rest / deg
+        pushed += deg
         for e in range(start, start + deg):
             v = indices[e]
             x = rest * probs[e] if weighted else inv
@@ -675,6 +745,8 @@ def push_one(
         residual += r[v]
         r[v] = 0.0
         flags[v] = 0
+    work[0] += pushed
+    work[2] += nt
     return nt, residual, lost
 
 
@@ -685,15 +757,17 @@ def push_chunk(
     p, r, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
     """``push_one`` for queries c, c + n_chunks, ... with scratch row c. ``out_stats[q]`` =
-    (mass, residual, lost)."""
+    (mass, residual, lost, 0), then the counted work (``WORK_*`` columns)."""
     n_q = q_indptr.size - 1
     pc = p[c]
     tc = touched[c]
+    work = np.zeros(3, np.int64)
     for q in range(c, n_q, n_chunks):
         a, b = q_indptr[q], q_indptr[q + 1]
+        work[:] = 0
         nt, residual, lost = push_one(
             indptr, indices, probs, weighted, q_nodes[a:b], q_weights[a:b], alpha, r_max,
-            mode, pc, r[c], queue[c], flags[c], tc, stop,
+            mode, pc, r[c], queue[c], flags[c], tc, stop, work,
         )  # fmt: skip
         mass = 0.0
         for i in range(nt):
@@ -704,6 +778,9 @@ def push_chunk(
         out_stats[q, 0] = mass
         out_stats[q, 1] = residual
         out_stats[q, 2] = lost
+        out_stats[q, 3] = 0.0
+        for j in range(3):
+            out_stats[q, WORK_PUSHED + j] = work[j]
 
 
 @njit(cache=True, parallel=True)
@@ -726,21 +803,87 @@ def push_batch(
 
 
 @njit(cache=True)
+def _kth_floor(touched, nt, p, r, alpha, k):
+    """A lower bound of the k-th largest score of the whole vector after a push: the k-th
+    largest p(u) + alpha r(u) over ``touched[:nt]`` (the estimate keeps at least alpha of a
+    residual at its node), 0 when fewer than k nodes were touched."""
+    if k <= 0 or nt < k:
+        return 0.0
+    vals = np.empty(nt, np.float64)
+    for i in range(nt):
+        u = touched[i]
+        vals[i] = p[u] + alpha * r[u]
+    return np.partition(vals, nt - k)[nt - k]
+
+
+@njit(cache=True, inline="always")
+def _sample_tail(nodes, counts, lo, hi, a, tau, key, var_factor, p, var, flags, touched, nt):
+    """The entries lo:hi of a row sorted by count (descending), each adding a * count < tau,
+    by systematic sampling: in each run of equal count c, every entry is kept with
+    probability q = a c / tau (a stride of 1 / q from a random start) and then adds tau, so
+    each entry's expected addition is its own (unbiased) at a cost of about the run's mass /
+    tau entries. Returns (nt, entries added)."""
+    added = 0
+    run = 0
+    while lo < hi:
+        c = counts[lo]
+        top = hi
+        bot = lo
+        while bot < top:  # end of the run: first entry with a count < c
+            mid = (bot + top) >> 1
+            if counts[mid] >= c:
+                bot = mid + 1
+            else:
+                top = mid
+        q = a * np.float64(c) / tau
+        step = 1.0 / q
+        x = to_unit(draw(key, run)) * step
+        t2 = tau * tau
+        while lo + x < bot:
+            v = nodes[lo + np.int64(x)]
+            if flags[v] & 2 == 0:
+                flags[v] |= 2
+                touched[nt] = v
+                nt += 1
+            p[v] += tau
+            var[v] += t2 * var_factor[v] / np.float64(c)
+            added += 1
+            x += step
+        lo = bot
+        run += 1
+    return nt, added
+
+
+@njit(cache=True)
 def hybrid_one(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-    seed_nodes, seed_weights, alpha, r_max, absorb, drop_below, mode,
-    p, r, var, queue, flags, touched, stop,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, hub_mass,
+    seed_nodes, seed_weights, alpha, r_max, absorb, drop_below, prune, k, mode,
+    p, r, var, queue, flags, touched, stop, work,
 ):  # fmt: skip
     """FIFO forward push until every residual r(u) < r_max * max(outdeg(u), 1), except that
-    with ``absorb`` hubs (``hub_pos[u] >= 0``) are never pushed: their residual accumulates. Then each node's
-    residual meets its fingerprint (a hub's own row, from many walks): p += r(u) * fp(u),
-    var += the MC variance proxy. Residuals below ``drop_below`` are dropped (an l1 loss).
+    with ``absorb`` hubs (``hub_pos[u] >= 0``) are never pushed: their residual accumulates.
+    Then each node's residual meets its fingerprint (a hub's own row, from many walks):
+    p += r(u) * fp(u), var += the MC variance proxy. Residuals below ``drop_below`` are
+    dropped (an l1 loss).
 
     Pushing is exact and cheap where degrees are small; hubs, where pushing costs most and
     where residual mass concentrates, answer from rows of many walks, and the mass that meets
-    the noisy R-walk rows is only what is left below r_max. Returns (nt, dropped, lost):
-    ``touched[:nt]`` hold the estimates in ``p`` (and ``var``); r and flags are left zeroed.
+    the noisy R-walk rows is only what is left below r_max.
+
+    Contribution pruning (``prune`` > 0, top-``k`` queries): after the push, theta = a lower
+    bound of the k-th largest score (``_kth_floor``) and tau = prune * theta. A fingerprint
+    entry adding less than tau to a node is below what can move a node across the top-k
+    boundary on its own, so rows are composed exactly only down to tau: a hub row (its
+    entries sorted by count, descending) up to its first entry below tau, the rest sampled
+    (``_sample_tail``: unbiased, each kept entry adds tau); an R-walk row whose largest entry (``row_max``) adds less than tau is
+    composed with probability q = its largest contribution / tau and weight 1 / q (Russian
+    roulette: unbiased, each entry then adds at most tau), its coin a hash of the query's first
+    seed and the node, so a query always gets the same answer.
+
+    ``work`` (3,) receives the counted work: out-edge updates, fingerprint entries added, nodes
+    touched. Returns (nt, dropped, lost): ``touched[:nt]`` hold the estimates in ``p`` (and
+    ``var``); r and flags are left zeroed.
     """
     n = indptr.size - 1
     nt = 0
@@ -760,6 +903,7 @@ def hybrid_one(
     lost = 0.0
     keep = 1.0 - alpha
     pops = 0
+    pushed = 0
     while size > 0:
         pops += 1
         if pops & 1023 == 0 and stop[0]:
@@ -784,6 +928,7 @@ def hybrid_one(
         p[u] += alpha * ru
         rest = keep * ru
         inv = rest / deg
+        pushed += deg
         for e in range(start, start + deg):
             v = indices[e]
             x = rest * probs[e] if weighted else inv
@@ -804,6 +949,9 @@ def hybrid_one(
     n_pushed = nt
     dropped = 0.0
     use_cut = fp_cut.size > 0
+    tau = prune * _kth_floor(touched, nt, p, r, alpha, k) if prune > 0.0 else 0.0
+    key = mix64(np.uint64(seed_nodes[0] if seed_nodes.size else 0) + _GAMMA)
+    composed = 0
     for i in range(n_pushed):
         u = touched[i]
         ru = r[u]
@@ -815,19 +963,56 @@ def hybrid_one(
             continue
         h = hub_pos[u]
         if h >= 0:
+            a = ru * hub_scale
+            lo = hub_indptr[h]
+            hi = hub_indptr[h + 1]
+            if tau > 0.0:  # entries sorted by count, descending: keep those adding >= tau
+                c_min = tau / a
+                top = hi
+                bot = lo
+                while bot < top:  # first entry with count < c_min
+                    mid = (bot + top) >> 1
+                    if hub_counts[mid] >= c_min:
+                        bot = mid + 1
+                    else:
+                        top = mid
+                composed += bot - lo
+                nt = _add_row_flagged(
+                    hub_nodes, hub_counts, lo, bot, a, var_factor, p, var, flags, touched, nt,
+                )  # fmt: skip
+                nt, sampled = _sample_tail(
+                    hub_nodes, hub_counts, bot, hi, a, tau, mix64(key ^ np.uint64(u)),
+                    var_factor, p, var, flags, touched, nt,
+                )  # fmt: skip
+                composed += sampled
+                continue
+            composed += hi - lo
             nt = _add_row_flagged(
-                hub_nodes, hub_counts, hub_indptr[h], hub_indptr[h + 1], ru * hub_scale,
-                var_factor, p, var, flags, touched, nt,
+                hub_nodes, hub_counts, lo, hi, a, var_factor, p, var, flags, touched, nt,
             )  # fmt: skip
             continue
+        a = ru * fp_scale
+        if tau > 0.0 and row_max.size > 0:
+            top_add = a * row_max[u]
+            if top_add < tau:  # roulette: unbiased, each entry adds at most tau
+                q = top_add / tau
+                if to_unit(mix64(key ^ np.uint64(u))) >= q:
+                    continue
+                a /= q
+                ru /= q
         if use_cut:
             dropped += ru * fp_cut[u]
+        lo = fp_indptr[u]
+        hi = fp_indptr[u + 1]
+        composed += hi - lo
         nt = _add_row_flagged(
-            fp_nodes, fp_counts, fp_indptr[u], fp_indptr[u + 1], ru * fp_scale,
-            var_factor, p, var, flags, touched, nt,
+            fp_nodes, fp_counts, lo, hi, a, var_factor, p, var, flags, touched, nt,
         )  # fmt: skip
     for i in range(nt):
         flags[touched[i]] = 0
+    work[0] += pushed
+    work[1] += composed
+    work[2] += nt
     return nt, dropped, lost
 
 
@@ -835,23 +1020,26 @@ def hybrid_one(
 def hybrid_chunk(
     c, n_chunks,
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-    q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, mode, k,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, hub_mass,
+    q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune, mode, k,
     p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
     """``hybrid_one`` for queries c, c + n_chunks, ... with scratch row c; top-k of each.
-    ``out_stats[q]`` = (mass, dropped, lost, noise) as in ``compose_chunk``."""
+    ``out_stats[q]`` = (mass, dropped, lost, noise) as in ``compose_chunk``, then the counted
+    work (``WORK_*`` columns)."""
     n_q = q_indptr.size - 1
     pc = p[c]
     vc = var[c]
     tc = touched[c]
+    work = np.zeros(3, np.int64)
     for q in range(c, n_q, n_chunks):
         a, b = q_indptr[q], q_indptr[q + 1]
+        work[:] = 0
         nt, dropped, lost = hybrid_one(
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-            q_nodes[a:b], q_weights[a:b], alpha, r_max, absorb, drop_below, mode,
-            pc, r[c], vc, queue[c], flags[c], tc, stop,
+            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max,
+            hub_mass, q_nodes[a:b], q_weights[a:b], alpha, r_max, absorb, drop_below, prune,
+            k, mode, pc, r[c], vc, queue[c], flags[c], tc, stop, work,
         )  # fmt: skip
         mass = 0.0
         noise = 0.0
@@ -866,13 +1054,15 @@ def hybrid_chunk(
         out_stats[q, 1] = dropped
         out_stats[q, 2] = lost
         out_stats[q, 3] = noise * 0.7978845608028654
+        for j in range(3):
+            out_stats[q, WORK_PUSHED + j] = work[j]
 
 
 @njit(cache=True, parallel=True)
 def hybrid_batch(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-    q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, mode, k,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, hub_mass,
+    q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune, mode, k,
     p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
     """``hybrid_chunk`` for every scratch row in parallel."""
@@ -881,9 +1071,9 @@ def hybrid_batch(
         hybrid_chunk(
             c, n_chunks,
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-            q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, mode, k,
-            p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
+            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max,
+            hub_mass, q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune,
+            mode, k, p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
         )  # fmt: skip
 
 

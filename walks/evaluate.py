@@ -190,7 +190,7 @@ def evaluate(
             else:
                 e_ids, e_vals, _ = index.vector(int(s), method="exact", tol=exact_tol)
             t0 = time.perf_counter()
-            a_ids, a_vals, a_err = index.vector(int(s), method=method, **params)
+            a_ids, a_vals, a_err = index.vector(int(s), method=method, k=k, **params)
             sec = time.perf_counter() - t0
             m = query_metrics(e_ids, e_vals, a_ids, a_vals, k=k, n=n)
             rows.append(

@@ -611,16 +611,7 @@ def build_kept(
     main = WalkStore.build(graph, np.arange(n, dtype=np.int64), walks_per_node=r, alpha=alpha,
                            seed=seed, mode=mode)  # fmt: skip
     ip, nodes, counts, cut = main.rows(np.arange(n, dtype=np.int64), n, k)
-    hub_store = None
-    hub_rows: dict[str, Any] = {}
-    if hub_ids.size:
-        sub = next(d for d in range(min(r, r_hub), 0, -1) if r_hub % d == 0)  # blocks of ~R walks
-        hub_store = WalkStore.build(graph, hub_ids, walks_per_node=sub, alpha=alpha, seed=seed,
-                                    mode=mode, per_row=r_hub // sub)  # fmt: skip
-        hip, hnodes, hcounts, _ = hub_store.rows(np.arange(hub_ids.size, dtype=np.int64), n)
-        hub_store.dirty[:] = False
-        hub_rows = dict(hubs=hub_ids, hub_walks=r_hub, hub_indptr=hip, hub_nodes=hnodes,
-                        hub_counts=_narrow(hcounts))  # fmt: skip
+    hub_store, hub_rows = build_hub_walks(graph, hub_ids, r, r_hub, alpha, seed, mode)
     seconds = time.perf_counter() - t0
     main.dirty[:] = False
     walks = n * r + hub_ids.size * r_hub
@@ -638,6 +629,34 @@ def build_kept(
         entries_per_node=store.num_entries / max(n, 1),
     )  # fmt: skip
     return store, main, hub_store
+
+
+def build_hub_walks(
+    graph: DynamicGraph,
+    hub_ids: np.ndarray,
+    walks_per_node: int,
+    hub_walks: int,
+    alpha: float,
+    seed: int,
+    mode: int,
+) -> tuple[WalkStore | None, dict[str, Any]]:
+    """The hub walks of :func:`build_kept` (``hub_walks`` walks per hub, kept in blocks of
+    about ``walks_per_node``) and the store fields of their rows (``hubs``, ``hub_walks``,
+    ``hub_indptr``, ``hub_nodes``, ``hub_counts``); (None, {}) without hubs. Also what a graph
+    runs when updates move its hubs (``shardwalk.graph``)."""
+    if hub_ids.size == 0:
+        return None, {}
+    r, r_hub = walks_per_node, hub_walks
+    sub = next(d for d in range(min(r, r_hub), 0, -1) if r_hub % d == 0)  # blocks of ~R walks
+    hub_store = WalkStore.build(graph, hub_ids, walks_per_node=sub, alpha=alpha, seed=seed,
+                                mode=mode, per_row=r_hub // sub)  # fmt: skip
+    hip, hnodes, hcounts, _ = hub_store.rows(
+        np.arange(hub_ids.size, dtype=np.int64), graph.num_nodes
+    )
+    hub_store.dirty[:] = False
+    hub_rows = dict(hubs=hub_ids, hub_walks=r_hub, hub_indptr=hip, hub_nodes=hnodes,
+                    hub_counts=_narrow(hcounts))  # fmt: skip
+    return hub_store, hub_rows
 
 
 def _narrow(counts: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ Ties go to a kNN hit (the nearer first), then to the higher PPR score, then to t
 
 Defaults: a parameter the caller leaves out takes the value :meth:`Engine.calibrate_compose`
 chose for this collection and graph when it ran (stored with the graph), else the library's
-default (``DEFAULTS``); ``ComposeResult.settings`` says which values ran and where each came
+default (``DEFAULTS``); ``ComposeResult.explain`` says which values ran and where each came
 from.
 """
 
@@ -152,10 +152,11 @@ class ComposeResult:
         PPR stop probability.
     fuse : str
         The fusion that ran (one of ``FUSIONS``).
-    settings : dict
-        Per tuned parameter (``knn_k``, ``alpha``, ``fuse``, ``weight``, ``temperature``):
-        ``{"value": ..., "source": "request" | "calibrated" | "default"}``; the explain of a
-        composed query.
+    explain : dict
+        Which tuned parameters ran and where each came from: per ``knn_k``, ``alpha``,
+        ``fuse``, ``weight``, ``temperature``, ``{"value": ..., "source": "request" |
+        "calibrated" | "default"}`` (``weight`` None under rrf, ``temperature`` None for
+        linear seed weights).
     knn_seconds, ppr_seconds, fuse_seconds : float
         Wall time of the stages for the whole batch: the kNN search; seeding and PPR; the
         visibility filter, fusion and top-k.
@@ -177,7 +178,7 @@ class ComposeResult:
     ppr_seconds: float
     fuse_seconds: float
     seconds: float
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    explain: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -221,7 +222,7 @@ def resolve(
     """The tuned parameters a call runs with, and where each came from: the caller's value
     (not None), else the calibration's (``weight`` only when both the calibrated fusion and
     the fusion that runs are weighted ones), else ``DEFAULTS``. Returns ``(values,
-    settings)``, settings as :attr:`ComposeResult.settings` (values before checking)."""
+    explain)``, explain as :attr:`ComposeResult.explain` (values before checking)."""
     cal = dict(calibrated or {})
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -234,7 +235,9 @@ def resolve(
             values[name], sources[name] = DEFAULTS[name], "default"
     if given.get("weight") is not None:
         values["weight"], sources["weight"] = given["weight"], "request"
-    elif cal.get("weight") is not None and cal.get("fuse") in WEIGHTED and values["fuse"] in WEIGHTED:
+    elif (
+        cal.get("weight") is not None and cal.get("fuse") in WEIGHTED and values["fuse"] in WEIGHTED
+    ):
         values["weight"], sources["weight"] = cal["weight"], "calibrated"
     else:
         values["weight"], sources["weight"] = DEFAULTS["weight"], "default"
@@ -342,7 +345,7 @@ def compose(
     *,
     tenant: str | None = None,
     where: Any = None,
-    settings: dict[str, dict[str, Any]] | None = None,
+    explain: dict[str, dict[str, Any]] | None = None,
 ) -> ComposeResult:
     """Run a composed query (arguments checked by :func:`check_options`; see the module
     docstring and :meth:`shardwalk.Engine.compose`)."""
@@ -439,7 +442,7 @@ def compose(
         ppr_seconds=ppr_seconds,
         fuse_seconds=fuse_seconds,
         seconds=time.perf_counter() - t0,
-        settings=settings or {},
+        explain=explain or {},
     )
 
 
@@ -558,7 +561,9 @@ def _zscore(values: np.ndarray, present: np.ndarray) -> np.ndarray:
     count = np.maximum(present.sum(axis=1, keepdims=True), 1)
     v = np.where(present, values, 0.0)
     mean = v.sum(axis=1, keepdims=True) / count
-    spread = np.sqrt((np.where(present, values - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count)
+    spread = np.sqrt(
+        (np.where(present, values - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count
+    )
     z = np.where(spread > 0, (v - mean) / np.where(spread > 0, spread, 1.0), 0.0)
     return np.where(present, z, np.nan)
 

@@ -183,7 +183,7 @@ def planted_partition(
     draws = 1 + rng.poisson(max(degree / 2 - 1, 0.0), size=n)
     src = np.repeat(np.arange(n), draws)
     dst = np.empty(src.size, dtype=np.int64)
-    near = 2 * int(round(degree))
+    near = 2 * round(degree)
     order = np.argsort(community, kind="stable")
     bounds = np.searchsorted(community[order], np.arange(count + 1))
     starts = np.concatenate([[0], np.cumsum(draws)])

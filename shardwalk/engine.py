@@ -596,7 +596,7 @@ class Engine:
 
         ``knn_k``, ``alpha``, ``fuse``, ``weight`` and ``temperature`` left out (None) take
         the values :meth:`calibrate_compose` stored for this collection and graph, else the
-        defaults below; ``result.settings`` says which ran and where each came from.
+        defaults below; ``result.explain`` says which ran and where each came from.
 
         Parameters
         ----------
@@ -642,7 +642,7 @@ class Engine:
         ComposeResult
             ``ids``, ``scores`` (fused), ``distances`` (NaN: not a kNN hit), ``ppr_scores``
             (NaN: not in the PPR list), all (q, k); ``seeds``, ``seeds_dropped``,
-            ``ppr_error`` per query; ``ppr_method``; stage timings; ``settings``.
+            ``ppr_error`` per query; ``ppr_method``; stage timings; ``explain``.
 
         Raises
         ------
@@ -665,9 +665,12 @@ class Engine:
         early, _ = resolve(given, {"fuse": "weighted"} if weight is not None else None)
         check_options(**rest, **early)
         col, g = self._pair(collection, graph)
-        values, settings = resolve(given, g.compose_defaults(col.name))
+        values, explain = resolve(given, g.compose_defaults(col.name))
         options = check_options(**rest, **values)
-        return _compose(col, g, queries, options, tenant=tenant, where=where, settings=settings)
+        # the values as checked (e.g. alpha a float) with their sources
+        for name in explain:
+            explain[name]["value"] = _checked(options, name)
+        return _compose(col, g, queries, options, tenant=tenant, where=where, explain=explain)
 
     def _pair(self, collection: Any, graph: Any) -> tuple[Collection, Graph]:
         for what, name in (("collection", collection), ("graph", graph)):
@@ -847,6 +850,13 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _checked(options: Any, name: str) -> Any:
+    """A tuned parameter as compose runs it (weight None under rrf, which ignores it)."""
+    if name == "weight" and options.fuse == "rrf":
+        return None
+    return getattr(options, name)
 
 
 def _ray_address(ray: Any) -> str | None:

@@ -32,7 +32,6 @@ import numpy as np
 from shardwalk.compose import (
     DEFAULTS,
     FUSIONS,
-    RANK_CONSTANT,
     TUNED,
     WEIGHTED,
     ComposeOptions,
@@ -153,9 +152,7 @@ def held_out(
         directed=csr.directed,
     )
     shown = rows & ~is_held
-    truth = [
-        node_ids[nb[shown[nb]]] for nb in (indices[indptr[u] : indptr[u + 1]] for u in held)
-    ]
+    truth = [node_ids[nb[shown[nb]]] for nb in (indices[indptr[u] : indptr[u + 1]] for u in held)]
     with_truth = np.asarray([t.size > 0 for t in truth], dtype=bool)
     held = held[with_truth]
     truth = [t for t, ok in zip(truth, with_truth) if ok]
@@ -190,9 +187,7 @@ def held_out(
 
 def recall(found: np.ndarray, truth: Sequence[np.ndarray]) -> float:
     """Mean over queries of ``|found[i] & truth[i]| / |truth[i]|``."""
-    return float(
-        np.mean([np.isin(t, f[f >= 0]).sum() / t.size for f, t in zip(found, truth)])
-    )
+    return float(np.mean([np.isin(t, f[f >= 0]).sum() / t.size for f, t in zip(found, truth)]))
 
 
 class _Scorer:
@@ -374,7 +369,9 @@ def calibrate(
     score = _Scorer(task, k)
     best = _complete({})
     best_recall = default_recall = score(best)
-    fusions = [("rrf", None)] + [(f, w) for f in space["fuse"] if f in WEIGHTED for w in space["weight"]]
+    fusions = [("rrf", None)] + [
+        (f, w) for f in space["fuse"] if f in WEIGHTED for w in space["weight"]
+    ]
     fusions = [(f, w) for f, w in fusions if f in space["fuse"]]
     coordinates: list[tuple[str, list[dict[str, Any]]]] = [
         ("fuse", [{"fuse": f, "weight": w} for f, w in fusions]),

@@ -690,6 +690,7 @@ class Engine:
         k: int = 10,
         seed: int = 0,
         min_degree: int = 2,
+        grid: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Tune :meth:`compose` for this collection and graph on the graph's own edges, and
         store the result as the pair's defaults.
@@ -723,6 +724,9 @@ class Engine:
             Chooses the sample.
         min_degree : int
             Fewest edges of a held-out node.
+        grid : dict, optional
+            Values to try per parameter, replacing those of ``GRID`` it names (e.g.
+            ``{"alpha": (0.15,)}`` to keep the fingerprints' alpha).
 
         Returns
         -------
@@ -742,7 +746,9 @@ class Engine:
         from shardwalk.evaluate import calibrate
 
         col, g = self._pair(collection, graph)
-        record = calibrate(col, g, queries=queries, k=k, seed=seed, min_degree=min_degree)
+        record = calibrate(
+            col, g, queries=queries, k=k, seed=seed, min_degree=min_degree, grid=grid
+        )
         g._store_compose(col.name, record)
         return record
 

@@ -103,9 +103,11 @@ def held_out(
     knn_depth: int = 40,
     seed: int = 0,
     knn_params: Mapping[str, Any] | None = None,
+    nodes: Any = None,
 ) -> HeldOut:
     """Sample the task: ``queries`` nodes of ``graph`` that are rows of ``collection`` with at
-    least ``min_degree`` (out-)edges, by ``seed``.
+    least ``min_degree`` (out-)edges, by ``seed``; or hold out exactly ``nodes`` (ids; those
+    that are no such node are left out).
 
     Raises
     ------
@@ -134,8 +136,13 @@ def held_out(
             f"{MIN_QUERIES} (it queries with such a node's vector and looks for its "
             "neighbours); are they in one id space?"
         )
-    rng = np.random.default_rng(seed)
-    held = np.sort(rng.choice(eligible, min(queries, eligible.size), replace=False))
+    if nodes is None:
+        rng = np.random.default_rng(seed)
+        held = np.sort(rng.choice(eligible, min(queries, eligible.size), replace=False))
+    else:
+        asked = np.asarray(nodes, dtype=np.int64).ravel()
+        named_asked = asked[csr.contains(asked)]
+        held = np.intersect1d(csr.to_internal(named_asked), eligible)
     is_held = np.zeros(node_ids.shape[0], dtype=bool)
     is_held[held] = True
 

@@ -139,7 +139,7 @@ def test_calibration_is_deterministic_per_seed(world):
 def test_stored_durably_with_the_graph_and_forgotten_with_the_collection(tmp_path: Path):
     with shardwalk.Engine.open(tmp_path) as engine:
         fill(engine, n=600)
-        record = engine.calibrate_compose("docs", "kg", queries=100)
+        record = engine.calibrate_compose("docs", "kg", queries=100, grid=SMALL_GRID)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["graphs"]["kg"]["compose"]["docs"] == record
     with shardwalk.Engine.open(tmp_path) as engine:

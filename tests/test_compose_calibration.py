@@ -123,7 +123,7 @@ def test_calibration_beats_knn_and_defaults_and_is_used(world):
 
 
 def test_calibration_is_deterministic_per_seed(world):
-    engine, _, col, graph = world
+    _, _, col, graph = world
     from shardwalk.evaluate import calibrate
 
     a = calibrate(col, graph, queries=120, seed=5, grid=SMALL_GRID)

@@ -195,9 +195,14 @@ def planted_partition(
         d = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(axis=2)
         np.fill_diagonal(d, np.inf)
         nearest = np.argsort(d, axis=1)[:, : min(near, members.size - 1)]
-        for row, node in enumerate(members.tolist()):
-            picks = rng.integers(0, nearest.shape[1], size=draws[node])
-            dst[starts[node] : starts[node + 1]] = members[nearest[row, picks]]
+        per = draws[members]
+        rows = np.repeat(np.arange(members.size), per)
+        picks = rng.integers(0, nearest.shape[1], size=rows.size)
+        # each member's edges are contiguous in dst, from starts[member]
+        slots = np.repeat(starts[members], per) + (
+            np.arange(rows.size) - np.repeat(np.cumsum(per) - per, per)
+        )
+        dst[slots] = members[nearest[rows, picks]]
     lone = np.isin(src, order[bounds[:-1][np.diff(bounds) < 2]]) if count else np.zeros(0, bool)
     random = (rng.random(src.size) < mixing) | lone
     dst[random] = rng.integers(0, n, size=int(random.sum()))

@@ -686,7 +686,7 @@ class Engine:
         collection: str,
         graph: str,
         *,
-        queries: int = 400,
+        queries: int = 300,
         k: int = 10,
         seed: int = 0,
         min_degree: int = 2,
@@ -699,8 +699,9 @@ class Engine:
         edges (their edges leave the graph, their rows the candidates), queries with each
         one's vector, and keeps the ``knn_k``, ``alpha``, ``fuse``, ``weight`` and
         ``temperature`` whose compose recovers most of its held-out neighbours (recall@k), by
-        coordinate search over :data:`shardwalk.evaluate.GRID` from the library defaults
-        (:func:`shardwalk.evaluate.calibrate`). Deterministic for a seed and data.
+        successive halving over :data:`shardwalk.evaluate.GRID` (every setting on a few
+        queries, the best tenth on three times as many, ...;
+        :func:`shardwalk.evaluate.calibrate`). Deterministic for a seed and data.
 
         Only explicit calls calibrate: compose never does on its own (a calibration takes
         seconds on a large graph; no query should pay for it). The result is stored with the

@@ -35,7 +35,8 @@ back per query, and of the peer's two stages. Calibration time is reported per g
 nodes (HNSW collection), the issue's 1M when the machine allows.
 
     python bench/compose_quality.py                       # Cora + 10K generated: ~5 min
-    python bench/compose_quality.py --large 1000000       # + calibration time at 1M nodes
+    python bench/compose_quality.py --skip-cora --generated-n 0 --large 1000000 \\
+        --out compose_quality-large                       # calibration time at 1M nodes
 
 Writes bench/results/compose_quality.json; ``python bench/report.py compose_quality`` renders
 the table in bench/README.md.
@@ -89,6 +90,24 @@ def commit() -> str:
 
 def p50_ms(seconds: list[float]) -> float:
     return float(np.percentile(np.asarray(seconds) * 1e3, 50))
+
+
+def back_to_back(engine: Any, col: Any, queries: np.ndarray, args: Any) -> dict[str, list[float]]:
+    """Single-query wall times of kNN alone and compose at the pair's defaults, back to back
+    per query, after ``args.warmup`` untimed rounds."""
+    times: dict[str, list[float]] = {"knn": [], "compose": []}
+    for r in range(args.warmup + args.rounds):
+        q = queries[r % len(queries)]
+        t = time.perf_counter()
+        col.search(q, K)
+        t_knn = time.perf_counter() - t
+        t = time.perf_counter()
+        engine.compose("docs", "kg", q)
+        t_compose = time.perf_counter() - t
+        if r >= args.warmup:
+            times["knn"].append(t_knn)
+            times["compose"].append(t_compose)
+    return times
 
 
 def cora() -> tuple[np.ndarray, np.ndarray]:
@@ -213,18 +232,7 @@ def run_graph(
     ppr_method = calibrated.ppr_method
 
     # latency, back to back per query: kNN alone, compose at the calibrated defaults
-    times: dict[str, list[float]] = {"knn": [], "compose": []}
-    for r in range(args.warmup + args.rounds):
-        q = queries[r % len(queries)]
-        t = time.perf_counter()
-        col.search(q, K)
-        t_knn = time.perf_counter() - t
-        t = time.perf_counter()
-        engine.compose("docs", "kg", q)
-        t_compose = time.perf_counter() - t
-        if r >= args.warmup:
-            times["knn"].append(t_knn)
-            times["compose"].append(t_compose)
+    times = back_to_back(engine, col, queries, args)
     engine.close()
     peer_alpha = record["alpha"]
     peer_ids, peer_knn, peer_ppr = hipporag(vectors, kept, keep_rows, queries, peer_alpha)
@@ -297,18 +305,7 @@ def run_large(n: int, args: Any) -> dict[str, Any]:
     record = engine.calibrate_compose("docs", "kg", seed=0)
     seconds = time.perf_counter() - t
     queries = data.vectors[np.random.default_rng(1).choice(n, 200, replace=False)] + 0.01
-    times: dict[str, list[float]] = {"knn": [], "compose": []}
-    for r in range(args.warmup + args.rounds):
-        q = queries[r % len(queries)]
-        t = time.perf_counter()
-        col.search(q, K)
-        t_knn = time.perf_counter() - t
-        t = time.perf_counter()
-        engine.compose("docs", "kg", q)
-        t_compose = time.perf_counter() - t
-        if r >= args.warmup:
-            times["knn"].append(t_knn)
-            times["compose"].append(t_compose)
+    times = back_to_back(engine, col, queries, args)
     engine.close()
     out = {
         "nodes": n,
@@ -333,13 +330,14 @@ def run_large(n: int, args: Any) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--generated-n", type=int, default=10_000)
+    parser.add_argument("--generated-n", type=int, default=10_000, help="0: skip")
     parser.add_argument(
         "--large", type=int, default=0, help="also time a generated graph of N nodes"
     )
     parser.add_argument("--rounds", type=int, default=400, help="timed single queries")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--skip-cora", action="store_true")
+    parser.add_argument("--out", default="compose_quality", help="results file stem")
     args = parser.parse_args()
     results: dict[str, Any] = {
         "commit": commit(),
@@ -353,19 +351,20 @@ def main() -> None:
         results["graphs"]["cora"] = run_graph(
             "cora", vectors, edges, hold_out(edges, vectors.shape[0], seed=0), args
         )
-    data = planted_partition(args.generated_n, dim=64, noise=3.0, seed=1)
-    results["graphs"]["generated"] = run_graph(
-        f"planted partition {args.generated_n:,}",
-        data.vectors / np.linalg.norm(data.vectors, axis=1, keepdims=True),
-        data.edges,
-        hold_out(data.edges, args.generated_n, seed=0),
-        args,
-    )
+    if args.generated_n:
+        data = planted_partition(args.generated_n, dim=64, noise=3.0, seed=1)
+        results["graphs"]["generated"] = run_graph(
+            f"planted partition {args.generated_n:,}",
+            data.vectors / np.linalg.norm(data.vectors, axis=1, keepdims=True),
+            data.edges,
+            hold_out(data.edges, args.generated_n, seed=0),
+            args,
+        )
     if args.large:
         results["large"] = run_large(args.large, args)
     results["load_end"] = load()
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "compose_quality.json"
+    path = RESULTS / f"{args.out}.json"
     path.write_text(json.dumps(results, indent=1, default=float) + "\n")
     print(f"wrote {path}")
 

@@ -190,6 +190,8 @@ def compose_quality(r: dict) -> str:
     """bench/compose_quality.py: recall@k per method and graph, the variants, latency."""
     graphs = r["graphs"]
     names = list(graphs)
+    if not graphs:
+        return _large(r["large"]) + "\n"
     sizes = ", ".join(
         f"{n}: {g['queries']} queries, {g['nodes']:,} nodes" for n, g in graphs.items()
     )
@@ -268,18 +270,20 @@ def compose_quality(r: dict) -> str:
     for i, v in enumerate(first):
         cells = [f"{g['variants'][i]['recall']:.3f}" for g in graphs.values()]
         out.append(f"| {v['seeds']} | {v['fuse']} | " + " | ".join(cells) + " |")
-    large = r.get("large")
-    if large:
-        lat = large["latency_p50_ms"]
-        out += [
-            "",
-            f"Generated graph of {large['nodes']:,} nodes (HNSW): calibration "
-            f"{large['calibration_seconds']:.1f}s; kNN p50 {lat['knn']:.2f} ms, compose p50 "
-            f"{lat['compose_calibrated']:.2f} ms (adds {large['compose_added_p50_ms']:+.2f} ms); "
-            f"calibrated {_setting(large['calibrated'])}: recall {large['calibrated']['recall']:.3f} "
-            f"vs kNN {large['calibrated']['knn_recall']:.3f}; load {large['load']}",
-        ]
+    if r.get("large"):
+        out += ["", _large(r["large"])]
     return "\n".join(out) + "\n"
+
+
+def _large(large: dict) -> str:
+    lat = large["latency_p50_ms"]
+    return (
+        f"Generated graph of {large['nodes']:,} nodes (HNSW): calibration "
+        f"{large['calibration_seconds']:.1f}s; kNN p50 {lat['knn']:.2f} ms, compose p50 "
+        f"{lat['compose_calibrated']:.2f} ms (adds {large['compose_added_p50_ms']:+.2f} ms); "
+        f"calibrated {_setting(large['calibrated'])}: recall {large['calibrated']['recall']:.3f} "
+        f"vs kNN {large['calibrated']['knn_recall']:.3f}; load {large['load']}"
+    )
 
 
 def main() -> None:

@@ -90,11 +90,14 @@ def test_a_setting_scores_what_compose_returns(world, tmp_path):
 
 def test_calibration_beats_knn_and_defaults_and_is_used(world):
     engine, _, col, graph = world
-    record = engine.calibrate_compose("docs", "kg", queries=200, seed=0)
+    # a part of GRID (all of it: bench/compose_quality.py and the Cora test below)
+    grid = {"knn_k": (10, 40), "alpha": (0.05, 0.2, 0.5), "temperature": (None, 0.35)}
+    record = engine.calibrate_compose("docs", "kg", queries=200, seed=0, grid=grid)
     # observed on this generated graph: recall 0.20 vs kNN 0.15 (1.3x)
     assert record["recall"] >= 1.15 * record["knn_recall"], record
     assert record["recall"] >= record["default_recall"]
-    assert record["knn_k"] in GRID["knn_k"] and record["alpha"] in GRID["alpha"]
+    assert record["knn_k"] in grid["knn_k"] and record["alpha"] in grid["alpha"]
+    assert record["fuse"] in GRID["fuse"] and record["rounds"][-1] == record["queries"]
     assert record["queries"] > 100 and record["edges"] == graph.num_edges
     assert graph.stats()["compose"]["docs"] == record
     json.dumps(record)  # stored in the manifest: JSON only

@@ -250,6 +250,9 @@ def compose_quality(r: dict) -> str:
         ("kNN alone, one thread per call", "knn_1t"),
         ("compose, one thread per call", "compose_calibrated_1t"),
         ("compose adds to kNN, one thread per call", "added_1t"),
+        ("kNN alone, CPU ms per call (one thread)", "knn_cpu"),
+        ("compose, CPU ms per call (one thread)", "compose_calibrated_cpu"),
+        ("compose adds to kNN, CPU ms per call", "added_cpu"),
         ("HippoRAG recipe: faiss kNN + igraph PPR", "hipporag_total"),
     ):
         out.append(
@@ -281,7 +284,7 @@ def _large(large: dict) -> str:
         f"{large['calibration_seconds']:.1f}s; kNN p50 {lat['knn']:.2f} ms, compose p50 "
         f"{lat['compose_calibrated']:.2f} ms (adds {lat['added']:+.2f} ms; one thread per "
         f"call: kNN {lat['knn_1t']:.2f}, compose {lat['compose_calibrated_1t']:.2f}, adds "
-        f"{lat['added_1t']:+.2f} ms); "
+        f"{lat['added_1t']:+.2f} ms; CPU per call adds {lat['added_cpu']:+.2f} ms); "
         f"calibrated {_setting(large['calibrated'])}: recall {large['calibrated']['recall']:.3f} "
         f"vs kNN {large['calibrated']['knn_recall']:.3f}; load {large['load']}"
     )

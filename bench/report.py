@@ -290,10 +290,125 @@ def ppr(r: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _setting(s: dict) -> str:
+    parts = [s["fuse"], f"knn_k {s['knn_k']}", f"alpha {s['alpha']}"]
+    if s.get("weight") is not None:
+        parts.append(f"weight {s['weight']}")
+    if s.get("temperature") is not None:
+        parts.append(f"T {s['temperature']}")
+    return ", ".join(parts)
+
+
+def compose_quality(r: dict) -> str:
+    """bench/compose_quality.py: recall@k per method and graph, the variants, latency."""
+    graphs = r["graphs"]
+    names = list(graphs)
+    if not graphs:
+        return _large(r["large"]) + "\n"
+    sizes = ", ".join(
+        f"{n}: {g['queries']} queries, {g['nodes']:,} nodes" for n, g in graphs.items()
+    )
+    out = [
+        f"Held-out neighbours, recall@{r['k']} ({sizes}; commit {r['commit'][:8]}, load "
+        f"{r['load_start']} at start, {r['load_end']} at end)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    rows = [
+        ("kNN alone", "knn"),
+        ("compose at library defaults (rrf, knn_k 10, alpha 0.5)", "compose_defaults"),
+        ("best of the issue's grid (scored by shardwalk.evaluate)", "grid_best"),
+        ("the same setting through Engine.compose", "grid_best_compose"),
+        ("compose at defaults after calibrate_compose", "compose_calibrated"),
+        ("HippoRAG recipe (faiss + igraph PPR), calibrated alpha", "hipporag_calibrated_alpha"),
+        ("HippoRAG recipe, its damping 0.5 (small graphs only)", "hipporag_damping_0.5"),
+    ]
+    for label, key in rows:
+        cells = []
+        for g in graphs.values():
+            v, knn = g["recall"].get(key), g["recall"]["knn"]
+            cells.append("-" if v is None else f"{v:.3f} ({v / knn:.2f}x)")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out.append(
+        "| grid's best setting | "
+        + " | ".join(_setting(g["grid_best_setting"]) for g in graphs.values())
+        + " |"
+    )
+    out.append(
+        "| calibrated setting (its own held-out recall, seconds) | "
+        + " | ".join(
+            f"{_setting(g['calibrated'])} ({g['calibrated']['recall']:.3f}, "
+            f"{g['calibration_seconds']:.1f}s)"
+            for g in graphs.values()
+        )
+        + " |"
+    )
+    out.append(
+        "| calibrated minus grid's best | "
+        + " | ".join(f"{g['ratios']['calibrated_minus_grid_best']:+.3f}" for g in graphs.values())
+        + " |"
+    )
+    out += [
+        "",
+        "Single-query p50 latency, ms (back to back per query; the peer's stages in process):",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for label, key in (
+        ("kNN alone (flat)", "knn"),
+        ("compose, calibrated defaults", "compose_calibrated"),
+        ("compose adds to kNN", "added"),
+        ("kNN alone, one thread per call", "knn_1t"),
+        ("compose, one thread per call", "compose_calibrated_1t"),
+        ("compose adds to kNN, one thread per call", "added_1t"),
+        ("kNN alone, CPU ms per call (one thread)", "knn_cpu"),
+        ("compose, CPU ms per call (one thread)", "compose_calibrated_cpu"),
+        ("compose adds to kNN, CPU ms per call", "added_cpu"),
+        ("HippoRAG recipe: faiss kNN + igraph PPR", "hipporag_total"),
+    ):
+        out.append(
+            f"| {label} | "
+            + " | ".join(f"{g['latency_p50_ms'][key]:.2f}" for g in graphs.values())
+            + " |"
+        )
+    out += [
+        "",
+        "Fused variants (each at its best knn_k 10/20/40 x alpha 0.1/0.2/0.3 x weight "
+        "0.2/0.5/0.8), recall@10:",
+        "",
+        "| seeds | fusion | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    first = graphs[names[0]]["variants"]
+    for i, v in enumerate(first):
+        cells = [f"{g['variants'][i]['recall']:.3f}" for g in graphs.values()]
+        out.append(f"| {v['seeds']} | {v['fuse']} | " + " | ".join(cells) + " |")
+    if r.get("large"):
+        out += ["", _large(r["large"])]
+    return "\n".join(out) + "\n"
+
+
+def _large(large: dict) -> str:
+    lat = large["latency_p50_ms"]
+    return (
+        f"Generated graph of {large['nodes']:,} nodes (HNSW): calibration "
+        f"{large['calibration_seconds']:.1f}s; kNN p50 {lat['knn']:.2f} ms, compose p50 "
+        f"{lat['compose_calibrated']:.2f} ms (adds {lat['added']:+.2f} ms; one thread per "
+        f"call: kNN {lat['knn_1t']:.2f}, compose {lat['compose_calibrated_1t']:.2f}, adds "
+        f"{lat['added_1t']:+.2f} ms; CPU per call adds {lat['added_cpu']:+.2f} ms); "
+        f"calibrated {_setting(large['calibrated'])}: recall {large['calibrated']['recall']:.3f} "
+        f"vs kNN {large['calibrated']['knn_recall']:.3f}; load {large['load']}"
+    )
+
+
 def main() -> None:
     for stem in sys.argv[1:]:
         r = json.loads((RESULTS / f"{stem}.json").read_text())
-        if stem.startswith("ray_build"):
+        if stem.startswith("compose_quality"):
+            print(compose_quality(r))
+        elif stem.startswith("ray_build"):
             print(ray_build(stem, r))
         elif stem.startswith("ann"):
             print(ann(r))

@@ -392,11 +392,13 @@ class Service:
             k=k,
             tenant=self._tenant(who, request.tenant),
             where=self._where(who, collection, request),
-            knn_k=self._k(request, "knn_k", 10),
+            # unset: the pair's calibrated value, else the library's default (the engine decides)
+            knn_k=self._k(request, "knn_k", 0) if request.HasField("knn_k") else None,
             ppr_k=self._k(request, "ppr_k", 0) if request.HasField("ppr_k") else None,
-            alpha=request.alpha if request.HasField("alpha") else 0.5,
-            fuse=request.fuse or "rrf",
+            alpha=request.alpha if request.HasField("alpha") else None,
+            fuse=request.fuse or None,
             weight=request.weight if request.HasField("weight") else None,
+            temperature=request.temperature if request.HasField("temperature") else None,
             rank_constant=request.rank_constant if request.HasField("rank_constant") else None,
             knn_params=params_from_pb(request.knn_params),
             ppr_params=params_from_pb(request.ppr_params),
@@ -418,6 +420,7 @@ class Service:
             ppr_seconds=result.ppr_seconds,
             fuse_seconds=result.fuse_seconds,
             seconds=result.seconds,
+            explain_json=to_json(result.explain),
         )
 
     # -- listing, statistics, administration ------------------------------------------------

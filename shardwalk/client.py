@@ -40,7 +40,7 @@ from shardwalk._wire import (
     vectors_to_pb,
 )
 from shardwalk.collection import Records
-from shardwalk.compose import ComposeResult
+from shardwalk.compose import ComposeResult, check_temperature
 from shardwalk.errors import InvalidArgumentError, ShardwalkError, error_for_code
 from shardwalk.index.base import SearchResult
 from shardwalk.index.planner import Explain
@@ -215,16 +215,18 @@ class _Shape:
         k: int = 10,
         tenant: str | None = None,
         where: Any = None,
-        knn_k: int = 10,
+        knn_k: int | None = None,
         ppr_k: int | None = None,
-        alpha: float = 0.5,
-        fuse: str = "rrf",
+        alpha: float | None = None,
+        fuse: str | None = None,
         weight: float | None = None,
+        temperature: float | None = None,
         rank_constant: float | None = None,
         knn_params: dict[str, Any] | None = None,
         ppr_params: dict[str, Any] | None = None,
     ) -> ComposeResult:
-        """As :meth:`shardwalk.Engine.compose` (a tenant key's calls are scoped to its tenant)."""
+        """As :meth:`shardwalk.Engine.compose` (a tenant key's calls are scoped to its tenant;
+        parameters left out take the pair's calibrated values on the server)."""
         request = pb.ComposeRequest(
             collection=collection,
             graph=graph,
@@ -235,8 +237,9 @@ class _Shape:
             knn_k=_count(knn_k, "knn_k"),
             ppr_k=_count(ppr_k, "ppr_k"),
             alpha=_alpha(alpha),
-            fuse=fuse,
+            fuse=fuse or "",
             weight=weight,
+            temperature=temperature if temperature is None else check_temperature(temperature),
             rank_constant=rank_constant,
             knn_params=params_to_pb(knn_params or {}),
             ppr_params=params_to_pb(ppr_params or {}),
@@ -619,6 +622,7 @@ def _compose_result(response: pb.ComposeResponse) -> ComposeResult:
         ppr_seconds=response.ppr_seconds,
         fuse_seconds=response.fuse_seconds,
         seconds=response.seconds,
+        explain=json.loads(response.explain_json) if response.explain_json else {},
     )
 
 

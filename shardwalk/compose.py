@@ -6,11 +6,14 @@ Stages of :func:`compose` (``Engine.compose`` is its entry point):
 1. **kNN**: ``collection.search(queries, knn_k, tenant=, where=, **knn_params)``, the ordinary
    scoped, filtered search.
 2. **Seeds**: each query's kNN hits that are nodes of the graph (collections and graphs share
-   one id space) seed its PPR, weighted by similarity: ``(1 + s) / 2`` where ``s`` is the
-   hit's normalised similarity (below), so the nearest hit weighs twice the farthest of the
-   list, and every hit seeds (PPR then scales the weights to sum 1). Hits that are not graph
-   nodes cannot seed: ``seeds_dropped`` counts them. A query left with no seed runs no PPR;
-   its PPR stage contributes nothing and its results are its kNN hits.
+   one id space) seed its PPR, weighted by similarity: without ``temperature``, ``(1 + s) /
+   2`` where ``s`` is the hit's normalised similarity (below), so the nearest hit weighs
+   twice the farthest of the list; with ``temperature`` T, a softmax ``exp(s / T)`` (T 0.1:
+   the nearest hit weighs e^10 times the farthest; T 1: e times). PPR then scales the
+   weights to sum 1: one PPR restarting to the whole weighted seed set, which by linearity is
+   exactly the weighted sum of the per-seed PPR vectors. Hits that are not graph nodes cannot
+   seed: ``seeds_dropped`` counts them. A query left with no seed runs no PPR; its PPR stage
+   contributes nothing and its results are its kNN hits.
 3. **PPR**: ``graph.ppr_batch`` of every seeded query in one pass, with stop probability
    ``alpha`` (default 0.5, as HippoRAG) and ``ppr_params`` (``method``, ``dangling``,
    ``rounds``, ``threshold``, ``r_max``, ...). Without ``method`` the graph's default runs:
@@ -34,10 +37,24 @@ Normalisation (per query, over its own lists):
   contributes 0.
 
 Fusion: ``"rrf"`` sums ``1 / (rank_constant + rank)`` over the lists a node is in (ranks from
-1; ``rank_constant`` 60 as in Cormack et al. 2009); ``"weighted"`` is ``weight * s +
-(1 - weight) * p`` (``weight`` default 0.5). Ties go to a kNN hit (the nearer first), then
-to the higher PPR score, then to the smaller id (so with ``weight=1`` the kNN order stands,
-though the farthest hit's normalised similarity is 0).
+1; ``rank_constant`` 60 as in Cormack et al. 2009); the weighted fusions are ``weight * a +
+(1 - weight) * b`` (``weight`` default 0.5) with a the kNN term and b the PPR term:
+
+- ``"weighted"``: a = ``s``, b = ``p`` (both in [0, 1]; 0 where the node is not in the list);
+- ``"weighted_rank"``: a = ``s``, b = ``1 - (rank - 1) / ppr_k`` by the node's rank in the
+  visible PPR list (0 beyond it): robust to PPR's heavy-tailed scores;
+- ``"weighted_z"``: both terms z-scored per query over their own list (a over the kNN
+  similarities ``-d``, b over the visible PPR scores; 0 when a list's values are all equal),
+  a node absent from a list taking that list's lowest z.
+
+Ties go to a kNN hit (the nearer first), then to the higher PPR score, then to the smaller id
+(so with ``weight=1`` the kNN order stands, though the farthest hit's normalised similarity is
+0).
+
+Defaults: a parameter the caller leaves out takes the value :meth:`Engine.calibrate_compose`
+chose for this collection and graph when it ran (stored with the graph), else the library's
+default (``DEFAULTS``); ``ComposeResult.explain`` says which values ran and where each came
+from.
 """
 
 from __future__ import annotations
@@ -46,7 +63,7 @@ import math
 import numbers
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -65,11 +82,31 @@ if TYPE_CHECKING:
     from shardwalk.collection import Collection
     from shardwalk.graph import Graph
 
-__all__ = ["FUSIONS", "RANK_CONSTANT", "ComposeOptions", "ComposeResult", "compose"]
+__all__ = [
+    "DEFAULTS",
+    "FUSIONS",
+    "RANK_CONSTANT",
+    "TUNED",
+    "ComposeOptions",
+    "ComposeResult",
+    "compose",
+    "resolve",
+]
 
-FUSIONS = ("rrf", "weighted")
+FUSIONS = ("rrf", "weighted", "weighted_rank", "weighted_z")
+WEIGHTED = FUSIONS[1:]  # the fusions that take weight
 RANK_CONSTANT = 60.0  # reciprocal rank fusion's k (Cormack, Clarke, Buettcher, SIGIR 2009)
 DEFAULT_WEIGHT = 0.5
+#: what compose runs with when neither the caller nor a calibration gives a value
+DEFAULTS: dict[str, Any] = {
+    "knn_k": 10,
+    "alpha": 0.5,
+    "fuse": "rrf",
+    "weight": None,
+    "temperature": None,
+}
+#: the parameters a calibration chooses (and compose takes from it when the caller omits them)
+TUNED = tuple(DEFAULTS)
 _DEEPER = 4  # a PPR list short of visible nodes is fetched again this many times deeper
 
 
@@ -114,7 +151,12 @@ class ComposeResult:
     alpha : float
         PPR stop probability.
     fuse : str
-        "rrf" or "weighted".
+        The fusion that ran (one of ``FUSIONS``).
+    explain : dict
+        Which tuned parameters ran and where each came from: per ``knn_k``, ``alpha``,
+        ``fuse``, ``weight``, ``temperature``, ``{"value": ..., "source": "request" |
+        "calibrated" | "default"}`` (``weight`` None under rrf, ``temperature`` None for
+        linear seed weights).
     knn_seconds, ppr_seconds, fuse_seconds : float
         Wall time of the stages for the whole batch: the kNN search; seeding and PPR; the
         visibility filter, fusion and top-k.
@@ -136,6 +178,7 @@ class ComposeResult:
     ppr_seconds: float
     fuse_seconds: float
     seconds: float
+    explain: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -149,8 +192,9 @@ class ComposeOptions:
     knn_k: int
     ppr_k: int
     alpha: float
-    fuse: Literal["rrf", "weighted"]
+    fuse: Literal["rrf", "weighted", "weighted_rank", "weighted_z"]
     weight: float
+    temperature: float | None
     rank_constant: float
     knn_params: dict[str, Any]
     ppr_params: dict[str, Any]
@@ -172,6 +216,46 @@ def _params(what: str, value: Any, example: str) -> dict[str, Any]:
     return dict(value)
 
 
+def resolve(
+    given: Mapping[str, Any], calibrated: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The tuned parameters a call runs with, and where each came from: the caller's value
+    (not None), else the calibration's (``weight`` only when both the calibrated fusion and
+    the fusion that runs are weighted ones), else ``DEFAULTS``. Returns ``(values,
+    explain)``, explain as :attr:`ComposeResult.explain` (values before checking)."""
+    cal = dict(calibrated or {})
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in ("knn_k", "alpha", "fuse", "temperature"):
+        if given.get(name) is not None:
+            values[name], sources[name] = given[name], "request"
+        elif name in cal:
+            values[name], sources[name] = cal[name], "calibrated"
+        else:
+            values[name], sources[name] = DEFAULTS[name], "default"
+    if given.get("weight") is not None:
+        values["weight"], sources["weight"] = given["weight"], "request"
+    elif (
+        cal.get("weight") is not None and cal.get("fuse") in WEIGHTED and values["fuse"] in WEIGHTED
+    ):
+        values["weight"], sources["weight"] = cal["weight"], "calibrated"
+    else:
+        values["weight"], sources["weight"] = DEFAULTS["weight"], "default"
+    return values, {n: {"value": values[n], "source": sources[n]} for n in TUNED}
+
+
+def check_temperature(value: Any) -> float | None:
+    if value is None:
+        return None
+    t = _number("temperature", value)
+    if not (math.isfinite(t) and t > 0):
+        raise InvalidArgumentError(
+            f"temperature must be finite and > 0 (seed weights are a softmax exp(s / T) of the "
+            f"normalised similarity s in [0, 1]; 0.1-1 is the useful range); got {value!r}"
+        )
+    return t
+
+
 def check_options(
     *,
     k: Any,
@@ -184,6 +268,7 @@ def check_options(
     knn_params: Any,
     ppr_params: Any,
     unexpected: Mapping[str, Any],
+    temperature: Any = None,
 ) -> ComposeOptions:
     """Check everything of a compose call that needs neither the collection nor the graph."""
     from shardwalk.walks._check import check_alpha
@@ -200,11 +285,13 @@ def check_options(
     ppr_k = max(k, knn_k) if ppr_k is None else check_k(ppr_k, what="ppr_k")
     alpha = check_alpha(alpha)
     fuse = check_choice("fuse", fuse, FUSIONS)
+    temperature = check_temperature(temperature)
     if fuse == "rrf":
         if weight is not None:
             raise InvalidArgumentError(
-                f"weight applies to fuse='weighted' only; got weight={weight!r} with fuse='rrf' "
-                "(reciprocal rank fusion takes rank_constant)"
+                f"weight applies to the weighted fusions ({', '.join(WEIGHTED)}) only; got "
+                f"weight={weight!r} with fuse='rrf' (reciprocal rank fusion takes "
+                "rank_constant)"
             )
         constant = (
             RANK_CONSTANT if rank_constant is None else _number("rank_constant", rank_constant)
@@ -219,7 +306,7 @@ def check_options(
         if rank_constant is not None:
             raise InvalidArgumentError(
                 f"rank_constant applies to fuse='rrf' only; got rank_constant={rank_constant!r} "
-                "with fuse='weighted' (which takes weight)"
+                f"with fuse={fuse!r} (which takes weight)"
             )
         share = DEFAULT_WEIGHT if weight is None else _number("weight", weight)
         if not 0.0 <= share <= 1.0:  # also refuses NaN
@@ -243,6 +330,7 @@ def check_options(
         alpha=alpha,
         fuse=fuse,  # type: ignore[arg-type]
         weight=share,
+        temperature=temperature,
         rank_constant=constant,
         knn_params=knn,
         ppr_params=ppr,
@@ -257,6 +345,7 @@ def compose(
     *,
     tenant: str | None = None,
     where: Any = None,
+    explain: dict[str, dict[str, Any]] | None = None,
 ) -> ComposeResult:
     """Run a composed query (arguments checked by :func:`check_options`; see the module
     docstring and :meth:`shardwalk.Engine.compose`)."""
@@ -285,7 +374,7 @@ def compose(
     seeding = hit & graph.csr.contains(knn_ids)
     seeds = seeding.sum(axis=1)
     dropped = hit.sum(axis=1) - seeds
-    seed_weights = 0.5 * (1.0 + similarity)
+    seed_weights = weigh_seeds(similarity, o.temperature)
     specs = {
         int(i): {
             int(node): float(w)
@@ -353,7 +442,17 @@ def compose(
         ppr_seconds=ppr_seconds,
         fuse_seconds=fuse_seconds,
         seconds=time.perf_counter() - t0,
+        explain=explain or {},
     )
+
+
+def weigh_seeds(similarity: np.ndarray, temperature: float | None) -> np.ndarray:
+    """Seed weights from normalised similarities (NaN where no hit; NaN stays NaN): linear
+    ``(1 + s) / 2`` without a temperature, else ``exp((s - 1) / T)`` (a softmax once PPR
+    scales the weights to sum 1; the shift keeps the exponent <= 0)."""
+    if temperature is None:
+        return 0.5 * (1.0 + similarity)
+    return np.exp((similarity - 1.0) / temperature)
 
 
 def _normalised_similarity(distances: np.ndarray, hit: np.ndarray) -> np.ndarray:
@@ -412,17 +511,24 @@ def _fuse(
         ranks = np.arange(1.0, max(n_knn, ppr_ids.shape[1]) + 1.0)
         knn_part = np.tile(1.0 / (o.rank_constant + ranks[:n_knn]), (nq, 1))
         ppr_part = np.tile(1.0 / (o.rank_constant + ranks[: ppr_ids.shape[1]]), (nq, 1))
+        knn_absent = ppr_absent = np.zeros((nq, 1))
     else:
-        top = ppr_scores[:, :1]  # lists are in decreasing score order
-        normalised = ppr_scores / np.where(top > 0, top, 1.0)  # 0 where nothing is listed
-        knn_part = o.weight * np.where(np.isnan(similarity), 0.0, similarity)
-        ppr_part = (1.0 - o.weight) * normalised
-    ppr_part_of_knn = np.where(knn_in_ppr, ppr_part[rows, ppr_pos], 0.0)
+        knn_term, ppr_term = _terms(o.fuse, knn_dist, similarity, ppr_scores, listed)
+        knn_part = o.weight * knn_term
+        ppr_part = (1.0 - o.weight) * ppr_term
+        if o.fuse == "weighted_z":  # absent from a list: that list's lowest z
+            knn_absent = np.min(np.where(np.isnan(similarity), np.inf, knn_part), 1, keepdims=True)
+            ppr_absent = np.min(np.where(listed, ppr_part, np.inf), axis=1, keepdims=True)
+            knn_absent = np.where(np.isfinite(knn_absent), knn_absent, 0.0)
+            ppr_absent = np.where(np.isfinite(ppr_absent), ppr_absent, 0.0)
+        else:
+            knn_absent = ppr_absent = np.zeros((nq, 1))
+    ppr_part_of_knn = np.where(knn_in_ppr, ppr_part[rows, ppr_pos], ppr_absent)
 
     cand_ids = np.concatenate(
         [np.where(knn_ok, knn_ids, -1), np.where(listed & ~ppr_in_knn, ppr_ids, -1)], axis=1
     )
-    fused = np.concatenate([knn_part + ppr_part_of_knn, ppr_part], axis=1)
+    fused = np.concatenate([knn_part + ppr_part_of_knn, ppr_part + knn_absent], axis=1)
     valid = cand_ids >= 0
     fused = np.where(valid, fused, -np.inf)
     distances = np.concatenate([knn_dist, np.full(ppr_ids.shape, np.nan)], axis=1)
@@ -447,3 +553,39 @@ def _fuse(
         "distances": np.where(valid, distances, np.inf).astype(np.float32),
         "ppr_scores": np.where(valid, ppr, 0.0).astype(np.float32),
     }
+
+
+def _zscore(values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Per row, z-scores of the present values (0 when they are all equal); NaN where a
+    value is absent."""
+    count = np.maximum(present.sum(axis=1, keepdims=True), 1)
+    v = np.where(present, values, 0.0)
+    mean = v.sum(axis=1, keepdims=True) / count
+    spread = np.sqrt(
+        (np.where(present, values - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count
+    )
+    z = np.where(spread > 0, (v - mean) / np.where(spread > 0, spread, 1.0), 0.0)
+    return np.where(present, z, np.nan)
+
+
+def _terms(
+    fuse: str,
+    knn_dist: np.ndarray,
+    similarity: np.ndarray,
+    ppr_scores: np.ndarray,
+    listed: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN and PPR terms of a weighted fusion (see the module docstring), (q, knn_k) and
+    (q, ppr_k); a node absent from a list gets 0 (the caller gives it the lowest z for
+    "weighted_z")."""
+    hit = ~np.isnan(similarity)
+    if fuse == "weighted_z":
+        return _zscore(-knn_dist, hit), _zscore(ppr_scores, listed)  # NaN: absent
+    knn_term = np.where(hit, similarity, 0.0)
+    if fuse == "weighted_rank":
+        width = ppr_scores.shape[1]
+        ppr_term = np.where(listed, 1.0 - np.arange(width) / width, 0.0)
+    else:
+        top = ppr_scores[:, :1]  # lists are in decreasing score order
+        ppr_term = ppr_scores / np.where(top > 0, top, 1.0)  # 0 where nothing is listed
+    return knn_term, ppr_term

@@ -16,7 +16,7 @@ from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, check_threading_layer
 from shardwalk.backup import backup as _backup
 from shardwalk.collection import Collection
-from shardwalk.compose import ComposeResult, check_options
+from shardwalk.compose import ComposeResult, check_options, resolve
 from shardwalk.compose import compose as _compose
 from shardwalk.errors import (
     AlreadyExistsError,
@@ -405,10 +405,14 @@ class Engine:
             collection = self._collections.pop(name, None)
             if collection is not None:
                 collection._close("was dropped")
+            for graph in self._graphs.values():  # its compose calibrations
+                graph._compose.pop(name, None)
             if self._datadir is not None:
 
                 def remove(manifest: dict[str, Any]) -> None:
                     manifest["collections"].pop(name, None)
+                    for entry in manifest["graphs"].values():  # its compose calibrations
+                        entry.get("compose", {}).pop(name, None)
 
                 self._datadir.commit(remove)
                 with self._datadir.guard(f"removing collection {name!r}"):
@@ -573,11 +577,12 @@ class Engine:
         k: int = 10,
         tenant: str | None = None,
         where: Any = None,
-        knn_k: int = 10,
+        knn_k: int | None = None,
         ppr_k: int | None = None,
-        alpha: float = 0.5,
-        fuse: str = "rrf",
+        alpha: float | None = None,
+        fuse: str | None = None,
         weight: float | None = None,
+        temperature: float | None = None,
         rank_constant: float | None = None,
         knn_params: Mapping[str, Any] | None = None,
         ppr_params: Mapping[str, Any] | None = None,
@@ -588,6 +593,10 @@ class Engine:
         ``graph`` seed PPR (weighted by similarity), the kNN list and the PPR list are fused,
         the same scope filters the output, and the top ``k`` come back. Stages, seed weights
         and normalisation: :mod:`shardwalk.compose`.
+
+        ``knn_k``, ``alpha``, ``fuse``, ``weight`` and ``temperature`` left out (None) take
+        the values :meth:`calibrate_compose` stored for this collection and graph, else the
+        defaults below; ``result.explain`` says which ran and where each came from.
 
         Parameters
         ----------
@@ -601,20 +610,24 @@ class Engine:
             Every result is a row this tenant owns or that is shared with it.
         where : predicate, optional
             Every result satisfies this filter (:class:`shardwalk.F`), as in ``search``.
-        knn_k : int, default 10
+        knn_k : int, default calibrated, else 10
             kNN hits per query: the seeds and the kNN list.
         ppr_k : int, optional
             Length of the PPR list: the top visible PPR nodes that enter the fusion (default
             ``max(k, knn_k)``; deeper lists give more kNN hits their PPR share).
-        alpha : float, default 0.5
+        alpha : float, default calibrated, else 0.5
             PPR stop (teleport) probability in (0, 1); 0.5 as HippoRAG. The graph's
             fingerprints serve it only if they were built with this alpha (else push runs;
             ``result.ppr_method`` says which).
-        fuse : {"rrf", "weighted"}, default "rrf"
-            Reciprocal rank fusion, or ``weight * similarity + (1 - weight) * ppr`` over
-            normalised values.
+        fuse : {"rrf", "weighted", "weighted_rank", "weighted_z"}, default calibrated, else "rrf"
+            Reciprocal rank fusion, or ``weight * knn_term + (1 - weight) * ppr_term`` with
+            the PPR term max-normalised, rank-based or (both terms) z-scored per query.
         weight : float, optional
-            fuse="weighted" only: the similarity's share in [0, 1], default 0.5.
+            Weighted fusions only: the kNN term's share in [0, 1]; default calibrated (when
+            the calibrated fusion is a weighted one too), else 0.5.
+        temperature : float, optional
+            Seeds weighted by a softmax ``exp(s / temperature)`` of their normalised
+            similarity s in [0, 1]; default calibrated, else none (linear ``(1 + s) / 2``).
         rank_constant : float, optional
             fuse="rrf" only: the constant of ``1 / (rank_constant + rank)``, default 60.
         knn_params : dict, optional
@@ -629,7 +642,7 @@ class Engine:
         ComposeResult
             ``ids``, ``scores`` (fused), ``distances`` (NaN: not a kNN hit), ``ppr_scores``
             (NaN: not in the PPR list), all (q, k); ``seeds``, ``seeds_dropped``,
-            ``ppr_error`` per query; ``ppr_method``; stage timings.
+            ``ppr_error`` per query; ``ppr_method``; stage timings; ``explain``.
 
         Raises
         ------
@@ -641,27 +654,104 @@ class Engine:
         NotFoundError
             No collection or graph of that name.
         """
-        options = check_options(
-            k=k,
-            knn_k=knn_k,
-            ppr_k=ppr_k,
-            alpha=alpha,
-            fuse=fuse,
-            weight=weight,
-            rank_constant=rank_constant,
-            knn_params=knn_params,
-            ppr_params=ppr_params,
-            unexpected=unexpected,
-        )
+        given = {"knn_k": knn_k, "alpha": alpha, "fuse": fuse, "weight": weight}
+        given["temperature"] = temperature
+        rest = {
+            "k": k, "ppr_k": ppr_k, "rank_constant": rank_constant, "knn_params": knn_params,
+            "ppr_params": ppr_params, "unexpected": unexpected,
+        }  # fmt: skip
+        # bad arguments fail before the lookups (a weight alone may meet a calibrated
+        # weighted fusion: checked as one here)
+        early, _ = resolve(given, {"fuse": "weighted"} if weight is not None else None)
+        check_options(**rest, **early)
+        col, g = self._pair(collection, graph)
+        values, explain = resolve(given, g.compose_defaults(col.name))
+        options = check_options(**rest, **values)
+        # the values as checked (e.g. alpha a float) with their sources
+        for name in explain:
+            explain[name]["value"] = _checked(options, name)
+        return _compose(col, g, queries, options, tenant=tenant, where=where, explain=explain)
+
+    def _pair(self, collection: Any, graph: Any) -> tuple[Collection, Graph]:
         for what, name in (("collection", collection), ("graph", graph)):
             if not isinstance(name, str):
                 raise InvalidArgumentError(
                     f"{what} must be a {what} name (str); got {type(name).__name__}"
                     + (f" (pass its name: {name.name!r})" if hasattr(name, "name") else "")
                 )
-        col = self.collection(collection)
-        g = self.graph(graph)
-        return _compose(col, g, queries, options, tenant=tenant, where=where)
+        return self.collection(collection), self.graph(graph)
+
+    def calibrate_compose(
+        self,
+        collection: str,
+        graph: str,
+        *,
+        queries: int = 300,
+        k: int = 10,
+        seed: int = 0,
+        min_degree: int = 2,
+        grid: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Tune :meth:`compose` for this collection and graph on the graph's own edges, and
+        store the result as the pair's defaults.
+
+        Holds out ``queries`` nodes that are rows of the collection with >= ``min_degree``
+        edges (their edges leave the graph, their rows the candidates), queries with each
+        one's vector, and keeps the ``knn_k``, ``alpha``, ``fuse``, ``weight`` and
+        ``temperature`` whose compose recovers most of its held-out neighbours (recall@k), by
+        successive halving over :data:`shardwalk.evaluate.GRID` (every setting on a few
+        queries, the best tenth on three times as many, ...;
+        :func:`shardwalk.evaluate.calibrate`). Deterministic for a seed and data.
+
+        Only explicit calls calibrate: compose never does on its own (a calibration takes
+        seconds on a large graph; no query should pay for it). The result is stored with the
+        graph (in its manifest entry: durable on return, survives reopening), shown in
+        ``graph.stats()["compose"][collection]`` with the recall it reached, used by every
+        later compose over the pair for the parameters a call leaves out, and forgotten when
+        the collection or the graph is dropped. A call again (e.g. after large updates)
+        replaces it. The task's PPR is Forward Push on the graph without the held-out edges;
+        fingerprints serve compose later only at their own alpha (rebuild them at the
+        calibrated alpha for fingerprint-speed queries).
+
+        Parameters
+        ----------
+        collection, graph : str
+            Names; one id space.
+        queries : int
+            Held-out nodes sampled (more: a steadier choice, a longer calibration).
+        k : int
+            Recall@k is the objective (compose's default k is 10).
+        seed : int
+            Chooses the sample.
+        min_degree : int
+            Fewest edges of a held-out node.
+        grid : dict, optional
+            Values to try per parameter, replacing those of ``GRID`` it names (e.g.
+            ``{"alpha": (0.15,)}`` to keep the fingerprints' alpha).
+
+        Returns
+        -------
+        dict
+            The stored record: the chosen values, ``recall``, ``knn_recall`` (kNN alone)
+            and ``default_recall`` (library defaults) on the same sample, ``queries``, ``k``,
+            ``seed``, ``settings`` scored, ``seconds``.
+
+        Raises
+        ------
+        FailedPreconditionError
+            The collection and graph share fewer than 30 ids of nodes with ``min_degree``
+            edges (nothing to hold out); the message says how many they share.
+        NotFoundError
+            No collection or graph of that name.
+        """
+        from shardwalk.evaluate import calibrate
+
+        col, g = self._pair(collection, graph)
+        record = calibrate(
+            col, g, queries=queries, k=k, seed=seed, min_degree=min_degree, grid=grid
+        )
+        g._store_compose(col.name, record)
+        return record
 
     # -- lifecycle --------------------------------------------------------------------------
     def flush(self) -> None:
@@ -767,6 +857,13 @@ class Engine:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _checked(options: Any, name: str) -> Any:
+    """A tuned parameter as compose runs it (weight None under rrf, which ignores it)."""
+    if name == "weight" and options.fuse == "rrf":
+        return None
+    return getattr(options, name)
 
 
 def _ray_address(ray: Any) -> str | None:

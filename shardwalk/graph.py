@@ -103,6 +103,8 @@ class Graph:
         self._closed_because: str | None = None
         self._closed_cause: BaseException | None = None  # chained to the errors it causes
         self.last_update: dict[str, Any] = {}
+        # compose defaults per collection name (Engine.calibrate_compose), kept in the manifest
+        self._compose: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -558,7 +560,37 @@ class Graph:
                 "accuracy": fp.stats.get("accuracy", {}),  # calibrated choices (accuracy=)
                 "walks_bytes": None if self._walks is None else _walks_nbytes(self._walks),
             },
+            # per collection: the compose defaults Engine.calibrate_compose chose, its recall
+            "compose": {name: dict(record) for name, record in sorted(self._compose.items())},
         }
+
+    # -- compose defaults (Engine.calibrate_compose) ----------------------------------------
+    def compose_defaults(self, collection: str) -> dict[str, Any] | None:
+        """The calibration stored for composing over ``collection`` and this graph, or None."""
+        record = self._compose.get(collection)
+        return None if record is None else dict(record)
+
+    def _store_compose(self, collection: str, record: dict[str, Any] | None) -> None:
+        """Keep (or, with None, forget) a collection's compose calibration; durable on return:
+        it lives in the manifest entry of the graph, which is fsynced before it is renamed into
+        place."""
+        with self._lock:
+            self._check_open()
+            if self._datadir is not None:
+
+                def change(manifest: dict[str, Any]) -> None:
+                    entry = manifest["graphs"][self.name].setdefault("compose", {})
+                    if record is None:
+                        entry.pop(collection, None)
+                    else:
+                        entry[collection] = record
+
+                with self._datadir.guard(f"storing the compose calibration of {self.name!r}"):
+                    self._datadir.commit(change)
+            if record is None:
+                self._compose.pop(collection, None)
+            else:
+                self._compose[collection] = dict(record)
 
     # -- updates ----------------------------------------------------------------------------
     def upsert_edges(self, edges: Any, weights: Any = None) -> dict[str, Any]:
@@ -921,6 +953,7 @@ class Graph:
             name, csr, store, datadir=datadir, budget=budget,
             self_loops=entry.get("self_loops", "keep"), walks=walks, seq=int(entry.get("seq", 0)),
         )  # fmt: skip
+        graph._compose = {name: dict(r) for name, r in entry.get("compose", {}).items()}
         if wal is not None:
             path = str(directory / wal)
             for record in WriteAheadLog.replay(path):

@@ -78,7 +78,15 @@ def exact_ppr(graph, seeds: dict[int, float], alpha: float) -> dict[int, float]:
     return {int(v): float(p) for v, p in zip(csr.node_ids, pi) if p > 1e-15}
 
 
-def brute_force(world, query, visible, *, k, knn_k, ppr_k, alpha, fuse, weight, constant):
+def zscores(values: dict[int, float]) -> dict[int, float]:
+    v = np.array(list(values.values()), dtype=np.float64)
+    spread = v.std()
+    return {n: (x - v.mean()) / spread if spread > 0 else 0.0 for n, x in values.items()}
+
+
+def brute_force(
+    world, query, visible, *, k, knn_k, ppr_k, alpha, fuse, weight, constant, temperature=None
+):
     """One query by hand: ids, fused scores, distances, PPR scores, seeds, dropped."""
     _, vectors, *_, graph, _ = world
     candidates = np.flatnonzero(visible)
@@ -88,7 +96,10 @@ def brute_force(world, query, visible, *, k, knn_k, ppr_k, alpha, fuse, weight, 
     span = dist.max() - dist.min() if hits.size else 0.0
     sim = (dist.max() - dist) / span if span > 0 else np.ones(hits.size)
     nodes = set(GRAPH_NODES.tolist())
-    seeds = {int(h): 0.5 * (1 + s) for h, s in zip(hits, sim) if int(h) in nodes}
+    if temperature is None:
+        seeds = {int(h): 0.5 * (1 + s) for h, s in zip(hits, sim) if int(h) in nodes}
+    else:  # softmax (PPR normalises the weights)
+        seeds = {int(h): math.exp(s / temperature) for h, s in zip(hits, sim) if int(h) in nodes}
     ppr = exact_ppr(graph, seeds, alpha) if seeds else {}
     ppr_list = sorted((v for v in ppr if v < N_ROWS and visible[v]), key=lambda v: (-ppr[v], v))[
         :ppr_k
@@ -96,15 +107,24 @@ def brute_force(world, query, visible, *, k, knn_k, ppr_k, alpha, fuse, weight, 
     knn_rank = {int(h): r + 1 for r, h in enumerate(hits)}
     ppr_rank = {v: r + 1 for r, v in enumerate(ppr_list)}
     top = ppr[ppr_list[0]] if ppr_list else 1.0
+    knn_z = zscores({int(h): -d for h, d in zip(hits, dist)})
+    ppr_z = zscores({v: ppr[v] for v in ppr_list}) if ppr_list else {}
     fused = {}
     for v in set(knn_rank) | set(ppr_rank):
         if fuse == "rrf":
             fused[v] = sum(
                 1 / (constant + ranks[v]) for ranks in (knn_rank, ppr_rank) if v in ranks
             )
+        elif fuse == "weighted_z":  # absent from a list: the list's lowest z
+            s = knn_z.get(v, min(knn_z.values()))
+            p = ppr_z.get(v, min(ppr_z.values(), default=0.0))
+            fused[v] = weight * s + (1 - weight) * p
         else:
             s = sim[knn_rank[v] - 1] if v in knn_rank else 0.0
-            p = ppr[v] / top if v in ppr_rank else 0.0
+            if fuse == "weighted_rank":
+                p = 1 - (ppr_rank[v] - 1) / ppr_k if v in ppr_rank else 0.0
+            else:
+                p = ppr[v] / top if v in ppr_rank else 0.0
             fused[v] = weight * s + (1 - weight) * p
 
     def tie_break(v):
@@ -146,10 +166,20 @@ SCOPES = {
 
 @pytest.mark.parametrize("scope", list(SCOPES))
 @pytest.mark.parametrize(
-    "fuse, weight, constant",
-    [("rrf", None, None), ("rrf", None, 5.0), ("weighted", None, None), ("weighted", 0.8, None)],
+    "fuse, weight, constant, temperature",
+    [
+        ("rrf", None, None, None),
+        ("rrf", None, 5.0, 0.25),
+        ("weighted", None, None, None),
+        ("weighted", 0.8, None, None),
+        ("weighted", 0.4, None, 0.1),
+        ("weighted_rank", 0.6, None, None),
+        ("weighted_rank", None, None, 0.5),
+        ("weighted_z", None, None, None),
+        ("weighted_z", 0.3, None, 1.0),
+    ],
 )
-def test_matches_the_brute_force_reference(world, scope, fuse, weight, constant):
+def test_matches_the_brute_force_reference(world, scope, fuse, weight, constant, temperature):
     engine, _, owners, shared, years, _, queries = world
     tenant, where, where_fn = SCOPES[scope]
     visible = visible_rows(owners, shared, years, tenant, where_fn)
@@ -167,9 +197,11 @@ def test_matches_the_brute_force_reference(world, scope, fuse, weight, constant)
         fuse=fuse,
         weight=weight,
         rank_constant=constant,
+        temperature=temperature,
         ppr_params={"method": "exact", "tol": 1e-13},
     )
     assert isinstance(result, ComposeResult) and result.ppr_method == "exact"
+    assert result.fuse == fuse and result.explain["temperature"]["value"] == temperature
     assert result.ids.shape == result.scores.shape == (len(queries), k)
     assert result.distances.shape == result.ppr_scores.shape == (len(queries), k)
     for i, query in enumerate(queries):
@@ -184,11 +216,14 @@ def test_matches_the_brute_force_reference(world, scope, fuse, weight, constant)
             fuse=fuse,
             weight=0.5 if weight is None else weight,
             constant=60.0 if constant is None else constant,
+            temperature=temperature,
         )
         n = len(want["ids"])
         assert result.ids[i, :n].tolist() == want["ids"], f"query {i}"
         assert (result.ids[i, n:] == -1).all()
-        np.testing.assert_allclose(result.scores[i, :n], want["scores"], rtol=1e-5, atol=1e-7)
+        # z-scores are O(1) sums of float32 distances and scores: absolute error ~1e-6
+        atol = 1e-5 if fuse == "weighted_z" else 1e-7
+        np.testing.assert_allclose(result.scores[i, :n], want["scores"], rtol=1e-5, atol=atol)
         np.testing.assert_allclose(result.distances[i, :n], want["distances"], rtol=1e-4)
         np.testing.assert_allclose(result.ppr_scores[i, :n], want["ppr"], rtol=1e-4, atol=1e-7)
         assert (result.seeds[i], result.seeds_dropped[i]) == (want["seeds"], want["dropped"])
@@ -439,12 +474,24 @@ BAD = [
     ({"knn_k": True}, InvalidArgumentError, r"knn_k must be a positive integer; got True"),
     ({"knn_k": 10**6}, ResourceExhaustedError, r"knn_k=1000000 is above the limit"),
     ({"ppr_k": -3}, InvalidArgumentError, r"ppr_k must be a positive integer; got -3"),
-    ({"fuse": "sum"}, InvalidArgumentError, r"fuse must be one of 'rrf', 'weighted'; got 'sum'"),
+    (
+        {"fuse": "sum"},
+        InvalidArgumentError,
+        r"fuse must be one of 'rrf', 'weighted', 'weighted_rank', 'weighted_z'; got 'sum'",
+    ),
+    ({"fuse": "weighted_z", "weight": 2}, InvalidArgumentError, r"in \[0, 1\].*got 2"),
+    ({"temperature": 0}, InvalidArgumentError, r"temperature must be finite and > 0.*got 0"),
+    ({"temperature": math.inf}, InvalidArgumentError, r"temperature must be finite and > 0"),
+    ({"temperature": "warm"}, InvalidArgumentError, r"temperature must be a number"),
     ({"fuse": "weighted", "weight": 1.5}, InvalidArgumentError, r"weight .* in \[0, 1\].*got 1.5"),
     ({"fuse": "weighted", "weight": -0.1}, InvalidArgumentError, r"in \[0, 1\]"),
     ({"fuse": "weighted", "weight": math.nan}, InvalidArgumentError, r"in \[0, 1\]"),
     ({"fuse": "weighted", "weight": "0.5"}, InvalidArgumentError, r"weight must be a number"),
-    ({"weight": 0.3}, InvalidArgumentError, r"weight applies to fuse='weighted' only"),
+    (
+        {"weight": 0.3},
+        InvalidArgumentError,
+        r"weight applies to the weighted fusions \(weighted, weighted_rank, weighted_z\) only",
+    ),
     ({"rank_constant": -1}, InvalidArgumentError, r"rank_constant must be finite and >= 0"),
     (
         {"fuse": "weighted", "rank_constant": 10},

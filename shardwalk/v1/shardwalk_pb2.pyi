@@ -808,23 +808,30 @@ class ComposeRequest(_message.Message):
     PPR_PARAMS_FIELD_NUMBER: _builtins.int
     PPR_K_FIELD_NUMBER: _builtins.int
     RANK_CONSTANT_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     graph: _builtins.str
     k: _builtins.int
     """default 10"""
     tenant: _builtins.str
     knn_k: _builtins.int
-    """default 10"""
+    """knn_k, alpha, fuse, weight, temperature left unset take the values calibrated for this
+    collection and graph (Engine.calibrate_compose), else the library's defaults; the
+    response's explain_json says which ran and where each came from.
+    default 10
+    """
     alpha: _builtins.float
     """PPR stop probability; default 0.5"""
     fuse: _builtins.str
-    """"rrf" (default) or "weighted" """
+    """"rrf" (default), "weighted", "weighted_rank" or "weighted_z"; empty: unset"""
     weight: _builtins.float
-    """"weighted": the similarity's share (default 0.5)"""
+    """weighted fusions: the kNN term's share (default 0.5)"""
     ppr_k: _builtins.int
     """length of the PPR list fused; default max(k, knn_k)"""
     rank_constant: _builtins.float
     """"rrf": the constant of 1 / (c + rank) (default 60)"""
+    temperature: _builtins.float
+    """seeds weighted by softmax exp(s / temperature) of normalised similarity; default linear"""
     @_builtins.property
     def queries(self) -> Global___Vectors: ...
     @_builtins.property
@@ -854,10 +861,11 @@ class ComposeRequest(_message.Message):
         ppr_params: _abc.Mapping[_builtins.str, Global___Value] | None = ...,
         ppr_k: _builtins.int | None = ...,
         rank_constant: _builtins.float | None = ...,
+        temperature: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_k", b"_k", "_knn_k", b"_knn_k", "_ppr_k", b"_ppr_k", "_rank_constant", b"_rank_constant", "_weight", b"_weight", "alpha", b"alpha", "filter", b"filter", "k", b"k", "knn_k", b"knn_k", "ppr_k", b"ppr_k", "queries", b"queries", "rank_constant", b"rank_constant", "weight", b"weight"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_k", b"_k", "_knn_k", b"_knn_k", "_ppr_k", b"_ppr_k", "_rank_constant", b"_rank_constant", "_temperature", b"_temperature", "_weight", b"_weight", "alpha", b"alpha", "filter", b"filter", "k", b"k", "knn_k", b"knn_k", "ppr_k", b"ppr_k", "queries", b"queries", "rank_constant", b"rank_constant", "temperature", b"temperature", "weight", b"weight"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_k", b"_k", "_knn_k", b"_knn_k", "_ppr_k", b"_ppr_k", "_rank_constant", b"_rank_constant", "_weight", b"_weight", "alpha", b"alpha", "collection", b"collection", "filter", b"filter", "fuse", b"fuse", "graph", b"graph", "k", b"k", "knn_k", b"knn_k", "knn_params", b"knn_params", "ppr_k", b"ppr_k", "ppr_params", b"ppr_params", "queries", b"queries", "rank_constant", b"rank_constant", "tenant", b"tenant", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alpha", b"_alpha", "_k", b"_k", "_knn_k", b"_knn_k", "_ppr_k", b"_ppr_k", "_rank_constant", b"_rank_constant", "_temperature", b"_temperature", "_weight", b"_weight", "alpha", b"alpha", "collection", b"collection", "filter", b"filter", "fuse", b"fuse", "graph", b"graph", "k", b"k", "knn_k", b"knn_k", "knn_params", b"knn_params", "ppr_k", b"ppr_k", "ppr_params", b"ppr_params", "queries", b"queries", "rank_constant", b"rank_constant", "temperature", b"temperature", "tenant", b"tenant", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__alpha: _TypeAlias = _typing.Literal["alpha"]  # noqa: Y015
     _WhichOneofArgType__alpha: _TypeAlias = _typing.Literal["_alpha", b"_alpha"]  # noqa: Y015
@@ -869,6 +877,8 @@ class ComposeRequest(_message.Message):
     _WhichOneofArgType__ppr_k: _TypeAlias = _typing.Literal["_ppr_k", b"_ppr_k"]  # noqa: Y015
     _WhichOneofReturnType__rank_constant: _TypeAlias = _typing.Literal["rank_constant"]  # noqa: Y015
     _WhichOneofArgType__rank_constant: _TypeAlias = _typing.Literal["_rank_constant", b"_rank_constant"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
     _WhichOneofReturnType__weight: _TypeAlias = _typing.Literal["weight"]  # noqa: Y015
     _WhichOneofArgType__weight: _TypeAlias = _typing.Literal["_weight", b"_weight"]  # noqa: Y015
     @_typing.overload
@@ -881,6 +891,8 @@ class ComposeRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__ppr_k) -> _WhichOneofReturnType__ppr_k | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rank_constant) -> _WhichOneofReturnType__rank_constant | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__weight) -> _WhichOneofReturnType__weight | None: ...
 
@@ -906,6 +918,7 @@ class ComposeResponse(_message.Message):
     PPR_SECONDS_FIELD_NUMBER: _builtins.int
     FUSE_SECONDS_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    EXPLAIN_JSON_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     k: _builtins.int
     ids: _builtins.bytes
@@ -924,6 +937,10 @@ class ComposeResponse(_message.Message):
     ppr_seconds: _builtins.float
     fuse_seconds: _builtins.float
     seconds: _builtins.float
+    explain_json: _builtins.str
+    """{"knn_k": {"value": 20, "source": "calibrated"}, ...}: per knn_k, alpha, fuse, weight and
+    temperature, the value that ran and its source ("request", "calibrated" or "default")
+    """
     @_builtins.property
     def seeds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """per query: kNN hits that seeded PPR"""
@@ -955,10 +972,11 @@ class ComposeResponse(_message.Message):
         ppr_seconds: _builtins.float = ...,
         fuse_seconds: _builtins.float = ...,
         seconds: _builtins.float = ...,
+        explain_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "distances", b"distances", "fuse", b"fuse", "fuse_seconds", b"fuse_seconds", "ids", b"ids", "k", b"k", "knn_seconds", b"knn_seconds", "ppr_error", b"ppr_error", "ppr_method", b"ppr_method", "ppr_scores", b"ppr_scores", "ppr_seconds", b"ppr_seconds", "rows", b"rows", "scores", b"scores", "seconds", b"seconds", "seeds", b"seeds", "seeds_dropped", b"seeds_dropped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alpha", b"alpha", "distances", b"distances", "explain_json", b"explain_json", "fuse", b"fuse", "fuse_seconds", b"fuse_seconds", "ids", b"ids", "k", b"k", "knn_seconds", b"knn_seconds", "ppr_error", b"ppr_error", "ppr_method", b"ppr_method", "ppr_scores", b"ppr_scores", "ppr_seconds", b"ppr_seconds", "rows", b"rows", "scores", b"scores", "seconds", b"seconds", "seeds", b"seeds", "seeds_dropped", b"seeds_dropped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -210,8 +210,10 @@ def test_fingerprints_follow_updates_and_replay_identically(tmp_path):
 def test_fingerprints_without_kept_walks_are_dropped_by_an_update(engine):
     g = engine.create_graph("g", power_law_graph(300, 1500, seed=3))
     g.build_fingerprints(walks_per_node=5, keep_walks=False, hubs=None)
+    assert g.stats()["fingerprints"]["walks_kept"] is False
     out = g.upsert_edges([[1, 2]])
-    assert "dropped" in out["fingerprints"] and not g.has_fingerprints
+    assert out["fingerprints_dropped"] and not g.has_fingerprints
+    assert "keep_walks=False" in out["fingerprints"] and "build_fingerprints" in out["fingerprints"]
     assert g.ppr(1, k=5).method == "push"
 
 

@@ -1255,8 +1255,8 @@ def batch_key(seed, src, walk, seq):
 
 @njit(cache=True, parallel=True)
 def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
-               walk_len, dropped, steps, chg_slot, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot,
-               out_pos, out_target, out_bound, out_hit):  # fmt: skip
+               walk_len, dropped, steps, chg_slot, chg_bits, o_ip, o_t, o_w, o_tot, n_ip, n_t,
+               n_w, n_tot, out_pos, out_target, out_bound, out_hit):  # fmt: skip
     """Decide which walks of ``blocks`` an update batch reroutes (Bahmani, Chowdhury, Goel).
 
     At each move out of a changed node the walk keeps its move t with probability
@@ -1265,7 +1265,9 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
     target drawn from (q - p)^+: the maximal coupling, so the moves are distributed as q and a
     walk changes only with the total variation distance of its node's change. ``out_pos[q]``:
     the rerouted visit (-1: unchanged), ``out_target[q]`` its new move, ``out_bound[b]``: steps
-    of the block's walks after the batch (an upper bound when the drop rule may cut them)."""
+    of the block's walks after the batch (an upper bound when the drop rule may cut them).
+    ``chg_bits`` is the bitmap of the changed nodes (``node_bitmap``): most visits are of
+    unchanged nodes, and a bit test in a bitmap that stays in cache rejects them cheaply."""
     R = walks_per_node
     for i in prange(blocks.size):
         b = blocks[i]
@@ -1283,6 +1285,8 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
             key = np.uint64(0)
             for pos in range(length + 1):
                 v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                if not _in_bitmap(chg_bits, v):
+                    continue
                 slot = chg_slot[v]
                 if slot < 0:
                     continue
@@ -1362,6 +1366,84 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
                 dropped[q] = drop
         out_steps[i] = walked
         out_walks[i] = rerouted
+
+
+@njit(cache=True)
+def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new_len, plan_pos,
+                steps, with_old, out_row, out_node, out_val, at):  # fmt: skip
+    """The visit-count changes of the walks ``walks_rewrite`` rerouted in blocks ``sel`` (plan
+    rows): -1 for each old visit after the rerouted one (if ``with_old``), +1 for each new
+    one, per row (block // per_row), written from ``out_*[at]``; returns the end."""
+    R = walks_per_node
+    for i in range(sel.size):
+        row = sel[i] // per_row
+        a = old_start[i]
+        b = new_start[i]
+        for w in range(R):
+            lo = np.int64(old_len[i * R + w]) if with_old else np.int64(0)
+            ln = np.int64(new_len[i * R + w])
+            pos = plan_pos[i * R + w]
+            if pos >= 0:
+                for j in range(pos, lo):
+                    out_row[at] = row
+                    out_node[at] = steps[a + j]
+                    out_val[at] = -1
+                    at += 1
+                for j in range(pos, ln):
+                    out_row[at] = row
+                    out_node[at] = steps[b + j]
+                    out_val[at] = 1
+                    at += 1
+            a += np.int64(old_len[i * R + w])
+            b += ln
+    return at
+
+
+@njit(cache=True, parallel=True)
+def copy_blocks(starts, lens, src, to, dst):
+    """``dst[to[i]:to[i] + lens[i]] = src[starts[i]:starts[i] + lens[i]]`` for every i."""
+    for i in prange(starts.size):
+        for j in range(lens[i]):
+            dst[to[i] + j] = src[starts[i] + j]
+
+
+@njit(cache=True, parallel=True)
+def apply_row_deltas(rows, old_ip, old_nodes, old_counts, d_ip, d_nodes, d_vals, n, out_off,
+                     out_nodes, out_counts, out_nnz, n_chunks):  # fmt: skip
+    """Rows ``rows`` of (old_ip, old_nodes, old_counts) with count changes applied (row i's:
+    nodes ``d_nodes[d_ip[i]:d_ip[i + 1]]``, unique, adding ``d_vals``): entries that fall to 0
+    leave, new nodes follow the old entries in ``d_nodes`` order. Row i is written at
+    ``out_off[i]`` (room for its old entries and changes), ``out_nnz[i]`` entries."""
+    for c in prange(n_chunks):
+        at = np.full(n, -1, np.int64)
+        for i in range(c, rows.size, n_chunks):
+            r = rows[i]
+            base = out_off[i]
+            m = 0
+            for e in range(old_ip[r], old_ip[r + 1]):
+                v = np.int64(old_nodes[e])
+                out_nodes[base + m] = v
+                out_counts[base + m] = old_counts[e]
+                at[v] = m
+                m += 1
+            for e in range(d_ip[i], d_ip[i + 1]):
+                v = np.int64(d_nodes[e])
+                if at[v] >= 0:
+                    out_counts[base + at[v]] += d_vals[e]
+                else:
+                    out_nodes[base + m] = v
+                    out_counts[base + m] = d_vals[e]
+                    at[v] = m
+                    m += 1
+            k = 0
+            for t in range(m):
+                v = np.int64(out_nodes[base + t])
+                at[v] = -1
+                if out_counts[base + t] != 0:
+                    out_nodes[base + k] = v
+                    out_counts[base + k] = out_counts[base + t]
+                    k += 1
+            out_nnz[i] = k
 
 
 @njit(cache=True, parallel=True)

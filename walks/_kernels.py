@@ -1480,6 +1480,42 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
             out_visits[i] = visits
 
 
+@njit(cache=True, parallel=True)
+def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_len, steps, n,
+                 out_ip, out_nodes, n_chunks):  # fmt: skip
+    """The distinct nodes the walks of each group of ``group`` consecutive blocks visit (their
+    sources included), as CSR rows. With ``out_nodes`` empty: only the row sizes into
+    ``out_ip[1:]`` (then take the prefix sums and call again to fill)."""
+    R = walks_per_node
+    ng = out_ip.size - 1
+    fill = out_nodes.size > 0
+    for c in prange(n_chunks):
+        stamp = np.full(n, -1, np.int64)
+        for g in range(c, ng, n_chunks):
+            m = 0
+            base = out_ip[g] if fill else 0
+            for b in range(g * group, min(num_blocks, (g + 1) * group)):
+                v = np.int64(block_src[b])
+                if stamp[v] != g:
+                    stamp[v] = g
+                    if fill:
+                        out_nodes[base + m] = v
+                    m += 1
+                at = blk_start[b]
+                for w in range(R):
+                    length = np.int64(walk_len[b * R + w])
+                    for j in range(length):
+                        v = np.int64(steps[at + j])
+                        if stamp[v] != g:
+                            stamp[v] = g
+                            if fill:
+                                out_nodes[base + m] = v
+                            m += 1
+                    at += length
+            if not fill:
+                out_ip[g + 1] = m
+
+
 @njit(cache=True)
 def transpose_rows(indptr, cols, n):
     """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted)."""

@@ -17,11 +17,20 @@ Layout (compact numpy arrays): a block per source (``block_src``), its R walks o
 other in ``steps`` (the visits after the source, int32), ``blk_start`` per block, ``walk_len``
 (steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
 rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
-left is reclaimed when it exceeds half. The index from a node to the blocks whose walks visit
-it is the transpose of the fingerprint pattern (``t_indptr``, ``t_blocks``), plus an
-append-only overflow of (node, block) pairs for the visits walked since; it is rebuilt when
-the overflow outgrows half of it. False hits (a block that no longer visits a node) only cost
-a scan.
+left is reclaimed once it exceeds a quarter of the walks (the memory target: the store within
+2x the fingerprints). The index from a node to the walks that visit it is coarse, to stay
+small: node -> the groups of ``group`` consecutive blocks (16 or more, as few groups as fit
+uint16 ids) whose walks visit it (``t_indptr``, ``t_blocks``), plus an append-only overflow of
+(node, block) pairs for the visits walked since, rebuilt when the overflow outgrows a quarter
+of it. False hits (a block that no longer visits a node) only cost a scan. Finding the walks a
+batch affects costs a scan of the candidate blocks with a bit test per visit
+(``_kernels.walks_plan``); when the changed nodes' entries cover most blocks (a large batch on
+a power-law graph), every block is scanned without listing them.
+
+Rows of many blocks (hub rows: 1000 walks each) are not recounted after a repair: the visits
+it removed and added are logged as (row, node, +-1) and applied to the published rows by
+:func:`refresh_fingerprints` (new nodes after the old ones, by id), so a refresh costs the
+rows it touches and the visits that changed, not the hub rows' walks.
 
 A repair is all or nothing: one that raises leaves the store as it was (the arrays it swapped
 are put back and the entries it rewrote in place restored; what it wrote past the ends in use
@@ -54,7 +63,7 @@ _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and ovf_used are unseen)
-_STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
+_STATE = ("_nb", "group", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
           "steps", "ovf_nodes", "ovf_blocks", "t_indptr", "t_blocks", "dl_used", "_recount",
           "_dl_row", "_dl_node", "_dl_val")  # fmt: skip
 
@@ -179,11 +188,22 @@ class WalkStore:
 
     # -- index ------------------------------------------------------------------------------
     def _index(self, num_nodes: int) -> None:
-        """Rebuild the node -> blocks index from the walks."""
-        ip, nodes, _, _ = self.rows(
-            np.arange(self.num_blocks, dtype=np.int64), num_nodes, per_row=1
-        )
-        self.t_indptr, self.t_blocks = _kernels.transpose_rows(ip, nodes, num_nodes)
+        """Rebuild the node -> block groups index from the walks: groups of ``group``
+        consecutive blocks, as few as fit uint16 ids (16 blocks at least), so an entry costs
+        2 bytes and a node visited several times in a group one entry."""
+        nb = self.num_blocks
+        self.group = max(16, -(-nb // (_U16 + 1)))
+        ng = -(-nb // self.group)
+        ip = np.zeros(ng + 1, np.int64)
+        chunks = max(1, min(numba.get_num_threads(), ng))
+        args = (nb, self.group, self.block_src, self.R, self.blk_start, self.walk_len, self.steps,
+                num_nodes)  # fmt: skip
+        _kernels.group_visits(*args, ip, np.zeros(0, np.int32), chunks)
+        np.cumsum(ip, out=ip)
+        nodes = np.empty(int(ip[-1]), np.int32)
+        _kernels.group_visits(*args, ip, nodes, chunks)
+        self.t_indptr, groups = _kernels.transpose_rows(ip, nodes, num_nodes)
+        self.t_blocks = groups.astype(np.uint16)  # group ids
         self.ovf_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
         self.ovf_blocks = np.zeros(0, np.int32)
         self.ovf_used = 0
@@ -203,10 +223,12 @@ class WalkStore:
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
         lo = self.t_indptr[indexed]
         lens = self.t_indptr[indexed + 1] - lo
-        if int(lens.sum()) > self._nb // 2:
+        if int(lens.sum()) * self.group > self._nb // 2:
             # most blocks: scanning them all (a bit test per visit) costs less than listing them
             return np.arange(self._nb, dtype=np.int64)
-        found = self.t_blocks[_gather(lo, lens)]
+        groups = np.unique(self.t_blocks[_gather(lo, lens)]).astype(np.int64)
+        found = (groups[:, None] * self.group + np.arange(self.group)).reshape(-1)
+        found = found[found < self._nb]
         extra = self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]
         if found.size + extra.size < self._nb // 8:
             return np.unique(np.concatenate([found.astype(np.int64), extra.astype(np.int64)]))
@@ -305,8 +327,8 @@ class WalkStore:
                                          bound, hit, undo)  # fmt: skip
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
-        if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 2):
-            self._index(n)
+        if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 4):
+            self._index(n)  # the overflow (8 bytes an entry) at most the index's size
         if self.used > max(1 << 16, self.total_steps + self.total_steps // 4):
             self.compact()  # a quarter of space left behind at most (the memory target)
         return {

@@ -21,11 +21,11 @@ left is reclaimed once it exceeds a quarter of the walks (the memory target: the
 2x the fingerprints). The index from a node to the walks that visit it is coarse, to stay
 small: node -> the groups of ``group`` consecutive blocks (16 or more, as few groups as fit
 uint16 ids) whose walks visit it (``t_indptr``, ``t_blocks``), plus an append-only overflow of
-(node, block) pairs for the visits walked since, rebuilt when the overflow outgrows a quarter
-of it. False hits (a block that no longer visits a node) only cost a scan. Finding the walks a
-batch affects costs a scan of the candidate blocks with a bit test per visit
-(``_kernels.walks_plan``); when the changed nodes' entries cover most blocks (a large batch on
-a power-law graph), every block is scanned without listing them.
+(node, block) pairs for the visits walked since, rebuilt (a pass over every walk) once the
+overflow holds an eighth of the steps. False hits (a block that no longer visits a node) only
+cost a scan. Finding the walks a batch affects costs a scan of the candidate blocks with a bit
+test per visit (``_kernels.walks_plan``); when the candidate groups cover most blocks (a large
+batch on a power-law graph), every block is scanned without listing them.
 
 Rows of many blocks (hub rows: 1000 walks each) are not recounted after a repair: the visits
 it removed and added are logged as (row, node, +-1) and applied to the published rows by
@@ -81,6 +81,9 @@ class WalkStore:
 
     #: visit changes logged before the log may give way to recounting (see ``logged``)
     log_min = 1 << 16
+    log_share = 4  # ... and until it outgrows this share of the steps
+    #: steps in use before space left behind is reclaimed (below it, never)
+    compact_min = 1 << 16
 
     def __init__(
         self,
@@ -223,10 +226,12 @@ class WalkStore:
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
         lo = self.t_indptr[indexed]
         lens = self.t_indptr[indexed + 1] - lo
-        if int(lens.sum()) * self.group > self._nb // 2:
+        hit = np.zeros(-(-self._nb // self.group) + 1, bool)
+        hit[self.t_blocks[_gather(lo, lens)]] = True
+        groups = np.flatnonzero(hit)
+        if groups.shape[0] * self.group > self._nb // 2:
             # most blocks: scanning them all (a bit test per visit) costs less than listing them
             return np.arange(self._nb, dtype=np.int64)
-        groups = np.unique(self.t_blocks[_gather(lo, lens)]).astype(np.int64)
         found = (groups[:, None] * self.group + np.arange(self.group)).reshape(-1)
         found = found[found < self._nb]
         extra = self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]
@@ -327,9 +332,11 @@ class WalkStore:
                                          bound, hit, undo)  # fmt: skip
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
-        if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 4):
-            self._index(n)  # the overflow (8 bytes an entry) at most the index's size
-        if self.used > max(1 << 16, self.total_steps + self.total_steps // 4):
+        if self.ovf_used > max(1 << 16, self.total_steps // 8):
+            # a pass over every walk: after an eighth of the steps walked anew (the overflow,
+            # 8 bytes an entry, then holds 2 bytes a step at most)
+            self._index(n)
+        if self.used > max(self.compact_min, self.total_steps + self.total_steps // 4):
             self.compact()  # a quarter of space left behind at most (the memory target)
         return {
             "walks": walks,
@@ -398,7 +405,9 @@ class WalkStore:
         moved = pos >= 0
         size = int((old_len[moved].astype(np.int64) + new_len[moved] - 2 * pos[moved]).sum())
         need = self.dl_used + size
-        if need > max(self.log_min, self.live // 4):  # recounting the rows costs less: stop logging
+        if need > max(
+            self.log_min, self.live // self.log_share
+        ):  # recounting the rows costs less: stop logging
             self._recount = True
             self.dl_used = 0
             return
@@ -419,7 +428,7 @@ class WalkStore:
         another order."""
         u = self.dl_used
         key = self._dl_row[:u].astype(np.int64) * num_nodes + self._dl_node[:u]
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key)  # (equal keys are summed: any order)
         key = key[order]
         first = np.ones(u, bool)
         first[1:] = key[1:] != key[:-1]
@@ -431,20 +440,27 @@ class WalkStore:
         d_ip = np.append(d_start, key.shape[0]).astype(np.int64)
         room = np.diff(indptr)[rows] + np.diff(d_ip)
         off = np.cumsum(room) - room
-        out_nodes = np.empty(int(room.sum()), np.int64)
+        out_nodes = np.empty(int(room.sum()), np.int32)
         out_counts = np.empty(int(room.sum()), np.int64)
         nnz = np.empty(rows.shape[0], np.int64)
         _kernels.apply_row_deltas(
             rows, indptr, nodes, counts, d_ip, key % num_nodes, sums, num_nodes, off, out_nodes,
             out_counts, nnz, max(1, min(numba.get_num_threads(), rows.shape[0])),
         )  # fmt: skip
-        if (out_counts[_gather(off, nnz)] < 0).any():
-            raise CorruptionError("walk store: a logged visit change has no visit to remove")
         ip = np.zeros(rows.shape[0] + 1, np.int64)
         np.cumsum(nnz, out=ip[1:])
-        keep = _gather(off, nnz)
-        return rows, (ip, out_nodes[keep].astype(np.int32), out_counts[keep].astype(np.uint32),
-                      np.zeros(rows.shape[0], np.int64))  # fmt: skip
+        final_nodes = np.empty(int(ip[-1]), np.int32)
+        final_counts = np.empty(int(ip[-1]), np.int64)
+        _kernels.copy_blocks(off, nnz, out_nodes, ip[:-1], final_nodes)
+        _kernels.copy_blocks(off, nnz, out_counts, ip[:-1], final_counts)
+        if final_counts.size and final_counts.min() < 0:
+            raise CorruptionError("walk store: a logged visit change has no visit to remove")
+        return rows, (
+            ip,
+            final_nodes,
+            final_counts.astype(np.uint32),
+            np.zeros(rows.shape[0], np.int64),
+        )
 
     def clear_log(self) -> None:
         """The logged changes are in the published fingerprints: start a new log."""

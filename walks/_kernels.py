@@ -1517,6 +1517,52 @@ def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_l
 
 
 @njit(cache=True)
+def gaps_encode(t_ip, t_rows, b_ip, out):
+    """Each column's sorted rows ``t_rows[t_ip[c]:t_ip[c + 1]]`` as varint gaps (7 bits a
+    byte, high bit: more bytes follow; the first gap from 0) into ``out`` from ``b_ip[c]``.
+    With ``out`` empty: only the byte counts into ``b_ip[1:]``."""
+    fill = out.size > 0
+    for c in range(t_ip.size - 1):
+        prev = np.int64(0)
+        at = b_ip[c] if fill else 0
+        size = 0
+        for e in range(t_ip[c], t_ip[c + 1]):
+            g = np.int64(t_rows[e]) - prev
+            prev = np.int64(t_rows[e])
+            while True:
+                byte = g & 127
+                g >>= 7
+                if fill:
+                    out[at + size] = byte | (128 if g > 0 else 0)
+                size += 1
+                if g == 0:
+                    break
+        if not fill:
+            b_ip[c + 1] = size
+
+
+@njit(cache=True)
+def gaps_mark(cols, b_ip, data, mark):
+    """``mark[r] = True`` for every row r that ``gaps_encode`` coded for the columns ``cols``."""
+    for c in cols:
+        at = b_ip[c]
+        end = b_ip[c + 1]
+        cur = np.int64(0)
+        while at < end:
+            g = np.int64(0)
+            shift = 0
+            while True:
+                byte = np.int64(data[at])
+                at += 1
+                g |= (byte & 127) << shift
+                shift += 7
+                if byte < 128:
+                    break
+            cur += g
+            mark[cur] = True
+
+
+@njit(cache=True)
 def transpose_rows(indptr, cols, n):
     """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted)."""
     t_ip = np.zeros(n + 1, np.int64)

@@ -18,14 +18,13 @@ other in ``steps`` (the visits after the source, int32), ``blk_start`` per block
 (steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
 rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
 left is reclaimed once it exceeds a quarter of the walks (the memory target: the store within
-2x the fingerprints). The index from a node to the walks that visit it is coarse, to stay
-small: node -> the groups of ``group`` consecutive blocks (16 or more, as few groups as fit
-uint16 ids) whose walks visit it (``t_indptr``, ``t_blocks``), plus an append-only overflow of
-(node, block) pairs for the visits walked since, rebuilt (a pass over every walk) once the
-overflow holds an eighth of the steps. False hits (a block that no longer visits a node) only
-cost a scan. Finding the walks a batch affects costs a scan of the candidate blocks with a bit
-test per visit (``_kernels.walks_plan``); when the candidate groups cover most blocks (a large
-batch on a power-law graph), every block is scanned without listing them.
+2x the fingerprints). The index from a node to the blocks whose walks visit it keeps each
+node's sorted block ids as varint gaps (``t_indptr``: byte offsets, ``t_blocks``: bytes; one or
+two bytes an entry), plus an append-only overflow of (node, block) pairs for the visits walked
+since, rebuilt (a pass over every walk) once the overflow holds an eighth of the steps. False
+hits (a block that no longer visits a node) only cost a scan. Finding the walks a batch
+affects costs a scan of the candidate blocks with a bit test per visit (a bitmap of the changed
+nodes, ``_kernels.walks_plan``).
 
 Rows of many blocks (hub rows: 1000 walks each) are not recounted after a repair: the visits
 it removed and added are logged as (row, node, +-1) and applied to the published rows by
@@ -63,7 +62,7 @@ _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and ovf_used are unseen)
-_STATE = ("_nb", "group", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
+_STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
           "steps", "ovf_nodes", "ovf_blocks", "t_indptr", "t_blocks", "dl_used", "_recount",
           "_dl_row", "_dl_node", "_dl_val")  # fmt: skip
 
@@ -191,22 +190,27 @@ class WalkStore:
 
     # -- index ------------------------------------------------------------------------------
     def _index(self, num_nodes: int) -> None:
-        """Rebuild the node -> block groups index from the walks: groups of ``group``
-        consecutive blocks, as few as fit uint16 ids (16 blocks at least), so an entry costs
-        2 bytes and a node visited several times in a group one entry."""
+        """Rebuild the node -> blocks index from the walks: each node's sorted blocks as
+        varint gaps (``t_indptr``: byte offsets per node, ``t_blocks``: the bytes), one or two
+        bytes an entry where int32 ids took four (a node visited by many blocks has small
+        gaps)."""
         nb = self.num_blocks
-        self.group = max(16, -(-nb // (_U16 + 1)))
-        ng = -(-nb // self.group)
-        ip = np.zeros(ng + 1, np.int64)
-        chunks = max(1, min(numba.get_num_threads(), ng))
-        args = (nb, self.group, self.block_src, self.R, self.blk_start, self.walk_len, self.steps,
+        ip = np.zeros(nb + 1, np.int64)
+        chunks = max(1, min(numba.get_num_threads(), nb))
+        args = (nb, 1, self.block_src, self.R, self.blk_start, self.walk_len, self.steps,
                 num_nodes)  # fmt: skip
         _kernels.group_visits(*args, ip, np.zeros(0, np.int32), chunks)
         np.cumsum(ip, out=ip)
         nodes = np.empty(int(ip[-1]), np.int32)
         _kernels.group_visits(*args, ip, nodes, chunks)
-        self.t_indptr, groups = _kernels.transpose_rows(ip, nodes, num_nodes)
-        self.t_blocks = groups.astype(np.uint16)  # group ids
+        t_ip, t_rows = _kernels.transpose_rows(ip, nodes, num_nodes)
+        del nodes
+        b_ip = np.zeros(num_nodes + 1, np.int64)
+        _kernels.gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
+        np.cumsum(b_ip, out=b_ip)
+        data = np.empty(int(b_ip[-1]), np.uint8)
+        _kernels.gaps_encode(t_ip, t_rows, b_ip, data)
+        self.t_indptr, self.t_blocks = b_ip, data
         self.ovf_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
         self.ovf_blocks = np.zeros(0, np.int32)
         self.ovf_used = 0
@@ -224,22 +228,9 @@ class WalkStore:
         ``slot`` is >= 0 exactly at ``nodes`` (and maybe other changed nodes)."""
         nodes = np.asarray(nodes, np.int64)
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
-        lo = self.t_indptr[indexed]
-        lens = self.t_indptr[indexed + 1] - lo
-        hit = np.zeros(-(-self._nb // self.group) + 1, bool)
-        hit[self.t_blocks[_gather(lo, lens)]] = True
-        groups = np.flatnonzero(hit)
-        if groups.shape[0] * self.group > self._nb // 2:
-            # most blocks: scanning them all (a bit test per visit) costs less than listing them
-            return np.arange(self._nb, dtype=np.int64)
-        found = (groups[:, None] * self.group + np.arange(self.group)).reshape(-1)
-        found = found[found < self._nb]
-        extra = self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]
-        if found.size + extra.size < self._nb // 8:
-            return np.unique(np.concatenate([found.astype(np.int64), extra.astype(np.int64)]))
         mark = np.zeros(self._nb, bool)
-        mark[found] = True
-        mark[extra] = True
+        _kernels.gaps_mark(indexed, self.t_indptr, self.t_blocks, mark)
+        mark[self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]] = True
         return np.flatnonzero(mark)
 
     # -- rows -------------------------------------------------------------------------------

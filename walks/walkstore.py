@@ -495,15 +495,16 @@ class WalkStore:
         )
 
     def compact(self) -> None:
-        """Rewrite ``steps`` with only the live blocks (in block order)."""
+        """Pack the live blocks at the front of ``steps``, in place (in the order they lie):
+        the buffer keeps its room to grow, so the next repair need not copy it."""
         r = self.R
         lens = self.walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
-        to = np.cumsum(lens) - lens
-        steps = np.empty(int(lens.sum()), self.steps.dtype)
-        _kernels.copy_blocks(self.blk_start, lens, self.steps, to, steps)
-        self.blk_start = to
-        self.steps = steps
-        self.used = self.live = int(steps.shape[0])
+        order = np.argsort(self.blk_start, kind="stable")
+        starts = np.empty(self._nb, np.int64)
+        self.used = self.live = int(
+            _kernels.pack_blocks(order, self.blk_start, lens, self.steps, starts)
+        )
+        self.blk_start = starts
 
     # -- storage ----------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str], prefix: str) -> None:

@@ -229,10 +229,11 @@ class Graph:
         hub_walks : int
             Walks per hub row (default 1000).
         keep_walks : bool
-            Keep the walks and an index of the nodes they visit (2-3x the fingerprints'
-            memory: 2.9x on the 1M-node graph of bench/graph_updates.py) so that updates
-            repair the fingerprints incrementally (default). Without them an update drops the
-            fingerprints (queries fall back to push) until they are built again.
+            Keep the walks and an index of the nodes they visit (about 2.4x the
+            fingerprints' memory on the generated graphs of bench/graph_updates.py) so that
+            updates repair the fingerprints incrementally (default). Without them (and for
+            fingerprints built on Ray, which keep none) an update drops the fingerprints, and
+            its report says so (queries fall back to push) until they are built again.
 
         Returns
         -------

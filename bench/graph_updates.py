@@ -9,7 +9,10 @@ edges are streamed back with ``Graph.upsert_edges`` in batches of 1, 100 and 10,
 * acknowledged edges/s (each batch fsynced to the graph's log, applied, fingerprints repaired)
   and the same without fingerprints (log and delta only);
 * repair cost per batch (walks re-simulated, steps, seconds) and, for the whole share in one
-  batch, its ratio to a full fingerprint rebuild (seconds and steps);
+  batch, its ratio to a full fingerprint rebuild (seconds and steps): the repair alone (the
+  walks, in ``upsert_edges``) and with the recount of the fingerprint rows that the first read
+  after it does, in wall-clock and in CPU seconds of the process (less sensitive to the load
+  of a shared machine);
 * precision@100 after the stream of the repaired fingerprints and of fingerprints built from
   scratch on the final graph (same R), against push to r_max 1e-7 on sampled sources, for the
   "fingerprint" method and the engine's default (accuracy="fast");
@@ -21,6 +24,11 @@ rest goes in batches of 10,000, so every setting ends on the same final graph.
     python bench/graph_updates.py                        # the real graphs of ../shared/data
     python bench/graph_updates.py --large --real         # only the 1M-node / 5M-edge graph
     python bench/graph_updates.py --large                # both
+    python bench/graph_updates.py --large --real --nodes 200000 --edges 1000000  # moderate
+
+Old vs new in one run: run it back to back with an old checkout's interpreter (the script uses
+the public API and ``Graph._current``), e.g. ``/work/wt/base/.venv/bin/python
+bench/graph_updates.py ... --tag X-old``, then ``--tag X-new``.
 
 Writes ``bench/results/graph-updates-<tag>.json``.
 """
@@ -158,7 +166,7 @@ def run_graph(
 def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str, Any]:
     """Stream edges [lo, hi) in batches of ``size`` into ``g`` (with fingerprints) and
     ``bare`` (without)."""
-    t_fp = t_bare = 0.0
+    t_fp = t_bare = t_read = 0.0
     walks = steps = repair = batches = 0
     per_batch = []
     for a in range(lo, hi, size):
@@ -167,6 +175,10 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
         t0 = time.perf_counter()
         report = g.upsert_edges(streamed[a:b], w)
         t_fp += time.perf_counter() - t0
+        if size >= 10_000:  # the first read after: the repaired fingerprint rows recounted
+            t0 = time.perf_counter()
+            g._current()
+            t_read += time.perf_counter() - t0
         t0 = time.perf_counter()
         bare.upsert_edges(streamed[a:b], w)
         t_bare += time.perf_counter() - t0
@@ -181,6 +193,8 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
         "batches": batches,
         "edges_per_second": edges / t_fp,
         "edges_per_second_without_fingerprints": edges / t_bare,
+        # acknowledged and then read once (fingerprints recounted): what a reader waits for
+        "edges_per_second_with_first_read": edges / (t_fp + t_read) if t_read else None,
         "walks_per_batch": walks / batches,
         "steps_per_batch": steps / batches,
         "repair_seconds_per_batch": repair / batches,
@@ -197,13 +211,19 @@ def one_batch(kept, kept_w, streamed, streamed_w, directed, args) -> dict[str, A
             g = engine.create_graph("g", kept, kept_w, directed=directed)
             g.build_fingerprints(**FINGERPRINTS, seed=args.seed)
             g.compact_ratio = 10.0
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             report = g.upsert_edges(streamed, streamed_w)
-            ack = time.perf_counter() - t0
-            csr = g.csr
+            ack, ack_cpu = time.perf_counter() - t0, time.process_time() - c0
             t0 = time.perf_counter()
+            g._dyn.merged()  # the delta merged into a CSR: any read after an update does it
+            merge = time.perf_counter() - t0
+            t0, c0 = time.perf_counter(), time.process_time()
+            g._current()  # the rest of the first read: the repaired fingerprint rows recounted
+            read, read_cpu = time.perf_counter() - t0, time.process_time() - c0
+            csr = g.csr
+            t0, c0 = time.perf_counter(), time.process_time()
             fresh = build_fingerprints(csr, **FINGERPRINTS, seed=args.seed)
-            rebuild = time.perf_counter() - t0
+            rebuild, rebuild_cpu = time.perf_counter() - t0, time.process_time() - c0
             return {
                 "edges": int(streamed.shape[0]),
                 "repair_seconds": report["repair_seconds"],
@@ -212,7 +232,17 @@ def one_batch(kept, kept_w, streamed, streamed_w, directed, args) -> dict[str, A
                 "upsert_seconds": ack,
                 "rebuild_seconds": rebuild,
                 "rebuild_steps": fresh.stats["steps"],
+                "merge_seconds": merge,
+                "first_read_seconds": read,
+                "upsert_cpu_seconds": ack_cpu,
+                "first_read_cpu_seconds": read_cpu,
+                "rebuild_cpu_seconds": rebuild_cpu,
                 "speedup_seconds": rebuild / report["repair_seconds"],
+                # the walk repair and the recount of the rows it changed (the first read after
+                # the merge, which any read after an update does) against the rebuild
+                "speedup_with_first_read": rebuild / (report["repair_seconds"] + read),
+                # CPU: the whole upsert (log, delta, repair) and the recount
+                "speedup_cpu_with_first_read": rebuild_cpu / (ack_cpu + read_cpu),
                 "speedup_steps": fresh.stats["steps"] / max(1, report["steps"]),
                 "load": os.getloadavg()[0],
             }
@@ -242,10 +272,29 @@ def accuracy(g, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _short(x: int) -> str:
+    return f"{x // 1_000_000}M" if x % 1_000_000 == 0 else f"{x // 1000}K"
+
+
+def _commit() -> str | None:
+    """The commit of the shardwalk checkout that ran (the interpreter's, not this file's)."""
+    import subprocess
+
+    where = Path(shardwalk.__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--real", nargs="*", default=None, help="real graphs (default: all)")
-    ap.add_argument("--large", action="store_true", help="add the 1M-node / 5M-edge graph")
+    ap.add_argument("--large", action="store_true", help="add the generated power-law graph")
+    ap.add_argument("--nodes", type=int, default=1_000_000, help="its nodes (--large)")
+    ap.add_argument("--edges", type=int, default=5_000_000, help="its edges (--large)")
     ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.10])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 100, 10_000])
     ap.add_argument("--max-batches", type=int, default=300, help="timed batches of 1 and 100")
@@ -263,15 +312,19 @@ def main() -> None:
         print(f"{name}: {edges.shape[0]:,} edges", flush=True)
         results.append(run_graph(name, edges, weights, times, directed, args))
     if args.large:
-        g = power_law_graph(1_000_000, 5_000_000, seed=args.seed)
+        g = power_law_graph(args.nodes, args.edges, seed=args.seed)
         src = np.repeat(g.node_ids, np.diff(g.indptr))
         edges = np.stack([src, g.node_ids[g.indices]], axis=1)
         del g
-        print(f"powerlaw-1M-5M: {edges.shape[0]:,} edges", flush=True)
-        results.append(run_graph("powerlaw-1M-5M", edges, None, None, True, args))
+        label = f"powerlaw-{_short(args.nodes)}-{_short(args.edges)}"
+        print(f"{label}: {edges.shape[0]:,} edges", flush=True)
+        results.append(run_graph(label, edges, None, None, True, args))
     tag = args.tag or ("large" if args.large and not names else "real" if not args.large else "all")
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "python": sys.executable,
+        "commit": _commit(),
+        "load": os.getloadavg(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "fingerprints": FINGERPRINTS,
         "targets": TARGETS,

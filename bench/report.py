@@ -403,6 +403,52 @@ def _large(large: dict) -> str:
     )
 
 
+def graph_updates(r: dict) -> str:
+    """bench/graph_updates.py: per graph and share, the stream, the one-batch repair against a
+    rebuild, accuracy and memory."""
+    load = r.get("load")
+    out = [
+        f"`{r['command']}` (commit {r.get('commit') or '?'}"
+        + (f", load at the end {load[0]:.1f}" if load else "")
+        + ")",
+        "",
+        "| graph | share | edges/s b=100 / 10k (10k with first read; without fp) "
+        "| one batch: repair s + first read s vs rebuild s | x repair only / with read "
+        "(CPU) | p@100 fp repaired/fresh | walk store / fp: build, after stream | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for g in r["results"]:
+        for share, x in g["shares"].items():
+            b = x["batches"]
+            small = b.get("100", {}).get("edges_per_second")
+            big = b.get("10000", {})
+            read = big.get("edges_per_second_with_first_read")
+            read_s = f"{read:,.0f}" if read else "-"
+            edges = (
+                f"{small:,.0f} / {big.get('edges_per_second', 0):,.0f} "
+                f"({read_s}; {big.get('edges_per_second_without_fingerprints', 0):,.0f})"
+                if big and small is not None
+                else "-"
+            )
+            o = x["one_batch"]
+            first = o.get("first_read_seconds")
+            cost = f"{o['repair_seconds']:.2f}" + (f" + {first:.2f}" if first is not None else "")
+            with_read = o.get("speedup_with_first_read")
+            times = f"{o['speedup_seconds']:.1f}x" + (
+                f" / {with_read:.1f}x ({o['speedup_cpu_with_first_read']:.1f}x)"
+                if with_read is not None
+                else ""
+            )
+            a = x["accuracy"]
+            mem = f"{x['build']['walk_store_ratio']:.2f}x, {x['after_stream']['walk_store_ratio']:.2f}x"
+            out.append(
+                f"| {g['graph']} | {share} ({x['streamed_edges']:,}) | {edges} | {cost} vs "
+                f"{o['rebuild_seconds']:.2f} | {times} | {a['fingerprint_repaired']:.3f}/"
+                f"{a['fingerprint_fresh']:.3f} | {mem} | {o['load']:.1f} |"
+            )
+    return "\n".join(out)
+
+
 def main() -> None:
     for stem in sys.argv[1:]:
         r = json.loads((RESULTS / f"{stem}.json").read_text())
@@ -416,6 +462,8 @@ def main() -> None:
             print(server(r))
         elif stem.startswith("ppr"):
             print(ppr(r))
+        elif stem.startswith("graph-updates"):
+            print(graph_updates(r))
         else:
             print(filtered(r))
 

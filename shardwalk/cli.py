@@ -1149,6 +1149,7 @@ def cmd_graph_update(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--batch-size must be >= 1; got {batch}")
     t0 = time.perf_counter()
     totals = {"edges": 0, "nodes_added": 0, "walks": 0, "steps": 0, "batches": 0}
+    dropped = ""  # what the update that dropped fingerprints without walks said
     with _open_existing(args.data) as engine:
         graph = engine.graph(args.name)
         for lo in range(0, src.shape[0], batch):
@@ -1159,15 +1160,22 @@ def cmd_graph_update(args: argparse.Namespace) -> int:
             else:
                 out = graph.delete_edges(edges)
             totals["batches"] += 1
+            if out.get("fingerprints_dropped"):
+                dropped = out["fingerprints"]
             for key in ("edges", "nodes_added", "walks", "steps"):
                 totals[key] += int(out.get(key, 0))
         nodes, edges_now = graph.num_nodes, graph.num_edges
     seconds = time.perf_counter() - t0
     verb = "added or updated" if args.graph_command == "add-edges" else "deleted"
+    repair = (
+        f"fingerprints {dropped}"
+        if dropped
+        else f"fingerprint repair: {totals['walks']:,} walks re-simulated, "
+        f"{totals['steps']:,} steps"
+    )
     print(
         f"graph {args.name!r}: {totals['edges']:,} edges {verb} in {totals['batches']} "
-        f"batch(es), {totals['nodes_added']:,} new nodes, {seconds:.2f}s; fingerprint repair: "
-        f"{totals['walks']:,} walks re-simulated, {totals['steps']:,} steps; now "
+        f"batch(es), {totals['nodes_added']:,} new nodes, {seconds:.2f}s; {repair}; now "
         f"{nodes:,} nodes, {edges_now:,} edges"
     )
     return 0

@@ -238,10 +238,11 @@ class Graph:
         hub_walks : int
             Walks per hub row (default 1000).
         keep_walks : bool
-            Keep the walks and an index of the nodes they visit (2-3x the fingerprints'
-            memory: 2.9x on the 1M-node graph of bench/graph_updates.py) so that updates
-            repair the fingerprints incrementally (default). Without them an update drops the
-            fingerprints (queries fall back to push) until they are built again.
+            Keep the walks and an index of the nodes they visit (about 2.4x the
+            fingerprints' memory on the generated graphs of bench/graph_updates.py) so that
+            updates repair the fingerprints incrementally (default). Without them (and for
+            fingerprints built on Ray, which keep none) an update drops the fingerprints, and
+            its report says so (queries fall back to push) until they are built again.
 
         Returns
         -------
@@ -308,7 +309,7 @@ class Graph:
     def _adopt_fingerprints(self, store: FingerprintStore, seed: int) -> dict[str, Any]:
         """Make fingerprints built elsewhere (a Ray job, on :meth:`_compacted_csr`) the
         graph's, as :meth:`build_fingerprints` does with its own. They come without walks:
-        an update drops them until they are built again."""
+        an update drops them until they are built again (its report says so, and how)."""
         with self._lock, self._budget.take(self._budget.threads):
             self._check_open()
             csr = self._dyn.merged()
@@ -317,7 +318,14 @@ class Graph:
                     f"graph {self.name!r} changed while its fingerprints were built; build "
                     "them again"
                 )
-            return self._install(store, None, csr, seed)
+            store.stats["built_on"] = "ray"  # saved with the store: an update's report says so
+            out = self._install(store, None, csr, seed)
+            out["walks_kept"] = False
+            out["note"] = (
+                "fingerprints built on Ray keep no walks: the next edge update drops them "
+                f"(queries then use push) until they are built again; {_REBUILD}"
+            )
+            return out
 
     def _save_fingerprints(
         self, store: FingerprintStore, walks: tuple[WalkStore, WalkStore | None] | None
@@ -559,6 +567,7 @@ class Graph:
                 "hub_walks": int(fp.hub_walks),
                 "accuracy": fp.stats.get("accuracy", {}),  # calibrated choices (accuracy=)
                 "walks_bytes": None if self._walks is None else _walks_nbytes(self._walks),
+                "walks_kept": self._walks is not None,  # without: an update drops them
             },
             # per collection: the compose defaults Engine.calibrate_compose chose, its recall
             "compose": {name: dict(record) for name, record in sorted(self._compose.items())},
@@ -707,8 +716,19 @@ class Graph:
         if self._fingerprints is None:
             return {}
         if self._walks is None:
+            why = (
+                "built on Ray (shardwalk.jobs), which keeps no walks"
+                if self._fingerprints.stats.get("built_on") == "ray"
+                else "built with keep_walks=False"
+            )
             self._fingerprints = None  # they describe the old graph: dropped
-            return {"fingerprints": "dropped (built with keep_walks=False)"}
+            return {
+                "fingerprints_dropped": True,
+                "fingerprints": (
+                    f"dropped: they were {why}, so this update could not repair "
+                    f"them; queries use push until they are built again ({_REBUILD})"
+                ),
+            }
         main, hubs = self._walks
         report = main.repair(self._dyn, change, seq, new_sources=True)
         if hubs is not None:
@@ -962,6 +982,10 @@ class Graph:
         return graph
 
 
+_REBUILD = (
+    "Graph.build_fingerprints(), or `shardwalk graph fingerprints --data DIR --name GRAPH`, "
+    "which keeps the walks by default"
+)
 _WAL_OPS = {"upsert": "upsert_edges", "delete": "delete_edges", "delete_nodes": "delete_nodes"}
 _OPS = {v: k for k, v in _WAL_OPS.items()}
 

@@ -1445,8 +1445,8 @@ def batch_key(seed, src, walk, seq):
 
 @njit(cache=True, parallel=True)
 def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
-               walk_len, dropped, steps, chg_slot, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot,
-               out_pos, out_target, out_bound, out_hit):  # fmt: skip
+               walk_len, dropped, steps, chg_slot, chg_bits, o_ip, o_t, o_w, o_tot, n_ip, n_t,
+               n_w, n_tot, out_pos, out_target, out_bound, out_hit):  # fmt: skip
     """Decide which walks of ``blocks`` an update batch reroutes (Bahmani, Chowdhury, Goel).
 
     At each move out of a changed node the walk keeps its move t with probability
@@ -1455,7 +1455,9 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
     target drawn from (q - p)^+: the maximal coupling, so the moves are distributed as q and a
     walk changes only with the total variation distance of its node's change. ``out_pos[q]``:
     the rerouted visit (-1: unchanged), ``out_target[q]`` its new move, ``out_bound[b]``: steps
-    of the block's walks after the batch (an upper bound when the drop rule may cut them)."""
+    of the block's walks after the batch (an upper bound when the drop rule may cut them).
+    ``chg_bits`` is the bitmap of the changed nodes (``node_bitmap``): most visits are of
+    unchanged nodes, and a bit test in a bitmap that stays in cache rejects them cheaply."""
     R = walks_per_node
     for i in prange(blocks.size):
         b = blocks[i]
@@ -1473,6 +1475,8 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
             key = np.uint64(0)
             for pos in range(length + 1):
                 v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                if not _in_bitmap(chg_bits, v):
+                    continue
                 slot = chg_slot[v]
                 if slot < 0:
                     continue
@@ -1554,6 +1558,100 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
         out_walks[i] = rerouted
 
 
+@njit(cache=True)
+def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new_len, plan_pos,
+                steps, with_old, out_row, out_node, out_val, at):  # fmt: skip
+    """The visit-count changes of the walks ``walks_rewrite`` rerouted in blocks ``sel`` (plan
+    rows): -1 for each old visit after the rerouted one (if ``with_old``), +1 for each new
+    one, per row (block // per_row), written from ``out_*[at]``; returns the end."""
+    R = walks_per_node
+    for i in range(sel.size):
+        row = sel[i] // per_row
+        a = old_start[i]
+        b = new_start[i]
+        for w in range(R):
+            lo = np.int64(old_len[i * R + w]) if with_old else np.int64(0)
+            ln = np.int64(new_len[i * R + w])
+            pos = plan_pos[i * R + w]
+            if pos >= 0:
+                for j in range(pos, lo):
+                    out_row[at] = row
+                    out_node[at] = steps[a + j]
+                    out_val[at] = -1
+                    at += 1
+                for j in range(pos, ln):
+                    out_row[at] = row
+                    out_node[at] = steps[b + j]
+                    out_val[at] = 1
+                    at += 1
+            a += np.int64(old_len[i * R + w])
+            b += ln
+    return at
+
+
+@njit(cache=True)
+def pack_blocks(order, starts, lens, steps, out_starts):
+    """Move the blocks (``order``: by start, ascending; block b holds ``lens[b]`` steps from
+    ``starts[b]``) to the front of ``steps`` one after the other, in place (each moves down,
+    so a forward copy is safe); their new starts into ``out_starts``. Returns the steps."""
+    to = np.int64(0)
+    for i in range(order.size):
+        b = order[i]
+        s = starts[b]
+        for j in range(lens[b]):
+            steps[to + j] = steps[s + j]
+        out_starts[b] = to
+        to += lens[b]
+    return to
+
+
+@njit(cache=True, parallel=True)
+def copy_blocks(starts, lens, src, to, dst):
+    """``dst[to[i]:to[i] + lens[i]] = src[starts[i]:starts[i] + lens[i]]`` for every i."""
+    for i in prange(starts.size):
+        for j in range(lens[i]):
+            dst[to[i] + j] = src[starts[i] + j]
+
+
+@njit(cache=True, parallel=True)
+def apply_row_deltas(rows, old_ip, old_nodes, old_counts, d_ip, d_nodes, d_vals, n, out_off,
+                     out_nodes, out_counts, out_nnz, n_chunks):  # fmt: skip
+    """Rows ``rows`` of (old_ip, old_nodes, old_counts) with count changes applied (row i's:
+    nodes ``d_nodes[d_ip[i]:d_ip[i + 1]]``, unique, adding ``d_vals``): entries that fall to 0
+    leave, new nodes follow the old entries in ``d_nodes`` order. Row i is written at
+    ``out_off[i]`` (room for its old entries and changes), ``out_nnz[i]`` entries."""
+    for c in prange(n_chunks):
+        at = np.full(n, -1, np.int64)
+        for i in range(c, rows.size, n_chunks):
+            r = rows[i]
+            base = out_off[i]
+            m = 0
+            for e in range(old_ip[r], old_ip[r + 1]):
+                v = np.int64(old_nodes[e])
+                out_nodes[base + m] = v
+                out_counts[base + m] = old_counts[e]
+                at[v] = m
+                m += 1
+            for e in range(d_ip[i], d_ip[i + 1]):
+                v = np.int64(d_nodes[e])
+                if at[v] >= 0:
+                    out_counts[base + at[v]] += d_vals[e]
+                else:
+                    out_nodes[base + m] = v
+                    out_counts[base + m] = d_vals[e]
+                    at[v] = m
+                    m += 1
+            k = 0
+            for t in range(m):
+                v = np.int64(out_nodes[base + t])
+                at[v] = -1
+                if out_counts[base + t] != 0:
+                    out_nodes[base + k] = v
+                    out_counts[base + k] = out_counts[base + t]
+                    k += 1
+            out_nnz[i] = k
+
+
 @njit(cache=True, parallel=True)
 def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, steps, n,
                 offsets, out_nodes, out_counts, out_nnz, out_visits, n_chunks):  # fmt: skip
@@ -1586,6 +1684,88 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
                 cnt[v] = 0
             out_nnz[i] = m
             out_visits[i] = visits
+
+
+@njit(cache=True, parallel=True)
+def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_len, steps, n,
+                 out_ip, out_nodes, n_chunks):  # fmt: skip
+    """The distinct nodes the walks of each group of ``group`` consecutive blocks visit (their
+    sources included), as CSR rows. With ``out_nodes`` empty: only the row sizes into
+    ``out_ip[1:]`` (then take the prefix sums and call again to fill)."""
+    R = walks_per_node
+    ng = out_ip.size - 1
+    fill = out_nodes.size > 0
+    for c in prange(n_chunks):
+        stamp = np.full(n, -1, np.int64)
+        for g in range(c, ng, n_chunks):
+            m = 0
+            base = out_ip[g] if fill else 0
+            for b in range(g * group, min(num_blocks, (g + 1) * group)):
+                v = np.int64(block_src[b])
+                if stamp[v] != g:
+                    stamp[v] = g
+                    if fill:
+                        out_nodes[base + m] = v
+                    m += 1
+                at = blk_start[b]
+                for w in range(R):
+                    length = np.int64(walk_len[b * R + w])
+                    for j in range(length):
+                        v = np.int64(steps[at + j])
+                        if stamp[v] != g:
+                            stamp[v] = g
+                            if fill:
+                                out_nodes[base + m] = v
+                            m += 1
+                    at += length
+            if not fill:
+                out_ip[g + 1] = m
+
+
+@njit(cache=True)
+def gaps_encode(t_ip, t_rows, b_ip, out):
+    """Each column's sorted rows ``t_rows[t_ip[c]:t_ip[c + 1]]`` as varint gaps (7 bits a
+    byte, high bit: more bytes follow; the first gap from 0) into ``out`` from ``b_ip[c]``.
+    With ``out`` empty: only the byte counts into ``b_ip[1:]``."""
+    fill = out.size > 0
+    for c in range(t_ip.size - 1):
+        prev = np.int64(0)
+        at = b_ip[c] if fill else 0
+        size = 0
+        for e in range(t_ip[c], t_ip[c + 1]):
+            g = np.int64(t_rows[e]) - prev
+            prev = np.int64(t_rows[e])
+            while True:
+                byte = g & 127
+                g >>= 7
+                if fill:
+                    out[at + size] = byte | (128 if g > 0 else 0)
+                size += 1
+                if g == 0:
+                    break
+        if not fill:
+            b_ip[c + 1] = size
+
+
+@njit(cache=True)
+def gaps_mark(cols, b_ip, data, mark):
+    """``mark[r] = True`` for every row r that ``gaps_encode`` coded for the columns ``cols``."""
+    for c in cols:
+        at = b_ip[c]
+        end = b_ip[c + 1]
+        cur = np.int64(0)
+        while at < end:
+            g = np.int64(0)
+            shift = 0
+            while True:
+                byte = np.int64(data[at])
+                at += 1
+                g |= (byte & 127) << shift
+                shift += 7
+                if byte < 128:
+                    break
+            cur += g
+            mark[cur] = True
 
 
 @njit(cache=True)

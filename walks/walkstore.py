@@ -17,11 +17,19 @@ Layout (compact numpy arrays): a block per source (``block_src``), its R walks o
 other in ``steps`` (the visits after the source, int32), ``blk_start`` per block, ``walk_len``
 (steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
 rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
-left is reclaimed when it exceeds half. The index from a node to the blocks whose walks visit
-it is the transpose of the fingerprint pattern (``t_indptr``, ``t_blocks``), plus an
-append-only overflow of (node, block) pairs for the visits walked since; it is rebuilt when
-the overflow outgrows half of it. False hits (a block that no longer visits a node) only cost
-a scan.
+left is reclaimed once it exceeds a quarter of the walks (the memory target: the store within
+2x the fingerprints). The index from a node to the blocks whose walks visit it keeps each
+node's sorted block ids as varint gaps (``t_indptr``: byte offsets, ``t_blocks``: bytes; one or
+two bytes an entry), plus an append-only overflow of (node, block) pairs for the visits walked
+since, rebuilt (a pass over every walk) once the overflow holds an eighth of the steps. False
+hits (a block that no longer visits a node) only cost a scan. Finding the walks a batch
+affects costs a scan of the candidate blocks with a bit test per visit (a bitmap of the changed
+nodes, ``_kernels.walks_plan``).
+
+Rows of many blocks (hub rows: 1000 walks each) are not recounted after a repair: the visits
+it removed and added are logged as (row, node, +-1) and applied to the published rows by
+:func:`refresh_fingerprints` (new nodes after the old ones, by id), so a refresh costs the
+rows it touches and the visits that changed, not the hub rows' walks.
 
 A repair is all or nothing: one that raises leaves the store as it was (the arrays it swapped
 are put back and the entries it rewrote in place restored; what it wrote past the ends in use
@@ -51,10 +59,12 @@ __all__ = ["WALKS_SCHEMA", "WalkStore"]
 WALKS_SCHEMA = "shardwalk.walks"
 WALKS_SCHEMA_VERSION = 1
 _U16 = np.iinfo(np.uint16).max
+_I32 = np.iinfo(np.int32).max
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and ovf_used are unseen)
 _STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
-          "steps", "ovf_nodes", "ovf_blocks", "t_indptr", "t_blocks")  # fmt: skip
+          "steps", "ovf_nodes", "ovf_blocks", "t_indptr", "t_blocks", "dl_used", "_recount",
+          "_dl_row", "_dl_node", "_dl_val")  # fmt: skip
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
@@ -67,6 +77,12 @@ def _grow(arr: np.ndarray, need: int) -> np.ndarray:
 
 class WalkStore:
     """R kept walks per source block (see the module docstring)."""
+
+    #: visit changes logged before the log may give way to recounting (see ``logged``)
+    log_min = 1 << 16
+    log_share = 4  # ... and until it outgrows this share of the steps
+    #: steps in use before space left behind is reclaimed (below it, never)
+    compact_min = 1 << 16
 
     def __init__(
         self,
@@ -102,6 +118,15 @@ class WalkStore:
         self.used = int(used)
         self.live = int(used)  # steps of the current walks (``used`` less the space left behind)
         self.dirty = np.zeros(block_src.shape[0], bool)  # blocks whose fingerprint row changed
+        # rows of many blocks (hub rows: 1000 walks) are not recounted after a repair but
+        # changed by the visits it moved: (row, node, +-1) logged since the last refresh, until
+        # the log outgrows a quarter of the steps (then the dirty rows are recounted)
+        self.logged = self.per_row > 1
+        self._dl_row = np.zeros(0, np.int32)
+        self._dl_node = np.zeros(0, np.int32)
+        self._dl_val = np.zeros(0, np.int8)
+        self.dl_used = 0
+        self._recount = False
         self._slot = np.full(num_nodes, -1, np.int64)  # scratch: changed node -> its row
         self._index(num_nodes)
 
@@ -156,7 +181,8 @@ class WalkStore:
                   self.t_indptr, self.t_blocks)  # fmt: skip
         walks = self.used * self.steps.itemsize
         overflow = self.ovf_used * (self.ovf_nodes.itemsize + self.ovf_blocks.itemsize)
-        return int(sum(a.nbytes for a in arrays) + walks + overflow)
+        log = self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
+        return int(sum(a.nbytes for a in arrays) + walks + overflow + log)
 
     @property
     def total_steps(self) -> int:
@@ -164,12 +190,28 @@ class WalkStore:
 
     # -- index ------------------------------------------------------------------------------
     def _index(self, num_nodes: int) -> None:
-        """Rebuild the node -> blocks index from the walks."""
-        ip, nodes, _, _ = self.rows(
-            np.arange(self.num_blocks, dtype=np.int64), num_nodes, per_row=1
-        )
-        self.t_indptr, self.t_blocks = _kernels.transpose_rows(ip, nodes, num_nodes)
-        self.ovf_nodes = np.zeros(0, np.int64)
+        """Rebuild the node -> blocks index from the walks: each node's sorted blocks as
+        varint gaps (``t_indptr``: byte offsets per node, ``t_blocks``: the bytes), one or two
+        bytes an entry where int32 ids took four (a node visited by many blocks has small
+        gaps)."""
+        nb = self.num_blocks
+        ip = np.zeros(nb + 1, np.int64)
+        chunks = max(1, min(numba.get_num_threads(), nb))
+        args = (nb, 1, self.block_src, self.R, self.blk_start, self.walk_len, self.steps,
+                num_nodes)  # fmt: skip
+        _kernels.group_visits(*args, ip, np.zeros(0, np.int32), chunks)
+        np.cumsum(ip, out=ip)
+        nodes = np.empty(int(ip[-1]), np.int32)
+        _kernels.group_visits(*args, ip, nodes, chunks)
+        t_ip, t_rows = _kernels.transpose_rows(ip, nodes, num_nodes)
+        del nodes
+        b_ip = np.zeros(num_nodes + 1, np.int64)
+        _kernels.gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
+        np.cumsum(b_ip, out=b_ip)
+        data = np.empty(int(b_ip[-1]), np.uint8)
+        _kernels.gaps_encode(t_ip, t_rows, b_ip, data)
+        self.t_indptr, self.t_blocks = b_ip, data
+        self.ovf_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
         self.ovf_blocks = np.zeros(0, np.int32)
         self.ovf_used = 0
 
@@ -186,14 +228,9 @@ class WalkStore:
         ``slot`` is >= 0 exactly at ``nodes`` (and maybe other changed nodes)."""
         nodes = np.asarray(nodes, np.int64)
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
-        lo = self.t_indptr[indexed]
-        found = self.t_blocks[_gather(lo, self.t_indptr[indexed + 1] - lo)]
-        extra = self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]
-        if found.size + extra.size < self._nb // 8:
-            return np.unique(np.concatenate([found.astype(np.int64), extra.astype(np.int64)]))
         mark = np.zeros(self._nb, bool)
-        mark[found] = True
-        mark[extra] = True
+        _kernels.gaps_mark(indexed, self.t_indptr, self.t_blocks, mark)
+        mark[self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]] = True
         return np.flatnonzero(mark)
 
     # -- rows -------------------------------------------------------------------------------
@@ -286,10 +323,12 @@ class WalkStore:
                                          bound, hit, undo)  # fmt: skip
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
-        if self.ovf_used > max(1 << 16, self.t_blocks.shape[0] // 2):
+        if self.ovf_used > max(1 << 16, self.total_steps // 8):
+            # a pass over every walk: after an eighth of the steps walked anew (the overflow,
+            # 8 bytes an entry, then holds 2 bytes a step at most)
             self._index(n)
-        if self.used > max(1 << 16, 2 * self.total_steps):
-            self.compact()
+        if self.used > max(self.compact_min, self.total_steps + self.total_steps // 4):
+            self.compact()  # a quarter of space left behind at most (the memory target)
         return {
             "walks": walks,
             "steps": steps,
@@ -303,9 +342,11 @@ class WalkStore:
         """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps). The
         entries it changes in place are saved in ``undo`` first."""
         r = self.R
+        bits = _kernels.node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
         _kernels.walks_plan(
             blocks, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.blk_start,
-            self.walk_len, self.dropped, self.steps, chg_slot, *old, *new, pos, target, bound, hit,
+            self.walk_len, self.dropped, self.steps, chg_slot, bits, *old, *new, pos, target,
+            bound, hit,
         )  # fmt: skip
         walks = steps = 0
         if hit.any():
@@ -317,8 +358,8 @@ class WalkStore:
             undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(),
                          self._len[walk_ids].copy(),
                          self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
-            if bound_s.max() > _U16 and self.walk_len.dtype == np.uint16:
-                self.walk_len = self.walk_len.astype(np.uint32)
+            if bound_s.max() > np.iinfo(self.walk_len.dtype).max:
+                self._len = self._len.astype(np.uint32)
             new_start = self.used + np.cumsum(bound_s) - bound_s
             self.steps = _grow(self.steps, self.used + int(bound_s.sum()))
             walked = np.empty(sel.shape[0], np.int64)
@@ -330,22 +371,92 @@ class WalkStore:
                 *graph.kernel_arrays(), walked, rerouted,
             )  # fmt: skip
             self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
+            old_start, old_len, new_len = undo[-1][1], undo[-1][3], self._len[walk_ids]
+            if self.logged and not self._recount:
+                self._log_visits(sel, pos_s, old_start, old_len, new_start, new_len)
             self.blk_start[sel] = new_start
             self.used += int(bound_s.sum())
             walks, steps = int(rerouted.sum()), int(walked.sum())
             self.dirty[sel] = True
             # index the visits walked anew: from each rerouted visit to the walk's end
-            lens = self.walk_len.reshape(-1, r)[sel].astype(np.int64)
-            walk_at = new_start[:, None] + np.cumsum(lens, axis=1) - lens
-            p = pos_s.reshape(-1, r)
-            moved = p >= 0
-            starts = (walk_at + np.maximum(p, 0))[moved]
-            tail = (lens - np.maximum(p, 0))[moved]
-            owner = np.repeat(sel, r).reshape(-1, r)[moved]
-            self._add_overflow(
-                self.steps[_gather(starts, tail)].astype(np.int64), np.repeat(owner, tail)
-            )
+            moved = pos_s >= 0
+            need = self.ovf_used + int((new_len[moved] - pos_s[moved]).sum())
+            self.ovf_nodes = _grow(self.ovf_nodes, need)
+            self.ovf_blocks = _grow(self.ovf_blocks, need)
+            sign = np.empty(need, np.int8)  # (all +1)
+            self.ovf_used = _kernels.walks_delta(
+                sel, 1, r, old_start, old_len, new_start, new_len, pos_s, self.steps, False,
+                self.ovf_blocks, self.ovf_nodes, sign, self.ovf_used,
+            )  # fmt: skip
         return walks, steps
+
+    def _log_visits(self, sel: np.ndarray, pos: np.ndarray, old_start: np.ndarray,
+                    old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray) -> None:  # fmt: skip
+        """Log the visit-count changes of the walks just rerouted (see ``logged``)."""
+        moved = pos >= 0
+        size = int((old_len[moved].astype(np.int64) + new_len[moved] - 2 * pos[moved]).sum())
+        need = self.dl_used + size
+        if need > max(
+            self.log_min, self.live // self.log_share
+        ):  # recounting the rows costs less: stop logging
+            self._recount = True
+            self.dl_used = 0
+            return
+        self._dl_row = _grow(self._dl_row, need)
+        self._dl_node = _grow(self._dl_node, need)
+        self._dl_val = _grow(self._dl_val, need)
+        self.dl_used = _kernels.walks_delta(
+            sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self.steps,
+            True, self._dl_row, self._dl_node, self._dl_val, self.dl_used,
+        )  # fmt: skip
+
+    def delta_rows(
+        self, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray, num_nodes: int
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """(rows, (indptr, nodes, counts, zeros)): the rows the logged visit changes touch,
+        as the fingerprint rows (indptr, nodes, counts) with the changes applied (entries at
+        0 removed, new nodes after the old ones, by id): what :meth:`rows` would count, in
+        another order."""
+        u = self.dl_used
+        key = self._dl_row[:u].astype(np.int64) * num_nodes + self._dl_node[:u]
+        order = np.argsort(key)  # (equal keys are summed: any order)
+        key = key[order]
+        first = np.ones(u, bool)
+        first[1:] = key[1:] != key[:-1]
+        starts = np.flatnonzero(first)
+        sums = np.add.reduceat(self._dl_val[:u][order].astype(np.int64), starts) if u else key
+        key = key[starts][sums != 0]
+        sums = sums[sums != 0]
+        rows, d_start = np.unique(key // num_nodes, return_index=True)
+        d_ip = np.append(d_start, key.shape[0]).astype(np.int64)
+        room = np.diff(indptr)[rows] + np.diff(d_ip)
+        off = np.cumsum(room) - room
+        out_nodes = np.empty(int(room.sum()), np.int32)
+        out_counts = np.empty(int(room.sum()), np.int64)
+        nnz = np.empty(rows.shape[0], np.int64)
+        _kernels.apply_row_deltas(
+            rows, indptr, nodes, counts, d_ip, key % num_nodes, sums, num_nodes, off, out_nodes,
+            out_counts, nnz, max(1, min(numba.get_num_threads(), rows.shape[0])),
+        )  # fmt: skip
+        ip = np.zeros(rows.shape[0] + 1, np.int64)
+        np.cumsum(nnz, out=ip[1:])
+        final_nodes = np.empty(int(ip[-1]), np.int32)
+        final_counts = np.empty(int(ip[-1]), np.int64)
+        _kernels.copy_blocks(off, nnz, out_nodes, ip[:-1], final_nodes)
+        _kernels.copy_blocks(off, nnz, out_counts, ip[:-1], final_counts)
+        if final_counts.size and final_counts.min() < 0:
+            raise CorruptionError("walk store: a logged visit change has no visit to remove")
+        return rows, (
+            ip,
+            final_nodes,
+            final_counts.astype(np.uint32),
+            np.zeros(rows.shape[0], np.int64),
+        )
+
+    def clear_log(self) -> None:
+        """The logged changes are in the published fingerprints: start a new log."""
+        self.dl_used = 0
+        self._recount = False
 
     def _add_sources(self, graph: DynamicGraph, sources: np.ndarray) -> None:
         """Blocks of fresh walks (the builder's) for new source nodes."""
@@ -384,13 +495,16 @@ class WalkStore:
         )
 
     def compact(self) -> None:
-        """Rewrite ``steps`` with only the live blocks (in block order)."""
+        """Pack the live blocks at the front of ``steps``, in place (in the order they lie):
+        the buffer keeps its room to grow, so the next repair need not copy it."""
         r = self.R
         lens = self.walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
-        steps = self.steps[_gather(self.blk_start, lens)]
-        self.blk_start = np.cumsum(lens) - lens
-        self.steps = steps
-        self.used = self.live = int(steps.shape[0])
+        order = np.argsort(self.blk_start, kind="stable")
+        starts = np.empty(self._nb, np.int64)
+        self.used = self.live = int(
+            _kernels.pack_blocks(order, self.blk_start, lens, self.steps, starts)
+        )
+        self.blk_start = starts
 
     # -- storage ----------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str], prefix: str) -> None:
@@ -474,7 +588,10 @@ def _walk_new(
     total = int(bounds.sum())
     idx_dtype = np.int32 if graph.num_nodes - 1 <= np.iinfo(np.int32).max else np.int64
     steps = np.empty(total, idx_dtype)
-    walk_len = np.empty(bounds.shape[0], np.uint16 if bounds.max(initial=0) <= _U16 else np.uint32)
+    top = bounds.max(initial=0)
+    walk_len = np.empty(
+        bounds.shape[0], np.uint8 if top <= 255 else np.uint16 if top <= _U16 else np.uint32
+    )
     dropped = np.zeros(bounds.shape[0] if mode == _kernels.MODE_DROP else 0, np.bool_)
     _kernels.walks_build(
         sources, walk0, r, alpha, seed, mode, *graph.kernel_arrays(), at, steps, walk_len, dropped
@@ -565,8 +682,12 @@ def refresh_fingerprints(
     hdirty = None
     if hubs is not None and fp.hubs is not None:
         hdirty = np.flatnonzero(hubs.dirty.reshape(-1, hubs.per_row).any(axis=1))
+        if hubs.logged and not hubs._recount:  # the rows changed by the visits logged
+            changed, rows = hubs.delta_rows(fp.hub_indptr, fp.hub_nodes, fp.hub_counts, n)
+        else:
+            changed, rows = hdirty, hubs.rows(hdirty, n)
         hip, hnodes, hcounts = _splice(
-            fp.hub_indptr, fp.hub_nodes, fp.hub_counts, fp.num_hubs, hdirty, hubs.rows(hdirty, n)
+            fp.hub_indptr, fp.hub_nodes, fp.hub_counts, fp.num_hubs, changed, rows
         )
         hub_rows = dict(hub_indptr=hip, hub_nodes=hnodes, hub_counts=hcounts)
     store = replace(
@@ -578,6 +699,7 @@ def refresh_fingerprints(
     main.dirty[dirty] = False  # recounted and published: only now
     if hubs is not None and hdirty is not None:
         hubs.dirty.reshape(-1, hubs.per_row)[hdirty] = False
+        hubs.clear_log()
     return store
 
 

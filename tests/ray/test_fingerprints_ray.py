@@ -75,6 +75,18 @@ def test_job_commits_fingerprints_to_the_graph(graph, tmp_path: Path, capsys) ->
     args = ["graph", "fingerprints", "--data", str(db), "--name", "g", "--walks-per-node", "4"]
     assert main([*args, "--ray", "--num-workers", "2"]) == 0
     assert "on Ray (replicated, 2 workers)" in capsys.readouterr().out
+    # Ray keeps no walks: the next update drops the fingerprints and says so, and how to rebuild
+    assert stats["walks_kept"] is False and "next edge update drops them" in stats["note"]
+    (tmp_path / "add.txt").write_text(f"{int(graph.node_ids[0])} {int(graph.node_ids[1])}\n")
+    assert (
+        main(["graph", "add-edges", str(tmp_path / "add.txt"), "--data", str(db), "--name", "g"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "fingerprints dropped: they were built on Ray" in out, out
+    assert "shardwalk graph fingerprints" in out and "walks re-simulated" not in out
+    with shardwalk.Engine.open(db) as engine:
+        assert not engine.graph("g").has_fingerprints
 
 
 @pytest.mark.parametrize("dangling", ["self_loop", "drop"])

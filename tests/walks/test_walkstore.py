@@ -314,3 +314,70 @@ def test_a_refresh_that_fails_leaves_the_dirty_marks_for_the_next():
     for name in ("indptr", "nodes", "counts", "hub_indptr", "hub_nodes", "hub_counts"):
         np.testing.assert_array_equal(getattr(again, name), getattr(clean, name), err_msg=name)
     assert not main.dirty.any() and not hubs.dirty.any()
+
+
+def sorted_rows(ip: np.ndarray, nodes: np.ndarray, counts: np.ndarray) -> tuple:
+    """CSR rows with each row's entries by node id (rows compared as multisets)."""
+    owner = np.repeat(np.arange(ip.shape[0] - 1), np.diff(ip))
+    order = np.lexsort((nodes, owner))
+    return np.asarray(ip), np.asarray(nodes)[order], np.asarray(counts)[order]
+
+
+@pytest.mark.parametrize("recount", [False, True])
+def test_hub_rows_follow_the_logged_visits(monkeypatch, recount: bool) -> None:
+    """Hub rows (1000-walk rows) are refreshed from the visits the repairs moved, not
+    recounted (``rows`` is not called for them), and equal a recount of their walks entry for
+    entry; when the log outgrows its limit the dirty rows are recounted instead, to the same
+    counts. The store stays within a quarter of space left behind after each repair."""
+    g = power_law_graph(400, 2000, seed=6)
+    dg = DynamicGraph(g)
+    fp, main, hubs = build_kept(dg, walks_per_node=3, hubs=6, hub_walks=60)
+    assert hubs is not None and hubs.logged
+    main.compact_min = hubs.compact_min = 0
+    if recount:
+        hubs.log_min, hubs.log_share = 0, 1 << 40  # the first entries overflow the log
+    stream(dg, [main, hubs], np.random.default_rng(7), batches=2, size=40)
+    assert hubs._recount == recount and (hubs.dl_used > 0) != recount
+    for store in (main, hubs):
+        assert store.live == int(store.walk_len.sum(dtype=np.int64))
+        assert store.used <= store.live + store.live // 4
+    m = dg.merged()
+    real_rows = WalkStore.rows
+
+    def no_hub_recount(self, rows, *args, **kwargs):
+        assert self is main or recount, "hub rows recounted"
+        return real_rows(self, rows, *args, **kwargs)
+
+    monkeypatch.setattr(WalkStore, "rows", no_hub_recount)
+    fresh = refresh_fingerprints(fp, main, hubs, m)
+    monkeypatch.undo()
+    assert hubs.dl_used == 0 and not hubs._recount and not hubs.dirty.any()
+    ip, nodes, counts, _ = hubs.rows(np.arange(fp.num_hubs), m.num_nodes)
+    want = sorted_rows(ip, nodes, counts)
+    got = sorted_rows(fresh.hub_indptr, fresh.hub_nodes, fresh.hub_counts)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_node_index_is_compact_and_finds_every_visiting_block() -> None:
+    """The index keeps each node's blocks as varint gaps (under 2 bytes an entry here, where
+    int32 ids took 4); what ``blocks_visiting`` returns for a node holds every block whose
+    walks visit it, before and after repairs (the overflow)."""
+    g = power_law_graph(500, 2500, seed=9)
+    dg = DynamicGraph(g)
+    _, main, _ = build_kept(dg, walks_per_node=4, hubs=None)
+    ip, _, _, _ = main.rows(np.arange(main.num_blocks), g.num_nodes, per_row=1)
+    assert main.t_blocks.dtype == np.uint8 and main.t_blocks.size < 2 * int(ip[-1])
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        n = dg.num_nodes
+        per_block = main.walk_len.reshape(-1, main.R).sum(axis=1, dtype=np.int64)
+        visits = [set(main.steps[a : a + k].tolist()) | {int(s)}
+                  for a, k, s in zip(main.blk_start, per_block, main.block_src)]  # fmt: skip
+        for v in rng.choice(n, 25, replace=False):
+            slot = np.full(n, -1, np.int64)
+            slot[v] = 0
+            found = set(main.blocks_visiting(np.array([v]), slot).tolist())
+            truth = {b for b, seen in enumerate(visits) if int(v) in seen}
+            assert truth <= found, (v, truth - found)
+        stream(dg, [main], rng, batches=1, size=30)

@@ -34,7 +34,7 @@ from shardwalk.index.store import RowStore
 
 from shardwalk._threads import default_budget
 
-__all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "plan_search"]
+__all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "below", "merge_delta", "plan_search"]
 
 EXACT_MAX_ROWS = 2048
 # Over-fetching from a graph costs about 1 / selectivity times an unfiltered search; below
@@ -113,6 +113,56 @@ def _scan(
             return exact_search(vectors[positions], queries, k, "ip" if ip else "l2")
         found, distances = scan_rows(queries, vectors, positions, k, ip)
         return SearchResult(ids=found, distances=distances)
+
+
+def below(scope: Scope, boundary: int) -> Scope:
+    """``scope`` narrowed to the rows before ``boundary`` (the rows an index holds while newer
+    rows wait in a delta). A tenant's row set is cut too, and its version tells the boundary
+    apart (an index caches its view of a row set by key and version)."""
+    matches = scope.matches[: np.searchsorted(scope.matches, boundary)]
+    tenant_rows = scope.tenant_rows
+    if tenant_rows is not None:
+        tenant_rows = tenant_rows[: np.searchsorted(tenant_rows, boundary)]
+    return Scope(
+        matches=matches,
+        allowed=scope.allowed,
+        allowed_bits=scope.allowed_bits,
+        tenant_rows=tenant_rows,
+        tenant_key=scope.tenant_key,
+        tenant_version=(boundary << 32) | scope.tenant_version,
+        visible=scope.visible,
+        estimated=scope.estimated,
+    )
+
+
+def merge_delta(
+    found: SearchResult,
+    explain: Explain,
+    vectors: np.ndarray,
+    positions: np.ndarray,
+    rows: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    ip: bool,
+) -> SearchResult:
+    """The index's answer merged exactly with the rows not yet indexed: ``rows`` (in scope),
+    whose vectors are ``vectors[positions]``, each scored exactly (a growing segment's brute
+    force, as Qdrant and Milvus search theirs)."""
+    t0 = time.perf_counter()
+    explain.details["delta_rows"] = int(rows.size)
+    if rows.size:
+        near = _scan(vectors, positions, queries, k, ip)
+        found = merge_topk(
+            np.concatenate([found.ids, relabel(near.ids, rows)], axis=1),
+            np.concatenate([found.distances, near.distances], axis=1),
+            k,
+        )
+        explain.matches += int(rows.size)
+        if explain.path == "empty":
+            explain.path, explain.reason = "delta", "only rows not yet indexed match: exact"
+    explain.returned = int(np.count_nonzero(found.ids >= 0)) // max(queries.shape[0], 1)
+    explain.seconds += time.perf_counter() - t0
+    return found
 
 
 def plan_search(

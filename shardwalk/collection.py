@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -39,8 +40,8 @@ from shardwalk.errors import (
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
-from shardwalk.index.planner import Explain, Scope, plan_search
-from shardwalk.index.store import RowStore, VectorStore
+from shardwalk.index.planner import Explain, Scope, below, merge_delta, plan_search
+from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
     ANY_OWNER,
@@ -83,6 +84,16 @@ _SAMPLE = 1024  # rows a selectivity estimate looks at
 # copies are large allocations that glibc, once its mmap threshold has grown, keeps in its heap
 # (100K x 128 built in 50K-row upserts: 232 MiB resident, 129 MiB once trimmed).
 _LARGE_WRITE = 4096
+# The delta (rows acknowledged but not yet in the index, searched exactly) holds at most this
+# many bytes of vectors, and at least _DELTA_MIN_ROWS rows: 4096 rows of 128 dims, an exact
+# scan of ~0.2 ms per query (Qdrant scans unindexed segments up to 10 MB, Milvus its growing
+# segments). Writers wait while it is full; a write group at least this large is indexed before
+# it is acknowledged (it would fill the delta alone; one parallel insert builds it fastest).
+_DELTA_BYTES = 2 << 20
+_DELTA_MIN_ROWS = 256
+# Rows the background indexer inserts per turn: each turn excludes searches for its insert
+# (faiss inserts are not safe beside searches), so turns stay short (~5-10 ms of HNSW inserts).
+_INDEX_CHUNK = 128
 
 
 def _release_free_memory() -> None:
@@ -259,13 +270,32 @@ class Collection:
         self._rows.declare(self._declared)
         self._tenants = TenantDirectory()
         self._store = self._store_for(self._index)
+        # rows acknowledged but not yet in the index (see _DELTA_BYTES); reads see the rows
+        # of both through _vectors
+        self._delta = DeltaBuffer(dim)
+        self._vectors = DeltaStore(self._store, self._delta)
+        self.delta_limit = max(_DELTA_MIN_ROWS, _DELTA_BYTES // (4 * dim))  # rows
+        # an index kept in Ray actors takes writes directly (its actors plan their own scopes)
+        self._deferred = not getattr(self._index, "applies_scope", False)
+        self._indexing = threading.Lock()  # one index insert at a time (background or drain)
+        self._room = threading.Condition(threading.Lock())  # the indexer and writers waiting
+        self._indexer: threading.Thread | None = None
+        self._delta_waits = 0  # write groups that waited for room in the delta
+        self._delta_wait_seconds = 0.0
+        self._indexed_in_background = 0
         self._hook_index()
         self._version = 0  # bumped by every write: invalidates cached filter masks
         # (tenant, predicate, version) -> (mask, packed mask, matching rows, estimated count)
         self._masks: OrderedDict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = (
             OrderedDict()
         )
-        self._rw = RWLock()  # shared: reads; exclusive: applying writes in memory
+        # Locks, always taken in this order: the commit lock (GroupCommit.lock), _indexing,
+        # _index_rw, _rw. _index_rw: shared by reads, exclusive for index inserts and deletes
+        # (the background indexer's, and a write group that replaces or deletes rows); _rw:
+        # shared by reads, exclusive while a group is applied to the rows and the delta. A
+        # write of new rows takes only _rw: it never waits for an index insert.
+        self._index_rw = RWLock()
+        self._rw = RWLock()
         self._writes = GroupCommit(self._commit_group)  # its lock: one commit or checkpoint
         self._cache_lock = threading.Lock()  # the filter mask cache
         self._datadir = datadir
@@ -363,20 +393,21 @@ class Collection:
                 directory / snapshot, dim=self.dim, budget=self._budget, host=self._host
             )
             _release_index(self._index)  # the empty one made by the constructor
-            self._rows, self._index = state.rows, state.index
+            self._install(state.rows, state.index, state.store, state.tenants)
             self._rows.declare(self._declared)
-            self._store, self._tenants = state.store, state.tenants
-            self._hook_index()
         self._snapshot = snapshot
         # an index read from an earlier format was rebuilt: the next checkpoint rewrites it
         self._upgraded = bool(getattr(self._index, "upgraded", False))
         wal_path = str(directory / wal)
-        for record in WriteAheadLog.replay(wal_path):
+        for record in WriteAheadLog.replay(wal_path):  # through the delta: batched inserts
             write = read_record(record, self.dim)
             if isinstance(write, Upsert):
                 self._apply_upsert(write)
             else:
                 self._apply_delete(write.ids, ANY_OWNER if write.everywhere else write.owner)
+            if len(self._delta) >= self.delta_limit:
+                self._drain()
+        self._drain()
         self._wal = WriteAheadLog(wal_path)
         self._applied_log = (wal_path, self._wal.size)
         # files of an interrupted checkpoint (written, never committed to the manifest)
@@ -388,14 +419,25 @@ class Collection:
                 f"collection {self.name!r} {self._closed_because}"
             ) from self._closed_cause
 
+    def _install(self, rows: RowTable, index: Any, store: RowStore, tenants: Any) -> None:
+        """Take these rows, index (holding every row), store and tenants (exclusively)."""
+        self._rows, self._index = rows, index
+        self._store, self._tenants = store, tenants
+        self._vectors.base = store
+        self._delta.reset(rows.rows)
+        self._deferred = not getattr(index, "applies_scope", False)
+        self._hook_index()
+
     def _close(self, because: str) -> None:
-        with self._writes.lock, self._rw.write():
+        with self._writes.lock, self._indexing, self._index_rw.write(), self._rw.write():
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
             if self._closed_because is None:
                 _release_index(self._index)
             self._closed_because = because
+        with self._room:
+            self._room.notify_all()  # writers waiting for room in the delta
 
     # -- writes -----------------------------------------------------------------------------
     def _prepare_vectors(self, vectors: Any, *, what: str, rows: int | None = None) -> np.ndarray:
@@ -549,6 +591,19 @@ class Collection:
                 entry.error = exc
         if not accepted:
             return
+        writes = _coalesce([entry.payload for entry in accepted])
+        new_rows = sum(int(w.ids.size) for w in writes if isinstance(w, Upsert))
+        # a group that would fill the delta alone is indexed before it is acknowledged
+        direct = not self._deferred or new_rows >= self.delta_limit
+        if new_rows and not direct and not self._wait_for_room(new_rows):
+            error = FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
+            for entry in accepted:
+                entry.error = error
+            return
+        # rows replaced or deleted may be in the index: their tombstones need it exclusively
+        kills = direct or any(
+            not isinstance(w, Upsert) or bool(self._rows.contains(w.ids).any()) for w in writes
+        )
         logged = False  # the group's records are durable in the log
         try:
             if self._wal is not None and records:
@@ -562,14 +617,22 @@ class Collection:
                         entry.error = exc
                     return
                 logged = True
-            with self._rw.write():
-                for write in _coalesce([entry.payload for entry in accepted]):
+            if direct:
+                self._drain()  # the rows before this group's go into the index first
+            with (
+                self._indexing if direct else nullcontext(),
+                self._index_rw.write() if kills else nullcontext(),
+                self._rw.write(),
+            ):
+                for write in writes:
                     if isinstance(write, Upsert):
-                        self._apply_upsert(write)
+                        self._apply_upsert(write, direct=direct)
                     else:
                         self._apply_delete(write.present, write.owner)
                 if self._wal is not None:
                     self._applied_log = (self._wal.path, self._wal.size)
+            if len(self._delta):
+                self._kick()
         except BaseException as exc:
             # The log and the memory may now disagree: refuse further use until reopened
             # (replaying the log then gives the state every acknowledged write left).
@@ -624,23 +687,116 @@ class Collection:
         ]
         return ids[exists]
 
-    def _apply_upsert(self, write: Upsert) -> None:
+    def _apply_upsert(self, write: Upsert, *, direct: bool = False) -> None:
+        """Apply an upsert to the rows, and its vectors to the delta (``direct``, or an index
+        that takes writes directly: to the index, which the delta must not precede)."""
         if write.everywhere:  # an unscoped write: it replaces the id's rows, whoever owns them
-            self._index.delete(self._rows.kill(write.ids))
+            self._unindex(self._rows.kill(write.ids))
         replaced = self._rows.replaced_rows(write.ids, write.tenants)
         rows = self._rows.append(write.ids, write.tenants, write.attributes, write.shared)
         if replaced.size:
-            self._index.delete(replaced)
+            self._unindex(replaced)
         owners = self._tenants.add(rows, write.tenants, write.shared)
-        self._index.add(rows, write.vectors, groups=owners)  # a layout hint: owner tenants
-        if not self._shares_store:
-            assert isinstance(self._store, VectorStore)
-            self._store.extend(write.vectors)
+        if direct or not self._deferred:
+            assert not len(self._delta), "rows waiting in the delta come first"
+            self._add_to_index(rows, write.vectors, owners)
+            self._delta.reset(self._rows.rows)
+        else:
+            self._delta.append(rows, write.vectors, owners)
         self._version += 1
 
+    def _add_to_index(self, rows: np.ndarray, vectors: np.ndarray, owners: np.ndarray) -> None:
+        self._index.add(rows, vectors, groups=owners)  # a layout hint: owner tenants
+        if not self._shares_store:
+            assert isinstance(self._store, VectorStore)
+            self._store.extend(vectors)
+
     def _apply_delete(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> None:
-        self._index.delete(self._rows.kill(ids, owner))
+        self._unindex(self._rows.kill(ids, owner))
         self._version += 1
+
+    def _unindex(self, rows: np.ndarray) -> None:
+        """Tombstone dead ``rows`` in the index (those of the delta are not there: the indexer
+        tombstones them as it inserts them)."""
+        rows = rows[rows < self._delta.start]
+        if rows.size:
+            self._index.delete(rows)
+
+    # -- background indexing ----------------------------------------------------------------
+    def _kick(self) -> None:
+        """Make sure an indexer thread works through the delta."""
+        with self._room:
+            if self._indexer is None and self._closed_because is None:
+                self._start_indexer()
+
+    def _start_indexer(self) -> None:  # under self._room
+        thread = threading.Thread(
+            target=self._index_loop, name=f"shardwalk-index-{self.name}", daemon=True
+        )
+        self._indexer = thread
+        thread.start()
+
+    def _index_loop(self) -> None:
+        """The background indexer: insert the delta's rows into the index, a chunk per turn,
+        until the delta is empty (then the thread ends; the next write starts another)."""
+        while True:
+            with self._room:  # decided under the lock a writer's _kick takes: no lost wake-up
+                if not len(self._delta) or self._closed_because is not None:
+                    self._indexer = None
+                    self._room.notify_all()
+                    return
+            try:
+                self._indexed_in_background += self._index_some(_INDEX_CHUNK)
+            except BaseException as exc:
+                self._closed_because = "stopped at a failed index insert; reopen the engine"
+                self._closed_cause = exc
+                log.error("collection %r stopped at a failed index insert", self.name, exc_info=exc)
+
+    def _index_some(self, count: int) -> int:
+        """Insert the delta's first ``count`` rows into the index (searches wait only for the
+        insert itself; writes of new rows not at all); returns how many."""
+        with self._indexing:
+            if self._closed_because is not None:
+                return 0
+            with self._rw.read():  # a copy: writers may move the delta meanwhile
+                rows, vectors, owners = self._delta.head(count)
+            if not rows.size:
+                return 0
+            with self._index_rw.write():
+                self._add_to_index(rows, vectors, owners)
+                with self._rw.write():
+                    # rows deleted or replaced while they waited (not in the index then)
+                    dead = rows[~self._rows.alive[rows]]
+                    if dead.size:
+                        self._index.delete(dead)
+                    self._delta.advance(rows.size)
+        with self._room:
+            self._room.notify_all()  # writers waiting for room
+        return int(rows.size)
+
+    def _drain(self) -> None:
+        """Index every row of the delta in this thread (one insert: faiss links it in
+        parallel). Under the commit lock: no write adds rows meanwhile."""
+        while len(self._delta) and self._index_some(len(self._delta)):
+            pass
+
+    def _wait_for_room(self, rows: int) -> bool:
+        """Wait until the delta has room for ``rows`` more (or is empty); False if the
+        collection was closed meanwhile. Called by a group's leader."""
+        delta = self._delta
+        if len(delta) + rows <= self.delta_limit:  # only the leader adds rows: no race here
+            return True
+        t0 = time.perf_counter()
+        with self._room:
+            self._delta_waits += 1
+            while len(delta) and len(delta) + rows > self.delta_limit:
+                if self._closed_because is not None:
+                    return False
+                if self._indexer is None:
+                    self._start_indexer()
+                self._room.wait(0.5)
+            self._delta_wait_seconds += time.perf_counter() - t0
+        return self._closed_because is None
 
     # -- reads ------------------------------------------------------------------------------
     def search(
@@ -693,15 +849,28 @@ class Collection:
         arr = self._prepare_vectors(queries, what="queries")
         if tenant is not None:
             check_name("tenant", tenant)
-        with self._rw.read():
+        with self._index_rw.read(), self._rw.read():
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
             scope = self._scope(tenant, predicate)
             # the call's threads; numba and faiss are set where their kernels run (the planner's
             # exact paths, the indexes), not here: a single query needs neither
             n = arr.shape[0]  # one query: its caller's thread, nothing to take
+            delta = self._delta
             with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
-                found, report = plan_search(self._index, self._store, arr, k, scope, params)
+                if delta.end == delta.start:  # every row is in the index
+                    found, report = plan_search(self._index, self._store, arr, k, scope, params)
+                else:  # the index for the rows it holds, then the delta's rows exactly
+                    start, end = delta.start, delta.end
+                    indexed = None if scope is None else below(scope, start)
+                    found, report = plan_search(self._index, self._store, arr, k, indexed, params)
+                    live = self._rows.alive[start:end]
+                    if scope is not None:
+                        live = live & scope.allowed[start:end]
+                    at = np.flatnonzero(live)
+                    ip = self._index_metric == "ip"
+                    vectors = delta.vectors()
+                    found = merge_delta(found, report, vectors, at, at + start, arr, k, ip)
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)
             hit = found.ids >= 0
@@ -817,7 +986,7 @@ class Collection:
         if tenant is not None:
             check_name("tenant", tenant)
         owner = f"collection {self.name!r}"
-        with self._rw.read():
+        with self._index_rw.read(), self._rw.read():
             self._check_open()
             if tenant is None:
                 at, rows = self._rows.find(ids)
@@ -842,7 +1011,7 @@ class Collection:
             if tenant is None:
                 ids = ids[at]  # one entry per row: an id once per owner holding it
             columns = self._rows.columns(rows)
-            vectors = self._store.take(rows)
+            vectors = self._vectors.take(rows)
         tenants = columns.column(TENANT).to_pylist()
         shared = _shared_lists(columns, ids.size)
         attributes = {
@@ -913,8 +1082,12 @@ class Collection:
             return int(id_) in self._rows
 
     def stats(self) -> dict[str, Any]:
-        """Counts, parameters, sizes (JSON-serialisable)."""
-        with self._rw.read():
+        """Counts, parameters, sizes (JSON-serialisable).
+
+        ``delta``: the rows acknowledged but not yet in the index (searched exactly): how many
+        (``rows``, at most ``limit``), their bytes, the write groups that waited for room in it
+        (``waits``, ``wait_seconds``), and the rows indexed in the background so far."""
+        with self._index_rw.read(), self._rw.read():
             return {
                 "name": self.name,
                 "dim": self.dim,
@@ -929,6 +1102,14 @@ class Collection:
                 "snapshot": self._snapshot,
                 "wal_bytes": self._wal.size if self._wal is not None else 0,
                 "group_commits": {"groups": self._writes.groups, "writes": self._writes.entries},
+                "delta": {
+                    "rows": len(self._delta),
+                    "limit": self.delta_limit,
+                    "bytes": self._delta.nbytes,
+                    "waits": self._delta_waits,
+                    "wait_seconds": round(self._delta_wait_seconds, 6),
+                    "indexed_in_background": self._indexed_in_background,
+                },
                 "index_stats": self._index.stats(),
             }
 
@@ -941,6 +1122,7 @@ class Collection:
         """
         with self._writes.lock:
             self._check_open()
+            self._drain()
             if self._datadir is None or self._wal is None:
                 return
             if self._wal.size == 0 and self._snapshot is not None and not self._upgraded:
@@ -964,6 +1146,7 @@ class Collection:
             yield self._datadir.manifest["collections"][self.name], self._wal.size
 
     def _checkpoint(self) -> None:
+        self._drain()  # a snapshot's index holds every row
         datadir, old_wal = self._datadir, self._wal
         assert datadir is not None and old_wal is not None
         with datadir.guard(f"a checkpoint of collection {self.name!r}"):
@@ -1000,6 +1183,7 @@ class Collection:
         beside the old one (searches go on; writes wait) and swapped in at once."""
         with self._writes.lock:
             self._check_open()
+            self._drain()
             live = np.flatnonzero(self._rows.alive)
             columns = self._rows.columns(live)
             fresh = Collection(
@@ -1025,13 +1209,12 @@ class Collection:
                         if SHARED in columns.column_names
                         else None,
                         everywhere=False,  # each row in its owner's namespace, as it was
-                    )
+                    ),
+                    direct=True,
                 )
-            with self._rw.write():
+            with self._indexing, self._index_rw.write(), self._rw.write():
                 old = self._index
-                self._rows, self._index = fresh._rows, fresh._index
-                self._store, self._tenants = fresh._store, fresh._tenants
-                self._hook_index()
+                self._install(fresh._rows, fresh._index, fresh._store, fresh._tenants)
                 self._version += 1
                 with self._cache_lock:
                     self._masks.clear()

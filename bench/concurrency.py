@@ -65,6 +65,7 @@ from shardwalk.datasets import clustered_vectors
 HERE = Path(__file__).resolve().parent
 K = 10
 SHARDWALK, QDRANT = "shardwalk", "qdrant-edge"
+PHASES = ("search", "checkpoint", "writes")
 UNFILTERED, TENANT = "unfiltered", "tenant-2%"
 
 
@@ -601,6 +602,23 @@ def measure_writes(systems: list[System], data: Data, args, log) -> dict[str, An
     return out
 
 
+def fsync_p50_us(directory: str | None, appends: int = 200) -> float:
+    """Median time of a 100-byte append plus fsync where the collections live: the floor
+    of a durable single-row write."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        fd = os.open(os.path.join(tmp, "probe"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            times = []
+            for _ in range(appends):
+                t0 = time.perf_counter()
+                os.write(fd, b"x" * 100)
+                os.fsync(fd)
+                times.append(time.perf_counter() - t0)
+        finally:
+            os.close(fd)
+    return round(float(np.median(times)) * 1e6, 1)
+
+
 # --- memory, one fresh process per system ---------------------------------------------------
 MEMORY_SYSTEMS = ("shardwalk", "hnswlib", "faiss-hnsw", "qdrant-edge")
 
@@ -670,7 +688,9 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         with PeakRSS() as peak:
             if which == "shardwalk":
-                system: Any = Shardwalk(data, args, os.path.join(tmp, "sw"), checkpoint=False)
+                system: Any = Shardwalk(
+                    data, args, os.path.join(tmp, "sw"), checkpoint=not args.memory_no_flush
+                )
                 system.search(0, UNFILTERED)
             elif which == "qdrant-edge":
                 system = QdrantEdge(data, args, os.path.join(tmp, "qe"))
@@ -703,6 +723,7 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
             system.close()
     return {
         "system": which,
+        "flushed": which == "shardwalk" and not args.memory_no_flush,
         "resident_mib": round((after - before) / 2**20, 1),
         "peak_mib": round((max(peak.peak, after) - before) / 2**20, 1),
         "build_seconds": round(seconds, 1),
@@ -730,6 +751,7 @@ def measure_memory(args: argparse.Namespace, log) -> dict[str, Any]:
         cmd += [f"--qdrant-segments={args.qdrant_segments}"]
         cmd += [f"--tmp={args.tmp}"] if args.tmp else []
         cmd += [f"--qdrant-full-scan-kb={args.qdrant_full_scan_kb}"]
+        cmd += ["--memory-no-flush"] if args.memory_no_flush else []
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.memory_timeout)
         if done.returncode != 0:
             out[which] = {"error": done.stderr.strip().splitlines()[-1:]}
@@ -748,7 +770,7 @@ def measure_memory(args: argparse.Namespace, log) -> dict[str, Any]:
 # --- report ---------------------------------------------------------------------------------
 def ratios(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    search = result["search"]
+    search = result.get("search", {})
 
     def at(system: str, scope: str, threads: int) -> dict[str, Any] | None:
         return next((p for p in search[system][scope] if p["threads"] == threads), None)
@@ -901,9 +923,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "built": built,
     }
-    result["search"] = measure_search(systems, data, truth, args, log)
-    result["checkpoint"] = measure_checkpoint(systems, data, args, log)
-    result["writes"] = measure_writes(systems, data, args, log)
+    if "search" in args.phases:
+        result["search"] = measure_search(systems, data, truth, args, log)
+    if "checkpoint" in args.phases:
+        result["checkpoint"] = measure_checkpoint(systems, data, args, log)
+    if "writes" in args.phases:
+        result["fsync_p50_us"] = fsync_p50_us(args.tmp)
+        log(f"fsync of a 100-byte append: p50 {result['fsync_p50_us']} us")
+        result["writes"] = measure_writes(systems, data, args, log)
     for system in systems:
         system.close()
     tmp.cleanup()
@@ -993,11 +1020,25 @@ def main() -> None:
         help=f"systems whose memory to measure, each in a fresh process ({','.join(MEMORY_SYSTEMS)}; '' for none)",
     )
     parser.add_argument("--memory-timeout", type=float, default=1800)
+    parser.add_argument(
+        "--memory-no-flush",
+        action="store_true",
+        help="measure the shardwalk collection before its first checkpoint (default: after it)",
+    )
     parser.add_argument("--memory-child", choices=MEMORY_SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument(
         "--tmp", default=None, help="directory for the collections (default: TMPDIR)"
     )
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--phases",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=list(PHASES),
+        help=f"what to measure, of {','.join(PHASES)} (memory: --memory)",
+    )
+    parser.add_argument(
+        "--label", default="", help="added to the results file's name (e.g. the engine's tree)"
+    )
     args = parser.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(args)), flush=True)
@@ -1008,8 +1049,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"concurrency-{args.dataset}-{args.n}-{args.index}"
+    if args.phases != PHASES:
+        stem += "-" + "-".join(args.phases)
+    if args.label:
+        stem += f"-{args.label}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    plot(result, out / f"{stem}.png")
+    if "search" in result:
+        plot(result, out / f"{stem}.png")
     print(json.dumps(result["ratios"], indent=1))
 
 

@@ -1176,6 +1176,10 @@ class Collection:
             except BaseException as exc:  # the manifest names the new log: no way back
                 datadir.fail(exc)
                 raise
+        # writing the snapshot (Parquet rows, the serialised index) freed large buffers that
+        # glibc keeps in its heap otherwise: 200K x 128 built in 50K-row upserts and flushed
+        # held 187 MiB, 129 MiB once trimmed
+        _release_free_memory()
 
     def compact(self) -> None:
         """Rebuild the index from the live vectors only, dropping every deleted or replaced

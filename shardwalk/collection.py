@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Collection", "Records"]
 
 _SAMPLE = 1024  # rows a selectivity estimate looks at
+_MASKS = 16  # scope masks cached (least recently used dropped)
 # After an upsert of this many rows, hand freed memory back to the OS: a batch's transient
 # copies are large allocations that glibc, once its mmap threshold has grown, keeps in its heap
 # (100K x 128 built in 50K-row upserts: 232 MiB resident, 129 MiB once trimmed).
@@ -206,6 +207,61 @@ def _shared_lists(columns: pa.Table, n: int) -> list[list[str]]:
     return [v or [] for v in columns.column(SHARED).to_pylist()]
 
 
+class _Mask:
+    """A scope's rows as a bool mask by row (with room for rows to come: False past the
+    last), the same packed little-endian, and the rows themselves (ascending), kept current
+    by every write; ``fraction``: the share of a sample of the visible rows that matched when
+    it was built (the planner's estimate, for explanations)."""
+
+    __slots__ = ("allowed", "bits", "fraction", "matches")
+
+    def __init__(self, allowed: np.ndarray) -> None:
+        self.allowed = allowed
+        self.bits = np.zeros(allowed.size // 8, dtype=np.uint8)
+        self.matches = np.zeros(0, dtype=np.int64)
+        self.fraction = 1.0
+
+    @classmethod
+    def empty(cls, rows: int) -> _Mask:
+        return cls(np.zeros(_room(rows), dtype=bool))
+
+    def grow(self, rows: int) -> None:
+        """Room for ``rows`` rows (doubling, amortised O(1) per row)."""
+        if rows <= self.allowed.size:
+            return
+        allowed = np.zeros(_room(max(rows, 2 * self.allowed.size)), dtype=bool)
+        allowed[: self.allowed.size] = self.allowed
+        bits = np.zeros(allowed.size // 8, dtype=np.uint8)
+        bits[: self.bits.size] = self.bits
+        self.allowed, self.bits = allowed, bits
+
+    def set(self, rows: np.ndarray, keep: np.ndarray) -> None:
+        """Of ``rows`` (ascending, unique), exactly ``keep`` (a subset) are in scope now."""
+        now = np.zeros(rows.size, dtype=bool)
+        now[np.searchsorted(rows, keep)] = True
+        changed = self.allowed[rows] != now
+        if not changed.any():
+            return
+        self.allowed[rows] = now
+        touched = np.unique(rows[changed] >> 3)  # the packed bytes to redo
+        spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+        self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        gone = rows[changed & ~now]
+        if gone.size:
+            self.matches = self.matches[self.allowed[self.matches]]
+        new = rows[changed & now]
+        if new.size:
+            if not self.matches.size or new[0] > self.matches[-1]:
+                self.matches = np.concatenate([self.matches, new])
+            else:
+                self.matches = np.union1d(self.matches, new)
+
+
+def _room(rows: int) -> int:
+    """A mask's length for ``rows`` rows: a whole number of bytes when packed."""
+    return max(64, (rows + 7) // 8 * 8)
+
+
 @dataclass(frozen=True)
 class Records:
     """Stored records, in the order their ids were asked for.
@@ -284,11 +340,10 @@ class Collection:
         self._delta_wait_seconds = 0.0
         self._indexed_in_background = 0
         self._hook_index()
-        self._version = 0  # bumped by every write: invalidates cached filter masks
-        # (tenant, predicate, version) -> (mask, packed mask, matching rows, estimated count)
-        self._masks: OrderedDict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = (
-            OrderedDict()
-        )
+        self._version = 0  # bumped by every write
+        # (tenant, predicate) -> its scope's mask, kept current by every write (_follow_writes)
+        self._masks: OrderedDict[Any, _Mask] = OrderedDict()
+        self._killed: list[np.ndarray] = []  # rows the write group being applied killed
         # Locks, always taken in this order: the commit lock (GroupCommit.lock), _indexing,
         # _index_rw, _rw. _index_rw: shared by reads, exclusive for index inserts and deletes
         # (the background indexer's, and a write group that replaces or deletes rows); _rw:
@@ -624,11 +679,14 @@ class Collection:
                 self._index_rw.write() if kills else nullcontext(),
                 self._rw.write(),
             ):
+                first, schema = self._rows.rows, self._rows.schema
+                self._killed = []
                 for write in writes:
                     if isinstance(write, Upsert):
                         self._apply_upsert(write, direct=direct)
                     else:
                         self._apply_delete(write.present, write.owner)
+                self._follow_writes(first, schema, writes)
                 if self._wal is not None:
                     self._applied_log = (self._wal.path, self._wal.size)
             if len(self._delta):
@@ -718,6 +776,8 @@ class Collection:
     def _unindex(self, rows: np.ndarray) -> None:
         """Tombstone dead ``rows`` in the index (those of the delta are not there: the indexer
         tombstones them as it inserts them)."""
+        if self._masks:
+            self._killed.append(rows)
         rows = rows[rows < self._delta.start]
         if rows.size:
             self._index.delete(rows)
@@ -896,57 +956,111 @@ class Collection:
         if tenant is None and predicate is None:
             return None
         tenant_rows = None if tenant is None else self._tenants.rows(tenant)
-        key = (tenant, predicate, self._version)
+        mask = self._mask(tenant, predicate, tenant_rows)
+        if tenant is None:
+            visible = len(self._rows)
+        elif predicate is None:
+            visible = int(mask.matches.size)
+        else:  # the tenant's own scope, kept beside this one (its size is the visible count)
+            visible = int(self._mask(tenant, None, tenant_rows).matches.size)
+        return Scope(
+            matches=mask.matches,
+            allowed=mask.allowed,
+            allowed_bits=mask.bits,
+            tenant_rows=tenant_rows,
+            tenant_key=tenant,
+            tenant_version=self._tenants.version(tenant) if tenant is not None else 0,
+            visible=visible,
+            # what a planner without the exact count would have estimated
+            estimated=visible if predicate is None else round(mask.fraction * visible),
+        )
+
+    def _mask(self, tenant: str | None, predicate: Any, tenant_rows: np.ndarray | None) -> _Mask:
+        key = (tenant, predicate)
         with self._cache_lock:
             cached = self._masks.get(key)
             if cached is not None:
                 self._masks.move_to_end(key)
-        if cached is None:  # built outside the cache lock (searches run in parallel)
-            cached = self._build_scope(tenant, tenant_rows, predicate)
-            with self._cache_lock:
-                self._masks[key] = cached
-                while len(self._masks) > 16:
-                    self._masks.popitem(last=False)
-        allowed, bits, matches, n_visible, estimated = cached
-        return Scope(
-            matches=matches,
-            allowed=allowed,
-            allowed_bits=bits,
-            tenant_rows=tenant_rows,
-            tenant_key=tenant,
-            tenant_version=self._tenants.version(tenant) if tenant is not None else 0,
-            visible=n_visible,
-            estimated=estimated,
-        )
+                return cached
+        # built outside the cache lock (searches run in parallel; writes wait for them)
+        cached = self._build_mask(tenant, tenant_rows, predicate)
+        with self._cache_lock:
+            self._masks[key] = cached
+            while len(self._masks) > _MASKS:
+                self._masks.popitem(last=False)
+        return cached
 
-    def _build_scope(
+    def _build_mask(
         self, tenant: str | None, tenant_rows: np.ndarray | None, predicate: Any
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-        """(mask, packed mask, matching rows, visible count, estimated matches) of a scope."""
+    ) -> _Mask:
+        """A scope's mask from scratch: O(rows) (O(tenant rows) for a tenant's scope)."""
         alive = self._rows.alive
         visible = None
         if tenant_rows is not None:
             assert tenant is not None
             visible = self._one_per_id(tenant_rows[alive[tenant_rows]], tenant)
-        n_visible = len(self._rows) if visible is None else int(visible.size)
-        estimated = n_visible
+        n = self._rows.rows
+        fraction = 1.0
         if predicate is None:
             assert visible is not None
-            mask = np.zeros(self._rows.rows, dtype=bool)
-            mask[visible] = True
+            mask = _Mask.empty(n)
+            mask.allowed[visible] = True
             matches = visible
         else:
+            mask = _Mask.empty(n)
             if visible is None:
-                mask = evaluate(predicate, self._rows.table()) & alive
+                mask.allowed[:n] = evaluate(predicate, self._rows.table()) & alive
             else:
-                mask = np.zeros(self._rows.rows, dtype=bool)
-                mask[visible[evaluate(predicate, self._rows.columns(visible))]] = True
-            matches = np.flatnonzero(mask)
-            if n_visible:  # what a planner without the exact count would have estimated
-                pool = visible if visible is not None else np.flatnonzero(alive)
+                mask.allowed[visible[evaluate(predicate, self._rows.columns(visible))]] = True
+            matches = np.flatnonzero(mask.allowed[:n])
+            pool = visible if visible is not None else np.flatnonzero(alive)
+            if pool.size:
                 sample = pool[:: max(1, pool.size // _SAMPLE)]
-                estimated = round(mask[sample].mean() * n_visible)
-        return mask, np.packbits(mask, bitorder="little"), matches, n_visible, estimated
+                fraction = float(mask.allowed[sample].mean())
+        mask.matches, mask.fraction = matches, fraction
+        mask.bits[:] = np.packbits(mask.allowed, bitorder="little")
+        return mask
+
+    def _follow_writes(self, first: int, schema: dict[str, Any], writes: list[Any]) -> None:
+        """Bring the cached scope masks up to date with the write group just applied (under
+        the exclusive lock): the rows it added from ``first`` on, the rows it killed, and the
+        rows of the ids it touched (an own row shadows a shared one, a deleted one reveals it)
+        are re-evaluated; nothing else. A mask whose attributes changed shape (a column added
+        or typed) is dropped and rebuilt when next used. O(rows touched), not O(rows)."""
+        self._version += 1
+        killed, self._killed = self._killed, []
+        if not self._masks:
+            return
+        if not self._deferred or self._rows.schema != schema:
+            # (an index in Ray actors caches each mask's array by identity: new arrays only)
+            with self._cache_lock:
+                self._masks.clear()
+            return
+        ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
+        ids += [self._rows.ids[rows] for rows in killed]
+        _, live = self._rows.find(np.unique(np.concatenate(ids)))
+        rows = np.unique(np.concatenate([live, *killed, np.arange(first, self._rows.rows)]))
+        if not rows.size:
+            return
+        alive = self._rows.alive[rows]
+        n = self._rows.rows
+        with self._cache_lock:
+            masks = list(self._masks.items())
+        columns = None
+        for (tenant, predicate), mask in masks:
+            mask.grow(n)
+            keep = rows[alive]
+            if tenant is not None:
+                tenant_rows = self._tenants.rows(tenant)
+                at = np.minimum(np.searchsorted(tenant_rows, keep), max(tenant_rows.size - 1, 0))
+                keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]
+                keep = self._one_per_id(keep, tenant)
+            if predicate is not None and keep.size:
+                if columns is None:  # the touched rows' attributes, read once for every mask
+                    columns = self._rows.columns(rows)
+                local = np.searchsorted(rows, keep)
+                keep = keep[evaluate(predicate, columns.take(pa.array(local)))]
+            mask.set(rows, keep)
 
     def _one_per_id(self, rows: np.ndarray, tenant: str) -> np.ndarray:
         """Of the live ``rows`` (ascending) ``tenant`` may see, one per id: its own row, else
@@ -1219,7 +1333,7 @@ class Collection:
             with self._indexing, self._index_rw.write(), self._rw.write():
                 old = self._index
                 self._install(fresh._rows, fresh._index, fresh._store, fresh._tenants)
-                self._version += 1
+                self._version += 1  # new row numbers: every mask is rebuilt
                 with self._cache_lock:
                     self._masks.clear()
             _release_index(old)

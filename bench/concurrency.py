@@ -870,20 +870,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     tmp = tempfile.TemporaryDirectory(dir=args.tmp, prefix="concurrency-")
     systems: list[System] = []
-    sw = Shardwalk(data, args, os.path.join(tmp.name, "shardwalk"))
-    systems.append(sw)
-    log(
-        f"shardwalk {args.index}: built in {sw.build_seconds:.1f}s (+ first checkpoint "
-        f"{sw.flush_seconds:.1f}s); planner paths {sw.paths}"
-    )
-    built: dict[str, Any] = {
-        SHARDWALK: {
+    built: dict[str, Any] = {}
+    if args.phases:  # (memory alone builds each system in a process of its own)
+        sw = Shardwalk(data, args, os.path.join(tmp.name, "shardwalk"))
+        systems.append(sw)
+        log(
+            f"shardwalk {args.index}: built in {sw.build_seconds:.1f}s (+ first checkpoint "
+            f"{sw.flush_seconds:.1f}s); planner paths {sw.paths}"
+        )
+        built[SHARDWALK] = {
             "build_seconds": round(sw.build_seconds, 1),
             "checkpoint_seconds": round(sw.flush_seconds, 2),
             "paths": sw.paths,
         }
-    }
-    if not args.no_qdrant:
+    if args.phases and not args.no_qdrant:
         qd = QdrantEdge(data, args, os.path.join(tmp.name, "qdrant"))
         systems.append(qd)
         built[QDRANT] = {
@@ -934,7 +934,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for system in systems:
         system.close()
     tmp.cleanup()
-    del systems, sw
+    del systems
     gc.collect()
     if args.memory:
         result["memory"] = measure_memory(args, log)

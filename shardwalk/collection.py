@@ -95,6 +95,7 @@ _DELTA_MIN_ROWS = 256
 # Rows the background indexer inserts per turn: each turn excludes searches for its insert
 # (faiss inserts are not safe beside searches), so turns stay short (~5-10 ms of HNSW inserts).
 _INDEX_CHUNK = 128
+_INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 
 
 def _release_free_memory() -> None:
@@ -786,8 +787,11 @@ class Collection:
     def _kick(self) -> None:
         """Make sure an indexer thread works through the delta."""
         with self._room:
-            if self._indexer is None and self._closed_because is None:
-                self._start_indexer()
+            if self._indexer is None:
+                if self._closed_because is None:
+                    self._start_indexer()
+            else:
+                self._room.notify_all()  # an idle indexer waits for rows
 
     def _start_indexer(self) -> None:  # under self._room
         thread = threading.Thread(
@@ -797,10 +801,13 @@ class Collection:
         thread.start()
 
     def _index_loop(self) -> None:
-        """The background indexer: insert the delta's rows into the index, a chunk per turn,
-        until the delta is empty (then the thread ends; the next write starts another)."""
+        """The background indexer: insert the delta's rows into the index, a chunk per turn;
+        once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
+        starts another)."""
         while True:
             with self._room:  # decided under the lock a writer's _kick takes: no lost wake-up
+                if not len(self._delta) and self._closed_because is None:
+                    self._room.wait(_INDEXER_IDLE)
                 if not len(self._delta) or self._closed_because is not None:
                     self._indexer = None
                     self._room.notify_all()

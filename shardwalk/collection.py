@@ -292,9 +292,15 @@ class Collection:
     Methods are thread-safe, and reads run in parallel: any number of threads search, get and
     read statistics at once under a shared lock. Writes are group-committed: concurrent
     upserts and deletes share one log append and one fsync, then apply in memory under a short
-    exclusive lock (the index insert), and each call returns once its write is durable and
-    visible. A search sees every write acknowledged before it started. A checkpoint
-    (``flush``) holds back writes while it writes the snapshot, never reads.
+    exclusive lock, and each call returns once its write is durable and visible. New rows are
+    visible before the index holds them: they wait in a delta (a growing segment, as in
+    Qdrant and Milvus) that every search scores exactly and merges with the index's answer,
+    while a background thread inserts them into the index; writers wait only when the delta
+    is full (``stats()["delta"]``), and a write group that would fill it alone is indexed
+    before it returns. A search sees every write acknowledged before it started. A checkpoint
+    (``flush``) indexes the delta and holds back writes while it writes the snapshot, never
+    reads. ``delta_limit`` (rows) bounds the delta (default: 2 MiB of vectors, at least 256
+    rows).
     """
 
     def __init__(

@@ -1049,8 +1049,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"concurrency-{args.dataset}-{args.n}-{args.index}"
-    if args.phases != PHASES:
-        stem += "-" + "-".join(args.phases)
+    if args.phases != list(PHASES):
+        stem += "-" + ("-".join(args.phases) or "memory")
     if args.label:
         stem += f"-{args.label}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))

@@ -149,7 +149,9 @@ class Shardwalk(System):
     ) -> None:
         self.queries = data.queries
         self.tenant = data.tenant
-        self.engine = shardwalk.Engine.open(path)
+        # "memory": no log and no fsync, the writes' CPU path alone
+        memory = getattr(args, "engine", "disk") == "memory"
+        self.engine = shardwalk.Engine.memory() if memory else shardwalk.Engine.open(path)
         params: dict[str, Any] = {}
         if args.index in ("hnsw", "partitioned"):
             params = {"m": args.m, "ef_construction": args.ef_construction, "ef": args.ef}
@@ -911,6 +913,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads,
             "writers": args.writers,
             "checkpoint_search_threads": args.checkpoint_search_threads,
+            "engine": args.engine,
             "checkpoint_batch": args.checkpoint_batch,
             "qdrant_segments": args.qdrant_segments,
             "qdrant_full_scan_threshold_kb": args.qdrant_full_scan_kb,
@@ -1013,6 +1016,12 @@ def main() -> None:
         help="Qdrant full_scan_threshold (KB of vectors; 10000 is Qdrant's default)",
     )
     parser.add_argument("--no-qdrant", action="store_true")
+    parser.add_argument(
+        "--engine",
+        choices=["disk", "memory"],
+        default="disk",
+        help="shardwalk with a data directory (durable writes) or in memory (no log, no fsync)",
+    )
     parser.add_argument(
         "--memory",
         type=lambda s: [x for x in s.split(",") if x],

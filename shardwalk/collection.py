@@ -40,7 +40,14 @@ from shardwalk.errors import (
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
-from shardwalk.index.planner import Explain, Scope, below, merge_delta, plan_search
+from shardwalk.index.planner import (
+    EXACT_MAX_ROWS,
+    Explain,
+    Scope,
+    below,
+    merge_delta,
+    plan_search,
+)
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
@@ -933,6 +940,10 @@ class Collection:
             with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
                 if delta.end == delta.start:  # every row is in the index
                     found, report = plan_search(self._index, self._store, arr, k, scope, params)
+                elif scope is not None and (
+                    scope.matches.size <= EXACT_MAX_ROWS or self._index.exact
+                ):  # the planner scores the scope exactly: the delta's rows with the others
+                    found, report = plan_search(self._index, self._vectors, arr, k, scope, params)
                 else:  # the index for the rows it holds, then the delta's rows exactly
                     start, end = delta.start, delta.end
                     indexed = None if scope is None else below(scope, start)

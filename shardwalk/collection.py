@@ -40,14 +40,7 @@ from shardwalk.errors import (
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
-from shardwalk.index.planner import (
-    EXACT_MAX_ROWS,
-    Explain,
-    Scope,
-    below,
-    merge_delta,
-    plan_search,
-)
+from shardwalk.index.planner import Explain, Pending, Scope, plan_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
@@ -940,21 +933,13 @@ class Collection:
             with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
                 if delta.end == delta.start:  # every row is in the index
                     found, report = plan_search(self._index, self._store, arr, k, scope, params)
-                elif scope is not None and (
-                    scope.matches.size <= EXACT_MAX_ROWS or self._index.exact
-                ):  # the planner scores the scope exactly: the delta's rows with the others
-                    found, report = plan_search(self._index, self._vectors, arr, k, scope, params)
-                else:  # the index for the rows it holds, then the delta's rows exactly
-                    start, end = delta.start, delta.end
-                    indexed = None if scope is None else below(scope, start)
-                    found, report = plan_search(self._index, self._store, arr, k, indexed, params)
-                    live = self._rows.alive[start:end]
-                    if scope is not None:
-                        live = live & scope.allowed[start:end]
-                    at = np.flatnonzero(live)
-                    ip = self._index_metric == "ip"
-                    vectors = delta.vectors()
-                    found = merge_delta(found, report, vectors, at, at + start, arr, k, ip)
+                else:  # the index for the rows it holds, the delta's rows exactly
+                    pending = Pending(
+                        delta.start, delta.vectors(), self._rows.alive[delta.start : delta.end]
+                    )
+                    found, report = plan_search(
+                        self._index, self._vectors, arr, k, scope, params, pending=pending
+                    )
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)
             hit = found.ids >= 0

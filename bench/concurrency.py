@@ -65,6 +65,7 @@ from shardwalk.datasets import clustered_vectors
 HERE = Path(__file__).resolve().parent
 K = 10
 SHARDWALK, QDRANT = "shardwalk", "qdrant-edge"
+PHASES = ("search", "checkpoint", "writes")
 UNFILTERED, TENANT = "unfiltered", "tenant-2%"
 
 
@@ -148,7 +149,9 @@ class Shardwalk(System):
     ) -> None:
         self.queries = data.queries
         self.tenant = data.tenant
-        self.engine = shardwalk.Engine.open(path)
+        # "memory": no log and no fsync, the writes' CPU path alone
+        memory = getattr(args, "engine", "disk") == "memory"
+        self.engine = shardwalk.Engine.memory() if memory else shardwalk.Engine.open(path)
         params: dict[str, Any] = {}
         if args.index in ("hnsw", "partitioned"):
             params = {"m": args.m, "ef_construction": args.ef_construction, "ef": args.ef}
@@ -601,6 +604,23 @@ def measure_writes(systems: list[System], data: Data, args, log) -> dict[str, An
     return out
 
 
+def fsync_p50_us(directory: str | None, appends: int = 200) -> float:
+    """Median time of a 100-byte append plus fsync where the collections live: the floor
+    of a durable single-row write."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        fd = os.open(os.path.join(tmp, "probe"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            times = []
+            for _ in range(appends):
+                t0 = time.perf_counter()
+                os.write(fd, b"x" * 100)
+                os.fsync(fd)
+                times.append(time.perf_counter() - t0)
+        finally:
+            os.close(fd)
+    return round(float(np.median(times)) * 1e6, 1)
+
+
 # --- memory, one fresh process per system ---------------------------------------------------
 MEMORY_SYSTEMS = ("shardwalk", "hnswlib", "faiss-hnsw", "qdrant-edge")
 
@@ -670,7 +690,9 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         with PeakRSS() as peak:
             if which == "shardwalk":
-                system: Any = Shardwalk(data, args, os.path.join(tmp, "sw"), checkpoint=False)
+                system: Any = Shardwalk(
+                    data, args, os.path.join(tmp, "sw"), checkpoint=not args.memory_no_flush
+                )
                 system.search(0, UNFILTERED)
             elif which == "qdrant-edge":
                 system = QdrantEdge(data, args, os.path.join(tmp, "qe"))
@@ -703,6 +725,7 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
             system.close()
     return {
         "system": which,
+        "flushed": which == "shardwalk" and not args.memory_no_flush,
         "resident_mib": round((after - before) / 2**20, 1),
         "peak_mib": round((max(peak.peak, after) - before) / 2**20, 1),
         "build_seconds": round(seconds, 1),
@@ -730,6 +753,7 @@ def measure_memory(args: argparse.Namespace, log) -> dict[str, Any]:
         cmd += [f"--qdrant-segments={args.qdrant_segments}"]
         cmd += [f"--tmp={args.tmp}"] if args.tmp else []
         cmd += [f"--qdrant-full-scan-kb={args.qdrant_full_scan_kb}"]
+        cmd += ["--memory-no-flush"] if args.memory_no_flush else []
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.memory_timeout)
         if done.returncode != 0:
             out[which] = {"error": done.stderr.strip().splitlines()[-1:]}
@@ -748,7 +772,7 @@ def measure_memory(args: argparse.Namespace, log) -> dict[str, Any]:
 # --- report ---------------------------------------------------------------------------------
 def ratios(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    search = result["search"]
+    search = result.get("search", {})
 
     def at(system: str, scope: str, threads: int) -> dict[str, Any] | None:
         return next((p for p in search[system][scope] if p["threads"] == threads), None)
@@ -848,20 +872,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     tmp = tempfile.TemporaryDirectory(dir=args.tmp, prefix="concurrency-")
     systems: list[System] = []
-    sw = Shardwalk(data, args, os.path.join(tmp.name, "shardwalk"))
-    systems.append(sw)
-    log(
-        f"shardwalk {args.index}: built in {sw.build_seconds:.1f}s (+ first checkpoint "
-        f"{sw.flush_seconds:.1f}s); planner paths {sw.paths}"
-    )
-    built: dict[str, Any] = {
-        SHARDWALK: {
+    built: dict[str, Any] = {}
+    if args.phases:  # (memory alone builds each system in a process of its own)
+        sw = Shardwalk(data, args, os.path.join(tmp.name, "shardwalk"))
+        systems.append(sw)
+        log(
+            f"shardwalk {args.index}: built in {sw.build_seconds:.1f}s (+ first checkpoint "
+            f"{sw.flush_seconds:.1f}s); planner paths {sw.paths}"
+        )
+        built[SHARDWALK] = {
             "build_seconds": round(sw.build_seconds, 1),
             "checkpoint_seconds": round(sw.flush_seconds, 2),
             "paths": sw.paths,
         }
-    }
-    if not args.no_qdrant:
+    if args.phases and not args.no_qdrant:
         qd = QdrantEdge(data, args, os.path.join(tmp.name, "qdrant"))
         systems.append(qd)
         built[QDRANT] = {
@@ -889,6 +913,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads,
             "writers": args.writers,
             "checkpoint_search_threads": args.checkpoint_search_threads,
+            "engine": args.engine,
             "checkpoint_batch": args.checkpoint_batch,
             "qdrant_segments": args.qdrant_segments,
             "qdrant_full_scan_threshold_kb": args.qdrant_full_scan_kb,
@@ -901,13 +926,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "built": built,
     }
-    result["search"] = measure_search(systems, data, truth, args, log)
-    result["checkpoint"] = measure_checkpoint(systems, data, args, log)
-    result["writes"] = measure_writes(systems, data, args, log)
+    if "search" in args.phases:
+        result["search"] = measure_search(systems, data, truth, args, log)
+    if "checkpoint" in args.phases:
+        result["checkpoint"] = measure_checkpoint(systems, data, args, log)
+    if "writes" in args.phases:
+        result["fsync_p50_us"] = fsync_p50_us(args.tmp)
+        log(f"fsync of a 100-byte append: p50 {result['fsync_p50_us']} us")
+        result["writes"] = measure_writes(systems, data, args, log)
     for system in systems:
         system.close()
     tmp.cleanup()
-    del systems, sw
+    del systems
     gc.collect()
     if args.memory:
         result["memory"] = measure_memory(args, log)
@@ -987,17 +1017,37 @@ def main() -> None:
     )
     parser.add_argument("--no-qdrant", action="store_true")
     parser.add_argument(
+        "--engine",
+        choices=["disk", "memory"],
+        default="disk",
+        help="shardwalk with a data directory (durable writes) or in memory (no log, no fsync)",
+    )
+    parser.add_argument(
         "--memory",
         type=lambda s: [x for x in s.split(",") if x],
         default=list(MEMORY_SYSTEMS),
         help=f"systems whose memory to measure, each in a fresh process ({','.join(MEMORY_SYSTEMS)}; '' for none)",
     )
     parser.add_argument("--memory-timeout", type=float, default=1800)
+    parser.add_argument(
+        "--memory-no-flush",
+        action="store_true",
+        help="measure the shardwalk collection before its first checkpoint (default: after it)",
+    )
     parser.add_argument("--memory-child", choices=MEMORY_SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument(
         "--tmp", default=None, help="directory for the collections (default: TMPDIR)"
     )
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--phases",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=list(PHASES),
+        help=f"what to measure, of {','.join(PHASES)} (memory: --memory)",
+    )
+    parser.add_argument(
+        "--label", default="", help="added to the results file's name (e.g. the engine's tree)"
+    )
     args = parser.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(args)), flush=True)
@@ -1008,8 +1058,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"concurrency-{args.dataset}-{args.n}-{args.index}"
+    if args.phases != list(PHASES):
+        stem += "-" + ("-".join(args.phases) or "memory")
+    if args.label:
+        stem += f"-{args.label}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    plot(result, out / f"{stem}.png")
+    if "search" in result:
+        plot(result, out / f"{stem}.png")
     print(json.dumps(result["ratios"], indent=1))
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import faiss
 import numpy as np
+from shardwalk.index._kernels import scan_rows, scan_rows_serial
 from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
-from shardwalk.index.flat import exact_search
 from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write, atomic_write_with
@@ -154,33 +154,49 @@ class HNSWGraph:
         """Top-k live positions per query (n, k) padded -1, and distances padded +inf, with
         faiss's OpenMP threads of the calling thread (one query: the calling thread only).
 
-        ``ef`` is this call's (raised to k). A query the graph cannot fill (tombstones can cut
-        it) is answered exactly over the live positions: never fewer than min(k, live).
+        ``ef`` is this call's (raised to k). A query the graph does not fill (tombstones can
+        crowd the beam) is searched again deeper (ef x4 each time, up to the graph's size;
+        deleted nodes stay in the graph as waypoints, so it stays connected); only a query
+        still short after that is scored exactly, over the live positions in place (no copy
+        of the vectors). Never fewer than min(k, live).
         """
         n = queries.shape[0]
         kk = min(k, self._live)
         if n == 0 or kk == 0:
             return np.full((n, k), -1, dtype=np.int64), np.full((n, k), np.inf, dtype=np.float32)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        found = np.empty((n, kk), dtype=np.int64)
-        raw = np.empty((n, kk), dtype=np.float32)
-        params = self._search_params(max(ef, kk))
-        self._index.search_c(
-            n, faiss.swig_ptr(queries), kk, faiss.swig_ptr(raw), faiss.swig_ptr(found), params
-        )
-        if self.metric == "ip":  # faiss gives <q, x>; ours is 1 - <q, x>
-            np.subtract(1.0, raw, out=raw)
+        ef = max(ef, kk)
+        found, raw = self._search(queries, kk, ef)
         short = np.flatnonzero(found[:, kk - 1] < 0)
+        while short.size and ef < self.slots:
+            ef = min(4 * ef, self.slots)
+            found[short], raw[short] = self._search(queries[short], kk, ef)
+            short = short[found[short, kk - 1] < 0]
         if short.size:
             live = np.flatnonzero(self.alive())
-            exact = exact_search(self.vectors()[live], queries[short], kk, self.metric)
-            found[short], raw[short] = live[exact.ids], exact.distances
+            scan = scan_rows_serial if short.size == 1 else scan_rows
+            local, distances = scan(queries[short], self.vectors(), live, kk, self.metric == "ip")
+            found[short] = np.where(local >= 0, live[np.maximum(local, 0)], -1)
+            raw[short] = distances
         if kk == k:
             return found, raw
         positions = np.full((n, k), -1, dtype=np.int64)
         distances = np.full((n, k), np.inf, dtype=np.float32)
         positions[:, :kk], distances[:, :kk] = found, raw
         return positions, distances
+
+    def _search(self, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's top-k live positions and our distances (``k`` <= live, ``ef`` >= k)."""
+        n = queries.shape[0]
+        found = np.empty((n, k), dtype=np.int64)
+        raw = np.empty((n, k), dtype=np.float32)
+        params = self._search_params(ef)
+        self._index.search_c(
+            n, faiss.swig_ptr(queries), k, faiss.swig_ptr(raw), faiss.swig_ptr(found), params
+        )
+        if self.metric == "ip":  # faiss gives <q, x>; ours is 1 - <q, x>
+            np.subtract(1.0, raw, out=raw)
+        return found, raw
 
     def memory_bytes(self) -> int:
         """faiss's vectors and graph (links, offsets, levels), plus our bookkeeping."""

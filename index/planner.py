@@ -34,7 +34,7 @@ from shardwalk.index.store import RowStore
 
 from shardwalk._threads import default_budget
 
-__all__ = ["EXACT_MAX_ROWS", "Explain", "Scope", "plan_search"]
+__all__ = ["EXACT_MAX_ROWS", "Explain", "Pending", "Scope", "below", "plan_search"]
 
 EXACT_MAX_ROWS = 2048
 # Over-fetching from a graph costs about 1 / selectivity times an unfiltered search; below
@@ -115,6 +115,67 @@ def _scan(
         return SearchResult(ids=found, distances=distances)
 
 
+@dataclass(frozen=True)
+class Pending:
+    """Rows written but not yet in the index (a collection's delta): rows ``start`` on, their
+    vectors (row ``start`` first) and which of them are live. A search scores them exactly
+    and merges them with the index's answer (a growing segment's brute force, as Qdrant and
+    Milvus search theirs)."""
+
+    start: int
+    vectors: np.ndarray
+    alive: np.ndarray
+
+    def rows(self, scope: Scope | None) -> np.ndarray:
+        """Positions (in ``vectors``) of the pending rows in scope."""
+        live = self.alive
+        if scope is not None:
+            live = live & scope.allowed[self.start : self.start + live.size]
+        return np.flatnonzero(live)
+
+
+def below(scope: Scope, boundary: int) -> Scope:
+    """``scope`` narrowed to the rows before ``boundary`` (the rows an index holds while newer
+    rows wait in a delta). A tenant's row set is cut too, and its version tells the boundary
+    apart (an index caches its view of a row set by key and version)."""
+    matches = scope.matches[: np.searchsorted(scope.matches, boundary)]
+    tenant_rows = scope.tenant_rows
+    if tenant_rows is not None:
+        tenant_rows = tenant_rows[: np.searchsorted(tenant_rows, boundary)]
+    return Scope(
+        matches=matches,
+        allowed=scope.allowed,
+        allowed_bits=scope.allowed_bits,
+        tenant_rows=tenant_rows,
+        tenant_key=scope.tenant_key,
+        tenant_version=(boundary << 32) | scope.tenant_version,
+        visible=scope.visible,
+        estimated=scope.estimated,
+    )
+
+
+def _merge_pending(
+    found: SearchResult,
+    pending: Pending,
+    scope: Scope | None,
+    queries: np.ndarray,
+    k: int,
+    ip: bool,
+    details: dict[str, Any],
+) -> SearchResult:
+    """The index's answer merged exactly with the pending rows in scope."""
+    at = pending.rows(scope)
+    details["delta_rows"] = int(at.size)
+    if not at.size:
+        return found
+    near = _scan(pending.vectors, at, queries, k, ip)
+    return merge_topk(
+        np.concatenate([found.ids, relabel(near.ids, at + pending.start)], axis=1),
+        np.concatenate([found.distances, near.distances], axis=1),
+        k,
+    )
+
+
 def plan_search(
     index: VectorIndex,
     store: RowStore,
@@ -124,18 +185,28 @@ def plan_search(
     params: dict[str, Any],
     *,
     exact_max_rows: int = EXACT_MAX_ROWS,
+    pending: Pending | None = None,
 ) -> tuple[SearchResult, Explain]:
-    """Run one (batch) search over rows; returns row labels and the explanation."""
+    """Run one (batch) search over rows; returns row labels and the explanation.
+
+    ``pending``: rows not yet in the index (``store`` must read them too). The path is chosen
+    on the whole scope, whatever the index holds yet; an exact path scores the pending rows
+    with the others, an index path asks the index about the rows it holds and merges the
+    pending ones exactly."""
     t0 = time.perf_counter()
     ip = index.metric == "ip"
+    size = len(index) + (0 if pending is None else int(np.count_nonzero(pending.alive)))
     if scope is None:
         result = index.search(queries, k, **params)
-        explain = Explain("index", "no tenant and no filter", len(index), len(index), len(index), k)
+        explain = Explain("index", "no tenant and no filter", size, size, size, k)
         _index_details(explain.details, result)
+        if pending is not None:
+            result = _merge_pending(result, pending, None, queries, k, ip, explain.details)
     else:
         count = int(scope.matches.size)
         tenant = scope.tenant_rows is not None  # the decision may not look past the scope
         explain = Explain("", "", scope.visible, scope.estimated, count, k)
+        held = scope if pending is None else below(scope, pending.start)  # what the index holds
         if count == 0:
             result = empty_result(queries.shape[0], k)
             explain.path, explain.reason = "empty", "no row in scope matches"
@@ -154,43 +225,46 @@ def plan_search(
                 if index.exact and count > exact_max_rows
                 else f"{count} matches <= {exact_max_rows}: scoring them all is cheapest"
             )
-        elif (
-            not index.scoped
-            and not tenant
-            and count / max(len(index), 1) <= GRAPH_EXACT_SELECTIVITY
-        ):
+        elif not index.scoped and not tenant and count / max(size, 1) <= GRAPH_EXACT_SELECTIVITY:
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
-                f"{count} matches are {count / max(len(index), 1):.1%} of the index (<= "
+                f"{count} matches are {count / max(size, 1):.1%} of the index (<= "
                 f"{GRAPH_EXACT_SELECTIVITY:.0%}): over-fetching from the graph would cost more "
                 "than scoring them all"
             )
-        elif index.scoped:
-            result = index.search(
-                queries,
-                k,
-                rows=scope.tenant_rows,
-                rows_key=scope.tenant_key,
-                rows_version=scope.tenant_version,
-                allowed=scope.allowed,
-                allowed_bits=scope.allowed_bits,
-                **params,
-            )
-            explain.path = "tenant-index"
-            explain.reason = f"{count} matches > {exact_max_rows}: {index.scoped_how}"
         else:
-            result, rounds = _postfilter(
-                index, store, queries, k, scope, params, ip, explain.details
-            )
-            explain.path = "graph-postfilter"
-            share = "" if tenant else f" ({count / max(len(index), 1):.1%} of the index)"
-            explain.reason = (
-                f"{count} matches > {exact_max_rows}{share}: over-fetch from the graph and keep "
-                "the matches"
-            )
-            if not tenant:  # their sizes follow the index's size
-                explain.details["rounds"] = rounds
+            if not held.matches.size:  # every row in scope is pending
+                result = empty_result(queries.shape[0], k)
+            elif index.scoped:
+                result = index.search(
+                    queries,
+                    k,
+                    rows=held.tenant_rows,
+                    rows_key=held.tenant_key,
+                    rows_version=held.tenant_version,
+                    allowed=held.allowed,
+                    allowed_bits=held.allowed_bits,
+                    **params,
+                )
+            else:
+                result, rounds = _postfilter(
+                    index, store, queries, k, held, params, ip, explain.details
+                )
+                if not tenant:  # their sizes follow the index's size
+                    explain.details["rounds"] = rounds
+            if index.scoped:
+                explain.path = "tenant-index"
+                explain.reason = f"{count} matches > {exact_max_rows}: {index.scoped_how}"
+            else:
+                explain.path = "graph-postfilter"
+                share = "" if tenant else f" ({count / max(size, 1):.1%} of the index)"
+                explain.reason = (
+                    f"{count} matches > {exact_max_rows}{share}: over-fetch from the graph and "
+                    "keep the matches"
+                )
+            if pending is not None:
+                result = _merge_pending(result, pending, scope, queries, k, ip, explain.details)
         if explain.path in ("tenant-index", "partition-actors"):
             _index_details(explain.details, result)
     explain.returned = int(np.count_nonzero(result.ids >= 0)) // max(queries.shape[0], 1)

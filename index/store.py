@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from shardwalk.index._kernels import permute_rows
 
-__all__ = ["IndexStore", "RowStore", "Segment", "VectorStore"]
+__all__ = ["DeltaBuffer", "DeltaStore", "IndexStore", "RowStore", "Segment", "VectorStore"]
 
 # (vectors, positions of some rows in them, which of the rows asked for: None for all of them)
 Segment = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
@@ -144,3 +144,114 @@ class VectorStore(RowStore):
     @property
     def nbytes(self) -> int:
         return self._n * self.dim * 4 + (0 if self._pos is None else self._n * 8)
+
+
+class DeltaBuffer:
+    """The rows written but not yet in the index (a growing segment, as Qdrant's and Milvus's):
+    rows ``start .. end - 1`` (row numbers are append-only, so they are always the newest
+    rows), their vectors and their owner codes (the index's layout hint), kept until a
+    background indexer has inserted them and moved ``start`` past them.
+
+    Writes append at ``end``; the indexer copies rows from ``start`` and then calls
+    :meth:`advance`. Both under the collection's exclusive lock; readers (under the shared
+    lock) see :meth:`vectors` as one contiguous array, valid until the next write.
+    """
+
+    def __init__(self, dim: int, start: int = 0) -> None:
+        self.dim = dim
+        self.start = start  # the first row not in the index
+        self.end = start  # one past the last row written
+        self._first = start  # the row of _vectors[0]
+        self._vectors = np.zeros((0, dim), dtype=np.float32)
+        self._groups = np.zeros(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._vectors.nbytes + self._groups.nbytes)
+
+    def append(self, rows: np.ndarray, vectors: np.ndarray, groups: np.ndarray) -> None:
+        """Add the vectors of ``rows`` (which continue ``end``, ascending)."""
+        n = rows.size
+        if n == 0:
+            return
+        if int(rows[0]) != self.end or int(rows[-1]) != self.end + n - 1:
+            raise ValueError(f"delta rows must continue at row {self.end}; got {rows[:3]}...")
+        held, used = self.end - self._first, self.end - self.start
+        if held + n > self._vectors.shape[0]:  # move the unindexed rows to the front, grow
+            size = max(used + n, 2 * self._vectors.shape[0], 64)
+            grown = np.empty((size, self.dim), dtype=np.float32)
+            codes = np.empty(size, dtype=np.int32)
+            skip = self.start - self._first
+            grown[:used] = self._vectors[skip:held]
+            codes[:used] = self._groups[skip:held]
+            self._vectors, self._groups, self._first = grown, codes, self.start
+            held = used
+        self._vectors[held : held + n] = vectors
+        self._groups[held : held + n] = groups
+        self.end += n
+
+    def head(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, vectors and owner codes (copies) of the first ``count`` unindexed rows."""
+        count = min(count, len(self))
+        skip = self.start - self._first
+        rows = np.arange(self.start, self.start + count, dtype=np.int64)
+        return (
+            rows,
+            self._vectors[skip : skip + count].copy(),
+            self._groups[skip : skip + count].copy(),
+        )
+
+    def advance(self, count: int) -> None:
+        """The first ``count`` unindexed rows are in the index now."""
+        self.start += count
+        if self.start == self.end and self._vectors.shape[0] > 1024:
+            self._vectors = np.zeros((0, self.dim), dtype=np.float32)  # give a burst back
+            self._groups = np.zeros(0, dtype=np.int32)
+            self._first = self.start
+
+    def reset(self, start: int) -> None:
+        """Empty, continuing at row ``start`` (a new index holding every row before it)."""
+        self.__init__(self.dim, start)  # type: ignore[misc]
+
+    def vectors(self) -> np.ndarray:
+        """The unindexed rows' vectors, row ``start`` first (a view)."""
+        skip = self.start - self._first
+        return self._vectors[skip : skip + len(self)]
+
+
+class DeltaStore(RowStore):
+    """Vectors by row over an index's store and the rows not yet indexed (a
+    :class:`DeltaBuffer`): rows before ``delta.start`` from ``base``, the others from the
+    delta."""
+
+    def __init__(self, base: RowStore, delta: DeltaBuffer) -> None:
+        self.dim = base.dim
+        self.base = base
+        self.delta = delta
+
+    def segments(self, rows: np.ndarray) -> list[Segment]:
+        rows = np.asarray(rows, dtype=np.int64)
+        delta = self.delta
+        if delta.end == delta.start or not rows.size:
+            return self.base.segments(rows)
+        new = rows >= delta.start
+        if not new.any():
+            return self.base.segments(rows)
+        if new.all():
+            return [(delta.vectors(), rows - delta.start, None)]
+        old_at, new_at = np.flatnonzero(~new), np.flatnonzero(new)
+        parts = [
+            (vectors, positions, old_at if which is None else old_at[which])
+            for vectors, positions, which in self.base.segments(rows[old_at])
+        ]
+        parts.append((delta.vectors(), rows[new_at] - delta.start, new_at))
+        return parts
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.delta.end == self.delta.start:
+            return self.base.take(rows)
+        return super().take(rows)

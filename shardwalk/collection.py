@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -39,8 +40,8 @@ from shardwalk.errors import (
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
-from shardwalk.index.planner import Explain, Scope, plan_search
-from shardwalk.index.store import RowStore, VectorStore
+from shardwalk.index.planner import Explain, Pending, Scope, plan_search
+from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
     ANY_OWNER,
@@ -79,10 +80,22 @@ log = logging.getLogger(__name__)
 __all__ = ["Collection", "Records"]
 
 _SAMPLE = 1024  # rows a selectivity estimate looks at
+_MASKS = 16  # scope masks cached (least recently used dropped)
 # After an upsert of this many rows, hand freed memory back to the OS: a batch's transient
 # copies are large allocations that glibc, once its mmap threshold has grown, keeps in its heap
 # (100K x 128 built in 50K-row upserts: 232 MiB resident, 129 MiB once trimmed).
 _LARGE_WRITE = 4096
+# The delta (rows acknowledged but not yet in the index, searched exactly) holds at most this
+# many bytes of vectors, and at least _DELTA_MIN_ROWS rows: 4096 rows of 128 dims, an exact
+# scan of ~0.2 ms per query (Qdrant scans unindexed segments up to 10 MB, Milvus its growing
+# segments). Writers wait while it is full; a write group at least this large is indexed before
+# it is acknowledged (it would fill the delta alone; one parallel insert builds it fastest).
+_DELTA_BYTES = 2 << 20
+_DELTA_MIN_ROWS = 256
+# Rows the background indexer inserts per turn: each turn excludes searches for its insert
+# (faiss inserts are not safe beside searches), so turns stay short (~5-10 ms of HNSW inserts).
+_INDEX_CHUNK = 128
+_INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 
 
 def _release_free_memory() -> None:
@@ -195,6 +208,61 @@ def _shared_lists(columns: pa.Table, n: int) -> list[list[str]]:
     return [v or [] for v in columns.column(SHARED).to_pylist()]
 
 
+class _Mask:
+    """A scope's rows as a bool mask by row (with room for rows to come: False past the
+    last), the same packed little-endian, and the rows themselves (ascending), kept current
+    by every write; ``fraction``: the share of a sample of the visible rows that matched when
+    it was built (the planner's estimate, for explanations)."""
+
+    __slots__ = ("allowed", "bits", "fraction", "matches")
+
+    def __init__(self, allowed: np.ndarray) -> None:
+        self.allowed = allowed
+        self.bits = np.zeros(allowed.size // 8, dtype=np.uint8)
+        self.matches = np.zeros(0, dtype=np.int64)
+        self.fraction = 1.0
+
+    @classmethod
+    def empty(cls, rows: int) -> _Mask:
+        return cls(np.zeros(_room(rows), dtype=bool))
+
+    def grow(self, rows: int) -> None:
+        """Room for ``rows`` rows (doubling, amortised O(1) per row)."""
+        if rows <= self.allowed.size:
+            return
+        allowed = np.zeros(_room(max(rows, 2 * self.allowed.size)), dtype=bool)
+        allowed[: self.allowed.size] = self.allowed
+        bits = np.zeros(allowed.size // 8, dtype=np.uint8)
+        bits[: self.bits.size] = self.bits
+        self.allowed, self.bits = allowed, bits
+
+    def set(self, rows: np.ndarray, keep: np.ndarray) -> None:
+        """Of ``rows`` (ascending, unique), exactly ``keep`` (a subset) are in scope now."""
+        now = np.zeros(rows.size, dtype=bool)
+        now[np.searchsorted(rows, keep)] = True
+        changed = self.allowed[rows] != now
+        if not changed.any():
+            return
+        self.allowed[rows] = now
+        touched = np.unique(rows[changed] >> 3)  # the packed bytes to redo
+        spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+        self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        gone = rows[changed & ~now]
+        if gone.size:
+            self.matches = self.matches[self.allowed[self.matches]]
+        new = rows[changed & now]
+        if new.size:
+            if not self.matches.size or new[0] > self.matches[-1]:
+                self.matches = np.concatenate([self.matches, new])
+            else:
+                self.matches = np.union1d(self.matches, new)
+
+
+def _room(rows: int) -> int:
+    """A mask's length for ``rows`` rows: a whole number of bytes when packed."""
+    return max(64, (rows + 7) // 8 * 8)
+
+
 @dataclass(frozen=True)
 class Records:
     """Stored records, in the order their ids were asked for.
@@ -224,9 +292,15 @@ class Collection:
     Methods are thread-safe, and reads run in parallel: any number of threads search, get and
     read statistics at once under a shared lock. Writes are group-committed: concurrent
     upserts and deletes share one log append and one fsync, then apply in memory under a short
-    exclusive lock (the index insert), and each call returns once its write is durable and
-    visible. A search sees every write acknowledged before it started. A checkpoint
-    (``flush``) holds back writes while it writes the snapshot, never reads.
+    exclusive lock, and each call returns once its write is durable and visible. New rows are
+    visible before the index holds them: they wait in a delta (a growing segment, as in
+    Qdrant and Milvus) that every search scores exactly and merges with the index's answer,
+    while a background thread inserts them into the index; writers wait only when the delta
+    is full (``stats()["delta"]``), and a write group that would fill it alone is indexed
+    before it returns. A search sees every write acknowledged before it started. A checkpoint
+    (``flush``) indexes the delta and holds back writes while it writes the snapshot, never
+    reads. ``delta_limit`` (rows) bounds the delta (default: 2 MiB of vectors, at least 256
+    rows).
     """
 
     def __init__(
@@ -259,13 +333,31 @@ class Collection:
         self._rows.declare(self._declared)
         self._tenants = TenantDirectory()
         self._store = self._store_for(self._index)
+        # rows acknowledged but not yet in the index (see _DELTA_BYTES); reads see the rows
+        # of both through _vectors
+        self._delta = DeltaBuffer(dim)
+        self._vectors = DeltaStore(self._store, self._delta)
+        self.delta_limit = max(_DELTA_MIN_ROWS, _DELTA_BYTES // (4 * dim))  # rows
+        # an index kept in Ray actors takes writes directly (its actors plan their own scopes)
+        self._deferred = not getattr(self._index, "applies_scope", False)
+        self._indexing = threading.Lock()  # one index insert at a time (background or drain)
+        self._room = threading.Condition(threading.Lock())  # the indexer and writers waiting
+        self._indexer: threading.Thread | None = None
+        self._delta_waits = 0  # write groups that waited for room in the delta
+        self._delta_wait_seconds = 0.0
+        self._indexed_in_background = 0
         self._hook_index()
-        self._version = 0  # bumped by every write: invalidates cached filter masks
-        # (tenant, predicate, version) -> (mask, packed mask, matching rows, estimated count)
-        self._masks: OrderedDict[Any, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = (
-            OrderedDict()
-        )
-        self._rw = RWLock()  # shared: reads; exclusive: applying writes in memory
+        self._version = 0  # bumped by every write
+        # (tenant, predicate) -> its scope's mask, kept current by every write (_follow_writes)
+        self._masks: OrderedDict[Any, _Mask] = OrderedDict()
+        self._killed: list[np.ndarray] = []  # rows the write group being applied killed
+        # Locks, always taken in this order: the commit lock (GroupCommit.lock), _indexing,
+        # _index_rw, _rw. _index_rw: shared by reads, exclusive for index inserts and deletes
+        # (the background indexer's, and a write group that replaces or deletes rows); _rw:
+        # shared by reads, exclusive while a group is applied to the rows and the delta. A
+        # write of new rows takes only _rw: it never waits for an index insert.
+        self._index_rw = RWLock()
+        self._rw = RWLock()
         self._writes = GroupCommit(self._commit_group)  # its lock: one commit or checkpoint
         self._cache_lock = threading.Lock()  # the filter mask cache
         self._datadir = datadir
@@ -363,20 +455,21 @@ class Collection:
                 directory / snapshot, dim=self.dim, budget=self._budget, host=self._host
             )
             _release_index(self._index)  # the empty one made by the constructor
-            self._rows, self._index = state.rows, state.index
+            self._install(state.rows, state.index, state.store, state.tenants)
             self._rows.declare(self._declared)
-            self._store, self._tenants = state.store, state.tenants
-            self._hook_index()
         self._snapshot = snapshot
         # an index read from an earlier format was rebuilt: the next checkpoint rewrites it
         self._upgraded = bool(getattr(self._index, "upgraded", False))
         wal_path = str(directory / wal)
-        for record in WriteAheadLog.replay(wal_path):
+        for record in WriteAheadLog.replay(wal_path):  # through the delta: batched inserts
             write = read_record(record, self.dim)
             if isinstance(write, Upsert):
                 self._apply_upsert(write)
             else:
                 self._apply_delete(write.ids, ANY_OWNER if write.everywhere else write.owner)
+            if len(self._delta) >= self.delta_limit:
+                self._drain()
+        self._drain()
         self._wal = WriteAheadLog(wal_path)
         self._applied_log = (wal_path, self._wal.size)
         # files of an interrupted checkpoint (written, never committed to the manifest)
@@ -388,14 +481,25 @@ class Collection:
                 f"collection {self.name!r} {self._closed_because}"
             ) from self._closed_cause
 
+    def _install(self, rows: RowTable, index: Any, store: RowStore, tenants: Any) -> None:
+        """Take these rows, index (holding every row), store and tenants (exclusively)."""
+        self._rows, self._index = rows, index
+        self._store, self._tenants = store, tenants
+        self._vectors.base = store
+        self._delta.reset(rows.rows)
+        self._deferred = not getattr(index, "applies_scope", False)
+        self._hook_index()
+
     def _close(self, because: str) -> None:
-        with self._writes.lock, self._rw.write():
+        with self._writes.lock, self._indexing, self._index_rw.write(), self._rw.write():
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
             if self._closed_because is None:
                 _release_index(self._index)
             self._closed_because = because
+        with self._room:
+            self._room.notify_all()  # writers waiting for room in the delta
 
     # -- writes -----------------------------------------------------------------------------
     def _prepare_vectors(self, vectors: Any, *, what: str, rows: int | None = None) -> np.ndarray:
@@ -549,6 +653,19 @@ class Collection:
                 entry.error = exc
         if not accepted:
             return
+        writes = _coalesce([entry.payload for entry in accepted])
+        new_rows = sum(int(w.ids.size) for w in writes if isinstance(w, Upsert))
+        # a group that would fill the delta alone is indexed before it is acknowledged
+        direct = not self._deferred or new_rows >= self.delta_limit
+        if new_rows and not direct and not self._wait_for_room(new_rows):
+            error = FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
+            for entry in accepted:
+                entry.error = error
+            return
+        # rows replaced or deleted may be in the index: their tombstones need it exclusively
+        kills = direct or any(
+            not isinstance(w, Upsert) or bool(self._rows.contains(w.ids).any()) for w in writes
+        )
         logged = False  # the group's records are durable in the log
         try:
             if self._wal is not None and records:
@@ -562,14 +679,25 @@ class Collection:
                         entry.error = exc
                     return
                 logged = True
-            with self._rw.write():
-                for write in _coalesce([entry.payload for entry in accepted]):
+            if direct:
+                self._drain()  # the rows before this group's go into the index first
+            with (
+                self._indexing if direct else nullcontext(),
+                self._index_rw.write() if kills else nullcontext(),
+                self._rw.write(),
+            ):
+                first, schema = self._rows.rows, self._rows.schema
+                self._killed = []
+                for write in writes:
                     if isinstance(write, Upsert):
-                        self._apply_upsert(write)
+                        self._apply_upsert(write, direct=direct)
                     else:
                         self._apply_delete(write.present, write.owner)
+                self._follow_writes(first, schema, writes)
                 if self._wal is not None:
                     self._applied_log = (self._wal.path, self._wal.size)
+            if len(self._delta):
+                self._kick()
         except BaseException as exc:
             # The log and the memory may now disagree: refuse further use until reopened
             # (replaying the log then gives the state every acknowledged write left).
@@ -624,23 +752,124 @@ class Collection:
         ]
         return ids[exists]
 
-    def _apply_upsert(self, write: Upsert) -> None:
+    def _apply_upsert(self, write: Upsert, *, direct: bool = False) -> None:
+        """Apply an upsert to the rows, and its vectors to the delta (``direct``, or an index
+        that takes writes directly: to the index, which the delta must not precede)."""
         if write.everywhere:  # an unscoped write: it replaces the id's rows, whoever owns them
-            self._index.delete(self._rows.kill(write.ids))
+            self._unindex(self._rows.kill(write.ids))
         replaced = self._rows.replaced_rows(write.ids, write.tenants)
         rows = self._rows.append(write.ids, write.tenants, write.attributes, write.shared)
         if replaced.size:
-            self._index.delete(replaced)
+            self._unindex(replaced)
         owners = self._tenants.add(rows, write.tenants, write.shared)
-        self._index.add(rows, write.vectors, groups=owners)  # a layout hint: owner tenants
-        if not self._shares_store:
-            assert isinstance(self._store, VectorStore)
-            self._store.extend(write.vectors)
+        if direct or not self._deferred:
+            assert not len(self._delta), "rows waiting in the delta come first"
+            self._add_to_index(rows, write.vectors, owners)
+            self._delta.reset(self._rows.rows)
+        else:
+            self._delta.append(rows, write.vectors, owners)
         self._version += 1
 
+    def _add_to_index(self, rows: np.ndarray, vectors: np.ndarray, owners: np.ndarray) -> None:
+        self._index.add(rows, vectors, groups=owners)  # a layout hint: owner tenants
+        if not self._shares_store:
+            assert isinstance(self._store, VectorStore)
+            self._store.extend(vectors)
+
     def _apply_delete(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> None:
-        self._index.delete(self._rows.kill(ids, owner))
+        self._unindex(self._rows.kill(ids, owner))
         self._version += 1
+
+    def _unindex(self, rows: np.ndarray) -> None:
+        """Tombstone dead ``rows`` in the index (those of the delta are not there: the indexer
+        tombstones them as it inserts them)."""
+        if self._masks:
+            self._killed.append(rows)
+        rows = rows[rows < self._delta.start]
+        if rows.size:
+            self._index.delete(rows)
+
+    # -- background indexing ----------------------------------------------------------------
+    def _kick(self) -> None:
+        """Make sure an indexer thread works through the delta."""
+        with self._room:
+            if self._indexer is None:
+                if self._closed_because is None:
+                    self._start_indexer()
+            else:
+                self._room.notify_all()  # an idle indexer waits for rows
+
+    def _start_indexer(self) -> None:  # under self._room
+        thread = threading.Thread(
+            target=self._index_loop, name=f"shardwalk-index-{self.name}", daemon=True
+        )
+        self._indexer = thread
+        thread.start()
+
+    def _index_loop(self) -> None:
+        """The background indexer: insert the delta's rows into the index, a chunk per turn;
+        once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
+        starts another)."""
+        while True:
+            with self._room:  # decided under the lock a writer's _kick takes: no lost wake-up
+                if not len(self._delta) and self._closed_because is None:
+                    self._room.wait(_INDEXER_IDLE)
+                if not len(self._delta) or self._closed_because is not None:
+                    self._indexer = None
+                    self._room.notify_all()
+                    return
+            try:
+                self._indexed_in_background += self._index_some(_INDEX_CHUNK)
+            except BaseException as exc:
+                self._closed_because = "stopped at a failed index insert; reopen the engine"
+                self._closed_cause = exc
+                log.error("collection %r stopped at a failed index insert", self.name, exc_info=exc)
+
+    def _index_some(self, count: int) -> int:
+        """Insert the delta's first ``count`` rows into the index (searches wait only for the
+        insert itself; writes of new rows not at all); returns how many."""
+        with self._indexing:
+            if self._closed_because is not None:
+                return 0
+            with self._rw.read():  # a copy: writers may move the delta meanwhile
+                rows, vectors, owners = self._delta.head(count)
+            if not rows.size:
+                return 0
+            with self._index_rw.write():
+                self._add_to_index(rows, vectors, owners)
+                with self._rw.write():
+                    # rows deleted or replaced while they waited (not in the index then)
+                    dead = rows[~self._rows.alive[rows]]
+                    if dead.size:
+                        self._index.delete(dead)
+                    self._delta.advance(rows.size)
+        with self._room:
+            self._room.notify_all()  # writers waiting for room
+        return int(rows.size)
+
+    def _drain(self) -> None:
+        """Index every row of the delta in this thread (one insert: faiss links it in
+        parallel). Under the commit lock: no write adds rows meanwhile."""
+        while len(self._delta) and self._index_some(len(self._delta)):
+            pass
+
+    def _wait_for_room(self, rows: int) -> bool:
+        """Wait until the delta has room for ``rows`` more (or is empty); False if the
+        collection was closed meanwhile. Called by a group's leader."""
+        delta = self._delta
+        if len(delta) + rows <= self.delta_limit:  # only the leader adds rows: no race here
+            return True
+        t0 = time.perf_counter()
+        with self._room:
+            self._delta_waits += 1
+            while len(delta) and len(delta) + rows > self.delta_limit:
+                if self._closed_because is not None:
+                    return False
+                if self._indexer is None:
+                    self._start_indexer()
+                self._room.wait(0.5)
+            self._delta_wait_seconds += time.perf_counter() - t0
+        return self._closed_because is None
 
     # -- reads ------------------------------------------------------------------------------
     def search(
@@ -693,15 +922,24 @@ class Collection:
         arr = self._prepare_vectors(queries, what="queries")
         if tenant is not None:
             check_name("tenant", tenant)
-        with self._rw.read():
+        with self._index_rw.read(), self._rw.read():
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
             scope = self._scope(tenant, predicate)
             # the call's threads; numba and faiss are set where their kernels run (the planner's
             # exact paths, the indexes), not here: a single query needs neither
             n = arr.shape[0]  # one query: its caller's thread, nothing to take
+            delta = self._delta
             with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
-                found, report = plan_search(self._index, self._store, arr, k, scope, params)
+                if delta.end == delta.start:  # every row is in the index
+                    found, report = plan_search(self._index, self._store, arr, k, scope, params)
+                else:  # the index for the rows it holds, the delta's rows exactly
+                    pending = Pending(
+                        delta.start, delta.vectors(), self._rows.alive[delta.start : delta.end]
+                    )
+                    found, report = plan_search(
+                        self._index, self._vectors, arr, k, scope, params, pending=pending
+                    )
             row_ids = self._rows.ids
             ids = np.full(found.ids.shape, -1, dtype=np.int64)
             hit = found.ids >= 0
@@ -727,57 +965,111 @@ class Collection:
         if tenant is None and predicate is None:
             return None
         tenant_rows = None if tenant is None else self._tenants.rows(tenant)
-        key = (tenant, predicate, self._version)
+        mask = self._mask(tenant, predicate, tenant_rows)
+        if tenant is None:
+            visible = len(self._rows)
+        elif predicate is None:
+            visible = int(mask.matches.size)
+        else:  # the tenant's own scope, kept beside this one (its size is the visible count)
+            visible = int(self._mask(tenant, None, tenant_rows).matches.size)
+        return Scope(
+            matches=mask.matches,
+            allowed=mask.allowed,
+            allowed_bits=mask.bits,
+            tenant_rows=tenant_rows,
+            tenant_key=tenant,
+            tenant_version=self._tenants.version(tenant) if tenant is not None else 0,
+            visible=visible,
+            # what a planner without the exact count would have estimated
+            estimated=visible if predicate is None else round(mask.fraction * visible),
+        )
+
+    def _mask(self, tenant: str | None, predicate: Any, tenant_rows: np.ndarray | None) -> _Mask:
+        key = (tenant, predicate)
         with self._cache_lock:
             cached = self._masks.get(key)
             if cached is not None:
                 self._masks.move_to_end(key)
-        if cached is None:  # built outside the cache lock (searches run in parallel)
-            cached = self._build_scope(tenant, tenant_rows, predicate)
-            with self._cache_lock:
-                self._masks[key] = cached
-                while len(self._masks) > 16:
-                    self._masks.popitem(last=False)
-        allowed, bits, matches, n_visible, estimated = cached
-        return Scope(
-            matches=matches,
-            allowed=allowed,
-            allowed_bits=bits,
-            tenant_rows=tenant_rows,
-            tenant_key=tenant,
-            tenant_version=self._tenants.version(tenant) if tenant is not None else 0,
-            visible=n_visible,
-            estimated=estimated,
-        )
+                return cached
+        # built outside the cache lock (searches run in parallel; writes wait for them)
+        cached = self._build_mask(tenant, tenant_rows, predicate)
+        with self._cache_lock:
+            self._masks[key] = cached
+            while len(self._masks) > _MASKS:
+                self._masks.popitem(last=False)
+        return cached
 
-    def _build_scope(
+    def _build_mask(
         self, tenant: str | None, tenant_rows: np.ndarray | None, predicate: Any
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-        """(mask, packed mask, matching rows, visible count, estimated matches) of a scope."""
+    ) -> _Mask:
+        """A scope's mask from scratch: O(rows) (O(tenant rows) for a tenant's scope)."""
         alive = self._rows.alive
         visible = None
         if tenant_rows is not None:
             assert tenant is not None
             visible = self._one_per_id(tenant_rows[alive[tenant_rows]], tenant)
-        n_visible = len(self._rows) if visible is None else int(visible.size)
-        estimated = n_visible
+        n = self._rows.rows
+        fraction = 1.0
         if predicate is None:
             assert visible is not None
-            mask = np.zeros(self._rows.rows, dtype=bool)
-            mask[visible] = True
+            mask = _Mask.empty(n)
+            mask.allowed[visible] = True
             matches = visible
         else:
+            mask = _Mask.empty(n)
             if visible is None:
-                mask = evaluate(predicate, self._rows.table()) & alive
+                mask.allowed[:n] = evaluate(predicate, self._rows.table()) & alive
             else:
-                mask = np.zeros(self._rows.rows, dtype=bool)
-                mask[visible[evaluate(predicate, self._rows.columns(visible))]] = True
-            matches = np.flatnonzero(mask)
-            if n_visible:  # what a planner without the exact count would have estimated
-                pool = visible if visible is not None else np.flatnonzero(alive)
+                mask.allowed[visible[evaluate(predicate, self._rows.columns(visible))]] = True
+            matches = np.flatnonzero(mask.allowed[:n])
+            pool = visible if visible is not None else np.flatnonzero(alive)
+            if pool.size:
                 sample = pool[:: max(1, pool.size // _SAMPLE)]
-                estimated = round(mask[sample].mean() * n_visible)
-        return mask, np.packbits(mask, bitorder="little"), matches, n_visible, estimated
+                fraction = float(mask.allowed[sample].mean())
+        mask.matches, mask.fraction = matches, fraction
+        mask.bits[:] = np.packbits(mask.allowed, bitorder="little")
+        return mask
+
+    def _follow_writes(self, first: int, schema: dict[str, Any], writes: list[Any]) -> None:
+        """Bring the cached scope masks up to date with the write group just applied (under
+        the exclusive lock): the rows it added from ``first`` on, the rows it killed, and the
+        rows of the ids it touched (an own row shadows a shared one, a deleted one reveals it)
+        are re-evaluated; nothing else. A mask whose attributes changed shape (a column added
+        or typed) is dropped and rebuilt when next used. O(rows touched), not O(rows)."""
+        self._version += 1
+        killed, self._killed = self._killed, []
+        if not self._masks:
+            return
+        if not self._deferred or self._rows.schema != schema:
+            # (an index in Ray actors caches each mask's array by identity: new arrays only)
+            with self._cache_lock:
+                self._masks.clear()
+            return
+        ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
+        ids += [self._rows.ids[rows] for rows in killed]
+        _, live = self._rows.find(np.unique(np.concatenate(ids)))
+        rows = np.unique(np.concatenate([live, *killed, np.arange(first, self._rows.rows)]))
+        if not rows.size:
+            return
+        alive = self._rows.alive[rows]
+        n = self._rows.rows
+        with self._cache_lock:
+            masks = list(self._masks.items())
+        columns = None
+        for (tenant, predicate), mask in masks:
+            mask.grow(n)
+            keep = rows[alive]
+            if tenant is not None:
+                tenant_rows = self._tenants.rows(tenant)
+                at = np.minimum(np.searchsorted(tenant_rows, keep), max(tenant_rows.size - 1, 0))
+                keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]
+                keep = self._one_per_id(keep, tenant)
+            if predicate is not None and keep.size:
+                if columns is None:  # the touched rows' attributes, read once for every mask
+                    columns = self._rows.columns(rows)
+                local = np.searchsorted(rows, keep)
+                keep = keep[evaluate(predicate, columns.take(pa.array(local)))]
+            mask.set(rows, keep)
 
     def _one_per_id(self, rows: np.ndarray, tenant: str) -> np.ndarray:
         """Of the live ``rows`` (ascending) ``tenant`` may see, one per id: its own row, else
@@ -817,7 +1109,7 @@ class Collection:
         if tenant is not None:
             check_name("tenant", tenant)
         owner = f"collection {self.name!r}"
-        with self._rw.read():
+        with self._index_rw.read(), self._rw.read():
             self._check_open()
             if tenant is None:
                 at, rows = self._rows.find(ids)
@@ -842,7 +1134,7 @@ class Collection:
             if tenant is None:
                 ids = ids[at]  # one entry per row: an id once per owner holding it
             columns = self._rows.columns(rows)
-            vectors = self._store.take(rows)
+            vectors = self._vectors.take(rows)
         tenants = columns.column(TENANT).to_pylist()
         shared = _shared_lists(columns, ids.size)
         attributes = {
@@ -913,8 +1205,12 @@ class Collection:
             return int(id_) in self._rows
 
     def stats(self) -> dict[str, Any]:
-        """Counts, parameters, sizes (JSON-serialisable)."""
-        with self._rw.read():
+        """Counts, parameters, sizes (JSON-serialisable).
+
+        ``delta``: the rows acknowledged but not yet in the index (searched exactly): how many
+        (``rows``, at most ``limit``), their bytes, the write groups that waited for room in it
+        (``waits``, ``wait_seconds``), and the rows indexed in the background so far."""
+        with self._index_rw.read(), self._rw.read():
             return {
                 "name": self.name,
                 "dim": self.dim,
@@ -929,6 +1225,14 @@ class Collection:
                 "snapshot": self._snapshot,
                 "wal_bytes": self._wal.size if self._wal is not None else 0,
                 "group_commits": {"groups": self._writes.groups, "writes": self._writes.entries},
+                "delta": {
+                    "rows": len(self._delta),
+                    "limit": self.delta_limit,
+                    "bytes": self._delta.nbytes,
+                    "waits": self._delta_waits,
+                    "wait_seconds": round(self._delta_wait_seconds, 6),
+                    "indexed_in_background": self._indexed_in_background,
+                },
                 "index_stats": self._index.stats(),
             }
 
@@ -941,6 +1245,7 @@ class Collection:
         """
         with self._writes.lock:
             self._check_open()
+            self._drain()
             if self._datadir is None or self._wal is None:
                 return
             if self._wal.size == 0 and self._snapshot is not None and not self._upgraded:
@@ -964,6 +1269,7 @@ class Collection:
             yield self._datadir.manifest["collections"][self.name], self._wal.size
 
     def _checkpoint(self) -> None:
+        self._drain()  # a snapshot's index holds every row
         datadir, old_wal = self._datadir, self._wal
         assert datadir is not None and old_wal is not None
         with datadir.guard(f"a checkpoint of collection {self.name!r}"):
@@ -993,6 +1299,10 @@ class Collection:
             except BaseException as exc:  # the manifest names the new log: no way back
                 datadir.fail(exc)
                 raise
+        # writing the snapshot (Parquet rows, the serialised index) freed large buffers that
+        # glibc keeps in its heap otherwise: 200K x 128 built in 50K-row upserts and flushed
+        # held 187 MiB, 129 MiB once trimmed
+        _release_free_memory()
 
     def compact(self) -> None:
         """Rebuild the index from the live vectors only, dropping every deleted or replaced
@@ -1000,6 +1310,7 @@ class Collection:
         beside the old one (searches go on; writes wait) and swapped in at once."""
         with self._writes.lock:
             self._check_open()
+            self._drain()
             live = np.flatnonzero(self._rows.alive)
             columns = self._rows.columns(live)
             fresh = Collection(
@@ -1025,14 +1336,13 @@ class Collection:
                         if SHARED in columns.column_names
                         else None,
                         everywhere=False,  # each row in its owner's namespace, as it was
-                    )
+                    ),
+                    direct=True,
                 )
-            with self._rw.write():
+            with self._indexing, self._index_rw.write(), self._rw.write():
                 old = self._index
-                self._rows, self._index = fresh._rows, fresh._index
-                self._store, self._tenants = fresh._store, fresh._tenants
-                self._hook_index()
-                self._version += 1
+                self._install(fresh._rows, fresh._index, fresh._store, fresh._tenants)
+                self._version += 1  # new row numbers: every mask is rebuilt
                 with self._cache_lock:
                     self._masks.clear()
             _release_index(old)

@@ -541,7 +541,15 @@ class RowTable:
         )
         if shared is not None:
             chunk = chunk.append_column(SHARED, shared)
-        self._chunks.append(chunk)
+        chunks = [*self._chunks, chunk]
+        # the newest chunks merge while the one before is at most twice as big (as the id
+        # map's runs): O(log rows) chunks, each row copied O(log rows) times, and no write
+        # leaves a read to merge every chunk (O(rows)) before it can take a few rows
+        while len(chunks) > 1 and chunks[-2].num_rows <= 2 * chunks[-1].num_rows:
+            chunks[-2:] = [
+                pa.concat_tables(chunks[-2:], promote_options="default").combine_chunks()
+            ]
+        self._chunks = chunks  # one reference assignment
         for field in attributes.schema:
             if not pa.types.is_null(self._schema.get(field.name, pa.null())):
                 continue
@@ -641,7 +649,26 @@ class RowTable:
         return [names[c] for c in self.owner_codes(rows).tolist()]
 
     def columns(self, rows: np.ndarray) -> pa.Table:
-        return self.table().take(pa.array(rows))
+        """The Arrow columns of ``rows`` (in the order given), every column of the table;
+        taken from the chunks that hold them (O(rows asked), not a merge of the table)."""
+        chunks = self._chunks
+        if len(chunks) <= 1:
+            return self.table().take(pa.array(rows))
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.cumsum([0] + [c.num_rows for c in chunks])
+        which = np.searchsorted(starts, rows, side="right") - 1
+        schema = pa.unify_schemas([c.schema for c in chunks], promote_options="default")
+        pieces, order = [schema.empty_table()], []
+        for c in np.unique(which).tolist():
+            at = np.flatnonzero(which == c)
+            pieces.append(chunks[c].take(pa.array(rows[at] - starts[c])))
+            order.append(at)
+        taken = pa.concat_tables(pieces, promote_options="default")
+        if len(order) <= 1:  # one chunk held them all (or no row was asked for)
+            return taken
+        place = np.empty(rows.size, dtype=np.int64)
+        place[np.concatenate(order)] = np.arange(rows.size)
+        return taken.take(pa.array(place))
 
     # -- persistence ------------------------------------------------------------------------
     def to_arrow(self) -> pa.Table:

@@ -74,7 +74,10 @@ def run_and_kill(path, mode: str, kind: str, acks_before_kill: int, delay: float
             time.sleep(delay)
             break
     proc.send_signal(signal.SIGKILL)
-    rest, err = proc.communicate(timeout=30)
+    # read through the same buffered reader: communicate() reads the pipe directly and would
+    # drop lines readline() already buffered (acknowledged writes the check would then miss)
+    rest, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(timeout=30)
     acked += [int(line.split()[1]) for line in rest.splitlines() if line.startswith("ack")]
     assert acked, f"child never acknowledged a write: {err[-2000:]}"
     return acked

@@ -115,6 +115,7 @@ def test_stats_are_json_ready(engine, data):
 
     col = engine.create_collection("s", dim=32, index="partitioned", partitions=2)
     col.upsert(data.ids, data.vectors, attributes=data.attributes)
+    col.flush()  # the index holds every row (not only the rows it indexed so far)
     stats = col.stats()
     json.dumps(stats)
     assert stats["count"] == data.ids.size

@@ -55,3 +55,31 @@ def test_tombstones_never_come_back_and_never_leave_a_shortfall(vectors):
     assert (res.ids >= 590).all()  # the 10 live ones, found exactly when the graph cannot
     truth = exact_search(vectors[590:], vectors[:5], 10, "ip")
     np.testing.assert_allclose(res.distances, truth.distances, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_a_search_cut_short_by_tombstones_goes_deeper_and_never_copies_the_vectors(
+    monkeypatch, vectors, metric
+):
+    """Most rows deleted: a search at a small ef comes back short; it is searched again with a
+    larger ef (the graph keeps deleted nodes as waypoints), and still returns the exact top-k
+    of the live rows, without scoring a copy of every live vector (issue 26.2)."""
+    import shardwalk.index.hnsw as hnsw
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the tombstone fallback copied the live vectors into exact_search")
+
+    monkeypatch.setattr(hnsw, "exact_search", no_copy, raising=False)
+    base = vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if metric == "ip" else vectors
+    index = HNSWIndex(dim=16, metric=metric, m=8, ef_construction=64, ef=10, threads=1)
+    index.add(np.arange(600), base)
+    dead = np.random.default_rng(6).permutation(600)[:590]
+    index.delete(dead)
+    live = np.setdiff1d(np.arange(600), dead)  # 10 left: every one of them is the answer
+    queries = np.random.default_rng(7).standard_normal((20, 16)).astype(np.float32)
+    for batch in (queries, queries[:1]):
+        found = index.search(batch, 10, ef=10)
+        truth = exact_search(base[live], batch, 10, metric)
+        for row in found.ids:
+            assert sorted(row.tolist()) == live.tolist()
+        np.testing.assert_allclose(found.distances, truth.distances, rtol=1e-4, atol=1e-4)

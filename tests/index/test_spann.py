@@ -161,6 +161,14 @@ def test_reopen_round_trip_through_the_engine(tmp_path, world):
         col.flush()
         col.upsert(np.arange(8000, 9000), world.vectors[8000:9000])  # after the snapshot
         col.delete(np.arange(100))
+        before_drain = col.search(world.queries, k=10)  # the new rows scored exactly
+        assert (
+            recall_at_k(
+                before_drain.ids, truth_of(world.vectors, np.arange(100, 9000), world.queries)
+            )
+            >= 0.9
+        )
+        col.flush()  # the rows written last go into the index, as at the close
         before = col.search(world.queries, k=10)
     with shardwalk.Engine.open(path) as engine:
         col = engine.collection("s")

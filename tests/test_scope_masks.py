@@ -1,0 +1,96 @@
+"""Scope masks follow writes (issue 26.1): a write updates the bits of the rows it touches in
+the cached tenant and filter masks instead of invalidating them, so a search after a write
+costs what it cost before; a mask is rebuilt only when its attributes change shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shardwalk
+from shardwalk import F
+from shardwalk.collection import Collection
+
+DIM = 4
+SCOPES = [
+    ("a", None),
+    ("a", F("y") < 2),
+    ("b", None),
+    (None, F("y") >= 1),
+    ("c", F("y") == 0),
+]
+_BUILD = Collection._build_mask  # a mask from scratch, uncounted
+
+
+@pytest.fixture()
+def builds(monkeypatch):
+    """Counts the masks built from scratch."""
+    counted = {"n": 0}
+
+    def counting(self, *args, **kwargs):
+        counted["n"] += 1
+        return _BUILD(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "_build_mask", counting)
+    return counted
+
+
+def check_masks(col: Collection) -> None:
+    """Every cached mask equals the one a rebuild from scratch would give."""
+    n = col._rows.rows
+    for (tenant, predicate), mask in list(col._masks.items()):
+        rows = None if tenant is None else col._tenants.rows(tenant)
+        fresh = _BUILD(col, tenant, rows, predicate)
+        np.testing.assert_array_equal(mask.allowed[:n], fresh.allowed[:n], err_msg=str(tenant))
+        assert not mask.allowed[n:].any()
+        np.testing.assert_array_equal(mask.matches, fresh.matches)
+        np.testing.assert_array_equal(
+            mask.bits[: fresh.bits.size][: (n + 7) // 8], fresh.bits[: (n + 7) // 8]
+        )
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_writes_update_the_cached_masks_and_never_rebuild_them(builds, kind):
+    rng = np.random.default_rng(0)
+    col = shardwalk.Engine.memory().create_collection(
+        "c", dim=DIM, index=kind, attributes={"y": "int64"}
+    )
+
+    def write(ids, **kwargs):
+        col.upsert(
+            ids,
+            rng.normal(size=(len(ids), DIM)),
+            attributes={"y": rng.integers(0, 3, len(ids)).tolist()},
+            **kwargs,
+        )
+
+    write(list(range(100)), tenants=["a", "b", "c", None] * 25)
+    write([200, 201], tenants="b", shared_with=[["a"], ["a", "c"]])
+    q = rng.normal(size=DIM)
+
+    def search_all() -> None:
+        for tenant, where in SCOPES:
+            col.search(q, k=5, tenant=tenant, where=where)
+
+    search_all()
+    built = builds["n"]
+    assert built >= len(SCOPES)
+    steps = [
+        lambda: write([300], tenant="a"),  # a new row of a's
+        lambda: write([201], tenant="a"),  # a's own row of 201 shadows b's row shared with a
+        lambda: col.delete([201], tenant="a"),  # and its delete shows b's row again
+        lambda: write([0, 1, 2]),  # unscoped: replaces every row of the ids (now ownerless)
+        lambda: col.delete([3, 4]),
+        lambda: write([5], tenant="c", shared_with=[["a"]]),
+        lambda: col.delete([200], tenant="b"),
+        lambda: write(list(range(400, 420)), tenants="c"),
+    ]
+    for step in steps:
+        step()
+        search_all()
+        check_masks(col)
+        assert builds["n"] == built, "a write rebuilt a mask"
+    col.upsert([500], rng.normal(size=(1, DIM)), attributes={"z": ["new"]})  # a new column
+    search_all()
+    check_masks(col)
+    assert builds["n"] > built  # rebuilt: the attributes changed shape

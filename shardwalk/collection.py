@@ -1237,6 +1237,14 @@ class Collection:
             }
 
     # -- maintenance ------------------------------------------------------------------------
+    def wait_indexed(self) -> None:
+        """Insert every acknowledged row into the index now, in this thread (the delta is
+        empty on return). Until the next write, an approximate search then ranks rows as it
+        will after any later checkpoint or reopen; :meth:`flush` does this and more."""
+        with self._writes.lock:
+            self._check_open()
+            self._drain()
+
     def flush(self) -> None:
         """Checkpoint: write a new immutable snapshot, start an empty log, switch the manifest.
 

@@ -284,6 +284,7 @@ def test_engine_threads_1_runs_a_batch_search_on_one_thread(tmp_path, vectors, m
         for kind, params in [("hnsw", {}), ("multitenant", {"train_size": 1000})]:
             col = engine.create_collection(kind, dim=16, index=kind, **params)
             col.upsert(vectors.ids, vectors.vectors)
+            col.wait_indexed()  # searched through the index, not the delta's exact scan
             col.search(vectors.queries, 10)
         stats = engine.budget.stats()
         assert stats["parallel_calls"] == 0 and stats["largest_grant"] == 1

@@ -339,9 +339,9 @@ def test_outcome_unknown_through_the_server(
     codes = []
     translate = client_module._translate
 
-    def spy(exc, address):
+    def spy(exc, *where):
         codes.append(exc.code().name)
-        return translate(exc, address)
+        return translate(exc, *where)
 
     monkeypatch.setattr(client_module, "_translate", spy)
     engine = shardwalk.Engine.open(tmp_path / "db")

@@ -37,9 +37,12 @@ RESULTS = Path(__file__).parent / "results"
 KEYS = {"t0": "flooding-tenant-key-0000", "t1": "searching-tenant-key-111"}
 
 
-def flooder(address: str, key: str, request: bytes) -> None:
-    """Tenant a's process: floods while stdin's last line is "on" (answers "on" once a call is
-    in flight, "idle" after "off" once its calls drained); prints its counts at "quit"."""
+def flooder(address: str, key: str, request: bytes, callers: int, jitter: bool) -> None:
+    """Tenant a's process: ``callers`` concurrent calls while stdin's last line is "on"
+    (answers "on" once a call is in flight, "idle" after "off" once its calls drained); a
+    refused call retries after 20 ms (10-30 ms with ``jitter``); prints its counts at "quit"."""
+    import random
+
     import grpc
 
     os.nice(19)
@@ -79,18 +82,18 @@ def flooder(address: str, key: str, request: bytes) -> None:
                         if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                             raise
                         state["refused"] += 1
-                        await asyncio.sleep(0.02)
+                        await asyncio.sleep(0.01 + 0.02 * random.random() if jitter else 0.02)
                     finally:
                         state["in_flight"] -= 1
 
             threading.Thread(target=commands, daemon=True).start()
-            await asyncio.gather(*[worker() for _ in range(32)])
+            await asyncio.gather(*[worker() for _ in range(callers)])
         print(state["ok"], state["refused"], flush=True)
 
     asyncio.run(main())
 
 
-def measure(engine: shardwalk.Engine, nice: int, rounds: int) -> dict:
+def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> dict:
     config = parse_config(
         {
             "api_keys": [
@@ -103,7 +106,8 @@ def measure(engine: shardwalk.Engine, nice: int, rounds: int) -> dict:
     server = Server(engine, config, host="127.0.0.1", port=0).start()
     address = f"127.0.0.1:{server.port}"
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import flood; " \
-        f"flood.flooder({address!r}, {KEYS['t0']!r}, open({_REQUEST!r}, 'rb').read())"  # fmt: skip
+        f"flood.flooder({address!r}, {KEYS['t0']!r}, open({_REQUEST!r}, 'rb').read(), " \
+        f"{args.callers}, {args.jitter})"  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -127,7 +131,7 @@ def measure(engine: shardwalk.Engine, nice: int, rounds: int) -> dict:
     try:
         for _ in range(50):
             b.search(query, 10)
-        for _ in range(rounds):
+        for _ in range(args.rounds):
             sample(alone)
             assert command("on") == "on"
             sample(flooded)
@@ -141,6 +145,8 @@ def measure(engine: shardwalk.Engine, nice: int, rounds: int) -> dict:
     ms = lambda xs, q: float(np.percentile(xs, q) * 1e3)  # noqa: E731
     return {
         "background_nice": nice,
+        "callers": args.callers,
+        "jitter": args.jitter,
         "alone_p50_ms": ms(alone, 50),
         "alone_p99_ms": ms(alone, 99),
         "flooded_p50_ms": ms(flooded, 50),
@@ -159,6 +165,9 @@ def main() -> None:
     parser.add_argument("--nice", default="0,10", help="background_nice values (default 0,10)")
     parser.add_argument("--repeat", type=int, default=3, help="alternations (default 3)")
     parser.add_argument("--rounds", type=int, default=10, help="rounds a setting (default 10)")
+    parser.add_argument("--callers", type=int, default=32, help="a's concurrent calls (32)")
+    parser.add_argument("--jitter", action="store_true", help="a retries after 10-30 ms")
+    parser.add_argument("--tag", default="", help="results file bench/results/flood[-TAG].json")
     args = parser.parse_args()
     settings = [int(x) for x in args.nice.split(",")]
     load_start = os.getloadavg()[0]
@@ -178,7 +187,7 @@ def main() -> None:
     runs = []
     for _ in range(args.repeat):
         for nice in settings:
-            runs.append(measure(engine, nice, args.rounds))
+            runs.append(measure(engine, nice, args))
             r = runs[-1]
             print(
                 f"background_nice {nice:2d}: b's p99 alone {r['alone_p99_ms']:.2f} ms, flooded "
@@ -199,7 +208,9 @@ def main() -> None:
         "cores": os.cpu_count(),
         "runs": runs,
     }
-    (RESULTS / "flood.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"flood{'-' + args.tag if args.tag else ''}.json").write_text(
+        json.dumps(out, indent=1) + "\n"
+    )
 
 
 if __name__ == "__main__":

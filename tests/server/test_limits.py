@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -422,61 +423,15 @@ def test_background_nice_is_checked() -> None:
 
 
 # Tenant a's flood, in a process of its own (its client's work must not take the server's
-# GIL): 32 concurrent PersonalizedPageRank calls while stdin says "on"; a refused call is
-# retried after 20 ms, as a client with a retry policy would (one that retries at once spends
-# the server's CPU on refusals, about 100 us each). Prints "on" once a call is in flight,
-# "idle" once "off" has drained its calls in flight, and its counts at "quit".
-FLOODER = """
-import asyncio, os, sys, threading, time, grpc
-os.nice(19)  # the flooding client's own CPU: on another machine in real life, not the server's
-address, key, path = sys.argv[1:4]
-request = open(path, "rb").read()
-on = threading.Event()
-state = {"stop": False, "in_flight": 0, "ok": 0, "refused": 0}
-
-def commands():
-    for line in sys.stdin:
-        if line.strip() == "on":
-            on.set()
-            while not state["in_flight"]:
-                time.sleep(0.002)
-        elif line.strip() == "off":
-            on.clear()
-            while state["in_flight"]:
-                time.sleep(0.002)
-        else:
-            state["stop"] = True
-            on.set()
-            return
-        print(line.strip() if line.strip() == "on" else "idle", flush=True)
-
-async def main():
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = channel.unary_unary("/shardwalk.v1.Shardwalk/PersonalizedPageRank")
-        metadata = (("authorization", "Bearer " + key),)
-        async def worker():
-            while not state["stop"]:
-                if not on.is_set():
-                    await asyncio.sleep(0.002)
-                    continue
-                state["in_flight"] += 1
-                try:
-                    await call(request, metadata=metadata, timeout=30)
-                    state["ok"] += 1
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                        raise
-                    state["refused"] += 1
-                    state["in_flight"] -= 1
-                    await asyncio.sleep(0.02)
-                    continue
-                state["in_flight"] -= 1
-        threading.Thread(target=commands, daemon=True).start()
-        await asyncio.gather(*[worker() for _ in range(32)])
-    print(state["ok"], state["refused"], flush=True)
-
-asyncio.run(main())
-"""
+# GIL): bench/flood.py's flooder, 32 concurrent PersonalizedPageRank calls while stdin says
+# "on", a refused call retried after 20 ms, as a client with a retry policy would (one that
+# retries at once spends the server's CPU on refusals). It prints "on" once a call is in
+# flight, "idle" once "off" has drained its calls in flight, and its counts at "quit".
+FLOODER = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).parents[2] / 'bench')!r}); "
+    "import flood; flood.flooder(sys.argv[1], sys.argv[2], open(sys.argv[3], 'rb').read(), 32, "
+    "False)"
+)
 
 
 TOLERANCE = 20.0  # starvation measured 50-200x; the issue's 3x is not met yet (see below)
@@ -495,11 +450,10 @@ def test_a_flooding_tenant_does_not_starve_another(tmp_path) -> None:
     rounds (10 x 40 searches each), the comparison gets up to 5 attempts (a noisy attempt
     passes on a later one; starvation fails every one by a wide margin), and the flooding
     client runs at nice 19, as if on another machine (its own CPU is not the server's to
-    defend). The issue asks for 3x; on 2 cores this measures 7-11x (b's p99 1.3-1.7 ms alone,
-    10-16 ms flooded): one of a's solves in flight alone costs b about 4x (5.5 ms, also with
-    a's calls on one core each and a lower GIL switch interval), and refusing a's retries
-    (about 1,000 a second) doubles it. So the bound here is 20x: it holds the quota to
-    keeping b served (without it, 50-200x), not yet to the issue's 3x.
+    defend). The issue asks for 3x; on 2 cores, with a's solves in the background lane, b's
+    flooded p99 is 2.4-6.5x its p99 alone (bench/flood.py: one solve in flight alone costs b
+    about 2.5x, refusing a's retries, about 1,700 a second, the rest). So the bound here is
+    20x: it holds the quota to keeping b served (without it, 50-200x), not yet to the 3x.
     """
     import subprocess
     import sys

@@ -449,10 +449,33 @@ def graph_updates(r: dict) -> str:
     return "\n".join(out)
 
 
+def flood(r: dict) -> str:
+    """bench/flood.py: tenant b's search latency alone and under tenant a's flood, per
+    [limits] background_nice, in the order run."""
+    out = [
+        f"`{r['command']}` (commit {r['commit'][:8]}, load {r['load_start']:.2f} -> "
+        f"{r['load_end']:.2f}, {r['cores']} cores)",
+        "",
+        "| a's callers | jitter | background_nice | b p50 alone ms | b p99 alone ms "
+        "| b p50 flooded ms | b p99 flooded ms | p99 flooded / alone | a's solves | refused |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in r["runs"]:
+        out.append(
+            f"| {x.get('callers', 32)} | {'yes' if x.get('jitter') else 'no'} | "
+            f"{x['background_nice']} | {x['alone_p50_ms']:.2f} | {x['alone_p99_ms']:.2f} | "
+            f"{x['flooded_p50_ms']:.2f} | {x['flooded_p99_ms']:.2f} | {x['p99_ratio']:.1f}x | "
+            f"{x['a_solves']} | {x['a_refused']} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     for stem in sys.argv[1:]:
         r = json.loads((RESULTS / f"{stem}.json").read_text())
-        if stem.startswith("compose_quality"):
+        if stem.startswith("flood"):
+            print(flood(r))
+        elif stem.startswith("compose_quality"):
             print(compose_quality(r))
         elif stem.startswith("ray_build"):
             print(ray_build(stem, r))

@@ -149,6 +149,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         "docs", dim=DIM, index="hnsw", attributes={"year": "int64", "lang": "string"}
     )
     docs.upsert(**rows)
+    docs.wait_indexed()  # rankings compared across calls: none may run while rows are indexed
     config = parse_config(
         {
             "api_keys": [{"key": ADMIN, "role": "admin"}]

@@ -8,9 +8,9 @@ exceptions to their status codes with the library's message (anything unexpected
 with a generic message and a logged traceback; a library message that would show a tenant the
 server's insides, such as a corruption report, a path, a pid or an exception's text, is replaced
 by a generic one with a reference, the detail logged under it), and records the metrics and one
-log line (at INFO for a failed call, at DEBUG for a successful one: ``serve --log-level DEBUG``
-logs every call; at INFO the line costs more than the dispatcher's other work together,
-measured).
+log line (at INFO for a failed call, at most one a second for the same RPC, tenant and status;
+at DEBUG for a successful one: ``serve --log-level DEBUG`` logs every call; at INFO the line
+costs more than the dispatcher's other work together, measured).
 
 Two server models share it: :class:`Server`, grpc's synchronous server with a thread pool,
 and :class:`AioServer` on grpc.aio (``shardwalk serve --aio``); handlers call the engine,
@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily
 from shardwalk.server.coalesce import Coalescer
 from shardwalk.server.config import Config, Principal, load_config
-from shardwalk.server.lanes import Lane
+from shardwalk.server.lanes import CALLER, FairPool, Lane
 from shardwalk.server.limits import Limiter
 from shardwalk.server.service import Service
 
@@ -127,6 +127,9 @@ class Dispatcher:
         # bounded: one entry per configured key, and per (rpc, tenant label, status code)
         self._known: dict[str, Principal] = {}
         self._bound: dict[tuple[str, str, grpc.StatusCode], tuple[Any, Any]] = {}
+        # (rpc, tenant label, status) -> (when its last failure was logged, how many since)
+        self._logged: dict[tuple[str, str, grpc.StatusCode], tuple[float, int]] = {}
+        self._log_lock = threading.Lock()
 
     def call(
         self, rpc: str, data: Any, metadata: Any, remaining: float | None
@@ -182,16 +185,41 @@ class Dispatcher:
         if code is _OK:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("rpc=%s tenant=%s status=OK ms=%.2f", rpc, tenant, seconds * 1e3)
-        else:
-            log.info(
-                "rpc=%s tenant=%s status=%s ms=%.2f error=%s",
-                rpc,
-                tenant,
-                code.name,
-                seconds * 1e3,
-                json.dumps(detail or message),  # one line, quoted, whatever it holds
-            )
+        elif log.isEnabledFor(logging.INFO):
+            self._log_failure(rpc, tenant, code, seconds, detail or message)
         return code, message, out
+
+    def _log_failure(
+        self, rpc: str, tenant: str, code: grpc.StatusCode, seconds: float, error: str
+    ) -> None:
+        """One line per failed call, but at most one a second per (rpc, tenant, status): a
+        tenant that keeps failing (a flood refused by its quota: thousands of calls a second)
+        must not flood the log. The next line logged for the same three says how many were
+        left out."""
+        key = (rpc, tenant, code)
+        now = time.monotonic()
+        with self._log_lock:
+            last, skipped = self._logged.get(key, (-1.0, 0))
+            if now - last < 1.0:
+                self._logged[key] = (last, skipped + 1)
+                return
+            self._logged[key] = (now, 0)
+        log.info(
+            "rpc=%s tenant=%s status=%s ms=%.2f error=%s%s",
+            rpc,
+            tenant,
+            code.name,
+            seconds * 1e3,
+            json.dumps(error),  # one line, quoted, whatever it holds
+            f" (and {skipped} more like it, not logged)" if skipped else "",
+        )
+
+    def caller(self, metadata: Any) -> str | None:
+        """The queue a call waits in for a handler thread (server/lanes.py's FairPool): its
+        API key if that key has authenticated before, else the queue of all other calls (so
+        that made-up keys cannot claim a queue each)."""
+        key = _api_key(metadata)
+        return key if key in self._known else None
 
     def _principal(self, key: str | None) -> Principal:
         """The caller of an API key, remembered per key string once it authenticated (the
@@ -321,9 +349,11 @@ def _install(
     config: Config,
     host: str,
     port: int,
+    caller: Callable[[Any], Any] | None,
 ) -> int:
     """Add every RPC (raw bytes in and out: parsing is the dispatcher's), the health and
-    reflection services to a sync or aio server, and bind it; returns the port."""
+    reflection services to a sync or aio server, and bind it; returns the port. With
+    ``caller``, the service's calls are marked with their caller (:class:`_ByCaller`)."""
     handlers = {
         rpc: (
             grpc.stream_unary_rpc_method_handler
@@ -332,11 +362,25 @@ def _install(
         )(behavior_of(rpc))
         for rpc, (_, _, streaming) in _RPCS.items()
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    generic = grpc.method_handlers_generic_handler(SERVICE, handlers)
+    server.add_generic_rpc_handlers((generic if caller is None else _ByCaller(generic, caller),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         _enable_reflection(server)
     return _listen(server, config, host, port)
+
+
+class _ByCaller(grpc.GenericRpcHandler):
+    """Marks each call with its caller (:data:`~shardwalk.server.lanes.CALLER`) as grpc's
+    synchronous server looks up its handler: grpc does that in the call's own context, just
+    before it hands the call to the pool, whose :class:`FairPool` queues it by that mark."""
+
+    def __init__(self, handler: grpc.GenericRpcHandler, caller: Callable[[Any], Any]) -> None:
+        self._handler, self._caller = handler, caller
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        CALLER.set(self._caller(details.invocation_metadata))  # type: ignore[attr-defined]
+        return self._handler.service(details)
 
 
 def _enable_reflection(server: Any) -> None:
@@ -453,11 +497,11 @@ class Server:
         self.dispatcher = Dispatcher(engine, config)
         self.registry = self.dispatcher.registry
         limits = config.limits
+        self._pool = FairPool(limits.rpc_threads)
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=limits.rpc_threads, thread_name_prefix="rpc"),
-            maximum_concurrent_rpcs=limits.max_concurrent_requests,
+            self._pool, maximum_concurrent_rpcs=limits.max_concurrent_requests,
             options=_options(limits),
-        )
+        )  # fmt: skip
         call = self.dispatcher.call
 
         def behavior_of(rpc: str) -> Callable[[Any, grpc.ServicerContext], bytes]:
@@ -472,7 +516,9 @@ class Server:
             return behavior
 
         self.health = health.HealthServicer()
-        self.port = _install(self._server, behavior_of, self.health, config, host, port)
+        self.port = _install(
+            self._server, behavior_of, self.health, config, host, port, self.dispatcher.caller
+        )
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> Server:
@@ -487,6 +533,7 @@ class Server:
         checkpoint every collection. The engine stays open (its owner closes it)."""
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
+        self._pool.shutdown(wait=False)
         self.dispatcher.background.close()
         _checkpoint(self.engine)
 
@@ -513,9 +560,7 @@ class AioServer:
         self.dispatcher = Dispatcher(engine, config)
         self.registry = self.dispatcher.registry
         self._config, self._port = config, port
-        self._pool = futures.ThreadPoolExecutor(
-            max_workers=config.limits.rpc_threads, thread_name_prefix="rpc"
-        )
+        self._pool = FairPool(config.limits.rpc_threads)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -538,7 +583,7 @@ class AioServer:
         server = grpc.aio.server(
             maximum_concurrent_rpcs=limits.max_concurrent_requests, options=_options(limits)
         )
-        call, pool = self.dispatcher.call, self._pool
+        call, caller, pool = self.dispatcher.call, self.dispatcher.caller, self._pool
 
         def behavior_of(rpc: str) -> Callable[..., Any]:
             streaming = _RPCS[rpc][2]
@@ -546,14 +591,18 @@ class AioServer:
             async def behavior(data: Any, context: grpc.aio.ServicerContext) -> bytes:
                 loop = asyncio.get_running_loop()
                 stream = _Stream(data, loop) if streaming else None
+                metadata = context.invocation_metadata()
                 try:
-                    code, message, out = await loop.run_in_executor(
-                        pool,
-                        call,
-                        rpc,
-                        data if stream is None else stream,
-                        context.invocation_metadata(),
-                        context.time_remaining(),
+                    code, message, out = await asyncio.wrap_future(
+                        pool.submit_as(
+                            caller(metadata),
+                            call,
+                            rpc,
+                            data if stream is None else stream,
+                            metadata,
+                            context.time_remaining(),
+                        ),
+                        loop=loop,
                     )
                 finally:
                     if stream is not None:  # cancelled: unblock a handler waiting for a chunk
@@ -566,7 +615,7 @@ class AioServer:
 
         self.health = health_aio.HealthServicer()
         return server, _install(
-            server, behavior_of, self.health, self._config, self.host, self._port
+            server, behavior_of, self.health, self._config, self.host, self._port, None
         )
 
     def start(self) -> AioServer:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -551,3 +552,128 @@ def test_filter_count_is_exact_at_the_limits(max_terms: int, max_values: int) ->
             except shardwalk.ResourceExhaustedError:
                 refused = True
             assert refused is not allowed, (message.WhichOneof("node"), n)
+
+
+# -- item 6: handler threads taken round-robin across callers (server/lanes.py FairPool) ------
+def test_fair_pool_takes_callers_in_turn() -> None:
+    """One thread, held; caller a queues five calls, then b one: b's runs second, not sixth
+    (first in, first out would run it last)."""
+    from shardwalk.server.lanes import FairPool
+
+    pool, started, release, order = FairPool(1), threading.Event(), threading.Event(), []
+    try:
+        held = pool.submit_as("a", lambda: (started.set(), release.wait(10)))
+        assert started.wait(10)
+        calls = [pool.submit_as("a", order.append, f"a{i}") for i in range(5)]
+        calls.append(pool.submit_as("b", order.append, "b"))
+        release.set()
+        for call in [held, *calls]:
+            call.result(timeout=10)
+    finally:
+        pool.shutdown()
+    assert order == ["a0", "b", "a1", "a2", "a3", "a4"]
+
+
+def test_fair_pool_reports_failures_and_refuses_after_shutdown() -> None:
+    from shardwalk.server.lanes import FairPool
+
+    pool = FairPool(2)
+    with pytest.raises(ZeroDivisionError):
+        pool.submit(lambda: 1 / 0).result(timeout=10)
+    assert pool.submit(sum, [1, 2]).result(timeout=10) == 3
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(sum, [1])
+
+
+@pytest.mark.parametrize("model", ["sync", "aio"])
+def test_a_burst_of_one_tenant_does_not_queue_ahead_of_another(model: str) -> None:
+    """One handler thread, held by tenant t0's open Upsert stream; t0 queues ten searches, then
+    t1 one. Once the stream ends, t1's search is answered among the first two, not after all
+    of t0's (grpc hands calls to the pool in arrival order; the pool takes callers in turn)."""
+    engine = shardwalk.Engine.memory()
+    rng = np.random.default_rng(0)
+    engine.create_collection("c", dim=DIM, index="flat").upsert(
+        np.arange(20), rng.random((20, DIM), dtype=np.float32), ["t0", "t1"] * 10
+    )
+    server = _serve(engine, _config({"rpc_threads": 1}), model)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        search = channel.unary_unary("/shardwalk.v1.Shardwalk/Search")
+        upsert = channel.stream_unary("/shardwalk.v1.Shardwalk/Upsert")
+        query = pb.SearchRequest(
+            collection="c", queries=pb.Vectors(dim=DIM, data=Q.tobytes()), k=1
+        ).SerializeToString()
+        meta = {t: (("authorization", f"Bearer {key_of(t)}"),) for t in ("t0", "t1")}
+        for t in meta:  # each key authenticates once: then it has a queue of its own
+            search(query, metadata=meta[t], timeout=10)
+        stream_open, first_sent = threading.Event(), threading.Event()
+
+        def chunks() -> Iterator[bytes]:
+            yield pb.UpsertRequest(
+                collection="c", ids=[100], vectors=pb.Vectors(dim=DIM, data=Q.tobytes())
+            ).SerializeToString()
+            first_sent.set()
+            stream_open.wait(30)
+
+        held = upsert.future(chunks(), metadata=meta["t0"], timeout=30)
+        assert first_sent.wait(10)
+        pool = server._pool
+        done: list[str] = []
+        lock = threading.Lock()
+
+        def finished(name: str) -> Callable[[Any], None]:
+            def record(_: Any) -> None:
+                with lock:
+                    done.append(name)
+
+            return record
+
+        calls = []
+        for i in range(10):
+            calls.append(search.future(query, metadata=meta["t0"], timeout=30))
+            calls[-1].add_done_callback(finished(f"t0-{i}"))
+        deadline = time.monotonic() + 10
+        while sum(map(len, pool._queues.values())) < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        calls.append(search.future(query, metadata=meta["t1"], timeout=30))
+        calls[-1].add_done_callback(finished("t1"))
+        while sum(map(len, pool._queues.values())) < 11 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert sum(map(len, pool._queues.values())) == 11, "the calls did not queue"
+        stream_open.set()
+        held.result(timeout=30)
+        for call in calls:
+            call.result(timeout=30)
+        assert done.index("t1") <= 1, done
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        engine.close()
+
+
+def test_a_refused_flood_is_logged_once_a_second(caplog) -> None:
+    """A tenant refused thousands of times a second gets one log line a second for the same
+    RPC and status, and the next line counts the ones left out (a flood must not flood the
+    log: at INFO each line costs more than the refusal)."""
+    import logging
+
+    engine = shardwalk.Engine.memory()
+    engine.create_collection("c", dim=DIM, index="flat")
+    dispatcher = Dispatcher(engine, _config(t0={"requests_per_second": 0.001, "burst": 1}))
+    query = pb.SearchRequest(
+        collection="c", queries=pb.Vectors(dim=DIM, data=Q.tobytes()), k=1
+    ).SerializeToString()
+    metadata = (("authorization", f"Bearer {key_of('t0')}"),)
+    with caplog.at_level(logging.INFO, logger="shardwalk.server"):
+        codes = [dispatcher.call("Search", query, metadata, None)[0] for _ in range(50)]
+        assert codes[0] is grpc.StatusCode.OK
+        assert set(codes[1:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        lines = [r.getMessage() for r in caplog.records if "RESOURCE_EXHAUSTED" in r.getMessage()]
+        assert len(lines) == 1 and "requests_per_second" in lines[0]
+        for key, (when, skipped) in dispatcher._logged.items():  # a second passes
+            dispatcher._logged[key] = (when - 1.0, skipped)
+        dispatcher.call("Search", query, metadata, None)
+        lines = [r.getMessage() for r in caplog.records if "RESOURCE_EXHAUSTED" in r.getMessage()]
+    assert len(lines) == 2 and lines[1].endswith("(and 48 more like it, not logged)"), lines
+    engine.close()

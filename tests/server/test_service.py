@@ -27,8 +27,11 @@ N = 600
 
 @pytest.fixture(scope="module")
 def docs(running: Running) -> dict:
-    """A collection of N rows over four tenants and a chain-plus-random graph over its ids."""
-    admin = running.client()
+    """A collection of N rows over four tenants and a chain-plus-random graph over its ids.
+    Set up with a long deadline: on a fresh checkout the first fingerprint build compiles its
+    kernels, which on a loaded machine took longer than the client's default 30 s (every test
+    of the module then errored in set-up)."""
+    admin = running.client(timeout=600)
     rows = seeded_rows(N, DIM)
     admin.create_collection(
         "docs", dim=DIM, index="hnsw", attributes={"year": "int64", "lang": "string"}

@@ -10,6 +10,9 @@ ratio of the p99s, which issue 20 asks to stay within 3x. Steady load, back to b
 run; results JSON under bench/results/ with the commit and the machine's load::
 
     python bench/flood.py --nice 0,10 --repeat 3
+
+``--calls search --quota 0``: a floods with single-query searches like b's and no quota (what
+the handler threads' round-robin across keys, server/lanes.py's FairPool, is for).
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ RESULTS = Path(__file__).parent / "results"
 KEYS = {"t0": "flooding-tenant-key-0000", "t1": "searching-tenant-key-111"}
 
 
-def flooder(address: str, key: str, request: bytes, callers: int, jitter: bool) -> None:
+def flooder(
+    address: str,
+    key: str,
+    request: bytes,
+    callers: int,
+    jitter: bool,
+    method: str = "PersonalizedPageRank",
+) -> None:
     """Tenant a's process: ``callers`` concurrent calls while stdin's last line is "on"
     (answers "on" once a call is in flight, "idle" after "off" once its calls drained); a
     refused call retries after 20 ms (10-30 ms with ``jitter``); prints its counts at "quit"."""
@@ -66,7 +76,7 @@ def flooder(address: str, key: str, request: bytes, callers: int, jitter: bool) 
 
     async def main() -> None:
         async with grpc.aio.insecure_channel(address) as channel:
-            call = channel.unary_unary("/shardwalk.v1.Shardwalk/PersonalizedPageRank")
+            call = channel.unary_unary(f"/shardwalk.v1.Shardwalk/{method}")
             metadata = (("authorization", "Bearer " + key),)
 
             async def worker() -> None:
@@ -97,7 +107,8 @@ def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> di
     config = parse_config(
         {
             "api_keys": [
-                {"key": KEYS["t0"], "tenant": "t0", "max_concurrent": 1},
+                {"key": KEYS["t0"], "tenant": "t0"}
+                | ({"max_concurrent": args.quota} if args.quota else {}),
                 {"key": KEYS["t1"], "tenant": "t1"},
             ],
             "limits": {"background_nice": nice},
@@ -107,7 +118,7 @@ def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> di
     address = f"127.0.0.1:{server.port}"
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import flood; " \
         f"flood.flooder({address!r}, {KEYS['t0']!r}, open({_REQUEST!r}, 'rb').read(), " \
-        f"{args.callers}, {args.jitter})"  # fmt: skip
+        f"{args.callers}, {args.jitter}, {_METHODS[args.calls]!r})"  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -145,6 +156,8 @@ def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> di
     ms = lambda xs, q: float(np.percentile(xs, q) * 1e3)  # noqa: E731
     return {
         "background_nice": nice,
+        "calls": args.calls,
+        "quota": args.quota,
         "callers": args.callers,
         "jitter": args.jitter,
         "alone_p50_ms": ms(alone, 50),
@@ -158,6 +171,7 @@ def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> di
 
 
 _REQUEST = str(RESULTS / "flood-request.bin.tmp")
+_METHODS = {"ppr": "PersonalizedPageRank", "search": "Search"}
 
 
 def main() -> None:
@@ -167,6 +181,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="rounds a setting (default 10)")
     parser.add_argument("--callers", type=int, default=32, help="a's concurrent calls (32)")
     parser.add_argument("--jitter", action="store_true", help="a retries after 10-30 ms")
+    parser.add_argument(
+        "--calls", choices=sorted(_METHODS), default="ppr",
+        help="a's calls: exact PPR solves (default) or single-query searches like b's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quota", type=int, default=1, help="a's key's max_concurrent (default 1; 0: none)"
+    )
     parser.add_argument("--tag", default="", help="results file bench/results/flood[-TAG].json")
     args = parser.parse_args()
     settings = [int(x) for x in args.nice.split(",")]
@@ -179,10 +200,16 @@ def main() -> None:
     docs.upsert(np.arange(n), rng.random((n, 8), dtype=np.float32), owners)
     engine.create_graph("g", power_law_graph(n, 5 * n, directed=False, seed=0))
     engine.graph("g").ppr([1], 10, method="exact", tol=1e-12)  # compiled before the clock
-    request = pb.PersonalizedPageRankRequest(
-        graph="g", collection="docs", queries=[pb.Seeds(nodes=[1])], k=10, method="exact",
-        params=params_to_pb({"tol": 1e-12}),
-    )  # fmt: skip
+    if args.calls == "ppr":
+        request = pb.PersonalizedPageRankRequest(
+            graph="g", collection="docs", queries=[pb.Seeds(nodes=[1])], k=10, method="exact",
+            params=params_to_pb({"tol": 1e-12}),
+        )  # fmt: skip
+    else:
+        request = pb.SearchRequest(
+            collection="docs", k=10,
+            queries=pb.Vectors(dim=8, data=rng.random((1, 8), dtype=np.float32).tobytes()),
+        )  # fmt: skip
     Path(_REQUEST).write_bytes(request.SerializeToString())
     runs = []
     for _ in range(args.repeat):

@@ -456,13 +456,16 @@ def flood(r: dict) -> str:
         f"`{r['command']}` (commit {r['commit'][:8]}, load {r['load_start']:.2f} -> "
         f"{r['load_end']:.2f}, {r['cores']} cores)",
         "",
-        "| a's callers | jitter | background_nice | b p50 alone ms | b p99 alone ms "
-        "| b p50 flooded ms | b p99 flooded ms | p99 flooded / alone | a's solves | refused |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| a's calls | a's quota | a's callers | jitter | background_nice | b p50 alone ms "
+        "| b p99 alone ms | b p50 flooded ms | b p99 flooded ms | p99 flooded / alone "
+        "| a's answered | refused |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for x in r["runs"]:
+        quota = x.get("quota", 1)
         out.append(
-            f"| {x.get('callers', 32)} | {'yes' if x.get('jitter') else 'no'} | "
+            f"| {x.get('calls', 'ppr')} | {quota or 'none'} | "
+            f"{x.get('callers', 32)} | {'yes' if x.get('jitter') else 'no'} | "
             f"{x['background_nice']} | {x['alone_p50_ms']:.2f} | {x['alone_p99_ms']:.2f} | "
             f"{x['flooded_p50_ms']:.2f} | {x['flooded_p99_ms']:.2f} | {x['p99_ratio']:.1f}x | "
             f"{x['a_solves']} | {x['a_refused']} |"

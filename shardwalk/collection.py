@@ -93,8 +93,13 @@ _LARGE_WRITE = 4096
 # it is acknowledged (it would fill the delta alone; one parallel insert builds it fastest).
 _DELTA_BYTES = 2 << 20
 _DELTA_MIN_ROWS = 256
-# Rows the background indexer inserts per turn: each turn excludes searches for its insert
-# (faiss inserts are not safe beside searches), so turns stay short (~5-10 ms of HNSW inserts).
+# The background indexer's turns: each excludes searches (and writes that delete) for its
+# insert (faiss inserts are not safe beside searches), so a turn inserts about _INDEX_TURN
+# seconds of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
+# 128-row turns (5-15 ms of HNSW inserts on a loaded 2-core machine) were a search's p99 under
+# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us.
+_INDEX_TURN = 0.002
+_INDEX_CHUNK_MIN = 8
 _INDEX_CHUNK = 128
 _INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 # Background compaction starts once this share of the rows are dead (deleted or replaced) and
@@ -374,6 +379,7 @@ class Collection:
         self._delta_waits = 0  # write groups that waited for room in the delta
         self._delta_wait_seconds = 0.0
         self._indexed_in_background = 0
+        self._insert_seconds = _INDEX_TURN / 32  # per row, a moving average of the inserts
         # background compaction (see the class docstring); None: never in the background
         self.compaction_threshold: float | None = _COMPACT_FRACTION
         self.compaction_min_dead = _COMPACT_MIN_DEAD
@@ -871,7 +877,9 @@ class Collection:
                     self._room.notify_all()
                     return
             try:
-                self._indexed_in_background += self._index_some(_INDEX_CHUNK)
+                turn = int(_INDEX_TURN / max(self._insert_seconds, 1e-7))
+                count = min(_INDEX_CHUNK, max(_INDEX_CHUNK_MIN, turn))
+                self._indexed_in_background += self._index_some(count)
             except BaseException as exc:
                 self._closed_because = "stopped at a failed index insert; reopen the engine"
                 self._closed_cause = exc
@@ -888,7 +896,10 @@ class Collection:
             if not rows.size:
                 return 0
             with self._index_rw.write():
+                t0 = time.perf_counter()
                 self._add_to_index(rows, vectors, owners)
+                took = (time.perf_counter() - t0) / rows.size
+                self._insert_seconds = 0.7 * self._insert_seconds + 0.3 * took
                 with self._rw.write():
                     # rows deleted or replaced while they waited (not in the index then)
                     dead = rows[~self._rows.alive[rows]]
@@ -1405,9 +1416,8 @@ class Collection:
         thread.start()
 
     def _compact_in_background(self) -> None:
-        _lower_priority(_COMPACTION_NICE)  # searches first: it yields the cores to them
         try:
-            self._compact(threads=1)
+            self._compact(threads=1, nice=_COMPACTION_NICE)
         except BaseException as exc:
             self._compaction_error = f"{type(exc).__name__}: {exc}"
             self._compact_after = self._rows.rows + self.compaction_min_dead
@@ -1421,10 +1431,12 @@ class Collection:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    def _compact(self, threads: int | None = None) -> None:
+    def _compact(self, threads: int | None = None, nice: int = 0) -> None:
         """Copy the live rows (holding back writes and the indexer, not searches), build new
-        rows and a new index from them (``threads``: the index insert's), replay the writes
-        applied since the copy, then swap and checkpoint."""
+        rows and a new index from them (``threads``: the index insert's; ``nice``: on a
+        thread this much nicer, holding none of the collection's locks, so a descheduled
+        build never holds up writers), replay the writes applied since the copy, then swap
+        and checkpoint."""
         with self._compaction:
             t0 = time.perf_counter()
             with self._writes.lock, self._indexing:  # nothing changes the rows or the index
@@ -1448,12 +1460,12 @@ class Collection:
                     scopes = list(self._masks)
                 self._since_cut = []
             try:
-                self._compact_from(upsert, scopes, threads, t0)
+                self._compact_from(upsert, scopes, threads, nice, t0)
             finally:
                 self._since_cut = None
 
     def _compact_from(
-        self, upsert: Upsert, scopes: list[Any], threads: int | None, t0: float
+        self, upsert: Upsert, scopes: list[Any], threads: int | None, nice: int, t0: float
     ) -> None:
         fresh = Collection(
             name=self.name,
@@ -1467,7 +1479,10 @@ class Collection:
         )
         if threads is not None and hasattr(fresh._index, "threads"):
             fresh._index.threads = threads
-        try:
+
+        def build() -> None:
+            if nice:
+                _lower_priority(nice)  # searches first: it yields the cores to them
             if upsert.ids.size:
                 fresh._apply_upsert(upsert, direct=True)
             for tenant, predicate in scopes:  # the scopes in use, kept current from here on
@@ -1480,6 +1495,24 @@ class Collection:
                     fresh._apply_group(writes, direct=True)
                 if sum(int(w.ids.size) for g in groups or [] for w in g) < _CATCH_UP_ROWS:
                     break
+
+        try:
+            if nice:
+                failed: list[BaseException] = []
+
+                def run() -> None:
+                    try:
+                        build()
+                    except BaseException as exc:
+                        failed.append(exc)
+
+                builder = threading.Thread(target=run, name=f"shardwalk-compact-{self.name}")
+                builder.start()
+                builder.join()
+                if failed:
+                    raise failed[0]
+            else:
+                build()
             with self._writes.lock:
                 if self._closed_because is not None:
                     _release_index(fresh._index)

@@ -206,7 +206,9 @@ class QdrantEdge:
             hnsw_config=qe.HnswIndexConfig(
                 m=M, ef_construct=EF_CONSTRUCTION, full_scan_threshold=10_000, payload_m=M
             ),  # full_scan_threshold: Qdrant's default (KB)
-            optimizers=qe.EdgeOptimizersConfig(),  # its defaults
+            # its defaults, but for the indexing threshold: its default (10-20 MB) would leave
+            # a 30K x 64 window (7.7 MB) unindexed, scanned exactly; 2 MiB is shardwalk's delta
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=2048),
             payload_memory=qe.Memory.Cached,  # in RAM, as shardwalk's columns
         )
         self.shard = qe.EdgeShard.create(path, config)
@@ -373,9 +375,10 @@ def searches(search: Any, queries: np.ndarray, scope: str, seconds: float) -> di
 
 
 def settings_list(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """At rest, each rate and batch, at rest again; ``--rounds`` times over."""
     rates = [int(r) for r in args.rates.split(",") if int(r) > 0]
     batches = [int(b) for b in args.batches.split(",")]
-    return [(0, 0)] + [(r, b) for r in rates for b in batches] + [(0, 0)]
+    return ([(0, 0)] + [(r, b) for r in rates for b in batches] + [(0, 0)]) * args.rounds
 
 
 def under_writes(
@@ -389,7 +392,8 @@ def under_writes(
             writer = Writer(system, rate, batch, lo, hi) if rate else None
             if writer is not None:
                 writer.start()
-            searches(system.search, data.queries, "plain", 0.3)  # warm-up, writer running
+            for scope in SCOPES:  # warm-up, the writer running
+                searches(system.search, data.queries, scope, 0.1)
             point: dict[str, Any] = {"system": system.name, "rate": rate, "batch": batch}
             for scope in SCOPES:
                 point[scope] = searches(system.search, data.queries, scope, args.seconds)
@@ -411,24 +415,40 @@ def under_writes(
     return points
 
 
+def medians(points: list[dict[str, Any]]) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """Per (system, rate, batch): the median over its points (rounds; at rest: every at-rest
+    point, first and last of each round) of each scope's QPS and p99."""
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((p["system"], p["rate"], p["batch"]), []).append(p)
+    return {
+        key: {
+            scope: {
+                "qps": float(np.median([p[scope]["qps"] for p in group])),
+                "p99_ms": float(np.median([p[scope]["p99_ms"] for p in group])),
+            }
+            for scope in SCOPES
+        }
+        for key, group in groups.items()
+    }
+
+
 def ratios(points: list[dict[str, Any]], rate: int, batch: int) -> dict[str, Any]:
-    """Per system and scope at ``rate``/``batch``: QPS and p99 against at rest (the first
-    at-rest point), and shardwalk's QPS over Qdrant Edge's."""
+    """Per system and scope at ``rate``/``batch``: median QPS and p99 against at rest, and
+    shardwalk's median QPS over Qdrant Edge's."""
     out: dict[str, Any] = {}
-    by = {(p["system"], p["rate"], p["batch"]): p for p in points}
-    rest = {p["system"]: p for p in reversed(points) if p["rate"] == 0}  # the first
-    for system in {p["system"] for p in points}:
-        hot = by.get((system, rate, batch))
-        if hot is None:
+    med = medians(points)
+    systems = sorted({p["system"] for p in points})
+    for system in systems:
+        hot, rest = med.get((system, rate, batch)), med.get((system, 0, 0))
+        if hot is None or rest is None:
             continue
         for scope in SCOPES:
-            out[f"{system} {scope} qps vs rest"] = round(
-                hot[scope]["qps"] / rest[system][scope]["qps"], 3
-            )
+            out[f"{system} {scope} qps vs rest"] = round(hot[scope]["qps"] / rest[scope]["qps"], 3)
             out[f"{system} {scope} p99 vs rest"] = round(
-                hot[scope]["p99_ms"] / rest[system][scope]["p99_ms"], 3
+                hot[scope]["p99_ms"] / rest[scope]["p99_ms"], 3
             )
-    mine, theirs = by.get(("shardwalk", rate, batch)), by.get(("qdrant-edge", rate, batch))
+    mine, theirs = med.get(("shardwalk", rate, batch)), med.get(("qdrant-edge", rate, batch))
     if mine and theirs:
         for scope in SCOPES:
             out[f"shardwalk / qdrant-edge {scope} qps"] = round(
@@ -447,6 +467,8 @@ def stream_writer(address: str, key: str, pool: str, rate: int, batch: int, lo: 
     with np.load(pool) as d:
         data = Data("", d["pool"], d["pool"][:0], d["tenants"], d["y"], 0, str(d["prefix"]))
     col = shardwalk.Client(address, api_key=key).collection("stream")
+    col.search(data.pool[:1], K)  # connected
+    print("ready", flush=True)
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     t0 = due = time.perf_counter()
@@ -513,7 +535,9 @@ def server_run(data: Data, args: argparse.Namespace, tmp: str) -> dict[str, Any]
                     [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                     text=True,
                 )  # fmt: skip
-            searches(search, data.queries, "plain", 0.5)  # warm-up
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            for scope in SCOPES:  # warm-up (each scope's first call compiles its kernels)
+                searches(search, data.queries, scope, 0.2)
             point: dict[str, Any] = {"system": "shardwalk-server", "rate": rate, "batch": batch}
             for scope in SCOPES:
                 point[scope] = searches(search, data.queries, scope, args.seconds)
@@ -553,10 +577,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per search point (2)")
     parser.add_argument("--rates", default="100,1000,5000", help="writer rows/s")
     parser.add_argument("--batches", default="1,10", help="writer rows per call")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the settings (2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-mnist", action="store_true", help="skip the mnist runbook")
     parser.add_argument("--server", action="store_true", help="through the server (item 4)")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0.0005,
+        help="sys.setswitchinterval (s): how long a thread waiting for the GIL may wait before "
+        "the running one is asked to hand it over (Python's default 0.005: a writer thread "
+        "beside a searching one then waits up to 5 ms at each of its blocking calls and falls "
+        "far behind its rate, and a search waits as long behind the writer); 0.0005 here",
+    )
     args = parser.parse_args()
+    sys.setswitchinterval(args.switch_interval)
     load_start = os.getloadavg()[0]
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE
@@ -582,16 +617,7 @@ def main() -> None:
             log(f"server: {data.name}, window {args.window}")
             out["server"] = server_run(data, args, tmp)
             out["load_end"] = os.getloadavg()[0]
-            points = out["server"]["points"]
-            out["ratios"] = {
-                f"{s} {what} vs rest at 1000/s x10": round(
-                    next(p for p in points if (p["rate"], p["batch"]) == (1000, 10))[s][key]
-                    / points[0][s][key],
-                    3,
-                )
-                for s in SCOPES
-                for what, key in (("qps", "qps"), ("p99", "p99_ms"))
-            }
+            out["ratios"] = ratios(out["server"]["points"], 1000, 10)
             name = f"streaming-{data.name}-server"
         else:
             from importlib.metadata import version

@@ -146,9 +146,11 @@ def recall(found: list[np.ndarray], exact: np.ndarray) -> float:
 class Shardwalk:
     name = "shardwalk"
 
-    def __init__(self, data: Data, path: str) -> None:
+    def __init__(self, data: Data, path: str, engine: str = "memory") -> None:
         self.data = data
-        self.engine = shardwalk.Engine.open(path)
+        # "disk": a data directory, every write fsynced before it returns; "memory": no log
+        # (as Qdrant Edge's update(), which returns before any fsync)
+        self.engine = shardwalk.Engine.open(path) if engine == "disk" else shardwalk.Engine.memory()
         self.col = self.engine.create_collection(
             "stream",
             dim=data.pool.shape[1],
@@ -174,6 +176,9 @@ class Shardwalk:
         if scope == "filter":
             return self.col.search(q, k=K, where=self.where).ids[0]
         return self.col.search(q, k=K).ids[0]
+
+    def quiet(self) -> None:
+        time.sleep(0.1)
 
     def settle(self) -> None:
         """Everything indexed and compacted (as a collection at rest is)."""
@@ -269,6 +274,9 @@ class QdrantEdge:
         )
         return np.array([p.id for p in self.shard.query(request)], dtype=np.int64)
 
+    def quiet(self) -> None:
+        time.sleep(0.1)
+
     def settle(self) -> None:
         with self.lock:
             self.shard.optimize()
@@ -328,33 +336,37 @@ def runbook(system: Any, data: Data, window: int, chunk: int, batch: int) -> dic
 # --- 2. searches under a writer -------------------------------------------------------------
 class Writer(threading.Thread):
     """Upserts new ids at ``rate`` rows/s in calls of ``batch`` rows, deleting as many of the
-    oldest after each (the window slides); catches up without sleeping when behind."""
+    oldest after each (the window slides), while ``active`` is set; catches up without
+    sleeping when behind (never by more than one second's worth)."""
 
     def __init__(self, system: Any, rate: int, batch: int, lo: int, hi: int) -> None:
         super().__init__(daemon=True)
         self.system, self.rate, self.batch = system, rate, batch
         self.lo, self.hi = lo, hi
+        self.active = threading.Event()
         self.halt = threading.Event()
         self.rows = 0
-        self.seconds = 0.0
+        self.seconds = 0.0  # spent active
 
     def run(self) -> None:
-        t0 = time.perf_counter()
-        due = t0
         while not self.halt.is_set():
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            b = self.batch
-            self.system.upsert(np.arange(self.hi, self.hi + b))
-            self.system.delete(np.arange(self.lo, self.lo + b))
-            self.hi, self.lo, self.rows = self.hi + b, self.lo + b, self.rows + b
-            due += b / self.rate
-        self.seconds = time.perf_counter() - t0
+            if not self.active.wait(0.05):
+                continue
+            t0 = due = time.perf_counter()
+            while self.active.is_set() and not self.halt.is_set():
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                b = self.batch
+                self.system.upsert(np.arange(self.hi, self.hi + b))
+                self.system.delete(np.arange(self.lo, self.lo + b))
+                self.hi, self.lo, self.rows = self.hi + b, self.lo + b, self.rows + b
+                due = max(due + b / self.rate, time.perf_counter() - 1.0)
+            self.seconds += time.perf_counter() - t0
 
 
-def searches(search: Any, queries: np.ndarray, scope: str, seconds: float) -> dict[str, Any]:
-    """One caller looping single-query searches for ``seconds``: QPS, p50, p99."""
+def searches(search: Any, queries: np.ndarray, scope: str, seconds: float) -> np.ndarray:
+    """One caller looping single-query searches for ``seconds``: their latencies (s)."""
     latencies = []
     end = time.perf_counter() + seconds
     i = 0
@@ -365,20 +377,52 @@ def searches(search: Any, queries: np.ndarray, scope: str, seconds: float) -> di
         search(queries[i % len(queries)], scope)
         latencies.append(time.perf_counter() - t0)
         i += 1
-    lat = np.array(latencies) * 1e3
+    return np.array(latencies)
+
+
+def summary(latencies: list[np.ndarray], seconds: float) -> dict[str, Any]:
+    lat = np.concatenate(latencies) * 1e3
     return {
-        "qps": round(len(lat) / seconds, 1),
+        "qps": round(lat.size / seconds, 1),
         "p50_ms": round(float(np.percentile(lat, 50)), 3),
         "p99_ms": round(float(np.percentile(lat, 99)), 3),
-        "calls": len(lat),
+        "calls": int(lat.size),
     }
 
 
 def settings_list(args: argparse.Namespace) -> list[tuple[int, int]]:
-    """At rest, each rate and batch, at rest again; ``--rounds`` times over."""
     rates = [int(r) for r in args.rates.split(",") if int(r) > 0]
     batches = [int(b) for b in args.batches.split(",")]
-    return ([(0, 0)] + [(r, b) for r in rates for b in batches] + [(0, 0)]) * args.rounds
+    return [(r, b) for r in rates for b in batches]
+
+
+def interleaved(
+    search: Any,
+    queries: np.ndarray,
+    start: Any,
+    stop: Any,
+    quiet: Any,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Per scope, ``--cycles`` cycles of a writer slice and an at-rest slice (``--slice``
+    seconds each; ``start``/``stop`` the writer, ``quiet`` waits for the writes' index work
+    to end before an at-rest slice): the machine's load, which other work moves, falls on
+    both alike."""
+    out: dict[str, Any] = {"rest": {}, "writing": {}}
+    for scope in SCOPES:
+        searches(search, queries, scope, 0.1)  # warm
+        hot: list[np.ndarray] = []
+        rest: list[np.ndarray] = []
+        for _ in range(args.cycles):
+            start()
+            searches(search, queries, scope, 0.05)  # the writer under way
+            hot.append(searches(search, queries, scope, args.slice))
+            stop()
+            quiet()
+            rest.append(searches(search, queries, scope, args.slice))
+        out["writing"][scope] = summary(hot, args.cycles * args.slice)
+        out["rest"][scope] = summary(rest, args.cycles * args.slice)
+    return out
 
 
 def under_writes(
@@ -389,70 +433,59 @@ def under_writes(
         for system in systems:
             system.settle()
             lo, hi = window[system.name]
-            writer = Writer(system, rate, batch, lo, hi) if rate else None
-            if writer is not None:
-                writer.start()
-            for scope in SCOPES:  # warm-up, the writer running
-                searches(system.search, data.queries, scope, 0.1)
+            writer = Writer(system, rate, batch, lo, hi)
+            writer.start()
+            load = os.getloadavg()[0]
+            measured = interleaved(
+                system.search, data.queries, writer.active.set, writer.active.clear,
+                system.quiet, args,
+            )  # fmt: skip
+            writer.halt.set()
+            writer.join()
+            window[system.name] = [writer.lo, writer.hi]
             point: dict[str, Any] = {"system": system.name, "rate": rate, "batch": batch}
-            for scope in SCOPES:
-                point[scope] = searches(system.search, data.queries, scope, args.seconds)
-            if writer is not None:
-                writer.halt.set()
-                writer.join()
-                window[system.name] = [writer.lo, writer.hi]
-                point["achieved_rows_per_s"] = round(writer.rows / writer.seconds, 1)
-            point["load"] = round(os.getloadavg()[0], 2)
+            point.update(measured)
+            point["achieved_rows_per_s"] = round(writer.rows / max(writer.seconds, 1e-9), 1)
+            point["load"] = round((load + os.getloadavg()[0]) / 2, 2)
             point["state"] = system.info()
             points.append(point)
-            log(
-                f"  {system.name} writer {rate}/s x{batch}: "
-                + ", ".join(
-                    f"{s} {point[s]['qps']:.0f} q/s p99 {point[s]['p99_ms']:.2f} ms" for s in SCOPES
-                )
-                + (f" (wrote {point['achieved_rows_per_s']:.0f} rows/s)" if rate else "")
-            )
+            log_point(point)
     return points
 
 
-def medians(points: list[dict[str, Any]]) -> dict[tuple[str, int, int], dict[str, Any]]:
-    """Per (system, rate, batch): the median over its points (rounds; at rest: every at-rest
-    point, first and last of each round) of each scope's QPS and p99."""
-    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
-    for p in points:
-        groups.setdefault((p["system"], p["rate"], p["batch"]), []).append(p)
-    return {
-        key: {
-            scope: {
-                "qps": float(np.median([p[scope]["qps"] for p in group])),
-                "p99_ms": float(np.median([p[scope]["p99_ms"] for p in group])),
-            }
-            for scope in SCOPES
-        }
-        for key, group in groups.items()
-    }
+def log_point(point: dict[str, Any]) -> None:
+    log(
+        f"  {point['system']} writer {point['rate']}/s x{point['batch']} "
+        f"(wrote {point['achieved_rows_per_s']:.0f}/s): "
+        + ", ".join(
+            f"{s} {point['writing'][s]['qps']:.0f} q/s p99 {point['writing'][s]['p99_ms']:.2f} "
+            f"ms (rest {point['rest'][s]['qps']:.0f}, {point['rest'][s]['p99_ms']:.2f})"
+            for s in SCOPES
+        )
+    )
 
 
 def ratios(points: list[dict[str, Any]], rate: int, batch: int) -> dict[str, Any]:
-    """Per system and scope at ``rate``/``batch``: median QPS and p99 against at rest, and
-    shardwalk's median QPS over Qdrant Edge's."""
+    """Per system and scope at ``rate``/``batch``: QPS and p99 writing against at rest (the
+    interleaved slices), and shardwalk's QPS writing over Qdrant Edge's."""
     out: dict[str, Any] = {}
-    med = medians(points)
-    systems = sorted({p["system"] for p in points})
-    for system in systems:
-        hot, rest = med.get((system, rate, batch)), med.get((system, 0, 0))
-        if hot is None or rest is None:
+    by = {(p["system"], p["rate"], p["batch"]): p for p in points}
+    for system in sorted({p["system"] for p in points}):
+        p = by.get((system, rate, batch))
+        if p is None:
             continue
         for scope in SCOPES:
-            out[f"{system} {scope} qps vs rest"] = round(hot[scope]["qps"] / rest[scope]["qps"], 3)
-            out[f"{system} {scope} p99 vs rest"] = round(
-                hot[scope]["p99_ms"] / rest[scope]["p99_ms"], 3
-            )
-    mine, theirs = med.get(("shardwalk", rate, batch)), med.get(("qdrant-edge", rate, batch))
+            hot, rest = p["writing"][scope], p["rest"][scope]
+            out[f"{system} {scope} qps vs rest"] = round(hot["qps"] / rest["qps"], 3)
+            out[f"{system} {scope} p99 vs rest"] = round(hot["p99_ms"] / rest["p99_ms"], 3)
+    mine, theirs = by.get(("shardwalk", rate, batch)), by.get(("qdrant-edge", rate, batch))
     if mine and theirs:
         for scope in SCOPES:
             out[f"shardwalk / qdrant-edge {scope} qps"] = round(
-                mine[scope]["qps"] / theirs[scope]["qps"], 3
+                mine["writing"][scope]["qps"] / theirs["writing"][scope]["qps"], 3
+            )
+            out[f"shardwalk / qdrant-edge {scope} qps at rest"] = round(
+                mine["rest"][scope]["qps"] / theirs["rest"][scope]["qps"], 3
             )
     return out
 
@@ -461,36 +494,50 @@ def ratios(points: list[dict[str, Any]], rate: int, batch: int) -> dict[str, Any
 KEYS = {"admin": "streaming-admin-key-0001", "tenant": "streaming-tenant-key-001"}
 
 
+class _ClientWriter:
+    """The few calls the writer makes, through a client."""
+
+    def __init__(self, col: Any, data: Data) -> None:
+        self.col, self.data = col, data
+
+    def upsert(self, ids: np.ndarray) -> None:
+        d = self.data
+        self.col.upsert(ids, d.rows(ids), tenants=d.names(ids), attributes={"y": d.ys(ids)})
+
+    def delete(self, ids: np.ndarray) -> None:
+        self.col.delete(ids)
+
+
 def stream_writer(address: str, key: str, pool: str, rate: int, batch: int, lo: int, hi: int):
-    """The writer client, in a process of its own: upserts and deletes at ``rate`` rows/s
-    until stdin closes; prints rows written and seconds."""
+    """The writer client, in a process of its own: a :class:`Writer` through the server,
+    switched by stdin's lines ("on", "off"; "quit": prints rows, seconds active, lo, hi)."""
     with np.load(pool) as d:
         data = Data("", d["pool"], d["pool"][:0], d["tenants"], d["y"], 0, str(d["prefix"]))
     col = shardwalk.Client(address, api_key=key).collection("stream")
     col.search(data.pool[:1], K)  # connected
+    writer = Writer(_ClientWriter(col, data), rate, batch, lo, hi)
+    writer.start()
     print("ready", flush=True)
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    t0 = due = time.perf_counter()
-    rows = 0
-    while not stop.is_set():
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        ids = np.arange(hi, hi + batch)
-        col.upsert(ids, data.rows(ids), tenants=data.names(ids), attributes={"y": data.ys(ids)})
-        col.delete(np.arange(lo, lo + batch))
-        hi, lo, rows = hi + batch, lo + batch, rows + batch
-        due += batch / rate
-    print(rows, time.perf_counter() - t0, lo, hi, flush=True)
+    for line in sys.stdin:
+        word = line.strip()
+        if word == "on":
+            writer.active.set()
+        elif word == "off":
+            writer.active.clear()
+        else:
+            break
+        print(word, flush=True)
+    writer.active.clear()
+    writer.halt.set()
+    writer.join()
+    print(writer.rows, writer.seconds, writer.lo, writer.hi, flush=True)
 
 
 def server_run(data: Data, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     from shardwalk.server.app import Server
     from shardwalk.server.config import parse_config
 
-    system = Shardwalk(data, os.path.join(tmp, "server-db"))
-    engine = system.engine
+    system = Shardwalk(data, os.path.join(tmp, "server-db"), args.engine)
     window = args.window
     for a in range(0, window, 1000):
         system.upsert(np.arange(a, min(a + 1000, window)))
@@ -504,7 +551,7 @@ def server_run(data: Data, args: argparse.Namespace, tmp: str) -> dict[str, Any]
             ]
         }
     )
-    server = Server(engine, config, host="127.0.0.1", port=0).start()
+    server = Server(system.engine, config, host="127.0.0.1", port=0).start()
     address = f"127.0.0.1:{server.port}"
     admin = shardwalk.Client(address, api_key=KEYS["admin"]).collection("stream")
     mine = shardwalk.Client(address, api_key=KEYS["tenant"]).collection("stream")
@@ -524,41 +571,41 @@ def server_run(data: Data, args: argparse.Namespace, tmp: str) -> dict[str, Any]
     try:
         for rate, batch in settings_list(args):
             system.settle()
-            proc = None
-            if rate:
-                code = (
-                    f"import sys; sys.path.insert(0, {str(HERE)!r}); import streaming; "
-                    f"streaming.stream_writer({address!r}, {KEYS['admin']!r}, {pool!r}, "
-                    f"{rate}, {batch}, {lo}, {hi})"
-                )
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    text=True,
-                )  # fmt: skip
-                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            for scope in SCOPES:  # warm-up (each scope's first call compiles its kernels)
-                searches(search, data.queries, scope, 0.2)
+            code = (
+                f"import sys; sys.path.insert(0, {str(HERE)!r}); import streaming; "
+                f"sys.setswitchinterval({args.switch_interval}); streaming.stream_writer("
+                f"{address!r}, {KEYS['admin']!r}, {pool!r}, {rate}, {batch}, {lo}, {hi})"
+            )
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+
+            def command(word: str, proc: Any = proc) -> None:
+                proc.stdin.write(word + "\n")
+                proc.stdin.flush()
+                assert proc.stdout.readline().strip() == word
+
+            load = os.getloadavg()[0]
+            measured = interleaved(
+                search, data.queries, lambda: command("on"), lambda: command("off"),
+                lambda: time.sleep(0.1), args,
+            )  # fmt: skip
+            out, _ = proc.communicate("quit\n", timeout=120)
+            rows, seconds, lo_, hi_ = out.split()
+            lo, hi = int(lo_), int(hi_)
             point: dict[str, Any] = {"system": "shardwalk-server", "rate": rate, "batch": batch}
-            for scope in SCOPES:
-                point[scope] = searches(search, data.queries, scope, args.seconds)
-            if proc is not None:
-                out, _ = proc.communicate("", timeout=120)
-                rows, seconds, lo, hi = out.split()
-                lo, hi = int(lo), int(hi)
-                point["achieved_rows_per_s"] = round(int(rows) / float(seconds), 1)
-            point["load"] = round(os.getloadavg()[0], 2)
+            point.update(measured)
+            point["achieved_rows_per_s"] = round(int(rows) / max(float(seconds), 1e-9), 1)
+            point["load"] = round((load + os.getloadavg()[0]) / 2, 2)
             point["state"] = system.info()
             points.append(point)
-            log(
-                f"  server writer {rate}/s x{batch}: "
-                + ", ".join(
-                    f"{s} {point[s]['qps']:.0f} q/s p99 {point[s]['p99_ms']:.2f} ms" for s in SCOPES
-                )
-                + (f" (wrote {point['achieved_rows_per_s']:.0f} rows/s)" if rate else "")
-            )
+            log_point(point)
     finally:
         server.stop(grace=1)
-        engine.close()
+        system.close()
     return {"points": points}
 
 
@@ -574,10 +621,15 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=3_000, help="rows in/out a step (3,000)")
     parser.add_argument("--write-batch", type=int, default=100, help="rows an upsert (100)")
     parser.add_argument("--queries", type=int, default=200, help="queries a step (200)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="per search point (2)")
     parser.add_argument("--rates", default="100,1000,5000", help="writer rows/s")
     parser.add_argument("--batches", default="1,10", help="writer rows per call")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the settings (2)")
+    parser.add_argument("--cycles", type=int, default=3, help="writer/rest slices (3)")
+    parser.add_argument("--slice", type=float, default=0.6, help="seconds a slice (0.6)")
+    parser.add_argument(
+        "--engine", choices=("memory", "disk"), default="memory",
+        help="shardwalk's engine: memory (no log: Qdrant Edge's update() does not fsync "
+        "either) or disk (every write fsynced before it returns)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-mnist", action="store_true", help="skip the mnist runbook")
     parser.add_argument("--server", action="store_true", help="through the server (item 4)")
@@ -633,7 +685,8 @@ def main() -> None:
                 chunk = args.chunk if d is data else len(d.pool) // 20
                 for make in (Shardwalk, QdrantEdge):
                     log(f"runbook: {make.name} on {d.name}, window {window}, chunk {chunk}")
-                    system = make(d, os.path.join(tmp, f"{make.name}-{d.name}"))
+                    path = os.path.join(tmp, f"{make.name}-{d.name}")
+                    system = Shardwalk(d, path, args.engine) if make is Shardwalk else make(d, path)
                     result = runbook(system, d, window, chunk, args.write_batch)
                     out["runbooks"].setdefault(d.name, {"window": window, "chunk": chunk})
                     out["runbooks"][d.name][make.name] = result

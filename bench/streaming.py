@@ -6,31 +6,39 @@ track, shardwalk side by side with Qdrant Edge (``qdrant-edge-py``) in the same 
    deletes the ``chunk`` oldest, and runs a search step at once, without waiting for any
    index: ``--queries`` queries, plain, tenant-scoped and filtered, whose recall@10 is taken
    against the exact answer over the rows live at that step (in that scope).
-2. **Searches under a writer** (the clustered dataset): one caller loops single-query searches
-   (plain, tenant-scoped, filtered; ``--seconds`` each) while a writer thread upserts new rows
-   at a fixed rate (0, 100, 1,000, 5,000 rows/s; single rows and batches of 10) and deletes as
-   many of the oldest (the window slides). QPS and p99 per rate and scope, and the rate the
-   writer achieved. At rest is measured first and again last. Each setting runs on both
-   systems back to back, each settled (indexed, compacted, optimized) before its turn.
+2. **Searches under a writer** (the clustered dataset, its window after the runbook): one
+   caller loops single-query searches (plain, tenant-scoped, filtered) while a writer thread
+   upserts new rows at a fixed rate (100, 1,000, 5,000 rows/s; single rows and batches of 10)
+   and deletes as many of the oldest (the window slides). Per rate and scope, ``--cycles``
+   slices of ``--slice`` seconds with the writer on alternate with as many with it off (at
+   rest, 0.1 s after it stopped): the machine's load, which other work moves, falls on both
+   alike. QPS and p99 writing and at rest, and the rate the writer achieved. Each rate runs
+   on both systems back to back, each settled (indexed, compacted, optimized) before its turn.
 3. ``--server``: the same through the gRPC server (shardwalk only: Qdrant Edge has no server):
    a server on 127.0.0.1 port 0 with quotas on every key (calls in flight and a token bucket
    above the load), a writer client in a process of its own streaming upserts and deletes
-   with an admin key, and a searcher client (a tenant key for the tenant scope).
+   with an admin key (switched on and off by the bench), and a searcher client (a tenant key
+   for the tenant scope).
 
 Qdrant Edge runs as its users run it: updates go to its appendable (growing) segment, scanned
 exactly; a maintenance thread calls ``optimize()`` (Edge has no background optimizer of its
 own: its optimizations are manual) every 0.2 s, which indexes, merges and vacuums segments per
 its optimizer config (defaults; vacuum at 20% deleted, as shardwalk's compaction). Same HNSW
 parameters on both sides (M=16, efConstruction=100, ef=64); tenants in a keyword payload index
-(``is_tenant``), ``y`` in an integer index. Shardwalk: an hnsw collection in a data directory
-(every upsert fsynced; Qdrant Edge's update() does not fsync), background indexing of the write
-delta and background compaction at their defaults.
+(``is_tenant``), ``y`` in an integer index; its indexing threshold at 2 MiB, shardwalk's write
+delta (its default, 10-20 MB, would leave the whole window unindexed). Shardwalk: an hnsw
+collection, background indexing of the write delta and background compaction at their
+defaults; ``--engine memory`` (the default: no log, as Qdrant Edge's ``update()`` returns
+before any fsync) or ``disk`` (every write fsynced before it returns: one writer thread then
+writes no faster than the disk syncs). Python's GIL switch interval is 0.5 ms
+(``--switch-interval``; the default 5 ms lets a searching thread hold up the writer's every
+blocking call by up to 5 ms, and the other way round).
 
 Data: clustered (``clustered_vectors``, 64 dims; 100 Zipf tenants, tenant t5 searched, about
 3% of the rows; an integer ``y`` uniform in 0-29, filter ``y < 3``) and mnist-784 from
 ../shared/data (9,000 rows; the digit as tenant, d5 searched; ``y`` as above).
 
-    python bench/streaming.py                # clustered 60K (window 30K) + mnist, ~4 min
+    python bench/streaming.py                # clustered 60K (window 30K) + mnist, ~10 min
     python bench/streaming.py --server       # the server variant
     python bench/report.py streaming-clustered-60000  # the tables of bench/README.md
 

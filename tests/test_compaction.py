@@ -5,15 +5,20 @@ replays the writes of the meantime, swaps, and checkpoints (durable across a reo
 
 from __future__ import annotations
 
+import os
 import threading
 
 import faiss
 import numpy as np
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import initialize, precondition, rule
 
 import shardwalk
 from shardwalk import F
 from shardwalk.collection import Collection
+from tests.test_delta import DeltaMachine
 
 DIM = 8
 
@@ -219,3 +224,44 @@ def test_a_closed_collection_drops_its_compaction(tmp_path):
     reopened = shardwalk.Engine.open(tmp_path / "db")
     assert len(reopened.collection("c")) == 100
     reopened.close()
+
+
+# --- the delta's state machine with compactions running all along ---------------------------
+class CompactingMachine(DeltaMachine):
+    """The delta state machine's writes (scoped and not), deletes, searches in every scope,
+    checkpoints and crashes, with a background compaction starting at every dead row:
+    the model's answers must hold whatever a compaction has copied, replayed or swapped."""
+
+    @initialize(kind=st.sampled_from(["flat", "hnsw"]), disk=st.booleans())
+    def open(self, kind: str, disk: bool) -> None:
+        super().open(kind, disk)
+        self.compact_often()
+
+    def compact_often(self) -> None:
+        self.col.compaction_threshold, self.col.compaction_min_dead = 0.0, 1
+
+    # a held indexer would deadlock a compaction's copy (it takes the indexer's lock after the
+    # commit lock, and the test thread would hold them in the other order)
+    @precondition(lambda self: False)
+    @rule()
+    def hold_indexer(self) -> None:
+        pass
+
+    @precondition(lambda self: self.disk)
+    @rule(checkpoint=st.booleans())
+    def reopen(self, checkpoint: bool) -> None:
+        super().reopen(checkpoint)
+        self.compact_often()
+
+    @rule()
+    def wait_for_compaction(self) -> None:
+        self.col.wait_compacted()
+        assert self.col.stats()["compaction"]["last_error"] is None
+
+
+CompactingMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("SHARDWALK_SM_EXAMPLES", "10")),
+    stateful_step_count=40,
+    deadline=None,
+)
+TestCompactingMachine = CompactingMachine.TestCase

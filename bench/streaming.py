@@ -42,8 +42,8 @@ Data: clustered (``clustered_vectors``, 64 dims; 100 Zipf tenants, tenant t5 sea
     python bench/streaming.py --server       # the server variant
     python bench/report.py streaming-clustered-60000  # the tables of bench/README.md
 
-Writes bench/results/streaming-<dataset>-<n>[-server].json (commit, load at start and end,
-parameters, every figure).
+Writes bench/results/streaming-<dataset>-<n>[-server][-disk].json (commit, load at start and
+end, parameters, every figure).
 """
 
 from __future__ import annotations
@@ -678,7 +678,7 @@ def main() -> None:
             out["server"] = server_run(data, args, tmp)
             out["load_end"] = os.getloadavg()[0]
             out["ratios"] = ratios(out["server"]["points"], 1000, 10)
-            name = f"streaming-{data.name}-server"
+            name = f"streaming-{data.name}-server{'-disk' if args.engine == 'disk' else ''}"
         else:
             from importlib.metadata import version
 
@@ -710,7 +710,7 @@ def main() -> None:
                 s.close()
             out["load_end"] = os.getloadavg()[0]
             out["ratios"] = ratios(out["under_writes"], 1000, 10)
-            name = f"streaming-{data.name}"
+            name = f"streaming-{data.name}{'-disk' if args.engine == 'disk' else ''}"
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

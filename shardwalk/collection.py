@@ -331,7 +331,8 @@ class Collection:
     Deleted and replaced rows stay behind as dead rows (in HNSW, tombstones: still waypoints of
     the graph, never returned). Once ``compaction_threshold`` of the rows (default 0.2) and at
     least ``compaction_min_dead`` (default 1000) are dead, a background thread rebuilds the
-    rows and the index from the live rows, as :meth:`compact` does (``None`` turns it off):
+    rows and the index from the live rows, as :meth:`compact` does (``None`` turns it off;
+    an index kept in Ray actors is compacted by :meth:`compact` only):
     writes go on meanwhile and are replayed into the new ones, searches wait only for the swap,
     and a checkpoint then makes it durable (``stats()["compaction"]``).
     """
@@ -1403,6 +1404,8 @@ class Collection:
         this: one caller at a time)."""
         threshold = self.compaction_threshold
         if threshold is None or self._compactor is not None or self._closed_because is not None:
+            return
+        if not self._deferred:  # an index in Ray actors: compact() only (new actors)
             return
         rows = self._rows.rows
         if rows < self._compact_after:

@@ -829,8 +829,13 @@ class Collection:
             self._delta.append(rows, write.vectors, owners)
         self._version += 1
 
-    def _add_to_index(self, rows: np.ndarray, vectors: np.ndarray, owners: np.ndarray) -> None:
-        self._index.add(rows, vectors, groups=owners)  # a layout hint: owner tenants
+    def _add_to_index(
+        self, rows: np.ndarray, vectors: np.ndarray, owners: np.ndarray, threads: int | None = None
+    ) -> None:
+        if threads is not None and getattr(self._index, "kind", "") == "hnsw":
+            self._index.add(rows, vectors, groups=owners, threads=threads)
+        else:
+            self._index.add(rows, vectors, groups=owners)  # a layout hint: owner tenants
         if not self._shares_store:
             assert isinstance(self._store, VectorStore)
             self._store.extend(vectors)
@@ -880,15 +885,19 @@ class Collection:
             try:
                 turn = int(_INDEX_TURN / max(self._insert_seconds, 1e-7))
                 count = min(_INDEX_CHUNK, max(_INDEX_CHUNK_MIN, turn))
-                self._indexed_in_background += self._index_some(count)
+                # one thread: an OpenMP team for a dozen rows costs more in hand-offs than it
+                # saves, and a member the OS deschedules holds the turn (and every search
+                # waiting for it) at its barrier
+                self._indexed_in_background += self._index_some(count, threads=1)
             except BaseException as exc:
                 self._closed_because = "stopped at a failed index insert; reopen the engine"
                 self._closed_cause = exc
                 log.error("collection %r stopped at a failed index insert", self.name, exc_info=exc)
 
-    def _index_some(self, count: int) -> int:
+    def _index_some(self, count: int, threads: int | None = None) -> int:
         """Insert the delta's first ``count`` rows into the index (searches wait only for the
-        insert itself; writes of new rows not at all); returns how many."""
+        insert itself; writes of new rows not at all; ``threads``: the insert's, default the
+        index's); returns how many."""
         with self._indexing:
             if self._closed_because is not None:
                 return 0
@@ -898,7 +907,7 @@ class Collection:
                 return 0
             with self._index_rw.write():
                 t0 = time.perf_counter()
-                self._add_to_index(rows, vectors, owners)
+                self._add_to_index(rows, vectors, owners, threads)
                 took = (time.perf_counter() - t0) / rows.size
                 self._insert_seconds = 0.7 * self._insert_seconds + 0.3 * took
                 with self._rw.write():

@@ -473,10 +473,73 @@ def flood(r: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def streaming(r: dict) -> str:
+    """bench/streaming.py: the runbook's recall@10 per step, and search QPS/p99 per writer
+    rate and scope (embedded beside Qdrant Edge, or through the server)."""
+    scopes = ("plain", "tenant", "filter")
+    out = [
+        f"`{r['command']}` (commit {r['commit'][:8]}, load {r['load_start']:.2f} -> "
+        f"{r['load_end']:.2f}, {r['cores']} cores"
+        + (f", qdrant-edge-py {r['qdrant_edge_py']}" if "qdrant_edge_py" in r else "")
+        + ")",
+        "",
+    ]
+    if "runbooks" in r:
+        out += [
+            "| dataset | window / step | system | build s | steps | min recall@10 plain / tenant "
+            "/ filter | mean recall@10 plain / tenant / filter |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, book in r["runbooks"].items():
+            for system in ("shardwalk", "qdrant-edge"):
+                x = book.get(system)
+                if x is None:
+                    continue
+                mean = [
+                    sum(step[f"{s}_recall"] for step in x["steps"]) / len(x["steps"])
+                    for s in scopes
+                ]
+                out.append(
+                    f"| {name} | {book['window']:,} / {book['chunk']:,} | {system} | "
+                    f"{x['build_seconds']} | {len(x['steps'])} | "
+                    + " / ".join(f"{x['min_recall'][s]:.3f}" for s in scopes)
+                    + " | "
+                    + " / ".join(f"{m:.3f}" for m in mean)
+                    + " |"
+                )
+        out.append("")
+    points = r["under_writes"] if "under_writes" in r else r["server"]["points"]
+    out += [
+        "Searches under a writer: writer slices and at-rest slices interleaved (at rest in "
+        "parentheses).",
+        "",
+        "| writer rows/s x rows a call | achieved rows/s | system | plain q/s | plain p99 ms "
+        "| tenant q/s | tenant p99 ms | filter q/s | filter p99 ms | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        cells = []
+        for s in scopes:
+            hot, rest = p["writing"][s], p["rest"][s]
+            cells.append(f"{hot['qps']:,.0f} ({rest['qps']:,.0f})")
+            cells.append(f"{hot['p99_ms']:.2f} ({rest['p99_ms']:.2f})")
+        out.append(
+            f"| {p['rate']:,} x {p['batch']} | {p['achieved_rows_per_s']:,.0f} | {p['system']} | "
+            + " | ".join(cells)
+            + f" | {p['load']:.1f} |"
+        )
+    out += ["", "At 1,000 rows/s in calls of 10 rows (the issue's targets: QPS >= 0.8x at rest, "
+            "p99 <= 2x at rest, >= 1.5x Qdrant Edge's QPS): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items())]  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     for stem in sys.argv[1:]:
         r = json.loads((RESULTS / f"{stem}.json").read_text())
-        if stem.startswith("flood"):
+        if stem.startswith("streaming"):
+            print(streaming(r))
+        elif stem.startswith("flood"):
             print(flood(r))
         elif stem.startswith("compose_quality"):
             print(compose_quality(r))

@@ -1288,37 +1288,50 @@ def add_normalized_rows(acc, x, weight):
 # --------------------------------------------------------------------------------------------
 # walk store: kept walks, repaired after graph updates (walks/walkstore.py)
 #
-# A dynamic graph is the base CSR plus replaced rows: ``row_start[u] >= 0`` means u's current
-# row is ``d_targets[row_start[u]:row_start[u] + row_len[u]]`` (weights: cumulative per row in
-# ``d_cum``), else the base row. A kept walk of source s is its visits after the first (s
+# A dynamic graph is the base CSR plus a log-structured extension per node: node u's current
+# row is its base row (if ``b_live[u]``) followed by ``d_targets[row_start[u]:row_start[u] +
+# row_len[u]]`` (in order of arrival; weights: cumulative from the segment's start in ``d_cum``,
+# the base row's total in ``b_tot``). A kept walk of source s is its visits after the first (s
 # itself): ``steps[blk_start[b] + ...]``, the R walks of block b one after the other, walk
 # ``b * R + w`` with ``walk_len`` steps; ``dropped`` (drop rule only) marks walks that ended at
 # a dangling node rather than by stopping.
 
 
 @njit(cache=True, inline="always")
-def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, row_start, row_len,
-             d_targets, d_cum):  # fmt: skip
+def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start,
+             row_len, d_targets, d_cum):  # fmt: skip
     """The out-neighbour of ``cur`` chosen by draw ``x`` on the dynamic graph, -1 if none.
-    Unchanged (base) rows choose exactly as the fingerprint builder does."""
-    rs = row_start[cur]
-    if rs < 0:
+    Rows without an extension choose exactly as the fingerprint builder does."""
+    bdeg = np.int64(0)
+    start = np.int64(0)
+    if b_live[cur]:
         start = b_indptr[cur]
-        deg = b_indptr[cur + 1] - start
-        if deg == 0:
+        bdeg = b_indptr[cur + 1] - start
+    xlen = row_len[cur]
+    if xlen == 0:
+        if bdeg == 0:
             return np.int64(-1)
-        j = pick_slot(x, deg)
+        j = pick_slot(x, bdeg)
         if weighted and alias_coin(x) >= a_prob[start + j]:
             j = a_idx[start + j]
         return np.int64(b_indices[start + j])
-    deg = row_len[cur]
-    if deg == 0:
-        return np.int64(-1)
+    rs = row_start[cur]
     if not weighted:
-        return np.int64(d_targets[rs + pick_slot(x, deg)])
-    target = to_unit(x) * d_cum[rs + deg - 1]
+        j = pick_slot(x, bdeg + xlen)
+        if j < bdeg:
+            return np.int64(b_indices[start + j])
+        return np.int64(d_targets[rs + j - bdeg])
+    base = b_tot[cur] if bdeg > 0 else 0.0
+    target = to_unit(x) * (base + d_cum[rs + xlen - 1])
+    if target < base:  # the base row, by its alias table (slot and coin from one uniform)
+        s = target / base * bdeg
+        j = min(np.int64(s), bdeg - 1)
+        if s - j >= a_prob[start + j]:
+            j = a_idx[start + j]
+        return np.int64(b_indices[start + j])
+    target -= base
     lo = 0
-    hi = deg - 1
+    hi = xlen - 1
     while lo < hi:  # first slot whose cumulative weight exceeds the target
         mid = (lo + hi) // 2
         if d_cum[rs + mid] > target:
@@ -1328,9 +1341,30 @@ def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, row_start, ro
     return np.int64(d_targets[rs + lo])
 
 
+@njit(cache=True)
+def base_find(b_indptr, b_indices, b_live, src, dst, out):
+    """``out[i]``: the position in ``b_indices`` of edge ``src[i] -> dst[i]`` in its source's
+    base row (sorted), -1 if absent or the row is no longer current (``b_live``)."""
+    for i in range(src.size):
+        u = src[i]
+        out[i] = -1
+        if not b_live[u]:
+            continue
+        lo = b_indptr[u]
+        hi = b_indptr[u + 1]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if b_indices[mid] < dst[i]:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < b_indptr[u + 1] and b_indices[lo] == dst[i]:
+            out[i] = lo
+
+
 @njit(cache=True, inline="always")
 def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx, weighted,
-               row_start, row_len, d_targets, d_cum, out, at):  # fmt: skip
+               b_tot, b_live, row_start, row_len, d_targets, d_cum, out, at):  # fmt: skip
     """Walk ``visits`` visits from ``first`` (written at out[at]; draws 1.. of ``key`` pick
     the moves); returns (steps written, dropped)."""
     cur = first
@@ -1340,7 +1374,7 @@ def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx
         m = 1
     for step in range(1, visits):
         nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
-                       row_start, row_len, d_targets, d_cum)  # fmt: skip
+                       b_tot, b_live, row_start, row_len, d_targets, d_cum)  # fmt: skip
         if nxt < 0:
             if mode == MODE_DROP:
                 return m, True
@@ -1366,7 +1400,7 @@ def walks_bounds(sources, walk0, walks_per_node, alpha, seed):
 
 @njit(cache=True, parallel=True)
 def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_indices, a_prob,
-                a_idx, weighted, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
+                a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
                 dropped):  # fmt: skip
     """The walks of ``sources`` (the fingerprint builder's walks: same keys, same moves on
     unchanged rows), walk q written at ``steps[walk_at[q]:]``."""
@@ -1379,7 +1413,7 @@ def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_i
         drop = False
         for step in range(1, visits):
             nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
-                           row_start, row_len, d_targets, d_cum)  # fmt: skip
+                           b_tot, b_live, row_start, row_len, d_targets, d_cum)  # fmt: skip
             if nxt < 0:
                 if mode == MODE_DROP:
                     drop = True
@@ -1445,8 +1479,8 @@ def batch_key(seed, src, walk, seq):
 
 @njit(cache=True, parallel=True)
 def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
-               walk_len, dropped, steps, chg_slot, chg_bits, o_ip, o_t, o_w, o_tot, n_ip, n_t,
-               n_w, n_tot, out_pos, out_target, out_bound, out_hit):  # fmt: skip
+               walk_len, dropped, steps, chg_slot, chg_bits, chg_kind, o_ip, o_t, o_w, o_tot,
+               n_ip, n_t, n_w, n_tot, out_pos, out_target, out_bound, out_hit):  # fmt: skip
     """Decide which walks of ``blocks`` an update batch reroutes (Bahmani, Chowdhury, Goel).
 
     At each move out of a changed node the walk keeps its move t with probability
@@ -1457,7 +1491,13 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
     the rerouted visit (-1: unchanged), ``out_target[q]`` its new move, ``out_bound[b]``: steps
     of the block's walks after the batch (an upper bound when the drop rule may cut them).
     ``chg_bits`` is the bitmap of the changed nodes (``node_bitmap``): most visits are of
-    unchanged nodes, and a bit test in a bitmap that stays in cache rejects them cheaply."""
+    unchanged nodes, and a bit test in a bitmap that stays in cache rejects them cheaply.
+
+    A changed node of ``chg_kind`` 1 only gained edges (its old row had some): its rows in the
+    tables hold nothing of the old row and only the new edges, ``o_tot`` and ``n_tot`` its old
+    and new total weight, so every old move is kept with probability o_tot / n_tot (q / p for
+    any old target) and a rerouted one is drawn from the new edges by weight ((q - p)^+): the
+    same coins decide as with the whole rows, at the cost of the new edges only."""
     R = walks_per_node
     for i in prange(blocks.size):
         b = blocks[i]
@@ -1488,10 +1528,14 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
                     continue  # the walk stopped here: no move to change
                 if key == 0:
                     key = batch_key(seed, src, w0 + w, seq)
-                p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
-                qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
-                if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
-                    continue
+                if chg_kind[slot] == 1:
+                    if to_unit(draw(key, 2 * pos)) * n_tot[slot] < o_tot[slot]:
+                        continue
+                else:
+                    p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
+                    qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
+                    if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
+                        continue
                 nt = _residual_pick(to_unit(draw(key, 2 * pos + 1)), o_ip, o_t, o_w, o_tot,
                                     n_ip, n_t, n_w, n_tot, slot)  # fmt: skip
                 out_pos[i * R + w] = pos
@@ -1511,7 +1555,7 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
 @njit(cache=True, parallel=True)
 def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, mode,
                   blk_start, walk_len, dropped, steps, plan_pos, plan_target, new_start, b_indptr,
-                  b_indices, a_prob, a_idx, weighted, row_start, row_len, d_targets, d_cum,
+                  b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum,
                   out_steps, out_walks):  # fmt: skip
     """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
     ``steps``: unchanged walks copied, rerouted ones copied up to the rerouted visit, then
@@ -1545,8 +1589,9 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
                 key = batch_key(seed, src, block_w0[b] + w, seq)
                 tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
                 made, drop = _walk_tail(tail, nt, geometric_visits(tail, alpha), src, mode,
-                                        b_indptr, b_indices, a_prob, a_idx, weighted, row_start,
-                                        row_len, d_targets, d_cum, steps, to + pos)  # fmt: skip
+                                        b_indptr, b_indices, a_prob, a_idx, weighted, b_tot,
+                                        b_live, row_start, row_len, d_targets, d_cum, steps,
+                                        to + pos)  # fmt: skip
                 m += made
                 walked += made
             at += length

@@ -305,10 +305,11 @@ class WalkStore:
                 chg_slot: np.ndarray, undo: list, t0: float) -> dict[str, Any]:  # fmt: skip
         n = change.num_nodes_after
         rule_dangling = self.mode == _kernels.MODE_DROP
+        kind = change.kinds
         old = _effective(change.nodes, change.old_indptr, change.old_targets, change.old_weights,
-                         rule_dangling)  # fmt: skip
+                         rule_dangling, kind, change.old_total)  # fmt: skip
         new = _effective(change.nodes, change.new_indptr, change.new_targets, change.new_weights,
-                         rule_dangling)  # fmt: skip
+                         rule_dangling, kind, change.new_total)  # fmt: skip
         blocks = self.blocks_visiting(
             change.nodes[change.nodes < change.num_nodes_before], chg_slot
         )
@@ -319,8 +320,8 @@ class WalkStore:
         hit = np.empty(blocks.shape[0], np.bool_)
         added = n - self.num_blocks if new_sources else 0
         with _threads_for((blocks.shape[0] + added) * r):
-            walks, steps = self._reroute(graph, seq, blocks, chg_slot, old, new, pos, target,
-                                         bound, hit, undo)  # fmt: skip
+            walks, steps = self._reroute(graph, seq, blocks, chg_slot, kind, old, new, pos,
+                                         target, bound, hit, undo)  # fmt: skip
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
         if self.ovf_used > max(1 << 16, self.total_steps // 8):
@@ -337,7 +338,7 @@ class WalkStore:
         }
 
     def _reroute(self, graph: DynamicGraph, seq: int, blocks: np.ndarray, chg_slot: np.ndarray,
-                 old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
+                 kind: np.ndarray, old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
                  bound: np.ndarray, hit: np.ndarray, undo: list) -> tuple[int, int]:  # fmt: skip
         """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps). The
         entries it changes in place are saved in ``undo`` first."""
@@ -345,8 +346,8 @@ class WalkStore:
         bits = _kernels.node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
         _kernels.walks_plan(
             blocks, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.blk_start,
-            self.walk_len, self.dropped, self.steps, chg_slot, bits, *old, *new, pos, target,
-            bound, hit,
+            self.walk_len, self.dropped, self.steps, chg_slot, bits, kind, *old, *new, pos,
+            target, bound, hit,
         )  # fmt: skip
         walks = steps = 0
         if hit.any():
@@ -604,12 +605,16 @@ def _walk_new(
 
 
 def _effective(
-    nodes: np.ndarray, indptr: np.ndarray, targets: np.ndarray, weights: np.ndarray, drop: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    nodes: np.ndarray, indptr: np.ndarray, targets: np.ndarray, weights: np.ndarray, drop: bool,
+    kind: np.ndarray, total: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Move distributions of changed rows as the walks see them: (indptr, targets, weights,
-    totals); a dangling row moves to itself (self_loop rule) or to -1, the end (drop rule)."""
+    totals); a dangling row moves to itself (self_loop rule) or to -1, the end (drop rule).
+    Rows of ``kind`` 1 (a node that only gained edges: ``Change``) are taken as they are, with
+    their totals from ``total``."""
     lens = np.diff(indptr)
-    eff = np.maximum(lens, 1)
+    whole = kind == 0
+    eff = np.where(whole, np.maximum(lens, 1), lens)
     ip = np.zeros(nodes.shape[0] + 1, np.int64)
     np.cumsum(eff, out=ip[1:])
     t = np.empty(int(ip[-1]), np.int64)
@@ -618,9 +623,12 @@ def _effective(
     t[out] = targets
     if weights.size:
         w[out] = weights
-    empty = lens == 0
+    empty = whole & (lens == 0)
     t[ip[:-1][empty]] = -1 if drop else nodes[empty]
-    tot = np.add.reduceat(w, ip[:-1]) if w.size else np.zeros(0)
+    tot = np.bincount(np.repeat(np.arange(nodes.shape[0]), eff), weights=w,
+                      minlength=nodes.shape[0])  # fmt: skip
+    if total is not None and not whole.all():
+        tot[~whole] = total[~whole]
     return ip, t, w, tot
 
 

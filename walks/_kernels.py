@@ -1292,7 +1292,8 @@ def add_normalized_rows(acc, x, weight):
 # row is its base row (if ``b_live[u]``) followed by ``d_targets[row_start[u]:row_start[u] +
 # row_len[u]]`` (in order of arrival; weights: cumulative from the segment's start in ``d_cum``,
 # the base row's total in ``b_tot``). A kept walk of source s is its visits after the first (s
-# itself): ``steps[blk_start[b] + ...]``, the R walks of block b one after the other, walk
+# itself): ``steps[blk_start[b] + ...]`` (3 bytes: ``steps`` the low 16 bits, ``steps_hi`` the
+# rest), the R walks of block b one after the other, walk
 # ``b * R + w`` with ``walk_len`` steps; ``dropped`` (drop rule only) marks walks that ended at
 # a dangling node rather than by stopping.
 
@@ -1364,13 +1365,14 @@ def base_find(b_indptr, b_indices, b_live, src, dst, out):
 
 @njit(cache=True, inline="always")
 def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx, weighted,
-               b_tot, b_live, row_start, row_len, d_targets, d_cum, out, at):  # fmt: skip
-    """Walk ``visits`` visits from ``first`` (written at out[at]; draws 1.. of ``key`` pick
-    the moves); returns (steps written, dropped)."""
+               b_tot, b_live, row_start, row_len, d_targets, d_cum, out, out_hi, at):  # fmt: skip
+    """Walk ``visits`` visits from ``first`` (written at out[at], low 16 bits, and out_hi[at],
+    the rest; draws 1.. of ``key`` pick the moves); returns (steps written, dropped)."""
     cur = first
     m = 0
     if first >= 0:
-        out[at] = first
+        out[at] = first & 0xFFFF
+        out_hi[at] = first >> 16
         m = 1
     for step in range(1, visits):
         nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
@@ -1379,7 +1381,8 @@ def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx
             if mode == MODE_DROP:
                 return m, True
             nxt = cur
-        out[at + m] = nxt
+        out[at + m] = nxt & 0xFFFF
+        out_hi[at + m] = nxt >> 16
         cur = nxt
         m += 1
     return m, False
@@ -1479,7 +1482,7 @@ def batch_key(seed, src, walk, seq):
 
 @njit(cache=True, parallel=True)
 def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
-               walk_len, dropped, steps, chg_slot, chg_bits, chg_kind, o_ip, o_t, o_w, o_tot,
+               walk_len, dropped, steps, steps_hi, chg_slot, chg_bits, chg_kind, o_ip, o_t, o_w, o_tot,
                n_ip, n_t, n_w, n_tot, out_pos, out_target, out_bound, out_hit):  # fmt: skip
     """Decide which walks of ``blocks`` an update batch reroutes (Bahmani, Chowdhury, Goel).
 
@@ -1514,14 +1517,14 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
             new_len = length
             key = np.uint64(0)
             for pos in range(length + 1):
-                v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                v = np.int64(src) if pos == 0 else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
                 if not _in_bitmap(chg_bits, v):
                     continue
                 slot = chg_slot[v]
                 if slot < 0:
                     continue
                 if pos < length:
-                    t = np.int64(steps[at + pos])
+                    t = (np.int64(steps[at + pos]) | (np.int64(steps_hi[at + pos]) << 16))
                 elif dropped.size and dropped[q]:
                     t = np.int64(-1)
                 else:
@@ -1554,7 +1557,7 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
 
 @njit(cache=True, parallel=True)
 def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, mode,
-                  blk_start, walk_len, dropped, steps, plan_pos, plan_target, new_start, b_indptr,
+                  blk_start, walk_len, dropped, steps, steps_hi, plan_pos, plan_target, new_start, b_indptr,
                   b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum,
                   out_steps, out_walks):  # fmt: skip
     """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
@@ -1576,11 +1579,13 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
             if pos < 0:
                 for j in range(length):
                     steps[to + j] = steps[at + j]
+                    steps_hi[to + j] = steps_hi[at + j]
                 at += length
                 to += length
                 continue
             for j in range(pos):
                 steps[to + j] = steps[at + j]
+                steps_hi[to + j] = steps_hi[at + j]
             rerouted += 1
             nt = plan_target[i * R + w]
             m = pos
@@ -1590,7 +1595,7 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
                 tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
                 made, drop = _walk_tail(tail, nt, geometric_visits(tail, alpha), src, mode,
                                         b_indptr, b_indices, a_prob, a_idx, weighted, b_tot,
-                                        b_live, row_start, row_len, d_targets, d_cum, steps,
+                                        b_live, row_start, row_len, d_targets, d_cum, steps, steps_hi,
                                         to + pos)  # fmt: skip
                 m += made
                 walked += made
@@ -1605,7 +1610,7 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
 
 @njit(cache=True)
 def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new_len, plan_pos,
-                steps, with_old, out_row, out_node, out_val, at):  # fmt: skip
+                steps, steps_hi, with_old, out_row, out_node, out_val, at):  # fmt: skip
     """The visit-count changes of the walks ``walks_rewrite`` rerouted in blocks ``sel`` (plan
     rows): -1 for each old visit after the rerouted one (if ``with_old``), +1 for each new
     one, per row (block // per_row), written from ``out_*[at]``; returns the end."""
@@ -1621,12 +1626,12 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
             if pos >= 0:
                 for j in range(pos, lo):
                     out_row[at] = row
-                    out_node[at] = steps[a + j]
+                    out_node[at] = (np.int64(steps[a + j]) | (np.int64(steps_hi[a + j]) << 16))
                     out_val[at] = -1
                     at += 1
                 for j in range(pos, ln):
                     out_row[at] = row
-                    out_node[at] = steps[b + j]
+                    out_node[at] = (np.int64(steps[b + j]) | (np.int64(steps_hi[b + j]) << 16))
                     out_val[at] = 1
                     at += 1
             a += np.int64(old_len[i * R + w])
@@ -1635,7 +1640,7 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
 
 
 @njit(cache=True)
-def pack_blocks(order, starts, lens, steps, out_starts):
+def pack_blocks(order, starts, lens, steps, steps_hi, out_starts):
     """Move the blocks (``order``: by start, ascending; block b holds ``lens[b]`` steps from
     ``starts[b]``) to the front of ``steps`` one after the other, in place (each moves down,
     so a forward copy is safe); their new starts into ``out_starts``. Returns the steps."""
@@ -1645,6 +1650,7 @@ def pack_blocks(order, starts, lens, steps, out_starts):
         s = starts[b]
         for j in range(lens[b]):
             steps[to + j] = steps[s + j]
+            steps_hi[to + j] = steps_hi[s + j]
         out_starts[b] = to
         to += lens[b]
     return to
@@ -1698,7 +1704,7 @@ def apply_row_deltas(rows, old_ip, old_nodes, old_counts, d_ip, d_nodes, d_vals,
 
 
 @njit(cache=True, parallel=True)
-def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, steps, n,
+def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, steps, steps_hi, n,
                 offsets, out_nodes, out_counts, out_nnz, out_visits, n_chunks):  # fmt: skip
     """Fingerprint rows (distinct nodes in first-visit order, visit counts) from the kept
     walks, in ``fingerprint_block``'s output format: row r counts blocks r * per_row ..
@@ -1716,7 +1722,7 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
                 for w in range(R):
                     length = np.int64(walk_len[b * R + w])
                     for pos in range(length + 1):
-                        v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                        v = np.int64(src) if pos == 0 else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
                         if cnt[v] == 0:
                             out_nodes[base + m] = v
                             m += 1
@@ -1732,7 +1738,7 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
 
 
 @njit(cache=True, parallel=True)
-def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_len, steps, n,
+def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_len, steps, steps_hi, n,
                  out_ip, out_nodes, n_chunks):  # fmt: skip
     """The distinct nodes the walks of each group of ``group`` consecutive blocks visit (their
     sources included), as CSR rows. With ``out_nodes`` empty: only the row sizes into
@@ -1756,7 +1762,7 @@ def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_l
                 for w in range(R):
                     length = np.int64(walk_len[b * R + w])
                     for j in range(length):
-                        v = np.int64(steps[at + j])
+                        v = (np.int64(steps[at + j]) | (np.int64(steps_hi[at + j]) << 16))
                         if stamp[v] != g:
                             stamp[v] = g
                             if fill:

@@ -382,11 +382,11 @@ class DynamicGraph:
         si = self._intern(batch.src, add=batch.op == "upsert")
         di = self._intern(batch.dst, add=batch.op == "upsert")
         w = batch.weights
-        if not self.directed:
-            off = si != di
-            si, di = np.concatenate([si, di[off]]), np.concatenate([di, si[off]])
+        if not self.directed:  # each edge then its reverse, so the last word on {u, v} wins
+            keep = np.stack([np.ones(si.shape[0], bool), si != di], axis=1).ravel()
+            si, di = np.stack([si, di], 1).ravel()[keep], np.stack([di, si], 1).ravel()[keep]
             if w is not None:
-                w = np.concatenate([w, w[off]])
+                w = np.repeat(w, 2)[keep]
         # one entry per (u, v), the last word winning, sorted by (u, v)
         span = np.int64(self.num_nodes)
         key = si * span + di

@@ -1517,14 +1517,18 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
             new_len = length
             key = np.uint64(0)
             for pos in range(length + 1):
-                v = np.int64(src) if pos == 0 else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
+                v = (
+                    np.int64(src)
+                    if pos == 0
+                    else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
+                )
                 if not _in_bitmap(chg_bits, v):
                     continue
                 slot = chg_slot[v]
                 if slot < 0:
                     continue
                 if pos < length:
-                    t = (np.int64(steps[at + pos]) | (np.int64(steps_hi[at + pos]) << 16))
+                    t = np.int64(steps[at + pos]) | (np.int64(steps_hi[at + pos]) << 16)
                 elif dropped.size and dropped[q]:
                     t = np.int64(-1)
                 else:
@@ -1626,12 +1630,12 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
             if pos >= 0:
                 for j in range(pos, lo):
                     out_row[at] = row
-                    out_node[at] = (np.int64(steps[a + j]) | (np.int64(steps_hi[a + j]) << 16))
+                    out_node[at] = np.int64(steps[a + j]) | (np.int64(steps_hi[a + j]) << 16)
                     out_val[at] = -1
                     at += 1
                 for j in range(pos, ln):
                     out_row[at] = row
-                    out_node[at] = (np.int64(steps[b + j]) | (np.int64(steps_hi[b + j]) << 16))
+                    out_node[at] = np.int64(steps[b + j]) | (np.int64(steps_hi[b + j]) << 16)
                     out_val[at] = 1
                     at += 1
             a += np.int64(old_len[i * R + w])
@@ -1722,7 +1726,14 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
                 for w in range(R):
                     length = np.int64(walk_len[b * R + w])
                     for pos in range(length + 1):
-                        v = np.int64(src) if pos == 0 else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
+                        v = (
+                            np.int64(src)
+                            if pos == 0
+                            else (
+                                np.int64(steps[at + pos - 1])
+                                | (np.int64(steps_hi[at + pos - 1]) << 16)
+                            )
+                        )
                         if cnt[v] == 0:
                             out_nodes[base + m] = v
                             m += 1
@@ -1762,7 +1773,7 @@ def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_l
                 for w in range(R):
                     length = np.int64(walk_len[b * R + w])
                     for j in range(length):
-                        v = (np.int64(steps[at + j]) | (np.int64(steps_hi[at + j]) << 16))
+                        v = np.int64(steps[at + j]) | (np.int64(steps_hi[at + j]) << 16)
                         if stamp[v] != g:
                             stamp[v] = g
                             if fill:

@@ -26,9 +26,14 @@ rest goes in batches of 10,000, so every setting ends on the same final graph.
     python bench/graph_updates.py --large                # both
     python bench/graph_updates.py --large --real --nodes 200000 --edges 1000000  # moderate
 
-Old vs new in one run: run it back to back with an old checkout's interpreter (the script uses
-the public API and ``Graph._current``), e.g. ``/work/wt/base/.venv/bin/python
-bench/graph_updates.py ... --tag X-old``, then ``--tag X-new``.
+Old vs new in one run: ``--baseline PYTHON`` runs this script with the same arguments under an
+old checkout's interpreter (the script uses only the public API, ``Graph._current`` and
+``Graph._dyn.merged``), then under this one, back to back, and writes both reports and the
+new/old ratios into one file (``bench/report.py`` renders it), e.g.
+
+    python bench/graph_updates.py --large --real --nodes 200000 --edges 1000000 \
+        --batch-sizes 100 10000 --max-batches 20 --sources 50 \
+        --baseline /path/to/main/.venv/bin/python --tag moderate-compare
 
 Writes ``bench/results/graph-updates-<tag>.json``.
 """
@@ -166,22 +171,24 @@ def run_graph(
 def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str, Any]:
     """Stream edges [lo, hi) in batches of ``size`` into ``g`` (with fingerprints) and
     ``bare`` (without)."""
-    t_fp = t_bare = t_read = 0.0
+    t_fp = t_bare = t_read = c_fp = c_bare = 0.0
     walks = steps = repair = batches = 0
     per_batch = []
     for a in range(lo, hi, size):
         b = min(hi, a + size)
         w = None if weights is None else weights[a:b]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         report = g.upsert_edges(streamed[a:b], w)
         t_fp += time.perf_counter() - t0
+        c_fp += time.process_time() - c0
         if size >= 10_000:  # the first read after: the repaired fingerprint rows recounted
             t0 = time.perf_counter()
             g._current()
             t_read += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         bare.upsert_edges(streamed[a:b], w)
         t_bare += time.perf_counter() - t0
+        c_bare += time.process_time() - c0
         walks += report["walks"]
         steps += report["steps"]
         repair += report["repair_seconds"]
@@ -193,6 +200,9 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
         "batches": batches,
         "edges_per_second": edges / t_fp,
         "edges_per_second_without_fingerprints": edges / t_bare,
+        # per CPU second of the process (all its threads): steadier on a loaded machine
+        "edges_per_cpu_second": edges / c_fp if c_fp else None,
+        "edges_per_cpu_second_without_fingerprints": edges / c_bare if c_bare else None,
         # acknowledged and then read once (fingerprints recounted): what a reader waits for
         "edges_per_second_with_first_read": edges / (t_fp + t_read) if t_read else None,
         "walks_per_batch": walks / batches,
@@ -302,7 +312,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tmp", default=None, help="where the data directories go")
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--baseline", default=None, help="an old checkout's python: run both")
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)  # (a part of --baseline)
     args = ap.parse_args()
+    if args.baseline:
+        compare(args)
+        return
     names = REAL_GRAPHS if args.real is None or (args.real == [] and not args.large) else args.real
     if args.large and args.real == []:
         names = []
@@ -330,9 +345,76 @@ def main() -> None:
         "targets": TARGETS,
         "results": results,
     }
-    path = ROOT / "results" / f"graph-updates-{tag}.json"
+    path = Path(args.out) if args.out else ROOT / "results" / f"graph-updates-{tag}.json"
     path.write_text(json.dumps(report, indent=1))
     print(f"wrote {path}")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Run the benchmark under ``--baseline``'s interpreter, then this one, back to back;
+    write both reports and the ratios (new / old) of the headline figures."""
+    import subprocess
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # the same arguments without --baseline, --tag, --out
+        if skip:
+            skip = False
+            continue
+        if a in ("--baseline", "--tag", "--out"):
+            skip = True
+            continue
+        if a.startswith(("--baseline=", "--tag=", "--out=")):
+            continue
+        argv.append(a)
+    tag = args.tag or "compare"
+    reports = {}
+    with tempfile.TemporaryDirectory(prefix="sw-bench-gu-cmp-") as tmp:
+        for side, python in (("baseline", args.baseline), ("current", sys.executable)):
+            out = Path(tmp) / f"{side}.json"
+            print(f"== {side}: {python}", flush=True)
+            subprocess.run([python, __file__, *argv, "--tag", f"{tag}-{side}", "--out", str(out)],
+                           check=True)  # fmt: skip
+            reports[side] = json.loads(out.read_text())
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commit": _commit(),
+        "load": os.getloadavg(),
+        "baseline": reports["baseline"],
+        "current": reports["current"],
+        "ratios": ratios(reports["baseline"], reports["current"]),
+    }
+    path = ROOT / "results" / f"graph-updates-{tag}.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report["ratios"], indent=1))
+    print(f"wrote {path}")
+
+
+def ratios(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """new / old of the headline figures, per graph and share (> 1: new is faster, or for
+    the memory ratio and CPU seconds, < 1: new is smaller)."""
+    out: dict[str, Any] = {}
+    for g_old, g_new in zip(old["results"], new["results"]):
+        for share, a in g_old["shares"].items():
+            b = g_new["shares"][share]
+            r: dict[str, Any] = {}
+            for size in a["batches"]:
+                for key in ("edges_per_second", "edges_per_second_without_fingerprints",
+                            "edges_per_second_with_first_read", "edges_per_cpu_second",
+                            "edges_per_cpu_second_without_fingerprints"):  # fmt: skip
+                    x, y = a["batches"][size].get(key), b["batches"].get(size, {}).get(key)
+                    if x and y:
+                        r[f"{key}_{size}"] = y / x
+            for key in ("upsert_cpu_seconds", "first_read_cpu_seconds", "rebuild_cpu_seconds",
+                        "speedup_cpu_with_first_read", "speedup_seconds"):  # fmt: skip
+                x, y = a["one_batch"].get(key), b["one_batch"].get(key)
+                if x and y:
+                    r[f"one_batch_{key}"] = y / x
+            for when in ("build", "after_stream"):
+                r[f"walk_store_ratio_{when}"] = (
+                    b[when]["walk_store_ratio"] / a[when]["walk_store_ratio"]
+                )
+            out[f"{g_old['graph']} {share}"] = r
+    return out
 
 
 if __name__ == "__main__":

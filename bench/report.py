@@ -449,6 +449,31 @@ def graph_updates(r: dict) -> str:
     return "\n".join(out)
 
 
+def graph_updates_compare(r: dict) -> str:
+    """bench/graph_updates.py --baseline: both sides' tables, then new / old per figure."""
+    load = r.get("load")
+    out = [
+        f"`{r['command']}` (commit {r.get('commit') or '?'}"
+        + (f", load at the end {load[0]:.1f}" if load else "")
+        + "); baseline first, then this checkout, back to back",
+        "",
+        f"Baseline (commit {r['baseline'].get('commit') or '?'}):",
+        "",
+        graph_updates(r["baseline"]),
+        "",
+        f"This checkout (commit {r['current'].get('commit') or '?'}):",
+        "",
+        graph_updates(r["current"]),
+        "",
+        "| graph, share | new / old |",
+        "|---|---|",
+    ]
+    for where, ratios in r["ratios"].items():
+        shown = ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+        out.append(f"| {where} | {shown} |")
+    return "\n".join(out)
+
+
 def flood(r: dict) -> str:
     """bench/flood.py: tenant b's search latency alone and under tenant a's flood, per
     [limits] background_nice, in the order run."""
@@ -552,7 +577,7 @@ def main() -> None:
         elif stem.startswith("ppr"):
             print(ppr(r))
         elif stem.startswith("graph-updates"):
-            print(graph_updates(r))
+            print(graph_updates_compare(r) if "ratios" in r else graph_updates(r))
         else:
             print(filtered(r))
 

@@ -4,10 +4,10 @@ personalized PageRank queries, FastRP embeddings, and updates.
 Updates (``upsert_edges``, ``delete_edges``, ``delete_nodes``) are durable like collection
 writes: each batch is validated whole, appended to the graph's write-ahead log and fsynced
 before it is applied and acknowledged, and replayed on open (torn tail vs corruption as for
-collections, ``shardwalk.wal``). The graph is its CSR snapshot plus a delta of replaced rows
-(``shardwalk.walks.dynamic``); :meth:`Graph.compact` (explicit, or automatic once the delta
-holds ``compact_ratio`` of the edges) writes a new snapshot and starts an empty log. Reads see
-every acknowledged batch: the first read after a write merges the delta into a CSR (O(edges)).
+collections, ``shardwalk.wal``). The graph is its CSR snapshot plus a log-structured delta
+(edges appended per node, ``shardwalk.walks.dynamic``); :meth:`Graph.compact` (explicit, or
+automatic once the delta holds ``compact_ratio`` of the edges) writes a new snapshot and
+starts an empty log. Reads see every acknowledged batch: the first read after a write merges the delta into a CSR (O(edges)).
 Fingerprints built with ``keep_walks=True`` (the default) keep their walks
 (``shardwalk.walks.walkstore``) and are repaired after every batch by re-simulating only the
 affected walks; the first fingerprint query after a batch recounts the repaired rows.
@@ -756,7 +756,7 @@ class Graph:
         fp = self._fingerprints
         state = None if fp is None else fp.stats.get("calibration")
         if state is not None:
-            removed = abs(int(change.old_targets.size) - int(change.new_targets.size))
+            removed = abs(change.edges_delta)
             both = 1 if self._dyn.directed else 2  # an undirected edge is two of csr's edges
             changed = max(both * batch.size, removed)
             state["edges_changed"] = int(state["edges_changed"]) + changed

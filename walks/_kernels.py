@@ -1288,37 +1288,51 @@ def add_normalized_rows(acc, x, weight):
 # --------------------------------------------------------------------------------------------
 # walk store: kept walks, repaired after graph updates (walks/walkstore.py)
 #
-# A dynamic graph is the base CSR plus replaced rows: ``row_start[u] >= 0`` means u's current
-# row is ``d_targets[row_start[u]:row_start[u] + row_len[u]]`` (weights: cumulative per row in
-# ``d_cum``), else the base row. A kept walk of source s is its visits after the first (s
-# itself): ``steps[blk_start[b] + ...]``, the R walks of block b one after the other, walk
+# A dynamic graph is the base CSR plus a log-structured extension per node: node u's current
+# row is its base row (if ``b_live[u]``) followed by ``d_targets[row_start[u]:row_start[u] +
+# row_len[u]]`` (in order of arrival; weights: cumulative from the segment's start in ``d_cum``,
+# the base row's total in ``b_tot``). A kept walk of source s is its visits after the first (s
+# itself): ``steps[blk_start[b] + ...]`` (3 bytes: ``steps`` the low 16 bits, ``steps_hi`` the
+# rest), the R walks of block b one after the other, walk
 # ``b * R + w`` with ``walk_len`` steps; ``dropped`` (drop rule only) marks walks that ended at
 # a dangling node rather than by stopping.
 
 
 @njit(cache=True, inline="always")
-def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, row_start, row_len,
-             d_targets, d_cum):  # fmt: skip
+def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start,
+             row_len, d_targets, d_cum):  # fmt: skip
     """The out-neighbour of ``cur`` chosen by draw ``x`` on the dynamic graph, -1 if none.
-    Unchanged (base) rows choose exactly as the fingerprint builder does."""
-    rs = row_start[cur]
-    if rs < 0:
+    Rows without an extension choose exactly as the fingerprint builder does."""
+    bdeg = np.int64(0)
+    start = np.int64(0)
+    if b_live[cur]:
         start = b_indptr[cur]
-        deg = b_indptr[cur + 1] - start
-        if deg == 0:
+        bdeg = b_indptr[cur + 1] - start
+    xlen = row_len[cur]
+    if xlen == 0:
+        if bdeg == 0:
             return np.int64(-1)
-        j = pick_slot(x, deg)
+        j = pick_slot(x, bdeg)
         if weighted and alias_coin(x) >= a_prob[start + j]:
             j = a_idx[start + j]
         return np.int64(b_indices[start + j])
-    deg = row_len[cur]
-    if deg == 0:
-        return np.int64(-1)
+    rs = row_start[cur]
     if not weighted:
-        return np.int64(d_targets[rs + pick_slot(x, deg)])
-    target = to_unit(x) * d_cum[rs + deg - 1]
+        j = pick_slot(x, bdeg + xlen)
+        if j < bdeg:
+            return np.int64(b_indices[start + j])
+        return np.int64(d_targets[rs + j - bdeg])
+    base = b_tot[cur] if bdeg > 0 else 0.0
+    target = to_unit(x) * (base + d_cum[rs + xlen - 1])
+    if target < base:  # the base row, by its alias table (slot and coin from one uniform)
+        s = target / base * bdeg
+        j = min(np.int64(s), bdeg - 1)
+        if s - j >= a_prob[start + j]:
+            j = a_idx[start + j]
+        return np.int64(b_indices[start + j])
+    target -= base
     lo = 0
-    hi = deg - 1
+    hi = xlen - 1
     while lo < hi:  # first slot whose cumulative weight exceeds the target
         mid = (lo + hi) // 2
         if d_cum[rs + mid] > target:
@@ -1328,24 +1342,47 @@ def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, row_start, ro
     return np.int64(d_targets[rs + lo])
 
 
+@njit(cache=True)
+def base_find(b_indptr, b_indices, b_live, src, dst, out):
+    """``out[i]``: the position in ``b_indices`` of edge ``src[i] -> dst[i]`` in its source's
+    base row (sorted), -1 if absent or the row is no longer current (``b_live``)."""
+    for i in range(src.size):
+        u = src[i]
+        out[i] = -1
+        if not b_live[u]:
+            continue
+        lo = b_indptr[u]
+        hi = b_indptr[u + 1]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if b_indices[mid] < dst[i]:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < b_indptr[u + 1] and b_indices[lo] == dst[i]:
+            out[i] = lo
+
+
 @njit(cache=True, inline="always")
 def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx, weighted,
-               row_start, row_len, d_targets, d_cum, out, at):  # fmt: skip
-    """Walk ``visits`` visits from ``first`` (written at out[at]; draws 1.. of ``key`` pick
-    the moves); returns (steps written, dropped)."""
+               b_tot, b_live, row_start, row_len, d_targets, d_cum, out, out_hi, at):  # fmt: skip
+    """Walk ``visits`` visits from ``first`` (written at out[at], low 16 bits, and out_hi[at],
+    the rest; draws 1.. of ``key`` pick the moves); returns (steps written, dropped)."""
     cur = first
     m = 0
     if first >= 0:
-        out[at] = first
+        out[at] = first & 0xFFFF
+        out_hi[at] = first >> 16
         m = 1
     for step in range(1, visits):
         nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
-                       row_start, row_len, d_targets, d_cum)  # fmt: skip
+                       b_tot, b_live, row_start, row_len, d_targets, d_cum)  # fmt: skip
         if nxt < 0:
             if mode == MODE_DROP:
                 return m, True
             nxt = cur
-        out[at + m] = nxt
+        out[at + m] = nxt & 0xFFFF
+        out_hi[at + m] = nxt >> 16
         cur = nxt
         m += 1
     return m, False
@@ -1366,7 +1403,7 @@ def walks_bounds(sources, walk0, walks_per_node, alpha, seed):
 
 @njit(cache=True, parallel=True)
 def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_indices, a_prob,
-                a_idx, weighted, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
+                a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
                 dropped):  # fmt: skip
     """The walks of ``sources`` (the fingerprint builder's walks: same keys, same moves on
     unchanged rows), walk q written at ``steps[walk_at[q]:]``."""
@@ -1379,7 +1416,7 @@ def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_i
         drop = False
         for step in range(1, visits):
             nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
-                           row_start, row_len, d_targets, d_cum)  # fmt: skip
+                           b_tot, b_live, row_start, row_len, d_targets, d_cum)  # fmt: skip
             if nxt < 0:
                 if mode == MODE_DROP:
                     drop = True
@@ -1445,8 +1482,8 @@ def batch_key(seed, src, walk, seq):
 
 @njit(cache=True, parallel=True)
 def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
-               walk_len, dropped, steps, chg_slot, chg_bits, o_ip, o_t, o_w, o_tot, n_ip, n_t,
-               n_w, n_tot, out_pos, out_target, out_bound, out_hit):  # fmt: skip
+               walk_len, dropped, steps, steps_hi, chg_slot, chg_bits, chg_kind, o_ip, o_t, o_w, o_tot,
+               n_ip, n_t, n_w, n_tot, out_pos, out_target, out_bound, out_hit):  # fmt: skip
     """Decide which walks of ``blocks`` an update batch reroutes (Bahmani, Chowdhury, Goel).
 
     At each move out of a changed node the walk keeps its move t with probability
@@ -1457,7 +1494,13 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
     the rerouted visit (-1: unchanged), ``out_target[q]`` its new move, ``out_bound[b]``: steps
     of the block's walks after the batch (an upper bound when the drop rule may cut them).
     ``chg_bits`` is the bitmap of the changed nodes (``node_bitmap``): most visits are of
-    unchanged nodes, and a bit test in a bitmap that stays in cache rejects them cheaply."""
+    unchanged nodes, and a bit test in a bitmap that stays in cache rejects them cheaply.
+
+    A changed node of ``chg_kind`` 1 only gained edges (its old row had some): its rows in the
+    tables hold nothing of the old row and only the new edges, ``o_tot`` and ``n_tot`` its old
+    and new total weight, so every old move is kept with probability o_tot / n_tot (q / p for
+    any old target) and a rerouted one is drawn from the new edges by weight ((q - p)^+): the
+    same coins decide as with the whole rows, at the cost of the new edges only."""
     R = walks_per_node
     for i in prange(blocks.size):
         b = blocks[i]
@@ -1474,24 +1517,32 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
             new_len = length
             key = np.uint64(0)
             for pos in range(length + 1):
-                v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                v = (
+                    np.int64(src)
+                    if pos == 0
+                    else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
+                )
                 if not _in_bitmap(chg_bits, v):
                     continue
                 slot = chg_slot[v]
                 if slot < 0:
                     continue
                 if pos < length:
-                    t = np.int64(steps[at + pos])
+                    t = np.int64(steps[at + pos]) | (np.int64(steps_hi[at + pos]) << 16)
                 elif dropped.size and dropped[q]:
                     t = np.int64(-1)
                 else:
                     continue  # the walk stopped here: no move to change
                 if key == 0:
                     key = batch_key(seed, src, w0 + w, seq)
-                p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
-                qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
-                if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
-                    continue
+                if chg_kind[slot] == 1:
+                    if to_unit(draw(key, 2 * pos)) * n_tot[slot] < o_tot[slot]:
+                        continue
+                else:
+                    p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
+                    qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
+                    if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
+                        continue
                 nt = _residual_pick(to_unit(draw(key, 2 * pos + 1)), o_ip, o_t, o_w, o_tot,
                                     n_ip, n_t, n_w, n_tot, slot)  # fmt: skip
                 out_pos[i * R + w] = pos
@@ -1510,8 +1561,8 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
 
 @njit(cache=True, parallel=True)
 def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, mode,
-                  blk_start, walk_len, dropped, steps, plan_pos, plan_target, new_start, b_indptr,
-                  b_indices, a_prob, a_idx, weighted, row_start, row_len, d_targets, d_cum,
+                  blk_start, walk_len, dropped, steps, steps_hi, plan_pos, plan_target, new_start, b_indptr,
+                  b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum,
                   out_steps, out_walks):  # fmt: skip
     """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
     ``steps``: unchanged walks copied, rerouted ones copied up to the rerouted visit, then
@@ -1532,11 +1583,13 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
             if pos < 0:
                 for j in range(length):
                     steps[to + j] = steps[at + j]
+                    steps_hi[to + j] = steps_hi[at + j]
                 at += length
                 to += length
                 continue
             for j in range(pos):
                 steps[to + j] = steps[at + j]
+                steps_hi[to + j] = steps_hi[at + j]
             rerouted += 1
             nt = plan_target[i * R + w]
             m = pos
@@ -1545,8 +1598,9 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
                 key = batch_key(seed, src, block_w0[b] + w, seq)
                 tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
                 made, drop = _walk_tail(tail, nt, geometric_visits(tail, alpha), src, mode,
-                                        b_indptr, b_indices, a_prob, a_idx, weighted, row_start,
-                                        row_len, d_targets, d_cum, steps, to + pos)  # fmt: skip
+                                        b_indptr, b_indices, a_prob, a_idx, weighted, b_tot,
+                                        b_live, row_start, row_len, d_targets, d_cum, steps, steps_hi,
+                                        to + pos)  # fmt: skip
                 m += made
                 walked += made
             at += length
@@ -1560,7 +1614,7 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
 
 @njit(cache=True)
 def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new_len, plan_pos,
-                steps, with_old, out_row, out_node, out_val, at):  # fmt: skip
+                steps, steps_hi, with_old, out_row, out_node, out_val, at):  # fmt: skip
     """The visit-count changes of the walks ``walks_rewrite`` rerouted in blocks ``sel`` (plan
     rows): -1 for each old visit after the rerouted one (if ``with_old``), +1 for each new
     one, per row (block // per_row), written from ``out_*[at]``; returns the end."""
@@ -1576,12 +1630,12 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
             if pos >= 0:
                 for j in range(pos, lo):
                     out_row[at] = row
-                    out_node[at] = steps[a + j]
+                    out_node[at] = np.int64(steps[a + j]) | (np.int64(steps_hi[a + j]) << 16)
                     out_val[at] = -1
                     at += 1
                 for j in range(pos, ln):
                     out_row[at] = row
-                    out_node[at] = steps[b + j]
+                    out_node[at] = np.int64(steps[b + j]) | (np.int64(steps_hi[b + j]) << 16)
                     out_val[at] = 1
                     at += 1
             a += np.int64(old_len[i * R + w])
@@ -1590,7 +1644,7 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
 
 
 @njit(cache=True)
-def pack_blocks(order, starts, lens, steps, out_starts):
+def pack_blocks(order, starts, lens, steps, steps_hi, out_starts):
     """Move the blocks (``order``: by start, ascending; block b holds ``lens[b]`` steps from
     ``starts[b]``) to the front of ``steps`` one after the other, in place (each moves down,
     so a forward copy is safe); their new starts into ``out_starts``. Returns the steps."""
@@ -1600,6 +1654,7 @@ def pack_blocks(order, starts, lens, steps, out_starts):
         s = starts[b]
         for j in range(lens[b]):
             steps[to + j] = steps[s + j]
+            steps_hi[to + j] = steps_hi[s + j]
         out_starts[b] = to
         to += lens[b]
     return to
@@ -1653,7 +1708,7 @@ def apply_row_deltas(rows, old_ip, old_nodes, old_counts, d_ip, d_nodes, d_vals,
 
 
 @njit(cache=True, parallel=True)
-def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, steps, n,
+def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, steps, steps_hi, n,
                 offsets, out_nodes, out_counts, out_nnz, out_visits, n_chunks):  # fmt: skip
     """Fingerprint rows (distinct nodes in first-visit order, visit counts) from the kept
     walks, in ``fingerprint_block``'s output format: row r counts blocks r * per_row ..
@@ -1671,7 +1726,14 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
                 for w in range(R):
                     length = np.int64(walk_len[b * R + w])
                     for pos in range(length + 1):
-                        v = np.int64(src) if pos == 0 else np.int64(steps[at + pos - 1])
+                        v = (
+                            np.int64(src)
+                            if pos == 0
+                            else (
+                                np.int64(steps[at + pos - 1])
+                                | (np.int64(steps_hi[at + pos - 1]) << 16)
+                            )
+                        )
                         if cnt[v] == 0:
                             out_nodes[base + m] = v
                             m += 1
@@ -1687,7 +1749,7 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
 
 
 @njit(cache=True, parallel=True)
-def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_len, steps, n,
+def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_len, steps, steps_hi, n,
                  out_ip, out_nodes, n_chunks):  # fmt: skip
     """The distinct nodes the walks of each group of ``group`` consecutive blocks visit (their
     sources included), as CSR rows. With ``out_nodes`` empty: only the row sizes into
@@ -1711,7 +1773,7 @@ def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_l
                 for w in range(R):
                     length = np.int64(walk_len[b * R + w])
                     for j in range(length):
-                        v = np.int64(steps[at + j])
+                        v = np.int64(steps[at + j]) | (np.int64(steps_hi[at + j]) << 16)
                         if stamp[v] != g:
                             stamp[v] = g
                             if fill:

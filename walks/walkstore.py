@@ -14,7 +14,8 @@ batch number), so the store stays a sample of the walks of the new graph, and re
 same batches gives the same store.
 
 Layout (compact numpy arrays): a block per source (``block_src``), its R walks one after the
-other in ``steps`` (the visits after the source, int32), ``blk_start`` per block, ``walk_len``
+other in ``steps`` (the visits after the source: 3 bytes a step, the low 16 bits of each node
+id in ``_lo``, the rest in ``_hi``, one byte below 16.7M nodes), ``blk_start`` per block, ``walk_len``
 (steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
 rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
 left is reclaimed once it exceeds a quarter of the walks (the memory target: the store within
@@ -60,11 +61,19 @@ WALKS_SCHEMA = "shardwalk.walks"
 WALKS_SCHEMA_VERSION = 1
 _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
+_HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and ovf_used are unseen)
 _STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
-          "steps", "ovf_nodes", "ovf_blocks", "t_indptr", "t_blocks", "dl_used", "_recount",
+          "_lo", "_hi", "ovf_nodes", "ovf_blocks", "t_indptr", "t_blocks", "dl_used", "_recount",
           "_dl_row", "_dl_node", "_dl_val")  # fmt: skip
+
+
+def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Node ids as (low 16 bits uint16, the rest: uint8 below 2**24 nodes, else uint16)."""
+    steps = np.asarray(steps)
+    hi_dtype = np.uint8 if num_nodes <= _HI8 else np.uint16
+    return (steps & 0xFFFF).astype(np.uint16), (steps >> 16).astype(hi_dtype)
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
@@ -114,7 +123,7 @@ class WalkStore:
         self.blk_start = blk_start
         self.walk_len = walk_len
         self.dropped = dropped
-        self.steps = steps
+        self._lo, self._hi = _split(steps, num_nodes)
         self.used = int(used)
         self.live = int(used)  # steps of the current walks (``used`` less the space left behind)
         self.dirty = np.zeros(block_src.shape[0], bool)  # blocks whose fingerprint row changed
@@ -179,7 +188,7 @@ class WalkStore:
         """Bytes in use: the walks (steps in use, starts, lengths, drop marks) and the index."""
         arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
                   self.t_indptr, self.t_blocks)  # fmt: skip
-        walks = self.used * self.steps.itemsize
+        walks = self.used * (self._lo.itemsize + self._hi.itemsize)
         overflow = self.ovf_used * (self.ovf_nodes.itemsize + self.ovf_blocks.itemsize)
         log = self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
         return int(sum(a.nbytes for a in arrays) + walks + overflow + log)
@@ -187,6 +196,18 @@ class WalkStore:
     @property
     def total_steps(self) -> int:
         return self.live
+
+    @property
+    def steps(self) -> np.ndarray:
+        """The steps in use as node ids (a decoded copy: int32, or int64 past 2**31 nodes)."""
+        lo, hi = self._lo[: self.used], self._hi[: self.used]
+        dtype = np.int32 if hi.dtype == np.uint8 else np.int64
+        return lo.astype(dtype) | (hi.astype(dtype) << 16)
+
+    def _fit(self, num_nodes: int) -> None:
+        """Widen the high parts of the steps once node ids outgrow them."""
+        if num_nodes > _HI8 and self._hi.dtype == np.uint8:
+            self._hi = self._hi.astype(np.uint16)
 
     # -- index ------------------------------------------------------------------------------
     def _index(self, num_nodes: int) -> None:
@@ -197,7 +218,7 @@ class WalkStore:
         nb = self.num_blocks
         ip = np.zeros(nb + 1, np.int64)
         chunks = max(1, min(numba.get_num_threads(), nb))
-        args = (nb, 1, self.block_src, self.R, self.blk_start, self.walk_len, self.steps,
+        args = (nb, 1, self.block_src, self.R, self.blk_start, self.walk_len, self._lo, self._hi,
                 num_nodes)  # fmt: skip
         _kernels.group_visits(*args, ip, np.zeros(0, np.int32), chunks)
         np.cumsum(ip, out=ip)
@@ -251,7 +272,8 @@ class WalkStore:
         nnz = np.empty(blocks.shape[0], np.int64)
         visits = np.empty(blocks.shape[0], np.int64)
         _kernels.walks_count(
-            blocks, s, self.block_src, r, self.blk_start, self.walk_len, self.steps, num_nodes,
+            blocks, s, self.block_src, r, self.blk_start, self.walk_len, self._lo, self._hi,
+            num_nodes,
             offsets, buf_nodes, buf_counts, nnz, visits, max(1, numba.get_num_threads()),
         )  # fmt: skip
         kept = np.minimum(nnz, top_k) if top_k else nnz
@@ -305,10 +327,11 @@ class WalkStore:
                 chg_slot: np.ndarray, undo: list, t0: float) -> dict[str, Any]:  # fmt: skip
         n = change.num_nodes_after
         rule_dangling = self.mode == _kernels.MODE_DROP
+        kind = change.kinds
         old = _effective(change.nodes, change.old_indptr, change.old_targets, change.old_weights,
-                         rule_dangling)  # fmt: skip
+                         rule_dangling, kind, change.old_total)  # fmt: skip
         new = _effective(change.nodes, change.new_indptr, change.new_targets, change.new_weights,
-                         rule_dangling)  # fmt: skip
+                         rule_dangling, kind, change.new_total)  # fmt: skip
         blocks = self.blocks_visiting(
             change.nodes[change.nodes < change.num_nodes_before], chg_slot
         )
@@ -319,8 +342,8 @@ class WalkStore:
         hit = np.empty(blocks.shape[0], np.bool_)
         added = n - self.num_blocks if new_sources else 0
         with _threads_for((blocks.shape[0] + added) * r):
-            walks, steps = self._reroute(graph, seq, blocks, chg_slot, old, new, pos, target,
-                                         bound, hit, undo)  # fmt: skip
+            walks, steps = self._reroute(graph, seq, blocks, chg_slot, kind, old, new, pos,
+                                         target, bound, hit, undo)  # fmt: skip
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
         if self.ovf_used > max(1 << 16, self.total_steps // 8):
@@ -337,7 +360,7 @@ class WalkStore:
         }
 
     def _reroute(self, graph: DynamicGraph, seq: int, blocks: np.ndarray, chg_slot: np.ndarray,
-                 old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
+                 kind: np.ndarray, old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
                  bound: np.ndarray, hit: np.ndarray, undo: list) -> tuple[int, int]:  # fmt: skip
         """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps). The
         entries it changes in place are saved in ``undo`` first."""
@@ -345,8 +368,8 @@ class WalkStore:
         bits = _kernels.node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
         _kernels.walks_plan(
             blocks, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.blk_start,
-            self.walk_len, self.dropped, self.steps, chg_slot, bits, *old, *new, pos, target,
-            bound, hit,
+            self.walk_len, self.dropped, self._lo, self._hi, chg_slot, bits, kind, *old, *new, pos,
+            target, bound, hit,
         )  # fmt: skip
         walks = steps = 0
         if hit.any():
@@ -361,13 +384,16 @@ class WalkStore:
             if bound_s.max() > np.iinfo(self.walk_len.dtype).max:
                 self._len = self._len.astype(np.uint32)
             new_start = self.used + np.cumsum(bound_s) - bound_s
-            self.steps = _grow(self.steps, self.used + int(bound_s.sum()))
+            self._fit(graph.num_nodes)
+            self._lo = _grow(self._lo, self.used + int(bound_s.sum()))
+            self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
             walked = np.empty(sel.shape[0], np.int64)
             rerouted = np.empty(sel.shape[0], np.int64)
             self.live -= int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
             _kernels.walks_rewrite(
                 sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
-                self.blk_start, self.walk_len, self.dropped, self.steps, pos_s, tgt_s, new_start,
+                self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
+                new_start,
                 *graph.kernel_arrays(), walked, rerouted,
             )  # fmt: skip
             self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
@@ -385,7 +411,7 @@ class WalkStore:
             self.ovf_blocks = _grow(self.ovf_blocks, need)
             sign = np.empty(need, np.int8)  # (all +1)
             self.ovf_used = _kernels.walks_delta(
-                sel, 1, r, old_start, old_len, new_start, new_len, pos_s, self.steps, False,
+                sel, 1, r, old_start, old_len, new_start, new_len, pos_s, self._lo, self._hi, False,
                 self.ovf_blocks, self.ovf_nodes, sign, self.ovf_used,
             )  # fmt: skip
         return walks, steps
@@ -406,8 +432,8 @@ class WalkStore:
         self._dl_node = _grow(self._dl_node, need)
         self._dl_val = _grow(self._dl_val, need)
         self.dl_used = _kernels.walks_delta(
-            sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self.steps,
-            True, self._dl_row, self._dl_node, self._dl_val, self.dl_used,
+            sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self._lo,
+            self._hi, True, self._dl_row, self._dl_node, self._dl_val, self.dl_used,
         )  # fmt: skip
 
     def delta_rows(
@@ -465,8 +491,11 @@ class WalkStore:
         at, steps, walk_len, dropped = _walk_new(
             graph, sources, w0, r, self.alpha, self.seed, self.mode, self.used
         )
-        self.steps = _grow(self.steps, self.used + steps.shape[0])
-        self.steps[self.used : self.used + steps.shape[0]] = steps
+        self._fit(graph.num_nodes)
+        self._lo = _grow(self._lo, self.used + steps.shape[0])
+        self._hi = _grow(self._hi, self.used + steps.shape[0])
+        self._lo[self.used : self.used + steps.shape[0]] = steps & 0xFFFF
+        self._hi[self.used : self.used + steps.shape[0]] = steps >> 16
         first, last = self._nb, self._nb + sources.shape[0]
         if walk_len.max(initial=0) > np.iinfo(self._len.dtype).max:
             self._len = self._len.astype(np.uint32)
@@ -502,7 +531,7 @@ class WalkStore:
         order = np.argsort(self.blk_start, kind="stable")
         starts = np.empty(self._nb, np.int64)
         self.used = self.live = int(
-            _kernels.pack_blocks(order, self.blk_start, lens, self.steps, starts)
+            _kernels.pack_blocks(order, self.blk_start, lens, self._lo, self._hi, starts)
         )
         self.blk_start = starts
 
@@ -513,7 +542,7 @@ class WalkStore:
         d = Path(directory)
         for name in ("block_src", "block_w0", "blk_start", "walk_len", "dropped"):
             save_npy(d / f"{prefix}_{name}.npy", getattr(self, name))
-        save_npy(d / f"{prefix}_steps.npy", self.steps[: self.used])
+        save_npy(d / f"{prefix}_steps.npy", self.steps)  # (node ids, int32)
         write_meta(
             d / f"{prefix}.json",
             {
@@ -604,12 +633,16 @@ def _walk_new(
 
 
 def _effective(
-    nodes: np.ndarray, indptr: np.ndarray, targets: np.ndarray, weights: np.ndarray, drop: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    nodes: np.ndarray, indptr: np.ndarray, targets: np.ndarray, weights: np.ndarray, drop: bool,
+    kind: np.ndarray, total: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Move distributions of changed rows as the walks see them: (indptr, targets, weights,
-    totals); a dangling row moves to itself (self_loop rule) or to -1, the end (drop rule)."""
+    totals); a dangling row moves to itself (self_loop rule) or to -1, the end (drop rule).
+    Rows of ``kind`` 1 (a node that only gained edges: ``Change``) are taken as they are, with
+    their totals from ``total``."""
     lens = np.diff(indptr)
-    eff = np.maximum(lens, 1)
+    whole = kind == 0
+    eff = np.where(whole, np.maximum(lens, 1), lens)
     ip = np.zeros(nodes.shape[0] + 1, np.int64)
     np.cumsum(eff, out=ip[1:])
     t = np.empty(int(ip[-1]), np.int64)
@@ -618,9 +651,12 @@ def _effective(
     t[out] = targets
     if weights.size:
         w[out] = weights
-    empty = lens == 0
+    empty = whole & (lens == 0)
     t[ip[:-1][empty]] = -1 if drop else nodes[empty]
-    tot = np.add.reduceat(w, ip[:-1]) if w.size else np.zeros(0)
+    tot = np.bincount(np.repeat(np.arange(nodes.shape[0]), eff), weights=w,
+                      minlength=nodes.shape[0])  # fmt: skip
+    if total is not None and not whole.all():
+        tot[~whole] = total[~whole]
     return ip, t, w, tot
 
 

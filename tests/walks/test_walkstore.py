@@ -54,13 +54,14 @@ def assert_valid_walks(store: WalkStore, g: CSRGraph, drop: bool) -> None:
     deg = np.diff(g.indptr)
     edges = set(zip(np.repeat(np.arange(g.num_nodes), deg).tolist(), g.indices.tolist()))
     r = store.R
+    steps = store.steps  # (decoded once: node ids)
     for b in range(store.num_blocks):
         at = int(store.blk_start[b])
         for w in range(r):
             prev = int(store.block_src[b])
             length = int(store.walk_len[b * r + w])
             for j in range(length):
-                v = int(store.steps[at + j])
+                v = int(steps[at + j])
                 assert (prev, v) in edges or (not drop and deg[prev] == 0 and v == prev)
                 prev = v
             if drop and store.dropped[b * r + w]:
@@ -372,7 +373,8 @@ def test_the_node_index_is_compact_and_finds_every_visiting_block() -> None:
     for _ in range(2):
         n = dg.num_nodes
         per_block = main.walk_len.reshape(-1, main.R).sum(axis=1, dtype=np.int64)
-        visits = [set(main.steps[a : a + k].tolist()) | {int(s)}
+        steps = main.steps
+        visits = [set(steps[a : a + k].tolist()) | {int(s)}
                   for a, k, s in zip(main.blk_start, per_block, main.block_src)]  # fmt: skip
         for v in rng.choice(n, 25, replace=False):
             slot = np.full(n, -1, np.int64)
@@ -381,3 +383,31 @@ def test_the_node_index_is_compact_and_finds_every_visiting_block() -> None:
             truth = {b for b, seen in enumerate(visits) if int(v) in seen}
             assert truth <= found, (v, truth - found)
         stream(dg, [main], rng, batches=1, size=30)
+
+
+def test_steps_take_three_bytes_and_keep_ids_past_16_bits() -> None:
+    """Steps are stored as 2 + 1 bytes (2 + 2 past 2**24 nodes); walks on a graph of 70,000
+    nodes (ids past 2**16) decode to valid walks, before and after a repair and a compaction."""
+    ids = np.array([0, 1, 65535, 65536, 70000, 2**24 - 1], np.int64)
+    lo, hi = walkstore._split(ids, 2**24)
+    assert lo.dtype == np.uint16 and hi.dtype == np.uint8
+    assert list(lo.astype(np.int64) | (hi.astype(np.int64) << 16)) == ids.tolist()
+    lo, hi = walkstore._split(np.append(ids, 2**24 + 7), 2**24 + 8)
+    assert hi.dtype == np.uint16 and int(lo[-1]) | (int(hi[-1]) << 16) == 2**24 + 7
+    g = power_law_graph(70_000, 140_000, seed=2)
+    dg = DynamicGraph(g)
+    fp, main, _ = build_kept(dg, walks_per_node=1, hubs=None)
+    assert main._lo.dtype == np.uint16 and main._hi.dtype == np.uint8
+    assert int(main.steps.max()) >= 1 << 16
+    assert main.nbytes < main.used * 3 + 40 * main.num_blocks + main.t_blocks.nbytes + (1 << 20)
+    rng = np.random.default_rng(3)
+    edges = rng.integers(60_000, 70_000, size=(300, 2))
+    change = dg.apply(dg.prepare("upsert", g.node_ids[edges]))
+    main.repair(dg, change, 0, new_sources=True)
+    m = dg.merged()
+    assert_valid_walks(main, m, False)
+    main.compact()
+    assert_valid_walks(main, m, False)
+    fresh = refresh_fingerprints(fp, main, None, m)
+    _ip, nodes, counts, _ = main.rows(np.arange(m.num_nodes), m.num_nodes)
+    assert np.array_equal(fresh.nodes, nodes) and np.array_equal(fresh.counts, counts)

@@ -614,18 +614,19 @@ class PPRIndex:
 
     def _hybrid_arrays(self) -> tuple:
         """The fingerprint arrays of the hybrid kernel: ``self._fp`` with each hub row's
-        entries sorted by count (descending) and per row the largest R-walk count and each hub
-        row's total count (for contribution pruning, ``_kernels.hybrid_one``). Prepared on
+        entries sorted by count (descending), per row the largest R-walk count, and the hub
+        rows' runs of equal count (for contribution pruning, ``_kernels.hybrid_one``). Prepared on
         first use (one parallel pass over the store), then kept."""
         fp = self._fp_hybrid
         if fp is None:
             with self._lock:
                 if self._fp_hybrid is None:
                     f = self._fp
-                    hub_nodes, hub_counts, hub_mass = _kernels.sort_rows_by_count(f[6], f[7], f[8])
+                    hub_nodes, hub_counts, _ = _kernels.sort_rows_by_count(f[6], f[7], f[8])
+                    runs = _kernels.count_runs(f[6], hub_counts)
                     row_max = _kernels.row_max_count(f[0], f[2])
                     self._fp_hybrid = (
-                        *f[:7], hub_nodes, hub_counts, *f[9:], row_max, hub_mass,
+                        *f[:7], hub_nodes, hub_counts, *f[9:], row_max, *runs,
                     )  # fmt: skip
                 fp = self._fp_hybrid
         return fp

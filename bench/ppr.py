@@ -84,11 +84,16 @@ def load_real(name: str) -> CSRGraph:
     return load_npy_dir(d, directed=name not in UNDIRECTED)
 
 
+PREVIOUS_FAST = "hybrid r_max=2e-5 prune=0.1 (fast, previous session)"
+
+
 def settings_for(large: bool) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         # accuracy="fast" and "high" with fingerprints: what the graph's calibration chose
         ("hybrid", "accuracy=fast", dict(ACCURACY["fast"]["hybrid"])),
         ("hybrid", "accuracy=high", dict(ACCURACY["high"]["hybrid"])),
+        # what fast ran on most graphs after issue 22's first session (its calibration's choice)
+        ("hybrid", PREVIOUS_FAST, {"r_max": 2e-5, "absorb": False, "prune": 0.1}),
         # what they ran before issue 22 (no contribution pruning), for the ratio
         ("hybrid", "hybrid r_max=5e-5 (fast before)", {"r_max": 5e-5}),
         ("hybrid", "hybrid r_max=3e-6 via hubs (high before)", {"r_max": 3e-6, "absorb": False}),
@@ -555,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     if not graphs:
         ap.error("no graph to run: name real graphs after --real, or add --large / --generated")
     results = []
+    load_at_start = list(os.getloadavg())
     for name, make in graphs:
         t0 = time.perf_counter()
         g = make()
@@ -573,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         "numba": numba.__version__,
         "threads": args.threads,
         "cpu": platform.processor() or platform.machine(),
+        "load_average_at_start": load_at_start,
         "load_average_at_end": list(os.getloadavg()),
         "engine": _engine_source(),
         "note": "2-core shared machine: timings vary up to ~2x between runs (see ppr_anchors.md 2.5)",

@@ -365,6 +365,38 @@ def sort_rows_by_count(indptr, nodes, counts):
 
 
 @njit(cache=True, parallel=True)
+def count_runs(indptr, counts):
+    """The runs of equal count of a fingerprint CSR whose rows are sorted by count
+    (descending, ``sort_rows_by_count``): (run_ptr, run_start, run_count, run_cum), the runs
+    of row h being run_ptr[h]:run_ptr[h + 1], each with its first entry, its count and the sum
+    of the row's counts before it. A hub row of 1000 walks holds thousands of entries but
+    only about 20 distinct counts, so a row's tail is sampled by runs (``_sample_runs``)."""
+    rows = indptr.size - 1
+    per = np.zeros(rows + 1, np.int64)
+    for h in prange(rows):
+        m = 0
+        for e in range(indptr[h], indptr[h + 1]):
+            if e == indptr[h] or counts[e] != counts[e - 1]:
+                m += 1
+        per[h + 1] = m
+    run_ptr = np.cumsum(per)
+    run_start = np.empty(run_ptr[-1], np.int64)
+    run_count = np.empty(run_ptr[-1], np.float64)
+    run_cum = np.empty(run_ptr[-1], np.float64)
+    for h in prange(rows):
+        j = run_ptr[h]
+        s = 0.0
+        for e in range(indptr[h], indptr[h + 1]):
+            if e == indptr[h] or counts[e] != counts[e - 1]:
+                run_start[j] = e
+                run_count[j] = np.float64(counts[e])
+                run_cum[j] = s
+                j += 1
+            s += np.float64(counts[e])
+    return run_ptr, run_start, run_count, run_cum
+
+
+@njit(cache=True, parallel=True)
 def row_max_count(indptr, counts):
     """Per row of a fingerprint CSR, its largest count (0 for an empty row), float64."""
     rows = indptr.size - 1
@@ -817,47 +849,73 @@ def _kth_floor(touched, nt, p, r, alpha, k):
 
 
 @njit(cache=True, inline="always")
-def _sample_tail(nodes, counts, lo, hi, a, tau, key, var_factor, p, var, flags, touched, nt):
-    """The entries lo:hi of a row sorted by count (descending), each adding a * count < tau,
-    by systematic sampling: in each run of equal count c, every entry is kept with
-    probability q = a c / tau (a stride of 1 / q from a random start) and then adds tau, so
-    each entry's expected addition is its own (unbiased) at a cost of about the run's mass /
-    tau entries. Returns (nt, entries added)."""
-    added = 0
-    run = 0
-    while lo < hi:
-        c = counts[lo]
-        top = hi
-        bot = lo
-        while bot < top:  # end of the run: first entry with a count < c
-            mid = (bot + top) >> 1
-            if counts[mid] >= c:
-                bot = mid + 1
-            else:
-                top = mid
-        q = a * np.float64(c) / tau
-        step = 1.0 / q
-        x = to_unit(draw(key, run)) * step
-        t2 = tau * tau
-        while lo + x < bot:
-            v = nodes[lo + np.int64(x)]
-            if flags[v] & 2 == 0:
-                flags[v] |= 2
-                touched[nt] = v
-                nt += 1
-            p[v] += tau
-            var[v] += t2 * var_factor[v] / np.float64(c)
-            added += 1
-            x += step
-        lo = bot
-        run += 1
-    return nt, added
+def _add_row_deferred(nodes, counts, lo, hi, a, p, var, flags, touched, nt):
+    """``_add_row_flagged`` without the variance factor: var[x] += a^2 * count, to be
+    multiplied by ``var_factor[x]`` once per touched node at the end (one memory access per
+    node instead of one per entry)."""
+    a2 = a * a
+    for e in range(lo, hi):
+        x = nodes[e]
+        c = np.float64(counts[e])
+        if flags[x] & 2 == 0:
+            flags[x] |= 2
+            touched[nt] = x
+            nt += 1
+        p[x] += a * c
+        var[x] += a2 * c
+    return nt
+
+
+@njit(cache=True, inline="always")
+def _sample_runs(
+    nodes, run_start, run_count, run_cum, j, j_end, row_end, a, tau, key, p, var, flags,
+    touched, nt,
+):  # fmt: skip
+    """The tail of a row sorted by count (descending) from run j on (runs j:j_end, each entry
+    adding a * count < tau), by systematic sampling over the tail's cumulative count: grid
+    points at (u + m) * tau / a, and the entry under each point adds tau. An entry of count c
+    spans c < tau / a, so it is hit at most once, with probability a c / tau: its expected
+    addition is its own (unbiased). The cost is the points drawn (the tail's mass / tau) plus
+    the runs passed, never the tail's length. Returns (nt, points, runs passed); var as in
+    ``_add_row_deferred`` (tau^2 / c per hit: the hit's variance is tau^2 q (1 - q) / q^2 per
+    unit of the entry's own, q = a c / tau)."""
+    if j >= j_end:
+        return nt, 0, 0
+    stride = tau / a
+    base = run_cum[j]
+    y = to_unit(key) * stride
+    t2 = tau * tau
+    points = 0
+    passed = 0
+    while True:
+        # advance to the run holding y (runs' cumulative counts increase)
+        while j + 1 < j_end and run_cum[j + 1] - base <= y:
+            j += 1
+            passed += 1
+        end = run_start[j + 1] if j + 1 < j_end else row_end
+        c = run_count[j]
+        e = run_start[j] + np.int64((y - (run_cum[j] - base)) / c)
+        if e >= end:
+            if j + 1 >= j_end:
+                break  # past the tail
+            e = end - 1  # rounding at a run's end
+        v = nodes[e]
+        if flags[v] & 2 == 0:
+            flags[v] |= 2
+            touched[nt] = v
+            nt += 1
+        p[v] += tau
+        var[v] += t2 / c
+        points += 1
+        y += stride
+    return nt, points, passed
 
 
 @njit(cache=True)
 def hybrid_one(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, hub_mass,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, run_ptr,
+    run_start, run_count, run_cum,
     seed_nodes, seed_weights, alpha, r_max, absorb, drop_below, prune, k, mode,
     p, r, var, queue, flags, touched, stop, work,
 ):  # fmt: skip
@@ -876,7 +934,7 @@ def hybrid_one(
     entry adding less than tau to a node is below what can move a node across the top-k
     boundary on its own, so rows are composed exactly only down to tau: a hub row (its
     entries sorted by count, descending) up to its first entry below tau, the rest sampled
-    (``_sample_tail``: unbiased, each kept entry adds tau); an R-walk row whose largest entry (``row_max``) adds less than tau is
+    (``_sample_runs``: unbiased, each kept entry adds tau); an R-walk row whose largest entry (``row_max``) adds less than tau is
     composed with probability q = its largest contribution / tau and weight 1 / q (Russian
     roulette: unbiased, each entry then adds at most tau), its coin a hash of the query's first
     seed and the node, so a query always gets the same answer.
@@ -968,33 +1026,34 @@ def hybrid_one(
             hi = hub_indptr[h + 1]
             if tau > 0.0:  # entries sorted by count, descending: keep those adding >= tau
                 c_min = tau / a
-                top = hi
-                bot = lo
-                while bot < top:  # first entry with count < c_min
-                    mid = (bot + top) >> 1
-                    if hub_counts[mid] >= c_min:
-                        bot = mid + 1
+                j_lo = run_ptr[h]
+                j_end = run_ptr[h + 1]
+                top = j_end
+                while j_lo < top:  # first run with count < c_min
+                    mid = (j_lo + top) >> 1
+                    if run_count[mid] >= c_min:
+                        j_lo = mid + 1
                     else:
                         top = mid
-                composed += bot - lo
-                nt = _add_row_flagged(
-                    hub_nodes, hub_counts, lo, bot, a, var_factor, p, var, flags, touched, nt,
+                bot = run_start[j_lo] if j_lo < j_end else hi
+                composed += bot - lo + 1
+                nt = _add_row_deferred(
+                    hub_nodes, hub_counts, lo, bot, a, p, var, flags, touched, nt,
                 )  # fmt: skip
-                nt, sampled = _sample_tail(
-                    hub_nodes, hub_counts, bot, hi, a, tau, mix64(key ^ np.uint64(u)),
-                    var_factor, p, var, flags, touched, nt,
+                nt, points, passed = _sample_runs(
+                    hub_nodes, run_start, run_count, run_cum, j_lo, j_end, hi, a, tau,
+                    mix64(key ^ np.uint64(u)), p, var, flags, touched, nt,
                 )  # fmt: skip
-                composed += sampled
+                composed += points + passed
                 continue
             composed += hi - lo
-            nt = _add_row_flagged(
-                hub_nodes, hub_counts, lo, hi, a, var_factor, p, var, flags, touched, nt,
-            )  # fmt: skip
+            nt = _add_row_deferred(hub_nodes, hub_counts, lo, hi, a, p, var, flags, touched, nt)
             continue
         a = ru * fp_scale
         if tau > 0.0 and row_max.size > 0:
             top_add = a * row_max[u]
             if top_add < tau:  # roulette: unbiased, each entry adds at most tau
+                composed += 1
                 q = top_add / tau
                 if to_unit(mix64(key ^ np.uint64(u))) >= q:
                     continue
@@ -1005,11 +1064,11 @@ def hybrid_one(
         lo = fp_indptr[u]
         hi = fp_indptr[u + 1]
         composed += hi - lo
-        nt = _add_row_flagged(
-            fp_nodes, fp_counts, lo, hi, a, var_factor, p, var, flags, touched, nt,
-        )  # fmt: skip
+        nt = _add_row_deferred(fp_nodes, fp_counts, lo, hi, a, p, var, flags, touched, nt)
     for i in range(nt):
-        flags[touched[i]] = 0
+        x = touched[i]
+        flags[x] = 0
+        var[x] *= var_factor[x]
     work[0] += pushed
     work[1] += composed
     work[2] += nt
@@ -1020,7 +1079,8 @@ def hybrid_one(
 def hybrid_chunk(
     c, n_chunks,
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, hub_mass,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, run_ptr,
+    run_start, run_count, run_cum,
     q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune, mode, k,
     p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
@@ -1038,7 +1098,7 @@ def hybrid_chunk(
         nt, dropped, lost = hybrid_one(
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
             hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max,
-            hub_mass, q_nodes[a:b], q_weights[a:b], alpha, r_max, absorb, drop_below, prune,
+            run_ptr, run_start, run_count, run_cum, q_nodes[a:b], q_weights[a:b], alpha, r_max, absorb, drop_below, prune,
             k, mode, pc, r[c], vc, queue[c], flags[c], tc, stop, work,
         )  # fmt: skip
         mass = 0.0
@@ -1061,7 +1121,8 @@ def hybrid_chunk(
 @njit(cache=True, parallel=True)
 def hybrid_batch(
     indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, hub_mass,
+    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, run_ptr,
+    run_start, run_count, run_cum,
     q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune, mode, k,
     p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
 ):  # fmt: skip
@@ -1072,7 +1133,7 @@ def hybrid_batch(
             c, n_chunks,
             indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
             hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max,
-            hub_mass, q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune,
+            run_ptr, run_start, run_count, run_cum, q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune,
             mode, k, p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
         )  # fmt: skip
 

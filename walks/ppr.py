@@ -84,6 +84,7 @@ __all__ = [
     "calibrate_accuracy",
     "personalized_pagerank",
     "precision_at_k",
+    "work_units",
 ]
 
 log = logging.getLogger(__name__)
@@ -614,18 +615,19 @@ class PPRIndex:
 
     def _hybrid_arrays(self) -> tuple:
         """The fingerprint arrays of the hybrid kernel: ``self._fp`` with each hub row's
-        entries sorted by count (descending) and per row the largest R-walk count and each hub
-        row's total count (for contribution pruning, ``_kernels.hybrid_one``). Prepared on
+        entries sorted by count (descending), per row the largest R-walk count, and the hub
+        rows' runs of equal count (for contribution pruning, ``_kernels.hybrid_one``). Prepared on
         first use (one parallel pass over the store), then kept."""
         fp = self._fp_hybrid
         if fp is None:
             with self._lock:
                 if self._fp_hybrid is None:
                     f = self._fp
-                    hub_nodes, hub_counts, hub_mass = _kernels.sort_rows_by_count(f[6], f[7], f[8])
+                    hub_nodes, hub_counts, _ = _kernels.sort_rows_by_count(f[6], f[7], f[8])
+                    runs = _kernels.count_runs(f[6], hub_counts)
                     row_max = _kernels.row_max_count(f[0], f[2])
                     self._fp_hybrid = (
-                        *f[:7], hub_nodes, hub_counts, *f[9:], row_max, hub_mass,
+                        *f[:7], hub_nodes, hub_counts, *f[9:], row_max, *runs,
                     )  # fmt: skip
                 fp = self._fp_hybrid
         return fp
@@ -696,13 +698,30 @@ class PPRIndex:
 
 
 # accuracy= with fingerprints. Calibration compares candidates by counted work (PPRResult.work:
-# pushed out-edges + fingerprint entries composed + nodes touched), never by wall-clock time,
+# pushed out-edges, fingerprint entries composed, nodes touched), never by wall-clock time,
 # so its choice depends only on the graph, the fingerprints and the seed. A setting's latency
 # budget becomes a work budget at WORK_NS nanoseconds per unit, a fixed model, not a
-# measurement taken at calibration: about 5 ns per unit on a quiet 2-core machine (issue 22's
-# soc-Epinions1 figure: 3.98 ms for the 0.76M units its fast query counts), rounded up. On a
-# loaded machine a unit costs more (9-40 ns of CPU in bench/README.md's issue 22 run).
+# measurement taken at calibration. A unit is one out-edge pushed or one entry composed
+# (5-7 ns of CPU each on the 2-core machine of bench/README.md). A node a query touches costs
+# one unit while its scratch (about SCRATCH_BYTES_PER_NODE a node) fits a core's cache, and
+# TOUCH_UNITS_UNCACHED beyond: its first touch misses the cache in each array it is kept in
+# (55-70 ns measured on soc-Epinions1, 76K nodes, by least squares over 12 settings of push,
+# fingerprint and hybrid; issue 22's pruned fast query there touched 18K nodes, and the plain
+# sum of its units put it at 0.7 ms where it took 2.5).
 WORK_NS = 8.0
+TOUCH_UNITS_UNCACHED = 8.0
+CACHE_BYTES = 1 << 20  # a core's L2
+SCRATCH_BYTES_PER_NODE = 45
+
+
+def work_units(work: np.ndarray, num_nodes: int) -> np.ndarray:
+    """The cost of queries in work units (see ``WORK_NS``) from their counted work
+    (``PPRResult.work``, (q, 3)): pushed + composed + touched x the touch weight for a graph
+    of ``num_nodes`` nodes (1 while a query's scratch fits the cache, else
+    ``TOUCH_UNITS_UNCACHED``)."""
+    cached = num_nodes * SCRATCH_BYTES_PER_NODE <= CACHE_BYTES
+    weights = np.array([1.0, 1.0, 1.0 if cached else TOUCH_UNITS_UNCACHED])
+    return np.asarray(work, np.float64) @ weights
 
 
 @dataclass(frozen=True)
@@ -740,6 +759,10 @@ ACCURACY_CANDIDATES: dict[str, AccuracySetting] = {
             # (hubs absorbing, r_max 5e-5, prune 0.1: 40% less work, but precision 0.82-0.87
             # with single sources at 0.5-0.66 on four real graphs: too close to the bar)
             ("hybrid", {"r_max": 2e-5, "absorb": False, "prune": 0.1}),
+            # coarser pruning: on soc-Epinions1 half the touched nodes of prune 0.1 (the cost
+            # of a graph beyond the cache), at 0.83-0.85 against 0.90
+            ("hybrid", {"r_max": 2e-5, "absorb": False, "prune": 0.3}),
+            ("hybrid", {"r_max": 5e-5, "absorb": False, "prune": 0.3}),
             ("hybrid", {"r_max": 1e-5, "absorb": False, "prune": 0.1}),
             ("hybrid", {"r_max": 1e-5, "absorb": False, "prune": 0.03}),
             ("fingerprint", {"rounds": 5, "threshold": 1e-4}),
@@ -782,7 +805,8 @@ def calibrate_accuracy(
     ``sources`` nodes with out-edges are sampled with ``seed``; every candidate of the setting
     (``ACCURACY_CANDIDATES``) answers them, scored by precision@k (:func:`precision_at_k`)
     against power iteration to l1 <= 1e-5 (``CALIBRATION_REFERENCE``) and by its
-    counted work (the median over the sources). Among the candidates within the work budget,
+    counted work (the median over the sources of :func:`work_units`). Among the candidates
+    within the work budget,
     the cheapest whose precision reaches the bar (its one-sided 95% lower confidence bound
     does) wins. When none does, the most precise candidate within the budget is taken (the
     cheapest one when none fits the budget) and a warning is logged; ``met`` is False and
@@ -816,7 +840,7 @@ def calibrate_accuracy(
             mean = float(hits.mean()) if hits.size else 1.0
             spread = float(hits.std(ddof=1)) if hits.size > 1 else 0.0
             lcb = mean - 1.645 * spread / np.sqrt(max(hits.size, 1))
-            work = res.work.sum(axis=1)
+            work = work_units(res.work, graph.num_nodes)
             measured.append({
                 "method": method,
                 "params": dict(params),

@@ -35,7 +35,11 @@ import shardwalk
 from shardwalk.datasets import clustered_vectors
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+# ../shared/data beside the checkout (a worktree sits one level deeper: look further up)
+DATA = next(
+    (p / "shared" / "data" for p in HERE.parents if (p / "shared" / "data").is_dir()),
+    HERE.parent.parent / "shared" / "data",
+)
 K = 10
 
 

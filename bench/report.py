@@ -315,7 +315,11 @@ def concurrency(r: dict) -> str:
 def server(r: dict) -> str:
     p = r["params"]
     cs = p["concurrency"]
+    m = r["machine"]
     out = [
+        f"`{r.get('command', 'python bench/server.py')}` (commit {r['shardwalk_commit'][:8]}, "
+        f"load {m['loadavg_before'][0]:.2f} -> {m['loadavg_after'][0]:.2f} on {m['cpus']} cores)",
+        "",
         f"**{r['dataset']}** (n={r['n']:,}, dim={r['dim']}, k={r['k']}, HNSW M={p['m']} "
         f"efConstruction={p['ef_construction']} ef={p['ef']}; 2% tenant {r['tenant']['name']} "
         f"({r['tenant']['rows']:,} rows); {p['warmup_seconds']}s warm-up + "
@@ -393,6 +397,27 @@ def server(r: dict) -> str:
         for name, v in targets.items():
             seen = ", ".join(f"{k} {x}" for k, x in v.items() if k != "met")
             out.append(f"| {name} | {seen} | {'yes' if v['met'] else '**no**'} |")
+    check = r["built"].get("milvus-lite", {}).get("path_check")
+    if check:
+        idx = check["index"]
+        prof = check["profile"]
+        out += [
+            "",
+            f"Milvus Lite's search path: index {idx.get('index_type')} over "
+            f"{idx.get('indexed_rows'):,} of {idx.get('total_rows'):,} rows; unfiltered single "
+            "queries by ef: "
+            + ", ".join(
+                f"ef {x['ef']}: recall {x['recall']:.3f}, p50 {x['p50_ms']:.1f} ms"
+                for x in check["unfiltered_by_ef"]
+            )
+            + (
+                "; its server's samples (py-spy, one client): "
+                + ", ".join(f"{k} {v:.0%}" for k, v in prof.items() if k != "samples")
+                + f" ({prof['samples']} samples)"
+                if isinstance(prof, dict)
+                else f"; {prof}"
+            ),
+        ]
     built = r["built"]
     keys = ("build_seconds", "insert_seconds", "start_seconds")
     out += [

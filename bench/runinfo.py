@@ -44,7 +44,10 @@ def start(extra_packages: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "command": " ".join(["python", *sys.argv]),
         "commit": _git("rev-parse", "HEAD"),
-        "uncommitted_files": _git("status", "--porcelain", "--", "shardwalk", "bench").splitlines(),
+        # code only: results written earlier in a session are not the code that ran
+        "uncommitted_files": _git(
+            "status", "--porcelain", "--", "shardwalk/*.py", "bench/*.py"
+        ).splitlines(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "packages": {p: _version(p) for p in (*_PACKAGES, *extra_packages)},

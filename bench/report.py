@@ -21,7 +21,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def run_line(r: dict) -> str:
     """The command, commit and load a results JSON written with bench/runinfo.py records."""
     run = r["run"]
-    dirty = " (with uncommitted changes)" if run.get("uncommitted_files") else ""
+    files = [line.split()[-1] for line in run.get("uncommitted_files", [])]
+    dirty = f" with uncommitted changes to {', '.join(files)}" if files else ""
     return (
         f"`{run['command']}` (commit {run['commit'][:8]}{dirty}, load {run['load_start'][0]:.2f} "
         f"-> {run['load_end'][0]:.2f} on {run['cores']} cores)"

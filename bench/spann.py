@@ -42,6 +42,7 @@ import numpy as np
 import psutil
 import runinfo
 from ann import DATA, PeakRSS, recall
+from concurrency import _rss_parts
 from shardwalk.index import SpannIndex, exact_search
 
 import shardwalk
@@ -285,7 +286,7 @@ def memory_child(work: str) -> dict[str, Any]:
     del warm
     gc.collect()
     proc = psutil.Process()
-    before = proc.memory_info().rss
+    before, parts_before = proc.memory_info().rss, _rss_parts()
     engine = shardwalk.Engine.open(os.path.join(work, "data"))
     col = engine.collection("docs")
     col.search(queries[:1], k=K)
@@ -295,12 +296,19 @@ def memory_child(work: str) -> dict[str, Any]:
         ids, lat = latency(lambda q, s=setting: col.search(q, k=K, **s).ids, queries)
         rows.append({**setting, "recall": round(recall(ids, truth), 4), **lat})
     gc.collect()
-    after = proc.memory_info().rss
+    after, parts_after = proc.memory_info().rss, _rss_parts()
     stats = col.stats()["index_stats"]
     engine.close()
     return {
         "resident_mib_after_open": round((opened - before) / 2**20, 1),
         "resident_mib": round((after - before) / 2**20, 1),
+        # anonymous (heap) and file-backed (the posting files' pages mapped by io="mmap": page
+        # cache the kernel can drop, counted in RSS while mapped)
+        **{
+            f"{key[3:].lower()}_mib": round((parts_after[key] - parts_before[key]) / 2**20, 1)
+            for key in parts_after
+            if key in parts_before
+        },
         "index_resident_bytes_estimate_mib": round(stats["resident_bytes"] / 2**20, 1),
         "search": rows,
     }

@@ -28,13 +28,18 @@ import faiss
 import hnswlib
 import numpy as np
 import psutil
+import runinfo
 from shardwalk.index import exact_search
 
 import shardwalk
 from shardwalk.datasets import clustered_vectors
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+# ../shared/data beside the checkout (a worktree sits one level deeper: look further up)
+DATA = next(
+    (p / "shared" / "data" for p in HERE.parents if (p / "shared" / "data").is_dir()),
+    HERE.parent.parent / "shared" / "data",
+)
 K = 10
 
 
@@ -397,11 +402,29 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
             }
             for a, b in zip(sw, hl)
         ]
+    if "shardwalk-hnsw" in out and "faiss-hnsw" in out:
+        # the collection's hnsw index is faiss's IndexHNSWFlat: what the wrapper costs
+        sw, fh = out["shardwalk-hnsw"]["points"], out["faiss-hnsw"]["points"]
+        ratios["hnsw_vs_faiss_hnsw"] = [
+            {
+                "ef": a["ef"],
+                "batch_qps_ratio": round(a["batch_qps"] / b["batch_qps"], 3),
+                "added_p50_us": round(a["single_p50_us"] - b["single_p50_us"], 1),
+                "recall_shardwalk": a["recall"],
+                "recall_faiss": b["recall"],
+            }
+            for a, b in zip(sw, fh)
+        ]
     part_name = f"shardwalk-partitioned-{threads}thread"
     if part_name in out and "shardwalk-hnsw" in out:
         ratios["partitioned_minus_hnsw_recall"] = [
             {"ef": a["ef"], "delta": round(a["recall"] - b["recall"], 4)}
             for a, b in zip(out[part_name]["points"], out["shardwalk-hnsw"]["points"])
+        ]
+    if part_name in out and "hnswlib" in out:
+        ratios["partitioned_minus_hnswlib_recall"] = [
+            {"ef": a["ef"], "delta": round(a["recall"] - b["recall"], 4)}
+            for a, b in zip(out[part_name]["points"], out["hnswlib"]["points"])
         ]
     if threads > 1 and part_name in out and "shardwalk-partitioned-1thread" in out:
         ratios[f"partitioned_build_speedup_{threads}_threads"] = round(
@@ -420,6 +443,12 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
             "threads": threads,
             "partitions": args.partitions,
             "rounds": args.rounds,
+            "efs": efs,
+            "singles": args.singles,
+            "nlist": args.nlist or int(4 * np.sqrt(n)),
+            "seed": args.seed,
+            "only": args.only,
+            "rebuild_hnswlib": args.rebuild_hnswlib,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -488,18 +517,22 @@ def main() -> None:
         help="build raw hnswlib twice (build-to-build recall variance)",
     )
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--tag", default="", help="suffix of the results' file name")
     args = parser.parse_args()
+    meta = runinfo.start()
     data = (
         load_mnist()
         if args.dataset == "mnist"
         else make_clustered(args.n, args.dim, args.queries, args.seed)
     )
     result = run(data, args)
+    result["run"] = runinfo.finish(meta)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "ann-mnist" if args.dataset == "mnist" else f"ann-clustered-{args.n}"
     if args.only or args.rebuild_hnswlib:
         stem += "-variance" if args.rebuild_hnswlib else "-subset"
+    stem += f"-{args.tag}" if args.tag else ""
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     plot(result, out / f"{stem}.png")
     print(json.dumps(result["ratios"], indent=1))

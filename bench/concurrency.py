@@ -895,6 +895,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         log(f"qdrant-edge: built in {qd.build_seconds:.1f}s, {qd.info}")
     result: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]),
         "dataset": data.name,
         "n": args.n,
         "dim": args.dim,

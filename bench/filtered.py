@@ -4,8 +4,11 @@ Systems, same process, same data:
   (a) shardwalk: a ``multitenant`` collection (one shared clustering, per-tenant leaf lists),
       searched with ``tenant=`` or ``where=``; the planner picks the path;
   (b) one hnswlib index per tenant (tenant buckets only);
-  (c) one shared hnswlib index with its filter function;
-  (d) faiss IndexHNSWFlat with a bitmap IDSelector;
+  (c) one shared hnswlib index with its filter function (a Python callable: hnswlib's only
+      filter; all queries in one call on one thread, as hnswlib's README advises for filters);
+  (d) faiss IndexHNSWFlat with its own C++ filter, an IDSelectorBitmap, all queries in one call
+      on every thread: at the benchmark's ef, and at the smallest efSearch of a sweep that
+      reaches shardwalk's recall on the scope (recall-matched);
   (e) exact scan of the matching rows (faiss flat on the gathered matches).
 
 Buckets: 0.1%, 1%, 10%, 50%, 100% of the collection. A bucket is a set of tenants of about
@@ -34,6 +37,7 @@ import hnswlib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import runinfo
 from ann import DATA, PeakRSS
 
 import shardwalk
@@ -265,14 +269,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def hnswlib_filtered():
             out = np.full((few.shape[0], K), -1, dtype=np.int64)
-            for i in range(few.shape[0]):
-                labels, _ = shared_index.knn_query(
-                    few[i : i + 1],
-                    k=min(K, rows.size),
-                    num_threads=1,
-                    filter=lambda label: bool(allowed[label]),
-                )
-                out[i, : labels.shape[1]] = labels[0]
+            labels, _ = shared_index.knn_query(
+                few, k=min(K, rows.size), num_threads=1, filter=lambda label: bool(allowed[label])
+            )
+            out[:, : labels.shape[1]] = labels
             return out
 
         found, seconds = timed(hnswlib_filtered, min_seconds=0.0)
@@ -283,8 +283,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         bits = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(args.ef, K))
-        record("faiss-hnsw-bitmap", lambda: fh.search(q, K, params=params)[1], q.shape[0])
+
+        def faiss_bitmap(ef: int) -> Callable[[], np.ndarray]:
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+            return lambda: fh.search(q, K, params=params)[1]
+
+        record("faiss-hnsw-bitmap", faiss_bitmap(max(args.ef, K)), q.shape[0])
+        # recall-matched: the smallest efSearch of the sweep reaching shardwalk's recall on this
+        # scope (less 0.005); the last one tried when none does
+        want = entry["systems"]["shardwalk"]["recall"] - 0.005
+        sweep = []
+        for ef in sorted({max(args.ef, K), *args.faiss_efs}):
+            record("faiss-hnsw-bitmap-matched", faiss_bitmap(ef), q.shape[0])
+            point = {"ef": ef, **entry["systems"]["faiss-hnsw-bitmap-matched"]}
+            sweep.append(point)
+            if point["recall"] >= want:
+                break
+        entry["systems"]["faiss-hnsw-bitmap-matched"]["ef"] = sweep[-1]["ef"]
+        entry["systems"]["faiss-hnsw-bitmap-matched"]["reached"] = sweep[-1]["recall"] >= want
+        entry["faiss_bitmap_sweep"] = sweep
 
         def exact_scan():
             sub = faiss.IndexFlatL2(dim)
@@ -336,6 +353,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sw["qps_vs_shared_filter"] = round(
             sw["qps"] / summary[bucket]["hnswlib-shared-filter"]["qps"], 2
         )
+        sw["qps_vs_faiss_bitmap_matched"] = round(
+            sw["qps"] / summary[bucket]["faiss-hnsw-bitmap-matched"]["qps"], 2
+        )
+        matched = [r["systems"]["faiss-hnsw-bitmap-matched"] for r in rows]
+        summary[bucket]["faiss-hnsw-bitmap-matched"]["ef"] = [m["ef"] for m in matched]
+        summary[bucket]["faiss-hnsw-bitmap-matched"]["reached"] = all(m["reached"] for m in matched)
     memory_ratio = round(memory["shardwalk"] / memory["hnswlib-shared"], 3)
     return {
         "dataset": d["name"],
@@ -349,6 +372,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ef": args.ef,
             "threads": args.threads,
             "per_bucket": args.per_bucket,
+            "queries": args.queries,
+            "filtered_queries": args.filtered_queries,
+            "faiss_efs": args.faiss_efs,
+            "quantization": args.quantization,
+            "seed": args.seed,
         },
         "memory_mib": {k: round(v, 1) for k, v in memory.items()},
         "memory_ratio_shardwalk_vs_shared_hnswlib": memory_ratio,
@@ -413,15 +441,25 @@ def main() -> None:
         choices=["none", "sq8"],
         help="shardwalk multitenant first pass: float vectors or SQ8 codes",
     )
+    parser.add_argument(
+        "--faiss-efs",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[128, 256, 512, 1024, 2048, 4096],
+        help="efSearch values tried for faiss's bitmap filter until it reaches shardwalk's recall",
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="suffix of the results' file name")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
+    meta = runinfo.start()
     result = run(args)
+    result["run"] = runinfo.finish(meta)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "filtered-mnist" if args.dataset == "mnist" else f"filtered-clustered-{args.n}"
     if args.quantization != "none":
         stem += f"-{args.quantization}"
+    stem += f"-{args.tag}" if args.tag else ""
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
     plot(result, out / f"{stem}.png")
     print(

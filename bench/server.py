@@ -485,12 +485,60 @@ class Milvus(System):
         self.params = {"metric_type": "L2", "params": {"ef": args.ef}}
         self.filter = f'tenant == "{data.tenant}"'
         self.query_lists = [q.tolist() for q in data.queries]
+        self.data = data
 
-    def _search(self, q: list, flt: str) -> np.ndarray:
+    def _search(self, q: list, flt: str, params: dict | None = None) -> np.ndarray:
         hits = self.client.search(
-            COLLECTION, data=[q], limit=K, filter=flt, search_params=self.params, output_fields=[]
-        )[0]
+            COLLECTION, data=[q], limit=K, filter=flt, search_params=params or self.params,
+            output_fields=[],
+        )[0]  # fmt: skip
         return np.array([h["id"] for h in hits], dtype=np.int64)
+
+    def path_check(self, queries: int, seconds: float, log) -> dict[str, Any]:
+        """Which path Milvus Lite's searches take. Its index description (HNSW, rows indexed);
+        recall@10 and p50 of single unfiltered queries at three ef values (an HNSW search's
+        recall moves with ef, a brute-force one's does not); and, from py-spy on its server
+        process under one client, the share of the server's samples in the faiss index search
+        against the passes over every row of every segment that each search makes in Python
+        (milvus_lite/search/executor_indexed.py: a dict of the newest sequence number per
+        primary key, then a per-row mask of the live rows), which grow with the collection
+        whatever the index."""
+        qs = self.data.queries[:queries]
+        truth = exact_search(self.data.base, qs, K, "l2").ids
+        by_ef = []
+        for ef in (8, 64, 512):
+            params = {"metric_type": "L2", "params": {"ef": ef}}
+            found, took = [], []
+            for q in qs.tolist():
+                t0 = time.perf_counter()
+                found.append(_pad(self._search(q, "", params)))
+                took.append(time.perf_counter() - t0)
+            by_ef.append(
+                {
+                    "ef": ef,
+                    "recall": round(recall(np.stack(found), truth)[0], 4),
+                    "p50_ms": round(float(np.median(took)) * 1e3, 2),
+                }
+            )
+        out: dict[str, Any] = {"index": self.info, "unfiltered_by_ef": by_ef}
+        exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+        if exe is None:
+            out["profile"] = "skipped: py-spy not installed"
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                raw = Path(tmp) / "milvus.txt"
+                spy = subprocess.Popen(
+                    [exe, "record", "--pid", str(self.process.pid), "--rate", "200",
+                     "--duration", str(int(seconds)), "--nonblocking", "--format", "raw",
+                     "-o", str(raw)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                hammer(lambda i: self.call(UNFILTERED, i % len(self.queries)), 1, 0.5, seconds)
+                _, err = spy.communicate(timeout=120)
+                text = raw.read_text() if raw.exists() else ""
+            out["profile"] = _milvus_shares(text) if text else f"py-spy failed: {err[-300:]}"
+        log(f"milvus-lite path check: {json.dumps(out)}")
+        return out
 
     def call(self, scope: str, i: int) -> np.ndarray:
         return self._search(self.query_lists[i], self.filter if scope == TENANT else "")
@@ -1014,6 +1062,30 @@ def _profile_shares(text: str) -> dict[str, float]:
     return {name: round(v / max(total, 1), 3) for name, v in hits.items()}
 
 
+# where Milvus Lite's server spends a search (py-spy raw frames: "function (file:line)")
+_MILVUS_FRAMES = {
+    "whole search (execute_search_with_index)": "execute_search_with_index (",
+    "newest sequence number per primary key, every row (Python)": "_update_max_seqs (",
+    "live-row mask, every row (Python)": "_build_local_mask (",
+    "faiss HNSW index search": "index/faiss_hnsw.py",
+    "brute-force index search": "index/brute_force.py",
+}
+
+
+def _milvus_shares(text: str) -> dict[str, float]:
+    """The share of Milvus Lite's server samples (idle threads excluded) in each frame."""
+    total, hits = 0, dict.fromkeys(_MILVUS_FRAMES, 0)
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for name, frame in _MILVUS_FRAMES.items():
+            if frame in stack:
+                hits[name] += int(count)
+    return {"samples": total, **{k: round(v / max(total, 1), 3) for k, v in hits.items()}}
+
+
 def bucket_recall(systems: list[System], data: Data, args, log) -> dict[str, Any]:
     """Recall@10 per tenant size bucket, single-query calls, every system."""
     picks = bucket_tenants(data, args.n, 3)
@@ -1306,6 +1378,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "insert_seconds": round(mv.insert_seconds, 1),
                     "build_seconds": round(mv.build_seconds, 1),
                     "index": mv.info,
+                    "path_check": mv.path_check(args.milvus_check_queries, 4.0, log),
                 }
                 log(
                     f"milvus-lite: built in {mv.build_seconds:.1f}s (insert {mv.insert_seconds:.1f}s)"
@@ -1394,6 +1467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"closing {system.name}: {exc}")
         gc.collect()
         tmp.cleanup()
+    result["command"] = " ".join(["python", *sys.argv])
     result["machine"] = {
         "cpus": os.cpu_count(),
         "note": "cores shared with other work (loadavg_before/after); ratios are within this run",
@@ -1479,6 +1553,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ingest-batch", type=int, default=5000)
     parser.add_argument("--ingest-limit", type=float, default=900, help="seconds per competitor")
     parser.add_argument("--skip-milvus", action="store_true")
+    parser.add_argument(
+        "--milvus-check-queries",
+        type=int,
+        default=100,
+        help="single queries per ef of Milvus Lite's path check (recall at ef 8, 64, 512)",
+    )
     parser.add_argument("--skip-chroma", action="store_true")
     parser.add_argument("--skip-pgvector", action="store_true")
     parser.add_argument("--skip-aio", action="store_true", help="no grpc.aio server")

@@ -30,15 +30,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shardwalk.compose import (
+    DEFAULT_WEIGHT,
     DEFAULTS,
     FUSIONS,
+    MAX_R_MAX,
+    PUSH_WORK,
     TUNED,
     WEIGHTED,
-    ComposeOptions,
-    _fuse,
+    Candidates,
     _keep_visible,
     _normalised_similarity,
+    candidates,
     check_options,
+    fused_scores,
+    top,
     weigh_seeds,
 )
 from shardwalk.errors import FailedPreconditionError, InvalidArgumentError
@@ -60,10 +65,6 @@ GRID: dict[str, tuple[Any, ...]] = {
 }
 #: fewest held-out queries a calibration accepts
 MIN_QUERIES = 30
-#: Forward Push residual of the task's PPR times alpha: r_max = PUSH_WORK / alpha keeps the
-#: pushes per query (~ 1 / (alpha r_max)) the same at every alpha. It ranks the top few dozen
-#: nodes well enough: on Cora recall@10 moved by < 0.004 between r_max 1e-4 and 1e-5.
-PUSH_WORK = 1e-5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +87,7 @@ class HeldOut:
     knn_ids: np.ndarray
     knn_dist: np.ndarray
     reduced: Any  # CSRGraph without the held-out nodes' edges
+    index: Any  # PPRIndex over it
     visible: np.ndarray  # sorted ids a result may be: live rows that are not held out
     dangling: str | None
     seconds: float
@@ -126,7 +128,7 @@ def held_out(
     InvalidArgumentError
         A bad ``queries``, ``min_degree`` or ``knn_depth``.
     """
-    from shardwalk.walks import CSRGraph
+    from shardwalk.walks import CSRGraph, PPRIndex
 
     t0 = time.perf_counter()
     for what, value, low in (("queries", queries, 1), ("min_degree", min_degree, 1)):
@@ -191,6 +193,7 @@ def held_out(
     knn_dist[r, position[r, c]] = hits.distances[r, c]
     fp = graph.stats()["fingerprints"]
     return HeldOut(
+        index=PPRIndex(reduced),
         query_ids=query_ids,
         truth=truth,
         knn_ids=knn_ids,
@@ -209,7 +212,8 @@ def recall(found: np.ndarray, truth: Sequence[np.ndarray]) -> float:
 
 class _Truth:
     """The held-out neighbours as one sorted array of (query, id) keys: a recall is one
-    ``np.isin`` however many queries (a calibration computes thousands)."""
+    ``np.searchsorted`` however many queries and settings (a calibration computes
+    thousands)."""
 
     def __init__(self, truth: Sequence[np.ndarray]) -> None:
         self.sizes = np.array([t.size for t in truth], dtype=np.float64)
@@ -218,37 +222,48 @@ class _Truth:
         ids = np.concatenate(truth) if len(truth) else np.zeros(0, np.int64)
         self.keys = np.sort(rows * self.width + ids)
 
-    def __call__(self, found: np.ndarray) -> float:
-        rows = np.arange(found.shape[0])[:, None]
+    def many(self, found: np.ndarray) -> np.ndarray:
+        """Recall of each of a stack of result sets, found (..., q, k) -> (...)."""
+        rows = np.arange(found.shape[-2])[:, None]
         keys = np.where((found >= 0) & (found < self.width), rows * self.width + found, -1)
-        hits = np.isin(keys, self.keys).sum(axis=1)
-        return float(np.mean(hits / self.sizes))
+        if self.keys.size == 0:
+            return np.zeros(found.shape[:-2])
+        at = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+        hits = ((self.keys[at] == keys) & (keys >= 0)).sum(axis=-1)
+        return np.mean(hits / self.sizes, axis=-1)
+
+    def __call__(self, found: np.ndarray) -> float:
+        return float(self.many(found))
 
 
 class _Scorer:
-    """Scores settings on one task; PPR lists cached per (knn_k, alpha, temperature)."""
+    """Scores settings on one task: per (knn_k, alpha, temperature) one PPR batch and one
+    candidate set, which then ranks every fusion and weight at once."""
 
     def __init__(self, task: HeldOut, k: int, push_work: float = PUSH_WORK) -> None:
-        from shardwalk.walks import PPRIndex
-
         self.task, self.k, self.push_work = task, k, push_work
         self.truth = _Truth(task.truth)
-        self.index = PPRIndex(task.reduced)
-        self.cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self.cache: dict[tuple[Any, ...], Candidates] = {}
         self.scored: dict[tuple[Any, ...], float] = {}
         self.ppr_seconds = 0.0
 
-    def _ppr(self, knn_k: int, alpha: float, temperature: float | None, ppr_k: int):
+    def _candidates(self, knn_k: int, alpha: float, temperature: float | None) -> Candidates:
         key = (knn_k, alpha, temperature)
         if key in self.cache:
             return self.cache[key]
-        t0 = time.perf_counter()
         task = self.task
+        if task.knn_ids.shape[1] < knn_k:
+            raise InvalidArgumentError(
+                f"knn_k {knn_k} is deeper than the task's kNN lists ({task.knn_ids.shape[1]}); "
+                "sample the task with a larger knn_depth"
+            )
+        t0 = time.perf_counter()
         ids, dist = task.knn_ids[:, :knn_k], task.knn_dist[:, :knn_k]
         hit = ids >= 0
-        weights = weigh_seeds(_normalised_similarity(dist, hit), temperature)
+        similarity = _normalised_similarity(dist, hit)
+        weights = weigh_seeds(similarity, temperature)
         seeding = hit & task.reduced.contains(ids)
-        nq = len(task)
+        nq, ppr_k = len(task), max(self.k, knn_k)  # compose's ppr_k
         ppr_ids = np.full((nq, ppr_k), -1, np.int64)
         ppr_scores = np.zeros((nq, ppr_k))
         rows = np.flatnonzero(seeding.any(axis=1))
@@ -258,41 +273,46 @@ class _Scorer:
                 for i in rows
             ]
             depth = min(2 * ppr_k + 16, task.reduced.num_nodes)
-            found = self.index.query_batch(
+            found = task.index.query_batch(
                 specs, k=depth, method="push", alpha=alpha, dangling=task.dangling,
-                r_max=min(self.push_work / alpha, 1e-3),
+                r_max=min(self.push_work / alpha, MAX_R_MAX),
             )  # fmt: skip
-            visible = (found.ids >= 0) & np.isin(found.ids, task.visible)
+            at = np.minimum(np.searchsorted(task.visible, found.ids), task.visible.size - 1)
+            visible = (found.ids >= 0) & (task.visible[at] == found.ids)
             _keep_visible(found.ids, found.scores, visible, rows, ppr_ids, ppr_scores)
-        self.cache[key] = ppr_ids, ppr_scores
         self.ppr_seconds += time.perf_counter() - t0
-        return ppr_ids, ppr_scores
+        self.cache[key] = c = candidates(ids, dist, similarity, hit, ppr_ids, ppr_scores)
+        return c
 
-    def options(self, setting: Mapping[str, Any]) -> ComposeOptions:
-        return check_options(
+    def fusions(self, base: Mapping[str, Any], fusions: Sequence[Mapping[str, Any]]) -> list[float]:
+        """Recall@k of ``base`` (knn_k, alpha, temperature) under each of ``fusions`` (fuse and
+        weight), the weights of one fusion ranked in one pass."""
+        c = self._candidates(base["knn_k"], float(base["alpha"]), base["temperature"])
+        out: dict[int, float] = {}
+        for fuse in dict.fromkeys(f["fuse"] for f in fusions):
+            which = [i for i, f in enumerate(fusions) if f["fuse"] == fuse]
+            weights = [DEFAULT_WEIGHT if fusions[i]["weight"] is None else fusions[i]["weight"]
+                       for i in which]  # fmt: skip
+            fused = fused_scores(c, fuse, [float(w) for w in weights])
+            # c.ids is -1 exactly where fused is -inf: no candidate
+            ids = np.take_along_axis(np.broadcast_to(c.ids, fused.shape), top(fused, self.k), -1)
+            for i, value in zip(which, self.truth.many(ids).tolist()):
+                out[i] = value
+        return [out[i] for i in range(len(fusions))]
+
+    def __call__(self, setting: Mapping[str, Any]) -> float:
+        o = check_options(
             k=self.k, knn_k=setting["knn_k"], ppr_k=None, alpha=setting["alpha"],
             fuse=setting["fuse"], weight=setting["weight"] if setting["fuse"] in WEIGHTED else None,
             rank_constant=None, knn_params=None, ppr_params=None, unexpected={},
             temperature=setting["temperature"],
         )  # fmt: skip
-
-    def __call__(self, setting: Mapping[str, Any]) -> float:
-        o = self.options(setting)
-        key = (o.knn_k, o.alpha, o.temperature, o.fuse, o.weight if o.fuse in WEIGHTED else None)
-        if key in self.scored:
-            return self.scored[key]
-        task = self.task
-        if task.knn_ids.shape[1] < o.knn_k:
-            raise InvalidArgumentError(
-                f"knn_k {o.knn_k} is deeper than the task's kNN lists ({task.knn_ids.shape[1]}); "
-                "sample the task with a larger knn_depth"
-            )
-        ids, dist = task.knn_ids[:, : o.knn_k], task.knn_dist[:, : o.knn_k]
-        hit = ids >= 0
-        ppr_ids, ppr_scores = self._ppr(o.knn_k, o.alpha, o.temperature, o.ppr_k)
-        out = _fuse(ids, dist, _normalised_similarity(dist, hit), hit, ppr_ids, ppr_scores, o)
-        self.scored[key] = value = self.truth(out["ids"])
-        return value
+        weight = o.weight if o.fuse in WEIGHTED else None
+        key = (o.knn_k, o.alpha, o.temperature, o.fuse, weight)
+        if key not in self.scored:
+            base = {"knn_k": o.knn_k, "alpha": o.alpha, "temperature": o.temperature}
+            self.scored[key] = self.fusions(base, [{"fuse": o.fuse, "weight": weight}])[0]
+        return self.scored[key]
 
     def knn(self) -> float:
         return self.truth(self.task.knn_ids[:, : self.k])
@@ -411,7 +431,7 @@ def calibrate(
     ]
     if not fusions:
         raise InvalidArgumentError(f"grid['fuse'] names no fusion; fusions: {FUSIONS}")
-    candidates = [
+    configs = [
         {"knn_k": kk, "alpha": a, "temperature": t}
         for kk in space["knn_k"]
         for a in space["alpha"]
@@ -420,7 +440,7 @@ def calibrate(
     order = np.random.default_rng(seed).permutation(len(task))
     size = len(task)
     sizes = [size]
-    while len(candidates) > keep ** (len(sizes) - 1) and sizes[-1] >= 3 * MIN_QUERIES:
+    while len(configs) > keep ** (len(sizes) - 1) and sizes[-1] >= 3 * MIN_QUERIES:
         sizes.append(sizes[-1] // 3)
     sizes.reverse()  # e.g. 33, 100, 300 queries
     scored = ppr_seconds = 0.0
@@ -429,20 +449,19 @@ def calibrate(
     for step, n in enumerate(sizes):
         score = _Scorer(task.subset(np.sort(order[:n])), k)
         ranked = []
-        for candidate in candidates:
-            value, fusion = max(
-                ((score({**candidate, **f}), -i) for i, f in enumerate(fusions)),
-            )
-            ranked.append((value, candidate, fusions[-fusion]))
+        for config in configs:
+            values = score.fusions(config, fusions)
+            best_fusion = int(np.argmax(values))  # ties: the earlier fusion
+            ranked.append((values[best_fusion], config, fusions[best_fusion]))
         ranked.sort(key=lambda r: -r[0])  # stable: ties keep the grid's order
-        scored += len(score.scored)
+        scored += len(configs) * len(fusions)
         ppr_seconds += score.ppr_seconds
         if step == len(sizes) - 1:
-            best_recall, top, fusion = ranked[0]
-            best = {**top, **fusion}
+            best_recall, winner, fusion = ranked[0]
+            best = {**winner, **fusion}
             knn_recall, default_recall = score.knn(), score(_complete({}))
         else:
-            candidates = [c for _, c, _ in ranked[: max(1, -(-len(ranked) // keep))]]
+            configs = [c for _, c, _ in ranked[: max(1, -(-len(ranked) // keep))]]
     return {
         **{n: best[n] for n in TUNED},
         "recall": best_recall,

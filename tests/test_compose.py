@@ -355,6 +355,7 @@ def test_a_batch_equals_its_queries_one_by_one(fuse):
         queries = np.random.default_rng(5).standard_normal((7, DIM)).astype(np.float32)
         queries[3] = vectors[5]  # a query whose hits are mostly no nodes
         args = {"k": 10, "knn_k": 6, "tenant": "b", "fuse": fuse, "knn_params": {"ef": 50}}
+        args["ppr_params"] = {"accuracy": "fast"}  # the graph's own choice: its fingerprints
         batch = engine.compose("docs", "kg", queries, **args)
         assert batch.ppr_method in ("hybrid", "fingerprint") and len(batch) == 7
         for i, query in enumerate(queries):
@@ -368,6 +369,31 @@ def test_a_batch_equals_its_queries_one_by_one(fuse):
             assert one.seeds_dropped[0] == batch.seeds_dropped[i]
     assert batch.knn_seconds > 0 and batch.ppr_seconds > 0 and batch.fuse_seconds > 0
     assert batch.seconds >= batch.knn_seconds + batch.ppr_seconds + batch.fuse_seconds
+
+
+def test_compose_runs_its_own_push_unless_a_ppr_method_is_named():
+    vectors, *_, edges, weights = make_data(4)
+    with shardwalk.Engine.memory() as engine:
+        col = engine.create_collection("docs", dim=DIM, index="flat")
+        col.upsert(np.arange(N_ROWS), vectors)
+        graph = engine.create_graph("kg", edges, weights, node_ids=GRAPH_NODES)
+        graph.build_fingerprints(walks_per_node=20, alpha=0.2, seed=0)  # they serve alpha 0.2
+        queries = vectors[:5] + 0.01
+        args = {"k": 10, "knn_k": 8, "alpha": 0.2}
+        own = engine.compose("docs", "kg", queries, **args)
+        assert own.ppr_method == "push"  # not the fingerprints: compose's default_ppr
+        named = compose_module.default_ppr(0.2)
+        assert named == {"method": "push", "r_max": compose_module.PUSH_WORK / 0.2}
+        same = engine.compose("docs", "kg", queries, **args, ppr_params=named)
+        np.testing.assert_array_equal(own.ids, same.ids)
+        np.testing.assert_array_equal(own.scores, same.scores)
+        # a dangling rule alone names no method; accuracy= runs the graph's own choice
+        ruled = engine.compose("docs", "kg", queries, **args, ppr_params={"dangling": "self_loop"})
+        assert ruled.ppr_method == "push"
+        graphs = engine.compose("docs", "kg", queries, **args, ppr_params={"accuracy": "fast"})
+        assert graphs.ppr_method in ("hybrid", "fingerprint")
+        # r_max never exceeds MAX_R_MAX, however small alpha
+        assert compose_module.default_ppr(1e-3)["r_max"] == compose_module.MAX_R_MAX
 
 
 def test_concurrent_calls_answer_as_sequential_ones(world):
@@ -404,7 +430,7 @@ def test_hits_that_are_no_nodes_cannot_seed(world):
     # mixed: some hits seed, the others are counted
     mixed = engine.compose("docs", "kg", vectors[:20], k=5, knn_k=10)
     assert (mixed.seeds + mixed.seeds_dropped == 10).all() and mixed.seeds_dropped.sum() > 0
-    assert mixed.ppr_method == "push"  # no fingerprints: the graph's default
+    assert mixed.ppr_method == "push"  # compose's own PPR (default_ppr)
 
 
 def test_weight_one_is_knn_order_and_weight_zero_is_ppr_order(world):

@@ -17,7 +17,7 @@ import pytest
 import shardwalk
 from shardwalk import FailedPreconditionError, InvalidArgumentError
 from shardwalk.datasets import planted_partition
-from shardwalk.evaluate import GRID, PUSH_WORK, held_out, heldout_edges, recall
+from shardwalk.evaluate import GRID, _Scorer, held_out, heldout_edges, recall
 
 N = 1500
 SMALL_GRID = {"knn_k": (5, 10, 20), "alpha": (0.1, 0.3, 0.5), "temperature": (None, 0.35)}
@@ -63,13 +63,19 @@ def test_the_task_holds_out_what_it_says(world):
 
 
 def test_a_setting_scores_what_compose_returns(world, tmp_path):
-    """The task's recall of a setting equals compose's own, run on a copy of the data with
-    the held-out rows and edges really removed (PPR by push with the task's r_max)."""
+    """The task's recall of a setting equals compose's own at its default PPR, run on a copy
+    of the data with the held-out rows and edges really removed; so does each of many
+    fusions and weights that a calibration ranks in one pass."""
     _, data, col, graph = world
     task = held_out(col, graph, queries=60, min_degree=3, knn_depth=40, seed=2)
     setting = {"knn_k": 10, "alpha": 0.3, "fuse": "weighted_rank", "weight": 0.6}
     setting["temperature"] = 0.35
     scored = heldout_edges(col, graph, {"s": setting}, task=task)
+    base = {n: setting[n] for n in ("knn_k", "alpha", "temperature")}
+    fusions = [{"fuse": "rrf", "weight": None}] + [
+        {"fuse": f, "weight": w} for f in ("weighted", "weighted_z") for w in (0.0, 0.35, 1.0)
+    ]
+    together = _Scorer(task, 10).fusions(base, fusions)
     held = np.isin(data.ids, task.query_ids)
     edges = data.edges[~np.isin(data.edges, task.query_ids).any(axis=1)]
     with shardwalk.Engine.memory() as copy:
@@ -77,15 +83,15 @@ def test_a_setting_scores_what_compose_returns(world, tmp_path):
             data.ids[~held], data.vectors[~held]
         )
         copy.create_graph("kg", edges, directed=False, node_ids=data.ids)
-        found = copy.compose(
-            "docs",
-            "kg",
-            data.vectors[task.query_ids],
-            ppr_params={"method": "push", "r_max": PUSH_WORK / setting["alpha"]},
-            **setting,
-        )
-    assert scored["s"] == pytest.approx(recall(found.ids, task.truth), abs=1e-12)
+        queries = data.vectors[task.query_ids]
+        found = copy.compose("docs", "kg", queries, **setting)
+        assert found.ppr_method == "push"
+        assert scored["s"] == pytest.approx(recall(found.ids, task.truth), abs=1e-12)
+        for fusion, value in zip(fusions, together, strict=True):
+            found = copy.compose("docs", "kg", queries, **base, **fusion)
+            assert value == pytest.approx(recall(found.ids, task.truth), abs=1e-12), fusion
     assert scored["knn"] == recall(task.knn_ids[:, :10], task.truth)
+    assert len(set(together)) > 1  # the fusions differ: the comparison can fail
 
 
 def test_calibration_beats_knn_and_defaults_and_is_used(world):

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import shardwalk
-from shardwalk import jobs
+from shardwalk import build, jobs
 from shardwalk.cli import main
 from shardwalk.errors import InvalidArgumentError
 from tests.parquet_data import snapshot_digest, write_dataset
-from tests.ray.conftest import run_and_kill
+from tests.ray.conftest import run_and_kill_step
 from tests.test_build import _bad_input
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -61,24 +61,26 @@ def test_bad_row_on_ray_names_file_and_row(source: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("task", "n", "dim", "params", "after"),
+    ("step", "n", "dim", "params"),
     [
-        ("build_partition", 24_000, 32, {"partitions": 4, "ef_construction": 200, "m": 16}, 0.3),
-        # the assign pass reads and spills its blocks in the tasks: a task killed mid-block is
-        # run again elsewhere and writes the same spill files (named by the block's rows)
-        ("assign", 48_000, 64, {"partitions": 8, "ef_construction": 16, "m": 8}, 0.0),
+        # killed after the partition's graph file is in place, before its other files
+        ("build_part", 24_000, 32, {"partitions": 4, "ef_construction": 64, "m": 16}),
+        # the assign pass reads and spills its blocks in the tasks: a task killed after its
+        # block's first spill file is in place is run again elsewhere and writes the same
+        # spill files (named by the block's rows) over the ones it wrote
+        ("assign_block", 24_000, 64, {"partitions": 8, "ef_construction": 16, "m": 8}),
     ],
 )
 def test_worker_killed_mid_task_same_output(
-    tmp_path: Path, task: str, n: int, dim: int, params: dict, after: float
+    tmp_path: Path, step: str, n: int, dim: int, params: dict
 ) -> None:
     source = tmp_path / "in"
     write_dataset(source, n, dim, files=n // 6000, seed=11, tenants=False)
     jobs.build_collection(tmp_path / "threads", "c", source, **params)
-    report, killed = run_and_kill(
+    report, killed = run_and_kill_step(
         lambda: jobs.build_collection(tmp_path / "ray", "c", source, ray=True, **params),
-        task,
-        after=after,
+        build,
+        step,
     )
     assert killed not in {t["pid"] for t in report["tasks"]}  # later tasks ran elsewhere
     assert report["stages"]["assign"]["rows"] == n

@@ -45,6 +45,13 @@ def test_ray_writes_the_same_files_as_threads(
     )  # fmt: skip
     assert report["executor"] == "ray" and report["workers"] == workers
     assert report["bytes"]["object_store"] > 0 and report["rows"] == 4000
+    # where the CPU went: each worker's start-up, the driver's per stage, per worker per stage
+    started = report["start"]["workers"]  # one per process (an idle one may take 2 warm-ups)
+    assert 1 <= len(started) <= workers and all(w["cpu_seconds"] > 0 for w in started)
+    assert set(report["driver_cpu_seconds"]) == set(report["seconds"]) - {"total"}
+    assert 1 <= len(report["build_schedule"]["cpu_seconds_per_worker"]) <= workers
+    scan = report["stages"]["scan"]
+    assert sum(scan["cpu_seconds_per_process"]) == pytest.approx(scan["cpu_seconds"])
     assert snapshot_digest(tmp_path / "db", "c") == threads_digest
     with shardwalk.Engine.open(tmp_path / "db") as engine:
         assert len(engine.collection("c")) == 4000

@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,8 @@ def run_build(args: argparse.Namespace) -> dict:
 
             ray.shutdown()
             nodes.shutdown()  # type: ignore[attr-defined]
-    report.pop("tasks")
+    for task in report["tasks"]:  # each build task: partition, rows, worker, CPU seconds
+        task.pop("bytes_read", None)
     report["commit"] = _commit()
     if args.recall:
         report["recall@10"] = recall(db, args)
@@ -350,7 +352,8 @@ def table(paths: list[str]) -> str:
                 + (f" | {e['cpu']:.0f}" if "cpu" in e and not stats else " | -")
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
-    tables = [rows for rows in (build, cpu_table(paths), fps) if len(rows) > 2]  # with results
+    tables = [build, cpu_table(paths), targets_table(paths), fps]
+    tables = [rows for rows in tables if len(rows) > 2]  # those with results
     return "\n\n".join("\n".join(rows) for rows in tables) + "\n"
 
 
@@ -382,8 +385,8 @@ def cpu_table(paths: list[str]) -> list[str]:
     the cores the build stage got (its CPU seconds over its wall seconds)."""
     rows = ["| config | driver CPU s start / scan / train / assign / build / commit | worker "
             "start-up CPU s | busiest worker CPU s scan / assign / build | CPU critical path s "
-            "| build stage: CPU s / wall s = cores got | load before -> after |",
-            "|---" * 7 + "|"]  # fmt: skip
+            "| build stage: CPU s / wall s = cores got | scan MB of vectors per CPU s "
+            "| load before -> after |", "|---" * 8 + "|"]  # fmt: skip
     for path in paths:
         r = json.loads(Path(path).read_text())
         for config, e in r["build"].items():
@@ -398,13 +401,62 @@ def cpu_table(paths: list[str]) -> list[str]:
                 f"{crit['worker'][k]:.1f}" for k in ("scan", "assign", "build"))  # fmt: skip
             cpu = e.get("build_schedule", {}).get("cpu_seconds", 0.0)
             wall = e.get("seconds", {}).get("build", 0.0)
+            scan = e["stages"]["scan"]
             rows.append(
                 f"| {config} | {cells} | "
                 + (", ".join(f"{c:.1f}" for c in starts) or "-") + f" | {busiest} | "
                 + ("-" if crit is None else f"{crit['total']:.1f}")
                 + f" | {cpu:.1f} / {wall:.1f} = {cpu / max(wall, 1e-9):.2f}"
+                + f" | {scan['vector_bytes'] / 1e6 / max(scan['cpu_seconds'], 1e-9):.0f}"
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
+    return rows
+
+
+def targets_table(paths: list[str]) -> list[str]:
+    """Issue 27's targets against each result file's ratios (recomputed from its entries):
+    in wall time, and in CPU seconds (the critical path: the same build with a core per
+    process; for scan and assign, the blocks' CPU seconds)."""
+    rows = ["| target (issue 27) | wall time | CPU (critical path; scan, assign: the blocks' "
+            "CPU s) | met (wall; CPU) |", "|---" * 4 + "|"]  # fmt: skip
+
+    def cell(value: float | None, unit: str = "x") -> str:
+        return "-" if value is None else f"{value:.2f}{unit}"
+
+    def met(value: float | None, ok: Callable[[float], bool]) -> str:
+        return "-" if value is None else ("yes" if ok(value) else "no")
+
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        if not any("driver_cpu_seconds" in e for e in r["build"].values()):
+            continue
+        b = ratios(r)["build"]
+        entry = r["build"].get("ray-2", {}).get("stages", {}).get("scan")
+        scan_wall = entry["vector_mb_per_s_per_worker"] if entry else None
+        scan_cpu = entry["vector_bytes"] / 1e6 / max(entry["cpu_seconds"], 1e-9) if entry else None
+        at_most, at_least = (lambda x: x <= 1.15), (lambda x: x >= 1.7)
+        lines = [
+            ("ray-2 within 15% of threads-2 (ray-2 / threads-2)", b.get("ray2_over_threads2"),
+             None, at_most),
+            ("2 Ray workers >= 1.7x one (ray-1 / ray-2)", b.get("ray2_speedup_over_ray1"),
+             b.get("ray2_speedup_over_ray1_cpu_critical_path"), at_least),
+            ("two nodes within 20% of local Ray (cluster-2 / ray-2)", b.get("cluster2_over_ray2"),
+             b.get("cluster2_over_ray2_cpu_critical_path"), lambda x: x <= 1.2),
+            ("scan within 1.5x of threads (ray-2 / threads-2)", b.get("ray2_scan_over_threads2"),
+             b.get("ray2_scan_cpu_over_threads2"), lambda x: x <= 1.5),
+            ("assign within 1.5x of threads (ray-2 / threads-2)",
+             b.get("ray2_assign_over_threads2"), b.get("ray2_assign_cpu_over_threads2"),
+             lambda x: x <= 1.5),
+        ]  # fmt: skip
+        for name, wall, cpu, ok in lines:
+            rows.append(
+                f"| {name} | {cell(wall)} | {cell(cpu)} | {met(wall, ok)}; {met(cpu, ok)} |"
+            )
+        scan_ok = lambda x: x >= 300  # noqa: E731
+        rows.append(
+            f"| scan >= 300 MB/s of vectors per worker (ray-2) | {cell(scan_wall, ' MB/s')} | "
+            f"{cell(scan_cpu, ' MB/s')} | {met(scan_wall, scan_ok)}; {met(scan_cpu, scan_ok)} |"
+        )
     return rows
 
 

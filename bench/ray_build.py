@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,17 @@ HERE = Path(__file__).resolve().parent
 
 def load() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__repr__()
+
+
+def machine() -> dict:
+    """CPUs, and whether the kernel shares the CPU per session (autogroup): then every other
+    busy session takes an equal share, and this run's processes (Ray's workers included: they
+    stay in the bench's session) split one share, however many there are."""
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        autogroup = None
+    return {"cpus": os.cpu_count(), "sched_autogroup": autogroup}
 
 
 def peak_rss() -> int:
@@ -134,7 +146,8 @@ def run_build(args: argparse.Namespace) -> dict:
 
             ray.shutdown()
             nodes.shutdown()  # type: ignore[attr-defined]
-    report.pop("tasks")
+    for task in report["tasks"]:  # each build task: partition, rows, worker, CPU seconds
+        task.pop("bytes_read", None)
     report["commit"] = _commit()
     if args.recall:
         report["recall@10"] = recall(db, args)
@@ -271,7 +284,7 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     write_parquet(Path(args.parquet), args.n, args.dim, args.files, args.seed)
     results: dict = {"args": {k: v for k, v in vars(args).items() if k not in ("child", "config")},
-                     "machine": {"cpus": os.cpu_count()}, "commit": _commit(), "load_start": load(),
+                     "machine": machine(), "commit": _commit(), "load_start": load(),
                      "build": {}, "fingerprints": {}}  # fmt: skip
     for config in filter(None, args.build.split(",")):
         results["build"][config] = child(args, "build", config)
@@ -339,8 +352,112 @@ def table(paths: list[str]) -> str:
                 + (f" | {e['cpu']:.0f}" if "cpu" in e and not stats else " | -")
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
-    tables = [rows for rows in (build, fps) if len(rows) > 2]  # those with results
+    tables = [build, cpu_table(paths), targets_table(paths), fps]
+    tables = [rows for rows in tables if len(rows) > 2]  # those with results
     return "\n\n".join("\n".join(rows) for rows in tables) + "\n"
+
+
+def critical_path(entry: dict) -> dict | None:
+    """The CPU seconds on a Ray build's critical path, stage by stage: the larger of the
+    driver's and the busiest worker's (start: its start-up; scan, assign: its blocks; build:
+    its partitions), stages in sequence. What the build would take with a core for each
+    process, whatever else ran on the machine (a Ray worker runs one task at a time, so its
+    tasks' CPU seconds are its own). None on threads, whose workers share the driver's
+    process."""
+    driver = entry.get("driver_cpu_seconds")
+    if not driver or entry.get("executor") != "ray":
+        return None
+    stages = entry.get("stages", {})
+    worker = {
+        "start": max((w["cpu_seconds"] for w in entry.get("start", {}).get("workers", [])),
+                     default=0.0),
+        "scan": max(stages.get("scan", {}).get("cpu_seconds_per_process") or [0.0]),
+        "assign": max(stages.get("assign", {}).get("cpu_seconds_per_process") or [0.0]),
+        "build": max(entry.get("build_schedule", {}).get("cpu_seconds_per_worker") or [0.0]),
+    }  # fmt: skip
+    path = {stage: max(cpu, worker.get(stage, 0.0)) for stage, cpu in driver.items()}
+    return {"stages": path, "total": sum(path.values()), "worker": worker, "driver": driver}
+
+
+def cpu_table(paths: list[str]) -> list[str]:
+    """Where each build's CPU went (results with per-process CPU only): the driver's per
+    stage, each Ray worker's start-up, the busiest worker's per stage, the critical path, and
+    the cores the build stage got (its CPU seconds over its wall seconds)."""
+    rows = ["| config | driver CPU s start / scan / train / assign / build / commit | worker "
+            "start-up CPU s | busiest worker CPU s scan / assign / build | CPU critical path s "
+            "| build stage: CPU s / wall s = cores got | scan MB of vectors per CPU s "
+            "| load before -> after |", "|---" * 8 + "|"]  # fmt: skip
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        for config, e in r["build"].items():
+            driver = e.get("driver_cpu_seconds")
+            if not driver:
+                continue
+            crit = critical_path(e)
+            cells = " / ".join(f"{driver.get(k, 0):.1f}" for k in
+                               ("start", "scan", "train", "assign", "build", "commit"))  # fmt: skip
+            starts = [w["cpu_seconds"] for w in e.get("start", {}).get("workers", [])]
+            busiest = "-" if crit is None else " / ".join(
+                f"{crit['worker'][k]:.1f}" for k in ("scan", "assign", "build"))  # fmt: skip
+            cpu = e.get("build_schedule", {}).get("cpu_seconds", 0.0)
+            wall = e.get("seconds", {}).get("build", 0.0)
+            scan = e["stages"]["scan"]
+            rows.append(
+                f"| {config} | {cells} | "
+                + (", ".join(f"{c:.1f}" for c in starts) or "-") + f" | {busiest} | "
+                + ("-" if crit is None else f"{crit['total']:.1f}")
+                + f" | {cpu:.1f} / {wall:.1f} = {cpu / max(wall, 1e-9):.2f}"
+                + f" | {scan['vector_bytes'] / 1e6 / max(scan['cpu_seconds'], 1e-9):.0f}"
+                + f" | {e.get('load_before')} -> {e.get('load_after')} |"
+            )  # fmt: skip
+    return rows
+
+
+def targets_table(paths: list[str]) -> list[str]:
+    """Issue 27's targets against each result file's ratios (recomputed from its entries):
+    in wall time, and in CPU seconds (the critical path: the same build with a core per
+    process; for scan and assign, the blocks' CPU seconds)."""
+    rows = ["| target (issue 27) | wall time | CPU (critical path; scan, assign: the blocks' "
+            "CPU s) | met (wall; CPU) |", "|---" * 4 + "|"]  # fmt: skip
+
+    def cell(value: float | None, unit: str = "x") -> str:
+        return "-" if value is None else f"{value:.2f}{unit}"
+
+    def met(value: float | None, ok: Callable[[float], bool]) -> str:
+        return "-" if value is None else ("yes" if ok(value) else "no")
+
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        if not any("driver_cpu_seconds" in e for e in r["build"].values()):
+            continue
+        b = ratios(r)["build"]
+        entry = r["build"].get("ray-2", {}).get("stages", {}).get("scan")
+        scan_wall = entry["vector_mb_per_s_per_worker"] if entry else None
+        scan_cpu = entry["vector_bytes"] / 1e6 / max(entry["cpu_seconds"], 1e-9) if entry else None
+        at_most, at_least = (lambda x: x <= 1.15), (lambda x: x >= 1.7)
+        lines = [
+            ("ray-2 within 15% of threads-2 (ray-2 / threads-2)", b.get("ray2_over_threads2"),
+             None, at_most),
+            ("2 Ray workers >= 1.7x one (ray-1 / ray-2)", b.get("ray2_speedup_over_ray1"),
+             b.get("ray2_speedup_over_ray1_cpu_critical_path"), at_least),
+            ("two nodes within 20% of local Ray (cluster-2 / ray-2)", b.get("cluster2_over_ray2"),
+             b.get("cluster2_over_ray2_cpu_critical_path"), lambda x: x <= 1.2),
+            ("scan within 1.5x of threads (ray-2 / threads-2)", b.get("ray2_scan_over_threads2"),
+             b.get("ray2_scan_cpu_over_threads2"), lambda x: x <= 1.5),
+            ("assign within 1.5x of threads (ray-2 / threads-2)",
+             b.get("ray2_assign_over_threads2"), b.get("ray2_assign_cpu_over_threads2"),
+             lambda x: x <= 1.5),
+        ]  # fmt: skip
+        for name, wall, cpu, ok in lines:
+            rows.append(
+                f"| {name} | {cell(wall)} | {cell(cpu)} | {met(wall, ok)}; {met(cpu, ok)} |"
+            )
+        scan_ok = lambda x: x >= 300  # noqa: E731
+        rows.append(
+            f"| scan >= 300 MB/s of vectors per worker (ray-2) | {cell(scan_wall, ' MB/s')} | "
+            f"{cell(scan_cpu, ' MB/s')} | {met(scan_wall, scan_ok)}; {met(scan_cpu, scan_ok)} |"
+        )
+    return rows
 
 
 def ratios(results: dict) -> dict:
@@ -375,8 +492,29 @@ def ratios(results: dict) -> dict:
         a, b = cpu["ray-2"], cpu["threads-2"]
         build[f"ray2_{name}_cpu_over_threads2"] = a / b if a and b else None
     build["ray2_speedup_over_ray1"] = r1 / r2 if r1 and r2 else None  # target >= 1.7
+    # the same on the CPU critical path (a core for each process; see critical_path)
+    crit = {
+        c: critical_path(results["build"].get(c) or {}) for c in ("ray-1", "ray-2", "cluster-2")
+    }
+    if crit["ray-1"] and crit["ray-2"]:
+        build["ray2_speedup_over_ray1_cpu_critical_path"] = (
+            crit["ray-1"]["total"] / crit["ray-2"]["total"]
+        )
+    if crit["cluster-2"] and crit["ray-2"]:
+        build["cluster2_over_ray2_cpu_critical_path"] = (
+            crit["cluster-2"]["total"] / crit["ray-2"]["total"]
+        )
+    cores = {c: (e.get("build_schedule", {}).get("cpu_seconds") or 0.0)
+             / max(e.get("seconds", {}).get("build") or 0.0, 1e-9)
+             for c, e in results["build"].items() if "build_schedule" in e}  # fmt: skip
+    if cores:
+        build["build_stage_cores_got"] = cores
     build["scan_mb_per_s_per_worker"] = {  # target >= 300
         c: e["stages"]["scan"]["vector_mb_per_s_per_worker"]
+        for c, e in results["build"].items() if "stages" in e
+    }  # fmt: skip
+    build["scan_mb_per_cpu_second"] = {  # the same per CPU second of the blocks (any load)
+        c: e["stages"]["scan"]["vector_bytes"] / 1e6 / max(e["stages"]["scan"]["cpu_seconds"], 1e-9)
         for c, e in results["build"].items() if "stages" in e
     }  # fmt: skip
     pairs = []  # sharded-2 over the ray-2 run of the same repeat

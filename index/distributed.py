@@ -194,11 +194,13 @@ def _call(fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
 
 
 @ray.remote(max_retries=MAX_RETRIES)
-def _warm(fn: Callable[..., Any]) -> int:
+def _warm(fn: Callable[..., Any]) -> dict[str, Any]:
     """What a worker's first block would pay: ``fn``'s module imported (it came here by
-    reference), and pyarrow's first conversion (it imports pandas then, a second under load)."""
+    reference), and pyarrow's first conversion. Returns the worker's pid and the CPU seconds
+    its process spent so far (starting Python and Ray's worker, the imports), and its node."""
     pa.array(np.zeros(1)).to_numpy()
-    return os.getpid()
+    return {"pid": os.getpid(), "cpu_seconds": time.process_time(),
+            "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
 
 class RayExecutor:
@@ -219,18 +221,24 @@ class RayExecutor:
         self.object_store_bytes += _nbytes(value)
         return ray.put(value)
 
-    def warm(self, fn: Callable[..., Any]) -> Callable[[], None]:
+    def warm(self, fn: Callable[..., Any]) -> Callable[[], list[dict[str, Any]]]:
         """Start the job's workers now (a task per worker, spread over the nodes, loading
         ``fn``, a function the job's tasks run, and so its module; a fresh worker takes
         seconds to start), while the driver reads the input's footers; returns the wait for
-        them."""
+        them, which returns each worker's pid, node and start-up CPU seconds."""
         refs = [
             _warm.options(
                 num_cpus=self.cpus, runtime_env=thread_env(self.cpus), scheduling_strategy="SPREAD"
             ).remote(fn)
             for _ in range(self.workers)
         ]
-        return lambda: ray.get(refs) and None
+
+        def wait() -> list[dict[str, Any]]:
+            # a worker that finished its warm-up may run another's (Ray reuses idle workers):
+            # one entry per process, with its latest figures
+            return list({w["pid"]: w for w in sorted(ray.get(refs), key=_cpu)}.values())
+
+        return wait
 
     def map(
         self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
@@ -285,6 +293,10 @@ class RayExecutor:
         finally:
             for ref in pending:  # an error, or the caller stopped early
                 ray.cancel(ref, force=True)
+
+
+def _cpu(worker: dict[str, Any]) -> float:
+    return worker["cpu_seconds"]
 
 
 def _nbytes(value: Any) -> int:

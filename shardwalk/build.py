@@ -153,9 +153,9 @@ class ThreadExecutor:
     def put(self, value: Any) -> Any:
         return value
 
-    def warm(self, fn: Callable[..., Any]) -> Callable[[], None]:
-        """Nothing to start (the threads start with each step)."""
-        return lambda: None
+    def warm(self, fn: Callable[..., Any]) -> Callable[[], list[dict[str, Any]]]:
+        """Nothing to start (the threads start with each step): no workers to report."""
+        return lambda: []
 
     def map(
         self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
@@ -399,6 +399,7 @@ def _schedule_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "order": [r["partition"] for r in sorted(reports, key=lambda r: r["started"])],
         "busy_seconds": sorted(busy.values(), reverse=True),
         "cpu_seconds": sum(r["cpu_seconds"] for r in reports),
+        "cpu_seconds_per_worker": _per_worker(reports, "worker", "cpu_seconds"),
         "span_seconds": max(last.values(), default=first) - first,
         "tail_seconds": max(last.values(), default=0.0) - min(last.values(), default=0.0),
     }
@@ -526,6 +527,7 @@ def build_collection(
         parts, seed, train_size = 1, 0, 0
     fraction = min(1.0, train_size / n_rows) if partitioned else 0.0
     seconds: dict[str, float] = {}
+    driver_cpu: dict[str, float] = {}  # CPU seconds of this process (all its threads) per stage
     datadir = DataDir(path)
     generation = datadir.next_generation()
     directory = datadir.collection_dir(name)
@@ -535,13 +537,14 @@ def build_collection(
     wal = f"wal-{generation:06d}.log"
     try:
         # 0. start: the executor's workers up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         blocks = plan_blocks(files, columns.vector)
-        started()
+        workers_started = started()
         seconds["start"] = time.perf_counter() - t0
+        driver_cpu["start"] = time.process_time() - c0
 
         # 1. scan
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         kept: list[pa.Table] = []
         block_stats: dict[str, list[dict[str, Any]]] = {"scan": [], "assign": []}
         for out, stats in executor.stream(
@@ -566,9 +569,10 @@ def build_collection(
             )
         table = table.take(pa.array(order))
         seconds["scan"] = time.perf_counter() - t0
+        driver_cpu["scan"] = time.process_time() - c0
 
         # 2. train
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if partitioned:
             sample_col = table.column(_SAMPLE).combine_chunks()
             lengths = pc.list_value_length(sample_col).to_numpy(zero_copy_only=False)
@@ -581,9 +585,10 @@ def build_collection(
             centroids = np.zeros((1, dim), np.float32)
         table = table.drop_columns([_SAMPLE])
         seconds["train"] = time.perf_counter() - t0
+        driver_cpu["train"] = time.process_time() - c0
 
         # 3. assign
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         make_dirs(directory)  # the collection's directory, durable in collections/
         staging.mkdir()
         part_of = np.zeros(n_rows, np.int32)
@@ -597,9 +602,10 @@ def build_collection(
             block_stats["assign"].append(stats)
         spilled = sum(stats["spilled"] for stats in block_stats["assign"])
         seconds["assign"] = time.perf_counter() - t0
+        driver_cpu["assign"] = time.process_time() - c0
 
         # 4. build
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         index_dir = snap / "index"
         index_dir.mkdir(parents=True)
         shared = executor.put(sorted_ids)
@@ -629,9 +635,10 @@ def build_collection(
                 index_metric=index_metric, params=params,
             )  # fmt: skip
         seconds["build"] = time.perf_counter() - t0
+        driver_cpu["build"] = time.process_time() - c0
 
         # 5. commit
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rows_table = _row_table(table, columns, sorted_ids)
         atomic_write_with(snap / "rows.parquet", rows_table.write_parquet)
         seal_snapshot(snap, {"collection": name, "rows": n_rows, "count": n_rows})
@@ -646,6 +653,7 @@ def build_collection(
         datadir.commit(switch)
         datadir.remove_unreferenced(name, keep={snap.name, wal})
         seconds["commit"] = time.perf_counter() - t0
+        driver_cpu["commit"] = time.process_time() - c0
     except BaseException:
         _fs.rmtree(staging)
         _fs.rmtree(snap)
@@ -670,6 +678,8 @@ def build_collection(
         "replaced": existed,
         "snapshot": snap.name,
         "seconds": seconds,
+        "driver_cpu_seconds": driver_cpu,
+        "start": {"workers": workers_started},
         "stages": {
             stage: _stage_report(found, seconds[stage], executor.workers)
             for stage, found in block_stats.items()
@@ -689,6 +699,14 @@ def build_collection(
     }
 
 
+def _per_worker(items: list[dict[str, Any]], by: str, field: str) -> list[float]:
+    """``field`` summed per ``by`` (a worker), largest first."""
+    totals: dict[Any, float] = {}
+    for item in items:
+        totals[item[by]] = totals.get(item[by], 0.0) + item[field]
+    return sorted(totals.values(), reverse=True)
+
+
 def _stage_report(blocks: list[dict[str, Any]], wall: float, workers: int) -> dict[str, Any]:
     """Where a scan or assign stage spent its time: its blocks' worker seconds (reading,
     checking, sampling or assigning), the processes that ran them, and the rate of vector data
@@ -701,6 +719,7 @@ def _stage_report(blocks: list[dict[str, Any]], wall: float, workers: int) -> di
               "worker_seconds": sum(b["seconds"] for b in blocks),
               "cpu_seconds": sum(b["cpu_seconds"] for b in blocks),
               "slowest_block_seconds": max((b["seconds"] for b in blocks), default=0.0),
+              "cpu_seconds_per_process": _per_worker(blocks, "pid", "cpu_seconds"),
               "vector_mb_per_s_per_worker": vector_bytes / 1e6 / max(wall, 1e-9) / workers}  # fmt: skip
     for part in ("read", "check", "sample", "assign"):
         if any(part in b for b in blocks):

@@ -95,10 +95,13 @@ def build_collection(
     -------
     dict
         rows, dim, partitions and their sizes, ``seconds`` per stage (start: the workers up;
-        scan, train, assign, build, commit, total), ``stages`` (where the scan and assign
-        passes spent their time: blocks, worker seconds reading and checking, vector data per
-        second per worker), ``build_schedule`` (the build tasks' order, each worker's busy
-        seconds, the tail from the first worker idle to the end), ``bytes`` (input, spilled,
+        scan, train, assign, build, commit, total), ``driver_cpu_seconds`` per stage (this
+        process, all its threads: on threads, the workers' CPU too), ``start`` (Ray: each
+        worker's pid, node and CPU seconds spent starting), ``stages`` (where the scan and
+        assign passes spent their time: blocks, worker seconds reading and checking, CPU
+        seconds per worker process, vector data per second per worker), ``build_schedule``
+        (the build tasks' order, each worker's busy and CPU seconds, the tail from the first
+        worker idle to the end), ``bytes`` (input, spilled,
         snapshot, object_store), peak memory of driver and workers, executor and workers, and
         each build task's report.
 

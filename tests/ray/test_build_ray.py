@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import shardwalk
-from shardwalk import jobs
+from shardwalk import build, jobs
 from shardwalk.cli import main
 from shardwalk.errors import InvalidArgumentError
 from tests.parquet_data import snapshot_digest, write_dataset
-from tests.ray.conftest import run_and_kill
+from tests.ray.conftest import run_and_kill_step
 from tests.test_build import _bad_input
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -45,6 +45,13 @@ def test_ray_writes_the_same_files_as_threads(
     )  # fmt: skip
     assert report["executor"] == "ray" and report["workers"] == workers
     assert report["bytes"]["object_store"] > 0 and report["rows"] == 4000
+    # where the CPU went: each worker's start-up, the driver's per stage, per worker per stage
+    started = report["start"]["workers"]  # one per process (an idle one may take 2 warm-ups)
+    assert 1 <= len(started) <= workers and all(w["cpu_seconds"] > 0 for w in started)
+    assert set(report["driver_cpu_seconds"]) == set(report["seconds"]) - {"total"}
+    assert 1 <= len(report["build_schedule"]["cpu_seconds_per_worker"]) <= workers
+    scan = report["stages"]["scan"]
+    assert sum(scan["cpu_seconds_per_process"]) == pytest.approx(scan["cpu_seconds"])
     assert snapshot_digest(tmp_path / "db", "c") == threads_digest
     with shardwalk.Engine.open(tmp_path / "db") as engine:
         assert len(engine.collection("c")) == 4000
@@ -61,24 +68,26 @@ def test_bad_row_on_ray_names_file_and_row(source: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("task", "n", "dim", "params", "after"),
+    ("step", "n", "dim", "params"),
     [
-        ("build_partition", 24_000, 32, {"partitions": 4, "ef_construction": 200, "m": 16}, 0.3),
-        # the assign pass reads and spills its blocks in the tasks: a task killed mid-block is
-        # run again elsewhere and writes the same spill files (named by the block's rows)
-        ("assign", 48_000, 64, {"partitions": 8, "ef_construction": 16, "m": 8}, 0.0),
+        # killed after the partition's graph file is in place, before its other files
+        ("build_part", 24_000, 32, {"partitions": 4, "ef_construction": 64, "m": 16}),
+        # the assign pass reads and spills its blocks in the tasks: a task killed after its
+        # block's first spill file is in place is run again elsewhere and writes the same
+        # spill files (named by the block's rows) over the ones it wrote
+        ("assign_block", 24_000, 64, {"partitions": 8, "ef_construction": 16, "m": 8}),
     ],
 )
 def test_worker_killed_mid_task_same_output(
-    tmp_path: Path, task: str, n: int, dim: int, params: dict, after: float
+    tmp_path: Path, step: str, n: int, dim: int, params: dict
 ) -> None:
     source = tmp_path / "in"
     write_dataset(source, n, dim, files=n // 6000, seed=11, tenants=False)
     jobs.build_collection(tmp_path / "threads", "c", source, **params)
-    report, killed = run_and_kill(
+    report, killed = run_and_kill_step(
         lambda: jobs.build_collection(tmp_path / "ray", "c", source, ray=True, **params),
-        task,
-        after=after,
+        build,
+        step,
     )
     assert killed not in {t["pid"] for t in report["tasks"]}  # later tasks ran elsewhere
     assert report["stages"]["assign"]["rows"] == n

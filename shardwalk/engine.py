@@ -616,9 +616,7 @@ class Engine:
             Length of the PPR list: the top visible PPR nodes that enter the fusion (default
             ``max(k, knn_k)``; deeper lists give more kNN hits their PPR share).
         alpha : float, default calibrated, else 0.5
-            PPR stop (teleport) probability in (0, 1); 0.5 as HippoRAG. The graph's
-            fingerprints serve it only if they were built with this alpha (else push runs;
-            ``result.ppr_method`` says which).
+            PPR stop (teleport) probability in (0, 1); 0.5 as HippoRAG.
         fuse : {"rrf", "weighted", "weighted_rank", "weighted_z"}, default calibrated, else "rrf"
             Reciprocal rank fusion, or ``weight * knn_term + (1 - weight) * ppr_term`` with
             the PPR term max-normalised, rank-based or (both terms) z-scored per query.
@@ -633,9 +631,13 @@ class Engine:
         knn_params : dict, optional
             Search parameters of the collection's index, e.g. ``{"ef": 128}``.
         ppr_params : dict, optional
-            ``method`` ("fingerprint", "push", "exact"), ``dangling`` and the method's
-            parameters (``rounds``, ``threshold``, ``r_max``, ``tol``, ...), as
-            :meth:`Graph.ppr`.
+            ``method`` ("fingerprint", "hybrid", "push", "exact") or ``accuracy``,
+            ``dangling`` and the method's parameters (``rounds``, ``threshold``, ``r_max``,
+            ``tol``, ...), as :meth:`Graph.ppr`. Without a method or method parameter,
+            compose's own PPR runs (:func:`shardwalk.compose.default_ppr`: Forward Push to
+            ``r_max = PUSH_WORK / alpha``, the PPR calibration scores with); ``{"accuracy":
+            "fast"}`` runs the graph's own choice (its fingerprints when built for this
+            alpha). ``result.ppr_method`` says which ran.
 
         Returns
         -------
@@ -709,9 +711,9 @@ class Engine:
         ``graph.stats()["compose"][collection]`` with the recall it reached, used by every
         later compose over the pair for the parameters a call leaves out, and forgotten when
         the collection or the graph is dropped. A call again (e.g. after large updates)
-        replaces it. The task's PPR is Forward Push on the graph without the held-out edges;
-        fingerprints serve compose later only at their own alpha (rebuild them at the
-        calibrated alpha for fingerprint-speed queries).
+        replaces it. The task's PPR is compose's own (Forward Push to ``PUSH_WORK / alpha``)
+        on the graph without the held-out edges, so a setting scores here what compose at
+        its default PPR returns; no fingerprints are needed at the calibrated alpha.
 
         Parameters
         ----------
@@ -727,7 +729,7 @@ class Engine:
             Fewest edges of a held-out node.
         grid : dict, optional
             Values to try per parameter, replacing those of ``GRID`` it names (e.g.
-            ``{"alpha": (0.15,)}`` to keep the fingerprints' alpha).
+            ``{"alpha": (0.15,)}`` to keep one alpha).
 
         Returns
         -------

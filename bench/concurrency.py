@@ -41,6 +41,7 @@ import argparse
 import gc
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -895,7 +896,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         log(f"qdrant-edge: built in {qd.build_seconds:.1f}s, {qd.info}")
     result: dict[str, Any] = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "dataset": data.name,
         "n": args.n,
         "dim": args.dim,

@@ -188,7 +188,8 @@ def spann(r: dict) -> str:
         f"(a fresh process's growth over opening the checkpointed collection and searching all "
         f"the queries; of it {c.get('anon_mib', '?')} MiB anonymous and {c.get('file_mib', '?')} "
         "MiB the posting files' mapped pages; "
-        f"{c['resident_mib_after_open']:.1f} MiB right after the open; the index's "
+        f"{c['resident_mib_after_open']:.1f} MiB right after the open; the process's first "
+        f"open and close of it, before: +{c.get('first_open_and_close_mib', '?')} MiB; the index's "
         f"own estimate of its part: {c['index_resident_bytes_estimate_mib']:.1f} MiB). Built by "
         f"upserts and a checkpoint in {c['build_seconds']:.1f} s.",
         f"- Through `Collection.search` in that process: {searched}.",
@@ -204,7 +205,8 @@ def spann(r: dict) -> str:
         )
         out.append(
             f"- Cheapest setting reaching recall@10 {sm['target_recall']}, p50: spann warm "
-            f"{at['p50_us']:.0f} us (eps {at['eps_search']}, max_probes {at['max_probes']}, "
+            f"{at['p50_us']:.0f} us (eps {'off' if at['eps_search'] >= 1000 else at['eps_search']}, "
+            f"max_probes {at['max_probes']}, "
             f"recall {at['recall']:.3f}); {cmp}."
         )
     out.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -42,7 +43,7 @@ def start(extra_packages: tuple[str, ...] = ()) -> dict[str, Any]:
     """The command line, the engine's commit (and its uncommitted files, which a figure from a
     dirty tree must own up to), the machine and its load averages now."""
     return {
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "commit": _git("rev-parse", "HEAD"),
         # code only: results written earlier in a session are not the code that ran
         "uncommitted_files": _git(

@@ -58,6 +58,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -1467,7 +1468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"closing {system.name}: {exc}")
         gc.collect()
         tmp.cleanup()
-    result["command"] = " ".join(["python", *sys.argv])
+    result["command"] = shlex.join(["python", *sys.argv])
     result["machine"] = {
         "cpus": os.cpu_count(),
         "note": "cores shared with other work (loadavg_before/after); ratios are within this run",

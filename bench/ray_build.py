@@ -352,7 +352,7 @@ def table(paths: list[str]) -> str:
                 + (f" | {e['cpu']:.0f}" if "cpu" in e and not stats else " | -")
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
-    tables = [build, cpu_table(paths), targets_table(paths), fps]
+    tables = [build, cpu_table(paths), tasks_table(paths), targets_table(paths), fps]
     tables = [rows for rows in tables if len(rows) > 2]  # those with results
     return "\n\n".join("\n".join(rows) for rows in tables) + "\n"
 
@@ -410,6 +410,32 @@ def cpu_table(paths: list[str]) -> list[str]:
                 + f" | {scan['vector_bytes'] / 1e6 / max(scan['cpu_seconds'], 1e-9):.0f}"
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
+    return rows
+
+
+def tasks_table(paths: list[str]) -> list[str]:
+    """Each build task's CPU seconds (results that keep the tasks): a partition per row, a
+    configuration per column, and the worker (a, b) that built it when there were two."""
+    rows: list[str] = []
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        configs = [c for c, e in r["build"].items() if e.get("tasks")]
+        if not configs:
+            continue
+        by = {c: {t["partition"]: t for t in r["build"][c]["tasks"]} for c in configs}
+        names = {c: {w: "ab"[i] if i < 2 else str(i) for i, w in
+                     enumerate(dict.fromkeys(t["worker"] for t in r["build"][c]["tasks"]))}
+                 for c in configs}  # fmt: skip
+        rows += ["| partition | rows | " + " | ".join(f"{c}: CPU s (worker)" for c in configs)
+                 + " |", "|---" * (2 + len(configs)) + "|"]  # fmt: skip
+        first = by[configs[0]]
+        for p in sorted(first, key=lambda p: -first[p]["rows"]):
+            cells = []
+            for c in configs:
+                t = by[c].get(p)
+                worker = f" ({names[c][t['worker']]})" if t and len(names[c]) > 1 else ""
+                cells.append("-" if t is None else f"{t['cpu_seconds']:.1f}{worker}")
+            rows.append(f"| {p} | {first[p]['rows']:,} | " + " | ".join(cells) + " |")
     return rows
 
 

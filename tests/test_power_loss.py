@@ -56,6 +56,8 @@ class World:
         vecs = vectors(seed, len(ids))
         self.pending.append(("upsert", (name, ids, vecs)))
         self.engine.collection(name).upsert(ids, vecs)
+        if name == "s":  # into the index now: spann splits as the rows arrive, whatever the load
+            self.engine.collection(name).wait_indexed()
         self.pending.pop()
         self.model[name].update(zip(ids, vecs))
 

@@ -403,14 +403,21 @@ def _large(large: dict) -> str:
     )
 
 
+def _run_line(r: dict, note: str = "") -> str:
+    """The command, commit and load at the end of a run."""
+    load = r.get("load")
+    return (
+        f"`{r['command']}` (commit {r.get('commit') or '?'}"
+        + (f", load at the end {load[0]:.1f}" if load else "")
+        + f"){note}"
+    )
+
+
 def graph_updates(r: dict) -> str:
     """bench/graph_updates.py: per graph and share, the stream, the one-batch repair against a
     rebuild, accuracy and memory."""
-    load = r.get("load")
     out = [
-        f"`{r['command']}` (commit {r.get('commit') or '?'}"
-        + (f", load at the end {load[0]:.1f}" if load else "")
-        + ")",
+        _run_line(r),
         "",
         "| graph | share | edges/s b=100 / 10k (10k with first read; without fp) "
         "| one batch: repair s + first read s vs rebuild s | x repair only / with read "
@@ -451,11 +458,8 @@ def graph_updates(r: dict) -> str:
 
 def graph_updates_compare(r: dict) -> str:
     """bench/graph_updates.py --baseline: both sides' tables, then new / old per figure."""
-    load = r.get("load")
     out = [
-        f"`{r['command']}` (commit {r.get('commit') or '?'}"
-        + (f", load at the end {load[0]:.1f}" if load else "")
-        + "); baseline first, then this checkout, back to back",
+        _run_line(r, "; baseline first, then this checkout, back to back"),
         "",
         f"Baseline (commit {r['baseline'].get('commit') or '?'}):",
         "",

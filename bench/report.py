@@ -456,6 +456,26 @@ def graph_updates(r: dict) -> str:
     return "\n".join(out)
 
 
+def graph_updates_small(r: dict) -> str:
+    """bench/graph_updates.py --small-batches: batches of 100 under each checkout in turn."""
+    out = [
+        _run_line(r, "; one checkout after the other"),
+        "",
+        "| checkout (python) | edges/s with fp (per CPU s) | without fp (per CPU s) "
+        "| blocks scanned a batch | load start -> end |",
+        "|---|---|---|---|---|",
+    ]
+    for x in r["runs"]:
+        fp, bare = x["fingerprints"], x["bare"]
+        out.append(
+            f"| {x.get('commit') or '?'} ({x['python']}) | {fp['edges_per_second']:,.0f} "
+            f"({fp['edges_per_cpu_second']:,.0f}) | {bare['edges_per_second']:,.0f} "
+            f"({bare['edges_per_cpu_second']:,.0f}) | {fp['blocks_scanned_per_batch']:,.0f} "
+            f"| {x['load_start']:.1f} -> {x['load_end']:.1f} |"
+        )
+    return "\n".join(out)
+
+
 def graph_updates_compare(r: dict) -> str:
     """bench/graph_updates.py --baseline: both sides' tables, then new / old per figure."""
     out = [
@@ -515,7 +535,10 @@ def main() -> None:
         elif stem.startswith("ppr"):
             print(ppr(r))
         elif stem.startswith("graph-updates"):
-            print(graph_updates_compare(r) if "ratios" in r else graph_updates(r))
+            if "runs" in r:
+                print(graph_updates_small(r))
+            else:
+                print(graph_updates_compare(r) if "ratios" in r else graph_updates(r))
         else:
             print(filtered(r))
 

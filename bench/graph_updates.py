@@ -314,7 +314,13 @@ def main() -> None:
     ap.add_argument("--tag", default=None)
     ap.add_argument("--baseline", default=None, help="an old checkout's python: run both")
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)  # (a part of --baseline)
+    ap.add_argument("--small-batches", nargs="+", default=None, metavar="PYTHON",
+                    help="only batches of 100 on the 10%% share's stream, under each python")  # fmt: skip
+    ap.add_argument("--one-side", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.small_batches:
+        small_batches(args)
+        return
     if args.baseline:
         compare(args)
         return
@@ -387,6 +393,60 @@ def compare(args: argparse.Namespace) -> None:
     path.write_text(json.dumps(report, indent=1))
     print(json.dumps(report["ratios"], indent=1))
     print(f"wrote {path}")
+
+
+def small_batches(args: argparse.Namespace) -> None:
+    """Batches of 100 alone (the first ``--max-batches`` of the 10% share's stream of the
+    generated graph, after the build and one untimed batch), with and without fingerprints,
+    under each interpreter of ``--small-batches`` in turn (``--one-side``: this one, printing a
+    JSON line)."""
+    import subprocess
+
+    if not args.one_side:
+        runs = []
+        for python in args.small_batches:
+            cmd = [python, __file__, "--small-batches", python, "--one-side", "--nodes",
+                   str(args.nodes), "--edges", str(args.edges), "--max-batches",
+                   str(args.max_batches), "--seed", str(args.seed)]  # fmt: skip
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[-1]), flush=True)
+        report = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+                  "commit": _commit(), "load": os.getloadavg(), "runs": runs}  # fmt: skip
+        path = ROOT / "results" / f"graph-updates-{args.tag or 'small-batches'}.json"
+        path.write_text(json.dumps(report, indent=1))
+        print(f"wrote {path}")
+        return
+    g0 = power_law_graph(args.nodes, args.edges, seed=args.seed)
+    src = np.repeat(g0.node_ids, np.diff(g0.indptr))
+    edges = np.stack([src, g0.node_ids[g0.indices]], axis=1)
+    kept, _, streamed, _ = split(edges, None, None, 0.10, args.seed)
+    out: dict[str, Any] = {"python": sys.executable, "commit": _commit(),
+                           "load_start": os.getloadavg()[0]}  # fmt: skip
+    tmp = tempfile.mkdtemp(prefix="sw-bench-gu-small-", dir=args.tmp)
+    try:
+        with shardwalk.Engine.open(tmp) as engine:
+            g = engine.create_graph("g", kept, None)
+            bare = engine.create_graph("bare", kept, None)
+            g.build_fingerprints(**FINGERPRINTS, seed=args.seed)
+            g.compact_ratio = bare.compact_ratio = 10.0
+            for name, graph in (("fingerprints", g), ("bare", bare)):
+                # untimed: the first update after a build loads the repair kernels from numba's
+                # cache (0.1-0.3 s, once per process), more than 20 batches' steady work
+                graph.upsert_edges(streamed[-100:])
+                t0, c0 = time.perf_counter(), time.process_time()
+                blocks = 0
+                for i in range(args.max_batches):
+                    report = graph.upsert_edges(streamed[i * 100 : (i + 1) * 100])
+                    blocks += report.get("blocks_scanned", 0)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                n = 100 * args.max_batches
+                out[name] = {"edges_per_second": n / wall, "edges_per_cpu_second": n / cpu,
+                             "blocks_scanned_per_batch": blocks / args.max_batches}  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["load_end"] = os.getloadavg()[0]
+    print(json.dumps(out))
 
 
 def ratios(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

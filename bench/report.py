@@ -771,14 +771,21 @@ def _large(large: dict) -> str:
     return text
 
 
+def _run_line(r: dict, note: str = "") -> str:
+    """The command, commit and load at the end of a run."""
+    load = r.get("load")
+    return (
+        f"`{r['command']}` (commit {r.get('commit') or '?'}"
+        + (f", load at the end {load[0]:.1f}" if load else "")
+        + f"){note}"
+    )
+
+
 def graph_updates(r: dict) -> str:
     """bench/graph_updates.py: per graph and share, the stream, the one-batch repair against a
     rebuild, accuracy and memory."""
-    load = r.get("load")
     out = [
-        f"`{r['command']}` (commit {r.get('commit') or '?'}"
-        + (f", load at the end {load[0]:.1f}" if load else "")
-        + ")",
+        _run_line(r),
         "",
         "| graph | share | edges/s b=100 / 10k (10k with first read; without fp) "
         "| one batch: repair s + first read s vs rebuild s | x repair only / with read "
@@ -817,13 +824,30 @@ def graph_updates(r: dict) -> str:
     return "\n".join(out)
 
 
+def graph_updates_small(r: dict) -> str:
+    """bench/graph_updates.py --small-batches: batches of 100 under each checkout in turn."""
+    out = [
+        _run_line(r, "; one checkout after the other"),
+        "",
+        "| checkout (python) | edges/s with fp (per CPU s) | without fp (per CPU s) "
+        "| blocks scanned a batch | load start -> end |",
+        "|---|---|---|---|---|",
+    ]
+    for x in r["runs"]:
+        fp, bare = x["fingerprints"], x["bare"]
+        out.append(
+            f"| {x.get('commit') or '?'} ({x['python']}) | {fp['edges_per_second']:,.0f} "
+            f"({fp['edges_per_cpu_second']:,.0f}) | {bare['edges_per_second']:,.0f} "
+            f"({bare['edges_per_cpu_second']:,.0f}) | {fp['blocks_scanned_per_batch']:,.0f} "
+            f"| {x['load_start']:.1f} -> {x['load_end']:.1f} |"
+        )
+    return "\n".join(out)
+
+
 def graph_updates_compare(r: dict) -> str:
     """bench/graph_updates.py --baseline: both sides' tables, then new / old per figure."""
-    load = r.get("load")
     out = [
-        f"`{r['command']}` (commit {r.get('commit') or '?'}"
-        + (f", load at the end {load[0]:.1f}" if load else "")
-        + "); baseline first, then this checkout, back to back",
+        _run_line(r, "; baseline first, then this checkout, back to back"),
         "",
         f"Baseline (commit {r['baseline'].get('commit') or '?'}):",
         "",
@@ -942,6 +966,12 @@ def provenance(r: dict) -> tuple[str, float, float]:
     return r["commit"], float(str(r["load_start"]).split()[0]), float(str(r["load_end"]).split()[0])
 
 
+def _graph_updates(r: dict) -> str:
+    if "runs" in r:
+        return graph_updates_small(r)
+    return graph_updates_compare(r) if "ratios" in r else graph_updates(r)
+
+
 def render(stem: str) -> str:
     """One results JSON (bench/results/<stem>.json) as markdown."""
     r = json.loads((RESULTS / f"{stem}.json").read_text())
@@ -953,10 +983,7 @@ def render(stem: str) -> str:
         ("ann", ann),
         ("server", server),
         ("ppr", ppr),
-        (
-            "graph-updates",
-            lambda r: graph_updates_compare(r) if "ratios" in r else graph_updates(r),
-        ),
+        ("graph-updates", _graph_updates),
         ("spann", spann),
         ("concurrency", concurrency),
         ("filtered", filtered),

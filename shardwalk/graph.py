@@ -238,7 +238,7 @@ class Graph:
         hub_walks : int
             Walks per hub row (default 1000).
         keep_walks : bool
-            Keep the walks and an index of the nodes they visit (about 2.4x the
+            Keep the walks and an index of the nodes they visit (about 2-2.2x the
             fingerprints' memory on the generated graphs of bench/graph_updates.py) so that
             updates repair the fingerprints incrementally (default). Without them (and for
             fingerprints built on Ray, which keep none) an update drops the fingerprints, and

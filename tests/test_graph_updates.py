@@ -453,3 +453,46 @@ def test_a_deleted_base_node_comes_back_as_a_new_node(engine):
     g.delete_edges([[2, 1]])
     g.delete_nodes([2, 5])
     assert set(edge_set(g)) == {(3, 1)} and sorted(g.node_ids.tolist()) == [1, 3]
+
+
+def test_reads_during_updates_see_whole_batches(engine):
+    """Readers on other threads while batches of new edges (appended to the rows' segments)
+    and deletes (rewritten rows) go in: every read sees the edges of a prefix of the
+    acknowledged batches, never part of one."""
+    import threading
+
+    g = engine.create_graph("c", [[i, i + 1] for i in range(200)])
+    rng = np.random.default_rng(4)
+    states = [frozenset(edge_set(g))]
+    seen: list[frozenset] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(frozenset(edge_set(g)))
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(30):
+            if i % 5 == 4:
+                have = sorted(states[-1])
+                pick = rng.choice(len(have), 3, replace=False)
+                g.delete_edges([list(have[j]) for j in pick])
+            else:
+                g.upsert_edges(rng.integers(0, 220, size=(20, 2)))
+            states.append(frozenset(edge_set(g)))
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert seen and set(seen) <= set(states)
+
+
+def test_undirected_upsert_last_word_wins_both_ways(engine):
+    """In one batch, (1, 2) then (2, 1): the last weight holds in both directions."""
+    g = engine.create_graph("uw", [[1, 2], [2, 3]], [1.0, 1.0], directed=False)
+    g.upsert_edges([[1, 2], [2, 1]], [2.0, 3.0])
+    edges = edge_set(g)
+    assert edges[(1, 2)] == edges[(2, 1)] == 3.0

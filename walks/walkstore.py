@@ -22,7 +22,7 @@ left is reclaimed once it exceeds a quarter of the walks (the memory target: the
 2x the fingerprints). The index from a node to the blocks whose walks visit it keeps each
 node's sorted block ids as varint gaps (``t_indptr``: byte offsets, ``t_blocks``: bytes; one or
 two bytes an entry), plus an append-only overflow of (node, block) pairs for the visits walked
-since, rebuilt (a pass over every walk) once the overflow holds an eighth of the steps. False
+since, rebuilt (a pass over every walk) once the overflow holds a sixteenth of the steps. False
 hits (a block that no longer visits a node) only cost a scan. Finding the walks a batch
 affects costs a scan of the candidate blocks with a bit test per visit (a bitmap of the changed
 nodes, ``_kernels.walks_plan``).
@@ -111,10 +111,13 @@ class WalkStore:
         per_row: int = 1,
     ) -> None:
         self._nb = int(block_src.shape[0])  # blocks; the per-block arrays have room to grow
-        self.block_src = block_src
+        # sources and first walks as int32 (walk numbers stay below 2**31: hub_walks <= 2**20)
+        self.block_src = block_src.astype(np.int32 if num_nodes <= _I32 else np.int64)
         # the first walk index of each block: a source may own several blocks (hub rows of
         # 1000 walks are 100 blocks of 10, so a repair scans only the blocks that matter)
-        self.block_w0 = np.zeros(self._nb, np.int64) if block_w0 is None else block_w0
+        self.block_w0 = (
+            np.zeros(self._nb, np.int32) if block_w0 is None else block_w0.astype(np.int32)
+        )
         self.per_row = int(per_row)  # blocks per fingerprint row
         self.R = int(walks_per_node)
         self.alpha = float(alpha)
@@ -346,9 +349,9 @@ class WalkStore:
                                          target, bound, hit, undo)  # fmt: skip
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
-        if self.ovf_used > max(1 << 16, self.total_steps // 8):
-            # a pass over every walk: after an eighth of the steps walked anew (the overflow,
-            # 8 bytes an entry, then holds 2 bytes a step at most)
+        if self.ovf_used > max(1 << 16, self.total_steps // 16):
+            # a pass over every walk: after a sixteenth of the steps walked anew (the overflow,
+            # 8 bytes an entry, then holds half a byte a step at most, beside the steps' 3)
             self._index(n)
         if self.used > max(self.compact_min, self.total_steps + self.total_steps // 4):
             self.compact()  # a quarter of space left behind at most (the memory target)

@@ -108,7 +108,7 @@ def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> di
         {
             "api_keys": [
                 {"key": KEYS["t0"], "tenant": "t0"}
-                | ({"max_concurrent": args.quota} if args.quota else {}),
+                | ({"max_concurrent": args.quota, "max_queued": args.queued} if args.quota else {}),
                 {"key": KEYS["t1"], "tenant": "t1"},
             ],
             "limits": {"background_nice": nice},
@@ -158,6 +158,7 @@ def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> di
         "background_nice": nice,
         "calls": args.calls,
         "quota": args.quota,
+        "queued": args.queued,
         "callers": args.callers,
         "jitter": args.jitter,
         "alone_p50_ms": ms(alone, 50),
@@ -188,6 +189,10 @@ def main() -> None:
     parser.add_argument(
         "--quota", type=int, default=1, help="a's key's max_concurrent (default 1; 0: none)"
     )
+    parser.add_argument(
+        "--queued", type=int, default=0,
+        help="a's key's max_queued: calls that wait for a slot, past it refused (default 0)",
+    )  # fmt: skip
     parser.add_argument("--tag", default="", help="results file bench/results/flood[-TAG].json")
     args = parser.parse_args()
     settings = [int(x) for x in args.nice.split(",")]

@@ -11,8 +11,9 @@ run; results JSON under bench/results/ with the commit and the machine's load::
 
     python bench/flood.py --nice 0,10 --repeat 3
 
-``--calls search --quota 0``: a floods with single-query searches like b's and no quota (what
-the handler threads' round-robin across keys, server/lanes.py's FairPool, is for).
+``--queued 32``: a's key also has ``max_queued = 32``: its calls past the one in flight wait
+in its line instead of being refused. ``--calls search --quota 0``: a floods with single-query
+searches like b's and no quota at all.
 """
 
 from __future__ import annotations

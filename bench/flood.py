@@ -11,8 +11,9 @@ run; results JSON under bench/results/ with the commit and the machine's load::
 
     python bench/flood.py --nice 0,10 --repeat 3
 
-``--calls search --quota 0``: a floods with single-query searches like b's and no quota (what
-the handler threads' round-robin across keys, server/lanes.py's FairPool, is for).
+``--queued 32``: a's key also has ``max_queued = 32``: its calls past the one in flight wait
+in its line instead of being refused. ``--calls search --quota 0``: a floods with single-query
+searches like b's and no quota at all.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> di
         {
             "api_keys": [
                 {"key": KEYS["t0"], "tenant": "t0"}
-                | ({"max_concurrent": args.quota} if args.quota else {}),
+                | ({"max_concurrent": args.quota, "max_queued": args.queued} if args.quota else {}),
                 {"key": KEYS["t1"], "tenant": "t1"},
             ],
             "limits": {"background_nice": nice},
@@ -158,6 +159,7 @@ def measure(engine: shardwalk.Engine, nice: int, args: argparse.Namespace) -> di
         "background_nice": nice,
         "calls": args.calls,
         "quota": args.quota,
+        "queued": args.queued,
         "callers": args.callers,
         "jitter": args.jitter,
         "alone_p50_ms": ms(alone, 50),
@@ -188,6 +190,10 @@ def main() -> None:
     parser.add_argument(
         "--quota", type=int, default=1, help="a's key's max_concurrent (default 1; 0: none)"
     )
+    parser.add_argument(
+        "--queued", type=int, default=0,
+        help="a's key's max_queued: calls that wait for a slot, past it refused (default 0)",
+    )  # fmt: skip
     parser.add_argument("--tag", default="", help="results file bench/results/flood[-TAG].json")
     args = parser.parse_args()
     settings = [int(x) for x in args.nice.split(",")]

@@ -214,12 +214,18 @@ class Dispatcher:
             f" (and {skipped} more like it, not logged)" if skipped else "",
         )
 
-    def caller(self, metadata: Any) -> str | None:
-        """The queue a call waits in for a handler thread (server/lanes.py's FairPool): its
-        API key if that key has authenticated before, else the queue of all other calls (so
-        that made-up keys cannot claim a queue each)."""
+    def caller(self, metadata: Any) -> Any:
+        """The line a call waits in for a handler thread (server/lanes.py's FairPool): its API
+        key's quotas (:class:`~shardwalk.server.limits.Gate`: the pool runs at most
+        ``max_concurrent`` of its calls and lets ``max_queued`` more wait), or the key itself
+        if it has none; a key that does not authenticate waits in the line of all such calls
+        (so that made-up keys cannot claim a line each)."""
         key = _api_key(metadata)
-        return key if key in self._known else None
+        try:
+            who = self._principal(key)
+        except ShardwalkError:  # the dispatcher refuses it, in its turn
+            return None
+        return self.limiter.gate(who) or key
 
     def _principal(self, key: str | None) -> Principal:
         """The caller of an API key, remembered per key string once it authenticated (the
@@ -502,13 +508,14 @@ class Server:
             self._pool, maximum_concurrent_rpcs=limits.max_concurrent_requests,
             options=_options(limits),
         )  # fmt: skip
-        call = self.dispatcher.call
+        call, release = self.dispatcher.call, self._pool.release
 
         def behavior_of(rpc: str) -> Callable[[Any, grpc.ServicerContext], bytes]:
             def behavior(data: Any, context: grpc.ServicerContext) -> bytes:
                 code, message, out = call(
                     rpc, data, context.invocation_metadata(), context.time_remaining()
                 )
+                release()  # grpc sends the answer after this returns: the slot is free now
                 if code is not grpc.StatusCode.OK:
                     context.abort(code, message)
                 return out
@@ -592,17 +599,16 @@ class AioServer:
                 loop = asyncio.get_running_loop()
                 stream = _Stream(data, loop) if streaming else None
                 metadata = context.invocation_metadata()
+                remaining = context.time_remaining()
+                expiry = None if remaining is None else time.monotonic() + remaining
+
+                def run() -> tuple[grpc.StatusCode, str, bytes]:  # its deadline as it starts
+                    left = None if expiry is None else expiry - time.monotonic()
+                    return call(rpc, data if stream is None else stream, metadata, left)
+
                 try:
                     code, message, out = await asyncio.wrap_future(
-                        pool.submit_as(
-                            caller(metadata),
-                            call,
-                            rpc,
-                            data if stream is None else stream,
-                            metadata,
-                            context.time_remaining(),
-                        ),
-                        loop=loop,
+                        pool.submit_as(caller(metadata), run), loop=loop
                     )
                 finally:
                     if stream is not None:  # cancelled: unblock a handler waiting for a chunk

@@ -10,6 +10,7 @@
     collections = ["docs"]       # optional: the collections this key sees (default: all)
     graphs = ["links"]           # optional: the graphs this key sees (default: all)
     max_concurrent = 8           # optional quota: calls in flight for this key
+    max_queued = 8               # and calls waiting for a slot (default 0: refused at once)
     requests_per_second = 100.0  # optional quota: a token bucket refilled at this rate,
     burst = 200                  # holding up to burst calls (default: one second's worth)
 
@@ -82,6 +83,9 @@ class Quota:
     1), refills at that rate, and every call takes one."""
 
     max_concurrent: int | None = None
+    # calls past max_concurrent that wait for a slot (queued without a thread) before more
+    # are refused
+    max_queued: int = 0
     requests_per_second: float | None = None
     burst: int | None = None
 
@@ -311,7 +315,7 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
 
 
 _FLOAT_LIMITS = {"min_r_max", "max_deadline_s"}
-_QUOTA = ("max_concurrent", "requests_per_second", "burst")
+_QUOTA = ("max_concurrent", "max_queued", "requests_per_second", "burst")
 
 
 def _quota(entry: dict[str, Any], at: str) -> Quota | None:
@@ -324,6 +328,17 @@ def _quota(entry: dict[str, Any], at: str) -> Quota | None:
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise InvalidArgumentError(f"{at}: {name} must be a positive integer; got {value!r}")
+    queued = entry.get("max_queued", 0)
+    if isinstance(queued, bool) or not isinstance(queued, int) or queued < 0:
+        raise InvalidArgumentError(
+            f"{at}: max_queued must be an integer >= 0 (the calls that may wait for a "
+            f"max_concurrent slot); got {queued!r}"
+        )
+    if queued and entry.get("max_concurrent") is None:
+        raise InvalidArgumentError(
+            f"{at}: max_queued is the line of calls waiting for a max_concurrent slot; set "
+            "max_concurrent too"
+        )
     rate = entry.get("requests_per_second")
     if rate is not None:
         rate = _positive_number(rate, f"{at}: requests_per_second")
@@ -333,6 +348,7 @@ def _quota(entry: dict[str, Any], at: str) -> Quota | None:
         )
     return Quota(
         max_concurrent=entry.get("max_concurrent"),
+        max_queued=queued,
         requests_per_second=rate,
         burst=entry.get("burst"),
     )

@@ -2,13 +2,17 @@
 :mod:`shardwalk.server.app`) checks after it has authenticated and parsed a call and before the
 handler does any work.
 
-* **Quotas** (``[[api_keys]] max_concurrent``, ``requests_per_second`` and ``burst``): a
-  :class:`Gate` per key that has any, with a lock of its own (no lock is shared between keys,
-  and keys without quotas take none). ``requests_per_second`` is a :class:`TokenBucket`: it
-  holds up to ``burst`` tokens (default: one second's worth), refills continuously at the rate,
-  and every call takes one; a call that finds it empty, or that would be one more than
-  ``max_concurrent`` in flight, is refused at once (no queueing: a waiting call would hold a
-  handler thread, which is what a flood must not get).
+* **Quotas** (``[[api_keys]] max_concurrent``, ``max_queued``, ``requests_per_second`` and
+  ``burst``): a :class:`Gate` per key that has any, with a lock of its own (no lock is shared
+  between keys, and keys without quotas take none). ``requests_per_second`` is a
+  :class:`TokenBucket`: it holds up to ``burst`` tokens (default: one second's worth), refills
+  continuously at the rate, and every call takes one; a call that finds it empty is refused at
+  once. Past ``max_concurrent`` calls in flight, up to ``max_queued`` more wait in the key's
+  line of the handler pool (server/lanes.py's :class:`FairPool`, which holds no thread for a
+  waiting call and starts the key's next call when one of its calls ends); past that, a call is
+  refused. A refusal is cheap for the server, but not free (grpc's Python layers cost about as
+  much as a small search), so a client that retries refusals at once spends the server's CPU:
+  a line lets a burst wait instead.
 * **Request dimensions** (``[limits]``): a check per RPC (:data:`_CHECKS`) reading only the
   message's counts and scalars: queries and k, ids per Get/Delete and rows per Upsert chunk
   (each chunk as the handler reaches it: :meth:`Limiter.stream`), index search parameters
@@ -70,13 +74,14 @@ class TokenBucket:
 class Gate:
     """The quotas of one API key: calls in flight and a token bucket, under one lock."""
 
-    __slots__ = ("bucket", "in_flight", "label", "lock", "max_concurrent")
+    __slots__ = ("bucket", "in_flight", "label", "lock", "max_concurrent", "max_queued")
 
     def __init__(
         self, label: str, quota: Quota, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.label = label
-        self.max_concurrent = quota.max_concurrent
+        # read by FairPool, which queues this key's calls by its Gate (server/lanes.py)
+        self.max_concurrent, self.max_queued = quota.max_concurrent, quota.max_queued
         rate = quota.requests_per_second
         burst = quota.burst if quota.burst is not None else max(1.0, rate or 0.0)
         self.bucket = None if rate is None else TokenBucket(rate, burst, clock)
@@ -87,10 +92,15 @@ class Gate:
         """Admit a call (pair with :meth:`leave`) or raise ``ResourceExhaustedError``."""
         with self.lock:
             if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
+                waiting = (
+                    f" and {self.max_queued} waiting (max_queued = {self.max_queued})"
+                    if self.max_queued
+                    else ""
+                )
                 raise ResourceExhaustedError(
                     f"the API key of {self.label} has {self.in_flight} calls in flight, its "
-                    f"limit ([[api_keys]] max_concurrent = {self.max_concurrent}); wait for "
-                    "one to finish"
+                    f"limit ([[api_keys]] max_concurrent = {self.max_concurrent}){waiting}; "
+                    "wait for one to finish"
                 )
             if self.bucket is not None:
                 wait = self.bucket.take()
@@ -302,6 +312,10 @@ class Limiter:
             for p in config.keys.values()
             if p.quota is not None
         }
+
+    def gate(self, who: Principal) -> Gate | None:
+        """The quotas of ``who``'s key (None: it has none)."""
+        return None if who.quota is None else self._gates[id(who)]
 
     def admit(self, who: Principal) -> Gate | None:
         """Admit a call of ``who`` under its key's quotas (``gate.leave()`` when it ends);

@@ -435,7 +435,7 @@ FLOODER = (
 )
 
 
-TOLERANCE = 20.0  # starvation measured 50-200x; the issue's 3x is not met yet (see below)
+TOLERANCE = 3.0  # issue 20: b's p99 flooded within 3x its p99 alone
 
 
 def _p99(seconds: list[float]) -> float:
@@ -443,18 +443,17 @@ def _p99(seconds: list[float]) -> float:
 
 
 def test_a_flooding_tenant_does_not_starve_another(tmp_path) -> None:
-    """Tenant a floods at 32 concurrent PPR solves (0.1-0.3 s each, GIL-free) while tenant b
-    runs single searches: with a's max_concurrent = 1, b's p99 stays within a few times its
-    p99 alone. Without the quota a's calls took every handler thread: b's p99 was 50-200x.
+    """Tenant a floods at 32 concurrent PPR solves (GIL-free) while tenant b runs single
+    searches: with a's max_concurrent = 1 and max_queued = 32, b's p99 stays within 3x its p99
+    alone. Without the quota a's calls took every handler thread: b's p99 was 50-200x; with the
+    quota but no line, each of a's refused calls came back (about 1,700 a second) and the
+    refusals' grpc work alone kept b's p99 at 3-8x (bench/flood.py, bench/README.md).
 
     Timing on a shared machine is noisy, so: alone and flooded are measured in interleaved
     rounds (10 x 40 searches each), the comparison gets up to 5 attempts (a noisy attempt
     passes on a later one; starvation fails every one by a wide margin), and the flooding
     client runs at nice 19, as if on another machine (its own CPU is not the server's to
-    defend). The issue asks for 3x; on 2 cores, with a's solves in the background lane, b's
-    flooded p99 is 2.4-6.5x its p99 alone (bench/flood.py: one solve in flight alone costs b
-    about 2.5x, refusing a's retries, about 1,700 a second, the rest). So the bound here is
-    20x: it holds the quota to keeping b served (without it, 50-200x), not yet to the 3x.
+    defend).
     """
     import subprocess
     import sys
@@ -481,7 +480,7 @@ def test_a_flooding_tenant_does_not_starve_another(tmp_path) -> None:
         params=params_to_pb({"tol": 1e-12}),
     )
     (tmp_path / "request.bin").write_bytes(request.SerializeToString())
-    server = _serve(engine, _config(t0={"max_concurrent": 1}))
+    server = _serve(engine, _config(t0={"max_concurrent": 1, "max_queued": 32}))
     flooder = subprocess.Popen(
         [sys.executable, "-c", FLOODER, f"127.0.0.1:{server.port}", key_of("t0"),
          str(tmp_path / "request.bin")],
@@ -522,8 +521,8 @@ def test_a_flooding_tenant_does_not_starve_another(tmp_path) -> None:
                 break
         flooder.stdin.write("quit\n")  # type: ignore[union-attr]
         flooder.stdin.flush()  # type: ignore[union-attr]
-        ok, refused = map(int, flooder.communicate(timeout=30)[0].split())
-        assert ok > 0 and refused > ok  # a flooded, and most of it was refused
+        ok, _ = map(int, flooder.communicate(timeout=30)[0].split())
+        assert ok > 0  # a flooded (its calls waited in its line: few or none refused)
         assert min(ratios) <= TOLERANCE, f"b's p99 flooded / alone, per attempt: {ratios}"
     finally:
         if flooder.poll() is None:
@@ -677,3 +676,105 @@ def test_a_refused_flood_is_logged_once_a_second(caplog) -> None:
         lines = [r.getMessage() for r in caplog.records if "RESOURCE_EXHAUSTED" in r.getMessage()]
     assert len(lines) == 2 and lines[1].endswith("(and 48 more like it, not logged)"), lines
     engine.close()
+
+
+def test_fair_pool_runs_a_keys_calls_up_to_its_quota_and_lines_up_the_rest() -> None:
+    """A caller with max_concurrent 1 and max_queued 2: while its first call runs, the next two
+    wait (no thread held: another caller's call runs meanwhile on the second thread), and the
+    one after them runs at once, in a line of its own, for the key's quota to refuse."""
+    from shardwalk.server.lanes import FairPool
+
+    key = Gate("t0", Quota(max_concurrent=1, max_queued=2))
+    hold = {name: threading.Event() for name in ("first", "second")}
+    started: list[str] = []
+
+    def run(name: str) -> str:
+        started.append(name)
+        if name in hold:
+            hold[name].wait(10)
+        return name
+
+    pool = FairPool(2)
+    try:
+        first = pool.submit_as(key, run, "first")
+        lined = [pool.submit_as(key, run, "second"), pool.submit_as(key, run, "third")]
+        past = pool.submit_as(key, run, "past")
+        assert past.result(timeout=10) == "past"  # not behind the line
+        assert pool.submit_as("other", run, "other").result(timeout=10) == "other"
+        assert started[:1] == ["first"] and "second" not in started and "third" not in started
+        hold["first"].set()
+        assert first.result(timeout=10) == "first"
+        deadline = time.monotonic() + 10
+        while "second" not in started and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert "third" not in started  # one at a time: the second is running
+        hold["second"].set()
+        assert [f.result(timeout=10) for f in lined] == ["second", "third"]
+    finally:
+        for event in hold.values():
+            event.set()
+        pool.shutdown()
+
+
+@pytest.mark.parametrize("model", ["sync", "aio"])
+def test_calls_past_max_concurrent_wait_in_line_up_to_max_queued(model: str) -> None:
+    """t0 may have one call in flight and one waiting: with its one slot held by an open
+    Upsert stream, its next Search waits (and is answered once the stream ends), the one after
+    is refused naming max_queued, and t1 is served meanwhile."""
+    engine = shardwalk.Engine.memory()
+    rng = np.random.default_rng(0)
+    engine.create_collection("c", dim=DIM, index="flat").upsert(
+        np.arange(20), rng.random((20, DIM), dtype=np.float32), ["t0", "t1"] * 10
+    )
+    config = _config(t0={"max_concurrent": 1, "max_queued": 1})
+    server = _serve(engine, config, model)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        search = channel.unary_unary("/shardwalk.v1.Shardwalk/Search")
+        upsert = channel.stream_unary("/shardwalk.v1.Shardwalk/Upsert")
+        query = pb.SearchRequest(
+            collection="c", queries=pb.Vectors(dim=DIM, data=Q.tobytes()), k=1
+        ).SerializeToString()
+        meta = {t: (("authorization", f"Bearer {key_of(t)}"),) for t in ("t0", "t1")}
+        search(query, metadata=meta["t0"], timeout=10)  # the key authenticates: its line
+        stream_open, first_sent = threading.Event(), threading.Event()
+
+        def chunks() -> Iterator[bytes]:
+            yield pb.UpsertRequest(
+                collection="c", ids=[100], vectors=pb.Vectors(dim=DIM, data=Q.tobytes())
+            ).SerializeToString()
+            first_sent.set()
+            stream_open.wait(30)
+
+        held = upsert.future(chunks(), metadata=meta["t0"], timeout=30)
+        assert first_sent.wait(10)
+        waiting = search.future(query, metadata=meta["t0"], timeout=30)
+        deadline = time.monotonic() + 10
+        while not server._pool._queues and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with pytest.raises(grpc.RpcError) as refused:
+            search(query, metadata=meta["t0"], timeout=10)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_queued = 1" in refused.value.details()
+        assert search(query, metadata=meta["t1"], timeout=10)  # another key: served
+        assert not waiting.done()
+        stream_open.set()
+        held.result(timeout=30)
+        assert waiting.result(timeout=30)  # answered once the slot was free
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"max_concurrent": 1, "max_queued": -1}, "max_queued must be an integer >= 0"),
+        ({"max_concurrent": 1, "max_queued": 1.5}, "max_queued must be an integer >= 0"),
+        ({"max_queued": 4}, "set max_concurrent too"),
+    ],
+)
+def test_max_queued_is_checked(entry: dict, message: str) -> None:
+    with pytest.raises(shardwalk.InvalidArgumentError, match=message):
+        _config(t0=entry)

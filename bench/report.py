@@ -880,8 +880,9 @@ def flood(r: dict) -> str:
     ]
     for x in r["runs"]:
         quota = x.get("quota", 1)
+        line = f" + {x['queued']} in line" if x.get("queued") else ""
         out.append(
-            f"| {x.get('calls', 'ppr')} | {quota or 'none'} | "
+            f"| {x.get('calls', 'ppr')} | {quota or 'none'}{line} | "
             f"{x.get('callers', 32)} | {'yes' if x.get('jitter') else 'no'} | "
             f"{x['background_nice']} | {x['alone_p50_ms']:.2f} | {x['alone_p99_ms']:.2f} | "
             f"{x['flooded_p50_ms']:.2f} | {x['flooded_p99_ms']:.2f} | {x['p99_ratio']:.1f}x | "

@@ -257,6 +257,7 @@ def test_sq8_first_pass_keeps_recall_and_survives_reopen(tmp_path):
         col.upsert(
             data.ids[4000:], data.vectors[4000:], tenants=data.tenants[4000:]
         )  # appended codes
+        col.wait_indexed()  # rankings compared below: every row in the index, none in the delta
         assert col.stats()["index_stats"]["quantization"] == "sq8"
         for tenant in (None, "t0000"):
             res = col.search(data.queries, k=K, tenant=tenant, explain=True)

@@ -585,6 +585,24 @@ def test_fair_pool_reports_failures_and_refuses_after_shutdown() -> None:
         pool.submit(sum, [1])
 
 
+def _hold_a_thread(channel: grpc.Channel, metadata: Any) -> tuple[Any, threading.Event]:
+    """An Upsert stream of one chunk left open: it holds a handler thread until the event is
+    set (the stream's future, the event)."""
+    upsert = channel.stream_unary("/shardwalk.v1.Shardwalk/Upsert")
+    stream_open, first_sent = threading.Event(), threading.Event()
+
+    def chunks() -> Iterator[bytes]:
+        yield pb.UpsertRequest(
+            collection="c", ids=[100], vectors=pb.Vectors(dim=DIM, data=Q.tobytes())
+        ).SerializeToString()
+        first_sent.set()
+        stream_open.wait(30)
+
+    held = upsert.future(chunks(), metadata=metadata, timeout=30)
+    assert first_sent.wait(10)
+    return held, stream_open
+
+
 @pytest.mark.parametrize("model", ["sync", "aio"])
 def test_a_burst_of_one_tenant_does_not_queue_ahead_of_another(model: str) -> None:
     """One handler thread, held by tenant t0's open Upsert stream; t0 queues ten searches, then
@@ -599,24 +617,13 @@ def test_a_burst_of_one_tenant_does_not_queue_ahead_of_another(model: str) -> No
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         search = channel.unary_unary("/shardwalk.v1.Shardwalk/Search")
-        upsert = channel.stream_unary("/shardwalk.v1.Shardwalk/Upsert")
         query = pb.SearchRequest(
             collection="c", queries=pb.Vectors(dim=DIM, data=Q.tobytes()), k=1
         ).SerializeToString()
         meta = {t: (("authorization", f"Bearer {key_of(t)}"),) for t in ("t0", "t1")}
         for t in meta:  # each key authenticates once: then it has a queue of its own
             search(query, metadata=meta[t], timeout=10)
-        stream_open, first_sent = threading.Event(), threading.Event()
-
-        def chunks() -> Iterator[bytes]:
-            yield pb.UpsertRequest(
-                collection="c", ids=[100], vectors=pb.Vectors(dim=DIM, data=Q.tobytes())
-            ).SerializeToString()
-            first_sent.set()
-            stream_open.wait(30)
-
-        held = upsert.future(chunks(), metadata=meta["t0"], timeout=30)
-        assert first_sent.wait(10)
+        held, stream_open = _hold_a_thread(channel, meta["t0"])
         pool = server._pool
         done: list[str] = []
         lock = threading.Lock()
@@ -731,23 +738,12 @@ def test_calls_past_max_concurrent_wait_in_line_up_to_max_queued(model: str) -> 
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         search = channel.unary_unary("/shardwalk.v1.Shardwalk/Search")
-        upsert = channel.stream_unary("/shardwalk.v1.Shardwalk/Upsert")
         query = pb.SearchRequest(
             collection="c", queries=pb.Vectors(dim=DIM, data=Q.tobytes()), k=1
         ).SerializeToString()
         meta = {t: (("authorization", f"Bearer {key_of(t)}"),) for t in ("t0", "t1")}
         search(query, metadata=meta["t0"], timeout=10)  # the key authenticates: its line
-        stream_open, first_sent = threading.Event(), threading.Event()
-
-        def chunks() -> Iterator[bytes]:
-            yield pb.UpsertRequest(
-                collection="c", ids=[100], vectors=pb.Vectors(dim=DIM, data=Q.tobytes())
-            ).SerializeToString()
-            first_sent.set()
-            stream_open.wait(30)
-
-        held = upsert.future(chunks(), metadata=meta["t0"], timeout=30)
-        assert first_sent.wait(10)
+        held, stream_open = _hold_a_thread(channel, meta["t0"])
         waiting = search.future(query, metadata=meta["t0"], timeout=30)
         deadline = time.monotonic() + 10
         while not server._pool._queues and time.monotonic() < deadline:

@@ -242,9 +242,14 @@ class DataDir:
 
     def check_writable(self) -> None:
         """Raise FailedPreconditionError once a failed fsync (or I/O error) made the directory
-        read-only."""
+        read-only, or once it is closed (released: another engine may own it now)."""
         if self._failed is not None:
             raise self._failed_error()
+        if self._lock_file is None:
+            raise FailedPreconditionError(
+                f"data directory {str(self.root)!r} is closed: nothing more is written through "
+                "it (another engine may own it now); open the engine again to write"
+            )
 
     @contextlib.contextmanager
     def guard(self, what: str) -> Iterator[None]:

@@ -226,6 +226,42 @@ def test_a_closed_collection_drops_its_compaction(tmp_path):
     reopened.close()
 
 
+def test_a_compaction_outliving_a_crash_writes_nothing_through_the_released_directory(tmp_path):
+    """A crash (the directory released, no checkpoint) during a background build: the build
+    may finish, but its checkpoint is refused, so the manifest stays the crash's and the next
+    engine never meets its files (CI once saw both checkpoint into one snapshot number)."""
+    engine = shardwalk.Engine.open(tmp_path / "db")
+    col = engine.create_collection("c", dim=DIM, index="hnsw")
+    col.compaction_min_dead = 50
+    col.upsert(np.arange(200), np.random.default_rng(5).normal(size=(200, DIM)))
+    started, go_on = threading.Event(), threading.Event()
+    build = Collection._apply_upsert
+
+    def held(self, write, *, direct=False):
+        if self is not col and not started.is_set():
+            started.set()
+            assert go_on.wait(60)
+        return build(self, write, direct=direct)
+
+    try:
+        Collection._apply_upsert = held
+        col.delete(np.arange(100))
+        assert started.wait(60)
+        manifest = (tmp_path / "db" / "manifest.json").read_bytes()
+        engine._datadir.close()  # a crash while the build runs
+    finally:
+        Collection._apply_upsert = build
+        go_on.set()
+    col.wait_compacted()
+    assert "is closed" in col.stats()["compaction"]["last_error"]
+    assert (tmp_path / "db" / "manifest.json").read_bytes() == manifest
+    reopened = shardwalk.Engine.open(tmp_path / "db")
+    again = reopened.collection("c")
+    assert len(again) == 100
+    again.flush()  # a checkpoint of its own: a fresh snapshot number
+    reopened.close()
+
+
 # --- the delta's state machine with compactions running all along ---------------------------
 class CompactingMachine(DeltaMachine):
     """The delta state machine's writes (scoped and not), deletes, searches in every scope,

@@ -349,6 +349,10 @@ class DeltaMachine(RuleBasedStateMachine):
             self.engine.close()
         else:
             self.engine._datadir.close()  # a crash, the delta possibly non-empty
+            # a crash ends every thread: a background compaction of the crashed engine may
+            # only leave files behind (its writes are refused from the close on), never go
+            # on writing beside the next engine
+            self.col.wait_compacted()
         self.engine = shardwalk.Engine.open(self.path)
         self.col = self.engine.collection("c")
         self.col.delta_limit = 64

@@ -726,8 +726,13 @@ def _targets(graphs: dict) -> list[str]:
         )
         for label, best in bests:
             gap = rec["compose_calibrated"] - best
+            bar = (
+                "target"
+                if best is rec["grid_best"]
+                else "a stricter bar of our own, not the issue's:"
+            )
             out.append(
-                f"- {name}: calibrated minus the best of {label}: {gap:+.3f} (target >= -0.01): "
+                f"- {name}: calibrated minus the best of {label}: {gap:+.3f} ({bar} >= -0.01): "
                 f"{'met' if gap >= -0.01 else 'NOT met'}"
             )
         if name == "cora":

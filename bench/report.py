@@ -415,6 +415,7 @@ def server(r: dict) -> str:
         for name, plan in plans.items():
             nodes = [re.sub(r"\s+\(cost=[^)]*\)", "", line).rstrip() for line in plan.splitlines()]
             out.append(f"- {name}: " + " / ".join(n.strip() for n in nodes if n.strip()))
+    out += _thread_profile(r.get("profile") or {})
     targets = {k: v for k, v in (r.get("targets") or {}).items() if "pgvector" in k or "CPU" in k}
     if targets:
         out += ["", "| target (same run) | observed | met |", "|---|---|---|"]
@@ -459,6 +460,41 @@ def server(r: dict) -> str:
         f"{sw['graph_seconds']}s"
     )
     return "\n".join(out) + "\n"
+
+
+def _thread_profile(profile: dict) -> list[str]:
+    """The server's CPU per call by thread role (bench/server.py's --profile), one row per
+    server, and the py-spy shares of this checkout's servers."""
+    rows = {n: p for n, p in profile.items() if "server_cpu_us_per_call_by_thread" in p}
+    if not rows:
+        return []
+    roles: list[str] = []
+    for p in rows.values():
+        roles += [k for k in p["server_cpu_us_per_call_by_thread"] if k not in roles]
+    out = [
+        "",
+        "Server CPU per call by thread (us; 8 client threads of single-query Search, measured "
+        "alone after the runs, no profiler attached):",
+        "",
+        "| server | QPS | " + " | ".join(roles) + " | total |",
+        "|---|---|" + "---|" * (len(roles) + 1),
+    ]
+    for name, p in rows.items():
+        by = p["server_cpu_us_per_call_by_thread"]
+        out.append(
+            f"| {name} | {p['qps']:,.0f} | "
+            + " | ".join(f"{by[k]:.0f}" if k in by else "-" for k in roles)
+            + f" | {sum(by.values()):.0f} |"
+        )
+    for name, p in rows.items():
+        shares = p.get("inclusive_share")
+        if shares:
+            out += [
+                "",
+                f"{name}, share of py-spy's samples (inclusive; `{p['svg']}`): "
+                + "; ".join(f"{k} {v:.0%}" for k, v in shares.items()),
+            ]
+    return out
 
 
 def ray_build(stem: str, r: dict) -> str:

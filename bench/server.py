@@ -892,19 +892,43 @@ def truths(data: Data, inproc: InProcess, args, log) -> dict[str, np.ndarray]:
     return out
 
 
-def cpu_seconds(system: System) -> tuple[float, float]:
-    mine = psutil.Process().cpu_times()
-    server = 0.0
+def cpu_seconds(system: System) -> tuple[float, ...]:
+    """(client CPU s, server CPU s, server kernel CPU s, client context switches, server
+    context switches): the kernel share and the switches say how much of a call's cost is
+    threads handing it over to each other rather than work."""
+    me = psutil.Process()
+    mine = me.cpu_times()
+    server = kernel = 0.0
+    server_switches = 0
     if system.server is not None:
         try:
-            t = system.server.cpu_times()
-            server = t.user + t.system
-            for child in system.server.children(recursive=True):
-                c = child.cpu_times()
-                server += c.user + c.system
+            for p in (system.server, *system.server.children(recursive=True)):
+                t = p.cpu_times()
+                server += t.user + t.system
+                kernel += t.system
+                server_switches += context_switches(p.pid)
         except psutil.Error:
             pass
-    return mine.user + mine.system, server
+    return mine.user + mine.system, server, kernel, context_switches(me.pid), server_switches
+
+
+def context_switches(pid: int) -> int:
+    """Context switches of every thread of a process so far (psutil's count is the main
+    thread's only, on Linux); 0 where /proc is not there."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.endswith("ctxt_switches:", 0, line.find(":") + 1):
+                        total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total
 
 
 def prime(systems: list[System], scopes: list[str], log) -> dict[str, Any]:
@@ -964,10 +988,15 @@ def measure(systems: list[System], data: Data, truth: dict, args, log) -> dict[s
                         max(1, run.latencies.size) * (args.warmup + args.duration) / args.duration
                     )
                     point["client_cpu_us_per_call"] = round((cpu1[0] - cpu0[0]) / calls * 1e6, 1)
+                    point["client_switches_per_call"] = round((cpu1[3] - cpu0[3]) / calls, 2)
                     if system.server is not None:
                         point["server_cpu_us_per_call"] = round(
                             (cpu1[1] - cpu0[1]) / calls * 1e6, 1
                         )
+                        point["server_kernel_us_per_call"] = round(
+                            (cpu1[2] - cpu0[2]) / calls * 1e6, 1
+                        )
+                        point["server_switches_per_call"] = round((cpu1[4] - cpu0[4]) / calls, 2)
                     rec, ran = recall(found, truth[scope])
                     point["recall"], point["recall_queries"] = round(rec, 4), ran
                     key = (system.name, scope, threads)
@@ -980,7 +1009,10 @@ def measure(systems: list[System], data: Data, truth: dict, args, log) -> dict[s
                         f"{point['qps']:>8,.0f} QPS p50={point['p50_us']}us p99={point['p99_us']}us "
                         f"recall={point['recall']:.3f} cpu/call client "
                         f"{point['client_cpu_us_per_call']}us server "
-                        f"{point.get('server_cpu_us_per_call', '-')}us"
+                        f"{point.get('server_cpu_us_per_call', '-')}us (kernel "
+                        f"{point.get('server_kernel_us_per_call', '-')}us) switches/call client "
+                        f"{point['client_switches_per_call']} server "
+                        f"{point.get('server_switches_per_call', '-')}"
                         + (
                             f" ERRORS={point['errors']} {point['first_errors']}"
                             if "errors" in point
@@ -999,41 +1031,114 @@ def measure(systems: list[System], data: Data, truth: dict, args, log) -> dict[s
 
 
 def profile(systems: list[System], args, log) -> dict[str, Any]:
-    """py-spy on each served sync server under 8 client threads of single-query Search: a flame
-    graph (SVG, committed under bench/results/) and, from a second recording, the share of the
-    samples spent in the frames that matter (inclusive), for the results JSON."""
+    """Where a served Search's CPU goes, under 8 client threads of single-query Search, for
+    each served sync server (``@baseline`` too) and the grpc floor: the server's CPU per call
+    by thread role (:func:`thread_roles`: the handler threads, grpc's completion-queue thread,
+    grpc's C-core I/O threads), measured alone; then, for this checkout's servers, py-spy
+    flame graphs (SVG, committed under bench/results/) and the share of the samples spent in
+    the frames that matter (inclusive), for the results JSON."""
     exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if exe is None:
         log("profile skipped: py-spy not installed (pip install py-spy)")
         return {"skipped": "py-spy not installed"}
     out: dict[str, Any] = {}
     for system in systems:
-        if not isinstance(system, Served) or not system.name.startswith(SYNC):
+        served = isinstance(system, Served) and system.name.startswith(SYNC)
+        if not (served or isinstance(system, GrpcFloor)) or "threads" in system.name:
             continue
-        if "@baseline" in system.name or "threads" in system.name:
+        call = lambda i, s=system: s.call(UNFILTERED, i % len(s.queries))  # noqa: E731
+        pid = system.process.pid
+        before = thread_cpu(pid)
+        run = hammer(call, 8, 0.0, args.profile)
+        after = thread_cpu(pid)
+        roles = thread_roles(exe, pid)
+        calls = max(1, run.latencies.size)
+        by_role: dict[str, float] = {}
+        for tid, (comm, seconds) in after.items():
+            role = roles.get(tid) or f"native: {comm}"
+            used = seconds - before.get(tid, (comm, 0.0))[1]
+            by_role[role] = by_role.get(role, 0.0) + used
+        entry: dict[str, Any] = {
+            "qps": round(calls / args.profile, 1),
+            "server_cpu_us_per_call_by_thread": {
+                role: round(s / calls * 1e6, 1)
+                for role, s in sorted(by_role.items(), key=lambda x: -x[1])
+                if s > 0
+            },
+        }
+        out[system.name] = entry
+        log(f"profile {system.name}: CPU us/call by thread " + json.dumps(entry))
+        if not served or "@baseline" in system.name:
             continue
         Path(args.out).mkdir(parents=True, exist_ok=True)
         tag = f"-{args.tag}" if args.tag else ""
         svg = Path(args.out) / f"server-clustered-{args.n}{tag}-profile-{system.name}.svg"
         raw = svg.with_suffix(".txt")
-        shares = {}
         for path, fmt in ((svg, "flamegraph"), (raw, "raw")):
             spy = subprocess.Popen(
-                [exe, "record", "--pid", str(system.process.pid), "--rate", "200",
+                [exe, "record", "--pid", str(pid), "--rate", "200",
                  "--duration", str(int(args.profile)), "--nonblocking", "--format", fmt,
                  "-o", str(path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            hammer(lambda i, s=system: s.call(UNFILTERED, i % len(s.queries)), 8, 0.5, args.profile)
+            hammer(call, 8, 0.5, args.profile)
             _, err = spy.communicate(timeout=60)
             if spy.returncode:
                 log(f"py-spy on {system.name} failed: {err.strip()[-300:]}")
         if raw.exists():
-            shares = _profile_shares(raw.read_text())
+            entry["inclusive_share"] = _profile_shares(raw.read_text())
             raw.unlink()
-        out[system.name] = {"svg": svg.name, "inclusive_share": shares}
-        log(f"profile {system.name}: {svg} " + json.dumps(shares))
+        entry["svg"] = svg.name
+        log(f"profile {system.name}: {svg} " + json.dumps(entry.get("inclusive_share")))
     return out
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """{thread id: (its name in the kernel, user + system CPU seconds so far)} of a process
+    (Linux /proc; empty elsewhere)."""
+    out: dict[int, tuple[str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # ended meanwhile
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (comm, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_roles(exe: str, pid: int) -> dict[int, str]:
+    """{thread id: role} of a server's Python threads, from ``py-spy dump --json``: grpc's
+    completion-queue thread (it runs ``_serve``), the threads that run handlers (the fair
+    pool's ``rpc_N`` or a ThreadPoolExecutor's), the rest by name. Threads py-spy does not
+    list are native ones (grpc's C-core I/O threads: ``event_engine``)."""
+    try:
+        dump = subprocess.run(
+            [exe, "dump", "--pid", str(pid), "--json", "--nonblocking"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        threads = json.loads(dump.stdout)
+    except (subprocess.SubprocessError, json.JSONDecodeError):
+        return {}
+    roles = {}
+    for t in threads:
+        frames = {f.get("name") for f in t.get("frames", [])}
+        name = t.get("thread_name") or ""
+        if "_serve" in frames:
+            role = "grpc completion-queue thread (Python)"
+        elif name.startswith(("rpc_", "ThreadPoolExecutor")) or frames & {"_work", "_worker"}:
+            role = "handler threads (Python: grpc's call handling, dispatcher, search)"
+        else:
+            role = f"python: {re.sub(r'[0-9_]+$', '', name) or 'unnamed'}"
+        roles[int(t["os_thread_id"])] = role
+    return roles
 
 
 # the frames a served Search spends its samples in (py-spy raw: "frame;frame;... count")
@@ -1041,10 +1146,12 @@ _FRAMES = {
     "dispatcher (auth, parse, limits, handler, metrics)": "Dispatcher.call (",
     "Service.search (conversions + library)": "Service.search (",
     "Collection.search (library)": "Collection.search (",
-    "faiss HNSW search (C, GIL released)": "IndexHNSW.search (",
+    "faiss HNSW search (C, GIL released)": "HNSWGraph._search (",
     "grpc: receive the request (wait + C)": "unary_request (",
     "grpc: send the response (C)": "_status (",
     "grpc: completion queue poll thread (C)": "_serve (",
+    "fair pool: a call queued (grpc's thread)": "FairPool.submit_as (",
+    "fair pool: a slot freed": "FairPool.release (",
     "a thread waiting on a condition (leaf frame)": "leaf:Condition.wait (",
 }
 

@@ -401,8 +401,9 @@ class RemoteCollection:
             request.tenant = tenant
         if where is not None:
             request.filter.CopyFrom(filter_to_pb(where))
-        for name, value in params_to_pb(search_params).items():
-            request.params[name].CopyFrom(value)
+        if search_params:
+            for name, value in params_to_pb(search_params).items():
+                request.params[name].CopyFrom(value)
         if explain:
             request.explain = True
         return self._client._run("Search", request, _search_result)
@@ -581,7 +582,7 @@ def _pack(message: pb.Vectors, vectors: Any, what: str) -> None:
     usual query) is packed as it is, anything else through :func:`vectors_to_pb`."""
     if (
         type(vectors) is np.ndarray
-        and vectors.dtype == _F4
+        and (vectors.dtype is _F4 or vectors.dtype == _F4)
         and vectors.ndim in (1, 2)
         and vectors.flags.c_contiguous
     ):
@@ -661,6 +662,8 @@ def _count(value: Any, what: str) -> int | None:
     """A count as the request carries it (an optional uint32; None leaves it unset, for the
     server's default). Zero travels, and the library refuses it there; what the field cannot
     carry (not an integer, negative, 2**32 or more) gets the library's error here."""
+    if type(value) is int and 0 <= value < 2**32:  # the usual k: no further checks
+        return value
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**32:

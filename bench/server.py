@@ -29,7 +29,10 @@ call for ``--warmup`` seconds, then ``--duration`` seconds measured continuously
    tenant-scoped, with the engine's defaults (knn_k=10, alpha 0.5, RRF).
 3. Recall per tenant size bucket (single-query calls, up to 3 tenants per bucket), every system.
 4. CPU seconds per call in the client process and in the server process (psutil), which on a
-   2-core machine says where the time goes.
+   2-core machine says where the time goes, with the server's kernel share and every thread's
+   context switches per call; ``--profile``: the server's CPU per call by thread (handler
+   threads, grpc's completion-queue thread, its C-core I/O threads) beside the grpc floor's,
+   and py-spy flame graphs.
 
 Data: ``clustered_vectors(n, 128, seed=0)``; tenants as bench/concurrency.py (``zipf_tenants``
 over 100 tenants); a ``power_law_graph`` over the same ids (about 10 edges per node) with

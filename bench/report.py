@@ -969,12 +969,7 @@ def provenance(r: dict) -> tuple[str, float, float]:
     if "shardwalk_commit" in r:  # bench/server.py
         m = r["machine"]
         return r["shardwalk_commit"], m["loadavg_before"][0], m["loadavg_after"][0]
-    return r["commit"], _first_load(r["load_start"]), _first_load(r["load_end"])
-
-
-def _first_load(load: str | list[str]) -> float:
-    """The 1-minute load average of "0.5 0.6 0.7" or ["0.5", "0.6", "0.7"] (bench/ray_build.py)."""
-    return float(load[0] if isinstance(load, list) else load.split()[0])
+    return r["commit"], float(str(r["load_start"]).split()[0]), float(str(r["load_end"]).split()[0])
 
 
 def _graph_updates(r: dict) -> str:

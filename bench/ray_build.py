@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def load() -> str:
-    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__repr__()
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def machine() -> dict:

@@ -1002,6 +1002,9 @@ def provenance(r: dict) -> tuple[str, float, float]:
     if "shardwalk_source" in r:  # bench/concurrency.py
         m = r["machine"]
         return r["shardwalk_source"]["commit"], m["loadavg_before"][0], m["loadavg_after"][0]
+    if "meta" in r and "engine" in r["meta"]:  # bench/ppr.py
+        m = r["meta"]
+        return m["engine"]["commit"], m["load_average_at_start"][0], m["load_average_at_end"][0]
     if "shardwalk_commit" in r:  # bench/server.py
         m = r["machine"]
         return r["shardwalk_commit"], m["loadavg_before"][0], m["loadavg_after"][0]

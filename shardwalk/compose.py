@@ -588,8 +588,9 @@ def fused_scores(
     rows = np.arange(c.ids.shape[0])[:, None]
     in_knn, in_ppr = c.knn_col >= 0, c.ppr_col >= 0
     if fuse == "rrf":
-        a = np.where(in_knn, 1.0 / (rank_constant + 1.0 + c.knn_col), 0.0)
-        b = np.where(in_ppr, 1.0 / (rank_constant + 1.0 + c.ppr_col), 0.0)
+        # an absent candidate's column is -1: clipped so that rank_constant 0 divides by 1
+        a = np.where(in_knn, 1.0 / (rank_constant + 1.0 + np.maximum(c.knn_col, 0)), 0.0)
+        b = np.where(in_ppr, 1.0 / (rank_constant + 1.0 + np.maximum(c.ppr_col, 0)), 0.0)
         fused = np.broadcast_to(a + b, (len(weights), *a.shape))
     else:
         knn_term, ppr_term = _terms(fuse, c.knn_dist, c.similarity, c.ppr_scores, c.listed)

@@ -112,6 +112,12 @@ def merge_topk(ids: np.ndarray, distances: np.ndarray, k: int) -> SearchResult:
     Padding (-1, +inf) sorts last; ties keep the earlier column.
     """
     m = ids.shape[1]
+    if ids.shape[0] == 1 and m >= k:  # one query (a search merging its delta): 1-D, no partition
+        order = np.argsort(distances[0], kind="stable")[:k]
+        return SearchResult(
+            ids=np.ascontiguousarray(ids[0, order][None, :], dtype=np.int64),
+            distances=np.ascontiguousarray(distances[0, order][None, :], dtype=np.float32),
+        )
     if m > k:
         part = np.argpartition(distances, k - 1, axis=1)[:, :k]
         ids = np.take_along_axis(ids, part, axis=1)

@@ -13,7 +13,7 @@ from shardwalk.walks.generators import power_law_graph
 import shardwalk
 from shardwalk import jobs
 from tests.parquet_data import write_dataset
-from tests.test_progress import Recorder, assert_same_store, tree
+from tests.test_progress import Recorder, tree
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -79,8 +79,7 @@ def test_fingerprint_job_reports_walks_and_hub_walks(graph, tmp_path: Path) -> N
 def test_sharded_reports_the_walks_ended_after_each_round(graph) -> None:
     params = dict(walks_per_node=6, seed=5, hubs=20, hub_walks=100, workers=2)
     seen = Recorder()
-    reported = fingerprints_sharded(graph, progress=seen, **params)
-    assert_same_store(reported, fingerprints_sharded(graph, **params))
+    fingerprints_sharded(graph, progress=seen, **params)
     stages = seen.stages()
     assert list(stages) == ["walks", "hub walks"]
     assert stages["walks"][-1] == 3000 * 6 and stages["hub walks"][-1] == 20 * 100

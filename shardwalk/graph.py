@@ -249,8 +249,8 @@ class Graph:
             ``progress(stage, done, total)``, called in this thread as blocks of walks end:
             stage ``"walks"`` (walks ended, of nodes x ``walks_per_node``), then, with hubs,
             ``"hub walks"`` (of hubs x ``hub_walks``); each starts at 0 and ends at its
-            total (the kept walks are then indexed and counted into rows, about 40% of the
-            build, before the stage ends). It runs under the graph's lock: it must not call into this graph. If it
+            total (``"walks"`` reaches it at the last walk; the kept walks are then indexed
+            and counted into rows, about 40% of the build). It runs under the graph's lock: it must not call into this graph. If it
             raises, the build stops, the graph keeps its previous fingerprints and the
             exception propagates (raise to cancel).
 

@@ -71,6 +71,7 @@ MAX_RETRIES = 3  # tasks rerun after their worker or node died (Ray's default, m
 # how long joining a cluster waits for its address to answer (seconds); the variable overrides it
 CONNECT_TIMEOUT = 10.0
 CONNECT_TIMEOUT_ENV = "SHARDWALK_RAY_CONNECT_TIMEOUT"
+_CANCEL_WAIT = 30.0  # seconds a stopped job waits for its cancelled tasks to end
 log = logging.getLogger(__name__)
 
 
@@ -241,14 +242,23 @@ class RayExecutor:
         return wait
 
     def map(
-        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        *,
+        name: str | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        **shared,
     ) -> list[Any]:
         """Results in the order of ``items``; the first task error is raised (unwrapped).
         ``workers`` tasks at once: the next item starts as soon as a task ends, so items
-        given largest first finish close together."""
+        given largest first finish close together. ``on_result(result)`` runs here (the
+        driver) as each task ends."""
         results: list[Any] = [None] * len(items)
         for i, value in self._run(fn, items, name, shared, self.workers):
             results[i] = value
+            if on_result is not None:
+                on_result(value)
         return results
 
     def stream(
@@ -291,8 +301,12 @@ class RayExecutor:
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
         finally:
-            for ref in pending:  # an error, or the caller stopped early
-                ray.cancel(ref, force=True)
+            if pending:  # an error, or the caller stopped early (its progress callback raised)
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                # ended before the caller cleans up: a task still running could write into
+                # a directory the caller is removing
+                ray.wait(list(pending), num_returns=len(pending), timeout=_CANCEL_WAIT)
 
 
 def _cpu(worker: dict[str, Any]) -> float:

@@ -34,7 +34,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ import pyarrow.parquet as pq
 
 from shardwalk import _fs
 from shardwalk._files import atomic_write_with, make_dirs
+from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk._threads import ThreadBudget, available_cores, delegated, peak_rss_bytes
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 from shardwalk.index import bulk, make_index
@@ -158,10 +160,40 @@ class ThreadExecutor:
         return lambda: []
 
     def map(
-        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        *,
+        name: str | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        **shared,
     ) -> list[Any]:
-        """``fn(item, **shared)`` for each item, results in the order of ``items``."""
-        return list(self.stream(fn, items, name=name, **shared))
+        """``fn(item, **shared)`` for each item, ``workers`` at once, started in the order of
+        ``items`` (each thread takes the next item when it is done), results in that order;
+        ``on_result(result)`` in this thread as each one ends (in the order they end)."""
+        if self.workers == 1 or len(items) <= 1:
+            results = []
+            for item in items:
+                results.append(self._run(fn, item, shared))
+                if on_result is not None:
+                    on_result(results[-1])
+            return results
+        done: list[Any] = [None] * len(items)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = {pool.submit(self._run, fn, item, shared): i for i, item in enumerate(items)}
+            try:
+                for future in as_completed(futures):
+                    done[futures[future]] = future.result()
+                    if on_result is not None:
+                        on_result(done[futures[future]])
+            finally:  # an error (a task's or on_result's): the tasks not started never start
+                for future in futures:
+                    future.cancel()
+        return done
+
+    def _run(self, fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
+        with delegated(self.cpus):
+            return fn(item, **shared)
 
     def stream(
         self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
@@ -169,18 +201,14 @@ class ThreadExecutor:
         """``fn(item, **shared)`` for each item, ``workers`` at once, yielded in the order of
         ``items`` (at most twice ``workers`` results held)."""
 
-        def run(item: Any) -> Any:
-            with delegated(self.cpus):
-                return fn(item, **shared)
-
         if self.workers == 1 or len(items) <= 1:
-            yield from (run(item) for item in items)
+            yield from (self._run(fn, item, shared) for item in items)
             return
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             queue: list[Any] = []
             try:
                 for item in items:
-                    queue.append(pool.submit(run, item))
+                    queue.append(pool.submit(self._run, fn, item, shared))
                     if len(queue) >= 2 * self.workers:
                         yield queue.pop(0).result()
                 for future in queue:
@@ -500,10 +528,12 @@ def build_collection(
     metric: str = "l2",
     columns: Columns,
     index_params: dict[str, Any],
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The pipeline (see the module docstring); ``shardwalk.jobs.build_collection`` documents
     the parameters and picks the executor."""
     t_start = time.perf_counter()
+    progress = check_progress(progress)
     check_name("collection", name)
     check_choice("metric", metric, METRICS)
     kind, params = check_index_params(index, index_params)
@@ -547,12 +577,17 @@ def build_collection(
         t0, c0 = time.perf_counter(), time.process_time()
         kept: list[pa.Table] = []
         block_stats: dict[str, list[dict[str, Any]]] = {"scan": [], "assign": []}
-        for out, stats in executor.stream(
+        scanned = Stage(progress, "scan", n_rows)
+        # closed before the cleanup below when the loop stops early (the tasks end first)
+        with closing(executor.stream(
             scan_block, blocks, name="scan",
             columns=columns, dim=dim, metric=metric, fraction=fraction, seed=seed,
-        ):  # fmt: skip
-            kept.append(out)
-            block_stats["scan"].append(stats)
+        )) as results:  # fmt: skip
+            for out, stats in results:
+                kept.append(out)
+                block_stats["scan"].append(stats)
+                scanned.advance(stats["rows"])
+        scanned.finish()
         table = pa.concat_tables(kept, promote_options="default")
         del kept
         ids = table.column(columns.id).to_numpy()
@@ -593,13 +628,17 @@ def build_collection(
         staging.mkdir()
         part_of = np.zeros(n_rows, np.int32)
         shared_centroids = executor.put(centroids)  # once, not per block
-        for block_ids, block_parts, stats in executor.stream(
+        assigned = Stage(progress, "assign", n_rows)
+        with closing(executor.stream(
             assign_block, blocks, name="assign",
             columns=columns, dim=dim, metric=metric, index_metric=index_metric,
             centroids=shared_centroids, staging=str(staging),
-        ):  # fmt: skip
-            part_of[np.searchsorted(sorted_ids, block_ids)] = block_parts
-            block_stats["assign"].append(stats)
+        )) as results:  # fmt: skip
+            for block_ids, block_parts, stats in results:
+                part_of[np.searchsorted(sorted_ids, block_ids)] = block_parts
+                block_stats["assign"].append(stats)
+                assigned.advance(stats["rows"])
+        assigned.finish()
         spilled = sum(stats["spilled"] for stats in block_stats["assign"])
         seconds["assign"] = time.perf_counter() - t0
         driver_cpu["assign"] = time.process_time() - c0
@@ -609,6 +648,7 @@ def build_collection(
         index_dir = snap / "index"
         index_dir.mkdir(parents=True)
         shared = executor.put(sorted_ids)
+        built = Stage(progress, "build", parts)
         if partitioned:
             # largest first (a graph's cost grows with its rows): each worker takes the next
             # task when it is done, so the last to start are the short ones and the workers
@@ -616,7 +656,7 @@ def build_collection(
             largest_first = np.argsort(-np.bincount(part_of, minlength=parts), kind="stable")
             reports = executor.map(
                 build_part, largest_first.tolist(), name="build_partition",
-                staging=str(staging), index_dir=str(index_dir), sorted_ids=shared, dim=dim,
+                on_result=lambda _: built.advance(1), staging=str(staging), index_dir=str(index_dir), sorted_ids=shared, dim=dim,
                 metric=index_metric, m=layout["m"], ef_construction=layout["ef_construction"],
                 seed=seed,
             )  # fmt: skip
@@ -630,10 +670,12 @@ def build_collection(
                 owners = tenant_array(_column_list(table, columns.tenant), n_rows)
                 groups = TenantDirectory().add(np.arange(n_rows), owners)
             reports = executor.map(
-                build_whole, [0], name="build_index", kind=kind, staging=str(staging),
+                build_whole, [0], name="build_index", on_result=lambda _: built.advance(1),
+                kind=kind, staging=str(staging),
                 index_dir=str(index_dir), sorted_ids=shared, groups=groups, dim=dim,
                 index_metric=index_metric, params=params,
             )  # fmt: skip
+        built.finish()
         seconds["build"] = time.perf_counter() - t0
         driver_cpu["build"] = time.process_time() - c0
 

@@ -83,6 +83,37 @@ def _waiting(label: str) -> Iterator[None]:
         bar.close()
 
 
+# what the stages of the library's progress callbacks count (shardwalk.jobs, Graph)
+_STAGE_UNITS = {"scan": "rows", "assign": "rows", "build": "indexes", "walks": "walks",
+                "hub walks": "walks"}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _stage_bars(label: str) -> Iterator[Any]:
+    """A progress callback for a library call (``progress(stage, done, total)``) that draws
+    one tqdm bar per stage on stderr, on a terminal only; None when stderr is not one (the
+    library then reports nothing). The bar of a stage closes when the next stage starts, and
+    the last one when the call returns or fails."""
+    if not _on_terminal():
+        yield None
+        return
+    current: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if current.get("stage") != stage:
+            if current:
+                current["bar"].close()
+            current["stage"] = stage
+            current["bar"] = _progress(total, f"{label}: {stage}", _STAGE_UNITS.get(stage, "it"))
+        current["bar"].update(done - current["bar"].n)
+
+    try:
+        yield progress
+    finally:
+        if current:
+            current["bar"].close()
+
+
 # -- parameters ---------------------------------------------------------------------------------
 def _parse_value(text: str) -> Any:
     """An int, else a finite float, else true/false, else the string itself."""
@@ -392,8 +423,10 @@ def _quickstart_ppr(
         engine.drop_graph("quickstart")
     graph = engine.create_graph("quickstart", csr)
     made = time.perf_counter() - t0
-    with _waiting("fingerprints"):
-        built = graph.build_fingerprints(walks_per_node=10, alpha=0.15, seed=args.seed)
+    with _stage_bars("fingerprints") as progress:
+        built = graph.build_fingerprints(
+            walks_per_node=10, alpha=0.15, seed=args.seed, progress=progress
+        )
     print(
         f"graph: {graph.num_nodes:,} nodes, {graph.num_edges:,} edges (power law, seed "
         f"{args.seed}) in {made:.1f}s; fingerprints R=10 in {built['seconds']:.2f}s "
@@ -1010,7 +1043,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     params = _parse_params(args.param)
     try:
-        with _waiting(f"build {args.collection!r}"):
+        with _stage_bars(f"build {args.collection!r}") as progress:
             report = build_collection(
                 args.data,
                 args.collection,
@@ -1025,6 +1058,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 num_workers=args.num_workers,
                 address=args.address,
                 ray=args.ray,
+                progress=progress,
                 **params,
             )
     except InvalidArgumentError as exc:
@@ -1045,7 +1079,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
     from shardwalk.jobs import build_fingerprints
 
-    with _waiting(f"fingerprints of {args.name!r} on Ray"):
+    with _stage_bars(f"fingerprints of {args.name!r} on Ray") as progress:
         stats = build_fingerprints(
             args.data,
             args.name,
@@ -1059,6 +1093,7 @@ def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
             mode=args.mode,
             num_workers=args.num_workers,
             address=args.address,
+            progress=progress,
         )
     print(
         f"fingerprints of {args.name!r} on Ray ({args.mode}, {stats['workers']} workers): "
@@ -1087,7 +1122,7 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
                 "edges first ('shardwalk graph add-edges')"
             )
         if not on_ray:
-            with _waiting(f"fingerprints of {args.name!r}"):
+            with _stage_bars(f"fingerprints of {args.name!r}") as progress:
                 stats = graph.build_fingerprints(
                     walks_per_node=args.walks_per_node,
                     alpha=args.alpha,
@@ -1096,6 +1131,7 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
                     top_k=args.top_k,
                     hubs=hubs,
                     hub_walks=args.hub_walks,
+                    progress=progress,
                 )
     if on_ray:  # the job opens the data directory itself
         return _fingerprints_on_ray(args, hubs)

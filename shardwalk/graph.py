@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from shardwalk import _fs
 from shardwalk._files import make_dirs
+from shardwalk._progress import Progress, check_progress
 from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import (
     CorruptionError,
@@ -212,6 +213,7 @@ class Graph:
         hubs: int | str | None = "auto",
         hub_walks: int = 1000,
         keep_walks: bool = True,
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Build (or rebuild) the Monte Carlo fingerprints (PowerWalk offline): R walks of
         stop probability ``alpha`` from every node, counting every visit.
@@ -243,6 +245,14 @@ class Graph:
             updates repair the fingerprints incrementally (default). Without them (and for
             fingerprints built on Ray, which keep none) an update drops the fingerprints, and
             its report says so (queries fall back to push) until they are built again.
+        progress : callable, optional
+            ``progress(stage, done, total)``, called in this thread as blocks of walks end:
+            stage ``"walks"`` (walks ended, of nodes x ``walks_per_node``), then, with hubs,
+            ``"hub walks"`` (of hubs x ``hub_walks``); each starts at 0 and ends at its
+            total (``"walks"`` reaches it at the last walk; the kept walks are then indexed
+            and counted into rows, about 40% of the build). It runs under the graph's lock: it must not call into this graph. If it
+            raises, the build stops, the graph keeps its previous fingerprints and the
+            exception propagates (raise to cancel).
 
         Returns
         -------
@@ -252,11 +262,12 @@ class Graph:
         Raises
         ------
         InvalidArgumentError
-            alpha outside (0, 1), a bad rule (including "restart"), walks_per_node or top_k;
-            the graph keeps its previous fingerprints.
+            alpha outside (0, 1), a bad rule (including "restart"), walks_per_node or top_k,
+            a ``progress`` that is not callable; the graph keeps its previous fingerprints.
         """
         if not isinstance(keep_walks, (bool, np.bool_)):
             raise InvalidArgumentError(f"keep_walks must be a bool; got {keep_walks!r}")
+        progress = check_progress(progress)
         with self._lock, self._budget.take(self._budget.threads):
             self._check_open()
             if self._dyn.changed:
@@ -264,7 +275,7 @@ class Graph:
             csr = self._dyn.merged()
             options = dict(
                 walks_per_node=walks_per_node, alpha=alpha, seed=seed, dangling=dangling,
-                top_k=top_k, hubs=hubs, hub_walks=hub_walks,
+                top_k=top_k, hubs=hubs, hub_walks=hub_walks, progress=progress,
             )  # fmt: skip
             walks = None
             hubs_requested = hubs  # kept with the store: updates select hubs again by it

@@ -14,12 +14,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from shardwalk._progress import Progress, check_progress
 from shardwalk.build import Columns, ThreadExecutor
 from shardwalk.build import build_collection as _build
 from shardwalk.errors import FailedPreconditionError
 from shardwalk.validation import check_choice, check_int
 
-__all__ = ["build_collection", "build_fingerprints"]
+__all__ = ["Progress", "build_collection", "build_fingerprints"]
 
 _MODES = ("replicated", "sharded")
 
@@ -50,6 +51,7 @@ def build_collection(
     num_workers: int | None = None,
     address: str | None = None,
     ray: bool = False,
+    progress: Progress | None = None,
     **index_params: Any,
 ) -> dict[str, Any]:
     """Build collection ``name`` of the data directory ``path`` from a Parquet dataset.
@@ -86,6 +88,13 @@ def build_collection(
         implies ``ray=True``.
     ray : bool, default False
         Run on Ray (a local one bound to 127.0.0.1 unless ``address`` or Ray is initialised).
+    progress : callable, optional
+        ``progress(stage, done, total)``, called in this thread as the work advances (on Ray
+        too): stage ``"scan"`` (rows read and checked, of all rows), then ``"assign"`` (rows
+        assigned to their partitions and spilled), then ``"build"`` (indexes built, of the
+        partitions; 1 for the other kinds). Each stage starts at 0 and ends at its total.
+        If it raises, the job stops as on a bad row (nothing committed) and the exception
+        propagates: raise to cancel.
     **index_params
         As for :meth:`shardwalk.Engine.create_collection`: ``partitions``, ``m``,
         ``ef_construction``, ``ef``, ``seed``, and ``train_size`` (rows in the training sample
@@ -109,8 +118,9 @@ def build_collection(
     ------
     InvalidArgumentError
         A bad row (naming the file and the row: wrong dimension, null, NaN or infinite value,
-        negative id, a duplicate id naming both rows), a missing column, bad parameters. Nothing
-        is committed: an existing collection keeps its previous version.
+        negative id, a duplicate id naming both rows), a missing column, bad parameters, a
+        ``progress`` that is not callable. Nothing is committed: an existing collection keeps
+        its previous version.
     NotFoundError
         No such input.
     FailedPreconditionError
@@ -125,7 +135,10 @@ def build_collection(
         shared=shared_with_column,
         attributes=tuple(attribute_columns or ()),
     )
-    kwargs = dict(index=index, metric=metric, columns=columns, index_params=index_params)
+    progress = check_progress(progress)
+    kwargs = dict(
+        index=index, metric=metric, columns=columns, index_params=index_params, progress=progress
+    )
     if not (ray or address):
         return _build(path, name, source, executor=ThreadExecutor(num_workers), **kwargs)
     layer = _ray_layer()
@@ -151,6 +164,7 @@ def build_fingerprints(
     mode: str = "replicated",
     num_workers: int | None = None,
     address: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Build (or rebuild) graph ``graph``'s fingerprints on Ray and commit them, as
     :meth:`shardwalk.Graph.build_fingerprints` does in one process (same parameters).
@@ -160,10 +174,17 @@ def build_fingerprints(
     of workers). ``mode="sharded"``: shard actors own node ranges and pass walks between them
     in rounds, for graphs one worker cannot hold; the same distribution, not the same bytes.
 
+    ``progress(stage, done, total)`` is called here as the tasks end (replicated) or after
+    each round (sharded): stage ``"walks"`` counts the walks ended (of nodes x
+    ``walks_per_node``), then, with hubs, ``"hub walks"`` (of hubs x ``hub_walks``). If it
+    raises, the job stops, the graph keeps its previous fingerprints and the exception
+    propagates.
+
     Returns the build statistics (seconds, steps, bytes, workers, tasks, object store bytes,
     peak memory of the workers; per actor in the sharded mode).
     """
     check_choice("mode", mode, _MODES)
+    progress = check_progress(progress)
     if num_workers is not None:
         num_workers = check_int("num_workers", num_workers, minimum=1, maximum=4096)
     layer = _ray_layer()
@@ -177,7 +198,7 @@ def build_fingerprints(
             target = engine.graph(graph)
             params = dict(
                 walks_per_node=walks_per_node, alpha=alpha, seed=seed, dangling=dangling,
-                top_k=top_k, hub_walks=hub_walks, workers=workers,
+                top_k=top_k, hub_walks=hub_walks, workers=workers, progress=progress,
             )  # fmt: skip
             csr = target._compacted_csr()
             if mode == "replicated":

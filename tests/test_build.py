@@ -71,6 +71,7 @@ def test_flat_build_equals_embedded_collection(dataset, tmp_path: Path) -> None:
         built = engine.collection("flat").search(queries, k=7)
         embedded = engine.create_collection("emb", DIM, metric="cosine", index="flat")
         embedded.upsert(ids, vectors)
+        embedded.wait_indexed()  # scored by the flat index, as the built one, not the delta's scan
         expected = embedded.search(queries, k=7)
     np.testing.assert_array_equal(built.ids, expected.ids)
     np.testing.assert_allclose(built.distances, expected.distances, rtol=1e-5, atol=1e-6)

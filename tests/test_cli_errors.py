@@ -8,18 +8,13 @@ need a process of their own (a terminal, ``--debug``)."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import pty
 import re
-import select
 import socket
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +25,7 @@ from shardwalk.server.config import parse_config
 
 import shardwalk
 from shardwalk.cli import main
+from tests.terminal import on_a_terminal
 
 SHARDWALK = Path(sys.executable).with_name("shardwalk")
 
@@ -300,28 +296,8 @@ def test_progress_on_a_terminal_and_none_when_piped(ran: dict[str, dict], tmp_pa
     argv = [str(SHARDWALK), "ingest", "v.npy", "--collection", "v", "--batch", "10"]
     argv += ["--index", "flat"]
     # stderr a terminal: tqdm draws the checking and writing bars there
-    leader, follower = pty.openpty()
-    # a terminal 100 columns wide (a new pty has 0, where tqdm draws nothing)
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    process = subprocess.Popen(
-        [*argv, "--data", "b"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower
-    )
-    os.close(follower)
-    drawn = b""
-    while True:
-        ready, _, _ = select.select([leader], [], [], 120)
-        if not ready:
-            break
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # EIO: the process closed the terminal, all was read
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    os.close(leader)
-    assert process.wait(timeout=120) == 0
-    text = drawn.decode(errors="replace")
+    code, text = on_a_terminal([*argv, "--data", "b"], tmp_path)
+    assert code == 0, text
     assert "check v.npy" in text and "ingest v.npy" in text and "vectors/s" in text, text
     assert "\r" in text  # redrawn in place
 

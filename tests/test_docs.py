@@ -137,3 +137,35 @@ def test_the_config_page_shows_every_limit():
     assert block, "docs/concepts/server.md shows the config file (# server.toml)"
     shown = set(tomllib.loads(block[1])["limits"])
     assert shown == set(Limits.__dataclass_fields__), "the [limits] settings shown drifted"
+
+
+def test_the_progress_hook_and_every_stage_are_documented():
+    """Every public call that takes ``progress=`` and every stage the library reports (the
+    ``Stage(progress, "...")`` of its sources) are named in docs/concepts/ray.md#progress."""
+    import inspect
+
+    from shardwalk import jobs
+    from shardwalk.graph import Graph
+
+    page = (DOCS / "concepts" / "ray.md").read_text()
+    section = page[page.index("### Progress") :]
+    section = section[: section.index("\n## ")]
+    calls = {f"jobs.{name}": getattr(jobs, name) for name in jobs.__all__}
+    calls.update({f"Graph.{name}": fn for name, fn in vars(Graph).items()})
+    hooked = [
+        name
+        for name, fn in calls.items()
+        if inspect.isfunction(fn)
+        and not name.split(".")[1].startswith("_")
+        and "progress" in inspect.signature(fn).parameters
+    ]
+    assert len(hooked) >= 3, hooked
+    assert [name for name in hooked if f"`{name}`" not in section] == []
+    sources = [*(ROOT / "shardwalk").glob("*.py"), *(ROOT / "walks").glob("*.py")]
+    stages = {
+        stage
+        for path in sources
+        for stage in re.findall(r'Stage\(\s*progress, "([^"]+)"', path.read_text())
+    }
+    assert {"scan", "assign", "build", "walks", "hub walks"} <= stages
+    assert [stage for stage in sorted(stages) if f"`{stage}`" not in section] == []

@@ -44,6 +44,7 @@ def world():
             shared_with=shared,
             attributes={"u": u, "lang": data.attributes["lang"]},
         )
+        col.wait_indexed()  # recall is the index's: no row left in the exactly scored delta
         cols[kind] = col
     owners = np.array(data.tenants)
     yield data, u, owners, shared, cols

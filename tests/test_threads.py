@@ -302,6 +302,7 @@ def test_engine_budget_a_batch_takes_the_free_slots_and_one_query_takes_one(vect
     with shardwalk.Engine.memory(threads=2) as engine:
         col = engine.create_collection("v", dim=16, index="hnsw")
         col.upsert(vectors.ids, vectors.vectors)
+        col.wait_indexed()  # the searches below run through the index, not the delta's scan
         before = engine.budget.stats()["parallel_calls"]
         col.search(vectors.queries[0], 10)  # one query: its own thread, no slot
         assert engine.budget.stats()["parallel_calls"] == before
@@ -313,6 +314,9 @@ def test_engine_concurrent_searches_never_exceed_the_budget(vectors):
     with shardwalk.Engine.memory(threads=2) as engine:
         col = engine.create_collection("v", dim=16, index="hnsw")
         col.upsert(vectors.ids, vectors.vectors)
+        # serial and concurrent answers compared: no row may move from the write delta (scored
+        # exactly) into the index between them
+        col.wait_indexed()
         serial = [col.search(vectors.queries[i : i + 8], 10, ef=16 + i) for i in range(0, 64, 8)]
         got = concurrently(
             [

@@ -30,6 +30,7 @@ from shardwalk.walks import _check, _kernels
 from shardwalk.walks.fingerprints import FingerprintStore, _Walker, select_hubs
 from shardwalk.walks.graph import CSRGraph
 
+from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk._threads import peak_rss_bytes, thread_env
 from shardwalk.errors import InvalidArgumentError, ShardwalkError
 
@@ -101,8 +102,10 @@ def _run(
     options: dict[str, Any],
     args: tuple,
     workers: int,
+    stage: Stage,
 ) -> list[dict[str, Any]]:
-    """The rows of each range, at most ``workers`` tasks at once, in the order of ``ranges``."""
+    """The rows of each range, at most ``workers`` tasks at once, in the order of ``ranges``;
+    ``stage`` advances by a range's walks as its task ends."""
     results: list[Any] = [None] * len(ranges)
     pending: dict[Any, int] = {}
     todo = 0
@@ -114,12 +117,16 @@ def _run(
                 todo += 1
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                results[pending.pop(ref)] = ray.get(ref)
+                i = pending.pop(ref)
+                results[i] = ray.get(ref)
+                stage.advance(ranges[i].size * walks)
     except ray.exceptions.RayTaskError as exc:
-        for ref in pending:
-            ray.cancel(ref, force=True)
         cause = getattr(exc, "cause", None)
         raise (cause if isinstance(cause, ShardwalkError) else exc) from None
+    finally:  # a task failed, or the progress callback raised: the others stop
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    stage.finish()
     return results
 
 
@@ -195,11 +202,14 @@ def fingerprints_replicated(
     cpus_per_task: int = 1,
     tasks_per_worker: int = 4,
     block_size: int = 1 << 16,
+    progress: Progress | None = None,
 ) -> FingerprintStore:
     """The store :func:`shardwalk.walks.build_fingerprints` builds, built on Ray tasks
     (byte-identical for the same parameters). ``stats`` adds ``tasks``, ``workers``,
-    ``object_store_bytes`` and the workers' ``peak_rss_bytes``."""
+    ``object_store_bytes`` and the workers' ``peak_rss_bytes``. ``progress`` as there, as
+    each task ends."""
     p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    progress = check_progress(progress)
     t0 = time.perf_counter()
     n = graph.num_nodes
     a_prob, a_idx = graph.alias()
@@ -221,14 +231,16 @@ def fingerprints_replicated(
     bounds = np.linspace(0, n, pieces + 1).astype(np.int64)
     ranges = [np.arange(a, b, dtype=np.int64) for a, b in itertools.pairwise(bounds) if b > a]
     args = (p.alpha, p.seed, p.mode, p.top_k, block_size)
-    parts = _run(shared, ranges, p.walks, options, args, workers)
+    walked = Stage(progress, "walks", n * p.walks)
+    parts = _run(shared, ranges, p.walks, options, args, workers, walked)
     fp_indptr, nodes, counts, cut = _concat(parts)
     total_visits = sum(int(part["visits"]) for part in parts)
     hub_rows: dict[str, Any] = {}
     if p.hubs.size:
         hub_ranges = [c for c in np.array_split(p.hubs, min(pieces, p.hubs.size)) if c.size]
         hub_args = (p.alpha, p.seed, p.mode, 0, block_size)  # hub rows are never truncated
-        hub_parts = _run(shared, hub_ranges, p.hub_walks, options, hub_args, workers)
+        walked = Stage(progress, "hub walks", p.hubs.size * p.hub_walks)
+        hub_parts = _run(shared, hub_ranges, p.hub_walks, options, hub_args, workers, walked)
         hub_rows = _hub_store_rows(p, *_concat(hub_parts)[:3])
         total_visits += sum(int(part["visits"]) for part in hub_parts)
         parts = parts + hub_parts
@@ -414,13 +426,15 @@ def _split_nodes(deg: np.ndarray, workers: int, split_degree: int | None) -> np.
 
 def _walk_sharded(
     actors: list[Any], sources: np.ndarray, walks: int, waves: int, first_round: int,
-    bounds: np.ndarray, split: np.ndarray, seconds: dict[str, float],
+    bounds: np.ndarray, split: np.ndarray, seconds: dict[str, float], stage: Stage,
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int, list[dict[str, Any]]]:  # fmt: skip
     """Synchronous rounds (numbered from ``first_round``) until every walk of ``sources``
     (sorted) ended; ``sources`` start in ``waves`` waves, the next one whenever fewer than a
     wave's walkers are in flight (bounded memory). Returns the rows of ``sources`` (indptr,
     nodes, counts uint32), the rounds run and the actors' reports; adds the seconds of the
-    rounds, of the shards' grouping of their visits, and of the merge to ``seconds``."""
+    rounds, of the shards' grouping of their visits, and of the merge to ``seconds``.
+    ``stage`` reaches the walks ended after each round (started less in flight: walkers only
+    stop or move, so it never falls)."""
     shards = len(actors)
     # wave k: the k-th of ``waves`` slices of every shard's sources (a wave from one shard's
     # range alone would leave the others idle in the rounds it starts: measured 3 s of 10)
@@ -430,12 +444,13 @@ def _walk_sharded(
     todo = [w for w in todo if w.size]
     budget = max(1, -(-sources.size // waves)) * walks
     inbox: list[list[Any]] = [[] for _ in range(shards)]
-    live, round_no = 0, first_round
+    live, round_no, started = 0, first_round, 0
     t0 = time.perf_counter()
     while todo or live:
         inject = np.zeros(0, np.int64)
         if todo and live < budget:
             inject = todo.pop(0)
+            started += inject.size * walks
         outs = [
             actor.step.options(num_returns=shards + 1).remote(round_no, inject, walks, *inbox[s])
             for s, actor in enumerate(actors)
@@ -443,6 +458,7 @@ def _walk_sharded(
         inbox = [[outs[s][t] for s in range(shards)] for t in range(shards)]
         live = sum(ray.get([out[shards] for out in outs]))
         round_no += 1
+        stage.reach(started - live)
     t1 = time.perf_counter()
     reports = ray.get([actor.visits.remote() for actor in actors])
     ray.get([actor.reset.remote() for actor in actors])
@@ -507,6 +523,7 @@ def fingerprints_sharded(
     workers: int = 2,
     waves: int = 8,
     split_degree: int | None = None,
+    progress: Progress | None = None,
 ) -> FingerprintStore:
     """Fingerprints from shard actors that each hold one range of nodes' out-edges (plus a copy
     of the out-edges of the few highest-degree nodes, the split nodes).
@@ -528,9 +545,11 @@ def fingerprints_sharded(
     ``phase_seconds`` (start: the actors' start; rounds; rows: the shards grouping their visits;
     merge: the driver's) and ``actors``: per shard, the graph bytes it holds (and their share
     of the whole graph), its peak RSS, the most walker entries in a round and visit entries
-    held, the walkers it sent, and its busy seconds in rounds and in grouping.
+    held, the walkers it sent, and its busy seconds in rounds and in grouping. ``progress``
+    as in :func:`shardwalk.walks.build_fingerprints`, after each round (the walks ended).
     """
     p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    progress = check_progress(progress)
     t0 = time.perf_counter()
     n = graph.num_nodes
     owner = graph.shard_assignment(workers, by="range")
@@ -558,18 +577,22 @@ def fingerprints_sharded(
         ray.get([actor.reset.remote() for actor in actors])  # started: worker, imports
         seconds["start"] = time.perf_counter() - seconds["start"]
         sources = np.arange(n, dtype=np.int64)
+        walked = Stage(progress, "walks", n * p.walks)
         rows, rounds, reports = _walk_sharded(
-            actors, sources, p.walks, waves, 0, bounds, split, seconds
+            actors, sources, p.walks, waves, 0, bounds, split, seconds, walked
         )
+        walked.finish()
         total_visits = sum(int(rep["visits"]) for rep in reports)
         moved = sum(rep["batch_bytes"] + rep["rows_bytes"] for rep in reports)
         fp_indptr, nodes, fp_counts, cut = _top_rows(*rows, p.top_k)
         del rows
         hub_rows: dict[str, Any] = {}
         if p.hubs.size:
+            walked = Stage(progress, "hub walks", p.hubs.size * p.hub_walks)
             h_rows, hub_rounds, reports = _walk_sharded(  # rounds go on: fresh random streams
-                actors, p.hubs, p.hub_walks, waves, rounds, bounds, split, seconds
+                actors, p.hubs, p.hub_walks, waves, rounds, bounds, split, seconds, walked
             )
+            walked.finish()
             rounds += hub_rounds
             total_visits += sum(int(rep["visits"]) for rep in reports)
             moved += sum(rep["batch_bytes"] + rep["rows_bytes"] for rep in reports)

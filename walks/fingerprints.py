@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from shardwalk.walks import _check, _kernels
 from shardwalk.walks.graph import CSRGraph, _read_meta
 
 from shardwalk._files import load_npy, save_npy, write_meta
+from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk.errors import CorruptionError, InvalidArgumentError
 
 __all__ = [
@@ -281,10 +283,10 @@ class _Walker:
         self.chunks = max(1, numba.get_num_threads())
 
     def rows(
-        self, blocks: Any, r: int, k: int
+        self, blocks: Any, r: int, k: int, done: Callable[[int], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
         """(indptr, nodes, counts, visit counts cut per row by keeping the top ``k`` (0: all),
-        total visits)."""
+        total visits); ``done(sources)`` after each block."""
         n = self.graph.num_nodes
         parts_ip, parts_nodes, parts_counts, parts_cut = [np.zeros(1, np.int64)], [], [], []
         total_visits = 0
@@ -320,6 +322,8 @@ class _Walker:
             parts_counts.append(out_counts)
             parts_cut.append(cut)
             total_visits += int(visits.sum())
+            if done is not None:
+                done(sources.size)
         fp_indptr = np.concatenate(parts_ip)
         nodes = np.concatenate(parts_nodes) if parts_nodes else np.zeros(0, np.int32)
         counts = np.concatenate(parts_counts) if parts_counts else np.zeros(0, np.uint32)
@@ -340,6 +344,7 @@ def build_fingerprints(
     block_size: int = 1 << 16,
     hubs: int | str | None = None,
     hub_walks: int = 1000,
+    progress: Progress | None = None,
 ) -> FingerprintStore:
     """Build the MCFP index: R = ``walks_per_node`` full-path walks from every node.
 
@@ -369,6 +374,11 @@ def build_fingerprints(
     hub_walks : int
         Walks per hub row (default 1000): the hybrid PPR method composes the mass that gathers
         at hubs with these rows.
+    progress : callable, optional
+        ``progress(stage, done, total)`` as blocks of walks end (``shardwalk._progress``):
+        stage ``"walks"`` counts the walks of the rows (total: nodes x R), then, with hubs,
+        ``"hub walks"`` those of the hub rows (hubs x ``hub_walks``). If it raises, the
+        build stops and the exception propagates.
 
     Returns
     -------
@@ -391,17 +401,29 @@ def build_fingerprints(
     block = _check.check_int("block_size", block_size, minimum=1)
     hub_ids = select_hubs(graph, hubs)
     r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1)
+    progress = check_progress(progress)
 
     t0 = time.perf_counter()
     n = graph.num_nodes
     walker = _Walker(graph, alpha, seed, _check.DANGLING_MODES[rule])
     blocks = (np.arange(lo, min(n, lo + block), dtype=np.int64) for lo in range(0, n, block))
-    fp_indptr, nodes, counts, cut, total_visits = walker.rows(blocks, r, k)
+    walked = Stage(progress, "walks", n * r)
+    fp_indptr, nodes, counts, cut, total_visits = walker.rows(
+        blocks, r, k, lambda sources: walked.advance(sources * r)
+    )
+    walked.finish()
     truncated = (cut * (alpha / r)).astype(np.float32) if k else None
     hub_rows: dict[str, Any] = {}
     if hub_ids.size:
-        # never truncated: hub rows exist to be accurate
-        hub_ip, hub_nodes, hub_counts, _, hub_visits = walker.rows([hub_ids], r_hub, 0)
+        # never truncated: hub rows exist to be accurate. In blocks of about a block's walks
+        # (a row depends only on its source, so the same rows as in one block)
+        per_block = max(1, block * r // r_hub)
+        hub_blocks = (hub_ids[lo : lo + per_block] for lo in range(0, hub_ids.size, per_block))
+        walked = Stage(progress, "hub walks", hub_ids.size * r_hub)
+        hub_ip, hub_nodes, hub_counts, _, hub_visits = walker.rows(
+            hub_blocks, r_hub, 0, lambda sources: walked.advance(sources * r_hub)
+        )
+        walked.finish()
         hub_rows = dict(
             hubs=hub_ids,
             hub_walks=r_hub,

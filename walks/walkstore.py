@@ -53,6 +53,7 @@ from shardwalk.walks import _kernels
 from shardwalk.walks.dynamic import Change, DynamicGraph, _gather
 
 from shardwalk._files import load_npy, read_meta, save_npy, write_meta
+from shardwalk._progress import Progress, Stage
 from shardwalk.errors import CorruptionError
 
 __all__ = ["WALKS_SCHEMA", "WalkStore"]
@@ -62,6 +63,7 @@ WALKS_SCHEMA_VERSION = 1
 _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
 _HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
+_CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its progress
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and ovf_used are unseen)
 _STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
@@ -154,13 +156,14 @@ class WalkStore:
         seed: int,
         mode: int,
         per_row: int = 1,
+        done: Callable[[int], None] | None = None,
     ) -> WalkStore:
         """The fingerprint builder's walks from ``sources`` on ``graph``, kept: ``per_row``
-        blocks of ``walks_per_node`` walks per source."""
+        blocks of ``walks_per_node`` walks per source; ``done(walks)`` as they are walked."""
         sources = np.repeat(np.ascontiguousarray(sources, np.int64), per_row)
         r = walks_per_node
         w0 = np.tile(np.arange(per_row, dtype=np.int64) * r, sources.size // max(per_row, 1))
-        at, steps, walk_len, dropped = _walk_new(graph, sources, w0, r, alpha, seed, mode, 0)
+        at, steps, walk_len, dropped = _walk_new(graph, sources, w0, r, alpha, seed, mode, 0, done)
         blk_start = at[::r].copy() if sources.size else np.zeros(0, np.int64)
         return cls(
             block_src=sources, walks_per_node=r, alpha=alpha, seed=seed, mode=mode,
@@ -610,10 +613,11 @@ def _threads_for(work: int) -> Any:
 
 def _walk_new(
     graph: DynamicGraph, sources: np.ndarray, walk0: np.ndarray, r: int, alpha: float, seed: int,
-    mode: int, offset: int,
+    mode: int, offset: int, done: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(walk starts + ``offset``, steps, walk lengths, drop marks) of fresh walks: R per
-    source, numbered from ``walk0``."""
+    source, numbered from ``walk0``; with ``done``, walked in chunks of about ``_CHUNK_WALKS``
+    walks (a walk depends only on its key: the same walks), ``done(walks)`` after each."""
     bounds = _kernels.walks_bounds(sources, walk0, r, alpha, seed)
     at = np.zeros(bounds.shape[0], np.int64)
     np.cumsum(bounds[:-1], out=at[1:]) if bounds.size else None
@@ -625,9 +629,17 @@ def _walk_new(
         bounds.shape[0], np.uint8 if top <= 255 else np.uint16 if top <= _U16 else np.uint32
     )
     dropped = np.zeros(bounds.shape[0] if mode == _kernels.MODE_DROP else 0, np.bool_)
-    _kernels.walks_build(
-        sources, walk0, r, alpha, seed, mode, *graph.kernel_arrays(), at, steps, walk_len, dropped
-    )
+    arrays = graph.kernel_arrays()
+    chunk = sources.size if done is None else max(1, _CHUNK_WALKS // r)  # sources a call
+    for lo in range(0, sources.size, max(chunk, 1)):
+        hi = min(sources.size, lo + chunk)
+        part = slice(lo * r, hi * r)  # the chunk's walks (steps: at their absolute places)
+        _kernels.walks_build(
+            sources[lo:hi], walk0[lo:hi], r, alpha, seed, mode, *arrays, at[part], steps,
+            walk_len[part], dropped[part] if dropped.size else dropped,
+        )  # fmt: skip
+        if done is not None:
+            done((hi - lo) * r)
     if mode == _kernels.MODE_DROP and (walk_len < bounds).any():  # cut walks: close the gaps
         keep = _gather(at, walk_len.astype(np.int64))
         steps = steps[keep]
@@ -752,9 +764,10 @@ def build_kept(
     top_k: int | None = None,
     hubs: int | str | None = None,
     hub_walks: int = 1000,
+    progress: Progress | None = None,
 ) -> tuple[Any, WalkStore, WalkStore | None]:
     """(FingerprintStore, walks, hub walks): :func:`build_fingerprints`'s store, counted from
-    the same walks kept in walk stores (same arguments, same result)."""
+    the same walks kept in walk stores (same arguments, same result, same progress stages)."""
     from shardwalk.walks import _check
     from shardwalk.walks.fingerprints import FingerprintStore, select_hubs
 
@@ -769,10 +782,15 @@ def build_kept(
     mode = _check.DANGLING_MODES[rule]
     n = graph.num_nodes
     t0 = time.perf_counter()
+    walked = Stage(progress, "walks", n * r)
     main = WalkStore.build(graph, np.arange(n, dtype=np.int64), walks_per_node=r, alpha=alpha,
-                           seed=seed, mode=mode)  # fmt: skip
+                           seed=seed, mode=mode,
+                           done=None if progress is None else walked.advance)  # fmt: skip
     ip, nodes, counts, cut = main.rows(np.arange(n, dtype=np.int64), n, k)
-    hub_store, hub_rows = build_hub_walks(graph, hub_ids, r, r_hub, alpha, seed, mode)
+    walked.finish()
+    hub_store, hub_rows = build_hub_walks(
+        graph, hub_ids, r, r_hub, alpha, seed, mode, progress=progress
+    )
     seconds = time.perf_counter() - t0
     main.dirty[:] = False
     walks = n * r + hub_ids.size * r_hub
@@ -800,6 +818,7 @@ def build_hub_walks(
     alpha: float,
     seed: int,
     mode: int,
+    progress: Progress | None = None,
 ) -> tuple[WalkStore | None, dict[str, Any]]:
     """The hub walks of :func:`build_kept` (``hub_walks`` walks per hub, kept in blocks of
     about ``walks_per_node``) and the store fields of their rows (``hubs``, ``hub_walks``,
@@ -809,11 +828,14 @@ def build_hub_walks(
         return None, {}
     r, r_hub = walks_per_node, hub_walks
     sub = next(d for d in range(min(r, r_hub), 0, -1) if r_hub % d == 0)  # blocks of ~R walks
+    walked = Stage(progress, "hub walks", hub_ids.size * r_hub)
     hub_store = WalkStore.build(graph, hub_ids, walks_per_node=sub, alpha=alpha, seed=seed,
-                                mode=mode, per_row=r_hub // sub)  # fmt: skip
+                                mode=mode, per_row=r_hub // sub,
+                                done=None if progress is None else walked.advance)  # fmt: skip
     hip, hnodes, hcounts, _ = hub_store.rows(
         np.arange(hub_ids.size, dtype=np.int64), graph.num_nodes
     )
+    walked.finish()
     hub_store.dirty[:] = False
     hub_rows = dict(hubs=hub_ids, hub_walks=r_hub, hub_indptr=hip, hub_nodes=hnodes,
                     hub_counts=_narrow(hcounts))  # fmt: skip

@@ -19,6 +19,9 @@ def make(engine, kind, data, metric="l2", name="docs"):
         name, dim=data.vectors.shape[1], metric=metric, index=kind, **INDEX_PARAMS[kind]
     )
     col.upsert(data.ids, data.vectors, tenants=data.tenants, attributes=data.attributes)
+    # recall and rankings are compared below: every row in the index, none left in the write
+    # delta (scored exactly, so a search's answer would depend on the indexer's progress)
+    col.wait_indexed()
     return col
 
 

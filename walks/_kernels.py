@@ -1876,13 +1876,13 @@ def walks_new_visits(sel, walks_per_node, per_unit, new_start, new_len, plan_pos
     return at
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def gaps_encode(t_ip, t_rows, b_ip, out):
     """Each column's sorted rows ``t_rows[t_ip[c]:t_ip[c + 1]]`` as varint gaps (7 bits a
     byte, high bit: more bytes follow; the first gap from 0) into ``out`` from ``b_ip[c]``.
     With ``out`` empty: only the byte counts into ``b_ip[1:]``."""
     fill = out.size > 0
-    for c in range(t_ip.size - 1):
+    for c in prange(t_ip.size - 1):
         prev = np.int64(0)
         at = b_ip[c] if fill else 0
         size = 0
@@ -1922,21 +1922,35 @@ def gaps_mark(cols, b_ip, data, mark):
             mark[cur] = True
 
 
-@njit(cache=True)
-def transpose_rows(indptr, cols, n):
-    """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted)."""
+@njit(cache=True, parallel=True)
+def transpose_rows(indptr, cols, n, n_chunks):
+    """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted).
+    ``n_chunks`` threads each take a range of rows (a counting sort: per-chunk counts, then
+    each chunk scatters its rows after the earlier chunks')."""
+    rows_n = indptr.size - 1
+    counts = np.zeros((n_chunks, n), np.int64)
+    for k in prange(n_chunks):
+        lo = rows_n * k // n_chunks
+        hi = rows_n * (k + 1) // n_chunks
+        for e in range(indptr[lo], indptr[hi]):
+            counts[k, cols[e]] += 1
     t_ip = np.zeros(n + 1, np.int64)
-    for e in range(cols.size):
-        t_ip[cols[e] + 1] += 1
     for c in range(n):
-        t_ip[c + 1] += t_ip[c]
-    fill = t_ip[:-1].copy()
+        total = np.int64(0)
+        for k in range(n_chunks):
+            x = counts[k, c]
+            counts[k, c] = t_ip[c] + total
+            total += x
+        t_ip[c + 1] = t_ip[c] + total
     rows = np.empty(cols.size, np.int32)
-    for r in range(indptr.size - 1):
-        for e in range(indptr[r], indptr[r + 1]):
-            c = cols[e]
-            rows[fill[c]] = r
-            fill[c] += 1
+    for k in prange(n_chunks):
+        lo = rows_n * k // n_chunks
+        hi = rows_n * (k + 1) // n_chunks
+        for r in range(lo, hi):
+            for e in range(indptr[r], indptr[r + 1]):
+                c = cols[e]
+                rows[counts[k, c]] = r
+                counts[k, c] += 1
     return t_ip, rows
 
 

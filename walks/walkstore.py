@@ -249,7 +249,7 @@ class WalkStore:
         np.cumsum(ip, out=ip)
         nodes = np.empty(int(ip[-1]), np.int32)
         _kernels.unit_visits(*args, ip, nodes, chunks)
-        t_ip, t_rows = _kernels.transpose_rows(ip, nodes, num_nodes)
+        t_ip, t_rows = _kernels.transpose_rows(ip, nodes, num_nodes, chunks)
         del nodes
         b_ip = np.zeros(num_nodes + 1, np.int64)
         _kernels.gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))

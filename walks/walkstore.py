@@ -392,7 +392,7 @@ class WalkStore:
             "walks": walks,
             "steps": steps,
             "walks_scanned": int(units.shape[0]) * self.per_unit,
-            "blocks_scanned": int(np.unique(units * self.per_unit // self.R).shape[0]),
+            "blocks_scanned": _distinct(units * self.per_unit // self.R),
             "seconds": time.perf_counter() - t0,
         }
 
@@ -415,9 +415,12 @@ class WalkStore:
         if hit.size == 0:
             return 0, 0
         # the blocks of the rerouted walks: rewritten whole (their walks lie together)
-        wid = (units[hit // g] * g + hit % g).astype(np.int64)
-        sel, at = np.unique(wid // r, return_inverse=True)
-        at = at * r + wid % r
+        wid = (units[hit // g] * g + hit % g).astype(np.int64)  # (ascending)
+        blk = wid // r
+        first = np.ones(blk.shape[0], bool)
+        first[1:] = blk[1:] != blk[:-1]
+        sel = blk[first]
+        at = (np.cumsum(first) - 1) * r + wid % r
         pos_s = np.full(sel.shape[0] * r, -1, np.int64)
         tgt_s = np.full(sel.shape[0] * r, -1, np.int64)
         pos_s[at], tgt_s[at] = pos[hit], target[hit]
@@ -640,6 +643,11 @@ class WalkStore:
             walks_per_node=r, alpha=meta["alpha"], seed=meta["seed"], mode=meta["mode"],
             used=int(meta["steps"]), num_nodes=num_nodes, per_row=int(meta["per_row"]), **arrays,
         )  # fmt: skip
+
+
+def _distinct(sorted_ids: np.ndarray) -> int:
+    """How many distinct values an ascending array holds."""
+    return int(sorted_ids.shape[0] and np.count_nonzero(np.diff(sorted_ids)) + 1)
 
 
 def _threads_for(work: int) -> Any:

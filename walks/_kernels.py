@@ -1633,10 +1633,9 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
 def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, mode,
                   blk_start, walk_len, dropped, steps, steps_hi, plan_pos, plan_target, new_start, b_indptr,
                   b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum,
-                  out_steps, out_walks, to_steps, to_hi):  # fmt: skip
+                  out_steps, out_walks):  # fmt: skip
     """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
-    ``to_steps`` / ``to_hi`` (``steps`` / ``steps_hi`` themselves, past the ends in use, or
-    fresh buffers): unchanged walks copied, rerouted ones copied up to the rerouted visit, then
+    ``steps``: unchanged walks copied, rerouted ones copied up to the rerouted visit, then
     walked on the new graph. Updates ``walk_len``, ``dropped``; ``out_steps[i]``: steps walked
     anew, ``out_walks[i]``: walks rerouted."""
     R = walks_per_node
@@ -1653,14 +1652,14 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
             pos = plan_pos[i * R + w]
             if pos < 0:
                 for j in range(length):
-                    to_steps[to + j] = steps[at + j]
-                    to_hi[to + j] = steps_hi[at + j]
+                    steps[to + j] = steps[at + j]
+                    steps_hi[to + j] = steps_hi[at + j]
                 at += length
                 to += length
                 continue
             for j in range(pos):
-                to_steps[to + j] = steps[at + j]
-                to_hi[to + j] = steps_hi[at + j]
+                steps[to + j] = steps[at + j]
+                steps_hi[to + j] = steps_hi[at + j]
             rerouted += 1
             nt = plan_target[i * R + w]
             m = pos
@@ -1670,8 +1669,8 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
                 tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
                 made, drop = _walk_tail(tail, nt, geometric_visits(tail, alpha), src, mode,
                                         b_indptr, b_indices, a_prob, a_idx, weighted, b_tot,
-                                        b_live, row_start, row_len, d_targets, d_cum, to_steps,
-                                        to_hi, to + pos)  # fmt: skip
+                                        b_live, row_start, row_len, d_targets, d_cum, steps, steps_hi,
+                                        to + pos)  # fmt: skip
                 m += made
                 walked += made
             at += length
@@ -1685,11 +1684,10 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
 
 @njit(cache=True)
 def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new_len, plan_pos,
-                steps, steps_hi, with_old, out_row, out_node, out_val, at, old_steps, old_hi):  # fmt: skip
+                steps, steps_hi, with_old, out_row, out_node, out_val, at):  # fmt: skip
     """The visit-count changes of the walks ``walks_rewrite`` rerouted in blocks ``sel`` (plan
-    rows): -1 for each old visit after the rerouted one (if ``with_old``; read from
-    ``old_steps`` / ``old_hi``), +1 for each new one (from ``steps`` / ``steps_hi``), per row
-    (block // per_row), written from ``out_*[at]``; returns the end."""
+    rows): -1 for each old visit after the rerouted one (if ``with_old``), +1 for each new
+    one, per row (block // per_row), written from ``out_*[at]``; returns the end."""
     R = walks_per_node
     for i in range(sel.size):
         row = sel[i] // per_row
@@ -1702,7 +1700,7 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
             if pos >= 0:
                 for j in range(pos, lo):
                     out_row[at] = row
-                    out_node[at] = np.int64(old_steps[a + j]) | (np.int64(old_hi[a + j]) << 16)
+                    out_node[at] = np.int64(steps[a + j]) | (np.int64(steps_hi[a + j]) << 16)
                     out_val[at] = -1
                     at += 1
                 for j in range(pos, ln):

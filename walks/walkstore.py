@@ -414,24 +414,13 @@ class WalkStore:
         hit = np.flatnonzero(pos >= 0)
         if hit.size == 0:
             return 0, 0
-        # the blocks of the rerouted walks: rewritten whole (their walks lie together), at the
-        # end of the buffers; or, when that would leave more space behind than a compaction
-        # allows, every block into fresh buffers in block order (one pass, no compaction)
+        # the blocks of the rerouted walks: rewritten whole (their walks lie together)
         wid = (units[hit // g] * g + hit % g).astype(np.int64)  # (ascending)
         blk = wid // r
         first = np.ones(blk.shape[0], bool)
         first[1:] = blk[1:] != blk[:-1]
-        hit_blocks = blk[first]
-        hit_lens = self.walk_len.reshape(-1, r)[hit_blocks].sum(dtype=np.int64)
-        grow = int((new_len[hit] - self.walk_len[wid]).sum())
-        live_after = self.live + grow
-        fresh = self.used - self.live + hit_lens > max(self.compact_min, live_after) // 4
-        if fresh:
-            sel = np.arange(self._nb, dtype=np.int64)
-            at = wid
-        else:
-            sel = hit_blocks
-            at = (np.cumsum(first) - 1) * r + wid % r
+        sel = blk[first]
+        at = (np.cumsum(first) - 1) * r + wid % r
         pos_s = np.full(sel.shape[0] * r, -1, np.int64)
         tgt_s = np.full(sel.shape[0] * r, -1, np.int64)
         pos_s[at], tgt_s[at] = pos[hit], target[hit]
@@ -445,38 +434,26 @@ class WalkStore:
                      self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
         if new_len[hit].max() > np.iinfo(self.walk_len.dtype).max:
             self._len = self._len.astype(np.uint32)
+        new_start = self.used + np.cumsum(bound_s) - bound_s
         self._fit(graph.num_nodes)
-        old_lo, old_hi = self._lo, self._hi
-        total = int(bound_s.sum())
-        if fresh:
-            new_start = np.cumsum(bound_s) - bound_s
-            room = max(1024, total + total // 4)
-            to_lo, to_hi = np.empty(room, self._lo.dtype), np.empty(room, self._hi.dtype)
-        else:
-            new_start = self.used + np.cumsum(bound_s) - bound_s
-            to_lo = self._lo = _grow(self._lo, self.used + total)
-            to_hi = self._hi = _grow(self._hi, self.used + total)
-            old_lo, old_hi = to_lo, to_hi
+        self._lo = _grow(self._lo, self.used + int(bound_s.sum()))
+        self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
         walked = np.empty(sel.shape[0], np.int64)
         rerouted = np.empty(sel.shape[0], np.int64)
+        self.live -= int(old_lens.sum())
         _kernels.walks_rewrite(
             sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
-            self.blk_start, self.walk_len, self.dropped, old_lo, old_hi, pos_s, tgt_s,
-            new_start, *graph.kernel_arrays(), walked, rerouted, to_lo, to_hi,
+            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
+            new_start,
+            *graph.kernel_arrays(), walked, rerouted,
         )  # fmt: skip
-        if fresh:
-            self._lo, self._hi = to_lo, to_hi
-            self.used = total
-            self.live = int(self.walk_len.sum(dtype=np.int64))
-        else:
-            self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
-            self.live -= int(old_lens.sum())
-            self.used += total
+        self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
         old_start, old_len, new_lens = undo[-1][1], undo[-1][3], self._len[walk_ids]
         if self.logged and not self._recount:
-            self._log_visits(sel, pos_s, old_start, old_len, new_start, new_lens, old_lo, old_hi)
+            self._log_visits(sel, pos_s, old_start, old_len, new_start, new_lens)
         self.blk_start[sel] = new_start
-        self.dirty[hit_blocks] = True
+        self.used += int(bound_s.sum())
+        self.dirty[sel] = True
         # index the stepping visits walked anew: after each rerouted visit
         moved = pos_s >= 0
         need = self.ovf_used + int((new_lens[moved].astype(np.int64) - pos_s[moved] + 1).sum())
@@ -489,8 +466,7 @@ class WalkStore:
         return int(rerouted.sum()), int(walked.sum())
 
     def _log_visits(self, sel: np.ndarray, pos: np.ndarray, old_start: np.ndarray,
-                    old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray,
-                    old_lo: np.ndarray, old_hi: np.ndarray) -> None:  # fmt: skip
+                    old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray) -> None:  # fmt: skip
         """Log the visit-count changes of the walks just rerouted (see ``logged``)."""
         moved = pos >= 0
         size = int((old_len[moved].astype(np.int64) + new_len[moved] - 2 * pos[moved]).sum())
@@ -506,7 +482,7 @@ class WalkStore:
         self._dl_val = _grow(self._dl_val, need)
         self.dl_used = _kernels.walks_delta(
             sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self._lo,
-            self._hi, True, self._dl_row, self._dl_node, self._dl_val, self.dl_used, old_lo, old_hi,
+            self._hi, True, self._dl_row, self._dl_node, self._dl_val, self.dl_used,
         )  # fmt: skip
 
     def delta_rows(

@@ -1713,6 +1713,23 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
     return at
 
 
+@njit(cache=True)
+def pack_blocks(order, starts, lens, steps, steps_hi, out_starts):
+    """Move the blocks (``order``: by start, ascending; block b holds ``lens[b]`` steps from
+    ``starts[b]``) to the front of ``steps`` one after the other, in place (each moves down,
+    so a forward copy is safe); their new starts into ``out_starts``. Returns the steps."""
+    to = np.int64(0)
+    for i in range(order.size):
+        b = order[i]
+        s = starts[b]
+        for j in range(lens[b]):
+            steps[to + j] = steps[s + j]
+            steps_hi[to + j] = steps_hi[s + j]
+        out_starts[b] = to
+        to += lens[b]
+    return to
+
+
 @njit(cache=True, parallel=True)
 def copy_blocks(starts, lens, src, to, dst):
     """``dst[to[i]:to[i] + lens[i]] = src[starts[i]:starts[i] + lens[i]]`` for every i."""

@@ -579,20 +579,15 @@ class WalkStore:
             self._by_src = np.argsort(self.block_src, kind="stable")
 
     def compact(self) -> None:
-        """Copy the live blocks, in block order, into fresh buffers with a quarter of room to
-        grow (the next repairs append there without copying them again); the old buffers go.
-        A parallel copy, no sort, and blocks in order make the scans of whole rows
-        (recounts, the index's rebuild) sequential again."""
+        """Pack the live blocks at the front of ``steps``, in place (in the order they lie):
+        the buffer keeps its room to grow, so the next repair need not copy it."""
         r = self.R
         lens = self.walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
-        starts = np.cumsum(lens) - lens
-        total = int(lens.sum())
-        room = max(1024, total + total // 4)
-        lo, hi = np.empty(room, self._lo.dtype), np.empty(room, self._hi.dtype)
-        _kernels.copy_blocks(self.blk_start, lens, self._lo, starts, lo)
-        _kernels.copy_blocks(self.blk_start, lens, self._hi, starts, hi)
-        self._lo, self._hi = lo, hi
-        self.used = self.live = total
+        order = np.argsort(self.blk_start, kind="stable")
+        starts = np.empty(self._nb, np.int64)
+        self.used = self.live = int(
+            _kernels.pack_blocks(order, self.blk_start, lens, self._lo, self._hi, starts)
+        )
         self.blk_start = starts
 
     # -- storage ----------------------------------------------------------------------------

@@ -1541,21 +1541,68 @@ def batch_key(seed, src, walk, seq):
     return mix64(mix64(walk_key(seed, src, walk)) + np.uint64(seq + 1) * _GAMMA2)
 
 
+@njit(cache=True, inline="always")
+def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, steps_hi, chg_slot,
+               chg_bits, chg_kind, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot):  # fmt: skip
+    """(rerouted visit or -1, its new move, steps of the walk after the batch: an upper bound
+    when the drop rule may cut it) of walk ``q`` (number ``walk_no`` of source ``src``, its
+    ``length`` steps from ``steps[at]``); see :func:`walks_plan`."""
+    key = np.uint64(0)
+    for pos in range(length + 1):
+        v = (
+            np.int64(src)
+            if pos == 0
+            else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
+        )
+        if not _in_bitmap(chg_bits, v):
+            continue
+        slot = chg_slot[v]
+        if slot < 0:
+            continue
+        if pos < length:
+            t = np.int64(steps[at + pos]) | (np.int64(steps_hi[at + pos]) << 16)
+        elif dropped.size and dropped[q]:
+            t = np.int64(-1)
+        else:
+            continue  # the walk stopped here: no move to change
+        if key == 0:
+            key = batch_key(seed, src, walk_no, seq)
+        if chg_kind[slot] == 1:
+            if to_unit(draw(key, 2 * pos)) * n_tot[slot] < o_tot[slot]:
+                continue
+        else:
+            p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
+            qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
+            if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
+                continue
+        nt = _residual_pick(to_unit(draw(key, 2 * pos + 1)), o_ip, o_t, o_w, o_tot,
+                            n_ip, n_t, n_w, n_tot, slot)  # fmt: skip
+        new_len = np.int64(pos)
+        if nt >= 0:
+            tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
+            new_len += geometric_visits(tail, alpha)
+        return np.int64(pos), nt, new_len
+    return np.int64(-1), np.int64(-1), length
+
+
 @njit(cache=True, parallel=True)
-def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
+def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
                walk_len, dropped, steps, steps_hi, chg_slot, chg_bits, chg_kind, o_ip, o_t, o_w, o_tot,
-               n_ip, n_t, n_w, n_tot, out_pos, out_target, out_bound, out_hit):  # fmt: skip
-    """Decide which walks of ``blocks`` an update batch reroutes (Bahmani, Chowdhury, Goel).
+               n_ip, n_t, n_w, n_tot, out_pos, out_target, out_len):  # fmt: skip
+    """Decide which walks of ``units`` (unit u: walks u * per_unit .. u * per_unit +
+    per_unit - 1, all of one block) an update batch reroutes (Bahmani, Chowdhury, Goel).
 
     At each move out of a changed node the walk keeps its move t with probability
     min(1, q(t) / p(t)) (p, q: the node's old and new move distributions, -1 standing for "the
     walk ends here", the drop rule at a dangling node), else it is rerouted at that visit to a
     target drawn from (q - p)^+: the maximal coupling, so the moves are distributed as q and a
-    walk changes only with the total variation distance of its node's change. ``out_pos[q]``:
-    the rerouted visit (-1: unchanged), ``out_target[q]`` its new move, ``out_bound[b]``: steps
-    of the block's walks after the batch (an upper bound when the drop rule may cut them).
-    ``chg_bits`` is the bitmap of the changed nodes (``node_bitmap``): most visits are of
-    unchanged nodes, and a bit test in a bitmap that stays in cache rejects them cheaply.
+    walk changes only with the total variation distance of its node's change. Per walk j of
+    the units, in order: ``out_pos[j]`` the rerouted visit (-1: unchanged), ``out_target[j]``
+    its new move, ``out_len[j]`` its steps after the batch (an upper bound when the drop rule
+    may cut them). ``chg_bits`` is the bitmap of the changed nodes (``node_bitmap``): most
+    visits are of unchanged nodes, and a bit test in a bitmap that stays in cache rejects them
+    cheaply. Each coin is drawn from the walk's key for this batch and the visit's position,
+    so a walk's plan does not depend on which other walks are planned with it.
 
     A changed node of ``chg_kind`` 1 only gained edges (its old row had some): its rows in the
     tables hold nothing of the old row and only the new edges, ``o_tot`` and ``n_tot`` its old
@@ -1563,61 +1610,23 @@ def walks_plan(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, bl
     any old target) and a rerouted one is drawn from the new edges by weight ((q - p)^+): the
     same coins decide as with the whole rows, at the cost of the new edges only."""
     R = walks_per_node
-    for i in prange(blocks.size):
-        b = blocks[i]
+    for i in prange(units.size):
+        q0 = units[i] * per_unit
+        b = q0 // R
         src = block_src[b]
-        w0 = block_w0[b]
         at = blk_start[b]
-        total = 0
-        hit = False
-        for w in range(R):
-            q = b * R + w
+        for q in range(b * R, q0):
+            at += np.int64(walk_len[q])
+        for j in range(per_unit):
+            q = q0 + j
             length = np.int64(walk_len[q])
-            out_pos[i * R + w] = -1
-            out_target[i * R + w] = -1
-            new_len = length
-            key = np.uint64(0)
-            for pos in range(length + 1):
-                v = (
-                    np.int64(src)
-                    if pos == 0
-                    else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
-                )
-                if not _in_bitmap(chg_bits, v):
-                    continue
-                slot = chg_slot[v]
-                if slot < 0:
-                    continue
-                if pos < length:
-                    t = np.int64(steps[at + pos]) | (np.int64(steps_hi[at + pos]) << 16)
-                elif dropped.size and dropped[q]:
-                    t = np.int64(-1)
-                else:
-                    continue  # the walk stopped here: no move to change
-                if key == 0:
-                    key = batch_key(seed, src, w0 + w, seq)
-                if chg_kind[slot] == 1:
-                    if to_unit(draw(key, 2 * pos)) * n_tot[slot] < o_tot[slot]:
-                        continue
-                else:
-                    p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
-                    qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
-                    if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
-                        continue
-                nt = _residual_pick(to_unit(draw(key, 2 * pos + 1)), o_ip, o_t, o_w, o_tot,
-                                    n_ip, n_t, n_w, n_tot, slot)  # fmt: skip
-                out_pos[i * R + w] = pos
-                out_target[i * R + w] = nt
-                hit = True
-                new_len = pos
-                if nt >= 0:
-                    tail = mix64(key + np.uint64(pos + 1) * _GAMMA)
-                    new_len += geometric_visits(tail, alpha)
-                break
+            pos, nt, nl = _plan_walk(q, src, block_w0[b] + q - b * R, at, length, alpha, seed,
+                                     seq, dropped, steps, steps_hi, chg_slot, chg_bits, chg_kind,
+                                     o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot)  # fmt: skip
+            out_pos[i * per_unit + j] = pos
+            out_target[i * per_unit + j] = nt
+            out_len[i * per_unit + j] = nl
             at += length
-            total += new_len
-        out_bound[i] = total
-        out_hit[i] = hit
 
 
 @njit(cache=True, parallel=True)
@@ -1810,48 +1819,70 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
 
 
 @njit(cache=True, parallel=True)
-def group_visits(num_blocks, group, block_src, walks_per_node, blk_start, walk_len, steps, steps_hi, n,
-                 out_ip, out_nodes, n_chunks):  # fmt: skip
-    """The distinct nodes the walks of each group of ``group`` consecutive blocks visit (their
-    sources included), as CSR rows. With ``out_nodes`` empty: only the row sizes into
-    ``out_ip[1:]`` (then take the prefix sums and call again to fill)."""
+def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, dropped, steps, steps_hi,
+                n, out_ip, out_nodes, n_chunks):  # fmt: skip
+    """The distinct nodes at which the walks of each unit (``per_unit`` consecutive walks of
+    one block) take a step: every visit after the source but the last, and the last too where
+    the drop rule cut the walk (a move that a new edge can change), as CSR rows over the units.
+    With ``out_nodes`` empty: only the row sizes into ``out_ip[1:]`` (then take the prefix sums
+    and call again to fill)."""
     R = walks_per_node
-    ng = out_ip.size - 1
     fill = out_nodes.size > 0
     for c in prange(n_chunks):
         stamp = np.full(n, -1, np.int64)
-        for g in range(c, ng, n_chunks):
+        for u in range(c, num_units, n_chunks):
+            q0 = u * per_unit
+            b = q0 // R
+            at = blk_start[b]
+            for q in range(b * R, q0):
+                at += np.int64(walk_len[q])
             m = 0
-            base = out_ip[g] if fill else 0
-            for b in range(g * group, min(num_blocks, (g + 1) * group)):
-                v = np.int64(block_src[b])
-                if stamp[v] != g:
-                    stamp[v] = g
-                    if fill:
-                        out_nodes[base + m] = v
-                    m += 1
-                at = blk_start[b]
-                for w in range(R):
-                    length = np.int64(walk_len[b * R + w])
-                    for j in range(length):
-                        v = np.int64(steps[at + j]) | (np.int64(steps_hi[at + j]) << 16)
-                        if stamp[v] != g:
-                            stamp[v] = g
-                            if fill:
-                                out_nodes[base + m] = v
-                            m += 1
-                    at += length
+            base = out_ip[u] if fill else 0
+            for q in range(q0, q0 + per_unit):
+                length = np.int64(walk_len[q])
+                end = length if dropped.size and dropped[q] else length - 1
+                for k in range(end):
+                    v = np.int64(steps[at + k]) | (np.int64(steps_hi[at + k]) << 16)
+                    if stamp[v] != u:
+                        stamp[v] = u
+                        if fill:
+                            out_nodes[base + m] = v
+                        m += 1
+                at += length
             if not fill:
-                out_ip[g + 1] = m
+                out_ip[u + 1] = m
 
 
 @njit(cache=True)
+def walks_new_visits(sel, walks_per_node, per_unit, new_start, new_len, plan_pos, dropped, steps,
+                     steps_hi, out_unit, out_node, at):  # fmt: skip
+    """(unit, node) of every stepping visit (as ``unit_visits`` counts them) that the walks
+    ``walks_rewrite`` rerouted in blocks ``sel`` walked anew (after the rerouted visit),
+    written from ``out_*[at]``; returns the end."""
+    R = walks_per_node
+    for i in range(sel.size):
+        b = new_start[i]
+        for w in range(R):
+            ln = np.int64(new_len[i * R + w])
+            pos = plan_pos[i * R + w]
+            if pos >= 0:
+                q = sel[i] * R + w
+                end = ln if dropped.size and dropped[q] else ln - 1
+                for k in range(pos, end):  # visit k + 1 is steps[b + k]
+                    out_unit[at] = q // per_unit
+                    out_node[at] = np.int64(steps[b + k]) | (np.int64(steps_hi[b + k]) << 16)
+                    at += 1
+            b += ln
+    return at
+
+
+@njit(cache=True, parallel=True)
 def gaps_encode(t_ip, t_rows, b_ip, out):
     """Each column's sorted rows ``t_rows[t_ip[c]:t_ip[c + 1]]`` as varint gaps (7 bits a
     byte, high bit: more bytes follow; the first gap from 0) into ``out`` from ``b_ip[c]``.
     With ``out`` empty: only the byte counts into ``b_ip[1:]``."""
     fill = out.size > 0
-    for c in range(t_ip.size - 1):
+    for c in prange(t_ip.size - 1):
         prev = np.int64(0)
         at = b_ip[c] if fill else 0
         size = 0
@@ -1874,8 +1905,8 @@ def gaps_encode(t_ip, t_rows, b_ip, out):
 def gaps_mark(cols, b_ip, data, mark):
     """``mark[r] = True`` for every row r that ``gaps_encode`` coded for the columns ``cols``."""
     for c in cols:
-        at = b_ip[c]
-        end = b_ip[c + 1]
+        at = np.int64(b_ip[c])
+        end = np.int64(b_ip[c + 1])
         cur = np.int64(0)
         while at < end:
             g = np.int64(0)
@@ -1891,21 +1922,35 @@ def gaps_mark(cols, b_ip, data, mark):
             mark[cur] = True
 
 
-@njit(cache=True)
-def transpose_rows(indptr, cols, n):
-    """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted)."""
+@njit(cache=True, parallel=True)
+def transpose_rows(indptr, cols, n, n_chunks):
+    """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted).
+    ``n_chunks`` threads each take a range of rows (a counting sort: per-chunk counts, then
+    each chunk scatters its rows after the earlier chunks')."""
+    rows_n = indptr.size - 1
+    counts = np.zeros((n_chunks, n), np.int64)
+    for k in prange(n_chunks):
+        lo = rows_n * k // n_chunks
+        hi = rows_n * (k + 1) // n_chunks
+        for e in range(indptr[lo], indptr[hi]):
+            counts[k, cols[e]] += 1
     t_ip = np.zeros(n + 1, np.int64)
-    for e in range(cols.size):
-        t_ip[cols[e] + 1] += 1
     for c in range(n):
-        t_ip[c + 1] += t_ip[c]
-    fill = t_ip[:-1].copy()
+        total = np.int64(0)
+        for k in range(n_chunks):
+            x = counts[k, c]
+            counts[k, c] = t_ip[c] + total
+            total += x
+        t_ip[c + 1] = t_ip[c] + total
     rows = np.empty(cols.size, np.int32)
-    for r in range(indptr.size - 1):
-        for e in range(indptr[r], indptr[r + 1]):
-            c = cols[e]
-            rows[fill[c]] = r
-            fill[c] += 1
+    for k in prange(n_chunks):
+        lo = rows_n * k // n_chunks
+        hi = rows_n * (k + 1) // n_chunks
+        for r in range(lo, hi):
+            for e in range(indptr[r], indptr[r + 1]):
+                c = cols[e]
+                rows[counts[k, c]] = r
+                counts[k, c] += 1
     return t_ip, rows
 
 

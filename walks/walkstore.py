@@ -19,13 +19,18 @@ id in ``_lo``, the rest in ``_hi``, one byte below 16.7M nodes), ``blk_start`` p
 (steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
 rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
 left is reclaimed once it exceeds a quarter of the walks (the memory target: the store within
-2x the fingerprints). The index from a node to the blocks whose walks visit it keeps each
-node's sorted block ids as varint gaps (``t_indptr``: byte offsets, ``t_blocks``: bytes; one or
-two bytes an entry), plus an append-only overflow of (node, block) pairs for the visits walked
-since, rebuilt (a pass over every walk) once the overflow holds a sixteenth of the steps. False
-hits (a block that no longer visits a node) only cost a scan. Finding the walks a batch
-affects costs a scan of the candidate blocks with a bit test per visit (a bitmap of the changed
-nodes, ``_kernels.walks_plan``).
+2x the fingerprints). The node index is per walk (Bahmani et al. keep the visits of every
+node): for each node, the sorted walks that take a step from it (a visit after the source that
+is not the walk's last, or the last where the drop rule cut the walk: the moves a change of its
+out-edges can reroute) as varint gaps (``t_indptr``: byte offsets, ``t_units``: bytes), plus
+an append-only overflow of (node, walk) pairs for the visits walked since, rebuilt (a pass over
+every walk) once the overflow holds a sixteenth of the steps; the walks' first visits, at
+their sources, are found from ``block_src``. False hits (a walk rerouted since) only cost a
+scan of that walk. Finding the walks a batch affects costs the changed nodes' entries and a
+scan of the walks they name (a bit test per visit against a bitmap of the changed nodes,
+``_kernels.walks_plan``), not a scan of whole blocks; the blocks of the walks rerouted are
+rewritten. (``walks_per_unit`` > 1 indexes groups of walks instead: fewer, denser entries,
+more walks scanned.)
 
 Rows of many blocks (hub rows: 1000 walks each) are not recounted after a repair: the visits
 it removed and added are logged as (row, node, +-1) and applied to the published rows by
@@ -62,13 +67,14 @@ WALKS_SCHEMA = "shardwalk.walks"
 WALKS_SCHEMA_VERSION = 1
 _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
+_U32 = np.iinfo(np.uint32).max
 _HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
 _CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its progress
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and ovf_used are unseen)
 _STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
-          "_lo", "_hi", "ovf_nodes", "ovf_blocks", "t_indptr", "t_blocks", "dl_used", "_recount",
-          "_dl_row", "_dl_node", "_dl_val")  # fmt: skip
+          "_lo", "_hi", "ovf_nodes", "ovf_units", "t_indptr", "t_units", "dl_used", "_recount",
+          "_dl_row", "_dl_node", "_dl_val", "_by_src")  # fmt: skip
 
 
 def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +100,8 @@ class WalkStore:
     log_share = 4  # ... and until it outgrows this share of the steps
     #: steps in use before space left behind is reclaimed (below it, never)
     compact_min = 1 << 16
+    #: walks per unit of the node index (a divisor of the walks per block; 1: each walk)
+    walks_per_unit = 1
 
     def __init__(
         self,
@@ -122,6 +130,12 @@ class WalkStore:
         )
         self.per_row = int(per_row)  # blocks per fingerprint row
         self.R = int(walks_per_node)
+        self.per_unit = max(d for d in range(1, self.R + 1)
+                            if self.R % d == 0 and d <= self.walks_per_unit)  # fmt: skip
+        src = self.block_src
+        self._by_src = (
+            None if (np.diff(src) >= 0).all() else np.argsort(src, kind="stable")
+        )  # blocks by source, unless they are in order
         self.alpha = float(alpha)
         self.seed = int(seed)
         self.mode = int(mode)
@@ -193,9 +207,11 @@ class WalkStore:
     def nbytes(self) -> int:
         """Bytes in use: the walks (steps in use, starts, lengths, drop marks) and the index."""
         arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
-                  self.t_indptr, self.t_blocks)  # fmt: skip
+                  self.t_indptr, self.t_units)  # fmt: skip
         walks = self.used * (self._lo.itemsize + self._hi.itemsize)
-        overflow = self.ovf_used * (self.ovf_nodes.itemsize + self.ovf_blocks.itemsize)
+        overflow = self.ovf_used * (self.ovf_nodes.itemsize + self.ovf_units.itemsize)
+        if self._by_src is not None:
+            overflow += self._by_src.nbytes
         log = self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
         return int(sum(a.nbytes for a in arrays) + walks + overflow + log)
 
@@ -216,48 +232,72 @@ class WalkStore:
             self._hi = self._hi.astype(np.uint16)
 
     # -- index ------------------------------------------------------------------------------
+    @property
+    def num_units(self) -> int:
+        """Index units: ``per_unit`` consecutive walks of one block each."""
+        return self._nb * self.R // self.per_unit
+
     def _index(self, num_nodes: int) -> None:
-        """Rebuild the node -> blocks index from the walks: each node's sorted blocks as
-        varint gaps (``t_indptr``: byte offsets per node, ``t_blocks``: the bytes), one or two
-        bytes an entry where int32 ids took four (a node visited by many blocks has small
-        gaps)."""
-        nb = self.num_blocks
-        ip = np.zeros(nb + 1, np.int64)
-        chunks = max(1, min(numba.get_num_threads(), nb))
-        args = (nb, 1, self.block_src, self.R, self.blk_start, self.walk_len, self._lo, self._hi,
-                num_nodes)  # fmt: skip
-        _kernels.group_visits(*args, ip, np.zeros(0, np.int32), chunks)
+        """Rebuild the node -> units index from the walks: for each node, the sorted units
+        (``per_unit`` walks; 1: each walk its own) whose walks take a step from it (a visit
+        after the source that is not the walk's last, or the last where the drop rule cut the
+        walk), as varint gaps (``t_indptr``: byte offsets per node, ``t_units``: the bytes).
+        The visits at a block's source (each walk's first) are found from ``block_src``."""
+        nu = self.num_units
+        ip = np.zeros(nu + 1, np.int64)
+        chunks = max(1, min(numba.get_num_threads(), nu))
+        args = (nu, self.per_unit, self.R, self.blk_start, self.walk_len, self.dropped, self._lo,
+                self._hi, num_nodes)  # fmt: skip
+        _kernels.unit_visits(*args, ip, np.zeros(0, np.int32), chunks)
         np.cumsum(ip, out=ip)
         nodes = np.empty(int(ip[-1]), np.int32)
-        _kernels.group_visits(*args, ip, nodes, chunks)
-        t_ip, t_rows = _kernels.transpose_rows(ip, nodes, num_nodes)
+        _kernels.unit_visits(*args, ip, nodes, chunks)
+        t_ip, t_rows = _kernels.transpose_rows(ip, nodes, num_nodes, chunks)
         del nodes
         b_ip = np.zeros(num_nodes + 1, np.int64)
         _kernels.gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
         np.cumsum(b_ip, out=b_ip)
         data = np.empty(int(b_ip[-1]), np.uint8)
         _kernels.gaps_encode(t_ip, t_rows, b_ip, data)
-        self.t_indptr, self.t_blocks = b_ip, data
+        self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
+        self.t_units = data
         self.ovf_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
-        self.ovf_blocks = np.zeros(0, np.int32)
+        self.ovf_units = np.zeros(0, np.int32)
         self.ovf_used = 0
 
-    def _add_overflow(self, nodes: np.ndarray, blocks: np.ndarray) -> None:
+    def _add_overflow(self, nodes: np.ndarray, units: np.ndarray) -> None:
         need = self.ovf_used + nodes.shape[0]
         self.ovf_nodes = _grow(self.ovf_nodes, need)
-        self.ovf_blocks = _grow(self.ovf_blocks, need)
+        self.ovf_units = _grow(self.ovf_units, need)
         self.ovf_nodes[self.ovf_used : need] = nodes
-        self.ovf_blocks[self.ovf_used : need] = blocks
+        self.ovf_units[self.ovf_used : need] = units
         self.ovf_used = need
 
-    def blocks_visiting(self, nodes: np.ndarray, slot: np.ndarray) -> np.ndarray:
-        """Blocks whose walks may visit any of ``nodes`` (sorted, unique; may hold false hits);
-        ``slot`` is >= 0 exactly at ``nodes`` (and maybe other changed nodes)."""
+    def _source_blocks(self, nodes: np.ndarray) -> np.ndarray:
+        """The blocks whose source is one of ``nodes`` (sorted)."""
+        src = self.block_src
+        if self._by_src is None:  # sources in order (the builder's, and new nodes after)
+            lo = np.searchsorted(src, nodes, "left")
+            hi = np.searchsorted(src, nodes, "right")
+            return _gather(lo, hi - lo)
+        order = self._by_src
+        lo = np.searchsorted(src[order], nodes, "left")
+        hi = np.searchsorted(src[order], nodes, "right")
+        return np.sort(order[_gather(lo, hi - lo)])
+
+    def walks_visiting(self, nodes: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """The units (see ``per_unit``) whose walks may take a step from any of ``nodes``
+        (their visits at the nodes, their sources among them), sorted, unique; may hold false
+        hits (walks rerouted since the index was built). ``slot`` is >= 0 exactly at
+        ``nodes`` (and maybe other changed nodes)."""
         nodes = np.asarray(nodes, np.int64)
+        mark = np.zeros(self.num_units, bool)
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
-        mark = np.zeros(self._nb, bool)
-        _kernels.gaps_mark(indexed, self.t_indptr, self.t_blocks, mark)
-        mark[self.ovf_blocks[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]] = True
+        _kernels.gaps_mark(indexed, self.t_indptr, self.t_units, mark)
+        mark[self.ovf_units[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]] = True
+        per_block = self.R // self.per_unit
+        own = self._source_blocks(nodes)
+        mark[(own[:, None] * per_block + np.arange(per_block)).reshape(-1)] = True
         return np.flatnonzero(mark)
 
     # -- rows -------------------------------------------------------------------------------
@@ -303,7 +343,8 @@ class WalkStore:
         Returns
         -------
         dict
-            ``walks`` rerouted, ``steps`` walked anew, ``blocks`` scanned, ``seconds``.
+            ``walks`` rerouted, ``steps`` walked anew, ``walks_scanned`` (the walks the
+            index named, planned), ``blocks_scanned`` (their blocks), ``seconds``.
 
         A repair that raises leaves the store as it was (see the module docstring).
         """
@@ -338,18 +379,10 @@ class WalkStore:
                          rule_dangling, kind, change.old_total)  # fmt: skip
         new = _effective(change.nodes, change.new_indptr, change.new_targets, change.new_weights,
                          rule_dangling, kind, change.new_total)  # fmt: skip
-        blocks = self.blocks_visiting(
-            change.nodes[change.nodes < change.num_nodes_before], chg_slot
-        )
-        r = self.R
-        pos = np.empty(blocks.shape[0] * r, np.int64)
-        target = np.empty(blocks.shape[0] * r, np.int64)
-        bound = np.empty(blocks.shape[0], np.int64)
-        hit = np.empty(blocks.shape[0], np.bool_)
+        units = self.walks_visiting(change.nodes[change.nodes < change.num_nodes_before], chg_slot)
         added = n - self.num_blocks if new_sources else 0
-        with _threads_for((blocks.shape[0] + added) * r):
-            walks, steps = self._reroute(graph, seq, blocks, chg_slot, kind, old, new, pos,
-                                         target, bound, hit, undo)  # fmt: skip
+        with _threads_for(units.shape[0] * self.per_unit + added * self.R):
+            walks, steps = self._reroute(graph, seq, units, chg_slot, kind, old, new, undo)
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
         if self.ovf_used > max(1 << 16, self.total_steps // 16):
@@ -361,66 +394,79 @@ class WalkStore:
         return {
             "walks": walks,
             "steps": steps,
-            "blocks_scanned": int(blocks.shape[0]),
+            "walks_scanned": int(units.shape[0]) * self.per_unit,
+            "blocks_scanned": _distinct(units * self.per_unit // self.R),
             "seconds": time.perf_counter() - t0,
         }
 
-    def _reroute(self, graph: DynamicGraph, seq: int, blocks: np.ndarray, chg_slot: np.ndarray,
-                 kind: np.ndarray, old: tuple, new: tuple, pos: np.ndarray, target: np.ndarray,
-                 bound: np.ndarray, hit: np.ndarray, undo: list) -> tuple[int, int]:  # fmt: skip
-        """Plan and rewrite the walks of ``blocks`` (see :meth:`repair`); (walks, steps). The
-        entries it changes in place are saved in ``undo`` first."""
-        r = self.R
+    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, chg_slot: np.ndarray,
+                 kind: np.ndarray, old: tuple, new: tuple, undo: list) -> tuple[int, int]:  # fmt: skip
+        """Plan the walks of ``units`` and rewrite the blocks of those rerouted (see
+        :meth:`repair`); (walks, steps). The entries it changes in place are saved in ``undo``
+        first."""
+        r, g = self.R, self.per_unit
         bits = _kernels.node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
+        pos = np.empty(units.shape[0] * g, np.int64)
+        target = np.empty(units.shape[0] * g, np.int64)
+        new_len = np.empty(units.shape[0] * g, np.int64)
         _kernels.walks_plan(
-            blocks, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.blk_start,
-            self.walk_len, self.dropped, self._lo, self._hi, chg_slot, bits, kind, *old, *new, pos,
-            target, bound, hit,
+            units, g, self.block_src, self.block_w0, r, self.alpha, self.seed, seq,
+            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, chg_slot, bits, kind,
+            *old, *new, pos, target, new_len,
         )  # fmt: skip
-        walks = steps = 0
-        if hit.any():
-            sel = blocks[hit]
-            pos_s = np.ascontiguousarray(pos.reshape(-1, r)[hit]).reshape(-1)
-            tgt_s = np.ascontiguousarray(target.reshape(-1, r)[hit]).reshape(-1)
-            bound_s = bound[hit]
-            walk_ids = (sel[:, None] * r + np.arange(r)).reshape(-1)
-            undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(),
-                         self._len[walk_ids].copy(),
-                         self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
-            if bound_s.max() > np.iinfo(self.walk_len.dtype).max:
-                self._len = self._len.astype(np.uint32)
-            new_start = self.used + np.cumsum(bound_s) - bound_s
-            self._fit(graph.num_nodes)
-            self._lo = _grow(self._lo, self.used + int(bound_s.sum()))
-            self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
-            walked = np.empty(sel.shape[0], np.int64)
-            rerouted = np.empty(sel.shape[0], np.int64)
-            self.live -= int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
-            _kernels.walks_rewrite(
-                sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
-                self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
-                new_start,
-                *graph.kernel_arrays(), walked, rerouted,
-            )  # fmt: skip
-            self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
-            old_start, old_len, new_len = undo[-1][1], undo[-1][3], self._len[walk_ids]
-            if self.logged and not self._recount:
-                self._log_visits(sel, pos_s, old_start, old_len, new_start, new_len)
-            self.blk_start[sel] = new_start
-            self.used += int(bound_s.sum())
-            walks, steps = int(rerouted.sum()), int(walked.sum())
-            self.dirty[sel] = True
-            # index the visits walked anew: from each rerouted visit to the walk's end
-            moved = pos_s >= 0
-            need = self.ovf_used + int((new_len[moved] - pos_s[moved]).sum())
-            self.ovf_nodes = _grow(self.ovf_nodes, need)
-            self.ovf_blocks = _grow(self.ovf_blocks, need)
-            sign = np.empty(need, np.int8)  # (all +1)
-            self.ovf_used = _kernels.walks_delta(
-                sel, 1, r, old_start, old_len, new_start, new_len, pos_s, self._lo, self._hi, False,
-                self.ovf_blocks, self.ovf_nodes, sign, self.ovf_used,
-            )  # fmt: skip
-        return walks, steps
+        hit = np.flatnonzero(pos >= 0)
+        if hit.size == 0:
+            return 0, 0
+        # the blocks of the rerouted walks: rewritten whole (their walks lie together)
+        wid = (units[hit // g] * g + hit % g).astype(np.int64)  # (ascending)
+        blk = wid // r
+        first = np.ones(blk.shape[0], bool)
+        first[1:] = blk[1:] != blk[:-1]
+        sel = blk[first]
+        at = (np.cumsum(first) - 1) * r + wid % r
+        pos_s = np.full(sel.shape[0] * r, -1, np.int64)
+        tgt_s = np.full(sel.shape[0] * r, -1, np.int64)
+        pos_s[at], tgt_s[at] = pos[hit], target[hit]
+        walk_ids = (sel[:, None] * r + np.arange(r)).reshape(-1)
+        old_lens = self.walk_len[walk_ids].astype(np.int64)
+        grown = np.zeros(sel.shape[0] * r, np.int64)
+        grown[at] = new_len[hit] - old_lens[at]
+        bound_s = (old_lens + grown).reshape(-1, r).sum(axis=1)
+        undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(),
+                     self._len[walk_ids].copy(),
+                     self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
+        if new_len[hit].max() > np.iinfo(self.walk_len.dtype).max:
+            self._len = self._len.astype(np.uint32)
+        new_start = self.used + np.cumsum(bound_s) - bound_s
+        self._fit(graph.num_nodes)
+        self._lo = _grow(self._lo, self.used + int(bound_s.sum()))
+        self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
+        walked = np.empty(sel.shape[0], np.int64)
+        rerouted = np.empty(sel.shape[0], np.int64)
+        self.live -= int(old_lens.sum())
+        _kernels.walks_rewrite(
+            sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
+            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
+            new_start,
+            *graph.kernel_arrays(), walked, rerouted,
+        )  # fmt: skip
+        self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
+        old_start, old_len, new_lens = undo[-1][1], undo[-1][3], self._len[walk_ids]
+        if self.logged and not self._recount:
+            self._log_visits(sel, pos_s, old_start, old_len, new_start, new_lens)
+        self.blk_start[sel] = new_start
+        self.used += int(bound_s.sum())
+        self.dirty[sel] = True
+        # index the stepping visits walked anew: after each rerouted visit
+        moved = pos_s >= 0
+        need = self.ovf_used + int((new_lens[moved].astype(np.int64) - pos_s[moved] + 1).sum())
+        self.ovf_nodes = _grow(self.ovf_nodes, need)
+        self.ovf_units = _grow(self.ovf_units, need)
+        self.ovf_used = _kernels.walks_new_visits(
+            sel, r, g, new_start, new_lens, pos_s, self.dropped, self._lo, self._hi,
+            self.ovf_units, self.ovf_nodes, self.ovf_used,
+        )  # fmt: skip
+        return int(rerouted.sum()), int(walked.sum())
 
     def _log_visits(self, sel: np.ndarray, pos: np.ndarray, old_start: np.ndarray,
                     old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray) -> None:  # fmt: skip
@@ -522,12 +568,18 @@ class WalkStore:
         self._nb = last
         self.used += steps.shape[0]
         self.live += steps.shape[0]
-        blocks = np.arange(first, self.num_blocks, dtype=np.int64)
-        per_block = walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
-        self._add_overflow(
-            np.concatenate([steps.astype(np.int64), sources]),
-            np.concatenate([np.repeat(blocks, per_block), blocks]),
-        )
+        # index the stepping visits (every visit after the source but the last, and the last
+        # of a walk the drop rule cut); the sources are found from block_src
+        lens = walk_len.astype(np.int64)
+        step_in_walk = np.arange(steps.shape[0]) - np.repeat(np.cumsum(lens) - lens, lens)
+        ends = lens - 1 + (dropped if dropped.size else 0)
+        keep = step_in_walk < np.repeat(ends, lens)
+        owner = np.repeat(np.arange(first * r, last * r, dtype=np.int64), lens)
+        self._add_overflow(steps[keep], owner[keep] // self.per_unit)
+        if self._by_src is None and first and sources.size and sources[0] < self._src[first - 1]:
+            self._by_src = np.argsort(self.block_src, kind="stable")
+        elif self._by_src is not None:
+            self._by_src = np.argsort(self.block_src, kind="stable")
 
     def compact(self) -> None:
         """Pack the live blocks at the front of ``steps``, in place (in the order they lie):
@@ -589,6 +641,11 @@ class WalkStore:
             walks_per_node=r, alpha=meta["alpha"], seed=meta["seed"], mode=meta["mode"],
             used=int(meta["steps"]), num_nodes=num_nodes, per_row=int(meta["per_row"]), **arrays,
         )  # fmt: skip
+
+
+def _distinct(sorted_ids: np.ndarray) -> int:
+    """How many distinct values an ascending array holds."""
+    return int(sorted_ids.shape[0] and np.count_nonzero(np.diff(sorted_ids)) + 1)
 
 
 def _threads_for(work: int) -> Any:

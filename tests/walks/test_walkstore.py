@@ -221,8 +221,8 @@ def state_of(store: WalkStore) -> dict[str, object]:
         "walk_len": store.walk_len, "dropped": store.dropped, "dirty": store.dirty,
         "walks": store.steps[walkstore._gather(store.blk_start, per_block)],
         "t_indptr": store.t_indptr,
-        "t_blocks": store.t_blocks, "ovf_nodes": store.ovf_nodes[: store.ovf_used],
-        "ovf_blocks": store.ovf_blocks[: store.ovf_used],
+        "t_units": store.t_units, "ovf_nodes": store.ovf_nodes[: store.ovf_used],
+        "ovf_units": store.ovf_units[: store.ovf_used],
     }  # fmt: skip
 
 
@@ -360,31 +360,6 @@ def test_hub_rows_follow_the_logged_visits(monkeypatch, recount: bool) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_node_index_is_compact_and_finds_every_visiting_block() -> None:
-    """The index keeps each node's blocks as varint gaps (under 2 bytes an entry here, where
-    int32 ids took 4); what ``blocks_visiting`` returns for a node holds every block whose
-    walks visit it, before and after repairs (the overflow)."""
-    g = power_law_graph(500, 2500, seed=9)
-    dg = DynamicGraph(g)
-    _, main, _ = build_kept(dg, walks_per_node=4, hubs=None)
-    ip, _, _, _ = main.rows(np.arange(main.num_blocks), g.num_nodes, per_row=1)
-    assert main.t_blocks.dtype == np.uint8 and main.t_blocks.size < 2 * int(ip[-1])
-    rng = np.random.default_rng(5)
-    for _ in range(2):
-        n = dg.num_nodes
-        per_block = main.walk_len.reshape(-1, main.R).sum(axis=1, dtype=np.int64)
-        steps = main.steps
-        visits = [set(steps[a : a + k].tolist()) | {int(s)}
-                  for a, k, s in zip(main.blk_start, per_block, main.block_src)]  # fmt: skip
-        for v in rng.choice(n, 25, replace=False):
-            slot = np.full(n, -1, np.int64)
-            slot[v] = 0
-            found = set(main.blocks_visiting(np.array([v]), slot).tolist())
-            truth = {b for b, seen in enumerate(visits) if int(v) in seen}
-            assert truth <= found, (v, truth - found)
-        stream(dg, [main], rng, batches=1, size=30)
-
-
 def test_steps_take_three_bytes_and_keep_ids_past_16_bits() -> None:
     """Steps are stored as 2 + 1 bytes (2 + 2 past 2**24 nodes); walks on a graph of 70,000
     nodes (ids past 2**16) decode to valid walks, before and after a repair and a compaction."""
@@ -399,7 +374,7 @@ def test_steps_take_three_bytes_and_keep_ids_past_16_bits() -> None:
     fp, main, _ = build_kept(dg, walks_per_node=1, hubs=None)
     assert main._lo.dtype == np.uint16 and main._hi.dtype == np.uint8
     assert int(main.steps.max()) >= 1 << 16
-    assert main.nbytes < main.used * 3 + 40 * main.num_blocks + main.t_blocks.nbytes + (1 << 20)
+    assert main.nbytes < main.used * 3 + 40 * main.num_blocks + main.t_units.nbytes + (1 << 20)
     rng = np.random.default_rng(3)
     edges = rng.integers(60_000, 70_000, size=(300, 2))
     change = dg.apply(dg.prepare("upsert", g.node_ids[edges]))

@@ -5,6 +5,7 @@ replays the writes of the meantime, swaps, and checkpoints (durable across a reo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -197,11 +198,15 @@ def test_a_background_compaction_is_durable_across_a_reopen(tmp_path):
     reopened.close()
 
 
-def test_a_closed_collection_drops_its_compaction(tmp_path):
+@contextlib.contextmanager
+def a_compaction_held_in_its_build(tmp_path, seed):
+    """An engine on disk whose collection "c" (200 rows) has a background compaction started
+    (100 rows deleted) and held once it has copied the rows, while the block runs; yields
+    (engine, collection); the build goes on at the block's end."""
     engine = shardwalk.Engine.open(tmp_path / "db")
     col = engine.create_collection("c", dim=DIM, index="hnsw")
     col.compaction_min_dead = 50
-    col.upsert(np.arange(200), np.random.default_rng(4).normal(size=(200, DIM)))
+    col.upsert(np.arange(200), np.random.default_rng(seed).normal(size=(200, DIM)))
     started, go_on = threading.Event(), threading.Event()
     build = Collection._apply_upsert
 
@@ -215,10 +220,15 @@ def test_a_closed_collection_drops_its_compaction(tmp_path):
         Collection._apply_upsert = held
         col.delete(np.arange(100))
         assert started.wait(60)
-        engine.close()  # checkpoints and closes while the build runs
+        yield engine, col
     finally:
         Collection._apply_upsert = build
         go_on.set()
+
+
+def test_a_closed_collection_drops_its_compaction(tmp_path):
+    with a_compaction_held_in_its_build(tmp_path, seed=4) as (engine, col):
+        engine.close()  # checkpoints and closes while the build runs
     col.wait_compacted()
     assert col.stats()["compaction"]["runs"] == 0
     reopened = shardwalk.Engine.open(tmp_path / "db")
@@ -230,28 +240,9 @@ def test_a_compaction_outliving_a_crash_writes_nothing_through_the_released_dire
     """A crash (the directory released, no checkpoint) during a background build: the build
     may finish, but its checkpoint is refused, so the manifest stays the crash's and the next
     engine never meets its files (CI once saw both checkpoint into one snapshot number)."""
-    engine = shardwalk.Engine.open(tmp_path / "db")
-    col = engine.create_collection("c", dim=DIM, index="hnsw")
-    col.compaction_min_dead = 50
-    col.upsert(np.arange(200), np.random.default_rng(5).normal(size=(200, DIM)))
-    started, go_on = threading.Event(), threading.Event()
-    build = Collection._apply_upsert
-
-    def held(self, write, *, direct=False):
-        if self is not col and not started.is_set():
-            started.set()
-            assert go_on.wait(60)
-        return build(self, write, direct=direct)
-
-    try:
-        Collection._apply_upsert = held
-        col.delete(np.arange(100))
-        assert started.wait(60)
+    with a_compaction_held_in_its_build(tmp_path, seed=5) as (engine, col):
         manifest = (tmp_path / "db" / "manifest.json").read_bytes()
         engine._datadir.close()  # a crash while the build runs
-    finally:
-        Collection._apply_upsert = build
-        go_on.set()
     col.wait_compacted()
     assert "is closed" in col.stats()["compaction"]["last_error"]
     assert (tmp_path / "db" / "manifest.json").read_bytes() == manifest

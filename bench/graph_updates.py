@@ -58,6 +58,7 @@ from shardwalk.walks.generators import power_law_graph
 import shardwalk
 
 ROOT = Path(__file__).resolve().parent
+LOAD_START = os.getloadavg()  # when this process started: the results record it with the end's
 DATA = ROOT.parents[1] / "shared" / "data"
 REAL_GRAPHS = [
     "soc-sign-bitcoinalpha",
@@ -346,6 +347,8 @@ def main() -> None:
         "python": sys.executable,
         "commit": _commit(),
         "load": os.getloadavg(),
+        "load_start": LOAD_START,
+        "load_end": os.getloadavg(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "fingerprints": FINGERPRINTS,
         "targets": TARGETS,
@@ -385,6 +388,8 @@ def compare(args: argparse.Namespace) -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "commit": _commit(),
         "load": os.getloadavg(),
+        "load_start": LOAD_START,
+        "load_end": os.getloadavg(),
         "baseline": reports["baseline"],
         "current": reports["current"],
         "ratios": ratios(reports["baseline"], reports["current"]),
@@ -412,7 +417,8 @@ def small_batches(args: argparse.Namespace) -> None:
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(runs[-1]), flush=True)
         report = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-                  "commit": _commit(), "load": os.getloadavg(), "runs": runs}  # fmt: skip
+                  "commit": _commit(), "load": os.getloadavg(), "load_start": LOAD_START,
+                  "load_end": os.getloadavg(), "runs": runs}  # fmt: skip
         path = ROOT / "results" / f"graph-updates-{args.tag or 'small-batches'}.json"
         path.write_text(json.dumps(report, indent=1))
         print(f"wrote {path}")

@@ -1008,7 +1008,12 @@ def provenance(r: dict) -> tuple[str, float, float]:
     if "shardwalk_commit" in r:  # bench/server.py
         m = r["machine"]
         return r["shardwalk_commit"], m["loadavg_before"][0], m["loadavg_after"][0]
-    return r["commit"], float(str(r["load_start"]).split()[0]), float(str(r["load_end"]).split()[0])
+    return r["commit"], _one_minute(r["load_start"]), _one_minute(r["load_end"])
+
+
+def _one_minute(load: str | list[float]) -> float:
+    """The 1-minute load average of "0.5 0.6 0.7" or [0.5, 0.6, 0.7] (os.getloadavg)."""
+    return float(load[0] if isinstance(load, list) else str(load).split()[0])
 
 
 def _graph_updates(r: dict) -> str:

@@ -585,6 +585,26 @@ def test_fair_pool_reports_failures_and_refuses_after_shutdown() -> None:
         pool.submit(sum, [1])
 
 
+def _two_tenants() -> shardwalk.Engine:
+    """An engine with collection "c": 20 rows, owned by t0 and t1 in turn."""
+    engine = shardwalk.Engine.memory()
+    rng = np.random.default_rng(0)
+    engine.create_collection("c", dim=DIM, index="flat").upsert(
+        np.arange(20), rng.random((20, DIM), dtype=np.float32), ["t0", "t1"] * 10
+    )
+    return engine
+
+
+def _raw_search(channel: grpc.Channel) -> tuple[Any, bytes, dict[str, Any]]:
+    """(Search as a raw stub, one serialised query of "c", each tenant's call metadata)."""
+    search = channel.unary_unary("/shardwalk.v1.Shardwalk/Search")
+    query = pb.SearchRequest(
+        collection="c", queries=pb.Vectors(dim=DIM, data=Q.tobytes()), k=1
+    ).SerializeToString()
+    meta = {t: (("authorization", f"Bearer {key_of(t)}"),) for t in ("t0", "t1")}
+    return search, query, meta
+
+
 def _hold_a_thread(channel: grpc.Channel, metadata: Any) -> tuple[Any, threading.Event]:
     """An Upsert stream of one chunk left open: it holds a handler thread until the event is
     set (the stream's future, the event)."""
@@ -608,19 +628,11 @@ def test_a_burst_of_one_tenant_does_not_queue_ahead_of_another(model: str) -> No
     """One handler thread, held by tenant t0's open Upsert stream; t0 queues ten searches, then
     t1 one. Once the stream ends, t1's search is answered among the first two, not after all
     of t0's (grpc hands calls to the pool in arrival order; the pool takes callers in turn)."""
-    engine = shardwalk.Engine.memory()
-    rng = np.random.default_rng(0)
-    engine.create_collection("c", dim=DIM, index="flat").upsert(
-        np.arange(20), rng.random((20, DIM), dtype=np.float32), ["t0", "t1"] * 10
-    )
+    engine = _two_tenants()
     server = _serve(engine, _config({"rpc_threads": 1}), model)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        search = channel.unary_unary("/shardwalk.v1.Shardwalk/Search")
-        query = pb.SearchRequest(
-            collection="c", queries=pb.Vectors(dim=DIM, data=Q.tobytes()), k=1
-        ).SerializeToString()
-        meta = {t: (("authorization", f"Bearer {key_of(t)}"),) for t in ("t0", "t1")}
+        search, query, meta = _raw_search(channel)
         for t in meta:  # each key authenticates once: then it has a queue of its own
             search(query, metadata=meta[t], timeout=10)
         held, stream_open = _hold_a_thread(channel, meta["t0"])
@@ -728,20 +740,12 @@ def test_calls_past_max_concurrent_wait_in_line_up_to_max_queued(model: str) -> 
     """t0 may have one call in flight and one waiting: with its one slot held by an open
     Upsert stream, its next Search waits (and is answered once the stream ends), the one after
     is refused naming max_queued, and t1 is served meanwhile."""
-    engine = shardwalk.Engine.memory()
-    rng = np.random.default_rng(0)
-    engine.create_collection("c", dim=DIM, index="flat").upsert(
-        np.arange(20), rng.random((20, DIM), dtype=np.float32), ["t0", "t1"] * 10
-    )
+    engine = _two_tenants()
     config = _config(t0={"max_concurrent": 1, "max_queued": 1})
     server = _serve(engine, config, model)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
-        search = channel.unary_unary("/shardwalk.v1.Shardwalk/Search")
-        query = pb.SearchRequest(
-            collection="c", queries=pb.Vectors(dim=DIM, data=Q.tobytes()), k=1
-        ).SerializeToString()
-        meta = {t: (("authorization", f"Bearer {key_of(t)}"),) for t in ("t0", "t1")}
+        search, query, meta = _raw_search(channel)
         search(query, metadata=meta["t0"], timeout=10)  # the key authenticates: its line
         held, stream_open = _hold_a_thread(channel, meta["t0"])
         waiting = search.future(query, metadata=meta["t0"], timeout=30)

@@ -40,7 +40,7 @@ from shardwalk.errors import (
     ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
-from shardwalk.index.filters import evaluate, validate
+from shardwalk.index.filters import Predicate, evaluate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
@@ -1257,9 +1257,10 @@ class Collection:
             found[at] = True
         return found
 
-    def _scope_size(self, tenant: str | None = None, where: Any = None) -> int:
+    def scope_size(self, tenant: str | None = None, where: Predicate | None = None) -> int:
         """How many live rows :meth:`visible` would accept for this scope (from the cached
-        scope masks): tells a scoped PPR how deep to fetch before filtering."""
+        scope masks): tells a scoped PPR how deep to fetch before filtering
+        (:func:`shardwalk.compose.scoped_ppr`)."""
         if tenant is not None:
             check_name("tenant", tenant)
         with self._rw.read():

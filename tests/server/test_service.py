@@ -350,6 +350,32 @@ def test_tenant_ppr_from_a_seed_that_reaches_few_nodes(running: Running, docs: d
     assert (ppr[0, 2:] == -1).all()
 
 
+def test_tenant_ppr_on_a_graph_larger_than_one_ppr_call(running: Running, docs: dict) -> None:
+    """A small scope on a graph of more than MAX_K nodes: the first fetch is as deep as the
+    scope's share predicts, capped at MAX_K (what one PPR call returns), as compose caps it;
+    the server's copy of the rule once asked for every node and got RESOURCE_EXHAUSTED. The
+    server's answer is the library's (shardwalk.compose.scoped_ppr)."""
+    from shardwalk.compose import scoped_ppr
+    from shardwalk.validation import MAX_K
+
+    nodes = MAX_K + 20_000
+    running.engine.create_graph(
+        "wide", np.array([[0, 1], [1, 2], [2, 0]]), node_ids=np.arange(nodes)
+    )
+    tenant = docs["tenants"][0]
+    k = 400  # 2k over the tenant's share of the graph: more than every node
+    remote = running.client(key_of(tenant)).graph("wide").ppr([0], k, collection="docs")
+    mine = visible_to(docs, tenant)
+    found = remote.ids[remote.ids >= 0].tolist()
+    assert found and set(found) <= mine & {0, 1, 2}
+    assert (remote.ids[0, len(found) :] == -1).all()
+    graph, collection = running.engine.graph("wide"), running.engine.collection("docs")
+    embedded = scoped_ppr(graph, collection, [[0]], k, tenant=tenant)
+    np.testing.assert_array_equal(remote.ids, embedded.ids)
+    np.testing.assert_allclose(remote.scores, embedded.scores)
+    running.engine.drop_graph("wide")
+
+
 def test_limits(running: Running, docs: dict) -> None:
     docs_remote = running.client().collection("docs")
     with pytest.raises(shardwalk.ResourceExhaustedError, match="max_k"):

@@ -28,6 +28,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from numpy.typing import ArrayLike
 
 from shardwalk._wire import (
     attributes_from_pb,
@@ -44,10 +45,10 @@ from shardwalk.compose import ComposeResult, check_temperature
 from shardwalk.errors import InvalidArgumentError, ShardwalkError, error_for_code
 from shardwalk.index.base import SearchResult
 from shardwalk.index.planner import Explain
-from shardwalk.rows import attribute_table
+from shardwalk.rows import attribute_table, shared_array, tenant_array
 from shardwalk.v1 import shardwalk_pb2 as pb
 from shardwalk.v1 import shardwalk_pb2_grpc as pb_grpc
-from shardwalk.validation import check_ids, check_k
+from shardwalk.validation import as_ids, check_ids, check_k, check_vectors, edge_pairs
 from shardwalk.walks._check import check_alpha
 from shardwalk.walks.ppr import PPRResult
 
@@ -184,17 +185,12 @@ class _Shape:
         fingerprints: bool = False,
         **fingerprint_params: Any,
     ) -> RemoteGraph:
-        """As :meth:`shardwalk.Engine.create_graph` from an (E, 2) array of node ids, then
-        optionally ``build_fingerprints(**fingerprint_params)`` (admin keys only)."""
-        edges = np.asarray(edges)
-        if edges.ndim != 2 or edges.shape[1] != 2 or edges.dtype.kind not in "iu":
-            raise InvalidArgumentError(
-                f"edges must be an (E, 2) integer array of (src, dst) ids; got shape "
-                f"{edges.shape} of {edges.dtype}"
-            )
+        """As :meth:`shardwalk.Engine.create_graph` from an (E, 2) array of node ids or a
+        (src, dst) pair of arrays, then optionally ``build_fingerprints(**fingerprint_params)``
+        (admin keys only)."""
         request = pb.CreateGraphRequest(
             name=name,
-            edges=edges.astype("<i8").tobytes(),
+            edges=_packed_edges(edges, ("src", "dst")),
             weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
             undirected=not directed,
             node_ids=[] if node_ids is None else np.asarray(node_ids, dtype=np.int64).tolist(),
@@ -425,19 +421,15 @@ class RemoteCollection:
     ) -> int:
         """As :meth:`shardwalk.Collection.upsert`, streamed in chunks of about 4 MiB, each
         durable once the server has applied it; a tenant key writes its own rows only."""
+        # the library's checks (the server's dimension aside), for its messages
         ids = check_ids(ids)
-        vectors = np.asarray(vectors, dtype="<f4")
         n = ids.size
-        if vectors.ndim != 2 or vectors.shape[0] != n:
-            raise InvalidArgumentError(
-                f"vectors must be ({n}, dim) for {n} ids; got shape {vectors.shape}"
-            )
-        owners = [tenants] if isinstance(tenants, str) else list(tenants or [])
-        if len(owners) not in (0, 1, n):
-            raise InvalidArgumentError(f"tenants must be one name or {n}; got {len(owners)}")
-        shared = list(shared_with or [])
-        if shared and len(shared) != n:
-            raise InvalidArgumentError(f"shared_with must have {n} lists; got {len(shared)}")
+        vectors = check_vectors(vectors, dim=None, rows=n)
+        owners = tenant_array(tenants, n).to_pylist() if tenants is not None else []
+        if isinstance(tenants, str):
+            owners = owners[:1]
+        shared = [] if shared_with is None else shared_array(shared_with, n).to_pylist()
+        shared = [s or [] for s in shared]
         table = None if attributes is None else attribute_table(attributes, n)
         step = max(1, _CHUNK_BYTES // (4 * max(1, vectors.shape[1]) + 64))
 
@@ -526,24 +518,20 @@ class RemoteGraph:
 
     def delete_nodes(self, ids: Any) -> dict[str, Any]:
         """As :meth:`shardwalk.Graph.delete_nodes` (admin keys only); returns its report."""
-        nodes = np.atleast_1d(np.asarray(ids))
-        if nodes.ndim != 1 or (nodes.size and nodes.dtype.kind not in "iu"):
-            raise InvalidArgumentError(f"node ids must be integers; got {nodes.dtype}")
-        request = pb.DeleteEdgesRequest(graph=self.name, nodes=nodes.astype(np.int64).tolist())
+        nodes = as_ids(ids, what="node ids")
+        request = pb.DeleteEdgesRequest(graph=self.name, nodes=nodes.tolist())
         return self._client._run("DeleteEdges", request, _json, idempotent=False)
 
 
-def _packed_edges(edges: Any) -> bytes:
-    """An (E, 2) integer array (or a (src, dst) pair of arrays) as packed int64 pairs."""
-    if isinstance(edges, tuple) and len(edges) == 2:
-        edges = np.stack([np.asarray(edges[0]), np.asarray(edges[1])], axis=1)
-    arr = np.asarray(edges)
-    if arr.ndim != 2 or arr.shape[1] != 2 or (arr.size and arr.dtype.kind not in "iu"):
-        raise InvalidArgumentError(
-            f"edges must be an (E, 2) integer array of (src, dst) ids; got shape {arr.shape} "
-            f"of {arr.dtype}"
-        )
-    return arr.astype("<i8").tobytes()
+def _packed_edges(
+    edges: ArrayLike | tuple[ArrayLike, ArrayLike],
+    what: tuple[str, str] = ("edge sources", "edge targets"),
+) -> bytes:
+    """An (E, 2) integer array (or a (src, dst) pair of arrays) as packed int64 pairs, checked
+    as the library checks them (its messages: ``what`` names the columns as the library does
+    for graph creation, ``src``/``dst``, and for updates)."""
+    src, dst = edge_pairs(edges, what=what)
+    return np.stack([src, dst], axis=1).astype("<i8", copy=False).tobytes()
 
 
 # -- reading responses (shared by both transports) ---------------------------------------------

@@ -24,11 +24,17 @@ from shardwalk.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from shardwalk.graph import Graph, check_edges
+from shardwalk.graph import Graph
 from shardwalk.index import IndexHost
 from shardwalk.rows import declared_schema
 from shardwalk.storage import DataDir, remove_dir
-from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
+from shardwalk.validation import (
+    METRICS,
+    check_choice,
+    check_index_params,
+    check_name,
+    edge_pairs,
+)
 from shardwalk.wal import RecoveredLog, WriteAheadLog
 
 __all__ = ["Engine"]
@@ -457,7 +463,7 @@ class Engine:
         check_choice("self_loops", self_loops, ("keep", "drop"))
         if isinstance(edges, CSRGraph):
             return self._add_graph(name, edges, self_loops)
-        src, dst = check_edges(edges)
+        src, dst = edge_pairs(edges)
         csr = CSRGraph.from_edges(
             src,
             dst,

@@ -42,7 +42,7 @@ from shardwalk.validation import check_choice
 from shardwalk.wal import WriteAheadLog, encode
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult, _check
 from shardwalk.walks import build_fingerprints as _build_fingerprints
-from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch, edge_arrays
+from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch
 from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.fingerprints import select_hubs
 from shardwalk.walks.ppr import calibrate_accuracy
@@ -1043,6 +1043,3 @@ def _report(batch: EdgeBatch, added: int, repair: dict[str, Any], t0: float) -> 
 
 def _walks_nbytes(walks: tuple[WalkStore, WalkStore | None]) -> int:
     return int(walks[0].nbytes + (walks[1].nbytes if walks[1] is not None else 0))
-
-
-check_edges = edge_arrays  # (src, dst) from an (E, 2) array or a pair of sequences

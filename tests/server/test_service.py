@@ -185,6 +185,26 @@ BAD_CALLS = {
     "unknown id": lambda c: c.collection("docs").get([10**9]),
     "duplicate ids": lambda c: c.collection("docs").upsert([1, 1], np.zeros((2, DIM))),
     "NaN vector": lambda c: c.collection("docs").upsert([1], np.full((1, DIM), np.nan)),
+    "vectors for more ids": lambda c: c.collection("docs").upsert([1, 2], np.zeros((3, DIM))),
+    "vectors of strings": lambda c: c.collection("docs").upsert([1], [["a"] * DIM]),
+    "tenants for more ids": lambda c: c.collection("docs").upsert(
+        [1, 2], np.zeros((2, DIM)), tenants=["t0", "t1", "t2"]
+    ),
+    "one tenant in a list for two ids": lambda c: c.collection("docs").upsert(
+        [1, 2], np.zeros((2, DIM)), tenants=["t0"]
+    ),
+    "bad tenant name": lambda c: c.collection("docs").upsert([1], np.zeros((1, DIM)), "a b"),
+    "shared_with for fewer ids": lambda c: c.collection("docs").upsert(
+        [1, 2], np.zeros((2, DIM)), shared_with=[["t1"]]
+    ),
+    "graph: three columns of edges": lambda c: c.create_graph("g", np.zeros((2, 3), int)),
+    "graph: float edges": lambda c: c.create_graph("g", np.array([[0.5, 1.0]])),
+    "graph: negative node": lambda c: c.create_graph("g", np.array([[-1, 2]])),
+    "graph: src and dst of two lengths": lambda c: c.create_graph("g", ([0, 1], [1])),
+    "edges update: three columns": lambda c: c.graph("links").upsert_edges(np.zeros((1, 3), int)),
+    "edges update: float ids": lambda c: c.graph("links").upsert_edges(np.array([[0.5, 1.0]])),
+    "edges delete: negative id": lambda c: c.graph("links").delete_edges(np.array([[-3, 1]])),
+    "nodes delete: float ids": lambda c: c.graph("links").delete_nodes([0.5]),
     "existing collection": lambda c: c.create_collection("docs", dim=DIM),
     "bad metric": lambda c: c.create_collection("other", dim=DIM, metric="l3"),
     "unknown graph": lambda c: c.graph("nope").ppr([1]),

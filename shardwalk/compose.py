@@ -71,8 +71,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shardwalk.errors import InvalidArgumentError
+from shardwalk.types import Param, Report, Seeds
 from shardwalk.validation import (
     MAX_K,
     check_choice,
@@ -87,9 +89,6 @@ if TYPE_CHECKING:
     from shardwalk.graph import Graph
     from shardwalk.index.filters import Predicate
     from shardwalk.walks.ppr import PPRResult
-
-#: one PPR query's seeds: a node, nodes (equal weights) or a personalization {node: weight}
-Seeds = int | Sequence[int] | Mapping[int, float]
 
 __all__ = [
     "DEFAULTS",
@@ -156,26 +155,26 @@ def _deepest(nodes: int) -> int:
 class VisibleLists:
     """What :func:`visible_ppr` found: per query its first visible PPR nodes."""
 
-    ids: np.ndarray  # (q, width) int64, padded with -1
-    scores: np.ndarray  # (q, width) float64, padded with 0
-    error: np.ndarray  # (q,) float64: the PPR error of the query's last (deepest) fetch
-    mass: np.ndarray  # (q,) float64: as error
+    ids: NDArray[np.int64]  # (q, width), padded with -1
+    scores: NDArray[np.float64]  # (q, width), padded with 0
+    error: NDArray[np.float64]  # (q,): the PPR error of the query's last (deepest) fetch
+    mass: NDArray[np.float64]  # (q,): as error
     last: PPRResult  # the last fetch (method, alpha, dangling, params of the run)
-    also_visible: np.ndarray | None  # which of ``also`` are visible (None: none asked)
+    also_visible: NDArray[np.bool_] | None  # which of ``also`` are visible (None: none asked)
     filter_seconds: float  # spent in the visibility checks
 
 
 def visible_ppr(
     graph: Graph,
     collection: Collection,
-    queries: Sequence[Any],
+    queries: Sequence[Seeds],
     width: int,
     depth: int,
     *,
     tenant: str | None = None,
     where: Predicate | None = None,
-    also: np.ndarray | None = None,
-    **ppr_options: Any,
+    also: NDArray[np.int64] | None = None,
+    **ppr_options: Param,
 ) -> VisibleLists:
     """Each query's first ``width`` PPR nodes (in rank order) that are rows of ``collection``
     visible to ``tenant`` and matching ``where`` (:meth:`Collection.visible`): PPR lists of
@@ -232,7 +231,7 @@ def scoped_ppr(
     *,
     tenant: str | None = None,
     where: Predicate | None = None,
-    **ppr_options: Any,
+    **ppr_options: Param,
 ) -> PPRResult:
     """:meth:`Graph.ppr_batch` whose results are the top-k nodes that are rows of
     ``collection`` visible to ``tenant`` (and matching ``where``): the server's PPR with
@@ -313,13 +312,13 @@ class ComposeResult:
         Wall time of the whole call (validation included).
     """
 
-    ids: np.ndarray
-    scores: np.ndarray
-    distances: np.ndarray
-    ppr_scores: np.ndarray
-    seeds: np.ndarray
-    seeds_dropped: np.ndarray
-    ppr_error: np.ndarray
+    ids: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    distances: NDArray[np.float32]
+    ppr_scores: NDArray[np.float32]
+    seeds: NDArray[np.int64]
+    seeds_dropped: NDArray[np.int64]
+    ppr_error: NDArray[np.float64]
     ppr_method: str | None
     alpha: float
     fuse: str
@@ -327,7 +326,7 @@ class ComposeResult:
     ppr_seconds: float
     fuse_seconds: float
     seconds: float
-    explain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    explain: dict[str, Report] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

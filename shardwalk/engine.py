@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, check_threading_layer
@@ -26,8 +27,10 @@ from shardwalk.errors import (
 )
 from shardwalk.graph import Graph
 from shardwalk.index import IndexHost
+from shardwalk.index.filters import Predicate
 from shardwalk.rows import declared_schema
 from shardwalk.storage import DataDir, remove_dir
+from shardwalk.types import BackupReport, Edges, Param, Report
 from shardwalk.validation import (
     METRICS,
     check_choice,
@@ -36,6 +39,7 @@ from shardwalk.validation import (
     edge_pairs,
 )
 from shardwalk.wal import RecoveredLog, WriteAheadLog
+from shardwalk.walks import CSRGraph
 
 __all__ = ["Engine"]
 
@@ -212,7 +216,7 @@ class Engine:
         index: str = "hnsw",
         *,
         attributes: Mapping[str, str] | None = None,
-        **index_params: Any,
+        **index_params: Param,
     ) -> Collection:
         """Create an empty collection.
 
@@ -428,11 +432,11 @@ class Engine:
     def create_graph(
         self,
         name: str,
-        edges: Any,
-        weights: Any = None,
+        edges: Edges | CSRGraph,
+        weights: ArrayLike | None = None,
         *,
         directed: bool = True,
-        node_ids: Any = None,
+        node_ids: ArrayLike | None = None,
         self_loops: str = "keep",
         duplicates: str = "collapse",
     ) -> Graph:
@@ -457,8 +461,6 @@ class Engine:
         ------
         AlreadyExistsError, InvalidArgumentError
         """
-        from shardwalk.walks import CSRGraph
-
         check_name("graph", name)
         check_choice("self_loops", self_loops, ("keep", "drop"))
         if isinstance(edges, CSRGraph):
@@ -476,7 +478,7 @@ class Engine:
         return self._add_graph(name, csr, self_loops)
 
     def load_graph(
-        self, name: str, path: str | os.PathLike[str], *, format: str = "auto", **options: Any
+        self, name: str, path: str | os.PathLike[str], *, format: str = "auto", **options: Param
     ) -> Graph:
         """Create a graph from a file: a SNAP edge list (``.txt``, ``.gz``, ``.csv``), Parquet
         (``src``, ``dst`` [, weight] columns) or a directory of ``edges.npy`` [+ ``ids.npy``,
@@ -560,7 +562,7 @@ class Engine:
         *,
         dim: int = 128,
         index: str = "hnsw",
-        **fastrp_params: Any,
+        **fastrp_params: Param,
     ) -> Collection:
         """Write FastRP embeddings of a graph's nodes into a new cosine collection keyed by node
         id, so node similarity search works through the ordinary vector API."""
@@ -578,11 +580,11 @@ class Engine:
         self,
         collection: str,
         graph: str,
-        queries: Any,
+        queries: ArrayLike,
         *,
         k: int = 10,
         tenant: str | None = None,
-        where: Any = None,
+        where: Predicate | None = None,
         knn_k: int | None = None,
         ppr_k: int | None = None,
         alpha: float | None = None,
@@ -590,9 +592,9 @@ class Engine:
         weight: float | None = None,
         temperature: float | None = None,
         rank_constant: float | None = None,
-        knn_params: Mapping[str, Any] | None = None,
-        ppr_params: Mapping[str, Any] | None = None,
-        **unexpected: Any,
+        knn_params: Mapping[str, Param] | None = None,
+        ppr_params: Mapping[str, Param] | None = None,
+        **unexpected: object,
     ) -> ComposeResult:
         """kNN-seeded personalized PageRank with fused ranking, in one call: kNN in
         ``collection`` (scoped to ``tenant``, filtered by ``where``), the hits that are nodes of
@@ -698,8 +700,8 @@ class Engine:
         k: int = 10,
         seed: int = 0,
         min_degree: int = 2,
-        grid: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        grid: Mapping[str, Sequence[Param]] | None = None,
+    ) -> Report:
         """Tune :meth:`compose` for this collection and graph on the graph's own edges, and
         store the result as the pair's defaults.
 
@@ -776,7 +778,7 @@ class Engine:
                     if self._collections.get(collection.name) is collection:
                         raise
 
-    def backup(self, dest: str | os.PathLike[str], *, link: bool = True) -> dict[str, Any]:
+    def backup(self, dest: str | os.PathLike[str], *, link: bool = True) -> BackupReport:
         """Copy the data directory, online, into ``dest``: a consistent copy that
         ``Engine.open(dest)`` opens (that is the restore).
 

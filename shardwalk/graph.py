@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import ArrayLike, NDArray
 
 from shardwalk import _fs
 from shardwalk._files import make_dirs
@@ -38,6 +39,7 @@ from shardwalk.errors import (
     ResourceExhaustedError,
 )
 from shardwalk.storage import DataDir, remove_dir, seal_snapshot, verify_snapshot
+from shardwalk.types import Edges, Param, Report, Seeds
 from shardwalk.validation import check_choice
 from shardwalk.wal import WriteAheadLog, encode
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult, _check
@@ -190,7 +192,7 @@ class Graph:
         return bool(self._dyn.directed)
 
     @property
-    def node_ids(self) -> np.ndarray:
+    def node_ids(self) -> NDArray[np.int64]:
         """The ids of the graph's nodes (internal order; deleted nodes left out)."""
         ids = self._csr.node_ids
         return ids[ids >= 0] if ids.size and ids.min() < 0 else ids
@@ -214,7 +216,7 @@ class Graph:
         hub_walks: int = 1000,
         keep_walks: bool = True,
         progress: Progress | None = None,
-    ) -> dict[str, Any]:
+    ) -> Report:
         """Build (or rebuild) the Monte Carlo fingerprints (PowerWalk offline): R walks of
         stop probability ``alpha`` from every node, counting every visit.
 
@@ -416,7 +418,7 @@ class Graph:
         accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
-        **params: Any,
+        **params: Param,
     ) -> str:
         """The method a :meth:`ppr` call with these arguments would run, after checking them
         as it would (seeds and k aside), without running a query.
@@ -434,14 +436,14 @@ class Graph:
 
     def ppr(
         self,
-        seeds: Any,
+        seeds: Seeds,
         k: int = 100,
         *,
         method: str | None = None,
         accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
-        **params: Any,
+        **params: Param,
     ) -> PPRResult:
         """Personalized PageRank from one seed node, several (equal weights), or a
         personalization ``{node: weight}`` (PPR is linear in its seeds).
@@ -508,14 +510,14 @@ class Graph:
 
     def ppr_batch(
         self,
-        queries: Any,
+        queries: Sequence[Seeds],
         k: int = 100,
         *,
         method: str | None = None,
         accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
-        **params: Any,
+        **params: Param,
     ) -> PPRResult:
         """Many PPR queries in one parallel pass; row i answers ``queries[i]``. Arguments as in
         :meth:`ppr`."""
@@ -541,7 +543,7 @@ class Graph:
             result = run(queries, k=k, method=chosen, alpha=alpha, dangling=dangling, **params)  # type: ignore[arg-type]
         return replace(result, params=params)
 
-    def fastrp(self, *, dim: int = 128, **params: Any) -> np.ndarray:
+    def fastrp(self, *, dim: int = 128, **params: Param) -> NDArray[np.float32]:
         """FastRP node embeddings (very sparse random projection of the degree-normalised
         adjacency, weighted sum of its powers), (num_nodes, dim) float32, row i for
         ``node_ids[i]``. See :func:`shardwalk.walks.fastrp.fastrp` for the parameters."""
@@ -552,7 +554,7 @@ class Graph:
         ids = csr.node_ids
         return vectors[ids >= 0] if ids.size and ids.min() < 0 else vectors
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Report:
         fp = self._fingerprints
         csr = self._csr
         return {
@@ -585,7 +587,7 @@ class Graph:
         }
 
     # -- compose defaults (Engine.calibrate_compose) ----------------------------------------
-    def compose_defaults(self, collection: str) -> dict[str, Any] | None:
+    def compose_defaults(self, collection: str) -> Report | None:
         """The calibration stored for composing over ``collection`` and this graph, or None."""
         record = self._compose.get(collection)
         return None if record is None else dict(record)
@@ -613,7 +615,7 @@ class Graph:
                 self._compose[collection] = dict(record)
 
     # -- updates ----------------------------------------------------------------------------
-    def upsert_edges(self, edges: Any, weights: Any = None) -> dict[str, Any]:
+    def upsert_edges(self, edges: Edges, weights: ArrayLike | None = None) -> Report:
         """Add edges, or replace the weights of existing ones; durable on return.
 
         Parameters
@@ -640,7 +642,7 @@ class Graph:
         """
         return self._update("upsert", edges, weights)
 
-    def delete_edges(self, edges: Any) -> dict[str, Any]:
+    def delete_edges(self, edges: Edges) -> Report:
         """Remove edges (both directions in an undirected graph); durable on return.
 
         Raises
@@ -652,7 +654,7 @@ class Graph:
         """
         return self._update("delete", edges, None)
 
-    def delete_nodes(self, ids: Any) -> dict[str, Any]:
+    def delete_nodes(self, ids: ArrayLike) -> Report:
         """Remove nodes with all their in- and out-edges; durable on return. A removed id
         may come back later as a new node (with its first edge).
 

@@ -38,7 +38,7 @@ __all__ = [
 Param: TypeAlias = bool | int | float | str | None
 
 #: a JSON value: what statistics and reports hold (they pass through ``json.dumps`` as they are)
-JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
+JSON: TypeAlias = bool | int | float | str | Sequence["JSON"] | Mapping[str, "JSON"] | None
 
 #: a report or statistics: a JSON object (``Collection.stats()``, ``Graph.upsert_edges(...)``)
 Report: TypeAlias = dict[str, JSON]

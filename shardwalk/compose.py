@@ -191,8 +191,7 @@ def visible_ppr(
     also_visible = None
     filter_seconds = 0.0
     pending = np.arange(n)
-    last = None
-    while pending.size:
+    while True:  # at least once: graph.ppr_batch judges the queries, an empty batch too
         last = graph.ppr_batch([queries[i] for i in pending.tolist()], depth, **ppr_options)
         error[pending], mass[pending] = last.error, last.mass
         t_filter = time.perf_counter()
@@ -209,9 +208,9 @@ def visible_ppr(
         filter_seconds += time.perf_counter() - t_filter
         # short of visible nodes, with a full list (PPR had more to give), not yet everything
         pending = pending[short & listed[:, -1]] if depth < deepest else pending[:0]
+        if not pending.size:
+            break
         depth = min(depth * _DEEPER, deepest)
-    if last is None:
-        raise InvalidArgumentError("no queries: give at least one")
     return VisibleLists(
         ids=ids,
         scores=scores,

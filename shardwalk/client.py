@@ -199,6 +199,7 @@ class _Shape(_Channel):
 
     def create_collection(
         self,
+        /,
         name: str,
         dim: int,
         metric: str = "l2",
@@ -225,6 +226,7 @@ class _Shape(_Channel):
 
     def create_graph(
         self,
+        /,
         name: str,
         edges: Edges,
         weights: ArrayLike | None = None,
@@ -300,7 +302,7 @@ class _Shape(_Channel):
         the server's machine (admin keys only). The call's deadline is the client's
         ``timeout``: give a large directory a client with a longer one."""
         request = pb.BackupRequest(destination=dest, copy=not link)
-        return self._run("Backup", request, _json, idempotent=False)
+        return self._run("Backup", request, _backup_report, idempotent=False)
 
 
 class Client(_Shape):
@@ -378,12 +380,13 @@ class Client(_Shape):
 class RemoteCollection:
     """A collection on the server, with :class:`shardwalk.Collection`'s methods."""
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: _Shape, name: str) -> None:
         self._client = client
         self.name = name
 
     def search(
         self,
+        /,
         queries: ArrayLike,
         k: int = 10,
         *,
@@ -433,8 +436,8 @@ class RemoteCollection:
         owners = tenant_array(tenants, n).to_pylist() if tenants is not None else []
         if isinstance(tenants, str):
             owners = owners[:1]
-        shared = [] if shared_with is None else shared_array(shared_with, n).to_pylist()
-        shared = [s or [] for s in shared]
+        access = None if shared_with is None else shared_array(shared_with, n)
+        shared = [] if access is None else [s or [] for s in access.to_pylist()]
         table = None if attributes is None else attribute_table(attributes, n)
         step = max(1, _CHUNK_BYTES // (4 * max(1, vectors.shape[1]) + 64))
 
@@ -468,17 +471,19 @@ class RemoteCollection:
 class RemoteGraph:
     """A graph on the server, with :class:`shardwalk.Graph`'s query methods."""
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: _Shape, name: str) -> None:
         self._client = client
         self.name = name
 
-    def ppr(self, seeds: Seeds, k: int = 100, **options: Param) -> PPRResult:
+    def ppr(self, /, seeds: Seeds, k: int = 100, **options: Param) -> PPRResult:
         """As :meth:`shardwalk.Graph.ppr`, plus ``collection=`` (the collection whose rows
         scope seeds and results: required for tenant keys) and ``tenant=``."""
-        return self.ppr_batch([seeds], k, **options)
+        arguments: dict[str, Any] = dict(options)  # checked by ppr_batch
+        return self.ppr_batch([seeds], k, **arguments)
 
     def ppr_batch(
         self,
+        /,
         queries: Sequence[Seeds],
         k: int = 100,
         *,
@@ -647,8 +652,14 @@ def _names(response: pb.ListResponse) -> list[str]:
     return list(response.names)
 
 
-def _json(response: Any) -> dict[str, Any]:
-    return json.loads(response.json)
+def _json(response: pb.StatsResponse | pb.UpdateGraphResponse) -> Report:
+    report: Report = json.loads(response.json)
+    return report
+
+
+def _backup_report(response: pb.BackupResponse) -> BackupReport:
+    report: BackupReport = json.loads(response.json)
+    return report
 
 
 def _upserted(response: pb.UpsertResponse) -> int:

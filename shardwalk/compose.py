@@ -181,6 +181,7 @@ def visible_ppr(
     ``depth`` nodes first, then 4x deeper for the queries whose list came back short of
     visible nodes while PPR had more to give (a full list), up to every node or ``MAX_K``.
     ``also``: more ids whose visibility is checked in the first call (compose's kNN hits)."""
+    options: dict[str, Any] = dict(ppr_options)  # checked by graph.ppr_batch
     deepest = _deepest(graph.num_nodes)
     depth = min(depth, deepest)
     n = len(queries)
@@ -192,7 +193,7 @@ def visible_ppr(
     filter_seconds = 0.0
     pending = np.arange(n)
     while True:  # at least once: graph.ppr_batch judges the queries, an empty batch too
-        last = graph.ppr_batch([queries[i] for i in pending.tolist()], depth, **ppr_options)
+        last = graph.ppr_batch([queries[i] for i in pending.tolist()], depth, **options)
         error[pending], mass[pending] = last.error, last.mass
         t_filter = time.perf_counter()
         listed = last.ids >= 0  # rows are padded with -1 past the nodes the walks reach
@@ -253,9 +254,8 @@ def scoped_ppr(
     t0 = time.perf_counter()
     k = check_k(k)
     depth = scoped_depth(k, collection.scope_size(tenant, where), graph.num_nodes)
-    lists = visible_ppr(
-        graph, collection, queries, k, depth, tenant=tenant, where=where, **ppr_options
-    )
+    options: dict[str, Any] = dict(ppr_options)  # checked by graph.ppr_batch
+    lists = visible_ppr(graph, collection, queries, k, depth, tenant=tenant, where=where, **options)
     return replace(
         lists.last,
         ids=lists.ids,
@@ -475,7 +475,7 @@ def check_options(
         knn_k=knn_k,
         ppr_k=ppr_k,
         alpha=alpha,
-        fuse=fuse,  # type: ignore[arg-type]
+        fuse=fuse,
         weight=share,
         temperature=temperature,
         rank_constant=constant,
@@ -617,7 +617,8 @@ def _keep_visible(
     out_scores[rows] = 0.0
     out_ids[rows[r], position[r, c]] = ids[r, c]
     out_scores[rows[r], position[r, c]] = scores[r, c]
-    return visible.sum(axis=1) < width
+    short: NDArray[np.bool_] = visible.sum(axis=1) < width
+    return short
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -355,7 +355,8 @@ class Engine:
             else:
                 load = None
         if load is None:  # another caller loads it
-            return pending.result()
+            found_by_another: _Loaded = pending.result()
+            return found_by_another
         try:
             value = load()
         except BaseException as error:
@@ -370,9 +371,9 @@ class Engine:
                 loaded[name] = value
         if closed:  # close() waited for this load; the engine no longer owns it
             value._close("belongs to a closed engine")
-            error = FailedPreconditionError("the engine is closed; open a new one")
-            pending.set_exception(error)
-            raise error
+            closed_error = FailedPreconditionError("the engine is closed; open a new one")
+            pending.set_exception(closed_error)
+            raise closed_error
         pending.set_result(value)
         return value
 
@@ -496,7 +497,11 @@ class Engine:
                 fmt = "parquet"
             else:
                 fmt = "snap"
-        loaders = {"snap": load_edge_list, "parquet": load_parquet, "npy": load_npy_dir}
+        loaders: dict[str, Callable[..., CSRGraph]] = {
+            "snap": load_edge_list,
+            "parquet": load_parquet,
+            "npy": load_npy_dir,
+        }
         if fmt not in loaders:
             raise InvalidArgumentError(
                 f"format must be one of 'auto', 'snap', 'parquet', 'npy'; got {format!r}"
@@ -666,7 +671,7 @@ class Engine:
         """
         given = {"knn_k": knn_k, "alpha": alpha, "fuse": fuse, "weight": weight}
         given["temperature"] = temperature
-        rest = {
+        rest: dict[str, Any] = {
             "k": k, "ppr_k": ppr_k, "rank_constant": rank_constant, "knn_params": knn_params,
             "ppr_params": ppr_params, "unexpected": unexpected,
         }  # fmt: skip

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -197,7 +197,7 @@ class Graph:
         ids = self._csr.node_ids
         return ids[ids >= 0] if ids.size and ids.min() < 0 else ids
 
-    def shards(self, n: int, *, by: str = "range") -> list[GraphShard]:
+    def shards(self, n: int, *, by: Literal["range", "hash"] = "range") -> list[GraphShard]:
         """Split the nodes into ``n`` shards (``by="range"`` of internal ids or ``"hash"``),
         each with its nodes' out-edges, as Ray workers take them."""
         self._check_open()
@@ -368,7 +368,7 @@ class Graph:
             datadir.commit(switch)
             entry = datadir.manifest["graphs"][self.name]
             keep = {entry["csr"], name, entry.get("wal")} - {None}
-            datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")  # type: ignore[arg-type]
+            datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")
         return FingerprintStore.load(directory / name, mmap=True)
 
     @property
@@ -550,7 +550,8 @@ class Graph:
         self._check_open()
         csr = self._csr
         with self._budget.take(self._budget.threads):
-            vectors = fastrp(csr, dim=dim, **params)
+            options: dict[str, Any] = dict(params)  # checked by fastrp
+            vectors = fastrp(csr, dim=dim, **options)
         ids = csr.node_ids
         return vectors[ids >= 0] if ids.size and ids.min() < 0 else vectors
 
@@ -779,7 +780,7 @@ class Graph:
         state = None if fp is None else fp.stats.get("calibration")
         if state is None or self._walks is None:
             return False
-        return state["edges_changed"] >= max(1, self.recalibrate_ratio * state["edges"])
+        return bool(state["edges_changed"] >= max(1, self.recalibrate_ratio * state["edges"]))
 
     def _recalibrate(self) -> dict[str, Any]:
         """Select the hubs again on the current graph (by the rule the fingerprints were
@@ -981,7 +982,7 @@ class Graph:
         keep = {entry["csr"], wal} | (
             {entry["fingerprints"]} if entry.get("fingerprints") else set()
         )
-        datadir.remove_unreferenced(name, keep=keep - {None}, kind="graphs")  # type: ignore[arg-type]
+        datadir.remove_unreferenced(name, keep=keep - {None}, kind="graphs")
         graph = cls(
             name, csr, store, datadir=datadir, budget=budget,
             self_loops=entry.get("self_loops", "keep"), walks=walks, seq=int(entry.get("seq", 0)),

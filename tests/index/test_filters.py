@@ -110,17 +110,22 @@ PREDICATE = st.recursive(
 )
 
 
-def reference(p, row) -> bool | None:
+def reference(p, row) -> bool:
+    """Whether a row matches: where its three-valued truth is True (:func:`truth`)."""
+    return truth(p, row) is True
+
+
+def truth(p, row) -> bool | None:
     """A plain-Python reading of the documented semantics: SQL's three-valued logic, None
-    for unknown (a comparison with a missing value), and a row matches where it is True."""
+    for unknown (a comparison with a missing value)."""
     if isinstance(p, And):
-        values = [reference(t, row) for t in p.terms]
+        values = [truth(t, row) for t in p.terms]
         return False if False in values else None if None in values else True
     if isinstance(p, Or):
-        values = [reference(t, row) for t in p.terms]
+        values = [truth(t, row) for t in p.terms]
         return True if True in values else None if None in values else False
     if isinstance(p, Not):
-        value = reference(p.term, row)
+        value = truth(p.term, row)
         return None if value is None else not value
     value = row[p.field]
     name = type(p).__name__
@@ -147,7 +152,7 @@ def reference(p, row) -> bool | None:
 def test_evaluation_matches_the_reference(rows, predicate):
     validate(predicate, SCHEMA)
     got = evaluate(predicate, table(rows))
-    expect = np.array([reference(predicate, r) is True for r in rows])
+    expect = np.array([reference(predicate, r) for r in rows])
     np.testing.assert_array_equal(got, expect)
 
 

@@ -28,14 +28,7 @@ from shardwalk.index.filters import F
 def __getattr__(name: str) -> object:
     """``shardwalk.Client`` and ``AsyncClient``: loaded on first use, so that ``import shardwalk`` never imports
     grpc."""
-    if name in (
-        "AsyncClient",
-        "AsyncRemoteCollection",
-        "AsyncRemoteGraph",
-        "Client",
-        "RemoteCollection",
-        "RemoteGraph",
-    ):
+    if name in ("AsyncClient", "Client", "RemoteCollection", "RemoteGraph"):
         from shardwalk import client
 
         return getattr(client, name)

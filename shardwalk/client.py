@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import grpc
 import numpy as np
@@ -93,6 +93,7 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
 _Response = TypeVar("_Response")  # a response message of the stub
+_Client = TypeVar("_Client")  # the client a handle calls through
 
 
 @overload
@@ -377,12 +378,17 @@ class Client(_Shape):
         self.close()
 
 
-class RemoteCollection:
-    """A collection on the server, with :class:`shardwalk.Collection`'s methods."""
+class _Handle(Generic[_Client]):
+    """A named collection or graph on the server, seen through a client (no call is made
+    until a method is used)."""
 
-    def __init__(self, client: _Shape, name: str) -> None:
+    def __init__(self, client: _Client, name: str) -> None:
         self._client = client
         self.name = name
+
+
+class RemoteCollection(_Handle[_Shape]):
+    """A collection on the server, with :class:`shardwalk.Collection`'s methods."""
 
     def search(
         self,
@@ -468,12 +474,8 @@ class RemoteCollection:
         return self._client._run("Stats", pb.StatsRequest(collection=self.name), _json)
 
 
-class RemoteGraph:
+class RemoteGraph(_Handle[_Shape]):
     """A graph on the server, with :class:`shardwalk.Graph`'s query methods."""
-
-    def __init__(self, client: _Shape, name: str) -> None:
-        self._client = client
-        self.name = name
 
     def ppr(self, /, seeds: Seeds, k: int = 100, **options: Param) -> PPRResult:
         """As :meth:`shardwalk.Graph.ppr`, plus ``collection=`` (the collection whose rows
@@ -533,12 +535,8 @@ class RemoteGraph:
         return self._client._run("DeleteEdges", request, _json, idempotent=False)
 
 
-class AsyncRemoteCollection:
+class AsyncRemoteCollection(_Handle["AsyncClient"]):
     """:class:`RemoteCollection` of an :class:`AsyncClient`: the same methods, each awaited."""
-
-    def __init__(self, client: AsyncClient, name: str) -> None:
-        self._client = client
-        self.name = name
 
     search = _awaited(RemoteCollection.search)
     get = _awaited(RemoteCollection.get)
@@ -547,12 +545,8 @@ class AsyncRemoteCollection:
     stats = _awaited(RemoteCollection.stats)
 
 
-class AsyncRemoteGraph:
+class AsyncRemoteGraph(_Handle["AsyncClient"]):
     """:class:`RemoteGraph` of an :class:`AsyncClient`: the same methods, each awaited."""
-
-    def __init__(self, client: AsyncClient, name: str) -> None:
-        self._client = client
-        self.name = name
 
     ppr = _awaited(RemoteGraph.ppr)
     ppr_batch = _awaited(RemoteGraph.ppr_batch)

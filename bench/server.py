@@ -220,7 +220,7 @@ class InProcess(System):
 
     def __init__(self, data: Data, path: str, threads: int) -> None:
         super().__init__(data)
-        from shardwalk.server.service import Service
+        from shardwalk.compose import scoped_ppr
 
         self.engine = shardwalk.Engine.open(path, threads=threads)
         self.col = self.engine.collection(COLLECTION)
@@ -228,7 +228,7 @@ class InProcess(System):
         self.tenant = data.tenant
         # the server's tenant-scoped PPR is the library's PPR plus a visibility filter: the
         # same function, called here in process
-        self.scoped_ppr = Service._scoped_ppr
+        self.scoped_ppr = scoped_ppr
 
     def call(self, scope: str, i: int) -> np.ndarray:
         if scope == UNFILTERED:
@@ -245,7 +245,7 @@ class InProcess(System):
         seed = int(self.seeds[scope][i])
         if scope == PPR_ADMIN:
             return self.graph.ppr(seed, K).ids[0]
-        return self.scoped_ppr(self.graph, self.col, self.tenant, [[seed]], K, {})[1][0]
+        return self.scoped_ppr(self.graph, self.col, [[seed]], K, tenant=self.tenant).ids[0]
 
     def reference_ppr(self, scope: str, seed: int, method: str) -> np.ndarray:
         """The top-k of an accurate solver: power iteration (``exact``, about 0.7 s a seed
@@ -256,7 +256,9 @@ class InProcess(System):
             options["r_max"] = 1e-7
         if scope == PPR_ADMIN:
             return self.graph.ppr(seed, K, **options).ids[0]
-        return self.scoped_ppr(self.graph, self.col, self.tenant, [[seed]], K, options)[1][0]
+        return self.scoped_ppr(
+            self.graph, self.col, [[seed]], K, tenant=self.tenant, **options
+        ).ids[0]
 
     def reference_compose(self, scope: str, method: str, queries: int) -> np.ndarray:
         """Compose of every query with kNN at ef=1024 and the reference PPR solver: the same

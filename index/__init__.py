@@ -67,6 +67,8 @@ class IndexHost(Protocol):
 
     def load(self, directory: str, *, budget: ThreadBudget | None) -> VectorIndex: ...
 
+    def close(self) -> None: ...
+
 
 def make_index(
     kind: str,

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shardwalk import _files as files
+
+if TYPE_CHECKING:
+    from shardwalk.index.planner import Explain
 
 __all__ = ["IndexMetric", "SearchResult", "VectorIndex"]
 
@@ -41,9 +45,9 @@ class SearchResult:
         What the search did, when asked (``search(..., explain=True)``).
     """
 
-    ids: np.ndarray
-    distances: np.ndarray
-    explain: Any = None  # an Explain when the search was asked to explain itself
+    ids: NDArray[np.int64]
+    distances: NDArray[np.float32]
+    explain: Explain | None = None  # when the search was asked to explain itself
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

@@ -6,7 +6,16 @@
 A predicate is a small frozen tree (Eq, Ne, In, Range, Exists, And, Or, Not). ``validate``
 checks it against a collection's attribute types (unknown field, wrong value type, an operator
 the type does not support) before anything runs; ``evaluate`` turns it into a boolean mask over
-Arrow columns with pyarrow.compute. Missing values never match (except under ``~exists``).
+Arrow columns with pyarrow.compute.
+
+Missing values follow SQL's three-valued logic: a comparison (``==``, ``!=``, ``isin``,
+``contains``, ranges) with a missing value (null, or an attribute a row never had) is unknown,
+not false; ``~`` of unknown is unknown; ``a & b`` is false if either is false, and ``a | b``
+true if either is true; a row matches only where the whole predicate is true. So a missing
+value never matches a comparison, negated or not: ``~(F("x") == 1)`` and ``F("x") != 1`` both
+leave out the rows without ``x``, and only an explicit ``exists`` test (never unknown) reaches
+them: ``~F("x").exists() | (F("x") != 1)``. An empty list is a value (it holds nothing), not a
+missing one: ``~F("tags").contains("spam")`` matches it, though ``F("tags").exists()`` does not.
 
 On list-of-strings attributes (tags), ``==`` / ``contains`` means "the list holds the value" and
 ``isin`` means "the list holds any of the values".
@@ -280,31 +289,53 @@ def _mask(result: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def evaluate(predicate: Predicate, table: pa.Table) -> np.ndarray:
-    """Boolean mask of the table's rows matching a *validated* predicate."""
+    """Boolean mask of the table's rows matching a *validated* predicate (where it is true;
+    unknown, a comparison with a missing value, does not match: see the module docstring)."""
+    return _truth(predicate, table)[0]
+
+
+def _truth(predicate: Predicate, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The predicate's three-valued truth per row as two masks ``(true, false)``; a row in
+    neither is unknown."""
     n = table.num_rows
-    if isinstance(predicate, And):
-        out = np.ones(n, dtype=bool)
+    if isinstance(predicate, And):  # false if any term is false, true if all are true
+        true, false = np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
         for term in predicate.terms:
-            out &= evaluate(term, table)
-        return out
-    if isinstance(predicate, Or):
-        out = np.zeros(n, dtype=bool)
+            t, f = _truth(term, table)
+            true &= t
+            false |= f
+        return true, false
+    if isinstance(predicate, Or):  # true if any term is true, false if all are false
+        true, false = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
         for term in predicate.terms:
-            out |= evaluate(term, table)
-        return out
-    if isinstance(predicate, Not):
-        return ~evaluate(predicate.term, table)
-    if predicate.field not in table.column_names:
-        return np.zeros(n, dtype=bool)  # no row has the attribute (yet)
+            t, f = _truth(term, table)
+            true |= t
+            false &= f
+        return true, false
+    if isinstance(predicate, Not):  # NOT of unknown is unknown
+        true, false = _truth(predicate.term, table)
+        return false, true
+    if predicate.field not in table.column_names:  # no row has the attribute (yet)
+        unknown = np.zeros(n, dtype=bool)
+        return unknown, (np.ones(n, dtype=bool) if isinstance(predicate, Exists) else unknown)
     column = table.column(predicate.field)
-    if pa.types.is_null(column.type):
-        return np.zeros(n, dtype=bool)  # every value missing
+    if pa.types.is_null(column.type):  # every value missing
+        unknown = np.zeros(n, dtype=bool)
+        return unknown, (np.ones(n, dtype=bool) if isinstance(predicate, Exists) else unknown)
     is_list = pa.types.is_list(column.type)
-    if isinstance(predicate, Exists):
-        valid = _mask(pc.is_valid(column))
+    known = _mask(pc.is_valid(column))
+    if isinstance(predicate, Exists):  # never unknown: it is the test for missing values
+        exists = known.copy()
         if is_list:
-            valid &= _mask(pc.greater(pc.list_value_length(column), 0))
-        return valid
+            exists &= _mask(pc.greater(pc.list_value_length(column), 0))
+        return exists, ~exists
+    true = _compare(predicate, column, is_list)
+    return true, known & ~true
+
+
+def _compare(predicate: Eq | Ne | In | Range, column: pa.ChunkedArray, is_list: bool) -> np.ndarray:
+    """Rows where a comparison is true (false where the value is missing: the caller tells
+    false from unknown)."""
     if isinstance(predicate, Eq):
         if is_list:
             return _list_any(column, pa.array([predicate.value]))

@@ -131,7 +131,7 @@ class Limits:
     max_deadline_s: float = 60.0
     max_concurrent_requests: int = 64
     # handlers hold the GIL for their Python parts: more threads than this only add contention
-    # (bench/server.py on 2 cores: 16 threads 1,534 QPS at 8 clients, 4 threads 2,454); a
+    # (bench/README.md, "The gRPC service": server-sync-16threads against the default); a
     # client-streaming Upsert holds a thread while its chunks arrive: raise it for many uploaders
     rpc_threads: int = field(default_factory=lambda: max(4, 2 * (os.cpu_count() or 1)))
     # PPR, Compose and the maintenance RPCs run on threads this much nicer (server/lanes.py)

@@ -36,7 +36,7 @@ from shardwalk._wire import (
     vectors_to_pb,
 )
 from shardwalk.collection import Collection
-from shardwalk.compose import scoped_depth
+from shardwalk.compose import scoped_ppr
 from shardwalk.engine import Engine
 from shardwalk.errors import (
     InvalidArgumentError,
@@ -45,7 +45,6 @@ from shardwalk.errors import (
     ResourceExhaustedError,
 )
 from shardwalk.v1 import shardwalk_pb2 as pb
-from shardwalk.validation import check_k
 
 __all__ = ["Service"]
 
@@ -331,9 +330,9 @@ class Service:
         )
         if scope is None:
             result = graph.ppr_batch(queries, k, **options)
-            ids, scores = result.ids, result.scores
-        else:
-            result, ids, scores = self._scoped_ppr(graph, scope, tenant, queries, k, options)
+        else:  # the top-k nodes that are rows of the collection the tenant may see
+            result = scoped_ppr(graph, scope, queries, k, tenant=tenant, **options)
+        ids, scores = result.ids, result.scores
         return pb.PersonalizedPageRankResponse(
             rows=ids.shape[0],
             k=k,
@@ -348,35 +347,6 @@ class Service:
             mass=result.mass.tolist(),
             params=params_to_pb(result.params),
         )
-
-    @staticmethod
-    def _scoped_ppr(
-        graph: Any, scope: Collection, tenant: str | None, queries: list, k: int, options: dict
-    ) -> tuple[Any, np.ndarray, np.ndarray]:
-        """PPR whose results are the top-k nodes that are rows of ``scope`` the tenant may see:
-        ask for as many nodes as hold about 2k visible ones at the scope's share of the graph
-        (at least 4k), then 4 times more while a query comes back short and the graph has more."""
-        check_k(k)  # the fetch depth is not k: refuse k=0 here as graph.ppr_batch would
-        fetch = min(scoped_depth(k, scope._scope_size(tenant), graph.num_nodes), graph.num_nodes)
-        while True:
-            result = graph.ppr_batch(queries, fetch, **options)
-            found = result.ids >= 0  # rows are padded with -1 past the nodes the walks reach
-            keep = found.copy()
-            if found.any():
-                keep[found] = scope.visible(result.ids[found], tenant=tenant)
-            # a query needs more only if it is short and its answer was not already all the
-            # nodes it reaches (a padded row)
-            short = (keep.sum(axis=1) < k) & found.all(axis=1)
-            if not short.any() or fetch >= graph.num_nodes:
-                break
-            fetch = min(4 * fetch, graph.num_nodes)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        scores = np.zeros((len(queries), k), dtype=np.float32)
-        for i in range(len(queries)):
-            mine = np.flatnonzero(keep[i])[:k]
-            ids[i, : mine.size] = result.ids[i, mine]
-            scores[i, : mine.size] = result.scores[i, mine]
-        return result, ids, scores
 
     def compose(self, who: Principal, request: pb.ComposeRequest) -> pb.ComposeResponse:
         if not request.collection or not request.graph:

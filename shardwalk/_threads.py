@@ -26,10 +26,12 @@ What this relies on (checked with numba 0.68, faiss-cpu 1.15 with libgomp):
 numba's threading layer: 'workqueue' is not safe when several Python threads launch parallel
 kernels at once (it detects that and terminates the process: "Concurrent access has been
 detected"); 'omp' and 'tbb' are, and the index kernels release the GIL (``nogil=True``), so
-concurrent searches do launch them at once. Unless the user chose a layer (NUMBA_THREADING_LAYER), importing this module asks numba for a thread-safe
-one ('threadsafe': tbb, else omp; the default order would fall back to workqueue silently), and
-:func:`check_threading_layer` (run by every engine and every first grant) refuses to go on with
-an unsafe layer, naming what to install.
+concurrent searches do launch them at once. :func:`check_threading_layer` (run by every
+engine and every first grant, before the first parallel kernel) loads numba's layer: unless the
+user chose one (NUMBA_THREADING_LAYER, or ``numba.config.THREADING_LAYER``), it asks for a
+thread-safe one ('threadsafe': tbb, else omp; the default order would fall back to workqueue
+silently) for that one load and then puts the setting back, so importing shardwalk changes no
+process-wide setting; it refuses to go on with an unsafe layer, naming what to install.
 
 This module is a leaf: it imports nothing of the package but ``errors``.
 """
@@ -59,15 +61,9 @@ __all__ = [
 MAX_THREADS = 1024
 SAFE_LAYERS = ("omp", "tbb")
 
-# Only when the user chose nothing and no parallel kernel ran yet (the layer is fixed at the
-# first launch); check_threading_layer verifies what was launched either way.
-if str(numba.config.THREADING_LAYER).lower() == "default" and not os.environ.get(
-    "NUMBA_THREADING_LAYER"
-):
-    numba.config.THREADING_LAYER = "threadsafe"
-
 _local = threading.local()  # .held: slots this thread's call holds (0 or absent: none)
 _layer_ok = False
+_launch_lock = threading.Lock()  # one launch of numba's threads sets the layer at a time
 
 
 def available_cores() -> int:
@@ -93,7 +89,7 @@ def check_threading_layer() -> str:
         "intel-openmp), and leave NUMBA_THREADING_LAYER unset or set it to 'omp' or 'tbb'"
     )
     try:
-        numba.get_num_threads()  # launches numba's threads: loads the layer if not yet
+        _launch_threadsafe()
     except ValueError as error:  # numba's "No threading layer could be loaded"
         raise FailedPreconditionError(
             "numba found no thread-safe threading layer (omp or tbb), which shardwalk needs "
@@ -107,6 +103,25 @@ def check_threading_layer() -> str:
         )
     _layer_ok = True
     return layer
+
+
+def _launch_threadsafe() -> None:
+    """Launch numba's threads (a no-op once launched: the layer is fixed at the first launch).
+    When the user chose no layer, ask for a thread-safe one for this launch only; the setting
+    is put back after (it is read at the launch alone)."""
+    chosen = str(numba.config.THREADING_LAYER).lower() != "default" or os.environ.get(
+        "NUMBA_THREADING_LAYER"
+    )
+    if chosen:
+        numba.get_num_threads()
+        return
+    with _launch_lock:
+        before = numba.config.THREADING_LAYER
+        numba.config.THREADING_LAYER = "threadsafe"
+        try:
+            numba.get_num_threads()  # launches numba's threads: loads the layer if not yet
+        finally:
+            numba.config.THREADING_LAYER = before
 
 
 class _Within:

@@ -59,6 +59,7 @@ from shardwalk.errors import (
     NotFoundError,
 )
 from shardwalk.storage import BACKUP_MARKER, MANIFEST, DataDir
+from shardwalk.types import BackupReport
 
 if TYPE_CHECKING:
     from shardwalk.engine import Engine
@@ -85,7 +86,9 @@ class _Pinned:
     limit: int | None = None  # bytes to copy (a log's size at the cut); None: all
 
 
-def backup(engine: Engine, datadir: DataDir, dest: str | os.PathLike[str], *, link: bool) -> dict:
+def backup(
+    engine: Engine, datadir: DataDir, dest: str | os.PathLike[str], *, link: bool
+) -> BackupReport:
     """Back up every collection and graph of ``engine`` (whose data directory is ``datadir``)
     into ``dest``; see the module's docstring. Returns a report (JSON-serialisable)."""
     start = time.perf_counter()

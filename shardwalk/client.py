@@ -23,11 +23,13 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from types import ModuleType
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import grpc
 import numpy as np
+from numpy.typing import ArrayLike
 
 from shardwalk._wire import (
     attributes_from_pb,
@@ -43,15 +45,33 @@ from shardwalk.collection import Records
 from shardwalk.compose import ComposeResult, check_temperature
 from shardwalk.errors import InvalidArgumentError, ShardwalkError, error_for_code
 from shardwalk.index.base import SearchResult
+from shardwalk.index.filters import Predicate
 from shardwalk.index.planner import Explain
-from shardwalk.rows import attribute_table
+from shardwalk.rows import attribute_table, shared_array, tenant_array
+from shardwalk.types import (
+    Attributes,
+    BackupReport,
+    Edges,
+    Param,
+    Report,
+    Seeds,
+    SharedWith,
+    Tenants,
+)
 from shardwalk.v1 import shardwalk_pb2 as pb
 from shardwalk.v1 import shardwalk_pb2_grpc as pb_grpc
-from shardwalk.validation import check_ids, check_k
+from shardwalk.validation import as_ids, check_ids, check_k, check_vectors, edge_pairs
 from shardwalk.walks._check import check_alpha
 from shardwalk.walks.ppr import PPRResult
 
-__all__ = ["AsyncClient", "Client", "RemoteCollection", "RemoteGraph"]
+__all__ = [
+    "AsyncClient",
+    "AsyncRemoteCollection",
+    "AsyncRemoteGraph",
+    "Client",
+    "RemoteCollection",
+    "RemoteGraph",
+]
 
 _RETRIES = 4  # attempts after the first, for idempotent calls on UNAVAILABLE
 # how long the first call waits for the server to accept connections: `shardwalk serve` opens
@@ -69,12 +89,32 @@ _CHANNEL_OPTIONS = [
 _CHUNK_BYTES = 4 * 2**20  # an upsert stream sends chunks of about this size
 
 
-class _Shape:
-    """The engine-shaped methods, written once: each builds a request and names how to read
-    the response; ``_run`` (the transport's) makes the call. In :class:`AsyncClient` ``_run``
-    returns a coroutine, so the same methods are awaited there."""
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
+_Response = TypeVar("_Response")  # a response message of the stub
+_Client = TypeVar("_Client")  # the client a handle calls through
 
-    _transport: Any = grpc  # grpc or grpc.aio: the channel's module
+
+@overload
+def _awaited(
+    method: Callable[Concatenate[Any, _P], _T],
+) -> Callable[Concatenate[Any, _P], Coroutine[object, object, _T]]: ...
+@overload
+def _awaited(
+    method: Callable[Concatenate[Any, _P], object], returns: type[_R]
+) -> Callable[Concatenate[Any, _P], Coroutine[object, object, _R]]: ...
+def _awaited(method: Callable[..., object], returns: type | None = None) -> Callable[..., object]:
+    """A method of :class:`Client` (or its handles) as :class:`AsyncClient` runs it: the very
+    same function (its ``_run`` makes it return a coroutine), typed with its result awaited
+    (``returns``: a result of another type, the async handle of a collection or graph)."""
+    return method
+
+
+class _Channel:
+    """The connection of a client: its settings, channel and stub."""
+
+    _transport: ModuleType = grpc  # grpc or grpc.aio: the channel's module
 
     def __init__(
         self,
@@ -120,11 +160,6 @@ class _Shape:
             self._channel = self._transport.insecure_channel(address, options=options)
         self._stub = pb_grpc.ShardwalkStub(self._channel)
 
-    def _run(
-        self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
-    ) -> Any:
-        raise NotImplementedError
-
     def _waited(self) -> str:
         """What an UNAVAILABLE error adds when the connection never became ready."""
         if self._connected:
@@ -133,6 +168,22 @@ class _Shape:
             f" (waited {self.connect_timeout:g} s for it to accept connections: is it running "
             "and listening there? connect_timeout= waits longer)"
         )
+
+
+class _Shape(_Channel):
+    """The engine-shaped methods, written once: each builds a request and names how to read
+    the response; ``_run`` (the transport's) makes the call. :class:`Client` runs them as they
+    are; :class:`AsyncClient`'s ``_run`` returns a coroutine, so it takes the same methods with
+    their results awaited (:func:`_awaited`)."""
+
+    def _run(
+        self,
+        method: str,
+        request: object,
+        parse: Callable[[_Response], _T],
+        idempotent: bool = True,
+    ) -> _T:
+        raise NotImplementedError
 
     def collection(self, name: str) -> RemoteCollection:
         """A handle on a collection (no call is made until it is used)."""
@@ -149,13 +200,14 @@ class _Shape:
 
     def create_collection(
         self,
+        /,
         name: str,
         dim: int,
         metric: str = "l2",
         index: str = "hnsw",
         *,
-        attributes: dict[str, str] | None = None,
-        **index_params: Any,
+        attributes: Mapping[str, str] | None = None,
+        **index_params: Param,
     ) -> RemoteCollection:
         """As :meth:`shardwalk.Engine.create_collection` (admin keys only)."""
         request = pb.CreateCollectionRequest(
@@ -175,26 +227,22 @@ class _Shape:
 
     def create_graph(
         self,
+        /,
         name: str,
-        edges: Any,
-        weights: Any = None,
+        edges: Edges,
+        weights: ArrayLike | None = None,
         *,
         directed: bool = True,
-        node_ids: Any = None,
+        node_ids: ArrayLike | None = None,
         fingerprints: bool = False,
-        **fingerprint_params: Any,
+        **fingerprint_params: Param,
     ) -> RemoteGraph:
-        """As :meth:`shardwalk.Engine.create_graph` from an (E, 2) array of node ids, then
-        optionally ``build_fingerprints(**fingerprint_params)`` (admin keys only)."""
-        edges = np.asarray(edges)
-        if edges.ndim != 2 or edges.shape[1] != 2 or edges.dtype.kind not in "iu":
-            raise InvalidArgumentError(
-                f"edges must be an (E, 2) integer array of (src, dst) ids; got shape "
-                f"{edges.shape} of {edges.dtype}"
-            )
+        """As :meth:`shardwalk.Engine.create_graph` from an (E, 2) array of node ids or a
+        (src, dst) pair of arrays, then optionally ``build_fingerprints(**fingerprint_params)``
+        (admin keys only)."""
         request = pb.CreateGraphRequest(
             name=name,
-            edges=edges.astype("<i8").tobytes(),
+            edges=_packed_edges(edges, ("src", "dst")),
             weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
             undirected=not directed,
             node_ids=[] if node_ids is None else np.asarray(node_ids, dtype=np.int64).tolist(),
@@ -210,11 +258,11 @@ class _Shape:
         self,
         collection: str,
         graph: str,
-        queries: Any,
+        queries: ArrayLike,
         *,
         k: int = 10,
         tenant: str | None = None,
-        where: Any = None,
+        where: Predicate | None = None,
         knn_k: int | None = None,
         ppr_k: int | None = None,
         alpha: float | None = None,
@@ -222,8 +270,8 @@ class _Shape:
         weight: float | None = None,
         temperature: float | None = None,
         rank_constant: float | None = None,
-        knn_params: dict[str, Any] | None = None,
-        ppr_params: dict[str, Any] | None = None,
+        knn_params: Mapping[str, Param] | None = None,
+        ppr_params: Mapping[str, Param] | None = None,
     ) -> ComposeResult:
         """As :meth:`shardwalk.Engine.compose` (a tenant key's calls are scoped to its tenant;
         parameters left out take the pair's calibrated values on the server)."""
@@ -250,12 +298,12 @@ class _Shape:
         """Checkpoint every collection now (admin keys only)."""
         return self._run("Flush", pb.FlushRequest(), _none, idempotent=False)
 
-    def backup(self, dest: str, *, link: bool = True) -> dict[str, Any]:
+    def backup(self, dest: str, *, link: bool = True) -> BackupReport:
         """As :meth:`shardwalk.Engine.backup`, on the server: ``dest`` is an absolute path on
         the server's machine (admin keys only). The call's deadline is the client's
         ``timeout``: give a large directory a client with a longer one."""
         request = pb.BackupRequest(destination=dest, copy=not link)
-        return self._run("Backup", request, _json, idempotent=False)
+        return self._run("Backup", request, _backup_report, idempotent=False)
 
 
 class Client(_Shape):
@@ -287,10 +335,14 @@ class Client(_Shape):
 
     # -- plumbing ---------------------------------------------------------------------------
     def _run(
-        self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
-    ) -> Any:
+        self,
+        method: str,
+        request: object,
+        parse: Callable[[_Response], _T],
+        idempotent: bool = True,
+    ) -> _T:
         """One RPC, retried on UNAVAILABLE when idempotent; errors as the library's classes."""
-        rpc: Callable[..., Any] = getattr(self._stub, method)
+        rpc = getattr(self._stub, method)
         if not self._connected:
             self._wait_until_connected()
         delay = 0.1
@@ -326,19 +378,219 @@ class Client(_Shape):
         self.close()
 
 
-class AsyncClient(_Shape):
+class _Handle(Generic[_Client]):
+    """A named collection or graph on the server, seen through a client (no call is made
+    until a method is used)."""
+
+    def __init__(self, client: _Client, name: str) -> None:
+        self._client = client
+        self.name = name
+
+
+class RemoteCollection(_Handle[_Shape]):
+    """A collection on the server, with :class:`shardwalk.Collection`'s methods."""
+
+    def search(
+        self,
+        /,
+        queries: ArrayLike,
+        k: int = 10,
+        *,
+        tenant: str | None = None,
+        where: Predicate | None = None,
+        explain: bool = False,
+        **search_params: Param,
+    ) -> SearchResult:
+        """As :meth:`shardwalk.Collection.search`; a tenant key's searches are always scoped to
+        its tenant (``tenant`` may only repeat it)."""
+        # fields set in place (a message passed to the constructor is copied into it); the
+        # queries' values and dimension are the server's to check, as in process
+        request = pb.SearchRequest(collection=self.name, k=_count(k, "k"))
+        _pack(request.queries, queries, "queries")
+        if tenant:
+            request.tenant = tenant
+        if where is not None:
+            request.filter.CopyFrom(filter_to_pb(where))
+        if search_params:
+            for name, value in params_to_pb(search_params).items():
+                request.params[name].CopyFrom(value)
+        if explain:
+            request.explain = True
+        return self._client._run("Search", request, _search_result)
+
+    def get(self, ids: ArrayLike, *, tenant: str | None = None) -> Records:
+        """As :meth:`shardwalk.Collection.get` (ids a tenant may not see are not found; a
+        tenant key's calls are in its own tenant's namespace, ``tenant`` may name only it)."""
+        ids = check_ids(ids)
+        request = pb.GetRequest(collection=self.name, ids=ids.tolist(), tenant=tenant or "")
+        return self._client._run("Get", request, _records)
+
+    def upsert(
+        self,
+        ids: ArrayLike,
+        vectors: ArrayLike,
+        tenants: Tenants | None = None,
+        attributes: Attributes | None = None,
+        shared_with: SharedWith | None = None,
+    ) -> int:
+        """As :meth:`shardwalk.Collection.upsert`, streamed in chunks of about 4 MiB, each
+        durable once the server has applied it; a tenant key writes its own rows only."""
+        # the library's checks (the server's dimension aside), for its messages
+        ids = check_ids(ids)
+        n = ids.size
+        vectors = check_vectors(vectors, dim=None, rows=n)
+        owners = tenant_array(tenants, n).to_pylist() if tenants is not None else []
+        if isinstance(tenants, str):
+            owners = owners[:1]
+        access = None if shared_with is None else shared_array(shared_with, n)
+        shared = [] if access is None else [s or [] for s in access.to_pylist()]
+        table = None if attributes is None else attribute_table(attributes, n)
+        step = max(1, _CHUNK_BYTES // (4 * max(1, vectors.shape[1]) + 64))
+
+        def chunks() -> Iterator[pb.UpsertRequest]:
+            for lo in range(0, n, step):
+                hi = min(n, lo + step)
+                yield pb.UpsertRequest(
+                    collection=self.name,
+                    ids=ids[lo:hi].tolist(),
+                    vectors=vectors_to_pb(vectors[lo:hi]),
+                    tenants=owners if len(owners) <= 1 else owners[lo:hi],
+                    shared_with=[pb.StringList(values=s) for s in shared[lo:hi]],
+                    attributes=_slice_attributes(table, lo, hi),
+                )
+
+        return self._client._run("Upsert", chunks(), _upserted, idempotent=False)
+
+    def delete(self, ids: ArrayLike, *, missing_ok: bool = False, tenant: str | None = None) -> int:
+        """As :meth:`shardwalk.Collection.delete` (a tenant key deletes in its own namespace)."""
+        ids = check_ids(ids, allow_empty=True)
+        request = pb.DeleteRequest(
+            collection=self.name, ids=ids.tolist(), missing_ok=missing_ok, tenant=tenant or ""
+        )
+        return self._client._run("Delete", request, _deleted, idempotent=False)
+
+    def stats(self) -> Report:
+        """The collection's statistics (tenant keys see its shape only)."""
+        return self._client._run("Stats", pb.StatsRequest(collection=self.name), _json)
+
+
+class RemoteGraph(_Handle[_Shape]):
+    """A graph on the server, with :class:`shardwalk.Graph`'s query methods."""
+
+    def ppr(self, /, seeds: Seeds, k: int = 100, **options: Param) -> PPRResult:
+        """As :meth:`shardwalk.Graph.ppr`, plus ``collection=`` (the collection whose rows
+        scope seeds and results: required for tenant keys) and ``tenant=``."""
+        arguments: dict[str, Any] = dict(options)  # checked by ppr_batch
+        return self.ppr_batch([seeds], k, **arguments)
+
+    def ppr_batch(
+        self,
+        /,
+        queries: Sequence[Seeds],
+        k: int = 100,
+        *,
+        method: str | None = None,
+        accuracy: str | None = None,
+        alpha: float | None = None,
+        dangling: str | None = None,
+        collection: str | None = None,
+        tenant: str | None = None,
+        **params: Param,
+    ) -> PPRResult:
+        request = pb.PersonalizedPageRankRequest(
+            graph=self.name,
+            queries=[_seeds(q) for q in queries],
+            k=_count(k, "k"),
+            method=method or "",
+            accuracy=accuracy or "",
+            alpha=_alpha(alpha),
+            dangling=dangling or "",
+            params=params_to_pb(params),
+            collection=collection or "",
+            tenant=tenant or "",
+        )
+        return self._client._run("PersonalizedPageRank", request, _ppr_result)
+
+    def stats(self) -> Report:
+        return self._client._run("Stats", pb.StatsRequest(graph=self.name), _json)
+
+    def upsert_edges(self, edges: Edges, weights: ArrayLike | None = None) -> Report:
+        """As :meth:`shardwalk.Graph.upsert_edges` (admin keys only); returns its report."""
+        request = pb.UpsertEdgesRequest(
+            graph=self.name,
+            edges=_packed_edges(edges),
+            weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
+        )
+        return self._client._run("UpsertEdges", request, _json, idempotent=False)
+
+    def delete_edges(self, edges: Edges) -> Report:
+        """As :meth:`shardwalk.Graph.delete_edges` (admin keys only); returns its report."""
+        request = pb.DeleteEdgesRequest(graph=self.name, edges=_packed_edges(edges))
+        return self._client._run("DeleteEdges", request, _json, idempotent=False)
+
+    def delete_nodes(self, ids: ArrayLike) -> Report:
+        """As :meth:`shardwalk.Graph.delete_nodes` (admin keys only); returns its report."""
+        nodes = as_ids(ids, what="node ids")
+        request = pb.DeleteEdgesRequest(graph=self.name, nodes=nodes.tolist())
+        return self._client._run("DeleteEdges", request, _json, idempotent=False)
+
+
+class AsyncRemoteCollection(_Handle["AsyncClient"]):
+    """:class:`RemoteCollection` of an :class:`AsyncClient`: the same methods, each awaited."""
+
+    search = _awaited(RemoteCollection.search)
+    get = _awaited(RemoteCollection.get)
+    upsert = _awaited(RemoteCollection.upsert)
+    delete = _awaited(RemoteCollection.delete)
+    stats = _awaited(RemoteCollection.stats)
+
+
+class AsyncRemoteGraph(_Handle["AsyncClient"]):
+    """:class:`RemoteGraph` of an :class:`AsyncClient`: the same methods, each awaited."""
+
+    ppr = _awaited(RemoteGraph.ppr)
+    ppr_batch = _awaited(RemoteGraph.ppr_batch)
+    stats = _awaited(RemoteGraph.stats)
+    upsert_edges = _awaited(RemoteGraph.upsert_edges)
+    delete_edges = _awaited(RemoteGraph.delete_edges)
+    delete_nodes = _awaited(RemoteGraph.delete_nodes)
+
+
+class AsyncClient(_Channel):
     """:class:`Client` for asyncio: the same constructor and methods, each awaited
     (``await client.collection("docs").search(q)``); reads retried on UNAVAILABLE with
     ``asyncio.sleep`` backoff. Close with ``await client.close()`` or ``async with``."""
 
     _transport = grpc.aio
 
-    def _run(
-        self, method: str, request: Any, parse: Callable[[Any], Any], idempotent: bool = True
-    ) -> Any:
-        rpc: Callable[..., Any] = getattr(self._stub, method)
+    def collection(self, name: str) -> AsyncRemoteCollection:
+        """A handle on a collection (no call is made until it is used)."""
+        return AsyncRemoteCollection(self, name)
 
-        async def call() -> Any:
+    def graph(self, name: str) -> AsyncRemoteGraph:
+        return AsyncRemoteGraph(self, name)
+
+    # Client's methods, their results awaited (they call this class's _run)
+    collections = _awaited(_Shape.collections)
+    graphs = _awaited(_Shape.graphs)
+    create_collection = _awaited(_Shape.create_collection, AsyncRemoteCollection)
+    drop_collection = _awaited(_Shape.drop_collection)
+    create_graph = _awaited(_Shape.create_graph, AsyncRemoteGraph)
+    drop_graph = _awaited(_Shape.drop_graph)
+    compose = _awaited(_Shape.compose)
+    flush = _awaited(_Shape.flush)
+    backup = _awaited(_Shape.backup)
+
+    def _run(
+        self,
+        method: str,
+        request: object,
+        parse: Callable[[_Response], _T],
+        idempotent: bool = True,
+    ) -> Coroutine[object, object, _T]:
+        rpc = getattr(self._stub, method)
+
+        async def call() -> _T:
             if not self._connected:
                 await self._wait_until_connected()
             delay = 0.1
@@ -374,176 +626,15 @@ class AsyncClient(_Shape):
         await self.close()
 
 
-class RemoteCollection:
-    """A collection on the server, with :class:`shardwalk.Collection`'s methods."""
-
-    def __init__(self, client: Client, name: str) -> None:
-        self._client = client
-        self.name = name
-
-    def search(
-        self,
-        queries: Any,
-        k: int = 10,
-        *,
-        tenant: str | None = None,
-        where: Any = None,
-        explain: bool = False,
-        **search_params: Any,
-    ) -> SearchResult:
-        """As :meth:`shardwalk.Collection.search`; a tenant key's searches are always scoped to
-        its tenant (``tenant`` may only repeat it)."""
-        # fields set in place (a message passed to the constructor is copied into it); the
-        # queries' values and dimension are the server's to check, as in process
-        request = pb.SearchRequest(collection=self.name, k=_count(k, "k"))
-        _pack(request.queries, queries, "queries")
-        if tenant:
-            request.tenant = tenant
-        if where is not None:
-            request.filter.CopyFrom(filter_to_pb(where))
-        if search_params:
-            for name, value in params_to_pb(search_params).items():
-                request.params[name].CopyFrom(value)
-        if explain:
-            request.explain = True
-        return self._client._run("Search", request, _search_result)
-
-    def get(self, ids: Any, *, tenant: str | None = None) -> Records:
-        """As :meth:`shardwalk.Collection.get` (ids a tenant may not see are not found; a
-        tenant key's calls are in its own tenant's namespace, ``tenant`` may name only it)."""
-        ids = check_ids(ids)
-        request = pb.GetRequest(collection=self.name, ids=ids.tolist(), tenant=tenant or "")
-        return self._client._run("Get", request, _records)
-
-    def upsert(
-        self,
-        ids: Any,
-        vectors: Any,
-        tenants: Any = None,
-        attributes: Any = None,
-        shared_with: Any = None,
-    ) -> int:
-        """As :meth:`shardwalk.Collection.upsert`, streamed in chunks of about 4 MiB, each
-        durable once the server has applied it; a tenant key writes its own rows only."""
-        ids = check_ids(ids)
-        vectors = np.asarray(vectors, dtype="<f4")
-        n = ids.size
-        if vectors.ndim != 2 or vectors.shape[0] != n:
-            raise InvalidArgumentError(
-                f"vectors must be ({n}, dim) for {n} ids; got shape {vectors.shape}"
-            )
-        owners = [tenants] if isinstance(tenants, str) else list(tenants or [])
-        if len(owners) not in (0, 1, n):
-            raise InvalidArgumentError(f"tenants must be one name or {n}; got {len(owners)}")
-        shared = list(shared_with or [])
-        if shared and len(shared) != n:
-            raise InvalidArgumentError(f"shared_with must have {n} lists; got {len(shared)}")
-        table = None if attributes is None else attribute_table(attributes, n)
-        step = max(1, _CHUNK_BYTES // (4 * max(1, vectors.shape[1]) + 64))
-
-        def chunks() -> Iterator[pb.UpsertRequest]:
-            for lo in range(0, n, step):
-                hi = min(n, lo + step)
-                yield pb.UpsertRequest(
-                    collection=self.name,
-                    ids=ids[lo:hi].tolist(),
-                    vectors=vectors_to_pb(vectors[lo:hi]),
-                    tenants=owners if len(owners) <= 1 else owners[lo:hi],
-                    shared_with=[pb.StringList(values=s) for s in shared[lo:hi]],
-                    attributes=_slice_attributes(table, lo, hi),
-                )
-
-        return self._client._run("Upsert", chunks(), _upserted, idempotent=False)
-
-    def delete(self, ids: Any, *, missing_ok: bool = False, tenant: str | None = None) -> int:
-        """As :meth:`shardwalk.Collection.delete` (a tenant key deletes in its own namespace)."""
-        ids = check_ids(ids, allow_empty=True)
-        request = pb.DeleteRequest(
-            collection=self.name, ids=ids.tolist(), missing_ok=missing_ok, tenant=tenant or ""
-        )
-        return self._client._run("Delete", request, _deleted, idempotent=False)
-
-    def stats(self) -> dict[str, Any]:
-        """The collection's statistics (tenant keys see its shape only)."""
-        return self._client._run("Stats", pb.StatsRequest(collection=self.name), _json)
-
-
-class RemoteGraph:
-    """A graph on the server, with :class:`shardwalk.Graph`'s query methods."""
-
-    def __init__(self, client: Client, name: str) -> None:
-        self._client = client
-        self.name = name
-
-    def ppr(self, seeds: Any, k: int = 100, **options: Any) -> PPRResult:
-        """As :meth:`shardwalk.Graph.ppr`, plus ``collection=`` (the collection whose rows
-        scope seeds and results: required for tenant keys) and ``tenant=``."""
-        return self.ppr_batch([seeds], k, **options)
-
-    def ppr_batch(
-        self,
-        queries: Any,
-        k: int = 100,
-        *,
-        method: str | None = None,
-        accuracy: str | None = None,
-        alpha: float | None = None,
-        dangling: str | None = None,
-        collection: str | None = None,
-        tenant: str | None = None,
-        **params: Any,
-    ) -> PPRResult:
-        request = pb.PersonalizedPageRankRequest(
-            graph=self.name,
-            queries=[_seeds(q) for q in queries],
-            k=_count(k, "k"),
-            method=method or "",
-            accuracy=accuracy or "",
-            alpha=_alpha(alpha),
-            dangling=dangling or "",
-            params=params_to_pb(params),
-            collection=collection or "",
-            tenant=tenant or "",
-        )
-        return self._client._run("PersonalizedPageRank", request, _ppr_result)
-
-    def stats(self) -> dict[str, Any]:
-        return self._client._run("Stats", pb.StatsRequest(graph=self.name), _json)
-
-    def upsert_edges(self, edges: Any, weights: Any = None) -> dict[str, Any]:
-        """As :meth:`shardwalk.Graph.upsert_edges` (admin keys only); returns its report."""
-        request = pb.UpsertEdgesRequest(
-            graph=self.name,
-            edges=_packed_edges(edges),
-            weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
-        )
-        return self._client._run("UpsertEdges", request, _json, idempotent=False)
-
-    def delete_edges(self, edges: Any) -> dict[str, Any]:
-        """As :meth:`shardwalk.Graph.delete_edges` (admin keys only); returns its report."""
-        request = pb.DeleteEdgesRequest(graph=self.name, edges=_packed_edges(edges))
-        return self._client._run("DeleteEdges", request, _json, idempotent=False)
-
-    def delete_nodes(self, ids: Any) -> dict[str, Any]:
-        """As :meth:`shardwalk.Graph.delete_nodes` (admin keys only); returns its report."""
-        nodes = np.atleast_1d(np.asarray(ids))
-        if nodes.ndim != 1 or (nodes.size and nodes.dtype.kind not in "iu"):
-            raise InvalidArgumentError(f"node ids must be integers; got {nodes.dtype}")
-        request = pb.DeleteEdgesRequest(graph=self.name, nodes=nodes.astype(np.int64).tolist())
-        return self._client._run("DeleteEdges", request, _json, idempotent=False)
-
-
-def _packed_edges(edges: Any) -> bytes:
-    """An (E, 2) integer array (or a (src, dst) pair of arrays) as packed int64 pairs."""
-    if isinstance(edges, tuple) and len(edges) == 2:
-        edges = np.stack([np.asarray(edges[0]), np.asarray(edges[1])], axis=1)
-    arr = np.asarray(edges)
-    if arr.ndim != 2 or arr.shape[1] != 2 or (arr.size and arr.dtype.kind not in "iu"):
-        raise InvalidArgumentError(
-            f"edges must be an (E, 2) integer array of (src, dst) ids; got shape {arr.shape} "
-            f"of {arr.dtype}"
-        )
-    return arr.astype("<i8").tobytes()
+def _packed_edges(
+    edges: ArrayLike | tuple[ArrayLike, ArrayLike],
+    what: tuple[str, str] = ("edge sources", "edge targets"),
+) -> bytes:
+    """An (E, 2) integer array (or a (src, dst) pair of arrays) as packed int64 pairs, checked
+    as the library checks them (its messages: ``what`` names the columns as the library does
+    for graph creation, ``src``/``dst``, and for updates)."""
+    src, dst = edge_pairs(edges, what=what)
+    return np.stack([src, dst], axis=1).astype("<i8", copy=False).tobytes()
 
 
 # -- reading responses (shared by both transports) ---------------------------------------------
@@ -555,8 +646,14 @@ def _names(response: pb.ListResponse) -> list[str]:
     return list(response.names)
 
 
-def _json(response: Any) -> dict[str, Any]:
-    return json.loads(response.json)
+def _json(response: pb.StatsResponse | pb.UpdateGraphResponse) -> Report:
+    report: Report = json.loads(response.json)
+    return report
+
+
+def _backup_report(response: pb.BackupResponse) -> BackupReport:
+    report: BackupReport = json.loads(response.json)
+    return report
 
 
 def _upserted(response: pb.UpsertResponse) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import ArrayLike, NDArray
 
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
@@ -40,7 +41,7 @@ from shardwalk.errors import (
     ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
-from shardwalk.index.filters import evaluate, validate
+from shardwalk.index.filters import Predicate, evaluate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
@@ -66,6 +67,7 @@ from shardwalk.snapshot import (
     write_snapshot,
 )
 from shardwalk.storage import DataDir
+from shardwalk.types import Attributes, AttributeValue, Param, Report, SharedWith, Tenants
 from shardwalk.validation import (
     as_ids,
     check_ids,
@@ -302,10 +304,10 @@ class Records:
     shared_with : list of the further tenants each record is shared with
     """
 
-    ids: np.ndarray
-    vectors: np.ndarray
+    ids: NDArray[np.int64]
+    vectors: NDArray[np.float32]
     tenants: list[str | None]
-    attributes: dict[str, list[Any]]
+    attributes: dict[str, list[AttributeValue]]
     shared_with: list[list[str]]
 
 
@@ -567,11 +569,11 @@ class Collection:
 
     def upsert(
         self,
-        ids: Any,
-        vectors: Any,
-        tenants: Any = None,
-        attributes: Any = None,
-        shared_with: Any = None,
+        ids: ArrayLike,
+        vectors: ArrayLike,
+        tenants: Tenants | None = None,
+        attributes: Attributes | None = None,
+        shared_with: SharedWith | None = None,
         *,
         tenant: str | None = None,
     ) -> int:
@@ -639,7 +641,7 @@ class Collection:
             _release_free_memory()
         return written
 
-    def delete(self, ids: Any, *, missing_ok: bool = False, tenant: str | None = None) -> int:
+    def delete(self, ids: ArrayLike, *, missing_ok: bool = False, tenant: str | None = None) -> int:
         """Delete vectors by id; returns how many ids were deleted.
 
         ``tenant``: delete only the rows this tenant owns (its namespace, as the delete is
@@ -947,13 +949,13 @@ class Collection:
     # -- reads ------------------------------------------------------------------------------
     def search(
         self,
-        queries: Any,
+        queries: ArrayLike,
         k: int = 10,
         *,
         tenant: str | None = None,
-        where: Any = None,
+        where: Predicate | None = None,
         explain: bool = False,
-        **search_params: Any,
+        **search_params: Param,
     ) -> SearchResult:
         """The k nearest stored vectors of each query, within a tenant's scope and a filter.
 
@@ -1021,12 +1023,12 @@ class Collection:
 
     def explain(
         self,
-        queries: Any,
+        queries: ArrayLike,
         k: int = 10,
         *,
         tenant: str | None = None,
-        where: Any = None,
-        **search_params: Any,
+        where: Predicate | None = None,
+        **search_params: Param,
     ) -> Explain:
         """Run a search and return only its explanation (path, reason, match counts, time)."""
         result = self.search(queries, k, tenant=tenant, where=where, explain=True, **search_params)
@@ -1163,7 +1165,7 @@ class Collection:
             return rows
         return np.setdiff1d(rows, np.setdiff1d(shared, keep), assume_unique=True)
 
-    def get(self, ids: Any, *, tenant: str | None = None) -> Records:
+    def get(self, ids: ArrayLike, *, tenant: str | None = None) -> Records:
         """Stored vectors, tenants and attributes of these ids.
 
         ``tenant``: one row per id, the tenant's own (its namespace), else a row shared with
@@ -1220,8 +1222,13 @@ class Collection:
         )
 
     def visible(
-        self, ids: Any, *, tenant: str | None = None, where: Any = None, owned: bool = False
-    ) -> np.ndarray:
+        self,
+        ids: ArrayLike,
+        *,
+        tenant: str | None = None,
+        where: Predicate | None = None,
+        owned: bool = False,
+    ) -> NDArray[np.bool_]:
         """Per id, whether a search with this ``tenant`` and ``where`` could return it: the id
         is a live row, the tenant owns it or it is shared with the tenant, and it satisfies
         the predicate. A bool array, one entry per id in the order given (repeats allowed;
@@ -1257,9 +1264,10 @@ class Collection:
             found[at] = True
         return found
 
-    def _scope_size(self, tenant: str | None = None, where: Any = None) -> int:
+    def scope_size(self, tenant: str | None = None, where: Predicate | None = None) -> int:
         """How many live rows :meth:`visible` would accept for this scope (from the cached
-        scope masks): tells a scoped PPR how deep to fetch before filtering."""
+        scope masks): tells a scoped PPR how deep to fetch before filtering
+        (:func:`shardwalk.compose.scoped_ppr`)."""
         if tenant is not None:
             check_name("tenant", tenant)
         with self._rw.read():
@@ -1277,7 +1285,7 @@ class Collection:
         with self._rw.read():
             return int(id_) in self._rows
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Report:
         """Counts, parameters, sizes (JSON-serialisable).
 
         ``delta``: the rows acknowledged but not yet in the index (searched exactly): how many

@@ -67,12 +67,14 @@ import math
 import numbers
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shardwalk.errors import InvalidArgumentError
+from shardwalk.types import Param, Report, Seeds
 from shardwalk.validation import (
     MAX_K,
     check_choice,
@@ -85,6 +87,8 @@ from shardwalk.validation import (
 if TYPE_CHECKING:
     from shardwalk.collection import Collection
     from shardwalk.graph import Graph
+    from shardwalk.index.filters import Predicate
+    from shardwalk.walks.ppr import PPRResult
 
 __all__ = [
     "DEFAULTS",
@@ -95,6 +99,9 @@ __all__ = [
     "ComposeResult",
     "compose",
     "resolve",
+    "scoped_depth",
+    "scoped_ppr",
+    "visible_ppr",
 ]
 
 FUSIONS = ("rrf", "weighted", "weighted_rank", "weighted_z")
@@ -128,13 +135,136 @@ def default_ppr(alpha: float) -> dict[str, Any]:
 
 
 def scoped_depth(k: int, in_scope: int, nodes: int) -> int:
-    """How many PPR nodes to fetch for ``k`` of them in a scope of ``in_scope`` rows on a graph
-    of ``nodes``: twice what the scope's share of the graph predicts, at least ``4k`` (one
-    fetch instead of several 4x rounds for a small tenant; the caller still fetches deeper
-    when a list comes back short)."""
+    """How many PPR nodes to fetch first for ``k`` of them in a scope of ``in_scope`` rows on a
+    graph of ``nodes``: twice what the scope's share of the graph predicts, at least ``4k`` (one
+    fetch instead of several 4x rounds for a small tenant), at most every node and ``MAX_K``
+    (what one PPR call returns at most). :func:`visible_ppr` fetches deeper when a list comes
+    back short."""
     share = in_scope / max(nodes, 1)
     want = 2 * k / share if share > 0 else nodes
-    return int(min(max(4 * k, want), max(nodes, 1)))
+    return int(min(max(4 * k, want), _deepest(nodes)))
+
+
+def _deepest(nodes: int) -> int:
+    """The deepest PPR list worth fetching: every node of the graph, and no more than a PPR
+    call returns (``MAX_K``)."""
+    return min(max(nodes, 1), MAX_K)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisibleLists:
+    """What :func:`visible_ppr` found: per query its first visible PPR nodes."""
+
+    ids: NDArray[np.int64]  # (q, width), padded with -1
+    scores: NDArray[np.float64]  # (q, width), padded with 0
+    error: NDArray[np.float64]  # (q,): the PPR error of the query's last (deepest) fetch
+    mass: NDArray[np.float64]  # (q,): as error
+    last: PPRResult  # the last fetch (method, alpha, dangling, params of the run)
+    also_visible: NDArray[np.bool_] | None  # which of ``also`` are visible (None: none asked)
+    filter_seconds: float  # spent in the visibility checks
+
+
+def visible_ppr(
+    graph: Graph,
+    collection: Collection,
+    queries: Sequence[Seeds],
+    width: int,
+    depth: int,
+    *,
+    tenant: str | None = None,
+    where: Predicate | None = None,
+    also: NDArray[np.int64] | None = None,
+    **ppr_options: Param,
+) -> VisibleLists:
+    """Each query's first ``width`` PPR nodes (in rank order) that are rows of ``collection``
+    visible to ``tenant`` and matching ``where`` (:meth:`Collection.visible`): PPR lists of
+    ``depth`` nodes first, then 4x deeper for the queries whose list came back short of
+    visible nodes while PPR had more to give (a full list), up to every node or ``MAX_K``.
+    ``also``: more ids whose visibility is checked in the first call (compose's kNN hits)."""
+    options: dict[str, Any] = dict(ppr_options)  # checked by graph.ppr_batch
+    deepest = _deepest(graph.num_nodes)
+    depth = min(depth, deepest)
+    n = len(queries)
+    ids = np.full((n, width), -1, np.int64)
+    scores = np.zeros((n, width), np.float64)
+    error = np.full(n, np.nan)
+    mass = np.full(n, np.nan)
+    also_visible = None
+    filter_seconds = 0.0
+    pending = np.arange(n)
+    while True:  # at least once: graph.ppr_batch judges the queries, an empty batch too
+        last = graph.ppr_batch([queries[i] for i in pending.tolist()], depth, **options)
+        error[pending], mass[pending] = last.error, last.mass
+        t_filter = time.perf_counter()
+        listed = last.ids >= 0  # rows are padded with -1 past the nodes the walks reach
+        asked = last.ids[listed]
+        if also is not None and also_visible is None:
+            seen = collection.visible(np.concatenate([also, asked]), tenant=tenant, where=where)
+            also_visible, seen = seen[: also.size], seen[also.size :]
+        else:
+            seen = collection.visible(asked, tenant=tenant, where=where)
+        visible = np.zeros(last.ids.shape, dtype=bool)
+        visible[listed] = seen
+        short = _keep_visible(last.ids, last.scores, visible, pending, ids, scores)
+        filter_seconds += time.perf_counter() - t_filter
+        # short of visible nodes, with a full list (PPR had more to give), not yet everything
+        pending = pending[short & listed[:, -1]] if depth < deepest else pending[:0]
+        if not pending.size:
+            break
+        depth = min(depth * _DEEPER, deepest)
+    return VisibleLists(
+        ids=ids,
+        scores=scores,
+        error=error,
+        mass=mass,
+        last=last,
+        also_visible=also_visible,
+        filter_seconds=filter_seconds,
+    )
+
+
+def scoped_ppr(
+    graph: Graph,
+    collection: Collection,
+    queries: Sequence[Seeds],
+    k: int,
+    *,
+    tenant: str | None = None,
+    where: Predicate | None = None,
+    **ppr_options: Param,
+) -> PPRResult:
+    """:meth:`Graph.ppr_batch` whose results are the top-k nodes that are rows of
+    ``collection`` visible to ``tenant`` (and matching ``where``): the server's PPR with
+    ``collection=``. Asks for as many nodes as hold about 2k visible ones at the scope's share
+    of the graph (:func:`scoped_depth`), then 4x more while a query comes back short and the
+    graph has more (:func:`visible_ppr`).
+
+    Returns
+    -------
+    PPRResult
+        As ``graph.ppr_batch(queries, k, **ppr_options)``, ``ids`` and ``scores`` (q, k) the
+        visible nodes (padded with -1 / 0), ``error`` and ``mass`` each query's deepest
+        fetch's, ``seconds`` the whole call's.
+
+    Raises
+    ------
+    InvalidArgumentError, ResourceExhaustedError, NotFoundError
+        As :meth:`Graph.ppr_batch` (k checked here: the fetch depth is not k).
+    """
+    t0 = time.perf_counter()
+    k = check_k(k)
+    depth = scoped_depth(k, collection.scope_size(tenant, where), graph.num_nodes)
+    options: dict[str, Any] = dict(ppr_options)  # checked by graph.ppr_batch
+    lists = visible_ppr(graph, collection, queries, k, depth, tenant=tenant, where=where, **options)
+    return replace(
+        lists.last,
+        ids=lists.ids,
+        scores=lists.scores.astype(np.float32),
+        error=lists.error,
+        mass=lists.mass,
+        seconds=time.perf_counter() - t0,
+        work=np.zeros((0, 3), np.int64),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,13 +311,13 @@ class ComposeResult:
         Wall time of the whole call (validation included).
     """
 
-    ids: np.ndarray
-    scores: np.ndarray
-    distances: np.ndarray
-    ppr_scores: np.ndarray
-    seeds: np.ndarray
-    seeds_dropped: np.ndarray
-    ppr_error: np.ndarray
+    ids: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    distances: NDArray[np.float32]
+    ppr_scores: NDArray[np.float32]
+    seeds: NDArray[np.int64]
+    seeds_dropped: NDArray[np.int64]
+    ppr_error: NDArray[np.float64]
     ppr_method: str | None
     alpha: float
     fuse: str
@@ -195,7 +325,7 @@ class ComposeResult:
     ppr_seconds: float
     fuse_seconds: float
     seconds: float
-    explain: dict[str, dict[str, Any]] = field(default_factory=dict)
+    explain: dict[str, Report] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -345,7 +475,7 @@ def check_options(
         knn_k=knn_k,
         ppr_k=ppr_k,
         alpha=alpha,
-        fuse=fuse,  # type: ignore[arg-type]
+        fuse=fuse,
         weight=share,
         temperature=temperature,
         rank_constant=constant,
@@ -410,36 +540,20 @@ def compose(
     # which kNN hits are still visible (a write may have landed since the search): checked
     # with the first PPR list, in one call
     knn_ok: np.ndarray | None = None
-    n_hits = int(hit.sum())
-    pending = sorted(specs)
-    cap = min(max(graph.num_nodes, 1), MAX_K)
-    depth = o.ppr_k
-    if tenant is not None or where is not None:
-        depth = scoped_depth(o.ppr_k, collection._scope_size(tenant, where), graph.num_nodes)
-    while pending:
-        found = graph.ppr_batch(
-            [specs[i] for i in pending], k=min(depth, cap), alpha=o.alpha, **ppr_params
-        )
-        method, alpha = found.method, found.alpha
-        ppr_error[pending] = found.error
-        t_filter = time.perf_counter()
-        listed = found.ids >= 0
-        asked = found.ids[listed]
-        if knn_ok is None:
-            asked = np.concatenate([knn_ids[hit], asked])
-        seen = collection.visible(asked, tenant=tenant, where=where)
-        if knn_ok is None:
-            knn_ok = np.zeros(knn_ids.shape, dtype=bool)
-            knn_ok[hit], seen = seen[:n_hits], seen[n_hits:]
-        visible = np.zeros(found.ids.shape, dtype=bool)
-        visible[listed] = seen
-        rows = np.asarray(pending)
-        short = _keep_visible(found.ids, found.scores, visible, rows, ppr_ids, ppr_scores)
-        filter_seconds += time.perf_counter() - t_filter
-        # short of visible nodes, with a full list (PPR had more to give), not yet everything
-        more = short & listed[:, -1] & (depth < cap)
-        pending = rows[more].tolist()
-        depth *= _DEEPER
+    rows = np.array(sorted(specs), dtype=np.int64)
+    if rows.size:
+        depth = o.ppr_k
+        if tenant is not None or where is not None:
+            depth = scoped_depth(o.ppr_k, collection.scope_size(tenant, where), graph.num_nodes)
+        lists = visible_ppr(
+            graph, collection, [specs[i] for i in rows.tolist()], o.ppr_k, depth,
+            tenant=tenant, where=where, also=knn_ids[hit], alpha=o.alpha, **ppr_params,
+        )  # fmt: skip
+        ppr_ids[rows], ppr_scores[rows], ppr_error[rows] = lists.ids, lists.scores, lists.error
+        method, alpha = lists.last.method, lists.last.alpha
+        filter_seconds = lists.filter_seconds
+        knn_ok = np.zeros(knn_ids.shape, dtype=bool)
+        knn_ok[hit] = lists.also_visible
     ppr_seconds = time.perf_counter() - t_ppr - filter_seconds
 
     # -- fuse, top-k
@@ -503,7 +617,8 @@ def _keep_visible(
     out_scores[rows] = 0.0
     out_ids[rows[r], position[r, c]] = ids[r, c]
     out_scores[rows[r], position[r, c]] = scores[r, c]
-    return visible.sum(axis=1) < width
+    short: NDArray[np.bool_] = visible.sum(axis=1) < width
+    return short
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, check_threading_layer
@@ -24,12 +25,21 @@ from shardwalk.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from shardwalk.graph import Graph, check_edges
+from shardwalk.graph import Graph
 from shardwalk.index import IndexHost
+from shardwalk.index.filters import Predicate
 from shardwalk.rows import declared_schema
 from shardwalk.storage import DataDir, remove_dir
-from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
+from shardwalk.types import BackupReport, Edges, Param, Report
+from shardwalk.validation import (
+    METRICS,
+    check_choice,
+    check_index_params,
+    check_name,
+    edge_pairs,
+)
 from shardwalk.wal import RecoveredLog, WriteAheadLog
+from shardwalk.walks import CSRGraph
 
 __all__ = ["Engine"]
 
@@ -206,7 +216,7 @@ class Engine:
         index: str = "hnsw",
         *,
         attributes: Mapping[str, str] | None = None,
-        **index_params: Any,
+        **index_params: Param,
     ) -> Collection:
         """Create an empty collection.
 
@@ -345,7 +355,8 @@ class Engine:
             else:
                 load = None
         if load is None:  # another caller loads it
-            return pending.result()
+            found_by_another: _Loaded = pending.result()
+            return found_by_another
         try:
             value = load()
         except BaseException as error:
@@ -360,9 +371,9 @@ class Engine:
                 loaded[name] = value
         if closed:  # close() waited for this load; the engine no longer owns it
             value._close("belongs to a closed engine")
-            error = FailedPreconditionError("the engine is closed; open a new one")
-            pending.set_exception(error)
-            raise error
+            closed_error = FailedPreconditionError("the engine is closed; open a new one")
+            pending.set_exception(closed_error)
+            raise closed_error
         pending.set_result(value)
         return value
 
@@ -422,11 +433,11 @@ class Engine:
     def create_graph(
         self,
         name: str,
-        edges: Any,
-        weights: Any = None,
+        edges: Edges | CSRGraph,
+        weights: ArrayLike | None = None,
         *,
         directed: bool = True,
-        node_ids: Any = None,
+        node_ids: ArrayLike | None = None,
         self_loops: str = "keep",
         duplicates: str = "collapse",
     ) -> Graph:
@@ -451,13 +462,11 @@ class Engine:
         ------
         AlreadyExistsError, InvalidArgumentError
         """
-        from shardwalk.walks import CSRGraph
-
         check_name("graph", name)
         check_choice("self_loops", self_loops, ("keep", "drop"))
         if isinstance(edges, CSRGraph):
             return self._add_graph(name, edges, self_loops)
-        src, dst = check_edges(edges)
+        src, dst = edge_pairs(edges)
         csr = CSRGraph.from_edges(
             src,
             dst,
@@ -470,7 +479,7 @@ class Engine:
         return self._add_graph(name, csr, self_loops)
 
     def load_graph(
-        self, name: str, path: str | os.PathLike[str], *, format: str = "auto", **options: Any
+        self, name: str, path: str | os.PathLike[str], *, format: str = "auto", **options: Param
     ) -> Graph:
         """Create a graph from a file: a SNAP edge list (``.txt``, ``.gz``, ``.csv``), Parquet
         (``src``, ``dst`` [, weight] columns) or a directory of ``edges.npy`` [+ ``ids.npy``,
@@ -488,7 +497,11 @@ class Engine:
                 fmt = "parquet"
             else:
                 fmt = "snap"
-        loaders = {"snap": load_edge_list, "parquet": load_parquet, "npy": load_npy_dir}
+        loaders: dict[str, Callable[..., CSRGraph]] = {
+            "snap": load_edge_list,
+            "parquet": load_parquet,
+            "npy": load_npy_dir,
+        }
         if fmt not in loaders:
             raise InvalidArgumentError(
                 f"format must be one of 'auto', 'snap', 'parquet', 'npy'; got {format!r}"
@@ -554,7 +567,7 @@ class Engine:
         *,
         dim: int = 128,
         index: str = "hnsw",
-        **fastrp_params: Any,
+        **fastrp_params: Param,
     ) -> Collection:
         """Write FastRP embeddings of a graph's nodes into a new cosine collection keyed by node
         id, so node similarity search works through the ordinary vector API."""
@@ -572,11 +585,11 @@ class Engine:
         self,
         collection: str,
         graph: str,
-        queries: Any,
+        queries: ArrayLike,
         *,
         k: int = 10,
         tenant: str | None = None,
-        where: Any = None,
+        where: Predicate | None = None,
         knn_k: int | None = None,
         ppr_k: int | None = None,
         alpha: float | None = None,
@@ -584,9 +597,9 @@ class Engine:
         weight: float | None = None,
         temperature: float | None = None,
         rank_constant: float | None = None,
-        knn_params: Mapping[str, Any] | None = None,
-        ppr_params: Mapping[str, Any] | None = None,
-        **unexpected: Any,
+        knn_params: Mapping[str, Param] | None = None,
+        ppr_params: Mapping[str, Param] | None = None,
+        **unexpected: object,
     ) -> ComposeResult:
         """kNN-seeded personalized PageRank with fused ranking, in one call: kNN in
         ``collection`` (scoped to ``tenant``, filtered by ``where``), the hits that are nodes of
@@ -658,7 +671,7 @@ class Engine:
         """
         given = {"knn_k": knn_k, "alpha": alpha, "fuse": fuse, "weight": weight}
         given["temperature"] = temperature
-        rest = {
+        rest: dict[str, Any] = {
             "k": k, "ppr_k": ppr_k, "rank_constant": rank_constant, "knn_params": knn_params,
             "ppr_params": ppr_params, "unexpected": unexpected,
         }  # fmt: skip
@@ -692,8 +705,8 @@ class Engine:
         k: int = 10,
         seed: int = 0,
         min_degree: int = 2,
-        grid: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        grid: Mapping[str, Sequence[Param]] | None = None,
+    ) -> Report:
         """Tune :meth:`compose` for this collection and graph on the graph's own edges, and
         store the result as the pair's defaults.
 
@@ -770,7 +783,7 @@ class Engine:
                     if self._collections.get(collection.name) is collection:
                         raise
 
-    def backup(self, dest: str | os.PathLike[str], *, link: bool = True) -> dict[str, Any]:
+    def backup(self, dest: str | os.PathLike[str], *, link: bool = True) -> BackupReport:
         """Copy the data directory, online, into ``dest``: a consistent copy that
         ``Engine.open(dest)`` opens (that is the restore).
 

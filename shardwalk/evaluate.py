@@ -192,6 +192,7 @@ def held_out(
     knn_ids[r, position[r, c]] = hits.ids[r, c]
     knn_dist[r, position[r, c]] = hits.distances[r, c]
     fp = graph.stats()["fingerprints"]
+    assert fp is None or isinstance(fp, Mapping)  # Graph.stats: None without fingerprints
     return HeldOut(
         index=PPRIndex(reduced),
         query_ids=query_ids,
@@ -200,7 +201,7 @@ def held_out(
         knn_dist=knn_dist,
         reduced=reduced,
         visible=np.sort(node_ids[shown]),
-        dangling=None if fp is None else fp["dangling"],
+        dangling=None if fp is None else str(fp["dangling"]),
         seconds=time.perf_counter() - t0,
     )
 
@@ -475,5 +476,5 @@ def calibrate(
         "seconds": time.perf_counter() - t0,
         "ppr_seconds": ppr_seconds,
         "edges": int(graph.num_edges),
-        "rows": int(collection.stats()["count"]),
+        "rows": len(collection),
     }

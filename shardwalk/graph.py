@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import ArrayLike, NDArray
 
 from shardwalk import _fs
 from shardwalk._files import make_dirs
@@ -38,11 +39,12 @@ from shardwalk.errors import (
     ResourceExhaustedError,
 )
 from shardwalk.storage import DataDir, remove_dir, seal_snapshot, verify_snapshot
+from shardwalk.types import Edges, Param, Report, Seeds
 from shardwalk.validation import check_choice
 from shardwalk.wal import WriteAheadLog, encode
 from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult, _check
 from shardwalk.walks import build_fingerprints as _build_fingerprints
-from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch, edge_arrays
+from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch
 from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.fingerprints import select_hubs
 from shardwalk.walks.ppr import calibrate_accuracy
@@ -190,12 +192,12 @@ class Graph:
         return bool(self._dyn.directed)
 
     @property
-    def node_ids(self) -> np.ndarray:
+    def node_ids(self) -> NDArray[np.int64]:
         """The ids of the graph's nodes (internal order; deleted nodes left out)."""
         ids = self._csr.node_ids
         return ids[ids >= 0] if ids.size and ids.min() < 0 else ids
 
-    def shards(self, n: int, *, by: str = "range") -> list[GraphShard]:
+    def shards(self, n: int, *, by: Literal["range", "hash"] = "range") -> list[GraphShard]:
         """Split the nodes into ``n`` shards (``by="range"`` of internal ids or ``"hash"``),
         each with its nodes' out-edges, as Ray workers take them."""
         self._check_open()
@@ -214,7 +216,7 @@ class Graph:
         hub_walks: int = 1000,
         keep_walks: bool = True,
         progress: Progress | None = None,
-    ) -> dict[str, Any]:
+    ) -> Report:
         """Build (or rebuild) the Monte Carlo fingerprints (PowerWalk offline): R walks of
         stop probability ``alpha`` from every node, counting every visit.
 
@@ -366,7 +368,7 @@ class Graph:
             datadir.commit(switch)
             entry = datadir.manifest["graphs"][self.name]
             keep = {entry["csr"], name, entry.get("wal")} - {None}
-            datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")  # type: ignore[arg-type]
+            datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")
         return FingerprintStore.load(directory / name, mmap=True)
 
     @property
@@ -416,7 +418,7 @@ class Graph:
         accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
-        **params: Any,
+        **params: Param,
     ) -> str:
         """The method a :meth:`ppr` call with these arguments would run, after checking them
         as it would (seeds and k aside), without running a query.
@@ -434,14 +436,14 @@ class Graph:
 
     def ppr(
         self,
-        seeds: Any,
+        seeds: Seeds,
         k: int = 100,
         *,
         method: str | None = None,
         accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
-        **params: Any,
+        **params: Param,
     ) -> PPRResult:
         """Personalized PageRank from one seed node, several (equal weights), or a
         personalization ``{node: weight}`` (PPR is linear in its seeds).
@@ -508,14 +510,14 @@ class Graph:
 
     def ppr_batch(
         self,
-        queries: Any,
+        queries: Sequence[Seeds],
         k: int = 100,
         *,
         method: str | None = None,
         accuracy: str | None = None,
         alpha: float | None = None,
         dangling: str | None = None,
-        **params: Any,
+        **params: Param,
     ) -> PPRResult:
         """Many PPR queries in one parallel pass; row i answers ``queries[i]``. Arguments as in
         :meth:`ppr`."""
@@ -541,18 +543,19 @@ class Graph:
             result = run(queries, k=k, method=chosen, alpha=alpha, dangling=dangling, **params)  # type: ignore[arg-type]
         return replace(result, params=params)
 
-    def fastrp(self, *, dim: int = 128, **params: Any) -> np.ndarray:
+    def fastrp(self, *, dim: int = 128, **params: Param) -> NDArray[np.float32]:
         """FastRP node embeddings (very sparse random projection of the degree-normalised
         adjacency, weighted sum of its powers), (num_nodes, dim) float32, row i for
         ``node_ids[i]``. See :func:`shardwalk.walks.fastrp.fastrp` for the parameters."""
         self._check_open()
         csr = self._csr
         with self._budget.take(self._budget.threads):
-            vectors = fastrp(csr, dim=dim, **params)
+            options: dict[str, Any] = dict(params)  # checked by fastrp
+            vectors = fastrp(csr, dim=dim, **options)
         ids = csr.node_ids
         return vectors[ids >= 0] if ids.size and ids.min() < 0 else vectors
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Report:
         fp = self._fingerprints
         csr = self._csr
         return {
@@ -585,7 +588,7 @@ class Graph:
         }
 
     # -- compose defaults (Engine.calibrate_compose) ----------------------------------------
-    def compose_defaults(self, collection: str) -> dict[str, Any] | None:
+    def compose_defaults(self, collection: str) -> Report | None:
         """The calibration stored for composing over ``collection`` and this graph, or None."""
         record = self._compose.get(collection)
         return None if record is None else dict(record)
@@ -613,7 +616,7 @@ class Graph:
                 self._compose[collection] = dict(record)
 
     # -- updates ----------------------------------------------------------------------------
-    def upsert_edges(self, edges: Any, weights: Any = None) -> dict[str, Any]:
+    def upsert_edges(self, edges: Edges, weights: ArrayLike | None = None) -> Report:
         """Add edges, or replace the weights of existing ones; durable on return.
 
         Parameters
@@ -640,7 +643,7 @@ class Graph:
         """
         return self._update("upsert", edges, weights)
 
-    def delete_edges(self, edges: Any) -> dict[str, Any]:
+    def delete_edges(self, edges: Edges) -> Report:
         """Remove edges (both directions in an undirected graph); durable on return.
 
         Raises
@@ -652,7 +655,7 @@ class Graph:
         """
         return self._update("delete", edges, None)
 
-    def delete_nodes(self, ids: Any) -> dict[str, Any]:
+    def delete_nodes(self, ids: ArrayLike) -> Report:
         """Remove nodes with all their in- and out-edges; durable on return. A removed id
         may come back later as a new node (with its first edge).
 
@@ -777,7 +780,7 @@ class Graph:
         state = None if fp is None else fp.stats.get("calibration")
         if state is None or self._walks is None:
             return False
-        return state["edges_changed"] >= max(1, self.recalibrate_ratio * state["edges"])
+        return bool(state["edges_changed"] >= max(1, self.recalibrate_ratio * state["edges"]))
 
     def _recalibrate(self) -> dict[str, Any]:
         """Select the hubs again on the current graph (by the rule the fingerprints were
@@ -979,7 +982,7 @@ class Graph:
         keep = {entry["csr"], wal} | (
             {entry["fingerprints"]} if entry.get("fingerprints") else set()
         )
-        datadir.remove_unreferenced(name, keep=keep - {None}, kind="graphs")  # type: ignore[arg-type]
+        datadir.remove_unreferenced(name, keep=keep - {None}, kind="graphs")
         graph = cls(
             name, csr, store, datadir=datadir, budget=budget,
             self_loops=entry.get("self_loops", "keep"), walks=walks, seq=int(entry.get("seq", 0)),
@@ -1043,6 +1046,3 @@ def _report(batch: EdgeBatch, added: int, repair: dict[str, Any], t0: float) -> 
 
 def _walks_nbytes(walks: tuple[WalkStore, WalkStore | None]) -> int:
     return int(walks[0].nbytes + (walks[1].nbytes if walks[1] is not None else 0))
-
-
-check_edges = edge_arrays  # (src, dst) from an (E, 2) array or a pair of sequences

@@ -33,6 +33,7 @@ __all__ = [
     "check_k",
     "check_name",
     "check_vectors",
+    "edge_pairs",
 ]
 
 METRICS = ("l2", "ip", "cosine")
@@ -148,9 +149,15 @@ def check_ids(ids: Any, *, what: str = "ids", allow_empty: bool = False) -> np.n
 
 
 def check_vectors(
-    vectors: Any, *, dim: int, what: str = "vectors", owner: str = "", rows: int | None = None
+    vectors: Any,
+    *,
+    dim: int | None,
+    what: str = "vectors",
+    owner: str = "",
+    rows: int | None = None,
 ) -> np.ndarray:
-    """A C-contiguous float32 (n, dim) array of finite values; a 1-D vector becomes one row."""
+    """A C-contiguous float32 (n, dim) array of finite values; a 1-D vector becomes one row.
+    ``dim`` None: any dimension (a remote client, which leaves that check to the server)."""
     try:
         arr = np.asarray(vectors)
     except (ValueError, TypeError) as exc:
@@ -165,7 +172,7 @@ def check_vectors(
         )
     if arr.shape[0] == 0:
         raise InvalidArgumentError(f"{what} is empty; pass at least one vector")
-    if arr.shape[1] != dim:
+    if dim is not None and arr.shape[1] != dim:
         target = f" {owner}" if owner else ""
         raise InvalidArgumentError(f"{what} have dimension {arr.shape[1]};{target} expects {dim}")
     if rows is not None and arr.shape[0] != rows:
@@ -179,6 +186,30 @@ def check_vectors(
             f"{_preview(bad)}; clean or drop them before this call"
         )
     return arr
+
+
+def edge_pairs(
+    edges: Any, *, what: tuple[str, str] = ("src", "dst")
+) -> tuple[np.ndarray, np.ndarray]:
+    """(src, dst) int64 node ids from an (E, 2) array of (src, dst) ids or a (src, dst) pair
+    of sequences (``what`` names the two columns in messages), as :func:`as_ids` judges ids.
+    The graphs' and the client's one rule for edges."""
+    if isinstance(edges, tuple) and len(edges) == 2:
+        src, dst = np.asarray(edges[0]), np.asarray(edges[1])
+    else:
+        arr = np.asarray(edges)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise InvalidArgumentError(
+                f"edges must be an (E, 2) array of (src, dst) ids or a (src, dst) pair of "
+                f"arrays; got shape {arr.shape}"
+            )
+        src, dst = arr[:, 0], arr[:, 1]
+    src, dst = as_ids(src, what=what[0]), as_ids(dst, what=what[1])
+    if src.shape != dst.shape:
+        raise InvalidArgumentError(
+            f"src and dst must have the same length; got {src.shape[0]} and {dst.shape[0]}"
+        )
+    return src, dst
 
 
 def check_k(k: Any, *, what: str = "k") -> int:

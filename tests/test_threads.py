@@ -252,6 +252,27 @@ def test_threading_layer_is_thread_safe():
     assert numba.threading_layer() in SAFE_LAYERS
 
 
+def test_import_leaves_numba_threading_layer_setting_alone():
+    """``import shardwalk`` changes no process-wide setting; the engine's first parallel work
+    loads a thread-safe layer and puts numba's setting back as it was."""
+    code = (
+        "import numba\n"
+        "before = numba.config.THREADING_LAYER\n"
+        "import shardwalk\n"
+        "print('import:', before, numba.config.THREADING_LAYER)\n"
+        "shardwalk.Engine.memory().close()\n"
+        "print('engine:', numba.config.THREADING_LAYER, numba.threading_layer())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    lines = dict(line.split(": ", 1) for line in out.stdout.splitlines())
+    assert lines["import"] == "default default", out.stderr
+    setting, layer = lines["engine"].split()
+    assert setting == "default" and layer in SAFE_LAYERS
+
+
 def test_an_unsafe_threading_layer_is_refused_with_a_hint():
     code = (
         "import shardwalk\n"

@@ -111,19 +111,28 @@ PREDICATE = st.recursive(
 
 
 def reference(p, row) -> bool:
-    """A plain-Python reading of the documented semantics."""
+    """Whether a row matches: where its three-valued truth is True (:func:`truth`)."""
+    return truth(p, row) is True
+
+
+def truth(p, row) -> bool | None:
+    """A plain-Python reading of the documented semantics: SQL's three-valued logic, None
+    for unknown (a comparison with a missing value)."""
     if isinstance(p, And):
-        return all(reference(t, row) for t in p.terms)
+        values = [truth(t, row) for t in p.terms]
+        return False if False in values else None if None in values else True
     if isinstance(p, Or):
-        return any(reference(t, row) for t in p.terms)
+        values = [truth(t, row) for t in p.terms]
+        return True if True in values else None if None in values else False
     if isinstance(p, Not):
-        return not reference(p.term, row)
+        value = truth(p.term, row)
+        return None if value is None else not value
     value = row[p.field]
     name = type(p).__name__
     if name == "Exists":
         return value is not None and (not isinstance(value, list) or len(value) > 0)
     if value is None:
-        return False
+        return None
     if isinstance(value, list):
         wanted = {p.value} if name == "Eq" else set(p.values)
         return bool(wanted & set(value))
@@ -145,3 +154,37 @@ def test_evaluation_matches_the_reference(rows, predicate):
     got = evaluate(predicate, table(rows))
     expect = np.array([reference(predicate, r) for r in rows])
     np.testing.assert_array_equal(got, expect)
+
+
+COMPARISON = st.one_of(
+    st.tuples(st.just("year"), st.integers(2000, 2005)),
+    st.tuples(st.just("lang"), st.sampled_from(["en", "de", "xx"])),
+    st.tuples(st.just("ok"), st.booleans()),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(ROW, min_size=1, max_size=30), comparison=COMPARISON)
+def test_not_equal_and_negated_equal_agree_and_skip_missing_values(rows, comparison):
+    """``~(F(x) == v)`` is ``F(x) != v``: NOT of unknown is unknown, so neither matches a row
+    whose x is missing (once ``~`` matched them); only an explicit exists test reaches them."""
+    name, value = comparison
+    negated = evaluate(validate(~(F(name) == value), SCHEMA), table(rows))
+    differs = evaluate(validate(F(name) != value, SCHEMA), table(rows))
+    missing = np.array([r[name] is None for r in rows])
+    np.testing.assert_array_equal(negated, differs)
+    assert not negated[missing].any()
+    expect = np.array([r[name] is not None and r[name] != value for r in rows])
+    np.testing.assert_array_equal(negated, expect)
+    # the explicit way to keep the missing ones
+    either = evaluate(validate(~F(name).exists() | (F(name) != value), SCHEMA), table(rows))
+    np.testing.assert_array_equal(either, expect | missing)
+
+
+def test_an_attribute_no_row_has_is_unknown_under_not():
+    rows = table([{"year": 2001, "score": None, "lang": None, "tags": None, "ok": None}])
+    assert not evaluate(~(F("lang") == "en"), rows).any()
+    assert evaluate(~F("lang").exists(), rows).all()
+    schema = {**SCHEMA, "new": pa.int64()}  # declared, never written: not a column yet
+    assert not evaluate(validate(~(F("new") == 1), schema), rows).any()
+    assert evaluate(validate(~F("new").exists(), schema), rows).all()

@@ -185,6 +185,26 @@ BAD_CALLS = {
     "unknown id": lambda c: c.collection("docs").get([10**9]),
     "duplicate ids": lambda c: c.collection("docs").upsert([1, 1], np.zeros((2, DIM))),
     "NaN vector": lambda c: c.collection("docs").upsert([1], np.full((1, DIM), np.nan)),
+    "vectors for more ids": lambda c: c.collection("docs").upsert([1, 2], np.zeros((3, DIM))),
+    "vectors of strings": lambda c: c.collection("docs").upsert([1], [["a"] * DIM]),
+    "tenants for more ids": lambda c: c.collection("docs").upsert(
+        [1, 2], np.zeros((2, DIM)), tenants=["t0", "t1", "t2"]
+    ),
+    "one tenant in a list for two ids": lambda c: c.collection("docs").upsert(
+        [1, 2], np.zeros((2, DIM)), tenants=["t0"]
+    ),
+    "bad tenant name": lambda c: c.collection("docs").upsert([1], np.zeros((1, DIM)), "a b"),
+    "shared_with for fewer ids": lambda c: c.collection("docs").upsert(
+        [1, 2], np.zeros((2, DIM)), shared_with=[["t1"]]
+    ),
+    "graph: three columns of edges": lambda c: c.create_graph("g", np.zeros((2, 3), int)),
+    "graph: float edges": lambda c: c.create_graph("g", np.array([[0.5, 1.0]])),
+    "graph: negative node": lambda c: c.create_graph("g", np.array([[-1, 2]])),
+    "graph: src and dst of two lengths": lambda c: c.create_graph("g", ([0, 1], [1])),
+    "edges update: three columns": lambda c: c.graph("links").upsert_edges(np.zeros((1, 3), int)),
+    "edges update: float ids": lambda c: c.graph("links").upsert_edges(np.array([[0.5, 1.0]])),
+    "edges delete: negative id": lambda c: c.graph("links").delete_edges(np.array([[-3, 1]])),
+    "nodes delete: float ids": lambda c: c.graph("links").delete_nodes([0.5]),
     "existing collection": lambda c: c.create_collection("docs", dim=DIM),
     "bad metric": lambda c: c.create_collection("other", dim=DIM, metric="l3"),
     "unknown graph": lambda c: c.graph("nope").ppr([1]),
@@ -348,6 +368,32 @@ def test_tenant_ppr_from_a_seed_that_reaches_few_nodes(running: Running, docs: d
     assert ppr.shape == (1, 10) and ppr[0, 0] == 0
     assert set(ppr[ppr >= 0].tolist()) <= visible_to(docs, tenant) & {0, 1}
     assert (ppr[0, 2:] == -1).all()
+
+
+def test_tenant_ppr_on_a_graph_larger_than_one_ppr_call(running: Running, docs: dict) -> None:
+    """A small scope on a graph of more than MAX_K nodes: the first fetch is as deep as the
+    scope's share predicts, capped at MAX_K (what one PPR call returns), as compose caps it;
+    the server's copy of the rule once asked for every node and got RESOURCE_EXHAUSTED. The
+    server's answer is the library's (shardwalk.compose.scoped_ppr)."""
+    from shardwalk.compose import scoped_ppr
+    from shardwalk.validation import MAX_K
+
+    nodes = MAX_K + 20_000
+    running.engine.create_graph(
+        "wide", np.array([[0, 1], [1, 2], [2, 0]]), node_ids=np.arange(nodes)
+    )
+    tenant = docs["tenants"][0]
+    k = 400  # 2k over the tenant's share of the graph: more than every node
+    remote = running.client(key_of(tenant)).graph("wide").ppr([0], k, collection="docs")
+    mine = visible_to(docs, tenant)
+    found = remote.ids[remote.ids >= 0].tolist()
+    assert found and set(found) <= mine & {0, 1, 2}
+    assert (remote.ids[0, len(found) :] == -1).all()
+    graph, collection = running.engine.graph("wide"), running.engine.collection("docs")
+    embedded = scoped_ppr(graph, collection, [[0]], k, tenant=tenant)
+    np.testing.assert_array_equal(remote.ids, embedded.ids)
+    np.testing.assert_allclose(remote.scores, embedded.scores)
+    running.engine.drop_graph("wide")
 
 
 def test_limits(running: Running, docs: dict) -> None:

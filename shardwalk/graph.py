@@ -103,6 +103,7 @@ class Graph:
         self._datadir = datadir
         self._wal: WriteAheadLog | None = None
         self._lock = threading.RLock()
+        self._calibrating: threading.Thread | None = None  # accuracy= calibrated again
         self._closed_because: str | None = None
         self._closed_cause: BaseException | None = None  # chained to the errors it causes
         self.last_update: dict[str, Any] = {}
@@ -127,6 +128,7 @@ class Graph:
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
+        self.wait_calibrated()  # it installs and writes nothing once the graph is closed
 
     def _stop(self, because: str, cause: BaseException) -> None:
         """Refuse every further call until the engine is reopened, and let go of the log
@@ -784,9 +786,12 @@ class Graph:
 
     def _recalibrate(self) -> dict[str, Any]:
         """Select the hubs again on the current graph (by the rule the fingerprints were
-        built with), rebuild the hub rows when the set moved, calibrate accuracy= again, and
-        (with a data directory) compact, so the new hubs and calibration are saved. The
-        caller holds the lock."""
+        built with) and rebuild the hub rows when the set moved; then calibrate accuracy=
+        again on this graph in the background (the write that passed the threshold does not
+        wait for the calibration's exact solves: at 1M nodes they take tens of seconds), and
+        (with a data directory) compact when it is done, so the new hubs and calibration are
+        saved. Until then queries use the previous calibration's choices. The caller holds
+        the lock."""
         t0 = time.perf_counter()
         index = self._current()  # the delta merged, repaired rows recounted
         csr, fp = index.graph, index.fingerprints
@@ -805,17 +810,73 @@ class Graph:
                             hub_counts=None)  # fmt: skip
             fp = replace(fp, stats=dict(fp.stats), **rows)
             self._walks = (self._walks[0], hub_store)
-        self._calibrate(fp, csr, fp.seed)
-        fp.stats["calibration"].update(hubs_moved=moved, hubs=int(hubs.size))
+        previous = fp.stats.get("calibration") or {}
+        # a new record: the edges changed from here on count against the next calibration;
+        # the background run installs its choices only while this record is the store's
+        state = {
+            "update": self._seq,
+            "edges": int(csr.num_edges),
+            "edges_changed": 0,
+            "recalibrations": int(previous.get("recalibrations", 0)),
+            "hubs_moved": moved,
+            "hubs": int(hubs.size),
+            "running": True,
+        }
+        fp.stats["calibration"] = state
         self._fingerprints = fp
         self._index = self._ppr_index(fp)
-        if self._datadir is not None:
-            try:
-                self._compact()
-            except (ResourceExhaustedError, FailedPreconditionError) as exc:
-                log.warning("graph %r: compaction after recalibration failed: %s", self.name, exc)
+        self._calibrating = threading.Thread(
+            target=self._calibrate_in_background,
+            args=(fp, csr, state),
+            name=f"shardwalk-calibrate-{self.name}",
+            daemon=True,
+        )
+        self._calibrating.start()
         return {"hubs_moved": moved, "hubs": int(hubs.size), "seconds": time.perf_counter() - t0,
-                "accuracy": {k: v["method"] for k, v in fp.stats["accuracy"].items()}}  # fmt: skip
+                "calibration": "running in the background (Graph.wait_calibrated())"}  # fmt: skip
+
+    def _calibrate_in_background(
+        self, fp: FingerprintStore, csr: CSRGraph, state: dict[str, Any]
+    ) -> None:
+        """accuracy= calibrated on the graph as it was when the threshold was passed (the
+        same choices the write would have made in place), installed in the current store
+        unless the fingerprints were rebuilt or dropped, or the graph closed, meanwhile."""
+        try:
+            with self._budget.take(self._budget.threads):
+                accuracy = calibrate_accuracy(csr, fp, seed=fp.seed)
+        except BaseException as exc:  # the previous choices stay; the next threshold retries
+            log.error("graph %r: calibrating accuracy= again failed", self.name, exc_info=exc)
+            with self._lock:
+                state.update(running=False, failed=f"{type(exc).__name__} (see the log)")
+            return
+        with self._lock:
+            current = self._fingerprints
+            state["running"] = False
+            if self._closed_because is not None or current is None:
+                return
+            if current.stats.get("calibration") is not state:  # rebuilt meanwhile
+                return
+            current.stats["accuracy"] = accuracy
+            state["recalibrations"] += 1
+            if self._index is not None and self._index.fingerprints is not current:
+                self._index = None  # the next read builds it on the store that has them
+            if self._datadir is not None:
+                try:
+                    self._compact()
+                except (ResourceExhaustedError, FailedPreconditionError) as exc:
+                    log.warning(
+                        "graph %r: compaction after recalibration failed: %s", self.name, exc
+                    )
+
+    def wait_calibrated(self, timeout: float | None = None) -> bool:
+        """Wait for the background calibration that graph updates start once the changed
+        edges pass ``recalibrate_ratio`` (``stats()["fingerprints"]["calibration"]["running"]``
+        while it runs). True when none is running (any more); False on timeout."""
+        thread = self._calibrating
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _log(self) -> WriteAheadLog:
         if self._wal is None:  # a graph created before graphs took updates: start its log

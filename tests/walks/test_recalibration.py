@@ -47,10 +47,12 @@ def test_hubs_and_calibration_follow_updates(tmp_path):
         assert 2 * big.shape[0] + 40 >= g.recalibrate_ratio * edges
         report = g.upsert_edges(big)
         assert report["recalibrated"]["hubs_moved"] > 0
+        assert g.wait_calibrated(timeout=600)  # accuracy= is calibrated in the background
         hubs_after = _hub_ids(g)
         assert set(new.tolist()) <= hubs_after and hubs_after != hubs_before
         state = g.stats()["fingerprints"]["calibration"]
         assert state["recalibrations"] == 1 and state["edges_changed"] == 0
+        assert state["running"] is False and "failed" not in state
         assert state["update"] == 2 and state["edges"] == g.num_edges
         calibrated = g.stats()["fingerprints"]["accuracy"]
         # the new hub rows answer: the calibrated fast method against the exact solver
@@ -68,3 +70,91 @@ def test_hubs_and_calibration_follow_updates(tmp_path):
         assert _hub_ids(g) == hubs_after
         assert g.stats()["fingerprints"]["calibration"]["recalibrations"] == 1
         assert g.stats()["fingerprints"]["accuracy"] == calibrated
+
+
+def _past_the_threshold(g, rng) -> np.ndarray:
+    """Edges that make the next upsert pass recalibrate_ratio (new nodes, many in-links)."""
+    new = np.arange(9000, 9012)
+    big = np.column_stack([
+        np.repeat(new, 150), rng.choice(1500, size=(12, 150), replace=True).ravel()
+    ])  # fmt: skip
+    return np.unique(big, axis=0)
+
+
+def _held_calibration(monkeypatch):
+    """calibrate_accuracy held until the returned event is set (the real one then runs)."""
+    import threading
+
+    import shardwalk.graph as graph_module
+
+    release, entered = threading.Event(), threading.Event()
+    real = graph_module.calibrate_accuracy
+
+    def held(*args, **kwargs):
+        entered.set()
+        assert release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(graph_module, "calibrate_accuracy", held)
+    return release, entered
+
+
+def test_a_write_past_the_threshold_does_not_wait_for_the_calibration(tmp_path, monkeypatch):
+    """The upsert that passes recalibrate_ratio returns (durable, hubs selected again) while
+    accuracy= is calibrated in the background; queries meanwhile use the previous choices;
+    the new ones are installed and saved when it ends."""
+    base = social_graph(1500, 5, seed=4)
+    rng = np.random.default_rng(0)
+    with shardwalk.Engine.open(tmp_path / "db") as engine:
+        g = engine.create_graph("g", _edges(base), directed=False)
+        g.build_fingerprints(walks_per_node=10, seed=1)
+        before = g.stats()["fingerprints"]["accuracy"]
+        release, entered = _held_calibration(monkeypatch)
+        report = g.upsert_edges(_past_the_threshold(g, rng))  # returns: nothing waits
+        assert report["recalibrated"]["hubs_moved"] > 0 and entered.wait(60)
+        state = g.stats()["fingerprints"]["calibration"]
+        assert state["running"] is True and state["recalibrations"] == 0
+        assert g.stats()["fingerprints"]["accuracy"] == before  # the previous choices answer
+        assert not g.wait_calibrated(timeout=0.05)
+        g.ppr(9000, 10, accuracy="fast")  # reads and more writes go on meanwhile
+        g.upsert_edges(np.array([[9000, 1], [9001, 2]]))
+        release.set()
+        assert g.wait_calibrated(timeout=600)
+        state = g.stats()["fingerprints"]["calibration"]
+        assert state["running"] is False and state["recalibrations"] == 1
+        assert state["edges_changed"] == 4  # the write after the threshold counts for the next
+        calibrated = g.stats()["fingerprints"]["accuracy"]
+    with shardwalk.Engine.open(tmp_path / "db") as engine:  # saved by the compaction after it
+        g = engine.graph("g")
+        assert g.stats()["fingerprints"]["accuracy"] == calibrated
+        assert g.stats()["fingerprints"]["calibration"]["recalibrations"] == 1
+
+
+def test_a_calibration_ending_after_close_installs_and_writes_nothing(tmp_path, monkeypatch):
+    """Closing the engine waits for a running calibration, which then finds the graph closed:
+    it installs nothing and writes nothing (the data directory is being released); the next
+    open replays the log and the count passes the threshold again."""
+    import threading
+
+    base = social_graph(1500, 5, seed=4)
+    rng = np.random.default_rng(0)
+    engine = shardwalk.Engine.open(tmp_path / "db")
+    g = engine.create_graph("g", _edges(base), directed=False)
+    g.build_fingerprints(walks_per_node=10, seed=1)
+    release, entered = _held_calibration(monkeypatch)
+    g.upsert_edges(_past_the_threshold(g, rng))
+    assert entered.wait(60)
+    manifest = (tmp_path / "db" / "manifest.json").read_bytes()
+    closing = threading.Thread(target=engine.close)
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive()  # close waits for the calibration
+    release.set()
+    closing.join(120)
+    assert not closing.is_alive()
+    assert (tmp_path / "db" / "manifest.json").read_bytes() == manifest  # no compaction
+    with shardwalk.Engine.open(tmp_path / "db") as engine:
+        g = engine.graph("g")
+        state = g.stats()["fingerprints"]["calibration"]
+        assert state["recalibrations"] == 0  # not installed, not saved
+        assert g.stats()["nodes"] == 1512  # the acknowledged update replayed

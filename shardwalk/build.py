@@ -316,10 +316,12 @@ def _checked(
 
 def _stats(block: Block, timing: dict, t0: float, cpu0: float) -> dict[str, Any]:
     """A block's report: rows, vector bytes, process, wall and CPU seconds (this thread's: on
-    a shared machine the CPU a step took, whatever else ran), and ``timing``."""
+    a shared machine the CPU a step took, whatever else ran), when it started and ended (the
+    epoch clock: the stage's timeline), and ``timing``."""
+    seconds, ended = time.perf_counter() - t0, time.time()
     return {"rows": block.rows, "vector_bytes": block.vector_bytes, "pid": os.getpid(),
-            "seconds": time.perf_counter() - t0, "cpu_seconds": time.thread_time() - cpu0,
-            **timing}  # fmt: skip
+            "seconds": seconds, "cpu_seconds": time.thread_time() - cpu0,
+            "started": ended - seconds, "ended": ended, **timing}  # fmt: skip
 
 
 # -- the steps that run on workers -------------------------------------------------------------
@@ -577,6 +579,8 @@ def build_collection(
         t0, c0 = time.perf_counter(), time.process_time()
         kept: list[pa.Table] = []
         block_stats: dict[str, list[dict[str, Any]]] = {"scan": [], "assign": []}
+        gathered: dict[str, tuple[float, float]] = {}  # stage: (started, last block back), epoch
+        epoch = time.time()
         scanned = Stage(progress, "scan", n_rows)
         # closed before the cleanup below when the loop stops early (the tasks end first)
         with closing(executor.stream(
@@ -587,6 +591,7 @@ def build_collection(
                 kept.append(out)
                 block_stats["scan"].append(stats)
                 scanned.advance(stats["rows"])
+        gathered["scan"] = (epoch, time.time())
         scanned.finish()
         table = pa.concat_tables(kept, promote_options="default")
         del kept
@@ -623,7 +628,7 @@ def build_collection(
         driver_cpu["train"] = time.process_time() - c0
 
         # 3. assign
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, epoch = time.perf_counter(), time.process_time(), time.time()
         make_dirs(directory)  # the collection's directory, durable in collections/
         staging.mkdir()
         part_of = np.zeros(n_rows, np.int32)
@@ -638,6 +643,7 @@ def build_collection(
                 part_of[np.searchsorted(sorted_ids, block_ids)] = block_parts
                 block_stats["assign"].append(stats)
                 assigned.advance(stats["rows"])
+        gathered["assign"] = (epoch, time.time())
         assigned.finish()
         spilled = sum(stats["spilled"] for stats in block_stats["assign"])
         seconds["assign"] = time.perf_counter() - t0
@@ -723,7 +729,7 @@ def build_collection(
         "driver_cpu_seconds": driver_cpu,
         "start": {"workers": workers_started},
         "stages": {
-            stage: _stage_report(found, seconds[stage], executor.workers)
+            stage: _stage_report(found, seconds[stage], executor.workers, *gathered[stage])
             for stage, found in block_stats.items()
         },
         "bytes": {
@@ -749,10 +755,15 @@ def _per_worker(items: list[dict[str, Any]], by: str, field: str) -> list[float]
     return sorted(totals.values(), reverse=True)
 
 
-def _stage_report(blocks: list[dict[str, Any]], wall: float, workers: int) -> dict[str, Any]:
+def _stage_report(
+    blocks: list[dict[str, Any]], wall: float, workers: int, started: float, gathered: float
+) -> dict[str, Any]:
     """Where a scan or assign stage spent its time: its blocks' worker seconds (reading,
     checking, sampling or assigning), the processes that ran them, and the rate of vector data
-    per worker (decoded bytes over the stage's wall time and its workers)."""
+    per worker (decoded bytes over the stage's wall time and its workers); its timeline, in
+    seconds from the stage's start (``started``, epoch clock): the first block started, the
+    last one ended, the last one back in the driver (``gathered``), and the driver's work
+    after it (the stage's wall time from there: the id sort of the scan)."""
     workers = max(1, min(workers, len(blocks)))
     vector_bytes = sum(b["vector_bytes"] for b in blocks)
     report = {"blocks": len(blocks), "workers": workers,
@@ -762,7 +773,13 @@ def _stage_report(blocks: list[dict[str, Any]], wall: float, workers: int) -> di
               "cpu_seconds": sum(b["cpu_seconds"] for b in blocks),
               "slowest_block_seconds": max((b["seconds"] for b in blocks), default=0.0),
               "cpu_seconds_per_process": _per_worker(blocks, "pid", "cpu_seconds"),
-              "vector_mb_per_s_per_worker": vector_bytes / 1e6 / max(wall, 1e-9) / workers}  # fmt: skip
+              "vector_mb_per_s_per_worker": vector_bytes / 1e6 / max(wall, 1e-9) / workers,
+              "first_block_started_seconds": min((b["started"] for b in blocks), default=started)
+              - started,
+              "last_block_ended_seconds": max((b["ended"] for b in blocks), default=started)
+              - started,
+              "last_block_back_seconds": gathered - started,
+              "after_last_block_seconds": wall - (gathered - started)}  # fmt: skip
     for part in ("read", "check", "sample", "assign"):
         if any(part in b for b in blocks):
             report[f"{part}_seconds"] = sum(b.get(part, 0.0) for b in blocks)

@@ -41,15 +41,14 @@ def test_row_groups_are_packed_into_blocks_of_one_file(tmp_path: Path) -> None:
     _write(a, 100, row_group=10)  # 10 row groups
     _write(b, 25, row_group=10)  # 3 row groups: 10, 10, 5
     group = pq.ParquetFile(a).metadata.row_group(0).total_byte_size
-    blocks = plan_blocks([str(a), str(b)], "vector", target=3 * group)
+    blocks = plan_blocks([str(a), str(b)], target=3 * group)
     assert [blk.row_groups for blk in blocks if blk.path == str(a)] == [
         (0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)
     ]  # fmt: skip
     assert [blk.first_row for blk in blocks if blk.path == str(a)] == [0, 30, 60, 90]
     assert sum(blk.rows for blk in blocks) == 125
-    assert all(0 < blk.vector_bytes < blk.bytes for blk in blocks)
     # a row group larger than the target is a block of its own
-    assert len(plan_blocks([str(a)], "vector", target=1)) == 10
+    assert len(plan_blocks([str(a)], target=1)) == 10
 
 
 def test_a_bad_row_is_named_by_its_row_in_the_file(tmp_path: Path) -> None:
@@ -57,7 +56,7 @@ def test_a_bad_row_is_named_by_its_row_in_the_file(tmp_path: Path) -> None:
     path.parent.mkdir()
     _write(path, 100, row_group=10, bad=57)
     group = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
-    block = plan_blocks([str(path)], "vector", target=2 * group)[2]  # rows 40-59
+    block = plan_blocks([str(path)], target=2 * group)[2]  # rows 40-59
     assert block.first_row == 40
     kwargs = {"columns": COLUMNS, "dim": DIM, "metric": "l2", "fraction": 1.0, "seed": 0}
     with pytest.raises(InvalidArgumentError, match=r"f.parquet', row 57: NaN"):
@@ -70,13 +69,13 @@ def test_large_finite_values_are_not_taken_for_infinities(tmp_path: Path) -> Non
     """Rows are checked through their sums; a sum that overflows is looked at value by value."""
     path = tmp_path / "f.parquet"
     _write(path, 50, row_group=50, big=3e38)
-    (block,) = plan_blocks([str(path)], "vector")
-    table, stats = scan_block(
+    (block,) = plan_blocks([str(path)])
+    table, sample_ids, sample, stats = scan_block(
         block, columns=COLUMNS, dim=DIM, metric="l2", fraction=1.0, seed=0
     )  # fmt: skip
     assert table.num_rows == 50 and stats["rows"] == 50
-    sample = table.column("_sample").combine_chunks().flatten().to_numpy()
-    assert np.all(sample.reshape(50, DIM)[:, 0] == np.float32(3e38))
+    assert sample_ids.tolist() == list(range(50)) and sample.shape == (50, DIM)
+    assert np.all(sample[:, 0] == np.float32(3e38))
 
 
 def test_blocks_do_not_change_the_bytes_and_tasks_start_largest_first(tmp_path: Path) -> None:

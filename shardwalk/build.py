@@ -8,10 +8,11 @@ itself (pyarrow, Arrow batches end to end, a FixedSizeList column viewed zero-co
 small results come back to the driver:
 
 1. scan: every block of the input is read and checked (ids, vectors: dimension, nulls, NaN and
-   infinities, zero vectors under cosine), vectorised per batch; its non-vector columns and its
-   training sample (rows picked by a hash of id and seed) come back to the driver, never its
-   vectors;
-2. the driver checks that ids are distinct and numbers the rows in id order;
+   infinities, zero vectors under cosine), vectorised per batch of a few MB; its non-vector
+   columns (sorted by id) and the ids and vectors of its training sample (rows picked by a
+   hash of id and seed) come back to the driver, never its other vectors;
+2. the driver merges the blocks' id runs, checks that ids are distinct and numbers the rows in
+   id order;
 3. train: balanced k-means on the sample (in the driver, faiss's threads);
 4. assign: every block again, in the worker that reads it, each row to its nearest centroid
    (the centroids put in the object store once), written to per-partition spill files;

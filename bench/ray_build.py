@@ -352,7 +352,8 @@ def table(paths: list[str]) -> str:
                 + (f" | {e['cpu']:.0f}" if "cpu" in e and not stats else " | -")
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
             )  # fmt: skip
-    tables = [build, cpu_table(paths), tasks_table(paths), targets_table(paths), fps]
+    tables = [build, cpu_table(paths), timeline_table(paths), tasks_table(paths),
+              targets_table(paths), fps]  # fmt: skip
     tables = [rows for rows in tables if len(rows) > 2]  # those with results
     return "\n\n".join("\n".join(rows) for rows in tables) + "\n"
 
@@ -409,6 +410,28 @@ def cpu_table(paths: list[str]) -> list[str]:
                 + f" | {cpu:.1f} / {wall:.1f} = {cpu / max(wall, 1e-9):.2f}"
                 + f" | {scan['vector_bytes'] / 1e6 / max(scan['cpu_seconds'], 1e-9):.0f}"
                 + f" | {e.get('load_before')} -> {e.get('load_after')} |"
+            )  # fmt: skip
+    return rows
+
+
+def timeline_table(paths: list[str]) -> list[str]:
+    """Where the scan stage's wall time went (results with its timeline): seconds from the
+    stage's start to the first block started, the last block ended and back in the driver, the
+    driver's work after it (the id sort), the slowest block, and each process's CPU seconds."""
+    rows = ["| config | scan wall s | first block started | last block ended | last back | "
+            "driver after it | slowest block s | blocks | CPU s per process |", "|---" * 9 + "|"]  # fmt: skip
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        for config, e in r["build"].items():
+            scan = e.get("stages", {}).get("scan", {})
+            if "first_block_started_seconds" not in scan:
+                continue
+            cells = [scan[k] for k in ("wall_seconds", "first_block_started_seconds",
+                     "last_block_ended_seconds", "last_block_back_seconds",
+                     "after_last_block_seconds", "slowest_block_seconds")]  # fmt: skip
+            rows.append(
+                f"| {config} | " + " | ".join(f"{c:.3f}" for c in cells) + f" | {scan['blocks']} | "
+                + ", ".join(f"{c:.2f}" for c in scan["cpu_seconds_per_process"]) + " |"
             )  # fmt: skip
     return rows
 

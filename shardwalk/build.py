@@ -8,10 +8,11 @@ itself (pyarrow, Arrow batches end to end, a FixedSizeList column viewed zero-co
 small results come back to the driver:
 
 1. scan: every block of the input is read and checked (ids, vectors: dimension, nulls, NaN and
-   infinities, zero vectors under cosine), vectorised per batch; its non-vector columns and its
-   training sample (rows picked by a hash of id and seed) come back to the driver, never its
-   vectors;
-2. the driver checks that ids are distinct and numbers the rows in id order;
+   infinities, zero vectors under cosine), vectorised per batch of a few MB; its non-vector
+   columns (sorted by id) and the ids and vectors of its training sample (rows picked by a
+   hash of id and seed) come back to the driver, never its other vectors;
+2. the driver merges the blocks' id runs, checks that ids are distinct and numbers the rows in
+   id order;
 3. train: balanced k-means on the sample (in the driver, faiss's threads);
 4. assign: every block again, in the worker that reads it, each row to its nearest centroid
    (the centroids put in the object store once), written to per-partition spill files;
@@ -58,9 +59,13 @@ from shardwalk.wal import WriteAheadLog
 
 __all__ = ["Columns", "ThreadExecutor", "build_collection"]
 
-_SAMPLE, _PART = "_sample", "_part"
 _BATCH = 65_536  # rows per Arrow batch a worker checks at once (a larger row group is split)
 _BLOCK_BYTES = 32 << 20  # decoded bytes per block: row groups are packed up to this
+# vector bytes per batch of the scan: decoding a block in batches of a few MB instead of whole
+# reuses the same few MB of the worker's heap, where a whole block's buffers (~3x its size)
+# grow it and take longer to decode (issue 27: ~20 ms per 16.8 MB block, against 40-200 ms
+# for the first blocks read whole in a new worker)
+_SCAN_BATCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -89,44 +94,45 @@ class Block:
     first_row: int  # the block's first row, counted in the file
     rows: int
     bytes: int  # decoded bytes of the row groups (from the footer)
-    vector_bytes: int  # of the vector column
 
 
-def plan_blocks(files: Sequence[str], vector: str, target: int = _BLOCK_BYTES) -> list[Block]:
+def plan_blocks(files: Sequence[str], target: int = _BLOCK_BYTES) -> list[Block]:
     """Each file's row groups packed into blocks of up to ``target`` decoded bytes (a larger row
     group is a block of its own); the same blocks on threads and on Ray."""
     blocks: list[Block] = []
     for path in files:
         meta = pq.ParquetFile(path).metadata
-        names = [meta.schema.column(i).path for i in range(meta.num_columns)]
-        vector_cols = [i for i, n in enumerate(names) if n == vector or n.startswith(vector + ".")]
         row = 0
         run: list[int] = []
-        run_rows = run_bytes = run_vector = 0
+        run_rows = run_bytes = 0
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
             if group.num_rows == 0:
                 continue
             size = group.total_byte_size
             if run and run_bytes + size > target:
-                blocks.append(Block(path, tuple(run), row, run_rows, run_bytes, run_vector))
+                blocks.append(Block(path, tuple(run), row, run_rows, run_bytes))
                 row += run_rows
-                run, run_rows, run_bytes, run_vector = [], 0, 0, 0
+                run, run_rows, run_bytes = [], 0, 0
             run.append(g)
             run_rows += group.num_rows
             run_bytes += size
-            run_vector += sum(group.column(i).total_uncompressed_size for i in vector_cols)
         if run:
-            blocks.append(Block(path, tuple(run), row, run_rows, run_bytes, run_vector))
+            blocks.append(Block(path, tuple(run), row, run_rows, run_bytes))
     return blocks
 
 
-def _batches(block: Block, select: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """The block's rows as Arrow batches: its row groups read at once (the fast path), or, for
+def _batches(
+    block: Block, select: Sequence[str], rows: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The block's rows as Arrow batches: in batches of ``rows`` rows if given (the column
+    chunks read at once, decoded a batch at a time); else its row groups read at once, or, for
     a row group far larger than a block, in batches of ``_BATCH`` rows (bounded memory)."""
     source = pq.ParquetFile(block.path, pre_buffer=True)
     groups, columns = list(block.row_groups), list(select)
-    if block.bytes <= 4 * _BLOCK_BYTES:
+    if rows is not None:
+        yield from source.iter_batches(rows, row_groups=groups, columns=columns, use_threads=False)
+    elif block.bytes <= 4 * _BLOCK_BYTES:
         table = source.read_row_groups(groups, columns=columns, use_threads=False)
         yield from table.to_batches()
     else:
@@ -288,13 +294,19 @@ def _check_block(
 
 
 def _checked(
-    block: Block, select: Sequence[str], columns: Columns, dim: int, metric: str, timing: dict
+    block: Block,
+    select: Sequence[str],
+    columns: Columns,
+    dim: int,
+    metric: str,
+    timing: dict,
+    rows: int | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
-    """(batch, ids, vectors) of each batch of ``block``, checked; a bad row is an
-    InvalidArgumentError naming the file and the row. ``timing`` gets the seconds spent
-    reading (``read``) and checking (``check``)."""
+    """(batch, ids, vectors) of each batch of ``block`` (of ``rows`` rows if given, see
+    _batches), checked; a bad row is an InvalidArgumentError naming the file and the row.
+    ``timing`` gets the seconds spent reading (``read``) and checking (``check``)."""
     row = block.first_row
-    batches = _batches(block, select)
+    batches = _batches(block, select, rows)
     while True:
         t0 = time.perf_counter()
         batch = next(batches, None)
@@ -314,34 +326,45 @@ def _checked(
         row += batch.num_rows
 
 
-def _stats(block: Block, timing: dict, t0: float, cpu0: float) -> dict[str, Any]:
-    """A block's report: rows, vector bytes, process, wall and CPU seconds (this thread's: on
-    a shared machine the CPU a step took, whatever else ran), and ``timing``."""
-    return {"rows": block.rows, "vector_bytes": block.vector_bytes, "pid": os.getpid(),
-            "seconds": time.perf_counter() - t0, "cpu_seconds": time.thread_time() - cpu0,
-            **timing}  # fmt: skip
+def _stats(block: Block, dim: int, timing: dict, t0: float, cpu0: float) -> dict[str, Any]:
+    """A block's report: rows, vector bytes (the float32 vectors it yields: rows x dim x 4),
+    process, wall and CPU seconds (this thread's: on a shared machine the CPU a step took,
+    whatever else ran), when it started and ended (the epoch clock: the stage's timeline), and
+    ``timing``."""
+    seconds, ended = time.perf_counter() - t0, time.time()
+    return {"path": block.path, "first_row": block.first_row, "rows": block.rows,
+            "vector_bytes": block.rows * dim * 4, "pid": os.getpid(),
+            "seconds": seconds, "cpu_seconds": time.thread_time() - cpu0,
+            "started": ended - seconds, "ended": ended, **timing}  # fmt: skip
 
 
 # -- the steps that run on workers -------------------------------------------------------------
 def scan_block(
     block: Block, *, columns: Columns, dim: int, metric: str, fraction: float, seed: int
-) -> tuple[pa.Table, dict[str, Any]]:
-    """A block read and checked: its non-vector columns and ``_sample`` (the vector of rows in
-    the training sample, an empty list elsewhere); and its timings (per block)."""
+) -> tuple[pa.Table, np.ndarray, np.ndarray, dict[str, Any]]:
+    """A block read and checked: its non-vector columns (ids as int64) in id order (the driver
+    merges the blocks' runs), the ids and vectors of its rows in the training sample (a few:
+    only they cross to the driver), and its timings."""
     t0, cpu0 = time.perf_counter(), time.thread_time()
     timing: dict[str, float] = {}
-    out = []
-    for batch, ids, vectors in _checked(block, columns.read, columns, dim, metric, timing):
+    out, sample_ids, sample = [], [], []
+    rows = max(1024, _SCAN_BATCH_BYTES // (4 * dim))
+    for batch, ids, vectors in _checked(block, columns.read, columns, dim, metric, timing, rows):
         t1 = time.perf_counter()
-        chosen = bulk.sample_mask(ids, fraction, seed)
-        offsets = np.zeros(ids.size + 1, np.int32)
-        np.cumsum(np.where(chosen, dim, 0), out=offsets[1:])
-        sample = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors[chosen].ravel()))
+        chosen = np.flatnonzero(bulk.sample_mask(ids, fraction, seed))
+        sample_ids.append(ids[chosen])
+        sample.append(vectors[chosen])
         kept = batch.drop_columns([columns.vector])
-        kept = kept.set_column(kept.schema.get_field_index(columns.id), columns.id, pa.array(ids))
-        out.append(pa.Table.from_batches([kept.append_column(_SAMPLE, sample)]))
+        out.append(
+            kept.set_column(kept.schema.get_field_index(columns.id), columns.id, pa.array(ids))
+        )
         timing["sample"] = timing.get("sample", 0.0) + (time.perf_counter() - t1)
-    return pa.concat_tables(out), _stats(block, timing, t0, cpu0)
+    kept = pa.Table.from_batches(out)  # a block has rows (plan_blocks skips empty row groups)
+    ids = kept.column(columns.id).to_numpy()
+    if np.any(ids[1:] < ids[:-1]):
+        kept = kept.take(np.argsort(ids, kind="stable"))
+    return (kept, np.concatenate(sample_ids), np.concatenate(sample),
+            _stats(block, dim, timing, t0, cpu0))  # fmt: skip
 
 
 def assign_block(
@@ -367,7 +390,7 @@ def assign_block(
         parts_out.append(parts)
         spilled += written
         timing["assign"] = timing.get("assign", 0.0) + (time.perf_counter() - t1)
-    stats = {**_stats(block, timing, t0, cpu0), "spilled": spilled}
+    stats = {**_stats(block, dim, timing, t0, cpu0), "spilled": spilled}
     if not ids_out:
         return np.zeros(0, np.int64), np.zeros(0, np.int32), stats
     return np.concatenate(ids_out), np.concatenate(parts_out), stats
@@ -568,29 +591,37 @@ def build_collection(
     try:
         # 0. start: the executor's workers up
         t0, c0 = time.perf_counter(), time.process_time()
-        blocks = plan_blocks(files, columns.vector)
+        blocks = plan_blocks(files)
         workers_started = started()
         seconds["start"] = time.perf_counter() - t0
         driver_cpu["start"] = time.process_time() - c0
 
         # 1. scan
         t0, c0 = time.perf_counter(), time.process_time()
-        kept: list[pa.Table] = []
+        kept: list[pa.Table | None] = [None] * len(blocks)  # in the blocks' order
+        position = {(b.path, b.first_row): i for i, b in enumerate(blocks)}
+        sampled: list[tuple[np.ndarray, np.ndarray]] = []
         block_stats: dict[str, list[dict[str, Any]]] = {"scan": [], "assign": []}
+        gathered: dict[str, tuple[float, float]] = {}  # stage: (started, last block back), epoch
+        epoch = time.time()
         scanned = Stage(progress, "scan", n_rows)
         # closed before the cleanup below when the loop stops early (the tasks end first)
         with closing(executor.stream(
             scan_block, blocks, name="scan",
             columns=columns, dim=dim, metric=metric, fraction=fraction, seed=seed,
         )) as results:  # fmt: skip
-            for out, stats in results:
-                kept.append(out)
+            for out, sample_ids, sample, stats in results:
+                kept[position[stats["path"], stats["first_row"]]] = out
+                sampled.append((sample_ids, sample))
                 block_stats["scan"].append(stats)
                 scanned.advance(stats["rows"])
+        gathered["scan"] = (epoch, time.time())
         scanned.finish()
-        table = pa.concat_tables(kept, promote_options="default")
+        table = pa.concat_tables(kept, promote_options="default")  # type: ignore[arg-type]
         del kept
         ids = table.column(columns.id).to_numpy()
+        # each block's ids are sorted: a merge of their runs (of one run when the input is in
+        # id order), not a sort of every id
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
         same = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
@@ -602,28 +633,28 @@ def build_collection(
                 f"id {dup} appears more than once: {where}; ids must be distinct (nothing was "
                 "committed: the collection, if it existed, is unchanged)"
             )
-        table = table.take(pa.array(order))
+        table = table.drop_columns([columns.id])  # the ids are sorted_ids
+        if table.num_columns:
+            table = table.take(pa.array(order))
         seconds["scan"] = time.perf_counter() - t0
         driver_cpu["scan"] = time.process_time() - c0
 
         # 2. train
         t0, c0 = time.perf_counter(), time.process_time()
         if partitioned:
-            sample_col = table.column(_SAMPLE).combine_chunks()
-            lengths = pc.list_value_length(sample_col).to_numpy(zero_copy_only=False)
-            sample_ids = sorted_ids[lengths > 0]
-            flat = pc.list_flatten(sample_col).to_numpy(zero_copy_only=False)
-            sample = np.asarray(flat, np.float32).reshape(-1, dim)
+            # the sample in the blocks' order of arrival: train_centroids takes it in id order
+            sample_ids = np.concatenate([i for i, _ in sampled])
+            sample = np.concatenate([v for _, v in sampled])
             centroids = bulk.train_centroids(sample_ids, sample, parts, index_metric, seed)  # type: ignore[arg-type]
-            del sample, flat
+            del sample
         else:
             centroids = np.zeros((1, dim), np.float32)
-        table = table.drop_columns([_SAMPLE])
+        del sampled
         seconds["train"] = time.perf_counter() - t0
         driver_cpu["train"] = time.process_time() - c0
 
         # 3. assign
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, epoch = time.perf_counter(), time.process_time(), time.time()
         make_dirs(directory)  # the collection's directory, durable in collections/
         staging.mkdir()
         part_of = np.zeros(n_rows, np.int32)
@@ -638,6 +669,7 @@ def build_collection(
                 part_of[np.searchsorted(sorted_ids, block_ids)] = block_parts
                 block_stats["assign"].append(stats)
                 assigned.advance(stats["rows"])
+        gathered["assign"] = (epoch, time.time())
         assigned.finish()
         spilled = sum(stats["spilled"] for stats in block_stats["assign"])
         seconds["assign"] = time.perf_counter() - t0
@@ -723,7 +755,7 @@ def build_collection(
         "driver_cpu_seconds": driver_cpu,
         "start": {"workers": workers_started},
         "stages": {
-            stage: _stage_report(found, seconds[stage], executor.workers)
+            stage: _stage_report(found, seconds[stage], executor.workers, *gathered[stage])
             for stage, found in block_stats.items()
         },
         "bytes": {
@@ -749,10 +781,15 @@ def _per_worker(items: list[dict[str, Any]], by: str, field: str) -> list[float]
     return sorted(totals.values(), reverse=True)
 
 
-def _stage_report(blocks: list[dict[str, Any]], wall: float, workers: int) -> dict[str, Any]:
+def _stage_report(
+    blocks: list[dict[str, Any]], wall: float, workers: int, started: float, gathered: float
+) -> dict[str, Any]:
     """Where a scan or assign stage spent its time: its blocks' worker seconds (reading,
     checking, sampling or assigning), the processes that ran them, and the rate of vector data
-    per worker (decoded bytes over the stage's wall time and its workers)."""
+    per worker (decoded bytes over the stage's wall time and its workers); its timeline, in
+    seconds from the stage's start (``started``, epoch clock): the first block started, the
+    last one ended, the last one back in the driver (``gathered``), and the driver's work
+    after it (the stage's wall time from there: the id sort of the scan)."""
     workers = max(1, min(workers, len(blocks)))
     vector_bytes = sum(b["vector_bytes"] for b in blocks)
     report = {"blocks": len(blocks), "workers": workers,
@@ -762,7 +799,13 @@ def _stage_report(blocks: list[dict[str, Any]], wall: float, workers: int) -> di
               "cpu_seconds": sum(b["cpu_seconds"] for b in blocks),
               "slowest_block_seconds": max((b["seconds"] for b in blocks), default=0.0),
               "cpu_seconds_per_process": _per_worker(blocks, "pid", "cpu_seconds"),
-              "vector_mb_per_s_per_worker": vector_bytes / 1e6 / max(wall, 1e-9) / workers}  # fmt: skip
+              "vector_mb_per_s_per_worker": vector_bytes / 1e6 / max(wall, 1e-9) / workers,
+              "first_block_started_seconds": min((b["started"] for b in blocks), default=started)
+              - started,
+              "last_block_ended_seconds": max((b["ended"] for b in blocks), default=started)
+              - started,
+              "last_block_back_seconds": gathered - started,
+              "after_last_block_seconds": wall - (gathered - started)}  # fmt: skip
     for part in ("read", "check", "sample", "assign"):
         if any(part in b for b in blocks):
             report[f"{part}_seconds"] = sum(b.get(part, 0.0) for b in blocks)

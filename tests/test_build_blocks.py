@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shardwalk import jobs
-from shardwalk.build import Columns, plan_blocks, scan_block
+from shardwalk.build import Columns, _checked, plan_blocks, scan_block
 from shardwalk.errors import InvalidArgumentError
 from tests.parquet_data import snapshot_digest
 
@@ -41,15 +41,14 @@ def test_row_groups_are_packed_into_blocks_of_one_file(tmp_path: Path) -> None:
     _write(a, 100, row_group=10)  # 10 row groups
     _write(b, 25, row_group=10)  # 3 row groups: 10, 10, 5
     group = pq.ParquetFile(a).metadata.row_group(0).total_byte_size
-    blocks = plan_blocks([str(a), str(b)], "vector", target=3 * group)
+    blocks = plan_blocks([str(a), str(b)], target=3 * group)
     assert [blk.row_groups for blk in blocks if blk.path == str(a)] == [
         (0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)
     ]  # fmt: skip
     assert [blk.first_row for blk in blocks if blk.path == str(a)] == [0, 30, 60, 90]
     assert sum(blk.rows for blk in blocks) == 125
-    assert all(0 < blk.vector_bytes < blk.bytes for blk in blocks)
     # a row group larger than the target is a block of its own
-    assert len(plan_blocks([str(a)], "vector", target=1)) == 10
+    assert len(plan_blocks([str(a)], target=1)) == 10
 
 
 def test_a_bad_row_is_named_by_its_row_in_the_file(tmp_path: Path) -> None:
@@ -57,7 +56,7 @@ def test_a_bad_row_is_named_by_its_row_in_the_file(tmp_path: Path) -> None:
     path.parent.mkdir()
     _write(path, 100, row_group=10, bad=57)
     group = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
-    block = plan_blocks([str(path)], "vector", target=2 * group)[2]  # rows 40-59
+    block = plan_blocks([str(path)], target=2 * group)[2]  # rows 40-59
     assert block.first_row == 40
     kwargs = {"columns": COLUMNS, "dim": DIM, "metric": "l2", "fraction": 1.0, "seed": 0}
     with pytest.raises(InvalidArgumentError, match=r"f.parquet', row 57: NaN"):
@@ -66,17 +65,59 @@ def test_a_bad_row_is_named_by_its_row_in_the_file(tmp_path: Path) -> None:
         jobs.build_collection(tmp_path / "db", "c", path.parent, partitions=2)
 
 
+def test_a_bad_row_is_named_whatever_batch_it_falls_in(tmp_path: Path) -> None:
+    """The scan decodes a block in batches of a few MB: a row is named by its row in the file
+    in any batch of any block."""
+    path = tmp_path / "f.parquet"
+    _write(path, 100, row_group=30, bad=71)
+    group = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
+    blocks = plan_blocks([str(path)], target=2 * group)  # rows 0-59, 60-99
+    seen = []
+    with pytest.raises(InvalidArgumentError, match=r"f.parquet', row 71: NaN"):
+        for _, ids, _ in _checked(blocks[1], ["id", "vector"], COLUMNS, DIM, "l2", {}, 7):
+            seen.append(ids.tolist())
+    assert seen == [list(range(60, 67))]  # the second batch (rows 67-73) holds row 71
+
+
+def test_a_scanned_block_comes_back_in_id_order_with_its_sample(tmp_path: Path) -> None:
+    """Its non-vector columns sorted by id (the driver merges the blocks' runs), and the ids
+    and vectors of its sampled rows only."""
+    path = tmp_path / "f.parquet"
+    rng = np.random.default_rng(3)
+    ids = rng.permutation(np.arange(1000, 1400, dtype=np.int64))
+    vectors = rng.normal(size=(400, DIM)).astype(np.float32)
+    table = pa.table({
+        "id": pa.array(ids),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
+        "year": pa.array(ids % 7),
+    })  # fmt: skip
+    pq.write_table(table, path, row_group_size=150)
+    (block,) = plan_blocks([str(path)])
+    columns = Columns("id", "vector", None, None, ("year",))
+    kept, sample_ids, sample, stats = scan_block(
+        block, columns=columns, dim=DIM, metric="l2", fraction=0.25, seed=1
+    )  # fmt: skip
+    assert kept.column_names == ["id", "year"]
+    assert kept.column("id").to_pylist() == sorted(ids.tolist())
+    assert kept.column("year").to_pylist() == [i % 7 for i in sorted(ids.tolist())]
+    assert 0 < sample_ids.size < 400 and sample.shape == (sample_ids.size, DIM)
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    assert np.array_equal(sample, vectors[[row_of[int(i)] for i in sample_ids]])
+    # the vector data a block yields: its float32 vectors, rows x dim x 4 bytes
+    assert stats["vector_bytes"] == 400 * DIM * 4 and stats["started"] <= stats["ended"]
+
+
 def test_large_finite_values_are_not_taken_for_infinities(tmp_path: Path) -> None:
     """Rows are checked through their sums; a sum that overflows is looked at value by value."""
     path = tmp_path / "f.parquet"
     _write(path, 50, row_group=50, big=3e38)
-    (block,) = plan_blocks([str(path)], "vector")
-    table, stats = scan_block(
+    (block,) = plan_blocks([str(path)])
+    table, sample_ids, sample, stats = scan_block(
         block, columns=COLUMNS, dim=DIM, metric="l2", fraction=1.0, seed=0
     )  # fmt: skip
     assert table.num_rows == 50 and stats["rows"] == 50
-    sample = table.column("_sample").combine_chunks().flatten().to_numpy()
-    assert np.all(sample.reshape(50, DIM)[:, 0] == np.float32(3e38))
+    assert sample_ids.tolist() == list(range(50)) and sample.shape == (50, DIM)
+    assert np.all(sample[:, 0] == np.float32(3e38))
 
 
 def test_blocks_do_not_change_the_bytes_and_tasks_start_largest_first(tmp_path: Path) -> None:
@@ -106,4 +147,10 @@ def test_blocks_do_not_change_the_bytes_and_tasks_start_largest_first(tmp_path: 
     assert [sizes_found[p] for p in schedule["order"]] == sorted(sizes_found, reverse=True)
     assert len(schedule["busy_seconds"]) == 1 and schedule["tail_seconds"] == 0.0
     scan = one["stages"]["scan"]
-    assert scan["rows"] == 1800 and scan["blocks"] == 1 and scan["vector_bytes"] > 0
+    assert scan["rows"] == 1800 and scan["blocks"] == 1 and scan["vector_bytes"] == 1800 * DIM * 4
+    # the stage's timeline, in seconds from its start
+    assert 0 <= scan["first_block_started_seconds"] <= scan["last_block_ended_seconds"]
+    assert scan["last_block_ended_seconds"] <= scan["last_block_back_seconds"]
+    assert scan["last_block_back_seconds"] + scan["after_last_block_seconds"] == pytest.approx(
+        scan["wall_seconds"]
+    )

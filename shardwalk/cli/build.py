@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from shardwalk.cli.common import add_command, parse_params, ray_flags, with_param_types
+from shardwalk.cli.common import add_command, param_flag, parse_params, ray_flags, with_param_types
 from shardwalk.cli.progress import stage_bars
 from shardwalk.errors import InvalidArgumentError
 
@@ -72,12 +72,9 @@ def add_build(sub: Any) -> None:
         help="index kind",
     )
     p.add_argument("--metric", default="l2", choices=["l2", "ip", "cosine"], help="distance")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="index parameter, e.g. --param partitions=16 --param ef_construction=200",
+    param_flag(
+        p,
+        "index parameter, e.g. --param partitions=16 --param ef_construction=200",
     )
     p.add_argument("--id-column", default="id", help="column of the int64 ids")
     p.add_argument("--vector-column", default="vector", help="column of the vectors")

@@ -19,6 +19,7 @@ from shardwalk.cli.common import (
     count_type,
     engine_for_writing,
     open_existing,
+    param_flag,
     parse_params,
     with_param_types,
 )
@@ -371,12 +372,9 @@ def add_ingest(sub: Any) -> None:
     p.add_argument(
         "--index", default=None, choices=INDEXES, help="index of a new collection (default: hnsw)"
     )
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="index parameter of a new collection, read as int, float, true/false or string, "
+    param_flag(
+        p,
+        "index parameter of a new collection, read as int, float, true/false or string, "
         "e.g. --param m=16 --param ef_construction=200, --param quantization=sq8",
     )
     p.add_argument(
@@ -412,12 +410,9 @@ def add_search(sub: Any) -> None:
     p.add_argument("--id", type=int, help="search with the stored vector of this id")
     p.add_argument("--limit", type=count_type, default=None, help="only the first N queries")
     p.add_argument("--k", type=count_type, default=10, help="neighbours per query")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="search parameter, read as int, float, true/false or string, e.g. --param ef=128",
+    param_flag(
+        p,
+        "search parameter, read as int, float, true/false or string, e.g. --param ef=128",
     )
     p.add_argument("--json", action="store_true", help="one JSON line per query")
     p.set_defaults(run=cmd_search)

@@ -40,6 +40,11 @@ def add_command(group: Any, name: str, help: str, description: str | None = None
     return p
 
 
+def param_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """--param NAME=VALUE, repeatable (read by :func:`parse_params`)."""
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=help)
+
+
 def add_group(sub: Any, name: str, help: str) -> Any:
     """A command of subcommands (``shardwalk graph ingest``): its subparsers."""
     return add_command(sub, name, help).add_subparsers(dest=f"{name}_command", required=True)

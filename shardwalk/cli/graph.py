@@ -244,6 +244,19 @@ def _hubs(value: str) -> int | str:
     return count
 
 
+def _walk_options(args: argparse.Namespace, hubs: Any) -> dict[str, Any]:
+    """The fingerprints' settings, the same in this process and on Ray."""
+    return {
+        "walks_per_node": args.walks_per_node,
+        "alpha": args.alpha,
+        "seed": args.seed,
+        "dangling": args.dangling,
+        "top_k": args.top_k,
+        "hubs": hubs,
+        "hub_walks": args.hub_walks,
+    }
+
+
 def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
     from shardwalk.jobs import build_fingerprints
 
@@ -251,13 +264,7 @@ def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
         stats = build_fingerprints(
             args.data,
             args.name,
-            walks_per_node=args.walks_per_node,
-            alpha=args.alpha,
-            seed=args.seed,
-            dangling=args.dangling,
-            top_k=args.top_k,
-            hubs=hubs,
-            hub_walks=args.hub_walks,
+            **_walk_options(args, hubs),
             mode=args.mode,
             num_workers=args.num_workers,
             address=args.address,
@@ -291,16 +298,7 @@ def cmd_graph_fingerprints(args: argparse.Namespace) -> int:
             )
         if not on_ray:
             with stage_bars(f"fingerprints of {args.name!r}") as progress:
-                stats = graph.build_fingerprints(
-                    walks_per_node=args.walks_per_node,
-                    alpha=args.alpha,
-                    seed=args.seed,
-                    dangling=args.dangling,
-                    top_k=args.top_k,
-                    hubs=hubs,
-                    hub_walks=args.hub_walks,
-                    progress=progress,
-                )
+                stats = graph.build_fingerprints(**_walk_options(args, hubs), progress=progress)
     if on_ray:  # the job opens the data directory itself
         return _fingerprints_on_ray(args, hubs)
     print(

@@ -76,7 +76,18 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from concurrency import hammer, recall
+from _common import (
+    commit_of,
+    exact_truths,
+    hammer,
+    keep_best,
+    machine,
+    package_version,
+    recall,
+    recorder,
+    two_percent_tenant,
+    write_results,
+)
 from filtered import zipf_tenants
 from shardwalk.index import exact_search
 
@@ -112,8 +123,7 @@ class Data:
         self.base, self.queries = d.vectors, np.ascontiguousarray(d.queries)
         rng = np.random.default_rng(args.seed)
         self.owner = zipf_tenants(args.n, args.tenants, rng)
-        self.sizes = np.bincount(self.owner, minlength=args.tenants)
-        two = int(np.argmin(np.abs(self.sizes - 0.02 * args.n)))
+        two, self.sizes = two_percent_tenant(self.owner, args.tenants, args.n)
         self.tenant_id, self.tenant = two, name_of(two)
         # BATCH requests: consecutive blocks of the query pool (rows of block j: self.block_rows[j])
         width = args.batch
@@ -874,11 +884,8 @@ def write_config(
 # --- measurements ---------------------------------------------------------------------------
 def truths(data: Data, inproc: InProcess, args, log) -> dict[str, np.ndarray]:
     t0 = time.perf_counter()
-    mask = data.owner == data.tenant_id
-    out = {
-        UNFILTERED: exact_search(data.base, data.queries, K, "l2").ids,
-        TENANT: exact_search(data.base, data.queries, K, "l2", mask=mask).ids,
-    }
+    plain, scoped = exact_truths(data.base, data.queries, K, data.owner == data.tenant_id)
+    out = {UNFILTERED: plain, TENANT: scoped}
     out[BATCH] = out[UNFILTERED][np.concatenate(data.block_rows)]
     for scope in (PPR_ADMIN, PPR_TENANT):
         if scope in args.scopes:
@@ -961,16 +968,9 @@ def measure(systems: list[System], data: Data, truth: dict, args, log) -> dict[s
                 for system in systems:  # interleaved: each comparison close in time
                     if scope not in system.scopes:
                         continue
-                    found = np.full((pool, K), -2, dtype=np.int64)
                     width = args.batch if scope == BATCH else 1  # queries per call
                     calls_pool = pool // width
-
-                    def keep(i: int, ids: np.ndarray, found=found, width=width, n=calls_pool):
-                        rows = found[(i % n) * width : (i % n + 1) * width]
-                        ids = ids.reshape(width, -1)
-                        rows[:] = -1
-                        rows[:, : min(K, ids.shape[1])] = ids[:, :K]
-
+                    found, keep = recorder(pool, K, width)
                     cpu0 = cpu_seconds(system)
                     run = hammer(
                         lambda i, s=system, sc=scope, n=calls_pool: s.call(sc, i % n),
@@ -1002,11 +1002,7 @@ def measure(systems: list[System], data: Data, truth: dict, args, log) -> dict[s
                         point["server_switches_per_call"] = round((cpu1[4] - cpu0[4]) / calls, 2)
                     rec, ran = recall(found, truth[scope])
                     point["recall"], point["recall_queries"] = round(rec, 4), ran
-                    key = (system.name, scope, threads)
-                    rounds = [*best.get(key, {}).get("qps_rounds", []), point["qps"]]
-                    if key not in best or point["qps"] > best[key]["qps"]:
-                        best[key] = point
-                    best[key]["qps_rounds"] = rounds
+                    keep_best(best, (system.name, scope, threads), point)
                     log(
                         f"round {round_ + 1} {scope:>16} {system.name:>22} c={threads:>2}: "
                         f"{point['qps']:>8,.0f} QPS p50={point['p50_us']}us p99={point['p99_us']}us "
@@ -1579,22 +1575,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         tmp.cleanup()
     result["command"] = shlex.join(["python", *sys.argv])
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "note": "cores shared with other work (loadavg_before/after); ratios are within this run",
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "grpcio": _version("grpcio"),
-        "pymilvus": _version("pymilvus"),
-        "milvus-lite": _version("milvus-lite"),
-        "chromadb": _version("chromadb"),
-        "psycopg": _version("psycopg"),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }
-    result["shardwalk_commit"] = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True
-    ).stdout.strip()
+    versions = ("grpcio", "pymilvus", "milvus-lite", "chromadb", "psycopg")
+    result["machine"] = machine(
+        load_before,
+        {name: package_version(name) for name in versions},
+        note="cores shared with other work (loadavg_before/after); ratios are within this run",
+    )
+    result["shardwalk_commit"] = commit_of(HERE)
     if args.baseline:
         where = subprocess.run(
             [
@@ -1606,22 +1593,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             text=True,
             cwd="/",  # not a checkout's folder: the interpreter's own shardwalk
         ).stdout.strip()
-        result["baseline_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where or HERE, capture_output=True, text=True
-        ).stdout.strip()
+        result["baseline_commit"] = commit_of(where or HERE)
     result["ratios"] = ratios(result, args)
     result["targets"] = targets(result, args)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     return result
-
-
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -1727,11 +1703,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.ef_construction, args.bucket_queries, args.walks_per_node = 40, 10, 4
         args.batch = min(args.batch, 8)
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"server-clustered-{args.n}" + (f"-{args.tag}" if args.tag else "")
     stem += "-quick" if args.quick else ""
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    out = write_results(args.out, stem, result)
     plot(result, out / f"{stem}.png")
     print(json.dumps({"ratios": result["ratios"], "targets": result["targets"]}, indent=1))
     return result

@@ -218,11 +218,11 @@ class _Build:
             self._norm_cap = norm_cap
             self._graph, self._lists = graph, lists
             self._open = gen
-            self._lgen = np.full(lists, gen.number, dtype=np.int32)
-            self._lstart = starts
-            self._lcount = counts.astype(np.int32)
-            self._lcap = self._lcount.copy()
-            self._where.array[labels] = (gen.number << _GEN_SHIFT) | primary
+            self._list_gen = np.full(lists, gen.number, dtype=np.int32)
+            self._list_start = starts
+            self._list_count = counts.astype(np.int32)
+            self._list_capacity = self._list_count.copy()
+            self._places.array[labels] = (gen.number << _GEN_SHIFT) | primary
             self._counters["dropped_replicas"] += dropped
             self._gens = {gen.number: gen}
             for g in old:

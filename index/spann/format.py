@@ -55,8 +55,10 @@ class _Generation:
         self.used = records  # records allocated (the file's content)
         self.fd = os.open(path, os.O_RDONLY if sealed else os.O_RDWR | os.O_CREAT, 0o644)
         self.capacity = 0
-        self.f32 = np.zeros((0, words), dtype=np.float32)
-        self.i64 = np.zeros((0, words // 2), dtype=np.int64)
+        # the mapped records (capacity, words) float32, and the same bytes as int64 (column 0:
+        # each record's key), plain arrays for numba's scans
+        self.records = np.zeros((0, words), dtype=np.float32)
+        self.records_int64 = np.zeros((0, words // 2), dtype=np.int64)
         self._map(records)
 
     @property
@@ -76,8 +78,8 @@ class _Generation:
             mode="r" if self.sealed else "r+",
             shape=(capacity, self.words),
         )
-        self.f32 = raw.view(np.ndarray)  # plain arrays for numba (the mapping stays alive)
-        self.i64 = self.f32.view(np.int64)
+        self.records = raw.view(np.ndarray)  # the mapping stays alive behind the view
+        self.records_int64 = self.records.view(np.int64)
 
     def allocate(self, records: int) -> int:
         """Room for ``records`` at the end; returns where it starts."""
@@ -119,7 +121,7 @@ class _Generation:
             self.fd = -1
 
 
-class _Where:
+class _PrimaryPlaces:
     """label -> its primary record's place, an int64 memory-mapped file (on disk, not in the
     resident set; the OS caches the pages a workload touches)."""
 
@@ -160,7 +162,7 @@ class _Staged:
 def _cleanup(
     workdir: str,
     generations: list[_Generation],
-    where: _Where,
+    places: _PrimaryPlaces,
     mutex: threading.RLock,
     closed: threading.Event,
 ) -> None:
@@ -171,7 +173,7 @@ def _cleanup(
     try:
         for gen in generations:
             gen.close()
-        where.close()
+        places.close()
         _fs.rmtree(workdir)
     finally:
         if held:
@@ -195,7 +197,7 @@ class _Persistence:
         with the centroid graph, the list table and the row arrays."""
         self.wait_idle()
         with self._mutex:
-            records = int(self._lcount[self._live_lists()].sum())
+            records = int(self._list_count[self._live_lists()].sum())
             if self._garbage > max(records, 4096):
                 self._compact()
             if self._open is not None:
@@ -221,14 +223,14 @@ class _Persistence:
             arrays = {
                 "lists.npy": np.stack(
                     [
-                        self._lgen[: self._lists].astype(np.int64),
-                        self._lstart[: self._lists],
-                        self._lcount[: self._lists].astype(np.int64),
-                        self._lcap[: self._lists].astype(np.int64),
+                        self._list_gen[: self._lists].astype(np.int64),
+                        self._list_start[: self._lists],
+                        self._list_count[: self._lists].astype(np.int64),
+                        self._list_capacity[: self._lists].astype(np.int64),
                     ]
                 ),
                 "version.npy": self._version[:end],
-                "where.npy": np.asarray(self._where.array[:end]),
+                "where.npy": np.asarray(self._places.array[:end]),
             }
             for name, array in arrays.items():
                 save_npy(os.path.join(directory, name), array)
@@ -312,12 +314,15 @@ class _Persistence:
             os.path.join(directory, "centroids"), metric="l2", seed=index.seed
         )
         index._lists = lists.shape[1]
-        index._lgen = lists[0].astype(np.int32)
-        index._lstart = lists[1]
-        index._lcount, index._lcap = lists[2].astype(np.int32), lists[3].astype(np.int32)
-        ends = index._lstart + index._lcount
+        index._list_gen = lists[0].astype(np.int32)
+        index._list_start = lists[1]
+        index._list_count, index._list_capacity = (
+            lists[2].astype(np.int32),
+            lists[3].astype(np.int32),
+        )
+        ends = index._list_start + index._list_count
         for number, gen in index._gens.items():
-            mine = (index._lgen == number) & (index._lcount > 0)
+            mine = (index._list_gen == number) & (index._list_count > 0)
             if mine.any() and int(ends[mine].max()) > gen.used:
                 raise CorruptionError(
                     f"posting file {gen.path!r} holds {gen.used} records; its lists reach "
@@ -326,7 +331,7 @@ class _Persistence:
         index._version = np.load(os.path.join(directory, "version.npy"))
         index._live = int(np.count_nonzero(index._alive()))
         where = np.load(os.path.join(directory, "where.npy"))
-        index._where.reserve(where.size)
-        index._where.array[: where.size] = where
+        index._places.reserve(where.size)
+        index._places.array[: where.size] = where
         index._counters.update(meta.get("counters", {}))
         return index

@@ -26,8 +26,8 @@ from shardwalk.index.spann.format import (
     _cleanup,
     _Generation,
     _Persistence,
+    _PrimaryPlaces,
     _Staged,
-    _Where,
     make_records,
     record_words,
 )
@@ -146,7 +146,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         self._files: list[_Generation] = []  # every generation opened, closed with the index
         self._open: _Generation | None = None
         self._next_gen = 0
-        self._where = _Where(os.path.join(self.workdir, f"where-{id(self):x}.i64"))
+        self._places = _PrimaryPlaces(os.path.join(self.workdir, f"where-{id(self):x}.i64"))
         self._mutex = threading.RLock()  # one writer: foreground writes, splits, saves
         self._closed = threading.Event()  # set by the finalizer: the worker stops
         weakref.finalize(
@@ -154,7 +154,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
             _cleanup,
             self.workdir if workdir is None else "",
             self._files,
-            self._where,
+            self._places,
             self._mutex,
             self._closed,
         )
@@ -187,10 +187,12 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
 
     def _reset_lists(self) -> None:
         self._graph = self._new_graph()
-        self._lgen = np.zeros(0, dtype=np.int32)
-        self._lstart = np.zeros(0, dtype=np.int64)
-        self._lcount = np.zeros(0, dtype=np.int32)
-        self._lcap = np.zeros(0, dtype=np.int32)
+        # the list table, by list: the generation, first record, record count and capacity of
+        # its run (a search reads list i as records [start, start + count) of that generation)
+        self._list_gen = np.zeros(0, dtype=np.int32)
+        self._list_start = np.zeros(0, dtype=np.int64)
+        self._list_count = np.zeros(0, dtype=np.int32)
+        self._list_capacity = np.zeros(0, dtype=np.int32)
         self._lists = 0
 
     def _new_graph(self) -> HNSWGraph:
@@ -257,7 +259,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
     # -- writes -----------------------------------------------------------------------------
     def _grow_rows(self, end: int) -> None:
         self._version = _grow(self._version, end, 0)
-        self._where.reserve(end)
+        self._places.reserve(end)
 
     def add(
         self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
@@ -351,8 +353,12 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         40 | record). A list in a sealed generation, or without room, is written anew in the
         open one, less the copies of the labels being ``written`` (sorted; stale once
         published)."""
-        gen = self._gens[int(self._lgen[lst])]
-        count, start, cap = int(self._lcount[lst]), int(self._lstart[lst]), int(self._lcap[lst])
+        gen = self._gens[int(self._list_gen[lst])]
+        count, start, cap = (
+            int(self._list_count[lst]),
+            int(self._list_start[lst]),
+            int(self._list_capacity[lst]),
+        )
         if gen is self._open and count + records.shape[0] <= cap:
             gen.write(start + count, records)  # past the tail the table names: unseen
             staged.entries.append((lst, gen.number, start, count + records.shape[0], cap))
@@ -380,7 +386,11 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         (gen, start, cap; default: the list's own, which becomes garbage) have it here once
         published. Returns the place of the first record."""
         if old is None:
-            old = (int(self._lgen[lst]), int(self._lstart[lst]), int(self._lcap[lst]))
+            old = (
+                int(self._list_gen[lst]),
+                int(self._list_start[lst]),
+                int(self._list_capacity[lst]),
+            )
             staged.garbage += old[2]
         gen = self._open_gen()
         cap = max(records.shape[0] + 8, self.max_list_size + self.max_list_size // 4)
@@ -390,7 +400,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         base = (gen.number << _GEN_SHIFT) | start
         kept = records if carried is None else records[:carried]
         labels = kept.view(np.int64)[:, 0] & LABEL_MASK
-        moved = self._where.array[labels]
+        moved = self._places.array[labels]
         old_lo = (old[0] << _GEN_SHIFT) | old[1]
         mine = (moved >= old_lo) & (moved < old_lo + old[2])  # their primary copy was there
         staged.moves.append((labels[mine], base + np.flatnonzero(mine)))
@@ -402,20 +412,20 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         entries, their rows' places, the counts. Returns the lists now past the limit (the
         caller queues them once it has released the lock)."""
         for lst, gen, start, count, cap in staged.entries:
-            self._lgen[lst], self._lstart[lst] = gen, start
-            self._lcount[lst], self._lcap[lst] = count, cap
+            self._list_gen[lst], self._list_start[lst] = gen, start
+            self._list_count[lst], self._list_capacity[lst] = count, cap
         for labels, places in staged.moves:
-            self._where.array[labels] = places
+            self._places.array[labels] = places
         self._garbage += staged.garbage
         self._counters["relocations"] += staged.relocations
         return [lst for lst, _, _, count, _ in staged.entries if count > self.max_list_size]
 
     def _read_current(self, lst: int) -> np.ndarray:
         """The live, current records of list ``lst`` (stale copies and tombstones dropped)."""
-        count = int(self._lcount[lst])
+        count = int(self._list_count[lst])
         if count == 0:
             return np.zeros((0, self.words), dtype=np.float32)
-        records = self._gens[int(self._lgen[lst])].read(int(self._lstart[lst]), count)
+        records = self._gens[int(self._list_gen[lst])].read(int(self._list_start[lst]), count)
         keys = records.view(np.int64)[:, 0]
         labels = keys & LABEL_MASK
         ok = labels < self._version.shape[0]
@@ -436,7 +446,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
     def _live_lists(self) -> np.ndarray:
         """Lists with a live centroid and records."""
         return np.flatnonzero(
-            self._graph.alive()[: self._lists] & (self._lcount[: self._lists] > 0)
+            self._graph.alive()[: self._lists] & (self._list_count[: self._lists] > 0)
         )
 
     # -- reads ------------------------------------------------------------------------------
@@ -520,7 +530,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         keep = (found >= 0) & (d <= (1.0 + eps) * d[:, :1] + 1e-6)
         keep[:, probes:] = False
         keep[:, 0] = found[:, 0] >= 0
-        counts = np.where(found >= 0, self._lcount[np.maximum(found, 0)], 0).astype(np.int64)
+        counts = np.where(found >= 0, self._list_count[np.maximum(found, 0)], 0).astype(np.int64)
         need = np.maximum((counts * keep).sum(axis=1) / selectivity, k / selectivity)
         before = np.cumsum(counts, axis=1) - counts
         keep |= (found >= 0) & (before < need[:, None])
@@ -542,7 +552,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         out_r = np.full((n, k), -1, dtype=np.int64)
         out_d = np.full((n, k), np.inf, dtype=np.float32)
         probed = int(np.count_nonzero(lists >= 0))
-        read = int(self._lcount[lists[lists >= 0]].sum()) * self.words * 4
+        read = int(self._list_count[lists[lists >= 0]].sum()) * self.words * 4
         self._scan(queries, lists, out_r, out_d, bits)
         # a query short of min(k, matches) (tombstones, tiny lists, a sparse scope): every
         # list, exactly
@@ -556,7 +566,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
             self._scan(queries[short], full, sub_r, sub_d, bits)
             out_r[short], out_d[short] = sub_r, sub_d
             probed += int(full.size)
-            read += int(self._lcount[every].sum()) * self.words * 4 * short.size
+            read += int(self._list_count[every].sum()) * self.words * 4 * short.size
         return out_r, out_d, probed, read
 
     def _scan(
@@ -576,9 +586,11 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
             for qi in range(n):
                 chosen = lists[qi][lists[qi] >= 0]
                 buffers = [
-                    gens[int(self._lgen[c])].read(int(self._lstart[c]), int(self._lcount[c]))
+                    gens[int(self._list_gen[c])].read(
+                        int(self._list_start[c]), int(self._list_count[c])
+                    )
                     for c in chosen.tolist()
-                    if self._lcount[c]
+                    if self._list_count[c]
                 ]
                 if not buffers:
                     continue
@@ -600,20 +612,20 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
                     out_d[qi : qi + 1],
                 )
             return
-        numbers = self._lgen[np.maximum(lists, 0)]
+        numbers = self._list_gen[np.maximum(lists, 0)]
         for number, gen in gens.items():
             mine = (lists >= 0) & (numbers == number)
             if not mine.any():
                 continue
             ptr = np.concatenate([[0], np.cumsum(mine.sum(axis=1))]).astype(np.int64)
             chosen = lists[mine]
-            starts = self._lstart[chosen]
-            counts = self._lcount[chosen]
+            starts = self._list_start[chosen]
+            counts = self._list_count[chosen]
             kernel = scan_lists_serial if n == 1 else scan_lists
             kernel(
                 queries,
-                gen.f32,
-                gen.i64,
+                gen.records,
+                gen.records_int64,
                 ptr,
                 starts,
                 counts,
@@ -632,14 +644,14 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         out = np.zeros((labels.size, width), dtype=np.float32)
         if labels.size == 0:
             return out
-        place = self._where.array[labels]
+        place = self._places.array[labels]
         gen = place >> _GEN_SHIFT
         rec = place & ((1 << _GEN_SHIFT) - 1)
         for number in np.unique(gen).tolist():
             if number < 0:
                 continue
             mine = gen == number
-            out[mine] = self._gens[number].f32[rec[mine], 2 : 2 + width]
+            out[mine] = self._gens[number].records[rec[mine], 2 : 2 + width]
         return out
 
     def _segments(self, rows: np.ndarray) -> list[Segment]:
@@ -662,7 +674,12 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
             return self._resident_bytes()
 
     def _resident_bytes(self) -> int:
-        table = self._lgen.nbytes + self._lstart.nbytes + self._lcount.nbytes + self._lcap.nbytes
+        table = (
+            self._list_gen.nbytes
+            + self._list_start.nbytes
+            + self._list_count.nbytes
+            + self._list_capacity.nbytes
+        )
         return int(self._graph.memory_bytes() + table + self._version.nbytes)
 
     def stats(self) -> dict[str, Any]:
@@ -673,9 +690,9 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
 
     def _stats(self) -> dict[str, Any]:
         live_lists = np.flatnonzero(
-            self._graph.alive()[: self._lists] & (self._lcount[: self._lists] > 0)
+            self._graph.alive()[: self._lists] & (self._list_count[: self._lists] > 0)
         )
-        sizes = self._lcount[live_lists]
+        sizes = self._list_count[live_lists]
         records = int(sizes.sum())
         searches = max(self._counters["searches"], 1)
         raw = self._live * self.dim * 4
@@ -696,7 +713,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
             "resident_ratio": round(resident / max(raw, 1), 4),
             "memory_bytes": resident,
             "posting_file_bytes": sum(g.used * g.record_bytes for g in self._gens.values()),
-            "row_map_bytes_on_disk": int(self._where.size * 8),
+            "row_map_bytes_on_disk": int(self._places.size * 8),
             "generations": len(self._gens),
             "garbage_records": int(self._garbage),
             "splits": self._counters["splits"],

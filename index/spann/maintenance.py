@@ -104,7 +104,7 @@ class _Maintenance:
                 if (
                     not self._closed.is_set()
                     and lst < self._lists
-                    and self._lcount[lst] > self.max_list_size
+                    and self._list_count[lst] > self.max_list_size
                     and self._graph.alive()[lst]
                 ):
                     try:
@@ -128,7 +128,7 @@ class _Maintenance:
         twice the live ones (and at least ``garbage_min``): long insert runs keep the files
         within about three times their live size."""
         with self._mutex:
-            live = int(self._lcount[self._live_lists()].sum())
+            live = int(self._list_count[self._live_lists()].sum())
             if self._garbage > max(2 * live, self.garbage_min):
                 with delegated(1):
                     self._compact()
@@ -163,16 +163,20 @@ class _Maintenance:
         old_centroid = self._centroids[lst].copy()
         new = np.arange(self._graph.slots, self._graph.slots + 2)  # the halves' lists
         end = int(new[-1]) + 1
-        old_place = (int(self._lgen[lst]), int(self._lstart[lst]), int(self._lcap[lst]))
+        old_place = (
+            int(self._list_gen[lst]),
+            int(self._list_start[lst]),
+            int(self._list_capacity[lst]),
+        )
         staged.garbage += old_place[2]
         for side, target in enumerate(new.tolist()):
             self._stage_list(staged, target, records[assignment == side], old_place)
         staged.entries.append((lst, old_place[0], old_place[1], 0, old_place[2]))
         # room for the halves' entries (a grown copy holds what searches see, unchanged)
-        self._lgen = _grow(self._lgen, end, 0)
-        self._lstart = _grow(self._lstart, end, 0)
-        self._lcount = _grow(self._lcount, end, 0)
-        self._lcap = _grow(self._lcap, end, 0)
+        self._list_gen = _grow(self._list_gen, end, 0)
+        self._list_start = _grow(self._list_start, end, 0)
+        self._list_count = _grow(self._list_count, end, 0)
+        self._list_capacity = _grow(self._list_capacity, end, 0)
         with self._rw.write():  # the swap: searches wait only for this
             added = self._graph.add(centroids)
             assert added.tolist() == new.tolist(), (added, new)
@@ -245,14 +249,14 @@ class _Maintenance:
 
     def _primary_lists(self: SpannIndex, labels: np.ndarray) -> np.ndarray:
         """The list holding each label's primary record (-1: unknown)."""
-        place = self._where.array[labels]
+        place = self._places.array[labels]
         live = self._live_lists()
-        begin = (self._lgen[live].astype(np.int64) << _GEN_SHIFT) | self._lstart[live]
+        begin = (self._list_gen[live].astype(np.int64) << _GEN_SHIFT) | self._list_start[live]
         order = np.argsort(begin)
         begin, live = begin[order], live[order]
         at = np.searchsorted(begin, place, side="right") - 1
         inside = (at >= 0) & (
-            place < begin[np.maximum(at, 0)] + self._lcount[live[np.maximum(at, 0)]]
+            place < begin[np.maximum(at, 0)] + self._list_count[live[np.maximum(at, 0)]]
         )
         return np.where(inside, live[np.maximum(at, 0)], -1)
 
@@ -277,19 +281,19 @@ class _Maintenance:
             gen.write(start, records)
             starts[lst], counts[lst] = start, records.shape[0]
             labels = records.view(np.int64)[:, 0] & LABEL_MASK
-            old_lo = (int(self._lgen[lst]) << _GEN_SHIFT) | int(self._lstart[lst])
-            moved = self._where.array[labels]
-            mine = (moved >= old_lo) & (moved < old_lo + int(self._lcount[lst]))
+            old_lo = (int(self._list_gen[lst]) << _GEN_SHIFT) | int(self._list_start[lst])
+            moved = self._places.array[labels]
+            mine = (moved >= old_lo) & (moved < old_lo + int(self._list_count[lst]))
             moves.append(
                 (labels[mine], (gen.number << _GEN_SHIFT) | (start + np.flatnonzero(mine)))
             )
         with self._rw.write():
             self._open = gen
             for labels, places in moves:
-                self._where.array[labels] = places
-            self._lgen = np.full(self._lists, gen.number, dtype=np.int32)
-            self._lstart = starts
-            self._lcount, self._lcap = counts.astype(np.int32), counts.astype(np.int32)
+                self._places.array[labels] = places
+            self._list_gen = np.full(self._lists, gen.number, dtype=np.int32)
+            self._list_start = starts
+            self._list_count, self._list_capacity = counts.astype(np.int32), counts.astype(np.int32)
             self._garbage = 0
             self._drop_unused_gens()
             self._garbage = 0
@@ -297,7 +301,7 @@ class _Maintenance:
     def _drop_unused_gens(self: SpannIndex) -> None:
         """Close and remove the generations no list uses, but the open one (under the write
         lock: searches may read any generation the table names)."""
-        used = set(np.unique(self._lgen[self._lcount > 0]).tolist())
+        used = set(np.unique(self._list_gen[self._list_count > 0]).tolist())
         drop = [g for n, g in self._gens.items() if n not in used and g is not self._open]
         self._gens = {n: g for n, g in self._gens.items() if n in used or g is self._open}
         for gen in drop:

@@ -44,7 +44,7 @@ _NO_SCOPE = np.zeros(0, dtype=np.uint8)
 
 class SpannIndex(_Build, _Maintenance, _Persistence):
     """Disk-resident approximate nearest neighbours: centroids and their HNSW graph in memory,
-    vectors in posting lists on disk (see the module docstring).
+    vectors in posting lists on disk (see the docstring of the package, shardwalk.index.spann).
 
     Parameters
     ----------
@@ -81,7 +81,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
         As for the other indexes.
 
     Thread safety: searches, gets and stats from many threads at once, also while a write or
-    a split runs (each sees the index before or after it: see the module docstring); writes
+    a split runs (each sees the index before or after it: see the package docstring); writes
     wait for each other.
     """
 

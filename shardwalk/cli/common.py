@@ -51,6 +51,7 @@ def add_group(sub: Any, name: str, help: str) -> Any:
 
 
 def ray_flags(p: argparse.ArgumentParser, workers: str) -> None:
+    """--ray or --address (where the job runs) and --num-workers (``workers``: its help)."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--ray", action="store_true", help="run on a local Ray (127.0.0.1)")
     where.add_argument("--address", default=None, help="run on the Ray cluster at ADDR")

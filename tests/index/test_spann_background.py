@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 from shardwalk.index import SpannIndex, exact_search, spann
+from shardwalk.index.spann import maintenance
 from shardwalk.index.spann.format import _Generation
 
 DIM = 8
@@ -90,7 +91,7 @@ def test_a_failed_split_is_reported_at_once_and_fails_no_writer(base, monkeypatc
         def fail(*args, **kwargs):
             raise OSError(errno.EIO, "injected fault")
 
-        monkeypatch.setattr(spann, "balanced_kmeans", fail)
+        monkeypatch.setattr(maintenance, "balanced_kmeans", fail)  # the split's k-means
     else:
         write = _Generation.write
 

@@ -9,6 +9,7 @@ the other benchmarks keep (``runinfo.start()`` / ``runinfo.finish()``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -28,6 +29,10 @@ __all__ = [
     "Run",
     "commit_of",
     "engine_source",
+    "hnsw_flags",
+    "hnsw_params",
+    "pool_flags",
+    "pyplot",
     "exact_truths",
     "hammer",
     "keep_best",
@@ -40,6 +45,42 @@ __all__ = [
     "two_percent_tenant",
     "write_results",
 ]
+
+
+# --- the command line ---------------------------------------------------------------------------
+def pool_flags(parser: argparse.ArgumentParser) -> None:
+    """--dim, --tenants, --queries: the data both server.py and concurrency.py generate."""
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=1000, help="query pool, cycled")
+
+
+def hnsw_flags(parser: argparse.ArgumentParser) -> None:
+    """--m, --ef-construction, --ef: HNSW's parameters on every side of a comparison."""
+    parser.add_argument("--m", type=int, default=16)
+    parser.add_argument("--ef-construction", type=int, default=200)
+    parser.add_argument("--ef", type=int, default=64)
+
+
+def hnsw_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The results' first ``params``: HNSW's and the data's."""
+    return {
+        "m": args.m,
+        "ef_construction": args.ef_construction,
+        "ef": args.ef,
+        "tenants": args.tenants,
+        "queries": args.queries,
+    }
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files (the Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 # --- data -----------------------------------------------------------------------------------

@@ -59,9 +59,13 @@ from _common import (  # noqa: F401  (Run, hammer, recall, search_around: also i
     engine_source,
     exact_truths,
     hammer,
+    hnsw_flags,
+    hnsw_params,
     keep_best,
     machine,
     package_version,
+    pool_flags,
+    pyplot,
     recall,
     recorder,
     search_around,
@@ -614,11 +618,7 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(20, 5))
     for system, scopes in result["search"].items():
         for ax, scope in zip(axes[:2], (UNFILTERED, TENANT)):
@@ -707,11 +707,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "k": K,
         "tenant": {"name": data.tenant, "rows": data.tenant_rows},
         "params": {
-            "m": args.m,
-            "ef_construction": args.ef_construction,
-            "ef": args.ef,
-            "tenants": args.tenants,
-            "queries": args.queries,
+            **hnsw_params(args),
             "warmup_seconds": args.warmup,
             "duration_seconds": args.duration,
             "search_rounds": args.rounds,
@@ -767,14 +763,10 @@ def main() -> None:
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     parser.add_argument("--dataset", choices=["clustered"], default="clustered")
     parser.add_argument("--n", type=int, default=100_000, help="also run 200000 and 1000000")
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--tenants", type=int, default=100)
-    parser.add_argument("--queries", type=int, default=1000, help="query pool, cycled")
+    pool_flags(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--index", choices=["hnsw", "partitioned", "multitenant"], default="hnsw")
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=200)
-    parser.add_argument("--ef", type=int, default=64)
+    hnsw_flags(parser)
     parser.add_argument("--threads", type=ints, default=[1, 2, 8, 32], help="search threads")
     parser.add_argument("--writers", type=ints, default=[1, 8], help="writer threads")
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run")

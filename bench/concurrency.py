@@ -45,10 +45,8 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +54,26 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: F401  (Run, hammer, recall, search_around: also imported from here)
+    Run,
+    engine_source,
+    exact_truths,
+    hammer,
+    hnsw_flags,
+    hnsw_params,
+    keep_best,
+    machine,
+    package_version,
+    pool_flags,
+    pyplot,
+    recall,
+    recorder,
+    search_around,
+    two_percent_tenant,
+    write_results,
+)
 from ann import PeakRSS
 from filtered import zipf_tenants
-from shardwalk.index import exact_search
 
 import shardwalk
 from shardwalk.datasets import clustered_vectors
@@ -95,8 +110,7 @@ def load(args: argparse.Namespace) -> Data:
     )
     rng = np.random.default_rng(args.seed)
     owner = zipf_tenants(args.n, args.tenants, rng)
-    sizes = np.bincount(owner, minlength=args.tenants)
-    two = int(np.argmin(np.abs(sizes - 0.02 * args.n)))
+    two, sizes = two_percent_tenant(owner, args.tenants, args.n)
     return Data(
         name=f"clustered-{args.n}x{args.dim}-{args.tenants}tenants",
         base=data.vectors,
@@ -110,22 +124,8 @@ def load(args: argparse.Namespace) -> Data:
 
 
 def ground_truth(data: Data) -> dict[str, np.ndarray]:
-    mask = data.owner == int(data.tenant[1:])
-    return {
-        UNFILTERED: exact_search(data.base, data.queries, K, "l2").ids,
-        TENANT: exact_search(data.base, data.queries, K, "l2", mask=mask).ids,
-    }
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> tuple[float, int]:
-    """Mean recall@k over the queries that ran (rows of ``found`` not all -2), and their count."""
-    ran = np.flatnonzero(found[:, 0] != -2)
-    hits = [
-        len(set(found[i].tolist()) & set(truth[i][truth[i] >= 0].tolist()))
-        / max(int((truth[i] >= 0).sum()), 1)
-        for i in ran
-    ]
-    return (float(np.mean(hits)) if hits else float("nan")), int(ran.size)
+    plain, scoped = exact_truths(data.base, data.queries, K, data.owner == int(data.tenant[1:]))
+    return {UNFILTERED: plain, TENANT: scoped}
 
 
 # --- systems --------------------------------------------------------------------------------
@@ -294,189 +294,6 @@ QDRANT_API = {
 
 
 # --- load generators ------------------------------------------------------------------------
-@dataclass
-class Run:
-    """What N threads looping one call observed in the measured window."""
-
-    threads: int
-    seconds: float
-    completed: int  # calls completed inside the window: the throughput
-    latencies: np.ndarray  # seconds, every call overlapping the window, waited for to its end
-    per_thread: np.ndarray  # calls each thread completed inside the window
-    errors: list[str] = field(default_factory=list)
-    stuck: int = 0  # threads still in a call long after the end (a deadlock, or a very slow call)
-
-    def summary(self) -> dict[str, Any]:
-        lat = self.latencies * 1e6
-
-        def pct(p: float) -> float | None:
-            return round(float(np.percentile(lat, p)), 1) if lat.size else None
-
-        out: dict[str, Any] = {
-            "threads": self.threads,
-            "calls": self.completed,
-            "per_second": round(self.completed / self.seconds, 1),
-            "p50_us": pct(50),
-            "p99_us": pct(99),
-            "max_us": round(float(lat.max()), 1) if lat.size else None,
-            # fairness: a thread that completes nothing in the window waited all of it
-            "calls_per_thread_min": int(self.per_thread.min()),
-            "calls_per_thread_max": int(self.per_thread.max()),
-            "threads_without_a_call": int((self.per_thread == 0).sum()),
-        }
-        if self.errors:
-            out["errors"] = len(self.errors)
-            out["first_errors"] = sorted(set(self.errors))[:3]
-        if self.stuck:
-            out["stuck_threads"] = self.stuck
-        return out
-
-
-def hammer(
-    call: Callable[[int], Any],
-    threads: int,
-    warmup: float,
-    duration: float,
-    record: Callable[[int, Any], None] | None = None,
-    grace: float = 60.0,
-) -> Run:
-    """``threads`` threads call ``call(i)`` (i = thread, thread + threads, ...) back to back for
-    ``warmup + duration`` seconds. Throughput counts the calls completed in the last
-    ``duration`` seconds (the load never pauses between warm-up and measurement); latency takes
-    every call overlapping that window, including calls still running at its end (waited for):
-    a thread kept waiting through the whole window counts with its whole wait."""
-    clock = time.perf_counter
-    barrier = threading.Barrier(threads + 1)
-    window: dict[str, float] = {}
-    calls: list[list[tuple[float, float]]] = [[] for _ in range(threads)]
-    errors: list[str] = []
-
-    def worker(w: int) -> None:
-        barrier.wait()
-        begin, end = window["begin"], window["end"]
-        mine = calls[w]
-        i = w
-        while True:
-            t0 = clock()
-            if t0 >= end or len(errors) > 100:
-                return
-            try:
-                out = call(i)
-            except Exception as exc:  # recorded and reported: a benchmark keeps going
-                errors.append(f"{type(exc).__name__}: {exc}"[:300])
-                i += threads
-                continue
-            t1 = clock()
-            mine.append((t0, t1))
-            if record is not None and t1 >= begin:
-                record(i, out)
-            i += threads
-
-    pool = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(threads)]
-    for t in pool:
-        t.start()
-    now = clock()
-    begin, end = now + warmup, now + warmup + duration
-    window["begin"], window["end"] = begin, end
-    barrier.wait()
-    for t in pool:
-        t.join(timeout=max(0.0, end + grace - clock()))
-    spans = [np.array(c, dtype=np.float64).reshape(-1, 2) for c in calls]
-    every = np.concatenate(spans)
-    inside = (every[:, 1] >= begin) & (every[:, 1] <= end)
-    overlapping = (every[:, 1] >= begin) & (every[:, 0] < end)
-    return Run(
-        threads=threads,
-        seconds=duration,
-        completed=int(inside.sum()),
-        latencies=every[overlapping, 1] - every[overlapping, 0],
-        per_thread=np.array([int(((s[:, 1] >= begin) & (s[:, 1] <= end)).sum()) for s in spans]),
-        errors=errors,
-        stuck=sum(t.is_alive() for t in pool),
-    )
-
-
-def search_around(
-    call: Callable[[int], Any],
-    threads: int,
-    warmup: float,
-    idle: float,
-    action: Callable[[], None],
-    limit: float = 900.0,
-) -> dict[str, Any]:
-    """Search continuously: ``warmup``, then ``idle`` seconds measured, then ``action`` in its
-    own thread; latencies of searches overlapping the action against those of the idle window."""
-    clock = time.perf_counter
-    stop = threading.Event()
-    calls: list[list[tuple[float, float]]] = [[] for _ in range(threads)]
-    errors: list[str] = []
-
-    def worker(w: int) -> None:
-        mine, i = calls[w], w
-        while not stop.is_set():
-            t0 = clock()
-            try:
-                call(i)
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            mine.append((t0, clock()))
-            i += threads
-
-    span: dict[str, float] = {}
-
-    def act() -> None:
-        span["start"] = clock()
-        try:
-            action()
-        finally:
-            span["end"] = clock()
-
-    pool = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(threads)]
-    for t in pool:
-        t.start()
-    time.sleep(warmup)
-    idle_from = clock()
-    time.sleep(idle)
-    doer = threading.Thread(target=act, daemon=True)
-    doer.start()
-    doer.join(timeout=limit)
-    time.sleep(0.2)
-    stop.set()
-    for t in pool:
-        t.join(timeout=60)
-    start, end = span["start"], span.get("end", clock())
-    every = np.array([c for per in calls for c in per]).reshape(-1, 2)
-    lat = every[:, 1] - every[:, 0]
-    before = lat[(every[:, 0] >= idle_from) & (every[:, 1] <= start)] * 1e6
-    during = lat[(every[:, 1] > start) & (every[:, 0] < end)] * 1e6
-
-    def pct(x: np.ndarray, p: float) -> float | None:
-        return round(float(np.percentile(x, p)), 1) if x.size else None
-
-    out = {
-        "search_threads": threads,
-        "action_seconds": round(end - start, 3),
-        "action_finished": "end" in span,
-        "idle": {
-            "searches": int(before.size),
-            "p50_us": pct(before, 50),
-            "p99_us": pct(before, 99),
-        },
-        "during": {
-            "searches": int(during.size),
-            "p50_us": pct(during, 50),
-            "p99_us": pct(during, 99),
-            "max_us": round(float(during.max()), 1) if during.size else None,
-            "per_second": round(during.size / max(end - start, 1e-9), 1),
-        },
-    }
-    out["idle"]["per_second"] = round(before.size / idle, 1)
-    if before.size and during.size:
-        out["p99_ratio_during_vs_idle"] = round(out["during"]["p99_us"] / out["idle"]["p99_us"], 2)
-    if errors:
-        out["errors"] = len(errors)
-        out["first_errors"] = sorted(set(errors))[:3]
-    return out
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -491,13 +308,7 @@ def measure_search(
         for scope in (UNFILTERED, TENANT):
             for threads in args.threads:
                 for system in systems:  # interleaved: each comparison is close in time
-                    found = np.full((nq, K), -2, dtype=np.int64)
-
-                    def keep(i: int, ids: np.ndarray, found=found) -> None:
-                        row = found[i % nq]
-                        row[:] = -1
-                        row[: min(K, len(ids))] = ids[:K]
-
+                    found, keep = recorder(nq, K)
                     run = hammer(
                         lambda i, s=system, sc=scope: s.search(i % nq, sc),
                         threads,
@@ -509,11 +320,7 @@ def measure_search(
                     point["qps"] = point.pop("per_second")
                     rec, ran = recall(found, truth[scope])
                     point["recall"], point["recall_queries"] = round(rec, 4), ran
-                    key = (system.name, scope, threads)
-                    rounds = [*best.get(key, {}).get("qps_rounds", []), point["qps"]]
-                    if key not in best or point["qps"] > best[key]["qps"]:
-                        best[key] = point
-                    best[key]["qps_rounds"] = rounds
+                    keep_best(best, (system.name, scope, threads), point)
                     log(
                         f"search round {round_ + 1} {scope:>10} {system.name:>11} "
                         f"threads={threads:>2}: {point['qps']:>8,.0f} QPS p50={point['p50_us']}us "
@@ -811,11 +618,7 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(20, 5))
     for system, scopes in result["search"].items():
         for ax, scope in zip(axes[:2], (UNFILTERED, TENANT)):
@@ -868,7 +671,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"({data.tenant_rows / args.n:.2%}); warm-up {args.warmup}s then {args.duration}s measured "
         "continuously per run (idle memory is paged out here after ~1 s)"
     )
-    engine_source = _engine_source()
+    source = engine_source()
     truth = ground_truth(data)
     load_before = os.getloadavg()
     tmp = tempfile.TemporaryDirectory(dir=args.tmp, prefix="concurrency-")
@@ -904,11 +707,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "k": K,
         "tenant": {"name": data.tenant, "rows": data.tenant_rows},
         "params": {
-            "m": args.m,
-            "ef_construction": args.ef_construction,
-            "ef": args.ef,
-            "tenants": args.tenants,
-            "queries": args.queries,
+            **hnsw_params(args),
             "warmup_seconds": args.warmup,
             "duration_seconds": args.duration,
             "search_rounds": args.rounds,
@@ -944,42 +743,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.memory:
         result["memory"] = measure_memory(args, log)
     if not args.no_qdrant:
-        result["qdrant_edge_api"] = {"version": _version("qdrant-edge-py"), **QDRANT_API}
-    result["shardwalk_source"] = engine_source
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
+        result["qdrant_edge_api"] = {"version": package_version("qdrant-edge-py"), **QDRANT_API}
+    result["shardwalk_source"] = source
+    versions = {
         "shardwalk": shardwalk.__version__,
-        "hnswlib": _version("hnswlib"),
-        "faiss": _version("faiss-cpu"),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "hnswlib": package_version("hnswlib"),
+        "faiss": package_version("faiss-cpu"),
     }
+    result["machine"] = machine(load_before, versions)
     result["ratios"] = ratios(result)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     return result
-
-
-def _engine_source() -> dict[str, Any]:
-    """The commit the engine was imported from, and whether its sources had local edits."""
-    root = Path(shardwalk.__file__).resolve().parent.parent
-
-    def git(*cmd: str) -> str:
-        done = subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True)
-        return done.stdout.rstrip()
-
-    dirty = git("status", "--porcelain", "--", "shardwalk", "index", "walks")
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_engine_files": dirty.splitlines()}
-
-
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
 
 
 def main() -> None:
@@ -989,14 +763,10 @@ def main() -> None:
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     parser.add_argument("--dataset", choices=["clustered"], default="clustered")
     parser.add_argument("--n", type=int, default=100_000, help="also run 200000 and 1000000")
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--tenants", type=int, default=100)
-    parser.add_argument("--queries", type=int, default=1000, help="query pool, cycled")
+    pool_flags(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--index", choices=["hnsw", "partitioned", "multitenant"], default="hnsw")
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=200)
-    parser.add_argument("--ef", type=int, default=64)
+    hnsw_flags(parser)
     parser.add_argument("--threads", type=ints, default=[1, 2, 8, 32], help="search threads")
     parser.add_argument("--writers", type=ints, default=[1, 8], help="writer threads")
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run")
@@ -1057,14 +827,12 @@ def main() -> None:
     if any(m not in MEMORY_SYSTEMS for m in args.memory):
         parser.error(f"--memory takes names among {', '.join(MEMORY_SYSTEMS)}; got {args.memory}")
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"concurrency-{args.dataset}-{args.n}-{args.index}"
     if args.phases != list(PHASES):
         stem += "-" + ("-".join(args.phases) or "memory")
     if args.label:
         stem += f"-{args.label}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    out = write_results(args.out, stem, result)
     if "search" in result:
         plot(result, out / f"{stem}.png")
     print(json.dumps(result["ratios"], indent=1))

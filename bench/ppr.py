@@ -32,7 +32,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from concurrency import _engine_source  # the commit the engine came from
+from _common import engine_source  # the commit the engine came from
 from shardwalk.walks import PPRIndex, build_fingerprints, load_npy_dir
 from shardwalk.walks.evaluate import evaluate, ground_truth, query_metrics, sample_sources
 from shardwalk.walks.fastrp import fastrp
@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(),
         "load_average_at_start": load_at_start,
         "load_average_at_end": list(os.getloadavg()),
-        "engine": _engine_source(),
+        "engine": engine_source(),
         "note": "2-core shared machine: timings vary up to ~2x between runs (see ppr_anchors.md 2.5)",
     }
     (out_dir / f"ppr-{tag}.json").write_text(

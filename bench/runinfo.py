@@ -13,9 +13,10 @@ import platform
 import shlex
 import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from _common import package_version
 
 _PACKAGES = ("numpy", "numba", "faiss-cpu", "hnswlib", "pyarrow")
 
@@ -32,13 +33,6 @@ def _git(*cmd: str) -> str:
     return done.stdout.rstrip()
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
-
-
 def start(extra_packages: tuple[str, ...] = ()) -> dict[str, Any]:
     """The command line, the engine's commit (and its uncommitted files, which a figure from a
     dirty tree must own up to), the machine and its load averages now."""
@@ -51,7 +45,7 @@ def start(extra_packages: tuple[str, ...] = ()) -> dict[str, Any]:
         ).splitlines(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "packages": {p: _version(p) for p in (*_PACKAGES, *extra_packages)},
+        "packages": {p: package_version(p) for p in (*_PACKAGES, *extra_packages)},
         "load_start": [round(x, 2) for x in os.getloadavg()],
     }
 

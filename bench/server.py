@@ -76,7 +76,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from concurrency import hammer, recall
+import _common as common
 from filtered import zipf_tenants
 from shardwalk.index import exact_search
 
@@ -112,8 +112,7 @@ class Data:
         self.base, self.queries = d.vectors, np.ascontiguousarray(d.queries)
         rng = np.random.default_rng(args.seed)
         self.owner = zipf_tenants(args.n, args.tenants, rng)
-        self.sizes = np.bincount(self.owner, minlength=args.tenants)
-        two = int(np.argmin(np.abs(self.sizes - 0.02 * args.n)))
+        two, self.sizes = common.two_percent_tenant(self.owner, args.tenants, args.n)
         self.tenant_id, self.tenant = two, name_of(two)
         # BATCH requests: consecutive blocks of the query pool (rows of block j: self.block_rows[j])
         width = args.batch
@@ -522,7 +521,7 @@ class Milvus(System):
             by_ef.append(
                 {
                     "ef": ef,
-                    "recall": round(recall(np.stack(found), truth)[0], 4),
+                    "recall": round(common.recall(np.stack(found), truth)[0], 4),
                     "p50_ms": round(float(np.median(took)) * 1e3, 2),
                 }
             )
@@ -539,7 +538,9 @@ class Milvus(System):
                      "-o", str(raw)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 )  # fmt: skip
-                hammer(lambda i: self.call(UNFILTERED, i % len(self.queries)), 1, 0.5, seconds)
+                common.hammer(
+                    lambda i: self.call(UNFILTERED, i % len(self.queries)), 1, 0.5, seconds
+                )
                 _, err = spy.communicate(timeout=120)
                 text = raw.read_text() if raw.exists() else ""
             out["profile"] = _milvus_shares(text) if text else f"py-spy failed: {err[-300:]}"
@@ -876,11 +877,8 @@ def write_config(
 # --- measurements ---------------------------------------------------------------------------
 def truths(data: Data, inproc: InProcess, args, log) -> dict[str, np.ndarray]:
     t0 = time.perf_counter()
-    mask = data.owner == data.tenant_id
-    out = {
-        UNFILTERED: exact_search(data.base, data.queries, K, "l2").ids,
-        TENANT: exact_search(data.base, data.queries, K, "l2", mask=mask).ids,
-    }
+    plain, scoped = common.exact_truths(data.base, data.queries, K, data.owner == data.tenant_id)
+    out = {UNFILTERED: plain, TENANT: scoped}
     out[BATCH] = out[UNFILTERED][np.concatenate(data.block_rows)]
     for scope in (PPR_ADMIN, PPR_TENANT):
         if scope in args.scopes:
@@ -963,18 +961,11 @@ def measure(systems: list[System], data: Data, truth: dict, args, log) -> dict[s
                 for system in systems:  # interleaved: each comparison close in time
                     if scope not in system.scopes:
                         continue
-                    found = np.full((pool, K), -2, dtype=np.int64)
                     width = args.batch if scope == BATCH else 1  # queries per call
                     calls_pool = pool // width
-
-                    def keep(i: int, ids: np.ndarray, found=found, width=width, n=calls_pool):
-                        rows = found[(i % n) * width : (i % n + 1) * width]
-                        ids = ids.reshape(width, -1)
-                        rows[:] = -1
-                        rows[:, : min(K, ids.shape[1])] = ids[:, :K]
-
+                    found, keep = common.recorder(pool, K, width)
                     cpu0 = cpu_seconds(system)
-                    run = hammer(
+                    run = common.hammer(
                         lambda i, s=system, sc=scope, n=calls_pool: s.call(sc, i % n),
                         threads,
                         args.warmup,
@@ -1002,13 +993,9 @@ def measure(systems: list[System], data: Data, truth: dict, args, log) -> dict[s
                             (cpu1[2] - cpu0[2]) / calls * 1e6, 1
                         )
                         point["server_switches_per_call"] = round((cpu1[4] - cpu0[4]) / calls, 2)
-                    rec, ran = recall(found, truth[scope])
+                    rec, ran = common.recall(found, truth[scope])
                     point["recall"], point["recall_queries"] = round(rec, 4), ran
-                    key = (system.name, scope, threads)
-                    rounds = [*best.get(key, {}).get("qps_rounds", []), point["qps"]]
-                    if key not in best or point["qps"] > best[key]["qps"]:
-                        best[key] = point
-                    best[key]["qps_rounds"] = rounds
+                    common.keep_best(best, (system.name, scope, threads), point)
                     log(
                         f"round {round_ + 1} {scope:>16} {system.name:>22} c={threads:>2}: "
                         f"{point['qps']:>8,.0f} QPS p50={point['p50_us']}us p99={point['p99_us']}us "
@@ -1054,7 +1041,7 @@ def profile(systems: list[System], args, log) -> dict[str, Any]:
         call = lambda i, s=system: s.call(UNFILTERED, i % len(s.queries))  # noqa: E731
         pid = system.process.pid
         before = thread_cpu(pid)
-        run = hammer(call, 8, 0.0, args.profile)
+        run = common.hammer(call, 8, 0.0, args.profile)
         after = thread_cpu(pid)
         roles = thread_roles(exe, pid)
         calls = max(1, run.latencies.size)
@@ -1086,7 +1073,7 @@ def profile(systems: list[System], args, log) -> dict[str, Any]:
                  "-o", str(path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-            hammer(call, 8, 0.5, args.profile)
+            common.hammer(call, 8, 0.5, args.profile)
             _, err = spy.communicate(timeout=60)
             if spy.returncode:
                 log(f"py-spy on {system.name} failed: {err.strip()[-300:]}")
@@ -1224,7 +1211,7 @@ def bucket_recall(systems: list[System], data: Data, args, log) -> dict[str, Any
             values = []
             for t in tenants:
                 found = np.stack([_pad(system.search_in(q, name_of(t))) for q in queries])
-                values.append(round(recall(found, truth[t])[0], 4))
+                values.append(round(common.recall(found, truth[t])[0], 4))
             per[label] = {"min": min(values), "per_tenant": values}
         out["recall"][system.name] = per
         log(
@@ -1392,11 +1379,7 @@ def pgvector_targets(search: dict[str, Any], at: Any) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     scopes = [s for s in SCOPES if any(s in v for v in result["search"].values())]
     fig, axes = plt.subplots(2, len(scopes), figsize=(5 * len(scopes), 9), squeeze=False)
     colors = {s: f"C{i}" for i, s in enumerate(result["search"])}  # one colour per system
@@ -1534,11 +1517,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "k": K,
             "tenant": {"name": data.tenant, "rows": data.tenant_rows},
             "params": {
-                "m": args.m,
-                "ef_construction": args.ef_construction,
-                "ef": args.ef,
-                "tenants": args.tenants,
-                "queries": args.queries,
+                **common.hnsw_params(args),
                 "ppr_seeds": args.ppr_seeds,
                 "compose_queries": args.compose_queries,
                 "edges_per_node": args.edges_per_node,
@@ -1581,22 +1560,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         tmp.cleanup()
     result["command"] = shlex.join(["python", *sys.argv])
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "note": "cores shared with other work (loadavg_before/after); ratios are within this run",
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "grpcio": _version("grpcio"),
-        "pymilvus": _version("pymilvus"),
-        "milvus-lite": _version("milvus-lite"),
-        "chromadb": _version("chromadb"),
-        "psycopg": _version("psycopg"),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }
-    result["shardwalk_commit"] = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True
-    ).stdout.strip()
+    versions = ("grpcio", "pymilvus", "milvus-lite", "chromadb", "psycopg")
+    result["machine"] = common.machine(
+        load_before,
+        {name: common.package_version(name) for name in versions},
+        note="cores shared with other work (loadavg_before/after); ratios are within this run",
+    )
+    result["shardwalk_commit"] = common.commit_of(HERE)
     if args.baseline:
         where = subprocess.run(
             [
@@ -1608,22 +1578,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             text=True,
             cwd="/",  # not a checkout's folder: the interpreter's own shardwalk
         ).stdout.strip()
-        result["baseline_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where or HERE, capture_output=True, text=True
-        ).stdout.strip()
+        result["baseline_commit"] = common.commit_of(where or HERE)
     result["ratios"] = ratios(result, args)
     result["targets"] = targets(result, args)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     return result
-
-
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -1632,9 +1591,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--tenants", type=int, default=100)
-    parser.add_argument("--queries", type=int, default=1000, help="query pool, cycled")
+    common.pool_flags(parser)
     parser.add_argument("--ppr-seeds", type=int, default=200, help="PPR seed pool per scope")
     parser.add_argument(
         "--compose-queries", type=int, default=200, help="Compose query pool (first queries)"
@@ -1643,9 +1600,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--ppr-truth", choices=["push", "exact"], default="push", help="reference PPR solver"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=200)
-    parser.add_argument("--ef", type=int, default=64)
+    common.hnsw_flags(parser)
     parser.add_argument("--edges-per-node", type=int, default=10)
     parser.add_argument("--walks-per-node", type=int, default=10)
     parser.add_argument("--concurrency", type=ints, default=[1, 8, 32], help="client threads")
@@ -1729,11 +1684,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.ef_construction, args.bucket_queries, args.walks_per_node = 40, 10, 4
         args.batch = min(args.batch, 8)
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"server-clustered-{args.n}" + (f"-{args.tag}" if args.tag else "")
     stem += "-quick" if args.quick else ""
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    out = common.write_results(args.out, stem, result)
     plot(result, out / f"{stem}.png")
     print(json.dumps({"ratios": result["ratios"], "targets": result["targets"]}, indent=1))
     return result

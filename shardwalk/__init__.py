@@ -1,5 +1,22 @@
 """shardwalk: graph-indexing and vector-search engine."""
 
+# ruff: noqa: E402 (the package's path is settled before its modules are imported)
+import os as _os
+
+# In a checkout, shardwalk.index, .walks and .server live in the top-level folders index/,
+# walks/ and server/ beside this one (pyproject.toml's package-dir; an installed copy has them
+# inside the package): their parent folder joins the package's path, so that the package
+# imported from the checkout is whole however it was found (the editable install's .pth puts
+# the checkout on sys.path; pytest puts it first; `python -c "import shardwalk"` from the
+# folder that holds the clone finds it after the clone's own folder).
+_here = _os.path.dirname(_os.path.abspath(__file__))
+_checkout = _os.path.dirname(_here)
+if not _os.path.isdir(_os.path.join(_here, "index")) and _os.path.isfile(
+    _os.path.join(_checkout, "index", "__init__.py")
+):
+    __path__.append(_checkout)
+del _os, _here, _checkout
+
 from shardwalk.errors import (
     AlreadyExistsError,
     CorruptionError,

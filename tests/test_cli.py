@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import shardwalk
-from shardwalk.cli import _parse_value, build_parser, main
+from shardwalk.cli import build_parser, main
+from shardwalk.cli.common import parse_value
 
 SHARDWALK = Path(sys.executable).with_name("shardwalk")
 
@@ -246,9 +247,7 @@ def test_info_on_a_mistyped_directory_as_a_process(tmp_path):
 
 # -- 4. --param takes int, float, true/false and strings ---------------------------------------
 def test_param_values_are_typed():
-    assert [
-        _parse_value(v) for v in ["16", "-3", "0.5", "1e-4", "true", "False", "sq8", "nan"]
-    ] == [
+    assert [parse_value(v) for v in ["16", "-3", "0.5", "1e-4", "true", "False", "sq8", "nan"]] == [
         16,
         -3,
         0.5,
@@ -258,7 +257,7 @@ def test_param_values_are_typed():
         "sq8",
         "nan",
     ]
-    assert type(_parse_value("16")) is int and type(_parse_value("true")) is bool
+    assert type(parse_value("16")) is int and type(parse_value("true")) is bool
 
 
 def test_param_quantization_sq8_and_typed_errors(tmp_path, capsys, first):

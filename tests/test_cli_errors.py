@@ -239,12 +239,12 @@ def test_drop_commands_and_keys_new(ran: dict[str, dict], workdir: Path) -> None
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shardwalk.cli as cli
+    from shardwalk.cli import collection
 
     def broken(args: object) -> int:
         raise RuntimeError("something inside broke")
 
-    monkeypatch.setattr(cli, "cmd_info", broken)
+    monkeypatch.setattr(collection, "cmd_info", broken)
     monkeypatch.delenv("SHARDWALK_DEBUG", raising=False)
     assert main(["info", "--data", str(tmp_path)]) == 1
     err = capsys.readouterr().err
@@ -262,9 +262,9 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 def test_ray_token_notice_is_dropped_by_the_cli(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from shardwalk.cli import _quiet_ray_notices
+    from shardwalk.cli.errors import quiet_ray_notices
 
-    _quiet_ray_notices()
+    quiet_ray_notices()
     logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
     with caplog.at_level(logging.WARNING):
         logger.warning("Token authentication is enabled for this Ray cluster. Set ...")

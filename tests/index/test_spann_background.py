@@ -14,6 +14,8 @@ import threading
 import numpy as np
 import pytest
 from shardwalk.index import SpannIndex, exact_search, spann
+from shardwalk.index.spann import maintenance
+from shardwalk.index.spann.format import _Generation
 
 DIM = 8
 LIMIT = 16  # max_list_size: small lists, many splits
@@ -89,16 +91,16 @@ def test_a_failed_split_is_reported_at_once_and_fails_no_writer(base, monkeypatc
         def fail(*args, **kwargs):
             raise OSError(errno.EIO, "injected fault")
 
-        monkeypatch.setattr(spann, "balanced_kmeans", fail)
+        monkeypatch.setattr(maintenance, "balanced_kmeans", fail)  # the split's k-means
     else:
-        write = spann._Generation.write
+        write = _Generation.write
 
         def fail_in_the_worker(gen, start, records):
             if threading.current_thread().name == "spann-splits":
                 raise OSError(errno.EIO, "injected fault")
             write(gen, start, records)
 
-        monkeypatch.setattr(spann._Generation, "write", fail_in_the_worker)
+        monkeypatch.setattr(_Generation, "write", fail_in_the_worker)
     crowd = cluster(base[0], 40, seed=1)
     with caplog.at_level(logging.ERROR, logger=spann.__name__):
         index.add(np.arange(400, 440), crowd)
@@ -140,7 +142,7 @@ def test_a_search_during_an_add_sees_the_row_before_or_after_it(base, monkeypatc
     old, new = base[7], base[7] + np.float32(5.0)
     paused, resume = threading.Event(), threading.Event()
     writer = threading.current_thread()
-    write = spann._Generation.write
+    write = _Generation.write
 
     def pause_first(gen, start, records):
         if threading.current_thread() is writer and not paused.is_set():
@@ -161,7 +163,7 @@ def test_a_search_during_an_add_sees_the_row_before_or_after_it(base, monkeypatc
         finally:
             resume.set()
 
-    monkeypatch.setattr(spann._Generation, "write", pause_first)
+    monkeypatch.setattr(_Generation, "write", pause_first)
     helper = threading.Thread(target=search_while_paused)
     helper.start()
     index.add(np.array([7]), new[None, :])
@@ -237,7 +239,7 @@ def test_a_search_during_a_split_sees_the_list_before_it_without_waiting(base, m
     the lock) nor sees half of it: exact answers over every row, as after the split."""
     index = make_index(base)
     paused, resume = threading.Event(), threading.Event()
-    write = spann._Generation.write
+    write = _Generation.write
 
     def pause_in_the_worker(gen, start, records):
         if threading.current_thread().name == "spann-splits" and not paused.is_set():
@@ -245,7 +247,7 @@ def test_a_search_during_a_split_sees_the_list_before_it_without_waiting(base, m
             resume.wait(timeout=120)
         write(gen, start, records)
 
-    monkeypatch.setattr(spann._Generation, "write", pause_in_the_worker)
+    monkeypatch.setattr(_Generation, "write", pause_in_the_worker)
     crowd = cluster(base[0], 40, seed=1)
     rows = np.concatenate([base, crowd])
     truth = exact_search(rows, rows[::5], 5, "l2")

@@ -1,0 +1,182 @@
+"""What the commands share: argparse types and the help formatter, --param parsing, and the
+opening of data directories."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from shardwalk.cli.errors import DEBUG_ENV
+from shardwalk.errors import InvalidArgumentError, NotFoundError
+from shardwalk.storage import MANIFEST
+
+INDEXES = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
+DEBUG_HELP = f"on a failure, also print the Python traceback (or set {DEBUG_ENV}=1)"
+
+
+# -- the parser -----------------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except where there is none to show (None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == [] or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_command(group: Any, name: str, help: str, description: str | None = None) -> Any:
+    """A command of ``group`` (the subparsers of ``shardwalk`` or of a command group)."""
+    p = group.add_parser(
+        name, help=help, description=description or help, formatter_class=HelpFormatter
+    )
+    # also after the command; SUPPRESS keeps a --debug given before it
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    return p
+
+
+def param_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """--param NAME=VALUE, repeatable (read by :func:`parse_params`)."""
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=help)
+
+
+def add_group(sub: Any, name: str, help: str) -> Any:
+    """A command of subcommands (``shardwalk graph ingest``): its subparsers."""
+    return add_command(sub, name, help).add_subparsers(dest=f"{name}_command", required=True)
+
+
+def ray_flags(p: argparse.ArgumentParser, workers: str) -> None:
+    """--ray or --address (where the job runs) and --num-workers (``workers``: its help)."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--ray", action="store_true", help="run on a local Ray (127.0.0.1)")
+    where.add_argument("--address", default=None, help="run on the Ray cluster at ADDR")
+    p.add_argument("--num-workers", type=count_type, default=None, metavar="N", help=workers)
+
+
+def count_type(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (said with the flag the user typed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return value
+
+
+def port_type(text: str) -> int:
+    """argparse type of a TCP port (0 picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port from 0 to 65535 (0 picks a free one); got {text!r}"
+        )
+    return value
+
+
+# -- parameters ---------------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """An int, else a finite float, else true/false, else the string itself."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(number):  # "nan", "inf" stay strings: no parameter takes them
+            return number
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise InvalidArgumentError(
+                f"--param takes NAME=VALUE (e.g. m=16, quantization=sq8); got {item!r}"
+            )
+        if name in params:
+            raise InvalidArgumentError(f"--param {name} is given twice")
+        params[name] = parse_value(value)
+    return params
+
+
+def with_param_types(exc: InvalidArgumentError, items: Sequence[str]) -> InvalidArgumentError:
+    """The engine's error about a --param, plus how the command line read that value."""
+    message = str(exc)
+    notes = []
+    for item in items:
+        name, _, raw = item.partition("=")
+        if f"parameter {name} " in message or f"parameter {name!r}" in message:
+            value = parse_value(raw)
+            notes.append(f"--param {item} was read as {type(value).__name__} {value!r}")
+    if not notes:
+        return exc
+    return InvalidArgumentError(f"{message} ({'; '.join(notes)})")
+
+
+# -- data directories ---------------------------------------------------------------------------
+def open_existing(path: str) -> Any:
+    """Open a data directory that must exist already (a mistyped --data creates nothing)."""
+    from shardwalk import Engine
+
+    if not os.path.isfile(os.path.join(path, MANIFEST)):
+        there = what_is_there(path)
+        raise NotFoundError(
+            f"no shardwalk data directory at {path!r} (no {MANIFEST}; {there}); check --data, "
+            "or create one with 'shardwalk ingest' or 'shardwalk graph ingest'"
+        )
+    return Engine.open(path)
+
+
+def what_is_there(path: str) -> str:
+    if os.path.isdir(path):
+        return "the directory exists"
+    return "a file is there" if os.path.lexists(path) else "nothing is there"
+
+
+@contextlib.contextmanager
+def engine_for_writing(path: str) -> Iterator[Any]:
+    """Open (or create) a data directory; if the body fails, remove what opening created."""
+    from shardwalk import Engine
+
+    root = os.path.abspath(path)
+    created = None  # the topmost directory this call creates (parents included)
+    probe = root
+    while not os.path.lexists(probe):
+        created, probe = probe, os.path.dirname(probe)
+    had_manifest = os.path.isfile(os.path.join(root, MANIFEST))
+    engine = None
+    try:
+        engine = Engine.open(path)
+        yield engine
+    except BaseException:
+        if engine is not None:
+            with contextlib.suppress(Exception):
+                engine.close()
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        elif not had_manifest and os.path.isdir(root):
+            # an existing directory that was not a data directory: take back only our files
+            for name in (MANIFEST, "LOCK"):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(root, name))
+            for name in ("collections", "graphs"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(root, name))
+        raise
+    engine.close()

@@ -1732,14 +1732,6 @@ def pack_blocks(order, starts, lens, steps, steps_hi, out_starts):
 
 
 @njit(cache=True, parallel=True)
-def copy_blocks(starts, lens, src, to, dst):
-    """``dst[to[i]:to[i] + lens[i]] = src[starts[i]:starts[i] + lens[i]]`` for every i."""
-    for i in prange(starts.size):
-        for j in range(lens[i]):
-            dst[to[i] + j] = src[starts[i] + j]
-
-
-@njit(cache=True, parallel=True)
 def apply_row_deltas(rows, old_ip, old_nodes, old_counts, d_ip, d_nodes, d_vals, n, out_off,
                      out_nodes, out_counts, out_nnz, n_chunks):  # fmt: skip
     """Rows ``rows`` of (old_ip, old_nodes, old_counts) with count changes applied (row i's:
@@ -2012,14 +2004,16 @@ def transpose_rows(indptr, cols, n, n_chunks):
 
 
 @njit(cache=True, parallel=True)
-def splice_rows(old_ip, old_a, old_b, slot, new_ip, new_a, new_b, out_ip, out_a, out_b):
-    """Rows of (old_ip, old_a, old_b), with row r replaced by row ``slot[r]`` of the new CSR
-    when ``slot[r] >= 0``, into ``out_*`` (``out_ip`` already holds the prefix sums)."""
+def splice_rows(old_ip, old_a, old_b, slot, new_start, new_len, new_a, new_b, out_ip, out_a,
+                out_b):  # fmt: skip
+    """Rows of (old_ip, old_a, old_b), with row r replaced by new row ``slot[r]`` (its entries
+    at ``new_start[s]``, ``new_len[s]`` of them) when ``slot[r] >= 0``, into ``out_*``
+    (``out_ip`` already holds the prefix sums; values cast to ``out_b``'s type)."""
     for r in prange(out_ip.size - 1):
         to = out_ip[r]
         s = slot[r]
         if s >= 0:
-            for e in range(new_ip[s], new_ip[s + 1]):
+            for e in range(new_start[s], new_start[s] + new_len[s]):
                 out_a[to] = new_a[e]
                 out_b[to] = new_b[e]
                 to += 1

@@ -25,7 +25,7 @@ is not the walk's last, or the last where the drop rule cut the walk: the moves 
 out-edges can reroute) as varint gaps (``t_indptr``: byte offsets, ``t_units``: bytes), plus
 an append-only overflow of (node, walk) pairs for the visits walked since, merged into the
 coded lists once it holds a sixteenth of the steps (a pass over the index's bytes), the index
-rebuilt from the walks instead (a pass over every walk) once an eighth of the visits were
+rebuilt from the walks instead (a pass over every walk) once a quarter of the visits were
 rerouted away since it was built (their entries false hits); the walks' first visits, at
 their sources, are found from ``block_src``. False hits (a walk rerouted since) only cost a
 scan of that walk. Finding the walks a batch affects costs the changed nodes' entries and a
@@ -423,9 +423,9 @@ class WalkStore:
         if self.ovf_used > max(1 << 16, self.total_steps // 16):
             # after a sixteenth of the steps walked anew (the overflow, 8 bytes an entry, then
             # holds half a byte a step at most, beside the steps' 3): folded into the index,
-            # or, once an eighth of the visits were rerouted away since the last (their entries
+            # or, once a quarter of the visits were rerouted away since the last (their entries
             # false hits), the index is built again (a pass over every walk)
-            if self.stale > self.total_steps // 8:
+            if self.stale > self.total_steps // 4:
                 self._index(n)
             else:
                 self._merge_overflow(n)
@@ -548,10 +548,11 @@ class WalkStore:
     def delta_rows(
         self, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray, num_nodes: int
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """(rows, (indptr, nodes, counts, zeros)): the rows the logged visit changes touch,
+        """(rows, (starts, lengths, nodes, counts)): the rows the logged visit changes touch,
         as the fingerprint rows (indptr, nodes, counts) with the changes applied (entries at
-        0 removed, new nodes after the old ones, in the order the log first names them): what
-        :meth:`rows` would count, in another order."""
+        0 removed, new nodes after the old ones, in the order the log first names them), row
+        i's entries from ``starts[i]`` (with room left between rows): what :meth:`rows` would
+        count, in another order."""
         u = self.dl_used
         row = self._dl_row[:u]
         # grouped by row (each repair logs its rows in order: a merge of sorted runs); within
@@ -566,26 +567,17 @@ class WalkStore:
         room = np.diff(indptr)[rows] + np.diff(d_ip)
         off = np.cumsum(room) - room
         out_nodes = np.empty(int(room.sum()), np.int32)
-        out_counts = np.empty(int(room.sum()), np.int64)
+        # zeros: the room a row leaves unused holds 0 or copies of its counts, so the whole
+        # buffer's extremes are its rows'
+        out_counts = np.zeros(int(room.sum()), np.int64)
         nnz = np.empty(rows.shape[0], np.int64)
         _kernels.apply_row_deltas(
             rows, indptr, nodes, counts, d_ip, d_nodes, sums, num_nodes, off, out_nodes,
             out_counts, nnz, max(1, min(numba.get_num_threads(), rows.shape[0])),
         )  # fmt: skip
-        ip = np.zeros(rows.shape[0] + 1, np.int64)
-        np.cumsum(nnz, out=ip[1:])
-        final_nodes = np.empty(int(ip[-1]), np.int32)
-        final_counts = np.empty(int(ip[-1]), np.int64)
-        _kernels.copy_blocks(off, nnz, out_nodes, ip[:-1], final_nodes)
-        _kernels.copy_blocks(off, nnz, out_counts, ip[:-1], final_counts)
-        if final_counts.size and final_counts.min() < 0:
+        if out_counts.size and out_counts.min() < 0:
             raise CorruptionError("walk store: a logged visit change has no visit to remove")
-        return rows, (
-            ip,
-            final_nodes,
-            final_counts.astype(np.uint32),
-            np.zeros(rows.shape[0], np.int64),
-        )
+        return rows, (off, nnz, out_nodes, out_counts)
 
     def clear_log(self) -> None:
         """The logged changes are in the published fingerprints: start a new log."""
@@ -793,14 +785,15 @@ def _splice(
     dirty: np.ndarray, new: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Rows 0..rows-1 of the old CSR with the ``dirty`` ones (and any past its end) from
-    ``new``."""
-    ip_new, nodes_new, counts_new, _ = new
+    ``new``: (starts, lengths, nodes, counts), row i's entries at ``starts[i]`` (counts past
+    the rows' entries, if any, no larger than theirs)."""
+    starts_new, lens_new, nodes_new, counts_new = new
     slot = np.full(rows, -1, np.int64)
     slot[dirty] = np.arange(dirty.shape[0])
     lens = np.zeros(rows, np.int64)
     n_old = old_ip.shape[0] - 1
     lens[:n_old] = np.diff(old_ip)
-    lens[dirty] = np.diff(ip_new)
+    lens[dirty] = lens_new
     out_ip = np.zeros(rows + 1, np.int64)
     np.cumsum(lens, out=out_ip[1:])
     wide = counts_new.size and counts_new.max() > np.iinfo(old_counts.dtype).max
@@ -809,9 +802,10 @@ def _splice(
     out_counts = np.empty(int(out_ip[-1]), dtype)
     old_ip_ext = np.concatenate([old_ip, np.full(rows - n_old, old_ip[-1], np.int64)])
     _kernels.splice_rows(
-        old_ip_ext, old_nodes, old_counts.astype(dtype, copy=False), slot, ip_new,
-        nodes_new.astype(old_nodes.dtype, copy=False), counts_new.astype(dtype), out_ip,
-        out_nodes, out_counts,
+        old_ip_ext, old_nodes, old_counts.astype(dtype, copy=False), slot,
+        np.asarray(starts_new, np.int64), np.asarray(lens_new, np.int64),
+        nodes_new.astype(old_nodes.dtype, copy=False), counts_new, out_ip, out_nodes,
+        out_counts,
     )  # fmt: skip
     return out_ip, out_nodes, out_counts
 
@@ -836,7 +830,8 @@ def refresh_fingerprints(
     k = fp.top_k or 0
     dirty = np.flatnonzero(main.dirty)
     new = main.rows(dirty, n, k)
-    ip, nodes, counts = _splice(fp.indptr, fp.nodes, fp.counts, n, dirty, new)
+    ip, nodes, counts = _splice(fp.indptr, fp.nodes, fp.counts, n, dirty,
+                                (new[0][:-1], np.diff(new[0]), new[1], new[2]))  # fmt: skip
     truncated = None
     if fp.truncated is not None:
         truncated = np.zeros(n, np.float32)
@@ -849,7 +844,8 @@ def refresh_fingerprints(
         if hubs.logged and not hubs._recount:  # the rows changed by the visits logged
             changed, rows = hubs.delta_rows(fp.hub_indptr, fp.hub_nodes, fp.hub_counts, n)
         else:
-            changed, rows = hdirty, hubs.rows(hdirty, n)
+            changed, (h_ip, h_nodes, h_counts, _) = hdirty, hubs.rows(hdirty, n)
+            rows = (h_ip[:-1], np.diff(h_ip), h_nodes, h_counts)
         hip, hnodes, hcounts = _splice(
             fp.hub_indptr, fp.hub_nodes, fp.hub_counts, fp.num_hubs, changed, rows
         )

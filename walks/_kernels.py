@@ -1870,6 +1870,21 @@ def walks_new_visits(sel, walks_per_node, per_unit, new_start, new_len, plan_pos
             b += ln
 
 
+@njit(cache=True, inline="always")
+def _put_gap(out, at, g, fill):
+    """Gap ``g`` as a varint (7 bits a byte, high bit: more bytes follow) at ``out[at]`` (only
+    if ``fill``); returns its bytes."""
+    size = 0
+    while True:
+        byte = g & 127
+        g >>= 7
+        if fill:
+            out[at + size] = byte | (128 if g > 0 else 0)
+        size += 1
+        if g == 0:
+            return size
+
+
 @njit(cache=True, parallel=True)
 def gaps_encode(t_ip, t_rows, b_ip, out):
     """Each column's sorted rows ``t_rows[t_ip[c]:t_ip[c + 1]]`` as varint gaps (7 bits a
@@ -1881,16 +1896,8 @@ def gaps_encode(t_ip, t_rows, b_ip, out):
         at = b_ip[c] if fill else 0
         size = 0
         for e in range(t_ip[c], t_ip[c + 1]):
-            g = np.int64(t_rows[e]) - prev
+            size += _put_gap(out, at + size, np.int64(t_rows[e]) - prev, fill)
             prev = np.int64(t_rows[e])
-            while True:
-                byte = g & 127
-                g >>= 7
-                if fill:
-                    out[at + size] = byte | (128 if g > 0 else 0)
-                size += 1
-                if g == 0:
-                    break
         if not fill:
             b_ip[c + 1] = size
 
@@ -1941,17 +1948,9 @@ def gaps_merge(b_ip, data, o_ip, o_rows, out_ip, out):
                 e += 1
             if v == last:
                 continue
-            g = v - prev
+            size += _put_gap(out, base + size, v - prev, fill)
             prev = v
             last = v
-            while True:
-                byte = g & 127
-                g >>= 7
-                if fill:
-                    out[base + size] = byte | (128 if g > 0 else 0)
-                size += 1
-                if g == 0:
-                    break
         if not fill:
             out_ip[c + 1] = size
 

@@ -25,8 +25,8 @@ is not the walk's last, or the last where the drop rule cut the walk: the moves 
 out-edges can reroute) as varint gaps (``t_indptr``: byte offsets, ``t_units``: bytes), plus
 an append-only overflow of (node, walk) pairs for the visits walked since, merged into the
 coded lists once it holds a sixteenth of the steps (a pass over the index's bytes), the index
-rebuilt from the walks instead (a pass over every walk) once a quarter of the visits were
-rerouted away since it was built (their entries false hits); the walks' first visits, at
+rebuilt from the walks instead (a pass over every walk) once an eighth of the visits were
+rerouted away since it was built (``stale_share``; their entries false hits, and bytes); the walks' first visits, at
 their sources, are found from ``block_src``. False hits (a walk rerouted since) only cost a
 scan of that walk. Finding the walks a batch affects costs the changed nodes' entries and a
 scan of the walks they name (a bit test per visit against a bitmap of the changed nodes,
@@ -104,6 +104,9 @@ class WalkStore:
     log_share = 4  # ... and until it outgrows this share of the steps
     #: steps in use before space left behind is reclaimed (below it, never)
     compact_min = 1 << 16
+    #: the index is rebuilt from the walks once the visits rerouted away since it was built
+    #: (false hits, kept by the merges in between) pass this share of the steps
+    stale_share = 8
     #: walks per unit of the node index (a divisor of the walks per block; 1: each walk)
     walks_per_unit = 1
 
@@ -423,9 +426,9 @@ class WalkStore:
         if self.ovf_used > max(1 << 16, self.total_steps // 16):
             # after a sixteenth of the steps walked anew (the overflow, 8 bytes an entry, then
             # holds half a byte a step at most, beside the steps' 3): folded into the index,
-            # or, once a quarter of the visits were rerouted away since the last (their entries
-            # false hits), the index is built again (a pass over every walk)
-            if self.stale > self.total_steps // 4:
+            # or, once stale_share of the visits were rerouted away since the last (their
+            # entries false hits), the index is built again (a pass over every walk)
+            if self.stale > self.total_steps // self.stale_share:
                 self._index(n)
             else:
                 self._merge_overflow(n)

@@ -862,6 +862,18 @@ def graph_updates(r: dict) -> str:
                 f"{o['rebuild_seconds']:.2f} | {times} | {a['fingerprint_repaired']:.3f}/"
                 f"{a['fingerprint_fresh']:.3f} | {mem} | {o['load']:.1f} |"
             )
+    stages = [
+        (g["graph"], share, x["one_batch"])
+        for g in r["results"]
+        for share, x in g["shares"].items()
+        if x["one_batch"].get("repair_stages")
+    ]
+    if stages:  # where the one batch's repair went (the library reports its parts)
+        out += ["", "| graph | share | one batch's repair by part, s | steps: rebuild / repair |",
+                "|---|---|---|---|"]  # fmt: skip
+        for graph, share, o in stages:
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in o["repair_stages"].items() if v >= 5e-4)
+            out.append(f"| {graph} | {share} | {parts} | {o['speedup_steps']:.1f}x |")
     return "\n".join(out)
 
 

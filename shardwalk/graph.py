@@ -634,7 +634,8 @@ class Graph:
         dict
             ``edges`` applied, ``nodes_added``, ``seconds`` (log, apply and repair), and the
             fingerprint repair: ``walks`` re-simulated, ``steps`` walked, ``repair_seconds``
-            (see :attr:`last_update`).
+            and ``repair_stages`` (seconds of each part: finding the walks, planning, rewriting
+            them, logging hub-row visits, indexing, compacting; see :attr:`last_update`).
 
         Raises
         ------
@@ -751,6 +752,8 @@ class Graph:
             extra = hubs.repair(self._dyn, change, seq, new_sources=False)
             for key in ("walks", "steps", "blocks_scanned", "seconds"):
                 report[key] += extra[key]
+            for key, seconds in extra.get("stages", {}).items():
+                report["stages"][key] = report["stages"].get(key, 0.0) + seconds
         return report
 
     # -- calibration after updates (issue 22 item 3) ---------------------------------------
@@ -1097,7 +1100,7 @@ def _report(batch: EdgeBatch, added: int, repair: dict[str, Any], t0: float) -> 
     if "walks" in repair:
         out.update(
             walks=repair["walks"], steps=repair["steps"], blocks_scanned=repair["blocks_scanned"],
-            repair_seconds=repair["seconds"],
+            repair_seconds=repair["seconds"], repair_stages=repair.get("stages", {}),
         )  # fmt: skip
     elif repair:
         out.update(repair)

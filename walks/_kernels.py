@@ -1682,14 +1682,16 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
         out_walks[i] = rerouted
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new_len, plan_pos,
-                steps, steps_hi, with_old, out_row, out_node, out_val, at):  # fmt: skip
+                steps, steps_hi, with_old, out_row, out_node, out_val, offsets):  # fmt: skip
     """The visit-count changes of the walks ``walks_rewrite`` rerouted in blocks ``sel`` (plan
     rows): -1 for each old visit after the rerouted one (if ``with_old``), +1 for each new
-    one, per row (block // per_row), written from ``out_*[at]``; returns the end."""
+    one, per row (block // per_row); block i's written from ``out_*[offsets[i]]`` (its
+    changes counted by the caller)."""
     R = walks_per_node
-    for i in range(sel.size):
+    for i in prange(sel.size):
+        at = offsets[i]
         row = sel[i] // per_row
         a = old_start[i]
         b = new_start[i]
@@ -1710,7 +1712,6 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
                     at += 1
             a += np.int64(old_len[i * R + w])
             b += ln
-    return at
 
 
 @njit(cache=True)
@@ -1731,19 +1732,12 @@ def pack_blocks(order, starts, lens, steps, steps_hi, out_starts):
 
 
 @njit(cache=True, parallel=True)
-def copy_blocks(starts, lens, src, to, dst):
-    """``dst[to[i]:to[i] + lens[i]] = src[starts[i]:starts[i] + lens[i]]`` for every i."""
-    for i in prange(starts.size):
-        for j in range(lens[i]):
-            dst[to[i] + j] = src[starts[i] + j]
-
-
-@njit(cache=True, parallel=True)
 def apply_row_deltas(rows, old_ip, old_nodes, old_counts, d_ip, d_nodes, d_vals, n, out_off,
                      out_nodes, out_counts, out_nnz, n_chunks):  # fmt: skip
     """Rows ``rows`` of (old_ip, old_nodes, old_counts) with count changes applied (row i's:
-    nodes ``d_nodes[d_ip[i]:d_ip[i + 1]]``, unique, adding ``d_vals``): entries that fall to 0
-    leave, new nodes follow the old entries in ``d_nodes`` order. Row i is written at
+    nodes ``d_nodes[d_ip[i]:d_ip[i + 1]]``, adding ``d_vals``; a node may come more than once,
+    its changes summed): entries that end at 0 leave, new nodes follow the old entries in
+    ``d_nodes`` order. Row i is written at
     ``out_off[i]`` (room for its old entries and changes), ``out_nnz[i]`` entries."""
     for c in prange(n_chunks):
         at = np.full(n, -1, np.int64)
@@ -1853,14 +1847,15 @@ def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, droppe
                 out_ip[u + 1] = m
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def walks_new_visits(sel, walks_per_node, per_unit, new_start, new_len, plan_pos, dropped, steps,
-                     steps_hi, out_unit, out_node, at):  # fmt: skip
+                     steps_hi, out_unit, out_node, offsets):  # fmt: skip
     """(unit, node) of every stepping visit (as ``unit_visits`` counts them) that the walks
-    ``walks_rewrite`` rerouted in blocks ``sel`` walked anew (after the rerouted visit),
-    written from ``out_*[at]``; returns the end."""
+    ``walks_rewrite`` rerouted in blocks ``sel`` walked anew (after the rerouted visit); block
+    i's written from ``out_*[offsets[i]]`` (counted by the caller)."""
     R = walks_per_node
-    for i in range(sel.size):
+    for i in prange(sel.size):
+        at = offsets[i]
         b = new_start[i]
         for w in range(R):
             ln = np.int64(new_len[i * R + w])
@@ -1873,7 +1868,21 @@ def walks_new_visits(sel, walks_per_node, per_unit, new_start, new_len, plan_pos
                     out_node[at] = np.int64(steps[b + k]) | (np.int64(steps_hi[b + k]) << 16)
                     at += 1
             b += ln
-    return at
+
+
+@njit(cache=True, inline="always")
+def _put_gap(out, at, g, fill):
+    """Gap ``g`` as a varint (7 bits a byte, high bit: more bytes follow) at ``out[at]`` (only
+    if ``fill``); returns its bytes."""
+    size = 0
+    while True:
+        byte = g & 127
+        g >>= 7
+        if fill:
+            out[at + size] = byte | (128 if g > 0 else 0)
+        size += 1
+        if g == 0:
+            return size
 
 
 @njit(cache=True, parallel=True)
@@ -1887,37 +1896,76 @@ def gaps_encode(t_ip, t_rows, b_ip, out):
         at = b_ip[c] if fill else 0
         size = 0
         for e in range(t_ip[c], t_ip[c + 1]):
-            g = np.int64(t_rows[e]) - prev
+            size += _put_gap(out, at + size, np.int64(t_rows[e]) - prev, fill)
             prev = np.int64(t_rows[e])
-            while True:
-                byte = g & 127
-                g >>= 7
-                if fill:
-                    out[at + size] = byte | (128 if g > 0 else 0)
-                size += 1
-                if g == 0:
-                    break
         if not fill:
             b_ip[c + 1] = size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _gap_at(data, at):
+    """(the varint gap coded at ``data[at]``, the position after it)."""
+    g = np.int64(0)
+    shift = 0
+    while True:
+        byte = np.int64(data[at])
+        at += 1
+        g |= (byte & 127) << shift
+        shift += 7
+        if byte < 128:
+            return g, at
+
+
+@njit(cache=True, parallel=True)
+def gaps_merge(b_ip, data, o_ip, o_rows, out_ip, out):
+    """``gaps_encode``'s output for the union, per column c, of the rows coded in (``b_ip``,
+    ``data``; columns past its end hold none) and ``o_rows[o_ip[c]:o_ip[c + 1]]`` (sorted),
+    each row once, into ``out`` from ``out_ip[c]``. With ``out`` empty: only the byte counts
+    into ``out_ip[1:]``. Costs the coded bytes and the new rows, not a pass over the walks."""
+    fill = out.size > 0
+    coded = b_ip.size - 1
+    for c in prange(o_ip.size - 1):
+        at = np.int64(b_ip[c]) if c < coded else np.int64(0)
+        end = np.int64(b_ip[c + 1]) if c < coded else np.int64(0)
+        old = np.int64(-1)
+        if at < end:
+            old, at = _gap_at(data, at)
+        e = o_ip[c]
+        base = out_ip[c] if fill else 0
+        size = 0
+        prev = np.int64(0)
+        last = np.int64(-1)
+        while old >= 0 or e < o_ip[c + 1]:
+            if old >= 0 and (e >= o_ip[c + 1] or old <= o_rows[e]):
+                v = old
+                if at < end:
+                    g, at = _gap_at(data, at)
+                    old += g
+                else:
+                    old = -1
+            else:
+                v = np.int64(o_rows[e])
+                e += 1
+            if v == last:
+                continue
+            size += _put_gap(out, base + size, v - prev, fill)
+            prev = v
+            last = v
+        if not fill:
+            out_ip[c + 1] = size
+
+
+@njit(cache=True, parallel=True)
 def gaps_mark(cols, b_ip, data, mark):
-    """``mark[r] = True`` for every row r that ``gaps_encode`` coded for the columns ``cols``."""
-    for c in cols:
+    """``mark[r] = True`` for every row r that ``gaps_encode`` coded for the columns ``cols``
+    (columns in parallel: threads that mark the same row write the same value)."""
+    for i in prange(cols.size):
+        c = cols[i]
         at = np.int64(b_ip[c])
         end = np.int64(b_ip[c + 1])
         cur = np.int64(0)
         while at < end:
-            g = np.int64(0)
-            shift = 0
-            while True:
-                byte = np.int64(data[at])
-                at += 1
-                g |= (byte & 127) << shift
-                shift += 7
-                if byte < 128:
-                    break
+            g, at = _gap_at(data, at)
             cur += g
             mark[cur] = True
 
@@ -1955,14 +2003,16 @@ def transpose_rows(indptr, cols, n, n_chunks):
 
 
 @njit(cache=True, parallel=True)
-def splice_rows(old_ip, old_a, old_b, slot, new_ip, new_a, new_b, out_ip, out_a, out_b):
-    """Rows of (old_ip, old_a, old_b), with row r replaced by row ``slot[r]`` of the new CSR
-    when ``slot[r] >= 0``, into ``out_*`` (``out_ip`` already holds the prefix sums)."""
+def splice_rows(old_ip, old_a, old_b, slot, new_start, new_len, new_a, new_b, out_ip, out_a,
+                out_b):  # fmt: skip
+    """Rows of (old_ip, old_a, old_b), with row r replaced by new row ``slot[r]`` (its entries
+    at ``new_start[s]``, ``new_len[s]`` of them) when ``slot[r] >= 0``, into ``out_*``
+    (``out_ip`` already holds the prefix sums; values cast to ``out_b``'s type)."""
     for r in prange(out_ip.size - 1):
         to = out_ip[r]
         s = slot[r]
         if s >= 0:
-            for e in range(new_ip[s], new_ip[s + 1]):
+            for e in range(new_start[s], new_start[s] + new_len[s]):
                 out_a[to] = new_a[e]
                 out_b[to] = new_b[e]
                 to += 1

@@ -23,8 +23,10 @@ left is reclaimed once it exceeds a quarter of the walks (the memory target: the
 node): for each node, the sorted walks that take a step from it (a visit after the source that
 is not the walk's last, or the last where the drop rule cut the walk: the moves a change of its
 out-edges can reroute) as varint gaps (``t_indptr``: byte offsets, ``t_units``: bytes), plus
-an append-only overflow of (node, walk) pairs for the visits walked since, rebuilt (a pass over
-every walk) once the overflow holds a sixteenth of the steps; the walks' first visits, at
+an append-only overflow of (node, walk) pairs for the visits walked since, merged into the
+coded lists once it holds a sixteenth of the steps (a pass over the index's bytes), the index
+rebuilt from the walks instead (a pass over every walk) once an eighth of the visits were
+rerouted away since it was built (``stale_share``; their entries false hits, and bytes); the walks' first visits, at
 their sources, are found from ``block_src``. False hits (a walk rerouted since) only cost a
 scan of that walk. Finding the walks a batch affects costs the changed nodes' entries and a
 scan of the walks they name (a bit test per visit against a bitmap of the changed nodes,
@@ -34,7 +36,7 @@ more walks scanned.)
 
 Rows of many blocks (hub rows: 1000 walks each) are not recounted after a repair: the visits
 it removed and added are logged as (row, node, +-1) and applied to the published rows by
-:func:`refresh_fingerprints` (new nodes after the old ones, by id), so a refresh costs the
+:func:`refresh_fingerprints` (new nodes after the old ones, in log order), so a refresh costs the
 rows it touches and the visits that changed, not the hub rows' walks.
 
 A repair is all or nothing: one that raises leaves the store as it was (the arrays it swapped
@@ -65,6 +67,8 @@ __all__ = ["WALKS_SCHEMA", "WalkStore"]
 
 WALKS_SCHEMA = "shardwalk.walks"
 WALKS_SCHEMA_VERSION = 1
+#: the parts of a repair its report times (``stages``, seconds)
+_STAGES = ("find", "plan", "rewrite", "log", "new_visits", "new_sources", "index", "compact")
 _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
 _U32 = np.iinfo(np.uint32).max
@@ -74,7 +78,7 @@ _CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its prog
 # buffers behind the properties; entries past _nb, used and ovf_used are unseen)
 _STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
           "_lo", "_hi", "ovf_nodes", "ovf_units", "t_indptr", "t_units", "dl_used", "_recount",
-          "_dl_row", "_dl_node", "_dl_val", "_by_src")  # fmt: skip
+          "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale")  # fmt: skip
 
 
 def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +104,9 @@ class WalkStore:
     log_share = 4  # ... and until it outgrows this share of the steps
     #: steps in use before space left behind is reclaimed (below it, never)
     compact_min = 1 << 16
+    #: the index is rebuilt from the walks once the visits rerouted away since it was built
+    #: (false hits, kept by the merges in between) pass this share of the steps
+    stale_share = 8
     #: walks per unit of the node index (a divisor of the walks per block; 1: each walk)
     walks_per_unit = 1
 
@@ -156,6 +163,7 @@ class WalkStore:
         self.dl_used = 0
         self._recount = False
         self._slot = np.full(num_nodes, -1, np.int64)  # scratch: changed node -> its row
+        self.stages = dict.fromkeys(_STAGES, 0.0)  # the last repair's parts, seconds
         self._index(num_nodes)
 
     # -- building ---------------------------------------------------------------------------
@@ -264,6 +272,29 @@ class WalkStore:
         self.ovf_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
         self.ovf_units = np.zeros(0, np.int32)
         self.ovf_used = 0
+        self.stale = 0  # visits rerouted away since: entries that may now name walks wrongly
+
+    def _merge_overflow(self, num_nodes: int) -> None:
+        """Fold the overflow into the coded index (each node's units merged with its overflow
+        entries): costs the index's bytes and the overflow, not a pass over every walk; the
+        entries of visits rerouted away stay (false hits, counted in ``stale``) until the next
+        :meth:`_index`."""
+        u = self.ovf_used
+        nodes = self.ovf_nodes[:u].astype(np.int64)
+        units = self.ovf_units[:u]
+        order = np.lexsort((units, nodes))
+        o_ip = np.zeros(num_nodes + 1, np.int64)
+        np.cumsum(np.bincount(nodes, minlength=num_nodes), out=o_ip[1:])
+        rows = np.ascontiguousarray(units[order])
+        b_ip = np.zeros(num_nodes + 1, np.int64)
+        t_ip = self.t_indptr.astype(np.int64)
+        _kernels.gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, np.zeros(0, np.uint8))
+        np.cumsum(b_ip, out=b_ip)
+        data = np.empty(int(b_ip[-1]), np.uint8)
+        _kernels.gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, data)
+        self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
+        self.t_units = data
+        self.ovf_used = 0
 
     def _add_overflow(self, nodes: np.ndarray, units: np.ndarray) -> None:
         need = self.ovf_used + nodes.shape[0]
@@ -293,7 +324,9 @@ class WalkStore:
         nodes = np.asarray(nodes, np.int64)
         mark = np.zeros(self.num_units, bool)
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
-        _kernels.gaps_mark(indexed, self.t_indptr, self.t_units, mark)
+        coded = int((self.t_indptr[indexed + 1].astype(np.int64) - self.t_indptr[indexed]).sum())
+        with _threads_for(coded):  # (the bytes to decode)
+            _kernels.gaps_mark(indexed, self.t_indptr, self.t_units, mark)
         mark[self.ovf_units[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]] = True
         per_block = self.R // self.per_unit
         own = self._source_blocks(nodes)
@@ -379,24 +412,37 @@ class WalkStore:
                          rule_dangling, kind, change.old_total)  # fmt: skip
         new = _effective(change.nodes, change.new_indptr, change.new_targets, change.new_weights,
                          rule_dangling, kind, change.new_total)  # fmt: skip
+        self.stages = stages = dict.fromkeys(_STAGES, 0.0)  # seconds of each part
+        clock = time.perf_counter()
         units = self.walks_visiting(change.nodes[change.nodes < change.num_nodes_before], chg_slot)
         added = n - self.num_blocks if new_sources else 0
+        stages["find"], clock = time.perf_counter() - clock, time.perf_counter()
         with _threads_for(units.shape[0] * self.per_unit + added * self.R):
             walks, steps = self._reroute(graph, seq, units, chg_slot, kind, old, new, undo)
+            clock = time.perf_counter()
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
+        stages["new_sources"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.ovf_used > max(1 << 16, self.total_steps // 16):
-            # a pass over every walk: after a sixteenth of the steps walked anew (the overflow,
-            # 8 bytes an entry, then holds half a byte a step at most, beside the steps' 3)
-            self._index(n)
+            # after a sixteenth of the steps walked anew (the overflow, 8 bytes an entry, then
+            # holds half a byte a step at most, beside the steps' 3): folded into the index,
+            # or, once stale_share of the visits were rerouted away since the last (their
+            # entries false hits), the index is built again (a pass over every walk)
+            if self.stale > self.total_steps // self.stale_share:
+                self._index(n)
+            else:
+                self._merge_overflow(n)
+        stages["index"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.used > max(self.compact_min, self.total_steps + self.total_steps // 4):
             self.compact()  # a quarter of space left behind at most (the memory target)
+        stages["compact"] = time.perf_counter() - clock
         return {
             "walks": walks,
             "steps": steps,
             "walks_scanned": int(units.shape[0]) * self.per_unit,
             "blocks_scanned": _distinct(units * self.per_unit // self.R),
             "seconds": time.perf_counter() - t0,
+            "stages": stages,
         }
 
     def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, chg_slot: np.ndarray,
@@ -405,6 +451,7 @@ class WalkStore:
         :meth:`repair`); (walks, steps). The entries it changes in place are saved in ``undo``
         first."""
         r, g = self.R, self.per_unit
+        clock = time.perf_counter()
         bits = _kernels.node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
         pos = np.empty(units.shape[0] * g, np.int64)
         target = np.empty(units.shape[0] * g, np.int64)
@@ -415,6 +462,7 @@ class WalkStore:
             *old, *new, pos, target, new_len,
         )  # fmt: skip
         hit = np.flatnonzero(pos >= 0)
+        self.stages["plan"], clock = time.perf_counter() - clock, time.perf_counter()
         if hit.size == 0:
             return 0, 0
         # the blocks of the rerouted walks: rewritten whole (their walks lie together)
@@ -444,6 +492,7 @@ class WalkStore:
         walked = np.empty(sel.shape[0], np.int64)
         rerouted = np.empty(sel.shape[0], np.int64)
         self.live -= int(old_lens.sum())
+        self.stale += int((old_lens[at] - pos[hit]).sum())
         _kernels.walks_rewrite(
             sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
@@ -452,28 +501,37 @@ class WalkStore:
         )  # fmt: skip
         self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
         old_start, old_len, new_lens = undo[-1][1], undo[-1][3], self._len[walk_ids]
+        self.stages["rewrite"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.logged and not self._recount:
             self._log_visits(sel, pos_s, old_start, old_len, new_start, new_lens)
+        self.stages["log"], clock = time.perf_counter() - clock, time.perf_counter()
         self.blk_start[sel] = new_start
         self.used += int(bound_s.sum())
         self.dirty[sel] = True
         # index the stepping visits walked anew: after each rerouted visit
-        moved = pos_s >= 0
-        need = self.ovf_used + int((new_lens[moved].astype(np.int64) - pos_s[moved] + 1).sum())
+        ends = new_lens.astype(np.int64) - 1
+        if self._drop.size:
+            ends += self._drop[walk_ids]
+        counts = np.where(pos_s >= 0, np.maximum(ends - pos_s, 0), 0).reshape(-1, r).sum(axis=1)
+        offsets = self.ovf_used + np.cumsum(counts) - counts
+        need = self.ovf_used + int(counts.sum())
         self.ovf_nodes = _grow(self.ovf_nodes, need)
         self.ovf_units = _grow(self.ovf_units, need)
-        self.ovf_used = _kernels.walks_new_visits(
+        _kernels.walks_new_visits(
             sel, r, g, new_start, new_lens, pos_s, self.dropped, self._lo, self._hi,
-            self.ovf_units, self.ovf_nodes, self.ovf_used,
+            self.ovf_units, self.ovf_nodes, offsets,
         )  # fmt: skip
+        self.ovf_used = need
+        self.stages["new_visits"] = time.perf_counter() - clock
         return int(rerouted.sum()), int(walked.sum())
 
     def _log_visits(self, sel: np.ndarray, pos: np.ndarray, old_start: np.ndarray,
                     old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray) -> None:  # fmt: skip
         """Log the visit-count changes of the walks just rerouted (see ``logged``)."""
         moved = pos >= 0
-        size = int((old_len[moved].astype(np.int64) + new_len[moved] - 2 * pos[moved]).sum())
-        need = self.dl_used + size
+        sizes = np.where(moved, old_len.astype(np.int64) + new_len - 2 * pos, 0)
+        sizes = sizes.reshape(-1, self.R).sum(axis=1)
+        need = self.dl_used + int(sizes.sum())
         if need > max(
             self.log_min, self.live // self.log_share
         ):  # recounting the rows costs less: stop logging
@@ -483,53 +541,46 @@ class WalkStore:
         self._dl_row = _grow(self._dl_row, need)
         self._dl_node = _grow(self._dl_node, need)
         self._dl_val = _grow(self._dl_val, need)
-        self.dl_used = _kernels.walks_delta(
+        _kernels.walks_delta(
             sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self._lo,
-            self._hi, True, self._dl_row, self._dl_node, self._dl_val, self.dl_used,
+            self._hi, True, self._dl_row, self._dl_node, self._dl_val,
+            self.dl_used + np.cumsum(sizes) - sizes,
         )  # fmt: skip
+        self.dl_used = need
 
     def delta_rows(
         self, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray, num_nodes: int
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """(rows, (indptr, nodes, counts, zeros)): the rows the logged visit changes touch,
+        """(rows, (starts, lengths, nodes, counts)): the rows the logged visit changes touch,
         as the fingerprint rows (indptr, nodes, counts) with the changes applied (entries at
-        0 removed, new nodes after the old ones, by id): what :meth:`rows` would count, in
-        another order."""
+        0 removed, new nodes after the old ones, in the order the log first names them), row
+        i's entries from ``starts[i]`` (with room left between rows): what :meth:`rows` would
+        count, in another order."""
         u = self.dl_used
-        key = self._dl_row[:u].astype(np.int64) * num_nodes + self._dl_node[:u]
-        order = np.argsort(key)  # (equal keys are summed: any order)
-        key = key[order]
-        first = np.ones(u, bool)
-        first[1:] = key[1:] != key[:-1]
-        starts = np.flatnonzero(first)
-        sums = np.add.reduceat(self._dl_val[:u][order].astype(np.int64), starts) if u else key
-        key = key[starts][sums != 0]
-        sums = sums[sums != 0]
-        rows, d_start = np.unique(key // num_nodes, return_index=True)
-        d_ip = np.append(d_start, key.shape[0]).astype(np.int64)
+        row = self._dl_row[:u]
+        # grouped by row (each repair logs its rows in order: a merge of sorted runs); within
+        # a row, changes of one node are summed by apply_row_deltas, so no sort by node
+        order = np.argsort(row, kind="stable")
+        row = row[order]
+        starts = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]])) if u else row
+        rows = row[starts].astype(np.int64)
+        d_ip = np.append(starts, u).astype(np.int64)
+        d_nodes = self._dl_node[:u][order]
+        sums = self._dl_val[:u][order].astype(np.int64)
         room = np.diff(indptr)[rows] + np.diff(d_ip)
         off = np.cumsum(room) - room
         out_nodes = np.empty(int(room.sum()), np.int32)
-        out_counts = np.empty(int(room.sum()), np.int64)
+        # zeros: the room a row leaves unused holds 0 or copies of its counts, so the whole
+        # buffer's extremes are its rows'
+        out_counts = np.zeros(int(room.sum()), np.int64)
         nnz = np.empty(rows.shape[0], np.int64)
         _kernels.apply_row_deltas(
-            rows, indptr, nodes, counts, d_ip, key % num_nodes, sums, num_nodes, off, out_nodes,
+            rows, indptr, nodes, counts, d_ip, d_nodes, sums, num_nodes, off, out_nodes,
             out_counts, nnz, max(1, min(numba.get_num_threads(), rows.shape[0])),
         )  # fmt: skip
-        ip = np.zeros(rows.shape[0] + 1, np.int64)
-        np.cumsum(nnz, out=ip[1:])
-        final_nodes = np.empty(int(ip[-1]), np.int32)
-        final_counts = np.empty(int(ip[-1]), np.int64)
-        _kernels.copy_blocks(off, nnz, out_nodes, ip[:-1], final_nodes)
-        _kernels.copy_blocks(off, nnz, out_counts, ip[:-1], final_counts)
-        if final_counts.size and final_counts.min() < 0:
+        if out_counts.size and out_counts.min() < 0:
             raise CorruptionError("walk store: a logged visit change has no visit to remove")
-        return rows, (
-            ip,
-            final_nodes,
-            final_counts.astype(np.uint32),
-            np.zeros(rows.shape[0], np.int64),
-        )
+        return rows, (off, nnz, out_nodes, out_counts)
 
     def clear_log(self) -> None:
         """The logged changes are in the published fingerprints: start a new log."""
@@ -737,14 +788,15 @@ def _splice(
     dirty: np.ndarray, new: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Rows 0..rows-1 of the old CSR with the ``dirty`` ones (and any past its end) from
-    ``new``."""
-    ip_new, nodes_new, counts_new, _ = new
+    ``new``: (starts, lengths, nodes, counts), row i's entries at ``starts[i]`` (counts past
+    the rows' entries, if any, no larger than theirs)."""
+    starts_new, lens_new, nodes_new, counts_new = new
     slot = np.full(rows, -1, np.int64)
     slot[dirty] = np.arange(dirty.shape[0])
     lens = np.zeros(rows, np.int64)
     n_old = old_ip.shape[0] - 1
     lens[:n_old] = np.diff(old_ip)
-    lens[dirty] = np.diff(ip_new)
+    lens[dirty] = lens_new
     out_ip = np.zeros(rows + 1, np.int64)
     np.cumsum(lens, out=out_ip[1:])
     wide = counts_new.size and counts_new.max() > np.iinfo(old_counts.dtype).max
@@ -753,9 +805,10 @@ def _splice(
     out_counts = np.empty(int(out_ip[-1]), dtype)
     old_ip_ext = np.concatenate([old_ip, np.full(rows - n_old, old_ip[-1], np.int64)])
     _kernels.splice_rows(
-        old_ip_ext, old_nodes, old_counts.astype(dtype, copy=False), slot, ip_new,
-        nodes_new.astype(old_nodes.dtype, copy=False), counts_new.astype(dtype), out_ip,
-        out_nodes, out_counts,
+        old_ip_ext, old_nodes, old_counts.astype(dtype, copy=False), slot,
+        np.asarray(starts_new, np.int64), np.asarray(lens_new, np.int64),
+        nodes_new.astype(old_nodes.dtype, copy=False), counts_new, out_ip, out_nodes,
+        out_counts,
     )  # fmt: skip
     return out_ip, out_nodes, out_counts
 
@@ -780,7 +833,8 @@ def refresh_fingerprints(
     k = fp.top_k or 0
     dirty = np.flatnonzero(main.dirty)
     new = main.rows(dirty, n, k)
-    ip, nodes, counts = _splice(fp.indptr, fp.nodes, fp.counts, n, dirty, new)
+    ip, nodes, counts = _splice(fp.indptr, fp.nodes, fp.counts, n, dirty,
+                                (new[0][:-1], np.diff(new[0]), new[1], new[2]))  # fmt: skip
     truncated = None
     if fp.truncated is not None:
         truncated = np.zeros(n, np.float32)
@@ -793,7 +847,8 @@ def refresh_fingerprints(
         if hubs.logged and not hubs._recount:  # the rows changed by the visits logged
             changed, rows = hubs.delta_rows(fp.hub_indptr, fp.hub_nodes, fp.hub_counts, n)
         else:
-            changed, rows = hdirty, hubs.rows(hdirty, n)
+            changed, (h_ip, h_nodes, h_counts, _) = hdirty, hubs.rows(hdirty, n)
+            rows = (h_ip[:-1], np.diff(h_ip), h_nodes, h_counts)
         hip, hnodes, hcounts = _splice(
             fp.hub_indptr, fp.hub_nodes, fp.hub_counts, fp.num_hubs, changed, rows
         )

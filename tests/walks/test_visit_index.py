@@ -116,3 +116,32 @@ def test_the_index_takes_under_two_bytes_an_entry() -> None:
     for q, at in enumerate(np.cumsum(main.walk_len, dtype=np.int64) - main.walk_len):
         entries += len(set(steps[at : at + max(0, int(main.walk_len[q]) - 1)].tolist()))
     assert main.t_units.dtype == np.uint8 and main.t_units.size < 2 * entries
+
+
+@pytest.mark.parametrize("rule", ["self_loop", "drop"])
+def test_folding_the_overflow_into_the_index_names_the_same_walks(rule) -> None:
+    """After repairs, the overflow merged into the coded index (no pass over the walks) names
+    exactly the walks the index and overflow named together, for any set of nodes (new nodes
+    past the coded ones included), and still every walk a scan finds."""
+    dg = DynamicGraph(power_law_graph(300, 1500, seed=5))
+    _, main, hubs = build_kept(dg, walks_per_node=4, dangling=rule, hubs=3, hub_walks=12)
+    assert hubs is not None
+    rng = np.random.default_rng(8)
+    seq = stream(dg, [main, hubs], rng, batches=2, size=40)
+    n = dg.num_nodes
+    for store in (main, hubs):
+        assert store.ovf_used > 0 and store.stale > 0
+        probes = [np.sort(rng.choice(n, size, replace=False)) for size in (1, 5, 30)]
+        probes.append(np.arange(n - 15, n))  # the nodes added by the stream among them
+        before = [found_units(store, p, n) for p in probes]
+        store._merge_overflow(n)
+        assert store.ovf_used == 0 and store.t_indptr.shape[0] == n + 1
+        for p, want in zip(probes, before):
+            got = found_units(store, p, n)
+            assert got == want
+            assert units_of(store, stepping_walks(store, set(p.tolist()))) <= got
+    stream(dg, [main, hubs], rng, batches=1, size=40, seq=seq)  # repairs go on from it
+    for store in (main, hubs):
+        changed = np.sort(rng.choice(dg.num_nodes, 20, replace=False))
+        truth = units_of(store, stepping_walks(store, set(changed.tolist())))
+        assert truth <= found_units(store, changed, dg.num_nodes)

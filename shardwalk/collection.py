@@ -238,15 +238,17 @@ class _Mask:
     """A scope's rows as a bool mask by row (with room for rows to come: False past the
     last), the same packed little-endian, and the rows themselves (ascending), kept current
     by every write; ``fraction``: the share of a sample of the visible rows that matched when
-    it was built (the planner's estimate, for explanations)."""
+    it was built (the planner's estimate, for explanations); ``memo``: what searches derive
+    from the bits (a graph filter over them: see ``Scope.memo``)."""
 
-    __slots__ = ("allowed", "bits", "fraction", "matches")
+    __slots__ = ("allowed", "bits", "fraction", "matches", "memo")
 
     def __init__(self, allowed: np.ndarray) -> None:
         self.allowed = allowed
         self.bits = np.zeros(allowed.size // 8, dtype=np.uint8)
         self.matches = np.zeros(0, dtype=np.int64)
         self.fraction = 1.0
+        self.memo: dict[Any, Any] = {}
 
     @classmethod
     def empty(cls, rows: int) -> _Mask:
@@ -1055,6 +1057,7 @@ class Collection:
             visible=visible,
             # what a planner without the exact count would have estimated
             estimated=visible if predicate is None else round(mask.fraction * visible),
+            memo=mask.memo,
         )
 
     def _mask(self, tenant: str | None, predicate: Any, tenant_rows: np.ndarray | None) -> _Mask:

@@ -112,6 +112,8 @@ class HNSWGraph:
         index.hnsw.rng = faiss.RandomGenerator(seed)
         self._index = index
         self._storage = faiss.downcast_index(index.storage)
+        # vectors the storage holds without moving (faiss grows a std::vector; see reserve)
+        self._capacity = int(index.ntotal)
         self._alive = np.zeros(0, dtype=bool)  # by position (room to grow past ntotal)
         self._live = 0
         self.labels: np.ndarray | None = np.zeros(0, dtype=np.int64) if labeled else None
@@ -140,11 +142,30 @@ class HNSWGraph:
         """Liveness by position (a view)."""
         return self._alive[: self.slots]
 
+    def room(self, n: int) -> bool:
+        """Whether ``n`` more vectors fit the storage where it is: an :meth:`add` of at most
+        that many then moves no stored vector, so :meth:`vectors` taken before it (its
+        positions held before it) stays valid and unchanged while it runs."""
+        return self.slots + n <= self._capacity
+
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` more vectors (growing by doubling: amortised O(1) a vector). Moves
+        the storage: no reader of :meth:`vectors` may run meanwhile."""
+        if self.room(n):
+            return
+        codes = self._storage.codes  # a std::vector: resizing it down keeps its capacity
+        size = self.slots * self.dim * 4
+        capacity = max(self.slots + n, 2 * self._capacity, 1024)
+        codes.resize(capacity * self.dim * 4)
+        codes.resize(size)
+        self._capacity = capacity
+
     def add(self, vectors: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Append and link ``vectors`` (float32, C-contiguous) with faiss's OpenMP threads of
         the calling thread (the caller's grant); returns their positions."""
         start, n = self.slots, vectors.shape[0]
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._capacity = max(self._capacity, start + n)  # (it grew by itself if short)
         self._alive = _grow(self._alive, start + n, False)
         self._alive[start : start + n] = True
         self._live += n
@@ -416,6 +437,18 @@ class HNSWIndex:
         with self.budget.take(want):  # faiss's OpenMP team on this thread follows the grant
             positions = self._graph.add(vectors, labels if self._graph.labels is not None else None)
         self._map(labels, positions)
+
+    def room(self, n: int) -> bool:
+        """Whether ``n`` more vectors fit the storage where it is: an :meth:`add` of at most
+        that many (of new labels) then leaves every stored vector where it was, so reads of
+        :attr:`store` (of labels added before it) may run beside it (searches may not: faiss
+        links the new nodes into the graph they traverse)."""
+        return self._graph.room(n)
+
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` more vectors (see :meth:`room`); moves the storage, so the caller
+        excludes every read of :attr:`store` meanwhile."""
+        self._graph.reserve(n)
 
     def delete(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)

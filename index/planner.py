@@ -49,6 +49,7 @@ __all__ = [
     "below",
     "filter_ef",
     "plan_search",
+    "plan_store_search",
 ]
 
 EXACT_MAX_ROWS = 2048
@@ -215,9 +216,47 @@ def plan_search(
     on the whole scope, whatever the index holds yet; an exact path scores the pending rows
     with the others, an index path asks the index about the rows it holds and merges the
     pending ones exactly."""
+    out = _plan(index, store, queries, k, scope, params, exact_max_rows, pending, False)
+    assert out is not None
+    return out
+
+
+def plan_store_search(
+    index: VectorIndex,
+    store: RowStore,
+    queries: np.ndarray,
+    k: int,
+    scope: Scope,
+    params: dict[str, Any],
+    *,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    pending: Pending | None = None,
+) -> tuple[SearchResult, Explain] | None:
+    """:func:`plan_search` for a caller that may read ``store`` but not use the index itself
+    (an insert into it may be under way: see ``HNSWIndex.room``): the search when the path
+    it chooses reads only the store (exact, or empty), else None (the caller then waits for
+    the index and calls :func:`plan_search`). One decision, on one reading of the sizes."""
+    return _plan(index, store, queries, k, scope, params, exact_max_rows, pending, True)
+
+
+def _plan(
+    index: VectorIndex,
+    store: RowStore,
+    queries: np.ndarray,
+    k: int,
+    scope: Scope | None,
+    params: dict[str, Any],
+    exact_max_rows: int,
+    pending: Pending | None,
+    store_only: bool,
+) -> tuple[SearchResult, Explain] | None:
     t0 = time.perf_counter()
     ip = index.metric == "ip"
     size = len(index) + (0 if pending is None else int(np.count_nonzero(pending.alive)))
+    if store_only and (
+        scope is None or not _store_only(index, scope, size, k, params, exact_max_rows)
+    ):
+        return None
     if scope is None:
         result = index.search(queries, k, **params)
         explain = Explain("index", "no tenant and no filter", size, size, size, k)
@@ -239,7 +278,7 @@ def plan_search(
                 f"{count} matches: the vectors live in Ray actors; each applies the scope to "
                 "its own partitions and plans its own path (exact or over-fetch)"
             )
-        elif count <= exact_max_rows or index.exact:
+        elif _exact_first(index, count, exact_max_rows):
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
@@ -247,12 +286,8 @@ def plan_search(
                 if index.exact and count > exact_max_rows
                 else f"{count} matches <= {exact_max_rows}: scoring them all is cheapest"
             )
-        elif (
-            not index.scoped
-            and not tenant
-            and count
-            <= EXACT_ROWS_PER_EF * (beam := filter_ef(index, params, k, count / max(size, 1)))
-        ):
+        elif _exact_cheaper(index, scope, size, k, params):
+            beam = filter_ef(index, params, k, count / max(size, 1))
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
@@ -309,6 +344,41 @@ def plan_search(
     explain.returned = int(np.count_nonzero(result.ids >= 0)) // max(queries.shape[0], 1)
     explain.seconds = time.perf_counter() - t0
     return result, explain
+
+
+def _exact_first(index: VectorIndex, count: int, exact_max_rows: int) -> bool:
+    """Few matches (or an exact index): score them all."""
+    return count <= exact_max_rows or index.exact
+
+
+def _exact_cheaper(
+    index: VectorIndex, scope: Scope, size: int, k: int, params: dict[str, Any]
+) -> bool:
+    """A graph index, a scope without a tenant, and its matches cost less to score than the
+    graph search that would find k of them (see EXACT_ROWS_PER_EF)."""
+    if index.scoped or scope.tenant_rows is not None:
+        return False
+    count = int(scope.matches.size)
+    return count <= EXACT_ROWS_PER_EF * filter_ef(index, params, k, count / max(size, 1))
+
+
+def _store_only(
+    index: VectorIndex,
+    scope: Scope,
+    size: int,
+    k: int,
+    params: dict[str, Any],
+    exact_max_rows: int,
+) -> bool:
+    """Whether :func:`plan_search` reads only the store for this scope (exact or empty)."""
+    count = int(scope.matches.size)
+    if count == 0:
+        return True
+    if index.applies_scope:
+        return False
+    return _exact_first(index, count, exact_max_rows) or _exact_cheaper(
+        index, scope, size, k, params
+    )
 
 
 def _index_details(details: dict[str, Any], result: SearchResult) -> None:

@@ -41,7 +41,7 @@ from shardwalk.errors import (
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.filters import evaluate, validate
-from shardwalk.index.planner import Explain, Pending, Scope, plan_search
+from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
@@ -405,7 +405,9 @@ class Collection:
         # _index_rw, _rw. _index_rw: shared by reads, exclusive for index inserts and deletes
         # (the background indexer's, and a write group that replaces or deletes rows); _rw:
         # shared by reads, exclusive while a group is applied to the rows and the delta. A
-        # write of new rows takes only _rw: it never waits for an index insert.
+        # write of new rows takes only _rw: it never waits for an index insert. A scoped search
+        # whose path reads only the vectors (exact) takes only _rw when the index's inserts
+        # leave the stored vectors in place (_store_beside_inserts): it never waits for one.
         self._index_rw = RWLock()
         self._rw = RWLock()
         self._writes = GroupCommit(self._commit_group)  # its lock: one commit or checkpoint
@@ -907,6 +909,11 @@ class Collection:
                 rows, vectors, owners = self._delta.head(count)
             if not rows.size:
                 return 0
+            if self._store_beside_inserts and not self._index.room(rows.size):
+                # the insert must not move the vectors that scoped searches read beside it
+                # (holding only _rw): it makes room while they are held out (amortised)
+                with self._rw.write():
+                    self._index.reserve(rows.size)
             with self._index_rw.write():
                 t0 = time.perf_counter()
                 self._add_to_index(rows, vectors, owners, threads)
@@ -997,29 +1004,61 @@ class Collection:
         arr = self._prepare_vectors(queries, what="queries")
         if tenant is not None:
             check_name("tenant", tenant)
-        with self._index_rw.read(), self._rw.read():
-            self._check_open()
-            predicate = None if where is None else validate(where, self._rows.schema)
-            scope = self._scope(tenant, predicate)
-            # the call's threads; numba and faiss are set where their kernels run (the planner's
-            # exact paths, the indexes), not here: a single query needs neither
-            n = arr.shape[0]  # one query: its caller's thread, nothing to take
-            delta = self._delta
-            with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
-                if delta.end == delta.start:  # every row is in the index
-                    found, report = plan_search(self._index, self._store, arr, k, scope, params)
-                else:  # the index for the rows it holds, the delta's rows exactly
-                    pending = Pending(
-                        delta.start, delta.vectors(), self._rows.alive[delta.start : delta.end]
-                    )
-                    found, report = plan_search(
-                        self._index, self._vectors, arr, k, scope, params, pending=pending
-                    )
-            row_ids = self._rows.ids
-            ids = np.full(found.ids.shape, -1, dtype=np.int64)
-            hit = found.ids >= 0
-            ids[hit] = row_ids[found.ids[hit]]
-        return SearchResult(ids=ids, distances=found.distances, explain=report if explain else None)
+        # A scoped search first tries the paths that read only the vectors (exact, empty)
+        # without the index's lock, which the background indexer holds for its inserts: an
+        # insert moves no stored vector (see _index_some), so these run beside it.
+        store_only = (tenant is not None or where is not None) and self._store_beside_inserts
+        while True:
+            with nullcontext() if store_only else self._index_rw.read(), self._rw.read():
+                self._check_open()
+                predicate = None if where is None else validate(where, self._rows.schema)
+                scope = self._scope(tenant, predicate)
+                planned = self._plan(arr, k, scope, params, store_only)
+                if planned is None:  # the index's path: wait for the index
+                    store_only = False
+                    continue
+                found, report = planned
+                row_ids = self._rows.ids
+                ids = np.full(found.ids.shape, -1, dtype=np.int64)
+                hit = found.ids >= 0
+                ids[hit] = row_ids[found.ids[hit]]
+            return SearchResult(
+                ids=ids, distances=found.distances, explain=report if explain else None
+            )
+
+    @property
+    def _store_beside_inserts(self) -> bool:
+        """Whether the index's inserts leave its stored vectors in place (it keeps room for
+        them: ``reserve``), so reads of the vectors alone need not wait for an insert."""
+        return self._shares_store and hasattr(self._index, "reserve")
+
+    def _plan(
+        self,
+        arr: np.ndarray,
+        k: int,
+        scope: Scope | None,
+        params: dict[str, Any],
+        store_only: bool,
+    ) -> tuple[SearchResult, Explain] | None:
+        """The planner's search over the index and the delta (under the shared lock;
+        ``store_only``: not the index's, so only a path that reads the vectors alone, else
+        None)."""
+        # the call's threads; numba and faiss are set where their kernels run (the planner's
+        # exact paths, the indexes), not here: a single query needs neither
+        n = arr.shape[0]  # one query: its caller's thread, nothing to take
+        delta = self._delta
+        store: RowStore = self._store
+        pending = None
+        if delta.end > delta.start:  # the index for the rows it holds, the delta's exactly
+            store = self._vectors
+            pending = Pending(
+                delta.start, delta.vectors(), self._rows.alive[delta.start : delta.end]
+            )
+        with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
+            if store_only:
+                assert scope is not None
+                return plan_store_search(self._index, store, arr, k, scope, params, pending=pending)
+            return plan_search(self._index, store, arr, k, scope, params, pending=pending)
 
     def explain(
         self,

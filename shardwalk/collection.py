@@ -1539,6 +1539,8 @@ class Collection:
                 _lower_priority(nice)  # searches first: it yields the cores to them
             if upsert.ids.size:
                 fresh._apply_upsert(upsert, direct=True)
+            if fresh._store_beside_inserts:  # room for the rows to come, made here, unlocked
+                fresh._index.reserve(fresh.delta_limit)
             for tenant, predicate in scopes:  # the scopes in use, kept current from here on
                 rows = None if tenant is None else fresh._tenants.rows(tenant)
                 fresh._masks[(tenant, predicate)] = fresh._build_mask(tenant, rows, predicate)

@@ -272,7 +272,7 @@ def test_an_insert_with_room_leaves_the_stored_vectors_in_place():
     rng = np.random.default_rng(2)
     index = HNSWIndex(dim=DIM, metric="l2", m=8, ef_construction=32)
     first = rng.random((300, DIM), dtype=np.float32)
-    index.reserve(300)  # room by doubling, at least 1,024 vectors
+    index.reserve(300)  # room for a quarter more than held, at least 1,024 vectors
     index.add(np.arange(300), first)
     assert index.room(724) and not index.room(725)
     index.reserve(500)  # there is room already: nothing moves

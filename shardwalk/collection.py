@@ -715,9 +715,8 @@ class Collection:
                 entry.error = error
             return
         # rows replaced or deleted may be in the index: their tombstones need it exclusively
-        kills = direct or any(
-            not isinstance(w, Upsert) or bool(self._rows.contains(w.ids).any()) for w in writes
-        )
+        fresh = self._fresh_upserts(writes)
+        kills = direct or not all(fresh)
         logged = False  # the group's records are durable in the log
         try:
             if self._wal is not None and records:
@@ -738,7 +737,7 @@ class Collection:
                 self._index_rw.write() if kills else nullcontext(),
                 self._rw.write(),
             ):
-                self._apply_group(writes, direct=direct)
+                self._apply_group(writes, direct=direct, fresh=fresh)
                 cut = self._since_cut  # (read once: a compaction sets it to None unlocked)
                 if cut is not None:  # a compaction replays the group into its new rows
                     cut.append(writes)
@@ -766,15 +765,36 @@ class Collection:
             return
         self._maybe_compact()
 
-    def _apply_group(self, writes: list[Any], *, direct: bool) -> None:
+    def _fresh_upserts(self, writes: list[Any]) -> list[bool]:
+        """Per write of a group: whether it is an upsert of ids no row holds, before the group
+        or by an earlier write of it (its apply then looks up no row to replace). Under the
+        commit lock, before the group is applied."""
+        fresh = []
+        earlier: list[np.ndarray] = []
+        for write in writes:
+            if not isinstance(write, Upsert):
+                fresh.append(False)
+                earlier.append(write.present)
+                continue
+            new = not self._rows.contains(write.ids).any()
+            if new and earlier:
+                new = not np.isin(write.ids, np.concatenate(earlier)).any()
+            fresh.append(new)
+            earlier.append(write.ids)
+        return fresh
+
+    def _apply_group(
+        self, writes: list[Any], *, direct: bool, fresh: list[bool] | None = None
+    ) -> None:
         """Apply a committed group's writes (coalesced) to the rows, the delta or the index,
         and the cached scope masks (under the exclusive lock, or to a collection no one else
-        sees yet: a compaction's)."""
+        sees yet: a compaction's). ``fresh``: per write, an upsert of ids no row holds (see
+        _fresh_upserts)."""
         first, schema = self._rows.rows, self._rows.schema
         self._killed = []
-        for write in writes:
+        for i, write in enumerate(writes):
             if isinstance(write, Upsert):
-                self._apply_upsert(write, direct=direct)
+                self._apply_upsert(write, direct=direct, fresh=fresh is not None and fresh[i])
             else:
                 self._apply_delete(write.present, write.owner)
         self._follow_writes(first, schema, writes)
@@ -815,14 +835,18 @@ class Collection:
         ]
         return ids[exists]
 
-    def _apply_upsert(self, write: Upsert, *, direct: bool = False) -> None:
+    def _apply_upsert(self, write: Upsert, *, direct: bool = False, fresh: bool = False) -> None:
         """Apply an upsert to the rows, and its vectors to the delta (``direct``, or an index
-        that takes writes directly: to the index, which the delta must not precede)."""
-        if write.everywhere:  # an unscoped write: it replaces the id's rows, whoever owns them
-            self._unindex(self._rows.kill(write.ids))
-        replaced = self._rows.replaced_rows(write.ids, write.tenants)
-        rows = self._rows.append(write.ids, write.tenants, write.attributes, write.shared)
-        if replaced.size:
+        that takes writes directly: to the index, which the delta must not precede).
+        ``fresh``: no row holds its ids (nothing to replace or look up)."""
+        if not fresh:
+            if write.everywhere:  # unscoped: it replaces the id's rows, whoever owns them
+                self._unindex(self._rows.kill(write.ids))
+            replaced = self._rows.replaced_rows(write.ids, write.tenants)
+        rows = self._rows.append(
+            write.ids, write.tenants, write.attributes, write.shared, fresh=fresh
+        )
+        if not fresh and replaced.size:
             self._unindex(replaced)
         owners = self._tenants.add(rows, write.tenants, write.shared)
         if direct or not self._deferred:
@@ -1160,17 +1184,24 @@ class Collection:
             with self._cache_lock:
                 self._masks.clear()
             return
-        ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
-        ids += [self._rows.ids[rows] for rows in killed]
-        _, live = self._rows.find(np.unique(np.concatenate(ids)))
-        rows = np.unique(np.concatenate([live, *killed, np.arange(first, self._rows.rows)]))
+        live = np.zeros(0, dtype=np.int64)
+        if not all(w.everywhere if isinstance(w, Upsert) else w.owner is ANY_OWNER for w in writes):
+            # a write in one owner's namespace can leave another owner's row of its id live,
+            # now shadowed or revealed; unscoped writes leave no row of their ids but theirs
+            ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
+            ids += [self._rows.ids[rows] for rows in killed]
+            _, live = self._rows.find(np.unique(np.concatenate(ids)))
+        n = self._rows.rows
+        rows = np.arange(first, n, dtype=np.int64)  # the new rows (ascending, unique)
+        others = [part for part in (live, *killed) if part.size]
+        if others:
+            rows = np.unique(np.concatenate([*others, rows]))
         if not rows.size:
             return
         alive = self._rows.alive[rows]
-        n = self._rows.rows
         with self._cache_lock:
             masks = list(self._masks.items())
-        columns = None
+        matched: dict[Any, np.ndarray] = {}  # predicate -> its value on each of rows
         for (tenant, predicate), mask in masks:
             mask.grow(n)
             keep = rows[alive]
@@ -1180,10 +1211,10 @@ class Collection:
                 keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]
                 keep = self._one_per_id(keep, tenant)
             if predicate is not None and keep.size:
-                if columns is None:  # the touched rows' attributes, read once for every mask
-                    columns = self._rows.columns(rows)
-                local = np.searchsorted(rows, keep)
-                keep = keep[evaluate(predicate, columns.take(pa.array(local)))]
+                values = matched.get(predicate)
+                if values is None:  # the touched rows' attributes, read once for every mask
+                    values = matched[predicate] = evaluate(predicate, self._rows.columns(rows))
+                keep = keep[values[np.searchsorted(rows, keep)]]
             mask.set(rows, keep)
 
     def _one_per_id(self, rows: np.ndarray, tenant: str) -> np.ndarray:

@@ -41,6 +41,9 @@ GRAPH_FILE = "graph.faiss"
 HNSWLIB_FILE = "graph.bin"  # the format before faiss (hnswlib's save_index)
 
 
+_BIT = (1 << np.arange(8)).astype(np.uint8)  # a position's bit in its byte (little-endian)
+
+
 def _grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
     """``array`` with room for ``size`` entries (doubling: amortised O(1) appends)."""
     if size <= array.shape[0]:
@@ -176,7 +179,12 @@ class HNSWGraph:
             self.labels = _grow(self.labels, start + n, -1)
             self.labels[start : start + n] = labels
         if self._selector is not None:
-            self._select()
+            assert self._bits is not None
+            if self._bits.size * 8 >= start + n:  # its bitmap has room: set their bits
+                positions = np.arange(start, start + n, dtype=np.int64)
+                np.bitwise_or.at(self._bits, positions >> 3, _BIT[positions & 7])
+            else:
+                self._select()
         return np.arange(start, start + n, dtype=np.int64)
 
     def delete(self, positions: np.ndarray) -> int:
@@ -185,11 +193,18 @@ class HNSWGraph:
         self._alive[positions] = False
         self._live -= positions.size
         if positions.size:
-            self._select()
+            if self._selector is None:
+                self._select()
+            else:  # clear their bits in place: the selector and its parameters stay valid
+                assert self._bits is not None
+                np.bitwise_and.at(self._bits, positions >> 3, ~_BIT[positions & 7])
         return int(positions.size)
 
     def _select(self) -> None:
-        bits = np.packbits(self.alive(), bitorder="little")
+        """A selector of the live positions, its bitmap as long as the room for positions
+        (so adds and deletes change its bits in place, under the caller's exclusion of
+        searches, instead of building a new one and new search parameters each time)."""
+        bits = np.packbits(self._alive, bitorder="little")
         self._selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
         self._bits = bits
         self._params = {}  # they point at the old selector

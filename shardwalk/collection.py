@@ -97,9 +97,12 @@ _DELTA_MIN_ROWS = 256
 # insert (faiss inserts are not safe beside searches), so a turn inserts about _INDEX_TURN
 # seconds of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
 # 128-row turns (5-15 ms of HNSW inserts on a loaded 2-core machine) were a search's p99 under
-# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us.
-_INDEX_TURN = 0.002
-_INDEX_CHUNK_MIN = 8
+# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us. A plain search that meets
+# a turn waits for all of it: 0.5 ms turns (5-8 rows of 64-d at M=16, efConstruction=100) keep
+# that wait near one search's time at rest, for ~10% more turn overhead than 2 ms turns.
+_INDEX_TURN = 0.0005
+_INDEX_CHUNK_MIN = 2
+_INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
 _INDEX_CHUNK = 128
 _INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 # Background compaction starts once this share of the rows are dead (deleted or replaced) and
@@ -382,7 +385,7 @@ class Collection:
         self._delta_waits = 0  # write groups that waited for room in the delta
         self._delta_wait_seconds = 0.0
         self._indexed_in_background = 0
-        self._insert_seconds = _INDEX_TURN / 32  # per row, a moving average of the inserts
+        self._insert_seconds = _INSERT_GUESS  # per row, a moving average of the inserts
         # background compaction (see the class docstring); None: never in the background
         self.compaction_threshold: float | None = _COMPACT_FRACTION
         self.compaction_min_dead = _COMPACT_MIN_DEAD

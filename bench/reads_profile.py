@@ -81,8 +81,9 @@ class Writer(threading.Thread):
                 continue
             t0 = due = time.perf_counter()
             while self.active.is_set() and not self.halt.is_set():
-                if due > time.perf_counter():
-                    time.sleep(due - time.perf_counter())
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
                 ids = np.arange(self.hi, self.hi + self.batch)
                 self.col.upsert(
                     ids,

@@ -1005,6 +1005,33 @@ def streaming(r: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def reads_profile(r: dict) -> str:
+    """bench/reads_profile.py: per scope, searches with a writer and at rest, and the share of
+    the searching thread's time spent waiting for the collection's locks."""
+    p = r["params"]
+    out = [
+        f"`{r['command']}` (commit {r['commit'][:8]}, load {r['load_start']:.2f} -> "
+        f"{r['load_end']:.2f}, {r['cores']} cores; window {p['window']:,} of {p['n']:,}, writer "
+        f"{p['rate']:,} rows/s x {p['batch']}, reached {r['achieved_rows_per_s']:,.0f})",
+        "",
+        "| scope | path | q/s writing (at rest) | ratio | p99 ms writing (at rest) | ratio "
+        "| lock waits: share of the wall time | CPU us a search | share of the wall time the "
+        "searching thread ran |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scope, hot in r["writing"].items():
+        rest = r["rest"][scope]
+        out.append(
+            f"| {scope} | {r['paths'][scope]} | {hot['qps']:,.0f} ({rest['qps']:,.0f}) | "
+            f"{hot['qps'] / rest['qps']:.2f} | {hot['p99_ms']:.2f} ({rest['p99_ms']:.2f}) | "
+            f"{hot['p99_ms'] / rest['p99_ms']:.2f} | {hot['lock_wait_share']:.1%} "
+            f"({rest['lock_wait_share']:.1%}) | {hot['cpu_us_per_search']:.0f} "
+            f"({rest['cpu_us_per_search']:.0f}) | {hot['running_share']:.0%} "
+            f"({rest['running_share']:.0%}) |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def provenance(r: dict) -> tuple[str, float, float]:
     """(commit, load average at the start, at the end) of a results JSON, whichever way its
     script records them (bench/runinfo.py's ``run``, or the older per-script keys); KeyError
@@ -1039,6 +1066,7 @@ def render(stem: str) -> str:
     r = json.loads((RESULTS / f"{stem}.json").read_text())
     renderers = [
         ("streaming", streaming),
+        ("reads-profile", reads_profile),
         ("flood", flood),
         ("compose_quality", compose_quality),
         ("ray_build", lambda r: ray_build(stem, r)),

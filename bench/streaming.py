@@ -11,8 +11,9 @@ track, shardwalk side by side with Qdrant Edge (``qdrant-edge-py``) in the same 
    upserts new rows at a fixed rate (100, 1,000, 5,000 rows/s; single rows and batches of 10)
    and deletes as many of the oldest (the window slides). Per rate and scope, ``--cycles``
    slices of ``--slice`` seconds with the writer on alternate with as many with it off (at
-   rest, 0.1 s after it stopped): the machine's load, which other work moves, falls on both
-   alike. QPS and p99 writing and at rest, and the rate the writer achieved. Each rate runs
+   rest: once the writes' background index work is done, shardwalk's delta indexed and Qdrant
+   Edge's optimizer run, then 0.1 s): the machine's load, which other work moves, falls on
+   both alike. QPS and p99 writing and at rest, and the rate the writer achieved. Each rate runs
    on both systems back to back, each settled (indexed, compacted, optimized) before its turn.
 3. ``--server``: the same through the gRPC server (shardwalk only: Qdrant Edge has no server):
    a server on 127.0.0.1 port 0 with quotas on every key (calls in flight and a token bucket
@@ -186,6 +187,11 @@ class Shardwalk:
         return self.col.search(q, k=K).ids[0]
 
     def quiet(self) -> None:
+        """At rest: the writes' background index work done (the delta indexed: its last turn
+        runs once no write came for a moment), then 0.1 s."""
+        end = time.perf_counter() + 10.0
+        while self.col.stats()["delta"]["rows"] and time.perf_counter() < end:
+            time.sleep(0.01)
         time.sleep(0.1)
 
     def settle(self) -> None:
@@ -283,6 +289,10 @@ class QdrantEdge:
         return np.array([p.id for p in self.shard.query(request)], dtype=np.int64)
 
     def quiet(self) -> None:
+        """At rest: the writes' optimization done (run now, as its maintenance thread would
+        next), then 0.1 s."""
+        with self.lock:
+            self.shard.optimize()
         time.sleep(0.1)
 
     def settle(self) -> None:
@@ -639,6 +649,9 @@ def main() -> None:
         "either) or disk (every write fsynced before it returns)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--label", default="", help="appended to the results' name (e.g. main, for a baseline)"
+    )
     parser.add_argument("--no-mnist", action="store_true", help="skip the mnist runbook")
     parser.add_argument("--server", action="store_true", help="through the server (item 4)")
     parser.add_argument(
@@ -653,9 +666,12 @@ def main() -> None:
     args = parser.parse_args()
     sys.setswitchinterval(args.switch_interval)
     load_start = os.getloadavg()[0]
+    # the commit of the shardwalk imported (a checkout's HEAD; SHARDWALK_COMMIT for a source
+    # tree without git): another checkout's venv runs this script against its code
+    source = Path(shardwalk.__file__).resolve().parent.parent
     commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=source
+    ).stdout.strip() or os.environ.get("SHARDWALK_COMMIT", "unknown")
     data = clustered(args.n, args.queries, args.seed)
     out: dict[str, Any] = {
         "command": "python bench/streaming.py " + " ".join(sys.argv[1:]),
@@ -712,7 +728,7 @@ def main() -> None:
             out["ratios"] = ratios(out["under_writes"], 1000, 10)
             name = f"streaming-{data.name}{'-disk' if args.engine == 'disk' else ''}"
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{name}{'-' + args.label if args.label else ''}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     log(f"wrote {path}")
     for key, value in out["ratios"].items():

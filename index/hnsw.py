@@ -33,12 +33,15 @@ from shardwalk._files import atomic_write, atomic_write_with
 from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import FailedPreconditionError
 
-__all__ = ["HNSWGraph", "HNSWIndex"]
+__all__ = ["Admitted", "HNSWGraph", "HNSWIndex"]
 
 log = logging.getLogger(__name__)
 
 GRAPH_FILE = "graph.faiss"
 HNSWLIB_FILE = "graph.bin"  # the format before faiss (hnswlib's save_index)
+
+
+_BIT = (1 << np.arange(8)).astype(np.uint8)  # a position's bit in its byte (little-endian)
 
 
 def _grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
@@ -48,6 +51,38 @@ def _grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
     grown = np.full(max(size, 2 * array.shape[0], 64), fill, dtype=array.dtype)
     grown[: array.shape[0]] = array
     return grown
+
+
+class Admitted:
+    """The positions of a graph a search may return (a filter the graph search applies as it
+    goes: faiss's HNSW traverses every node but admits only these to its results): a packed
+    little-endian bitmap by position, faiss's selector over it and the search parameters per
+    ef, built once (a ``SearchParametersHNSW`` costs ~10 us, a fifth of a search). faiss keeps
+    a raw pointer to the bitmap: this object holds it; whoever made the bitmap keeps it
+    unchanged while a search holds the object (a collection changes its scope masks only
+    under its exclusive lock).
+
+    ``count`` and ``positions`` (how many are admitted, and which, ascending: an exact scan
+    over them completes a query the graph leaves short) are given per search: the bitmap
+    may admit positions past the graph (rows not yet inserted), which no search meets.
+    """
+
+    __slots__ = ("bits", "params", "selector")
+
+    def __init__(self, bits: np.ndarray) -> None:
+        self.bits = bits
+        self.selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
+        self.params: dict[int, Any] = {}
+
+    def search_params(self, ef: int) -> Any:
+        params = self.params.get(ef)
+        if params is None:  # built, then inserted: concurrent searches at most build it twice
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = ef
+            params.sel = self.selector
+            if len(self.params) < 64:  # bounded: callers choose ef freely
+                self.params[ef] = params
+        return params
 
 
 class HNSWGraph:
@@ -80,6 +115,8 @@ class HNSWGraph:
         index.hnsw.rng = faiss.RandomGenerator(seed)
         self._index = index
         self._storage = faiss.downcast_index(index.storage)
+        # vectors the storage holds without moving (faiss grows a std::vector; see reserve)
+        self._capacity = int(index.ntotal)
         self._alive = np.zeros(0, dtype=bool)  # by position (room to grow past ntotal)
         self._live = 0
         self.labels: np.ndarray | None = np.zeros(0, dtype=np.int64) if labeled else None
@@ -108,11 +145,32 @@ class HNSWGraph:
         """Liveness by position (a view)."""
         return self._alive[: self.slots]
 
+    def room(self, n: int) -> bool:
+        """Whether ``n`` more vectors fit the storage where it is: an :meth:`add` of at most
+        that many then moves no stored vector, so :meth:`vectors` taken before it (its
+        positions held before it) stays valid and unchanged while it runs."""
+        return self.slots + n <= self._capacity
+
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` more vectors, and a quarter more than the graph holds (amortised
+        O(1) copies a vector; the room is zero-filled, so resident: at most a quarter of the
+        vectors' bytes more). Moves the storage: no reader of :meth:`vectors` may run
+        meanwhile."""
+        if self.room(n):
+            return
+        codes = self._storage.codes  # a std::vector: resizing it down keeps its capacity
+        size = self.slots * self.dim * 4
+        capacity = max(self.slots + n, self.slots + self.slots // 4, 1024)
+        codes.resize(capacity * self.dim * 4)
+        codes.resize(size)
+        self._capacity = capacity
+
     def add(self, vectors: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Append and link ``vectors`` (float32, C-contiguous) with faiss's OpenMP threads of
         the calling thread (the caller's grant); returns their positions."""
         start, n = self.slots, vectors.shape[0]
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._capacity = max(self._capacity, start + n)  # (it grew by itself if short)
         self._alive = _grow(self._alive, start + n, False)
         self._alive[start : start + n] = True
         self._live += n
@@ -121,7 +179,12 @@ class HNSWGraph:
             self.labels = _grow(self.labels, start + n, -1)
             self.labels[start : start + n] = labels
         if self._selector is not None:
-            self._select()
+            assert self._bits is not None
+            if self._bits.size * 8 >= start + n:  # its bitmap has room: set their bits
+                positions = np.arange(start, start + n, dtype=np.int64)
+                np.bitwise_or.at(self._bits, positions >> 3, _BIT[positions & 7])
+            else:
+                self._select()
         return np.arange(start, start + n, dtype=np.int64)
 
     def delete(self, positions: np.ndarray) -> int:
@@ -130,11 +193,18 @@ class HNSWGraph:
         self._alive[positions] = False
         self._live -= positions.size
         if positions.size:
-            self._select()
+            if self._selector is None:
+                self._select()
+            else:  # clear their bits in place: the selector and its parameters stay valid
+                assert self._bits is not None
+                np.bitwise_and.at(self._bits, positions >> 3, ~_BIT[positions & 7])
         return int(positions.size)
 
     def _select(self) -> None:
-        bits = np.packbits(self.alive(), bitorder="little")
+        """A selector of the live positions, its bitmap as long as the room for positions
+        (so adds and deletes change its bits in place, under the caller's exclusion of
+        searches, instead of building a new one and new search parameters each time)."""
+        bits = np.packbits(self._alive, bitorder="little")
         self._selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
         self._bits = bits
         self._params = {}  # they point at the old selector
@@ -150,30 +220,40 @@ class HNSWGraph:
                 self._params[ef] = params
         return params
 
-    def search(self, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        ef: int,
+        admitted: tuple[Admitted, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k live positions per query (n, k) padded -1, and distances padded +inf, with
         faiss's OpenMP threads of the calling thread (one query: the calling thread only).
 
-        ``ef`` is this call's (raised to k). A query the graph does not fill (tombstones can
-        crowd the beam) is searched again deeper (ef x4 each time, up to the graph's size;
-        deleted nodes stay in the graph as waypoints, so it stays connected); only a query
-        still short after that is scored exactly, over the live positions in place (no copy
-        of the vectors). Never fewer than min(k, live).
+        ``admitted``: only these positions (a filter and the live positions it admits,
+        ascending; every one live): faiss traverses every node and admits only these to its
+        results. ``ef`` is this call's (raised to k). A query the graph does not fill
+        (tombstones or a narrow filter can crowd the beam) is searched again deeper (ef x4
+        each time, up to the graph's size; deleted nodes stay in the graph as waypoints, so
+        it stays connected); only a query still short after that is scored exactly, over the
+        live (admitted) positions in place (no copy of the vectors). Never fewer than
+        min(k, live (admitted)).
         """
         n = queries.shape[0]
-        kk = min(k, self._live)
+        kk = min(k, self._live if admitted is None else int(admitted[1].size))
         if n == 0 or kk == 0:
             return np.full((n, k), -1, dtype=np.int64), np.full((n, k), np.inf, dtype=np.float32)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        params = self._search_params if admitted is None else admitted[0].search_params
         ef = max(ef, kk)
-        found, raw = self._search(queries, kk, ef)
+        found, raw = self._search(queries, kk, params(ef))
         short = np.flatnonzero(found[:, kk - 1] < 0)
         while short.size and ef < self.slots:
             ef = min(4 * ef, self.slots)
-            found[short], raw[short] = self._search(queries[short], kk, ef)
+            found[short], raw[short] = self._search(queries[short], kk, params(ef))
             short = short[found[short, kk - 1] < 0]
         if short.size:
-            live = np.flatnonzero(self.alive())
+            live = np.flatnonzero(self.alive()) if admitted is None else admitted[1]
             scan = scan_rows_serial if short.size == 1 else scan_rows
             local, distances = scan(queries[short], self.vectors(), live, kk, self.metric == "ip")
             found[short] = np.where(local >= 0, live[np.maximum(local, 0)], -1)
@@ -185,12 +265,12 @@ class HNSWGraph:
         positions[:, :kk], distances[:, :kk] = found, raw
         return positions, distances
 
-    def _search(self, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        """faiss's top-k live positions and our distances (``k`` <= live, ``ef`` >= k)."""
+    def _search(self, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's top-k positions and our distances (``k`` <= those admitted, ``params``:
+        ef and the filter)."""
         n = queries.shape[0]
         found = np.empty((n, k), dtype=np.int64)
         raw = np.empty((n, k), dtype=np.float32)
-        params = self._search_params(ef)
         self._index.search_c(
             n, faiss.swig_ptr(queries), k, faiss.swig_ptr(raw), faiss.swig_ptr(found), params
         )
@@ -375,6 +455,18 @@ class HNSWIndex:
             positions = self._graph.add(vectors, labels if self._graph.labels is not None else None)
         self._map(labels, positions)
 
+    def room(self, n: int) -> bool:
+        """Whether ``n`` more vectors fit the storage where it is: an :meth:`add` of at most
+        that many (of new labels) then leaves every stored vector where it was, so reads of
+        :attr:`store` (of labels added before it) may run beside it (searches may not: faiss
+        links the new nodes into the graph they traverse)."""
+        return self._graph.room(n)
+
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` more vectors (see :meth:`room`); moves the storage, so the caller
+        excludes every read of :attr:`store` meanwhile."""
+        self._graph.reserve(n)
+
     def delete(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         if self._position is None:
@@ -387,22 +479,46 @@ class HNSWIndex:
         self._position[labels] = -1
 
     # -- reads ------------------------------------------------------------------------------
+    @property
+    def filters(self) -> bool:
+        """Whether :meth:`admit` can filter by label: the labels are the positions (a
+        collection's rows, given in order), so a bitmap by label is one by position."""
+        return self._position is None
+
+    def admit(self, bits: np.ndarray) -> Admitted:
+        """A filter admitting the labels set in ``bits`` (packed little-endian by label; it
+        may cover labels past the graph, which no search meets) for :meth:`search`'s
+        ``admitted`` (needs :attr:`filters`). ``bits`` must stay unchanged while a search
+        uses it (faiss reads it in place)."""
+        if not self.filters:
+            raise ValueError("this graph's labels are not its positions: no filter by label")
+        return Admitted(bits)
+
     def search(
-        self, queries: np.ndarray, k: int, *, ef: int | None = None, threads: int | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        threads: int | None = None,
+        admitted: tuple[Admitted, np.ndarray] | None = None,
     ) -> SearchResult:
         """Approximate top-k. ``ef`` overrides the index's search-time ef for this call only
         (faiss takes it per call: concurrent searches with other values run at once);
-        ``threads`` caps the threads of a batch."""
+        ``threads`` caps the threads of a batch. ``admitted``: a filter from :meth:`admit`
+        and the live labels it admits that the graph holds (ascending): only those come back
+        (searched in the graph with the filter, then deeper, then exactly over those labels:
+        exactly min(k, len(labels)) per query)."""
         n = queries.shape[0]
         if n == 0 or len(self._graph) == 0:
             return empty_result(n, k)
         ef = ef or self.ef
         if n == 1:  # the caller's thread: faiss starts no team for one query, nothing to take
-            positions, distances = self._graph.search(queries, k, ef)
+            positions, distances = self._graph.search(queries, k, ef, admitted)
         else:
             want = min(n, threads or self.threads or self.budget.threads)
             with self.budget.take(want):
-                positions, distances = self._graph.search(queries, k, ef)
+                positions, distances = self._graph.search(queries, k, ef, admitted)
         labels = self._graph.labels
         if labels is not None:
             positions = np.where(positions >= 0, labels[np.maximum(positions, 0)], -1)

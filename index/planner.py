@@ -1,12 +1,18 @@
 """The filtered-search planner: per call, from the number of rows that match, pick the path.
 
-- ``exact``: few rows match (at most ``exact_max_rows``, or for a graph index at most 5% of
-  it): score every one of them exactly.
+- ``exact``: few rows match (at most ``exact_max_rows``), or, for a graph index and a scope
+  without a tenant, scoring the matches costs less than the graph search that would find k of
+  them (the estimated cost: rows scored against ``EXACT_ROWS_PER_EF`` x the beam that
+  selectivity needs): score every one of them exactly.
 - ``tenant-index``: a multi-tenant index visits only the leaves holding rows in scope, closest
   first, scoring only rows that match.
-- ``graph-postfilter``: a graph index is asked for enough neighbours that k of them match at
-  the observed selectivity (k / selectivity, with a margin); if fewer than k match, it asks
-  again for more, and falls back to ``exact``. Never a silent shortfall.
+- ``graph-filter``: an HNSW graph whose positions are the rows searches with the scope as its
+  filter: it traverses every node but admits only the matches to its results, with a beam of
+  k / selectivity (with a margin); a query it leaves short is searched deeper, then exactly
+  over the matches. Never a silent shortfall.
+- ``graph-postfilter``: another graph index is asked for enough neighbours that k of them
+  match at the observed selectivity (k / selectivity, with a margin); if fewer than k match,
+  it asks again for more, and falls back to ``exact``. Never a silent shortfall.
 - ``index``: no tenant and no predicate: the plain index.
 - ``partition-actors``: the index's vectors live elsewhere (partitions in Ray actors): the scope
   goes to them, and each plans its own partitions' search with these same rules.
@@ -34,13 +40,26 @@ from shardwalk.index.store import RowStore
 
 from shardwalk._threads import default_budget
 
-__all__ = ["EXACT_MAX_ROWS", "Explain", "Pending", "Scope", "below", "plan_search"]
+__all__ = [
+    "EXACT_MAX_ROWS",
+    "EXACT_ROWS_PER_EF",
+    "Explain",
+    "Pending",
+    "Scope",
+    "below",
+    "filter_ef",
+    "plan_search",
+    "plan_store_search",
+]
 
 EXACT_MAX_ROWS = 2048
-# Over-fetching from a graph costs about 1 / selectivity times an unfiltered search; below
-# this selectivity scoring the matches exactly is cheaper (Vespa's exact threshold is 2%;
-# without a filter-first traversal ours pays more, so it switches later).
-GRAPH_EXACT_SELECTIVITY = 0.05
+# A filtered graph search costs about its beam (k / selectivity with a margin) times what one
+# step of the beam costs: a node visited, its neighbours scored at random places in memory.
+# Scoring one row of an exact scan costs about 1 / EXACT_ROWS_PER_EF of that step (measured:
+# bench/README.md, issue 26), so at a scope without a tenant the planner scores the matches
+# exactly while they are fewer than EXACT_ROWS_PER_EF x the beam. (Qdrant switches to its
+# payload index and a plain scan below 10 MB of matching vectors, whatever the collection.)
+EXACT_ROWS_PER_EF = 40
 
 
 @dataclass
@@ -55,6 +74,9 @@ class Scope:
     tenant_version: int = 0
     visible: int = 0  # live rows the caller may see, before the predicate
     estimated: int = 0  # matches estimated from a sample of the visible rows
+    # what searches derive from this scope's bitmap (a graph filter), kept with it: built,
+    # then inserted (a collection keeps one per cached scope mask)
+    memo: dict[Any, Any] | None = None
 
 
 @dataclass
@@ -151,6 +173,7 @@ def below(scope: Scope, boundary: int) -> Scope:
         tenant_version=(boundary << 32) | scope.tenant_version,
         visible=scope.visible,
         estimated=scope.estimated,
+        memo=scope.memo,
     )
 
 
@@ -193,9 +216,47 @@ def plan_search(
     on the whole scope, whatever the index holds yet; an exact path scores the pending rows
     with the others, an index path asks the index about the rows it holds and merges the
     pending ones exactly."""
+    out = _plan(index, store, queries, k, scope, params, exact_max_rows, pending, False)
+    assert out is not None
+    return out
+
+
+def plan_store_search(
+    index: VectorIndex,
+    store: RowStore,
+    queries: np.ndarray,
+    k: int,
+    scope: Scope,
+    params: dict[str, Any],
+    *,
+    exact_max_rows: int = EXACT_MAX_ROWS,
+    pending: Pending | None = None,
+) -> tuple[SearchResult, Explain] | None:
+    """:func:`plan_search` for a caller that may read ``store`` but not use the index itself
+    (an insert into it may be under way: see ``HNSWIndex.room``): the search when the path
+    it chooses reads only the store (exact, or empty), else None (the caller then waits for
+    the index and calls :func:`plan_search`). One decision, on one reading of the sizes."""
+    return _plan(index, store, queries, k, scope, params, exact_max_rows, pending, True)
+
+
+def _plan(
+    index: VectorIndex,
+    store: RowStore,
+    queries: np.ndarray,
+    k: int,
+    scope: Scope | None,
+    params: dict[str, Any],
+    exact_max_rows: int,
+    pending: Pending | None,
+    store_only: bool,
+) -> tuple[SearchResult, Explain] | None:
     t0 = time.perf_counter()
     ip = index.metric == "ip"
     size = len(index) + (0 if pending is None else int(np.count_nonzero(pending.alive)))
+    if store_only and (
+        scope is None or not _store_only(index, scope, size, k, params, exact_max_rows)
+    ):
+        return None
     if scope is None:
         result = index.search(queries, k, **params)
         explain = Explain("index", "no tenant and no filter", size, size, size, k)
@@ -217,7 +278,7 @@ def plan_search(
                 f"{count} matches: the vectors live in Ray actors; each applies the scope to "
                 "its own partitions and plans its own path (exact or over-fetch)"
             )
-        elif count <= exact_max_rows or index.exact:
+        elif _exact_first(index, count, exact_max_rows):
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
@@ -225,15 +286,17 @@ def plan_search(
                 if index.exact and count > exact_max_rows
                 else f"{count} matches <= {exact_max_rows}: scoring them all is cheapest"
             )
-        elif not index.scoped and not tenant and count / max(size, 1) <= GRAPH_EXACT_SELECTIVITY:
+        elif _exact_cheaper(index, scope, size, k, params):
+            beam = filter_ef(index, params, k, count / max(size, 1))
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
             explain.reason = (
-                f"{count} matches are {count / max(size, 1):.1%} of the index (<= "
-                f"{GRAPH_EXACT_SELECTIVITY:.0%}): over-fetching from the graph would cost more "
-                "than scoring them all"
+                f"{count} matches are {count / max(size, 1):.1%} of the index: scoring them "
+                f"all costs less than a graph search for {k} of them (ef {beam})"
             )
         else:
+            beam = filter_ef(index, params, k, count / max(size, 1))
+            filters = not index.scoped and bool(getattr(index, "filters", False))
             if not held.matches.size:  # every row in scope is pending
                 result = empty_result(queries.shape[0], k)
             elif index.scoped:
@@ -247,6 +310,10 @@ def plan_search(
                     allowed_bits=held.allowed_bits,
                     **params,
                 )
+            elif filters:
+                result = _graph_filter(index, queries, k, held, params, beam)
+                if not tenant:  # it follows the index's size
+                    explain.details["ef"] = beam
             else:
                 result, rounds = _postfilter(
                     index, store, queries, k, held, params, ip, explain.details
@@ -256,6 +323,13 @@ def plan_search(
             if index.scoped:
                 explain.path = "tenant-index"
                 explain.reason = f"{count} matches > {exact_max_rows}: {index.scoped_how}"
+            elif filters:
+                explain.path = "graph-filter"
+                share = "" if tenant else f" ({count / max(size, 1):.1%} of the index)"
+                explain.reason = (
+                    f"{count} matches > {exact_max_rows}{share}: the graph search admits only "
+                    "the matches to its results"
+                )
             else:
                 explain.path = "graph-postfilter"
                 share = "" if tenant else f" ({count / max(size, 1):.1%} of the index)"
@@ -272,12 +346,78 @@ def plan_search(
     return result, explain
 
 
+def _exact_first(index: VectorIndex, count: int, exact_max_rows: int) -> bool:
+    """Few matches (or an exact index): score them all."""
+    return count <= exact_max_rows or index.exact
+
+
+def _exact_cheaper(
+    index: VectorIndex, scope: Scope, size: int, k: int, params: dict[str, Any]
+) -> bool:
+    """A graph index, a scope without a tenant, and its matches cost less to score than the
+    graph search that would find k of them (see EXACT_ROWS_PER_EF)."""
+    if index.scoped or scope.tenant_rows is not None:
+        return False
+    count = int(scope.matches.size)
+    return count <= EXACT_ROWS_PER_EF * filter_ef(index, params, k, count / max(size, 1))
+
+
+def _store_only(
+    index: VectorIndex,
+    scope: Scope,
+    size: int,
+    k: int,
+    params: dict[str, Any],
+    exact_max_rows: int,
+) -> bool:
+    """Whether :func:`plan_search` reads only the store for this scope (exact or empty)."""
+    count = int(scope.matches.size)
+    if count == 0:
+        return True
+    if index.applies_scope:
+        return False
+    return _exact_first(index, count, exact_max_rows) or _exact_cheaper(
+        index, scope, size, k, params
+    )
+
+
 def _index_details(details: dict[str, Any], result: SearchResult) -> None:
     """What the index reported about its search (a dict, e.g. spann's lists probed and bytes
     read per query), into the explanation's details; added up over post-filter rounds."""
     if isinstance(result.explain, dict):
         for key, value in result.explain.items():
             details[key] = details.get(key, 0) + value
+
+
+def filter_ef(index: Any, params: dict[str, Any], k: int, selectivity: float) -> int:
+    """The beam a graph search needs to meet k matches at this selectivity: k / selectivity
+    with a margin, never below the ef this search would use unfiltered (a scope that
+    matches every row must not lose recall)."""
+    base = int(params.get("ef") or getattr(index, "ef", 0) or 0)
+    return max(base, k, math.ceil(k / max(selectivity, 1e-9) * 1.5) + k)
+
+
+def _graph_filter(
+    index: Any,
+    queries: np.ndarray,
+    k: int,
+    held: Scope,
+    params: dict[str, Any],
+    ef: int,
+) -> SearchResult:
+    """The graph searched with the scope's rows it holds as its filter (``held``: the scope
+    below the rows pending in a delta; the index's positions are rows). The filter (faiss's
+    selector over the scope's bitmap, which its owner changes only while no search runs) is
+    built once per bitmap and kept in the scope's memo."""
+    bits = held.allowed_bits
+    assert bits is not None
+    memo = held.memo
+    admitted = memo.get("graph-filter") if memo is not None else None
+    if admitted is None or admitted.bits is not bits:  # (a grown mask has a new bitmap)
+        admitted = index.admit(bits)
+        if memo is not None:
+            memo["graph-filter"] = admitted
+    return index.search(queries, k, **{**params, "ef": ef}, admitted=(admitted, held.matches))
 
 
 def _postfilter(

@@ -42,7 +42,7 @@ from shardwalk.errors import (
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.filters import Predicate, evaluate, validate
-from shardwalk.index.planner import Explain, Pending, Scope, plan_search
+from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
 from shardwalk.rows import (
@@ -99,9 +99,12 @@ _DELTA_MIN_ROWS = 256
 # insert (faiss inserts are not safe beside searches), so a turn inserts about _INDEX_TURN
 # seconds of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
 # 128-row turns (5-15 ms of HNSW inserts on a loaded 2-core machine) were a search's p99 under
-# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us.
-_INDEX_TURN = 0.002
-_INDEX_CHUNK_MIN = 8
+# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us. A plain search that meets
+# a turn waits for all of it: 0.5 ms turns (5-8 rows of 64-d at M=16, efConstruction=100) keep
+# that wait near one search's time at rest, for ~10% more turn overhead than 2 ms turns.
+_INDEX_TURN = 0.0005
+_INDEX_CHUNK_MIN = 2
+_INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
 _INDEX_CHUNK = 128
 _INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 # Background compaction starts once this share of the rows are dead (deleted or replaced) and
@@ -240,15 +243,17 @@ class _Mask:
     """A scope's rows as a bool mask by row (with room for rows to come: False past the
     last), the same packed little-endian, and the rows themselves (ascending), kept current
     by every write; ``fraction``: the share of a sample of the visible rows that matched when
-    it was built (the planner's estimate, for explanations)."""
+    it was built (the planner's estimate, for explanations); ``memo``: what searches derive
+    from the bits (a graph filter over them: see ``Scope.memo``)."""
 
-    __slots__ = ("allowed", "bits", "fraction", "matches")
+    __slots__ = ("allowed", "bits", "fraction", "matches", "memo")
 
     def __init__(self, allowed: np.ndarray) -> None:
         self.allowed = allowed
         self.bits = np.zeros(allowed.size // 8, dtype=np.uint8)
         self.matches = np.zeros(0, dtype=np.int64)
         self.fraction = 1.0
+        self.memo: dict[Any, Any] = {}
 
     @classmethod
     def empty(cls, rows: int) -> _Mask:
@@ -382,7 +387,7 @@ class Collection:
         self._delta_waits = 0  # write groups that waited for room in the delta
         self._delta_wait_seconds = 0.0
         self._indexed_in_background = 0
-        self._insert_seconds = _INDEX_TURN / 32  # per row, a moving average of the inserts
+        self._insert_seconds = _INSERT_GUESS  # per row, a moving average of the inserts
         # background compaction (see the class docstring); None: never in the background
         self.compaction_threshold: float | None = _COMPACT_FRACTION
         self.compaction_min_dead = _COMPACT_MIN_DEAD
@@ -405,7 +410,9 @@ class Collection:
         # _index_rw, _rw. _index_rw: shared by reads, exclusive for index inserts and deletes
         # (the background indexer's, and a write group that replaces or deletes rows); _rw:
         # shared by reads, exclusive while a group is applied to the rows and the delta. A
-        # write of new rows takes only _rw: it never waits for an index insert.
+        # write of new rows takes only _rw: it never waits for an index insert. A scoped search
+        # whose path reads only the vectors (exact) takes only _rw when the index's inserts
+        # leave the stored vectors in place (_store_beside_inserts): it never waits for one.
         self._index_rw = RWLock()
         self._rw = RWLock()
         self._writes = GroupCommit(self._commit_group)  # its lock: one commit or checkpoint
@@ -713,9 +720,8 @@ class Collection:
                 entry.error = error
             return
         # rows replaced or deleted may be in the index: their tombstones need it exclusively
-        kills = direct or any(
-            not isinstance(w, Upsert) or bool(self._rows.contains(w.ids).any()) for w in writes
-        )
+        fresh = self._fresh_upserts(writes)
+        kills = direct or not all(fresh)
         logged = False  # the group's records are durable in the log
         try:
             if self._wal is not None and records:
@@ -736,7 +742,7 @@ class Collection:
                 self._index_rw.write() if kills else nullcontext(),
                 self._rw.write(),
             ):
-                self._apply_group(writes, direct=direct)
+                self._apply_group(writes, direct=direct, fresh=fresh)
                 cut = self._since_cut  # (read once: a compaction sets it to None unlocked)
                 if cut is not None:  # a compaction replays the group into its new rows
                     cut.append(writes)
@@ -764,15 +770,36 @@ class Collection:
             return
         self._maybe_compact()
 
-    def _apply_group(self, writes: list[Any], *, direct: bool) -> None:
+    def _fresh_upserts(self, writes: list[Any]) -> list[bool]:
+        """Per write of a group: whether it is an upsert of ids no row holds, before the group
+        or by an earlier write of it (its apply then looks up no row to replace). Under the
+        commit lock, before the group is applied."""
+        fresh = []
+        earlier: list[np.ndarray] = []
+        for write in writes:
+            if not isinstance(write, Upsert):
+                fresh.append(False)
+                earlier.append(write.present)
+                continue
+            new = not self._rows.contains(write.ids).any()
+            if new and earlier:
+                new = not np.isin(write.ids, np.concatenate(earlier)).any()
+            fresh.append(new)
+            earlier.append(write.ids)
+        return fresh
+
+    def _apply_group(
+        self, writes: list[Any], *, direct: bool, fresh: list[bool] | None = None
+    ) -> None:
         """Apply a committed group's writes (coalesced) to the rows, the delta or the index,
         and the cached scope masks (under the exclusive lock, or to a collection no one else
-        sees yet: a compaction's)."""
+        sees yet: a compaction's). ``fresh``: per write, an upsert of ids no row holds (see
+        _fresh_upserts)."""
         first, schema = self._rows.rows, self._rows.schema
         self._killed = []
-        for write in writes:
+        for i, write in enumerate(writes):
             if isinstance(write, Upsert):
-                self._apply_upsert(write, direct=direct)
+                self._apply_upsert(write, direct=direct, fresh=fresh is not None and fresh[i])
             else:
                 self._apply_delete(write.present, write.owner)
         self._follow_writes(first, schema, writes)
@@ -813,14 +840,18 @@ class Collection:
         ]
         return ids[exists]
 
-    def _apply_upsert(self, write: Upsert, *, direct: bool = False) -> None:
+    def _apply_upsert(self, write: Upsert, *, direct: bool = False, fresh: bool = False) -> None:
         """Apply an upsert to the rows, and its vectors to the delta (``direct``, or an index
-        that takes writes directly: to the index, which the delta must not precede)."""
-        if write.everywhere:  # an unscoped write: it replaces the id's rows, whoever owns them
-            self._unindex(self._rows.kill(write.ids))
-        replaced = self._rows.replaced_rows(write.ids, write.tenants)
-        rows = self._rows.append(write.ids, write.tenants, write.attributes, write.shared)
-        if replaced.size:
+        that takes writes directly: to the index, which the delta must not precede).
+        ``fresh``: no row holds its ids (nothing to replace or look up)."""
+        if not fresh:
+            if write.everywhere:  # unscoped: it replaces the id's rows, whoever owns them
+                self._unindex(self._rows.kill(write.ids))
+            replaced = self._rows.replaced_rows(write.ids, write.tenants)
+        rows = self._rows.append(
+            write.ids, write.tenants, write.attributes, write.shared, fresh=fresh
+        )
+        if not fresh and replaced.size:
             self._unindex(replaced)
         owners = self._tenants.add(rows, write.tenants, write.shared)
         if direct or not self._deferred:
@@ -907,6 +938,11 @@ class Collection:
                 rows, vectors, owners = self._delta.head(count)
             if not rows.size:
                 return 0
+            if self._store_beside_inserts and not self._index.room(rows.size):
+                # the insert must not move the vectors that scoped searches read beside it
+                # (holding only _rw): it makes room while they are held out (amortised)
+                with self._rw.write():
+                    self._index.reserve(rows.size)
             with self._index_rw.write():
                 t0 = time.perf_counter()
                 self._add_to_index(rows, vectors, owners, threads)
@@ -997,29 +1033,61 @@ class Collection:
         arr = self._prepare_vectors(queries, what="queries")
         if tenant is not None:
             check_name("tenant", tenant)
-        with self._index_rw.read(), self._rw.read():
-            self._check_open()
-            predicate = None if where is None else validate(where, self._rows.schema)
-            scope = self._scope(tenant, predicate)
-            # the call's threads; numba and faiss are set where their kernels run (the planner's
-            # exact paths, the indexes), not here: a single query needs neither
-            n = arr.shape[0]  # one query: its caller's thread, nothing to take
-            delta = self._delta
-            with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
-                if delta.end == delta.start:  # every row is in the index
-                    found, report = plan_search(self._index, self._store, arr, k, scope, params)
-                else:  # the index for the rows it holds, the delta's rows exactly
-                    pending = Pending(
-                        delta.start, delta.vectors(), self._rows.alive[delta.start : delta.end]
-                    )
-                    found, report = plan_search(
-                        self._index, self._vectors, arr, k, scope, params, pending=pending
-                    )
-            row_ids = self._rows.ids
-            ids = np.full(found.ids.shape, -1, dtype=np.int64)
-            hit = found.ids >= 0
-            ids[hit] = row_ids[found.ids[hit]]
-        return SearchResult(ids=ids, distances=found.distances, explain=report if explain else None)
+        # A scoped search first tries the paths that read only the vectors (exact, empty)
+        # without the index's lock, which the background indexer holds for its inserts: an
+        # insert moves no stored vector (see _index_some), so these run beside it.
+        store_only = (tenant is not None or where is not None) and self._store_beside_inserts
+        while True:
+            with nullcontext() if store_only else self._index_rw.read(), self._rw.read():
+                self._check_open()
+                predicate = None if where is None else validate(where, self._rows.schema)
+                scope = self._scope(tenant, predicate)
+                planned = self._plan(arr, k, scope, params, store_only)
+                if planned is None:  # the index's path: wait for the index
+                    store_only = False
+                    continue
+                found, report = planned
+                row_ids = self._rows.ids
+                ids = np.full(found.ids.shape, -1, dtype=np.int64)
+                hit = found.ids >= 0
+                ids[hit] = row_ids[found.ids[hit]]
+            return SearchResult(
+                ids=ids, distances=found.distances, explain=report if explain else None
+            )
+
+    @property
+    def _store_beside_inserts(self) -> bool:
+        """Whether the index's inserts leave its stored vectors in place (it keeps room for
+        them: ``reserve``), so reads of the vectors alone need not wait for an insert."""
+        return self._shares_store and hasattr(self._index, "reserve")
+
+    def _plan(
+        self,
+        arr: np.ndarray,
+        k: int,
+        scope: Scope | None,
+        params: dict[str, Any],
+        store_only: bool,
+    ) -> tuple[SearchResult, Explain] | None:
+        """The planner's search over the index and the delta (under the shared lock;
+        ``store_only``: not the index's, so only a path that reads the vectors alone, else
+        None)."""
+        # the call's threads; numba and faiss are set where their kernels run (the planner's
+        # exact paths, the indexes), not here: a single query needs neither
+        n = arr.shape[0]  # one query: its caller's thread, nothing to take
+        delta = self._delta
+        store: RowStore = self._store
+        pending = None
+        if delta.end > delta.start:  # the index for the rows it holds, the delta's exactly
+            store = self._vectors
+            pending = Pending(
+                delta.start, delta.vectors(), self._rows.alive[delta.start : delta.end]
+            )
+        with nullcontext() if n == 1 else self._budget.take(n, kernels=False):
+            if store_only:
+                assert scope is not None
+                return plan_store_search(self._index, store, arr, k, scope, params, pending=pending)
+            return plan_search(self._index, store, arr, k, scope, params, pending=pending)
 
     def explain(
         self,
@@ -1057,6 +1125,7 @@ class Collection:
             visible=visible,
             # what a planner without the exact count would have estimated
             estimated=visible if predicate is None else round(mask.fraction * visible),
+            memo=mask.memo,
         )
 
     def _mask(self, tenant: str | None, predicate: Any, tenant_rows: np.ndarray | None) -> _Mask:
@@ -1120,17 +1189,24 @@ class Collection:
             with self._cache_lock:
                 self._masks.clear()
             return
-        ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
-        ids += [self._rows.ids[rows] for rows in killed]
-        _, live = self._rows.find(np.unique(np.concatenate(ids)))
-        rows = np.unique(np.concatenate([live, *killed, np.arange(first, self._rows.rows)]))
+        live = np.zeros(0, dtype=np.int64)
+        if not all(w.everywhere if isinstance(w, Upsert) else w.owner is ANY_OWNER for w in writes):
+            # a write in one owner's namespace can leave another owner's row of its id live,
+            # now shadowed or revealed; unscoped writes leave no row of their ids but theirs
+            ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
+            ids += [self._rows.ids[rows] for rows in killed]
+            _, live = self._rows.find(np.unique(np.concatenate(ids)))
+        n = self._rows.rows
+        rows = np.arange(first, n, dtype=np.int64)  # the new rows (ascending, unique)
+        others = [part for part in (live, *killed) if part.size]
+        if others:
+            rows = np.unique(np.concatenate([*others, rows]))
         if not rows.size:
             return
         alive = self._rows.alive[rows]
-        n = self._rows.rows
         with self._cache_lock:
             masks = list(self._masks.items())
-        columns = None
+        matched: dict[Any, np.ndarray] = {}  # predicate -> its value on each of rows
         for (tenant, predicate), mask in masks:
             mask.grow(n)
             keep = rows[alive]
@@ -1140,10 +1216,10 @@ class Collection:
                 keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]
                 keep = self._one_per_id(keep, tenant)
             if predicate is not None and keep.size:
-                if columns is None:  # the touched rows' attributes, read once for every mask
-                    columns = self._rows.columns(rows)
-                local = np.searchsorted(rows, keep)
-                keep = keep[evaluate(predicate, columns.take(pa.array(local)))]
+                values = matched.get(predicate)
+                if values is None:  # the touched rows' attributes, read once for every mask
+                    values = matched[predicate] = evaluate(predicate, self._rows.columns(rows))
+                keep = keep[values[np.searchsorted(rows, keep)]]
             mask.set(rows, keep)
 
     def _one_per_id(self, rows: np.ndarray, tenant: str) -> np.ndarray:
@@ -1505,6 +1581,8 @@ class Collection:
                 _lower_priority(nice)  # searches first: it yields the cores to them
             if upsert.ids.size:
                 fresh._apply_upsert(upsert, direct=True)
+            if fresh._store_beside_inserts:  # room for the rows to come, made here, unlocked
+                fresh._index.reserve(fresh.delta_limit)
             for tenant, predicate in scopes:  # the scopes in use, kept current from here on
                 rows = None if tenant is None else fresh._tenants.rows(tenant)
                 fresh._masks[(tenant, predicate)] = fresh._build_mask(tenant, rows, predicate)

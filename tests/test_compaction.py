@@ -106,11 +106,11 @@ def test_background_compaction_keeps_the_writes_that_come_during_it(kind):
     copied, go_on = threading.Event(), threading.Event()
     build = Collection._apply_upsert
 
-    def held(self, write, *, direct=False):
+    def held(self, write, **kwargs):
         if self is not col and self.name == "c" and not copied.is_set():
             copied.set()
             assert go_on.wait(60)
-        return build(self, write, direct=direct)
+        return build(self, write, **kwargs)
 
     try:
         Collection._apply_upsert = held
@@ -210,11 +210,11 @@ def a_compaction_held_in_its_build(tmp_path, seed):
     started, go_on = threading.Event(), threading.Event()
     build = Collection._apply_upsert
 
-    def held(self, write, *, direct=False):
+    def held(self, write, **kwargs):
         if self is not col and not started.is_set():
             started.set()
             assert go_on.wait(60)
-        return build(self, write, direct=direct)
+        return build(self, write, **kwargs)
 
     try:
         Collection._apply_upsert = held

@@ -98,6 +98,18 @@ def run_writer(col, w: Writer, errors: list) -> None:
         errors.append(exc)
 
 
+def run_until_written(writers: list, readers: list, stop: threading.Event) -> None:
+    """Start readers and writers, wait for the writers, then stop and wait for the readers
+    (bounded joins: a hang fails the test's asserts instead of hanging the suite)."""
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join(timeout=120)
+    stop.set()
+    for t in readers:
+        t.join(timeout=60)
+
+
 @pytest.mark.parametrize("where", ["memory", "disk"])
 def test_threads_search_get_write_and_checkpoint_against_a_model(tmp_path, where):
     rng = np.random.default_rng(0)
@@ -154,13 +166,7 @@ def test_threads_search_get_write_and_checkpoint_against_a_model(tmp_path, where
     threads = [threading.Thread(target=run_writer, args=(col, w, errors)) for w in writers]
     readers = [threading.Thread(target=reader, args=(s,)) for s in range(4)]
     readers.append(threading.Thread(target=checkpointer))
-    for t in readers + threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    stop.set()
-    for t in readers:
-        t.join(timeout=60)
+    run_until_written(threads, readers, stop)
     assert not errors, errors[0]
     assert all(w.acked == OPS_PER_WRITER for w in writers)
     # the final state is every writer's last state, and it survives a reopen

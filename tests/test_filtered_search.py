@@ -75,7 +75,7 @@ def test_recall_and_exact_count_per_selectivity_bucket(world, kind, bucket):
     assert (res.ids[:, :want] >= 0).all() and (res.ids[:, want:] == -1).all()
     assert allowed[res.ids[res.ids >= 0]].all()  # nothing outside the predicate
     recall = np.mean([len(set(r[:want].tolist()) & t) / want for r, t in zip(res.ids, truth)])
-    # observed: 1.0 on exact paths; tenant-index and graph-postfilter >= 0.98
+    # observed: 1.0 on exact paths; tenant-index, graph-filter and graph-postfilter >= 0.98
     assert recall >= 0.95, (kind, bucket, recall, res.explain)
     assert res.explain.matches == int(allowed.sum())
     if kind == "multitenant":
@@ -146,10 +146,76 @@ def test_bad_filters_and_tenants_are_clear_errors(world):
         col.search(data.queries[:1], where="u < 3")
 
 
+def test_the_planner_picks_the_cheaper_of_an_exact_scan_and_a_filtered_graph_search(world):
+    """At 15% of 20,000 rows (3,000 matches) a graph search for k of them needs a beam of
+    ~110, dearer than scoring the 3,000 (EXACT_ROWS_PER_EF x beam rows): exact. At 25%
+    (5,000 matches, beam 70) and wider, the graph with the scope as its filter; either way
+    exactly min(k, matches) results, all in scope, recall >= 0.95."""
+    from shardwalk.index.planner import EXACT_ROWS_PER_EF, filter_ef
+
+    data, u, _, _, cols = world
+    col = cols["hnsw"]
+    for bound, path in [(150, "exact"), (250, "graph-filter"), (700, "graph-filter")]:
+        allowed = u < bound
+        count = int(allowed.sum())
+        beam = filter_ef(col._index, {}, K, count / N)
+        assert (count <= EXACT_ROWS_PER_EF * beam) == (path == "exact"), (bound, count, beam)
+        res = col.search(data.queries, k=K, where=F("u") < bound, explain=True)
+        assert res.explain.path == path, (bound, res.explain)
+        assert (res.ids >= 0).all() and allowed[res.ids].all()
+        truth = exact(data, allowed, data.queries, K)
+        recall = np.mean([len(set(r.tolist()) & t) / K for r, t in zip(res.ids, truth)])
+        assert recall >= 0.95, (bound, recall)  # observed: 1.0 exact, 0.99+ graph-filter
+
+
+def test_a_filtered_graph_search_the_graph_leaves_short_is_completed_exactly():
+    """A filter admitting a few rows far apart in the graph (the beam meets fewer than k):
+    searched deeper, then exactly over the admitted rows; never a shortfall, and exactly the
+    admitted rows in order of distance."""
+    from shardwalk.index.hnsw import HNSWIndex
+
+    rng = np.random.default_rng(4)
+    index = HNSWIndex(dim=DIM, metric="l2", m=4, ef_construction=16, ef=8)
+    vectors = rng.normal(size=(3000, DIM)).astype(np.float32)
+    index.add(np.arange(3000), vectors)
+    rows = np.sort(rng.choice(3000, size=7, replace=False))
+    bits = np.packbits(np.isin(np.arange(3000), rows), bitorder="little")
+    found = index.search(vectors[:3], 10, ef=8, admitted=(index.admit(bits), rows))
+    assert (np.sort(found.ids[:, :7], axis=1) == rows).all()
+    assert (found.ids[:, 7:] == -1).all() and np.isinf(found.distances[:, 7:]).all()
+    d = ((vectors[:3, None, :] - vectors[None, rows, :]) ** 2).sum(-1)
+    assert (found.ids[:, :7] == rows[np.argsort(d, axis=1)]).all()
+
+
+def test_a_graph_filter_admits_no_tombstone_and_no_row_outside_its_bits():
+    """A graph filter stands in for the graph's own filter of tombstones: the collection's
+    scope masks hold live rows only, so a filtered graph search after deletes returns only
+    live matches, k of them."""
+    rng = np.random.default_rng(9)
+    engine = shardwalk.Engine.memory()
+    col = engine.create_collection("g", dim=DIM, index="hnsw", attributes={"u": "int64"})
+    n = 12_000
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    u = rng.integers(0, 4, n)
+    col.upsert(np.arange(n), vectors, attributes={"u": u})
+    col.wait_indexed()
+    where = F("u") < 2
+    assert col.explain(vectors[:1], where=where).path == "graph-filter"
+    dead = np.flatnonzero(u < 2)[::4]  # a quarter of the matches: ~4,500 stay (> 2,048)
+    col.delete(dead)
+    live = (u < 2) & ~np.isin(np.arange(n), dead)
+    res = col.search(vectors[:20], k=K, where=where, explain=True)
+    assert res.explain.path == "graph-filter", res.explain
+    assert (res.ids >= 0).all() and live[res.ids].all()
+    engine.close()
+
+
 def test_explain_names_the_path(world):
     data, _, _, _, cols = world
     assert cols["hnsw"].explain(data.queries[:2], where=F("u") < 1).path == "exact"
-    assert cols["hnsw"].explain(data.queries[:2], where=F("u") < 500).path == "graph-postfilter"
+    assert cols["hnsw"].explain(data.queries[:2], where=F("u") < 500).path == "graph-filter"
+    e = cols["partitioned"].explain(data.queries[:2], where=F("u") < 500)
+    assert e.path == "graph-postfilter"
     assert cols["multitenant"].explain(data.queries[:2], where=F("u") < 500).path == "tenant-index"
     assert cols["hnsw"].explain(data.queries[:2]).path == "index"
     e = cols["partitioned"].explain(data.queries[:2], where=F("u") < 100)

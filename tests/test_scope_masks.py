@@ -94,3 +94,40 @@ def test_writes_update_the_cached_masks_and_never_rebuild_them(builds, kind):
     search_all()
     check_masks(col)
     assert builds["n"] > built  # rebuilt: the attributes changed shape
+
+
+def test_a_group_that_writes_a_new_id_twice_keeps_one_row_of_it():
+    """Two upserts of one group share an id no row held before the group: the second still
+    replaces the first's row (the apply skips the lookup of replaced rows only for ids no row
+    holds before the write: before the group and after its earlier writes), and every cached
+    mask equals a rebuild."""
+    from shardwalk._sync import Entry
+    from shardwalk.collection import _Upsert
+    from shardwalk.rows import attribute_table, tenant_array
+
+    col = shardwalk.Engine.memory().create_collection(
+        "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
+    )
+    col.upsert([1], np.zeros((1, DIM)), tenants="a", attributes={"y": [1]})
+    for tenant, where in SCOPES:
+        col.search(np.zeros(DIM), k=5, tenant=tenant, where=where)  # masks cached
+
+    def upsert(ids, owner, ys):
+        ids = np.array(ids, dtype=np.int64)
+        return _Upsert(
+            ids,
+            np.full((ids.size, DIM), float(ids[0]), dtype=np.float32),
+            tenant_array(owner, ids.size),
+            attribute_table({"y": ys}, ids.size),
+            None,
+            everywhere=True,
+        )
+
+    group = [Entry(upsert([10, 11], "a", [1, 1])), Entry(upsert([11, 12], "b", [1, 0]))]
+    with col._writes.lock:  # as a group's leader
+        col._commit_group(group)
+    assert all(e.error is None for e in group)
+    assert sorted(col.get([11]).tenants) == ["b"] and len(col) == 4
+    check_masks(col)
+    got = col.search(np.zeros(DIM), k=10, tenant="a").ids[0]
+    assert set(got[got >= 0].tolist()) == {1, 10}

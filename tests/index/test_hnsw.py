@@ -83,3 +83,32 @@ def test_a_search_cut_short_by_tombstones_goes_deeper_and_never_copies_the_vecto
         for row in found.ids:
             assert sorted(row.tolist()) == live.tolist()
         np.testing.assert_allclose(found.distances, truth.distances, rtol=1e-4, atol=1e-4)
+
+
+def test_tombstones_set_in_place_track_every_add_and_delete(vectors):
+    """Once some position is a tombstone, adds and deletes change the live bitmap in place
+    (the selector and its cached search parameters stay); interleaved, every search returns
+    live labels only, each live vector its own nearest, and the bitmap matches liveness
+    after it outgrows its room."""
+    rng = np.random.default_rng(8)
+    index = HNSWIndex(dim=16, metric="l2", m=8, ef_construction=64, threads=1)
+    index.add(np.arange(100), vectors[:100])
+    live = set(range(100))
+    next_label = 100
+    for step in range(40):
+        doomed = rng.choice(sorted(live), size=3, replace=False)
+        index.delete(doomed)
+        live -= set(doomed.tolist())
+        new = np.arange(next_label, next_label + 10)
+        index.add(new, vectors[new % 600] + step)  # apart from the earlier copies
+        live |= set(new.tolist())
+        next_label += 10
+        probe = np.array(sorted(live))[:: max(1, len(live) // 20)]
+        found = index.search(index.get(probe), 1, ef=64).ids[:, 0]
+        assert (found == probe).mean() >= 0.95
+        res = index.search(vectors[:5], 10)
+        assert set(res.ids.ravel().tolist()) <= live
+    graph = index._graph
+    bits = np.unpackbits(graph._bits, bitorder="little")[: graph.slots].astype(bool)
+    np.testing.assert_array_equal(bits, graph.alive())
+    assert len(index) == len(live)

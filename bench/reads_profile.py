@@ -1,0 +1,216 @@
+"""Where a search under writes loses time against one at rest (issue 26, item 1).
+
+One in-memory HNSW collection (clustered 64-d rows, 100 Zipf tenants, ``y`` uniform in 0-29,
+as bench/streaming.py), one caller looping single-query searches per scope (plain, tenant t5,
+filter ``y < 3``), in slices with a writer thread at ``--rate`` rows/s in calls of ``--batch``
+(upserts of new rows and deletes of as many old ones: a sliding window) alternated with slices
+at rest (the delta indexed, then 0.1 s). Per scope and state: QPS, p50/p99, and the share of
+the searching thread's wall time spent waiting to enter the collection's reader-writer locks
+(``shardwalk._sync.RWLock`` read entries, timed by wrapping them; a reader that finds no
+writer passes without waiting), and the searching thread's CPU time per search and the share of the
+wall time it ran (the rest it waited: for a lock, for the GIL or for a core). Everything else a search does under writes shows in a py-spy
+profile of the same run (``py-spy record --idle -f raw -- python bench/reads_profile.py``).
+
+It uses only the public API and ``RWLock``, so it runs against whichever shardwalk the
+interpreter imports: two checkouts (each with its own venv) measure back to back, and
+``--label`` names the results, bench/results/reads-profile-<label>.json.
+
+    python bench/reads_profile.py --label branch
+    /path/to/main/.venv/bin/python bench/reads_profile.py --label main
+    python bench/report.py reads-profile-main reads-profile-branch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from filtered import zipf_tenants
+
+import shardwalk
+from shardwalk import F
+from shardwalk._sync import RWLock
+from shardwalk.datasets import clustered_vectors
+
+HERE = Path(__file__).resolve().parent
+SCOPES = ("plain", "tenant", "filter")
+
+_waited = threading.local()  # the calling thread's lock waits, in seconds
+_enter = RWLock._enter_read
+
+
+def _timed_enter(self: RWLock) -> int:
+    t0 = time.perf_counter()
+    me = _enter(self)
+    _waited.seconds = getattr(_waited, "seconds", 0.0) + time.perf_counter() - t0
+    return me
+
+
+def source_commit() -> str:
+    """The commit of the shardwalk this interpreter imports (its checkout's HEAD), else the
+    SHARDWALK_COMMIT environment variable (a source tree without git)."""
+    where = Path(shardwalk.__file__).resolve().parent.parent
+    out = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=where
+    ).stdout.strip()
+    return out or os.environ.get("SHARDWALK_COMMIT", "unknown")
+
+
+class Writer(threading.Thread):
+    def __init__(self, col: Any, pool: np.ndarray, tenants, y, rate: int, batch: int, lo: int):
+        super().__init__(daemon=True)
+        self.col, self.pool, self.tenants, self.y = col, pool, tenants, y
+        self.rate, self.batch, self.lo, self.hi = rate, batch, lo, len(pool)
+        self.active, self.halt = threading.Event(), threading.Event()
+        self.rows, self.seconds = 0, 0.0
+
+    def run(self) -> None:
+        n = len(self.pool)
+        while not self.halt.is_set():
+            if not self.active.wait(0.05):
+                continue
+            t0 = due = time.perf_counter()
+            while self.active.is_set() and not self.halt.is_set():
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                ids = np.arange(self.hi, self.hi + self.batch)
+                self.col.upsert(
+                    ids,
+                    self.pool[ids % n],
+                    tenants=[f"t{t}" for t in self.tenants[ids % n].tolist()],
+                    attributes={"y": self.y[ids % n].tolist()},
+                )
+                self.col.delete(np.arange(self.lo, self.lo + self.batch))
+                self.hi, self.lo = self.hi + self.batch, self.lo + self.batch
+                self.rows += self.batch
+                due = max(due + self.batch / self.rate, time.perf_counter() - 1.0)
+            self.seconds += time.perf_counter() - t0
+
+
+def loop(search, queries: np.ndarray, seconds: float) -> tuple[list[float], float, float]:
+    """Searches for ``seconds``: latencies, the lock waits among them, and the searching
+    thread's CPU time (the rest of the wall time it waited: for a lock, the GIL or a core)."""
+    _waited.seconds = 0.0
+    out = []
+    cpu = time.thread_time()
+    end = time.perf_counter() + seconds
+    i = 0
+    while (t0 := time.perf_counter()) < end:
+        search(queries[i % len(queries)])
+        out.append(time.perf_counter() - t0)
+        i += 1
+    return out, _waited.seconds, time.thread_time() - cpu
+
+
+def summary(latencies: list[float], waited: float, cpu: float, seconds: float) -> dict[str, Any]:
+    lat = np.array(latencies) * 1e3
+    return {
+        "qps": round(lat.size / seconds, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "lock_wait_share": round(waited / seconds, 4),
+        # the searching thread's CPU time per search, and the share of the wall time it ran
+        "cpu_us_per_search": round(cpu / max(lat.size, 1) * 1e6, 1),
+        "running_share": round(cpu / seconds, 4),
+        "calls": int(lat.size),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--label", required=True, help="names the results file")
+    parser.add_argument("--n", type=int, default=60_000, help="rows in the pool (60,000)")
+    parser.add_argument("--window", type=int, default=30_000, help="live rows (30,000)")
+    parser.add_argument("--rate", type=int, default=1000, help="writer rows/s (1,000)")
+    parser.add_argument("--batch", type=int, default=10, help="rows a call (10)")
+    parser.add_argument("--cycles", type=int, default=3, help="writer/rest slices (3)")
+    parser.add_argument("--slice", type=float, default=1.0, help="seconds a slice (1.0)")
+    parser.add_argument("--switch-interval", type=float, default=0.0005)
+    args = parser.parse_args()
+    sys.setswitchinterval(args.switch_interval)
+    RWLock._enter_read = _timed_enter
+    load_start = os.getloadavg()[0]
+    data = clustered_vectors(args.n, 64, queries=200, seed=0, metadata=False)
+    rng = np.random.default_rng(0)
+    tenants, y = zipf_tenants(args.n, 100, rng), rng.integers(0, 30, args.n)
+    col = shardwalk.Engine.memory().create_collection(
+        "p", dim=64, index="hnsw", m=16, ef_construction=100, ef=64, attributes={"y": "int64"}
+    )
+    lo = args.n - args.window
+    for a in range(lo, args.n, 10_000):
+        ids = np.arange(a, min(a + 10_000, args.n))
+        col.upsert(
+            ids,
+            data.vectors[ids],
+            tenants=[f"t{t}" for t in tenants[ids].tolist()],
+            attributes={"y": y[ids].tolist()},
+        )
+    col.wait_indexed()
+    searches = {
+        "plain": lambda q: col.search(q, k=10),
+        "tenant": lambda q: col.search(q, k=10, tenant="t5"),
+        "filter": lambda q: col.search(q, k=10, where=F("y") < 3),
+    }
+    writer = Writer(col, data.vectors, tenants, y, args.rate, args.batch, lo)
+    writer.start()
+    out: dict[str, Any] = {"writing": {}, "rest": {}, "paths": {}}
+    for scope in SCOPES:
+        loop(searches[scope], data.queries, 0.2)  # warm: masks, kernels
+        hot, rest = ([], 0.0, 0.0), ([], 0.0, 0.0)
+        for _ in range(args.cycles):
+            writer.active.set()
+            loop(searches[scope], data.queries, 0.05)
+            lat, waited, cpu = loop(searches[scope], data.queries, args.slice)
+            hot = (hot[0] + lat, hot[1] + waited, hot[2] + cpu)
+            writer.active.clear()
+            end = time.perf_counter() + 10
+            while col.stats()["delta"]["rows"] and time.perf_counter() < end:
+                time.sleep(0.01)
+            time.sleep(0.1)
+            lat, waited, cpu = loop(searches[scope], data.queries, args.slice)
+            rest = (rest[0] + lat, rest[1] + waited, rest[2] + cpu)
+        seconds = args.cycles * args.slice
+        out["writing"][scope] = summary(*hot, seconds)
+        out["rest"][scope] = summary(*rest, seconds)
+        out["paths"][scope] = col.explain(data.queries[0], **_scope_kwargs(scope)).path
+        print(scope, "writing", out["writing"][scope], "rest", out["rest"][scope], flush=True)
+    writer.halt.set()
+    writer.join()
+    result = {
+        "command": "python bench/reads_profile.py " + " ".join(sys.argv[1:]),
+        "commit": source_commit(),
+        "cores": os.cpu_count(),
+        "load_start": load_start,
+        "load_end": os.getloadavg()[0],
+        "params": vars(args),
+        "achieved_rows_per_s": round(writer.rows / max(writer.seconds, 1e-9), 1),
+        **out,
+    }
+    path = HERE / "results" / f"reads-profile-{args.label}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def _scope_kwargs(scope: str) -> dict[str, Any]:
+    return (
+        {"tenant": "t5"}
+        if scope == "tenant"
+        else {"where": F("y") < 3}
+        if scope == "filter"
+        else {}
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Reads under writes (issue 26): every search answers from one state between its call and its
+return (some prefix of the acknowledged writes), holds every write acknowledged before it
+started, and stays inside its tenant's scope while tenants write; a scoped search whose path
+reads only the vectors (exact) runs beside the background indexer's insert instead of waiting
+for it (the insert leaves the stored vectors in place).
+
+Searches ask for every row in scope (k above the collection's size), so an approximate index
+must return the exact set too (a graph search it leaves short is searched deeper, then
+exactly): the check is then exact for HNSW as for flat."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from shardwalk.index.hnsw import HNSWIndex
+
+import shardwalk
+from shardwalk import F
+from shardwalk.collection import Collection
+
+from .test_concurrency import run_until_written
+from .test_delta import wait_until
+
+DIM = 8
+WRITERS, IDS_PER_WRITER, OPS_PER_WRITER = 3, 30, 90
+ALL = 1000  # k: every row in scope
+SCOPES = {  # name -> (tenant, where, test on (owner, y))
+    "plain": (None, None, lambda owner, y: True),
+    "tenant": ("a", None, lambda owner, y: owner == "a"),
+    "filter": (None, F("y") < 2, lambda owner, y: y < 2),
+    "both": ("b", F("y") >= 1, lambda owner, y: owner == "b" and y >= 1),
+}
+
+
+@dataclass
+class Writer:
+    """One writer's operations on its own ids, and the state after each prefix:
+    id -> (vector, owner, y)."""
+
+    number: int
+    ops: list[tuple] = field(default_factory=list)
+    states: list[dict] = field(default_factory=lambda: [{}])
+    started: int = 0
+    acked: int = 0
+
+    def plan(self, rng: np.random.Generator) -> None:
+        state: dict = {}
+        for _ in range(OPS_PER_WRITER):
+            id_ = self.number * 1000 + int(rng.integers(IDS_PER_WRITER))
+            if id_ in state and rng.random() < 0.3:
+                self.ops.append(("delete", id_))
+                state = {i: v for i, v in state.items() if i != id_}
+            else:  # new ids and replacements (an unscoped upsert replaces every row of the id)
+                row = (
+                    rng.random(DIM, dtype=np.float32),
+                    "ab"[int(rng.integers(2))],
+                    int(rng.integers(4)),
+                )
+                self.ops.append(("upsert", id_, *row))
+                state = {**state, id_: row}
+            self.states.append(state)
+
+    def run(self, col: Collection, errors: list) -> None:
+        try:
+            for op in self.ops:
+                self.started += 1
+                if op[0] == "upsert":
+                    _, id_, v, owner, y = op
+                    col.upsert([id_], v[None, :], tenants=owner, attributes={"y": [y]})
+                else:
+                    col.delete([op[1]])
+                self.acked += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+
+def check(query, ids, distances, windows, test) -> None:
+    """Every returned (id, distance) is a row in scope in some allowed state; every id in
+    scope, unchanged, in every allowed state (acknowledged before the call) is returned."""
+    maybe: dict[int, list[float]] = {}
+    certain: set[int] = set()
+    for states in windows:
+        for state in states:
+            for id_, (v, owner, y) in state.items():
+                if test(owner, y):
+                    maybe.setdefault(id_, []).append(float(((query - v) ** 2).sum()))
+        first = states[0]
+        for id_, row in first.items():
+            if test(*row[1:]) and all(s.get(id_) is row for s in states[1:]):
+                certain.add(id_)
+    found = {int(i): float(d) for i, d in zip(ids, distances) if i >= 0}
+    assert len(found) == int(np.count_nonzero(ids >= 0)), "an id came back twice"
+    for id_, d in found.items():
+        assert id_ in maybe, f"id {id_} is in scope in no state between the call and its return"
+        assert any(abs(d - e) <= 1e-4 * max(1.0, e) for e in maybe[id_]), (id_, d, maybe[id_])
+    missing = certain - set(found)
+    assert not missing, f"ids {sorted(missing)[:5]} acknowledged before the search are missing"
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind):
+    rng = np.random.default_rng(3)
+    writers = [Writer(n) for n in range(WRITERS)]
+    for w in writers:
+        w.plan(rng)
+    engine = shardwalk.Engine.memory()
+    col = engine.create_collection("c", dim=DIM, index=kind, attributes={"y": "int64"})
+    col.compaction_min_dead = 40  # background compactions swap in while searches run
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    searched = {name: 0 for name in SCOPES}
+
+    def reader(seed: int) -> None:
+        r = np.random.default_rng(seed)
+        names = list(SCOPES)
+        try:
+            while not stop.is_set():
+                name = names[int(r.integers(len(names)))]
+                tenant, where, test = SCOPES[name]
+                query = r.random(DIM, dtype=np.float32)
+                low = [w.acked for w in writers]
+                result = col.search(query, k=ALL, tenant=tenant, where=where)
+                high = [w.started for w in writers]
+                windows = [w.states[lo : hi + 1] for w, lo, hi in zip(writers, low, high)]
+                check(query, result.ids[0], result.distances[0], windows, test)
+                searched[name] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=w.run, args=(col, errors)) for w in writers]
+    readers = [threading.Thread(target=reader, args=(s,)) for s in range(2)]
+    run_until_written(threads, readers, stop)
+    assert not errors, errors[0]
+    assert min(searched.values()) >= 5, searched
+    col.wait_compacted()
+    stats = col.stats()
+    if kind == "hnsw":  # the background indexer's turns ran beside the searches
+        assert stats["delta"]["indexed_in_background"] > 0, stats["delta"]
+    final = {i: row for w in writers for i, row in w.states[-1].items()}
+    assert len(col) == len(final)
+    for tenant, where, test in SCOPES.values():
+        query = np.zeros(DIM, dtype=np.float32)
+        result = col.search(query, k=ALL, tenant=tenant, where=where)
+        check(query, result.ids[0], result.distances[0], [[final]], test)
+    engine.close()
+
+
+def test_tenants_writing_at_once_never_see_each_others_rows():
+    """Two tenants write the same ids in their own namespaces (rows of their own) while each
+    searches its scope: a's vectors lie in [0, 1)^d, b's in [10, 11)^d, so a row of the other
+    tenant would show as a distance past d. Each search holds every id its tenant had
+    acknowledged before it started and did not delete meanwhile."""
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    plans: dict[str, list] = {}
+    states: dict[str, list[set[int]]] = {}
+    progress = {t: {"started": 0, "acked": 0} for t in "ab"}
+    for tenant in "ab":
+        r = np.random.default_rng(ord(tenant))
+        live: set[int] = set()
+        plans[tenant], states[tenant] = [], [set()]
+        for step in range(60):
+            ids = [int(i) for i in r.choice(80, size=3, replace=False)]
+            plans[tenant].append(("delete" if step % 4 == 3 else "upsert", ids))
+            live = live - set(ids) if step % 4 == 3 else live | set(ids)
+            states[tenant].append(live)
+    checked = {"a": 0, "b": 0}
+
+    def write(tenant: str, offset: float) -> None:
+        r = np.random.default_rng(ord(tenant) + 1)
+        try:
+            for kind, ids in plans[tenant]:
+                progress[tenant]["started"] += 1
+                if kind == "delete":
+                    col.delete(ids, tenant=tenant, missing_ok=True)
+                else:
+                    col.upsert(ids, r.random((3, DIM), dtype=np.float32) + offset, tenant=tenant)
+                progress[tenant]["acked"] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    def search(tenant: str, offset: float) -> None:
+        r = np.random.default_rng(ord(tenant) + 7)
+        try:
+            while not stop.is_set():
+                low = progress[tenant]["acked"]
+                query = r.random(DIM, dtype=np.float32) + offset
+                result = col.search(query, k=ALL, tenant=tenant)
+                high = progress[tenant]["started"]
+                window = states[tenant][low : high + 1]
+                hits = result.ids[0][result.ids[0] >= 0]
+                assert (result.distances[0][: hits.size] < DIM).all(), "another tenant's row"
+                assert len(set(hits.tolist())) == hits.size
+                assert set(hits.tolist()) <= set().union(*window)
+                assert set.intersection(*window) <= set(hits.tolist()), "an acknowledged row"
+                checked[tenant] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    pairs = (("a", 0.0), ("b", 10.0))
+    writers = [threading.Thread(target=write, args=pair) for pair in pairs]
+    searchers = [threading.Thread(target=search, args=pair) for pair in pairs]
+    run_until_written(writers, searchers, stop)
+    assert not errors, errors[0]
+    assert min(checked.values()) > 3, checked
+
+
+def _run_aside(fn) -> tuple[threading.Thread, list]:
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_scoped_exact_search_does_not_wait_for_an_index_turn(monkeypatch):
+    """The background indexer stops inside its HNSW insert (holding the index's lock): a
+    tenant-scoped and a filtered search (exact paths: few rows match) run beside it and see
+    every acknowledged row, the ones waiting in the delta too; a plain search (the graph's
+    path) waits for the insert and then sees the same."""
+    col = shardwalk.Engine.memory().create_collection(
+        "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
+    )
+    rng = np.random.default_rng(1)
+    col.upsert(np.arange(100), rng.random((100, DIM)), tenants="a", attributes={"y": [1] * 100})
+    col.wait_indexed()
+    entered, release = threading.Event(), threading.Event()
+    add = HNSWIndex.add
+
+    def held(self, *args, **kwargs):  # the background indexer stops inside its insert
+        if threading.current_thread().name.startswith("shardwalk-index"):
+            entered.set()
+            assert release.wait(60)
+        return add(self, *args, **kwargs)
+
+    monkeypatch.setattr(HNSWIndex, "add", held)
+    col.upsert(np.arange(100, 110), rng.random((10, DIM)), tenants="a", attributes={"y": [1] * 10})
+    assert entered.wait(60)
+    plain = None
+    try:
+        for tenant, where in [("a", None), (None, F("y") == 1), ("a", F("y") == 1)]:
+            search, out = _run_aside(
+                lambda t=tenant, w=where: col.search(np.zeros(DIM), k=ALL, tenant=t, where=w)
+            )
+            search.join(timeout=30)
+            assert not search.is_alive(), "a scoped exact search waited for an index turn"
+            assert not isinstance(out[0], BaseException), out[0]
+            assert set(out[0].ids[0][out[0].ids[0] >= 0].tolist()) == set(range(110))
+        plain, found = _run_aside(lambda: col.search(np.zeros(DIM), k=ALL))
+    finally:
+        release.set()
+    assert plain is not None
+    plain.join(timeout=60)
+    assert set(found[0].ids[0].tolist()) - {-1} == set(range(110))
+    wait_until(lambda: col.stats()["delta"]["rows"] == 0, "the turn to finish")
+    assert col.stats()["index_stats"]["live"] == 110
+
+
+def test_an_insert_with_room_leaves_the_stored_vectors_in_place():
+    """HNSWIndex.reserve makes room; an insert within it moves no stored vector (what lets an
+    exact search read them beside the insert), and one past it grows the storage itself."""
+    rng = np.random.default_rng(2)
+    index = HNSWIndex(dim=DIM, metric="l2", m=8, ef_construction=32)
+    first = rng.random((300, DIM), dtype=np.float32)
+    index.reserve(300)  # room for a quarter more than held, at least 1,024 vectors
+    index.add(np.arange(300), first)
+    assert index.room(724) and not index.room(725)
+    index.reserve(500)  # there is room already: nothing moves
+    before = index.store.segments(np.arange(300))[0][0]
+    address = before.__array_interface__["data"][0]
+    index.add(np.arange(300, 800), rng.random((500, DIM), dtype=np.float32))
+    after = index.store.segments(np.arange(300))[0][0]
+    assert after.__array_interface__["data"][0] == address  # the same memory
+    assert np.array_equal(index.get(np.arange(300)), first)
+    index.add(np.arange(800, 5000), rng.random((4200, DIM), dtype=np.float32))  # past the room
+    assert np.array_equal(index.get(np.arange(300)), first)
+    assert len(index) == 5000

@@ -24,7 +24,7 @@ from shardwalk import _files as files
 if TYPE_CHECKING:
     from shardwalk.index.planner import Explain
 
-__all__ = ["IndexMetric", "SearchResult", "VectorIndex"]
+__all__ = ["IndexMetric", "KeepsRoom", "SearchResult", "VectorIndex"]
 
 INDEX_FORMAT = 1  # version of the files an index writes into its directory
 
@@ -94,6 +94,17 @@ class VectorIndex(Protocol):
 
     def stats(self) -> dict[str, Any]:
         """Sizes and parameters, JSON-serialisable."""
+
+
+@runtime_checkable
+class KeepsRoom(Protocol):
+    """An index whose inserts leave its stored vectors in place while it has room for them
+    (HNSWIndex: faiss's flat storage, grown ahead), so reads of the vectors alone need not
+    wait for an insert."""
+
+    def room(self, n: int) -> bool: ...
+
+    def reserve(self, n: int) -> None: ...
 
 
 def empty_result(n: int, k: int) -> SearchResult:

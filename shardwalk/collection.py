@@ -41,6 +41,7 @@ from shardwalk.errors import (
     ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
+from shardwalk.index.base import KeepsRoom
 from shardwalk.index.filters import Predicate, evaluate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
@@ -938,11 +939,12 @@ class Collection:
                 rows, vectors, owners = self._delta.head(count)
             if not rows.size:
                 return 0
-            if self._store_beside_inserts and not self._index.room(rows.size):
+            index = self._index
+            if self._shares_store and isinstance(index, KeepsRoom) and not index.room(rows.size):
                 # the insert must not move the vectors that scoped searches read beside it
                 # (holding only _rw): it makes room while they are held out (amortised)
                 with self._rw.write():
-                    self._index.reserve(rows.size)
+                    index.reserve(rows.size)
             with self._index_rw.write():
                 t0 = time.perf_counter()
                 self._add_to_index(rows, vectors, owners, threads)
@@ -1059,7 +1061,7 @@ class Collection:
     def _store_beside_inserts(self) -> bool:
         """Whether the index's inserts leave its stored vectors in place (it keeps room for
         them: ``reserve``), so reads of the vectors alone need not wait for an insert."""
-        return self._shares_store and hasattr(self._index, "reserve")
+        return self._shares_store and hasattr(self._index, "reserve")  # KeepsRoom, cheaply
 
     def _plan(
         self,
@@ -1581,8 +1583,8 @@ class Collection:
                 _lower_priority(nice)  # searches first: it yields the cores to them
             if upsert.ids.size:
                 fresh._apply_upsert(upsert, direct=True)
-            if fresh._store_beside_inserts:  # room for the rows to come, made here, unlocked
-                fresh._index.reserve(fresh.delta_limit)
+            if fresh._shares_store and isinstance(fresh._index, KeepsRoom):
+                fresh._index.reserve(fresh.delta_limit)  # room for the rows to come, unlocked
             for tenant, predicate in scopes:  # the scopes in use, kept current from here on
                 rows = None if tenant is None else fresh._tenants.rows(tenant)
                 fresh._masks[(tenant, predicate)] = fresh._build_mask(tenant, rows, predicate)

@@ -64,7 +64,10 @@ def test_served_from_actors_on_both_nodes(cluster, tmp_path: Path) -> None:
 
     write_data(tmp_path, seeded_rows(3000, DIM, seed=2))
     queries = np.random.default_rng(1).standard_normal((20, DIM)).astype(np.float32)
-    scopes = [{}, {"tenant": "t2"}, {"where": F("year") >= 2003}]
+    # a filter of about 1,100 matches: exact here and in each actor alike (with more than 2,048
+    # matches this process over-fetches from the graph while each actor, holding half the
+    # partitions, may scan its matches exactly: approximate against exact, equal most runs)
+    scopes = [{}, {"tenant": "t2"}, {"where": F("year") >= 2016}]
     with shardwalk.Engine.open(tmp_path) as engine:
         expected = [engine.collection("docs").search(queries, 10, **s).ids for s in scopes]
     with shardwalk.Engine.open(tmp_path, ray=cluster.address) as engine:

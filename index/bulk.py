@@ -33,6 +33,7 @@ from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk import _fs
 from shardwalk._files import save_npy
 from shardwalk._threads import delegated
+from shardwalk.errors import CorruptionError
 
 __all__ = [
     "assign_block",
@@ -104,12 +105,12 @@ def assign_block(
     staging: str,
 ) -> tuple[np.ndarray, int]:
     """Each row's partition (nearest centroid), its rows written to ``staging/p-XXXX/`` as
-    ``b-<smallest id of the block>.npz`` (ids, vectors). Returns (partitions, bytes written)."""
+    ``b-<smallest id of the block>.spill`` (ids, vectors). Returns (partitions, bytes written)."""
     if ids.size == 0:
         return np.zeros(0, np.int32), 0
     with delegated(1):
         parts = _nearest(centroids, np.ascontiguousarray(vectors, dtype=np.float32), metric)
-    name = f"b-{int(ids.min()):020d}.npz"
+    name = f"b-{int(ids.min()):020d}.spill"
     written = 0
     order = np.argsort(parts, kind="stable")
     bounds = np.searchsorted(parts[order], np.arange(centroids.shape[0] + 1))
@@ -123,21 +124,45 @@ def assign_block(
         # spill file lives only as long as the job, and a job that crashed starts again
         tmp = directory / f".{name}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
-            np.savez(f, ids=ids[rows], vectors=vectors[rows])
+            _write_spill(f, ids[rows], vectors[rows])
         _fs.replace(tmp, directory / name)
         written += int(rows.size * (8 + vectors.shape[1] * 4))
     return parts, written
 
 
+# A spill file: rows and dim (two little-endian int64), then the ids (int64) and the vectors
+# (float32, row-major), raw. Not .npy/.npz: numpy parses their headers with ast.literal_eval,
+# which CPython 3.11 can fail when threads parse at once ("SystemError: AST constructor
+# recursion depth mismatch", python/cpython#106905), and the partitions' builds read their
+# spill files on threads.
+def _write_spill(f: Any, ids: np.ndarray, vectors: np.ndarray) -> None:
+    f.write(np.array([ids.shape[0], vectors.shape[1]], "<i8").tobytes())
+    f.write(np.ascontiguousarray(ids, "<i8").tobytes())
+    f.write(np.ascontiguousarray(vectors, "<f4").tobytes())
+
+
+def _read_spill(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    data = path.read_bytes()
+    rows, dim = (int(x) for x in np.frombuffer(data, "<i8", 2))
+    ids = np.frombuffer(data, "<i8", rows, offset=16)  # read-only views: concatenated after
+    vectors = np.frombuffer(data, "<f4", rows * dim, offset=16 + 8 * rows)
+    if 16 + 8 * rows + 4 * rows * dim != len(data):
+        raise CorruptionError(
+            f"spill file {path} holds {len(data)} bytes, not the {rows} rows of {dim} it says "
+            "(written whole, then renamed: a file of this job's staging was changed under it)"
+        )
+    return ids, vectors.reshape(rows, dim)
+
+
 def read_spill(staging: str | os.PathLike[str], p: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids, vectors, bytes read) of partition ``p``'s spill files, in id order."""
     directory = spill_dir(staging, p)
-    files = sorted(directory.glob("b-*.npz")) if directory.is_dir() else []
+    files = sorted(directory.glob("b-*.spill")) if directory.is_dir() else []
     ids_parts, vector_parts, read = [], [], 0
     for path in files:
-        with np.load(path) as z:
-            ids_parts.append(z["ids"])
-            vector_parts.append(z["vectors"])
+        part_ids, part_vectors = _read_spill(path)
+        ids_parts.append(part_ids)
+        vector_parts.append(part_vectors)
         read += path.stat().st_size
     if not ids_parts:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), 0

@@ -143,14 +143,14 @@ def _write_spill(f: Any, ids: np.ndarray, vectors: np.ndarray) -> None:
 
 def _read_spill(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = path.read_bytes()
-    rows, dim = (int(x) for x in np.frombuffer(data, "<i8", 2))
+    rows, dim = (int(x) for x in np.frombuffer(data[:16], "<i8")) if len(data) >= 16 else (-1, 0)
+    if rows < 0 or 16 + 8 * rows + 4 * rows * dim != len(data):
+        raise CorruptionError(
+            f"spill file {path} holds {len(data)} bytes, not the {rows} rows of {dim} its header "
+            "says (written whole, then renamed: a file of this job's staging changed under it)"
+        )
     ids = np.frombuffer(data, "<i8", rows, offset=16)  # read-only views: concatenated after
     vectors = np.frombuffer(data, "<f4", rows * dim, offset=16 + 8 * rows)
-    if 16 + 8 * rows + 4 * rows * dim != len(data):
-        raise CorruptionError(
-            f"spill file {path} holds {len(data)} bytes, not the {rows} rows of {dim} it says "
-            "(written whole, then renamed: a file of this job's staging was changed under it)"
-        )
     return ids, vectors.reshape(rows, dim)
 
 

@@ -154,3 +154,27 @@ def test_blocks_do_not_change_the_bytes_and_tasks_start_largest_first(tmp_path: 
     assert scan["last_block_back_seconds"] + scan["after_last_block_seconds"] == pytest.approx(
         scan["wall_seconds"]
     )
+
+
+def test_spill_files_round_trip_and_a_cut_one_is_corruption(tmp_path: Path) -> None:
+    """assign_block's spill files (raw: no .npy header for numpy's ast parser, which CPython
+    3.11 can fail on threads) give back each partition's rows in id order; a file shorter
+    than its header says is CorruptionError naming it."""
+    from shardwalk.index.bulk import assign_block, read_spill, spill_dir
+
+    from shardwalk.errors import CorruptionError
+
+    rng = np.random.default_rng(0)
+    centroids = rng.standard_normal((3, 8)).astype(np.float32)
+    ids = rng.permutation(500).astype(np.int64)
+    vectors = rng.standard_normal((500, 8)).astype(np.float32)
+    parts, _ = assign_block(ids, vectors, centroids, "l2", str(tmp_path))
+    for p in range(3):
+        got_ids, got_vectors, _ = read_spill(tmp_path, p)
+        mine = np.sort(ids[parts == p])
+        assert np.array_equal(got_ids, mine)
+        assert np.array_equal(got_vectors, vectors[np.argsort(ids)][np.isin(np.sort(ids), mine)])
+    path = next(spill_dir(tmp_path, 0).glob("b-*"))
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(CorruptionError, match=path.name):
+        read_spill(tmp_path, 0)

@@ -57,7 +57,7 @@ from shardwalk.storage import DataDir, remove_dir, seal_snapshot
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import WriteAheadLog
 
-__all__ = ["Columns", "ThreadExecutor", "build_collection"]
+__all__ = ["Columns", "ThreadExecutor", "run_pipeline"]
 
 _BATCH = 65_536  # rows per Arrow batch a worker checks at once (a larger row group is split)
 _BLOCK_BYTES = 32 << 20  # decoded bytes per block: row groups are packed up to this
@@ -541,7 +541,7 @@ def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
     return found
 
 
-def build_collection(
+def run_pipeline(
     path: str | os.PathLike[str],
     name: str,
     source: Any,

@@ -481,7 +481,22 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class Server:
+class _Serving:
+    """What both servers set up alike: the engine, served through one dispatcher (API keys,
+    limits, handlers) on ``host:port``, with a pool of ``[limits] rpc_threads`` for the calls."""
+
+    def __init__(
+        self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        check_port(port)
+        self.engine = engine
+        self.host = host
+        self.dispatcher = Dispatcher(engine, config)
+        self.registry = self.dispatcher.registry
+        self._pool = FairPool(config.limits.rpc_threads)
+
+
+class Server(_Serving):
     """A running shardwalk gRPC server over an engine: grpc's synchronous server, a thread
     per call from a pool of ``[limits] rpc_threads``.
 
@@ -497,13 +512,8 @@ class Server:
     def __init__(
         self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        check_port(port)
-        self.engine = engine
-        self.host = host
-        self.dispatcher = Dispatcher(engine, config)
-        self.registry = self.dispatcher.registry
+        super().__init__(engine, config, host=host, port=port)
         limits = config.limits
-        self._pool = FairPool(limits.rpc_threads)
         self._server = grpc.server(
             self._pool, maximum_concurrent_rpcs=limits.max_concurrent_requests,
             options=_options(limits),
@@ -551,7 +561,7 @@ class Server:
         self.stop()
 
 
-class AioServer:
+class AioServer(_Serving):
     """The same service on grpc.aio: one event loop (in a thread of its own) takes the calls
     and runs each handler in a pool of ``[limits] rpc_threads`` (the engine is synchronous). A
     client stream reaches its handler chunk by chunk, as the handler asks for them
@@ -561,13 +571,8 @@ class AioServer:
     def __init__(
         self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        check_port(port)
-        self.engine = engine
-        self.host = host
-        self.dispatcher = Dispatcher(engine, config)
-        self.registry = self.dispatcher.registry
+        super().__init__(engine, config, host=host, port=port)
         self._config, self._port = config, port
-        self._pool = FairPool(config.limits.rpc_threads)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()

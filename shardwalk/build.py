@@ -531,7 +531,7 @@ def _schema_and_dim(files: list[str], columns: Columns) -> tuple[int, int, tuple
 
 def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
     """Every (file, row) holding ``id_`` in ``column``."""
-    found = []
+    found: list[tuple[str, int]] = []
     for path in files:
         start = 0
         for batch in pq.ParquetFile(path).iter_batches(_BATCH, columns=[column]):

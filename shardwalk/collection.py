@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +37,7 @@ from shardwalk.errors import (
     ResourceExhaustedError,
     ShardwalkError,
 )
-from shardwalk.index import IndexHost, SearchResult, make_index
+from shardwalk.index import IndexHost, IndexMetric, SearchResult, make_index
 from shardwalk.index.base import KeepsRoom
 from shardwalk.index.filters import Predicate, evaluate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
@@ -403,8 +403,8 @@ class Collection:
         return self._store is getattr(self._index, "store", None)
 
     @property
-    def _index_metric(self) -> str:
-        return "ip" if self.metric == "cosine" else self.metric
+    def _index_metric(self) -> IndexMetric:
+        return "ip" if self.metric == "cosine" else cast(IndexMetric, self.metric)
 
     def __repr__(self) -> str:
         return (
@@ -544,7 +544,7 @@ class Collection:
         write = _Upsert(ids, arr, owners, attrs, shared, everywhere=tenant is None)
         if self._datadir is not None:  # encoded here, in the caller's thread
             write.record = encode("upsert", upsert_record(write, self.dim))
-        written = self._writes.submit(write)
+        written: int = self._writes.submit(write)
         if ids.size >= _LARGE_WRITE:
             del write, arr  # the batch's copies (checked, normalised, encoded) are garbage now
             _release_free_memory()
@@ -566,7 +566,8 @@ class Collection:
         if tenant is not None:
             check_name("tenant", tenant)
             owner = tenant
-        return self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner))
+        deleted: int = self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner))
+        return deleted
 
     def _commit_group(self, group: list[Entry]) -> None:
         """Commit queued writes in order (called by the group's leader under the commit lock):
@@ -768,7 +769,7 @@ class Collection:
         self, rows: np.ndarray, vectors: np.ndarray, owners: np.ndarray, threads: int | None = None
     ) -> None:
         if threads is not None and getattr(self._index, "kind", "") == "hnsw":
-            self._index.add(rows, vectors, groups=owners, threads=threads)
+            self._index.add(rows, vectors, groups=owners, threads=threads)  # type: ignore[call-arg]
         else:
             self._index.add(rows, vectors, groups=owners)  # a layout hint: owner tenants
         if not self._shares_store:

@@ -135,7 +135,7 @@ def build_collection(
         attributes=tuple(attribute_columns or ()),
     )
     progress = check_progress(progress)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         index=index, metric=metric, columns=columns, index_params=index_params, progress=progress
     )
     if not (ray or address):

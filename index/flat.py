@@ -46,7 +46,9 @@ def _bitmap_params(mask: np.ndarray) -> tuple[faiss.SearchParameters, np.ndarray
     """
     bits = np.packbits(mask, bitorder="little")
     selector = faiss.IDSelectorBitmap(mask.shape[0], faiss.swig_ptr(bits))
-    return faiss.SearchParameters(sel=selector), bits
+    params = faiss.SearchParameters()  # (faiss's stubs do not declare its keyword arguments)
+    params.sel = selector
+    return params, bits
 
 
 def exact_search(

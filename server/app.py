@@ -495,6 +495,18 @@ class _Serving:
         self.registry = self.dispatcher.registry
         self._pool = FairPool(config.limits.rpc_threads)
 
+    def stop(self, grace: float | None = 10.0) -> None:
+        raise NotImplementedError
+
+    def _stopped(self) -> None:
+        """Once the server takes no more calls: end the background work, then checkpoint
+        every collection (the engine stays open: its owner closes it)."""
+        self.dispatcher.background.close()
+        _checkpoint(self.engine)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 class Server(_Serving):
     """A running shardwalk gRPC server over an engine: grpc's synchronous server, a thread
@@ -551,14 +563,10 @@ class Server(_Serving):
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
         self._pool.shutdown(wait=False)
-        self.dispatcher.background.close()
-        _checkpoint(self.engine)
+        self._stopped()
 
     def __enter__(self) -> Server:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class AioServer(_Serving):
@@ -648,14 +656,10 @@ class AioServer(_Serving):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._pool.shutdown()
-        self.dispatcher.background.close()
-        _checkpoint(self.engine)
+        self._stopped()
 
     def __enter__(self) -> AioServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class _StreamCancelled(grpc.RpcError):

@@ -78,14 +78,14 @@ def test_the_served_call_is_broken_down_by_thread(report):
 
 
 def test_thread_cpu_and_switches_read_every_thread():
-    """The per-thread CPU and the context switches bench/server.py reads count every thread of
-    a process (psutil's switch count is the main thread's only)."""
+    """The per-thread CPU and the context switches bench/server.py reads (bench/_server_cpu.py)
+    count every thread of a process (psutil's switch count is the main thread's only)."""
     import os
     import threading
 
     sys.path.insert(0, str(BENCH))
     try:
-        server = importlib.import_module("server")
+        cpu = importlib.import_module("_server_cpu")
     finally:
         sys.path.remove(str(BENCH))
     if not os.path.isdir(f"/proc/{os.getpid()}/task"):
@@ -94,10 +94,10 @@ def test_thread_cpu_and_switches_read_every_thread():
     worker = threading.Thread(target=lambda: (sum(range(200_000)), done.wait(10)))
     worker.start()
     try:
-        threads = server.thread_cpu(os.getpid())
+        threads = cpu.thread_cpu(os.getpid())
         assert worker.native_id in threads and threading.get_native_id() in threads
         assert all(seconds >= 0 for _, seconds in threads.values())
-        assert server.context_switches(os.getpid()) >= len(threads)
+        assert cpu.context_switches(os.getpid()) >= len(threads)
     finally:
         done.set()
         worker.join()

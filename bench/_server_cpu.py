@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import _common as common
 import psutil
-from _server_systems import SYNC, UNFILTERED, GrpcFloor, Served, System
+from _server_systems import SYNC, UNFILTERED, GrpcFloor, Served, System, beside_python
 
 
 def cpu_seconds(system: System) -> tuple[float, ...]:
@@ -64,7 +62,7 @@ def profile(systems: list[System], args, log) -> dict[str, Any]:
     grpc's C-core I/O threads), measured alone; then, for this checkout's servers, py-spy
     flame graphs (SVG, committed under bench/results/) and the share of the samples spent in
     the frames that matter (inclusive), for the results JSON."""
-    exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    exe = beside_python("py-spy")
     if exe is None:
         log("profile skipped: py-spy not installed (pip install py-spy)")
         return {"skipped": "py-spy not installed"}

@@ -5,11 +5,9 @@ a :class:`~_server_systems.System` on the same data and tenants as shardwalk."""
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,12 +26,26 @@ from _server_systems import (
     Data,
     K,
     System,
-    free_port,
+    beside_python,
     pad,
     start_server,
     stop_process,
 )
 from shardwalk.index import exact_search
+
+
+def absent(skip: str | None, modules: tuple[str, ...], packages: str) -> str | None:
+    """Why a peer is left out: its ``--skip-...`` flag given (``skip``: the flag, or None), or
+    a module of its client missing (with the pip command that installs ``packages``); None if
+    it runs."""
+    if skip:
+        return skip
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError as exc:
+        return f"not installed ({exc}): pip install {packages}"
+    return None
 
 
 class Milvus(System):
@@ -50,12 +62,9 @@ class Milvus(System):
         super().__init__(data)
         from pymilvus import DataType, MilvusClient
 
-        exe = shutil.which("milvus-lite", path=os.path.dirname(sys.executable)) or "milvus-lite"
-        port = free_port()
-        self.log_path = f"{path}.log"
-        cmd = [exe, "server", "--data-dir", path, "--host", "127.0.0.1", "--port", str(port)]
         self.process, self.client = start_server(
-            cmd, self.log_path, lambda: MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=5),
+            "milvus-lite", ["server", "--data-dir", path], path,
+            lambda port: MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=5),
             lambda client: client.list_collections(),
         )  # fmt: skip
         self.server = psutil.Process(self.process.pid)
@@ -134,7 +143,7 @@ class Milvus(System):
                 }
             )
         out: dict[str, Any] = {"index": self.info, "unfiltered_by_ef": by_ef}
-        exe = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+        exe = beside_python("py-spy")
         if exe is None:
             out["profile"] = "skipped: py-spy not installed"
         else:
@@ -176,12 +185,9 @@ class Chroma(System):
         super().__init__(data)
         import chromadb
 
-        exe = shutil.which("chroma", path=os.path.dirname(sys.executable)) or "chroma"
-        port = free_port()
-        self.log_path = f"{path}.log"
-        cmd = [exe, "run", "--path", path, "--host", "127.0.0.1", "--port", str(port)]
         self.process, self.client = start_server(
-            cmd, self.log_path, lambda: chromadb.HttpClient(host="127.0.0.1", port=port),
+            "chroma", ["run", "--path", path], path,
+            lambda port: chromadb.HttpClient(host="127.0.0.1", port=port),
             lambda client: client.heartbeat(),
         )  # fmt: skip
         self.server = psutil.Process(self.process.pid)

@@ -3,6 +3,7 @@ with the observed values, and the plot (QPS and p99 per scope and client threads
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,7 @@ from _server_systems import (
 def ratios(result: dict[str, Any], args) -> dict[str, Any]:
     search = result["search"]
     out: dict[str, Any] = {}
-
-    def at(system: str, scope: str, c: int) -> dict[str, Any] | None:
-        return next((p for p in search.get(system, {}).get(scope, []) if p["threads"] == c), None)
-
+    at = partial(common.point_at, search)
     servers = [s for s in search if s.startswith("server-")]
     for server in servers:
         for scope in SCOPES:
@@ -41,32 +39,27 @@ def ratios(result: dict[str, Any], args) -> dict[str, Any]:
                 )
     for scope in SCOPES:
         for c in args.concurrency:
-            a, b = at(SYNC, scope, c), at(AIO, scope, c)
-            if a and b and b["qps"]:
-                out[f"{scope} qps c={c} sync / aio"] = round(a["qps"] / b["qps"], 3)
-            a = at(INPROC, scope, c)
+            ratio = common.qps_ratio(at(SYNC, scope, c), at(AIO, scope, c))
+            if ratio is not None:
+                out[f"{scope} qps c={c} sync / aio"] = ratio
             for server in servers:
-                b = at(server, scope, c)
-                if a and b and a["qps"]:
-                    out[f"{scope} qps c={c} {server} / in-process"] = round(b["qps"] / a["qps"], 3)
+                ratio = common.qps_ratio(at(server, scope, c), at(INPROC, scope, c))
+                if ratio is not None:
+                    out[f"{scope} qps c={c} {server} / in-process"] = ratio
     for other in (MILVUS, CHROMA, PGVECTOR, f"{PGVECTOR}-relaxed", f"{PGVECTOR}-rls"):
         for scope in (UNFILTERED, TENANT):
             for c in args.concurrency:
-                b = at(other, scope, c)
                 for server in servers:
-                    a = at(server, scope, c)
-                    if a and b and b["qps"]:
-                        out[f"{scope} qps c={c} {server} / {other}"] = round(a["qps"] / b["qps"], 2)
+                    ratio = common.qps_ratio(at(server, scope, c), at(other, scope, c), 2)
+                    if ratio is not None:
+                        out[f"{scope} qps c={c} {server} / {other}"] = ratio
     return out
 
 
 def targets(result: dict[str, Any], args) -> dict[str, Any]:
     """Issue 9's targets, each with the observed value."""
     search = result["search"]
-
-    def at(system: str, scope: str, c: int) -> dict[str, Any] | None:
-        return next((p for p in search.get(system, {}).get(scope, []) if p["threads"] == c), None)
-
+    at = partial(common.point_at, search)
     out: dict[str, Any] = {}
     for server in [s for s in search if s.startswith("server-") and s != SYNC_INPROC]:
         a, b = at(INPROC, UNFILTERED, 1), at(server, UNFILTERED, 1)
@@ -198,10 +191,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
     p = result["params"]
-    fig.suptitle(
+    title = (
         f"{result['dataset']}: HNSW M={p['m']} efC={p['ef_construction']} ef={p['ef']}, k={K}; "
         f"{result['machine']['cpus']} CPUs shared; warm-up {p['warmup_seconds']}s + "
         f"{p['duration_seconds']}s per point"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    common.save_figure(fig, path, title, dpi=100)

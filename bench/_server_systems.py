@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,16 +103,24 @@ def read_line(process: subprocess.Popen, timeout: float) -> str:
     return process.stdout.readline()
 
 
+def beside_python(program: str) -> str | None:
+    """Where ``program`` is: beside this interpreter first (a venv's own scripts), else on PATH."""
+    return shutil.which(program, path=os.path.dirname(sys.executable)) or shutil.which(program)
+
+
 def start_server(
-    cmd: list[str], log_path: str, connect: Any, ready: Any, timeout: float = 120.0
+    program: str, args: list[str], path: str, connect: Any, ready: Any, timeout: float = 120.0
 ) -> tuple[subprocess.Popen, Any]:
-    """A competitor's server process (its output to ``log_path``, never a pipe: a request log
-    would fill it) and a client of it, once ``ready(client)`` answers."""
-    process = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    """A competitor's server, ``program ARGS --host 127.0.0.1 --port P`` on a free port P (its
+    output to ``path``.log, never a pipe: a request log would fill it), and a client of it,
+    ``connect(P)``, once ``ready(client)`` answers."""
+    port = free_port()
+    cmd = [beside_python(program) or program, *args, "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(cmd, stdout=open(f"{path}.log", "w"), stderr=subprocess.STDOUT)
     t0 = time.perf_counter()
     while True:
         try:
-            client = connect()
+            client = connect(port)
             ready(client)
             return process, client
         except Exception:

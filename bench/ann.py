@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import faiss
 import hnswlib
 import numpy as np
@@ -35,11 +36,6 @@ import shardwalk
 from shardwalk.datasets import clustered_vectors
 
 HERE = Path(__file__).resolve().parent
-# ../shared/data beside the checkout (a worktree sits one level deeper: look further up)
-DATA = next(
-    (p / "shared" / "data" for p in HERE.parents if (p / "shared" / "data").is_dir()),
-    HERE.parent.parent / "shared" / "data",
-)
 K = 10
 
 
@@ -53,15 +49,8 @@ class Dataset:
 
 
 def load_mnist() -> Dataset:
-    root = DATA / "mnist-784-euclidean-test10k"
-    if not root.is_dir():
-        sys.exit(f"dataset not found: {root} (see ../shared/data/MANIFEST.md)")
-    return Dataset(
-        name="mnist-784-euclidean-test10k",
-        base=np.ascontiguousarray(np.load(root / "base.npy"), dtype=np.float32),
-        queries=np.ascontiguousarray(np.load(root / "query.npy"), dtype=np.float32),
-        truth=np.load(root / "gt.npy")[:, :K].astype(np.int64),
-    )
+    base, queries, truth = common.mnist(K)
+    return Dataset(name=common.MNIST, base=base, queries=queries, truth=truth)
 
 
 def make_clustered(n: int, dim: int, queries: int, seed: int) -> Dataset:
@@ -462,12 +451,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = common.pyplot().subplots(1, 2, figsize=(13, 5))
     for name, system in result["systems"].items():
         pts = system["points"]
         if not pts:
@@ -484,26 +468,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
+    common.save_figure(
+        fig,
+        path,
         f"{result['dataset']}: n={result['n']:,} dim={result['dim']} "
         f"M={result['params']['m']} efC={result['params']['ef_construction']} "
-        f"threads={result['params']['threads']}"
+        f"threads={result['params']['threads']}",
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = common.parser(__doc__)
     parser.add_argument("--dataset", choices=["mnist", "clustered"], default="mnist")
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=200)
+    common.int_flags(parser, n=1_000_000, dim=128, queries=1000, seed=0, m=16, ef_construction=200)
     parser.add_argument("--efs", default="10,16,32,64,128,256")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--nlist", type=int, default=None)

@@ -29,15 +29,20 @@ def run_line(r: dict) -> str:
     )
 
 
+def _head(r: dict, details: str) -> list[str]:
+    """The first lines of a rendering: the run, then the dataset with its size and ``details``."""
+    return [run_line(r), "", f"**{r['dataset']}** (n={r['n']:,}, dim={r['dim']}, {details})", ""]
+
+
 def ann(r: dict) -> str:
     p = r["params"]
     out = [
-        run_line(r),
-        "",
-        f"**{r['dataset']}** (n={r['n']:,}, dim={r['dim']}, {r['queries']} queries, k={r['k']}, "
-        f"M={p['m']}, efConstruction={p['ef_construction']}, {p['threads']} threads, "
-        f"{p['singles']} single queries, best of {p.get('rounds', 1)} interleaved rounds)",
-        "",
+        *_head(
+            r,
+            f"{r['queries']} queries, k={r['k']}, M={p['m']}, efConstruction="
+            f"{p['ef_construction']}, {p['threads']} threads, {p['singles']} single queries, "
+            f"best of {p.get('rounds', 1)} interleaved rounds",
+        ),
         "| system | build s | build peak MiB | resident MiB | setting | recall@10 | batch QPS "
         "| single p50 us | single p99 us |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -107,13 +112,13 @@ def _times(x: float | None) -> str:
 def filtered(r: dict) -> str:
     p = r["params"]
     out = [
-        run_line(r),
-        "",
-        f"**{r['dataset']}** (n={r['n']:,}, dim={r['dim']}, {r['tenants']} tenants, "
-        f"{r['queries_per_scope']} queries per scope in one call ({p['filtered_queries']} for "
-        f"hnswlib's Python filter), HNSW M={p['m']} efConstruction={p['ef_construction']} "
-        f"ef={p['ef']}, {p['threads']} threads, shardwalk quantization {p['quantization']})",
-        "",
+        *_head(
+            r,
+            f"{r['tenants']} tenants, {r['queries_per_scope']} queries per scope in one call "
+            f"({p['filtered_queries']} for hnswlib's Python filter), HNSW M={p['m']} "
+            f"efConstruction={p['ef_construction']} ef={p['ef']}, {p['threads']} threads, "
+            f"shardwalk quantization {p['quantization']}",
+        ),
         "| bucket | system | recall@10 | QPS | shardwalk / per-tenant | shardwalk / faiss bitmap "
         "at matched recall | shardwalk / exact scan | shardwalk / hnswlib filter |",
         "|---|---|---|---|---|---|---|---|",
@@ -178,11 +183,11 @@ def spann(r: dict) -> str:
         f"{setting(x)}: recall {x['recall']:.3f}, p50 {x['p50_us']:.0f} us" for x in c["search"]
     )
     out = [
-        run_line(r),
-        "",
-        f"**{r['dataset']}** (n={r['n']:,}, dim={r['dim']}, {r['queries']} single queries "
-        f"back to back; spann max_list_size {sw['params']['max_list_size']})",
-        "",
+        *_head(
+            r,
+            f"{r['queries']} single queries back to back; spann max_list_size "
+            f"{sw['params']['max_list_size']}",
+        ),
         f"- **Resident memory of a spann collection, measured: {c['resident_mib']:.1f} MiB = "
         f"{c['resident_over_raw']:.3f} of the {c['raw_vectors_mib']:.1f} MiB of raw vectors** "
         f"(a fresh process's growth over opening the checkpointed collection and searching all "

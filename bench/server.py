@@ -79,6 +79,7 @@ from _server_peers import (
     Chroma,
     Milvus,
     PgVector,
+    absent,
     build_pgvector,
     pg_unavailable,
     postmaster_pid,
@@ -307,26 +308,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from shardwalk.server.config import load_config
 
             systems.append(InProcessServer(data, inproc.engine, load_config(config)))
-        if args.skip_milvus:
-            skipped[MILVUS] = "--skip-milvus"
+        note = absent(
+            "--skip-milvus" if args.skip_milvus else None,
+            ("milvus_lite", "pymilvus"),
+            "pymilvus milvus-lite",
+        )
+        if note:
+            skipped[MILVUS] = note
         else:
-            try:
-                import milvus_lite  # noqa: F401
-                import pymilvus  # noqa: F401
-            except ImportError as exc:
-                skipped[MILVUS] = f"not installed ({exc}): pip install pymilvus milvus-lite"
-            else:
-                mv = Milvus(data, os.path.join(root, "milvus"), args, log)
-                systems.append(mv)
-                built[MILVUS] = {
-                    "insert_seconds": round(mv.insert_seconds, 1),
-                    "build_seconds": round(mv.build_seconds, 1),
-                    "index": mv.info,
-                    "path_check": mv.path_check(args.milvus_check_queries, 4.0, log),
-                }
-                log(
-                    f"milvus-lite: built in {mv.build_seconds:.1f}s (insert {mv.insert_seconds:.1f}s)"
-                )
+            mv = Milvus(data, os.path.join(root, "milvus"), args, log)
+            systems.append(mv)
+            built[MILVUS] = {
+                "insert_seconds": round(mv.insert_seconds, 1),
+                "build_seconds": round(mv.build_seconds, 1),
+                "index": mv.info,
+                "path_check": mv.path_check(args.milvus_check_queries, 4.0, log),
+            }
+            log(f"milvus-lite: built in {mv.build_seconds:.1f}s (insert {mv.insert_seconds:.1f}s)")
         plans: dict[str, str] = {}
         if args.skip_pgvector:
             skipped[PGVECTOR] = "--skip-pgvector"
@@ -345,18 +343,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         plan = re.sub(r"'\[[^']*\]'::vector", "$query::vector", pg.explain(scope))
                         plans[f"{pg.name} {scope}"] = plan
                         log(f"{pg.name} {scope}: EXPLAIN\n{plan}")
-        if args.skip_chroma:
-            skipped[CHROMA] = "--skip-chroma"
+        note = absent("--skip-chroma" if args.skip_chroma else None, ("chromadb",), "chromadb")
+        if note:
+            skipped[CHROMA] = note
         else:
-            try:
-                import chromadb  # noqa: F401
-            except ImportError as exc:
-                skipped[CHROMA] = f"not installed ({exc}): pip install chromadb"
-            else:
-                ch = Chroma(data, os.path.join(root, "chroma"), args, log)
-                systems.append(ch)
-                built[CHROMA] = {"build_seconds": round(ch.build_seconds, 1), **ch.info}
-                log(f"chroma: built in {ch.build_seconds:.1f}s")
+            ch = Chroma(data, os.path.join(root, "chroma"), args, log)
+            systems.append(ch)
+            built[CHROMA] = {"build_seconds": round(ch.build_seconds, 1), **ch.info}
+            log(f"chroma: built in {ch.build_seconds:.1f}s")
         truth = truths(data, inproc, args, log)
         result: dict[str, Any] = {
             "dataset": data.name,
@@ -452,9 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--edges-per-node", type=int, default=10)
     parser.add_argument("--walks-per-node", type=int, default=10)
     parser.add_argument("--concurrency", type=ints, default=[1, 8, 32], help="client threads")
-    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per point")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per point")
-    parser.add_argument("--rounds", type=int, default=2, help="each point keeps its best round")
+    common.window_flags(parser, "point", "each point keeps its best round")
     parser.add_argument(
         "--scopes",
         type=lambda s: [x for x in s.split(",") if x],

@@ -13,11 +13,9 @@ Writes bench/results/ann-<dataset>.json and .png.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +26,8 @@ import _common as common
 import faiss
 import hnswlib
 import numpy as np
-import psutil
 import runinfo
+from _memory import PeakRSS
 from shardwalk.index import exact_search
 
 import shardwalk
@@ -59,40 +57,6 @@ def make_clustered(n: int, dim: int, queries: int, seed: int) -> Dataset:
     return Dataset(
         name=f"clustered-{n}x{dim}-seed{seed}", base=data.vectors, queries=data.queries, truth=truth
     )
-
-
-class PeakRSS:
-    """Samples this process's resident memory in a thread; reports the peak above a baseline."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        self.base = self.proc.memory_info().rss
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.end = self.proc.memory_info().rss
-        self.peak = max(self.peak, self.end)
-
-    @property
-    def peak_mib(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-    @property
-    def resident_mib(self) -> float:
-        return (self.end - self.base) / 2**20
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:

@@ -76,7 +76,7 @@ from _common import (  # noqa: F401  (Run, hammer, recall, search_around: also i
     window_flags,
     write_results,
 )
-from ann import PeakRSS
+from _memory import PeakRSS, arrow_bytes, release_free_memory, rss_parts
 from filtered import zipf_tenants
 
 import shardwalk
@@ -437,41 +437,6 @@ def fsync_p50_us(directory: str | None, appends: int = 200) -> float:
 MEMORY_SYSTEMS = ("shardwalk", "hnswlib", "faiss-hnsw", "qdrant-edge")
 
 
-def _rss_parts() -> dict[str, int]:
-    """Resident bytes by kind (Linux): anonymous (heap) and file-backed (mapped files)."""
-    parts: dict[str, int] = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
-                    key, value = line.split(":")
-                    parts[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return parts
-
-
-def _arrow_bytes() -> int:
-    """Bytes held in Arrow's memory pool (0 when pyarrow is not loaded)."""
-    pa = sys.modules.get("pyarrow")
-    return int(pa.total_allocated_bytes()) if pa is not None else 0
-
-
-def _release_free_memory() -> bool:
-    """Return freed memory to the OS (Arrow's pool, then glibc's malloc_trim); False if glibc's
-    malloc_trim is unavailable."""
-    pa = sys.modules.get("pyarrow")
-    if pa is not None:
-        pa.default_memory_pool().release_unused()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
 def memory_child(args: argparse.Namespace) -> dict[str, Any]:
     """Build one system in this (fresh) process; resident growth after the build and one search."""
     data = load(args)
@@ -497,8 +462,8 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
         elif which == "hnswlib":
             import hnswlib
         gc.collect()
-        before, parts_before = proc.memory_info().rss, _rss_parts()
-        arrow_before = _arrow_bytes()
+        before, parts_before = proc.memory_info().rss, rss_parts()
+        arrow_before = arrow_bytes()
         t0 = time.perf_counter()
         with PeakRSS() as peak:
             if which == "shardwalk":
@@ -529,9 +494,9 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
                 system.search(q, K)
         seconds = time.perf_counter() - t0
         gc.collect()
-        after, parts_after = proc.memory_info().rss, _rss_parts()
-        arrow_after = _arrow_bytes()
-        trimmed = _release_free_memory()
+        after, parts_after = proc.memory_info().rss, rss_parts()
+        arrow_after = arrow_bytes()
+        trimmed = release_free_memory()
         after_trim = proc.memory_info().rss
         if hasattr(system, "close"):
             system.close()

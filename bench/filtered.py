@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 import runinfo
-from ann import PeakRSS
+from _memory import PeakRSS
 
 import shardwalk
 from shardwalk import F

@@ -42,8 +42,8 @@ import hnswlib
 import numpy as np
 import psutil
 import runinfo
-from ann import PeakRSS, recall
-from concurrency import _rss_parts
+from _memory import PeakRSS, rss_parts
+from ann import recall
 from shardwalk.index import SpannIndex, exact_search
 
 import shardwalk
@@ -292,7 +292,7 @@ def memory_child(work: str) -> dict[str, Any]:
         engine.collection("docs").search(queries[:4], k=K)
     gc.collect()
     first_open = proc.memory_info().rss - first
-    before, parts_before = proc.memory_info().rss, _rss_parts()
+    before, parts_before = proc.memory_info().rss, rss_parts()
     engine = shardwalk.Engine.open(os.path.join(work, "data"))
     col = engine.collection("docs")
     col.search(queries[:1], k=K)
@@ -302,7 +302,7 @@ def memory_child(work: str) -> dict[str, Any]:
         ids, lat = latency(lambda q, s=setting: col.search(q, k=K, **s).ids, queries)
         rows.append({**setting, "recall": round(recall(ids, truth), 4), **lat})
     gc.collect()
-    after, parts_after = proc.memory_info().rss, _rss_parts()
+    after, parts_after = proc.memory_info().rss, rss_parts()
     stats = col.stats()["index_stats"]
     engine.close()
     return {

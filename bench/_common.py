@@ -1,7 +1,9 @@
 """What the benchmarks share: the load loops (:func:`hammer`: N threads looping one call with
 a warm-up and a measured window; :func:`search_around`: latencies while an action runs), recall
-of the calls that ran and the best of several rounds, and what a results file records about
-its run (the engine's commit, package versions, the machine and its load before and after).
+of the calls that ran and the best of several rounds, what a results file records about its
+run (the engine's commit, package versions, the machine and its load before and after), the
+flags several benchmarks take, the shared data (MNIST, the real graphs) and figure saving.
+(Memory measurement: bench/_memory.py.)
 
 bench/concurrency.py and bench/server.py measure with these; bench/runinfo.py is the record
 the other benchmarks keep (``runinfo.start()`` / ``runinfo.finish()``).

@@ -56,7 +56,9 @@ def test_a_hand_edited_figure_is_caught(report):
 
 def test_the_served_call_is_broken_down_by_thread(report):
     """bench/server.py --profile records the server's CPU per call by thread role; the server
-    section renders one row per server with each role's figure and their total."""
+    section (bench/_render_search.py) renders one row per server with each role's figure and
+    their total."""
+    search_tables = sys.modules["_render_search"]  # imported by report.py
     profile = {
         "server-sync": {
             "qps": 1500.0,
@@ -69,12 +71,12 @@ def test_the_served_call_is_broken_down_by_thread(report):
             "server_cpu_us_per_call_by_thread": {"handlers": 90.0, "native: event_engine": 50.0},
         },
     }
-    lines = report._thread_profile(profile)
+    lines = search_tables.thread_profile(profile)
     assert "| server | QPS | handlers | grpc cq | native: event_engine | total |" in lines
     assert "| server-sync | 1,500 | 300 | 100 | - | 400 |" in lines
     assert "| grpc-floor | 3,000 | 90 | - | 50 | 140 |" in lines
     assert any(line.startswith("server-sync, share of py-spy's samples") for line in lines)
-    assert report._thread_profile({}) == []
+    assert search_tables.thread_profile({}) == []
 
 
 def test_thread_cpu_and_switches_read_every_thread():

@@ -1,7 +1,9 @@
 """What the benchmarks share: the load loops (:func:`hammer`: N threads looping one call with
 a warm-up and a measured window; :func:`search_around`: latencies while an action runs), recall
-of the calls that ran and the best of several rounds, and what a results file records about
-its run (the engine's commit, package versions, the machine and its load before and after).
+of the calls that ran and the best of several rounds, what a results file records about its
+run (the engine's commit, package versions, the machine and its load before and after), the
+flags several benchmarks take, the shared data (MNIST, the real graphs) and figure saving.
+(Memory measurement: bench/_memory.py.)
 
 bench/concurrency.py and bench/server.py measure with these; bench/runinfo.py is the record
 the other benchmarks keep (``runinfo.start()`` / ``runinfo.finish()``).
@@ -26,12 +28,21 @@ import numpy as np
 import shardwalk
 
 __all__ = [
+    "DATA",
+    "MNIST",
+    "REAL_GRAPHS",
+    "UNDIRECTED",
     "Run",
     "commit_of",
     "engine_source",
     "hnsw_flags",
     "hnsw_params",
+    "int_flags",
+    "mnist",
+    "parser",
+    "point_at",
     "pool_flags",
+    "qps_ratio",
     "pyplot",
     "exact_truths",
     "hammer",
@@ -41,13 +52,50 @@ __all__ = [
     "package_version",
     "recall",
     "recorder",
+    "save_figure",
     "search_around",
     "two_percent_tenant",
+    "window_flags",
     "write_results",
 ]
 
 
+HERE = Path(__file__).resolve().parent
+# ../shared/data beside the checkout (a worktree sits one level deeper: look further up)
+DATA = next(
+    (p / "shared" / "data" for p in HERE.parents if (p / "shared" / "data").is_dir()),
+    HERE.parent.parent / "shared" / "data",
+)
+MNIST = "mnist-784-euclidean-test10k"
+# the real graphs of ../shared/data (MANIFEST.md) that bench/ppr.py and bench/graph_updates.py
+# run, small to large; the undirected ones list each edge once
+REAL_GRAPHS = [
+    "soc-sign-bitcoinalpha",
+    "email-Eu-core",
+    "facebook_combined",
+    "wiki-Vote",
+    "p2p-Gnutella04",
+    "ca-HepPh",
+    "soc-Epinions1-schaeffer",
+]
+UNDIRECTED = {"facebook_combined", "ca-HepPh", "soc-Epinions1-schaeffer"}
+
+
 # --- the command line ---------------------------------------------------------------------------
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser: its module docstring as the description, as written."""
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def int_flags(parser: argparse.ArgumentParser, **defaults: int) -> None:
+    """Integer flags without help, in order: ``int_flags(p, n=1000, ef_construction=200)``
+    adds ``--n`` and ``--ef-construction``."""
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+
+
 def pool_flags(parser: argparse.ArgumentParser) -> None:
     """--dim, --tenants, --queries: the data both server.py and concurrency.py generate."""
     parser.add_argument("--dim", type=int, default=128)
@@ -60,6 +108,14 @@ def hnsw_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--ef", type=int, default=64)
+
+
+def window_flags(parser: argparse.ArgumentParser, per: str, rounds: str) -> None:
+    """--duration, --warmup, --rounds: the measured window of :func:`hammer` (seconds ``per``
+    point or run) and the rounds of which each point keeps its best (``rounds``: the help)."""
+    parser.add_argument("--duration", type=float, default=3.0, help=f"measured seconds per {per}")
+    parser.add_argument("--warmup", type=float, default=1.0, help=f"warm-up seconds per {per}")
+    parser.add_argument("--rounds", type=int, default=2, help=rounds)
 
 
 def hnsw_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,7 +139,28 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: str | Path, title: str | None, dpi: int = 110) -> None:
+    """A finished figure to ``path``, under ``title``."""
+    if title is not None:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+
+
 # --- data -----------------------------------------------------------------------------------
+def mnist(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST from ../shared/data: the base and query vectors (float32, C-contiguous) and each
+    query's exact top-``k`` ids."""
+    root = DATA / MNIST
+    if not root.is_dir():
+        sys.exit(f"dataset not found: {root} (see ../shared/data/MANIFEST.md)")
+    return (
+        np.ascontiguousarray(np.load(root / "base.npy"), dtype=np.float32),
+        np.ascontiguousarray(np.load(root / "query.npy"), dtype=np.float32),
+        np.load(root / "gt.npy")[:, :k].astype(np.int64),
+    )
+
+
 def two_percent_tenant(owner: np.ndarray, tenants: int, n: int) -> tuple[int, np.ndarray]:
     """The tenant whose size is closest to 2% of the ``n`` rows (the "2% tenant" of the
     results), and every tenant's size."""
@@ -129,6 +206,21 @@ def recorder(pool: int, k: int, width: int = 1) -> tuple[np.ndarray, Callable[[i
         rows[:, : min(k, ids.shape[1])] = ids[:, :k]
 
     return found, keep
+
+
+def point_at(
+    search: dict[str, Any], system: str, scope: str, threads: int
+) -> dict[str, Any] | None:
+    """The point of ``system`` on ``scope`` at ``threads`` client threads in a results file's
+    ``search`` ({system: {scope: [point, ...]}}), or None."""
+    return next((p for p in search.get(system, {}).get(scope, []) if p["threads"] == threads), None)
+
+
+def qps_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, digits: int = 3) -> float | None:
+    """Point ``a``'s QPS over point ``b``'s, rounded; None where either is missing or b's is 0."""
+    if a and b and b["qps"]:
+        return round(a["qps"] / b["qps"], digits)
+    return None
 
 
 def keep_best(best: dict[Any, dict[str, Any]], key: Any, point: dict[str, Any]) -> None:

@@ -13,33 +13,27 @@ Writes bench/results/ann-<dataset>.json and .png.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import faiss
 import hnswlib
 import numpy as np
-import psutil
 import runinfo
+from _memory import PeakRSS
 from shardwalk.index import exact_search
 
 import shardwalk
 from shardwalk.datasets import clustered_vectors
 
 HERE = Path(__file__).resolve().parent
-# ../shared/data beside the checkout (a worktree sits one level deeper: look further up)
-DATA = next(
-    (p / "shared" / "data" for p in HERE.parents if (p / "shared" / "data").is_dir()),
-    HERE.parent.parent / "shared" / "data",
-)
 K = 10
 
 
@@ -53,15 +47,8 @@ class Dataset:
 
 
 def load_mnist() -> Dataset:
-    root = DATA / "mnist-784-euclidean-test10k"
-    if not root.is_dir():
-        sys.exit(f"dataset not found: {root} (see ../shared/data/MANIFEST.md)")
-    return Dataset(
-        name="mnist-784-euclidean-test10k",
-        base=np.ascontiguousarray(np.load(root / "base.npy"), dtype=np.float32),
-        queries=np.ascontiguousarray(np.load(root / "query.npy"), dtype=np.float32),
-        truth=np.load(root / "gt.npy")[:, :K].astype(np.int64),
-    )
+    base, queries, truth = common.mnist(K)
+    return Dataset(name=common.MNIST, base=base, queries=queries, truth=truth)
 
 
 def make_clustered(n: int, dim: int, queries: int, seed: int) -> Dataset:
@@ -70,40 +57,6 @@ def make_clustered(n: int, dim: int, queries: int, seed: int) -> Dataset:
     return Dataset(
         name=f"clustered-{n}x{dim}-seed{seed}", base=data.vectors, queries=data.queries, truth=truth
     )
-
-
-class PeakRSS:
-    """Samples this process's resident memory in a thread; reports the peak above a baseline."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        self.base = self.proc.memory_info().rss
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.end = self.proc.memory_info().rss
-        self.peak = max(self.peak, self.end)
-
-    @property
-    def peak_mib(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-    @property
-    def resident_mib(self) -> float:
-        return (self.end - self.base) / 2**20
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -462,12 +415,7 @@ def run(data: Dataset, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = common.pyplot().subplots(1, 2, figsize=(13, 5))
     for name, system in result["systems"].items():
         pts = system["points"]
         if not pts:
@@ -484,26 +432,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
+    common.save_figure(
+        fig,
+        path,
         f"{result['dataset']}: n={result['n']:,} dim={result['dim']} "
         f"M={result['params']['m']} efC={result['params']['ef_construction']} "
-        f"threads={result['params']['threads']}"
+        f"threads={result['params']['threads']}",
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = common.parser(__doc__)
     parser.add_argument("--dataset", choices=["mnist", "clustered"], default="mnist")
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=200)
+    common.int_flags(parser, n=1_000_000, dim=128, queries=1000, seed=0, m=16, ef_construction=200)
     parser.add_argument("--efs", default="10,16,32,64,128,256")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--nlist", type=int, default=None)

@@ -27,6 +27,7 @@ import platform
 import time
 from pathlib import Path
 
+import _common as common
 import numpy as np
 from shardwalk.walks.generators import power_law_graph
 
@@ -43,10 +44,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--edges", type=int, default=1_000_000)
-    parser.add_argument("--queries", type=int, default=200)
+    common.int_flags(parser, n=100_000, dim=128, edges=1_000_000, queries=200)
     parser.add_argument("--rounds", type=int, default=2000, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--k", type=int, default=10)

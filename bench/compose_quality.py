@@ -19,7 +19,7 @@ Measured in one run, per graph, on the same 300 held-out queries:
 * compose after ``Engine.calibrate_compose`` (which samples its own held-out nodes from the
   remaining data: it never sees the benchmark's queries), at defaults, i.e. no parameters;
 * the issue's grid (knn_k 5/10/20 x alpha 0.05/0.1/0.2/0.3 x rrf / weighted 0.2-0.8), scored
-  with ``shardwalk.evaluate`` on exactly these held-out nodes (tests/test_compose_calibration.py
+  with ``shardwalk.evaluate`` on exactly these held-out nodes (tests/compose/test_compose_calibration.py
   checks that a setting scores there what compose returns), and its best setting run again
   through ``Engine.compose``;
 * the fused variants side by side (seed weighting x fusion, each at its best knn_k, alpha,

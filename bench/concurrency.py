@@ -64,15 +64,19 @@ from _common import (  # noqa: F401  (Run, hammer, recall, search_around: also i
     keep_best,
     machine,
     package_version,
+    point_at,
     pool_flags,
     pyplot,
+    qps_ratio,
     recall,
     recorder,
+    save_figure,
     search_around,
     two_percent_tenant,
+    window_flags,
     write_results,
 )
-from ann import PeakRSS
+from _memory import PeakRSS, arrow_bytes, release_free_memory, rss_parts
 from filtered import zipf_tenants
 
 import shardwalk
@@ -433,41 +437,6 @@ def fsync_p50_us(directory: str | None, appends: int = 200) -> float:
 MEMORY_SYSTEMS = ("shardwalk", "hnswlib", "faiss-hnsw", "qdrant-edge")
 
 
-def _rss_parts() -> dict[str, int]:
-    """Resident bytes by kind (Linux): anonymous (heap) and file-backed (mapped files)."""
-    parts: dict[str, int] = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
-                    key, value = line.split(":")
-                    parts[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return parts
-
-
-def _arrow_bytes() -> int:
-    """Bytes held in Arrow's memory pool (0 when pyarrow is not loaded)."""
-    pa = sys.modules.get("pyarrow")
-    return int(pa.total_allocated_bytes()) if pa is not None else 0
-
-
-def _release_free_memory() -> bool:
-    """Return freed memory to the OS (Arrow's pool, then glibc's malloc_trim); False if glibc's
-    malloc_trim is unavailable."""
-    pa = sys.modules.get("pyarrow")
-    if pa is not None:
-        pa.default_memory_pool().release_unused()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
 def memory_child(args: argparse.Namespace) -> dict[str, Any]:
     """Build one system in this (fresh) process; resident growth after the build and one search."""
     data = load(args)
@@ -493,8 +462,8 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
         elif which == "hnswlib":
             import hnswlib
         gc.collect()
-        before, parts_before = proc.memory_info().rss, _rss_parts()
-        arrow_before = _arrow_bytes()
+        before, parts_before = proc.memory_info().rss, rss_parts()
+        arrow_before = arrow_bytes()
         t0 = time.perf_counter()
         with PeakRSS() as peak:
             if which == "shardwalk":
@@ -525,9 +494,9 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
                 system.search(q, K)
         seconds = time.perf_counter() - t0
         gc.collect()
-        after, parts_after = proc.memory_info().rss, _rss_parts()
-        arrow_after = _arrow_bytes()
-        trimmed = _release_free_memory()
+        after, parts_after = proc.memory_info().rss, rss_parts()
+        arrow_after = arrow_bytes()
+        trimmed = release_free_memory()
         after_trim = proc.memory_info().rss
         if hasattr(system, "close"):
             system.close()
@@ -583,22 +552,18 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
     search = result.get("search", {})
 
     def at(system: str, scope: str, threads: int) -> dict[str, Any] | None:
-        return next((p for p in search[system][scope] if p["threads"] == threads), None)
+        return point_at(search, system, scope, threads)
 
     for system in search:
         for scope in (UNFILTERED, TENANT):
-            one, eight = at(system, scope, 1), at(system, scope, 8)
-            if one and eight and one["qps"]:
-                out[f"{system} {scope} qps 8 threads / 1 thread"] = round(
-                    eight["qps"] / one["qps"], 3
-                )
+            ratio = qps_ratio(at(system, scope, 8), at(system, scope, 1))
+            if ratio is not None:
+                out[f"{system} {scope} qps 8 threads / 1 thread"] = ratio
     if QDRANT in search:
         for scope in (UNFILTERED, TENANT):
-            a, b = at(SHARDWALK, scope, 8), at(QDRANT, scope, 8)
-            if a and b and b["qps"]:
-                out[f"{scope} qps at 8 threads shardwalk / qdrant-edge"] = round(
-                    a["qps"] / b["qps"], 3
-                )
+            ratio = qps_ratio(at(SHARDWALK, scope, 8), at(QDRANT, scope, 8))
+            if ratio is not None:
+                out[f"{scope} qps at 8 threads shardwalk / qdrant-edge"] = ratio
     for system, r in result.get("checkpoint", {}).items():
         if "p99_ratio_during_vs_idle" in r:
             out[f"{system} search p99 during checkpoint / idle"] = r["p99_ratio_during_vs_idle"]
@@ -651,13 +616,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for ax in axes[2:]:
         ax.set_ylabel("latency (us)")
         ax.set_yscale("log")
-    fig.suptitle(
+    save_figure(
+        fig,
+        path,
         f"{result['dataset']}, shardwalk index={result['index']}: "
         f"M={result['params']['m']} efC={result['params']['ef_construction']} "
-        f"ef={result['params']['ef']}, {result['machine']['cpus']} CPUs"
+        f"ef={result['params']['ef']}, {result['machine']['cpus']} CPUs",
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -769,11 +734,7 @@ def main() -> None:
     hnsw_flags(parser)
     parser.add_argument("--threads", type=ints, default=[1, 2, 8, 32], help="search threads")
     parser.add_argument("--writers", type=ints, default=[1, 8], help="writer threads")
-    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per run")
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="search rounds (each point keeps its best)"
-    )
+    window_flags(parser, "run", "search rounds (each point keeps its best)")
     parser.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--build-batch", type=int, default=50_000, help="rows per build upsert")
     parser.add_argument("--checkpoint-batch", type=int, default=1000)

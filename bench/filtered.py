@@ -37,8 +37,9 @@ import hnswlib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common
 import runinfo
-from ann import DATA, PeakRSS
+from _memory import PeakRSS
 
 import shardwalk
 from shardwalk import F
@@ -62,11 +63,9 @@ def zipf_tenants(
 def load(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     if args.dataset == "mnist":
-        root = DATA / "mnist-784-euclidean-test10k"
-        base = np.ascontiguousarray(np.load(root / "base.npy"), dtype=np.float32)
-        queries = np.ascontiguousarray(np.load(root / "query.npy"), dtype=np.float32)
-        owner = np.load(root / "base_labels.npy").astype(np.int64)
-        name = "mnist-784-euclidean-test10k"
+        base, queries, _ = common.mnist(10)
+        owner = np.load(common.DATA / common.MNIST / "base_labels.npy").astype(np.int64)
+        name = common.MNIST
     else:
         data = clustered_vectors(
             args.n, args.dim, queries=args.queries, seed=args.seed, metadata=False
@@ -388,11 +387,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     buckets = list(result["buckets"])
     names = sorted({n for b in buckets for n in result["buckets"][b]})
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
@@ -407,22 +402,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("selectivity")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(
+    common.save_figure(
+        fig,
+        path,
         f"{result['dataset']}: memory shardwalk / shared hnswlib = "
-        f"{result['memory_ratio_shardwalk_vs_shared_hnswlib']}"
+        f"{result['memory_ratio_shardwalk_vs_shared_hnswlib']}",
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = common.parser(__doc__)
     parser.add_argument("--dataset", choices=["mnist", "clustered"], default="mnist")
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--tenants", type=int, default=1000)
+    common.int_flags(parser, n=1_000_000, dim=128, tenants=1000)
     parser.add_argument("--queries", type=int, default=200, help="queries per scope")
     parser.add_argument(
         "--filtered-queries",
@@ -431,10 +422,7 @@ def main() -> None:
         help="queries per scope for hnswlib's Python filter (slow)",
     )
     parser.add_argument("--per-bucket", type=int, default=3, help="tenants per tenant bucket")
-    parser.add_argument("--m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=100)
-    parser.add_argument("--ef", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    common.int_flags(parser, m=16, ef_construction=100, ef=64, threads=2)
     parser.add_argument(
         "--quantization",
         default="none",

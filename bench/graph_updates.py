@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import REAL_GRAPHS, UNDIRECTED
 from shardwalk.walks import CSRGraph, PPRIndex, build_fingerprints
 from shardwalk.walks.generators import power_law_graph
 
@@ -60,16 +61,6 @@ import shardwalk
 ROOT = Path(__file__).resolve().parent
 LOAD_START = os.getloadavg()  # when this process started: the results record it with the end's
 DATA = ROOT.parents[1] / "shared" / "data"
-REAL_GRAPHS = [
-    "soc-sign-bitcoinalpha",
-    "email-Eu-core",
-    "facebook_combined",
-    "wiki-Vote",
-    "p2p-Gnutella04",
-    "ca-HepPh",
-    "soc-Epinions1-schaeffer",
-]
-UNDIRECTED = {"facebook_combined", "ca-HepPh", "soc-Epinions1-schaeffer"}
 TARGETS = {
     "repair_speedup_1pct": 20.0,  # a 1% batch repaired >= 20x faster than a full rebuild
     "precision_gap": 0.01,  # precision@100 within 0.01 of a fresh build

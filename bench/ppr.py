@@ -32,7 +32,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from _common import engine_source  # the commit the engine came from
+from _common import REAL_GRAPHS, UNDIRECTED, engine_source  # engine_source: the engine's commit
 from shardwalk.walks import PPRIndex, build_fingerprints, load_npy_dir
 from shardwalk.walks.evaluate import evaluate, ground_truth, query_metrics, sample_sources
 from shardwalk.walks.fastrp import fastrp
@@ -45,16 +45,6 @@ from shardwalk.graph import ACCURACY
 ROOT = Path(__file__).resolve().parent
 # ../shared/data next to the checkout; SHARDWALK_DATA names it elsewhere (e.g. from a worktree)
 DATA = Path(os.environ.get("SHARDWALK_DATA", ROOT.parents[1] / "shared" / "data"))
-REAL_GRAPHS = [
-    "email-Eu-core",
-    "soc-sign-bitcoinalpha",
-    "facebook_combined",
-    "wiki-Vote",
-    "p2p-Gnutella04",
-    "ca-HepPh",
-    "soc-Epinions1-schaeffer",
-]
-UNDIRECTED = {"facebook_combined", "ca-HepPh", "soc-Epinions1-schaeffer"}
 
 TARGETS = {  # from ../shared/research/ppr_anchors.md section 6.3, for the 1M / 5M graph
     "fingerprint_build_seconds_R10": 20.0,

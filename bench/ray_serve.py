@@ -35,6 +35,7 @@ from typing import Any
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray node on 127.0.0.1
 
+import _common as common
 import numpy as np
 from filtered import zipf_tenants
 from shardwalk.index import exact_search
@@ -247,13 +248,9 @@ def run_phase(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=200_000)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--tenants", type=int, default=100)
-    p.add_argument("--partitions", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    common.int_flags(
+        p, n=200_000, dim=128, queries=1000, tenants=100, partitions=8, rounds=2, seed=0
+    )
     p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--data", default=None, help="data directory (default: /tmp, kept)")
     p.add_argument("--out", default=None)

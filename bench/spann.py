@@ -36,13 +36,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import faiss
 import hnswlib
 import numpy as np
 import psutil
 import runinfo
-from ann import DATA, PeakRSS, recall
-from concurrency import _rss_parts
+from _memory import PeakRSS, rss_parts
+from ann import recall
 from shardwalk.index import SpannIndex, exact_search
 
 import shardwalk
@@ -57,11 +58,8 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     """base, queries, truth, and the rows added later (with the truth over all of them)."""
     rng = np.random.default_rng(args.seed)
     if args.dataset == "mnist":
-        root = DATA / "mnist-784-euclidean-test10k"
-        base = np.ascontiguousarray(np.load(root / "base.npy"), dtype=np.float32)
-        queries = np.ascontiguousarray(np.load(root / "query.npy"), dtype=np.float32)
-        truth = np.load(root / "gt.npy")[:, :K].astype(np.int64)
-        name = "mnist-784-euclidean-test10k"
+        base, queries, truth = common.mnist(K)
+        name = common.MNIST
         order = rng.permutation(base.shape[0])  # the insert run: 2/3 first, then the rest
         first = order[: base.shape[0] * 2 // 3]
         later = order[base.shape[0] * 2 // 3 :]
@@ -294,7 +292,7 @@ def memory_child(work: str) -> dict[str, Any]:
         engine.collection("docs").search(queries[:4], k=K)
     gc.collect()
     first_open = proc.memory_info().rss - first
-    before, parts_before = proc.memory_info().rss, _rss_parts()
+    before, parts_before = proc.memory_info().rss, rss_parts()
     engine = shardwalk.Engine.open(os.path.join(work, "data"))
     col = engine.collection("docs")
     col.search(queries[:1], k=K)
@@ -304,7 +302,7 @@ def memory_child(work: str) -> dict[str, Any]:
         ids, lat = latency(lambda q, s=setting: col.search(q, k=K, **s).ids, queries)
         rows.append({**setting, "recall": round(recall(ids, truth), 4), **lat})
     gc.collect()
-    after, parts_after = proc.memory_info().rss, _rss_parts()
+    after, parts_after = proc.memory_info().rss, rss_parts()
     stats = col.stats()["index_stats"]
     engine.close()
     return {
@@ -440,12 +438,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = common.pyplot().subplots(figsize=(7, 4.5))
     for mode, style in (("warm_mmap", "o"), ("warm_pread", "s"), ("cold_pread", "x")):
         rows = sorted(result["spann"]["sweep"], key=lambda r: r[mode]["recall"])
         ax.plot(
@@ -463,17 +456,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("median single-query latency (us)")
     ax.set_title(f"{result['dataset']} (load {result['load_before'][0]:.1f})")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    common.save_figure(fig, path, None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=["mnist", "clustered"], default="mnist")
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+    common.int_flags(parser, n=1_000_000, dim=64, queries=500, seed=0)
     parser.add_argument("--threads", type=int, default=2, help="build threads of every system")
     parser.add_argument("--max-list-size", type=int, default=64)
     parser.add_argument("--build-batch", type=int, default=10_000_000)

@@ -72,7 +72,7 @@ _SNAPSHOTS = {"collections": ("snapshot",), "graphs": ("csr", "fingerprints")}
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 _CHUNK = 1 << 24
 
-# Tests: called with each destination file once it is written (tests/test_backup.py stops a
+# Tests: called with each destination file once it is written (tests/engine/test_backup.py stops a
 # backup there to kill it mid-way).
 after_file: Callable[[str], None] | None = None
 

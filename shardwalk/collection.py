@@ -25,10 +25,16 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import ArrayLike, NDArray
 
-from shardwalk import persistence
+from shardwalk import collection_persistence
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
+from shardwalk.collection_persistence import (
+    _COMPACT_FRACTION,
+    _COMPACT_MIN_DEAD,
+    _release_free_memory,
+    _release_index,
+)
 from shardwalk.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -43,12 +49,6 @@ from shardwalk.index.filters import Predicate, evaluate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
-from shardwalk.persistence import (
-    _COMPACT_FRACTION,
-    _COMPACT_MIN_DEAD,
-    _release_free_memory,
-    _release_index,
-)
 from shardwalk.rows import (
     ANY_OWNER,
     DECLARABLE,
@@ -412,27 +412,27 @@ class Collection:
             f"index={self.index_kind!r}, count={len(self)})"
         )
 
-    # -- files: the snapshot, the log, checkpoints and compaction (shardwalk.persistence) -----
+    # -- files: snapshot, log, checkpoints, compaction (shardwalk.collection_persistence) ------
     def _attach(self, datadir: DataDir, snapshot: str | None, wal: str) -> None:
         """Load the snapshot (if any) and replay the log (called by the engine)."""
-        persistence.attach(self, datadir, snapshot, wal)
+        collection_persistence.attach(self, datadir, snapshot, wal)
 
     def _logged_vectors(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of live ``rows`` written since the last checkpoint, from the log."""
-        return persistence.logged_vectors(self, rows)
+        return collection_persistence.logged_vectors(self, rows)
 
     def _checkpointed(self) -> AbstractContextManager[tuple[dict[str, Any], int]]:
         """Writes held back, checkpointed: this collection's manifest entry and log size."""
-        return persistence.checkpointed(self)
+        return collection_persistence.checkpointed(self)
 
     def _checkpoint(self) -> None:
-        persistence.checkpoint(self)
+        collection_persistence.checkpoint(self)
 
     def _maybe_compact(self) -> None:
-        persistence.maybe_compact(self)
+        collection_persistence.maybe_compact(self)
 
     def _compact(self, threads: int | None = None, nice: int = 0) -> None:
-        persistence.compact(self, threads, nice)
+        collection_persistence.compact(self, threads, nice)
 
     def _check_open(self) -> None:
         if self._closed_because is not None:

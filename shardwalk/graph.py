@@ -18,37 +18,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
 from numpy.typing import ArrayLike, NDArray
 
-from shardwalk import _fs
-from shardwalk._files import make_dirs
+from shardwalk import graph_calibration, graph_persistence
 from shardwalk._progress import Progress, check_progress
 from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.errors import (
-    CorruptionError,
     FailedPreconditionError,
     InvalidArgumentError,
     OutcomeUnknownError,
     ResourceExhaustedError,
 )
-from shardwalk.storage import DataDir, remove_dir, seal_snapshot, verify_snapshot
+from shardwalk.storage import DataDir
 from shardwalk.types import Edges, Param, Report, Seeds
 from shardwalk.validation import check_choice
 from shardwalk.wal import WriteAheadLog, encode
-from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult, _check
+from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PPRResult
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch
 from shardwalk.walks.fastrp import fastrp
-from shardwalk.walks.fingerprints import select_hubs
-from shardwalk.walks.ppr import calibrate_accuracy
-from shardwalk.walks.walkstore import WalkStore, build_hub_walks, build_kept, refresh_fingerprints
+from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
 
 __all__ = ["ACCURACY", "Graph"]
 
@@ -275,7 +270,7 @@ class Graph:
         with self._lock, self._budget.take(self._budget.threads):
             self._check_open()
             if self._dyn.changed:
-                self._compact()  # the store describes the snapshot it is saved with
+                graph_persistence.compact(self)  # the store describes the snapshot it is saved with
             csr = self._dyn.merged()
             options = dict(
                 walks_per_node=walks_per_node, alpha=alpha, seed=seed, dangling=dangling,
@@ -301,9 +296,9 @@ class Graph:
         """Calibrate, save and switch to fingerprints built for ``csr`` (the current graph,
         compacted), here or by a Ray job (shardwalk.jobs); the caller holds the lock."""
         # which methods serve this graph (kept with the store; accuracy=)
-        self._calibrate(store, csr, seed)
+        graph_calibration.calibrate(self, store, csr, seed)
         if self._datadir is not None:
-            store = self._save_fingerprints(store, walks)
+            store = graph_persistence.save_fingerprints(self, store, walks)
         self._fingerprints = store
         self._walks = walks
         self._index = self._ppr_index(store)
@@ -318,7 +313,7 @@ class Graph:
         with self._lock:
             self._check_open()
             if self._dyn.changed:
-                self._compact()
+                graph_persistence.compact(self)
             return self._dyn.merged()
 
     def _adopt_fingerprints(self, store: FingerprintStore, seed: int) -> dict[str, Any]:
@@ -341,37 +336,6 @@ class Graph:
                 f"(queries then use push) until they are built again; {_REBUILD}"
             )
             return out
-
-    def _save_fingerprints(
-        self, store: FingerprintStore, walks: tuple[WalkStore, WalkStore | None] | None
-    ) -> FingerprintStore:
-        """Write a fingerprint snapshot (with its walks) and point the manifest at it."""
-        datadir = self._datadir
-        assert datadir is not None
-        with datadir.guard(f"saving the fingerprints of graph {self.name!r}"):
-            generation = datadir.next_generation()
-            directory = datadir.graph_dir(self.name)
-            name = f"fp-{generation:06d}"
-            try:
-                store.save(directory / name)
-                if walks is not None:
-                    walks[0].save(directory / name, "walks")
-                    if walks[1] is not None:
-                        walks[1].save(directory / name, "hub_walks")
-                seal_snapshot(directory / name, {"graph": self.name, "kind": "fingerprints"})
-            except BaseException:  # not committed
-                with suppress(OSError):
-                    remove_dir(directory / name)
-                raise
-
-            def switch(manifest: dict[str, Any]) -> None:
-                manifest["graphs"][self.name]["fingerprints"] = name
-
-            datadir.commit(switch)
-            entry = datadir.manifest["graphs"][self.name]
-            keep = {entry["csr"], name, entry.get("wal")} - {None}
-            datadir.remove_unreferenced(self.name, keep=keep, kind="graphs")
-        return FingerprintStore.load(directory / name, mmap=True)
 
     @property
     def has_fingerprints(self) -> bool:
@@ -677,7 +641,9 @@ class Graph:
             if batch.size == 0:
                 return _report(batch, 0, {}, t0)
             if self._datadir is not None:
-                wal, record = self._log(), encode(_WAL_OPS[op], _record(batch))
+                call = graph_persistence.WAL_OPS[op]  # upsert_edges, delete_edges, delete_nodes
+                wal = graph_persistence.wal(self)
+                record = encode(call, graph_persistence.record(batch))
                 try:
                     self._datadir.append(wal, [record], f"an update of graph {self.name!r}")
                 except (ResourceExhaustedError, FailedPreconditionError):
@@ -690,7 +656,7 @@ class Graph:
                     # from here on). Closed, as a collection is; the open cuts the torn tail.
                     self._stop("stopped at a failed log append", exc)
                     raise FailedPreconditionError(
-                        f"graph {self.name!r}: appending this {_WAL_OPS[op]} batch to the "
+                        f"graph {self.name!r}: appending this {call} batch to the "
                         "write-ahead log failed (the exception's cause says why), so it was not "
                         "acknowledged; the graph refuses further calls until the engine is "
                         "reopened"
@@ -707,17 +673,17 @@ class Graph:
                         f"graph {self.name!r} {self._closed_because}"
                     ) from exc
                 raise OutcomeUnknownError.logged(
-                    f"graph {self.name!r}", f"{_WAL_OPS[op]} batch", "graph", exc
+                    f"graph {self.name!r}", f"{call} batch", "graph", exc
                 ) from exc
             out = _report(batch, self._dyn.num_nodes - before, report, t0)
-            if self._recalibration_due():
-                out["recalibrated"] = self._recalibrate()
+            if graph_calibration.recalibration_due(self):
+                out["recalibrated"] = graph_calibration.recalibrate(self)
             self.last_update = out
             if self._datadir is not None and self._dyn.delta_edges > max(
                 1024, self.compact_ratio * self._dyn.base.num_edges
             ):
                 try:
-                    self._compact()
+                    graph_persistence.compact(self)
                 except (ResourceExhaustedError, FailedPreconditionError) as exc:
                     # the batch is durable (logged) and applied: acknowledged all the same
                     log.warning("graph %r: automatic compaction failed: %s", self.name, exc)
@@ -729,7 +695,7 @@ class Graph:
         self._index = None
         seq = self._seq
         self._seq += 1
-        self._count_change(batch, change)
+        graph_calibration.count_change(self, batch, change)
         if self._fingerprints is None:
             return {}
         if self._walks is None:
@@ -756,121 +722,7 @@ class Graph:
                 report["stages"][key] = report["stages"].get(key, 0.0) + seconds
         return report
 
-    # -- calibration after updates (issue 22 item 3) ---------------------------------------
-    def _calibrate(self, store: FingerprintStore, csr: CSRGraph, seed: int) -> None:
-        """Calibrate accuracy= for ``store`` on ``csr`` (its stats keep the choice, the
-        update it was made at and the edges it saw)."""
-        store.stats["accuracy"] = calibrate_accuracy(csr, store, seed=seed)
-        previous = store.stats.get("calibration") or {}
-        store.stats["calibration"] = {
-            "update": self._seq,
-            "edges": int(csr.num_edges),
-            "edges_changed": 0,
-            "recalibrations": int(previous.get("recalibrations", -1)) + 1,
-        }
-
-    def _count_change(self, batch: EdgeBatch, change: Any) -> None:
-        """Count an applied batch's edges against the calibration (a node deletion counts
-        the edges it removed)."""
-        fp = self._fingerprints
-        state = None if fp is None else fp.stats.get("calibration")
-        if state is not None:
-            removed = abs(change.edges_delta)
-            both = 1 if self._dyn.directed else 2  # an undirected edge is two of csr's edges
-            changed = max(both * batch.size, removed)
-            state["edges_changed"] = int(state["edges_changed"]) + changed
-
-    def _recalibration_due(self) -> bool:
-        fp = self._fingerprints
-        state = None if fp is None else fp.stats.get("calibration")
-        if state is None or self._walks is None:
-            return False
-        return bool(state["edges_changed"] >= max(1, self.recalibrate_ratio * state["edges"]))
-
-    def _recalibrate(self) -> dict[str, Any]:
-        """Select the hubs again on the current graph (by the rule the fingerprints were
-        built with) and rebuild the hub rows when the set moved; then calibrate accuracy=
-        again on this graph in the background (the write that passed the threshold does not
-        wait for the calibration's exact solves: at 1M nodes they take tens of seconds), and
-        (with a data directory) compact when it is done, so the new hubs and calibration are
-        saved. Until then queries use the previous calibration's choices. The caller holds
-        the lock."""
-        t0 = time.perf_counter()
-        index = self._current()  # the delta merged, repaired rows recounted
-        csr, fp = index.graph, index.fingerprints
-        assert fp is not None and self._walks is not None
-        spec = fp.stats.get("hubs_requested", "auto" if fp.num_hubs else None)
-        hubs = select_hubs(csr, spec)
-        old = np.zeros(0, np.int64) if fp.hubs is None else np.asarray(fp.hubs, np.int64)
-        moved = int(np.setdiff1d(hubs, old).size + np.setdiff1d(old, hubs).size)
-        if moved:
-            mode = _check.DANGLING_MODES[fp.dangling]
-            hub_store, rows = build_hub_walks(
-                self._dyn, hubs, fp.walks_per_node, fp.hub_walks or 1000, fp.alpha, fp.seed, mode
-            )
-            if not rows:  # no hubs any more
-                rows = dict(hubs=None, hub_walks=0, hub_indptr=None, hub_nodes=None,
-                            hub_counts=None)  # fmt: skip
-            fp = replace(fp, stats=dict(fp.stats), **rows)
-            self._walks = (self._walks[0], hub_store)
-        previous = fp.stats.get("calibration") or {}
-        # a new record: the edges changed from here on count against the next calibration;
-        # the background run installs its choices only while this record is the store's
-        state = {
-            "update": self._seq,
-            "edges": int(csr.num_edges),
-            "edges_changed": 0,
-            "recalibrations": int(previous.get("recalibrations", 0)),
-            "hubs_moved": moved,
-            "hubs": int(hubs.size),
-            "running": True,
-        }
-        fp.stats["calibration"] = state
-        self._fingerprints = fp
-        self._index = self._ppr_index(fp)
-        self._calibrating = threading.Thread(
-            target=self._calibrate_in_background,
-            args=(fp, csr, state),
-            name=f"shardwalk-calibrate-{self.name}",
-            daemon=True,
-        )
-        self._calibrating.start()
-        return {"hubs_moved": moved, "hubs": int(hubs.size), "seconds": time.perf_counter() - t0,
-                "calibration": "running in the background (Graph.wait_calibrated())"}  # fmt: skip
-
-    def _calibrate_in_background(
-        self, fp: FingerprintStore, csr: CSRGraph, state: dict[str, Any]
-    ) -> None:
-        """accuracy= calibrated on the graph as it was when the threshold was passed (the
-        same choices the write would have made in place), installed in the current store
-        unless the fingerprints were rebuilt or dropped, or the graph closed, meanwhile."""
-        try:
-            with self._budget.take(self._budget.threads):
-                accuracy = calibrate_accuracy(csr, fp, seed=fp.seed)
-        except BaseException as exc:  # the previous choices stay; the next threshold retries
-            log.error("graph %r: calibrating accuracy= again failed", self.name, exc_info=exc)
-            with self._lock:
-                state.update(running=False, failed=f"{type(exc).__name__} (see the log)")
-            return
-        with self._lock:
-            current = self._fingerprints
-            state["running"] = False
-            if self._closed_because is not None or current is None:
-                return
-            if current.stats.get("calibration") is not state:  # rebuilt meanwhile
-                return
-            current.stats["accuracy"] = accuracy
-            state["recalibrations"] += 1
-            if self._index is not None and self._index.fingerprints is not current:
-                self._index = None  # the next read builds it on the store that has them
-            if self._datadir is not None:
-                try:
-                    self._compact()
-                except (ResourceExhaustedError, FailedPreconditionError) as exc:
-                    log.warning(
-                        "graph %r: compaction after recalibration failed: %s", self.name, exc
-                    )
-
+    # -- calibration after updates (shardwalk.graph_calibration) ----------------------------
     def wait_calibrated(self, timeout: float | None = None) -> bool:
         """Wait for the background calibration that graph updates start once the changed
         edges pass ``recalibrate_ratio`` (``stats()["fingerprints"]["calibration"]["running"]``
@@ -881,20 +733,6 @@ class Graph:
         thread.join(timeout)
         return not thread.is_alive()
 
-    def _log(self) -> WriteAheadLog:
-        if self._wal is None:  # a graph created before graphs took updates: start its log
-            datadir = self._datadir
-            assert datadir is not None
-            name = f"gwal-{datadir.next_generation():06d}.log"
-            WriteAheadLog.create(str(datadir.graph_dir(self.name) / name))
-
-            def add(manifest: dict[str, Any]) -> None:
-                manifest["graphs"][self.name].update(wal=name, seq=self._seq)
-
-            datadir.commit(add)
-            self._wal = WriteAheadLog(str(datadir.graph_dir(self.name) / name))
-        return self._wal
-
     def compact(self) -> None:
         """Merge the delta into a new CSR snapshot (and the repaired fingerprints and walks
         into a new fingerprint snapshot), start an empty log, switch the manifest. Reads run
@@ -902,85 +740,14 @@ class Graph:
         with self._lock:
             self._check_open()
             if self._dyn.changed:
-                self._compact()
+                graph_persistence.compact(self)
 
-    @contextmanager
-    def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
-        """Hold updates back, compact if anything changed, and yield this graph's manifest
-        entry and its log's size: a consistent cut for a backup (shardwalk.backup), which pins
-        the files the entry names before the block ends. Queries run meanwhile (the first after
-        an update waits for the compaction, which merges that update)."""
-        with self._lock:
-            self._check_open()
-            if self._datadir is None:
-                raise FailedPreconditionError(f"graph {self.name!r} has no files to back up")
-            if self._dyn.changed:
-                self._compact()
-            size = self._wal.size if self._wal is not None else 0
-            yield self._datadir.manifest["graphs"][self.name], size
+    # -- files (shardwalk.graph_persistence) ------------------------------------------------
+    def _checkpointed(self) -> AbstractContextManager[tuple[dict[str, Any], int]]:
+        """Updates held back, compacted: this graph's manifest entry and log size (a
+        consistent cut for shardwalk.backup)."""
+        return graph_persistence.checkpointed(self)
 
-    def _compact(self) -> None:
-        csr = self._dyn.merged()
-        index = self._current()
-        if self._datadir is None:
-            self._dyn = DynamicGraph(csr, self_loops=self._dyn.self_loops)
-            self._index = index
-            return
-        datadir = self._datadir
-        with datadir.guard(f"a compaction of graph {self.name!r}"):
-            self._write_compacted(datadir, csr, index)
-
-    def _write_compacted(self, datadir: DataDir, csr: CSRGraph, index: PPRIndex) -> None:
-        """Write the snapshot (CSR, fingerprints) and an empty log; switch the manifest."""
-        directory = datadir.graph_dir(self.name)
-        generation = datadir.next_generation()
-        csr_name = f"csr-{generation:06d}"
-        fp_name = None
-        fp = index.fingerprints
-        wal = f"gwal-{generation:06d}.log"
-        try:
-            csr.save(directory / csr_name)
-            seal_snapshot(directory / csr_name, {"graph": self.name, "kind": "csr"})
-            if fp is not None:
-                fp_name = f"fp-{generation:06d}"
-                fp.save(directory / fp_name)
-                if self._walks is not None:
-                    self._walks[0].save(directory / fp_name, "walks")
-                    if self._walks[1] is not None:
-                        self._walks[1].save(directory / fp_name, "hub_walks")
-                seal_snapshot(directory / fp_name, {"graph": self.name, "kind": "fingerprints"})
-            WriteAheadLog.create(str(directory / wal))
-        except BaseException:  # not committed: the old snapshot and log stay current
-            with suppress(OSError):
-                for name in (csr_name, fp_name):
-                    if name is not None:
-                        remove_dir(directory / name)
-                _fs.unlink(directory / wal, missing_ok=True)
-            raise
-
-        def switch(manifest: dict[str, Any]) -> None:
-            manifest["graphs"][self.name].update(
-                csr=csr_name, fingerprints=fp_name, wal=wal, seq=self._seq
-            )
-
-        datadir.commit(switch)
-        try:
-            if self._wal is not None:
-                self._wal.close()
-            self._wal = WriteAheadLog(str(directory / wal))
-            datadir.remove_unreferenced(
-                self.name, keep={csr_name, wal} | ({fp_name} if fp_name else set()), kind="graphs"
-            )
-            loaded = CSRGraph.load(directory / csr_name, mmap=True)
-            self._dyn = DynamicGraph(loaded, self_loops=self._dyn.self_loops)
-            if fp_name is not None:
-                self._fingerprints = FingerprintStore.load(directory / fp_name, mmap=True)
-            self._index = self._ppr_index(self._fingerprints)
-        except BaseException as exc:  # the manifest names the new log: no way back
-            datadir.fail(exc)
-            raise
-
-    # -- storage ----------------------------------------------------------------------------
     @classmethod
     def _create(
         cls,
@@ -990,110 +757,26 @@ class Graph:
         budget: ThreadBudget | None = None,
         self_loops: str = "keep",
     ) -> Graph:
-        if datadir is None:
-            return cls(name, csr, budget=budget, self_loops=self_loops)
-        with datadir.guard(f"creating graph {name!r}"):
-            generation = datadir.next_generation()
-            directory = datadir.graph_dir(name)
-            remove_dir(directory)  # leftovers of a crashed create
-            make_dirs(directory)
-            csr_name = f"csr-{generation:06d}"
-            wal = f"gwal-{generation:06d}.log"
-            try:
-                csr.save(directory / csr_name)
-                seal_snapshot(directory / csr_name, {"graph": name, "kind": "csr"})
-                WriteAheadLog.create(str(directory / wal))
-            except BaseException:  # not committed
-                with suppress(OSError):
-                    remove_dir(directory)
-                raise
-
-            def add(manifest: dict[str, Any]) -> None:
-                manifest["graphs"][name] = {
-                    "csr": csr_name, "fingerprints": None, "wal": wal, "seq": 0,
-                    "self_loops": self_loops,
-                }  # fmt: skip
-
-            datadir.commit(add)
-        csr = CSRGraph.load(directory / csr_name, mmap=True)
-        graph = cls(name, csr, datadir=datadir, budget=budget, self_loops=self_loops)
-        graph._wal = WriteAheadLog(str(directory / wal))
-        return graph
+        """A new graph (with a data directory: its CSR snapshot and empty log committed)."""
+        return graph_persistence.create(cls, name, csr, datadir, budget, self_loops)
 
     @classmethod
     def _open(
-        cls,
-        name: str,
-        entry: dict[str, Any],
-        datadir: DataDir,
-        budget: ThreadBudget | None = None,
+        cls, name: str, entry: dict[str, Any], datadir: DataDir, budget: ThreadBudget | None = None
     ) -> Graph:
-        directory = datadir.graph_dir(name)
-        verify_snapshot(directory / entry["csr"])
-        csr = CSRGraph.load(directory / entry["csr"], mmap=True)
-        store = None
-        walks = None
-        if entry.get("fingerprints"):
-            fp_dir = directory / entry["fingerprints"]
-            verify_snapshot(fp_dir)
-            store = FingerprintStore.load(fp_dir, mmap=True)
-            if (fp_dir / "walks.json").exists():
-                hubs = None
-                if (fp_dir / "hub_walks.json").exists():
-                    hubs = WalkStore.load(fp_dir, "hub_walks", csr.num_nodes)
-                walks = (WalkStore.load(fp_dir, "walks", csr.num_nodes), hubs)
-        wal = entry.get("wal")
-        keep = {entry["csr"], wal} | (
-            {entry["fingerprints"]} if entry.get("fingerprints") else set()
-        )
-        datadir.remove_unreferenced(name, keep=keep - {None}, kind="graphs")
-        graph = cls(
-            name, csr, store, datadir=datadir, budget=budget,
-            self_loops=entry.get("self_loops", "keep"), walks=walks, seq=int(entry.get("seq", 0)),
-        )  # fmt: skip
-        graph._compose = {name: dict(r) for name, r in entry.get("compose", {}).items()}
-        if wal is not None:
-            path = str(directory / wal)
-            for record in WriteAheadLog.replay(path):
-                graph._apply(_batch(record.op, record.batch, path))
-            graph._wal = WriteAheadLog(path)
-        return graph
+        """The graph a manifest entry names, its log replayed."""
+        return graph_persistence.open_graph(cls, name, entry, datadir, budget)
 
 
 _REBUILD = (
     "Graph.build_fingerprints(), or `shardwalk graph fingerprints --data DIR --name GRAPH`, "
     "which keeps the walks by default"
 )
-_WAL_OPS = {"upsert": "upsert_edges", "delete": "delete_edges", "delete_nodes": "delete_nodes"}
-_OPS = {v: k for k, v in _WAL_OPS.items()}
-
-
-def _record(batch: EdgeBatch) -> pa.RecordBatch:
-    columns = {"src": pa.array(batch.src, pa.int64())}
-    if batch.op != "delete_nodes":
-        columns["dst"] = pa.array(batch.dst, pa.int64())
-    if batch.weights is not None:
-        columns["weight"] = pa.array(batch.weights, pa.float32())
-    return pa.RecordBatch.from_pydict(columns)
-
-
-def _batch(op: str, record: pa.RecordBatch, path: str) -> EdgeBatch:
-    names = record.schema.names
-    if op not in _OPS or "src" not in names or (op != "delete_nodes" and "dst" not in names):
-        raise CorruptionError(f"graph write-ahead log {path!r}: a record of unknown kind {op!r}")
-    weights = record.column("weight").to_numpy() if "weight" in names else None
-    src = record.column("src").to_numpy().astype(np.int64)
-    return EdgeBatch(
-        _OPS[op],
-        src,
-        record.column("dst").to_numpy().astype(np.int64) if "dst" in names else src[:0],
-        None if weights is None else weights.astype(np.float32),
-    )
 
 
 def _report(batch: EdgeBatch, added: int, repair: dict[str, Any], t0: float) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "op": _WAL_OPS[batch.op],
+        "op": graph_persistence.WAL_OPS[batch.op],
         "edges" if batch.op != "delete_nodes" else "nodes": batch.size,
         "nodes_added": int(added),
     }

@@ -7,7 +7,17 @@ import argparse
 import json
 from typing import Any
 
-from shardwalk.cli.common import add_command, param_flag, parse_params, ray_flags, with_param_types
+from shardwalk.cli.common import (
+    CREATED_IF_MISSING,
+    METRICS,
+    add_command,
+    column_args,
+    param_flag,
+    parse_params,
+    ray_flags,
+    target_flags,
+    with_param_types,
+)
 from shardwalk.cli.progress import stage_bars
 from shardwalk.errors import InvalidArgumentError
 
@@ -26,9 +36,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 args.input,
                 index=args.index,
                 metric=args.metric,
-                id_column=args.id_column,
-                vector_column=args.vector_column,
-                tenant_column=args.tenant_column,
+                **column_args(args),
                 shared_with_column=args.shared_with_column,
                 attribute_columns=args.attribute_column or None,
                 num_workers=args.num_workers,
@@ -62,8 +70,7 @@ def add_build(sub: Any) -> None:
         "built in parallel, and one manifest commit makes the collection (or its new version, "
         "replacing the old) visible. --ray runs it on a local Ray, --address on a cluster.",
     )
-    p.add_argument("--data", required=True, help="data directory (created if missing)")
-    p.add_argument("--collection", required=True, help="collection name (replaced if it exists)")
+    target_flags(p, "--collection", "collection name (replaced if it exists)", CREATED_IF_MISSING)
     p.add_argument("--input", required=True, help="Parquet file or directory of them")
     p.add_argument(
         "--index",
@@ -71,7 +78,7 @@ def add_build(sub: Any) -> None:
         choices=["partitioned", "hnsw", "flat", "multitenant", "spann"],
         help="index kind",
     )
-    p.add_argument("--metric", default="l2", choices=["l2", "ip", "cosine"], help="distance")
+    p.add_argument("--metric", default="l2", choices=METRICS, help="distance")
     param_flag(
         p,
         "index parameter, e.g. --param partitions=16 --param ef_construction=200",

@@ -14,13 +14,18 @@ from typing import Any
 import numpy as np
 
 from shardwalk.cli.common import (
+    CREATED_IF_MISSING,
     INDEXES,
+    METRICS,
     add_command,
+    column_args,
     count_type,
+    data_flag,
     engine_for_writing,
     open_existing,
     param_flag,
     parse_params,
+    target_flags,
     with_param_types,
 )
 from shardwalk.cli.progress import progress_bar, waiting
@@ -149,11 +154,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         format=args.format,
         batch_size=args.batch,
         limit=args.limit,
-        id_column=args.id_column,
         id_offset=args.id_offset,
-        vector_column=args.vector_column,
-        tenant_column=args.tenant_column,
         hdf5_dataset=args.hdf5_dataset,
+        **column_args(args),
     )
     if source.count == 0:
         raise InvalidArgumentError(f"{args.path!r} has no rows; nothing to ingest")
@@ -355,8 +358,7 @@ def add_ingest(sub: Any) -> None:
         "failed ingest leaves nothing behind.",
     )
     p.add_argument("path", help="file of vectors")
-    p.add_argument("--data", required=True, help="data directory (created if missing)")
-    p.add_argument("--collection", required=True, help="collection name (created if missing)")
+    target_flags(p, "--collection", "collection name (created if missing)", CREATED_IF_MISSING)
     p.add_argument(
         "--format",
         default="auto",
@@ -366,7 +368,7 @@ def add_ingest(sub: Any) -> None:
     p.add_argument(
         "--metric",
         default=None,
-        choices=["l2", "ip", "cosine"],
+        choices=METRICS,
         help="distance of a new collection (default: l2)",
     )
     p.add_argument(
@@ -404,8 +406,7 @@ def add_ingest(sub: Any) -> None:
 
 def add_search(sub: Any) -> None:
     p = add_command(sub, "search", "k nearest neighbours of query vectors")
-    p.add_argument("--data", required=True, help="data directory (must exist)")
-    p.add_argument("--collection", required=True, help="collection name")
+    target_flags(p, "--collection", "collection name")
     p.add_argument("--queries", help="file of query vectors (any ingest format)")
     p.add_argument("--id", type=int, help="search with the stored vector of this id")
     p.add_argument("--limit", type=count_type, default=None, help="only the first N queries")
@@ -427,8 +428,7 @@ def add_drop(parent: Any, kind: str, what: str) -> None:
         f"Delete {what} from a data directory no server has open (a server drops one with "
         f"Drop{kind.title()}, admin key).",
     )
-    d.add_argument("--data", required=True, help="data directory (must exist)")
-    d.add_argument("--name", required=True, help=f"{kind} name")
+    target_flags(d, "--name", f"{kind} name")
     d.set_defaults(run=cmd_drop)
 
 
@@ -447,7 +447,7 @@ def add_backup(sub: Any) -> None:
         "opening refuses.",
     )
     p.add_argument("dest", help="new or empty directory to copy into")
-    p.add_argument("--data", required=True, help="data directory (must exist, not open elsewhere)")
+    data_flag(p, "data directory (must exist, not open elsewhere)")
     p.add_argument(
         "--copy",
         action="store_true",
@@ -459,6 +459,6 @@ def add_backup(sub: Any) -> None:
 
 def add_info(sub: Any) -> None:
     p = add_command(sub, "info", "collections, graphs and their statistics")
-    p.add_argument("--data", required=True, help="data directory (must exist)")
+    data_flag(p)
     p.add_argument("--collection", help="only this collection")
     p.set_defaults(run=cmd_info)

@@ -16,6 +16,9 @@ from shardwalk.errors import InvalidArgumentError, NotFoundError
 from shardwalk.storage import MANIFEST
 
 INDEXES = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
+METRICS = ["l2", "ip", "cosine"]
+MUST_EXIST = "data directory (must exist)"
+CREATED_IF_MISSING = "data directory (created if missing)"
 DEBUG_HELP = f"on a failure, also print the Python traceback (or set {DEBUG_ENV}=1)"
 
 
@@ -38,6 +41,28 @@ def add_command(group: Any, name: str, help: str, description: str | None = None
     # also after the command; SUPPRESS keeps a --debug given before it
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return p
+
+
+def data_flag(p: argparse.ArgumentParser, help: str = MUST_EXIST) -> None:
+    """--data, the data directory every command but quickstart requires."""
+    p.add_argument("--data", required=True, help=help)
+
+
+def target_flags(p: argparse.ArgumentParser, flag: str, help: str, data: str = MUST_EXIST) -> None:
+    """--data and the collection or graph a command works on (``flag``: --collection, --graph
+    or --name), both required."""
+    data_flag(p, data)
+    p.add_argument(flag, required=True, help=help)
+
+
+def column_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The Parquet columns named by --id-column, --vector-column and --tenant-column, as the
+    keyword arguments of the readers and builders that take them."""
+    return {
+        "id_column": args.id_column,
+        "vector_column": args.vector_column,
+        "tenant_column": args.tenant_column,
+    }
 
 
 def param_flag(p: argparse.ArgumentParser, help: str) -> None:

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from shardwalk.cli.common import (
+    CREATED_IF_MISSING,
     add_command,
     count_type,
     engine_for_writing,
     open_existing,
     ray_flags,
+    target_flags,
 )
 from shardwalk.cli.progress import stage_bars, waiting
 from shardwalk.errors import (
@@ -186,9 +188,9 @@ def cmd_graph_ingest(args: argparse.Namespace) -> int:
             options["weight"] = "weight"
     elif kind == "npy-dir":
         options["use_weights"] = args.weighted  # weights.npy, when present and asked for
-    read = None
     if kind == "snap":
         _text_columns(args, weighted=args.weighted, verb="ingest")
+        read = 0  # counted once the text is parsed, below
     else:
         read = _edges_in_file(args, kind)
     t0 = time.perf_counter()
@@ -439,8 +441,7 @@ def add_graph_commands(graph_sub: Any) -> None:
         "[+ ids.npy, weights.npy]. A failed ingest leaves nothing behind.",
     )
     g.add_argument("path", help="edge file or directory")
-    g.add_argument("--data", required=True, help="data directory (created if missing)")
-    g.add_argument("--name", required=True, help="graph name")
+    target_flags(g, "--name", "graph name", CREATED_IF_MISSING)
     g.add_argument(
         "--format",
         default="auto",
@@ -468,8 +469,7 @@ def add_graph_commands(graph_sub: Any) -> None:
     )
     g.set_defaults(run=cmd_graph_ingest)
     g = add_command(graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints")
-    g.add_argument("--data", required=True, help="data directory (must exist)")
-    g.add_argument("--name", required=True, help="graph name")
+    target_flags(g, "--name", "graph name")
     g.add_argument("--walks-per-node", type=count_type, default=10, help="R, walks from every node")
     g.add_argument("--alpha", type=float, default=0.15, help="stop probability")
     g.add_argument("--seed", type=int, default=0, help="random seed of the walks")
@@ -515,8 +515,7 @@ def add_graph_commands(graph_sub: Any) -> None:
             "next; a bad batch changes nothing and stops the command.",
         )
         g.add_argument("path", help="edge file")
-        g.add_argument("--data", required=True, help="data directory (must exist)")
-        g.add_argument("--name", required=True, help="graph name")
+        target_flags(g, "--name", "graph name")
         if verb == "add-edges":
             g.add_argument("--weighted", action="store_true", help="read weights (third column)")
         g.add_argument(
@@ -529,8 +528,7 @@ def add_graph_commands(graph_sub: Any) -> None:
 
 def add_ppr(sub: Any) -> None:
     p = add_command(sub, "ppr", "personalized PageRank from seed nodes")
-    p.add_argument("--data", required=True, help="data directory (must exist)")
-    p.add_argument("--graph", required=True, help="graph name")
+    target_flags(p, "--graph", "graph name")
     p.add_argument(
         "--seed",
         type=int,

@@ -188,7 +188,7 @@ def _serve_demo(engine: Any, data: Any, args: argparse.Namespace, where: Any, ou
     same answers as in process, tenant-scoped by the API key."""
     import secrets
 
-    from shardwalk import Client
+    from shardwalk.client import Client
     from shardwalk.server.app import Server
     from shardwalk.server.config import parse_config
 

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from shardwalk.cli.common import add_command, count_type, port_type, what_is_there
+from shardwalk.cli.common import add_command, count_type, data_flag, port_type, what_is_there
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 from shardwalk.storage import MANIFEST
 
@@ -69,11 +69,7 @@ def add_serve(sub: Any) -> None:
         "the partitioned collections' partitions live in Ray actors (every node must see the "
         "data directory).",
     )
-    p.add_argument(
-        "--data",
-        required=True,
-        help="data directory (must exist: made by ingest, build or graph ingest; see --create)",
-    )
+    data_flag(p, "data directory (must exist: made by ingest, build or graph ingest; see --create)")
     p.add_argument(
         "--create",
         action="store_true",

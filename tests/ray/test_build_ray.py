@@ -12,9 +12,9 @@ import shardwalk
 from shardwalk import build, jobs
 from shardwalk.cli import main
 from shardwalk.errors import InvalidArgumentError
+from tests.jobs.test_build import _bad_input
 from tests.parquet_data import snapshot_digest, write_dataset
 from tests.ray.conftest import run_and_kill_step
-from tests.test_build import _bad_input
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -12,8 +12,8 @@ from shardwalk.walks.generators import power_law_graph
 
 import shardwalk
 from shardwalk import jobs
+from tests.engine.test_progress import Recorder, tree
 from tests.parquet_data import write_dataset
-from tests.test_progress import Recorder, tree
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -85,7 +85,7 @@ def _held_calibration(monkeypatch):
     """calibrate_accuracy held until the returned event is set (the real one then runs)."""
     import threading
 
-    import shardwalk.graph as graph_module
+    import shardwalk.graph_calibration as graph_module
 
     release, entered = threading.Event(), threading.Event()
     real = graph_module.calibrate_accuracy

@@ -3,7 +3,7 @@ on threads, ``Graph.build_fingerprints`` (walks kept or not) and
 ``shardwalk.walks.build_fingerprints``. Each stage reports 0 first, never falls, and ends at
 its total; the stages come in order; a callback that raises stops the job with nothing
 committed; building in chunks to report progress builds the same store.
-(tests/ray/test_progress_ray.py: the Ray paths; tests/test_cli_progress.py: the bars.)"""
+(tests/ray/test_progress_ray.py: the Ray paths; tests/cli/test_cli_progress.py: the bars.)"""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from hypothesis.stateful import initialize, precondition, rule
 import shardwalk
 from shardwalk import F
 from shardwalk.collection import Collection
-from tests.test_delta import DeltaMachine
+from tests.collection.test_delta import DeltaMachine
 
 DIM = 8
 

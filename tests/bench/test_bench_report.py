@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,9 @@ def test_a_hand_edited_figure_is_caught(report):
 
 def test_the_served_call_is_broken_down_by_thread(report):
     """bench/server.py --profile records the server's CPU per call by thread role; the server
-    section renders one row per server with each role's figure and their total."""
+    section (bench/_render_search.py) renders one row per server with each role's figure and
+    their total."""
+    search_tables = sys.modules["_render_search"]  # imported by report.py
     profile = {
         "server-sync": {
             "qps": 1500.0,
@@ -69,23 +71,23 @@ def test_the_served_call_is_broken_down_by_thread(report):
             "server_cpu_us_per_call_by_thread": {"handlers": 90.0, "native: event_engine": 50.0},
         },
     }
-    lines = report._thread_profile(profile)
+    lines = search_tables.thread_profile(profile)
     assert "| server | QPS | handlers | grpc cq | native: event_engine | total |" in lines
     assert "| server-sync | 1,500 | 300 | 100 | - | 400 |" in lines
     assert "| grpc-floor | 3,000 | 90 | - | 50 | 140 |" in lines
     assert any(line.startswith("server-sync, share of py-spy's samples") for line in lines)
-    assert report._thread_profile({}) == []
+    assert search_tables.thread_profile({}) == []
 
 
 def test_thread_cpu_and_switches_read_every_thread():
-    """The per-thread CPU and the context switches bench/server.py reads count every thread of
-    a process (psutil's switch count is the main thread's only)."""
+    """The per-thread CPU and the context switches bench/server.py reads (bench/_server_cpu.py)
+    count every thread of a process (psutil's switch count is the main thread's only)."""
     import os
     import threading
 
     sys.path.insert(0, str(BENCH))
     try:
-        server = importlib.import_module("server")
+        cpu = importlib.import_module("_server_cpu")
     finally:
         sys.path.remove(str(BENCH))
     if not os.path.isdir(f"/proc/{os.getpid()}/task"):
@@ -94,10 +96,10 @@ def test_thread_cpu_and_switches_read_every_thread():
     worker = threading.Thread(target=lambda: (sum(range(200_000)), done.wait(10)))
     worker.start()
     try:
-        threads = server.thread_cpu(os.getpid())
+        threads = cpu.thread_cpu(os.getpid())
         assert worker.native_id in threads and threading.get_native_id() in threads
         assert all(seconds >= 0 for _, seconds in threads.values())
-        assert server.context_switches(os.getpid()) >= len(threads)
+        assert cpu.context_switches(os.getpid()) >= len(threads)
     finally:
         done.set()
         worker.join()

@@ -21,8 +21,7 @@ from shardwalk import (
     NotFoundError,
     ResourceExhaustedError,
 )
-
-from .index.test_filters import PREDICATE, reference
+from tests.index.test_filters import PREDICATE, reference
 
 N_ROWS = 400  # collection ids 0..399
 GRAPH_NODES = np.arange(20, 450)  # ids 0..19 are rows but no nodes; 400..449 nodes but no rows

@@ -360,8 +360,8 @@ def test_a_power_cut_during_a_backup_leaves_both_directories_usable(tmp_path: Pa
     """A power cut at fsyncs spread over a backup: the source reopens with everything, and the
     copy either opens with everything (its manifest, written last, survived) or is refused as
     incomplete (no manifest), never a half-valid data directory."""
+    from tests.collection.test_write_failures import edges_of
     from tests.faultfs import PowerLoss
-    from tests.test_write_failures import edges_of
 
     fs = FaultFS(tmp_path / "root")
     source, dest = fs.root / "db", fs.root / "copy"

@@ -21,8 +21,8 @@ from shardwalk.errors import (
     ResourceExhaustedError,
     ShardwalkError,
 )
+from tests.collection.test_power_loss import World
 from tests.faultfs import FaultFS
-from tests.test_power_loss import World
 
 SAMPLE = 8  # sites per kind in the default suite
 

@@ -15,9 +15,8 @@ from shardwalk.index.tenancy import TREE_MIN_LEAVES
 import shardwalk
 from shardwalk import F, InvalidArgumentError
 from shardwalk.datasets import clustered_vectors
-
-from .conftest import INDEX_PARAMS
-from .index.test_filters import PREDICATE, reference
+from tests.conftest import INDEX_PARAMS
+from tests.index.test_filters import PREDICATE, reference
 
 N, DIM, K = 20_000, 16, 10
 KINDS = ["flat", "hnsw", "partitioned", "multitenant", "spann"]
@@ -374,7 +373,7 @@ def test_a_scope_matching_every_row_keeps_unfiltered_recall(kind):
     assert by_filter >= plain and by_tenant >= plain, (plain, by_filter, by_tenant)
 
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-784-euclidean-test10k"
+MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist-784-euclidean-test10k"
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:

@@ -18,10 +18,9 @@ import pytest
 from shardwalk.index import exact_search
 
 import shardwalk
+from tests.fixtures.make_hnswlib_format import DELETED, fixture_data
 
-from .fixtures.make_hnswlib_format import DELETED, fixture_data
-
-FIXTURE = Path(__file__).parent / "fixtures" / "hnswlib-format"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "hnswlib-format"
 COLLECTIONS = {"h": "l2", "c": "cosine", "p": "l2"}
 
 

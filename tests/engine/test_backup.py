@@ -19,8 +19,7 @@ import pytest
 import shardwalk
 import shardwalk.backup
 from shardwalk.cli import main
-
-from .conftest import INDEX_KINDS, INDEX_PARAMS
+from tests.conftest import INDEX_KINDS, INDEX_PARAMS
 
 DIM = 16
 BATCH = 20

@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +43,7 @@ from shardwalk.errors import (
     ResourceExhaustedError,
     ShardwalkError,
 )
-from shardwalk.index import IndexHost, IndexMetric, SearchResult, make_index
+from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.base import KeepsRoom
 from shardwalk.index.filters import Predicate, evaluate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
@@ -77,6 +77,9 @@ from shardwalk.validation import (
     check_vectors,
 )
 from shardwalk.wal import WriteAheadLog, encode
+
+if TYPE_CHECKING:
+    from shardwalk.index.base import IndexMetric
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +407,7 @@ class Collection:
 
     @property
     def _index_metric(self) -> IndexMetric:
-        return "ip" if self.metric == "cosine" else cast(IndexMetric, self.metric)
+        return "ip" if self.metric == "cosine" else cast("IndexMetric", self.metric)
 
     def __repr__(self) -> str:
         return (

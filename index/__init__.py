@@ -40,7 +40,7 @@ __all__ = [
     "make_index",
 ]
 
-INDEX_KINDS: dict[str, type] = {
+INDEX_KINDS: dict[str, type[Any]] = {
     "flat": FlatIndex,
     "hnsw": HNSWIndex,
     "partitioned": PartitionedIndex,

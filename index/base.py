@@ -96,6 +96,18 @@ class VectorIndex(Protocol):
         """Sizes and parameters, JSON-serialisable."""
 
 
+class IndexBase:
+    """The index kinds' defaults for :class:`VectorIndex`'s capability flags: approximate,
+    searching every row (the planner applies scopes here, in this process), and read in the
+    current format; a kind overrides what differs."""
+
+    exact = False
+    scoped = False
+    scoped_how = ""
+    applies_scope = False  # see VectorIndex
+    upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
+
+
 @runtime_checkable
 class KeepsRoom(Protocol):
     """An index whose inserts leave its stored vectors in place while it has room for them
@@ -153,6 +165,36 @@ def merge_topk(ids: np.ndarray, distances: np.ndarray, k: int) -> SearchResult:
 def write_meta(directory: str, meta: dict[str, Any]) -> None:
     """Write an index's ``index.json`` (its kind, format version and parameters)."""
     files.write_meta(os.path.join(directory, "index.json"), {"format": INDEX_FORMAT, **meta})
+
+
+class _Saved(Protocol):
+    """What every index's ``index.json`` records first."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def metric(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+def save_index(
+    directory: str,
+    index: _Saved,
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write an index's ``arrays`` (name -> array, one ``.npy`` file each), then its
+    ``index.json``: its kind, dim, metric and seed, then ``meta``."""
+    for name, array in (arrays or {}).items():
+        files.save_npy(os.path.join(directory, name), array)
+    head = {"kind": index.kind, "dim": index.dim, "metric": index.metric, "seed": index.seed}
+    write_meta(directory, {**head, **meta})
 
 
 def read_meta(directory: str, kind: str) -> dict[str, Any]:

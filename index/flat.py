@@ -13,7 +13,14 @@ from typing import Any
 
 import faiss
 import numpy as np
-from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
+from shardwalk.index.base import (
+    IndexBase,
+    IndexMetric,
+    SearchResult,
+    empty_result,
+    read_meta,
+    write_meta,
+)
 from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write
@@ -39,7 +46,9 @@ def _bitmap_params(mask: np.ndarray) -> tuple[faiss.SearchParameters, np.ndarray
     """
     bits = np.packbits(mask, bitorder="little")
     selector = faiss.IDSelectorBitmap(mask.shape[0], faiss.swig_ptr(bits))
-    return faiss.SearchParameters(sel=selector), bits
+    params = faiss.SearchParameters()  # (faiss's stubs do not declare its keyword arguments)
+    params.sel = selector
+    return params, bits
 
 
 def exact_search(
@@ -83,7 +92,7 @@ def _search_faiss(
     return result
 
 
-class FlatIndex:
+class FlatIndex(IndexBase):
     """Exact nearest-neighbour search over every live vector.
 
     Parameters
@@ -104,9 +113,7 @@ class FlatIndex:
     """
 
     kind = "flat"
-    exact, scoped = True, False
-    applies_scope = False  # see VectorIndex
-    scoped_how = ""
+    exact = True
 
     def __init__(
         self, *, dim: int, metric: IndexMetric, budget: ThreadBudget | None = None

@@ -26,7 +26,14 @@ from typing import Any
 import faiss
 import numpy as np
 from shardwalk.index._kernels import scan_rows, scan_rows_serial
-from shardwalk.index.base import IndexMetric, SearchResult, empty_result, read_meta, write_meta
+from shardwalk.index.base import (
+    IndexBase,
+    IndexMetric,
+    SearchResult,
+    empty_result,
+    read_meta,
+    save_index,
+)
 from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write, atomic_write_with
@@ -341,7 +348,7 @@ def is_hnswlib_dir(directory: str) -> bool:
     )
 
 
-class HNSWIndex:
+class HNSWIndex(IndexBase):
     """Approximate nearest neighbours on one HNSW graph (faiss ``IndexHNSWFlat``).
 
     Parameters
@@ -379,10 +386,6 @@ class HNSWIndex:
     """
 
     kind = "hnsw"
-    exact = scoped = False
-    applies_scope = False  # see VectorIndex
-    scoped_how = ""
-    upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
 
     def __init__(
         self,
@@ -545,17 +548,7 @@ class HNSWIndex:
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str) -> None:
         self._graph.save(directory)
-        write_meta(
-            directory,
-            {
-                "kind": self.kind,
-                "dim": self.dim,
-                "metric": self.metric,
-                "seed": self.seed,
-                "engine": "faiss",
-                **self.params(),
-            },
-        )
+        save_index(directory, self, {"engine": "faiss", **self.params()})
 
     @classmethod
     def load(
@@ -585,10 +578,10 @@ class HNSWIndex:
             index.upgraded = True  # tells the collection to write the new format
             return index
         index._graph = HNSWGraph.load(directory, metric=index.metric, seed=index.seed)
-        labels = index._graph.labels
-        if labels is not None:
+        graph_labels = index._graph.labels
+        if graph_labels is not None:
             alive = index._graph.alive()
             live = np.flatnonzero(alive)
-            index._position = np.full(int(labels.max(initial=-1)) + 1, -1, dtype=np.int64)
-            index._position[labels[live]] = live
+            index._position = np.full(int(graph_labels.max(initial=-1)) + 1, -1, dtype=np.int64)
+            index._position[graph_labels[live]] = live
         return index

@@ -49,6 +49,7 @@ def balanced_kmeans(
         min_points_per_centroid=1,
     )
     km.train(vectors)
+    assert km.centroids is not None  # (set by train)
     centroids = km.centroids.copy()
     capacity = int(np.ceil(n / parts * (1.0 + slack)))
     assignment = np.zeros(n, dtype=np.int32)

@@ -24,13 +24,14 @@ from typing import Any
 import faiss
 import numpy as np
 from shardwalk.index.base import (
+    IndexBase,
     IndexMetric,
     SearchResult,
     empty_result,
     merge_topk,
     read_meta,
     relabel,
-    write_meta,
+    save_index,
 )
 from shardwalk.index.flat import FlatIndex
 from shardwalk.index.hnsw import HNSWGraph, _grow, is_hnswlib_dir, log, read_hnswlib
@@ -53,7 +54,7 @@ def hnswlib_share_error(directory: str) -> FailedPreconditionError:
     )
 
 
-class PartitionedIndex:
+class PartitionedIndex(IndexBase):
     """P balanced partitions, each an HNSW graph; queries fan out and merge exactly.
 
     Parameters
@@ -80,10 +81,6 @@ class PartitionedIndex:
     """
 
     kind = "partitioned"
-    exact = scoped = False
-    applies_scope = False  # see VectorIndex
-    scoped_how = ""
-    upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
 
     def __init__(
         self,
@@ -262,10 +259,10 @@ class PartitionedIndex:
         n = queries.shape[0]
         ef = ef or self.ef
         if nprobe is None or nprobe >= self.partitions:
-            found = [self._search_part(p, queries, k, ef) for p in range(self.partitions)]
+            each = [self._search_part(p, queries, k, ef) for p in range(self.partitions)]
             return merge_topk(
-                np.concatenate([ids for ids, _ in found], axis=1),
-                np.concatenate([distances for _, distances in found], axis=1),
+                np.concatenate([ids for ids, _ in each], axis=1),
+                np.concatenate([distances for _, distances in each], axis=1),
                 k,
             )
         probe = self._nearest(queries, nprobe)
@@ -341,22 +338,19 @@ class PartitionedIndex:
             staging_dir = os.path.join(directory, "staging")
             os.makedirs(staging_dir, exist_ok=True)
             self._staging.save(staging_dir)
-            write_meta(directory, self._meta())
+            self._save_meta(directory)
         else:
             self.save_parts(directory, range(self.partitions))
             self.save_layout(directory, self._centroids, self._part_of[: self._labels_end()])
 
-    def _meta(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "dim": self.dim,
-            "metric": self.metric,
-            "seed": self.seed,
+    def _save_meta(self, directory: str) -> None:
+        meta = {
             "train_size": self.train_size,
             "trained": self.trained,
             "engine": "faiss",
             **self.params(),
         }
+        save_index(directory, self, meta)
 
     def save_parts(self, directory: str, parts: Iterable[int]) -> None:
         """Write the graphs of ``parts`` (``part-NNNN/``), as :meth:`save` does."""
@@ -372,7 +366,7 @@ class PartitionedIndex:
             np.save(f, centroids)
         with atomic_write(os.path.join(directory, "part_of.npy")) as f:
             np.save(f, part_of)
-        write_meta(directory, self._meta())
+        self._save_meta(directory)
 
     @classmethod
     def from_meta(

@@ -243,7 +243,7 @@ class DeltaStore(RowStore):
         if new.all():
             return [(delta.vectors(), rows - delta.start, None)]
         old_at, new_at = np.flatnonzero(~new), np.flatnonzero(new)
-        parts = [
+        parts: list[Segment] = [
             (vectors, positions, old_at if which is None else old_at[which])
             for vectors, positions, which in self.base.segments(rows[old_at])
         ]

@@ -31,16 +31,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from shardwalk.index._kernels import probe_leaves, probe_leaves_sq8, scan_rows
 from shardwalk.index.base import (
+    IndexBase,
     IndexMetric,
     SearchResult,
     empty_result,
     read_meta,
     relabel,
-    write_meta,
+    save_index,
 )
 from shardwalk.index.store import VectorStore
 
-from shardwalk._files import save_npy
 from shardwalk._threads import ThreadBudget, default_budget
 
 __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
@@ -151,7 +151,7 @@ class TenantDirectory:
         return sum(c.nbytes for chunks in self._chunks.values() for c in chunks)
 
 
-class MultiTenantIndex:
+class MultiTenantIndex(IndexBase):
     """One shared clustering of all vectors into leaves; per-tenant leaf lists (Curator).
 
     Parameters
@@ -192,8 +192,7 @@ class MultiTenantIndex:
     """
 
     kind = "multitenant"
-    exact, scoped = False, True
-    applies_scope = False  # see VectorIndex
+    scoped = True
     scoped_how = "visit the shared clustering's leaves that hold rows in scope, closest first"
     relayout_fraction = 8  # redo the layout once 1/8 of the rows were appended since
 
@@ -334,6 +333,7 @@ class MultiTenantIndex:
             min_points_per_centroid=1,
         )
         km.train(vectors)
+        assert km.centroids is not None  # (set by train)
         self._set_tree(km.centroids)
         self._leaf_of[:n] = self._assign(vectors)[self.store.positions(np.arange(n))]
         self._clustered_at = n
@@ -357,6 +357,7 @@ class MultiTenantIndex:
                 max_points_per_centroid=centroids.shape[0],
             )
             top.train(centroids)
+            assert top.centroids is not None  # (set by train)
             _, nearest = top.index.search(centroids, 1)
             order = np.argsort(nearest[:, 0], kind="stable")
             centroids = centroids[order]
@@ -591,15 +592,10 @@ class MultiTenantIndex:
             if self._top_centroids is not None
             else np.zeros((0, self.dim), np.float32),
         }
-        for name, array in arrays.items():
-            save_npy(os.path.join(directory, name), array)
-        write_meta(
+        save_index(
             directory,
+            self,
             {
-                "kind": self.kind,
-                "dim": self.dim,
-                "metric": self.metric,
-                "seed": self.seed,
                 "train_size": self.train_size,
                 "clustered_at": self._clustered_at,
                 "arranged_at": self._arranged_at,
@@ -610,6 +606,7 @@ class MultiTenantIndex:
                 "quantization": self.quantization,
                 "rerank": self.rerank,
             },
+            arrays,
         )
 
     @classmethod
@@ -633,17 +630,21 @@ class MultiTenantIndex:
             path = os.path.join(directory, name)
             return np.load(path) if os.path.exists(path) else None  # None: an older snapshot
 
-        vectors = array("vectors.npy")
-        assert vectors is not None
+        def required(name: str) -> np.ndarray:
+            found = array(name)
+            assert found is not None, name
+            return found
+
+        vectors = required("vectors.npy")
         index.store = VectorStore(meta["dim"], vectors, array("positions.npy"))
         n = vectors.shape[0]
         index._grow(n)
-        index._alive[:n] = array("alive.npy")
-        index._leaf_of[:n] = array("leaf_of.npy")
+        index._alive[:n] = required("alive.npy")
+        index._leaf_of[:n] = required("leaf_of.npy")
         groups = array("group_of.npy")
         if groups is not None:
             index._group_of[:n] = groups
-        centroids = array("centroids.npy")
+        centroids = required("centroids.npy")
         index._centroids = centroids if centroids.shape[0] else None
         top_of, top_centroids = array("top_of.npy"), array("top_centroids.npy")
         if top_of is not None and top_of.shape[0]:  # else a flat tree (or an older snapshot)
@@ -651,7 +652,7 @@ class MultiTenantIndex:
         index._clustered_at = meta["clustered_at"]
         index._arranged_at = meta.get("arranged_at", 0)
         index._live = int(np.count_nonzero(index._alive[:n]))
-        index._low, index._step = array("quantizer.npy")
+        index._low, index._step = required("quantizer.npy")
         if index._centroids is not None:  # the codes are derived data: re-encode them
             index._append_codes(index.store.physical())
         return index

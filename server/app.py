@@ -481,7 +481,34 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class Server:
+class _Serving:
+    """What both servers set up alike: the engine, served through one dispatcher (API keys,
+    limits, handlers) on ``host:port``, with a pool of ``[limits] rpc_threads`` for the calls."""
+
+    def __init__(
+        self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        check_port(port)
+        self.engine = engine
+        self.host = host
+        self.dispatcher = Dispatcher(engine, config)
+        self.registry = self.dispatcher.registry
+        self._pool = FairPool(config.limits.rpc_threads)
+
+    def stop(self, grace: float | None = 10.0) -> None:
+        raise NotImplementedError
+
+    def _stopped(self) -> None:
+        """Once the server takes no more calls: end the background work, then checkpoint
+        every collection (the engine stays open: its owner closes it)."""
+        self.dispatcher.background.close()
+        _checkpoint(self.engine)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Server(_Serving):
     """A running shardwalk gRPC server over an engine: grpc's synchronous server, a thread
     per call from a pool of ``[limits] rpc_threads``.
 
@@ -497,13 +524,8 @@ class Server:
     def __init__(
         self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        check_port(port)
-        self.engine = engine
-        self.host = host
-        self.dispatcher = Dispatcher(engine, config)
-        self.registry = self.dispatcher.registry
+        super().__init__(engine, config, host=host, port=port)
         limits = config.limits
-        self._pool = FairPool(limits.rpc_threads)
         self._server = grpc.server(
             self._pool, maximum_concurrent_rpcs=limits.max_concurrent_requests,
             options=_options(limits),
@@ -541,17 +563,13 @@ class Server:
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
         self._pool.shutdown(wait=False)
-        self.dispatcher.background.close()
-        _checkpoint(self.engine)
+        self._stopped()
 
     def __enter__(self) -> Server:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
-
-class AioServer:
+class AioServer(_Serving):
     """The same service on grpc.aio: one event loop (in a thread of its own) takes the calls
     and runs each handler in a pool of ``[limits] rpc_threads`` (the engine is synchronous). A
     client stream reaches its handler chunk by chunk, as the handler asks for them
@@ -561,13 +579,8 @@ class AioServer:
     def __init__(
         self, engine: Engine, config: Config, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        check_port(port)
-        self.engine = engine
-        self.host = host
-        self.dispatcher = Dispatcher(engine, config)
-        self.registry = self.dispatcher.registry
+        super().__init__(engine, config, host=host, port=port)
         self._config, self._port = config, port
-        self._pool = FairPool(config.limits.rpc_threads)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -643,14 +656,10 @@ class AioServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._pool.shutdown()
-        self.dispatcher.background.close()
-        _checkpoint(self.engine)
+        self._stopped()
 
     def __enter__(self) -> AioServer:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class _StreamCancelled(grpc.RpcError):

@@ -266,7 +266,10 @@ def parse_config(raw: dict[str, Any], *, where: str = "config", base: str = ".")
             raise InvalidArgumentError(
                 f"{where}: [limits] {name} must be a positive integer; got {value!r}"
             )
-    limits = Limits(**{n: float(v) if n in _FLOAT_LIMITS else v for n, v in limits_raw.items()})
+    values: dict[str, Any] = {
+        n: float(v) if n in _FLOAT_LIMITS else v for n, v in limits_raw.items()
+    }
+    limits = Limits(**values)
 
     tls = raw.get("tls")
     cert = key = client_ca = None

@@ -67,10 +67,10 @@ class FairPool(futures.ThreadPoolExecutor):
         self._ready: set[Hashable] = set()  # the callers in _turns
         self._current = threading.local()  # a worker's running call's caller (release)
         self._closed = False
-        self._threads = [
+        self._threads = {
             threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
             for i in range(threads)
-        ]
+        }
         for thread in self._threads:
             thread.start()
 

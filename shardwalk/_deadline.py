@@ -121,7 +121,7 @@ class _Watcher:
 
 
 _WATCHER = _Watcher()
-os.register_at_fork(after_in_child=lambda: _WATCHER.__init__())  # no thread after a fork
+os.register_at_fork(after_in_child=lambda: _Watcher.__init__(_WATCHER))  # no thread after a fork
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -122,9 +122,11 @@ def filter_to_pb(predicate: Predicate) -> pb.Filter:
     if isinstance(p, Ne):
         return pb.Filter(ne=pb.FieldValue(field=p.field, value=value_to_pb(p.value)))
     if isinstance(p, In):
-        return pb.Filter(
-            **{"in": pb.FieldValues(field=p.field, values=[value_to_pb(v) for v in p.values])}
-        )
+        # ("in" is a Python keyword: the field is named through a dict)
+        fields: dict[str, Any] = {
+            "in": pb.FieldValues(field=p.field, values=[value_to_pb(v) for v in p.values])
+        }
+        return pb.Filter(**fields)
     if isinstance(p, Range):
         return pb.Filter(
             range=pb.Range(
@@ -187,7 +189,8 @@ def filter_from_pb(message: pb.Filter, depth: int = 0) -> Predicate:
                 )
         if low is None and high is None:
             raise InvalidArgumentError(f"a range on {r.field!r} needs a low or a high bound")
-        return Range(_field(r.field), low, high, not r.low_exclusive, not r.high_exclusive)
+        numbers = cast("tuple[float | None, float | None]", (low, high))  # (checked above)
+        return Range(_field(r.field), *numbers, not r.low_exclusive, not r.high_exclusive)
     if node == "negate":
         return Not(filter_from_pb(message.negate, depth + 1))
     terms = tuple(filter_from_pb(t, depth + 1) for t in getattr(message, node).terms)

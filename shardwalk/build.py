@@ -57,7 +57,7 @@ from shardwalk.storage import DataDir, remove_dir, seal_snapshot
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import WriteAheadLog
 
-__all__ = ["Columns", "ThreadExecutor", "build_collection"]
+__all__ = ["Columns", "ThreadExecutor", "run_pipeline"]
 
 _BATCH = 65_536  # rows per Arrow batch a worker checks at once (a larger row group is split)
 _BLOCK_BYTES = 32 << 20  # decoded bytes per block: row groups are packed up to this
@@ -531,7 +531,7 @@ def _schema_and_dim(files: list[str], columns: Columns) -> tuple[int, int, tuple
 
 def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
     """Every (file, row) holding ``id_`` in ``column``."""
-    found = []
+    found: list[tuple[str, int]] = []
     for path in files:
         start = 0
         for batch in pq.ParquetFile(path).iter_batches(_BATCH, columns=[column]):
@@ -541,7 +541,7 @@ def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
     return found
 
 
-def build_collection(
+def run_pipeline(
     path: str | os.PathLike[str],
     name: str,
     source: Any,

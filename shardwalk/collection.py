@@ -13,26 +13,29 @@ may return an id once per owner.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import ArrayLike, NDArray
 
+from shardwalk import collection_persistence
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
+from shardwalk.collection_persistence import (
+    _COMPACT_FRACTION,
+    _COMPACT_MIN_DEAD,
+    _release_free_memory,
+    _release_index,
+)
 from shardwalk.errors import (
-    CorruptionError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -59,13 +62,9 @@ from shardwalk.rows import (
     tenant_array,
 )
 from shardwalk.snapshot import (
-    State,
     Upsert,
     delete_record,
-    read_record,
-    read_snapshot,
     upsert_record,
-    write_snapshot,
 )
 from shardwalk.storage import DataDir
 from shardwalk.types import Attributes, AttributeValue, Param, Report, SharedWith, Tenants
@@ -78,6 +77,9 @@ from shardwalk.validation import (
     check_vectors,
 )
 from shardwalk.wal import WriteAheadLog, encode
+
+if TYPE_CHECKING:
+    from shardwalk.index.base import IndexMetric
 
 log = logging.getLogger(__name__)
 
@@ -108,52 +110,6 @@ _INDEX_CHUNK_MIN = 2
 _INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
 _INDEX_CHUNK = 128
 _INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
-# Background compaction starts once this share of the rows are dead (deleted or replaced) and
-# at least _COMPACT_MIN_DEAD of them: Milvus compacts a segment at 20% deleted rows, Qdrant's
-# vacuum optimizer at 20% and 1,000 deleted vectors. Dead rows cost memory and, in HNSW, search
-# time (tombstones stay in the graph as waypoints and crowd the beam).
-_COMPACT_FRACTION = 0.2
-_COMPACT_MIN_DEAD = 1000
-# A compaction replays the writes that came during its build into the new rows outside the
-# commit lock until fewer than this many rows are left; writers wait only for the last ones
-_CATCH_UP_ROWS = 256
-_COMPACTION_NICE = 10  # the compaction thread runs this much nicer than the process
-
-
-def _release_free_memory() -> None:
-    """Return freed memory to the OS: Arrow's pool, then glibc's heap (where it is glibc)."""
-    pa.default_memory_pool().release_unused()
-    if _libc is not None:
-        _libc.malloc_trim(0)
-
-
-def _load_libc() -> Any:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018  (glibc only)
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_libc = _load_libc()
-
-
-def _lower_priority(more: int) -> None:
-    """Make the calling thread ``more`` nicer (Linux: nice values are per thread); elsewhere,
-    or where refused, nothing."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + more))
-    except (AttributeError, OSError):
-        pass
-
-
-def _release_index(index: Any) -> None:
-    """Let go of what an index holds outside this process (a Ray-hosted one's actors)."""
-    close = getattr(index, "close", None)
-    if close is not None:
-        close()
 
 
 @dataclass
@@ -439,50 +395,6 @@ class Collection:
         if hasattr(self._index, "recover_vectors"):
             self._index.recover_vectors = self._logged_vectors
 
-    def _logged_vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The vectors of live ``rows`` written since the last checkpoint, read back from the
-        write-ahead log (the last upsert of each row's (owner, id) is that row's).
-
-        A read path (a search restoring a Ray actor, under the shared lock): it reads the live
-        log only up to the end of the last applied group, an offset taken under the exclusive
-        lock, and writes nothing; a group being appended meanwhile is neither read nor cut."""
-        applied = self._applied_log
-        if self._wal is None or applied is None:
-            raise FailedPreconditionError(
-                f"collection {self.name!r} keeps no write-ahead log to recover vectors from"
-            )
-        path, end = applied
-        ids = self._rows.ids[rows]
-        codes = self._rows.owner_codes(rows)
-        by_owner = {}  # owner code -> (positions in rows, their ids, argsort of the ids)
-        for code in np.unique(codes).tolist():
-            mine = np.flatnonzero(codes == code)
-            by_owner[code] = (mine, ids[mine], np.argsort(ids[mine]))
-        vectors = np.zeros((rows.size, self.dim), dtype=np.float32)
-        found = np.zeros(rows.size, dtype=bool)
-        for record in WriteAheadLog.replay(path, end=end):
-            write = read_record(record, self.dim)
-            if not isinstance(write, Upsert):
-                continue
-            written = self._rows.codes(write.tenants)
-            for code in np.unique(written).tolist():
-                if code not in by_owner:
-                    continue
-                mine, own_ids, order = by_owner[code]
-                sel = np.flatnonzero(written == code)
-                at = np.minimum(
-                    np.searchsorted(own_ids, write.ids[sel], sorter=order), own_ids.size - 1
-                )
-                hit = own_ids[order[at]] == write.ids[sel]
-                vectors[mine[order[at[hit]]]] = write.vectors[sel[hit]]
-                found[mine[order[at[hit]]]] = True
-        if not found.all():
-            raise CorruptionError(
-                f"collection {self.name!r}: ids {ids[~found][:5].tolist()} are live but not in "
-                "the write-ahead log since the last checkpoint; reopen the engine"
-            )
-        return vectors
-
     @property
     def declared_types(self) -> dict[str, pa.DataType]:
         """The declared attributes (name -> Arrow type, in declaration order; empty when the
@@ -494,8 +406,8 @@ class Collection:
         return self._store is getattr(self._index, "store", None)
 
     @property
-    def _index_metric(self) -> str:
-        return "ip" if self.metric == "cosine" else self.metric
+    def _index_metric(self) -> IndexMetric:
+        return "ip" if self.metric == "cosine" else cast("IndexMetric", self.metric)
 
     def __repr__(self) -> str:
         return (
@@ -503,35 +415,27 @@ class Collection:
             f"index={self.index_kind!r}, count={len(self)})"
         )
 
-    # -- opening ----------------------------------------------------------------------------
+    # -- files: snapshot, log, checkpoints, compaction (shardwalk.collection_persistence) ------
     def _attach(self, datadir: DataDir, snapshot: str | None, wal: str) -> None:
         """Load the snapshot (if any) and replay the log (called by the engine)."""
-        directory = datadir.collection_dir(self.name)
-        self._datadir = datadir
-        if snapshot is not None:
-            state = read_snapshot(
-                directory / snapshot, dim=self.dim, budget=self._budget, host=self._host
-            )
-            _release_index(self._index)  # the empty one made by the constructor
-            self._install(state.rows, state.index, state.store, state.tenants)
-            self._rows.declare(self._declared)
-        self._snapshot = snapshot
-        # an index read from an earlier format was rebuilt: the next checkpoint rewrites it
-        self._upgraded = bool(getattr(self._index, "upgraded", False))
-        wal_path = str(directory / wal)
-        for record in WriteAheadLog.replay(wal_path):  # through the delta: batched inserts
-            write = read_record(record, self.dim)
-            if isinstance(write, Upsert):
-                self._apply_upsert(write)
-            else:
-                self._apply_delete(write.ids, ANY_OWNER if write.everywhere else write.owner)
-            if len(self._delta) >= self.delta_limit:
-                self._drain()
-        self._drain()
-        self._wal = WriteAheadLog(wal_path)
-        self._applied_log = (wal_path, self._wal.size)
-        # files of an interrupted checkpoint (written, never committed to the manifest)
-        datadir.remove_unreferenced(self.name, keep={wal} | ({snapshot} if snapshot else set()))
+        collection_persistence.attach(self, datadir, snapshot, wal)
+
+    def _logged_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of live ``rows`` written since the last checkpoint, from the log."""
+        return collection_persistence.logged_vectors(self, rows)
+
+    def _checkpointed(self) -> AbstractContextManager[tuple[dict[str, Any], int]]:
+        """Writes held back, checkpointed: this collection's manifest entry and log size."""
+        return collection_persistence.checkpointed(self)
+
+    def _checkpoint(self) -> None:
+        collection_persistence.checkpoint(self)
+
+    def _maybe_compact(self) -> None:
+        collection_persistence.maybe_compact(self)
+
+    def _compact(self, threads: int | None = None, nice: int = 0) -> None:
+        collection_persistence.compact(self, threads, nice)
 
     def _check_open(self) -> None:
         if self._closed_because is not None:
@@ -643,7 +547,7 @@ class Collection:
         write = _Upsert(ids, arr, owners, attrs, shared, everywhere=tenant is None)
         if self._datadir is not None:  # encoded here, in the caller's thread
             write.record = encode("upsert", upsert_record(write, self.dim))
-        written = self._writes.submit(write)
+        written: int = self._writes.submit(write)
         if ids.size >= _LARGE_WRITE:
             del write, arr  # the batch's copies (checked, normalised, encoded) are garbage now
             _release_free_memory()
@@ -665,7 +569,8 @@ class Collection:
         if tenant is not None:
             check_name("tenant", tenant)
             owner = tenant
-        return self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner))
+        deleted: int = self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner))
+        return deleted
 
     def _commit_group(self, group: list[Entry]) -> None:
         """Commit queued writes in order (called by the group's leader under the commit lock):
@@ -867,7 +772,7 @@ class Collection:
         self, rows: np.ndarray, vectors: np.ndarray, owners: np.ndarray, threads: int | None = None
     ) -> None:
         if threads is not None and getattr(self._index, "kind", "") == "hnsw":
-            self._index.add(rows, vectors, groups=owners, threads=threads)
+            self._index.add(rows, vectors, groups=owners, threads=threads)  # type: ignore[call-arg]
         else:
             self._index.add(rows, vectors, groups=owners)  # a layout hint: owner tenants
         if not self._shares_store:
@@ -1434,56 +1339,6 @@ class Collection:
             self._checkpoint()
             self._upgraded = False
 
-    @contextmanager
-    def _checkpointed(self) -> Iterator[tuple[dict[str, Any], int]]:
-        """Hold writes back, checkpoint if anything changed, and yield this collection's
-        manifest entry and its log's size: a consistent cut for a backup (shardwalk.backup),
-        which pins the files the entry names before the block ends. Searches run meanwhile."""
-        with self._writes.lock:
-            self._check_open()
-            if self._datadir is None or self._wal is None:
-                raise FailedPreconditionError(f"collection {self.name!r} has no files to back up")
-            if self._wal.size or self._snapshot is None or self._upgraded:  # as flush()
-                self._checkpoint()
-                self._upgraded = False
-            yield self._datadir.manifest["collections"][self.name], self._wal.size
-
-    def _checkpoint(self) -> None:
-        self._drain()  # a snapshot's index holds every row
-        datadir, old_wal = self._datadir, self._wal
-        assert datadir is not None and old_wal is not None
-        with datadir.guard(f"a checkpoint of collection {self.name!r}"):
-            generation = datadir.next_generation()
-            directory = datadir.collection_dir(self.name)
-            snapshot = f"snap-{generation:06d}"
-            wal = f"wal-{generation:06d}.log"
-            state = State(
-                rows=self._rows, index=self._index, store=self._store, tenants=self._tenants
-            )
-            # On a failure the old snapshot and log stay current; the new files are removed by
-            # the next checkpoint or open (not now: a spann index already reads its sealed
-            # posting files from the new snapshot, see SpannIndex.save).
-            write_snapshot(directory / snapshot, state, dim=self.dim, name=self.name)
-            WriteAheadLog.create(str(directory / wal))
-
-            def switch(manifest: dict[str, Any]) -> None:
-                manifest["collections"][self.name].update(snapshot=snapshot, wal=wal)
-
-            datadir.commit(switch)
-            try:
-                old_wal.close()
-                self._wal = WriteAheadLog(str(directory / wal))
-                self._applied_log = (self._wal.path, self._wal.size)
-                self._snapshot = snapshot
-                datadir.remove_unreferenced(self.name, keep={snapshot, wal})
-            except BaseException as exc:  # the manifest names the new log: no way back
-                datadir.fail(exc)
-                raise
-        # writing the snapshot (Parquet rows, the serialised index) freed large buffers that
-        # glibc keeps in its heap otherwise: 200K x 128 built in 50K-row upserts and flushed
-        # held 187 MiB, 129 MiB once trimmed
-        _release_free_memory()
-
     def compact(self) -> None:
         """Rebuild the rows and the index from the live rows only, dropping every deleted or
         replaced row (HNSW tombstones still cost search time), then checkpoint. The new index
@@ -1494,148 +1349,8 @@ class Collection:
         self._check_open()
         self._compact()
 
-    def _maybe_compact(self) -> None:
-        """Start a background compaction past the dead-row threshold (the commit leader calls
-        this: one caller at a time)."""
-        threshold = self.compaction_threshold
-        if threshold is None or self._compactor is not None or self._closed_because is not None:
-            return
-        if not self._deferred:  # an index in Ray actors: compact() only (new actors)
-            return
-        rows = self._rows.rows
-        if rows < self._compact_after:
-            return
-        if rows - len(self._rows) < max(self.compaction_min_dead, threshold * rows):
-            return
-        thread = threading.Thread(
-            target=self._compact_in_background, name=f"shardwalk-compact-{self.name}", daemon=True
-        )
-        self._compactor = thread
-        thread.start()
-
-    def _compact_in_background(self) -> None:
-        try:
-            self._compact(threads=1, nice=_COMPACTION_NICE)
-        except BaseException as exc:
-            self._compaction_error = f"{type(exc).__name__}: {exc}"
-            self._compact_after = self._rows.rows + self.compaction_min_dead
-            log.error("collection %r: a background compaction failed", self.name, exc_info=exc)
-        finally:
-            self._compactor = None
-
     def wait_compacted(self) -> None:
         """Wait for a background compaction under way (if any) to finish."""
         thread = self._compactor
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-
-    def _compact(self, threads: int | None = None, nice: int = 0) -> None:
-        """Copy the live rows (holding back writes and the indexer, not searches), build new
-        rows and a new index from them (``threads``: the index insert's; ``nice``: on a
-        thread this much nicer, holding none of the collection's locks, so a descheduled
-        build never holds up writers), replay the writes applied since the copy, then swap
-        and checkpoint."""
-        with self._compaction:
-            t0 = time.perf_counter()
-            with self._writes.lock, self._indexing:  # nothing changes the rows or the index
-                if self._closed_because is not None:
-                    return
-                live = np.flatnonzero(self._rows.alive)
-                columns = self._rows.columns(live)
-                upsert = Upsert(
-                    ids=self._rows.ids[live],
-                    vectors=self._vectors.take(live),  # the index's and the delta's rows
-                    tenants=columns.column(TENANT).combine_chunks(),
-                    attributes=columns.drop_columns(
-                        [c for c in (TENANT, SHARED) if c in columns.column_names]
-                    ),
-                    shared=columns.column(SHARED).combine_chunks()
-                    if SHARED in columns.column_names
-                    else None,
-                    everywhere=False,  # each row in its owner's namespace, as it was
-                )
-                with self._cache_lock:
-                    scopes = list(self._masks)
-                self._since_cut = []
-            try:
-                self._compact_from(upsert, scopes, threads, nice, t0)
-            finally:
-                self._since_cut = None
-
-    def _compact_from(
-        self, upsert: Upsert, scopes: list[Any], threads: int | None, nice: int, t0: float
-    ) -> None:
-        fresh = Collection(
-            name=self.name,
-            dim=self.dim,
-            metric=self.metric,
-            index=self.index_kind,
-            params=self.params,
-            budget=self._budget,
-            host=self._host,
-            attributes=self.attributes,
-        )
-        if threads is not None and hasattr(fresh._index, "threads"):
-            fresh._index.threads = threads
-
-        def build() -> None:
-            if nice:
-                _lower_priority(nice)  # searches first: it yields the cores to them
-            if upsert.ids.size:
-                fresh._apply_upsert(upsert, direct=True)
-            if fresh._shares_store and isinstance(fresh._index, KeepsRoom):
-                fresh._index.reserve(fresh.delta_limit)  # room for the rows to come, unlocked
-            for tenant, predicate in scopes:  # the scopes in use, kept current from here on
-                rows = None if tenant is None else fresh._tenants.rows(tenant)
-                fresh._masks[(tenant, predicate)] = fresh._build_mask(tenant, rows, predicate)
-            while True:  # the writes of the meantime, writers going on
-                with self._rw.read():
-                    groups, self._since_cut = self._since_cut, []
-                for writes in groups or []:
-                    fresh._apply_group(writes, direct=True)
-                if sum(int(w.ids.size) for g in groups or [] for w in g) < _CATCH_UP_ROWS:
-                    break
-
-        try:
-            if nice:
-                failed: list[BaseException] = []
-
-                def run() -> None:
-                    try:
-                        build()
-                    except BaseException as exc:
-                        failed.append(exc)
-
-                builder = threading.Thread(target=run, name=f"shardwalk-compact-{self.name}")
-                builder.start()
-                builder.join()
-                if failed:
-                    raise failed[0]
-            else:
-                build()
-            with self._writes.lock:
-                if self._closed_because is not None:
-                    _release_index(fresh._index)
-                    return
-                for writes in self._since_cut or []:  # the last ones, writers waiting
-                    fresh._apply_group(writes, direct=True)
-                if hasattr(fresh._index, "threads"):
-                    fresh._index.threads = self.params.get("threads")
-                with self._indexing, self._index_rw.write(), self._rw.write():
-                    t_swap = time.perf_counter()
-                    old = self._index
-                    self._install(fresh._rows, fresh._index, fresh._store, fresh._tenants)
-                    self._version += 1
-                    with self._cache_lock:
-                        self._masks = fresh._masks
-                    self._since_cut = None
-                    self._compaction_swap_seconds = time.perf_counter() - t_swap
-                self._compactions += 1
-                self._compaction_seconds = time.perf_counter() - t0
-                _release_index(old)
-                if self._datadir is not None and self._wal is not None:
-                    self._checkpoint()
-        except BaseException:
-            if fresh._index is not self._index:
-                _release_index(fresh._index)
-            raise

@@ -394,11 +394,15 @@ class Engine:
 
     def collections(self) -> list[str]:
         """Names of all collections, sorted."""
+        return self._listed("collections", self._collections)
+
+    def _listed(self, kind: str, loaded: Mapping[str, object]) -> list[str]:
+        """The names of ``kind`` ("collections" or "graphs"), loaded or only on disk, sorted."""
         with self._lock:
             self._check_open()
-            names = set(self._collections)
+            names = set(loaded)
             if self._datadir is not None:
-                names |= set(self._datadir.manifest["collections"])
+                names |= set(self._datadir.manifest[kind])
             return sorted(names)
 
     def drop_collection(self, name: str) -> None:
@@ -534,12 +538,7 @@ class Engine:
 
     def graphs(self) -> list[str]:
         """Names of all graphs, sorted."""
-        with self._lock:
-            self._check_open()
-            names = set(self._graphs)
-            if self._datadir is not None:
-                names |= set(self._datadir.manifest["graphs"])
-            return sorted(names)
+        return self._listed("graphs", self._graphs)
 
     def drop_graph(self, name: str) -> None:
         """Delete a graph, its fingerprints and its files."""

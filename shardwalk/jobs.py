@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shardwalk._progress import Progress, check_progress
-from shardwalk.build import Columns, ThreadExecutor
-from shardwalk.build import build_collection as _build
+from shardwalk.build import Columns, ThreadExecutor, run_pipeline
 from shardwalk.errors import FailedPreconditionError
 from shardwalk.validation import check_choice, check_int
 
@@ -136,16 +135,16 @@ def build_collection(
         attributes=tuple(attribute_columns or ()),
     )
     progress = check_progress(progress)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         index=index, metric=metric, columns=columns, index_params=index_params, progress=progress
     )
     if not (ray or address):
-        return _build(path, name, source, executor=ThreadExecutor(num_workers), **kwargs)
+        return run_pipeline(path, name, source, executor=ThreadExecutor(num_workers), **kwargs)
     layer = _ray_layer()
     started = layer.connect(address, num_workers)
     try:
         executor = layer.RayExecutor(num_workers)
-        return _build(path, name, source, executor=executor, **kwargs)
+        return run_pipeline(path, name, source, executor=executor, **kwargs)
     finally:
         layer.disconnect(started)
 

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from shardwalk.errors import CorruptionError, InvalidArgumentError
 from shardwalk.validation import check_name
@@ -253,14 +254,14 @@ def _find_all(
     if ids.size <= _FEW:  # scalar calls: cheaper than array calls on a few ids
         at_list: list[int] = []
         row_list: list[int] = []
-        for at, id_ in enumerate(ids.tolist()):
+        for position, id_ in enumerate(ids.tolist()):
             for keys, rows in runs:
                 if id_ < keys[0] or id_ > keys[-1]:  # a cheap miss (see _find)
                     continue
                 i = keys.searchsorted(id_)
                 while i < keys.size and keys[i] == id_:
                     if alive[rows[i]]:
-                        at_list.append(at)
+                        at_list.append(position)
                         row_list.append(int(rows[i]))
                     i += 1
         return np.array(at_list, dtype=np.int64), np.array(row_list, dtype=np.int64)
@@ -615,7 +616,7 @@ class RowTable:
         several owners hold the id, any one of them: ``find`` lists them all)."""
         return self._lookup(ids, self._codes_for(ids, owner))
 
-    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def find(self, ids: np.ndarray) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Every live row of each id, whoever owns it: ``(at, rows)``, ``at`` the position of
         the row's id in ``ids``; ordered by position, an id's rows by owner (the ownerless
         row first, then owners in name order)."""
@@ -631,7 +632,7 @@ class RowTable:
         ids = np.asarray(ids, dtype=np.int64)
         return ids[~self.contains(ids, owner)]
 
-    def contains(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> np.ndarray:
+    def contains(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> NDArray[np.bool_]:
         """Per id, whether it has a live row (in ``owner``'s namespace; ``ANY_OWNER``: any):
         a bool array, one entry per id in the order given."""
         ids = np.asarray(ids, dtype=np.int64).ravel()

@@ -132,6 +132,7 @@ class DataDir:
         self._failed: BaseException | None = None  # the failure that made it read-only
         _refuse_foreign(self.root)
         self._lock_file: io.FileIO | None = None
+        self._pid = 0  # the process that took the lock (see _acquire)
         make_dirs(self.root)
         self._key = self._acquire()
         try:

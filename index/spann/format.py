@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from shardwalk.index._kernels import SPANN_LABEL_BITS
-from shardwalk.index.base import read_meta, write_meta
+from shardwalk.index.base import read_meta, save_index
 from shardwalk.index.hnsw import HNSWGraph
 
 from shardwalk import _fs
-from shardwalk._files import save_npy
 from shardwalk._threads import ThreadBudget
 from shardwalk.errors import CorruptionError
 
@@ -232,15 +231,10 @@ class _Persistence:
                 "version.npy": self._version[:end],
                 "where.npy": np.asarray(self._places.array[:end]),
             }
-            for name, array in arrays.items():
-                save_npy(os.path.join(directory, name), array)
-            write_meta(
+            save_index(
                 directory,
+                self,
                 {
-                    "kind": self.kind,
-                    "dim": self.dim,
-                    "metric": self.metric,
-                    "seed": self.seed,
                     "engine": "faiss",
                     **self.params(),
                     "generations": gens,
@@ -249,6 +243,7 @@ class _Persistence:
                     "norm_cap": self._norm_cap,
                     "counters": self._counters,
                 },
+                arrays,
             )
 
     def _labels_end(self: SpannIndex) -> int:

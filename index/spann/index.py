@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from shardwalk.index._kernels import SPANN_LABEL_BITS, scan_lists, scan_lists_serial
-from shardwalk.index.base import IndexMetric, SearchResult, empty_result
+from shardwalk.index.base import IndexBase, IndexMetric, SearchResult, empty_result
 from shardwalk.index.hnsw import HNSWGraph, _grow
 from shardwalk.index.spann.build import _Build, _pairs, assign_lists
 from shardwalk.index.spann.format import (
@@ -42,7 +42,7 @@ __all__ = ["SpannIndex"]
 _NO_SCOPE = np.zeros(0, dtype=np.uint8)
 
 
-class SpannIndex(_Build, _Maintenance, _Persistence):
+class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
     """Disk-resident approximate nearest neighbours: centroids and their HNSW graph in memory,
     vectors in posting lists on disk (see the docstring of the package, shardwalk.index.spann).
 
@@ -86,9 +86,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence):
     """
 
     kind = "spann"
-    exact = False
     scoped = True  # filtered and tenant searches score only rows in scope (see search)
-    applies_scope = False  # see VectorIndex
     scoped_how = (
         "probe the posting lists nearest the query (more, the smaller the scope), scoring only "
         "the rows in scope"

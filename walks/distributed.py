@@ -12,7 +12,7 @@ any split, concatenated in order, are byte for byte the embedded store's. Tasks 
 are retried when their worker dies (the retry computes the same rows).
 
 Sharded mode (:func:`fingerprints_sharded`), for graphs one worker cannot hold: shard actors
-own node ranges and run a compiled round kernel (``_kernels.shard_round``); walkers that leave
+own node ranges and run a compiled round kernel (``kernels.sharded.shard_round``); walkers that leave
 a shard travel to its owner in batches, and the driver merges the shards' rows.
 """
 
@@ -26,9 +26,19 @@ from typing import Any
 import numba
 import numpy as np
 import ray
-from shardwalk.walks import _check, _kernels
+from shardwalk.walks import _check
 from shardwalk.walks.fingerprints import FingerprintStore, _Walker, select_hubs
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.bitmap import node_bitmap
+from shardwalk.walks.kernels.rng import walk_key
+from shardwalk.walks.kernels.sharded import (
+    count_group_rows,
+    merge_rows,
+    scatter_group_rows,
+    shard_round,
+    shard_rows,
+)
+from shardwalk.walks.kernels.walks import compact_fingerprints
 
 from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk._threads import peak_rss_bytes, thread_env
@@ -284,7 +294,7 @@ class _ShardState:
             _read_only(a) if isinstance(a, np.ndarray) else a
             for a in (
                 part["indptr"], part["indices"], part.get("alias_prob", no_prob),
-                part.get("alias_idx", no_idx), self.hubs, _kernels.node_bitmap(self.hubs, n),
+                part.get("alias_idx", no_idx), self.hubs, node_bitmap(self.hubs, n),
                 hub_part["indptr"], hub_part["indices"], hub_part.get("alias_prob", no_prob),
                 hub_part.get("alias_idx", no_idx), bool(part["weighted"]),
             )
@@ -301,7 +311,7 @@ class _ShardState:
     ) -> tuple[Any, ...]:
         """One synchronous round: the walkers that arrived (and ``walks`` new walks of each of
         ``inject``'s sources in this range) walk inside the shard until they stop or step onto
-        another shard's node (``_kernels.shard_round``); returns one batch of (source, node,
+        another shard's node (``kernels.sharded.shard_round``); returns one batch of (source, node,
         count) rows per destination shard, sorted by source, and the number of walkers sent."""
         t0 = time.perf_counter()
         shards = self.bounds.shape[0] - 1
@@ -312,8 +322,8 @@ class _ShardState:
         offsets = np.zeros(len(runs) + 1, np.int64)
         np.cumsum([b.shape[0] for b in runs], out=offsets[1:])
         entries = np.concatenate(runs) if runs else np.zeros((0, 3), np.int64)
-        key = np.uint64(_kernels.walk_key(self.seed, self.shard, round_no))  # a stream a round
-        g_src, g_ptr, locs, counts, out, dest, visits = _kernels.shard_round(
+        key = np.uint64(walk_key(self.seed, self.shard, round_no))  # a stream a round
+        g_src, g_ptr, locs, counts, out, dest, visits = shard_round(
             entries, offsets, self.lo, self.hi, *self.tables, self.bounds, self.alpha,
             self.mode, key, self.scratch,
         )  # fmt: skip
@@ -335,18 +345,18 @@ class _ShardState:
         t0 = time.perf_counter()
         sizes = np.zeros(self.n + 1, np.int64)
         for g_src, g_ptr, _, _ in self.logs:
-            _kernels.count_group_rows(g_src, g_ptr, sizes)
+            count_group_rows(g_src, g_ptr, sizes)
         indptr = np.cumsum(sizes)
         fill = indptr[:-1].copy()
         locs = np.empty(int(indptr[-1]), np.int32)
         counts = np.empty(int(indptr[-1]), np.uint32)
         self.logs.reverse()
         while self.logs:  # each round's log freed once placed
-            _kernels.scatter_group_rows(*self.logs.pop(), fill, locs, counts)
+            scatter_group_rows(*self.logs.pop(), fill, locs, counts)
         del fill
         wide = self.n - 1 > np.iinfo(np.int32).max
         nodes = np.empty(locs.size, np.int64) if wide else locs  # in place when ids fit int32
-        row_ip = _kernels.shard_rows(
+        row_ip = shard_rows(
             indptr, locs, counts, self.lo, self.hi - self.lo, self.hubs, nodes, counts
         )
         m = int(row_ip[-1])
@@ -482,7 +492,7 @@ def _merge_shard_rows(
         out_nodes, out_counts = np.empty(size, nodes.dtype), np.empty(size, np.uint32)
         a_side = (rows, ip, nodes, counts)
         b_side = (sources, part["indptr"], part["nodes"], part["counts"])
-        ip = _kernels.merge_rows(*map(_read_only, a_side + b_side), split, n, out_nodes, out_counts)
+        ip = merge_rows(*map(_read_only, a_side + b_side), split, n, out_nodes, out_counts)
         nodes, counts = out_nodes[: ip[-1]], out_counts[: ip[-1]]
         rows = np.arange(sources.size, dtype=np.int64)
     return ip, nodes, counts
@@ -502,9 +512,7 @@ def _top_rows(
         np.cumsum(np.minimum(nnz, top_k), out=out_ip[1:])
         out_nodes = np.empty(int(out_ip[-1]), nodes.dtype)
         out_counts = np.empty(int(out_ip[-1]), np.uint32)
-        _kernels.compact_fingerprints(
-            ip[:-1], nodes, counts, nnz, top_k, out_ip, out_nodes, out_counts, cut
-        )
+        compact_fingerprints(ip[:-1], nodes, counts, nnz, top_k, out_ip, out_nodes, out_counts, cut)
         ip, nodes, counts = out_ip, out_nodes, out_counts
     dtype = np.uint16 if counts.size == 0 or counts.max() <= np.iinfo(np.uint16).max else np.uint32
     return ip, nodes, counts.astype(dtype), cut

@@ -29,8 +29,15 @@ from typing import Any
 
 import numba
 import numpy as np
-from shardwalk.walks import _check, _kernels
+from shardwalk.walks import _check
 from shardwalk.walks.graph import CSRGraph, _read_meta
+from shardwalk.walks.kernels.walks import (
+    compact_fingerprints,
+    fingerprint_block,
+    sample_walk_paths,
+    walk_lengths,
+    walk_visit_bounds,
+)
 
 from shardwalk._files import load_npy, save_npy, write_meta
 from shardwalk._progress import Progress, Stage, check_progress
@@ -292,14 +299,14 @@ class _Walker:
         total_visits = 0
         base = 0
         for sources in blocks:
-            bounds = _kernels.walk_visit_bounds(sources, r, self.alpha, self.seed)
+            bounds = walk_visit_bounds(sources, r, self.alpha, self.seed)
             offsets = np.zeros(sources.size + 1, np.int64)
             np.cumsum(bounds, out=offsets[1:])
             buf_nodes = np.empty(int(offsets[-1]), self.indices.dtype)
             buf_counts = np.empty(int(offsets[-1]), np.uint32)
             nnz = np.empty(sources.size, np.int64)
             visits = np.empty(sources.size, np.int64)
-            _kernels.fingerprint_block(
+            fingerprint_block(
                 self.indptr, self.indices, self.a_prob, self.a_idx, self.graph.weighted,
                 sources, r, self.alpha, self.seed, self.mode,
                 offsets, buf_nodes, buf_counts, nnz, visits, self.chunks,
@@ -312,7 +319,7 @@ class _Walker:
             )
             out_counts = np.empty(int(out_ip[-1]), np.uint32)
             cut = np.empty(sources.size, np.int64)
-            _kernels.compact_fingerprints(
+            compact_fingerprints(
                 offsets, buf_nodes, buf_counts, nnz, k, out_ip, out_nodes, out_counts, cut
             )
             del buf_nodes, buf_counts
@@ -483,12 +490,12 @@ def sample_walks(
     rule = _check.check_dangling(dangling)
     src = graph.to_internal(np.atleast_1d(np.asarray(sources)), what="source")
     a_prob, a_idx = graph.alias()
-    room = _kernels.walk_lengths(src, r, alpha, seed)
+    room = walk_lengths(src, r, alpha, seed)
     offsets = np.zeros(room.size + 1, np.int64)
     np.cumsum(room, out=offsets[1:])
     path = np.empty(int(offsets[-1]), graph.indices.dtype)
     lengths = np.empty(room.size, np.int64)
-    _kernels.sample_walk_paths(
+    sample_walk_paths(
         np.ascontiguousarray(graph.indptr), np.ascontiguousarray(graph.indices), a_prob, a_idx,
         graph.weighted, src, r, alpha, seed, _check.DANGLING_MODES[rule], offsets, path, lengths,
     )  # fmt: skip

@@ -67,9 +67,20 @@ from typing import Any, Literal
 
 import numba
 import numpy as np
-from shardwalk.walks import _check, _kernels
+from shardwalk.walks import _check
 from shardwalk.walks.fingerprints import FingerprintStore
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.compose import compose_batch, compose_chunk, compose_one
+from shardwalk.walks.kernels.exact import exact_batch, exact_chunk, exact_one
+from shardwalk.walks.kernels.hybrid import hybrid_batch, hybrid_chunk, hybrid_one
+from shardwalk.walks.kernels.push import push_batch, push_chunk, push_one
+from shardwalk.walks.kernels.query import (
+    STATS_COLUMNS,
+    WORK_PUSHED,
+    count_runs,
+    row_max_count,
+    sort_rows_by_count,
+)
 
 from shardwalk._deadline import stop_flag
 from shardwalk.errors import InvalidArgumentError
@@ -512,7 +523,7 @@ class PPRIndex:
         if method == "exact":
             tol, max_iter = args
             with stop_flag("exact PPR") as stop:
-                x, tail, _ = _kernels.exact_one(
+                x, tail, _ = exact_one(
                     self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
                     alpha, tol, max_iter, _check.DANGLING_MODES[rule], stop,
                 )  # fmt: skip
@@ -523,7 +534,7 @@ class PPRIndex:
             if method == "push":
                 (r_max,) = args
                 with stop_flag("push PPR") as stop:
-                    nt, err, _ = _kernels.push_one(
+                    nt, err, _ = push_one(
                         self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
                         alpha, r_max, mode, s.a[0], s.b[0], s.i1[0], s.flag[0], s.i3[0], stop,
                         np.zeros(3, np.int64),
@@ -536,7 +547,7 @@ class PPRIndex:
                     r_max, absorb, drop, prune = args
                     score = s.a[0]
                     with stop_flag("hybrid PPR") as stop:
-                        nt, dropped, _ = _kernels.hybrid_one(
+                        nt, dropped, _ = hybrid_one(
                             self._indptr, self._indices, self._probs, g.weighted,
                             *self._hybrid_arrays(), q_nodes, q_w, alpha, r_max, absorb, drop,
                             prune, k, mode, score, s.b[0], s.d[0], s.i1[0], s.flag[0], s.i3[0],
@@ -545,7 +556,7 @@ class PPRIndex:
                 else:
                     rounds, thr, drop = args
                     score = s.c[0]
-                    nt, dropped, _ = _kernels.compose_one(
+                    nt, dropped, _ = compose_one(
                         self._indptr, self._indices, self._probs, g.weighted, *self._fp_rows,
                         q_nodes, q_w, alpha, rounds, thr, drop, mode,
                         s.a[0], s.b[0], score, s.d[0], s.i1[0], s.i2[0], s.i3[0],
@@ -580,7 +591,7 @@ class PPRIndex:
 
     def _run_fingerprint(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, rounds, thr, drop):
         nq = q_ptr.size - 1
-        out = np.empty((nq, _kernels.STATS_COLUMNS), np.float64)
+        out = np.empty((nq, STATS_COLUMNS), np.float64)
         with self._scratch(self._chunks(nq)) as s:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted, *self._fp_rows,
@@ -588,9 +599,9 @@ class PPRIndex:
                 s.a, s.b, s.c, s.d, s.i1, s.i2, s.i3, ids, scores, out,
             )  # fmt: skip
             if s.chunks == 1:  # no parallel region: no wait for a busy core
-                _kernels.compose_chunk(0, 1, *args)
+                compose_chunk(0, 1, *args)
             else:
-                _kernels.compose_batch(*args)
+                compose_batch(*args)
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
         return mass, dropped + NOISE_CALIBRATION * noise, _work(out)
 
@@ -598,7 +609,7 @@ class PPRIndex:
         self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max, absorb, drop, prune
     ):
         nq = q_ptr.size - 1
-        out = np.empty((nq, _kernels.STATS_COLUMNS), np.float64)
+        out = np.empty((nq, STATS_COLUMNS), np.float64)
         fp = self._hybrid_arrays()
         with self._scratch(self._chunks(nq)) as s, stop_flag("hybrid PPR") as stop:
             args = (
@@ -607,25 +618,25 @@ class PPRIndex:
                 s.a, s.b, s.d, s.i1, s.flag, s.i3, ids, scores, out, stop,
             )  # fmt: skip
             if s.chunks == 1:
-                _kernels.hybrid_chunk(0, 1, *args)
+                hybrid_chunk(0, 1, *args)
             else:
-                _kernels.hybrid_batch(*args)
+                hybrid_batch(*args)
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
         return mass, dropped + NOISE_CALIBRATION * noise, _work(out)
 
     def _hybrid_arrays(self) -> tuple:
         """The fingerprint arrays of the hybrid kernel: ``self._fp`` with each hub row's
         entries sorted by count (descending), per row the largest R-walk count, and the hub
-        rows' runs of equal count (for contribution pruning, ``_kernels.hybrid_one``). Prepared on
+        rows' runs of equal count (for contribution pruning, ``kernels.hybrid.hybrid_one``). Prepared on
         first use (one parallel pass over the store), then kept."""
         fp = self._fp_hybrid
         if fp is None:
             with self._lock:
                 if self._fp_hybrid is None:
                     f = self._fp
-                    hub_nodes, hub_counts, _ = _kernels.sort_rows_by_count(f[6], f[7], f[8])
-                    runs = _kernels.count_runs(f[6], hub_counts)
-                    row_max = _kernels.row_max_count(f[0], f[2])
+                    hub_nodes, hub_counts, _ = sort_rows_by_count(f[6], f[7], f[8])
+                    runs = count_runs(f[6], hub_counts)
+                    row_max = row_max_count(f[0], f[2])
                     self._fp_hybrid = (
                         *f[:7], hub_nodes, hub_counts, *f[9:], row_max, *runs,
                     )  # fmt: skip
@@ -646,7 +657,7 @@ class PPRIndex:
 
     def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max):
         nq = q_ptr.size - 1
-        out = np.empty((nq, _kernels.STATS_COLUMNS), np.float64)
+        out = np.empty((nq, STATS_COLUMNS), np.float64)
         with self._scratch(self._chunks(nq)) as s, stop_flag("push PPR") as stop:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
@@ -654,9 +665,9 @@ class PPRIndex:
                 s.a, s.b, s.i1, s.flag, s.i3, ids, scores, out, stop,
             )  # fmt: skip
             if s.chunks == 1:
-                _kernels.push_chunk(0, 1, *args)
+                push_chunk(0, 1, *args)
             else:
-                _kernels.push_batch(*args)
+                push_batch(*args)
         return out[:, 0], out[:, 1], _work(out)
 
     def _fingerprint_params(self, params):
@@ -691,9 +702,9 @@ class PPRIndex:
                 _check.DANGLING_MODES[rule], k, ids, scores, out, stop,
             )  # fmt: skip
             if nq == 1:
-                _kernels.exact_chunk(0, 1, *args)
+                exact_chunk(0, 1, *args)
             else:
-                _kernels.exact_batch(*args, self._chunks(nq))
+                exact_batch(*args, self._chunks(nq))
         return out[:, 0], out[:, 1], np.zeros((nq, 3), np.int64)
 
 
@@ -895,7 +906,7 @@ def calibrate_accuracy(
 def _hub_arrays(store: FingerprintStore) -> tuple:
     """(hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor) for the kernels:
     hub_pos[u] is u's row among the hub rows, -1 for nodes without one (every node when there
-    are none); var_factor[x] = 2 G_xx - 1 (see ``_kernels._add_row``), G_xx = the visits of x
+    are none); var_factor[x] = 2 G_xx - 1 (see ``kernels.compose._add_row``), G_xx = the visits of x
     in its own row per walk (its hub row when it has one), at least 1."""
     n = store.num_nodes
     hub_pos = np.full(n, -1, np.int32)
@@ -934,7 +945,7 @@ def _self_visits(
 
 def _work(out: np.ndarray) -> np.ndarray:
     """The counted-work columns of a kernel's ``out_stats`` as int64 (q, 3)."""
-    return out[:, _kernels.WORK_PUSHED : _kernels.WORK_PUSHED + 3].astype(np.int64)
+    return out[:, WORK_PUSHED : WORK_PUSHED + 3].astype(np.int64)
 
 
 def _walk_mode(rule: str) -> int:

@@ -5,7 +5,7 @@ the Monte Carlo walks and, when the out-edges of u change, re-simulate only the 
 through u, each from its visit to u, with the probability that the change moves it (for an
 added edge of an unweighted node, 1 / new out-degree per visit). Here every visit's move out
 of a changed node is kept with probability min(1, q(t) / p(t)) and otherwise redrawn from
-(q - p)^+ (``_kernels.walks_plan``): the maximal coupling of the old and new move
+(q - p)^+ (``kernels.repair.walks_plan``): the maximal coupling of the old and new move
 distributions, which is exactly that rule for an added edge, reroutes exactly the walks that
 took a deleted edge, and covers weight changes, dangling nodes and deletions the same way. The
 rerouted walk continues on the new graph with a fresh geometric length (the walk is
@@ -30,7 +30,7 @@ rerouted away since it was built (``stale_share``; their entries false hits, and
 their sources, are found from ``block_src``. False hits (a walk rerouted since) only cost a
 scan of that walk. Finding the walks a batch affects costs the changed nodes' entries and a
 scan of the walks they name (a bit test per visit against a bitmap of the changed nodes,
-``_kernels.walks_plan``), not a scan of whole blocks; the blocks of the walks rerouted are
+``kernels.repair.walks_plan``), not a scan of whole blocks; the blocks of the walks rerouted are
 rewritten. (``walks_per_unit`` > 1 indexes groups of walks instead: fewer, denser entries,
 more walks scanned.)
 
@@ -56,8 +56,29 @@ from typing import Any
 
 import numba
 import numpy as np
-from shardwalk.walks import _kernels
 from shardwalk.walks.dynamic import Change, DynamicGraph, _gather
+from shardwalk.walks.kernels.bitmap import node_bitmap
+from shardwalk.walks.kernels.repair import (
+    apply_row_deltas,
+    pack_blocks,
+    splice_rows,
+    walks_bounds,
+    walks_build,
+    walks_count,
+    walks_delta,
+    walks_plan,
+    walks_rewrite,
+)
+from shardwalk.walks.kernels.rng import MODE_DROP
+from shardwalk.walks.kernels.visit_index import (
+    gaps_encode,
+    gaps_mark,
+    gaps_merge,
+    transpose_rows,
+    unit_visits,
+    walks_new_visits,
+)
+from shardwalk.walks.kernels.walks import compact_fingerprints
 
 from shardwalk._files import load_npy, read_meta, save_npy, write_meta
 from shardwalk._progress import Progress, Stage
@@ -256,17 +277,17 @@ class WalkStore:
         chunks = max(1, min(numba.get_num_threads(), nu))
         args = (nu, self.per_unit, self.R, self.blk_start, self.walk_len, self.dropped, self._lo,
                 self._hi, num_nodes)  # fmt: skip
-        _kernels.unit_visits(*args, ip, np.zeros(0, np.int32), chunks)
+        unit_visits(*args, ip, np.zeros(0, np.int32), chunks)
         np.cumsum(ip, out=ip)
         nodes = np.empty(int(ip[-1]), np.int32)
-        _kernels.unit_visits(*args, ip, nodes, chunks)
-        t_ip, t_rows = _kernels.transpose_rows(ip, nodes, num_nodes, chunks)
+        unit_visits(*args, ip, nodes, chunks)
+        t_ip, t_rows = transpose_rows(ip, nodes, num_nodes, chunks)
         del nodes
         b_ip = np.zeros(num_nodes + 1, np.int64)
-        _kernels.gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
+        gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
         np.cumsum(b_ip, out=b_ip)
         data = np.empty(int(b_ip[-1]), np.uint8)
-        _kernels.gaps_encode(t_ip, t_rows, b_ip, data)
+        gaps_encode(t_ip, t_rows, b_ip, data)
         self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
         self.t_units = data
         self.ovf_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
@@ -288,10 +309,10 @@ class WalkStore:
         rows = np.ascontiguousarray(units[order])
         b_ip = np.zeros(num_nodes + 1, np.int64)
         t_ip = self.t_indptr.astype(np.int64)
-        _kernels.gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, np.zeros(0, np.uint8))
+        gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, np.zeros(0, np.uint8))
         np.cumsum(b_ip, out=b_ip)
         data = np.empty(int(b_ip[-1]), np.uint8)
-        _kernels.gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, data)
+        gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, data)
         self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
         self.t_units = data
         self.ovf_used = 0
@@ -326,7 +347,7 @@ class WalkStore:
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
         coded = int((self.t_indptr[indexed + 1].astype(np.int64) - self.t_indptr[indexed]).sum())
         with _threads_for(coded):  # (the bytes to decode)
-            _kernels.gaps_mark(indexed, self.t_indptr, self.t_units, mark)
+            gaps_mark(indexed, self.t_indptr, self.t_units, mark)
         mark[self.ovf_units[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]] = True
         per_block = self.R // self.per_unit
         own = self._source_blocks(nodes)
@@ -350,7 +371,7 @@ class WalkStore:
         buf_counts = np.empty(int(offsets[-1]), np.uint32)
         nnz = np.empty(blocks.shape[0], np.int64)
         visits = np.empty(blocks.shape[0], np.int64)
-        _kernels.walks_count(
+        walks_count(
             blocks, s, self.block_src, r, self.blk_start, self.walk_len, self._lo, self._hi,
             num_nodes,
             offsets, buf_nodes, buf_counts, nnz, visits, max(1, numba.get_num_threads()),
@@ -361,9 +382,7 @@ class WalkStore:
         nodes = np.empty(int(ip[-1]), np.int32)
         counts = np.empty(int(ip[-1]), np.uint32)
         cut = np.empty(blocks.shape[0], np.int64)
-        _kernels.compact_fingerprints(
-            offsets, buf_nodes, buf_counts, nnz, top_k, ip, nodes, counts, cut
-        )
+        compact_fingerprints(offsets, buf_nodes, buf_counts, nnz, top_k, ip, nodes, counts, cut)
         return ip, nodes, counts, cut
 
     # -- repair -----------------------------------------------------------------------------
@@ -406,7 +425,7 @@ class WalkStore:
     def _repair(self, graph: DynamicGraph, change: Change, seq: int, new_sources: bool,
                 chg_slot: np.ndarray, undo: list, t0: float) -> dict[str, Any]:  # fmt: skip
         n = change.num_nodes_after
-        rule_dangling = self.mode == _kernels.MODE_DROP
+        rule_dangling = self.mode == MODE_DROP
         kind = change.kinds
         old = _effective(change.nodes, change.old_indptr, change.old_targets, change.old_weights,
                          rule_dangling, kind, change.old_total)  # fmt: skip
@@ -452,11 +471,11 @@ class WalkStore:
         first."""
         r, g = self.R, self.per_unit
         clock = time.perf_counter()
-        bits = _kernels.node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
+        bits = node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
         pos = np.empty(units.shape[0] * g, np.int64)
         target = np.empty(units.shape[0] * g, np.int64)
         new_len = np.empty(units.shape[0] * g, np.int64)
-        _kernels.walks_plan(
+        walks_plan(
             units, g, self.block_src, self.block_w0, r, self.alpha, self.seed, seq,
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, chg_slot, bits, kind,
             *old, *new, pos, target, new_len,
@@ -493,7 +512,7 @@ class WalkStore:
         rerouted = np.empty(sel.shape[0], np.int64)
         self.live -= int(old_lens.sum())
         self.stale += int((old_lens[at] - pos[hit]).sum())
-        _kernels.walks_rewrite(
+        walks_rewrite(
             sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
             new_start,
@@ -517,7 +536,7 @@ class WalkStore:
         need = self.ovf_used + int(counts.sum())
         self.ovf_nodes = _grow(self.ovf_nodes, need)
         self.ovf_units = _grow(self.ovf_units, need)
-        _kernels.walks_new_visits(
+        walks_new_visits(
             sel, r, g, new_start, new_lens, pos_s, self.dropped, self._lo, self._hi,
             self.ovf_units, self.ovf_nodes, offsets,
         )  # fmt: skip
@@ -541,7 +560,7 @@ class WalkStore:
         self._dl_row = _grow(self._dl_row, need)
         self._dl_node = _grow(self._dl_node, need)
         self._dl_val = _grow(self._dl_val, need)
-        _kernels.walks_delta(
+        walks_delta(
             sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self._lo,
             self._hi, True, self._dl_row, self._dl_node, self._dl_val,
             self.dl_used + np.cumsum(sizes) - sizes,
@@ -574,7 +593,7 @@ class WalkStore:
         # buffer's extremes are its rows'
         out_counts = np.zeros(int(room.sum()), np.int64)
         nnz = np.empty(rows.shape[0], np.int64)
-        _kernels.apply_row_deltas(
+        apply_row_deltas(
             rows, indptr, nodes, counts, d_ip, d_nodes, sums, num_nodes, off, out_nodes,
             out_counts, nnz, max(1, min(numba.get_num_threads(), rows.shape[0])),
         )  # fmt: skip
@@ -640,7 +659,7 @@ class WalkStore:
         order = np.argsort(self.blk_start, kind="stable")
         starts = np.empty(self._nb, np.int64)
         self.used = self.live = int(
-            _kernels.pack_blocks(order, self.blk_start, lens, self._lo, self._hi, starts)
+            pack_blocks(order, self.blk_start, lens, self._lo, self._hi, starts)
         )
         self.blk_start = starts
 
@@ -726,7 +745,7 @@ def _walk_new(
     """(walk starts + ``offset``, steps, walk lengths, drop marks) of fresh walks: R per
     source, numbered from ``walk0``; with ``done``, walked in chunks of about ``_CHUNK_WALKS``
     walks (a walk depends only on its key: the same walks), ``done(walks)`` after each."""
-    bounds = _kernels.walks_bounds(sources, walk0, r, alpha, seed)
+    bounds = walks_bounds(sources, walk0, r, alpha, seed)
     at = np.zeros(bounds.shape[0], np.int64)
     np.cumsum(bounds[:-1], out=at[1:]) if bounds.size else None
     total = int(bounds.sum())
@@ -736,19 +755,19 @@ def _walk_new(
     walk_len = np.empty(
         bounds.shape[0], np.uint8 if top <= 255 else np.uint16 if top <= _U16 else np.uint32
     )
-    dropped = np.zeros(bounds.shape[0] if mode == _kernels.MODE_DROP else 0, np.bool_)
+    dropped = np.zeros(bounds.shape[0] if mode == MODE_DROP else 0, np.bool_)
     arrays = graph.kernel_arrays()
     chunk = sources.size if done is None else max(1, _CHUNK_WALKS // r)  # sources a call
     for lo in range(0, sources.size, max(chunk, 1)):
         hi = min(sources.size, lo + chunk)
         part = slice(lo * r, hi * r)  # the chunk's walks (steps: at their absolute places)
-        _kernels.walks_build(
+        walks_build(
             sources[lo:hi], walk0[lo:hi], r, alpha, seed, mode, *arrays, at[part], steps,
             walk_len[part], dropped[part] if dropped.size else dropped,
         )  # fmt: skip
         if done is not None:
             done((hi - lo) * r)
-    if mode == _kernels.MODE_DROP and (walk_len < bounds).any():  # cut walks: close the gaps
+    if mode == MODE_DROP and (walk_len < bounds).any():  # cut walks: close the gaps
         keep = _gather(at, walk_len.astype(np.int64))
         steps = steps[keep]
         at = np.cumsum(walk_len, dtype=np.int64) - walk_len
@@ -804,7 +823,7 @@ def _splice(
     out_nodes = np.empty(int(out_ip[-1]), old_nodes.dtype)
     out_counts = np.empty(int(out_ip[-1]), dtype)
     old_ip_ext = np.concatenate([old_ip, np.full(rows - n_old, old_ip[-1], np.int64)])
-    _kernels.splice_rows(
+    splice_rows(
         old_ip_ext, old_nodes, old_counts.astype(dtype, copy=False), slot,
         np.asarray(starts_new, np.int64), np.asarray(lens_new, np.int64),
         nodes_new.astype(old_nodes.dtype, copy=False), counts_new, out_ip, out_nodes,

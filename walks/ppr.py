@@ -164,20 +164,23 @@ class PPRResult:
 
 
 class _Scratch:
-    """Dense per-thread arrays for the query kernels, reused between calls (kept zeroed)."""
+    """Dense per-thread arrays for the query kernels, reused between calls (kept zeroed), one
+    row per chunk of a batch. Named for the fingerprint method's composition (flow pushed round
+    by round, then composed); push and hybrid keep their estimates p in ``score``, their
+    residuals r (the flow not yet pushed) in ``flow`` and their FIFO queue in ``frontier``."""
 
     def __init__(self, n: int, chunks: int) -> None:
         self.chunks = chunks
         shape = (chunks, n)
-        self.a = np.zeros(shape, np.float64)  # flow / p
-        self.b = np.zeros(shape, np.float64)  # flow_next / r
-        self.c = np.zeros(shape, np.float64)  # score
-        self.d = np.zeros(shape, np.float64)  # var
+        self.flow = np.zeros(shape, np.float64)  # this round's flow / push's residuals
+        self.flow_next = np.zeros(shape, np.float64)  # the next round's flow
+        self.score = np.zeros(shape, np.float64)  # the estimates
+        self.var = np.zeros(shape, np.float64)  # their MC variance proxy (fingerprint rows)
         idx = np.int32 if n <= np.iinfo(np.int32).max else np.int64
-        self.i1 = np.zeros(shape, idx)  # frontier / queue
-        self.i2 = np.zeros(shape, idx)  # frontier_next
-        self.i3 = np.zeros(shape, idx)  # touched
-        self.flag = np.zeros(shape, np.int8)  # in-queue flags (push)
+        self.frontier = np.zeros(shape, idx)  # nodes with flow this round / push's queue
+        self.frontier_next = np.zeros(shape, idx)  # nodes with flow next round
+        self.touched = np.zeros(shape, idx)  # nodes with an estimate (reset after each query)
+        self.flag = np.zeros(shape, np.int8)  # push: bit 1 queued, bit 2 touched
 
 
 class PPRIndex:
@@ -536,38 +539,41 @@ class PPRIndex:
                 with stop_flag("push PPR") as stop:
                     nt, err, _ = push_one(
                         self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
-                        alpha, r_max, mode, s.a[0], s.b[0], s.i1[0], s.flag[0], s.i3[0], stop,
+                        alpha, r_max, mode, s.score[0], s.flow[0], s.frontier[0], s.flag[0], s.touched[0],
+                        stop,
                         np.zeros(3, np.int64),
                     )  # fmt: skip
-                touched = s.i3[0][:nt].copy()
-                vals = s.a[0][touched].copy()
-                s.a[0][touched] = 0.0
+                touched = s.touched[0][:nt].copy()
+                vals = s.score[0][touched].copy()
+                s.score[0][touched] = 0.0
             else:
                 if method == "hybrid":
                     r_max, absorb, drop, prune = args
-                    score = s.a[0]
+                    score = s.score[0]
                     with stop_flag("hybrid PPR") as stop:
                         nt, dropped, _ = hybrid_one(
                             self._indptr, self._indices, self._probs, g.weighted,
                             *self._hybrid_arrays(), q_nodes, q_w, alpha, r_max, absorb, drop,
-                            prune, k, mode, score, s.b[0], s.d[0], s.i1[0], s.flag[0], s.i3[0],
+                            prune, k, mode, score, s.flow[0], s.var[0], s.frontier[0], s.flag[0],
+                            s.touched[0],
                             stop, np.zeros(3, np.int64),
                         )  # fmt: skip
                 else:
                     rounds, thr, drop = args
-                    score = s.c[0]
+                    score = s.score[0]
                     nt, dropped, _ = compose_one(
                         self._indptr, self._indices, self._probs, g.weighted, *self._fp_rows,
                         q_nodes, q_w, alpha, rounds, thr, drop, mode,
-                        s.a[0], s.b[0], score, s.d[0], s.i1[0], s.i2[0], s.i3[0],
+                        s.flow[0], s.flow_next[0], score, s.var[0], s.frontier[0], s.frontier_next[0],
+                        s.touched[0],
                         np.zeros(3, np.int64),
                     )  # fmt: skip
-                touched = s.i3[0][:nt].copy()
+                touched = s.touched[0][:nt].copy()
                 vals = score[touched].copy()
-                noise = float(np.sqrt(s.d[0][touched]).sum()) * np.sqrt(2.0 / np.pi)
+                noise = float(np.sqrt(s.var[0][touched]).sum()) * np.sqrt(2.0 / np.pi)
                 noise *= NOISE_CALIBRATION
                 score[touched] = 0.0
-                s.d[0][touched] = 0.0
+                s.var[0][touched] = 0.0
                 err = dropped + noise
         if rule == "restart":
             mass = vals.sum()
@@ -596,7 +602,8 @@ class PPRIndex:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted, *self._fp_rows,
                 q_ptr, q_nodes, q_w, alpha, rounds, thr, drop, _walk_mode(rule), k,
-                s.a, s.b, s.c, s.d, s.i1, s.i2, s.i3, ids, scores, out,
+                s.flow, s.flow_next, s.score, s.var, s.frontier, s.frontier_next, s.touched, ids,
+                scores, out,
             )  # fmt: skip
             if s.chunks == 1:  # no parallel region: no wait for a busy core
                 compose_chunk(0, 1, *args)
@@ -615,7 +622,7 @@ class PPRIndex:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted, *fp,
                 q_ptr, q_nodes, q_w, alpha, r_max, absorb, drop, prune, _walk_mode(rule), k,
-                s.a, s.b, s.d, s.i1, s.flag, s.i3, ids, scores, out, stop,
+                s.score, s.flow, s.var, s.frontier, s.flag, s.touched, ids, scores, out, stop,
             )  # fmt: skip
             if s.chunks == 1:
                 hybrid_chunk(0, 1, *args)
@@ -662,7 +669,7 @@ class PPRIndex:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
                 q_ptr, q_nodes, q_w, alpha, r_max, _walk_mode(rule), k,
-                s.a, s.b, s.i1, s.flag, s.i3, ids, scores, out, stop,
+                s.score, s.flow, s.frontier, s.flag, s.touched, ids, scores, out, stop,
             )  # fmt: skip
             if s.chunks == 1:
                 push_chunk(0, 1, *args)

@@ -96,9 +96,9 @@ _U32 = np.iinfo(np.uint32).max
 _HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
 _CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its progress
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
-# buffers behind the properties; entries past _nb, used and ovf_used are unseen)
-_STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
-          "_lo", "_hi", "ovf_nodes", "ovf_units", "t_indptr", "t_units", "dl_used", "_recount",
+# buffers behind the properties; entries past _nb, used and overflow_used are unseen)
+_STATE = ("_nb", "used", "live", "overflow_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
+          "_lo", "_hi", "overflow_nodes", "overflow_units", "t_indptr", "t_units", "dl_used", "_recount",
           "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale")  # fmt: skip
 
 
@@ -238,7 +238,9 @@ class WalkStore:
         arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
                   self.t_indptr, self.t_units)  # fmt: skip
         walks = self.used * (self._lo.itemsize + self._hi.itemsize)
-        overflow = self.ovf_used * (self.ovf_nodes.itemsize + self.ovf_units.itemsize)
+        overflow = self.overflow_used * (
+            self.overflow_nodes.itemsize + self.overflow_units.itemsize
+        )
         if self._by_src is not None:
             overflow += self._by_src.nbytes
         log = self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
@@ -290,9 +292,9 @@ class WalkStore:
         gaps_encode(t_ip, t_rows, b_ip, data)
         self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
         self.t_units = data
-        self.ovf_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
-        self.ovf_units = np.zeros(0, np.int32)
-        self.ovf_used = 0
+        self.overflow_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
+        self.overflow_units = np.zeros(0, np.int32)
+        self.overflow_used = 0
         self.stale = 0  # visits rerouted away since: entries that may now name walks wrongly
 
     def _merge_overflow(self, num_nodes: int) -> None:
@@ -300,9 +302,9 @@ class WalkStore:
         entries): costs the index's bytes and the overflow, not a pass over every walk; the
         entries of visits rerouted away stay (false hits, counted in ``stale``) until the next
         :meth:`_index`."""
-        u = self.ovf_used
-        nodes = self.ovf_nodes[:u].astype(np.int64)
-        units = self.ovf_units[:u]
+        u = self.overflow_used
+        nodes = self.overflow_nodes[:u].astype(np.int64)
+        units = self.overflow_units[:u]
         order = np.lexsort((units, nodes))
         o_ip = np.zeros(num_nodes + 1, np.int64)
         np.cumsum(np.bincount(nodes, minlength=num_nodes), out=o_ip[1:])
@@ -315,15 +317,15 @@ class WalkStore:
         gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, data)
         self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
         self.t_units = data
-        self.ovf_used = 0
+        self.overflow_used = 0
 
     def _add_overflow(self, nodes: np.ndarray, units: np.ndarray) -> None:
-        need = self.ovf_used + nodes.shape[0]
-        self.ovf_nodes = _grow(self.ovf_nodes, need)
-        self.ovf_units = _grow(self.ovf_units, need)
-        self.ovf_nodes[self.ovf_used : need] = nodes
-        self.ovf_units[self.ovf_used : need] = units
-        self.ovf_used = need
+        need = self.overflow_used + nodes.shape[0]
+        self.overflow_nodes = _grow(self.overflow_nodes, need)
+        self.overflow_units = _grow(self.overflow_units, need)
+        self.overflow_nodes[self.overflow_used : need] = nodes
+        self.overflow_units[self.overflow_used : need] = units
+        self.overflow_used = need
 
     def _source_blocks(self, nodes: np.ndarray) -> np.ndarray:
         """The blocks whose source is one of ``nodes`` (sorted)."""
@@ -348,7 +350,11 @@ class WalkStore:
         coded = int((self.t_indptr[indexed + 1].astype(np.int64) - self.t_indptr[indexed]).sum())
         with _threads_for(coded):  # (the bytes to decode)
             gaps_mark(indexed, self.t_indptr, self.t_units, mark)
-        mark[self.ovf_units[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]] = True
+        mark[
+            self.overflow_units[: self.overflow_used][
+                slot[self.overflow_nodes[: self.overflow_used]] >= 0
+            ]
+        ] = True
         per_block = self.R // self.per_unit
         own = self._source_blocks(nodes)
         mark[(own[:, None] * per_block + np.arange(per_block)).reshape(-1)] = True
@@ -404,12 +410,12 @@ class WalkStore:
         n = change.num_nodes_after
         if self._slot.shape[0] < n:
             self._slot = np.full(max(n, self._slot.shape[0] * 3 // 2), -1, np.int64)
-        chg_slot = self._slot[:n]
+        changed_slot = self._slot[:n]
         state = {name: getattr(self, name) for name in _STATE}
         undo: list[tuple[np.ndarray, ...]] = []  # entries rewritten in place, as they were
         try:
-            chg_slot[change.nodes] = np.arange(change.nodes.shape[0])
-            return self._repair(graph, change, seq, new_sources, chg_slot, undo, t0)
+            changed_slot[change.nodes] = np.arange(change.nodes.shape[0])
+            return self._repair(graph, change, seq, new_sources, changed_slot, undo, t0)
         except BaseException:
             for name, value in state.items():
                 setattr(self, name, value)
@@ -420,10 +426,10 @@ class WalkStore:
                     self._drop[walks] = dropped
             raise
         finally:
-            chg_slot[change.nodes] = -1
+            changed_slot[change.nodes] = -1
 
     def _repair(self, graph: DynamicGraph, change: Change, seq: int, new_sources: bool,
-                chg_slot: np.ndarray, undo: list, t0: float) -> dict[str, Any]:  # fmt: skip
+                changed_slot: np.ndarray, undo: list, t0: float) -> dict[str, Any]:  # fmt: skip
         n = change.num_nodes_after
         rule_dangling = self.mode == MODE_DROP
         kind = change.kinds
@@ -433,16 +439,18 @@ class WalkStore:
                          rule_dangling, kind, change.new_total)  # fmt: skip
         self.stages = stages = dict.fromkeys(_STAGES, 0.0)  # seconds of each part
         clock = time.perf_counter()
-        units = self.walks_visiting(change.nodes[change.nodes < change.num_nodes_before], chg_slot)
+        units = self.walks_visiting(
+            change.nodes[change.nodes < change.num_nodes_before], changed_slot
+        )
         added = n - self.num_blocks if new_sources else 0
         stages["find"], clock = time.perf_counter() - clock, time.perf_counter()
         with _threads_for(units.shape[0] * self.per_unit + added * self.R):
-            walks, steps = self._reroute(graph, seq, units, chg_slot, kind, old, new, undo)
+            walks, steps = self._reroute(graph, seq, units, changed_slot, kind, old, new, undo)
             clock = time.perf_counter()
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
         stages["new_sources"], clock = time.perf_counter() - clock, time.perf_counter()
-        if self.ovf_used > max(1 << 16, self.total_steps // 16):
+        if self.overflow_used > max(1 << 16, self.total_steps // 16):
             # after a sixteenth of the steps walked anew (the overflow, 8 bytes an entry, then
             # holds half a byte a step at most, beside the steps' 3): folded into the index,
             # or, once stale_share of the visits were rerouted away since the last (their
@@ -464,20 +472,20 @@ class WalkStore:
             "stages": stages,
         }
 
-    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, chg_slot: np.ndarray,
+    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, changed_slot: np.ndarray,
                  kind: np.ndarray, old: tuple, new: tuple, undo: list) -> tuple[int, int]:  # fmt: skip
         """Plan the walks of ``units`` and rewrite the blocks of those rerouted (see
         :meth:`repair`); (walks, steps). The entries it changes in place are saved in ``undo``
         first."""
         r, g = self.R, self.per_unit
         clock = time.perf_counter()
-        bits = node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
+        bits = node_bitmap(np.flatnonzero(changed_slot >= 0), changed_slot.shape[0])
         pos = np.empty(units.shape[0] * g, np.int64)
         target = np.empty(units.shape[0] * g, np.int64)
         new_len = np.empty(units.shape[0] * g, np.int64)
         walks_plan(
             units, g, self.block_src, self.block_w0, r, self.alpha, self.seed, seq,
-            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, chg_slot, bits, kind,
+            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, changed_slot, bits, kind,
             *old, *new, pos, target, new_len,
         )  # fmt: skip
         hit = np.flatnonzero(pos >= 0)
@@ -532,15 +540,15 @@ class WalkStore:
         if self._drop.size:
             ends += self._drop[walk_ids]
         counts = np.where(pos_s >= 0, np.maximum(ends - pos_s, 0), 0).reshape(-1, r).sum(axis=1)
-        offsets = self.ovf_used + np.cumsum(counts) - counts
-        need = self.ovf_used + int(counts.sum())
-        self.ovf_nodes = _grow(self.ovf_nodes, need)
-        self.ovf_units = _grow(self.ovf_units, need)
+        offsets = self.overflow_used + np.cumsum(counts) - counts
+        need = self.overflow_used + int(counts.sum())
+        self.overflow_nodes = _grow(self.overflow_nodes, need)
+        self.overflow_units = _grow(self.overflow_units, need)
         walks_new_visits(
             sel, r, g, new_start, new_lens, pos_s, self.dropped, self._lo, self._hi,
-            self.ovf_units, self.ovf_nodes, offsets,
+            self.overflow_units, self.overflow_nodes, offsets,
         )  # fmt: skip
-        self.ovf_used = need
+        self.overflow_used = need
         self.stages["new_visits"] = time.perf_counter() - clock
         return int(rerouted.sum()), int(walked.sum())
 

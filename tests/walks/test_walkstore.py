@@ -221,8 +221,8 @@ def state_of(store: WalkStore) -> dict[str, object]:
         "walk_len": store.walk_len, "dropped": store.dropped, "dirty": store.dirty,
         "walks": store.steps[walkstore._gather(store.blk_start, per_block)],
         "t_indptr": store.t_indptr,
-        "t_units": store.t_units, "ovf_nodes": store.ovf_nodes[: store.ovf_used],
-        "ovf_units": store.ovf_units[: store.ovf_used],
+        "t_units": store.t_units, "overflow_nodes": store.overflow_nodes[: store.overflow_used],
+        "overflow_units": store.overflow_units[: store.overflow_used],
     }  # fmt: skip
 
 

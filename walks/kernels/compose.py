@@ -106,7 +106,8 @@ def compose_one(
     use_cut = fp_cut.size > 0
     pushed = 0
     composed = 0
-    for _ in range(rounds):
+    for rnd in range(rounds + 1):
+        compose_all = rnd == rounds  # after the T rounds: every flow left meets its fingerprint
         nn = 0
         for i in range(nf):
             u = frontier[i]
@@ -117,7 +118,7 @@ def compose_one(
             if f < drop_below:
                 dropped += f
                 continue
-            if f < threshold:
+            if compose_all or f < threshold:
                 if use_cut:
                     dropped += f * fp_cut[u]
                 composed += _row_len(u, fp_indptr, hub_pos, hub_indptr)
@@ -154,22 +155,6 @@ def compose_one(
         flow, flow_next = flow_next, flow
         frontier, frontier_next = frontier_next, frontier
         nf = nn
-    for i in range(nf):
-        u = frontier[i]
-        f = flow[u]
-        flow[u] = 0.0
-        if f == 0.0:
-            continue
-        if f < drop_below:
-            dropped += f
-            continue
-        if use_cut:
-            dropped += f * fp_cut[u]
-        composed += _row_len(u, fp_indptr, hub_pos, hub_indptr)
-        nt = _compose_row(
-            u, f, fp_indptr, fp_nodes, fp_counts, fp_scale, hub_pos, hub_indptr, hub_nodes,
-            hub_counts, hub_scale, var_factor, score, var, touched, nt,
-        )  # fmt: skip
     work[0] += pushed
     work[1] += composed
     work[2] += nt

@@ -70,43 +70,18 @@ def exact_one(
 
 @njit(cache=True, nogil=True)
 def exact_chunk(
-    c,
-    n_chunks,
-    indptr,
-    indices,
-    probs,
-    weighted,
-    q_indptr,
-    q_nodes,
-    q_weights,
-    alpha,
-    tol,
-    max_iter,
-    mode,
-    k,
-    out_ids,
-    out_scores,
-    out_stats,
-    stop,
-):
+    c, n_chunks, indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, tol,
+    max_iter, mode, k, out_ids, out_scores, out_stats, stop,
+):  # fmt: skip
     """``exact_one`` for queries c, c + n_chunks, ...; top-k of each; ``out_stats[q]`` =
     (mass, tail, iterations)."""
     n_q = q_indptr.size - 1
     for q in range(c, n_q, n_chunks):
         a, b = q_indptr[q], q_indptr[q + 1]
         x, tail, it = exact_one(
-            indptr,
-            indices,
-            probs,
-            weighted,
-            q_nodes[a:b],
-            q_weights[a:b],
-            alpha,
-            tol,
-            max_iter,
-            mode,
-            stop,
-        )
+            indptr, indices, probs, weighted, q_nodes[a:b], q_weights[a:b], alpha, tol,
+            max_iter, mode, stop,
+        )  # fmt: skip
         nz = np.flatnonzero(x)
         top_k_of(nz, nz.size, x, k, out_ids[q], out_scores[q])
         out_stats[q, 0] = x.sum()
@@ -116,43 +91,12 @@ def exact_chunk(
 
 @njit(cache=True, parallel=True)
 def exact_batch(
-    indptr,
-    indices,
-    probs,
-    weighted,
-    q_indptr,
-    q_nodes,
-    q_weights,
-    alpha,
-    tol,
-    max_iter,
-    mode,
-    k,
-    out_ids,
-    out_scores,
-    out_stats,
-    stop,
-    n_chunks,
-):
+    indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, tol, max_iter, mode,
+    k, out_ids, out_scores, out_stats, stop, n_chunks,
+):  # fmt: skip
     """``exact_chunk`` over ``n_chunks`` chunks in parallel."""
     for c in prange(n_chunks):
         exact_chunk(
-            c,
-            n_chunks,
-            indptr,
-            indices,
-            probs,
-            weighted,
-            q_indptr,
-            q_nodes,
-            q_weights,
-            alpha,
-            tol,
-            max_iter,
-            mode,
-            k,
-            out_ids,
-            out_scores,
-            out_stats,
-            stop,
-        )
+            c, n_chunks, indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha,
+            tol, max_iter, mode, k, out_ids, out_scores, out_stats, stop,
+        )  # fmt: skip

@@ -20,6 +20,7 @@ from shardwalk.walks.kernels.rng import (
     to_unit,
     walk_key,
 )
+from shardwalk.walks.kernels.walks import flush_counts
 
 # walk store: kept walks, repaired after graph updates (walks/walkstore.py)
 #
@@ -216,8 +217,8 @@ def batch_key(seed, src, walk, seq):
 
 
 @njit(cache=True, inline="always")
-def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, steps_hi, chg_slot,
-               chg_bits, chg_kind, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot):  # fmt: skip
+def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, steps_hi, changed_slot,
+               changed_bits, change_kind, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot):  # fmt: skip
     """(rerouted visit or -1, its new move, steps of the walk after the batch: an upper bound
     when the drop rule may cut it) of walk ``q`` (number ``walk_no`` of source ``src``, its
     ``length`` steps from ``steps[at]``); see :func:`walks_plan`."""
@@ -228,9 +229,9 @@ def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, st
             if pos == 0
             else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
         )
-        if not in_bitmap(chg_bits, v):
+        if not in_bitmap(changed_bits, v):
             continue
-        slot = chg_slot[v]
+        slot = changed_slot[v]
         if slot < 0:
             continue
         if pos < length:
@@ -241,7 +242,7 @@ def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, st
             continue  # the walk stopped here: no move to change
         if key == 0:
             key = batch_key(seed, src, walk_no, seq)
-        if chg_kind[slot] == 1:
+        if change_kind[slot] == 1:
             if to_unit(draw(key, 2 * pos)) * n_tot[slot] < o_tot[slot]:
                 continue
         else:
@@ -261,7 +262,7 @@ def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, st
 
 @njit(cache=True, parallel=True)
 def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
-               walk_len, dropped, steps, steps_hi, chg_slot, chg_bits, chg_kind, o_ip, o_t, o_w, o_tot,
+               walk_len, dropped, steps, steps_hi, changed_slot, changed_bits, change_kind, o_ip, o_t, o_w, o_tot,
                n_ip, n_t, n_w, n_tot, out_pos, out_target, out_len):  # fmt: skip
     """Decide which walks of ``units`` (unit u: walks u * per_unit .. u * per_unit +
     per_unit - 1, all of one block) an update batch reroutes (Bahmani, Chowdhury, Goel).
@@ -273,12 +274,12 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
     walk changes only with the total variation distance of its node's change. Per walk j of
     the units, in order: ``out_pos[j]`` the rerouted visit (-1: unchanged), ``out_target[j]``
     its new move, ``out_len[j]`` its steps after the batch (an upper bound when the drop rule
-    may cut them). ``chg_bits`` is the bitmap of the changed nodes (``node_bitmap``): most
+    may cut them). ``changed_bits`` is the bitmap of the changed nodes (``node_bitmap``): most
     visits are of unchanged nodes, and a bit test in a bitmap that stays in cache rejects them
     cheaply. Each coin is drawn from the walk's key for this batch and the visit's position,
     so a walk's plan does not depend on which other walks are planned with it.
 
-    A changed node of ``chg_kind`` 1 only gained edges (its old row had some): its rows in the
+    A changed node of ``change_kind`` 1 only gained edges (its old row had some): its rows in the
     tables hold nothing of the old row and only the new edges, ``o_tot`` and ``n_tot`` its old
     and new total weight, so every old move is kept with probability o_tot / n_tot (q / p for
     any old target) and a rerouted one is drawn from the new edges by weight ((q - p)^+): the
@@ -295,7 +296,7 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             q = q0 + j
             length = np.int64(walk_len[q])
             pos, nt, nl = _plan_walk(q, src, block_w0[b] + q - b * R, at, length, alpha, seed,
-                                     seq, dropped, steps, steps_hi, chg_slot, chg_bits, chg_kind,
+                                     seq, dropped, steps, steps_hi, changed_slot, changed_bits, change_kind,
                                      o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot)  # fmt: skip
             out_pos[i * per_unit + j] = pos
             out_target[i * per_unit + j] = nt
@@ -478,10 +479,7 @@ def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, s
                         cnt[v] += 1
                         visits += 1
                     at += length
-            for t in range(m):
-                v = out_nodes[base + t]
-                out_counts[base + t] = cnt[v]
-                cnt[v] = 0
+            flush_counts(cnt, out_nodes, out_counts, base, m)
             out_nnz[i] = m
             out_visits[i] = visits
 

@@ -18,6 +18,36 @@ from shardwalk.walks.kernels.rng import (
 )
 
 
+@njit(cache=True, inline="always")
+def next_visit(cur, src, key, step, indptr, indices, alias_prob, alias_idx, weighted, mode):
+    """The node after ``cur`` at visit ``step`` (> 0) of the walk with stream ``key`` from
+    ``src``: a uniform (or alias-table) out-neighbour; at a dangling node ``cur`` itself
+    (self_loop), ``src`` (restart) or -1 (drop: the walk ends)."""
+    start = indptr[cur]
+    deg = indptr[cur + 1] - start
+    if deg == 0:
+        if mode == MODE_DROP:
+            return -1
+        if mode == MODE_RESTART:
+            return src
+        return cur
+    x = draw(key, step)
+    j = pick_slot(x, deg)
+    if weighted and alias_coin(x) >= alias_prob[start + j]:
+        j = alias_idx[start + j]
+    return indices[start + j]
+
+
+@njit(cache=True, inline="always")
+def flush_counts(cnt, out_nodes, out_counts, base, m):
+    """Write the counts of the ``m`` nodes at ``out_nodes[base:]`` from the dense ``cnt`` into
+    ``out_counts[base:]``, resetting ``cnt`` there (sparsely) for the next source."""
+    for t in range(m):
+        v = out_nodes[base + t]
+        out_counts[base + t] = cnt[v]
+        cnt[v] = 0
+
+
 @njit(cache=True, parallel=True)
 def walk_visit_bounds(sources, walks_per_node, alpha, seed):
     """Per source, the total number of visits of its walks before any dangling rule cuts them
@@ -63,19 +93,11 @@ def sample_walk_paths(
         m = 0
         for step in range(length):
             if step > 0:
-                start = indptr[cur]
-                deg = indptr[cur + 1] - start
-                if deg == 0:
-                    if mode == MODE_DROP:
-                        break
-                    if mode == MODE_RESTART:
-                        cur = src
-                else:
-                    x = draw(key, step)
-                    j = pick_slot(x, deg)
-                    if weighted and alias_coin(x) >= alias_prob[start + j]:
-                        j = alias_idx[start + j]
-                    cur = indices[start + j]
+                cur = next_visit(
+                    cur, src, key, step, indptr, indices, alias_prob, alias_idx, weighted, mode
+                )
+                if cur < 0:
+                    break
             out_path[base + m] = cur
             m += 1
         out_len[q] = m
@@ -108,28 +130,26 @@ def fingerprint_block(
                 cur = src
                 for step in range(length):
                     if step > 0:
-                        start = indptr[cur]
-                        deg = indptr[cur + 1] - start
-                        if deg == 0:
-                            if mode == MODE_DROP:
-                                break
-                            if mode == MODE_RESTART:
-                                cur = src
-                        else:
-                            x = draw(key, step)
-                            j = pick_slot(x, deg)
-                            if weighted and alias_coin(x) >= alias_prob[start + j]:
-                                j = alias_idx[start + j]
-                            cur = indices[start + j]
+                        cur = next_visit(
+                            cur,
+                            src,
+                            key,
+                            step,
+                            indptr,
+                            indices,
+                            alias_prob,
+                            alias_idx,
+                            weighted,
+                            mode,
+                        )
+                        if cur < 0:
+                            break
                     if cnt[cur] == 0:
                         out_nodes[base + m] = cur
                         m += 1
                     cnt[cur] += 1
                     visits += 1
-            for t in range(m):
-                v = out_nodes[base + t]
-                out_counts[base + t] = cnt[v]
-                cnt[v] = 0
+            flush_counts(cnt, out_nodes, out_counts, base, m)
             out_nnz[b] = m
             out_visits[b] = visits
 

@@ -382,7 +382,7 @@ class _ShardState:
         self.visit_total = self.sent_bytes = 0
 
 
-_Shard = ray.remote(max_restarts=0)(_ShardState)  # an actor per shard
+_Shard: Any = ray.remote(max_restarts=0)(_ShardState)  # an actor per shard
 
 
 def _slice(
@@ -569,7 +569,7 @@ def fingerprints_sharded(
         )
     a_prob, a_idx = graph.alias()
     hub_part = ray.put(_hub_rows(graph, a_prob, a_idx, split))
-    actors = []
+    actors: list[Any] = []
     put_bytes = 0
     for s in range(workers):
         part = _slice(graph, a_prob, a_idx, int(bounds[s]), int(bounds[s + 1]))

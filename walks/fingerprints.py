@@ -203,10 +203,11 @@ class FingerprintStore:
             nodes = load_npy(d / "nodes.npy", mmap=mmap)
             counts = load_npy(d / "counts.npy", mmap=mmap)
             trunc = load_npy(d / "truncated.npy", mmap=mmap) if meta["top_k"] else None
-            hub_arrays = {
-                name: load_npy(d / f"{name}.npy", mmap=mmap) if meta.get("num_hubs") else None
-                for name in _HUB_FILES
-            }
+            hub_arrays: dict[str, np.ndarray] = (
+                {name: load_npy(d / f"{name}.npy", mmap=mmap) for name in _HUB_FILES}
+                if meta.get("num_hubs")
+                else {}
+            )
         except FileNotFoundError as exc:
             raise CorruptionError(
                 f"fingerprints at {d} are incomplete: {exc.filename} is missing"

@@ -157,6 +157,7 @@ class CSRGraph:
             missing = (ext < 0) | (ext >= n)
             internal = ext
         else:
+            assert order is not None and sorted_ids is not None  # not the identity
             pos = np.searchsorted(sorted_ids, ext)
             pos_c = np.minimum(pos, max(n - 1, 0))
             missing = (pos >= n) | (sorted_ids[pos_c] != ext) if n else np.ones(ext.shape, bool)
@@ -376,7 +377,7 @@ class CSRGraph:
             c = 0
             for arr in (self.indptr, self.indices, self.weights, self.node_ids):
                 if arr is not None:
-                    c = zlib.crc32(np.ascontiguousarray(arr).view(np.uint8), c)
+                    c = zlib.crc32(np.ascontiguousarray(arr).view(np.uint8).data, c)
             self._cache["digest"] = f"{c:08x}-{self.num_nodes}-{self.num_edges}"
         return self._cache["digest"]
 

@@ -61,9 +61,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numba
 import numpy as np
@@ -110,6 +110,11 @@ HYBRID_R_MAX = 5e-5  # the hybrid method's default push threshold (residual per 
 NOISE_CALIBRATION = 1.75
 Method = Literal["fingerprint", "hybrid", "push", "exact"]
 _FINGERPRINT_METHODS = ("fingerprint", "hybrid")  # the methods that read the fingerprints
+
+
+def _check_method(method: object) -> Method:
+    """``method`` if it is one of METHODS, else InvalidArgumentError listing them."""
+    return cast(Method, _check.check_choice("method", method, METHODS))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,7 +334,7 @@ class PPRIndex:
         """Check a query's method, alpha, rule and parameters without running one (seeds and
         k aside): raises what :meth:`query` would raise for them; returns (alpha, rule) the
         query would use."""
-        method = _check.check_choice("method", method, METHODS)
+        method = _check_method(method)
         alpha, rule, _ = self._prepare(method, alpha, dangling, dict(params))
         return alpha, rule
 
@@ -460,7 +465,7 @@ class PPRIndex:
         array of single-node queries. Other arguments as in :meth:`query`.
         """
         t0 = time.perf_counter()
-        method = _check.check_choice("method", method, METHODS)
+        method = _check_method(method)
         k = _check.check_k(k)
         if isinstance(queries, (str, bytes, Mapping)) or not isinstance(
             queries, (Sequence, np.ndarray)
@@ -478,11 +483,12 @@ class PPRIndex:
         nq = len(queries)
         ids = np.empty((nq, k), np.int64)
         scores = np.empty((nq, k), np.float32)
-        run = {
+        runs: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
             "fingerprint": self._run_fingerprint,
             "hybrid": self._run_hybrid,
             "push": self._run_push,
-        }.get(method, self._run_exact)
+        }
+        run = runs.get(method, self._run_exact)
         mass, error, work = run(q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, *args)
         if rule == "restart" and method != "exact":
             # the kernels ran the drop rule; restart = drop / its mass (module docstring)
@@ -518,7 +524,7 @@ class PPRIndex:
         (external ids, scores, error as in :class:`PPRResult`). Used by the accuracy harness.
         Arguments as in :meth:`query` (``k`` matters only to the hybrid's ``prune``, which
         composes what can move the top k)."""
-        method = _check.check_choice("method", method, METHODS)
+        method = _check_method(method)
         k = _check.check_k(k)
         _, q_nodes, q_w = self._seed_arrays([seeds])
         alpha, rule, args = self._prepare(method, alpha, dangling, params)
@@ -758,7 +764,7 @@ class AccuracySetting:
 
     precision: float
     budget_ms: float
-    candidates: tuple[tuple[str, dict[str, Any]], ...]
+    candidates: tuple[tuple[Method, dict[str, Any]], ...]
 
     @property
     def work_budget(self) -> int:
@@ -799,7 +805,7 @@ ACCURACY_CANDIDATES: dict[str, AccuracySetting] = {
 }
 # the reference of calibration: power iteration to a certified l1 error <= 1e-5 (cheaper than
 # push to 1e-7 on social graphs, whose bound is a few percent)
-CALIBRATION_REFERENCE = {"method": "exact", "tol": 1e-5}
+CALIBRATION_REFERENCE: dict[str, Any] = {"method": "exact", "tol": 1e-5}
 
 
 def precision_at_k(
@@ -847,7 +853,7 @@ def calibrate_accuracy(
     ref_params = {key: v for key, v in CALIBRATION_REFERENCE.items() if key != "method"}
     ref = index.query_batch(queries, k=k, method=ref_method, **ref_params)
     for name, setting in ACCURACY_CANDIDATES.items():
-        measured = []
+        measured: list[dict[str, Any]] = []
         for method, params in setting.candidates:
             res = index.query_batch(queries, k=k, method=method, **params)
             hits = np.array([
@@ -913,8 +919,8 @@ def calibrate_accuracy(
 def _hub_arrays(store: FingerprintStore) -> tuple:
     """(hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor) for the kernels:
     hub_pos[u] is u's row among the hub rows, -1 for nodes without one (every node when there
-    are none); var_factor[x] = 2 G_xx - 1 (see ``kernels.compose._add_row``), G_xx = the visits of x
-    in its own row per walk (its hub row when it has one), at least 1."""
+    are none); var_factor[x] = 2 G_xx - 1 (see ``kernels.compose._add_row``), G_xx = the
+    visits of x in its own row per walk (its hub row when it has one), at least 1."""
     n = store.num_nodes
     hub_pos = np.full(n, -1, np.int32)
     own = _self_visits(store.indptr, store.nodes, store.counts, store.walks_per_node)
@@ -923,9 +929,9 @@ def _hub_arrays(store: FingerprintStore) -> tuple:
     else:
         hubs = np.asarray(store.hubs)
         hub_pos[hubs] = np.arange(store.num_hubs, dtype=np.int32)
-        own[hubs] = _self_visits(
-            store.hub_indptr, store.hub_nodes, store.hub_counts, store.hub_walks, rows=hubs
-        )
+        h_ip, h_nodes, h_counts = store.hub_indptr, store.hub_nodes, store.hub_counts
+        assert h_ip is not None and h_nodes is not None and h_counts is not None  # hubs: rows
+        own[hubs] = _self_visits(h_ip, h_nodes, h_counts, store.hub_walks, rows=hubs)
         hub = (
             np.ascontiguousarray(store.hub_indptr),
             np.ascontiguousarray(store.hub_nodes),

@@ -120,6 +120,15 @@ def _grow(arr: np.ndarray, need: int) -> np.ndarray:
 class WalkStore:
     """R kept walks per source block (see the module docstring)."""
 
+    # the buffers behind the per-block properties below (block_src ... dirty), with room to
+    # grow past the blocks in use (``_nb``)
+    _src: np.ndarray
+    _w0: np.ndarray
+    _start: np.ndarray
+    _len: np.ndarray
+    _drop: np.ndarray
+    _dirty: np.ndarray
+
     #: visit changes logged before the log may give way to recounting (see ``logged``)
     log_min = 1 << 16
     log_share = 4  # ... and until it outgrows this share of the steps

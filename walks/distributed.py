@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 import ray
-from shardwalk.walks import _check
-from shardwalk.walks.fingerprints import FingerprintStore, _Walker, select_hubs
+from shardwalk.walks.fingerprints import BuildParams, FingerprintStore, _Walker
 from shardwalk.walks.graph import CSRGraph
 from shardwalk.walks.kernels.bitmap import node_bitmap
 from shardwalk.walks.kernels.rng import walk_key
@@ -140,64 +138,6 @@ def _run(
     return results
 
 
-@dataclass(frozen=True)
-class _Params:
-    """The checked parameters of a fingerprint build (as the embedded builder checks them)."""
-
-    alpha: float
-    walks: int
-    seed: int
-    rule: str
-    top_k: int
-    hubs: np.ndarray
-    hub_walks: int
-
-    @property
-    def mode(self) -> int:
-        return _check.DANGLING_MODES[self.rule]
-
-    @classmethod
-    def check(cls, graph: CSRGraph, walks_per_node: int, alpha: float, seed: int, dangling: str,
-              top_k: int | None, hubs: int | str | None, hub_walks: int) -> _Params:  # fmt: skip
-        return cls(
-            alpha=_check.check_alpha(alpha),
-            walks=_check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**31 - 1),
-            seed=_check.check_seed(seed),
-            rule=_check.check_store_dangling(dangling),
-            top_k=0 if top_k is None else _check.check_int("top_k", top_k, minimum=1),
-            hubs=select_hubs(graph, hubs),
-            hub_walks=_check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1),
-        )
-
-
-def _store(
-    graph: CSRGraph, p: _Params, rows: tuple, cut: np.ndarray, hub_rows: dict[str, Any],
-    total_visits: int, seconds: float, **stats: Any,
-) -> FingerprintStore:  # fmt: skip
-    """The store and its ``stats``, as the embedded builder makes them (plus ``stats``)."""
-    n = graph.num_nodes
-    indptr, nodes, counts = rows
-    store = FingerprintStore(
-        indptr=indptr, nodes=nodes, counts=counts,
-        truncated=(cut * (p.alpha / p.walks)).astype(np.float32) if p.top_k else None,
-        alpha=p.alpha, walks_per_node=p.walks, dangling=p.rule, seed=p.seed,
-        top_k=p.top_k or None, graph_digest=graph.digest(), **hub_rows,
-    )  # fmt: skip
-    walks = n * p.walks + p.hubs.size * p.hub_walks
-    steps = total_visits - walks  # transitions: every visit but each walk's first
-    store.stats.update(
-        seconds=seconds, walks=walks, hubs=int(p.hubs.size), visits=total_visits, steps=steps,
-        steps_per_second=steps / seconds if seconds > 0 else float("nan"),
-        nbytes=store.nbytes, entries_per_node=store.num_entries / max(n, 1), **stats,
-    )  # fmt: skip
-    return store
-
-
-def _hub_store_rows(p: _Params, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray) -> dict:
-    return dict(hubs=p.hubs, hub_walks=p.hub_walks, hub_indptr=indptr, hub_nodes=nodes,
-                hub_counts=counts)  # fmt: skip
-
-
 def fingerprints_replicated(
     graph: CSRGraph,
     *,
@@ -218,7 +158,7 @@ def fingerprints_replicated(
     (byte-identical for the same parameters). ``stats`` adds ``tasks``, ``workers``,
     ``object_store_bytes`` and the workers' ``peak_rss_bytes``. ``progress`` as there, as
     each task ends."""
-    p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     progress = check_progress(progress)
     t0 = time.perf_counter()
     n = graph.num_nodes
@@ -251,14 +191,14 @@ def fingerprints_replicated(
         hub_args = (p.alpha, p.seed, p.mode, 0, block_size)  # hub rows are never truncated
         walked = Stage(progress, "hub walks", p.hubs.size * p.hub_walks)
         hub_parts = _run(shared, hub_ranges, p.hub_walks, options, hub_args, workers, walked)
-        hub_rows = _hub_store_rows(p, *_concat(hub_parts)[:3])
+        hub_rows = p.hub_rows(*_concat(hub_parts)[:3])
         total_visits += sum(int(part["visits"]) for part in hub_parts)
         parts = parts + hub_parts
     returned = sum(
         int(part[key].nbytes) for part in parts for key in ("indptr", "nodes", "counts", "cut")
     )
-    return _store(
-        graph, p, (fp_indptr, nodes, counts), cut, hub_rows, total_visits,
+    return p.store(
+        graph, (fp_indptr, nodes, counts), cut, hub_rows, total_visits,
         time.perf_counter() - t0, threads=workers * cpus_per_task, mode="replicated",
         workers=workers, tasks=len(parts),
         task_seconds=sum(float(part["seconds"]) for part in parts),
@@ -556,7 +496,7 @@ def fingerprints_sharded(
     held, the walkers it sent, and its busy seconds in rounds and in grouping. ``progress``
     as in :func:`shardwalk.walks.build_fingerprints`, after each round (the walks ended).
     """
-    p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     progress = check_progress(progress)
     t0 = time.perf_counter()
     n = graph.num_nodes
@@ -604,7 +544,7 @@ def fingerprints_sharded(
             rounds += hub_rounds
             total_visits += sum(int(rep["visits"]) for rep in reports)
             moved += sum(rep["batch_bytes"] + rep["rows_bytes"] for rep in reports)
-            hub_rows = _hub_store_rows(p, *_top_rows(*h_rows, 0)[:3])
+            hub_rows = p.hub_rows(*_top_rows(*h_rows, 0)[:3])
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -617,8 +557,8 @@ def fingerprints_sharded(
          "graph_share": rep["graph_bytes"] / max(graph_bytes, 1), **{k: rep[k] for k in keep}}
         for s, rep in enumerate(reports)
     ]  # fmt: skip
-    return _store(
-        graph, p, (fp_indptr, nodes, fp_counts), cut, hub_rows, total_visits,
+    return p.store(
+        graph, (fp_indptr, nodes, fp_counts), cut, hub_rows, total_visits,
         time.perf_counter() - t0, threads=workers, mode="sharded", workers=workers,
         rounds=rounds, split_nodes=int(split.size), object_store_bytes=put_bytes + moved,
         graph_bytes=graph_bytes, actors=actors_report, phase_seconds=seconds,

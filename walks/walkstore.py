@@ -916,45 +916,29 @@ def build_kept(
 ) -> tuple[Any, WalkStore, WalkStore | None]:
     """(FingerprintStore, walks, hub walks): :func:`build_fingerprints`'s store, counted from
     the same walks kept in walk stores (same arguments, same result, same progress stages)."""
-    from shardwalk.walks import _check
-    from shardwalk.walks.fingerprints import FingerprintStore, select_hubs
+    from shardwalk.walks.fingerprints import BuildParams
 
-    alpha = _check.check_alpha(alpha)
-    r = _check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**15)
-    seed = _check.check_seed(seed)
-    rule = _check.check_store_dangling(dangling)
-    k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
-    r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**20)
     csr = graph.merged()
-    hub_ids = select_hubs(csr, hubs)
-    mode = _check.DANGLING_MODES[rule]
-    n = graph.num_nodes
+    # the walk store's own limits on walks per node and per hub row
+    p = BuildParams.check(csr, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks,
+                          max_walks=2**15, max_hub_walks=2**20)  # fmt: skip
+    r, n = p.walks, graph.num_nodes
     t0 = time.perf_counter()
     walked = Stage(progress, "walks", n * r)
-    main = WalkStore.build(graph, np.arange(n, dtype=np.int64), walks_per_node=r, alpha=alpha,
-                           seed=seed, mode=mode,
+    main = WalkStore.build(graph, np.arange(n, dtype=np.int64), walks_per_node=r, alpha=p.alpha,
+                           seed=p.seed, mode=p.mode,
                            done=None if progress is None else walked.advance)  # fmt: skip
-    ip, nodes, counts, cut = main.rows(np.arange(n, dtype=np.int64), n, k)
+    ip, nodes, counts, cut = main.rows(np.arange(n, dtype=np.int64), n, p.top_k)
     walked.finish()
     hub_store, hub_rows = build_hub_walks(
-        graph, hub_ids, r, r_hub, alpha, seed, mode, progress=progress
+        graph, p.hubs, r, p.hub_walks, p.alpha, p.seed, p.mode, progress=progress
     )
     seconds = time.perf_counter() - t0
     main.dirty[:] = False
-    walks = n * r + hub_ids.size * r_hub
+    walks = n * r + p.hubs.size * p.hub_walks
     steps = main.total_steps + (hub_store.total_steps if hub_store is not None else 0)
-    store = FingerprintStore(
-        indptr=ip, nodes=nodes, counts=_narrow(counts),
-        truncated=(cut * (alpha / r)).astype(np.float32) if k else None, alpha=alpha,
-        walks_per_node=r, dangling=rule, seed=seed, top_k=k or None, graph_digest=csr.digest(),
-        **hub_rows,
-    )  # fmt: skip
-    store.stats.update(
-        seconds=seconds, walks=walks, hubs=int(hub_ids.size), visits=steps + walks, steps=steps,
-        steps_per_second=steps / seconds if seconds > 0 else float("nan"),
-        threads=max(1, numba.get_num_threads()), nbytes=store.nbytes,
-        entries_per_node=store.num_entries / max(n, 1),
-    )  # fmt: skip
+    store = p.store(csr, (ip, nodes, _narrow(counts)), cut, hub_rows, steps + walks, seconds,
+                    threads=max(1, numba.get_num_threads()))  # fmt: skip
     return store, main, hub_store
 
 
@@ -985,8 +969,9 @@ def build_hub_walks(
     )
     walked.finish()
     hub_store.dirty[:] = False
-    hub_rows = dict(hubs=hub_ids, hub_walks=r_hub, hub_indptr=hip, hub_nodes=hnodes,
-                    hub_counts=_narrow(hcounts))  # fmt: skip
+    from shardwalk.walks.fingerprints import hub_store_rows
+
+    hub_rows = hub_store_rows(hub_ids, r_hub, hip, hnodes, _narrow(hcounts))
     return hub_store, hub_rows
 
 

@@ -28,7 +28,7 @@ from shardwalk.walks.kernels.sharded import (
     shard_rows,
 )
 
-from .conftest import dense_transition, random_graph
+from ..conftest import dense_transition, random_graph
 
 
 def shard_tables(graph, lo: int, hi: int, hubs: np.ndarray) -> tuple:

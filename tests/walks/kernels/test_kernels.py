@@ -16,7 +16,7 @@ from shardwalk.walks.kernels.fastrp import propagate
 from shardwalk.walks.kernels.query import top_k_of
 from shardwalk.walks.kernels.rng import uniform_draws
 
-from .conftest import random_graph
+from ..conftest import random_graph
 
 
 def test_counter_rng_is_uniform_and_reproducible():

@@ -159,7 +159,7 @@ def test_propagate_matches_dense_product(weighted):
     x = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)
     out = np.empty_like(x)
     propagate(g.indptr, g.indices, g.transition_probs(), g.weighted, x, out)
-    from .conftest import dense_transition
+    from ..conftest import dense_transition
 
     P = dense_transition(g, "drop")
     np.testing.assert_allclose(out, P @ x, rtol=1e-5, atol=1e-5)

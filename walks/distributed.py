@@ -12,7 +12,7 @@ any split, concatenated in order, are byte for byte the embedded store's. Tasks 
 are retried when their worker dies (the retry computes the same rows).
 
 Sharded mode (:func:`fingerprints_sharded`), for graphs one worker cannot hold: shard actors
-own node ranges and run a compiled round kernel (``_kernels.shard_round``); walkers that leave
+own node ranges and run a compiled round kernel (``kernels.sharded.shard_round``); walkers that leave
 a shard travel to its owner in batches, and the driver merges the shards' rows.
 """
 
@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 import ray
-from shardwalk.walks import _check, _kernels
-from shardwalk.walks.fingerprints import FingerprintStore, _Walker, select_hubs
+from shardwalk.walks.fingerprints import BuildParams, FingerprintStore, _Walker
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.bitmap import node_bitmap
+from shardwalk.walks.kernels.rng import walk_key
+from shardwalk.walks.kernels.sharded import (
+    count_group_rows,
+    merge_rows,
+    scatter_group_rows,
+    shard_round,
+    shard_rows,
+)
+from shardwalk.walks.kernels.walks import compact_fingerprints
 
 from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk._threads import peak_rss_bytes, thread_env
@@ -130,64 +138,6 @@ def _run(
     return results
 
 
-@dataclass(frozen=True)
-class _Params:
-    """The checked parameters of a fingerprint build (as the embedded builder checks them)."""
-
-    alpha: float
-    walks: int
-    seed: int
-    rule: str
-    top_k: int
-    hubs: np.ndarray
-    hub_walks: int
-
-    @property
-    def mode(self) -> int:
-        return _check.DANGLING_MODES[self.rule]
-
-    @classmethod
-    def check(cls, graph: CSRGraph, walks_per_node: int, alpha: float, seed: int, dangling: str,
-              top_k: int | None, hubs: int | str | None, hub_walks: int) -> _Params:  # fmt: skip
-        return cls(
-            alpha=_check.check_alpha(alpha),
-            walks=_check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**31 - 1),
-            seed=_check.check_seed(seed),
-            rule=_check.check_store_dangling(dangling),
-            top_k=0 if top_k is None else _check.check_int("top_k", top_k, minimum=1),
-            hubs=select_hubs(graph, hubs),
-            hub_walks=_check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1),
-        )
-
-
-def _store(
-    graph: CSRGraph, p: _Params, rows: tuple, cut: np.ndarray, hub_rows: dict[str, Any],
-    total_visits: int, seconds: float, **stats: Any,
-) -> FingerprintStore:  # fmt: skip
-    """The store and its ``stats``, as the embedded builder makes them (plus ``stats``)."""
-    n = graph.num_nodes
-    indptr, nodes, counts = rows
-    store = FingerprintStore(
-        indptr=indptr, nodes=nodes, counts=counts,
-        truncated=(cut * (p.alpha / p.walks)).astype(np.float32) if p.top_k else None,
-        alpha=p.alpha, walks_per_node=p.walks, dangling=p.rule, seed=p.seed,
-        top_k=p.top_k or None, graph_digest=graph.digest(), **hub_rows,
-    )  # fmt: skip
-    walks = n * p.walks + p.hubs.size * p.hub_walks
-    steps = total_visits - walks  # transitions: every visit but each walk's first
-    store.stats.update(
-        seconds=seconds, walks=walks, hubs=int(p.hubs.size), visits=total_visits, steps=steps,
-        steps_per_second=steps / seconds if seconds > 0 else float("nan"),
-        nbytes=store.nbytes, entries_per_node=store.num_entries / max(n, 1), **stats,
-    )  # fmt: skip
-    return store
-
-
-def _hub_store_rows(p: _Params, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray) -> dict:
-    return dict(hubs=p.hubs, hub_walks=p.hub_walks, hub_indptr=indptr, hub_nodes=nodes,
-                hub_counts=counts)  # fmt: skip
-
-
 def fingerprints_replicated(
     graph: CSRGraph,
     *,
@@ -208,7 +158,7 @@ def fingerprints_replicated(
     (byte-identical for the same parameters). ``stats`` adds ``tasks``, ``workers``,
     ``object_store_bytes`` and the workers' ``peak_rss_bytes``. ``progress`` as there, as
     each task ends."""
-    p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     progress = check_progress(progress)
     t0 = time.perf_counter()
     n = graph.num_nodes
@@ -241,14 +191,14 @@ def fingerprints_replicated(
         hub_args = (p.alpha, p.seed, p.mode, 0, block_size)  # hub rows are never truncated
         walked = Stage(progress, "hub walks", p.hubs.size * p.hub_walks)
         hub_parts = _run(shared, hub_ranges, p.hub_walks, options, hub_args, workers, walked)
-        hub_rows = _hub_store_rows(p, *_concat(hub_parts)[:3])
+        hub_rows = p.hub_rows(*_concat(hub_parts)[:3])
         total_visits += sum(int(part["visits"]) for part in hub_parts)
         parts = parts + hub_parts
     returned = sum(
         int(part[key].nbytes) for part in parts for key in ("indptr", "nodes", "counts", "cut")
     )
-    return _store(
-        graph, p, (fp_indptr, nodes, counts), cut, hub_rows, total_visits,
+    return p.store(
+        graph, (fp_indptr, nodes, counts), cut, hub_rows, total_visits,
         time.perf_counter() - t0, threads=workers * cpus_per_task, mode="replicated",
         workers=workers, tasks=len(parts),
         task_seconds=sum(float(part["seconds"]) for part in parts),
@@ -284,7 +234,7 @@ class _ShardState:
             _read_only(a) if isinstance(a, np.ndarray) else a
             for a in (
                 part["indptr"], part["indices"], part.get("alias_prob", no_prob),
-                part.get("alias_idx", no_idx), self.hubs, _kernels.node_bitmap(self.hubs, n),
+                part.get("alias_idx", no_idx), self.hubs, node_bitmap(self.hubs, n),
                 hub_part["indptr"], hub_part["indices"], hub_part.get("alias_prob", no_prob),
                 hub_part.get("alias_idx", no_idx), bool(part["weighted"]),
             )
@@ -301,7 +251,7 @@ class _ShardState:
     ) -> tuple[Any, ...]:
         """One synchronous round: the walkers that arrived (and ``walks`` new walks of each of
         ``inject``'s sources in this range) walk inside the shard until they stop or step onto
-        another shard's node (``_kernels.shard_round``); returns one batch of (source, node,
+        another shard's node (``kernels.sharded.shard_round``); returns one batch of (source, node,
         count) rows per destination shard, sorted by source, and the number of walkers sent."""
         t0 = time.perf_counter()
         shards = self.bounds.shape[0] - 1
@@ -312,8 +262,8 @@ class _ShardState:
         offsets = np.zeros(len(runs) + 1, np.int64)
         np.cumsum([b.shape[0] for b in runs], out=offsets[1:])
         entries = np.concatenate(runs) if runs else np.zeros((0, 3), np.int64)
-        key = np.uint64(_kernels.walk_key(self.seed, self.shard, round_no))  # a stream a round
-        g_src, g_ptr, locs, counts, out, dest, visits = _kernels.shard_round(
+        key = np.uint64(walk_key(self.seed, self.shard, round_no))  # a stream a round
+        g_src, g_ptr, locs, counts, out, dest, visits = shard_round(
             entries, offsets, self.lo, self.hi, *self.tables, self.bounds, self.alpha,
             self.mode, key, self.scratch,
         )  # fmt: skip
@@ -335,18 +285,18 @@ class _ShardState:
         t0 = time.perf_counter()
         sizes = np.zeros(self.n + 1, np.int64)
         for g_src, g_ptr, _, _ in self.logs:
-            _kernels.count_group_rows(g_src, g_ptr, sizes)
+            count_group_rows(g_src, g_ptr, sizes)
         indptr = np.cumsum(sizes)
         fill = indptr[:-1].copy()
         locs = np.empty(int(indptr[-1]), np.int32)
         counts = np.empty(int(indptr[-1]), np.uint32)
         self.logs.reverse()
         while self.logs:  # each round's log freed once placed
-            _kernels.scatter_group_rows(*self.logs.pop(), fill, locs, counts)
+            scatter_group_rows(*self.logs.pop(), fill, locs, counts)
         del fill
         wide = self.n - 1 > np.iinfo(np.int32).max
         nodes = np.empty(locs.size, np.int64) if wide else locs  # in place when ids fit int32
-        row_ip = _kernels.shard_rows(
+        row_ip = shard_rows(
             indptr, locs, counts, self.lo, self.hi - self.lo, self.hubs, nodes, counts
         )
         m = int(row_ip[-1])
@@ -372,7 +322,7 @@ class _ShardState:
         self.visit_total = self.sent_bytes = 0
 
 
-_Shard = ray.remote(max_restarts=0)(_ShardState)  # an actor per shard
+_Shard: Any = ray.remote(max_restarts=0)(_ShardState)  # an actor per shard
 
 
 def _slice(
@@ -482,7 +432,7 @@ def _merge_shard_rows(
         out_nodes, out_counts = np.empty(size, nodes.dtype), np.empty(size, np.uint32)
         a_side = (rows, ip, nodes, counts)
         b_side = (sources, part["indptr"], part["nodes"], part["counts"])
-        ip = _kernels.merge_rows(*map(_read_only, a_side + b_side), split, n, out_nodes, out_counts)
+        ip = merge_rows(*map(_read_only, a_side + b_side), split, n, out_nodes, out_counts)
         nodes, counts = out_nodes[: ip[-1]], out_counts[: ip[-1]]
         rows = np.arange(sources.size, dtype=np.int64)
     return ip, nodes, counts
@@ -502,9 +452,7 @@ def _top_rows(
         np.cumsum(np.minimum(nnz, top_k), out=out_ip[1:])
         out_nodes = np.empty(int(out_ip[-1]), nodes.dtype)
         out_counts = np.empty(int(out_ip[-1]), np.uint32)
-        _kernels.compact_fingerprints(
-            ip[:-1], nodes, counts, nnz, top_k, out_ip, out_nodes, out_counts, cut
-        )
+        compact_fingerprints(ip[:-1], nodes, counts, nnz, top_k, out_ip, out_nodes, out_counts, cut)
         ip, nodes, counts = out_ip, out_nodes, out_counts
     dtype = np.uint16 if counts.size == 0 or counts.max() <= np.iinfo(np.uint16).max else np.uint32
     return ip, nodes, counts.astype(dtype), cut
@@ -548,7 +496,7 @@ def fingerprints_sharded(
     held, the walkers it sent, and its busy seconds in rounds and in grouping. ``progress``
     as in :func:`shardwalk.walks.build_fingerprints`, after each round (the walks ended).
     """
-    p = _Params.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     progress = check_progress(progress)
     t0 = time.perf_counter()
     n = graph.num_nodes
@@ -561,7 +509,7 @@ def fingerprints_sharded(
         )
     a_prob, a_idx = graph.alias()
     hub_part = ray.put(_hub_rows(graph, a_prob, a_idx, split))
-    actors = []
+    actors: list[Any] = []
     put_bytes = 0
     for s in range(workers):
         part = _slice(graph, a_prob, a_idx, int(bounds[s]), int(bounds[s + 1]))
@@ -596,7 +544,7 @@ def fingerprints_sharded(
             rounds += hub_rounds
             total_visits += sum(int(rep["visits"]) for rep in reports)
             moved += sum(rep["batch_bytes"] + rep["rows_bytes"] for rep in reports)
-            hub_rows = _hub_store_rows(p, *_top_rows(*h_rows, 0)[:3])
+            hub_rows = p.hub_rows(*_top_rows(*h_rows, 0)[:3])
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -609,8 +557,8 @@ def fingerprints_sharded(
          "graph_share": rep["graph_bytes"] / max(graph_bytes, 1), **{k: rep[k] for k in keep}}
         for s, rep in enumerate(reports)
     ]  # fmt: skip
-    return _store(
-        graph, p, (fp_indptr, nodes, fp_counts), cut, hub_rows, total_visits,
+    return p.store(
+        graph, (fp_indptr, nodes, fp_counts), cut, hub_rows, total_visits,
         time.perf_counter() - t0, threads=workers, mode="sharded", workers=workers,
         rounds=rounds, split_nodes=int(split.size), object_store_bytes=put_bytes + moved,
         graph_bytes=graph_bytes, actors=actors_report, phase_seconds=seconds,

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from shardwalk.walks import _check, _kernels
+from shardwalk.walks import _check
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.repair import base_find
 
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 
@@ -451,7 +452,7 @@ class DynamicGraph:
     def _find(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Whether each edge (internal ids; unique, sorted by (src, dst)) is in the graph."""
         pos = np.empty(src.shape[0], np.int64)
-        _kernels.base_find(self.base.indptr, self.base.indices, self.base_live, src, dst, pos)
+        base_find(self.base.indptr, self.base.indices, self.base_live, src, dst, pos)
         found = pos >= 0
         with_ext = np.unique(src[self.row_len[src] > 0])
         if with_ext.size:  # the segments of the rows touched (their own size)
@@ -597,7 +598,7 @@ class DynamicGraph:
 
     # -- reads ------------------------------------------------------------------------------
     def kernel_arrays(self) -> tuple[Any, ...]:
-        """The dynamic graph as the walk kernels take it (``_kernels.dyn_next``)."""
+        """The dynamic graph as the walk kernels take it (``kernels.repair.dyn_next``)."""
         base = self.base
         a_prob, a_idx = base.alias()
         b_tot = self._base_totals() if self.weighted else np.zeros(0)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from shardwalk.walks import _check
 from shardwalk.walks.graph import CSRGraph
-from shardwalk.walks.ppr import PPRIndex
+from shardwalk.walks.ppr import Method, PPRIndex
 
 from shardwalk.errors import InvalidArgumentError
 
@@ -153,7 +153,7 @@ def evaluate(
     index: PPRIndex,
     sources: dict[str, np.ndarray] | np.ndarray,
     *,
-    method: str,
+    method: Method,
     k: int = 100,
     exact_tol: float = 1e-10,
     truth: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -182,7 +182,7 @@ def evaluate(
     k = _check.check_k(k)
     groups = sources if isinstance(sources, dict) else {"all": np.asarray(sources)}
     n = index.graph.num_nodes
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, ids in groups.items():
         for s in np.asarray(ids).tolist():
             if truth is not None and int(s) in truth:

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from shardwalk.walks import _check, _kernels
+from shardwalk.walks import _check
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.fastrp import add_normalized_rows, propagate, sparse_projection_rows
 
 from shardwalk.errors import InvalidArgumentError
 
@@ -95,20 +96,20 @@ def fastrp(
         else:
             deg = np.diff(graph.indptr).astype(np.float64)
         scale = np.power(np.maximum(deg, 1.0), beta)
-    proj = _kernels.sparse_projection_rows(n, dim, density, seed, scale)
+    proj = sparse_projection_rows(n, dim, density, seed, scale)
     out = np.zeros((n, dim), np.float32)
     if self_w != 0.0:
-        _kernels.add_normalized_rows(out, proj, self_w)
+        add_normalized_rows(out, proj, self_w)
     indptr = np.ascontiguousarray(graph.indptr)
     indices = np.ascontiguousarray(graph.indices)
     probs = graph.transition_probs()
     cur = proj
     nxt = np.empty_like(proj)
     for w in weights:
-        _kernels.propagate(indptr, indices, probs, graph.weighted, cur, nxt)
+        propagate(indptr, indices, probs, graph.weighted, cur, nxt)
         cur, nxt = nxt, cur
         if w != 0.0:
-            _kernels.add_normalized_rows(out, cur, w)
+            add_normalized_rows(out, cur, w)
     del cur, nxt, proj
     if normalize:
         norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -29,8 +29,15 @@ from typing import Any
 
 import numba
 import numpy as np
-from shardwalk.walks import _check, _kernels
+from shardwalk.walks import _check
 from shardwalk.walks.graph import CSRGraph, _read_meta
+from shardwalk.walks.kernels.walks import (
+    compact_fingerprints,
+    fingerprint_block,
+    sample_walk_paths,
+    walk_lengths,
+    walk_visit_bounds,
+)
 
 from shardwalk._files import load_npy, save_npy, write_meta
 from shardwalk._progress import Progress, Stage, check_progress
@@ -196,10 +203,11 @@ class FingerprintStore:
             nodes = load_npy(d / "nodes.npy", mmap=mmap)
             counts = load_npy(d / "counts.npy", mmap=mmap)
             trunc = load_npy(d / "truncated.npy", mmap=mmap) if meta["top_k"] else None
-            hub_arrays = {
-                name: load_npy(d / f"{name}.npy", mmap=mmap) if meta.get("num_hubs") else None
-                for name in _HUB_FILES
-            }
+            hub_arrays: dict[str, np.ndarray] = (
+                {name: load_npy(d / f"{name}.npy", mmap=mmap) for name in _HUB_FILES}
+                if meta.get("num_hubs")
+                else {}
+            )
         except FileNotFoundError as exc:
             raise CorruptionError(
                 f"fingerprints at {d} are incomplete: {exc.filename} is missing"
@@ -292,14 +300,14 @@ class _Walker:
         total_visits = 0
         base = 0
         for sources in blocks:
-            bounds = _kernels.walk_visit_bounds(sources, r, self.alpha, self.seed)
+            bounds = walk_visit_bounds(sources, r, self.alpha, self.seed)
             offsets = np.zeros(sources.size + 1, np.int64)
             np.cumsum(bounds, out=offsets[1:])
             buf_nodes = np.empty(int(offsets[-1]), self.indices.dtype)
             buf_counts = np.empty(int(offsets[-1]), np.uint32)
             nnz = np.empty(sources.size, np.int64)
             visits = np.empty(sources.size, np.int64)
-            _kernels.fingerprint_block(
+            fingerprint_block(
                 self.indptr, self.indices, self.a_prob, self.a_idx, self.graph.weighted,
                 sources, r, self.alpha, self.seed, self.mode,
                 offsets, buf_nodes, buf_counts, nnz, visits, self.chunks,
@@ -312,7 +320,7 @@ class _Walker:
             )
             out_counts = np.empty(int(out_ip[-1]), np.uint32)
             cut = np.empty(sources.size, np.int64)
-            _kernels.compact_fingerprints(
+            compact_fingerprints(
                 offsets, buf_nodes, buf_counts, nnz, k, out_ip, out_nodes, out_counts, cut
             )
             del buf_nodes, buf_counts
@@ -331,6 +339,75 @@ class _Walker:
             counts = counts.astype(np.uint16)
         cut = np.concatenate(parts_cut) if parts_cut else np.zeros(0, np.int64)
         return fp_indptr, nodes, counts, cut, total_visits
+
+
+def hub_store_rows(
+    hubs: np.ndarray, hub_walks: int, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray
+) -> dict[str, Any]:
+    """The :class:`FingerprintStore` fields of hub rows (``hub_walks`` walks per hub)."""
+    return dict(hubs=hubs, hub_walks=hub_walks, hub_indptr=indptr, hub_nodes=nodes,
+                hub_counts=counts)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """The checked parameters of a fingerprint build, checked alike by every builder
+    (embedded, on Ray, kept walks) and the store they make from them."""
+
+    alpha: float
+    walks: int  # walks per node (R)
+    seed: int
+    rule: str
+    top_k: int  # 0: rows not truncated
+    hubs: np.ndarray
+    hub_walks: int
+
+    @property
+    def mode(self) -> int:
+        return _check.DANGLING_MODES[self.rule]
+
+    @classmethod
+    def check(cls, graph: CSRGraph, walks_per_node: int, alpha: float, seed: int, dangling: str,
+              top_k: int | None, hubs: int | str | None, hub_walks: int, *,
+              max_walks: int = 2**31 - 1, max_hub_walks: int = 2**31 - 1) -> BuildParams:  # fmt: skip
+        """Raises InvalidArgumentError for a bad value (hubs chosen on ``graph``)."""
+        return cls(
+            alpha=_check.check_alpha(alpha),
+            walks=_check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=max_walks),
+            seed=_check.check_seed(seed),
+            rule=_check.check_store_dangling(dangling),
+            top_k=0 if top_k is None else _check.check_int("top_k", top_k, minimum=1),
+            hubs=select_hubs(graph, hubs),
+            hub_walks=_check.check_int("hub_walks", hub_walks, minimum=1, maximum=max_hub_walks),
+        )
+
+    def hub_rows(self, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
+        return hub_store_rows(self.hubs, self.hub_walks, indptr, nodes, counts)
+
+    def store(
+        self, graph: CSRGraph, rows: tuple, cut: np.ndarray, hub_rows: dict[str, Any],
+        visits: int, seconds: float, **stats: Any,
+    ) -> FingerprintStore:  # fmt: skip
+        """The store of rows ``(indptr, nodes, counts)`` built on ``graph`` (the mass cut by
+        top_k per row in ``cut``, in visits), with its ``stats``: seconds, walks, hubs,
+        visits, steps (transitions), steps_per_second, nbytes, entries_per_node, then
+        ``stats``."""
+        indptr, nodes, counts = rows
+        n = int(indptr.shape[0] - 1)
+        store = FingerprintStore(
+            indptr=indptr, nodes=nodes, counts=counts,
+            truncated=(cut * (self.alpha / self.walks)).astype(np.float32) if self.top_k else None,
+            alpha=self.alpha, walks_per_node=self.walks, dangling=self.rule, seed=self.seed,
+            top_k=self.top_k or None, graph_digest=graph.digest(), **hub_rows,
+        )  # fmt: skip
+        walks = n * self.walks + self.hubs.size * self.hub_walks
+        steps = visits - walks  # transitions: every visit but each walk's first
+        store.stats.update(
+            seconds=seconds, walks=walks, hubs=int(self.hubs.size), visits=visits, steps=steps,
+            steps_per_second=steps / seconds if seconds > 0 else float("nan"),
+            nbytes=store.nbytes, entries_per_node=store.num_entries / max(n, 1), **stats,
+        )  # fmt: skip
+        return store
 
 
 def build_fingerprints(
@@ -393,73 +470,37 @@ def build_fingerprints(
     """
     if not isinstance(graph, CSRGraph):
         raise InvalidArgumentError(f"graph must be a CSRGraph; got {type(graph).__name__}")
-    alpha = _check.check_alpha(alpha)
-    r = _check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**31 - 1)
-    seed = _check.check_seed(seed)
-    rule = _check.check_store_dangling(dangling)
-    k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
+    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
     block = _check.check_int("block_size", block_size, minimum=1)
-    hub_ids = select_hubs(graph, hubs)
-    r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**31 - 1)
     progress = check_progress(progress)
 
     t0 = time.perf_counter()
     n = graph.num_nodes
-    walker = _Walker(graph, alpha, seed, _check.DANGLING_MODES[rule])
+    r, r_hub = p.walks, p.hub_walks
+    walker = _Walker(graph, p.alpha, p.seed, p.mode)
     blocks = (np.arange(lo, min(n, lo + block), dtype=np.int64) for lo in range(0, n, block))
     walked = Stage(progress, "walks", n * r)
     fp_indptr, nodes, counts, cut, total_visits = walker.rows(
-        blocks, r, k, lambda sources: walked.advance(sources * r)
+        blocks, r, p.top_k, lambda sources: walked.advance(sources * r)
     )
     walked.finish()
-    truncated = (cut * (alpha / r)).astype(np.float32) if k else None
     hub_rows: dict[str, Any] = {}
-    if hub_ids.size:
+    if p.hubs.size:
         # never truncated: hub rows exist to be accurate. In blocks of about a block's walks
         # (a row depends only on its source, so the same rows as in one block)
         per_block = max(1, block * r // r_hub)
-        hub_blocks = (hub_ids[lo : lo + per_block] for lo in range(0, hub_ids.size, per_block))
-        walked = Stage(progress, "hub walks", hub_ids.size * r_hub)
+        hub_blocks = (p.hubs[lo : lo + per_block] for lo in range(0, p.hubs.size, per_block))
+        walked = Stage(progress, "hub walks", p.hubs.size * r_hub)
         hub_ip, hub_nodes, hub_counts, _, hub_visits = walker.rows(
             hub_blocks, r_hub, 0, lambda sources: walked.advance(sources * r_hub)
         )
         walked.finish()
-        hub_rows = dict(
-            hubs=hub_ids,
-            hub_walks=r_hub,
-            hub_indptr=hub_ip,
-            hub_nodes=hub_nodes,
-            hub_counts=hub_counts,
-        )
+        hub_rows = p.hub_rows(hub_ip, hub_nodes, hub_counts)
         total_visits += hub_visits
-    seconds = time.perf_counter() - t0
-    walks = n * r + hub_ids.size * r_hub
-    steps = total_visits - walks  # transitions: every visit but each walk's first
-    store = FingerprintStore(
-        indptr=fp_indptr,
-        nodes=nodes,
-        counts=counts,
-        truncated=truncated,
-        alpha=alpha,
-        walks_per_node=r,
-        dangling=rule,
-        seed=seed,
-        top_k=k or None,
-        graph_digest=graph.digest(),
-        **hub_rows,
-    )
-    store.stats.update(
-        seconds=seconds,
-        walks=walks,
-        hubs=int(hub_ids.size),
-        visits=total_visits,
-        steps=steps,
-        steps_per_second=steps / seconds if seconds > 0 else float("nan"),
-        threads=walker.chunks,
-        nbytes=store.nbytes,
-        entries_per_node=store.num_entries / max(n, 1),
-    )
-    return store
+    return p.store(
+        graph, (fp_indptr, nodes, counts), cut, hub_rows, total_visits,
+        time.perf_counter() - t0, threads=walker.chunks,
+    )  # fmt: skip
 
 
 def sample_walks(
@@ -483,12 +524,12 @@ def sample_walks(
     rule = _check.check_dangling(dangling)
     src = graph.to_internal(np.atleast_1d(np.asarray(sources)), what="source")
     a_prob, a_idx = graph.alias()
-    room = _kernels.walk_lengths(src, r, alpha, seed)
+    room = walk_lengths(src, r, alpha, seed)
     offsets = np.zeros(room.size + 1, np.int64)
     np.cumsum(room, out=offsets[1:])
     path = np.empty(int(offsets[-1]), graph.indices.dtype)
     lengths = np.empty(room.size, np.int64)
-    _kernels.sample_walk_paths(
+    sample_walk_paths(
         np.ascontiguousarray(graph.indptr), np.ascontiguousarray(graph.indices), a_prob, a_idx,
         graph.weighted, src, r, alpha, seed, _check.DANGLING_MODES[rule], offsets, path, lengths,
     )  # fmt: skip

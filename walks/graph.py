@@ -157,6 +157,7 @@ class CSRGraph:
             missing = (ext < 0) | (ext >= n)
             internal = ext
         else:
+            assert order is not None and sorted_ids is not None  # not the identity
             pos = np.searchsorted(sorted_ids, ext)
             pos_c = np.minimum(pos, max(n - 1, 0))
             missing = (pos >= n) | (sorted_ids[pos_c] != ext) if n else np.ones(ext.shape, bool)
@@ -376,32 +377,32 @@ class CSRGraph:
             c = 0
             for arr in (self.indptr, self.indices, self.weights, self.node_ids):
                 if arr is not None:
-                    c = zlib.crc32(np.ascontiguousarray(arr).view(np.uint8), c)
+                    c = zlib.crc32(np.ascontiguousarray(arr).view(np.uint8).data, c)
             self._cache["digest"] = f"{c:08x}-{self.num_nodes}-{self.num_edges}"
         return self._cache["digest"]
 
     def transition_probs(self) -> np.ndarray:
         """Per-edge transition probabilities w_uv / sum_v w_uv (float64); empty if unweighted."""
         if "probs" not in self._cache:
-            from shardwalk.walks import _kernels
+            from shardwalk.walks.kernels.alias import row_probabilities
 
             if self.weights is None:
                 self._cache["probs"] = np.zeros(0, np.float64)
             else:
-                self._cache["probs"] = _kernels.row_probabilities(self.indptr, self.weights)
+                self._cache["probs"] = row_probabilities(self.indptr, self.weights)
         return self._cache["probs"]
 
     def alias(self) -> tuple[np.ndarray, np.ndarray]:
         """Alias tables (prob float32, alias int32 offsets) for weighted walks; empty if unweighted."""
         if "alias" not in self._cache:
-            from shardwalk.walks import _kernels
+            from shardwalk.walks.kernels.alias import alias_tables
 
             if self.weights is None:
                 self._cache["alias"] = (np.zeros(0, np.float32), np.zeros(0, np.int32))
             else:
                 import numba
 
-                self._cache["alias"] = _kernels.alias_tables(
+                self._cache["alias"] = alias_tables(
                     self.indptr, self.weights, numba.get_num_threads()
                 )
         return self._cache["alias"]

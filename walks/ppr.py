@@ -61,15 +61,26 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numba
 import numpy as np
-from shardwalk.walks import _check, _kernels
+from shardwalk.walks import _check
 from shardwalk.walks.fingerprints import FingerprintStore
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.compose import compose_batch, compose_chunk, compose_one
+from shardwalk.walks.kernels.exact import exact_batch, exact_chunk, exact_one
+from shardwalk.walks.kernels.hybrid import hybrid_batch, hybrid_chunk, hybrid_one
+from shardwalk.walks.kernels.push import push_batch, push_chunk, push_one
+from shardwalk.walks.kernels.query import (
+    STATS_COLUMNS,
+    WORK_PUSHED,
+    count_runs,
+    row_max_count,
+    sort_rows_by_count,
+)
 
 from shardwalk._deadline import stop_flag
 from shardwalk.errors import InvalidArgumentError
@@ -99,6 +110,11 @@ HYBRID_R_MAX = 5e-5  # the hybrid method's default push threshold (residual per 
 NOISE_CALIBRATION = 1.75
 Method = Literal["fingerprint", "hybrid", "push", "exact"]
 _FINGERPRINT_METHODS = ("fingerprint", "hybrid")  # the methods that read the fingerprints
+
+
+def _check_method(method: object) -> Method:
+    """``method`` if it is one of METHODS, else InvalidArgumentError listing them."""
+    return cast(Method, _check.check_choice("method", method, METHODS))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,20 +169,23 @@ class PPRResult:
 
 
 class _Scratch:
-    """Dense per-thread arrays for the query kernels, reused between calls (kept zeroed)."""
+    """Dense per-thread arrays for the query kernels, reused between calls (kept zeroed), one
+    row per chunk of a batch. Named for the fingerprint method's composition (flow pushed round
+    by round, then composed); push and hybrid keep their estimates p in ``score``, their
+    residuals r (the flow not yet pushed) in ``flow`` and their FIFO queue in ``frontier``."""
 
     def __init__(self, n: int, chunks: int) -> None:
         self.chunks = chunks
         shape = (chunks, n)
-        self.a = np.zeros(shape, np.float64)  # flow / p
-        self.b = np.zeros(shape, np.float64)  # flow_next / r
-        self.c = np.zeros(shape, np.float64)  # score
-        self.d = np.zeros(shape, np.float64)  # var
+        self.flow = np.zeros(shape, np.float64)  # this round's flow / push's residuals
+        self.flow_next = np.zeros(shape, np.float64)  # the next round's flow
+        self.score = np.zeros(shape, np.float64)  # the estimates
+        self.var = np.zeros(shape, np.float64)  # their MC variance proxy (fingerprint rows)
         idx = np.int32 if n <= np.iinfo(np.int32).max else np.int64
-        self.i1 = np.zeros(shape, idx)  # frontier / queue
-        self.i2 = np.zeros(shape, idx)  # frontier_next
-        self.i3 = np.zeros(shape, idx)  # touched
-        self.flag = np.zeros(shape, np.int8)  # in-queue flags (push)
+        self.frontier = np.zeros(shape, idx)  # nodes with flow this round / push's queue
+        self.frontier_next = np.zeros(shape, idx)  # nodes with flow next round
+        self.touched = np.zeros(shape, idx)  # nodes with an estimate (reset after each query)
+        self.flag = np.zeros(shape, np.int8)  # push: bit 1 queued, bit 2 touched
 
 
 class PPRIndex:
@@ -315,7 +334,7 @@ class PPRIndex:
         """Check a query's method, alpha, rule and parameters without running one (seeds and
         k aside): raises what :meth:`query` would raise for them; returns (alpha, rule) the
         query would use."""
-        method = _check.check_choice("method", method, METHODS)
+        method = _check_method(method)
         alpha, rule, _ = self._prepare(method, alpha, dangling, dict(params))
         return alpha, rule
 
@@ -446,7 +465,7 @@ class PPRIndex:
         array of single-node queries. Other arguments as in :meth:`query`.
         """
         t0 = time.perf_counter()
-        method = _check.check_choice("method", method, METHODS)
+        method = _check_method(method)
         k = _check.check_k(k)
         if isinstance(queries, (str, bytes, Mapping)) or not isinstance(
             queries, (Sequence, np.ndarray)
@@ -464,11 +483,12 @@ class PPRIndex:
         nq = len(queries)
         ids = np.empty((nq, k), np.int64)
         scores = np.empty((nq, k), np.float32)
-        run = {
+        runs: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
             "fingerprint": self._run_fingerprint,
             "hybrid": self._run_hybrid,
             "push": self._run_push,
-        }.get(method, self._run_exact)
+        }
+        run = runs.get(method, self._run_exact)
         mass, error, work = run(q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, *args)
         if rule == "restart" and method != "exact":
             # the kernels ran the drop rule; restart = drop / its mass (module docstring)
@@ -504,7 +524,7 @@ class PPRIndex:
         (external ids, scores, error as in :class:`PPRResult`). Used by the accuracy harness.
         Arguments as in :meth:`query` (``k`` matters only to the hybrid's ``prune``, which
         composes what can move the top k)."""
-        method = _check.check_choice("method", method, METHODS)
+        method = _check_method(method)
         k = _check.check_k(k)
         _, q_nodes, q_w = self._seed_arrays([seeds])
         alpha, rule, args = self._prepare(method, alpha, dangling, params)
@@ -512,7 +532,7 @@ class PPRIndex:
         if method == "exact":
             tol, max_iter = args
             with stop_flag("exact PPR") as stop:
-                x, tail, _ = _kernels.exact_one(
+                x, tail, _ = exact_one(
                     self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
                     alpha, tol, max_iter, _check.DANGLING_MODES[rule], stop,
                 )  # fmt: skip
@@ -523,40 +543,43 @@ class PPRIndex:
             if method == "push":
                 (r_max,) = args
                 with stop_flag("push PPR") as stop:
-                    nt, err, _ = _kernels.push_one(
+                    nt, err, _ = push_one(
                         self._indptr, self._indices, self._probs, g.weighted, q_nodes, q_w,
-                        alpha, r_max, mode, s.a[0], s.b[0], s.i1[0], s.flag[0], s.i3[0], stop,
+                        alpha, r_max, mode, s.score[0], s.flow[0], s.frontier[0], s.flag[0], s.touched[0],
+                        stop,
                         np.zeros(3, np.int64),
                     )  # fmt: skip
-                touched = s.i3[0][:nt].copy()
-                vals = s.a[0][touched].copy()
-                s.a[0][touched] = 0.0
+                touched = s.touched[0][:nt].copy()
+                vals = s.score[0][touched].copy()
+                s.score[0][touched] = 0.0
             else:
                 if method == "hybrid":
                     r_max, absorb, drop, prune = args
-                    score = s.a[0]
+                    score = s.score[0]
                     with stop_flag("hybrid PPR") as stop:
-                        nt, dropped, _ = _kernels.hybrid_one(
+                        nt, dropped, _ = hybrid_one(
                             self._indptr, self._indices, self._probs, g.weighted,
                             *self._hybrid_arrays(), q_nodes, q_w, alpha, r_max, absorb, drop,
-                            prune, k, mode, score, s.b[0], s.d[0], s.i1[0], s.flag[0], s.i3[0],
+                            prune, k, mode, score, s.flow[0], s.var[0], s.frontier[0], s.flag[0],
+                            s.touched[0],
                             stop, np.zeros(3, np.int64),
                         )  # fmt: skip
                 else:
                     rounds, thr, drop = args
-                    score = s.c[0]
-                    nt, dropped, _ = _kernels.compose_one(
+                    score = s.score[0]
+                    nt, dropped, _ = compose_one(
                         self._indptr, self._indices, self._probs, g.weighted, *self._fp_rows,
                         q_nodes, q_w, alpha, rounds, thr, drop, mode,
-                        s.a[0], s.b[0], score, s.d[0], s.i1[0], s.i2[0], s.i3[0],
+                        s.flow[0], s.flow_next[0], score, s.var[0], s.frontier[0], s.frontier_next[0],
+                        s.touched[0],
                         np.zeros(3, np.int64),
                     )  # fmt: skip
-                touched = s.i3[0][:nt].copy()
+                touched = s.touched[0][:nt].copy()
                 vals = score[touched].copy()
-                noise = float(np.sqrt(s.d[0][touched]).sum()) * np.sqrt(2.0 / np.pi)
+                noise = float(np.sqrt(s.var[0][touched]).sum()) * np.sqrt(2.0 / np.pi)
                 noise *= NOISE_CALIBRATION
                 score[touched] = 0.0
-                s.d[0][touched] = 0.0
+                s.var[0][touched] = 0.0
                 err = dropped + noise
         if rule == "restart":
             mass = vals.sum()
@@ -580,17 +603,18 @@ class PPRIndex:
 
     def _run_fingerprint(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, rounds, thr, drop):
         nq = q_ptr.size - 1
-        out = np.empty((nq, _kernels.STATS_COLUMNS), np.float64)
+        out = np.empty((nq, STATS_COLUMNS), np.float64)
         with self._scratch(self._chunks(nq)) as s:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted, *self._fp_rows,
                 q_ptr, q_nodes, q_w, alpha, rounds, thr, drop, _walk_mode(rule), k,
-                s.a, s.b, s.c, s.d, s.i1, s.i2, s.i3, ids, scores, out,
+                s.flow, s.flow_next, s.score, s.var, s.frontier, s.frontier_next, s.touched, ids,
+                scores, out,
             )  # fmt: skip
             if s.chunks == 1:  # no parallel region: no wait for a busy core
-                _kernels.compose_chunk(0, 1, *args)
+                compose_chunk(0, 1, *args)
             else:
-                _kernels.compose_batch(*args)
+                compose_batch(*args)
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
         return mass, dropped + NOISE_CALIBRATION * noise, _work(out)
 
@@ -598,34 +622,34 @@ class PPRIndex:
         self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max, absorb, drop, prune
     ):
         nq = q_ptr.size - 1
-        out = np.empty((nq, _kernels.STATS_COLUMNS), np.float64)
+        out = np.empty((nq, STATS_COLUMNS), np.float64)
         fp = self._hybrid_arrays()
         with self._scratch(self._chunks(nq)) as s, stop_flag("hybrid PPR") as stop:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted, *fp,
                 q_ptr, q_nodes, q_w, alpha, r_max, absorb, drop, prune, _walk_mode(rule), k,
-                s.a, s.b, s.d, s.i1, s.flag, s.i3, ids, scores, out, stop,
+                s.score, s.flow, s.var, s.frontier, s.flag, s.touched, ids, scores, out, stop,
             )  # fmt: skip
             if s.chunks == 1:
-                _kernels.hybrid_chunk(0, 1, *args)
+                hybrid_chunk(0, 1, *args)
             else:
-                _kernels.hybrid_batch(*args)
+                hybrid_batch(*args)
         mass, dropped, noise = out[:, 0], out[:, 1], out[:, 3]
         return mass, dropped + NOISE_CALIBRATION * noise, _work(out)
 
     def _hybrid_arrays(self) -> tuple:
         """The fingerprint arrays of the hybrid kernel: ``self._fp`` with each hub row's
         entries sorted by count (descending), per row the largest R-walk count, and the hub
-        rows' runs of equal count (for contribution pruning, ``_kernels.hybrid_one``). Prepared on
+        rows' runs of equal count (for contribution pruning, ``kernels.hybrid.hybrid_one``). Prepared on
         first use (one parallel pass over the store), then kept."""
         fp = self._fp_hybrid
         if fp is None:
             with self._lock:
                 if self._fp_hybrid is None:
                     f = self._fp
-                    hub_nodes, hub_counts, _ = _kernels.sort_rows_by_count(f[6], f[7], f[8])
-                    runs = _kernels.count_runs(f[6], hub_counts)
-                    row_max = _kernels.row_max_count(f[0], f[2])
+                    hub_nodes, hub_counts, _ = sort_rows_by_count(f[6], f[7], f[8])
+                    runs = count_runs(f[6], hub_counts)
+                    row_max = row_max_count(f[0], f[2])
                     self._fp_hybrid = (
                         *f[:7], hub_nodes, hub_counts, *f[9:], row_max, *runs,
                     )  # fmt: skip
@@ -646,17 +670,17 @@ class PPRIndex:
 
     def _run_push(self, q_ptr, q_nodes, q_w, k, ids, scores, alpha, rule, r_max):
         nq = q_ptr.size - 1
-        out = np.empty((nq, _kernels.STATS_COLUMNS), np.float64)
+        out = np.empty((nq, STATS_COLUMNS), np.float64)
         with self._scratch(self._chunks(nq)) as s, stop_flag("push PPR") as stop:
             args = (
                 self._indptr, self._indices, self._probs, self.graph.weighted,
                 q_ptr, q_nodes, q_w, alpha, r_max, _walk_mode(rule), k,
-                s.a, s.b, s.i1, s.flag, s.i3, ids, scores, out, stop,
+                s.score, s.flow, s.frontier, s.flag, s.touched, ids, scores, out, stop,
             )  # fmt: skip
             if s.chunks == 1:
-                _kernels.push_chunk(0, 1, *args)
+                push_chunk(0, 1, *args)
             else:
-                _kernels.push_batch(*args)
+                push_batch(*args)
         return out[:, 0], out[:, 1], _work(out)
 
     def _fingerprint_params(self, params):
@@ -691,9 +715,9 @@ class PPRIndex:
                 _check.DANGLING_MODES[rule], k, ids, scores, out, stop,
             )  # fmt: skip
             if nq == 1:
-                _kernels.exact_chunk(0, 1, *args)
+                exact_chunk(0, 1, *args)
             else:
-                _kernels.exact_batch(*args, self._chunks(nq))
+                exact_batch(*args, self._chunks(nq))
         return out[:, 0], out[:, 1], np.zeros((nq, 3), np.int64)
 
 
@@ -740,7 +764,7 @@ class AccuracySetting:
 
     precision: float
     budget_ms: float
-    candidates: tuple[tuple[str, dict[str, Any]], ...]
+    candidates: tuple[tuple[Method, dict[str, Any]], ...]
 
     @property
     def work_budget(self) -> int:
@@ -781,7 +805,7 @@ ACCURACY_CANDIDATES: dict[str, AccuracySetting] = {
 }
 # the reference of calibration: power iteration to a certified l1 error <= 1e-5 (cheaper than
 # push to 1e-7 on social graphs, whose bound is a few percent)
-CALIBRATION_REFERENCE = {"method": "exact", "tol": 1e-5}
+CALIBRATION_REFERENCE: dict[str, Any] = {"method": "exact", "tol": 1e-5}
 
 
 def precision_at_k(
@@ -829,7 +853,7 @@ def calibrate_accuracy(
     ref_params = {key: v for key, v in CALIBRATION_REFERENCE.items() if key != "method"}
     ref = index.query_batch(queries, k=k, method=ref_method, **ref_params)
     for name, setting in ACCURACY_CANDIDATES.items():
-        measured = []
+        measured: list[dict[str, Any]] = []
         for method, params in setting.candidates:
             res = index.query_batch(queries, k=k, method=method, **params)
             hits = np.array([
@@ -895,8 +919,8 @@ def calibrate_accuracy(
 def _hub_arrays(store: FingerprintStore) -> tuple:
     """(hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor) for the kernels:
     hub_pos[u] is u's row among the hub rows, -1 for nodes without one (every node when there
-    are none); var_factor[x] = 2 G_xx - 1 (see ``_kernels._add_row``), G_xx = the visits of x
-    in its own row per walk (its hub row when it has one), at least 1."""
+    are none); var_factor[x] = 2 G_xx - 1 (see ``kernels.compose._add_row``), G_xx = the
+    visits of x in its own row per walk (its hub row when it has one), at least 1."""
     n = store.num_nodes
     hub_pos = np.full(n, -1, np.int32)
     own = _self_visits(store.indptr, store.nodes, store.counts, store.walks_per_node)
@@ -905,9 +929,9 @@ def _hub_arrays(store: FingerprintStore) -> tuple:
     else:
         hubs = np.asarray(store.hubs)
         hub_pos[hubs] = np.arange(store.num_hubs, dtype=np.int32)
-        own[hubs] = _self_visits(
-            store.hub_indptr, store.hub_nodes, store.hub_counts, store.hub_walks, rows=hubs
-        )
+        h_ip, h_nodes, h_counts = store.hub_indptr, store.hub_nodes, store.hub_counts
+        assert h_ip is not None and h_nodes is not None and h_counts is not None  # hubs: rows
+        own[hubs] = _self_visits(h_ip, h_nodes, h_counts, store.hub_walks, rows=hubs)
         hub = (
             np.ascontiguousarray(store.hub_indptr),
             np.ascontiguousarray(store.hub_nodes),
@@ -934,7 +958,7 @@ def _self_visits(
 
 def _work(out: np.ndarray) -> np.ndarray:
     """The counted-work columns of a kernel's ``out_stats`` as int64 (q, 3)."""
-    return out[:, _kernels.WORK_PUSHED : _kernels.WORK_PUSHED + 3].astype(np.int64)
+    return out[:, WORK_PUSHED : WORK_PUSHED + 3].astype(np.int64)
 
 
 def _walk_mode(rule: str) -> int:

@@ -5,7 +5,7 @@ the Monte Carlo walks and, when the out-edges of u change, re-simulate only the 
 through u, each from its visit to u, with the probability that the change moves it (for an
 added edge of an unweighted node, 1 / new out-degree per visit). Here every visit's move out
 of a changed node is kept with probability min(1, q(t) / p(t)) and otherwise redrawn from
-(q - p)^+ (``_kernels.walks_plan``): the maximal coupling of the old and new move
+(q - p)^+ (``kernels.repair.walks_plan``): the maximal coupling of the old and new move
 distributions, which is exactly that rule for an added edge, reroutes exactly the walks that
 took a deleted edge, and covers weight changes, dangling nodes and deletions the same way. The
 rerouted walk continues on the new graph with a fresh geometric length (the walk is
@@ -30,7 +30,7 @@ rerouted away since it was built (``stale_share``; their entries false hits, and
 their sources, are found from ``block_src``. False hits (a walk rerouted since) only cost a
 scan of that walk. Finding the walks a batch affects costs the changed nodes' entries and a
 scan of the walks they name (a bit test per visit against a bitmap of the changed nodes,
-``_kernels.walks_plan``), not a scan of whole blocks; the blocks of the walks rerouted are
+``kernels.repair.walks_plan``), not a scan of whole blocks; the blocks of the walks rerouted are
 rewritten. (``walks_per_unit`` > 1 indexes groups of walks instead: fewer, denser entries,
 more walks scanned.)
 
@@ -56,8 +56,29 @@ from typing import Any
 
 import numba
 import numpy as np
-from shardwalk.walks import _kernels
 from shardwalk.walks.dynamic import Change, DynamicGraph, _gather
+from shardwalk.walks.kernels.bitmap import node_bitmap
+from shardwalk.walks.kernels.repair import (
+    apply_row_deltas,
+    pack_blocks,
+    splice_rows,
+    walks_bounds,
+    walks_build,
+    walks_count,
+    walks_delta,
+    walks_plan,
+    walks_rewrite,
+)
+from shardwalk.walks.kernels.rng import MODE_DROP
+from shardwalk.walks.kernels.visit_index import (
+    gaps_encode,
+    gaps_mark,
+    gaps_merge,
+    transpose_rows,
+    unit_visits,
+    walks_new_visits,
+)
+from shardwalk.walks.kernels.walks import compact_fingerprints
 
 from shardwalk._files import load_npy, read_meta, save_npy, write_meta
 from shardwalk._progress import Progress, Stage
@@ -75,9 +96,9 @@ _U32 = np.iinfo(np.uint32).max
 _HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
 _CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its progress
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
-# buffers behind the properties; entries past _nb, used and ovf_used are unseen)
-_STATE = ("_nb", "used", "live", "ovf_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
-          "_lo", "_hi", "ovf_nodes", "ovf_units", "t_indptr", "t_units", "dl_used", "_recount",
+# buffers behind the properties; entries past _nb, used and overflow_used are unseen)
+_STATE = ("_nb", "used", "live", "overflow_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
+          "_lo", "_hi", "overflow_nodes", "overflow_units", "t_indptr", "t_units", "dl_used", "_recount",
           "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale")  # fmt: skip
 
 
@@ -98,6 +119,15 @@ def _grow(arr: np.ndarray, need: int) -> np.ndarray:
 
 class WalkStore:
     """R kept walks per source block (see the module docstring)."""
+
+    # the buffers behind the per-block properties below (block_src ... dirty), with room to
+    # grow past the blocks in use (``_nb``)
+    _src: np.ndarray
+    _w0: np.ndarray
+    _start: np.ndarray
+    _len: np.ndarray
+    _drop: np.ndarray
+    _dirty: np.ndarray
 
     #: visit changes logged before the log may give way to recounting (see ``logged``)
     log_min = 1 << 16
@@ -217,7 +247,9 @@ class WalkStore:
         arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
                   self.t_indptr, self.t_units)  # fmt: skip
         walks = self.used * (self._lo.itemsize + self._hi.itemsize)
-        overflow = self.ovf_used * (self.ovf_nodes.itemsize + self.ovf_units.itemsize)
+        overflow = self.overflow_used * (
+            self.overflow_nodes.itemsize + self.overflow_units.itemsize
+        )
         if self._by_src is not None:
             overflow += self._by_src.nbytes
         log = self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
@@ -256,22 +288,22 @@ class WalkStore:
         chunks = max(1, min(numba.get_num_threads(), nu))
         args = (nu, self.per_unit, self.R, self.blk_start, self.walk_len, self.dropped, self._lo,
                 self._hi, num_nodes)  # fmt: skip
-        _kernels.unit_visits(*args, ip, np.zeros(0, np.int32), chunks)
+        unit_visits(*args, ip, np.zeros(0, np.int32), chunks)
         np.cumsum(ip, out=ip)
         nodes = np.empty(int(ip[-1]), np.int32)
-        _kernels.unit_visits(*args, ip, nodes, chunks)
-        t_ip, t_rows = _kernels.transpose_rows(ip, nodes, num_nodes, chunks)
+        unit_visits(*args, ip, nodes, chunks)
+        t_ip, t_rows = transpose_rows(ip, nodes, num_nodes, chunks)
         del nodes
         b_ip = np.zeros(num_nodes + 1, np.int64)
-        _kernels.gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
+        gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
         np.cumsum(b_ip, out=b_ip)
         data = np.empty(int(b_ip[-1]), np.uint8)
-        _kernels.gaps_encode(t_ip, t_rows, b_ip, data)
+        gaps_encode(t_ip, t_rows, b_ip, data)
         self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
         self.t_units = data
-        self.ovf_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
-        self.ovf_units = np.zeros(0, np.int32)
-        self.ovf_used = 0
+        self.overflow_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
+        self.overflow_units = np.zeros(0, np.int32)
+        self.overflow_used = 0
         self.stale = 0  # visits rerouted away since: entries that may now name walks wrongly
 
     def _merge_overflow(self, num_nodes: int) -> None:
@@ -279,30 +311,30 @@ class WalkStore:
         entries): costs the index's bytes and the overflow, not a pass over every walk; the
         entries of visits rerouted away stay (false hits, counted in ``stale``) until the next
         :meth:`_index`."""
-        u = self.ovf_used
-        nodes = self.ovf_nodes[:u].astype(np.int64)
-        units = self.ovf_units[:u]
+        u = self.overflow_used
+        nodes = self.overflow_nodes[:u].astype(np.int64)
+        units = self.overflow_units[:u]
         order = np.lexsort((units, nodes))
         o_ip = np.zeros(num_nodes + 1, np.int64)
         np.cumsum(np.bincount(nodes, minlength=num_nodes), out=o_ip[1:])
         rows = np.ascontiguousarray(units[order])
         b_ip = np.zeros(num_nodes + 1, np.int64)
         t_ip = self.t_indptr.astype(np.int64)
-        _kernels.gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, np.zeros(0, np.uint8))
+        gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, np.zeros(0, np.uint8))
         np.cumsum(b_ip, out=b_ip)
         data = np.empty(int(b_ip[-1]), np.uint8)
-        _kernels.gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, data)
+        gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, data)
         self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
         self.t_units = data
-        self.ovf_used = 0
+        self.overflow_used = 0
 
     def _add_overflow(self, nodes: np.ndarray, units: np.ndarray) -> None:
-        need = self.ovf_used + nodes.shape[0]
-        self.ovf_nodes = _grow(self.ovf_nodes, need)
-        self.ovf_units = _grow(self.ovf_units, need)
-        self.ovf_nodes[self.ovf_used : need] = nodes
-        self.ovf_units[self.ovf_used : need] = units
-        self.ovf_used = need
+        need = self.overflow_used + nodes.shape[0]
+        self.overflow_nodes = _grow(self.overflow_nodes, need)
+        self.overflow_units = _grow(self.overflow_units, need)
+        self.overflow_nodes[self.overflow_used : need] = nodes
+        self.overflow_units[self.overflow_used : need] = units
+        self.overflow_used = need
 
     def _source_blocks(self, nodes: np.ndarray) -> np.ndarray:
         """The blocks whose source is one of ``nodes`` (sorted)."""
@@ -326,8 +358,12 @@ class WalkStore:
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
         coded = int((self.t_indptr[indexed + 1].astype(np.int64) - self.t_indptr[indexed]).sum())
         with _threads_for(coded):  # (the bytes to decode)
-            _kernels.gaps_mark(indexed, self.t_indptr, self.t_units, mark)
-        mark[self.ovf_units[: self.ovf_used][slot[self.ovf_nodes[: self.ovf_used]] >= 0]] = True
+            gaps_mark(indexed, self.t_indptr, self.t_units, mark)
+        mark[
+            self.overflow_units[: self.overflow_used][
+                slot[self.overflow_nodes[: self.overflow_used]] >= 0
+            ]
+        ] = True
         per_block = self.R // self.per_unit
         own = self._source_blocks(nodes)
         mark[(own[:, None] * per_block + np.arange(per_block)).reshape(-1)] = True
@@ -350,7 +386,7 @@ class WalkStore:
         buf_counts = np.empty(int(offsets[-1]), np.uint32)
         nnz = np.empty(blocks.shape[0], np.int64)
         visits = np.empty(blocks.shape[0], np.int64)
-        _kernels.walks_count(
+        walks_count(
             blocks, s, self.block_src, r, self.blk_start, self.walk_len, self._lo, self._hi,
             num_nodes,
             offsets, buf_nodes, buf_counts, nnz, visits, max(1, numba.get_num_threads()),
@@ -361,9 +397,7 @@ class WalkStore:
         nodes = np.empty(int(ip[-1]), np.int32)
         counts = np.empty(int(ip[-1]), np.uint32)
         cut = np.empty(blocks.shape[0], np.int64)
-        _kernels.compact_fingerprints(
-            offsets, buf_nodes, buf_counts, nnz, top_k, ip, nodes, counts, cut
-        )
+        compact_fingerprints(offsets, buf_nodes, buf_counts, nnz, top_k, ip, nodes, counts, cut)
         return ip, nodes, counts, cut
 
     # -- repair -----------------------------------------------------------------------------
@@ -385,12 +419,12 @@ class WalkStore:
         n = change.num_nodes_after
         if self._slot.shape[0] < n:
             self._slot = np.full(max(n, self._slot.shape[0] * 3 // 2), -1, np.int64)
-        chg_slot = self._slot[:n]
+        changed_slot = self._slot[:n]
         state = {name: getattr(self, name) for name in _STATE}
         undo: list[tuple[np.ndarray, ...]] = []  # entries rewritten in place, as they were
         try:
-            chg_slot[change.nodes] = np.arange(change.nodes.shape[0])
-            return self._repair(graph, change, seq, new_sources, chg_slot, undo, t0)
+            changed_slot[change.nodes] = np.arange(change.nodes.shape[0])
+            return self._repair(graph, change, seq, new_sources, changed_slot, undo, t0)
         except BaseException:
             for name, value in state.items():
                 setattr(self, name, value)
@@ -401,12 +435,12 @@ class WalkStore:
                     self._drop[walks] = dropped
             raise
         finally:
-            chg_slot[change.nodes] = -1
+            changed_slot[change.nodes] = -1
 
     def _repair(self, graph: DynamicGraph, change: Change, seq: int, new_sources: bool,
-                chg_slot: np.ndarray, undo: list, t0: float) -> dict[str, Any]:  # fmt: skip
+                changed_slot: np.ndarray, undo: list, t0: float) -> dict[str, Any]:  # fmt: skip
         n = change.num_nodes_after
-        rule_dangling = self.mode == _kernels.MODE_DROP
+        rule_dangling = self.mode == MODE_DROP
         kind = change.kinds
         old = _effective(change.nodes, change.old_indptr, change.old_targets, change.old_weights,
                          rule_dangling, kind, change.old_total)  # fmt: skip
@@ -414,16 +448,18 @@ class WalkStore:
                          rule_dangling, kind, change.new_total)  # fmt: skip
         self.stages = stages = dict.fromkeys(_STAGES, 0.0)  # seconds of each part
         clock = time.perf_counter()
-        units = self.walks_visiting(change.nodes[change.nodes < change.num_nodes_before], chg_slot)
+        units = self.walks_visiting(
+            change.nodes[change.nodes < change.num_nodes_before], changed_slot
+        )
         added = n - self.num_blocks if new_sources else 0
         stages["find"], clock = time.perf_counter() - clock, time.perf_counter()
         with _threads_for(units.shape[0] * self.per_unit + added * self.R):
-            walks, steps = self._reroute(graph, seq, units, chg_slot, kind, old, new, undo)
+            walks, steps = self._reroute(graph, seq, units, changed_slot, kind, old, new, undo)
             clock = time.perf_counter()
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
         stages["new_sources"], clock = time.perf_counter() - clock, time.perf_counter()
-        if self.ovf_used > max(1 << 16, self.total_steps // 16):
+        if self.overflow_used > max(1 << 16, self.total_steps // 16):
             # after a sixteenth of the steps walked anew (the overflow, 8 bytes an entry, then
             # holds half a byte a step at most, beside the steps' 3): folded into the index,
             # or, once stale_share of the visits were rerouted away since the last (their
@@ -445,20 +481,20 @@ class WalkStore:
             "stages": stages,
         }
 
-    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, chg_slot: np.ndarray,
+    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, changed_slot: np.ndarray,
                  kind: np.ndarray, old: tuple, new: tuple, undo: list) -> tuple[int, int]:  # fmt: skip
         """Plan the walks of ``units`` and rewrite the blocks of those rerouted (see
         :meth:`repair`); (walks, steps). The entries it changes in place are saved in ``undo``
         first."""
         r, g = self.R, self.per_unit
         clock = time.perf_counter()
-        bits = _kernels.node_bitmap(np.flatnonzero(chg_slot >= 0), chg_slot.shape[0])
+        bits = node_bitmap(np.flatnonzero(changed_slot >= 0), changed_slot.shape[0])
         pos = np.empty(units.shape[0] * g, np.int64)
         target = np.empty(units.shape[0] * g, np.int64)
         new_len = np.empty(units.shape[0] * g, np.int64)
-        _kernels.walks_plan(
+        walks_plan(
             units, g, self.block_src, self.block_w0, r, self.alpha, self.seed, seq,
-            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, chg_slot, bits, kind,
+            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, changed_slot, bits, kind,
             *old, *new, pos, target, new_len,
         )  # fmt: skip
         hit = np.flatnonzero(pos >= 0)
@@ -493,7 +529,7 @@ class WalkStore:
         rerouted = np.empty(sel.shape[0], np.int64)
         self.live -= int(old_lens.sum())
         self.stale += int((old_lens[at] - pos[hit]).sum())
-        _kernels.walks_rewrite(
+        walks_rewrite(
             sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
             new_start,
@@ -513,15 +549,15 @@ class WalkStore:
         if self._drop.size:
             ends += self._drop[walk_ids]
         counts = np.where(pos_s >= 0, np.maximum(ends - pos_s, 0), 0).reshape(-1, r).sum(axis=1)
-        offsets = self.ovf_used + np.cumsum(counts) - counts
-        need = self.ovf_used + int(counts.sum())
-        self.ovf_nodes = _grow(self.ovf_nodes, need)
-        self.ovf_units = _grow(self.ovf_units, need)
-        _kernels.walks_new_visits(
+        offsets = self.overflow_used + np.cumsum(counts) - counts
+        need = self.overflow_used + int(counts.sum())
+        self.overflow_nodes = _grow(self.overflow_nodes, need)
+        self.overflow_units = _grow(self.overflow_units, need)
+        walks_new_visits(
             sel, r, g, new_start, new_lens, pos_s, self.dropped, self._lo, self._hi,
-            self.ovf_units, self.ovf_nodes, offsets,
+            self.overflow_units, self.overflow_nodes, offsets,
         )  # fmt: skip
-        self.ovf_used = need
+        self.overflow_used = need
         self.stages["new_visits"] = time.perf_counter() - clock
         return int(rerouted.sum()), int(walked.sum())
 
@@ -541,7 +577,7 @@ class WalkStore:
         self._dl_row = _grow(self._dl_row, need)
         self._dl_node = _grow(self._dl_node, need)
         self._dl_val = _grow(self._dl_val, need)
-        _kernels.walks_delta(
+        walks_delta(
             sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self._lo,
             self._hi, True, self._dl_row, self._dl_node, self._dl_val,
             self.dl_used + np.cumsum(sizes) - sizes,
@@ -574,7 +610,7 @@ class WalkStore:
         # buffer's extremes are its rows'
         out_counts = np.zeros(int(room.sum()), np.int64)
         nnz = np.empty(rows.shape[0], np.int64)
-        _kernels.apply_row_deltas(
+        apply_row_deltas(
             rows, indptr, nodes, counts, d_ip, d_nodes, sums, num_nodes, off, out_nodes,
             out_counts, nnz, max(1, min(numba.get_num_threads(), rows.shape[0])),
         )  # fmt: skip
@@ -640,7 +676,7 @@ class WalkStore:
         order = np.argsort(self.blk_start, kind="stable")
         starts = np.empty(self._nb, np.int64)
         self.used = self.live = int(
-            _kernels.pack_blocks(order, self.blk_start, lens, self._lo, self._hi, starts)
+            pack_blocks(order, self.blk_start, lens, self._lo, self._hi, starts)
         )
         self.blk_start = starts
 
@@ -726,7 +762,7 @@ def _walk_new(
     """(walk starts + ``offset``, steps, walk lengths, drop marks) of fresh walks: R per
     source, numbered from ``walk0``; with ``done``, walked in chunks of about ``_CHUNK_WALKS``
     walks (a walk depends only on its key: the same walks), ``done(walks)`` after each."""
-    bounds = _kernels.walks_bounds(sources, walk0, r, alpha, seed)
+    bounds = walks_bounds(sources, walk0, r, alpha, seed)
     at = np.zeros(bounds.shape[0], np.int64)
     np.cumsum(bounds[:-1], out=at[1:]) if bounds.size else None
     total = int(bounds.sum())
@@ -736,19 +772,19 @@ def _walk_new(
     walk_len = np.empty(
         bounds.shape[0], np.uint8 if top <= 255 else np.uint16 if top <= _U16 else np.uint32
     )
-    dropped = np.zeros(bounds.shape[0] if mode == _kernels.MODE_DROP else 0, np.bool_)
+    dropped = np.zeros(bounds.shape[0] if mode == MODE_DROP else 0, np.bool_)
     arrays = graph.kernel_arrays()
     chunk = sources.size if done is None else max(1, _CHUNK_WALKS // r)  # sources a call
     for lo in range(0, sources.size, max(chunk, 1)):
         hi = min(sources.size, lo + chunk)
         part = slice(lo * r, hi * r)  # the chunk's walks (steps: at their absolute places)
-        _kernels.walks_build(
+        walks_build(
             sources[lo:hi], walk0[lo:hi], r, alpha, seed, mode, *arrays, at[part], steps,
             walk_len[part], dropped[part] if dropped.size else dropped,
         )  # fmt: skip
         if done is not None:
             done((hi - lo) * r)
-    if mode == _kernels.MODE_DROP and (walk_len < bounds).any():  # cut walks: close the gaps
+    if mode == MODE_DROP and (walk_len < bounds).any():  # cut walks: close the gaps
         keep = _gather(at, walk_len.astype(np.int64))
         steps = steps[keep]
         at = np.cumsum(walk_len, dtype=np.int64) - walk_len
@@ -804,7 +840,7 @@ def _splice(
     out_nodes = np.empty(int(out_ip[-1]), old_nodes.dtype)
     out_counts = np.empty(int(out_ip[-1]), dtype)
     old_ip_ext = np.concatenate([old_ip, np.full(rows - n_old, old_ip[-1], np.int64)])
-    _kernels.splice_rows(
+    splice_rows(
         old_ip_ext, old_nodes, old_counts.astype(dtype, copy=False), slot,
         np.asarray(starts_new, np.int64), np.asarray(lens_new, np.int64),
         nodes_new.astype(old_nodes.dtype, copy=False), counts_new, out_ip, out_nodes,
@@ -880,45 +916,29 @@ def build_kept(
 ) -> tuple[Any, WalkStore, WalkStore | None]:
     """(FingerprintStore, walks, hub walks): :func:`build_fingerprints`'s store, counted from
     the same walks kept in walk stores (same arguments, same result, same progress stages)."""
-    from shardwalk.walks import _check
-    from shardwalk.walks.fingerprints import FingerprintStore, select_hubs
+    from shardwalk.walks.fingerprints import BuildParams
 
-    alpha = _check.check_alpha(alpha)
-    r = _check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=2**15)
-    seed = _check.check_seed(seed)
-    rule = _check.check_store_dangling(dangling)
-    k = 0 if top_k is None else _check.check_int("top_k", top_k, minimum=1)
-    r_hub = _check.check_int("hub_walks", hub_walks, minimum=1, maximum=2**20)
     csr = graph.merged()
-    hub_ids = select_hubs(csr, hubs)
-    mode = _check.DANGLING_MODES[rule]
-    n = graph.num_nodes
+    # the walk store's own limits on walks per node and per hub row
+    p = BuildParams.check(csr, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks,
+                          max_walks=2**15, max_hub_walks=2**20)  # fmt: skip
+    r, n = p.walks, graph.num_nodes
     t0 = time.perf_counter()
     walked = Stage(progress, "walks", n * r)
-    main = WalkStore.build(graph, np.arange(n, dtype=np.int64), walks_per_node=r, alpha=alpha,
-                           seed=seed, mode=mode,
+    main = WalkStore.build(graph, np.arange(n, dtype=np.int64), walks_per_node=r, alpha=p.alpha,
+                           seed=p.seed, mode=p.mode,
                            done=None if progress is None else walked.advance)  # fmt: skip
-    ip, nodes, counts, cut = main.rows(np.arange(n, dtype=np.int64), n, k)
+    ip, nodes, counts, cut = main.rows(np.arange(n, dtype=np.int64), n, p.top_k)
     walked.finish()
     hub_store, hub_rows = build_hub_walks(
-        graph, hub_ids, r, r_hub, alpha, seed, mode, progress=progress
+        graph, p.hubs, r, p.hub_walks, p.alpha, p.seed, p.mode, progress=progress
     )
     seconds = time.perf_counter() - t0
     main.dirty[:] = False
-    walks = n * r + hub_ids.size * r_hub
+    walks = n * r + p.hubs.size * p.hub_walks
     steps = main.total_steps + (hub_store.total_steps if hub_store is not None else 0)
-    store = FingerprintStore(
-        indptr=ip, nodes=nodes, counts=_narrow(counts),
-        truncated=(cut * (alpha / r)).astype(np.float32) if k else None, alpha=alpha,
-        walks_per_node=r, dangling=rule, seed=seed, top_k=k or None, graph_digest=csr.digest(),
-        **hub_rows,
-    )  # fmt: skip
-    store.stats.update(
-        seconds=seconds, walks=walks, hubs=int(hub_ids.size), visits=steps + walks, steps=steps,
-        steps_per_second=steps / seconds if seconds > 0 else float("nan"),
-        threads=max(1, numba.get_num_threads()), nbytes=store.nbytes,
-        entries_per_node=store.num_entries / max(n, 1),
-    )  # fmt: skip
+    store = p.store(csr, (ip, nodes, _narrow(counts)), cut, hub_rows, steps + walks, seconds,
+                    threads=max(1, numba.get_num_threads()))  # fmt: skip
     return store, main, hub_store
 
 
@@ -949,8 +969,9 @@ def build_hub_walks(
     )
     walked.finish()
     hub_store.dirty[:] = False
-    hub_rows = dict(hubs=hub_ids, hub_walks=r_hub, hub_indptr=hip, hub_nodes=hnodes,
-                    hub_counts=_narrow(hcounts))  # fmt: skip
+    from shardwalk.walks.fingerprints import hub_store_rows
+
+    hub_rows = hub_store_rows(hub_ids, r_hub, hip, hnodes, _narrow(hcounts))
     return hub_store, hub_rows
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shardwalk.walks import _kernels
 from shardwalk.walks.dynamic import DynamicGraph
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.repair import walks_bounds, walks_build
 
 
 def _reference(edges: dict, ids: list[int], weighted: bool, directed: bool) -> CSRGraph:
@@ -141,9 +141,9 @@ def test_walks_on_a_grown_row_pick_every_edge_by_weight() -> None:
     at = np.arange(n_walks, dtype=np.int64) * 64
     steps = np.full(n_walks * 64, -1, np.int32)
     walk_len = np.zeros(n_walks, np.uint16)
-    bounds = _kernels.walks_bounds(np.zeros(n_walks, np.int64), np.arange(n_walks), 1, 0.5, 3)
+    bounds = walks_bounds(np.zeros(n_walks, np.int64), np.arange(n_walks), 1, 0.5, 3)
     assert bounds.max() < 64
-    _kernels.walks_build(np.zeros(n_walks, np.int64), np.arange(n_walks, dtype=np.int64), 1, 0.5,
+    walks_build(np.zeros(n_walks, np.int64), np.arange(n_walks, dtype=np.int64), 1, 0.5,
                          3, 0, *arrays, at, steps, walk_len, np.zeros(0, np.bool_))  # fmt: skip
     first = steps[at[walk_len > 0]]
     counts = np.bincount(first, minlength=6)[1:]

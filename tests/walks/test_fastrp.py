@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shardwalk.walks import _kernels
 from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.fastrp import sparse_projection_rows
 
 from shardwalk.errors import InvalidArgumentError
 
@@ -28,9 +28,7 @@ def test_matches_dense_reference(weighted):
     for u in range(50):
         a, b = g.indptr[u], g.indptr[u + 1]
         deg[u] = (b - a) if g.weights is None else g.weights[a:b].sum(dtype=np.float64)
-    R = _kernels.sparse_projection_rows(50, dim, density, 9, np.maximum(deg, 1) ** beta).astype(
-        np.float64
-    )
+    R = sparse_projection_rows(50, dim, density, 9, np.maximum(deg, 1) ** beta).astype(np.float64)
     P = dense_transition(g, "drop")
     ref = self_w * normalize(R)
     cur = R
@@ -44,7 +42,7 @@ def test_matches_dense_reference(weighted):
 def test_projection_density():
     """Each entry is non-zero with probability ``density``: the count over N entries is
     Binomial(N, d); 5 sd allowed. Signs are balanced likewise."""
-    R = _kernels.sparse_projection_rows(2000, 64, 0.1, 1, np.zeros(0))
+    R = sparse_projection_rows(2000, 64, 0.1, 1, np.zeros(0))
     nz = np.count_nonzero(R)
     N = R.size
     assert abs(nz - 0.1 * N) < 5 * np.sqrt(N * 0.1 * 0.9)

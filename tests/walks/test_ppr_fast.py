@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from shardwalk.walks import PPRIndex, _kernels, build_fingerprints
+from shardwalk.walks import PPRIndex, build_fingerprints
 from shardwalk.walks import ppr as ppr_module
 from shardwalk.walks.evaluate import evaluate
 from shardwalk.walks.generators import social_graph
+from shardwalk.walks.kernels.hybrid import _sample_runs
+from shardwalk.walks.kernels.query import count_runs
+from shardwalk.walks.kernels.rng import mix64
 from shardwalk.walks.ppr import calibrate_accuracy
 
 
@@ -34,7 +37,7 @@ def _rows(seed: int, rows: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def test_count_runs_matches_numpy():
     indptr, _, counts = _rows(0)
-    run_ptr, start, count, cum = _kernels.count_runs(indptr, counts)
+    run_ptr, start, count, cum = count_runs(indptr, counts)
     for h in range(indptr.size - 1):
         c = counts[indptr[h] : indptr[h + 1]].astype(np.int64)
         first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
@@ -48,7 +51,7 @@ def test_tail_sampling_by_runs_is_unbiased_and_costs_its_mass():
     """Each tail entry's mean addition over query keys is its own (a * count), and a call
     draws about tail mass / tau points however long the tail."""
     indptr, nodes, counts = _rows(1, rows=1)
-    run_ptr, start, count, cum = _kernels.count_runs(indptr, counts)
+    run_ptr, start, count, cum = count_runs(indptr, counts)
     a, tau = 1e-3, 8e-3  # entries of count < 8 form the tail (a * count < tau)
     j = int(np.searchsorted(-count, -tau / a, side="right"))  # first run with a*c < tau
     tail = slice(start[j], indptr[1])
@@ -61,9 +64,9 @@ def test_tail_sampling_by_runs_is_unbiased_and_costs_its_mass():
         var = np.zeros(n)
         flags = np.zeros(n, np.int8)
         touched = np.zeros(n, np.int32)
-        nt, points, passed = _kernels._sample_runs(
+        nt, points, passed = _sample_runs(
             nodes, start, count, cum, j, run_ptr[1], indptr[1], a, tau,
-            np.uint64(_kernels.mix64(np.uint64(t) + np.uint64(12345))), p, var, flags, touched, 0,
+            np.uint64(mix64(np.uint64(t) + np.uint64(12345))), p, var, flags, touched, 0,
         )  # fmt: skip
         assert points == nt and passed <= run_ptr[1] - j
         total += p

@@ -130,12 +130,12 @@ def test_folding_the_overflow_into_the_index_names_the_same_walks(rule) -> None:
     seq = stream(dg, [main, hubs], rng, batches=2, size=40)
     n = dg.num_nodes
     for store in (main, hubs):
-        assert store.ovf_used > 0 and store.stale > 0
+        assert store.overflow_used > 0 and store.stale > 0
         probes = [np.sort(rng.choice(n, size, replace=False)) for size in (1, 5, 30)]
         probes.append(np.arange(n - 15, n))  # the nodes added by the stream among them
         before = [found_units(store, p, n) for p in probes]
         store._merge_overflow(n)
-        assert store.ovf_used == 0 and store.t_indptr.shape[0] == n + 1
+        assert store.overflow_used == 0 and store.t_indptr.shape[0] == n + 1
         for p, want in zip(probes, before):
             got = found_units(store, p, n)
             assert got == want

@@ -7,7 +7,7 @@ import copy
 
 import numpy as np
 import pytest
-from shardwalk.walks import CSRGraph, _kernels, build_fingerprints, walkstore
+from shardwalk.walks import CSRGraph, build_fingerprints, walkstore
 from shardwalk.walks.dynamic import DynamicGraph
 from shardwalk.walks.generators import power_law_graph
 from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
@@ -221,8 +221,8 @@ def state_of(store: WalkStore) -> dict[str, object]:
         "walk_len": store.walk_len, "dropped": store.dropped, "dirty": store.dirty,
         "walks": store.steps[walkstore._gather(store.blk_start, per_block)],
         "t_indptr": store.t_indptr,
-        "t_units": store.t_units, "ovf_nodes": store.ovf_nodes[: store.ovf_used],
-        "ovf_units": store.ovf_units[: store.ovf_used],
+        "t_units": store.t_units, "overflow_nodes": store.overflow_nodes[: store.overflow_used],
+        "overflow_units": store.overflow_units[: store.overflow_used],
     }  # fmt: skip
 
 
@@ -249,13 +249,13 @@ def test_a_repair_that_fails_midway_leaves_the_store_as_it_was(monkeypatch, kern
     clean = copy.deepcopy(main)
     before = copy.deepcopy(state_of(main))
     in_use = main.steps[: main.used].copy()
-    real = getattr(_kernels, kernel)
+    real = getattr(walkstore, kernel)
 
     def run_then_fail(*args):
         real(*args)
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(_kernels, kernel, run_then_fail)
+    monkeypatch.setattr(walkstore, kernel, run_then_fail)
     with pytest.raises(RuntimeError, match="injected fault"):
         main.repair(dg, change, seq, new_sources=True)
     monkeypatch.undo()

@@ -9,9 +9,26 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from shardwalk.walks import _kernels, build_fingerprints
+from shardwalk.walks import build_fingerprints
+from shardwalk.walks.kernels.bitmap import node_bitmap
+from shardwalk.walks.kernels.rng import (
+    MODE_DROP,
+    MODE_SELF_LOOP,
+    alias_coin,
+    pick_slot,
+    to_unit,
+    walk_key,
+)
+from shardwalk.walks.kernels.rng import draw as kernel_draw
+from shardwalk.walks.kernels.sharded import (
+    count_group_rows,
+    merge_rows,
+    scatter_group_rows,
+    shard_round,
+    shard_rows,
+)
 
-from .conftest import dense_transition, random_graph
+from ..conftest import dense_transition, random_graph
 
 
 def shard_tables(graph, lo: int, hi: int, hubs: np.ndarray) -> tuple:
@@ -26,7 +43,7 @@ def shard_tables(graph, lo: int, hi: int, hubs: np.ndarray) -> tuple:
     own_prob, own_alias = (prob[e0:e1], alias[e0:e1]) if graph.weighted else (prob, alias)
     return (
         lo, hi, ip[lo : hi + 1] - e0, ind[e0:e1], own_prob, own_alias, hubs,
-        _kernels.node_bitmap(hubs, graph.num_nodes), h_ip, ind[pos], h_prob, h_alias,
+        node_bitmap(hubs, graph.num_nodes), h_ip, ind[pos], h_prob, h_alias,
         graph.weighted,
     )  # fmt: skip
 
@@ -35,7 +52,7 @@ def run_round(tables: tuple, entries, offsets, bounds, alpha: float, mode: int, 
     """``shard_round`` with fresh scratch, which it must leave zeroed."""
     lo, hi, hubs = tables[0], tables[1], tables[6]
     scratch = np.zeros(hi - lo + hubs.size, np.uint32)
-    result = _kernels.shard_round(entries, offsets, *tables, bounds, alpha, mode, key, scratch)
+    result = shard_round(entries, offsets, *tables, bounds, alpha, mode, key, scratch)
     assert not scratch.any()
     return result
 
@@ -50,7 +67,7 @@ def reference_round(graph, entries, lo, hi, hubs, alpha, mode, key):
     visits, sent = Counter(), Counter()
 
     def draw(i: int) -> np.uint64:
-        return np.uint64(_kernels.draw(key, np.uint64(i)))
+        return np.uint64(kernel_draw(key, np.uint64(i)))
 
     ctr = 0
     for e in np.argsort(entries[:, 0], kind="stable"):
@@ -60,19 +77,19 @@ def reference_round(graph, entries, lo, hi, hubs, alpha, mode, key):
             while True:
                 visits[s, cur] += 1
                 ctr += 1
-                if _kernels.to_unit(draw(ctr - 1)) < alpha:
+                if to_unit(draw(ctr - 1)) < alpha:
                     break
                 start, deg = int(ip[cur]), int(ip[cur + 1] - ip[cur])
                 if deg == 0:
-                    if mode == _kernels.MODE_SELF_LOOP:
-                        u = 1.0 - float(_kernels.to_unit(draw(ctr)))
+                    if mode == MODE_SELF_LOOP:
+                        u = 1.0 - float(to_unit(draw(ctr)))
                         ctr += 1
                         visits[s, cur] += 1 + math.floor(math.log(u) * inv_log)
                     break
                 x = draw(ctr)
                 ctr += 1
-                j = int(_kernels.pick_slot(x, deg))
-                if graph.weighted and _kernels.alias_coin(x) >= prob[start + j]:
+                j = int(pick_slot(x, deg))
+                if graph.weighted and alias_coin(x) >= prob[start + j]:
                     j = int(alias[start + j])
                 nxt = int(ind[start + j])
                 if lo <= nxt < hi or nxt in hubs:
@@ -101,7 +118,7 @@ def test_shard_round_matches_a_plain_reference(weighted: bool, mode: int) -> Non
     bounds = np.array([0, lo, hi, n], np.int64)
     hubs = np.array([3, 25, 51, 58], np.int64)  # in other shards, in this one, dangling (58)
     entries, offsets = run_entries(np.random.default_rng(1), n, lo, hi, hubs, 3, 40)
-    key = np.uint64(_kernels.walk_key(4, 1, 7))
+    key = np.uint64(walk_key(4, 1, 7))
     alpha = 0.2
     tables = shard_tables(graph, lo, hi, hubs)
     g_src, g_ptr, locs, counts, out, dest, visits = run_round(
@@ -152,14 +169,14 @@ def test_visit_rows_and_merge_match_numpy() -> None:
             want[int(s), int(v)] += int(c)
     sizes = np.zeros(n + 1, np.int64)
     for src, ptr, _, _ in logs:
-        _kernels.count_group_rows(src, ptr, sizes)
+        count_group_rows(src, ptr, sizes)
     indptr = np.cumsum(sizes)
     fill = indptr[:-1].copy()
     locs = np.empty(int(indptr[-1]), np.int32)
     counts = np.empty(int(indptr[-1]), np.uint32)
     for log in logs:
-        _kernels.scatter_group_rows(*log, fill, locs, counts)
-    ip = _kernels.shard_rows(indptr, locs, counts, lo, nloc, hubs, locs, counts)  # in place
+        scatter_group_rows(*log, fill, locs, counts)
+    ip = shard_rows(indptr, locs, counts, lo, nloc, hubs, locs, counts)  # in place
     got = Counter()
     for s in range(n):
         row = locs[ip[s] : ip[s + 1]]
@@ -185,7 +202,7 @@ def test_visit_rows_and_merge_match_numpy() -> None:
     sources = np.array([0, 3, 7, 8, 20, 49], np.int64)
     size = int(ip[-1]) + nodes_b.size
     out_nodes, out_counts = np.empty(size, np.int32), np.empty(size, np.uint32)
-    m_ip = _kernels.merge_rows(
+    m_ip = merge_rows(
         sources, ip, locs, counts, sources, ip_b, nodes_b, counts_b, hubs, n, out_nodes, out_counts
     )
     for r, s in enumerate(sources):
@@ -216,7 +233,7 @@ def sharded_run(graph, walks: int, alpha: float, mode: int, shards: int, hubs: n
             runs = [b for b in inbox[s] if b.shape[0]]
             offsets = np.concatenate([[0], np.cumsum([b.shape[0] for b in runs])]).astype(np.int64)
             entries = np.concatenate(runs) if runs else np.zeros((0, 3), np.int64)
-            key = np.uint64(_kernels.walk_key(seed, s, round_no))
+            key = np.uint64(walk_key(seed, s, round_no))
             g_src, g_ptr, locs, counts, out, dest, _ = run_round(
                 tables[s], entries, offsets, bounds, alpha, mode, key
             )
@@ -229,21 +246,21 @@ def sharded_run(graph, walks: int, alpha: float, mode: int, shards: int, hubs: n
     for s in range(shards):
         sizes = np.zeros(n + 1, np.int64)
         for g_src, g_ptr, _, _ in logs[s]:
-            _kernels.count_group_rows(g_src, g_ptr, sizes)
+            count_group_rows(g_src, g_ptr, sizes)
         s_ip = np.cumsum(sizes)
         fill = s_ip[:-1].copy()
         s_nodes = np.empty(int(s_ip[-1]), np.int32)
         s_counts = np.empty(int(s_ip[-1]), np.uint32)
         for log in logs[s]:
-            _kernels.scatter_group_rows(*log, fill, s_nodes, s_counts)
+            scatter_group_rows(*log, fill, s_nodes, s_counts)
         lo, hi = int(bounds[s]), int(bounds[s + 1])
-        s_ip = _kernels.shard_rows(s_ip, s_nodes, s_counts, lo, hi - lo, hubs, s_nodes, s_counts)
+        s_ip = shard_rows(s_ip, s_nodes, s_counts, lo, hi - lo, hubs, s_nodes, s_counts)
         if ip is None:
             ip, nodes, counts = s_ip, s_nodes, s_counts
             continue
         size = nodes.size + s_nodes.size
         out_nodes, out_counts = np.empty(size, np.int32), np.empty(size, np.uint32)
-        ip = _kernels.merge_rows(
+        ip = merge_rows(
             rows, ip, nodes, counts, rows, s_ip, s_nodes, s_counts, hubs, n, out_nodes, out_counts
         )
         nodes, counts = out_nodes[: ip[-1]], out_counts[: ip[-1]]
@@ -258,7 +275,7 @@ def test_sharded_rounds_have_the_embedded_distribution(dangling: str) -> None:
     error of the estimates against exact PPR matches the embedded builder's within 10%."""
     graph = random_graph(120, 600, seed=8, dangling=10, weighted=True, ids="plain")
     n, r, alpha = graph.num_nodes, 300, 0.2
-    mode = _kernels.MODE_SELF_LOOP if dangling == "self_loop" else _kernels.MODE_DROP
+    mode = MODE_SELF_LOOP if dangling == "self_loop" else MODE_DROP
     indeg = np.bincount(graph.indices, minlength=n)
     hubs = np.sort(np.argsort(-indeg)[:2]).astype(np.int64)
     ip, nodes, counts = sharded_run(graph, r, alpha, mode, 3, hubs, seed=11)

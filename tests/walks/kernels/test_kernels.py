@@ -9,18 +9,21 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shardwalk.walks import _kernels
 from shardwalk.walks.fingerprints import build_fingerprints, sample_walks
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.alias import alias_tables, row_probabilities
+from shardwalk.walks.kernels.fastrp import propagate
+from shardwalk.walks.kernels.query import top_k_of
+from shardwalk.walks.kernels.rng import uniform_draws
 
-from .conftest import random_graph
+from ..conftest import random_graph
 
 
 def test_counter_rng_is_uniform_and_reproducible():
-    u = _kernels.uniform_draws(7, 3, 0, 200_000)
-    np.testing.assert_array_equal(u, _kernels.uniform_draws(7, 3, 0, 200_000))
-    assert not np.array_equal(u[:100], _kernels.uniform_draws(7, 3, 1, 100))
-    assert not np.array_equal(u[:100], _kernels.uniform_draws(8, 3, 0, 100))
+    u = uniform_draws(7, 3, 0, 200_000)
+    np.testing.assert_array_equal(u, uniform_draws(7, 3, 0, 200_000))
+    assert not np.array_equal(u[:100], uniform_draws(7, 3, 1, 100))
+    assert not np.array_equal(u[:100], uniform_draws(8, 3, 0, 100))
     # 20 equal bins: each count is Binomial(N, 1/20), sd = sqrt(N * 0.05 * 0.95) ~ 97;
     # 5 sd per bin (two-sided 6e-7 each) with a fixed seed
     counts = np.bincount((u * 20).astype(int), minlength=20)
@@ -32,7 +35,7 @@ def test_counter_rng_is_uniform_and_reproducible():
 
 def test_row_probabilities_match_numpy(small_weighted):
     g = small_weighted
-    p = _kernels.row_probabilities(g.indptr, g.weights)
+    p = row_probabilities(g.indptr, g.weights)
     for u in range(g.num_nodes):
         a, b = g.indptr[u], g.indptr[u + 1]
         if b > a:
@@ -47,7 +50,7 @@ def test_alias_tables_encode_the_weights_exactly(ws):
     prob[j] / d and gives alias[j] (1 - prob[j]) / d."""
     w = np.array(ws, np.float32)
     indptr = np.array([0, w.size], np.int64)
-    prob, alias = _kernels.alias_tables(indptr, w, 1)
+    prob, alias = alias_tables(indptr, w, 1)
     d = w.size
     implied = np.zeros(d)
     for j in range(d):
@@ -143,10 +146,10 @@ def test_top_k_of_sorts_and_pads():
     touched = np.array([1, 2, 3, 4], np.int64)
     ids = np.empty(6, np.int64)
     sc = np.empty(6, np.float32)
-    _kernels.top_k_of(touched, 4, values, 6, ids, sc)
+    top_k_of(touched, 4, values, 6, ids, sc)
     assert ids.tolist() == [1, 3, 2, 4, -1, -1]  # ties by lower node
     assert sc.tolist()[4:] == [0.0, 0.0]
-    _kernels.top_k_of(touched, 4, values, 2, ids[:2], sc[:2])
+    top_k_of(touched, 4, values, 2, ids[:2], sc[:2])
     assert ids[:2].tolist() == [1, 3]
 
 
@@ -155,8 +158,8 @@ def test_propagate_matches_dense_product(weighted):
     g = random_graph(40, 150, seed=9, dangling=3, weighted=weighted)
     x = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)
     out = np.empty_like(x)
-    _kernels.propagate(g.indptr, g.indices, g.transition_probs(), g.weighted, x, out)
-    from .conftest import dense_transition
+    propagate(g.indptr, g.indices, g.transition_probs(), g.weighted, x, out)
+    from ..conftest import dense_transition
 
     P = dense_transition(g, "drop")
     np.testing.assert_allclose(out, P @ x, rtol=1e-5, atol=1e-5)

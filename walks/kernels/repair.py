@@ -1,0 +1,505 @@
+"""Kept walks and their repair after graph updates (walks/walkstore.py).
+
+Numba only (see ``walks/kernels/__init__.py`` for the conventions every kernel shares).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+from shardwalk.walks.kernels.bitmap import in_bitmap
+from shardwalk.walks.kernels.rng import (
+    GAMMA,
+    GAMMA2,
+    MODE_DROP,
+    alias_coin,
+    draw,
+    geometric_visits,
+    mix64,
+    pick_slot,
+    to_unit,
+    walk_key,
+)
+from shardwalk.walks.kernels.walks import flush_counts
+
+# walk store: kept walks, repaired after graph updates (walks/walkstore.py)
+#
+# A dynamic graph is the base CSR plus a log-structured extension per node: node u's current
+# row is its base row (if ``b_live[u]``) followed by ``d_targets[row_start[u]:row_start[u] +
+# row_len[u]]`` (in order of arrival; weights: cumulative from the segment's start in ``d_cum``,
+# the base row's total in ``b_tot``). A kept walk of source s is its visits after the first (s
+# itself): ``steps[blk_start[b] + ...]`` (3 bytes: ``steps`` the low 16 bits, ``steps_hi`` the
+# rest), the R walks of block b one after the other, walk
+# ``b * R + w`` with ``walk_len`` steps; ``dropped`` (drop rule only) marks walks that ended at
+# a dangling node rather than by stopping.
+
+
+@njit(cache=True, inline="always")
+def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start,
+             row_len, d_targets, d_cum):  # fmt: skip
+    """The out-neighbour of ``cur`` chosen by draw ``x`` on the dynamic graph, -1 if none.
+    Rows without an extension choose exactly as the fingerprint builder does."""
+    bdeg = np.int64(0)
+    start = np.int64(0)
+    if b_live[cur]:
+        start = b_indptr[cur]
+        bdeg = b_indptr[cur + 1] - start
+    xlen = row_len[cur]
+    if xlen == 0:
+        if bdeg == 0:
+            return np.int64(-1)
+        j = pick_slot(x, bdeg)
+        if weighted and alias_coin(x) >= a_prob[start + j]:
+            j = a_idx[start + j]
+        return np.int64(b_indices[start + j])
+    rs = row_start[cur]
+    if not weighted:
+        j = pick_slot(x, bdeg + xlen)
+        if j < bdeg:
+            return np.int64(b_indices[start + j])
+        return np.int64(d_targets[rs + j - bdeg])
+    base = b_tot[cur] if bdeg > 0 else 0.0
+    target = to_unit(x) * (base + d_cum[rs + xlen - 1])
+    if target < base:  # the base row, by its alias table (slot and coin from one uniform)
+        s = target / base * bdeg
+        j = min(np.int64(s), bdeg - 1)
+        if s - j >= a_prob[start + j]:
+            j = a_idx[start + j]
+        return np.int64(b_indices[start + j])
+    target -= base
+    lo = 0
+    hi = xlen - 1
+    while lo < hi:  # first slot whose cumulative weight exceeds the target
+        mid = (lo + hi) // 2
+        if d_cum[rs + mid] > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return np.int64(d_targets[rs + lo])
+
+
+@njit(cache=True)
+def base_find(b_indptr, b_indices, b_live, src, dst, out):
+    """``out[i]``: the position in ``b_indices`` of edge ``src[i] -> dst[i]`` in its source's
+    base row (sorted), -1 if absent or the row is no longer current (``b_live``)."""
+    for i in range(src.size):
+        u = src[i]
+        out[i] = -1
+        if not b_live[u]:
+            continue
+        lo = b_indptr[u]
+        hi = b_indptr[u + 1]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if b_indices[mid] < dst[i]:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < b_indptr[u + 1] and b_indices[lo] == dst[i]:
+            out[i] = lo
+
+
+@njit(cache=True, inline="always")
+def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx, weighted,
+               b_tot, b_live, row_start, row_len, d_targets, d_cum, out, out_hi, at):  # fmt: skip
+    """Walk ``visits`` visits from ``first`` (written at out[at], low 16 bits, and out_hi[at],
+    the rest; draws 1.. of ``key`` pick the moves); returns (steps written, dropped)."""
+    cur = first
+    m = 0
+    if first >= 0:
+        out[at] = first & 0xFFFF
+        out_hi[at] = first >> 16
+        m = 1
+    for step in range(1, visits):
+        nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
+                       b_tot, b_live, row_start, row_len, d_targets, d_cum)  # fmt: skip
+        if nxt < 0:
+            if mode == MODE_DROP:
+                return m, True
+            nxt = cur
+        out[at + m] = nxt & 0xFFFF
+        out_hi[at + m] = nxt >> 16
+        cur = nxt
+        m += 1
+    return m, False
+
+
+@njit(cache=True, parallel=True)
+def walks_bounds(sources, walk0, walks_per_node, alpha, seed):
+    """Steps (visits - 1) of each walk before any dangling rule cuts it, source-major (the
+    walks of source b are walk0[b] + 0..R-1)."""
+    out = np.empty(sources.size * walks_per_node, np.int64)
+    for q in prange(out.size):
+        b = q // walks_per_node
+        out[q] = (
+            geometric_visits(walk_key(seed, sources[b], walk0[b] + q % walks_per_node), alpha) - 1
+        )
+    return out
+
+
+@njit(cache=True, parallel=True)
+def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_indices, a_prob,
+                a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
+                dropped):  # fmt: skip
+    """The walks of ``sources`` (the fingerprint builder's walks: same keys, same moves on
+    unchanged rows), walk q written at ``steps[walk_at[q]:]``."""
+    for q in prange(sources.size * walks_per_node):
+        src = sources[q // walks_per_node]
+        key = walk_key(seed, src, walk0[q // walks_per_node] + q % walks_per_node)
+        visits = geometric_visits(key, alpha)
+        cur = np.int64(src)
+        m = 0
+        drop = False
+        for step in range(1, visits):
+            nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
+                           b_tot, b_live, row_start, row_len, d_targets, d_cum)  # fmt: skip
+            if nxt < 0:
+                if mode == MODE_DROP:
+                    drop = True
+                    break
+                nxt = cur
+            steps[walk_at[q] + m] = nxt
+            cur = nxt
+            m += 1
+        walk_len[q] = m
+        if dropped.size:
+            dropped[q] = drop
+
+
+@njit(cache=True, inline="always")
+def _row_prob(ip, tg, wt, tot, slot, t):
+    """Probability of moving to ``t`` in row ``slot`` of a changed-row table (targets sorted,
+    row weight totals in ``tot``)."""
+    lo = ip[slot]
+    hi = ip[slot + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tg[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < ip[slot + 1] and tg[lo] == t:
+        return wt[lo] / tot[slot]
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _residual_pick(u01, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot, slot):
+    """A target drawn from (q - p)^+ normalised, p and q the old and new rows of ``slot``
+    (both sorted by target: one merge pass to total the mass, one to pick)."""
+    target = -1.0
+    acc = 0.0
+    last = np.int64(n_t[n_ip[slot + 1] - 1])
+    for rnd in range(2):
+        f = o_ip[slot]
+        for e in range(n_ip[slot], n_ip[slot + 1]):
+            t = n_t[e]
+            while f < o_ip[slot + 1] and o_t[f] < t:
+                f += 1
+            p = o_w[f] / o_tot[slot] if f < o_ip[slot + 1] and o_t[f] == t else 0.0
+            q = n_w[e] / n_tot[slot]
+            if q > p:
+                acc += q - p
+                if rnd == 1:
+                    last = np.int64(t)
+                    if acc > target:
+                        return last
+        if rnd == 0:
+            target = u01 * acc
+            acc = 0.0
+    return last
+
+
+@njit(cache=True, inline="always")
+def batch_key(seed, src, walk, seq):
+    """The random stream of one walk's repair in update batch ``seq``."""
+    return mix64(mix64(walk_key(seed, src, walk)) + np.uint64(seq + 1) * GAMMA2)
+
+
+@njit(cache=True, inline="always")
+def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, steps_hi, changed_slot,
+               changed_bits, change_kind, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot):  # fmt: skip
+    """(rerouted visit or -1, its new move, steps of the walk after the batch: an upper bound
+    when the drop rule may cut it) of walk ``q`` (number ``walk_no`` of source ``src``, its
+    ``length`` steps from ``steps[at]``); see :func:`walks_plan`."""
+    key = np.uint64(0)
+    for pos in range(length + 1):
+        v = (
+            np.int64(src)
+            if pos == 0
+            else (np.int64(steps[at + pos - 1]) | (np.int64(steps_hi[at + pos - 1]) << 16))
+        )
+        if not in_bitmap(changed_bits, v):
+            continue
+        slot = changed_slot[v]
+        if slot < 0:
+            continue
+        if pos < length:
+            t = np.int64(steps[at + pos]) | (np.int64(steps_hi[at + pos]) << 16)
+        elif dropped.size and dropped[q]:
+            t = np.int64(-1)
+        else:
+            continue  # the walk stopped here: no move to change
+        if key == 0:
+            key = batch_key(seed, src, walk_no, seq)
+        if change_kind[slot] == 1:
+            if to_unit(draw(key, 2 * pos)) * n_tot[slot] < o_tot[slot]:
+                continue
+        else:
+            p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
+            qq = _row_prob(n_ip, n_t, n_w, n_tot, slot, t)
+            if p > 0 and to_unit(draw(key, 2 * pos)) * p < qq:
+                continue
+        nt = _residual_pick(to_unit(draw(key, 2 * pos + 1)), o_ip, o_t, o_w, o_tot,
+                            n_ip, n_t, n_w, n_tot, slot)  # fmt: skip
+        new_len = np.int64(pos)
+        if nt >= 0:
+            tail = mix64(key + np.uint64(pos + 1) * GAMMA)
+            new_len += geometric_visits(tail, alpha)
+        return np.int64(pos), nt, new_len
+    return np.int64(-1), np.int64(-1), length
+
+
+@njit(cache=True, parallel=True)
+def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
+               walk_len, dropped, steps, steps_hi, changed_slot, changed_bits, change_kind, o_ip, o_t, o_w, o_tot,
+               n_ip, n_t, n_w, n_tot, out_pos, out_target, out_len):  # fmt: skip
+    """Decide which walks of ``units`` (unit u: walks u * per_unit .. u * per_unit +
+    per_unit - 1, all of one block) an update batch reroutes (Bahmani, Chowdhury, Goel).
+
+    At each move out of a changed node the walk keeps its move t with probability
+    min(1, q(t) / p(t)) (p, q: the node's old and new move distributions, -1 standing for "the
+    walk ends here", the drop rule at a dangling node), else it is rerouted at that visit to a
+    target drawn from (q - p)^+: the maximal coupling, so the moves are distributed as q and a
+    walk changes only with the total variation distance of its node's change. Per walk j of
+    the units, in order: ``out_pos[j]`` the rerouted visit (-1: unchanged), ``out_target[j]``
+    its new move, ``out_len[j]`` its steps after the batch (an upper bound when the drop rule
+    may cut them). ``changed_bits`` is the bitmap of the changed nodes (``node_bitmap``): most
+    visits are of unchanged nodes, and a bit test in a bitmap that stays in cache rejects them
+    cheaply. Each coin is drawn from the walk's key for this batch and the visit's position,
+    so a walk's plan does not depend on which other walks are planned with it.
+
+    A changed node of ``change_kind`` 1 only gained edges (its old row had some): its rows in the
+    tables hold nothing of the old row and only the new edges, ``o_tot`` and ``n_tot`` its old
+    and new total weight, so every old move is kept with probability o_tot / n_tot (q / p for
+    any old target) and a rerouted one is drawn from the new edges by weight ((q - p)^+): the
+    same coins decide as with the whole rows, at the cost of the new edges only."""
+    R = walks_per_node
+    for i in prange(units.size):
+        q0 = units[i] * per_unit
+        b = q0 // R
+        src = block_src[b]
+        at = blk_start[b]
+        for q in range(b * R, q0):
+            at += np.int64(walk_len[q])
+        for j in range(per_unit):
+            q = q0 + j
+            length = np.int64(walk_len[q])
+            pos, nt, nl = _plan_walk(q, src, block_w0[b] + q - b * R, at, length, alpha, seed,
+                                     seq, dropped, steps, steps_hi, changed_slot, changed_bits, change_kind,
+                                     o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot)  # fmt: skip
+            out_pos[i * per_unit + j] = pos
+            out_target[i * per_unit + j] = nt
+            out_len[i * per_unit + j] = nl
+            at += length
+
+
+@njit(cache=True, parallel=True)
+def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, mode,
+                  blk_start, walk_len, dropped, steps, steps_hi, plan_pos, plan_target, new_start, b_indptr,
+                  b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum,
+                  out_steps, out_walks):  # fmt: skip
+    """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
+    ``steps``: unchanged walks copied, rerouted ones copied up to the rerouted visit, then
+    walked on the new graph. Updates ``walk_len``, ``dropped``; ``out_steps[i]``: steps walked
+    anew, ``out_walks[i]``: walks rerouted."""
+    R = walks_per_node
+    for i in prange(blocks.size):
+        b = blocks[i]
+        src = block_src[b]
+        at = blk_start[b]
+        to = new_start[i]
+        walked = 0
+        rerouted = 0
+        for w in range(R):
+            q = b * R + w
+            length = np.int64(walk_len[q])
+            pos = plan_pos[i * R + w]
+            if pos < 0:
+                for j in range(length):
+                    steps[to + j] = steps[at + j]
+                    steps_hi[to + j] = steps_hi[at + j]
+                at += length
+                to += length
+                continue
+            for j in range(pos):
+                steps[to + j] = steps[at + j]
+                steps_hi[to + j] = steps_hi[at + j]
+            rerouted += 1
+            nt = plan_target[i * R + w]
+            m = pos
+            drop = nt < 0
+            if nt >= 0:
+                key = batch_key(seed, src, block_w0[b] + w, seq)
+                tail = mix64(key + np.uint64(pos + 1) * GAMMA)
+                made, drop = _walk_tail(tail, nt, geometric_visits(tail, alpha), src, mode,
+                                        b_indptr, b_indices, a_prob, a_idx, weighted, b_tot,
+                                        b_live, row_start, row_len, d_targets, d_cum, steps, steps_hi,
+                                        to + pos)  # fmt: skip
+                m += made
+                walked += made
+            at += length
+            to += m
+            walk_len[q] = m
+            if dropped.size:
+                dropped[q] = drop
+        out_steps[i] = walked
+        out_walks[i] = rerouted
+
+
+@njit(cache=True, parallel=True)
+def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new_len, plan_pos,
+                steps, steps_hi, with_old, out_row, out_node, out_val, offsets):  # fmt: skip
+    """The visit-count changes of the walks ``walks_rewrite`` rerouted in blocks ``sel`` (plan
+    rows): -1 for each old visit after the rerouted one (if ``with_old``), +1 for each new
+    one, per row (block // per_row); block i's written from ``out_*[offsets[i]]`` (its
+    changes counted by the caller)."""
+    R = walks_per_node
+    for i in prange(sel.size):
+        at = offsets[i]
+        row = sel[i] // per_row
+        a = old_start[i]
+        b = new_start[i]
+        for w in range(R):
+            lo = np.int64(old_len[i * R + w]) if with_old else np.int64(0)
+            ln = np.int64(new_len[i * R + w])
+            pos = plan_pos[i * R + w]
+            if pos >= 0:
+                for j in range(pos, lo):
+                    out_row[at] = row
+                    out_node[at] = np.int64(steps[a + j]) | (np.int64(steps_hi[a + j]) << 16)
+                    out_val[at] = -1
+                    at += 1
+                for j in range(pos, ln):
+                    out_row[at] = row
+                    out_node[at] = np.int64(steps[b + j]) | (np.int64(steps_hi[b + j]) << 16)
+                    out_val[at] = 1
+                    at += 1
+            a += np.int64(old_len[i * R + w])
+            b += ln
+
+
+@njit(cache=True)
+def pack_blocks(order, starts, lens, steps, steps_hi, out_starts):
+    """Move the blocks (``order``: by start, ascending; block b holds ``lens[b]`` steps from
+    ``starts[b]``) to the front of ``steps`` one after the other, in place (each moves down,
+    so a forward copy is safe); their new starts into ``out_starts``. Returns the steps."""
+    to = np.int64(0)
+    for i in range(order.size):
+        b = order[i]
+        s = starts[b]
+        for j in range(lens[b]):
+            steps[to + j] = steps[s + j]
+            steps_hi[to + j] = steps_hi[s + j]
+        out_starts[b] = to
+        to += lens[b]
+    return to
+
+
+@njit(cache=True, parallel=True)
+def apply_row_deltas(rows, old_ip, old_nodes, old_counts, d_ip, d_nodes, d_vals, n, out_off,
+                     out_nodes, out_counts, out_nnz, n_chunks):  # fmt: skip
+    """Rows ``rows`` of (old_ip, old_nodes, old_counts) with count changes applied (row i's:
+    nodes ``d_nodes[d_ip[i]:d_ip[i + 1]]``, adding ``d_vals``; a node may come more than once,
+    its changes summed): entries that end at 0 leave, new nodes follow the old entries in
+    ``d_nodes`` order. Row i is written at
+    ``out_off[i]`` (room for its old entries and changes), ``out_nnz[i]`` entries."""
+    for c in prange(n_chunks):
+        at = np.full(n, -1, np.int64)
+        for i in range(c, rows.size, n_chunks):
+            r = rows[i]
+            base = out_off[i]
+            m = 0
+            for e in range(old_ip[r], old_ip[r + 1]):
+                v = np.int64(old_nodes[e])
+                out_nodes[base + m] = v
+                out_counts[base + m] = old_counts[e]
+                at[v] = m
+                m += 1
+            for e in range(d_ip[i], d_ip[i + 1]):
+                v = np.int64(d_nodes[e])
+                if at[v] >= 0:
+                    out_counts[base + at[v]] += d_vals[e]
+                else:
+                    out_nodes[base + m] = v
+                    out_counts[base + m] = d_vals[e]
+                    at[v] = m
+                    m += 1
+            k = 0
+            for t in range(m):
+                v = np.int64(out_nodes[base + t])
+                at[v] = -1
+                if out_counts[base + t] != 0:
+                    out_nodes[base + k] = v
+                    out_counts[base + k] = out_counts[base + t]
+                    k += 1
+            out_nnz[i] = k
+
+
+@njit(cache=True, parallel=True)
+def walks_count(rows, per_row, block_src, walks_per_node, blk_start, walk_len, steps, steps_hi, n,
+                offsets, out_nodes, out_counts, out_nnz, out_visits, n_chunks):  # fmt: skip
+    """Fingerprint rows (distinct nodes in first-visit order, visit counts) from the kept
+    walks, in ``fingerprint_block``'s output format: row r counts blocks r * per_row ..
+    (r + 1) * per_row - 1 (one source's walks, in order)."""
+    R = walks_per_node
+    for c in prange(n_chunks):
+        cnt = np.zeros(n, np.uint32)
+        for i in range(c, rows.size, n_chunks):
+            base = offsets[i]
+            m = 0
+            visits = 0
+            for b in range(rows[i] * per_row, (rows[i] + 1) * per_row):
+                src = block_src[b]
+                at = blk_start[b]
+                for w in range(R):
+                    length = np.int64(walk_len[b * R + w])
+                    for pos in range(length + 1):
+                        v = (
+                            np.int64(src)
+                            if pos == 0
+                            else (
+                                np.int64(steps[at + pos - 1])
+                                | (np.int64(steps_hi[at + pos - 1]) << 16)
+                            )
+                        )
+                        if cnt[v] == 0:
+                            out_nodes[base + m] = v
+                            m += 1
+                        cnt[v] += 1
+                        visits += 1
+                    at += length
+            flush_counts(cnt, out_nodes, out_counts, base, m)
+            out_nnz[i] = m
+            out_visits[i] = visits
+
+
+@njit(cache=True, parallel=True)
+def splice_rows(old_ip, old_a, old_b, slot, new_start, new_len, new_a, new_b, out_ip, out_a,
+                out_b):  # fmt: skip
+    """Rows of (old_ip, old_a, old_b), with row r replaced by new row ``slot[r]`` (its entries
+    at ``new_start[s]``, ``new_len[s]`` of them) when ``slot[r] >= 0``, into ``out_*``
+    (``out_ip`` already holds the prefix sums; values cast to ``out_b``'s type)."""
+    for r in prange(out_ip.size - 1):
+        to = out_ip[r]
+        s = slot[r]
+        if s >= 0:
+            for e in range(new_start[s], new_start[s] + new_len[s]):
+                out_a[to] = new_a[e]
+                out_b[to] = new_b[e]
+                to += 1
+        else:
+            for e in range(old_ip[r], old_ip[r + 1]):
+                out_a[to] = old_a[e]
+                out_b[to] = old_b[e]
+                to += 1

@@ -1,0 +1,200 @@
+"""The walk store's node -> walks index: the distinct nodes each unit of walks visits, as
+gap-encoded CSR rows, merged and marked as walks change (walks/walkstore.py).
+
+Numba only (see ``walks/kernels/__init__.py`` for the conventions every kernel shares).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, dropped, steps, steps_hi,
+                n, out_ip, out_nodes, n_chunks):  # fmt: skip
+    """The distinct nodes at which the walks of each unit (``per_unit`` consecutive walks of
+    one block) take a step: every visit after the source but the last, and the last too where
+    the drop rule cut the walk (a move that a new edge can change), as CSR rows over the units.
+    With ``out_nodes`` empty: only the row sizes into ``out_ip[1:]`` (then take the prefix sums
+    and call again to fill)."""
+    R = walks_per_node
+    fill = out_nodes.size > 0
+    for c in prange(n_chunks):
+        stamp = np.full(n, -1, np.int64)
+        for u in range(c, num_units, n_chunks):
+            q0 = u * per_unit
+            b = q0 // R
+            at = blk_start[b]
+            for q in range(b * R, q0):
+                at += np.int64(walk_len[q])
+            m = 0
+            base = out_ip[u] if fill else 0
+            for q in range(q0, q0 + per_unit):
+                length = np.int64(walk_len[q])
+                end = length if dropped.size and dropped[q] else length - 1
+                for k in range(end):
+                    v = np.int64(steps[at + k]) | (np.int64(steps_hi[at + k]) << 16)
+                    if stamp[v] != u:
+                        stamp[v] = u
+                        if fill:
+                            out_nodes[base + m] = v
+                        m += 1
+                at += length
+            if not fill:
+                out_ip[u + 1] = m
+
+
+@njit(cache=True, parallel=True)
+def walks_new_visits(sel, walks_per_node, per_unit, new_start, new_len, plan_pos, dropped, steps,
+                     steps_hi, out_unit, out_node, offsets):  # fmt: skip
+    """(unit, node) of every stepping visit (as ``unit_visits`` counts them) that the walks
+    ``walks_rewrite`` rerouted in blocks ``sel`` walked anew (after the rerouted visit); block
+    i's written from ``out_*[offsets[i]]`` (counted by the caller)."""
+    R = walks_per_node
+    for i in prange(sel.size):
+        at = offsets[i]
+        b = new_start[i]
+        for w in range(R):
+            ln = np.int64(new_len[i * R + w])
+            pos = plan_pos[i * R + w]
+            if pos >= 0:
+                q = sel[i] * R + w
+                end = ln if dropped.size and dropped[q] else ln - 1
+                for k in range(pos, end):  # visit k + 1 is steps[b + k]
+                    out_unit[at] = q // per_unit
+                    out_node[at] = np.int64(steps[b + k]) | (np.int64(steps_hi[b + k]) << 16)
+                    at += 1
+            b += ln
+
+
+@njit(cache=True, inline="always")
+def _put_gap(out, at, g, fill):
+    """Gap ``g`` as a varint (7 bits a byte, high bit: more bytes follow) at ``out[at]`` (only
+    if ``fill``); returns its bytes."""
+    size = 0
+    while True:
+        byte = g & 127
+        g >>= 7
+        if fill:
+            out[at + size] = byte | (128 if g > 0 else 0)
+        size += 1
+        if g == 0:
+            return size
+
+
+@njit(cache=True, parallel=True)
+def gaps_encode(t_ip, t_rows, b_ip, out):
+    """Each column's sorted rows ``t_rows[t_ip[c]:t_ip[c + 1]]`` as varint gaps (7 bits a
+    byte, high bit: more bytes follow; the first gap from 0) into ``out`` from ``b_ip[c]``.
+    With ``out`` empty: only the byte counts into ``b_ip[1:]``."""
+    fill = out.size > 0
+    for c in prange(t_ip.size - 1):
+        prev = np.int64(0)
+        at = b_ip[c] if fill else 0
+        size = 0
+        for e in range(t_ip[c], t_ip[c + 1]):
+            size += _put_gap(out, at + size, np.int64(t_rows[e]) - prev, fill)
+            prev = np.int64(t_rows[e])
+        if not fill:
+            b_ip[c + 1] = size
+
+
+@njit(cache=True, inline="always")
+def _gap_at(data, at):
+    """(the varint gap coded at ``data[at]``, the position after it)."""
+    g = np.int64(0)
+    shift = 0
+    while True:
+        byte = np.int64(data[at])
+        at += 1
+        g |= (byte & 127) << shift
+        shift += 7
+        if byte < 128:
+            return g, at
+
+
+@njit(cache=True, parallel=True)
+def gaps_merge(b_ip, data, o_ip, o_rows, out_ip, out):
+    """``gaps_encode``'s output for the union, per column c, of the rows coded in (``b_ip``,
+    ``data``; columns past its end hold none) and ``o_rows[o_ip[c]:o_ip[c + 1]]`` (sorted),
+    each row once, into ``out`` from ``out_ip[c]``. With ``out`` empty: only the byte counts
+    into ``out_ip[1:]``. Costs the coded bytes and the new rows, not a pass over the walks."""
+    fill = out.size > 0
+    coded = b_ip.size - 1
+    for c in prange(o_ip.size - 1):
+        at = np.int64(b_ip[c]) if c < coded else np.int64(0)
+        end = np.int64(b_ip[c + 1]) if c < coded else np.int64(0)
+        old = np.int64(-1)
+        if at < end:
+            old, at = _gap_at(data, at)
+        e = o_ip[c]
+        base = out_ip[c] if fill else 0
+        size = 0
+        prev = np.int64(0)
+        last = np.int64(-1)
+        while old >= 0 or e < o_ip[c + 1]:
+            if old >= 0 and (e >= o_ip[c + 1] or old <= o_rows[e]):
+                v = old
+                if at < end:
+                    g, at = _gap_at(data, at)
+                    old += g
+                else:
+                    old = -1
+            else:
+                v = np.int64(o_rows[e])
+                e += 1
+            if v == last:
+                continue
+            size += _put_gap(out, base + size, v - prev, fill)
+            prev = v
+            last = v
+        if not fill:
+            out_ip[c + 1] = size
+
+
+@njit(cache=True, parallel=True)
+def gaps_mark(cols, b_ip, data, mark):
+    """``mark[r] = True`` for every row r that ``gaps_encode`` coded for the columns ``cols``
+    (columns in parallel: threads that mark the same row write the same value)."""
+    for i in prange(cols.size):
+        c = cols[i]
+        at = np.int64(b_ip[c])
+        end = np.int64(b_ip[c + 1])
+        cur = np.int64(0)
+        while at < end:
+            g, at = _gap_at(data, at)
+            cur += g
+            mark[cur] = True
+
+
+@njit(cache=True, parallel=True)
+def transpose_rows(indptr, cols, n, n_chunks):
+    """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted).
+    ``n_chunks`` threads each take a range of rows (a counting sort: per-chunk counts, then
+    each chunk scatters its rows after the earlier chunks')."""
+    rows_n = indptr.size - 1
+    counts = np.zeros((n_chunks, n), np.int64)
+    for k in prange(n_chunks):
+        lo = rows_n * k // n_chunks
+        hi = rows_n * (k + 1) // n_chunks
+        for e in range(indptr[lo], indptr[hi]):
+            counts[k, cols[e]] += 1
+    t_ip = np.zeros(n + 1, np.int64)
+    for c in range(n):
+        total = np.int64(0)
+        for k in range(n_chunks):
+            x = counts[k, c]
+            counts[k, c] = t_ip[c] + total
+            total += x
+        t_ip[c + 1] = t_ip[c] + total
+    rows = np.empty(cols.size, np.int32)
+    for k in prange(n_chunks):
+        lo = rows_n * k // n_chunks
+        hi = rows_n * (k + 1) // n_chunks
+        for r in range(lo, hi):
+            for e in range(indptr[r], indptr[r + 1]):
+                c = cols[e]
+                rows[counts[k, c]] = r
+                counts[k, c] += 1
+    return t_ip, rows

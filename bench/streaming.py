@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SlidingWriter
 from filtered import zipf_tenants
 from shardwalk.index import exact_search
 
@@ -352,37 +353,6 @@ def runbook(system: Any, data: Data, window: int, chunk: int, batch: int) -> dic
 
 
 # --- 2. searches under a writer -------------------------------------------------------------
-class Writer(threading.Thread):
-    """Upserts new ids at ``rate`` rows/s in calls of ``batch`` rows, deleting as many of the
-    oldest after each (the window slides), while ``active`` is set; catches up without
-    sleeping when behind (never by more than one second's worth)."""
-
-    def __init__(self, system: Any, rate: int, batch: int, lo: int, hi: int) -> None:
-        super().__init__(daemon=True)
-        self.system, self.rate, self.batch = system, rate, batch
-        self.lo, self.hi = lo, hi
-        self.active = threading.Event()
-        self.halt = threading.Event()
-        self.rows = 0
-        self.seconds = 0.0  # spent active
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            if not self.active.wait(0.05):
-                continue
-            t0 = due = time.perf_counter()
-            while self.active.is_set() and not self.halt.is_set():
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                b = self.batch
-                self.system.upsert(np.arange(self.hi, self.hi + b))
-                self.system.delete(np.arange(self.lo, self.lo + b))
-                self.hi, self.lo, self.rows = self.hi + b, self.lo + b, self.rows + b
-                due = max(due + b / self.rate, time.perf_counter() - 1.0)
-            self.seconds += time.perf_counter() - t0
-
-
 def searches(search: Any, queries: np.ndarray, scope: str, seconds: float) -> np.ndarray:
     """One caller looping single-query searches for ``seconds``: their latencies (s)."""
     latencies = []
@@ -451,7 +421,7 @@ def under_writes(
         for system in systems:
             system.settle()
             lo, hi = window[system.name]
-            writer = Writer(system, rate, batch, lo, hi)
+            writer = SlidingWriter(system.upsert, system.delete, rate, batch, lo, hi)
             writer.start()
             load = os.getloadavg()[0]
             measured = interleaved(
@@ -527,13 +497,14 @@ class _ClientWriter:
 
 
 def stream_writer(address: str, key: str, pool: str, rate: int, batch: int, lo: int, hi: int):
-    """The writer client, in a process of its own: a :class:`Writer` through the server,
+    """The writer client, in a process of its own: a :class:`~_common.SlidingWriter` through the server,
     switched by stdin's lines ("on", "off"; "quit": prints rows, seconds active, lo, hi)."""
     with np.load(pool) as d:
         data = Data("", d["pool"], d["pool"][:0], d["tenants"], d["y"], 0, str(d["prefix"]))
     col = shardwalk.Client(address, api_key=key).collection("stream")
     col.search(data.pool[:1], K)  # connected
-    writer = Writer(_ClientWriter(col, data), rate, batch, lo, hi)
+    client = _ClientWriter(col, data)
+    writer = SlidingWriter(client.upsert, client.delete, rate, batch, lo, hi)
     writer.start()
     print("ready", flush=True)
     for line in sys.stdin:

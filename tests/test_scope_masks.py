@@ -131,3 +131,25 @@ def test_a_group_that_writes_a_new_id_twice_keeps_one_row_of_it():
     check_masks(col)
     got = col.search(np.zeros(DIM), k=10, tenant="a").ids[0]
     assert set(got[got >= 0].tolist()) == {1, 10}
+
+
+def test_a_predicate_searched_again_is_checked_against_the_schema_as_it_is_now():
+    """A search keeps a predicate object's validation (Collection._validated) only while the
+    schema stays: once a write types an attribute, the same object is checked again, and an
+    equal predicate of another type is checked on its own."""
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="flat")
+    vectors = np.eye(DIM, dtype=np.float32)
+    col.upsert([1, 2], vectors[:2], attributes={"tag": [None, None]})  # typed null so far
+    where = F("tag") == 3
+    for _ in range(2):  # a null attribute admits any value; nothing matches yet
+        assert (col.search(vectors[0], k=2, where=where).ids == -1).all()
+    col.upsert([3], vectors[2:3], attributes={"tag": ["x"]})  # now a string attribute
+    with pytest.raises(shardwalk.InvalidArgumentError, match="tag"):
+        col.search(vectors[0], k=2, where=where)
+    col.upsert([4], vectors[3:4], attributes={"n": [1]})
+    ok = F("n") == 1
+    assert col.search(vectors[0], k=1, where=ok).ids.tolist() == [[4]]
+    with pytest.raises(shardwalk.InvalidArgumentError, match="n"):
+        col.search(vectors[0], k=1, where=F("n") == 1.5)  # equal hash class, another type
+    with pytest.raises(shardwalk.InvalidArgumentError, match="n"):
+        col.search(vectors[0], k=1, where=F("n") == True)  # noqa: E712  (== 1, but a bool)

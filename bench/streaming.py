@@ -11,9 +11,9 @@ track, shardwalk side by side with Qdrant Edge (``qdrant-edge-py``) in the same 
    upserts new rows at a fixed rate (100, 1,000, 5,000 rows/s; single rows and batches of 10)
    and deletes as many of the oldest (the window slides). Per rate and scope, ``--cycles``
    slices of ``--slice`` seconds with the writer on alternate with as many with it off (at
-   rest: once the writes' background index work is done, shardwalk's delta indexed and Qdrant
-   Edge's optimizer run, then 0.1 s): the machine's load, which other work moves, falls on
-   both alike. QPS and p99 writing and at rest, and the rate the writer achieved. Each rate runs
+   rest: once the writes' background index work is done, shardwalk's compaction and delta
+   indexing and Qdrant Edge's optimizer run, then 0.1 s): the machine's load, which other work
+   moves, falls on both alike. QPS and p99 writing and at rest, and the rate the writer achieved. Each rate runs
    on both systems back to back, each settled (indexed, compacted, optimized) before its turn.
 3. ``--server``: the same through the gRPC server (shardwalk only: Qdrant Edge has no server):
    a server on 127.0.0.1 port 0 with quotas on every key (calls in flight and a token bucket
@@ -188,8 +188,10 @@ class Shardwalk:
         return self.col.search(q, k=K).ids[0]
 
     def quiet(self) -> None:
-        """At rest: the writes' background index work done (the delta indexed: its last turn
-        runs once no write came for a moment), then 0.1 s."""
+        """At rest: the writes' background index work done (a compaction they started run to
+        its end, as Qdrant Edge's optimize() below; the delta indexed: its last turn runs once
+        no write came for a moment), then 0.1 s."""
+        self.col.wait_compacted()
         end = time.perf_counter() + 10.0
         while self.col.stats()["delta"]["rows"] and time.perf_counter() < end:
             time.sleep(0.01)

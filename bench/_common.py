@@ -33,6 +33,7 @@ __all__ = [
     "REAL_GRAPHS",
     "UNDIRECTED",
     "Run",
+    "SlidingWriter",
     "commit_of",
     "engine_source",
     "hnsw_flags",
@@ -473,3 +474,43 @@ def write_results(out: str | Path, stem: str, result: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{stem}.json").write_text(json.dumps(result, indent=1))
     return folder
+
+
+class SlidingWriter(threading.Thread):
+    """A writer at a fixed rate beside searches: while ``active`` is set, upserts the next
+    ``batch`` new ids (from ``hi`` on) and deletes as many of the oldest (from ``lo`` on), so
+    a window of live ids slides, at ``rate`` rows/s; catches up without sleeping when behind
+    (never by more than one second's worth). ``rows`` written and ``seconds`` spent active
+    give the rate it achieved; ``halt`` ends the thread. bench/streaming.py and
+    bench/reads_profile.py measure searches under it."""
+
+    def __init__(
+        self,
+        upsert: Callable[[np.ndarray], Any],
+        delete: Callable[[np.ndarray], Any],
+        rate: int,
+        batch: int,
+        lo: int,
+        hi: int,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.upsert, self.delete = upsert, delete
+        self.rate, self.batch, self.lo, self.hi = rate, batch, lo, hi
+        self.active, self.halt = threading.Event(), threading.Event()
+        self.rows, self.seconds = 0, 0.0
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            if not self.active.wait(0.05):
+                continue
+            t0 = due = time.perf_counter()
+            while self.active.is_set() and not self.halt.is_set():
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                b = self.batch
+                self.upsert(np.arange(self.hi, self.hi + b))
+                self.delete(np.arange(self.lo, self.lo + b))
+                self.hi, self.lo, self.rows = self.hi + b, self.lo + b, self.rows + b
+                due = max(due + b / self.rate, time.perf_counter() - 1.0)
+            self.seconds += time.perf_counter() - t0

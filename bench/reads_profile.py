@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SlidingWriter
 from filtered import zipf_tenants
 
 import shardwalk
@@ -64,38 +65,6 @@ def source_commit() -> str:
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=where
     ).stdout.strip()
     return out or os.environ.get("SHARDWALK_COMMIT", "unknown")
-
-
-class Writer(threading.Thread):
-    def __init__(self, col: Any, pool: np.ndarray, tenants, y, rate: int, batch: int, lo: int):
-        super().__init__(daemon=True)
-        self.col, self.pool, self.tenants, self.y = col, pool, tenants, y
-        self.rate, self.batch, self.lo, self.hi = rate, batch, lo, len(pool)
-        self.active, self.halt = threading.Event(), threading.Event()
-        self.rows, self.seconds = 0, 0.0
-
-    def run(self) -> None:
-        n = len(self.pool)
-        while not self.halt.is_set():
-            if not self.active.wait(0.05):
-                continue
-            t0 = due = time.perf_counter()
-            while self.active.is_set() and not self.halt.is_set():
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                ids = np.arange(self.hi, self.hi + self.batch)
-                self.col.upsert(
-                    ids,
-                    self.pool[ids % n],
-                    tenants=[f"t{t}" for t in self.tenants[ids % n].tolist()],
-                    attributes={"y": self.y[ids % n].tolist()},
-                )
-                self.col.delete(np.arange(self.lo, self.lo + self.batch))
-                self.hi, self.lo = self.hi + self.batch, self.lo + self.batch
-                self.rows += self.batch
-                due = max(due + self.batch / self.rate, time.perf_counter() - 1.0)
-            self.seconds += time.perf_counter() - t0
 
 
 def loop(search, queries: np.ndarray, seconds: float) -> tuple[list[float], float, float]:
@@ -162,7 +131,17 @@ def main() -> None:
         "tenant": lambda q: col.search(q, k=10, tenant="t5"),
         "filter": lambda q: col.search(q, k=10, where=F("y") < 3),
     }
-    writer = Writer(col, data.vectors, tenants, y, args.rate, args.batch, lo)
+
+    def upsert(ids: np.ndarray) -> None:
+        at = ids % args.n
+        col.upsert(
+            ids,
+            data.vectors[at],
+            tenants=[f"t{t}" for t in tenants[at].tolist()],
+            attributes={"y": y[at].tolist()},
+        )
+
+    writer = SlidingWriter(upsert, col.delete, args.rate, args.batch, lo, args.n)
     writer.start()
     out: dict[str, Any] = {"writing": {}, "rest": {}, "paths": {}}
     for scope in SCOPES:

@@ -11,9 +11,9 @@ track, shardwalk side by side with Qdrant Edge (``qdrant-edge-py``) in the same 
    upserts new rows at a fixed rate (100, 1,000, 5,000 rows/s; single rows and batches of 10)
    and deletes as many of the oldest (the window slides). Per rate and scope, ``--cycles``
    slices of ``--slice`` seconds with the writer on alternate with as many with it off (at
-   rest: once the writes' background index work is done, shardwalk's delta indexed and Qdrant
-   Edge's optimizer run, then 0.1 s): the machine's load, which other work moves, falls on
-   both alike. QPS and p99 writing and at rest, and the rate the writer achieved. Each rate runs
+   rest: once the writes' background index work is done, shardwalk's compaction and delta
+   indexing and Qdrant Edge's optimizer run, then 0.1 s): the machine's load, which other work
+   moves, falls on both alike. QPS and p99 writing and at rest, and the rate the writer achieved. Each rate runs
    on both systems back to back, each settled (indexed, compacted, optimized) before its turn.
 3. ``--server``: the same through the gRPC server (shardwalk only: Qdrant Edge has no server):
    a server on 127.0.0.1 port 0 with quotas on every key (calls in flight and a token bucket
@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SlidingWriter
 from filtered import zipf_tenants
 from shardwalk.index import exact_search
 
@@ -187,8 +188,10 @@ class Shardwalk:
         return self.col.search(q, k=K).ids[0]
 
     def quiet(self) -> None:
-        """At rest: the writes' background index work done (the delta indexed: its last turn
-        runs once no write came for a moment), then 0.1 s."""
+        """At rest: the writes' background index work done (a compaction they started run to
+        its end, as Qdrant Edge's optimize() below; the delta indexed: its last turn runs once
+        no write came for a moment), then 0.1 s."""
+        self.col.wait_compacted()
         end = time.perf_counter() + 10.0
         while self.col.stats()["delta"]["rows"] and time.perf_counter() < end:
             time.sleep(0.01)
@@ -352,37 +355,6 @@ def runbook(system: Any, data: Data, window: int, chunk: int, batch: int) -> dic
 
 
 # --- 2. searches under a writer -------------------------------------------------------------
-class Writer(threading.Thread):
-    """Upserts new ids at ``rate`` rows/s in calls of ``batch`` rows, deleting as many of the
-    oldest after each (the window slides), while ``active`` is set; catches up without
-    sleeping when behind (never by more than one second's worth)."""
-
-    def __init__(self, system: Any, rate: int, batch: int, lo: int, hi: int) -> None:
-        super().__init__(daemon=True)
-        self.system, self.rate, self.batch = system, rate, batch
-        self.lo, self.hi = lo, hi
-        self.active = threading.Event()
-        self.halt = threading.Event()
-        self.rows = 0
-        self.seconds = 0.0  # spent active
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            if not self.active.wait(0.05):
-                continue
-            t0 = due = time.perf_counter()
-            while self.active.is_set() and not self.halt.is_set():
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                b = self.batch
-                self.system.upsert(np.arange(self.hi, self.hi + b))
-                self.system.delete(np.arange(self.lo, self.lo + b))
-                self.hi, self.lo, self.rows = self.hi + b, self.lo + b, self.rows + b
-                due = max(due + b / self.rate, time.perf_counter() - 1.0)
-            self.seconds += time.perf_counter() - t0
-
-
 def searches(search: Any, queries: np.ndarray, scope: str, seconds: float) -> np.ndarray:
     """One caller looping single-query searches for ``seconds``: their latencies (s)."""
     latencies = []
@@ -451,7 +423,7 @@ def under_writes(
         for system in systems:
             system.settle()
             lo, hi = window[system.name]
-            writer = Writer(system, rate, batch, lo, hi)
+            writer = SlidingWriter(system.upsert, system.delete, rate, batch, lo, hi)
             writer.start()
             load = os.getloadavg()[0]
             measured = interleaved(
@@ -527,13 +499,14 @@ class _ClientWriter:
 
 
 def stream_writer(address: str, key: str, pool: str, rate: int, batch: int, lo: int, hi: int):
-    """The writer client, in a process of its own: a :class:`Writer` through the server,
+    """The writer client, in a process of its own: a :class:`~_common.SlidingWriter` through the server,
     switched by stdin's lines ("on", "off"; "quit": prints rows, seconds active, lo, hi)."""
     with np.load(pool) as d:
         data = Data("", d["pool"], d["pool"][:0], d["tenants"], d["y"], 0, str(d["prefix"]))
     col = shardwalk.Client(address, api_key=key).collection("stream")
     col.search(data.pool[:1], K)  # connected
-    writer = Writer(_ClientWriter(col, data), rate, batch, lo, hi)
+    client = _ClientWriter(col, data)
+    writer = SlidingWriter(client.upsert, client.delete, rate, batch, lo, hi)
     writer.start()
     print("ready", flush=True)
     for line in sys.stdin:

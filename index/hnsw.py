@@ -141,12 +141,20 @@ class HNSWGraph:
         """Positions used, live or tombstones."""
         return int(self._index.ntotal)
 
+    # vectors()'s view, kept until an add or a reserve changes the storage (looking it up
+    # through faiss costs ~3 us, a tenth of a scoped search at rest)
+    _view: np.ndarray | None = None
+
     def vectors(self) -> np.ndarray:
         """Every position's vector: faiss's storage, no copy (valid until the next add)."""
-        n = self._index.ntotal
-        if n == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return faiss.rev_swig_ptr(self._storage.get_xb(), n * self.dim).reshape(n, self.dim)
+        view = self._view
+        if view is None:
+            n = self._index.ntotal
+            if n == 0:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            view = faiss.rev_swig_ptr(self._storage.get_xb(), n * self.dim).reshape(n, self.dim)
+            self._view = view
+        return view
 
     def alive(self) -> np.ndarray:
         """Liveness by position (a view)."""
@@ -168,6 +176,7 @@ class HNSWGraph:
         codes = self._storage.codes  # a std::vector: resizing it down keeps its capacity
         size = self.slots * self.dim * 4
         capacity = max(self.slots + n, self.slots + self.slots // 4, 1024)
+        self._view = None
         codes.resize(capacity * self.dim * 4)
         codes.resize(size)
         self._capacity = capacity
@@ -176,7 +185,9 @@ class HNSWGraph:
         """Append and link ``vectors`` (float32, C-contiguous) with faiss's OpenMP threads of
         the calling thread (the caller's grant); returns their positions."""
         start, n = self.slots, vectors.shape[0]
+        self._view = None  # (readers beside an add with room keep reading the old view)
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._view = None
         self._capacity = max(self._capacity, start + n)  # (it grew by itself if short)
         self._alive = _grow(self._alive, start + n, False)
         self._alive[start : start + n] = True

@@ -341,7 +341,11 @@ def _plan(
                 result = _merge_pending(result, pending, scope, queries, k, ip, explain.details)
         if explain.path in ("tenant-index", "partition-actors"):
             _index_details(explain.details, result)
-    explain.returned = int(np.count_nonzero(result.ids >= 0)) // max(queries.shape[0], 1)
+    ids = result.ids
+    if ids.shape[0] == 1 and ids.shape[1] and ids[0, -1] >= 0:  # padding comes last
+        explain.returned = ids.shape[1]
+    else:
+        explain.returned = int(np.count_nonzero(ids >= 0)) // max(queries.shape[0], 1)
     explain.seconds = time.perf_counter() - t0
     return result, explain
 

@@ -131,3 +131,52 @@ def test_a_group_that_writes_a_new_id_twice_keeps_one_row_of_it():
     check_masks(col)
     got = col.search(np.zeros(DIM), k=10, tenant="a").ids[0]
     assert set(got[got >= 0].tolist()) == {1, 10}
+
+
+def test_a_predicate_searched_again_is_checked_against_the_schema_as_it_is_now():
+    """A search keeps a predicate object's validation (Collection._validated) only while the
+    schema stays: once a write types an attribute, the same object is checked again, and an
+    equal predicate of another type is checked on its own."""
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="flat")
+    vectors = np.eye(DIM, dtype=np.float32)
+    col.upsert([1, 2], vectors[:2], attributes={"tag": [None, None]})  # typed null so far
+    where = F("tag") == 3
+    for _ in range(2):  # a null attribute admits any value; nothing matches yet
+        assert (col.search(vectors[0], k=2, where=where).ids == -1).all()
+    col.upsert([3], vectors[2:3], attributes={"tag": ["x"]})  # now a string attribute
+    with pytest.raises(shardwalk.InvalidArgumentError, match="tag"):
+        col.search(vectors[0], k=2, where=where)
+    col.upsert([4], vectors[3:4], attributes={"n": [1]})
+    ok = F("n") == 1
+    assert col.search(vectors[0], k=1, where=ok).ids.tolist() == [[4]]
+    with pytest.raises(shardwalk.InvalidArgumentError, match="n"):
+        col.search(vectors[0], k=1, where=F("n") == 1.5)  # equal hash class, another type
+    with pytest.raises(shardwalk.InvalidArgumentError, match="n"):
+        col.search(vectors[0], k=1, where=F("n") == True)  # noqa: E712  (== 1, but a bool)
+
+
+def test_new_rows_without_an_attribute_follow_every_kind_of_filter_mask(builds):
+    """Groups of new ids (whose filter values come from the group's own attribute tables):
+    rows that lack the attribute, hold None, or another value, under predicates where a
+    missing value is unknown (==, ~==, range) or false (exists), equal a rebuild."""
+    rng = np.random.default_rng(1)
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="flat")
+    col.upsert([0, 1], rng.normal(size=(2, DIM)), attributes={"w": [1, 2]})
+    scopes = [F("w") == 1, ~(F("w") == 1), F("w").exists(), ~F("w").exists(), F("w") >= 2]
+    for where in scopes:
+        col.search(rng.normal(size=DIM), k=3, where=where)
+    built = builds["n"]
+    writes = [
+        dict(ids=[10, 11]),  # no attributes at all
+        dict(ids=[12], attributes={"w": [None]}),
+        dict(ids=[13, 14], attributes=[{"w": 1}, {}]),
+        dict(ids=[15], attributes={"w": [2]}, tenants="a"),
+    ]
+    for write in writes:
+        ids = write.pop("ids")
+        col.upsert(ids, rng.normal(size=(len(ids), DIM)), **write)
+        check_masks(col)
+    assert builds["n"] == built, "a write rebuilt a mask"
+    for where in scopes:  # and the searches agree with the masks
+        found = set(col.search(rng.normal(size=DIM), k=20, where=where).ids[0].tolist()) - {-1}
+        assert found == set(col._rows.ids[col._masks[(None, where)].matches].tolist())

@@ -43,7 +43,8 @@ from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PP
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch
 from shardwalk.walks.fastrp import fastrp
-from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
+from shardwalk.walks.kept_fingerprints import build_kept, refresh_fingerprints
+from shardwalk.walks.walkstore import WalkStore
 
 __all__ = ["ACCURACY", "Graph"]
 

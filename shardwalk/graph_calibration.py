@@ -25,7 +25,7 @@ from shardwalk.walks import CSRGraph, FingerprintStore, _check
 from shardwalk.walks.calibration import calibrate_accuracy
 from shardwalk.walks.dynamic import EdgeBatch
 from shardwalk.walks.fingerprints import select_hubs
-from shardwalk.walks.walkstore import build_hub_walks
+from shardwalk.walks.kept_fingerprints import build_hub_walks
 
 if TYPE_CHECKING:
     from shardwalk.graph import Graph

@@ -89,7 +89,7 @@ def ppr(r: dict) -> str:
         "Calibration (counted work; precision against power iteration to l1 <= 1e-5 on the "
         "sampled sources; met = the bar reached within the work budget"
         + (
-            "; work in walks.ppr.work_units, a touched node weighing 8 units once a query's "
+            "; work in walks.calibration.work_units, a touched node weighing 8 units once a query's "
             "scratch outgrows a 1 MiB cache):"
             if "load_average_at_start" in meta
             else "):"

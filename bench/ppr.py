@@ -34,11 +34,11 @@ import numba
 import numpy as np
 from _common import REAL_GRAPHS, UNDIRECTED, engine_source  # engine_source: the engine's commit
 from shardwalk.walks import PPRIndex, build_fingerprints, load_npy_dir
+from shardwalk.walks.calibration import calibrate_accuracy
 from shardwalk.walks.evaluate import evaluate, ground_truth, query_metrics, sample_sources
 from shardwalk.walks.fastrp import fastrp
 from shardwalk.walks.generators import power_law_graph, social_graph
 from shardwalk.walks.graph import CSRGraph
-from shardwalk.walks.ppr import calibrate_accuracy
 
 from shardwalk.graph import ACCURACY
 

@@ -43,7 +43,8 @@ from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PP
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch
 from shardwalk.walks.fastrp import fastrp
-from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
+from shardwalk.walks.kept_fingerprints import build_kept, refresh_fingerprints
+from shardwalk.walks.walkstore import WalkStore
 
 __all__ = ["ACCURACY", "Graph"]
 
@@ -425,7 +426,7 @@ class Graph:
             the query's alpha and rule, each setting runs the method calibrated for this
             graph when the fingerprints were built (and again after updates past
             ``recalibrate_ratio``): among the candidates of
-            ``shardwalk.walks.ppr.ACCURACY_CANDIDATES`` whose counted work fits the latency
+            ``shardwalk.walks.calibration.ACCURACY_CANDIDATES`` whose counted work fits the latency
             budget (2 ms "fast", 25 ms "high"), the cheapest that reaches precision@100 0.8
             ("fast") or 0.95 ("high") against power iteration on sampled sources, else the
             most precise within the budget, with a warning (see

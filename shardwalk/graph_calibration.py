@@ -1,7 +1,7 @@
 """accuracy= calibrated, and calibrated again after updates (issue 22 item 3).
 
 A graph's fingerprints carry the choice calibration made for them
-(``stats["accuracy"]``, from :func:`shardwalk.walks.ppr.calibrate_accuracy`) and a record of
+(``stats["accuracy"]``, from :func:`shardwalk.walks.calibration.calibrate_accuracy`) and a record of
 the edges changed since (``stats["calibration"]``). Once updates have changed
 ``Graph.recalibrate_ratio`` of the edges calibration saw, the hubs are selected again in the
 write path and accuracy= is calibrated again in a background thread. Functions of a
@@ -22,10 +22,10 @@ import numpy as np
 from shardwalk import graph_persistence
 from shardwalk.errors import FailedPreconditionError, ResourceExhaustedError
 from shardwalk.walks import CSRGraph, FingerprintStore, _check
+from shardwalk.walks.calibration import calibrate_accuracy
 from shardwalk.walks.dynamic import EdgeBatch
 from shardwalk.walks.fingerprints import select_hubs
-from shardwalk.walks.ppr import calibrate_accuracy
-from shardwalk.walks.walkstore import build_hub_walks
+from shardwalk.walks.kept_fingerprints import build_hub_walks
 
 if TYPE_CHECKING:
     from shardwalk.graph import Graph

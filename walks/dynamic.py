@@ -117,10 +117,11 @@ class DynamicGraph:
         # per node, with room to grow (the views below are the first _n entries)
         self._n = n
         self._ids = np.array(base.node_ids, dtype=np.int64)  # current ids (placeholders < 0)
-        self._rs = np.full(n, -1, np.int64)  # extension segment start (-1: none)
-        self._rl = np.zeros(n, np.int64)  # its length
-        self._rc = np.zeros(n, np.int64)  # its room
-        self._bl = np.ones(n, np.bool_)  # the base row is current (else the segment is the row)
+        self._row_start = np.full(n, -1, np.int64)  # extension segment start (-1: none)
+        self._row_len = np.zeros(n, np.int64)  # its length
+        self._row_cap = np.zeros(n, np.int64)  # its room
+        # the base row is current (else the segment is the row)
+        self._base_live = np.ones(n, np.bool_)
         self.d_targets = np.zeros(0, np.int64)
         self.d_weights = np.zeros(0, np.float32)
         self.d_cum = np.zeros(0, np.float64)  # cumulative weights from each segment's start
@@ -141,20 +142,20 @@ class DynamicGraph:
     @property
     def row_start(self) -> np.ndarray:
         """Where each node's extension segment starts (-1: none)."""
-        return self._rs[: self._n]
+        return self._row_start[: self._n]
 
     @property
     def row_len(self) -> np.ndarray:
-        return self._rl[: self._n]
+        return self._row_len[: self._n]
 
     @property
     def row_cap(self) -> np.ndarray:
-        return self._rc[: self._n]
+        return self._row_cap[: self._n]
 
     @property
     def base_live(self) -> np.ndarray:
         """Whether each node's base row is (still) part of its row."""
-        return self._bl[: self._n]
+        return self._base_live[: self._n]
 
     @property
     def num_nodes(self) -> int:
@@ -204,9 +205,9 @@ class DynamicGraph:
         out = np.zeros(nodes.shape[0], np.float64)
         live = self.base_live[nodes]
         out[live] = self._base_totals()[nodes[live]]
-        rl = self.row_len[nodes]
-        ext = rl > 0
-        out[ext] += self.d_cum[self.row_start[nodes[ext]] + rl[ext] - 1]
+        seg_len = self.row_len[nodes]
+        ext = seg_len > 0
+        out[ext] += self.d_cum[self.row_start[nodes[ext]] + seg_len[ext] - 1]
         return out
 
     # -- ids --------------------------------------------------------------------------------
@@ -475,14 +476,17 @@ class DynamicGraph:
             n0, n1 = self._n, self._n + new.size
             if n1 > self._ids.shape[0]:  # grow by half at least: adding nodes stays O(1) each
                 cap = max(n1, self._ids.shape[0] * 3 // 2, 1024)
-                self._ids, self._rs, self._rl, self._rc, self._bl = (
-                    np.resize(a, cap) for a in (self._ids, self._rs, self._rl, self._rc, self._bl)
+                per_node = (self._ids, self._row_start, self._row_len, self._row_cap,
+                            self._base_live)  # fmt: skip
+                self._ids, self._row_start, self._row_len, self._row_cap, self._base_live = (
+                    np.resize(a, cap) for a in per_node
                 )
             self._ids[n0:n1] = new
-            self._rs[n0:n1] = -1  # a new node's row is its segment, empty until appended to
-            self._rl[n0:n1] = 0
-            self._rc[n0:n1] = 0
-            self._bl[n0:n1] = False
+            # a new node's row is its segment, empty until appended to
+            self._row_start[n0:n1] = -1
+            self._row_len[n0:n1] = 0
+            self._row_cap[n0:n1] = 0
+            self._base_live[n0:n1] = False
             self._n = n1
             self._lookup = None
         return self.to_internal(ids)
@@ -501,32 +505,32 @@ class DynamicGraph:
         if src.size == 0:
             return
         u, first, cnt = np.unique(src, return_index=True, return_counts=True)
-        rs, rl, rc = self._rs[u], self._rl[u], self._rc[u]
-        need = rl + cnt
-        move = np.flatnonzero(need > rc)
+        seg_start, seg_len, seg_cap = self._row_start[u], self._row_len[u], self._row_cap[u]
+        need = seg_len + cnt
+        move = np.flatnonzero(need > seg_cap)
         if move.size:
             cap = np.maximum(2 * need[move], 4)
             starts = self.d_used + np.cumsum(cap) - cap
             self._reserve(self.d_used + int(cap.sum()))
-            src_at = _gather(rs[move], rl[move])
-            dst_at = _gather(starts, rl[move])
+            src_at = _gather(seg_start[move], seg_len[move])
+            dst_at = _gather(starts, seg_len[move])
             self.d_targets[dst_at] = self.d_targets[src_at]
             if self.weighted:
                 self.d_weights[dst_at] = self.d_weights[src_at]
                 self.d_cum[dst_at] = self.d_cum[src_at]
             self.d_used += int(cap.sum())
-            rs[move], rc[move] = starts, cap
-        at = np.repeat(rs + rl, cnt) + np.arange(src.shape[0]) - np.repeat(first, cnt)
+            seg_start[move], seg_cap[move] = starts, cap
+        at = np.repeat(seg_start + seg_len, cnt) + np.arange(src.shape[0]) - np.repeat(first, cnt)
         self.d_targets[at] = dst
         if self.weighted:
             self.d_weights[at] = w
             cw = np.cumsum(w, dtype=np.float64)
             before = np.concatenate([[0.0], cw])[first]
             prior = np.zeros(u.shape[0])
-            ext = rl > 0
-            prior[ext] = self.d_cum[rs[ext] + rl[ext] - 1]
+            ext = seg_len > 0
+            prior[ext] = self.d_cum[seg_start[ext] + seg_len[ext] - 1]
             self.d_cum[at] = cw - np.repeat(before - prior, cnt)
-        self._rs[u], self._rl[u], self._rc[u] = rs, need, rc
+        self._row_start[u], self._row_len[u], self._row_cap[u] = seg_start, need, seg_cap
         self.d_live += int(src.shape[0])
 
     def _appended(self, nodes: np.ndarray, old_deg: np.ndarray, old_tot: np.ndarray,

@@ -15,10 +15,10 @@ import threading
 import numpy as np
 import pytest
 from shardwalk.walks import PPRIndex, build_fingerprints
-from shardwalk.walks import ppr as ppr_module
+from shardwalk.walks import calibration as calibration_module
+from shardwalk.walks.calibration import AccuracySetting, calibrate_accuracy
 from shardwalk.walks.evaluate import evaluate, ground_truth
 from shardwalk.walks.generators import social_graph
-from shardwalk.walks.ppr import AccuracySetting, calibrate_accuracy
 
 import shardwalk
 
@@ -90,11 +90,11 @@ def test_unmet_bar_is_said_and_the_most_precise_within_budget_taken(social, monk
     precise = ("push", {"r_max": 1e-6})
     over_budget = ("push", {"r_max": 1e-9})  # the most precise, but beyond 5 ms of work
     monkeypatch.setattr(
-        ppr_module,
+        calibration_module,
         "ACCURACY_CANDIDATES",
         {"fast": AccuracySetting(1.01, 5.0, (cheap, precise, over_budget))},  # unreachable bar
     )
-    with caplog.at_level(logging.WARNING, logger="shardwalk.walks.ppr"):
+    with caplog.at_level(logging.WARNING, logger="shardwalk.walks.calibration"):
         out = calibrate_accuracy(graph, store, sources=12, seed=1)["fast"]
     by = {(c["method"], c["params"]["r_max"] if "r_max" in c["params"] else None): c
           for c in out["candidates"]}  # fmt: skip
@@ -105,7 +105,7 @@ def test_unmet_bar_is_said_and_the_most_precise_within_budget_taken(social, monk
     assert any("no candidate reached precision@100 1.01" in r.message for r in caplog.records)
 
     monkeypatch.setattr(
-        ppr_module,
+        calibration_module,
         "ACCURACY_CANDIDATES",
         {"fast": AccuracySetting(0.8, 1e-6, (precise, cheap))},  # a budget nothing fits
     )
@@ -140,10 +140,12 @@ def test_precision_counts_only_the_nodes_a_source_reaches():
     ref_scores = np.array([0.5, 0.3, 0.2, 0.0, 0.0, 0.0])
     found = np.array([6, 5, 7, 8, -1, -1])
     found_scores = np.array([0.4, 0.4, 0.2, 0.0, 0.0, 0.0])
-    assert ppr_module.precision_at_k(found, found_scores, ref, ref_scores) == 1.0
+    assert calibration_module.precision_at_k(found, found_scores, ref, ref_scores) == 1.0
     found_scores[2] = 0.0  # node 7 not found (a zero score is not an answer)
-    assert ppr_module.precision_at_k(found, found_scores, ref, ref_scores) == pytest.approx(2 / 3)
+    assert calibration_module.precision_at_k(found, found_scores, ref, ref_scores) == pytest.approx(
+        2 / 3
+    )
     small = social_graph(60, 2, seed=1)  # and on a whole query: exact against itself
     index = PPRIndex(small)
     r = index.query(0, k=100, method="exact")
-    assert ppr_module.precision_at_k(r.ids[0], r.scores[0], r.ids[0], r.scores[0]) == 1.0
+    assert calibration_module.precision_at_k(r.ids[0], r.scores[0], r.ids[0], r.scores[0]) == 1.0

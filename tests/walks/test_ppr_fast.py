@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shardwalk.walks import PPRIndex, build_fingerprints
-from shardwalk.walks import ppr as ppr_module
+from shardwalk.walks import calibration as calibration_module
+from shardwalk.walks.calibration import calibrate_accuracy
 from shardwalk.walks.evaluate import evaluate
 from shardwalk.walks.generators import social_graph
 from shardwalk.walks.kernels.hybrid import _sample_runs
 from shardwalk.walks.kernels.query import count_runs
 from shardwalk.walks.kernels.rng import mix64
-from shardwalk.walks.ppr import calibrate_accuracy
 
 
 def _rows(seed: int, rows: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,7 +131,9 @@ def test_work_units_weigh_touched_nodes_beyond_the_cache():
     """A touched node costs a unit while a query's scratch fits the cache, and
     TOUCH_UNITS_UNCACHED beyond (its first touch misses in every scratch array)."""
     work = np.array([[100, 50, 10], [0, 0, 1]])
-    np.testing.assert_array_equal(ppr_module.work_units(work, 1000), [160.0, 1.0])
-    big = ppr_module.CACHE_BYTES // ppr_module.SCRATCH_BYTES_PER_NODE + 1
-    heavy = ppr_module.TOUCH_UNITS_UNCACHED
-    np.testing.assert_array_equal(ppr_module.work_units(work, big), [150 + 10 * heavy, heavy])
+    np.testing.assert_array_equal(calibration_module.work_units(work, 1000), [160.0, 1.0])
+    big = calibration_module.CACHE_BYTES // calibration_module.SCRATCH_BYTES_PER_NODE + 1
+    heavy = calibration_module.TOUCH_UNITS_UNCACHED
+    np.testing.assert_array_equal(
+        calibration_module.work_units(work, big), [150 + 10 * heavy, heavy]
+    )

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shardwalk.walks.dynamic import DynamicGraph
 from shardwalk.walks.generators import power_law_graph
-from shardwalk.walks.walkstore import WalkStore, build_kept
+from shardwalk.walks.kept_fingerprints import build_kept
+from shardwalk.walks.walkstore import WalkStore
 
 from tests.walks.test_walkstore import assert_same_state, state_of, stream
 

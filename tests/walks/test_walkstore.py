@@ -7,10 +7,11 @@ import copy
 
 import numpy as np
 import pytest
-from shardwalk.walks import CSRGraph, build_fingerprints, walkstore
+from shardwalk.walks import CSRGraph, build_fingerprints, kept_fingerprints, walkstore
 from shardwalk.walks.dynamic import DynamicGraph
 from shardwalk.walks.generators import power_law_graph
-from shardwalk.walks.walkstore import WalkStore, build_kept, refresh_fingerprints
+from shardwalk.walks.kept_fingerprints import build_kept, refresh_fingerprints
+from shardwalk.walks.walkstore import WalkStore
 
 ALPHA = 0.15
 
@@ -282,7 +283,7 @@ def test_a_refresh_that_fails_leaves_the_dirty_marks_for_the_next():
     assert marks[0].any() and marks[1].any()
     clean = refresh_fingerprints(fp, copy.deepcopy(main), copy.deepcopy(hubs), m)
     calls = 0
-    real = walkstore._splice
+    real = kept_fingerprints._splice
 
     def fail_second(*args):
         nonlocal calls
@@ -295,7 +296,7 @@ def test_a_refresh_that_fails_leaves_the_dirty_marks_for_the_next():
         raise RuntimeError("injected fault")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(walkstore, "_splice", fail_second)
+        patch.setattr(kept_fingerprints, "_splice", fail_second)
         with pytest.raises(RuntimeError, match="injected fault"):
             refresh_fingerprints(fp, main, hubs, m)
     np.testing.assert_array_equal(main.dirty, marks[0])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -25,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import ArrayLike, NDArray
 
-from shardwalk import collection_persistence, scope_masks
+from shardwalk import collection_indexer, collection_persistence, scope_masks
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
-from shardwalk.collection_indexer import _coalesce
+from shardwalk.collection_indexer import _INSERT_GUESS, _coalesce
 from shardwalk.collection_persistence import (
     _COMPACT_FRACTION,
     _COMPACT_MIN_DEAD,
@@ -45,7 +44,7 @@ from shardwalk.errors import (
     ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
-from shardwalk.index.base import KeepsRoom, relabel
+from shardwalk.index.base import relabel
 from shardwalk.index.filters import Predicate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
@@ -99,18 +98,6 @@ _LARGE_WRITE = 4096
 # it is acknowledged (it would fill the delta alone; one parallel insert builds it fastest).
 _DELTA_BYTES = 2 << 20
 _DELTA_MIN_ROWS = 256
-# The background indexer's turns: each excludes searches (and writes that delete) for its
-# insert (faiss inserts are not safe beside searches), so a turn inserts about _INDEX_TURN
-# seconds of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
-# 128-row turns (5-15 ms of HNSW inserts on a loaded 2-core machine) were a search's p99 under
-# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us. A plain search that meets
-# a turn waits for all of it: 0.5 ms turns (5-8 rows of 64-d at M=16, efConstruction=100) keep
-# that wait near one search's time at rest, for ~10% more turn overhead than 2 ms turns.
-_INDEX_TURN = 0.0005
-_INDEX_CHUNK_MIN = 2
-_INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
-_INDEX_CHUNK = 128
-_INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 
 
 @dataclass
@@ -503,7 +490,7 @@ class Collection:
         new_rows = sum(int(w.ids.size) for w in writes if isinstance(w, Upsert))
         # a group that would fill the delta alone is indexed before it is acknowledged
         direct = not self._deferred or new_rows >= self.delta_limit
-        if new_rows and not direct and not self._wait_for_room(new_rows):
+        if new_rows and not direct and not collection_indexer.wait_for_room(self, new_rows):
             error = FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
             for entry in accepted:
                 entry.error = error
@@ -526,7 +513,8 @@ class Collection:
                     return
                 logged = True
             if direct:
-                self._drain()  # the rows before this group's go into the index first
+                # the rows before this group's go into the index first
+                collection_indexer.drain(self)
             with (
                 self._indexing if direct else nullcontext(),
                 self._index_rw.write() if kills else nullcontext(),
@@ -539,7 +527,7 @@ class Collection:
                 if self._wal is not None:
                     self._applied_log = (self._wal.path, self._wal.size)
             if len(self._delta):
-                self._kick()
+                collection_indexer.kick(self)
         except BaseException as exc:
             # The log and the memory may now disagree: refuse further use until reopened
             # (replaying the log then gives the state every acknowledged write left).
@@ -683,102 +671,18 @@ class Collection:
         if rows.size:
             self._index.delete(rows)
 
-    # -- background indexing ----------------------------------------------------------------
+    # -- background indexing (shardwalk.collection_indexer) -----------------------------------
     def _kick(self) -> None:
-        """Make sure an indexer thread works through the delta."""
-        with self._room:
-            if self._indexer is None:
-                if self._closed_because is None:
-                    self._start_indexer()
-            else:
-                self._room.notify_all()  # an idle indexer waits for rows
-
-    def _start_indexer(self) -> None:  # under self._room
-        thread = threading.Thread(
-            target=self._index_loop, name=f"shardwalk-index-{self.name}", daemon=True
-        )
-        self._indexer = thread
-        thread.start()
-
-    def _index_loop(self) -> None:
-        """The background indexer: insert the delta's rows into the index, a chunk per turn;
-        once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
-        starts another)."""
-        while True:
-            with self._room:  # decided under the lock a writer's _kick takes: no lost wake-up
-                if not len(self._delta) and self._closed_because is None:
-                    self._room.wait(_INDEXER_IDLE)
-                if not len(self._delta) or self._closed_because is not None:
-                    self._indexer = None
-                    self._room.notify_all()
-                    return
-            try:
-                turn = int(_INDEX_TURN / max(self._insert_seconds, 1e-7))
-                count = min(_INDEX_CHUNK, max(_INDEX_CHUNK_MIN, turn))
-                # one thread: an OpenMP team for a dozen rows costs more in hand-offs than it
-                # saves, and a member the OS deschedules holds the turn (and every search
-                # waiting for it) at its barrier
-                self._indexed_in_background += self._index_some(count, threads=1)
-            except BaseException as exc:
-                self._closed_because = "stopped at a failed index insert; reopen the engine"
-                self._closed_cause = exc
-                log.error("collection %r stopped at a failed index insert", self.name, exc_info=exc)
+        collection_indexer.kick(self)
 
     def _index_some(self, count: int, threads: int | None = None) -> int:
-        """Insert the delta's first ``count`` rows into the index (searches wait only for the
-        insert itself; writes of new rows not at all; ``threads``: the insert's, default the
-        index's); returns how many."""
-        with self._indexing:
-            if self._closed_because is not None:
-                return 0
-            with self._rw.read():  # a copy: writers may move the delta meanwhile
-                rows, vectors, owners = self._delta.head(count)
-            if not rows.size:
-                return 0
-            index = self._index
-            if self._shares_store and isinstance(index, KeepsRoom) and not index.room(rows.size):
-                # the insert must not move the vectors that scoped searches read beside it
-                # (holding only _rw): it makes room while they are held out (amortised)
-                with self._rw.write():
-                    index.reserve(rows.size)
-            with self._index_rw.write():
-                t0 = time.perf_counter()
-                self._add_to_index(rows, vectors, owners, threads)
-                took = (time.perf_counter() - t0) / rows.size
-                self._insert_seconds = 0.7 * self._insert_seconds + 0.3 * took
-                with self._rw.write():
-                    # rows deleted or replaced while they waited (not in the index then)
-                    dead = rows[~self._rows.alive[rows]]
-                    if dead.size:
-                        self._index.delete(dead)
-                    self._delta.advance(rows.size)
-        with self._room:
-            self._room.notify_all()  # writers waiting for room
-        return int(rows.size)
+        return collection_indexer.index_some(self, count, threads)
 
     def _drain(self) -> None:
-        """Index every row of the delta in this thread (one insert: faiss links it in
-        parallel). Under the commit lock: no write adds rows meanwhile."""
-        while len(self._delta) and self._index_some(len(self._delta)):
-            pass
+        collection_indexer.drain(self)
 
     def _wait_for_room(self, rows: int) -> bool:
-        """Wait until the delta has room for ``rows`` more (or is empty); False if the
-        collection was closed meanwhile. Called by a group's leader."""
-        delta = self._delta
-        if len(delta) + rows <= self.delta_limit:  # only the leader adds rows: no race here
-            return True
-        t0 = time.perf_counter()
-        with self._room:
-            self._delta_waits += 1
-            while len(delta) and len(delta) + rows > self.delta_limit:
-                if self._closed_because is not None:
-                    return False
-                if self._indexer is None:
-                    self._start_indexer()
-                self._room.wait(0.5)
-            self._delta_wait_seconds += time.perf_counter() - t0
-        return self._closed_because is None
+        return collection_indexer.wait_for_room(self, rows)
 
     # -- reads ------------------------------------------------------------------------------
     def search(

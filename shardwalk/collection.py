@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -25,10 +24,11 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import ArrayLike, NDArray
 
-from shardwalk import collection_persistence
+from shardwalk import collection_indexer, collection_persistence, scope_masks
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
+from shardwalk.collection_indexer import _INSERT_GUESS, _coalesce
 from shardwalk.collection_persistence import (
     _COMPACT_FRACTION,
     _COMPACT_MIN_DEAD,
@@ -44,8 +44,8 @@ from shardwalk.errors import (
     ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
-from shardwalk.index.base import KeepsRoom, relabel
-from shardwalk.index.filters import Predicate, evaluate, validate
+from shardwalk.index.base import relabel
+from shardwalk.index.filters import Predicate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
@@ -61,6 +61,7 @@ from shardwalk.rows import (
     shared_array,
     tenant_array,
 )
+from shardwalk.scope_masks import _Mask
 from shardwalk.snapshot import (
     Upsert,
     delete_record,
@@ -85,8 +86,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Collection", "Records"]
 
-_SAMPLE = 1024  # rows a selectivity estimate looks at
-_MASKS = 16  # scope masks cached (least recently used dropped)
 _CHECKED = 64  # predicates whose validation is kept (see Collection._validated)
 # After an upsert of this many rows, hand freed memory back to the OS: a batch's transient
 # copies are large allocations that glibc, once its mmap threshold has grown, keeps in its heap
@@ -99,18 +98,6 @@ _LARGE_WRITE = 4096
 # it is acknowledged (it would fill the delta alone; one parallel insert builds it fastest).
 _DELTA_BYTES = 2 << 20
 _DELTA_MIN_ROWS = 256
-# The background indexer's turns: each excludes searches (and writes that delete) for its
-# insert (faiss inserts are not safe beside searches), so a turn inserts about _INDEX_TURN
-# seconds of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
-# 128-row turns (5-15 ms of HNSW inserts on a loaded 2-core machine) were a search's p99 under
-# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us. A plain search that meets
-# a turn waits for all of it: 0.5 ms turns (5-8 rows of 64-d at M=16, efConstruction=100) keep
-# that wait near one search's time at rest, for ~10% more turn overhead than 2 ms turns.
-_INDEX_TURN = 0.0005
-_INDEX_CHUNK_MIN = 2
-_INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
-_INDEX_CHUNK = 128
-_INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 
 
 @dataclass
@@ -126,148 +113,10 @@ class _Delete:
     owner: Any = ANY_OWNER  # a tenant: delete in its namespace only; ANY_OWNER: every row
 
 
-def _coalesce(writes: list[Any]) -> list[Any]:
-    """Consecutive upserts of distinct ids (and of one kind: unscoped or in their owners'
-    namespaces) as one (one index insert for a group: its rows are linked in parallel);
-    anything else as it came, in order."""
-    out: list[Any] = []
-    run: list[Upsert] = []
-
-    def flush() -> None:
-        if len(run) == 1:
-            out.append(run[0])
-        elif run:
-            out.append(_concat(run))
-        run.clear()
-
-    seen: set[int] = set()
-    for write in writes:
-        if isinstance(write, Upsert):
-            ids = set(write.ids.tolist())
-            if seen.isdisjoint(ids) and (not run or run[0].everywhere == write.everywhere):
-                run.append(write)
-                seen |= ids
-                continue
-            flush()
-            run.append(write)
-            seen = ids
-        else:
-            flush()
-            seen = set()
-            out.append(write)
-    flush()
-    return out
-
-
-def _concat(upserts: list[Upsert]) -> Upsert:
-    n = [u.ids.size for u in upserts]
-    shared = None
-    if any(u.shared is not None for u in upserts):
-        shared = pa.concat_arrays(
-            [
-                u.shared if u.shared is not None else pa.nulls(size, pa.list_(pa.string()))
-                for u, size in zip(upserts, n)
-            ]
-        )
-    attributes = [u.attributes for u in upserts]
-    return Upsert(
-        ids=np.concatenate([u.ids for u in upserts]),
-        vectors=np.concatenate([u.vectors for u in upserts]),
-        tenants=pa.concat_arrays([u.tenants.cast(pa.string()) for u in upserts]),
-        attributes=_concat_attributes(attributes, n),
-        shared=shared,
-        everywhere=upserts[0].everywhere,  # (a run is of one kind: see _coalesce)
-    )
-
-
-def _concat_attributes(tables: list[pa.Table], sizes: list[int]) -> pa.Table:
-    if not any(t.num_columns for t in tables):
-        return pa.table({})
-    filled = [
-        t if t.num_columns else pa.table({"__rows__": pa.nulls(size)})
-        for t, size in zip(tables, sizes)
-    ]
-    merged = pa.concat_tables(filled, promote_options="default")
-    return merged.drop_columns(["__rows__"]) if "__rows__" in merged.column_names else merged
-
-
-def _appended(writes: list[Any], rows: int) -> pa.Table | None:
-    """The attributes of the rows a group's upserts appended, in row order (each upsert
-    appends one row per id, in order, with its table as given): None unless they are
-    ``rows`` rows with attributes."""
-    upserts = [w for w in writes if isinstance(w, Upsert)]
-    sizes = [int(w.ids.size) for w in upserts]
-    if not upserts or sum(sizes) != rows:
-        return None
-    table = (
-        upserts[0].attributes
-        if len(upserts) == 1
-        else _concat_attributes([w.attributes for w in upserts], sizes)
-    )
-    return table if table.num_rows == rows else None
-
-
 def _shared_lists(columns: pa.Table, n: int) -> list[list[str]]:
     if SHARED not in columns.column_names:
         return [[] for _ in range(n)]
     return [v or [] for v in columns.column(SHARED).to_pylist()]
-
-
-class _Mask:
-    """A scope's rows as a bool mask by row (with room for rows to come: False past the
-    last), the same packed little-endian, and the rows themselves (ascending), kept current
-    by every write; ``fraction``: the share of a sample of the visible rows that matched when
-    it was built (the planner's estimate, for explanations); ``memo``: what searches derive
-    from the bits (a graph filter over them: see ``Scope.memo``)."""
-
-    __slots__ = ("allowed", "bits", "fraction", "matches", "memo")
-
-    def __init__(self, allowed: np.ndarray) -> None:
-        self.allowed = allowed
-        self.bits = np.zeros(allowed.size // 8, dtype=np.uint8)
-        self.matches = np.zeros(0, dtype=np.int64)
-        self.fraction = 1.0
-        self.memo: dict[Any, Any] = {}
-
-    @classmethod
-    def empty(cls, rows: int) -> _Mask:
-        return cls(np.zeros(_room(rows), dtype=bool))
-
-    def grow(self, rows: int) -> None:
-        """Room for ``rows`` rows (doubling, amortised O(1) per row)."""
-        if rows <= self.allowed.size:
-            return
-        allowed = np.zeros(_room(max(rows, 2 * self.allowed.size)), dtype=bool)
-        allowed[: self.allowed.size] = self.allowed
-        bits = np.zeros(allowed.size // 8, dtype=np.uint8)
-        bits[: self.bits.size] = self.bits
-        self.allowed, self.bits = allowed, bits
-
-    def set(self, rows: np.ndarray, keep: np.ndarray) -> None:
-        """Of ``rows`` (ascending, unique), exactly ``keep`` (a subset) are in scope now."""
-        now = np.zeros(rows.size, dtype=bool)
-        now[np.searchsorted(rows, keep)] = True
-        changed = self.allowed[rows] != now
-        if not changed.any():
-            return
-        self.allowed[rows] = now
-        touched = np.unique(rows[changed] >> 3)  # the packed bytes to redo
-        spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
-        self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
-        gone = rows[changed & ~now]
-        if gone.size:
-            self.matches = self.matches[self.allowed[self.matches]]
-        new = rows[changed & now]
-        if new.size:
-            if not self.matches.size or new[0] > self.matches[-1]:
-                self.matches = np.concatenate([self.matches, new])
-            else:
-                self.matches = np.union1d(self.matches, new)
-
-
-def _room(rows: int) -> int:
-    """A mask's length for ``rows`` rows: a whole number of bytes when packed."""
-    return max(64, (rows + 7) // 8 * 8)
 
 
 @dataclass(frozen=True)
@@ -641,7 +490,7 @@ class Collection:
         new_rows = sum(int(w.ids.size) for w in writes if isinstance(w, Upsert))
         # a group that would fill the delta alone is indexed before it is acknowledged
         direct = not self._deferred or new_rows >= self.delta_limit
-        if new_rows and not direct and not self._wait_for_room(new_rows):
+        if new_rows and not direct and not collection_indexer.wait_for_room(self, new_rows):
             error = FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
             for entry in accepted:
                 entry.error = error
@@ -649,7 +498,7 @@ class Collection:
         # rows replaced or deleted may be in the index: their tombstones need it exclusively
         fresh = self._fresh_upserts(writes)
         kills = direct or not all(fresh)
-        ahead = {} if kills else self._evaluate_ahead(writes)
+        ahead = {} if kills else scope_masks.evaluate_ahead(self, writes)
         logged = False  # the group's records are durable in the log
         try:
             if self._wal is not None and records:
@@ -664,7 +513,8 @@ class Collection:
                     return
                 logged = True
             if direct:
-                self._drain()  # the rows before this group's go into the index first
+                # the rows before this group's go into the index first
+                collection_indexer.drain(self)
             with (
                 self._indexing if direct else nullcontext(),
                 self._index_rw.write() if kills else nullcontext(),
@@ -677,7 +527,7 @@ class Collection:
                 if self._wal is not None:
                     self._applied_log = (self._wal.path, self._wal.size)
             if len(self._delta):
-                self._kick()
+                collection_indexer.kick(self)
         except BaseException as exc:
             # The log and the memory may now disagree: refuse further use until reopened
             # (replaying the log then gives the state every acknowledged write left).
@@ -737,27 +587,7 @@ class Collection:
                 self._apply_delete(write.present, write.owner)
         if self._checked and self._rows.schema != schema:
             self._checked = {}  # predicates are checked against the new schema from now on
-        self._follow_writes(first, schema, writes, ahead)
-
-    def _evaluate_ahead(self, writes: list[Any]) -> dict[Any, np.ndarray]:
-        """The cached filter masks' predicates on the rows a group of upserts of new ids will
-        append, from the group's own attribute tables (as they will be stored), before its
-        exclusive section, which then only sets bits (~45 us less of it per filter: Arrow's
-        kernels cost that much on a few rows). Under the commit lock: no other write changes
-        the masks meanwhile; a mask a search adds meanwhile is evaluated in the section."""
-        if not self._masks or not self._deferred:
-            return {}
-        with self._cache_lock:
-            predicates = {p for _, p in self._masks if p is not None}
-        new_rows = sum(int(w.ids.size) for w in writes if isinstance(w, Upsert))
-        table = _appended(writes, new_rows) if predicates else None
-        if table is None:
-            return {}
-        schema = self._rows.schema
-        for column in table.schema:  # a group that types an attribute drops the masks
-            if not pa.types.is_null(column.type) and schema.get(column.name) != column.type:
-                return {}
-        return {p: evaluate(p, table) for p in predicates}
+        scope_masks.follow_writes(self, first, schema, writes, ahead)
 
     def _present(self, write: _Delete, before: list[Entry]) -> np.ndarray:
         """The ids of ``write`` with a row in its namespace (any row, for ``ANY_OWNER``) once
@@ -841,102 +671,18 @@ class Collection:
         if rows.size:
             self._index.delete(rows)
 
-    # -- background indexing ----------------------------------------------------------------
+    # -- background indexing (shardwalk.collection_indexer) -----------------------------------
     def _kick(self) -> None:
-        """Make sure an indexer thread works through the delta."""
-        with self._room:
-            if self._indexer is None:
-                if self._closed_because is None:
-                    self._start_indexer()
-            else:
-                self._room.notify_all()  # an idle indexer waits for rows
-
-    def _start_indexer(self) -> None:  # under self._room
-        thread = threading.Thread(
-            target=self._index_loop, name=f"shardwalk-index-{self.name}", daemon=True
-        )
-        self._indexer = thread
-        thread.start()
-
-    def _index_loop(self) -> None:
-        """The background indexer: insert the delta's rows into the index, a chunk per turn;
-        once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
-        starts another)."""
-        while True:
-            with self._room:  # decided under the lock a writer's _kick takes: no lost wake-up
-                if not len(self._delta) and self._closed_because is None:
-                    self._room.wait(_INDEXER_IDLE)
-                if not len(self._delta) or self._closed_because is not None:
-                    self._indexer = None
-                    self._room.notify_all()
-                    return
-            try:
-                turn = int(_INDEX_TURN / max(self._insert_seconds, 1e-7))
-                count = min(_INDEX_CHUNK, max(_INDEX_CHUNK_MIN, turn))
-                # one thread: an OpenMP team for a dozen rows costs more in hand-offs than it
-                # saves, and a member the OS deschedules holds the turn (and every search
-                # waiting for it) at its barrier
-                self._indexed_in_background += self._index_some(count, threads=1)
-            except BaseException as exc:
-                self._closed_because = "stopped at a failed index insert; reopen the engine"
-                self._closed_cause = exc
-                log.error("collection %r stopped at a failed index insert", self.name, exc_info=exc)
+        collection_indexer.kick(self)
 
     def _index_some(self, count: int, threads: int | None = None) -> int:
-        """Insert the delta's first ``count`` rows into the index (searches wait only for the
-        insert itself; writes of new rows not at all; ``threads``: the insert's, default the
-        index's); returns how many."""
-        with self._indexing:
-            if self._closed_because is not None:
-                return 0
-            with self._rw.read():  # a copy: writers may move the delta meanwhile
-                rows, vectors, owners = self._delta.head(count)
-            if not rows.size:
-                return 0
-            index = self._index
-            if self._shares_store and isinstance(index, KeepsRoom) and not index.room(rows.size):
-                # the insert must not move the vectors that scoped searches read beside it
-                # (holding only _rw): it makes room while they are held out (amortised)
-                with self._rw.write():
-                    index.reserve(rows.size)
-            with self._index_rw.write():
-                t0 = time.perf_counter()
-                self._add_to_index(rows, vectors, owners, threads)
-                took = (time.perf_counter() - t0) / rows.size
-                self._insert_seconds = 0.7 * self._insert_seconds + 0.3 * took
-                with self._rw.write():
-                    # rows deleted or replaced while they waited (not in the index then)
-                    dead = rows[~self._rows.alive[rows]]
-                    if dead.size:
-                        self._index.delete(dead)
-                    self._delta.advance(rows.size)
-        with self._room:
-            self._room.notify_all()  # writers waiting for room
-        return int(rows.size)
+        return collection_indexer.index_some(self, count, threads)
 
     def _drain(self) -> None:
-        """Index every row of the delta in this thread (one insert: faiss links it in
-        parallel). Under the commit lock: no write adds rows meanwhile."""
-        while len(self._delta) and self._index_some(len(self._delta)):
-            pass
+        collection_indexer.drain(self)
 
     def _wait_for_room(self, rows: int) -> bool:
-        """Wait until the delta has room for ``rows`` more (or is empty); False if the
-        collection was closed meanwhile. Called by a group's leader."""
-        delta = self._delta
-        if len(delta) + rows <= self.delta_limit:  # only the leader adds rows: no race here
-            return True
-        t0 = time.perf_counter()
-        with self._room:
-            self._delta_waits += 1
-            while len(delta) and len(delta) + rows > self.delta_limit:
-                if self._closed_because is not None:
-                    return False
-                if self._indexer is None:
-                    self._start_indexer()
-                self._room.wait(0.5)
-            self._delta_wait_seconds += time.perf_counter() - t0
-        return self._closed_because is None
+        return collection_indexer.wait_for_room(self, rows)
 
     # -- reads ------------------------------------------------------------------------------
     def search(
@@ -997,7 +743,7 @@ class Collection:
             with nullcontext() if store_only else self._index_rw.read(), self._rw.read():
                 self._check_open()
                 predicate = None if where is None else self._validated(where)
-                scope = self._scope(tenant, predicate)
+                scope = scope_masks.scope(self, tenant, predicate)
                 planned = self._plan(arr, k, scope, params, store_only)
                 if planned is None:  # the index's path: wait for the index
                     store_only = False
@@ -1071,76 +817,17 @@ class Collection:
         assert result.explain is not None
         return result.explain
 
+    # -- scope masks (shardwalk.scope_masks) --------------------------------------------------
     def _scope(self, tenant: str | None, predicate: Any) -> Scope | None:
-        """The live rows a search may return (None: every live row, no filtering)."""
-        if tenant is None and predicate is None:
-            return None
-        tenant_rows = None if tenant is None else self._tenants.rows(tenant)
-        mask = self._mask(tenant, predicate, tenant_rows)
-        if tenant is None:
-            visible = len(self._rows)
-        elif predicate is None:
-            visible = int(mask.matches.size)
-        else:  # the tenant's own scope, kept beside this one (its size is the visible count)
-            visible = int(self._mask(tenant, None, tenant_rows).matches.size)
-        return Scope(
-            matches=mask.matches,
-            allowed=mask.allowed,
-            allowed_bits=mask.bits,
-            tenant_rows=tenant_rows,
-            tenant_key=tenant,
-            tenant_version=self._tenants.version(tenant) if tenant is not None else 0,
-            visible=visible,
-            # what a planner without the exact count would have estimated
-            estimated=visible if predicate is None else round(mask.fraction * visible),
-            memo=mask.memo,
-        )
+        return scope_masks.scope(self, tenant, predicate)
 
     def _mask(self, tenant: str | None, predicate: Any, tenant_rows: np.ndarray | None) -> _Mask:
-        key = (tenant, predicate)
-        with self._cache_lock:
-            cached = self._masks.get(key)
-            if cached is not None:
-                self._masks.move_to_end(key)
-                return cached
-        # built outside the cache lock (searches run in parallel; writes wait for them)
-        cached = self._build_mask(tenant, tenant_rows, predicate)
-        with self._cache_lock:
-            self._masks[key] = cached
-            while len(self._masks) > _MASKS:
-                self._masks.popitem(last=False)
-        return cached
+        return scope_masks.cached_mask(self, tenant, predicate, tenant_rows)
 
     def _build_mask(
         self, tenant: str | None, tenant_rows: np.ndarray | None, predicate: Any
     ) -> _Mask:
-        """A scope's mask from scratch: O(rows) (O(tenant rows) for a tenant's scope)."""
-        alive = self._rows.alive
-        visible = None
-        if tenant_rows is not None:
-            assert tenant is not None
-            visible = self._one_per_id(tenant_rows[alive[tenant_rows]], tenant)
-        n = self._rows.rows
-        fraction = 1.0
-        if predicate is None:
-            assert visible is not None
-            mask = _Mask.empty(n)
-            mask.allowed[visible] = True
-            matches = visible
-        else:
-            mask = _Mask.empty(n)
-            if visible is None:
-                mask.allowed[:n] = evaluate(predicate, self._rows.table()) & alive
-            else:
-                mask.allowed[visible[evaluate(predicate, self._rows.columns(visible))]] = True
-            matches = np.flatnonzero(mask.allowed[:n])
-            pool = visible if visible is not None else np.flatnonzero(alive)
-            if pool.size:
-                sample = pool[:: max(1, pool.size // _SAMPLE)]
-                fraction = float(mask.allowed[sample].mean())
-        mask.matches, mask.fraction = matches, fraction
-        mask.bits[:] = np.packbits(mask.allowed, bitorder="little")
-        return mask
+        return scope_masks.build_mask(self, tenant, tenant_rows, predicate)
 
     def _follow_writes(
         self,
@@ -1149,80 +836,10 @@ class Collection:
         writes: list[Any],
         ahead: dict[Any, np.ndarray] | None = None,
     ) -> None:
-        """Bring the cached scope masks up to date with the write group just applied (under
-        the exclusive lock): the rows it added from ``first`` on, the rows it killed, and the
-        rows of the ids it touched (an own row shadows a shared one, a deleted one reveals it)
-        are re-evaluated; nothing else. A mask whose attributes changed shape (a column added
-        or typed) is dropped and rebuilt when next used. O(rows touched), not O(rows).
-        ``ahead``: predicate values on the new rows, evaluated before (_evaluate_ahead)."""
-        self._version += 1
-        killed, self._killed = self._killed, []
-        if not self._masks:
-            return
-        if not self._deferred or self._rows.schema != schema:
-            # (an index in Ray actors caches each mask's array by identity: new arrays only)
-            with self._cache_lock:
-                self._masks.clear()
-            return
-        live = np.zeros(0, dtype=np.int64)
-        if not all(w.everywhere if isinstance(w, Upsert) else w.owner is ANY_OWNER for w in writes):
-            # a write in one owner's namespace can leave another owner's row of its id live,
-            # now shadowed or revealed; unscoped writes leave no row of their ids but theirs
-            ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
-            ids += [self._rows.ids[rows] for rows in killed]
-            _, live = self._rows.find(np.unique(np.concatenate(ids)))
-        n = self._rows.rows
-        rows = np.arange(first, n, dtype=np.int64)  # the new rows (ascending, unique)
-        others = [part for part in (live, *killed) if part.size]
-        if others:
-            rows = np.unique(np.concatenate([*others, rows]))
-        if not rows.size:
-            return
-        alive = self._rows.alive[rows]
-        with self._cache_lock:
-            masks = list(self._masks.items())
-        matched: dict[Any, np.ndarray] = {}  # predicate -> its value on each of rows
-        touched = None  # the rows' attributes
-        if rows.size == n - first:  # only the new rows (a group of new ids; ascending)
-            matched = {p: v for p, v in (ahead or {}).items() if v.size == rows.size}
-            # the group's own tables, as they were stored (~65 us less than taking them back
-            # from the row table's chunks, per group and filter)
-            touched = _appended(writes, rows.size)
-        for (tenant, predicate), mask in masks:
-            mask.grow(n)
-            keep = rows[alive]
-            if tenant is not None:
-                tenant_rows = self._tenants.rows(tenant)
-                at = np.minimum(np.searchsorted(tenant_rows, keep), max(tenant_rows.size - 1, 0))
-                keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]
-                keep = self._one_per_id(keep, tenant)
-            if predicate is not None and keep.size:
-                values = matched.get(predicate)
-                if values is None:  # the touched rows' attributes, read once for every mask
-                    if touched is None:
-                        touched = self._rows.columns(rows)
-                    values = matched[predicate] = evaluate(predicate, touched)
-                keep = keep[values[np.searchsorted(rows, keep)]]
-            mask.set(rows, keep)
+        scope_masks.follow_writes(self, first, schema, writes, ahead)
 
-    def _one_per_id(self, rows: np.ndarray, tenant: str) -> np.ndarray:
-        """Of the live ``rows`` (ascending) ``tenant`` may see, one per id: its own row, else
-        the row shared with it whose owner comes first by name (the ownerless first), as
-        :meth:`get` picks. Costs nothing beyond an owner check unless rows are shared with it."""
-        shared = rows[self._rows.owner_codes(rows) != self._rows.code(tenant)]
-        if not shared.size:
-            return rows
-        ids = self._rows.ids[shared]
-        mine = self._rows.lookup(ids, tenant) >= 0  # the tenant's own row of the id shadows it
-        keep, ids = shared[~mine], ids[~mine]
-        if keep.size > 1:
-            order = np.lexsort((self._rows.owner_rank(keep), ids))
-            first = np.ones(order.size, dtype=bool)
-            first[1:] = ids[order][1:] != ids[order][:-1]
-            keep = keep[order[first]]
-        if keep.size == shared.size:
-            return rows
-        return np.setdiff1d(rows, np.setdiff1d(shared, keep), assume_unique=True)
+    def _evaluate_ahead(self, writes: list[Any]) -> dict[Any, np.ndarray]:
+        return scope_masks.evaluate_ahead(self, writes)
 
     def get(self, ids: ArrayLike, *, tenant: str | None = None) -> Records:
         """Stored vectors, tenants and attributes of these ids.
@@ -1316,7 +933,7 @@ class Collection:
                 rows = rows[at]
             else:
                 at, rows = self._rows.find(ids)  # any owner's row of the id may be in scope
-            scope = self._scope(tenant, predicate)
+            scope = scope_masks.scope(self, tenant, predicate)
             if scope is not None:
                 at = at[scope.allowed[rows]]
             found = np.zeros(ids.size, dtype=bool)
@@ -1332,7 +949,7 @@ class Collection:
         with self._rw.read():
             self._check_open()
             predicate = None if where is None else validate(where, self._rows.schema)
-            scope = self._scope(tenant, predicate)
+            scope = scope_masks.scope(self, tenant, predicate)
             return len(self._rows) if scope is None else int(scope.matches.size)
 
     def __len__(self) -> int:

@@ -1,0 +1,212 @@
+"""A collection's rows on their way into its index: a write group's upserts coalesced into
+one (one index insert: its rows are linked in parallel), and the background indexer, the thread
+that moves the delta's rows (acknowledged, searched exactly) into the index a short turn at a
+time, beside searches and writes.
+
+Functions of a :class:`shardwalk.collection.Collection` (which keeps the read and write paths
+and calls them): they work on its state under its locks, taken in the order it documents (see
+``Collection.__init__``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from shardwalk.index.base import KeepsRoom
+from shardwalk.snapshot import Upsert
+
+if TYPE_CHECKING:
+    from shardwalk.collection import Collection
+
+log = logging.getLogger("shardwalk.collection")
+
+# The background indexer's turns: each excludes searches (and writes that delete) for its
+# insert (faiss inserts are not safe beside searches), so a turn inserts about _INDEX_TURN
+# seconds of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
+# 128-row turns (5-15 ms of HNSW inserts on a loaded 2-core machine) were a search's p99 under
+# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us. A plain search that meets
+# a turn waits for all of it: 0.5 ms turns (5-8 rows of 64-d at M=16, efConstruction=100) keep
+# that wait near one search's time at rest, for ~10% more turn overhead than 2 ms turns.
+_INDEX_TURN = 0.0005
+_INDEX_CHUNK_MIN = 2
+_INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
+_INDEX_CHUNK = 128
+_INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
+
+
+def _coalesce(writes: list[Any]) -> list[Any]:
+    """Consecutive upserts of distinct ids (and of one kind: unscoped or in their owners'
+    namespaces) as one (one index insert for a group: its rows are linked in parallel);
+    anything else as it came, in order."""
+    out: list[Any] = []
+    run: list[Upsert] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            out.append(_concat(run))
+        run.clear()
+
+    seen: set[int] = set()
+    for write in writes:
+        if isinstance(write, Upsert):
+            ids = set(write.ids.tolist())
+            if seen.isdisjoint(ids) and (not run or run[0].everywhere == write.everywhere):
+                run.append(write)
+                seen |= ids
+                continue
+            flush()
+            run.append(write)
+            seen = ids
+        else:
+            flush()
+            seen = set()
+            out.append(write)
+    flush()
+    return out
+
+
+def _concat(upserts: list[Upsert]) -> Upsert:
+    n = [u.ids.size for u in upserts]
+    shared = None
+    if any(u.shared is not None for u in upserts):
+        shared = pa.concat_arrays(
+            [
+                u.shared if u.shared is not None else pa.nulls(size, pa.list_(pa.string()))
+                for u, size in zip(upserts, n)
+            ]
+        )
+    attributes = [u.attributes for u in upserts]
+    return Upsert(
+        ids=np.concatenate([u.ids for u in upserts]),
+        vectors=np.concatenate([u.vectors for u in upserts]),
+        tenants=pa.concat_arrays([u.tenants.cast(pa.string()) for u in upserts]),
+        attributes=_concat_attributes(attributes, n),
+        shared=shared,
+        everywhere=upserts[0].everywhere,  # (a run is of one kind: see _coalesce)
+    )
+
+
+def _concat_attributes(tables: list[pa.Table], sizes: list[int]) -> pa.Table:
+    if not any(t.num_columns for t in tables):
+        return pa.table({})
+    filled = [
+        t if t.num_columns else pa.table({"__rows__": pa.nulls(size)})
+        for t, size in zip(tables, sizes)
+    ]
+    merged = pa.concat_tables(filled, promote_options="default")
+    return merged.drop_columns(["__rows__"]) if "__rows__" in merged.column_names else merged
+
+
+def kick(collection: Collection) -> None:
+    """Make sure an indexer thread works through the delta."""
+    with collection._room:
+        if collection._indexer is None:
+            if collection._closed_because is None:
+                start_indexer(collection)
+        else:
+            collection._room.notify_all()  # an idle indexer waits for rows
+
+
+def start_indexer(collection: Collection) -> None:  # under collection._room
+    thread = threading.Thread(
+        target=index_loop,
+        args=(collection,),
+        name=f"shardwalk-index-{collection.name}",
+        daemon=True,
+    )
+    collection._indexer = thread
+    thread.start()
+
+
+def index_loop(collection: Collection) -> None:
+    """The background indexer: insert the delta's rows into the index, a chunk per turn;
+    once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
+    starts another)."""
+    while True:
+        with collection._room:  # decided under the lock a writer's _kick takes: no lost wake-up
+            if not len(collection._delta) and collection._closed_because is None:
+                collection._room.wait(_INDEXER_IDLE)
+            if not len(collection._delta) or collection._closed_because is not None:
+                collection._indexer = None
+                collection._room.notify_all()
+                return
+        try:
+            turn = int(_INDEX_TURN / max(collection._insert_seconds, 1e-7))
+            count = min(_INDEX_CHUNK, max(_INDEX_CHUNK_MIN, turn))
+            # one thread: an OpenMP team for a dozen rows costs more in hand-offs than it
+            # saves, and a member the OS deschedules holds the turn (and every search
+            # waiting for it) at its barrier
+            collection._indexed_in_background += index_some(collection, count, threads=1)
+        except BaseException as exc:
+            collection._closed_because = "stopped at a failed index insert; reopen the engine"
+            collection._closed_cause = exc
+            log.error(
+                "collection %r stopped at a failed index insert", collection.name, exc_info=exc
+            )
+
+
+def index_some(collection: Collection, count: int, threads: int | None = None) -> int:
+    """Insert the delta's first ``count`` rows into the index (searches wait only for the
+    insert itself; writes of new rows not at all; ``threads``: the insert's, default the
+    index's); returns how many."""
+    with collection._indexing:
+        if collection._closed_because is not None:
+            return 0
+        with collection._rw.read():  # a copy: writers may move the delta meanwhile
+            rows, vectors, owners = collection._delta.head(count)
+        if not rows.size:
+            return 0
+        index = collection._index
+        if collection._shares_store and isinstance(index, KeepsRoom) and not index.room(rows.size):
+            # the insert must not move the vectors that scoped searches read beside it
+            # (holding only _rw): it makes room while they are held out (amortised)
+            with collection._rw.write():
+                index.reserve(rows.size)
+        with collection._index_rw.write():
+            t0 = time.perf_counter()
+            collection._add_to_index(rows, vectors, owners, threads)
+            took = (time.perf_counter() - t0) / rows.size
+            collection._insert_seconds = 0.7 * collection._insert_seconds + 0.3 * took
+            with collection._rw.write():
+                # rows deleted or replaced while they waited (not in the index then)
+                dead = rows[~collection._rows.alive[rows]]
+                if dead.size:
+                    collection._index.delete(dead)
+                collection._delta.advance(rows.size)
+    with collection._room:
+        collection._room.notify_all()  # writers waiting for room
+    return int(rows.size)
+
+
+def drain(collection: Collection) -> None:
+    """Index every row of the delta in this thread (one insert: faiss links it in
+    parallel). Under the commit lock: no write adds rows meanwhile."""
+    while len(collection._delta) and index_some(collection, len(collection._delta)):
+        pass
+
+
+def wait_for_room(collection: Collection, rows: int) -> bool:
+    """Wait until the delta has room for ``rows`` more (or is empty); False if the
+    collection was closed meanwhile. Called by a group's leader."""
+    delta = collection._delta
+    if len(delta) + rows <= collection.delta_limit:  # only the leader adds rows: no race here
+        return True
+    t0 = time.perf_counter()
+    with collection._room:
+        collection._delta_waits += 1
+        while len(delta) and len(delta) + rows > collection.delta_limit:
+            if collection._closed_because is not None:
+                return False
+            if collection._indexer is None:
+                start_indexer(collection)
+            collection._room.wait(0.5)
+        collection._delta_wait_seconds += time.perf_counter() - t0
+    return collection._closed_because is None

@@ -1,0 +1,284 @@
+"""Scope masks: the rows a tenant's or a filter's search may return, cached per (tenant,
+predicate) and kept current by every write group (O(rows touched), not O(rows)).
+
+Functions of a :class:`shardwalk.collection.Collection` (which keeps the read and write paths
+and calls them): they read its rows and tenants under its shared lock (a search) or its
+exclusive one (a write group), and its mask cache under ``_cache_lock`` (see
+``Collection.__init__``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from shardwalk.collection_indexer import _concat_attributes
+from shardwalk.index.filters import evaluate
+from shardwalk.index.planner import Scope
+from shardwalk.rows import ANY_OWNER
+from shardwalk.snapshot import Upsert
+
+if TYPE_CHECKING:
+    from shardwalk.collection import Collection
+
+_SAMPLE = 1024  # rows a selectivity estimate looks at
+_MASKS = 16  # scope masks cached (least recently used dropped)
+
+
+def _appended(writes: list[Any], rows: int) -> pa.Table | None:
+    """The attributes of the rows a group's upserts appended, in row order (each upsert
+    appends one row per id, in order, with its table as given): None unless they are
+    ``rows`` rows with attributes."""
+    upserts = [w for w in writes if isinstance(w, Upsert)]
+    sizes = [int(w.ids.size) for w in upserts]
+    if not upserts or sum(sizes) != rows:
+        return None
+    table = (
+        upserts[0].attributes
+        if len(upserts) == 1
+        else _concat_attributes([w.attributes for w in upserts], sizes)
+    )
+    return table if table.num_rows == rows else None
+
+
+class _Mask:
+    """A scope's rows as a bool mask by row (with room for rows to come: False past the
+    last), the same packed little-endian, and the rows themselves (ascending), kept current
+    by every write; ``fraction``: the share of a sample of the visible rows that matched when
+    it was built (the planner's estimate, for explanations); ``memo``: what searches derive
+    from the bits (a graph filter over them: see ``Scope.memo``)."""
+
+    __slots__ = ("allowed", "bits", "fraction", "matches", "memo")
+
+    def __init__(self, allowed: np.ndarray) -> None:
+        self.allowed = allowed
+        self.bits = np.zeros(allowed.size // 8, dtype=np.uint8)
+        self.matches = np.zeros(0, dtype=np.int64)
+        self.fraction = 1.0
+        self.memo: dict[Any, Any] = {}
+
+    @classmethod
+    def empty(cls, rows: int) -> _Mask:
+        return cls(np.zeros(_room(rows), dtype=bool))
+
+    def grow(self, rows: int) -> None:
+        """Room for ``rows`` rows (doubling, amortised O(1) per row)."""
+        if rows <= self.allowed.size:
+            return
+        allowed = np.zeros(_room(max(rows, 2 * self.allowed.size)), dtype=bool)
+        allowed[: self.allowed.size] = self.allowed
+        bits = np.zeros(allowed.size // 8, dtype=np.uint8)
+        bits[: self.bits.size] = self.bits
+        self.allowed, self.bits = allowed, bits
+
+    def set(self, rows: np.ndarray, keep: np.ndarray) -> None:
+        """Of ``rows`` (ascending, unique), exactly ``keep`` (a subset) are in scope now."""
+        now = np.zeros(rows.size, dtype=bool)
+        now[np.searchsorted(rows, keep)] = True
+        changed = self.allowed[rows] != now
+        if not changed.any():
+            return
+        self.allowed[rows] = now
+        touched = np.unique(rows[changed] >> 3)  # the packed bytes to redo
+        spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+        self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        gone = rows[changed & ~now]
+        if gone.size:
+            self.matches = self.matches[self.allowed[self.matches]]
+        new = rows[changed & now]
+        if new.size:
+            if not self.matches.size or new[0] > self.matches[-1]:
+                self.matches = np.concatenate([self.matches, new])
+            else:
+                self.matches = np.union1d(self.matches, new)
+
+
+def _room(rows: int) -> int:
+    """A mask's length for ``rows`` rows: a whole number of bytes when packed."""
+    return max(64, (rows + 7) // 8 * 8)
+
+
+def scope(collection: Collection, tenant: str | None, predicate: Any) -> Scope | None:
+    """The live rows a search may return (None: every live row, no filtering)."""
+    if tenant is None and predicate is None:
+        return None
+    tenant_rows = None if tenant is None else collection._tenants.rows(tenant)
+    mask = cached_mask(collection, tenant, predicate, tenant_rows)
+    if tenant is None:
+        visible = len(collection._rows)
+    elif predicate is None:
+        visible = int(mask.matches.size)
+    else:  # the tenant's own scope, kept beside this one (its size is the visible count)
+        visible = int(cached_mask(collection, tenant, None, tenant_rows).matches.size)
+    return Scope(
+        matches=mask.matches,
+        allowed=mask.allowed,
+        allowed_bits=mask.bits,
+        tenant_rows=tenant_rows,
+        tenant_key=tenant,
+        tenant_version=collection._tenants.version(tenant) if tenant is not None else 0,
+        visible=visible,
+        # what a planner without the exact count would have estimated
+        estimated=visible if predicate is None else round(mask.fraction * visible),
+        memo=mask.memo,
+    )
+
+
+def cached_mask(
+    collection: Collection, tenant: str | None, predicate: Any, tenant_rows: np.ndarray | None
+) -> _Mask:
+    """The scope's mask from the cache (least recently used dropped), built on a miss."""
+    key = (tenant, predicate)
+    with collection._cache_lock:
+        cached = collection._masks.get(key)
+        if cached is not None:
+            collection._masks.move_to_end(key)
+            return cached
+    # built outside the cache lock (searches run in parallel; writes wait for them), through
+    # the collection's method (tests count the masks built from scratch by wrapping it)
+    cached = collection._build_mask(tenant, tenant_rows, predicate)
+    with collection._cache_lock:
+        collection._masks[key] = cached
+        while len(collection._masks) > _MASKS:
+            collection._masks.popitem(last=False)
+    return cached
+
+
+def build_mask(
+    collection: Collection, tenant: str | None, tenant_rows: np.ndarray | None, predicate: Any
+) -> _Mask:
+    """A scope's mask from scratch: O(rows) (O(tenant rows) for a tenant's scope)."""
+    alive = collection._rows.alive
+    visible = None
+    if tenant_rows is not None:
+        assert tenant is not None
+        visible = one_per_id(collection, tenant_rows[alive[tenant_rows]], tenant)
+    n = collection._rows.rows
+    fraction = 1.0
+    if predicate is None:
+        assert visible is not None
+        mask = _Mask.empty(n)
+        mask.allowed[visible] = True
+        matches = visible
+    else:
+        mask = _Mask.empty(n)
+        if visible is None:
+            mask.allowed[:n] = evaluate(predicate, collection._rows.table()) & alive
+        else:
+            mask.allowed[visible[evaluate(predicate, collection._rows.columns(visible))]] = True
+        matches = np.flatnonzero(mask.allowed[:n])
+        pool = visible if visible is not None else np.flatnonzero(alive)
+        if pool.size:
+            sample = pool[:: max(1, pool.size // _SAMPLE)]
+            fraction = float(mask.allowed[sample].mean())
+    mask.matches, mask.fraction = matches, fraction
+    mask.bits[:] = np.packbits(mask.allowed, bitorder="little")
+    return mask
+
+
+def follow_writes(
+    collection: Collection,
+    first: int,
+    schema: dict[str, Any],
+    writes: list[Any],
+    ahead: dict[Any, np.ndarray] | None = None,
+) -> None:
+    """Bring the cached scope masks up to date with the write group just applied (under
+    the exclusive lock): the rows it added from ``first`` on, the rows it killed, and the
+    rows of the ids it touched (an own row shadows a shared one, a deleted one reveals it)
+    are re-evaluated; nothing else. A mask whose attributes changed shape (a column added
+    or typed) is dropped and rebuilt when next used. O(rows touched), not O(rows).
+    ``ahead``: predicate values on the new rows, evaluated before (evaluate_ahead)."""
+    collection._version += 1
+    killed, collection._killed = collection._killed, []
+    if not collection._masks:
+        return
+    if not collection._deferred or collection._rows.schema != schema:
+        # (an index in Ray actors caches each mask's array by identity: new arrays only)
+        with collection._cache_lock:
+            collection._masks.clear()
+        return
+    live = np.zeros(0, dtype=np.int64)
+    if not all(w.everywhere if isinstance(w, Upsert) else w.owner is ANY_OWNER for w in writes):
+        # a write in one owner's namespace can leave another owner's row of its id live,
+        # now shadowed or revealed; unscoped writes leave no row of their ids but theirs
+        ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
+        ids += [collection._rows.ids[rows] for rows in killed]
+        _, live = collection._rows.find(np.unique(np.concatenate(ids)))
+    n = collection._rows.rows
+    rows = np.arange(first, n, dtype=np.int64)  # the new rows (ascending, unique)
+    others = [part for part in (live, *killed) if part.size]
+    if others:
+        rows = np.unique(np.concatenate([*others, rows]))
+    if not rows.size:
+        return
+    alive = collection._rows.alive[rows]
+    with collection._cache_lock:
+        masks = list(collection._masks.items())
+    matched: dict[Any, np.ndarray] = {}  # predicate -> its value on each of rows
+    touched = None  # the rows' attributes
+    if rows.size == n - first:  # only the new rows (a group of new ids; ascending)
+        matched = {p: v for p, v in (ahead or {}).items() if v.size == rows.size}
+        # the group's own tables, as they were stored (~65 us less than taking them back
+        # from the row table's chunks, per group and filter)
+        touched = _appended(writes, rows.size)
+    for (tenant, predicate), mask in masks:
+        mask.grow(n)
+        keep = rows[alive]
+        if tenant is not None:
+            tenant_rows = collection._tenants.rows(tenant)
+            at = np.minimum(np.searchsorted(tenant_rows, keep), max(tenant_rows.size - 1, 0))
+            keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]
+            keep = one_per_id(collection, keep, tenant)
+        if predicate is not None and keep.size:
+            values = matched.get(predicate)
+            if values is None:  # the touched rows' attributes, read once for every mask
+                if touched is None:
+                    touched = collection._rows.columns(rows)
+                values = matched[predicate] = evaluate(predicate, touched)
+            keep = keep[values[np.searchsorted(rows, keep)]]
+        mask.set(rows, keep)
+
+
+def evaluate_ahead(collection: Collection, writes: list[Any]) -> dict[Any, np.ndarray]:
+    """The cached filter masks' predicates on the rows a group of upserts of new ids will
+    append, from the group's own attribute tables (as they will be stored), before its
+    exclusive section, which then only sets bits (~45 us less of it per filter: Arrow's
+    kernels cost that much on a few rows). Under the commit lock: no other write changes
+    the masks meanwhile; a mask a search adds meanwhile is evaluated in the section."""
+    if not collection._masks or not collection._deferred:
+        return {}
+    with collection._cache_lock:
+        predicates = {p for _, p in collection._masks if p is not None}
+    new_rows = sum(int(w.ids.size) for w in writes if isinstance(w, Upsert))
+    table = _appended(writes, new_rows) if predicates else None
+    if table is None:
+        return {}
+    schema = collection._rows.schema
+    for column in table.schema:  # a group that types an attribute drops the masks
+        if not pa.types.is_null(column.type) and schema.get(column.name) != column.type:
+            return {}
+    return {p: evaluate(p, table) for p in predicates}
+
+
+def one_per_id(collection: Collection, rows: np.ndarray, tenant: str) -> np.ndarray:
+    """Of the live ``rows`` (ascending) ``tenant`` may see, one per id: its own row, else
+    the row shared with it whose owner comes first by name (the ownerless first), as
+    :meth:`Collection.get` picks. Costs nothing beyond an owner check unless rows are shared
+    with it."""
+    shared = rows[collection._rows.owner_codes(rows) != collection._rows.code(tenant)]
+    if not shared.size:
+        return rows
+    ids = collection._rows.ids[shared]
+    mine = collection._rows.lookup(ids, tenant) >= 0  # the tenant's own row of the id shadows it
+    keep, ids = shared[~mine], ids[~mine]
+    if keep.size > 1:
+        order = np.lexsort((collection._rows.owner_rank(keep), ids))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = ids[order][1:] != ids[order][:-1]
+        keep = keep[order[first]]
+    if keep.size == shared.size:
+        return rows
+    return np.setdiff1d(rows, np.setdiff1d(shared, keep), assume_unique=True)

@@ -195,13 +195,14 @@ def _call(fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
 
 
 @ray.remote(max_retries=MAX_RETRIES)
-def _warm(fn: Callable[..., Any]) -> dict[str, Any]:
-    """What a worker's first block would pay: ``fn``'s module imported (it came here by
-    reference), and pyarrow's first conversion. Returns the worker's pid and the CPU seconds
-    its process spent so far (starting Python and Ray's worker, the imports), and its node."""
-    pa.array(np.zeros(1)).to_numpy()
-    return {"pid": os.getpid(), "cpu_seconds": time.process_time(),
-            "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
+def _warm(fn: Callable[[], Any]) -> Iterator[dict[str, Any]]:
+    """``fn()`` (what a worker pays once, at its first block), then the worker's pid, the CPU
+    seconds its process spent so far (starting Python and Ray's worker, the imports, ``fn``)
+    and its node, yielded once. Run with a backpressure of one object, the task stays at its
+    ``yield`` (holding its process) until the driver takes that value."""
+    fn()
+    yield {"pid": os.getpid(), "cpu_seconds": time.process_time(),
+           "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
 
 class RayExecutor:
@@ -222,22 +223,34 @@ class RayExecutor:
         self.object_store_bytes += _nbytes(value)
         return ray.put(value)
 
-    def warm(self, fn: Callable[..., Any]) -> Callable[[], list[dict[str, Any]]]:
-        """Start the job's workers now (a task per worker, spread over the nodes, loading
-        ``fn``, a function the job's tasks run, and so its module; a fresh worker takes
-        seconds to start), while the driver reads the input's footers; returns the wait for
-        them, which returns each worker's pid, node and start-up CPU seconds."""
-        refs = [
+    def warm(self, fn: Callable[[], Any]) -> Callable[[], list[dict[str, Any]]]:
+        """Start the job's workers now, while the driver reads the input's footers: a task per
+        worker (spread over the nodes) that runs ``fn()``, what a worker pays once (imports,
+        first use of the readers); returns the wait for them, which returns each worker's pid,
+        node and start-up CPU seconds, one per worker process.
+
+        Each warm task holds its process until every one has started (a Ray generator that
+        yields once, with a backpressure of one object: it waits at its ``yield`` until the
+        driver takes the value, and the driver takes none before all are there). Without the
+        hold a worker done with its warm-up could take another's (Ray reuses an idle worker
+        before it starts one), so a process would start only during the scan (issue 27)."""
+        gens = [
             _warm.options(
-                num_cpus=self.cpus, runtime_env=thread_env(self.cpus), scheduling_strategy="SPREAD"
+                num_cpus=self.cpus,
+                runtime_env=thread_env(self.cpus),
+                scheduling_strategy="SPREAD",
+                _generator_backpressure_num_objects=1,
             ).remote(fn)
             for _ in range(self.workers)
         ]
 
         def wait() -> list[dict[str, Any]]:
-            # a worker that finished its warm-up may run another's (Ray reuses idle workers):
-            # one entry per process, with its latest figures
-            return list({w["pid"]: w for w in sorted(ray.get(refs), key=_cpu)}.values())
+            # every warm task at its yield at once: each has a process of its own
+            ray.wait(gens, num_returns=len(gens))
+            try:
+                return [ray.get(next(gen)) for gen in gens]
+            except ray.exceptions.RayTaskError as exc:
+                raise _unwrap(exc) from None
 
         return wait
 
@@ -307,10 +320,6 @@ class RayExecutor:
                 # ended before the caller cleans up: a task still running could write into
                 # a directory the caller is removing
                 ray.wait(list(pending), num_returns=len(pending), timeout=_CANCEL_WAIT)
-
-
-def _cpu(worker: dict[str, Any]) -> float:
-    return worker["cpu_seconds"]
 
 
 def _nbytes(value: Any) -> int:

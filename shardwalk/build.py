@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -161,9 +162,18 @@ class ThreadExecutor:
     def put(self, value: Any) -> Any:
         return value
 
-    def warm(self, fn: Callable[..., Any]) -> Callable[[], list[dict[str, Any]]]:
-        """Nothing to start (the threads start with each step): no workers to report."""
-        return lambda: []
+    def warm(self, fn: Callable[[], Any]) -> Callable[[], list[dict[str, Any]]]:
+        """``fn()`` in a thread now (what this process pays once, while the driver reads the
+        input's footers); returns the wait for it. The threads start with each step: no
+        workers to report."""
+        thread = threading.Thread(target=fn, name="shardwalk-warm", daemon=True)
+        thread.start()
+
+        def wait() -> list[dict[str, Any]]:
+            thread.join()
+            return []
+
+        return wait
 
     def map(
         self,
@@ -224,6 +234,39 @@ class ThreadExecutor:
                     future.cancel()
 
 
+# -- Arrow <-> numpy ----------------------------------------------------------------------------
+# pyarrow's own conversions (Array.to_numpy, pa.array of a numpy array) import pandas, when it is
+# installed, on their first call in a process: 0.2-0.7 s of a worker's first block, or of the
+# driver's id merge after the scan (issue 27). These views of the buffers never do.
+def _numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numeric array as numpy: a zero-copy (read-only) view of its values when it has no
+    nulls (chunks concatenated), else pyarrow's conversion (nulls become NaN)."""
+    if isinstance(array, pa.ChunkedArray):
+        if array.num_chunks == 1:
+            return _numpy(array.chunk(0))
+        dtype = np.dtype(array.type.to_pandas_dtype()) if _numeric(array.type) else None
+        return np.concatenate([_numpy(c) for c in array.chunks] or [np.zeros(0, dtype)])
+    if array.null_count or not _numeric(array.type):
+        return array.to_numpy(zero_copy_only=False)
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    if len(array) == 0:
+        return np.zeros(0, dtype)
+    data = array.buffers()[1]
+    return np.frombuffer(data, dtype, len(array), array.offset * dtype.itemsize)
+
+
+def _numeric(type_: pa.DataType) -> bool:
+    return pa.types.is_integer(type_) or pa.types.is_floating(type_)
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A 1-d numeric numpy array as an Arrow array without nulls (zero-copy when contiguous)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)]
+    )
+
+
 # -- checks of a block --------------------------------------------------------------------------
 def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     """A list column as (n, dim) float32, a zero-copy (read-only) view of a FixedSizeList of
@@ -239,15 +282,14 @@ def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
         if col.type.list_size != dim:
             raise _BadRow(0, f"vector of {col.type.list_size} components; expected {dim}")
     else:
-        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        lengths = _numpy(pc.list_value_length(col))
         bad = np.flatnonzero(lengths != dim)
         if bad.size:
             raise _BadRow(int(bad[0]), f"vector of {lengths[bad[0]]} components; expected {dim}")
     values = col.flatten()  # the rows' values only (a slice of the child, no copy)
-    if values.null_count == 0 and values.type == pa.float32():
-        flat = values.to_numpy(zero_copy_only=True)
-    else:  # a null component becomes NaN (named below), other types are converted
-        flat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32)
+    # a view of float32 without nulls; a null component becomes NaN (named below), other
+    # types are converted
+    flat = np.asarray(_numpy(values), dtype=np.float32)
     vectors = flat.reshape(n, dim)
     # one pass without a temporary of the block's size: a row's sum is finite when its values
     # are (or overflowed: those rows are looked at one by one)
@@ -276,7 +318,7 @@ def _check_block(
     if id_col.null_count:
         first = int(np.flatnonzero(id_col.is_null().to_numpy(zero_copy_only=False))[0])
         raise _BadRow(first, f"null id in column {columns.id!r}")
-    ids = np.asarray(id_col.to_numpy(zero_copy_only=False))
+    ids = _numpy(id_col)
     if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
         raise _BadRow(int(np.argmax(ids)), "id beyond the largest int64")
     ids = ids.astype(np.int64, copy=False)
@@ -339,6 +381,22 @@ def _stats(block: Block, dim: int, timing: dict, t0: float, cpu0: float) -> dict
 
 
 # -- the steps that run on workers -------------------------------------------------------------
+def warm_worker() -> None:
+    """What a process pays once, at its first block, paid while the job starts instead (the
+    executors' warm-up): a small Parquet file like an input (int64 ids, float32 vectors)
+    written, then read, checked and sampled by :func:`scan_block` (the first use of Parquet's
+    reader, its codecs and memory pool, and of the checks' kernels)."""
+    dim, n = 8, 256
+    vectors = pa.FixedSizeListArray.from_arrays(_arrow(np.ones(n * dim, np.float32)), dim)
+    table = pa.table({"id": _arrow(np.arange(n, dtype=np.int64)), "vector": vectors})
+    with tempfile.TemporaryDirectory(prefix="shardwalk-warm-") as tmp:
+        path = os.path.join(tmp, "warm.parquet")
+        pq.write_table(table, path)
+        columns = Columns("id", "vector", None, None, ())
+        for block in plan_blocks([path]):
+            scan_block(block, columns=columns, dim=dim, metric="l2", fraction=0.5, seed=0)
+
+
 def scan_block(
     block: Block, *, columns: Columns, dim: int, metric: str, fraction: float, seed: int
 ) -> tuple[pa.Table, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -356,13 +414,13 @@ def scan_block(
         sample.append(vectors[chosen])
         kept = batch.drop_columns([columns.vector])
         out.append(
-            kept.set_column(kept.schema.get_field_index(columns.id), columns.id, pa.array(ids))
+            kept.set_column(kept.schema.get_field_index(columns.id), columns.id, _arrow(ids))
         )
         timing["sample"] = timing.get("sample", 0.0) + (time.perf_counter() - t1)
     kept = pa.Table.from_batches(out)  # a block has rows (plan_blocks skips empty row groups)
-    ids = kept.column(columns.id).to_numpy()
+    ids = _numpy(kept.column(columns.id))
     if np.any(ids[1:] < ids[:-1]):
-        kept = kept.take(np.argsort(ids, kind="stable"))
+        kept = kept.take(_arrow(np.argsort(ids, kind="stable")))
     return (kept, np.concatenate(sample_ids), np.concatenate(sample),
             _stats(block, dim, timing, t0, cpu0))  # fmt: skip
 
@@ -535,7 +593,7 @@ def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
     for path in files:
         start = 0
         for batch in pq.ParquetFile(path).iter_batches(_BATCH, columns=[column]):
-            hits = np.flatnonzero(batch.column(0).to_numpy(zero_copy_only=False) == id_)
+            hits = np.flatnonzero(_numpy(batch.column(0)) == id_)
             found.extend((path, start + int(h)) for h in hits)
             start += batch.num_rows
     return found
@@ -560,7 +618,7 @@ def build_collection(
     check_name("collection", name)
     check_choice("metric", metric, METRICS)
     kind, params = check_index_params(index, index_params)
-    started = executor.warm(scan_block)  # Ray's workers start while the footers are read
+    started = executor.warm(warm_worker)  # the workers start while the footers are read
     root = os.path.abspath(os.fspath(path)) + os.sep
     files = [f for f in input_files(source) if not f.startswith(root)]  # not our own files
     if not files:
@@ -619,7 +677,7 @@ def build_collection(
         scanned.finish()
         table = pa.concat_tables(kept, promote_options="default")  # type: ignore[arg-type]
         del kept
-        ids = table.column(columns.id).to_numpy()
+        ids = _numpy(table.column(columns.id))
         # each block's ids are sorted: a merge of their runs (of one run when the input is in
         # id order), not a sort of every id
         order = np.argsort(ids, kind="stable")
@@ -635,7 +693,7 @@ def build_collection(
             )
         table = table.drop_columns([columns.id])  # the ids are sorted_ids
         if table.num_columns:
-            table = table.take(pa.array(order))
+            table = table.take(_arrow(order))
         seconds["scan"] = time.perf_counter() - t0
         driver_cpu["scan"] = time.process_time() - c0
 

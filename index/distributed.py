@@ -39,7 +39,8 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from shardwalk.index.base import SearchResult, empty_result, merge_topk, read_meta
+from shardwalk.index.bulk import Executor
 from shardwalk.index.hnsw import _grow, is_hnswlib_dir
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.partitioned import PartitionedIndex, hnswlib_share_error
@@ -205,8 +207,10 @@ def _warm(fn: Callable[[], Any]) -> Iterator[dict[str, Any]]:
            "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
 
-class RayExecutor:
-    """Runs ``fn(item, **shared)`` for each item as Ray tasks, at most ``workers`` at once.
+class RayExecutor(Executor):
+    """Runs ``fn(item, **shared)`` for each item as Ray tasks, at most ``workers`` at once
+    (``map``: results in order; ``stream``: as they end; see
+    :class:`~shardwalk.index.bulk.Executor`).
 
     ``cpus`` per task (default 1) also sets the task's numba and OpenMP threads.
     """
@@ -254,72 +258,33 @@ class RayExecutor:
 
         return wait
 
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Sequence[Any],
-        *,
-        name: str | None = None,
-        on_result: Callable[[Any], None] | None = None,
-        **shared,
-    ) -> list[Any]:
-        """Results in the order of ``items``; the first task error is raised (unwrapped).
-        ``workers`` tasks at once: the next item starts as soon as a task ends, so items
-        given largest first finish close together. ``on_result(result)`` runs here (the
-        driver) as each task ends."""
-        results: list[Any] = [None] * len(items)
-        for i, value in self._run(fn, items, name, shared, self.workers):
-            results[i] = value
-            if on_result is not None:
-                on_result(value)
-        return results
-
-    def stream(
-        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
-    ) -> Iterator[Any]:
-        """``fn(item, **shared)`` for each item as Ray tasks, yielded as they finish (in any
-        order); twice ``workers`` tasks submitted at once, so a worker always has the next
-        one and the driver holds a few results at most."""
-        for _, value in self._run(fn, items, name, shared, 2 * self.workers):
-            yield value
-
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        items: Sequence[Any],
-        name: str | None,
-        shared: dict[str, Any],
-        window: int,
-    ) -> Iterator[tuple[int, Any]]:
-        """(index, result) of each item as its task ends, at most ``window`` tasks pending."""
+    @contextmanager
+    def _calls(
+        self, fn: Callable[..., Any], name: str, shared: dict[str, Any]
+    ) -> Iterator[Callable[[Any], Any]]:
         shared_ref = ray.put(shared)  # once for every task (ObjectRefs inside resolve there)
         remote = _call.options(
-            num_cpus=self.cpus,
-            runtime_env=thread_env(self.cpus),
-            name=f"shardwalk-{name or fn.__name__}",
+            num_cpus=self.cpus, runtime_env=thread_env(self.cpus), name=f"shardwalk-{name}"
         )
-        pending: dict[Any, int] = {}
-        next_item = 0
+        yield lambda item: remote.remote(fn, item, shared_ref)
+
+    def _first_done(self, pending: list[Any]) -> list[Any]:
+        return ray.wait(pending, num_returns=1)[0]
+
+    def _result(self, handle: Any) -> Any:
         try:
-            while next_item < len(items) or pending:
-                while next_item < len(items) and len(pending) < window:
-                    pending[remote.remote(fn, items[next_item], shared_ref)] = next_item
-                    next_item += 1
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    i = pending.pop(ref)
-                    value = ray.get(ref)
-                    self.object_store_bytes += _nbytes(value)
-                    yield i, value
+            value = ray.get(handle)
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
-        finally:
-            if pending:  # an error, or the caller stopped early (its progress callback raised)
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                # ended before the caller cleans up: a task still running could write into
-                # a directory the caller is removing
-                ray.wait(list(pending), num_returns=len(pending), timeout=_CANCEL_WAIT)
+        self.object_store_bytes += _nbytes(value)
+        return value
+
+    def _stop(self, pending: list[Any]) -> None:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        # ended before the caller cleans up: a task still running could write into a
+        # directory the caller is removing
+        ray.wait(pending, num_returns=len(pending), timeout=_CANCEL_WAIT)
 
 
 def _nbytes(value: Any) -> int:

@@ -36,8 +36,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import closing
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +149,7 @@ class _BadRow(Exception):
 
 
 # -- executors ----------------------------------------------------------------------------------
-class ThreadExecutor:
+class ThreadExecutor(bulk.Executor):
     """Runs the pipeline's steps in this process's threads (``workers`` at once)."""
 
     kind = "threads"
@@ -175,63 +175,27 @@ class ThreadExecutor:
 
         return wait
 
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Sequence[Any],
-        *,
-        name: str | None = None,
-        on_result: Callable[[Any], None] | None = None,
-        **shared,
-    ) -> list[Any]:
-        """``fn(item, **shared)`` for each item, ``workers`` at once, started in the order of
-        ``items`` (each thread takes the next item when it is done), results in that order;
-        ``on_result(result)`` in this thread as each one ends (in the order they end)."""
-        if self.workers == 1 or len(items) <= 1:
-            results = []
-            for item in items:
-                results.append(self._run(fn, item, shared))
-                if on_result is not None:
-                    on_result(results[-1])
-            return results
-        done: list[Any] = [None] * len(items)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = {pool.submit(self._run, fn, item, shared): i for i, item in enumerate(items)}
-            try:
-                for future in as_completed(futures):
-                    done[futures[future]] = future.result()
-                    if on_result is not None:
-                        on_result(done[futures[future]])
-            finally:  # an error (a task's or on_result's): the tasks not started never start
-                for future in futures:
-                    future.cancel()
-        return done
+    @contextmanager
+    def _calls(
+        self, fn: Callable[..., Any], name: str, shared: dict[str, Any]
+    ) -> Iterator[Callable[[Any], Future]]:
+        def run(item: Any) -> Any:
+            with delegated(self.cpus):
+                return fn(item, **shared)
 
-    def _run(self, fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
-        with delegated(self.cpus):
-            return fn(item, **shared)
+        # the pool's exit waits for the calls running (those not started were cancelled)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix=f"shardwalk-{name}") as pool:
+            yield lambda item: pool.submit(run, item)
 
-    def stream(
-        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
-    ) -> Iterator[Any]:
-        """``fn(item, **shared)`` for each item, ``workers`` at once, yielded in the order of
-        ``items`` (at most twice ``workers`` results held)."""
+    def _first_done(self, pending: list[Future]) -> list[Future]:
+        return list(wait(pending, return_when=FIRST_COMPLETED).done)
 
-        if self.workers == 1 or len(items) <= 1:
-            yield from (self._run(fn, item, shared) for item in items)
-            return
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            queue: list[Any] = []
-            try:
-                for item in items:
-                    queue.append(pool.submit(self._run, fn, item, shared))
-                    if len(queue) >= 2 * self.workers:
-                        yield queue.pop(0).result()
-                for future in queue:
-                    yield future.result()
-            finally:
-                for future in queue:
-                    future.cancel()
+    def _result(self, handle: Future) -> Any:
+        return handle.result()
+
+    def _stop(self, pending: list[Future]) -> None:
+        for future in pending:
+            future.cancel()
 
 
 # -- Arrow <-> numpy ----------------------------------------------------------------------------

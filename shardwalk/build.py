@@ -5,7 +5,8 @@ One pipeline, two executors: :class:`ThreadExecutor` (this process, threads) and
 same blocks, so they write the same bytes. A block (:func:`plan_blocks`) is a run of one file's
 row groups of about ``_BLOCK_BYTES`` decoded; the worker that runs a step on a block reads it
 itself (pyarrow, Arrow batches end to end, a FixedSizeList column viewed zero-copy), so only
-small results come back to the driver:
+small results come back to the driver. A task takes a run of blocks (:func:`plan_tasks`, about
+``_TASK_BYTES``, at least a few tasks per worker), read one after the other:
 
 1. scan: every block of the input is read and checked (ids, vectors: dimension, nulls, NaN and
    infinities, zero vectors under cosine), vectorised per batch of a few MB; its non-vector
@@ -62,6 +63,11 @@ __all__ = ["Columns", "ThreadExecutor", "build_collection"]
 
 _BATCH = 65_536  # rows per Arrow batch a worker checks at once (a larger row group is split)
 _BLOCK_BYTES = 32 << 20  # decoded bytes per block: row groups are packed up to this
+# decoded bytes per task of the scan and assign passes (a run of blocks, read one after the
+# other): a Ray worker waits 10-20 ms between two tasks (it gets the next one when the driver
+# has the last one's result), as long as a 16 MB block takes to read (issue 27)
+_TASK_BYTES = 64 << 20
+_TASKS_PER_WORKER = 4  # at least, when there are blocks enough: a slow worker takes fewer
 # vector bytes per batch of the scan: decoding a block in batches of a few MB instead of whole
 # reuses the same few MB of the worker's heap, where a whole block's buffers (~3x its size)
 # grow it and take longer to decode (issue 27: ~20 ms per 16.8 MB block, against 40-200 ms
@@ -121,6 +127,24 @@ def plan_blocks(files: Sequence[str], target: int = _BLOCK_BYTES) -> list[Block]
         if run:
             blocks.append(Block(path, tuple(run), row, run_rows, run_bytes))
     return blocks
+
+
+def plan_tasks(
+    blocks: Sequence[Block], workers: int, target: int = _TASK_BYTES
+) -> list[tuple[Block, ...]]:
+    """The blocks in runs of about ``target`` decoded bytes, the same number of blocks a run
+    (the last one shorter), and at least ``_TASKS_PER_WORKER`` runs per worker when there are
+    blocks enough."""
+    if not blocks:
+        return []
+    runs = max(-(-sum(b.bytes for b in blocks) // target), _TASKS_PER_WORKER * workers)
+    size = -(-len(blocks) // min(runs, len(blocks)))
+    return [tuple(blocks[i : i + size]) for i in range(0, len(blocks), size)]
+
+
+def _each(blocks: tuple[Block, ...], *, step: Callable[..., Any], **kwargs: Any) -> list[Any]:
+    """``step(block, **kwargs)`` for each block of a task, in order: its results."""
+    return [step(block, **kwargs) for block in blocks]
 
 
 def _batches(
@@ -614,6 +638,7 @@ def build_collection(
         # 0. start: the executor's workers up
         t0, c0 = time.perf_counter(), time.process_time()
         blocks = plan_blocks(files)
+        tasks = plan_tasks(blocks, executor.workers)
         workers_started = started()
         seconds["start"] = time.perf_counter() - t0
         driver_cpu["start"] = time.process_time() - c0
@@ -629,10 +654,10 @@ def build_collection(
         scanned = Stage(progress, "scan", n_rows)
         # closed before the cleanup below when the loop stops early (the tasks end first)
         with closing(executor.stream(
-            scan_block, blocks, name="scan",
+            _each, tasks, name="scan", step=scan_block,
             columns=columns, dim=dim, metric=metric, fraction=fraction, seed=seed,
         )) as results:  # fmt: skip
-            for out, sample_ids, sample, stats in results:
+            for out, sample_ids, sample, stats in (r for task in results for r in task):
                 kept[position[stats["path"], stats["first_row"]]] = out
                 sampled.append((sample_ids, sample))
                 block_stats["scan"].append(stats)
@@ -683,11 +708,11 @@ def build_collection(
         shared_centroids = executor.put(centroids)  # once, not per block
         assigned = Stage(progress, "assign", n_rows)
         with closing(executor.stream(
-            assign_block, blocks, name="assign",
+            _each, tasks, name="assign", step=assign_block,
             columns=columns, dim=dim, metric=metric, index_metric=index_metric,
             centroids=shared_centroids, staging=str(staging),
         )) as results:  # fmt: skip
-            for block_ids, block_parts, stats in results:
+            for block_ids, block_parts, stats in (r for task in results for r in task):
                 part_of[np.searchsorted(sorted_ids, block_ids)] = block_parts
                 block_stats["assign"].append(stats)
                 assigned.advance(stats["rows"])

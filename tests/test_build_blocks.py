@@ -14,7 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from shardwalk import jobs
-from shardwalk.build import Columns, _arrow, _checked, _numpy, plan_blocks, scan_block
+from shardwalk.build import (
+    Block,
+    Columns,
+    _arrow,
+    _checked,
+    _numpy,
+    plan_blocks,
+    plan_tasks,
+    scan_block,
+)
 from shardwalk.errors import InvalidArgumentError
 from tests.parquet_data import snapshot_digest
 
@@ -211,3 +220,14 @@ def test_a_scan_never_imports_pandas(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_blocks_are_grouped_into_a_few_tasks_per_worker() -> None:
+    blocks = [Block(f"f{i}", (0,), 0, 100, 16 << 20) for i in range(16)]
+    tasks = plan_tasks(blocks, 2, target=64 << 20)  # 4 tasks of 64 MB, but 4 per worker: 8
+    assert [len(t) for t in tasks] == [2] * 8
+    assert [b for t in tasks for b in t] == blocks  # every block once, in order
+    assert [len(t) for t in plan_tasks(blocks, 1, target=64 << 20)] == [4] * 4
+    assert [len(t) for t in plan_tasks(blocks[:5], 2)] == [1] * 5  # fewer blocks than 8
+    assert [len(t) for t in plan_tasks(blocks[:7], 1, target=1 << 30)] == [2, 2, 2, 1]
+    assert plan_tasks([], 2) == []

@@ -188,13 +188,23 @@ class ThreadExecutor(bulk.Executor):
 
     def warm(self, fn: Callable[[], Any]) -> Callable[[], list[dict[str, Any]]]:
         """``fn()`` in a thread now (what this process pays once, while the driver reads the
-        input's footers); returns the wait for it. The threads start with each step: no
-        workers to report."""
-        thread = threading.Thread(target=fn, name="shardwalk-warm", daemon=True)
+        input's footers); returns the wait for it, which raises what ``fn`` raised (as Ray's
+        does). The threads start with each step: no workers to report."""
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=run, name="shardwalk-warm", daemon=True)
         thread.start()
 
         def wait() -> list[dict[str, Any]]:
             thread.join()
+            if failed:
+                raise failed[0]
             return []
 
         return wait

@@ -17,6 +17,7 @@ from shardwalk import jobs
 from shardwalk.build import (
     Block,
     Columns,
+    ThreadExecutor,
     _arrow,
     _checked,
     _numpy,
@@ -231,3 +232,13 @@ def test_blocks_are_grouped_into_a_few_tasks_per_worker() -> None:
     assert [len(t) for t in plan_tasks(blocks[:5], 2)] == [1] * 5  # fewer blocks than 8
     assert [len(t) for t in plan_tasks(blocks[:7], 1, target=1 << 30)] == [2, 2, 2, 1]
     assert plan_tasks([], 2) == []
+
+
+def test_a_failed_warm_up_is_raised_by_its_wait() -> None:
+    def fails() -> None:
+        raise OSError("no temporary directory")
+
+    wait = ThreadExecutor(2).warm(fails)
+    with pytest.raises(OSError, match="no temporary directory"):
+        wait()
+    assert ThreadExecutor(2).warm(lambda: None)() == []

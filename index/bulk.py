@@ -14,6 +14,9 @@ and files, so that threads or Ray tasks run them alike (``shardwalk.jobs``).
 5. :func:`write_partitioned_meta`: the centroids, ``part_of`` and ``index.json`` that make the
    partition directories a :class:`~shardwalk.index.PartitionedIndex` directory.
 
+:class:`Executor` runs the steps on many items at once: its subclasses run them on threads
+(``shardwalk.build.ThreadExecutor``) or as Ray tasks (``shardwalk.index.distributed``).
+
 The files of the index are written atomically and synced.
 """
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from shardwalk._threads import delegated
 from shardwalk.errors import CorruptionError
 
 __all__ = [
+    "Executor",
     "assign_block",
     "build_partition",
     "partition_dir",
@@ -240,3 +246,80 @@ def write_partitioned_meta(
             "ef": params["ef"],
         },
     )
+
+
+class Executor:
+    """Runs ``fn(item, **shared)`` for each item, ``workers`` calls at once, the next item
+    starting as soon as a call ends (items given largest first end close together).
+
+    A subclass says how its calls start (:meth:`_calls`: a context in which a function starts
+    the call of an item and returns its handle), how to wait for the first to end
+    (:meth:`_first_done`), what one gave (:meth:`_result`: its value, or its error raised),
+    and how to stop those still pending (:meth:`_stop`).
+    """
+
+    workers: int = 1
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        *,
+        name: str | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        **shared: Any,
+    ) -> list[Any]:
+        """Results in the order of ``items``; the first error is raised. ``on_result(result)``
+        runs in the calling thread as each call ends (in the order they end)."""
+        results: list[Any] = [None] * len(items)
+        for i, value in self._results(fn, items, name, shared, self.workers):
+            results[i] = value
+            if on_result is not None:
+                on_result(value)
+        return results
+
+    def stream(
+        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
+    ) -> Iterator[Any]:
+        """The results as the calls end (in any order); twice ``workers`` calls started at
+        once, so a worker always has the next item and the caller holds a few results."""
+        for _, value in self._results(fn, items, name, shared, 2 * self.workers):
+            yield value
+
+    def _results(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        name: str | None,
+        shared: dict[str, Any],
+        window: int,
+    ) -> Iterator[tuple[int, Any]]:
+        """(index, result) of each item as its call ends, at most ``window`` pending; those
+        pending when this stops early (an error, or the caller closed it) are stopped."""
+        with self._calls(fn, name or fn.__name__, shared) as start:
+            pending: dict[Any, int] = {}
+            next_item = 0
+            try:
+                while next_item < len(items) or pending:
+                    while next_item < len(items) and len(pending) < window:
+                        pending[start(items[next_item])] = next_item
+                        next_item += 1
+                    for handle in self._first_done(list(pending)):
+                        yield pending.pop(handle), self._result(handle)
+            finally:
+                if pending:
+                    self._stop(list(pending))
+
+    def _calls(
+        self, fn: Callable[..., Any], name: str, shared: dict[str, Any]
+    ) -> AbstractContextManager[Callable[[Any], Any]]:
+        raise NotImplementedError
+
+    def _first_done(self, pending: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _result(self, handle: Any) -> Any:
+        raise NotImplementedError
+
+    def _stop(self, pending: list[Any]) -> None:
+        raise NotImplementedError

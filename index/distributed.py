@@ -39,7 +39,8 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ import pyarrow as pa
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from shardwalk.index.base import SearchResult, empty_result, merge_topk, read_meta
+from shardwalk.index.bulk import Executor
 from shardwalk.index.hnsw import _grow, is_hnswlib_dir
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.partitioned import PartitionedIndex, hnswlib_share_error
@@ -195,17 +197,20 @@ def _call(fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
 
 
 @ray.remote(max_retries=MAX_RETRIES)
-def _warm(fn: Callable[..., Any]) -> dict[str, Any]:
-    """What a worker's first block would pay: ``fn``'s module imported (it came here by
-    reference), and pyarrow's first conversion. Returns the worker's pid and the CPU seconds
-    its process spent so far (starting Python and Ray's worker, the imports), and its node."""
-    pa.array(np.zeros(1)).to_numpy()
-    return {"pid": os.getpid(), "cpu_seconds": time.process_time(),
-            "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
+def _warm(fn: Callable[[], Any]) -> Iterator[dict[str, Any]]:
+    """``fn()`` (what a worker pays once, at its first block), then the worker's pid, the CPU
+    seconds its process spent so far (starting Python and Ray's worker, the imports, ``fn``)
+    and its node, yielded once. Run with a backpressure of one object, the task stays at its
+    ``yield`` (holding its process) until the driver takes that value."""
+    fn()
+    yield {"pid": os.getpid(), "cpu_seconds": time.process_time(),
+           "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
 
 
-class RayExecutor:
-    """Runs ``fn(item, **shared)`` for each item as Ray tasks, at most ``workers`` at once.
+class RayExecutor(Executor):
+    """Runs ``fn(item, **shared)`` for each item as Ray tasks, at most ``workers`` at once
+    (``map``: results in order; ``stream``: as they end; see
+    :class:`~shardwalk.index.bulk.Executor`).
 
     ``cpus`` per task (default 1) also sets the task's numba and OpenMP threads.
     """
@@ -222,95 +227,64 @@ class RayExecutor:
         self.object_store_bytes += _nbytes(value)
         return ray.put(value)
 
-    def warm(self, fn: Callable[..., Any]) -> Callable[[], list[dict[str, Any]]]:
-        """Start the job's workers now (a task per worker, spread over the nodes, loading
-        ``fn``, a function the job's tasks run, and so its module; a fresh worker takes
-        seconds to start), while the driver reads the input's footers; returns the wait for
-        them, which returns each worker's pid, node and start-up CPU seconds."""
-        refs = [
+    def warm(self, fn: Callable[[], Any]) -> Callable[[], list[dict[str, Any]]]:
+        """Start the job's workers now, while the driver reads the input's footers: a task per
+        worker (spread over the nodes) that runs ``fn()``, what a worker pays once (imports,
+        first use of the readers); returns the wait for them, which returns each worker's pid,
+        node and start-up CPU seconds, one per worker process.
+
+        Each warm task holds its process until every one has started (a Ray generator that
+        yields once, with a backpressure of one object: it waits at its ``yield`` until the
+        driver takes the value, and the driver takes none before all are there). Without the
+        hold a worker done with its warm-up could take another's (Ray reuses an idle worker
+        before it starts one), so a process would start only during the scan (issue 27)."""
+        gens = [
             _warm.options(
-                num_cpus=self.cpus, runtime_env=thread_env(self.cpus), scheduling_strategy="SPREAD"
+                num_cpus=self.cpus,
+                runtime_env=thread_env(self.cpus),
+                scheduling_strategy="SPREAD",
+                _generator_backpressure_num_objects=1,
             ).remote(fn)
             for _ in range(self.workers)
         ]
 
         def wait() -> list[dict[str, Any]]:
-            # a worker that finished its warm-up may run another's (Ray reuses idle workers):
-            # one entry per process, with its latest figures
-            return list({w["pid"]: w for w in sorted(ray.get(refs), key=_cpu)}.values())
+            # every warm task at its yield at once: each has a process of its own
+            ray.wait(gens, num_returns=len(gens))
+            try:
+                return [ray.get(next(gen)) for gen in gens]
+            except ray.exceptions.RayTaskError as exc:
+                raise _unwrap(exc) from None
 
         return wait
 
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Sequence[Any],
-        *,
-        name: str | None = None,
-        on_result: Callable[[Any], None] | None = None,
-        **shared,
-    ) -> list[Any]:
-        """Results in the order of ``items``; the first task error is raised (unwrapped).
-        ``workers`` tasks at once: the next item starts as soon as a task ends, so items
-        given largest first finish close together. ``on_result(result)`` runs here (the
-        driver) as each task ends."""
-        results: list[Any] = [None] * len(items)
-        for i, value in self._run(fn, items, name, shared, self.workers):
-            results[i] = value
-            if on_result is not None:
-                on_result(value)
-        return results
-
-    def stream(
-        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
-    ) -> Iterator[Any]:
-        """``fn(item, **shared)`` for each item as Ray tasks, yielded as they finish (in any
-        order); twice ``workers`` tasks submitted at once, so a worker always has the next
-        one and the driver holds a few results at most."""
-        for _, value in self._run(fn, items, name, shared, 2 * self.workers):
-            yield value
-
-    def _run(
-        self,
-        fn: Callable[..., Any],
-        items: Sequence[Any],
-        name: str | None,
-        shared: dict[str, Any],
-        window: int,
-    ) -> Iterator[tuple[int, Any]]:
-        """(index, result) of each item as its task ends, at most ``window`` tasks pending."""
+    @contextmanager
+    def _calls(
+        self, fn: Callable[..., Any], name: str, shared: dict[str, Any]
+    ) -> Iterator[Callable[[Any], Any]]:
         shared_ref = ray.put(shared)  # once for every task (ObjectRefs inside resolve there)
         remote = _call.options(
-            num_cpus=self.cpus,
-            runtime_env=thread_env(self.cpus),
-            name=f"shardwalk-{name or fn.__name__}",
+            num_cpus=self.cpus, runtime_env=thread_env(self.cpus), name=f"shardwalk-{name}"
         )
-        pending: dict[Any, int] = {}
-        next_item = 0
+        yield lambda item: remote.remote(fn, item, shared_ref)
+
+    def _first_done(self, pending: list[Any]) -> list[Any]:
+        return ray.wait(pending, num_returns=1)[0]
+
+    def _result(self, handle: Any) -> Any:
         try:
-            while next_item < len(items) or pending:
-                while next_item < len(items) and len(pending) < window:
-                    pending[remote.remote(fn, items[next_item], shared_ref)] = next_item
-                    next_item += 1
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    i = pending.pop(ref)
-                    value = ray.get(ref)
-                    self.object_store_bytes += _nbytes(value)
-                    yield i, value
+            value = ray.get(handle)
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
-        finally:
-            if pending:  # an error, or the caller stopped early (its progress callback raised)
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                # ended before the caller cleans up: a task still running could write into
-                # a directory the caller is removing
-                ray.wait(list(pending), num_returns=len(pending), timeout=_CANCEL_WAIT)
+        self.object_store_bytes += _nbytes(value)
+        return value
 
-
-def _cpu(worker: dict[str, Any]) -> float:
-    return worker["cpu_seconds"]
+    def _stop(self, pending: list[Any]) -> None:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        # ended before the caller cleans up: a task still running could write into a
+        # directory the caller is removing
+        ray.wait(pending, num_returns=len(pending), timeout=_CANCEL_WAIT)
 
 
 def _nbytes(value: Any) -> int:

@@ -5,7 +5,8 @@ One pipeline, two executors: :class:`ThreadExecutor` (this process, threads) and
 same blocks, so they write the same bytes. A block (:func:`plan_blocks`) is a run of one file's
 row groups of about ``_BLOCK_BYTES`` decoded; the worker that runs a step on a block reads it
 itself (pyarrow, Arrow batches end to end, a FixedSizeList column viewed zero-copy), so only
-small results come back to the driver:
+small results come back to the driver. A task takes a run of blocks (:func:`plan_tasks`, about
+``_TASK_BYTES``, at least a few tasks per worker), read one after the other:
 
 1. scan: every block of the input is read and checked (ids, vectors: dimension, nulls, NaN and
    infinities, zero vectors under cosine), vectorised per batch of a few MB; its non-vector
@@ -32,11 +33,12 @@ from __future__ import annotations
 
 import glob
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import closing
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,11 @@ __all__ = ["Columns", "ThreadExecutor", "run_pipeline"]
 
 _BATCH = 65_536  # rows per Arrow batch a worker checks at once (a larger row group is split)
 _BLOCK_BYTES = 32 << 20  # decoded bytes per block: row groups are packed up to this
+# decoded bytes per task of the scan and assign passes (a run of blocks, read one after the
+# other): a Ray worker waits 10-20 ms between two tasks (it gets the next one when the driver
+# has the last one's result), as long as a 16 MB block takes to read (issue 27)
+_TASK_BYTES = 64 << 20
+_TASKS_PER_WORKER = 4  # at least, when there are blocks enough: a slow worker takes fewer
 # vector bytes per batch of the scan: decoding a block in batches of a few MB instead of whole
 # reuses the same few MB of the worker's heap, where a whole block's buffers (~3x its size)
 # grow it and take longer to decode (issue 27: ~20 ms per 16.8 MB block, against 40-200 ms
@@ -122,6 +129,24 @@ def plan_blocks(files: Sequence[str], target: int = _BLOCK_BYTES) -> list[Block]
     return blocks
 
 
+def plan_tasks(
+    blocks: Sequence[Block], workers: int, target: int = _TASK_BYTES
+) -> list[tuple[Block, ...]]:
+    """The blocks in runs of about ``target`` decoded bytes, the same number of blocks a run
+    (the last one shorter), and at least ``_TASKS_PER_WORKER`` runs per worker when there are
+    blocks enough."""
+    if not blocks:
+        return []
+    runs = max(-(-sum(b.bytes for b in blocks) // target), _TASKS_PER_WORKER * workers)
+    size = -(-len(blocks) // min(runs, len(blocks)))
+    return [tuple(blocks[i : i + size]) for i in range(0, len(blocks), size)]
+
+
+def _each(blocks: tuple[Block, ...], *, step: Callable[..., Any], **kwargs: Any) -> list[Any]:
+    """``step(block, **kwargs)`` for each block of a task, in order: its results."""
+    return [step(block, **kwargs) for block in blocks]
+
+
 def _batches(
     block: Block, select: Sequence[str], rows: int | None = None
 ) -> Iterator[pa.RecordBatch]:
@@ -148,7 +173,7 @@ class _BadRow(Exception):
 
 
 # -- executors ----------------------------------------------------------------------------------
-class ThreadExecutor:
+class ThreadExecutor(bulk.Executor):
     """Runs the pipeline's steps in this process's threads (``workers`` at once)."""
 
     kind = "threads"
@@ -161,67 +186,83 @@ class ThreadExecutor:
     def put(self, value: Any) -> Any:
         return value
 
-    def warm(self, fn: Callable[..., Any]) -> Callable[[], list[dict[str, Any]]]:
-        """Nothing to start (the threads start with each step): no workers to report."""
-        return lambda: []
+    def warm(self, fn: Callable[[], Any]) -> Callable[[], list[dict[str, Any]]]:
+        """``fn()`` in a thread now (what this process pays once, while the driver reads the
+        input's footers); returns the wait for it, which raises what ``fn`` raised (as Ray's
+        does). The threads start with each step: no workers to report."""
+        failed: list[BaseException] = []
 
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Sequence[Any],
-        *,
-        name: str | None = None,
-        on_result: Callable[[Any], None] | None = None,
-        **shared,
-    ) -> list[Any]:
-        """``fn(item, **shared)`` for each item, ``workers`` at once, started in the order of
-        ``items`` (each thread takes the next item when it is done), results in that order;
-        ``on_result(result)`` in this thread as each one ends (in the order they end)."""
-        if self.workers == 1 or len(items) <= 1:
-            results = []
-            for item in items:
-                results.append(self._run(fn, item, shared))
-                if on_result is not None:
-                    on_result(results[-1])
-            return results
-        done: list[Any] = [None] * len(items)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = {pool.submit(self._run, fn, item, shared): i for i, item in enumerate(items)}
+        def run() -> None:
             try:
-                for future in as_completed(futures):
-                    done[futures[future]] = future.result()
-                    if on_result is not None:
-                        on_result(done[futures[future]])
-            finally:  # an error (a task's or on_result's): the tasks not started never start
-                for future in futures:
-                    future.cancel()
-        return done
+                fn()
+            except BaseException as exc:
+                failed.append(exc)
 
-    def _run(self, fn: Callable[..., Any], item: Any, shared: dict[str, Any]) -> Any:
-        with delegated(self.cpus):
-            return fn(item, **shared)
+        thread = threading.Thread(target=run, name="shardwalk-warm", daemon=True)
+        thread.start()
 
-    def stream(
-        self, fn: Callable[..., Any], items: Sequence[Any], *, name: str | None = None, **shared
-    ) -> Iterator[Any]:
-        """``fn(item, **shared)`` for each item, ``workers`` at once, yielded in the order of
-        ``items`` (at most twice ``workers`` results held)."""
+        def wait() -> list[dict[str, Any]]:
+            thread.join()
+            if failed:
+                raise failed[0]
+            return []
 
-        if self.workers == 1 or len(items) <= 1:
-            yield from (self._run(fn, item, shared) for item in items)
-            return
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            queue: list[Any] = []
-            try:
-                for item in items:
-                    queue.append(pool.submit(self._run, fn, item, shared))
-                    if len(queue) >= 2 * self.workers:
-                        yield queue.pop(0).result()
-                for future in queue:
-                    yield future.result()
-            finally:
-                for future in queue:
-                    future.cancel()
+        return wait
+
+    @contextmanager
+    def _calls(
+        self, fn: Callable[..., Any], name: str, shared: dict[str, Any]
+    ) -> Iterator[Callable[[Any], Future]]:
+        def run(item: Any) -> Any:
+            with delegated(self.cpus):
+                return fn(item, **shared)
+
+        # the pool's exit waits for the calls running (those not started were cancelled)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix=f"shardwalk-{name}") as pool:
+            yield lambda item: pool.submit(run, item)
+
+    def _first_done(self, pending: list[Future]) -> list[Future]:
+        return list(wait(pending, return_when=FIRST_COMPLETED).done)
+
+    def _result(self, handle: Future) -> Any:
+        return handle.result()
+
+    def _stop(self, pending: list[Future]) -> None:
+        for future in pending:
+            future.cancel()
+
+
+# -- Arrow <-> numpy ----------------------------------------------------------------------------
+# pyarrow's own conversions (Array.to_numpy, pa.array of a numpy array) import pandas, when it is
+# installed, on their first call in a process: 0.2-0.7 s of a worker's first block, or of the
+# driver's id merge after the scan (issue 27). These views of the buffers never do.
+def _numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numeric array as numpy: a zero-copy (read-only) view of its values when it has no
+    nulls (chunks concatenated), else pyarrow's conversion (nulls become NaN)."""
+    if isinstance(array, pa.ChunkedArray):
+        if array.num_chunks == 1:
+            return _numpy(array.chunk(0))
+        dtype = np.dtype(array.type.to_pandas_dtype()) if _numeric(array.type) else None
+        return np.concatenate([_numpy(c) for c in array.chunks] or [np.zeros(0, dtype)])
+    if array.null_count or not _numeric(array.type):
+        return array.to_numpy(zero_copy_only=False)
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    if len(array) == 0:
+        return np.zeros(0, dtype)
+    data = array.buffers()[1]
+    return np.frombuffer(data, dtype, len(array), array.offset * dtype.itemsize)
+
+
+def _numeric(type_: pa.DataType) -> bool:
+    return pa.types.is_integer(type_) or pa.types.is_floating(type_)
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A 1-d numeric numpy array as an Arrow array without nulls (zero-copy when contiguous)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)]
+    )
 
 
 # -- checks of a block --------------------------------------------------------------------------
@@ -239,15 +280,14 @@ def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
         if col.type.list_size != dim:
             raise _BadRow(0, f"vector of {col.type.list_size} components; expected {dim}")
     else:
-        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        lengths = _numpy(pc.list_value_length(col))
         bad = np.flatnonzero(lengths != dim)
         if bad.size:
             raise _BadRow(int(bad[0]), f"vector of {lengths[bad[0]]} components; expected {dim}")
     values = col.flatten()  # the rows' values only (a slice of the child, no copy)
-    if values.null_count == 0 and values.type == pa.float32():
-        flat = values.to_numpy(zero_copy_only=True)
-    else:  # a null component becomes NaN (named below), other types are converted
-        flat = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32)
+    # a view of float32 without nulls; a null component becomes NaN (named below), other
+    # types are converted
+    flat = np.asarray(_numpy(values), dtype=np.float32)
     vectors = flat.reshape(n, dim)
     # one pass without a temporary of the block's size: a row's sum is finite when its values
     # are (or overflowed: those rows are looked at one by one)
@@ -276,7 +316,7 @@ def _check_block(
     if id_col.null_count:
         first = int(np.flatnonzero(id_col.is_null().to_numpy(zero_copy_only=False))[0])
         raise _BadRow(first, f"null id in column {columns.id!r}")
-    ids = np.asarray(id_col.to_numpy(zero_copy_only=False))
+    ids = _numpy(id_col)
     if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
         raise _BadRow(int(np.argmax(ids)), "id beyond the largest int64")
     ids = ids.astype(np.int64, copy=False)
@@ -339,6 +379,22 @@ def _stats(block: Block, dim: int, timing: dict, t0: float, cpu0: float) -> dict
 
 
 # -- the steps that run on workers -------------------------------------------------------------
+def warm_worker() -> None:
+    """What a process pays once, at its first block, paid while the job starts instead (the
+    executors' warm-up): a small Parquet file like an input (int64 ids, float32 vectors)
+    written, then read, checked and sampled by :func:`scan_block` (the first use of Parquet's
+    reader, its codecs and memory pool, and of the checks' kernels)."""
+    dim, n = 8, 256
+    vectors = pa.FixedSizeListArray.from_arrays(_arrow(np.ones(n * dim, np.float32)), dim)
+    table = pa.table({"id": _arrow(np.arange(n, dtype=np.int64)), "vector": vectors})
+    with tempfile.TemporaryDirectory(prefix="shardwalk-warm-") as tmp:
+        path = os.path.join(tmp, "warm.parquet")
+        pq.write_table(table, path)
+        columns = Columns("id", "vector", None, None, ())
+        for block in plan_blocks([path]):
+            scan_block(block, columns=columns, dim=dim, metric="l2", fraction=0.5, seed=0)
+
+
 def scan_block(
     block: Block, *, columns: Columns, dim: int, metric: str, fraction: float, seed: int
 ) -> tuple[pa.Table, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -356,13 +412,13 @@ def scan_block(
         sample.append(vectors[chosen])
         kept = batch.drop_columns([columns.vector])
         out.append(
-            kept.set_column(kept.schema.get_field_index(columns.id), columns.id, pa.array(ids))
+            kept.set_column(kept.schema.get_field_index(columns.id), columns.id, _arrow(ids))
         )
         timing["sample"] = timing.get("sample", 0.0) + (time.perf_counter() - t1)
     kept = pa.Table.from_batches(out)  # a block has rows (plan_blocks skips empty row groups)
-    ids = kept.column(columns.id).to_numpy()
+    ids = _numpy(kept.column(columns.id))
     if np.any(ids[1:] < ids[:-1]):
-        kept = kept.take(np.argsort(ids, kind="stable"))
+        kept = kept.take(_arrow(np.argsort(ids, kind="stable")))
     return (kept, np.concatenate(sample_ids), np.concatenate(sample),
             _stats(block, dim, timing, t0, cpu0))  # fmt: skip
 
@@ -535,7 +591,7 @@ def _find_id(files: list[str], column: str, id_: int) -> list[tuple[str, int]]:
     for path in files:
         start = 0
         for batch in pq.ParquetFile(path).iter_batches(_BATCH, columns=[column]):
-            hits = np.flatnonzero(batch.column(0).to_numpy(zero_copy_only=False) == id_)
+            hits = np.flatnonzero(_numpy(batch.column(0)) == id_)
             found.extend((path, start + int(h)) for h in hits)
             start += batch.num_rows
     return found
@@ -560,7 +616,7 @@ def run_pipeline(
     check_name("collection", name)
     check_choice("metric", metric, METRICS)
     kind, params = check_index_params(index, index_params)
-    started = executor.warm(scan_block)  # Ray's workers start while the footers are read
+    started = executor.warm(warm_worker)  # the workers start while the footers are read
     root = os.path.abspath(os.fspath(path)) + os.sep
     files = [f for f in input_files(source) if not f.startswith(root)]  # not our own files
     if not files:
@@ -592,6 +648,7 @@ def run_pipeline(
         # 0. start: the executor's workers up
         t0, c0 = time.perf_counter(), time.process_time()
         blocks = plan_blocks(files)
+        tasks = plan_tasks(blocks, executor.workers)
         workers_started = started()
         seconds["start"] = time.perf_counter() - t0
         driver_cpu["start"] = time.process_time() - c0
@@ -607,10 +664,10 @@ def run_pipeline(
         scanned = Stage(progress, "scan", n_rows)
         # closed before the cleanup below when the loop stops early (the tasks end first)
         with closing(executor.stream(
-            scan_block, blocks, name="scan",
+            _each, tasks, name="scan", step=scan_block,
             columns=columns, dim=dim, metric=metric, fraction=fraction, seed=seed,
         )) as results:  # fmt: skip
-            for out, sample_ids, sample, stats in results:
+            for out, sample_ids, sample, stats in (r for task in results for r in task):
                 kept[position[stats["path"], stats["first_row"]]] = out
                 sampled.append((sample_ids, sample))
                 block_stats["scan"].append(stats)
@@ -619,7 +676,7 @@ def run_pipeline(
         scanned.finish()
         table = pa.concat_tables(kept, promote_options="default")  # type: ignore[arg-type]
         del kept
-        ids = table.column(columns.id).to_numpy()
+        ids = _numpy(table.column(columns.id))
         # each block's ids are sorted: a merge of their runs (of one run when the input is in
         # id order), not a sort of every id
         order = np.argsort(ids, kind="stable")
@@ -635,7 +692,7 @@ def run_pipeline(
             )
         table = table.drop_columns([columns.id])  # the ids are sorted_ids
         if table.num_columns:
-            table = table.take(pa.array(order))
+            table = table.take(_arrow(order))
         seconds["scan"] = time.perf_counter() - t0
         driver_cpu["scan"] = time.process_time() - c0
 
@@ -661,11 +718,11 @@ def run_pipeline(
         shared_centroids = executor.put(centroids)  # once, not per block
         assigned = Stage(progress, "assign", n_rows)
         with closing(executor.stream(
-            assign_block, blocks, name="assign",
+            _each, tasks, name="assign", step=assign_block,
             columns=columns, dim=dim, metric=metric, index_metric=index_metric,
             centroids=shared_centroids, staging=str(staging),
         )) as results:  # fmt: skip
-            for block_ids, block_parts, stats in results:
+            for block_ids, block_parts, stats in (r for task in results for r in task):
                 part_of[np.searchsorted(sorted_ids, block_ids)] = block_parts
                 block_stats["assign"].append(stats)
                 assigned.advance(stats["rows"])

@@ -4,6 +4,8 @@ per batch without false alarms, the build tasks largest first."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from shardwalk import jobs
-from shardwalk.build import Columns, _checked, plan_blocks, scan_block
+from shardwalk.build import (
+    Block,
+    Columns,
+    ThreadExecutor,
+    _arrow,
+    _checked,
+    _numpy,
+    plan_blocks,
+    plan_tasks,
+    scan_block,
+)
 from shardwalk.errors import InvalidArgumentError
 from tests.parquet_data import snapshot_digest
 
@@ -178,3 +190,55 @@ def test_spill_files_round_trip_and_a_cut_one_is_corruption(tmp_path: Path) -> N
     path.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(CorruptionError, match=path.name):
         read_spill(tmp_path, 0)
+
+
+def test_arrow_numpy_views_keep_values_offsets_chunks_and_nulls() -> None:
+    values = np.arange(10, dtype=np.int64)
+    arr = _arrow(values[::2])  # not contiguous: copied
+    assert arr.type == pa.int64() and arr.to_pylist() == [0, 2, 4, 6, 8]
+    sliced = pa.array(np.arange(10, dtype=np.float32)).slice(3, 4)
+    assert _numpy(sliced).tolist() == [3, 4, 5, 6] and _numpy(sliced).dtype == np.float32
+    chunked = pa.chunked_array([pa.array([1, 2], pa.uint32()), pa.array([3], pa.uint32())])
+    assert _numpy(chunked).tolist() == [1, 2, 3] and _numpy(chunked).dtype == np.uint32
+    assert _numpy(pa.chunked_array([], pa.int64())).dtype == np.int64
+    assert np.isnan(_numpy(pa.array([1.0, None, 3.0], pa.float32()))[1])  # nulls: NaN
+    assert _numpy(pa.array([], pa.int16())).dtype == np.int16
+
+
+def test_a_scan_never_imports_pandas(tmp_path: Path) -> None:
+    """pyarrow's conversions import pandas on their first call in a process (0.2-0.7 s of a
+    worker's first block, issue 27): the scan and its warm-up use views of the buffers."""
+    path = tmp_path / "f.parquet"
+    _write(path, 300, row_group=100)
+    code = (
+        "import sys\n"
+        "from shardwalk import build\n"
+        "build.warm_worker()\n"
+        "for block in build.plan_blocks([sys.argv[1]]):\n"
+        "    build.scan_block(block, columns=build.Columns('id', 'vector', None, None, ()),\n"
+        "                     dim=8, metric='cosine', fraction=0.5, seed=0)\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_blocks_are_grouped_into_a_few_tasks_per_worker() -> None:
+    blocks = [Block(f"f{i}", (0,), 0, 100, 16 << 20) for i in range(16)]
+    tasks = plan_tasks(blocks, 2, target=64 << 20)  # 4 tasks of 64 MB, but 4 per worker: 8
+    assert [len(t) for t in tasks] == [2] * 8
+    assert [b for t in tasks for b in t] == blocks  # every block once, in order
+    assert [len(t) for t in plan_tasks(blocks, 1, target=64 << 20)] == [4] * 4
+    assert [len(t) for t in plan_tasks(blocks[:5], 2)] == [1] * 5  # fewer blocks than 8
+    assert [len(t) for t in plan_tasks(blocks[:7], 1, target=1 << 30)] == [2, 2, 2, 1]
+    assert plan_tasks([], 2) == []
+
+
+def test_a_failed_warm_up_is_raised_by_its_wait() -> None:
+    def fails() -> None:
+        raise OSError("no temporary directory")
+
+    wait = ThreadExecutor(2).warm(fails)
+    with pytest.raises(OSError, match="no temporary directory"):
+        wait()
+    assert ThreadExecutor(2).warm(lambda: None)() == []

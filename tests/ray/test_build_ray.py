@@ -3,10 +3,14 @@ mid-build, an input larger than the driver's memory budget."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from shardwalk.index.distributed import RayExecutor
 
 import shardwalk
 from shardwalk import build, jobs
@@ -46,8 +50,9 @@ def test_ray_writes_the_same_files_as_threads(
     assert report["executor"] == "ray" and report["workers"] == workers
     assert report["bytes"]["object_store"] > 0 and report["rows"] == 4000
     # where the CPU went: each worker's start-up, the driver's per stage, per worker per stage
-    started = report["start"]["workers"]  # one per process (an idle one may take 2 warm-ups)
-    assert 1 <= len(started) <= workers and all(w["cpu_seconds"] > 0 for w in started)
+    started = report["start"]["workers"]  # a process per worker, each started and warm
+    assert len({w["pid"] for w in started}) == workers
+    assert all(w["cpu_seconds"] > 0 for w in started)
     assert set(report["driver_cpu_seconds"]) == set(report["seconds"]) - {"total"}
     assert 1 <= len(report["build_schedule"]["cpu_seconds_per_worker"]) <= workers
     scan = report["stages"]["scan"]
@@ -132,3 +137,50 @@ def test_cli_build_on_ray(source: Path, tmp_path: Path, capsys: pytest.CaptureFi
     with shardwalk.Engine.open(tmp_path / "db") as engine:
         assert len(engine.collection("c")) == 4000
         assert len(engine.collection("c").stats()["index_stats"]["partition_sizes"]) == 2
+
+
+def _idle_workers() -> set[int]:
+    """This session's idle Ray workers: titled ``ray::IDLE``, started by the raylet that this
+    process started (their grandparent)."""
+
+    def parent(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
+
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                idle = f.read().startswith(b"ray::IDLE")
+            if idle and parent(parent(int(entry))) == os.getpid():
+                found.add(int(entry))
+        except (OSError, ValueError, StopIteration):
+            continue
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:\tZ") for line in f)  # dead, not yet reaped
+    except OSError:
+        return True
+
+
+def test_warm_up_starts_a_process_per_worker() -> None:
+    """One worker idle, the other's process to start: the warm-up waits for both processes
+    (the idle one ran both warm-ups before, in milliseconds, and the second process started
+    during the scan)."""
+    executor = RayExecutor(2)
+    first = executor.warm(build.warm_worker)()  # workers with the tasks' environment
+    assert len({w["pid"] for w in first}) == 2
+    keep = first[0]["pid"]
+    doomed = ({w["pid"] for w in first} | _idle_workers()) - {keep}
+    for pid in doomed:
+        os.kill(pid, signal.SIGKILL)
+    while not all(_gone(pid) for pid in doomed):
+        time.sleep(0.01)
+    started = executor.warm(build.warm_worker)()
+    pids = {w["pid"] for w in started}
+    assert len(pids) == 2 and not pids & doomed, (started, keep)
+    assert all(w["cpu_seconds"] > 0 for w in started)

@@ -54,7 +54,10 @@ def test_ray_writes_the_same_files_as_threads(
     assert len({w["pid"] for w in started}) == workers
     assert all(w["cpu_seconds"] > 0 for w in started)
     assert set(report["driver_cpu_seconds"]) == set(report["seconds"]) - {"total"}
-    assert 1 <= len(report["build_schedule"]["cpu_seconds_per_worker"]) <= workers
+    # per process that ran build tasks: Ray may hand a 1-worker job's successive tasks to
+    # different idle processes, so their number is not bounded by the workers
+    assert all(s > 0 for s in report["build_schedule"]["cpu_seconds_per_worker"])
+    assert report["build_schedule"]["cpu_seconds_per_worker"]
     scan = report["stages"]["scan"]
     assert sum(scan["cpu_seconds_per_process"]) == pytest.approx(scan["cpu_seconds"])
     assert snapshot_digest(tmp_path / "db", "c") == threads_digest

@@ -17,31 +17,29 @@ import logging
 import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
 from numpy.typing import ArrayLike, NDArray
 
-from shardwalk import collection_indexer, collection_persistence, scope_masks
+from shardwalk import collection_indexer, collection_persistence, collection_writes, scope_masks
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import Entry, GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
-from shardwalk.collection_indexer import _INSERT_GUESS, _coalesce
+from shardwalk.collection_indexer import _INSERT_GUESS
 from shardwalk.collection_persistence import (
     _COMPACT_FRACTION,
     _COMPACT_MIN_DEAD,
     _release_free_memory,
     _release_index,
 )
+from shardwalk.collection_writes import _Delete, _Upsert
 from shardwalk.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
-    OutcomeUnknownError,
-    ResourceExhaustedError,
-    ShardwalkError,
 )
 from shardwalk.index import IndexHost, SearchResult, make_index
 from shardwalk.index.base import relabel
@@ -57,14 +55,12 @@ from shardwalk.rows import (
     RowTable,
     attribute_table,
     conform,
-    merge_schema,
     shared_array,
     tenant_array,
 )
 from shardwalk.scope_masks import _Mask
 from shardwalk.snapshot import (
     Upsert,
-    delete_record,
     upsert_record,
 )
 from shardwalk.storage import DataDir
@@ -98,19 +94,6 @@ _LARGE_WRITE = 4096
 # it is acknowledged (it would fill the delta alone; one parallel insert builds it fastest).
 _DELTA_BYTES = 2 << 20
 _DELTA_MIN_ROWS = 256
-
-
-@dataclass
-class _Upsert(Upsert):
-    record: bytes | None = None  # the encoded log record (None without a log)
-
-
-@dataclass
-class _Delete:
-    ids: np.ndarray
-    missing_ok: bool
-    present: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    owner: Any = ANY_OWNER  # a tenant: delete in its namespace only; ANY_OWNER: every row
 
 
 def _shared_lists(columns: pa.Table, n: int) -> list[list[str]]:
@@ -442,129 +425,9 @@ class Collection:
         deleted: int = self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner))
         return deleted
 
+    # -- write groups (shardwalk.collection_writes) -------------------------------------------
     def _commit_group(self, group: list[Entry]) -> None:
-        """Commit queued writes in order (called by the group's leader under the commit lock):
-        check each against the state and the writes before it in the group, append every
-        accepted record to the log with one fsync, then apply them all under the exclusive
-        lock. A rejected write fails alone; the others commit."""
-        if self._closed_because is not None:
-            error = FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
-            for entry in group:
-                entry.error = error
-            return
-        schema = self._rows.schema
-        accepted: list[Entry] = []
-        records: list[bytes] = []
-        for entry in group:
-            write = entry.payload
-            try:
-                if isinstance(write, _Upsert):
-                    merge_schema(schema, write.attributes)
-                    entry.result = int(write.ids.size)
-                    if write.record is not None:
-                        records.append(write.record)
-                else:
-                    write.present = self._present(write, accepted)
-                    if write.present.size < write.ids.size and not write.missing_ok:
-                        missing = write.ids[~np.isin(write.ids, write.present)]  # as given
-                        shown = ", ".join(str(v) for v in missing[:5].tolist())
-                        more = f" and {missing.size - 5} more" if missing.size > 5 else ""
-                        raise NotFoundError(
-                            f"collection {self.name!r} has no ids {shown}{more}; nothing was "
-                            "deleted (pass missing_ok=True to delete the others)"
-                        )
-                    entry.result = int(write.present.size)
-                    if not write.present.size:
-                        continue
-                    if self._datadir is not None:
-                        everywhere = write.owner is ANY_OWNER
-                        owner = None if everywhere else write.owner
-                        record = delete_record(write.present, owner, everywhere=everywhere)
-                        records.append(encode("delete", record))
-                accepted.append(entry)
-            except ShardwalkError as exc:
-                entry.error = exc
-        if not accepted:
-            return
-        writes = _coalesce([entry.payload for entry in accepted])
-        new_rows = sum(int(w.ids.size) for w in writes if isinstance(w, Upsert))
-        # a group that would fill the delta alone is indexed before it is acknowledged
-        direct = not self._deferred or new_rows >= self.delta_limit
-        if new_rows and not direct and not collection_indexer.wait_for_room(self, new_rows):
-            error = FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
-            for entry in accepted:
-                entry.error = error
-            return
-        # rows replaced or deleted may be in the index: their tombstones need it exclusively
-        fresh = self._fresh_upserts(writes)
-        kills = direct or not all(fresh)
-        ahead = {} if kills else scope_masks.evaluate_ahead(self, writes)
-        logged = False  # the group's records are durable in the log
-        try:
-            if self._wal is not None and records:
-                assert self._datadir is not None
-                try:
-                    self._datadir.append(self._wal, records, f"a write to {self.name!r}")
-                except (ResourceExhaustedError, FailedPreconditionError) as exc:
-                    # no space (the log was cut back: nothing written) or read-only after a
-                    # failed fsync (reads go on): this group fails, the collection stays open
-                    for entry in accepted:
-                        entry.error = exc
-                    return
-                logged = True
-            if direct:
-                # the rows before this group's go into the index first
-                collection_indexer.drain(self)
-            with (
-                self._indexing if direct else nullcontext(),
-                self._index_rw.write() if kills else nullcontext(),
-                self._rw.write(),
-            ):
-                self._apply_group(writes, direct=direct, fresh=fresh, ahead=ahead)
-                cut = self._since_cut  # (read once: a compaction sets it to None unlocked)
-                if cut is not None:  # a compaction replays the group into its new rows
-                    cut.append(writes)
-                if self._wal is not None:
-                    self._applied_log = (self._wal.path, self._wal.size)
-            if len(self._delta):
-                collection_indexer.kick(self)
-        except BaseException as exc:
-            # The log and the memory may now disagree: refuse further use until reopened
-            # (replaying the log then gives the state every acknowledged write left).
-            # (the cause's text stays out of the message, which a server passes to its
-            # clients: it is chained to the errors, and logged)
-            self._closed_because = "stopped at a failed write; reopen the engine"
-            self._closed_cause = exc
-            log.error("collection %r stopped at a failed write", self.name, exc_info=exc)
-            for entry in accepted:
-                entry.error = (
-                    OutcomeUnknownError.logged(
-                        f"collection {self.name!r}", "write", "collection", exc
-                    )
-                    if logged  # durable, so not a failure: it comes back at the next open
-                    else FailedPreconditionError(f"collection {self.name!r} {self._closed_because}")
-                )
-                entry.error.__cause__ = exc
-            return
-        self._maybe_compact()
-
-    def _fresh_upserts(self, writes: list[Any]) -> list[bool]:
-        """Per write of a group: whether it is an upsert of ids no row holds, before the group
-        or by an earlier write of it (its apply then looks up no row to replace). Under the
-        commit lock, before the group is applied."""
-        fresh = []
-        earlier: list[np.ndarray] = []
-        for write in writes:
-            if not isinstance(write, Upsert):
-                fresh.append(False)
-                earlier.append(write.present)
-                continue
-            new = not self._rows.contains(write.ids).any()
-            if new and earlier:
-                new = not np.isin(write.ids, np.concatenate(earlier)).any()
-            fresh.append(new)
-            earlier.append(write.ids)
-        return fresh
+        collection_writes.commit_group(self, group)
 
     def _apply_group(
         self,
@@ -574,78 +437,13 @@ class Collection:
         fresh: list[bool] | None = None,
         ahead: dict[Any, np.ndarray] | None = None,
     ) -> None:
-        """Apply a committed group's writes (coalesced) to the rows, the delta or the index,
-        and the cached scope masks (under the exclusive lock, or to a collection no one else
-        sees yet: a compaction's). ``fresh``: per write, an upsert of ids no row holds (see
-        _fresh_upserts); ``ahead``: filter values of its new rows (see _evaluate_ahead)."""
-        first, schema = self._rows.rows, self._rows.schema
-        self._killed = []
-        for i, write in enumerate(writes):
-            if isinstance(write, Upsert):
-                self._apply_upsert(write, direct=direct, fresh=fresh is not None and fresh[i])
-            else:
-                self._apply_delete(write.present, write.owner)
-        if self._checked and self._rows.schema != schema:
-            self._checked = {}  # predicates are checked against the new schema from now on
-        scope_masks.follow_writes(self, first, schema, writes, ahead)
-
-    def _present(self, write: _Delete, before: list[Entry]) -> np.ndarray:
-        """The ids of ``write`` with a row in its namespace (any row, for ``ANY_OWNER``) once
-        the writes ``before`` (of this group) are applied, in the order given. Under the
-        commit lock."""
-        ids, owner = write.ids, write.owner
-        exists = self._rows.contains(ids, owner)
-        earlier = [entry.payload for entry in before]
-        touched = [w.ids if isinstance(w, Upsert) else w.present for w in earlier]
-        overlap = np.isin(ids, np.concatenate(touched)) if touched else None
-        if overlap is None or not overlap.any():
-            return ids[exists]
-        # the ids earlier writes of the group touched: who holds each, write by write
-        at = np.flatnonzero(overlap)
-        subset = ids[at]
-        holders: dict[int, set[str | None]] = {i: set() for i in subset.tolist()}
-        found_at, found_rows = self._rows.find(subset)
-        for i, name in zip(found_at.tolist(), self._rows.owners(found_rows)):
-            holders[int(subset[i])].add(name)
-        for w in earlier:
-            if isinstance(w, Upsert):
-                hit = np.flatnonzero(np.isin(w.ids, subset))
-                names = w.tenants.take(pa.array(hit)).to_pylist()
-                for id_, name in zip(w.ids[hit].tolist(), names):
-                    holders[id_].add(name)
-            else:
-                for id_ in w.present.tolist():
-                    if id_ in holders:
-                        if w.owner is ANY_OWNER:
-                            holders[id_].clear()
-                        else:
-                            holders[id_].discard(w.owner)
-        exists[at] = [
-            bool(holders[i]) if owner is ANY_OWNER else owner in holders[i] for i in subset.tolist()
-        ]
-        return ids[exists]
+        collection_writes.apply_group(self, writes, direct=direct, fresh=fresh, ahead=ahead)
 
     def _apply_upsert(self, write: Upsert, *, direct: bool = False, fresh: bool = False) -> None:
-        """Apply an upsert to the rows, and its vectors to the delta (``direct``, or an index
-        that takes writes directly: to the index, which the delta must not precede).
-        ``fresh``: no row holds its ids (nothing to replace or look up)."""
-        if not fresh:
-            if write.everywhere:  # unscoped: it replaces the id's rows, whoever owns them
-                self._unindex(self._rows.kill(write.ids))
-            replaced = self._rows.replaced_rows(write.ids, write.tenants)
-        rows = self._rows.append(
-            write.ids, write.tenants, write.attributes, write.shared, fresh=fresh
-        )
-        if not fresh and replaced.size:
-            self._unindex(replaced)
-        owners = self._tenants.add(rows, write.tenants, write.shared)
-        if direct or not self._deferred:
-            assert not len(self._delta), "rows waiting in the delta come first"
-            self._add_to_index(rows, write.vectors, owners)
-            self._delta.reset(self._rows.rows)
-        else:
-            self._delta.append(rows, write.vectors, owners)
-        self._version += 1
+        collection_writes.apply_upsert(self, write, direct=direct, fresh=fresh)
+
+    def _apply_delete(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> None:
+        collection_writes.apply_delete(self, ids, owner)
 
     def _add_to_index(
         self, rows: np.ndarray, vectors: np.ndarray, owners: np.ndarray, threads: int | None = None
@@ -657,19 +455,6 @@ class Collection:
         if not self._shares_store:
             assert isinstance(self._store, VectorStore)
             self._store.extend(vectors)
-
-    def _apply_delete(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> None:
-        self._unindex(self._rows.kill(ids, owner))
-        self._version += 1
-
-    def _unindex(self, rows: np.ndarray) -> None:
-        """Tombstone dead ``rows`` in the index (those of the delta are not there: the indexer
-        tombstones them as it inserts them)."""
-        if self._masks:
-            self._killed.append(rows)
-        rows = rows[rows < self._delta.start]
-        if rows.size:
-            self._index.delete(rows)
 
     # -- background indexing (shardwalk.collection_indexer) -----------------------------------
     def _kick(self) -> None:

@@ -144,7 +144,7 @@ def test_ppr_scratch_of_a_failed_call_is_not_reused(graph):
         pass
     with pytest.raises(RuntimeError), index._scratch(1) as dirty:
         assert dirty is s
-        dirty.a[0, :3] = 1.0  # what a kernel interrupted mid-way would leave
+        dirty.flow[0, :3] = 1.0  # what a kernel interrupted mid-way would leave
         raise RuntimeError("kernel failed")
     assert index._pool == []
 

@@ -51,6 +51,8 @@ from shardwalk import _fs
 from shardwalk._files import atomic_write_with, make_dirs
 from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk._threads import ThreadBudget, available_cores, delegated, peak_rss_bytes
+from shardwalk.arrow_views import _arrow, _numpy
+from shardwalk.build_report import _schedule_report, _stage_report, _stats, _worker_times
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 from shardwalk.index import bulk, make_index
 from shardwalk.index.tenancy import TenantDirectory
@@ -232,39 +234,6 @@ class ThreadExecutor(bulk.Executor):
             future.cancel()
 
 
-# -- Arrow <-> numpy ----------------------------------------------------------------------------
-# pyarrow's own conversions (Array.to_numpy, pa.array of a numpy array) import pandas, when it is
-# installed, on their first call in a process: 0.2-0.7 s of a worker's first block, or of the
-# driver's id merge after the scan (issue 27). These views of the buffers never do.
-def _numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A numeric array as numpy: a zero-copy (read-only) view of its values when it has no
-    nulls (chunks concatenated), else pyarrow's conversion (nulls become NaN)."""
-    if isinstance(array, pa.ChunkedArray):
-        if array.num_chunks == 1:
-            return _numpy(array.chunk(0))
-        dtype = np.dtype(array.type.to_pandas_dtype()) if _numeric(array.type) else None
-        return np.concatenate([_numpy(c) for c in array.chunks] or [np.zeros(0, dtype)])
-    if array.null_count or not _numeric(array.type):
-        return array.to_numpy(zero_copy_only=False)
-    dtype = np.dtype(array.type.to_pandas_dtype())
-    if len(array) == 0:
-        return np.zeros(0, dtype)
-    data = array.buffers()[1]
-    return np.frombuffer(data, dtype, len(array), array.offset * dtype.itemsize)
-
-
-def _numeric(type_: pa.DataType) -> bool:
-    return pa.types.is_integer(type_) or pa.types.is_floating(type_)
-
-
-def _arrow(values: np.ndarray) -> pa.Array:
-    """A 1-d numeric numpy array as an Arrow array without nulls (zero-copy when contiguous)."""
-    values = np.ascontiguousarray(values)
-    return pa.Array.from_buffers(
-        pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)]
-    )
-
-
 # -- checks of a block --------------------------------------------------------------------------
 def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     """A list column as (n, dim) float32, a zero-copy (read-only) view of a FixedSizeList of
@@ -364,18 +333,6 @@ def _checked(
         timing["check"] = timing.get("check", 0.0) + (time.perf_counter() - t1)
         yield batch, ids, vectors
         row += batch.num_rows
-
-
-def _stats(block: Block, dim: int, timing: dict, t0: float, cpu0: float) -> dict[str, Any]:
-    """A block's report: rows, vector bytes (the float32 vectors it yields: rows x dim x 4),
-    process, wall and CPU seconds (this thread's: on a shared machine the CPU a step took,
-    whatever else ran), when it started and ended (the epoch clock: the stage's timeline), and
-    ``timing``."""
-    seconds, ended = time.perf_counter() - t0, time.time()
-    return {"path": block.path, "first_row": block.first_row, "rows": block.rows,
-            "vector_bytes": block.rows * dim * 4, "pid": os.getpid(),
-            "seconds": seconds, "cpu_seconds": time.thread_time() - cpu0,
-            "started": ended - seconds, "ended": ended, **timing}  # fmt: skip
 
 
 # -- the steps that run on workers -------------------------------------------------------------
@@ -484,32 +441,6 @@ def build_part(p: int, **kwargs: Any) -> dict[str, Any]:
     report = bulk.build_partition(p, **kwargs)
     report.update(_worker_times(started, cpu0), peak_rss_bytes=peak_rss_bytes())
     return report
-
-
-def _worker_times(started: float, cpu0: float) -> dict[str, Any]:
-    """When a task ran (wall clock), its CPU seconds, and on which worker (process, thread)."""
-    worker = f"{os.getpid()}-{threading.get_ident()}"
-    return {"started": started, "ended": time.time(), "worker": worker,
-            "cpu_seconds": time.thread_time() - cpu0}  # fmt: skip
-
-
-def _schedule_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """How evenly the build tasks kept the workers busy: each worker's busy seconds and the
-    tail (from the first worker running out of tasks to the end)."""
-    last: dict[str, float] = {}
-    busy: dict[str, float] = {}
-    for r in reports:
-        last[r["worker"]] = max(last.get(r["worker"], 0.0), r["ended"])
-        busy[r["worker"]] = busy.get(r["worker"], 0.0) + (r["ended"] - r["started"])
-    first = min((r["started"] for r in reports), default=0.0)
-    return {
-        "order": [r["partition"] for r in sorted(reports, key=lambda r: r["started"])],
-        "busy_seconds": sorted(busy.values(), reverse=True),
-        "cpu_seconds": sum(r["cpu_seconds"] for r in reports),
-        "cpu_seconds_per_worker": _per_worker(reports, "worker", "cpu_seconds"),
-        "span_seconds": max(last.values(), default=first) - first,
-        "tail_seconds": max(last.values(), default=0.0) - min(last.values(), default=0.0),
-    }
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -828,45 +759,6 @@ def run_pipeline(
         "build_schedule": _schedule_report(reports),
         "tasks": reports,
     }
-
-
-def _per_worker(items: list[dict[str, Any]], by: str, field: str) -> list[float]:
-    """``field`` summed per ``by`` (a worker), largest first."""
-    totals: dict[Any, float] = {}
-    for item in items:
-        totals[item[by]] = totals.get(item[by], 0.0) + item[field]
-    return sorted(totals.values(), reverse=True)
-
-
-def _stage_report(
-    blocks: list[dict[str, Any]], wall: float, workers: int, started: float, gathered: float
-) -> dict[str, Any]:
-    """Where a scan or assign stage spent its time: its blocks' worker seconds (reading,
-    checking, sampling or assigning), the processes that ran them, and the rate of vector data
-    per worker (decoded bytes over the stage's wall time and its workers); its timeline, in
-    seconds from the stage's start (``started``, epoch clock): the first block started, the
-    last one ended, the last one back in the driver (``gathered``), and the driver's work
-    after it (the stage's wall time from there: the id sort of the scan)."""
-    workers = max(1, min(workers, len(blocks)))
-    vector_bytes = sum(b["vector_bytes"] for b in blocks)
-    report = {"blocks": len(blocks), "workers": workers,
-              "processes": len({b["pid"] for b in blocks}), "rows": sum(b["rows"] for b in blocks),
-              "vector_bytes": vector_bytes, "wall_seconds": wall,
-              "worker_seconds": sum(b["seconds"] for b in blocks),
-              "cpu_seconds": sum(b["cpu_seconds"] for b in blocks),
-              "slowest_block_seconds": max((b["seconds"] for b in blocks), default=0.0),
-              "cpu_seconds_per_process": _per_worker(blocks, "pid", "cpu_seconds"),
-              "vector_mb_per_s_per_worker": vector_bytes / 1e6 / max(wall, 1e-9) / workers,
-              "first_block_started_seconds": min((b["started"] for b in blocks), default=started)
-              - started,
-              "last_block_ended_seconds": max((b["ended"] for b in blocks), default=started)
-              - started,
-              "last_block_back_seconds": gathered - started,
-              "after_last_block_seconds": wall - (gathered - started)}  # fmt: skip
-    for part in ("read", "check", "sample", "assign"):
-        if any(part in b for b in blocks):
-            report[f"{part}_seconds"] = sum(b.get(part, 0.0) for b in blocks)
-    return report
 
 
 def _column_list(table: pa.Table, name: str | None) -> Any:

@@ -102,6 +102,34 @@ def _gather(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return np.repeat(starts - first, lens) + np.arange(total, dtype=np.int64)
 
 
+def _effective(
+    nodes: np.ndarray, indptr: np.ndarray, targets: np.ndarray, weights: np.ndarray, drop: bool,
+    kind: np.ndarray, total: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Move distributions of changed rows as the walks see them: (indptr, targets, weights,
+    totals); a dangling row moves to itself (self_loop rule) or to -1, the end (drop rule).
+    Rows of ``kind`` 1 (a node that only gained edges: ``Change``) are taken as they are, with
+    their totals from ``total``."""
+    lens = np.diff(indptr)
+    whole = kind == 0
+    eff = np.where(whole, np.maximum(lens, 1), lens)
+    ip = np.zeros(nodes.shape[0] + 1, np.int64)
+    np.cumsum(eff, out=ip[1:])
+    t = np.empty(int(ip[-1]), np.int64)
+    w = np.ones(int(ip[-1]), np.float64)
+    out = _gather(ip[:-1], lens)
+    t[out] = targets
+    if weights.size:
+        w[out] = weights
+    empty = whole & (lens == 0)
+    t[ip[:-1][empty]] = -1 if drop else nodes[empty]
+    tot = np.bincount(np.repeat(np.arange(nodes.shape[0]), eff), weights=w,
+                      minlength=nodes.shape[0])  # fmt: skip
+    if total is not None and not whole.all():
+        tot[~whole] = total[~whole]
+    return ip, t, w, tot
+
+
 class DynamicGraph:
     """A base :class:`CSRGraph` plus per-node appended edges (see the module docstring).
 

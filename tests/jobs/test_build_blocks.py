@@ -14,13 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from shardwalk import jobs
+from shardwalk.arrow_views import _arrow, _numpy
 from shardwalk.build import (
     Block,
     Columns,
     ThreadExecutor,
-    _arrow,
     _checked,
-    _numpy,
     plan_blocks,
     plan_tasks,
     scan_block,

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from shardwalk import collection_persistence
 from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget
 from shardwalk.collection import Collection
@@ -141,7 +142,7 @@ class Catalog:
                     manifest["collections"][name] = entry
 
                 datadir.commit(add)
-                collection._attach(datadir, None, wal)
+                collection_persistence.attach(collection, datadir, None, wal)
             self.collections[name] = collection
             return collection
 
@@ -183,7 +184,7 @@ class Catalog:
                 params=entry["params"],
                 attributes=entry.get("attributes"),
             )
-            collection._attach(datadir, entry["snapshot"], entry["wal"])
+            collection_persistence.attach(collection, datadir, entry["snapshot"], entry["wal"])
             return collection
 
         return load

@@ -18,6 +18,7 @@ import threading
 from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -26,7 +27,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from shardwalk import collection_indexer, collection_persistence, collection_writes, scope_masks
 from shardwalk._deadline import check as check_deadline
-from shardwalk._sync import Entry, GroupCommit, RWLock
+from shardwalk._sync import GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
 from shardwalk.collection_indexer import _INSERT_GUESS
 from shardwalk.collection_persistence import (
@@ -60,7 +61,6 @@ from shardwalk.rows import (
 )
 from shardwalk.scope_masks import _Mask
 from shardwalk.snapshot import (
-    Upsert,
     upsert_record,
 )
 from shardwalk.storage import DataDir
@@ -209,7 +209,8 @@ class Collection:
         self._compact_after = 0  # after a failed one: not before the rows grow past this
         self._hook_index()
         self._version = 0  # bumped by every write
-        # (tenant, predicate) -> its scope's mask, kept current by every write (_follow_writes)
+        # (tenant, predicate) -> its scope's mask, kept current by every write
+        # (scope_masks.follow_writes)
         self._masks: OrderedDict[Any, _Mask] = OrderedDict()
         # id(predicate) -> (predicate, predicate validated): see _validated; cleared when the
         # schema changes (under the exclusive lock)
@@ -224,15 +225,17 @@ class Collection:
         # leave the stored vectors in place (_store_beside_inserts): it never waits for one.
         self._index_rw = RWLock()
         self._rw = RWLock()
-        self._writes = GroupCommit(self._commit_group)  # its lock: one commit or checkpoint
+        # its lock: one commit or checkpoint
+        self._writes = GroupCommit(lambda group: collection_writes.commit_group(self, group))
         self._cache_lock = threading.Lock()  # the filter mask cache
         self._datadir = datadir
         self._wal: WriteAheadLog | None = None
         # (path, bytes) of the live log whose writes are all applied in memory: set under the
-        # exclusive lock (so consistent with what a reader sees), read by _logged_vectors
+        # exclusive lock (so consistent with what a reader sees), read by
+        # collection_persistence.logged_vectors
         self._applied_log: tuple[str, int] | None = None
         self._snapshot: str | None = None
-        self._upgraded = False  # the snapshot's index is in an earlier format (see _attach)
+        self._upgraded = False  # the snapshot's index is in an earlier format (see attach)
         self._closed_because: str | None = None
         self._closed_cause: BaseException | None = None  # chained to the errors it causes
 
@@ -245,7 +248,7 @@ class Collection:
         """An index that keeps its vectors in other processes (Ray actors) replays the writes
         since its last checkpoint into one it restarts: from our log."""
         if hasattr(self._index, "recover_vectors"):
-            self._index.recover_vectors = self._logged_vectors
+            self._index.recover_vectors = partial(collection_persistence.logged_vectors, self)
 
     @property
     def declared_types(self) -> dict[str, pa.DataType]:
@@ -268,26 +271,10 @@ class Collection:
         )
 
     # -- files: snapshot, log, checkpoints, compaction (shardwalk.collection_persistence) ------
-    def _attach(self, datadir: DataDir, snapshot: str | None, wal: str) -> None:
-        """Load the snapshot (if any) and replay the log (called by the engine)."""
-        collection_persistence.attach(self, datadir, snapshot, wal)
-
-    def _logged_vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The vectors of live ``rows`` written since the last checkpoint, from the log."""
-        return collection_persistence.logged_vectors(self, rows)
-
     def _checkpointed(self) -> AbstractContextManager[tuple[dict[str, Any], int]]:
-        """Writes held back, checkpointed: this collection's manifest entry and log size."""
+        """Writes held back, checkpointed: this collection's manifest entry and log size (how
+        shardwalk.backup pins collections and graphs alike)."""
         return collection_persistence.checkpointed(self)
-
-    def _checkpoint(self) -> None:
-        collection_persistence.checkpoint(self)
-
-    def _maybe_compact(self) -> None:
-        collection_persistence.maybe_compact(self)
-
-    def _compact(self, threads: int | None = None, nice: int = 0) -> None:
-        collection_persistence.compact(self, threads, nice)
 
     def _check_open(self) -> None:
         if self._closed_because is not None:
@@ -425,26 +412,7 @@ class Collection:
         deleted: int = self._writes.submit(_Delete(check_ids(ids), missing_ok, owner=owner))
         return deleted
 
-    # -- write groups (shardwalk.collection_writes) -------------------------------------------
-    def _commit_group(self, group: list[Entry]) -> None:
-        collection_writes.commit_group(self, group)
-
-    def _apply_group(
-        self,
-        writes: list[Any],
-        *,
-        direct: bool,
-        fresh: list[bool] | None = None,
-        ahead: dict[Any, np.ndarray] | None = None,
-    ) -> None:
-        collection_writes.apply_group(self, writes, direct=direct, fresh=fresh, ahead=ahead)
-
-    def _apply_upsert(self, write: Upsert, *, direct: bool = False, fresh: bool = False) -> None:
-        collection_writes.apply_upsert(self, write, direct=direct, fresh=fresh)
-
-    def _apply_delete(self, ids: np.ndarray, owner: Any = ANY_OWNER) -> None:
-        collection_writes.apply_delete(self, ids, owner)
-
+    # write groups: shardwalk.collection_writes; background indexing: collection_indexer
     def _add_to_index(
         self, rows: np.ndarray, vectors: np.ndarray, owners: np.ndarray, threads: int | None = None
     ) -> None:
@@ -455,19 +423,6 @@ class Collection:
         if not self._shares_store:
             assert isinstance(self._store, VectorStore)
             self._store.extend(vectors)
-
-    # -- background indexing (shardwalk.collection_indexer) -----------------------------------
-    def _kick(self) -> None:
-        collection_indexer.kick(self)
-
-    def _index_some(self, count: int, threads: int | None = None) -> int:
-        return collection_indexer.index_some(self, count, threads)
-
-    def _drain(self) -> None:
-        collection_indexer.drain(self)
-
-    def _wait_for_room(self, rows: int) -> bool:
-        return collection_indexer.wait_for_room(self, rows)
 
     # -- reads ------------------------------------------------------------------------------
     def search(
@@ -522,7 +477,7 @@ class Collection:
             check_name("tenant", tenant)
         # A scoped search first tries the paths that read only the vectors (exact, empty)
         # without the index's lock, which the background indexer holds for its inserts: an
-        # insert moves no stored vector (see _index_some), so these run beside it.
+        # insert moves no stored vector (see index_some), so these run beside it.
         store_only = (tenant is not None or where is not None) and self._store_beside_inserts
         while True:
             with nullcontext() if store_only else self._index_rw.read(), self._rw.read():
@@ -601,30 +556,6 @@ class Collection:
         result = self.search(queries, k, tenant=tenant, where=where, explain=True, **search_params)
         assert result.explain is not None
         return result.explain
-
-    # -- scope masks (shardwalk.scope_masks) --------------------------------------------------
-    def _scope(self, tenant: str | None, predicate: Any) -> Scope | None:
-        return scope_masks.scope(self, tenant, predicate)
-
-    def _mask(self, tenant: str | None, predicate: Any, tenant_rows: np.ndarray | None) -> _Mask:
-        return scope_masks.cached_mask(self, tenant, predicate, tenant_rows)
-
-    def _build_mask(
-        self, tenant: str | None, tenant_rows: np.ndarray | None, predicate: Any
-    ) -> _Mask:
-        return scope_masks.build_mask(self, tenant, tenant_rows, predicate)
-
-    def _follow_writes(
-        self,
-        first: int,
-        schema: dict[str, Any],
-        writes: list[Any],
-        ahead: dict[Any, np.ndarray] | None = None,
-    ) -> None:
-        scope_masks.follow_writes(self, first, schema, writes, ahead)
-
-    def _evaluate_ahead(self, writes: list[Any]) -> dict[Any, np.ndarray]:
-        return scope_masks.evaluate_ahead(self, writes)
 
     def get(self, ids: ArrayLike, *, tenant: str | None = None) -> Records:
         """Stored vectors, tenants and attributes of these ids.
@@ -798,7 +729,7 @@ class Collection:
         will after any later checkpoint or reopen; :meth:`flush` does this and more."""
         with self._writes.lock:
             self._check_open()
-            self._drain()
+            collection_indexer.drain(self)
 
     def flush(self) -> None:
         """Checkpoint: write a new immutable snapshot, start an empty log, switch the manifest.
@@ -808,13 +739,13 @@ class Collection:
         """
         with self._writes.lock:
             self._check_open()
-            self._drain()
+            collection_indexer.drain(self)
             if self._datadir is None or self._wal is None:
                 return
             if self._wal.size == 0 and self._snapshot is not None and not self._upgraded:
                 return
             self._datadir.check_writable()
-            self._checkpoint()
+            collection_persistence.checkpoint(self)
             self._upgraded = False
 
     def compact(self) -> None:
@@ -825,7 +756,7 @@ class Collection:
         the swap, writes for the last writes' replay and the checkpoint). One compaction runs
         at a time: this one waits for a background one (see ``compaction_threshold``)."""
         self._check_open()
-        self._compact()
+        collection_persistence.compact(self)
 
     def wait_compacted(self) -> None:
         """Wait for a background compaction under way (if any) to finish."""

@@ -131,7 +131,7 @@ def index_loop(collection: Collection) -> None:
     once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
     starts another)."""
     while True:
-        with collection._room:  # decided under the lock a writer's _kick takes: no lost wake-up
+        with collection._room:  # decided under the lock a writer's kick takes: no lost wake-up
             if not len(collection._delta) and collection._closed_because is None:
                 collection._room.wait(_INDEXER_IDLE)
             if not len(collection._delta) or collection._closed_because is not None:

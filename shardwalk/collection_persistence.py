@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from shardwalk import collection_indexer, collection_writes, scope_masks
 from shardwalk.errors import CorruptionError, FailedPreconditionError
 from shardwalk.index.base import KeepsRoom
 from shardwalk.rows import ANY_OWNER, SHARED, TENANT
@@ -106,12 +107,13 @@ def attach(collection: Collection, datadir: DataDir, snapshot: str | None, wal: 
     for record in WriteAheadLog.replay(wal_path):  # through the delta: batched inserts
         write = read_record(record, collection.dim)
         if isinstance(write, Upsert):
-            collection._apply_upsert(write)
+            collection_writes.apply_upsert(collection, write)
         else:
-            collection._apply_delete(write.ids, ANY_OWNER if write.everywhere else write.owner)
+            owner = ANY_OWNER if write.everywhere else write.owner
+            collection_writes.apply_delete(collection, write.ids, owner)
         if len(collection._delta) >= collection.delta_limit:
-            collection._drain()
-    collection._drain()
+            collection_indexer.drain(collection)
+    collection_indexer.drain(collection)
     collection._wal = WriteAheadLog(wal_path)
     collection._applied_log = (wal_path, collection._wal.size)
     # files of an interrupted checkpoint (written, never committed to the manifest)
@@ -182,7 +184,7 @@ def checkpointed(collection: Collection) -> Iterator[tuple[dict[str, Any], int]]
 
 
 def checkpoint(collection: Collection) -> None:
-    collection._drain()  # a snapshot's index holds every row
+    collection_indexer.drain(collection)  # a snapshot's index holds every row
     datadir, old_wal = collection._datadir, collection._wal
     assert datadir is not None and old_wal is not None
     with datadir.guard(f"a checkpoint of collection {collection.name!r}"):
@@ -319,17 +321,19 @@ def _compact_from(
         if nice:
             _lower_priority(nice)  # searches first: it yields the cores to them
         if upsert.ids.size:
-            fresh._apply_upsert(upsert, direct=True)
+            collection_writes.apply_upsert(fresh, upsert, direct=True)
         if fresh._shares_store and isinstance(fresh._index, KeepsRoom):
             fresh._index.reserve(fresh.delta_limit)  # room for the rows to come, unlocked
         for tenant, predicate in scopes:  # the scopes in use, kept current from here on
             rows = None if tenant is None else fresh._tenants.rows(tenant)
-            fresh._masks[(tenant, predicate)] = fresh._build_mask(tenant, rows, predicate)
+            fresh._masks[(tenant, predicate)] = scope_masks.build_mask(
+                fresh, tenant, rows, predicate
+            )
         while True:  # the writes of the meantime, writers going on
             with collection._rw.read():
                 groups, collection._since_cut = collection._since_cut, []
             for writes in groups or []:
-                fresh._apply_group(writes, direct=True)
+                collection_writes.apply_group(fresh, writes, direct=True)
             if sum(int(w.ids.size) for g in groups or [] for w in g) < _CATCH_UP_ROWS:
                 break
 
@@ -355,7 +359,7 @@ def _compact_from(
                 _release_index(fresh._index)
                 return
             for writes in collection._since_cut or []:  # the last ones, writers waiting
-                fresh._apply_group(writes, direct=True)
+                collection_writes.apply_group(fresh, writes, direct=True)
             if hasattr(fresh._index, "threads"):
                 fresh._index.threads = collection.params.get("threads")
             with collection._indexing, collection._index_rw.write(), collection._rw.write():

@@ -195,14 +195,14 @@ def apply_group(
     """Apply a committed group's writes (coalesced) to the rows, the delta or the index,
     and the cached scope masks (under the exclusive lock, or to a collection no one else
     sees yet: a compaction's). ``fresh``: per write, an upsert of ids no row holds (see
-    fresh_upserts); ``ahead``: filter values of its new rows (see _evaluate_ahead)."""
+    fresh_upserts); ``ahead``: filter values of its new rows (see scope_masks.evaluate_ahead)."""
     first, schema = collection._rows.rows, collection._rows.schema
     collection._killed = []
-    for i, write in enumerate(writes):  # (through the collection's methods: tests patch them)
+    for i, write in enumerate(writes):  # (looked up in this module: tests patch them)
         if isinstance(write, Upsert):
-            collection._apply_upsert(write, direct=direct, fresh=fresh is not None and fresh[i])
+            apply_upsert(collection, write, direct=direct, fresh=fresh is not None and fresh[i])
         else:
-            collection._apply_delete(write.present, write.owner)
+            apply_delete(collection, write.present, write.owner)
     if collection._checked and collection._rows.schema != schema:
         collection._checked = {}  # predicates are checked against the new schema from now on
     scope_masks.follow_writes(collection, first, schema, writes, ahead)

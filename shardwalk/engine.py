@@ -1,26 +1,26 @@
-"""The engine: owns the collections of one data directory (or of memory)."""
+"""The engine: the public API of the embedded library over one data directory (or memory).
+
+What it does with the names of collections and graphs (create, load, list, drop, close) is
+its catalog's (:mod:`shardwalk.catalog`); compose's stages are :mod:`shardwalk.compose`'s.
+"""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget, check_threading_layer
 from shardwalk.backup import backup as _backup
+from shardwalk.catalog import Catalog
 from shardwalk.collection import Collection
 from shardwalk.compose import ComposeResult, check_options, resolve
 from shardwalk.compose import compose as _compose
 from shardwalk.errors import (
-    AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -29,7 +29,7 @@ from shardwalk.graph import Graph
 from shardwalk.index import IndexHost
 from shardwalk.index.filters import Predicate
 from shardwalk.rows import declared_schema
-from shardwalk.storage import DataDir, remove_dir
+from shardwalk.storage import DataDir
 from shardwalk.types import BackupReport, Edges, Param, Report
 from shardwalk.validation import (
     METRICS,
@@ -38,15 +38,12 @@ from shardwalk.validation import (
     check_name,
     edge_pairs,
 )
-from shardwalk.wal import RecoveredLog, WriteAheadLog
+from shardwalk.wal import RecoveredLog
 from shardwalk.walks import CSRGraph
 
 __all__ = ["Engine"]
 
 MAX_DIM = 65_536
-
-
-_Loaded = TypeVar("_Loaded", Collection, Graph)
 
 
 class Engine:
@@ -66,16 +63,10 @@ class Engine:
         self, datadir: DataDir | None, *, threads: int | None = None, host: IndexHost | None = None
     ) -> None:
         self._budget = ThreadBudget(threads)
-        self._host = host  # keeps the indexes of some kinds elsewhere (Engine.open(ray=...))
         check_threading_layer()
         self._datadir = datadir
-        self._collections: dict[str, Collection] = {}
-        self._graphs: dict[str, Graph] = {}
-        # loads in progress, by ("collection" | "graph", name): callers of the same name wait
-        # for the one load instead of starting another
-        self._loading: dict[tuple[str, str], Future[Any]] = {}
-        self._lock = threading.RLock()  # held only to look up and insert, never to load
-        self._closed = False
+        # the collections and graphs by name: created, loaded, listed, dropped, closed
+        self._catalog = Catalog(datadir, self._budget, host)
         self._recovered: list[RecoveredLog] = []
 
     @classmethod
@@ -144,29 +135,13 @@ class Engine:
                 host = _ray_host(address, ray_actors)
             engine = cls(datadir, threads=threads, host=host)
             if recover:
-                engine._salvage_logs()
+                engine._recovered = engine._catalog.salvage_logs()
         except BaseException:
             if host is not None:
                 host.close()
             datadir.close()
             raise
         return engine
-
-    def _salvage_logs(self) -> None:
-        datadir = self._datadir
-        assert datadir is not None
-        for name, entry in sorted(datadir.manifest["collections"].items()):
-            wal = datadir.collection_dir(name) / entry["wal"]
-            if wal.is_file():  # a missing log is reported when the collection is loaded
-                report = WriteAheadLog.salvage(str(wal), collection=name)
-                if report is not None:
-                    self._recovered.append(report)
-        for name, entry in sorted(datadir.manifest["graphs"].items()):
-            wal = datadir.graph_dir(name) / entry["wal"] if entry.get("wal") else None
-            if wal is not None and wal.is_file():  # reported as for collections (by name)
-                report = WriteAheadLog.salvage(str(wal), collection=name)
-                if report is not None:
-                    self._recovered.append(report)
 
     @property
     def recovered(self) -> list[RecoveredLog]:
@@ -202,10 +177,6 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine({self.path or ':memory:'!r})"
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise FailedPreconditionError("the engine is closed; open a new one")
 
     # -- collections ------------------------------------------------------------------------
     def create_collection(
@@ -255,43 +226,9 @@ class Engine:
         check_choice("metric", metric, METRICS)
         kind, params = check_index_params(index, index_params)
         declared = None if attributes is None else declared_schema(attributes)
-        with self._lock:
-            self._check_open()
-            if name in self.collections():
-                raise AlreadyExistsError(
-                    f"collection {name!r} already exists; use engine.collection({name!r}) or "
-                    "drop it first"
-                )
-            collection = self._new_collection(
-                name=name, dim=dim, metric=metric, index=kind, params=params, attributes=declared
-            )
-            if self._datadir is not None:
-                datadir = self._datadir
-                with datadir.guard(f"creating collection {name!r}"):
-                    generation = datadir.next_generation()
-                    directory = datadir.collection_dir(name)
-                    remove_dir(directory)  # leftovers of a crashed create
-                    make_dirs(directory)
-                    wal = f"wal-{generation:06d}.log"
-                    WriteAheadLog.create(str(directory / wal))
-                entry = {
-                    "dim": dim,
-                    "metric": metric,
-                    "index": kind,
-                    "params": params,
-                    "snapshot": None,
-                    "wal": wal,
-                }
-                if declared is not None:  # absent in directories written before declarations
-                    entry["attributes"] = declared
-
-                def add(manifest: dict[str, Any]) -> None:
-                    manifest["collections"][name] = entry
-
-                datadir.commit(add)
-                collection._attach(datadir, None, wal)
-            self._collections[name] = collection
-            return collection
+        return self._catalog.create_collection(
+            name, dim=dim, metric=metric, index=kind, params=params, attributes=declared
+        )
 
     def collection(self, name: str) -> Collection:
         """The collection called ``name`` (loaded from disk on first use).
@@ -301,109 +238,11 @@ class Engine:
         NotFoundError
             Listing the collections that exist.
         """
-        return self._get_or_load("collection", name, self._collections, self._load_collection)
-
-    def _load_collection(self, name: str) -> Callable[[], Collection] | None:
-        """What loads collection ``name`` (None: there is none); called under the lock."""
-        entry = None if self._datadir is None else self._datadir.manifest["collections"].get(name)
-        if entry is None:
-            return None
-        datadir = self._datadir
-        assert datadir is not None
-
-        def load() -> Collection:
-            collection = self._new_collection(
-                name=name,
-                dim=entry["dim"],
-                metric=entry["metric"],
-                index=entry["index"],
-                params=entry["params"],
-                attributes=entry.get("attributes"),
-            )
-            collection._attach(datadir, entry["snapshot"], entry["wal"])
-            return collection
-
-        return load
-
-    def _new_collection(self, **arguments: Any) -> Collection:
-        return Collection(**arguments, budget=self._budget, host=self._host)
-
-    def _get_or_load(
-        self,
-        kind: str,
-        name: str,
-        loaded: dict[str, _Loaded],
-        loader: Callable[[str], Callable[[], _Loaded] | None],
-    ) -> _Loaded:
-        """``loaded[name]``, loading it first if needed, outside the engine lock: the first
-        caller of a name loads it; later callers of that name wait for it and get the same
-        object (or the same error); callers of other names never wait for it."""
-        key = (kind, name)
-        with self._lock:
-            self._check_open()
-            found = loaded.get(name)
-            if found is not None:
-                return found
-            pending = self._loading.get(key)
-            if pending is None:
-                load = loader(name)
-                if load is None:
-                    known = ", ".join(repr(n) for n in self._names(kind)) or "none"
-                    raise NotFoundError(f"no {kind} {name!r}; {kind}s: {known}")
-                pending = self._loading[key] = Future()
-                pending.set_running_or_notify_cancel()
-            else:
-                load = None
-        if load is None:  # another caller loads it
-            found_by_another: _Loaded = pending.result()
-            return found_by_another
-        try:
-            value = load()
-        except BaseException as error:
-            with self._lock:
-                del self._loading[key]
-            pending.set_exception(error)
-            raise
-        with self._lock:
-            del self._loading[key]
-            closed = self._closed
-            if not closed:
-                loaded[name] = value
-        if closed:  # close() waited for this load; the engine no longer owns it
-            value._close("belongs to a closed engine")
-            closed_error = FailedPreconditionError("the engine is closed; open a new one")
-            pending.set_exception(closed_error)
-            raise closed_error
-        pending.set_result(value)
-        return value
-
-    def _names(self, kind: str) -> list[str]:
-        return self.collections() if kind == "collection" else self.graphs()
-
-    @contextmanager
-    def _settled(self, kind: str, name: str) -> Iterator[None]:
-        """Hold the engine lock while no load of ``name`` is in progress (so dropping it
-        cannot remove files a load is reading)."""
-        while True:
-            with self._lock:
-                pending = self._loading.get((kind, name))
-                if pending is None:
-                    yield
-                    return
-            pending.exception()  # waits; the outcome, error or not, is the loader's
+        return self._catalog.collection(name)
 
     def collections(self) -> list[str]:
         """Names of all collections, sorted."""
-        return self._listed("collections", self._collections)
-
-    def _listed(self, kind: str, loaded: Mapping[str, object]) -> list[str]:
-        """The names of ``kind`` ("collections" or "graphs"), loaded or only on disk, sorted."""
-        with self._lock:
-            self._check_open()
-            names = set(loaded)
-            if self._datadir is not None:
-                names |= set(self._datadir.manifest[kind])
-            return sorted(names)
+        return self._catalog.names("collection")
 
     def drop_collection(self, name: str) -> None:
         """Delete a collection and its files.
@@ -412,26 +251,7 @@ class Engine:
         ------
         NotFoundError
         """
-        with self._settled("collection", name):
-            self._check_open()
-            if name not in self.collections():
-                known = ", ".join(repr(n) for n in self.collections()) or "none"
-                raise NotFoundError(f"no collection {name!r} to drop; collections: {known}")
-            collection = self._collections.pop(name, None)
-            if collection is not None:
-                collection._close("was dropped")
-            for graph in self._graphs.values():  # its compose calibrations
-                graph._compose.pop(name, None)
-            if self._datadir is not None:
-
-                def remove(manifest: dict[str, Any]) -> None:
-                    manifest["collections"].pop(name, None)
-                    for entry in manifest["graphs"].values():  # its compose calibrations
-                        entry.get("compose", {}).pop(name, None)
-
-                self._datadir.commit(remove)
-                with self._datadir.guard(f"removing collection {name!r}"):
-                    remove_dir(self._datadir.collection_dir(name))
+        self._catalog.drop("collection", name)
 
     # -- graphs -----------------------------------------------------------------------------
     def create_graph(
@@ -469,7 +289,7 @@ class Engine:
         check_name("graph", name)
         check_choice("self_loops", self_loops, ("keep", "drop"))
         if isinstance(edges, CSRGraph):
-            return self._add_graph(name, edges, self_loops)
+            return self._catalog.add_graph(name, edges, self_loops)
         src, dst = edge_pairs(edges)
         csr = CSRGraph.from_edges(
             src,
@@ -480,7 +300,7 @@ class Engine:
             self_loops=self_loops,  # type: ignore[arg-type]
             duplicates=duplicates,  # type: ignore[arg-type]
         )
-        return self._add_graph(name, csr, self_loops)
+        return self._catalog.add_graph(name, csr, self_loops)
 
     def load_graph(
         self, name: str, path: str | os.PathLike[str], *, format: str = "auto", **options: Param
@@ -512,52 +332,20 @@ class Engine:
             )
         if not os.path.exists(path):
             raise NotFoundError(f"no such file or directory: {path!r}")
-        return self._add_graph(name, loaders[fmt](path, **options))
-
-    def _add_graph(self, name: str, csr: Any, self_loops: str = "keep") -> Graph:
-        with self._lock:
-            self._check_open()
-            if name in self.graphs():
-                raise AlreadyExistsError(f"graph {name!r} already exists; drop it first")
-            graph = Graph._create(name, csr, self._datadir, self._budget, self_loops)
-            self._graphs[name] = graph
-            return graph
+        return self._catalog.add_graph(name, loaders[fmt](path, **options))
 
     def graph(self, name: str) -> Graph:
         """The graph called ``name`` (memory-mapped from disk on first use, outside the engine
         lock, as for :meth:`collection`)."""
-        return self._get_or_load("graph", name, self._graphs, self._load_graph)
-
-    def _load_graph(self, name: str) -> Callable[[], Graph] | None:
-        entry = None if self._datadir is None else self._datadir.manifest["graphs"].get(name)
-        if entry is None:
-            return None
-        datadir = self._datadir
-        assert datadir is not None
-        return lambda: Graph._open(name, entry, datadir, self._budget)
+        return self._catalog.graph(name)
 
     def graphs(self) -> list[str]:
         """Names of all graphs, sorted."""
-        return self._listed("graphs", self._graphs)
+        return self._catalog.names("graph")
 
     def drop_graph(self, name: str) -> None:
         """Delete a graph, its fingerprints and its files."""
-        with self._settled("graph", name):
-            self._check_open()
-            if name not in self.graphs():
-                known = ", ".join(repr(n) for n in self.graphs()) or "none"
-                raise NotFoundError(f"no graph {name!r} to drop; graphs: {known}")
-            graph = self._graphs.pop(name, None)
-            if graph is not None:
-                graph._close("was dropped")
-            if self._datadir is not None:
-
-                def remove(manifest: dict[str, Any]) -> None:
-                    manifest["graphs"].pop(name, None)
-
-                self._datadir.commit(remove)
-                with self._datadir.guard(f"removing graph {name!r}"):
-                    remove_dir(self._datadir.graph_dir(name))
+        self._catalog.drop("graph", name)
 
     def embed_graph(
         self,
@@ -771,16 +559,7 @@ class Engine:
     def flush(self) -> None:
         """Checkpoint every open collection that changed (outside the engine lock: other
         callers look collections up meanwhile)."""
-        with self._lock:
-            self._check_open()
-            collections = list(self._collections.values())
-        for collection in collections:
-            try:
-                collection.flush()
-            except FailedPreconditionError:
-                with self._lock:  # dropped meanwhile: nothing left to flush
-                    if self._collections.get(collection.name) is collection:
-                        raise
+        self._catalog.flush()
 
     def backup(self, dest: str | os.PathLike[str], *, link: bool = True) -> BackupReport:
         """Copy the data directory, online, into ``dest``: a consistent copy that
@@ -822,7 +601,7 @@ class Engine:
             An in-memory engine, a closed engine, or a collection or graph stopped at a failed
             write.
         """
-        self._check_open()
+        self._catalog.check_open()
         if self._datadir is None:
             raise FailedPreconditionError(
                 "an in-memory engine (Engine.memory()) has no data directory to back up; "
@@ -836,30 +615,7 @@ class Engine:
 
         Loads in progress finish first (their callers get FailedPreconditionError); calls
         that start afterwards are refused."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True  # refuses new calls and loads from here on
-            pending = list(self._loading.values())
-        for load in pending:  # none may read the directory once it is released
-            load.exception()
-        with self._lock:
-            try:
-                # read-only after a failed fsync: nothing more is written (the logs replay)
-                if self._datadir is not None and self._datadir.failed is None:
-                    for collection in self._collections.values():
-                        collection.flush()
-            finally:
-                for collection in self._collections.values():
-                    collection._close("belongs to a closed engine")
-                for graph in self._graphs.values():
-                    graph._close("belongs to a closed engine")
-                self._collections.clear()
-                self._graphs.clear()
-                if self._datadir is not None:
-                    self._datadir.close()
-                if self._host is not None:
-                    self._host.close()
+        self._catalog.close()
 
     def __enter__(self) -> Engine:
         return self

@@ -136,9 +136,9 @@ def cached_mask(
         if cached is not None:
             collection._masks.move_to_end(key)
             return cached
-    # built outside the cache lock (searches run in parallel; writes wait for them), through
-    # the collection's method (tests count the masks built from scratch by wrapping it)
-    cached = collection._build_mask(tenant, tenant_rows, predicate)
+    # built outside the cache lock (searches run in parallel; writes wait for them), looked
+    # up in this module (tests count the masks built from scratch by wrapping it)
+    cached = build_mask(collection, tenant, tenant_rows, predicate)
     with collection._cache_lock:
         collection._masks[key] = cached
         while len(collection._masks) > _MASKS:

@@ -294,17 +294,18 @@ def abandon(engine: object) -> None:
     """Drop an engine as a power cut would: release its data directory (lock and registry)
     without a checkpoint or any other write, and close its logs' descriptors."""
     datadir = getattr(engine, "_datadir", None)
-    for collection in list(getattr(engine, "_collections", {}).values()):
+    catalog = engine._catalog  # type: ignore[attr-defined]
+    for collection in list(catalog.collections.values()):
         wal = getattr(collection, "_wal", None)
         if wal is not None:
             wal._file.close()
         collection._closed_because = "was abandoned at a power cut"
-    for graph in list(getattr(engine, "_graphs", {}).values()):
+    for graph in list(catalog.graphs.values()):
         wal = getattr(graph, "_wal", None)
         if wal is not None:
             wal._file.close()
         graph._closed_because = "was abandoned at a power cut"
-    engine._closed = True  # type: ignore[attr-defined]
+    catalog.closed = True
     if datadir is not None:
         datadir.close()
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule
 
 import shardwalk
-from shardwalk import F
+from shardwalk import F, collection_writes, scope_masks
 from shardwalk.collection import Collection
 from tests.collection.test_delta import DeltaMachine
 
@@ -104,16 +104,16 @@ def test_background_compaction_keeps_the_writes_that_come_during_it(kind):
 
     # hold the compaction once it has copied the rows, write meanwhile, then let it finish
     copied, go_on = threading.Event(), threading.Event()
-    build = Collection._apply_upsert
+    build = collection_writes.apply_upsert
 
-    def held(self, write, **kwargs):
-        if self is not col and self.name == "c" and not copied.is_set():
+    def held(collection, write, **kwargs):
+        if collection is not col and collection.name == "c" and not copied.is_set():
             copied.set()
             assert go_on.wait(60)
-        return build(self, write, **kwargs)
+        return build(collection, write, **kwargs)
 
     try:
-        Collection._apply_upsert = held
+        collection_writes.apply_upsert = held
         delete(list(range(0, 150)))  # 150 dead of 602: past the threshold
         assert copied.wait(60)
         assert col.stats()["compaction"]["running"]
@@ -124,7 +124,7 @@ def test_background_compaction_keeps_the_writes_that_come_during_it(kind):
         write([300, 301], shared_with=[["b"], ["a", "b"]])  # ... replaced rows
         assert col.search(queries, k=8).ids.tolist() == twin.search(queries, k=8).ids.tolist()
     finally:
-        Collection._apply_upsert = build
+        collection_writes.apply_upsert = build
         go_on.set()
     col.wait_compacted()
     stats = col.stats()
@@ -144,7 +144,7 @@ def test_background_compaction_keeps_the_writes_that_come_during_it(kind):
     # the scope masks came across kept current: none differs from one built afresh
     for (tenant, predicate), mask in col._masks.items():
         rows = None if tenant is None else col._tenants.rows(tenant)
-        fresh = Collection._build_mask(col, tenant, rows, predicate)
+        fresh = scope_masks.build_mask(col, tenant, rows, predicate)
         np.testing.assert_array_equal(mask.matches, fresh.matches)
 
 
@@ -208,21 +208,21 @@ def a_compaction_held_in_its_build(tmp_path, seed):
     col.compaction_min_dead = 50
     col.upsert(np.arange(200), np.random.default_rng(seed).normal(size=(200, DIM)))
     started, go_on = threading.Event(), threading.Event()
-    build = Collection._apply_upsert
+    build = collection_writes.apply_upsert
 
-    def held(self, write, **kwargs):
-        if self is not col and not started.is_set():
+    def held(collection, write, **kwargs):
+        if collection is not col and not started.is_set():
             started.set()
             assert go_on.wait(60)
-        return build(self, write, **kwargs)
+        return build(collection, write, **kwargs)
 
     try:
-        Collection._apply_upsert = held
+        collection_writes.apply_upsert = held
         col.delete(np.arange(100))
         assert started.wait(60)
         yield engine, col
     finally:
-        Collection._apply_upsert = build
+        collection_writes.apply_upsert = build
         go_on.set()
 
 

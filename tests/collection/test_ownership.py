@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 import shardwalk
+from shardwalk import collection_persistence
 from shardwalk.errors import InvalidArgumentError
 
 
@@ -248,7 +249,7 @@ def test_logged_vectors_are_the_rows_own_owners(tmp_path) -> None:
         docs.upsert([99], np.full((1, 4), 3.0))  # unscoped: replaces a's and b's 99
         docs.upsert([99], np.full((1, 4), 4.0), tenant="a")
         live = np.flatnonzero(docs._rows.alive)
-        vectors = docs._logged_vectors(live)
+        vectors = collection_persistence.logged_vectors(docs, live)
         owners = docs._rows.owners(live)
         expected = {"a": 4.0, None: 3.0}
         assert [expected[o] if i == 99 else 1.0 for o, i in zip(owners, docs._rows.ids[live])] == (

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import shardwalk
-from shardwalk import F
+from shardwalk import F, collection_writes, scope_masks
 from shardwalk.collection import Collection
 
 DIM = 4
@@ -19,7 +19,7 @@ SCOPES = [
     (None, F("y") >= 1),
     ("c", F("y") == 0),
 ]
-_BUILD = Collection._build_mask  # a mask from scratch, uncounted
+_BUILD = scope_masks.build_mask  # a mask from scratch, uncounted
 
 
 @pytest.fixture()
@@ -27,11 +27,11 @@ def builds(monkeypatch):
     """Counts the masks built from scratch."""
     counted = {"n": 0}
 
-    def counting(self, *args, **kwargs):
+    def counting(collection, *args, **kwargs):
         counted["n"] += 1
-        return _BUILD(self, *args, **kwargs)
+        return _BUILD(collection, *args, **kwargs)
 
-    monkeypatch.setattr(Collection, "_build_mask", counting)
+    monkeypatch.setattr(scope_masks, "build_mask", counting)
     return counted
 
 
@@ -125,7 +125,7 @@ def test_a_group_that_writes_a_new_id_twice_keeps_one_row_of_it():
 
     group = [Entry(upsert([10, 11], "a", [1, 1])), Entry(upsert([11, 12], "b", [1, 0]))]
     with col._writes.lock:  # as a group's leader
-        col._commit_group(group)
+        collection_writes.commit_group(col, group)
     assert all(e.error is None for e in group)
     assert sorted(col.get([11]).tenants) == ["b"] and len(col) == 4
     check_masks(col)

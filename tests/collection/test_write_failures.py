@@ -26,7 +26,13 @@ import pytest
 
 import shardwalk
 import shardwalk.wal as wal_module
-from shardwalk import CorruptionError, FailedPreconditionError, OutcomeUnknownError
+from shardwalk import (
+    CorruptionError,
+    FailedPreconditionError,
+    OutcomeUnknownError,
+    collection_persistence,
+    collection_writes,
+)
 from shardwalk.errors import error_for_code
 from shardwalk.wal import WriteAheadLog
 
@@ -124,7 +130,7 @@ def test_a_reader_never_cuts_an_append_in_progress(
         assert half_written.wait(60)
         size = os.path.getsize(wal)
         with col._rw.read():  # as a search restoring a Ray actor holds it
-            got = col._logged_vectors(rows)
+            got = collection_persistence.logged_vectors(col, rows)
         assert os.path.getsize(wal) == size  # the append in progress was not cut
         np.testing.assert_array_equal(got, vecs([1, 2]))
     finally:
@@ -181,7 +187,7 @@ def test_reads_of_the_live_log_racing_group_commits_lose_nothing(
             try:
                 before = os.path.getsize(wal)
                 with col._rw.read():
-                    got = col._logged_vectors(rows)
+                    got = collection_persistence.logged_vectors(col, rows)
                 after = os.path.getsize(wal)
                 if after < before:
                     shrunk.append((before, after))
@@ -254,6 +260,18 @@ def _fail(*args: object, **kwargs: object) -> None:
     raise RuntimeError("injected apply failure")
 
 
+def _fail_for(monkeypatch: pytest.MonkeyPatch, col: object, step: str) -> None:
+    """Make ``collection_writes.<step>`` (apply_upsert, apply_delete) fail for ``col`` only."""
+    original = getattr(collection_writes, step)
+
+    def failing(collection: object, *args: object, **kwargs: object) -> None:
+        if collection is col:
+            _fail()
+        original(collection, *args, **kwargs)
+
+    monkeypatch.setattr(collection_writes, step, failing)
+
+
 # the server may keep internal exception text out of what it sends: matched embedded only
 CAUSE = r", but applying it now failed \(the exception's cause says why\)"
 DURABLE = (
@@ -276,7 +294,7 @@ def test_a_logged_write_whose_apply_fails_has_an_unknown_outcome(
     engine = shardwalk.Engine.open(path)
     col = engine.create_collection("c", dim=DIM, index="flat")
     col.upsert([1, 2], vecs([1, 2]))
-    monkeypatch.setattr(col, "_apply_upsert" if op == "upsert" else "_apply_delete", _fail)
+    _fail_for(monkeypatch, col, "apply_upsert" if op == "upsert" else "apply_delete")
     with pytest.raises(
         OutcomeUnknownError,
         match="collection 'c': " + DURABLE.format("write", "collection") + CAUSE,
@@ -298,7 +316,7 @@ def test_a_logged_write_whose_apply_fails_has_an_unknown_outcome(
     with shardwalk.Engine.memory() as engine:
         col = engine.create_collection("c", dim=DIM, index="flat")
         col.upsert([1, 2], vecs([1, 2]))
-        monkeypatch.setattr(col, "_apply_upsert" if op == "upsert" else "_apply_delete", _fail)
+        _fail_for(monkeypatch, col, "apply_upsert" if op == "upsert" else "apply_delete")
         with pytest.raises(FailedPreconditionError, match="stopped at a failed write"):
             col.upsert([3], vec(3)) if op == "upsert" else col.delete([1])
 
@@ -353,7 +371,7 @@ def test_outcome_unknown_through_the_server(
         ) as client:
             client.create_collection("c", dim=DIM, index="flat")
             client.create_graph("g", [[0, 1]])
-            monkeypatch.setattr(engine.collection("c"), "_apply_upsert", _fail)
+            _fail_for(monkeypatch, engine.collection("c"), "apply_upsert")
             monkeypatch.setattr(engine.graph("g"), "_apply", _fail)
             with pytest.raises(OutcomeUnknownError, match=DURABLE.format("write", "collection")):
                 client.collection("c").upsert([1], vec(1))

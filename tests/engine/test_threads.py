@@ -27,9 +27,8 @@ from shardwalk.walks import PPRIndex, build_fingerprints
 from shardwalk.walks.generators import power_law_graph
 
 import shardwalk
-from shardwalk import _threads
+from shardwalk import _threads, collection_persistence
 from shardwalk._threads import SAFE_LAYERS, ThreadBudget
-from shardwalk.collection import Collection
 from shardwalk.datasets import clustered_vectors
 from shardwalk.errors import FailedPreconditionError, InvalidArgumentError
 
@@ -364,16 +363,16 @@ def two_collections(tmp_path: Path, vectors) -> Path:
 def slow_attach(monkeypatch, name: str):
     """Make loading collection ``name`` block until ``release`` is set; counts its loads."""
     entered, release, loads = threading.Event(), threading.Event(), []
-    attach = Collection._attach
+    attach = collection_persistence.attach
 
-    def attach_slowly(self, *args, **kwargs):
-        if self.name == name:
+    def attach_slowly(collection, *args, **kwargs):
+        if collection.name == name:
             loads.append(1)
             entered.set()
             assert release.wait(20)
-        return attach(self, *args, **kwargs)
+        return attach(collection, *args, **kwargs)
 
-    monkeypatch.setattr(Collection, "_attach", attach_slowly)
+    monkeypatch.setattr(collection_persistence, "attach", attach_slowly)
     return entered, release, loads
 
 
@@ -404,16 +403,16 @@ def test_callers_of_one_collection_share_one_load(two_collections, monkeypatch):
 
 
 def test_a_failed_load_fails_its_waiters_and_can_be_retried(two_collections, monkeypatch):
-    attach, calls = Collection._attach, []
+    attach, calls = collection_persistence.attach, []
 
-    def failing_once(self, *args, **kwargs):
+    def failing_once(collection, *args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
             time.sleep(0.2)  # let the other caller start waiting
             raise OSError("disk hiccup")
-        return attach(self, *args, **kwargs)
+        return attach(collection, *args, **kwargs)
 
-    monkeypatch.setattr(Collection, "_attach", failing_once)
+    monkeypatch.setattr(collection_persistence, "attach", failing_once)
     with shardwalk.Engine.open(two_collections) as engine, ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(engine.collection, "slow") for _ in range(2)]
         for f in futures:

@@ -222,8 +222,13 @@ class Collection:
         # write of new rows takes only _rw: it never waits for an index insert. A scoped search
         # whose path reads only the vectors (exact) takes only _rw when the index's inserts
         # leave the stored vectors in place (_store_beside_inserts): it never waits for one.
+        # _moving: shared by a scoped search through the published view (scope_masks.View),
+        # which takes no other lock; exclusive, inside _rw's exclusive sections, wherever the
+        # index's stored vectors may move (a reserve, an insert without room) and at close.
         self._index_rw = RWLock()
         self._rw = RWLock()
+        self._moving = RWLock()
+        self._view: scope_masks.View | None = None  # see scope_masks.publish
         self._writes = GroupCommit(self._commit_group)  # its lock: one commit or checkpoint
         self._cache_lock = threading.Lock()  # the filter mask cache
         self._datadir = datadir
@@ -297,6 +302,7 @@ class Collection:
 
     def _install(self, rows: RowTable, index: Any, store: RowStore, tenants: Any) -> None:
         """Take these rows, index (holding every row), store and tenants (exclusively)."""
+        self._view = None  # (published again by the next write; searches meanwhile lock)
         self._rows, self._index = rows, index
         self._store, self._tenants = store, tenants
         self._checked = {}
@@ -306,7 +312,14 @@ class Collection:
         self._hook_index()
 
     def _close(self, because: str) -> None:
-        with self._writes.lock, self._indexing, self._index_rw.write(), self._rw.write():
+        with (
+            self._writes.lock,
+            self._indexing,
+            self._index_rw.write(),
+            self._rw.write(),
+            self._moving.write(),
+        ):
+            self._view = None
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
@@ -520,6 +533,12 @@ class Collection:
         arr = self._prepare_vectors(queries, what="queries")
         if tenant is not None:
             check_name("tenant", tenant)
+        # A single scoped query the planner scores exactly reads the published view and
+        # takes no lock (see scope_masks.View); else it takes the locks below.
+        if (tenant is not None or where is not None) and not explain:
+            found = scope_masks.search_view(self, arr, k, tenant, where, params)
+            if found is not None:
+                return found
         # A scoped search first tries the paths that read only the vectors (exact, empty)
         # without the index's lock, which the background indexer holds for its inserts: an
         # insert moves no stored vector (see _index_some), so these run beside it.

@@ -18,7 +18,7 @@ import pytest
 from shardwalk.index.hnsw import HNSWIndex
 
 import shardwalk
-from shardwalk import F
+from shardwalk import F, collection_writes, scope_masks
 from shardwalk.collection import Collection
 
 from .test_concurrency import run_until_written
@@ -101,7 +101,18 @@ def check(query, ids, distances, windows, test) -> None:
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
-def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind):
+def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind, monkeypatch):
+    """(HNSW: the scoped searches are answered through the published view, without a lock,
+    while writes, indexer turns and compactions run: no torn rows, no other tenant's row.)"""
+    served = [0]
+    through_view = scope_masks.search_view
+
+    def counted(*args, **kwargs):
+        found = through_view(*args, **kwargs)
+        served[0] += found is not None
+        return found
+
+    monkeypatch.setattr(scope_masks, "search_view", counted)
     rng = np.random.default_rng(3)
     writers = [Writer(n) for n in range(WRITERS)]
     for w in writers:
@@ -139,6 +150,7 @@ def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind
     stats = col.stats()
     if kind == "hnsw":  # the background indexer's turns ran beside the searches
         assert stats["delta"]["indexed_in_background"] > 0, stats["delta"]
+        assert served[0] > 0, "no scoped search was answered through the published view"
     final = {i: row for w in writers for i, row in w.states[-1].items()}
     assert len(col) == len(final)
     for tenant, where, test in SCOPES.values():
@@ -285,3 +297,90 @@ def test_an_insert_with_room_leaves_the_stored_vectors_in_place():
     index.add(np.arange(800, 5000), rng.random((4200, DIM), dtype=np.float32))  # past the room
     assert np.array_equal(index.get(np.arange(300)), first)
     assert len(index) == 5000
+
+
+def test_a_scoped_search_does_not_wait_for_a_write_groups_exclusive_section(monkeypatch):
+    """A write group stops inside its exclusive section (applying its upsert): tenant-scoped,
+    filtered and both-scoped searches (exact paths) answer meanwhile from the published view,
+    without the group's rows (not yet acknowledged), and see them once it returns."""
+    col = shardwalk.Engine.memory().create_collection(
+        "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
+    )
+    rng = np.random.default_rng(5)
+    col.upsert(np.arange(100), rng.random((100, DIM)), tenants="a", attributes={"y": [1] * 100})
+    col.wait_indexed()
+    where = F("y") == 1
+    scopes = [("a", None), (None, where), ("a", where)]
+    for tenant, w in scopes:  # the scopes' masks cached, the predicate validated
+        col.search(np.zeros(DIM), k=ALL, tenant=tenant, where=w)
+    entered, release = threading.Event(), threading.Event()
+    apply = collection_writes.apply_upsert
+
+    def held(*args, **kwargs):  # the group's leader stops inside the exclusive section
+        entered.set()
+        assert release.wait(60)
+        return apply(*args, **kwargs)
+
+    monkeypatch.setattr(collection_writes, "apply_upsert", held)
+    writer, wrote = _run_aside(
+        lambda: col.upsert(
+            np.arange(100, 110), rng.random((10, DIM)), tenants="a", attributes={"y": [1] * 10}
+        )
+    )
+    assert entered.wait(60)
+    try:
+        for tenant, w in scopes:
+            search, out = _run_aside(
+                lambda t=tenant, w=w: col.search(np.zeros(DIM), k=ALL, tenant=t, where=w)
+            )
+            search.join(timeout=30)
+            assert not search.is_alive(), "a scoped search waited for a write group"
+            assert not isinstance(out[0], BaseException), out[0]
+            assert set(out[0].ids[0].tolist()) - {-1} == set(range(100))
+    finally:
+        release.set()
+    writer.join(timeout=60)
+    assert wrote == [10]
+    for tenant, w in scopes:
+        found = col.search(np.zeros(DIM), k=ALL, tenant=tenant, where=w)
+        assert set(found.ids[0].tolist()) - {-1} == set(range(110))
+
+
+def test_the_published_view_answers_as_the_locked_path():
+    """Rows in the index and in the delta, some deleted or replaced, a tenant's and a filter's
+    scope: a search through the view (a single query, no explanation) returns the ids and
+    distances the locked exact path does (``explain=True`` takes it)."""
+    col = shardwalk.Engine.memory().create_collection(
+        "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
+    )
+    rng = np.random.default_rng(6)
+    owners = ["a" if i % 3 else "b" for i in range(600)]
+    col.upsert(np.arange(600), rng.random((600, DIM)), tenants=owners, attributes={"y": [
+        i % 5 for i in range(600)
+    ]})  # fmt: skip
+    col.wait_indexed()
+    col.delta_limit = 10_000
+    monkey = collection_writes.collection_indexer
+    kick = monkey.kick
+    monkey.kick = lambda c: None  # the next rows stay in the delta
+    try:
+        col.upsert(np.arange(590, 700), rng.random((110, DIM)), tenants="a", attributes={"y": [
+            i % 5 for i in range(110)
+        ]})  # fmt: skip
+        col.delete(np.arange(0, 600, 7))
+    finally:
+        monkey.kick = kick
+    assert col.stats()["delta"]["rows"] > 0
+    where = F("y") < 2
+    served = 0
+    for q in rng.random((20, DIM), dtype=np.float32):
+        for tenant, w in [("a", None), ("b", None), (None, where), ("a", where)]:
+            locked = col.search(q, k=10, tenant=tenant, where=w, explain=True)
+            assert locked.explain is not None and locked.explain.path == "exact"
+            view = scope_masks.search_view(col, q[None], 10, tenant, w, {})
+            served += view is not None
+            found = col.search(q, k=10, tenant=tenant, where=w)
+            for got in [found] + ([view] if view is not None else []):
+                assert np.array_equal(got.ids, locked.ids)
+                np.testing.assert_allclose(got.distances, locked.distances, rtol=1e-5)
+    assert served == 80

@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from shardwalk.collection_indexer import _concat_attributes
+from shardwalk.errors import InvalidArgumentError
 from shardwalk.index import SearchResult
 from shardwalk.index._kernels import scan_split_serial
 from shardwalk.index.base import empty_result
-from shardwalk.index.filters import evaluate
+from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Scope, exact_path
 from shardwalk.rows import ANY_OWNER
 from shardwalk.snapshot import Upsert
@@ -306,10 +307,10 @@ class View:
     ``masks``: (tenant, predicate) -> the live rows in that scope (ascending), for every
     cached scope mask; ``live``: live rows (the index's and the delta's); ``start``, ``delta``:
     the first row not in the index and the vectors from it on; ``ids``: id by row;
-    ``checked``: the validated predicates (see ``Collection._validated``) of the schema
-    captured."""
+    ``checked``: the validated predicates (see ``Collection._validated``) of ``schema``, the
+    attribute types captured."""
 
-    __slots__ = ("checked", "delta", "ids", "index", "ip", "live", "masks", "start")
+    __slots__ = ("checked", "delta", "ids", "index", "ip", "live", "masks", "schema", "start")
 
     def __init__(self, collection: Collection) -> None:
         index = collection._index
@@ -322,6 +323,7 @@ class View:
         self.start = collection._delta.start
         self.delta = collection._delta.vectors()
         self.checked = collection._checked
+        self.schema = collection._rows.schema  # (a copy)
 
 
 def publish(collection: Collection) -> None:
@@ -349,18 +351,21 @@ def search_view(
 ) -> SearchResult | None:
     """One query in a scope the planner scores exactly, through the published view: no lock
     but ``_moving``'s shared side (the index's storage stays put). None when the view cannot
-    answer (none published, a batch, a predicate not yet validated or a scope not yet
-    cached, a path other than exact, a closed collection): the caller then takes the locks.
-    The answer is the locked exact path's: the same rows scored the same way."""
+    answer (none published, a batch, a scope not yet cached, a path other than exact, a bad
+    predicate, a closed collection): the caller then takes the locks. The answer is the locked exact path's: the same rows scored the same way."""
     view = collection._view
     if view is None or queries.shape[0] != 1:
         return None
     predicate = None
     if where is not None:
         checked = view.checked.get(id(where))
-        if checked is None or checked[0] is not where:
-            return None
-        predicate = checked[1]
+        if checked is not None and checked[0] is where:
+            predicate = checked[1]
+        else:  # another object (a server decodes one per request): checked here, ~3 us
+            try:
+                predicate = validate(where, view.schema)
+            except InvalidArgumentError:
+                return None  # the locked path raises it
     matches = view.masks.get((tenant, predicate))
     if matches is None:
         return None

@@ -20,6 +20,7 @@ from shardwalk.index.hnsw import HNSWIndex
 import shardwalk
 from shardwalk import F, collection_writes, scope_masks
 from shardwalk.collection import Collection
+from shardwalk.errors import InvalidArgumentError
 
 from .test_concurrency import run_until_written
 from .test_delta import wait_until
@@ -384,3 +385,10 @@ def test_the_published_view_answers_as_the_locked_path():
                 assert np.array_equal(got.ids, locked.ids)
                 np.testing.assert_allclose(got.distances, locked.distances, rtol=1e-5)
     assert served == 80
+    # a predicate equal to a validated one, not the same object (a server decodes one per
+    # request), is checked against the view's schema; one of the wrong type is not served,
+    # and the search refuses it as before
+    assert scope_masks.search_view(col, q[None], 10, None, F("y") < 2, {}) is not None
+    assert scope_masks.search_view(col, q[None], 10, None, F("y") == "x", {}) is None
+    with pytest.raises(InvalidArgumentError, match="attribute 'y'"):
+        col.search(q, k=10, where=F("y") == "x")

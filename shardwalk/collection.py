@@ -534,8 +534,9 @@ class Collection:
         if tenant is not None:
             check_name("tenant", tenant)
         # A single scoped query the planner scores exactly reads the published view and
-        # takes no lock (see scope_masks.View); else it takes the locks below.
-        if (tenant is not None or where is not None) and not explain:
+        # takes no lock, a single plain one only the index's (see scope_masks.View); else
+        # the search takes the locks below.
+        if not explain:
             found = scope_masks.search_view(self, arr, k, tenant, where, params)
             if found is not None:
                 return found

@@ -19,8 +19,8 @@ import pyarrow as pa
 from shardwalk.collection_indexer import _concat_attributes
 from shardwalk.errors import InvalidArgumentError
 from shardwalk.index import SearchResult
-from shardwalk.index._kernels import scan_split_serial
-from shardwalk.index.base import empty_result
+from shardwalk.index._kernels import merge_pending_serial, scan_split_serial
+from shardwalk.index.base import empty_result, relabel
 from shardwalk.index.filters import evaluate, validate
 from shardwalk.index.planner import Scope, exact_path
 from shardwalk.rows import ANY_OWNER
@@ -304,13 +304,29 @@ class View:
     before ``start`` and moves only under ``Collection._moving``, which the search holds
     while it scans.
 
+    A plain search reads it too, holding the index's lock shared (the graph search needs the
+    index to itself), but not the one write groups of new rows take exclusively: a view is
+    published inside every section that changes the index, so under that lock the two agree.
+
     ``masks``: (tenant, predicate) -> the live rows in that scope (ascending), for every
-    cached scope mask; ``live``: live rows (the index's and the delta's); ``start``, ``delta``:
-    the first row not in the index and the vectors from it on; ``ids``: id by row;
+    cached scope mask; ``live``: live rows (the index's and the delta's); ``start``, ``delta``,
+    ``alive``: the first row not in the index, the vectors from it on and which of those rows
+    are live; ``ids``: id by row;
     ``checked``: the validated predicates (see ``Collection._validated``) of ``schema``, the
     attribute types captured."""
 
-    __slots__ = ("checked", "delta", "ids", "index", "ip", "live", "masks", "schema", "start")
+    __slots__ = (
+        "alive",
+        "checked",
+        "delta",
+        "ids",
+        "index",
+        "ip",
+        "live",
+        "masks",
+        "schema",
+        "start",
+    )
 
     def __init__(self, collection: Collection) -> None:
         index = collection._index
@@ -322,6 +338,8 @@ class View:
         self.ids = collection._rows.ids
         self.start = collection._delta.start
         self.delta = collection._delta.vectors()
+        # which of the delta's rows are live (a copy: deletes change the rows' in place)
+        self.alive = collection._rows.alive[self.start :].copy()
         self.checked = collection._checked
         self.schema = collection._rows.schema  # (a copy)
 
@@ -353,6 +371,8 @@ def search_view(
     but ``_moving``'s shared side (the index's storage stays put). None when the view cannot
     answer (none published, a batch, a scope not yet cached, a path other than exact, a bad
     predicate, a closed collection): the caller then takes the locks. The answer is the locked exact path's: the same rows scored the same way."""
+    if tenant is None and where is None:
+        return _plain(collection, queries, k, params)
     view = collection._view
     if view is None or queries.shape[0] != 1:
         return None
@@ -384,3 +404,32 @@ def search_view(
             queries, base, view.delta, view.start, matches, view.ids, k, view.ip
         )
     return SearchResult(ids=found, distances=distances)
+
+
+def _plain(
+    collection: Collection, queries: np.ndarray, k: int, params: dict[str, Any]
+) -> SearchResult | None:
+    """One unscoped query: the index's search under its lock (shared) and the view's delta,
+    merged in one kernel; write groups of new rows (which leave the index alone) do not hold
+    it up. None as :func:`search_view`."""
+    if collection._view is None or queries.shape[0] != 1:
+        return None
+    with collection._index_rw.read(), collection._moving.read():
+        view = collection._view  # (read under the lock: the one that goes with the index)
+        if view is None or collection._closed_because is not None:
+            return None
+        found = view.index.search(queries, k, **params)
+        if not view.delta.shape[0]:
+            return SearchResult(ids=relabel(found.ids, view.ids), distances=found.distances)
+        ids, distances = merge_pending_serial(
+            queries,
+            found.ids,
+            found.distances,
+            view.delta,
+            view.alive,
+            view.start,
+            view.ids,
+            k,
+            view.ip,
+        )
+    return SearchResult(ids=ids, distances=distances)

@@ -301,9 +301,11 @@ def test_an_insert_with_room_leaves_the_stored_vectors_in_place():
 
 
 def test_a_scoped_search_does_not_wait_for_a_write_groups_exclusive_section(monkeypatch):
-    """A write group stops inside its exclusive section (applying its upsert): tenant-scoped,
-    filtered and both-scoped searches (exact paths) answer meanwhile from the published view,
-    without the group's rows (not yet acknowledged), and see them once it returns."""
+    """A write group of new rows stops inside its exclusive section (applying its upsert):
+    tenant-scoped, filtered and both-scoped searches (exact paths) answer meanwhile from the
+    published view, and a plain one from the index (the group leaves it alone) and the view's
+    delta, all without the group's rows (not yet acknowledged); they see them once it
+    returns."""
     col = shardwalk.Engine.memory().create_collection(
         "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
     )
@@ -311,7 +313,7 @@ def test_a_scoped_search_does_not_wait_for_a_write_groups_exclusive_section(monk
     col.upsert(np.arange(100), rng.random((100, DIM)), tenants="a", attributes={"y": [1] * 100})
     col.wait_indexed()
     where = F("y") == 1
-    scopes = [("a", None), (None, where), ("a", where)]
+    scopes = [("a", None), (None, where), ("a", where), (None, None)]
     for tenant, w in scopes:  # the scopes' masks cached, the predicate validated
         col.search(np.zeros(DIM), k=ALL, tenant=tenant, where=w)
     entered, release = threading.Event(), threading.Event()
@@ -349,8 +351,9 @@ def test_a_scoped_search_does_not_wait_for_a_write_groups_exclusive_section(monk
 
 def test_the_published_view_answers_as_the_locked_path():
     """Rows in the index and in the delta, some deleted or replaced, a tenant's and a filter's
-    scope: a search through the view (a single query, no explanation) returns the ids and
-    distances the locked exact path does (``explain=True`` takes it)."""
+    scope and none: a search through the view (a single query, no explanation) returns the
+    ids and distances the locked path does (``explain=True`` takes it): the exact one, or
+    the index's merged with the delta."""
     col = shardwalk.Engine.memory().create_collection(
         "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
     )
@@ -375,16 +378,17 @@ def test_the_published_view_answers_as_the_locked_path():
     where = F("y") < 2
     served = 0
     for q in rng.random((20, DIM), dtype=np.float32):
-        for tenant, w in [("a", None), ("b", None), (None, where), ("a", where)]:
+        for tenant, w in [("a", None), ("b", None), (None, where), ("a", where), (None, None)]:
             locked = col.search(q, k=10, tenant=tenant, where=w, explain=True)
-            assert locked.explain is not None and locked.explain.path == "exact"
+            assert locked.explain is not None
+            assert locked.explain.path == ("index" if w is None and tenant is None else "exact")
             view = scope_masks.search_view(col, q[None], 10, tenant, w, {})
             served += view is not None
             found = col.search(q, k=10, tenant=tenant, where=w)
             for got in [found] + ([view] if view is not None else []):
                 assert np.array_equal(got.ids, locked.ids)
                 np.testing.assert_allclose(got.distances, locked.distances, rtol=1e-5)
-    assert served == 80
+    assert served == 100
     # a predicate equal to a validated one, not the same object (a server decodes one per
     # request), is checked against the view's schema; one of the wrong type is not served,
     # and the search refuses it as before

@@ -129,7 +129,10 @@ class Collection:
     :meth:`shardwalk.Engine.collection`.
 
     Methods are thread-safe, and reads run in parallel: any number of threads search, get and
-    read statistics at once under a shared lock. Writes are group-committed: concurrent
+    read statistics at once under a shared lock. A single query in a scope scored exactly (a
+    tenant's, or a selective filter's) takes no lock: it reads the view each write publishes
+    as one object before it is acknowledged; a single plain query waits only for index
+    inserts and deletes, not for writes of new rows. Writes are group-committed: concurrent
     upserts and deletes share one log append and one fsync, then apply in memory under a short
     exclusive lock, and each call returns once its write is durable and visible. New rows are
     visible before the index holds them: they wait in a delta (a growing segment, as in

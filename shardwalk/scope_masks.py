@@ -11,6 +11,7 @@ exclusive one (a write group), and its mask cache under ``_cache_lock`` (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -326,10 +327,12 @@ class View:
         "masks",
         "schema",
         "start",
+        "vectors",
     )
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, vectors: Callable[[], np.ndarray | None]) -> None:
         index = collection._index
+        self.vectors = vectors  # the index's storage by row (HNSWIndex.label_vectors)
         with collection._cache_lock:
             self.masks = {key: mask.matches for key, mask in collection._masks.items()}
         self.index = index
@@ -348,13 +351,9 @@ def publish(collection: Collection) -> None:
     """Capture and swap in the collection's :class:`View` (under its exclusive lock, or its
     shared one: the state a view reads does not change meanwhile). None where a view cannot
     serve: an index in Ray actors, or one whose stored vectors an insert may move."""
-    index = collection._index
-    if (
-        collection._deferred
-        and collection._store_beside_inserts
-        and getattr(index, "label_vectors", None) is not None
-    ):
-        collection._view = View(collection)
+    vectors = getattr(collection._index, "label_vectors", None)
+    if collection._deferred and collection._store_beside_inserts and vectors is not None:
+        collection._view = View(collection, vectors)
     else:
         collection._view = None
 
@@ -397,7 +396,7 @@ def search_view(
     with collection._moving.read():
         if collection._closed_because is not None:
             return None
-        base = view.index.label_vectors()
+        base = view.vectors()
         if base is None:
             return None
         found, distances = scan_split_serial(

@@ -161,11 +161,21 @@ def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind
     engine.close()
 
 
-def test_tenants_writing_at_once_never_see_each_others_rows():
+def test_tenants_writing_at_once_never_see_each_others_rows(monkeypatch):
     """Two tenants write the same ids in their own namespaces (rows of their own) while each
     searches its scope: a's vectors lie in [0, 1)^d, b's in [10, 11)^d, so a row of the other
     tenant would show as a distance past d. Each search holds every id its tenant had
-    acknowledged before it started and did not delete meanwhile."""
+    acknowledged before it started and did not delete meanwhile (most answered through the
+    published view, without a lock)."""
+    served = [0]
+    through_view = scope_masks.search_view
+
+    def counted(*args, **kwargs):
+        found = through_view(*args, **kwargs)
+        served[0] += found is not None
+        return found
+
+    monkeypatch.setattr(scope_masks, "search_view", counted)
     col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -220,6 +230,7 @@ def test_tenants_writing_at_once_never_see_each_others_rows():
     run_until_written(writers, searchers, stop)
     assert not errors, errors[0]
     assert min(checked.values()) > 3, checked
+    assert served[0] > 0, "no search was answered through the published view"
 
 
 def _run_aside(fn) -> tuple[threading.Thread, list]:
@@ -396,3 +407,47 @@ def test_the_published_view_answers_as_the_locked_path():
     assert scope_masks.search_view(col, q[None], 10, None, F("y") == "x", {}) is None
     with pytest.raises(InvalidArgumentError, match="attribute 'y'"):
         col.search(q, k=10, where=F("y") == "x")
+
+
+def test_the_index_storage_stays_put_while_a_search_reads_it_through_the_view(monkeypatch):
+    """A tenant-scoped search through the view stops inside its scan of the index's storage;
+    the background indexer, out of room, must move that storage (HNSWIndex.reserve) before
+    its next insert: the move waits for the scan, and the search's answer is whole."""
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
+    rng = np.random.default_rng(8)
+    vectors = rng.random((100, DIM), dtype=np.float32)
+    col.upsert(np.arange(100), vectors, tenants="a")
+    col.wait_indexed()
+    col.search(np.zeros(DIM), k=ALL, tenant="a")  # the scope's mask cached, a view published
+    entered, release, moved = threading.Event(), threading.Event(), threading.Event()
+    scan = scope_masks.scan_split_serial
+
+    def held(*args):
+        entered.set()
+        assert release.wait(60)
+        return scan(*args)
+
+    reserve = HNSWIndex.reserve
+
+    def reserved(self, n):
+        reserve(self, n)
+        moved.set()
+
+    monkeypatch.setattr(scope_masks, "scan_split_serial", held)
+    monkeypatch.setattr(HNSWIndex, "reserve", reserved)
+    search, out = _run_aside(lambda: col.search(np.zeros(DIM), k=ALL, tenant="a"))
+    assert entered.wait(60)
+    graph = col._index._graph
+    graph._capacity = graph.slots  # no room left: the next insert must move the storage
+    col.upsert(np.arange(100, 110), rng.random((10, DIM), dtype=np.float32), tenants="a")
+    try:
+        assert not moved.wait(1.0), "the storage moved under a search reading it"
+    finally:
+        release.set()
+    search.join(timeout=60)
+    assert not isinstance(out[0], BaseException), out[0]
+    ids, distances = out[0].ids[0], out[0].distances[0]
+    assert set(ids.tolist()) - {-1} == set(range(100))
+    expected = ((vectors[ids[ids >= 0]]) ** 2).sum(axis=1)
+    np.testing.assert_allclose(distances[ids >= 0], expected, rtol=1e-5)
+    assert moved.wait(60)

@@ -225,9 +225,10 @@ class Collection:
         # write of new rows takes only _rw: it never waits for an index insert. A scoped search
         # whose path reads only the vectors (exact) takes only _rw when the index's inserts
         # leave the stored vectors in place (_store_beside_inserts): it never waits for one.
-        # _moving: shared by a scoped search through the published view (scope_masks.View),
-        # which takes no other lock; exclusive, inside _rw's exclusive sections, wherever the
-        # index's stored vectors may move (a reserve, an insert without room) and at close.
+        # _moving: shared by the single queries answered through the published view
+        # (scope_masks.View: a scoped one takes no other lock, a plain one _index_rw too);
+        # exclusive, inside _rw's exclusive sections, wherever the index's stored vectors may
+        # move (a reserve, an insert without room), and at close.
         self._index_rw = RWLock()
         self._rw = RWLock()
         self._moving = RWLock()

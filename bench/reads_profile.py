@@ -105,9 +105,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10, help="rows a call (10)")
     parser.add_argument("--cycles", type=int, default=3, help="writer/rest slices (3)")
     parser.add_argument("--slice", type=float, default=1.0, help="seconds a slice (1.0)")
-    parser.add_argument("--switch-interval", type=float, default=0.0005)
+    parser.add_argument(
+        "--switch-interval",
+        default="0.0005",
+        help="sys.setswitchinterval (s) in this process only (a diagnostic, not a library "
+        "setting); several, comma-separated (e.g. 0.005,0.0005,0.0001), alternate cycle by "
+        "cycle in one run (the GIL-convoy test: a search that gives up the GIL in a nogil "
+        "kernel waits up to one interval to get it back from a writer thread running Python), "
+        "each reported on its own",
+    )
     args = parser.parse_args()
-    sys.setswitchinterval(args.switch_interval)
+    intervals = [float(v) for v in args.switch_interval.split(",")]
+    sys.setswitchinterval(intervals[0])
     RWLock._enter_read = _timed_enter
     load_start = os.getloadavg()[0]
     data = clustered_vectors(args.n, 64, queries=200, seed=0, metadata=False)
@@ -144,26 +153,45 @@ def main() -> None:
     writer = SlidingWriter(upsert, col.delete, args.rate, args.batch, lo, args.n)
     writer.start()
     out: dict[str, Any] = {"writing": {}, "rest": {}, "paths": {}}
+    by_interval: dict[float, dict[str, Any]] = {v: {"writing": {}, "rest": {}} for v in intervals}
     for scope in SCOPES:
         loop(searches[scope], data.queries, 0.2)  # warm: masks, kernels
-        hot, rest = ([], 0.0, 0.0), ([], 0.0, 0.0)
+        hot = {v: ([], 0.0, 0.0) for v in intervals}
+        rest = {v: ([], 0.0, 0.0) for v in intervals}
         for _ in range(args.cycles):
-            writer.active.set()
-            loop(searches[scope], data.queries, 0.05)
-            lat, waited, cpu = loop(searches[scope], data.queries, args.slice)
-            hot = (hot[0] + lat, hot[1] + waited, hot[2] + cpu)
-            writer.active.clear()
-            end = time.perf_counter() + 10
-            while col.stats()["delta"]["rows"] and time.perf_counter() < end:
-                time.sleep(0.01)
-            time.sleep(0.1)
-            lat, waited, cpu = loop(searches[scope], data.queries, args.slice)
-            rest = (rest[0] + lat, rest[1] + waited, rest[2] + cpu)
+            for v in intervals:
+                sys.setswitchinterval(v)
+                writer.active.set()
+                loop(searches[scope], data.queries, 0.05)
+                lat, waited, cpu = loop(searches[scope], data.queries, args.slice)
+                h = hot[v]
+                hot[v] = (h[0] + lat, h[1] + waited, h[2] + cpu)
+                writer.active.clear()
+                end = time.perf_counter() + 10
+                while col.stats()["delta"]["rows"] and time.perf_counter() < end:
+                    time.sleep(0.01)
+                time.sleep(0.1)
+                lat, waited, cpu = loop(searches[scope], data.queries, args.slice)
+                r = rest[v]
+                rest[v] = (r[0] + lat, r[1] + waited, r[2] + cpu)
         seconds = args.cycles * args.slice
-        out["writing"][scope] = summary(*hot, seconds)
-        out["rest"][scope] = summary(*rest, seconds)
+        for v in intervals:
+            by_interval[v]["writing"][scope] = summary(*hot[v], seconds)
+            by_interval[v]["rest"][scope] = summary(*rest[v], seconds)
+            print(
+                scope,
+                f"switch interval {v}:" if len(intervals) > 1 else "",
+                "writing",
+                by_interval[v]["writing"][scope],
+                "rest",
+                by_interval[v]["rest"][scope],
+                flush=True,
+            )
+        out["writing"][scope] = by_interval[intervals[0]]["writing"][scope]
+        out["rest"][scope] = by_interval[intervals[0]]["rest"][scope]
         out["paths"][scope] = col.explain(data.queries[0], **_scope_kwargs(scope)).path
-        print(scope, "writing", out["writing"][scope], "rest", out["rest"][scope], flush=True)
+    if len(intervals) > 1:  # the first interval's figures are also the top-level ones
+        out["by_switch_interval"] = {str(v): figures for v, figures in by_interval.items()}
     writer.halt.set()
     writer.join()
     result = {

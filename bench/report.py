@@ -146,6 +146,24 @@ def reads_profile(r: dict) -> str:
             f"({rest['cpu_us_per_search']:.0f}) | {hot['running_share']:.0%} "
             f"({rest['running_share']:.0%}) |"
         )
+    if "by_switch_interval" in r:  # --switch-interval with several values, cycle by cycle
+        out += [
+            "",
+            "Per switch interval (alternated cycle by cycle in the run):",
+            "",
+            "| switch interval s | scope | q/s writing (at rest) | ratio | p99 ms writing (at rest) "
+            "| lock waits writing | CPU us a search writing (at rest) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for interval, figures in r["by_switch_interval"].items():
+            for scope, hot in figures["writing"].items():
+                rest = figures["rest"][scope]
+                out.append(
+                    f"| {interval} | {scope} | {hot['qps']:,.0f} ({rest['qps']:,.0f}) | "
+                    f"{hot['qps'] / rest['qps']:.2f} | {hot['p99_ms']:.2f} ({rest['p99_ms']:.2f}) | "
+                    f"{hot['lock_wait_share']:.1%} | {hot['cpu_us_per_search']:.0f} "
+                    f"({rest['cpu_us_per_search']:.0f}) |"
+                )
     return "\n".join(out) + "\n"
 
 

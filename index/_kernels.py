@@ -195,6 +195,92 @@ def scan_rows_serial(
     return out_r, out_d
 
 
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def scan_split_serial(
+    queries: np.ndarray,
+    base: np.ndarray,
+    delta: np.ndarray,
+    start: int,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    ip: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of each query among ``rows`` (ascending), the vector of row r being
+    ``base[r]`` below ``start`` and ``delta[r - start]`` from it on (an index's storage and
+    the rows written since, not yet in it): ``labels[row]`` (n, k) padded -1, and distances.
+    On the calling thread; one call (one release of the GIL) for what would otherwise be a
+    split of the rows, two scans, a merge and a relabelling."""
+    n = queries.shape[0]
+    out_r = np.full((n, k), -1, dtype=np.int64)
+    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    split = np.searchsorted(rows, start)
+    block = np.empty(64, dtype=np.float32)
+    for qi in range(n):
+        q = queries[qi]
+        best_d = np.full(k, np.inf, dtype=np.float32)
+        best_r = np.full(k, -1, dtype=np.int64)
+        worst = 0
+        bound = np.float32(np.inf)
+        m = rows.shape[0]
+        for first in range(0, m, 64):  # as _scan_one: a block of distances, then the offers
+            end = min(first + 64, m)
+            for t in range(first, end):
+                r = rows[t]
+                x = base[r] if t < split else delta[r - start]
+                block[t - first] = _distance(q, x, ip)
+            for t in range(first, end):
+                if block[t - first] < bound:
+                    worst = _offer(best_d, best_r, worst, block[t - first], rows[t])
+                    bound = best_d[worst]
+        _finish(best_d, best_r, out_d[qi], out_r[qi])
+        for i in range(k):
+            if out_r[qi, i] >= 0:
+                out_r[qi, i] = labels[out_r[qi, i]]
+    return out_r, out_d
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def merge_pending_serial(
+    queries: np.ndarray,
+    found: np.ndarray,
+    found_d: np.ndarray,
+    delta: np.ndarray,
+    alive: np.ndarray,
+    start: int,
+    labels: np.ndarray,
+    k: int,
+    ip: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An index's top-k rows per query (``found``, padded -1, and ``found_d``) merged with the
+    live rows written since, not yet in it (row ``start + j``'s vector ``delta[j]``, live where
+    ``alive[j]``), scored exactly: ``labels[row]`` (n, k) padded -1, and distances. On the
+    calling thread; one call for a scan, a merge and a relabelling."""
+    n = queries.shape[0]
+    out_r = np.full((n, k), -1, dtype=np.int64)
+    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    for qi in range(n):
+        q = queries[qi]
+        best_d = np.full(k, np.inf, dtype=np.float32)
+        best_r = np.full(k, -1, dtype=np.int64)
+        worst = 0
+        for i in range(found.shape[1]):
+            if found[qi, i] >= 0:
+                worst = _offer(best_d, best_r, worst, found_d[qi, i], found[qi, i])
+        bound = best_d[worst]
+        for j in range(delta.shape[0]):
+            if alive[j]:
+                d = _distance(q, delta[j], ip)
+                if d < bound:
+                    worst = _offer(best_d, best_r, worst, d, start + j)
+                    bound = best_d[worst]
+        _finish(best_d, best_r, out_d[qi], out_r[qi])
+        for i in range(k):
+            if out_r[qi, i] >= 0:
+                out_r[qi, i] = labels[out_r[qi, i]]
+    return out_r, out_d
+
+
 @njit(cache=True, inline="always", fastmath=_FAST)
 def _leaf_ranks(
     q: np.ndarray, centroids: np.ndarray, norms: np.ndarray, at: np.ndarray, ip: bool

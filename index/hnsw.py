@@ -541,6 +541,13 @@ class HNSWIndex(IndexBase):
     def get(self, labels: np.ndarray) -> np.ndarray:
         return self.store.take(np.asarray(labels, dtype=np.int64))
 
+    def label_vectors(self) -> np.ndarray | None:
+        """faiss's storage by label (row i: label i's vector, no copy), when the labels are
+        the positions (a collection's rows, given in order), else None. Valid while the
+        storage stays where it is (see :meth:`room`): an :meth:`add` with room leaves every
+        row before it in place."""
+        return self._graph.vectors() if self._position is None else None
+
     def __len__(self) -> int:
         return len(self._graph)
 

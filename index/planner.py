@@ -47,6 +47,7 @@ __all__ = [
     "Pending",
     "Scope",
     "below",
+    "exact_path",
     "filter_ef",
     "plan_search",
     "plan_store_search",
@@ -360,10 +361,33 @@ def _exact_cheaper(
 ) -> bool:
     """A graph index, a scope without a tenant, and its matches cost less to score than the
     graph search that would find k of them (see EXACT_ROWS_PER_EF)."""
-    if index.scoped or scope.tenant_rows is not None:
+    return _cheaper(index, int(scope.matches.size), size, scope.tenant_rows is not None, k, params)
+
+
+def _cheaper(
+    index: VectorIndex, count: int, size: int, tenant: bool, k: int, params: dict[str, Any]
+) -> bool:
+    if index.scoped or tenant:
         return False
-    count = int(scope.matches.size)
     return count <= EXACT_ROWS_PER_EF * filter_ef(index, params, k, count / max(size, 1))
+
+
+def exact_path(
+    index: VectorIndex,
+    count: int,
+    size: int,
+    tenant: bool,
+    k: int,
+    params: dict[str, Any],
+    exact_max_rows: int = EXACT_MAX_ROWS,
+) -> bool:
+    """Whether :func:`plan_search` scores a scope exactly: ``count`` matches (> 0) among
+    ``size`` live rows (the index's and the pending ones), ``tenant``: a tenant's scope, on
+    an index that does not apply scopes itself. The same decision, from the counts alone
+    (a caller that keeps them without the scope's masks: a collection's published view)."""
+    return _exact_first(index, count, exact_max_rows) or _cheaper(
+        index, count, size, tenant, k, params
+    )
 
 
 def _store_only(

@@ -129,7 +129,10 @@ class Collection:
     :meth:`shardwalk.Engine.collection`.
 
     Methods are thread-safe, and reads run in parallel: any number of threads search, get and
-    read statistics at once under a shared lock. Writes are group-committed: concurrent
+    read statistics at once under a shared lock. A single query in a scope scored exactly (a
+    tenant's, or a selective filter's) takes no lock: it reads the view each write publishes
+    as one object before it is acknowledged; a single plain query waits only for index
+    inserts and deletes, not for writes of new rows. Writes are group-committed: concurrent
     upserts and deletes share one log append and one fsync, then apply in memory under a short
     exclusive lock, and each call returns once its write is durable and visible. New rows are
     visible before the index holds them: they wait in a delta (a growing segment, as in
@@ -223,8 +226,14 @@ class Collection:
         # write of new rows takes only _rw: it never waits for an index insert. A scoped search
         # whose path reads only the vectors (exact) takes only _rw when the index's inserts
         # leave the stored vectors in place (_store_beside_inserts): it never waits for one.
+        # _moving: shared by the single queries answered through the published view
+        # (scope_masks.View: a scoped one takes no other lock, a plain one _index_rw too);
+        # exclusive, inside _rw's exclusive sections, wherever the index's stored vectors may
+        # move (a reserve, an insert without room), and at close.
         self._index_rw = RWLock()
         self._rw = RWLock()
+        self._moving = RWLock()
+        self._view: scope_masks.View | None = None  # see scope_masks.publish
         # its lock: one commit or checkpoint
         self._writes = GroupCommit(lambda group: collection_writes.commit_group(self, group))
         self._cache_lock = threading.Lock()  # the filter mask cache
@@ -284,6 +293,7 @@ class Collection:
 
     def _install(self, rows: RowTable, index: Any, store: RowStore, tenants: Any) -> None:
         """Take these rows, index (holding every row), store and tenants (exclusively)."""
+        self._view = None  # (published again by the next write; searches meanwhile lock)
         self._rows, self._index = rows, index
         self._store, self._tenants = store, tenants
         self._checked = {}
@@ -293,7 +303,14 @@ class Collection:
         self._hook_index()
 
     def _close(self, because: str) -> None:
-        with self._writes.lock, self._indexing, self._index_rw.write(), self._rw.write():
+        with (
+            self._writes.lock,
+            self._indexing,
+            self._index_rw.write(),
+            self._rw.write(),
+            self._moving.write(),
+        ):
+            self._view = None
             if self._wal is not None:
                 self._wal.close()
                 self._wal = None
@@ -475,6 +492,13 @@ class Collection:
         arr = self._prepare_vectors(queries, what="queries")
         if tenant is not None:
             check_name("tenant", tenant)
+        # A single scoped query the planner scores exactly reads the published view and
+        # takes no lock, a single plain one only the index's (see scope_masks.View); else
+        # the search takes the locks below.
+        if not explain:
+            found = scope_masks.search_view(self, arr, k, tenant, where, params)
+            if found is not None:
+                return found
         # A scoped search first tries the paths that read only the vectors (exact, empty)
         # without the index's lock, which the background indexer holds for its inserts: an
         # insert moves no stored vector (see index_some), so these run beside it.

@@ -157,6 +157,8 @@ def index_some(collection: Collection, count: int, threads: int | None = None) -
     """Insert the delta's first ``count`` rows into the index (searches wait only for the
     insert itself; writes of new rows not at all; ``threads``: the insert's, default the
     index's); returns how many."""
+    from shardwalk.scope_masks import publish  # (it imports this module)
+
     with collection._indexing:
         if collection._closed_because is not None:
             return 0
@@ -168,7 +170,7 @@ def index_some(collection: Collection, count: int, threads: int | None = None) -
         if collection._shares_store and isinstance(index, KeepsRoom) and not index.room(rows.size):
             # the insert must not move the vectors that scoped searches read beside it
             # (holding only _rw): it makes room while they are held out (amortised)
-            with collection._rw.write():
+            with collection._rw.write(), collection._moving.write():
                 index.reserve(rows.size)
         with collection._index_rw.write():
             t0 = time.perf_counter()
@@ -181,6 +183,7 @@ def index_some(collection: Collection, count: int, threads: int | None = None) -
                 if dead.size:
                     collection._index.delete(dead)
                 collection._delta.advance(rows.size)
+                publish(collection)
     with collection._room:
         collection._room.notify_all()  # writers waiting for room
     return int(rows.size)

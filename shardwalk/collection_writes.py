@@ -133,6 +133,7 @@ def commit_group(collection: Collection, group: list[Entry]) -> None:
             collection._indexing if direct else nullcontext(),
             collection._index_rw.write() if kills else nullcontext(),
             collection._rw.write(),
+            collection._moving.write() if direct else nullcontext(),  # an insert may move them
         ):
             apply_group(collection, writes, direct=direct, fresh=fresh, ahead=ahead)
             cut = collection._since_cut  # (read once: a compaction sets it to None unlocked)
@@ -206,6 +207,7 @@ def apply_group(
     if collection._checked and collection._rows.schema != schema:
         collection._checked = {}  # predicates are checked against the new schema from now on
     scope_masks.follow_writes(collection, first, schema, writes, ahead)
+    scope_masks.publish(collection)
 
 
 def present(collection: Collection, write: _Delete, before: list[Entry]) -> np.ndarray:

@@ -18,8 +18,9 @@ import pytest
 from shardwalk.index.hnsw import HNSWIndex
 
 import shardwalk
-from shardwalk import F
+from shardwalk import F, collection_writes, scope_masks
 from shardwalk.collection import Collection
+from shardwalk.errors import InvalidArgumentError
 
 from .test_concurrency import run_until_written
 from .test_delta import wait_until
@@ -101,7 +102,18 @@ def check(query, ids, distances, windows, test) -> None:
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
-def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind):
+def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind, monkeypatch):
+    """(HNSW: the scoped searches are answered through the published view, without a lock,
+    while writes, indexer turns and compactions run: no torn rows, no other tenant's row.)"""
+    served = [0]
+    through_view = scope_masks.search_view
+
+    def counted(*args, **kwargs):
+        found = through_view(*args, **kwargs)
+        served[0] += found is not None
+        return found
+
+    monkeypatch.setattr(scope_masks, "search_view", counted)
     rng = np.random.default_rng(3)
     writers = [Writer(n) for n in range(WRITERS)]
     for w in writers:
@@ -139,6 +151,7 @@ def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind
     stats = col.stats()
     if kind == "hnsw":  # the background indexer's turns ran beside the searches
         assert stats["delta"]["indexed_in_background"] > 0, stats["delta"]
+        assert served[0] > 0, "no scoped search was answered through the published view"
     final = {i: row for w in writers for i, row in w.states[-1].items()}
     assert len(col) == len(final)
     for tenant, where, test in SCOPES.values():
@@ -148,11 +161,21 @@ def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind
     engine.close()
 
 
-def test_tenants_writing_at_once_never_see_each_others_rows():
+def test_tenants_writing_at_once_never_see_each_others_rows(monkeypatch):
     """Two tenants write the same ids in their own namespaces (rows of their own) while each
     searches its scope: a's vectors lie in [0, 1)^d, b's in [10, 11)^d, so a row of the other
     tenant would show as a distance past d. Each search holds every id its tenant had
-    acknowledged before it started and did not delete meanwhile."""
+    acknowledged before it started and did not delete meanwhile (most answered through the
+    published view, without a lock)."""
+    served = [0]
+    through_view = scope_masks.search_view
+
+    def counted(*args, **kwargs):
+        found = through_view(*args, **kwargs)
+        served[0] += found is not None
+        return found
+
+    monkeypatch.setattr(scope_masks, "search_view", counted)
     col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -207,6 +230,7 @@ def test_tenants_writing_at_once_never_see_each_others_rows():
     run_until_written(writers, searchers, stop)
     assert not errors, errors[0]
     assert min(checked.values()) > 3, checked
+    assert served[0] > 0, "no search was answered through the published view"
 
 
 def _run_aside(fn) -> tuple[threading.Thread, list]:
@@ -285,3 +309,145 @@ def test_an_insert_with_room_leaves_the_stored_vectors_in_place():
     index.add(np.arange(800, 5000), rng.random((4200, DIM), dtype=np.float32))  # past the room
     assert np.array_equal(index.get(np.arange(300)), first)
     assert len(index) == 5000
+
+
+def test_a_scoped_search_does_not_wait_for_a_write_groups_exclusive_section(monkeypatch):
+    """A write group of new rows stops inside its exclusive section (applying its upsert):
+    tenant-scoped, filtered and both-scoped searches (exact paths) answer meanwhile from the
+    published view, and a plain one from the index (the group leaves it alone) and the view's
+    delta, all without the group's rows (not yet acknowledged); they see them once it
+    returns."""
+    col = shardwalk.Engine.memory().create_collection(
+        "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
+    )
+    rng = np.random.default_rng(5)
+    col.upsert(np.arange(100), rng.random((100, DIM)), tenants="a", attributes={"y": [1] * 100})
+    col.wait_indexed()
+    where = F("y") == 1
+    scopes = [("a", None), (None, where), ("a", where), (None, None)]
+    for tenant, w in scopes:  # the scopes' masks cached, the predicate validated
+        col.search(np.zeros(DIM), k=ALL, tenant=tenant, where=w)
+    entered, release = threading.Event(), threading.Event()
+    apply = collection_writes.apply_upsert
+
+    def held(*args, **kwargs):  # the group's leader stops inside the exclusive section
+        entered.set()
+        assert release.wait(60)
+        return apply(*args, **kwargs)
+
+    monkeypatch.setattr(collection_writes, "apply_upsert", held)
+    writer, wrote = _run_aside(
+        lambda: col.upsert(
+            np.arange(100, 110), rng.random((10, DIM)), tenants="a", attributes={"y": [1] * 10}
+        )
+    )
+    assert entered.wait(60)
+    try:
+        for tenant, w in scopes:
+            search, out = _run_aside(
+                lambda t=tenant, w=w: col.search(np.zeros(DIM), k=ALL, tenant=t, where=w)
+            )
+            search.join(timeout=30)
+            assert not search.is_alive(), "a scoped search waited for a write group"
+            assert not isinstance(out[0], BaseException), out[0]
+            assert set(out[0].ids[0].tolist()) - {-1} == set(range(100))
+    finally:
+        release.set()
+    writer.join(timeout=60)
+    assert wrote == [10]
+    for tenant, w in scopes:
+        found = col.search(np.zeros(DIM), k=ALL, tenant=tenant, where=w)
+        assert set(found.ids[0].tolist()) - {-1} == set(range(110))
+
+
+def test_the_published_view_answers_as_the_locked_path():
+    """Rows in the index and in the delta, some deleted or replaced, a tenant's and a filter's
+    scope and none: a search through the view (a single query, no explanation) returns the
+    ids and distances the locked path does (``explain=True`` takes it): the exact one, or
+    the index's merged with the delta."""
+    col = shardwalk.Engine.memory().create_collection(
+        "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
+    )
+    rng = np.random.default_rng(6)
+    owners = ["a" if i % 3 else "b" for i in range(600)]
+    col.upsert(np.arange(600), rng.random((600, DIM)), tenants=owners, attributes={"y": [
+        i % 5 for i in range(600)
+    ]})  # fmt: skip
+    col.wait_indexed()
+    col.delta_limit = 10_000
+    monkey = collection_writes.collection_indexer
+    kick = monkey.kick
+    monkey.kick = lambda c: None  # the next rows stay in the delta
+    try:
+        col.upsert(np.arange(590, 700), rng.random((110, DIM)), tenants="a", attributes={"y": [
+            i % 5 for i in range(110)
+        ]})  # fmt: skip
+        col.delete(np.arange(0, 600, 7))
+    finally:
+        monkey.kick = kick
+    assert col.stats()["delta"]["rows"] > 0
+    where = F("y") < 2
+    served = 0
+    for q in rng.random((20, DIM), dtype=np.float32):
+        for tenant, w in [("a", None), ("b", None), (None, where), ("a", where), (None, None)]:
+            locked = col.search(q, k=10, tenant=tenant, where=w, explain=True)
+            assert locked.explain is not None
+            assert locked.explain.path == ("index" if w is None and tenant is None else "exact")
+            view = scope_masks.search_view(col, q[None], 10, tenant, w, {})
+            served += view is not None
+            found = col.search(q, k=10, tenant=tenant, where=w)
+            for got in [found] + ([view] if view is not None else []):
+                assert np.array_equal(got.ids, locked.ids)
+                np.testing.assert_allclose(got.distances, locked.distances, rtol=1e-5)
+    assert served == 100
+    # a predicate equal to a validated one, not the same object (a server decodes one per
+    # request), is checked against the view's schema; one of the wrong type is not served,
+    # and the search refuses it as before
+    assert scope_masks.search_view(col, q[None], 10, None, F("y") < 2, {}) is not None
+    assert scope_masks.search_view(col, q[None], 10, None, F("y") == "x", {}) is None
+    with pytest.raises(InvalidArgumentError, match="attribute 'y'"):
+        col.search(q, k=10, where=F("y") == "x")
+
+
+def test_the_index_storage_stays_put_while_a_search_reads_it_through_the_view(monkeypatch):
+    """A tenant-scoped search through the view stops inside its scan of the index's storage;
+    the background indexer, out of room, must move that storage (HNSWIndex.reserve) before
+    its next insert: the move waits for the scan, and the search's answer is whole."""
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
+    rng = np.random.default_rng(8)
+    vectors = rng.random((100, DIM), dtype=np.float32)
+    col.upsert(np.arange(100), vectors, tenants="a")
+    col.wait_indexed()
+    col.search(np.zeros(DIM), k=ALL, tenant="a")  # the scope's mask cached, a view published
+    entered, release, moved = threading.Event(), threading.Event(), threading.Event()
+    scan = scope_masks.scan_split_serial
+
+    def held(*args):
+        entered.set()
+        assert release.wait(60)
+        return scan(*args)
+
+    reserve = HNSWIndex.reserve
+
+    def reserved(self, n):
+        reserve(self, n)
+        moved.set()
+
+    monkeypatch.setattr(scope_masks, "scan_split_serial", held)
+    monkeypatch.setattr(HNSWIndex, "reserve", reserved)
+    search, out = _run_aside(lambda: col.search(np.zeros(DIM), k=ALL, tenant="a"))
+    assert entered.wait(60)
+    graph = col._index._graph
+    graph._capacity = graph.slots  # no room left: the next insert must move the storage
+    col.upsert(np.arange(100, 110), rng.random((10, DIM), dtype=np.float32), tenants="a")
+    try:
+        assert not moved.wait(1.0), "the storage moved under a search reading it"
+    finally:
+        release.set()
+    search.join(timeout=60)
+    assert not isinstance(out[0], BaseException), out[0]
+    ids, distances = out[0].ids[0], out[0].distances[0]
+    assert set(ids.tolist()) - {-1} == set(range(100))
+    expected = ((vectors[ids[ids >= 0]]) ** 2).sum(axis=1)
+    np.testing.assert_allclose(distances[ids >= 0], expected, rtol=1e-5)
+    assert moved.wait(60)

@@ -10,9 +10,11 @@ and calls them): they work on its state under its locks, taken in the order it d
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +40,24 @@ _INDEX_CHUNK_MIN = 2
 _INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
 _INDEX_CHUNK = 128
 _INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
+
+# At interpreter exit the indexers stop between two turns: a daemon thread still inside a
+# native insert when the process tears down aborts it ("terminate called without an active
+# exception", exit status 134). The rows left in the delta are in the log: the next open
+# indexes them.
+_exiting = threading.Event()
+_indexing: weakref.WeakSet[Collection] = weakref.WeakSet()  # collections with an indexer thread
+
+
+@atexit.register
+def _stop_indexers() -> None:
+    _exiting.set()
+    for collection in list(_indexing):
+        with collection._room:
+            thread = collection._indexer
+            collection._room.notify_all()  # an idle indexer waits for rows
+        if thread is not None:
+            thread.join(timeout=30.0)
 
 
 def _coalesce(writes: list[Any]) -> list[Any]:
@@ -116,6 +136,9 @@ def kick(collection: Collection) -> None:
 
 
 def start_indexer(collection: Collection) -> None:  # under collection._room
+    if _exiting.is_set():
+        return
+    _indexing.add(collection)
     thread = threading.Thread(
         target=index_loop,
         args=(collection,),
@@ -134,7 +157,11 @@ def index_loop(collection: Collection) -> None:
         with collection._room:  # decided under the lock a writer's kick takes: no lost wake-up
             if not len(collection._delta) and collection._closed_because is None:
                 collection._room.wait(_INDEXER_IDLE)
-            if not len(collection._delta) or collection._closed_because is not None:
+            if (
+                not len(collection._delta)
+                or collection._closed_because is not None
+                or _exiting.is_set()
+            ):
                 collection._indexer = None
                 collection._room.notify_all()
                 return

@@ -172,25 +172,15 @@ def scan_rows(
     queries: np.ndarray, vectors: np.ndarray, at: np.ndarray, k: int, ip: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of each query among ``vectors[at]``: indexes into ``at`` (n, k) padded -1,
-    and distances. Queries in parallel; ``scan_rows_serial`` is the same on the calling
-    thread alone (a single query: no thread team to wake)."""
+    and distances. Queries in parallel; a single query on the calling thread alone (no thread
+    team to wake)."""
     n = queries.shape[0]
     out_r = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
+    if n == 1:
+        _scan_one(queries[0], vectors, at, k, ip, out_r[0], out_d[0])
+        return out_r, out_d
     for qi in prange(n):
-        _scan_one(queries[qi], vectors, at, k, ip, out_r[qi], out_d[qi])
-    return out_r, out_d
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def scan_rows_serial(
-    queries: np.ndarray, vectors: np.ndarray, at: np.ndarray, k: int, ip: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """``scan_rows`` on the calling thread only."""
-    n = queries.shape[0]
-    out_r = np.full((n, k), -1, dtype=np.int64)
-    out_d = np.full((n, k), np.inf, dtype=np.float32)
-    for qi in range(n):
         _scan_one(queries[qi], vectors, at, k, ip, out_r[qi], out_d[qi])
     return out_r, out_d
 
@@ -452,20 +442,18 @@ SPANN_LABEL_BITS = 48
 @njit(cache=True, inline="always", fastmath=_FAST)
 def _scan_lists_one(
     q: np.ndarray,
-    f32: np.ndarray,
-    i64: np.ndarray,
+    records: tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, bool],
     starts: np.ndarray,
     counts: np.ndarray,
-    dim: int,
-    version: np.ndarray,
-    bits: np.ndarray,
-    ip: bool,
     out_r: np.ndarray,
     out_d: np.ndarray,
 ) -> int:
     """Merge the current records of some lists into a sorted top-k (``out_r``/``out_d``, kept
     sorted, padded -1/+inf); a label already there (a replica) is skipped, and so is one not
-    set in ``bits`` (a packed scope bitmap; empty: no scope). Returns the records scanned."""
+    set in ``bits`` (a packed scope bitmap; empty: no scope). Returns the records scanned.
+    ``records``: what every query reads, (f32, i64, dim, version, bits, ip) of
+    :func:`scan_lists`."""
+    f32, i64, dim, version, bits, ip = records
     k = out_r.shape[0]
     mask = (np.int64(1) << SPANN_LABEL_BITS) - 1
     scanned = 0
@@ -499,42 +487,6 @@ def _scan_lists_one(
     return scanned
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def scan_lists_serial(
-    queries: np.ndarray,
-    f32: np.ndarray,
-    i64: np.ndarray,
-    ptr: np.ndarray,
-    starts: np.ndarray,
-    counts: np.ndarray,
-    dim: int,
-    version: np.ndarray,
-    bits: np.ndarray,
-    ip: bool,
-    out_r: np.ndarray,
-    out_d: np.ndarray,
-) -> int:
-    """Query i merges the lists ``starts/counts[ptr[i]:ptr[i+1]]`` into ``out_r[i]``/
-    ``out_d[i]`` (see ``_scan_lists_one``), on the calling thread; returns records scanned."""
-    total = 0
-    for qi in range(queries.shape[0]):
-        a, b = ptr[qi], ptr[qi + 1]
-        total += _scan_lists_one(
-            queries[qi],
-            f32,
-            i64,
-            starts[a:b],
-            counts[a:b],
-            dim,
-            version,
-            bits,
-            ip,
-            out_r[qi],
-            out_d[qi],
-        )
-    return total
-
-
 @njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def scan_lists(
     queries: np.ndarray,
@@ -550,23 +502,18 @@ def scan_lists(
     out_r: np.ndarray,
     out_d: np.ndarray,
 ) -> int:
-    """``scan_lists_serial`` with the queries in parallel."""
-    scanned = np.zeros(queries.shape[0], dtype=np.int64)
+    """Query i merges the lists ``starts/counts[ptr[i]:ptr[i+1]]`` into ``out_r[i]``/
+    ``out_d[i]`` (see ``_scan_lists_one``); returns the records scanned. Queries in parallel;
+    a single query on the calling thread alone (no thread team to wake)."""
+    records = (f32, i64, dim, version, bits, ip)
+    if queries.shape[0] == 1:
+        a, b = ptr[0], ptr[1]
+        return _scan_lists_one(queries[0], records, starts[a:b], counts[a:b], out_r[0], out_d[0])
+    scanned = np.empty(queries.shape[0], dtype=np.int64)
     for qi in prange(queries.shape[0]):
         a, b = ptr[qi], ptr[qi + 1]
-        scanned[qi] = _scan_lists_one(
-            queries[qi],
-            f32,
-            i64,
-            starts[a:b],
-            counts[a:b],
-            dim,
-            version,
-            bits,
-            ip,
-            out_r[qi],
-            out_d[qi],
-        )
+        q = queries[qi]
+        scanned[qi] = _scan_lists_one(q, records, starts[a:b], counts[a:b], out_r[qi], out_d[qi])
     return scanned.sum()
 
 

@@ -172,25 +172,15 @@ def scan_rows(
     queries: np.ndarray, vectors: np.ndarray, at: np.ndarray, k: int, ip: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of each query among ``vectors[at]``: indexes into ``at`` (n, k) padded -1,
-    and distances. Queries in parallel; ``scan_rows_serial`` is the same on the calling
-    thread alone (a single query: no thread team to wake)."""
+    and distances. Queries in parallel; a single query on the calling thread alone (no thread
+    team to wake)."""
     n = queries.shape[0]
     out_r = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
+    if n == 1:
+        _scan_one(queries[0], vectors, at, k, ip, out_r[0], out_d[0])
+        return out_r, out_d
     for qi in prange(n):
-        _scan_one(queries[qi], vectors, at, k, ip, out_r[qi], out_d[qi])
-    return out_r, out_d
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def scan_rows_serial(
-    queries: np.ndarray, vectors: np.ndarray, at: np.ndarray, k: int, ip: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """``scan_rows`` on the calling thread only."""
-    n = queries.shape[0]
-    out_r = np.full((n, k), -1, dtype=np.int64)
-    out_d = np.full((n, k), np.inf, dtype=np.float32)
-    for qi in range(n):
         _scan_one(queries[qi], vectors, at, k, ip, out_r[qi], out_d[qi])
     return out_r, out_d
 
@@ -362,74 +352,6 @@ def _all_leaves(
     return np.concatenate((order, rest[np.argsort(ranks)]))
 
 
-@njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
-def probe_leaves(
-    queries: np.ndarray,
-    vectors: np.ndarray,
-    centroids: np.ndarray,
-    norms: np.ndarray,
-    top_centroids: np.ndarray,
-    top_norms: np.ndarray,
-    top_offsets: np.ndarray,
-    offsets: np.ndarray,
-    rows: np.ndarray,
-    positions: np.ndarray,
-    allowed: np.ndarray,
-    k: int,
-    min_probe: int,
-    min_candidates: int,
-    probe_ratio: float,
-    ip: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Search a set of rows grouped by leaf: leaf j (``centroids[j]``, squared norm
-    ``norms[j]``) holds ``rows[offsets[j]:offsets[j + 1]]``, whose vectors are
-    ``vectors[positions[...]]``. Leaves are visited closest first (found through the top
-    nodes when ``top_offsets`` is not empty, see ``_leaf_order``); a row counts only where its
-    bit is set in ``allowed`` (packed); the search stops once it has visited ``min_probe``
-    leaves and scored ``min_candidates`` allowed rows (or visited every leaf), unless the next
-    leaf's centroid is within ``probe_ratio`` x the closest one's squared distance (l2; see
-    ``_keep_probing``), up to the ``max(64, 4 min_probe)`` closest leaves.
-
-    Returns rows (n, k) padded with -1, distances (n, k) padded with +inf, and the number of
-    rows scored per query.
-    """
-    n = queries.shape[0]
-    n_leaves = centroids.shape[0]
-    out_r = np.full((n, k), -1, dtype=np.int64)
-    out_d = np.full((n, k), np.inf, dtype=np.float32)
-    scored = np.zeros(n, dtype=np.int64)
-    first = min(n_leaves, max(64, 4 * min_probe))
-    for qi in prange(n):
-        q = queries[qi]
-        order = _leaf_order(q, centroids, norms, top_centroids, top_norms, top_offsets, ip, first)
-        nearest = -1.0 if ip else _leaf_distance(q, centroids[order[0]], norms[order[0]])
-        best_d = np.full(k, np.inf, dtype=np.float32)
-        best_r = np.full(k, -1, dtype=np.int64)
-        worst = 0
-        seen = 0
-        p = 0
-        while p < n_leaves:
-            if p == order.shape[0]:  # the first leaves were not enough: order them all
-                order = _all_leaves(order, q, centroids, norms, ip)
-            j = order[p]
-            for t in range(offsets[j], offsets[j + 1]):
-                r = rows[t]
-                if _is_set(allowed, r):
-                    seen += 1
-                    d = _distance(q, vectors[positions[t]], ip)
-                    worst = _offer(best_d, best_r, worst, d, r)
-            p += 1
-            if (
-                p >= min_probe
-                and seen >= min_candidates
-                and not _keep_probing(q, centroids, norms, order, p, first, nearest, probe_ratio)
-            ):
-                break
-        scored[qi] = seen
-        _finish(best_d, best_r, out_d[qi], out_r[qi])
-    return out_r, out_d, scored
-
-
 @njit(cache=True, inline="always", fastmath=_FAST)
 def _code_distance(
     qc: np.ndarray, weights: np.ndarray, code: np.ndarray, ip: bool, base: float
@@ -448,9 +370,10 @@ def _code_distance(
 
 
 @njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
-def probe_leaves_sq8(
+def probe_leaves(
     queries: np.ndarray,
     vectors: np.ndarray,
+    sq8: bool,
     codes: np.ndarray,
     low: np.ndarray,
     step: np.ndarray,
@@ -470,43 +393,63 @@ def probe_leaves_sq8(
     probe_ratio: float,
     ip: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``probe_leaves`` on 8-bit scalar-quantised codes (SQUASH-style first pass): rows are
-    scored on ``codes[positions[t]]`` (the codes share the vectors' physical layout), the best
-    ``rerank`` by that score are re-ranked exactly on ``vectors``."""
+    """Search a set of rows grouped by leaf: leaf j (``centroids[j]``, squared norm
+    ``norms[j]``) holds ``rows[offsets[j]:offsets[j + 1]]``, whose vectors are
+    ``vectors[positions[...]]``. Leaves are visited closest first (found through the top
+    nodes when ``top_offsets`` is not empty, see ``_leaf_order``); a row counts only where its
+    bit is set in ``allowed`` (packed); the search stops once it has visited ``min_probe``
+    leaves and scored ``min_candidates`` allowed rows (or visited every leaf), unless the next
+    leaf's centroid is within ``probe_ratio`` x the closest one's squared distance (l2; see
+    ``_keep_probing``), up to the ``max(64, 4 min_probe)`` closest leaves.
+
+    ``sq8``: rows are scored on 8-bit scalar-quantised codes instead (SQUASH-style first pass:
+    ``codes[positions[t]]``, the codes sharing the vectors' physical layout, ``low`` and
+    ``step`` their scale), and the best ``rerank`` by that score are re-ranked exactly on
+    ``vectors``; without it ``codes``, ``low``, ``step`` and ``rerank`` are not read.
+
+    Returns rows (n, k) padded with -1, distances (n, k) padded with +inf, and the number of
+    rows scored per query.
+    """
     n = queries.shape[0]
     dim = queries.shape[1]
     n_leaves = centroids.shape[0]
     out_r = np.full((n, k), -1, dtype=np.int64)
     out_d = np.full((n, k), np.inf, dtype=np.float32)
     scored = np.zeros(n, dtype=np.int64)
-    weights = step * step
+    weights = np.empty(step.shape[0], dtype=np.float32)  # sq8's l2: the squared step
+    for j in range(step.shape[0]):  # a loop, not step * step: that would be a parfor of its own
+        weights[j] = step[j] * step[j]
+    width = rerank if sq8 else k  # candidates kept while probing
     first = min(n_leaves, max(64, 4 * min_probe))
     for qi in prange(n):
         q = queries[qi]
-        qc = np.empty(dim, dtype=np.float32)
+        qc = np.empty(dim if sq8 else 0, dtype=np.float32)  # the query in code units
         base = 0.0
-        if ip:
+        if sq8 and ip:
             for j in range(dim):
                 qc[j] = q[j] * step[j]
                 base += q[j] * low[j]
-        else:
+        elif sq8:
             for j in range(dim):
                 qc[j] = (q[j] - low[j]) / step[j]
         order = _leaf_order(q, centroids, norms, top_centroids, top_norms, top_offsets, ip, first)
         nearest = -1.0 if ip else _leaf_distance(q, centroids[order[0]], norms[order[0]])
-        cand_d = np.full(rerank, np.inf, dtype=np.float32)
-        cand_t = np.full(rerank, -1, dtype=np.int64)
+        cand_d = np.full(width, np.inf, dtype=np.float32)
+        cand_t = np.full(width, -1, dtype=np.int64)  # indexes into rows
         worst = 0
         seen = 0
         p = 0
         while p < n_leaves:
-            if p == order.shape[0]:
+            if p == order.shape[0]:  # the first leaves were not enough: order them all
                 order = _all_leaves(order, q, centroids, norms, ip)
             j = order[p]
             for t in range(offsets[j], offsets[j + 1]):
                 if _is_set(allowed, rows[t]):
                     seen += 1
-                    d = _code_distance(qc, weights, codes[positions[t]], ip, base)
+                    if sq8:
+                        d = _code_distance(qc, weights, codes[positions[t]], ip, base)
+                    else:
+                        d = _distance(q, vectors[positions[t]], ip)
                     worst = _offer(cand_d, cand_t, worst, d, t)
             p += 1
             if (
@@ -519,10 +462,10 @@ def probe_leaves_sq8(
         best_d = np.full(k, np.inf, dtype=np.float32)
         best_r = np.full(k, -1, dtype=np.int64)
         worst = 0
-        for i in range(rerank):
+        for i in range(width):
             t = cand_t[i]
             if t >= 0:
-                d = _distance(q, vectors[positions[t]], ip)
+                d = _distance(q, vectors[positions[t]], ip) if sq8 else cand_d[i]
                 worst = _offer(best_d, best_r, worst, d, rows[t])
         _finish(best_d, best_r, out_d[qi], out_r[qi])
     return out_r, out_d, scored
@@ -538,20 +481,18 @@ SPANN_LABEL_BITS = 48
 @njit(cache=True, inline="always", fastmath=_FAST)
 def _scan_lists_one(
     q: np.ndarray,
-    f32: np.ndarray,
-    i64: np.ndarray,
+    records: tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, bool],
     starts: np.ndarray,
     counts: np.ndarray,
-    dim: int,
-    version: np.ndarray,
-    bits: np.ndarray,
-    ip: bool,
     out_r: np.ndarray,
     out_d: np.ndarray,
 ) -> int:
     """Merge the current records of some lists into a sorted top-k (``out_r``/``out_d``, kept
     sorted, padded -1/+inf); a label already there (a replica) is skipped, and so is one not
-    set in ``bits`` (a packed scope bitmap; empty: no scope). Returns the records scanned."""
+    set in ``bits`` (a packed scope bitmap; empty: no scope). Returns the records scanned.
+    ``records``: what every query reads, (f32, i64, dim, version, bits, ip) of
+    :func:`scan_lists`."""
+    f32, i64, dim, version, bits, ip = records
     k = out_r.shape[0]
     mask = (np.int64(1) << SPANN_LABEL_BITS) - 1
     scanned = 0
@@ -585,42 +526,6 @@ def _scan_lists_one(
     return scanned
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def scan_lists_serial(
-    queries: np.ndarray,
-    f32: np.ndarray,
-    i64: np.ndarray,
-    ptr: np.ndarray,
-    starts: np.ndarray,
-    counts: np.ndarray,
-    dim: int,
-    version: np.ndarray,
-    bits: np.ndarray,
-    ip: bool,
-    out_r: np.ndarray,
-    out_d: np.ndarray,
-) -> int:
-    """Query i merges the lists ``starts/counts[ptr[i]:ptr[i+1]]`` into ``out_r[i]``/
-    ``out_d[i]`` (see ``_scan_lists_one``), on the calling thread; returns records scanned."""
-    total = 0
-    for qi in range(queries.shape[0]):
-        a, b = ptr[qi], ptr[qi + 1]
-        total += _scan_lists_one(
-            queries[qi],
-            f32,
-            i64,
-            starts[a:b],
-            counts[a:b],
-            dim,
-            version,
-            bits,
-            ip,
-            out_r[qi],
-            out_d[qi],
-        )
-    return total
-
-
 @njit(cache=True, parallel=True, nogil=True, fastmath=_FAST)
 def scan_lists(
     queries: np.ndarray,
@@ -636,23 +541,18 @@ def scan_lists(
     out_r: np.ndarray,
     out_d: np.ndarray,
 ) -> int:
-    """``scan_lists_serial`` with the queries in parallel."""
-    scanned = np.zeros(queries.shape[0], dtype=np.int64)
+    """Query i merges the lists ``starts/counts[ptr[i]:ptr[i+1]]`` into ``out_r[i]``/
+    ``out_d[i]`` (see ``_scan_lists_one``); returns the records scanned. Queries in parallel;
+    a single query on the calling thread alone (no thread team to wake)."""
+    records = (f32, i64, dim, version, bits, ip)
+    if queries.shape[0] == 1:
+        a, b = ptr[0], ptr[1]
+        return _scan_lists_one(queries[0], records, starts[a:b], counts[a:b], out_r[0], out_d[0])
+    scanned = np.empty(queries.shape[0], dtype=np.int64)
     for qi in prange(queries.shape[0]):
         a, b = ptr[qi], ptr[qi + 1]
-        scanned[qi] = _scan_lists_one(
-            queries[qi],
-            f32,
-            i64,
-            starts[a:b],
-            counts[a:b],
-            dim,
-            version,
-            bits,
-            ip,
-            out_r[qi],
-            out_d[qi],
-        )
+        q = queries[qi]
+        scanned[qi] = _scan_lists_one(q, records, starts[a:b], counts[a:b], out_r[qi], out_d[qi])
     return scanned.sum()
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from shardwalk.index._kernels import scan_rows, scan_rows_serial
+from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import (
     IndexBase,
     IndexMetric,
@@ -272,8 +272,9 @@ class HNSWGraph:
             short = short[found[short, kk - 1] < 0]
         if short.size:
             live = np.flatnonzero(self.alive()) if admitted is None else admitted[1]
-            scan = scan_rows_serial if short.size == 1 else scan_rows
-            local, distances = scan(queries[short], self.vectors(), live, kk, self.metric == "ip")
+            local, distances = scan_rows(
+                queries[short], self.vectors(), live, kk, self.metric == "ip"
+            )
             found[short] = np.where(local >= 0, live[np.maximum(local, 0)], -1)
             raw[short] = distances
         if kk == k:

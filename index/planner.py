@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from shardwalk.index._kernels import scan_rows, scan_rows_serial
+from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import SearchResult, VectorIndex, empty_result, merge_topk, relabel
 from shardwalk.index.flat import exact_search
 from shardwalk.index.store import RowStore
@@ -129,7 +129,7 @@ def _scan(
     faiss's threads are the call's grant."""
     n = queries.shape[0]
     if n == 1:  # on the calling thread: no thread team to wake for one query
-        found, distances = scan_rows_serial(queries, vectors, positions, k, ip)
+        found, distances = scan_rows(queries, vectors, positions, k, ip)
         return SearchResult(ids=found, distances=distances)
     with default_budget().take(n):  # within the caller's grant, if it holds one
         if n >= 16:

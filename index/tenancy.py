@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from shardwalk.index._kernels import probe_leaves, probe_leaves_sq8, scan_rows
+from shardwalk.index._kernels import probe_leaves, scan_rows
 from shardwalk.index.base import (
     IndexBase,
     IndexMetric,
@@ -519,34 +519,23 @@ class MultiTenantIndex(IndexBase):
         min_probe = nprobe or self.nprobe
         min_candidates = max(candidates or self.candidates, 4 * k)
         ratio = self.probe_ratio if probe_ratio is None else float(probe_ratio)
-        if self.quantization == "sq8":
-            found, distances, _ = probe_leaves_sq8(
-                queries,
-                vectors,
-                self._codes,
-                self._low,
-                self._step,
-                *shape,
-                allowed_bits,
-                k,
-                max(self.rerank * k, 32),
-                min_probe,
-                min_candidates,
-                ratio,
-                ip,
-            )
-        else:
-            found, distances, _ = probe_leaves(
-                queries,
-                vectors,
-                *shape,
-                allowed_bits,
-                k,
-                min_probe,
-                min_candidates,
-                ratio,
-                ip,
-            )
+        sq8 = self.quantization == "sq8"
+        found, distances, _ = probe_leaves(
+            queries,
+            vectors,
+            sq8,
+            self._codes,
+            self._low,
+            self._step,
+            *shape,
+            allowed_bits,
+            k,
+            max(self.rerank * k, 32) if sq8 else k,
+            min_probe,
+            min_candidates,
+            ratio,
+            ip,
+        )
         return SearchResult(ids=found, distances=distances)
 
     def get(self, labels: np.ndarray) -> np.ndarray:

@@ -561,7 +561,7 @@ def compose(
     if knn_ok is None:  # no PPR ran
         knn_ok = np.zeros(knn_ids.shape, dtype=bool)
         knn_ok[hit] = collection.visible(knn_ids[hit], tenant=tenant, where=where)
-    out = _fuse(knn_ids, knn_dist, similarity, knn_ok, ppr_ids, ppr_scores, o)
+    out = _fuse(candidates(knn_ids, knn_dist, similarity, knn_ok, ppr_ids, ppr_scores), o)
     fuse_seconds = time.perf_counter() - t_fuse + filter_seconds
     return ComposeResult(
         **out,
@@ -729,17 +729,9 @@ def top(fused: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-fused, axis=-1, kind="stable")[..., :k]
 
 
-def _fuse(
-    knn_ids: np.ndarray,
-    knn_dist: np.ndarray,
-    similarity: np.ndarray,
-    knn_ok: np.ndarray,
-    ppr_ids: np.ndarray,
-    ppr_scores: np.ndarray,
-    o: ComposeOptions,
-) -> dict[str, np.ndarray]:
-    """Fused top-k over the union of each query's kNN list and visible PPR list."""
-    c = candidates(knn_ids, knn_dist, similarity, knn_ok, ppr_ids, ppr_scores)
+def _fuse(c: Candidates, o: ComposeOptions) -> dict[str, np.ndarray]:
+    """Fused top-k over the candidates (the union of each query's kNN list and visible PPR
+    list)."""
     fused = fused_scores(c, o.fuse, [o.weight], o.rank_constant)[0]
     order = top(fused, o.k)
     take = (np.arange(c.ids.shape[0])[:, None], order)

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
-from shardwalk.index._kernels import SPANN_LABEL_BITS, scan_lists, scan_lists_serial
+from shardwalk.index._kernels import SPANN_LABEL_BITS, scan_lists
 from shardwalk.index.base import IndexBase, IndexMetric, SearchResult, empty_result
 from shardwalk.index.hnsw import HNSWGraph, _grow
 from shardwalk.index.spann.build import _Build, _pairs, assign_lists
@@ -595,7 +595,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
                 buf = np.concatenate(buffers) if len(buffers) > 1 else buffers[0]
                 sizes = np.array([b.shape[0] for b in buffers], dtype=np.int64)
                 starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-                scan_lists_serial(
+                scan_lists(
                     queries[qi : qi + 1],
                     buf,
                     buf.view(np.int64),
@@ -619,8 +619,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
             chosen = lists[mine]
             starts = self._list_start[chosen]
             counts = self._list_count[chosen]
-            kernel = scan_lists_serial if n == 1 else scan_lists
-            kernel(
+            scan_lists(
                 queries,
                 gen.records,
                 gen.records_int64,

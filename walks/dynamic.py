@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from shardwalk.walks import _check
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.bitmap import mark_bits
 from shardwalk.walks.kernels.repair import base_find
 
 from shardwalk.errors import InvalidArgumentError, NotFoundError
@@ -150,6 +151,10 @@ class DynamicGraph:
         self._row_cap = np.zeros(n, np.int64)  # its room
         # the base row is current (else the segment is the row)
         self._base_live = np.ones(n, np.bool_)
+        # bit v set: v's row is not its base row alone (a segment, a retired base row or a new
+        # node), so the walk kernels read row_len and base_live only for these (a bitmap that
+        # stays in cache; every other step is a plain CSR step)
+        self._ext_bits = np.zeros((n >> 6) + 1, np.uint64)
         self.d_targets = np.zeros(0, np.int64)
         self.d_weights = np.zeros(0, np.float32)
         self.d_cum = np.zeros(0, np.float64)  # cumulative weights from each segment's start
@@ -184,6 +189,15 @@ class DynamicGraph:
     def base_live(self) -> np.ndarray:
         """Whether each node's base row is (still) part of its row."""
         return self._base_live[: self._n]
+
+    @property
+    def ext_bits(self) -> np.ndarray:
+        """Bitmap (bit v & 63 of word v >> 6) of the nodes whose row is not their base row
+        alone: an appended segment, a retired base row, or a node added since the base."""
+        return self._ext_bits
+
+    def _mark_ext(self, nodes: np.ndarray) -> None:
+        mark_bits(self._ext_bits, np.asarray(nodes, np.int64))
 
     @property
     def num_nodes(self) -> int:
@@ -515,6 +529,11 @@ class DynamicGraph:
             self._row_len[n0:n1] = 0
             self._row_cap[n0:n1] = 0
             self._base_live[n0:n1] = False
+            if (n1 >> 6) + 1 > self._ext_bits.shape[0]:
+                bits = np.zeros((self._ids.shape[0] >> 6) + 1, np.uint64)
+                bits[: self._ext_bits.shape[0]] = self._ext_bits
+                self._ext_bits = bits
+            self._mark_ext(np.arange(n0, n1, dtype=np.int64))
             self._n = n1
             self._lookup = None
         return self.to_internal(ids)
@@ -559,6 +578,7 @@ class DynamicGraph:
             prior[ext] = self.d_cum[seg_start[ext] + seg_len[ext] - 1]
             self.d_cum[at] = cw - np.repeat(before - prior, cnt)
         self._row_start[u], self._row_len[u], self._row_cap[u] = seg_start, need, seg_cap
+        self._mark_ext(u)
         self.d_live += int(src.shape[0])
 
     def _appended(self, nodes: np.ndarray, old_deg: np.ndarray, old_tot: np.ndarray,
@@ -607,6 +627,7 @@ class DynamicGraph:
         self.row_len[touched] = lens
         self.row_cap[touched] = lens
         self.base_live[touched] = False
+        self._mark_ext(touched)
         self.d_used = need
         self.version += 1
         self._merged = None
@@ -646,6 +667,7 @@ class DynamicGraph:
             self.row_len,
             self.d_targets,
             self.d_cum,
+            self._ext_bits,
         )
 
     def merged(self) -> CSRGraph:

@@ -62,6 +62,8 @@ from shardwalk.walks.kernels.bitmap import node_bitmap
 from shardwalk.walks.kernels.repair import (
     apply_row_deltas,
     pack_blocks,
+    tail_keys,
+    walk_tails,
     walks_bounds,
     walks_build,
     walks_count,
@@ -72,10 +74,10 @@ from shardwalk.walks.kernels.repair import (
 from shardwalk.walks.kernels.rng import MODE_DROP
 from shardwalk.walks.kernels.visit_index import (
     gaps_encode,
-    gaps_mark,
     gaps_merge,
     transpose_rows,
     unit_visits,
+    units_marked,
     walks_new_visits,
 )
 from shardwalk.walks.kernels.walks import compact_fingerprints
@@ -353,20 +355,13 @@ class WalkStore:
         hits (walks rerouted since the index was built). ``slot`` is >= 0 exactly at
         ``nodes`` (and maybe other changed nodes)."""
         nodes = np.asarray(nodes, np.int64)
-        mark = np.zeros(self.num_units, bool)
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
-        coded = int((self.t_indptr[indexed + 1].astype(np.int64) - self.t_indptr[indexed]).sum())
-        with _threads_for(coded):  # (the bytes to decode)
-            gaps_mark(indexed, self.t_indptr, self.t_units, mark)
-        mark[
-            self.overflow_units[: self.overflow_used][
-                slot[self.overflow_nodes[: self.overflow_used]] >= 0
-            ]
-        ] = True
-        per_block = self.R // self.per_unit
-        own = self._source_blocks(nodes)
-        mark[(own[:, None] * per_block + np.arange(per_block)).reshape(-1)] = True
-        return np.flatnonzero(mark)
+        bits = node_bitmap(nodes, slot.shape[0])  # (the overflow's entries: a bit test each)
+        return units_marked(
+            indexed, self.t_indptr, self.t_units, self.overflow_nodes, self.overflow_units,
+            self.overflow_used, bits, self._source_blocks(nodes), self.R // self.per_unit,
+            self.num_units,
+        )  # fmt: skip
 
     # -- rows -------------------------------------------------------------------------------
     def rows(
@@ -453,7 +448,9 @@ class WalkStore:
         added = n - self.num_blocks if new_sources else 0
         stages["find"], clock = time.perf_counter() - clock, time.perf_counter()
         with _threads_for(units.shape[0] * self.per_unit + added * self.R):
-            walks, steps = self._reroute(graph, seq, units, changed_slot, kind, old, new, undo)
+            walks, steps, rewritten = self._reroute(
+                graph, seq, units, changed_slot, kind, old, new, undo
+            )
             clock = time.perf_counter()
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
@@ -476,14 +473,15 @@ class WalkStore:
             "steps": steps,
             "walks_scanned": int(units.shape[0]) * self.per_unit,
             "blocks_scanned": _distinct(units * self.per_unit // self.R),
+            "blocks_rewritten": rewritten,
             "seconds": time.perf_counter() - t0,
             "stages": stages,
         }
 
     def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, changed_slot: np.ndarray,
-                 kind: np.ndarray, old: tuple, new: tuple, undo: list) -> tuple[int, int]:  # fmt: skip
+                 kind: np.ndarray, old: tuple, new: tuple, undo: list) -> tuple[int, int, int]:  # fmt: skip
         """Plan the walks of ``units`` and rewrite the blocks of those rerouted (see
-        :meth:`repair`); (walks, steps). The entries it changes in place are saved in ``undo``
+        :meth:`repair`); (walks, steps, blocks rewritten). The entries it changes in place are saved in ``undo``
         first."""
         r, g = self.R, self.per_unit
         clock = time.perf_counter()
@@ -499,7 +497,7 @@ class WalkStore:
         hit = np.flatnonzero(pos >= 0)
         self.stages["plan"], clock = time.perf_counter() - clock, time.perf_counter()
         if hit.size == 0:
-            return 0, 0
+            return 0, 0, 0
         # the blocks of the rerouted walks: rewritten whole (their walks lie together)
         wid = (units[hit // g] * g + hit % g).astype(np.int64)  # (ascending)
         blk = wid // r
@@ -528,11 +526,10 @@ class WalkStore:
         rerouted = np.empty(sel.shape[0], np.int64)
         self.live -= int(old_lens.sum())
         self.stale += int((old_lens[at] - pos[hit]).sum())
+        tail_at, tail_len, tail_drop, tails = self._walk_tails(graph, seq, sel, pos_s, tgt_s)
         walks_rewrite(
-            sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
-            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
-            new_start,
-            *graph.kernel_arrays(), walked, rerouted,
+            sel, r, self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
+            new_start, tail_at, tail_len, tail_drop, tails, walked, rerouted,
         )  # fmt: skip
         self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
         old_start, old_len, new_lens = undo[-1][1], undo[-1][3], self._len[walk_ids]
@@ -558,7 +555,25 @@ class WalkStore:
         )  # fmt: skip
         self.overflow_used = need
         self.stages["new_visits"] = time.perf_counter() - clock
-        return int(rerouted.sum()), int(walked.sum())
+        return int(rerouted.sum()), int(walked.sum()), int(sel.shape[0])
+
+    def _walk_tails(self, graph: DynamicGraph, seq: int, sel: np.ndarray, pos: np.ndarray,
+                    target: np.ndarray) -> tuple[np.ndarray, ...]:  # fmt: skip
+        """The new tails of the walks the plan (rows ``sel``, entries ``pos``, ``target``)
+        reroutes to a target, walked on ``graph`` (``kernels.repair.walk_tails``): (start per
+        entry, visits per entry, drop mark per entry, the tails' nodes)."""
+        key = np.empty(pos.shape[0], np.uint64)
+        visits = np.empty(pos.shape[0], np.int64)
+        tail_keys(sel, self.block_src, self.block_w0, self.R, self.alpha, self.seed, seq, pos,
+                  target, key, visits)  # fmt: skip
+        at = np.cumsum(visits) - visits
+        todo = np.flatnonzero(visits)
+        tails = np.empty(int(visits.sum()), np.int64)
+        tail_len = np.zeros(pos.shape[0], np.int64)
+        tail_drop = np.zeros(pos.shape[0], np.bool_)
+        walk_tails(todo, key, target, visits, at, self.mode, *graph.kernel_arrays(), tails,
+                   tail_len, tail_drop, max(1, min(numba.get_num_threads(), todo.shape[0])))  # fmt: skip
+        return at, tail_len, tail_drop, tails
 
     def _log_visits(self, sel: np.ndarray, pos: np.ndarray, old_start: np.ndarray,
                     old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray) -> None:  # fmt: skip

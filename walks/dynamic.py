@@ -263,26 +263,30 @@ class DynamicGraph:
             self._lookup = (added[order], order.astype(np.int64) + nb)
         return self._lookup
 
+    def _internal(self, ext: np.ndarray) -> np.ndarray:
+        """External ids (int64) -> internal ids, -1 for ids that are not (live) nodes: a base
+        node whose id was deleted no longer answers to it (a node added later may)."""
+        out = self.base.lookup(ext)
+        hit = out >= 0
+        out[hit] = np.where(self.node_ids[out[hit]] >= 0, out[hit], -1)
+        if self.num_nodes > self.base.num_nodes:
+            rest = np.flatnonzero(out < 0)
+            added, internal = self._new_lookup()
+            pos = np.minimum(np.searchsorted(added, ext[rest]), added.size - 1)
+            found = added[pos] == ext[rest]
+            out[rest[found]] = internal[pos[found]]
+        return out
+
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Per external id, whether it is a (not deleted) node."""
-        ext = np.asarray(ids, dtype=np.int64)
-        nb = self.base.num_nodes
-        found = self.base.contains(ext)
-        if found.any():  # a base node whose id was deleted no longer answers to it
-            internal = self.base.to_internal(ext[found])
-            found[np.flatnonzero(found)[self.node_ids[internal] < 0]] = False
-        if self.num_nodes > nb:
-            added, _ = self._new_lookup()
-            pos = np.minimum(np.searchsorted(added, ext), added.size - 1)
-            found |= added[pos] == ext
-        return found
+        return self._internal(np.asarray(ids, dtype=np.int64)) >= 0
 
     def to_internal(self, ids: np.ndarray, *, what: str = "node") -> np.ndarray:
         """External -> internal ids; NotFoundError names unknown (or deleted) ones."""
         ext = _check.as_ids(ids, what=f"{what} ids")
-        known = self.contains(ext)
-        if not known.all():
-            bad = np.unique(ext[~known])
+        out = self._internal(ext)
+        if (out < 0).any():
+            bad = np.unique(ext[out < 0])
             shown = ", ".join(str(int(b)) for b in bad[:5])
             more = f" and {bad.size - 5} more" if bad.size > 5 else ""
             live = int((self.node_ids >= 0).sum())
@@ -290,14 +294,6 @@ class DynamicGraph:
                 f"unknown {what} id(s) {shown}{more}: not in this graph of {live} nodes "
                 "(ids are the external ids given when the graph was built or updated)"
             )
-        out = np.empty(ext.shape[0], np.int64)
-        in_base = self.base.contains(ext)
-        if in_base.any():
-            out[in_base] = self.base.to_internal(ext[in_base])
-            in_base[in_base] = self.node_ids[out[in_base]] >= 0  # else deleted, then re-added
-        if not in_base.all():
-            added, internal = self._new_lookup()
-            out[~in_base] = internal[np.searchsorted(added, ext[~in_base])]
         return out
 
     # -- rows -------------------------------------------------------------------------------
@@ -511,7 +507,9 @@ class DynamicGraph:
         """Internal ids, giving new ids new slots (in order of first appearance) if ``add``."""
         if not add:
             return self.to_internal(ids)
-        known = self.contains(ids)
+        ids = np.asarray(ids, dtype=np.int64)
+        out = self._internal(ids)
+        known = out >= 0
         if not known.all():
             new, first = np.unique(ids[~known], return_index=True)
             new = new[np.argsort(first)]
@@ -536,7 +534,8 @@ class DynamicGraph:
             self._mark_ext(np.arange(n0, n1, dtype=np.int64))
             self._n = n1
             self._lookup = None
-        return self.to_internal(ids)
+            out[~known] = self._internal(ids[~known])
+        return out
 
     def _reserve(self, need: int) -> None:
         if need > self.d_targets.shape[0]:

@@ -449,7 +449,7 @@ class WalkStore:
         stages["find"], clock = time.perf_counter() - clock, time.perf_counter()
         with _threads_for(units.shape[0] * self.per_unit + added * self.R):
             walks, steps, rewritten = self._reroute(
-                graph, seq, units, changed_slot, kind, old, new, undo
+                graph, seq, units, change.nodes, changed_slot, kind, old, new, undo
             )
             clock = time.perf_counter()
             if added > 0:
@@ -478,14 +478,15 @@ class WalkStore:
             "stages": stages,
         }
 
-    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, changed_slot: np.ndarray,
-                 kind: np.ndarray, old: tuple, new: tuple, undo: list) -> tuple[int, int, int]:  # fmt: skip
+    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, change_nodes: np.ndarray,
+                 changed_slot: np.ndarray, kind: np.ndarray, old: tuple, new: tuple,
+                 undo: list) -> tuple[int, int, int]:  # fmt: skip
         """Plan the walks of ``units`` and rewrite the blocks of those rerouted (see
         :meth:`repair`); (walks, steps, blocks rewritten). The entries it changes in place are saved in ``undo``
         first."""
         r, g = self.R, self.per_unit
         clock = time.perf_counter()
-        bits = node_bitmap(np.flatnonzero(changed_slot >= 0), changed_slot.shape[0])
+        bits = node_bitmap(change_nodes, changed_slot.shape[0])
         pos = np.empty(units.shape[0] * g, np.int64)
         target = np.empty(units.shape[0] * g, np.int64)
         new_len = np.empty(units.shape[0] * g, np.int64)
@@ -509,12 +510,12 @@ class WalkStore:
         tgt_s = np.full(sel.shape[0] * r, -1, np.int64)
         pos_s[at], tgt_s[at] = pos[hit], target[hit]
         walk_ids = (sel[:, None] * r + np.arange(r)).reshape(-1)
-        old_lens = self.walk_len[walk_ids].astype(np.int64)
+        lens_before = self._len[walk_ids]  # (a copy: kept for the undo)
+        old_lens = lens_before.astype(np.int64)
         grown = np.zeros(sel.shape[0] * r, np.int64)
         grown[at] = new_len[hit] - old_lens[at]
         bound_s = (old_lens + grown).reshape(-1, r).sum(axis=1)
-        undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(),
-                     self._len[walk_ids].copy(),
+        undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(), lens_before,
                      self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
         if new_len[hit].max() > np.iinfo(self.walk_len.dtype).max:
             self._len = self._len.astype(np.uint32)
@@ -531,8 +532,9 @@ class WalkStore:
             sel, r, self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
             new_start, tail_at, tail_len, tail_drop, tails, walked, rerouted,
         )  # fmt: skip
-        self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
-        old_start, old_len, new_lens = undo[-1][1], undo[-1][3], self._len[walk_ids]
+        new_lens = self._len[walk_ids]
+        self.live += int(new_lens.sum(dtype=np.int64))
+        old_start, old_len = undo[-1][1], undo[-1][3]
         self.stages["rewrite"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.logged and not self._recount:
             self._log_visits(sel, pos_s, old_start, old_len, new_start, new_lens)

@@ -248,6 +248,7 @@ def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, st
 
 #: units a thread plans at a time (their starts first, then their scans)
 _PLAN_CHUNK = 2048
+_NEVER = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(cache=True, parallel=True)
@@ -290,7 +291,9 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             for q in range(b * R, q0):
                 at += np.int64(walk_len[q])
             starts[i - lo] = at
-            touched += np.uint64(steps[at]) + np.uint64(steps_hi[at]) + np.uint64(block_src[b])
+            if at < steps.size:  # (a walk of no steps may start at the end)
+                touched += np.uint64(steps[at]) + np.uint64(steps_hi[at])
+            touched += np.uint64(block_src[b]) + np.uint64(block_w0[b])
         for i in range(lo, hi):
             q0 = units[i] * per_unit
             b = q0 // R
@@ -307,8 +310,8 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
                 out_target[i * per_unit + j] = nt
                 out_len[i * per_unit + j] = nl
                 at += length
-        if touched == np.uint64(1):  # (keeps the loads of the first loop)
-            out_len[lo] += 0
+        if touched == _NEVER:  # (a use of the first loop's loads, so they are kept: the sum
+            out_len[lo] = -1  # stays below 2**45, never _NEVER)
 
 
 #: walks a thread advances in lockstep (``walk_tails``): their moves do not depend on each

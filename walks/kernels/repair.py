@@ -41,21 +41,13 @@ def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, b_tot, b_live
     Rows without an extension choose exactly as the fingerprint builder does. Nodes outside
     ``ext_bits`` (``DynamicGraph.ext_bits``) have their base row alone: a plain CSR step,
     without reading ``b_live`` and ``row_len`` (two cache misses a step on a large graph)."""
-    if not in_bitmap(ext_bits, cur):
-        start = b_indptr[cur]
-        bdeg = b_indptr[cur + 1] - start
-        if bdeg == 0:
-            return np.int64(-1)
-        j = pick_slot(x, bdeg)
-        if weighted and alias_coin(x) >= a_prob[start + j]:
-            j = a_idx[start + j]
-        return np.int64(b_indices[start + j])
+    plain = not in_bitmap(ext_bits, cur)
     bdeg = np.int64(0)
     start = np.int64(0)
-    if b_live[cur]:
+    if plain or b_live[cur]:
         start = b_indptr[cur]
         bdeg = b_indptr[cur + 1] - start
-    xlen = row_len[cur]
+    xlen = np.int64(0) if plain else np.int64(row_len[cur])
     if xlen == 0:
         if bdeg == 0:
             return np.int64(-1)
@@ -350,58 +342,44 @@ def walk_tails(walks, key, first, visits, out_at, mode, b_indptr, b_indices, a_p
     ``LANES`` walks of its share in lockstep, a finished walk's lane taking the next."""
     n = walks.size
     for c in prange(n_chunks):
-        lo = n * c // n_chunks
         hi = n * (c + 1) // n_chunks
-        lane_e = np.full(LANES, -1, np.int64)
+        nxt_walk = n * c // n_chunks
+        lane_e = np.full(LANES, -1, np.int64)  # the tail each lane walks (-1: none)
         lane_cur = np.zeros(LANES, np.int64)
         lane_step = np.zeros(LANES, np.int64)
-        nxt_walk = lo
-        active = 0
-        for k in range(LANES):
-            if nxt_walk < hi:
-                e = walks[nxt_walk]
-                nxt_walk += 1
-                lane_e[k] = e
-                lane_cur[k] = first[e]
-                lane_step[k] = 1
-                out[out_at[e]] = first[e]
-                active += 1
-        while active > 0:
+        busy = True
+        while busy:
+            busy = False
             for k in range(LANES):
                 e = lane_e[k]
-                if e < 0:
-                    continue
-                step = lane_step[k]
-                done = step >= visits[e]
-                drop = False
-                if not done:
-                    cur = lane_cur[k]
-                    nxt = dyn_next(cur, draw(key[e], step), b_indptr, b_indices, a_prob, a_idx,
-                                   weighted, b_tot, b_live, row_start, row_len, d_targets,
-                                   d_cum, ext_bits)  # fmt: skip
-                    if nxt < 0:
-                        if mode == MODE_DROP:
-                            done = True
-                            drop = True
-                        else:
-                            nxt = cur
-                    if not done:
-                        out[out_at[e] + step] = nxt
-                        lane_cur[k] = nxt
-                        lane_step[k] = step + 1
+                if e < 0:  # an idle lane takes the next tail
+                    if nxt_walk >= hi:
                         continue
-                out_len[e] = step
-                out_drop[e] = drop
-                if nxt_walk < hi:
                     e = walks[nxt_walk]
                     nxt_walk += 1
                     lane_e[k] = e
                     lane_cur[k] = first[e]
                     lane_step[k] = 1
                     out[out_at[e]] = first[e]
-                else:
-                    lane_e[k] = -1
-                    active -= 1
+                busy = True
+                step = lane_step[k]
+                drop = False
+                if step < visits[e]:
+                    cur = lane_cur[k]
+                    nxt = dyn_next(cur, draw(key[e], step), b_indptr, b_indices, a_prob, a_idx,
+                                   weighted, b_tot, b_live, row_start, row_len, d_targets,
+                                   d_cum, ext_bits)  # fmt: skip
+                    if nxt < 0 and mode == MODE_DROP:
+                        drop = True
+                    else:
+                        nxt = cur if nxt < 0 else nxt
+                        out[out_at[e] + step] = nxt
+                        lane_cur[k] = nxt
+                        lane_step[k] = step + 1
+                        continue
+                out_len[e] = step
+                out_drop[e] = drop
+                lane_e[k] = -1
 
 
 @njit(cache=True, parallel=True)

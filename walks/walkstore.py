@@ -62,6 +62,8 @@ from shardwalk.walks.kernels.bitmap import node_bitmap
 from shardwalk.walks.kernels.repair import (
     apply_row_deltas,
     pack_blocks,
+    plan_rows,
+    tail_counts,
     tail_keys,
     walk_tails,
     walks_bounds,
@@ -495,29 +497,17 @@ class WalkStore:
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, changed_slot, bits, kind,
             *old, *new, pos, target, new_len,
         )  # fmt: skip
-        hit = np.flatnonzero(pos >= 0)
+        sel, pos_s, tgt_s, bound_s, old_sum, stale, top = plan_rows(
+            units, g, r, pos, target, new_len, self.walk_len
+        )  # the blocks of the rerouted walks: rewritten whole (their walks lie together)
         self.stages["plan"], clock = time.perf_counter() - clock, time.perf_counter()
-        if hit.size == 0:
+        if sel.size == 0:
             return 0, 0, 0
-        # the blocks of the rerouted walks: rewritten whole (their walks lie together)
-        wid = (units[hit // g] * g + hit % g).astype(np.int64)  # (ascending)
-        blk = wid // r
-        first = np.ones(blk.shape[0], bool)
-        first[1:] = blk[1:] != blk[:-1]
-        sel = blk[first]
-        at = (np.cumsum(first) - 1) * r + wid % r
-        pos_s = np.full(sel.shape[0] * r, -1, np.int64)
-        tgt_s = np.full(sel.shape[0] * r, -1, np.int64)
-        pos_s[at], tgt_s[at] = pos[hit], target[hit]
         walk_ids = (sel[:, None] * r + np.arange(r)).reshape(-1)
         lens_before = self._len[walk_ids]  # (a copy: kept for the undo)
-        old_lens = lens_before.astype(np.int64)
-        grown = np.zeros(sel.shape[0] * r, np.int64)
-        grown[at] = new_len[hit] - old_lens[at]
-        bound_s = (old_lens + grown).reshape(-1, r).sum(axis=1)
         undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(), lens_before,
                      self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
-        if new_len[hit].max() > np.iinfo(self.walk_len.dtype).max:
+        if top > np.iinfo(self.walk_len.dtype).max:
             self._len = self._len.astype(np.uint32)
         new_start = self.used + np.cumsum(bound_s) - bound_s
         self._fit(graph.num_nodes)
@@ -525,8 +515,8 @@ class WalkStore:
         self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
         walked = np.empty(sel.shape[0], np.int64)
         rerouted = np.empty(sel.shape[0], np.int64)
-        self.live -= int(old_lens.sum())
-        self.stale += int((old_lens[at] - pos[hit]).sum())
+        self.live -= int(old_sum)
+        self.stale += int(stale)
         tail_at, tail_len, tail_drop, tails = self._walk_tails(graph, seq, sel, pos_s, tgt_s)
         walks_rewrite(
             sel, r, self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
@@ -543,10 +533,7 @@ class WalkStore:
         self.used += int(bound_s.sum())
         self.dirty[sel] = True
         # index the stepping visits walked anew: after each rerouted visit
-        ends = new_lens.astype(np.int64) - 1
-        if self._drop.size:
-            ends += self._drop[walk_ids]
-        counts = np.where(pos_s >= 0, np.maximum(ends - pos_s, 0), 0).reshape(-1, r).sum(axis=1)
+        counts = tail_counts(r, new_lens, pos_s, self._drop, walk_ids)
         offsets = self.overflow_used + np.cumsum(counts) - counts
         need = self.overflow_used + int(counts.sum())
         self.overflow_nodes = _grow(self.overflow_nodes, need)

@@ -306,6 +306,66 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             out_len[lo] = -1  # stays below 2**45, never _NEVER)
 
 
+@njit(cache=True)
+def plan_rows(units, per_unit, walks_per_node, pos, target, new_len, walk_len):
+    """The plan of ``walks_plan`` (entries per walk of ``units``, ascending) as rows of the
+    blocks it reroutes walks in: (blocks ascending, their walks' rerouted visits and targets
+    (-1: kept), each block's steps after the batch at most, the blocks' steps before it, the
+    steps after the rerouted visits before it, the longest walk after it)."""
+    R = walks_per_node
+    count = 0
+    last = np.int64(-1)
+    for i in range(pos.size):
+        if pos[i] >= 0:
+            b = (units[i // per_unit] * per_unit + i % per_unit) // R
+            if b != last:
+                count += 1
+                last = b
+    sel = np.empty(count, np.int64)
+    pos_s = np.full(count * R, -1, np.int64)
+    tgt_s = np.full(count * R, -1, np.int64)
+    bound = np.zeros(count, np.int64)
+    k = -1
+    last = -1
+    old_sum = np.int64(0)
+    stale = np.int64(0)
+    top = np.int64(0)
+    for i in range(pos.size):
+        if pos[i] < 0:
+            continue
+        w = units[i // per_unit] * per_unit + i % per_unit
+        b = w // R
+        if b != last:
+            k += 1
+            sel[k] = b
+            last = b
+            for q in range(b * R, b * R + R):
+                bound[k] += np.int64(walk_len[q])
+            old_sum += bound[k]
+        pos_s[k * R + w % R] = pos[i]
+        tgt_s[k * R + w % R] = target[i]
+        bound[k] += new_len[i] - np.int64(walk_len[w])
+        stale += np.int64(walk_len[w]) - pos[i]
+        top = max(top, new_len[i])
+    return sel, pos_s, tgt_s, bound, old_sum, stale, top
+
+
+@njit(cache=True)
+def tail_counts(walks_per_node, new_len, plan_pos, dropped, walk_ids):
+    """Per block (plan rows): the stepping visits its rerouted walks walked anew (as
+    ``walks_new_visits`` writes them: after the rerouted visit, the last too where the drop
+    rule cut the walk)."""
+    R = walks_per_node
+    out = np.zeros(plan_pos.size // R, np.int64)
+    for e in range(plan_pos.size):
+        if plan_pos[e] >= 0:
+            end = np.int64(new_len[e]) - 1
+            if dropped.size:
+                end += np.int64(dropped[walk_ids[e]])
+            out[e // R] += max(end - plan_pos[e], 0)
+    return out
+
+
 #: walks a thread advances in lockstep (``walk_tails``): their moves do not depend on each
 #: other, so the cache misses of one walk's step overlap the others' instead of each step
 #: waiting for the last (a step on a large graph is two or three misses: its row's offsets,

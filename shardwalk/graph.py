@@ -598,9 +598,11 @@ class Graph:
         -------
         dict
             ``edges`` applied, ``nodes_added``, ``seconds`` (log, apply and repair), and the
-            fingerprint repair: ``walks`` re-simulated, ``steps`` walked, ``repair_seconds``
-            and ``repair_stages`` (seconds of each part: finding the walks, planning, rewriting
-            them, logging hub-row visits, indexing, compacting; see :attr:`last_update`).
+            fingerprint repair: ``walks`` re-simulated, ``steps`` walked, ``blocks_scanned``
+            (the blocks of the walks planned), ``blocks_rewritten`` (of the walks rerouted),
+            ``repair_seconds`` and ``repair_stages`` (seconds of each part: finding the walks,
+            planning, rewriting them, logging hub-row visits, indexing, compacting; see
+            :attr:`last_update`).
 
         Raises
         ------
@@ -717,7 +719,7 @@ class Graph:
         report = main.repair(self._dyn, change, seq, new_sources=True)
         if hubs is not None:
             extra = hubs.repair(self._dyn, change, seq, new_sources=False)
-            for key in ("walks", "steps", "blocks_scanned", "seconds"):
+            for key in ("walks", "steps", "blocks_scanned", "blocks_rewritten", "seconds"):
                 report[key] += extra[key]
             for key, seconds in extra.get("stages", {}).items():
                 report["stages"][key] = report["stages"].get(key, 0.0) + seconds
@@ -784,7 +786,7 @@ def _report(batch: EdgeBatch, added: int, repair: dict[str, Any], t0: float) -> 
     if "walks" in repair:
         out.update(
             walks=repair["walks"], steps=repair["steps"], blocks_scanned=repair["blocks_scanned"],
-            repair_seconds=repair["seconds"], repair_stages=repair.get("stages", {}),
+            blocks_rewritten=repair["blocks_rewritten"], repair_seconds=repair["seconds"], repair_stages=repair.get("stages", {}),
         )  # fmt: skip
     elif repair:
         out.update(repair)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from shardwalk.walks import _check
 from shardwalk.walks.graph import CSRGraph
+from shardwalk.walks.kernels.bitmap import mark_bits
 from shardwalk.walks.kernels.repair import base_find
 
 from shardwalk.errors import InvalidArgumentError, NotFoundError
@@ -150,6 +151,10 @@ class DynamicGraph:
         self._row_cap = np.zeros(n, np.int64)  # its room
         # the base row is current (else the segment is the row)
         self._base_live = np.ones(n, np.bool_)
+        # bit v set: v's row is not its base row alone (a segment, a retired base row or a new
+        # node), so the walk kernels read row_len and base_live only for these (a bitmap that
+        # stays in cache; every other step is a plain CSR step)
+        self._ext_bits = np.zeros((n >> 6) + 1, np.uint64)
         self.d_targets = np.zeros(0, np.int64)
         self.d_weights = np.zeros(0, np.float32)
         self.d_cum = np.zeros(0, np.float64)  # cumulative weights from each segment's start
@@ -184,6 +189,15 @@ class DynamicGraph:
     def base_live(self) -> np.ndarray:
         """Whether each node's base row is (still) part of its row."""
         return self._base_live[: self._n]
+
+    @property
+    def ext_bits(self) -> np.ndarray:
+        """Bitmap (bit v & 63 of word v >> 6) of the nodes whose row is not their base row
+        alone: an appended segment, a retired base row, or a node added since the base."""
+        return self._ext_bits
+
+    def _mark_ext(self, nodes: np.ndarray) -> None:
+        mark_bits(self._ext_bits, np.asarray(nodes, np.int64))
 
     @property
     def num_nodes(self) -> int:
@@ -249,26 +263,30 @@ class DynamicGraph:
             self._lookup = (added[order], order.astype(np.int64) + nb)
         return self._lookup
 
+    def _internal(self, ext: np.ndarray) -> np.ndarray:
+        """External ids (int64) -> internal ids, -1 for ids that are not (live) nodes: a base
+        node whose id was deleted no longer answers to it (a node added later may)."""
+        out = self.base.lookup(ext)
+        hit = out >= 0
+        out[hit] = np.where(self.node_ids[out[hit]] >= 0, out[hit], -1)
+        if self.num_nodes > self.base.num_nodes:
+            rest = np.flatnonzero(out < 0)
+            added, internal = self._new_lookup()
+            pos = np.minimum(np.searchsorted(added, ext[rest]), added.size - 1)
+            found = added[pos] == ext[rest]
+            out[rest[found]] = internal[pos[found]]
+        return out
+
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Per external id, whether it is a (not deleted) node."""
-        ext = np.asarray(ids, dtype=np.int64)
-        nb = self.base.num_nodes
-        found = self.base.contains(ext)
-        if found.any():  # a base node whose id was deleted no longer answers to it
-            internal = self.base.to_internal(ext[found])
-            found[np.flatnonzero(found)[self.node_ids[internal] < 0]] = False
-        if self.num_nodes > nb:
-            added, _ = self._new_lookup()
-            pos = np.minimum(np.searchsorted(added, ext), added.size - 1)
-            found |= added[pos] == ext
-        return found
+        return self._internal(np.asarray(ids, dtype=np.int64)) >= 0
 
     def to_internal(self, ids: np.ndarray, *, what: str = "node") -> np.ndarray:
         """External -> internal ids; NotFoundError names unknown (or deleted) ones."""
         ext = _check.as_ids(ids, what=f"{what} ids")
-        known = self.contains(ext)
-        if not known.all():
-            bad = np.unique(ext[~known])
+        out = self._internal(ext)
+        if (out < 0).any():
+            bad = np.unique(ext[out < 0])
             shown = ", ".join(str(int(b)) for b in bad[:5])
             more = f" and {bad.size - 5} more" if bad.size > 5 else ""
             live = int((self.node_ids >= 0).sum())
@@ -276,14 +294,6 @@ class DynamicGraph:
                 f"unknown {what} id(s) {shown}{more}: not in this graph of {live} nodes "
                 "(ids are the external ids given when the graph was built or updated)"
             )
-        out = np.empty(ext.shape[0], np.int64)
-        in_base = self.base.contains(ext)
-        if in_base.any():
-            out[in_base] = self.base.to_internal(ext[in_base])
-            in_base[in_base] = self.node_ids[out[in_base]] >= 0  # else deleted, then re-added
-        if not in_base.all():
-            added, internal = self._new_lookup()
-            out[~in_base] = internal[np.searchsorted(added, ext[~in_base])]
         return out
 
     # -- rows -------------------------------------------------------------------------------
@@ -497,7 +507,9 @@ class DynamicGraph:
         """Internal ids, giving new ids new slots (in order of first appearance) if ``add``."""
         if not add:
             return self.to_internal(ids)
-        known = self.contains(ids)
+        ids = np.asarray(ids, dtype=np.int64)
+        out = self._internal(ids)
+        known = out >= 0
         if not known.all():
             new, first = np.unique(ids[~known], return_index=True)
             new = new[np.argsort(first)]
@@ -515,9 +527,15 @@ class DynamicGraph:
             self._row_len[n0:n1] = 0
             self._row_cap[n0:n1] = 0
             self._base_live[n0:n1] = False
+            if (n1 >> 6) + 1 > self._ext_bits.shape[0]:
+                bits = np.zeros((self._ids.shape[0] >> 6) + 1, np.uint64)
+                bits[: self._ext_bits.shape[0]] = self._ext_bits
+                self._ext_bits = bits
+            self._mark_ext(np.arange(n0, n1, dtype=np.int64))
             self._n = n1
             self._lookup = None
-        return self.to_internal(ids)
+            out[~known] = self._internal(ids[~known])
+        return out
 
     def _reserve(self, need: int) -> None:
         if need > self.d_targets.shape[0]:
@@ -559,6 +577,7 @@ class DynamicGraph:
             prior[ext] = self.d_cum[seg_start[ext] + seg_len[ext] - 1]
             self.d_cum[at] = cw - np.repeat(before - prior, cnt)
         self._row_start[u], self._row_len[u], self._row_cap[u] = seg_start, need, seg_cap
+        self._mark_ext(u)
         self.d_live += int(src.shape[0])
 
     def _appended(self, nodes: np.ndarray, old_deg: np.ndarray, old_tot: np.ndarray,
@@ -607,6 +626,7 @@ class DynamicGraph:
         self.row_len[touched] = lens
         self.row_cap[touched] = lens
         self.base_live[touched] = False
+        self._mark_ext(touched)
         self.d_used = need
         self.version += 1
         self._merged = None
@@ -646,6 +666,7 @@ class DynamicGraph:
             self.row_len,
             self.d_targets,
             self.d_cum,
+            self._ext_bits,
         )
 
     def merged(self) -> CSRGraph:

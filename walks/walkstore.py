@@ -62,6 +62,10 @@ from shardwalk.walks.kernels.bitmap import node_bitmap
 from shardwalk.walks.kernels.repair import (
     apply_row_deltas,
     pack_blocks,
+    plan_rows,
+    tail_counts,
+    tail_keys,
+    walk_tails,
     walks_bounds,
     walks_build,
     walks_count,
@@ -72,10 +76,10 @@ from shardwalk.walks.kernels.repair import (
 from shardwalk.walks.kernels.rng import MODE_DROP
 from shardwalk.walks.kernels.visit_index import (
     gaps_encode,
-    gaps_mark,
     gaps_merge,
     transpose_rows,
     unit_visits,
+    units_marked,
     walks_new_visits,
 )
 from shardwalk.walks.kernels.walks import compact_fingerprints
@@ -353,20 +357,13 @@ class WalkStore:
         hits (walks rerouted since the index was built). ``slot`` is >= 0 exactly at
         ``nodes`` (and maybe other changed nodes)."""
         nodes = np.asarray(nodes, np.int64)
-        mark = np.zeros(self.num_units, bool)
         indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
-        coded = int((self.t_indptr[indexed + 1].astype(np.int64) - self.t_indptr[indexed]).sum())
-        with _threads_for(coded):  # (the bytes to decode)
-            gaps_mark(indexed, self.t_indptr, self.t_units, mark)
-        mark[
-            self.overflow_units[: self.overflow_used][
-                slot[self.overflow_nodes[: self.overflow_used]] >= 0
-            ]
-        ] = True
-        per_block = self.R // self.per_unit
-        own = self._source_blocks(nodes)
-        mark[(own[:, None] * per_block + np.arange(per_block)).reshape(-1)] = True
-        return np.flatnonzero(mark)
+        bits = node_bitmap(nodes, slot.shape[0])  # (the overflow's entries: a bit test each)
+        return units_marked(
+            indexed, self.t_indptr, self.t_units, self.overflow_nodes, self.overflow_units,
+            self.overflow_used, bits, self._source_blocks(nodes), self.R // self.per_unit,
+            self.num_units,
+        )  # fmt: skip
 
     # -- rows -------------------------------------------------------------------------------
     def rows(
@@ -453,7 +450,9 @@ class WalkStore:
         added = n - self.num_blocks if new_sources else 0
         stages["find"], clock = time.perf_counter() - clock, time.perf_counter()
         with _threads_for(units.shape[0] * self.per_unit + added * self.R):
-            walks, steps = self._reroute(graph, seq, units, changed_slot, kind, old, new, undo)
+            walks, steps, rewritten = self._reroute(
+                graph, seq, units, change.nodes, changed_slot, kind, old, new, undo
+            )
             clock = time.perf_counter()
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
@@ -476,18 +475,20 @@ class WalkStore:
             "steps": steps,
             "walks_scanned": int(units.shape[0]) * self.per_unit,
             "blocks_scanned": _distinct(units * self.per_unit // self.R),
+            "blocks_rewritten": rewritten,
             "seconds": time.perf_counter() - t0,
             "stages": stages,
         }
 
-    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, changed_slot: np.ndarray,
-                 kind: np.ndarray, old: tuple, new: tuple, undo: list) -> tuple[int, int]:  # fmt: skip
+    def _reroute(self, graph: DynamicGraph, seq: int, units: np.ndarray, change_nodes: np.ndarray,
+                 changed_slot: np.ndarray, kind: np.ndarray, old: tuple, new: tuple,
+                 undo: list) -> tuple[int, int, int]:  # fmt: skip
         """Plan the walks of ``units`` and rewrite the blocks of those rerouted (see
-        :meth:`repair`); (walks, steps). The entries it changes in place are saved in ``undo``
+        :meth:`repair`); (walks, steps, blocks rewritten). The entries it changes in place are saved in ``undo``
         first."""
         r, g = self.R, self.per_unit
         clock = time.perf_counter()
-        bits = node_bitmap(np.flatnonzero(changed_slot >= 0), changed_slot.shape[0])
+        bits = node_bitmap(change_nodes, changed_slot.shape[0])
         pos = np.empty(units.shape[0] * g, np.int64)
         target = np.empty(units.shape[0] * g, np.int64)
         new_len = np.empty(units.shape[0] * g, np.int64)
@@ -496,29 +497,17 @@ class WalkStore:
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, changed_slot, bits, kind,
             *old, *new, pos, target, new_len,
         )  # fmt: skip
-        hit = np.flatnonzero(pos >= 0)
+        sel, pos_s, tgt_s, bound_s, old_sum, stale, top = plan_rows(
+            units, g, r, pos, target, new_len, self.walk_len
+        )  # the blocks of the rerouted walks: rewritten whole (their walks lie together)
         self.stages["plan"], clock = time.perf_counter() - clock, time.perf_counter()
-        if hit.size == 0:
-            return 0, 0
-        # the blocks of the rerouted walks: rewritten whole (their walks lie together)
-        wid = (units[hit // g] * g + hit % g).astype(np.int64)  # (ascending)
-        blk = wid // r
-        first = np.ones(blk.shape[0], bool)
-        first[1:] = blk[1:] != blk[:-1]
-        sel = blk[first]
-        at = (np.cumsum(first) - 1) * r + wid % r
-        pos_s = np.full(sel.shape[0] * r, -1, np.int64)
-        tgt_s = np.full(sel.shape[0] * r, -1, np.int64)
-        pos_s[at], tgt_s[at] = pos[hit], target[hit]
+        if sel.size == 0:
+            return 0, 0, 0
         walk_ids = (sel[:, None] * r + np.arange(r)).reshape(-1)
-        old_lens = self.walk_len[walk_ids].astype(np.int64)
-        grown = np.zeros(sel.shape[0] * r, np.int64)
-        grown[at] = new_len[hit] - old_lens[at]
-        bound_s = (old_lens + grown).reshape(-1, r).sum(axis=1)
-        undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(),
-                     self._len[walk_ids].copy(),
+        lens_before = self._len[walk_ids]  # (a copy: kept for the undo)
+        undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(), lens_before,
                      self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
-        if new_len[hit].max() > np.iinfo(self.walk_len.dtype).max:
+        if top > np.iinfo(self.walk_len.dtype).max:
             self._len = self._len.astype(np.uint32)
         new_start = self.used + np.cumsum(bound_s) - bound_s
         self._fit(graph.num_nodes)
@@ -526,16 +515,16 @@ class WalkStore:
         self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
         walked = np.empty(sel.shape[0], np.int64)
         rerouted = np.empty(sel.shape[0], np.int64)
-        self.live -= int(old_lens.sum())
-        self.stale += int((old_lens[at] - pos[hit]).sum())
+        self.live -= int(old_sum)
+        self.stale += int(stale)
+        tail_at, tail_len, tail_drop, tails = self._walk_tails(graph, seq, sel, pos_s, tgt_s)
         walks_rewrite(
-            sel, self.block_src, self.block_w0, r, self.alpha, self.seed, seq, self.mode,
-            self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
-            new_start,
-            *graph.kernel_arrays(), walked, rerouted,
+            sel, r, self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
+            new_start, tail_at, tail_len, tail_drop, tails, walked, rerouted,
         )  # fmt: skip
-        self.live += int(self.walk_len.reshape(-1, r)[sel].sum(dtype=np.int64))
-        old_start, old_len, new_lens = undo[-1][1], undo[-1][3], self._len[walk_ids]
+        new_lens = self._len[walk_ids]
+        self.live += int(new_lens.sum(dtype=np.int64))
+        old_start, old_len = undo[-1][1], undo[-1][3]
         self.stages["rewrite"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.logged and not self._recount:
             self._log_visits(sel, pos_s, old_start, old_len, new_start, new_lens)
@@ -544,10 +533,7 @@ class WalkStore:
         self.used += int(bound_s.sum())
         self.dirty[sel] = True
         # index the stepping visits walked anew: after each rerouted visit
-        ends = new_lens.astype(np.int64) - 1
-        if self._drop.size:
-            ends += self._drop[walk_ids]
-        counts = np.where(pos_s >= 0, np.maximum(ends - pos_s, 0), 0).reshape(-1, r).sum(axis=1)
+        counts = tail_counts(r, new_lens, pos_s, self._drop, walk_ids)
         offsets = self.overflow_used + np.cumsum(counts) - counts
         need = self.overflow_used + int(counts.sum())
         self.overflow_nodes = _grow(self.overflow_nodes, need)
@@ -558,7 +544,25 @@ class WalkStore:
         )  # fmt: skip
         self.overflow_used = need
         self.stages["new_visits"] = time.perf_counter() - clock
-        return int(rerouted.sum()), int(walked.sum())
+        return int(rerouted.sum()), int(walked.sum()), int(sel.shape[0])
+
+    def _walk_tails(self, graph: DynamicGraph, seq: int, sel: np.ndarray, pos: np.ndarray,
+                    target: np.ndarray) -> tuple[np.ndarray, ...]:  # fmt: skip
+        """The new tails of the walks the plan (rows ``sel``, entries ``pos``, ``target``)
+        reroutes to a target, walked on ``graph`` (``kernels.repair.walk_tails``): (start per
+        entry, visits per entry, drop mark per entry, the tails' nodes)."""
+        key = np.empty(pos.shape[0], np.uint64)
+        visits = np.empty(pos.shape[0], np.int64)
+        tail_keys(sel, self.block_src, self.block_w0, self.R, self.alpha, self.seed, seq, pos,
+                  target, key, visits)  # fmt: skip
+        at = np.cumsum(visits) - visits
+        todo = np.flatnonzero(visits)
+        tails = np.empty(int(visits.sum()), np.int64)
+        tail_len = np.zeros(pos.shape[0], np.int64)
+        tail_drop = np.zeros(pos.shape[0], np.bool_)
+        walk_tails(todo, key, target, visits, at, self.mode, *graph.kernel_arrays(), tails,
+                   tail_len, tail_drop, max(1, min(numba.get_num_threads(), todo.shape[0])))  # fmt: skip
+        return at, tail_len, tail_drop, tails
 
     def _log_visits(self, sel: np.ndarray, pos: np.ndarray, old_start: np.ndarray,
                     old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray) -> None:  # fmt: skip

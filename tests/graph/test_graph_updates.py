@@ -191,6 +191,8 @@ def test_fingerprints_follow_updates_and_replay_identically(tmp_path):
         for _ in range(3):
             out = g.upsert_edges(rng.integers(0, 850, size=(40, 2)))
             assert out["walks"] > 0 and out["steps"] >= out["walks"] and out["repair_seconds"] >= 0
+            # the blocks of the rerouted walks are rewritten: some, at most one a walk rerouted
+            assert 0 < out["blocks_rewritten"] <= min(out["walks"], out["blocks_scanned"])
         edges = edge_set(g)
         pairs = np.array(list(edges))[rng.choice(len(edges), 30, replace=False)]
         g.delete_edges(pairs)

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shardwalk.walks.dynamic import DynamicGraph
 from shardwalk.walks.graph import CSRGraph
-from shardwalk.walks.kernels.repair import walks_bounds, walks_build
+from shardwalk.walks.kernels.repair import (
+    dyn_next,
+    tail_keys,
+    walk_tails,
+    walks_bounds,
+    walks_build,
+)
+from shardwalk.walks.kernels.rng import MODE_DROP, draw
 
 
 def _reference(edges: dict, ids: list[int], weighted: bool, directed: bool) -> CSRGraph:
@@ -35,6 +42,16 @@ def _check_same(dyn: DynamicGraph, edges: dict, ids: list[int], weighted: bool) 
     if weighted:
         np.testing.assert_array_equal(csr.weights, ref.weights)
     assert dyn.num_edges == len(edges) and (dyn.degrees() == deg).all()
+    # the walk kernels' bitmap marks every row that is not its base row alone (the rest take
+    # dyn_next's plain CSR step)
+    n = np.arange(dyn.num_nodes)
+    marked = (dyn.ext_bits[n >> 6] >> (n & 63).astype(np.uint64)) & np.uint64(1)
+    assert marked[(dyn.row_len > 0) | ~dyn.base_live].all()
+    # ids answer as the reference's (deleted ones not, re-added ones at their new slot)
+    probe = np.arange(-1, 20)
+    assert list(dyn.contains(probe)) == [int(i) in ids for i in probe]
+    known = np.array([i for i in probe if int(i) in ids], np.int64)
+    assert list(csr.node_ids[dyn.to_internal(known)]) == list(known)
     # rows() answers as the merged CSR does
     nodes = np.arange(dyn.num_nodes)
     ip, t, w = dyn.rows(nodes)
@@ -163,3 +180,61 @@ def test_base_find_finds_exactly_the_current_base_edges(weighted: bool) -> None:
     dyn.apply(dyn.prepare("delete", np.array([[0, 1]])))  # row 0 rewritten
     dyn.apply(dyn.prepare("upsert", np.array([[3, 0]])))  # appended
     assert list(dyn._find(src, dst)) == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("mode", [0, MODE_DROP])
+def test_tails_walked_in_lockstep_are_the_walks_one_at_a_time(weighted: bool, mode: int) -> None:
+    """walk_tails advances several walks at a time per thread (lanes refilled as walks end):
+    each tail is the walk its key gives alone, step by step through dyn_next, on a graph with
+    appended, rewritten, dangling and new rows; on one thread or two."""
+    rng = np.random.default_rng(5)
+    n = 300
+    src, dst = rng.integers(0, n, 1500), rng.integers(0, n, 1500)
+    keep = src % 7 != 0  # some dangling nodes
+    w = rng.uniform(0.5, 3.0, keep.sum()) if weighted else None
+    dyn = DynamicGraph(CSRGraph.from_edges(src[keep], dst[keep], w, directed=True,
+                                           node_ids=np.arange(n)))  # fmt: skip
+    new = rng.integers(0, n + 30, size=(200, 2))
+    dyn.apply(dyn.prepare("upsert", new, rng.uniform(0.5, 3.0, 200) if weighted else None))
+    m = dyn.merged()
+    s_ = np.repeat(np.arange(m.num_nodes), np.diff(m.indptr))
+    pick = rng.choice(m.num_edges, 100, replace=False)
+    dyn.apply(dyn.prepare("delete", (m.node_ids[s_[pick]], m.node_ids[m.indices[pick]])))
+    arrays = dyn.kernel_arrays()
+    count = 500
+    # tails as a repair makes them: plan entries (block, walk) rerouted at pos to target
+    r = 4
+    blocks = np.arange(count // r, dtype=np.int64)
+    pos = rng.integers(0, 5, count)
+    target = rng.integers(0, dyn.num_nodes, count)
+    target[::9] = -1  # the drop rule's "ends here": no tail
+    key = np.zeros(count, np.uint64)
+    visits = np.zeros(count, np.int64)
+    tail_keys(blocks, blocks.astype(np.int32), np.zeros(blocks.size, np.int32), r, 0.15, 3, 2,
+              pos, target, key, visits)  # fmt: skip
+    assert (visits[target < 0] == 0).all() and (visits[target >= 0] >= 1).all()
+    at = np.cumsum(visits) - visits
+    todo = np.flatnonzero(visits)
+    want = {}
+    for e in todo:
+        cur, walk, drop = int(target[e]), [int(target[e])], False
+        for step in range(1, int(visits[e])):
+            nxt = int(dyn_next(cur, np.uint64(draw(key[e], np.uint64(step))), *arrays))
+            if nxt < 0:
+                if mode == MODE_DROP:
+                    drop = True
+                    break
+                nxt = cur
+            walk.append(nxt)
+            cur = nxt
+        want[e] = (walk, drop)
+    assert any(d for _, d in want.values()) == (mode == MODE_DROP)
+    for chunks in (1, 2):
+        out = np.full(int(visits.sum()), -1, np.int64)
+        lens = np.zeros(count, np.int64)
+        drops = np.zeros(count, np.bool_)
+        walk_tails(todo, key, target, visits, at, mode, *arrays, out, lens, drops, chunks)
+        for e in todo:
+            assert list(out[at[e] : at[e] + lens[e]]) == want[e][0]
+            assert bool(drops[e]) == want[e][1]

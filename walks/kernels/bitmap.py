@@ -21,3 +21,10 @@ def node_bitmap(nodes, n):
 @njit(cache=True, inline="always")
 def in_bitmap(bits, v):
     return (bits[v >> 6] >> np.uint64(v & 63)) & np.uint64(1)
+
+
+@njit(cache=True)
+def mark_bits(bits, nodes):
+    """Set the bits of ``nodes`` in a bitmap made by :func:`node_bitmap` (in place)."""
+    for v in nodes:
+        bits[v >> 6] |= np.uint64(1) << np.uint64(v & 63)

@@ -36,15 +36,18 @@ from shardwalk.walks.kernels.walks import flush_counts
 
 @njit(cache=True, inline="always")
 def dyn_next(cur, x, b_indptr, b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start,
-             row_len, d_targets, d_cum):  # fmt: skip
+             row_len, d_targets, d_cum, ext_bits):  # fmt: skip
     """The out-neighbour of ``cur`` chosen by draw ``x`` on the dynamic graph, -1 if none.
-    Rows without an extension choose exactly as the fingerprint builder does."""
+    Rows without an extension choose exactly as the fingerprint builder does. Nodes outside
+    ``ext_bits`` (``DynamicGraph.ext_bits``) have their base row alone: a plain CSR step,
+    without reading ``b_live`` and ``row_len`` (two cache misses a step on a large graph)."""
+    plain = not in_bitmap(ext_bits, cur)
     bdeg = np.int64(0)
     start = np.int64(0)
-    if b_live[cur]:
+    if plain or b_live[cur]:
         start = b_indptr[cur]
         bdeg = b_indptr[cur + 1] - start
-    xlen = row_len[cur]
+    xlen = np.int64(0) if plain else np.int64(row_len[cur])
     if xlen == 0:
         if bdeg == 0:
             return np.int64(-1)
@@ -99,31 +102,6 @@ def base_find(b_indptr, b_indices, b_live, src, dst, out):
             out[i] = lo
 
 
-@njit(cache=True, inline="always")
-def _walk_tail(key, first, visits, src, mode, b_indptr, b_indices, a_prob, a_idx, weighted,
-               b_tot, b_live, row_start, row_len, d_targets, d_cum, out, out_hi, at):  # fmt: skip
-    """Walk ``visits`` visits from ``first`` (written at out[at], low 16 bits, and out_hi[at],
-    the rest; draws 1.. of ``key`` pick the moves); returns (steps written, dropped)."""
-    cur = first
-    m = 0
-    if first >= 0:
-        out[at] = first & 0xFFFF
-        out_hi[at] = first >> 16
-        m = 1
-    for step in range(1, visits):
-        nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
-                       b_tot, b_live, row_start, row_len, d_targets, d_cum)  # fmt: skip
-        if nxt < 0:
-            if mode == MODE_DROP:
-                return m, True
-            nxt = cur
-        out[at + m] = nxt & 0xFFFF
-        out_hi[at + m] = nxt >> 16
-        cur = nxt
-        m += 1
-    return m, False
-
-
 @njit(cache=True, parallel=True)
 def walks_bounds(sources, walk0, walks_per_node, alpha, seed):
     """Steps (visits - 1) of each walk before any dangling rule cuts it, source-major (the
@@ -139,8 +117,8 @@ def walks_bounds(sources, walk0, walks_per_node, alpha, seed):
 
 @njit(cache=True, parallel=True)
 def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_indices, a_prob,
-                a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum, walk_at, steps, walk_len,
-                dropped):  # fmt: skip
+                a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum, ext_bits, walk_at,
+                steps, walk_len, dropped):  # fmt: skip
     """The walks of ``sources`` (the fingerprint builder's walks: same keys, same moves on
     unchanged rows), walk q written at ``steps[walk_at[q]:]``."""
     for q in prange(sources.size * walks_per_node):
@@ -152,7 +130,7 @@ def walks_build(sources, walk0, walks_per_node, alpha, seed, mode, b_indptr, b_i
         drop = False
         for step in range(1, visits):
             nxt = dyn_next(cur, draw(key, step), b_indptr, b_indices, a_prob, a_idx, weighted,
-                           b_tot, b_live, row_start, row_len, d_targets, d_cum)  # fmt: skip
+                           b_tot, b_live, row_start, row_len, d_targets, d_cum, ext_bits)  # fmt: skip
             if nxt < 0:
                 if mode == MODE_DROP:
                     drop = True
@@ -260,6 +238,11 @@ def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, st
     return np.int64(-1), np.int64(-1), length
 
 
+#: units a thread plans at a time (their starts first, then their scans)
+_PLAN_CHUNK = 2048
+_NEVER = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
 @njit(cache=True, parallel=True)
 def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
                walk_len, dropped, steps, steps_hi, changed_slot, changed_bits, change_kind, o_ip, o_t, o_w, o_tot,
@@ -285,46 +268,201 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
     any old target) and a rerouted one is drawn from the new edges by weight ((q - p)^+): the
     same coins decide as with the whole rows, at the cost of the new edges only."""
     R = walks_per_node
-    for i in prange(units.size):
-        q0 = units[i] * per_unit
-        b = q0 // R
-        src = block_src[b]
-        at = blk_start[b]
-        for q in range(b * R, q0):
-            at += np.int64(walk_len[q])
-        for j in range(per_unit):
-            q = q0 + j
-            length = np.int64(walk_len[q])
-            pos, nt, nl = _plan_walk(q, src, block_w0[b] + q - b * R, at, length, alpha, seed,
-                                     seq, dropped, steps, steps_hi, changed_slot, changed_bits, change_kind,
-                                     o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot)  # fmt: skip
-            out_pos[i * per_unit + j] = pos
-            out_target[i * per_unit + j] = nt
-            out_len[i * per_unit + j] = nl
-            at += length
+    n_chunks = (units.size + _PLAN_CHUNK - 1) // _PLAN_CHUNK
+    for c in prange(n_chunks):
+        lo = c * _PLAN_CHUNK
+        hi = min(units.size, lo + _PLAN_CHUNK)
+        # first each unit's start (its block's entries and its first steps read in a tight
+        # loop, so their cache misses overlap), then the scans, which find them in cache
+        starts = np.empty(hi - lo, np.int64)
+        touched = np.uint64(0)
+        for i in range(lo, hi):
+            q0 = units[i] * per_unit
+            b = q0 // R
+            at = blk_start[b]
+            for q in range(b * R, q0):
+                at += np.int64(walk_len[q])
+            starts[i - lo] = at
+            if at < steps.size:  # (a walk of no steps may start at the end)
+                touched += np.uint64(steps[at]) + np.uint64(steps_hi[at])
+            touched += np.uint64(block_src[b]) + np.uint64(block_w0[b])
+        for i in range(lo, hi):
+            q0 = units[i] * per_unit
+            b = q0 // R
+            src = block_src[b]
+            at = starts[i - lo]
+            for j in range(per_unit):
+                q = q0 + j
+                length = np.int64(walk_len[q])
+                pos, nt, nl = _plan_walk(q, src, block_w0[b] + q - b * R, at, length, alpha,
+                                         seed, seq, dropped, steps, steps_hi, changed_slot,
+                                         changed_bits, change_kind, o_ip, o_t, o_w, o_tot, n_ip,
+                                         n_t, n_w, n_tot)  # fmt: skip
+                out_pos[i * per_unit + j] = pos
+                out_target[i * per_unit + j] = nt
+                out_len[i * per_unit + j] = nl
+                at += length
+        if touched == _NEVER:  # (a use of the first loop's loads, so they are kept: the sum
+            out_len[lo] = -1  # stays below 2**45, never _NEVER)
+
+
+@njit(cache=True)
+def plan_rows(units, per_unit, walks_per_node, pos, target, new_len, walk_len):
+    """The plan of ``walks_plan`` (entries per walk of ``units``, ascending) as rows of the
+    blocks it reroutes walks in: (blocks ascending, their walks' rerouted visits and targets
+    (-1: kept), each block's steps after the batch at most, the blocks' steps before it, the
+    steps after the rerouted visits before it, the longest walk after it)."""
+    R = walks_per_node
+    count = 0
+    last = np.int64(-1)
+    for i in range(pos.size):
+        if pos[i] >= 0:
+            b = (units[i // per_unit] * per_unit + i % per_unit) // R
+            if b != last:
+                count += 1
+                last = b
+    sel = np.empty(count, np.int64)
+    pos_s = np.full(count * R, -1, np.int64)
+    tgt_s = np.full(count * R, -1, np.int64)
+    bound = np.zeros(count, np.int64)
+    k = -1
+    last = -1
+    old_sum = np.int64(0)
+    stale = np.int64(0)
+    top = np.int64(0)
+    for i in range(pos.size):
+        if pos[i] < 0:
+            continue
+        w = units[i // per_unit] * per_unit + i % per_unit
+        b = w // R
+        if b != last:
+            k += 1
+            sel[k] = b
+            last = b
+            for q in range(b * R, b * R + R):
+                bound[k] += np.int64(walk_len[q])
+            old_sum += bound[k]
+        pos_s[k * R + w % R] = pos[i]
+        tgt_s[k * R + w % R] = target[i]
+        bound[k] += new_len[i] - np.int64(walk_len[w])
+        stale += np.int64(walk_len[w]) - pos[i]
+        top = max(top, new_len[i])
+    return sel, pos_s, tgt_s, bound, old_sum, stale, top
+
+
+@njit(cache=True)
+def tail_counts(walks_per_node, new_len, plan_pos, dropped, walk_ids):
+    """Per block (plan rows): the stepping visits its rerouted walks walked anew (as
+    ``walks_new_visits`` writes them: after the rerouted visit, the last too where the drop
+    rule cut the walk)."""
+    R = walks_per_node
+    out = np.zeros(plan_pos.size // R, np.int64)
+    for e in range(plan_pos.size):
+        if plan_pos[e] >= 0:
+            end = np.int64(new_len[e]) - 1
+            if dropped.size:
+                end += np.int64(dropped[walk_ids[e]])
+            out[e // R] += max(end - plan_pos[e], 0)
+    return out
+
+
+#: walks a thread advances in lockstep (``walk_tails``): their moves do not depend on each
+#: other, so the cache misses of one walk's step overlap the others' instead of each step
+#: waiting for the last (a step on a large graph is two or three misses: its row's offsets,
+#: then its target)
+LANES = 8
 
 
 @njit(cache=True, parallel=True)
-def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, mode,
-                  blk_start, walk_len, dropped, steps, steps_hi, plan_pos, plan_target, new_start, b_indptr,
-                  b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum,
-                  out_steps, out_walks):  # fmt: skip
+def tail_keys(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, plan_pos,
+              plan_target, out_key, out_visits):  # fmt: skip
+    """Per plan entry (block ``blocks[i]``, walk w: entry i * R + w) whose walk is rerouted to
+    a target (``plan_target`` >= 0): the key of its new tail and the tail's visits (the
+    target first); 0 visits elsewhere."""
+    R = walks_per_node
+    for e in prange(plan_pos.size):
+        out_visits[e] = 0
+        pos = plan_pos[e]
+        if pos < 0 or plan_target[e] < 0:
+            continue
+        b = blocks[e // R]
+        key = batch_key(seed, block_src[b], block_w0[b] + e % R, seq)
+        tail = mix64(key + np.uint64(pos + 1) * GAMMA)
+        out_key[e] = tail
+        out_visits[e] = geometric_visits(tail, alpha)
+
+
+@njit(cache=True, parallel=True)
+def walk_tails(walks, key, first, visits, out_at, mode, b_indptr, b_indices, a_prob, a_idx,
+               weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum, ext_bits, out,
+               out_len, out_drop, n_chunks):  # fmt: skip
+    """Walk the tails ``walks`` (entries of ``key``, ``first``, ``visits``): tail e from node
+    ``first[e]`` for ``visits[e]`` visits (draws 1.. of ``key[e]`` pick the moves), written from ``out[out_at[e]]``; ``out_len[e]`` the visits written,
+    ``out_drop[e]`` whether the drop rule cut it. Each of ``n_chunks`` threads advances
+    ``LANES`` walks of its share in lockstep, a finished walk's lane taking the next."""
+    n = walks.size
+    for c in prange(n_chunks):
+        hi = n * (c + 1) // n_chunks
+        nxt_walk = n * c // n_chunks
+        lane_e = np.full(LANES, -1, np.int64)  # the tail each lane walks (-1: none)
+        lane_cur = np.zeros(LANES, np.int64)
+        lane_step = np.zeros(LANES, np.int64)
+        busy = True
+        while busy:
+            busy = False
+            for k in range(LANES):
+                e = lane_e[k]
+                if e < 0:  # an idle lane takes the next tail
+                    if nxt_walk >= hi:
+                        continue
+                    e = walks[nxt_walk]
+                    nxt_walk += 1
+                    lane_e[k] = e
+                    lane_cur[k] = first[e]
+                    lane_step[k] = 1
+                    out[out_at[e]] = first[e]
+                busy = True
+                step = lane_step[k]
+                drop = False
+                if step < visits[e]:
+                    cur = lane_cur[k]
+                    nxt = dyn_next(cur, draw(key[e], step), b_indptr, b_indices, a_prob, a_idx,
+                                   weighted, b_tot, b_live, row_start, row_len, d_targets,
+                                   d_cum, ext_bits)  # fmt: skip
+                    if nxt < 0 and mode == MODE_DROP:
+                        drop = True
+                    else:
+                        nxt = cur if nxt < 0 else nxt
+                        out[out_at[e] + step] = nxt
+                        lane_cur[k] = nxt
+                        lane_step[k] = step + 1
+                        continue
+                out_len[e] = step
+                out_drop[e] = drop
+                lane_e[k] = -1
+
+
+@njit(cache=True, parallel=True)
+def walks_rewrite(blocks, walks_per_node, blk_start, walk_len, dropped, steps, steps_hi, plan_pos,
+                  plan_target, new_start, tail_at, tail_len, tail_drop, tails, out_steps,
+                  out_walks):  # fmt: skip
     """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
     ``steps``: unchanged walks copied, rerouted ones copied up to the rerouted visit, then
-    walked on the new graph. Updates ``walk_len``, ``dropped``; ``out_steps[i]``: steps walked
-    anew, ``out_walks[i]``: walks rerouted."""
+    their new tails (plan entry e's: ``tail_len[e]`` visits from ``tails[tail_at[e]]``, as
+    ``walk_tails`` walked them on the new graph). Updates ``walk_len``, ``dropped``;
+    ``out_steps[i]``: steps walked anew, ``out_walks[i]``: walks rerouted."""
     R = walks_per_node
     for i in prange(blocks.size):
         b = blocks[i]
-        src = block_src[b]
         at = blk_start[b]
         to = new_start[i]
         walked = 0
         rerouted = 0
         for w in range(R):
             q = b * R + w
+            e = i * R + w
             length = np.int64(walk_len[q])
-            pos = plan_pos[i * R + w]
+            pos = plan_pos[e]
             if pos < 0:
                 for j in range(length):
                     steps[to + j] = steps[at + j]
@@ -336,18 +474,18 @@ def walks_rewrite(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq,
                 steps[to + j] = steps[at + j]
                 steps_hi[to + j] = steps_hi[at + j]
             rerouted += 1
-            nt = plan_target[i * R + w]
             m = pos
-            drop = nt < 0
-            if nt >= 0:
-                key = batch_key(seed, src, block_w0[b] + w, seq)
-                tail = mix64(key + np.uint64(pos + 1) * GAMMA)
-                made, drop = _walk_tail(tail, nt, geometric_visits(tail, alpha), src, mode,
-                                        b_indptr, b_indices, a_prob, a_idx, weighted, b_tot,
-                                        b_live, row_start, row_len, d_targets, d_cum, steps, steps_hi,
-                                        to + pos)  # fmt: skip
+            drop = True
+            if plan_target[e] >= 0:
+                made = tail_len[e]
+                t0 = tail_at[e]
+                for j in range(made):
+                    v = np.int64(tails[t0 + j])
+                    steps[to + m + j] = v & 0xFFFF
+                    steps_hi[to + m + j] = v >> 16
                 m += made
                 walked += made
+                drop = tail_drop[e]
             at += length
             to += m
             walk_len[q] = m

@@ -9,6 +9,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+# bit index of a power of two x from the top 6 bits of x * _DEBRUIJN (mod 2**64)
+_DEBRUIJN_BIT = np.zeros(64, np.int64)
+with np.errstate(over="ignore"):
+    for _i in range(64):
+        _DEBRUIJN_BIT[int((np.uint64(1 << _i) * _DEBRUIJN) >> np.uint64(58))] = _i
+
 
 @njit(cache=True, parallel=True)
 def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, dropped, steps, steps_hi,
@@ -154,21 +161,6 @@ def gaps_merge(b_ip, data, o_ip, o_rows, out_ip, out):
 
 
 @njit(cache=True, parallel=True)
-def gaps_mark(cols, b_ip, data, mark):
-    """``mark[r] = True`` for every row r that ``gaps_encode`` coded for the columns ``cols``
-    (columns in parallel: threads that mark the same row write the same value)."""
-    for i in prange(cols.size):
-        c = cols[i]
-        at = np.int64(b_ip[c])
-        end = np.int64(b_ip[c + 1])
-        cur = np.int64(0)
-        while at < end:
-            g, at = _gap_at(data, at)
-            cur += g
-            mark[cur] = True
-
-
-@njit(cache=True, parallel=True)
 def transpose_rows(indptr, cols, n, n_chunks):
     """The transpose of a CSR pattern: for each column c, the rows that hold it (sorted).
     ``n_chunks`` threads each take a range of rows (a counting sort: per-chunk counts, then
@@ -198,3 +190,49 @@ def transpose_rows(indptr, cols, n, n_chunks):
                 rows[counts[k, c]] = r
                 counts[k, c] += 1
     return t_ip, rows
+
+
+@njit(cache=True)
+def units_marked(cols, b_ip, data, ov_nodes, ov_units, ov_used, changed_bits, own, per_block,
+                 num_units):  # fmt: skip
+    """The units (sorted, unique) that ``gaps_encode`` coded for the columns ``cols``, with the
+    overflow entries (``ov_nodes[:ov_used]``, ``ov_units``) of nodes in the bitmap
+    ``changed_bits`` and the ``per_block`` units of each block in ``own``: a bitmap of the
+    units (one bit a unit, so it costs the entries it takes, not a byte per unit), then its
+    set bits in order."""
+    words = np.zeros((num_units >> 6) + 1, np.uint64)
+    one = np.uint64(1)
+    for i in range(cols.size):
+        c = cols[i]
+        at = np.int64(b_ip[c])
+        end = np.int64(b_ip[c + 1])
+        cur = np.int64(0)
+        while at < end:
+            g, at = _gap_at(data, at)
+            cur += g
+            words[cur >> 6] |= one << np.uint64(cur & 63)
+    for e in range(ov_used):
+        v = np.int64(ov_nodes[e])
+        if (changed_bits[v >> 6] >> np.uint64(v & 63)) & one:
+            u = np.int64(ov_units[e])
+            words[u >> 6] |= one << np.uint64(u & 63)
+    for i in range(own.size):
+        for k in range(per_block):
+            u = np.int64(own[i]) * per_block + k
+            words[u >> 6] |= one << np.uint64(u & 63)
+    total = np.int64(0)
+    for w in range(words.size):
+        x = words[w]
+        while x:
+            x &= x - one
+            total += 1
+    out = np.empty(total, np.int64)
+    m = 0
+    for w in range(words.size):
+        x = words[w]
+        while x:
+            low = x & (~x + one)  # the lowest set bit, its index by a de Bruijn sequence
+            out[m] = (np.int64(w) << 6) + _DEBRUIJN_BIT[(low * _DEBRUIJN) >> np.uint64(58)]
+            m += 1
+            x ^= low
+    return out

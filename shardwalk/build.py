@@ -75,6 +75,10 @@ _TASKS_PER_WORKER = 4  # at least, when there are blocks enough: a slow worker t
 # grow it and take longer to decode (issue 27: ~20 ms per 16.8 MB block, against 40-200 ms
 # for the first blocks read whole in a new worker)
 _SCAN_BATCH_BYTES = 4 << 20
+# bytes of a column chunk the scan reads at a time: streamed, the chunks are not held whole
+# (pre-buffered, a block's ~16-32 MB of them were fresh memory in each new worker, whose first
+# pages cost 50-150 ms of kernel time to fault in on a VM: issue 27)
+_READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -152,14 +156,17 @@ def _each(blocks: tuple[Block, ...], *, step: Callable[..., Any], **kwargs: Any)
 def _batches(
     block: Block, select: Sequence[str], rows: int | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """The block's rows as Arrow batches: in batches of ``rows`` rows if given (the column
-    chunks read at once, decoded a batch at a time); else its row groups read at once, or, for
-    a row group far larger than a block, in batches of ``_BATCH`` rows (bounded memory)."""
-    source = pq.ParquetFile(block.path, pre_buffer=True)
+    """The block's rows as Arrow batches: in batches of ``rows`` rows if given (each column
+    chunk streamed ``_READ_BUFFER`` bytes at a time as the batches are decoded); else its row
+    groups read at once, or, for a row group far larger than a block, in batches of ``_BATCH``
+    rows (bounded memory)."""
     groups, columns = list(block.row_groups), list(select)
     if rows is not None:
+        source = pq.ParquetFile(block.path, pre_buffer=False, buffer_size=_READ_BUFFER)
         yield from source.iter_batches(rows, row_groups=groups, columns=columns, use_threads=False)
-    elif block.bytes <= 4 * _BLOCK_BYTES:
+        return
+    source = pq.ParquetFile(block.path, pre_buffer=True)
+    if block.bytes <= 4 * _BLOCK_BYTES:
         table = source.read_row_groups(groups, columns=columns, use_threads=False)
         yield from table.to_batches()
     else:
@@ -338,18 +345,25 @@ def _checked(
 # -- the steps that run on workers -------------------------------------------------------------
 def warm_worker() -> None:
     """What a process pays once, at its first block, paid while the job starts instead (the
-    executors' warm-up): a small Parquet file like an input (int64 ids, float32 vectors)
-    written, then read, checked and sampled by :func:`scan_block` (the first use of Parquet's
-    reader, its codecs and memory pool, and of the checks' kernels)."""
-    dim, n = 8, 256
-    vectors = pa.FixedSizeListArray.from_arrays(_arrow(np.ones(n * dim, np.float32)), dim)
+    executors' warm-up): a Parquet file like an input (int64 ids, float32 vectors) written,
+    then read, checked and sampled by :func:`scan_block` (the first use of Parquet's reader,
+    its codecs and memory pool, and of the checks' kernels). Its batch is as large as a scan's
+    (``_SCAN_BATCH_BYTES`` of vectors, whatever their dimension: the same number of values to
+    decode), so the memory a batch takes is the process's already, reused by the first block
+    (issue 27: a new worker's first blocks cost 50-150 ms more CPU, the kernel faulting in
+    fresh pages)."""
+    dim = 8
+    n = _SCAN_BATCH_BYTES // (4 * dim)
+    # distinct values: encoded plain, as real vectors are (not as a dictionary of one value)
+    values = np.arange(n * dim, dtype=np.float32)
+    vectors = pa.FixedSizeListArray.from_arrays(_arrow(values), dim)
     table = pa.table({"id": _arrow(np.arange(n, dtype=np.int64)), "vector": vectors})
     with tempfile.TemporaryDirectory(prefix="shardwalk-warm-") as tmp:
         path = os.path.join(tmp, "warm.parquet")
         pq.write_table(table, path)
         columns = Columns("id", "vector", None, None, ())
         for block in plan_blocks([path]):
-            scan_block(block, columns=columns, dim=dim, metric="l2", fraction=0.5, seed=0)
+            scan_block(block, columns=columns, dim=dim, metric="l2", fraction=0.01, seed=0)
 
 
 def scan_block(

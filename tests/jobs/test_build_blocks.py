@@ -241,3 +241,43 @@ def test_a_failed_warm_up_is_raised_by_its_wait() -> None:
     with pytest.raises(OSError, match="no temporary directory"):
         wait()
     assert ThreadExecutor(2).warm(lambda: None)() == []
+
+
+def _scan_peak(path: Path | None, warm: bool = False) -> int:
+    """The Arrow memory pool's peak (bytes) in a new process that scans ``path``'s one block
+    (after the warm-up if ``warm``; no block if ``path`` is None)."""
+    code = (
+        "import sys\n"
+        "import pyarrow as pa\n"
+        "from shardwalk import build\n"
+        f"{'build.warm_worker()' if warm else ''}\n"
+        "for block in build.plan_blocks(sys.argv[1:]):\n"
+        "    build.scan_block(block, columns=build.Columns('id', 'vector', None, None, ()),\n"
+        "                     dim=8, metric='l2', fraction=0.01, seed=0)\n"
+        "print(pa.default_memory_pool().max_memory())\n"
+    )
+    args = [] if path is None else [str(path)]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
+def test_a_scan_streams_a_block_instead_of_holding_it(tmp_path: Path) -> None:
+    """The scan decodes a block a batch at a time from column chunks read a buffer at a time:
+    its memory does not grow with the block (pre-buffered, the chunks were held whole: a
+    block's size of fresh memory in each new worker, issue 27)."""
+    small, large = tmp_path / "small.parquet", tmp_path / "large.parquet"
+    _write(small, 1 << 18, row_group=1 << 18)  # one row group: one block, ~10 MB decoded
+    _write(large, 1 << 19, row_group=1 << 19)  # twice that
+    grown = _scan_peak(large) - _scan_peak(small)
+    # the ids kept (8 bytes a row) grow with the block; the vectors it adds (a pre-buffered
+    # block held them all) do not
+    assert grown < (1 << 18) * DIM * 4, grown
+
+
+def test_the_warm_up_takes_the_memory_of_a_scan_batch() -> None:
+    """The warm-up decodes a batch as large as a scan's, so a worker's first block reuses
+    memory its process has (fresh pages cost a new worker's first blocks 50-150 ms, issue 27)."""
+    from shardwalk.build import _SCAN_BATCH_BYTES
+
+    assert _scan_peak(None, warm=True) >= _SCAN_BATCH_BYTES

@@ -347,20 +347,23 @@ def warm_worker() -> None:
     """What a process pays once, at its first block, paid while the job starts instead (the
     executors' warm-up): a Parquet file like an input (int64 ids, float32 vectors) written,
     then read, checked and sampled by :func:`scan_block` (the first use of Parquet's reader,
-    its codecs and memory pool, and of the checks' kernels). Its batch is as large as a scan's
-    (``_SCAN_BATCH_BYTES`` of vectors, whatever their dimension: the same number of values to
-    decode), so the memory a batch takes is the process's already, reused by the first block
-    (issue 27: a new worker's first blocks cost 50-150 ms more CPU, the kernel faulting in
-    fresh pages)."""
+    its memory pool, and of the checks' kernels). It holds three scan batches
+    (``_SCAN_BATCH_BYTES`` of vectors each, whatever their dimension: the same number of
+    values to decode), so its scan takes about the memory a block's does (~25 MB of Arrow's
+    pool): memory the process has, reused by its first block (issue 27: fresh, a new worker's
+    first blocks took 50-150 ms more CPU, the kernel faulting in its pages)."""
     dim = 8
-    n = _SCAN_BATCH_BYTES // (4 * dim)
+    n = 3 * _SCAN_BATCH_BYTES // (4 * dim)
     # distinct values: encoded plain, as real vectors are (not as a dictionary of one value)
     values = np.arange(n * dim, dtype=np.float32)
     vectors = pa.FixedSizeListArray.from_arrays(_arrow(values), dim)
     table = pa.table({"id": _arrow(np.arange(n, dtype=np.int64)), "vector": vectors})
     with tempfile.TemporaryDirectory(prefix="shardwalk-warm-") as tmp:
         path = os.path.join(tmp, "warm.parquet")
-        pq.write_table(table, path)
+        # written plain (what is warmed is the reading: encoding costs 3-5x this)
+        pq.write_table(
+            table, path, compression="none", use_dictionary=False, write_statistics=False
+        )
         columns = Columns("id", "vector", None, None, ())
         for block in plan_blocks([path]):
             scan_block(block, columns=columns, dim=dim, metric="l2", fraction=0.01, seed=0)

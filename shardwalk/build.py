@@ -343,6 +343,11 @@ def _checked(
 
 
 # -- the steps that run on workers -------------------------------------------------------------
+def _batch_rows(dim: int) -> int:
+    """Rows per batch of the scan and assign passes: ``_SCAN_BATCH_BYTES`` of vectors."""
+    return max(1024, _SCAN_BATCH_BYTES // (4 * dim))
+
+
 def warm_worker() -> None:
     """What a process pays once, at its first block, paid while the job starts instead (the
     executors' warm-up): a Parquet file like an input (int64 ids, float32 vectors) written,
@@ -378,7 +383,7 @@ def scan_block(
     t0, cpu0 = time.perf_counter(), time.thread_time()
     timing: dict[str, float] = {}
     out, sample_ids, sample = [], [], []
-    rows = max(1024, _SCAN_BATCH_BYTES // (4 * dim))
+    rows = _batch_rows(dim)
     for batch, ids, vectors in _checked(block, columns.read, columns, dim, metric, timing, rows):
         t1 = time.perf_counter()
         chosen = np.flatnonzero(bulk.sample_mask(ids, fraction, seed))
@@ -408,12 +413,15 @@ def assign_block(
     staging: str,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Each row of a block to its partition, the rows written to the partitions' spill files
-    here: (ids, partitions, per-block stats with the bytes spilled)."""
+    here (a file per partition per batch): (ids, partitions, per-block stats with the bytes
+    spilled). Streamed in the scan's batches: the memory the scan (and the warm-up) took is
+    what the assign reuses (read whole, a block's row groups took fresh memory again)."""
     t0, cpu0 = time.perf_counter(), time.thread_time()
     timing: dict[str, float] = {}
     ids_out, parts_out, spilled = [], [], 0
     select = [columns.id, columns.vector]
-    for _, ids, vectors in _checked(block, select, columns, dim, metric, timing):
+    rows = _batch_rows(dim)
+    for _, ids, vectors in _checked(block, select, columns, dim, metric, timing, rows):
         t1 = time.perf_counter()
         parts, written = bulk.assign_block(ids, vectors, centroids, index_metric, staging)  # type: ignore[arg-type]
         ids_out.append(ids)

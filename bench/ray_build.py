@@ -265,7 +265,13 @@ def main() -> None:
     p.add_argument("--build", default="engine-2,threads-1,threads-2,ray-1,ray-2,cluster-2")
     p.add_argument("--fingerprints", default="embedded-1,embedded-2,ray-1,ray-2,cluster-2")
     p.add_argument("--recall", action="store_true", help="recall@10 of the ray-2 build")
-    p.add_argument("--repeat", type=int, default=1, help="run the fingerprint configs N times")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the build and fingerprint configs N times, back to back in the "
+        "order given (A, B, A, B: the later runs keyed config#2, config#3, ...)",
+    )
     p.add_argument("--work", default="/tmp/shardwalk-bench-ray")
     p.add_argument("--parquet", default=None)
     p.add_argument("--out", default=str(HERE / "results" / "ray_build.json"))
@@ -286,8 +292,10 @@ def main() -> None:
     results: dict = {"args": {k: v for k, v in vars(args).items() if k not in ("child", "config")},
                      "machine": machine(), "commit": _commit(), "load_start": load(),
                      "build": {}, "fingerprints": {}}  # fmt: skip
-    for config in filter(None, args.build.split(",")):
-        results["build"][config] = child(args, "build", config)
+    for rep in range(args.repeat):  # back to back, in the order given, ``repeat`` times
+        for config in filter(None, args.build.split(",")):
+            key = config if rep == 0 else f"{config}#{rep + 1}"
+            results["build"][key] = child(args, "build", config)
     for rep in range(args.repeat):  # back to back, in the order given, ``repeat`` times
         for config in filter(None, args.fingerprints.split(",")):
             key = config if rep == 0 else f"{config}#{rep + 1}"
@@ -535,6 +543,23 @@ def ratios(results: dict) -> dict:
         a, b = stage["ray-2"].get(name), stage["threads-2"].get(name)
         build[f"ray2_{name}_over_threads2"] = a / b if a and b else None
     build["ray2_over_threads2"] = r2 / t2 if r2 and t2 else None  # target <= 1.15
+
+    def build_cpu(config: str) -> float | None:  # CPU seconds of the build tasks
+        return (results["build"].get(config) or {}).get("build_schedule", {}).get("cpu_seconds")
+
+    # the same partitions' graphs: CPU seconds on Ray workers over threads of the driver
+    a, b = build_cpu("ray-2"), build_cpu("threads-2")
+    build["ray2_build_cpu_over_threads2"] = a / b if a and b else None
+    if "threads-2#2" in results["build"]:  # --repeat: both ratios in each repeat
+        rep, each, each_cpu = 1, [], []
+        while f"threads-2{(suffix := '' if rep == 1 else f'#{rep}')}" in results["build"]:
+            a, b = total("build", f"ray-2{suffix}"), total("build", f"threads-2{suffix}")
+            each.append(a / b if a and b else None)
+            a, b = build_cpu(f"ray-2{suffix}"), build_cpu(f"threads-2{suffix}")
+            each_cpu.append(a / b if a and b else None)
+            rep += 1
+        build["ray2_over_threads2_each_repeat"] = each
+        build["ray2_build_cpu_over_threads2_each_repeat"] = each_cpu
     for name in ("scan", "assign"):  # CPU seconds: what a stage cost, whatever the load
         cpu = {c: results["build"].get(c, {}).get("stages", {}).get(name, {}).get("cpu_seconds")
                for c in ("threads-2", "ray-2")}  # fmt: skip

@@ -32,8 +32,15 @@ def ray_build(stem: str, r: dict) -> str:
     shown = {k: v for k, v in build.items() if v is not None and not isinstance(v, dict)}
     if shown:
         out.append("")
-        out.append("; ".join(f"{k}: {v:.2f}" for k, v in shown.items()))
+        out.append("; ".join(f"{k}: {_ratio(v)}" for k, v in shown.items()))
     return "\n".join(out) + "\n"
+
+
+def _ratio(value: float | list) -> str:
+    """A ratio, or one per repeat (``--repeat``): 0.97, or 0.97 / 1.05 (- where none)."""
+    if isinstance(value, list):
+        return " / ".join("-" if v is None else f"{v:.2f}" for v in value)
+    return f"{value:.2f}"
 
 
 def flood(r: dict) -> str:

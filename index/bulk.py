@@ -4,10 +4,10 @@ and files, so that threads or Ray tasks run them alike (``shardwalk.jobs``).
 1. :func:`sample_mask`: which rows train the partitioning, a hash of each id and the seed (the
    sample does not depend on how the rows are split into blocks, or on their order);
 2. :func:`train_centroids`: balanced k-means on the sample (sorted by id);
-3. :func:`assign_block`: each block's rows go to their nearest centroid and are written to one
-   spill file per partition (named after the block's smallest id: a retried block writes the
-   same file with the same bytes; renamed into place whole, not synced: it lives only as
-   long as the job);
+3. :func:`assign_block`: each block's (or batch's) rows go to their nearest centroid and are
+   written to one spill file per partition (named after their smallest id: a retried block
+   writes the same files with the same bytes; renamed into place whole, not synced: it lives
+   only as long as the job);
 4. :func:`build_partition`: one HNSW graph per partition from its spill files, its rows in id
    order, labels given by ``labels_of`` (the rank of each id), one faiss thread: the same
    partition bytes whichever worker builds it, and whenever;

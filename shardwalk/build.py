@@ -75,6 +75,10 @@ _TASKS_PER_WORKER = 4  # at least, when there are blocks enough: a slow worker t
 # grow it and take longer to decode (issue 27: ~20 ms per 16.8 MB block, against 40-200 ms
 # for the first blocks read whole in a new worker)
 _SCAN_BATCH_BYTES = 4 << 20
+# bytes of a column chunk the scan reads at a time: streamed, the chunks are not held whole
+# (pre-buffered, a block's ~16-32 MB of them were fresh memory in each new worker, whose first
+# pages cost 50-150 ms of kernel time to fault in on a VM: issue 27)
+_READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -152,14 +156,17 @@ def _each(blocks: tuple[Block, ...], *, step: Callable[..., Any], **kwargs: Any)
 def _batches(
     block: Block, select: Sequence[str], rows: int | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """The block's rows as Arrow batches: in batches of ``rows`` rows if given (the column
-    chunks read at once, decoded a batch at a time); else its row groups read at once, or, for
-    a row group far larger than a block, in batches of ``_BATCH`` rows (bounded memory)."""
-    source = pq.ParquetFile(block.path, pre_buffer=True)
+    """The block's rows as Arrow batches: in batches of ``rows`` rows if given (each column
+    chunk streamed ``_READ_BUFFER`` bytes at a time as the batches are decoded); else its row
+    groups read at once, or, for a row group far larger than a block, in batches of ``_BATCH``
+    rows (bounded memory)."""
     groups, columns = list(block.row_groups), list(select)
     if rows is not None:
+        source = pq.ParquetFile(block.path, pre_buffer=False, buffer_size=_READ_BUFFER)
         yield from source.iter_batches(rows, row_groups=groups, columns=columns, use_threads=False)
-    elif block.bytes <= 4 * _BLOCK_BYTES:
+        return
+    source = pq.ParquetFile(block.path, pre_buffer=True)
+    if block.bytes <= 4 * _BLOCK_BYTES:
         table = source.read_row_groups(groups, columns=columns, use_threads=False)
         yield from table.to_batches()
     else:
@@ -336,20 +343,35 @@ def _checked(
 
 
 # -- the steps that run on workers -------------------------------------------------------------
+def _batch_rows(dim: int) -> int:
+    """Rows per batch of the scan and assign passes: ``_SCAN_BATCH_BYTES`` of vectors."""
+    return max(1024, _SCAN_BATCH_BYTES // (4 * dim))
+
+
 def warm_worker() -> None:
     """What a process pays once, at its first block, paid while the job starts instead (the
-    executors' warm-up): a small Parquet file like an input (int64 ids, float32 vectors)
-    written, then read, checked and sampled by :func:`scan_block` (the first use of Parquet's
-    reader, its codecs and memory pool, and of the checks' kernels)."""
-    dim, n = 8, 256
-    vectors = pa.FixedSizeListArray.from_arrays(_arrow(np.ones(n * dim, np.float32)), dim)
+    executors' warm-up): a Parquet file like an input (int64 ids, float32 vectors) written,
+    then read, checked and sampled by :func:`scan_block` (the first use of Parquet's reader,
+    its memory pool, and of the checks' kernels). It holds three scan batches
+    (``_SCAN_BATCH_BYTES`` of vectors each, whatever their dimension: the same number of
+    values to decode), so its scan takes about the memory a block's does (~25 MB of Arrow's
+    pool): memory the process has, reused by its first block (issue 27: fresh, a new worker's
+    first blocks took 50-150 ms more CPU, the kernel faulting in its pages)."""
+    dim = 8
+    n = 3 * _SCAN_BATCH_BYTES // (4 * dim)
+    # distinct values: encoded plain, as real vectors are (not as a dictionary of one value)
+    values = np.arange(n * dim, dtype=np.float32)
+    vectors = pa.FixedSizeListArray.from_arrays(_arrow(values), dim)
     table = pa.table({"id": _arrow(np.arange(n, dtype=np.int64)), "vector": vectors})
     with tempfile.TemporaryDirectory(prefix="shardwalk-warm-") as tmp:
         path = os.path.join(tmp, "warm.parquet")
-        pq.write_table(table, path)
+        # written plain (what is warmed is the reading: encoding costs 3-5x this)
+        pq.write_table(
+            table, path, compression="none", use_dictionary=False, write_statistics=False
+        )
         columns = Columns("id", "vector", None, None, ())
         for block in plan_blocks([path]):
-            scan_block(block, columns=columns, dim=dim, metric="l2", fraction=0.5, seed=0)
+            scan_block(block, columns=columns, dim=dim, metric="l2", fraction=0.01, seed=0)
 
 
 def scan_block(
@@ -361,7 +383,7 @@ def scan_block(
     t0, cpu0 = time.perf_counter(), time.thread_time()
     timing: dict[str, float] = {}
     out, sample_ids, sample = [], [], []
-    rows = max(1024, _SCAN_BATCH_BYTES // (4 * dim))
+    rows = _batch_rows(dim)
     for batch, ids, vectors in _checked(block, columns.read, columns, dim, metric, timing, rows):
         t1 = time.perf_counter()
         chosen = np.flatnonzero(bulk.sample_mask(ids, fraction, seed))
@@ -391,12 +413,15 @@ def assign_block(
     staging: str,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Each row of a block to its partition, the rows written to the partitions' spill files
-    here: (ids, partitions, per-block stats with the bytes spilled)."""
+    here (a file per partition per batch): (ids, partitions, per-block stats with the bytes
+    spilled). Streamed in the scan's batches: the memory the scan (and the warm-up) took is
+    what the assign reuses (read whole, a block's row groups took fresh memory again)."""
     t0, cpu0 = time.perf_counter(), time.thread_time()
     timing: dict[str, float] = {}
     ids_out, parts_out, spilled = [], [], 0
     select = [columns.id, columns.vector]
-    for _, ids, vectors in _checked(block, select, columns, dim, metric, timing):
+    rows = _batch_rows(dim)
+    for _, ids, vectors in _checked(block, select, columns, dim, metric, timing, rows):
         t1 = time.perf_counter()
         parts, written = bulk.assign_block(ids, vectors, centroids, index_metric, staging)  # type: ignore[arg-type]
         ids_out.append(ids)

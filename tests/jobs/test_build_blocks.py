@@ -241,3 +241,51 @@ def test_a_failed_warm_up_is_raised_by_its_wait() -> None:
     with pytest.raises(OSError, match="no temporary directory"):
         wait()
     assert ThreadExecutor(2).warm(lambda: None)() == []
+
+
+def _scan_peak(path: Path | None, warm: bool = False, step: str = "scan") -> int:
+    """The Arrow memory pool's peak (bytes) in a new process that runs ``step`` (scan or
+    assign) on ``path``'s one block (after the warm-up if ``warm``; no block if ``path`` is
+    None)."""
+    code = (
+        "import sys, tempfile\n"
+        "import numpy as np, pyarrow as pa\n"
+        "from shardwalk import build\n"
+        f"{'build.warm_worker()' if warm else ''}\n"
+        "columns = build.Columns('id', 'vector', None, None, ())\n"
+        "for block in build.plan_blocks(sys.argv[1:]):\n"
+        f"    if {step == 'scan'}:\n"
+        "        build.scan_block(block, columns=columns, dim=8, metric='l2', fraction=0.01,\n"
+        "                         seed=0)\n"
+        "    else:\n"
+        "        build.assign_block(block, columns=columns, dim=8, metric='l2',\n"
+        "                           index_metric='l2', centroids=np.eye(2, 8, dtype='f4'),\n"
+        "                           staging=tempfile.mkdtemp())\n"
+        "print(pa.default_memory_pool().max_memory())\n"
+    )
+    args = [] if path is None else [str(path)]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.parametrize("step", ["scan", "assign"])
+def test_a_pass_streams_a_block_instead_of_holding_it(tmp_path: Path, step: str) -> None:
+    """The scan and the assign decode a block a batch at a time from column chunks read a
+    buffer at a time: their memory does not grow with the block (pre-buffered, the chunks were
+    held whole: a block's size of fresh memory in each new worker, issue 27)."""
+    small, large = tmp_path / "small.parquet", tmp_path / "large.parquet"
+    _write(small, 1 << 18, row_group=1 << 18)  # one row group: one block, ~10 MB decoded
+    _write(large, 1 << 19, row_group=1 << 19)  # twice that
+    grown = _scan_peak(large, step=step) - _scan_peak(small, step=step)
+    # the ids kept (8 bytes a row) grow with the block; the vectors it adds (a pre-buffered
+    # block held them all) do not
+    assert grown < (1 << 18) * DIM * 4, grown
+
+
+def test_the_warm_up_takes_the_memory_of_a_block_scan() -> None:
+    """The warm-up scans batches as large as a scan's, so a worker's first block reuses memory
+    its process has (fresh pages cost a new worker's first blocks 50-150 ms, issue 27)."""
+    from shardwalk.build import _SCAN_BATCH_BYTES
+
+    assert _scan_peak(None, warm=True) >= 2 * _SCAN_BATCH_BYTES

@@ -206,7 +206,8 @@ def apply_group(
             apply_delete(collection, write.present, write.owner)
     if collection._checked and collection._rows.schema != schema:
         collection._checked = {}  # predicates are checked against the new schema from now on
-    scope_masks.follow_writes(collection, first, schema, writes, ahead)
+    new_ids = fresh is not None and all(fresh)  # upserts of ids no row held: nothing shadowed
+    scope_masks.follow_writes(collection, first, schema, writes, ahead, new_ids=new_ids)
     scope_masks.publish(collection)
 
 

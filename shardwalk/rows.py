@@ -266,7 +266,12 @@ def _find_all(
                     i += 1
         return np.array(at_list, dtype=np.int64), np.array(row_list, dtype=np.int64)
     everywhere = np.arange(ids.size)
+    if ids.size:  # (Python's min and max beat numpy's calls on a few ids)
+        values = ids.tolist() if ids.size <= 64 else (ids.min(), ids.max())
+        low, high = min(values), max(values)
     for keys, rows in runs:
+        if not ids.size or high < keys[0] or low > keys[-1]:  # no id in its range
+            continue
         pos = np.searchsorted(keys, ids)
         at = everywhere
         while at.size:

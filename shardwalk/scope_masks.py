@@ -88,9 +88,15 @@ class _Mask:
         if not changed.any():
             return
         self.allowed[rows] = now
-        touched = np.unique(rows[changed] >> 3)  # the packed bytes to redo
-        spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
-        self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        moved = rows[changed]
+        low, high = int(moved[0]) >> 3, int(moved[-1]) >> 3  # the packed bytes to redo
+        if high - low < 512:  # close together (a group's rows): repack the span in one call
+            span = self.allowed[low << 3 : (high + 1) << 3]
+            self.bits[low : high + 1] = np.packbits(span, bitorder="little")
+        else:
+            touched = np.unique(moved >> 3)
+            spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+            self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
         gone = rows[changed & ~now]
         if gone.size:
             self.matches = self.matches[self.allowed[self.matches]]
@@ -193,13 +199,17 @@ def follow_writes(
     schema: dict[str, Any],
     writes: list[Any],
     ahead: dict[Any, np.ndarray] | None = None,
+    *,
+    new_ids: bool = False,
 ) -> None:
     """Bring the cached scope masks up to date with the write group just applied (under
     the exclusive lock): the rows it added from ``first`` on, the rows it killed, and the
     rows of the ids it touched (an own row shadows a shared one, a deleted one reveals it)
     are re-evaluated; nothing else. A mask whose attributes changed shape (a column added
     or typed) is dropped and rebuilt when next used. O(rows touched), not O(rows).
-    ``ahead``: predicate values on the new rows, evaluated before (evaluate_ahead)."""
+    ``ahead``: predicate values on the new rows, evaluated before (evaluate_ahead);
+    ``new_ids``: the group is upserts of ids no row held before it (see
+    collection_writes.fresh_upserts): their only live rows are the new ones."""
     collection._version += 1
     killed, collection._killed = collection._killed, []
     if not collection._masks:
@@ -210,7 +220,9 @@ def follow_writes(
             collection._masks.clear()
         return
     live = np.zeros(0, dtype=np.int64)
-    if not all(w.everywhere if isinstance(w, Upsert) else w.owner is ANY_OWNER for w in writes):
+    if not new_ids and not all(
+        w.everywhere if isinstance(w, Upsert) else w.owner is ANY_OWNER for w in writes
+    ):
         # a write in one owner's namespace can leave another owner's row of its id live,
         # now shadowed or revealed; unscoped writes leave no row of their ids but theirs
         ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]

@@ -67,8 +67,13 @@ _FEW = 8  # lookups of at most this many ids go one by one (array calls cost mor
 _FEW_NAMES = 64
 
 
+_STORED_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.string())
+
+
 def _normalise_type(name: str, column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
     t = column.type
+    if t in _STORED_TYPES:  # already as stored (a cast to the same type costs ~10 us)
+        return column
     if pa.types.is_integer(t):
         return column.cast(pa.int64())
     if pa.types.is_floating(t):
@@ -194,7 +199,11 @@ def tenant_array(tenants: Any, n: int) -> pa.Array:
     values = tenants.tolist() if isinstance(tenants, np.ndarray) else list(tenants)
     if len(values) != n:
         raise InvalidArgumentError(f"tenants has {len(values)} entries; expected {n} (one per id)")
-    for value in values:
+    try:  # each name once (in order: the first bad one is named)
+        names: Any = dict.fromkeys(values)
+    except TypeError:  # an unhashable value: check_name says what it is
+        names = values
+    for value in names:
         if value is not None:
             check_name("tenant", value)
     return pa.array(values, pa.string())
@@ -603,6 +612,11 @@ class RowTable:
         else:
             rows = self._lookup(ids, self._codes_for(ids, owner))
             rows = rows[rows >= 0]
+        return self.kill_rows(rows)
+
+    def kill_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Kill live ``rows`` (as ``kill`` found them: an id's rows by owner); returns them,
+        each once. A write, as ``kill``."""
         if rows.size > 1:  # an id given twice dies once
             unique, first = np.unique(rows, return_index=True)
             if unique.size < rows.size:

@@ -248,7 +248,7 @@ def follow_writes(
     for (tenant, predicate), mask in masks:
         mask.grow(n)
         keep = rows[alive]
-        if tenant is not None:
+        if tenant is not None and keep.size:  # (none live: none in scope, as rows died)
             tenant_rows = collection._tenants.rows(tenant)
             at = np.minimum(np.searchsorted(tenant_rows, keep), max(tenant_rows.size - 1, 0))
             keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]

@@ -617,7 +617,8 @@ class RowTable:
     def kill_rows(self, rows: np.ndarray) -> np.ndarray:
         """Kill live ``rows`` (as ``kill`` found them: an id's rows by owner); returns them,
         each once. A write, as ``kill``."""
-        if rows.size > 1:  # an id given twice dies once
+        # an id given twice dies once (a set finds no repeat in a few rows ~5x faster)
+        if rows.size > 1 and (rows.size > 64 or len(set(rows.tolist())) < rows.size):
             unique, first = np.unique(rows, return_index=True)
             if unique.size < rows.size:
                 rows = rows[np.sort(first)]

@@ -48,6 +48,9 @@ class _Delete:
     missing_ok: bool
     present: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     owner: Any = ANY_OWNER  # a tenant: delete in its namespace only; ANY_OWNER: every row
+    # (the row table checked, the live rows of ``present`` in it: what its kill finds, when no
+    # write applied before it touched them; set by ``present``, else None)
+    rows: tuple[Any, np.ndarray] | None = None
 
 
 def commit_group(collection: Collection, group: list[Entry]) -> None:
@@ -203,10 +206,13 @@ def apply_group(
         if isinstance(write, Upsert):
             apply_upsert(collection, write, direct=direct, fresh=fresh is not None and fresh[i])
         else:
-            apply_delete(collection, write.present, write.owner)
+            found = write.rows
+            rows = found[1] if found is not None and found[0] is collection._rows else None
+            apply_delete(collection, write.present, write.owner, rows=rows)
     if collection._checked and collection._rows.schema != schema:
         collection._checked = {}  # predicates are checked against the new schema from now on
-    scope_masks.follow_writes(collection, first, schema, writes, ahead)
+    new_ids = fresh is not None and all(fresh)  # upserts of ids no row held: nothing shadowed
+    scope_masks.follow_writes(collection, first, schema, writes, ahead, new_ids=new_ids)
     scope_masks.publish(collection)
 
 
@@ -215,10 +221,19 @@ def present(collection: Collection, write: _Delete, before: list[Entry]) -> np.n
     the writes ``before`` (of this group) are applied, in the order given. Under the
     commit lock."""
     ids, owner = write.ids, write.owner
-    exists = collection._rows.contains(ids, owner)
+    write.rows = None
     earlier = [entry.payload for entry in before]
     touched = [w.ids if isinstance(w, Upsert) else w.present for w in earlier]
     overlap = np.isin(ids, np.concatenate(touched)) if touched else None
+    if owner is ANY_OWNER and (overlap is None or not overlap.any()):
+        # the rows found are the ones its apply kills (no write before it touches them):
+        # kept, so the apply does not look them up again
+        at, rows = collection._rows.find(ids)
+        write.rows = (collection._rows, rows)
+        exists = np.zeros(ids.size, dtype=bool)
+        exists[at] = True
+        return ids[exists]
+    exists = collection._rows.contains(ids, owner)
     if overlap is None or not overlap.any():
         return ids[exists]
     # the ids earlier writes of the group touched: who holds each, write by write
@@ -272,8 +287,16 @@ def apply_upsert(
     collection._version += 1
 
 
-def apply_delete(collection: Collection, ids: np.ndarray, owner: Any = ANY_OWNER) -> None:
-    unindex(collection, collection._rows.kill(ids, owner))
+def apply_delete(
+    collection: Collection, ids: np.ndarray, owner: Any = ANY_OWNER, *, rows: Any = None
+) -> None:
+    """Kill ``ids``' rows in ``owner``'s namespace; ``rows``: those rows, found before (see
+    ``present``)."""
+    if rows is None:
+        rows = collection._rows.kill(ids, owner)
+    else:
+        rows = collection._rows.kill_rows(rows)
+    unindex(collection, rows)
     collection._version += 1
 
 

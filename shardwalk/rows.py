@@ -67,8 +67,13 @@ _FEW = 8  # lookups of at most this many ids go one by one (array calls cost mor
 _FEW_NAMES = 64
 
 
+_STORED_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.string())
+
+
 def _normalise_type(name: str, column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
     t = column.type
+    if t in _STORED_TYPES:  # already as stored (a cast to the same type costs ~10 us)
+        return column
     if pa.types.is_integer(t):
         return column.cast(pa.int64())
     if pa.types.is_floating(t):
@@ -194,7 +199,11 @@ def tenant_array(tenants: Any, n: int) -> pa.Array:
     values = tenants.tolist() if isinstance(tenants, np.ndarray) else list(tenants)
     if len(values) != n:
         raise InvalidArgumentError(f"tenants has {len(values)} entries; expected {n} (one per id)")
-    for value in values:
+    try:  # each name once (in order: the first bad one is named)
+        names: Any = dict.fromkeys(values)
+    except TypeError:  # an unhashable value: check_name says what it is
+        names = values
+    for value in names:
         if value is not None:
             check_name("tenant", value)
     return pa.array(values, pa.string())
@@ -266,7 +275,12 @@ def _find_all(
                     i += 1
         return np.array(at_list, dtype=np.int64), np.array(row_list, dtype=np.int64)
     everywhere = np.arange(ids.size)
+    if ids.size:  # (Python's min and max beat numpy's calls on a few ids)
+        values = ids.tolist() if ids.size <= 64 else (ids.min(), ids.max())
+        low, high = min(values), max(values)
     for keys, rows in runs:
+        if not ids.size or high < keys[0] or low > keys[-1]:  # no id in its range
+            continue
         pos = np.searchsorted(keys, ids)
         at = everywhere
         while at.size:
@@ -598,7 +612,13 @@ class RowTable:
         else:
             rows = self._lookup(ids, self._codes_for(ids, owner))
             rows = rows[rows >= 0]
-        if rows.size > 1:  # an id given twice dies once
+        return self.kill_rows(rows)
+
+    def kill_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Kill live ``rows`` (as ``kill`` found them: an id's rows by owner); returns them,
+        each once. A write, as ``kill``."""
+        # an id given twice dies once (a set finds no repeat in a few rows ~5x faster)
+        if rows.size > 1 and (rows.size > 64 or len(set(rows.tolist())) < rows.size):
             unique, first = np.unique(rows, return_index=True)
             if unique.size < rows.size:
                 rows = rows[np.sort(first)]

@@ -88,9 +88,15 @@ class _Mask:
         if not changed.any():
             return
         self.allowed[rows] = now
-        touched = np.unique(rows[changed] >> 3)  # the packed bytes to redo
-        spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
-        self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        moved = rows[changed]
+        low, high = int(moved[0]) >> 3, int(moved[-1]) >> 3  # the packed bytes to redo
+        if high - low < 512:  # close together (a group's rows): repack the span in one call
+            span = self.allowed[low << 3 : (high + 1) << 3]
+            self.bits[low : high + 1] = np.packbits(span, bitorder="little")
+        else:
+            touched = np.unique(moved >> 3)
+            spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+            self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
         gone = rows[changed & ~now]
         if gone.size:
             self.matches = self.matches[self.allowed[self.matches]]
@@ -193,13 +199,17 @@ def follow_writes(
     schema: dict[str, Any],
     writes: list[Any],
     ahead: dict[Any, np.ndarray] | None = None,
+    *,
+    new_ids: bool = False,
 ) -> None:
     """Bring the cached scope masks up to date with the write group just applied (under
     the exclusive lock): the rows it added from ``first`` on, the rows it killed, and the
     rows of the ids it touched (an own row shadows a shared one, a deleted one reveals it)
     are re-evaluated; nothing else. A mask whose attributes changed shape (a column added
     or typed) is dropped and rebuilt when next used. O(rows touched), not O(rows).
-    ``ahead``: predicate values on the new rows, evaluated before (evaluate_ahead)."""
+    ``ahead``: predicate values on the new rows, evaluated before (evaluate_ahead);
+    ``new_ids``: the group is upserts of ids no row held before it (see
+    collection_writes.fresh_upserts): their only live rows are the new ones."""
     collection._version += 1
     killed, collection._killed = collection._killed, []
     if not collection._masks:
@@ -210,7 +220,9 @@ def follow_writes(
             collection._masks.clear()
         return
     live = np.zeros(0, dtype=np.int64)
-    if not all(w.everywhere if isinstance(w, Upsert) else w.owner is ANY_OWNER for w in writes):
+    if not new_ids and not all(
+        w.everywhere if isinstance(w, Upsert) else w.owner is ANY_OWNER for w in writes
+    ):
         # a write in one owner's namespace can leave another owner's row of its id live,
         # now shadowed or revealed; unscoped writes leave no row of their ids but theirs
         ids = [w.ids if isinstance(w, Upsert) else w.present for w in writes]
@@ -220,7 +232,7 @@ def follow_writes(
     rows = np.arange(first, n, dtype=np.int64)  # the new rows (ascending, unique)
     others = [part for part in (live, *killed) if part.size]
     if others:
-        rows = np.unique(np.concatenate([*others, rows]))
+        rows = _sorted_unique(np.concatenate([*others, rows]))
     if not rows.size:
         return
     alive = collection._rows.alive[rows]
@@ -236,7 +248,7 @@ def follow_writes(
     for (tenant, predicate), mask in masks:
         mask.grow(n)
         keep = rows[alive]
-        if tenant is not None:
+        if tenant is not None and keep.size:  # (none live: none in scope, as rows died)
             tenant_rows = collection._tenants.rows(tenant)
             at = np.minimum(np.searchsorted(tenant_rows, keep), max(tenant_rows.size - 1, 0))
             keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]
@@ -249,6 +261,13 @@ def follow_writes(
                 values = matched[predicate] = evaluate(predicate, touched)
             keep = keep[values[np.searchsorted(rows, keep)]]
         mask.set(rows, keep)
+
+
+def _sorted_unique(rows: np.ndarray) -> np.ndarray:
+    """``np.unique(rows)``, in Python for a few rows (np.unique's calls cost ~5 us)."""
+    if rows.size > 64:
+        return np.unique(rows)
+    return np.array(sorted(set(rows.tolist())), dtype=np.int64)
 
 
 def evaluate_ahead(collection: Collection, writes: list[Any]) -> dict[Any, np.ndarray]:

@@ -274,6 +274,8 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
         hi = min(units.size, lo + _PLAN_CHUNK)
         # first each unit's start (its block's entries and its first steps read in a tight
         # loop, so their cache misses overlap), then the scans, which find them in cache
+        # in two passes: the loads of each are independent of one another (a unit's steps
+        # depend on its start), so the misses of many units overlap
         starts = np.empty(hi - lo, np.int64)
         touched = np.uint64(0)
         for i in range(lo, hi):
@@ -283,9 +285,11 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             for q in range(b * R, q0):
                 at += np.int64(walk_len[q])
             starts[i - lo] = at
+            touched += np.uint64(block_src[b]) + np.uint64(block_w0[b])
+        for i in range(lo, hi):
+            at = starts[i - lo]
             if at < steps.size:  # (a walk of no steps may start at the end)
                 touched += np.uint64(steps[at]) + np.uint64(steps_hi[at])
-            touched += np.uint64(block_src[b]) + np.uint64(block_w0[b])
         for i in range(lo, hi):
             q0 = units[i] * per_unit
             b = q0 // R

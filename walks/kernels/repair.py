@@ -274,6 +274,8 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
         hi = min(units.size, lo + _PLAN_CHUNK)
         # first each unit's start (its block's entries and its first steps read in a tight
         # loop, so their cache misses overlap), then the scans, which find them in cache
+        # in two passes: the loads of each are independent of one another (a unit's steps
+        # depend on its start), so the misses of many units overlap
         starts = np.empty(hi - lo, np.int64)
         touched = np.uint64(0)
         for i in range(lo, hi):
@@ -283,9 +285,11 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             for q in range(b * R, q0):
                 at += np.int64(walk_len[q])
             starts[i - lo] = at
+            touched += np.uint64(block_src[b]) + np.uint64(block_w0[b])
+        for i in range(lo, hi):
+            at = starts[i - lo]
             if at < steps.size:  # (a walk of no steps may start at the end)
                 touched += np.uint64(steps[at]) + np.uint64(steps_hi[at])
-            touched += np.uint64(block_src[b]) + np.uint64(block_w0[b])
         for i in range(lo, hi):
             q0 = units[i] * per_unit
             b = q0 // R
@@ -452,47 +456,68 @@ def walks_rewrite(blocks, walks_per_node, blk_start, walk_len, dropped, steps, s
     ``walk_tails`` walked them on the new graph). Updates ``walk_len``, ``dropped``;
     ``out_steps[i]``: steps walked anew, ``out_walks[i]``: walks rerouted."""
     R = walks_per_node
-    for i in prange(blocks.size):
-        b = blocks[i]
-        at = blk_start[b]
-        to = new_start[i]
-        walked = 0
-        rerouted = 0
-        for w in range(R):
-            q = b * R + w
-            e = i * R + w
-            length = np.int64(walk_len[q])
-            pos = plan_pos[e]
-            if pos < 0:
-                for j in range(length):
-                    steps[to + j] = steps[at + j]
-                    steps_hi[to + j] = steps_hi[at + j]
-                at += length
-                to += length
-                continue
-            for j in range(pos):
+    n_chunks = (blocks.size + _PLAN_CHUNK - 1) // _PLAN_CHUNK
+    for c in prange(n_chunks):
+        lo = c * _PLAN_CHUNK
+        hi = min(blocks.size, lo + _PLAN_CHUNK)
+        # first the blocks' first steps (as walks_plan: loads independent of one another,
+        # their misses overlap), then the copies, which find them in cache
+        touched = np.uint64(0)
+        for i in range(lo, hi):
+            at = blk_start[blocks[i]]
+            if at < steps.size:
+                touched += np.uint64(steps[at]) + np.uint64(steps_hi[at])
+        for i in range(lo, hi):
+            _rewrite_block(i, blocks[i], R, blk_start, walk_len, dropped, steps, steps_hi,
+                           plan_pos, plan_target, new_start, tail_at, tail_len, tail_drop,
+                           tails, out_steps, out_walks)  # fmt: skip
+        if touched == _NEVER:  # (a use of the first loop's loads; see walks_plan)
+            out_walks[lo] = -1
+
+
+@njit(cache=True, inline="always")
+def _rewrite_block(i, b, R, blk_start, walk_len, dropped, steps, steps_hi, plan_pos, plan_target,
+                   new_start, tail_at, tail_len, tail_drop, tails, out_steps, out_walks):  # fmt: skip
+    """Block ``b`` (plan row i) of :func:`walks_rewrite`."""
+    at = blk_start[b]
+    to = new_start[i]
+    walked = 0
+    rerouted = 0
+    for w in range(R):
+        q = b * R + w
+        e = i * R + w
+        length = np.int64(walk_len[q])
+        pos = plan_pos[e]
+        if pos < 0:
+            for j in range(length):
                 steps[to + j] = steps[at + j]
                 steps_hi[to + j] = steps_hi[at + j]
-            rerouted += 1
-            m = pos
-            drop = True
-            if plan_target[e] >= 0:
-                made = tail_len[e]
-                t0 = tail_at[e]
-                for j in range(made):
-                    v = np.int64(tails[t0 + j])
-                    steps[to + m + j] = v & 0xFFFF
-                    steps_hi[to + m + j] = v >> 16
-                m += made
-                walked += made
-                drop = tail_drop[e]
             at += length
-            to += m
-            walk_len[q] = m
-            if dropped.size:
-                dropped[q] = drop
-        out_steps[i] = walked
-        out_walks[i] = rerouted
+            to += length
+            continue
+        for j in range(pos):
+            steps[to + j] = steps[at + j]
+            steps_hi[to + j] = steps_hi[at + j]
+        rerouted += 1
+        m = pos
+        drop = True
+        if plan_target[e] >= 0:
+            made = tail_len[e]
+            t0 = tail_at[e]
+            for j in range(made):
+                v = np.int64(tails[t0 + j])
+                steps[to + m + j] = v & 0xFFFF
+                steps_hi[to + m + j] = v >> 16
+            m += made
+            walked += made
+            drop = tail_drop[e]
+        at += length
+        to += m
+        walk_len[q] = m
+        if dropped.size:
+            dropped[q] = drop
+    out_steps[i] = walked
+    out_walks[i] = rerouted
 
 
 @njit(cache=True, parallel=True)

@@ -41,23 +41,29 @@ _INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
 _INDEX_CHUNK = 128
 _INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 
-# At interpreter exit the indexers stop between two turns: a daemon thread still inside a
-# native insert when the process tears down aborts it ("terminate called without an active
-# exception", exit status 134). The rows left in the delta are in the log: the next open
-# indexes them.
+# At interpreter exit the indexers stop between two turns and a background compaction is
+# waited for: a daemon thread still inside a native insert when the process tears down aborts
+# it ("terminate called without an active exception", exit status 134). The rows left in the
+# delta are in the log: the next open indexes them.
 _exiting = threading.Event()
-_indexing: weakref.WeakSet[Collection] = weakref.WeakSet()  # collections with an indexer thread
+_tracked: weakref.WeakSet[Collection] = weakref.WeakSet()  # collections with a background thread
+
+
+def track(collection: Collection) -> None:
+    """Have the exit hook wait for the collection's background threads (indexer, compactor)."""
+    _tracked.add(collection)
 
 
 @atexit.register
-def _stop_indexers() -> None:
+def _stop_background() -> None:
     _exiting.set()
-    for collection in list(_indexing):
+    for collection in list(_tracked):
         with collection._room:
-            thread = collection._indexer
+            indexer = collection._indexer
             collection._room.notify_all()  # an idle indexer waits for rows
-        if thread is not None:
-            thread.join(timeout=30.0)
+        for thread in (indexer, collection._compactor):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=60.0)
 
 
 def _coalesce(writes: list[Any]) -> list[Any]:
@@ -138,7 +144,7 @@ def kick(collection: Collection) -> None:
 def start_indexer(collection: Collection) -> None:  # under collection._room
     if _exiting.is_set():
         return
-    _indexing.add(collection)
+    track(collection)
     thread = threading.Thread(
         target=index_loop,
         args=(collection,),

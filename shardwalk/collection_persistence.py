@@ -248,6 +248,7 @@ def maybe_compact(collection: Collection) -> None:
         daemon=True,
     )
     collection._compactor = thread
+    collection_indexer.track(collection)  # waited for at interpreter exit
     thread.start()
 
 

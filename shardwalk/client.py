@@ -244,7 +244,7 @@ class _Shape(_Channel):
         request = pb.CreateGraphRequest(
             name=name,
             edges=_packed_edges(edges, ("src", "dst")),
-            weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
+            weights=_packed_weights(weights),
             undirected=not directed,
             node_ids=[] if node_ids is None else np.asarray(node_ids, dtype=np.int64).tolist(),
             fingerprints=fingerprints,
@@ -520,7 +520,7 @@ class RemoteGraph(_Handle[_Shape]):
         request = pb.UpsertEdgesRequest(
             graph=self.name,
             edges=_packed_edges(edges),
-            weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
+            weights=_packed_weights(weights),
         )
         return self._client._run("UpsertEdges", request, _json, idempotent=False)
 
@@ -636,6 +636,11 @@ def _packed_edges(
     for graph creation, ``src``/``dst``, and for updates)."""
     src, dst = edge_pairs(edges, what=what)
     return np.stack([src, dst], axis=1).astype("<i8", copy=False).tobytes()
+
+
+def _packed_weights(weights: ArrayLike | None) -> bytes:
+    """Edge weights as packed float32 (none: empty; the server checks one per edge)."""
+    return b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes()
 
 
 # -- reading responses (shared by both transports) ---------------------------------------------

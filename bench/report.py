@@ -116,8 +116,7 @@ def streaming(r: dict) -> str:
         cells = []
         for s in scopes:
             hot, rest = p["writing"][s], p["rest"][s]
-            cells.append(f"{hot['qps']:,.0f} ({rest['qps']:,.0f})")
-            cells.append(f"{hot['p99_ms']:.2f} ({rest['p99_ms']:.2f})")
+            cells += [_writing_and_rest(hot, rest, "qps"), _writing_and_rest(hot, rest, "p99_ms")]
         out.append(
             f"| {p['rate']:,} x {p['batch']} | {p['achieved_rows_per_s']:,.0f} | {p['system']} | "
             + " | ".join(cells)
@@ -145,14 +144,11 @@ def reads_profile(r: dict) -> str:
     ]
     for scope, hot in r["writing"].items():
         rest = r["rest"][scope]
-        out.append(
-            f"| {scope} | {r['paths'][scope]} | {hot['qps']:,.0f} ({rest['qps']:,.0f}) | "
-            f"{hot['qps'] / rest['qps']:.2f} | {hot['p99_ms']:.2f} ({rest['p99_ms']:.2f}) | "
-            f"{hot['p99_ms'] / rest['p99_ms']:.2f} | {hot['lock_wait_share']:.1%} "
-            f"({rest['lock_wait_share']:.1%}) | {hot['cpu_us_per_search']:.0f} "
-            f"({rest['cpu_us_per_search']:.0f}) | {hot['running_share']:.0%} "
-            f"({rest['running_share']:.0%}) |"
-        )
+        cells = [scope, r["paths"][scope], *_searches_writing(hot, rest)]
+        cells.append(f"{hot['p99_ms'] / rest['p99_ms']:.2f}")
+        for figure in ("lock_wait_share", "cpu_us_per_search", "running_share"):
+            cells.append(_writing_and_rest(hot, rest, figure))
+        out.append(f"| {' | '.join(cells)} |")
     if "by_switch_interval" in r:  # --switch-interval with several values, cycle by cycle
         out += [
             "",
@@ -165,13 +161,31 @@ def reads_profile(r: dict) -> str:
         for interval, figures in r["by_switch_interval"].items():
             for scope, hot in figures["writing"].items():
                 rest = figures["rest"][scope]
-                out.append(
-                    f"| {interval} | {scope} | {hot['qps']:,.0f} ({rest['qps']:,.0f}) | "
-                    f"{hot['qps'] / rest['qps']:.2f} | {hot['p99_ms']:.2f} ({rest['p99_ms']:.2f}) | "
-                    f"{hot['lock_wait_share']:.1%} | {hot['cpu_us_per_search']:.0f} "
-                    f"({rest['cpu_us_per_search']:.0f}) |"
-                )
+                cells = [interval, scope, *_searches_writing(hot, rest)]
+                cells += [
+                    f"{hot['lock_wait_share']:.1%}",
+                    _writing_and_rest(hot, rest, "cpu_us_per_search"),
+                ]
+                out.append(f"| {' | '.join(cells)} |")
     return "\n".join(out) + "\n"
+
+
+# how the figures of searches under a writer print (bench/streaming.py, bench/reads_profile.py)
+_FORMATS = {"qps": ",.0f", "p99_ms": ".2f", "lock_wait_share": ".1%", "cpu_us_per_search": ".0f",
+            "running_share": ".0%"}  # fmt: skip
+
+
+def _writing_and_rest(hot: dict, rest: dict, figure: str) -> str:
+    """A figure with a writer, and at rest in parentheses."""
+    spec = _FORMATS[figure]
+    return f"{hot[figure]:{spec}} ({rest[figure]:{spec}})"
+
+
+def _searches_writing(hot: dict, rest: dict) -> list[str]:
+    """The first cells of a row of searches under a writer: q/s writing (at rest), the ratio,
+    p99 writing (at rest)."""
+    qps_ratio = f"{hot['qps'] / rest['qps']:.2f}"
+    return [_writing_and_rest(hot, rest, "qps"), qps_ratio, _writing_and_rest(hot, rest, "p99_ms")]
 
 
 def provenance(r: dict) -> tuple[str, float, float]:

@@ -27,9 +27,10 @@ from shardwalk.server.config import Limits, Principal
 from shardwalk._deadline import check
 from shardwalk._wire import (
     attributes_from_pb,
+    compose_result_to_pb,
     filter_from_pb,
     params_from_pb,
-    params_to_pb,
+    ppr_result_to_pb,
     table_to_pb,
     to_json,
     vectors_from_pb,
@@ -332,21 +333,7 @@ class Service:
             result = graph.ppr_batch(queries, k, **options)
         else:  # the top-k nodes that are rows of the collection the tenant may see
             result = scoped_ppr(graph, scope, queries, k, tenant=tenant, **options)
-        ids, scores = result.ids, result.scores
-        return pb.PersonalizedPageRankResponse(
-            rows=ids.shape[0],
-            k=k,
-            ids=ids.astype("<i8", copy=False).tobytes(),
-            scores=scores.astype("<f4", copy=False).tobytes(),
-            error=result.error.tolist(),
-            error_is_bound=result.error_is_bound,
-            method=result.method,
-            alpha=result.alpha,
-            dangling=result.dangling,
-            seconds=result.seconds,
-            mass=result.mass.tolist(),
-            params=params_to_pb(result.params),
-        )
+        return ppr_result_to_pb(result, k)
 
     def compose(self, who: Principal, request: pb.ComposeRequest) -> pb.ComposeResponse:
         if not request.collection or not request.graph:
@@ -373,25 +360,7 @@ class Service:
             knn_params=params_from_pb(request.knn_params),
             ppr_params=params_from_pb(request.ppr_params),
         )
-        return pb.ComposeResponse(
-            rows=result.ids.shape[0],
-            k=k,
-            ids=result.ids.astype("<i8", copy=False).tobytes(),
-            scores=result.scores.astype("<f4", copy=False).tobytes(),
-            distances=result.distances.astype("<f4", copy=False).tobytes(),
-            ppr_scores=result.ppr_scores.astype("<f4", copy=False).tobytes(),
-            seeds=result.seeds.tolist(),
-            seeds_dropped=result.seeds_dropped.tolist(),
-            ppr_error=result.ppr_error.tolist(),
-            ppr_method=result.ppr_method or "",
-            alpha=result.alpha,
-            fuse=result.fuse,
-            knn_seconds=result.knn_seconds,
-            ppr_seconds=result.ppr_seconds,
-            fuse_seconds=result.fuse_seconds,
-            seconds=result.seconds,
-            explain_json=to_json(result.explain),
-        )
+        return compose_result_to_pb(result, k)
 
     # -- listing, statistics, administration ------------------------------------------------
     def stats(self, who: Principal, request: pb.StatsRequest) -> pb.StatsResponse:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -56,6 +57,7 @@ __all__ = [
     "check_threading_layer",
     "default_budget",
     "delegated",
+    "in_thread",
 ]
 
 MAX_THREADS = 1024
@@ -303,6 +305,28 @@ def default_budget() -> ThreadBudget:
             if _default is None:
                 _default = ThreadBudget()
     return _default
+
+
+def in_thread(fn: Callable[[], object], name: str, *, daemon: bool = False) -> Callable[[], None]:
+    """Run ``fn()`` in a new thread (called ``name``) now; returns the wait for it, which
+    raises what ``fn`` raised (a thread's exception is otherwise lost)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=daemon)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed[0]
+
+    return wait
 
 
 def thread_env(threads: int = 1) -> dict[str, Any]:

@@ -10,25 +10,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 
+from shardwalk.compose import ComposeResult
 from shardwalk.errors import InvalidArgumentError
 from shardwalk.index.filters import And, Eq, Exists, In, Ne, Not, Or, Predicate, Range
 from shardwalk.rows import attribute_table
 from shardwalk.v1 import shardwalk_pb2 as pb
+from shardwalk.walks.ppr import PPRResult
 
 __all__ = [
     "MAX_FILTER_DEPTH",
     "attributes_from_pb",
     "attributes_to_pb",
+    "compose_result_from_pb",
+    "compose_result_to_pb",
     "filter_from_pb",
     "filter_to_pb",
     "matrix_from_pb",
     "params_from_pb",
     "params_to_pb",
+    "ppr_result_from_pb",
+    "ppr_result_to_pb",
     "table_to_pb",
     "to_json",
     "value_from_pb",
@@ -76,6 +83,79 @@ def matrix_from_pb(data: bytes, dtype: str, rows: int, k: int, what: str) -> np.
     if arr.size != rows * k:
         raise InvalidArgumentError(f"{what} hold {arr.size} values; expected {rows} x {k}")
     return arr.reshape(rows, k).astype(dtype[1:], copy=True)
+
+
+# -- query results: one layout per result type, read by both directions -----------------------
+@dataclass(frozen=True)
+class _Layout:
+    """How a result's fields travel (each as the message field of the same name)."""
+
+    matrices: tuple[tuple[str, str], ...]  # (q, k) arrays: packed bytes of this dtype
+    per_query: tuple[tuple[str, type[np.generic]], ...]  # (q,) arrays: repeated, read as dtype
+    scalars: tuple[str, ...]  # as they are
+
+
+_PPR = _Layout(
+    matrices=(("ids", "<i8"), ("scores", "<f4")),
+    per_query=(("error", np.float64), ("mass", np.float64)),
+    scalars=("error_is_bound", "method", "alpha", "dangling", "seconds"),
+)
+_COMPOSE = _Layout(
+    matrices=(("ids", "<i8"), ("scores", "<f4"), ("distances", "<f4"), ("ppr_scores", "<f4")),
+    per_query=(("seeds", np.int64), ("seeds_dropped", np.int64), ("ppr_error", np.float64)),
+    scalars=("alpha", "fuse", "knn_seconds", "ppr_seconds", "fuse_seconds", "seconds"),
+)
+
+
+def _fields_to_pb(result: PPRResult | ComposeResult, layout: _Layout, k: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {"rows": result.ids.shape[0], "k": k}
+    for name, dtype in layout.matrices:
+        fields[name] = getattr(result, name).astype(dtype, copy=False).tobytes()
+    for name, _ in layout.per_query:
+        fields[name] = getattr(result, name).tolist()
+    for name in layout.scalars:
+        fields[name] = getattr(result, name)
+    return fields
+
+
+def _fields_from_pb(response: Any, layout: _Layout) -> dict[str, Any]:
+    rows, k = response.rows, response.k
+    fields: dict[str, Any] = {}
+    for name, dtype in layout.matrices:
+        fields[name] = matrix_from_pb(getattr(response, name), dtype, rows, k, name)
+    for name, read_as in layout.per_query:
+        fields[name] = np.array(getattr(response, name), dtype=read_as)
+    for name in layout.scalars:
+        fields[name] = getattr(response, name)
+    return fields
+
+
+def ppr_result_to_pb(result: PPRResult, k: int) -> pb.PersonalizedPageRankResponse:
+    """A PPR result as the server sends it (``k``: the k asked for)."""
+    fields = _fields_to_pb(result, _PPR, k)
+    return pb.PersonalizedPageRankResponse(**fields, params=params_to_pb(result.params))
+
+
+def ppr_result_from_pb(response: pb.PersonalizedPageRankResponse) -> PPRResult:
+    return PPRResult(**_fields_from_pb(response, _PPR), params=params_from_pb(response.params))
+
+
+def compose_result_to_pb(result: ComposeResult, k: int) -> pb.ComposeResponse:
+    """A compose result as the server sends it (``k``: the k asked for)."""
+    return pb.ComposeResponse(
+        **_fields_to_pb(result, _COMPOSE, k),
+        ppr_method=result.ppr_method or "",
+        explain_json=to_json(result.explain),
+    )
+
+
+def compose_result_from_pb(response: pb.ComposeResponse) -> ComposeResult:
+    explain = response.explain_json
+    return ComposeResult(
+        **_fields_from_pb(response, _COMPOSE),
+        ppr_method=response.ppr_method or None,
+        explain=json.loads(explain) if explain else {},
+    )
 
 
 # -- scalar values and parameters ------------------------------------------------------------

@@ -34,7 +34,6 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -50,7 +49,7 @@ import pyarrow.parquet as pq
 from shardwalk import _fs
 from shardwalk._files import atomic_write_with, make_dirs
 from shardwalk._progress import Progress, Stage, check_progress
-from shardwalk._threads import ThreadBudget, available_cores, delegated, peak_rss_bytes
+from shardwalk._threads import ThreadBudget, available_cores, delegated, in_thread, peak_rss_bytes
 from shardwalk.arrow_views import _arrow, _numpy
 from shardwalk.build_report import _schedule_report, _stage_report, _stats, _worker_times
 from shardwalk.errors import InvalidArgumentError, NotFoundError
@@ -199,21 +198,10 @@ class ThreadExecutor(bulk.Executor):
         """``fn()`` in a thread now (what this process pays once, while the driver reads the
         input's footers); returns the wait for it, which raises what ``fn`` raised (as Ray's
         does). The threads start with each step: no workers to report."""
-        failed: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                fn()
-            except BaseException as exc:
-                failed.append(exc)
-
-        thread = threading.Thread(target=run, name="shardwalk-warm", daemon=True)
-        thread.start()
+        done = in_thread(fn, "shardwalk-warm", daemon=True)
 
         def wait() -> list[dict[str, Any]]:
-            thread.join()
-            if failed:
-                raise failed[0]
+            done()
             return []
 
         return wait

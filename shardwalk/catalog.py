@@ -16,8 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from shardwalk import collection_persistence
-from shardwalk._files import make_dirs
+from shardwalk import collection_persistence, graph_persistence
 from shardwalk._threads import ThreadBudget
 from shardwalk.collection import Collection
 from shardwalk.errors import AlreadyExistsError, FailedPreconditionError, NotFoundError
@@ -121,10 +120,7 @@ class Catalog:
             if self.datadir is not None:
                 datadir = self.datadir
                 with datadir.guard(f"creating collection {name!r}"):
-                    generation = datadir.next_generation()
-                    directory = datadir.collection_dir(name)
-                    remove_dir(directory)  # leftovers of a crashed create
-                    make_dirs(directory)
+                    generation, directory = datadir.new_dir("collection", name)
                     wal = f"wal-{generation:06d}.log"
                     WriteAheadLog.create(str(directory / wal))
                 entry = {
@@ -155,7 +151,9 @@ class Catalog:
             self.check_open()
             if name in self.names("graph"):
                 raise AlreadyExistsError(f"graph {name!r} already exists; drop it first")
-            graph = Graph._create(name, csr, self.datadir, self._budget, self_loops)
+            graph = graph_persistence.create(
+                Graph, name, csr, self.datadir, self._budget, self_loops
+            )
             self.graphs[name] = graph
             return graph
 
@@ -194,7 +192,7 @@ class Catalog:
         if found is None:
             return None
         datadir, entry = found
-        return lambda: Graph._open(name, entry, datadir, self._budget)
+        return lambda: graph_persistence.open_graph(Graph, name, entry, datadir, self._budget)
 
     def _get_or_load(
         self,

@@ -33,10 +33,11 @@ from numpy.typing import ArrayLike
 
 from shardwalk._wire import (
     attributes_from_pb,
+    compose_result_from_pb,
     filter_to_pb,
     matrix_from_pb,
-    params_from_pb,
     params_to_pb,
+    ppr_result_from_pb,
     table_to_pb,
     vectors_from_pb,
     vectors_to_pb,
@@ -243,7 +244,7 @@ class _Shape(_Channel):
         request = pb.CreateGraphRequest(
             name=name,
             edges=_packed_edges(edges, ("src", "dst")),
-            weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
+            weights=_packed_weights(weights),
             undirected=not directed,
             node_ids=[] if node_ids is None else np.asarray(node_ids, dtype=np.int64).tolist(),
             fingerprints=fingerprints,
@@ -292,7 +293,7 @@ class _Shape(_Channel):
             knn_params=params_to_pb(knn_params or {}),
             ppr_params=params_to_pb(ppr_params or {}),
         )
-        return self._run("Compose", request, _compose_result)
+        return self._run("Compose", request, compose_result_from_pb)
 
     def flush(self) -> None:
         """Checkpoint every collection now (admin keys only)."""
@@ -509,7 +510,7 @@ class RemoteGraph(_Handle[_Shape]):
             collection=collection or "",
             tenant=tenant or "",
         )
-        return self._client._run("PersonalizedPageRank", request, _ppr_result)
+        return self._client._run("PersonalizedPageRank", request, ppr_result_from_pb)
 
     def stats(self) -> Report:
         return self._client._run("Stats", pb.StatsRequest(graph=self.name), _json)
@@ -519,7 +520,7 @@ class RemoteGraph(_Handle[_Shape]):
         request = pb.UpsertEdgesRequest(
             graph=self.name,
             edges=_packed_edges(edges),
-            weights=b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes(),
+            weights=_packed_weights(weights),
         )
         return self._client._run("UpsertEdges", request, _json, idempotent=False)
 
@@ -637,6 +638,11 @@ def _packed_edges(
     return np.stack([src, dst], axis=1).astype("<i8", copy=False).tobytes()
 
 
+def _packed_weights(weights: ArrayLike | None) -> bytes:
+    """Edge weights as packed float32 (none: empty; the server checks one per edge)."""
+    return b"" if weights is None else np.asarray(weights, dtype="<f4").tobytes()
+
+
 # -- reading responses (shared by both transports) ---------------------------------------------
 def _none(response: Any) -> None:
     return None
@@ -700,43 +706,6 @@ def _records(response: pb.GetResponse) -> Records:
         tenants=[t or None for t in response.tenants],
         attributes={} if table is None else table.to_pydict(),
         shared_with=[list(s.values) for s in response.shared_with],
-    )
-
-
-def _compose_result(response: pb.ComposeResponse) -> ComposeResult:
-    rows, k = response.rows, response.k
-    return ComposeResult(
-        ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
-        scores=matrix_from_pb(response.scores, "<f4", rows, k, "scores"),
-        distances=matrix_from_pb(response.distances, "<f4", rows, k, "distances"),
-        ppr_scores=matrix_from_pb(response.ppr_scores, "<f4", rows, k, "ppr_scores"),
-        seeds=np.array(response.seeds, dtype=np.int64),
-        seeds_dropped=np.array(response.seeds_dropped, dtype=np.int64),
-        ppr_error=np.array(response.ppr_error, dtype=np.float64),
-        ppr_method=response.ppr_method or None,
-        alpha=response.alpha,
-        fuse=response.fuse,
-        knn_seconds=response.knn_seconds,
-        ppr_seconds=response.ppr_seconds,
-        fuse_seconds=response.fuse_seconds,
-        seconds=response.seconds,
-        explain=json.loads(response.explain_json) if response.explain_json else {},
-    )
-
-
-def _ppr_result(response: pb.PersonalizedPageRankResponse) -> PPRResult:
-    rows, k = response.rows, response.k
-    return PPRResult(
-        ids=matrix_from_pb(response.ids, "<i8", rows, k, "ids"),
-        scores=matrix_from_pb(response.scores, "<f4", rows, k, "scores"),
-        error=np.array(response.error, dtype=np.float64),
-        mass=np.array(response.mass, dtype=np.float64),
-        error_is_bound=response.error_is_bound,
-        method=response.method,
-        alpha=response.alpha,
-        dangling=response.dangling,
-        seconds=response.seconds,
-        params=params_from_pb(response.params),
     )
 
 

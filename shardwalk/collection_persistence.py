@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from shardwalk import collection_indexer, collection_writes, scope_masks
+from shardwalk._threads import in_thread
 from shardwalk.errors import CorruptionError, FailedPreconditionError
 from shardwalk.index.base import KeepsRoom
 from shardwalk.rows import ANY_OWNER, SHARED, TENANT
@@ -339,20 +340,8 @@ def _compact_from(
                 break
 
     try:
-        if nice:
-            failed: list[BaseException] = []
-
-            def run() -> None:
-                try:
-                    build()
-                except BaseException as exc:
-                    failed.append(exc)
-
-            builder = threading.Thread(target=run, name=f"shardwalk-compact-{collection.name}")
-            builder.start()
-            builder.join()
-            if failed:
-                raise failed[0]
+        if nice:  # in a thread of its own, which alone takes the lower priority
+            in_thread(build, f"shardwalk-compact-{collection.name}")()
         else:
             build()
         with collection._writes.lock:

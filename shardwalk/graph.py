@@ -751,25 +751,6 @@ class Graph:
         consistent cut for shardwalk.backup)."""
         return graph_persistence.checkpointed(self)
 
-    @classmethod
-    def _create(
-        cls,
-        name: str,
-        csr: CSRGraph,
-        datadir: DataDir | None,
-        budget: ThreadBudget | None = None,
-        self_loops: str = "keep",
-    ) -> Graph:
-        """A new graph (with a data directory: its CSR snapshot and empty log committed)."""
-        return graph_persistence.create(cls, name, csr, datadir, budget, self_loops)
-
-    @classmethod
-    def _open(
-        cls, name: str, entry: dict[str, Any], datadir: DataDir, budget: ThreadBudget | None = None
-    ) -> Graph:
-        """The graph a manifest entry names, its log replayed."""
-        return graph_persistence.open_graph(cls, name, entry, datadir, budget)
-
 
 _REBUILD = (
     "Graph.build_fingerprints(), or `shardwalk graph fingerprints --data DIR --name GRAPH`, "

@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 
 from shardwalk import _fs
-from shardwalk._files import make_dirs
 from shardwalk._threads import ThreadBudget
 from shardwalk.errors import CorruptionError, FailedPreconditionError
 from shardwalk.storage import DataDir, remove_dir, seal_snapshot, verify_snapshot
@@ -194,10 +193,7 @@ def create(
     if datadir is None:
         return cls(name, csr, budget=budget, self_loops=self_loops)
     with datadir.guard(f"creating graph {name!r}"):
-        generation = datadir.next_generation()
-        directory = datadir.graph_dir(name)
-        remove_dir(directory)  # leftovers of a crashed create
-        make_dirs(directory)
+        generation, directory = datadir.new_dir("graph", name)
         csr_name = f"csr-{generation:06d}"
         wal = f"gwal-{generation:06d}.log"
         try:

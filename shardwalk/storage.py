@@ -336,6 +336,16 @@ class DataDir:
     def graph_dir(self, name: str) -> Path:
         return self.root / "graphs" / name
 
+    def new_dir(self, kind: str, name: str) -> tuple[int, Path]:
+        """A new generation number and the empty directory of the collection or graph
+        (``kind``) ``name`` being created (leftovers of a crashed create removed). Call under
+        :meth:`guard`."""
+        generation = self.next_generation()
+        directory = self.collection_dir(name) if kind == "collection" else self.graph_dir(name)
+        remove_dir(directory)
+        make_dirs(directory)
+        return generation, directory
+
     def remove_unreferenced(self, name: str, keep: set[str], *, kind: str = "collections") -> None:
         """Delete a collection's (or graph's) files the manifest no longer names."""
         directory = self.root / kind / name

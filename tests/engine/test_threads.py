@@ -449,3 +449,17 @@ def test_drop_and_close_wait_for_a_load_in_progress(two_collections, monkeypatch
             loading.result(timeout=20)
         closing.result(timeout=20)
     shardwalk.Engine.open(two_collections).close()  # the directory was released
+
+
+def test_in_thread_runs_in_a_named_thread_and_its_wait_raises_what_failed() -> None:
+    names: list[str] = []
+    wait = _threads.in_thread(lambda: names.append(threading.current_thread().name), "sw-test")
+    wait()
+    assert names == ["sw-test"]
+
+    def fails() -> None:
+        raise ValueError("in the thread")
+
+    wait = _threads.in_thread(fails, "sw-test-fails")
+    with pytest.raises(ValueError, match="in the thread"):
+        wait()

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numba
 import numpy as np
@@ -43,9 +43,13 @@ from shardwalk._files import load_npy, save_npy, write_meta
 from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk.errors import CorruptionError, InvalidArgumentError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "FINGERPRINT_SCHEMA",
     "FINGERPRINT_SCHEMA_VERSION",
+    "FingerprintOptions",
     "FingerprintStore",
     "build_fingerprints",
     "select_hubs",
@@ -349,6 +353,20 @@ def hub_store_rows(
                 hub_counts=counts)  # fmt: skip
 
 
+class FingerprintOptions(TypedDict, total=False):
+    """The parameters of a fingerprint build, as keywords, each optional: every builder takes
+    them (:func:`build_fingerprints`, which says what each means, and the builders on Ray and
+    of kept walks); :meth:`BuildParams.check` holds their defaults and checks them."""
+
+    walks_per_node: int
+    alpha: float
+    seed: int
+    dangling: str
+    top_k: int | None
+    hubs: int | str | None
+    hub_walks: int
+
+
 @dataclass(frozen=True)
 class BuildParams:
     """The checked parameters of a fingerprint build, checked alike by every builder
@@ -367,10 +385,12 @@ class BuildParams:
         return _check.DANGLING_MODES[self.rule]
 
     @classmethod
-    def check(cls, graph: CSRGraph, walks_per_node: int, alpha: float, seed: int, dangling: str,
-              top_k: int | None, hubs: int | str | None, hub_walks: int, *,
+    def check(cls, graph: CSRGraph, *, walks_per_node: int = 10, alpha: float = 0.15,
+              seed: int = 0, dangling: str = "self_loop", top_k: int | None = None,
+              hubs: int | str | None = None, hub_walks: int = 1000,
               max_walks: int = 2**31 - 1, max_hub_walks: int = 2**31 - 1) -> BuildParams:  # fmt: skip
-        """Raises InvalidArgumentError for a bad value (hubs chosen on ``graph``)."""
+        """The parameters of a build (:class:`FingerprintOptions`, these defaults where one is
+        not given); raises InvalidArgumentError for a bad value (hubs chosen on ``graph``)."""
         return cls(
             alpha=_check.check_alpha(alpha),
             walks=_check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=max_walks),
@@ -413,29 +433,23 @@ class BuildParams:
 def build_fingerprints(
     graph: CSRGraph,
     *,
-    walks_per_node: int = 10,
-    alpha: float = 0.15,
-    seed: int = 0,
-    dangling: str = "self_loop",
-    top_k: int | None = None,
     block_size: int = 1 << 16,
-    hubs: int | str | None = None,
-    hub_walks: int = 1000,
     progress: Progress | None = None,
+    **options: Unpack[FingerprintOptions],
 ) -> FingerprintStore:
     """Build the MCFP index: R = ``walks_per_node`` full-path walks from every node.
 
     Parameters
     ----------
     graph : CSRGraph
-    walks_per_node : int
+    walks_per_node : int, default 10
         R in PowerWalk (10-100 typical; the error of one fingerprint falls as 1/sqrt(R)).
-    alpha : float
-        Stop (teleport) probability in (0, 1); c in PowerWalk. Default 0.15.
-    seed : int
+    alpha : float, default 0.15
+        Stop (teleport) probability in (0, 1); c in PowerWalk.
+    seed : int, default 0
         Walk w from node u uses the counter stream (seed, u, w): the same seed gives the same
         store on any number of threads.
-    dangling : {"self_loop", "drop"}
+    dangling : {"self_loop", "drop"}, default "self_loop"
         Rule at nodes without out-edges. ``"restart"`` is refused: restart-at-source walks
         would not compose; build with ``"drop"``, and queries with ``dangling="restart"``
         compose from that store and renormalise.
@@ -470,7 +484,7 @@ def build_fingerprints(
     """
     if not isinstance(graph, CSRGraph):
         raise InvalidArgumentError(f"graph must be a CSRGraph; got {type(graph).__name__}")
-    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    p = BuildParams.check(graph, **options)
     block = _check.check_int("block_size", block_size, minimum=1)
     progress = check_progress(progress)
 

@@ -24,13 +24,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numba
 import numpy as np
 from shardwalk.walks import _check
-from shardwalk.walks.graph import CSRGraph, _read_meta
+from shardwalk.walks.graph import CSRGraph, CSRRows, _load_saved
 from shardwalk.walks.kernels.walks import (
     compact_fingerprints,
     fingerprint_block,
@@ -39,7 +38,7 @@ from shardwalk.walks.kernels.walks import (
     walk_visit_bounds,
 )
 
-from shardwalk._files import load_npy, save_npy, write_meta
+from shardwalk._files import write_meta
 from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk.errors import CorruptionError, InvalidArgumentError
 
@@ -61,7 +60,7 @@ _HUB_FILES = ("hubs", "hub_indptr", "hub_nodes", "hub_counts")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class FingerprintStore:
+class FingerprintStore(CSRRows):
     """Sparse fingerprints: row u lists the nodes visited by u's walks and their visit counts.
 
     Attributes
@@ -116,10 +115,6 @@ class FingerprintStore:
         return 0 if self.hubs is None else int(self.hubs.shape[0])
 
     @property
-    def num_nodes(self) -> int:
-        return int(self.indptr.shape[0] - 1)
-
-    @property
     def num_entries(self) -> int:
         return int(self.nodes.shape[0])
 
@@ -157,17 +152,7 @@ class FingerprintStore:
         """Write ``indptr.npy``, ``nodes.npy``, ``counts.npy`` [, ``truncated.npy``] and
         ``meta.json`` (schema ``shardwalk.fingerprints`` version 1, parameters, dtypes, sizes,
         graph digest) into ``directory``; files are atomic and meta.json comes last."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        save_npy(d / "indptr.npy", self.indptr)
-        save_npy(d / "nodes.npy", self.nodes)
-        save_npy(d / "counts.npy", self.counts)
-        if self.truncated is not None:
-            save_npy(d / "truncated.npy", self.truncated)
-        for name in _HUB_FILES:
-            array = getattr(self, name)
-            if array is not None:
-                save_npy(d / f"{name}.npy", array)
+        d = self._save_arrays(directory, ("indptr", "nodes", "counts", "truncated", *_HUB_FILES))
         meta = {
             "schema": FINGERPRINT_SCHEMA,
             "version": FINGERPRINT_SCHEMA_VERSION,
@@ -200,22 +185,15 @@ class FingerprintStore:
         CorruptionError
             Wrong schema or version, missing files, or sizes that disagree with meta.json.
         """
-        d = Path(directory)
-        meta = _read_meta(d, FINGERPRINT_SCHEMA, FINGERPRINT_SCHEMA_VERSION)
-        try:
-            ip = load_npy(d / "indptr.npy", mmap=mmap)
-            nodes = load_npy(d / "nodes.npy", mmap=mmap)
-            counts = load_npy(d / "counts.npy", mmap=mmap)
-            trunc = load_npy(d / "truncated.npy", mmap=mmap) if meta["top_k"] else None
-            hub_arrays: dict[str, np.ndarray] = (
-                {name: load_npy(d / f"{name}.npy", mmap=mmap) for name in _HUB_FILES}
-                if meta.get("num_hubs")
-                else {}
-            )
-        except FileNotFoundError as exc:
-            raise CorruptionError(
-                f"fingerprints at {d} are incomplete: {exc.filename} is missing"
-            ) from exc
+        d, meta, found = _load_saved(
+            directory, FINGERPRINT_SCHEMA, FINGERPRINT_SCHEMA_VERSION, "fingerprint store",
+            arrays=("indptr", "nodes", "counts"),
+            optional={"truncated": "top_k", **{name: "num_hubs" for name in _HUB_FILES}},
+            mmap=mmap,
+        )  # fmt: skip
+        ip, nodes, counts = found.pop("indptr"), found.pop("nodes"), found.pop("counts")
+        trunc = found.pop("truncated", None)
+        hub_arrays = found  # the hub rows' arrays, with hubs
         n, m = meta["num_nodes"], meta["num_entries"]
         if (
             ip.shape != (n + 1,)

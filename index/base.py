@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -97,6 +97,20 @@ class VectorIndex(Protocol):
         """Sizes and parameters, JSON-serialisable."""
 
 
+class _IndexRequired(TypedDict):
+    dim: int
+    metric: IndexMetric
+
+
+class IndexOptions(_IndexRequired, total=False):
+    """The keywords every index kind's constructor takes (:class:`IndexBase` says what each
+    means and holds the defaults)."""
+
+    seed: int
+    threads: int | None
+    budget: ThreadBudget | None
+
+
 class IndexBase:
     """What every index kind shares: the parameters every constructor takes, and the defaults
     for :class:`VectorIndex`'s capability flags: approximate, searching every row (the planner
@@ -139,6 +153,18 @@ class IndexBase:
         self.seed = seed
         self.threads = threads
         self.budget = budget or default_budget()
+
+    def add(
+        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
+    ) -> None:
+        """Insert ``vectors`` under ``labels`` (see :class:`VectorIndex`): the kind's
+        :meth:`_insert`, with the labels as int64, unless there are none."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.size:
+            self._insert(labels, vectors, groups)
+
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
+        raise NotImplementedError
 
 
 @runtime_checkable

@@ -131,12 +131,7 @@ class FlatIndex(IndexBase):
         flat = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim)
         return np.asarray(flat).reshape(n, self.dim)
 
-    def add(
-        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
-    ) -> None:
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size == 0:
-            return
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         start = self._index.ntotal
         # Labels are positions: they must continue the storage without gaps. Gaps are filled
         # with dead zero rows so a caller with sparse labels still gets a correct index.

@@ -31,6 +31,7 @@ from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import (
     IndexBase,
     IndexMetric,
+    IndexOptions,
     SearchResult,
     empty_result,
     read_meta,
@@ -87,11 +88,6 @@ class HNSWParams:
     ef_construction: int = 200
     ef: int = 64
 
-    @classmethod
-    def of(cls, options: HNSWOptions, **defaults: int) -> HNSWParams:
-        """The parameters given as keywords (``defaults``: a kind's own, before the class's)."""
-        return cls(**{**defaults, **options})
-
     def options(self) -> HNSWOptions:
         """The parameters as keywords (in this order in every ``index.json`` and ``stats``)."""
         return HNSWOptions(m=self.m, ef_construction=self.ef_construction, ef=self.ef)
@@ -103,6 +99,14 @@ class HNSWOptions(TypedDict, total=False):
     m: int
     ef_construction: int
     ef: int
+
+
+class OnHNSWOptions(IndexOptions, HNSWOptions):
+    """The keywords of every index kind on HNSW graphs (:class:`OnHNSW`), besides its own:
+    those of every index and the graphs' parameters."""
+
+
+_HNSW_FIELDS = frozenset(HNSWOptions.__optional_keys__)
 
 
 class Admitted:
@@ -407,11 +411,16 @@ def is_hnswlib_dir(directory: str) -> bool:
 
 class OnHNSW(IndexBase):
     """An index kind on HNSW graphs: their parameters :attr:`hnsw`, which its constructor
-    takes as the keywords ``m``, ``ef_construction`` and ``ef`` (:class:`HNSWOptions`)."""
+    takes as the keywords ``m``, ``ef_construction`` and ``ef`` (:class:`HNSWOptions`), with
+    those of every index (:class:`OnHNSWOptions`)."""
 
-    hnsw: HNSWParams
     # the kind's own parameters, as its constructor takes them and its index.json records them
     saved_params: tuple[str, ...] = ()
+
+    def __init__(self, **options: Unpack[OnHNSWOptions]) -> None:
+        common: dict[str, Any] = {k: v for k, v in options.items() if k not in _HNSW_FIELDS}
+        super().__init__(**common)
+        self.hnsw = HNSWParams(**{k: v for k, v in options.items() if k in _HNSW_FIELDS})
 
     @property
     def ef(self) -> int:
@@ -462,23 +471,12 @@ class HNSWIndex(OnHNSW):
 
     kind = "hnsw"
 
-    def __init__(
-        self,
-        *,
-        dim: int,
-        metric: IndexMetric,
-        threads: int | None = None,
-        seed: int = 0,
-        capacity: int | None = None,
-        budget: ThreadBudget | None = None,
-        **hnsw: Unpack[HNSWOptions],
-    ) -> None:
-        super().__init__(dim=dim, metric=metric, seed=seed, threads=threads, budget=budget)
-        self.hnsw = HNSWParams.of(hnsw)
-        self._graph = HNSWGraph(dim=dim, metric=metric, params=self.hnsw, seed=seed)
+    def __init__(self, *, capacity: int | None = None, **options: Unpack[OnHNSWOptions]) -> None:
+        super().__init__(**options)
+        self._graph = HNSWGraph(dim=self.dim, metric=self.metric, params=self.hnsw, seed=self.seed)
         # label -> position (-1: none), once some label is not its position; None before
         self._position: np.ndarray | None = None
-        self.store = IndexStore(dim, self._segments)
+        self.store = IndexStore(self.dim, self._segments)
 
     def params(self) -> dict[str, Any]:
         return {**self.hnsw.options()}

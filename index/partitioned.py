@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 from shardwalk.index.base import (
-    IndexMetric,
     SearchResult,
     empty_result,
     merge_topk,
@@ -35,9 +34,8 @@ from shardwalk.index.base import (
 from shardwalk.index.flat import FlatIndex
 from shardwalk.index.hnsw import (
     HNSWGraph,
-    HNSWOptions,
-    HNSWParams,
     OnHNSW,
+    OnHNSWOptions,
     _grow,
     is_hnswlib_dir,
     log,
@@ -93,19 +91,14 @@ class PartitionedIndex(OnHNSW):
     def __init__(
         self,
         *,
-        dim: int,
-        metric: IndexMetric,
         partitions: int = 8,
-        threads: int | None = None,
         train_size: int | None = None,
-        seed: int = 0,
-        budget: ThreadBudget | None = None,
-        **hnsw: Unpack[HNSWOptions],
+        **options: Unpack[OnHNSWOptions],
     ) -> None:
-        super().__init__(dim=dim, metric=metric, seed=seed, threads=threads, budget=budget)
-        self.hnsw = HNSWParams.of(hnsw)
+        super().__init__(**options)
         self.partitions = partitions
         self.train_size = train_size or max(1000, 64 * partitions)
+        dim, metric = self.dim, self.metric
         self._staging: FlatIndex | None = FlatIndex(dim=dim, metric=metric, budget=self.budget)
         self._parts: list[HNSWGraph] = []
         self._set_centroids(np.zeros((0, dim), dtype=np.float32))
@@ -121,12 +114,7 @@ class PartitionedIndex(OnHNSW):
         return self._staging is None
 
     # -- writes -----------------------------------------------------------------------------
-    def add(
-        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
-    ) -> None:
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size == 0:
-            return
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         # k-means, the centroid search and the partition builds all run within one grant
         with self.budget.take(self.threads or self.budget.threads):
             self._add(labels, vectors)

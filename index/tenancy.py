@@ -261,14 +261,9 @@ class MultiTenantIndex(IndexBase):
             self._alive, self._leaf_of, self._group_of = alive, leaf_of, group_of
 
     # -- writes -----------------------------------------------------------------------------
-    def add(
-        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
-    ) -> None:
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         """Append rows ``labels`` (continuing 0, 1, ...). ``groups`` (int per row, e.g. the
         owner tenant's code) keeps a group's rows together within each leaf."""
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size == 0:
-            return
         with self.budget.take(self.budget.threads):  # k-means and assignment: faiss's OpenMP
             self._add(labels, vectors, groups)
 

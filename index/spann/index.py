@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from shardwalk.index._kernels import SPANN_LABEL_BITS, scan_lists
-from shardwalk.index.base import IndexMetric, SearchResult, empty_result
-from shardwalk.index.hnsw import HNSWGraph, HNSWOptions, HNSWParams, OnHNSW, _grow
+from shardwalk.index.base import SearchResult, empty_result
+from shardwalk.index.hnsw import HNSWGraph, OnHNSW, OnHNSWOptions, _grow
 from shardwalk.index.spann.build import _Build, _pairs, assign_lists
 from shardwalk.index.spann.format import (
     _DEAD,
@@ -35,7 +35,6 @@ from shardwalk.index.spann.maintenance import _GARBAGE_MIN, _Maintenance
 from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._sync import RWLock
-from shardwalk._threads import ThreadBudget
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -103,8 +102,6 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
     def __init__(
         self,
         *,
-        dim: int,
-        metric: IndexMetric,
         max_list_size: int = 64,
         eps_build: float = 0.3,
         max_replicas: int = 8,
@@ -114,13 +111,11 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         io: str = "mmap",
         train_size: int = 262144,
         workdir: str | None = None,
-        seed: int = 0,
-        threads: int | None = None,
-        budget: ThreadBudget | None = None,
-        **hnsw: Unpack[HNSWOptions],
+        **options: Unpack[OnHNSWOptions],
     ) -> None:
-        super().__init__(dim=dim, metric=metric, seed=seed, threads=threads, budget=budget)
-        self.hnsw = HNSWParams.of(hnsw, ef=0)
+        options.setdefault("ef", 0)
+        super().__init__(**options)
+        dim, metric = self.dim, self.metric
         # ip: lists, centroids and probes live in dim + 1 dimensions, where x gets
         # sqrt(M^2 - |x|^2) (M: the largest norm at the build) and a query 0, so that the
         # nearest in l2 is the largest inner product (Bachrach et al. 2014); scans score the
@@ -251,14 +246,9 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         self._version = _grow(self._version, end, 0)
         self._places.reserve(end)
 
-    def add(
-        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
-    ) -> None:
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         """Add (or replace) rows: their records are written first, then published in one
         step (a search sees all of them or none; a replaced row its old vector or its new)."""
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size == 0:
-            return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._mutex, self.budget.take(self.threads or self.budget.threads):
             versions = self._next_versions(labels)

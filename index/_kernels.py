@@ -85,11 +85,11 @@ def _candidates(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, inline="always")
-def _relabel(found: np.ndarray, labels: np.ndarray) -> None:
-    """``found`` (rows, padded -1) as ``labels[row]``, in place."""
-    for i in range(found.shape[0]):
-        if found[i] >= 0:
-            found[i] = labels[found[i]]
+def _relabel(found: np.ndarray, qi: int, labels: np.ndarray) -> None:
+    """Query ``qi``'s ``found`` (rows, padded -1) as ``labels[row]``, in place."""
+    for i in range(found.shape[1]):
+        if found[qi, i] >= 0:
+            found[qi, i] = labels[found[qi, i]]
 
 
 @njit(cache=True, inline="always", fastmath=_FAST)
@@ -240,7 +240,7 @@ def scan_split_serial(
                     worst = _offer(best_d, best_r, worst, block[t - first], rows[t])
                     bound = best_d[worst]
         _finish(best_d, best_r, out_d[qi], out_r[qi])
-        _relabel(out_r[qi], labels)
+        _relabel(out_r, qi, labels)
     return out_r, out_d
 
 
@@ -277,7 +277,7 @@ def merge_pending_serial(
                     worst = _offer(best_d, best_r, worst, d, start + j)
                     bound = best_d[worst]
         _finish(best_d, best_r, out_d[qi], out_r[qi])
-        _relabel(out_r[qi], labels)
+        _relabel(out_r, qi, labels)
     return out_r, out_d
 
 

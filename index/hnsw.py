@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import faiss
@@ -436,8 +436,7 @@ class OnHNSW(IndexBase):
         budget: ThreadBudget | None = None,
     ) -> Self:
         """An empty index with the parameters of a saved one's ``index.json``."""
-        names = (*cls.saved_params, *(field.name for field in fields(HNSWParams)))
-        params = {name: meta[name] for name in names}
+        params = {name: meta[name] for name in (*cls.saved_params, *_HNSW_FIELDS)}
         return cls(
             dim=meta["dim"], metric=meta["metric"], seed=meta["seed"], threads=threads,
             budget=budget, **params,

@@ -72,6 +72,26 @@ def _offer(best_d: np.ndarray, best_r: np.ndarray, worst: int, d: float, r: int)
     return worst
 
 
+@njit(cache=True, inline="always")
+def _no_results(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k of ``n`` queries before anything is found: rows -1, distances +inf."""
+    return np.full((n, k), -1, dtype=np.int64), np.full((n, k), np.inf, dtype=np.float32)
+
+
+@njit(cache=True, inline="always")
+def _candidates(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Empty (distances, rows) for :func:`_offer` to fill (its first worst slot: 0)."""
+    return np.full(k, np.inf, dtype=np.float32), np.full(k, -1, dtype=np.int64)
+
+
+@njit(cache=True, inline="always")
+def _relabel(found: np.ndarray, qi: int, labels: np.ndarray) -> None:
+    """Query ``qi``'s ``found`` (rows, padded -1) as ``labels[row]``, in place."""
+    for i in range(found.shape[1]):
+        if found[qi, i] >= 0:
+            found[qi, i] = labels[found[qi, i]]
+
+
 @njit(cache=True, inline="always", fastmath=_FAST)
 def _leaf_distance(q: np.ndarray, centroid: np.ndarray, norm: float) -> np.float32:
     """Squared l2 distance from q to a leaf's centroid (``norm`` its squared norm)."""
@@ -147,8 +167,7 @@ def _scan_one(
     out_r: np.ndarray,
     out_d: np.ndarray,
 ) -> None:
-    best_d = np.full(k, np.inf, dtype=np.float32)
-    best_r = np.full(k, -1, dtype=np.int64)
+    best_d, best_r = _candidates(k)
     worst = 0
     # Distances a block at a time, then only those below the current k-th best offered, that
     # bound kept in a register: half the time of offering every row (64-d rows: 10 against 22
@@ -175,8 +194,7 @@ def scan_rows(
     and distances. Queries in parallel; a single query on the calling thread alone (no thread
     team to wake)."""
     n = queries.shape[0]
-    out_r = np.full((n, k), -1, dtype=np.int64)
-    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    out_r, out_d = _no_results(n, k)
     if n == 1:
         _scan_one(queries[0], vectors, at, k, ip, out_r[0], out_d[0])
         return out_r, out_d
@@ -202,14 +220,12 @@ def scan_split_serial(
     On the calling thread; one call (one release of the GIL) for what would otherwise be a
     split of the rows, two scans, a merge and a relabelling."""
     n = queries.shape[0]
-    out_r = np.full((n, k), -1, dtype=np.int64)
-    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    out_r, out_d = _no_results(n, k)
     split = np.searchsorted(rows, start)
     block = np.empty(64, dtype=np.float32)
     for qi in range(n):
         q = queries[qi]
-        best_d = np.full(k, np.inf, dtype=np.float32)
-        best_r = np.full(k, -1, dtype=np.int64)
+        best_d, best_r = _candidates(k)
         worst = 0
         bound = np.float32(np.inf)
         m = rows.shape[0]
@@ -224,9 +240,7 @@ def scan_split_serial(
                     worst = _offer(best_d, best_r, worst, block[t - first], rows[t])
                     bound = best_d[worst]
         _finish(best_d, best_r, out_d[qi], out_r[qi])
-        for i in range(k):
-            if out_r[qi, i] >= 0:
-                out_r[qi, i] = labels[out_r[qi, i]]
+        _relabel(out_r, qi, labels)
     return out_r, out_d
 
 
@@ -247,12 +261,10 @@ def merge_pending_serial(
     ``alive[j]``), scored exactly: ``labels[row]`` (n, k) padded -1, and distances. On the
     calling thread; one call for a scan, a merge and a relabelling."""
     n = queries.shape[0]
-    out_r = np.full((n, k), -1, dtype=np.int64)
-    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    out_r, out_d = _no_results(n, k)
     for qi in range(n):
         q = queries[qi]
-        best_d = np.full(k, np.inf, dtype=np.float32)
-        best_r = np.full(k, -1, dtype=np.int64)
+        best_d, best_r = _candidates(k)
         worst = 0
         for i in range(found.shape[1]):
             if found[qi, i] >= 0:
@@ -265,9 +277,7 @@ def merge_pending_serial(
                     worst = _offer(best_d, best_r, worst, d, start + j)
                     bound = best_d[worst]
         _finish(best_d, best_r, out_d[qi], out_r[qi])
-        for i in range(k):
-            if out_r[qi, i] >= 0:
-                out_r[qi, i] = labels[out_r[qi, i]]
+        _relabel(out_r, qi, labels)
     return out_r, out_d
 
 
@@ -413,8 +423,7 @@ def probe_leaves(
     n = queries.shape[0]
     dim = queries.shape[1]
     n_leaves = centroids.shape[0]
-    out_r = np.full((n, k), -1, dtype=np.int64)
-    out_d = np.full((n, k), np.inf, dtype=np.float32)
+    out_r, out_d = _no_results(n, k)
     scored = np.zeros(n, dtype=np.int64)
     weights = np.empty(step.shape[0], dtype=np.float32)  # sq8's l2: the squared step
     for j in range(step.shape[0]):  # a loop, not step * step: that would be a parfor of its own
@@ -434,8 +443,7 @@ def probe_leaves(
                 qc[j] = (q[j] - low[j]) / step[j]
         order = _leaf_order(q, centroids, norms, top_centroids, top_norms, top_offsets, ip, first)
         nearest = -1.0 if ip else _leaf_distance(q, centroids[order[0]], norms[order[0]])
-        cand_d = np.full(width, np.inf, dtype=np.float32)
-        cand_t = np.full(width, -1, dtype=np.int64)  # indexes into rows
+        cand_d, cand_t = _candidates(width)  # cand_t: indexes into rows
         worst = 0
         seen = 0
         p = 0
@@ -459,8 +467,7 @@ def probe_leaves(
             ):
                 break
         scored[qi] = seen
-        best_d = np.full(k, np.inf, dtype=np.float32)
-        best_r = np.full(k, -1, dtype=np.int64)
+        best_d, best_r = _candidates(k)
         worst = 0
         for i in range(width):
             t = cand_t[i]

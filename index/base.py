@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from shardwalk import _files as files
+from shardwalk._threads import ThreadBudget, default_budget
 
 if TYPE_CHECKING:
     from shardwalk.index.planner import Explain
@@ -96,16 +97,74 @@ class VectorIndex(Protocol):
         """Sizes and parameters, JSON-serialisable."""
 
 
+class _IndexRequired(TypedDict):
+    dim: int
+    metric: IndexMetric
+
+
+class IndexOptions(_IndexRequired, total=False):
+    """The keywords every index kind's constructor takes (:class:`IndexBase` says what each
+    means and holds the defaults)."""
+
+    seed: int
+    threads: int | None
+    budget: ThreadBudget | None
+
+
 class IndexBase:
-    """The index kinds' defaults for :class:`VectorIndex`'s capability flags: approximate,
-    searching every row (the planner applies scopes here, in this process), and read in the
-    current format; a kind overrides what differs."""
+    """What every index kind shares: the parameters every constructor takes, and the defaults
+    for :class:`VectorIndex`'s capability flags: approximate, searching every row (the planner
+    applies scopes here, in this process), and read in the current format; a kind overrides
+    what differs.
+
+    Parameters
+    ----------
+    dim : int
+        Vector dimension.
+    metric : {"l2", "ip"}
+        Distance; cosine collections pass unit vectors with ``"ip"``.
+    seed : int, default 0
+        Seed of whatever the kind draws at random (its clustering, its graphs' levels).
+    threads : int, optional
+        Most threads of one call (default: all of the budget's); one query always runs on
+        the calling thread alone.
+    budget : ThreadBudget, optional
+        The thread slots shared with the rest of the engine (default: the process's, as many
+        as cores): parallel work takes from it (faiss's OpenMP team follows it).
+    """
 
     exact = False
     scoped = False
     scoped_how = ""
     applies_scope = False  # see VectorIndex
     upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        metric: IndexMetric,
+        seed: int = 0,
+        threads: int | None = None,
+        budget: ThreadBudget | None = None,
+    ) -> None:
+        self.dim = dim
+        self.metric: IndexMetric = metric
+        self.seed = seed
+        self.threads = threads
+        self.budget = budget or default_budget()
+
+    def add(
+        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
+    ) -> None:
+        """Insert ``vectors`` under ``labels`` (see :class:`VectorIndex`): the kind's
+        :meth:`_insert`, with the labels as int64, unless there are none."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.size:
+            self._insert(labels, vectors, groups)
+
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
+        raise NotImplementedError
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ from typing import Any
 import faiss
 import numpy as np
 from shardwalk.index.base import IndexMetric, write_meta
-from shardwalk.index.hnsw import HNSWGraph
+from shardwalk.index.hnsw import HNSWGraph, HNSWParams
 from shardwalk.index.kmeans import balanced_kmeans
 
 from shardwalk import _fs
@@ -197,9 +197,8 @@ def build_partition(
     t0 = time.perf_counter()
     ids, vectors, read = read_spill(staging, p)
     labels = np.searchsorted(sorted_ids, ids).astype(np.int64)
-    graph = HNSWGraph(
-        dim=dim, metric=metric, m=m, ef_construction=ef_construction, seed=seed + p, labeled=True
-    )
+    params = HNSWParams(m=m, ef_construction=ef_construction)
+    graph = HNSWGraph(dim=dim, metric=metric, params=params, seed=seed + p, labeled=True)
     if ids.size:
         with delegated(1):  # faiss's inserts on one thread: reproducible links
             graph.add(vectors, labels)

@@ -24,7 +24,7 @@ from shardwalk.index.base import (
 from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write
-from shardwalk._threads import ThreadBudget, default_budget
+from shardwalk._threads import ThreadBudget
 from shardwalk.errors import CorruptionError
 
 __all__ = ["FlatIndex", "exact_search"]
@@ -97,13 +97,9 @@ class FlatIndex(IndexBase):
 
     Parameters
     ----------
-    dim : int
-        Vector dimension.
-    metric : {"l2", "ip"}
-        Distance; cosine collections pass unit vectors with ``"ip"``.
-    budget : ThreadBudget, optional
-        The thread slots shared with the rest of the engine (default: the process's). A batch
-        search takes up to one per query; one query runs on the calling thread alone.
+    dim, metric, budget
+        As for every index (:class:`~shardwalk.index.base.IndexBase`): a batch search takes
+        up to one thread per query.
 
     The vectors are stored once, in faiss's storage; :attr:`store` reads them by label without
     a copy (a collection uses it as its vectors by row).
@@ -118,9 +114,7 @@ class FlatIndex(IndexBase):
     def __init__(
         self, *, dim: int, metric: IndexMetric, budget: ThreadBudget | None = None
     ) -> None:
-        self.dim = dim
-        self.metric: IndexMetric = metric
-        self.budget = budget or default_budget()
+        super().__init__(dim=dim, metric=metric, budget=budget)
         self._index = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
         self._alive = np.zeros(0, dtype=bool)
         self._live = 0
@@ -137,12 +131,7 @@ class FlatIndex(IndexBase):
         flat = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim)
         return np.asarray(flat).reshape(n, self.dim)
 
-    def add(
-        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
-    ) -> None:
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size == 0:
-            return
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         start = self._index.ntotal
         # Labels are positions: they must continue the storage without gaps. Gaps are filled
         # with dead zero rows so a caller with sparse labels still gets a correct index.

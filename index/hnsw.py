@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import faiss
 import numpy as np
@@ -29,6 +31,7 @@ from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import (
     IndexBase,
     IndexMetric,
+    IndexOptions,
     SearchResult,
     empty_result,
     read_meta,
@@ -37,10 +40,13 @@ from shardwalk.index.base import (
 from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write, atomic_write_with
-from shardwalk._threads import ThreadBudget, default_budget
+from shardwalk._threads import ThreadBudget
 from shardwalk.errors import FailedPreconditionError
 
-__all__ = ["Admitted", "HNSWGraph", "HNSWIndex"]
+if TYPE_CHECKING:
+    from typing_extensions import Self, Unpack
+
+__all__ = ["Admitted", "HNSWGraph", "HNSWIndex", "HNSWOptions", "HNSWParams", "OnHNSW"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,49 @@ def _grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
     grown = np.full(max(size, 2 * array.shape[0], 64), fill, dtype=array.dtype)
     grown[: array.shape[0]] = array
     return grown
+
+
+@dataclass(frozen=True, kw_only=True)
+class HNSWParams:
+    """An HNSW graph's parameters, in the paper's names: those of an :class:`HNSWIndex`, of
+    each partition of a :class:`~shardwalk.index.PartitionedIndex`, and of a
+    :class:`~shardwalk.index.SpannIndex`'s centroid graph (whose constructors take them as
+    the keywords of :class:`HNSWOptions`).
+
+    Attributes
+    ----------
+    m : int, default 16
+        M in the paper: bidirectional links per node on upper layers (2*M on layer 0).
+        8-64; larger is more accurate and uses more memory.
+    ef_construction : int, default 200
+        efConstruction in the paper: candidate list size while inserting. 100-500.
+    ef : int, default 64
+        ef in the paper: candidate list size while searching, raised to k when smaller.
+    """
+
+    m: int = 16
+    ef_construction: int = 200
+    ef: int = 64
+
+    def options(self) -> HNSWOptions:
+        """The parameters as keywords (in this order in every ``index.json`` and ``stats``)."""
+        return HNSWOptions(m=self.m, ef_construction=self.ef_construction, ef=self.ef)
+
+
+class HNSWOptions(TypedDict, total=False):
+    """:class:`HNSWParams` as keyword arguments, each optional."""
+
+    m: int
+    ef_construction: int
+    ef: int
+
+
+class OnHNSWOptions(IndexOptions, HNSWOptions):
+    """The keywords of every index kind on HNSW graphs (:class:`OnHNSW`), besides its own:
+    those of every index and the graphs' parameters."""
+
+
+_HNSW_FIELDS = frozenset(HNSWOptions.__optional_keys__)
 
 
 class Admitted:
@@ -106,8 +155,7 @@ class HNSWGraph:
         *,
         dim: int,
         metric: IndexMetric,
-        m: int = 16,
-        ef_construction: int = 200,
+        params: HNSWParams | None = None,
         seed: int = 0,
         labeled: bool = False,
         index: Any = None,
@@ -115,9 +163,10 @@ class HNSWGraph:
         self.dim = dim
         self.metric: IndexMetric = metric
         if index is None:
+            params = params or HNSWParams()
             kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-            index = faiss.IndexHNSWFlat(dim, m, kind)
-            index.hnsw.efConstruction = ef_construction
+            index = faiss.IndexHNSWFlat(dim, params.m, kind)
+            index.hnsw.efConstruction = params.ef_construction
         # the level generator (faiss seeds it with 12345 whatever the index): ours
         index.hnsw.rng = faiss.RandomGenerator(seed)
         self._index = index
@@ -360,33 +409,55 @@ def is_hnswlib_dir(directory: str) -> bool:
     )
 
 
-class HNSWIndex(IndexBase):
+class OnHNSW(IndexBase):
+    """An index kind on HNSW graphs: their parameters :attr:`hnsw`, which its constructor
+    takes as the keywords ``m``, ``ef_construction`` and ``ef`` (:class:`HNSWOptions`), with
+    those of every index (:class:`OnHNSWOptions`)."""
+
+    # the kind's own parameters, as its constructor takes them and its index.json records them
+    saved_params: tuple[str, ...] = ()
+
+    def __init__(self, **options: Unpack[OnHNSWOptions]) -> None:
+        common: dict[str, Any] = {k: v for k, v in options.items() if k not in _HNSW_FIELDS}
+        super().__init__(**common)
+        self.hnsw = HNSWParams(**{k: v for k, v in options.items() if k in _HNSW_FIELDS})
+
+    @property
+    def ef(self) -> int:
+        """The search-time ef, when a search names none."""
+        return self.hnsw.ef
+
+    @classmethod
+    def from_meta(
+        cls,
+        meta: Mapping[str, Any],
+        *,
+        threads: int | None = None,
+        budget: ThreadBudget | None = None,
+    ) -> Self:
+        """An empty index with the parameters of a saved one's ``index.json``."""
+        params = {name: meta[name] for name in (*cls.saved_params, *_HNSW_FIELDS)}
+        return cls(
+            dim=meta["dim"], metric=meta["metric"], seed=meta["seed"], threads=threads,
+            budget=budget, **params,
+        )  # fmt: skip
+
+
+class HNSWIndex(OnHNSW):
     """Approximate nearest neighbours on one HNSW graph (faiss ``IndexHNSWFlat``).
 
     Parameters
     ----------
-    dim : int
-        Vector dimension.
-    metric : {"l2", "ip"}
-        Distance; cosine collections pass unit vectors with ``"ip"``.
-    m : int, default 16
-        M in the paper: bidirectional links per node on upper layers (2*M on layer 0).
-        8-64; larger is more accurate and uses more memory.
-    ef_construction : int, default 200
-        efConstruction in the paper: candidate list size while inserting. 100-500.
-    ef : int, default 64
-        ef in the paper: candidate list size while searching, raised to k when smaller.
-    threads : int, optional
-        Most threads for a batch insert or a batch query (default: all of the budget's). One
-        query always runs on the calling thread alone.
+    dim, metric, threads, budget
+        As for every index (:class:`~shardwalk.index.base.IndexBase`): ``threads`` caps a
+        batch insert or a batch query.
+    m, ef_construction, ef
+        The graph's parameters (:class:`HNSWParams`).
     seed : int, default 0
         Seed of the level generator. Builds are reproducible with ``threads=1`` only: with
         more threads inserts run in parallel and may link in a different order each run.
     capacity : int, optional
         Ignored (faiss grows its storage as needed); accepted for compatibility.
-    budget : ThreadBudget, optional
-        The thread slots shared with the rest of the engine (default: the process's, as many
-        as cores). Inserts and batch queries take from it (faiss's OpenMP team follows it).
 
     The vectors are stored once, in faiss's storage; :attr:`store` reads them by label without
     a copy (a collection uses it as its vectors by row). Labels the caller gives in order
@@ -399,36 +470,15 @@ class HNSWIndex(IndexBase):
 
     kind = "hnsw"
 
-    def __init__(
-        self,
-        *,
-        dim: int,
-        metric: IndexMetric,
-        m: int = 16,
-        ef_construction: int = 200,
-        ef: int = 64,
-        threads: int | None = None,
-        seed: int = 0,
-        capacity: int | None = None,
-        budget: ThreadBudget | None = None,
-    ) -> None:
-        self.dim = dim
-        self.metric: IndexMetric = metric
-        self.m = m
-        self.ef_construction = ef_construction
-        self.ef = ef
-        self.threads = threads
-        self.seed = seed
-        self.budget = budget or default_budget()
-        self._graph = HNSWGraph(
-            dim=dim, metric=metric, m=m, ef_construction=ef_construction, seed=seed
-        )
+    def __init__(self, *, capacity: int | None = None, **options: Unpack[OnHNSWOptions]) -> None:
+        super().__init__(**options)
+        self._graph = HNSWGraph(dim=self.dim, metric=self.metric, params=self.hnsw, seed=self.seed)
         # label -> position (-1: none), once some label is not its position; None before
         self._position: np.ndarray | None = None
-        self.store = IndexStore(dim, self._segments)
+        self.store = IndexStore(self.dim, self._segments)
 
     def params(self) -> dict[str, Any]:
-        return {"m": self.m, "ef_construction": self.ef_construction, "ef": self.ef}
+        return {**self.hnsw.options()}
 
     # -- labels and positions ---------------------------------------------------------------
     def _positions(self, labels: np.ndarray) -> np.ndarray:
@@ -574,16 +624,7 @@ class HNSWIndex(IndexBase):
         cls, directory: str, *, threads: int | None = None, budget: ThreadBudget | None = None
     ) -> HNSWIndex:
         meta = read_meta(directory, cls.kind)
-        index = cls(
-            dim=meta["dim"],
-            metric=meta["metric"],
-            m=meta["m"],
-            ef_construction=meta["ef_construction"],
-            ef=meta["ef"],
-            seed=meta["seed"],
-            threads=threads,
-            budget=budget,
-        )
+        index = cls.from_meta(meta, threads=threads, budget=budget)
         if is_hnswlib_dir(directory):
             labels, vectors = read_hnswlib(directory, dim=index.dim, metric=index.metric)
             log.warning(

@@ -19,13 +19,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 from shardwalk.index.base import (
-    IndexBase,
-    IndexMetric,
     SearchResult,
     empty_result,
     merge_topk,
@@ -34,13 +32,24 @@ from shardwalk.index.base import (
     save_index,
 )
 from shardwalk.index.flat import FlatIndex
-from shardwalk.index.hnsw import HNSWGraph, _grow, is_hnswlib_dir, log, read_hnswlib
+from shardwalk.index.hnsw import (
+    HNSWGraph,
+    OnHNSW,
+    OnHNSWOptions,
+    _grow,
+    is_hnswlib_dir,
+    log,
+    read_hnswlib,
+)
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._files import atomic_write
-from shardwalk._threads import ThreadBudget, default_budget, delegated
+from shardwalk._threads import ThreadBudget, delegated
 from shardwalk.errors import FailedPreconditionError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["PartitionedIndex", "hnswlib_share_error"]
 
@@ -54,58 +63,42 @@ def hnswlib_share_error(directory: str) -> FailedPreconditionError:
     )
 
 
-class PartitionedIndex(IndexBase):
+class PartitionedIndex(OnHNSW):
     """P balanced partitions, each an HNSW graph; queries fan out and merge exactly.
 
     Parameters
     ----------
-    dim, metric
-        As for every index.
+    dim, metric, threads, budget
+        As for every index (:class:`~shardwalk.index.base.IndexBase`): ``threads`` caps the
+        partitions built at once and the threads of a batch query.
     partitions : int, default 8
         P, the number of partitions (2-1024). More partitions build faster in parallel and
         cost more per query (each query visits every partition).
     m, ef_construction, ef
-        HNSW parameters of each partition (see :class:`~shardwalk.index.HNSWIndex`).
-    threads : int, optional
-        Most partitions built at once, and most threads for a batch query (default: all of
-        the budget's).
+        HNSW parameters of each partition (:class:`~shardwalk.index.hnsw.HNSWParams`).
     train_size : int, optional
         Vectors to collect before the partitions are placed (default ``max(1000, 64 * P)``).
     seed : int, default 0
         Seed of k-means and of the HNSW level generators. The HNSW graphs are reproducible
         with ``threads=1`` only (parallel inserts may link in a different order each run).
-    budget : ThreadBudget, optional
-        The thread slots shared with the rest of the engine (default: the process's).
 
     Thread safety: as :class:`HNSWIndex`: reads from many threads at once, writes alone.
     """
 
     kind = "partitioned"
+    saved_params = ("partitions", "train_size")
 
     def __init__(
         self,
         *,
-        dim: int,
-        metric: IndexMetric,
         partitions: int = 8,
-        m: int = 16,
-        ef_construction: int = 200,
-        ef: int = 64,
-        threads: int | None = None,
         train_size: int | None = None,
-        seed: int = 0,
-        budget: ThreadBudget | None = None,
+        **options: Unpack[OnHNSWOptions],
     ) -> None:
-        self.dim = dim
-        self.metric: IndexMetric = metric
+        super().__init__(**options)
         self.partitions = partitions
-        self.m = m
-        self.ef_construction = ef_construction
-        self.ef = ef
-        self.threads = threads
-        self.budget = budget or default_budget()
         self.train_size = train_size or max(1000, 64 * partitions)
-        self.seed = seed
+        dim, metric = self.dim, self.metric
         self._staging: FlatIndex | None = FlatIndex(dim=dim, metric=metric, budget=self.budget)
         self._parts: list[HNSWGraph] = []
         self._set_centroids(np.zeros((0, dim), dtype=np.float32))
@@ -114,24 +107,14 @@ class PartitionedIndex(IndexBase):
         self.store = IndexStore(dim, self._segments)
 
     def params(self) -> dict[str, Any]:
-        return {
-            "partitions": self.partitions,
-            "m": self.m,
-            "ef_construction": self.ef_construction,
-            "ef": self.ef,
-        }
+        return {"partitions": self.partitions, **self.hnsw.options()}
 
     @property
     def trained(self) -> bool:
         return self._staging is None
 
     # -- writes -----------------------------------------------------------------------------
-    def add(
-        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
-    ) -> None:
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size == 0:
-            return
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         # k-means, the centroid search and the partition builds all run within one grant
         with self.budget.take(self.threads or self.budget.threads):
             self._add(labels, vectors)
@@ -169,12 +152,7 @@ class PartitionedIndex(IndexBase):
 
     def _new_part(self, p: int) -> HNSWGraph:
         return HNSWGraph(
-            dim=self.dim,
-            metric=self.metric,
-            m=self.m,
-            ef_construction=self.ef_construction,
-            seed=self.seed + p,
-            labeled=True,
+            dim=self.dim, metric=self.metric, params=self.hnsw, seed=self.seed + p, labeled=True
         )
 
     def _train(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -367,24 +345,6 @@ class PartitionedIndex(IndexBase):
         with atomic_write(os.path.join(directory, "part_of.npy")) as f:
             np.save(f, part_of)
         self._save_meta(directory)
-
-    @classmethod
-    def from_meta(
-        cls, meta: dict[str, Any], *, threads: int | None = None, budget: ThreadBudget | None = None
-    ) -> PartitionedIndex:
-        """An empty index with the parameters of a saved one's ``index.json``."""
-        return cls(
-            dim=meta["dim"],
-            metric=meta["metric"],
-            partitions=meta["partitions"],
-            m=meta["m"],
-            ef_construction=meta["ef_construction"],
-            ef=meta["ef"],
-            threads=threads,
-            train_size=meta["train_size"],
-            seed=meta["seed"],
-            budget=budget,
-        )
 
     @classmethod
     def placed(

@@ -41,7 +41,7 @@ from shardwalk.index.base import (
 )
 from shardwalk.index.store import VectorStore
 
-from shardwalk._threads import ThreadBudget, default_budget
+from shardwalk._threads import ThreadBudget
 
 __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
 
@@ -156,8 +156,9 @@ class MultiTenantIndex(IndexBase):
 
     Parameters
     ----------
-    dim, metric
-        As for every index.
+    dim, metric, seed, budget
+        As for every index (:class:`~shardwalk.index.base.IndexBase`): a batch search takes
+        up to one thread per query.
     leaves : int, optional
         Leaves of the shared clustering (default ``sqrt(n)`` at clustering time, 16-4096).
     nprobe : int, default 8
@@ -181,10 +182,6 @@ class MultiTenantIndex(IndexBase):
         slower for small tenants, and a quarter more memory.
     rerank : int, default 4
         With "sq8", candidates re-ranked exactly per result wanted (rerank * k, at least 32).
-    seed : int, default 0
-    budget : ThreadBudget, optional
-        The thread slots shared with the rest of the engine (default: the process's). A batch
-        search takes up to one per query; one query runs on the calling thread alone.
 
     Thread safety: searches and ``get`` may run from many threads at once (the caches they
     fill, a row set's view of the tree and the packed live bitmap, are built whole and then
@@ -211,17 +208,14 @@ class MultiTenantIndex(IndexBase):
         seed: int = 0,
         budget: ThreadBudget | None = None,
     ) -> None:
-        self.dim = dim
-        self.budget = budget or default_budget()
+        super().__init__(dim=dim, metric=metric, seed=seed, budget=budget)
         self.quantization = quantization
         self.rerank = rerank
-        self.metric: IndexMetric = metric
         self.leaves = leaves
         self.nprobe = nprobe
         self.candidates = candidates
         self.probe_ratio = probe_ratio
         self.train_size = train_size or 4096
-        self.seed = seed
         self.store = VectorStore(dim)  # shared with the collection: vectors stored once
         self._alive = np.zeros(1024, dtype=bool)
         self._leaf_of = np.zeros(1024, dtype=np.int32)
@@ -267,14 +261,9 @@ class MultiTenantIndex(IndexBase):
             self._alive, self._leaf_of, self._group_of = alive, leaf_of, group_of
 
     # -- writes -----------------------------------------------------------------------------
-    def add(
-        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
-    ) -> None:
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         """Append rows ``labels`` (continuing 0, 1, ...). ``groups`` (int per row, e.g. the
         owner tenant's code) keeps a group's rows together within each leaf."""
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size == 0:
-            return
         with self.budget.take(self.budget.threads):  # k-means and assignment: faiss's OpenMP
             self._add(labels, vectors, groups)
 

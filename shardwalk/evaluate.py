@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -49,6 +49,8 @@ from shardwalk.compose import (
 from shardwalk.errors import FailedPreconditionError, InvalidArgumentError
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from shardwalk.collection import Collection
     from shardwalk.graph import Graph
 
@@ -65,6 +67,15 @@ GRID: dict[str, tuple[Any, ...]] = {
 }
 #: fewest held-out queries a calibration accepts
 MIN_QUERIES = 30
+
+
+class Sample(TypedDict, total=False):
+    """Which nodes a task holds out, as keywords (:func:`held_out` says what each means and
+    holds the defaults): every function here that samples a task takes them."""
+
+    queries: int
+    min_degree: int
+    seed: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +102,7 @@ class HeldOut:
     visible: np.ndarray  # sorted ids a result may be: live rows that are not held out
     dangling: str | None
     seconds: float
+    seed: int  # the sample's
 
     def __len__(self) -> int:
         return int(self.query_ids.shape[0])
@@ -203,6 +215,7 @@ def held_out(
         visible=np.sort(node_ids[shown]),
         dangling=None if fp is None else str(fp["dangling"]),
         seconds=time.perf_counter() - t0,
+        seed=seed,
     )
 
 
@@ -336,11 +349,9 @@ def heldout_edges(
     graph: Graph,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     *,
-    queries: int = 300,
     k: int = 10,
-    min_degree: int = 3,
-    seed: int = 0,
     task: HeldOut | None = None,
+    **sample: Unpack[Sample],
 ) -> dict[str, Any]:
     """Recall@k of kNN alone and of compose under each of ``settings`` on the held-out
     neighbour task (module docstring), one sample for all.
@@ -377,9 +388,7 @@ def heldout_edges(
     full = {name: _complete(s) for name, s in settings.items()}
     depth = max([40, k, *(int(s["knn_k"]) for s in full.values())])
     if task is None:
-        task = held_out(
-            collection, graph, queries=queries, min_degree=min_degree, knn_depth=depth, seed=seed
-        )
+        task = held_out(collection, graph, knn_depth=depth, **sample)
     score = _Scorer(task, k)
     out: dict[str, Any] = {"knn": score.knn()}
     for name, setting in full.items():
@@ -392,12 +401,10 @@ def calibrate(
     collection: Collection,
     graph: Graph,
     *,
-    queries: int = 300,
     k: int = 10,
-    min_degree: int = 2,
-    seed: int = 0,
     grid: Mapping[str, Sequence[Any]] | None = None,
     keep: int = 10,
+    **sample: Unpack[Sample],
 ) -> dict[str, Any]:
     """Choose compose's ``knn_k``, ``alpha``, ``fuse``, ``weight`` and ``temperature`` for
     this pair by successive halving on the held-out task (Jamieson and Talwalkar, AISTATS
@@ -407,6 +414,7 @@ def calibrate(
     on all of them (ties: the earlier in the grid). Most of the PPR work goes to the few
     settings that deserve it: with the default grid, 120 settings on 1/9 of the queries,
     then 12 on 1/3, then 2 on all. Deterministic for a seed and a graph and collection.
+    ``sample``: the held-out nodes (:class:`Sample`; ``min_degree`` defaults to 2 here).
 
     Returns
     -------
@@ -423,10 +431,8 @@ def calibrate(
         raise InvalidArgumentError(f"grid names {', '.join(unknown)}; it takes {', '.join(TUNED)}")
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
         raise InvalidArgumentError(f"keep must be an int >= 2; got {keep!r}")
-    task = held_out(
-        collection, graph, queries=queries, min_degree=min_degree,
-        knn_depth=max(max(space["knn_k"]), k), seed=seed,
-    )  # fmt: skip
+    sample.setdefault("min_degree", 2)
+    task = held_out(collection, graph, knn_depth=max(max(space["knn_k"]), k), **sample)
     fusions = [{"fuse": "rrf", "weight": None}] * ("rrf" in space["fuse"]) + [
         {"fuse": f, "weight": w} for f in space["fuse"] if f in WEIGHTED for w in space["weight"]
     ]
@@ -438,7 +444,7 @@ def calibrate(
         for a in space["alpha"]
         for t in space["temperature"]
     ]
-    order = np.random.default_rng(seed).permutation(len(task))
+    order = np.random.default_rng(task.seed).permutation(len(task))
     size = len(task)
     sizes = [size]
     while len(configs) > keep ** (len(sizes) - 1) and sizes[-1] >= 3 * MIN_QUERIES:
@@ -470,7 +476,7 @@ def calibrate(
         "default_recall": default_recall,
         "queries": len(task),
         "k": k,
-        "seed": seed,
+        "seed": task.seed,
         "settings": int(scored),
         "rounds": [int(n) for n in sizes],
         "seconds": time.perf_counter() - t0,

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shardwalk._progress import Progress, check_progress
 from shardwalk.build import Columns, ThreadExecutor, run_pipeline
 from shardwalk.errors import FailedPreconditionError
 from shardwalk.validation import check_choice, check_int
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from shardwalk.walks.fingerprints import FingerprintOptions
 
 __all__ = ["Progress", "build_collection", "build_fingerprints"]
 
@@ -153,20 +158,15 @@ def build_fingerprints(
     path: str | os.PathLike[str],
     graph: str,
     *,
-    walks_per_node: int = 10,
-    alpha: float = 0.15,
-    seed: int = 0,
-    dangling: str = "self_loop",
-    top_k: int | None = None,
-    hubs: int | str | None = "auto",
-    hub_walks: int = 1000,
     mode: str = "replicated",
     num_workers: int | None = None,
     address: str | None = None,
     progress: Progress | None = None,
+    **options: Unpack[FingerprintOptions],
 ) -> dict[str, Any]:
     """Build (or rebuild) graph ``graph``'s fingerprints on Ray and commit them, as
-    :meth:`shardwalk.Graph.build_fingerprints` does in one process (same parameters).
+    :meth:`shardwalk.Graph.build_fingerprints` does in one process (same parameters, the
+    same defaults: ``hubs="auto"``).
 
     ``mode="replicated"``: every task reads the whole CSR from the object store and walks from
     a range of sources; the store is byte-identical to the embedded one (same seed, any number
@@ -195,15 +195,14 @@ def build_fingerprints(
         workers = layer.RayExecutor(num_workers).workers
         with Engine.open(path) as engine:
             target = engine.graph(graph)
-            params = dict(
-                walks_per_node=walks_per_node, alpha=alpha, seed=seed, dangling=dangling,
-                top_k=top_k, hub_walks=hub_walks, workers=workers, progress=progress,
-            )  # fmt: skip
+            options.setdefault("hubs", "auto")
             csr = target._compacted_csr()
-            if mode == "replicated":
-                store = walks_layer.fingerprints_replicated(csr, hubs=hubs, **params)
-            else:
-                store = walks_layer.fingerprints_sharded(csr, hubs=hubs, **params)
-            return target._adopt_fingerprints(store, seed)
+            build = (
+                walks_layer.fingerprints_replicated
+                if mode == "replicated"
+                else walks_layer.fingerprints_sharded
+            )
+            store = build(csr, workers=workers, progress=progress, **options)
+            return target._adopt_fingerprints(store, store.seed)
     finally:
         layer.disconnect(started)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -41,6 +41,10 @@ from shardwalk.walks.kernels.walks import compact_fingerprints
 from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk._threads import peak_rss_bytes, thread_env
 from shardwalk.errors import InvalidArgumentError, ShardwalkError
+
+if TYPE_CHECKING:
+    from shardwalk.walks.fingerprints import FingerprintOptions
+    from typing_extensions import Unpack
 
 __all__ = ["fingerprints_replicated", "fingerprints_sharded"]
 
@@ -141,24 +145,18 @@ def _run(
 def fingerprints_replicated(
     graph: CSRGraph,
     *,
-    walks_per_node: int = 10,
-    alpha: float = 0.15,
-    seed: int = 0,
-    dangling: str = "self_loop",
-    top_k: int | None = None,
-    hubs: int | str | None = None,
-    hub_walks: int = 1000,
     workers: int = 2,
     cpus_per_task: int = 1,
     tasks_per_worker: int = 4,
     block_size: int = 1 << 16,
     progress: Progress | None = None,
+    **options: Unpack[FingerprintOptions],
 ) -> FingerprintStore:
     """The store :func:`shardwalk.walks.build_fingerprints` builds, built on Ray tasks
     (byte-identical for the same parameters). ``stats`` adds ``tasks``, ``workers``,
     ``object_store_bytes`` and the workers' ``peak_rss_bytes``. ``progress`` as there, as
     each task ends."""
-    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    p = BuildParams.check(graph, **options)
     progress = check_progress(progress)
     t0 = time.perf_counter()
     n = graph.num_nodes
@@ -172,7 +170,7 @@ def fingerprints_replicated(
     }
     shared = ray.put(arrays)  # once: every task maps the same pages
     put_bytes = sum(int(a.nbytes) for a in arrays.values() if isinstance(a, np.ndarray))
-    options = {
+    task_options = {
         "num_cpus": cpus_per_task,
         "runtime_env": thread_env(cpus_per_task),
         "name": "shardwalk-fingerprint_rows",
@@ -182,7 +180,7 @@ def fingerprints_replicated(
     ranges = [np.arange(a, b, dtype=np.int64) for a, b in itertools.pairwise(bounds) if b > a]
     args = (p.alpha, p.seed, p.mode, p.top_k, block_size)
     walked = Stage(progress, "walks", n * p.walks)
-    parts = _run(shared, ranges, p.walks, options, args, workers, walked)
+    parts = _run(shared, ranges, p.walks, task_options, args, workers, walked)
     fp_indptr, nodes, counts, cut = _concat(parts)
     total_visits = sum(int(part["visits"]) for part in parts)
     hub_rows: dict[str, Any] = {}
@@ -190,7 +188,7 @@ def fingerprints_replicated(
         hub_ranges = [c for c in np.array_split(p.hubs, min(pieces, p.hubs.size)) if c.size]
         hub_args = (p.alpha, p.seed, p.mode, 0, block_size)  # hub rows are never truncated
         walked = Stage(progress, "hub walks", p.hubs.size * p.hub_walks)
-        hub_parts = _run(shared, hub_ranges, p.hub_walks, options, hub_args, workers, walked)
+        hub_parts = _run(shared, hub_ranges, p.hub_walks, task_options, hub_args, workers, walked)
         hub_rows = p.hub_rows(*_concat(hub_parts)[:3])
         total_visits += sum(int(part["visits"]) for part in hub_parts)
         parts = parts + hub_parts
@@ -461,17 +459,11 @@ def _top_rows(
 def fingerprints_sharded(
     graph: CSRGraph,
     *,
-    walks_per_node: int = 10,
-    alpha: float = 0.15,
-    seed: int = 0,
-    dangling: str = "self_loop",
-    top_k: int | None = None,
-    hubs: int | str | None = None,
-    hub_walks: int = 1000,
     workers: int = 2,
     waves: int = 8,
     split_degree: int | None = None,
     progress: Progress | None = None,
+    **options: Unpack[FingerprintOptions],
 ) -> FingerprintStore:
     """Fingerprints from shard actors that each hold one range of nodes' out-edges (plus a copy
     of the out-edges of the few highest-degree nodes, the split nodes).
@@ -496,7 +488,7 @@ def fingerprints_sharded(
     held, the walkers it sent, and its busy seconds in rounds and in grouping. ``progress``
     as in :func:`shardwalk.walks.build_fingerprints`, after each round (the walks ended).
     """
-    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    p = BuildParams.check(graph, **options)
     progress = check_progress(progress)
     t0 = time.perf_counter()
     n = graph.num_nodes

@@ -24,13 +24,12 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numba
 import numpy as np
 from shardwalk.walks import _check
-from shardwalk.walks.graph import CSRGraph, _read_meta
+from shardwalk.walks.graph import CSRGraph, CSRRows, _load_saved
 from shardwalk.walks.kernels.walks import (
     compact_fingerprints,
     fingerprint_block,
@@ -39,13 +38,17 @@ from shardwalk.walks.kernels.walks import (
     walk_visit_bounds,
 )
 
-from shardwalk._files import load_npy, save_npy, write_meta
+from shardwalk._files import write_meta
 from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk.errors import CorruptionError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "FINGERPRINT_SCHEMA",
     "FINGERPRINT_SCHEMA_VERSION",
+    "FingerprintOptions",
     "FingerprintStore",
     "build_fingerprints",
     "select_hubs",
@@ -57,7 +60,7 @@ _HUB_FILES = ("hubs", "hub_indptr", "hub_nodes", "hub_counts")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class FingerprintStore:
+class FingerprintStore(CSRRows):
     """Sparse fingerprints: row u lists the nodes visited by u's walks and their visit counts.
 
     Attributes
@@ -112,10 +115,6 @@ class FingerprintStore:
         return 0 if self.hubs is None else int(self.hubs.shape[0])
 
     @property
-    def num_nodes(self) -> int:
-        return int(self.indptr.shape[0] - 1)
-
-    @property
     def num_entries(self) -> int:
         return int(self.nodes.shape[0])
 
@@ -153,17 +152,7 @@ class FingerprintStore:
         """Write ``indptr.npy``, ``nodes.npy``, ``counts.npy`` [, ``truncated.npy``] and
         ``meta.json`` (schema ``shardwalk.fingerprints`` version 1, parameters, dtypes, sizes,
         graph digest) into ``directory``; files are atomic and meta.json comes last."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        save_npy(d / "indptr.npy", self.indptr)
-        save_npy(d / "nodes.npy", self.nodes)
-        save_npy(d / "counts.npy", self.counts)
-        if self.truncated is not None:
-            save_npy(d / "truncated.npy", self.truncated)
-        for name in _HUB_FILES:
-            array = getattr(self, name)
-            if array is not None:
-                save_npy(d / f"{name}.npy", array)
+        d = self._save_arrays(directory, ("indptr", "nodes", "counts", "truncated", *_HUB_FILES))
         meta = {
             "schema": FINGERPRINT_SCHEMA,
             "version": FINGERPRINT_SCHEMA_VERSION,
@@ -196,22 +185,15 @@ class FingerprintStore:
         CorruptionError
             Wrong schema or version, missing files, or sizes that disagree with meta.json.
         """
-        d = Path(directory)
-        meta = _read_meta(d, FINGERPRINT_SCHEMA, FINGERPRINT_SCHEMA_VERSION)
-        try:
-            ip = load_npy(d / "indptr.npy", mmap=mmap)
-            nodes = load_npy(d / "nodes.npy", mmap=mmap)
-            counts = load_npy(d / "counts.npy", mmap=mmap)
-            trunc = load_npy(d / "truncated.npy", mmap=mmap) if meta["top_k"] else None
-            hub_arrays: dict[str, np.ndarray] = (
-                {name: load_npy(d / f"{name}.npy", mmap=mmap) for name in _HUB_FILES}
-                if meta.get("num_hubs")
-                else {}
-            )
-        except FileNotFoundError as exc:
-            raise CorruptionError(
-                f"fingerprints at {d} are incomplete: {exc.filename} is missing"
-            ) from exc
+        d, meta, found = _load_saved(
+            directory, FINGERPRINT_SCHEMA, FINGERPRINT_SCHEMA_VERSION, "fingerprint store",
+            arrays=("indptr", "nodes", "counts"),
+            optional={"truncated": "top_k", **{name: "num_hubs" for name in _HUB_FILES}},
+            mmap=mmap,
+        )  # fmt: skip
+        ip, nodes, counts = found.pop("indptr"), found.pop("nodes"), found.pop("counts")
+        trunc = found.pop("truncated", None)
+        hub_arrays = found  # the hub rows' arrays, with hubs
         n, m = meta["num_nodes"], meta["num_entries"]
         if (
             ip.shape != (n + 1,)
@@ -349,6 +331,20 @@ def hub_store_rows(
                 hub_counts=counts)  # fmt: skip
 
 
+class FingerprintOptions(TypedDict, total=False):
+    """The parameters of a fingerprint build, as keywords, each optional: every builder takes
+    them (:func:`build_fingerprints`, which says what each means, and the builders on Ray and
+    of kept walks); :meth:`BuildParams.check` holds their defaults and checks them."""
+
+    walks_per_node: int
+    alpha: float
+    seed: int
+    dangling: str
+    top_k: int | None
+    hubs: int | str | None
+    hub_walks: int
+
+
 @dataclass(frozen=True)
 class BuildParams:
     """The checked parameters of a fingerprint build, checked alike by every builder
@@ -367,10 +363,12 @@ class BuildParams:
         return _check.DANGLING_MODES[self.rule]
 
     @classmethod
-    def check(cls, graph: CSRGraph, walks_per_node: int, alpha: float, seed: int, dangling: str,
-              top_k: int | None, hubs: int | str | None, hub_walks: int, *,
+    def check(cls, graph: CSRGraph, *, walks_per_node: int = 10, alpha: float = 0.15,
+              seed: int = 0, dangling: str = "self_loop", top_k: int | None = None,
+              hubs: int | str | None = None, hub_walks: int = 1000,
               max_walks: int = 2**31 - 1, max_hub_walks: int = 2**31 - 1) -> BuildParams:  # fmt: skip
-        """Raises InvalidArgumentError for a bad value (hubs chosen on ``graph``)."""
+        """The parameters of a build (:class:`FingerprintOptions`, these defaults where one is
+        not given); raises InvalidArgumentError for a bad value (hubs chosen on ``graph``)."""
         return cls(
             alpha=_check.check_alpha(alpha),
             walks=_check.check_int("walks_per_node", walks_per_node, minimum=1, maximum=max_walks),
@@ -413,29 +411,23 @@ class BuildParams:
 def build_fingerprints(
     graph: CSRGraph,
     *,
-    walks_per_node: int = 10,
-    alpha: float = 0.15,
-    seed: int = 0,
-    dangling: str = "self_loop",
-    top_k: int | None = None,
     block_size: int = 1 << 16,
-    hubs: int | str | None = None,
-    hub_walks: int = 1000,
     progress: Progress | None = None,
+    **options: Unpack[FingerprintOptions],
 ) -> FingerprintStore:
     """Build the MCFP index: R = ``walks_per_node`` full-path walks from every node.
 
     Parameters
     ----------
     graph : CSRGraph
-    walks_per_node : int
+    walks_per_node : int, default 10
         R in PowerWalk (10-100 typical; the error of one fingerprint falls as 1/sqrt(R)).
-    alpha : float
-        Stop (teleport) probability in (0, 1); c in PowerWalk. Default 0.15.
-    seed : int
+    alpha : float, default 0.15
+        Stop (teleport) probability in (0, 1); c in PowerWalk.
+    seed : int, default 0
         Walk w from node u uses the counter stream (seed, u, w): the same seed gives the same
         store on any number of threads.
-    dangling : {"self_loop", "drop"}
+    dangling : {"self_loop", "drop"}, default "self_loop"
         Rule at nodes without out-edges. ``"restart"`` is refused: restart-at-source walks
         would not compose; build with ``"drop"``, and queries with ``dangling="restart"``
         compose from that store and renormalise.
@@ -470,7 +462,7 @@ def build_fingerprints(
     """
     if not isinstance(graph, CSRGraph):
         raise InvalidArgumentError(f"graph must be a CSRGraph; got {type(graph).__name__}")
-    p = BuildParams.check(graph, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks)
+    p = BuildParams.check(graph, **options)
     block = _check.check_int("block_size", block_size, minimum=1)
     progress = check_progress(progress)
 

@@ -60,8 +60,66 @@ def _mix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+def _load_saved(
+    directory: str | os.PathLike[str], schema: str, version: int, what: str, *,
+    arrays: tuple[str, ...], optional: dict[str, str] | None = None, mmap: bool = True,
+) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:  # fmt: skip
+    """A saved object's directory, its ``meta.json`` (``schema`` at ``version``) and its
+    ``arrays`` (``<name>.npy`` files, memory-mapped with ``mmap``), with those of ``optional``
+    (name -> the meta.json entry that says it was written) where meta.json says so. A missing
+    file is a CorruptionError naming ``what`` (e.g. "graph")."""
+    d = Path(directory)
+    meta = _read_meta(d, schema, version)
+    names = [*arrays, *(name for name, key in (optional or {}).items() if meta.get(key))]
+    try:
+        found = {name: load_npy(d / f"{name}.npy", mmap=mmap) for name in names}
+    except FileNotFoundError as exc:
+        raise CorruptionError(f"{what} at {d} is incomplete: {exc.filename} is missing") from exc
+    return d, meta, found
+
+
+class CSRRows:
+    """Rows by node in CSR form: ``indptr`` (rows + 1,) points at each node's entries (a
+    graph's out-edges, a fingerprint store's visit counts)."""
+
+    indptr: np.ndarray
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.indptr.shape[0] - 1)
+
+    def _save_arrays(self, directory: str | os.PathLike[str], names: tuple[str, ...]) -> Path:
+        """Write the arrays ``names`` (attributes; those None skipped) as ``<name>.npy`` into
+        ``directory`` (created if needed), each atomically; returns it. Its ``meta.json``,
+        which makes it complete, is the caller's to write last."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            array = getattr(self, name)
+            if array is not None:
+                save_npy(d / f"{name}.npy", array)
+        return d
+
+
+class OutEdges(CSRRows):
+    """Out-edges in CSR form: row i's targets are ``indices[indptr[i]:indptr[i + 1]]``, their
+    weights (None: unweighted) ``weights`` at the same places."""
+
+    indices: np.ndarray
+    weights: np.ndarray | None
+
+    @property
+    def num_edges(self) -> int:
+        """Stored out-edges (an undirected edge counts twice, a self-loop once)."""
+        return int(self.indices.shape[0])
+
+    @property
+    def weighted(self) -> bool:
+        return self.weights is not None
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
-class CSRGraph:
+class CSRGraph(OutEdges):
     """A directed or undirected graph in CSR form (out-edges).
 
     Attributes
@@ -89,19 +147,6 @@ class CSRGraph:
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ----------------------------------------------------------------------------- basics
-
-    @property
-    def num_nodes(self) -> int:
-        return int(self.indptr.shape[0] - 1)
-
-    @property
-    def num_edges(self) -> int:
-        """Stored out-edges (an undirected edge counts twice, a self-loop once)."""
-        return int(self.indices.shape[0])
-
-    @property
-    def weighted(self) -> bool:
-        return self.weights is not None
 
     @property
     def nbytes(self) -> int:
@@ -501,13 +546,7 @@ class CSRGraph:
         ``indices.npy``, ``node_ids.npy``, ``weights.npy`` (if weighted) and ``meta.json``
         (schema, version, sizes, digest). Every file is replaced atomically and meta.json is
         written last, so a reader never sees a half-written graph as complete."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        save_npy(d / "indptr.npy", self.indptr)
-        save_npy(d / "indices.npy", self.indices)
-        save_npy(d / "node_ids.npy", self.node_ids)
-        if self.weights is not None:
-            save_npy(d / "weights.npy", self.weights)
+        d = self._save_arrays(directory, ("indptr", "indices", "node_ids", "weights"))
         meta = {
             "schema": GRAPH_SCHEMA,
             "version": GRAPH_SCHEMA_VERSION,
@@ -538,15 +577,11 @@ class CSRGraph:
         CorruptionError
             Wrong schema/version, missing or truncated files, or a failed verification.
         """
-        d = Path(directory)
-        meta = _read_meta(d, GRAPH_SCHEMA, GRAPH_SCHEMA_VERSION)
-        try:
-            ip = load_npy(d / "indptr.npy", mmap=mmap)
-            ix = load_npy(d / "indices.npy", mmap=mmap)
-            ids = load_npy(d / "node_ids.npy", mmap=mmap)
-            w = load_npy(d / "weights.npy", mmap=mmap) if meta["weighted"] else None
-        except FileNotFoundError as exc:
-            raise CorruptionError(f"graph at {d} is incomplete: {exc.filename} is missing") from exc
+        d, meta, found = _load_saved(
+            directory, GRAPH_SCHEMA, GRAPH_SCHEMA_VERSION, "graph",
+            arrays=("indptr", "indices", "node_ids"), optional={"weights": "weighted"}, mmap=mmap,
+        )  # fmt: skip
+        ip, ix, ids, w = found["indptr"], found["indices"], found["node_ids"], found.get("weights")
         n, m = meta["num_nodes"], meta["num_edges"]
         if (
             ip.shape != (n + 1,)
@@ -573,7 +608,7 @@ class CSRGraph:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class GraphShard:
+class GraphShard(OutEdges):
     """The out-edges of one shard's nodes.
 
     ``nodes`` are internal indices (sorted) of the whole graph, ``node_ids`` their external ids;
@@ -591,14 +626,6 @@ class GraphShard:
     weights: np.ndarray | None
     graph_digest: str
 
-    @property
-    def num_nodes(self) -> int:
-        return int(self.nodes.shape[0])
-
-    @property
-    def num_edges(self) -> int:
-        return int(self.indices.shape[0])
-
     def edges(self) -> Iterator[tuple[int, int]]:
         """(internal source, internal target) pairs, for debugging and tests."""
         for i, u in enumerate(self.nodes):
@@ -607,12 +634,7 @@ class GraphShard:
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write the shard into ``directory`` (same conventions as :meth:`CSRGraph.save`)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        for name in ("nodes", "node_ids", "indptr", "indices"):
-            save_npy(d / f"{name}.npy", getattr(self, name))
-        if self.weights is not None:
-            save_npy(d / "weights.npy", self.weights)
+        d = self._save_arrays(directory, ("nodes", "node_ids", "indptr", "indices", "weights"))
         meta = {
             "schema": GRAPH_SCHEMA + ".shard",
             "version": GRAPH_SCHEMA_VERSION,
@@ -628,16 +650,12 @@ class GraphShard:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, mmap: bool = True) -> GraphShard:
-        d = Path(directory)
-        meta = _read_meta(d, GRAPH_SCHEMA + ".shard", GRAPH_SCHEMA_VERSION)
-        try:
-            arrs = {
-                name: load_npy(d / f"{name}.npy", mmap=mmap)
-                for name in ("nodes", "node_ids", "indptr", "indices")
-            }
-            w = load_npy(d / "weights.npy", mmap=mmap) if meta["weighted"] else None
-        except FileNotFoundError as exc:
-            raise CorruptionError(f"shard at {d} is incomplete: {exc.filename} is missing") from exc
+        d, meta, arrs = _load_saved(
+            directory, GRAPH_SCHEMA + ".shard", GRAPH_SCHEMA_VERSION, "shard",
+            arrays=("nodes", "node_ids", "indptr", "indices"), optional={"weights": "weighted"},
+            mmap=mmap,
+        )  # fmt: skip
+        w = arrs.pop("weights", None)
         if arrs["indptr"].shape != (meta["num_nodes"] + 1,) or arrs["indices"].shape != (
             meta["num_edges"],
         ):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -21,6 +21,10 @@ from shardwalk.walks.kernels.repair import splice_rows
 from shardwalk.walks.walkstore import WalkStore
 
 from shardwalk._progress import Progress, Stage
+
+if TYPE_CHECKING:
+    from shardwalk.walks.fingerprints import FingerprintOptions
+    from typing_extensions import Unpack
 
 __all__ = ["build_hub_walks", "build_kept", "refresh_fingerprints"]
 
@@ -111,16 +115,7 @@ def refresh_fingerprints(
 
 
 def build_kept(
-    graph: DynamicGraph,
-    *,
-    walks_per_node: int = 10,
-    alpha: float = 0.15,
-    seed: int = 0,
-    dangling: str = "self_loop",
-    top_k: int | None = None,
-    hubs: int | str | None = None,
-    hub_walks: int = 1000,
-    progress: Progress | None = None,
+    graph: DynamicGraph, *, progress: Progress | None = None, **options: Unpack[FingerprintOptions]
 ) -> tuple[Any, WalkStore, WalkStore | None]:
     """(FingerprintStore, walks, hub walks): :func:`build_fingerprints`'s store, counted from
     the same walks kept in walk stores (same arguments, same result, same progress stages)."""
@@ -128,8 +123,7 @@ def build_kept(
 
     csr = graph.merged()
     # the walk store's own limits on walks per node and per hub row
-    p = BuildParams.check(csr, walks_per_node, alpha, seed, dangling, top_k, hubs, hub_walks,
-                          max_walks=2**15, max_hub_walks=2**20)  # fmt: skip
+    p = BuildParams.check(csr, **options, max_walks=2**15, max_hub_walks=2**20)
     r, n = p.walks, graph.num_nodes
     t0 = time.perf_counter()
     walked = Stage(progress, "walks", n * r)

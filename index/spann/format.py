@@ -259,30 +259,7 @@ class _Persistence:
         budget: ThreadBudget | None = None,
     ) -> SpannIndex:
         meta = read_meta(directory, cls.kind)
-        params = {
-            name: meta[name]
-            for name in (
-                "max_list_size",
-                "eps_build",
-                "max_replicas",
-                "eps_search",
-                "max_probes",
-                "m",
-                "ef_construction",
-                "ef",
-                "maintenance",
-                "io",
-                "train_size",
-            )
-        }
-        index = cls(
-            dim=meta["dim"],
-            metric=meta["metric"],
-            seed=meta["seed"],
-            threads=threads,
-            budget=budget,
-            **params,
-        )
+        index = cls.from_meta(meta, threads=threads, budget=budget)
         if meta["record_words"] != index.words:
             raise CorruptionError(
                 f"spann index in {directory!r}: records of {meta['record_words']} words; "

@@ -11,12 +11,12 @@ import threading
 import weakref
 from collections import deque
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from shardwalk.index._kernels import SPANN_LABEL_BITS, scan_lists
-from shardwalk.index.base import IndexBase, IndexMetric, SearchResult, empty_result
-from shardwalk.index.hnsw import HNSWGraph, _grow
+from shardwalk.index.base import SearchResult, empty_result
+from shardwalk.index.hnsw import HNSWGraph, OnHNSW, OnHNSWOptions, _grow
 from shardwalk.index.spann.build import _Build, _pairs, assign_lists
 from shardwalk.index.spann.format import (
     _DEAD,
@@ -35,14 +35,16 @@ from shardwalk.index.spann.maintenance import _GARBAGE_MIN, _Maintenance
 from shardwalk.index.store import IndexStore, Segment
 
 from shardwalk._sync import RWLock
-from shardwalk._threads import ThreadBudget, default_budget
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["SpannIndex"]
 
 _NO_SCOPE = np.zeros(0, dtype=np.uint8)
 
 
-class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
+class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
     """Disk-resident approximate nearest neighbours: centroids and their HNSW graph in memory,
     vectors in posting lists on disk (see the docstring of the package, shardwalk.index.spann).
 
@@ -64,8 +66,9 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
     max_probes : int, default 64
         Most lists a query probes (SPTAG's SearchInternalResultNum, 64). Also per search.
     m, ef_construction, ef
-        The centroid graph's HNSW parameters; ``ef`` (also per search; raised to the lists
-        fetched) defaults to twice the lists fetched, at least 32.
+        The centroid graph's HNSW parameters (:class:`~shardwalk.index.hnsw.HNSWParams`);
+        ``ef`` (also per search; raised to the lists fetched) defaults to 0: twice the lists
+        fetched, at least 32.
     maintenance : {"background", "inline"}, default "background"
         Where list splits run: a background thread (writes return at once; searches wait only
         for the swap) or inside the write that overfilled the list (deterministic).
@@ -86,6 +89,10 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
     """
 
     kind = "spann"
+    saved_params = (
+        "max_list_size", "eps_build", "max_replicas", "eps_search", "max_probes", "maintenance",
+        "io", "train_size",
+    )  # fmt: skip
     scoped = True  # filtered and tenant searches score only rows in scope (see search)
     scoped_how = (
         "probe the posting lists nearest the query (more, the smaller the scope), scoring only "
@@ -95,26 +102,20 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
     def __init__(
         self,
         *,
-        dim: int,
-        metric: IndexMetric,
         max_list_size: int = 64,
         eps_build: float = 0.3,
         max_replicas: int = 8,
         eps_search: float = 0.6,
         max_probes: int = 64,
-        m: int = 16,
-        ef_construction: int = 200,
-        ef: int = 0,
         maintenance: str = "background",
         io: str = "mmap",
         train_size: int = 262144,
         workdir: str | None = None,
-        seed: int = 0,
-        threads: int | None = None,
-        budget: ThreadBudget | None = None,
+        **options: Unpack[OnHNSWOptions],
     ) -> None:
-        self.dim = dim
-        self.metric: IndexMetric = metric
+        options.setdefault("ef", 0)
+        super().__init__(**options)
+        dim, metric = self.dim, self.metric
         # ip: lists, centroids and probes live in dim + 1 dimensions, where x gets
         # sqrt(M^2 - |x|^2) (M: the largest norm at the build) and a query 0, so that the
         # nearest in l2 is the largest inner product (Bachrach et al. 2014); scans score the
@@ -126,15 +127,9 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
         self.max_replicas = max(1, int(max_replicas))
         self.eps_search = float(eps_search)
         self.max_probes = max(1, int(max_probes))
-        self.m = m
-        self.ef_construction = ef_construction
-        self.ef = ef
         self.maintenance = maintenance
         self.io = io
         self.train_size = train_size
-        self.seed = seed
-        self.threads = threads
-        self.budget = budget or default_budget()
         self.words = record_words(self.vdim)
         self.workdir = workdir or tempfile.mkdtemp(
             prefix="shardwalk-spann-", dir=os.environ.get("SHARDWALK_SPANN_TMPDIR")
@@ -194,13 +189,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
         self._lists = 0
 
     def _new_graph(self) -> HNSWGraph:
-        return HNSWGraph(
-            dim=self.vdim,
-            metric="l2",
-            m=self.m,
-            ef_construction=self.ef_construction,
-            seed=self.seed,
-        )
+        return HNSWGraph(dim=self.vdim, metric="l2", params=self.hnsw, seed=self.seed)
 
     def _augment(self, vectors: np.ndarray, norm_cap: float | None = None) -> np.ndarray:
         """Vectors as the lists hold them (ip: with the extra coordinate)."""
@@ -229,9 +218,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
             "max_replicas": self.max_replicas,
             "eps_search": self.eps_search,
             "max_probes": self.max_probes,
-            "m": self.m,
-            "ef_construction": self.ef_construction,
-            "ef": self.ef,
+            **self.hnsw.options(),
             "maintenance": self.maintenance,
             "io": self.io,
             "train_size": self.train_size,
@@ -259,14 +246,9 @@ class SpannIndex(_Build, _Maintenance, _Persistence, IndexBase):
         self._version = _grow(self._version, end, 0)
         self._places.reserve(end)
 
-    def add(
-        self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None = None
-    ) -> None:
+    def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         """Add (or replace) rows: their records are written first, then published in one
         step (a search sees all of them or none; a replaced row its old vector or its new)."""
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.size == 0:
-            return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with self._mutex, self.budget.take(self.threads or self.budget.threads):
             versions = self._next_versions(labels)

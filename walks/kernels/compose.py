@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-from shardwalk.walks.kernels.query import finish_query
+from shardwalk.walks.kernels.query import batch_arg, count_work, finish_query
 from shardwalk.walks.kernels.rng import MODE_SELF_LOOP
 
 
@@ -155,9 +155,7 @@ def compose_one(
         flow, flow_next = flow_next, flow
         frontier, frontier_next = frontier_next, frontier
         nf = nn
-    work[0] += pushed
-    work[1] += composed
-    work[2] += nt
+    count_work(work, pushed, composed, nt)
     return nt, dropped, lost
 
 
@@ -193,23 +191,14 @@ def compose_chunk(
         )
 
 
+_FLOW = batch_arg(compose_chunk, "flow")
+
+
 @njit(cache=True, parallel=True)
-def compose_batch(
-    indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-    q_indptr, q_nodes, q_weights, alpha, rounds, threshold, drop_below, mode, k,
-    flow, flow_next, score, var, frontier, frontier_next, touched,
-    out_ids, out_scores, out_stats,
-):  # fmt: skip
-    """``compose_chunk`` for every scratch row (C, n) in parallel: one kernel call for a whole
+def compose_batch(*args):
+    """``compose_chunk(c, C, *args)`` for every scratch row c of the C rows of ``flow`` (C, n)
+    in parallel (``args``: ``compose_chunk``'s after those two): one kernel call for a whole
     batch, each thread reusing its own dense arrays (reset sparsely between queries)."""
-    n_chunks = flow.shape[0]
+    n_chunks = args[_FLOW].shape[0]
     for c in prange(n_chunks):
-        compose_chunk(
-            c, n_chunks,
-            indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-            q_indptr, q_nodes, q_weights, alpha, rounds, threshold, drop_below, mode, k,
-            flow, flow_next, score, var, frontier, frontier_next, touched,
-            out_ids, out_scores, out_stats,
-        )  # fmt: skip
+        compose_chunk(c, n_chunks, *args)

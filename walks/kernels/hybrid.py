@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 from shardwalk.walks.kernels.push import push_phase
-from shardwalk.walks.kernels.query import finish_query
+from shardwalk.walks.kernels.query import batch_arg, count_work, finish_query
 from shardwalk.walks.kernels.rng import GAMMA, mix64, to_unit
 
 # hybrid: forward push that stops at hubs, then every residual composed with fingerprints
@@ -195,9 +195,7 @@ def hybrid_one(
         x = touched[i]
         flags[x] = 0
         var[x] *= var_factor[x]
-    work[0] += pushed
-    work[1] += composed
-    work[2] += nt
+    count_work(work, pushed, composed, nt)
     return nt, dropped, lost
 
 
@@ -232,21 +230,13 @@ def hybrid_chunk(
         )
 
 
+_SCORES = batch_arg(hybrid_chunk, "p")
+
+
 @njit(cache=True, parallel=True)
-def hybrid_batch(
-    indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-    hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, run_ptr,
-    run_start, run_count, run_cum,
-    q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune, mode, k,
-    p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
-):  # fmt: skip
-    """``hybrid_chunk`` for every scratch row in parallel."""
-    n_chunks = p.shape[0]
+def hybrid_batch(*args):
+    """``hybrid_chunk(c, C, *args)`` for every scratch row c of the C rows of ``p`` in
+    parallel (``args``: ``hybrid_chunk``'s after those two)."""
+    n_chunks = args[_SCORES].shape[0]
     for c in prange(n_chunks):
-        hybrid_chunk(
-            c, n_chunks,
-            indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max,
-            run_ptr, run_start, run_count, run_cum, q_indptr, q_nodes, q_weights, alpha, r_max, absorb, drop_below, prune,
-            mode, k, p, r, var, queue, flags, touched, out_ids, out_scores, out_stats, stop,
-        )  # fmt: skip
+        hybrid_chunk(c, n_chunks, *args)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-from shardwalk.walks.kernels.query import finish_query
+from shardwalk.walks.kernels.query import batch_arg, count_work, finish_query
 from shardwalk.walks.kernels.rng import MODE_SELF_LOOP
 
 
@@ -112,8 +112,7 @@ def push_one(
         residual += r[v]
         r[v] = 0.0
         flags[v] = 0
-    work[0] += pushed
-    work[2] += nt
+    count_work(work, pushed, 0, nt)
     return nt, residual, lost
 
 
@@ -141,16 +140,13 @@ def push_chunk(
         )
 
 
+_SCORES = batch_arg(push_chunk, "p")
+
+
 @njit(cache=True, parallel=True)
-def push_batch(
-    indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
-    p, r, queue, flags, touched, out_ids, out_scores, out_stats, stop,
-):  # fmt: skip
-    """``push_chunk`` for every scratch row in parallel."""
-    n_chunks = p.shape[0]
+def push_batch(*args):
+    """``push_chunk(c, C, *args)`` for every scratch row c of the C rows of ``p`` in parallel
+    (``args``: ``push_chunk``'s after those two)."""
+    n_chunks = args[_SCORES].shape[0]
     for c in prange(n_chunks):
-        push_chunk(
-            c, n_chunks,
-            indptr, indices, probs, weighted, q_indptr, q_nodes, q_weights, alpha, r_max, mode, k,
-            p, r, queue, flags, touched, out_ids, out_scores, out_stats, stop,
-        )  # fmt: skip
+        push_chunk(c, n_chunks, *args)

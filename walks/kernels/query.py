@@ -11,6 +11,9 @@ Numba only (see ``walks/kernels/__init__.py`` for the conventions every kernel s
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import numpy as np
 from numba import njit, prange
 
@@ -21,6 +24,23 @@ WORK_PUSHED = 4  # out-edge updates of pushes (or rounds)
 WORK_COMPOSED = 5  # fingerprint entries added (R-walk rows and hub rows)
 WORK_TOUCHED = 6  # nodes that got mass (each is ranked for the top-k and reset)
 STATS_COLUMNS = 7
+
+
+@njit(cache=True, inline="always")
+def count_work(work, pushed, composed, touched):
+    """Add one query's counted work to ``work`` (3,): out-edge updates, fingerprint entries
+    added, nodes touched (the ``WORK_*`` columns of its statistics row, in that order)."""
+    work[0] += pushed
+    work[1] += composed
+    work[2] += touched
+
+
+def batch_arg(chunk: Callable[..., object], name: str) -> int:
+    """Where parameter ``name`` of a ``*_chunk(c, n_chunks, ...)`` kernel stands among the
+    arguments after ``c`` and ``n_chunks``: those its ``*_batch`` kernel takes as ``args``
+    (a constant, read when the module is imported)."""
+    names = list(inspect.signature(getattr(chunk, "py_func", chunk)).parameters)
+    return names.index(name) - 2
 
 
 @njit(cache=True, parallel=True)

@@ -70,6 +70,8 @@ def _coalesce(writes: list[Any]) -> list[Any]:
     """Consecutive upserts of distinct ids (and of one kind: unscoped or in their owners'
     namespaces) as one (one index insert for a group: its rows are linked in parallel);
     anything else as it came, in order."""
+    if len(writes) == 1:
+        return writes
     out: list[Any] = []
     run: list[Upsert] = []
 

@@ -331,8 +331,10 @@ class View:
     while it scans.
 
     A plain search reads it too, holding the index's lock shared (the graph search needs the
-    index to itself), but not the one write groups of new rows take exclusively: a view is
-    published inside every section that changes the index, so under that lock the two agree.
+    index to itself while it inserts), but not the one write groups take exclusively: a view
+    is published inside every section that inserts into the index, so under that lock the
+    two agree, and it holds the index's tombstones (``marks``) as the group that published
+    it left them (hnsw: a group's deletes tombstone rows beside searches, in a copy).
 
     ``masks``: (tenant, predicate) -> the live rows in that scope (ascending), for every
     cached scope mask; ``live``: live rows (the index's and the delta's); ``start``, ``delta``,
@@ -349,6 +351,7 @@ class View:
         "index",
         "ip",
         "live",
+        "marks",
         "masks",
         "schema",
         "start",
@@ -361,6 +364,10 @@ class View:
         with collection._cache_lock:
             self.masks = {key: mask.matches for key, mask in collection._masks.items()}
         self.index = index
+        # the index's tombstones (hnsw: deletes do not wait for its searches; a plain search
+        # reads the ones that go with the rest of the view)
+        marks = getattr(index, "marks", None)
+        self.marks = None if marks is None else marks()
         self.ip = index.metric == "ip"
         self.live = len(collection._rows)
         self.ids = collection._rows.ids
@@ -442,7 +449,10 @@ def _plain(
         view = collection._view  # (read under the lock: the one that goes with the index)
         if view is None or collection._closed_because is not None:
             return None
-        found = view.index.search(queries, k, **params)
+        if view.marks is not None:
+            found = view.index.search(queries, k, marks=view.marks, **params)
+        else:
+            found = view.index.search(queries, k, **params)
         if not view.delta.shape[0]:
             return SearchResult(ids=relabel(found.ids, view.ids), distances=found.distances)
         ids, distances = merge_pending_serial(

@@ -107,6 +107,34 @@ class _Mask:
             else:
                 self.matches = np.union1d(self.matches, new)
 
+    def add_new(self, rows: np.ndarray) -> None:
+        """New ``rows`` (ascending, past every row before them, none in scope until now) are
+        in scope: ``set`` for a group of new rows, in fewer calls."""
+        if not rows.size:
+            return
+        self.allowed[rows] = True
+        low, high = int(rows[0]) >> 3, int(rows[-1]) >> 3
+        if high - low < 512:
+            span = self.allowed[low << 3 : (high + 1) << 3]
+            self.bits[low : high + 1] = np.packbits(span, bitorder="little")
+        else:
+            touched = np.unique(rows >> 3)
+            spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+            self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        self.matches = np.concatenate([self.matches, rows])
+
+    def drop(self, rows: np.ndarray) -> None:
+        """Dead ``rows`` (ascending, unique) are out of scope: ``set`` with none kept, in
+        fewer calls."""
+        gone = rows[self.allowed[rows]]
+        if not gone.size:
+            return
+        self.allowed[gone] = False
+        touched = np.unique(gone >> 3) if gone.size > 1 else gone >> 3
+        spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+        self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        self.matches = self.matches[self.allowed[self.matches]]
+
 
 def _room(rows: int) -> int:
     """A mask's length for ``rows`` rows: a whole number of bytes when packed."""
@@ -249,9 +277,13 @@ def follow_writes(
         # of rows no access list names, a tenant sees those it owns (no shared row to
         # shadow): their owner codes tell, without the tenant's merged rows (O(its rows))
         owned = new_ids and all(w.shared is None for w in writes if isinstance(w, Upsert))
+    only_new = rows.size == n - first  # (ascending, past every row before: see add_new)
     for (tenant, predicate), mask in masks:
         mask.grow(n)
         keep = rows[alive]
+        if not keep.size and not only_new:  # rows that died, none live: out of every scope
+            mask.drop(rows)
+            continue
         if tenant is not None and keep.size and owned:
             keep = keep[collection._rows.owner_codes(keep) == collection._rows.code(tenant)]
         elif tenant is not None and keep.size:  # (none live: none in scope, as rows died)
@@ -266,7 +298,10 @@ def follow_writes(
                     touched = collection._rows.columns(rows)
                 values = matched[predicate] = evaluate(predicate, touched)
             keep = keep[values[np.searchsorted(rows, keep)]]
-        mask.set(rows, keep)
+        if only_new:
+            mask.add_new(keep)
+        else:
+            mask.set(rows, keep)
 
 
 def _sorted_unique(rows: np.ndarray) -> np.ndarray:

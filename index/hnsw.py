@@ -61,6 +61,21 @@ def _grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
     return grown
 
 
+def _search_params(cache: dict[int, Any], ef: int, selector: Any) -> Any:
+    """faiss's search parameters for ``ef`` and ``selector`` (None: every position), from
+    ``cache`` or built into it (built, then inserted: concurrent searches at most build one
+    twice)."""
+    params = cache.get(ef)
+    if params is None:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef
+        if selector is not None:
+            params.sel = selector
+        if len(cache) < 64:  # bounded: callers choose ef freely
+            cache[ef] = params
+    return params
+
+
 class Admitted:
     """The positions of a graph a search may return (a filter the graph search applies as it
     goes: faiss's HNSW traverses every node but admits only these to its results): a packed
@@ -83,14 +98,7 @@ class Admitted:
         self.params: dict[int, Any] = {}
 
     def search_params(self, ef: int) -> Any:
-        params = self.params.get(ef)
-        if params is None:  # built, then inserted: concurrent searches at most build it twice
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = ef
-            params.sel = self.selector
-            if len(self.params) < 64:  # bounded: callers choose ef freely
-                self.params[ef] = params
-        return params
+        return _search_params(self.params, ef, self.selector)
 
 
 class Marks:
@@ -114,15 +122,7 @@ class Marks:
         self.params: dict[int, Any] = {}
 
     def search_params(self, ef: int) -> Any:
-        params = self.params.get(ef)
-        if params is None:  # built, then inserted: concurrent searches at most build it twice
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = ef
-            if self.selector is not None:
-                params.sel = self.selector
-            if len(self.params) < 64:  # bounded: callers choose ef freely
-                self.params[ef] = params
-        return params
+        return _search_params(self.params, ef, self.selector)
 
     def live_positions(self, slots: int) -> np.ndarray:
         """The live positions among the first ``slots`` (ascending)."""
@@ -254,6 +254,8 @@ class HNSWGraph:
         (which keep the marks they started with) and beside faiss's part of an :meth:`add`:
         the new marks are a copy (see :class:`Marks`)."""
         with self._marking:
+            # (a position an add beside this one is still linking is not live yet)
+            positions = positions[positions < self._alive.size]
             positions = positions[self._alive[positions]]
             if not positions.size:
                 return 0

@@ -88,15 +88,7 @@ class _Mask:
         if not changed.any():
             return
         self.allowed[rows] = now
-        moved = rows[changed]
-        low, high = int(moved[0]) >> 3, int(moved[-1]) >> 3  # the packed bytes to redo
-        if high - low < 512:  # close together (a group's rows): repack the span in one call
-            span = self.allowed[low << 3 : (high + 1) << 3]
-            self.bits[low : high + 1] = np.packbits(span, bitorder="little")
-        else:
-            touched = np.unique(moved >> 3)
-            spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
-            self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        self._repack(rows[changed])
         gone = rows[changed & ~now]
         if gone.size:
             self.matches = self.matches[self.allowed[self.matches]]
@@ -113,14 +105,7 @@ class _Mask:
         if not rows.size:
             return
         self.allowed[rows] = True
-        low, high = int(rows[0]) >> 3, int(rows[-1]) >> 3
-        if high - low < 512:
-            span = self.allowed[low << 3 : (high + 1) << 3]
-            self.bits[low : high + 1] = np.packbits(span, bitorder="little")
-        else:
-            touched = np.unique(rows >> 3)
-            spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
-            self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        self._repack(rows)
         self.matches = np.concatenate([self.matches, rows])
 
     def drop(self, rows: np.ndarray) -> None:
@@ -130,10 +115,19 @@ class _Mask:
         if not gone.size:
             return
         self.allowed[gone] = False
-        touched = np.unique(gone >> 3) if gone.size > 1 else gone >> 3
-        spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
-        self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        self._repack(gone)
         self.matches = self.matches[self.allowed[self.matches]]
+
+    def _repack(self, moved: np.ndarray) -> None:
+        """Pack again the bytes of ``moved`` (rows whose bit changed; ascending)."""
+        low, high = int(moved[0]) >> 3, int(moved[-1]) >> 3  # the packed bytes to redo
+        if high - low < 512:  # close together (a group's rows): repack the span in one call
+            span = self.allowed[low << 3 : (high + 1) << 3]
+            self.bits[low : high + 1] = np.packbits(span, bitorder="little")
+        else:
+            touched = np.unique(moved >> 3)
+            spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+            self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
 
 
 def _room(rows: int) -> int:

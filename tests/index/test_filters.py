@@ -100,15 +100,22 @@ LEAF = st.one_of(
     st.builds(lambda v: F("ok") == v, st.booleans()),
     st.sampled_from(["year", "lang", "tags"]).map(lambda f: F(f).exists()),
 )
-PREDICATE = st.recursive(
-    LEAF,
-    lambda inner: st.one_of(
-        st.builds(lambda a, b: a & b, inner, inner),
-        st.builds(lambda a, b: a | b, inner, inner),
-        inner.map(lambda a: ~a),
-    ),
-    max_leaves=6,
-)
+
+
+def combined(leaf: st.SearchStrategy, max_leaves: int) -> st.SearchStrategy:
+    """Predicates of ``leaf`` terms under &, | and ~."""
+    return st.recursive(
+        leaf,
+        lambda inner: st.one_of(
+            st.builds(lambda a, b: a & b, inner, inner),
+            st.builds(lambda a, b: a | b, inner, inner),
+            inner.map(lambda a: ~a),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+PREDICATE = combined(LEAF, 6)
 
 
 def reference(p, row) -> bool:
@@ -225,15 +232,7 @@ WIDE_LEAF = st.one_of(
     st.sampled_from(["score", "ok", "nothing"]).map(lambda f: F(f).exists()),
     st.builds(lambda v: F("nothing") == v, st.integers(0, 2)),
 )
-WIDE = st.recursive(
-    WIDE_LEAF,
-    lambda inner: st.one_of(
-        st.builds(lambda a, b: a & b, inner, inner),
-        st.builds(lambda a, b: a | b, inner, inner),
-        inner.map(lambda a: ~a),
-    ),
-    max_leaves=5,
-)
+WIDE = combined(WIDE_LEAF, 5)
 
 
 @settings(max_examples=300, deadline=None)

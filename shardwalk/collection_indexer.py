@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,7 @@ from shardwalk.snapshot import Upsert
 
 if TYPE_CHECKING:
     from shardwalk.collection import Collection
+    from shardwalk.index.base import KeepsRoom
 
 log = logging.getLogger("shardwalk.collection")
 
@@ -206,13 +207,13 @@ def index_some(collection: Collection, count: int, threads: int | None = None) -
             rows, vectors, owners = collection._delta.head(count)
         if not rows.size:
             return 0
-        index = collection._index
-        # (an index that keeps room: KeepsRoom; a Protocol's isinstance costs ~25 us a turn)
-        if collection._store_beside_inserts and not index.room(rows.size):
+        # an index that keeps room (told cheaply: a Protocol's isinstance costs ~25 us a turn)
+        keeper = cast("KeepsRoom", collection._index)
+        if collection._store_beside_inserts and not keeper.room(rows.size):
             # the insert must not move the vectors that scoped searches read beside it
             # (holding only _rw): it makes room while they are held out (amortised)
             with collection._rw.write(), collection._moving.write():
-                index.reserve(rows.size)
+                keeper.reserve(rows.size)
         with collection._index_rw.write():
             t0 = time.perf_counter()
             collection._add_to_index(rows, vectors, owners, threads)

@@ -8,7 +8,10 @@ at rest (the delta indexed, then 0.1 s). Per scope and state: QPS, p50/p99, and 
 the searching thread's wall time spent waiting to enter the collection's reader-writer locks
 (``shardwalk._sync.RWLock`` read entries, timed by wrapping them; a reader that finds no
 writer passes without waiting), and the searching thread's CPU time per search and the share of the
-wall time it ran (the rest it waited: for a lock, for the GIL or for a core). Everything else a search does under writes shows in a py-spy
+wall time it ran (the rest it waited: for a lock, for the GIL or for a core); where the slowest
+1% of the searches (the p99 tail) spent their time (lock waits, CPU, the rest); and how long and
+how often the index's lock (``Collection._index_rw``) was held exclusively, by thread (the
+background indexer's inserts, the writer's groups), timed by wrapping ``RWLock.write``. Everything else a search does under writes shows in a py-spy
 profile of the same run (``py-spy record --idle -f raw -- python bench/reads_profile.py``).
 
 It uses only the public API and ``RWLock``, so it runs against whichever shardwalk the
@@ -67,32 +70,88 @@ def source_commit() -> str:
     return out or os.environ.get("SHARDWALK_COMMIT", "unknown")
 
 
-def loop(search, queries: np.ndarray, seconds: float) -> tuple[list[float], float, float]:
-    """Searches for ``seconds``: latencies, the lock waits among them, and the searching
-    thread's CPU time (the rest of the wall time it waited: for a lock, the GIL or a core)."""
+# The exclusive holds of the index's lock (``Collection._index_rw``): (thread name, start,
+# seconds held), by wrapping ``RWLock.write`` (a generator or a class: either checkout).
+_holds: list[tuple[str, float, float]] = []
+_write = RWLock.write
+_watched: set[int] = set()  # id() of the locks whose holds are recorded
+
+
+class _TimedWrite:
+    def __init__(self, lock: RWLock) -> None:
+        self._cm, self._lock = _write(lock), lock
+
+    def __enter__(self) -> None:
+        self._cm.__enter__()
+        self._t = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> Any:
+        held = time.perf_counter() - self._t
+        out = self._cm.__exit__(*exc)
+        if id(self._lock) in _watched:
+            _holds.append((threading.current_thread().name, self._t, held))
+        return out
+
+
+def loop(search, queries: np.ndarray, seconds: float) -> tuple[np.ndarray, float, float]:
+    """Searches for ``seconds``: per search (rows) its latency, its lock waits and the
+    searching thread's CPU time (the rest of its wall time it waited for the GIL or a
+    core), all in seconds; and the slice's (start, end)."""
     _waited.seconds = 0.0
     out = []
-    cpu = time.thread_time()
     end = time.perf_counter() + seconds
     i = 0
+    start = time.perf_counter()
     while (t0 := time.perf_counter()) < end:
+        w0, c0 = _waited.seconds, time.thread_time()
         search(queries[i % len(queries)])
-        out.append(time.perf_counter() - t0)
+        c1 = time.thread_time()
+        out.append((time.perf_counter() - t0, _waited.seconds - w0, c1 - c0))
         i += 1
-    return out, _waited.seconds, time.thread_time() - cpu
+    return np.array(out).reshape(-1, 3), start, time.perf_counter()
 
 
-def summary(latencies: list[float], waited: float, cpu: float, seconds: float) -> dict[str, Any]:
-    lat = np.array(latencies) * 1e3
+def summary(
+    per_search: list[np.ndarray], slices: list[tuple[float, float]], seconds: float
+) -> dict[str, Any]:
+    """QPS and latencies; where the p99 searches' time went (the slowest 1%: lock waits,
+    the thread's CPU, the rest waiting for the GIL or a core); and the index lock's
+    exclusive holds inside the slices, by thread (share of the wall time, mean, p99, max)."""
+    runs = np.concatenate(per_search)
+    lat, waited, cpu = runs[:, 0], runs[:, 1], runs[:, 2]
+    p99 = float(np.percentile(lat, 99))
+    tail = lat >= p99
+    holds: dict[str, Any] = {}
+    for name in sorted({h[0] for h in _holds}):
+        held = np.array(
+            [h[2] for h in _holds if h[0] == name and any(a <= h[1] < b for a, b in slices)]
+        )
+        if held.size:
+            key = "indexer" if name.startswith("shardwalk-index") else name
+            holds[key] = {
+                "per_s": round(held.size / seconds, 1),
+                "share": round(float(held.sum()) / seconds, 4),
+                "mean_us": round(float(held.mean()) * 1e6, 1),
+                "p99_us": round(float(np.percentile(held, 99)) * 1e6, 1),
+                "max_us": round(float(held.max()) * 1e6, 1),
+            }
     return {
         "qps": round(lat.size / seconds, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 3),
-        "p99_ms": round(float(np.percentile(lat, 99)), 3),
-        "lock_wait_share": round(waited / seconds, 4),
+        "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+        "p99_ms": round(p99 * 1e3, 3),
+        "lock_wait_share": round(float(waited.sum()) / seconds, 4),
         # the searching thread's CPU time per search, and the share of the wall time it ran
-        "cpu_us_per_search": round(cpu / max(lat.size, 1) * 1e6, 1),
-        "running_share": round(cpu / seconds, 4),
+        "cpu_us_per_search": round(float(cpu.mean()) * 1e6, 1),
+        "running_share": round(float(cpu.sum()) / seconds, 4),
         "calls": int(lat.size),
+        # the slowest 1%: mean microseconds of lock wait, CPU and the rest (GIL or a core)
+        "p99_tail_us": {
+            "latency": round(float(lat[tail].mean()) * 1e6, 1),
+            "lock_wait": round(float(waited[tail].mean()) * 1e6, 1),
+            "cpu": round(float(cpu[tail].mean()) * 1e6, 1),
+            "gil_or_core": round(float((lat - waited - cpu)[tail].mean()) * 1e6, 1),
+        },
+        "index_lock_holds": holds,
     }
 
 
@@ -118,6 +177,7 @@ def main() -> None:
     intervals = [float(v) for v in args.switch_interval.split(",")]
     sys.setswitchinterval(intervals[0])
     RWLock._enter_read = _timed_enter
+    RWLock.write = lambda self: _TimedWrite(self)  # type: ignore[method-assign]
     load_start = os.getloadavg()[0]
     data = clustered_vectors(args.n, 64, queries=200, seed=0, metadata=False)
     rng = np.random.default_rng(0)
@@ -135,6 +195,7 @@ def main() -> None:
             attributes={"y": y[ids].tolist()},
         )
     col.wait_indexed()
+    _watched.add(id(col._index_rw))  # (a private attribute: the bench's diagnostic only)
     searches = {
         "plain": lambda q: col.search(q, k=10),
         "tenant": lambda q: col.search(q, k=10, tenant="t5"),
@@ -156,24 +217,24 @@ def main() -> None:
     by_interval: dict[float, dict[str, Any]] = {v: {"writing": {}, "rest": {}} for v in intervals}
     for scope in SCOPES:
         loop(searches[scope], data.queries, 0.2)  # warm: masks, kernels
-        hot = {v: ([], 0.0, 0.0) for v in intervals}
-        rest = {v: ([], 0.0, 0.0) for v in intervals}
+        hot: dict[float, tuple[list, list]] = {v: ([], []) for v in intervals}
+        rest: dict[float, tuple[list, list]] = {v: ([], []) for v in intervals}
         for _ in range(args.cycles):
             for v in intervals:
                 sys.setswitchinterval(v)
                 writer.active.set()
                 loop(searches[scope], data.queries, 0.05)
-                lat, waited, cpu = loop(searches[scope], data.queries, args.slice)
-                h = hot[v]
-                hot[v] = (h[0] + lat, h[1] + waited, h[2] + cpu)
+                runs, a, b = loop(searches[scope], data.queries, args.slice)
+                hot[v][0].append(runs)
+                hot[v][1].append((a, b))
                 writer.active.clear()
                 end = time.perf_counter() + 10
                 while col.stats()["delta"]["rows"] and time.perf_counter() < end:
                     time.sleep(0.01)
                 time.sleep(0.1)
-                lat, waited, cpu = loop(searches[scope], data.queries, args.slice)
-                r = rest[v]
-                rest[v] = (r[0] + lat, r[1] + waited, r[2] + cpu)
+                runs, a, b = loop(searches[scope], data.queries, args.slice)
+                rest[v][0].append(runs)
+                rest[v][1].append((a, b))
         seconds = args.cycles * args.slice
         for v in intervals:
             by_interval[v]["writing"][scope] = summary(*hot[v], seconds)

@@ -24,7 +24,12 @@ track, shardwalk side by side with Qdrant Edge (``qdrant-edge-py``) in the same 
 Qdrant Edge runs as its users run it: updates go to its appendable (growing) segment, scanned
 exactly; a maintenance thread calls ``optimize()`` (Edge has no background optimizer of its
 own: its optimizations are manual) every 0.2 s, which indexes, merges and vacuums segments per
-its optimizer config (defaults; vacuum at 20% deleted, as shardwalk's compaction). Same HNSW
+its optimizer config (defaults; vacuum at 20% deleted, as shardwalk's compaction).
+qdrant-edge-py's ``optimize()`` holds the GIL while it runs (an HNSW build: a second or more),
+so every Python thread of the process, the writer's and the searcher's, stands still
+meanwhile: each point records the share of its writer and at-rest slices that optimize()
+calls overlapped (``optimize_overlap``), which is what holds Qdrant Edge's writer below its
+rate when a long one lands in a writer slice (it catches up at most a second's worth). Same HNSW
 parameters on both sides (M=16, efConstruction=100, ef=64); tenants in a keyword payload index
 (``is_tenant``), ``y`` in an integer index; its indexing threshold at 2 MiB, shardwalk's write
 delta (its default, 10-20 MB, would leave the whole window unindexed). Shardwalk: an hnsw
@@ -257,6 +262,10 @@ class QdrantEdge:
         self.lock = threading.Lock()  # the maintenance thread's optimize() is under way
         self.optimizations = 0
         self.optimize_seconds = 0.0
+        # (start, end) of each optimize() call: it holds the GIL throughout (a thread spinning
+        # beside one ran at ~1% of its rate), so every Python thread of the process, the
+        # writer and the searcher, stands still meanwhile; see optimize_overlap
+        self.optimize_spans: list[tuple[float, float]] = []
         self.stop = threading.Event()
         self.maintenance = threading.Thread(target=self._maintain, daemon=True)
         self.maintenance.start()
@@ -266,9 +275,13 @@ class QdrantEdge:
         while not self.stop.wait(0.2):
             with self.lock:
                 t0 = time.perf_counter()
-                if self.shard.optimize():
+                worked = self.shard.optimize()
+                t1 = time.perf_counter()
+                if worked:
                     self.optimizations += 1
-                    self.optimize_seconds += time.perf_counter() - t0
+                    self.optimize_seconds += t1 - t0
+                if t1 - t0 > 0.001:
+                    self.optimize_spans.append((t0, t1))
 
     def upsert(self, ids: np.ndarray) -> None:
         qe, d = self.qe, self.data
@@ -393,12 +406,14 @@ def interleaved(
     stop: Any,
     quiet: Any,
     args: argparse.Namespace,
+    spans: dict[str, list[tuple[float, float]]] | None = None,
 ) -> dict[str, Any]:
     """Per scope, ``--cycles`` cycles of a writer slice and an at-rest slice (``--slice``
     seconds each; ``start``/``stop`` the writer, ``quiet`` waits for the writes' index work
     to end before an at-rest slice): the machine's load, which other work moves, falls on
-    both alike."""
+    both alike. ``spans``: the slices' (start, end) are added to its "writing" and "rest"."""
     out: dict[str, Any] = {"rest": {}, "writing": {}}
+    spans = {"writing": [], "rest": []} if spans is None else spans
     for scope in SCOPES:
         searches(search, queries, scope, 0.1)  # warm
         hot: list[np.ndarray] = []
@@ -406,10 +421,14 @@ def interleaved(
         for _ in range(args.cycles):
             start()
             searches(search, queries, scope, 0.05)  # the writer under way
+            t0 = time.perf_counter()
             hot.append(searches(search, queries, scope, args.slice))
+            spans["writing"].append((t0, time.perf_counter()))
             stop()
             quiet()
+            t0 = time.perf_counter()
             rest.append(searches(search, queries, scope, args.slice))
+            spans["rest"].append((t0, time.perf_counter()))
         out["writing"][scope] = summary(hot, args.cycles * args.slice)
         out["rest"][scope] = summary(rest, args.cycles * args.slice)
     return out
@@ -426,9 +445,10 @@ def under_writes(
             writer = SlidingWriter(system.upsert, system.delete, rate, batch, lo, hi)
             writer.start()
             load = os.getloadavg()[0]
+            spans: dict[str, list[tuple[float, float]]] = {"writing": [], "rest": []}
             measured = interleaved(
                 system.search, data.queries, writer.active.set, writer.active.clear,
-                system.quiet, args,
+                system.quiet, args, spans,
             )  # fmt: skip
             writer.halt.set()
             writer.join()
@@ -436,11 +456,32 @@ def under_writes(
             point: dict[str, Any] = {"system": system.name, "rate": rate, "batch": batch}
             point.update(measured)
             point["achieved_rows_per_s"] = round(writer.rows / max(writer.seconds, 1e-9), 1)
+            if hasattr(system, "optimize_spans"):
+                point["optimize_overlap"] = optimize_overlap(system.optimize_spans, spans)
             point["load"] = round((load + os.getloadavg()[0]) / 2, 2)
             point["state"] = system.info()
             points.append(point)
             log_point(point)
     return points
+
+
+def optimize_overlap(
+    optimizing: list[tuple[float, float]], slices: dict[str, list[tuple[float, float]]]
+) -> dict[str, float]:
+    """Seconds of Qdrant Edge's optimize() calls inside the writing and the at-rest slices,
+    over the slices' seconds: the share of a slice in which every Python thread stood still
+    (optimize() holds the GIL), the writer's and the searcher's alike. The writer catches up
+    at most one second's worth after such a stall, so a stall past a second costs it rows:
+    its achieved rate falls short of the target by that much (753-1,014 rows/s in session
+    12's quiet runs, by whether an optimization landed in a writer slice)."""
+    out = {}
+    for state, spans in slices.items():
+        total = sum(b - a for a, b in spans)
+        inside = sum(max(0.0, min(b, d) - max(a, c)) for a, b in spans for c, d in optimizing)
+        out[f"{state}_share"] = round(inside / max(total, 1e-9), 4)
+    out["calls_over_1s"] = sum(1 for a, b in optimizing if b - a > 1.0)
+    out["longest_s"] = round(max((b - a for a, b in optimizing), default=0.0), 3)
+    return out
 
 
 def log_point(point: dict[str, Any]) -> None:
@@ -451,6 +492,12 @@ def log_point(point: dict[str, Any]) -> None:
             f"{s} {point['writing'][s]['qps']:.0f} q/s p99 {point['writing'][s]['p99_ms']:.2f} "
             f"ms (rest {point['rest'][s]['qps']:.0f}, {point['rest'][s]['p99_ms']:.2f})"
             for s in SCOPES
+        )
+        + (
+            f"; optimize() held the GIL {100 * point['optimize_overlap']['writing_share']:.0f}%"
+            " of the writer slices"
+            if "optimize_overlap" in point
+            else ""
         )
     )
 

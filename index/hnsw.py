@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -46,7 +47,7 @@ from shardwalk.errors import FailedPreconditionError
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
-__all__ = ["Admitted", "HNSWGraph", "HNSWIndex", "HNSWOptions", "HNSWParams", "OnHNSW"]
+__all__ = ["Admitted", "HNSWGraph", "HNSWIndex", "HNSWOptions", "HNSWParams", "Marks", "OnHNSW"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,21 @@ class OnHNSWOptions(IndexOptions, HNSWOptions):
 _HNSW_FIELDS = frozenset(HNSWOptions.__optional_keys__)
 
 
+def _search_params(cache: dict[int, Any], ef: int, selector: Any) -> Any:
+    """faiss's search parameters for ``ef`` and ``selector`` (None: every position), from
+    ``cache`` or built into it (built, then inserted: concurrent searches at most build one
+    twice)."""
+    params = cache.get(ef)
+    if params is None:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef
+        if selector is not None:
+            params.sel = selector
+        if len(cache) < 64:  # bounded: callers choose ef freely
+            cache[ef] = params
+    return params
+
+
 class Admitted:
     """The positions of a graph a search may return (a filter the graph search applies as it
     goes: faiss's HNSW traverses every node but admits only these to its results): a packed
@@ -131,14 +147,38 @@ class Admitted:
         self.params: dict[int, Any] = {}
 
     def search_params(self, ef: int) -> Any:
-        params = self.params.get(ef)
-        if params is None:  # built, then inserted: concurrent searches at most build it twice
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = ef
-            params.sel = self.selector
-            if len(self.params) < 64:  # bounded: callers choose ef freely
-                self.params[ef] = params
-        return params
+        return _search_params(self.params, ef, self.selector)
+
+
+class Marks:
+    """A graph's tombstones as its searches read them: a packed little-endian bitmap of the
+    live positions (``bits``; None while every position is live), faiss's selector over it,
+    the search parameters per ef (building one costs ~10 us, a fifth of a search) and the
+    live count. A delete never changes one a search may hold: it copies the bits, clears
+    its positions in the copy and swaps a new ``Marks`` in (so a search reads one consistent
+    set of tombstones, and a collection can publish it with the rest of a write group's
+    state); only an insert, which excludes every search, sets the bits of its new positions
+    in place. Whoever holds it holds its bitmap (faiss keeps only a raw pointer)."""
+
+    __slots__ = ("bits", "live", "params", "selector")
+
+    def __init__(self, bits: np.ndarray | None, live: int) -> None:
+        self.bits = bits
+        self.live = live
+        self.selector = (
+            None if bits is None else faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
+        )
+        self.params: dict[int, Any] = {}
+
+    def search_params(self, ef: int) -> Any:
+        return _search_params(self.params, ef, self.selector)
+
+    def live_positions(self, slots: int) -> np.ndarray:
+        """The live positions among the first ``slots`` (ascending)."""
+        if self.bits is None:
+            return np.arange(slots, dtype=np.int64)
+        count = min(slots, self.bits.size * 8)
+        return np.flatnonzero(np.unpackbits(self.bits, count=count, bitorder="little"))
 
 
 class HNSWGraph:
@@ -176,11 +216,10 @@ class HNSWGraph:
         self._alive = np.zeros(0, dtype=bool)  # by position (room to grow past ntotal)
         self._live = 0
         self.labels: np.ndarray | None = np.zeros(0, dtype=np.int64) if labeled else None
-        self._selector: Any = None  # the live positions, while some are tombstones
-        self._bits: np.ndarray | None = None  # the selector's bitmap (faiss keeps a pointer)
-        # ef -> search parameters (with the selector): building one costs ~10 us, as much as a
-        # fifth of a search. Searches insert; writes (which exclude searches) start afresh.
-        self._params: dict[int, Any] = {}
+        self._marks = Marks(None, 0)  # the tombstones searches read (see Marks)
+        # held while the bookkeeping above changes (liveness, labels, marks): deletes run
+        # beside searches and beside faiss's part of an insert, not beside its bookkeeping
+        self._marking = threading.Lock()
 
     def __len__(self) -> int:
         return self._live
@@ -232,60 +271,57 @@ class HNSWGraph:
 
     def add(self, vectors: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Append and link ``vectors`` (float32, C-contiguous) with faiss's OpenMP threads of
-        the calling thread (the caller's grant); returns their positions."""
+        the calling thread (the caller's grant); returns their positions. The caller excludes
+        every search (faiss links the new nodes into the graph they traverse); deletes may
+        run beside it."""
         start, n = self.slots, vectors.shape[0]
         self._view = None  # (readers beside an add with room keep reading the old view)
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         self._view = None
         self._capacity = max(self._capacity, start + n)  # (it grew by itself if short)
-        self._alive = _grow(self._alive, start + n, False)
-        self._alive[start : start + n] = True
-        self._live += n
-        if self.labels is not None:
-            assert labels is not None
-            self.labels = _grow(self.labels, start + n, -1)
-            self.labels[start : start + n] = labels
-        if self._selector is not None:
-            assert self._bits is not None
-            if self._bits.size * 8 >= start + n:  # its bitmap has room: set their bits
-                positions = np.arange(start, start + n, dtype=np.int64)
-                np.bitwise_or.at(self._bits, positions >> 3, _BIT[positions & 7])
+        with self._marking:
+            self._alive = _grow(self._alive, start + n, False)
+            self._alive[start : start + n] = True
+            self._live += n
+            if self.labels is not None:
+                assert labels is not None
+                self.labels = _grow(self.labels, start + n, -1)
+                self.labels[start : start + n] = labels
+            marks = self._marks
+            if marks.bits is None:
+                self._marks = Marks(None, self._live)
+            elif marks.bits.size * 8 >= start + n:  # room: their bits set in place (no
+                positions = np.arange(start, start + n, dtype=np.int64)  # search runs now)
+                np.bitwise_or.at(marks.bits, positions >> 3, _BIT[positions & 7])
+                marks.live = self._live
             else:
-                self._select()
+                self._marks = Marks(np.packbits(self._alive, bitorder="little"), self._live)
         return np.arange(start, start + n, dtype=np.int64)
 
     def delete(self, positions: np.ndarray) -> int:
-        """Tombstone live ``positions``; returns how many were live."""
-        positions = positions[self._alive[positions]]
-        self._alive[positions] = False
-        self._live -= positions.size
-        if positions.size:
-            if self._selector is None:
-                self._select()
-            else:  # clear their bits in place: the selector and its parameters stay valid
-                assert self._bits is not None
-                np.bitwise_and.at(self._bits, positions >> 3, ~_BIT[positions & 7])
+        """Tombstone live ``positions``; returns how many were live. Safe beside searches
+        (which keep the marks they started with) and beside faiss's part of an :meth:`add`:
+        the new marks are a copy (see :class:`Marks`)."""
+        with self._marking:
+            # (a position an add beside this one is still linking is not live yet)
+            positions = positions[positions < self._alive.size]
+            positions = positions[self._alive[positions]]
+            if not positions.size:
+                return 0
+            self._alive[positions] = False
+            self._live -= positions.size
+            bits = self._marks.bits
+            if bits is None:  # as long as the room for positions: adds set bits in place
+                bits = np.packbits(self._alive, bitorder="little")
+            else:
+                bits = bits.copy()
+                np.bitwise_and.at(bits, positions >> 3, ~_BIT[positions & 7])
+            self._marks = Marks(bits, self._live)
         return int(positions.size)
 
-    def _select(self) -> None:
-        """A selector of the live positions, its bitmap as long as the room for positions
-        (so adds and deletes change its bits in place, under the caller's exclusion of
-        searches, instead of building a new one and new search parameters each time)."""
-        bits = np.packbits(self._alive, bitorder="little")
-        self._selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
-        self._bits = bits
-        self._params = {}  # they point at the old selector
-
-    def _search_params(self, ef: int) -> Any:
-        params = self._params.get(ef)
-        if params is None:
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = ef
-            if self._selector is not None:
-                params.sel = self._selector
-            if len(self._params) < 64:  # bounded: callers choose ef freely
-                self._params[ef] = params
-        return params
+    def marks(self) -> Marks:
+        """The tombstones a search started now reads (see :class:`Marks`)."""
+        return self._marks
 
     def search(
         self,
@@ -293,6 +329,7 @@ class HNSWGraph:
         k: int,
         ef: int,
         admitted: tuple[Admitted, np.ndarray] | None = None,
+        marks: Marks | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k live positions per query (n, k) padded -1, and distances padded +inf, with
         faiss's OpenMP threads of the calling thread (one query: the calling thread only).
@@ -304,14 +341,15 @@ class HNSWGraph:
         each time, up to the graph's size; deleted nodes stay in the graph as waypoints, so
         it stays connected); only a query still short after that is scored exactly, over the
         live (admitted) positions in place (no copy of the vectors). Never fewer than
-        min(k, live (admitted)).
+        min(k, live (admitted)). ``marks``: the tombstones to read (default: the current).
         """
         n = queries.shape[0]
-        kk = min(k, self._live if admitted is None else int(admitted[1].size))
+        marks = self._marks if marks is None else marks
+        kk = min(k, marks.live if admitted is None else int(admitted[1].size))
         if n == 0 or kk == 0:
             return np.full((n, k), -1, dtype=np.int64), np.full((n, k), np.inf, dtype=np.float32)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        params = self._search_params if admitted is None else admitted[0].search_params
+        params = marks.search_params if admitted is None else admitted[0].search_params
         ef = max(ef, kk)
         found, raw = self._search(queries, kk, params(ef))
         short = np.flatnonzero(found[:, kk - 1] < 0)
@@ -320,7 +358,7 @@ class HNSWGraph:
             found[short], raw[short] = self._search(queries[short], kk, params(ef))
             short = short[found[short, kk - 1] < 0]
         if short.size:
-            live = np.flatnonzero(self.alive()) if admitted is None else admitted[1]
+            live = marks.live_positions(self.slots) if admitted is None else admitted[1]
             local, distances = scan_rows(
                 queries[short], self.vectors(), live, kk, self.metric == "ip"
             )
@@ -373,8 +411,10 @@ class HNSWGraph:
         graph._live = int(np.count_nonzero(graph._alive))
         if labeled:
             graph.labels = np.load(labels_path).astype(np.int64)
+        bits = None
         if graph._live < graph.slots:
-            graph._select()
+            bits = np.packbits(graph._alive, bitorder="little")
+        graph._marks = Marks(bits, graph._live)
         return graph
 
 
@@ -464,17 +504,22 @@ class HNSWIndex(OnHNSW):
     0, 1, 2, ... (a collection's rows) are the positions themselves; any others are mapped.
 
     Thread safety: searches (with any ``ef``) and ``get`` may run from many threads at once;
-    ``add`` and ``delete`` need the caller to exclude every other call (faiss's inserts are
-    not safe alongside searches, and they move the storage :attr:`store` reads).
+    ``add`` needs the caller to exclude every other call but ``delete`` (faiss's inserts are
+    not safe alongside searches, and they move the storage :attr:`store` reads). ``delete``
+    may run beside searches and adds (:attr:`deletes_beside_searches`): its tombstones are
+    a new :class:`Marks` (a search keeps the one it started with; :meth:`marks` gives the
+    current one, which a search may be given).
     """
 
     kind = "hnsw"
+    deletes_beside_searches = True
 
     def __init__(self, *, capacity: int | None = None, **options: Unpack[OnHNSWOptions]) -> None:
         super().__init__(**options)
         self._graph = HNSWGraph(dim=self.dim, metric=self.metric, params=self.hnsw, seed=self.seed)
         # label -> position (-1: none), once some label is not its position; None before
         self._position: np.ndarray | None = None
+        self._labelling = threading.Lock()  # _position changes (deletes run beside adds)
         self.store = IndexStore(self.dim, self._segments)
 
     def params(self) -> dict[str, Any]:
@@ -490,7 +535,11 @@ class HNSWIndex(OnHNSW):
     def _map(self, labels: np.ndarray, positions: np.ndarray) -> None:
         """Record where ``labels`` went, switching to a map when they are not the positions."""
         if self._position is None:
-            if np.array_equal(labels, positions):
+            if (
+                labels.tolist() == positions.tolist()  # (~1 us on a few, np's call ~10)
+                if labels.size <= 64
+                else np.array_equal(labels, positions)
+            ):
                 return
             start = int(positions[0])  # every earlier label is its position
             self._position = np.full(start, -1, dtype=np.int64)
@@ -518,7 +567,8 @@ class HNSWIndex(OnHNSW):
         want = min(labels.size, threads or self.threads or self.budget.threads)
         with self.budget.take(want):  # faiss's OpenMP team on this thread follows the grant
             positions = self._graph.add(vectors, labels if self._graph.labels is not None else None)
-        self._map(labels, positions)
+        with self._labelling:
+            self._map(labels, positions)
 
     def room(self, n: int) -> bool:
         """Whether ``n`` more vectors fit the storage where it is: an :meth:`add` of at most
@@ -534,14 +584,20 @@ class HNSWIndex(OnHNSW):
 
     def delete(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
-        if self._position is None:
-            labels = labels[(labels >= 0) & (labels < self._graph.slots)]
-            self._graph.delete(labels)
-            return
-        labels = labels[(labels >= 0) & (labels < self._position.shape[0])]
-        positions = self._position[labels]
-        self._graph.delete(positions[positions >= 0])
-        self._position[labels] = -1
+        with self._labelling:
+            if self._position is None:
+                labels = labels[(labels >= 0) & (labels < self._graph.slots)]
+                if labels.size:  # (an add's new labels: none)
+                    self._graph.delete(labels)
+                return
+            labels = labels[(labels >= 0) & (labels < self._position.shape[0])]
+            positions = self._position[labels]
+            self._graph.delete(positions[positions >= 0])
+            self._position[labels] = -1
+
+    def marks(self) -> Marks:
+        """The current tombstones (for :meth:`search`'s ``marks``; see :class:`Marks`)."""
+        return self._graph.marks()
 
     # -- reads ------------------------------------------------------------------------------
     @property
@@ -567,23 +623,26 @@ class HNSWIndex(OnHNSW):
         ef: int | None = None,
         threads: int | None = None,
         admitted: tuple[Admitted, np.ndarray] | None = None,
+        marks: Marks | None = None,
     ) -> SearchResult:
         """Approximate top-k. ``ef`` overrides the index's search-time ef for this call only
         (faiss takes it per call: concurrent searches with other values run at once);
         ``threads`` caps the threads of a batch. ``admitted``: a filter from :meth:`admit`
         and the live labels it admits that the graph holds (ascending): only those come back
         (searched in the graph with the filter, then deeper, then exactly over those labels:
-        exactly min(k, len(labels)) per query)."""
+        exactly min(k, len(labels)) per query). ``marks``: the tombstones to read (from
+        :meth:`marks`; default the current ones)."""
         n = queries.shape[0]
-        if n == 0 or len(self._graph) == 0:
+        marks = self._graph.marks() if marks is None else marks
+        if n == 0 or (marks.live == 0 if admitted is None else len(self._graph) == 0):
             return empty_result(n, k)
         ef = ef or self.ef
         if n == 1:  # the caller's thread: faiss starts no team for one query, nothing to take
-            positions, distances = self._graph.search(queries, k, ef, admitted)
+            positions, distances = self._graph.search(queries, k, ef, admitted, marks)
         else:
             want = min(n, threads or self.threads or self.budget.threads)
             with self.budget.take(want):
-                positions, distances = self._graph.search(queries, k, ef, admitted)
+                positions, distances = self._graph.search(queries, k, ef, admitted, marks)
         labels = self._graph.labels
         if labels is not None:
             positions = np.where(positions >= 0, labels[np.maximum(positions, 0)], -1)

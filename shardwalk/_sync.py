@@ -14,9 +14,8 @@ failed.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Entry", "GroupCommit", "RWLock"]
@@ -61,19 +60,40 @@ class RWLock:
             with self._cond:
                 self._cond.notify_all()
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        with self._writer:
-            self._writing = True
-            try:
-                with self._cond:
-                    while self._readers:
-                        self._cond.wait()
-                yield
-            finally:
-                self._writing = False
-                with self._cond:
-                    self._cond.notify_all()
+    def write(self) -> _Writing:
+        """Hold the lock exclusively for a block (a class, not a generator: it runs on every
+        write, up to three times)."""
+        return _Writing(self)
+
+    def _enter_write(self) -> None:
+        self._writer.acquire()
+        self._writing = True
+        try:
+            with self._cond:
+                while self._readers:
+                    self._cond.wait()
+        except BaseException:
+            self._exit_write()
+            raise
+
+    def _exit_write(self) -> None:
+        self._writing = False
+        with self._cond:
+            self._cond.notify_all()
+        self._writer.release()
+
+
+class _Writing:
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock._enter_write()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._exit_write()
 
 
 class _Reading:

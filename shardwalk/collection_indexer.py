@@ -15,16 +15,16 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
 
-from shardwalk.index.base import KeepsRoom
 from shardwalk.snapshot import Upsert
 
 if TYPE_CHECKING:
     from shardwalk.collection import Collection
+    from shardwalk.index.base import KeepsRoom
 
 log = logging.getLogger("shardwalk.collection")
 
@@ -70,6 +70,8 @@ def _coalesce(writes: list[Any]) -> list[Any]:
     """Consecutive upserts of distinct ids (and of one kind: unscoped or in their owners'
     namespaces) as one (one index insert for a group: its rows are linked in parallel);
     anything else as it came, in order."""
+    if len(writes) == 1:
+        return writes
     out: list[Any] = []
     run: list[Upsert] = []
 
@@ -158,7 +160,13 @@ def start_indexer(collection: Collection) -> None:  # under collection._room
 def index_loop(collection: Collection) -> None:
     """The background indexer: insert the delta's rows into the index, a chunk per turn;
     once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
-    starts another)."""
+    starts another). Its inserts run on this thread alone: set once for the thread's life
+    (each turn's insert then finds faiss's and numba's thread counts as it wants them)."""
+    with collection._budget.take(1):  # (one slot, the thread's own: nothing counted)
+        _index_turns(collection)
+
+
+def _index_turns(collection: Collection) -> None:
     while True:
         with collection._room:  # decided under the lock a writer's kick takes: no lost wake-up
             if not len(collection._delta) and collection._closed_because is None:
@@ -199,12 +207,13 @@ def index_some(collection: Collection, count: int, threads: int | None = None) -
             rows, vectors, owners = collection._delta.head(count)
         if not rows.size:
             return 0
-        index = collection._index
-        if collection._shares_store and isinstance(index, KeepsRoom) and not index.room(rows.size):
+        # an index that keeps room (told cheaply: a Protocol's isinstance costs ~25 us a turn)
+        keeper = cast("KeepsRoom", collection._index)
+        if collection._store_beside_inserts and not keeper.room(rows.size):
             # the insert must not move the vectors that scoped searches read beside it
             # (holding only _rw): it makes room while they are held out (amortised)
             with collection._rw.write(), collection._moving.write():
-                index.reserve(rows.size)
+                keeper.reserve(rows.size)
         with collection._index_rw.write():
             t0 = time.perf_counter()
             collection._add_to_index(rows, vectors, owners, threads)

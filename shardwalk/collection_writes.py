@@ -110,10 +110,14 @@ def commit_group(collection: Collection, group: list[Entry]) -> None:
         for entry in accepted:
             entry.error = error
         return
-    # rows replaced or deleted may be in the index: their tombstones need it exclusively
+    # rows replaced or deleted may be in the index: their tombstones need it exclusively,
+    # unless it takes them beside searches (hnsw: a search keeps the tombstones it started
+    # with, and the published view holds the group's)
     fresh = fresh_upserts(collection, writes)
-    kills = direct or not all(fresh)
-    ahead = {} if kills else scope_masks.evaluate_ahead(collection, writes)
+    replaces = direct or not all(fresh)
+    beside = getattr(collection._index, "deletes_beside_searches", False)
+    kills = direct or (replaces and not beside)
+    ahead = {} if replaces else scope_masks.evaluate_ahead(collection, writes)
     logged = False  # the group's records are durable in the log
     try:
         if collection._wal is not None and records:

@@ -129,6 +129,7 @@ def attribute_table(attributes: Any, n: int) -> pa.Table:
             f"attributes have {table.num_rows} rows; expected {n} (one per id)"
         )
     columns = {}
+    same = True  # every column already of its stored type: the table as it is
     for name in table.column_names:
         if name.startswith("_"):
             raise InvalidArgumentError(
@@ -136,7 +137,11 @@ def attribute_table(attributes: Any, n: int) -> pa.Table:
                 "columns; rename it"
             )
         check_name("attribute", name)
-        columns[name] = _normalise_type(name, table.column(name))
+        column = table.column(name)
+        columns[name] = normalised = _normalise_type(name, column)
+        same = same and normalised is column
+    if same and columns and table is not attributes:  # (built here: nothing to drop)
+        return table
     return pa.table(columns) if columns else pa.table({})
 
 

@@ -88,15 +88,7 @@ class _Mask:
         if not changed.any():
             return
         self.allowed[rows] = now
-        moved = rows[changed]
-        low, high = int(moved[0]) >> 3, int(moved[-1]) >> 3  # the packed bytes to redo
-        if high - low < 512:  # close together (a group's rows): repack the span in one call
-            span = self.allowed[low << 3 : (high + 1) << 3]
-            self.bits[low : high + 1] = np.packbits(span, bitorder="little")
-        else:
-            touched = np.unique(moved >> 3)
-            spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
-            self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
+        self._repack(rows[changed])
         gone = rows[changed & ~now]
         if gone.size:
             self.matches = self.matches[self.allowed[self.matches]]
@@ -106,6 +98,36 @@ class _Mask:
                 self.matches = np.concatenate([self.matches, new])
             else:
                 self.matches = np.union1d(self.matches, new)
+
+    def add_new(self, rows: np.ndarray) -> None:
+        """New ``rows`` (ascending, past every row before them, none in scope until now) are
+        in scope: ``set`` for a group of new rows, in fewer calls."""
+        if not rows.size:
+            return
+        self.allowed[rows] = True
+        self._repack(rows)
+        self.matches = np.concatenate([self.matches, rows])
+
+    def drop(self, rows: np.ndarray) -> None:
+        """Dead ``rows`` (ascending, unique) are out of scope: ``set`` with none kept, in
+        fewer calls."""
+        gone = rows[self.allowed[rows]]
+        if not gone.size:
+            return
+        self.allowed[gone] = False
+        self._repack(gone)
+        self.matches = self.matches[self.allowed[self.matches]]
+
+    def _repack(self, moved: np.ndarray) -> None:
+        """Pack again the bytes of ``moved`` (rows whose bit changed; ascending)."""
+        low, high = int(moved[0]) >> 3, int(moved[-1]) >> 3  # the packed bytes to redo
+        if high - low < 512:  # close together (a group's rows): repack the span in one call
+            span = self.allowed[low << 3 : (high + 1) << 3]
+            self.bits[low : high + 1] = np.packbits(span, bitorder="little")
+        else:
+            touched = np.unique(moved >> 3)
+            spans = self.allowed[(touched[:, None] << 3) + np.arange(8)]
+            self.bits[touched] = np.packbits(spans, axis=1, bitorder="little")[:, 0]
 
 
 def _room(rows: int) -> int:
@@ -240,15 +262,25 @@ def follow_writes(
         masks = list(collection._masks.items())
     matched: dict[Any, np.ndarray] = {}  # predicate -> its value on each of rows
     touched = None  # the rows' attributes
+    owned = False  # a tenant sees exactly the rows it owns among these
     if rows.size == n - first:  # only the new rows (a group of new ids; ascending)
         matched = {p: v for p, v in (ahead or {}).items() if v.size == rows.size}
         # the group's own tables, as they were stored (~65 us less than taking them back
         # from the row table's chunks, per group and filter)
         touched = _appended(writes, rows.size)
+        # of rows no access list names, a tenant sees those it owns (no shared row to
+        # shadow): their owner codes tell, without the tenant's merged rows (O(its rows))
+        owned = new_ids and all(w.shared is None for w in writes if isinstance(w, Upsert))
+    only_new = rows.size == n - first  # (ascending, past every row before: see add_new)
     for (tenant, predicate), mask in masks:
         mask.grow(n)
         keep = rows[alive]
-        if tenant is not None and keep.size:  # (none live: none in scope, as rows died)
+        if not keep.size and not only_new:  # rows that died, none live: out of every scope
+            mask.drop(rows)
+            continue
+        if tenant is not None and keep.size and owned:
+            keep = keep[collection._rows.owner_codes(keep) == collection._rows.code(tenant)]
+        elif tenant is not None and keep.size:  # (none live: none in scope, as rows died)
             tenant_rows = collection._tenants.rows(tenant)
             at = np.minimum(np.searchsorted(tenant_rows, keep), max(tenant_rows.size - 1, 0))
             keep = keep[tenant_rows[at] == keep] if tenant_rows.size else keep[:0]
@@ -260,7 +292,10 @@ def follow_writes(
                     touched = collection._rows.columns(rows)
                 values = matched[predicate] = evaluate(predicate, touched)
             keep = keep[values[np.searchsorted(rows, keep)]]
-        mask.set(rows, keep)
+        if only_new:
+            mask.add_new(keep)
+        else:
+            mask.set(rows, keep)
 
 
 def _sorted_unique(rows: np.ndarray) -> np.ndarray:
@@ -325,8 +360,10 @@ class View:
     while it scans.
 
     A plain search reads it too, holding the index's lock shared (the graph search needs the
-    index to itself), but not the one write groups of new rows take exclusively: a view is
-    published inside every section that changes the index, so under that lock the two agree.
+    index to itself while it inserts), but not the one write groups take exclusively: a view
+    is published inside every section that inserts into the index, so under that lock the
+    two agree, and it holds the index's tombstones (``marks``) as the group that published
+    it left them (hnsw: a group's deletes tombstone rows beside searches, in a copy).
 
     ``masks``: (tenant, predicate) -> the live rows in that scope (ascending), for every
     cached scope mask; ``live``: live rows (the index's and the delta's); ``start``, ``delta``,
@@ -343,6 +380,7 @@ class View:
         "index",
         "ip",
         "live",
+        "marks",
         "masks",
         "schema",
         "start",
@@ -355,6 +393,10 @@ class View:
         with collection._cache_lock:
             self.masks = {key: mask.matches for key, mask in collection._masks.items()}
         self.index = index
+        # the index's tombstones (hnsw: deletes do not wait for its searches; a plain search
+        # reads the ones that go with the rest of the view)
+        marks = getattr(index, "marks", None)
+        self.marks = None if marks is None else marks()
         self.ip = index.metric == "ip"
         self.live = len(collection._rows)
         self.ids = collection._rows.ids
@@ -436,7 +478,10 @@ def _plain(
         view = collection._view  # (read under the lock: the one that goes with the index)
         if view is None or collection._closed_because is not None:
             return None
-        found = view.index.search(queries, k, **params)
+        if view.marks is not None:
+            found = view.index.search(queries, k, marks=view.marks, **params)
+        else:
+            found = view.index.search(queries, k, **params)
         if not view.delta.shape[0]:
             return SearchResult(ids=relabel(found.ids, view.ids), distances=found.distances)
         ids, distances = merge_pending_serial(

@@ -451,3 +451,29 @@ def test_the_index_storage_stays_put_while_a_search_reads_it_through_the_view(mo
     expected = ((vectors[ids[ids >= 0]]) ** 2).sum(axis=1)
     np.testing.assert_allclose(distances[ids >= 0], expected, rtol=1e-5)
     assert moved.wait(60)
+
+
+def test_a_delete_does_not_wait_for_an_index_insert_nor_for_plain_searches():
+    """An hnsw collection's deletes tombstone rows beside its searches: one commits while the
+    background indexer holds the index for an insert (as a plain search waiting on it would
+    too), and a plain search that started before it keeps the tombstones it started with
+    (the published view's), while one after it never returns the deleted rows."""
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
+    rng = np.random.default_rng(8)
+    vectors = rng.random((200, DIM), dtype=np.float32)
+    col.upsert(np.arange(200), vectors)
+    col.wait_indexed()
+    before = col._view
+    with col._index_rw.write():  # an insert in progress: plain searches wait for it
+        deleter, deleted = _run_aside(lambda: col.delete(np.arange(50)))
+        deleter.join(timeout=60)
+        assert not deleter.is_alive(), "a delete waited for the index's exclusive lock"
+    assert deleted == [50]
+    found = col.search(vectors[:50], k=5).ids  # (a batch: the locked path)
+    assert not np.isin(found, np.arange(50)).any()
+    for i in range(0, 50, 7):
+        assert not np.isin(col.search(vectors[i], k=5).ids, np.arange(50)).any()  # the view's
+    # the view published before the delete keeps its tombstones: its rows come back there
+    assert before is not None and before.marks is not None
+    old = before.index.search(vectors[:1], 1, marks=before.marks).ids[0, 0]
+    assert old == 0

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shardwalk.index import filters
 from shardwalk.index.filters import And, Eq, In, Not, Or, Range, evaluate, validate
 
 from shardwalk import F, InvalidArgumentError
@@ -99,15 +100,22 @@ LEAF = st.one_of(
     st.builds(lambda v: F("ok") == v, st.booleans()),
     st.sampled_from(["year", "lang", "tags"]).map(lambda f: F(f).exists()),
 )
-PREDICATE = st.recursive(
-    LEAF,
-    lambda inner: st.one_of(
-        st.builds(lambda a, b: a & b, inner, inner),
-        st.builds(lambda a, b: a | b, inner, inner),
-        inner.map(lambda a: ~a),
-    ),
-    max_leaves=6,
-)
+
+
+def combined(leaf: st.SearchStrategy, max_leaves: int) -> st.SearchStrategy:
+    """Predicates of ``leaf`` terms under &, | and ~."""
+    return st.recursive(
+        leaf,
+        lambda inner: st.one_of(
+            st.builds(lambda a, b: a & b, inner, inner),
+            st.builds(lambda a, b: a | b, inner, inner),
+            inner.map(lambda a: ~a),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+PREDICATE = combined(LEAF, 6)
 
 
 def reference(p, row) -> bool:
@@ -188,3 +196,57 @@ def test_an_attribute_no_row_has_is_unknown_under_not():
     schema = {**SCHEMA, "new": pa.int64()}  # declared, never written: not a column yet
     assert not evaluate(validate(~(F("new") == 1), schema), rows).any()
     assert evaluate(validate(~F("new").exists(), schema), rows).all()
+
+
+WIDE_INT = st.none() | st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 3)
+WIDE_FLOAT = (
+    st.none() | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.5, 2.0])
+)
+WIDE_ROW = st.fixed_dictionaries(
+    {
+        "year": WIDE_INT,
+        "score": WIDE_FLOAT,
+        "lang": st.none() | st.sampled_from(["en", "de", ""]),
+        "tags": st.none() | st.lists(st.none() | st.sampled_from(["a", "b"]), max_size=3),
+        "ok": st.none() | st.booleans(),
+    }
+)
+NUMBER = (
+    st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 3) | st.floats(-4, 4) | st.just(2**53 + 1)
+)
+WIDE_LEAF = st.one_of(
+    LEAF,
+    st.builds(lambda v: F("year") == v, NUMBER.filter(lambda v: isinstance(v, int))),
+    st.builds(lambda v: F("score") != v, NUMBER),
+    st.builds(lambda v: F("score").isin([v, 1]), NUMBER),
+    st.builds(lambda v: F("year").isin([v, 2]), NUMBER.filter(lambda v: isinstance(v, int))),
+    st.builds(lambda a, b: Range("year", a, b), NUMBER | st.none(), NUMBER | st.none()),
+    st.builds(
+        lambda a, b, i, j: Range("score", a, b, i, j),
+        NUMBER | st.none(),
+        NUMBER,
+        st.booleans(),
+        st.booleans(),
+    ),
+    st.builds(lambda v: F("ok") != v, st.booleans()),
+    st.sampled_from(["score", "ok", "nothing"]).map(lambda f: F(f).exists()),
+    st.builds(lambda v: F("nothing") == v, st.integers(0, 2)),
+)
+WIDE = combined(WIDE_LEAF, 5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(WIDE_ROW, min_size=1, max_size=12), predicate=WIDE)
+def test_a_few_rows_are_evaluated_as_arrow_evaluates_them(rows, predicate):
+    """Tables of a few rows (a write group's) are evaluated in Python, not with Arrow's
+    kernels: the same mask on every value (missing, NaN, ints past 2**53 beside floats), or
+    the same error where Arrow refuses a comparison."""
+    t = table(rows)
+    assert t.num_rows <= filters._SMALL
+    try:
+        expect = filters._truth(predicate, t)[0]
+    except (pa.ArrowException, TypeError, OverflowError) as exc:
+        with pytest.raises(type(exc)):
+            evaluate(predicate, t)
+        return
+    np.testing.assert_array_equal(evaluate(predicate, t), expect)

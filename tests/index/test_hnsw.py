@@ -109,6 +109,35 @@ def test_tombstones_set_in_place_track_every_add_and_delete(vectors):
         res = index.search(vectors[:5], 10)
         assert set(res.ids.ravel().tolist()) <= live
     graph = index._graph
-    bits = np.unpackbits(graph._bits, bitorder="little")[: graph.slots].astype(bool)
+    bits = np.unpackbits(graph.marks().bits, bitorder="little")[: graph.slots].astype(bool)
     np.testing.assert_array_equal(bits, graph.alive())
     assert len(index) == len(live)
+
+
+def test_a_delete_leaves_the_tombstones_a_search_started_with():
+    """Deletes copy the tombstones (a search beside one reads one consistent set): a search
+    given the marks from before a delete still returns its rows, one with the current marks
+    never does; an insert, which excludes searches, sets its rows live in the current marks."""
+    rng = np.random.default_rng(4)
+    vectors = rng.random((300, 16), dtype=np.float32)
+    index = HNSWIndex(dim=16, metric="l2", m=8, ef_construction=40)
+    index.add(np.arange(200), vectors[:200])
+    untouched = index.marks()
+    index.delete(np.arange(0, 200, 2))
+    first = index.marks()
+    index.delete(np.arange(1, 100, 2))
+    assert untouched.bits is None and untouched.live == 200
+    assert first.live == 100 and index.marks().live == 50
+    probe = vectors[:100]
+    np.testing.assert_array_equal(
+        index.search(probe, 1, ef=200, marks=untouched).ids[:, 0], np.arange(100)
+    )
+    found = index.search(probe, 1, ef=200, marks=first).ids[:, 0]
+    np.testing.assert_array_equal(found[1::2], np.arange(1, 100, 2))
+    assert (found[::2] % 2 == 1).all()
+    assert (index.search(probe, 1, ef=200).ids[:, 0] >= 100).all()
+    index.add(np.arange(200, 300), vectors[200:])
+    assert index.marks().live == 150
+    np.testing.assert_array_equal(
+        index.search(vectors[200:], 1, ef=200).ids[:, 0], np.arange(200, 300)
+    )

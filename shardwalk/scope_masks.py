@@ -427,27 +427,44 @@ def search_view(
 def _plain(
     collection: Collection, queries: np.ndarray, k: int, params: dict[str, Any]
 ) -> SearchResult | None:
-    """One unscoped query: the index's search under its lock (shared) and the view's delta,
-    merged in one kernel; write groups of new rows (which leave the index alone) do not hold
-    it up. None as :func:`search_view`."""
-    if collection._view is None or queries.shape[0] != 1:
+    """One unscoped query: the index's search and the view's delta, merged in one kernel.
+    An index that searches beside its inserts (HNSWIndex.search_beside: the rows below the
+    view's start, as the index holds them now) takes only ``_moving`` (its arrays stay put):
+    neither write groups nor the indexer's inserts hold it up. Else the index's search
+    under its lock (shared): write groups of new rows (which leave the index alone) do not
+    hold it up. None as :func:`search_view`."""
+    view = collection._view
+    if view is None or queries.shape[0] != 1:
         return None
+    beside = getattr(view.index, "search_beside", None)
+    if beside is not None:
+        with collection._moving.read():
+            if collection._closed_because is not None:
+                return None
+            found = beside(queries, k, limit=view.start, **params)
+            if found is not None:
+                return _merged(view, queries, found, k)
     with collection._index_rw.read(), collection._moving.read():
         view = collection._view  # (read under the lock: the one that goes with the index)
         if view is None or collection._closed_because is not None:
             return None
         found = view.index.search(queries, k, **params)
-        if not view.delta.shape[0]:
-            return SearchResult(ids=relabel(found.ids, view.ids), distances=found.distances)
-        ids, distances = merge_pending_serial(
-            queries,
-            found.ids,
-            found.distances,
-            view.delta,
-            view.alive,
-            view.start,
-            view.ids,
-            k,
-            view.ip,
-        )
+        return _merged(view, queries, found, k)
+
+
+def _merged(view: View, queries: np.ndarray, found: SearchResult, k: int) -> SearchResult:
+    """The index's answer (rows below the view's start) and the view's delta, as ids."""
+    if not view.delta.shape[0]:
+        return SearchResult(ids=relabel(found.ids, view.ids), distances=found.distances)
+    ids, distances = merge_pending_serial(
+        queries,
+        found.ids,
+        found.distances,
+        view.delta,
+        view.alive,
+        view.start,
+        view.ids,
+        k,
+        view.ip,
+    )
     return SearchResult(ids=ids, distances=distances)

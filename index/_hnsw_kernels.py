@@ -99,7 +99,30 @@ def _admitted(v: int, limit: int, bits: np.ndarray, filtered: bool) -> bool:
     if not filtered:
         return True
     byte = v >> 3
-    return byte < bits.shape[0] and (bits[byte] >> (v & 7)) & 1 == 1
+    return byte < bits.shape[0] and ((bits[byte] >> (v & 7)) & 1) == 1
+
+
+@njit(cache=True, nogil=True)
+def count_admitted(bits: np.ndarray, limit: int, ids: np.ndarray) -> tuple[int, int]:
+    """How many positions below ``limit`` have their bit set, then how many of ``ids``
+    (padded -1) still do: bits below ``limit`` are only ever cleared (deletes) while a search
+    reads them, so if the second count reaches the first, ``ids`` held every position set
+    when the first was taken."""
+    total = 0
+    full = min(limit >> 3, bits.shape[0])
+    for byte in range(full):
+        b = bits[byte]
+        while b:
+            b &= b - 1
+            total += 1
+    for v in range(full << 3, min(limit, bits.shape[0] << 3)):
+        if _admitted(v, limit, bits, True):
+            total += 1
+    held = 0
+    for i in range(ids.shape[0]):
+        if ids[i] >= 0 and _admitted(ids[i], limit, bits, True):
+            held += 1
+    return total, held
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)

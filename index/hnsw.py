@@ -26,7 +26,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from shardwalk.index._hnsw_kernels import hnsw_search
+from shardwalk.index._hnsw_kernels import count_admitted, hnsw_search
 from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import (
     IndexBase,
@@ -193,9 +193,14 @@ class HNSWGraph:
         return self._alive[: self.slots]
 
     def _links(self, n: int) -> int:
-        """Neighbour slots ``n`` more nodes may take, at most: faiss draws each node's level
-        as it inserts it, and a node of level l takes ``cum[l + 1]`` slots."""
-        return n * int(self._cum[-1])
+        """Neighbour slots ``n`` more nodes take, at most (but for odds below 1e-12 an
+        insert, for M >= 4): faiss draws each node's level as it inserts it (level l with
+        odds ~M^-l), and one of level l takes ``cum[l + 1]`` = 2M + l*M slots (the mean:
+        2M + M/(M-1)). Room for two levels a node (4M) and for one node at the top level
+        exceeds that only if the n levels drawn add up to more than n + 2 + the top level."""
+        cum = self._cum
+        per_node = int(cum[1] + 2 * (cum[2] - cum[1])) if cum.size > 2 else int(cum[-1])
+        return n * per_node + int(cum[-1])
 
     def room(self, n: int) -> bool:
         """Whether ``n`` more vectors fit where the graph is: an :meth:`add` of at most that
@@ -211,15 +216,13 @@ class HNSWGraph:
         """Room for ``n`` more vectors, and a quarter more than the graph holds (amortised
         O(1) copies a vector; the room is zero-filled, so resident: at most a quarter of the
         vectors' bytes more), in the storage and in faiss's graph arrays (neighbour lists:
-        three levels' worth a node to come, above faiss's mean of ~2M + M/(M-1), plus the
-        most ``n`` nodes can take). Moves them: no reader of :meth:`vectors` nor
-        :meth:`search_beside` may run meanwhile."""
+        as many as :meth:`room` asks for the nodes to come, about twice their mean). Moves
+        them: no reader of :meth:`vectors` nor :meth:`search_beside` may run meanwhile."""
         if self.room(n):
             return
         hnsw = self._index.hnsw
         capacity = max(self.slots + n, self.slots + self.slots // 4, 1024)
-        links = int(hnsw.neighbors.size())
-        link_capacity = links + (capacity - self.slots) * int(self._cum[2]) + self._links(n)
+        link_capacity = int(hnsw.neighbors.size()) + self._links(capacity - self.slots)
         self._view = None
         self._arrays = None
         # std::vectors (faiss's MaybeOwnedVector for the codes and links): resizing one down
@@ -391,8 +394,10 @@ class HNSWGraph:
         distances = np.full((1, k), np.inf, dtype=np.float32)
         if limit <= 0 or entry < 0:
             return positions, distances
-        bits = self._bits  # (None: no tombstone; a bitmap a delete changes in place)
-        want = min(k, limit if bits is None else self._live)
+        # (None: no tombstone, every position below limit is live; else a bitmap a delete
+        # clears in place, or replaces: this search keeps reading the one it took)
+        bits = self._bits
+        want = min(k, limit) if bits is None else k
         arrays = self._graph_arrays()
         query = np.ascontiguousarray(query.reshape(-1), dtype=np.float32)
         ef = max(ef, want)
@@ -414,8 +419,14 @@ class HNSWGraph:
                 visited,
                 mark,
             )
+            if got < want and bits is not None:
+                # short of k: whole if it holds every live position below limit (counted
+                # after the search: a delete meanwhile cannot make a short answer pass)
+                live, held = count_admitted(bits, limit, found)
+                if held >= live:
+                    want = got
             if got >= want:
-                positions[0, :want], distances[0, :want] = found, raw
+                positions[0, :want], distances[0, :want] = found[:want], raw[:want]
                 return positions, distances
             if ef >= count:
                 break

@@ -13,6 +13,10 @@ and the tombstone filter per call and exposes its vectors without a copy, so a c
 reads its vectors by row from the graph's storage instead of holding them a second time
 (:class:`~shardwalk.index.store.IndexStore`).
 
+A single query may also run beside inserts (:meth:`HNSWIndex.search_beside`): faiss's search
+in a numba kernel (``_hnsw_kernels.py``) over faiss's arrays in place, with room reserved ahead
+for them (an insert with room moves nothing) and the nodes it may follow published once linked.
+
 Indexes written by earlier versions (hnswlib's ``graph.bin``) still load: the graph is rebuilt
 from the vectors hnswlib stored, with a notice in the log, and the next save writes this format.
 """
@@ -543,7 +547,9 @@ class HNSWIndex(IndexBase):
 
     Thread safety: searches (with any ``ef``) and ``get`` may run from many threads at once;
     ``add`` and ``delete`` need the caller to exclude every other call (faiss's inserts are
-    not safe alongside searches, and they move the storage :attr:`store` reads).
+    not safe alongside its searches, and they move the storage :attr:`store` reads), but
+    :meth:`search_beside`, which may run beside inserts that fit the room (:meth:`reserve`)
+    and beside deletes.
     """
 
     kind = "hnsw"

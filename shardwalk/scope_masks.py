@@ -324,9 +324,11 @@ class View:
     before ``start`` and moves only under ``Collection._moving``, which the search holds
     while it scans.
 
-    A plain search reads it too, holding the index's lock shared (the graph search needs the
-    index to itself), but not the one write groups of new rows take exclusively: a view is
-    published inside every section that changes the index, so under that lock the two agree.
+    A plain search reads it too: on an index that searches beside its inserts (HNSWIndex's
+    search_beside) under ``_moving`` alone, asking for the rows below ``start`` (rows linked
+    since are still the delta's); else holding the index's lock shared, but not the one write
+    groups of new rows take exclusively: a view is published inside every section that
+    changes the index, so under that lock the two agree.
 
     ``masks``: (tenant, predicate) -> the live rows in that scope (ascending), for every
     cached scope mask; ``live``: live rows (the index's and the delta's); ``start``, ``delta``,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from shardwalk.index._kernels import merge_pending_serial
 
 # as in _kernels.py: reassociation lets the distance loops vectorise
 _FAST = {"reassoc", "contract", "arcp", "nsz", "afn"}
@@ -178,17 +179,17 @@ def hnsw_search(
     mk = np.uint8(mark)
 
     # greedy descent through the upper levels (faiss's greedy_update_nearest)
-    nearest = entry
+    nearest = np.int64(entry)
     d_nearest = _distance(query, vectors[nearest], ip)
     for level in range(top, 0, -1):
         while True:
             previous = nearest
             if levels[nearest] > level:  # (a node only has the lists of its levels)
-                base = offsets[nearest]
+                base = np.int64(offsets[nearest])
                 begin = base + cum[level]
                 end = min(base + cum[level + 1], n_links)
                 for j in range(begin, end):
-                    v = neighbors[j]
+                    v = np.int64(neighbors[j])
                     if v < 0:
                         break
                     if v >= count:  # linked after the search began: not followed
@@ -213,7 +214,7 @@ def hnsw_search(
     size = 1
     valid = 1
     cand_d[0] = d_nearest
-    cand_i[0] = nearest
+    cand_i[0] = np.int32(nearest)
     if _admitted(nearest, limit, bits, filtered) and d_nearest < threshold:
         _sift_down(k, res_d, res_i, d_nearest, nearest)
         threshold = res_d[0]
@@ -229,7 +230,7 @@ def hnsw_search(
                 best = i
         if best < 0:
             break
-        v0 = cand_i[best]
+        v0 = np.int64(cand_i[best])
         cand_i[best] = -1
         valid -= 1
         # stop once ef entries (popped ones included) are closer than it
@@ -239,11 +240,11 @@ def hnsw_search(
                 below += 1
         if below >= ef:
             break
-        base = offsets[v0]
+        base = np.int64(offsets[v0])
         begin = base
         end = min(base + cum[1], n_links)
         for j in range(begin, end):
-            v1 = neighbors[j]
+            v1 = np.int64(neighbors[j])
             if v1 < 0:
                 break
             if v1 >= count or visited[v1] == mk:
@@ -262,7 +263,7 @@ def hnsw_search(
                 _heap_pop(size, cand_d, cand_i)
                 size -= 1
             size += 1
-            _heap_push(size, cand_d, cand_i, d, v1)
+            _heap_push(size, cand_d, cand_i, d, np.int32(v1))
             valid += 1
 
     # the results closest first (faiss's heap_reorder: ties by id)
@@ -286,3 +287,50 @@ def hnsw_search(
         out_ids[i] = res_i[i]
         out_d[i] = np.float32(1.0) + res_d[i] if ip else res_d[i]
     return out_ids, out_d, found
+
+
+@njit(cache=True, nogil=True)
+def hnsw_search_pending(
+    queries: np.ndarray,
+    vectors: np.ndarray,
+    neighbors: np.ndarray,
+    offsets: np.ndarray,
+    levels: np.ndarray,
+    cum: np.ndarray,
+    entry: int,
+    max_level: int,
+    count: int,
+    limit: int,
+    bits: np.ndarray,
+    filtered: bool,
+    k: int,
+    want: int,
+    ef: int,
+    ip: bool,
+    visited: np.ndarray,
+    mark: int,
+    delta: np.ndarray,
+    alive: np.ndarray,
+    labels: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """:func:`hnsw_search` of ``queries[0]`` for ``want`` positions, merged with the rows
+    written since ``limit``, not in the graph (row ``limit + j``'s vector ``delta[j]``, live
+    where ``alive[j]``, scored exactly), as ``labels[row]`` (1, k) padded -1, and distances:
+    one call (one release of the GIL) for a collection's plain query. The last value is
+    False (and the rest empty) when the graph's answer came back short of ``want`` without
+    holding every position set in ``bits`` below ``limit`` (see :func:`count_admitted`)."""
+    found, raw, got = hnsw_search(
+        queries[0], vectors, neighbors, offsets, levels, cum, entry, max_level, count, limit,
+        bits, filtered, want, ef, ip, visited, mark,
+    )  # fmt: skip
+    if got < want:
+        complete = False
+        if filtered:
+            live, held = count_admitted(bits, limit, found)
+            complete = held >= live
+        if not complete:
+            return np.full((1, k), -1, dtype=np.int64), np.full((1, k), np.inf, np.float32), False
+    ids, distances = merge_pending_serial(
+        queries, found.reshape(1, -1), raw.reshape(1, -1), delta, alive, limit, labels, k, ip
+    )
+    return ids, distances, True

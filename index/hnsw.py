@@ -30,7 +30,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from shardwalk.index._hnsw_kernels import count_admitted, hnsw_search
+from shardwalk.index._hnsw_kernels import count_admitted, hnsw_search, hnsw_search_pending
 from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import (
     IndexBase,
@@ -380,7 +380,12 @@ class HNSWGraph:
         return arrays
 
     def search_beside(
-        self, query: np.ndarray, k: int, ef: int, limit: int
+        self,
+        queries: np.ndarray,
+        k: int,
+        ef: int,
+        limit: int,
+        pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """One query's top-k live positions below ``limit`` (ids (1, k) padded -1, distances
         padded +inf) by faiss's HNSW search in a numba kernel over faiss's arrays in place
@@ -391,47 +396,56 @@ class HNSWGraph:
         reads them (a delete meanwhile may or may not be seen), and gives the ids faiss's
         search gives on a graph at rest. Searched deeper (ef x4, twice) when the graph leaves
         it short (tombstones or positions past ``limit`` crowding the beam); None if still
-        short (the caller then searches under its locks)."""
+        short (the caller then searches under its locks).
+
+        ``pending``: ``(delta, alive, labels)``, the vectors of rows ``limit``, ``limit + 1``,
+        ... not in the graph, which of them are live, and the label of every row: the answer
+        is then the graph's merged with those rows (scored exactly) as labels, in the same
+        kernel call."""
         entry, max_level, count = self._state
-        limit = min(limit, count)
-        positions = np.full((1, k), -1, dtype=np.int64)
-        distances = np.full((1, k), np.inf, dtype=np.float32)
+        query = queries if queries.dtype == np.float32 else queries.astype(np.float32)
+        query = np.ascontiguousarray(query.reshape(1, -1))
+        if count < limit:  # (a caller's rows past the graph: not its to answer)
+            return None
         if limit <= 0 or entry < 0:
-            return positions, distances
+            limit = 0
         # (None: no tombstone, every position below limit is live; else a bitmap a delete
         # clears in place, or replaces: this search keeps reading the one it took)
         bits = self._bits
-        want = min(k, limit) if bits is None else k
+        filtered = bits is not None
+        want = k if filtered else min(k, limit)
         arrays = self._graph_arrays()
-        query = np.ascontiguousarray(query.reshape(-1), dtype=np.float32)
         ef = max(ef, want)
+        ip = self.metric == "ip"
         for _ in range(_ESCALATIONS + 1):
             visited, mark = _visit(count)
-            found, raw, got = hnsw_search(
-                query,
-                *arrays,
-                self._cum,
-                entry,
-                max_level,
-                count,
-                limit,
-                bits if bits is not None else _NO_BITS,
-                bits is not None,
-                want,
-                ef,
-                self.metric == "ip",
-                visited,
-                mark,
-            )
-            if got < want and bits is not None:
-                # short of k: whole if it holds every live position below limit (counted
-                # after the search: a delete meanwhile cannot make a short answer pass)
-                live, held = count_admitted(bits, limit, found)
-                if held >= live:
-                    want = got
-            if got >= want:
-                positions[0, :want], distances[0, :want] = found[:want], raw[:want]
-                return positions, distances
+            if pending is not None:
+                delta, alive, labels = pending
+                ids, distances, whole = hnsw_search_pending(
+                    query, *arrays, self._cum, entry, max_level, count, limit,
+                    bits if filtered else _NO_BITS, filtered, k, want, ef, ip, visited, mark,
+                    delta, alive, labels,
+                )  # fmt: skip
+                if whole:
+                    return ids, distances
+            else:
+                found, raw, got = hnsw_search(
+                    query[0], *arrays, self._cum, entry, max_level, count, limit,
+                    bits if filtered else _NO_BITS, filtered, want, ef, ip, visited, mark,
+                )  # fmt: skip
+                if got < want and filtered:
+                    # short of k: whole if it holds every live position below limit (counted
+                    # after the search: a delete meanwhile cannot make a short answer pass)
+                    live, held = count_admitted(bits, limit, found)
+                    if held >= live:
+                        want = got
+                if got >= want:
+                    if want == k:
+                        return found.reshape(1, k), raw.reshape(1, k)
+                    positions = np.full((1, k), -1, dtype=np.int64)
+                    distances = np.full((1, k), np.inf, dtype=np.float32)
+                    positions[0, :want], distances[0, :want] = found[:want], raw[:want]
+                    return positions, distances
             if ef >= count:
                 break
             ef = min(4 * ef, count)
@@ -695,7 +709,13 @@ class HNSWIndex(IndexBase):
         return SearchResult(ids=positions, distances=distances)
 
     def search_beside(
-        self, queries: np.ndarray, k: int, *, limit: int, ef: int | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        limit: int,
+        ef: int | None = None,
+        pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> SearchResult | None:
         """One query's approximate top-k among the labels below ``limit``, on the calling
         thread, beside inserts: it may run while :meth:`add` inserts vectors that fit the
@@ -705,10 +725,12 @@ class HNSWIndex(IndexBase):
         search, in a numba kernel over faiss's arrays). None when it cannot answer alone (a
         batch, labels that are not the positions, a graph the beam comes back short from
         even searched deeper): the caller then searches with :meth:`search` under its
-        exclusion of inserts."""
+        exclusion of inserts. ``pending``: rows from ``limit`` on that the graph does not
+        hold, merged into the answer (see :meth:`HNSWGraph.search_beside`: the ids are then
+        ``pending``'s labels)."""
         if queries.shape[0] != 1 or self._position is not None or self._graph.labels is not None:
             return None
-        found = self._graph.search_beside(queries, k, ef or self.ef, limit)
+        found = self._graph.search_beside(queries, k, ef or self.ef, limit, pending)
         if found is None:
             return None
         return SearchResult(ids=found[0], distances=found[1])

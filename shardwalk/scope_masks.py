@@ -443,9 +443,11 @@ def _plain(
         with collection._moving.read():
             if collection._closed_because is not None:
                 return None
-            found = beside(queries, k, limit=view.start, **params)
+            # (the view's delta merged in the same kernel call: one release of the GIL)
+            pending = (view.delta, view.alive, view.ids)
+            found = beside(queries, k, limit=view.start, pending=pending, **params)
             if found is not None:
-                return _merged(view, queries, found, k)
+                return found
     with collection._index_rw.read(), collection._moving.read():
         view = collection._view  # (read under the lock: the one that goes with the index)
         if view is None or collection._closed_because is not None:

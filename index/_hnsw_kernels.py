@@ -39,9 +39,9 @@ def _distance(q: np.ndarray, x: np.ndarray, ip: bool) -> np.float32:
 
 
 @njit(cache=True, inline="always")
-def _above(a: np.float32, b: np.float32, ia: int, ib: int) -> bool:
+def _above(a: float, b: float, ia: int, ib: int) -> bool:
     """faiss's ``CMax::cmp2``: a ranks above b in a max-heap (ties: the larger id)."""
-    return a > b or (a == b and ia > ib)
+    return bool(a > b or (a == b and ia > ib))
 
 
 @njit(cache=True, inline="always")

@@ -12,7 +12,7 @@ exclusive one (a write group), and its mask cache under ``_cache_lock`` (see
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -447,7 +447,7 @@ def _plain(
             pending = (view.delta, view.alive, view.ids)
             found = beside(queries, k, limit=view.start, pending=pending, **params)
             if found is not None:
-                return found
+                return cast(SearchResult, found)
     with collection._index_rw.read(), collection._moving.read():
         view = collection._view  # (read under the lock: the one that goes with the index)
         if view is None or collection._closed_because is not None:

@@ -201,7 +201,7 @@ class HNSWGraph:
         insert, for M >= 4): faiss draws each node's level as it inserts it (level l with
         odds ~M^-l), and one of level l takes ``cum[l + 1]`` = 2M + l*M slots (the mean:
         2M + M/(M-1)). Room for two levels a node (4M) and for one node at the top level
-        exceeds that only if the n levels drawn add up to more than n + 2 + the top level."""
+        exceeds that only if the n levels drawn add up to more than 2n + 2 + the top level."""
         cum = self._cum
         per_node = int(cum[1] + 2 * (cum[2] - cum[1])) if cum.size > 2 else int(cum[-1])
         return n * per_node + int(cum[-1])

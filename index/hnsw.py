@@ -13,6 +13,10 @@ and the tombstone filter per call and exposes its vectors without a copy, so a c
 reads its vectors by row from the graph's storage instead of holding them a second time
 (:class:`~shardwalk.index.store.IndexStore`).
 
+A single query may also run beside inserts (:meth:`HNSWIndex.search_beside`): faiss's search
+in a numba kernel (``_hnsw_kernels.py``) over faiss's arrays in place, with room reserved ahead
+for them (an insert with room moves nothing) and the nodes it may follow published once linked.
+
 Indexes written by earlier versions (hnswlib's ``graph.bin``) still load: the graph is rebuilt
 from the vectors hnswlib stored, with a notice in the log, and the next save writes this format.
 """
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import faiss
 import numpy as np
+from shardwalk.index._hnsw_kernels import count_admitted, hnsw_search, hnsw_search_pending
 from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import (
     IndexBase,
@@ -56,6 +61,26 @@ HNSWLIB_FILE = "graph.bin"  # the format before faiss (hnswlib's save_index)
 
 
 _BIT = (1 << np.arange(8)).astype(np.uint8)  # a position's bit in its byte (little-endian)
+
+
+_visited = threading.local()  # each thread's visited table for search_beside (see _visit)
+_ESCALATIONS = 2  # deeper searches (ef x4 each) before search_beside leaves a query short
+_NO_BITS = np.zeros(0, dtype=np.uint8)
+
+
+def _visit(count: int) -> tuple[np.ndarray, int]:
+    """This thread's visited table (at least ``count`` long) and a mark none of its entries
+    holds (faiss's ``VisitedTable``: cleared once every 254 searches, not every search)."""
+    table = getattr(_visited, "table", None)
+    mark = getattr(_visited, "mark", 0) + 1
+    if table is None or table.size < count:
+        table = np.zeros(max(count, 1024) + max(count, 1024) // 4, dtype=np.uint8)
+        mark = 1
+    elif mark == 255:
+        table[:] = 0
+        mark = 1
+    _visited.table, _visited.mark = table, mark
+    return table, mark
 
 
 def _grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
@@ -211,8 +236,18 @@ class HNSWGraph:
         index.hnsw.rng = faiss.RandomGenerator(seed)
         self._index = index
         self._storage = faiss.downcast_index(index.storage)
-        # vectors the storage holds without moving (faiss grows a std::vector; see reserve)
+        # vectors the storage holds without moving (faiss grows a std::vector; see reserve),
+        # and nodes hnsw.offsets and hnsw.levels hold
         self._capacity = int(index.ntotal)
+        hnsw = index.hnsw
+        self._cum = faiss.vector_to_array(hnsw.cum_nneighbor_per_level).astype(np.int32)
+        # neighbour slots hnsw.neighbors holds without moving
+        self._link_capacity = int(hnsw.neighbors.size())
+        # what search_beside may follow: (entry point, top level, nodes linked), replaced
+        # once an insert has linked its nodes
+        self._state = (int(hnsw.entry_point), int(hnsw.max_level), int(index.ntotal))
+        # search_beside's views of faiss's arrays as long as their room (None: to be made)
+        self._arrays: tuple[np.ndarray, ...] | None = None
         self._alive = np.zeros(0, dtype=bool)  # by position (room to grow past ntotal)
         self._live = 0
         self.labels: np.ndarray | None = np.zeros(0, dtype=np.int64) if labeled else None
@@ -248,37 +283,75 @@ class HNSWGraph:
         """Liveness by position (a view)."""
         return self._alive[: self.slots]
 
+    def _links(self, n: int) -> int:
+        """Neighbour slots ``n`` more nodes take, at most (but for odds below 1e-12 an
+        insert, for M >= 4): faiss draws each node's level as it inserts it (level l with
+        odds ~M^-l), and one of level l takes ``cum[l + 1]`` = 2M + l*M slots (the mean:
+        2M + M/(M-1)). Room for two levels a node (4M) and for one node at the top level
+        exceeds that only if the n levels drawn add up to more than 2n + 2 + the top level."""
+        cum = self._cum
+        per_node = int(cum[1] + 2 * (cum[2] - cum[1])) if cum.size > 2 else int(cum[-1])
+        return n * per_node + int(cum[-1])
+
     def room(self, n: int) -> bool:
-        """Whether ``n`` more vectors fit the storage where it is: an :meth:`add` of at most
-        that many then moves no stored vector, so :meth:`vectors` taken before it (its
-        positions held before it) stays valid and unchanged while it runs."""
-        return self.slots + n <= self._capacity
+        """Whether ``n`` more vectors fit where the graph is: an :meth:`add` of at most that
+        many then moves no stored vector and none of faiss's graph arrays, so :meth:`vectors`
+        taken before it (its positions held before it) stays valid and unchanged while it
+        runs, and :meth:`search_beside` may run beside it."""
+        return (
+            self.slots + n <= self._capacity
+            and int(self._index.hnsw.neighbors.size()) + self._links(n) <= self._link_capacity
+        )
 
     def reserve(self, n: int) -> None:
         """Room for ``n`` more vectors, and a quarter more than the graph holds (amortised
         O(1) copies a vector; the room is zero-filled, so resident: at most a quarter of the
-        vectors' bytes more). Moves the storage: no reader of :meth:`vectors` may run
-        meanwhile."""
+        vectors' bytes more), in the storage and in faiss's graph arrays (neighbour lists:
+        as many as :meth:`room` asks for the nodes to come, about twice their mean). Moves
+        them: no reader of :meth:`vectors` nor :meth:`search_beside` may run meanwhile."""
         if self.room(n):
             return
-        codes = self._storage.codes  # a std::vector: resizing it down keeps its capacity
-        size = self.slots * self.dim * 4
+        hnsw = self._index.hnsw
         capacity = max(self.slots + n, self.slots + self.slots // 4, 1024)
+        link_capacity = int(hnsw.neighbors.size()) + self._links(capacity - self.slots)
         self._view = None
+        self._arrays = None
+        # std::vectors (faiss's MaybeOwnedVector for the codes and links): resizing one down
+        # keeps its capacity
+        codes = self._storage.codes
+        size = self.slots * self.dim * 4
         codes.resize(capacity * self.dim * 4)
         codes.resize(size)
+        for vector, room in (
+            (hnsw.neighbors, link_capacity),
+            (hnsw.offsets, capacity + 1),
+            (hnsw.levels, capacity),
+        ):
+            used = int(vector.size())
+            vector.resize(room)
+            vector.resize(used)
         self._capacity = capacity
+        self._link_capacity = link_capacity
 
     def add(self, vectors: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Append and link ``vectors`` (float32, C-contiguous) with faiss's OpenMP threads of
         the calling thread (the caller's grant); returns their positions. The caller excludes
-        every search (faiss links the new nodes into the graph they traverse); deletes may
-        run beside it."""
+        every search but :meth:`search_beside` (faiss links the new nodes into the graph its
+        own search traverses); deletes may run beside it."""
         start, n = self.slots, vectors.shape[0]
         self._view = None  # (readers beside an add with room keep reading the old view)
+        moves = not self.room(n)
+        if moves:  # faiss grows its arrays by itself: search_beside's views go stale
+            self._arrays = None
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         self._view = None
-        self._capacity = max(self._capacity, start + n)  # (it grew by itself if short)
+        hnsw = self._index.hnsw
+        # the new nodes are linked: search_beside may follow them from now on
+        self._state = (int(hnsw.entry_point), int(hnsw.max_level), int(self._index.ntotal))
+        if moves:  # (it grew by itself: room as it is now)
+            self._arrays = None
+            self._capacity = max(self._capacity, start + n)
+            self._link_capacity = max(self._link_capacity, int(hnsw.neighbors.size()))
         with self._marking:
             self._alive = _grow(self._alive, start + n, False)
             self._alive[start : start + n] = True
@@ -370,6 +443,100 @@ class HNSWGraph:
         distances = np.full((n, k), np.inf, dtype=np.float32)
         positions[:, :kk], distances[:, :kk] = found, raw
         return positions, distances
+
+    def _graph_arrays(self) -> tuple[np.ndarray, ...]:
+        """Views (no copy) of faiss's storage and graph arrays as long as their room, so they
+        cover the nodes inserts add in it: valid until the room is made again."""
+        arrays = self._arrays
+        if arrays is None:
+            hnsw = self._index.hnsw
+            capacity, dim = self._capacity, self.dim
+            if capacity == 0:
+                vectors = np.zeros((0, dim), dtype=np.float32)
+            else:
+                vectors = faiss.rev_swig_ptr(self._storage.get_xb(), capacity * dim)
+                vectors = vectors.reshape(capacity, dim)
+            neighbors = faiss.rev_swig_ptr(hnsw.neighbors.data(), max(self._link_capacity, 1))
+            offsets = faiss.rev_swig_ptr(hnsw.offsets.data(), capacity + 1)
+            if capacity == 0:
+                levels = np.zeros(0, dtype=np.int32)
+            else:
+                levels = faiss.rev_swig_ptr(hnsw.levels.data(), capacity)
+            arrays = self._arrays = (vectors, neighbors[: self._link_capacity], offsets, levels)
+        return arrays
+
+    def search_beside(
+        self,
+        queries: np.ndarray,
+        k: int,
+        ef: int,
+        limit: int,
+        pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        marks: Marks | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """One query's top-k live positions below ``limit`` (ids (1, k) padded -1, distances
+        padded +inf) by faiss's HNSW search in a numba kernel over faiss's arrays in place
+        (:mod:`~shardwalk.index._hnsw_kernels`), which may run beside an :meth:`add` with
+        :meth:`room` (the caller excludes only :meth:`reserve` and adds without room, which
+        move the arrays). It follows the nodes linked when it starts (an add publishes its
+        nodes once they are linked), returns only positions below ``limit`` live when it
+        reads them (a delete meanwhile may or may not be seen), and gives the ids faiss's
+        search gives on a graph at rest. Searched deeper (ef x4, twice) when the graph leaves
+        it short (tombstones or positions past ``limit`` crowding the beam); None if still
+        short (the caller then searches under its locks).
+
+        ``pending``: ``(delta, alive, labels)``, the vectors of rows ``limit``, ``limit + 1``,
+        ... not in the graph, which of them are live, and the label of every row: the answer
+        is then the graph's merged with those rows (scored exactly) as labels, in the same
+        kernel call."""
+        entry, max_level, count = self._state
+        query = queries if queries.dtype == np.float32 else queries.astype(np.float32)
+        query = np.ascontiguousarray(query.reshape(1, -1))
+        if count < limit:  # (a caller's rows past the graph: not its to answer)
+            return None
+        if limit <= 0 or entry < 0:
+            limit = 0
+        # (None: no tombstone, every position below limit is live; else the bitmap of the
+        # marks given or taken now: a delete meanwhile swaps in a copy, see Marks)
+        bits = (self._marks if marks is None else marks).bits
+        filtered = bits is not None
+        want = k if filtered else min(k, limit)
+        arrays = self._graph_arrays()
+        ef = max(ef, want)
+        ip = self.metric == "ip"
+        for _ in range(_ESCALATIONS + 1):
+            visited, mark = _visit(count)
+            if pending is not None:
+                delta, alive, labels = pending
+                ids, distances, whole = hnsw_search_pending(
+                    query, *arrays, self._cum, entry, max_level, count, limit,
+                    bits if filtered else _NO_BITS, filtered, k, want, ef, ip, visited, mark,
+                    delta, alive, labels,
+                )  # fmt: skip
+                if whole:
+                    return ids, distances
+            else:
+                found, raw, got = hnsw_search(
+                    query[0], *arrays, self._cum, entry, max_level, count, limit,
+                    bits if filtered else _NO_BITS, filtered, want, ef, ip, visited, mark,
+                )  # fmt: skip
+                if got < want and filtered:
+                    # short of k: whole if it holds every live position below limit (counted
+                    # after the search: a delete meanwhile cannot make a short answer pass)
+                    live, held = count_admitted(bits, limit, found)
+                    if held >= live:
+                        want = got
+                if got >= want:
+                    if want == k:
+                        return found.reshape(1, k), raw.reshape(1, k)
+                    positions = np.full((1, k), -1, dtype=np.int64)
+                    distances = np.full((1, k), np.inf, dtype=np.float32)
+                    positions[0, :want], distances[0, :want] = found[:want], raw[:want]
+                    return positions, distances
+            if ef >= count:
+                break
+            ef = min(4 * ef, count)
+        return None
 
     def _search(self, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
         """faiss's top-k positions and our distances (``k`` <= those admitted, ``params``:
@@ -504,11 +671,13 @@ class HNSWIndex(OnHNSW):
     0, 1, 2, ... (a collection's rows) are the positions themselves; any others are mapped.
 
     Thread safety: searches (with any ``ef``) and ``get`` may run from many threads at once;
-    ``add`` needs the caller to exclude every other call but ``delete`` (faiss's inserts are
-    not safe alongside searches, and they move the storage :attr:`store` reads). ``delete``
-    may run beside searches and adds (:attr:`deletes_beside_searches`): its tombstones are
-    a new :class:`Marks` (a search keeps the one it started with; :meth:`marks` gives the
-    current one, which a search may be given).
+    ``add`` needs the caller to exclude every other call but ``delete`` and
+    :meth:`search_beside` (faiss's inserts are not safe alongside its own searches, and they
+    move the storage :attr:`store` reads). ``delete`` may run beside searches and adds
+    (:attr:`deletes_beside_searches`): its tombstones are a new :class:`Marks` (a search keeps
+    the one it started with; :meth:`marks` gives the current one, which a search may be
+    given). :meth:`search_beside` may run beside inserts that fit the room (:meth:`reserve`)
+    and beside deletes.
     """
 
     kind = "hnsw"
@@ -647,6 +816,35 @@ class HNSWIndex(OnHNSW):
         if labels is not None:
             positions = np.where(positions >= 0, labels[np.maximum(positions, 0)], -1)
         return SearchResult(ids=positions, distances=distances)
+
+    def search_beside(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        limit: int,
+        ef: int | None = None,
+        pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        marks: Marks | None = None,
+    ) -> SearchResult | None:
+        """One query's approximate top-k among the labels below ``limit``, on the calling
+        thread, beside inserts: it may run while :meth:`add` inserts vectors that fit the
+        room (:meth:`room`), and while :meth:`delete` tombstones labels (one deleted
+        meanwhile may or may not come back); the caller excludes only :meth:`reserve` and
+        inserts without room. Gives faiss's answer on a graph at rest (the same graph
+        search, in a numba kernel over faiss's arrays). None when it cannot answer alone (a
+        batch, labels that are not the positions, a graph the beam comes back short from
+        even searched deeper): the caller then searches with :meth:`search` under its
+        exclusion of inserts. ``pending``: rows from ``limit`` on that the graph does not
+        hold, merged into the answer (see :meth:`HNSWGraph.search_beside`: the ids are then
+        ``pending``'s labels). ``marks``: the tombstones to read (default: the current ones;
+        a collection passes those of the view it merges with)."""
+        if queries.shape[0] != 1 or self._position is not None or self._graph.labels is not None:
+            return None
+        found = self._graph.search_beside(queries, k, ef or self.ef, limit, pending, marks)
+        if found is None:
+            return None
+        return SearchResult(ids=found[0], distances=found[1])
 
     def get(self, labels: np.ndarray) -> np.ndarray:
         return self.store.take(np.asarray(labels, dtype=np.int64))

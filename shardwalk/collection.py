@@ -131,8 +131,8 @@ class Collection:
     Methods are thread-safe, and reads run in parallel: any number of threads search, get and
     read statistics at once under a shared lock. A single query in a scope scored exactly (a
     tenant's, or a selective filter's) takes no lock: it reads the view each write publishes
-    as one object before it is acknowledged; a single plain query waits only for index
-    inserts and deletes, not for writes of new rows. Writes are group-committed: concurrent
+    as one object before it is acknowledged; nor does a single plain query on an hnsw index
+    (its graph search runs beside the index's inserts). Writes are group-committed: concurrent
     upserts and deletes share one log append and one fsync, then apply in memory under a short
     exclusive lock, and each call returns once its write is durable and visible. New rows are
     visible before the index holds them: they wait in a delta (a growing segment, as in
@@ -227,7 +227,8 @@ class Collection:
         # whose path reads only the vectors (exact) takes only _rw when the index's inserts
         # leave the stored vectors in place (_store_beside_inserts): it never waits for one.
         # _moving: shared by the single queries answered through the published view
-        # (scope_masks.View: a scoped one takes no other lock, a plain one _index_rw too);
+        # (scope_masks.View: a scoped one takes no other lock, nor a plain one on an index
+        # that searches beside its inserts, HNSWIndex.search_beside; else _index_rw too);
         # exclusive, inside _rw's exclusive sections, wherever the index's stored vectors may
         # move (a reserve, an insert without room), and at close.
         self._index_rw = RWLock()
@@ -493,7 +494,7 @@ class Collection:
         if tenant is not None:
             check_name("tenant", tenant)
         # A single scoped query the planner scores exactly reads the published view and
-        # takes no lock, a single plain one only the index's (see scope_masks.View); else
+        # takes no lock, nor a single plain one on hnsw (see scope_masks.View); else
         # the search takes the locks below.
         if not explain:
             found = scope_masks.search_view(self, arr, k, tenant, where, params)

@@ -12,7 +12,7 @@ exclusive one (a write group), and its mask cache under ``_cache_lock`` (see
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -359,11 +359,13 @@ class View:
     before ``start`` and moves only under ``Collection._moving``, which the search holds
     while it scans.
 
-    A plain search reads it too, holding the index's lock shared (the graph search needs the
-    index to itself while it inserts), but not the one write groups take exclusively: a view
-    is published inside every section that inserts into the index, so under that lock the
-    two agree, and it holds the index's tombstones (``marks``) as the group that published
-    it left them (hnsw: a group's deletes tombstone rows beside searches, in a copy).
+    A plain search reads it too: on an index that searches beside its inserts (HNSWIndex's
+    search_beside) under ``_moving`` alone, asking for the rows below ``start`` (rows linked
+    since are still the delta's); else holding the index's lock shared, but not the one write
+    groups of new rows take exclusively: a view is published inside every section that
+    changes the index, so under that lock the two agree. Either way it reads the index's
+    tombstones (``marks``) as the group that published the view left them (hnsw: a group's
+    deletes tombstone rows beside searches, in a copy).
 
     ``masks``: (tenant, predicate) -> the live rows in that scope (ascending), for every
     cached scope mask; ``live``: live rows (the index's and the delta's); ``start``, ``delta``,
@@ -469,11 +471,27 @@ def search_view(
 def _plain(
     collection: Collection, queries: np.ndarray, k: int, params: dict[str, Any]
 ) -> SearchResult | None:
-    """One unscoped query: the index's search under its lock (shared) and the view's delta,
-    merged in one kernel; write groups of new rows (which leave the index alone) do not hold
-    it up. None as :func:`search_view`."""
-    if collection._view is None or queries.shape[0] != 1:
+    """One unscoped query: the index's search and the view's delta, merged in one kernel.
+    An index that searches beside its inserts (HNSWIndex.search_beside: the rows below the
+    view's start, as the index holds them now) takes only ``_moving`` (its arrays stay put):
+    neither write groups nor the indexer's inserts hold it up. Else the index's search
+    under its lock (shared): write groups of new rows (which leave the index alone) do not
+    hold it up. None as :func:`search_view`."""
+    view = collection._view
+    if view is None or queries.shape[0] != 1:
         return None
+    beside = getattr(view.index, "search_beside", None)
+    if beside is not None:
+        with collection._moving.read():
+            if collection._closed_because is not None:
+                return None
+            # (the view's delta merged in the same kernel call: one release of the GIL)
+            pending = (view.delta, view.alive, view.ids)
+            found = beside(
+                queries, k, limit=view.start, pending=pending, marks=view.marks, **params
+            )
+            if found is not None:
+                return cast(SearchResult, found)
     with collection._index_rw.read(), collection._moving.read():
         view = collection._view  # (read under the lock: the one that goes with the index)
         if view is None or collection._closed_because is not None:
@@ -482,17 +500,22 @@ def _plain(
             found = view.index.search(queries, k, marks=view.marks, **params)
         else:
             found = view.index.search(queries, k, **params)
-        if not view.delta.shape[0]:
-            return SearchResult(ids=relabel(found.ids, view.ids), distances=found.distances)
-        ids, distances = merge_pending_serial(
-            queries,
-            found.ids,
-            found.distances,
-            view.delta,
-            view.alive,
-            view.start,
-            view.ids,
-            k,
-            view.ip,
-        )
+        return _merged(view, queries, found, k)
+
+
+def _merged(view: View, queries: np.ndarray, found: SearchResult, k: int) -> SearchResult:
+    """The index's answer (rows below the view's start) and the view's delta, as ids."""
+    if not view.delta.shape[0]:
+        return SearchResult(ids=relabel(found.ids, view.ids), distances=found.distances)
+    ids, distances = merge_pending_serial(
+        queries,
+        found.ids,
+        found.distances,
+        view.delta,
+        view.alive,
+        view.start,
+        view.ids,
+        k,
+        view.ip,
+    )
     return SearchResult(ids=ids, distances=distances)

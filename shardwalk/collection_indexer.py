@@ -28,13 +28,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shardwalk.collection")
 
-# The background indexer's turns: each excludes searches (and writes that delete) for its
-# insert (faiss inserts are not safe beside searches), so a turn inserts about _INDEX_TURN
+# The background indexer's turns: each excludes the searches that go through faiss (batches,
+# explain, a single plain query the graph cannot answer alone: faiss's inserts are not safe
+# beside its own search; a single plain query on hnsw searches beside them, search_beside,
+# and deletes tombstone beside them) for its insert, so a turn inserts about _INDEX_TURN
 # seconds of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
-# 128-row turns (5-15 ms of HNSW inserts on a loaded 2-core machine) were a search's p99 under
-# a writer; a turn's fixed cost (locks, the delta's copy) is ~50 us. A plain search that meets
-# a turn waits for all of it: 0.5 ms turns (5-8 rows of 64-d at M=16, efConstruction=100) keep
-# that wait near one search's time at rest, for ~10% more turn overhead than 2 ms turns.
+# A search that meets a turn waits for all of it: short turns (5-8 rows of 64-d at M=16,
+# efConstruction=100) keep that wait near one search's time at rest, for a little more turn
+# overhead (figures: bench/README.md, issue 26).
 _INDEX_TURN = 0.0005
 _INDEX_CHUNK_MIN = 2
 _INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed

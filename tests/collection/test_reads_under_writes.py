@@ -251,7 +251,7 @@ def test_a_scoped_exact_search_does_not_wait_for_an_index_turn(monkeypatch):
     """The background indexer stops inside its HNSW insert (holding the index's lock): a
     tenant-scoped and a filtered search (exact paths: few rows match) run beside it and see
     every acknowledged row, the ones waiting in the delta too; a plain search (the graph's
-    path) waits for the insert and then sees the same."""
+    path: beside the insert, or after it when the graph alone cannot answer) sees the same."""
     col = shardwalk.Engine.memory().create_collection(
         "c", dim=DIM, index="hnsw", attributes={"y": "int64"}
     )

@@ -61,6 +61,7 @@ from shardwalk.walks.dynamic import Change, DynamicGraph, _effective, _gather
 from shardwalk.walks.kernels.bitmap import node_bitmap
 from shardwalk.walks.kernels.repair import (
     apply_row_deltas,
+    coin_base,
     pack_blocks,
     plan_rows,
     tail_counts,
@@ -74,15 +75,9 @@ from shardwalk.walks.kernels.repair import (
     walks_rewrite,
 )
 from shardwalk.walks.kernels.rng import MODE_DROP
-from shardwalk.walks.kernels.visit_index import (
-    gaps_encode,
-    gaps_merge,
-    transpose_rows,
-    unit_visits,
-    units_marked,
-    walks_new_visits,
-)
+from shardwalk.walks.kernels.visit_index import units_marked, walks_new_visits
 from shardwalk.walks.kernels.walks import compact_fingerprints
+from shardwalk.walks.walk_index import build_index, merge_overflow, plan_units
 
 from shardwalk._files import load_npy, read_meta, save_npy, write_meta
 from shardwalk.errors import CorruptionError
@@ -95,14 +90,13 @@ WALKS_SCHEMA_VERSION = 1
 _STAGES = ("find", "plan", "rewrite", "log", "new_visits", "new_sources", "index", "compact")
 _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
-_U32 = np.iinfo(np.uint32).max
 _HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
 _CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its progress
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and overflow_used are unseen)
 _STATE = ("_nb", "used", "live", "overflow_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
           "_lo", "_hi", "overflow_nodes", "overflow_units", "t_indptr", "t_units", "dl_used", "_recount",
-          "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale")  # fmt: skip
+          "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale", "m_indptr", "m_units")  # fmt: skip
 
 
 def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +242,7 @@ class WalkStore:
     def nbytes(self) -> int:
         """Bytes in use: the walks (steps in use, starts, lengths, drop marks) and the index."""
         arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
-                  self.t_indptr, self.t_units)  # fmt: skip
+                  self.t_indptr, self.t_units, self.m_indptr, self.m_units)  # fmt: skip
         walks = self.used * (self._lo.itemsize + self._hi.itemsize)
         overflow = self.overflow_used * (
             self.overflow_nodes.itemsize + self.overflow_units.itemsize
@@ -281,55 +275,12 @@ class WalkStore:
         return self._nb * self.R // self.per_unit
 
     def _index(self, num_nodes: int) -> None:
-        """Rebuild the node -> units index from the walks: for each node, the sorted units
-        (``per_unit`` walks; 1: each walk its own) whose walks take a step from it (a visit
-        after the source that is not the walk's last, or the last where the drop rule cut the
-        walk), as varint gaps (``t_indptr``: byte offsets per node, ``t_units``: the bytes).
-        The visits at a block's source (each walk's first) are found from ``block_src``."""
-        nu = self.num_units
-        ip = np.zeros(nu + 1, np.int64)
-        chunks = max(1, min(numba.get_num_threads(), nu))
-        args = (nu, self.per_unit, self.R, self.blk_start, self.walk_len, self.dropped, self._lo,
-                self._hi, num_nodes)  # fmt: skip
-        unit_visits(*args, ip, np.zeros(0, np.int32), chunks)
-        np.cumsum(ip, out=ip)
-        nodes = np.empty(int(ip[-1]), np.int32)
-        unit_visits(*args, ip, nodes, chunks)
-        t_ip, t_rows = transpose_rows(ip, nodes, num_nodes, chunks)
-        del nodes
-        b_ip = np.zeros(num_nodes + 1, np.int64)
-        gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
-        np.cumsum(b_ip, out=b_ip)
-        data = np.empty(int(b_ip[-1]), np.uint8)
-        gaps_encode(t_ip, t_rows, b_ip, data)
-        self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
-        self.t_units = data
-        self.overflow_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
-        self.overflow_units = np.zeros(0, np.int32)
-        self.overflow_used = 0
-        self.stale = 0  # visits rerouted away since: entries that may now name walks wrongly
+        """Rebuild the node -> units index from the walks (``walk_index.build_index``)."""
+        build_index(self, num_nodes)
 
     def _merge_overflow(self, num_nodes: int) -> None:
-        """Fold the overflow into the coded index (each node's units merged with its overflow
-        entries): costs the index's bytes and the overflow, not a pass over every walk; the
-        entries of visits rerouted away stay (false hits, counted in ``stale``) until the next
-        :meth:`_index`."""
-        u = self.overflow_used
-        nodes = self.overflow_nodes[:u].astype(np.int64)
-        units = self.overflow_units[:u]
-        order = np.lexsort((units, nodes))
-        o_ip = np.zeros(num_nodes + 1, np.int64)
-        np.cumsum(np.bincount(nodes, minlength=num_nodes), out=o_ip[1:])
-        rows = np.ascontiguousarray(units[order])
-        b_ip = np.zeros(num_nodes + 1, np.int64)
-        t_ip = self.t_indptr.astype(np.int64)
-        gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, np.zeros(0, np.uint8))
-        np.cumsum(b_ip, out=b_ip)
-        data = np.empty(int(b_ip[-1]), np.uint8)
-        gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, data)
-        self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
-        self.t_units = data
-        self.overflow_used = 0
+        """Fold the overflow into the coded index (``walk_index.merge_overflow``)."""
+        merge_overflow(self, num_nodes)
 
     def _add_overflow(self, nodes: np.ndarray, units: np.ndarray) -> None:
         need = self.overflow_used + nodes.shape[0]
@@ -364,6 +315,12 @@ class WalkStore:
             self.overflow_used, bits, self._source_blocks(nodes), self.R // self.per_unit,
             self.num_units,
         )  # fmt: skip
+
+    def units_to_plan(self, nodes: np.ndarray, slot: np.ndarray, seq: int, kind: np.ndarray,
+                      old_total: np.ndarray, new_total: np.ndarray) -> np.ndarray:  # fmt: skip
+        """The units batch ``seq`` may reroute walks of (``walk_index.plan_units``): those of
+        :meth:`walks_visiting`, less the walks whose coins keep their moves."""
+        return plan_units(self, nodes, slot, seq, kind, old_total, new_total)
 
     # -- rows -------------------------------------------------------------------------------
     def rows(
@@ -444,9 +401,8 @@ class WalkStore:
                          rule_dangling, kind, change.new_total)  # fmt: skip
         self.stages = stages = dict.fromkeys(_STAGES, 0.0)  # seconds of each part
         clock = time.perf_counter()
-        units = self.walks_visiting(
-            change.nodes[change.nodes < change.num_nodes_before], changed_slot
-        )
+        units = self.units_to_plan(change.nodes[change.nodes < change.num_nodes_before],
+                                   changed_slot, seq, kind, old[3], new[3])  # fmt: skip
         added = n - self.num_blocks if new_sources else 0
         stages["find"], clock = time.perf_counter() - clock, time.perf_counter()
         with _threads_for(units.shape[0] * self.per_unit + added * self.R):
@@ -495,7 +451,7 @@ class WalkStore:
         walks_plan(
             units, g, self.block_src, self.block_w0, r, self.alpha, self.seed, seq,
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, changed_slot, bits, kind,
-            *old, *new, pos, target, new_len,
+            *old, *new, np.uint64(coin_base(self.seed, self.per_row, seq)), pos, target, new_len,
         )  # fmt: skip
         sel, pos_s, tgt_s, bound_s, old_sum, stale, top = plan_rows(
             units, g, r, pos, target, new_len, self.walk_len

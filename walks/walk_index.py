@@ -126,4 +126,5 @@ def plan_units(store: Any, nodes: np.ndarray, slot: np.ndarray, seq: int, kind: 
         store.overflow_nodes, store.overflow_units, store.overflow_used, bits,
         store._source_blocks(nodes), store.block_src, store.R // store.per_unit, store.num_units,
         slot, kinds, old_total, new_total, np.uint64(coin_base(store.seed, store.per_row, seq)),
+        max(1, numba.get_num_threads()),
     )  # fmt: skip

@@ -275,10 +275,10 @@ def _mark(words, u):
     words[u >> 6] |= np.uint64(1) << np.uint64(u & 63)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def units_to_plan(cols, b_ip, data, m_ip, m_data, ov_nodes, ov_units, ov_used, changed_bits,
-                  own, block_src, per_block, num_units, changed_slot, kind, o_tot, n_tot,
-                  base):  # fmt: skip
+                  own, block_src, per_block, num_units, changed_slot, kind, o_tot, n_tot, base,
+                  n_chunks):  # fmt: skip
     """The units (sorted, unique) a repair must plan: as ``units_marked`` (the units coded for
     the changed nodes ``cols``, the overflow's entries of changed nodes, the units of the
     blocks ``own`` whose source changed), but at a node that only gained edges (``kind`` 1)
@@ -286,43 +286,52 @@ def units_to_plan(cols, b_ip, data, m_ip, m_data, ov_nodes, ov_units, ov_used, c
     they do not keep their move there, at their first visit to it after the source (rank 1)
     or at the source (rank 0), and every walk coded in (``m_ip``, ``m_data``: the walks that
     step from the node more than once) or in the overflow: the walks a repair could reroute,
-    without reading the walks it keeps."""
-    words = np.zeros((num_units >> 6) + 1, np.uint64)
+    without reading the walks it keeps. ``n_chunks`` threads each mark a bitmap of their own
+    (nodes round robin, the overflow and ``own`` in ranges), then their union is taken."""
+    n_words = (num_units >> 6) + 1
+    words = np.zeros((n_chunks, n_words), np.uint64)
     one = np.uint64(1)
     coded_m = m_ip.size - 1
-    for i in range(cols.size):
-        c = cols[i]
-        slot = changed_slot[c]
-        sure = kind[slot] != 1  # every walk at the node may be rerouted
-        at = np.int64(b_ip[c])
-        end = np.int64(b_ip[c + 1])
-        cur = np.int64(0)
-        while at < end:
-            g, at = _gap_at(data, at)
-            cur += g
-            if sure or not keeps_move(visit_coin(base, cur, c, 1), o_tot[slot], n_tot[slot]):
-                _mark(words, cur)
-        if not sure and c < coded_m:
-            at = np.int64(m_ip[c])
-            end = np.int64(m_ip[c + 1])
+    for t in prange(n_chunks):
+        mine = words[t]
+        for i in range(t, cols.size, n_chunks):
+            c = cols[i]
+            slot = changed_slot[c]
+            sure = kind[slot] != 1  # every walk at the node may be rerouted
+            at = np.int64(b_ip[c])
+            end = np.int64(b_ip[c + 1])
             cur = np.int64(0)
             while at < end:
-                g, at = _gap_at(m_data, at)
+                g, at = _gap_at(data, at)
                 cur += g
-                _mark(words, cur)
-    for e in range(ov_used):
-        v = np.int64(ov_nodes[e])
-        if (changed_bits[v >> 6] >> np.uint64(v & 63)) & one:
-            _mark(words, np.int64(ov_units[e]))
-    for i in range(own.size):
-        c = np.int64(block_src[own[i]])
-        slot = changed_slot[c]
-        for k in range(per_block):
-            u = np.int64(own[i]) * per_block + k
-            if kind[slot] != 1 or not keeps_move(visit_coin(base, u, c, 0), o_tot[slot],
-                                                   n_tot[slot]):  # fmt: skip
-                _mark(words, u)
-    return _set_bits(words)
+                if sure or not keeps_move(visit_coin(base, cur, c, 1), o_tot[slot], n_tot[slot]):
+                    _mark(mine, cur)
+            if not sure and c < coded_m:
+                at = np.int64(m_ip[c])
+                end = np.int64(m_ip[c + 1])
+                cur = np.int64(0)
+                while at < end:
+                    g, at = _gap_at(m_data, at)
+                    cur += g
+                    _mark(mine, cur)
+        for e in range(ov_used * t // n_chunks, ov_used * (t + 1) // n_chunks):
+            v = np.int64(ov_nodes[e])
+            if (changed_bits[v >> 6] >> np.uint64(v & 63)) & one:
+                _mark(mine, np.int64(ov_units[e]))
+        for i in range(own.size * t // n_chunks, own.size * (t + 1) // n_chunks):
+            c = np.int64(block_src[own[i]])
+            slot = changed_slot[c]
+            for k in range(per_block):
+                u = np.int64(own[i]) * per_block + k
+                if kind[slot] != 1 or not keeps_move(visit_coin(base, u, c, 0), o_tot[slot],
+                                                       n_tot[slot]):  # fmt: skip
+                    _mark(mine, u)
+    for w in prange(n_words):
+        x = words[0, w]
+        for t in range(1, n_chunks):
+            x |= words[t, w]
+        words[0, w] = x
+    return _set_bits(words[0])
 
 
 @njit(cache=True)

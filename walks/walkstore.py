@@ -95,7 +95,7 @@ _HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
 _CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its progress
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and overflow_used are unseen)
-_STATE = ("_nb", "used", "live", "overflow_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
+_STATE = ("_nb", "used", "live", "overflow_used", "_src", "_start", "_len", "_drop", "_dirty",
           "_lo", "_hi", "overflow_nodes", "overflow_units", "t_indptr", "t_units", "dl_used", "_recount",
           "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale", "m_indptr", "m_units")  # fmt: skip
 
@@ -121,7 +121,6 @@ class WalkStore:
     # the buffers behind the per-block properties below (block_src ... dirty), with room to
     # grow past the blocks in use (``_nb``)
     _src: np.ndarray
-    _w0: np.ndarray
     _start: np.ndarray
     _len: np.ndarray
     _drop: np.ndarray
@@ -158,12 +157,15 @@ class WalkStore:
         self._nb = int(block_src.shape[0])  # blocks; the per-block arrays have room to grow
         # sources and first walks as int32 (walk numbers stay below 2**31: hub_walks <= 2**20)
         self.block_src = block_src.astype(np.int32 if num_nodes <= _I32 else np.int64)
-        # the first walk index of each block: a source may own several blocks (hub rows of
-        # 1000 walks are 100 blocks of 10, so a repair scans only the blocks that matter)
-        self.block_w0 = (
-            np.zeros(self._nb, np.int32) if block_w0 is None else block_w0.astype(np.int32)
-        )
+        # a source may own several blocks (hub rows of 1000 walks are 100 blocks of 10, so a
+        # repair scans only the blocks that matter): block b holds walks (b % per_row) * R ..
+        # of its source (``block_w0``, not kept)
         self.per_row = int(per_row)  # blocks per fingerprint row
+        self.R = int(walks_per_node)
+        if block_w0 is not None and not np.array_equal(block_w0, self.block_w0):
+            raise CorruptionError(
+                "walk store: the blocks' first walks are not (block % per_row) * walks_per_node"
+            )
         self.R = int(walks_per_node)
         self.per_unit = max(d for d in range(1, self.R + 1)
                             if self.R % d == 0 and d <= self.walks_per_unit)  # fmt: skip
@@ -224,8 +226,12 @@ class WalkStore:
     # per-block arrays: views of the first blocks of buffers with room to grow
     block_src = property(lambda self: self._src[: self._nb],
                          lambda self, a: setattr(self, "_src", a))  # fmt: skip
-    block_w0 = property(lambda self: self._w0[: self._nb],
-                        lambda self, a: setattr(self, "_w0", a))  # fmt: skip
+
+    @property
+    def block_w0(self) -> np.ndarray:
+        """The first walk number of each block: (block % per_row) * R (computed)."""
+        return (np.arange(self._nb, dtype=np.int64) % self.per_row * self.R).astype(np.int32)
+
     blk_start = property(lambda self: self._start[: self._nb],
                          lambda self, a: setattr(self, "_start", a))  # fmt: skip
     walk_len = property(lambda self: self._len[: self._nb * self.R],
@@ -242,7 +248,7 @@ class WalkStore:
     @property
     def nbytes(self) -> int:
         """Bytes in use: the walks (steps in use, starts, lengths, drop marks) and the index."""
-        arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
+        arrays = (self.block_src, self.blk_start, self.walk_len, self.dropped,
                   self.t_indptr, self.t_units, self.m_indptr, self.m_units)  # fmt: skip
         walks = self.used * (self._lo.itemsize + self._hi.itemsize)
         overflow = self.overflow_used * (
@@ -450,7 +456,7 @@ class WalkStore:
         target = np.empty(units.shape[0] * g, np.int64)
         new_len = np.empty(units.shape[0] * g, np.int64)
         walks_plan(
-            units, g, self.block_src, self.block_w0, r, self.alpha, self.seed, seq,
+            units, g, self.block_src, self.per_row, r, self.alpha, self.seed, seq,
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, changed_slot, bits, kind,
             *old, *new, np.uint64(coin_base(self.seed, self.per_row, seq)), pos, target, new_len,
         )  # fmt: skip
@@ -510,7 +516,7 @@ class WalkStore:
         entry, visits per entry, drop mark per entry, the tails' nodes)."""
         key = np.empty(pos.shape[0], np.uint64)
         visits = np.empty(pos.shape[0], np.int64)
-        tail_keys(sel, self.block_src, self.block_w0, self.R, self.alpha, self.seed, seq, pos,
+        tail_keys(sel, self.block_src, self.per_row, self.R, self.alpha, self.seed, seq, pos,
                   target, key, visits)  # fmt: skip
         at = np.cumsum(visits) - visits
         todo = np.flatnonzero(visits)
@@ -586,7 +592,7 @@ class WalkStore:
     def _add_sources(self, graph: DynamicGraph, sources: np.ndarray) -> None:
         """Blocks of fresh walks (the builder's) for new source nodes."""
         r = self.R
-        w0 = np.zeros(sources.shape[0], np.int64)
+        w0 = np.arange(self._nb, self._nb + sources.shape[0], dtype=np.int64) % self.per_row * r
         at, steps, walk_len, dropped = _walk_new(
             graph, sources, w0, r, self.alpha, self.seed, self.mode, self.used
         )
@@ -599,14 +605,13 @@ class WalkStore:
         if walk_len.max(initial=0) > np.iinfo(self._len.dtype).max:
             self._len = self._len.astype(np.uint32)
         # grow by half at least, so that adding nodes one by one stays O(1) each
-        self._src, self._w0, self._start, self._dirty = (
-            _grow(a, last) for a in (self._src, self._w0, self._start, self._dirty)
+        self._src, self._start, self._dirty = (
+            _grow(a, last) for a in (self._src, self._start, self._dirty)
         )
         self._len = _grow(self._len, last * r)
         if self._drop.size:
             self._drop = _grow(self._drop, last * r)
         self._src[first:last] = sources
-        self._w0[first:last] = w0
         self._start[first:last] = at[::r]
         self._len[first * r : last * r] = walk_len
         if self._drop.size:

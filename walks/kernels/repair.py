@@ -283,7 +283,7 @@ _NEVER = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(cache=True, parallel=True)
-def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
+def walks_plan(units, per_unit, block_src, per_row, walks_per_node, alpha, seed, seq, blk_start,
                walk_len, dropped, steps, steps_hi, changed_slot, changed_bits, change_kind, o_ip, o_t, o_w, o_tot,
                n_ip, n_t, n_w, n_tot, base, out_pos, out_target, out_len):  # fmt: skip
     """Decide which walks of ``units`` (unit u: walks u * per_unit .. u * per_unit +
@@ -327,7 +327,7 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             for q in range(b * R, q0):
                 at += np.int64(walk_len[q])
             starts[i - lo] = at
-            touched += np.uint64(block_src[b]) + np.uint64(block_w0[b])
+            touched += np.uint64(block_src[b])
         for i in range(lo, hi):
             at = starts[i - lo]
             if at < steps.size:  # (a walk of no steps may start at the end)
@@ -340,7 +340,7 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             for j in range(per_unit):
                 q = q0 + j
                 length = np.int64(walk_len[q])
-                pos, nt, nl = _plan_walk(q, src, block_w0[b] + q - b * R, at, length, alpha,
+                pos, nt, nl = _plan_walk(q, src, (b % per_row) * R + q - b * R, at, length, alpha,
                                          seed, seq, dropped, steps, steps_hi, changed_slot,
                                          changed_bits, change_kind, o_ip, o_t, o_w, o_tot, n_ip,
                                          n_t, n_w, n_tot, base)  # fmt: skip
@@ -420,7 +420,7 @@ LANES = 8
 
 
 @njit(cache=True, parallel=True)
-def tail_keys(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, plan_pos,
+def tail_keys(blocks, block_src, per_row, walks_per_node, alpha, seed, seq, plan_pos,
               plan_target, out_key, out_visits):  # fmt: skip
     """Per plan entry (block ``blocks[i]``, walk w: entry i * R + w) whose walk is rerouted to
     a target (``plan_target`` >= 0): the key of its new tail and the tail's visits (the
@@ -432,7 +432,7 @@ def tail_keys(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, pla
         if pos < 0 or plan_target[e] < 0:
             continue
         b = blocks[e // R]
-        key = batch_key(seed, block_src[b], block_w0[b] + e % R, seq)
+        key = batch_key(seed, block_src[b], (b % per_row) * R + e % R, seq)
         tail = mix64(key + np.uint64(pos + 1) * GAMMA)
         out_key[e] = tail
         out_visits[e] = geometric_visits(tail, alpha)

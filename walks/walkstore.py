@@ -91,6 +91,7 @@ WALKS_SCHEMA_VERSION = 1
 _STAGES = ("find", "plan", "rewrite", "log", "new_visits", "new_sources", "index", "compact")
 _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
+_U32 = np.iinfo(np.uint32).max
 _HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
 _CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its progress
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
@@ -105,6 +106,11 @@ def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     steps = np.asarray(steps)
     hi_dtype = np.uint8 if num_nodes <= _HI8 else np.uint16
     return (steps & 0xFFFF).astype(np.uint16), (steps >> 16).astype(hi_dtype)
+
+
+def _start_type(top: int) -> type:
+    """The type of the blocks' starts while the steps in use stay within ``top``."""
+    return np.uint32 if top <= _U32 else np.int64
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
@@ -176,7 +182,7 @@ class WalkStore:
         self.alpha = float(alpha)
         self.seed = int(seed)
         self.mode = int(mode)
-        self.blk_start = blk_start
+        self.blk_start = blk_start.astype(_start_type(used))  # (4 bytes below 2**32 steps)
         self.walk_len = walk_len
         self.dropped = dropped
         self._lo, self._hi = _split(steps, num_nodes)
@@ -473,6 +479,7 @@ class WalkStore:
         if top > np.iinfo(self.walk_len.dtype).max:
             self._len = self._len.astype(np.uint32)
         new_start = self.used + np.cumsum(bound_s) - bound_s
+        self._start = self._start.astype(_start_type(self.used + int(bound_s.sum())), copy=False)
         self._fit(graph.num_nodes)
         self._lo = _grow(self._lo, self.used + int(bound_s.sum()))
         self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
@@ -605,6 +612,7 @@ class WalkStore:
         if walk_len.max(initial=0) > np.iinfo(self._len.dtype).max:
             self._len = self._len.astype(np.uint32)
         # grow by half at least, so that adding nodes one by one stays O(1) each
+        self._start = self._start.astype(_start_type(self.used + steps.shape[0]), copy=False)
         self._src, self._start, self._dirty = (
             _grow(a, last) for a in (self._src, self._start, self._dirty)
         )
@@ -645,7 +653,7 @@ class WalkStore:
         hi = np.empty(lo.shape[0], self._hi.dtype)
         copy_blocks(self.blk_start, lens, self._lo, self._hi, starts, lo, hi)
         self._lo, self._hi = lo, hi
-        self.blk_start = starts
+        self.blk_start = starts.astype(_start_type(live))
         self.used = self.live = live
 
     # -- storage ----------------------------------------------------------------------------

@@ -594,28 +594,21 @@ def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new
             b += ln
 
 
-@njit(cache=True, parallel=True)
-def block_steps(walk_len, walks_per_node):
-    """Steps of each block (its walks' lengths summed)."""
-    out = np.empty(walk_len.size // walks_per_node, np.int64)
-    for b in prange(out.size):
-        total = np.int64(0)
-        for q in range(b * walks_per_node, (b + 1) * walks_per_node):
-            total += np.int64(walk_len[q])
-        out[b] = total
-    return out
-
-
-@njit(cache=True, parallel=True)
-def copy_blocks(starts, lens, steps, steps_hi, out_starts, out, out_hi):
-    """Block b's ``lens[b]`` steps from ``starts[b]`` to ``out_starts[b]`` of (``out``,
-    ``out_hi``), the blocks in parallel (a compaction into new buffers, in block order)."""
-    for b in prange(starts.size):
+@njit(cache=True)
+def pack_blocks(order, starts, lens, steps, steps_hi, out_starts):
+    """Move the blocks (``order``: by start, ascending; block b holds ``lens[b]`` steps from
+    ``starts[b]``) to the front of ``steps`` one after the other, in place (each moves down,
+    so a forward copy is safe); their new starts into ``out_starts``. Returns the steps."""
+    to = np.int64(0)
+    for i in range(order.size):
+        b = order[i]
         s = starts[b]
-        t = out_starts[b]
         for j in range(lens[b]):
-            out[t + j] = steps[s + j]
-            out_hi[t + j] = steps_hi[s + j]
+            steps[to + j] = steps[s + j]
+            steps_hi[to + j] = steps_hi[s + j]
+        out_starts[b] = to
+        to += lens[b]
+    return to
 
 
 @njit(cache=True, parallel=True)

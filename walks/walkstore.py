@@ -10,8 +10,10 @@ distributions, which is exactly that rule for an added edge, reroutes exactly th
 took a deleted edge, and covers weight changes, dangling nodes and deletions the same way. The
 rerouted walk continues on the new graph with a fresh geometric length (the walk is
 memoryless). Every coin comes from the counter-based generator keyed by (seed, source, walk,
-batch number), so the store stays a sample of the walks of the new graph, and replaying the
-same batches gives the same store.
+batch number), and at a node that only gained edges by (seed, store, batch number, walk, node,
+the visit's rank among the walk's visits to the node) instead, so that the index finds the
+walks to reroute there without reading the others (``walk_index``); so the store stays a
+sample of the walks of the new graph, and replaying the same batches gives the same store.
 
 Layout (compact numpy arrays): a block per source (``block_src``), its R walks one after the
 other in ``steps`` (the visits after the source: 3 bytes a step, the low 16 bits of each node
@@ -28,10 +30,10 @@ coded lists once it holds a sixteenth of the steps (a pass over the index's byte
 rebuilt from the walks instead (a pass over every walk) once an eighth of the visits were
 rerouted away since it was built (``stale_share``; their entries false hits, and bytes); the walks' first visits, at
 their sources, are found from ``block_src``. False hits (a walk rerouted since) only cost a
-scan of that walk. Finding the walks a batch affects costs the changed nodes' entries and a
-scan of the walks they name (a bit test per visit against a bitmap of the changed nodes,
-``kernels.repair.walks_plan``), not a scan of whole blocks; the blocks of the walks rerouted are
-rewritten. (``walks_per_unit`` > 1 indexes groups of walks instead: fewer, denser entries,
+scan of that walk. Finding the walks a batch affects costs the changed nodes' entries (a coin
+each at nodes that only gained edges) and a scan of the walks they name (a bit test per visit
+against a bitmap of the changed nodes, ``kernels.repair.walks_plan``), not a scan of whole
+blocks; the blocks of the walks rerouted are rewritten. (``walks_per_unit`` > 1 indexes groups of walks instead: fewer, denser entries,
 more walks scanned.)
 
 Rows of many blocks (hub rows: 1000 walks each) are not recounted after a repair: the visits

@@ -77,7 +77,7 @@ from shardwalk.walks.kernels.repair import (
     walks_rewrite,
 )
 from shardwalk.walks.kernels.rng import MODE_DROP
-from shardwalk.walks.kernels.visit_index import units_marked, walks_new_visits
+from shardwalk.walks.kernels.visit_index import walks_new_visits
 from shardwalk.walks.kernels.walks import compact_fingerprints
 from shardwalk.walks.walk_index import build_index, merge_overflow, plan_units
 
@@ -321,14 +321,9 @@ class WalkStore:
         (their visits at the nodes, their sources among them), sorted, unique; may hold false
         hits (walks rerouted since the index was built). ``slot`` is >= 0 exactly at
         ``nodes`` (and maybe other changed nodes)."""
-        nodes = np.asarray(nodes, np.int64)
-        indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
-        bits = node_bitmap(nodes, slot.shape[0])  # (the overflow's entries: a bit test each)
-        return units_marked(
-            indexed, self.t_indptr, self.t_units, self.overflow_nodes, self.overflow_units,
-            self.overflow_used, bits, self._source_blocks(nodes), self.R // self.per_unit,
-            self.num_units,
-        )  # fmt: skip
+        rows = int(slot.max(initial=-1)) + 1  # (kind 0 everywhere: no coin spares a walk)
+        return plan_units(self, nodes, slot, 0, np.zeros(rows, np.uint8), np.ones(rows),
+                          np.ones(rows))  # fmt: skip
 
     def units_to_plan(self, nodes: np.ndarray, slot: np.ndarray, seq: int, kind: np.ndarray,
                       old_total: np.ndarray, new_total: np.ndarray) -> np.ndarray:  # fmt: skip

@@ -132,6 +132,15 @@ class WalkStore:
     _len: np.ndarray
     _drop: np.ndarray
     _dirty: np.ndarray
+    # the node index (``walk_index.build_index``, ``merge_overflow``)
+    t_indptr: np.ndarray
+    t_units: np.ndarray
+    m_indptr: np.ndarray
+    m_units: np.ndarray
+    overflow_nodes: np.ndarray
+    overflow_units: np.ndarray
+    overflow_used: int
+    stale: int
 
     #: visit changes logged before the log may give way to recounting (see ``logged``)
     log_min = 1 << 16

@@ -162,10 +162,13 @@ def run_graph(
 
 
 def warm_up(engine, kept, kept_w, streamed, streamed_w, directed: bool, seed: int) -> None:
-    """Untimed: a small graph of the first kept edges through what the timed part runs (build
-    with walks kept, an update with repair, a read, a rebuild), so that loading numba's cached
-    kernels (0.1-0.3 s once per process) is paid here, alike by both sides of a comparison,
-    not by the first timed batches."""
+    """Untimed: a small graph of the first kept edges through everything the timed part runs
+    (build with walks kept, updates with repair, reads, a rebuild), so that loading (or, with
+    a cold cache, compiling) numba's kernels is paid here, alike by both sides of a
+    comparison, not by the first timed batches. Every repair kernel is reached: the walks
+    planned, rewritten and walked (``walk_tails``' lanes), the hub rows' visit log (edges out
+    of the nodes with the most in-links, the hubs, so that hub walks are rerouted), the
+    index's overflow folded in, the walk store compacted, the logged rows applied."""
     m = min(20_000, kept.shape[0])
     w = None if kept_w is None else kept_w[:m]
     g = engine.create_graph("warm-up", kept[:m], w, directed=directed)
@@ -174,6 +177,18 @@ def warm_up(engine, kept, kept_w, streamed, streamed_w, directed: bool, seed: in
     u = min(100, streamed.shape[0])
     g.upsert_edges(streamed[:u], None if streamed_w is None else streamed_w[:u])
     g._current()  # the recount of the repaired rows
+    ids, counts = np.unique(kept[:m, 1], return_counts=True)
+    top = ids[np.argsort(-counts, kind="stable")[:8]]  # (among them the hubs)
+    extra = np.stack([np.repeat(top, 4), np.resize(kept[:m, 0], top.size * 4)], axis=1)
+    g.upsert_edges(extra, None if kept_w is None else np.ones(extra.shape[0]))
+    for store in g._walks or ():  # (main walks, hub walks): what thresholds trigger rarely
+        if store is None:
+            continue
+        if getattr(store, "overflow_used", 0) and hasattr(store, "_merge_overflow"):
+            store._merge_overflow(g._dyn.num_nodes)
+        if hasattr(store, "compact"):
+            store.compact()
+    g._current()  # (the hub rows' logged visits applied)
     g.ppr_batch([int(kept[0, 0])], k=10, method="fingerprint")
     build_fingerprints(g.csr, **FINGERPRINTS, seed=seed)
     engine.drop_graph("warm-up")

@@ -10,8 +10,10 @@ distributions, which is exactly that rule for an added edge, reroutes exactly th
 took a deleted edge, and covers weight changes, dangling nodes and deletions the same way. The
 rerouted walk continues on the new graph with a fresh geometric length (the walk is
 memoryless). Every coin comes from the counter-based generator keyed by (seed, source, walk,
-batch number), so the store stays a sample of the walks of the new graph, and replaying the
-same batches gives the same store.
+batch number), and at a node that only gained edges by (seed, store, batch number, walk, node,
+the visit's rank among the walk's visits to the node) instead, so that the index finds the
+walks to reroute there without reading the others (``walk_index``); so the store stays a
+sample of the walks of the new graph, and replaying the same batches gives the same store.
 
 Layout (compact numpy arrays): a block per source (``block_src``), its R walks one after the
 other in ``steps`` (the visits after the source: 3 bytes a step, the low 16 bits of each node
@@ -28,10 +30,10 @@ coded lists once it holds a sixteenth of the steps (a pass over the index's byte
 rebuilt from the walks instead (a pass over every walk) once an eighth of the visits were
 rerouted away since it was built (``stale_share``; their entries false hits, and bytes); the walks' first visits, at
 their sources, are found from ``block_src``. False hits (a walk rerouted since) only cost a
-scan of that walk. Finding the walks a batch affects costs the changed nodes' entries and a
-scan of the walks they name (a bit test per visit against a bitmap of the changed nodes,
-``kernels.repair.walks_plan``), not a scan of whole blocks; the blocks of the walks rerouted are
-rewritten. (``walks_per_unit`` > 1 indexes groups of walks instead: fewer, denser entries,
+scan of that walk. Finding the walks a batch affects costs the changed nodes' entries (a coin
+each at nodes that only gained edges) and a scan of the walks they name (a bit test per visit
+against a bitmap of the changed nodes, ``kernels.repair.walks_plan``), not a scan of whole
+blocks; the blocks of the walks rerouted are rewritten. (``walks_per_unit`` > 1 indexes groups of walks instead: fewer, denser entries,
 more walks scanned.)
 
 Rows of many blocks (hub rows: 1000 walks each) are not recounted after a repair: the visits
@@ -61,6 +63,7 @@ from shardwalk.walks.dynamic import Change, DynamicGraph, _effective, _gather
 from shardwalk.walks.kernels.bitmap import node_bitmap
 from shardwalk.walks.kernels.repair import (
     apply_row_deltas,
+    coin_base,
     pack_blocks,
     plan_rows,
     tail_counts,
@@ -74,15 +77,9 @@ from shardwalk.walks.kernels.repair import (
     walks_rewrite,
 )
 from shardwalk.walks.kernels.rng import MODE_DROP
-from shardwalk.walks.kernels.visit_index import (
-    gaps_encode,
-    gaps_merge,
-    transpose_rows,
-    unit_visits,
-    units_marked,
-    walks_new_visits,
-)
+from shardwalk.walks.kernels.visit_index import walks_new_visits
 from shardwalk.walks.kernels.walks import compact_fingerprints
+from shardwalk.walks.walk_index import build_index, merge_overflow, plan_units
 
 from shardwalk._files import load_npy, read_meta, save_npy, write_meta
 from shardwalk.errors import CorruptionError
@@ -100,9 +97,9 @@ _HI8 = 1 << 24  # nodes whose ids fit 3 bytes a step
 _CHUNK_WALKS = 1 << 20  # walks per kernel call of a build that reports its progress
 # what a repair may replace or advance: put back if it fails (the per-block arrays are the
 # buffers behind the properties; entries past _nb, used and overflow_used are unseen)
-_STATE = ("_nb", "used", "live", "overflow_used", "_src", "_w0", "_start", "_len", "_drop", "_dirty",
+_STATE = ("_nb", "used", "live", "overflow_used", "_src", "_start", "_len", "_drop", "_dirty",
           "_lo", "_hi", "overflow_nodes", "overflow_units", "t_indptr", "t_units", "dl_used", "_recount",
-          "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale")  # fmt: skip
+          "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale", "m_indptr", "m_units")  # fmt: skip
 
 
 def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +107,11 @@ def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     steps = np.asarray(steps)
     hi_dtype = np.uint8 if num_nodes <= _HI8 else np.uint16
     return (steps & 0xFFFF).astype(np.uint16), (steps >> 16).astype(hi_dtype)
+
+
+def _start_type(top: int) -> type:
+    """The type of the blocks' starts while the steps in use stay within ``top``."""
+    return np.uint32 if top <= _U32 else np.int64
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
@@ -126,11 +128,19 @@ class WalkStore:
     # the buffers behind the per-block properties below (block_src ... dirty), with room to
     # grow past the blocks in use (``_nb``)
     _src: np.ndarray
-    _w0: np.ndarray
     _start: np.ndarray
     _len: np.ndarray
     _drop: np.ndarray
     _dirty: np.ndarray
+    # the node index (``walk_index.build_index``, ``merge_overflow``)
+    t_indptr: np.ndarray
+    t_units: np.ndarray
+    m_indptr: np.ndarray
+    m_units: np.ndarray
+    overflow_nodes: np.ndarray
+    overflow_units: np.ndarray
+    overflow_used: int
+    stale: int
 
     #: visit changes logged before the log may give way to recounting (see ``logged``)
     log_min = 1 << 16
@@ -163,12 +173,15 @@ class WalkStore:
         self._nb = int(block_src.shape[0])  # blocks; the per-block arrays have room to grow
         # sources and first walks as int32 (walk numbers stay below 2**31: hub_walks <= 2**20)
         self.block_src = block_src.astype(np.int32 if num_nodes <= _I32 else np.int64)
-        # the first walk index of each block: a source may own several blocks (hub rows of
-        # 1000 walks are 100 blocks of 10, so a repair scans only the blocks that matter)
-        self.block_w0 = (
-            np.zeros(self._nb, np.int32) if block_w0 is None else block_w0.astype(np.int32)
-        )
+        # a source may own several blocks (hub rows of 1000 walks are 100 blocks of 10, so a
+        # repair scans only the blocks that matter): block b holds walks (b % per_row) * R ..
+        # of its source (``block_w0``, not kept)
         self.per_row = int(per_row)  # blocks per fingerprint row
+        self.R = int(walks_per_node)
+        if block_w0 is not None and not np.array_equal(block_w0, self.block_w0):
+            raise CorruptionError(
+                "walk store: the blocks' first walks are not (block % per_row) * walks_per_node"
+            )
         self.R = int(walks_per_node)
         self.per_unit = max(d for d in range(1, self.R + 1)
                             if self.R % d == 0 and d <= self.walks_per_unit)  # fmt: skip
@@ -179,7 +192,7 @@ class WalkStore:
         self.alpha = float(alpha)
         self.seed = int(seed)
         self.mode = int(mode)
-        self.blk_start = blk_start
+        self.blk_start = blk_start.astype(_start_type(used))  # (4 bytes below 2**32 steps)
         self.walk_len = walk_len
         self.dropped = dropped
         self._lo, self._hi = _split(steps, num_nodes)
@@ -229,8 +242,12 @@ class WalkStore:
     # per-block arrays: views of the first blocks of buffers with room to grow
     block_src = property(lambda self: self._src[: self._nb],
                          lambda self, a: setattr(self, "_src", a))  # fmt: skip
-    block_w0 = property(lambda self: self._w0[: self._nb],
-                        lambda self, a: setattr(self, "_w0", a))  # fmt: skip
+
+    @property
+    def block_w0(self) -> np.ndarray:
+        """The first walk number of each block: (block % per_row) * R (computed)."""
+        return (np.arange(self._nb, dtype=np.int64) % self.per_row * self.R).astype(np.int32)
+
     blk_start = property(lambda self: self._start[: self._nb],
                          lambda self, a: setattr(self, "_start", a))  # fmt: skip
     walk_len = property(lambda self: self._len[: self._nb * self.R],
@@ -247,8 +264,8 @@ class WalkStore:
     @property
     def nbytes(self) -> int:
         """Bytes in use: the walks (steps in use, starts, lengths, drop marks) and the index."""
-        arrays = (self.block_src, self.block_w0, self.blk_start, self.walk_len, self.dropped,
-                  self.t_indptr, self.t_units)  # fmt: skip
+        arrays = (self.block_src, self.blk_start, self.walk_len, self.dropped,
+                  self.t_indptr, self.t_units, self.m_indptr, self.m_units)  # fmt: skip
         walks = self.used * (self._lo.itemsize + self._hi.itemsize)
         overflow = self.overflow_used * (
             self.overflow_nodes.itemsize + self.overflow_units.itemsize
@@ -281,55 +298,12 @@ class WalkStore:
         return self._nb * self.R // self.per_unit
 
     def _index(self, num_nodes: int) -> None:
-        """Rebuild the node -> units index from the walks: for each node, the sorted units
-        (``per_unit`` walks; 1: each walk its own) whose walks take a step from it (a visit
-        after the source that is not the walk's last, or the last where the drop rule cut the
-        walk), as varint gaps (``t_indptr``: byte offsets per node, ``t_units``: the bytes).
-        The visits at a block's source (each walk's first) are found from ``block_src``."""
-        nu = self.num_units
-        ip = np.zeros(nu + 1, np.int64)
-        chunks = max(1, min(numba.get_num_threads(), nu))
-        args = (nu, self.per_unit, self.R, self.blk_start, self.walk_len, self.dropped, self._lo,
-                self._hi, num_nodes)  # fmt: skip
-        unit_visits(*args, ip, np.zeros(0, np.int32), chunks)
-        np.cumsum(ip, out=ip)
-        nodes = np.empty(int(ip[-1]), np.int32)
-        unit_visits(*args, ip, nodes, chunks)
-        t_ip, t_rows = transpose_rows(ip, nodes, num_nodes, chunks)
-        del nodes
-        b_ip = np.zeros(num_nodes + 1, np.int64)
-        gaps_encode(t_ip, t_rows, b_ip, np.zeros(0, np.uint8))
-        np.cumsum(b_ip, out=b_ip)
-        data = np.empty(int(b_ip[-1]), np.uint8)
-        gaps_encode(t_ip, t_rows, b_ip, data)
-        self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
-        self.t_units = data
-        self.overflow_nodes = np.zeros(0, np.int32 if num_nodes <= _I32 else np.int64)
-        self.overflow_units = np.zeros(0, np.int32)
-        self.overflow_used = 0
-        self.stale = 0  # visits rerouted away since: entries that may now name walks wrongly
+        """Rebuild the node -> units index from the walks (``walk_index.build_index``)."""
+        build_index(self, num_nodes)
 
     def _merge_overflow(self, num_nodes: int) -> None:
-        """Fold the overflow into the coded index (each node's units merged with its overflow
-        entries): costs the index's bytes and the overflow, not a pass over every walk; the
-        entries of visits rerouted away stay (false hits, counted in ``stale``) until the next
-        :meth:`_index`."""
-        u = self.overflow_used
-        nodes = self.overflow_nodes[:u].astype(np.int64)
-        units = self.overflow_units[:u]
-        order = np.lexsort((units, nodes))
-        o_ip = np.zeros(num_nodes + 1, np.int64)
-        np.cumsum(np.bincount(nodes, minlength=num_nodes), out=o_ip[1:])
-        rows = np.ascontiguousarray(units[order])
-        b_ip = np.zeros(num_nodes + 1, np.int64)
-        t_ip = self.t_indptr.astype(np.int64)
-        gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, np.zeros(0, np.uint8))
-        np.cumsum(b_ip, out=b_ip)
-        data = np.empty(int(b_ip[-1]), np.uint8)
-        gaps_merge(t_ip, self.t_units, o_ip, rows, b_ip, data)
-        self.t_indptr = b_ip.astype(np.uint32) if b_ip[-1] <= _U32 else b_ip
-        self.t_units = data
-        self.overflow_used = 0
+        """Fold the overflow into the coded index (``walk_index.merge_overflow``)."""
+        merge_overflow(self, num_nodes)
 
     def _add_overflow(self, nodes: np.ndarray, units: np.ndarray) -> None:
         need = self.overflow_used + nodes.shape[0]
@@ -356,14 +330,15 @@ class WalkStore:
         (their visits at the nodes, their sources among them), sorted, unique; may hold false
         hits (walks rerouted since the index was built). ``slot`` is >= 0 exactly at
         ``nodes`` (and maybe other changed nodes)."""
-        nodes = np.asarray(nodes, np.int64)
-        indexed = nodes[nodes < self.t_indptr.shape[0] - 1]
-        bits = node_bitmap(nodes, slot.shape[0])  # (the overflow's entries: a bit test each)
-        return units_marked(
-            indexed, self.t_indptr, self.t_units, self.overflow_nodes, self.overflow_units,
-            self.overflow_used, bits, self._source_blocks(nodes), self.R // self.per_unit,
-            self.num_units,
-        )  # fmt: skip
+        rows = int(slot.max(initial=-1)) + 1  # (kind 0 everywhere: no coin spares a walk)
+        return plan_units(self, nodes, slot, 0, np.zeros(rows, np.uint8), np.ones(rows),
+                          np.ones(rows))  # fmt: skip
+
+    def units_to_plan(self, nodes: np.ndarray, slot: np.ndarray, seq: int, kind: np.ndarray,
+                      old_total: np.ndarray, new_total: np.ndarray) -> np.ndarray:  # fmt: skip
+        """The units batch ``seq`` may reroute walks of (``walk_index.plan_units``): those of
+        :meth:`walks_visiting`, less the walks whose coins keep their moves."""
+        return plan_units(self, nodes, slot, seq, kind, old_total, new_total)
 
     # -- rows -------------------------------------------------------------------------------
     def rows(
@@ -444,9 +419,8 @@ class WalkStore:
                          rule_dangling, kind, change.new_total)  # fmt: skip
         self.stages = stages = dict.fromkeys(_STAGES, 0.0)  # seconds of each part
         clock = time.perf_counter()
-        units = self.walks_visiting(
-            change.nodes[change.nodes < change.num_nodes_before], changed_slot
-        )
+        units = self.units_to_plan(change.nodes[change.nodes < change.num_nodes_before],
+                                   changed_slot, seq, kind, old[3], new[3])  # fmt: skip
         added = n - self.num_blocks if new_sources else 0
         stages["find"], clock = time.perf_counter() - clock, time.perf_counter()
         with _threads_for(units.shape[0] * self.per_unit + added * self.R):
@@ -493,9 +467,9 @@ class WalkStore:
         target = np.empty(units.shape[0] * g, np.int64)
         new_len = np.empty(units.shape[0] * g, np.int64)
         walks_plan(
-            units, g, self.block_src, self.block_w0, r, self.alpha, self.seed, seq,
+            units, g, self.block_src, self.per_row, r, self.alpha, self.seed, seq,
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, changed_slot, bits, kind,
-            *old, *new, pos, target, new_len,
+            *old, *new, np.uint64(coin_base(self.seed, self.per_row, seq)), pos, target, new_len,
         )  # fmt: skip
         sel, pos_s, tgt_s, bound_s, old_sum, stale, top = plan_rows(
             units, g, r, pos, target, new_len, self.walk_len
@@ -510,6 +484,7 @@ class WalkStore:
         if top > np.iinfo(self.walk_len.dtype).max:
             self._len = self._len.astype(np.uint32)
         new_start = self.used + np.cumsum(bound_s) - bound_s
+        self._start = self._start.astype(_start_type(self.used + int(bound_s.sum())), copy=False)
         self._fit(graph.num_nodes)
         self._lo = _grow(self._lo, self.used + int(bound_s.sum()))
         self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
@@ -553,7 +528,7 @@ class WalkStore:
         entry, visits per entry, drop mark per entry, the tails' nodes)."""
         key = np.empty(pos.shape[0], np.uint64)
         visits = np.empty(pos.shape[0], np.int64)
-        tail_keys(sel, self.block_src, self.block_w0, self.R, self.alpha, self.seed, seq, pos,
+        tail_keys(sel, self.block_src, self.per_row, self.R, self.alpha, self.seed, seq, pos,
                   target, key, visits)  # fmt: skip
         at = np.cumsum(visits) - visits
         todo = np.flatnonzero(visits)
@@ -629,7 +604,7 @@ class WalkStore:
     def _add_sources(self, graph: DynamicGraph, sources: np.ndarray) -> None:
         """Blocks of fresh walks (the builder's) for new source nodes."""
         r = self.R
-        w0 = np.zeros(sources.shape[0], np.int64)
+        w0 = np.arange(self._nb, self._nb + sources.shape[0], dtype=np.int64) % self.per_row * r
         at, steps, walk_len, dropped = _walk_new(
             graph, sources, w0, r, self.alpha, self.seed, self.mode, self.used
         )
@@ -642,14 +617,14 @@ class WalkStore:
         if walk_len.max(initial=0) > np.iinfo(self._len.dtype).max:
             self._len = self._len.astype(np.uint32)
         # grow by half at least, so that adding nodes one by one stays O(1) each
-        self._src, self._w0, self._start, self._dirty = (
-            _grow(a, last) for a in (self._src, self._w0, self._start, self._dirty)
+        self._start = self._start.astype(_start_type(self.used + steps.shape[0]), copy=False)
+        self._src, self._start, self._dirty = (
+            _grow(a, last) for a in (self._src, self._start, self._dirty)
         )
         self._len = _grow(self._len, last * r)
         if self._drop.size:
             self._drop = _grow(self._drop, last * r)
         self._src[first:last] = sources
-        self._w0[first:last] = w0
         self._start[first:last] = at[::r]
         self._len[first * r : last * r] = walk_len
         if self._drop.size:
@@ -673,15 +648,16 @@ class WalkStore:
 
     def compact(self) -> None:
         """Pack the live blocks at the front of ``steps``, in place (in the order they lie):
-        the buffer keeps its room to grow, so the next repair need not copy it."""
+        the buffer keeps its room to grow, so the next repair need not copy it. (A copy into
+        new buffers in block order, in parallel, measured slower on 2 cores: their pages are
+        touched anew.)"""
         r = self.R
         lens = self.walk_len.reshape(-1, r).sum(axis=1, dtype=np.int64)
         order = np.argsort(self.blk_start, kind="stable")
         starts = np.empty(self._nb, np.int64)
-        self.used = self.live = int(
-            pack_blocks(order, self.blk_start, lens, self._lo, self._hi, starts)
-        )
-        self.blk_start = starts
+        live = int(pack_blocks(order, self.blk_start, lens, self._lo, self._hi, starts))
+        self.blk_start = starts.astype(_start_type(live))
+        self.used = self.live = live
 
     # -- storage ----------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str], prefix: str) -> None:

@@ -211,7 +211,7 @@ def test_tails_walked_in_lockstep_are_the_walks_one_at_a_time(weighted: bool, mo
     target[::9] = -1  # the drop rule's "ends here": no tail
     key = np.zeros(count, np.uint64)
     visits = np.zeros(count, np.int64)
-    tail_keys(blocks, blocks.astype(np.int32), np.zeros(blocks.size, np.int32), r, 0.15, 3, 2,
+    tail_keys(blocks, blocks.astype(np.int32), 1, r, 0.15, 3, 2,
               pos, target, key, visits)  # fmt: skip
     assert (visits[target < 0] == 0).all() and (visits[target >= 0] >= 1).all()
     at = np.cumsum(visits) - visits

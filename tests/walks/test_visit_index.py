@@ -89,7 +89,7 @@ def test_a_repair_planned_from_the_index_is_a_repair_planned_from_every_walk(rul
     assert hubs is not None
     every = [copy.deepcopy(main), copy.deepcopy(hubs)]
     for store in every:
-        store.walks_visiting = lambda nodes, slot, s=store: np.arange(s.num_units)
+        store.units_to_plan = lambda *args, s=store: np.arange(s.num_units)
     rng = np.random.default_rng(3)
     seq = 0
     scanned = []
@@ -146,3 +146,74 @@ def test_folding_the_overflow_into_the_index_names_the_same_walks(rule) -> None:
         changed = np.sort(rng.choice(dg.num_nodes, 20, replace=False))
         truth = units_of(store, stepping_walks(store, set(changed.tolist())))
         assert truth <= found_units(store, changed, dg.num_nodes)
+
+
+def _stepping_visits(store: WalkStore, u: int) -> np.ndarray:
+    """Per walk, its visits to ``u`` that take a step (its source, if u, then every visit but
+    the last, and the last too where the drop rule cut the walk)."""
+    steps = store.steps
+    out = np.zeros(store.num_blocks * store.R, np.int64)
+    for b in range(store.num_blocks):
+        at = int(store.blk_start[b])
+        for w in range(store.R):
+            q = b * store.R + w
+            length = int(store.walk_len[q])
+            visits = [int(store.block_src[b]), *steps[at : at + length].tolist()]
+            cut = store.dropped.size and store.dropped[q]
+            out[q] = (visits if cut else visits[:-1]).count(u)
+            at += length
+    return out
+
+
+def _walks(store: WalkStore) -> list[tuple[int, ...]]:
+    steps = store.steps.tolist()
+    starts = np.repeat(store.blk_start, store.R) + (
+        np.cumsum(store.walk_len.reshape(-1, store.R), axis=1, dtype=np.int64)
+        - store.walk_len.reshape(-1, store.R)
+    ).reshape(-1)
+    return [tuple(steps[s : s + n]) for s, n in zip(starts.tolist(), store.walk_len.tolist())]
+
+
+def test_a_node_that_gains_edges_reroutes_each_visit_with_the_share_of_its_new_edges() -> None:
+    """A node with d out-edges that gains m reroutes each walk's visit with probability
+    m / (d + m), independently, the walk at its first rerouted visit: over several batches,
+    the walks rerouted, among those that step from the node once and among those that do more
+    than once (their chance 1 - (1 - p)^visits: a repair that looked only at a walk's first
+    visit would miss the others), are within 4 standard deviations of the binomial
+    expectation. And the repair reads only a part of the walks that visit the node."""
+    g = power_law_graph(60, 600, seed=5)
+    dg = DynamicGraph(g)
+    _, main, _ = build_kept(dg, walks_per_node=150, hubs=None, seed=3)
+    deg = np.diff(g.indptr)
+    rng = np.random.default_rng(0)
+    expected = {1: [0.0, 0.0], 2: [0.0, 0.0]}  # visits once / more: [mean, variance]
+    got = {1: 0, 2: 0}
+    scanned = visiting = 0
+    for seq in range(6):
+        m = dg.merged()
+        d = np.diff(m.indptr)
+        u = int(rng.choice(np.flatnonzero(d >= 4)))
+        row = set(m.indices[m.indptr[u] : m.indptr[u + 1]].tolist())
+        new = [v for v in rng.permutation(m.num_nodes).tolist() if v not in row][:2]
+        p = len(new) / (d[u] + len(new))
+        c = _stepping_visits(main, u)
+        before = _walks(main)
+        ids = m.node_ids
+        change = dg.apply(dg.prepare("upsert", np.array([[ids[u], ids[v]] for v in new])))
+        report = main.repair(dg, change, seq, new_sources=False)
+        after = _walks(main)
+        moved = np.array([a != b for a, b in zip(before, after)])
+        assert not moved[c == 0].any()
+        for k, cls in ((1, c == 1), (2, c >= 2)):
+            chance = 1 - (1 - p) ** c[cls]
+            expected[k][0] += chance.sum()
+            expected[k][1] += (chance * (1 - chance)).sum()
+            got[k] += int(moved[cls].sum())
+        assert report["walks"] == int(moved.sum())
+        scanned += report["walks_scanned"]
+        visiting += int((c > 0).sum())
+    assert deg.min() >= 0 and expected[2][0] > 50, expected  # many walks visit more than once
+    for k in (1, 2):
+        z = (got[k] - expected[k][0]) / np.sqrt(expected[k][1])
+        assert abs(z) < 4, (k, got, expected)
+    assert scanned < visiting * 0.6, (scanned, visiting)

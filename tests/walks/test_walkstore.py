@@ -222,7 +222,8 @@ def state_of(store: WalkStore) -> dict[str, object]:
         "walk_len": store.walk_len, "dropped": store.dropped, "dirty": store.dirty,
         "walks": store.steps[walkstore._gather(store.blk_start, per_block)],
         "t_indptr": store.t_indptr,
-        "t_units": store.t_units, "overflow_nodes": store.overflow_nodes[: store.overflow_used],
+        "t_units": store.t_units, "m_indptr": store.m_indptr, "m_units": store.m_units,
+        "overflow_nodes": store.overflow_nodes[: store.overflow_used],
         "overflow_units": store.overflow_units[: store.overflow_used],
     }  # fmt: skip
 
@@ -387,3 +388,23 @@ def test_steps_take_three_bytes_and_keep_ids_past_16_bits() -> None:
     fresh = refresh_fingerprints(fp, main, None, m)
     _ip, nodes, counts, _ = main.rows(np.arange(m.num_nodes), m.num_nodes)
     assert np.array_equal(fresh.nodes, nodes) and np.array_equal(fresh.counts, counts)
+
+
+def test_block_starts_take_four_bytes_until_the_steps_outgrow_them(monkeypatch) -> None:
+    """Blocks' starts are uint32 while the steps in use fit, and widen to int64 when a repair
+    or new sources would pass 2**32 (here a limit set low): the same walks either way."""
+    dg = DynamicGraph(power_law_graph(400, 2000, seed=4))
+    _, main, _ = build_kept(dg, walks_per_node=4, hubs=None)
+    assert main.blk_start.dtype == np.uint32
+    edges = np.random.default_rng(5).integers(0, 420, size=(60, 2))
+    with monkeypatch.context() as patch:
+        patch.setattr(walkstore, "_U32", main.used + 10)
+        _, narrow, _ = build_kept(dg, walks_per_node=4, hubs=None)
+        assert narrow.blk_start.dtype == np.uint32
+        change = dg.apply(dg.prepare("upsert", edges))
+        narrow.repair(dg, change, 0, new_sources=True)
+        assert narrow.blk_start.dtype == np.int64
+    main.repair(dg, change, 0, new_sources=True)
+    assert main.blk_start.dtype == np.uint32
+    assert_same_state(state_of(narrow), state_of(main))
+    assert_valid_walks(narrow, dg.merged(), False)

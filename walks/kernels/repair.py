@@ -194,9 +194,47 @@ def batch_key(seed, src, walk, seq):
     return mix64(mix64(walk_key(seed, src, walk)) + np.uint64(seq + 1) * GAMMA2)
 
 
+@njit(cache=True)
+def coin_base(seed, salt, seq):
+    """The key of update batch ``seq``'s coins at the gained-edges-only nodes (``visit_coin``)
+    of a walk store (``salt``: one per store of a graph, so two stores draw apart)."""
+    return mix64(mix64(np.uint64(seed) * GAMMA2 + np.uint64(salt)) + np.uint64(seq + 1) * GAMMA)
+
+
+@njit(cache=True, inline="always")
+def visit_coin(base, walk, node, k):
+    """The uniform that decides whether walk ``walk`` of a store keeps its move at its ``k``-th
+    stepping visit of ``node`` (k = 0: the walk's first visit, at its source; 1, 2, ...: its
+    visits after it) when ``node`` only gained edges: keyed by the walk, the node and that
+    count, not the visit's position, so the walks it reroutes are found from the node index
+    (which names a walk once per node it visits, and lists apart the walks that visit a node
+    more than once) without reading the others (``visit_index.units_to_plan``)."""
+    x = mix64(mix64(base + np.uint64(walk) * GAMMA2) + np.uint64(node) * GAMMA)
+    return to_unit(mix64(x + np.uint64(k) * GAMMA2))
+
+
+@njit(cache=True, inline="always")
+def keeps_move(u, old_total, new_total):
+    """Whether a visit whose coin is ``u`` keeps its move out of a node that only gained
+    edges: with probability old / new total weight (the one comparison planning and finding
+    the walks to plan both make)."""
+    return u * new_total < old_total
+
+
+@njit(cache=True, inline="always")
+def _visit_rank(at, pos, v, steps, steps_hi):
+    """k of the visit at ``pos`` (>= 1) to ``v`` among the walk's visits after its source."""
+    k = 1
+    for j in range(1, pos):
+        if (np.int64(steps[at + j - 1]) | (np.int64(steps_hi[at + j - 1]) << 16)) == v:
+            k += 1
+    return k
+
+
 @njit(cache=True, inline="always")
 def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, steps_hi, changed_slot,
-               changed_bits, change_kind, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot):  # fmt: skip
+               changed_bits, change_kind, o_ip, o_t, o_w, o_tot, n_ip, n_t, n_w, n_tot,
+               base):  # fmt: skip
     """(rerouted visit or -1, its new move, steps of the walk after the batch: an upper bound
     when the drop rule may cut it) of walk ``q`` (number ``walk_no`` of source ``src``, its
     ``length`` steps from ``steps[at]``); see :func:`walks_plan`."""
@@ -221,7 +259,8 @@ def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, st
         if key == 0:
             key = batch_key(seed, src, walk_no, seq)
         if change_kind[slot] == 1:
-            if to_unit(draw(key, 2 * pos)) * n_tot[slot] < o_tot[slot]:
+            k = 0 if pos == 0 else _visit_rank(at, pos, v, steps, steps_hi)
+            if keeps_move(visit_coin(base, q, v, k), o_tot[slot], n_tot[slot]):
                 continue
         else:
             p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
@@ -244,9 +283,9 @@ _NEVER = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(cache=True, parallel=True)
-def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed, seq, blk_start,
+def walks_plan(units, per_unit, block_src, per_row, walks_per_node, alpha, seed, seq, blk_start,
                walk_len, dropped, steps, steps_hi, changed_slot, changed_bits, change_kind, o_ip, o_t, o_w, o_tot,
-               n_ip, n_t, n_w, n_tot, out_pos, out_target, out_len):  # fmt: skip
+               n_ip, n_t, n_w, n_tot, base, out_pos, out_target, out_len):  # fmt: skip
     """Decide which walks of ``units`` (unit u: walks u * per_unit .. u * per_unit +
     per_unit - 1, all of one block) an update batch reroutes (Bahmani, Chowdhury, Goel).
 
@@ -260,7 +299,10 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
     may cut them). ``changed_bits`` is the bitmap of the changed nodes (``node_bitmap``): most
     visits are of unchanged nodes, and a bit test in a bitmap that stays in cache rejects them
     cheaply. Each coin is drawn from the walk's key for this batch and the visit's position,
-    so a walk's plan does not depend on which other walks are planned with it.
+    so a walk's plan does not depend on which other walks are planned with it; at nodes of
+    ``change_kind`` 1, from ``visit_coin`` (``base``: ``coin_base``) by the walk, the node and
+    the visit's rank among the walk's visits to it, so that the walks to plan are found without
+    reading those it keeps (``visit_index.units_to_plan``).
 
     A changed node of ``change_kind`` 1 only gained edges (its old row had some): its rows in the
     tables hold nothing of the old row and only the new edges, ``o_tot`` and ``n_tot`` its old
@@ -285,7 +327,7 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             for q in range(b * R, q0):
                 at += np.int64(walk_len[q])
             starts[i - lo] = at
-            touched += np.uint64(block_src[b]) + np.uint64(block_w0[b])
+            touched += np.uint64(block_src[b])
         for i in range(lo, hi):
             at = starts[i - lo]
             if at < steps.size:  # (a walk of no steps may start at the end)
@@ -298,10 +340,10 @@ def walks_plan(units, per_unit, block_src, block_w0, walks_per_node, alpha, seed
             for j in range(per_unit):
                 q = q0 + j
                 length = np.int64(walk_len[q])
-                pos, nt, nl = _plan_walk(q, src, block_w0[b] + q - b * R, at, length, alpha,
+                pos, nt, nl = _plan_walk(q, src, (b % per_row) * R + q - b * R, at, length, alpha,
                                          seed, seq, dropped, steps, steps_hi, changed_slot,
                                          changed_bits, change_kind, o_ip, o_t, o_w, o_tot, n_ip,
-                                         n_t, n_w, n_tot)  # fmt: skip
+                                         n_t, n_w, n_tot, base)  # fmt: skip
                 out_pos[i * per_unit + j] = pos
                 out_target[i * per_unit + j] = nt
                 out_len[i * per_unit + j] = nl
@@ -378,7 +420,7 @@ LANES = 8
 
 
 @njit(cache=True, parallel=True)
-def tail_keys(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, plan_pos,
+def tail_keys(blocks, block_src, per_row, walks_per_node, alpha, seed, seq, plan_pos,
               plan_target, out_key, out_visits):  # fmt: skip
     """Per plan entry (block ``blocks[i]``, walk w: entry i * R + w) whose walk is rerouted to
     a target (``plan_target`` >= 0): the key of its new tail and the tail's visits (the
@@ -390,7 +432,7 @@ def tail_keys(blocks, block_src, block_w0, walks_per_node, alpha, seed, seq, pla
         if pos < 0 or plan_target[e] < 0:
             continue
         b = blocks[e // R]
-        key = batch_key(seed, block_src[b], block_w0[b] + e % R, seq)
+        key = batch_key(seed, block_src[b], (b % per_row) * R + e % R, seq)
         tail = mix64(key + np.uint64(pos + 1) * GAMMA)
         out_key[e] = tail
         out_visits[e] = geometric_visits(tail, alpha)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from shardwalk.walks.kernels.repair import keeps_move, visit_coin
 
 _DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 # bit index of a power of two x from the top 6 bits of x * _DEBRUIJN (mod 2**64)
@@ -19,16 +20,18 @@ with np.errstate(over="ignore"):
 
 @njit(cache=True, parallel=True)
 def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, dropped, steps, steps_hi,
-                n, out_ip, out_nodes, n_chunks):  # fmt: skip
+                n, out_ip, out_nodes, n_chunks, out_ip2, out_nodes2):  # fmt: skip
     """The distinct nodes at which the walks of each unit (``per_unit`` consecutive walks of
     one block) take a step: every visit after the source but the last, and the last too where
-    the drop rule cut the walk (a move that a new edge can change), as CSR rows over the units.
-    With ``out_nodes`` empty: only the row sizes into ``out_ip[1:]`` (then take the prefix sums
-    and call again to fill)."""
+    the drop rule cut the walk (a move that a new edge can change), as CSR rows over the units;
+    and into (``out_ip2``, ``out_nodes2``) those of them it steps from more than once.
+    With ``out_nodes`` empty: only the row sizes into ``out_ip[1:]`` and ``out_ip2[1:]``
+    (then take the prefix sums and call again to fill)."""
     R = walks_per_node
     fill = out_nodes.size > 0
     for c in prange(n_chunks):
         stamp = np.full(n, -1, np.int64)
+        again = np.full(n, -1, np.int64)
         for u in range(c, num_units, n_chunks):
             q0 = u * per_unit
             b = q0 // R
@@ -36,7 +39,9 @@ def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, droppe
             for q in range(b * R, q0):
                 at += np.int64(walk_len[q])
             m = 0
+            m2 = 0
             base = out_ip[u] if fill else 0
+            base2 = out_ip2[u] if fill else 0
             for q in range(q0, q0 + per_unit):
                 length = np.int64(walk_len[q])
                 end = length if dropped.size and dropped[q] else length - 1
@@ -47,9 +52,15 @@ def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, droppe
                         if fill:
                             out_nodes[base + m] = v
                         m += 1
+                    elif again[v] != u:
+                        again[v] = u
+                        if fill:
+                            out_nodes2[base2 + m2] = v
+                        m2 += 1
                 at += length
             if not fill:
                 out_ip[u + 1] = m
+                out_ip2[u + 1] = m2
 
 
 @njit(cache=True, parallel=True)
@@ -121,6 +132,28 @@ def _gap_at(data, at):
             return g, at
 
 
+@njit(cache=True, inline="always")
+def _column(b_ip, data, c):
+    """(first row coded for column c or -1, position after it, end of the column's bytes);
+    columns past the coded ones hold none."""
+    coded = b_ip.size - 1
+    at = np.int64(b_ip[c]) if c < coded else np.int64(0)
+    end = np.int64(b_ip[c + 1]) if c < coded else np.int64(0)
+    if at < end:
+        first, at = _gap_at(data, at)
+        return first, at, end
+    return np.int64(-1), at, end
+
+
+@njit(cache=True, inline="always")
+def _next_row(data, row, at, end):
+    """(the next row of a coded column after ``row``, or -1, and the position after it)."""
+    if at < end:
+        g, at = _gap_at(data, at)
+        return row + g, at
+    return np.int64(-1), at
+
+
 @njit(cache=True, parallel=True)
 def gaps_merge(b_ip, data, o_ip, o_rows, out_ip, out):
     """``gaps_encode``'s output for the union, per column c, of the rows coded in (``b_ip``,
@@ -128,13 +161,8 @@ def gaps_merge(b_ip, data, o_ip, o_rows, out_ip, out):
     each row once, into ``out`` from ``out_ip[c]``. With ``out`` empty: only the byte counts
     into ``out_ip[1:]``. Costs the coded bytes and the new rows, not a pass over the walks."""
     fill = out.size > 0
-    coded = b_ip.size - 1
     for c in prange(o_ip.size - 1):
-        at = np.int64(b_ip[c]) if c < coded else np.int64(0)
-        end = np.int64(b_ip[c + 1]) if c < coded else np.int64(0)
-        old = np.int64(-1)
-        if at < end:
-            old, at = _gap_at(data, at)
+        old, at, end = _column(b_ip, data, c)
         e = o_ip[c]
         base = out_ip[c] if fill else 0
         size = 0
@@ -143,11 +171,7 @@ def gaps_merge(b_ip, data, o_ip, o_rows, out_ip, out):
         while old >= 0 or e < o_ip[c + 1]:
             if old >= 0 and (e >= o_ip[c + 1] or old <= o_rows[e]):
                 v = old
-                if at < end:
-                    g, at = _gap_at(data, at)
-                    old += g
-                else:
-                    old = -1
+                old, at = _next_row(data, old, at, end)
             else:
                 v = np.int64(o_rows[e])
                 e += 1
@@ -192,34 +216,98 @@ def transpose_rows(indptr, cols, n, n_chunks):
     return t_ip, rows
 
 
-@njit(cache=True)
-def units_marked(cols, b_ip, data, ov_nodes, ov_units, ov_used, changed_bits, own, per_block,
-                 num_units):  # fmt: skip
-    """The units (sorted, unique) that ``gaps_encode`` coded for the columns ``cols``, with the
-    overflow entries (``ov_nodes[:ov_used]``, ``ov_units``) of nodes in the bitmap
-    ``changed_bits`` and the ``per_block`` units of each block in ``own``: a bitmap of the
-    units (one bit a unit, so it costs the entries it takes, not a byte per unit), then its
-    set bits in order."""
-    words = np.zeros((num_units >> 6) + 1, np.uint64)
+@njit(cache=True, parallel=True)
+def gaps_dups(b_ip, data, o_ip, o_rows, out_ip, out_rows):
+    """Per column c, the rows (sorted, each once) that ``o_rows[o_ip[c]:o_ip[c + 1]]``
+    (sorted) holds more than once or that (``b_ip``, ``data``: ``gaps_encode``'s output;
+    columns past its end hold none) holds too: the (node, unit) pairs whose visits, counted
+    over both, come more than once, as CSR rows into ``out_rows`` from ``out_ip[c]``. With
+    ``out_rows`` empty: only the counts into ``out_ip[1:]``."""
+    fill = out_rows.size > 0
+    for c in prange(o_ip.size - 1):
+        old, at, end = _column(b_ip, data, c)
+        m = 0
+        base = out_ip[c] if fill else 0
+        last = np.int64(-1)
+        for e in range(o_ip[c], o_ip[c + 1]):
+            v = np.int64(o_rows[e])
+            while old >= 0 and old < v:
+                old, at = _next_row(data, old, at, end)
+            dup = (e > o_ip[c] and o_rows[e - 1] == v) or old == v
+            if dup and v != last:
+                if fill:
+                    out_rows[base + m] = v
+                m += 1
+                last = v
+        if not fill:
+            out_ip[c + 1] = m
+
+
+@njit(cache=True, inline="always")
+def _mark(words, u):
+    words[u >> 6] |= np.uint64(1) << np.uint64(u & 63)
+
+
+@njit(cache=True, inline="always")
+def _mark_coded(words, b_ip, data, c, coin, base, old_total, new_total):
+    """Mark the units coded for column ``c`` (node c): all, or with ``coin`` those whose
+    rank-1 coin (``visit_coin``) says they do not keep their move at c."""
+    row, at, end = _column(b_ip, data, c)
+    while row >= 0:
+        if not coin or not keeps_move(visit_coin(base, row, c, 1), old_total, new_total):
+            _mark(words, row)
+        row, at = _next_row(data, row, at, end)
+
+
+@njit(cache=True, parallel=True)
+def units_to_plan(cols, b_ip, data, m_ip, m_data, ov_nodes, ov_units, ov_used, changed_bits,
+                  own, block_src, per_block, num_units, changed_slot, kind, o_tot, n_tot, base,
+                  n_chunks):  # fmt: skip
+    """The units (sorted, unique) a repair must plan: the units coded for the changed nodes
+    ``cols``, the overflow's entries of changed nodes (``changed_bits``), the units of the
+    blocks ``own`` whose source changed (``per_block`` each), but at a node that only gained edges (``kind`` 1)
+    only the walks whose coin (``repair.visit_coin`` with ``base``, one unit a walk) says
+    they do not keep their move there, at their first visit to it after the source (rank 1)
+    or at the source (rank 0), and every walk coded in (``m_ip``, ``m_data``: the walks that
+    step from the node more than once) or in the overflow: the walks a repair could reroute,
+    without reading the walks it keeps. ``n_chunks`` threads each mark a bitmap of their own
+    (nodes round robin, the overflow and ``own`` in ranges), then their union is taken."""
+    n_words = (num_units >> 6) + 1
+    words = np.zeros((n_chunks, n_words), np.uint64)
     one = np.uint64(1)
-    for i in range(cols.size):
-        c = cols[i]
-        at = np.int64(b_ip[c])
-        end = np.int64(b_ip[c + 1])
-        cur = np.int64(0)
-        while at < end:
-            g, at = _gap_at(data, at)
-            cur += g
-            words[cur >> 6] |= one << np.uint64(cur & 63)
-    for e in range(ov_used):
-        v = np.int64(ov_nodes[e])
-        if (changed_bits[v >> 6] >> np.uint64(v & 63)) & one:
-            u = np.int64(ov_units[e])
-            words[u >> 6] |= one << np.uint64(u & 63)
-    for i in range(own.size):
-        for k in range(per_block):
-            u = np.int64(own[i]) * per_block + k
-            words[u >> 6] |= one << np.uint64(u & 63)
+    for t in prange(n_chunks):
+        mine = words[t]
+        for i in range(t, cols.size, n_chunks):
+            c = cols[i]
+            slot = changed_slot[c]
+            sure = kind[slot] != 1  # every walk at the node may be rerouted
+            _mark_coded(mine, b_ip, data, c, not sure, base, o_tot[slot], n_tot[slot])
+            if not sure:
+                _mark_coded(mine, m_ip, m_data, c, False, base, 1.0, 1.0)
+        for e in range(ov_used * t // n_chunks, ov_used * (t + 1) // n_chunks):
+            v = np.int64(ov_nodes[e])
+            if (changed_bits[v >> 6] >> np.uint64(v & 63)) & one:
+                _mark(mine, np.int64(ov_units[e]))
+        for i in range(own.size * t // n_chunks, own.size * (t + 1) // n_chunks):
+            c = np.int64(block_src[own[i]])
+            slot = changed_slot[c]
+            for k in range(per_block):
+                u = np.int64(own[i]) * per_block + k
+                if kind[slot] != 1 or not keeps_move(visit_coin(base, u, c, 0), o_tot[slot],
+                                                       n_tot[slot]):  # fmt: skip
+                    _mark(mine, u)
+    for w in prange(n_words):
+        x = words[0, w]
+        for t in range(1, n_chunks):
+            x |= words[t, w]
+        words[0, w] = x
+    return _set_bits(words[0])
+
+
+@njit(cache=True)
+def _set_bits(words):
+    """The indexes of the set bits of ``words`` (ascending)."""
+    one = np.uint64(1)
     total = np.int64(0)
     for w in range(words.size):
         x = words[w]

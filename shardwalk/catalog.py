@@ -96,17 +96,10 @@ class Catalog:
         return None if entry is None else (self.datadir, entry)
 
     # -- create -----------------------------------------------------------------------------
-    def create_collection(
-        self,
-        name: str,
-        *,
-        dim: int,
-        metric: str,
-        index: str,
-        params: dict[str, Any],
-        attributes: dict[str, str] | None,
-    ) -> Collection:
-        """A new empty collection (arguments checked), durable on return on disk."""
+    def create_collection(self, name: str, spec: dict[str, Any]) -> Collection:
+        """A new empty collection, durable on return on disk. ``spec`` (checked) is what its
+        manifest entry keeps of it: ``dim``, ``metric``, ``index``, ``params`` and, when
+        declared, ``attributes`` (absent in directories written before declarations)."""
         with self.lock:
             self.check_open()
             if name in self.names("collection"):
@@ -114,25 +107,14 @@ class Catalog:
                     f"collection {name!r} already exists; use engine.collection({name!r}) or "
                     "drop it first"
                 )
-            collection = self._new_collection(
-                name=name, dim=dim, metric=metric, index=index, params=params, attributes=attributes
-            )
+            collection = self._new_collection(name, spec)
             if self.datadir is not None:
                 datadir = self.datadir
                 with datadir.guard(f"creating collection {name!r}"):
                     generation, directory = datadir.new_dir("collection", name)
                     wal = f"wal-{generation:06d}.log"
                     WriteAheadLog.create(str(directory / wal))
-                entry = {
-                    "dim": dim,
-                    "metric": metric,
-                    "index": index,
-                    "params": params,
-                    "snapshot": None,
-                    "wal": wal,
-                }
-                if attributes is not None:  # absent in directories written before declarations
-                    entry["attributes"] = attributes
+                entry = {**spec, "snapshot": None, "wal": wal}
 
                 def add(manifest: dict[str, Any]) -> None:
                     manifest["collections"][name] = entry
@@ -142,8 +124,18 @@ class Catalog:
             self.collections[name] = collection
             return collection
 
-    def _new_collection(self, **arguments: Any) -> Collection:
-        return Collection(**arguments, budget=self._budget, host=self._host)
+    def _new_collection(self, name: str, entry: dict[str, Any]) -> Collection:
+        """The collection a manifest entry (or a new collection's spec) describes, empty."""
+        return Collection(
+            name=name,
+            dim=entry["dim"],
+            metric=entry["metric"],
+            index=entry["index"],
+            params=entry["params"],
+            attributes=entry.get("attributes"),
+            budget=self._budget,
+            host=self._host,
+        )
 
     def add_graph(self, name: str, csr: CSRGraph, self_loops: str = "keep") -> Graph:
         """A new graph of these edges, durable on return on disk."""
@@ -174,14 +166,7 @@ class Catalog:
         datadir, entry = found
 
         def load() -> Collection:
-            collection = self._new_collection(
-                name=name,
-                dim=entry["dim"],
-                metric=entry["metric"],
-                index=entry["index"],
-                params=entry["params"],
-                attributes=entry.get("attributes"),
-            )
+            collection = self._new_collection(name, entry)
             collection_persistence.attach(collection, datadir, entry["snapshot"], entry["wal"])
             return collection
 

@@ -225,10 +225,10 @@ class Engine:
             raise InvalidArgumentError(f"dim must be an integer in [1, {MAX_DIM}]; got {dim!r}")
         check_choice("metric", metric, METRICS)
         kind, params = check_index_params(index, index_params)
-        declared = None if attributes is None else declared_schema(attributes)
-        return self._catalog.create_collection(
-            name, dim=dim, metric=metric, index=kind, params=params, attributes=declared
-        )
+        spec: dict[str, Any] = {"dim": dim, "metric": metric, "index": kind, "params": params}
+        if attributes is not None:
+            spec["attributes"] = declared_schema(attributes)
+        return self._catalog.create_collection(name, spec)
 
     def collection(self, name: str) -> Collection:
         """The collection called ``name`` (loaded from disk on first use).

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -53,6 +54,21 @@ _tracked: weakref.WeakSet[Collection] = weakref.WeakSet()  # collections with a 
 def track(collection: Collection) -> None:
     """Have the exit hook wait for the collection's background threads (indexer, compactor)."""
     _tracked.add(collection)
+
+
+def background_thread(
+    collection: Collection, role: str, target: Callable[[Collection], None]
+) -> threading.Thread:
+    """A daemon thread ``shardwalk-<role>-<name>`` that runs ``target(collection)``, waited
+    for at interpreter exit (:func:`track`); not started: the caller keeps it on the
+    collection first, then starts it."""
+    track(collection)
+    return threading.Thread(
+        target=target,
+        args=(collection,),
+        name=f"shardwalk-{role}-{collection.name}",
+        daemon=True,
+    )
 
 
 @atexit.register
@@ -147,13 +163,7 @@ def kick(collection: Collection) -> None:
 def start_indexer(collection: Collection) -> None:  # under collection._room
     if _exiting.is_set():
         return
-    track(collection)
-    thread = threading.Thread(
-        target=index_loop,
-        args=(collection,),
-        name=f"shardwalk-index-{collection.name}",
-        daemon=True,
-    )
+    thread = background_thread(collection, "index", index_loop)
     collection._indexer = thread
     thread.start()
 

@@ -242,14 +242,8 @@ def maybe_compact(collection: Collection) -> None:
         return
     if rows - len(collection._rows) < max(collection.compaction_min_dead, threshold * rows):
         return
-    thread = threading.Thread(
-        target=_compact_in_background,
-        args=(collection,),
-        name=f"shardwalk-compact-{collection.name}",
-        daemon=True,
-    )
+    thread = collection_indexer.background_thread(collection, "compact", _compact_in_background)
     collection._compactor = thread
-    collection_indexer.track(collection)  # waited for at interpreter exit
     thread.start()
 
 

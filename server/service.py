@@ -400,9 +400,7 @@ class Service:
         return pb.CreateResponse(json=to_json(collection.stats()))
 
     def drop_collection(self, who: Principal, request: pb.DropRequest) -> pb.DropResponse:
-        self._admin(who, "DropCollection")
-        self.engine.drop_collection(request.name)
-        return pb.DropResponse()
+        return self._drop(who, "DropCollection", self.engine.drop_collection, request.name)
 
     def create_graph(self, who: Principal, request: pb.CreateGraphRequest) -> pb.CreateResponse:
         self._admin(who, "CreateGraph")
@@ -419,8 +417,14 @@ class Service:
         return pb.CreateResponse(json=to_json(graph.stats()))
 
     def drop_graph(self, who: Principal, request: pb.DropRequest) -> pb.DropResponse:
-        self._admin(who, "DropGraph")
-        self.engine.drop_graph(request.name)
+        return self._drop(who, "DropGraph", self.engine.drop_graph, request.name)
+
+    def _drop(
+        self, who: Principal, rpc: str, drop: Callable[[str], None], name: str
+    ) -> pb.DropResponse:
+        """DropCollection and DropGraph: admin keys only, as the engine drops."""
+        self._admin(who, rpc)
+        drop(name)
         return pb.DropResponse()
 
     def flush(self, who: Principal, request: pb.FlushRequest) -> pb.FlushResponse:

@@ -428,6 +428,38 @@ def cmd_ppr(args: argparse.Namespace) -> int:
 
 
 # -- parsers ------------------------------------------------------------------------------------
+# the walks' rules when none is given: a build's defaults (Graph.build_fingerprints'), and what a
+# query falls back on when its graph has no fingerprints
+_ALPHA = 0.15
+_DANGLING = "self_loop"
+_GRAPHS_OWN = "default: the graph's, that of its fingerprints or"
+
+
+def _alpha_flag(p: argparse.ArgumentParser, *, query: bool) -> None:
+    """--alpha, the walks' stop probability: a build's, or a query's (None: the graph's own)."""
+    help = f"stop probability ({_GRAPHS_OWN} {_ALPHA})" if query else "stop probability"
+    p.add_argument("--alpha", type=float, default=None if query else _ALPHA, help=help)
+
+
+def _dangling_flag(p: argparse.ArgumentParser, *, query: bool) -> None:
+    """--dangling, the walks' rule at a node without out-edges: a build's, or a query's (None:
+    the graph's own), which may also restart from the seeds of a graph built with 'drop'."""
+    if query:
+        rules = [_DANGLING, "drop", "restart"]
+        help = f"dangling-node rule ({_GRAPHS_OWN} {_DANGLING})"
+    else:
+        rules = [_DANGLING, "drop"]
+        help = "dangling-node rule ('drop' also serves restart queries)"
+    p.add_argument("--dangling", default=None if query else _DANGLING, choices=rules, help=help)
+
+
+def _text_flags(p: argparse.ArgumentParser, delimiter: str, skip_rows: str) -> None:
+    """--delimiter and --skip-rows of a text edge list, as :func:`_text_columns` and
+    ``read_edge_list`` take them (``delimiter``, ``skip_rows``: their help)."""
+    p.add_argument("--delimiter", default=None, help=delimiter)
+    p.add_argument("--skip-rows", type=int, default=0, metavar="N", help=skip_rows)
+
+
 def add_graph_commands(graph_sub: Any) -> None:
     """``graph ingest``, ``fingerprints``, ``add-edges`` and ``delete-edges`` (``graph_sub``:
     the subparsers of ``shardwalk graph``)."""
@@ -454,15 +486,10 @@ def add_graph_commands(graph_sub: Any) -> None:
         action="store_true",
         help="read edge weights (third column, 'weight' column or weights.npy; > 0)",
     )
-    g.add_argument(
-        "--delimiter", default=None, help="text column separator (default: any whitespace)"
-    )
-    g.add_argument(
-        "--skip-rows",
-        type=int,
-        default=0,
-        metavar="N",
-        help="text: data lines to skip after the comments (headers such as 'src,dst')",
+    _text_flags(
+        g,
+        "text column separator (default: any whitespace)",
+        "text: data lines to skip after the comments (headers such as 'src,dst')",
     )
     g.add_argument(
         "--comment", default="#%", help="text: lines starting with one of these are skipped"
@@ -471,14 +498,9 @@ def add_graph_commands(graph_sub: Any) -> None:
     g = add_command(graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints")
     target_flags(g, "--name", "graph name")
     g.add_argument("--walks-per-node", type=count_type, default=10, help="R, walks from every node")
-    g.add_argument("--alpha", type=float, default=0.15, help="stop probability")
+    _alpha_flag(g, query=False)
     g.add_argument("--seed", type=int, default=0, help="random seed of the walks")
-    g.add_argument(
-        "--dangling",
-        default="self_loop",
-        choices=["self_loop", "drop"],
-        help="dangling-node rule ('drop' also serves restart queries)",
-    )
+    _dangling_flag(g, query=False)
     g.add_argument(
         "--top-k",
         type=count_type,
@@ -521,8 +543,7 @@ def add_graph_commands(graph_sub: Any) -> None:
         g.add_argument(
             "--batch-size", type=count_type, default=100_000, help="edges per durable batch"
         )
-        g.add_argument("--delimiter", default=None, help="text column separator")
-        g.add_argument("--skip-rows", type=int, default=0, metavar="N", help="header lines")
+        _text_flags(g, "text column separator", "header lines")
         g.set_defaults(run=cmd_graph_update)
 
 
@@ -549,17 +570,7 @@ def add_ppr(sub: Any) -> None:
         choices=["fast", "high"],
         help="let the engine pick method and parameters (default fast; not with --method)",
     )
-    p.add_argument(
-        "--alpha",
-        type=float,
-        default=None,
-        help="stop probability (default: the graph's, that of its fingerprints or 0.15)",
-    )
-    p.add_argument(
-        "--dangling",
-        default=None,
-        choices=["self_loop", "drop", "restart"],
-        help="dangling-node rule (default: the graph's, that of its fingerprints or self_loop)",
-    )
+    _alpha_flag(p, query=True)
+    _dangling_flag(p, query=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_ppr)

@@ -22,6 +22,7 @@ from shardwalk.cli.common import (
     count_type,
     data_flag,
     engine_for_writing,
+    flag_values,
     open_existing,
     param_flag,
     parse_params,
@@ -151,11 +152,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     source = open_vectors(
         args.path,
-        format=args.format,
         batch_size=args.batch,
-        limit=args.limit,
-        id_offset=args.id_offset,
-        hdf5_dataset=args.hdf5_dataset,
+        **flag_values(args, "format", "limit", "id_offset", "hdf5_dataset"),
         **column_args(args),
     )
     if source.count == 0:

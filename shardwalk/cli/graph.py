@@ -18,6 +18,7 @@ from shardwalk.cli.common import (
     add_command,
     count_type,
     engine_for_writing,
+    flag_values,
     open_existing,
     ray_flags,
     target_flags,
@@ -248,15 +249,8 @@ def _hubs(value: str) -> int | str:
 
 def _walk_options(args: argparse.Namespace, hubs: Any) -> dict[str, Any]:
     """The fingerprints' settings, the same in this process and on Ray."""
-    return {
-        "walks_per_node": args.walks_per_node,
-        "alpha": args.alpha,
-        "seed": args.seed,
-        "dangling": args.dangling,
-        "top_k": args.top_k,
-        "hubs": hubs,
-        "hub_walks": args.hub_walks,
-    }
+    rules = flag_values(args, "walks_per_node", "alpha", "seed", "dangling", "top_k", "hub_walks")
+    return {**rules, "hubs": hubs}
 
 
 def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:

@@ -8,7 +8,7 @@ import contextlib
 import math
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from shardwalk.cli.errors import DEBUG_ENV
@@ -33,13 +33,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def add_command(group: Any, name: str, help: str, description: str | None = None) -> Any:
-    """A command of ``group`` (the subparsers of ``shardwalk`` or of a command group)."""
+def add_command(
+    group: Any,
+    name: str,
+    help: str,
+    description: str | None = None,
+    *,
+    run: Callable[[argparse.Namespace], int] | None = None,
+) -> Any:
+    """A command of ``group`` (the subparsers of ``shardwalk`` or of a command group) that
+    ``run`` carries out (None: a command group, whose subcommands do)."""
     p = group.add_parser(
         name, help=help, description=description or help, formatter_class=HelpFormatter
     )
     # also after the command; SUPPRESS keeps a --debug given before it
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    if run is not None:
+        p.set_defaults(run=run)
     return p
 
 

@@ -465,6 +465,7 @@ def add_graph_commands(graph_sub: Any) -> None:
         "zstd; '#' and '%' comment lines), Parquet with src, dst [, weight] columns, an (E, 2) "
         "or (E, 3) .npy file of (src, dst [, weight]) rows, or a directory of edges.npy "
         "[+ ids.npy, weights.npy]. A failed ingest leaves nothing behind.",
+        run=cmd_graph_ingest,
     )
     g.add_argument("path", help="edge file or directory")
     target_flags(g, "--name", "graph name", CREATED_IF_MISSING)
@@ -488,8 +489,9 @@ def add_graph_commands(graph_sub: Any) -> None:
     g.add_argument(
         "--comment", default="#%", help="text: lines starting with one of these are skipped"
     )
-    g.set_defaults(run=cmd_graph_ingest)
-    g = add_command(graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints")
+    g = add_command(
+        graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints", run=cmd_graph_fingerprints
+    )
     target_flags(g, "--name", "graph name")
     g.add_argument("--walks-per-node", type=count_type, default=10, help="R, walks from every node")
     _alpha_flag(g, query=False)
@@ -517,7 +519,6 @@ def add_graph_commands(graph_sub: Any) -> None:
         help="on Ray: every task holds the graph (replicated) or shard actors each hold a part "
         "(default: replicated)",
     )
-    g.set_defaults(run=cmd_graph_fingerprints)
 
     for verb, what in (("add-edges", "add edges (or new weights) from a file"),
                        ("delete-edges", "delete the edges listed in a file")):  # fmt: skip
@@ -529,6 +530,7 @@ def add_graph_commands(graph_sub: Any) -> None:
             f"{' [weight]' if verb == 'add-edges' else ''}' (SNAP, CSV; plain or compressed) or "
             "an (E, 2) / (E, 3) .npy array. Each batch is durable (write-ahead log) before the "
             "next; a bad batch changes nothing and stops the command.",
+            run=cmd_graph_update,
         )
         g.add_argument("path", help="edge file")
         target_flags(g, "--name", "graph name")
@@ -538,11 +540,10 @@ def add_graph_commands(graph_sub: Any) -> None:
             "--batch-size", type=count_type, default=100_000, help="edges per durable batch"
         )
         _text_flags(g, "text column separator", "header lines")
-        g.set_defaults(run=cmd_graph_update)
 
 
 def add_ppr(sub: Any) -> None:
-    p = add_command(sub, "ppr", "personalized PageRank from seed nodes")
+    p = add_command(sub, "ppr", "personalized PageRank from seed nodes", run=cmd_ppr)
     target_flags(p, "--graph", "graph name")
     p.add_argument(
         "--seed",
@@ -567,4 +568,3 @@ def add_ppr(sub: Any) -> None:
     _alpha_flag(p, query=True)
     _dangling_flag(p, query=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run=cmd_ppr)

@@ -71,6 +71,7 @@ def add_serve(sub: Any) -> None:
         "admin and sets limits and TLS (see shardwalk.server.config). With --ray or --address, "
         "the partitioned collections' partitions live in Ray actors (every node must see the "
         "data directory).",
+        run=cmd_serve,
     )
     data_flag(p, "data directory (must exist: made by ingest, build or graph ingest; see --create)")
     p.add_argument(
@@ -123,4 +124,3 @@ def add_serve(sub: Any) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="INFO logs failed calls, DEBUG every call",
     )
-    p.set_defaults(run=cmd_serve)

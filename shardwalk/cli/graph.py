@@ -249,8 +249,8 @@ def _hubs(value: str) -> int | str:
 
 def _walk_options(args: argparse.Namespace, hubs: Any) -> dict[str, Any]:
     """The fingerprints' settings, the same in this process and on Ray."""
-    rules = flag_values(args, "walks_per_node", "alpha", "seed", "dangling", "top_k", "hub_walks")
-    return {**rules, "hubs": hubs}
+    given = flag_values(args, "walks_per_node", "alpha", "seed", "dangling", "top_k", "hub_walks")
+    return {**given, "hubs": hubs}
 
 
 def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:

@@ -90,11 +90,13 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     )
 
 
-def int_flags(parser: argparse.ArgumentParser, **defaults: int) -> None:
-    """Integer flags without help, in order: ``int_flags(p, n=1000, ef_construction=200)``
-    adds ``--n`` and ``--ef-construction``."""
-    for name, default in defaults.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+def int_flags(parser: argparse.ArgumentParser, **defaults: int | tuple[int, str]) -> None:
+    """Integer flags, in order, each a default or a (default, help) pair:
+    ``int_flags(p, n=1000, ef_construction=(200, "HNSW's efConstruction"))`` adds ``--n``
+    (no help) and ``--ef-construction``."""
+    for name, spec in defaults.items():
+        default, help = spec if isinstance(spec, tuple) else (spec, None)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, help=help)
 
 
 def pool_flags(parser: argparse.ArgumentParser) -> None:

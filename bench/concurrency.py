@@ -57,6 +57,7 @@ from _common import (  # noqa: F401  (Run, hammer, recall, search_around: also i
     hammer,
     hnsw_flags,
     hnsw_params,
+    int_flags,
     keep_best,
     machine,
     package_version,
@@ -418,18 +419,17 @@ def main() -> None:
     parser.add_argument("--threads", type=ints, default=[1, 2, 8, 32], help="search threads")
     parser.add_argument("--writers", type=ints, default=[1, 8], help="writer threads")
     window_flags(parser, "run", "search rounds (each point keeps its best)")
-    parser.add_argument("--build-threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--build-batch", type=int, default=50_000, help="rows per build upsert")
-    parser.add_argument("--checkpoint-batch", type=int, default=1000)
-    parser.add_argument("--checkpoint-search-threads", type=int, default=1)
-    parser.add_argument(
-        "--qdrant-segments", type=int, default=1, help="Qdrant default_segment_number (0: auto)"
-    )
-    parser.add_argument(
-        "--qdrant-full-scan-kb",
-        type=int,
-        default=10_000,
-        help="Qdrant full_scan_threshold (KB of vectors; 10000 is Qdrant's default)",
+    int_flags(
+        parser,
+        build_threads=os.cpu_count() or 1,
+        build_batch=(50_000, "rows per build upsert"),
+        checkpoint_batch=1000,
+        checkpoint_search_threads=1,
+        qdrant_segments=(1, "Qdrant default_segment_number (0: auto)"),
+        qdrant_full_scan_kb=(
+            10_000,
+            "Qdrant full_scan_threshold (KB of vectors; 10000 is Qdrant's default)",
+        ),
     )
     parser.add_argument("--no-qdrant", action="store_true")
     parser.add_argument(

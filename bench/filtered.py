@@ -413,16 +413,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--dataset", choices=["mnist", "clustered"], default="mnist")
-    common.int_flags(parser, n=1_000_000, dim=128, tenants=1000)
-    parser.add_argument("--queries", type=int, default=200, help="queries per scope")
-    parser.add_argument(
-        "--filtered-queries",
-        type=int,
-        default=50,
-        help="queries per scope for hnswlib's Python filter (slow)",
+    common.int_flags(
+        parser,
+        n=1_000_000,
+        dim=128,
+        tenants=1000,
+        queries=(200, "queries per scope"),
+        filtered_queries=(50, "queries per scope for hnswlib's Python filter (slow)"),
+        per_bucket=(3, "tenants per tenant bucket"),
+        m=16,
+        ef_construction=100,
+        ef=64,
+        threads=2,
     )
-    parser.add_argument("--per-bucket", type=int, default=3, help="tenants per tenant bucket")
-    common.int_flags(parser, m=16, ef_construction=100, ef=64, threads=2)
     parser.add_argument(
         "--quantization",
         default="none",

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _common as common
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -252,26 +253,19 @@ def child(args: argparse.Namespace, job: str, config: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=1_000_000)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--files", type=int, default=16)
+    common.int_flags(p, n=1_000_000, dim=128, files=16)
     p.add_argument("--index", default="partitioned", choices=["partitioned", "spann"])
-    p.add_argument("--partitions", type=int, default=8)
-    p.add_argument("--ef-construction", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nodes", type=int, default=1_000_000)
-    p.add_argument("--edges", type=int, default=5_000_000)
-    p.add_argument("--walks", type=int, default=10)
+    common.int_flags(
+        p, partitions=8, ef_construction=100, seed=0, nodes=1_000_000, edges=5_000_000, walks=10
+    )
     p.add_argument("--build", default="engine-2,threads-1,threads-2,ray-1,ray-2,cluster-2")
     p.add_argument("--fingerprints", default="embedded-1,embedded-2,ray-1,ray-2,cluster-2")
     p.add_argument("--recall", action="store_true", help="recall@10 of the ray-2 build")
-    p.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="run the build and fingerprint configs N times, back to back in the "
-        "order given (A, B, A, B: the later runs keyed config#2, config#3, ...)",
+    repeat_help = (
+        "run the build and fingerprint configs N times, back to back in the order given (A, B, "
+        "A, B: the later runs keyed config#2, config#3, ...)"
     )
+    common.int_flags(p, repeat=(1, repeat_help))
     p.add_argument("--work", default="/tmp/shardwalk-bench-ray")
     p.add_argument("--parquet", default=None)
     p.add_argument("--out", default=str(HERE / "results" / "ray_build.json"))

@@ -69,6 +69,7 @@ def add_build(sub: Any) -> None:
         "stops the job naming its file and row), the partitions are trained on a sample and "
         "built in parallel, and one manifest commit makes the collection (or its new version, "
         "replacing the old) visible. --ray runs it on a local Ray, --address on a cluster.",
+        run=cmd_build,
     )
     target_flags(p, "--collection", "collection name (replaced if it exists)", CREATED_IF_MISSING)
     p.add_argument("--input", required=True, help="Parquet file or directory of them")
@@ -100,4 +101,3 @@ def add_build(sub: Any) -> None:
         "or per core here)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(run=cmd_build)

@@ -22,6 +22,7 @@ from shardwalk.cli.common import (
     count_type,
     data_flag,
     engine_for_writing,
+    flag_values,
     open_existing,
     param_flag,
     parse_params,
@@ -151,11 +152,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     source = open_vectors(
         args.path,
-        format=args.format,
         batch_size=args.batch,
-        limit=args.limit,
-        id_offset=args.id_offset,
-        hdf5_dataset=args.hdf5_dataset,
+        **flag_values(args, "format", "limit", "id_offset", "hdf5_dataset"),
         **column_args(args),
     )
     if source.count == 0:
@@ -356,6 +354,7 @@ def add_ingest(sub: Any) -> None:
         "column, or are row numbers plus --id-offset. Every row is checked before anything is "
         "written; ids the collection already has are refused unless --upsert is given. A "
         "failed ingest leaves nothing behind.",
+        run=cmd_ingest,
     )
     p.add_argument("path", help="file of vectors")
     target_flags(p, "--collection", "collection name (created if missing)", CREATED_IF_MISSING)
@@ -401,11 +400,10 @@ def add_ingest(sub: Any) -> None:
     p.add_argument("--vector-column", default="vector", help="Parquet column of the vectors")
     p.add_argument("--tenant-column", default=None, help="Parquet column of the owner tenants")
     p.add_argument("--hdf5-dataset", default="train", help="HDF5 dataset to read")
-    p.set_defaults(run=cmd_ingest)
 
 
 def add_search(sub: Any) -> None:
-    p = add_command(sub, "search", "k nearest neighbours of query vectors")
+    p = add_command(sub, "search", "k nearest neighbours of query vectors", run=cmd_search)
     target_flags(p, "--collection", "collection name")
     p.add_argument("--queries", help="file of query vectors (any ingest format)")
     p.add_argument("--id", type=int, help="search with the stored vector of this id")
@@ -416,7 +414,6 @@ def add_search(sub: Any) -> None:
         "search parameter, read as int, float, true/false or string, e.g. --param ef=128",
     )
     p.add_argument("--json", action="store_true", help="one JSON line per query")
-    p.set_defaults(run=cmd_search)
 
 
 def add_drop(parent: Any, kind: str, what: str) -> None:
@@ -427,9 +424,9 @@ def add_drop(parent: Any, kind: str, what: str) -> None:
         f"delete {what}",
         f"Delete {what} from a data directory no server has open (a server drops one with "
         f"Drop{kind.title()}, admin key).",
+        run=cmd_drop,
     )
     target_flags(d, "--name", f"{kind} name")
-    d.set_defaults(run=cmd_drop)
 
 
 def add_backup(sub: Any) -> None:
@@ -445,6 +442,7 @@ def add_backup(sub: Any) -> None:
         "use the server's Backup RPC (admin key; client.backup(dest) in Python). An "
         "interrupted backup leaves DEST with BACKUP-INCOMPLETE and no manifest.json, which "
         "opening refuses.",
+        run=cmd_backup,
     )
     p.add_argument("dest", help="new or empty directory to copy into")
     data_flag(p, "data directory (must exist, not open elsewhere)")
@@ -454,11 +452,9 @@ def add_backup(sub: Any) -> None:
         help="copy every byte even on the same filesystem (default: hard-link immutable files)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(run=cmd_backup)
 
 
 def add_info(sub: Any) -> None:
-    p = add_command(sub, "info", "collections, graphs and their statistics")
+    p = add_command(sub, "info", "collections, graphs and their statistics", run=cmd_info)
     data_flag(p)
     p.add_argument("--collection", help="only this collection")
-    p.set_defaults(run=cmd_info)

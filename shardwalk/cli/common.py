@@ -8,7 +8,7 @@ import contextlib
 import math
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from shardwalk.cli.errors import DEBUG_ENV
@@ -33,13 +33,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def add_command(group: Any, name: str, help: str, description: str | None = None) -> Any:
-    """A command of ``group`` (the subparsers of ``shardwalk`` or of a command group)."""
+def add_command(
+    group: Any,
+    name: str,
+    help: str,
+    description: str | None = None,
+    *,
+    run: Callable[[argparse.Namespace], int] | None = None,
+) -> Any:
+    """A command of ``group`` (the subparsers of ``shardwalk`` or of a command group) that
+    ``run`` carries out (None: a command group, whose subcommands do)."""
     p = group.add_parser(
         name, help=help, description=description or help, formatter_class=HelpFormatter
     )
     # also after the command; SUPPRESS keeps a --debug given before it
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    if run is not None:
+        p.set_defaults(run=run)
     return p
 
 
@@ -55,14 +65,16 @@ def target_flags(p: argparse.ArgumentParser, flag: str, help: str, data: str = M
     p.add_argument(flag, required=True, help=help)
 
 
+def flag_values(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The values of the flags ``names`` (their dests), as the keyword arguments of a call
+    whose parameters are named as those flags are."""
+    return {name: getattr(args, name) for name in names}
+
+
 def column_args(args: argparse.Namespace) -> dict[str, Any]:
     """The Parquet columns named by --id-column, --vector-column and --tenant-column, as the
     keyword arguments of the readers and builders that take them."""
-    return {
-        "id_column": args.id_column,
-        "vector_column": args.vector_column,
-        "tenant_column": args.tenant_column,
-    }
+    return flag_values(args, "id_column", "vector_column", "tenant_column")
 
 
 def param_flag(p: argparse.ArgumentParser, help: str) -> None:
@@ -91,19 +103,6 @@ def count_type(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
-    return value
-
-
-def port_type(text: str) -> int:
-    """argparse type of a TCP port (0 picks a free one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"expected a port from 0 to 65535 (0 picks a free one); got {text!r}"
-        )
     return value
 
 
@@ -159,13 +158,18 @@ def open_existing(path: str) -> Any:
     """Open a data directory that must exist already (a mistyped --data creates nothing)."""
     from shardwalk import Engine
 
-    if not os.path.isfile(os.path.join(path, MANIFEST)):
-        there = what_is_there(path)
-        raise NotFoundError(
-            f"no shardwalk data directory at {path!r} (no {MANIFEST}; {there}); check --data, "
-            "or create one with 'shardwalk ingest' or 'shardwalk graph ingest'"
-        )
+    require_data_dir(path, "create one with 'shardwalk ingest' or 'shardwalk graph ingest'")
     return Engine.open(path)
+
+
+def require_data_dir(path: str, remedy: str) -> None:
+    """Raise NotFoundError unless ``path`` is a data directory (has a manifest): what is there
+    instead, and ``remedy`` besides checking --data."""
+    if not os.path.isfile(os.path.join(path, MANIFEST)):
+        raise NotFoundError(
+            f"no shardwalk data directory at {path!r} (no {MANIFEST}; {what_is_there(path)}); "
+            f"check --data, or {remedy}"
+        )
 
 
 def what_is_there(path: str) -> str:

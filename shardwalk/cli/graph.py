@@ -18,6 +18,7 @@ from shardwalk.cli.common import (
     add_command,
     count_type,
     engine_for_writing,
+    flag_values,
     open_existing,
     ray_flags,
     target_flags,
@@ -248,15 +249,8 @@ def _hubs(value: str) -> int | str:
 
 def _walk_options(args: argparse.Namespace, hubs: Any) -> dict[str, Any]:
     """The fingerprints' settings, the same in this process and on Ray."""
-    return {
-        "walks_per_node": args.walks_per_node,
-        "alpha": args.alpha,
-        "seed": args.seed,
-        "dangling": args.dangling,
-        "top_k": args.top_k,
-        "hubs": hubs,
-        "hub_walks": args.hub_walks,
-    }
+    given = flag_values(args, "walks_per_node", "alpha", "seed", "dangling", "top_k", "hub_walks")
+    return {**given, "hubs": hubs}
 
 
 def _fingerprints_on_ray(args: argparse.Namespace, hubs: Any) -> int:
@@ -428,6 +422,38 @@ def cmd_ppr(args: argparse.Namespace) -> int:
 
 
 # -- parsers ------------------------------------------------------------------------------------
+# the walks' rules when none is given: a build's defaults (Graph.build_fingerprints'), and what a
+# query falls back on when its graph has no fingerprints
+_ALPHA = 0.15
+_DANGLING = "self_loop"
+_GRAPHS_OWN = "default: the graph's, that of its fingerprints or"
+
+
+def _alpha_flag(p: argparse.ArgumentParser, *, query: bool) -> None:
+    """--alpha, the walks' stop probability: a build's, or a query's (None: the graph's own)."""
+    help = f"stop probability ({_GRAPHS_OWN} {_ALPHA})" if query else "stop probability"
+    p.add_argument("--alpha", type=float, default=None if query else _ALPHA, help=help)
+
+
+def _dangling_flag(p: argparse.ArgumentParser, *, query: bool) -> None:
+    """--dangling, the walks' rule at a node without out-edges: a build's, or a query's (None:
+    the graph's own), which may also restart from the seeds of a graph built with 'drop'."""
+    if query:
+        rules = [_DANGLING, "drop", "restart"]
+        help = f"dangling-node rule ({_GRAPHS_OWN} {_DANGLING})"
+    else:
+        rules = [_DANGLING, "drop"]
+        help = "dangling-node rule ('drop' also serves restart queries)"
+    p.add_argument("--dangling", default=None if query else _DANGLING, choices=rules, help=help)
+
+
+def _text_flags(p: argparse.ArgumentParser, delimiter: str, skip_rows: str) -> None:
+    """--delimiter and --skip-rows of a text edge list, as :func:`_text_columns` and
+    ``read_edge_list`` take them (``delimiter``, ``skip_rows``: their help)."""
+    p.add_argument("--delimiter", default=None, help=delimiter)
+    p.add_argument("--skip-rows", type=int, default=0, metavar="N", help=skip_rows)
+
+
 def add_graph_commands(graph_sub: Any) -> None:
     """``graph ingest``, ``fingerprints``, ``add-edges`` and ``delete-edges`` (``graph_sub``:
     the subparsers of ``shardwalk graph``)."""
@@ -439,6 +465,7 @@ def add_graph_commands(graph_sub: Any) -> None:
         "zstd; '#' and '%' comment lines), Parquet with src, dst [, weight] columns, an (E, 2) "
         "or (E, 3) .npy file of (src, dst [, weight]) rows, or a directory of edges.npy "
         "[+ ids.npy, weights.npy]. A failed ingest leaves nothing behind.",
+        run=cmd_graph_ingest,
     )
     g.add_argument("path", help="edge file or directory")
     target_flags(g, "--name", "graph name", CREATED_IF_MISSING)
@@ -454,31 +481,22 @@ def add_graph_commands(graph_sub: Any) -> None:
         action="store_true",
         help="read edge weights (third column, 'weight' column or weights.npy; > 0)",
     )
-    g.add_argument(
-        "--delimiter", default=None, help="text column separator (default: any whitespace)"
-    )
-    g.add_argument(
-        "--skip-rows",
-        type=int,
-        default=0,
-        metavar="N",
-        help="text: data lines to skip after the comments (headers such as 'src,dst')",
+    _text_flags(
+        g,
+        "text column separator (default: any whitespace)",
+        "text: data lines to skip after the comments (headers such as 'src,dst')",
     )
     g.add_argument(
         "--comment", default="#%", help="text: lines starting with one of these are skipped"
     )
-    g.set_defaults(run=cmd_graph_ingest)
-    g = add_command(graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints")
+    g = add_command(
+        graph_sub, "fingerprints", "build Monte Carlo PPR fingerprints", run=cmd_graph_fingerprints
+    )
     target_flags(g, "--name", "graph name")
     g.add_argument("--walks-per-node", type=count_type, default=10, help="R, walks from every node")
-    g.add_argument("--alpha", type=float, default=0.15, help="stop probability")
+    _alpha_flag(g, query=False)
     g.add_argument("--seed", type=int, default=0, help="random seed of the walks")
-    g.add_argument(
-        "--dangling",
-        default="self_loop",
-        choices=["self_loop", "drop"],
-        help="dangling-node rule ('drop' also serves restart queries)",
-    )
+    _dangling_flag(g, query=False)
     g.add_argument(
         "--top-k",
         type=count_type,
@@ -501,7 +519,6 @@ def add_graph_commands(graph_sub: Any) -> None:
         help="on Ray: every task holds the graph (replicated) or shard actors each hold a part "
         "(default: replicated)",
     )
-    g.set_defaults(run=cmd_graph_fingerprints)
 
     for verb, what in (("add-edges", "add edges (or new weights) from a file"),
                        ("delete-edges", "delete the edges listed in a file")):  # fmt: skip
@@ -513,6 +530,7 @@ def add_graph_commands(graph_sub: Any) -> None:
             f"{' [weight]' if verb == 'add-edges' else ''}' (SNAP, CSV; plain or compressed) or "
             "an (E, 2) / (E, 3) .npy array. Each batch is durable (write-ahead log) before the "
             "next; a bad batch changes nothing and stops the command.",
+            run=cmd_graph_update,
         )
         g.add_argument("path", help="edge file")
         target_flags(g, "--name", "graph name")
@@ -521,13 +539,11 @@ def add_graph_commands(graph_sub: Any) -> None:
         g.add_argument(
             "--batch-size", type=count_type, default=100_000, help="edges per durable batch"
         )
-        g.add_argument("--delimiter", default=None, help="text column separator")
-        g.add_argument("--skip-rows", type=int, default=0, metavar="N", help="header lines")
-        g.set_defaults(run=cmd_graph_update)
+        _text_flags(g, "text column separator", "header lines")
 
 
 def add_ppr(sub: Any) -> None:
-    p = add_command(sub, "ppr", "personalized PageRank from seed nodes")
+    p = add_command(sub, "ppr", "personalized PageRank from seed nodes", run=cmd_ppr)
     target_flags(p, "--graph", "graph name")
     p.add_argument(
         "--seed",
@@ -549,17 +565,6 @@ def add_ppr(sub: Any) -> None:
         choices=["fast", "high"],
         help="let the engine pick method and parameters (default fast; not with --method)",
     )
-    p.add_argument(
-        "--alpha",
-        type=float,
-        default=None,
-        help="stop probability (default: the graph's, that of its fingerprints or 0.15)",
-    )
-    p.add_argument(
-        "--dangling",
-        default=None,
-        choices=["self_loop", "drop", "restart"],
-        help="dangling-node rule (default: the graph's, that of its fingerprints or self_loop)",
-    )
+    _alpha_flag(p, query=True)
+    _dangling_flag(p, query=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run=cmd_ppr)

@@ -39,9 +39,9 @@ def add_keys(sub: Any) -> None:
         "make a random API key and its key_sha256",
         "Print a new random API key (256 bits) and its SHA-256, with the [[api_keys]] entry for "
         "the server's config: the config keeps only key_sha256, the client sends the key.",
+        run=cmd_keys_new,
     )
     who = k.add_mutually_exclusive_group()
     who.add_argument("--tenant", help="the tenant the key's calls are scoped to")
     who.add_argument("--admin", action="store_true", help="an admin key")
     k.add_argument("--json", action="store_true", help='print {"key": ..., "key_sha256": ...}')
-    k.set_defaults(run=cmd_keys_new)

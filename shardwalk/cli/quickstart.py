@@ -317,7 +317,9 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def add_quickstart(sub: Any) -> None:
-    p = add_command(sub, "quickstart", "generate seeded data, build, query, report recall")
+    p = add_command(
+        sub, "quickstart", "generate seeded data, build, query, report recall", run=cmd_quickstart
+    )
     p.add_argument("--data", default="shardwalk-quickstart", help="data directory")
     p.add_argument("--n", type=count_type, default=200_000, help="vectors to generate")
     p.add_argument("--dim", type=count_type, default=96, help="vector dimension")
@@ -337,4 +339,3 @@ def add_quickstart(sub: Any) -> None:
         help="also serve the data on 127.0.0.1 (a free port) and query it through the client",
     )
     p.add_argument("--json", action="store_true", help="also print a JSON summary line")
-    p.set_defaults(run=cmd_quickstart)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-from shardwalk.cli.common import add_command, count_type, data_flag, port_type, what_is_there
-from shardwalk.errors import InvalidArgumentError, NotFoundError
-from shardwalk.storage import MANIFEST
+from shardwalk.cli.common import add_command, count_type, data_flag, flag_values, require_data_dir
+from shardwalk.errors import InvalidArgumentError
 
 __all__ = ["add_serve", "cmd_serve"]
 
@@ -33,12 +31,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         args.engine_threads = args.old_threads
-    if not args.create and not os.path.isfile(os.path.join(args.data, MANIFEST)):
-        there = what_is_there(args.data)
-        raise NotFoundError(
-            f"no shardwalk data directory at {args.data!r} (no {MANIFEST}; {there}); check "
-            "--data, or pass --create to serve a new, empty data directory there"
-        )
+    if not args.create:
+        require_data_dir(args.data, "pass --create to serve a new, empty data directory there")
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -46,16 +40,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(
         args.data,
         args.config,
-        host=args.host,
-        port=args.port,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
         threads=args.engine_threads,
-        aio=args.aio,
         ray=args.address or args.ray,
-        ray_actors=args.ray_actors,
         announce=lambda line: print(line, flush=True),
+        # the flags named as serve()'s parameters
+        **flag_values(args, "host", "port", "metrics_port", "metrics_host", "aio", "ray_actors"),
     )
+
+
+def port_type(text: str) -> int:
+    """argparse type of a TCP port (0 picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port from 0 to 65535 (0 picks a free one); got {text!r}"
+        )
+    return value
 
 
 def add_serve(sub: Any) -> None:
@@ -68,6 +71,7 @@ def add_serve(sub: Any) -> None:
         "admin and sets limits and TLS (see shardwalk.server.config). With --ray or --address, "
         "the partitioned collections' partitions live in Ray actors (every node must see the "
         "data directory).",
+        run=cmd_serve,
     )
     data_flag(p, "data directory (must exist: made by ingest, build or graph ingest; see --create)")
     p.add_argument(
@@ -120,4 +124,3 @@ def add_serve(sub: Any) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="INFO logs failed calls, DEBUG every call",
     )
-    p.set_defaults(run=cmd_serve)

@@ -131,6 +131,12 @@ def _effective(
     return ip, t, w, tot
 
 
+def _used(name: str, doc: str) -> property:
+    """A read-only property of a :class:`DynamicGraph`: the used prefix ``[: self._n]`` of its
+    array attribute ``name`` (the arrays keep room to grow)."""
+    return property(lambda graph: getattr(graph, name)[: graph._n], doc=doc)
+
+
 class DynamicGraph:
     """A base :class:`CSRGraph` plus per-node appended edges (see the module docstring).
 
@@ -167,28 +173,13 @@ class DynamicGraph:
         self._index: dict[int, int] | None = None  # external -> internal of new nodes
 
     # -- shape ------------------------------------------------------------------------------
-    @property
-    def node_ids(self) -> np.ndarray:
-        """External id of each internal node (negative placeholders for deleted nodes)."""
-        return self._ids[: self._n]
-
-    @property
-    def row_start(self) -> np.ndarray:
-        """Where each node's extension segment starts (-1: none)."""
-        return self._row_start[: self._n]
-
-    @property
-    def row_len(self) -> np.ndarray:
-        return self._row_len[: self._n]
-
-    @property
-    def row_cap(self) -> np.ndarray:
-        return self._row_cap[: self._n]
-
-    @property
-    def base_live(self) -> np.ndarray:
-        """Whether each node's base row is (still) part of its row."""
-        return self._base_live[: self._n]
+    node_ids = _used(
+        "_ids", "External id of each internal node (negative placeholders for deleted nodes)."
+    )
+    row_start = _used("_row_start", "Where each node's extension segment starts (-1: none).")
+    row_len = _used("_row_len", "Length of each node's extension segment.")
+    row_cap = _used("_row_cap", "Room of each node's extension segment.")
+    base_live = _used("_base_live", "Whether each node's base row is (still) part of its row.")
 
     @property
     def ext_bits(self) -> np.ndarray:

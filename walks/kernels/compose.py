@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-from shardwalk.walks.kernels.query import batch_arg, count_work, finish_query
+from shardwalk.walks.kernels.push import run_chunk
+from shardwalk.walks.kernels.query import batch_arg, count_work
 from shardwalk.walks.kernels.rng import MODE_SELF_LOOP
 
 
@@ -172,23 +173,14 @@ def compose_chunk(
     ``out_stats[q]`` = (mass, dropped, lost, noise), noise = sqrt(2/pi) sum_x sqrt(var[x])
     (the expected l1 deviation if each composed entry were normal with that variance), then
     the counted work (``WORK_*`` columns)."""
-    n_q = q_indptr.size - 1
-    sc = score[c]
-    vr = var[c]
-    tc = touched[c]
-    work = np.zeros(3, np.int64)
-    for q in range(c, n_q, n_chunks):
-        a, b = q_indptr[q], q_indptr[q + 1]
-        work[:] = 0
-        nt, dropped, lost = compose_one(
-            indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor,
-            q_nodes[a:b], q_weights[a:b], alpha, rounds, threshold, drop_below, mode,
-            flow[c], flow_next[c], sc, vr, frontier[c], frontier_next[c], tc, work,
-        )  # fmt: skip
-        finish_query(
-            tc, nt, sc, vr, k, dropped, lost, work, out_ids[q], out_scores[q], out_stats[q]
-        )
+    run_chunk(
+        compose_one, c, n_chunks, q_indptr, q_nodes, q_weights, k, score[c], var[c], touched[c],
+        out_ids, out_scores, out_stats,
+        (indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+         hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor),
+        (alpha, rounds, threshold, drop_below, mode, flow[c], flow_next[c], score[c], var[c],
+         frontier[c], frontier_next[c], touched[c]),
+    )  # fmt: skip
 
 
 _FLOW = batch_arg(compose_chunk, "flow")

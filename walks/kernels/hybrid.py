@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-from shardwalk.walks.kernels.push import push_phase
-from shardwalk.walks.kernels.query import batch_arg, count_work, finish_query
+from shardwalk.walks.kernels.push import push_phase, run_chunk
+from shardwalk.walks.kernels.query import batch_arg, count_work
 from shardwalk.walks.kernels.rng import GAMMA, mix64, to_unit
 
 # hybrid: forward push that stops at hubs, then every residual composed with fingerprints
@@ -211,23 +211,15 @@ def hybrid_chunk(
     """``hybrid_one`` for queries c, c + n_chunks, ... with scratch row c; top-k of each.
     ``out_stats[q]`` = (mass, dropped, lost, noise) as in ``compose_chunk``, then the counted
     work (``WORK_*`` columns)."""
-    n_q = q_indptr.size - 1
-    pc = p[c]
-    vc = var[c]
-    tc = touched[c]
-    work = np.zeros(3, np.int64)
-    for q in range(c, n_q, n_chunks):
-        a, b = q_indptr[q], q_indptr[q + 1]
-        work[:] = 0
-        nt, dropped, lost = hybrid_one(
-            indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
-            hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max,
-            run_ptr, run_start, run_count, run_cum, q_nodes[a:b], q_weights[a:b], alpha, r_max, absorb, drop_below, prune,
-            k, mode, pc, r[c], vc, queue[c], flags[c], tc, stop, work,
-        )  # fmt: skip
-        finish_query(
-            tc, nt, pc, vc, k, dropped, lost, work, out_ids[q], out_scores[q], out_stats[q]
-        )
+    run_chunk(
+        hybrid_one, c, n_chunks, q_indptr, q_nodes, q_weights, k, p[c], var[c], touched[c],
+        out_ids, out_scores, out_stats,
+        (indptr, indices, probs, weighted, fp_indptr, fp_nodes, fp_counts, fp_scale, fp_cut,
+         hub_pos, hub_indptr, hub_nodes, hub_counts, hub_scale, var_factor, row_max, run_ptr,
+         run_start, run_count, run_cum),
+        (alpha, r_max, absorb, drop_below, prune, k, mode, p[c], r[c], var[c], queue[c],
+         flags[c], touched[c], stop),
+    )  # fmt: skip
 
 
 _SCORES = batch_arg(hybrid_chunk, "p")

@@ -1,4 +1,5 @@
-"""Forward push (Andersen, Chung, Lang 2006).
+"""Forward push (Andersen, Chung, Lang 2006), and ``run_chunk``, the query loop of every PPR
+method's ``*_chunk`` kernel.
 
 Numba only (see ``walks/kernels/__init__.py`` for the conventions every kernel shares).
 """
@@ -88,6 +89,30 @@ def push_phase(
     return nt, lost, pushed
 
 
+@njit(cache=True, inline="always")
+def run_chunk(
+    one, c, n_chunks, q_indptr, q_nodes, q_weights, k, score, var, touched, out_ids, out_scores,
+    out_stats, before, after,
+):  # fmt: skip
+    """The loop of every ``*_chunk`` kernel (push, compose, hybrid): queries c, c + n_chunks,
+    ... of a batch (query q's seeds: row q of the CSR ``q_indptr``, ``q_nodes``,
+    ``q_weights``), each answered by ``one(*before, seeds, seed weights, *after, work)``
+    (``work`` (3,) zeroed for its counted work; ``one`` returns (nt, error, lost)) and closed
+    by ``finish_query`` on the chunk's scratch row ``score``, ``var``, ``touched`` (the rows
+    ``after`` hands to ``one``).
+
+    Inlined, so ``one`` is a constant of the calling kernel and that kernel stays cacheable
+    (a compiled kernel that takes a kernel as an argument is not cached)."""
+    work = np.zeros(3, np.int64)
+    for q in range(c, q_indptr.size - 1, n_chunks):
+        a, b = q_indptr[q], q_indptr[q + 1]
+        work[:] = 0
+        nt, error, lost = one(*before, q_nodes[a:b], q_weights[a:b], *after, work)
+        finish_query(
+            touched, nt, score, var, k, error, lost, work, out_ids[q], out_scores[q], out_stats[q]
+        )
+
+
 @njit(cache=True)
 def push_one(
     indptr, indices, probs, weighted, seed_nodes, seed_weights, alpha, r_max, mode,
@@ -124,20 +149,11 @@ def push_chunk(
 ):  # fmt: skip
     """``push_one`` for queries c, c + n_chunks, ... with scratch row c. ``out_stats[q]`` =
     (mass, residual, lost, 0), then the counted work (``WORK_*`` columns)."""
-    n_q = q_indptr.size - 1
-    pc = p[c]
-    tc = touched[c]
-    work = np.zeros(3, np.int64)
-    for q in range(c, n_q, n_chunks):
-        a, b = q_indptr[q], q_indptr[q + 1]
-        work[:] = 0
-        nt, residual, lost = push_one(
-            indptr, indices, probs, weighted, q_nodes[a:b], q_weights[a:b], alpha, r_max,
-            mode, pc, r[c], queue[c], flags[c], tc, stop, work,
-        )  # fmt: skip
-        finish_query(
-            tc, nt, pc, pc[:0], k, residual, lost, work, out_ids[q], out_scores[q], out_stats[q]
-        )
+    run_chunk(
+        push_one, c, n_chunks, q_indptr, q_nodes, q_weights, k, p[c], p[c][:0], touched[c],
+        out_ids, out_scores, out_stats, (indptr, indices, probs, weighted),
+        (alpha, r_max, mode, p[c], r[c], queue[c], flags[c], touched[c], stop),
+    )  # fmt: skip
 
 
 _SCORES = batch_arg(push_chunk, "p")

@@ -49,7 +49,8 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from shardwalk.index.base import SearchResult, empty_result, merge_topk, read_meta
 from shardwalk.index.bulk import Executor
-from shardwalk.index.hnsw import _grow, is_hnswlib_dir
+from shardwalk.index.hnsw import is_hnswlib_dir
+from shardwalk.index.hnsw_graph import _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.partitioned import PartitionedIndex, hnswlib_share_error
 from shardwalk.index.planner import Scope, plan_search

@@ -32,15 +32,8 @@ from shardwalk.index.base import (
     save_index,
 )
 from shardwalk.index.flat import FlatIndex
-from shardwalk.index.hnsw import (
-    HNSWGraph,
-    OnHNSW,
-    OnHNSWOptions,
-    _grow,
-    is_hnswlib_dir,
-    log,
-    read_hnswlib,
-)
+from shardwalk.index.hnsw import OnHNSW, OnHNSWOptions, is_hnswlib_dir, log, read_hnswlib
+from shardwalk.index.hnsw_graph import HNSWGraph, _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.store import IndexStore, Segment
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from shardwalk.index._kernels import SPANN_LABEL_BITS, scan_lists
 from shardwalk.index.base import SearchResult, empty_result
-from shardwalk.index.hnsw import HNSWGraph, OnHNSW, OnHNSWOptions, _grow
+from shardwalk.index.hnsw import OnHNSW, OnHNSWOptions
+from shardwalk.index.hnsw_graph import HNSWGraph, _grow
 from shardwalk.index.spann.build import _Build, _pairs, assign_lists
 from shardwalk.index.spann.format import (
     _DEAD,

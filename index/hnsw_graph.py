@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 
 import faiss
 import numpy as np
-from shardwalk.index._hnsw_kernels import count_admitted, hnsw_search, hnsw_search_pending
+from shardwalk.index._hnsw_kernels import hnsw_search_pending
 from shardwalk.index._kernels import scan_rows
 from shardwalk.index.base import IndexMetric
 from shardwalk.index.hnsw_marks import _BIT, Admitted, Marks
@@ -28,6 +28,8 @@ GRAPH_FILE = "graph.faiss"
 _visited = threading.local()  # each thread's visited table for search_beside (see _visit)
 _ESCALATIONS = 2  # deeper searches (ef x4 each) before search_beside leaves a query short
 _NO_BITS = np.zeros(0, dtype=np.uint8)
+# search_beside's pending rows when none are (no labels: the positions are the ids)
+_NO_PENDING = (np.zeros((0, 0), np.float32), np.zeros(0, bool), np.zeros(0, np.int64))
 
 
 def _visit(count: int) -> tuple[np.ndarray, int]:
@@ -384,40 +386,16 @@ class HNSWGraph:
         # (None: no tombstone, every position below limit is live; else the bitmap of the
         # marks given or taken now: a delete meanwhile swaps in a copy, see Marks)
         bits = (self._marks if marks is None else marks).bits
-        filtered = bits is not None
-        want = k if filtered else min(k, limit)
-        arrays = self._graph_arrays()
+        want = k if bits is not None else min(k, limit)
+        graph = (*self._graph_arrays(), self._cum, entry, max_level, count, self.metric == "ip")
+        admit = (limit, _NO_BITS if bits is None else bits, bits is not None)
         ef = max(ef, want)
-        ip = self.metric == "ip"
         for _ in range(_ESCALATIONS + 1):
-            visited, mark = _visit(count)
-            if pending is not None:
-                delta, alive, labels = pending
-                ids, distances, whole = hnsw_search_pending(
-                    query, *arrays, self._cum, entry, max_level, count, limit,
-                    bits if filtered else _NO_BITS, filtered, k, want, ef, ip, visited, mark,
-                    delta, alive, labels,
-                )  # fmt: skip
-                if whole:
-                    return ids, distances
-            else:
-                found, raw, got = hnsw_search(
-                    query[0], *arrays, self._cum, entry, max_level, count, limit,
-                    bits if filtered else _NO_BITS, filtered, want, ef, ip, visited, mark,
-                )  # fmt: skip
-                if got < want and filtered:
-                    # short of k: whole if it holds every live position below limit (counted
-                    # after the search: a delete meanwhile cannot make a short answer pass)
-                    live, held = count_admitted(bits, limit, found)
-                    if held >= live:
-                        want = got
-                if got >= want:
-                    if want == k:
-                        return found.reshape(1, k), raw.reshape(1, k)
-                    positions = np.full((1, k), -1, dtype=np.int64)
-                    distances = np.full((1, k), np.inf, dtype=np.float32)
-                    positions[0, :want], distances[0, :want] = found[:want], raw[:want]
-                    return positions, distances
+            ids, distances, whole = hnsw_search_pending(
+                query, (graph, admit, _visit(count), ef), k, want, pending or _NO_PENDING
+            )
+            if whole:
+                return ids, distances
             if ef >= count:
                 break
             ef = min(4 * ef, count)

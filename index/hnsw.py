@@ -51,6 +51,7 @@ from shardwalk._threads import ThreadBudget
 from shardwalk.errors import FailedPreconditionError
 
 if TYPE_CHECKING:
+    from shardwalk.index.base import SearchOptions
     from typing_extensions import Self, Unpack
 
 # (the graph, its parameters and its marks live in hnsw_graph.py and hnsw_marks.py; their
@@ -269,16 +270,7 @@ class HNSWIndex(OnHNSW):
             raise ValueError("this graph's labels are not its positions: no filter by label")
         return Admitted(bits)
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        ef: int | None = None,
-        threads: int | None = None,
-        admitted: tuple[Admitted, np.ndarray] | None = None,
-        marks: Marks | None = None,
-    ) -> SearchResult:
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         """Approximate top-k. ``ef`` overrides the index's search-time ef for this call only
         (faiss takes it per call: concurrent searches with other values run at once);
         ``threads`` caps the threads of a batch. ``admitted``: a filter from :meth:`admit`
@@ -287,14 +279,15 @@ class HNSWIndex(OnHNSW):
         exactly min(k, len(labels)) per query). ``marks``: the tombstones to read (from
         :meth:`marks`; default the current ones)."""
         n = queries.shape[0]
+        admitted, marks = options.get("admitted"), options.get("marks")
         marks = self._graph.marks() if marks is None else marks
-        if n == 0 or (marks.live == 0 if admitted is None else len(self._graph) == 0):
+        if marks.live == 0 if admitted is None else len(self._graph) == 0:
             return empty_result(n, k)
-        ef = ef or self.ef
+        ef = options.get("ef") or self.ef
         if n == 1:  # the caller's thread: faiss starts no team for one query, nothing to take
             positions, distances = self._graph.search(queries, k, ef, admitted, marks)
         else:
-            want = min(n, threads or self.threads or self.budget.threads)
+            want = min(n, options.get("threads") or self.threads or self.budget.threads)
             with self.budget.take(want):
                 positions, distances = self._graph.search(queries, k, ef, admitted, marks)
         labels = self._graph.labels

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -42,6 +42,9 @@ from shardwalk.index.base import (
 from shardwalk.index.store import VectorStore
 
 from shardwalk._threads import ThreadBudget
+
+if TYPE_CHECKING:
+    from shardwalk.index.base import SearchOptions
 
 __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
 
@@ -428,56 +431,20 @@ class MultiTenantIndex(IndexBase):
             self._lists[key] = tree
         return tree
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        nprobe: int | None = None,
-        candidates: int | None = None,
-        probe_ratio: float | None = None,
-        rows: np.ndarray | None = None,
-        rows_key: Any = None,
-        rows_version: int = 0,
-        allowed: np.ndarray | None = None,
-        allowed_bits: np.ndarray | None = None,
-        **_: Any,
-    ) -> SearchResult:
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         """Top-k among ``rows`` (default: all) where ``allowed`` (default: live rows).
 
         ``rows_key``/``rows_version`` identify the row set (a tenant) for the cache of its
         per-leaf lists (no key: not cached); ``allowed_bits`` is ``allowed`` packed little-endian (saves packing).
         """
         n = queries.shape[0]
-        if n == 0 or len(self.store) == 0:
+        if len(self.store) == 0:
             return empty_result(n, k)
         with self.budget.take(n):  # the kernels' prange over queries runs within it
-            return self._search(
-                queries,
-                k,
-                nprobe,
-                candidates,
-                probe_ratio,
-                rows,
-                rows_key,
-                rows_version,
-                allowed,
-                allowed_bits,
-            )
+            return self._search_leaves(queries, k, options)
 
-    def _search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        nprobe: int | None,
-        candidates: int | None,
-        probe_ratio: float | None,
-        rows: np.ndarray | None,
-        rows_key: Any,
-        rows_version: int,
-        allowed: np.ndarray | None,
-        allowed_bits: np.ndarray | None,
-    ) -> SearchResult:
+    def _search_leaves(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
+        rows, allowed = options.get("rows"), options.get("allowed")
         allowed = self._alive if allowed is None else allowed
         ip = self.metric == "ip"
         vectors = self.store.physical()
@@ -486,6 +453,7 @@ class MultiTenantIndex(IndexBase):
             scan = scan[allowed[scan]]
             local, distances = scan_rows(queries, vectors, self.store.positions(scan), k, ip)
             return SearchResult(ids=relabel(local, scan), distances=distances)
+        rows_key, rows_version = options.get("rows_key"), options.get("rows_version", 0)
         if rows is None:
             rows_key, rows_version = ("__all__",), len(self.store)
         tree = self._subtree(rows_key, rows_version, rows)
@@ -499,14 +467,16 @@ class MultiTenantIndex(IndexBase):
             tree.rows,
             tree.positions,
         )
+        allowed_bits = options.get("allowed_bits")
         if allowed_bits is None:
             allowed_bits = (
                 self._alive_bits()
                 if allowed is self._alive
                 else np.packbits(allowed, bitorder="little")
             )
-        min_probe = nprobe or self.nprobe
-        min_candidates = max(candidates or self.candidates, 4 * k)
+        min_probe = options.get("nprobe") or self.nprobe
+        min_candidates = max(options.get("candidates") or self.candidates, 4 * k)
+        probe_ratio = options.get("probe_ratio")
         ratio = self.probe_ratio if probe_ratio is None else float(probe_ratio)
         sq8 = self.quantization == "sq8"
         found, distances, _ = probe_leaves(

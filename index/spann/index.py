@@ -38,6 +38,7 @@ from shardwalk.index.store import IndexStore, Segment
 from shardwalk._sync import RWLock
 
 if TYPE_CHECKING:
+    from shardwalk.index.base import SearchOptions
     from typing_extensions import Unpack
 
 __all__ = ["SpannIndex"]
@@ -431,18 +432,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         )
 
     # -- reads ------------------------------------------------------------------------------
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        eps_search: float | None = None,
-        max_probes: int | None = None,
-        ef: int | None = None,
-        allowed: np.ndarray | None = None,
-        allowed_bits: np.ndarray | None = None,
-        **_: Any,
-    ) -> SearchResult:
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         """Approximate top-k: the centroid graph names the closest lists, pruning keeps those
         within (1 + eps_search) of the nearest (at most max_probes), their records are scanned
         and replicas merged. Never fewer than min(k, live) results: a query whose probed lists
@@ -457,11 +447,13 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         The whole search holds the index's lock shared: it sees every write and split
         published before it and none of one published after it started."""
         n = queries.shape[0]
+        eps_search, max_probes = options.get("eps_search"), options.get("max_probes")
         eps = self.eps_search if eps_search is None else float(eps_search)
         probes = self.max_probes if max_probes is None else int(max_probes)
+        allowed, allowed_bits = options.get("allowed"), options.get("allowed_bits")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         with self._rw.read():
-            if n == 0 or self._live == 0:
+            if self._live == 0:
                 return empty_result(n, k)
             matches = self._live
             bits = _NO_SCOPE
@@ -481,8 +473,8 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
                 if n == 1
                 else self.budget.take(min(n, self.threads or self.budget.threads))
             ):
-                ids, distances, probed, read = self._search(
-                    queries, k, eps, probes, ef or self.ef, bits, matches
+                ids, distances, probed, read = self._search_lists(
+                    queries, k, eps, probes, options.get("ef") or self.ef, bits, matches
                 )
         self._counters["searches"] += n
         self._counters["lists_probed"] += probed
@@ -517,7 +509,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         keep |= (found >= 0) & (before < need[:, None])
         return np.where(keep, found, -1)
 
-    def _search(
+    def _search_lists(
         self,
         queries: np.ndarray,
         k: int,

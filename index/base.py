@@ -180,6 +180,8 @@ class IndexBase:
     scoped_how = ""
     applies_scope = False  # see VectorIndex
     upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
+    # the kind's own parameters (attribute names), as its index.json and stats record them
+    saved_params: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -207,6 +209,10 @@ class IndexBase:
 
     def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
         raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The kind's own parameters by name (:attr:`saved_params`)."""
+        return {name: getattr(self, name) for name in self.saved_params}
 
     def search(self, queries: np.ndarray, k: int, **options: Unpack[SearchOptions]) -> SearchResult:
         """Top-k live labels per query (see :class:`VectorIndex`): ``ids`` (n, k) padded -1,

@@ -107,9 +107,6 @@ class OnHNSW(IndexBase):
     takes as the keywords ``m``, ``ef_construction`` and ``ef`` (:class:`HNSWOptions`), with
     those of every index (:class:`OnHNSWOptions`)."""
 
-    # the kind's own parameters, as its constructor takes them and its index.json records them
-    saved_params: tuple[str, ...] = ()
-
     def __init__(self, **options: Unpack[OnHNSWOptions]) -> None:
         common: dict[str, Any] = {k: v for k, v in options.items() if k not in _HNSW_FIELDS}
         super().__init__(**common)
@@ -119,6 +116,11 @@ class OnHNSW(IndexBase):
     def ef(self) -> int:
         """The search-time ef, when a search names none."""
         return self.hnsw.ef
+
+    def params(self) -> dict[str, Any]:
+        """The kind's own parameters (its constructor takes each, as :meth:`from_meta` does
+        from its ``index.json``), then the graphs'."""
+        return {**super().params(), **self.hnsw.options()}
 
     @classmethod
     def from_meta(
@@ -176,9 +178,6 @@ class HNSWIndex(OnHNSW):
         self._position: np.ndarray | None = None
         self._labelling = threading.Lock()  # _position changes (deletes run beside adds)
         self.store = IndexStore(self.dim, self._segments)
-
-    def params(self) -> dict[str, Any]:
-        return {**self.hnsw.options()}
 
     # -- labels and positions ---------------------------------------------------------------
     def _positions(self, labels: np.ndarray) -> np.ndarray:

@@ -101,6 +101,7 @@ class PartitionedIndex(OnHNSW):
         self.store = IndexStore(dim, self._segments)
 
     def params(self) -> dict[str, Any]:
+        # (train_size: in index.json alone, see _save_meta)
         return {"partitions": self.partitions, **self.hnsw.options()}
 
     @property

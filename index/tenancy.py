@@ -195,6 +195,7 @@ class MultiTenantIndex(IndexBase):
     scoped = True
     scoped_how = "visit the shared clustering's leaves that hold rows in scope, closest first"
     relayout_fraction = 8  # redo the layout once 1/8 of the rows were appended since
+    saved_params = ("leaves", "nprobe", "candidates", "probe_ratio", "quantization")
 
     def __init__(
         self,
@@ -238,15 +239,6 @@ class MultiTenantIndex(IndexBase):
         self._n_codes = 0
         self._low = np.zeros(dim, dtype=np.float32)
         self._step = np.ones(dim, dtype=np.float32)
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "leaves": self.leaves,
-            "nprobe": self.nprobe,
-            "candidates": self.candidates,
-            "probe_ratio": self.probe_ratio,
-            "quantization": self.quantization,
-        }
 
     @property
     def trained(self) -> bool:
@@ -547,11 +539,7 @@ class MultiTenantIndex(IndexBase):
                 "train_size": self.train_size,
                 "clustered_at": self._clustered_at,
                 "arranged_at": self._arranged_at,
-                "nprobe": self.nprobe,
-                "candidates": self.candidates,
-                "probe_ratio": self.probe_ratio,
-                "leaves": self.leaves,
-                "quantization": self.quantization,
+                **self.params(),
                 "rerank": self.rerank,
             },
             arrays,

@@ -213,19 +213,6 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         """Every list's centroid: the graph's storage (no copy; valid until its next add)."""
         return self._graph.vectors()
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "max_list_size": self.max_list_size,
-            "eps_build": self.eps_build,
-            "max_replicas": self.max_replicas,
-            "eps_search": self.eps_search,
-            "max_probes": self.max_probes,
-            **self.hnsw.options(),
-            "maintenance": self.maintenance,
-            "io": self.io,
-            "train_size": self.train_size,
-        }
-
     # -- generations ------------------------------------------------------------------------
     def _new_gen(self) -> _Generation:
         """A fresh posting file, registered. The dict of generations is replaced, never

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from shardwalk.index._kernels import probe_leaves, scan_rows
 from shardwalk.index.base import (
     IndexBase,
-    IndexMetric,
+    IndexOptions,
     SearchResult,
     empty_result,
     read_meta,
@@ -45,6 +45,7 @@ from shardwalk._threads import ThreadBudget
 
 if TYPE_CHECKING:
     from shardwalk.index.base import SearchOptions
+    from typing_extensions import Unpack
 
 __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
 
@@ -159,9 +160,9 @@ class MultiTenantIndex(IndexBase):
 
     Parameters
     ----------
-    dim, metric, seed, budget
+    dim, metric, seed, threads, budget
         As for every index (:class:`~shardwalk.index.base.IndexBase`): a batch search takes
-        up to one thread per query.
+        up to one thread per query (at most ``threads``).
     leaves : int, optional
         Leaves of the shared clustering (default ``sqrt(n)`` at clustering time, 16-4096).
     nprobe : int, default 8
@@ -200,8 +201,6 @@ class MultiTenantIndex(IndexBase):
     def __init__(
         self,
         *,
-        dim: int,
-        metric: IndexMetric,
         leaves: int | None = None,
         nprobe: int = 8,
         candidates: int = 256,
@@ -209,10 +208,10 @@ class MultiTenantIndex(IndexBase):
         train_size: int | None = None,
         quantization: str = "none",
         rerank: int = 4,
-        seed: int = 0,
-        budget: ThreadBudget | None = None,
+        **options: Unpack[IndexOptions],
     ) -> None:
-        super().__init__(dim=dim, metric=metric, seed=seed, budget=budget)
+        super().__init__(**options)
+        dim = self.dim
         self.quantization = quantization
         self.rerank = rerank
         self.leaves = leaves
@@ -432,7 +431,7 @@ class MultiTenantIndex(IndexBase):
         n = queries.shape[0]
         if len(self.store) == 0:
             return empty_result(n, k)
-        with self.budget.take(n):  # the kernels' prange over queries runs within it
+        with self.budget.take(min(n, self.threads or n)):  # the kernels' prange runs within it
             return self._search_leaves(queries, k, options)
 
     def _search_leaves(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:

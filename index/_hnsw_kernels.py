@@ -24,6 +24,30 @@ from shardwalk.index._kernels import merge_pending_serial
 _FAST = {"reassoc", "contract", "arcp", "nsz", "afn"}
 _NEUTRAL = np.float32(np.finfo(np.float32).max)  # faiss's empty result slot (CMax::neutral)
 
+# What a search reads, as tuples (numba passes them as one typed argument each):
+# - Graph: (vectors, neighbors, offsets, levels, cum, entry, max_level, count, ip): faiss's flat
+#   storage (>= count, d) float32, ``hnsw.neighbors`` (int32), ``hnsw.offsets`` (uint64),
+#   ``hnsw.levels`` (int32) and ``hnsw.cum_nneighbor_per_level`` (int32), each at least as long
+#   as the nodes below ``count`` need (longer: room reserved past them, never read for those
+#   nodes); faiss's entry point and top level as they were once ``count`` nodes were linked
+#   (only those are followed: a node linked meanwhile is skipped); inner product (distances
+#   ``1 - <q, x>``) rather than squared L2.
+# - Admit: (limit, bits, filtered): positions below ``limit`` may be returned (<= count); when
+#   ``filtered``, only those whose bit is set (packed little-endian, faiss's
+#   ``IDSelectorBitmap``); every node is followed.
+# - Visited: (table, mark): a table by position (uint8, >= count long) whose entries equal to
+#   ``mark`` are visited; the caller gives each search a mark no entry holds (faiss's
+#   ``VisitedTable``).
+# - Search: (graph, admit, visited, ef), ef being faiss's efSearch (raised to k).
+# - Pending: (delta, alive, labels): the rows from ``limit`` on that the graph does not hold
+#   (row ``limit + j``'s vector ``delta[j]``, live where ``alive[j]``, scored exactly) and the
+#   label of every row.
+Graph = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int, bool]
+Admit = tuple[int, np.ndarray, bool]
+Visited = tuple[np.ndarray, int]
+Search = tuple[Graph, Admit, Visited, int]
+Pending = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 
 @njit(cache=True, inline="always", fastmath=_FAST)
 def _distance(q: np.ndarray, x: np.ndarray, ip: bool) -> np.float32:
@@ -45,29 +69,28 @@ def _above(a: float, b: float, ia: int, ib: int) -> bool:
 
 
 @njit(cache=True, inline="always")
+def _put(dis: np.ndarray, ids: np.ndarray, i: int, val: np.float32, vid: int) -> None:
+    """Entry i of a 1-based heap stored 0-based becomes ``(val, vid)``."""
+    dis[i - 1] = val
+    ids[i - 1] = vid
+
+
+@njit(cache=True, inline="always")
 def _sift_down(k: int, dis: np.ndarray, ids: np.ndarray, val: np.float32, vid: int) -> None:
     """faiss's ``heap_replace_top`` / the loop of ``heap_pop`` on a 1-based max-heap of k
     entries stored 0-based: ``(val, vid)`` replaces the top and sinks to its place."""
     i = 1
     while True:
-        i1 = i << 1
-        i2 = i1 + 1
-        if i1 > k:
+        child = i << 1
+        if child > k:
             break
-        if i2 == k + 1 or _above(dis[i1 - 1], dis[i2 - 1], ids[i1 - 1], ids[i2 - 1]):
-            if _above(val, dis[i1 - 1], vid, ids[i1 - 1]):
-                break
-            dis[i - 1] = dis[i1 - 1]
-            ids[i - 1] = ids[i1 - 1]
-            i = i1
-        else:
-            if _above(val, dis[i2 - 1], vid, ids[i2 - 1]):
-                break
-            dis[i - 1] = dis[i2 - 1]
-            ids[i - 1] = ids[i2 - 1]
-            i = i2
-    dis[i - 1] = val
-    ids[i - 1] = vid
+        if child < k and not _above(dis[child - 1], dis[child], ids[child - 1], ids[child]):
+            child += 1  # the right child ranks above the left one
+        if _above(val, dis[child - 1], vid, ids[child - 1]):
+            break
+        _put(dis, ids, i, dis[child - 1], ids[child - 1])
+        i = child
+    _put(dis, ids, i, val, vid)
 
 
 @njit(cache=True, inline="always")
@@ -78,11 +101,9 @@ def _heap_push(k: int, dis: np.ndarray, ids: np.ndarray, val: np.float32, vid: i
         father = i >> 1
         if not _above(val, dis[father - 1], vid, ids[father - 1]):
             break
-        dis[i - 1] = dis[father - 1]
-        ids[i - 1] = ids[father - 1]
+        _put(dis, ids, i, dis[father - 1], ids[father - 1])
         i = father
-    dis[i - 1] = val
-    ids[i - 1] = vid
+    _put(dis, ids, i, val, vid)
 
 
 @njit(cache=True, inline="always")
@@ -127,52 +148,25 @@ def count_admitted(bits: np.ndarray, limit: int, ids: np.ndarray) -> tuple[int, 
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def hnsw_search(
-    query: np.ndarray,
-    vectors: np.ndarray,
-    neighbors: np.ndarray,
-    offsets: np.ndarray,
-    levels: np.ndarray,
-    cum: np.ndarray,
-    entry: int,
-    max_level: int,
-    count: int,
-    limit: int,
-    bits: np.ndarray,
-    filtered: bool,
-    k: int,
-    ef: int,
-    ip: bool,
-    visited: np.ndarray,
-    mark: int,
-) -> tuple[np.ndarray, np.ndarray, int]:
+def hnsw_search(query: np.ndarray, search: Search, k: int) -> tuple[np.ndarray, np.ndarray, int]:
     """The k nearest admitted positions of ``query`` (ids ascending by distance, padded -1;
     distances padded +inf; and how many were found) by faiss's HNSW search.
 
     Parameters
     ----------
     query : (d,) float32
-    vectors : (>= count, d) float32, faiss's flat storage
-    neighbors, offsets, levels, cum : faiss's ``hnsw.neighbors`` (int32),
-        ``hnsw.offsets`` (uint64), ``hnsw.levels`` (int32) and
-        ``hnsw.cum_nneighbor_per_level`` (int32), each at least as long as the nodes below
-        ``count`` need (longer arrays: room reserved past them, never read for those nodes)
-    entry, max_level : faiss's entry point and top level (as they were once ``count`` nodes
-        were linked)
-    count : nodes linked: only these are followed (a node linked meanwhile is skipped)
-    limit : positions below it may be returned (<= count)
-    bits, filtered : when ``filtered``, only positions whose bit is set (packed
-        little-endian, faiss's ``IDSelectorBitmap``) are returned; every node is followed
-    k, ef : results wanted, and faiss's efSearch (raised to k)
-    ip : inner product (distances ``1 - <q, x>``) rather than squared L2
-    visited, mark : a table by position (uint8, >= count long) whose entries equal to
-        ``mark`` are visited; the caller gives each search a mark no entry holds (faiss's
-        ``VisitedTable``)
+    search : :data:`Search`, the graph as the search reads it, the positions it may return,
+        its visited table and ef (faiss's efSearch, raised to k)
+    k : results wanted
     """
+    graph, admit, visited, ef = search
+    vectors, neighbors, offsets, levels, cum, entry, max_level, count, ip = graph
+    limit, bits, filtered = admit
+    table, mark = visited
     out_ids = np.full(k, -1, dtype=np.int64)
     out_d = np.full(k, np.inf, dtype=np.float32)
     n_links = neighbors.shape[0]
-    count = min(count, vectors.shape[0], offsets.shape[0] - 1, levels.shape[0], visited.shape[0])
+    count = min(count, vectors.shape[0], offsets.shape[0] - 1, levels.shape[0], table.shape[0])
     if entry < 0 or entry >= count or k <= 0:
         return out_ids, out_d, 0
     top = min(max_level, cum.shape[0] - 2)
@@ -218,7 +212,7 @@ def hnsw_search(
     if _admitted(nearest, limit, bits, filtered) and d_nearest < threshold:
         _sift_down(k, res_d, res_i, d_nearest, nearest)
         threshold = res_d[0]
-    visited[nearest] = mk
+    table[nearest] = mk
 
     while valid > 0:
         # pop_min: the closest entry not popped (ties: the last one)
@@ -247,9 +241,9 @@ def hnsw_search(
             v1 = np.int64(neighbors[j])
             if v1 < 0:
                 break
-            if v1 >= count or visited[v1] == mk:
+            if v1 >= count or table[v1] == mk:
                 continue
-            visited[v1] = mk
+            table[v1] = mk
             d = _distance(query, vectors[v1], ip)
             if _admitted(v1, limit, bits, filtered) and d < threshold:
                 _sift_down(k, res_d, res_i, d, v1)
@@ -291,45 +285,33 @@ def hnsw_search(
 
 @njit(cache=True, nogil=True)
 def hnsw_search_pending(
-    queries: np.ndarray,
-    vectors: np.ndarray,
-    neighbors: np.ndarray,
-    offsets: np.ndarray,
-    levels: np.ndarray,
-    cum: np.ndarray,
-    entry: int,
-    max_level: int,
-    count: int,
-    limit: int,
-    bits: np.ndarray,
-    filtered: bool,
-    k: int,
-    want: int,
-    ef: int,
-    ip: bool,
-    visited: np.ndarray,
-    mark: int,
-    delta: np.ndarray,
-    alive: np.ndarray,
-    labels: np.ndarray,
+    queries: np.ndarray, search: Search, k: int, want: int, pending: Pending
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """:func:`hnsw_search` of ``queries[0]`` for ``want`` positions, merged with the rows
-    written since ``limit``, not in the graph (row ``limit + j``'s vector ``delta[j]``, live
-    where ``alive[j]``, scored exactly), as ``labels[row]`` (1, k) padded -1, and distances:
-    one call (one release of the GIL) for a collection's plain query. The last value is
-    False (and the rest empty) when the graph's answer came back short of ``want`` without
-    holding every position set in ``bits`` below ``limit`` (see :func:`count_admitted`)."""
-    found, raw, got = hnsw_search(
-        queries[0], vectors, neighbors, offsets, levels, cum, entry, max_level, count, limit,
-        bits, filtered, want, ef, ip, visited, mark,
-    )  # fmt: skip
+    """:func:`hnsw_search` of ``queries[0]`` for ``want`` positions, as (1, k) ids padded -1
+    and distances, merged with the ``pending`` rows (``labels[row]``; with no labels, nothing
+    is pending and the positions are the ids): one call (one release of the GIL) for a
+    plain query. The last value is False (and the rest empty) when the graph's answer came
+    back short of ``want`` without holding every position set in ``bits`` below ``limit``
+    (see :func:`count_admitted`)."""
+    limit, bits, filtered = search[1]
+    ip = search[0][8]
+    found, raw, got = hnsw_search(queries[0], search, want)
     if got < want:
+        # short of want: whole if it holds every live position below limit (counted after
+        # the search: a delete meanwhile cannot make a short answer pass)
         complete = False
         if filtered:
             live, held = count_admitted(bits, limit, found)
             complete = held >= live
         if not complete:
             return np.full((1, k), -1, dtype=np.int64), np.full((1, k), np.inf, np.float32), False
+    delta, alive, labels = pending
+    if labels.shape[0] == 0:  # nothing pending: the graph's answer, padded to k
+        ids = np.full((1, k), -1, dtype=np.int64)
+        distances = np.full((1, k), np.inf, dtype=np.float32)
+        ids[0, :want] = found
+        distances[0, :want] = raw
+        return ids, distances, True
     ids, distances = merge_pending_serial(
         queries, found.reshape(1, -1), raw.reshape(1, -1), delta, alive, limit, labels, k, ip
     )

@@ -23,9 +23,11 @@ from shardwalk import _files as files
 from shardwalk._threads import ThreadBudget, default_budget
 
 if TYPE_CHECKING:
-    from shardwalk.index.planner import Explain
+    from shardwalk.index.hnsw_marks import Admitted, Marks
+    from shardwalk.index.planner import Explain, Scope
+    from typing_extensions import Unpack
 
-__all__ = ["IndexMetric", "KeepsRoom", "SearchResult", "VectorIndex"]
+__all__ = ["IndexMetric", "KeepsRoom", "SearchOptions", "SearchResult", "VectorIndex"]
 
 INDEX_FORMAT = 1  # version of the files an index writes into its directory
 
@@ -97,6 +99,46 @@ class VectorIndex(Protocol):
         """Sizes and parameters, JSON-serialisable."""
 
 
+class SearchOptions(TypedDict, total=False):
+    """The keywords of every index kind's :meth:`~IndexBase.search`. Each kind reads those
+    named for it and ignores the others: the planner passes one set to whichever kind a
+    collection has (a collection checks a caller's against its kind first:
+    ``shardwalk.validation.SEARCH_PARAMS``). None, or absent: the index's default."""
+
+    ef: int | None
+    """hnsw, partitioned, spann (its centroid graph): ef in the paper, this call only."""
+    nprobe: int | None
+    """partitioned: partitions visited, closest centroids first; multitenant: leaves probed."""
+    eps_search: float | None
+    """spann: lists within (1 + eps_search) of the nearest are probed."""
+    max_probes: int | None
+    """spann: most lists probed (before a short query probes more)."""
+    candidates: int | None
+    """multitenant: rows scored before the leaves stop."""
+    probe_ratio: float | None
+    """multitenant: leaves within this ratio of the nearest are visited too."""
+    threads: int | None
+    """hnsw: most threads of a batch."""
+    mask: np.ndarray | None
+    """flat: bool per label, restricting the candidates."""
+    admitted: tuple[Admitted, np.ndarray] | None
+    """hnsw: a filter (``HNSWIndex.admit``) and the live labels it admits, ascending."""
+    marks: Marks | None
+    """hnsw: the tombstones to read (``HNSWIndex.marks``)."""
+    scope: Scope | None
+    """partitioned on Ray actors: the planner's scope, applied where the vectors are."""
+    rows: np.ndarray | None
+    """multitenant: the rows searched (a tenant's), ascending."""
+    rows_key: Any
+    """multitenant: the key of ``rows`` for its cache of per-leaf lists (None: not cached)."""
+    rows_version: int
+    """multitenant: the version of ``rows`` under its key."""
+    allowed: np.ndarray | None
+    """multitenant, spann: bool per label, the labels in scope."""
+    allowed_bits: np.ndarray | None
+    """multitenant, spann: ``allowed`` packed little-endian (saves packing it)."""
+
+
 class _IndexRequired(TypedDict):
     dim: int
     metric: IndexMetric
@@ -138,6 +180,8 @@ class IndexBase:
     scoped_how = ""
     applies_scope = False  # see VectorIndex
     upgraded = False  # read from an earlier format (rebuilt): the next save rewrites it
+    # the kind's own parameters (attribute names), as its index.json and stats record them
+    saved_params: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -164,6 +208,22 @@ class IndexBase:
             self._insert(labels, vectors, groups)
 
     def _insert(self, labels: np.ndarray, vectors: np.ndarray, groups: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The kind's own parameters by name (:attr:`saved_params`)."""
+        return {name: getattr(self, name) for name in self.saved_params}
+
+    def search(self, queries: np.ndarray, k: int, **options: Unpack[SearchOptions]) -> SearchResult:
+        """Top-k live labels per query (see :class:`VectorIndex`): ``ids`` (n, k) padded -1,
+        ``distances`` padded +inf. ``options``: the keywords of :class:`SearchOptions`, each
+        kind reading its own (the others are ignored). An empty batch gives an empty result;
+        else the kind's :meth:`_search`."""
+        if queries.shape[0] == 0:
+            return empty_result(0, k)
+        return self._search(queries, k, options)
+
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         raise NotImplementedError
 
 

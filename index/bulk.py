@@ -32,7 +32,7 @@ from typing import Any
 import faiss
 import numpy as np
 from shardwalk.index.base import IndexMetric, write_meta
-from shardwalk.index.hnsw import HNSWGraph, HNSWParams
+from shardwalk.index.hnsw_graph import HNSWGraph, HNSWParams
 from shardwalk.index.kmeans import balanced_kmeans
 
 from shardwalk import _fs

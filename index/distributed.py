@@ -41,7 +41,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +49,8 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from shardwalk.index.base import SearchResult, empty_result, merge_topk, read_meta
 from shardwalk.index.bulk import Executor
-from shardwalk.index.hnsw import _grow, is_hnswlib_dir
+from shardwalk.index.hnsw import is_hnswlib_dir
+from shardwalk.index.hnsw_graph import _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.partitioned import PartitionedIndex, hnswlib_share_error
 from shardwalk.index.planner import Scope, plan_search
@@ -58,6 +59,9 @@ from shardwalk.index.store import RowStore, Segment
 from shardwalk._threads import ThreadBudget, available_cores, rss_bytes, thread_env
 from shardwalk.errors import FailedPreconditionError, ShardwalkError, UnavailableError
 from shardwalk.validation import check_int
+
+if TYPE_CHECKING:
+    from shardwalk.index.base import SearchOptions
 
 __all__ = [
     "RayExecutor",
@@ -631,12 +635,7 @@ class RayPartitionedIndex(PartitionedIndex):
         self._part_of[labels] = assignment
         self._live += labels.size
 
-    def delete(self, labels: np.ndarray) -> None:
-        labels = np.asarray(labels, dtype=np.int64)
-        if self._staging is not None:
-            self._staging.delete(labels)
-            return
-        labels = labels[(labels >= 0) & (labels < self._part_of.shape[0])]
+    def _delete_placed(self, labels: np.ndarray) -> None:
         labels = labels[self._part_of[labels] >= 0]
         if not labels.size:
             return
@@ -649,25 +648,18 @@ class RayPartitionedIndex(PartitionedIndex):
         self._live -= labels.size
 
     # -- reads ------------------------------------------------------------------------------
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        ef: int | None = None,
-        nprobe: int | None = None,
-        scope: Scope | None = None,
-        **_: Any,
-    ) -> SearchResult:
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         """Top-k over every actor's partitions, merged exactly; ``scope`` (the planner's)
         applied in the actors. ``explain`` counts the paths the actors took."""
         n = queries.shape[0]
-        params = {key: v for key, v in (("ef", ef), ("nprobe", nprobe)) if v is not None}
+        chosen = (("ef", options.get("ef")), ("nprobe", options.get("nprobe")))
+        params = {key: v for key, v in chosen if v is not None}
+        scope = options.get("scope")
         if self._staging is not None:
             staging = self._staging
             found, report = plan_search(staging, staging.store, queries, k, scope, {})
             return SearchResult(found.ids, found.distances, explain={f"staging {report.path}": 1})
-        if n == 0 or self._live == 0:
+        if self._live == 0:
             return empty_result(n, k)
         bitmap = None if scope is None else [self._bitmap(scope)]
         rows = 0 if scope is None else int(scope.allowed.shape[0])

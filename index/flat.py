@@ -9,7 +9,7 @@ matches.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -26,6 +26,9 @@ from shardwalk.index.store import IndexStore, Segment
 from shardwalk._files import atomic_write
 from shardwalk._threads import ThreadBudget
 from shardwalk.errors import CorruptionError
+
+if TYPE_CHECKING:
+    from shardwalk.index.base import SearchOptions
 
 __all__ = ["FlatIndex", "exact_search"]
 
@@ -150,10 +153,9 @@ class FlatIndex(IndexBase):
         self._live -= int(np.count_nonzero(self._alive[labels]))
         self._alive[labels] = False
 
-    def search(
-        self, queries: np.ndarray, k: int, *, mask: np.ndarray | None = None, **_: Any
-    ) -> SearchResult:
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         """Exact top-k; ``mask`` (bool per label) further restricts the candidates."""
+        mask = options.get("mask")
         allowed = self._alive if mask is None else (self._alive & mask[: self._alive.shape[0]])
         with self.budget.take(queries.shape[0]):  # faiss's OpenMP team (and BLAS) follow it
             return _search_faiss(self._index, self.metric, queries, k, allowed)

@@ -32,15 +32,8 @@ from shardwalk.index.base import (
     save_index,
 )
 from shardwalk.index.flat import FlatIndex
-from shardwalk.index.hnsw import (
-    HNSWGraph,
-    OnHNSW,
-    OnHNSWOptions,
-    _grow,
-    is_hnswlib_dir,
-    log,
-    read_hnswlib,
-)
+from shardwalk.index.hnsw import OnHNSW, OnHNSWOptions, is_hnswlib_dir, log, read_hnswlib
+from shardwalk.index.hnsw_graph import HNSWGraph, _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.store import IndexStore, Segment
 
@@ -49,6 +42,7 @@ from shardwalk._threads import ThreadBudget, delegated
 from shardwalk.errors import FailedPreconditionError
 
 if TYPE_CHECKING:
+    from shardwalk.index.base import SearchOptions
     from typing_extensions import Unpack
 
 __all__ = ["PartitionedIndex", "hnswlib_share_error"]
@@ -107,6 +101,7 @@ class PartitionedIndex(OnHNSW):
         self.store = IndexStore(dim, self._segments)
 
     def params(self) -> dict[str, Any]:
+        # (train_size: in index.json alone, see _save_meta)
         return {"partitions": self.partitions, **self.hnsw.options()}
 
     @property
@@ -201,22 +196,17 @@ class PartitionedIndex(OnHNSW):
         if self._staging is not None:
             self._staging.delete(labels)
             return
-        labels = labels[(labels >= 0) & (labels < self._part_of.shape[0])]
+        self._delete_placed(labels[(labels >= 0) & (labels < self._part_of.shape[0])])
+
+    def _delete_placed(self, labels: np.ndarray) -> None:
+        """Delete ``labels`` (each below the end of ``_part_of``) where they are placed."""
         owners = self._part_of[labels]
         for p in np.unique(owners[owners >= 0]).tolist():
             self._parts[p].delete(self._pos_of[labels[owners == p]])
         self._part_of[labels] = -1
 
     # -- reads ------------------------------------------------------------------------------
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        ef: int | None = None,
-        nprobe: int | None = None,
-        **_: Any,
-    ) -> SearchResult:
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         """Top-k over the partitions, merged exactly.
 
         ``ef`` applies in every partition. ``nprobe`` visits only the partitions with the
@@ -227,11 +217,11 @@ class PartitionedIndex(OnHNSW):
         with self.budget.take(want) as granted:  # the staging's or partitions' searches within
             if self._staging is not None:
                 return self._staging.search(queries, k)
-            if n == 0 or len(self) == 0:
+            if len(self) == 0:
                 return empty_result(n, k)
-            return self._search(queries, k, ef, nprobe, granted)
+            return self._search_parts(queries, k, options.get("ef"), options.get("nprobe"), granted)
 
-    def _search(
+    def _search_parts(
         self, queries: np.ndarray, k: int, ef: int | None, nprobe: int | None, threads: int
     ) -> SearchResult:
         n = queries.shape[0]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from shardwalk.index._kernels import probe_leaves, scan_rows
 from shardwalk.index.base import (
     IndexBase,
-    IndexMetric,
+    IndexOptions,
     SearchResult,
     empty_result,
     read_meta,
@@ -42,6 +42,10 @@ from shardwalk.index.base import (
 from shardwalk.index.store import VectorStore
 
 from shardwalk._threads import ThreadBudget
+
+if TYPE_CHECKING:
+    from shardwalk.index.base import SearchOptions
+    from typing_extensions import Unpack
 
 __all__ = ["TREE_MIN_LEAVES", "MultiTenantIndex", "TenantDirectory"]
 
@@ -156,9 +160,9 @@ class MultiTenantIndex(IndexBase):
 
     Parameters
     ----------
-    dim, metric, seed, budget
+    dim, metric, seed, threads, budget
         As for every index (:class:`~shardwalk.index.base.IndexBase`): a batch search takes
-        up to one thread per query.
+        up to one thread per query (at most ``threads``).
     leaves : int, optional
         Leaves of the shared clustering (default ``sqrt(n)`` at clustering time, 16-4096).
     nprobe : int, default 8
@@ -192,12 +196,11 @@ class MultiTenantIndex(IndexBase):
     scoped = True
     scoped_how = "visit the shared clustering's leaves that hold rows in scope, closest first"
     relayout_fraction = 8  # redo the layout once 1/8 of the rows were appended since
+    saved_params = ("leaves", "nprobe", "candidates", "probe_ratio", "quantization")
 
     def __init__(
         self,
         *,
-        dim: int,
-        metric: IndexMetric,
         leaves: int | None = None,
         nprobe: int = 8,
         candidates: int = 256,
@@ -205,10 +208,10 @@ class MultiTenantIndex(IndexBase):
         train_size: int | None = None,
         quantization: str = "none",
         rerank: int = 4,
-        seed: int = 0,
-        budget: ThreadBudget | None = None,
+        **options: Unpack[IndexOptions],
     ) -> None:
-        super().__init__(dim=dim, metric=metric, seed=seed, budget=budget)
+        super().__init__(**options)
+        dim = self.dim
         self.quantization = quantization
         self.rerank = rerank
         self.leaves = leaves
@@ -235,15 +238,6 @@ class MultiTenantIndex(IndexBase):
         self._n_codes = 0
         self._low = np.zeros(dim, dtype=np.float32)
         self._step = np.ones(dim, dtype=np.float32)
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "leaves": self.leaves,
-            "nprobe": self.nprobe,
-            "candidates": self.candidates,
-            "probe_ratio": self.probe_ratio,
-            "quantization": self.quantization,
-        }
 
     @property
     def trained(self) -> bool:
@@ -428,56 +422,20 @@ class MultiTenantIndex(IndexBase):
             self._lists[key] = tree
         return tree
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        nprobe: int | None = None,
-        candidates: int | None = None,
-        probe_ratio: float | None = None,
-        rows: np.ndarray | None = None,
-        rows_key: Any = None,
-        rows_version: int = 0,
-        allowed: np.ndarray | None = None,
-        allowed_bits: np.ndarray | None = None,
-        **_: Any,
-    ) -> SearchResult:
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         """Top-k among ``rows`` (default: all) where ``allowed`` (default: live rows).
 
         ``rows_key``/``rows_version`` identify the row set (a tenant) for the cache of its
         per-leaf lists (no key: not cached); ``allowed_bits`` is ``allowed`` packed little-endian (saves packing).
         """
         n = queries.shape[0]
-        if n == 0 or len(self.store) == 0:
+        if len(self.store) == 0:
             return empty_result(n, k)
-        with self.budget.take(n):  # the kernels' prange over queries runs within it
-            return self._search(
-                queries,
-                k,
-                nprobe,
-                candidates,
-                probe_ratio,
-                rows,
-                rows_key,
-                rows_version,
-                allowed,
-                allowed_bits,
-            )
+        with self.budget.take(min(n, self.threads or n)):  # the kernels' prange runs within it
+            return self._search_leaves(queries, k, options)
 
-    def _search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        nprobe: int | None,
-        candidates: int | None,
-        probe_ratio: float | None,
-        rows: np.ndarray | None,
-        rows_key: Any,
-        rows_version: int,
-        allowed: np.ndarray | None,
-        allowed_bits: np.ndarray | None,
-    ) -> SearchResult:
+    def _search_leaves(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
+        rows, allowed = options.get("rows"), options.get("allowed")
         allowed = self._alive if allowed is None else allowed
         ip = self.metric == "ip"
         vectors = self.store.physical()
@@ -486,6 +444,7 @@ class MultiTenantIndex(IndexBase):
             scan = scan[allowed[scan]]
             local, distances = scan_rows(queries, vectors, self.store.positions(scan), k, ip)
             return SearchResult(ids=relabel(local, scan), distances=distances)
+        rows_key, rows_version = options.get("rows_key"), options.get("rows_version", 0)
         if rows is None:
             rows_key, rows_version = ("__all__",), len(self.store)
         tree = self._subtree(rows_key, rows_version, rows)
@@ -499,14 +458,16 @@ class MultiTenantIndex(IndexBase):
             tree.rows,
             tree.positions,
         )
+        allowed_bits = options.get("allowed_bits")
         if allowed_bits is None:
             allowed_bits = (
                 self._alive_bits()
                 if allowed is self._alive
                 else np.packbits(allowed, bitorder="little")
             )
-        min_probe = nprobe or self.nprobe
-        min_candidates = max(candidates or self.candidates, 4 * k)
+        min_probe = options.get("nprobe") or self.nprobe
+        min_candidates = max(options.get("candidates") or self.candidates, 4 * k)
+        probe_ratio = options.get("probe_ratio")
         ratio = self.probe_ratio if probe_ratio is None else float(probe_ratio)
         sq8 = self.quantization == "sq8"
         found, distances, _ = probe_leaves(
@@ -577,11 +538,7 @@ class MultiTenantIndex(IndexBase):
                 "train_size": self.train_size,
                 "clustered_at": self._clustered_at,
                 "arranged_at": self._arranged_at,
-                "nprobe": self.nprobe,
-                "candidates": self.candidates,
-                "probe_ratio": self.probe_ratio,
-                "leaves": self.leaves,
-                "quantization": self.quantization,
+                **self.params(),
                 "rerank": self.rerank,
             },
             arrays,

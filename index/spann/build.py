@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from shardwalk.index._kernels import rng_replicas
-from shardwalk.index.hnsw import HNSWGraph
+from shardwalk.index.hnsw_graph import HNSWGraph
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.spann.format import _GEN_SHIFT, _NOWHERE, _Generation, make_records
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from shardwalk.index._kernels import SPANN_LABEL_BITS
 from shardwalk.index.base import read_meta, save_index
-from shardwalk.index.hnsw import HNSWGraph
+from shardwalk.index.hnsw_graph import HNSWGraph
 
 from shardwalk import _fs
 from shardwalk._threads import ThreadBudget

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from shardwalk.index._kernels import SPANN_LABEL_BITS, scan_lists
 from shardwalk.index.base import SearchResult, empty_result
-from shardwalk.index.hnsw import HNSWGraph, OnHNSW, OnHNSWOptions, _grow
+from shardwalk.index.hnsw import OnHNSW, OnHNSWOptions
+from shardwalk.index.hnsw_graph import HNSWGraph, _grow
 from shardwalk.index.spann.build import _Build, _pairs, assign_lists
 from shardwalk.index.spann.format import (
     _DEAD,
@@ -37,6 +38,7 @@ from shardwalk.index.store import IndexStore, Segment
 from shardwalk._sync import RWLock
 
 if TYPE_CHECKING:
+    from shardwalk.index.base import SearchOptions
     from typing_extensions import Unpack
 
 __all__ = ["SpannIndex"]
@@ -210,19 +212,6 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
     def _centroids(self) -> np.ndarray:
         """Every list's centroid: the graph's storage (no copy; valid until its next add)."""
         return self._graph.vectors()
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "max_list_size": self.max_list_size,
-            "eps_build": self.eps_build,
-            "max_replicas": self.max_replicas,
-            "eps_search": self.eps_search,
-            "max_probes": self.max_probes,
-            **self.hnsw.options(),
-            "maintenance": self.maintenance,
-            "io": self.io,
-            "train_size": self.train_size,
-        }
 
     # -- generations ------------------------------------------------------------------------
     def _new_gen(self) -> _Generation:
@@ -430,18 +419,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         )
 
     # -- reads ------------------------------------------------------------------------------
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        eps_search: float | None = None,
-        max_probes: int | None = None,
-        ef: int | None = None,
-        allowed: np.ndarray | None = None,
-        allowed_bits: np.ndarray | None = None,
-        **_: Any,
-    ) -> SearchResult:
+    def _search(self, queries: np.ndarray, k: int, options: SearchOptions) -> SearchResult:
         """Approximate top-k: the centroid graph names the closest lists, pruning keeps those
         within (1 + eps_search) of the nearest (at most max_probes), their records are scanned
         and replicas merged. Never fewer than min(k, live) results: a query whose probed lists
@@ -456,11 +434,13 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         The whole search holds the index's lock shared: it sees every write and split
         published before it and none of one published after it started."""
         n = queries.shape[0]
+        eps_search, max_probes = options.get("eps_search"), options.get("max_probes")
         eps = self.eps_search if eps_search is None else float(eps_search)
         probes = self.max_probes if max_probes is None else int(max_probes)
+        allowed, allowed_bits = options.get("allowed"), options.get("allowed_bits")
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         with self._rw.read():
-            if n == 0 or self._live == 0:
+            if self._live == 0:
                 return empty_result(n, k)
             matches = self._live
             bits = _NO_SCOPE
@@ -480,8 +460,8 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
                 if n == 1
                 else self.budget.take(min(n, self.threads or self.budget.threads))
             ):
-                ids, distances, probed, read = self._search(
-                    queries, k, eps, probes, ef or self.ef, bits, matches
+                ids, distances, probed, read = self._search_lists(
+                    queries, k, eps, probes, options.get("ef") or self.ef, bits, matches
                 )
         self._counters["searches"] += n
         self._counters["lists_probed"] += probed
@@ -516,7 +496,7 @@ class SpannIndex(_Build, _Maintenance, _Persistence, OnHNSW):
         keep |= (found >= 0) & (before < need[:, None])
         return np.where(keep, found, -1)
 
-    def _search(
+    def _search_lists(
         self,
         queries: np.ndarray,
         k: int,

@@ -10,7 +10,7 @@ import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
-from shardwalk.index.hnsw import _grow
+from shardwalk.index.hnsw_graph import _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.spann.build import _sq
 from shardwalk.index.spann.format import _GEN_SHIFT, LABEL_MASK, _Staged

@@ -47,7 +47,7 @@ def test_deletes_mark_nodes_and_leave_the_hnsw_graph_connected(monkeypatch):
     def no_scan(*args, **kwargs):
         raise AssertionError("a query fell back to scanning the live rows")
 
-    monkeypatch.setattr("shardwalk.index.hnsw.scan_rows", no_scan)
+    monkeypatch.setattr("shardwalk.index.hnsw_graph.scan_rows", no_scan)
     live = np.setdiff1d(np.arange(3000), gone)
     queries = rng.normal(size=(100, DIM)).astype(np.float32)
     got = col.search(queries, k=10).ids

@@ -64,7 +64,7 @@ def test_a_search_cut_short_by_tombstones_goes_deeper_and_never_copies_the_vecto
     """Most rows deleted: a search at a small ef comes back short; it is searched again with a
     larger ef (the graph keeps deleted nodes as waypoints), and still returns the exact top-k
     of the live rows, without scoring a copy of every live vector (issue 26.2)."""
-    import shardwalk.index.hnsw as hnsw
+    import shardwalk.index.hnsw_graph as hnsw
 
     def no_copy(*args, **kwargs):
         raise AssertionError("the tombstone fallback copied the live vectors into exact_search")

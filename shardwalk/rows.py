@@ -297,6 +297,8 @@ def _find_all(
             p = np.minimum(pos, keys.size - 1)
             same = (pos < keys.size) & (keys[p] == ids[at])
             at, p = at[same], p[same]
+            if not at.size:
+                break
             candidates = rows[p]
             live = alive[candidates]
             ats.append(at[live])
@@ -304,7 +306,9 @@ def _find_all(
             pos = p + 1
     if not ats:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(ats).astype(np.int64), np.concatenate(found).astype(np.int64)
+    if len(ats) == 1:
+        return ats[0], found[0]
+    return np.concatenate(ats), np.concatenate(found)
 
 
 def _merge_runs(
@@ -414,10 +418,12 @@ class RowTable:
             return np.zeros(n, dtype=np.int32)
         if n <= _FEW_NAMES:  # a small write: Python's dict beats Arrow's per-call overhead
             names = tenants.to_pylist()
-            if add:
-                self._add_names(list(dict.fromkeys(t for t in names if t is not None)))
             codes = self._codes
-            return np.array([codes.get(t, -1) for t in names], dtype=np.int32)
+            found = [codes.get(t, -1) for t in names]
+            if add and -1 in found:  # names new to the table
+                self._add_names(list(dict.fromkeys(t for t in names if t not in codes)))
+                found = [codes[t] for t in names]
+            return np.array(found, dtype=np.int32)
         if isinstance(tenants, pa.ChunkedArray):
             tenants = tenants.combine_chunks()
         encoded = pc.dictionary_encode(tenants.cast(pa.string()))
@@ -579,24 +585,32 @@ class RowTable:
             self._alive = alive
         ids = np.asarray(ids, dtype=np.int64)
         codes = self._codes_of(tenants, add=True)
-        order = np.lexsort((codes, ids))  # by id, then owner: distinct pairs, any sort is stable
-        keys = ids[order]
+        start = self._n
+        rows = np.arange(start, start + n, dtype=np.int64)
+        if n > 1 and not (ids[1:] > ids[:-1]).all():  # (ids ascending, as often: in order)
+            # by id, then owner: distinct pairs, any sort is stable
+            order = np.lexsort((codes, ids))
+            keys, run_rows, key_codes = ids[order], rows[order], codes[order]
+        else:
+            keys, run_rows, key_codes = ids, rows, codes
         old = np.zeros(0, dtype=np.int64)
         if not fresh:
-            old = self._lookup_sorted(keys, codes[order])
+            old = self._lookup_sorted(keys, key_codes)
             old = old[old >= 0]
-        self._alive[old] = False
-        rows = np.arange(self._n, self._n + n, dtype=np.int64)
-        self._ids[rows] = ids
-        self._owner[rows] = codes
-        self._alive[rows] = True
+            self._alive[old] = False
+        self._ids[start : start + n] = ids
+        self._owner[start : start + n] = codes
+        self._alive[start : start + n] = True
         self._n += n
         self._live += n - old.size
         if n:
-            self._add_run(keys, rows[order])
+            self._add_run(keys, run_rows)
+        typed = {}  # attributes whose type this write tells first (null: not yet)
         for i, field in enumerate(attributes.schema):
             known = self._schema.get(field.name)
-            if pa.types.is_null(field.type) and known is not None and not pa.types.is_null(known):
+            if known is None or pa.types.is_null(known):
+                typed[field.name] = field.type
+            elif pa.types.is_null(field.type):
                 column = attributes.column(i).cast(known)
                 attributes = attributes.set_column(i, field.name, column)
         chunk = (
@@ -622,10 +636,7 @@ class RowTable:
             tail = rows_waiting = 0
         self._chunks = chunks  # one reference assignment
         self._tail, self._tail_rows = tail, rows_waiting
-        for field in attributes.schema:
-            if not pa.types.is_null(self._schema.get(field.name, pa.null())):
-                continue
-            self._schema[field.name] = field.type  # null until a typed value arrives
+        self._schema.update(typed)
         return rows
 
     def replaced_rows(self, ids: np.ndarray, tenants: Any) -> np.ndarray:
@@ -678,7 +689,8 @@ class RowTable:
         row first, then owners in name order)."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         at, rows = _find_all(self._runs, self._alive, ids)
-        if at.size > 1:
+        # (positions ascending: one row an id, found in order, as often; nothing to sort)
+        if at.size > 1 and not (at[1:] > at[:-1]).all():
             order = np.lexsort((self._rank[self._owner[rows]], at))
             at, rows = at[order], rows[order]
         return at, rows

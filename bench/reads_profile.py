@@ -14,6 +14,12 @@ how often the index's lock (``Collection._index_rw``) was held exclusively, by t
 background indexer's inserts, the writer's groups), timed by wrapping ``RWLock.write``. Everything else a search does under writes shows in a py-spy
 profile of the same run (``py-spy record --idle -f raw -- python bench/reads_profile.py``).
 
+``--gil-burst 25,50,100,250``: instead of the writer, a stand-in that writes nothing and holds
+the GIL in a pure-Python busy loop for that many microseconds, ``--bursts`` times a second (the
+values alternate cycle by cycle in one run, each against its own at-rest slices): how short a
+writer's bursts must be for a search's p99 to stay within 2x of its p99 at rest (a real 10-row
+write holds the GIL for its whole call, a few hundred microseconds).
+
 It uses only the public API and ``RWLock``, so it runs against whichever shardwalk the
 interpreter imports: two checkouts (each with its own venv) measure back to back, and
 ``--label`` names the results, bench/results/reads-profile-<label>.json.
@@ -91,6 +97,23 @@ class _TimedWrite:
         if id(self._lock) in _watched:
             _holds.append((threading.current_thread().name, self._t, held))
         return out
+
+
+class GilBurst:
+    """The stand-in writer's "upsert" (``--gil-burst``; SlidingWriter paces it, one a call):
+    holds the GIL for ``micros`` microseconds in a pure-Python busy loop, as a writer's Python
+    holds it, and writes nothing. ``bursts`` and ``held`` (seconds) give what it did."""
+
+    def __init__(self) -> None:
+        self.micros, self.bursts, self.held = 0.0, 0, 0.0
+
+    def __call__(self, ids: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        end = t0 + self.micros * 1e-6
+        while time.perf_counter() < end:
+            pass
+        self.held += time.perf_counter() - t0
+        self.bursts += 1
 
 
 def loop(search, queries: np.ndarray, seconds: float) -> tuple[np.ndarray, float, float]:
@@ -173,8 +196,20 @@ def main() -> None:
         "kernel waits up to one interval to get it back from a writer thread running Python), "
         "each reported on its own",
     )
+    parser.add_argument(
+        "--gil-burst",
+        default="",
+        help="microseconds, comma-separated (e.g. 25,50,100,250): a stand-in writer that holds "
+        "the GIL that long --bursts times a second and writes nothing, in place of the writer; "
+        "the values alternate cycle by cycle, each reported on its own (with the first switch "
+        "interval)",
+    )
+    parser.add_argument("--bursts", type=int, default=100, help="GIL bursts a second (100)")
     args = parser.parse_args()
     intervals = [float(v) for v in args.switch_interval.split(",")]
+    bursts = [float(v) for v in args.gil_burst.split(",") if v]
+    if bursts:  # one switch interval; the variants are the burst lengths
+        intervals = intervals[:1]
     sys.setswitchinterval(intervals[0])
     RWLock._enter_read = _timed_enter
     RWLock.write = lambda self: _TimedWrite(self)  # type: ignore[method-assign]
@@ -211,23 +246,38 @@ def main() -> None:
             attributes={"y": y[at].tolist()},
         )
 
-    writer = SlidingWriter(upsert, col.delete, args.rate, args.batch, lo, args.n)
+    stand_in = GilBurst()
+    if bursts:  # one burst a call, nothing deleted
+        writer = SlidingWriter(stand_in, lambda ids: None, args.bursts, 1, 0, 0)
+    else:
+        writer = SlidingWriter(upsert, col.delete, args.rate, args.batch, lo, args.n)
     writer.start()
     out: dict[str, Any] = {"writing": {}, "rest": {}, "paths": {}}
-    by_interval: dict[float, dict[str, Any]] = {v: {"writing": {}, "rest": {}} for v in intervals}
+    variants = bursts or intervals  # alternated cycle by cycle
+    by_interval: dict[float, dict[str, Any]] = {v: {"writing": {}, "rest": {}} for v in variants}
+    # bursts, seconds they held the GIL, seconds the stand-in ran
+    held: dict[float, list[float]] = {v: [0, 0.0, 0.0] for v in variants}
     for scope in SCOPES:
         loop(searches[scope], data.queries, 0.2)  # warm: masks, kernels
-        hot: dict[float, tuple[list, list]] = {v: ([], []) for v in intervals}
-        rest: dict[float, tuple[list, list]] = {v: ([], []) for v in intervals}
+        hot: dict[float, tuple[list, list]] = {v: ([], []) for v in variants}
+        rest: dict[float, tuple[list, list]] = {v: ([], []) for v in variants}
         for _ in range(args.cycles):
-            for v in intervals:
-                sys.setswitchinterval(v)
+            for v in variants:
+                if bursts:
+                    stand_in.micros = v
+                    before = stand_in.bursts, stand_in.held, time.perf_counter()
+                else:
+                    sys.setswitchinterval(v)
                 writer.active.set()
                 loop(searches[scope], data.queries, 0.05)
                 runs, a, b = loop(searches[scope], data.queries, args.slice)
                 hot[v][0].append(runs)
                 hot[v][1].append((a, b))
                 writer.active.clear()
+                if bursts:
+                    held[v][0] += stand_in.bursts - before[0]
+                    held[v][1] += stand_in.held - before[1]
+                    held[v][2] += time.perf_counter() - before[2]
                 end = time.perf_counter() + 10
                 while col.stats()["delta"]["rows"] and time.perf_counter() < end:
                     time.sleep(0.01)
@@ -236,22 +286,33 @@ def main() -> None:
                 rest[v][0].append(runs)
                 rest[v][1].append((a, b))
         seconds = args.cycles * args.slice
-        for v in intervals:
+        for v in variants:
             by_interval[v]["writing"][scope] = summary(*hot[v], seconds)
             by_interval[v]["rest"][scope] = summary(*rest[v], seconds)
             print(
                 scope,
-                f"switch interval {v}:" if len(intervals) > 1 else "",
+                f"GIL burst {v:g} us:" if bursts else "",
+                f"switch interval {v}:" if len(variants) > 1 and not bursts else "",
                 "writing",
                 by_interval[v]["writing"][scope],
                 "rest",
                 by_interval[v]["rest"][scope],
                 flush=True,
             )
-        out["writing"][scope] = by_interval[intervals[0]]["writing"][scope]
-        out["rest"][scope] = by_interval[intervals[0]]["rest"][scope]
+        out["writing"][scope] = by_interval[variants[0]]["writing"][scope]
+        out["rest"][scope] = by_interval[variants[0]]["rest"][scope]
         out["paths"][scope] = col.explain(data.queries[0], **_scope_kwargs(scope)).path
-    if len(intervals) > 1:  # the first interval's figures are also the top-level ones
+    if bursts:  # the first burst's figures are also the top-level ones
+        out["by_gil_burst"] = {
+            f"{v:g}": {
+                **figures,
+                "bursts_per_s": round(held[v][0] / max(held[v][2], 1e-9), 1),
+                "mean_burst_us": round(1e6 * held[v][1] / max(held[v][0], 1), 1),
+            }
+            for v, figures in by_interval.items()
+        }
+        print(burst_table(out["by_gil_burst"]))
+    elif len(intervals) > 1:  # the first interval's figures are also the top-level ones
         out["by_switch_interval"] = {str(v): figures for v, figures in by_interval.items()}
     writer.halt.set()
     writer.join()
@@ -262,12 +323,34 @@ def main() -> None:
         "load_start": load_start,
         "load_end": os.getloadavg()[0],
         "params": vars(args),
-        "achieved_rows_per_s": round(writer.rows / max(writer.seconds, 1e-9), 1),
+        "achieved_rows_per_s": (
+            0.0 if bursts else round(writer.rows / max(writer.seconds, 1e-9), 1)
+        ),
         **out,
     }
     path = HERE / "results" / f"reads-profile-{args.label}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
+
+
+def burst_table(by_burst: dict[str, Any]) -> str:
+    """--gil-burst's figures as a markdown table: per burst length and scope, QPS and p99
+    with the stand-in writer and at rest, and their ratios."""
+    lines = [
+        "| GIL burst us (held, per s) | scope | q/s bursts (at rest) | ratio "
+        "| p99 ms bursts (at rest) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for micros, figures in by_burst.items():
+        for scope, hot in figures["writing"].items():
+            rest = figures["rest"][scope]
+            lines.append(
+                f"| {micros} ({figures['mean_burst_us']:.0f}, {figures['bursts_per_s']:.0f}) "
+                f"| {scope} | {hot['qps']:,.0f} ({rest['qps']:,.0f}) | "
+                f"{hot['qps'] / rest['qps']:.2f} | {hot['p99_ms']:.3f} ({rest['p99_ms']:.3f}) | "
+                f"{hot['p99_ms'] / rest['p99_ms']:.2f} |"
+            )
+    return "\n".join(lines)
 
 
 def _scope_kwargs(scope: str) -> dict[str, Any]:

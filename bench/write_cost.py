@@ -3,7 +3,9 @@ sliding window on an hnsw collection like bench/streaming.py's (30K rows of its 
 100 Zipf tenants, an integer ``y``), with the tenant and filter masks cached (a tenant-scoped
 and a filtered search between writes keep them in use). Per pair: the calling thread's CPU
 (``time.thread_time``: the group commit runs in the caller), and the process's (with the
-background indexer's). ``--profile`` prints cProfile's top functions.
+background indexer's); and the spread of a single call's CPU (p50, p99, max: a call holds the
+GIL for about that long, in one stretch, as nothing in it blocks). ``--profile`` prints
+cProfile's top functions.
 
     python bench/write_cost.py --pairs 2000
 """
@@ -39,6 +41,8 @@ def main() -> None:
     q = data.queries[0]
     b, lo, hi = args.batch, 0, args.window
 
+    calls: dict[str, list[float]] = {"upsert": [], "delete": []}  # each call's CPU
+
     def pairs(n: int) -> tuple[float, float]:
         nonlocal lo, hi
         up = de = 0.0
@@ -50,13 +54,18 @@ def main() -> None:
             sw.upsert(np.arange(hi, hi + b))
             t1 = time.thread_time()
             sw.delete(np.arange(lo, lo + b))
-            de += time.thread_time() - t1
+            t2 = time.thread_time()
+            calls["upsert"].append(t1 - t0)
+            calls["delete"].append(t2 - t1)
+            de += t2 - t1
             up += t1 - t0
             lo, hi = lo + b, hi + b
         return up, de
 
     pairs(200)  # warm
     sw.settle()
+    calls["upsert"].clear()
+    calls["delete"].clear()
     if args.profile:
         prof = cProfile.Profile(time.thread_time)  # this thread's CPU only
         prof.enable()
@@ -74,6 +83,11 @@ def main() -> None:
         f"(upsert {1e6 * up / n:.0f}, delete {1e6 * de / n:.0f}); process CPU "
         f"{1e6 * (c1 - c0) / n:.0f} us; wall {1e6 * (w1 - w0) / n:.0f} us"
     )
+    for kind, cpu in calls.items():
+        p50, p99 = np.percentile(cpu, [50, 99]) * 1e6
+        print(
+            f"{kind}: caller CPU a call p50 {p50:.0f} us, p99 {p99:.0f}, max {1e6 * max(cpu):.0f}"
+        )
     sw.close()
 
 

@@ -122,11 +122,14 @@ class TenantDirectory:
             for tenant, tenant_rows in group.items():
                 self._chunks.setdefault(tenant, []).append(tenant_rows)
                 self._version[tenant] = self._version.get(tenant, 0) + 1
+        for tenant in groups[0]:  # (codes in order of appearance)
+            self._codes.setdefault(tenant, len(self._codes))
+        if len(owners) <= _FEW_NAMES:  # (one call, not one a tenant)
+            known = self._codes
+            return np.array([known.get(t, -1) for t in owners.to_pylist()], dtype=np.int32)
         codes = np.full(rows.size, -1, dtype=np.int32)
         for tenant, tenant_rows in groups[0].items():
-            codes[np.searchsorted(rows, tenant_rows)] = self._codes.setdefault(
-                tenant, len(self._codes)
-            )
+            codes[np.searchsorted(rows, tenant_rows)] = self._codes[tenant]
         return codes
 
     def rows(self, tenant: str) -> np.ndarray:

@@ -102,11 +102,17 @@ _STATE = ("_nb", "used", "live", "overflow_used", "_src", "_start", "_len", "_dr
           "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale", "m_indptr", "m_units")  # fmt: skip
 
 
-def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Node ids as (low 16 bits uint16, the rest: uint8 below 2**24 nodes, else uint16)."""
+def _split(steps: np.ndarray, num_nodes: int, room: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Node ids as (low 16 bits uint16, the rest: uint8 below 2**24 nodes, else uint16), in
+    buffers with ``room`` entries more, not written (their pages are not resident until
+    used)."""
     steps = np.asarray(steps)
-    hi_dtype = np.uint8 if num_nodes <= _HI8 else np.uint16
-    return (steps & 0xFFFF).astype(np.uint16), (steps >> 16).astype(hi_dtype)
+    n = steps.shape[0]
+    lo = np.empty(n + room, np.uint16)
+    hi = np.empty(n + room, np.uint8 if num_nodes <= _HI8 else np.uint16)
+    lo[:n] = steps & 0xFFFF
+    hi[:n] = steps >> 16
+    return lo, hi
 
 
 def _start_type(top: int) -> type:
@@ -114,11 +120,14 @@ def _start_type(top: int) -> type:
     return np.uint32 if top <= _U32 else np.int64
 
 
-def _grow(arr: np.ndarray, need: int) -> np.ndarray:
+def _grow(arr: np.ndarray, need: int, used: int | None = None) -> np.ndarray:
+    """``arr`` with room for ``need`` entries (by half at least), its first ``used`` (default
+    all) kept."""
     if need <= arr.shape[0]:
         return arr
     out = np.empty(max(need, arr.shape[0] + arr.shape[0] // 2, 1024), arr.dtype)
-    out[: arr.shape[0]] = arr
+    keep = arr.shape[0] if used is None else used
+    out[:keep] = arr[:keep]
     return out
 
 
@@ -195,7 +204,9 @@ class WalkStore:
         self.blk_start = blk_start.astype(_start_type(used))  # (4 bytes below 2**32 steps)
         self.walk_len = walk_len
         self.dropped = dropped
-        self._lo, self._hi = _split(steps, num_nodes)
+        # a quarter more room (the space repairs may leave behind before a compaction reclaims
+        # it): the first repairs write there instead of copying the steps into larger buffers
+        self._lo, self._hi = _split(steps, num_nodes, steps.shape[0] // 4)
         self.used = int(used)
         self.live = int(used)  # steps of the current walks (``used`` less the space left behind)
         self.dirty = np.zeros(block_src.shape[0], bool)  # blocks whose fingerprint row changed
@@ -486,8 +497,8 @@ class WalkStore:
         new_start = self.used + np.cumsum(bound_s) - bound_s
         self._start = self._start.astype(_start_type(self.used + int(bound_s.sum())), copy=False)
         self._fit(graph.num_nodes)
-        self._lo = _grow(self._lo, self.used + int(bound_s.sum()))
-        self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
+        self._lo = _grow(self._lo, self.used + int(bound_s.sum()), self.used)
+        self._hi = _grow(self._hi, self.used + int(bound_s.sum()), self.used)
         walked = np.empty(sel.shape[0], np.int64)
         rerouted = np.empty(sel.shape[0], np.int64)
         self.live -= int(old_sum)
@@ -609,8 +620,8 @@ class WalkStore:
             graph, sources, w0, r, self.alpha, self.seed, self.mode, self.used
         )
         self._fit(graph.num_nodes)
-        self._lo = _grow(self._lo, self.used + steps.shape[0])
-        self._hi = _grow(self._hi, self.used + steps.shape[0])
+        self._lo = _grow(self._lo, self.used + steps.shape[0], self.used)
+        self._hi = _grow(self._hi, self.used + steps.shape[0], self.used)
         self._lo[self.used : self.used + steps.shape[0]] = steps & 0xFFFF
         self._hi[self.used : self.used + steps.shape[0]] = steps >> 16
         first, last = self._nb, self._nb + sources.shape[0]

@@ -66,18 +66,16 @@ from shardwalk.walks.kernels.repair import (
     coin_base,
     pack_blocks,
     plan_rows,
-    tail_counts,
+    rewrite_counts,
     tail_keys,
     walk_tails,
     walks_bounds,
     walks_build,
     walks_count,
-    walks_delta,
     walks_plan,
     walks_rewrite,
 )
 from shardwalk.walks.kernels.rng import MODE_DROP
-from shardwalk.walks.kernels.visit_index import walks_new_visits
 from shardwalk.walks.kernels.walks import compact_fingerprints
 from shardwalk.walks.walk_index import build_index, merge_overflow, plan_units
 
@@ -89,7 +87,7 @@ __all__ = ["WALKS_SCHEMA", "WalkStore"]
 WALKS_SCHEMA = "shardwalk.walks"
 WALKS_SCHEMA_VERSION = 1
 #: the parts of a repair its report times (``stages``, seconds)
-_STAGES = ("find", "plan", "rewrite", "log", "new_visits", "new_sources", "index", "compact")
+_STAGES = ("find", "plan", "rewrite", "new_sources", "index", "compact")
 _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
 _U32 = np.iinfo(np.uint32).max
@@ -504,32 +502,31 @@ class WalkStore:
         self.live -= int(old_sum)
         self.stale += int(stale)
         tail_at, tail_len, tail_drop, tails = self._walk_tails(graph, seq, sel, pos_s, tgt_s)
+        # the rewrite also writes the index entries of the stepping visits walked anew (after
+        # each rerouted visit) and the hub rows' visit changes (see ``logged``): counted first
+        visits = np.empty(sel.shape[0], np.int64)
+        changes = np.empty(sel.shape[0], np.int64)
+        self.live += rewrite_counts(sel, r, self._len, pos_s, tgt_s, tail_len, tail_drop, visits,
+                                    changes)  # fmt: skip
+        v_at = self.overflow_used + np.cumsum(visits) - visits
+        need = self.overflow_used + int(visits.sum())
+        self.overflow_nodes = _grow(self.overflow_nodes, need, self.overflow_used)
+        self.overflow_units = _grow(self.overflow_units, need, self.overflow_used)
+        log = self._log_room(changes)
+        l_at = self.dl_used + np.cumsum(changes) - changes if log else changes
         walks_rewrite(
-            sel, r, self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
-            new_start, tail_at, tail_len, tail_drop, tails, walked, rerouted,
+            sel, r, self.per_row, g, self.blk_start, self.walk_len, self.dropped, self._lo,
+            self._hi, pos_s, tgt_s, new_start, tail_at, tail_len, tail_drop, tails, walked,
+            rerouted, v_at, self.overflow_units, self.overflow_nodes, log, l_at, self._dl_row,
+            self._dl_node, self._dl_val,
         )  # fmt: skip
-        new_lens = self._len[walk_ids]
-        self.live += int(new_lens.sum(dtype=np.int64))
-        old_start, old_len = undo[-1][1], undo[-1][3]
-        self.stages["rewrite"], clock = time.perf_counter() - clock, time.perf_counter()
-        if self.logged and not self._recount:
-            self._log_visits(sel, pos_s, old_start, old_len, new_start, new_lens)
-        self.stages["log"], clock = time.perf_counter() - clock, time.perf_counter()
+        self.overflow_used = need
+        if log:
+            self.dl_used += int(changes.sum())
         self.blk_start[sel] = new_start
         self.used += int(bound_s.sum())
         self.dirty[sel] = True
-        # index the stepping visits walked anew: after each rerouted visit
-        counts = tail_counts(r, new_lens, pos_s, self._drop, walk_ids)
-        offsets = self.overflow_used + np.cumsum(counts) - counts
-        need = self.overflow_used + int(counts.sum())
-        self.overflow_nodes = _grow(self.overflow_nodes, need)
-        self.overflow_units = _grow(self.overflow_units, need)
-        walks_new_visits(
-            sel, r, g, new_start, new_lens, pos_s, self.dropped, self._lo, self._hi,
-            self.overflow_units, self.overflow_nodes, offsets,
-        )  # fmt: skip
-        self.overflow_used = need
-        self.stages["new_visits"] = time.perf_counter() - clock
+        self.stages["rewrite"] = time.perf_counter() - clock
         return int(rerouted.sum()), int(walked.sum()), int(sel.shape[0])
 
     def _walk_tails(self, graph: DynamicGraph, seq: int, sel: np.ndarray, pos: np.ndarray,
@@ -550,28 +547,21 @@ class WalkStore:
                    tail_len, tail_drop, max(1, min(numba.get_num_threads(), todo.shape[0])))  # fmt: skip
         return at, tail_len, tail_drop, tails
 
-    def _log_visits(self, sel: np.ndarray, pos: np.ndarray, old_start: np.ndarray,
-                    old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray) -> None:  # fmt: skip
-        """Log the visit-count changes of the walks just rerouted (see ``logged``)."""
-        moved = pos >= 0
-        sizes = np.where(moved, old_len.astype(np.int64) + new_len - 2 * pos, 0)
-        sizes = sizes.reshape(-1, self.R).sum(axis=1)
-        need = self.dl_used + int(sizes.sum())
-        if need > max(
-            self.log_min, self.live // self.log_share
-        ):  # recounting the rows costs less: stop logging
+    def _log_room(self, changes: np.ndarray) -> bool:
+        """Whether the visit-count changes a rewrite makes (``changes`` per block) are logged
+        (see ``logged``), the log then grown to hold them."""
+        if not self.logged or self._recount:
+            return False
+        need = self.dl_used + int(changes.sum())
+        if need > max(self.log_min, self.live // self.log_share):
+            # recounting the rows costs less: stop logging
             self._recount = True
             self.dl_used = 0
-            return
-        self._dl_row = _grow(self._dl_row, need)
-        self._dl_node = _grow(self._dl_node, need)
-        self._dl_val = _grow(self._dl_val, need)
-        walks_delta(
-            sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self._lo,
-            self._hi, True, self._dl_row, self._dl_node, self._dl_val,
-            self.dl_used + np.cumsum(sizes) - sizes,
-        )  # fmt: skip
-        self.dl_used = need
+            return False
+        self._dl_row = _grow(self._dl_row, need, self.dl_used)
+        self._dl_node = _grow(self._dl_node, need, self.dl_used)
+        self._dl_val = _grow(self._dl_val, need, self.dl_used)
+        return True
 
     def delta_rows(
         self, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray, num_nodes: int

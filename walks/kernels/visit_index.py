@@ -63,29 +63,6 @@ def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, droppe
                 out_ip2[u + 1] = m2
 
 
-@njit(cache=True, parallel=True)
-def walks_new_visits(sel, walks_per_node, per_unit, new_start, new_len, plan_pos, dropped, steps,
-                     steps_hi, out_unit, out_node, offsets):  # fmt: skip
-    """(unit, node) of every stepping visit (as ``unit_visits`` counts them) that the walks
-    ``walks_rewrite`` rerouted in blocks ``sel`` walked anew (after the rerouted visit); block
-    i's written from ``out_*[offsets[i]]`` (counted by the caller)."""
-    R = walks_per_node
-    for i in prange(sel.size):
-        at = offsets[i]
-        b = new_start[i]
-        for w in range(R):
-            ln = np.int64(new_len[i * R + w])
-            pos = plan_pos[i * R + w]
-            if pos >= 0:
-                q = sel[i] * R + w
-                end = ln if dropped.size and dropped[q] else ln - 1
-                for k in range(pos, end):  # visit k + 1 is steps[b + k]
-                    out_unit[at] = q // per_unit
-                    out_node[at] = np.int64(steps[b + k]) | (np.int64(steps_hi[b + k]) << 16)
-                    at += 1
-            b += ln
-
-
 @njit(cache=True, inline="always")
 def _put_gap(out, at, g, fill):
     """Gap ``g`` as a varint (7 bits a byte, high bit: more bytes follow) at ``out[at]`` (only

@@ -202,15 +202,23 @@ def coin_base(seed, salt, seq):
 
 
 @njit(cache=True, inline="always")
-def visit_coin(base, walk, node, k):
+def coin_key(base, node):
+    """The key of the coins (``visit_coin``) at ``node`` in the batch of ``base``
+    (``coin_base``): hashed once a node, so that a coin costs one more hash round."""
+    return mix64(base + np.uint64(node) * GAMMA)
+
+
+@njit(cache=True, inline="always")
+def visit_coin(key, walk, k):
     """The uniform that decides whether walk ``walk`` of a store keeps its move at its ``k``-th
-    stepping visit of ``node`` (k = 0: the walk's first visit, at its source; 1, 2, ...: its
-    visits after it) when ``node`` only gained edges: keyed by the walk, the node and that
-    count, not the visit's position, so the walks it reroutes are found from the node index
-    (which names a walk once per node it visits, and lists apart the walks that visit a node
-    more than once) without reading the others (``visit_index.units_to_plan``)."""
-    x = mix64(mix64(base + np.uint64(walk) * GAMMA2) + np.uint64(node) * GAMMA)
-    return to_unit(mix64(x + np.uint64(k) * GAMMA2))
+    stepping visit of a node (``key``: ``coin_key`` of the node; k = 0: the walk's first visit,
+    at its source; 1, 2, ...: its visits after it) when the node only gained edges: keyed by
+    the walk, the node and that count, not the visit's position, so the walks it reroutes are
+    found from the node index (which names a walk once per node it visits, and lists apart the
+    walks that visit a node more than once) without reading the others
+    (``visit_index.units_to_plan``). (The counter-based scheme of the walks' moves: a
+    SplitMix64 round over the node's key plus Weyl steps of the walk and the count.)"""
+    return to_unit(mix64(key + np.uint64(walk) * GAMMA2 + np.uint64(k) * GAMMA))
 
 
 @njit(cache=True, inline="always")
@@ -260,7 +268,7 @@ def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, st
             key = batch_key(seed, src, walk_no, seq)
         if change_kind[slot] == 1:
             k = 0 if pos == 0 else _visit_rank(at, pos, v, steps, steps_hi)
-            if keeps_move(visit_coin(base, q, v, k), o_tot[slot], n_tot[slot]):
+            if keeps_move(visit_coin(coin_key(base, v), q, k), o_tot[slot], n_tot[slot]):
                 continue
         else:
             p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)

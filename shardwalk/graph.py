@@ -601,7 +601,8 @@ class Graph:
             fingerprint repair: ``walks`` re-simulated, ``steps`` walked, ``blocks_scanned``
             (the blocks of the walks planned), ``blocks_rewritten`` (of the walks rerouted),
             ``repair_seconds`` and ``repair_stages`` (seconds of each part: finding the walks,
-            planning, rewriting them, logging hub-row visits, indexing, compacting; see
+            planning, rewriting them with their index entries and hub-row visit changes,
+            adding new sources, folding the index, compacting; see
             :attr:`last_update`).
 
         Raises

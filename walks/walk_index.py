@@ -94,12 +94,14 @@ def merge_overflow(store: Any, num_nodes: int) -> None:
     the index's bytes and the overflow, not a pass over every walk; the entries of visits
     rerouted away stay (false hits, counted in ``stale``) until the next :func:`build_index`."""
     u = store.overflow_used
-    nodes = store.overflow_nodes[:u].astype(np.int64)
-    units = store.overflow_units[:u]
-    order = np.lexsort((units, nodes))
+    # sorted by (node, unit) as one int64 key each (units < 2**31): a plain sort, several
+    # times faster than a lexsort of the two columns
+    keys = store.overflow_nodes[:u].astype(np.int64) << 32
+    keys |= store.overflow_units[:u]
+    keys.sort()
     o_ip = np.zeros(num_nodes + 1, np.int64)
-    np.cumsum(np.bincount(nodes, minlength=num_nodes), out=o_ip[1:])
-    rows = np.ascontiguousarray(units[order])
+    np.cumsum(np.bincount(keys >> 32, minlength=num_nodes), out=o_ip[1:])
+    rows = (keys & 0xFFFFFFFF).astype(np.int32)
     t_ip = store.t_indptr.astype(np.int64)
     d_ip = np.zeros(num_nodes + 1, np.int64)
     gaps_dups(t_ip, store.t_units, o_ip, rows, d_ip, np.zeros(0, np.int32))

@@ -66,18 +66,16 @@ from shardwalk.walks.kernels.repair import (
     coin_base,
     pack_blocks,
     plan_rows,
-    tail_counts,
+    rewrite_counts,
     tail_keys,
     walk_tails,
     walks_bounds,
     walks_build,
     walks_count,
-    walks_delta,
     walks_plan,
     walks_rewrite,
 )
 from shardwalk.walks.kernels.rng import MODE_DROP
-from shardwalk.walks.kernels.visit_index import walks_new_visits
 from shardwalk.walks.kernels.walks import compact_fingerprints
 from shardwalk.walks.walk_index import build_index, merge_overflow, plan_units
 
@@ -89,7 +87,7 @@ __all__ = ["WALKS_SCHEMA", "WalkStore"]
 WALKS_SCHEMA = "shardwalk.walks"
 WALKS_SCHEMA_VERSION = 1
 #: the parts of a repair its report times (``stages``, seconds)
-_STAGES = ("find", "plan", "rewrite", "log", "new_visits", "new_sources", "index", "compact")
+_STAGES = ("find", "plan", "rewrite", "new_sources", "index", "compact")
 _U16 = np.iinfo(np.uint16).max
 _I32 = np.iinfo(np.int32).max
 _U32 = np.iinfo(np.uint32).max
@@ -102,11 +100,17 @@ _STATE = ("_nb", "used", "live", "overflow_used", "_src", "_start", "_len", "_dr
           "_dl_row", "_dl_node", "_dl_val", "_by_src", "stale", "m_indptr", "m_units")  # fmt: skip
 
 
-def _split(steps: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Node ids as (low 16 bits uint16, the rest: uint8 below 2**24 nodes, else uint16)."""
+def _split(steps: np.ndarray, num_nodes: int, room: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Node ids as (low 16 bits uint16, the rest: uint8 below 2**24 nodes, else uint16), in
+    buffers with ``room`` entries more, not written (their pages are not resident until
+    used)."""
     steps = np.asarray(steps)
-    hi_dtype = np.uint8 if num_nodes <= _HI8 else np.uint16
-    return (steps & 0xFFFF).astype(np.uint16), (steps >> 16).astype(hi_dtype)
+    n = steps.shape[0]
+    lo = np.empty(n + room, np.uint16)
+    hi = np.empty(n + room, np.uint8 if num_nodes <= _HI8 else np.uint16)
+    lo[:n] = steps & 0xFFFF
+    hi[:n] = steps >> 16
+    return lo, hi
 
 
 def _start_type(top: int) -> type:
@@ -114,11 +118,14 @@ def _start_type(top: int) -> type:
     return np.uint32 if top <= _U32 else np.int64
 
 
-def _grow(arr: np.ndarray, need: int) -> np.ndarray:
+def _grow(arr: np.ndarray, need: int, used: int | None = None) -> np.ndarray:
+    """``arr`` with room for ``need`` entries (by half at least), its first ``used`` (default
+    all) kept."""
     if need <= arr.shape[0]:
         return arr
     out = np.empty(max(need, arr.shape[0] + arr.shape[0] // 2, 1024), arr.dtype)
-    out[: arr.shape[0]] = arr
+    keep = arr.shape[0] if used is None else used
+    out[:keep] = arr[:keep]
     return out
 
 
@@ -195,7 +202,9 @@ class WalkStore:
         self.blk_start = blk_start.astype(_start_type(used))  # (4 bytes below 2**32 steps)
         self.walk_len = walk_len
         self.dropped = dropped
-        self._lo, self._hi = _split(steps, num_nodes)
+        # a quarter more room (the space repairs may leave behind before a compaction reclaims
+        # it): the first repairs write there instead of copying the steps into larger buffers
+        self._lo, self._hi = _split(steps, num_nodes, steps.shape[0] // 4)
         self.used = int(used)
         self.live = int(used)  # steps of the current walks (``used`` less the space left behind)
         self.dirty = np.zeros(block_src.shape[0], bool)  # blocks whose fingerprint row changed
@@ -486,39 +495,38 @@ class WalkStore:
         new_start = self.used + np.cumsum(bound_s) - bound_s
         self._start = self._start.astype(_start_type(self.used + int(bound_s.sum())), copy=False)
         self._fit(graph.num_nodes)
-        self._lo = _grow(self._lo, self.used + int(bound_s.sum()))
-        self._hi = _grow(self._hi, self.used + int(bound_s.sum()))
+        self._lo = _grow(self._lo, self.used + int(bound_s.sum()), self.used)
+        self._hi = _grow(self._hi, self.used + int(bound_s.sum()), self.used)
         walked = np.empty(sel.shape[0], np.int64)
         rerouted = np.empty(sel.shape[0], np.int64)
         self.live -= int(old_sum)
         self.stale += int(stale)
         tail_at, tail_len, tail_drop, tails = self._walk_tails(graph, seq, sel, pos_s, tgt_s)
+        # the rewrite also writes the index entries of the stepping visits walked anew (after
+        # each rerouted visit) and the hub rows' visit changes (see ``logged``): counted first
+        visits = np.empty(sel.shape[0], np.int64)
+        changes = np.empty(sel.shape[0], np.int64)
+        self.live += rewrite_counts(sel, r, self._len, pos_s, tgt_s, tail_len, tail_drop, visits,
+                                    changes)  # fmt: skip
+        v_at = self.overflow_used + np.cumsum(visits) - visits
+        need = self.overflow_used + int(visits.sum())
+        self.overflow_nodes = _grow(self.overflow_nodes, need, self.overflow_used)
+        self.overflow_units = _grow(self.overflow_units, need, self.overflow_used)
+        log = self._log_room(changes)
+        l_at = self.dl_used + np.cumsum(changes) - changes if log else changes
         walks_rewrite(
-            sel, r, self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, pos_s, tgt_s,
-            new_start, tail_at, tail_len, tail_drop, tails, walked, rerouted,
+            sel, r, self.per_row, g, self.blk_start, self.walk_len, self.dropped, self._lo,
+            self._hi, pos_s, tgt_s, new_start, tail_at, tail_len, tail_drop, tails, walked,
+            rerouted, v_at, self.overflow_units, self.overflow_nodes, log, l_at, self._dl_row,
+            self._dl_node, self._dl_val,
         )  # fmt: skip
-        new_lens = self._len[walk_ids]
-        self.live += int(new_lens.sum(dtype=np.int64))
-        old_start, old_len = undo[-1][1], undo[-1][3]
-        self.stages["rewrite"], clock = time.perf_counter() - clock, time.perf_counter()
-        if self.logged and not self._recount:
-            self._log_visits(sel, pos_s, old_start, old_len, new_start, new_lens)
-        self.stages["log"], clock = time.perf_counter() - clock, time.perf_counter()
+        self.overflow_used = need
+        if log:
+            self.dl_used += int(changes.sum())
         self.blk_start[sel] = new_start
         self.used += int(bound_s.sum())
         self.dirty[sel] = True
-        # index the stepping visits walked anew: after each rerouted visit
-        counts = tail_counts(r, new_lens, pos_s, self._drop, walk_ids)
-        offsets = self.overflow_used + np.cumsum(counts) - counts
-        need = self.overflow_used + int(counts.sum())
-        self.overflow_nodes = _grow(self.overflow_nodes, need)
-        self.overflow_units = _grow(self.overflow_units, need)
-        walks_new_visits(
-            sel, r, g, new_start, new_lens, pos_s, self.dropped, self._lo, self._hi,
-            self.overflow_units, self.overflow_nodes, offsets,
-        )  # fmt: skip
-        self.overflow_used = need
-        self.stages["new_visits"] = time.perf_counter() - clock
+        self.stages["rewrite"] = time.perf_counter() - clock
         return int(rerouted.sum()), int(walked.sum()), int(sel.shape[0])
 
     def _walk_tails(self, graph: DynamicGraph, seq: int, sel: np.ndarray, pos: np.ndarray,
@@ -539,28 +547,21 @@ class WalkStore:
                    tail_len, tail_drop, max(1, min(numba.get_num_threads(), todo.shape[0])))  # fmt: skip
         return at, tail_len, tail_drop, tails
 
-    def _log_visits(self, sel: np.ndarray, pos: np.ndarray, old_start: np.ndarray,
-                    old_len: np.ndarray, new_start: np.ndarray, new_len: np.ndarray) -> None:  # fmt: skip
-        """Log the visit-count changes of the walks just rerouted (see ``logged``)."""
-        moved = pos >= 0
-        sizes = np.where(moved, old_len.astype(np.int64) + new_len - 2 * pos, 0)
-        sizes = sizes.reshape(-1, self.R).sum(axis=1)
-        need = self.dl_used + int(sizes.sum())
-        if need > max(
-            self.log_min, self.live // self.log_share
-        ):  # recounting the rows costs less: stop logging
+    def _log_room(self, changes: np.ndarray) -> bool:
+        """Whether the visit-count changes a rewrite makes (``changes`` per block) are logged
+        (see ``logged``), the log then grown to hold them."""
+        if not self.logged or self._recount:
+            return False
+        need = self.dl_used + int(changes.sum())
+        if need > max(self.log_min, self.live // self.log_share):
+            # recounting the rows costs less: stop logging
             self._recount = True
             self.dl_used = 0
-            return
-        self._dl_row = _grow(self._dl_row, need)
-        self._dl_node = _grow(self._dl_node, need)
-        self._dl_val = _grow(self._dl_val, need)
-        walks_delta(
-            sel, self.per_row, self.R, old_start, old_len, new_start, new_len, pos, self._lo,
-            self._hi, True, self._dl_row, self._dl_node, self._dl_val,
-            self.dl_used + np.cumsum(sizes) - sizes,
-        )  # fmt: skip
-        self.dl_used = need
+            return False
+        self._dl_row = _grow(self._dl_row, need, self.dl_used)
+        self._dl_node = _grow(self._dl_node, need, self.dl_used)
+        self._dl_val = _grow(self._dl_val, need, self.dl_used)
+        return True
 
     def delta_rows(
         self, indptr: np.ndarray, nodes: np.ndarray, counts: np.ndarray, num_nodes: int
@@ -609,8 +610,8 @@ class WalkStore:
             graph, sources, w0, r, self.alpha, self.seed, self.mode, self.used
         )
         self._fit(graph.num_nodes)
-        self._lo = _grow(self._lo, self.used + steps.shape[0])
-        self._hi = _grow(self._hi, self.used + steps.shape[0])
+        self._lo = _grow(self._lo, self.used + steps.shape[0], self.used)
+        self._hi = _grow(self._hi, self.used + steps.shape[0], self.used)
         self._lo[self.used : self.used + steps.shape[0]] = steps & 0xFFFF
         self._hi[self.used : self.used + steps.shape[0]] = steps >> 16
         first, last = self._nb, self._nb + sources.shape[0]

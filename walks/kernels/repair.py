@@ -202,15 +202,23 @@ def coin_base(seed, salt, seq):
 
 
 @njit(cache=True, inline="always")
-def visit_coin(base, walk, node, k):
+def coin_key(base, node):
+    """The key of the coins (``visit_coin``) at ``node`` in the batch of ``base``
+    (``coin_base``): hashed once a node, so that a coin costs one more hash round."""
+    return mix64(base + np.uint64(node) * GAMMA)
+
+
+@njit(cache=True, inline="always")
+def visit_coin(key, walk, k):
     """The uniform that decides whether walk ``walk`` of a store keeps its move at its ``k``-th
-    stepping visit of ``node`` (k = 0: the walk's first visit, at its source; 1, 2, ...: its
-    visits after it) when ``node`` only gained edges: keyed by the walk, the node and that
-    count, not the visit's position, so the walks it reroutes are found from the node index
-    (which names a walk once per node it visits, and lists apart the walks that visit a node
-    more than once) without reading the others (``visit_index.units_to_plan``)."""
-    x = mix64(mix64(base + np.uint64(walk) * GAMMA2) + np.uint64(node) * GAMMA)
-    return to_unit(mix64(x + np.uint64(k) * GAMMA2))
+    stepping visit of a node (``key``: ``coin_key`` of the node; k = 0: the walk's first visit,
+    at its source; 1, 2, ...: its visits after it) when the node only gained edges: keyed by
+    the walk, the node and that count, not the visit's position, so the walks it reroutes are
+    found from the node index (which names a walk once per node it visits, and lists apart the
+    walks that visit a node more than once) without reading the others
+    (``visit_index.units_to_plan``). (The counter-based scheme of the walks' moves: a
+    SplitMix64 round over the node's key plus Weyl steps of the walk and the count.)"""
+    return to_unit(mix64(key + np.uint64(walk) * GAMMA2 + np.uint64(k) * GAMMA))
 
 
 @njit(cache=True, inline="always")
@@ -260,7 +268,7 @@ def _plan_walk(q, src, walk_no, at, length, alpha, seed, seq, dropped, steps, st
             key = batch_key(seed, src, walk_no, seq)
         if change_kind[slot] == 1:
             k = 0 if pos == 0 else _visit_rank(at, pos, v, steps, steps_hi)
-            if keeps_move(visit_coin(base, q, v, k), o_tot[slot], n_tot[slot]):
+            if keeps_move(visit_coin(coin_key(base, v), q, k), o_tot[slot], n_tot[slot]):
                 continue
         else:
             p = _row_prob(o_ip, o_t, o_w, o_tot, slot, t)
@@ -397,19 +405,33 @@ def plan_rows(units, per_unit, walks_per_node, pos, target, new_len, walk_len):
 
 
 @njit(cache=True)
-def tail_counts(walks_per_node, new_len, plan_pos, dropped, walk_ids):
-    """Per block (plan rows): the stepping visits its rerouted walks walked anew (as
-    ``walks_new_visits`` writes them: after the rerouted visit, the last too where the drop
-    rule cut the walk)."""
+def rewrite_counts(blocks, walks_per_node, walk_len, plan_pos, plan_target, tail_len, tail_drop,
+                   out_visits, out_changes):  # fmt: skip
+    """Per plan row (block ``blocks[i]``), before ``walks_rewrite`` rewrites it: the stepping
+    visits its rerouted walks walk anew (after the rerouted visit, the last too where the drop
+    rule cut the walk: as ``visit_index.unit_visits`` counts them) into ``out_visits[i]``, and
+    their visit-count changes (each old visit after the rerouted one, each new one) into
+    ``out_changes[i]``. Returns the steps of the blocks after the rewrite."""
     R = walks_per_node
-    out = np.zeros(plan_pos.size // R, np.int64)
-    for e in range(plan_pos.size):
-        if plan_pos[e] >= 0:
-            end = np.int64(new_len[e]) - 1
-            if dropped.size:
-                end += np.int64(dropped[walk_ids[e]])
-            out[e // R] += max(end - plan_pos[e], 0)
-    return out
+    total = np.int64(0)
+    for i in range(blocks.size):
+        visits = np.int64(0)
+        changes = np.int64(0)
+        for w in range(R):
+            e = i * R + w
+            length = np.int64(walk_len[blocks[i] * R + w])
+            total += length
+            pos = plan_pos[e]
+            if pos < 0:
+                continue
+            made = np.int64(tail_len[e]) if plan_target[e] >= 0 else np.int64(0)
+            total += pos + made - length
+            changes += length - pos + made
+            if made > 0:
+                visits += made - 1 + np.int64(tail_drop[e])
+        out_visits[i] = visits
+        out_changes[i] = changes
+    return total
 
 
 #: walks a thread advances in lockstep (``walk_tails``): their moves do not depend on each
@@ -489,14 +511,21 @@ def walk_tails(walks, key, first, visits, out_at, mode, b_indptr, b_indices, a_p
 
 
 @njit(cache=True, parallel=True)
-def walks_rewrite(blocks, walks_per_node, blk_start, walk_len, dropped, steps, steps_hi, plan_pos,
-                  plan_target, new_start, tail_at, tail_len, tail_drop, tails, out_steps,
-                  out_walks):  # fmt: skip
+def walks_rewrite(blocks, walks_per_node, per_row, per_unit, blk_start, walk_len, dropped, steps,
+                  steps_hi, plan_pos, plan_target, new_start, tail_at, tail_len, tail_drop, tails,
+                  out_steps, out_walks, v_at, v_unit, v_node, log, l_at, l_row, l_node,
+                  l_val):  # fmt: skip
     """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
     ``steps``: unchanged walks copied, rerouted ones copied up to the rerouted visit, then
     their new tails (plan entry e's: ``tail_len[e]`` visits from ``tails[tail_at[e]]``, as
     ``walk_tails`` walked them on the new graph). Updates ``walk_len``, ``dropped``;
-    ``out_steps[i]``: steps walked anew, ``out_walks[i]``: walks rerouted."""
+    ``out_steps[i]``: steps walked anew, ``out_walks[i]``: walks rerouted.
+
+    In the same pass (the tails and old visits at hand): the index entries of the stepping
+    visits walked anew, (unit: walk // ``per_unit``, node) from ``v_unit``/``v_node[v_at[i]]``,
+    and with ``log`` the visit-count changes of the rows (block // ``per_row``), -1 for each old
+    visit after the rerouted one and +1 for each new one, walk after walk, as (row, node,
+    value) from ``l_*[l_at[i]]`` (``rewrite_counts`` counts both per block)."""
     R = walks_per_node
     n_chunks = (blocks.size + _PLAN_CHUNK - 1) // _PLAN_CHUNK
     for c in prange(n_chunks):
@@ -510,46 +539,78 @@ def walks_rewrite(blocks, walks_per_node, blk_start, walk_len, dropped, steps, s
             if at < steps.size:
                 touched += np.uint64(steps[at]) + np.uint64(steps_hi[at])
         for i in range(lo, hi):
-            _rewrite_block(i, blocks[i], R, blk_start, walk_len, dropped, steps, steps_hi,
-                           plan_pos, plan_target, new_start, tail_at, tail_len, tail_drop,
-                           tails, out_steps, out_walks)  # fmt: skip
+            _rewrite_block(i, blocks[i], R, per_row, per_unit, blk_start, walk_len, dropped,
+                           steps, steps_hi, plan_pos, plan_target, new_start, tail_at, tail_len,
+                           tail_drop, tails, out_steps, out_walks, v_at, v_unit, v_node, log,
+                           l_at, l_row, l_node, l_val)  # fmt: skip
         if touched == _NEVER:  # (a use of the first loop's loads; see walks_plan)
             out_walks[lo] = -1
 
 
 @njit(cache=True, inline="always")
-def _rewrite_block(i, b, R, blk_start, walk_len, dropped, steps, steps_hi, plan_pos, plan_target,
-                   new_start, tail_at, tail_len, tail_drop, tails, out_steps, out_walks):  # fmt: skip
-    """Block ``b`` (plan row i) of :func:`walks_rewrite`."""
-    at = blk_start[b]
-    to = new_start[i]
+def _copy_steps(steps, steps_hi, src, dst, n):
+    """``n`` steps from ``src`` to ``dst`` (>= src + n: no overlap), the low and the high
+    parts apart (each a plain loop)."""
+    for j in range(n):
+        steps[dst + j] = steps[src + j]
+    for j in range(n):
+        steps_hi[dst + j] = steps_hi[src + j]
+
+
+@njit(cache=True, inline="always")
+def _rewrite_block(i, b, R, per_row, per_unit, blk_start, walk_len, dropped, steps, steps_hi,
+                   plan_pos, plan_target, new_start, tail_at, tail_len, tail_drop, tails,
+                   out_steps, out_walks, v_at, v_unit, v_node, log, l_at, l_row, l_node,
+                   l_val):  # fmt: skip
+    """Block ``b`` (plan row i) of :func:`walks_rewrite`: the steps between rerouted visits
+    are copied as one run each (the walks kept lie at the same offsets in the old and the
+    new block)."""
+    at = np.int64(blk_start[b])
+    to = np.int64(new_start[i])
+    run_at = at  # the kept steps not yet copied: [run_at, at) to run_to
+    run_to = to
     walked = 0
     rerouted = 0
+    v = v_at[i]
+    lg = l_at[i] if log else 0
+    row = b // per_row
     for w in range(R):
         q = b * R + w
         e = i * R + w
         length = np.int64(walk_len[q])
         pos = plan_pos[e]
         if pos < 0:
-            for j in range(length):
-                steps[to + j] = steps[at + j]
-                steps_hi[to + j] = steps_hi[at + j]
             at += length
             to += length
             continue
-        for j in range(pos):
-            steps[to + j] = steps[at + j]
-            steps_hi[to + j] = steps_hi[at + j]
+        _copy_steps(steps, steps_hi, run_at, run_to, at + pos - run_at)
+        if log:
+            for j in range(pos, length):
+                l_row[lg] = row
+                l_node[lg] = np.int64(steps[at + j]) | (np.int64(steps_hi[at + j]) << 16)
+                l_val[lg] = -1
+                lg += 1
         rerouted += 1
         m = pos
         drop = True
         if plan_target[e] >= 0:
             made = tail_len[e]
             t0 = tail_at[e]
+            stepping = made - 1 + np.int64(tail_drop[e])  # the visits the index names
+            unit = q // per_unit
             for j in range(made):
-                v = np.int64(tails[t0 + j])
-                steps[to + m + j] = v & 0xFFFF
-                steps_hi[to + m + j] = v >> 16
+                x = np.int64(tails[t0 + j])
+                steps[to + m + j] = x & 0xFFFF
+                steps_hi[to + m + j] = x >> 16
+                if j < stepping:
+                    v_unit[v] = unit
+                    v_node[v] = x
+                    v += 1
+                if log:
+                    l_row[lg] = row
+                    l_node[lg] = x
+                    l_val[lg] = 1
+                    lg += 1
             m += made
             walked += made
             drop = tail_drop[e]
@@ -558,40 +619,11 @@ def _rewrite_block(i, b, R, blk_start, walk_len, dropped, steps, steps_hi, plan_
         walk_len[q] = m
         if dropped.size:
             dropped[q] = drop
+        run_at = at
+        run_to = to
+    _copy_steps(steps, steps_hi, run_at, run_to, at - run_at)
     out_steps[i] = walked
     out_walks[i] = rerouted
-
-
-@njit(cache=True, parallel=True)
-def walks_delta(sel, per_row, walks_per_node, old_start, old_len, new_start, new_len, plan_pos,
-                steps, steps_hi, with_old, out_row, out_node, out_val, offsets):  # fmt: skip
-    """The visit-count changes of the walks ``walks_rewrite`` rerouted in blocks ``sel`` (plan
-    rows): -1 for each old visit after the rerouted one (if ``with_old``), +1 for each new
-    one, per row (block // per_row); block i's written from ``out_*[offsets[i]]`` (its
-    changes counted by the caller)."""
-    R = walks_per_node
-    for i in prange(sel.size):
-        at = offsets[i]
-        row = sel[i] // per_row
-        a = old_start[i]
-        b = new_start[i]
-        for w in range(R):
-            lo = np.int64(old_len[i * R + w]) if with_old else np.int64(0)
-            ln = np.int64(new_len[i * R + w])
-            pos = plan_pos[i * R + w]
-            if pos >= 0:
-                for j in range(pos, lo):
-                    out_row[at] = row
-                    out_node[at] = np.int64(steps[a + j]) | (np.int64(steps_hi[a + j]) << 16)
-                    out_val[at] = -1
-                    at += 1
-                for j in range(pos, ln):
-                    out_row[at] = row
-                    out_node[at] = np.int64(steps[b + j]) | (np.int64(steps_hi[b + j]) << 16)
-                    out_val[at] = 1
-                    at += 1
-            a += np.int64(old_len[i * R + w])
-            b += ln
 
 
 @njit(cache=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-from shardwalk.walks.kernels.repair import keeps_move, visit_coin
+from shardwalk.walks.kernels.repair import coin_key, keeps_move, visit_coin
 
 _DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 # bit index of a power of two x from the top 6 bits of x * _DEBRUIJN (mod 2**64)
@@ -61,29 +61,6 @@ def unit_visits(num_units, per_unit, walks_per_node, blk_start, walk_len, droppe
             if not fill:
                 out_ip[u + 1] = m
                 out_ip2[u + 1] = m2
-
-
-@njit(cache=True, parallel=True)
-def walks_new_visits(sel, walks_per_node, per_unit, new_start, new_len, plan_pos, dropped, steps,
-                     steps_hi, out_unit, out_node, offsets):  # fmt: skip
-    """(unit, node) of every stepping visit (as ``unit_visits`` counts them) that the walks
-    ``walks_rewrite`` rerouted in blocks ``sel`` walked anew (after the rerouted visit); block
-    i's written from ``out_*[offsets[i]]`` (counted by the caller)."""
-    R = walks_per_node
-    for i in prange(sel.size):
-        at = offsets[i]
-        b = new_start[i]
-        for w in range(R):
-            ln = np.int64(new_len[i * R + w])
-            pos = plan_pos[i * R + w]
-            if pos >= 0:
-                q = sel[i] * R + w
-                end = ln if dropped.size and dropped[q] else ln - 1
-                for k in range(pos, end):  # visit k + 1 is steps[b + k]
-                    out_unit[at] = q // per_unit
-                    out_node[at] = np.int64(steps[b + k]) | (np.int64(steps_hi[b + k]) << 16)
-                    at += 1
-            b += ln
 
 
 @njit(cache=True, inline="always")
@@ -249,12 +226,13 @@ def _mark(words, u):
 
 
 @njit(cache=True, inline="always")
-def _mark_coded(words, b_ip, data, c, coin, base, old_total, new_total):
+def _mark_coded(words, b_ip, data, c, coin, key, old_total, new_total):
     """Mark the units coded for column ``c`` (node c): all, or with ``coin`` those whose
-    rank-1 coin (``visit_coin``) says they do not keep their move at c."""
+    rank-1 coin (``visit_coin``, ``key`` the node's ``coin_key``) says they do not keep their
+    move at c."""
     row, at, end = _column(b_ip, data, c)
     while row >= 0:
-        if not coin or not keeps_move(visit_coin(base, row, c, 1), old_total, new_total):
+        if not coin or not keeps_move(visit_coin(key, row, 1), old_total, new_total):
             _mark(words, row)
         row, at = _next_row(data, row, at, end)
 
@@ -281,9 +259,10 @@ def units_to_plan(cols, b_ip, data, m_ip, m_data, ov_nodes, ov_units, ov_used, c
             c = cols[i]
             slot = changed_slot[c]
             sure = kind[slot] != 1  # every walk at the node may be rerouted
-            _mark_coded(mine, b_ip, data, c, not sure, base, o_tot[slot], n_tot[slot])
+            key = coin_key(base, c)
+            _mark_coded(mine, b_ip, data, c, not sure, key, o_tot[slot], n_tot[slot])
             if not sure:
-                _mark_coded(mine, m_ip, m_data, c, False, base, 1.0, 1.0)
+                _mark_coded(mine, m_ip, m_data, c, False, key, 1.0, 1.0)
         for e in range(ov_used * t // n_chunks, ov_used * (t + 1) // n_chunks):
             v = np.int64(ov_nodes[e])
             if (changed_bits[v >> 6] >> np.uint64(v & 63)) & one:
@@ -291,9 +270,10 @@ def units_to_plan(cols, b_ip, data, m_ip, m_data, ov_nodes, ov_units, ov_used, c
         for i in range(own.size * t // n_chunks, own.size * (t + 1) // n_chunks):
             c = np.int64(block_src[own[i]])
             slot = changed_slot[c]
+            key = coin_key(base, c)
             for k in range(per_block):
                 u = np.int64(own[i]) * per_block + k
-                if kind[slot] != 1 or not keeps_move(visit_coin(base, u, c, 0), o_tot[slot],
+                if kind[slot] != 1 or not keeps_move(visit_coin(key, u, 0), o_tot[slot],
                                                        n_tot[slot]):  # fmt: skip
                     _mark(mine, u)
     for w in prange(n_words):

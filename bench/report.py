@@ -132,37 +132,51 @@ def reads_profile(r: dict) -> str:
     """bench/reads_profile.py: per scope, searches with a writer and at rest, and the share of
     the searching thread's time spent waiting for the collection's locks."""
     p = r["params"]
+    writer = (
+        f"a stand-in writer that holds the GIL and writes nothing, {p['bursts']:,} bursts/s"
+        if "by_gil_burst" in r
+        else f"writer {p['rate']:,} rows/s x {p['batch']}, reached {r['achieved_rows_per_s']:,.0f}"
+    )
     out = [
         f"`{r['command']}` (commit {r['commit'][:8]}, load {r['load_start']:.2f} -> "
-        f"{r['load_end']:.2f}, {r['cores']} cores; window {p['window']:,} of {p['n']:,}, writer "
-        f"{p['rate']:,} rows/s x {p['batch']}, reached {r['achieved_rows_per_s']:,.0f})",
-        "",
-        "| scope | path | q/s writing (at rest) | ratio | p99 ms writing (at rest) | ratio "
-        "| lock waits: share of the wall time | CPU us a search | share of the wall time the "
-        "searching thread ran |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"{r['load_end']:.2f}, {r['cores']} cores; window {p['window']:,} of {p['n']:,}, "
+        f"{writer})",
     ]
-    for scope, hot in r["writing"].items():
+    if "by_gil_burst" not in r:  # (with bursts, the top-level figures are the first burst's)
+        out += [
+            "",
+            "| scope | path | q/s writing (at rest) | ratio | p99 ms writing (at rest) | ratio "
+            "| lock waits: share of the wall time | CPU us a search | share of the wall time "
+            "the searching thread ran |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    for scope, hot in r["writing"].items() if "by_gil_burst" not in r else ():
         rest = r["rest"][scope]
         cells = [scope, r["paths"][scope], *_searches_writing(hot, rest)]
         cells.append(f"{hot['p99_ms'] / rest['p99_ms']:.2f}")
         for figure in ("lock_wait_share", "cpu_us_per_search", "running_share"):
             cells.append(_writing_and_rest(hot, rest, figure))
         out.append(f"| {' | '.join(cells)} |")
-    if "by_switch_interval" in r:  # --switch-interval with several values, cycle by cycle
+    for key, what in (
+        ("by_switch_interval", "switch interval s"),  # --switch-interval with several values
+        ("by_gil_burst", "GIL burst us"),  # --gil-burst: a stand-in writer, no writes
+    ):
+        if key not in r:
+            continue
         out += [
             "",
-            "Per switch interval (alternated cycle by cycle in the run):",
+            f"Per {what.rsplit(' ', 1)[0]} (alternated cycle by cycle in the run):",
             "",
-            "| switch interval s | scope | q/s writing (at rest) | ratio | p99 ms writing (at rest) "
-            "| lock waits writing | CPU us a search writing (at rest) |",
-            "|---|---|---|---|---|---|---|",
+            f"| {what} | scope | q/s writing (at rest) | ratio | p99 ms writing (at rest) "
+            "| ratio | lock waits writing | CPU us a search writing (at rest) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for interval, figures in r["by_switch_interval"].items():
+        for value, figures in r[key].items():
             for scope, hot in figures["writing"].items():
                 rest = figures["rest"][scope]
-                cells = [interval, scope, *_searches_writing(hot, rest)]
+                cells = [value, scope, *_searches_writing(hot, rest)]
                 cells += [
+                    f"{hot['p99_ms'] / rest['p99_ms']:.2f}",
                     f"{hot['lock_wait_share']:.1%}",
                     _writing_and_rest(hot, rest, "cpu_us_per_search"),
                 ]

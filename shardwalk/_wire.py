@@ -16,10 +16,10 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 
+from shardwalk.attributes import attribute_table
 from shardwalk.compose import ComposeResult
 from shardwalk.errors import InvalidArgumentError
 from shardwalk.index.filters import And, Eq, Exists, In, Ne, Not, Or, Predicate, Range
-from shardwalk.rows import attribute_table
 from shardwalk.v1 import shardwalk_pb2 as pb
 from shardwalk.walks.ppr import PPRResult
 

@@ -51,11 +51,12 @@ from shardwalk._files import atomic_write_with, make_dirs
 from shardwalk._progress import Progress, Stage, check_progress
 from shardwalk._threads import ThreadBudget, available_cores, delegated, in_thread, peak_rss_bytes
 from shardwalk.arrow_views import _arrow, _numpy
+from shardwalk.attributes import attribute_table, shared_array, tenant_array
 from shardwalk.build_report import _schedule_report, _stage_report, _stats, _worker_times
 from shardwalk.errors import InvalidArgumentError, NotFoundError
 from shardwalk.index import bulk, make_index
 from shardwalk.index.tenancy import TenantDirectory
-from shardwalk.rows import RowTable, attribute_table, shared_array, tenant_array
+from shardwalk.rows import RowTable
 from shardwalk.storage import DataDir, remove_dir, seal_snapshot
 from shardwalk.validation import METRICS, check_choice, check_index_params, check_name
 from shardwalk.wal import WriteAheadLog

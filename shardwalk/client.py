@@ -42,13 +42,13 @@ from shardwalk._wire import (
     vectors_from_pb,
     vectors_to_pb,
 )
+from shardwalk.attributes import attribute_table, shared_array, tenant_array
 from shardwalk.collection import Records
 from shardwalk.compose import ComposeResult, check_temperature
 from shardwalk.errors import InvalidArgumentError, ShardwalkError, error_for_code
 from shardwalk.index.base import SearchResult
 from shardwalk.index.filters import Predicate
 from shardwalk.index.planner import Explain
-from shardwalk.rows import attribute_table, shared_array, tenant_array
 from shardwalk.types import (
     Attributes,
     BackupReport,

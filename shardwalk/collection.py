@@ -29,6 +29,7 @@ from shardwalk import collection_indexer, collection_persistence, collection_wri
 from shardwalk._deadline import check as check_deadline
 from shardwalk._sync import GroupCommit, RWLock
 from shardwalk._threads import ThreadBudget, default_budget
+from shardwalk.attributes import DECLARABLE, attribute_table, conform, shared_array, tenant_array
 from shardwalk.collection_indexer import _INSERT_GUESS
 from shardwalk.collection_persistence import (
     _COMPACT_FRACTION,
@@ -48,17 +49,7 @@ from shardwalk.index.filters import Predicate, validate
 from shardwalk.index.planner import Explain, Pending, Scope, plan_search, plan_store_search
 from shardwalk.index.store import DeltaBuffer, DeltaStore, RowStore, VectorStore
 from shardwalk.index.tenancy import TenantDirectory
-from shardwalk.rows import (
-    ANY_OWNER,
-    DECLARABLE,
-    SHARED,
-    TENANT,
-    RowTable,
-    attribute_table,
-    conform,
-    shared_array,
-    tenant_array,
-)
+from shardwalk.rows import ANY_OWNER, SHARED, TENANT, RowTable
 from shardwalk.scope_masks import _Mask
 from shardwalk.snapshot import (
     upsert_record,

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from shardwalk import collection_indexer, collection_persistence, scope_masks
 from shardwalk._sync import Entry
+from shardwalk.attributes import merge_schema
 from shardwalk.collection_indexer import _coalesce
 from shardwalk.errors import (
     FailedPreconditionError,
@@ -27,7 +28,7 @@ from shardwalk.errors import (
     ResourceExhaustedError,
     ShardwalkError,
 )
-from shardwalk.rows import ANY_OWNER, merge_schema
+from shardwalk.rows import ANY_OWNER
 from shardwalk.snapshot import Upsert, delete_record
 from shardwalk.wal import encode
 

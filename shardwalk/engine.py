@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from shardwalk._threads import ThreadBudget, check_threading_layer
+from shardwalk.attributes import declared_schema
 from shardwalk.backup import backup as _backup
 from shardwalk.catalog import Catalog
 from shardwalk.collection import Collection
@@ -28,7 +29,6 @@ from shardwalk.errors import (
 from shardwalk.graph import Graph
 from shardwalk.index import IndexHost
 from shardwalk.index.filters import Predicate
-from shardwalk.rows import declared_schema
 from shardwalk.storage import DataDir
 from shardwalk.types import BackupReport, Edges, Param, Report
 from shardwalk.validation import (

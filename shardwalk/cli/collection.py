@@ -62,7 +62,7 @@ def _check_source(source: Any, path: str, *, name: str, dim: int, metric: str, k
     written: dimension, finite values, non-zero vectors for cosine, ids (non-negative, distinct
     in the file), tenant names, attribute types (against each other and the collection's).
     Returns every id, in file order."""
-    from shardwalk.rows import attribute_table, tenant_array
+    from shardwalk.attributes import attribute_table, tenant_array
     from shardwalk.validation import check_ids
 
     label = os.path.basename(path)

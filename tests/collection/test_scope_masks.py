@@ -102,8 +102,8 @@ def test_a_group_that_writes_a_new_id_twice_keeps_one_row_of_it():
     holds before the write: before the group and after its earlier writes), and every cached
     mask equals a rebuild."""
     from shardwalk._sync import Entry
+    from shardwalk.attributes import attribute_table, tenant_array
     from shardwalk.collection import _Upsert
-    from shardwalk.rows import attribute_table, tenant_array
 
     col = shardwalk.Engine.memory().create_collection(
         "c", dim=DIM, index="hnsw", attributes={"y": "int64"}

@@ -16,6 +16,7 @@ partition by partition, without a copy.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from shardwalk.index.base import (
     save_index,
 )
 from shardwalk.index.flat import FlatIndex
-from shardwalk.index.hnsw import OnHNSW, OnHNSWOptions, is_hnswlib_dir, log, read_hnswlib
+from shardwalk.index.hnsw import OnHNSW, OnHNSWOptions, is_hnswlib_dir, read_hnswlib
 from shardwalk.index.hnsw_graph import HNSWGraph, _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.store import IndexStore, Segment
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["PartitionedIndex", "hnswlib_share_error"]
+
+log = logging.getLogger(__name__)
 
 
 def hnswlib_share_error(directory: str) -> FailedPreconditionError:

@@ -287,7 +287,7 @@ def _plan(
                 if index.exact and count > exact_max_rows
                 else f"{count} matches <= {exact_max_rows}: scoring them all is cheapest"
             )
-        elif _exact_cheaper(index, scope, size, k, params):
+        elif _cheaper(index, count, size, tenant, k, params):
             beam = filter_ef(index, params, k, count / max(size, 1))
             result = _exact(store, queries, scope.matches, k, ip)
             explain.path = "exact"
@@ -356,17 +356,11 @@ def _exact_first(index: VectorIndex, count: int, exact_max_rows: int) -> bool:
     return count <= exact_max_rows or index.exact
 
 
-def _exact_cheaper(
-    index: VectorIndex, scope: Scope, size: int, k: int, params: dict[str, Any]
-) -> bool:
-    """A graph index, a scope without a tenant, and its matches cost less to score than the
-    graph search that would find k of them (see EXACT_ROWS_PER_EF)."""
-    return _cheaper(index, int(scope.matches.size), size, scope.tenant_rows is not None, k, params)
-
-
 def _cheaper(
     index: VectorIndex, count: int, size: int, tenant: bool, k: int, params: dict[str, Any]
 ) -> bool:
+    """A graph index, a scope without a tenant, and its ``count`` matches cost less to score
+    than the graph search that would find k of them (see EXACT_ROWS_PER_EF)."""
     if index.scoped or tenant:
         return False
     return count <= EXACT_ROWS_PER_EF * filter_ef(index, params, k, count / max(size, 1))
@@ -404,9 +398,7 @@ def _store_only(
         return True
     if index.applies_scope:
         return False
-    return _exact_first(index, count, exact_max_rows) or _exact_cheaper(
-        index, scope, size, k, params
-    )
+    return exact_path(index, count, size, scope.tenant_rows is not None, k, params, exact_max_rows)
 
 
 def _index_details(details: dict[str, Any], result: SearchResult) -> None:

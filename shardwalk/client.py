@@ -346,17 +346,12 @@ class Client(_Shape):
         rpc = getattr(self._stub, method)
         if not self._connected:
             self._wait_until_connected()
-        delay = 0.1
-        for attempt in range(self.retries + 1 if idempotent else 1):
+        backoff = _Backoff(self, idempotent)
+        while True:
             try:
                 return parse(rpc(request, timeout=self.timeout, metadata=self._metadata))
             except grpc.RpcError as exc:
-                if _retry(exc, idempotent, attempt, self.retries):
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay *= 2
-                    continue
-                raise _translate(exc, self.address, self._waited()) from None
-        raise AssertionError("unreachable")
+                time.sleep(backoff.pause(exc))
 
     def _wait_until_connected(self) -> None:
         """Wait up to ``connect_timeout`` for the channel to connect. If it does not, the call
@@ -594,17 +589,12 @@ class AsyncClient(_Channel):
         async def call() -> _T:
             if not self._connected:
                 await self._wait_until_connected()
-            delay = 0.1
-            for attempt in range(self.retries + 1 if idempotent else 1):
+            backoff = _Backoff(self, idempotent)
+            while True:
                 try:
                     return parse(await rpc(request, timeout=self.timeout, metadata=self._metadata))
                 except grpc.RpcError as exc:
-                    if _retry(exc, idempotent, attempt, self.retries):
-                        await asyncio.sleep(delay * (0.5 + random.random()))
-                        delay *= 2
-                        continue
-                    raise _translate(exc, self.address, self._waited()) from None
-            raise AssertionError("unreachable")
+                    await asyncio.sleep(backoff.pause(exc))
 
         return call()
 
@@ -709,8 +699,27 @@ def _records(response: pb.GetResponse) -> Records:
     )
 
 
-def _retry(exc: grpc.RpcError, idempotent: bool, attempt: int, retries: int) -> bool:
-    return idempotent and attempt < retries and exc.code() == grpc.StatusCode.UNAVAILABLE
+class _Backoff:
+    """The retry rule of one call, for both transports: an idempotent call that finds the
+    server UNAVAILABLE is tried again up to ``retries`` times, after pauses of 0.1 s doubling
+    each time (with jitter, 0.5-1.5x); any other failure, or the last, raises the library's
+    exception."""
+
+    def __init__(self, channel: _Channel, idempotent: bool) -> None:
+        self._channel = channel
+        self._left = channel.retries if idempotent else 0
+        self._delay = 0.1
+
+    def pause(self, exc: grpc.RpcError) -> float:
+        """The seconds to wait before trying again after ``exc``; raises the library's error
+        for it when the call is not to be tried again."""
+        if self._left > 0 and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            self._left -= 1
+            pause = self._delay * (0.5 + random.random())
+            self._delay *= 2
+            return pause
+        channel = self._channel
+        raise _translate(exc, channel.address, channel._waited()) from None
 
 
 def _translate(exc: grpc.RpcError, address: str, waited: str = "") -> ShardwalkError:

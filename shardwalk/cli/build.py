@@ -12,14 +12,13 @@ from shardwalk.cli.common import (
     METRICS,
     add_command,
     column_args,
+    param_errors,
     param_flag,
     parse_params,
     ray_flags,
     target_flags,
-    with_param_types,
 )
 from shardwalk.cli.progress import stage_bars
-from shardwalk.errors import InvalidArgumentError
 
 __all__ = ["add_build", "cmd_build"]
 
@@ -28,25 +27,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     from shardwalk.jobs import build_collection
 
     params = parse_params(args.param)
-    try:
-        with stage_bars(f"build {args.collection!r}") as progress:
-            report = build_collection(
-                args.data,
-                args.collection,
-                args.input,
-                index=args.index,
-                metric=args.metric,
-                **column_args(args),
-                shared_with_column=args.shared_with_column,
-                attribute_columns=args.attribute_column or None,
-                num_workers=args.num_workers,
-                address=args.address,
-                ray=args.ray,
-                progress=progress,
-                **params,
-            )
-    except InvalidArgumentError as exc:
-        raise with_param_types(exc, args.param) from None
+    with param_errors(args.param), stage_bars(f"build {args.collection!r}") as progress:
+        report = build_collection(
+            args.data,
+            args.collection,
+            args.input,
+            index=args.index,
+            metric=args.metric,
+            **column_args(args),
+            shared_with_column=args.shared_with_column,
+            attribute_columns=args.attribute_column or None,
+            num_workers=args.num_workers,
+            address=args.address,
+            ray=args.ray,
+            progress=progress,
+            **params,
+        )
     report.pop("tasks", None)
     if args.json:
         print(json.dumps(report))

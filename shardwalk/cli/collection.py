@@ -23,11 +23,12 @@ from shardwalk.cli.common import (
     data_flag,
     engine_for_writing,
     flag_values,
+    input_flags,
     open_existing,
+    param_errors,
     param_flag,
     parse_params,
     target_flags,
-    with_param_types,
 )
 from shardwalk.cli.progress import progress_bar, waiting
 from shardwalk.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
@@ -163,10 +164,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         existing = engine.collection(name) if name in engine.collections() else None
         _resolve_creation(args, params, existing)
         if existing is None:
-            try:
+            with param_errors(args.param):
                 check_index_params(args.index or "hnsw", params)
-            except InvalidArgumentError as exc:
-                raise with_param_types(exc, args.param) from exc
         dim = existing.dim if existing is not None else source.dim
         metric = existing.metric if existing is not None else (args.metric or "l2")
         ids = _check_source(source, args.path, name=name, dim=dim, metric=metric, known=existing)
@@ -251,10 +250,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("--limit counts the queries of a --queries file; give one")
     with open_existing(args.data) as engine:
         collection = engine.collection(args.collection)
-        try:
+        with param_errors(args.param):
             check_search_params(collection.index_kind, params)
-        except InvalidArgumentError as exc:
-            raise with_param_types(exc, args.param) from exc
         if args.queries:
             from shardwalk.formats import open_vectors
 
@@ -356,13 +353,14 @@ def add_ingest(sub: Any) -> None:
         "failed ingest leaves nothing behind.",
         run=cmd_ingest,
     )
-    p.add_argument("path", help="file of vectors")
-    target_flags(p, "--collection", "collection name (created if missing)", CREATED_IF_MISSING)
-    p.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "npy", "parquet", "hdf5", "fvecs", "ivecs", "bvecs"],
-        help="file format (auto: from the extension)",
+    input_flags(
+        p,
+        "file of vectors",
+        "--collection",
+        "collection name (created if missing)",
+        CREATED_IF_MISSING,
+        formats=["npy", "parquet", "hdf5", "fvecs", "ivecs", "bvecs"],
+        format_help="file format (auto: from the extension)",
     )
     p.add_argument(
         "--metric",

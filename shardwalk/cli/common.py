@@ -65,6 +65,25 @@ def target_flags(p: argparse.ArgumentParser, flag: str, help: str, data: str = M
     p.add_argument(flag, required=True, help=help)
 
 
+def input_flags(
+    p: argparse.ArgumentParser,
+    path: str,
+    flag: str,
+    help: str,
+    data: str = MUST_EXIST,
+    *,
+    formats: Sequence[str] = (),
+    format_help: str = "",
+) -> None:
+    """What a command that loads a file into a collection or graph takes first: the file
+    (``path``: its help), then :func:`target_flags`; with ``formats``, --format choosing among
+    them or "auto" (the default: from the file, ``format_help`` says how)."""
+    p.add_argument("path", help=path)
+    target_flags(p, flag, help, data)
+    if formats:
+        p.add_argument("--format", default="auto", choices=["auto", *formats], help=format_help)
+
+
 def flag_values(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     """The values of the flags ``names`` (their dests), as the keyword arguments of a call
     whose parameters are named as those flags are."""
@@ -137,6 +156,16 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
             raise InvalidArgumentError(f"--param {name} is given twice")
         params[name] = parse_value(value)
     return params
+
+
+@contextlib.contextmanager
+def param_errors(items: Sequence[str]) -> Iterator[None]:
+    """Re-raise the body's InvalidArgumentError about a --param (``items``: the --param
+    values) with how the command line read that value (:func:`with_param_types`)."""
+    try:
+        yield
+    except InvalidArgumentError as exc:
+        raise with_param_types(exc, items) from None
 
 
 def with_param_types(exc: InvalidArgumentError, items: Sequence[str]) -> InvalidArgumentError:

@@ -19,6 +19,7 @@ from shardwalk.cli.common import (
     count_type,
     engine_for_writing,
     flag_values,
+    input_flags,
     open_existing,
     ray_flags,
     target_flags,
@@ -467,13 +468,14 @@ def add_graph_commands(graph_sub: Any) -> None:
         "[+ ids.npy, weights.npy]. A failed ingest leaves nothing behind.",
         run=cmd_graph_ingest,
     )
-    g.add_argument("path", help="edge file or directory")
-    target_flags(g, "--name", "graph name", CREATED_IF_MISSING)
-    g.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "snap", "parquet", "npy"],
-        help="auto: directory -> npy, .npy header -> npy, .parquet/.pq -> parquet, else snap",
+    input_flags(
+        g,
+        "edge file or directory",
+        "--name",
+        "graph name",
+        CREATED_IF_MISSING,
+        formats=["snap", "parquet", "npy"],
+        format_help="auto: directory -> npy, .npy header -> npy, .parquet/.pq -> parquet, else snap",
     )
     g.add_argument("--undirected", action="store_true", help="store every edge both ways")
     g.add_argument(
@@ -532,8 +534,7 @@ def add_graph_commands(graph_sub: Any) -> None:
             "next; a bad batch changes nothing and stops the command.",
             run=cmd_graph_update,
         )
-        g.add_argument("path", help="edge file")
-        target_flags(g, "--name", "graph name")
+        input_flags(g, "edge file", "--name", "graph name")
         if verb == "add-edges":
             g.add_argument("--weighted", action="store_true", help="read weights (third column)")
         g.add_argument(

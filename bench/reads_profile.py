@@ -460,9 +460,39 @@ class _Caller(threading.Thread):
         self.idle.wait()
 
 
+def _sched() -> np.ndarray:
+    """The calling thread's blocking waits so far (voluntary context switches: for a thread
+    that only searches, waits for the GIL or a lock), its preemptions (involuntary ones: a
+    core taken by other work), its seconds on a core and its seconds runnable but waiting
+    for one (Linux's /proc/thread-self; zeros elsewhere)."""
+    try:
+        with open("/proc/thread-self/status") as f:
+            counts = {
+                k: int(v)
+                for k, v in (line.split(":") for line in f if "ctxt_switches" in line)
+            }
+        with open("/proc/thread-self/schedstat") as f:
+            run_ns, wait_ns = (int(v) for v in f.read().split()[:2])
+    except OSError:
+        return np.zeros(4)
+    return np.array(
+        [
+            counts["voluntary_ctxt_switches"],
+            counts["nonvoluntary_ctxt_switches"],
+            run_ns * 1e-9,
+            wait_ns * 1e-9,
+        ]
+    )
+
+
+_slices: list[np.ndarray] = []  # per timed_loop: _sched()'s change over it, and its seconds
+
+
 def timed_loop(search: Any, queries: np.ndarray, seconds: float) -> np.ndarray:
-    """Searches for ``seconds``: per search its start, latency, lock waits and CPU time."""
+    """Searches for ``seconds``: per search its start, latency, lock waits and CPU time
+    (and the thread's scheduling over the slice appended to ``_slices``)."""
     _waited.seconds = 0.0
+    before, t_start = _sched(), time.perf_counter()
     out = []
     end = time.perf_counter() + seconds
     i = 0
@@ -472,7 +502,20 @@ def timed_loop(search: Any, queries: np.ndarray, seconds: float) -> np.ndarray:
         c1 = time.thread_time()
         out.append((t0, time.perf_counter() - t0, _waited.seconds - w0, c1 - c0))
         i += 1
+    _slices.append(np.append(_sched() - before, time.perf_counter() - t_start))
     return np.array(out).reshape(-1, 4)
+
+
+def sched_summary(slices: list[np.ndarray]) -> dict[str, float]:
+    """The searching thread's blocking waits (GIL or lock) and preemptions a second, and the
+    shares of the wall time it was blocked and runnable without a core, over ``slices``."""
+    vol, invol, run, wait, wall = np.sum(slices, axis=0)
+    return {
+        "blocked_per_s": round(vol / wall, 1),
+        "preempted_per_s": round(invol / wall, 1),
+        "blocked_share": round(1 - (run + wait) / wall, 4),
+        "runqueue_share": round(wait / wall, 4),
+    }
 
 
 def _overlaps(runs: np.ndarray, kind: str) -> np.ndarray:
@@ -611,6 +654,8 @@ def diagnose(args: argparse.Namespace, col: Any, data: Any, tenants: Any, y: Any
         hot: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         rest: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         spans_of: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+        hot_sched: dict[str, list[np.ndarray]] = {m: [] for m in modes}
+        rest_sched: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         for _ in range(args.cycles):
             for m in modes:
                 settle()
@@ -630,16 +675,26 @@ def diagnose(args: argparse.Namespace, col: Any, data: Any, tenants: Any, y: Any
                 timed_loop(searches[scope], data.queries, 0.05)
                 t0 = time.perf_counter()
                 hot[m].append(timed_loop(searches[scope], data.queries, args.slice))
+                hot_sched[m].append(_slices[-1])
                 spans_of[m].append((t0, time.perf_counter()))
                 thread.stop()
                 settle()
                 rest[m].append(timed_loop(searches[scope], data.queries, args.slice))
+                rest_sched[m].append(_slices[-1])
         seconds = args.cycles * args.slice
         for m in modes:
             runs = np.concatenate(hot[m])
             at_rest = np.concatenate(rest[m])
             h = mode_summary(runs, seconds, spans_of[m])
             r = mode_summary(at_rest, seconds, [])
+            h["sched"], r["sched"] = sched_summary(hot_sched[m]), sched_summary(rest_sched[m])
+            hs, rs = h["sched"], r["sched"]
+            print(
+                f"{scope:6} {m:15} blocked {hs['blocked_per_s']:.0f}/s vs {rs['blocked_per_s']:.0f}"
+                f" ({hs['blocked_share']:.3f} vs {rs['blocked_share']:.3f} of the time); "
+                f"preempted {hs['preempted_per_s']:.0f}/s vs {rs['preempted_per_s']:.0f} "
+                f"(runqueue {hs['runqueue_share']:.3f} vs {rs['runqueue_share']:.3f})"
+            )
             results[m][scope] = {"load": os.getloadavg()[0], "writing": h, "rest": r}
             print(
                 f"{scope:6} {m:15} qps x{h['qps'] / r['qps']:.2f} p99 x{h['p99_us'] / r['p99_us']:.2f}"

@@ -36,7 +36,7 @@ log = logging.getLogger("shardwalk.collection")
 # hnsw searches beside them, search_beside, a scoped one scores the published view, and
 # deletes tombstone beside them) for its insert, so a turn inserts about _INDEX_TURN seconds
 # of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
-_INDEX_TURN = 0.002
+_INDEX_TURN = 0.005
 _INDEX_CHUNK_MIN = 2
 _INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
 _INDEX_CHUNK = 128

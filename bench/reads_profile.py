@@ -20,7 +20,19 @@ values alternate cycle by cycle in one run, each against its own at-rest slices)
 writer's bursts must be for a search's p99 to stay within 2x of its p99 at rest (a real 10-row
 write holds the GIL for its whole call, a few hundred microseconds).
 
-It uses only the public API and ``RWLock``, so it runs against whichever shardwalk the
+``--modes writer,writer-noindex,indexer,caller,gil,sleeper``: which part of a write stream
+holds up the searches (MODES: the real writer; the writer with the background indexer paused;
+the indexer alone, paced at the writer's rate over a delta filled beforehand; the writer's
+calls up to their commit; a GIL burst as long as a call's CPU; wake-ups only), each alternated
+with at-rest slices in one run. Per mode and scope: QPS and p99 against at rest; each search's
+CPU time (``time.thread_time``) against its wall time; the searching thread's blocking waits
+(voluntary context switches: the GIL or a lock) and preemptions (a core taken by other work)
+a second, from /proc/thread-self; the searches held up (waiting > 30 us beyond their CPU) a
+second, and per writer call and per indexer turn overlapping them
+(bench/results/reads-diagnose-<label>.json). These hooks reach private functions of the
+library (the indexer's turns and kick): a diagnostic, not a benchmark.
+
+The rest uses only the public API and ``RWLock``, so it runs against whichever shardwalk the
 interpreter imports: two checkouts (each with its own venv) measure back to back, and
 ``--label`` names the results, bench/results/reads-profile-<label>.json.
 
@@ -178,6 +190,30 @@ def summary(
     }
 
 
+def scope_searches(col: Any) -> dict[str, Any]:
+    """One single-query search per scope (plain, tenant t5, filter y < 3)."""
+    return {
+        "plain": lambda q: col.search(q, k=10),
+        "tenant": lambda q: col.search(q, k=10, tenant="t5"),
+        "filter": lambda q: col.search(q, k=10, where=F("y") < 3),
+    }
+
+
+def upserter(col: Any, vectors: np.ndarray, tenants: np.ndarray, y: np.ndarray) -> Any:
+    """An upsert of ids (the pool's rows, wrapping around) with their tenants and ``y``."""
+
+    def upsert(ids: np.ndarray) -> None:
+        at = ids % len(vectors)
+        col.upsert(
+            ids,
+            vectors[at],
+            tenants=[f"t{t}" for t in tenants[at].tolist()],
+            attributes={"y": y[at].tolist()},
+        )
+
+    return upsert
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--label", required=True, help="names the results file")
@@ -244,20 +280,8 @@ def main() -> None:
         diagnose(args, col, data, tenants, y)
         return
     _watched.add(id(col._index_rw))  # (a private attribute: the bench's diagnostic only)
-    searches = {
-        "plain": lambda q: col.search(q, k=10),
-        "tenant": lambda q: col.search(q, k=10, tenant="t5"),
-        "filter": lambda q: col.search(q, k=10, where=F("y") < 3),
-    }
-
-    def upsert(ids: np.ndarray) -> None:
-        at = ids % args.n
-        col.upsert(
-            ids,
-            data.vectors[at],
-            tenants=[f"t{t}" for t in tenants[at].tolist()],
-            attributes={"y": y[at].tolist()},
-        )
+    searches = scope_searches(col)
+    upsert = upserter(col, data.vectors, tenants, y)
 
     stand_in = GilBurst()
     if bursts:  # one burst a call, nothing deleted
@@ -410,8 +434,10 @@ def _patch_indexer() -> None:
                 allowed -= allowed % _pace.batch
                 if allowed > _pace.done or not _pace.rate:
                     break
-                time.sleep(_pace.batch / _pace.rate - (time.perf_counter() - _pace.start) % (
-                    _pace.batch / _pace.rate))
+                time.sleep(
+                    _pace.batch / _pace.rate
+                    - (time.perf_counter() - _pace.start) % (_pace.batch / _pace.rate)
+                )
             if _pace.rate:
                 count = min(count, allowed - _pace.done)
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -468,8 +494,7 @@ def _sched() -> np.ndarray:
     try:
         with open("/proc/thread-self/status") as f:
             counts = {
-                k: int(v)
-                for k, v in (line.split(":") for line in f if "ctxt_switches" in line)
+                k: int(v) for k, v in (line.split(":") for line in f if "ctxt_switches" in line)
             }
         with open("/proc/thread-self/schedstat") as f:
             run_ns, wait_ns = (int(v) for v in f.read().split()[:2])
@@ -572,9 +597,7 @@ def mode_summary(
         out[kind] = {
             "per_s": round(len(spans) / seconds, 1),
             "cpu_us": round(float(np.mean([c for _, _, c in spans])) * 1e6, 1) if spans else 0,
-            "wall_us": round(float(np.mean([e - s for s, e, _ in spans])) * 1e6, 1)
-            if spans
-            else 0,
+            "wall_us": round(float(np.mean([e - s for s, e, _ in spans])) * 1e6, 1) if spans else 0,
             "overlap_all": round(float(hit.mean()), 4),
             # searches held up beside one, per span of this kind
             "held_per_span": round(float((hit & held).sum()) / max(len(spans), 1), 2),
@@ -600,23 +623,13 @@ def diagnose(args: argparse.Namespace, col: Any, data: Any, tenants: Any, y: Any
             raise SystemExit(f"--modes: unknown {m!r}; choices: {', '.join(MODES)}")
     _patch_indexer()
     col.delta_limit = 1 << 20  # the paused indexer: writers never wait for room
-    searches = {
-        "plain": lambda q: col.search(q, k=10),
-        "tenant": lambda q: col.search(q, k=10, tenant="t5"),
-        "filter": lambda q: col.search(q, k=10, where=F("y") < 3),
-    }
+    searches = scope_searches(col)
+    upsert = upserter(col, data.vectors, tenants, y)
     window = [args.n - args.window, args.n]
 
     def write() -> None:
         hi, lo, b = window[1], window[0], args.batch
-        ids = np.arange(hi, hi + b)
-        at = ids % args.n
-        col.upsert(
-            ids,
-            data.vectors[at],
-            tenants=[f"t{t}" for t in tenants[at].tolist()],
-            attributes={"y": y[at].tolist()},
-        )
+        upsert(np.arange(hi, hi + b))
         col.delete(np.arange(lo, lo + b))
         window[0], window[1] = lo + b, hi + b
 

@@ -184,6 +184,8 @@ class Collection:
         self._indexing = threading.Lock()  # one index insert at a time (background or drain)
         self._room = threading.Condition(threading.Lock())  # the indexer and writers waiting
         self._indexer: threading.Thread | None = None
+        self._indexer_idle = False  # it waits for rows (a write wakes it; see kick)
+        self._wanting_room = 0  # write groups waiting for room in the delta
         self._delta_waits = 0  # write groups that waited for room in the delta
         self._delta_wait_seconds = 0.0
         self._indexed_in_background = 0

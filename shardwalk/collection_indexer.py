@@ -1,7 +1,8 @@
 """A collection's rows on their way into its index: a write group's upserts coalesced into
 one (one index insert: its rows are linked in parallel), and the background indexer, the thread
-that moves the delta's rows (acknowledged, searched exactly) into the index a short turn at a
-time, beside searches and writes.
+that moves the delta's rows (acknowledged, searched exactly) into the index in folds (once the
+delta holds _FOLD_ROWS rows or its rows waited _FOLD_DELAY seconds), a turn at a time, beside
+searches and writes.
 
 Functions of a :class:`shardwalk.collection.Collection` (which keeps the read and write paths
 and calls them): they work on its state under its locks, taken in the order it documents (see
@@ -31,16 +32,23 @@ log = logging.getLogger("shardwalk.collection")
 
 # The background indexer's turns: each excludes the searches that go through faiss (batches,
 # explain, a single plain query the graph cannot answer alone: faiss's inserts are not safe
-# beside its own search; a single plain query on hnsw searches beside them, search_beside,
-# and deletes tombstone beside them) for its insert, so a turn inserts about _INDEX_TURN
-# seconds of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
-# A search that meets a turn waits for all of it: short turns (5-8 rows of 64-d at M=16,
-# efConstruction=100) keep that wait near one search's time at rest, for a little more turn
-# overhead (figures: bench/README.md, issue 26).
-_INDEX_TURN = 0.0005
+# beside its own search; the single queries of the usual paths do not wait: a plain one on
+# hnsw searches beside them, search_beside, a scoped one scores the published view, and
+# deletes tombstone beside them) for its insert, so a turn inserts about _INDEX_TURN seconds
+# of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
+_INDEX_TURN = 0.005
 _INDEX_CHUNK_MIN = 2
 _INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
 _INDEX_CHUNK = 128
+# The indexer folds the delta in once it holds _FOLD_ROWS rows or its rows have waited
+# _FOLD_DELAY seconds (or a writer waits for room), not at every write: each turn's wake-up
+# and Python parts take the GIL from the searching threads a few times, and each time holds
+# up a search as long as a whole fast one (a tenant's exact scan), so turns after every
+# small write (hundreds a second) set the p99 of those searches (bench/reads_profile.py
+# --modes, issue 26). Rows in the delta are searched exactly meanwhile: nothing waits for
+# them to be indexed but their place in the graph.
+_FOLD_ROWS = 64
+_FOLD_DELAY = 0.05
 _INDEXER_IDLE = 1.0  # seconds an indexer thread waits for rows before it ends
 
 # At interpreter exit the indexers stop between two turns and a background compaction is
@@ -151,13 +159,15 @@ def _concat_attributes(tables: list[pa.Table], sizes: list[int]) -> pa.Table:
 
 
 def kick(collection: Collection) -> None:
-    """Make sure an indexer thread works through the delta."""
+    """Make sure an indexer thread works through the delta: start one, or wake it when it
+    waits for rows or a fold is due by size (one waiting for a fold's delay sleeps on: a
+    wake-up per write is what the folds save)."""
     with collection._room:
         if collection._indexer is None:
             if collection._closed_because is None:
                 start_indexer(collection)
-        else:
-            collection._room.notify_all()  # an idle indexer waits for rows
+        elif collection._indexer_idle or len(collection._delta) >= _FOLD_ROWS:
+            collection._room.notify_all()
 
 
 def start_indexer(collection: Collection) -> None:  # under collection._room
@@ -169,8 +179,8 @@ def start_indexer(collection: Collection) -> None:  # under collection._room
 
 
 def index_loop(collection: Collection) -> None:
-    """The background indexer: insert the delta's rows into the index, a chunk per turn;
-    once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
+    """The background indexer: insert the delta's rows into the index, a fold at a time
+    (see _FOLD_ROWS), a chunk per turn; once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
     starts another). Its inserts run on this thread alone: set once for the thread's life
     (each turn's insert then finds faiss's and numba's thread counts as it wants them)."""
     with collection._budget.take(1):  # (one slot, the thread's own: nothing counted)
@@ -178,31 +188,60 @@ def index_loop(collection: Collection) -> None:
 
 
 def _index_turns(collection: Collection) -> None:
+    since: float | None = None  # when the delta's rows began to wait (at the latest)
+    delta = collection._delta
     while True:
         with collection._room:  # decided under the lock a writer's kick takes: no lost wake-up
-            if not len(collection._delta) and collection._closed_because is None:
+            if not len(delta) and collection._closed_because is None:
+                since = None
+                collection._indexer_idle = True
                 collection._room.wait(_INDEXER_IDLE)
-            if (
-                not len(collection._delta)
-                or collection._closed_because is not None
-                or _exiting.is_set()
-            ):
+                collection._indexer_idle = False
+            if not len(delta) or collection._closed_because is not None or _exiting.is_set():
                 collection._indexer = None
                 collection._room.notify_all()
                 return
+            if since is None:
+                since = time.perf_counter()
+            _wait_for_fold(collection, since)
+            if collection._closed_because is not None or _exiting.is_set():
+                continue  # (the check above ends the thread)
+        since = time.perf_counter()  # rows written from now on wait for the next fold
         try:
-            turn = int(_INDEX_TURN / max(collection._insert_seconds, 1e-7))
-            count = min(_INDEX_CHUNK, max(_INDEX_CHUNK_MIN, turn))
-            # one thread: an OpenMP team for a dozen rows costs more in hand-offs than it
-            # saves, and a member the OS deschedules holds the turn (and every search
-            # waiting for it) at its barrier
-            collection._indexed_in_background += index_some(collection, count, threads=1)
+            fold = len(delta)  # the rows there now; later ones wait for the next fold
+            while fold > 0:
+                turn = int(_INDEX_TURN / max(collection._insert_seconds, 1e-7))
+                count = min(_INDEX_CHUNK, max(_INDEX_CHUNK_MIN, turn), fold)
+                # one thread: an OpenMP team for a few dozen rows costs more in hand-offs
+                # than it saves, and a member the OS deschedules holds the turn (and every
+                # search waiting for it) at its barrier
+                done = index_some(collection, count, threads=1)
+                collection._indexed_in_background += done
+                fold -= done
+                if not done or _exiting.is_set():
+                    break
         except BaseException as exc:
             collection._closed_because = "stopped at a failed index insert; reopen the engine"
             collection._closed_cause = exc
             log.error(
                 "collection %r stopped at a failed index insert", collection.name, exc_info=exc
             )
+
+
+def _wait_for_fold(collection: Collection, since: float) -> None:
+    """Wait (under ``collection._room``) until a fold is due: the delta holds _FOLD_ROWS
+    rows, its rows have waited _FOLD_DELAY seconds since ``since``, a writer waits for room,
+    or the collection closes."""
+    while (
+        len(collection._delta) < _FOLD_ROWS
+        and not collection._wanting_room
+        and collection._closed_because is None
+        and not _exiting.is_set()
+    ):
+        left = since + _FOLD_DELAY - time.perf_counter()
+        if left <= 0:
+            return
+        collection._room.wait(left)
 
 
 def index_some(collection: Collection, count: int, threads: int | None = None) -> int:
@@ -258,11 +297,16 @@ def wait_for_room(collection: Collection, rows: int) -> bool:
     t0 = time.perf_counter()
     with collection._room:
         collection._delta_waits += 1
-        while len(delta) and len(delta) + rows > collection.delta_limit:
-            if collection._closed_because is not None:
-                return False
-            if collection._indexer is None:
-                start_indexer(collection)
-            collection._room.wait(0.5)
+        collection._wanting_room += 1  # an indexer waiting for a fold's delay folds now
+        try:
+            while len(delta) and len(delta) + rows > collection.delta_limit:
+                if collection._closed_because is not None:
+                    return False
+                if collection._indexer is None:
+                    start_indexer(collection)
+                collection._room.notify_all()
+                collection._room.wait(0.5)
+        finally:
+            collection._wanting_room -= 1
         collection._delta_wait_seconds += time.perf_counter() - t0
     return collection._closed_because is None

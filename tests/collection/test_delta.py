@@ -184,6 +184,67 @@ def test_writers_wait_while_the_delta_is_full():
         assert col.search(vectors[i], k=1).ids[0, 0] == i
 
 
+def _record_inserts(col: shardwalk.Collection) -> list[int]:
+    """The rows of each of the collection's index inserts, from now on."""
+    sizes: list[int] = []
+    add = col._add_to_index
+
+    def recorded(rows, *args, **kwargs):
+        sizes.append(int(rows.size))
+        return add(rows, *args, **kwargs)
+
+    col._add_to_index = recorded
+    return sizes
+
+
+def test_small_writes_are_folded_into_one_index_insert(monkeypatch):
+    """The background indexer waits for a fold (the delta holding _FOLD_ROWS rows, or its
+    rows waiting _FOLD_DELAY) instead of inserting after every small write: four writes of
+    5 rows make one insert of 20; the rows waiting meanwhile are searched exactly."""
+    from shardwalk import collection_indexer
+
+    monkeypatch.setattr(collection_indexer, "_FOLD_ROWS", 20, raising=False)
+    monkeypatch.setattr(collection_indexer, "_FOLD_DELAY", 600.0, raising=False)
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
+    sizes = _record_inserts(col)
+    vectors = np.random.default_rng(9).normal(size=(20, DIM)).astype(np.float32)
+    for a in range(0, 15, 5):
+        col.upsert(list(range(a, a + 5)), vectors[a : a + 5])
+        # read-your-writes while the rows wait for the fold
+        assert col.search(vectors[a + 4], k=1).ids[0, 0] == a + 4
+    col.upsert(list(range(15, 20)), vectors[15:20])  # the delta holds 20 rows: a fold is due
+    wait_until(lambda: col.stats()["delta"]["rows"] == 0, "the fold")
+    assert sizes == [20]
+    assert col.stats()["delta"]["indexed_in_background"] == 20
+    for i in range(20):
+        assert col.search(vectors[i], k=1).ids[0, 0] == i
+
+
+def test_a_writer_waiting_for_room_does_not_wait_for_a_folds_delay(monkeypatch):
+    """A write group that finds the delta full wakes an indexer waiting for a fold's delay
+    (here far beyond the test's bound against hanging): it folds the delta at once."""
+    from shardwalk import collection_indexer
+
+    monkeypatch.setattr(collection_indexer, "_FOLD_DELAY", 600.0, raising=False)
+    col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
+    col.delta_limit = 12
+    vectors = np.random.default_rng(10).normal(size=(20, DIM)).astype(np.float32)
+    col.upsert(list(range(10)), vectors[:10])  # the indexer waits for a fold
+    done = threading.Event()
+
+    def writer() -> None:
+        col.upsert(list(range(10, 20)), vectors[10:])  # no room for 10 more: waits
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wait_until(done.is_set, "the writer to find room")
+    t.join()
+    assert col.stats()["delta"]["waits"] >= 1
+    for i in range(20):
+        assert col.search(vectors[i], k=1).ids[0, 0] == i
+
+
 def test_a_large_write_is_indexed_before_it_is_acknowledged():
     col = shardwalk.Engine.memory().create_collection("c", dim=DIM, index="hnsw")
     col.delta_limit = 16

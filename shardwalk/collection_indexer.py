@@ -35,8 +35,12 @@ log = logging.getLogger("shardwalk.collection")
 # beside its own search; the single queries of the usual paths do not wait: a plain one on
 # hnsw searches beside them, search_beside, a scoped one scores the published view, and
 # deletes tombstone beside them) for its insert, so a turn inserts about _INDEX_TURN seconds
-# of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them.
+# of rows (from the time rows took so far), _INDEX_CHUNK_MIN to _INDEX_CHUNK of them. On an
+# index whose plain single queries take the lock too (no search_beside: partitioned, SPANN,
+# multitenant), every search that meets a turn waits for all of it: there turns stay short,
+# _INDEX_TURN_LOCKED, near one search's time at rest.
 _INDEX_TURN = 0.005
+_INDEX_TURN_LOCKED = 0.0005
 _INDEX_CHUNK_MIN = 2
 _INSERT_GUESS = 0.0000625  # seconds a row, until the first insert is timed
 _INDEX_CHUNK = 128
@@ -180,8 +184,8 @@ def start_indexer(collection: Collection) -> None:  # under collection._room
 
 def index_loop(collection: Collection) -> None:
     """The background indexer: insert the delta's rows into the index, a fold at a time
-    (see _FOLD_ROWS), a chunk per turn; once the delta stays empty for _INDEXER_IDLE seconds the thread ends (the next write
-    starts another). Its inserts run on this thread alone: set once for the thread's life
+    (see _FOLD_ROWS), a chunk per turn; once the delta stays empty for _INDEXER_IDLE seconds
+    the thread ends (the next write starts another). Its inserts run on this thread alone: set once for the thread's life
     (each turn's insert then finds faiss's and numba's thread counts as it wants them)."""
     with collection._budget.take(1):  # (one slot, the thread's own: nothing counted)
         _index_turns(collection)
@@ -209,8 +213,10 @@ def _index_turns(collection: Collection) -> None:
         since = time.perf_counter()  # rows written from now on wait for the next fold
         try:
             fold = len(delta)  # the rows there now; later ones wait for the next fold
+            beside = hasattr(collection._index, "search_beside")
+            seconds = _INDEX_TURN if beside else _INDEX_TURN_LOCKED
             while fold > 0:
-                turn = int(_INDEX_TURN / max(collection._insert_seconds, 1e-7))
+                turn = int(seconds / max(collection._insert_seconds, 1e-7))
                 count = min(_INDEX_CHUNK, max(_INDEX_CHUNK_MIN, turn), fold)
                 # one thread: an OpenMP team for a few dozen rows costs more in hand-offs
                 # than it saves, and a member the OS deschedules holds the turn (and every

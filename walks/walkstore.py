@@ -480,7 +480,7 @@ class WalkStore:
         )  # fmt: skip
         # the rerouted walks alone (arrays of them, not of their blocks' walks), by block: the
         # blocks are rewritten whole (their walks lie together)
-        sel, ptr, e_walk, e_pos, e_target, e_visits, bound_s, old_sum, stale, top = plan_entries(
+        sel, ptr, e_walk, e_pos, e_target, e_visits, bound_s, stale, top = plan_entries(
             units, g, r, pos, target, new_len, self.walk_len
         )
         self.stages["plan"], clock = time.perf_counter() - clock, time.perf_counter()

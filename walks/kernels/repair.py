@@ -366,8 +366,8 @@ def plan_entries(units, per_unit, walks_per_node, pos, target, new_len, walk_len
     walks alone, grouped by block: (the blocks ascending, each block's first entry (offsets,
     one more), per rerouted walk its number, rerouted visit, new move (-1: it ends there) and
     the visits of its new tail (the target first; 0 without), each block's steps after the
-    batch at most, the blocks' steps before it, the steps after the rerouted visits before
-    it, the longest walk after it). Arrays of the rerouted walks, not of their blocks' walks:
+    batch at most, the steps after the rerouted visits before it, the longest walk after
+    it). Arrays of the rerouted walks, not of their blocks' walks:
     a rerouted walk's block mates are read by the rewrite only."""
     R = walks_per_node
     count = 0
@@ -390,7 +390,6 @@ def plan_entries(units, per_unit, walks_per_node, pos, target, new_len, walk_len
     c = -1
     j = 0
     last = -1
-    old_sum = np.int64(0)
     stale = np.int64(0)
     top = np.int64(0)
     for i in range(pos.size):
@@ -405,7 +404,6 @@ def plan_entries(units, per_unit, walks_per_node, pos, target, new_len, walk_len
             last = b
             for q in range(b * R, b * R + R):
                 bound[c] += np.int64(walk_len[q])
-            old_sum += bound[c]
         e_walk[j] = w
         e_pos[j] = pos[i]
         e_target[j] = target[i]
@@ -415,7 +413,7 @@ def plan_entries(units, per_unit, walks_per_node, pos, target, new_len, walk_len
         stale += np.int64(walk_len[w]) - pos[i]
         top = max(top, new_len[i])
     ptr[count] = k
-    return sel, ptr, e_walk, e_pos, e_target, e_visits, bound, old_sum, stale, top
+    return sel, ptr, e_walk, e_pos, e_target, e_visits, bound, stale, top
 
 
 @njit(cache=True)

@@ -65,9 +65,8 @@ from shardwalk.walks.kernels.repair import (
     apply_row_deltas,
     coin_base,
     pack_blocks,
-    plan_rows,
+    plan_entries,
     rewrite_counts,
-    tail_keys,
     walk_tails,
     walks_bounds,
     walks_build,
@@ -408,8 +407,7 @@ class WalkStore:
         except BaseException:
             for name, value in state.items():
                 setattr(self, name, value)
-            for blocks, start, dirty, lens, dropped in reversed(undo):
-                walks = (blocks[:, None] * self.R + np.arange(self.R)).reshape(-1)
+            for blocks, start, dirty, walks, lens, dropped in reversed(undo):
                 self._start[blocks], self._dirty[blocks], self._len[walks] = start, dirty, lens
                 if self._drop.size:
                     self._drop[walks] = dropped
@@ -467,8 +465,8 @@ class WalkStore:
                  changed_slot: np.ndarray, kind: np.ndarray, old: tuple, new: tuple,
                  undo: list) -> tuple[int, int, int]:  # fmt: skip
         """Plan the walks of ``units`` and rewrite the blocks of those rerouted (see
-        :meth:`repair`); (walks, steps, blocks rewritten). The entries it changes in place are saved in ``undo``
-        first."""
+        :meth:`repair`); (walks, steps, blocks rewritten). The entries it changes in place are
+        saved in ``undo`` first."""
         r, g = self.R, self.per_unit
         clock = time.perf_counter()
         bits = node_bitmap(change_nodes, changed_slot.shape[0])
@@ -480,16 +478,17 @@ class WalkStore:
             self.blk_start, self.walk_len, self.dropped, self._lo, self._hi, changed_slot, bits, kind,
             *old, *new, np.uint64(coin_base(self.seed, self.per_row, seq)), pos, target, new_len,
         )  # fmt: skip
-        sel, pos_s, tgt_s, bound_s, old_sum, stale, top = plan_rows(
+        # the rerouted walks alone (arrays of them, not of their blocks' walks), by block: the
+        # blocks are rewritten whole (their walks lie together)
+        sel, ptr, e_walk, e_pos, e_target, e_visits, bound_s, stale, top = plan_entries(
             units, g, r, pos, target, new_len, self.walk_len
-        )  # the blocks of the rerouted walks: rewritten whole (their walks lie together)
+        )
         self.stages["plan"], clock = time.perf_counter() - clock, time.perf_counter()
         if sel.size == 0:
             return 0, 0, 0
-        walk_ids = (sel[:, None] * r + np.arange(r)).reshape(-1)
-        lens_before = self._len[walk_ids]  # (a copy: kept for the undo)
-        undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(), lens_before,
-                     self._drop[walk_ids].copy() if self._drop.size else self._drop))  # fmt: skip
+        # (copies: kept for the undo; only the rerouted walks' lengths and marks change)
+        undo.append((sel, self._start[sel].copy(), self._dirty[sel].copy(), e_walk,
+                     self._len[e_walk], self._drop[e_walk] if self._drop.size else self._drop))  # fmt: skip
         if top > np.iinfo(self.walk_len.dtype).max:
             self._len = self._len.astype(np.uint32)
         new_start = self.used + np.cumsum(bound_s) - bound_s
@@ -497,17 +496,21 @@ class WalkStore:
         self._fit(graph.num_nodes)
         self._lo = _grow(self._lo, self.used + int(bound_s.sum()), self.used)
         self._hi = _grow(self._hi, self.used + int(bound_s.sum()), self.used)
-        walked = np.empty(sel.shape[0], np.int64)
-        rerouted = np.empty(sel.shape[0], np.int64)
-        self.live -= int(old_sum)
         self.stale += int(stale)
-        tail_at, tail_len, tail_drop, tails = self._walk_tails(graph, seq, sel, pos_s, tgt_s)
+        tail_at = np.cumsum(e_visits) - e_visits
+        tails = np.empty(int(e_visits.sum()), np.int64)
+        tail_len = np.empty(e_walk.shape[0], np.int64)
+        tail_drop = np.empty(e_walk.shape[0], np.bool_)
+        threads = max(1, min(numba.get_num_threads(), e_walk.shape[0]))
+        walk_tails(e_walk, e_pos, e_target, e_visits, tail_at, self.block_src, self.per_row, r,
+                   self.seed, seq, self.mode, *graph.kernel_arrays(), tails, tail_len, tail_drop,
+                   threads)  # fmt: skip
         # the rewrite also writes the index entries of the stepping visits walked anew (after
         # each rerouted visit) and the hub rows' visit changes (see ``logged``): counted first
         visits = np.empty(sel.shape[0], np.int64)
         changes = np.empty(sel.shape[0], np.int64)
-        self.live += rewrite_counts(sel, r, self._len, pos_s, tgt_s, tail_len, tail_drop, visits,
-                                    changes)  # fmt: skip
+        self.live += rewrite_counts(ptr, e_walk, e_pos, e_target, self._len, tail_len, tail_drop,
+                                    visits, changes)  # fmt: skip
         v_at = self.overflow_used + np.cumsum(visits) - visits
         need = self.overflow_used + int(visits.sum())
         self.overflow_nodes = _grow(self.overflow_nodes, need, self.overflow_used)
@@ -515,9 +518,9 @@ class WalkStore:
         log = self._log_room(changes)
         l_at = self.dl_used + np.cumsum(changes) - changes if log else changes
         walks_rewrite(
-            sel, r, self.per_row, g, self.blk_start, self.walk_len, self.dropped, self._lo,
-            self._hi, pos_s, tgt_s, new_start, tail_at, tail_len, tail_drop, tails, walked,
-            rerouted, v_at, self.overflow_units, self.overflow_nodes, log, l_at, self._dl_row,
+            sel, ptr, e_walk, e_pos, e_target, r, self.per_row, g, self.blk_start, self.walk_len,
+            self.dropped, self._lo, self._hi, new_start, tail_at, tail_len, tail_drop, tails,
+            v_at, self.overflow_units, self.overflow_nodes, log, l_at, self._dl_row,
             self._dl_node, self._dl_val,
         )  # fmt: skip
         self.overflow_used = need
@@ -527,25 +530,7 @@ class WalkStore:
         self.used += int(bound_s.sum())
         self.dirty[sel] = True
         self.stages["rewrite"] = time.perf_counter() - clock
-        return int(rerouted.sum()), int(walked.sum()), int(sel.shape[0])
-
-    def _walk_tails(self, graph: DynamicGraph, seq: int, sel: np.ndarray, pos: np.ndarray,
-                    target: np.ndarray) -> tuple[np.ndarray, ...]:  # fmt: skip
-        """The new tails of the walks the plan (rows ``sel``, entries ``pos``, ``target``)
-        reroutes to a target, walked on ``graph`` (``kernels.repair.walk_tails``): (start per
-        entry, visits per entry, drop mark per entry, the tails' nodes)."""
-        key = np.empty(pos.shape[0], np.uint64)
-        visits = np.empty(pos.shape[0], np.int64)
-        tail_keys(sel, self.block_src, self.per_row, self.R, self.alpha, self.seed, seq, pos,
-                  target, key, visits)  # fmt: skip
-        at = np.cumsum(visits) - visits
-        todo = np.flatnonzero(visits)
-        tails = np.empty(int(visits.sum()), np.int64)
-        tail_len = np.zeros(pos.shape[0], np.int64)
-        tail_drop = np.zeros(pos.shape[0], np.bool_)
-        walk_tails(todo, key, target, visits, at, self.mode, *graph.kernel_arrays(), tails,
-                   tail_len, tail_drop, max(1, min(numba.get_num_threads(), todo.shape[0])))  # fmt: skip
-        return at, tail_len, tail_drop, tails
+        return int(e_walk.shape[0]), int(tail_len.sum()), int(sel.shape[0])
 
     def _log_room(self, changes: np.ndarray) -> bool:
         """Whether the visit-count changes a rewrite makes (``changes`` per block) are logged

@@ -11,12 +11,12 @@ from shardwalk.walks.dynamic import DynamicGraph
 from shardwalk.walks.graph import CSRGraph
 from shardwalk.walks.kernels.repair import (
     dyn_next,
-    tail_keys,
+    tail_key,
     walk_tails,
     walks_bounds,
     walks_build,
 )
-from shardwalk.walks.kernels.rng import MODE_DROP, draw
+from shardwalk.walks.kernels.rng import MODE_DROP, draw, geometric_visits
 
 
 def _reference(edges: dict, ids: list[int], weighted: bool, directed: bool) -> CSRGraph:
@@ -203,17 +203,18 @@ def test_tails_walked_in_lockstep_are_the_walks_one_at_a_time(weighted: bool, mo
     dyn.apply(dyn.prepare("delete", (m.node_ids[s_[pick]], m.node_ids[m.indices[pick]])))
     arrays = dyn.kernel_arrays()
     count = 500
-    # tails as a repair makes them: plan entries (block, walk) rerouted at pos to target
+    # tails as a repair makes them: plan entries (walk) rerouted at pos to target
     r = 4
-    blocks = np.arange(count // r, dtype=np.int64)
+    rerouted = np.arange(count, dtype=np.int64)
+    block_src = np.arange(count // r, dtype=np.int32)
     pos = rng.integers(0, 5, count)
     target = rng.integers(0, dyn.num_nodes, count)
     target[::9] = -1  # the drop rule's "ends here": no tail
-    key = np.zeros(count, np.uint64)
-    visits = np.zeros(count, np.int64)
-    tail_keys(blocks, blocks.astype(np.int32), 1, r, 0.15, 3, 2,
-              pos, target, key, visits)  # fmt: skip
-    assert (visits[target < 0] == 0).all() and (visits[target >= 0] >= 1).all()
+    key = np.array(
+        [tail_key(block_src, 1, r, 3, 2, q, p) for q, p in zip(rerouted, pos)], np.uint64
+    )
+    visits = np.array([geometric_visits(k, 0.15) for k in key]) * (target >= 0)
+    assert (visits[target >= 0] >= 1).all()
     at = np.cumsum(visits) - visits
     todo = np.flatnonzero(visits)
     want = {}
@@ -234,7 +235,9 @@ def test_tails_walked_in_lockstep_are_the_walks_one_at_a_time(weighted: bool, mo
         out = np.full(int(visits.sum()), -1, np.int64)
         lens = np.zeros(count, np.int64)
         drops = np.zeros(count, np.bool_)
-        walk_tails(todo, key, target, visits, at, mode, *arrays, out, lens, drops, chunks)
+        walk_tails(rerouted, pos, target, visits, at, block_src, 1, r, 3, 2, mode, *arrays, out, lens,
+                   drops, chunks)  # fmt: skip
+        assert (lens[visits == 0] == 0).all()
         for e in todo:
             assert list(out[at[e] : at[e] + lens[e]]) == want[e][0]
             assert bool(drops[e]) == want[e][1]

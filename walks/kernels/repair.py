@@ -361,27 +361,35 @@ def walks_plan(units, per_unit, block_src, per_row, walks_per_node, alpha, seed,
 
 
 @njit(cache=True)
-def plan_rows(units, per_unit, walks_per_node, pos, target, new_len, walk_len):
-    """The plan of ``walks_plan`` (entries per walk of ``units``, ascending) as rows of the
-    blocks it reroutes walks in: (blocks ascending, their walks' rerouted visits and targets
-    (-1: kept), each block's steps after the batch at most, the blocks' steps before it, the
-    steps after the rerouted visits before it, the longest walk after it)."""
+def plan_entries(units, per_unit, walks_per_node, pos, target, new_len, walk_len):
+    """The plan of ``walks_plan`` (entries per walk of ``units``, ascending) as its rerouted
+    walks alone, grouped by block: (the blocks ascending, each block's first entry (offsets,
+    one more), per rerouted walk its number, rerouted visit, new move (-1: it ends there) and
+    the visits of its new tail (the target first; 0 without), each block's steps after the
+    batch at most, the steps after the rerouted visits before it, the longest walk after
+    it). Arrays of the rerouted walks, not of their blocks' walks:
+    a rerouted walk's block mates are read by the rewrite only."""
     R = walks_per_node
     count = 0
+    k = 0
     last = np.int64(-1)
     for i in range(pos.size):
         if pos[i] >= 0:
+            k += 1
             b = (units[i // per_unit] * per_unit + i % per_unit) // R
             if b != last:
                 count += 1
                 last = b
     sel = np.empty(count, np.int64)
-    pos_s = np.full(count * R, -1, np.int64)
-    tgt_s = np.full(count * R, -1, np.int64)
+    ptr = np.empty(count + 1, np.int64)
+    e_walk = np.empty(k, np.int64)
+    e_pos = np.empty(k, np.int64)
+    e_target = np.empty(k, np.int64)
+    e_visits = np.empty(k, np.int64)
     bound = np.zeros(count, np.int64)
-    k = -1
+    c = -1
+    j = 0
     last = -1
-    old_sum = np.int64(0)
     stale = np.int64(0)
     top = np.int64(0)
     for i in range(pos.size):
@@ -390,48 +398,48 @@ def plan_rows(units, per_unit, walks_per_node, pos, target, new_len, walk_len):
         w = units[i // per_unit] * per_unit + i % per_unit
         b = w // R
         if b != last:
-            k += 1
-            sel[k] = b
+            c += 1
+            sel[c] = b
+            ptr[c] = j
             last = b
             for q in range(b * R, b * R + R):
-                bound[k] += np.int64(walk_len[q])
-            old_sum += bound[k]
-        pos_s[k * R + w % R] = pos[i]
-        tgt_s[k * R + w % R] = target[i]
-        bound[k] += new_len[i] - np.int64(walk_len[w])
+                bound[c] += np.int64(walk_len[q])
+        e_walk[j] = w
+        e_pos[j] = pos[i]
+        e_target[j] = target[i]
+        e_visits[j] = new_len[i] - pos[i] if target[i] >= 0 else 0
+        j += 1
+        bound[c] += new_len[i] - np.int64(walk_len[w])
         stale += np.int64(walk_len[w]) - pos[i]
         top = max(top, new_len[i])
-    return sel, pos_s, tgt_s, bound, old_sum, stale, top
+    ptr[count] = k
+    return sel, ptr, e_walk, e_pos, e_target, e_visits, bound, stale, top
 
 
 @njit(cache=True)
-def rewrite_counts(blocks, walks_per_node, walk_len, plan_pos, plan_target, tail_len, tail_drop,
-                   out_visits, out_changes):  # fmt: skip
-    """Per plan row (block ``blocks[i]``), before ``walks_rewrite`` rewrites it: the stepping
-    visits its rerouted walks walk anew (after the rerouted visit, the last too where the drop
-    rule cut the walk: as ``visit_index.unit_visits`` counts them) into ``out_visits[i]``, and
-    their visit-count changes (each old visit after the rerouted one, each new one) into
-    ``out_changes[i]``. Returns the steps of the blocks after the rewrite."""
-    R = walks_per_node
-    total = np.int64(0)
-    for i in range(blocks.size):
+def rewrite_counts(blk_ptr, e_walk, e_pos, e_target, walk_len, tail_len, tail_drop, out_visits,
+                   out_changes):  # fmt: skip
+    """Per block of a plan (``plan_entries``: its rerouted walks ``blk_ptr[i]`` ..
+    ``blk_ptr[i + 1] - 1``), before ``walks_rewrite`` rewrites it: the stepping visits its
+    rerouted walks walk anew (after the rerouted visit, the last too where the drop rule cut
+    the walk: as ``visit_index.unit_visits`` counts them) into ``out_visits[i]``, and their
+    visit-count changes (each old visit after the rerouted one, each new one) into
+    ``out_changes[i]``. Returns the steps the rewrite adds (less those it removes)."""
+    delta = np.int64(0)
+    for i in range(blk_ptr.size - 1):
         visits = np.int64(0)
         changes = np.int64(0)
-        for w in range(R):
-            e = i * R + w
-            length = np.int64(walk_len[blocks[i] * R + w])
-            total += length
-            pos = plan_pos[e]
-            if pos < 0:
-                continue
-            made = np.int64(tail_len[e]) if plan_target[e] >= 0 else np.int64(0)
-            total += pos + made - length
+        for e in range(blk_ptr[i], blk_ptr[i + 1]):
+            length = np.int64(walk_len[e_walk[e]])
+            pos = e_pos[e]
+            made = np.int64(tail_len[e]) if e_target[e] >= 0 else np.int64(0)
+            delta += pos + made - length
             changes += length - pos + made
             if made > 0:
                 visits += made - 1 + np.int64(tail_drop[e])
         out_visits[i] = visits
         out_changes[i] = changes
-    return total
+    return delta
 
 
 #: walks a thread advances in lockstep (``walk_tails``): their moves do not depend on each
@@ -441,68 +449,74 @@ def rewrite_counts(blocks, walks_per_node, walk_len, plan_pos, plan_target, tail
 LANES = 8
 
 
-@njit(cache=True, parallel=True)
-def tail_keys(blocks, block_src, per_row, walks_per_node, alpha, seed, seq, plan_pos,
-              plan_target, out_key, out_visits):  # fmt: skip
-    """Per plan entry (block ``blocks[i]``, walk w: entry i * R + w) whose walk is rerouted to
-    a target (``plan_target`` >= 0): the key of its new tail and the tail's visits (the
-    target first); 0 visits elsewhere."""
-    R = walks_per_node
-    for e in prange(plan_pos.size):
-        out_visits[e] = 0
-        pos = plan_pos[e]
-        if pos < 0 or plan_target[e] < 0:
-            continue
-        b = blocks[e // R]
-        key = batch_key(seed, block_src[b], (b % per_row) * R + e % R, seq)
-        tail = mix64(key + np.uint64(pos + 1) * GAMMA)
-        out_key[e] = tail
-        out_visits[e] = geometric_visits(tail, alpha)
+@njit(cache=True, inline="always")
+def tail_key(block_src, per_row, walks_per_node, seed, seq, walk, pos):
+    """The key of the new tail of walk ``walk`` of a store (its block's source from
+    ``block_src``) rerouted at visit ``pos`` in batch ``seq``: its draws 1.. pick the tail's
+    moves, its ``geometric_visits`` the tail's visits (the target first)."""
+    b = walk // walks_per_node
+    key = batch_key(seed, block_src[b], (b % per_row) * walks_per_node + walk % walks_per_node,
+                    seq)  # fmt: skip
+    return mix64(key + np.uint64(pos + 1) * GAMMA)
 
 
 @njit(cache=True, parallel=True)
-def walk_tails(walks, key, first, visits, out_at, mode, b_indptr, b_indices, a_prob, a_idx,
-               weighted, b_tot, b_live, row_start, row_len, d_targets, d_cum, ext_bits, out,
-               out_len, out_drop, n_chunks):  # fmt: skip
-    """Walk the tails ``walks`` (entries of ``key``, ``first``, ``visits``): tail e from node
-    ``first[e]`` for ``visits[e]`` visits (draws 1.. of ``key[e]`` pick the moves), written from ``out[out_at[e]]``; ``out_len[e]`` the visits written,
-    ``out_drop[e]`` whether the drop rule cut it. Each of ``n_chunks`` threads advances
-    ``LANES`` walks of its share in lockstep, a finished walk's lane taking the next."""
-    n = walks.size
+def walk_tails(walk, pos, first, visits, out_at, block_src, per_row, walks_per_node, seed, seq,
+               mode, b_indptr, b_indices, a_prob, a_idx, weighted, b_tot, b_live, row_start,
+               row_len, d_targets, d_cum, ext_bits, out, out_len, out_drop,
+               n_chunks):  # fmt: skip
+    """Walk the new tails of the rerouted walks of a plan (``plan_entries``: walk ``walk[e]``
+    rerouted at visit ``pos[e]`` to ``first[e]``): tail e from ``first[e]`` for ``visits[e]``
+    visits (the draws of its ``tail_key`` pick the moves), written from ``out[out_at[e]]``;
+    ``out_len[e]`` the visits written (0 where ``visits[e]`` is 0), ``out_drop[e]`` whether
+    the drop rule cut it. Each of ``n_chunks`` threads advances ``LANES`` tails of its share
+    (an equal share of the visits) in lockstep, a finished tail's lane taking the next."""
+    n = walk.size
+    total = out_at[n - 1] + visits[n - 1] if n else 0
     for c in prange(n_chunks):
-        hi = n * (c + 1) // n_chunks
-        nxt_walk = n * c // n_chunks
+        # the entries whose visits start in this chunk's share of them: balanced by the work
+        lo_v = total * c // n_chunks
+        hi_v = total * (c + 1) // n_chunks
+        nxt = np.searchsorted(out_at, lo_v) if c else 0
+        hi = np.searchsorted(out_at, hi_v) if c + 1 < n_chunks else n
         lane_e = np.full(LANES, -1, np.int64)  # the tail each lane walks (-1: none)
         lane_cur = np.zeros(LANES, np.int64)
         lane_step = np.zeros(LANES, np.int64)
+        lane_key = np.zeros(LANES, np.uint64)
         busy = True
         while busy:
             busy = False
             for k in range(LANES):
                 e = lane_e[k]
                 if e < 0:  # an idle lane takes the next tail
-                    if nxt_walk >= hi:
+                    while nxt < hi and visits[nxt] == 0:
+                        out_len[nxt] = 0
+                        out_drop[nxt] = False
+                        nxt += 1
+                    if nxt >= hi:
                         continue
-                    e = walks[nxt_walk]
-                    nxt_walk += 1
+                    e = nxt
+                    nxt += 1
                     lane_e[k] = e
                     lane_cur[k] = first[e]
                     lane_step[k] = 1
+                    lane_key[k] = tail_key(block_src, per_row, walks_per_node, seed, seq,
+                                           walk[e], pos[e])  # fmt: skip
                     out[out_at[e]] = first[e]
                 busy = True
                 step = lane_step[k]
                 drop = False
                 if step < visits[e]:
                     cur = lane_cur[k]
-                    nxt = dyn_next(cur, draw(key[e], step), b_indptr, b_indices, a_prob, a_idx,
-                                   weighted, b_tot, b_live, row_start, row_len, d_targets,
-                                   d_cum, ext_bits)  # fmt: skip
-                    if nxt < 0 and mode == MODE_DROP:
+                    to = dyn_next(cur, draw(lane_key[k], step), b_indptr, b_indices, a_prob,
+                                  a_idx, weighted, b_tot, b_live, row_start, row_len, d_targets,
+                                  d_cum, ext_bits)  # fmt: skip
+                    if to < 0 and mode == MODE_DROP:
                         drop = True
                     else:
-                        nxt = cur if nxt < 0 else nxt
-                        out[out_at[e] + step] = nxt
-                        lane_cur[k] = nxt
+                        to = cur if to < 0 else to
+                        out[out_at[e] + step] = to
+                        lane_cur[k] = to
                         lane_step[k] = step + 1
                         continue
                 out_len[e] = step
@@ -511,15 +525,15 @@ def walk_tails(walks, key, first, visits, out_at, mode, b_indptr, b_indices, a_p
 
 
 @njit(cache=True, parallel=True)
-def walks_rewrite(blocks, walks_per_node, per_row, per_unit, blk_start, walk_len, dropped, steps,
-                  steps_hi, plan_pos, plan_target, new_start, tail_at, tail_len, tail_drop, tails,
-                  out_steps, out_walks, v_at, v_unit, v_node, log, l_at, l_row, l_node,
+def walks_rewrite(blocks, blk_ptr, e_walk, e_pos, e_target, walks_per_node, per_row, per_unit,
+                  blk_start, walk_len, dropped, steps, steps_hi, new_start, tail_at, tail_len,
+                  tail_drop, tails, v_at, v_unit, v_node, log, l_at, l_row, l_node,
                   l_val):  # fmt: skip
-    """Write the walks of ``blocks`` (rows of the plan) after the batch at ``new_start[i]`` of
+    """Write the walks of ``blocks`` (a plan's, ``plan_entries``: block i's rerouted walks are
+    entries ``blk_ptr[i]`` .. ``blk_ptr[i + 1] - 1``) after the batch at ``new_start[i]`` of
     ``steps``: unchanged walks copied, rerouted ones copied up to the rerouted visit, then
-    their new tails (plan entry e's: ``tail_len[e]`` visits from ``tails[tail_at[e]]``, as
-    ``walk_tails`` walked them on the new graph). Updates ``walk_len``, ``dropped``;
-    ``out_steps[i]``: steps walked anew, ``out_walks[i]``: walks rerouted.
+    their new tails (entry e's: ``tail_len[e]`` visits from ``tails[tail_at[e]]``, as
+    ``walk_tails`` walked them on the new graph). Updates ``walk_len``, ``dropped``.
 
     In the same pass (the tails and old visits at hand): the index entries of the stepping
     visits walked anew, (unit: walk // ``per_unit``, node) from ``v_unit``/``v_node[v_at[i]]``,
@@ -539,12 +553,12 @@ def walks_rewrite(blocks, walks_per_node, per_row, per_unit, blk_start, walk_len
             if at < steps.size:
                 touched += np.uint64(steps[at]) + np.uint64(steps_hi[at])
         for i in range(lo, hi):
-            _rewrite_block(i, blocks[i], R, per_row, per_unit, blk_start, walk_len, dropped,
-                           steps, steps_hi, plan_pos, plan_target, new_start, tail_at, tail_len,
-                           tail_drop, tails, out_steps, out_walks, v_at, v_unit, v_node, log,
-                           l_at, l_row, l_node, l_val)  # fmt: skip
+            _rewrite_block(i, blocks[i], R, per_row, per_unit, blk_ptr, e_walk, e_pos, e_target,
+                           blk_start, walk_len, dropped, steps, steps_hi, new_start, tail_at,
+                           tail_len, tail_drop, tails, v_at, v_unit, v_node, log, l_at, l_row,
+                           l_node, l_val)  # fmt: skip
         if touched == _NEVER:  # (a use of the first loop's loads; see walks_plan)
-            out_walks[lo] = -1
+            new_start[lo] = -1
 
 
 @njit(cache=True, inline="always")
@@ -558,10 +572,9 @@ def _copy_steps(steps, steps_hi, src, dst, n):
 
 
 @njit(cache=True, inline="always")
-def _rewrite_block(i, b, R, per_row, per_unit, blk_start, walk_len, dropped, steps, steps_hi,
-                   plan_pos, plan_target, new_start, tail_at, tail_len, tail_drop, tails,
-                   out_steps, out_walks, v_at, v_unit, v_node, log, l_at, l_row, l_node,
-                   l_val):  # fmt: skip
+def _rewrite_block(i, b, R, per_row, per_unit, blk_ptr, e_walk, e_pos, e_target, blk_start,
+                   walk_len, dropped, steps, steps_hi, new_start, tail_at, tail_len, tail_drop,
+                   tails, v_at, v_unit, v_node, log, l_at, l_row, l_node, l_val):  # fmt: skip
     """Block ``b`` (plan row i) of :func:`walks_rewrite`: the steps between rerouted visits
     are copied as one run each (the walks kept lie at the same offsets in the old and the
     new block)."""
@@ -569,20 +582,18 @@ def _rewrite_block(i, b, R, per_row, per_unit, blk_start, walk_len, dropped, ste
     to = np.int64(new_start[i])
     run_at = at  # the kept steps not yet copied: [run_at, at) to run_to
     run_to = to
-    walked = 0
-    rerouted = 0
     v = v_at[i]
     lg = l_at[i] if log else 0
     row = b // per_row
+    e = blk_ptr[i]  # the block's next rerouted walk
     for w in range(R):
         q = b * R + w
-        e = i * R + w
         length = np.int64(walk_len[q])
-        pos = plan_pos[e]
-        if pos < 0:
+        if e >= blk_ptr[i + 1] or e_walk[e] != q:
             at += length
             to += length
             continue
+        pos = e_pos[e]
         _copy_steps(steps, steps_hi, run_at, run_to, at + pos - run_at)
         if log:
             for j in range(pos, length):
@@ -590,10 +601,9 @@ def _rewrite_block(i, b, R, per_row, per_unit, blk_start, walk_len, dropped, ste
                 l_node[lg] = np.int64(steps[at + j]) | (np.int64(steps_hi[at + j]) << 16)
                 l_val[lg] = -1
                 lg += 1
-        rerouted += 1
         m = pos
         drop = True
-        if plan_target[e] >= 0:
+        if e_target[e] >= 0:
             made = tail_len[e]
             t0 = tail_at[e]
             stepping = made - 1 + np.int64(tail_drop[e])  # the visits the index names
@@ -612,8 +622,8 @@ def _rewrite_block(i, b, R, per_row, per_unit, blk_start, walk_len, dropped, ste
                     l_val[lg] = 1
                     lg += 1
             m += made
-            walked += made
             drop = tail_drop[e]
+        e += 1
         at += length
         to += m
         walk_len[q] = m
@@ -622,8 +632,6 @@ def _rewrite_block(i, b, R, per_row, per_unit, blk_start, walk_len, dropped, ste
         run_at = at
         run_to = to
     _copy_steps(steps, steps_hi, run_at, run_to, at - run_at)
-    out_steps[i] = walked
-    out_walks[i] = rerouted
 
 
 @njit(cache=True)

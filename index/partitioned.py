@@ -101,7 +101,7 @@ class PartitionedIndex(OnHNSW):
         self._set_centroids(np.zeros((0, dim), dtype=np.float32))
         self._part_of = np.zeros(0, dtype=np.int32)  # by label; -1: not here
         self._pos_of = np.zeros(0, dtype=np.int64)  # by label: its position in its partition
-        # (RowStore: RayPartitionedIndex's reads its actors')
+        # typed RowStore: RayPartitionedIndex's fetches the vectors from its actors
         self.store: RowStore = IndexStore(dim, self._segments)
 
     def params(self) -> dict[str, Any]:

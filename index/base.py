@@ -13,6 +13,7 @@ Distances, smaller is closer, padded with +inf:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, runtime_checkable
 
@@ -27,11 +28,23 @@ if TYPE_CHECKING:
     from shardwalk.index.planner import Explain, Scope
     from typing_extensions import Unpack
 
-__all__ = ["IndexMetric", "KeepsRoom", "SearchOptions", "SearchResult", "VectorIndex"]
+__all__ = [
+    "IndexMetric",
+    "KeepsRoom",
+    "SearchCounters",
+    "SearchOptions",
+    "SearchResult",
+    "VectorIndex",
+]
 
 INDEX_FORMAT = 1  # version of the files an index writes into its directory
 
 IndexMetric = Literal["l2", "ip"]
+
+# What an index counted in one search of its own (spann: the lists probed and bytes read per
+# query; a Ray index: the paths its actors took), in SearchResult.explain of its results; the
+# planner adds them into its Explain's details.
+SearchCounters = Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -44,13 +57,15 @@ class SearchResult:
         Neighbour ids, closest first, padded with -1 when fewer than k exist.
     distances : ndarray of float32, shape (n, k)
         Distances (smaller is closer), padded with +inf.
-    explain : Explain or None
-        What the search did, when asked (``search(..., explain=True)``).
+    explain : Explain, SearchCounters or None
+        What the search did, when asked (``search(..., explain=True)``); an index's own
+        search may give its counters (:data:`SearchCounters`) instead.
     """
 
     ids: NDArray[np.int64]
     distances: NDArray[np.float32]
-    explain: Explain | None = None  # when the search was asked to explain itself
+    # when the search was asked to explain itself; an index's counters of its own search
+    explain: Explain | SearchCounters | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -83,7 +98,7 @@ class VectorIndex(Protocol):
     def delete(self, labels: np.ndarray) -> None:
         """Stop returning these labels. Unknown labels are ignored."""
 
-    def search(self, queries: np.ndarray, k: int, **params: Any) -> SearchResult:
+    def search(self, queries: np.ndarray, k: int, **options: Unpack[SearchOptions]) -> SearchResult:
         """Top-k live labels per query; ``ids`` holds labels."""
 
     def get(self, labels: np.ndarray) -> np.ndarray:

@@ -106,7 +106,7 @@ def connect(
         if address is not None:
             if address.split(":")[0] in ("127.0.0.1", "localhost"):
                 loopback_only()  # the driver joins as 127.0.0.1 too
-            ray.init(address=address, logging_level="warning", log_to_driver=False)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
             loopback_only()
             ray.init(
@@ -114,7 +114,7 @@ def connect(
                 _node_ip_address="127.0.0.1",
                 num_cpus=num_workers or available_cores(),
                 include_dashboard=False,
-                logging_level="warning",
+                logging_level=logging.WARNING,
                 log_to_driver=False,
             )
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -242,7 +242,8 @@ class RayExecutor(Executor):
         driver takes the value, and the driver takes none before all are there). Without the
         hold a worker done with its warm-up could take another's (Ray reuses an idle worker
         before it starts one), so a process would start only during the scan (issue 27)."""
-        gens = [
+        # each an ObjectRefGenerator (ray's annotations say an ObjectRef of the iterator)
+        gens: list[Any] = [
             _warm.options(
                 num_cpus=self.cpus,
                 runtime_env=thread_env(self.cpus),
@@ -667,13 +668,13 @@ class RayPartitionedIndex(PartitionedIndex):
         def submit() -> list[Any]:
             return [actor.search.remote(queries, k, params, bitmap, rows) for actor in self._actors]
 
-        found = self._gather(submit(), retry=submit)
+        answers = self._gather(submit(), retry=submit)
         merged = merge_topk(
-            np.concatenate([ids for ids, _, _ in found], axis=1),
-            np.concatenate([distances for _, distances, _ in found], axis=1),
+            np.concatenate([ids for ids, _, _ in answers], axis=1),
+            np.concatenate([distances for _, distances, _ in answers], axis=1),
             k,
         )
-        paths = Counter(f"actors {path}" for _, _, path in found)
+        paths = Counter(f"actors {path}" for _, _, path in answers)
         return SearchResult(merged.ids, merged.distances, explain=dict(paths))
 
     def _bitmap(self, scope: Scope) -> Any:

@@ -109,8 +109,9 @@ class OnHNSW(IndexBase):
 
     def __init__(self, **options: Unpack[OnHNSWOptions]) -> None:
         common: dict[str, Any] = {k: v for k, v in options.items() if k not in _HNSW_FIELDS}
+        graph: dict[str, Any] = {k: v for k, v in options.items() if k in _HNSW_FIELDS}
         super().__init__(**common)
-        self.hnsw = HNSWParams(**{k: v for k, v in options.items() if k in _HNSW_FIELDS})
+        self.hnsw = HNSWParams(**graph)
 
     @property
     def ef(self) -> int:
@@ -202,7 +203,9 @@ class HNSWIndex(OnHNSW):
         end = int(labels.max()) + 1
         self._position = _grow(self._position, end, -1)
         self._position[labels] = positions
-        self._graph.labels = _grow(self._graph.labels, int(positions[-1]) + 1, -1)
+        graph_labels = self._graph.labels
+        assert graph_labels is not None  # set with the map (above, or by load)
+        self._graph.labels = _grow(graph_labels, int(positions[-1]) + 1, -1)
         self._graph.labels[positions] = labels
 
     # -- writes -----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from shardwalk.index.flat import FlatIndex
 from shardwalk.index.hnsw import OnHNSW, OnHNSWOptions, is_hnswlib_dir, read_hnswlib
 from shardwalk.index.hnsw_graph import HNSWGraph, _grow
 from shardwalk.index.kmeans import balanced_kmeans
-from shardwalk.index.store import IndexStore, Segment
+from shardwalk.index.store import IndexStore, RowStore, Segment
 
 from shardwalk._files import atomic_write
 from shardwalk._threads import ThreadBudget, delegated
@@ -101,7 +101,8 @@ class PartitionedIndex(OnHNSW):
         self._set_centroids(np.zeros((0, dim), dtype=np.float32))
         self._part_of = np.zeros(0, dtype=np.int32)  # by label; -1: not here
         self._pos_of = np.zeros(0, dtype=np.int64)  # by label: its position in its partition
-        self.store = IndexStore(dim, self._segments)
+        # typed RowStore: RayPartitionedIndex's fetches the vectors from its actors
+        self.store: RowStore = IndexStore(dim, self._segments)
 
     def params(self) -> dict[str, Any]:
         # (train_size: in index.json alone, see _save_meta)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from shardwalk.index.filters import validate
+from shardwalk.index.planner import Explain
 from shardwalk.server.coalesce import Coalescer
 from shardwalk.server.config import Limits, Principal
 
@@ -182,7 +183,7 @@ class Service:
             k=k,
             ids=ids.astype("<i8", copy=False).tobytes(),
             distances=distances.astype("<f4", copy=False).tobytes(),
-            explain_json=to_json(explain.to_dict()) if explain is not None else "",
+            explain_json=to_json(explain.to_dict()) if isinstance(explain, Explain) else "",
         )
 
     def get(self, who: Principal, request: pb.GetRequest) -> pb.GetResponse:

@@ -572,7 +572,8 @@ class Collection:
     ) -> Explain:
         """Run a search and return only its explanation (path, reason, match counts, time)."""
         result = self.search(queries, k, tenant=tenant, where=where, explain=True, **search_params)
-        assert result.explain is not None
+        # the planner's (an index's own counters, SearchCounters, come only from its search)
+        assert isinstance(result.explain, Explain)
         return result.explain
 
     def get(self, ids: ArrayLike, *, tenant: str | None = None) -> Records:

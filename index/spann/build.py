@@ -20,7 +20,7 @@ from shardwalk import _fs
 from shardwalk._threads import delegated
 
 if TYPE_CHECKING:
-    from shardwalk.index.spann.index import SpannIndex
+    from shardwalk.index.spann.parts import SpannParts
 
 __all__ = ["assign_lists", "cluster_lists", "write_lists"]
 
@@ -151,7 +151,7 @@ class _Build:
     """The streamed build of a :class:`SpannIndex` (a part of the class)."""
 
     def _rebuild(
-        self: SpannIndex, labels: np.ndarray, vectors: np.ndarray, versions: np.ndarray
+        self: SpannParts, labels: np.ndarray, vectors: np.ndarray, versions: np.ndarray
     ) -> None:
         """Build everything again from the live vectors and these (small indexes only)."""
         old, old_vectors = self._live_vectors(labels)
@@ -163,7 +163,7 @@ class _Build:
         )
 
     def _build(
-        self: SpannIndex,
+        self: SpannParts,
         labels: np.ndarray,
         vectors: np.ndarray,
         versions: np.ndarray,
@@ -217,7 +217,7 @@ class _Build:
             self._write_rows(*fresh)
             self._norm_cap = norm_cap
             self._graph, self._lists = graph, lists
-            self._open = gen
+            self._open: _Generation | None = gen  # (see parts.py: declared types)
             self._list_gen = np.full(lists, gen.number, dtype=np.int32)
             self._list_start = starts
             self._list_count = counts.astype(np.int32)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from shardwalk.index._kernels import SPANN_LABEL_BITS
@@ -19,7 +19,7 @@ from shardwalk._threads import ThreadBudget
 from shardwalk.errors import CorruptionError
 
 if TYPE_CHECKING:
-    from shardwalk.index.spann.index import SpannIndex
+    from shardwalk.index.spann.parts import SpannParts
 
 LABEL_MASK = (1 << SPANN_LABEL_BITS) - 1
 _GEN_SHIFT = 40  # a record's place: generation << 40 | record number
@@ -188,10 +188,13 @@ def _link_or_copy(gen: _Generation, target: str) -> None:
         _fs.copyfile(gen.path, target)
 
 
+_Loaded = TypeVar("_Loaded", bound="SpannParts")  # the class load is called on (SpannIndex)
+
+
 class _Persistence:
     """The snapshot of a :class:`SpannIndex` (a part of the class)."""
 
-    def save(self: SpannIndex, directory: str) -> None:
+    def save(self: SpannParts, directory: str) -> None:
         """Seal the open generation and link (or copy) every generation into ``directory``
         with the centroid graph, the list table and the row arrays."""
         self.wait_idle()
@@ -205,7 +208,7 @@ class _Persistence:
                 self._drop_unused_gens()
                 if self._open is not None:
                     self._open.seal()
-                    self._open = None
+                    self._open: _Generation | None = None  # (see parts.py)
             gens = []
             for number, gen in sorted(self._gens.items()):
                 name = f"postings-{number:06d}.bin"
@@ -246,18 +249,18 @@ class _Persistence:
                 arrays,
             )
 
-    def _labels_end(self: SpannIndex) -> int:
+    def _labels_end(self: SpannParts) -> int:
         written = np.flatnonzero(self._version)
         return int(written[-1]) + 1 if written.size else 0
 
     @classmethod
     def load(
-        cls: type[SpannIndex],
+        cls: type[_Loaded],
         directory: str,
         *,
         threads: int | None = None,
         budget: ThreadBudget | None = None,
-    ) -> SpannIndex:
+    ) -> _Loaded:
         meta = read_meta(directory, cls.kind)
         index = cls.from_meta(meta, threads=threads, budget=budget)
         if meta["record_words"] != index.words:

@@ -13,13 +13,13 @@ import numpy as np
 from shardwalk.index.hnsw_graph import _grow
 from shardwalk.index.kmeans import balanced_kmeans
 from shardwalk.index.spann.build import _sq
-from shardwalk.index.spann.format import _GEN_SHIFT, LABEL_MASK, _Staged
+from shardwalk.index.spann.format import _GEN_SHIFT, LABEL_MASK, _Generation, _Staged
 
 from shardwalk import _fs
 from shardwalk._threads import delegated
 
 if TYPE_CHECKING:
-    from shardwalk.index.spann.index import SpannIndex
+    from shardwalk.index.spann.parts import SpannParts
 
 # the module's records go to the package's logger, as before the package was split
 log = logging.getLogger(__package__)
@@ -31,7 +31,7 @@ class _Maintenance:
     """Splits, their worker, garbage collection and compaction of a :class:`SpannIndex` (a
     part of the class)."""
 
-    def _queue_split(self: SpannIndex, lst: int) -> None:
+    def _queue_split(self: SpannParts, lst: int) -> None:
         """Queue list ``lst`` to split; start the worker if none runs. Decided under the lock
         the worker stops under: either the running worker takes the list, or a new one."""
         with self._idle:
@@ -50,7 +50,7 @@ class _Maintenance:
                 return
             self._running = True
             worker = threading.Thread(target=self._work, name="spann-splits", daemon=True)
-            self._worker = worker
+            self._worker: threading.Thread | None = worker  # (see parts.py)
         try:
             worker.start()
         except BaseException as exc:  # no thread: the next queued split (or wait_idle) runs it
@@ -59,7 +59,7 @@ class _Maintenance:
                 self._idle.notify_all()
             self._report_failure("starting the split worker", exc)
 
-    def _work(self: SpannIndex) -> None:
+    def _work(self: SpannParts) -> None:
         """The worker: splits until the queue is empty, and stops only if it still is under
         the lock that producers queue under."""
         try:
@@ -76,7 +76,7 @@ class _Maintenance:
                 self._idle.notify_all()
             self._report_failure("the split worker", exc)
 
-    def _report_failure(self: SpannIndex, what: str, exc: BaseException) -> None:
+    def _report_failure(self: SpannParts, what: str, exc: BaseException) -> None:
         """A background step failed: logged at once (ERROR, with its traceback) and counted
         in :meth:`stats`. Nothing was published: the index is as it was before the step."""
         log.error(
@@ -91,7 +91,7 @@ class _Maintenance:
             self._failures += 1
             self._last_failure = f"{what}: {type(exc).__name__}"
 
-    def _run_splits(self: SpannIndex) -> None:
+    def _run_splits(self: SpannParts) -> None:
         """Split the queued lists that still need it, then collect garbage. A failure is
         reported (see :meth:`_report_failure`), never raised: a writer never sees it."""
         while not self._closed.is_set():
@@ -123,7 +123,7 @@ class _Maintenance:
         except Exception as exc:
             self._report_failure("compacting the posting files", exc)
 
-    def _collect_garbage(self: SpannIndex) -> None:
+    def _collect_garbage(self: SpannParts) -> None:
         """Compact once relocated and split lists left more dead records in the files than
         twice the live ones (and at least ``garbage_min``): long insert runs keep the files
         within about three times their live size."""
@@ -133,7 +133,7 @@ class _Maintenance:
                 with delegated(1):
                     self._compact()
 
-    def wait_idle(self: SpannIndex, timeout: float | None = None) -> bool:
+    def wait_idle(self: SpannParts, timeout: float | None = None) -> bool:
         """Block until no split is queued or running; returns whether that happened in time.
         Splits no worker runs (inline maintenance, or no thread could start) run here. A
         failed split raises nothing: ``background_failures`` in :meth:`stats` counts it."""
@@ -145,7 +145,7 @@ class _Maintenance:
             self._run_splits()
         return True
 
-    def _split(self: SpannIndex, lst: int) -> None:
+    def _split(self: SpannParts, lst: int) -> None:
         """Split list ``lst`` by balanced 2-means, then reassign the vectors near it whose
         nearest centroid changed (SPFresh's LIRE). Each of the two is written, then published
         in one step: a failure before leaves the list as it was."""
@@ -191,7 +191,7 @@ class _Maintenance:
                 self._queue_split(target)
 
     def _reassign(
-        self: SpannIndex,
+        self: SpannParts,
         lst: int,
         old_centroid: np.ndarray,
         new: np.ndarray,
@@ -247,7 +247,7 @@ class _Maintenance:
         for other in overfull:
             self._queue_split(other)
 
-    def _primary_lists(self: SpannIndex, labels: np.ndarray) -> np.ndarray:
+    def _primary_lists(self: SpannParts, labels: np.ndarray) -> np.ndarray:
         """The list holding each label's primary record (-1: unknown)."""
         place = self._places.array[labels]
         live = self._live_lists()
@@ -260,14 +260,14 @@ class _Maintenance:
         )
         return np.where(inside, live[np.maximum(at, 0)], -1)
 
-    def compact(self: SpannIndex) -> None:
+    def compact(self: SpannParts) -> None:
         """Rewrite every list's current records into one new generation (stale copies and
         tombstones dropped, no slack)."""
         self.wait_idle()
         with self._mutex:
             self._compact()
 
-    def _compact(self: SpannIndex) -> None:
+    def _compact(self: SpannParts) -> None:
         live = self._live_lists()
         gen = self._new_gen()  # open once published: a failure before leaves the old one
         starts = np.zeros(self._lists, dtype=np.int64)
@@ -288,7 +288,7 @@ class _Maintenance:
                 (labels[mine], (gen.number << _GEN_SHIFT) | (start + np.flatnonzero(mine)))
             )
         with self._rw.write():
-            self._open = gen
+            self._open: _Generation | None = gen  # (see parts.py: declared types)
             for labels, places in moves:
                 self._places.array[labels] = places
             self._list_gen = np.full(self._lists, gen.number, dtype=np.int32)
@@ -298,7 +298,7 @@ class _Maintenance:
             self._drop_unused_gens()
             self._garbage = 0
 
-    def _drop_unused_gens(self: SpannIndex) -> None:
+    def _drop_unused_gens(self: SpannParts) -> None:
         """Close and remove the generations no list uses, but the open one (under the write
         lock: searches may read any generation the table names)."""
         used = set(np.unique(self._list_gen[self._list_count > 0]).tolist())

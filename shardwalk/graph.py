@@ -76,6 +76,12 @@ class Graph:
     #: hubs are selected again (their rows rebuilt if the set moved) and accuracy= calibrated
     #: again (``stats()["fingerprints"]["calibration"]``)
     recalibrate_ratio: float = 0.1
+    #: a batch that changes at least this share of the graph's edges rebuilds the kept walks
+    #: (and the fingerprints) instead of repairing them: past it a repair, which rewrites
+    #: whole blocks and recounts their rows, costs more than walking every walk anew
+    #: (bench/graph_updates.py measures both). Counted edges, not seconds: the same graph,
+    #: batch and seed take the same path, so replaying the log after a restart does too.
+    rebuild_ratio: float = 0.08
 
     def __init__(
         self,
@@ -716,6 +722,10 @@ class Graph:
                     f"them; queries use push until they are built again ({_REBUILD})"
                 ),
             }
+        if graph_calibration.edges_changed(self, batch, change) >= self.rebuild_ratio * max(
+            1, self._dyn.num_edges - change.edges_delta
+        ):
+            return self._rebuild_walks()
         main, hubs = self._walks
         report = main.repair(self._dyn, change, seq, new_sources=True)
         if hubs is not None:
@@ -725,6 +735,37 @@ class Graph:
             for key, seconds in extra.get("stages", {}).items():
                 report["stages"][key] = report["stages"].get(key, 0.0) + seconds
         return report
+
+    def _rebuild_walks(self) -> dict[str, Any]:
+        """The kept walks and the fingerprints built anew on the current graph, with the
+        options they were built with (hubs selected again by the same rule); accuracy='s
+        choices and the record of the edges changed since they were made carry over (see
+        ``rebuild_ratio``). A report shaped as a repair's, with ``rebuilt`` True."""
+        t0 = time.perf_counter()
+        old = self._fingerprints
+        assert old is not None
+        hubs_requested = old.stats.get("hubs_requested", "auto" if old.num_hubs else None)
+        # walked on the merged CSR (rows sorted), as a build after a compaction walks them:
+        # the same walks and fingerprints as a fresh build of this graph
+        merged = DynamicGraph(self._dyn.merged(), self_loops=self._dyn.self_loops)
+        store, main, hubs = build_kept(
+            merged, walks_per_node=old.walks_per_node, alpha=old.alpha, seed=old.seed,
+            dangling=old.dangling, top_k=old.top_k, hubs=hubs_requested,
+            hub_walks=old.hub_walks or 1000,
+        )  # fmt: skip
+        store.stats["hubs_requested"] = hubs_requested
+        for key in ("accuracy", "calibration"):  # (the same record: a background run sees it)
+            if key in old.stats:
+                store.stats[key] = old.stats[key]
+        self._fingerprints = store
+        self._walks = (main, hubs)
+        walks = main.num_blocks * main.R + (0 if hubs is None else hubs.num_blocks * hubs.R)
+        seconds = time.perf_counter() - t0
+        return {
+            "walks": walks, "steps": int(store.stats["steps"]),
+            "blocks_scanned": 0, "blocks_rewritten": main.num_blocks, "seconds": seconds,
+            "stages": {}, "rebuilt": True,
+        }  # fmt: skip
 
     # -- calibration after updates (shardwalk.graph_calibration) ----------------------------
     def wait_calibrated(self, timeout: float | None = None) -> bool:
@@ -769,6 +810,7 @@ def _report(batch: EdgeBatch, added: int, repair: dict[str, Any], t0: float) -> 
         out.update(
             walks=repair["walks"], steps=repair["steps"], blocks_scanned=repair["blocks_scanned"],
             blocks_rewritten=repair["blocks_rewritten"], repair_seconds=repair["seconds"], repair_stages=repair.get("stages", {}),
+            rebuilt=bool(repair.get("rebuilt", False)),
         )  # fmt: skip
     elif repair:
         out.update(repair)

@@ -46,16 +46,19 @@ def calibrate(graph: Graph, store: FingerprintStore, csr: CSRGraph, seed: int) -
     }
 
 
+def edges_changed(graph: Graph, batch: EdgeBatch, change: Any) -> int:
+    """The edges of the CSR an applied batch changed (a node deletion: the edges it
+    removed; an undirected edge is two)."""
+    both = 1 if graph._dyn.directed else 2
+    return max(both * batch.size, abs(change.edges_delta))
+
+
 def count_change(graph: Graph, batch: EdgeBatch, change: Any) -> None:
-    """Count an applied batch's edges against the calibration (a node deletion counts
-    the edges it removed)."""
+    """Count an applied batch's edges against the calibration."""
     fp = graph._fingerprints
     state = None if fp is None else fp.stats.get("calibration")
     if state is not None:
-        removed = abs(change.edges_delta)
-        both = 1 if graph._dyn.directed else 2  # an undirected edge is two of csr's edges
-        changed = max(both * batch.size, removed)
-        state["edges_changed"] = int(state["edges_changed"]) + changed
+        state["edges_changed"] = int(state["edges_changed"]) + edges_changed(graph, batch, change)
 
 
 def recalibration_due(graph: Graph) -> bool:

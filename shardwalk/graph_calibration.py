@@ -25,7 +25,7 @@ from shardwalk.walks import CSRGraph, FingerprintStore, _check
 from shardwalk.walks.calibration import calibrate_accuracy
 from shardwalk.walks.dynamic import EdgeBatch
 from shardwalk.walks.fingerprints import select_hubs
-from shardwalk.walks.kept_fingerprints import build_hub_walks
+from shardwalk.walks.kept_fingerprints import build_hub_walks, reselect_hub_walks
 
 if TYPE_CHECKING:
     from shardwalk.graph import Graph
@@ -87,9 +87,14 @@ def recalibrate(graph: Graph) -> dict[str, Any]:
     moved = int(np.setdiff1d(hubs, old).size + np.setdiff1d(old, hubs).size)
     if moved:
         mode = _check.DANGLING_MODES[fp.dangling]
-        hub_store, rows = build_hub_walks(
-            graph._dyn, hubs, fp.walks_per_node, fp.hub_walks or 1000, fp.alpha, fp.seed, mode
-        )
+        kept = graph._walks[1]
+        if kept is not None and old.size:  # only the hubs new to the set are walked
+            hub_store, rows = reselect_hub_walks(graph._dyn, kept, old, hubs, fp.hub_walks)
+        else:
+            hub_store, rows = build_hub_walks(
+                graph._dyn, hubs, fp.walks_per_node, fp.hub_walks or 1000, fp.alpha, fp.seed,
+                mode,
+            )  # fmt: skip
         if not rows:  # no hubs any more
             rows = dict(hubs=None, hub_walks=0, hub_indptr=None, hub_nodes=None,
                         hub_counts=None)  # fmt: skip

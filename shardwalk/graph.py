@@ -734,7 +734,29 @@ class Graph:
                 report[key] += extra[key]
             for key, seconds in extra.get("stages", {}).items():
                 report["stages"][key] = report["stages"].get(key, 0.0) + seconds
+        clock = time.perf_counter()
+        self._reclaim_walks(2 * self._fingerprints.nbytes)
+        report["stages"]["reclaim"] = time.perf_counter() - clock
+        report["seconds"] += report["stages"]["reclaim"]
         return report
+
+    def _reclaim_walks(self, budget: int) -> None:
+        """Hold the walk stores within ``budget`` bytes (2x the fingerprints) where reclaiming
+        their spare bytes (space left behind, the index's overflow) gets them there: the
+        stores' own thresholds, proportional to their steps, let the spare bytes grow past
+        what the budget leaves. Nothing when it cannot reach the budget (the fixed part
+        alone is over it: reclaiming would cost every batch and not meet it)."""
+        stores = [w for w in self._walks or () if w is not None]
+        # (the hub rows' visit log is left out: the next read's refresh clears it)
+        total = sum(w.nbytes - w.log_bytes for w in stores)
+        if total <= budget or total - sum(w.spare_bytes for w in stores) > budget:
+            return
+        n = self._dyn.num_nodes
+        for store in sorted(stores, key=lambda w: -w.spare_bytes):  # the largest first
+            if total <= budget:
+                break
+            total -= store.spare_bytes
+            store.reclaim(n)
 
     def _rebuild_walks(self) -> dict[str, Any]:
         """The kept walks and the fingerprints built anew on the current graph, with the

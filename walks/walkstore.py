@@ -281,8 +281,12 @@ class WalkStore:
         )
         if self._by_src is not None:
             overflow += self._by_src.nbytes
-        log = self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
-        return int(sum(a.nbytes for a in arrays) + walks + overflow + log)
+        return int(sum(a.nbytes for a in arrays) + walks + overflow + self.log_bytes)
+
+    @property
+    def log_bytes(self) -> int:
+        """The bytes of the visit changes logged (``logged``) until the next refresh."""
+        return self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
 
     @property
     def total_steps(self) -> int:
@@ -646,6 +650,26 @@ class WalkStore:
             self._by_src = np.argsort(self.block_src, kind="stable")
         elif self._by_src is not None:
             self._by_src = np.argsort(self.block_src, kind="stable")
+
+    @property
+    def spare_bytes(self) -> int:
+        """The bytes :meth:`reclaim` frees: the space rewritten blocks left behind and the
+        index's overflow."""
+        steps = (self.used - self.live) * (self._lo.itemsize + self._hi.itemsize)
+        return int(steps + self.overflow_used * (self.overflow_nodes.itemsize
+                                                 + self.overflow_units.itemsize))  # fmt: skip
+
+    def reclaim(self, num_nodes: int) -> None:
+        """Compact the steps and fold the overflow into the index (built again instead
+        once ``stale_share`` of the visits were rerouted away since it was), as repairs do
+        past their thresholds: for a caller that holds the store to a memory budget."""
+        if self.used > self.live:
+            self.compact()
+        if self.overflow_used:
+            if self.stale > self.total_steps // self.stale_share:
+                self._index(num_nodes)
+            else:
+                self._merge_overflow(num_nodes)
 
     def compact(self) -> None:
         """Pack the live blocks at the front of ``steps``, in place (in the order they lie):

@@ -167,10 +167,9 @@ def test_hubs_selected_again_keep_the_walks_of_the_hubs_that_stay():
     """A new hub set keeps the walks of the hubs that stay and walks only the new ones: on
     an unchanged graph, exactly the walks and rows a build for the new set gives."""
     from shardwalk.walks.dynamic import DynamicGraph
+    from shardwalk.walks.generators import power_law_graph
     from shardwalk.walks.kept_fingerprints import build_hub_walks, reselect_hub_walks
     from shardwalk.walks.kernels.rng import MODE_DROP
-
-    from shardwalk.walks.generators import power_law_graph
 
     graph = DynamicGraph(power_law_graph(600, 3000, seed=7))
     old_ids = np.array([3, 10, 42, 77, 300], np.int64)

@@ -752,11 +752,13 @@ class Graph:
         if total <= budget or total - sum(w.spare_bytes for w in stores) > budget:
             return
         n = self._dyn.num_nodes
-        for store in sorted(stores, key=lambda w: -w.spare_bytes):  # the largest first
-            if total <= budget:
-                break
-            total -= store.spare_bytes
-            store.reclaim(n)
+        for fold in (False, True):  # compactions first: they cost less than folds
+            for store in sorted(stores, key=lambda w: -w.spare_bytes):  # the largest first
+                if total <= budget:
+                    return
+                spare = store.spare_bytes
+                store.reclaim(n, fold=fold)
+                total -= spare - store.spare_bytes
 
     def _rebuild_walks(self) -> dict[str, Any]:
         """The kept walks and the fingerprints built anew on the current graph, with the

@@ -653,19 +653,25 @@ class WalkStore:
 
     @property
     def spare_bytes(self) -> int:
-        """The bytes :meth:`reclaim` frees: the space rewritten blocks left behind and the
-        index's overflow."""
-        steps = (self.used - self.live) * (self._lo.itemsize + self._hi.itemsize)
-        return int(steps + self.overflow_used * (self.overflow_nodes.itemsize
-                                                 + self.overflow_units.itemsize))  # fmt: skip
+        """The bytes :meth:`reclaim` frees, about: the space rewritten blocks left behind
+        (``fold=False``) and the index's overflow (whose entries then take a byte or two
+        each in the index)."""
+        return self._left_behind_bytes + self.overflow_used * (
+            self.overflow_nodes.itemsize + self.overflow_units.itemsize
+        )
 
-    def reclaim(self, num_nodes: int) -> None:
-        """Compact the steps and fold the overflow into the index (built again instead
-        once ``stale_share`` of the visits were rerouted away since it was), as repairs do
-        past their thresholds: for a caller that holds the store to a memory budget."""
+    @property
+    def _left_behind_bytes(self) -> int:
+        return int((self.used - self.live) * (self._lo.itemsize + self._hi.itemsize))
+
+    def reclaim(self, num_nodes: int, *, fold: bool = True) -> None:
+        """Compact the steps and (with ``fold``) fold the overflow into the index (built
+        again instead once ``stale_share`` of the visits were rerouted away since it was), as
+        repairs do past their thresholds: for a caller that holds the store to a memory
+        budget. (A compaction is a pass over the steps; a fold, over the index's bytes.)"""
         if self.used > self.live:
             self.compact()
-        if self.overflow_used:
+        if fold and self.overflow_used:
             if self.stale > self.total_steps // self.stale_share:
                 self._index(num_nodes)
             else:

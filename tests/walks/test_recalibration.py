@@ -184,4 +184,6 @@ def test_hubs_selected_again_keep_the_walks_of_the_hubs_that_stay():
     plan = np.array([11, 42], np.int64)  # the index finds the same walks
     slot = np.full(600, -1, np.int64)
     slot[plan] = np.arange(plan.size)
-    np.testing.assert_array_equal(store.walks_visiting(plan, slot), fresh.walks_visiting(plan, slot))
+    np.testing.assert_array_equal(
+        store.walks_visiting(plan, slot), fresh.walks_visiting(plan, slot)
+    )

@@ -219,7 +219,7 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
         w = None if weights is None else weights[a:b]
         t0, c0 = time.perf_counter(), time.process_time()
         report = g.upsert_edges(streamed[a:b], w)
-        ack = time.perf_counter() - t0
+        ack, ack_cpu = time.perf_counter() - t0, time.process_time() - c0
         acks.append(ack)
         wait = settled(g)  # a background calibration's work counts here, not in the next window
         t_fp += time.perf_counter() - t0
@@ -230,11 +230,12 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
             g._current()
             read = time.perf_counter() - t0
             t_read += read
-        record = {"ack": ack, **causes_of(report, ack), "calibration_wait": wait, "read": read}
+        record = {"ack": ack, "ack_cpu": ack_cpu, **causes_of(report, ack),
+                  "calibration_wait": wait, "read": read}  # fmt: skip
         if size >= 10_000:
             records.append(record)
         for key in record:
-            if key not in ("ack", "rebuilt"):
+            if key not in ("ack", "ack_cpu", "rebuilt"):
                 causes[key] = causes.get(key, 0.0) + record[key]
         t0, c0 = time.perf_counter(), time.process_time()
         bare.upsert_edges(streamed[a:b], w)
@@ -269,6 +270,8 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
         "ack_seconds_p90": float(np.quantile(acks, 0.9)),
         "ack_seconds_max": max(acks),
         "ack_seconds_sum": float(sum(acks)),
+        # CPU seconds of the process (all its threads) during the acknowledgements
+        "ack_cpu_seconds_sum": float(sum(r["ack_cpu"] for r in records)) if records else None,
         # the acknowledgements' seconds (and the waits and reads after them) by cause, summed
         # over the batches: repair stages, accuracy= recalibration in the write path, the
         # rest of the ack (log fsync, delta, graph compaction), the background calibration

@@ -50,7 +50,7 @@ def edges_changed(graph: Graph, batch: EdgeBatch, change: Any) -> int:
     """The edges of the CSR an applied batch changed (a node deletion: the edges it
     removed; an undirected edge is two)."""
     both = 1 if graph._dyn.directed else 2
-    return max(both * batch.size, abs(change.edges_delta))
+    return int(max(both * batch.size, abs(change.edges_delta)))
 
 
 def count_change(graph: Graph, batch: EdgeBatch, change: Any) -> None:

@@ -10,7 +10,8 @@ automatic once the delta holds ``compact_ratio`` of the edges) writes a new snap
 starts an empty log. Reads see every acknowledged batch: the first read after a write merges the delta into a CSR (O(edges)).
 Fingerprints built with ``keep_walks=True`` (the default) keep their walks
 (``shardwalk.walks.walkstore``) and are repaired after every batch by re-simulating only the
-affected walks; the first fingerprint query after a batch recounts the repaired rows.
+affected walks (a batch that changes ``rebuild_ratio`` of the edges rebuilds them instead);
+the first fingerprint query after a batch recounts the repaired rows.
 """
 
 from __future__ import annotations
@@ -608,8 +609,11 @@ class Graph:
             (the blocks of the walks planned), ``blocks_rewritten`` (of the walks rerouted),
             ``repair_seconds`` and ``repair_stages`` (seconds of each part: finding the walks,
             planning, rewriting them with their index entries and hub-row visit changes,
-            adding new sources, folding the index, compacting; see
-            :attr:`last_update`).
+            adding new sources, folding the index, compacting, and ``reclaim``: the walk
+            stores held within 2x the fingerprints' bytes; see :attr:`last_update`), and
+            ``rebuilt``: True when the batch changed ``rebuild_ratio`` of the edges or more,
+            so the walks and fingerprints were built anew instead (``walks`` and ``steps``
+            are then the whole build's).
 
         Raises
         ------

@@ -20,8 +20,8 @@ other in ``steps`` (the visits after the source: 3 bytes a step, the low 16 bits
 id in ``_lo``, the rest in ``_hi``, one byte below 16.7M nodes), ``blk_start`` per block, ``walk_len``
 (steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
 rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
-left is reclaimed once it exceeds a quarter of the walks (the memory target: the store within
-2x the fingerprints). The node index is per walk (Bahmani et al. keep the visits of every
+left is reclaimed once it exceeds a quarter of the walks, or sooner (``reclaim``) when the graph
+holding the store needs the bytes to keep its walk stores within 2x the fingerprints. The node index is per walk (Bahmani et al. keep the visits of every
 node): for each node, the sorted walks that take a step from it (a visit after the source that
 is not the walk's last, or the last where the drop rule cut the walk: the moves a change of its
 out-edges can reroute) as varint gaps (``t_indptr``: byte offsets, ``t_units``: bytes), plus

@@ -170,6 +170,9 @@ class Graph:
                         self._fingerprints = store  # (then the walks' dirty marks clear)
 
                     fp = refresh_fingerprints(fp, main, hubs, csr, publish=publish)
+                    # (here, not in the update: the acknowledgement does not wait for it,
+                    # and the hub rows' visit log, cleared by the refresh, is not counted)
+                    self._reclaim_walks(2 * fp.nbytes)
                 self._index = self._ppr_index(fp)
             return self._index
 
@@ -609,8 +612,7 @@ class Graph:
             (the blocks of the walks planned), ``blocks_rewritten`` (of the walks rerouted),
             ``repair_seconds`` and ``repair_stages`` (seconds of each part: finding the walks,
             planning, rewriting them with their index entries and hub-row visit changes,
-            adding new sources, folding the index, compacting, and ``reclaim``: the walk
-            stores held within 2x the fingerprints' bytes; see :attr:`last_update`), and
+            adding new sources, folding the index, compacting; see :attr:`last_update`), and
             ``rebuilt``: True when the batch changed ``rebuild_ratio`` of the edges or more,
             so the walks and fingerprints were built anew instead (``walks`` and ``steps``
             are then the whole build's).
@@ -738,18 +740,15 @@ class Graph:
                 report[key] += extra[key]
             for key, seconds in extra.get("stages", {}).items():
                 report["stages"][key] = report["stages"].get(key, 0.0) + seconds
-        clock = time.perf_counter()
-        self._reclaim_walks(2 * self._fingerprints.nbytes)
-        report["stages"]["reclaim"] = time.perf_counter() - clock
-        report["seconds"] += report["stages"]["reclaim"]
         return report
 
     def _reclaim_walks(self, budget: int) -> None:
-        """Hold the walk stores within ``budget`` bytes (2x the fingerprints) where reclaiming
-        their spare bytes (space left behind, the index's overflow) gets them there: the
-        stores' own thresholds, proportional to their steps, let the spare bytes grow past
-        what the budget leaves. Nothing when it cannot reach the budget (the fixed part
-        alone is over it: reclaiming would cost every batch and not meet it)."""
+        """Hold the walk stores within ``budget`` bytes (2x the fingerprints, after the first
+        read after an update recounted them) where reclaiming their spare bytes (space left
+        behind, the index's overflow) gets them there: the stores' own thresholds,
+        proportional to their steps, let the spare bytes grow past what the budget leaves.
+        Nothing when it cannot reach the budget (the fixed part alone is over it: reclaiming
+        would cost every read and not meet it). Only the layout changes, not the walks."""
         stores = [w for w in self._walks or () if w is not None]
         # (the hub rows' visit log is left out: the next read's refresh clears it)
         total = sum(w.nbytes - w.log_bytes for w in stores)

@@ -82,7 +82,7 @@ class Graph:
     #: whole blocks and recounts their rows, costs more than walking every walk anew
     #: (bench/graph_updates.py measures both). Counted edges, not seconds: the same graph,
     #: batch and seed take the same path, so replaying the log after a restart does too.
-    rebuild_ratio: float = 0.08
+    rebuild_ratio: float = 0.1
 
     def __init__(
         self,
@@ -170,8 +170,12 @@ class Graph:
                         self._fingerprints = store  # (then the walks' dirty marks clear)
 
                     fp = refresh_fingerprints(fp, main, hubs, csr, publish=publish)
-                    # (here, not in the update: the acknowledgement does not wait for it,
-                    # and the hub rows' visit log, cleared by the refresh, is not counted)
+                    # upkeep of the walk stores that can wait: here, not in the update (the
+                    # acknowledgement does not wait for it; the hub rows' visit log, cleared
+                    # by the refresh, is not counted against the budget)
+                    for store in (main, hubs):
+                        if store is not None and store.fold_due:
+                            store.fold(csr.num_nodes)
                     self._reclaim_walks(2 * fp.nbytes)
                 self._index = self._ppr_index(fp)
             return self._index

@@ -157,6 +157,12 @@ class WalkStore:
     #: the index is rebuilt from the walks once the visits rerouted away since it was built
     #: (false hits, kept by the merges in between) pass this share of the steps
     stale_share = 8
+    #: the overflow is folded into the index once it holds this share of the steps, by
+    #: :meth:`fold` where the store's owner calls it off the update's path (``fold_due``:
+    #: ``shardwalk.graph`` at the first read after an update), by a repair only past
+    #: ``repair_fold_share`` (for updates with no read between them)
+    fold_share = 16
+    repair_fold_share = 4
     #: walks per unit of the node index (a divisor of the walks per block; 1: each walk)
     walks_per_unit = 1
 
@@ -444,15 +450,8 @@ class WalkStore:
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
         stages["new_sources"], clock = time.perf_counter() - clock, time.perf_counter()
-        if self.overflow_used > max(1 << 16, self.total_steps // 16):
-            # after a sixteenth of the steps walked anew (the overflow, 8 bytes an entry, then
-            # holds half a byte a step at most, beside the steps' 3): folded into the index,
-            # or, once stale_share of the visits were rerouted away since the last (their
-            # entries false hits), the index is built again (a pass over every walk)
-            if self.stale > self.total_steps // self.stale_share:
-                self._index(n)
-            else:
-                self._merge_overflow(n)
+        if self.overflow_used > max(1 << 16, self.total_steps // self.repair_fold_share):
+            self.fold(n)  # (no read came to fold it at fold_share: see fold_due)
         stages["index"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.used > max(self.compact_min, self.total_steps + self.total_steps // 4):
             self.compact()  # a quarter of space left behind at most (the memory target)
@@ -664,18 +663,29 @@ class WalkStore:
     def _left_behind_bytes(self) -> int:
         return int((self.used - self.live) * (self._lo.itemsize + self._hi.itemsize))
 
+    @property
+    def fold_due(self) -> bool:
+        """Whether the overflow holds ``fold_share`` of the steps (a sixteenth: 8 bytes an
+        entry, then half a byte a step at most, beside the steps' 3)."""
+        return self.overflow_used > max(1 << 16, self.total_steps // self.fold_share)
+
+    def fold(self, num_nodes: int) -> None:
+        """Fold the overflow into the index, or, once ``stale_share`` of the visits were
+        rerouted away since the index was built (their entries false hits), build it again
+        (a pass over every walk). The walks a repair finds stay the same (less false hits)."""
+        if self.stale > self.total_steps // self.stale_share:
+            self._index(num_nodes)
+        elif self.overflow_used:
+            self._merge_overflow(num_nodes)
+
     def reclaim(self, num_nodes: int, *, fold: bool = True) -> None:
-        """Compact the steps and (with ``fold``) fold the overflow into the index (built
-        again instead once ``stale_share`` of the visits were rerouted away since it was), as
-        repairs do past their thresholds: for a caller that holds the store to a memory
-        budget. (A compaction is a pass over the steps; a fold, over the index's bytes.)"""
+        """Compact the steps and (with ``fold``) :meth:`fold` the overflow, as repairs do
+        past their thresholds: for a caller that holds the store to a memory budget. (A
+        compaction is a pass over the steps; a fold, over the index's bytes.)"""
         if self.used > self.live:
             self.compact()
         if fold and self.overflow_used:
-            if self.stale > self.total_steps // self.stale_share:
-                self._index(num_nodes)
-            else:
-                self._merge_overflow(num_nodes)
+            self.fold(num_nodes)
 
     def compact(self) -> None:
         """Pack the live blocks at the front of ``steps``, in place (in the order they lie):

@@ -582,3 +582,20 @@ def test_walk_stores_are_held_to_a_byte_budget_when_reclaiming_gets_there(engine
             np.testing.assert_array_equal(a, b)
         # every walk that still steps from the nodes is found (stale entries may go)
         assert set(w.walks_visiting(nodes, slot).tolist()) <= units
+
+
+def test_the_index_overflow_is_folded_by_the_first_read_not_by_the_update(engine):
+    """The walk index's overflow past a sixteenth of the steps is folded by the first read
+    after the update (off the acknowledgement's path), not by the update."""
+    g = engine.create_graph("g", power_law_graph(20_000, 100_000, seed=3))
+    g.build_fingerprints(walks_per_node=10, hubs=None, seed=1)
+    main = g._walks[0]
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        g.upsert_edges(rng.integers(0, 20_000, size=(2_000, 2)))
+        if main.overflow_used > max(1 << 16, main.total_steps // 16):
+            break
+    else:
+        raise AssertionError(f"the updates folded the overflow ({main.overflow_used} entries)")
+    g._current()  # the first read: folded
+    assert main.overflow_used == 0

@@ -153,9 +153,11 @@ class Graph:
         index.max_pooled_scratch = self._budget.threads  # idle scratch kept: one per thread
         return index
 
-    def _current(self) -> PPRIndex:
+    def _current(self, *, upkeep: bool = True) -> PPRIndex:
         """The PPR index of the graph with every acknowledged update (built on first use
-        after a change: the delta merged, repaired fingerprint rows recounted)."""
+        after a change: the delta merged, repaired fingerprint rows recounted; with
+        ``upkeep``, the walk stores' index folded and space reclaimed as due; without, as
+        the recalibration in an update asks, left for a later read)."""
         index = self._index
         if index is not None:
             return index
@@ -173,10 +175,11 @@ class Graph:
                     # upkeep of the walk stores that can wait: here, not in the update (the
                     # acknowledgement does not wait for it; the hub rows' visit log, cleared
                     # by the refresh, is not counted against the budget)
-                    for store in (main, hubs):
-                        if store is not None and store.fold_due:
-                            store.fold(csr.num_nodes)
-                    self._reclaim_walks(2 * fp.nbytes)
+                    if upkeep:
+                        for store in (main, hubs):
+                            if store is not None and store.fold_due:
+                                store.fold(csr.num_nodes)
+                        self._reclaim_walks(2 * fp.nbytes)
                 self._index = self._ppr_index(fp)
             return self._index
 

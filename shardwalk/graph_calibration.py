@@ -78,7 +78,9 @@ def recalibrate(graph: Graph) -> dict[str, Any]:
     saved. Until then queries use the previous calibration's choices. The caller holds
     the lock."""
     t0 = time.perf_counter()
-    index = graph._current()  # the delta merged, repaired rows recounted
+    # the delta merged, repaired rows recounted (the walk stores' upkeep is left to a read:
+    # the update that passed the threshold does not wait for it)
+    index = graph._current(upkeep=False)
     csr, fp = index.graph, index.fingerprints
     assert fp is not None and graph._walks is not None
     spec = fp.stats.get("hubs_requested", "auto" if fp.num_hubs else None)

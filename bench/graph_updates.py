@@ -212,19 +212,31 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
     walks = steps = repair = batches = 0
     per_batch, acks = [], []  # acks: each upsert's own latency (without the wait after it)
     stages: dict[str, float] = {}  # the repair's parts, seconds (where the library reports them)
+    causes: dict[str, float] = {}  # every batch's seconds by cause, summed (see ``causes_of``)
+    records = []  # per batch: ack seconds, its causes, the wait and read after it
     for a in range(lo, hi, size):
         b = min(hi, a + size)
         w = None if weights is None else weights[a:b]
         t0, c0 = time.perf_counter(), time.process_time()
         report = g.upsert_edges(streamed[a:b], w)
-        acks.append(time.perf_counter() - t0)
-        settled(g)  # a background calibration's work counts here, not in the next window
+        ack, ack_cpu = time.perf_counter() - t0, time.process_time() - c0
+        acks.append(ack)
+        wait = settled(g)  # a background calibration's work counts here, not in the next window
         t_fp += time.perf_counter() - t0
         c_fp += time.process_time() - c0
+        read = 0.0
         if size >= 10_000:  # the first read after: the repaired fingerprint rows recounted
             t0 = time.perf_counter()
             g._current()
-            t_read += time.perf_counter() - t0
+            read = time.perf_counter() - t0
+            t_read += read
+        record = {"ack": ack, "ack_cpu": ack_cpu, **causes_of(report, ack),
+                  "calibration_wait": wait, "read": read}  # fmt: skip
+        if size >= 10_000:
+            records.append(record)
+        for key in record:
+            if key not in ("ack", "ack_cpu", "rebuilt"):
+                causes[key] = causes.get(key, 0.0) + record[key]
         t0, c0 = time.perf_counter(), time.process_time()
         bare.upsert_edges(streamed[a:b], w)
         t_bare += time.perf_counter() - t0
@@ -242,6 +254,9 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
         "batches": batches,
         "edges_per_second": edges / t_fp,
         "edges_per_second_without_fingerprints": edges / t_bare,
+        # the acknowledgements alone (edges_per_second adds the background calibration waited
+        # for after each batch)
+        "edges_per_second_acknowledged": edges / sum(acks),
         # per CPU second of the process (all its threads): steadier on a loaded machine
         "edges_per_cpu_second": edges / c_fp if c_fp else None,
         "edges_per_cpu_second_without_fingerprints": edges / c_bare if c_bare else None,
@@ -252,10 +267,43 @@ def stream(g, bare, streamed, weights, lo: int, hi: int, size: int) -> dict[str,
         "repair_seconds_per_batch": repair / batches,
         "repair_seconds_p50": float(np.median(per_batch)),
         "ack_seconds_p50": float(np.median(acks)),
+        "ack_seconds_p90": float(np.quantile(acks, 0.9)),
         "ack_seconds_max": max(acks),
+        "ack_seconds_sum": float(sum(acks)),
+        # CPU seconds of the process (all its threads) during the acknowledgements
+        "ack_cpu_seconds_sum": float(sum(r["ack_cpu"] for r in records)) if records else None,
+        # the acknowledgements' seconds (and the waits and reads after them) by cause, summed
+        # over the batches: repair stages, accuracy= recalibration in the write path, the
+        # rest of the ack (log fsync, delta, graph compaction), the background calibration
+        # waited for, the first read's recount
+        "seconds_by_cause": causes,
+        "rebuilds": sum(1 for r in records if r.get("rebuilt")),
+        "per_batch": records,
         "repair_stages_per_batch": {k: v / batches for k, v in stages.items()},
         "load": os.getloadavg()[0],
     }
+
+
+def causes_of(report: dict[str, Any], ack: float) -> dict[str, float]:
+    """An upsert's acknowledgement seconds by cause: each repair stage (``repair_<stage>``,
+    and ``repair_rest`` for what the repair's seconds hold beyond its stages), a rebuild of
+    the walks instead (``rebuild``), the recalibration in the write path (``recalibrate``),
+    and the rest (``log_delta_other``: the log's fsync, the delta, automatic compaction)."""
+    out: dict[str, float] = {}
+    repair = float(report.get("repair_seconds", 0.0))
+    stages = report.get("repair_stages") or {}
+    for key, seconds in stages.items():
+        out[f"repair_{key}"] = float(seconds)
+    if report.get("rebuilt"):  # (a checkout that decides between repair and rebuild)
+        out["rebuild"] = repair
+    else:
+        out["repair_rest"] = max(0.0, repair - sum(stages.values()))
+    recal = report.get("recalibrated") or {}
+    out["recalibrate"] = float(recal.get("seconds", 0.0))
+    out["log_delta_other"] = max(0.0, ack - repair - out["recalibrate"])
+    if report.get("rebuilt"):
+        out["rebuilt"] = 1.0
+    return out
 
 
 def one_batch(kept, kept_w, streamed, streamed_w, directed, args) -> dict[str, Any]:
@@ -283,6 +331,8 @@ def one_batch(kept, kept_w, streamed, streamed_w, directed, args) -> dict[str, A
             return {
                 "edges": int(streamed.shape[0]),
                 "repair_seconds": report["repair_seconds"],
+                # the walks rebuilt instead of repaired (a checkout that decides by the work)
+                "rebuilt": bool(report.get("rebuilt", False)),
                 "repair_walks": report["walks"],
                 "repair_steps": report["steps"],
                 "repair_stages": report.get("repair_stages"),
@@ -518,7 +568,8 @@ def ratios(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             b = g_new["shares"][share]
             r: dict[str, Any] = {}
             for size in a["batches"]:
-                for key in ("edges_per_second", "edges_per_second_without_fingerprints",
+                for key in ("edges_per_second", "edges_per_second_acknowledged",
+                            "edges_per_second_without_fingerprints",
                             "edges_per_second_with_first_read", "edges_per_cpu_second",
                             "edges_per_cpu_second_without_fingerprints"):  # fmt: skip
                     x, y = a["batches"][size].get(key), b["batches"].get(size, {}).get(key)

@@ -10,7 +10,8 @@ automatic once the delta holds ``compact_ratio`` of the edges) writes a new snap
 starts an empty log. Reads see every acknowledged batch: the first read after a write merges the delta into a CSR (O(edges)).
 Fingerprints built with ``keep_walks=True`` (the default) keep their walks
 (``shardwalk.walks.walkstore``) and are repaired after every batch by re-simulating only the
-affected walks; the first fingerprint query after a batch recounts the repaired rows.
+affected walks (a batch that changes ``rebuild_ratio`` of the edges rebuilds them instead);
+the first fingerprint query after a batch recounts the repaired rows.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class Graph:
     #: hubs are selected again (their rows rebuilt if the set moved) and accuracy= calibrated
     #: again (``stats()["fingerprints"]["calibration"]``)
     recalibrate_ratio: float = 0.1
+    #: a batch that changes at least this share of the graph's edges rebuilds the kept walks
+    #: (and the fingerprints) instead of repairing them: past it a repair, which rewrites
+    #: whole blocks and recounts their rows, costs more than walking every walk anew
+    #: (bench/graph_updates.py measures both). Counted edges, not seconds: the same graph,
+    #: batch and seed take the same path, so replaying the log after a restart does too.
+    rebuild_ratio: float = 0.1
 
     def __init__(
         self,
@@ -146,9 +153,11 @@ class Graph:
         index.max_pooled_scratch = self._budget.threads  # idle scratch kept: one per thread
         return index
 
-    def _current(self) -> PPRIndex:
+    def _current(self, *, upkeep: bool = True) -> PPRIndex:
         """The PPR index of the graph with every acknowledged update (built on first use
-        after a change: the delta merged, repaired fingerprint rows recounted)."""
+        after a change: the delta merged, repaired fingerprint rows recounted; with
+        ``upkeep``, the walk stores' index folded and space reclaimed as due; without, as
+        the recalibration in an update asks, left for a later read)."""
         index = self._index
         if index is not None:
             return index
@@ -163,6 +172,14 @@ class Graph:
                         self._fingerprints = store  # (then the walks' dirty marks clear)
 
                     fp = refresh_fingerprints(fp, main, hubs, csr, publish=publish)
+                    # upkeep of the walk stores that can wait: here, not in the update (the
+                    # acknowledgement does not wait for it; the hub rows' visit log, cleared
+                    # by the refresh, is not counted against the budget)
+                    if upkeep:
+                        for store in (main, hubs):
+                            if store is not None and store.fold_due:
+                                store.fold(csr.num_nodes)
+                        self._reclaim_walks(2 * fp.nbytes)
                 self._index = self._ppr_index(fp)
             return self._index
 
@@ -602,8 +619,10 @@ class Graph:
             (the blocks of the walks planned), ``blocks_rewritten`` (of the walks rerouted),
             ``repair_seconds`` and ``repair_stages`` (seconds of each part: finding the walks,
             planning, rewriting them with their index entries and hub-row visit changes,
-            adding new sources, folding the index, compacting; see
-            :attr:`last_update`).
+            adding new sources, folding the index, compacting; see :attr:`last_update`), and
+            ``rebuilt``: True when the batch changed ``rebuild_ratio`` of the edges or more,
+            so the walks and fingerprints were built anew instead (``walks`` and ``steps``
+            are then the whole build's).
 
         Raises
         ------
@@ -716,6 +735,10 @@ class Graph:
                     f"them; queries use push until they are built again ({_REBUILD})"
                 ),
             }
+        if graph_calibration.edges_changed(self, batch, change) >= self.rebuild_ratio * max(
+            1, self._dyn.num_edges - change.edges_delta
+        ):
+            return self._rebuild_walks()
         main, hubs = self._walks
         report = main.repair(self._dyn, change, seq, new_sources=True)
         if hubs is not None:
@@ -725,6 +748,58 @@ class Graph:
             for key, seconds in extra.get("stages", {}).items():
                 report["stages"][key] = report["stages"].get(key, 0.0) + seconds
         return report
+
+    def _reclaim_walks(self, budget: int) -> None:
+        """Hold the walk stores within ``budget`` bytes (2x the fingerprints, after the first
+        read after an update recounted them) where reclaiming their spare bytes (space left
+        behind, the index's overflow) gets them there: the stores' own thresholds,
+        proportional to their steps, let the spare bytes grow past what the budget leaves.
+        Nothing when it cannot reach the budget (the fixed part alone is over it: reclaiming
+        would cost every read and not meet it). Only the layout changes, not the walks."""
+        stores = [w for w in self._walks or () if w is not None]
+        # (the hub rows' visit log is left out: the next read's refresh clears it)
+        total = sum(w.nbytes - w.log_bytes for w in stores)
+        if total <= budget or total - sum(w.spare_bytes for w in stores) > budget:
+            return
+        n = self._dyn.num_nodes
+        for fold in (False, True):  # compactions first: they cost less than folds
+            for store in sorted(stores, key=lambda w: -w.spare_bytes):  # the largest first
+                if total <= budget:
+                    return
+                spare = store.spare_bytes
+                store.reclaim(n, fold=fold)
+                total -= spare - store.spare_bytes
+
+    def _rebuild_walks(self) -> dict[str, Any]:
+        """The kept walks and the fingerprints built anew on the current graph, with the
+        options they were built with (hubs selected again by the same rule); accuracy='s
+        choices and the record of the edges changed since they were made carry over (see
+        ``rebuild_ratio``). A report shaped as a repair's, with ``rebuilt`` True."""
+        t0 = time.perf_counter()
+        old = self._fingerprints
+        assert old is not None
+        hubs_requested = old.stats.get("hubs_requested", "auto" if old.num_hubs else None)
+        # walked on the merged CSR (rows sorted), as a build after a compaction walks them:
+        # the same walks and fingerprints as a fresh build of this graph
+        merged = DynamicGraph(self._dyn.merged(), self_loops=self._dyn.self_loops)
+        store, main, hubs = build_kept(
+            merged, walks_per_node=old.walks_per_node, alpha=old.alpha, seed=old.seed,
+            dangling=old.dangling, top_k=old.top_k, hubs=hubs_requested,
+            hub_walks=old.hub_walks or 1000,
+        )  # fmt: skip
+        store.stats["hubs_requested"] = hubs_requested
+        for key in ("accuracy", "calibration"):  # (the same record: a background run sees it)
+            if key in old.stats:
+                store.stats[key] = old.stats[key]
+        self._fingerprints = store
+        self._walks = (main, hubs)
+        walks = main.num_blocks * main.R + (0 if hubs is None else hubs.num_blocks * hubs.R)
+        seconds = time.perf_counter() - t0
+        return {
+            "walks": walks, "steps": int(store.stats["steps"]),
+            "blocks_scanned": 0, "blocks_rewritten": main.num_blocks, "seconds": seconds,
+            "stages": {}, "rebuilt": True,
+        }  # fmt: skip
 
     # -- calibration after updates (shardwalk.graph_calibration) ----------------------------
     def wait_calibrated(self, timeout: float | None = None) -> bool:
@@ -769,6 +844,7 @@ def _report(batch: EdgeBatch, added: int, repair: dict[str, Any], t0: float) -> 
         out.update(
             walks=repair["walks"], steps=repair["steps"], blocks_scanned=repair["blocks_scanned"],
             blocks_rewritten=repair["blocks_rewritten"], repair_seconds=repair["seconds"], repair_stages=repair.get("stages", {}),
+            rebuilt=bool(repair.get("rebuilt", False)),
         )  # fmt: skip
     elif repair:
         out.update(repair)

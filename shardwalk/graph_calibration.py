@@ -25,7 +25,7 @@ from shardwalk.walks import CSRGraph, FingerprintStore, _check
 from shardwalk.walks.calibration import calibrate_accuracy
 from shardwalk.walks.dynamic import EdgeBatch
 from shardwalk.walks.fingerprints import select_hubs
-from shardwalk.walks.kept_fingerprints import build_hub_walks
+from shardwalk.walks.kept_fingerprints import build_hub_walks, reselect_hub_walks
 
 if TYPE_CHECKING:
     from shardwalk.graph import Graph
@@ -46,16 +46,19 @@ def calibrate(graph: Graph, store: FingerprintStore, csr: CSRGraph, seed: int) -
     }
 
 
+def edges_changed(graph: Graph, batch: EdgeBatch, change: Any) -> int:
+    """The edges of the CSR an applied batch changed (a node deletion: the edges it
+    removed; an undirected edge is two)."""
+    both = 1 if graph._dyn.directed else 2
+    return int(max(both * batch.size, abs(change.edges_delta)))
+
+
 def count_change(graph: Graph, batch: EdgeBatch, change: Any) -> None:
-    """Count an applied batch's edges against the calibration (a node deletion counts
-    the edges it removed)."""
+    """Count an applied batch's edges against the calibration."""
     fp = graph._fingerprints
     state = None if fp is None else fp.stats.get("calibration")
     if state is not None:
-        removed = abs(change.edges_delta)
-        both = 1 if graph._dyn.directed else 2  # an undirected edge is two of csr's edges
-        changed = max(both * batch.size, removed)
-        state["edges_changed"] = int(state["edges_changed"]) + changed
+        state["edges_changed"] = int(state["edges_changed"]) + edges_changed(graph, batch, change)
 
 
 def recalibration_due(graph: Graph) -> bool:
@@ -75,7 +78,9 @@ def recalibrate(graph: Graph) -> dict[str, Any]:
     saved. Until then queries use the previous calibration's choices. The caller holds
     the lock."""
     t0 = time.perf_counter()
-    index = graph._current()  # the delta merged, repaired rows recounted
+    # the delta merged, repaired rows recounted (the walk stores' upkeep is left to a read:
+    # the update that passed the threshold does not wait for it)
+    index = graph._current(upkeep=False)
     csr, fp = index.graph, index.fingerprints
     assert fp is not None and graph._walks is not None
     spec = fp.stats.get("hubs_requested", "auto" if fp.num_hubs else None)
@@ -84,9 +89,14 @@ def recalibrate(graph: Graph) -> dict[str, Any]:
     moved = int(np.setdiff1d(hubs, old).size + np.setdiff1d(old, hubs).size)
     if moved:
         mode = _check.DANGLING_MODES[fp.dangling]
-        hub_store, rows = build_hub_walks(
-            graph._dyn, hubs, fp.walks_per_node, fp.hub_walks or 1000, fp.alpha, fp.seed, mode
-        )
+        kept = graph._walks[1]
+        if kept is not None and old.size:  # only the hubs new to the set are walked
+            hub_store, rows = reselect_hub_walks(graph._dyn, kept, old, hubs, fp.hub_walks)
+        else:
+            hub_store, rows = build_hub_walks(
+                graph._dyn, hubs, fp.walks_per_node, fp.hub_walks or 1000, fp.alpha, fp.seed,
+                mode,
+            )  # fmt: skip
         if not rows:  # no hubs any more
             rows = dict(hubs=None, hub_walks=0, hub_indptr=None, hub_nodes=None,
                         hub_counts=None)  # fmt: skip

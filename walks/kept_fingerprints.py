@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
-from shardwalk.walks.dynamic import DynamicGraph
+from shardwalk.walks.dynamic import DynamicGraph, _gather
 from shardwalk.walks.kernels.repair import splice_rows
 from shardwalk.walks.walkstore import WalkStore
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from shardwalk.walks.fingerprints import FingerprintOptions
     from typing_extensions import Unpack
 
-__all__ = ["build_hub_walks", "build_kept", "refresh_fingerprints"]
+__all__ = ["build_hub_walks", "build_kept", "refresh_fingerprints", "reselect_hub_walks"]
 
 _U16 = np.iinfo(np.uint16).max
 
@@ -175,6 +175,52 @@ def build_hub_walks(
 
     hub_rows = hub_store_rows(hub_ids, r_hub, hip, hnodes, _narrow(hcounts))
     return hub_store, hub_rows
+
+
+def reselect_hub_walks(
+    graph: DynamicGraph, walks: WalkStore, old_ids: np.ndarray, hub_ids: np.ndarray,
+    hub_walks: int,
+) -> tuple[WalkStore | None, dict[str, Any]]:  # fmt: skip
+    """:func:`build_hub_walks`' result for the hubs ``hub_ids`` (sorted), given ``walks``, the
+    hub walks of the rows of ``old_ids`` (sorted) on ``graph``: the walks of the hubs that stay
+    are kept (they are walks of this graph: repaired), only the hubs new to the set are walked
+    (the builder's walks), so selecting the hubs again after updates costs the hubs that
+    moved, not every hub row. Then the index and the rows are made as a build makes them."""
+    if hub_ids.size == 0:
+        return None, {}
+    per_row, sub = walks.per_row, walks.R
+    stay = np.isin(hub_ids, old_ids)
+    new_ids = hub_ids[~stay]
+    fresh = WalkStore.build(graph, new_ids, walks_per_node=sub, alpha=walks.alpha,
+                            seed=walks.seed, mode=walks.mode, per_row=per_row)  # fmt: skip
+    # the two stores' blocks as one: the old ones first, then the fresh ones
+    steps = np.concatenate([walks.steps, fresh.steps.astype(walks.steps.dtype, copy=False)])
+    starts = np.concatenate([walks.blk_start.astype(np.int64),
+                             fresh.blk_start.astype(np.int64) + walks.used])  # fmt: skip
+    lens = np.concatenate([walks.walk_len.astype(np.uint32), fresh.walk_len.astype(np.uint32)])
+    dropped = np.concatenate([walks.dropped, fresh.dropped])
+    # each hub's row: its old row, or its row among the fresh ones (after the old rows)
+    row = np.empty(hub_ids.size, np.int64)
+    row[stay] = np.searchsorted(old_ids, hub_ids[stay])
+    row[~stay] = walks.num_blocks // per_row + np.arange(new_ids.size)
+    blocks = (row[:, None] * per_row + np.arange(per_row)).reshape(-1)
+    walk_ids = (blocks[:, None] * sub + np.arange(sub)).reshape(-1)
+    walk_len = lens[walk_ids]
+    block_len = walk_len.reshape(-1, sub).sum(axis=1, dtype=np.int64)
+    kept = steps[_gather(starts[blocks], block_len)]
+    top = int(walk_len.max(initial=0))
+    store = WalkStore(
+        block_src=np.repeat(hub_ids, per_row), walks_per_node=sub, alpha=walks.alpha,
+        seed=walks.seed, mode=walks.mode, blk_start=np.cumsum(block_len) - block_len,
+        walk_len=walk_len.astype(np.uint8 if top <= 255 else np.uint16 if top <= _U16 else np.uint32),
+        dropped=dropped[walk_ids] if dropped.size else dropped, steps=kept, used=kept.shape[0],
+        num_nodes=graph.num_nodes, per_row=per_row,
+    )  # fmt: skip
+    hip, hnodes, hcounts, _ = store.rows(np.arange(hub_ids.size, dtype=np.int64), graph.num_nodes)
+    store.dirty[:] = False
+    from shardwalk.walks.fingerprints import hub_store_rows
+
+    return store, hub_store_rows(hub_ids, hub_walks, hip, hnodes, _narrow(hcounts))
 
 
 def _narrow(counts: np.ndarray) -> np.ndarray:

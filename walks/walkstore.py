@@ -20,8 +20,8 @@ other in ``steps`` (the visits after the source: 3 bytes a step, the low 16 bits
 id in ``_lo``, the rest in ``_hi``, one byte below 16.7M nodes), ``blk_start`` per block, ``walk_len``
 (steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
 rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
-left is reclaimed once it exceeds a quarter of the walks (the memory target: the store within
-2x the fingerprints). The node index is per walk (Bahmani et al. keep the visits of every
+left is reclaimed once it exceeds a quarter of the walks, or sooner (``reclaim``) when the graph
+holding the store needs the bytes to keep its walk stores within 2x the fingerprints. The node index is per walk (Bahmani et al. keep the visits of every
 node): for each node, the sorted walks that take a step from it (a visit after the source that
 is not the walk's last, or the last where the drop rule cut the walk: the moves a change of its
 out-edges can reroute) as varint gaps (``t_indptr``: byte offsets, ``t_units``: bytes), plus
@@ -156,6 +156,12 @@ class WalkStore:
     #: the index is rebuilt from the walks once the visits rerouted away since it was built
     #: (false hits, kept by the merges in between) pass this share of the steps
     stale_share = 8
+    #: the overflow is folded into the index once it holds this share of the steps, by
+    #: :meth:`fold` where the store's owner calls it off the update's path (``fold_due``:
+    #: ``shardwalk.graph`` at the first read after an update), by a repair only past
+    #: ``repair_fold_share`` (for updates with no read between them)
+    fold_share = 16
+    repair_fold_share = 4
     #: walks per unit of the node index (a divisor of the walks per block; 1: each walk)
     walks_per_unit = 1
 
@@ -280,8 +286,12 @@ class WalkStore:
         )
         if self._by_src is not None:
             overflow += self._by_src.nbytes
-        log = self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
-        return int(sum(a.nbytes for a in arrays) + walks + overflow + log)
+        return int(sum(a.nbytes for a in arrays) + walks + overflow + self.log_bytes)
+
+    @property
+    def log_bytes(self) -> int:
+        """The bytes of the visit changes logged (``logged``) until the next refresh."""
+        return self.dl_used * (self._dl_row.itemsize + self._dl_node.itemsize + 1)
 
     @property
     def total_steps(self) -> int:
@@ -438,15 +448,8 @@ class WalkStore:
             if added > 0:
                 self._add_sources(graph, np.arange(self.num_blocks, n, dtype=np.int64))
         stages["new_sources"], clock = time.perf_counter() - clock, time.perf_counter()
-        if self.overflow_used > max(1 << 16, self.total_steps // 16):
-            # after a sixteenth of the steps walked anew (the overflow, 8 bytes an entry, then
-            # holds half a byte a step at most, beside the steps' 3): folded into the index,
-            # or, once stale_share of the visits were rerouted away since the last (their
-            # entries false hits), the index is built again (a pass over every walk)
-            if self.stale > self.total_steps // self.stale_share:
-                self._index(n)
-            else:
-                self._merge_overflow(n)
+        if self.overflow_used > max(1 << 16, self.total_steps // self.repair_fold_share):
+            self.fold(n)  # (no read came to fold it at fold_share: see fold_due)
         stages["index"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.used > max(self.compact_min, self.total_steps + self.total_steps // 4):
             self.compact()  # a quarter of space left behind at most (the memory target)
@@ -631,6 +634,43 @@ class WalkStore:
             self._by_src = np.argsort(self.block_src, kind="stable")
         elif self._by_src is not None:
             self._by_src = np.argsort(self.block_src, kind="stable")
+
+    @property
+    def spare_bytes(self) -> int:
+        """The bytes :meth:`reclaim` frees, about: the space rewritten blocks left behind
+        (``fold=False``) and the index's overflow (whose entries then take a byte or two
+        each in the index)."""
+        return self._left_behind_bytes + self.overflow_used * (
+            self.overflow_nodes.itemsize + self.overflow_units.itemsize
+        )
+
+    @property
+    def _left_behind_bytes(self) -> int:
+        return int((self.used - self.live) * (self._lo.itemsize + self._hi.itemsize))
+
+    @property
+    def fold_due(self) -> bool:
+        """Whether the overflow holds ``fold_share`` of the steps (a sixteenth: 8 bytes an
+        entry, then half a byte a step at most, beside the steps' 3)."""
+        return self.overflow_used > max(1 << 16, self.total_steps // self.fold_share)
+
+    def fold(self, num_nodes: int) -> None:
+        """Fold the overflow into the index, or, once ``stale_share`` of the visits were
+        rerouted away since the index was built (their entries false hits), build it again
+        (a pass over every walk). The walks a repair finds stay the same (less false hits)."""
+        if self.stale > self.total_steps // self.stale_share:
+            self._index(num_nodes)
+        elif self.overflow_used:
+            self._merge_overflow(num_nodes)
+
+    def reclaim(self, num_nodes: int, *, fold: bool = True) -> None:
+        """Compact the steps and (with ``fold``) :meth:`fold` the overflow, as repairs do
+        past their thresholds: for a caller that holds the store to a memory budget. (A
+        compaction is a pass over the steps; a fold, over the index's bytes.)"""
+        if self.used > self.live:
+            self.compact()
+        if fold and self.overflow_used:
+            self.fold(num_nodes)
 
     def compact(self) -> None:
         """Pack the live blocks at the front of ``steps``, in place (in the order they lie):

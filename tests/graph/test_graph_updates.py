@@ -498,3 +498,104 @@ def test_undirected_upsert_last_word_wins_both_ways(engine):
     g.upsert_edges([[1, 2], [2, 1]], [2.0, 3.0])
     edges = edge_set(g)
     assert edges[(1, 2)] == edges[(2, 1)] == 3.0
+
+
+def test_a_large_batch_rebuilds_the_walks_and_replays_the_same(tmp_path):
+    """A batch past ``rebuild_ratio`` of the edges walks every walk anew (the report says so):
+    the fingerprints a fresh build of the new graph gives; a small batch after it is repaired;
+    the log replays both to the same walks and fingerprints."""
+    from shardwalk.walks import build_fingerprints
+
+    path = tmp_path / "db"
+    csr = power_law_graph(800, 4000, seed=2)
+    rng = np.random.default_rng(3)
+    options = dict(walks_per_node=20, hubs=8, hub_walks=200, seed=5)
+    with shardwalk.Engine.open(path) as engine:
+        g = engine.create_graph("g", csr)
+        g.build_fingerprints(**options)
+        g.recalibrate_ratio = 10.0  # no compaction after a recalibration: the log keeps both
+        large = g.upsert_edges(rng.integers(0, 850, size=(800, 2)))  # a fifth of the edges
+        assert large["rebuilt"] is True
+        fp = g._current().fingerprints
+        fresh = build_fingerprints(g.csr, **options)
+        for name in ("indptr", "nodes", "counts", "hubs", "hub_indptr", "hub_nodes", "hub_counts"):
+            assert np.array_equal(getattr(fp, name), getattr(fresh, name)), name
+        small = g.upsert_edges(rng.integers(0, 850, size=(20, 2)))
+        assert small["rebuilt"] is False and small["walks"] > 0
+        fp = g._current().fingerprints
+        walks = [packed(w) for w in g._walks if w is not None]
+    with shardwalk.Engine.open(path) as engine:  # the log replays the rebuild and the repair
+        again = engine.graph("g")
+        replayed = again._current().fingerprints
+        for name in ("indptr", "nodes", "counts", "hubs"):
+            assert np.array_equal(getattr(replayed, name), getattr(fp, name)), name
+        for a, b in zip(sorted_rows(replayed), sorted_rows(fp)):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip([packed(w) for w in again._walks if w is not None], walks):
+            for x, y in zip(a, b):
+                np.testing.assert_array_equal(x, y)
+
+
+def packed(store) -> tuple[np.ndarray, ...]:
+    """A walk store's walks, packed in block order: (steps, lengths, drop marks)."""
+    lens = store.walk_len.reshape(-1, store.R).sum(axis=1, dtype=np.int64)
+    steps = store.steps
+    blocks = [steps[int(store.blk_start[b]) : int(store.blk_start[b]) + int(lens[b])]
+              for b in range(store.num_blocks)]  # fmt: skip
+    return np.concatenate(blocks), store.walk_len.copy(), store.dropped.copy()
+
+
+def test_walk_stores_are_held_to_a_byte_budget_when_reclaiming_gets_there(engine, monkeypatch):
+    """Past 2x the fingerprints, the walk stores give back their spare bytes (space left
+    behind, the index's overflow) when that brings them within it: the walks, the rows they
+    count and the walks the index finds stay the same; when it cannot, nothing is done."""
+    g = engine.create_graph("g", power_law_graph(800, 4000, seed=2))
+    g.build_fingerprints(walks_per_node=20, hubs=8, hub_walks=200, seed=5)
+    rng = np.random.default_rng(4)
+    monkeypatch.setattr(g, "_reclaim_walks", lambda budget: None)  # (for the updates below)
+    g.rebuild_ratio = 1.0
+    for _ in range(3):
+        g.upsert_edges(rng.integers(0, 800, size=(40, 2)))
+    g._current()
+    monkeypatch.undo()
+    stores = [w for w in g._walks if w is not None]
+    spare = [w.spare_bytes for w in stores]
+    assert all(spare), spare  # (each store has some to give back)
+    total = sum(w.nbytes - w.log_bytes for w in stores)
+    g._reclaim_walks(total - sum(spare) - 1)  # out of reach: nothing done
+    assert [w.spare_bytes for w in stores] == spare
+    before = [(packed(w), w.rows(np.arange(w.num_blocks // w.per_row), 800)) for w in stores]
+    nodes = np.arange(0, 800, 7)
+    slot = np.full(800, -1, np.int64)
+    slot[nodes] = np.arange(nodes.size)
+    found = [set(w.walks_visiting(nodes, slot).tolist()) for w in stores]
+    # within reach (the overflow folded into the index takes some bytes there): reclaimed
+    g._reclaim_walks(total - sum(spare) // 2)
+    assert sum(w.nbytes - w.log_bytes for w in stores) <= total - sum(spare) // 2
+    # (compactions first, then folds, the largest first, until within)
+    assert sum(w.spare_bytes for w in stores) < sum(spare)
+    for w, (walks, rows), units, was in zip(stores, before, found, spare):
+        assert w.spare_bytes <= was
+        for a, b in zip(packed(w), walks):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(w.rows(np.arange(w.num_blocks // w.per_row), 800), rows):
+            np.testing.assert_array_equal(a, b)
+        # every walk that still steps from the nodes is found (stale entries may go)
+        assert set(w.walks_visiting(nodes, slot).tolist()) <= units
+
+
+def test_the_index_overflow_is_folded_by_the_first_read_not_by_the_update(engine):
+    """The walk index's overflow past a sixteenth of the steps is folded by the first read
+    after the update (off the acknowledgement's path), not by the update."""
+    g = engine.create_graph("g", power_law_graph(20_000, 100_000, seed=3))
+    g.build_fingerprints(walks_per_node=10, hubs=None, seed=1)
+    main = g._walks[0]
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        g.upsert_edges(rng.integers(0, 20_000, size=(2_000, 2)))
+        if main.overflow_used > max(1 << 16, main.total_steps // 16):
+            break
+    else:
+        raise AssertionError(f"the updates folded the overflow ({main.overflow_used} entries)")
+    g._current()  # the first read: folded
+    assert main.overflow_used == 0

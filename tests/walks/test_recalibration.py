@@ -28,6 +28,7 @@ def test_hubs_and_calibration_follow_updates(tmp_path):
     with shardwalk.Engine.open(tmp_path / "db") as engine:
         g = engine.create_graph("g", _edges(base), directed=False)
         g.build_fingerprints(walks_per_node=10, seed=1)
+        g.rebuild_ratio = 1.0  # the walks repaired, the hubs selected again (not rebuilt)
         state = g.stats()["fingerprints"]["calibration"]
         assert state["recalibrations"] == 0 and state["edges_changed"] == 0
         hubs_before = _hub_ids(g)
@@ -73,7 +74,9 @@ def test_hubs_and_calibration_follow_updates(tmp_path):
 
 
 def _past_the_threshold(g, rng) -> np.ndarray:
-    """Edges that make the next upsert pass recalibrate_ratio (new nodes, many in-links)."""
+    """Edges that make the next upsert pass recalibrate_ratio (new nodes, many in-links),
+    repaired (not past ``g.rebuild_ratio``, raised), so the hubs are selected again."""
+    g.rebuild_ratio = 1.0
     new = np.arange(9000, 9012)
     big = np.column_stack([
         np.repeat(new, 150), rng.choice(1500, size=(12, 150), replace=True).ravel()
@@ -158,3 +161,29 @@ def test_a_calibration_ending_after_close_installs_and_writes_nothing(tmp_path, 
         state = g.stats()["fingerprints"]["calibration"]
         assert state["recalibrations"] == 0  # not installed, not saved
         assert g.stats()["nodes"] == 1512  # the acknowledged update replayed
+
+
+def test_hubs_selected_again_keep_the_walks_of_the_hubs_that_stay():
+    """A new hub set keeps the walks of the hubs that stay and walks only the new ones: on
+    an unchanged graph, exactly the walks and rows a build for the new set gives."""
+    from shardwalk.walks.dynamic import DynamicGraph
+    from shardwalk.walks.generators import power_law_graph
+    from shardwalk.walks.kept_fingerprints import build_hub_walks, reselect_hub_walks
+    from shardwalk.walks.kernels.rng import MODE_DROP
+
+    graph = DynamicGraph(power_law_graph(600, 3000, seed=7))
+    old_ids = np.array([3, 10, 42, 77, 300], np.int64)
+    new_ids = np.array([3, 11, 42, 300, 512, 599], np.int64)  # 3 stay, 10 and 77 go, 3 come
+    old, _ = build_hub_walks(graph, old_ids, 10, 200, 0.15, 9, MODE_DROP)
+    store, rows = reselect_hub_walks(graph, old, old_ids, new_ids, 200)
+    fresh, fresh_rows = build_hub_walks(graph, new_ids, 10, 200, 0.15, 9, MODE_DROP)
+    for name in ("block_src", "blk_start", "walk_len", "dropped", "steps"):
+        np.testing.assert_array_equal(getattr(store, name), getattr(fresh, name), err_msg=name)
+    for name, value in fresh_rows.items():
+        np.testing.assert_array_equal(rows[name], value, err_msg=name)
+    plan = np.array([11, 42], np.int64)  # the index finds the same walks
+    slot = np.full(600, -1, np.int64)
+    slot[plan] = np.arange(plan.size)
+    np.testing.assert_array_equal(
+        store.walks_visiting(plan, slot), fresh.walks_visiting(plan, slot)
+    )

@@ -44,7 +44,14 @@ from shardwalk.walks import CSRGraph, FingerprintStore, GraphShard, PPRIndex, PP
 from shardwalk.walks import build_fingerprints as _build_fingerprints
 from shardwalk.walks.dynamic import DynamicGraph, EdgeBatch
 from shardwalk.walks.fastrp import fastrp
-from shardwalk.walks.kept_fingerprints import build_kept, refresh_fingerprints
+from shardwalk.walks.kept_fingerprints import (
+    build_kept,
+    dropped_report,
+    rebuild_kept,
+    reclaim_walks,
+    refresh_fingerprints,
+    repair_kept,
+)
 from shardwalk.walks.walkstore import WalkStore
 
 __all__ = ["ACCURACY", "Graph"]
@@ -179,7 +186,7 @@ class Graph:
                         for store in (main, hubs):
                             if store is not None and store.fold_due:
                                 store.fold(csr.num_nodes)
-                        self._reclaim_walks(2 * fp.nbytes)
+                        reclaim_walks(self._walks, 2 * fp.nbytes, csr.num_nodes)
                 self._index = self._ppr_index(fp)
             return self._index
 
@@ -722,84 +729,16 @@ class Graph:
         if self._fingerprints is None:
             return {}
         if self._walks is None:
-            why = (
-                "built on Ray (shardwalk.jobs), which keeps no walks"
-                if self._fingerprints.stats.get("built_on") == "ray"
-                else "built with keep_walks=False"
-            )
+            report = dropped_report(self._fingerprints, _REBUILD)
             self._fingerprints = None  # they describe the old graph: dropped
-            return {
-                "fingerprints_dropped": True,
-                "fingerprints": (
-                    f"dropped: they were {why}, so this update could not repair "
-                    f"them; queries use push until they are built again ({_REBUILD})"
-                ),
-            }
+            return report
         if graph_calibration.edges_changed(self, batch, change) >= self.rebuild_ratio * max(
             1, self._dyn.num_edges - change.edges_delta
         ):
-            return self._rebuild_walks()
-        main, hubs = self._walks
-        report = main.repair(self._dyn, change, seq, new_sources=True)
-        if hubs is not None:
-            extra = hubs.repair(self._dyn, change, seq, new_sources=False)
-            for key in ("walks", "steps", "blocks_scanned", "blocks_rewritten", "seconds"):
-                report[key] += extra[key]
-            for key, seconds in extra.get("stages", {}).items():
-                report["stages"][key] = report["stages"].get(key, 0.0) + seconds
-        return report
-
-    def _reclaim_walks(self, budget: int) -> None:
-        """Hold the walk stores within ``budget`` bytes (2x the fingerprints, after the first
-        read after an update recounted them) where reclaiming their spare bytes (space left
-        behind, the index's overflow) gets them there: the stores' own thresholds,
-        proportional to their steps, let the spare bytes grow past what the budget leaves.
-        Nothing when it cannot reach the budget (the fixed part alone is over it: reclaiming
-        would cost every read and not meet it). Only the layout changes, not the walks."""
-        stores = [w for w in self._walks or () if w is not None]
-        # (the hub rows' visit log is left out: the next read's refresh clears it)
-        total = sum(w.nbytes - w.log_bytes for w in stores)
-        if total <= budget or total - sum(w.spare_bytes for w in stores) > budget:
-            return
-        n = self._dyn.num_nodes
-        for fold in (False, True):  # compactions first: they cost less than folds
-            for store in sorted(stores, key=lambda w: -w.spare_bytes):  # the largest first
-                if total <= budget:
-                    return
-                spare = store.spare_bytes
-                store.reclaim(n, fold=fold)
-                total -= spare - store.spare_bytes
-
-    def _rebuild_walks(self) -> dict[str, Any]:
-        """The kept walks and the fingerprints built anew on the current graph, with the
-        options they were built with (hubs selected again by the same rule); accuracy='s
-        choices and the record of the edges changed since they were made carry over (see
-        ``rebuild_ratio``). A report shaped as a repair's, with ``rebuilt`` True."""
-        t0 = time.perf_counter()
-        old = self._fingerprints
-        assert old is not None
-        hubs_requested = old.stats.get("hubs_requested", "auto" if old.num_hubs else None)
-        # walked on the merged CSR (rows sorted), as a build after a compaction walks them:
-        # the same walks and fingerprints as a fresh build of this graph
-        merged = DynamicGraph(self._dyn.merged(), self_loops=self._dyn.self_loops)
-        store, main, hubs = build_kept(
-            merged, walks_per_node=old.walks_per_node, alpha=old.alpha, seed=old.seed,
-            dangling=old.dangling, top_k=old.top_k, hubs=hubs_requested,
-            hub_walks=old.hub_walks or 1000,
-        )  # fmt: skip
-        store.stats["hubs_requested"] = hubs_requested
-        for key in ("accuracy", "calibration"):  # (the same record: a background run sees it)
-            if key in old.stats:
-                store.stats[key] = old.stats[key]
-        self._fingerprints = store
-        self._walks = (main, hubs)
-        walks = main.num_blocks * main.R + (0 if hubs is None else hubs.num_blocks * hubs.R)
-        seconds = time.perf_counter() - t0
-        return {
-            "walks": walks, "steps": int(store.stats["steps"]),
-            "blocks_scanned": 0, "blocks_rewritten": main.num_blocks, "seconds": seconds,
-            "stages": {}, "rebuilt": True,
-        }  # fmt: skip
+            self._fingerprints, main, hubs, rebuilt = rebuild_kept(self._fingerprints, self._dyn)
+            self._walks = (main, hubs)
+            return rebuilt
+        return repair_kept(self._walks, self._dyn, change, seq)
 
     # -- calibration after updates (shardwalk.graph_calibration) ----------------------------
     def wait_calibrated(self, timeout: float | None = None) -> bool:

@@ -26,7 +26,16 @@ if TYPE_CHECKING:
     from shardwalk.walks.fingerprints import FingerprintOptions
     from typing_extensions import Unpack
 
-__all__ = ["build_hub_walks", "build_kept", "refresh_fingerprints", "reselect_hub_walks"]
+__all__ = [
+    "build_hub_walks",
+    "build_kept",
+    "dropped_report",
+    "rebuild_kept",
+    "reclaim_walks",
+    "refresh_fingerprints",
+    "repair_kept",
+    "reselect_hub_walks",
+]
 
 _U16 = np.iinfo(np.uint16).max
 
@@ -221,6 +230,94 @@ def reselect_hub_walks(
     from shardwalk.walks.fingerprints import hub_store_rows
 
     return store, hub_store_rows(hub_ids, hub_walks, hip, hnodes, _narrow(hcounts))
+
+
+def reclaim_walks(
+    walks: tuple[WalkStore, WalkStore | None] | None, budget: int, num_nodes: int
+) -> None:
+    """Hold the walk stores (main, hubs) within ``budget`` bytes (a graph passes 2x the
+    fingerprints, after the first read after an update recounted them) where reclaiming their
+    spare bytes (space left behind, the index's overflow) gets them there: the stores' own
+    thresholds, proportional to their steps, let the spare bytes grow past what the budget
+    leaves. Nothing when it cannot reach the budget (the fixed part alone is over it:
+    reclaiming would cost every read and not meet it). Only the layout changes, not the
+    walks."""
+    stores = [w for w in walks or () if w is not None]
+    # (the hub rows' visit log is left out: the next read's refresh clears it)
+    total = sum(w.nbytes - w.log_bytes for w in stores)
+    if total <= budget or total - sum(w.spare_bytes for w in stores) > budget:
+        return
+    for fold in (False, True):  # compactions first: they cost less than folds
+        for store in sorted(stores, key=lambda w: -w.spare_bytes):  # the largest first
+            if total <= budget:
+                return
+            spare = store.spare_bytes
+            store.reclaim(num_nodes, fold=fold)
+            total -= spare - store.spare_bytes
+
+
+def rebuild_kept(
+    old: Any, graph: DynamicGraph
+) -> tuple[Any, WalkStore, WalkStore | None, dict[str, Any]]:
+    """(FingerprintStore, walks, hub walks, report): the kept walks and fingerprints ``old``
+    (a FingerprintStore) built anew on ``graph``'s current edges with the options they were
+    built with (hubs selected again by the same rule); accuracy='s choices and the record of
+    the edges changed since they were made carry over (see ``Graph.rebuild_ratio``). The
+    report is shaped as :meth:`WalkStore.repair`'s, with ``rebuilt`` True."""
+    t0 = time.perf_counter()
+    hubs_requested = old.stats.get("hubs_requested", "auto" if old.num_hubs else None)
+    # walked on the merged CSR (rows sorted), as a build after a compaction walks them:
+    # the same walks and fingerprints as a fresh build of this graph
+    merged = DynamicGraph(graph.merged(), self_loops=graph.self_loops)
+    store, main, hubs = build_kept(
+        merged, walks_per_node=old.walks_per_node, alpha=old.alpha, seed=old.seed,
+        dangling=old.dangling, top_k=old.top_k, hubs=hubs_requested,
+        hub_walks=old.hub_walks or 1000,
+    )  # fmt: skip
+    store.stats["hubs_requested"] = hubs_requested
+    for key in ("accuracy", "calibration"):  # (the same record: a background run sees it)
+        if key in old.stats:
+            store.stats[key] = old.stats[key]
+    walks = main.num_blocks * main.R + (0 if hubs is None else hubs.num_blocks * hubs.R)
+    report = {
+        "walks": walks, "steps": int(store.stats["steps"]),
+        "blocks_scanned": 0, "blocks_rewritten": main.num_blocks,
+        "seconds": time.perf_counter() - t0, "stages": {}, "rebuilt": True,
+    }  # fmt: skip
+    return store, main, hubs, report
+
+
+def repair_kept(
+    walks: tuple[WalkStore, WalkStore | None], graph: DynamicGraph, change: Any, seq: int
+) -> dict[str, Any]:
+    """Repair the kept walks (main, hubs) after ``change`` (a ``DynamicGraph.apply`` result,
+    the ``seq``-th batch): :meth:`WalkStore.repair` on each, their reports summed."""
+    main, hubs = walks
+    report = main.repair(graph, change, seq, new_sources=True)
+    if hubs is not None:
+        extra = hubs.repair(graph, change, seq, new_sources=False)
+        for key in ("walks", "steps", "blocks_scanned", "blocks_rewritten", "seconds"):
+            report[key] += extra[key]
+        for key, seconds in extra.get("stages", {}).items():
+            report["stages"][key] = report["stages"].get(key, 0.0) + seconds
+    return report
+
+
+def dropped_report(fp: Any, how_to_rebuild: str) -> dict[str, Any]:
+    """The report of an update that drops fingerprints ``fp`` kept without their walks: they
+    cannot be repaired (``how_to_rebuild``: what builds them again)."""
+    why = (
+        "built on Ray (shardwalk.jobs), which keeps no walks"
+        if fp.stats.get("built_on") == "ray"
+        else "built with keep_walks=False"
+    )
+    return {
+        "fingerprints_dropped": True,
+        "fingerprints": (
+            f"dropped: they were {why}, so this update could not repair "
+            f"them; queries use push until they are built again ({how_to_rebuild})"
+        ),
+    }
 
 
 def _narrow(counts: np.ndarray) -> np.ndarray:

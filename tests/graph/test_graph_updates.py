@@ -17,8 +17,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from shardwalk.walks.generators import power_law_graph
+from shardwalk.walks.kept_fingerprints import reclaim_walks
 
 import shardwalk
+import shardwalk.graph as graph_module
 from shardwalk.errors import CorruptionError, InvalidArgumentError, NotFoundError
 
 ALPHA = 0.15
@@ -552,7 +554,8 @@ def test_walk_stores_are_held_to_a_byte_budget_when_reclaiming_gets_there(engine
     g = engine.create_graph("g", power_law_graph(800, 4000, seed=2))
     g.build_fingerprints(walks_per_node=20, hubs=8, hub_walks=200, seed=5)
     rng = np.random.default_rng(4)
-    monkeypatch.setattr(g, "_reclaim_walks", lambda budget: None)  # (for the updates below)
+    # (nothing reclaimed by the updates and reads below)
+    monkeypatch.setattr(graph_module, "reclaim_walks", lambda walks, budget, n: None)
     g.rebuild_ratio = 1.0
     for _ in range(3):
         g.upsert_edges(rng.integers(0, 800, size=(40, 2)))
@@ -562,7 +565,7 @@ def test_walk_stores_are_held_to_a_byte_budget_when_reclaiming_gets_there(engine
     spare = [w.spare_bytes for w in stores]
     assert all(spare), spare  # (each store has some to give back)
     total = sum(w.nbytes - w.log_bytes for w in stores)
-    g._reclaim_walks(total - sum(spare) - 1)  # out of reach: nothing done
+    reclaim_walks(g._walks, total - sum(spare) - 1, 800)  # out of reach: nothing done
     assert [w.spare_bytes for w in stores] == spare
     before = [(packed(w), w.rows(np.arange(w.num_blocks // w.per_row), 800)) for w in stores]
     nodes = np.arange(0, 800, 7)
@@ -570,7 +573,7 @@ def test_walk_stores_are_held_to_a_byte_budget_when_reclaiming_gets_there(engine
     slot[nodes] = np.arange(nodes.size)
     found = [set(w.walks_visiting(nodes, slot).tolist()) for w in stores]
     # within reach (the overflow folded into the index takes some bytes there): reclaimed
-    g._reclaim_walks(total - sum(spare) // 2)
+    reclaim_walks(g._walks, total - sum(spare) // 2, 800)
     assert sum(w.nbytes - w.log_bytes for w in stores) <= total - sum(spare) // 2
     # (compactions first, then folds, the largest first, until within)
     assert sum(w.spare_bytes for w in stores) < sum(spare)

@@ -48,7 +48,6 @@ from shardwalk.walks.kept_fingerprints import (
     build_kept,
     dropped_report,
     rebuild_kept,
-    reclaim_walks,
     refresh_fingerprints,
     repair_kept,
 )
@@ -163,8 +162,8 @@ class Graph:
     def _current(self, *, upkeep: bool = True) -> PPRIndex:
         """The PPR index of the graph with every acknowledged update (built on first use
         after a change: the delta merged, repaired fingerprint rows recounted; with
-        ``upkeep``, the walk stores' index folded and space reclaimed as due; without, as
-        the recalibration in an update asks, left for a later read)."""
+        ``upkeep``, the walk stores' index folded as due; without, as the recalibration in
+        an update asks, left for a later read)."""
         index = self._index
         if index is not None:
             return index
@@ -180,13 +179,11 @@ class Graph:
 
                     fp = refresh_fingerprints(fp, main, hubs, csr, publish=publish)
                     # upkeep of the walk stores that can wait: here, not in the update (the
-                    # acknowledgement does not wait for it; the hub rows' visit log, cleared
-                    # by the refresh, is not counted against the budget)
+                    # acknowledgement does not wait for it)
                     if upkeep:
                         for store in (main, hubs):
                             if store is not None and store.fold_due:
                                 store.fold(csr.num_nodes)
-                        reclaim_walks(self._walks, 2 * fp.nbytes, csr.num_nodes)
                 self._index = self._ppr_index(fp)
             return self._index
 

@@ -31,7 +31,6 @@ __all__ = [
     "build_kept",
     "dropped_report",
     "rebuild_kept",
-    "reclaim_walks",
     "refresh_fingerprints",
     "repair_kept",
     "reselect_hub_walks",
@@ -230,30 +229,6 @@ def reselect_hub_walks(
     from shardwalk.walks.fingerprints import hub_store_rows
 
     return store, hub_store_rows(hub_ids, hub_walks, hip, hnodes, _narrow(hcounts))
-
-
-def reclaim_walks(
-    walks: tuple[WalkStore, WalkStore | None] | None, budget: int, num_nodes: int
-) -> None:
-    """Hold the walk stores (main, hubs) within ``budget`` bytes (a graph passes 2x the
-    fingerprints, after the first read after an update recounted them) where reclaiming their
-    spare bytes (space left behind, the index's overflow) gets them there: the stores' own
-    thresholds, proportional to their steps, let the spare bytes grow past what the budget
-    leaves. Nothing when it cannot reach the budget (the fixed part alone is over it:
-    reclaiming would cost every read and not meet it). Only the layout changes, not the
-    walks."""
-    stores = [w for w in walks or () if w is not None]
-    # (the hub rows' visit log is left out: the next read's refresh clears it)
-    total = sum(w.nbytes - w.log_bytes for w in stores)
-    if total <= budget or total - sum(w.spare_bytes for w in stores) > budget:
-        return
-    for fold in (False, True):  # compactions first: they cost less than folds
-        for store in sorted(stores, key=lambda w: -w.spare_bytes):  # the largest first
-            if total <= budget:
-                return
-            spare = store.spare_bytes
-            store.reclaim(num_nodes, fold=fold)
-            total -= spare - store.spare_bytes
 
 
 def rebuild_kept(

@@ -20,8 +20,8 @@ other in ``steps`` (the visits after the source: 3 bytes a step, the low 16 bits
 id in ``_lo``, the rest in ``_hi``, one byte below 16.7M nodes), ``blk_start`` per block, ``walk_len``
 (steps) per walk, ``dropped`` per walk under the drop rule (the walk ended at a dangling node
 rather than by stopping). A repaired block is rewritten at the end of ``steps``; the space it
-left is reclaimed once it exceeds a quarter of the walks, or sooner (``reclaim``) when the graph
-holding the store needs the bytes to keep its walk stores within 2x the fingerprints. The node index is per walk (Bahmani et al. keep the visits of every
+left is reclaimed once it exceeds a quarter of the walks (the memory target: the store within
+2x the fingerprints). The node index is per walk (Bahmani et al. keep the visits of every
 node): for each node, the sorted walks that take a step from it (a visit after the source that
 is not the walk's last, or the last where the drop rule cut the walk: the moves a change of its
 out-edges can reroute) as varint gaps (``t_indptr``: byte offsets, ``t_units``: bytes), plus
@@ -636,19 +636,6 @@ class WalkStore:
             self._by_src = np.argsort(self.block_src, kind="stable")
 
     @property
-    def spare_bytes(self) -> int:
-        """The bytes :meth:`reclaim` frees, about: the space rewritten blocks left behind
-        (``fold=False``) and the index's overflow (whose entries then take a byte or two
-        each in the index)."""
-        return self._left_behind_bytes + self.overflow_used * (
-            self.overflow_nodes.itemsize + self.overflow_units.itemsize
-        )
-
-    @property
-    def _left_behind_bytes(self) -> int:
-        return int((self.used - self.live) * (self._lo.itemsize + self._hi.itemsize))
-
-    @property
     def fold_due(self) -> bool:
         """Whether the overflow holds ``fold_share`` of the steps (a sixteenth: 8 bytes an
         entry, then half a byte a step at most, beside the steps' 3)."""
@@ -662,15 +649,6 @@ class WalkStore:
             self._index(num_nodes)
         elif self.overflow_used:
             self._merge_overflow(num_nodes)
-
-    def reclaim(self, num_nodes: int, *, fold: bool = True) -> None:
-        """Compact the steps and (with ``fold``) :meth:`fold` the overflow, as repairs do
-        past their thresholds: for a caller that holds the store to a memory budget. (A
-        compaction is a pass over the steps; a fold, over the index's bytes.)"""
-        if self.used > self.live:
-            self.compact()
-        if fold and self.overflow_used:
-            self.fold(num_nodes)
 
     def compact(self) -> None:
         """Pack the live blocks at the front of ``steps``, in place (in the order they lie):

@@ -17,10 +17,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from shardwalk.walks.generators import power_law_graph
-from shardwalk.walks.kept_fingerprints import reclaim_walks
 
 import shardwalk
-import shardwalk.graph as graph_module
 from shardwalk.errors import CorruptionError, InvalidArgumentError, NotFoundError
 
 ALPHA = 0.15
@@ -545,46 +543,6 @@ def packed(store) -> tuple[np.ndarray, ...]:
     blocks = [steps[int(store.blk_start[b]) : int(store.blk_start[b]) + int(lens[b])]
               for b in range(store.num_blocks)]  # fmt: skip
     return np.concatenate(blocks), store.walk_len.copy(), store.dropped.copy()
-
-
-def test_walk_stores_are_held_to_a_byte_budget_when_reclaiming_gets_there(engine, monkeypatch):
-    """Past 2x the fingerprints, the walk stores give back their spare bytes (space left
-    behind, the index's overflow) when that brings them within it: the walks, the rows they
-    count and the walks the index finds stay the same; when it cannot, nothing is done."""
-    g = engine.create_graph("g", power_law_graph(800, 4000, seed=2))
-    g.build_fingerprints(walks_per_node=20, hubs=8, hub_walks=200, seed=5)
-    rng = np.random.default_rng(4)
-    # (nothing reclaimed by the updates and reads below)
-    monkeypatch.setattr(graph_module, "reclaim_walks", lambda walks, budget, n: None)
-    g.rebuild_ratio = 1.0
-    for _ in range(3):
-        g.upsert_edges(rng.integers(0, 800, size=(40, 2)))
-    g._current()
-    monkeypatch.undo()
-    stores = [w for w in g._walks if w is not None]
-    spare = [w.spare_bytes for w in stores]
-    assert all(spare), spare  # (each store has some to give back)
-    total = sum(w.nbytes - w.log_bytes for w in stores)
-    reclaim_walks(g._walks, total - sum(spare) - 1, 800)  # out of reach: nothing done
-    assert [w.spare_bytes for w in stores] == spare
-    before = [(packed(w), w.rows(np.arange(w.num_blocks // w.per_row), 800)) for w in stores]
-    nodes = np.arange(0, 800, 7)
-    slot = np.full(800, -1, np.int64)
-    slot[nodes] = np.arange(nodes.size)
-    found = [set(w.walks_visiting(nodes, slot).tolist()) for w in stores]
-    # within reach (the overflow folded into the index takes some bytes there): reclaimed
-    reclaim_walks(g._walks, total - sum(spare) // 2, 800)
-    assert sum(w.nbytes - w.log_bytes for w in stores) <= total - sum(spare) // 2
-    # (compactions first, then folds, the largest first, until within)
-    assert sum(w.spare_bytes for w in stores) < sum(spare)
-    for w, (walks, rows), units, was in zip(stores, before, found, spare):
-        assert w.spare_bytes <= was
-        for a, b in zip(packed(w), walks):
-            np.testing.assert_array_equal(a, b)
-        for a, b in zip(w.rows(np.arange(w.num_blocks // w.per_row), 800), rows):
-            np.testing.assert_array_equal(a, b)
-        # every walk that still steps from the nodes is found (stale entries may go)
-        assert set(w.walks_visiting(nodes, slot).tolist()) <= units
 
 
 def test_the_index_overflow_is_folded_by_the_first_read_not_by_the_update(engine):

@@ -11,6 +11,7 @@ exactly): the check is then exact for HNSW as for flat."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,8 +129,12 @@ def test_every_search_under_writes_is_one_prefix_of_the_acknowledged_writes(kind
     def reader(seed: int) -> None:
         r = np.random.default_rng(seed)
         names = list(SCOPES)
-        try:
-            while not stop.is_set():
+        ended = None  # when the writers were done: on a loaded machine they may finish
+        try:  # before every scope was searched a few times; then go on a little (bounded)
+            while not stop.is_set() or min(searched.values()) < 5:
+                ended = ended or (time.monotonic() if stop.is_set() else None)
+                if ended is not None and time.monotonic() - ended > 20:
+                    break
                 name = names[int(r.integers(len(names)))]
                 tenant, where, test = SCOPES[name]
                 query = r.random(DIM, dtype=np.float32)
